@@ -1,0 +1,236 @@
+/* bench/sandbox_bench.c - sandbox start-up costs, side by side in one run.
+ *
+ *   one-shot:   `codeq sandbox -- /bin/true` against `bwrap --unshare-all` with
+ *               equivalent binds, and against a bare fork+exec of /bin/true;
+ *               the three are interleaved round by round, so that a noisy
+ *               neighbour or a frequency change hits all of them alike;
+ *   in-sandbox: one more process in an existing sandbox (spawn, run /bin/true,
+ *               wait for its report) through the library, against a bare
+ *               fork+exec+wait of /bin/true from the same process.
+ *
+ * usage: codeq-bench-sandbox [--runs N] [--codeq PATH] [--bwrap PATH]
+ * Prints a table of median, mean, p95 and min in milliseconds.
+ */
+#define _GNU_SOURCE
+#include "common/units.h"
+#include "sandbox/sandbox.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct series {
+    const char *name;
+    double *ms;
+    int n;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void print_series(struct series *s)
+{
+    if (s->n == 0) {
+        printf("%-44s %8s\n", s->name, "n/a");
+        return;
+    }
+    qsort(s->ms, (size_t)s->n, sizeof(double), cmp_double);
+    double sum = 0;
+    for (int i = 0; i < s->n; i++)
+        sum += s->ms[i];
+    printf("%-44s %8.3f %8.3f %8.3f %8.3f %6d\n", s->name, s->ms[s->n / 2], sum / s->n,
+           s->ms[(int)(s->n * 0.95)], s->ms[0], s->n);
+}
+
+/* Wall time of running argv to completion, in ms; -1 if it failed. */
+static double run_once(char *const argv[])
+{
+    uint64_t t0 = cq_now_us();
+    pid_t pid;
+    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0)
+        return -1;
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    uint64_t t1 = cq_now_us();
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return -1;
+    return (double)(t1 - t0) / 1000.0;
+}
+
+static const char *const etc_entries[] = {
+    "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone",
+    "nsswitch.conf", "host.conf", "gai.conf", "protocols", "services", "mime.types", "ssl",
+    "ca-certificates", "fonts", "matplotlibrc", "python3", "python3.11", "debian_version",
+    "os-release", "bash.bashrc", "inputrc", "magic", "magic.mime",
+};
+
+/* bwrap with what codeq's sandbox has: all namespaces, the same read-only runtime
+ * and /etc entries, /proc, a minimal /dev, tmpfs /tmp and /workspace, uid 1000, a
+ * new session, a cleared environment. (No cgroup limits or seccomp: bwrap has
+ * neither by default.) */
+static char **bwrap_argv(const char *bwrap)
+{
+    static char *argv[256];
+    static char paths[64][PATH_MAX];
+    int n = 0, p = 0;
+    const char *fixed[] = {bwrap, "--unshare-all", "--new-session", "--die-with-parent",
+                           "--clearenv", "--uid", "1000", "--gid", "1000", "--hostname", "codeq",
+                           "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                           "--symlink", "usr/sbin", "/sbin", "--symlink", "usr/lib", "/lib",
+                           "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
+                           "--tmpfs", "/tmp", "--tmpfs", "/workspace", "--chdir", "/workspace"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        argv[n++] = (char *)fixed[i];
+    for (size_t i = 0; i < sizeof(etc_entries) / sizeof(etc_entries[0]); i++) {
+        snprintf(paths[p], PATH_MAX, "/etc/%s", etc_entries[i]);
+        argv[n++] = "--ro-bind-try";
+        argv[n++] = paths[p];
+        argv[n++] = paths[p];
+        p++;
+    }
+    argv[n++] = "/bin/true";
+    argv[n] = NULL;
+    return argv;
+}
+
+static double spawn_in_sandbox(struct cq_sandbox *sb)
+{
+    static const char *const argv[] = {"/bin/true", NULL};
+    struct cq_spawn req;
+    cq_spawn_init(&req, argv);
+    struct cq_error err;
+    struct cq_process *p;
+    uint64_t t0 = cq_now_us();
+    if (cq_sandbox_spawn(sb, &req, &p, &err) < 0) {
+        fprintf(stderr, "spawn: %s\n", err.msg);
+        return -1;
+    }
+    struct cq_process_report r;
+    int rc = cq_process_wait(p, NULL, &r, &err);
+    uint64_t t1 = cq_now_us();
+    cq_process_free(p);
+    return rc == 0 && r.exit_code == 0 ? (double)(t1 - t0) / 1000.0 : -1;
+}
+
+static void add(struct series *s, double ms)
+{
+    if (ms >= 0)
+        s->ms[s->n++] = ms;
+}
+
+int main(int argc, char **argv)
+{
+    int runs = 300;
+    char codeq[PATH_MAX] = "";
+    const char *bwrap = "/usr/bin/bwrap";
+    static const struct option opts[] = {{"runs", required_argument, NULL, 'r'},
+                                         {"codeq", required_argument, NULL, 'c'},
+                                         {"bwrap", required_argument, NULL, 'b'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            runs = atoi(optarg);
+            break;
+        case 'c':
+            snprintf(codeq, sizeof(codeq), "%s", optarg);
+            break;
+        case 'b':
+            bwrap = optarg;
+            break;
+        default:
+            fprintf(stderr, "usage: %s [--runs N] [--codeq PATH] [--bwrap PATH]\n", argv[0]);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (runs < 10)
+        runs = 10;
+    if (codeq[0] == '\0') {
+        /* The codeq binary next to this one. */
+        ssize_t n = readlink("/proc/self/exe", codeq, sizeof(codeq) - 16);
+        if (n > 0) {
+            codeq[n] = '\0';
+            char *slash = strrchr(codeq, '/');
+            snprintf(slash + 1, sizeof(codeq) - (size_t)(slash + 1 - codeq), "codeq");
+        }
+    }
+    char *codeq_argv[] = {codeq, "sandbox", "--", "/bin/true", NULL};
+    char *true_argv[] = {"/bin/true", NULL};
+    char **bw_argv = bwrap_argv(bwrap);
+    /* The smallest bwrap sandbox, for reference: less isolation than codeq's. */
+    char *bw_min_argv[] = {(char *)bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr",
+                           "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                           "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
+                           "--tmpfs", "/tmp", "/bin/true", NULL};
+    bool have_bwrap = access(bwrap, X_OK) == 0;
+
+    struct series oneshot_codeq = {"one-shot: codeq sandbox -- /bin/true", calloc(runs, 8), 0};
+    struct series oneshot_bwrap = {"one-shot: bwrap --unshare-all ... /bin/true", calloc(runs, 8),
+                                   0};
+    struct series oneshot_bwrap_min = {"one-shot: bwrap --unshare-all, only /usr", calloc(runs, 8),
+                                       0};
+    struct series oneshot_bare = {"one-shot: /bin/true (no sandbox)", calloc(runs, 8), 0};
+    struct series in_sandbox = {"in sandbox: spawn+wait /bin/true", calloc(runs, 8), 0};
+    struct series in_bare = {"in process: fork+exec+wait /bin/true", calloc(runs, 8), 0};
+
+    /* Warm-up: page cache, cgroup detection, first-use paths of the kernel. */
+    for (int i = 0; i < 10; i++) {
+        run_once(codeq_argv);
+        if (have_bwrap)
+            run_once(bw_argv);
+    }
+    for (int i = 0; i < runs; i++) {
+        add(&oneshot_codeq, run_once(codeq_argv));
+        if (have_bwrap) {
+            add(&oneshot_bwrap, run_once(bw_argv));
+            add(&oneshot_bwrap_min, run_once(bw_min_argv));
+        }
+        add(&oneshot_bare, run_once(true_argv));
+    }
+
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    struct cq_error err;
+    struct cq_sandbox *sb;
+    if (cq_sandbox_create(&cfg, &sb, &err) < 0) {
+        fprintf(stderr, "create: %s\n", err.msg);
+        return 1;
+    }
+    for (int i = 0; i < 10; i++)
+        spawn_in_sandbox(sb);
+    for (int i = 0; i < runs; i++) {
+        add(&in_sandbox, spawn_in_sandbox(sb));
+        add(&in_bare, run_once(true_argv));
+    }
+    cq_sandbox_destroy(sb);
+
+    printf("%-44s %8s %8s %8s %8s %6s\n", "benchmark (ms)", "median", "mean", "p95", "min", "runs");
+    print_series(&oneshot_codeq);
+    print_series(&oneshot_bwrap);
+    print_series(&oneshot_bwrap_min);
+    print_series(&oneshot_bare);
+    print_series(&in_sandbox);
+    print_series(&in_bare);
+    if (!have_bwrap)
+        printf("(bwrap not found at %s: install bubblewrap for the comparison)\n", bwrap);
+    bool complete = oneshot_codeq.n == runs && in_sandbox.n == runs;
+    struct series *all[] = {&oneshot_codeq, &oneshot_bwrap, &oneshot_bwrap_min, &oneshot_bare,
+                            &in_sandbox, &in_bare};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        free(all[i]->ms);
+    return complete ? 0 : 1;
+}

@@ -1,0 +1,308 @@
+/* cli/cmd_sandbox.c - `codeq sandbox [OPTIONS] -- CMD [ARG...]`: run one command in a
+ * fresh sandbox, stream its output, destroy the sandbox, exit with its status. */
+#define _GNU_SOURCE
+#include "cli/cli.h"
+#include "common/cleanup.h"
+#include "common/units.h"
+#include "sandbox/sandbox.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_TIMEOUT_MS (7ULL * 24 * 3600 * 1000)
+#define MAX_ENV 256
+
+static void usage(FILE *out)
+{
+    char mem[32], disk[32], output[32];
+    cq_format_size(CQ_SANDBOX_DEFAULT_MEMORY, mem, sizeof(mem));
+    cq_format_size(CQ_SANDBOX_DEFAULT_DISK, disk, sizeof(disk));
+    cq_format_size(CQ_SANDBOX_DEFAULT_OUTPUT, output, sizeof(output));
+    fprintf(out,
+            "usage: codeq sandbox [OPTIONS] -- CMD [ARG...]\n"
+            "\n"
+            "Runs CMD in a fresh sandbox and destroys the sandbox afterwards. CMD runs as an\n"
+            "unprivileged user without capabilities, under seccomp, with no network but\n"
+            "loopback, on a read-only copy of the host's runtime (/usr, /etc subset), with a\n"
+            "private /tmp and a private /workspace as its working directory.\n"
+            "\n"
+            "options:\n"
+            "  --memory SIZE        memory limit, swap included (default %s)\n"
+            "  --pids N             processes and threads, codeq's two helpers included\n"
+            "                       (default %d)\n"
+            "  --cpus FLOAT         CPU bandwidth in cores (default %.0f)\n"
+            "  --timeout SECONDS    wall-clock limit; kills CMD and everything it started\n"
+            "                       (default %llu)\n"
+            "  --disk SIZE          size of the private /workspace; also the largest file\n"
+            "                       CMD may write (default %s)\n"
+            "  --workspace DIR      bind the host directory DIR read-write at /workspace\n"
+            "                       instead; CMD acts as DIR's owner, who must not be root\n"
+            "  --env NAME=VALUE     set a variable for CMD (repeatable); nothing of the\n"
+            "                       host's environment is passed in\n"
+            "  --output-limit SIZE  stdout+stderr bytes passed through; the rest is dropped\n"
+            "                       (default %s)\n"
+            "  --report FILE        write a JSON report: exit_code, signal, timed_out,\n"
+            "                       oom_killed, wall_ms, cpu_ms, peak_memory_bytes,\n"
+            "                       output_truncated, output_bytes, pids_limit_hit\n"
+            "  -h, --help           show this help\n"
+            "\n"
+            "SIZE takes K, M, G or T suffixes (powers of 1024).\n"
+            "\n"
+            "exit status: CMD's own; 128+N when a signal N killed it; 124 when it timed out;\n"
+            "137 when the memory limit got it killed; 125 when codeq itself failed; 126/127\n"
+            "when CMD could not be run or was not found; 2 for bad options. A line on stderr\n"
+            "says which limit was hit.\n",
+            mem, CQ_SANDBOX_DEFAULT_PIDS, CQ_SANDBOX_DEFAULT_CPUS,
+            (unsigned long long)(CQ_SANDBOX_DEFAULT_TIMEOUT_MS / 1000), disk, output);
+}
+
+struct options {
+    struct cq_sandbox_config config;
+    const char *env[MAX_ENV + 1];
+    size_t nenv;
+    uint64_t timeout_ms;
+    uint64_t output_limit;
+    const char *report_path;
+    char *workspace;
+    char **argv;
+};
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "codeq sandbox: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nRun 'codeq sandbox --help' for usage.\n");
+    return CQ_EXIT_USAGE;
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    enum { OPT_MEMORY = 256, OPT_PIDS, OPT_CPUS, OPT_TIMEOUT, OPT_DISK, OPT_WORKSPACE, OPT_ENV,
+           OPT_OUTPUT_LIMIT, OPT_REPORT };
+    static const struct option longopts[] = {
+        {"memory", required_argument, NULL, OPT_MEMORY},
+        {"pids", required_argument, NULL, OPT_PIDS},
+        {"cpus", required_argument, NULL, OPT_CPUS},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"disk", required_argument, NULL, OPT_DISK},
+        {"workspace", required_argument, NULL, OPT_WORKSPACE},
+        {"env", required_argument, NULL, OPT_ENV},
+        {"output-limit", required_argument, NULL, OPT_OUTPUT_LIMIT},
+        {"report", required_argument, NULL, OPT_REPORT},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct cq_error err;
+    uint64_t value;
+    cq_sandbox_config_init(&o->config);
+    o->timeout_ms = CQ_SANDBOX_DEFAULT_TIMEOUT_MS;
+    o->output_limit = CQ_SANDBOX_DEFAULT_OUTPUT;
+    opterr = 0;
+    optind = 1;
+    int c;
+    /* '+': stop at the first non-option, which starts CMD, as after "--". */
+    while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            usage(stdout);
+            return -1;
+        case OPT_MEMORY:
+            if (cq_parse_size(optarg, 1ULL << 50, &o->config.limits.memory_bytes, &err) < 0)
+                return usage_error("--memory: %s", err.msg);
+            break;
+        case OPT_PIDS:
+            if (cq_parse_uint(optarg, 4, 1000000, &o->config.limits.pids, &err) < 0)
+                return usage_error("--pids: %s", err.msg);
+            break;
+        case OPT_CPUS: {
+            char *end;
+            errno = 0;
+            double cpus = strtod(optarg, &end);
+            if (errno != 0 || *end != '\0' || end == optarg || !(cpus > 0))
+                return usage_error("--cpus: invalid number '%s'", optarg);
+            o->config.limits.cpus = cpus;
+            break;
+        }
+        case OPT_TIMEOUT:
+            if (cq_parse_duration_ms(optarg, MAX_TIMEOUT_MS, &o->timeout_ms, &err) < 0)
+                return usage_error("--timeout: %s", err.msg);
+            break;
+        case OPT_DISK:
+            if (cq_parse_size(optarg, 1ULL << 50, &value, &err) < 0)
+                return usage_error("--disk: %s", err.msg);
+            o->config.limits.workspace_bytes = value;
+            o->config.limits.file_size_bytes = value;
+            break;
+        case OPT_WORKSPACE:
+            free(o->workspace);
+            o->workspace = realpath(optarg, NULL);
+            if (o->workspace == NULL)
+                return usage_error("--workspace: cannot use '%s'", optarg);
+            break;
+        case OPT_ENV:
+            if (o->nenv == MAX_ENV)
+                return usage_error("--env: more than %s variables", "256");
+            if (strchr(optarg, '=') == NULL)
+                return usage_error("--env: '%s' is not NAME=VALUE", optarg);
+            o->env[o->nenv++] = optarg;
+            break;
+        case OPT_OUTPUT_LIMIT:
+            if (cq_parse_size(optarg, 1ULL << 40, &o->output_limit, &err) < 0)
+                return usage_error("--output-limit: %s", err.msg);
+            if (o->output_limit == 0)
+                return usage_error("--output-limit: %s", "must be above 0");
+            break;
+        case OPT_REPORT:
+            o->report_path = optarg;
+            break;
+        default:
+            return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return usage_error("%s", "no command given (codeq sandbox [OPTIONS] -- CMD [ARG...])");
+    o->env[o->nenv] = NULL;
+    o->config.env = o->env;
+    o->config.workspace_dir = o->workspace;
+    o->argv = argv + optind;
+    struct cq_error verr;
+    if (cq_sandbox_config_validate(&o->config, &verr) < 0)
+        return usage_error("%s", verr.msg);
+    return 0;
+}
+
+static void write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return; /* our reader went away; keep draining the sandbox regardless */
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+static void forward_output(void *ctx, int stream, const char *data, size_t len)
+{
+    (void)ctx;
+    write_all(stream == 1 ? STDOUT_FILENO : STDERR_FILENO, data, len);
+}
+
+static int write_report(const char *path, const struct cq_process_report *r)
+{
+    cq_autofree char *text = NULL;
+    json_t *obj = json_pack(
+        "{s:o, s:o, s:b, s:b, s:I, s:I, s:I, s:b, s:I, s:b}", "exit_code",
+        r->signal != 0 ? json_null() : json_integer(r->exit_code), "signal",
+        r->signal != 0 ? json_integer(r->signal) : json_null(), "timed_out", r->timed_out,
+        "oom_killed", r->oom_killed, "wall_ms", (json_int_t)r->wall_ms, "cpu_ms",
+        (json_int_t)r->cpu_ms, "peak_memory_bytes", (json_int_t)r->peak_memory_bytes,
+        "output_truncated", r->output_truncated, "output_bytes", (json_int_t)r->output_bytes,
+        "pids_limit_hit", r->pids_limit_hit);
+    if (obj == NULL)
+        return -1;
+    text = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (text == NULL)
+        return -1;
+    cq_autofclose FILE *f = fopen(path, "we");
+    if (f == NULL)
+        return -1;
+    return fprintf(f, "%s\n", text) < 0 ? -1 : 0;
+}
+
+static int exit_status(const struct options *o, const struct cq_process_report *r)
+{
+    char size[32];
+    if (r->output_truncated) {
+        cq_format_size(o->output_limit, size, sizeof(size));
+        fprintf(stderr, "codeq: output limit: output truncated at %s of %llu bytes (--output-limit)\n",
+                size, (unsigned long long)r->output_bytes);
+    }
+    if (r->pids_limit_hit)
+        fprintf(stderr, "codeq: process limit: the sandbox refused a fork (--pids %llu)\n",
+                (unsigned long long)o->config.limits.pids);
+    if (r->timed_out) {
+        fprintf(stderr, "codeq: time limit: killed after %.3g s (--timeout)\n",
+                (double)o->timeout_ms / 1000.0);
+        return CQ_EXIT_TIMEOUT;
+    }
+    if (r->oom_killed) {
+        cq_format_size(o->config.limits.memory_bytes, size, sizeof(size));
+        fprintf(stderr, "codeq: memory limit: killed by the kernel's OOM killer (--memory %s)\n",
+                size);
+        return CQ_EXIT_OOM;
+    }
+    if (r->signal != 0)
+        return 128 + r->signal;
+    return r->exit_code;
+}
+
+int cq_cmd_sandbox(int argc, char **argv)
+{
+    struct options o;
+    memset(&o, 0, sizeof(o));
+    int rc = parse_options(argc, argv, &o);
+    if (rc != 0) {
+        free(o.workspace);
+        return rc < 0 ? 0 : rc;
+    }
+    /* A closed stdout of ours must not kill us before the sandbox is cleaned up. */
+    signal(SIGPIPE, SIG_IGN);
+
+    struct cq_error err;
+    struct cq_sandbox *sb = NULL;
+    if (cq_sandbox_create(&o.config, &sb, &err) < 0) {
+        fprintf(stderr, "codeq: cannot create the sandbox: %s\n", err.msg);
+        free(o.workspace);
+        return CQ_EXIT_INTERNAL;
+    }
+    struct cq_spawn req;
+    cq_spawn_init(&req, (const char *const *)o.argv);
+    req.timeout_ms = o.timeout_ms;
+    req.output_limit_bytes = o.output_limit;
+    req.stdout_mode = req.stderr_mode = CQ_STDIO_PIPE;
+    /* Our stdin is forwarded through a pipe: a host terminal never enters the sandbox. */
+    struct stat st;
+    bool have_stdin = fstat(STDIN_FILENO, &st) == 0;
+    req.stdin_mode = have_stdin ? CQ_STDIO_PIPE : CQ_STDIO_NULL;
+
+    struct cq_process *proc = NULL;
+    int status = CQ_EXIT_INTERNAL;
+    if (cq_sandbox_spawn(sb, &req, &proc, &err) < 0) {
+        fprintf(stderr, "codeq: %s\n", err.msg);
+        status = err.code == ENOENT ? CQ_EXIT_NOT_FOUND
+                 : (err.code == EACCES || err.code == ENOEXEC) ? CQ_EXIT_CANNOT_RUN
+                                                               : CQ_EXIT_INTERNAL;
+        goto out;
+    }
+    struct cq_wait_io io = {
+        .on_output = forward_output,
+        .input_fd = have_stdin ? STDIN_FILENO : -1,
+    };
+    struct cq_process_report report;
+    if (cq_process_wait(proc, &io, &report, &err) < 0) {
+        fprintf(stderr, "codeq: %s\n", err.msg);
+        goto out;
+    }
+    status = exit_status(&o, &report);
+    if (o.report_path != NULL && write_report(o.report_path, &report) < 0) {
+        fprintf(stderr, "codeq: cannot write the report to %s: %s\n", o.report_path,
+                strerror(errno));
+        status = CQ_EXIT_INTERNAL;
+    }
+out:
+    cq_process_free(proc);
+    cq_sandbox_destroy(sb);
+    free(o.workspace);
+    return status;
+}

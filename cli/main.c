@@ -1,0 +1,44 @@
+/* cli/main.c - `codeq`: dispatches to one file per subcommand. */
+#define _GNU_SOURCE
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifndef CQ_VERSION
+#define CQ_VERSION "0.0.0"
+#endif
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: codeq <command> [options]\n"
+                 "\n"
+                 "codeq runs untrusted code in isolated, limited sandboxes.\n"
+                 "\n"
+                 "commands:\n"
+                 "  sandbox    run a command in a fresh sandbox and destroy it after\n"
+                 "\n"
+                 "Run 'codeq <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CQ_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("codeq %s\n", CQ_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "sandbox") == 0)
+        return cq_cmd_sandbox(argc - 1, argv + 1);
+    fprintf(stderr, "codeq: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return CQ_EXIT_USAGE;
+}

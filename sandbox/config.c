@@ -1,0 +1,80 @@
+/* sandbox/config.c - defaults and validation of sandbox and spawn settings. */
+#define _GNU_SOURCE
+#include "sandbox/sandbox.h"
+#include "sandbox/internal.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <unistd.h>
+
+void cq_sandbox_config_init(struct cq_sandbox_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->limits = (struct cq_sandbox_limits){
+        .memory_bytes = CQ_SANDBOX_DEFAULT_MEMORY,
+        .pids = CQ_SANDBOX_DEFAULT_PIDS,
+        .cpus = CQ_SANDBOX_DEFAULT_CPUS,
+        .workspace_bytes = CQ_SANDBOX_DEFAULT_DISK,
+        .workspace_inodes = CQ_SANDBOX_DEFAULT_INODES,
+        .tmp_bytes = CQ_SANDBOX_DEFAULT_TMP,
+        .file_size_bytes = CQ_SANDBOX_DEFAULT_DISK,
+        .open_files = CQ_SANDBOX_DEFAULT_OPEN_FILES,
+    };
+    cfg->network = CQ_NETWORK_NONE;
+    cfg->hostname = "codeq";
+}
+
+void cq_spawn_init(struct cq_spawn *req, const char *const *argv)
+{
+    memset(req, 0, sizeof(*req));
+    req->argv = argv;
+    req->stdin_mode = req->stdout_mode = req->stderr_mode = CQ_STDIO_NULL;
+    req->stdin_fd = req->stdout_fd = req->stderr_fd = -1;
+}
+
+int cq_env_entry_validate(const char *entry, struct cq_error *err)
+{
+    const char *eq = strchr(entry, '=');
+    if (eq == NULL || eq == entry)
+        return cq_error_set(err, CQ_EINVALID, "environment entry '%s' is not NAME=VALUE", entry);
+    for (const char *p = entry; p < eq; p++) {
+        bool ok = *p == '_' || isalpha((unsigned char)*p) || (p > entry && isdigit((unsigned char)*p));
+        if (!ok)
+            return cq_error_set(err, CQ_EINVALID, "environment name '%.*s' is not a valid name",
+                                (int)(eq - entry), entry);
+    }
+    return 0;
+}
+
+int cq_sandbox_config_validate(const struct cq_sandbox_config *cfg, struct cq_error *err)
+{
+    const struct cq_sandbox_limits *l = &cfg->limits;
+    /* Lower bounds keep the sandbox able to start its own helpers at all. */
+    if (l->memory_bytes < (8ULL << 20))
+        return cq_error_set(err, CQ_EINVALID, "memory limit must be at least 8M");
+    if (l->pids < 4 || l->pids > 1000000)
+        return cq_error_set(err, CQ_EINVALID,
+                            "pids limit must be between 4 (init, a shim and a process) and 1000000");
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!(l->cpus >= 0.01) || l->cpus > (double)(ncpu > 0 ? ncpu : 1) * 4)
+        return cq_error_set(err, CQ_EINVALID, "cpus must be between 0.01 and %ld", ncpu * 4);
+    if (l->workspace_bytes < 4096 || l->tmp_bytes < 4096)
+        return cq_error_set(err, CQ_EINVALID, "disk and tmp sizes must be at least 4K");
+    if (l->workspace_inodes < 16)
+        return cq_error_set(err, CQ_EINVALID, "workspace inodes must be at least 16");
+    if (l->file_size_bytes == 0)
+        return cq_error_set(err, CQ_EINVALID, "file size limit must be above 0");
+    if (l->open_files < 16 || l->open_files > 1048576)
+        return cq_error_set(err, CQ_EINVALID, "open files limit must be between 16 and 1048576");
+    if (cfg->network != CQ_NETWORK_NONE)
+        return cq_error_set(err, CQ_EINVALID, "unknown network mode %d", (int)cfg->network);
+    const char *h = cfg->hostname != NULL ? cfg->hostname : "codeq";
+    size_t hlen = strlen(h);
+    if (hlen == 0 || hlen > 63 || strspn(h, "abcdefghijklmnopqrstuvwxyz"
+                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != hlen)
+        return cq_error_set(err, CQ_EINVALID, "hostname '%s' is not a valid host name", h);
+    for (const char *const *e = cfg->env; e != NULL && *e != NULL; e++)
+        if (cq_env_entry_validate(*e, err) < 0)
+            return -1;
+    return 0;
+}

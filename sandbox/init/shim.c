@@ -1,0 +1,456 @@
+/* sandbox/init/shim.c - one shim per sandboxed process.
+ *
+ * init forks the shim with CLONE_NEWPID | CLONE_NEWNS, so the shim is pid 1 of a
+ * pid namespace that holds exactly the process it starts and that process's
+ * descendants. That makes "the process tree" a kernel object:
+ *  - setsid, double forks and daemonising cannot leave it;
+ *  - kill(-1, SIGKILL) from the shim reaches all of it and nothing else;
+ *  - when the shim exits, the kernel kills whatever is left in it.
+ * The process also gets its own mount namespace with a /proc of its own pid
+ * namespace, so getpid() and /proc agree (psutil and ps work) and it cannot see
+ * other processes of the session.
+ *
+ * The shim reports on the status socket: STARTED once execve succeeded (or
+ * SPAWN_FAILED with the errno), then EXITED with status, CPU, peak RSS and wall
+ * time once the whole tree is gone. It ends the tree when the main process exits,
+ * when the timeout passes, when the supervisor sends KILL, or when the supervisor
+ * goes away (status socket closed).
+ */
+#define _GNU_SOURCE
+#include "sandbox/init/init.h"
+#include "sandbox/seccomp_bpf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ARGS 4096
+#define EXEC_ERROR_FD 3
+
+struct spawn_request {
+    const char *argv[MAX_ARGS + 1];
+    const char *envp[MAX_ARGS + 1];
+    const char *cwd;
+    struct cq_spawn_params params;
+};
+
+static int parse_spawn(const struct cq_msg_reader *msg, struct spawn_request *req)
+{
+    struct cq_msg_reader r = *msg;
+    size_t argc = 0, envc = 0;
+    bool have_params = false;
+    uint16_t tag;
+    const void *data;
+    size_t len;
+    int more;
+    req->cwd = "/workspace";
+    while ((more = cq_msg_next(&r, &tag, &data, &len)) > 0) {
+        const char *s = cq_msg_str(data, len);
+        switch (tag) {
+        case CQ_F_ARG:
+            if (s == NULL || argc == MAX_ARGS)
+                return -1;
+            req->argv[argc++] = s;
+            break;
+        case CQ_F_ENV:
+            if (s == NULL || envc == MAX_ARGS)
+                return -1;
+            req->envp[envc++] = s;
+            break;
+        case CQ_F_CWD:
+            if (s == NULL)
+                return -1;
+            req->cwd = s;
+            break;
+        case CQ_F_SPAWN:
+            if (len != sizeof(req->params))
+                return -1;
+            memcpy(&req->params, data, len);
+            have_params = true;
+            break;
+        default:
+            break;
+        }
+    }
+    req->argv[argc] = NULL;
+    req->envp[envc] = NULL;
+    return more < 0 || argc == 0 || !have_params ? -1 : 0;
+}
+
+static void report(int status_fd, uint32_t type, const void *payload, uint16_t tag, size_t len)
+{
+    static struct cq_msg_writer w;
+    cq_msg_begin(&w, type);
+    if (payload != NULL)
+        cq_msg_put(&w, tag, payload, len);
+    (void)cq_msg_send(status_fd, &w, NULL, 0); /* a vanished supervisor is not an error here */
+}
+
+static void report_failure(int status_fd, int error, const char *what)
+{
+    static struct cq_msg_writer w;
+    int32_t code = error;
+    cq_msg_begin(&w, CQ_MSG_SPAWN_FAILED);
+    cq_msg_put(&w, CQ_F_ERRNO, &code, sizeof(code));
+    cq_msg_put_str(&w, CQ_F_TEXT, what);
+    (void)cq_msg_send(status_fd, &w, NULL, 0);
+}
+
+static const char *env_lookup(const char *const *envp, const char *name)
+{
+    size_t n = strlen(name);
+    for (; *envp != NULL; envp++)
+        if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+            return *envp + n + 1;
+    return NULL;
+}
+
+/* execvpe searches the PATH of the *current* environment; the command's PATH is the
+ * one in envp, so the search is done here. */
+static int exec_search(const char *const *argv, const char *const *envp)
+{
+    const char *file = argv[0];
+    if (strchr(file, '/') != NULL) {
+        execve(file, (char *const *)argv, (char *const *)envp);
+        return errno;
+    }
+    const char *path = env_lookup(envp, "PATH");
+    if (path == NULL)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    int result = ENOENT;
+    char candidate[PATH_MAX];
+    for (const char *p = path;; p++) {
+        const char *end = strchrnul(p, ':');
+        int n = snprintf(candidate, sizeof(candidate), "%.*s/%s", (int)(end - p),
+                         end == p ? "." : p, file);
+        if (n > 0 && (size_t)n < sizeof(candidate)) {
+            execve(candidate, (char *const *)argv, (char *const *)envp);
+            if (errno == EACCES)
+                result = EACCES; /* keep looking, but report it if nothing runs */
+            else if (errno != ENOENT && errno != ENOTDIR)
+                return errno;
+        }
+        if (*end == '\0')
+            break;
+        p = end;
+    }
+    return result;
+}
+
+int init_install_filter(const unsigned char *bpf, unsigned long len)
+{
+    struct sock_fprog prog = {
+        .len = (unsigned short)(len / sizeof(struct sock_filter)),
+        .filter = (struct sock_filter *)bpf,
+    };
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+/* Drops every privilege the shim holds, in the order the kernel requires:
+ * bounding set and ambient set while we still have CAP_SETPCAP, then groups and
+ * ids (changing uid from 0 clears the permitted and effective sets), then the
+ * inheritable set, which a uid change keeps. */
+static int drop_privileges(const struct cq_ids *ids)
+{
+    /* EINVAL marks the first capability this kernel does not know: the end. */
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
+            continue;
+        if (errno == EINVAL)
+            break;
+        return -1;
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    if (setgroups(0, NULL) < 0)
+        return -1;
+    if (setresgid(ids->user_gid, ids->user_gid, ids->user_gid) < 0)
+        return -1;
+    if (setresuid(ids->user_uid, ids->user_uid, ids->user_uid) < 0)
+        return -1;
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof(data));
+    if (syscall(SYS_capset, &header, data) < 0)
+        return -1;
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+/* Moves fd to at least `floor`, so dup2 onto 0..2 cannot clobber a source. */
+static int lift_fd(int fd, int floor)
+{
+    if (fd < 0 || fd >= floor)
+        return fd;
+    return fcntl(fd, F_DUPFD_CLOEXEC, floor);
+}
+
+/* The child: becomes the sandboxed process. Reports an errno on fd 3 (close-on-
+ * exec, so a successful execve closes it) and exits 127 on any failure. */
+static void __attribute__((noreturn))
+run_command(const struct init_config *cfg, const struct spawn_request *req, const int stdio[3],
+            int exec_error_fd)
+{
+    int error = 0;
+    const char *step = "setsid";
+    /* No controlling terminal: TIOCSTI-style input injection needs one, and the
+     * session must not be tied to anything of the host. */
+    if (setsid() < 0)
+        goto fail;
+    step = "stdio";
+    int lifted[3];
+    for (int i = 0; i < 3; i++)
+        lifted[i] = lift_fd(stdio[i], 10);
+    exec_error_fd = lift_fd(exec_error_fd, 10);
+    for (int i = 0; i < 3; i++) {
+        int fd = lifted[i];
+        if (fd < 0)
+            fd = open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY);
+        if (fd < 0 || dup2(fd, i) < 0)
+            goto fail;
+    }
+    if (dup3(exec_error_fd, EXEC_ERROR_FD, O_CLOEXEC) < 0)
+        goto fail;
+    /* Only fds 0-2 survive execve: the status socket, the control socket and any
+     * other descriptor would otherwise be inherited (CVE-2024-21626 was a leaked
+     * directory fd). */
+    step = "close fds";
+    if (syscall(SYS_close_range, EXEC_ERROR_FD + 1, ~0U, 0) < 0)
+        goto fail;
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    step = "chdir";
+    if (chdir(req->cwd) < 0)
+        goto fail;
+    step = "rlimits";
+    struct rlimit fsize = {req->params.rlimit_fsize, req->params.rlimit_fsize};
+    struct rlimit nofile = {req->params.rlimit_nofile, req->params.rlimit_nofile};
+    struct rlimit core = {0, 0}; /* no core files in the workspace */
+    if (setrlimit(RLIMIT_FSIZE, &fsize) < 0 || setrlimit(RLIMIT_NOFILE, &nofile) < 0 ||
+        setrlimit(RLIMIT_CORE, &core) < 0)
+        goto fail;
+    umask(022);
+    step = "drop privileges";
+    if (drop_privileges(&cfg->ids) < 0)
+        goto fail;
+    /* Last: the filter also binds this code, and execve is allowed by it. The
+     * sandbox filter (init's) is inherited already; this one removes what init and
+     * the shims kept for themselves. */
+    step = "seccomp";
+    if (init_install_filter(cq_seccomp_process_bpf, cq_seccomp_process_bpf_len) < 0)
+        goto fail;
+    step = "execve";
+    error = exec_search(req->argv, req->envp);
+    goto report;
+fail:
+    error = errno;
+report:;
+    struct {
+        int32_t error;
+        char step[28];
+    } failure = {.error = error};
+    snprintf(failure.step, sizeof(failure.step), "%s", step);
+    (void)!write(EXEC_ERROR_FD, &failure, sizeof(failure));
+    _exit(127);
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void kill_tree(void)
+{
+    /* From pid 1 of a pid namespace, kill(-1) reaches every other process in the
+     * namespace and its descendants, and never the caller. */
+    kill(-1, SIGKILL);
+}
+
+void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *spawn_msg, int *fds,
+                   size_t nfds, int control_fd, int signal_fd)
+{
+    uint64_t start = now_us();
+    /* The shim inherited init's channel to the supervisor; sandboxed code must never
+     * reach it, and the shim has no use for it. */
+    close(control_fd);
+    close(signal_fd);
+    int status_fd = fds[0];
+    /* If init dies the whole sandbox is going away; do not outlive it. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* Not dumpable: sandboxed processes may not open /proc/1/mem etc. of the shim. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+    static struct spawn_request req;
+    if (parse_spawn(spawn_msg, &req) < 0) {
+        report_failure(status_fd, EPROTO, "malformed spawn request");
+        _exit(1);
+    }
+    int stdio[3] = {-1, -1, -1};
+    size_t next = 1;
+    for (int i = 0; i < 3; i++) {
+        if (req.params.stdio[i] == CQ_PROTO_STDIO_FD) {
+            if (next >= nfds) {
+                report_failure(status_fd, EPROTO, "spawn request lacks a stdio fd");
+                _exit(1);
+            }
+            stdio[i] = fds[next++];
+        }
+    }
+
+    struct cq_error err = {0};
+    if (init_mount_process_proc(&err) < 0) {
+        report_failure(status_fd, err.code, err.msg);
+        _exit(1);
+    }
+
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    int exec_pipe[2];
+    if (sfd < 0 || pipe2(exec_pipe, O_CLOEXEC) < 0) {
+        report_failure(status_fd, errno, "shim setup");
+        _exit(1);
+    }
+
+    pid_t child = fork();
+    if (child < 0) {
+        report_failure(status_fd, errno, "fork");
+        _exit(1);
+    }
+    if (child == 0) {
+        close(exec_pipe[0]);
+        close(status_fd);
+        close(sfd);
+        run_command(cfg, &req, stdio, exec_pipe[1]);
+    }
+    close(exec_pipe[1]);
+    /* The tree holds the only copies of its stdio now: EOF reaches the supervisor
+     * exactly when the last process that could write has gone. */
+    for (int i = 0; i < 3; i++)
+        if (stdio[i] >= 0)
+            close(stdio[i]);
+
+    struct {
+        int32_t error;
+        char step[28];
+    } failure;
+    ssize_t n;
+    do
+        n = read(exec_pipe[0], &failure, sizeof(failure));
+    while (n < 0 && errno == EINTR);
+    close(exec_pipe[0]);
+    if (n == (ssize_t)sizeof(failure)) {
+        waitpid(child, NULL, 0);
+        failure.step[sizeof(failure.step) - 1] = '\0';
+        report_failure(status_fd, failure.error, failure.step);
+        _exit(0);
+    }
+    report(status_fd, CQ_MSG_STARTED, NULL, 0, 0);
+
+    int tfd = -1;
+    if (req.params.timeout_ms > 0) {
+        tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+        struct itimerspec its = {
+            .it_value = {.tv_sec = (time_t)(req.params.timeout_ms / 1000),
+                         .tv_nsec = (long)(req.params.timeout_ms % 1000) * 1000000L},
+        };
+        if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0) {
+            kill_tree();
+            report_failure(status_fd, errno, "timer");
+            _exit(1);
+        }
+    }
+
+    struct cq_exit_status result = {.exit_code = -1};
+    bool main_done = false, supervisor_gone = false;
+    for (;;) {
+        /* Reap everything that has exited; orphans of the tree come to us as pid 1. */
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
+            if (pid != child)
+                continue;
+            main_done = true;
+            if (WIFEXITED(status))
+                result.exit_code = WEXITSTATUS(status);
+            else if (WIFSIGNALED(status))
+                result.signal = WTERMSIG(status);
+            /* The tree lives and dies with its main process. */
+            kill_tree();
+        }
+        if (pid < 0 && errno == ECHILD && main_done)
+            break;
+
+        struct pollfd pfd[3] = {
+            {.fd = sfd, .events = POLLIN},
+            {.fd = supervisor_gone ? -1 : status_fd, .events = POLLIN},
+            {.fd = tfd, .events = POLLIN},
+        };
+        if (poll(pfd, 3, -1) < 0 && errno != EINTR)
+            break;
+        if (pfd[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) == sizeof(si))
+                ;
+        }
+        if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            uint8_t buf[64];
+            ssize_t got = recv(status_fd, buf, sizeof(buf), MSG_DONTWAIT);
+            struct cq_msg_reader r;
+            if (got > 0 && cq_msg_reader_init(&r, buf, (size_t)got) == 0 &&
+                r.type == CQ_MSG_KILL) {
+                result.killed = 1;
+                kill_tree();
+            } else if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+                /* Nobody is waiting for this process any more. */
+                supervisor_gone = true;
+                kill_tree();
+            }
+        }
+        if (tfd >= 0 && (pfd[2].revents & POLLIN)) {
+            uint64_t expirations;
+            (void)!read(tfd, &expirations, sizeof(expirations));
+            if (!main_done)
+                result.timed_out = 1;
+            kill_tree();
+            close(tfd);
+            tfd = -1;
+        }
+    }
+
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    result.cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
+                    (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+    result.max_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
+    result.wall_us = now_us() - start;
+    if (!supervisor_gone)
+        report(status_fd, CQ_MSG_EXITED, &result, CQ_F_EXIT, sizeof(result));
+    _exit(0);
+}

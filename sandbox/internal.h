@@ -1,0 +1,24 @@
+/* sandbox/internal.h - shared between the library's own files (not public). */
+#ifndef CQ_SANDBOX_INTERNAL_H
+#define CQ_SANDBOX_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox.h"
+
+struct cq_sandbox {
+    int control_fd;     /* SOCK_SEQPACKET to init */
+    pid_t init_pid;     /* our child (CLONE_PARENT), pid 1 of the sandbox */
+    int init_pidfd;     /* for a kill that cannot hit a recycled pid */
+    atomic_bool alive;
+    struct cq_cgroup cgroup;
+    struct cq_sandbox_limits limits;
+    char **env; /* defaults + configuration, NAME=VALUE, NULL-terminated */
+    size_t env_count;
+};
+
+int cq_env_entry_validate(const char *entry, struct cq_error *err);
+
+#endif

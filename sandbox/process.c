@@ -1,0 +1,430 @@
+/* sandbox/process.c - running processes in a sandbox (the host side).
+ *
+ * A spawn sends SPAWN to the sandbox's init with, as SCM_RIGHTS, one end of a fresh
+ * status socket and the stdio fds. init forks a shim (sandbox/init/shim.c) which
+ * execs the process and reports on the status socket. Output pipes go straight
+ * from the process to us: the supervisor counts every byte itself (pipes are not
+ * limited by RLIMIT_FSIZE), passes at most the output limit on, and drains the rest
+ * so that a flood neither blocks the writer nor grows any buffer.
+ */
+#define _GNU_SOURCE
+#include "sandbox/internal.h"
+#include "sandbox/protocol.h"
+#include "common/cleanup.h"
+#include "common/units.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SPAWN_ANSWER_TIMEOUT_MS 30000
+/* After the tree is gone, how long output may still trickle in. Only a process
+ * that handed its stdout to another tree of the sandbox (over a unix socket)
+ * can keep a pipe open past that; waiting for it would let it hold us forever. */
+#define OUTPUT_GRACE_MS 200
+
+struct cq_process {
+    struct cq_sandbox *sb;
+    int status_fd;
+    int stdin_fd, stdout_fd, stderr_fd; /* our ends of CQ_STDIO_PIPE pipes, or -1 */
+    uint64_t output_limit;
+    uint64_t oom_before, pids_before;
+    bool exited;
+    struct cq_exit_status exit;
+};
+
+static bool env_name_equal(const char *a, const char *b)
+{
+    size_t la = strcspn(a, "="), lb = strcspn(b, "=");
+    return la == lb && strncmp(a, b, la) == 0;
+}
+
+/* Adds entry to the message unless a later source overrides it. Sources, lowest
+ * priority first: sandbox defaults and configuration, the spawn's env, PWD. */
+static void put_env(struct cq_msg_writer *w, const char *const *lists[], size_t nlists)
+{
+    for (size_t l = 0; l < nlists; l++) {
+        for (const char *const *e = lists[l]; e != NULL && *e != NULL; e++) {
+            bool overridden = false;
+            for (size_t m = l; m < nlists && !overridden; m++)
+                for (const char *const *f = m == l ? e + 1 : lists[m]; f != NULL && *f != NULL;
+                     f++)
+                    if (env_name_equal(*e, *f)) {
+                        overridden = true;
+                        break;
+                    }
+            if (!overridden)
+                cq_msg_put_str(w, CQ_F_ENV, *e);
+        }
+    }
+}
+
+static int make_pipe(int fds[2], struct cq_error *err)
+{
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return cq_error_sys(err, errno, "pipe");
+    return 0;
+}
+
+static void close_fd_list(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* Reads the shim's first answer: STARTED, or SPAWN_FAILED with the reason. */
+static int await_started(struct cq_process *p, const char *program, struct cq_error *err)
+{
+    struct pollfd pfd = {.fd = p->status_fd, .events = POLLIN};
+    int rc;
+    while ((rc = poll(&pfd, 1, SPAWN_ANSWER_TIMEOUT_MS)) < 0 && errno == EINTR)
+        ;
+    if (rc == 0)
+        return cq_error_set(err, CQ_ETIMEOUT, "the sandbox did not start '%s' within %d s",
+                            program, SPAWN_ANSWER_TIMEOUT_MS / 1000);
+    uint8_t buf[1024];
+    ssize_t n = cq_msg_recv(p->status_fd, buf, sizeof(buf), NULL, NULL);
+    if (n == 0)
+        return cq_error_set(err, ESRCH, "the sandbox went away while starting '%s'", program);
+    if (n < 0)
+        return cq_error_sys(err, (int)-n, "read the start of '%s'", program);
+    struct cq_msg_reader r;
+    if (cq_msg_reader_init(&r, buf, (size_t)n) < 0)
+        return cq_error_set(err, CQ_EPROTO, "malformed answer from the sandbox");
+    if (r.type == CQ_MSG_STARTED)
+        return 0;
+    int code = CQ_EPROTO;
+    const char *step = "start";
+    uint16_t tag;
+    const void *data;
+    size_t len;
+    while (cq_msg_next(&r, &tag, &data, &len) > 0) {
+        if (tag == CQ_F_ERRNO && len == sizeof(int32_t))
+            memcpy(&code, data, sizeof(int32_t));
+        else if (tag == CQ_F_TEXT && cq_msg_str(data, len) != NULL)
+            step = data;
+    }
+    if (strcmp(step, "execve") == 0)
+        return cq_error_sys(err, code, "cannot run '%s'", program);
+    return cq_error_sys(err, code, "cannot start '%s' (%s)", program, step);
+}
+
+int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct cq_process **out,
+                     struct cq_error *err)
+{
+    if (req->argv == NULL || req->argv[0] == NULL || req->argv[0][0] == '\0')
+        return cq_error_set(err, CQ_EINVALID, "no program to run");
+    for (const char *const *e = req->env; e != NULL && *e != NULL; e++)
+        if (cq_env_entry_validate(*e, err) < 0)
+            return -1;
+    const char *cwd = req->cwd != NULL ? req->cwd : CQ_SANDBOX_WORKSPACE;
+    if (cwd[0] != '/')
+        return cq_error_set(err, CQ_EINVALID, "working directory '%s' is not absolute", cwd);
+    if (!cq_sandbox_alive(sb))
+        return cq_error_set(err, ESRCH, "the sandbox is not running");
+
+    cq_autofree struct cq_msg_writer *msg = malloc(sizeof(*msg));
+    struct cq_process *p = calloc(1, sizeof(*p));
+    if (msg == NULL || p == NULL) {
+        free(p);
+        return cq_error_sys(err, ENOMEM, "allocate process");
+    }
+    p->sb = sb;
+    p->status_fd = p->stdin_fd = p->stdout_fd = p->stderr_fd = -1;
+    p->output_limit =
+        req->output_limit_bytes != 0 ? req->output_limit_bytes : CQ_SANDBOX_DEFAULT_OUTPUT;
+
+    /* Theirs: [status, stdin?, stdout?, stderr?] - closed here once sent. */
+    int theirs[4] = {-1, -1, -1, -1};
+    size_t ntheirs = 1;
+    struct cq_spawn_params params = {
+        .timeout_ms = req->timeout_ms,
+        .rlimit_fsize = sb->limits.file_size_bytes,
+        .rlimit_nofile = sb->limits.open_files,
+    };
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        cq_error_sys(err, errno, "socketpair");
+        goto fail;
+    }
+    p->status_fd = sv[0];
+    theirs[0] = sv[1];
+
+    const enum cq_stdio_mode modes[3] = {req->stdin_mode, req->stdout_mode, req->stderr_mode};
+    const int given[3] = {req->stdin_fd, req->stdout_fd, req->stderr_fd};
+    int *ours[3] = {&p->stdin_fd, &p->stdout_fd, &p->stderr_fd};
+    for (int i = 0; i < 3; i++) {
+        params.stdio[i] = CQ_PROTO_STDIO_NULL;
+        if (modes[i] == CQ_STDIO_NULL)
+            continue;
+        int fd;
+        if (modes[i] == CQ_STDIO_FD) {
+            if (given[i] < 0) {
+                cq_error_set(err, CQ_EINVALID, "stdio %d: CQ_STDIO_FD without an fd", i);
+                goto fail;
+            }
+            /* Dup so that closing "theirs" below never closes the caller's fd. */
+            fd = fcntl(given[i], F_DUPFD_CLOEXEC, 3);
+            if (fd < 0) {
+                cq_error_sys(err, errno, "stdio %d", i);
+                goto fail;
+            }
+        } else {
+            int pipefd[2];
+            if (make_pipe(pipefd, err) < 0)
+                goto fail;
+            /* stdin: they read, we write; stdout/stderr: they write, we read. */
+            fd = i == 0 ? pipefd[0] : pipefd[1];
+            *ours[i] = i == 0 ? pipefd[1] : pipefd[0];
+        }
+        theirs[ntheirs++] = fd;
+        params.stdio[i] = CQ_PROTO_STDIO_FD;
+    }
+
+    cq_msg_begin(msg, CQ_MSG_SPAWN);
+    for (const char *const *a = req->argv; *a != NULL; a++)
+        cq_msg_put_str(msg, CQ_F_ARG, *a);
+    char pwd[4200];
+    snprintf(pwd, sizeof(pwd), "PWD=%s", cwd);
+    const char *const pwd_env[] = {pwd, NULL};
+    const char *const *env_lists[] = {(const char *const *)sb->env, req->env, pwd_env};
+    put_env(msg, env_lists, 3);
+    cq_msg_put_str(msg, CQ_F_CWD, cwd);
+    cq_msg_put(msg, CQ_F_SPAWN, &params, sizeof(params));
+    if (msg->overflow) {
+        cq_error_set(err, E2BIG, "arguments and environment exceed %d bytes", CQ_PROTO_MAX_MSG);
+        goto fail;
+    }
+
+    cq_cgroup_counters(&sb->cgroup, &p->oom_before, &p->pids_before);
+    int rc = cq_msg_send(sb->control_fd, msg, theirs, ntheirs);
+    close_fd_list(theirs, ntheirs);
+    ntheirs = 0;
+    if (rc < 0) {
+        cq_error_sys(err, -rc, "send spawn request to the sandbox");
+        goto fail;
+    }
+    if (await_started(p, req->argv[0], err) < 0)
+        goto fail;
+    /* Writes to a stdin the process has stopped reading must fail, not block us. */
+    if (p->stdin_fd >= 0)
+        fcntl(p->stdin_fd, F_SETFL, O_NONBLOCK);
+    *out = p;
+    return 0;
+fail:
+    close_fd_list(theirs, ntheirs);
+    cq_process_free(p);
+    return -1;
+}
+
+int cq_process_stdin_fd(struct cq_process *p)
+{
+    return p->stdin_fd;
+}
+
+void cq_process_close_stdin(struct cq_process *p)
+{
+    cq_close_reset(&p->stdin_fd);
+}
+
+int cq_process_kill(struct cq_process *p)
+{
+    struct cq_msg_writer *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return -1;
+    cq_msg_begin(w, CQ_MSG_KILL);
+    int rc = p->status_fd >= 0 ? cq_msg_send(p->status_fd, w, NULL, 0) : -EBADF;
+    free(w);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Handles one message on the status socket; false when the socket is finished. */
+static bool read_status(struct cq_process *p)
+{
+    uint8_t buf[512];
+    ssize_t n = cq_msg_recv(p->status_fd, buf, sizeof(buf), NULL, NULL);
+    if (n == -EAGAIN || n == -EINTR)
+        return true;
+    struct cq_msg_reader r;
+    if (n <= 0 || cq_msg_reader_init(&r, buf, (size_t)n) < 0)
+        return false;
+    if (r.type != CQ_MSG_EXITED)
+        return true;
+    uint16_t tag;
+    const void *data;
+    size_t len;
+    while (cq_msg_next(&r, &tag, &data, &len) > 0)
+        if (tag == CQ_F_EXIT && len == sizeof(p->exit)) {
+            memcpy(&p->exit, data, len);
+            p->exited = true;
+        }
+    return false;
+}
+
+struct pump {
+    struct cq_process *p;
+    const struct cq_wait_io *io;
+    uint64_t produced, passed;
+    bool truncated;
+    char pending[65536]; /* input read but not yet accepted by stdin */
+    size_t pending_len, pending_off;
+    int input_fd;
+};
+
+/* Reads what one output pipe has; false at EOF. */
+static bool pump_output(struct pump *pu, int *fd, int stream)
+{
+    char buf[65536];
+    ssize_t n = read(*fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return true;
+    if (n <= 0) {
+        cq_close_reset(fd);
+        return false;
+    }
+    pu->produced += (uint64_t)n;
+    uint64_t room = pu->p->output_limit - pu->passed;
+    size_t pass = (uint64_t)n <= room ? (size_t)n : (size_t)room;
+    if (pass < (size_t)n)
+        pu->truncated = true;
+    if (pass > 0) {
+        pu->passed += pass;
+        if (pu->io != NULL && pu->io->on_output != NULL)
+            pu->io->on_output(pu->io->ctx, stream, buf, pass);
+    }
+    return true;
+}
+
+static void pump_input(struct pump *pu, short in_events, short stdin_events)
+{
+    struct cq_process *p = pu->p;
+    if (pu->pending_len == pu->pending_off && (in_events & (POLLIN | POLLHUP))) {
+        ssize_t n = read(pu->input_fd, pu->pending, sizeof(pu->pending));
+        if (n > 0) {
+            pu->pending_len = (size_t)n;
+            pu->pending_off = 0;
+        } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+            pu->input_fd = -1; /* end of input: close stdin once pending is written */
+        }
+    }
+    if (pu->pending_off < pu->pending_len && (stdin_events & (POLLOUT | POLLERR | POLLHUP))) {
+        ssize_t n = write(p->stdin_fd, pu->pending + pu->pending_off,
+                          pu->pending_len - pu->pending_off);
+        if (n > 0)
+            pu->pending_off += (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            /* The process closed its stdin: the rest of the input is dropped. */
+            pu->input_fd = -1;
+            pu->pending_off = pu->pending_len = 0;
+        }
+    }
+    if (pu->input_fd < 0 && pu->pending_off == pu->pending_len)
+        cq_process_close_stdin(p);
+}
+
+int cq_process_wait(struct cq_process *p, const struct cq_wait_io *io,
+                    struct cq_process_report *report, struct cq_error *err)
+{
+    static struct pump zero;
+    cq_autofree struct pump *pu = malloc(sizeof(*pu));
+    if (pu == NULL)
+        return cq_error_sys(err, ENOMEM, "wait");
+    *pu = zero;
+    pu->p = p;
+    pu->io = io;
+    pu->input_fd = io != NULL && p->stdin_fd >= 0 ? io->input_fd : -1;
+    if (io != NULL && io->input_fd >= 0 && p->stdin_fd < 0)
+        return cq_error_set(err, CQ_EINVALID, "input_fd given but stdin is not a pipe");
+
+    bool status_open = p->status_fd >= 0;
+    uint64_t grace_deadline = 0;
+    while (status_open || p->stdout_fd >= 0 || p->stderr_fd >= 0) {
+        if (!status_open && grace_deadline == 0)
+            grace_deadline = cq_now_ms() + OUTPUT_GRACE_MS;
+        int timeout = -1;
+        if (grace_deadline != 0) {
+            uint64_t now = cq_now_ms();
+            if (now >= grace_deadline)
+                break;
+            timeout = (int)(grace_deadline - now);
+        }
+        bool want_stdin = p->stdin_fd >= 0 && pu->pending_off < pu->pending_len;
+        struct pollfd pfd[5] = {
+            {.fd = status_open ? p->status_fd : -1, .events = POLLIN},
+            {.fd = p->stdout_fd, .events = POLLIN},
+            {.fd = p->stderr_fd, .events = POLLIN},
+            {.fd = pu->pending_off == pu->pending_len ? pu->input_fd : -1, .events = POLLIN},
+            {.fd = want_stdin ? p->stdin_fd : -1, .events = POLLOUT},
+        };
+        int rc = poll(pfd, 5, timeout);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            return cq_error_sys(err, errno, "poll");
+        }
+        if (pfd[1].revents)
+            pump_output(pu, &p->stdout_fd, 1);
+        if (pfd[2].revents)
+            pump_output(pu, &p->stderr_fd, 2);
+        if (p->stdin_fd >= 0 && io != NULL && io->input_fd >= 0)
+            pump_input(pu, pfd[3].revents, pfd[4].revents);
+        if (pfd[0].revents)
+            status_open = read_status(p);
+    }
+    cq_close_reset(&p->stdout_fd);
+    cq_close_reset(&p->stderr_fd);
+    cq_close_reset(&p->stdin_fd);
+    cq_close_reset(&p->status_fd);
+
+    memset(report, 0, sizeof(*report));
+    report->output_bytes = pu->produced;
+    report->output_truncated = pu->truncated;
+    if (!p->exited) {
+        /* The shim vanished without a report: the sandbox was destroyed or killed
+         * from outside, or the shim itself was OOM-killed. */
+        report->exit_code = -1;
+        report->signal = SIGKILL;
+        uint64_t oom_after = 0;
+        cq_cgroup_counters(&p->sb->cgroup, &oom_after, NULL);
+        report->oom_killed = oom_after > p->oom_before;
+        if (!cq_sandbox_alive(p->sb))
+            return cq_error_set(err, ESRCH, "the sandbox ended while the process ran");
+        return 0;
+    }
+    report->exit_code = p->exit.exit_code;
+    report->signal = p->exit.signal;
+    report->timed_out = p->exit.timed_out != 0;
+    report->killed = p->exit.killed != 0;
+    report->wall_ms = p->exit.wall_us / 1000;
+    report->cpu_ms = p->exit.cpu_us / 1000;
+    report->peak_memory_bytes = p->exit.max_rss_bytes;
+    uint64_t oom_after = 0, pids_after = 0;
+    cq_cgroup_counters(&p->sb->cgroup, &oom_after, &pids_after);
+    /* Attribution: the counter is per sandbox, so a SIGKILL (or a shell's 137 for
+     * a child killed that way) during which the counter moved is taken as ours. */
+    bool sigkilled = report->signal == SIGKILL || report->exit_code == 128 + SIGKILL;
+    report->oom_killed = oom_after > p->oom_before && sigkilled && !report->timed_out &&
+                         !report->killed;
+    report->pids_limit_hit = pids_after > p->pids_before;
+    return 0;
+}
+
+void cq_process_free(struct cq_process *p)
+{
+    if (p == NULL)
+        return;
+    /* Closing the status socket is enough: the shim kills the tree when its
+     * supervisor goes away. */
+    cq_close_reset(&p->status_fd);
+    cq_close_reset(&p->stdin_fd);
+    cq_close_reset(&p->stdout_fd);
+    cq_close_reset(&p->stderr_fd);
+    free(p);
+}

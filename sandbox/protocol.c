@@ -1,0 +1,203 @@
+/* sandbox/protocol.c - see protocol.h. Linked into both the library and the static
+ * init binary, so it uses only libc. */
+#define _GNU_SOURCE
+#include "sandbox/protocol.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+struct field_header {
+    uint16_t tag;
+    uint16_t pad;
+    uint32_t len;
+};
+
+static size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+void cq_msg_begin(struct cq_msg_writer *w, uint32_t type)
+{
+    memcpy(w->buf, &type, sizeof(type));
+    w->len = 8;
+    w->overflow = false;
+}
+
+static void put_two(struct cq_msg_writer *w, uint16_t tag, const void *a, size_t alen,
+                    const void *b, size_t blen, const void *c, size_t clen)
+{
+    size_t total = alen + blen + clen;
+    if (w->overflow || total > UINT32_MAX ||
+        w->len + sizeof(struct field_header) + align8(total) > sizeof(w->buf)) {
+        w->overflow = true;
+        return;
+    }
+    struct field_header h = {.tag = tag, .pad = 0, .len = (uint32_t)total};
+    memcpy(w->buf + w->len, &h, sizeof(h));
+    uint8_t *p = w->buf + w->len + sizeof(h);
+    if (alen)
+        memcpy(p, a, alen);
+    if (blen)
+        memcpy(p + alen, b, blen);
+    if (clen)
+        memcpy(p + alen + blen, c, clen);
+    memset(p + total, 0, align8(total) - total);
+    w->len += sizeof(h) + align8(total);
+}
+
+void cq_msg_put(struct cq_msg_writer *w, uint16_t tag, const void *data, size_t len)
+{
+    put_two(w, tag, data, len, NULL, 0, NULL, 0);
+}
+
+void cq_msg_put_str(struct cq_msg_writer *w, uint16_t tag, const char *s)
+{
+    put_two(w, tag, s, strlen(s) + 1, NULL, 0, NULL, 0);
+}
+
+void cq_msg_put_mount(struct cq_msg_writer *w, const struct cq_mount_op *op, const char *src,
+                      const char *dst)
+{
+    src = src != NULL ? src : "";
+    dst = dst != NULL ? dst : "";
+    put_two(w, CQ_F_MOUNT, op, sizeof(*op), src, strlen(src) + 1, dst, strlen(dst) + 1);
+}
+
+int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds)
+{
+    if (w->overflow)
+        return -EMSGSIZE;
+    if (nfds > CQ_PROTO_MAX_FDS)
+        return -EINVAL;
+    struct iovec iov = {.iov_base = (void *)w->buf, .iov_len = w->len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CQ_PROTO_MAX_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+    }
+    for (;;) {
+        ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        if (n >= 0)
+            return (size_t)n == w->len ? 0 : -EIO;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+ssize_t cq_msg_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds)
+{
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CQ_PROTO_MAX_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control.buf,
+        .msg_controllen = sizeof(control.buf),
+    };
+    size_t max_fds = nfds != NULL ? *nfds : 0;
+    if (nfds != NULL)
+        *nfds = 0;
+    ssize_t n;
+    do
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    /* Collect fds first so that none leaks even when the message is then refused. */
+    size_t got = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *incoming = (int *)CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            if (got < max_fds)
+                fds[got++] = incoming[i];
+            else
+                close(incoming[i]);
+        }
+    }
+    if (nfds != NULL)
+        *nfds = got;
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        for (size_t i = 0; i < got; i++)
+            close(fds[i]);
+        if (nfds != NULL)
+            *nfds = 0;
+        return -EPROTO;
+    }
+    return n;
+}
+
+int cq_msg_reader_init(struct cq_msg_reader *r, const void *buf, size_t len)
+{
+    if (len < 8)
+        return -1;
+    r->buf = buf;
+    r->len = len;
+    r->pos = 8;
+    memcpy(&r->type, buf, sizeof(r->type));
+    return 0;
+}
+
+int cq_msg_next(struct cq_msg_reader *r, uint16_t *tag, const void **data, size_t *len)
+{
+    if (r->pos == r->len)
+        return 0;
+    struct field_header h;
+    if (r->len - r->pos < sizeof(h))
+        return -1;
+    memcpy(&h, r->buf + r->pos, sizeof(h));
+    size_t body = r->pos + sizeof(h);
+    if (h.len > r->len - body)
+        return -1;
+    *tag = h.tag;
+    *data = r->buf + body;
+    *len = h.len;
+    size_t next = body + align8(h.len);
+    r->pos = next > r->len ? r->len : next;
+    return 1;
+}
+
+const char *cq_msg_str(const void *data, size_t len)
+{
+    if (len == 0 || ((const char *)data)[len - 1] != '\0')
+        return NULL;
+    return data;
+}
+
+int cq_msg_mount(const void *data, size_t len, struct cq_mount_op *op, const char **src,
+                 const char **dst)
+{
+    if (len < sizeof(*op))
+        return -1;
+    memcpy(op, data, sizeof(*op));
+    const char *strings = (const char *)data + sizeof(*op);
+    size_t rest = len - sizeof(*op);
+    const char *end_src = memchr(strings, '\0', rest);
+    if (end_src == NULL)
+        return -1;
+    size_t used = (size_t)(end_src - strings) + 1;
+    if (cq_msg_str(strings + used, rest - used) == NULL)
+        return -1;
+    *src = strings;
+    *dst = strings + used;
+    return 0;
+}

@@ -1,0 +1,172 @@
+/* sandbox/sandbox.h - the public API of codeq's sandbox: one session's isolated world.
+ *
+ * A sandbox is long-lived: create it once, start processes in it over time (a
+ * Python kernel, a Node kernel, shell commands, background tasks), all sharing its
+ * file system, limits and network; destroy it at the end. Every process runs as an
+ * unprivileged user, without capabilities, under seccomp, in:
+ *   - new user, pid, mount, network, IPC, UTS and cgroup namespaces (per sandbox);
+ *   - a root made of read-only binds of the runtime, with a private /tmp, /dev/shm
+ *     and a size- and inode-limited /workspace, no host path besides the runtime;
+ *   - a cgroup with memory (swap included), pids and CPU limits;
+ *   - its own pid namespace inside the sandbox (per process), so its tree can be
+ *     timed out or stopped as a whole.
+ *
+ * Needs root (or CAP_SYS_ADMIN with delegated cgroups) on the host. Thread safety:
+ * cq_sandbox_spawn and cq_process_kill may be called from any thread; a given
+ * cq_process is waited on by one thread at a time.
+ *
+ * Errors: every fallible call returns 0, or -1 with err filled (common/error.h).
+ */
+#ifndef CQ_SANDBOX_SANDBOX_H
+#define CQ_SANDBOX_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "common/error.h"
+
+/* Defaults (also printed by `codeq sandbox --help` and in docs/configuration.md). */
+#define CQ_SANDBOX_DEFAULT_MEMORY     (512ULL << 20)
+#define CQ_SANDBOX_DEFAULT_PIDS       256
+#define CQ_SANDBOX_DEFAULT_CPUS       1.0
+#define CQ_SANDBOX_DEFAULT_DISK       (256ULL << 20)
+#define CQ_SANDBOX_DEFAULT_INODES     65536
+#define CQ_SANDBOX_DEFAULT_TMP        (64ULL << 20)
+#define CQ_SANDBOX_DEFAULT_OPEN_FILES 1024
+#define CQ_SANDBOX_DEFAULT_TIMEOUT_MS (60ULL * 1000)
+#define CQ_SANDBOX_DEFAULT_OUTPUT     (16ULL << 20)
+
+/* In-sandbox identity of sandboxed code, and where it lives. */
+#define CQ_SANDBOX_USER_UID  1000
+#define CQ_SANDBOX_WORKSPACE "/workspace"
+
+struct cq_sandbox_limits {
+    uint64_t memory_bytes;     /* RAM + swap of all its processes and tmpfs pages */
+    uint64_t pids;             /* processes and threads, codeq's init and shims included */
+    double cpus;               /* CPU bandwidth in cores (cgroup quota) */
+    uint64_t workspace_bytes;  /* size of the private /workspace tmpfs */
+    uint64_t workspace_inodes; /* files and directories in /workspace */
+    uint64_t tmp_bytes;        /* size of /tmp and of /dev/shm, each */
+    uint64_t file_size_bytes;  /* largest file a process may write (RLIMIT_FSIZE) */
+    uint64_t open_files;       /* open fds per process (RLIMIT_NOFILE) */
+};
+
+enum cq_network_mode {
+    CQ_NETWORK_NONE = 0, /* a network namespace with only loopback */
+};
+
+struct cq_sandbox_config {
+    struct cq_sandbox_limits limits;
+    enum cq_network_mode network;
+    /* A host directory bound read-write at /workspace instead of a private tmpfs.
+     * Sandboxed code acts as the directory's owner, who must not be root. The
+     * workspace size and inode limits do not apply to it. NULL: private tmpfs. */
+    const char *workspace_dir;
+    /* NAME=VALUE entries added to every process's environment, NULL-terminated.
+     * Nothing of the host's environment is passed in. May be NULL. */
+    const char *const *env;
+    const char *hostname; /* default "codeq" */
+};
+
+/* Fills cfg with the defaults above. */
+void cq_sandbox_config_init(struct cq_sandbox_config *cfg);
+
+/* Checks limits and names; a clear message for the first problem found. */
+int cq_sandbox_config_validate(const struct cq_sandbox_config *cfg, struct cq_error *err);
+
+struct cq_sandbox;
+
+/* Creates a sandbox ready to run processes. */
+int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **out,
+                      struct cq_error *err);
+
+/* Kills every process of the sandbox and removes its cgroups; nothing of it is left
+ * on the host afterwards (a --workspace directory keeps its files). NULL is a no-op. */
+void cq_sandbox_destroy(struct cq_sandbox *sb);
+
+/* False once the sandbox's init has gone (destroyed, or killed from outside). */
+bool cq_sandbox_alive(struct cq_sandbox *sb);
+
+struct cq_sandbox_stats {
+    uint64_t memory_current_bytes;
+    uint64_t memory_peak_bytes;
+    uint64_t memory_limit_bytes;
+    uint64_t oom_kills;       /* processes killed by the kernel's OOM killer so far */
+    uint64_t pids_current;
+    uint64_t pids_limit_hits; /* forks refused because of the pids limit */
+};
+
+int cq_sandbox_stats(struct cq_sandbox *sb, struct cq_sandbox_stats *stats, struct cq_error *err);
+
+enum cq_stdio_mode {
+    CQ_STDIO_NULL = 0, /* /dev/null */
+    CQ_STDIO_PIPE,     /* a pipe to the caller: drained by cq_process_wait */
+    CQ_STDIO_FD,       /* the caller's fd, passed in as is (the caller keeps its copy) */
+};
+
+struct cq_spawn {
+    const char *const *argv; /* argv[0] is looked up in the sandbox's PATH */
+    const char *const *env;  /* NAME=VALUE on top of the sandbox's environment; may be NULL */
+    const char *cwd;         /* inside the sandbox; default /workspace */
+    uint64_t timeout_ms;     /* wall clock; on expiry the whole tree is killed. 0: none */
+    enum cq_stdio_mode stdin_mode, stdout_mode, stderr_mode;
+    int stdin_fd, stdout_fd, stderr_fd; /* for CQ_STDIO_FD */
+    /* Bytes of stdout+stderr passed to the caller by cq_process_wait; the rest is
+     * read and counted but discarded. 0: the default (16M). */
+    uint64_t output_limit_bytes;
+};
+
+/* Fills req with defaults: NULL stdio, no timeout, default output limit. */
+void cq_spawn_init(struct cq_spawn *req, const char *const *argv);
+
+struct cq_process_report {
+    int exit_code;    /* -1 when killed by a signal */
+    int signal;       /* the terminating signal, or 0 */
+    bool timed_out;   /* killed by the spawn's timeout */
+    bool oom_killed;  /* the kernel's OOM killer killed the process or one of its tree */
+    bool killed;      /* stopped by cq_process_kill */
+    bool output_truncated;
+    bool pids_limit_hit; /* a fork in the sandbox was refused while it ran */
+    uint64_t wall_ms;
+    uint64_t cpu_ms;            /* user + system of the whole tree */
+    uint64_t peak_memory_bytes; /* largest resident set of any process in the tree */
+    uint64_t output_bytes;      /* stdout + stderr produced, including discarded bytes */
+};
+
+struct cq_process;
+
+/* Starts a process and returns once it has been exec'd. A program that cannot be
+ * executed is an error (err->code ENOENT, EACCES, ...), as is a sandbox that
+ * cannot fork (EAGAIN: its pids limit). */
+int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct cq_process **out,
+                     struct cq_error *err);
+
+/* The write end of a CQ_STDIO_PIPE stdin, or -1. Owned by the process object;
+ * close it with cq_process_close_stdin to signal end of input. */
+int cq_process_stdin_fd(struct cq_process *p);
+void cq_process_close_stdin(struct cq_process *p);
+
+/* Receives output as it arrives; stream is 1 (stdout) or 2 (stderr). */
+typedef void (*cq_output_fn)(void *ctx, int stream, const char *data, size_t len);
+
+struct cq_wait_io {
+    cq_output_fn on_output; /* may be NULL: output is counted and dropped */
+    void *ctx;
+    /* Copied into a CQ_STDIO_PIPE stdin as it becomes readable, then stdin is
+     * closed; -1 for none. Lets a caller forward its own stdin without handing a
+     * host terminal to sandboxed code. */
+    int input_fd;
+};
+
+/* Drains output, waits until the whole process tree is gone, and reports. */
+int cq_process_wait(struct cq_process *p, const struct cq_wait_io *io,
+                    struct cq_process_report *report, struct cq_error *err);
+
+/* Kills the process and its whole tree; cq_process_wait then reports killed.
+ * Safe from another thread. Returns 0, or -1 if it had already ended. */
+int cq_process_kill(struct cq_process *p);
+
+/* Frees the object; kills the tree first if it is still running. */
+void cq_process_free(struct cq_process *p);
+
+#endif
