@@ -70,10 +70,11 @@ static double run_once(char *const argv[])
 }
 
 static const char *const etc_entries[] = {
-    "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone",
-    "nsswitch.conf", "host.conf", "gai.conf", "protocols", "services", "mime.types", "ssl",
-    "ca-certificates", "fonts", "matplotlibrc", "python3", "python3.11", "debian_version",
-    "os-release", "bash.bashrc", "inputrc", "magic", "magic.mime",
+    "alternatives", "ld.so.cache",   "ld.so.conf", "ld.so.conf.d",    "localtime",
+    "timezone",     "nsswitch.conf", "host.conf",  "gai.conf",        "protocols",
+    "services",     "mime.types",    "ssl",        "ca-certificates", "fonts",
+    "matplotlibrc", "python3",       "python3.11", "debian_version",  "os-release",
+    "bash.bashrc",  "inputrc",       "magic",      "magic.mime",
 };
 
 /* bwrap with what codeq's sandbox has: all namespaces, the same read-only runtime
@@ -85,12 +86,15 @@ static char **bwrap_argv(const char *bwrap)
     static char *argv[256];
     static char paths[64][PATH_MAX];
     int n = 0, p = 0;
-    const char *fixed[] = {bwrap, "--unshare-all", "--new-session", "--die-with-parent",
-                           "--clearenv", "--uid", "1000", "--gid", "1000", "--hostname", "codeq",
-                           "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
-                           "--symlink", "usr/sbin", "/sbin", "--symlink", "usr/lib", "/lib",
-                           "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
-                           "--tmpfs", "/tmp", "--tmpfs", "/workspace", "--chdir", "/workspace"};
+    const char *fixed[] = {bwrap,        "--unshare-all", "--new-session", "--die-with-parent",
+                           "--clearenv", "--uid",         "1000",          "--gid",
+                           "1000",       "--hostname",    "codeq",         "--ro-bind",
+                           "/usr",       "/usr",          "--symlink",     "usr/bin",
+                           "/bin",       "--symlink",     "usr/sbin",      "/sbin",
+                           "--symlink",  "usr/lib",       "/lib",          "--symlink",
+                           "usr/lib64",  "/lib64",        "--proc",        "/proc",
+                           "--dev",      "/dev",          "--tmpfs",       "/tmp",
+                           "--tmpfs",    "/workspace",    "--chdir",       "/workspace"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         argv[n++] = (char *)fixed[i];
     for (size_t i = 0; i < sizeof(etc_entries) / sizeof(etc_entries[0]); i++) {
@@ -172,10 +176,11 @@ int main(int argc, char **argv)
     char *true_argv[] = {"/bin/true", NULL};
     char **bw_argv = bwrap_argv(bwrap);
     /* The smallest bwrap sandbox, for reference: less isolation than codeq's. */
-    char *bw_min_argv[] = {(char *)bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr",
-                           "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                           "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
-                           "--tmpfs", "/tmp", "/bin/true", NULL};
+    char *bw_min_argv[] = {
+        (char *)bwrap, "--unshare-all", "--ro-bind", "/usr",      "/usr",   "--symlink",
+        "usr/lib",     "/lib",          "--symlink", "usr/lib64", "/lib64", "--symlink",
+        "usr/bin",     "/bin",          "--proc",    "/proc",     "--dev",  "/dev",
+        "--tmpfs",     "/tmp",          "/bin/true", NULL};
     bool have_bwrap = access(bwrap, X_OK) == 0;
 
     struct series oneshot_codeq = {"one-shot: codeq sandbox -- /bin/true", calloc(runs, 8), 0};
@@ -228,8 +233,8 @@ int main(int argc, char **argv)
     if (!have_bwrap)
         printf("(bwrap not found at %s: install bubblewrap for the comparison)\n", bwrap);
     bool complete = oneshot_codeq.n == runs && in_sandbox.n == runs;
-    struct series *all[] = {&oneshot_codeq, &oneshot_bwrap, &oneshot_bwrap_min, &oneshot_bare,
-                            &in_sandbox, &in_bare};
+    struct series *all[] = {&oneshot_codeq, &oneshot_bwrap, &oneshot_bwrap_min,
+                            &oneshot_bare,  &in_sandbox,    &in_bare};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         free(all[i]->ms);
     return complete ? 0 : 1;

@@ -5,12 +5,12 @@
 /* Exit statuses of codeq itself, following the conventions of timeout(1), env(1)
  * and container runtimes, so scripts can tell codeq's failures from the command's. */
 enum {
-    CQ_EXIT_USAGE = 2,       /* bad options */
-    CQ_EXIT_TIMEOUT = 124,   /* the command ran out of time */
-    CQ_EXIT_INTERNAL = 125,  /* codeq could not do its part */
+    CQ_EXIT_USAGE = 2,      /* bad options */
+    CQ_EXIT_TIMEOUT = 124,  /* the command ran out of time */
+    CQ_EXIT_INTERNAL = 125, /* codeq could not do its part */
     CQ_EXIT_CANNOT_RUN = 126,
     CQ_EXIT_NOT_FOUND = 127,
-    CQ_EXIT_OOM = 137,       /* 128 + SIGKILL, what a shell reports for an OOM kill */
+    CQ_EXIT_OOM = 137, /* 128 + SIGKILL, what a shell reports for an OOM kill */
 };
 
 int cq_cmd_sandbox(int argc, char **argv);

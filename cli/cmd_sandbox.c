@@ -7,7 +7,10 @@
 #include "sandbox/sandbox.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,7 +20,7 @@
 #include <unistd.h>
 
 #define MAX_TIMEOUT_MS (7ULL * 24 * 3600 * 1000)
-#define MAX_ENV 256
+#define MAX_ENV        256
 
 static void usage(FILE *out)
 {
@@ -70,6 +73,8 @@ struct options {
     uint64_t timeout_ms;
     uint64_t output_limit;
     const char *report_path;
+    int report_dirfd; /* the report's directory, opened before the sandbox exists */
+    char report_name[NAME_MAX + 1];
     char *workspace;
     char **argv;
 };
@@ -82,10 +87,58 @@ static int usage_error(const char *fmt, const char *arg)
     return CQ_EXIT_USAGE;
 }
 
+/* The report is written by codeq, as root, after sandboxed code has run. Its
+ * directory is opened now and the file created in it with O_NOFOLLOW later, so
+ * nothing done in the meantime can redirect the write. A report inside the
+ * workspace is refused: sandboxed code could plant a link there or replace the
+ * report with a forged one. */
+static int open_report_dir(struct options *o)
+{
+    char copy_dir[PATH_MAX], copy_base[PATH_MAX], dir_real[PATH_MAX];
+    snprintf(copy_dir, sizeof(copy_dir), "%s", o->report_path);
+    snprintf(copy_base, sizeof(copy_base), "%s", o->report_path);
+    const char *base = basename(copy_base);
+    if (base[0] == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 ||
+        strcmp(base, "/") == 0 || strlen(base) > NAME_MAX) {
+        usage_error("--report: '%s' does not name a file", o->report_path);
+        return -1;
+    }
+    if (realpath(dirname(copy_dir), dir_real) == NULL) {
+        usage_error("--report: the directory of '%s' does not exist", o->report_path);
+        return -1;
+    }
+    if (o->workspace != NULL) {
+        size_t n = strlen(o->workspace);
+        if (strncmp(dir_real, o->workspace, n) == 0 &&
+            (dir_real[n] == '\0' || dir_real[n] == '/' || strcmp(o->workspace, "/") == 0)) {
+            usage_error("--report: '%s' is inside --workspace, where sandboxed code could "
+                        "replace it; write it elsewhere",
+                        o->report_path);
+            return -1;
+        }
+    }
+    o->report_dirfd = open(dir_real, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (o->report_dirfd < 0) {
+        usage_error("--report: cannot open the directory of '%s'", o->report_path);
+        return -1;
+    }
+    snprintf(o->report_name, sizeof(o->report_name), "%s", base);
+    return 0;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { OPT_MEMORY = 256, OPT_PIDS, OPT_CPUS, OPT_TIMEOUT, OPT_DISK, OPT_WORKSPACE, OPT_ENV,
-           OPT_OUTPUT_LIMIT, OPT_REPORT };
+    enum {
+        OPT_MEMORY = 256,
+        OPT_PIDS,
+        OPT_CPUS,
+        OPT_TIMEOUT,
+        OPT_DISK,
+        OPT_WORKSPACE,
+        OPT_ENV,
+        OPT_OUTPUT_LIMIT,
+        OPT_REPORT
+    };
     static const struct option longopts[] = {
         {"memory", required_argument, NULL, OPT_MEMORY},
         {"pids", required_argument, NULL, OPT_PIDS},
@@ -168,6 +221,8 @@ static int parse_options(int argc, char **argv, struct options *o)
     }
     if (optind >= argc)
         return usage_error("%s", "no command given (codeq sandbox [OPTIONS] -- CMD [ARG...])");
+    if (o->report_path != NULL && open_report_dir(o) < 0)
+        return CQ_EXIT_USAGE;
     o->env[o->nenv] = NULL;
     o->config.env = o->env;
     o->config.workspace_dir = o->workspace;
@@ -178,45 +233,88 @@ static int parse_options(int argc, char **argv, struct options *o)
     return 0;
 }
 
-static void write_all(int fd, const char *data, size_t len)
+/* Ctrl-C, SIGTERM from a service manager, a closed terminal: stop the command and
+ * still destroy the sandbox, so that nothing of it outlives codeq (a codeq killed
+ * with SIGKILL leaves only empty cgroup directories, removed by the next start). */
+static volatile sig_atomic_t stop_signal;
+static struct cq_process *volatile running;
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+    struct cq_process *p = running;
+    if (p != NULL)
+        cq_process_kill(p); /* a sendmsg: async-signal-safe */
+}
+
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+struct output_state {
+    struct cq_process *proc;
+    bool reader_gone; /* our stdout or stderr was closed */
+};
+
+static bool write_all(int fd, const char *data, size_t len)
 {
     while (len > 0) {
         ssize_t n = write(fd, data, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return; /* our reader went away; keep draining the sandbox regardless */
+            return false;
         data += n;
         len -= (size_t)n;
     }
+    return true;
 }
 
 static void forward_output(void *ctx, int stream, const char *data, size_t len)
 {
-    (void)ctx;
-    write_all(stream == 1 ? STDOUT_FILENO : STDERR_FILENO, data, len);
+    struct output_state *st = ctx;
+    if (st->reader_gone)
+        return;
+    if (!write_all(stream == 1 ? STDOUT_FILENO : STDERR_FILENO, data, len) && errno == EPIPE) {
+        /* As in a shell pipeline (`codeq sandbox -- yes | head -1`): the reader
+         * is gone, so the writer stops. */
+        st->reader_gone = true;
+        cq_process_kill(st->proc);
+    }
 }
 
-static int write_report(const char *path, const struct cq_process_report *r)
+static int write_report(const struct options *o, const struct cq_process_report *r)
 {
-    cq_autofree char *text = NULL;
-    json_t *obj = json_pack(
-        "{s:o, s:o, s:b, s:b, s:I, s:I, s:I, s:b, s:I, s:b}", "exit_code",
-        r->signal != 0 ? json_null() : json_integer(r->exit_code), "signal",
-        r->signal != 0 ? json_integer(r->signal) : json_null(), "timed_out", r->timed_out,
-        "oom_killed", r->oom_killed, "wall_ms", (json_int_t)r->wall_ms, "cpu_ms",
-        (json_int_t)r->cpu_ms, "peak_memory_bytes", (json_int_t)r->peak_memory_bytes,
-        "output_truncated", r->output_truncated, "output_bytes", (json_int_t)r->output_bytes,
-        "pids_limit_hit", r->pids_limit_hit);
+    json_t *obj =
+        json_pack("{s:o, s:o, s:b, s:b, s:I, s:I, s:I, s:b, s:I, s:b}", "exit_code",
+                  r->signal != 0 ? json_null() : json_integer(r->exit_code), "signal",
+                  r->signal != 0 ? json_integer(r->signal) : json_null(), "timed_out", r->timed_out,
+                  "oom_killed", r->oom_killed, "wall_ms", (json_int_t)r->wall_ms, "cpu_ms",
+                  (json_int_t)r->cpu_ms, "peak_memory_bytes", (json_int_t)r->peak_memory_bytes,
+                  "output_truncated", r->output_truncated, "output_bytes",
+                  (json_int_t)r->output_bytes, "pids_limit_hit", r->pids_limit_hit);
     if (obj == NULL)
         return -1;
-    text = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    cq_autofree char *text = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (text == NULL)
         return -1;
-    cq_autofclose FILE *f = fopen(path, "we");
-    if (f == NULL)
+    int fd = openat(o->report_dirfd, o->report_name,
+                    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
         return -1;
+    cq_autofclose FILE *f = fdopen(fd, "w");
+    if (f == NULL) {
+        close(fd);
+        return -1;
+    }
     return fprintf(f, "%s\n", text) < 0 ? -1 : 0;
 }
 
@@ -225,7 +323,8 @@ static int exit_status(const struct options *o, const struct cq_process_report *
     char size[32];
     if (r->output_truncated) {
         cq_format_size(o->output_limit, size, sizeof(size));
-        fprintf(stderr, "codeq: output limit: output truncated at %s of %llu bytes (--output-limit)\n",
+        fprintf(stderr,
+                "codeq: output limit: output truncated at %s of %llu bytes (--output-limit)\n",
                 size, (unsigned long long)r->output_bytes);
     }
     if (r->pids_limit_hit)
@@ -251,20 +350,24 @@ int cq_cmd_sandbox(int argc, char **argv)
 {
     struct options o;
     memset(&o, 0, sizeof(o));
-    int rc = parse_options(argc, argv, &o);
-    if (rc != 0) {
-        free(o.workspace);
-        return rc < 0 ? 0 : rc;
+    o.report_dirfd = -1;
+    struct cq_sandbox *sb = NULL;
+    struct cq_process *proc = NULL;
+    int status = parse_options(argc, argv, &o);
+    if (status != 0) {
+        status = status < 0 ? 0 : status;
+        goto out;
     }
-    /* A closed stdout of ours must not kill us before the sandbox is cleaned up. */
+    /* A closed stdout of ours is handled in forward_output, not by dying before the
+     * sandbox is cleaned up. */
     signal(SIGPIPE, SIG_IGN);
+    catch_stop_signals();
 
     struct cq_error err;
-    struct cq_sandbox *sb = NULL;
+    status = CQ_EXIT_INTERNAL;
     if (cq_sandbox_create(&o.config, &sb, &err) < 0) {
         fprintf(stderr, "codeq: cannot create the sandbox: %s\n", err.msg);
-        free(o.workspace);
-        return CQ_EXIT_INTERNAL;
+        goto out;
     }
     struct cq_spawn req;
     cq_spawn_init(&req, (const char *const *)o.argv);
@@ -276,33 +379,47 @@ int cq_cmd_sandbox(int argc, char **argv)
     bool have_stdin = fstat(STDIN_FILENO, &st) == 0;
     req.stdin_mode = have_stdin ? CQ_STDIO_PIPE : CQ_STDIO_NULL;
 
-    struct cq_process *proc = NULL;
-    int status = CQ_EXIT_INTERNAL;
-    if (cq_sandbox_spawn(sb, &req, &proc, &err) < 0) {
+    if (stop_signal == 0 && cq_sandbox_spawn(sb, &req, &proc, &err) < 0) {
         fprintf(stderr, "codeq: %s\n", err.msg);
-        status = err.code == ENOENT ? CQ_EXIT_NOT_FOUND
+        status = err.code == ENOENT                            ? CQ_EXIT_NOT_FOUND
                  : (err.code == EACCES || err.code == ENOEXEC) ? CQ_EXIT_CANNOT_RUN
                                                                : CQ_EXIT_INTERNAL;
         goto out;
     }
-    struct cq_wait_io io = {
-        .on_output = forward_output,
-        .input_fd = have_stdin ? STDIN_FILENO : -1,
-    };
-    struct cq_process_report report;
-    if (cq_process_wait(proc, &io, &report, &err) < 0) {
-        fprintf(stderr, "codeq: %s\n", err.msg);
-        goto out;
-    }
-    status = exit_status(&o, &report);
-    if (o.report_path != NULL && write_report(o.report_path, &report) < 0) {
-        fprintf(stderr, "codeq: cannot write the report to %s: %s\n", o.report_path,
-                strerror(errno));
-        status = CQ_EXIT_INTERNAL;
+    if (proc != NULL) {
+        running = proc;
+        if (stop_signal != 0) /* arrived between spawn and now */
+            cq_process_kill(proc);
+        struct output_state out_state = {.proc = proc};
+        struct cq_wait_io io = {
+            .on_output = forward_output,
+            .ctx = &out_state,
+            .input_fd = have_stdin ? STDIN_FILENO : -1,
+        };
+        struct cq_process_report report;
+        int rc = cq_process_wait(proc, &io, &report, &err);
+        running = NULL;
+        if (rc < 0) {
+            fprintf(stderr, "codeq: %s\n", err.msg);
+            goto out;
+        }
+        status = out_state.reader_gone ? 128 + SIGPIPE : exit_status(&o, &report);
+        if (o.report_path != NULL && write_report(&o, &report) < 0) {
+            fprintf(stderr, "codeq: cannot write the report to %s: %s\n", o.report_path,
+                    strerror(errno));
+            status = CQ_EXIT_INTERNAL;
+        }
     }
 out:
     cq_process_free(proc);
     cq_sandbox_destroy(sb);
+    if (stop_signal != 0) {
+        fprintf(stderr, "codeq: stopped by signal %d (%s)\n", (int)stop_signal,
+                strsignal(stop_signal));
+        status = 128 + stop_signal;
+    }
+    if (o.report_dirfd >= 0)
+        close(o.report_dirfd);
     free(o.workspace);
     return status;
 }

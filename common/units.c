@@ -67,8 +67,8 @@ int cq_parse_size(const char *text, uint64_t max, uint64_t *out, struct cq_error
     }
     long double bytes = v * mult;
     if (bytes > (long double)max)
-        return cq_error_set(err, CQ_EINVALID, "size '%s' is above the maximum of %llu bytes",
-                            text, (unsigned long long)max);
+        return cq_error_set(err, CQ_EINVALID, "size '%s' is above the maximum of %llu bytes", text,
+                            (unsigned long long)max);
     *out = (uint64_t)bytes;
     return 0;
 bad_suffix:
@@ -98,14 +98,13 @@ int cq_parse_duration_ms(const char *text, uint64_t max_ms, uint64_t *out, struc
     if (ms < 1)
         return cq_error_set(err, CQ_EINVALID, "duration '%s' is below 1 ms", text);
     if (ms > (long double)max_ms)
-        return cq_error_set(err, CQ_EINVALID, "duration '%s' is above the maximum of %llu s",
-                            text, (unsigned long long)(max_ms / 1000));
+        return cq_error_set(err, CQ_EINVALID, "duration '%s' is above the maximum of %llu s", text,
+                            (unsigned long long)(max_ms / 1000));
     *out = (uint64_t)ms;
     return 0;
 }
 
-int cq_parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out,
-                  struct cq_error *err)
+int cq_parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out, struct cq_error *err)
 {
     if (text == NULL || !isdigit((unsigned char)text[0]))
         return cq_error_set(err, CQ_EINVALID, "invalid number '%s'", text != NULL ? text : "");
@@ -123,18 +122,19 @@ int cq_parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out,
 
 void cq_format_size(uint64_t bytes, char *buf, size_t len)
 {
-    static const char units[] = {'T', 'G', 'M', 'K'};
-    for (size_t i = 0; i < sizeof(units); i++) {
-        uint64_t unit = 1ULL << (10 * (4 - i));
-        if (bytes >= unit) {
-            if (bytes % unit == 0)
-                snprintf(buf, len, "%llu%c", (unsigned long long)(bytes / unit), units[i]);
-            else
-                snprintf(buf, len, "%.1f%c", (double)bytes / (double)unit, units[i]);
-            return;
-        }
-    }
-    snprintf(buf, len, "%lluB", (unsigned long long)bytes);
+    static const char units[] = {'B', 'K', 'M', 'G', 'T'};
+    size_t u = 0;
+    while (u + 1 < sizeof(units) && bytes >= (1ULL << (10 * (u + 1))))
+        u++;
+    /* One decimal of 1023.96K would print as "1024.0K": that is 1.0M. */
+    if (u + 1 < sizeof(units) && bytes % (1ULL << (10 * u)) != 0 &&
+        (double)bytes / (double)(1ULL << (10 * u)) >= 1023.95)
+        u++;
+    uint64_t unit = 1ULL << (10 * u);
+    if (bytes % unit == 0)
+        snprintf(buf, len, "%llu%c", (unsigned long long)(bytes / unit), units[u]);
+    else
+        snprintf(buf, len, "%.1f%c", (double)bytes / (double)unit, units[u]);
 }
 
 uint64_t cq_now_us(void)

@@ -18,10 +18,10 @@
 enum cq_cgroup_controller { CQ_CG_MEMORY, CQ_CG_PIDS, CQ_CG_CPU, CQ_CG_NCONTROLLERS };
 
 struct cq_cgroup {
-    int version;                          /* 1 or 2 */
-    int dirfd[CQ_CG_NCONTROLLERS];        /* v2: only [0], the unified directory */
+    int version;                   /* 1 or 2 */
+    int dirfd[CQ_CG_NCONTROLLERS]; /* v2: only [0], the unified directory */
     char path[CQ_CG_NCONTROLLERS][PATH_MAX];
-    int ndirs;                            /* 3 on v1, 1 on v2 */
+    int ndirs; /* 3 on v1, 1 on v2 */
 };
 
 /* Which version this host uses (detects on first call). 0 with err when cgroups

@@ -38,7 +38,8 @@ int cq_env_entry_validate(const char *entry, struct cq_error *err)
     if (eq == NULL || eq == entry)
         return cq_error_set(err, CQ_EINVALID, "environment entry '%s' is not NAME=VALUE", entry);
     for (const char *p = entry; p < eq; p++) {
-        bool ok = *p == '_' || isalpha((unsigned char)*p) || (p > entry && isdigit((unsigned char)*p));
+        bool ok =
+            *p == '_' || isalpha((unsigned char)*p) || (p > entry && isdigit((unsigned char)*p));
         if (!ok)
             return cq_error_set(err, CQ_EINVALID, "environment name '%.*s' is not a valid name",
                                 (int)(eq - entry), entry);
@@ -53,8 +54,9 @@ int cq_sandbox_config_validate(const struct cq_sandbox_config *cfg, struct cq_er
     if (l->memory_bytes < (8ULL << 20))
         return cq_error_set(err, CQ_EINVALID, "memory limit must be at least 8M");
     if (l->pids < 4 || l->pids > 1000000)
-        return cq_error_set(err, CQ_EINVALID,
-                            "pids limit must be between 4 (init, a shim and a process) and 1000000");
+        return cq_error_set(
+            err, CQ_EINVALID,
+            "pids limit must be between 4 (init, a shim and a process) and 1000000");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (!(l->cpus >= 0.01) || l->cpus > (double)(ncpu > 0 ? ncpu : 1) * 4)
         return cq_error_set(err, CQ_EINVALID, "cpus must be between 0.01 and %ld", ncpu * 4);
@@ -66,12 +68,16 @@ int cq_sandbox_config_validate(const struct cq_sandbox_config *cfg, struct cq_er
         return cq_error_set(err, CQ_EINVALID, "file size limit must be above 0");
     if (l->open_files < 16 || l->open_files > 1048576)
         return cq_error_set(err, CQ_EINVALID, "open files limit must be between 16 and 1048576");
+    if (cfg->workspace_dir != NULL && cfg->workspace_dir[0] != '/')
+        return cq_error_set(err, CQ_EINVALID, "workspace directory '%s' is not an absolute path",
+                            cfg->workspace_dir);
     if (cfg->network != CQ_NETWORK_NONE)
         return cq_error_set(err, CQ_EINVALID, "unknown network mode %d", (int)cfg->network);
     const char *h = cfg->hostname != NULL ? cfg->hostname : "codeq";
     size_t hlen = strlen(h);
-    if (hlen == 0 || hlen > 63 || strspn(h, "abcdefghijklmnopqrstuvwxyz"
-                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != hlen)
+    if (hlen == 0 || hlen > 63 ||
+        strspn(h, "abcdefghijklmnopqrstuvwxyz"
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != hlen)
         return cq_error_set(err, CQ_EINVALID, "hostname '%s' is not a valid host name", h);
     for (const char *const *e = cfg->env; e != NULL && *e != NULL; e++)
         if (cq_env_entry_validate(*e, err) < 0)

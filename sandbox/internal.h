@@ -9,9 +9,9 @@
 #include "sandbox/sandbox.h"
 
 struct cq_sandbox {
-    int control_fd;     /* SOCK_SEQPACKET to init */
-    pid_t init_pid;     /* our child (CLONE_PARENT), pid 1 of the sandbox */
-    int init_pidfd;     /* for a kill that cannot hit a recycled pid */
+    int control_fd; /* SOCK_SEQPACKET to init */
+    pid_t init_pid; /* our child (CLONE_PARENT), pid 1 of the sandbox */
+    int init_pidfd; /* for a kill that cannot hit a recycled pid */
     atomic_bool alive;
     struct cq_cgroup cgroup;
     struct cq_sandbox_limits limits;

@@ -16,7 +16,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +37,7 @@ struct cq_process {
     int stdin_fd, stdout_fd, stderr_fd; /* our ends of CQ_STDIO_PIPE pipes, or -1 */
     uint64_t output_limit;
     uint64_t oom_before, pids_before;
-    bool exited;
+    atomic_bool exited; /* read by cq_process_kill on other threads */
     struct cq_exit_status exit;
 };
 
@@ -53,8 +55,7 @@ static void put_env(struct cq_msg_writer *w, const char *const *lists[], size_t 
         for (const char *const *e = lists[l]; e != NULL && *e != NULL; e++) {
             bool overridden = false;
             for (size_t m = l; m < nlists && !overridden; m++)
-                for (const char *const *f = m == l ? e + 1 : lists[m]; f != NULL && *f != NULL;
-                     f++)
+                for (const char *const *f = m == l ? e + 1 : lists[m]; f != NULL && *f != NULL; f++)
                     if (env_name_equal(*e, *f)) {
                         overridden = true;
                         break;
@@ -87,8 +88,8 @@ static int await_started(struct cq_process *p, const char *program, struct cq_er
     while ((rc = poll(&pfd, 1, SPAWN_ANSWER_TIMEOUT_MS)) < 0 && errno == EINTR)
         ;
     if (rc == 0)
-        return cq_error_set(err, CQ_ETIMEOUT, "the sandbox did not start '%s' within %d s",
-                            program, SPAWN_ANSWER_TIMEOUT_MS / 1000);
+        return cq_error_set(err, CQ_ETIMEOUT, "the sandbox did not start '%s' within %d s", program,
+                            SPAWN_ANSWER_TIMEOUT_MS / 1000);
     uint8_t buf[1024];
     ssize_t n = cq_msg_recv(p->status_fd, buf, sizeof(buf), NULL, NULL);
     if (n == 0)
@@ -236,13 +237,11 @@ void cq_process_close_stdin(struct cq_process *p)
 
 int cq_process_kill(struct cq_process *p)
 {
-    struct cq_msg_writer *w = malloc(sizeof(*w));
-    if (w == NULL)
+    /* The shim may still be between its last report and its exit: a KILL it would
+     * never act on must not count as delivered. */
+    if (atomic_load(&p->exited))
         return -1;
-    cq_msg_begin(w, CQ_MSG_KILL);
-    int rc = p->status_fd >= 0 ? cq_msg_send(p->status_fd, w, NULL, 0) : -EBADF;
-    free(w);
-    return rc < 0 ? -1 : 0;
+    return cq_msg_send_type(p->status_fd, CQ_MSG_KILL, NULL, 0) < 0 ? -1 : 0;
 }
 
 /* Handles one message on the status socket; false when the socket is finished. */
@@ -263,7 +262,7 @@ static bool read_status(struct cq_process *p)
     while (cq_msg_next(&r, &tag, &data, &len) > 0)
         if (tag == CQ_F_EXIT && len == sizeof(p->exit)) {
             memcpy(&p->exit, data, len);
-            p->exited = true;
+            atomic_store(&p->exited, true);
         }
     return false;
 }
@@ -302,6 +301,30 @@ static bool pump_output(struct pump *pu, int *fd, int stream)
     return true;
 }
 
+/* write() to a pipe whose reader is gone raises SIGPIPE, which would kill the whole
+ * supervisor unless the application ignores it. Block it for this thread, consume a
+ * SIGPIPE this write raised, and restore the mask: EPIPE is reported instead. */
+static ssize_t write_nosigpipe(int fd, const void *buf, size_t len)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t n = write(fd, buf, len);
+    int saved = errno;
+    if (n < 0 && saved == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return n;
+}
+
 static void pump_input(struct pump *pu, short in_events, short stdin_events)
 {
     struct cq_process *p = pu->p;
@@ -315,8 +338,8 @@ static void pump_input(struct pump *pu, short in_events, short stdin_events)
         }
     }
     if (pu->pending_off < pu->pending_len && (stdin_events & (POLLOUT | POLLERR | POLLHUP))) {
-        ssize_t n = write(p->stdin_fd, pu->pending + pu->pending_off,
-                          pu->pending_len - pu->pending_off);
+        ssize_t n = write_nosigpipe(p->stdin_fd, pu->pending + pu->pending_off,
+                                    pu->pending_len - pu->pending_off);
         if (n > 0)
             pu->pending_off += (size_t)n;
         else if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -343,7 +366,7 @@ int cq_process_wait(struct cq_process *p, const struct cq_wait_io *io,
     if (io != NULL && io->input_fd >= 0 && p->stdin_fd < 0)
         return cq_error_set(err, CQ_EINVALID, "input_fd given but stdin is not a pipe");
 
-    bool status_open = p->status_fd >= 0;
+    bool status_open = p->status_fd >= 0 && !atomic_load(&p->exited);
     uint64_t grace_deadline = 0;
     while (status_open || p->stdout_fd >= 0 || p->stderr_fd >= 0) {
         if (!status_open && grace_deadline == 0)
@@ -381,12 +404,14 @@ int cq_process_wait(struct cq_process *p, const struct cq_wait_io *io,
     cq_close_reset(&p->stdout_fd);
     cq_close_reset(&p->stderr_fd);
     cq_close_reset(&p->stdin_fd);
-    cq_close_reset(&p->status_fd);
+    /* The status socket stays open until cq_process_free: cq_process_kill may run
+     * concurrently on another thread, and a closed-and-reused fd number would send
+     * the KILL to an unrelated file. */
 
     memset(report, 0, sizeof(*report));
     report->output_bytes = pu->produced;
     report->output_truncated = pu->truncated;
-    if (!p->exited) {
+    if (!atomic_load(&p->exited)) {
         /* The shim vanished without a report: the sandbox was destroyed or killed
          * from outside, or the shim itself was OOM-killed. */
         report->exit_code = -1;
@@ -410,8 +435,8 @@ int cq_process_wait(struct cq_process *p, const struct cq_wait_io *io,
     /* Attribution: the counter is per sandbox, so a SIGKILL (or a shell's 137 for
      * a child killed that way) during which the counter moved is taken as ours. */
     bool sigkilled = report->signal == SIGKILL || report->exit_code == 128 + SIGKILL;
-    report->oom_killed = oom_after > p->oom_before && sigkilled && !report->timed_out &&
-                         !report->killed;
+    report->oom_killed =
+        oom_after > p->oom_before && sigkilled && !report->timed_out && !report->killed;
     report->pids_limit_hit = pids_after > p->pids_before;
     return 0;
 }

@@ -67,13 +67,11 @@ void cq_msg_put_mount(struct cq_msg_writer *w, const struct cq_mount_op *op, con
     put_two(w, CQ_F_MOUNT, op, sizeof(*op), src, strlen(src) + 1, dst, strlen(dst) + 1);
 }
 
-int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds)
+static int send_bytes(int sock, const void *buf, size_t len, const int *fds, size_t nfds)
 {
-    if (w->overflow)
-        return -EMSGSIZE;
     if (nfds > CQ_PROTO_MAX_FDS)
         return -EINVAL;
-    struct iovec iov = {.iov_base = (void *)w->buf, .iov_len = w->len};
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     union {
         char buf[CMSG_SPACE(sizeof(int) * CQ_PROTO_MAX_FDS)];
         struct cmsghdr align;
@@ -92,10 +90,24 @@ int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t 
     for (;;) {
         ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
         if (n >= 0)
-            return (size_t)n == w->len ? 0 : -EIO;
+            return (size_t)n == len ? 0 : -EIO;
         if (errno != EINTR)
             return -errno;
     }
+}
+
+int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds)
+{
+    if (w->overflow)
+        return -EMSGSIZE;
+    return send_bytes(sock, w->buf, w->len, fds, nfds);
+}
+
+int cq_msg_send_type(int sock, uint32_t type, const int *fds, size_t nfds)
+{
+    uint8_t header[8] = {0};
+    memcpy(header, &type, sizeof(type));
+    return send_bytes(sock, header, sizeof(header), fds, nfds);
 }
 
 ssize_t cq_msg_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds)

@@ -53,17 +53,17 @@ enum cq_field_tag {
 
 /* What init does to build the sandbox's root, in order (see rootfs.c / init/rootfs.c). */
 enum cq_mount_kind {
-    CQ_MOUNT_DIR = 1,   /* mkdir dst (mode) */
-    CQ_MOUNT_BIND_RO,   /* bind host src on dst, read-only, nosuid, nodev */
-    CQ_MOUNT_BIND_RW,   /* bind host src on dst, read-write, nosuid, nodev */
-    CQ_MOUNT_DEV,       /* bind a host device node src on dst (noexec, nosuid) */
-    CQ_MOUNT_SYMLINK,   /* symlink: dst -> src */
-    CQ_MOUNT_FILE,      /* create dst with contents src (mode) */
-    CQ_MOUNT_COPY,      /* copy the host's regular file src to dst (small files only) */
-    CQ_MOUNT_TMPFS,     /* tmpfs on dst (size, inodes, mode, owner) */
-    CQ_MOUNT_PROC,      /* procfs of the sandbox's pid namespace on dst */
-    CQ_MOUNT_MASK,      /* hide dst: /dev/null over a file, an empty read-only tmpfs over a dir */
-    CQ_MOUNT_RDONLY,    /* make the mount at dst read-only */
+    CQ_MOUNT_DIR = 1,     /* mkdir dst (mode) */
+    CQ_MOUNT_BIND_RO,     /* bind host src on dst, read-only, nosuid, nodev */
+    CQ_MOUNT_BIND_RW,     /* bind host src on dst, read-write, nosuid, nodev */
+    CQ_MOUNT_DEV,         /* bind a host device node src on dst (noexec, nosuid) */
+    CQ_MOUNT_SYMLINK,     /* symlink: dst -> src */
+    CQ_MOUNT_FILE,        /* create dst with contents src (mode) */
+    CQ_MOUNT_COPY,        /* copy the host's regular file src to dst (small files only) */
+    CQ_MOUNT_TMPFS,       /* tmpfs on dst (size, inodes, mode, owner) */
+    CQ_MOUNT_PROC,        /* procfs of the sandbox's pid namespace on dst */
+    CQ_MOUNT_MASK,        /* hide dst: /dev/null over a file, an empty read-only tmpfs over a dir */
+    CQ_MOUNT_RDONLY,      /* make the mount at dst read-only */
     CQ_MOUNT_ROOT_RDONLY, /* make the new root itself read-only (after all mountpoints exist) */
 };
 
@@ -99,10 +99,10 @@ enum cq_stdio_kind {
 };
 
 struct cq_spawn_params {
-    uint64_t timeout_ms;      /* 0: none */
-    uint64_t rlimit_fsize;    /* bytes */
+    uint64_t timeout_ms;   /* 0: none */
+    uint64_t rlimit_fsize; /* bytes */
     uint64_t rlimit_nofile;
-    uint32_t stdio[3];        /* enum cq_stdio_kind for 0, 1, 2 */
+    uint32_t stdio[3]; /* enum cq_stdio_kind for 0, 1, 2 */
 };
 
 /* What a shim reports when its process tree is gone. */
@@ -128,6 +128,10 @@ void cq_msg_put_str(struct cq_msg_writer *w, uint16_t tag, const char *s);
 /* A mount op followed by its two strings (either may be NULL for ""). */
 void cq_msg_put_mount(struct cq_msg_writer *w, const struct cq_mount_op *op, const char *src,
                       const char *dst);
+
+/* Sends a message that is only a type (KILL, READY, ...), with fds (may be 0).
+ * Returns 0 or -errno. */
+int cq_msg_send_type(int sock, uint32_t type, const int *fds, size_t nfds);
 
 /* Sends the message with fds (may be 0). Returns 0 or -errno. */
 int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds);

@@ -25,10 +25,11 @@ static const char *const runtime_top[] = {"/bin", "/sbin", "/lib", "/lib32", "/l
  * shadow, gshadow, sudoers, ssh, machine-id (identifies the host), hostname,
  * resolv.conf (no network), passwd and group (generated below). */
 static const char *const etc_allowlist[] = {
-    "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone",
-    "nsswitch.conf", "host.conf", "gai.conf", "protocols", "services", "mime.types", "ssl",
-    "ca-certificates", "fonts", "matplotlibrc", "python3", "python3.11", "debian_version",
-    "os-release", "bash.bashrc", "inputrc", "magic", "magic.mime", "ImageMagick-6",
+    "alternatives", "ld.so.cache",   "ld.so.conf", "ld.so.conf.d",    "localtime",
+    "timezone",     "nsswitch.conf", "host.conf",  "gai.conf",        "protocols",
+    "services",     "mime.types",    "ssl",        "ca-certificates", "fonts",
+    "matplotlibrc", "python3",       "python3.11", "debian_version",  "os-release",
+    "bash.bashrc",  "inputrc",       "magic",      "magic.mime",      "ImageMagick-6",
 };
 
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom"};

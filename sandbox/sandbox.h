@@ -91,7 +91,7 @@ struct cq_sandbox_stats {
     uint64_t memory_current_bytes;
     uint64_t memory_peak_bytes;
     uint64_t memory_limit_bytes;
-    uint64_t oom_kills;       /* processes killed by the kernel's OOM killer so far */
+    uint64_t oom_kills; /* processes killed by the kernel's OOM killer so far */
     uint64_t pids_current;
     uint64_t pids_limit_hits; /* forks refused because of the pids limit */
 };
@@ -120,11 +120,11 @@ struct cq_spawn {
 void cq_spawn_init(struct cq_spawn *req, const char *const *argv);
 
 struct cq_process_report {
-    int exit_code;    /* -1 when killed by a signal */
-    int signal;       /* the terminating signal, or 0 */
-    bool timed_out;   /* killed by the spawn's timeout */
-    bool oom_killed;  /* the kernel's OOM killer killed the process or one of its tree */
-    bool killed;      /* stopped by cq_process_kill */
+    int exit_code;   /* -1 when killed by a signal */
+    int signal;      /* the terminating signal, or 0 */
+    bool timed_out;  /* killed by the spawn's timeout */
+    bool oom_killed; /* the kernel's OOM killer killed the process or one of its tree */
+    bool killed;     /* stopped by cq_process_kill */
     bool output_truncated;
     bool pids_limit_hit; /* a fork in the sandbox was refused while it ran */
     uint64_t wall_ms;

@@ -109,11 +109,11 @@ static void find_init_binary(void)
 
 /* Everything the child needs, prepared before clone so the child only reads it. */
 struct init_launch {
-    int init_fd;     /* O_PATH fd of codeq-sandbox-init */
-    int socket_fd;   /* init's end of the control socket */
-    int sync_fd;     /* read end: one byte when the id maps are written */
-    int devnull_fd;  /* becomes init's stdio: it must hold nothing of the host's */
-    int cgroup_fd;   /* v2: the cgroup directory for CLONE_INTO_CGROUP; -1 on v1 */
+    int init_fd;    /* O_PATH fd of codeq-sandbox-init */
+    int socket_fd;  /* init's end of the control socket */
+    int sync_fd;    /* read end: one byte when the id maps are written */
+    int devnull_fd; /* becomes init's stdio: it must hold nothing of the host's */
+    int cgroup_fd;  /* v2: the cgroup directory for CLONE_INTO_CGROUP; -1 on v1 */
 };
 
 /* The child after clone: raw system calls only (see the top of the file). */
@@ -171,8 +171,7 @@ static pid_t start_init(struct init_launch *launch, struct cq_error *err)
     return (pid_t)pid;
 }
 
-static int write_id_maps(pid_t pid, uid_t user_host_uid, gid_t user_host_gid,
-                         struct cq_error *err)
+static int write_id_maps(pid_t pid, uid_t user_host_uid, gid_t user_host_gid, struct cq_error *err)
 {
     char path[64], map[128];
     snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
@@ -187,7 +186,7 @@ static int write_id_maps(pid_t pid, uid_t user_host_uid, gid_t user_host_gid,
 }
 
 /* Host ids for sandboxed code. With a host workspace directory the code acts as the
- * directory's owner, so that it can use it; that owner must not be root. */
+ * directory's owner (and group), so that it can use it; that owner must not be root. */
 static int choose_user_ids(const struct cq_sandbox_config *cfg, uid_t *uid, gid_t *gid,
                            struct cq_error *err)
 {
@@ -209,6 +208,10 @@ static int choose_user_ids(const struct cq_sandbox_config *cfg, uid_t *uid, gid_
         return cq_error_set(err, EPERM, "workspace %s is owned by codeq's reserved uid %u",
                             cfg->workspace_dir, HOST_ID_ROOT);
     *uid = st.st_uid;
+    /* The directory's group too, unless it is root's: group root would grant access to
+     * group-readable root files of the runtime. */
+    if (st.st_gid != 0 && st.st_gid != HOST_ID_ROOT)
+        *gid = st.st_gid;
     return 0;
 }
 
@@ -223,6 +226,10 @@ static int build_base_env(struct cq_sandbox *sb, const struct cq_sandbox_config 
         "SHELL=/bin/sh",
         "LANG=C.UTF-8",
         "TMPDIR=/tmp",
+        /* Caches and tool configuration (matplotlib, fontconfig, pip, ...) go to /tmp,
+         * so that the workspace holds only what the code itself writes there. */
+        "XDG_CACHE_HOME=/tmp/.cache",
+        "XDG_CONFIG_HOME=/tmp/.config",
     };
     size_t n = sizeof(defaults) / sizeof(defaults[0]);
     for (const char *const *e = cfg->env; e != NULL && *e != NULL; e++)
@@ -310,13 +317,7 @@ static int send_cgroup(struct cq_sandbox *sb, const char *name,
     if (cq_cgroup_create(&sb->cgroup, name, limits, err) < 0 ||
         cq_cgroup_v1_open_tasks(&sb->cgroup, fds, err) < 0)
         return -1;
-    struct cq_msg_writer *w = malloc(sizeof(*w));
-    int rc = -ENOMEM;
-    if (w != NULL) {
-        cq_msg_begin(w, CQ_MSG_CGROUP);
-        rc = cq_msg_send(sb->control_fd, w, fds, (size_t)sb->cgroup.ndirs);
-        free(w);
-    }
+    int rc = cq_msg_send_type(sb->control_fd, CQ_MSG_CGROUP, fds, (size_t)sb->cgroup.ndirs);
     for (int c = 0; c < sb->cgroup.ndirs; c++)
         close(fds[c]);
     if (rc < 0)

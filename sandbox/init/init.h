@@ -39,8 +39,7 @@ int init_install_filter(const unsigned char *bpf, unsigned long len);
 /* shim.c: runs in a fresh child of init (pid 1 of a new pid namespace and in a new
  * mount namespace); never returns. fds[0] is the status socket, then the stdio fds
  * that params marks as present. */
-void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *spawn_msg,
-                   int *fds, size_t nfds, int control_fd, int signal_fd)
-    __attribute__((noreturn));
+void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *spawn_msg, int *fds,
+                   size_t nfds, int control_fd, int signal_fd) __attribute__((noreturn));
 
 #endif

@@ -247,7 +247,8 @@ static int serve(const struct init_config *cfg, int control_fd)
         return -1;
     static uint8_t buf[CQ_PROTO_MAX_MSG];
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = control_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = control_fd, .events = POLLIN},
+                                {.fd = sfd, .events = POLLIN}};
         if (poll(pfd, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -307,9 +308,7 @@ int main(void)
         send_error(control_fd, &err);
         return 1;
     }
-    static struct cq_msg_writer w;
-    cq_msg_begin(&w, CQ_MSG_READY);
-    if (cq_msg_send(control_fd, &w, NULL, 0) < 0)
+    if (cq_msg_send_type(control_fd, CQ_MSG_READY, NULL, 0) < 0)
         return 1;
     return serve(&cfg, control_fd) < 0 ? 1 : 0;
 }

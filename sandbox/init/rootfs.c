@@ -60,10 +60,10 @@ struct init_mount_attr {
  * in the sandbox, so the sandbox user cannot open them anyway, and every mount saved
  * here is saved on every process start. */
 static const char *const proc_masked[] = {
-    "/proc/kcore",      "/proc/keys",          "/proc/key-users", "/proc/timer_list",
-    "/proc/sched_debug", "/proc/latency_stats", "/proc/kallsyms",  "/proc/kpagecount",
-    "/proc/kpageflags", "/proc/kpagecgroup",   "/proc/vmallocinfo", "/proc/sysrq-trigger",
-    "/proc/acpi",       "/proc/scsi",          "/proc/asound",    "/proc/driver",
+    "/proc/kcore",       "/proc/keys",          "/proc/key-users",   "/proc/timer_list",
+    "/proc/sched_debug", "/proc/latency_stats", "/proc/kallsyms",    "/proc/kpagecount",
+    "/proc/kpageflags",  "/proc/kpagecgroup",   "/proc/vmallocinfo", "/proc/sysrq-trigger",
+    "/proc/acpi",        "/proc/scsi",          "/proc/asound",      "/proc/driver",
 };
 
 static int set_mount_attr(const char *path, uint64_t set, unsigned flags, struct cq_error *err)
@@ -212,9 +212,8 @@ static int mask_path(const char *dst, bool optional, bool only_if_public, struct
     }
     if (mount("/dev/null", dst, NULL, MS_BIND, NULL) < 0)
         return cq_error_sys(err, errno, "mask file %s", dst);
-    return set_mount_attr(dst, INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID |
-                                   INIT_MOUNT_ATTR_NOEXEC,
-                          0, err);
+    return set_mount_attr(
+        dst, INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NOEXEC, 0, err);
 }
 
 static int make_readonly(const char *dst, bool optional, struct cq_error *err)
@@ -228,8 +227,9 @@ static int make_readonly(const char *dst, bool optional, struct cq_error *err)
     /* Bind the path on itself to make it a mount point whose flags we own. */
     if (mount(dst, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
         return cq_error_sys(err, errno, "bind %s on itself", dst);
-    return set_mount_attr(dst, INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID |
-                                   INIT_MOUNT_ATTR_NODEV | INIT_MOUNT_ATTR_NOEXEC,
+    return set_mount_attr(dst,
+                          INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NODEV |
+                              INIT_MOUNT_ATTR_NOEXEC,
                           AT_RECURSIVE, err);
 }
 
@@ -256,8 +256,7 @@ static int apply_op(const struct init_mount *m, struct cq_error *err)
     case CQ_MOUNT_BIND_RO:
         return bind_mount(src, dst, ro, optional, err);
     case CQ_MOUNT_BIND_RW:
-        return bind_mount(src, dst, INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NODEV, optional,
-                          err);
+        return bind_mount(src, dst, INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NODEV, optional, err);
     case CQ_MOUNT_DEV: {
         /* A device node is bound from the host's /dev: a user namespace cannot
          * mknod. The bind must not be nodev, and is noexec and nosuid. */
@@ -271,8 +270,8 @@ static int apply_op(const struct init_mount *m, struct cq_error *err)
         return set_mount_attr(dst, INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NOEXEC, 0, err);
     }
     case CQ_MOUNT_SYMLINK:
-        if (symlink(m->src, dst) < 0 && (errno != ENOENT || make_parents(dst, err) < 0 ||
-                                         symlink(m->src, dst) < 0))
+        if (symlink(m->src, dst) < 0 &&
+            (errno != ENOENT || make_parents(dst, err) < 0 || symlink(m->src, dst) < 0))
             return cq_error_sys(err, errno, "symlink %s -> %s", dst, m->src);
         return 0;
     case CQ_MOUNT_FILE:
@@ -281,8 +280,7 @@ static int apply_op(const struct init_mount *m, struct cq_error *err)
         return copy_file(src, dst, optional, err);
     case CQ_MOUNT_TMPFS:
         return mount_tmpfs(dst, &m->op,
-                           MS_NOSUID | MS_NODEV |
-                               ((m->op.flags & CQ_MOUNT_NOEXEC) ? MS_NOEXEC : 0),
+                           MS_NOSUID | MS_NODEV | ((m->op.flags & CQ_MOUNT_NOEXEC) ? MS_NOEXEC : 0),
                            err);
     case CQ_MOUNT_PROC:
         /* The sandbox-level /proc: only init and shims see it, and the kernel
@@ -298,9 +296,9 @@ static int apply_op(const struct init_mount *m, struct cq_error *err)
     case CQ_MOUNT_RDONLY:
         return make_readonly(dst, optional, err);
     case CQ_MOUNT_ROOT_RDONLY:
-        return set_mount_attr(NEWROOT, INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID |
-                                           INIT_MOUNT_ATTR_NODEV,
-                              0, err);
+        return set_mount_attr(
+            NEWROOT, INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NODEV, 0,
+            err);
     default:
         return cq_error_set(err, EINVAL, "mount plan: unknown operation %u", m->op.kind);
     }

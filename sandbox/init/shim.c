@@ -45,7 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_ARGS 4096
+#define MAX_ARGS      4096
 #define EXEC_ERROR_FD 3
 
 struct spawn_request {
@@ -98,12 +98,11 @@ static int parse_spawn(const struct cq_msg_reader *msg, struct spawn_request *re
     return more < 0 || argc == 0 || !have_params ? -1 : 0;
 }
 
-static void report(int status_fd, uint32_t type, const void *payload, uint16_t tag, size_t len)
+static void report_exit(int status_fd, const struct cq_exit_status *status)
 {
     static struct cq_msg_writer w;
-    cq_msg_begin(&w, type);
-    if (payload != NULL)
-        cq_msg_put(&w, tag, payload, len);
+    cq_msg_begin(&w, CQ_MSG_EXITED);
+    cq_msg_put(&w, CQ_F_EXIT, status, sizeof(*status));
     (void)cq_msg_send(status_fd, &w, NULL, 0); /* a vanished supervisor is not an error here */
 }
 
@@ -142,8 +141,10 @@ static int exec_search(const char *const *argv, const char *const *envp)
     char candidate[PATH_MAX];
     for (const char *p = path;; p++) {
         const char *end = strchrnul(p, ':');
-        int n = snprintf(candidate, sizeof(candidate), "%.*s/%s", (int)(end - p),
-                         end == p ? "." : p, file);
+        /* An empty element is the working directory, as in POSIX shells. */
+        int n = end == p
+                    ? snprintf(candidate, sizeof(candidate), "./%s", file)
+                    : snprintf(candidate, sizeof(candidate), "%.*s/%s", (int)(end - p), p, file);
         if (n > 0 && (size_t)n < sizeof(candidate)) {
             execve(candidate, (char *const *)argv, (char *const *)envp);
             if (errno == EACCES)
@@ -241,9 +242,6 @@ run_command(const struct init_config *cfg, const struct spawn_request *req, cons
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
-    step = "chdir";
-    if (chdir(req->cwd) < 0)
-        goto fail;
     step = "rlimits";
     struct rlimit fsize = {req->params.rlimit_fsize, req->params.rlimit_fsize};
     struct rlimit nofile = {req->params.rlimit_nofile, req->params.rlimit_nofile};
@@ -254,6 +252,11 @@ run_command(const struct init_config *cfg, const struct spawn_request *req, cons
     umask(022);
     step = "drop privileges";
     if (drop_privileges(&cfg->ids) < 0)
+        goto fail;
+    /* As the sandbox user, so a directory it may not enter is refused, and so that
+     * a host workspace owned by it but closed to others is entered by its owner. */
+    step = "chdir";
+    if (chdir(req->cwd) < 0)
         goto fail;
     /* Last: the filter also binds this code, and execve is allowed by it. The
      * sandbox filter (init's) is inherited already; this one removes what init and
@@ -371,7 +374,7 @@ void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *sp
         report_failure(status_fd, failure.error, failure.step);
         _exit(0);
     }
-    report(status_fd, CQ_MSG_STARTED, NULL, 0, 0);
+    (void)cq_msg_send_type(status_fd, CQ_MSG_STARTED, NULL, 0);
 
     int tfd = -1;
     if (req.params.timeout_ms > 0) {
@@ -423,8 +426,7 @@ void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *sp
             uint8_t buf[64];
             ssize_t got = recv(status_fd, buf, sizeof(buf), MSG_DONTWAIT);
             struct cq_msg_reader r;
-            if (got > 0 && cq_msg_reader_init(&r, buf, (size_t)got) == 0 &&
-                r.type == CQ_MSG_KILL) {
+            if (got > 0 && cq_msg_reader_init(&r, buf, (size_t)got) == 0 && r.type == CQ_MSG_KILL) {
                 result.killed = 1;
                 kill_tree();
             } else if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -451,6 +453,6 @@ void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *sp
     result.max_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
     result.wall_us = now_us() - start;
     if (!supervisor_gone)
-        report(status_fd, CQ_MSG_EXITED, &result, CQ_F_EXIT, sizeof(result));
+        report_exit(status_fd, &result);
     _exit(0);
 }

@@ -1,0 +1,165 @@
+/* tests/unit/test_fileutil.c - common/fileutil.c: the whole-file helpers used on
+ * cgroup and /proc files. */
+#define _GNU_SOURCE
+#include "common/fileutil.h"
+#include "unit.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[64];
+static int dirfd_ = -1;
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/cq-fileutil-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    dirfd_ = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(dirfd_, 0);
+}
+
+static void remove_dir(void)
+{
+    unlinkat(dirfd_, "f", 0);
+    close(dirfd_);
+    rmdir(dir);
+}
+
+static void create_file(const char *name, const char *content)
+{
+    int fd = openat(dirfd_, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    close(fd);
+}
+
+START_TEST(write_then_read)
+{
+    struct cq_error err = {0};
+    create_file("f", "old contents that are longer");
+    /* No O_TRUNC: like cgroup files, the text replaces from the start. */
+    ck_assert_int_eq(cq_write_file_at(dirfd_, "f", "12345", &err), 0);
+    char buf[64];
+    ck_assert_int_eq(cq_read_file_at(dirfd_, "f", buf, sizeof(buf), &err), 28);
+    ck_assert_int_eq(strncmp(buf, "12345", 5), 0);
+}
+END_TEST
+
+START_TEST(write_does_not_create)
+{
+    struct cq_error err = {0};
+    ck_assert_int_eq(cq_write_file_at(dirfd_, "missing", "1", &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "missing"));
+    struct stat st;
+    ck_assert_int_eq(fstatat(dirfd_, "missing", &st, 0), -1);
+}
+END_TEST
+
+START_TEST(write_error_names_the_file)
+{
+    struct cq_error err = {0};
+    /* A directory cannot be opened for writing. */
+    ck_assert_int_eq(cq_write_file_at(AT_FDCWD, dir, "x", &err), -1);
+    ck_assert_int_eq(err.code, EISDIR);
+    ck_assert_ptr_nonnull(strstr(err.msg, dir));
+}
+END_TEST
+
+START_TEST(read_truncates_and_terminates)
+{
+    struct cq_error err = {0};
+    create_file("f", "0123456789");
+    struct {
+        char buf[5];
+        char canary[8];
+    } g;
+    memset(&g, 'x', sizeof(g));
+    ck_assert_int_eq(cq_read_file_at(dirfd_, "f", g.buf, sizeof(g.buf), &err), 4);
+    ck_assert_str_eq(g.buf, "0123");
+    for (size_t i = 0; i < sizeof(g.canary); i++)
+        ck_assert_msg(g.canary[i] == 'x', "write past the buffer at +%zu", i);
+    char one[1] = {'x'};
+    ck_assert_int_eq(cq_read_file_at(dirfd_, "f", one, sizeof(one), &err), 0);
+    ck_assert_int_eq(one[0], '\0');
+}
+END_TEST
+
+START_TEST(read_empty_and_proc_files)
+{
+    struct cq_error err = {0};
+    create_file("f", "");
+    char buf[64] = "garbage";
+    ck_assert_int_eq(cq_read_file_at(dirfd_, "f", buf, sizeof(buf), &err), 0);
+    ck_assert_str_eq(buf, "");
+    /* /proc files report size 0 and must be read until EOF. */
+    char self[4096];
+    ck_assert_int_gt(cq_read_file_at(AT_FDCWD, "/proc/self/status", self, sizeof(self), &err), 100);
+    ck_assert_ptr_nonnull(strstr(self, "Pid:"));
+}
+END_TEST
+
+START_TEST(read_missing_file)
+{
+    struct cq_error err = {0};
+    char buf[8];
+    ck_assert_int_eq(cq_read_file_at(dirfd_, "nothing-here", buf, sizeof(buf), &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "nothing-here"));
+}
+END_TEST
+
+START_TEST(keyed_values)
+{
+    const char *text = "oom_kill_disable 0\nunder_oom 0\noom_kill 7\nmax 12\n";
+    uint64_t v = 0;
+    ck_assert_int_eq(cq_keyed_u64(text, "oom_kill", &v), 0);
+    ck_assert_uint_eq(v, 7); /* not the value of oom_kill_disable */
+    ck_assert_int_eq(cq_keyed_u64(text, "oom_kill_disable", &v), 0);
+    ck_assert_uint_eq(v, 0);
+    ck_assert_int_eq(cq_keyed_u64(text, "max", &v), 0);
+    ck_assert_uint_eq(v, 12);
+    ck_assert_int_eq(cq_keyed_u64("first 18446744073709551615", "first", &v), 0);
+    ck_assert_uint_eq(v, UINT64_MAX);
+}
+END_TEST
+
+START_TEST(keyed_missing_keys)
+{
+    uint64_t v = 42;
+    ck_assert_int_eq(cq_keyed_u64("oom_kill_disable 0\n", "oom_kill", &v), -1);
+    ck_assert_int_eq(cq_keyed_u64("a 1\nb 2", "c", &v), -1);
+    ck_assert_int_eq(cq_keyed_u64("", "a", &v), -1);
+    ck_assert_int_eq(cq_keyed_u64("xa 1\n", "a", &v), -1); /* keys match whole lines only */
+    ck_assert_int_eq(cq_keyed_u64("a\n", "a", &v), -1);
+    ck_assert_uint_eq(v, 42);
+}
+END_TEST
+
+static Suite *fileutil_suite(void)
+{
+    Suite *s = suite_create("fileutil");
+    TCase *tc = tcase_create("files");
+    tcase_add_checked_fixture(tc, make_dir, remove_dir);
+    tcase_add_test(tc, write_then_read);
+    tcase_add_test(tc, write_does_not_create);
+    tcase_add_test(tc, write_error_names_the_file);
+    tcase_add_test(tc, read_truncates_and_terminates);
+    tcase_add_test(tc, read_empty_and_proc_files);
+    tcase_add_test(tc, read_missing_file);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("keyed");
+    tcase_add_test(tc, keyed_values);
+    tcase_add_test(tc, keyed_missing_keys);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return cq_unit_run(fileutil_suite(), false);
+}
