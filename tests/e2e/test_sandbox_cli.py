@@ -3,8 +3,10 @@ the JSON report, the host workspace directory, the language runtimes inside, and
 an interrupted run leaves behind."""
 
 import hashlib
+import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -14,6 +16,7 @@ import pytest
 
 from conftest import (
     CODEQ,
+    REPO,
     SANDBOX_UID,
     check_report_types,
     codeq_cgroup_children,
@@ -301,3 +304,34 @@ def test_interrupted_run_cleans_up(sig):
     assert all(v == [] for v in left.values()), (
         f"codeq killed by {sig.name} left its sandbox cgroups on the host: {left}"
     )
+
+
+def test_example_analysis_runs_in_a_sandbox():
+    """The README's main job (scripts/demo): the example analysis reads a CSV with
+    pandas and writes statistics and a chart with matplotlib, all inside a sandbox
+    whose workspace is a host directory. The outputs appear on the host, owned by
+    the workspace's owner, and the statistics match the data."""
+    example = os.path.join(REPO, "docs", "examples", "analysis")
+    ws = tempfile.mkdtemp(prefix="codeq-e2e-example-")
+    try:
+        for name in ("sales.csv", "analysis.py"):
+            shutil.copy(os.path.join(example, name), ws)
+        for entry in [ws] + [os.path.join(ws, n) for n in os.listdir(ws)]:
+            os.chown(entry, SANDBOX_UID, SANDBOX_UID)
+        os.chmod(ws, 0o755)
+        r = codeq_sandbox(["python3", "analysis.py"], workspace=ws, opts=["--timeout", "120"])
+        assert r.returncode == 0, r
+        assert "Best month: November 2026" in r.stdout, r
+        with open(os.path.join(ws, "summary.json")) as f:
+            summary = json.load(f)
+        assert summary["rows"] == 1460
+        assert summary["best_month"] == "2026-11"
+        chart = os.path.join(ws, "revenue_by_month.png")
+        with open(chart, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert os.stat(chart).st_uid == SANDBOX_UID
+        # Tool caches went to /tmp, not into the workspace.
+        assert sorted(os.listdir(ws)) == [
+            "analysis.py", "revenue_by_month.png", "sales.csv", "summary.json"]
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
