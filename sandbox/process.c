@@ -103,15 +103,7 @@ static int await_started(struct cq_process *p, const char *program, struct cq_er
         return 0;
     int code = CQ_EPROTO;
     const char *step = "start";
-    uint16_t tag;
-    const void *data;
-    size_t len;
-    while (cq_msg_next(&r, &tag, &data, &len) > 0) {
-        if (tag == CQ_F_ERRNO && len == sizeof(int32_t))
-            memcpy(&code, data, sizeof(int32_t));
-        else if (tag == CQ_F_TEXT && cq_msg_str(data, len) != NULL)
-            step = data;
-    }
+    cq_msg_error_fields(&r, &code, &step);
     if (strcmp(step, "execve") == 0)
         return cq_error_sys(err, code, "cannot run '%s'", program);
     return cq_error_sys(err, code, "cannot start '%s' (%s)", program, step);

@@ -195,6 +195,23 @@ const char *cq_msg_str(const void *data, size_t len)
     return data;
 }
 
+void cq_msg_error_fields(const struct cq_msg_reader *r, int *code, const char **text)
+{
+    struct cq_msg_reader copy = *r;
+    uint16_t tag;
+    const void *data;
+    size_t len;
+    while (cq_msg_next(&copy, &tag, &data, &len) > 0) {
+        if (tag == CQ_F_ERRNO && len == sizeof(int32_t)) {
+            int32_t value;
+            memcpy(&value, data, sizeof(value));
+            *code = value;
+        } else if (tag == CQ_F_TEXT && cq_msg_str(data, len) != NULL) {
+            *text = data;
+        }
+    }
+}
+
 int cq_msg_mount(const void *data, size_t len, struct cq_mount_op *op, const char **src,
                  const char **dst)
 {

@@ -152,6 +152,10 @@ int cq_msg_reader_init(struct cq_msg_reader *r, const void *buf, size_t len);
 int cq_msg_next(struct cq_msg_reader *r, uint16_t *tag, const void **data, size_t *len);
 /* A NUL-terminated string field's text, or NULL when it is not terminated. */
 const char *cq_msg_str(const void *data, size_t len);
+/* The errno (CQ_F_ERRNO) and text (CQ_F_TEXT) of an ERROR or SPAWN_FAILED message;
+ * *code and *text keep their values when a field is absent or malformed. */
+void cq_msg_error_fields(const struct cq_msg_reader *r, int *code, const char **text);
+
 /* The two strings after a mount op; 0 or -1 when malformed. */
 int cq_msg_mount(const void *data, size_t len, struct cq_mount_op *op, const char **src,
                  const char **dst);

@@ -298,15 +298,7 @@ static int await_ready(struct cq_sandbox *sb, struct cq_error *err)
         return 0;
     int code = CQ_EPROTO;
     const char *text = "unexpected message";
-    uint16_t tag;
-    const void *data;
-    size_t len;
-    while (cq_msg_next(&r, &tag, &data, &len) > 0) {
-        if (tag == CQ_F_ERRNO && len == sizeof(int32_t))
-            memcpy(&code, data, sizeof(int32_t));
-        else if (tag == CQ_F_TEXT && cq_msg_str(data, len) != NULL)
-            text = data;
-    }
+    cq_msg_error_fields(&r, &code, &text);
     return cq_error_set(err, code, "sandbox setup failed: %s", text);
 }
 
