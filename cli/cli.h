@@ -14,5 +14,7 @@ enum {
 };
 
 int cq_cmd_sandbox(int argc, char **argv);
+int cq_cmd_exec(int argc, char **argv);
+int cq_cmd_mcp(int argc, char **argv);
 
 #endif

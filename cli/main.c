@@ -16,6 +16,8 @@ static void usage(FILE *out)
                  "codeq runs untrusted code in isolated, limited sandboxes.\n"
                  "\n"
                  "commands:\n"
+                 "  exec       run Python, JavaScript or TypeScript code in a fresh session\n"
+                 "  mcp        serve the code-interpreter tools over MCP on stdio\n"
                  "  sandbox    run a command in a fresh sandbox and destroy it after\n"
                  "\n"
                  "Run 'codeq <command> --help' for the options of a command.\n");
@@ -38,6 +40,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "sandbox") == 0)
         return cq_cmd_sandbox(argc - 1, argv + 1);
+    if (strcmp(cmd, "exec") == 0)
+        return cq_cmd_exec(argc - 1, argv + 1);
+    if (strcmp(cmd, "mcp") == 0)
+        return cq_cmd_mcp(argc - 1, argv + 1);
     fprintf(stderr, "codeq: unknown command '%s'\n", cmd);
     usage(stderr);
     return CQ_EXIT_USAGE;

@@ -71,6 +71,21 @@ int cq_sandbox_config_validate(const struct cq_sandbox_config *cfg, struct cq_er
     if (cfg->workspace_dir != NULL && cfg->workspace_dir[0] != '/')
         return cq_error_set(err, CQ_EINVALID, "workspace directory '%s' is not an absolute path",
                             cfg->workspace_dir);
+    if (cfg->n_binds > CQ_SANDBOX_MAX_BINDS || (cfg->n_binds > 0 && cfg->binds == NULL))
+        return cq_error_set(err, CQ_EINVALID, "at most %d extra binds", CQ_SANDBOX_MAX_BINDS);
+    for (size_t i = 0; i < cfg->n_binds; i++) {
+        const struct cq_sandbox_bind *b = &cfg->binds[i];
+        /* Extra binds live below /opt: everything else of the root has a fixed
+         * meaning, and a bind over /proc, /dev or /workspace would undo isolation. */
+        if (b->host_path == NULL || b->host_path[0] != '/' || b->sandbox_path == NULL ||
+            strncmp(b->sandbox_path, "/opt/", 5) != 0 || b->sandbox_path[5] == '\0' ||
+            strstr(b->sandbox_path, "..") != NULL || strstr(b->host_path, "..") != NULL)
+            return cq_error_set(err, CQ_EINVALID,
+                                "extra bind %s -> %s: need an absolute host path and a path "
+                                "below /opt/ without '..'",
+                                b->host_path != NULL ? b->host_path : "(null)",
+                                b->sandbox_path != NULL ? b->sandbox_path : "(null)");
+    }
     if (cfg->network != CQ_NETWORK_NONE)
         return cq_error_set(err, CQ_EINVALID, "unknown network mode %d", (int)cfg->network);
     const char *h = cfg->hostname != NULL ? cfg->hostname : "codeq";

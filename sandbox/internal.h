@@ -17,6 +17,8 @@ struct cq_sandbox {
     struct cq_sandbox_limits limits;
     char **env; /* defaults + configuration, NAME=VALUE, NULL-terminated */
     size_t env_count;
+    int workspace_fd;            /* O_PATH of /workspace, opened before any code ran */
+    uint32_t user_uid, user_gid; /* host ids of sandboxed code */
 };
 
 int cq_env_entry_validate(const char *entry, struct cq_error *err);

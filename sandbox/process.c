@@ -236,6 +236,18 @@ int cq_process_kill(struct cq_process *p)
     return cq_msg_send_type(p->status_fd, CQ_MSG_KILL, NULL, 0) < 0 ? -1 : 0;
 }
 
+int cq_process_signal(struct cq_process *p, int sig)
+{
+    if (atomic_load(&p->exited) || sig <= 0 || sig >= NSIG)
+        return -1;
+    return cq_msg_send_int(p->status_fd, CQ_MSG_SIGNAL, CQ_F_SIGNAL, sig) < 0 ? -1 : 0;
+}
+
+int cq_process_status_fd(struct cq_process *p)
+{
+    return p->status_fd;
+}
+
 /* Handles one message on the status socket; false when the socket is finished. */
 static bool read_status(struct cq_process *p)
 {

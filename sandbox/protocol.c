@@ -103,6 +103,16 @@ int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t 
     return send_bytes(sock, w->buf, w->len, fds, nfds);
 }
 
+int cq_msg_send_int(int sock, uint32_t type, uint16_t tag, int32_t value)
+{
+    uint8_t buf[8 + sizeof(struct field_header) + 8] = {0};
+    struct field_header h = {.tag = tag, .pad = 0, .len = sizeof(value)};
+    memcpy(buf, &type, sizeof(type));
+    memcpy(buf + 8, &h, sizeof(h));
+    memcpy(buf + 8 + sizeof(h), &value, sizeof(value));
+    return send_bytes(sock, buf, sizeof(buf), NULL, 0);
+}
+
 int cq_msg_send_type(int sock, uint32_t type, const int *fds, size_t nfds)
 {
     uint8_t header[8] = {0};

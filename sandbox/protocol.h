@@ -12,7 +12,7 @@
  *   control socket (one per sandbox)   supervisor -> init: CONFIG, CGROUP, SPAWN
  *                                      init -> supervisor: READY, ERROR
  *   status socket (one per process)    shim -> supervisor: STARTED, SPAWN_FAILED, EXITED
- *                                      supervisor -> shim: KILL
+ *                                      supervisor -> shim: KILL, SIGNAL
  */
 #ifndef CQ_SANDBOX_PROTOCOL_H
 #define CQ_SANDBOX_PROTOCOL_H
@@ -35,6 +35,7 @@ enum cq_msg_type {
     CQ_MSG_EXITED,
     CQ_MSG_KILL,
     CQ_MSG_CGROUP, /* supervisor -> init: cgroup v1 `tasks` fds to join (SCM_RIGHTS) */
+    CQ_MSG_SIGNAL, /* supervisor -> shim: deliver CQ_F_SIGNAL to the process */
 };
 
 enum cq_field_tag {
@@ -49,6 +50,7 @@ enum cq_field_tag {
     CQ_F_TEXT,         /* string: a message for people */
     CQ_F_EXIT,         /* struct cq_exit_status */
     CQ_F_INIT_FLAGS,   /* struct cq_init_flags */
+    CQ_F_SIGNAL,       /* int32: a signal number */
 };
 
 /* What init does to build the sandbox's root, in order (see rootfs.c / init/rootfs.c). */
@@ -132,6 +134,9 @@ void cq_msg_put_mount(struct cq_msg_writer *w, const struct cq_mount_op *op, con
 /* Sends a message that is only a type (KILL, READY, ...), with fds (may be 0).
  * Returns 0 or -errno. */
 int cq_msg_send_type(int sock, uint32_t type, const int *fds, size_t nfds);
+
+/* Sends a message of one int32 field (SIGNAL), without a full writer. */
+int cq_msg_send_int(int sock, uint32_t type, uint16_t tag, int32_t value);
 
 /* Sends the message with fds (may be 0). Returns 0 or -errno. */
 int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds);

@@ -127,6 +127,9 @@ int cq_rootfs_plan_write(const struct cq_sandbox_config *cfg, struct cq_msg_writ
     snprintf(text, sizeof(text), "%s\n", hostname);
     put_file(w, "/etc/hostname", text);
 
+    for (size_t i = 0; i < cfg->n_binds; i++)
+        put(w, CQ_MOUNT_BIND_RO, 0, cfg->binds[i].host_path, cfg->binds[i].sandbox_path);
+
     put(w, CQ_MOUNT_PROC, 0, NULL, "/proc");
 
     /* /dev: a fresh tmpfs with five harmless devices; no disks, no ttys, no kmsg. */

@@ -55,6 +55,15 @@ enum cq_network_mode {
     CQ_NETWORK_NONE = 0, /* a network namespace with only loopback */
 };
 
+/* A host directory made visible read-only (and nosuid, nodev) inside the sandbox,
+ * e.g. the code of codeq's language kernels. */
+struct cq_sandbox_bind {
+    const char *host_path;    /* absolute */
+    const char *sandbox_path; /* absolute, below /opt/ */
+};
+
+#define CQ_SANDBOX_MAX_BINDS 8
+
 struct cq_sandbox_config {
     struct cq_sandbox_limits limits;
     enum cq_network_mode network;
@@ -65,7 +74,9 @@ struct cq_sandbox_config {
     /* NAME=VALUE entries added to every process's environment, NULL-terminated.
      * Nothing of the host's environment is passed in. May be NULL. */
     const char *const *env;
-    const char *hostname; /* default "codeq" */
+    const char *hostname;                /* default "codeq" */
+    const struct cq_sandbox_bind *binds; /* n_binds entries, at most CQ_SANDBOX_MAX_BINDS */
+    size_t n_binds;
 };
 
 /* Fills cfg with the defaults above. */
@@ -84,8 +95,23 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
  * on the host afterwards (a --workspace directory keeps its files). NULL is a no-op. */
 void cq_sandbox_destroy(struct cq_sandbox *sb);
 
+/* Kills every process of the sandbox now, without freeing it: calls in progress on
+ * other threads return (their processes are gone) and later spawns fail. Safe from
+ * any thread; cq_sandbox_destroy must still follow. */
+void cq_sandbox_kill(struct cq_sandbox *sb);
+
 /* False once the sandbox's init has gone (destroyed, or killed from outside). */
 bool cq_sandbox_alive(struct cq_sandbox *sb);
+
+/* An O_PATH fd of the sandbox's /workspace, opened when the sandbox was created,
+ * for the host side to work on files there. Sandboxed code controls everything below
+ * it: resolve paths with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | ...), never
+ * by name. Owned by the sandbox; valid until cq_sandbox_destroy. */
+int cq_sandbox_workspace_fd(struct cq_sandbox *sb);
+
+/* The host uid and gid that sandboxed code runs as: files the host creates in the
+ * workspace are given to them, so that the code can use them. */
+void cq_sandbox_user_ids(struct cq_sandbox *sb, uint32_t *uid, uint32_t *gid);
 
 struct cq_sandbox_stats {
     uint64_t memory_current_bytes;
@@ -161,6 +187,14 @@ struct cq_wait_io {
 /* Drains output, waits until the whole process tree is gone, and reports. */
 int cq_process_wait(struct cq_process *p, const struct cq_wait_io *io,
                     struct cq_process_report *report, struct cq_error *err);
+
+/* Sends signal sig to the process itself (not its tree), e.g. SIGINT to interrupt a
+ * language kernel. Safe from another thread. Returns 0, or -1 if it had ended. */
+int cq_process_signal(struct cq_process *p, int sig);
+
+/* An fd that becomes readable (POLLIN or POLLHUP) once the process's tree has ended
+ * and cq_process_wait will not block on it (with CQ_STDIO_FD or NULL output). */
+int cq_process_status_fd(struct cq_process *p);
 
 /* Kills the process and its whole tree; cq_process_wait then reports killed.
  * Safe from another thread. Returns 0, or -1 if it had already ended. */

@@ -250,6 +250,8 @@ static int build_base_env(struct cq_sandbox *sb, const struct cq_sandbox_config 
 
 static void free_sandbox(struct cq_sandbox *sb)
 {
+    if (sb->workspace_fd >= 0)
+        close(sb->workspace_fd);
     if (sb->control_fd >= 0)
         close(sb->control_fd);
     if (sb->init_pid > 0) {
@@ -346,6 +348,9 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     }
     sb->control_fd = -1;
     sb->init_pidfd = -1;
+    sb->workspace_fd = -1;
+    sb->user_uid = user_uid;
+    sb->user_gid = user_gid;
     for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
         sb->cgroup.dirfd[c] = -1;
     sb->limits = cfg->limits;
@@ -419,12 +424,34 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         goto fail;
     if (await_ready(sb, err) < 0)
         goto fail;
+    /* Through init's root, before any sandboxed code has run: nothing can have been
+     * planted on this path yet, and the root above /workspace is read-only. */
+    char ws_path[64];
+    snprintf(ws_path, sizeof(ws_path), "/proc/%d/root" CQ_SANDBOX_WORKSPACE, pid);
+    sb->workspace_fd = open(ws_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sb->workspace_fd < 0) {
+        cq_error_sys(err, errno, "open the sandbox's workspace");
+        goto fail;
+    }
     atomic_store(&sb->alive, true);
     *out = sb;
     return 0;
 fail:
     free_sandbox(sb);
     return -1;
+}
+
+void cq_sandbox_kill(struct cq_sandbox *sb)
+{
+    if (sb == NULL)
+        return;
+    atomic_store(&sb->alive, false);
+    /* init is pid 1 of the sandbox: the kernel takes every other process with it. The
+     * pidfd cannot hit a recycled pid; init stays a zombie until destroy reaps it. */
+    if (sb->init_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, sb->init_pidfd, SIGKILL, NULL, 0);
+    else if (sb->init_pid > 0)
+        kill(sb->init_pid, SIGKILL);
 }
 
 bool cq_sandbox_alive(struct cq_sandbox *sb)
@@ -452,4 +479,15 @@ void cq_sandbox_destroy(struct cq_sandbox *sb)
 int cq_sandbox_stats(struct cq_sandbox *sb, struct cq_sandbox_stats *stats, struct cq_error *err)
 {
     return cq_cgroup_stats(&sb->cgroup, stats, err);
+}
+
+int cq_sandbox_workspace_fd(struct cq_sandbox *sb)
+{
+    return sb->workspace_fd;
+}
+
+void cq_sandbox_user_ids(struct cq_sandbox *sb, uint32_t *uid, uint32_t *gid)
+{
+    *uid = sb->user_uid;
+    *gid = sb->user_gid;
 }

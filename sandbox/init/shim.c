@@ -286,6 +286,23 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* SIGNAL: to the main process only (e.g. SIGINT to interrupt a kernel's cell). */
+static void deliver_signal(const struct cq_msg_reader *msg, pid_t child)
+{
+    struct cq_msg_reader r = *msg;
+    uint16_t tag;
+    const void *data;
+    size_t len;
+    while (cq_msg_next(&r, &tag, &data, &len) > 0) {
+        int32_t sig;
+        if (tag != CQ_F_SIGNAL || len != sizeof(sig))
+            continue;
+        memcpy(&sig, data, sizeof(sig));
+        if (sig > 0 && sig < NSIG)
+            kill(child, sig);
+    }
+}
+
 static void kill_tree(void)
 {
     /* From pid 1 of a pid namespace, kill(-1) reaches every other process in the
@@ -426,9 +443,12 @@ void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *sp
             uint8_t buf[64];
             ssize_t got = recv(status_fd, buf, sizeof(buf), MSG_DONTWAIT);
             struct cq_msg_reader r;
-            if (got > 0 && cq_msg_reader_init(&r, buf, (size_t)got) == 0 && r.type == CQ_MSG_KILL) {
+            bool valid = got > 0 && cq_msg_reader_init(&r, buf, (size_t)got) == 0;
+            if (valid && r.type == CQ_MSG_KILL) {
                 result.killed = 1;
                 kill_tree();
+            } else if (valid && r.type == CQ_MSG_SIGNAL && !main_done) {
+                deliver_signal(&r, child);
             } else if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
                 /* Nobody is waiting for this process any more. */
                 supervisor_gone = true;

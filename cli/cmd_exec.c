@@ -1,0 +1,364 @@
+/* cli/cmd_exec.c - `codeq exec`: run code in a fresh session of the embedded worker,
+ * print its output live, save its images and files, exit non-zero on error. */
+#define _GNU_SOURCE
+#include "cli/cli.h"
+#include "cli/result_json.h"
+#include "common/cleanup.h"
+#include "common/units.h"
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_CODE_BYTES (16ULL << 20)
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: codeq exec [--lang python|javascript|typescript] [--timeout SECONDS]\n"
+            "                  [--json] [--out DIR] (-c CODE | FILE | -)\n"
+            "\n"
+            "Runs code in a fresh sandboxed session (the embedded worker: no Kafka, no Redis),\n"
+            "prints its stdout and stderr as they come, and the value of a final expression.\n"
+            "The session is destroyed afterwards.\n"
+            "\n"
+            "options:\n"
+            "  -c CODE           the code to run (or give a FILE, or - for standard input)\n"
+            "  --lang LANG       python (default; or from FILE's extension), javascript,\n"
+            "                    typescript\n"
+            "  --timeout SECONDS wall-clock limit of the run (default %.0f); on expiry the code\n"
+            "                    is interrupted\n"
+            "  --json            print the whole result as JSON in AgentCore's shape (content,\n"
+            "                    structuredContent, isError) instead of the output\n"
+            "  --out DIR         save images the code produced (image-1.png, ...) and the\n"
+            "                    files it left in its workspace into DIR\n"
+            "  -h, --help        show this help\n"
+            "\n"
+            "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"
+            "2 for bad options, 125 when codeq itself failed.\n",
+            CQ_WORKER_DEFAULT_CALL_TIMEOUT);
+}
+
+static int usage_error(const char *msg, const char *arg)
+{
+    fprintf(stderr, "codeq exec: ");
+    fprintf(stderr, msg, arg);
+    fprintf(stderr, "\nRun 'codeq exec --help' for usage.\n");
+    return CQ_EXIT_USAGE;
+}
+
+static char *read_all(int fd, size_t *len)
+{
+    size_t cap = 65536, used = 0;
+    char *buf = malloc(cap + 1);
+    while (buf != NULL) {
+        if (used == cap) {
+            if (cap >= MAX_CODE_BYTES) {
+                free(buf);
+                errno = EFBIG;
+                return NULL;
+            }
+            char *bigger = realloc(buf, cap * 2 + 1);
+            if (bigger == NULL)
+                break;
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + used, cap - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            free(buf);
+            return NULL;
+        }
+        if (n == 0) {
+            buf[used] = '\0';
+            *len = used;
+            return buf;
+        }
+        used += (size_t)n;
+    }
+    free(buf);
+    errno = ENOMEM;
+    return NULL;
+}
+
+static const char *language_from_path(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    if (dot == NULL)
+        return NULL;
+    if (strcmp(dot, ".py") == 0)
+        return "python";
+    if (strcmp(dot, ".js") == 0 || strcmp(dot, ".mjs") == 0 || strcmp(dot, ".cjs") == 0)
+        return "javascript";
+    if (strcmp(dot, ".ts") == 0)
+        return "typescript";
+    return NULL;
+}
+
+static void print_live(void *ctx, int stream, const char *data, size_t len)
+{
+    (void)ctx;
+    FILE *out = stream == 1 ? stdout : stderr;
+    fwrite(data, 1, len, out);
+    fflush(out);
+}
+
+/* Ctrl-C, SIGTERM, SIGHUP: a thread waits for them (they are blocked everywhere
+ * else) and stops the session, whose processes die at once, so the call returns and
+ * everything is cleaned up as on a normal exit. */
+static struct {
+    pthread_mutex_t lock;
+    struct cq_worker *worker;
+    char session[CQ_SESSION_ID_MAX + 1];
+    int signal;
+} stopper = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+static void *signal_main(void *arg)
+{
+    (void)arg;
+    sigset_t set;
+    stop_signals(&set);
+    int sig;
+    if (sigwait(&set, &sig) != 0)
+        return NULL;
+    pthread_mutex_lock(&stopper.lock);
+    stopper.signal = sig;
+    struct cq_session_info info;
+    struct cq_error err;
+    if (stopper.worker != NULL && stopper.session[0] != '\0')
+        cq_worker_stop_session(stopper.worker, stopper.session, &info, &err);
+    pthread_mutex_unlock(&stopper.lock);
+    return NULL;
+}
+
+/* mkdir -p of path's parents below root; refuses anything that could climb out. */
+static int save_file(const char *root, const char *rel, const uint8_t *data, size_t len)
+{
+    if (rel[0] == '/' || strstr(rel, "..") != NULL)
+        return -1;
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/%s", root, rel) >= (int)sizeof(path))
+        return -1;
+    for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    ssize_t n = len > 0 ? write(fd, data, len) : 0;
+    close(fd);
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Copies every regular file of the session's workspace (recursively) into dir. */
+static int save_workspace(struct cq_worker *w, const char *session, const char *dir,
+                          const char *sub, int depth)
+{
+    if (depth > 32)
+        return 0;
+    struct cq_invoke_args list = {.directory_path = sub};
+    struct cq_result listing;
+    cq_worker_invoke(w, session, "listFiles", &list, NULL, NULL, &listing);
+    int failures = 0;
+    for (size_t i = 0; i < listing.n_blocks; i++) {
+        const struct cq_block *b = &listing.blocks[i];
+        if (b->type != CQ_BLOCK_RESOURCE_LINK)
+            continue;
+        const char *path = b->uri + strlen("file://");
+        if (strcmp(b->description, "directory") == 0) {
+            failures += save_workspace(w, session, dir, path, depth + 1);
+            continue;
+        }
+        if (strcmp(b->description, "file") != 0)
+            continue;
+        const char *paths[] = {path};
+        struct cq_invoke_args read = {.paths = paths, .n_paths = 1};
+        struct cq_result file;
+        cq_worker_invoke(w, session, "readFiles", &read, NULL, NULL, &file);
+        const struct cq_block *res = file.n_blocks > 0 ? &file.blocks[0] : NULL;
+        if (res == NULL || res->type != CQ_BLOCK_RESOURCE ||
+            save_file(dir, path, res->is_blob ? res->data : (const uint8_t *)res->text,
+                      res->is_blob ? res->data_len : strlen(res->text)) < 0) {
+            fprintf(stderr, "codeq: could not save %s into %s\n", path, dir);
+            failures++;
+        }
+        cq_result_free(&file);
+    }
+    cq_result_free(&listing);
+    return failures;
+}
+
+int cq_cmd_exec(int argc, char **argv)
+{
+    enum { OPT_LANG = 256, OPT_TIMEOUT, OPT_JSON, OPT_OUT };
+    static const struct option longopts[] = {
+        {"lang", required_argument, NULL, OPT_LANG},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *lang = NULL, *code_arg = NULL, *out_dir = NULL;
+    bool json = false;
+    double timeout_s = 0;
+    struct cq_error err;
+    uint64_t ms;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "+hc:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'c':
+            code_arg = optarg;
+            break;
+        case OPT_LANG:
+            if (strcmp(optarg, "python") != 0 && strcmp(optarg, "javascript") != 0 &&
+                strcmp(optarg, "typescript") != 0)
+                return usage_error("--lang: '%s' is not python, javascript or typescript", optarg);
+            lang = optarg;
+            break;
+        case OPT_TIMEOUT:
+            if (cq_parse_duration_ms(optarg, (uint64_t)CQ_WORKER_MAX_SESSION_TTL_S * 1000, &ms,
+                                     &err) < 0)
+                return usage_error("--timeout: %s", err.msg);
+            timeout_s = (double)ms / 1000.0;
+            break;
+        case OPT_JSON:
+            json = true;
+            break;
+        case OPT_OUT:
+            out_dir = optarg;
+            break;
+        default:
+            return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    const char *file = optind < argc ? argv[optind] : NULL;
+    if ((code_arg != NULL) == (file != NULL) || optind + (file != NULL) < argc)
+        return usage_error("%s", "give exactly one of -c CODE, FILE or -");
+    cq_autofree char *code = NULL;
+    size_t code_len = 0;
+    if (code_arg != NULL) {
+        code = strdup(code_arg);
+        code_len = strlen(code_arg);
+    } else {
+        int fd = strcmp(file, "-") == 0 ? STDIN_FILENO : open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return usage_error("cannot open '%s'", file);
+        code = read_all(fd, &code_len);
+        if (fd != STDIN_FILENO)
+            close(fd);
+        if (code == NULL)
+            return usage_error("cannot read the code from '%s'", file);
+        if (lang == NULL)
+            lang = language_from_path(file);
+    }
+    if (code == NULL || strlen(code) != code_len)
+        return usage_error("%s", "the code contains a NUL byte");
+    if (out_dir != NULL && mkdir(out_dir, 0755) < 0 && errno != EEXIST)
+        return usage_error("--out: cannot create '%s'", out_dir);
+
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t signals;
+    stop_signals(&signals);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL); /* inherited by every thread made below */
+    pthread_t signal_thread;
+    if (pthread_create(&signal_thread, NULL, signal_main, NULL) != 0) {
+        fprintf(stderr, "codeq: cannot start the signal thread\n");
+        return CQ_EXIT_INTERNAL;
+    }
+
+    int status = CQ_EXIT_INTERNAL;
+    struct cq_result result;
+    cq_result_init(&result);
+    struct cq_worker_config cfg;
+    cq_worker_config_init(&cfg);
+    struct cq_worker *w = NULL;
+    struct cq_session_params params = {0};
+    struct cq_session_info info;
+    if (cq_worker_create(&cfg, &w, &err) < 0 ||
+        cq_worker_start_session(w, &params, &info, &err) < 0) {
+        fprintf(stderr, "codeq: %s\n", err.msg);
+        goto out;
+    }
+    pthread_mutex_lock(&stopper.lock);
+    stopper.worker = w;
+    snprintf(stopper.session, sizeof(stopper.session), "%s", info.session_id);
+    bool stopped = stopper.signal != 0;
+    pthread_mutex_unlock(&stopper.lock);
+    if (stopped)
+        goto out;
+
+    struct cq_invoke_args args = {.code = code, .language = lang, .timeout_s = timeout_s};
+    cq_worker_invoke(w, info.session_id, "executeCode", &args, json ? NULL : print_live, NULL,
+                     &result);
+    status = result.is_error ? 1 : 0;
+    if (json) {
+        json_t *obj = cq_result_to_json(&result);
+        char *text = obj != NULL ? json_dumps(obj, JSON_INDENT(2)) : NULL;
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+        json_decref(obj);
+    } else if (result.value_text != NULL) {
+        printf("%s\n", result.value_text);
+    } else if (result.error_code != CQ_RESULT_OK && result.error_code != CQ_RESULT_TIMED_OUT &&
+               result.error_message != NULL) {
+        fprintf(stderr, "codeq: %s\n", result.error_message);
+        status = CQ_EXIT_INTERNAL;
+    }
+    if (out_dir != NULL) {
+        int image = 0;
+        for (size_t i = 0; i < result.n_blocks; i++) {
+            const struct cq_block *b = &result.blocks[i];
+            if (b->type != CQ_BLOCK_IMAGE)
+                continue;
+            char name[64];
+            snprintf(name, sizeof(name), "image-%d.png", ++image);
+            if (save_file(out_dir, name, b->data, b->data_len) < 0)
+                fprintf(stderr, "codeq: could not save %s into %s\n", name, out_dir);
+        }
+        if (save_workspace(w, info.session_id, out_dir, "", 0) > 0 && status == 0)
+            status = CQ_EXIT_INTERNAL;
+    }
+out:
+    cq_result_free(&result);
+    pthread_mutex_lock(&stopper.lock);
+    stopper.worker = NULL;
+    int sig = stopper.signal;
+    pthread_mutex_unlock(&stopper.lock);
+    cq_worker_destroy(w);
+    pthread_cancel(signal_thread);
+    pthread_join(signal_thread, NULL);
+    if (sig != 0) {
+        fprintf(stderr, "codeq: stopped by signal %d (%s)\n", sig, strsignal(sig));
+        status = 128 + sig;
+    }
+    return status;
+}

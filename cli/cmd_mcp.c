@@ -1,0 +1,274 @@
+/* cli/cmd_mcp.c - `codeq mcp`: an MCP server on stdio (JSON-RPC 2.0, one message per
+ * line, protocol 2025-06-18) in front of the embedded worker.
+ *
+ * Each tools/call runs on a thread of its own, so that a long executeCode does not
+ * hold up a getTask or stopTask; responses are written whole, one line each, under a
+ * lock. Anything malformed gets a JSON-RPC error and the server carries on. At end of
+ * input the server waits for calls in progress, then stops every session.
+ */
+#define _GNU_SOURCE
+#include "cli/cli.h"
+#include "cli/mcp_tools.h"
+#include "common/units.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROTOCOL_VERSION "2025-06-18"
+/* A writeFiles of 100 MB arrives base64-encoded inside one line. */
+#define MAX_LINE_BYTES (160ULL << 20)
+
+#ifndef CQ_VERSION
+#define CQ_VERSION "0.0.0"
+#endif
+
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t calls_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t calls_done = PTHREAD_COND_INITIALIZER;
+static unsigned calls_running;
+
+static void send_message(json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    if (text == NULL)
+        return;
+    pthread_mutex_lock(&out_lock);
+    fputs(text, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
+    free(text);
+}
+
+/* id: the request's id (borrowed), or NULL for null. */
+static void send_error(json_t *id, int code, const char *message)
+{
+    json_t *msg =
+        json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id != NULL ? id : json_null(),
+                  "error", "code", code, "message", message);
+    send_message(msg);
+    json_decref(msg);
+}
+
+static void send_result(json_t *id, json_t *result)
+{
+    json_t *msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result);
+    send_message(msg);
+    json_decref(msg);
+}
+
+struct call {
+    struct cq_mcp_context *ctx;
+    json_t *id;
+    char *name;
+    json_t *arguments;
+};
+
+static void *call_main(void *arg)
+{
+    struct call *c = arg;
+    int code = 0;
+    char message[512] = "";
+    json_t *result = cq_mcp_call(c->ctx, c->name, c->arguments, &code, message, sizeof(message));
+    if (result != NULL)
+        send_result(c->id, result);
+    else
+        send_error(c->id, code != 0 ? code : -32603, message[0] ? message : "internal error");
+    json_decref(c->id);
+    json_decref(c->arguments);
+    free(c->name);
+    free(c);
+    pthread_mutex_lock(&calls_lock);
+    if (--calls_running == 0)
+        pthread_cond_broadcast(&calls_done);
+    pthread_mutex_unlock(&calls_lock);
+    return NULL;
+}
+
+static void start_call(struct cq_mcp_context *ctx, json_t *id, json_t *params)
+{
+    json_t *name = json_object_get(params, "name");
+    if (!json_is_object(params) || !json_is_string(name)) {
+        send_error(id, -32602, "tools/call needs params {name, arguments}");
+        return;
+    }
+    struct call *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->name = strdup(json_string_value(name))) == NULL) {
+        free(c);
+        send_error(id, -32603, "out of memory");
+        return;
+    }
+    c->ctx = ctx;
+    c->id = json_incref(id);
+    c->arguments = json_incref(json_object_get(params, "arguments"));
+    pthread_mutex_lock(&calls_lock);
+    calls_running++;
+    pthread_mutex_unlock(&calls_lock);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, call_main, c);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        pthread_mutex_lock(&calls_lock);
+        calls_running--;
+        pthread_mutex_unlock(&calls_lock);
+        send_error(id, -32603, "cannot start a thread for the call");
+        json_decref(c->id);
+        json_decref(c->arguments);
+        free(c->name);
+        free(c);
+    }
+}
+
+static void handle(struct cq_mcp_context *ctx, const char *line, size_t len)
+{
+    json_error_t error;
+    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &error);
+    if (msg == NULL) {
+        char text[256];
+        snprintf(text, sizeof(text), "parse error: %s", error.text);
+        send_error(NULL, -32700, text);
+        return;
+    }
+    json_t *id = json_object_get(msg, "id");
+    json_t *method = json_object_get(msg, "method");
+    json_t *params = json_object_get(msg, "params");
+    bool valid_id = id == NULL || json_is_string(id) || json_is_integer(id);
+    if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "jsonrpc")) ||
+        strcmp(json_string_value(json_object_get(msg, "jsonrpc")), "2.0") != 0 ||
+        !json_is_string(method) || !valid_id) {
+        /* Responses from the client (to requests we never make) are ignored. */
+        if (!(json_is_object(msg) && json_object_get(msg, "method") == NULL &&
+              (json_object_get(msg, "result") != NULL || json_object_get(msg, "error") != NULL)))
+            send_error(valid_id ? id : NULL, -32600,
+                       "invalid request: expected a JSON-RPC 2.0 "
+                       "request object");
+        json_decref(msg);
+        return;
+    }
+    const char *m = json_string_value(method);
+    if (id == NULL) { /* notifications: nothing to answer */
+        json_decref(msg);
+        return;
+    }
+    if (strcmp(m, "initialize") == 0) {
+        json_t *result = json_pack(
+            "{s:s, s:{s:{s:b}}, s:{s:s, s:s}, s:s}", "protocolVersion", PROTOCOL_VERSION,
+            "capabilities", "tools", "listChanged", 0, "serverInfo", "name", "codeq", "version",
+            CQ_VERSION, "instructions",
+            "codeq runs code in isolated, stateful sandboxes. Tools without a sessionId share "
+            "this connection's default session.");
+        send_result(id, result);
+    } else if (strcmp(m, "ping") == 0) {
+        send_result(id, json_object());
+    } else if (strcmp(m, "tools/list") == 0) {
+        send_result(id, json_pack("{s:o}", "tools", cq_mcp_tool_list()));
+    } else if (strcmp(m, "tools/call") == 0) {
+        start_call(ctx, id, params);
+    } else {
+        char text[256];
+        snprintf(text, sizeof(text), "method not found: %s", m);
+        send_error(id, -32601, text);
+    }
+    json_decref(msg);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: codeq mcp [--warm-pool N] [--max-sessions N]\n"
+            "\n"
+            "Serves codeq's tools over MCP on standard input and output (JSON-RPC 2.0,\n"
+            "one message per line, protocol " PROTOCOL_VERSION "): AgentCore's executeCode,\n"
+            "executeCommand, readFiles, writeFiles, listFiles, removeFiles,\n"
+            "startCommandExecution, getTask, stopTask, and startSession, stopSession,\n"
+            "getSession, listSessions. Logs go to standard error.\n"
+            "\n"
+            "options:\n"
+            "  --warm-pool N      sessions kept ready with Python, numpy, pandas and\n"
+            "                     matplotlib loaded (default 1)\n"
+            "  --max-sessions N   sessions at once (default %d)\n"
+            "  -h, --help         show this help\n",
+            CQ_WORKER_DEFAULT_MAX_SESSIONS);
+}
+
+int cq_cmd_mcp(int argc, char **argv)
+{
+    enum { OPT_POOL = 256, OPT_MAX };
+    static const struct option longopts[] = {
+        {"warm-pool", required_argument, NULL, OPT_POOL},
+        {"max-sessions", required_argument, NULL, OPT_MAX},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct cq_worker_config cfg;
+    cq_worker_config_init(&cfg);
+    cfg.warm_pool_size = 1;
+    struct cq_error err;
+    uint64_t value;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            usage(stdout);
+            return 0;
+        case OPT_POOL:
+            if (cq_parse_uint(optarg, 0, 16, &value, &err) < 0) {
+                fprintf(stderr, "codeq mcp: --warm-pool: %s\n", err.msg);
+                return CQ_EXIT_USAGE;
+            }
+            cfg.warm_pool_size = (unsigned)value;
+            break;
+        case OPT_MAX:
+            if (cq_parse_uint(optarg, 1, 10000, &value, &err) < 0) {
+                fprintf(stderr, "codeq mcp: --max-sessions: %s\n", err.msg);
+                return CQ_EXIT_USAGE;
+            }
+            cfg.max_sessions = (unsigned)value;
+            break;
+        default:
+            fprintf(stderr, "codeq mcp: unknown option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return CQ_EXIT_USAGE;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct cq_mcp_context ctx = {0};
+    pthread_mutex_init(&ctx.default_lock, NULL);
+    if (cq_worker_create(&cfg, &ctx.worker, &err) < 0) {
+        fprintf(stderr, "codeq mcp: %s\n", err.msg);
+        return CQ_EXIT_INTERNAL;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, stdin)) >= 0) {
+        if ((size_t)n > MAX_LINE_BYTES) {
+            send_error(NULL, -32600, "request larger than the 160 MB limit");
+            continue;
+        }
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            n--;
+        if (n > 0)
+            handle(&ctx, line, (size_t)n);
+    }
+    free(line);
+    pthread_mutex_lock(&calls_lock);
+    while (calls_running > 0)
+        pthread_cond_wait(&calls_done, &calls_lock);
+    pthread_mutex_unlock(&calls_lock);
+    cq_worker_destroy(ctx.worker);
+    pthread_mutex_destroy(&ctx.default_lock);
+    return 0;
+}

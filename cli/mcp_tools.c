@@ -1,0 +1,468 @@
+/* cli/mcp_tools.c - see mcp_tools.h. Argument names are AgentCore's (code, language,
+ * clearContext, runtime, command, paths, content, directoryPath, taskId) plus codeq's
+ * sessionId and timeout; results are AgentCore's CallToolResult (result_json.c). */
+#define _GNU_SOURCE
+#include "cli/mcp_tools.h"
+#include "cli/result_json.h"
+#include "common/base64.h"
+#include "common/units.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SESSION_ID_PROPERTY                                                                        \
+    "\"sessionId\": {\"type\": \"string\", \"description\": \"The session to run in; omitted: "    \
+    "this connection's default session, started on first use.\"}"
+#define TIMEOUT_PROPERTY                                                                           \
+    "\"timeout\": {\"type\": \"number\", \"minimum\": 0, \"description\": \"Seconds this call "    \
+    "may take (default 300, never past the session's end). On expiry code is interrupted, a "      \
+    "command killed.\"}"
+
+/* One JSON text per tool: name, description, inputSchema. */
+static const char *const tool_json[] = {
+    "{\"name\": \"executeCode\", \"description\": \"Run Python, JavaScript or TypeScript code in "
+    "the session's persistent interpreter: variables, imports and files persist between calls. "
+    "Returns stdout and stderr, the value of a final expression, and every matplotlib figure as "
+    "a PNG image.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {" SESSION_ID_PROPERTY
+    ", \"code\": {\"type\": \"string\"}, \"language\": {\"type\": \"string\", \"enum\": "
+    "[\"python\", \"javascript\", \"typescript\"], \"default\": \"python\"}, \"clearContext\": "
+    "{\"type\": \"boolean\", \"description\": \"Start from empty variables.\"}, \"runtime\": "
+    "{\"type\": \"string\", \"enum\": [\"python\", \"nodejs\", \"deno\"]}, " TIMEOUT_PROPERTY
+    "}, \"required\": [\"code\"]}}",
+
+    "{\"name\": \"executeCommand\", \"description\": \"Run a shell command (/bin/sh -c) in the "
+    "session's workspace. stdout and stderr are kept apart and the real exit code is "
+    "returned.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {" SESSION_ID_PROPERTY
+    ", \"command\": {\"type\": \"string\"}, " TIMEOUT_PROPERTY "}, \"required\": [\"command\"]}}",
+
+    "{\"name\": \"readFiles\", \"description\": \"Read files of the workspace: text as text, "
+    "anything else as base64 blobs, with a MIME type.\", \"inputSchema\": {\"type\": \"object\", "
+    "\"properties\": {" SESSION_ID_PROPERTY ", \"paths\": {\"type\": \"array\", \"items\": "
+    "{\"type\": \"string\"}, \"description\": \"Relative to the workspace.\"}}, \"required\": "
+    "[\"paths\"]}}",
+
+    "{\"name\": \"listFiles\", \"description\": \"List a directory of the workspace (names, "
+    "sizes, types).\", \"inputSchema\": {\"type\": \"object\", \"properties\": "
+    "{" SESSION_ID_PROPERTY
+    ", \"directoryPath\": {\"type\": \"string\", \"description\": \"Relative to the workspace; "
+    "default: the workspace itself.\"}}}}",
+
+    "{\"name\": \"removeFiles\", \"description\": \"Remove files or directories (recursively) "
+    "from the workspace.\", \"inputSchema\": {\"type\": \"object\", \"properties\": "
+    "{" SESSION_ID_PROPERTY
+    ", \"paths\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}}}, \"required\": "
+    "[\"paths\"]}}",
+
+    "{\"name\": \"writeFiles\", \"description\": \"Write files into the workspace, creating "
+    "directories. Give text, or blob (base64) for bytes; up to 100 MB a file.\", "
+    "\"inputSchema\": {\"type\": \"object\", \"properties\": {" SESSION_ID_PROPERTY
+    ", \"content\": {\"type\": \"array\", \"items\": {\"type\": \"object\", \"properties\": "
+    "{\"path\": {\"type\": \"string\"}, \"text\": {\"type\": \"string\"}, \"blob\": {\"type\": "
+    "\"string\", \"contentEncoding\": \"base64\"}}, \"required\": [\"path\"]}}}, \"required\": "
+    "[\"content\"]}}",
+
+    "{\"name\": \"startCommandExecution\", \"description\": \"Start a shell command in the "
+    "background; returns a taskId for getTask and stopTask.\", \"inputSchema\": {\"type\": "
+    "\"object\", \"properties\": {" SESSION_ID_PROPERTY
+    ", \"command\": {\"type\": \"string\"}, " TIMEOUT_PROPERTY "}, \"required\": [\"command\"]}}",
+
+    "{\"name\": \"getTask\", \"description\": \"Status (working, completed, failed, canceled) "
+    "and output so far of a background command.\", \"inputSchema\": {\"type\": \"object\", "
+    "\"properties\": {" SESSION_ID_PROPERTY ", \"taskId\": {\"type\": \"string\"}}, "
+    "\"required\": [\"taskId\"]}}",
+
+    "{\"name\": \"stopTask\", \"description\": \"Stop a background command and everything it "
+    "started.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {" SESSION_ID_PROPERTY
+    ", \"taskId\": {\"type\": \"string\"}}, \"required\": [\"taskId\"]}}",
+
+    "{\"name\": \"startSession\", \"description\": \"Start a new sandboxed session and return "
+    "its sessionId.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {\"name\": "
+    "{\"type\": \"string\", \"maxLength\": 100}, \"sessionTimeoutSeconds\": {\"type\": "
+    "\"integer\", \"minimum\": 1, \"maximum\": 28800, \"default\": 900, \"description\": \"Time "
+    "to live from creation.\"}, \"memory\": {\"type\": \"string\", \"description\": \"Memory "
+    "limit, e.g. 1G.\"}, \"disk\": {\"type\": \"string\", \"description\": \"Workspace size, "
+    "e.g. 512M.\"}, \"cpus\": {\"type\": \"number\"}, \"pids\": {\"type\": \"integer\"}, "
+    "\"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"string\"}}}}}",
+
+    "{\"name\": \"stopSession\", \"description\": \"Stop a session: its processes end and its "
+    "files are gone.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {\"sessionId\": "
+    "{\"type\": \"string\"}}, \"required\": [\"sessionId\"]}}",
+
+    "{\"name\": \"getSession\", \"description\": \"A session's status (READY or TERMINATED), "
+    "creation time and time to live.\", \"inputSchema\": {\"type\": \"object\", \"properties\": "
+    "{\"sessionId\": {\"type\": \"string\"}}, \"required\": [\"sessionId\"]}}",
+
+    "{\"name\": \"listSessions\", \"description\": \"Sessions of this server, newest first.\", "
+    "\"inputSchema\": {\"type\": \"object\", \"properties\": {\"status\": {\"type\": \"string\", "
+    "\"enum\": [\"READY\", \"TERMINATED\"]}, \"maxResults\": {\"type\": \"integer\", \"minimum\": "
+    "1, \"maximum\": 100, \"default\": 10}, \"nextToken\": {\"type\": \"string\"}}}}",
+};
+
+json_t *cq_mcp_tool_list(void)
+{
+    json_t *tools = json_array();
+    for (size_t i = 0; i < sizeof(tool_json) / sizeof(tool_json[0]); i++) {
+        json_error_t error;
+        json_t *tool = json_loads(tool_json[i], 0, &error);
+        if (tool == NULL) { /* a bug in the table above: fail loudly in tests */
+            fprintf(stderr, "codeq mcp: bad tool definition %zu: %s\n", i, error.text);
+            abort();
+        }
+        json_array_append_new(tools, tool);
+    }
+    return tools;
+}
+
+static int invalid(int *code, char *msg, size_t len, const char *fmt, const char *arg)
+{
+    *code = -32602;
+    snprintf(msg, len, fmt, arg);
+    return -1;
+}
+
+/* A string argument, optional: *out NULL when absent. */
+static int get_string(json_t *args, const char *key, const char **out, int *code, char *msg,
+                      size_t len)
+{
+    json_t *v = json_object_get(args, key);
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return invalid(code, msg, len, "argument '%s' must be a string", key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* The session a call runs in: sessionId, or the connection's default session. */
+static int session_of(struct cq_mcp_context *ctx, json_t *args, char out[CQ_SESSION_ID_MAX + 1],
+                      int *code, char *msg, size_t len, struct cq_result *failure)
+{
+    const char *id;
+    if (get_string(args, "sessionId", &id, code, msg, len) < 0)
+        return -1;
+    if (id != NULL) {
+        snprintf(out, CQ_SESSION_ID_MAX + 1, "%s", id);
+        return 0;
+    }
+    pthread_mutex_lock(&ctx->default_lock);
+    struct cq_session_info info;
+    struct cq_error err;
+    int rc = 0;
+    bool usable = ctx->default_session[0] != '\0' &&
+                  cq_worker_get_session(ctx->worker, ctx->default_session, &info, &err) == 0 &&
+                  info.status == CQ_SESSION_READY;
+    if (!usable) {
+        /* First use, or the previous default session expired: a new one. */
+        struct cq_session_params params = {0};
+        rc = cq_worker_start_session(ctx->worker, &params, &info, &err);
+        if (rc == 0)
+            snprintf(ctx->default_session, sizeof(ctx->default_session), "%s", info.session_id);
+        else
+            cq_result_fail(failure,
+                           err.code == CQ_ELIMIT ? CQ_RESULT_LIMIT_EXCEEDED : CQ_RESULT_INTERNAL,
+                           "could not start the default session: %s", err.msg);
+    }
+    snprintf(out, CQ_SESSION_ID_MAX + 1, "%s", ctx->default_session);
+    pthread_mutex_unlock(&ctx->default_lock);
+    return rc < 0 ? 1 : 0;
+}
+
+struct parsed_args {
+    struct cq_invoke_args a;
+    const char **paths;
+    struct cq_file_content *content;
+};
+
+static void free_parsed(struct parsed_args *p)
+{
+    free(p->paths);
+    for (size_t i = 0; p->content != NULL && i < p->a.n_content; i++)
+        if (p->content[i].is_blob)
+            free((void *)p->content[i].data);
+    free(p->content);
+}
+
+static int parse_invoke(json_t *args, struct parsed_args *p, int *code, char *msg, size_t len)
+{
+    memset(p, 0, sizeof(*p));
+    struct cq_invoke_args *a = &p->a;
+    if (get_string(args, "code", &a->code, code, msg, len) < 0 ||
+        get_string(args, "language", &a->language, code, msg, len) < 0 ||
+        get_string(args, "runtime", &a->runtime, code, msg, len) < 0 ||
+        get_string(args, "command", &a->command, code, msg, len) < 0 ||
+        get_string(args, "directoryPath", &a->directory_path, code, msg, len) < 0 ||
+        get_string(args, "taskId", &a->task_id, code, msg, len) < 0)
+        return -1;
+    /* Some AgentCore clients send `path` for listFiles. */
+    if (a->directory_path == NULL &&
+        get_string(args, "path", &a->directory_path, code, msg, len) < 0)
+        return -1;
+    json_t *v = json_object_get(args, "clearContext");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_boolean(v))
+            return invalid(code, msg, len, "argument '%s' must be a boolean", "clearContext");
+        a->clear_context = json_is_true(v);
+    }
+    v = json_object_get(args, "timeout");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_number(v) || json_number_value(v) < 0)
+            return invalid(code, msg, len, "argument '%s' must be a number of seconds >= 0",
+                           "timeout");
+        a->timeout_s = json_number_value(v);
+    }
+    v = json_object_get(args, "paths");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_array(v))
+            return invalid(code, msg, len, "argument '%s' must be an array of strings", "paths");
+        p->paths = calloc(json_array_size(v) + 1, sizeof(char *));
+        if (p->paths == NULL)
+            return invalid(code, msg, len, "%s", "out of memory");
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item)
+        {
+            if (!json_is_string(item))
+                return invalid(code, msg, len, "argument '%s' must be an array of strings",
+                               "paths");
+            p->paths[i] = json_string_value(item);
+        }
+        a->paths = p->paths;
+        a->n_paths = json_array_size(v);
+    }
+    v = json_object_get(args, "content");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_array(v))
+            return invalid(code, msg, len, "argument '%s' must be an array of {path, text|blob}",
+                           "content");
+        p->content = calloc(json_array_size(v) + 1, sizeof(*p->content));
+        if (p->content == NULL)
+            return invalid(code, msg, len, "%s", "out of memory");
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item)
+        {
+            struct cq_file_content *f = &p->content[i];
+            json_t *path = json_object_get(item, "path");
+            json_t *text = json_object_get(item, "text");
+            json_t *blob = json_object_get(item, "blob");
+            if (!json_is_object(item) || !json_is_string(path) ||
+                (text != NULL) == (blob != NULL) || (text != NULL && !json_is_string(text)) ||
+                (blob != NULL && !json_is_string(blob)))
+                return invalid(code, msg, len,
+                               "each item of '%s' needs a string path and exactly one of text "
+                               "or blob (base64)",
+                               "content");
+            f->path = json_string_value(path);
+            if (text != NULL) {
+                f->data = (const uint8_t *)json_string_value(text);
+                f->len = json_string_length(text);
+            } else {
+                uint8_t *bytes;
+                if (cq_base64_decode(json_string_value(blob), json_string_length(blob), &bytes,
+                                     &f->len) < 0)
+                    return invalid(code, msg, len, "the blob of '%s' is not valid base64", f->path);
+                f->data = bytes;
+                f->is_blob = true;
+            }
+            a->n_content = i + 1;
+        }
+        a->content = p->content;
+    }
+    return 0;
+}
+
+static json_t *session_result(const struct cq_session_info *info, const char *verb)
+{
+    json_t *session = cq_session_to_json(info);
+    char text[160];
+    snprintf(text, sizeof(text), "session %s %s", info->session_id, verb);
+    return json_pack("{s:[{s:s, s:s}], s:o, s:b}", "content", "type", "text", "text", text,
+                     "structuredContent", session, "isError", 0);
+}
+
+static json_t *error_result(const char *message)
+{
+    return json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text", message, "isError",
+                     1);
+}
+
+static json_t *start_session(struct cq_mcp_context *ctx, json_t *args, int *code, char *msg,
+                             size_t len)
+{
+    struct cq_session_params params = {0};
+    const char *name, *memory, *disk;
+    if (get_string(args, "name", &name, code, msg, len) < 0 ||
+        get_string(args, "memory", &memory, code, msg, len) < 0 ||
+        get_string(args, "disk", &disk, code, msg, len) < 0)
+        return NULL;
+    params.name = name;
+    struct cq_error err;
+    if (memory != NULL && cq_parse_size(memory, 1ULL << 40, &params.limits.memory_bytes, &err) < 0)
+        return error_result(err.msg);
+    if (disk != NULL && cq_parse_size(disk, 1ULL << 40, &params.limits.workspace_bytes, &err) < 0)
+        return error_result(err.msg);
+    json_t *v = json_object_get(args, "sessionTimeoutSeconds");
+    if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                      json_integer_value(v) > CQ_WORKER_MAX_SESSION_TTL_S)) {
+        invalid(code, msg, len, "argument '%s' must be an integer from 1 to 28800",
+                "sessionTimeoutSeconds");
+        return NULL;
+    }
+    if (v != NULL)
+        params.timeout_s = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(args, "cpus")) != NULL) {
+        if (!json_is_number(v) || json_number_value(v) <= 0) {
+            invalid(code, msg, len, "argument '%s' must be a positive number", "cpus");
+            return NULL;
+        }
+        params.limits.cpus = json_number_value(v);
+    }
+    if ((v = json_object_get(args, "pids")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            invalid(code, msg, len, "argument '%s' must be a positive integer", "pids");
+            return NULL;
+        }
+        params.limits.pids = (uint64_t)json_integer_value(v);
+    }
+    const char *env[257];
+    char *owned[256];
+    size_t n_env = 0;
+    if ((v = json_object_get(args, "env")) != NULL) {
+        const char *key;
+        json_t *value;
+        if (!json_is_object(v) || json_object_size(v) > 256) {
+            invalid(code, msg, len, "argument '%s' must be an object of at most 256 strings",
+                    "env");
+            return NULL;
+        }
+        json_object_foreach(v, key, value)
+        {
+            if (!json_is_string(value) ||
+                asprintf(&owned[n_env], "%s=%s", key, json_string_value(value)) < 0) {
+                for (size_t i = 0; i < n_env; i++)
+                    free(owned[i]);
+                invalid(code, msg, len, "the value of environment variable '%s' must be a string",
+                        key);
+                return NULL;
+            }
+            env[n_env] = owned[n_env];
+            n_env++;
+        }
+    }
+    env[n_env] = NULL;
+    params.env = env;
+    struct cq_session_info info;
+    int rc = cq_worker_start_session(ctx->worker, &params, &info, &err);
+    for (size_t i = 0; i < n_env; i++)
+        free(owned[i]);
+    if (rc < 0)
+        return error_result(err.msg);
+    return session_result(&info, "started");
+}
+
+static json_t *list_sessions(struct cq_mcp_context *ctx, json_t *args, int *code, char *msg,
+                             size_t len)
+{
+    const char *status, *token;
+    if (get_string(args, "status", &status, code, msg, len) < 0 ||
+        get_string(args, "nextToken", &token, code, msg, len) < 0)
+        return NULL;
+    int filter = 0;
+    if (status != NULL && strcmp(status, "READY") == 0)
+        filter = CQ_SESSION_READY;
+    else if (status != NULL && strcmp(status, "TERMINATED") == 0)
+        filter = CQ_SESSION_TERMINATED;
+    else if (status != NULL) {
+        invalid(code, msg, len, "status '%s' is not READY or TERMINATED", status);
+        return NULL;
+    }
+    json_int_t max = 10;
+    json_t *v = json_object_get(args, "maxResults");
+    if (v != NULL && (!json_is_integer(v) || (max = json_integer_value(v)) < 1 || max > 100)) {
+        invalid(code, msg, len, "argument '%s' must be an integer from 1 to 100", "maxResults");
+        return NULL;
+    }
+    struct cq_session_info infos[100];
+    size_t n = 0;
+    char next[CQ_SESSION_ID_MAX + 1];
+    struct cq_error err;
+    cq_worker_list_sessions(ctx->worker, filter, (size_t)max, token, infos, &n, next, &err);
+    json_t *items = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(items, cq_session_to_json(&infos[i]));
+    char text[64];
+    snprintf(text, sizeof(text), "%zu session%s", n, n == 1 ? "" : "s");
+    json_t *sc = json_pack("{s:o}", "items", items);
+    if (next[0] != '\0')
+        json_object_set_new(sc, "nextToken", json_string(next));
+    return json_pack("{s:[{s:s, s:s}], s:o, s:b}", "content", "type", "text", "text", text,
+                     "structuredContent", sc, "isError", 0);
+}
+
+json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *args, int *code,
+                    char *msg, size_t len)
+{
+    if (args == NULL || json_is_null(args))
+        args = json_object();
+    else
+        json_incref(args);
+    json_t *out = NULL;
+    if (!json_is_object(args)) {
+        invalid(code, msg, len, "the arguments of '%s' must be an object", name);
+        goto done;
+    }
+    if (strcmp(name, "startSession") == 0) {
+        out = start_session(ctx, args, code, msg, len);
+        goto done;
+    }
+    if (strcmp(name, "listSessions") == 0) {
+        out = list_sessions(ctx, args, code, msg, len);
+        goto done;
+    }
+    if (strcmp(name, "stopSession") == 0 || strcmp(name, "getSession") == 0) {
+        const char *id;
+        if (get_string(args, "sessionId", &id, code, msg, len) < 0)
+            goto done;
+        if (id == NULL) {
+            invalid(code, msg, len, "'%s' needs a sessionId", name);
+            goto done;
+        }
+        struct cq_session_info info;
+        struct cq_error err;
+        bool stop = name[0] == 's';
+        int rc = stop ? cq_worker_stop_session(ctx->worker, id, &info, &err)
+                      : cq_worker_get_session(ctx->worker, id, &info, &err);
+        out = rc < 0 ? error_result(err.msg)
+                     : session_result(&info, stop                              ? "stopped"
+                                             : info.status == CQ_SESSION_READY ? "is ready"
+                                                                               : "has ended");
+        goto done;
+    }
+    bool known = false;
+    for (size_t i = 0; cq_worker_tool_names[i] != NULL; i++)
+        known = known || strcmp(name, cq_worker_tool_names[i]) == 0;
+    if (!known) {
+        invalid(code, msg, len, "unknown tool '%s'", name);
+        goto done;
+    }
+    struct parsed_args p;
+    if (parse_invoke(args, &p, code, msg, len) < 0) {
+        free_parsed(&p);
+        goto done;
+    }
+    char session[CQ_SESSION_ID_MAX + 1];
+    struct cq_result r;
+    cq_result_init(&r);
+    int s = session_of(ctx, args, session, code, msg, len, &r);
+    if (s == 0)
+        cq_worker_invoke(ctx->worker, session, name, &p.a, NULL, NULL, &r);
+    if (s >= 0)
+        out = cq_result_to_json(&r);
+    cq_result_free(&r);
+    free_parsed(&p);
+done:
+    json_decref(args);
+    return out;
+}

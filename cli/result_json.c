@@ -1,0 +1,117 @@
+/* cli/result_json.c - see result_json.h. */
+#define _GNU_SOURCE
+#include "cli/result_json.h"
+#include "common/base64.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+/* Steals value; a NULL value (allocation failure) is skipped rather than crashing. */
+static void put(json_t *obj, const char *key, json_t *value)
+{
+    if (value != NULL)
+        json_object_set_new(obj, key, value);
+}
+
+static json_t *base64_string(const uint8_t *data, size_t len)
+{
+    char *encoded = cq_base64_encode(data, len);
+    json_t *s = encoded != NULL ? json_string(encoded) : NULL;
+    free(encoded);
+    return s;
+}
+
+static json_t *block_to_json(const struct cq_block *b)
+{
+    json_t *o = json_object();
+    switch (b->type) {
+    case CQ_BLOCK_TEXT:
+        put(o, "type", json_string("text"));
+        put(o, "text", json_string(b->text));
+        break;
+    case CQ_BLOCK_IMAGE:
+        put(o, "type", json_string("image"));
+        put(o, "data", base64_string(b->data, b->data_len));
+        put(o, "mimeType", json_string(b->mime_type));
+        break;
+    case CQ_BLOCK_RESOURCE: {
+        json_t *res = json_object();
+        put(res, "uri", json_string(b->uri));
+        put(res, "mimeType", json_string(b->mime_type));
+        if (b->is_blob)
+            put(res, "blob", base64_string(b->data, b->data_len));
+        else
+            put(res, "text", json_string(b->text));
+        put(o, "type", json_string("resource"));
+        put(o, "resource", res);
+        break;
+    }
+    case CQ_BLOCK_RESOURCE_LINK:
+        put(o, "type", json_string("resource_link"));
+        put(o, "uri", json_string(b->uri));
+        put(o, "name", json_string(b->name));
+        put(o, "mimeType", json_string(b->mime_type));
+        put(o, "size", json_integer((json_int_t)b->size));
+        put(o, "description", json_string(b->description));
+        break;
+    }
+    return o;
+}
+
+json_t *cq_result_to_json(const struct cq_result *r)
+{
+    json_t *o = json_object();
+    json_t *content = json_array();
+    for (size_t i = 0; i < r->n_blocks; i++)
+        json_array_append_new(content, block_to_json(&r->blocks[i]));
+    put(o, "content", content);
+    if (r->has_structured) {
+        json_t *sc = json_object();
+        if (r->task_id != NULL) {
+            put(sc, "taskId", json_string(r->task_id));
+            put(sc, "taskStatus", json_string(cq_task_status_name(r->task_status)));
+        }
+        if (r->stdout_text != NULL)
+            put(sc, "stdout", json_string(r->stdout_text));
+        if (r->stderr_text != NULL)
+            put(sc, "stderr", json_string(r->stderr_text));
+        /* A task still running has no exit code yet. */
+        if (r->task_status != CQ_TASK_WORKING && r->task_status != CQ_TASK_SUBMITTED)
+            put(sc, "exitCode", json_integer(r->exit_code));
+        put(sc, "executionTime", json_real(r->execution_time_ms));
+        put(o, "structuredContent", sc);
+    }
+    put(o, "isError", json_boolean(r->is_error));
+    if (r->error_code != CQ_RESULT_OK) {
+        /* codeq's addition: why the service, not the code, failed. */
+        json_t *err = json_object();
+        put(err, "code", json_string(cq_result_error_name(r->error_code)));
+        if (r->error_message != NULL)
+            put(err, "message", json_string(r->error_message));
+        put(o, "_codeq_error", err);
+    }
+    return o;
+}
+
+static json_t *iso_time(int64_t unix_ms)
+{
+    time_t seconds = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&seconds, &tm);
+    char buf[40];
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
+    return json_string(buf);
+}
+
+json_t *cq_session_to_json(const struct cq_session_info *info)
+{
+    json_t *o = json_object();
+    put(o, "sessionId", json_string(info->session_id));
+    put(o, "name", json_string(info->name));
+    put(o, "status", json_string(info->status == CQ_SESSION_READY ? "READY" : "TERMINATED"));
+    put(o, "createdAt", iso_time(info->created_at_ms));
+    put(o, "lastUpdatedAt", iso_time(info->last_updated_at_ms));
+    put(o, "sessionTimeoutSeconds", json_integer(info->session_timeout_s));
+    return o;
+}

@@ -1,0 +1,247 @@
+'use strict';
+/*
+ * codeq's JavaScript/TypeScript kernel: one persistent Node context per session,
+ * inside the sandbox. Same protocol as runtimes/python/codeq_kernel.py: fd 0 is a unix
+ * stream socket to the worker carrying one JSON object per line each way, fds 1 and 2
+ * are the cell's stdout and stderr, and after each cell the kernel writes the cell's
+ * marker on both.
+ *
+ * Cells run in this process's global context (as in the node REPL), so values from
+ * require()d modules and from cells share one realm. To let a cell be run again and
+ * declarations persist, top-level declarations are rewritten into assignments to
+ * globals:  const x = 1  ->  x = (1);   class C {}  ->  C = class C {};
+ * function declarations are hoisted the same way. A cell with top-level await runs
+ * inside an async function whose last expression is returned. TypeScript is first
+ * transpiled (types removed, imports turned into require) by the TypeScript compiler
+ * from runtimes/node/node_modules, loaded once.
+ *
+ * Everything here runs as sandboxed code: the worker trusts nothing it says.
+ */
+
+const fs = require('fs');
+const net = require('net');
+const path = require('path');
+const util = require('util');
+const vm = require('vm');
+const { Readable } = require('stream');
+const Module = require('module');
+
+// Kept before any cell runs: cells may overwrite globals such as JSON.
+const stringify = JSON.stringify.bind(JSON);
+const parse = JSON.parse.bind(JSON);
+const writeSync = fs.writeSync;
+const inspect = util.inspect;
+
+let ts = null;
+function typescript() {
+  if (ts === null) ts = require(path.join(__dirname, 'node_modules', 'typescript'));
+  return ts;
+}
+
+// The control channel is fd 0; code in cells gets an empty stdin.
+const control = new net.Socket({ fd: 0, readable: true, writable: true });
+Object.defineProperty(process, 'stdin', {
+  value: Readable.from([]),
+  configurable: true,
+  writable: true,
+});
+
+// What a script in /workspace would have.
+const workspaceRequire = Module.createRequire('/workspace/');
+const baseline = new Set();
+function installGlobals() {
+  globalThis.require = workspaceRequire;
+  globalThis.module = { exports: {} };
+  globalThis.exports = globalThis.module.exports;
+  globalThis.__filename = '/workspace/[cell]';
+  globalThis.__dirname = '/workspace';
+}
+installGlobals();
+for (const name of Object.getOwnPropertyNames(globalThis)) baseline.add(name);
+
+function clearContext() {
+  for (const name of Object.getOwnPropertyNames(globalThis)) {
+    if (baseline.has(name)) continue;
+    try {
+      delete globalThis[name];
+    } catch (e) {
+      // Function declarations make non-configurable globals: those are emptied.
+      globalThis[name] = undefined;
+    }
+  }
+  installGlobals();
+}
+
+function containsTopLevelAwait(t, node) {
+  let found = false;
+  const visit = (n) => {
+    if (found) return;
+    if (n.kind === t.SyntaxKind.AwaitExpression ||
+        (n.kind === t.SyntaxKind.ForOfStatement && n.awaitModifier)) {
+      found = true;
+      return;
+    }
+    // Functions start a new scope: an await inside one is not top-level.
+    if (t.isFunctionLike(n) || t.isClassLike(n)) return;
+    t.forEachChild(n, visit);
+  };
+  t.forEachChild(node, visit);
+  return found;
+}
+
+/* Rewrites a cell (JavaScript) so that its top-level declarations become globals.
+ * Edits are made in place, so line and column numbers in errors stay the cell's. */
+function rewrite(source) {
+  const t = typescript();
+  const sf = t.createSourceFile('cell.js', source, t.ScriptTarget.ES2022, true, t.ScriptKind.JS);
+  const text = (node) => source.slice(node.getStart(sf), node.getEnd());
+  const isAsync = containsTopLevelAwait(t, sf);
+  const edits = []; // [start, end, replacement]
+  const hoisted = [];
+  const statements = sf.statements;
+  statements.forEach((st, index) => {
+    const last = index === statements.length - 1;
+    if (t.isVariableStatement(st)) {
+      const parts = st.declarationList.declarations.map((d) => {
+        const init = d.initializer ? `(${text(d.initializer)})` : 'undefined';
+        return `(${text(d.name)} = ${init})`;
+      });
+      edits.push([st.getStart(sf), st.getEnd(), `${parts.join(', ')};`]);
+    } else if (t.isClassDeclaration(st) && st.name) {
+      edits.push([st.getStart(sf), st.getEnd(), `${st.name.text} = ${text(st)};`]);
+    } else if (isAsync && t.isFunctionDeclaration(st) && st.name) {
+      // Inside the async wrapper a declaration would be local: assign it first
+      // instead, which also keeps it callable from earlier statements.
+      edits.push([st.getStart(sf), st.getEnd(), '']);
+      hoisted.push(`${st.name.text} = ${text(st)};`);
+    } else if (isAsync && last && t.isExpressionStatement(st)) {
+      edits.push([st.getStart(sf), st.getEnd(), `return (${text(st.expression)});`]);
+    }
+  });
+  let code = source;
+  for (const [from, to, replacement] of edits.reverse()) {
+    code = code.slice(0, from) + replacement + code.slice(to);
+  }
+  const lastStatement = statements[statements.length - 1];
+  const endsWithDeclaration = lastStatement &&
+    (t.isVariableStatement(lastStatement) || t.isClassDeclaration(lastStatement));
+  if (isAsync) {
+    return { code: `(async () => { ${hoisted.join(' ')}${code}\n})()`, isAsync };
+  }
+  // A script's completion value is its last expression statement's value; a
+  // declaration rewritten into an assignment must not show the assigned value.
+  return { code: endsWithDeclaration ? `${code}\n;void 0` : code, isAsync };
+}
+
+function transpile(source) {
+  const t = typescript();
+  const out = t.transpileModule(source, {
+    compilerOptions: {
+      target: t.ScriptTarget.ES2022,
+      module: t.ModuleKind.CommonJS,
+      esModuleInterop: true,
+      removeComments: false,
+    },
+    fileName: 'cell.ts',
+  });
+  // A cell with imports becomes a module, which is strict; cells are sloppy scripts
+  // so that their declarations can become globals.
+  return out.outputText.replace(/^"use strict";\s*/, '');
+}
+
+let interruptCurrent = null;
+process.on('SIGINT', () => {
+  if (interruptCurrent) interruptCurrent();
+});
+
+async function runCell(request) {
+  if (request.clear) clearContext();
+  let source = String(request.code || '');
+  if (request.language === 'typescript') source = transpile(source);
+  else if (/^\s*(import|export)\s/m.test(source)) source = transpile(source); // ES module syntax
+  const { code, isAsync } = rewrite(source);
+  const script = new vm.Script(code, { filename: `cell-${request.id}.js` });
+  let result = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
+  if (isAsync) {
+    result = await new Promise((resolve, reject) => {
+      interruptCurrent = () => reject(new Error('Script execution was interrupted by `SIGINT`'));
+      result.then(resolve, reject);
+    }).finally(() => { interruptCurrent = null; });
+  }
+  return result;
+}
+
+/* The error's stack without the kernel's own frames: it starts in the cell. */
+function describeError(error) {
+  if (!error || typeof error.stack !== 'string') return `Uncaught ${inspect(error)}`;
+  const lines = error.stack.split('\n');
+  const kept = [];
+  let inFrames = false;
+  for (const line of lines) {
+    const frame = /^\s+at /.test(line);
+    inFrames = inFrames || frame;
+    if (!inFrames || (frame && /cell-\d+\.js/.test(line))) kept.push(line);
+  }
+  return kept.join('\n');
+}
+
+async function execute(request) {
+  let ok = true;
+  let value = null;
+  try {
+    const result = await runCell(request);
+    if (result !== undefined) value = inspect(result, { depth: 4, colors: false });
+  } catch (error) {
+    ok = false;
+    writeSync(2, Buffer.from(describeError(error) + '\n'));
+  }
+  const marker = Buffer.from(String(request.marker || ''));
+  if (marker.length) {
+    writeSync(1, marker);
+    writeSync(2, marker);
+  }
+  return { id: request.id, ok, value, images: [] };
+}
+
+function send(message) {
+  control.write(stringify(message) + '\n');
+}
+
+let buffered = '';
+let queue = Promise.resolve();
+control.setEncoding('utf8');
+control.on('data', (chunk) => {
+  buffered += chunk;
+  let newline;
+  while ((newline = buffered.indexOf('\n')) >= 0) {
+    const line = buffered.slice(0, newline);
+    buffered = buffered.slice(newline + 1);
+    let request;
+    try {
+      request = parse(line);
+    } catch (e) {
+      continue;
+    }
+    queue = queue.then(async () => {
+      if (request.op === 'exec') {
+        send(await execute(request));
+      } else if (request.op === 'env') {
+        Object.assign(process.env, request.env || {});
+        send({ id: request.id, ok: true });
+      } else {
+        send({ id: request.id, ok: false, value: 'unknown op' });
+      }
+    });
+  }
+});
+control.on('end', () => process.exit(0));
+control.on('error', () => process.exit(0));
+// An exception or rejection outside a cell (a timer callback, say) is reported on
+// stderr; the kernel carries on, as the REPL does.
+process.on('uncaughtException', (e) => writeSync(2, Buffer.from(`Uncaught ${e && e.stack ? e.stack : e}\n`)));
+process.on('unhandledRejection', (e) => writeSync(2, Buffer.from(`Unhandled rejection: ${e && e.stack ? e.stack : e}\n`)));
+
+process.chdir('/workspace');
+send({ id: 0, ready: true });
+// Load the compiler now, while nobody waits: the first cell needs it.
+setImmediate(() => { try { typescript(); } catch (e) { /* reported when a cell needs it */ } });

@@ -1,0 +1,183 @@
+"""codeq's Python kernel: one persistent interpreter per session, inside the sandbox.
+
+Started by the worker (worker/kernel.c) as
+    python3 -u codeq_kernel.py [--preload]
+with fd 0 a unix stream socket to the worker (the control channel) and fds 1 and 2
+pipes that the worker reads (the cell's stdout and stderr, at the file-descriptor
+level, so output of C extensions and child processes is captured too).
+
+Protocol on the control channel: one JSON object per line each way.
+  worker -> kernel  {"id": N, "op": "exec", "code": "...", "clear": bool, "marker": "..."}
+                    {"id": N, "op": "env", "env": {"NAME": "VALUE", ...}}
+  kernel -> worker  {"id": N, "ok": bool, "value": "repr or null", "images": ["base64", ...]}
+                    {"id": 0, "ready": true} once, after start-up (and preloading)
+After a cell, the kernel writes the marker to fd 1 and to fd 2: everything the worker
+read on a stream before the marker belongs to that cell.
+
+Everything here runs as sandboxed code: the worker trusts nothing it says.
+"""
+
+import ast
+import base64
+import builtins
+import ctypes
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+
+
+def _fresh_namespace():
+    return {"__name__": "__main__", "__builtins__": builtins, "__doc__": None}
+
+
+class Kernel:
+    def __init__(self, control):
+        self.control = control
+        self.reader = control.makefile("rb")
+        self.namespace = _fresh_namespace()
+        self.cell = 0
+        try:
+            self.libc = ctypes.CDLL(None)
+        except OSError:
+            self.libc = None
+
+    def send(self, message):
+        self.control.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    def flush_all(self):
+        """Python's buffers, then C stdio's (output of C extensions)."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a cell may have replaced or closed them
+                pass
+        if self.libc is not None:
+            try:
+                self.libc.fflush(None)
+            except Exception:
+                pass
+
+    def figures(self):
+        """Every matplotlib figure the cell left open, as PNG, then closed."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return []
+        images = []
+        try:
+            for number in pyplot.get_fignums():
+                buffer = io.BytesIO()
+                pyplot.figure(number).savefig(buffer, format="png", bbox_inches="tight")
+                images.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+        except Exception:
+            traceback.print_exc()
+        finally:
+            try:
+                pyplot.close("all")
+            except Exception:
+                pass
+        return images
+
+    def run_cell(self, code):
+        """Runs code like a notebook cell: statements, then the value of a final
+        expression. Returns (ok, value repr or None)."""
+        self.cell += 1
+        filename = f"<cell-{self.cell}>"
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, filename, "exec"), self.namespace)
+        if last is None:
+            return None
+        value = eval(compile(last, filename, "eval"), self.namespace)
+        if value is None:
+            return None
+        self.namespace["_"] = value
+        return repr(value)
+
+    def execute(self, request):
+        if request.get("clear"):
+            self.namespace = _fresh_namespace()
+        ok, value = True, None
+        try:
+            value = self.run_cell(request.get("code", ""))
+        except SystemExit as e:
+            # exit() in a cell ends the cell, not the kernel.
+            ok = e.code in (None, 0)
+            if not ok:
+                print(f"SystemExit: {e.code}", file=sys.stderr)
+        except BaseException:  # noqa: B036 - KeyboardInterrupt included, on purpose
+            ok = False
+            kind, error, tb = sys.exc_info()
+            # Drop the kernel's own frames: the traceback starts in the cell.
+            while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
+                tb = tb.tb_next
+            sys.stderr.write("".join(traceback.format_exception(kind, error, tb)))
+        images = self.figures()
+        self.flush_all()
+        marker = request.get("marker", "").encode()
+        if marker:
+            os.write(1, marker)
+            os.write(2, marker)
+        return {"id": request.get("id"), "ok": ok, "value": value, "images": images}
+
+    def serve(self):
+        self.send({"id": 0, "ready": True})
+        while True:
+            try:
+                line = self.reader.readline()
+            except KeyboardInterrupt:
+                continue  # an interrupt that arrived between cells
+            if not line:
+                return
+            try:
+                request = json.loads(line)
+            except ValueError:
+                continue
+            if request.get("op") == "exec":
+                reply = self.execute(request)
+            elif request.get("op") == "env":
+                os.environ.update({str(k): str(v) for k, v in request.get("env", {}).items()})
+                reply = {"id": request.get("id"), "ok": True}
+            else:
+                reply = {"id": request.get("id"), "ok": False, "value": "unknown op"}
+            try:
+                self.send(reply)
+            except KeyboardInterrupt:
+                self.send(reply)
+
+
+def preload():
+    """What a data-science session imports first, done before the session exists."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+
+
+def main():
+    want_preload = "--preload" in sys.argv[1:]
+    # The control channel arrived as fd 0; user code gets an empty stdin instead.
+    control = socket.socket(fileno=os.dup(0))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(0, "r", closefd=False)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Cells see what a script in the workspace would: argv [""], the working
+    # directory first on the import path (not this file's directory).
+    sys.argv = [""]
+    sys.path[0] = ""
+    if want_preload:
+        preload()
+    Kernel(control).serve()
+
+
+if __name__ == "__main__":
+    main()

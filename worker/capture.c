@@ -1,0 +1,48 @@
+/* worker/capture.c - bounded output of one stream of one call: the first `limit`
+ * bytes are kept, the rest counted; never an unbounded buffer. */
+#define _GNU_SOURCE
+#include "worker/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cq_capture_init(struct cq_capture *c, size_t limit)
+{
+    memset(c, 0, sizeof(*c));
+    c->limit = limit;
+}
+
+void cq_capture_append(struct cq_capture *c, const char *data, size_t n)
+{
+    c->total += n;
+    size_t room = c->limit - c->len;
+    size_t keep = n < room ? n : room;
+    if (keep == 0)
+        return;
+    char *buf = realloc(c->buf, c->len + keep);
+    if (buf == NULL)
+        return; /* counted, not kept: the note below says so */
+    memcpy(buf + c->len, data, keep);
+    c->buf = buf;
+    c->len += keep;
+}
+
+char *cq_capture_text(const struct cq_capture *c)
+{
+    char *text = cq_utf8_sanitize(c->buf != NULL ? c->buf : "", c->len);
+    if (text == NULL || c->total == c->len)
+        return text;
+    char *noted = NULL;
+    if (asprintf(&noted, "%s\n[codeq: output truncated, %llu of %llu bytes shown]\n", text,
+                 (unsigned long long)c->len, (unsigned long long)c->total) < 0)
+        return text;
+    free(text);
+    return noted;
+}
+
+void cq_capture_free(struct cq_capture *c)
+{
+    free(c->buf);
+    memset(c, 0, sizeof(*c));
+}

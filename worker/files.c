@@ -1,0 +1,594 @@
+/* worker/files.c - writeFiles, readFiles, listFiles, removeFiles, on the host side.
+ *
+ * The worker runs as host root and the workspace is written by hostile code, which
+ * may plant symlinks (`ln -s /etc/shadow x`), symlinked directories, FIFOs or
+ * swap a directory for a link between two of our steps. So no path is ever resolved
+ * by name from the host's root: every lookup starts at the workspace's O_PATH fd
+ * (opened through the sandbox init's root before any code ran) and goes through
+ * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+ * RESOLVE_NO_XDEV): the kernel refuses, atomically at every component, any symlink,
+ * any escape by "..", and any crossing into another mount. Files are opened with
+ * O_NONBLOCK and must then be regular files, so a FIFO cannot block the worker.
+ *
+ * Each operation also runs with the calling thread's filesystem identity switched to
+ * the sandbox user (setfsuid/setfsgid are per thread): the kernel then checks every
+ * access as if sandboxed code made it, files are created owned by that user, and host
+ * root's file capabilities are not in play at all. (It is also required: a tmpfs
+ * mounted inside the sandbox's user namespace refuses to create inodes for host root,
+ * whom that namespace does not map.)
+ */
+#define _GNU_SOURCE
+#include "worker/internal.h"
+#include "common/cleanup.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MAX_LIST_ENTRIES 10000
+#define MAX_REMOVE_DEPTH 128
+
+struct fs_identity {
+    int uid, gid;
+};
+
+/* setfsuid/setfsgid return the previous value; setting from 0 to another uid drops the
+ * thread's filesystem capabilities, setting back restores them. */
+static struct fs_identity become_sandbox_user(const struct cq_files *f)
+{
+    struct fs_identity old;
+    old.gid = (int)syscall(SYS_setfsgid, f->gid);
+    old.uid = (int)syscall(SYS_setfsuid, f->uid);
+    return old;
+}
+
+static void restore_identity(struct fs_identity old)
+{
+    syscall(SYS_setfsuid, old.uid);
+    syscall(SYS_setfsgid, old.gid);
+}
+
+static int open_beneath(int dirfd, const char *path, int flags, mode_t mode)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
+        .mode = (flags & O_CREAT) ? mode : 0,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+    };
+    long fd;
+    do
+        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    while (fd < 0 && errno == EAGAIN); /* the kernel's rename-race retry */
+    return (int)fd;
+}
+
+/* Normalises a user-supplied workspace path into out ("a/b/c", no "." parts, no
+ * repeated or trailing slashes). "" or "." is the workspace itself. Returns NULL,
+ * or why the path is refused. */
+static const char *normalize(const char *in, char out[PATH_MAX])
+{
+    if (in == NULL)
+        return "a path is missing";
+    if (in[0] == '/')
+        return "absolute paths are not allowed: give a path relative to the workspace";
+    size_t o = 0;
+    for (const char *p = in; *p != '\0';) {
+        const char *end = strchrnul(p, '/');
+        size_t len = (size_t)(end - p);
+        if (len == 2 && p[0] == '.' && p[1] == '.')
+            return "'..' is not allowed in paths";
+        if (len > NAME_MAX)
+            return "a path component is longer than 255 bytes";
+        if (len > 0 && !(len == 1 && p[0] == '.')) {
+            if (o + len + 2 > PATH_MAX)
+                return "the path is too long";
+            if (o > 0)
+                out[o++] = '/';
+            memcpy(out + o, p, len);
+            o += len;
+        }
+        p = *end == '/' ? end + 1 : end;
+    }
+    out[o] = '\0';
+    return NULL;
+}
+
+static void note(struct cq_result *r, bool failure, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void note(struct cq_result *r, bool failure, const char *fmt, ...)
+{
+    char *text = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&text, fmt, ap) < 0)
+        text = NULL;
+    va_end(ap);
+    if (text != NULL)
+        cq_result_add_text(r, text);
+    free(text);
+    if (failure) {
+        r->is_error = true;
+        if (r->error_code == CQ_RESULT_OK)
+            r->error_code = CQ_RESULT_INVALID_ARGUMENT;
+    }
+}
+
+static const char *describe_errno(int e)
+{
+    switch (e) {
+    case ELOOP:
+        return "it is or goes through a symbolic link, which codeq does not follow";
+    case EXDEV:
+        return "it leaves the workspace";
+    case ENOENT:
+        return "no such file or directory";
+    case ENOTDIR:
+        return "a part of the path is not a directory";
+    case EISDIR:
+        return "it is a directory";
+    case ENOSPC:
+        return "the workspace is full";
+    case EDQUOT:
+        return "the workspace quota is exhausted";
+    case ENXIO:
+        return "it is not a regular file";
+    default:
+        return strerror(e);
+    }
+}
+
+/* Opens (creating as needed, owned by the sandbox user) the directories of `dir`. */
+static int make_dirs(const struct cq_files *f, const char *dir)
+{
+    int cur = fcntl(f->workspace_fd, F_DUPFD_CLOEXEC, 3);
+    if (cur < 0 || dir[0] == '\0')
+        return cur;
+    char copy[PATH_MAX];
+    snprintf(copy, sizeof(copy), "%s", dir);
+    for (char *part = strtok(copy, "/"); part != NULL; part = strtok(NULL, "/")) {
+        bool created = mkdirat(cur, part, 0755) == 0;
+        if (!created && errno != EEXIST) {
+            int saved = errno;
+            close(cur);
+            errno = saved;
+            return -1;
+        }
+        (void)created;
+        int next = open_beneath(cur, part, O_RDONLY | O_DIRECTORY, 0);
+        int saved = errno;
+        close(cur);
+        if (next < 0) {
+            errno = saved;
+            return -1;
+        }
+        cur = next;
+    }
+    return cur;
+}
+
+static int write_one(const struct cq_files *f, const char *path, const uint8_t *data, size_t len)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    const char *name = slash != NULL ? slash + 1 : path;
+    if (slash != NULL)
+        *slash = '\0';
+    else
+        dir[0] = '\0';
+    cq_autoclose int dirfd = make_dirs(f, dir);
+    if (dirfd < 0)
+        return -1;
+    cq_autoclose int fd =
+        open_beneath(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK, 0644);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    if (!S_ISREG(st.st_mode)) {
+        errno = ENXIO;
+        return -1;
+    }
+    if (fcntl(fd, F_SETFL, 0) < 0)
+        return -1;
+    for (size_t done = 0; done < len;) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static void cq_files_write_as_user(const struct cq_files *f, const struct cq_file_content *content,
+                                   size_t n, struct cq_result *r)
+{
+    if (n == 0) {
+        cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "writeFiles: 'content' lists no files");
+        return;
+    }
+    size_t written = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        const char *why = normalize(content[i].path, path);
+        if (why == NULL && path[0] == '\0')
+            why = "the path names the workspace itself, not a file";
+        if (why != NULL) {
+            note(r, true, "writeFiles: %s: %s", content[i].path ? content[i].path : "", why);
+            continue;
+        }
+        if (content[i].len > CQ_WORKER_MAX_FILE_BYTES) {
+            note(r, true, "writeFiles: %s: %zu bytes is above the limit of %llu per file", path,
+                 content[i].len, (unsigned long long)CQ_WORKER_MAX_FILE_BYTES);
+            r->error_code = CQ_RESULT_LIMIT_EXCEEDED;
+            continue;
+        }
+        if (write_one(f, path, content[i].data, content[i].len) < 0) {
+            int e = errno;
+            note(r, true, "writeFiles: %s: %s", path, describe_errno(e));
+            if (e == ENOSPC || e == EDQUOT)
+                r->error_code = CQ_RESULT_LIMIT_EXCEEDED;
+            continue;
+        }
+        written++;
+        note(r, false, "wrote %s (%zu bytes)", path, content[i].len);
+    }
+    (void)written;
+}
+
+/* Reads a whole regular file below the workspace; *data is malloc'd. */
+static int read_one(const struct cq_files *f, const char *path, uint8_t **data, size_t *len)
+{
+    cq_autoclose int fd = open_beneath(f->workspace_fd, path, O_RDONLY | O_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    if (S_ISDIR(st.st_mode)) {
+        errno = EISDIR;
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        errno = ENXIO;
+        return -1;
+    }
+    if ((uint64_t)st.st_size > CQ_WORKER_MAX_FILE_BYTES) {
+        errno = EFBIG;
+        return -1;
+    }
+    /* The file may grow while it is read: never past the limit. */
+    size_t cap = (size_t)st.st_size + 1, used = 0;
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL)
+        return -1;
+    for (;;) {
+        if (used == cap) {
+            if (cap > CQ_WORKER_MAX_FILE_BYTES) {
+                free(buf);
+                errno = EFBIG;
+                return -1;
+            }
+            uint8_t *bigger = realloc(buf, cap * 2);
+            if (bigger == NULL) {
+                free(buf);
+                return -1;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + used, cap - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            free(buf);
+            return -1;
+        }
+        if (n == 0)
+            break;
+        used += (size_t)n;
+    }
+    *data = buf;
+    *len = used;
+    return 0;
+}
+
+static void cq_files_read_as_user(const struct cq_files *f, const char *const *paths, size_t n,
+                                  struct cq_result *r)
+{
+    if (n == 0) {
+        cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "readFiles: 'paths' lists no files");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        const char *why = normalize(paths[i], path);
+        if (why == NULL && path[0] == '\0')
+            why = "the path names the workspace itself, not a file";
+        if (why != NULL) {
+            note(r, true, "readFiles: %s: %s", paths[i] ? paths[i] : "", why);
+            continue;
+        }
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (read_one(f, path, &data, &len) < 0) {
+            int e = errno;
+            note(r, true, "readFiles: %s: %s", path,
+                 e == EFBIG ? "larger than the 100 MB limit" : describe_errno(e));
+            if (e == ENOENT && r->error_code == CQ_RESULT_INVALID_ARGUMENT)
+                r->error_code = CQ_RESULT_NOT_FOUND;
+            continue;
+        }
+        /* Text when it is valid UTF-8 without NULs, bytes otherwise. */
+        bool text = memchr(data, '\0', len) == NULL && cq_utf8_valid(data, len);
+        cq_result_add_resource(r, path, cq_mime_type(path, text), data, len, !text);
+        free(data);
+    }
+}
+
+struct entry {
+    char name[NAME_MAX + 1];
+    struct stat st;
+};
+
+static int compare_entries(const void *a, const void *b)
+{
+    return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
+}
+
+static void cq_files_list_as_user(const struct cq_files *f, const char *directory,
+                                  struct cq_result *r)
+{
+    char dir[PATH_MAX];
+    const char *why = normalize(directory != NULL ? directory : "", dir);
+    if (why != NULL) {
+        cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "listFiles: %s: %s", directory, why);
+        return;
+    }
+    int fd = open_beneath(f->workspace_fd, dir[0] ? dir : ".", O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0) {
+        int e = errno;
+        cq_result_fail(r, e == ENOENT ? CQ_RESULT_NOT_FOUND : CQ_RESULT_INVALID_ARGUMENT,
+                       "listFiles: %s: %s", dir[0] ? dir : ".", describe_errno(e));
+        return;
+    }
+    cq_autoclosedir DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        cq_result_fail(r, CQ_RESULT_INTERNAL, "listFiles: %s", strerror(errno));
+        return;
+    }
+    cq_autofree struct entry *entries = NULL;
+    size_t count = 0, cap = 0;
+    bool truncated = false;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (count == MAX_LIST_ENTRIES) {
+            truncated = true;
+            break;
+        }
+        if (count == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct entry *bigger = realloc(entries, cap * sizeof(*entries));
+            if (bigger == NULL)
+                break;
+            entries = bigger;
+        }
+        struct entry *en = &entries[count];
+        snprintf(en->name, sizeof(en->name), "%s", e->d_name);
+        /* Never follows: a link is listed as a link. */
+        if (fstatat(dirfd(d), e->d_name, &en->st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        count++;
+    }
+    if (entries != NULL)
+        qsort(entries, count, sizeof(*entries), compare_entries);
+    for (size_t i = 0; i < count; i++) {
+        const struct entry *en = &entries[i];
+        char path[PATH_MAX + NAME_MAX + 2];
+        snprintf(path, sizeof(path), "%s%s%s", dir, dir[0] ? "/" : "", en->name);
+        const char *mime, *kind;
+        if (S_ISDIR(en->st.st_mode)) {
+            mime = "inode/directory";
+            kind = "directory";
+        } else if (S_ISLNK(en->st.st_mode)) {
+            mime = "inode/symlink";
+            kind = "symbolic link";
+        } else if (S_ISREG(en->st.st_mode)) {
+            mime = cq_mime_type(en->name, false);
+            kind = "file";
+        } else {
+            mime = "application/octet-stream";
+            kind = "special file";
+        }
+        cq_result_add_link(r, path, en->name, mime, (uint64_t)en->st.st_size, kind);
+    }
+    if (truncated)
+        note(r, false, "listFiles: only the first %d entries are listed", MAX_LIST_ENTRIES);
+}
+
+/* Removes everything below dirfd, never following links; depth-limited. */
+static int remove_tree(int dirfd, int depth)
+{
+    if (depth > MAX_REMOVE_DEPTH) {
+        errno = ELOOP;
+        return -1;
+    }
+    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+        return -1;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return -1;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            int sub = open_beneath(dirfd, e->d_name, O_RDONLY | O_DIRECTORY, 0);
+            if (sub < 0 || remove_tree(sub, depth + 1) < 0)
+                rc = -1;
+            if (sub >= 0)
+                close(sub);
+            if (unlinkat(dirfd, e->d_name, AT_REMOVEDIR) < 0)
+                rc = -1;
+        } else if (unlinkat(dirfd, e->d_name, 0) < 0) {
+            rc = -1;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static void cq_files_remove_as_user(const struct cq_files *f, const char *const *paths, size_t n,
+                                    struct cq_result *r)
+{
+    if (n == 0) {
+        cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "removeFiles: 'paths' lists no files");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        const char *why = normalize(paths[i], path);
+        if (why == NULL && path[0] == '\0')
+            why = "the workspace itself cannot be removed";
+        if (why != NULL) {
+            note(r, true, "removeFiles: %s: %s", paths[i] ? paths[i] : "", why);
+            continue;
+        }
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        const char *name = slash != NULL ? path + (slash - dir) + 1 : path;
+        if (slash != NULL)
+            *slash = '\0';
+        cq_autoclose int parent =
+            open_beneath(f->workspace_fd, slash != NULL ? dir : ".", O_RDONLY | O_DIRECTORY, 0);
+        struct stat st;
+        if (parent < 0 || fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            int e = errno;
+            note(r, true, "removeFiles: %s: %s", path, describe_errno(e));
+            if (e == ENOENT && r->error_code == CQ_RESULT_INVALID_ARGUMENT)
+                r->error_code = CQ_RESULT_NOT_FOUND;
+            continue;
+        }
+        int rc;
+        if (S_ISDIR(st.st_mode)) {
+            cq_autoclose int sub = open_beneath(parent, name, O_RDONLY | O_DIRECTORY, 0);
+            rc = sub < 0 || remove_tree(sub, 0) < 0 ? -1 : unlinkat(parent, name, AT_REMOVEDIR);
+        } else {
+            rc = unlinkat(parent, name, 0); /* a link is removed, not what it points to */
+        }
+        if (rc < 0)
+            note(r, true, "removeFiles: %s: %s", path, describe_errno(errno));
+        else
+            note(r, false, "removed %s", path);
+    }
+}
+
+void cq_files_write(const struct cq_files *f, const struct cq_file_content *content, size_t n,
+                    struct cq_result *r)
+{
+    struct fs_identity old = become_sandbox_user(f);
+    cq_files_write_as_user(f, content, n, r);
+    restore_identity(old);
+}
+
+void cq_files_read(const struct cq_files *f, const char *const *paths, size_t n,
+                   struct cq_result *r)
+{
+    struct fs_identity old = become_sandbox_user(f);
+    cq_files_read_as_user(f, paths, n, r);
+    restore_identity(old);
+}
+
+void cq_files_list(const struct cq_files *f, const char *directory, struct cq_result *r)
+{
+    struct fs_identity old = become_sandbox_user(f);
+    cq_files_list_as_user(f, directory, r);
+    restore_identity(old);
+}
+
+void cq_files_remove(const struct cq_files *f, const char *const *paths, size_t n,
+                     struct cq_result *r)
+{
+    struct fs_identity old = become_sandbox_user(f);
+    cq_files_remove_as_user(f, paths, n, r);
+    restore_identity(old);
+}
+
+const char *cq_mime_type(const char *path, bool is_text)
+{
+    static const struct {
+        const char *ext, *mime;
+    } table[] = {
+        {"txt", "text/plain"},
+        {"log", "text/plain"},
+        {"md", "text/markdown"},
+        {"csv", "text/csv"},
+        {"tsv", "text/tab-separated-values"},
+        {"json", "application/json"},
+        {"jsonl", "application/jsonl"},
+        {"xml", "application/xml"},
+        {"yaml", "application/yaml"},
+        {"yml", "application/yaml"},
+        {"html", "text/html"},
+        {"htm", "text/html"},
+        {"css", "text/css"},
+        {"py", "text/x-python"},
+        {"js", "text/javascript"},
+        {"mjs", "text/javascript"},
+        {"ts", "text/x-typescript"},
+        {"sh", "text/x-shellscript"},
+        {"c", "text/x-c"},
+        {"h", "text/x-c"},
+        {"sql", "application/sql"},
+        {"ipynb", "application/x-ipynb+json"},
+        {"png", "image/png"},
+        {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"},
+        {"gif", "image/gif"},
+        {"svg", "image/svg+xml"},
+        {"webp", "image/webp"},
+        {"bmp", "image/bmp"},
+        {"pdf", "application/pdf"},
+        {"zip", "application/zip"},
+        {"gz", "application/gzip"},
+        {"tar", "application/x-tar"},
+        {"xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+        {"parquet", "application/vnd.apache.parquet"},
+        {"npy", "application/octet-stream"},
+    };
+    const char *base = strrchr(path, '/');
+    base = base != NULL ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    if (dot != NULL && dot != base) {
+        for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+            if (strcasecmp(dot + 1, table[i].ext) == 0)
+                return table[i].mime;
+    }
+    return is_text ? "text/plain" : "application/octet-stream";
+}

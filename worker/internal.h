@@ -1,0 +1,121 @@
+/* worker/internal.h - shared by the worker's own files (not public). */
+#ifndef CQ_WORKER_INTERNAL_H
+#define CQ_WORKER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include "worker/worker.h"
+
+/* ---- result.c --------------------------------------------------------------------- */
+
+/* All return 0, or -1 when out of memory (the result is then left as it was). */
+int cq_result_add_text(struct cq_result *r, const char *text);
+int cq_result_add_image(struct cq_result *r, const uint8_t *data, size_t len, const char *mime);
+int cq_result_add_resource(struct cq_result *r, const char *path, const char *mime,
+                           const uint8_t *data, size_t len, bool is_blob);
+int cq_result_add_link(struct cq_result *r, const char *path, const char *name, const char *mime,
+                       uint64_t size, const char *description);
+/* A copy of bytes as valid UTF-8 (invalid sequences become U+FFFD), NUL-terminated. */
+char *cq_utf8_sanitize(const char *data, size_t len);
+bool cq_utf8_valid(const uint8_t *data, size_t len);
+
+/* ---- capture.c: bounded output of one stream of one call --------------------------- */
+
+struct cq_capture {
+    char *buf;
+    size_t len, limit;
+    uint64_t total; /* bytes seen, kept or not */
+};
+
+void cq_capture_init(struct cq_capture *c, size_t limit);
+void cq_capture_append(struct cq_capture *c, const char *data, size_t n);
+/* The kept bytes as UTF-8 text, with a note when bytes were dropped; caller frees. */
+char *cq_capture_text(const struct cq_capture *c);
+void cq_capture_free(struct cq_capture *c);
+
+/* ---- kernel.c: persistent language kernels inside a session's sandbox --------------- */
+
+enum cq_language { CQ_LANG_PYTHON, CQ_LANG_JAVASCRIPT, CQ_LANG_TYPESCRIPT };
+
+struct cq_kernel;
+
+struct cq_kernel_spawn {
+    struct cq_sandbox *sandbox;
+    bool javascript;          /* the Node kernel (JavaScript and TypeScript) */
+    bool preload;             /* Python: import numpy, pandas, matplotlib at start */
+    const char *runtimes_dir; /* inside the sandbox */
+    const char *const *env;   /* session environment, may be NULL */
+};
+
+int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
+                    struct cq_error *err);
+/* Waits until the kernel reported ready (after preloading). */
+int cq_kernel_wait_ready(struct cq_kernel *k, uint64_t timeout_ms, struct cq_error *err);
+
+struct cq_execution {
+    const char *code;
+    enum cq_language language;
+    bool clear_context;
+    uint64_t timeout_ms;
+    uint64_t output_limit;
+    cq_stream_fn on_output;
+    void *ctx;
+};
+
+/* Runs a cell; fills result (content, structured content, is_error). When the kernel
+ * had to be killed (it ignored the interrupt, or died), *dead is set and the kernel
+ * must be replaced. */
+void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct cq_result *result,
+                       bool *dead);
+int cq_kernel_set_env(struct cq_kernel *k, const char *const *env, struct cq_error *err);
+void cq_kernel_stop(struct cq_kernel *k);
+
+/* ---- files.c: the workspace, from the host side ------------------------------------ */
+
+struct cq_files {
+    int workspace_fd; /* O_PATH */
+    uint32_t uid, gid;
+};
+
+void cq_files_write(const struct cq_files *f, const struct cq_file_content *content, size_t n,
+                    struct cq_result *r);
+void cq_files_read(const struct cq_files *f, const char *const *paths, size_t n,
+                   struct cq_result *r);
+void cq_files_list(const struct cq_files *f, const char *directory, struct cq_result *r);
+void cq_files_remove(const struct cq_files *f, const char *const *paths, size_t n,
+                     struct cq_result *r);
+/* "image/png" for "a/b.png"; "text/plain" or "application/octet-stream" otherwise. */
+const char *cq_mime_type(const char *path, bool is_text);
+
+/* ---- commands.c: executeCommand and background tasks -------------------------------- */
+
+struct cq_task;
+
+struct cq_command {
+    struct cq_sandbox *sandbox;
+    const char *command;
+    const char *const *env;
+    uint64_t timeout_ms;
+    uint64_t output_limit;
+    cq_stream_fn on_output;
+    void *ctx;
+};
+
+void cq_command_run(const struct cq_command *c, struct cq_result *r);
+/* Starts the command in the background; *out is owned by the caller's task table. */
+int cq_task_start(const struct cq_command *c, struct cq_task **out, struct cq_error *err);
+const char *cq_task_id(const struct cq_task *t);
+/* Status and the output so far into r. */
+void cq_task_report(struct cq_task *t, struct cq_result *r);
+/* Kills it; the task then ends as canceled. */
+void cq_task_stop(struct cq_task *t);
+/* Stops if needed, joins its thread, frees. */
+void cq_task_free(struct cq_task *t);
+
+/* ---- random.c ----------------------------------------------------------------------- */
+
+/* n characters of [0-9a-zA-Z] from the kernel's CSPRNG, NUL-terminated. */
+void cq_random_id(char *out, size_t n);
+
+#endif

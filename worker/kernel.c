@@ -1,0 +1,518 @@
+/* worker/kernel.c - persistent language kernels (runtimes/python, runtimes/node).
+ *
+ * A kernel is a sandboxed process that keeps a language's state between calls. The
+ * worker talks to it over a unix stream socket handed in as its fd 0 (JSON lines,
+ * see runtimes/python/codeq_kernel.py), and reads its fds 1 and 2 through pipes it
+ * owns, so that output is captured at the file-descriptor level: print(), C
+ * extensions, child processes alike. A cell's output ends where the kernel writes
+ * the cell's marker (a random string sent with the request) on each stream.
+ *
+ * Everything the kernel says is untrusted: it runs the user's code in its own
+ * process. Replies are bounded in size and parsed defensively; a kernel that stops
+ * making sense is killed, like one that ignores an interrupt.
+ */
+#define _GNU_SOURCE
+#include "worker/internal.h"
+#include "common/base64.h"
+#include "common/cleanup.h"
+#include "common/units.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_REPLY_BYTES (256ULL << 20) /* images come base64-encoded in the reply */
+#define MARKER_LEN      40
+
+struct stream {
+    int fd;
+    char *pending; /* read, not yet emitted: may hold the start of the marker */
+    size_t len;
+    bool done; /* the cell's marker was seen */
+};
+
+struct cq_kernel {
+    struct cq_process *proc;
+    int ctl_fd;
+    bool javascript;
+    struct stream out[2]; /* stdout, stderr */
+    char *line;           /* partial reply line */
+    size_t line_len;
+    uint64_t next_id;
+};
+
+static int set_nonblock(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
+                    struct cq_error *err)
+{
+    struct cq_kernel *k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate kernel");
+    k->ctl_fd = k->out[0].fd = k->out[1].fd = -1;
+    k->javascript = spawn->javascript;
+    k->next_id = 1;
+    int sv[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+        pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
+        cq_error_sys(err, errno, "kernel channels");
+        goto fail;
+    }
+    k->ctl_fd = sv[0];
+    k->out[0].fd = out_pipe[0];
+    k->out[1].fd = err_pipe[0];
+    if (set_nonblock(k->out[0].fd) < 0 || set_nonblock(k->out[1].fd) < 0) {
+        cq_error_sys(err, errno, "kernel pipes");
+        goto fail;
+    }
+
+    char script[512];
+    snprintf(script, sizeof(script), "%s/%s", spawn->runtimes_dir,
+             spawn->javascript ? "node/codeq_kernel.js" : "python/codeq_kernel.py");
+    const char *python_argv[] = {"python3", "-u", script, spawn->preload ? "--preload" : NULL,
+                                 NULL};
+    const char *node_argv[] = {"node", "--max-old-space-size=4096", script, NULL};
+    /* The session's variables, then what the kernels need: a non-interactive
+     * matplotlib, and module lookup in the workspace for Node. */
+    const char *env[256 + 4];
+    size_t n = 0;
+    for (const char *const *e = spawn->env; e != NULL && *e != NULL && n < 256; e++)
+        env[n++] = *e;
+    env[n++] = "MPLBACKEND=Agg";
+    env[n++] = "NODE_PATH=/workspace/node_modules";
+    env[n] = NULL;
+
+    struct cq_spawn req;
+    cq_spawn_init(&req, spawn->javascript ? node_argv : python_argv);
+    req.env = env;
+    req.stdin_mode = req.stdout_mode = req.stderr_mode = CQ_STDIO_FD;
+    req.stdin_fd = sv[1];
+    req.stdout_fd = out_pipe[1];
+    req.stderr_fd = err_pipe[1];
+    int rc = cq_sandbox_spawn(spawn->sandbox, &req, &k->proc, err);
+    close(sv[1]);
+    close(out_pipe[1]);
+    close(err_pipe[1]);
+    sv[1] = out_pipe[1] = err_pipe[1] = -1;
+    if (rc < 0) {
+        cq_error_prefix(err, "start the %s kernel", spawn->javascript ? "JavaScript" : "Python");
+        goto fail;
+    }
+    *out = k;
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (sv[i] >= 0 && sv[i] != k->ctl_fd)
+            close(sv[i]);
+        if (out_pipe[i] >= 0 && out_pipe[i] != k->out[0].fd)
+            close(out_pipe[i]);
+        if (err_pipe[i] >= 0 && err_pipe[i] != k->out[1].fd)
+            close(err_pipe[i]);
+    }
+    cq_kernel_stop(k);
+    return -1;
+}
+
+/* Reads what the control socket has into the line buffer. Returns 1 when a full line
+ * is available (and *line_end points after its '\n'), 0 when not yet, -1 on EOF,
+ * error, or a reply larger than allowed. */
+static int read_reply_bytes(struct cq_kernel *k)
+{
+    char buf[65536];
+    ssize_t n = recv(k->ctl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    if (n == 0)
+        return -1;
+    if (k->line_len + (size_t)n > MAX_REPLY_BYTES)
+        return -1;
+    char *line = realloc(k->line, k->line_len + (size_t)n + 1);
+    if (line == NULL)
+        return -1;
+    memcpy(line + k->line_len, buf, (size_t)n);
+    k->line = line;
+    k->line_len += (size_t)n;
+    k->line[k->line_len] = '\0';
+    return memchr(k->line, '\n', k->line_len) != NULL ? 1 : 0;
+}
+
+/* Takes the first complete line off the buffer and parses it. */
+static json_t *take_reply(struct cq_kernel *k)
+{
+    char *nl = memchr(k->line, '\n', k->line_len);
+    if (nl == NULL)
+        return NULL;
+    size_t len = (size_t)(nl - k->line);
+    json_t *reply = json_loadb(k->line, len, JSON_REJECT_DUPLICATES, NULL);
+    size_t rest = k->line_len - len - 1;
+    memmove(k->line, nl + 1, rest);
+    k->line_len = rest;
+    return reply;
+}
+
+/* Waits for a reply line; used for the ready message and small requests. */
+static json_t *await_reply(struct cq_kernel *k, uint64_t timeout_ms)
+{
+    uint64_t deadline = cq_now_ms() + timeout_ms;
+    for (;;) {
+        json_t *reply = take_reply(k);
+        if (reply != NULL)
+            return reply;
+        uint64_t now = cq_now_ms();
+        if (now >= deadline)
+            return NULL;
+        struct pollfd pfd = {.fd = k->ctl_fd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+            return NULL;
+        if (read_reply_bytes(k) < 0 && memchr(k->line ? k->line : "", '\n', k->line_len) == NULL)
+            return NULL;
+    }
+}
+
+int cq_kernel_wait_ready(struct cq_kernel *k, uint64_t timeout_ms, struct cq_error *err)
+{
+    json_t *reply = await_reply(k, timeout_ms);
+    bool ready = reply != NULL && json_is_true(json_object_get(reply, "ready"));
+    json_decref(reply);
+    if (!ready)
+        return cq_error_set(err, CQ_EINTERNAL, "the %s kernel did not start",
+                            k->javascript ? "JavaScript" : "Python");
+    return 0;
+}
+
+static int send_request(struct cq_kernel *k, json_t *request)
+{
+    cq_autofree char *text = json_dumps(request, JSON_COMPACT);
+    if (text == NULL)
+        return -1;
+    size_t len = strlen(text);
+    text[len] = '\0';
+    struct iovec iov[2] = {{text, len}, {"\n", 1}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    size_t total = len + 1, sent = 0;
+    while (sent < total) {
+        ssize_t n = sendmsg(k->ctl_fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        sent += (size_t)n;
+        /* Advance the iovecs past what was sent. */
+        size_t skip = (size_t)n;
+        while (skip > 0 && msg.msg_iovlen > 0) {
+            if (skip >= msg.msg_iov->iov_len) {
+                skip -= msg.msg_iov->iov_len;
+                msg.msg_iov++;
+                msg.msg_iovlen--;
+            } else {
+                msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + skip;
+                msg.msg_iov->iov_len -= skip;
+                skip = 0;
+            }
+        }
+    }
+    return 0;
+}
+
+int cq_kernel_set_env(struct cq_kernel *k, const char *const *env, struct cq_error *err)
+{
+    json_t *vars = json_object();
+    for (const char *const *e = env; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        char name[256];
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
+        json_object_set_new(vars, name, json_string(eq + 1));
+    }
+    json_t *req =
+        json_pack("{s:I, s:s, s:o}", "id", (json_int_t)k->next_id++, "op", "env", "env", vars);
+    int rc = req != NULL ? send_request(k, req) : -1;
+    json_decref(req);
+    json_t *reply = rc == 0 ? await_reply(k, 10000) : NULL;
+    bool ok = reply != NULL && json_is_true(json_object_get(reply, "ok"));
+    json_decref(reply);
+    return ok ? 0 : cq_error_set(err, CQ_EINTERNAL, "the kernel did not take the environment");
+}
+
+struct cell {
+    const struct cq_execution *x;
+    const char *marker;
+    struct cq_capture capture[2];
+};
+
+static void emit(struct cell *c, int s, const char *data, size_t len)
+{
+    if (len == 0)
+        return;
+    cq_capture_append(&c->capture[s], data, len);
+    if (c->x->on_output != NULL && c->capture[s].total - len < c->x->output_limit) {
+        uint64_t room = c->x->output_limit - (c->capture[s].total - len);
+        c->x->on_output(c->x->ctx, s + 1, data, len < room ? len : (size_t)room);
+    }
+}
+
+/* Appends new bytes to a stream and emits what certainly precedes the marker. Bytes
+ * after the marker stay pending: they belong to whatever runs next. */
+static void feed(struct cell *c, int s, struct stream *st, const char *data, size_t len)
+{
+    if (len > 0) {
+        char *p = realloc(st->pending, st->len + len);
+        if (p == NULL)
+            return;
+        memcpy(p + st->len, data, len);
+        st->pending = p;
+        st->len += len;
+    }
+    if (st->done || c->marker == NULL)
+        return;
+    size_t mlen = strlen(c->marker);
+    char *hit = memmem(st->pending, st->len, c->marker, mlen);
+    size_t emit_len;
+    if (hit != NULL) {
+        emit_len = (size_t)(hit - st->pending);
+        emit(c, s, st->pending, emit_len);
+        emit_len += mlen;
+        st->done = true;
+    } else {
+        /* Keep back what could be the start of a marker split across reads. */
+        emit_len = st->len > mlen - 1 ? st->len - (mlen - 1) : 0;
+        emit(c, s, st->pending, emit_len);
+    }
+    memmove(st->pending, st->pending + emit_len, st->len - emit_len);
+    st->len -= emit_len;
+}
+
+/* Reads a stream until it would block; false at EOF (the kernel is gone). */
+static bool drain(struct cell *c, int s, struct stream *st)
+{
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(st->fd, buf, sizeof(buf));
+        if (n > 0) {
+            feed(c, s, st, buf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return true;
+        return false;
+    }
+}
+
+static void add_images(struct cq_result *r, json_t *images)
+{
+    static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    size_t i;
+    json_t *item;
+    json_array_foreach(images, i, item)
+    {
+        const char *b64 = json_string_value(item);
+        uint8_t *png = NULL;
+        size_t len = 0;
+        /* Decoded and checked here rather than passed through: what the kernel sends
+         * must be a PNG before anyone downstream treats it as one. */
+        if (b64 == NULL || cq_base64_decode(b64, strlen(b64), &png, &len) < 0)
+            continue;
+        if (len >= 8 && memcmp(png, png_magic, 8) == 0)
+            cq_result_add_image(r, png, len, "image/png");
+        free(png);
+    }
+}
+
+static const char *language_name(enum cq_language l)
+{
+    return l == CQ_LANG_PYTHON ? "python" : l == CQ_LANG_JAVASCRIPT ? "javascript" : "typescript";
+}
+
+/* Why a kernel died, for people. */
+static void describe_death(struct cq_kernel *k, char *buf, size_t len)
+{
+    struct cq_process_report report;
+    struct cq_error err;
+    if (cq_process_wait(k->proc, NULL, &report, &err) < 0) {
+        snprintf(buf, len, "the sandbox ended");
+        return;
+    }
+    if (report.oom_killed)
+        snprintf(buf, len,
+                 "it was killed by the kernel's OOM killer: the session's memory limit "
+                 "was reached");
+    else if (report.signal != 0)
+        snprintf(buf, len, "it was killed by signal %d (%s)", report.signal,
+                 strsignal(report.signal));
+    else
+        snprintf(buf, len, "it exited with status %d", report.exit_code);
+}
+
+void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct cq_result *result,
+                       bool *dead)
+{
+    *dead = false;
+    char marker[MARKER_LEN + 1];
+    memcpy(marker, "\n@codeq:", 8);
+    cq_random_id(marker + 8, MARKER_LEN - 9);
+    marker[MARKER_LEN - 1] = '@';
+    marker[MARKER_LEN] = '\0';
+    struct cell cell = {.x = x, .marker = marker};
+    cq_capture_init(&cell.capture[0], x->output_limit);
+    cq_capture_init(&cell.capture[1], x->output_limit);
+    for (int s = 0; s < 2; s++)
+        k->out[s].done = false;
+
+    uint64_t started = cq_now_us();
+    json_t *req = json_pack("{s:I, s:s, s:s, s:b, s:s, s:s}", "id", (json_int_t)k->next_id, "op",
+                            "exec", "code", x->code, "clear", x->clear_context, "marker", marker,
+                            "language", language_name(x->language));
+    json_int_t id = (json_int_t)k->next_id++;
+    int sent = req != NULL ? send_request(k, req) : -1;
+    json_decref(req);
+
+    /* Output that arrived between cells counts as this cell's. */
+    for (int s = 0; s < 2; s++)
+        feed(&cell, s, &k->out[s], NULL, 0);
+
+    json_t *reply = NULL;
+    bool interrupted = false, timed_out = false, gone = sent < 0;
+    uint64_t deadline = cq_now_ms() + (x->timeout_ms ? x->timeout_ms : UINT32_MAX);
+    while (!gone && !(reply != NULL && k->out[0].done && k->out[1].done)) {
+        uint64_t now = cq_now_ms();
+        if (now >= deadline) {
+            if (!interrupted) {
+                /* Python turns SIGINT into KeyboardInterrupt: the cell stops, the
+                 * variables stay. */
+                timed_out = interrupted = true;
+                cq_process_signal(k->proc, SIGINT);
+                deadline = now + CQ_WORKER_INTERRUPT_GRACE_MS;
+                continue;
+            }
+            cq_process_kill(k->proc);
+            gone = true;
+            break;
+        }
+        struct pollfd pfd[4] = {
+            {.fd = reply == NULL ? k->ctl_fd : -1, .events = POLLIN},
+            {.fd = k->out[0].done ? -1 : k->out[0].fd, .events = POLLIN},
+            {.fd = k->out[1].done ? -1 : k->out[1].fd, .events = POLLIN},
+            {.fd = cq_process_status_fd(k->proc), .events = POLLIN},
+        };
+        uint64_t wait = deadline - now;
+        if (poll(pfd, 4, wait > 60000 ? 60000 : (int)wait) < 0) {
+            if (errno == EINTR)
+                continue;
+            gone = true;
+            break;
+        }
+        for (int s = 0; s < 2; s++)
+            if (pfd[1 + s].revents && !drain(&cell, s, &k->out[s]))
+                gone = true;
+        if (pfd[0].revents) {
+            if (read_reply_bytes(k) < 0 &&
+                memchr(k->line ? k->line : "", '\n', k->line_len) == NULL)
+                gone = true;
+            while (reply == NULL && k->line_len > 0 && memchr(k->line, '\n', k->line_len)) {
+                json_t *candidate = take_reply(k);
+                json_t *cid = json_object_get(candidate, "id");
+                if (json_is_integer(cid) && json_integer_value(cid) == id)
+                    reply = candidate;
+                else
+                    json_decref(candidate); /* stale or forged: ignored */
+            }
+        }
+        if (pfd[3].revents)
+            gone = true;
+    }
+    result->has_structured = true;
+    result->execution_time_ms = (double)(cq_now_us() - started) / 1000.0;
+
+    if (gone) {
+        /* Whatever was written before it died is still the cell's output. */
+        for (int s = 0; s < 2; s++) {
+            drain(&cell, s, &k->out[s]);
+            emit(&cell, s, k->out[s].pending, k->out[s].len);
+            k->out[s].len = 0;
+        }
+        char why[200];
+        describe_death(k, why, sizeof(why));
+        *dead = true;
+        const char *lang = k->javascript ? "JavaScript" : "Python";
+        char note[512];
+        if (timed_out)
+            snprintf(note, sizeof(note),
+                     "codeq: timed out after %.3g s; the %s kernel did not stop within %d s of "
+                     "the interrupt and was restarted: the context (variables, imports) was "
+                     "reset\n",
+                     (double)x->timeout_ms / 1000.0, lang, CQ_WORKER_INTERRUPT_GRACE_MS / 1000);
+        else
+            snprintf(note, sizeof(note),
+                     "codeq: the %s kernel died (%s) and will be restarted: the context "
+                     "(variables, imports) was reset\n",
+                     lang, why);
+        cq_capture_append(&cell.capture[1], note, strlen(note));
+        if (x->on_output != NULL)
+            x->on_output(x->ctx, 2, note, strlen(note));
+    } else if (timed_out) {
+        char note[200];
+        snprintf(note, sizeof(note),
+                 "codeq: timed out after %.3g s; the cell was interrupted "
+                 "(variables are kept)\n",
+                 (double)x->timeout_ms / 1000.0);
+        cq_capture_append(&cell.capture[1], note, strlen(note));
+        if (x->on_output != NULL)
+            x->on_output(x->ctx, 2, note, strlen(note));
+    }
+
+    bool ok = !gone && !timed_out && json_is_true(json_object_get(reply, "ok"));
+    result->stdout_text = cq_capture_text(&cell.capture[0]);
+    result->stderr_text = cq_capture_text(&cell.capture[1]);
+    result->exit_code = ok ? 0 : 1;
+    result->is_error = !ok;
+    if (timed_out)
+        result->error_code = CQ_RESULT_TIMED_OUT;
+    if (result->stdout_text != NULL && result->stdout_text[0] != '\0')
+        cq_result_add_text(result, result->stdout_text);
+    const char *value = json_string_value(json_object_get(reply, "value"));
+    if (value != NULL) {
+        result->value_text = cq_utf8_sanitize(value, strlen(value));
+        if (result->value_text != NULL)
+            cq_result_add_text(result, result->value_text);
+    }
+    if (result->stderr_text != NULL && result->stderr_text[0] != '\0')
+        cq_result_add_text(result, result->stderr_text);
+    add_images(result, json_object_get(reply, "images"));
+    if (timed_out) {
+        free(result->error_message);
+        result->error_message = strdup(gone ? "timed out; the context was reset"
+                                            : "timed out; the cell was interrupted");
+    }
+    json_decref(reply);
+    cq_capture_free(&cell.capture[0]);
+    cq_capture_free(&cell.capture[1]);
+}
+
+void cq_kernel_stop(struct cq_kernel *k)
+{
+    if (k == NULL)
+        return;
+    cq_process_free(k->proc); /* kills the kernel's whole tree */
+    if (k->ctl_fd >= 0)
+        close(k->ctl_fd);
+    for (int s = 0; s < 2; s++) {
+        if (k->out[s].fd >= 0)
+            close(k->out[s].fd);
+        free(k->out[s].pending);
+    }
+    free(k->line);
+    free(k);
+}

@@ -1,0 +1,606 @@
+/* worker/session.c - the worker: its sessions, their lifetimes, the warm pool.
+ *
+ * A session is a sandbox plus what lives in it: up to two kernels (Python; Node for
+ * JavaScript and TypeScript), background tasks, and its environment. Sessions expire
+ * after their time to live, counted from creation as AgentCore does. Stopping a
+ * session that is in use kills its processes first (cq_sandbox_kill), so calls in
+ * progress on other threads return promptly, and frees it when the last one left.
+ *
+ * The warm pool keeps a few sandboxes whose Python kernel has already imported
+ * numpy, pandas and matplotlib (~1.2 s of imports), refilled by a background thread,
+ * so that a new session answers its first call in milliseconds.
+ */
+#define _GNU_SOURCE
+#include "worker/session.h"
+#include "common/cleanup.h"
+#include "common/units.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CQ_SOURCE_DIR
+#define CQ_SOURCE_DIR ""
+#endif
+#ifndef CQ_DATADIR
+#define CQ_DATADIR "/usr/local/share/codeq"
+#endif
+
+#define RUNTIMES_IN_SANDBOX     "/opt/codeq/runtimes"
+#define KERNEL_START_TIMEOUT_MS 120000
+/* Terminated sessions stay listable (status TERMINATED) for a while. */
+#define TERMINATED_KEPT_MS (3600 * 1000)
+
+static int64_t unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cq_worker_config_init(struct cq_worker_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    struct cq_sandbox_config sandbox;
+    cq_sandbox_config_init(&sandbox);
+    cfg->limits = sandbox.limits;
+    cfg->max_sessions = CQ_WORKER_DEFAULT_MAX_SESSIONS;
+    cfg->default_session_ttl_s = CQ_WORKER_DEFAULT_SESSION_TTL_S;
+    cfg->default_call_timeout_s = CQ_WORKER_DEFAULT_CALL_TIMEOUT;
+    cfg->output_limit_bytes = CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
+}
+
+static bool has_kernel_scripts(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/python/codeq_kernel.py", dir);
+    return access(path, R_OK) == 0;
+}
+
+/* The host directory of runtimes/: configuration, environment, an installation next
+ * to the program, or the source tree the program was built from. */
+static int find_runtimes(const struct cq_worker_config *cfg, char out[PATH_MAX],
+                         struct cq_error *err)
+{
+    const char *candidates[4] = {cfg->runtimes_dir, getenv("CODEQ_RUNTIMES_DIR"), NULL, NULL};
+    char installed[PATH_MAX] = "";
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            snprintf(installed, sizeof(installed), "%s/../share/codeq/runtimes", self);
+            candidates[2] = installed;
+        }
+    }
+    static char source[PATH_MAX];
+    snprintf(source, sizeof(source), "%s/runtimes", CQ_SOURCE_DIR);
+    candidates[3] = CQ_SOURCE_DIR[0] != '\0' ? source : CQ_DATADIR "/runtimes";
+    for (size_t i = 0; i < 4; i++) {
+        if (candidates[i] == NULL || candidates[i][0] == '\0')
+            continue;
+        if (realpath(candidates[i], out) != NULL && has_kernel_scripts(out))
+            return 0;
+        if (i < 2) /* given explicitly: wrong is an error, not a reason to look further */
+            return cq_error_set(err, ENOENT, "runtimes directory %s has no codeq kernels",
+                                candidates[i]);
+    }
+    return cq_error_set(err, ENOENT,
+                        "codeq's runtimes (the language kernels) were not found; set "
+                        "CODEQ_RUNTIMES_DIR");
+}
+
+/* ---- sandboxes and the pool ---------------------------------------------------------- */
+
+static int make_sandbox(struct cq_worker *w, const struct cq_sandbox_limits *limits,
+                        struct cq_sandbox **out, struct cq_error *err)
+{
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    cfg.limits = *limits;
+    struct cq_sandbox_bind bind = {.host_path = w->runtimes_dir,
+                                   .sandbox_path = RUNTIMES_IN_SANDBOX};
+    cfg.binds = &bind;
+    cfg.n_binds = 1;
+    return cq_sandbox_create(&cfg, out, err);
+}
+
+static int start_kernel(struct cq_sandbox *sb, bool javascript, bool preload,
+                        const char *const *env, struct cq_kernel **out, struct cq_error *err)
+{
+    struct cq_kernel_spawn spawn = {
+        .sandbox = sb,
+        .javascript = javascript,
+        .preload = preload,
+        .runtimes_dir = RUNTIMES_IN_SANDBOX,
+        .env = env,
+    };
+    if (cq_kernel_start(&spawn, out, err) < 0)
+        return -1;
+    if (cq_kernel_wait_ready(*out, KERNEL_START_TIMEOUT_MS, err) < 0) {
+        cq_kernel_stop(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void *pool_main(void *arg)
+{
+    struct cq_worker *w = arg;
+    pthread_mutex_lock(&w->pool.lock);
+    while (!w->pool.stopping) {
+        if (w->pool.n >= w->cfg.warm_pool_size) {
+            pthread_cond_wait(&w->pool.cond, &w->pool.lock);
+            continue;
+        }
+        pthread_mutex_unlock(&w->pool.lock);
+        struct cq_sandbox *sb = NULL;
+        struct cq_kernel *k = NULL;
+        struct cq_error err;
+        int rc = make_sandbox(w, &w->cfg.limits, &sb, &err);
+        if (rc == 0)
+            rc = start_kernel(sb, false, true, NULL, &k, &err);
+        pthread_mutex_lock(&w->pool.lock);
+        if (rc < 0) {
+            cq_sandbox_destroy(sb);
+            /* Do not spin on a persistent failure; sessions still start cold. */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 5;
+            if (!w->pool.stopping)
+                pthread_cond_timedwait(&w->pool.cond, &w->pool.lock, &until);
+            continue;
+        }
+        if (w->pool.stopping) {
+            pthread_mutex_unlock(&w->pool.lock);
+            cq_kernel_stop(k);
+            cq_sandbox_destroy(sb);
+            pthread_mutex_lock(&w->pool.lock);
+            break;
+        }
+        w->pool.items[w->pool.n].sandbox = sb;
+        w->pool.items[w->pool.n].python = k;
+        w->pool.n++;
+        pthread_cond_broadcast(&w->pool.cond);
+    }
+    pthread_mutex_unlock(&w->pool.lock);
+    return NULL;
+}
+
+static bool pool_take(struct cq_worker *w, struct cq_sandbox **sb, struct cq_kernel **k)
+{
+    bool taken = false;
+    pthread_mutex_lock(&w->pool.lock);
+    while (w->pool.n > 0 && !taken) {
+        w->pool.n--;
+        *sb = w->pool.items[w->pool.n].sandbox;
+        *k = w->pool.items[w->pool.n].python;
+        /* A pooled sandbox whose init died (killed from outside) is of no use. */
+        taken = cq_sandbox_alive(*sb);
+        if (!taken) {
+            cq_kernel_stop(*k);
+            cq_sandbox_destroy(*sb);
+        }
+    }
+    pthread_cond_broadcast(&w->pool.cond); /* refill */
+    pthread_mutex_unlock(&w->pool.lock);
+    return taken;
+}
+
+/* ---- sessions ------------------------------------------------------------------------ */
+
+static void fill_info(const struct cq_session *s, struct cq_session_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    snprintf(info->session_id, sizeof(info->session_id), "%s", s->id);
+    snprintf(info->name, sizeof(info->name), "%s", s->name);
+    info->status = s->status;
+    info->created_at_ms = s->created_ms;
+    info->last_updated_at_ms = s->updated_ms;
+    info->session_timeout_s = s->ttl_s;
+}
+
+/* Merges the worker's defaults into requested limits (zero fields). */
+static struct cq_sandbox_limits effective_limits(const struct cq_worker *w,
+                                                 const struct cq_sandbox_limits *req)
+{
+    struct cq_sandbox_limits l = w->cfg.limits;
+    if (req->memory_bytes)
+        l.memory_bytes = req->memory_bytes;
+    if (req->pids)
+        l.pids = req->pids;
+    if (req->cpus > 0)
+        l.cpus = req->cpus;
+    if (req->workspace_bytes) {
+        l.workspace_bytes = req->workspace_bytes;
+        l.file_size_bytes = req->workspace_bytes;
+    }
+    if (req->workspace_inodes)
+        l.workspace_inodes = req->workspace_inodes;
+    if (req->tmp_bytes)
+        l.tmp_bytes = req->tmp_bytes;
+    if (req->file_size_bytes)
+        l.file_size_bytes = req->file_size_bytes;
+    if (req->open_files)
+        l.open_files = req->open_files;
+    return l;
+}
+
+static char **copy_env(const char *const *env, struct cq_error *err)
+{
+    size_t n = 0;
+    for (const char *const *e = env; e != NULL && *e != NULL; e++) {
+        if (strchr(*e, '=') == NULL || (*e)[0] == '=') {
+            cq_error_set(err, CQ_EINVALID, "environment entry '%s' is not NAME=VALUE", *e);
+            return NULL;
+        }
+        n++;
+    }
+    char **copy = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; copy != NULL && i < n; i++) {
+        if ((copy[i] = strdup(env[i])) == NULL) {
+            for (size_t j = 0; j < i; j++)
+                free(copy[j]);
+            free(copy);
+            copy = NULL;
+        }
+    }
+    if (copy == NULL)
+        cq_error_sys(err, ENOMEM, "environment");
+    return copy;
+}
+
+static void free_session(struct cq_session *s)
+{
+    for (size_t i = 0; i < s->n_tasks; i++)
+        cq_task_free(s->tasks[i]);
+    free(s->tasks);
+    cq_kernel_stop(s->kernels[0].kernel);
+    cq_kernel_stop(s->kernels[1].kernel);
+    cq_sandbox_destroy(s->sandbox);
+    for (char **e = s->env; e != NULL && *e != NULL; e++)
+        free(*e);
+    free(s->env);
+    pthread_mutex_destroy(&s->kernels[0].run);
+    pthread_mutex_destroy(&s->kernels[1].run);
+    pthread_mutex_destroy(&s->tasks_lock);
+    pthread_cond_destroy(&s->idle);
+    free(s);
+}
+
+int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params *params,
+                            struct cq_session_info *info, struct cq_error *err)
+{
+    uint32_t ttl = params->timeout_s ? params->timeout_s : w->cfg.default_session_ttl_s;
+    if (ttl > CQ_WORKER_MAX_SESSION_TTL_S)
+        return cq_error_set(err, CQ_EINVALID, "sessionTimeoutSeconds %u is above the maximum of %u",
+                            ttl, CQ_WORKER_MAX_SESSION_TTL_S);
+    if (params->name != NULL && strlen(params->name) > 100)
+        return cq_error_set(err, CQ_EINVALID, "the session name is longer than 100 characters");
+    struct cq_sandbox_limits limits = effective_limits(w, &params->limits);
+    struct cq_sandbox_config check;
+    cq_sandbox_config_init(&check);
+    check.limits = limits;
+    if (cq_sandbox_config_validate(&check, err) < 0)
+        return -1;
+
+    struct cq_session *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate session");
+    pthread_mutex_init(&s->kernels[0].run, NULL);
+    pthread_mutex_init(&s->kernels[1].run, NULL);
+    pthread_mutex_init(&s->tasks_lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->env = copy_env(params->env, err);
+    if (s->env == NULL) {
+        free_session(s);
+        return -1;
+    }
+    cq_random_id(s->id, 32);
+    snprintf(s->name, sizeof(s->name), "%s", params->name != NULL ? params->name : "");
+    s->ttl_s = ttl;
+    s->status = CQ_SESSION_READY;
+
+    pthread_mutex_lock(&w->lock);
+    bool full = w->n_live >= w->cfg.max_sessions;
+    if (!full)
+        w->n_live++; /* reserved while the sandbox is made */
+    pthread_mutex_unlock(&w->lock);
+    if (full) {
+        free_session(s);
+        return cq_error_set(err, CQ_ELIMIT, "this worker already runs %u sessions, its maximum",
+                            w->cfg.max_sessions);
+    }
+
+    bool defaults = memcmp(&limits, &w->cfg.limits, sizeof(limits)) == 0;
+    int rc = 0;
+    if (!(defaults && pool_take(w, &s->sandbox, &s->kernels[0].kernel)))
+        rc = make_sandbox(w, &limits, &s->sandbox, err);
+    else if (s->env[0] != NULL)
+        rc = cq_kernel_set_env(s->kernels[0].kernel, (const char *const *)s->env, err);
+    if (rc < 0) {
+        pthread_mutex_lock(&w->lock);
+        w->n_live--;
+        pthread_mutex_unlock(&w->lock);
+        free_session(s);
+        return cq_error_prefix(err, "start session");
+    }
+    s->files.workspace_fd = cq_sandbox_workspace_fd(s->sandbox);
+    cq_sandbox_user_ids(s->sandbox, &s->files.uid, &s->files.gid);
+    s->created_ms = s->updated_ms = unix_ms();
+    s->expires_mono_ms = cq_now_ms() + (uint64_t)ttl * 1000;
+
+    pthread_mutex_lock(&w->lock);
+    s->next = w->sessions;
+    w->sessions = s;
+    fill_info(s, info);
+    pthread_cond_signal(&w->reaper_cond); /* its expiry may be the next one */
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+}
+
+/* With w->lock held. */
+static struct cq_session *find(struct cq_worker *w, const char *id)
+{
+    for (struct cq_session *s = w->sessions; s != NULL; s = s->next)
+        if (id != NULL && strcmp(s->id, id) == 0)
+            return s;
+    return NULL;
+}
+
+struct cq_session *cq_session_acquire(struct cq_worker *w, const char *id)
+{
+    pthread_mutex_lock(&w->lock);
+    struct cq_session *s = find(w, id);
+    if (s != NULL && s->status == CQ_SESSION_READY) {
+        s->refs++;
+        s->updated_ms = unix_ms();
+    } else {
+        s = NULL;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return s;
+}
+
+void cq_session_release(struct cq_worker *w, struct cq_session *s)
+{
+    pthread_mutex_lock(&w->lock);
+    if (--s->refs == 0)
+        pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&w->lock);
+}
+
+uint64_t cq_session_remaining_ms(const struct cq_session *s)
+{
+    uint64_t now = cq_now_ms();
+    return s->expires_mono_ms > now ? s->expires_mono_ms - now : 0;
+}
+
+/* Ends a session that w->lock (held) still lists as ready: no new call can acquire
+ * it; its processes are killed so that calls in progress return; it is freed once
+ * the last has released it. Returns with w->lock held. */
+static void terminate_locked(struct cq_worker *w, struct cq_session *s)
+{
+    s->status = CQ_SESSION_TERMINATED;
+    s->updated_ms = unix_ms();
+    s->terminated_mono_ms = cq_now_ms();
+    w->n_live--;
+    cq_sandbox_kill(s->sandbox);
+    while (s->refs > 0)
+        pthread_cond_wait(&s->idle, &w->lock);
+    /* Nobody uses it now, and nobody can acquire it: free its resources outside
+     * the lock, keep the entry for listing. */
+    struct cq_sandbox *sb = s->sandbox;
+    s->sandbox = NULL;
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; i < s->n_tasks; i++)
+        cq_task_free(s->tasks[i]);
+    s->n_tasks = 0;
+    for (int i = 0; i < 2; i++) {
+        cq_kernel_stop(s->kernels[i].kernel);
+        s->kernels[i].kernel = NULL;
+    }
+    cq_sandbox_destroy(sb);
+    pthread_mutex_lock(&w->lock);
+}
+
+int cq_worker_stop_session(struct cq_worker *w, const char *session_id,
+                           struct cq_session_info *info, struct cq_error *err)
+{
+    pthread_mutex_lock(&w->lock);
+    struct cq_session *s = find(w, session_id);
+    if (s == NULL) {
+        pthread_mutex_unlock(&w->lock);
+        return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
+    }
+    if (s->status == CQ_SESSION_READY)
+        terminate_locked(w, s);
+    fill_info(s, info);
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+}
+
+int cq_worker_get_session(struct cq_worker *w, const char *session_id, struct cq_session_info *info,
+                          struct cq_error *err)
+{
+    pthread_mutex_lock(&w->lock);
+    struct cq_session *s = find(w, session_id);
+    if (s != NULL)
+        fill_info(s, info);
+    pthread_mutex_unlock(&w->lock);
+    if (s == NULL)
+        return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
+    return 0;
+}
+
+int cq_worker_list_sessions(struct cq_worker *w, int status_filter, size_t max,
+                            const char *next_token, struct cq_session_info *out, size_t *n,
+                            char next_token_out[CQ_SESSION_ID_MAX + 1], struct cq_error *err)
+{
+    (void)err;
+    *n = 0;
+    if (next_token_out != NULL)
+        next_token_out[0] = '\0';
+    pthread_mutex_lock(&w->lock);
+    /* The list is newest first; a token is the id of the last session returned. */
+    struct cq_session *s = w->sessions;
+    if (next_token != NULL && next_token[0] != '\0') {
+        while (s != NULL && strcmp(s->id, next_token) != 0)
+            s = s->next;
+        if (s != NULL)
+            s = s->next;
+    }
+    for (; s != NULL; s = s->next) {
+        if (status_filter != 0 && (int)s->status != status_filter)
+            continue;
+        if (*n == max) {
+            if (next_token_out != NULL)
+                snprintf(next_token_out, CQ_SESSION_ID_MAX + 1, "%s", out[*n - 1].session_id);
+            break;
+        }
+        fill_info(s, &out[(*n)++]);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+}
+
+/* Expires sessions past their time to live, and forgets long-terminated ones. */
+static void *reaper_main(void *arg)
+{
+    struct cq_worker *w = arg;
+    pthread_mutex_lock(&w->lock);
+    while (!w->stopping) {
+    expire:
+        for (struct cq_session *s = w->sessions; s != NULL; s = s->next) {
+            if (s->status == CQ_SESSION_READY && s->expires_mono_ms <= cq_now_ms()) {
+                terminate_locked(w, s);
+                goto expire; /* the list may have changed while the lock was dropped */
+            }
+        }
+        uint64_t now = cq_now_ms(), next = now + 60000;
+        for (struct cq_session *s = w->sessions; s != NULL; s = s->next)
+            if (s->status == CQ_SESSION_READY && s->expires_mono_ms < next)
+                next = s->expires_mono_ms;
+        struct cq_session **link = &w->sessions;
+        while (*link != NULL) {
+            struct cq_session *s = *link;
+            if (s->status == CQ_SESSION_TERMINATED && s->refs == 0 &&
+                now - s->terminated_mono_ms > TERMINATED_KEPT_MS) {
+                *link = s->next;
+                free_session(s);
+            } else {
+                link = &s->next;
+            }
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        uint64_t wait_ms = next > now ? next - now : 0;
+        until.tv_sec += (time_t)(wait_ms / 1000);
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->reaper_cond, &w->lock, &until);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
+                     struct cq_error *err)
+{
+    struct cq_worker *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate worker");
+    w->cfg = *cfg;
+    if (w->cfg.warm_pool_size > CQ_WORKER_MAX_POOL)
+        w->cfg.warm_pool_size = CQ_WORKER_MAX_POOL;
+    if (w->cfg.output_limit_bytes == 0)
+        w->cfg.output_limit_bytes = CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
+    if (w->cfg.default_call_timeout_s <= 0)
+        w->cfg.default_call_timeout_s = CQ_WORKER_DEFAULT_CALL_TIMEOUT;
+    if (w->cfg.default_session_ttl_s == 0)
+        w->cfg.default_session_ttl_s = CQ_WORKER_DEFAULT_SESSION_TTL_S;
+    struct cq_sandbox_config check;
+    cq_sandbox_config_init(&check);
+    check.limits = w->cfg.limits;
+    if (find_runtimes(cfg, w->runtimes_dir, err) < 0 ||
+        cq_sandbox_config_validate(&check, err) < 0) {
+        free(w);
+        return -1;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->reaper_cond, NULL);
+    pthread_mutex_init(&w->pool.lock, NULL);
+    pthread_cond_init(&w->pool.cond, NULL);
+    int rc = pthread_create(&w->reaper, NULL, reaper_main, w);
+    if (rc == 0 && w->cfg.warm_pool_size > 0) {
+        rc = pthread_create(&w->pool.thread, NULL, pool_main, w);
+        w->pool.running = rc == 0;
+    }
+    if (rc != 0) {
+        cq_error_sys(err, rc, "worker threads");
+        cq_worker_destroy(w);
+        return -1;
+    }
+    *out = w;
+    return 0;
+}
+
+void cq_worker_destroy(struct cq_worker *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->pool.lock);
+    w->pool.stopping = true;
+    pthread_cond_broadcast(&w->pool.cond);
+    pthread_mutex_unlock(&w->pool.lock);
+    if (w->pool.running)
+        pthread_join(w->pool.thread, NULL);
+    for (size_t i = 0; i < w->pool.n; i++) {
+        cq_kernel_stop(w->pool.items[i].python);
+        cq_sandbox_destroy(w->pool.items[i].sandbox);
+    }
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_broadcast(&w->reaper_cond);
+    pthread_mutex_unlock(&w->lock);
+    if (w->reaper)
+        pthread_join(w->reaper, NULL);
+    pthread_mutex_lock(&w->lock);
+    for (struct cq_session *s = w->sessions; s != NULL; s = s->next)
+        if (s->status == CQ_SESSION_READY)
+            terminate_locked(w, s);
+    while (w->sessions != NULL) {
+        struct cq_session *s = w->sessions;
+        w->sessions = s->next;
+        free_session(s);
+    }
+    pthread_mutex_unlock(&w->lock);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->reaper_cond);
+    pthread_mutex_destroy(&w->pool.lock);
+    pthread_cond_destroy(&w->pool.cond);
+    free(w);
+}
+
+int cq_session_kernel(struct cq_worker *w, struct cq_session *s, bool javascript,
+                      struct cq_kernel **out, struct cq_error *err)
+{
+    struct kernel_slot *slot = &s->kernels[javascript];
+    if (slot->kernel == NULL && start_kernel(s->sandbox, javascript, false,
+                                             (const char *const *)s->env, &slot->kernel, err) < 0)
+        return -1;
+    (void)w;
+    *out = slot->kernel;
+    return 0;
+}

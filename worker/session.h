@@ -1,0 +1,64 @@
+/* worker/session.h - the worker's session table (private to worker/). */
+#ifndef CQ_WORKER_SESSION_H
+#define CQ_WORKER_SESSION_H
+
+#include "worker/internal.h"
+
+#define CQ_WORKER_MAX_POOL 16
+
+struct kernel_slot {
+    pthread_mutex_t run; /* one cell at a time; also guards starting the kernel */
+    struct cq_kernel *kernel;
+};
+
+struct cq_session {
+    char id[CQ_SESSION_ID_MAX + 1];
+    char name[101];
+    enum cq_session_status status; /* guarded by the worker's lock */
+    int64_t created_ms, updated_ms;
+    uint32_t ttl_s;
+    uint64_t expires_mono_ms, terminated_mono_ms;
+    int refs;            /* calls in progress; guarded by the worker's lock */
+    pthread_cond_t idle; /* refs reached 0 */
+    struct cq_sandbox *sandbox;
+    struct cq_files files;
+    char **env;                    /* the session's variables, NAME=VALUE */
+    struct kernel_slot kernels[2]; /* [0] Python, [1] Node */
+    pthread_mutex_t tasks_lock;
+    struct cq_task **tasks;
+    size_t n_tasks;
+    struct cq_session *next;
+};
+
+struct cq_worker {
+    struct cq_worker_config cfg;
+    char runtimes_dir[4096];     /* on the host */
+    pthread_mutex_t lock;        /* sessions list, statuses, refs, n_live */
+    struct cq_session *sessions; /* newest first */
+    unsigned n_live;
+    bool stopping;
+    pthread_t reaper;
+    pthread_cond_t reaper_cond;
+    struct {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        pthread_t thread;
+        bool running, stopping;
+        struct {
+            struct cq_sandbox *sandbox;
+            struct cq_kernel *python;
+        } items[CQ_WORKER_MAX_POOL];
+        size_t n;
+    } pool;
+};
+
+/* A ready session, held against termination until released; NULL if none. */
+struct cq_session *cq_session_acquire(struct cq_worker *w, const char *id);
+void cq_session_release(struct cq_worker *w, struct cq_session *s);
+uint64_t cq_session_remaining_ms(const struct cq_session *s);
+/* The session's kernel for the language, started on first use. Call with the slot's
+ * run mutex held. */
+int cq_session_kernel(struct cq_worker *w, struct cq_session *s, bool javascript,
+                      struct cq_kernel **out, struct cq_error *err);
+
+#endif
