@@ -20,12 +20,13 @@
 #include <unistd.h>
 
 #define MAX_CODE_BYTES (16ULL << 20)
+#define MAX_INPUTS     64
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: codeq exec [--lang python|javascript|typescript] [--timeout SECONDS]\n"
-            "                  [--json] [--out DIR] (-c CODE | FILE | -)\n"
+            "                  [--file PATH]... [--json] [--out DIR] (-c CODE | FILE | -)\n"
             "\n"
             "Runs code in a fresh sandboxed session (the embedded worker: no Kafka, no Redis),\n"
             "prints its stdout and stderr as they come, and the value of a final expression.\n"
@@ -37,6 +38,8 @@ static void usage(FILE *out)
             "                    typescript\n"
             "  --timeout SECONDS wall-clock limit of the run (default %.0f); on expiry the code\n"
             "                    is interrupted\n"
+            "  --file PATH       copy the host file PATH into the workspace (under its name)\n"
+            "                    before the code runs; repeatable\n"
             "  --json            print the whole result as JSON in AgentCore's shape (content,\n"
             "                    structuredContent, isError) instead of the output\n"
             "  --out DIR         save images the code produced (image-1.png, ...) and the\n"
@@ -56,13 +59,14 @@ static int usage_error(const char *msg, const char *arg)
     return CQ_EXIT_USAGE;
 }
 
-static char *read_all(int fd, size_t *len)
+/* The whole of fd, NUL-terminated, refusing more than limit bytes (EFBIG). */
+static char *read_all_limit(int fd, size_t *len, uint64_t limit)
 {
     size_t cap = 65536, used = 0;
     char *buf = malloc(cap + 1);
     while (buf != NULL) {
         if (used == cap) {
-            if (cap >= MAX_CODE_BYTES) {
+            if (cap >= limit) {
                 free(buf);
                 errno = EFBIG;
                 return NULL;
@@ -210,11 +214,54 @@ static int save_workspace(struct cq_worker *w, const char *session, const char *
     return failures;
 }
 
+/* Copies host files into the workspace through writeFiles, like any client would. */
+static int upload(struct cq_worker *w, const char *session, const char *const *paths, size_t n)
+{
+    struct cq_file_content content[MAX_INPUTS];
+    char *data[MAX_INPUTS] = {0};
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+        size_t len = 0;
+        data[i] = fd >= 0 ? read_all_limit(fd, &len, CQ_WORKER_MAX_FILE_BYTES) : NULL;
+        if (fd >= 0)
+            close(fd);
+        if (data[i] == NULL) {
+            fprintf(stderr, "codeq: cannot read '%s': %s\n", paths[i], strerror(errno));
+            rc = -1;
+            break;
+        }
+        const char *base = strrchr(paths[i], '/');
+        content[i] = (struct cq_file_content){
+            .path = base != NULL ? base + 1 : paths[i],
+            .is_blob = true,
+            .data = (const uint8_t *)data[i],
+            .len = len,
+        };
+    }
+    if (rc == 0) {
+        struct cq_invoke_args args = {.content = content, .n_content = n};
+        struct cq_result r;
+        cq_worker_invoke(w, session, "writeFiles", &args, NULL, NULL, &r);
+        if (r.is_error) {
+            for (size_t i = 0; i < r.n_blocks; i++)
+                if (r.blocks[i].type == CQ_BLOCK_TEXT)
+                    fprintf(stderr, "codeq: %s\n", r.blocks[i].text);
+            rc = -1;
+        }
+        cq_result_free(&r);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(data[i]);
+    return rc;
+}
+
 int cq_cmd_exec(int argc, char **argv)
 {
-    enum { OPT_LANG = 256, OPT_TIMEOUT, OPT_JSON, OPT_OUT };
+    enum { OPT_LANG = 256, OPT_TIMEOUT, OPT_JSON, OPT_OUT, OPT_FILE };
     static const struct option longopts[] = {
         {"lang", required_argument, NULL, OPT_LANG},
+        {"file", required_argument, NULL, OPT_FILE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
         {"out", required_argument, NULL, OPT_OUT},
@@ -222,6 +269,8 @@ int cq_cmd_exec(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *lang = NULL, *code_arg = NULL, *out_dir = NULL;
+    const char *inputs[MAX_INPUTS];
+    size_t n_inputs = 0;
     bool json = false;
     double timeout_s = 0;
     struct cq_error err;
@@ -255,6 +304,13 @@ int cq_cmd_exec(int argc, char **argv)
         case OPT_OUT:
             out_dir = optarg;
             break;
+        case OPT_FILE:
+            if (n_inputs == MAX_INPUTS)
+                return usage_error("--file: at most %s files", "64");
+            if (access(optarg, R_OK) != 0)
+                return usage_error("--file: cannot read '%s'", optarg);
+            inputs[n_inputs++] = optarg;
+            break;
         default:
             return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -271,7 +327,7 @@ int cq_cmd_exec(int argc, char **argv)
         int fd = strcmp(file, "-") == 0 ? STDIN_FILENO : open(file, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             return usage_error("cannot open '%s'", file);
-        code = read_all(fd, &code_len);
+        code = read_all_limit(fd, &code_len, MAX_CODE_BYTES);
         if (fd != STDIN_FILENO)
             close(fd);
         if (code == NULL)
@@ -313,6 +369,9 @@ int cq_cmd_exec(int argc, char **argv)
     bool stopped = stopper.signal != 0;
     pthread_mutex_unlock(&stopper.lock);
     if (stopped)
+        goto out;
+
+    if (n_inputs > 0 && upload(w, info.session_id, inputs, n_inputs) < 0)
         goto out;
 
     struct cq_invoke_args args = {.code = code, .language = lang, .timeout_s = timeout_s};

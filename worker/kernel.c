@@ -35,7 +35,8 @@ struct stream {
     int fd;
     char *pending; /* read, not yet emitted: may hold the start of the marker */
     size_t len;
-    bool done; /* the cell's marker was seen */
+    bool done;   /* the cell's marker was seen */
+    bool closed; /* the kernel closed this descriptor: no output, no markers, ever */
 };
 
 struct cq_kernel {
@@ -295,8 +296,9 @@ static void feed(struct cell *c, int s, struct stream *st, const char *data, siz
     st->len -= emit_len;
 }
 
-/* Reads a stream until it would block; false at EOF (the kernel is gone). */
-static bool drain(struct cell *c, int s, struct stream *st)
+/* Reads a stream until it would block. At EOF the stream is closed for good (a cell
+ * closed fd 1 or 2, or the kernel died: the status channel tells which). */
+static void drain(struct cell *c, int s, struct stream *st)
 {
     char buf[65536];
     for (;;) {
@@ -306,8 +308,9 @@ static bool drain(struct cell *c, int s, struct stream *st)
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return true;
-        return false;
+            return;
+        st->closed = st->done = true;
+        return;
     }
 }
 
@@ -334,6 +337,17 @@ static void add_images(struct cq_result *r, json_t *images)
 static const char *language_name(enum cq_language l)
 {
     return l == CQ_LANG_PYTHON ? "python" : l == CQ_LANG_JAVASCRIPT ? "javascript" : "typescript";
+}
+
+/* True if the kernel's process has not reported its end within wait_ms (a process
+ * that just died reports within milliseconds; one still running does not). */
+static bool status_pending(struct cq_kernel *k, int wait_ms)
+{
+    struct pollfd pfd = {.fd = cq_process_status_fd(k->proc), .events = POLLIN};
+    int rc;
+    while ((rc = poll(&pfd, 1, wait_ms)) < 0 && errno == EINTR)
+        ;
+    return rc == 0;
 }
 
 /* Why a kernel died, for people. */
@@ -369,7 +383,7 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
     cq_capture_init(&cell.capture[0], x->output_limit);
     cq_capture_init(&cell.capture[1], x->output_limit);
     for (int s = 0; s < 2; s++)
-        k->out[s].done = false;
+        k->out[s].done = k->out[s].closed;
 
     uint64_t started = cq_now_us();
     json_t *req = json_pack("{s:I, s:s, s:s, s:b, s:s, s:s}", "id", (json_int_t)k->next_id, "op",
@@ -386,7 +400,7 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
     json_t *reply = NULL;
     bool interrupted = false, timed_out = false, gone = sent < 0;
     uint64_t deadline = cq_now_ms() + (x->timeout_ms ? x->timeout_ms : UINT32_MAX);
-    while (!gone && !(reply != NULL && k->out[0].done && k->out[1].done)) {
+    while (!gone && reply == NULL) {
         uint64_t now = cq_now_ms();
         if (now >= deadline) {
             if (!interrupted) {
@@ -415,12 +429,13 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
             break;
         }
         for (int s = 0; s < 2; s++)
-            if (pfd[1 + s].revents && !drain(&cell, s, &k->out[s]))
-                gone = true;
+            if (pfd[1 + s].revents)
+                drain(&cell, s, &k->out[s]);
         if (pfd[0].revents) {
             if (read_reply_bytes(k) < 0 &&
-                memchr(k->line ? k->line : "", '\n', k->line_len) == NULL)
+                memchr(k->line ? k->line : "", '\n', k->line_len) == NULL) {
                 gone = true;
+            }
             while (reply == NULL && k->line_len > 0 && memchr(k->line, '\n', k->line_len)) {
                 json_t *candidate = take_reply(k);
                 json_t *cid = json_object_get(candidate, "id");
@@ -433,18 +448,43 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
         if (pfd[3].revents)
             gone = true;
     }
+    /* The kernel writes the markers before it answers, so once the answer is here
+     * they are in the pipes: one more read finds them. A cell that closed its own
+     * stdout or stderr never gets a marker there; what was read is its output. */
+    if (reply != NULL) {
+        for (int s = 0; s < 2; s++) {
+            if (!k->out[s].done)
+                drain(&cell, s, &k->out[s]);
+            if (!k->out[s].done || k->out[s].closed) {
+                emit(&cell, s, k->out[s].pending, k->out[s].len);
+                k->out[s].len = 0;
+            }
+        }
+    }
     result->has_structured = true;
     result->execution_time_ms = (double)(cq_now_us() - started) / 1000.0;
 
     if (gone) {
         /* Whatever was written before it died is still the cell's output. */
         for (int s = 0; s < 2; s++) {
-            drain(&cell, s, &k->out[s]);
+            if (!k->out[s].closed)
+                drain(&cell, s, &k->out[s]);
             emit(&cell, s, k->out[s].pending, k->out[s].len);
             k->out[s].len = 0;
         }
         char why[200];
-        describe_death(k, why, sizeof(why));
+        /* A kernel that died reports within milliseconds; one that is alive but closed
+         * its channel (a cell closed fd 0's socket) does not, and is ended. */
+        if (status_pending(k, 2000)) {
+            /* Alive but no longer talking (a cell closed the control socket): end it. */
+            cq_process_kill(k->proc);
+            snprintf(why, sizeof(why), "it stopped answering: its control channel was closed");
+            struct cq_process_report ignored;
+            struct cq_error ignored_err;
+            cq_process_wait(k->proc, NULL, &ignored, &ignored_err);
+        } else {
+            describe_death(k, why, sizeof(why));
+        }
         *dead = true;
         const char *lang = k->javascript ? "JavaScript" : "Python";
         char note[512];

@@ -193,12 +193,19 @@ async function execute(request) {
     if (result !== undefined) value = inspect(result, { depth: 4, colors: false });
   } catch (error) {
     ok = false;
-    writeSync(2, Buffer.from(describeError(error) + '\n'));
+    try {
+      writeSync(2, Buffer.from(describeError(error) + '\n'));
+    } catch (e) {
+      // stderr closed by the cell
+    }
   }
   const marker = Buffer.from(String(request.marker || ''));
-  if (marker.length) {
-    writeSync(1, marker);
-    writeSync(2, marker);
+  for (const fd of marker.length ? [1, 2] : []) {
+    try {
+      writeSync(fd, marker);
+    } catch (e) {
+      // The cell closed the descriptor: its output ends here.
+    }
   }
   return { id: request.id, ok, value, images: [] };
 }

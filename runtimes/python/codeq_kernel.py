@@ -120,9 +120,11 @@ class Kernel:
         images = self.figures()
         self.flush_all()
         marker = request.get("marker", "").encode()
-        if marker:
-            os.write(1, marker)
-            os.write(2, marker)
+        for fd in (1, 2) if marker else ():
+            try:
+                os.write(fd, marker)
+            except OSError:
+                pass  # the cell closed or replaced the descriptor: its output ends here
         return {"id": request.get("id"), "ok": ok, "value": value, "images": images}
 
     def serve(self):
