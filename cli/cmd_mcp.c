@@ -24,6 +24,9 @@
 #define PROTOCOL_VERSION "2025-06-18"
 /* A writeFiles of 100 MB arrives base64-encoded inside one line. */
 #define MAX_LINE_BYTES (160ULL << 20)
+/* Calls run on threads of their own; beyond this many at once, a call is refused
+ * rather than letting a flood exhaust threads and memory. */
+#define MAX_CALLS_RUNNING 64
 
 #ifndef CQ_VERSION
 #define CQ_VERSION "0.0.0"
@@ -109,8 +112,18 @@ static void start_call(struct cq_mcp_context *ctx, json_t *id, json_t *params)
     c->id = json_incref(id);
     c->arguments = json_incref(json_object_get(params, "arguments"));
     pthread_mutex_lock(&calls_lock);
-    calls_running++;
+    bool busy = calls_running >= MAX_CALLS_RUNNING;
+    if (!busy)
+        calls_running++;
     pthread_mutex_unlock(&calls_lock);
+    if (busy) {
+        send_error(id, -32000, "server busy: too many calls in progress; retry later");
+        json_decref(c->id);
+        json_decref(c->arguments);
+        free(c->name);
+        free(c);
+        return;
+    }
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -182,6 +195,67 @@ static void handle(struct cq_mcp_context *ctx, const char *line, size_t len)
     json_decref(msg);
 }
 
+/* Lines of standard input, never holding more than MAX_LINE_BYTES: a longer line is
+ * skipped to its end. */
+struct line_reader {
+    char *buf;
+    size_t len, start, cap;
+    bool skipping, eof;
+};
+
+/* 1 and the line (without '\n'), -1 for a line that was too long, 0 at the end. */
+static int read_line(struct line_reader *r, const char **line, size_t *len)
+{
+    for (;;) {
+        char *nl = r->len > r->start ? memchr(r->buf + r->start, '\n', r->len - r->start) : NULL;
+        if (nl != NULL) {
+            *line = r->buf + r->start;
+            *len = (size_t)(nl - *line);
+            r->start += *len + 1;
+            if (r->skipping) {
+                r->skipping = false;
+                return -1;
+            }
+            return 1;
+        }
+        if (r->eof) {
+            if (r->len > r->start && !r->skipping) {
+                *line = r->buf + r->start;
+                *len = r->len - r->start;
+                r->start = r->len;
+                return 1;
+            }
+            return 0;
+        }
+        /* Keep only the unfinished line; drop it while skipping an oversized one. */
+        memmove(r->buf, r->buf + r->start, r->len - r->start);
+        r->len -= r->start;
+        r->start = 0;
+        if (r->len > MAX_LINE_BYTES) {
+            r->skipping = true;
+            r->len = 0;
+        }
+        if (r->cap - r->len < 65536) {
+            size_t cap = r->cap ? r->cap * 2 : 1 << 20;
+            char *bigger = realloc(r->buf, cap);
+            if (bigger == NULL) {
+                r->skipping = true;
+                r->len = 0;
+                continue;
+            }
+            r->buf = bigger;
+            r->cap = cap;
+        }
+        ssize_t n = read(STDIN_FILENO, r->buf + r->len, r->cap - r->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            r->eof = true;
+        else
+            r->len += (size_t)n;
+    }
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -250,20 +324,21 @@ int cq_cmd_mcp(int argc, char **argv)
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         return CQ_EXIT_INTERNAL;
     }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    while ((n = getline(&line, &cap, stdin)) >= 0) {
-        if ((size_t)n > MAX_LINE_BYTES) {
-            send_error(NULL, -32600, "request larger than the 160 MB limit");
+    struct line_reader reader = {0};
+    const char *line;
+    size_t n;
+    int rc;
+    while ((rc = read_line(&reader, &line, &n)) != 0) {
+        if (rc < 0) {
+            send_error(NULL, -32600, "request larger than the 160 MB limit; ignored");
             continue;
         }
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        while (n > 0 && line[n - 1] == '\r')
             n--;
         if (n > 0)
-            handle(&ctx, line, (size_t)n);
+            handle(&ctx, line, n);
     }
-    free(line);
+    free(reader.buf);
     pthread_mutex_lock(&calls_lock);
     while (calls_running > 0)
         pthread_cond_wait(&calls_done, &calls_lock);
