@@ -128,12 +128,14 @@ static struct {
     int signal;
 } stopper = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+/* SIGUSR1 is ours: it tells the signal thread to quit. */
 static void stop_signals(sigset_t *set)
 {
     sigemptyset(set);
     sigaddset(set, SIGINT);
     sigaddset(set, SIGTERM);
     sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
 }
 
 static void *signal_main(void *arg)
@@ -142,7 +144,7 @@ static void *signal_main(void *arg)
     sigset_t set;
     stop_signals(&set);
     int sig;
-    if (sigwait(&set, &sig) != 0)
+    if (sigwait(&set, &sig) != 0 || sig == SIGUSR1)
         return NULL;
     pthread_mutex_lock(&stopper.lock);
     stopper.signal = sig;
@@ -413,7 +415,7 @@ out:
     int sig = stopper.signal;
     pthread_mutex_unlock(&stopper.lock);
     cq_worker_destroy(w);
-    pthread_cancel(signal_thread);
+    pthread_kill(signal_thread, SIGUSR1);
     pthread_join(signal_thread, NULL);
     if (sig != 0) {
         fprintf(stderr, "codeq: stopped by signal %d (%s)\n", sig, strsignal(sig));

@@ -228,9 +228,11 @@ static int read_line(struct line_reader *r, const char **line, size_t *len)
             return 0;
         }
         /* Keep only the unfinished line; drop it while skipping an oversized one. */
-        memmove(r->buf, r->buf + r->start, r->len - r->start);
-        r->len -= r->start;
-        r->start = 0;
+        if (r->buf != NULL && r->start > 0) {
+            memmove(r->buf, r->buf + r->start, r->len - r->start);
+            r->len -= r->start;
+            r->start = 0;
+        }
         if (r->len > MAX_LINE_BYTES) {
             r->skipping = true;
             r->len = 0;

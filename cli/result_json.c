@@ -2,9 +2,24 @@
 #define _GNU_SOURCE
 #include "cli/result_json.h"
 #include "common/base64.h"
+#include "common/utf8.h"
+#include <string.h>
 
 #include <stdlib.h>
 #include <time.h>
+
+/* A JSON string of text that may not be valid UTF-8 (jansson refuses such text):
+ * invalid bytes become U+FFFD instead of the field disappearing. */
+static json_t *text_string(const char *text)
+{
+    json_t *s = json_string(text);
+    if (s != NULL || text == NULL)
+        return s;
+    char *clean = cq_utf8_sanitize(text, strlen(text));
+    s = clean != NULL ? json_string(clean) : NULL;
+    free(clean);
+    return s;
+}
 
 /* Steals value; a NULL value (allocation failure) is skipped rather than crashing. */
 static void put(json_t *obj, const char *key, json_t *value)
@@ -27,32 +42,32 @@ static json_t *block_to_json(const struct cq_block *b)
     switch (b->type) {
     case CQ_BLOCK_TEXT:
         put(o, "type", json_string("text"));
-        put(o, "text", json_string(b->text));
+        put(o, "text", text_string(b->text));
         break;
     case CQ_BLOCK_IMAGE:
         put(o, "type", json_string("image"));
         put(o, "data", base64_string(b->data, b->data_len));
-        put(o, "mimeType", json_string(b->mime_type));
+        put(o, "mimeType", text_string(b->mime_type));
         break;
     case CQ_BLOCK_RESOURCE: {
         json_t *res = json_object();
-        put(res, "uri", json_string(b->uri));
-        put(res, "mimeType", json_string(b->mime_type));
+        put(res, "uri", text_string(b->uri));
+        put(res, "mimeType", text_string(b->mime_type));
         if (b->is_blob)
             put(res, "blob", base64_string(b->data, b->data_len));
         else
-            put(res, "text", json_string(b->text));
+            put(res, "text", text_string(b->text));
         put(o, "type", json_string("resource"));
         put(o, "resource", res);
         break;
     }
     case CQ_BLOCK_RESOURCE_LINK:
         put(o, "type", json_string("resource_link"));
-        put(o, "uri", json_string(b->uri));
-        put(o, "name", json_string(b->name));
-        put(o, "mimeType", json_string(b->mime_type));
+        put(o, "uri", text_string(b->uri));
+        put(o, "name", text_string(b->name));
+        put(o, "mimeType", text_string(b->mime_type));
         put(o, "size", json_integer((json_int_t)b->size));
-        put(o, "description", json_string(b->description));
+        put(o, "description", text_string(b->description));
         break;
     }
     return o;
@@ -68,13 +83,13 @@ json_t *cq_result_to_json(const struct cq_result *r)
     if (r->has_structured) {
         json_t *sc = json_object();
         if (r->task_id != NULL) {
-            put(sc, "taskId", json_string(r->task_id));
+            put(sc, "taskId", text_string(r->task_id));
             put(sc, "taskStatus", json_string(cq_task_status_name(r->task_status)));
         }
         if (r->stdout_text != NULL)
-            put(sc, "stdout", json_string(r->stdout_text));
+            put(sc, "stdout", text_string(r->stdout_text));
         if (r->stderr_text != NULL)
-            put(sc, "stderr", json_string(r->stderr_text));
+            put(sc, "stderr", text_string(r->stderr_text));
         /* A task still running has no exit code yet. */
         if (r->task_status != CQ_TASK_WORKING && r->task_status != CQ_TASK_SUBMITTED)
             put(sc, "exitCode", json_integer(r->exit_code));
@@ -87,7 +102,7 @@ json_t *cq_result_to_json(const struct cq_result *r)
         json_t *err = json_object();
         put(err, "code", json_string(cq_result_error_name(r->error_code)));
         if (r->error_message != NULL)
-            put(err, "message", json_string(r->error_message));
+            put(err, "message", text_string(r->error_message));
         put(o, "_codeq_error", err);
     }
     return o;
@@ -107,8 +122,8 @@ static json_t *iso_time(int64_t unix_ms)
 json_t *cq_session_to_json(const struct cq_session_info *info)
 {
     json_t *o = json_object();
-    put(o, "sessionId", json_string(info->session_id));
-    put(o, "name", json_string(info->name));
+    put(o, "sessionId", text_string(info->session_id));
+    put(o, "name", text_string(info->name));
     put(o, "status", json_string(info->status == CQ_SESSION_READY ? "READY" : "TERMINATED"));
     put(o, "createdAt", iso_time(info->created_at_ms));
     put(o, "lastUpdatedAt", iso_time(info->last_updated_at_ms));

@@ -47,9 +47,14 @@ static int value_of(char c)
 
 int cq_base64_decode(const char *text, size_t len, uint8_t **out, size_t *out_len)
 {
-    while (len > 0 && text[len - 1] == '=')
+    /* Padding is optional, but when present it completes a group of four, with at
+     * most two '='. */
+    size_t padded = len, pads = 0;
+    while (len > 0 && text[len - 1] == '=') {
         len--;
-    if (len % 4 == 1)
+        pads++;
+    }
+    if (len % 4 == 1 || pads > 2 || (pads > 0 && padded % 4 != 0))
         return -1;
     uint8_t *buf = malloc(len / 4 * 3 + 3);
     if (buf == NULL)

@@ -112,6 +112,7 @@ struct init_launch {
     int init_fd;    /* O_PATH fd of codeq-sandbox-init */
     int socket_fd;  /* init's end of the control socket */
     int sync_fd;    /* read end: one byte when the id maps are written */
+    int sync_write; /* its other end, which the child must not keep open */
     int devnull_fd; /* becomes init's stdio: it must hold nothing of the host's */
     int cgroup_fd;  /* v2: the cgroup directory for CLONE_INTO_CGROUP; -1 on v1 */
 };
@@ -119,6 +120,11 @@ struct init_launch {
 /* The child after clone: raw system calls only (see the top of the file). */
 static void __attribute__((noreturn)) init_child(const struct init_launch *launch)
 {
+    /* The child holds copies of all the supervisor's fds until it execs. Its copy of
+     * the sync pipe's write end would keep the read below from ever seeing EOF if the
+     * supervisor died first: the child would hang on, holding other sandboxes'
+     * control sockets open (and so their inits alive). */
+    syscall(SYS_close, launch->sync_write);
     char byte;
     if (syscall(SYS_read, launch->sync_fd, &byte, 1) != 1)
         syscall(SYS_exit_group, 120);
@@ -395,6 +401,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         .init_fd = init_binary.fd,
         .socket_fd = init_end,
         .sync_fd = sync_read,
+        .sync_write = sync_write,
         .devnull_fd = devnull,
         .cgroup_fd = version == 2 ? sb->cgroup.dirfd[0] : -1,
     };

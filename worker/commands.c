@@ -26,13 +26,18 @@ struct capture_pair {
 static void on_output(void *ctx, int stream, const char *data, size_t len)
 {
     struct capture_pair *cp = ctx;
+    struct cq_capture *c = &cp->out[stream == 2];
     if (cp->lock != NULL)
         pthread_mutex_lock(cp->lock);
-    cq_capture_append(&cp->out[stream == 2], data, len);
+    uint64_t before = c->total;
+    cq_capture_append(c, data, len);
     if (cp->lock != NULL)
         pthread_mutex_unlock(cp->lock);
-    if (cp->forward != NULL)
-        cp->forward(cp->ctx, stream, data, len);
+    /* Live output stops where the kept output stops, per stream. */
+    if (cp->forward != NULL && before < c->limit) {
+        uint64_t room = c->limit - before;
+        cp->forward(cp->ctx, stream, data, len < room ? len : (size_t)room);
+    }
 }
 
 static int spawn_command(const struct cq_command *c, struct cq_process **proc, struct cq_error *err)
@@ -43,8 +48,9 @@ static int spawn_command(const struct cq_command *c, struct cq_process **proc, s
     req.env = c->env;
     req.timeout_ms = c->timeout_ms;
     req.stdout_mode = req.stderr_mode = CQ_STDIO_PIPE;
-    /* The supervisor discards past this; the capture keeps the same amount. */
-    req.output_limit_bytes = 2 * c->output_limit;
+    /* Each stream is limited by its own capture: a flood on stdout must not crowd out
+     * the error message on stderr. The supervisor still reads (and counts) it all. */
+    req.output_limit_bytes = UINT64_MAX;
     return cq_sandbox_spawn(c->sandbox, &req, proc, err);
 }
 

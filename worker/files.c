@@ -134,7 +134,8 @@ static const char *describe_errno(int e)
     case ENOENT:
         return "no such file or directory";
     case ENOTDIR:
-        return "a part of the path is not a directory";
+        return "a part of the path is not a directory (or is a symbolic link, which codeq "
+               "does not follow)";
     case EISDIR:
         return "it is a directory";
     case ENOSPC:
@@ -332,6 +333,8 @@ static void cq_files_read_as_user(const struct cq_files *f, const char *const *p
                  e == EFBIG ? "larger than the 100 MB limit" : describe_errno(e));
             if (e == ENOENT && r->error_code == CQ_RESULT_INVALID_ARGUMENT)
                 r->error_code = CQ_RESULT_NOT_FOUND;
+            if (e == EFBIG)
+                r->error_code = CQ_RESULT_LIMIT_EXCEEDED;
             continue;
         }
         /* Text when it is valid UTF-8 without NULs, bytes otherwise. */
@@ -418,7 +421,21 @@ static void cq_files_list_as_user(const struct cq_files *f, const char *director
             mime = "application/octet-stream";
             kind = "special file";
         }
-        cq_result_add_link(r, path, en->name, mime, (uint64_t)en->st.st_size, kind);
+        /* Results are JSON: a name that is not UTF-8 is shown with U+FFFD (and so
+         * cannot be given back as a path; the description says so). */
+        if (cq_utf8_valid((const uint8_t *)path, strlen(path))) {
+            cq_result_add_link(r, path, en->name, mime, (uint64_t)en->st.st_size, kind);
+        } else {
+            char *clean_path = cq_utf8_sanitize(path, strlen(path));
+            char *clean_name = cq_utf8_sanitize(en->name, strlen(en->name));
+            char description[64];
+            snprintf(description, sizeof(description), "%s (name is not valid UTF-8)", kind);
+            if (clean_path != NULL && clean_name != NULL)
+                cq_result_add_link(r, clean_path, clean_name, mime, (uint64_t)en->st.st_size,
+                                   description);
+            free(clean_path);
+            free(clean_name);
+        }
     }
     if (truncated)
         note(r, false, "listFiles: only the first %d entries are listed", MAX_LIST_ENTRIES);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include "common/utf8.h"
 #include "worker/worker.h"
 
 /* ---- result.c --------------------------------------------------------------------- */
@@ -16,9 +17,6 @@ int cq_result_add_resource(struct cq_result *r, const char *path, const char *mi
                            const uint8_t *data, size_t len, bool is_blob);
 int cq_result_add_link(struct cq_result *r, const char *path, const char *name, const char *mime,
                        uint64_t size, const char *description);
-/* A copy of bytes as valid UTF-8 (invalid sequences become U+FFFD), NUL-terminated. */
-char *cq_utf8_sanitize(const char *data, size_t len);
-bool cq_utf8_valid(const uint8_t *data, size_t len);
 
 /* ---- capture.c: bounded output of one stream of one call --------------------------- */
 

@@ -151,6 +151,8 @@ static int read_reply_bytes(struct cq_kernel *k)
 /* Takes the first complete line off the buffer and parses it. */
 static json_t *take_reply(struct cq_kernel *k)
 {
+    if (k->line == NULL)
+        return NULL;
     char *nl = memchr(k->line, '\n', k->line_len);
     if (nl == NULL)
         return NULL;
@@ -265,6 +267,17 @@ static void emit(struct cell *c, int s, const char *data, size_t len)
     }
 }
 
+/* The length of the longest end of data[0..len) that is a start of the marker: those
+ * bytes may be the first part of a marker split across two reads. */
+static size_t marker_prefix_at_end(const char *data, size_t len, const char *marker, size_t mlen)
+{
+    size_t max = len < mlen - 1 ? len : mlen - 1;
+    for (size_t n = max; n > 0; n--)
+        if (memcmp(data + len - n, marker, n) == 0)
+            return n;
+    return 0;
+}
+
 /* Appends new bytes to a stream and emits what certainly precedes the marker. Bytes
  * after the marker stay pending: they belong to whatever runs next. */
 static void feed(struct cell *c, int s, struct stream *st, const char *data, size_t len)
@@ -277,23 +290,23 @@ static void feed(struct cell *c, int s, struct stream *st, const char *data, siz
         st->pending = p;
         st->len += len;
     }
-    if (st->done || c->marker == NULL)
+    if (st->done || c->marker == NULL || st->len == 0)
         return;
     size_t mlen = strlen(c->marker);
     char *hit = memmem(st->pending, st->len, c->marker, mlen);
-    size_t emit_len;
+    size_t consumed;
     if (hit != NULL) {
-        emit_len = (size_t)(hit - st->pending);
-        emit(c, s, st->pending, emit_len);
-        emit_len += mlen;
+        size_t before = (size_t)(hit - st->pending);
+        emit(c, s, st->pending, before);
+        consumed = before + mlen;
         st->done = true;
     } else {
-        /* Keep back what could be the start of a marker split across reads. */
-        emit_len = st->len > mlen - 1 ? st->len - (mlen - 1) : 0;
-        emit(c, s, st->pending, emit_len);
+        /* Emit at once all but what could begin a marker, so output streams live. */
+        consumed = st->len - marker_prefix_at_end(st->pending, st->len, c->marker, mlen);
+        emit(c, s, st->pending, consumed);
     }
-    memmove(st->pending, st->pending + emit_len, st->len - emit_len);
-    st->len -= emit_len;
+    memmove(st->pending, st->pending + consumed, st->len - consumed);
+    st->len -= consumed;
 }
 
 /* Reads a stream until it would block. At EOF the stream is closed for good (a cell

@@ -188,6 +188,8 @@ static bool pool_take(struct cq_worker *w, struct cq_sandbox **sb, struct cq_ker
         if (!taken) {
             cq_kernel_stop(*k);
             cq_sandbox_destroy(*sb);
+            *k = NULL;
+            *sb = NULL;
         }
     }
     pthread_cond_broadcast(&w->pool.cond); /* refill */
@@ -449,6 +451,8 @@ int cq_worker_list_sessions(struct cq_worker *w, int status_filter, size_t max,
     *n = 0;
     if (next_token_out != NULL)
         next_token_out[0] = '\0';
+    if (max == 0)
+        return 0;
     pthread_mutex_lock(&w->lock);
     /* The list is newest first; a token is the id of the last session returned. */
     struct cq_session *s = w->sessions;
@@ -500,6 +504,10 @@ static void *reaper_main(void *arg)
                 link = &s->next;
             }
         }
+        /* terminate_locked drops the lock: a stop requested meanwhile must not be
+         * missed by the wait below. */
+        if (w->stopping)
+            break;
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         uint64_t wait_ms = next > now ? next - now : 0;

@@ -59,6 +59,22 @@ function installGlobals() {
 installGlobals();
 for (const name of Object.getOwnPropertyNames(globalThis)) baseline.add(name);
 
+/* Makes each name a plain writable global before a cell assigns it: a declaration
+ * such as `const crypto = require('crypto')` would otherwise assign to Node's
+ * read-only `crypto` getter and be ignored (sloppy mode), where a script's own
+ * declaration would shadow it. */
+function prepareGlobals(names) {
+  for (const name of names) {
+    const d = Object.getOwnPropertyDescriptor(globalThis, name);
+    if (d && d.configurable && (d.get || d.set || !d.writable)) {
+      Object.defineProperty(globalThis, name,
+        { value: undefined, writable: true, configurable: true, enumerable: true });
+    }
+  }
+}
+Object.defineProperty(globalThis, '__codeq_prepare', { value: prepareGlobals });
+baseline.add('__codeq_prepare');
+
 function clearContext() {
   for (const name of Object.getOwnPropertyNames(globalThis)) {
     if (baseline.has(name)) continue;
@@ -66,7 +82,11 @@ function clearContext() {
       delete globalThis[name];
     } catch (e) {
       // Function declarations make non-configurable globals: those are emptied.
-      globalThis[name] = undefined;
+      try {
+        globalThis[name] = undefined;
+      } catch (ignored) {
+        // read-only as well: nothing more to do
+      }
     }
   }
   installGlobals();
@@ -98,18 +118,33 @@ function rewrite(source) {
   const isAsync = containsTopLevelAwait(t, sf);
   const edits = []; // [start, end, replacement]
   const hoisted = [];
+  const declared = [];
+  const collect = (name) => {
+    if (t.isIdentifier(name)) {
+      declared.push(name.text);
+    } else if (t.isObjectBindingPattern(name) || t.isArrayBindingPattern(name)) {
+      for (const element of name.elements) {
+        if (!t.isOmittedExpression(element)) collect(element.name);
+      }
+    }
+  };
   const statements = sf.statements;
   statements.forEach((st, index) => {
     const last = index === statements.length - 1;
     if (t.isVariableStatement(st)) {
+      st.declarationList.declarations.forEach((d) => collect(d.name));
       const parts = st.declarationList.declarations.map((d) => {
         const init = d.initializer ? `(${text(d.initializer)})` : 'undefined';
         return `(${text(d.name)} = ${init})`;
       });
       edits.push([st.getStart(sf), st.getEnd(), `${parts.join(', ')};`]);
     } else if (t.isClassDeclaration(st) && st.name) {
+      declared.push(st.name.text);
       edits.push([st.getStart(sf), st.getEnd(), `${st.name.text} = ${text(st)};`]);
+    } else if (!isAsync && t.isFunctionDeclaration(st) && st.name) {
+      declared.push(st.name.text);
     } else if (isAsync && t.isFunctionDeclaration(st) && st.name) {
+      declared.push(st.name.text);
       // Inside the async wrapper a declaration would be local: assign it first
       // instead, which also keeps it callable from earlier statements.
       edits.push([st.getStart(sf), st.getEnd(), '']);
@@ -125,12 +160,14 @@ function rewrite(source) {
   const lastStatement = statements[statements.length - 1];
   const endsWithDeclaration = lastStatement &&
     (t.isVariableStatement(lastStatement) || t.isClassDeclaration(lastStatement));
+  // On the cell's first line, so that line numbers in errors stay the cell's.
+  const prepare = declared.length ? `__codeq_prepare(${stringify(declared)}); ` : '';
   if (isAsync) {
-    return { code: `(async () => { ${hoisted.join(' ')}${code}\n})()`, isAsync };
+    return { code: `${prepare}(async () => { ${hoisted.join(' ')}${code}\n})()`, isAsync };
   }
   // A script's completion value is its last expression statement's value; a
   // declaration rewritten into an assignment must not show the assigned value.
-  return { code: endsWithDeclaration ? `${code}\n;void 0` : code, isAsync };
+  return { code: prepare + (endsWithDeclaration ? `${code}\n;void 0` : code), isAsync };
 }
 
 function transpile(source) {

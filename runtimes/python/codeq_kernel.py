@@ -28,10 +28,17 @@ import signal
 import socket
 import sys
 import traceback
+import types
 
 
 def _fresh_namespace():
-    return {"__name__": "__main__", "__builtins__": builtins, "__doc__": None}
+    """The globals of cells: those of a fresh module registered as __main__, as in
+    Jupyter, so that doctest.testmod(), pickling classes defined in cells and
+    `if __name__ == "__main__"` behave as in a script."""
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = main
+    return main.__dict__
 
 
 class Kernel:
