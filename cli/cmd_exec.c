@@ -156,26 +156,46 @@ static void *signal_main(void *arg)
     return NULL;
 }
 
-/* mkdir -p of path's parents below root; refuses anything that could climb out. */
+/* Writes rel (a workspace path, chosen by the sandboxed code and so hostile) below root.
+ * Each component is created or opened relative to its parent with O_NOFOLLOW: no "..",
+ * no absolute path and no symlink can take the write outside root. */
 static int save_file(const char *root, const char *rel, const uint8_t *data, size_t len)
 {
-    if (rel[0] == '/' || strstr(rel, "..") != NULL)
+    char copy[PATH_MAX];
+    if (rel[0] == '/' || snprintf(copy, sizeof(copy), "%s", rel) >= (int)sizeof(copy))
         return -1;
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof(path), "%s/%s", root, rel) >= (int)sizeof(path))
+    cq_autoclose int dir = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
         return -1;
-    for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')) != NULL; p++) {
-        *p = '\0';
-        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+    char *name = copy;
+    for (char *slash; (slash = strchr(name, '/')) != NULL; name = slash + 1) {
+        *slash = '\0';
+        if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
             return -1;
-        *p = '/';
+        if (mkdirat(dir, name, 0755) < 0 && errno != EEXIST)
+            return -1;
+        int sub = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0)
+            return -1;
+        close(dir);
+        dir = sub;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return -1;
+    cq_autoclose int fd =
+        openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    ssize_t n = len > 0 ? write(fd, data, len) : 0;
-    close(fd);
-    return n == (ssize_t)len ? 0 : -1;
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
 }
 
 /* Copies every regular file of the session's workspace (recursively) into dir. */

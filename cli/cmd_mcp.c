@@ -145,7 +145,7 @@ static void start_call(struct cq_mcp_context *ctx, json_t *id, json_t *params)
 static void handle(struct cq_mcp_context *ctx, const char *line, size_t len)
 {
     json_error_t error;
-    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &error);
+    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
     if (msg == NULL) {
         char text[256];
         snprintf(text, sizeof(text), "parse error: %s", error.text);
@@ -195,11 +195,12 @@ static void handle(struct cq_mcp_context *ctx, const char *line, size_t len)
     json_decref(msg);
 }
 
-/* Lines of standard input, never holding more than MAX_LINE_BYTES: a longer line is
- * skipped to its end. */
+/* Lines of standard input, never holding more than MAX_LINE_BYTES (plus one read): a
+ * longer line is skipped to its end and reported once. */
 struct line_reader {
     char *buf;
     size_t len, start, cap;
+    size_t scanned; /* bytes after start already known to hold no '\n' */
     bool skipping, eof;
 };
 
@@ -207,42 +208,48 @@ struct line_reader {
 static int read_line(struct line_reader *r, const char **line, size_t *len)
 {
     for (;;) {
-        char *nl = r->len > r->start ? memchr(r->buf + r->start, '\n', r->len - r->start) : NULL;
+        size_t from = r->start + r->scanned;
+        char *nl = r->len > from ? memchr(r->buf + from, '\n', r->len - from) : NULL;
         if (nl != NULL) {
             *line = r->buf + r->start;
             *len = (size_t)(nl - *line);
             r->start += *len + 1;
-            if (r->skipping) {
-                r->skipping = false;
-                return -1;
-            }
-            return 1;
+            r->scanned = 0;
+            /* The read that completes a line may take it past the limit. */
+            bool too_long = r->skipping || *len > MAX_LINE_BYTES;
+            r->skipping = false;
+            return too_long ? -1 : 1;
         }
+        r->scanned = r->len - r->start; /* memchr never rescans: linear in the line */
         if (r->eof) {
-            if (r->len > r->start && !r->skipping) {
+            if (r->len > r->start || r->skipping) {
                 *line = r->buf + r->start;
                 *len = r->len - r->start;
                 r->start = r->len;
-                return 1;
+                r->scanned = 0;
+                bool too_long = r->skipping || *len > MAX_LINE_BYTES;
+                r->skipping = false;
+                return too_long ? -1 : 1;
             }
             return 0;
         }
         /* Keep only the unfinished line; drop it while skipping an oversized one. */
-        if (r->buf != NULL && r->start > 0) {
+        if (r->skipping || r->len - r->start > MAX_LINE_BYTES) {
+            r->skipping = true;
+            r->len = r->start = r->scanned = 0;
+        } else if (r->start > 0) {
             memmove(r->buf, r->buf + r->start, r->len - r->start);
             r->len -= r->start;
             r->start = 0;
         }
-        if (r->len > MAX_LINE_BYTES) {
-            r->skipping = true;
-            r->len = 0;
-        }
         if (r->cap - r->len < 65536) {
             size_t cap = r->cap ? r->cap * 2 : 1 << 20;
-            char *bigger = realloc(r->buf, cap);
+            if (cap > MAX_LINE_BYTES + 2 * 65536)
+                cap = MAX_LINE_BYTES + 2 * 65536;
+            char *bigger = cap > r->cap ? realloc(r->buf, cap) : NULL;
             if (bigger == NULL) {
                 r->skipping = true;
-                r->len = 0;
+                r->len = r->start = r->scanned = 0;
                 continue;
             }
             r->buf = bigger;

@@ -160,8 +160,7 @@ static int session_of(struct cq_mcp_context *ctx, json_t *args, char out[CQ_SESS
         if (rc == 0)
             snprintf(ctx->default_session, sizeof(ctx->default_session), "%s", info.session_id);
         else
-            cq_result_fail(failure,
-                           err.code == CQ_ELIMIT ? CQ_RESULT_LIMIT_EXCEEDED : CQ_RESULT_INTERNAL,
+            cq_result_fail(failure, cq_result_error_of(err.code),
                            "could not start the default session: %s", err.msg);
     }
     snprintf(out, CQ_SESSION_ID_MAX + 1, "%s", ctx->default_session);
@@ -282,10 +281,16 @@ static json_t *session_result(const struct cq_session_info *info, const char *ve
                      "structuredContent", session, "isError", 0);
 }
 
-static json_t *error_result(const char *message)
+/* A failure of a session tool, in the shape (and with the _codeq_error code) of every
+ * other tool's failures. */
+static json_t *error_result(const struct cq_error *err)
 {
-    return json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text", message, "isError",
-                     1);
+    struct cq_result r;
+    cq_result_init(&r);
+    cq_result_fail(&r, cq_result_error_of(err->code), "%s", err->msg);
+    json_t *out = cq_result_to_json(&r);
+    cq_result_free(&r);
+    return out;
 }
 
 static json_t *start_session(struct cq_mcp_context *ctx, json_t *args, int *code, char *msg,
@@ -300,9 +305,9 @@ static json_t *start_session(struct cq_mcp_context *ctx, json_t *args, int *code
     params.name = name;
     struct cq_error err;
     if (memory != NULL && cq_parse_size(memory, 1ULL << 40, &params.limits.memory_bytes, &err) < 0)
-        return error_result(err.msg);
+        return error_result(&err);
     if (disk != NULL && cq_parse_size(disk, 1ULL << 40, &params.limits.workspace_bytes, &err) < 0)
-        return error_result(err.msg);
+        return error_result(&err);
     json_t *v = json_object_get(args, "sessionTimeoutSeconds");
     if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 1 ||
                       json_integer_value(v) > CQ_WORKER_MAX_SESSION_TTL_S)) {
@@ -358,7 +363,7 @@ static json_t *start_session(struct cq_mcp_context *ctx, json_t *args, int *code
     for (size_t i = 0; i < n_env; i++)
         free(owned[i]);
     if (rc < 0)
-        return error_result(err.msg);
+        return error_result(&err);
     return session_result(&info, "started");
 }
 
@@ -434,7 +439,7 @@ json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *args, 
         bool stop = name[0] == 's';
         int rc = stop ? cq_worker_stop_session(ctx->worker, id, &info, &err)
                       : cq_worker_get_session(ctx->worker, id, &info, &err);
-        out = rc < 0 ? error_result(err.msg)
+        out = rc < 0 ? error_result(&err)
                      : session_result(&info, stop                              ? "stopped"
                                              : info.status == CQ_SESSION_READY ? "is ready"
                                                                                : "has ended");

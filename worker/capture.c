@@ -28,14 +28,28 @@ void cq_capture_append(struct cq_capture *c, const char *data, size_t n)
     c->len += keep;
 }
 
+void cq_capture_note(struct cq_capture *c, const char *note)
+{
+    /* Notes are a few short lines written by codeq, never by user code: no limit. */
+    char *notes = NULL;
+    if (asprintf(&notes, "%s%s", c->notes != NULL ? c->notes : "", note) < 0)
+        return;
+    free(c->notes);
+    c->notes = notes;
+}
+
 char *cq_capture_text(const struct cq_capture *c)
 {
     char *text = cq_utf8_sanitize(c->buf != NULL ? c->buf : "", c->len);
-    if (text == NULL || c->total == c->len)
+    if (text == NULL || (c->total == c->len && c->notes == NULL))
         return text;
+    char truncated[128] = "";
+    if (c->total != c->len)
+        snprintf(truncated, sizeof(truncated),
+                 "\n[codeq: output truncated, %llu of %llu bytes shown]\n",
+                 (unsigned long long)c->len, (unsigned long long)c->total);
     char *noted = NULL;
-    if (asprintf(&noted, "%s\n[codeq: output truncated, %llu of %llu bytes shown]\n", text,
-                 (unsigned long long)c->len, (unsigned long long)c->total) < 0)
+    if (asprintf(&noted, "%s%s%s", text, truncated, c->notes != NULL ? c->notes : "") < 0)
         return text;
     free(text);
     return noted;
@@ -44,5 +58,6 @@ char *cq_capture_text(const struct cq_capture *c)
 void cq_capture_free(struct cq_capture *c)
 {
     free(c->buf);
+    free(c->notes);
     memset(c, 0, sizeof(*c));
 }

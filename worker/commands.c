@@ -72,8 +72,17 @@ static int conclude(const struct cq_process_report *rep, double timeout_s,
     else if (rep->killed)
         snprintf(note, sizeof(note), "codeq: stopped\n");
     if (note[0] != '\0')
-        cq_capture_append(err_capture, note, strlen(note));
+        cq_capture_note(err_capture, note);
     return rep->signal != 0 ? 128 + rep->signal : rep->exit_code;
+}
+
+static void set_timed_out(struct cq_result *r, double timeout_s)
+{
+    r->error_code = CQ_RESULT_TIMED_OUT;
+    free(r->error_message);
+    if (asprintf(&r->error_message, "timed out after %.3g s; the command was killed", timeout_s) <
+        0)
+        r->error_message = NULL;
 }
 
 void cq_command_run(const struct cq_command *c, struct cq_result *r)
@@ -97,11 +106,12 @@ void cq_command_run(const struct cq_command *c, struct cq_result *r)
     struct cq_process_report rep;
     if (cq_process_wait(proc, &io, &rep, &err) < 0) {
         cq_result_fail(r, CQ_RESULT_INTERNAL, "executeCommand: %s", err.msg);
+        r->exit_code = -1; /* unknown: never 0 for a command whose end nobody saw */
         goto out;
     }
     r->exit_code = conclude(&rep, (double)c->timeout_ms / 1000.0, &cp.out[1]);
     if (rep.timed_out)
-        r->error_code = CQ_RESULT_TIMED_OUT;
+        set_timed_out(r, (double)c->timeout_ms / 1000.0);
     r->is_error = r->exit_code != 0;
     r->stdout_text = cq_capture_text(&cp.out[0]);
     r->stderr_text = cq_capture_text(&cp.out[1]);
@@ -147,7 +157,9 @@ static void *task_main(void *arg)
     if (rc < 0) {
         t->status = CQ_TASK_FAILED;
         t->exit_code = -1;
-        cq_capture_append(&t->cp.out[1], err.msg, strlen(err.msg));
+        char note[sizeof(err.msg) + 16];
+        snprintf(note, sizeof(note), "codeq: %s\n", err.msg);
+        cq_capture_note(&t->cp.out[1], note);
     } else {
         t->exit_code = conclude(&rep, t->timeout_s, &t->cp.out[1]);
         t->timed_out = rep.timed_out;
@@ -210,7 +222,7 @@ void cq_task_report(struct cq_task *t, struct cq_result *r)
     r->exit_code = t->status == CQ_TASK_WORKING ? 0 : t->exit_code;
     r->is_error = t->status == CQ_TASK_FAILED;
     if (t->timed_out)
-        r->error_code = CQ_RESULT_TIMED_OUT;
+        set_timed_out(r, t->timeout_s);
     enum cq_task_status status = t->status;
     pthread_mutex_unlock(&t->lock);
     char text[128];

@@ -116,12 +116,17 @@ static void note(struct cq_result *r, bool failure, const char *fmt, ...)
     va_end(ap);
     if (text != NULL)
         cq_result_add_text(r, text);
-    free(text);
     if (failure) {
         r->is_error = true;
         if (r->error_code == CQ_RESULT_OK)
             r->error_code = CQ_RESULT_INVALID_ARGUMENT;
+        /* The first failure names the error; the rest are in content. */
+        if (r->error_message == NULL) {
+            r->error_message = text;
+            text = NULL;
+        }
     }
+    free(text);
 }
 
 static const char *describe_errno(int e)
@@ -524,6 +529,76 @@ static void cq_files_remove_as_user(const struct cq_files *f, const char *const 
         else
             note(r, false, "removed %s", path);
     }
+}
+
+/* Walks dir_fd's tree for snapshots. The code that made it is hostile: links are never
+ * followed (fstatat with AT_SYMLINK_NOFOLLOW, openat with O_NOFOLLOW), only regular
+ * files are reported, and depth and entry count are bounded. */
+static int scan_tree(int dir_fd, char *prefix, size_t prefix_len, int depth, size_t *budget,
+                     cq_workspace_fn fn, void *ctx)
+{
+    if (depth > 32)
+        return 0;
+    int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    cq_autoclosedir DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return -1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (*budget == 0)
+            return 0;
+        (*budget)--;
+        size_t name_len = strlen(e->d_name);
+        if (prefix_len + name_len + 2 > PATH_MAX)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        size_t len = prefix_len;
+        if (len > 0)
+            prefix[len++] = '/';
+        memcpy(prefix + len, e->d_name, name_len + 1);
+        int rc = 0;
+        if (S_ISREG(st.st_mode)) {
+            rc = fn(ctx, prefix, (uint64_t)st.st_size,
+                    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+        } else if (S_ISDIR(st.st_mode)) {
+            cq_autoclose int sub =
+                openat(dirfd(d), e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0)
+                rc = scan_tree(sub, prefix, len + name_len, depth + 1, budget, fn, ctx);
+        }
+        prefix[prefix_len] = '\0';
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int cq_files_scan(const struct cq_files *f, cq_workspace_fn fn, void *ctx)
+{
+    struct fs_identity old = become_sandbox_user(f);
+    char prefix[PATH_MAX] = "";
+    size_t budget = 100000;
+    int rc = scan_tree(f->workspace_fd, prefix, 0, 0, &budget, fn, ctx);
+    restore_identity(old);
+    return rc;
+}
+
+int cq_files_read_raw(const struct cq_files *f, const char *path, uint8_t **data, size_t *len)
+{
+    struct fs_identity old = become_sandbox_user(f);
+    int rc = read_one(f, path, data, len);
+    int e = errno;
+    restore_identity(old);
+    errno = e;
+    return rc;
 }
 
 void cq_files_write(const struct cq_files *f, const struct cq_file_content *content, size_t n,

@@ -24,10 +24,14 @@ struct cq_capture {
     char *buf;
     size_t len, limit;
     uint64_t total; /* bytes seen, kept or not */
+    char *notes;    /* codeq's own notes (timeouts, deaths): kept past the limit */
 };
 
 void cq_capture_init(struct cq_capture *c, size_t limit);
 void cq_capture_append(struct cq_capture *c, const char *data, size_t n);
+/* A note from codeq itself, shown after the kept bytes even when the stream filled its
+ * limit: a client must learn that its cell timed out or its context was reset. */
+void cq_capture_note(struct cq_capture *c, const char *note);
 /* The kept bytes as UTF-8 text, with a note when bytes were dropped; caller frees. */
 char *cq_capture_text(const struct cq_capture *c);
 void cq_capture_free(struct cq_capture *c);
@@ -81,6 +85,9 @@ void cq_files_write(const struct cq_files *f, const struct cq_file_content *cont
 void cq_files_read(const struct cq_files *f, const char *const *paths, size_t n,
                    struct cq_result *r);
 void cq_files_list(const struct cq_files *f, const char *directory, struct cq_result *r);
+/* For snapshots: every regular file below the workspace, as the sandbox user. */
+int cq_files_scan(const struct cq_files *f, cq_workspace_fn fn, void *ctx);
+int cq_files_read_raw(const struct cq_files *f, const char *path, uint8_t **data, size_t *len);
 void cq_files_remove(const struct cq_files *f, const char *const *paths, size_t n,
                      struct cq_result *r);
 /* "image/png" for "a/b.png"; "text/plain" or "application/octet-stream" otherwise. */

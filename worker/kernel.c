@@ -363,14 +363,14 @@ static bool status_pending(struct cq_kernel *k, int wait_ms)
     return rc == 0;
 }
 
-/* Why a kernel died, for people. */
-static void describe_death(struct cq_kernel *k, char *buf, size_t len)
+/* Why a kernel died, for people; true when the memory limit killed it. */
+static bool describe_death(struct cq_kernel *k, char *buf, size_t len)
 {
     struct cq_process_report report;
     struct cq_error err;
     if (cq_process_wait(k->proc, NULL, &report, &err) < 0) {
         snprintf(buf, len, "the sandbox ended");
-        return;
+        return false;
     }
     if (report.oom_killed)
         snprintf(buf, len,
@@ -381,6 +381,7 @@ static void describe_death(struct cq_kernel *k, char *buf, size_t len)
                  strsignal(report.signal));
     else
         snprintf(buf, len, "it exited with status %d", report.exit_code);
+    return report.oom_killed;
 }
 
 void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct cq_result *result,
@@ -388,7 +389,10 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
 {
     *dead = false;
     char marker[MARKER_LEN + 1];
-    memcpy(marker, "\n@codeq:", 8);
+    /* It starts with STX, a byte output almost never ends with: feed() holds back only
+     * an end of output that could begin a marker, so a line ending in '\n' streams at
+     * once. */
+    memcpy(marker, "\x02@codeq:", 8);
     cq_random_id(marker + 8, MARKER_LEN - 9);
     marker[MARKER_LEN - 1] = '@';
     marker[MARKER_LEN] = '\0';
@@ -477,6 +481,7 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
     result->has_structured = true;
     result->execution_time_ms = (double)(cq_now_us() - started) / 1000.0;
 
+    bool out_of_memory = false;
     if (gone) {
         /* Whatever was written before it died is still the cell's output. */
         for (int s = 0; s < 2; s++) {
@@ -496,7 +501,7 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
             struct cq_error ignored_err;
             cq_process_wait(k->proc, NULL, &ignored, &ignored_err);
         } else {
-            describe_death(k, why, sizeof(why));
+            out_of_memory = describe_death(k, why, sizeof(why));
         }
         *dead = true;
         const char *lang = k->javascript ? "JavaScript" : "Python";
@@ -512,7 +517,7 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
                      "codeq: the %s kernel died (%s) and will be restarted: the context "
                      "(variables, imports) was reset\n",
                      lang, why);
-        cq_capture_append(&cell.capture[1], note, strlen(note));
+        cq_capture_note(&cell.capture[1], note);
         if (x->on_output != NULL)
             x->on_output(x->ctx, 2, note, strlen(note));
     } else if (timed_out) {
@@ -521,7 +526,7 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
                  "codeq: timed out after %.3g s; the cell was interrupted "
                  "(variables are kept)\n",
                  (double)x->timeout_ms / 1000.0);
-        cq_capture_append(&cell.capture[1], note, strlen(note));
+        cq_capture_note(&cell.capture[1], note);
         if (x->on_output != NULL)
             x->on_output(x->ctx, 2, note, strlen(note));
     }
@@ -548,6 +553,14 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
         free(result->error_message);
         result->error_message = strdup(gone ? "timed out; the context was reset"
                                             : "timed out; the cell was interrupted");
+    } else if (out_of_memory) {
+        /* The one death that is a limit of the service rather than the code's own exit:
+         * say so in the structured error too, since the context is gone. */
+        result->error_code = CQ_RESULT_LIMIT_EXCEEDED;
+        free(result->error_message);
+        result->error_message =
+            strdup("the session's memory limit was reached; the kernel was restarted and its "
+                   "context reset");
     }
     json_decref(reply);
     cq_capture_free(&cell.capture[0]);

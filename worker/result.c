@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "worker/internal.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,5 +181,25 @@ const char *cq_result_error_name(enum cq_result_error e)
         return "TIMED_OUT";
     default:
         return "INTERNAL";
+    }
+}
+
+enum cq_result_error cq_result_error_of(int error_code)
+{
+    switch (error_code) {
+    case CQ_ENOTFOUND:
+    case ENOENT:
+        return CQ_RESULT_NOT_FOUND;
+    case CQ_EINVALID:
+        return CQ_RESULT_INVALID_ARGUMENT;
+    case CQ_ELIMIT:
+    case EAGAIN:
+    case ENOSPC:
+    case EDQUOT:
+        return CQ_RESULT_LIMIT_EXCEEDED;
+    case CQ_ETIMEOUT:
+        return CQ_RESULT_TIMED_OUT;
+    default:
+        return CQ_RESULT_INTERNAL;
     }
 }

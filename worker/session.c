@@ -204,7 +204,11 @@ static void fill_info(const struct cq_session *s, struct cq_session_info *info)
     memset(info, 0, sizeof(*info));
     snprintf(info->session_id, sizeof(info->session_id), "%s", s->id);
     snprintf(info->name, sizeof(info->name), "%s", s->name);
-    info->status = s->status;
+    /* Past its time to live it is over for clients, even while the reaper waits for
+     * the calls in progress to report their own timeouts. */
+    info->status = s->status == CQ_SESSION_READY && s->expires_mono_ms <= cq_now_ms()
+                       ? CQ_SESSION_TERMINATED
+                       : s->status;
     info->created_at_ms = s->created_ms;
     info->last_updated_at_ms = s->updated_ms;
     info->session_timeout_s = s->ttl_s;
@@ -278,6 +282,15 @@ static void free_session(struct cq_session *s)
     free(s);
 }
 
+/* With w->lock held. */
+static struct cq_session *find(struct cq_worker *w, const char *id)
+{
+    for (struct cq_session *s = w->sessions; s != NULL; s = s->next)
+        if (id != NULL && strcmp(s->id, id) == 0)
+            return s;
+    return NULL;
+}
+
 int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params *params,
                             struct cq_session_info *info, struct cq_error *err)
 {
@@ -287,6 +300,19 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
                             ttl, CQ_WORKER_MAX_SESSION_TTL_S);
     if (params->name != NULL && strlen(params->name) > 100)
         return cq_error_set(err, CQ_EINVALID, "the session name is longer than 100 characters");
+    if (params->id != NULL) {
+        size_t len = strlen(params->id);
+        bool ok = len >= 1 && len <= CQ_SESSION_ID_MAX;
+        for (size_t i = 0; ok && i < len; i++) {
+            char c = params->id[i];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_';
+        }
+        if (!ok)
+            return cq_error_set(err, CQ_EINVALID,
+                                "a session id is 1 to %d letters, digits, '-' or '_'",
+                                CQ_SESSION_ID_MAX);
+    }
     struct cq_sandbox_limits limits = effective_limits(w, &params->limits);
     struct cq_sandbox_config check;
     cq_sandbox_config_init(&check);
@@ -306,12 +332,21 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
         free_session(s);
         return -1;
     }
-    cq_random_id(s->id, 32);
+    if (params->id != NULL)
+        snprintf(s->id, sizeof(s->id), "%s", params->id);
+    else
+        cq_random_id(s->id, 32);
     snprintf(s->name, sizeof(s->name), "%s", params->name != NULL ? params->name : "");
     s->ttl_s = ttl;
     s->status = CQ_SESSION_READY;
 
     pthread_mutex_lock(&w->lock);
+    struct cq_session *same = params->id != NULL ? find(w, params->id) : NULL;
+    if (same != NULL && same->status == CQ_SESSION_READY) {
+        pthread_mutex_unlock(&w->lock);
+        free_session(s);
+        return cq_error_set(err, CQ_EINVALID, "session '%s' already exists", params->id);
+    }
     bool full = w->n_live >= w->cfg.max_sessions;
     if (!full)
         w->n_live++; /* reserved while the sandbox is made */
@@ -349,20 +384,11 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
     return 0;
 }
 
-/* With w->lock held. */
-static struct cq_session *find(struct cq_worker *w, const char *id)
-{
-    for (struct cq_session *s = w->sessions; s != NULL; s = s->next)
-        if (id != NULL && strcmp(s->id, id) == 0)
-            return s;
-    return NULL;
-}
-
 struct cq_session *cq_session_acquire(struct cq_worker *w, const char *id)
 {
     pthread_mutex_lock(&w->lock);
     struct cq_session *s = find(w, id);
-    if (s != NULL && s->status == CQ_SESSION_READY) {
+    if (s != NULL && s->status == CQ_SESSION_READY && s->expires_mono_ms > cq_now_ms()) {
         s->refs++;
         s->updated_ms = unix_ms();
     } else {
@@ -375,8 +401,11 @@ struct cq_session *cq_session_acquire(struct cq_worker *w, const char *id)
 void cq_session_release(struct cq_worker *w, struct cq_session *s)
 {
     pthread_mutex_lock(&w->lock);
-    if (--s->refs == 0)
+    if (--s->refs == 0) {
         pthread_cond_broadcast(&s->idle);
+        if (s->status == CQ_SESSION_READY && s->expires_mono_ms <= cq_now_ms())
+            pthread_cond_signal(&w->reaper_cond); /* its grace is over: reap it now */
+    }
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -423,10 +452,13 @@ int cq_worker_stop_session(struct cq_worker *w, const char *session_id,
         pthread_mutex_unlock(&w->lock);
         return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
     }
-    if (s->status == CQ_SESSION_READY)
+    bool ended = s->status == CQ_SESSION_READY;
+    if (ended)
         terminate_locked(w, s);
     fill_info(s, info);
     pthread_mutex_unlock(&w->lock);
+    if (ended && w->cfg.on_session_end != NULL)
+        w->cfg.on_session_end(w->cfg.on_session_end_ctx, info->session_id);
     return 0;
 }
 
@@ -476,6 +508,16 @@ int cq_worker_list_sessions(struct cq_worker *w, int status_filter, size_t max,
     return 0;
 }
 
+/* When the reaper ends a session. A call in progress has its timeout capped at the
+ * session's end, so it ends itself then; killing the sandbox at the same instant would
+ * race it and turn a clean "timed out" into "the sandbox ended". Such calls get a grace
+ * that covers a kernel's interrupt grace; no new call starts meanwhile (acquire checks
+ * the expiry). */
+static uint64_t reap_at(const struct cq_session *s)
+{
+    return s->expires_mono_ms + (s->refs > 0 ? CQ_WORKER_INTERRUPT_GRACE_MS + 1000 : 0);
+}
+
 /* Expires sessions past their time to live, and forgets long-terminated ones. */
 static void *reaper_main(void *arg)
 {
@@ -484,15 +526,22 @@ static void *reaper_main(void *arg)
     while (!w->stopping) {
     expire:
         for (struct cq_session *s = w->sessions; s != NULL; s = s->next) {
-            if (s->status == CQ_SESSION_READY && s->expires_mono_ms <= cq_now_ms()) {
+            if (s->status == CQ_SESSION_READY && reap_at(s) <= cq_now_ms()) {
                 terminate_locked(w, s);
+                if (w->cfg.on_session_end != NULL) {
+                    char id[CQ_SESSION_ID_MAX + 1];
+                    snprintf(id, sizeof(id), "%s", s->id);
+                    pthread_mutex_unlock(&w->lock);
+                    w->cfg.on_session_end(w->cfg.on_session_end_ctx, id);
+                    pthread_mutex_lock(&w->lock);
+                }
                 goto expire; /* the list may have changed while the lock was dropped */
             }
         }
         uint64_t now = cq_now_ms(), next = now + 60000;
         for (struct cq_session *s = w->sessions; s != NULL; s = s->next)
-            if (s->status == CQ_SESSION_READY && s->expires_mono_ms < next)
-                next = s->expires_mono_ms;
+            if (s->status == CQ_SESSION_READY && reap_at(s) < next)
+                next = reap_at(s);
         struct cq_session **link = &w->sessions;
         while (*link != NULL) {
             struct cq_session *s = *link;
@@ -611,4 +660,28 @@ int cq_session_kernel(struct cq_worker *w, struct cq_session *s, bool javascript
     (void)w;
     *out = slot->kernel;
     return 0;
+}
+
+int cq_worker_scan_workspace(struct cq_worker *w, const char *session_id, cq_workspace_fn fn,
+                             void *ctx, struct cq_error *err)
+{
+    struct cq_session *s = cq_session_acquire(w, session_id);
+    if (s == NULL)
+        return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
+    int rc = cq_files_scan(&s->files, fn, ctx);
+    int e = errno;
+    cq_session_release(w, s);
+    return rc < 0 ? cq_error_sys(err, e, "scan the workspace of session '%s'", session_id) : 0;
+}
+
+int cq_worker_read_workspace_file(struct cq_worker *w, const char *session_id, const char *path,
+                                  uint8_t **data, size_t *len, struct cq_error *err)
+{
+    struct cq_session *s = cq_session_acquire(w, session_id);
+    if (s == NULL)
+        return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
+    int rc = cq_files_read_raw(&s->files, path, data, len);
+    int e = errno;
+    cq_session_release(w, s);
+    return rc < 0 ? cq_error_sys(err, e, "read %s", path) : 0;
 }

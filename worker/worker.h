@@ -98,6 +98,8 @@ void cq_result_fail(struct cq_result *r, enum cq_result_error code, const char *
     __attribute__((format(printf, 3, 4)));
 const char *cq_task_status_name(enum cq_task_status s);   /* "working", ... */
 const char *cq_result_error_name(enum cq_result_error e); /* "NOT_FOUND", ... */
+/* The result error for a struct cq_error code (CQ_ENOTFOUND -> NOT_FOUND, ...). */
+enum cq_result_error cq_result_error_of(int error_code);
 
 /* ---- tool arguments: AgentCore's flat structure ---------------------------------- */
 
@@ -136,6 +138,10 @@ struct cq_worker_config {
     uint32_t default_session_ttl_s;
     double default_call_timeout_s;
     uint64_t output_limit_bytes; /* per stream and call */
+    /* Called when a session ends (stopped or expired), from a worker thread and
+     * without the worker's locks held; may be NULL. */
+    void (*on_session_end)(void *ctx, const char *session_id);
+    void *on_session_end_ctx;
 };
 
 void cq_worker_config_init(struct cq_worker_config *cfg);
@@ -159,6 +165,7 @@ struct cq_session_info {
 };
 
 struct cq_session_params {
+    const char *id;                  /* NULL: a new random id; else 1-40 of [A-Za-z0-9_-] */
     const char *name;                /* optional, 1-100 characters */
     uint32_t timeout_s;              /* time to live from creation; 0: the default */
     struct cq_sandbox_limits limits; /* zero fields: the worker's defaults */
@@ -183,6 +190,18 @@ int cq_worker_stop_session(struct cq_worker *w, const char *session_id,
 void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *tool,
                       const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
                       struct cq_result *result);
+
+/* ---- workspace snapshots (the fleet keeps session files in Redis) ----------------- */
+
+/* Called for each regular file of a workspace (links and special files are skipped);
+ * a negative return stops the walk. path is relative to the workspace. */
+typedef int (*cq_workspace_fn)(void *ctx, const char *path, uint64_t size, int64_t mtime_ns);
+
+int cq_worker_scan_workspace(struct cq_worker *w, const char *session_id, cq_workspace_fn fn,
+                             void *ctx, struct cq_error *err);
+/* Reads one workspace file (at most CQ_WORKER_MAX_FILE_BYTES); *data is malloc'd. */
+int cq_worker_read_workspace_file(struct cq_worker *w, const char *session_id, const char *path,
+                                  uint8_t **data, size_t *len, struct cq_error *err);
 
 /* The names of the nine tools, NULL-terminated. */
 extern const char *const cq_worker_tool_names[];

@@ -157,7 +157,10 @@ function rewrite(source) {
   for (const [from, to, replacement] of edits.reverse()) {
     code = code.slice(0, from) + replacement + code.slice(to);
   }
-  const lastStatement = statements[statements.length - 1];
+  // Function declarations and empty statements have no completion value of their own,
+  // so the statement before them decides the cell's value.
+  const valued = statements.filter((st) => !t.isFunctionDeclaration(st) && !t.isEmptyStatement(st));
+  const lastStatement = valued[valued.length - 1];
   const endsWithDeclaration = lastStatement &&
     (t.isVariableStatement(lastStatement) || t.isClassDeclaration(lastStatement));
   // On the cell's first line, so that line numbers in errors stay the cell's.
