@@ -11,7 +11,6 @@
 /* ---- result.c --------------------------------------------------------------------- */
 
 /* All return 0, or -1 when out of memory (the result is then left as it was). */
-int cq_result_add_text(struct cq_result *r, const char *text);
 int cq_result_add_image(struct cq_result *r, const uint8_t *data, size_t len, const char *mime);
 int cq_result_add_resource(struct cq_result *r, const char *path, const char *mime,
                            const uint8_t *data, size_t len, bool is_blob);

@@ -96,6 +96,8 @@ void cq_result_free(struct cq_result *r);
  * as a text block, since clients show content). */
 void cq_result_fail(struct cq_result *r, enum cq_result_error code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Appends a text block (codeq's notes to a result); -1 when out of memory. */
+int cq_result_add_text(struct cq_result *r, const char *text);
 const char *cq_task_status_name(enum cq_task_status s);   /* "working", ... */
 const char *cq_result_error_name(enum cq_result_error e); /* "NOT_FOUND", ... */
 /* The result error for a struct cq_error code (CQ_ENOTFOUND -> NOT_FOUND, ...). */

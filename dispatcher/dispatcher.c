@@ -1,0 +1,433 @@
+/* dispatcher/dispatcher.c - the request path from the request topic to the workers.
+ *
+ * Messages are handled in batches: everything a batch produces (forwards, replies,
+ * dead letters) is acknowledged by the broker before the batch's input offsets are
+ * committed. A crash in between re-delivers the batch; that is safe because a request
+ * id already recorded in Redis is never run twice (the worker's claim) and a finished
+ * one is answered from its stored reply. */
+#define _GNU_SOURCE
+#include "dispatcher/dispatcher.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BATCH_MAX       256
+#define RECOVERY_PERIOD 1000 /* ms between scans for dead workers */
+
+struct cq_dispatcher {
+    struct cq_fleet_config cfg;
+    struct cq_store *store;
+    rd_kafka_t *producer, *consumer;
+    struct cq_delivery batch;
+    atomic_bool stopping;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void random_id(char *out, size_t len)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    uint8_t bytes[64];
+    FILE *f = fopen("/dev/urandom", "re");
+    size_t got = f != NULL ? fread(bytes, 1, len - 1, f) : 0;
+    if (f != NULL)
+        fclose(f);
+    for (size_t i = 0; i + 1 < len; i++)
+        out[i] = alphabet[(i < got ? bytes[i] : (uint8_t)rand()) % (sizeof(alphabet) - 1)];
+    out[len - 1] = '\0';
+}
+
+/* ---- output ------------------------------------------------------------------------- */
+
+static void reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, uint8_t *bytes,
+                  size_t len)
+{
+    struct cq_header headers[] = {
+        {"request_id", req->request_id},
+        {"session_id", req->session_id},
+        {"codeq-kind", "final"},
+    };
+    struct cq_error err;
+    if (cq_kafka_send(d->producer, req->reply_topic, req->request_id, bytes, len, headers, 3,
+                      &d->batch, &err) < 0)
+        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+    free(bytes);
+}
+
+/* A final error decided here; stored, so that a repeated request id gets it again. */
+static void reply_error(struct cq_dispatcher *d, const Codeq__V1__Request *req,
+                        enum cq_result_error code, const char *message)
+{
+    uint8_t *bytes;
+    size_t len;
+    if (cq_codec_error_response(req->request_id, req->session_id, code, message, &bytes, &len) < 0)
+        return;
+    struct cq_error err;
+    if (cq_store_finish(d->store, req->request_id, NULL, bytes, len, &err) < 0)
+        cq_log(CQ_LOG_WARN, "request %s: reply not stored: %s", req->request_id, err.msg);
+    reply(d, req, bytes, len);
+}
+
+static void dead_letter(struct cq_dispatcher *d, const rd_kafka_message_t *msg, const char *why)
+{
+    char partition[16], offset[32];
+    snprintf(partition, sizeof(partition), "%d", msg->partition);
+    snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
+    struct cq_header headers[] = {
+        {"codeq-dlq-reason", why},
+        {"codeq-source-topic", rd_kafka_topic_name(msg->rkt)},
+        {"codeq-source-partition", partition},
+        {"codeq-source-offset", offset},
+    };
+    char key[256] = "";
+    if (msg->key != NULL)
+        snprintf(key, sizeof(key), "%.*s", (int)(msg->key_len < 255 ? msg->key_len : 255),
+                 (const char *)msg->key);
+    struct cq_error err;
+    if (cq_kafka_send(d->producer, d->cfg.dlq_topic, key[0] ? key : NULL, msg->payload, msg->len,
+                      headers, 4, &d->batch, &err) < 0)
+        cq_log(CQ_LOG_ERROR, "dead letter: %s", err.msg);
+    cq_log(CQ_LOG_WARN, "dead-lettered offset %lld of partition %d: %s", (long long)msg->offset,
+           msg->partition, why);
+}
+
+/* ---- routing ------------------------------------------------------------------------ */
+
+/* The live, not draining worker with the most free capacity, or "" when none has room. */
+static void choose_worker(struct cq_dispatcher *d, char *out, size_t len)
+{
+    struct cq_worker_status live[256];
+    size_t n = 0;
+    struct cq_error err;
+    out[0] = '\0';
+    if (cq_store_workers(d->store, live, 256, &n, NULL, 0, NULL, &err) < 0) {
+        cq_log(CQ_LOG_ERROR, "list workers: %s", err.msg);
+        return;
+    }
+    int64_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i].draining && live[i].capacity > best) {
+            best = live[i].capacity;
+            snprintf(out, len, "%s", live[i].id);
+        }
+    }
+}
+
+static void forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *worker,
+                    uint64_t fence)
+{
+    size_t len = codeq__v1__request__get_packed_size(req);
+    uint8_t *body = malloc(len ? len : 1);
+    if (body == NULL) {
+        reply_error(d, req, CQ_RESULT_INTERNAL, "out of memory");
+        return;
+    }
+    codeq__v1__request__pack(req, body);
+    struct cq_error err;
+    enum cq_request_state state;
+    if (cq_store_forward(d->store, req->request_id, worker, req->session_id, body, len, &state,
+                         &err) < 0) {
+        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+        free(body);
+        return;
+    }
+    if (state == CQ_REQ_FORWARDED) {
+        char topic[256], fence_text[32], at[32];
+        cq_fleet_worker_topic(worker, topic, sizeof(topic));
+        snprintf(fence_text, sizeof(fence_text), "%llu", (unsigned long long)fence);
+        snprintf(at, sizeof(at), "%lld", (long long)now_ms());
+        struct cq_header headers[] = {{"codeq-fence", fence_text}, {"codeq-dispatched-ms", at}};
+        if (cq_kafka_send(d->producer, topic, req->session_id, body, len, headers, 2, &d->batch,
+                          &err) < 0)
+            cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+    }
+    /* Running: its worker will answer (or recovery will). Done: answered before. */
+    free(body);
+}
+
+static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
+{
+    char fallback[64];
+    choose_worker(d, fallback, sizeof(fallback));
+    struct cq_route r;
+    struct cq_error err;
+    if (cq_store_route(d->store, req->session_id, fallback, &r, &err) < 0) {
+        reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
+        return;
+    }
+    if (!r.exists) {
+        char text[200];
+        snprintf(text, sizeof(text),
+                 "session '%s' not found or no longer running (sessions end after their "
+                 "timeout, or when stopped)",
+                 req->session_id);
+        reply_error(d, req, CQ_RESULT_NOT_FOUND, text);
+        return;
+    }
+    if (r.owner[0] == '\0') {
+        reply_error(d, req, CQ_RESULT_LIMIT_EXCEEDED,
+                    "the session's worker was lost and no live worker has room to take it over; "
+                    "try again later");
+        return;
+    }
+    if (r.moved)
+        cq_log(CQ_LOG_INFO, "session %s moved to worker %s (fence %llu)", req->session_id, r.owner,
+               (unsigned long long)r.fence);
+    forward(d, req, r.owner, r.fence);
+}
+
+static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
+{
+    char worker[64];
+    choose_worker(d, worker, sizeof(worker));
+    if (worker[0] == '\0') {
+        reply_error(d, req, CQ_RESULT_LIMIT_EXCEEDED,
+                    "no live worker has room for a new session; try again later");
+        return;
+    }
+    char id[33], existing[CQ_SESSION_ID_MAX + 1];
+    random_id(id, sizeof(id));
+    struct cq_error err;
+    if (cq_store_create_session(d->store, id, worker, req->start_session->client_token, existing,
+                                sizeof(existing), &err) < 0) {
+        reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
+        return;
+    }
+    if (existing[0] != '\0') {
+        /* The client token made a session before: answer with it, start nothing. */
+        struct cq_session_info info;
+        bool found;
+        uint8_t *bytes;
+        size_t len;
+        if (cq_store_session_info(d->store, existing, &info, &found, &err) == 0 && found &&
+            cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0)
+            reply(d, req, bytes, len);
+        else
+            reply_error(d, req, CQ_RESULT_NOT_FOUND,
+                        "the session this client token started has ended");
+        return;
+    }
+    /* The id goes in the request the worker gets (and in the Kafka key from now on). */
+    req->session_id = id;
+    forward(d, req, worker, 1);
+    req->session_id = NULL; /* not heap memory of the unpacked message */
+}
+
+static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request *req)
+{
+    struct cq_error err;
+    uint8_t *bytes = NULL;
+    size_t len;
+    if (req->operation_case == CODEQ__V1__REQUEST__OPERATION_LIST_SESSIONS) {
+        const Codeq__V1__ListSessions *in = req->list_sessions;
+        size_t max = in->max_results == 0 ? 10 : in->max_results > 100 ? 100 : in->max_results;
+        struct cq_session_info infos[100];
+        size_t n = 0;
+        char next[CQ_SESSION_ID_MAX + 1];
+        if (cq_store_list_sessions(d->store, max, in->next_token, infos, &n, next, sizeof(next),
+                                   &err) < 0) {
+            reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
+            return;
+        }
+        /* The status filter keeps the page size: filter before paging would need a scan
+         * of every session, so filtered pages may be short. */
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++)
+            if (in->status == CODEQ__V1__SESSION_STATUS__SESSION_STATUS_UNSPECIFIED ||
+                (int)infos[i].status == (int)in->status)
+                infos[kept++] = infos[i];
+        if (cq_codec_sessions_response(req->request_id, infos, kept, next, &bytes, &len) == 0)
+            reply(d, req, bytes, len);
+        return;
+    }
+    struct cq_session_info info;
+    bool found;
+    if (cq_store_session_info(d->store, req->session_id, &info, &found, &err) < 0) {
+        reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
+    } else if (!found) {
+        char text[160];
+        snprintf(text, sizeof(text), "session '%s' not found", req->session_id);
+        reply_error(d, req, CQ_RESULT_NOT_FOUND, text);
+    } else if (cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0) {
+        reply(d, req, bytes, len);
+    }
+}
+
+static void handle(struct cq_dispatcher *d, const rd_kafka_message_t *msg)
+{
+    Codeq__V1__Request *req = codeq__v1__request__unpack(NULL, msg->len, msg->payload);
+    if (req == NULL) {
+        dead_letter(d, msg, "not a codeq.v1.Request: the protobuf does not decode");
+        return;
+    }
+    const char *why = cq_codec_invalid(req);
+    if (why != NULL) {
+        char text[256];
+        snprintf(text, sizeof(text), "invalid request: %s", why);
+        dead_letter(d, msg, text);
+        if (req->reply_topic[0] != '\0' && req->request_id[0] != '\0' &&
+            strlen(req->reply_topic) < 250)
+            reply_error(d, req, CQ_RESULT_INVALID_ARGUMENT, text);
+        codeq__v1__request__free_unpacked(req, NULL);
+        return;
+    }
+    struct cq_error err;
+    enum cq_request_state state = CQ_REQ_NONE;
+    if (cq_store_request_state(d->store, req->request_id, &state, &err) < 0)
+        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+    if (state == CQ_REQ_DONE) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes != NULL)
+            reply(d, req, bytes, len);
+    } else if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < now_ms() &&
+               state == CQ_REQ_NONE) {
+        reply_error(d, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
+    } else {
+        switch (req->operation_case) {
+        case CODEQ__V1__REQUEST__OPERATION_START_SESSION:
+            start_session(d, req);
+            break;
+        case CODEQ__V1__REQUEST__OPERATION_LIST_SESSIONS:
+        case CODEQ__V1__REQUEST__OPERATION_GET_SESSION:
+            answer_from_store(d, req);
+            break;
+        default:
+            route(d, req);
+            break;
+        }
+    }
+    codeq__v1__request__free_unpacked(req, NULL);
+}
+
+/* ---- dead workers ------------------------------------------------------------------- */
+
+static void reroute(void *ctx, Codeq__V1__Request *req)
+{
+    struct cq_dispatcher *d = ctx;
+    /* Even a startSession has its session recorded by now: route() moves it. */
+    route(d, req);
+    codeq__v1__request__free_unpacked(req, NULL);
+}
+
+static void recover_dead_workers(struct cq_dispatcher *d)
+{
+    struct cq_worker_status live[1];
+    char dead[64][64];
+    size_t n_live, n_dead = 0;
+    struct cq_error err;
+    if (cq_store_workers(d->store, live, 0, &n_live, dead, 64, &n_dead, &err) < 0)
+        return;
+    for (size_t i = 0; i < n_dead; i++) {
+        char lock[128];
+        snprintf(lock, sizeof(lock), "recover:%s", dead[i]);
+        bool taken = false;
+        if (cq_store_lock(d->store, lock, 10000, &taken, &err) < 0 || !taken)
+            continue;
+        size_t settled = 0;
+        if (cq_fleet_recover(d->store, d->producer, dead[i], reroute, d, &settled, &err) < 0) {
+            cq_log(CQ_LOG_ERROR, "recover worker %s: %s", dead[i], err.msg);
+            continue;
+        }
+        if (cq_kafka_wait(d->producer, &d->batch, 30000, &err) < 0)
+            cq_log(CQ_LOG_ERROR, "recover worker %s: %s", dead[i], err.msg);
+        if (settled > 0)
+            cq_log(CQ_LOG_WARN, "worker %s is gone: settled %zu of its requests", dead[i], settled);
+        char ids[1][64];
+        size_t left = 0;
+        if (cq_store_inflight(d->store, dead[i], ids, 1, &left, &err) == 0 && left == 0)
+            cq_store_forget_worker(d->store, dead[i], &err);
+    }
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
+int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher **out,
+                         struct cq_error *err)
+{
+    struct cq_dispatcher *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate dispatcher");
+    d->cfg = *cfg;
+    if (cq_store_open(cfg, &d->store, err) < 0)
+        goto fail;
+    d->producer = cq_kafka_producer(cfg, err);
+    if (d->producer == NULL || cq_kafka_ensure_topic(d->producer, cfg->request_topic, 8, err) < 0 ||
+        cq_kafka_ensure_topic(d->producer, cfg->dlq_topic, 1, err) < 0)
+        goto fail;
+    d->consumer = cq_kafka_consumer(cfg, "codeq-dispatchers", cfg->request_topic, err);
+    if (d->consumer == NULL)
+        goto fail;
+    *out = d;
+    return 0;
+fail:
+    cq_dispatcher_destroy(d);
+    return -1;
+}
+
+void cq_dispatcher_stop(struct cq_dispatcher *d)
+{
+    atomic_store(&d->stopping, true);
+}
+
+int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
+{
+    cq_log(CQ_LOG_INFO, "dispatching %s", d->cfg.request_topic);
+    int64_t next_recovery = 0;
+    while (!atomic_load(&d->stopping)) {
+        size_t handled = 0;
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(d->consumer, 100);
+        while (msg != NULL) {
+            if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+                handle(d, msg);
+            else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                cq_log(CQ_LOG_WARN, "consume: %s", rd_kafka_message_errstr(msg));
+            rd_kafka_message_destroy(msg);
+            handled++;
+            msg = handled < BATCH_MAX ? rd_kafka_consumer_poll(d->consumer, 0) : NULL;
+        }
+        if (handled > 0) {
+            /* Commit only what the broker has acknowledged everything for. */
+            if (cq_kafka_wait(d->producer, &d->batch, 60000, err) < 0) {
+                cq_log(CQ_LOG_ERROR,
+                       "batch not acknowledged, exiting so that it is "
+                       "consumed again: %s",
+                       err->msg);
+                return -1;
+            }
+            rd_kafka_resp_err_t e = rd_kafka_commit(d->consumer, NULL, 0);
+            if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                cq_log(CQ_LOG_WARN, "commit: %s", rd_kafka_err2str(e));
+        }
+        if (now_ms() >= next_recovery) {
+            recover_dead_workers(d);
+            next_recovery = now_ms() + RECOVERY_PERIOD;
+        }
+        rd_kafka_poll(d->producer, 0);
+    }
+    cq_log(CQ_LOG_INFO, "stopping");
+    rd_kafka_consumer_close(d->consumer);
+    rd_kafka_flush(d->producer, 10000);
+    return 0;
+}
+
+void cq_dispatcher_destroy(struct cq_dispatcher *d)
+{
+    if (d == NULL)
+        return;
+    if (d->consumer != NULL)
+        rd_kafka_destroy(d->consumer);
+    if (d->producer != NULL)
+        rd_kafka_destroy(d->producer);
+    cq_store_close(d->store);
+    free(d);
+}

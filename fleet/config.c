@@ -1,0 +1,226 @@
+/* fleet/config.c - one configuration format for codeq-dispatcher and codeq-worker.
+ *
+ * Every setting has one name, used as `name = value` in a file, CODEQ_NAME in the
+ * environment and --name (with '-' for '_') on the command line, so that docs, compose
+ * files and scripts never need a translation table. */
+#define _GNU_SOURCE
+#include "fleet/fleet.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "common/cleanup.h"
+#include "common/units.h"
+
+enum kind { STRING, UINT, SIZE };
+
+struct setting {
+    const char *name;
+    enum kind kind;
+    size_t offset, size;
+    const char *help;
+};
+
+#define STR(field, help)                                                                           \
+    {                                                                                              \
+#field, STRING, offsetof(struct cq_fleet_config, field),                                   \
+            sizeof(((struct cq_fleet_config *)0)->field), help                                     \
+    }
+#define NUM(field, help)                                                                           \
+    {                                                                                              \
+#field, UINT, offsetof(struct cq_fleet_config, field), 0, help                             \
+    }
+#define SZ(field, help)                                                                            \
+    {                                                                                              \
+#field, SIZE, offsetof(struct cq_fleet_config, field), 0, help                             \
+    }
+
+static const struct setting settings[] = {
+    STR(brokers, "Kafka bootstrap servers"),
+    STR(redis, "Redis host:port"),
+    {"redis_prefix", STRING, offsetof(struct cq_fleet_config, prefix),
+     sizeof(((struct cq_fleet_config *)0)->prefix), "prefix of every Redis key"},
+    STR(request_topic, "topic clients send requests to"),
+    STR(dlq_topic, "topic refused requests are dead-lettered to"),
+    STR(worker_id, "this worker's id (its topic is codeq.worker.<id>); default: host name"),
+    NUM(heartbeat_ms, "worker heartbeat period; a worker is dead after 3 missed"),
+    NUM(max_sessions, "sessions one worker runs at once"),
+    NUM(warm_pool, "sandboxes a worker keeps ready"),
+    SZ(files_quota, "bytes of one session's files kept in Redis"),
+    STR(log_level, "debug, info, warn or error"),
+};
+
+void cq_fleet_config_init(struct cq_fleet_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    snprintf(cfg->brokers, sizeof(cfg->brokers), "127.0.0.1:19092");
+    snprintf(cfg->redis, sizeof(cfg->redis), "127.0.0.1:16379");
+    snprintf(cfg->prefix, sizeof(cfg->prefix), "codeq:");
+    snprintf(cfg->request_topic, sizeof(cfg->request_topic), "codeq.requests");
+    snprintf(cfg->dlq_topic, sizeof(cfg->dlq_topic), "codeq.requests.dlq");
+    cfg->heartbeat_ms = 1000;
+    cfg->max_sessions = CQ_WORKER_DEFAULT_MAX_SESSIONS;
+    cfg->warm_pool = 2;
+    cfg->files_quota = 256ULL << 20;
+    snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
+}
+
+static const struct setting *find_setting(const char *name, size_t len)
+{
+    for (size_t i = 0; i < CQ_ARRAY_LEN(settings); i++)
+        if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+static int apply(struct cq_fleet_config *cfg, const struct setting *s, const char *value,
+                 const char *source, struct cq_error *err)
+{
+    char *field = (char *)cfg + s->offset;
+    uint64_t n;
+    switch (s->kind) {
+    case STRING:
+        if (strlen(value) >= s->size)
+            return cq_error_set(err, CQ_EINVALID, "%s: %s is longer than %zu characters", source,
+                                s->name, s->size - 1);
+        snprintf(field, s->size, "%s", value);
+        return 0;
+    case UINT:
+        if (cq_parse_uint(value, 1, 1000000, &n, err) < 0)
+            return cq_error_prefix(err, "%s: %s", source, s->name);
+        *(unsigned *)(void *)field = (unsigned)n;
+        return 0;
+    case SIZE:
+        if (cq_parse_size(value, 1ULL << 40, &n, err) < 0)
+            return cq_error_prefix(err, "%s: %s", source, s->name);
+        *(uint64_t *)(void *)field = n;
+        return 0;
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+static int load_file(struct cq_fleet_config *cfg, const char *path, struct cq_error *err)
+{
+    cq_autofclose FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return cq_error_sys(err, errno, "open config file %s", path);
+    char line[1024];
+    unsigned lineno = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash != NULL)
+            *hash = '\0';
+        char *text = trim(line);
+        if (*text == '\0')
+            continue;
+        char *eq = strchr(text, '=');
+        char where[PATH_MAX + 32];
+        snprintf(where, sizeof(where), "%s:%u", path, lineno);
+        if (eq == NULL)
+            return cq_error_set(err, CQ_EINVALID, "%s: expected 'name = value'", where);
+        *eq = '\0';
+        char *name = trim(text), *value = trim(eq + 1);
+        const struct setting *s = find_setting(name, strlen(name));
+        if (s == NULL)
+            return cq_error_set(err, CQ_EINVALID, "%s: unknown setting '%s'", where, name);
+        if (apply(cfg, s, value, where, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, bool *help,
+                         struct cq_error *err)
+{
+    *help = false;
+    /* The file first, wherever --config appears, so that flags override it. */
+    const char *file = getenv("CODEQ_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            *help = true;
+            return 0;
+        }
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            file = argv[i + 1];
+    }
+    if (file != NULL && file[0] != '\0' && load_file(cfg, file, err) < 0)
+        return -1;
+    for (size_t i = 0; i < CQ_ARRAY_LEN(settings); i++) {
+        char env[64] = "CODEQ_";
+        for (size_t j = 0; settings[i].name[j] != '\0' && j + 7 < sizeof(env); j++)
+            env[6 + j] = (char)toupper((unsigned char)settings[i].name[j]);
+        const char *value = getenv(env);
+        if (value != NULL && apply(cfg, &settings[i], value, env, err) < 0)
+            return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0)
+            return cq_error_set(err, CQ_EINVALID, "unexpected argument '%s'", arg);
+        arg += 2;
+        const char *eq = strchr(arg, '=');
+        size_t len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+        const char *value = eq != NULL ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (value == NULL)
+            return cq_error_set(err, CQ_EINVALID, "--%.*s needs a value", (int)len, arg);
+        if (len == 6 && strncmp(arg, "config", 6) == 0)
+            continue;
+        char name[64];
+        if (len >= sizeof(name))
+            return cq_error_set(err, CQ_EINVALID, "unknown option '--%.*s'", (int)len, arg);
+        for (size_t j = 0; j < len; j++)
+            name[j] = arg[j] == '-' ? '_' : arg[j];
+        const struct setting *s = find_setting(name, len);
+        if (s == NULL)
+            return cq_error_set(err, CQ_EINVALID, "unknown option '--%.*s'", (int)len, arg);
+        char source[80];
+        snprintf(source, sizeof(source), "--%.*s", (int)len, arg);
+        if (apply(cfg, s, value, source, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void cq_fleet_config_usage(FILE *out)
+{
+    struct cq_fleet_config d;
+    cq_fleet_config_init(&d);
+    fprintf(out, "settings (file: --config FILE or CODEQ_CONFIG; environment: CODEQ_<NAME>;\n"
+                 "flags: --name VALUE; later sources win):\n");
+    for (size_t i = 0; i < CQ_ARRAY_LEN(settings); i++) {
+        const struct setting *s = &settings[i];
+        const char *field = (const char *)&d + s->offset;
+        char value[64];
+        if (s->kind == STRING)
+            snprintf(value, sizeof(value), "%s", field);
+        else if (s->kind == UINT)
+            snprintf(value, sizeof(value), "%u", *(const unsigned *)(const void *)field);
+        else
+            snprintf(value, sizeof(value), "%lluM",
+                     (unsigned long long)(*(const uint64_t *)(const void *)field >> 20));
+        char flag[64];
+        snprintf(flag, sizeof(flag), "%s", s->name);
+        for (char *p = flag; *p; p++)
+            if (*p == '_')
+                *p = '-';
+        fprintf(out, "  --%-15s %s (default: %s)\n", flag, s->help, value[0] ? value : "none");
+    }
+}
+
+void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len)
+{
+    snprintf(out, len, "codeq.worker.%s", worker_id);
+}

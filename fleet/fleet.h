@@ -1,0 +1,232 @@
+/* fleet/fleet.h - what the fleet's daemons share: configuration, JSON logs, Kafka
+ * clients tuned for the request path, the Redis store of sessions, requests and files,
+ * and the translation between codeq.v1 protobuf and the worker core.
+ *
+ * The protocol (topics, headers, Redis keys, ownership and fencing) is docs/fleet.md.
+ * Every function that can fail returns -1 and fills a struct cq_error.
+ */
+#ifndef CQ_FLEET_FLEET_H
+#define CQ_FLEET_FLEET_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "codeq.pb-c.h"
+#include "common/error.h"
+#include "worker/worker.h"
+
+/* ---- configuration: one format for both daemons ------------------------------------
+ * Defaults, then a file (`key = value` lines, '#' comments), then CODEQ_<KEY>
+ * environment variables, then --key flags: later sources win. */
+
+struct cq_fleet_config {
+    char brokers[512];       /* brokers: Kafka bootstrap servers */
+    char redis[256];         /* redis: host:port */
+    char prefix[64];         /* redis_prefix: of every Redis key */
+    char request_topic[200]; /* request_topic */
+    char dlq_topic[200];     /* dlq_topic */
+    char worker_id[64];      /* worker_id (worker only): names its topic */
+    unsigned heartbeat_ms;   /* heartbeat_ms: workers' heartbeat period */
+    unsigned max_sessions;   /* max_sessions (worker) */
+    unsigned warm_pool;      /* warm_pool (worker) */
+    uint64_t files_quota;    /* files_quota: bytes of one session's files in Redis */
+    char log_level[16];      /* log_level: debug, info, warn, error */
+};
+
+void cq_fleet_config_init(struct cq_fleet_config *cfg);
+/* Applies file, environment and flags; argv[optind...] must be --key value pairs.
+ * Prints nothing; *help is set for -h/--help. */
+int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, bool *help,
+                         struct cq_error *err);
+/* The keys, their defaults and meaning, for --help. */
+void cq_fleet_config_usage(FILE *out);
+/* The worker topic of a worker id: "codeq.worker.<id>". */
+void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len);
+
+/* ---- logs: one JSON object per line on stderr --------------------------------------- */
+
+enum cq_log_level { CQ_LOG_DEBUG, CQ_LOG_INFO, CQ_LOG_WARN, CQ_LOG_ERROR };
+
+void cq_log_setup(const char *component, const char *level);
+void cq_log(enum cq_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- Kafka ------------------------------------------------------------------------ */
+
+/* A producer for the request path: no linger, no Nagle, idempotent, Java-compatible
+ * key partitioning. Delivery reports complete struct cq_delivery opaques. */
+rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error *err);
+/* A consumer of topic in group, offsets committed only by the caller. */
+rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
+                              const char *topic, struct cq_error *err);
+
+/* Creates topic unless it exists; fails when Kafka cannot be reached (a clear start-up
+ * error rather than a daemon that waits in silence). */
+int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, struct cq_error *err);
+
+struct cq_header {
+    const char *name, *value;
+};
+
+/* Tracks the acknowledgement of messages produced with it as their opaque. */
+struct cq_delivery {
+    int pending;
+    int failed;
+    rd_kafka_resp_err_t last_error;
+};
+
+int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, const void *value,
+                  size_t len, const struct cq_header *headers, size_t n_headers,
+                  struct cq_delivery *delivery, struct cq_error *err);
+/* Waits until every message counted in d is acknowledged (or failed). */
+int cq_kafka_wait(rd_kafka_t *producer, struct cq_delivery *d, int timeout_ms,
+                  struct cq_error *err);
+/* The value of a header of msg, or NULL. */
+const char *cq_kafka_header(rd_kafka_message_t *msg, const char *name, char *buf, size_t len);
+
+/* Publishes a reply of req: key and headers request_id, session_id, codeq-kind (chunk or
+ * final). With wait, returns once the broker acknowledged it. */
+int cq_fleet_publish(rd_kafka_t *producer, const Codeq__V1__Request *req, const char *kind,
+                     const uint8_t *bytes, size_t len, bool wait, struct cq_error *err);
+
+/* ---- the Redis store --------------------------------------------------------------- */
+
+struct cq_store;
+
+int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, struct cq_error *err);
+void cq_store_close(struct cq_store *st);
+
+struct cq_worker_status {
+    char id[64];
+    int64_t capacity; /* sessions it can still take */
+    int64_t sessions;
+    bool draining;
+};
+
+int cq_store_heartbeat(struct cq_store *st, const char *worker_id, int64_t capacity,
+                       int64_t sessions, bool draining, unsigned ttl_ms, struct cq_error *err);
+int cq_store_worker_gone(struct cq_store *st, const char *worker_id, struct cq_error *err);
+/* Live workers (at most max); *n gets the count. Dead ones are listed in dead. */
+int cq_store_workers(struct cq_store *st, struct cq_worker_status *live, size_t max, size_t *n,
+                     char (*dead)[64], size_t max_dead, size_t *n_dead, struct cq_error *err);
+
+/* Request states (req:<rid>). */
+enum cq_request_state { CQ_REQ_NONE, CQ_REQ_FORWARDED, CQ_REQ_RUNNING, CQ_REQ_DONE };
+
+struct cq_route {
+    char owner[64];
+    uint64_t fence;
+    bool moved; /* the owner was dead and the session now belongs to `owner` */
+    bool exists;
+};
+
+/* The session's owner, moving it to `fallback` when the owner's heartbeat expired. */
+int cq_store_route(struct cq_store *st, const char *session_id, const char *fallback,
+                   struct cq_route *route, struct cq_error *err);
+/* Records a new session owned by worker (fence 1) and reserves one of its slots. For a
+ * client token already used, *existing_id gets the session it made. */
+int cq_store_create_session(struct cq_store *st, const char *session_id, const char *worker,
+                            const char *client_token, char *existing_id, size_t existing_len,
+                            struct cq_error *err);
+/* The request's state; NONE when unknown. */
+int cq_store_request_state(struct cq_store *st, const char *request_id,
+                           enum cq_request_state *state, struct cq_error *err);
+/* Records a forward (state forwarded, worker, body for a later re-route) unless the
+ * request is running or done; *state gets the state found. */
+int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,
+                     const char *session_id, const void *body, size_t len,
+                     enum cq_request_state *state, struct cq_error *err);
+/* forwarded-to-me -> running. Returns 1 when claimed, 0 when not (state says why). */
+int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
+                   enum cq_request_state *state, struct cq_error *err);
+/* Stores the final reply of a request and marks it done; only by the worker that
+ * claimed it (or, with worker NULL, by recovery of a request nobody finished).
+ * Returns 1 when stored, 0 when another outcome was stored first. */
+int cq_store_finish(struct cq_store *st, const char *request_id, const char *worker,
+                    const void *response, size_t len, struct cq_error *err);
+/* The final reply was acknowledged by Kafka: recovery has nothing left to do for it. */
+int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,
+                           struct cq_error *err);
+/* The stored final reply (malloc'd) or *data NULL. */
+int cq_store_result(struct cq_store *st, const char *request_id, uint8_t **data, size_t *len,
+                    struct cq_error *err);
+
+/* Session facts for getSession/listSessions, written by the owner (fenced). */
+int cq_store_session_facts(struct cq_store *st, const char *session_id, const char *worker,
+                           uint64_t fence, const struct cq_session_info *info,
+                           struct cq_error *err);
+int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq_session_info *info,
+                          bool *found, struct cq_error *err);
+int cq_store_list_sessions(struct cq_store *st, size_t max, const char *after,
+                           struct cq_session_info *out, size_t *n, char *next, size_t next_len,
+                           struct cq_error *err);
+/* Removes the session's keys (fenced unless worker is NULL). */
+int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
+                         uint64_t fence, struct cq_error *err);
+/* Gives the session up (owner ""), so that the next request moves it at once. */
+int cq_store_release_session(struct cq_store *st, const char *session_id, const char *worker,
+                             uint64_t fence, struct cq_error *err);
+int cq_store_owner(struct cq_store *st, const char *session_id, char *owner, size_t len,
+                   uint64_t *fence, struct cq_error *err);
+
+/* Files: one hash per session; writes are fenced. */
+struct cq_stored_file {
+    char *path;
+    uint64_t size;
+    int64_t mtime_ns;
+};
+int cq_store_put_file(struct cq_store *st, const char *session_id, const char *worker,
+                      uint64_t fence, const char *path, const uint8_t *data, size_t len,
+                      int64_t mtime_ns, struct cq_error *err);
+int cq_store_delete_file(struct cq_store *st, const char *session_id, const char *worker,
+                         uint64_t fence, const char *path, struct cq_error *err);
+int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_stored_file **out,
+                        size_t *n, struct cq_error *err);
+void cq_stored_files_free(struct cq_stored_file *files, size_t n);
+int cq_store_get_file(struct cq_store *st, const char *session_id, const char *path, uint8_t **data,
+                      size_t *len, struct cq_error *err);
+
+/* In-flight requests of a worker, oldest first, for recovery. */
+int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], size_t max,
+                      size_t *n, struct cq_error *err);
+/* The forwarded body of a request (malloc'd), the worker it went to and its state. */
+int cq_store_request(struct cq_store *st, const char *request_id, uint8_t **body, size_t *len,
+                     enum cq_request_state *state, struct cq_error *err);
+/* Drops a dead worker from the worker set once its requests are recovered. */
+int cq_store_forget_worker(struct cq_store *st, const char *worker, struct cq_error *err);
+int cq_store_lock(struct cq_store *st, const char *name, unsigned ttl_ms, bool *taken,
+                  struct cq_error *err);
+
+/* ---- recovery: the in-flight requests of a worker that is gone --------------------- */
+
+/* Called for a request that was forwarded to the lost worker and never started. */
+typedef void (*cq_reroute_fn)(void *ctx, Codeq__V1__Request *req);
+
+/* Settles every request of inflight:<worker>: a finished one gets its stored reply
+ * again, a running one the worker-lost error (never a second run), a forwarded one is
+ * handed to reroute (which owns it). */
+int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *worker,
+                     cq_reroute_fn reroute, void *ctx, size_t *settled, struct cq_error *err);
+
+/* ---- codec: codeq.v1 <-> the worker core ------------------------------------------- */
+
+/* Why a decoded request cannot be served, or NULL. */
+const char *cq_codec_invalid(const Codeq__V1__Request *req);
+/* Arguments of an Invoke as the worker's; pointers into req (and *owned, to free). */
+int cq_codec_invoke_args(const Codeq__V1__Invoke *inv, struct cq_invoke_args *a, void **owned);
+/* Packs a Response with a result, session or list; *out is malloc'd. */
+int cq_codec_result_response(const char *request_id, const char *session_id,
+                             const struct cq_result *r, uint8_t **out, size_t *len);
+int cq_codec_session_response(const char *request_id, const struct cq_session_info *info,
+                              uint8_t **out, size_t *len);
+int cq_codec_sessions_response(const char *request_id, const struct cq_session_info *infos,
+                               size_t n, const char *next_token, uint8_t **out, size_t *len);
+int cq_codec_chunk_response(const char *request_id, const char *session_id, int stream,
+                            const void *data, size_t data_len, uint64_t sequence, uint8_t **out,
+                            size_t *len);
+/* A Response with a service error (error_code, message, is_error). */
+int cq_codec_error_response(const char *request_id, const char *session_id,
+                            enum cq_result_error code, const char *message, uint8_t **out,
+                            size_t *len);
+
+#endif

@@ -1,0 +1,232 @@
+/* fleet/kafka.c - librdkafka clients set up for a request path measured in
+ * milliseconds. librdkafka 2.0.2's defaults favour batching: linger.ms=5, Nagle on,
+ * fetch.wait.max.ms=500; each would add its delay to every round trip. */
+#define _GNU_SOURCE
+#include "fleet/fleet.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static int set(rd_kafka_conf_t *conf, const char *name, const char *value, struct cq_error *err)
+{
+    char why[256];
+    if (rd_kafka_conf_set(conf, name, value, why, sizeof(why)) != RD_KAFKA_CONF_OK)
+        return cq_error_set(err, CQ_EINVALID, "kafka setting %s=%s: %s", name, value, why);
+    return 0;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    struct cq_delivery *d = msg->_private;
+    if (d == NULL)
+        return;
+    /* Any thread that polls the producer may run this, while the owner of d waits. */
+    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        d->last_error = msg->err;
+        __atomic_add_fetch(&d->failed, 1, __ATOMIC_SEQ_CST);
+    }
+    __atomic_sub_fetch(&d->pending, 1, __ATOMIC_SEQ_CST);
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    cq_log(level <= 3   ? CQ_LOG_ERROR
+           : level <= 4 ? CQ_LOG_WARN
+                        : CQ_LOG_DEBUG,
+           "kafka %s: %s", fac, buf);
+}
+
+static rd_kafka_conf_t *common_conf(const struct cq_fleet_config *cfg, struct cq_error *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (set(conf, "bootstrap.servers", cfg->brokers, err) < 0 ||
+        set(conf, "socket.nagle.disable", "true", err) < 0 ||
+        set(conf, "reconnect.backoff.max.ms", "1000", err) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    return conf;
+}
+
+rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error *err)
+{
+    rd_kafka_conf_t *conf = common_conf(cfg, err);
+    if (conf == NULL)
+        return NULL;
+    /* murmur2_random: the partition of a key as Java clients compute it, so that a
+     * session's requests share a partition whoever produced them. */
+    if (set(conf, "linger.ms", "0", err) < 0 || set(conf, "enable.idempotence", "true", err) < 0 ||
+        set(conf, "partitioner", "murmur2_random", err) < 0 ||
+        set(conf, "message.timeout.ms", "30000", err) < 0 ||
+        set(conf, "message.max.bytes", "209715200", err) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (rk == NULL) {
+        cq_error_set(err, CQ_EINVALID, "create kafka producer: %s", why);
+        return NULL;
+    }
+    return rk;
+}
+
+rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
+                              const char *topic, struct cq_error *err)
+{
+    rd_kafka_conf_t *conf = common_conf(cfg, err);
+    if (conf == NULL)
+        return NULL;
+    /* Offsets are committed by the caller once the work a message started is safe
+     * (forwarded, or claimed in Redis), never on a timer. The range assignor: 2.0.2's
+     * cooperative-sticky has a known infinite loop. */
+    if (set(conf, "group.id", group, err) < 0 ||
+        set(conf, "enable.auto.commit", "false", err) < 0 ||
+        set(conf, "auto.offset.reset", "earliest", err) < 0 ||
+        set(conf, "fetch.wait.max.ms", "5", err) < 0 ||
+        set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
+        set(conf, "partition.assignment.strategy", "range", err) < 0 ||
+        set(conf, "session.timeout.ms", "6000", err) < 0 ||
+        set(conf, "heartbeat.interval.ms", "500", err) < 0 ||
+        set(conf, "topic.metadata.refresh.interval.ms", "5000", err) < 0 ||
+        set(conf, "allow.auto.create.topics", "true", err) < 0 ||
+        set(conf, "fetch.message.max.bytes", "209715200", err) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (rk == NULL) {
+        cq_error_set(err, CQ_EINVALID, "create kafka consumer: %s", why);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        cq_error_set(err, CQ_EINVALID, "subscribe to %s: %s", topic, rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, const void *value,
+                  size_t len, const struct cq_header *headers, size_t n_headers,
+                  struct cq_delivery *delivery, struct cq_error *err)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers);
+    for (size_t i = 0; i < n_headers; i++)
+        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
+    if (delivery != NULL)
+        __atomic_add_fetch(&delivery->pending, 1, __ATOMIC_SEQ_CST);
+    rd_kafka_resp_err_t e;
+    size_t key_len = key != NULL ? strlen(key) : 0;
+    for (;;) {
+        e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+                              RD_KAFKA_V_VALUE((void *)value, len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+                              RD_KAFKA_V_OPAQUE(delivery), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            break;
+        rd_kafka_poll(producer, 10); /* wait for room: back-pressure, not an error */
+    }
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_headers_destroy(hdrs); /* not owned by librdkafka after a failure */
+        if (delivery != NULL)
+            __atomic_sub_fetch(&delivery->pending, 1, __ATOMIC_SEQ_CST);
+        return cq_error_set(err, CQ_EINTERNAL, "produce to %s: %s", topic, rd_kafka_err2str(e));
+    }
+    return 0;
+}
+
+int cq_kafka_wait(rd_kafka_t *producer, struct cq_delivery *d, int timeout_ms, struct cq_error *err)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    int64_t until = (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000 + timeout_ms;
+    while (__atomic_load_n(&d->pending, __ATOMIC_SEQ_CST) > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000 >= until)
+            break;
+        rd_kafka_poll(producer, 5);
+    }
+    int pending = __atomic_load_n(&d->pending, __ATOMIC_SEQ_CST);
+    if (pending > 0)
+        return cq_error_set(err, CQ_ETIMEOUT, "%d messages not acknowledged within %d ms", pending,
+                            timeout_ms);
+    if (__atomic_load_n(&d->failed, __ATOMIC_SEQ_CST) > 0)
+        return cq_error_set(err, CQ_EINTERNAL, "%d messages failed: %s", d->failed,
+                            rd_kafka_err2str(d->last_error));
+    return 0;
+}
+
+const char *cq_kafka_header(rd_kafka_message_t *msg, const char *name, char *buf, size_t len)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    const void *value;
+    size_t size;
+    if (rd_kafka_header_get_last(hdrs, name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        value == NULL || size >= len)
+        return NULL;
+    memcpy(buf, value, size);
+    buf[size] = '\0';
+    return buf;
+}
+
+int cq_fleet_publish(rd_kafka_t *producer, const Codeq__V1__Request *req, const char *kind,
+                     const uint8_t *bytes, size_t len, bool wait, struct cq_error *err)
+{
+    struct cq_header headers[] = {
+        {"request_id", req->request_id},
+        {"session_id", req->session_id},
+        {"codeq-kind", kind},
+    };
+    struct cq_delivery delivery = {0};
+    if (cq_kafka_send(producer, req->reply_topic, req->request_id, bytes, len, headers, 3,
+                      wait ? &delivery : NULL, err) < 0)
+        return -1;
+    return wait ? cq_kafka_wait(producer, &delivery, 30000, err) : 0;
+}
+
+int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, struct cq_error *err)
+{
+    /* Without this, a consumer subscribed to a topic nobody has produced to yet waits
+     * for a metadata refresh after the first message: seconds on a first request. */
+    char why[256];
+    rd_kafka_NewTopic_t *t = rd_kafka_NewTopic_new(topic, partitions, 1, why, sizeof(why));
+    if (t == NULL)
+        return cq_error_set(err, CQ_EINVALID, "topic %s: %s", topic, why);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, &t, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    int rc = 0;
+    if (ev == NULL) {
+        rc = cq_error_set(err, CQ_ETIMEOUT, "create topic %s: no answer from Kafka at %s", topic,
+                          "the brokers");
+    } else {
+        const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+        size_t n = 0;
+        const rd_kafka_topic_result_t **results =
+            res != NULL ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
+        rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR && n == 1)
+            e = rd_kafka_topic_result_error(results[0]);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+            rc = cq_error_set(err, CQ_EINTERNAL, "create topic %s: %s", topic, rd_kafka_err2str(e));
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(t);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/* fleet/recovery.c - what happens to the requests of a worker that died.
+ *
+ * The promise is that every accepted request gets one final reply and none runs twice.
+ * Redis knows how far each request got (docs/fleet.md): a request the worker had
+ * claimed may have partly run, so it is answered with an error and never re-run; one
+ * it had not claimed is routed again; one it finished gets its stored reply again,
+ * since the worker may have died before publishing it. */
+#define _GNU_SOURCE
+#include "fleet/fleet.h"
+
+#include <stdlib.h>
+
+#define LOST_MESSAGE                                                                               \
+    "the worker running this request was lost; the code may have partly run and was not "          \
+    "run again"
+
+static void answer_stored(struct cq_store *st, rd_kafka_t *producer, const Codeq__V1__Request *req,
+                          struct cq_error *err)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if (cq_store_result(st, req->request_id, &bytes, &len, err) == 0 && bytes != NULL)
+        cq_fleet_publish(producer, req, "final", bytes, len, true, err);
+    free(bytes);
+}
+
+int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *worker,
+                     cq_reroute_fn reroute, void *ctx, size_t *settled, struct cq_error *err)
+{
+    *settled = 0;
+    char(*ids)[64] = calloc(1000, 64);
+    if (ids == NULL)
+        return cq_error_set(err, CQ_EINTERNAL, "out of memory");
+    size_t n = 0;
+    if (cq_store_inflight(st, worker, ids, 1000, &n, err) < 0) {
+        free(ids);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *body = NULL;
+        size_t len = 0;
+        enum cq_request_state state;
+        if (cq_store_request(st, ids[i], &body, &len, &state, err) < 0)
+            continue;
+        Codeq__V1__Request *req = body != NULL ? codeq__v1__request__unpack(NULL, len, body) : NULL;
+        free(body);
+        if (req == NULL) {
+            /* Nothing to answer with (expired, or never fully recorded). */
+            cq_store_inflight_done(st, worker, ids[i], err);
+            continue;
+        }
+        if (state == CQ_REQ_FORWARDED) {
+            reroute(ctx, req); /* owns req; moves it to another in-flight set */
+            (*settled)++;
+            continue;
+        }
+        if (state == CQ_REQ_RUNNING) {
+            uint8_t *bytes;
+            size_t blen;
+            if (cq_codec_error_response(req->request_id, req->session_id, CQ_RESULT_INTERNAL,
+                                        LOST_MESSAGE, &bytes, &blen) == 0) {
+                if (cq_store_finish(st, req->request_id, NULL, bytes, blen, err) == 1)
+                    cq_log(CQ_LOG_WARN, "request %s: its worker %s was lost while it ran",
+                           req->request_id, worker);
+                free(bytes);
+            }
+        }
+        /* Done (now or before): the stored reply, which may never have been sent. */
+        answer_stored(st, producer, req, err);
+        cq_store_inflight_done(st, worker, ids[i], err);
+        (*settled)++;
+        codeq__v1__request__free_unpacked(req, NULL);
+    }
+    free(ids);
+    return 0;
+}

@@ -1,0 +1,873 @@
+/* fleet/store.c - the fleet's state in Redis (docs/fleet.md has the keys).
+ *
+ * Every decision that two processes could race on (who owns a session, who runs a
+ * request, whether a worker may still write a session's files) is one Lua script, so
+ * Redis applies it atomically; the C side only passes arguments. Scripts build their
+ * keys from the prefix, which ties the store to one Redis (not Redis Cluster).
+ *
+ * One connection behind a mutex: commands take tens of microseconds on loopback, far
+ * less than the executions they bracket. A broken connection is reopened on the next
+ * command, so a Redis restart costs the commands that were in flight, not the process. */
+#define _GNU_SOURCE
+#include "fleet/fleet.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHUNK_BYTES  (512 * 1024)
+#define RESULT_TTL_S 86400
+#define ENDED_KEPT_S 3600
+
+struct cq_store {
+    pthread_mutex_t lock;
+    redisContext *c;
+    char host[200];
+    int port;
+    char prefix[64];
+    uint64_t files_quota;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int connect_locked(struct cq_store *st, struct cq_error *err)
+{
+    if (st->c != NULL && st->c->err == 0)
+        return 0;
+    if (st->c != NULL)
+        redisFree(st->c);
+    struct timeval timeout = {.tv_sec = 2};
+    st->c = redisConnectWithTimeout(st->host, st->port, timeout);
+    if (st->c == NULL || st->c->err != 0) {
+        cq_error_set(err, CQ_EINTERNAL, "cannot reach Redis at %s:%d: %s", st->host, st->port,
+                     st->c != NULL ? st->c->errstr : "out of memory");
+        if (st->c != NULL)
+            redisFree(st->c);
+        st->c = NULL;
+        return -1;
+    }
+    /* Commands then block at most this long: a hung Redis becomes an error. */
+    struct timeval command_timeout = {.tv_sec = 10};
+    redisSetTimeout(st->c, command_timeout);
+    return 0;
+}
+
+/* Runs one command (binary-safe arguments); the reply is the caller's to free. */
+static redisReply *command(struct cq_store *st, int argc, const char **argv, const size_t *lens,
+                           struct cq_error *err)
+{
+    pthread_mutex_lock(&st->lock);
+    redisReply *r = NULL;
+    /* One retry: the first command after a Redis restart finds the old socket dead. */
+    for (int attempt = 0; attempt < 2 && r == NULL; attempt++) {
+        if (connect_locked(st, err) < 0)
+            break;
+        r = redisCommandArgv(st->c, argc, argv, lens);
+        if (r == NULL)
+            cq_error_set(err, CQ_EINTERNAL, "Redis: %s", st->c->errstr);
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        cq_error_set(err, CQ_EINTERNAL, "Redis: %s", r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* EVAL of a script with ARGV only: the prefix is always ARGV[1]. */
+struct args {
+    const char *v[600];
+    size_t len[600];
+    char num[8][32];
+    int n, nums;
+};
+
+static void arg(struct args *a, const char *s)
+{
+    a->v[a->n] = s;
+    a->len[a->n++] = strlen(s);
+}
+
+static void arg_bin(struct args *a, const void *data, size_t len)
+{
+    a->v[a->n] = len > 0 ? data : "";
+    a->len[a->n++] = len;
+}
+
+static void arg_int(struct args *a, int64_t value)
+{
+    snprintf(a->num[a->nums], sizeof(a->num[0]), "%lld", (long long)value);
+    arg(a, a->num[a->nums++]);
+}
+
+static void script(struct cq_store *st, struct args *a, const char *lua)
+{
+    a->n = a->nums = 0;
+    arg(a, "EVAL");
+    arg(a, lua);
+    arg(a, "0");
+    arg(a, st->prefix);
+}
+
+static redisReply *run(struct cq_store *st, struct args *a, struct cq_error *err)
+{
+    return command(st, a->n, a->v, a->len, err);
+}
+
+static int64_t int_of(const redisReply *r)
+{
+    if (r == NULL)
+        return 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (r->type == REDIS_REPLY_STRING)
+        return strtoll(r->str, NULL, 10);
+    return 0;
+}
+
+static void copy_str(const redisReply *r, char *out, size_t len)
+{
+    snprintf(out, len, "%.*s", r != NULL && r->type == REDIS_REPLY_STRING ? (int)r->len : 0,
+             r != NULL && r->type == REDIS_REPLY_STRING ? r->str : "");
+}
+
+int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, struct cq_error *err)
+{
+    struct cq_store *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate store");
+    pthread_mutex_init(&st->lock, NULL);
+    const char *colon = strrchr(cfg->redis, ':');
+    snprintf(st->host, sizeof(st->host), "%.*s",
+             colon != NULL ? (int)(colon - cfg->redis) : (int)strlen(cfg->redis), cfg->redis);
+    st->port = colon != NULL ? atoi(colon + 1) : 6379;
+    snprintf(st->prefix, sizeof(st->prefix), "%s", cfg->prefix);
+    st->files_quota = cfg->files_quota;
+    const char *ping[] = {"PING"};
+    redisReply *r = command(st, 1, ping, NULL, err);
+    if (r == NULL) {
+        cq_store_close(st);
+        return -1;
+    }
+    freeReplyObject(r);
+    *out = st;
+    return 0;
+}
+
+void cq_store_close(struct cq_store *st)
+{
+    if (st == NULL)
+        return;
+    if (st->c != NULL)
+        redisFree(st->c);
+    pthread_mutex_destroy(&st->lock);
+    free(st);
+}
+
+/* ---- workers ------------------------------------------------------------------------ */
+
+static const char HEARTBEAT[] =
+    "local k = ARGV[1] .. 'worker:' .. ARGV[2]\n"
+    "redis.call('HSET', k, 'capacity', ARGV[3], 'sessions', ARGV[4], 'draining', ARGV[5],\n"
+    "           'heartbeat_ms', ARGV[7])\n"
+    "redis.call('PEXPIRE', k, ARGV[6])\n"
+    "redis.call('SADD', ARGV[1] .. 'workers', ARGV[2])\n"
+    "return 1\n";
+
+int cq_store_heartbeat(struct cq_store *st, const char *worker_id, int64_t capacity,
+                       int64_t sessions, bool draining, unsigned ttl_ms, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, HEARTBEAT);
+    arg(&a, worker_id);
+    arg_int(&a, capacity);
+    arg_int(&a, sessions);
+    arg(&a, draining ? "1" : "0");
+    arg_int(&a, ttl_ms);
+    arg_int(&a, now_ms());
+    redisReply *r = run(st, &a, err);
+    freeReplyObject(r);
+    return r != NULL ? 0 : -1;
+}
+
+int cq_store_worker_gone(struct cq_store *st, const char *worker_id, struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%sworker:%s", st->prefix, worker_id);
+    const char *argv[] = {"DEL", key};
+    redisReply *r = command(st, 2, argv, NULL, err);
+    freeReplyObject(r);
+    return r != NULL ? 0 : -1;
+}
+
+static const char WORKERS[] =
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'workers')) do\n"
+    "  local h = redis.call('HMGET', ARGV[1] .. 'worker:' .. id, 'capacity', 'sessions',\n"
+    "                       'draining')\n"
+    "  if h[1] then table.insert(out, {id, h[1], h[2], h[3]}) else table.insert(out, {id}) end\n"
+    "end\n"
+    "return out\n";
+
+int cq_store_workers(struct cq_store *st, struct cq_worker_status *live, size_t max, size_t *n,
+                     char (*dead)[64], size_t max_dead, size_t *n_dead, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, WORKERS);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    *n = 0;
+    if (n_dead != NULL)
+        *n_dead = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 1)
+            continue;
+        if (e->elements == 1) {
+            if (dead != NULL && *n_dead < max_dead)
+                copy_str(e->element[0], dead[(*n_dead)++], 64);
+            continue;
+        }
+        if (*n == max)
+            continue;
+        struct cq_worker_status *w = &live[(*n)++];
+        copy_str(e->element[0], w->id, sizeof(w->id));
+        w->capacity = int_of(e->element[1]);
+        w->sessions = int_of(e->element[2]);
+        w->draining = int_of(e->element[3]) != 0;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* ---- sessions ----------------------------------------------------------------------- */
+
+/* The owner's heartbeat is its lease on all its sessions; a dead or released owner's
+ * session goes to the fallback, with a new fencing token. */
+static const char ROUTE[] =
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "local owner = redis.call('HGET', s, 'owner')\n"
+    "if not owner or redis.call('HGET', s, 'status') == 'TERMINATED' then return {0} end\n"
+    "local fence = redis.call('HGET', s, 'fence')\n"
+    "if owner ~= '' and redis.call('EXISTS', ARGV[1] .. 'worker:' .. owner) == 1 then\n"
+    "  return {1, owner, fence, 0}\n"
+    "end\n"
+    "if ARGV[3] == '' then return {1, '', fence, 0} end\n"
+    "fence = redis.call('HINCRBY', s, 'fence', 1)\n"
+    "redis.call('HSET', s, 'owner', ARGV[3])\n"
+    "local w = ARGV[1] .. 'worker:' .. ARGV[3]\n"
+    "if redis.call('EXISTS', w) == 1 then redis.call('HINCRBY', w, 'capacity', -1) end\n"
+    "return {1, ARGV[3], tostring(fence), 1}\n";
+
+int cq_store_route(struct cq_store *st, const char *session_id, const char *fallback,
+                   struct cq_route *route, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, ROUTE);
+    arg(&a, session_id);
+    arg(&a, fallback != NULL ? fallback : "");
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    memset(route, 0, sizeof(*route));
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 && int_of(r->element[0]) == 1) {
+        route->exists = true;
+        copy_str(r->element[1], route->owner, sizeof(route->owner));
+        route->fence = (uint64_t)int_of(r->element[2]);
+        route->moved = int_of(r->element[3]) == 1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+static const char CREATE_SESSION[] =
+    "if ARGV[4] ~= '' then\n"
+    "  local e = redis.call('GET', ARGV[1] .. 'start:' .. ARGV[4])\n"
+    "  if e then return e end\n"
+    "end\n"
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "redis.call('HSET', s, 'owner', ARGV[3], 'fence', 1, 'created_ms', ARGV[5],\n"
+    "           'updated_ms', ARGV[5], 'status', 'STARTING')\n"
+    "redis.call('EXPIRE', s, 3600)\n"
+    "if ARGV[4] ~= '' then redis.call('SET', ARGV[1] .. 'start:' .. ARGV[4], ARGV[2], 'EX', 86400) "
+    "end\n"
+    "local w = ARGV[1] .. 'worker:' .. ARGV[3]\n"
+    "if redis.call('EXISTS', w) == 1 then redis.call('HINCRBY', w, 'capacity', -1) end\n"
+    "return ''\n";
+
+int cq_store_create_session(struct cq_store *st, const char *session_id, const char *worker,
+                            const char *client_token, char *existing_id, size_t existing_len,
+                            struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, CREATE_SESSION);
+    arg(&a, session_id);
+    arg(&a, worker);
+    arg(&a, client_token != NULL ? client_token : "");
+    arg_int(&a, now_ms());
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    copy_str(r, existing_id, existing_len);
+    freeReplyObject(r);
+    return 0;
+}
+
+static const char FACTS[] =
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
+    "then return 0 end\n"
+    "redis.call('HSET', s, 'name', ARGV[5], 'updated_ms', ARGV[7], 'ttl_s', ARGV[8],\n"
+    "           'status', 'READY')\n"
+    "redis.call('HSETNX', s, 'created_ms', ARGV[6])\n"
+    "local created = tonumber(redis.call('HGET', s, 'created_ms'))\n"
+    "local expire_at = created + tonumber(ARGV[8]) * 1000\n"
+    "redis.call('HSET', s, 'expires_ms', expire_at)\n"
+    "redis.call('PEXPIREAT', s, expire_at + 3600000)\n"
+    "redis.call('ZADD', ARGV[1] .. 'sessions', created, ARGV[2])\n"
+    "return 1\n";
+
+static int fenced(redisReply *r, const char *session_id, struct cq_error *err)
+{
+    if (r == NULL)
+        return -1;
+    int64_t v = int_of(r);
+    freeReplyObject(r);
+    if (v == 0)
+        return cq_error_set(err, EPERM,
+                            "session '%s' has moved to another worker: this worker's writes "
+                            "are fenced off",
+                            session_id);
+    if (v == -2)
+        return cq_error_set(err, CQ_ELIMIT, "the session's files are above its quota in Redis");
+    return 0;
+}
+
+int cq_store_session_facts(struct cq_store *st, const char *session_id, const char *worker,
+                           uint64_t fence, const struct cq_session_info *info, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, FACTS);
+    arg(&a, session_id);
+    arg(&a, worker);
+    arg_int(&a, (int64_t)fence);
+    arg(&a, info->name);
+    arg_int(&a, info->created_at_ms);
+    arg_int(&a, info->last_updated_at_ms);
+    arg_int(&a, info->session_timeout_s);
+    return fenced(run(st, &a, err), session_id, err);
+}
+
+static void fill_info(redisReply *h, const char *session_id, struct cq_session_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    snprintf(info->session_id, sizeof(info->session_id), "%s", session_id);
+    info->status = CQ_SESSION_READY;
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+        const char *k = h->element[i]->str;
+        redisReply *v = h->element[i + 1];
+        if (strcmp(k, "name") == 0)
+            copy_str(v, info->name, sizeof(info->name));
+        else if (strcmp(k, "created_ms") == 0)
+            info->created_at_ms = int_of(v);
+        else if (strcmp(k, "updated_ms") == 0)
+            info->last_updated_at_ms = int_of(v);
+        else if (strcmp(k, "ttl_s") == 0)
+            info->session_timeout_s = (uint32_t)int_of(v);
+        else if (strcmp(k, "status") == 0 && v->type == REDIS_REPLY_STRING &&
+                 strcmp(v->str, "TERMINATED") == 0)
+            info->status = CQ_SESSION_TERMINATED;
+        else if (strcmp(k, "expires_ms") == 0 && int_of(v) <= now_ms())
+            info->status = CQ_SESSION_TERMINATED;
+    }
+}
+
+int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq_session_info *info,
+                          bool *found, struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
+    const char *argv[] = {"HGETALL", key};
+    redisReply *r = command(st, 2, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    *found = r->type == REDIS_REPLY_ARRAY && r->elements > 0;
+    if (*found)
+        fill_info(r, session_id, info);
+    freeReplyObject(r);
+    return 0;
+}
+
+int cq_store_list_sessions(struct cq_store *st, size_t max, const char *after,
+                           struct cq_session_info *out, size_t *n, char *next, size_t next_len,
+                           struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%ssessions", st->prefix);
+    const char *argv[] = {"ZREVRANGE", key, "0", "9999"};
+    redisReply *r = command(st, 4, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    *n = 0;
+    next[0] = '\0';
+    bool started = after == NULL || after[0] == '\0';
+    for (size_t i = 0; i < r->elements; i++) {
+        const char *id = r->element[i]->str;
+        if (!started) {
+            started = strcmp(id, after) == 0;
+            continue;
+        }
+        if (*n == max) {
+            snprintf(next, next_len, "%s", out[*n - 1].session_id);
+            break;
+        }
+        bool found = false;
+        if (cq_store_session_info(st, id, &out[*n], &found, err) < 0) {
+            freeReplyObject(r);
+            return -1;
+        }
+        if (found)
+            (*n)++;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+static const char END_SESSION[] =
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "if ARGV[3] ~= '' and (redis.call('HGET', s, 'owner') ~= ARGV[3] or\n"
+    "                      redis.call('HGET', s, 'fence') ~= ARGV[4]) then return 0 end\n"
+    "redis.call('DEL', ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2])\n"
+    "redis.call('ZREM', ARGV[1] .. 'sessions', ARGV[2])\n"
+    "if redis.call('EXISTS', s) == 1 then\n"
+    "  redis.call('HSET', s, 'status', 'TERMINATED', 'owner', '', 'updated_ms', ARGV[5])\n"
+    "  redis.call('EXPIRE', s, ARGV[6])\n"
+    "end\n"
+    "return 1\n";
+
+int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
+                         uint64_t fence, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, END_SESSION);
+    arg(&a, session_id);
+    arg(&a, worker != NULL ? worker : "");
+    arg_int(&a, (int64_t)fence);
+    arg_int(&a, now_ms());
+    arg_int(&a, ENDED_KEPT_S);
+    return fenced(run(st, &a, err), session_id, err);
+}
+
+static const char RELEASE[] =
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
+    "then return 0 end\n"
+    "redis.call('HSET', s, 'owner', '')\n"
+    "return 1\n";
+
+int cq_store_release_session(struct cq_store *st, const char *session_id, const char *worker,
+                             uint64_t fence, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, RELEASE);
+    arg(&a, session_id);
+    arg(&a, worker);
+    arg_int(&a, (int64_t)fence);
+    return fenced(run(st, &a, err), session_id, err);
+}
+
+int cq_store_owner(struct cq_store *st, const char *session_id, char *owner, size_t len,
+                   uint64_t *fence, struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
+    const char *argv[] = {"HMGET", key, "owner", "fence"};
+    redisReply *r = command(st, 4, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    copy_str(r->elements > 0 ? r->element[0] : NULL, owner, len);
+    *fence = r->elements > 1 ? (uint64_t)int_of(r->element[1]) : 0;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* ---- requests ----------------------------------------------------------------------- */
+
+static enum cq_request_state state_of(const redisReply *r)
+{
+    if (r == NULL || r->type != REDIS_REPLY_STRING)
+        return CQ_REQ_NONE;
+    if (strcmp(r->str, "forwarded") == 0)
+        return CQ_REQ_FORWARDED;
+    if (strcmp(r->str, "running") == 0)
+        return CQ_REQ_RUNNING;
+    if (strcmp(r->str, "done") == 0)
+        return CQ_REQ_DONE;
+    return CQ_REQ_NONE;
+}
+
+int cq_store_request_state(struct cq_store *st, const char *request_id,
+                           enum cq_request_state *state, struct cq_error *err)
+{
+    char key[200];
+    snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
+    const char *argv[] = {"HGET", key, "state"};
+    redisReply *r = command(st, 3, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    *state = state_of(r);
+    freeReplyObject(r);
+    return 0;
+}
+
+static const char FORWARD[] =
+    "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
+    "local state = redis.call('HGET', k, 'state')\n"
+    "if state == 'running' or state == 'done' then return state end\n"
+    "local old = redis.call('HGET', k, 'worker')\n"
+    "if old and old ~= ARGV[3] then redis.call('ZREM', ARGV[1] .. 'inflight:' .. old, ARGV[2]) "
+    "end\n"
+    "redis.call('HSET', k, 'state', 'forwarded', 'worker', ARGV[3], 'session', ARGV[4],\n"
+    "           'body', ARGV[5])\n"
+    "redis.call('EXPIRE', k, 86400)\n"
+    "redis.call('ZADD', ARGV[1] .. 'inflight:' .. ARGV[3], ARGV[6], ARGV[2])\n"
+    "return 'forwarded'\n";
+
+int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,
+                     const char *session_id, const void *body, size_t len,
+                     enum cq_request_state *state, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, FORWARD);
+    arg(&a, request_id);
+    arg(&a, worker);
+    arg(&a, session_id);
+    arg_bin(&a, body, len);
+    arg_int(&a, now_ms());
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    *state = state_of(r);
+    freeReplyObject(r);
+    return 0;
+}
+
+static const char CLAIM[] = "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
+                            "local h = redis.call('HMGET', k, 'state', 'worker')\n"
+                            "if h[1] == 'forwarded' and h[2] == ARGV[3] then\n"
+                            "  redis.call('HSET', k, 'state', 'running')\n"
+                            "  return 'claimed'\n"
+                            "end\n"
+                            "return h[1] or 'none'\n";
+
+int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
+                   enum cq_request_state *state, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, CLAIM);
+    arg(&a, request_id);
+    arg(&a, worker);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    int claimed = r->type == REDIS_REPLY_STRING && strcmp(r->str, "claimed") == 0;
+    *state = claimed ? CQ_REQ_RUNNING : state_of(r);
+    freeReplyObject(r);
+    return claimed;
+}
+
+static const char FINISH[] =
+    "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
+    "local h = redis.call('HMGET', k, 'state', 'worker')\n"
+    "if h[1] == 'done' then return 0 end\n"
+    "if ARGV[3] ~= '' and (h[1] ~= 'running' or h[2] ~= ARGV[3]) then return 0 end\n"
+    "redis.call('SET', ARGV[1] .. 'result:' .. ARGV[2], ARGV[4], 'EX', ARGV[5])\n"
+    "redis.call('HSET', k, 'state', 'done')\n"
+    "redis.call('HDEL', k, 'body')\n"
+    "redis.call('EXPIRE', k, ARGV[5])\n"
+    "return 1\n";
+
+int cq_store_finish(struct cq_store *st, const char *request_id, const char *worker,
+                    const void *response, size_t len, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, FINISH);
+    arg(&a, request_id);
+    arg(&a, worker != NULL ? worker : "");
+    arg_bin(&a, response, len);
+    arg_int(&a, RESULT_TTL_S);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    int stored = (int)int_of(r);
+    freeReplyObject(r);
+    return stored;
+}
+
+int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,
+                           struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%sinflight:%s", st->prefix, worker);
+    const char *argv[] = {"ZREM", key, request_id};
+    redisReply *r = command(st, 3, argv, NULL, err);
+    freeReplyObject(r);
+    return r != NULL ? 0 : -1;
+}
+
+static int get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,
+                     size_t *len, struct cq_error *err)
+{
+    const char *argv[] = {field != NULL ? "HGET" : "GET", key, field};
+    redisReply *r = command(st, field != NULL ? 3 : 2, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    *data = NULL;
+    *len = 0;
+    if (r->type == REDIS_REPLY_STRING) {
+        *data = malloc(r->len ? r->len : 1);
+        if (*data == NULL) {
+            freeReplyObject(r);
+            return cq_error_sys(err, ENOMEM, "allocate %zu bytes", r->len);
+        }
+        memcpy(*data, r->str, r->len);
+        *len = r->len;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int cq_store_result(struct cq_store *st, const char *request_id, uint8_t **data, size_t *len,
+                    struct cq_error *err)
+{
+    char key[200];
+    snprintf(key, sizeof(key), "%sresult:%s", st->prefix, request_id);
+    return get_bytes(st, key, NULL, data, len, err);
+}
+
+int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], size_t max,
+                      size_t *n, struct cq_error *err)
+{
+    char key[160], stop[32];
+    snprintf(key, sizeof(key), "%sinflight:%s", st->prefix, worker);
+    snprintf(stop, sizeof(stop), "%zu", max > 0 ? max - 1 : 0);
+    const char *argv[] = {"ZRANGE", key, "0", stop};
+    redisReply *r = command(st, 4, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    *n = 0;
+    for (size_t i = 0; i < r->elements && *n < max; i++)
+        copy_str(r->element[i], ids[(*n)++], 64);
+    freeReplyObject(r);
+    return 0;
+}
+
+int cq_store_request(struct cq_store *st, const char *request_id, uint8_t **body, size_t *len,
+                     enum cq_request_state *state, struct cq_error *err)
+{
+    if (cq_store_request_state(st, request_id, state, err) < 0)
+        return -1;
+    char key[200];
+    snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
+    return get_bytes(st, key, "body", body, len, err);
+}
+
+int cq_store_lock(struct cq_store *st, const char *name, unsigned ttl_ms, bool *taken,
+                  struct cq_error *err)
+{
+    char key[200], ttl[32];
+    snprintf(key, sizeof(key), "%slock:%s", st->prefix, name);
+    snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+    const char *argv[] = {"SET", key, "1", "NX", "PX", ttl};
+    redisReply *r = command(st, 6, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    *taken = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    return 0;
+}
+
+int cq_store_forget_worker(struct cq_store *st, const char *worker, struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%sworkers", st->prefix);
+    const char *argv[] = {"SREM", key, worker};
+    redisReply *r = command(st, 3, argv, NULL, err);
+    freeReplyObject(r);
+    return r != NULL ? 0 : -1;
+}
+
+/* ---- files -------------------------------------------------------------------------- */
+
+/* files:<sid> holds `m:<path>` = "size mtime_ns chunks" and `bytes`; chunks:<sid> holds
+ * the data, so that listing never moves file contents. */
+static const char PUT_FILE[] =
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
+    "then return 0 end\n"
+    "local f, c = ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2]\n"
+    "local path = ARGV[5]\n"
+    "local size = 0\n"
+    "for i = 8, #ARGV do size = size + #ARGV[i] end\n"
+    "local old = redis.call('HGET', f, 'm:' .. path)\n"
+    "local old_size, old_chunks = 0, 0\n"
+    "if old then\n"
+    "  local a, b = string.match(old, '^(%d+) [-%d]+ (%d+)$')\n"
+    "  old_size, old_chunks = tonumber(a), tonumber(b)\n"
+    "end\n"
+    "local total = tonumber(redis.call('HGET', f, 'bytes') or '0') - old_size + size\n"
+    "if total > tonumber(ARGV[7]) then return -2 end\n"
+    "for i = 0, old_chunks - 1 do redis.call('HDEL', c, path .. ':' .. i) end\n"
+    "for i = 8, #ARGV do redis.call('HSET', c, path .. ':' .. (i - 8), ARGV[i]) end\n"
+    "redis.call('HSET', f, 'm:' .. path, size .. ' ' .. ARGV[6] .. ' ' .. (#ARGV - 7),\n"
+    "           'bytes', total)\n"
+    "local ttl = redis.call('PTTL', s)\n"
+    "if ttl > 0 then redis.call('PEXPIRE', f, ttl); redis.call('PEXPIRE', c, ttl) end\n"
+    "return 1\n";
+
+int cq_store_put_file(struct cq_store *st, const char *session_id, const char *worker,
+                      uint64_t fence, const char *path, const uint8_t *data, size_t len,
+                      int64_t mtime_ns, struct cq_error *err)
+{
+    size_t chunks = len == 0 ? 0 : (len + CHUNK_BYTES - 1) / CHUNK_BYTES;
+    if (chunks > 500)
+        return cq_error_set(err, CQ_ELIMIT, "%s is too large to keep in Redis", path);
+    struct args *a = malloc(sizeof(*a));
+    if (a == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate arguments");
+    script(st, a, PUT_FILE);
+    arg(a, session_id);
+    arg(a, worker);
+    arg_int(a, (int64_t)fence);
+    arg(a, path);
+    arg_int(a, mtime_ns);
+    arg_int(a, (int64_t)st->files_quota);
+    for (size_t i = 0; i < chunks; i++) {
+        size_t n = len - i * CHUNK_BYTES < CHUNK_BYTES ? len - i * CHUNK_BYTES : CHUNK_BYTES;
+        arg_bin(a, data + i * CHUNK_BYTES, n);
+    }
+    int rc = fenced(run(st, a, err), session_id, err);
+    free(a);
+    return rc;
+}
+
+static const char DELETE_FILE[] =
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
+    "then return 0 end\n"
+    "local f, c = ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2]\n"
+    "local old = redis.call('HGET', f, 'm:' .. ARGV[5])\n"
+    "if not old then return 1 end\n"
+    "local a, b = string.match(old, '^(%d+) [-%d]+ (%d+)$')\n"
+    "for i = 0, tonumber(b) - 1 do redis.call('HDEL', c, ARGV[5] .. ':' .. i) end\n"
+    "redis.call('HDEL', f, 'm:' .. ARGV[5])\n"
+    "redis.call('HINCRBY', f, 'bytes', -tonumber(a))\n"
+    "return 1\n";
+
+int cq_store_delete_file(struct cq_store *st, const char *session_id, const char *worker,
+                         uint64_t fence, const char *path, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, DELETE_FILE);
+    arg(&a, session_id);
+    arg(&a, worker);
+    arg_int(&a, (int64_t)fence);
+    arg(&a, path);
+    return fenced(run(st, &a, err), session_id, err);
+}
+
+int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_stored_file **out,
+                        size_t *n, struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%sfiles:%s", st->prefix, session_id);
+    const char *argv[] = {"HGETALL", key};
+    redisReply *r = command(st, 2, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    *out = calloc(r->elements / 2 + 1, sizeof(**out));
+    *n = 0;
+    if (*out == NULL) {
+        freeReplyObject(r);
+        return cq_error_sys(err, ENOMEM, "allocate file list");
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *field = r->element[i]->str;
+        if (strncmp(field, "m:", 2) != 0)
+            continue;
+        struct cq_stored_file *f = &(*out)[*n];
+        unsigned long long size = 0;
+        long long mtime = 0;
+        if (sscanf(r->element[i + 1]->str, "%llu %lld", &size, &mtime) != 2)
+            continue;
+        f->path = strndup(field + 2, r->element[i]->len - 2);
+        f->size = size;
+        f->mtime_ns = mtime;
+        if (f->path != NULL)
+            (*n)++;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+void cq_stored_files_free(struct cq_stored_file *files, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(files[i].path);
+    free(files);
+}
+
+int cq_store_get_file(struct cq_store *st, const char *session_id, const char *path, uint8_t **data,
+                      size_t *len, struct cq_error *err)
+{
+    char fkey[160], ckey[160], field[PATH_MAX + 8];
+    snprintf(fkey, sizeof(fkey), "%sfiles:%s", st->prefix, session_id);
+    snprintf(ckey, sizeof(ckey), "%schunks:%s", st->prefix, session_id);
+    snprintf(field, sizeof(field), "m:%s", path);
+    uint8_t *meta;
+    size_t meta_len;
+    if (get_bytes(st, fkey, field, &meta, &meta_len, err) < 0)
+        return -1;
+    if (meta == NULL)
+        return cq_error_set(err, CQ_ENOTFOUND, "%s is not stored", path);
+    unsigned long long size = 0, chunks = 0;
+    long long mtime;
+    char text[96];
+    snprintf(text, sizeof(text), "%.*s", (int)meta_len, (const char *)meta);
+    free(meta);
+    if (sscanf(text, "%llu %lld %llu", &size, &mtime, &chunks) != 3)
+        return cq_error_set(err, CQ_EINTERNAL, "bad metadata for %s", path);
+    *data = malloc(size ? size : 1);
+    if (*data == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate %llu bytes", size);
+    *len = 0;
+    for (unsigned long long i = 0; i < chunks; i++) {
+        char chunk_field[PATH_MAX + 32];
+        snprintf(chunk_field, sizeof(chunk_field), "%s:%llu", path, i);
+        uint8_t *part = NULL;
+        size_t part_len = 0;
+        int rc = get_bytes(st, ckey, chunk_field, &part, &part_len, err);
+        if (rc < 0 || part == NULL || *len + part_len > size) {
+            free(part);
+            free(*data);
+            *data = NULL;
+            return rc < 0 ? -1 : cq_error_set(err, CQ_EINTERNAL, "%s: chunk %llu missing", path, i);
+        }
+        memcpy(*data + *len, part, part_len);
+        *len += part_len;
+        free(part);
+    }
+    return 0;
+}

@@ -1,0 +1,180 @@
+"""The fleet end to end: real Kafka, real Redis, one dispatcher, two workers, real
+sandboxes (docs/fleet.md is the protocol under test)."""
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer
+
+from conftest import BROKERS
+from driver import Driver, pb, texts
+
+
+@pytest.fixture(scope="module")
+def driver(fleet):
+    d = Driver(BROKERS, fleet.request_topic)
+    yield d
+    d.close()
+
+
+def owner(redis_client, fleet, sid):
+    return redis_client.hget(fleet.prefix + "session:" + sid, "owner").decode()
+
+
+def test_sessions_are_placed_on_both_workers_and_stay_there(fleet, driver, redis_client):
+    sessions = [driver.start_session(name=f"s{i}") for i in range(6)]
+    owners = {sid: owner(redis_client, fleet, sid) for sid in sessions}
+    assert set(owners.values()) == set(fleet.workers), owners
+    for i, sid in enumerate(sessions):
+        assert driver.code(sid, f"x = {i}").is_error is False
+    request_ids = []
+    for i, sid in enumerate(sessions):
+        rid = driver.send(pb.Request(session_id=sid, invoke=pb.Invoke(
+            tool="executeCode", arguments=pb.Arguments(code="x * 10"))))
+        request_ids.append((sid, rid, i))
+    for sid, rid, i in request_ids:
+        r = driver.wait_final(rid).result
+        assert texts(r) == [str(i * 10)], r  # state kept: the session never moved
+        # Every request of a session was run by its owner.
+        req = redis_client.hgetall(fleet.prefix + "req:" + rid)
+        assert req[b"worker"].decode() == owners[sid] and req[b"state"] == b"done"
+    assert {sid: owner(redis_client, fleet, sid) for sid in sessions} == owners
+
+
+def test_output_streams_before_the_final_reply(driver):
+    sid = driver.start_session()
+    rid = driver.send(pb.Request(session_id=sid, invoke=pb.Invoke(
+        tool="executeCode", arguments=pb.Arguments(
+            code="import sys\nprint('one', flush=True)\nprint('two', file=sys.stderr)"))))
+    final = driver.wait_final(rid)
+    replies = driver.replies[rid]
+    chunks = [r.chunk for kind, r, _ in replies if kind == "chunk"]
+    assert replies[-1][0] == "final"
+    assert b"".join(c.data for c in chunks if c.stream == pb.STREAM_STDOUT) == b"one\n"
+    assert b"".join(c.data for c in chunks if c.stream == pb.STREAM_STDERR) == b"two\n"
+    assert [c.sequence for c in chunks] == list(range(len(chunks)))
+    assert final.result.structured_content.stdout == "one\n"
+    headers = replies[-1][2]
+    assert headers["request_id"] == rid and headers["session_id"] == sid
+
+
+def test_workspace_files_are_kept_in_redis(fleet, driver, redis_client):
+    sid = driver.start_session()
+    r = driver.code(sid, "open('report.csv', 'w').write('a,b\\n1,2\\n')\n"
+                         "import os\nos.makedirs('sub', exist_ok=True)\n"
+                         "open('sub/blob.bin', 'wb').write(bytes(range(256)) * 4096)")
+    assert r.is_error is False, r
+    files = redis_client.hgetall(fleet.prefix + "files:" + sid)
+    assert files[b"m:report.csv"].split()[0] == b"8"
+    assert files[b"m:sub/blob.bin"].split()[0] == str(256 * 4096).encode()
+    chunks = redis_client.hgetall(fleet.prefix + "chunks:" + sid)
+    assert chunks[b"report.csv:0"] == b"a,b\n1,2\n"
+    blob = b"".join(chunks[f"sub/blob.bin:{i}".encode()] for i in range(2))
+    assert blob == bytes(range(256)) * 4096
+    # A removed file leaves Redis too.
+    driver.code(sid, "import os\nos.remove('report.csv')")
+    assert not redis_client.hexists(fleet.prefix + "files:" + sid, "m:report.csv")
+
+
+def test_the_same_request_id_runs_once_and_answers_twice(driver):
+    sid = driver.start_session()
+    req = pb.Request(request_id=uuid.uuid4().hex, session_id=sid, invoke=pb.Invoke(
+        tool="executeCode", arguments=pb.Arguments(
+            code="n = globals().get('n', 0) + 1\nopen('runs.txt', 'a').write('x')\nn")))
+    driver.send(req)
+    first = driver.wait_final(req.request_id)
+    driver.send(req)
+    second = driver.wait_final(req.request_id, count=2)
+    assert first.SerializeToString() == second.SerializeToString()
+    assert texts(first.result) == ["1"]
+    r = driver.code(sid, "open('runs.txt').read()")
+    assert texts(r) == ["'x'"], "the request ran twice"
+
+
+def test_malformed_bytes_are_dead_lettered_and_service_goes_on(fleet, driver):
+    garbage = b"\xff\x00not a protobuf\x12"
+    driver.send_raw(garbage, key=b"junk")
+    # Valid protobuf, invalid request (no operation): dead-lettered and answered.
+    rid = driver.send(pb.Request())
+    r = driver.wait_final(rid)
+    assert r.result.is_error and r.result.error_code == pb.ERROR_CODE_INVALID_ARGUMENT
+    assert "no operation" in r.result.error_message
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "dlq-" + uuid.uuid4().hex,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([fleet.dlq_topic])
+    seen = {}
+    deadline = time.time() + 60
+    while len(seen) < 2 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            seen[m.value()] = dict((k, v.decode()) for k, v in m.headers())
+    c.close()
+    assert garbage in seen, seen
+    assert "does not decode" in seen[garbage]["codeq-dlq-reason"]
+    assert seen[garbage]["codeq-source-topic"] == fleet.request_topic
+    sid = driver.start_session()
+    assert texts(driver.code(sid, "6 * 7")) == ["42"]
+    assert all(d.alive() for d in fleet.dispatchers)
+
+
+def test_a_request_past_its_deadline_is_not_run(driver):
+    sid = driver.start_session()
+    req = pb.Request(session_id=sid, deadline_unix_ms=int(time.time() * 1000) - 1000,
+                     invoke=pb.Invoke(tool="executeCode", arguments=pb.Arguments(
+                         code="open('ran.txt', 'w').write('yes')")))
+    r = driver.call(req).result
+    assert r.is_error and r.error_code == pb.ERROR_CODE_TIMED_OUT
+    r = driver.code(sid, "import os\nos.path.exists('ran.txt')")
+    assert texts(r) == ["False"]
+
+
+def test_unknown_session_is_not_found(driver):
+    r = driver.code("no-such-session", "1")
+    assert r.is_error and r.error_code == pb.ERROR_CODE_NOT_FOUND
+
+
+def test_worker_killed_mid_execution(fleet, driver, redis_client):
+    """kill -9 of a worker: its sessions move to the other worker with their files; the
+    request it was running gets the worker-lost error and is not run again; later
+    requests succeed; every request has exactly one final reply."""
+    victim_sessions = []
+    while len(victim_sessions) < 2:
+        sid = driver.start_session()
+        if owner(redis_client, fleet, sid) == sorted(fleet.workers)[0]:
+            victim_sessions.append(sid)
+    victim = sorted(fleet.workers)[0]
+    a, b = victim_sessions
+    assert driver.code(a, "open('kept.txt', 'w').write('survives')\nv = 1").is_error is False
+    running = driver.send(pb.Request(session_id=a, invoke=pb.Invoke(
+        tool="executeCode", arguments=pb.Arguments(
+            code="open('started.txt', 'a').write('s')\nimport time\ntime.sleep(60)"))))
+    queued = driver.send(pb.Request(session_id=a, invoke=pb.Invoke(
+        tool="executeCode", arguments=pb.Arguments(code="open('kept.txt').read()"))))
+    deadline = time.time() + 60
+    while redis_client.hget(fleet.prefix + "req:" + running, "state") != b"running":
+        assert time.time() < deadline, "the long request never started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # its files (started.txt) are saved only after it ends: it never does
+    fleet.workers[victim].kill()
+
+    lost = driver.wait_final(running, timeout=120).result
+    assert lost.is_error and lost.error_code == pb.ERROR_CODE_INTERNAL
+    assert "was lost" in lost.error_message and "not run again" in lost.error_message
+    moved = driver.wait_final(queued, timeout=120).result
+    assert moved.is_error is False, moved
+    all_text = texts(moved)
+    assert "'survives'" in all_text
+    assert any("moved to a new worker" in t for t in all_text), all_text
+    other = [w for w in fleet.workers if w != victim][0]
+    assert owner(redis_client, fleet, a) == other
+    assert texts(driver.code(b, "1 + 1"))[-1] == "2"
+    assert owner(redis_client, fleet, b) == other
+    # Variables did not survive the move; the lost request was not re-run.
+    r = driver.code(a, "'v' in globals()")
+    assert texts(r) == ["False"]
+    r = driver.code(a, "import os\nos.path.exists('started.txt')")
+    assert texts(r) == ["False"]
+    time.sleep(1)
+    for rid in (running, queued):
+        assert len(driver.finals(rid)) == 1, rid

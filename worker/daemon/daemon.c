@@ -1,0 +1,613 @@
+/* worker/daemon/daemon.c - codeq-worker's request loop (docs/fleet.md).
+ *
+ * Threads: the main thread consumes the worker's topic and queues each request on its
+ * session; a session's queue is drained by one thread at a time, so a session's
+ * requests run in order while sessions run in parallel; a heartbeat thread publishes
+ * liveness and capacity. Exactly-once execution does not rest on Kafka offsets: a
+ * request runs only after the atomic claim in Redis (forwarded to this worker ->
+ * running), and its final reply is stored before it is published, so a duplicate
+ * delivery gets the stored reply and never a second run. */
+#define _GNU_SOURCE
+#include "worker/daemon/daemon.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct queued {
+    Codeq__V1__Request *req;
+    uint64_t fence; /* from the codeq-fence header */
+    struct queued *next;
+};
+
+/* A session this worker serves: its queue and what it last saved to Redis. */
+struct held {
+    char id[CQ_SESSION_ID_MAX + 1];
+    uint64_t fence;
+    bool local;   /* the core has it (started or adopted here) */
+    bool moved;   /* adopted from a lost worker: say so in the next result */
+    bool running; /* a thread drains the queue */
+    struct queued *head, *tail;
+    struct cq_manifest manifest;
+    struct held *next;
+};
+
+struct cq_daemon {
+    struct cq_fleet_config cfg;
+    struct cq_worker *core;
+    struct cq_store *store;
+    rd_kafka_t *producer, *consumer;
+    char topic[256];
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    struct held *held;
+    unsigned threads;
+    atomic_bool stopping;
+    pthread_t heartbeat;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* With d->lock held. */
+static struct held *held_find(struct cq_daemon *d, const char *id, bool create)
+{
+    for (struct held *h = d->held; h != NULL; h = h->next)
+        if (strcmp(h->id, id) == 0)
+            return h;
+    if (!create)
+        return NULL;
+    struct held *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    snprintf(h->id, sizeof(h->id), "%s", id);
+    h->next = d->held;
+    d->held = h;
+    return h;
+}
+
+/* With d->lock held; h must be idle. */
+static void held_forget(struct cq_daemon *d, struct held *h)
+{
+    for (struct held **link = &d->held; *link != NULL; link = &(*link)->next) {
+        if (*link == h) {
+            *link = h->next;
+            cq_manifest_free(&h->manifest);
+            free(h);
+            return;
+        }
+    }
+}
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+/* Stores the final reply (only if this worker still holds the request) and publishes
+ * it; the request leaves this worker's in-flight set once Kafka has it. */
+static void finish(struct cq_daemon *d, const Codeq__V1__Request *req, uint8_t *bytes, size_t len)
+{
+    struct cq_error err;
+    int stored = cq_store_finish(d->store, req->request_id, d->cfg.worker_id, bytes, len, &err);
+    if (stored < 0) {
+        cq_log(CQ_LOG_ERROR, "request %s: cannot store its result: %s", req->request_id, err.msg);
+    } else if (stored == 0) {
+        cq_log(CQ_LOG_WARN, "request %s: answered elsewhere (this worker was presumed lost)",
+               req->request_id);
+    } else if (cq_fleet_publish(d->producer, req, "final", bytes, len, true, &err) < 0) {
+        cq_log(CQ_LOG_ERROR, "request %s: reply not delivered: %s", req->request_id, err.msg);
+    } else {
+        cq_store_inflight_done(d->store, d->cfg.worker_id, req->request_id, &err);
+    }
+    free(bytes);
+}
+
+static void finish_error(struct cq_daemon *d, const Codeq__V1__Request *req,
+                         enum cq_result_error code, const char *message)
+{
+    uint8_t *bytes;
+    size_t len;
+    if (cq_codec_error_response(req->request_id, req->session_id, code, message, &bytes, &len) == 0)
+        finish(d, req, bytes, len);
+}
+
+struct stream_ctx {
+    struct cq_daemon *d;
+    const Codeq__V1__Request *req;
+    uint64_t sequence;
+};
+
+static void on_output(void *ctx, int stream, const char *data, size_t len)
+{
+    struct stream_ctx *s = ctx;
+    uint8_t *bytes;
+    size_t n;
+    if (cq_codec_chunk_response(s->req->request_id, s->req->session_id, stream, data, len,
+                                s->sequence++, &bytes, &n) < 0)
+        return;
+    struct cq_error err;
+    /* Not waited for: chunks are a courtesy, the final reply is the contract. */
+    if (cq_fleet_publish(s->d->producer, s->req, "chunk", bytes, n, false, &err) < 0)
+        cq_log(CQ_LOG_WARN, "request %s: chunk dropped: %s", s->req->request_id, err.msg);
+    free(bytes);
+}
+
+/* ---- sessions ----------------------------------------------------------------------- */
+
+static void on_session_end(void *ctx, const char *session_id)
+{
+    struct cq_daemon *d = ctx;
+    pthread_mutex_lock(&d->lock);
+    struct held *h = held_find(d, session_id, false);
+    uint64_t fence = h != NULL ? h->fence : 0;
+    if (h != NULL)
+        h->local = false;
+    pthread_mutex_unlock(&d->lock);
+    struct cq_error err;
+    if (fence != 0 && cq_store_end_session(d->store, session_id, d->cfg.worker_id, fence, &err) < 0)
+        cq_log(CQ_LOG_WARN, "session %s ended; its Redis keys stay: %s", session_id, err.msg);
+    else
+        cq_log(CQ_LOG_INFO, "session %s ended", session_id);
+}
+
+static void facts(struct cq_daemon *d, struct held *h)
+{
+    struct cq_session_info info;
+    struct cq_error err;
+    if (cq_worker_get_session(d->core, h->id, &info, &err) == 0 &&
+        cq_store_session_facts(d->store, h->id, d->cfg.worker_id, h->fence, &info, &err) < 0)
+        cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err.msg);
+}
+
+static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req)
+{
+    const Codeq__V1__StartSession *in = req->start_session;
+    const char *env[260];
+    char *owned[256];
+    size_t n_env = 0;
+    for (size_t i = 0; i < in->n_env && i < 256; i++) {
+        if (asprintf(&owned[n_env], "%s=%s", in->env[i]->key, in->env[i]->value) < 0)
+            break;
+        env[n_env] = owned[n_env];
+        n_env++;
+    }
+    env[n_env] = NULL;
+    struct cq_session_params params = {
+        .id = h->id,
+        .name = in->name[0] ? in->name : NULL,
+        .timeout_s = in->session_timeout_seconds,
+        .env = env,
+    };
+    if (in->limits != NULL) {
+        params.limits.memory_bytes = in->limits->memory_bytes;
+        params.limits.pids = in->limits->pids;
+        params.limits.cpus = in->limits->cpu_millis / 1000.0;
+        params.limits.workspace_bytes = in->limits->disk_bytes;
+    }
+    struct cq_session_info info;
+    struct cq_error err;
+    int rc = cq_worker_start_session(d->core, &params, &info, &err);
+    for (size_t i = 0; i < n_env; i++)
+        free(owned[i]);
+    if (rc < 0) {
+        cq_store_end_session(d->store, h->id, d->cfg.worker_id, h->fence, NULL);
+        finish_error(d, req, cq_result_error_of(err.code), err.msg);
+        return;
+    }
+    h->local = true;
+    if (cq_store_session_facts(d->store, h->id, d->cfg.worker_id, h->fence, &info, &err) < 0)
+        cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err.msg);
+    uint8_t *bytes;
+    size_t len;
+    if (cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0)
+        finish(d, req, bytes, len);
+    cq_log(CQ_LOG_INFO, "session %s started", h->id);
+}
+
+/* Makes the session live here: a session routed to this worker that the core does not
+ * have was moved from a lost worker; its files come back from Redis. */
+static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
+{
+    struct cq_session_info stored;
+    bool found;
+    if (cq_store_session_info(d->store, h->id, &stored, &found, err) < 0)
+        return -1;
+    if (!found || stored.status != CQ_SESSION_READY)
+        return cq_error_set(err, CQ_ENOTFOUND,
+                            "session '%s' not found or no longer running (sessions end after "
+                            "their timeout, or when stopped)",
+                            h->id);
+    int64_t left_ms = stored.created_at_ms + (int64_t)stored.session_timeout_s * 1000 - now_ms();
+    struct cq_session_params params = {
+        .id = h->id,
+        .name = stored.name[0] ? stored.name : NULL,
+        .timeout_s = left_ms > 1000 ? (uint32_t)(left_ms / 1000) : 1,
+    };
+    struct cq_session_info info;
+    if (cq_worker_start_session(d->core, &params, &info, err) < 0)
+        return -1;
+    h->local = true;
+    size_t restored = 0;
+    if (cq_snapshot_restore(d->core, d->store, h->id, &h->manifest, &restored, err) < 0)
+        cq_log(CQ_LOG_ERROR, "session %s: files not restored: %s", h->id, err->msg);
+    h->moved = true;
+    cq_log(CQ_LOG_INFO, "session %s adopted (fence %llu, %zu files restored)", h->id,
+           (unsigned long long)h->fence, restored);
+    return 0;
+}
+
+static bool changes_files(const char *tool)
+{
+    static const char *const readonly[] = {"readFiles", "listFiles", NULL};
+    for (size_t i = 0; readonly[i] != NULL; i++)
+        if (strcmp(tool, readonly[i]) == 0)
+            return false;
+    return true;
+}
+
+static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req)
+{
+    struct cq_invoke_args args;
+    void *owned;
+    if (cq_codec_invoke_args(req->invoke, &args, &owned) < 0) {
+        finish_error(d, req, CQ_RESULT_INTERNAL, "out of memory");
+        return;
+    }
+    struct stream_ctx sctx = {.d = d, .req = req};
+    struct cq_result r;
+    cq_worker_invoke(d->core, h->id, req->invoke->tool, &args, on_output, &sctx, &r);
+    free(owned);
+    if (h->moved) {
+        /* Prepended in spirit: clients read content in order, and this must not be
+         * missed, so it goes first. */
+        cq_result_add_text(&r, "codeq: this session was moved to a new worker after its "
+                               "worker was lost: its files were restored, but variables, "
+                               "imports and running tasks were not");
+        if (r.n_blocks > 1) {
+            struct cq_block note = r.blocks[r.n_blocks - 1];
+            memmove(&r.blocks[1], &r.blocks[0], (r.n_blocks - 1) * sizeof(r.blocks[0]));
+            r.blocks[0] = note;
+        }
+        h->moved = false;
+    }
+    struct cq_error err;
+    if (changes_files(req->invoke->tool) &&
+        cq_snapshot_save(d->core, d->store, h->id, d->cfg.worker_id, h->fence, &h->manifest, &err) <
+            0) {
+        cq_log(CQ_LOG_WARN, "session %s: files not saved: %s", h->id, err.msg);
+        if (err.code == CQ_ELIMIT)
+            cq_result_add_text(&r, "codeq: the session's files are above its quota in Redis; "
+                                   "new or changed files would not survive the loss of this "
+                                   "worker");
+    }
+    uint8_t *bytes;
+    size_t len;
+    if (cq_codec_result_response(req->request_id, h->id, &r, &bytes, &len) == 0)
+        finish(d, req, bytes, len);
+    cq_result_free(&r);
+}
+
+static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                   uint64_t fence)
+{
+    struct cq_error err;
+    enum cq_request_state state;
+    int claimed = cq_store_claim(d->store, req->request_id, d->cfg.worker_id, &state, &err);
+    if (claimed < 0) {
+        cq_log(CQ_LOG_ERROR, "request %s: cannot claim: %s", req->request_id, err.msg);
+        return;
+    }
+    if (claimed == 0) {
+        if (state == CQ_REQ_DONE) {
+            /* A duplicate: the same reply again, never a second run. */
+            uint8_t *bytes = NULL;
+            size_t len = 0;
+            if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes)
+                cq_fleet_publish(d->producer, req, "final", bytes, len, true, &err);
+            free(bytes);
+        }
+        return;
+    }
+    if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < now_ms()) {
+        finish_error(d, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
+        return;
+    }
+    if (fence > h->fence) {
+        /* A newer routing: whatever this worker had of the session predates it. */
+        h->fence = fence;
+        if (h->local && req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION) {
+            struct cq_session_info ignored;
+            cq_worker_stop_session(d->core, h->id, &ignored, &err);
+            h->local = false;
+        }
+    }
+    switch (req->operation_case) {
+    case CODEQ__V1__REQUEST__OPERATION_START_SESSION:
+        start_session(d, h, req);
+        return;
+    default:
+        break;
+    }
+    if (!h->local && adopt(d, h, &err) < 0) {
+        finish_error(d, req, cq_result_error_of(err.code), err.msg);
+        return;
+    }
+    struct cq_session_info info;
+    uint8_t *bytes;
+    size_t len;
+    switch (req->operation_case) {
+    case CODEQ__V1__REQUEST__OPERATION_GET_SESSION:
+    case CODEQ__V1__REQUEST__OPERATION_STOP_SESSION: {
+        bool stop = req->operation_case == CODEQ__V1__REQUEST__OPERATION_STOP_SESSION;
+        int rc = stop ? cq_worker_stop_session(d->core, h->id, &info, &err)
+                      : cq_worker_get_session(d->core, h->id, &info, &err);
+        if (rc < 0)
+            finish_error(d, req, cq_result_error_of(err.code), err.msg);
+        else if (cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0)
+            finish(d, req, bytes, len);
+        return;
+    }
+    case CODEQ__V1__REQUEST__OPERATION_INVOKE:
+        invoke(d, h, req);
+        facts(d, h);
+        return;
+    default:
+        finish_error(d, req, CQ_RESULT_INVALID_ARGUMENT, "this operation is not for workers");
+    }
+}
+
+struct drain_args {
+    struct cq_daemon *d;
+    struct held *h;
+};
+
+static void *session_thread(void *arg)
+{
+    struct drain_args *a = arg;
+    struct cq_daemon *d = a->d;
+    struct held *h = a->h;
+    free(a);
+    pthread_mutex_lock(&d->lock);
+    while (h->head != NULL) {
+        struct queued *q = h->head;
+        h->head = q->next;
+        if (h->head == NULL)
+            h->tail = NULL;
+        pthread_mutex_unlock(&d->lock);
+        handle(d, h, q->req, q->fence);
+        codeq__v1__request__free_unpacked(q->req, NULL);
+        free(q);
+        pthread_mutex_lock(&d->lock);
+    }
+    h->running = false;
+    if (!h->local)
+        held_forget(d, h);
+    d->threads--;
+    pthread_cond_broadcast(&d->idle);
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, uint64_t fence)
+{
+    struct queued *q = calloc(1, sizeof(*q));
+    const char *key = req->session_id;
+    pthread_mutex_lock(&d->lock);
+    struct held *h = q != NULL ? held_find(d, key, true) : NULL;
+    if (h == NULL) {
+        pthread_mutex_unlock(&d->lock);
+        free(q);
+        cq_log(CQ_LOG_ERROR, "request %s dropped: out of memory", req->request_id);
+        codeq__v1__request__free_unpacked(req, NULL);
+        return;
+    }
+    q->req = req;
+    q->fence = fence;
+    if (h->tail != NULL)
+        h->tail->next = q;
+    else
+        h->head = q;
+    h->tail = q;
+    if (!h->running) {
+        struct drain_args *a = malloc(sizeof(*a));
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (a != NULL) {
+            *a = (struct drain_args){d, h};
+            if (pthread_create(&t, &attr, session_thread, a) == 0) {
+                h->running = true;
+                d->threads++;
+            } else {
+                free(a);
+            }
+        }
+        pthread_attr_destroy(&attr);
+        if (!h->running)
+            cq_log(CQ_LOG_ERROR, "session %s: cannot start a thread; its queue waits", h->id);
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* ---- heartbeat and recovery of this worker's own leftovers ------------------------- */
+
+static void heartbeat_once(struct cq_daemon *d)
+{
+    unsigned live = 0;
+    pthread_mutex_lock(&d->lock);
+    for (struct held *h = d->held; h != NULL; h = h->next)
+        live += h->local;
+    pthread_mutex_unlock(&d->lock);
+    bool draining = atomic_load(&d->stopping);
+    int64_t capacity = draining ? 0 : (int64_t)d->cfg.max_sessions - live;
+    struct cq_error err;
+    if (cq_store_heartbeat(d->store, d->cfg.worker_id, capacity, live, draining,
+                           d->cfg.heartbeat_ms * 3, &err) < 0)
+        cq_log(CQ_LOG_ERROR, "heartbeat: %s", err.msg);
+}
+
+static void *heartbeat_main(void *arg)
+{
+    struct cq_daemon *d = arg;
+    while (!atomic_load(&d->stopping)) {
+        heartbeat_once(d);
+        rd_kafka_poll(d->producer, 0); /* delivery reports of chunks nobody waits for */
+        struct timespec ts = {.tv_sec = d->cfg.heartbeat_ms / 1000,
+                              .tv_nsec = (long)(d->cfg.heartbeat_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void reroute_own(void *ctx, Codeq__V1__Request *req)
+{
+    enqueue(ctx, req, 0);
+}
+
+/* Requests routed to this worker id before this process started (a restart faster
+ * than the dispatchers noticed the death) are settled as recovery would: the ones
+ * never started run here, in order. */
+static void recover_own(struct cq_daemon *d)
+{
+    size_t settled = 0;
+    struct cq_error err;
+    if (cq_fleet_recover(d->store, d->producer, d->cfg.worker_id, reroute_own, d, &settled, &err) <
+        0)
+        cq_log(CQ_LOG_ERROR, "recovering this worker's earlier requests: %s", err.msg);
+    else if (settled > 0)
+        cq_log(CQ_LOG_INFO, "settled %zu requests of this worker's previous run", settled);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
+int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
+                     struct cq_error *err)
+{
+    struct cq_daemon *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate daemon");
+    d->cfg = *cfg;
+    if (d->cfg.worker_id[0] == '\0')
+        gethostname(d->cfg.worker_id, sizeof(d->cfg.worker_id) - 1);
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->idle, NULL);
+    cq_fleet_worker_topic(d->cfg.worker_id, d->topic, sizeof(d->topic));
+    if (cq_store_open(cfg, &d->store, err) < 0)
+        goto fail;
+    struct cq_worker_config wc;
+    cq_worker_config_init(&wc);
+    wc.max_sessions = cfg->max_sessions;
+    wc.warm_pool_size = cfg->warm_pool;
+    wc.on_session_end = on_session_end;
+    wc.on_session_end_ctx = d;
+    if (cq_worker_create(&wc, &d->core, err) < 0)
+        goto fail;
+    d->producer = cq_kafka_producer(cfg, err);
+    if (d->producer == NULL || cq_kafka_ensure_topic(d->producer, d->topic, 1, err) < 0)
+        goto fail;
+    char group[128];
+    snprintf(group, sizeof(group), "codeq-worker-%s", d->cfg.worker_id);
+    d->consumer = cq_kafka_consumer(cfg, group, d->topic, err);
+    if (d->consumer == NULL)
+        goto fail;
+    *out = d;
+    return 0;
+fail:
+    cq_daemon_destroy(d);
+    return -1;
+}
+
+void cq_daemon_stop(struct cq_daemon *d)
+{
+    atomic_store(&d->stopping, true);
+}
+
+int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
+{
+    heartbeat_once(d);
+    if (pthread_create(&d->heartbeat, NULL, heartbeat_main, d) != 0)
+        return cq_error_set(err, CQ_EINTERNAL, "cannot start the heartbeat thread");
+    recover_own(d);
+    cq_log(CQ_LOG_INFO, "worker %s serving %s (max %u sessions)", d->cfg.worker_id, d->topic,
+           d->cfg.max_sessions);
+    while (!atomic_load(&d->stopping)) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(d->consumer, 100);
+        if (msg == NULL)
+            continue;
+        if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                cq_log(CQ_LOG_WARN, "consume: %s", rd_kafka_message_errstr(msg));
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        Codeq__V1__Request *req = codeq__v1__request__unpack(NULL, msg->len, msg->payload);
+        char fence_text[32];
+        const char *fence = cq_kafka_header(msg, "codeq-fence", fence_text, sizeof(fence_text));
+        if (req == NULL || cq_codec_invalid(req) != NULL || req->session_id[0] == '\0') {
+            /* Dispatchers validate; this is someone writing to a worker topic directly. */
+            cq_log(CQ_LOG_WARN, "ignored an invalid message at offset %lld",
+                   (long long)msg->offset);
+            if (req != NULL)
+                codeq__v1__request__free_unpacked(req, NULL);
+        } else {
+            enqueue(d, req, fence != NULL ? strtoull(fence, NULL, 10) : 0);
+        }
+        /* Exactly-once rests on the claim in Redis, not on offsets: committing as soon as
+         * a request is queued is safe, and recover_own() covers a crash before it ran. */
+        rd_kafka_commit_message(d->consumer, msg, 1);
+        rd_kafka_message_destroy(msg);
+    }
+
+    /* Drain: no new sessions (the heartbeat says draining), finish what was queued. */
+    cq_log(CQ_LOG_INFO, "draining");
+    heartbeat_once(d);
+    rd_kafka_consumer_close(d->consumer);
+    pthread_mutex_lock(&d->lock);
+    while (d->threads > 0)
+        pthread_cond_wait(&d->idle, &d->lock);
+    pthread_mutex_unlock(&d->lock);
+    pthread_join(d->heartbeat, NULL);
+    /* Give the sessions up: their files are in Redis; the next request of each moves it
+     * to a live worker at once rather than after a heartbeat timeout. */
+    pthread_mutex_lock(&d->lock);
+    for (struct held *h = d->held; h != NULL; h = h->next)
+        if (h->local &&
+            cq_store_release_session(d->store, h->id, d->cfg.worker_id, h->fence, err) < 0)
+            cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err->msg);
+    pthread_mutex_unlock(&d->lock);
+    cq_store_worker_gone(d->store, d->cfg.worker_id, err);
+    rd_kafka_flush(d->producer, 10000);
+    cq_log(CQ_LOG_INFO, "drained; exiting");
+    return 0;
+}
+
+void cq_daemon_destroy(struct cq_daemon *d)
+{
+    if (d == NULL)
+        return;
+    if (d->consumer != NULL)
+        rd_kafka_destroy(d->consumer);
+    /* Sessions were released: stopping them must not delete their Redis state. */
+    pthread_mutex_lock(&d->lock);
+    for (struct held *h = d->held; h != NULL; h = h->next)
+        h->fence = 0;
+    pthread_mutex_unlock(&d->lock);
+    cq_worker_destroy(d->core);
+    if (d->producer != NULL)
+        rd_kafka_destroy(d->producer);
+    cq_store_close(d->store);
+    while (d->held != NULL)
+        held_forget(d, d->held);
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->idle);
+    free(d);
+}

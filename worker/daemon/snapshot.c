@@ -1,0 +1,124 @@
+/* worker/daemon/snapshot.c - keeps a session's workspace files in Redis, so that the
+ * session survives the loss of its worker.
+ *
+ * After a request that may have changed files, the workspace is scanned (names, sizes,
+ * modification times: no contents) and compared with the last saved state; only files
+ * that changed are read and written, each under the session's fence. */
+#define _GNU_SOURCE
+#include "worker/daemon/daemon.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void cq_manifest_free(struct cq_manifest *m)
+{
+    for (size_t i = 0; i < m->n; i++)
+        free(m->entries[i].path);
+    free(m->entries);
+    memset(m, 0, sizeof(*m));
+}
+
+static int add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns)
+{
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 16;
+        struct cq_manifest_entry *e = realloc(m->entries, cap * sizeof(*e));
+        if (e == NULL)
+            return -1;
+        m->entries = e;
+        m->cap = cap;
+    }
+    char *copy = strdup(path);
+    if (copy == NULL)
+        return -1;
+    m->entries[m->n++] = (struct cq_manifest_entry){copy, size, mtime_ns};
+    return 0;
+}
+
+static int on_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns)
+{
+    return add(ctx, path, size, mtime_ns);
+}
+
+static const struct cq_manifest_entry *find(const struct cq_manifest *m, const char *path)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->entries[i].path, path) == 0)
+            return &m->entries[i];
+    return NULL;
+}
+
+int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *session_id,
+                     const char *worker_id, uint64_t fence, struct cq_manifest *m,
+                     struct cq_error *err)
+{
+    struct cq_manifest now = {0};
+    if (cq_worker_scan_workspace(core, session_id, on_file, &now, err) < 0) {
+        cq_manifest_free(&now);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < now.n && rc == 0; i++) {
+        const struct cq_manifest_entry *e = &now.entries[i];
+        const struct cq_manifest_entry *old = find(m, e->path);
+        if (old != NULL && old->size == e->size && old->mtime_ns == e->mtime_ns)
+            continue;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (cq_worker_read_workspace_file(core, session_id, e->path, &data, &len, err) < 0) {
+            /* Removed or replaced since the scan: the next save catches up. */
+            cq_error_clear(err);
+            continue;
+        }
+        rc = cq_store_put_file(st, session_id, worker_id, fence, e->path, data, len, e->mtime_ns,
+                               err);
+        free(data);
+    }
+    for (size_t i = 0; i < m->n && rc == 0; i++)
+        if (find(&now, m->entries[i].path) == NULL)
+            rc = cq_store_delete_file(st, session_id, worker_id, fence, m->entries[i].path, err);
+    if (rc < 0) {
+        cq_manifest_free(&now);
+        return -1;
+    }
+    cq_manifest_free(m);
+    *m = now;
+    return 0;
+}
+
+int cq_snapshot_restore(struct cq_worker *core, struct cq_store *st, const char *session_id,
+                        struct cq_manifest *m, size_t *restored, struct cq_error *err)
+{
+    struct cq_stored_file *files = NULL;
+    size_t n = 0;
+    *restored = 0;
+    if (cq_store_list_files(st, session_id, &files, &n, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (cq_store_get_file(st, session_id, files[i].path, &data, &len, err) < 0) {
+            rc = -1;
+            break;
+        }
+        struct cq_file_content content = {
+            .path = files[i].path, .is_blob = true, .data = data, .len = len};
+        struct cq_invoke_args args = {.content = &content, .n_content = 1};
+        struct cq_result r;
+        cq_worker_invoke(core, session_id, "writeFiles", &args, NULL, NULL, &r);
+        if (r.is_error)
+            rc = cq_error_set(err, CQ_EINTERNAL, "restore %s: %s", files[i].path,
+                              r.n_blocks > 0 && r.blocks[0].text ? r.blocks[0].text : "failed");
+        cq_result_free(&r);
+        free(data);
+        if (rc == 0)
+            (*restored)++;
+    }
+    cq_stored_files_free(files, n);
+    if (rc < 0)
+        return -1;
+    /* The restored files have new modification times: take them as the saved state. */
+    cq_manifest_free(m);
+    return cq_worker_scan_workspace(core, session_id, on_file, m, err);
+}
