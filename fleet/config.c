@@ -44,7 +44,7 @@ static const struct setting settings[] = {
      sizeof(((struct cq_fleet_config *)0)->prefix), "prefix of every Redis key"},
     STR(request_topic, "topic clients send requests to"),
     STR(dlq_topic, "topic refused requests are dead-lettered to"),
-    STR(worker_id, "this worker's id (its topic is codeq.worker.<id>); default: host name"),
+    STR(worker_id, "this worker's id (its topic is codeq.worker.<id>)"),
     NUM(heartbeat_ms, "worker heartbeat period; a worker is dead after 3 missed"),
     NUM(max_sessions, "sessions one worker runs at once"),
     NUM(warm_pool, "sandboxes a worker keeps ready"),
@@ -216,7 +216,10 @@ void cq_fleet_config_usage(FILE *out)
         for (char *p = flag; *p; p++)
             if (*p == '_')
                 *p = '-';
-        fprintf(out, "  --%-15s %s (default: %s)\n", flag, s->help, value[0] ? value : "none");
+        fprintf(out, "  --%-15s %s (default: %s)\n", flag, s->help,
+                value[0]                            ? value
+                : strcmp(s->name, "worker_id") == 0 ? "the host name"
+                                                    : "none");
     }
 }
 

@@ -212,8 +212,10 @@ int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, str
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
     int rc = 0;
     if (ev == NULL) {
-        rc = cq_error_set(err, CQ_ETIMEOUT, "create topic %s: no answer from Kafka at %s", topic,
-                          "the brokers");
+        rc = cq_error_set(err, CQ_ETIMEOUT,
+                          "cannot reach Kafka (no answer in 15 s to creating topic %s); check "
+                          "the brokers setting",
+                          topic);
     } else {
         const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
         size_t n = 0;
