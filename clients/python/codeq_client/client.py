@@ -1,0 +1,760 @@
+"""The synchronous codeq client: requests over Kafka, replies on a private topic.
+
+The wire protocol is docs/fleet.md. A client produces ``codeq.v1.Request`` messages to
+the request topic and consumes its own reply topic, where the fleet publishes ``chunk``
+replies (live stdout/stderr) and one ``final`` reply per request. One background thread
+polls the reply consumer and hands every reply to the call waiting for it; the asyncio
+client (aio.py) shares this machinery and only differs in how a call waits.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import threading
+import time
+import uuid
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, TypeVar, Union
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from . import codeq_pb2 as pb
+from .results import (
+    arguments_from_dict,
+    error_code_name,
+    result_to_dict,
+    session_list_to_dict,
+    session_to_dict,
+    stream_name,
+)
+
+__all__ = [
+    "Client",
+    "Session",
+    "code_session",
+    "CodeqError",
+    "SessionError",
+    "TimeoutError",
+    "OutputCallback",
+    "fill_request",
+    "request_key",
+    "start_session_request",
+    "list_sessions_request",
+    "invoke_request",
+    "session_reply",
+    "session_list_reply",
+    "invoke_reply",
+]
+
+log = logging.getLogger("codeq_client")
+
+OutputCallback = Callable[[str, bytes], None]
+"""Receives live output: the stream ("stdout" or "stderr") and the bytes of a chunk.
+Chunk boundaries can split a UTF-8 character, hence bytes."""
+
+DEFAULT_REQUEST_TOPIC = "codeq.requests"
+
+# Final replies remembered per client to drop the copies docs/fleet.md allows.
+_COMPLETED_IDS = 100_000
+# How long an invoke waits beyond the call's own timeout: the worker answers a
+# timed-out call itself (after interrupting the code, up to 2 s, or restarting the
+# kernel), and that answer, not a client-side timeout, is the useful outcome.
+_REPLY_MARGIN_S = 10.0
+# Between checks of the stop flag; also the latency of delivery-failure reports.
+_POLL_INTERVAL_S = 0.05
+_TOPIC_CREATE_TIMEOUT_S = 15.0
+
+
+class CodeqError(Exception):
+    """Base class of the errors this package raises (transport failures and the like).
+
+    A tool that fails (code raising, a file not found, a call timing out in the
+    sandbox) is not an exception: its result dict has ``isError`` set.
+    """
+
+
+class TimeoutError(CodeqError, TimeoutError):  # noqa: A001 - deliberately the builtin's name
+    """No final reply arrived in time (or the reply consumer was not ready in time)."""
+
+
+class SessionError(CodeqError):
+    """A session operation was refused: the fleet answered with an error result.
+
+    ``code`` is the error name ("NOT_FOUND", "LIMIT_EXCEEDED", ...), ``result`` the
+    whole result dict.
+    """
+
+    def __init__(self, message: str, code: str, result: dict[str, Any]):
+        super().__init__(message)
+        self.code = code
+        self.result = result
+
+
+def fill_request(request: pb.Request, reply_topic: str, timeout: float) -> pb.Request:
+    """Completes a request for sending, in place: a uuid4-hex request id when it has
+    none, the client's reply topic, and a deadline ``timeout`` seconds from now when it
+    has none (past it the fleet answers TIMED_OUT instead of running it)."""
+    if not request.request_id:
+        request.request_id = uuid.uuid4().hex
+    request.reply_topic = reply_topic
+    if request.deadline_unix_ms == 0:
+        request.deadline_unix_ms = int(time.time() * 1000) + int(math.ceil(timeout * 1000))
+    return request
+
+
+def request_key(request: pb.Request) -> str:
+    """The Kafka key of a request: its session id, so that one session's requests stay
+    in one partition and in order, or its request id when it has no session."""
+    return request.session_id or request.request_id
+
+
+class _Call:
+    """A request waiting for its final reply. Both callbacks run on the poll thread."""
+
+    __slots__ = ("on_chunk", "on_final", "last_sequence")
+
+    def __init__(
+        self,
+        on_chunk: Optional[OutputCallback],
+        on_final: Callable[[Union[pb.Response, BaseException]], None],
+    ):
+        self.on_chunk = on_chunk
+        self.on_final = on_final
+        self.last_sequence = -1
+
+
+def _header(headers: Optional[list], name: str) -> Optional[str]:
+    for key, value in headers or ():
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+class Client:
+    """A connection to a codeq fleet through Kafka.
+
+    Args:
+        brokers: Kafka bootstrap servers ("host:port,...").
+        request_topic: where requests go (the dispatchers' topic).
+        reply_topic: where this client's replies come; by default a private
+            ``codeq.replies.<hex>`` topic, deleted by ``close()``. Either is created
+            (one partition) when missing.
+        client_id: Kafka client.id, shown in broker logs.
+        default_timeout: seconds a call may take when it does not say.
+        ready_timeout: seconds the constructor waits for the reply consumer to be
+            assigned its partitions (see ``wait_ready``); None to not wait.
+
+    A client is thread-safe: any thread may issue calls, and calls run concurrently.
+    Use it as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        brokers: str,
+        request_topic: str = DEFAULT_REQUEST_TOPIC,
+        reply_topic: Optional[str] = None,
+        client_id: Optional[str] = None,
+        default_timeout: float = 300.0,
+        ready_timeout: Optional[float] = 30.0,
+    ):
+        token = uuid.uuid4().hex
+        self.request_topic = request_topic
+        self.reply_topic = reply_topic or f"codeq.replies.{token}"
+        self.default_timeout = default_timeout
+        # Only a topic named for this client is known to be nobody else's to delete.
+        self._owns_reply_topic = reply_topic is None
+        client_id = client_id or "codeq-python"
+        common = {
+            "bootstrap.servers": brokers,
+            "client.id": client_id,
+            "socket.nagle.disable": True,
+        }
+        self._producer = Producer(
+            {
+                **common,
+                "linger.ms": 0,
+                # The fleet's producers use murmur2_random too, so keys land in the
+                # partitions a Java client would pick (docs/fleet.md).
+                "partitioner": "murmur2_random",
+                "acks": "all",
+                "enable.idempotence": True,
+            }
+        )
+        self._admin = AdminClient(common)
+        self._consumer = Consumer(
+            {
+                **common,
+                "group.id": f"codeq-client-{token}",
+                # A fresh group starts at the beginning, so replies published before
+                # the partition was assigned are still read.
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,
+                "enable.auto.commit": True,
+            }
+        )
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Call] = {}
+        self._completed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._startup_done = threading.Event()
+        self._startup_error: Optional[CodeqError] = None
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"codeq-client-{token[:8]}", daemon=True
+        )
+        self._thread.start()
+        if ready_timeout is not None:
+            try:
+                self.wait_ready(ready_timeout)
+            except BaseException:
+                self.close()
+                raise
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    def wait_ready(self, timeout: Optional[float] = 30.0) -> None:
+        """Waits until the reply consumer has its partitions, so replies get read
+        without delay. Raises TimeoutError, or CodeqError when the reply topic could
+        not be set up."""
+        if not self._startup_done.wait(timeout):
+            raise TimeoutError(
+                f"the reply topic {self.reply_topic!r} was not assigned within {timeout} s "
+                "(is the broker reachable?)"
+            )
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    def close(self) -> None:
+        """Stops the poll thread, fails calls still waiting, flushes the producer and
+        deletes the private reply topic. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._thread.join()
+        self._fail_pending(CodeqError("the client was closed"))
+        self._consumer.close()
+        self._producer.flush(5.0)
+        # Without an assignment the topic may not exist, or the brokers not answer.
+        if self._owns_reply_topic and self._startup_done.is_set() and not self._startup_error:
+            self._delete_reply_topic()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # ---- requests -------------------------------------------------------------------
+
+    def request(
+        self,
+        request: pb.Request,
+        timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+    ) -> pb.Response:
+        """Sends one request and returns its final Response.
+
+        ``request`` is completed in place (see ``fill_request``); sending a request id
+        again is a retry, answered with the stored result. ``on_output`` gets
+        the live output chunks, in order, on the client's poll thread (so it should
+        return quickly). Raises TimeoutError when no final reply comes within
+        ``timeout`` seconds (default: the client's default_timeout), CodeqError when
+        the request could not be sent.
+        """
+        timeout = self.default_timeout if timeout is None else timeout
+        done = threading.Event()
+        outcome: list[Union[pb.Response, BaseException]] = []
+
+        def finish(value: Union[pb.Response, BaseException]) -> None:
+            outcome.append(value)
+            done.set()
+
+        request_id = self._send(request, timeout, on_output, finish)
+        if not done.wait(timeout):
+            self._forget(request_id)
+            # The reply may have landed between the wait and the forget.
+            if not outcome:
+                raise TimeoutError(f"no reply to request {request_id} within {timeout} s")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def start_session(
+        self,
+        name: Optional[str] = None,
+        session_timeout_seconds: Optional[int] = None,
+        memory: Optional[int] = None,
+        pids: Optional[int] = None,
+        cpus: Optional[float] = None,
+        disk: Optional[int] = None,
+        env: Optional[Mapping[str, str]] = None,
+        client_token: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> "Session":
+        """Starts a session and returns it. ``memory`` and ``disk`` are bytes, ``cpus``
+        cores (fractions allowed); unset limits are the fleet's defaults. A repeated
+        ``client_token`` returns the session it started the first time. Raises
+        SessionError when the fleet refuses."""
+        request = start_session_request(
+            name, session_timeout_seconds, memory, pids, cpus, disk, env, client_token
+        )
+        info = session_reply(self.request(request, timeout), "startSession")
+        return Session(self, info)
+
+    def get_session(self, session_id: str, timeout: Optional[float] = None) -> dict[str, Any]:
+        """The session's record (sessionId, name, status, createdAt, ...). Raises
+        SessionError (code NOT_FOUND) for an unknown session."""
+        request = pb.Request(session_id=session_id, get_session=pb.GetSession())
+        return session_reply(self.request(request, timeout), "getSession")
+
+    def list_sessions(
+        self,
+        status: Optional[str] = None,
+        max_results: Optional[int] = None,
+        next_token: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> dict[str, Any]:
+        """``{"items": [session, ...], "nextToken": ...}``, newest first; ``status``
+        "READY" or "TERMINATED" filters, ``nextToken`` is present when there is
+        another page."""
+        request = list_sessions_request(status, max_results, next_token)
+        return session_list_reply(self.request(request, timeout))
+
+    def stop_session(self, session_id: str, timeout: Optional[float] = None) -> dict[str, Any]:
+        """Stops the session and returns its final record (status TERMINATED)."""
+        request = pb.Request(session_id=session_id, stop_session=pb.StopSession())
+        return session_reply(self.request(request, timeout), "stopSession")
+
+    def session(self, session_id: str) -> "Session":
+        """A handle on an existing session (no request is made)."""
+        return Session(self, {"sessionId": session_id})
+
+    def invoke(
+        self,
+        session_id: str,
+        tool: str,
+        arguments: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+    ) -> dict[str, Any]:
+        """Runs one AgentCore tool in a session; see ``Session.invoke``."""
+        request, wait = invoke_request(session_id, tool, arguments, timeout, self.default_timeout)
+        return invoke_reply(self.request(request, wait, on_output))
+
+    # ---- the machinery shared with the asyncio client ---------------------------------
+
+    def _send(
+        self,
+        request: pb.Request,
+        timeout: float,
+        on_chunk: Optional[OutputCallback],
+        on_final: Callable[[Union[pb.Response, BaseException]], None],
+    ) -> str:
+        """Registers the call and produces the request; returns its request id. The
+        caller waits for on_final and calls ``_forget`` if it stops waiting."""
+        fill_request(request, self.reply_topic, timeout)
+        request_id = request.request_id
+        with self._lock:
+            # Checked under the lock that close() and a failed start take before they
+            # fail the pending calls: a call is either refused here or failed there.
+            if self._closed:
+                raise CodeqError("the client is closed")
+            if self._startup_error is not None:
+                raise self._startup_error
+            if request_id in self._pending:
+                raise CodeqError(f"request {request_id} is already waiting for its reply")
+            # Sending an id again is a deliberate retry: its (identical) final reply
+            # must reach this call, not be dropped as a copy of the earlier one.
+            self._completed.pop(request_id, None)
+            self._pending[request_id] = _Call(on_chunk, on_final)
+        try:
+            self._producer.produce(
+                self.request_topic,
+                value=request.SerializeToString(),
+                key=request_key(request),
+                on_delivery=lambda err, _msg: self._delivered(request_id, err),
+            )
+        except (BufferError, KafkaException) as e:
+            self._forget(request_id)
+            raise CodeqError(f"could not send request {request_id}: {e}") from e
+        return request_id
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._pending.pop(request_id, None)
+
+    def _delivered(self, request_id: str, err: Optional[KafkaError]) -> None:
+        # A request the broker refused will never be answered: fail its call now
+        # rather than let it run into its timeout.
+        if err is not None:
+            self._complete(request_id, CodeqError(f"could not send request {request_id}: {err}"))
+
+    def _complete(self, request_id: str, outcome: Union[pb.Response, BaseException]) -> None:
+        with self._lock:
+            call = self._pending.pop(request_id, None)
+            if call is None:
+                return
+            self._completed[request_id] = None
+            if len(self._completed) > _COMPLETED_IDS:
+                self._completed.popitem(last=False)
+        call.on_final(outcome)
+
+    def _fail_pending(self, error: CodeqError) -> None:
+        with self._lock:
+            calls = list(self._pending.values())
+            self._pending.clear()
+        for call in calls:
+            call.on_final(error)
+
+    # ---- the poll thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._ensure_reply_topic()
+            self._consumer.subscribe([self.reply_topic], on_assign=self._on_assign)
+        except CodeqError as e:
+            with self._lock:
+                self._startup_error = e
+            self._startup_done.set()
+            self._fail_pending(e)
+            return
+        while not self._stop.is_set():
+            # Serves the producer's delivery reports (failures complete calls early).
+            self._producer.poll(0)
+            try:
+                message = self._consumer.poll(_POLL_INTERVAL_S)
+            except KafkaException as e:
+                log.warning("polling the reply topic failed: %s", e)
+                continue
+            if message is None:
+                continue
+            if message.error() is not None:
+                log.warning("reply topic %s: %s", self.reply_topic, message.error())
+                continue
+            try:
+                self._on_message(message)
+            except Exception:
+                # A failing output callback must not stop replies for everyone else.
+                log.exception("handling a reply failed")
+
+    def _ensure_reply_topic(self) -> None:
+        # Created explicitly rather than left to auto-creation: a consumer does not
+        # create the topics it subscribes to, and brokers often disable it anyway.
+        # One partition: nobody but this client reads it.
+        future = self._admin.create_topics(
+            [NewTopic(self.reply_topic, 1)], operation_timeout=_TOPIC_CREATE_TIMEOUT_S
+        )[self.reply_topic]
+        give_up = time.monotonic() + _TOPIC_CREATE_TIMEOUT_S
+        # Waited for in steps, so that close() need not sit out unreachable brokers.
+        while not future.done():
+            if self._stop.is_set() or time.monotonic() > give_up:
+                raise CodeqError(
+                    f"could not create the reply topic {self.reply_topic!r}: no broker answered"
+                )
+            self._stop.wait(_POLL_INTERVAL_S)
+        try:
+            future.result()
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise CodeqError(f"could not create the reply topic {self.reply_topic!r}: {e}")
+
+    def _delete_reply_topic(self) -> None:
+        futures = self._admin.delete_topics([self.reply_topic], operation_timeout=5.0)
+        try:
+            futures[self.reply_topic].result(5.0)
+        except Exception as e:
+            log.warning("could not delete the reply topic %s: %s", self.reply_topic, e)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list) -> None:
+        if partitions:
+            self._startup_done.set()
+
+    def _on_message(self, message: Any) -> None:
+        response = pb.Response()
+        try:
+            response.ParseFromString(message.value() or b"")
+        except Exception as e:  # protobuf's DecodeError; other fleets' garbage
+            log.warning("undecodable reply at offset %s: %s", message.offset(), e)
+            return
+        headers = message.headers()
+        key = message.key()
+        request_id = (
+            _header(headers, "request_id")
+            or (key.decode("utf-8", "replace") if key else "")
+            or response.request_id
+        )
+        kind = _header(headers, "codeq-kind") or (
+            "chunk" if response.WhichOneof("payload") == "chunk" else "final"
+        )
+        if kind == "chunk":
+            self._on_chunk(request_id, response.chunk)
+        else:
+            self._complete(request_id, response)
+
+    def _on_chunk(self, request_id: str, chunk: pb.OutputChunk) -> None:
+        with self._lock:
+            call = self._pending.get(request_id)
+            # One request's replies share a key, hence a partition, hence an order:
+            # a sequence at or below the last delivered one can only be a copy.
+            if call is None or chunk.sequence <= call.last_sequence:
+                return
+            call.last_sequence = chunk.sequence
+        if call.on_chunk is not None and chunk.data:
+            call.on_chunk(stream_name(chunk.stream), chunk.data)
+
+
+# ---- requests and replies, shared with aio.py ------------------------------------------
+
+
+def start_session_request(
+    name: Optional[str],
+    session_timeout_seconds: Optional[int],
+    memory: Optional[int],
+    pids: Optional[int],
+    cpus: Optional[float],
+    disk: Optional[int],
+    env: Optional[Mapping[str, str]],
+    client_token: Optional[str],
+) -> pb.Request:
+    """The Request of a startSession (unset arguments are zero: the fleet's default)."""
+    start = pb.StartSession(
+        name=name or "",
+        session_timeout_seconds=session_timeout_seconds or 0,
+        client_token=client_token or "",
+        env=dict(env or {}),
+        limits=pb.Limits(
+            memory_bytes=memory or 0,
+            pids=pids or 0,
+            cpu_millis=round(cpus * 1000) if cpus else 0,
+            disk_bytes=disk or 0,
+        ),
+    )
+    return pb.Request(start_session=start)
+
+
+def list_sessions_request(
+    status: Optional[str], max_results: Optional[int], next_token: Optional[str]
+) -> pb.Request:
+    """The Request of a listSessions; ``status`` is "READY", "TERMINATED" or None."""
+    statuses = {
+        None: pb.SESSION_STATUS_UNSPECIFIED,
+        "READY": pb.SESSION_STATUS_READY,
+        "TERMINATED": pb.SESSION_STATUS_TERMINATED,
+    }
+    if status not in statuses:
+        raise ValueError(f"status {status!r} is not READY or TERMINATED")
+    listing = pb.ListSessions(
+        status=statuses[status], max_results=max_results or 0, next_token=next_token or ""
+    )
+    return pb.Request(list_sessions=listing)
+
+
+def invoke_request(
+    session_id: str,
+    tool: str,
+    arguments: Optional[Mapping[str, Any]],
+    timeout: Optional[float],
+    default_timeout: float,
+) -> tuple[pb.Request, float]:
+    """The Request of a tool call and how long to wait for its reply.
+
+    The call's timeout (``timeout``, else the arguments' ``timeout``, else the
+    client's default) always goes in the arguments, so the worker enforces it and
+    answers TIMED_OUT itself; the client waits that long plus a margin for the answer.
+    """
+    args = arguments_from_dict(arguments)
+    if timeout is not None:
+        args.timeout = timeout
+    elif args.timeout <= 0:
+        args.timeout = default_timeout
+    invoke = pb.Invoke(tool=tool, arguments=args)
+    return pb.Request(session_id=session_id, invoke=invoke), args.timeout + _REPLY_MARGIN_S
+
+
+def _result_message(result: dict[str, Any]) -> str:
+    error = result.get("_codeq_error", {})
+    texts = [b["text"] for b in result["content"] if b["type"] == "text" and b["text"]]
+    return error.get("message") or "; ".join(texts) or "the request failed"
+
+
+def _payload(response: pb.Response, expected: str, operation: str) -> Any:
+    """The expected payload of a final reply; an error result raises SessionError."""
+    kind = response.WhichOneof("payload")
+    if kind == expected:
+        return getattr(response, expected)
+    if kind == "result":
+        result = result_to_dict(response.result)
+        code = error_code_name(response.result.error_code)
+        raise SessionError(f"{operation}: {_result_message(result)}", code, result)
+    raise CodeqError(f"{operation}: expected a {expected} reply, got {kind or 'an empty one'}")
+
+
+def session_reply(response: pb.Response, operation: str) -> dict[str, Any]:
+    """The session record of a start/get/stop session reply."""
+    return session_to_dict(_payload(response, "session", operation))
+
+
+def session_list_reply(response: pb.Response) -> dict[str, Any]:
+    """The listing of a listSessions reply."""
+    return session_list_to_dict(_payload(response, "sessions", "listSessions"))
+
+
+def invoke_reply(response: pb.Response) -> dict[str, Any]:
+    """The result dict of a tool call's reply (an error result is still a result)."""
+    if response.WhichOneof("payload") != "result":
+        raise CodeqError(f"a tool call got a {response.WhichOneof('payload')} reply")
+    return result_to_dict(response.result)
+
+
+# ---- sessions --------------------------------------------------------------------------
+
+_R = TypeVar("_R")
+
+
+class _Tools(Generic[_R]):
+    """The AgentCore tools as methods, over ``invoke``; the result type _R is a dict
+    for Session and an awaitable of one for AsyncSession."""
+
+    id: str
+
+    def invoke(
+        self,
+        tool: str,
+        arguments: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+    ) -> _R:
+        raise NotImplementedError
+
+    def execute_code(
+        self,
+        code: str,
+        language: str = "python",
+        clear_context: bool = False,
+        *,
+        runtime: Optional[str] = None,
+        timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+    ) -> _R:
+        """Runs code in the session's kernel for ``language`` (python, javascript,
+        typescript); variables persist between calls unless ``clear_context``."""
+        arguments = {
+            "code": code,
+            "language": language,
+            "clearContext": clear_context,
+            "runtime": runtime,
+        }
+        return self.invoke("executeCode", arguments, timeout, on_output)
+
+    def execute_command(
+        self,
+        command: str,
+        *,
+        timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+    ) -> _R:
+        """Runs a shell command in /workspace; stdout, stderr and exitCode kept apart."""
+        return self.invoke("executeCommand", {"command": command}, timeout, on_output)
+
+    def start_command_execution(self, command: str, *, timeout: Optional[float] = None) -> _R:
+        """Starts a command in the background; structuredContent.taskId names it."""
+        return self.invoke("startCommandExecution", {"command": command}, timeout)
+
+    def get_task(self, task_id: str, *, timeout: Optional[float] = None) -> _R:
+        """A background task's status and output so far."""
+        return self.invoke("getTask", {"taskId": task_id}, timeout)
+
+    def stop_task(self, task_id: str, *, timeout: Optional[float] = None) -> _R:
+        """Stops a background task."""
+        return self.invoke("stopTask", {"taskId": task_id}, timeout)
+
+    def write_files(
+        self, files: Mapping[str, Union[str, bytes]], *, timeout: Optional[float] = None
+    ) -> _R:
+        """Writes files (path -> text, or bytes for binary content) into the workspace."""
+        content = [
+            {"path": path, "text": data} if isinstance(data, str) else {"path": path, "blob": data}
+            for path, data in files.items()
+        ]
+        return self.invoke("writeFiles", {"content": content}, timeout)
+
+    def read_files(self, paths: Iterable[str], *, timeout: Optional[float] = None) -> _R:
+        """Reads files: a resource block each, text when valid UTF-8, a blob otherwise."""
+        return self.invoke("readFiles", {"paths": _path_list(paths)}, timeout)
+
+    def list_files(
+        self, directory_path: Optional[str] = None, *, timeout: Optional[float] = None
+    ) -> _R:
+        """Lists one directory of the workspace (its root by default)."""
+        return self.invoke("listFiles", {"directoryPath": directory_path}, timeout)
+
+    def remove_files(self, paths: Iterable[str], *, timeout: Optional[float] = None) -> _R:
+        """Removes files and directories (recursively)."""
+        return self.invoke("removeFiles", {"paths": _path_list(paths)}, timeout)
+
+
+def _path_list(paths: Iterable[str]) -> list[str]:
+    if isinstance(paths, str):
+        raise TypeError("paths must be a list of strings, not a single string")
+    return list(paths)
+
+
+class Session(_Tools[dict]):
+    """A session of a Client: ``id``, ``info`` (the record it was started or opened
+    with), and the AgentCore tools as methods returning result dicts."""
+
+    def __init__(self, client: Client, info: dict[str, Any]):
+        self.client = client
+        self.info = info
+        self.id: str = info["sessionId"]
+
+    def invoke(
+        self,
+        tool: str,
+        arguments: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+    ) -> dict[str, Any]:
+        """Runs one AgentCore tool (executeCode, executeCommand, readFiles, listFiles,
+        removeFiles, writeFiles, startCommandExecution, getTask, stopTask).
+
+        ``arguments`` uses AgentCore's names (code, language, clearContext, runtime,
+        command, paths, content, directoryPath, taskId, timeout). ``timeout`` (seconds)
+        overrides the arguments' timeout; the worker enforces it. Returns
+        ``{"content", "structuredContent"?, "isError"}`` plus ``_codeq_error`` when the
+        service failed; raises only for transport problems and TimeoutError.
+        """
+        return self.client.invoke(self.id, tool, arguments, timeout, on_output)
+
+    def stop(self, timeout: Optional[float] = None) -> dict[str, Any]:
+        """Stops the session; returns its final record."""
+        return self.client.stop_session(self.id, timeout)
+
+    def __repr__(self) -> str:
+        return f"Session({self.id!r})"
+
+
+@contextlib.contextmanager
+def code_session(
+    brokers: Optional[str] = None, client: Optional[Client] = None, **start_kwargs: Any
+) -> Iterator[Session]:
+    """A session for the ``with`` block, stopped at its end.
+
+    Give either ``brokers`` (a client is made and closed around the block) or an open
+    ``client``. ``start_kwargs`` go to ``Client.start_session``.
+    """
+    if (brokers is None) == (client is None):
+        raise ValueError("give either brokers or client")
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(Client(brokers))
+        session = client.start_session(**start_kwargs)
+        try:
+            yield session
+        finally:
+            session.stop()
