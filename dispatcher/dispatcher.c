@@ -33,19 +33,6 @@ static int64_t now_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static void random_id(char *out, size_t len)
-{
-    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    uint8_t bytes[64];
-    FILE *f = fopen("/dev/urandom", "re");
-    size_t got = f != NULL ? fread(bytes, 1, len - 1, f) : 0;
-    if (f != NULL)
-        fclose(f);
-    for (size_t i = 0; i + 1 < len; i++)
-        out[i] = alphabet[(i < got ? bytes[i] : (uint8_t)rand()) % (sizeof(alphabet) - 1)];
-    out[len - 1] = '\0';
-}
-
 /* ---- output ------------------------------------------------------------------------- */
 
 static void reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, uint8_t *bytes,
@@ -195,7 +182,7 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
         return;
     }
     char id[33], existing[CQ_SESSION_ID_MAX + 1];
-    random_id(id, sizeof(id));
+    cq_random_id(id, 32);
     struct cq_error err;
     if (cq_store_create_session(d->store, id, worker, req->start_session->client_token, existing,
                                 sizeof(existing), &err) < 0) {
@@ -216,10 +203,12 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
                         "the session this client token started has ended");
         return;
     }
-    /* The id goes in the request the worker gets (and in the Kafka key from now on). */
+    /* The id goes in the request the worker gets (and in the Kafka key from now on);
+     * the unpacked message keeps ownership of its own string. */
+    char *given = req->session_id;
     req->session_id = id;
     forward(d, req, worker, 1);
-    req->session_id = NULL; /* not heap memory of the unpacked message */
+    req->session_id = given;
 }
 
 static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request *req)

@@ -173,19 +173,20 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
         arg += 2;
         const char *eq = strchr(arg, '=');
         size_t len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
-        const char *value = eq != NULL ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (value == NULL)
-            return cq_error_set(err, CQ_EINVALID, "--%.*s needs a value", (int)len, arg);
-        if (len == 6 && strncmp(arg, "config", 6) == 0)
-            continue;
+        bool is_config = len == 6 && strncmp(arg, "config", 6) == 0;
         char name[64];
         if (len >= sizeof(name))
             return cq_error_set(err, CQ_EINVALID, "unknown option '--%.*s'", (int)len, arg);
         for (size_t j = 0; j < len; j++)
             name[j] = arg[j] == '-' ? '_' : arg[j];
-        const struct setting *s = find_setting(name, len);
-        if (s == NULL)
+        const struct setting *s = is_config ? NULL : find_setting(name, len);
+        if (s == NULL && !is_config)
             return cq_error_set(err, CQ_EINVALID, "unknown option '--%.*s'", (int)len, arg);
+        const char *value = eq != NULL ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (value == NULL)
+            return cq_error_set(err, CQ_EINVALID, "--%.*s needs a value", (int)len, arg);
+        if (is_config)
+            continue;
         char source[80];
         snprintf(source, sizeof(source), "--%.*s", (int)len, arg);
         if (apply(cfg, s, value, source, err) < 0)

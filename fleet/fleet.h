@@ -44,6 +44,21 @@ void cq_fleet_config_usage(FILE *out);
 /* The worker topic of a worker id: "codeq.worker.<id>". */
 void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len);
 
+/* ---- the daemons' main(): settings, --help, logs, signals, then run until stopped -- */
+
+struct cq_fleet_daemon {
+    const char *program;   /* "codeq-worker" */
+    const char *component; /* in every log line */
+    const char *about;     /* --help's description */
+    int (*create)(const struct cq_fleet_config *cfg, void **out, struct cq_error *err);
+    int (*run)(void *daemon, struct cq_error *err); /* returns after stop, drained */
+    void (*stop)(void *daemon);                     /* async-signal-safe */
+    void (*destroy)(void *daemon);
+};
+
+/* Exit status: 0, 1 (could not start or failed), 2 (bad settings). */
+int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **argv);
+
 /* ---- logs: one JSON object per line on stderr --------------------------------------- */
 
 enum cq_log_level { CQ_LOG_DEBUG, CQ_LOG_INFO, CQ_LOG_WARN, CQ_LOG_ERROR };

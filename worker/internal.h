@@ -120,6 +120,5 @@ void cq_task_free(struct cq_task *t);
 /* ---- random.c ----------------------------------------------------------------------- */
 
 /* n characters of [0-9a-zA-Z] from the kernel's CSPRNG, NUL-terminated. */
-void cq_random_id(char *out, size_t n);
 
 #endif

@@ -193,6 +193,10 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
                       const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
                       struct cq_result *result);
 
+/* n characters of [0-9a-zA-Z] from the kernel's CSPRNG, NUL-terminated (out holds
+ * n + 1): session, task and request ids that cannot be guessed. */
+void cq_random_id(char *out, size_t n);
+
 /* ---- workspace snapshots (the fleet keeps session files in Redis) ----------------- */
 
 /* Called for each regular file of a workspace (links and special files are skipped);

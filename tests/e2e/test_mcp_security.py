@@ -32,44 +32,12 @@ from mcp_client import (
     texts,
     wait_until,
 )
+from mcp_fixtures import host, new_server, sc, server, session  # noqa: F401 (fixtures)
 
 JS = "javascript"
 ABS = "absolute paths are not allowed: give a path relative to the workspace"
 DOTDOT = "'..' is not allowed in paths"
 SYMLINK = "it is or goes through a symbolic link, which codeq does not follow"
-
-
-@pytest.fixture(scope="module")
-def host():
-    watch = HostWatch()
-    yield watch
-    watch.assert_clean()
-
-
-def new_server(host, *args):
-    server = McpServer(*args)
-    host.pids.append(server.pid)
-    server.initialize()
-    return server
-
-
-@pytest.fixture(scope="module")
-def server(host):
-    srv = new_server(host, "--warm-pool", "0")
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def session(server):
-    s = start_session(server)
-    yield s
-    if server.alive():
-        server.call("stopSession", {"sessionId": s.id})
-
-
-def sc(result):
-    return result["structuredContent"]
 
 
 def digest(path):

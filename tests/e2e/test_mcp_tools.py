@@ -46,6 +46,7 @@ from mcp_client import (
     texts,
     wait_until,
 )
+from mcp_fixtures import host, new_server, sc, server, session  # noqa: F401 (fixtures)
 
 JS = "javascript"
 TS = "typescript"
@@ -53,41 +54,6 @@ EXEC_KEYS = {"stdout", "stderr", "exitCode", "executionTime"}
 SESSION_KEYS = {"sessionId", "name", "status", "createdAt", "lastUpdatedAt",
                 "sessionTimeoutSeconds"}
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest.fixture(scope="module")
-def host():
-    """Checks, after the module, that none of its codeq processes left sandbox
-    processes or cgroups behind."""
-    watch = HostWatch()
-    yield watch
-    watch.assert_clean()
-
-
-def new_server(host, *args):
-    server = McpServer(*args)
-    host.pids.append(server.pid)
-    server.initialize()
-    return server
-
-
-@pytest.fixture(scope="module")
-def server(host):
-    srv = new_server(host, "--warm-pool", "0")
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def session(server):
-    s = start_session(server)
-    yield s
-    if server.alive():
-        server.call("stopSession", {"sessionId": s.id})
-
-
-def sc(result):
-    return result["structuredContent"]
 
 
 def check_exec(result, stdout="", stderr="", exit_code=0, is_error=False):

@@ -114,6 +114,11 @@ class Fleet:
                 d.stop()
             except Exception:
                 d.kill()
+        # In the sanitizer build a report goes to the daemon's log, not to a test.
+        for d in self.dispatchers + list(self.workers.values()):
+            text = d.log_text()
+            for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+                assert marker not in text, f"{d.name}: {marker}\n{text[-4000:]}"
 
 
 @pytest.fixture(scope="module")

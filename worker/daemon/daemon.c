@@ -266,8 +266,8 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     cq_worker_invoke(d->core, h->id, req->invoke->tool, &args, on_output, &sctx, &r);
     free(owned);
     if (h->moved) {
-        /* Prepended in spirit: clients read content in order, and this must not be
-         * missed, so it goes first. */
+        /* First in content: clients read it in order and must not miss that their
+         * variables are gone. */
         cq_result_add_text(&r, "codeq: this session was moved to a new worker after its "
                                "worker was lost: its files were restored, but variables, "
                                "imports and running tasks were not");
@@ -319,6 +319,14 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < now_ms()) {
         finish_error(d, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
         return;
+    }
+    if (fence == 0) {
+        /* Re-queued from Redis by recover_own(), without the routing header: the
+         * session's current token is the one the dispatcher routed with. */
+        char owner[64];
+        if (cq_store_owner(d->store, h->id, owner, sizeof(owner), &fence, &err) < 0 ||
+            strcmp(owner, d->cfg.worker_id) != 0)
+            fence = 0;
     }
     if (fence > h->fence) {
         /* A newer routing: whatever this worker had of the session predates it. */
@@ -596,11 +604,8 @@ void cq_daemon_destroy(struct cq_daemon *d)
         return;
     if (d->consumer != NULL)
         rd_kafka_destroy(d->consumer);
-    /* Sessions were released: stopping them must not delete their Redis state. */
-    pthread_mutex_lock(&d->lock);
-    for (struct held *h = d->held; h != NULL; h = h->next)
-        h->fence = 0;
-    pthread_mutex_unlock(&d->lock);
+    /* cq_worker_destroy ends sessions without on_session_end: released sessions keep
+     * their Redis state for the worker that takes them over. */
     cq_worker_destroy(d->core);
     if (d->producer != NULL)
         rd_kafka_destroy(d->producer);

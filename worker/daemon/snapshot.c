@@ -40,12 +40,28 @@ static int on_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns)
     return add(ctx, path, size, mtime_ns);
 }
 
+static int by_path(const void *a, const void *b)
+{
+    return strcmp(((const struct cq_manifest_entry *)a)->path,
+                  ((const struct cq_manifest_entry *)b)->path);
+}
+
+/* Scans the workspace into m, sorted by path: runs after every execution, so the
+ * comparison with the last state must stay O(n log n) for large workspaces. */
+static int scan(struct cq_worker *core, const char *session_id, struct cq_manifest *m,
+                struct cq_error *err)
+{
+    if (cq_worker_scan_workspace(core, session_id, on_file, m, err) < 0)
+        return -1;
+    if (m->n > 1)
+        qsort(m->entries, m->n, sizeof(m->entries[0]), by_path);
+    return 0;
+}
+
 static const struct cq_manifest_entry *find(const struct cq_manifest *m, const char *path)
 {
-    for (size_t i = 0; i < m->n; i++)
-        if (strcmp(m->entries[i].path, path) == 0)
-            return &m->entries[i];
-    return NULL;
+    struct cq_manifest_entry key = {.path = (char *)path};
+    return m->n == 0 ? NULL : bsearch(&key, m->entries, m->n, sizeof(key), by_path);
 }
 
 int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *session_id,
@@ -53,7 +69,7 @@ int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *se
                      struct cq_error *err)
 {
     struct cq_manifest now = {0};
-    if (cq_worker_scan_workspace(core, session_id, on_file, &now, err) < 0) {
+    if (scan(core, session_id, &now, err) < 0) {
         cq_manifest_free(&now);
         return -1;
     }
@@ -120,5 +136,5 @@ int cq_snapshot_restore(struct cq_worker *core, struct cq_store *st, const char 
         return -1;
     /* The restored files have new modification times: take them as the saved state. */
     cq_manifest_free(m);
-    return cq_worker_scan_workspace(core, session_id, on_file, m, err);
+    return scan(core, session_id, m, err);
 }

@@ -1,0 +1,54 @@
+/* fleet/daemon_main.c - the start-up and shutdown both fleet daemons share: settings,
+ * --help, logs, signals. SIGTERM and SIGINT only ask the daemon to stop; its run
+ * function does the draining in normal thread context. */
+#define _GNU_SOURCE
+#include "fleet/fleet.h"
+
+#include <signal.h>
+#include <stdio.h>
+
+static const struct cq_fleet_daemon *running_ops;
+static void *running;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (running != NULL)
+        running_ops->stop(running);
+}
+
+int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **argv)
+{
+    struct cq_fleet_config cfg;
+    cq_fleet_config_init(&cfg);
+    struct cq_error err;
+    bool help;
+    if (cq_fleet_config_load(&cfg, argc, argv, &help, &err) < 0) {
+        fprintf(stderr, "%s: %s (see --help)\n", ops->program, err.msg);
+        return 2;
+    }
+    if (help) {
+        printf("usage: %s [--config FILE] [--name VALUE]...\n\n%s\n\n", ops->program, ops->about);
+        cq_fleet_config_usage(stdout);
+        return 0;
+    }
+    cq_log_setup(ops->component, cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    void *daemon;
+    if (ops->create(&cfg, &daemon, &err) < 0) {
+        cq_log(CQ_LOG_ERROR, "cannot start: %s", err.msg);
+        fprintf(stderr, "%s: %s\n", ops->program, err.msg);
+        return 1;
+    }
+    running_ops = ops;
+    running = daemon;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    int rc = ops->run(daemon, &err);
+    if (rc < 0)
+        cq_log(CQ_LOG_ERROR, "%s", err.msg);
+    running = NULL;
+    ops->destroy(daemon);
+    return rc < 0 ? 1 : 0;
+}
