@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# docker/dispatcher.Dockerfile - codeq-dispatcher, the daemon that routes requests from
+# Kafka to workers. Build context: the repository root (docker/compose.yaml sets it).
+#
+# Stage 1 compiles with the Debian 12 packages scripts/setup installs (libseccomp-dev too:
+# the dispatcher links the worker core, whose build compiles the sandbox's seccomp policy).
+# Stage 2 holds the dispatcher and the shared libraries it links, nothing else: it runs no
+# sandboxes and needs no privileges.
+
+FROM debian:12 AS build
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        gcc libc6-dev cmake ninja-build pkg-config \
+        libseccomp-dev libjansson-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler \
+        libhiredis-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cmake -S . -B /build -G Ninja -DCODEQ_TESTS=OFF \
+    && cmake --build /build --target codeq-dispatcher
+
+FROM debian:12
+# What codeq-dispatcher links (ldd), with their dependencies.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        libjansson4 librdkafka1 libprotobuf-c1 libhiredis0.14 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /build/bin/codeq-dispatcher /usr/local/bin/
+USER nobody
+ENTRYPOINT ["/usr/local/bin/codeq-dispatcher"]
