@@ -22,8 +22,10 @@ struct cq_dispatcher {
     struct cq_fleet_config cfg;
     struct cq_store *store;
     rd_kafka_t *producer, *consumer;
-    struct cq_delivery batch;
+    struct cq_delivery batch;   /* forwards and dead letters: must all be acknowledged */
+    struct cq_delivery replies; /* to clients' reply topics: best effort, see run() */
     atomic_bool stopping;
+    int64_t leases_waited; /* the end of the Redis outage wait_for_leases() waited out */
 };
 
 static int64_t now_ms(void)
@@ -31,6 +33,36 @@ static int64_t now_ms(void)
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* While Redis was unreachable no worker could renew its heartbeat, and a restarted
+ * Redis has let them expire: right after an outage every worker looks dead. Decisions
+ * that rest on liveness (placing a session, moving one, recovering a worker's requests)
+ * wait until one lease (3 heartbeats, plus the workers' own reconnection backoff) has
+ * passed since the reconnection. Returns true when it waited: what was read before is
+ * stale. */
+static bool wait_for_leases(struct cq_dispatcher *d)
+{
+    int64_t back = cq_store_back_at(d->store);
+    int64_t until = back + 3 * (int64_t)d->cfg.heartbeat_ms + 1000;
+    if (back == 0 || back == d->leases_waited || mono_ms() >= until)
+        return false;
+    cq_log(CQ_LOG_INFO,
+           "waiting %lld ms for the workers to renew their heartbeats after the Redis outage",
+           (long long)(until - mono_ms()));
+    while (!atomic_load(&d->stopping) && mono_ms() < until) {
+        struct timespec ts = {.tv_nsec = 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    d->leases_waited = back;
+    return true;
 }
 
 /* ---- output ------------------------------------------------------------------------- */
@@ -45,7 +77,7 @@ static void reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, uint8_
     };
     struct cq_error err;
     if (cq_kafka_send(d->producer, req->reply_topic, req->request_id, bytes, len, headers, 3,
-                      &d->batch, &err) < 0)
+                      &d->replies, &err) < 0)
         cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
     free(bytes);
 }
@@ -90,15 +122,17 @@ static void dead_letter(struct cq_dispatcher *d, const rd_kafka_message_t *msg, 
 /* ---- routing ------------------------------------------------------------------------ */
 
 /* The live, not draining worker with the most free capacity, or "" when none has room. */
-static void choose_worker(struct cq_dispatcher *d, char *out, size_t len)
+static int choose_worker(struct cq_dispatcher *d, char *out, size_t len, struct cq_error *err)
 {
     struct cq_worker_status live[256];
     size_t n = 0;
-    struct cq_error err;
     out[0] = '\0';
-    if (cq_store_workers(d->store, live, 256, &n, NULL, 0, NULL, &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "list workers: %s", err.msg);
-        return;
+    int rc = cq_store_workers(d->store, live, 256, &n, NULL, 0, NULL, err);
+    if (rc == 0 && wait_for_leases(d))
+        rc = cq_store_workers(d->store, live, 256, &n, NULL, 0, NULL, err);
+    if (rc < 0) {
+        cq_log(CQ_LOG_ERROR, "list workers: %s", err->msg);
+        return -1;
     }
     int64_t best = 0;
     for (size_t i = 0; i < n; i++) {
@@ -107,6 +141,22 @@ static void choose_worker(struct cq_dispatcher *d, char *out, size_t len)
             snprintf(out, len, "%s", live[i].id);
         }
     }
+    return 0;
+}
+
+/* Produces a forward already recorded in Redis to the worker's topic. */
+static void send_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *worker,
+                         uint64_t fence, const uint8_t *body, size_t len)
+{
+    char topic[256], fence_text[32], at[32];
+    cq_fleet_worker_topic(worker, topic, sizeof(topic));
+    snprintf(fence_text, sizeof(fence_text), "%llu", (unsigned long long)fence);
+    snprintf(at, sizeof(at), "%lld", (long long)now_ms());
+    struct cq_header headers[] = {{"codeq-fence", fence_text}, {"codeq-dispatched-ms", at}};
+    struct cq_error err;
+    if (cq_kafka_send(d->producer, topic, req->session_id, body, len, headers, 2, &d->batch, &err) <
+        0)
+        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
 }
 
 static void forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *worker,
@@ -123,31 +173,35 @@ static void forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, cons
     enum cq_request_state state;
     if (cq_store_forward(d->store, req->request_id, worker, req->session_id, body, len, &state,
                          &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+        /* Not forwarded: without a reply here the request would get none at all. */
         free(body);
+        reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }
-    if (state == CQ_REQ_FORWARDED) {
-        char topic[256], fence_text[32], at[32];
-        cq_fleet_worker_topic(worker, topic, sizeof(topic));
-        snprintf(fence_text, sizeof(fence_text), "%llu", (unsigned long long)fence);
-        snprintf(at, sizeof(at), "%lld", (long long)now_ms());
-        struct cq_header headers[] = {{"codeq-fence", fence_text}, {"codeq-dispatched-ms", at}};
-        if (cq_kafka_send(d->producer, topic, req->session_id, body, len, headers, 2, &d->batch,
-                          &err) < 0)
-            cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
-    }
+    if (state == CQ_REQ_FORWARDED)
+        send_forward(d, req, worker, fence, body, len);
     /* Running: its worker will answer (or recovery will). Done: answered before. */
     free(body);
 }
 
 static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
 {
-    char fallback[64];
-    choose_worker(d, fallback, sizeof(fallback));
+    /* Asked first without a fallback: a live owner (the usual case) is all it returns,
+     * and the worker list (a script over every worker) is read only for a session whose
+     * owner is gone. Saves a Redis round trip per request. The second call decides
+     * atomically again, even when there is no fallback: choose_worker() may have waited
+     * for the leases to be renewed after a Redis outage, and an owner that is back by
+     * then keeps its session. */
     struct cq_route r;
     struct cq_error err;
-    if (cq_store_route(d->store, req->session_id, fallback, &r, &err) < 0) {
+    int rc = cq_store_route(d->store, req->session_id, "", &r, &err);
+    if (rc == 0 && r.exists && r.owner[0] == '\0') {
+        char fallback[64];
+        struct cq_error ignored; /* logged; the session then waits for a worker with room */
+        choose_worker(d, fallback, sizeof(fallback), &ignored);
+        rc = cq_store_route(d->store, req->session_id, fallback, &r, &err);
+    }
+    if (rc < 0) {
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }
@@ -175,7 +229,11 @@ static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
 static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
 {
     char worker[64];
-    choose_worker(d, worker, sizeof(worker));
+    struct cq_error err;
+    if (choose_worker(d, worker, sizeof(worker), &err) < 0) {
+        reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
+        return;
+    }
     if (worker[0] == '\0') {
         reply_error(d, req, CQ_RESULT_LIMIT_EXCEEDED,
                     "no live worker has room for a new session; try again later");
@@ -183,7 +241,6 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
     }
     char id[33], existing[CQ_SESSION_ID_MAX + 1];
     cq_random_id(id, 32);
-    struct cq_error err;
     if (cq_store_create_session(d->store, id, worker, req->start_session->client_token, existing,
                                 sizeof(existing), &err) < 0) {
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
@@ -209,6 +266,32 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
     req->session_id = id;
     forward(d, req, worker, 1);
     req->session_id = given;
+}
+
+/* A startSession already recorded here: its batch was consumed again (a dispatcher
+ * restart, a consumer group rebalance). The session exists; placing the request again
+ * would start a second one or, with no room left, store a LIMIT_EXCEEDED over the start
+ * its worker is running. Running: its worker answers. Forwarded: the forward may not have
+ * reached the worker, so the recorded one (with its session id) is routed again; the
+ * worker's claim makes a second copy harmless. */
+static void resume_start(struct cq_dispatcher *d, const Codeq__V1__Request *req,
+                         enum cq_request_state state)
+{
+    if (state != CQ_REQ_FORWARDED)
+        return;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    struct cq_error err;
+    if (cq_store_request(d->store, req->request_id, &body, &len, &state, &err) < 0) {
+        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+        return;
+    }
+    Codeq__V1__Request *stored = body != NULL ? codeq__v1__request__unpack(NULL, len, body) : NULL;
+    free(body);
+    if (stored == NULL)
+        return; /* finished meanwhile: its reply went out */
+    route(d, stored);
+    codeq__v1__request__free_unpacked(stored, NULL);
 }
 
 static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request *req)
@@ -251,6 +334,39 @@ static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request 
     }
 }
 
+/* The usual request (a new request id for a session whose owner is alive) in one
+ * Redis round trip: what handle() and route() would decide for it, and the same
+ * record, in one script. False when it did nothing: the general path then reads the
+ * state and decides (a duplicate, a dead or released owner, an unknown session, Redis
+ * unreachable). A request past its deadline never comes here, so that it is answered
+ * TIMED_OUT as before rather than forwarded. */
+static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
+{
+    switch (req->operation_case) {
+    case CODEQ__V1__REQUEST__OPERATION_START_SESSION:
+    case CODEQ__V1__REQUEST__OPERATION_LIST_SESSIONS:
+    case CODEQ__V1__REQUEST__OPERATION_GET_SESSION:
+        return false;
+    default:
+        break;
+    }
+    if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < now_ms())
+        return false;
+    size_t len = codeq__v1__request__get_packed_size(req);
+    uint8_t *body = malloc(len ? len : 1);
+    if (body == NULL)
+        return false;
+    codeq__v1__request__pack(req, body);
+    struct cq_route r;
+    struct cq_error err;
+    int rc =
+        cq_store_route_forward(d->store, req->request_id, req->session_id, body, len, &r, &err);
+    if (rc == 1)
+        send_forward(d, req, r.owner, r.fence, body, len);
+    free(body);
+    return rc == 1;
+}
+
 static void handle(struct cq_dispatcher *d, const rd_kafka_message_t *msg)
 {
     Codeq__V1__Request *req = codeq__v1__request__unpack(NULL, msg->len, msg->payload);
@@ -263,9 +379,12 @@ static void handle(struct cq_dispatcher *d, const rd_kafka_message_t *msg)
         char text[256];
         snprintf(text, sizeof(text), "invalid request: %s", why);
         dead_letter(d, msg, text);
-        if (req->reply_topic[0] != '\0' && req->request_id[0] != '\0' &&
-            strlen(req->reply_topic) < 250)
+        if (cq_codec_topic_name_ok(req->reply_topic) && req->request_id[0] != '\0')
             reply_error(d, req, CQ_RESULT_INVALID_ARGUMENT, text);
+        codeq__v1__request__free_unpacked(req, NULL);
+        return;
+    }
+    if (fast_forward(d, req)) {
         codeq__v1__request__free_unpacked(req, NULL);
         return;
     }
@@ -284,7 +403,10 @@ static void handle(struct cq_dispatcher *d, const rd_kafka_message_t *msg)
     } else {
         switch (req->operation_case) {
         case CODEQ__V1__REQUEST__OPERATION_START_SESSION:
-            start_session(d, req);
+            if (state == CQ_REQ_NONE)
+                start_session(d, req);
+            else
+                resume_start(d, req, state);
             break;
         case CODEQ__V1__REQUEST__OPERATION_LIST_SESSIONS:
         case CODEQ__V1__REQUEST__OPERATION_GET_SESSION:
@@ -314,7 +436,9 @@ static void recover_dead_workers(struct cq_dispatcher *d)
     char dead[64][64];
     size_t n_live, n_dead = 0;
     struct cq_error err;
-    if (cq_store_workers(d->store, live, 0, &n_live, dead, 64, &n_dead, &err) < 0)
+    if (cq_store_workers(d->store, live, 0, &n_live, dead, 64, &n_dead, &err) < 0 ||
+        (wait_for_leases(d) &&
+         cq_store_workers(d->store, live, 0, &n_live, dead, 64, &n_dead, &err) < 0))
         return;
     for (size_t i = 0; i < n_dead; i++) {
         char lock[128];
@@ -349,11 +473,17 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
     d->cfg = *cfg;
     if (cq_store_open(cfg, &d->store, err) < 0)
         goto fail;
+    cq_store_set_cancel(d->store, &d->stopping);
     d->producer = cq_kafka_producer(cfg, err);
     if (d->producer == NULL || cq_kafka_ensure_topic(d->producer, cfg->request_topic, 8, err) < 0 ||
         cq_kafka_ensure_topic(d->producer, cfg->dlq_topic, 1, err) < 0)
         goto fail;
-    d->consumer = cq_kafka_consumer(cfg, "codeq-dispatchers", cfg->request_topic, err);
+    /* One group per request topic: fleets that share a broker (staging next to
+     * production, test runs) would otherwise rebalance each other's dispatchers every
+     * time one of theirs starts or stops, pausing every fleet for seconds. */
+    char group[256];
+    snprintf(group, sizeof(group), "codeq-dispatchers.%s", cfg->request_topic);
+    d->consumer = cq_kafka_consumer(cfg, group, cfg->request_topic, err);
     if (d->consumer == NULL)
         goto fail;
     *out = d;
@@ -392,6 +522,17 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
                        "consumed again: %s",
                        err->msg);
                 return -1;
+            }
+            /* A reply topic belongs to its client, which may have deleted it (it gave
+             * up and closed) or named one that cannot exist: a reply that fails must
+             * not stop the dispatcher, or one client could stop every other client's
+             * requests (on restart the batch would fail again). What a reply carries
+             * is stored or recomputed, so a client that retries the request id gets
+             * it. Waiting still keeps replies acknowledged before the commit. */
+            struct cq_error reply_err;
+            if (cq_kafka_wait(d->producer, &d->replies, 60000, &reply_err) < 0) {
+                cq_log(CQ_LOG_WARN, "replies not delivered: %s", reply_err.msg);
+                __atomic_store_n(&d->replies.failed, 0, __ATOMIC_SEQ_CST);
             }
             rd_kafka_resp_err_t e = rd_kafka_commit(d->consumer, NULL, 0);
             if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)

@@ -6,8 +6,11 @@
  * keys from the prefix, which ties the store to one Redis (not Redis Cluster).
  *
  * One connection behind a mutex: commands take tens of microseconds on loopback, far
- * less than the executions they bracket. A broken connection is reopened on the next
- * command, so a Redis restart costs the commands that were in flight, not the process. */
+ * less than the executions they bracket. A broken connection is reopened, and a command
+ * that finds Redis unreachable waits for it (REDIS_WAIT_MS, with backoff) before it
+ * fails, so a Redis restart delays requests rather than failing them; the scripts a
+ * retry may send twice (the reply of the first was lost) are written to tell their own
+ * earlier success from another process's (CLAIM, FINISH). */
 #define _GNU_SOURCE
 #include "fleet/fleet.h"
 
@@ -15,6 +18,7 @@
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +27,10 @@
 #define CHUNK_BYTES  (512 * 1024)
 #define RESULT_TTL_S 86400
 #define ENDED_KEPT_S 3600
+/* How long one command waits for an unreachable Redis (a restart, a failover) before it
+ * fails; the backoff between attempts doubles up to REDIS_BACKOFF_MAX_MS. */
+#define REDIS_WAIT_MS        30000
+#define REDIS_BACKOFF_MAX_MS 1000
 
 struct cq_store {
     pthread_mutex_t lock;
@@ -31,6 +39,12 @@ struct cq_store {
     int port;
     char prefix[64];
     uint64_t files_quota;
+    const atomic_bool *cancel; /* set: the daemon stops, waiting for Redis ends */
+    int64_t down_since;        /* monotonic ms of the first failure of an outage, or 0 */
+    int64_t back_at;           /* monotonic ms the last outage ended, or 0 */
+    /* Fail at once rather than wait: at start (a daemon that cannot reach Redis says
+     * so and exits), and once a wait ran out in an outage, until Redis answers again. */
+    bool fail_fast;
 };
 
 static int64_t now_ms(void)
@@ -38,6 +52,27 @@ static int64_t now_ms(void)
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static bool cancelled(const struct cq_store *st)
+{
+    return st->cancel != NULL && atomic_load(st->cancel);
+}
+
+/* Sleeps ms, in slices, unless the daemon stops first. */
+static void backoff_sleep(const struct cq_store *st, int64_t ms)
+{
+    for (int64_t end = mono_ms() + ms; !cancelled(st) && mono_ms() < end;) {
+        struct timespec ts = {.tv_nsec = 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 static int connect_locked(struct cq_store *st, struct cq_error *err)
@@ -62,21 +97,77 @@ static int connect_locked(struct cq_store *st, struct cq_error *err)
     return 0;
 }
 
-/* Runs one command (binary-safe arguments); the reply is the caller's to free. */
+/* One attempt, with st->lock held: NULL and err when Redis cannot serve it (an I/O
+ * error, which drops the connection for the next attempt to reopen, or a Redis still
+ * loading its data). Tracks outages, and logs each once when it starts and once when
+ * it ends. */
+static redisReply *attempt_locked(struct cq_store *st, int argc, const char **argv,
+                                  const size_t *lens, struct cq_error *err)
+{
+    redisReply *r = NULL;
+    if (connect_locked(st, err) == 0) {
+        r = redisCommandArgv(st->c, argc, argv, lens);
+        if (r == NULL) {
+            cq_error_set(err, CQ_EINTERNAL, "Redis at %s:%d: %s", st->host, st->port,
+                         st->c->errstr[0] ? st->c->errstr : "connection lost");
+            redisFree(st->c);
+            st->c = NULL;
+        } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "LOADING", 7) == 0) {
+            /* A restarted Redis answers this while it reads its data back: not up yet. */
+            cq_error_set(err, CQ_EINTERNAL, "Redis at %s:%d: %s", st->host, st->port, r->str);
+            freeReplyObject(r);
+            r = NULL;
+        }
+    }
+    if (r != NULL && st->down_since != 0) {
+        cq_log(CQ_LOG_INFO, "Redis at %s:%d is back after %lld ms", st->host, st->port,
+               (long long)(mono_ms() - st->down_since));
+        st->down_since = 0;
+        st->back_at = mono_ms();
+    }
+    if (r != NULL)
+        st->fail_fast = false;
+    else if (st->down_since == 0 && !st->fail_fast) {
+        st->down_since = mono_ms();
+        cq_log(CQ_LOG_WARN, "%s; reconnecting (commands wait up to %d s for it)", err->msg,
+               REDIS_WAIT_MS / 1000);
+    }
+    return r;
+}
+
+/* Runs one command (binary-safe arguments); the reply is the caller's to free. An
+ * unreachable Redis is retried with backoff for up to REDIS_WAIT_MS (the first retry
+ * at once: after a Redis restart the old socket is found dead by the first command). */
 static redisReply *command(struct cq_store *st, int argc, const char **argv, const size_t *lens,
                            struct cq_error *err)
 {
-    pthread_mutex_lock(&st->lock);
-    redisReply *r = NULL;
-    /* One retry: the first command after a Redis restart finds the old socket dead. */
-    for (int attempt = 0; attempt < 2 && r == NULL; attempt++) {
-        if (connect_locked(st, err) < 0)
+    struct cq_error local;
+    if (err == NULL)
+        err = &local;
+    int64_t started = mono_ms(), backoff = 0;
+    redisReply *r;
+    for (;;) {
+        pthread_mutex_lock(&st->lock);
+        r = attempt_locked(st, argc, argv, lens, err);
+        bool give_up =
+            r == NULL && (st->fail_fast || cancelled(st) || mono_ms() - started >= REDIS_WAIT_MS);
+        if (r == NULL && give_up && !st->fail_fast && !cancelled(st)) {
+            /* Later commands of this outage fail at once: a daemon that waited this
+             * long answers with errors rather than queueing behind Redis forever. */
+            st->fail_fast = true;
+            cq_log(CQ_LOG_ERROR,
+                   "Redis at %s:%d unreachable for %d s: commands fail until it "
+                   "answers again",
+                   st->host, st->port, REDIS_WAIT_MS / 1000);
+        }
+        pthread_mutex_unlock(&st->lock);
+        if (r != NULL || give_up)
             break;
-        r = redisCommandArgv(st->c, argc, argv, lens);
-        if (r == NULL)
-            cq_error_set(err, CQ_EINTERNAL, "Redis: %s", st->c->errstr);
+        backoff_sleep(st, backoff);
+        backoff = backoff == 0                         ? 50
+                  : backoff * 2 > REDIS_BACKOFF_MAX_MS ? REDIS_BACKOFF_MAX_MS
+                                                       : backoff * 2;
     }
-    pthread_mutex_unlock(&st->lock);
     if (r != NULL && r->type == REDIS_REPLY_ERROR) {
         cq_error_set(err, CQ_EINTERNAL, "Redis: %s", r->str);
         freeReplyObject(r);
@@ -154,6 +245,7 @@ int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, stru
     st->port = colon != NULL ? atoi(colon + 1) : 6379;
     snprintf(st->prefix, sizeof(st->prefix), "%s", cfg->prefix);
     st->files_quota = cfg->files_quota;
+    st->fail_fast = true; /* until the first PING answers */
     const char *ping[] = {"PING"};
     redisReply *r = command(st, 1, ping, NULL, err);
     if (r == NULL) {
@@ -163,6 +255,19 @@ int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, stru
     freeReplyObject(r);
     *out = st;
     return 0;
+}
+
+void cq_store_set_cancel(struct cq_store *st, const atomic_bool *cancel)
+{
+    st->cancel = cancel;
+}
+
+int64_t cq_store_back_at(struct cq_store *st)
+{
+    pthread_mutex_lock(&st->lock);
+    int64_t at = st->back_at;
+    pthread_mutex_unlock(&st->lock);
+    return at;
 }
 
 void cq_store_close(struct cq_store *st)
@@ -564,21 +669,69 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
     return 0;
 }
 
+/* ROUTE's live-owner branch followed by FORWARD, for a request id with no state yet;
+ * {0} (nothing written) wherever either script would do something else. */
+static const char ROUTE_FORWARD[] =
+    "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
+    "if redis.call('HGET', k, 'state') then return {0} end\n"
+    "local h = redis.call('HMGET', ARGV[1] .. 'session:' .. ARGV[3], 'owner', 'fence', 'status')\n"
+    "local owner = h[1]\n"
+    "if not owner or owner == '' or h[3] == 'TERMINATED' or\n"
+    "   redis.call('EXISTS', ARGV[1] .. 'worker:' .. owner) == 0 then return {0} end\n"
+    "local old = redis.call('HGET', k, 'worker')\n"
+    "if old and old ~= owner then redis.call('ZREM', ARGV[1] .. 'inflight:' .. old, ARGV[2]) "
+    "end\n"
+    "redis.call('HSET', k, 'state', 'forwarded', 'worker', owner, 'session', ARGV[3],\n"
+    "           'body', ARGV[4])\n"
+    "redis.call('EXPIRE', k, 86400)\n"
+    "redis.call('ZADD', ARGV[1] .. 'inflight:' .. owner, ARGV[5], ARGV[2])\n"
+    "return {1, owner, h[2]}\n";
+
+int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
+                           const void *body, size_t len, struct cq_route *route,
+                           struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, ROUTE_FORWARD);
+    arg(&a, request_id);
+    arg(&a, session_id);
+    arg_bin(&a, body, len);
+    arg_int(&a, now_ms());
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    memset(route, 0, sizeof(*route));
+    int done = r->type == REDIS_REPLY_ARRAY && r->elements == 3 && int_of(r->element[0]) == 1;
+    if (done) {
+        route->exists = true;
+        copy_str(r->element[1], route->owner, sizeof(route->owner));
+        route->fence = (uint64_t)int_of(r->element[2]);
+    }
+    freeReplyObject(r);
+    return done;
+}
+
+/* ARGV[4] names this claim: when a retry after a lost reply finds the request running
+ * under the same name, the claim was this caller's, and it must run the request. */
 static const char CLAIM[] = "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
-                            "local h = redis.call('HMGET', k, 'state', 'worker')\n"
+                            "local h = redis.call('HMGET', k, 'state', 'worker', 'claim')\n"
                             "if h[1] == 'forwarded' and h[2] == ARGV[3] then\n"
-                            "  redis.call('HSET', k, 'state', 'running')\n"
+                            "  redis.call('HSET', k, 'state', 'running', 'claim', ARGV[4])\n"
                             "  return 'claimed'\n"
                             "end\n"
+                            "if h[1] == 'running' and h[3] == ARGV[4] then return 'claimed' end\n"
                             "return h[1] or 'none'\n";
 
 int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
                    enum cq_request_state *state, struct cq_error *err)
 {
+    char claim[33];
+    cq_random_id(claim, 32);
     struct args a;
     script(st, &a, CLAIM);
     arg(&a, request_id);
     arg(&a, worker);
+    arg(&a, claim);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -588,10 +741,15 @@ int cq_store_claim(struct cq_store *st, const char *request_id, const char *work
     return claimed;
 }
 
+/* Done with this very reply: a retry after a lost reply, or recovery settling the same
+ * lost request twice; either way it is stored, so 1. */
 static const char FINISH[] =
     "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
     "local h = redis.call('HMGET', k, 'state', 'worker')\n"
-    "if h[1] == 'done' then return 0 end\n"
+    "if h[1] == 'done' then\n"
+    "  if redis.call('GET', ARGV[1] .. 'result:' .. ARGV[2]) == ARGV[4] then return 1 end\n"
+    "  return 0\n"
+    "end\n"
     "if ARGV[3] ~= '' and (h[1] ~= 'running' or h[2] ~= ARGV[3]) then return 0 end\n"
     "redis.call('SET', ARGV[1] .. 'result:' .. ARGV[2], ARGV[4], 'EX', ARGV[5])\n"
     "redis.call('HSET', k, 'state', 'done')\n"

@@ -9,6 +9,7 @@ worker ids, so runs never see each other's state.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -74,12 +75,12 @@ class Daemon:
 
 
 class Fleet:
-    def __init__(self):
+    def __init__(self, redis_port=REDIS_PORT, brokers=BROKERS):
         run = uuid.uuid4().hex[:8]
         self.prefix = f"codeq:t{run}:"
         self.request_topic = f"codeq.requests.t{run}"
         self.dlq_topic = f"codeq.dlq.t{run}"
-        self.env = dict(os.environ, CODEQ_BROKERS=BROKERS, CODEQ_REDIS=f"127.0.0.1:{REDIS_PORT}",
+        self.env = dict(os.environ, CODEQ_BROKERS=brokers, CODEQ_REDIS=f"127.0.0.1:{redis_port}",
                         CODEQ_REDIS_PREFIX=self.prefix, CODEQ_REQUEST_TOPIC=self.request_topic,
                         CODEQ_DLQ_TOPIC=self.dlq_topic, CODEQ_LOG_LEVEL="info")
         self.run = run
@@ -114,11 +115,36 @@ class Fleet:
                 d.stop()
             except Exception:
                 d.kill()
+        self.clean_up()
         # In the sanitizer build a report goes to the daemon's log, not to a test.
         for d in self.dispatchers + list(self.workers.values()):
             text = d.log_text()
             for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
                 assert marker not in text, f"{d.name}: {marker}\n{text[-4000:]}"
+
+    def clean_up(self):
+        """Deletes this fleet's topics, consumer groups and Redis keys (best effort): a
+        broker shared by many test runs slows down as partitions pile up."""
+        from confluent_kafka.admin import AdminClient
+        import redis
+        brokers = self.env["CODEQ_BROKERS"]
+        topics = [self.request_topic, self.dlq_topic] + [f"codeq.worker.{w}" for w in self.workers]
+        groups = [f"codeq-dispatchers.{self.request_topic}"] + \
+            [f"codeq-worker-{w}" for w in self.workers]
+        try:
+            admin = AdminClient({"bootstrap.servers": brokers})
+            for f in admin.delete_topics(topics, operation_timeout=10).values():
+                f.exception(timeout=15)
+            if hasattr(admin, "delete_consumer_groups"):
+                for f in admin.delete_consumer_groups(groups).values():
+                    f.exception(timeout=15)
+            port = int(self.env["CODEQ_REDIS"].rsplit(":", 1)[1])
+            r = redis.Redis(host="127.0.0.1", port=port)
+            keys = list(r.scan_iter(match=self.prefix + "*", count=1000))
+            for i in range(0, len(keys), 500):
+                r.delete(*keys[i:i + 500])
+        except Exception:  # the services may be gone already (outage tests)
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +162,149 @@ def fleet(services, redis_client):
     f.start_dispatcher()
     yield f
     f.stop()
+
+
+@pytest.fixture
+def new_fleet(services):
+    """Makes Fleets of one test (own topics, prefix and worker ids; optionally a private
+    Redis), for tests that kill or stop daemons; all are stopped when the test ends."""
+    made = []
+
+    def make(**kw):
+        f = Fleet(**kw)
+        made.append(f)
+        return f
+    yield make
+    failures = []
+    for f in made:
+        try:
+            f.stop()
+        except Exception as e:  # stop every fleet, then report
+            failures.append(e)
+    if failures:
+        raise failures[0]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of one test, on a free port, that the test may stop and start
+    again; the append-only file (fsync on every write) keeps the data across restarts."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="codeq-redis-")
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    def start(self):
+        log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=log, stderr=log)
+        log.close()
+        deadline = time.time() + 30
+        while not _answers(self.port):
+            assert self.proc.poll() is None and time.time() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+        self.proc = None
+
+    def client(self):
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+
+@pytest.fixture
+def private_redis():
+    r = PrivateRedis()
+    yield r
+    r.stop()
+    shutil.rmtree(r.dir, ignore_errors=True)
+
+
+def _kafka_jars():
+    """The lib directory of a Kafka that scripts/services already fetched (the running
+    broker's class path, or a services directory), or None: tests never download it."""
+    candidates = [os.path.join(d, "kafka-3.9.1", "lib") for d in
+                  (os.environ.get("CODEQ_SERVICES_DIR"), "/var/tmp/codeq-services") if d]
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "kafka.Kafka" in args and "-cp" in args:
+            candidates.insert(0, os.path.dirname(args[args.index("-cp") + 1]))
+    for lib in candidates:
+        if os.path.exists(os.path.join(lib, ".complete")):
+            # Through another test's private broker, to the jars it links to: that
+            # test's scratch directory goes away with it.
+            return os.path.realpath(lib)
+    return None
+
+
+class PrivateKafka:
+    """A Kafka broker of one test (scripts/services on free ports, in a scratch
+    directory, with the jars of the shared broker), that the test may stop and start
+    again with its data. scripts/services starts a Redis next to it, unused."""
+
+    def __init__(self, lib):
+        self.dir = tempfile.mkdtemp(prefix="codeq-kafka-")
+        os.symlink(os.path.dirname(lib), os.path.join(self.dir, "kafka-3.9.1"))
+        self.port = free_port()
+        self.env = dict(os.environ, CODEQ_KAFKA_PORT=str(self.port),
+                        CODEQ_KAFKA_CONTROLLER_PORT=str(free_port()),
+                        CODEQ_REDIS_PORT=str(free_port()))
+        self.brokers = f"127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self):
+        subprocess.run([SERVICES, "up", "--dir", self.dir], env=self.env, check=True,
+                       timeout=180, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        """SIGTERM to the broker (a clean shutdown), then waits until it has exited."""
+        with open(os.path.join(self.dir, "kafka", "kafka.pid")) as f:
+            pid = int(f.read())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().split(") ")[-1].startswith("Z"):
+                        break  # exited; its parent (init) has yet to reap it
+            except OSError:
+                break
+            time.sleep(0.1)
+        assert not _answers(self.port), "the broker did not stop"
+
+    def down(self):
+        """Ends the broker at once (its data is scratch), and the Redis next to it."""
+        try:
+            with open(os.path.join(self.dir, "kafka", "kafka.pid")) as f:
+                os.kill(int(f.read()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        subprocess.run([SERVICES, "down", "--dir", self.dir], env=self.env, check=False,
+                       timeout=120, stdout=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_kafka():
+    lib = _kafka_jars()
+    if lib is None:
+        pytest.skip("no Kafka jars fetched by scripts/services to run a private broker")
+    k = PrivateKafka(lib)
+    yield k
+    k.down()

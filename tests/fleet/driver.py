@@ -47,15 +47,19 @@ class Driver:
         self.thread.join()
         self.consumer.close()
 
-    def send_raw(self, value, key=None, topic=None):
+    def send_raw(self, value, key=None, topic=None, flush=True):
         self.producer.produce(topic or self.request_topic, value, key=key)
-        self.producer.flush()
+        if flush:
+            self.producer.flush()
+        else:
+            self.producer.poll(0)  # delivered in the background (the broker may be down)
 
-    def send(self, req):
+    def send(self, req, flush=True):
         if not req.request_id:
             req.request_id = uuid.uuid4().hex
         req.reply_topic = self.reply_topic
-        self.send_raw(req.SerializeToString(), key=req.session_id or req.request_id)
+        self.send_raw(req.SerializeToString(), key=req.session_id or req.request_id,
+                      flush=flush)
         return req.request_id
 
     def finals(self, request_id):

@@ -118,6 +118,47 @@ def test_malformed_bytes_are_dead_lettered_and_service_goes_on(fleet, driver):
     assert all(d.alive() for d in fleet.dispatchers)
 
 
+def test_reply_topics_that_cannot_be_written_do_not_stop_the_dispatcher(fleet, driver):
+    """A reply topic Kafka refuses as a name, and one its client deleted after the first
+    reply: those replies cannot be delivered, and the dispatcher goes on serving every
+    other client (a failed reply used to fail the whole batch, which the dispatcher then
+    consumed again after a restart: a crash loop one client could cause)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    bad = pb.Request(request_id=uuid.uuid4().hex, session_id="s", reply_topic="no such topic!",
+                     get_session=pb.GetSession())
+    driver.send_raw(bad.SerializeToString(), key=b"s")
+
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    gone = "codeq.replies.gone-" + uuid.uuid4().hex[:10]
+    admin.create_topics([NewTopic(gone, 1, 1)])[gone].result()
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": gone,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([gone])
+    first = pb.Request(request_id=uuid.uuid4().hex, session_id="nope", reply_topic=gone,
+                       get_session=pb.GetSession())
+    driver.send_raw(first.SerializeToString(), key=b"nope")
+    deadline = time.time() + 60
+    got = None
+    while got is None and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got = pb.Response.FromString(m.value())
+    c.close()
+    assert got is not None and got.result.error_code == pb.ERROR_CODE_NOT_FOUND, got
+    admin.delete_topics([gone])[gone].result()
+    for _ in range(3):
+        again = pb.Request(request_id=uuid.uuid4().hex, session_id="nope", reply_topic=gone,
+                           get_session=pb.GetSession())
+        driver.send_raw(again.SerializeToString(), key=b"nope")
+
+    for _ in range(3):
+        sid = driver.start_session()
+        assert texts(driver.code(sid, "6 * 7")) == ["42"]
+    assert all(d.alive() for d in fleet.dispatchers)
+    log = "".join(d.log_text() for d in fleet.dispatchers)
+    assert "reply_topic is not a Kafka topic name" in log
+
+
 def test_a_request_past_its_deadline_is_not_run(driver):
     sid = driver.start_session()
     req = pb.Request(session_id=sid, deadline_unix_ms=int(time.time() * 1000) - 1000,

@@ -42,6 +42,11 @@ struct cq_daemon {
     struct cq_fleet_config cfg;
     struct cq_worker *core;
     struct cq_store *store;
+    /* The heartbeat's own connection: the store serializes its commands on one
+     * connection, and with a hundred sessions busy a beat queued behind their claims,
+     * results and files came later than the lease (3 beats) allows, and the
+     * dispatchers took a live worker for lost. */
+    struct cq_store *beat;
     rd_kafka_t *producer, *consumer;
     char topic[256];
     pthread_mutex_t lock;
@@ -49,6 +54,7 @@ struct cq_daemon {
     struct held *held;
     unsigned threads;
     atomic_bool stopping;
+    atomic_bool drained; /* ends the heartbeat, which must outlive the drain */
     pthread_t heartbeat;
 };
 
@@ -96,7 +102,17 @@ static void held_forget(struct cq_daemon *d, struct held *h)
 static void finish(struct cq_daemon *d, const Codeq__V1__Request *req, uint8_t *bytes, size_t len)
 {
     struct cq_error err;
-    int stored = cq_store_finish(d->store, req->request_id, d->cfg.worker_id, bytes, len, &err);
+    int stored;
+    /* Redis unreachable past the store's own wait: keep the reply and try again, since
+     * while this worker lives nothing else would answer a request it claimed. A worker
+     * that stops gives up; recovery answers the request once the worker is gone. */
+    while ((stored = cq_store_finish(d->store, req->request_id, d->cfg.worker_id, bytes, len,
+                                     &err)) < 0 &&
+           !atomic_load(&d->stopping)) {
+        cq_log(CQ_LOG_ERROR, "request %s: cannot store its result yet: %s", req->request_id,
+               err.msg);
+        sleep(1);
+    }
     if (stored < 0) {
         cq_log(CQ_LOG_ERROR, "request %s: cannot store its result: %s", req->request_id, err.msg);
     } else if (stored == 0) {
@@ -300,10 +316,17 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
 {
     struct cq_error err;
     enum cq_request_state state;
-    int claimed = cq_store_claim(d->store, req->request_id, d->cfg.worker_id, &state, &err);
-    if (claimed < 0) {
-        cq_log(CQ_LOG_ERROR, "request %s: cannot claim: %s", req->request_id, err.msg);
-        return;
+    int claimed;
+    /* As in finish(): dropping the request would leave it forwarded here for good, so
+     * the session's queue waits for Redis; a stopping worker leaves it to recovery. */
+    while ((claimed = cq_store_claim(d->store, req->request_id, d->cfg.worker_id, &state, &err)) <
+           0) {
+        if (atomic_load(&d->stopping)) {
+            cq_log(CQ_LOG_ERROR, "request %s: cannot claim: %s", req->request_id, err.msg);
+            return;
+        }
+        cq_log(CQ_LOG_ERROR, "request %s: cannot claim yet: %s", req->request_id, err.msg);
+        sleep(1);
     }
     if (claimed == 0) {
         if (state == CQ_REQ_DONE) {
@@ -458,7 +481,7 @@ static void heartbeat_once(struct cq_daemon *d)
     bool draining = atomic_load(&d->stopping);
     int64_t capacity = draining ? 0 : (int64_t)d->cfg.max_sessions - live;
     struct cq_error err;
-    if (cq_store_heartbeat(d->store, d->cfg.worker_id, capacity, live, draining,
+    if (cq_store_heartbeat(d->beat, d->cfg.worker_id, capacity, live, draining,
                            d->cfg.heartbeat_ms * 3, &err) < 0)
         cq_log(CQ_LOG_ERROR, "heartbeat: %s", err.msg);
 }
@@ -466,7 +489,11 @@ static void heartbeat_once(struct cq_daemon *d)
 static void *heartbeat_main(void *arg)
 {
     struct cq_daemon *d = arg;
-    while (!atomic_load(&d->stopping)) {
+    /* Beats on while draining: the heartbeat is the lease on this worker's sessions
+     * and requests, and a drain that outlasts it would have the dispatchers declare
+     * this worker lost, answer its running requests with the worker-lost error and
+     * move its sessions under the executions still finishing here. */
+    while (!atomic_load(&d->drained)) {
         heartbeat_once(d);
         rd_kafka_poll(d->producer, 0); /* delivery reports of chunks nobody waits for */
         struct timespec ts = {.tv_sec = d->cfg.heartbeat_ms / 1000,
@@ -511,6 +538,10 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     cq_fleet_worker_topic(d->cfg.worker_id, d->topic, sizeof(d->topic));
     if (cq_store_open(cfg, &d->store, err) < 0)
         goto fail;
+    cq_store_set_cancel(d->store, &d->stopping);
+    if (cq_store_open(cfg, &d->beat, err) < 0)
+        goto fail;
+    cq_store_set_cancel(d->beat, &d->stopping);
     struct cq_worker_config wc;
     cq_worker_config_init(&wc);
     wc.max_sessions = cfg->max_sessions;
@@ -583,6 +614,7 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     while (d->threads > 0)
         pthread_cond_wait(&d->idle, &d->lock);
     pthread_mutex_unlock(&d->lock);
+    atomic_store(&d->drained, true);
     pthread_join(d->heartbeat, NULL);
     /* Give the sessions up: their files are in Redis; the next request of each moves it
      * to a live worker at once rather than after a heartbeat timeout. */
@@ -610,6 +642,7 @@ void cq_daemon_destroy(struct cq_daemon *d)
     if (d->producer != NULL)
         rd_kafka_destroy(d->producer);
     cq_store_close(d->store);
+    cq_store_close(d->beat);
     while (d->held != NULL)
         held_forget(d, d->held);
     pthread_mutex_destroy(&d->lock);

@@ -1,0 +1,247 @@
+"""The fleet when its parts fail: a dispatcher killed mid-stream, a worker drained by
+SIGTERM, Redis and Kafka restarted under running daemons. Real Kafka, real Redis, real
+sandboxes; each test builds its own fleet (own topics, key prefix and worker ids), and
+restarts only a Redis or a broker of its own, so that it disturbs nothing else. The
+promise under test (docs/fleet.md): every accepted request gets a final reply, and none
+runs twice."""
+
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import BROKERS
+from driver import Driver, pb, texts
+
+
+def invoke(sid, code, request_id=None):
+    return pb.Request(request_id=request_id or uuid.uuid4().hex, session_id=sid,
+                      invoke=pb.Invoke(tool="executeCode", arguments=pb.Arguments(code=code)))
+
+
+def owner(redis, fleet, sid):
+    return (redis.hget(fleet.prefix + "session:" + sid, "owner") or b"").decode()
+
+
+def wait_state(redis, fleet, rid, state, timeout=60):
+    deadline = time.time() + timeout
+    while redis.hget(fleet.prefix + "req:" + rid, "state") != state.encode():
+        assert time.time() < deadline, f"request {rid} never reached state {state}"
+        time.sleep(0.05)
+
+
+def assert_one_final_each(driver, request_ids):
+    """Every request has a final reply; a second copy is allowed only if identical (a
+    request read again, after a dispatcher restart or a rebalance of the dispatchers'
+    group, is answered again from its stored reply)."""
+    for rid in request_ids:
+        finals = driver.finals(rid)
+        assert finals, f"no final reply to {rid}"
+        assert all(f.SerializeToString() == finals[0].SerializeToString() for f in finals), \
+            f"different final replies to {rid}: {finals}"
+
+
+def start_fleet(new_fleet, redis, workers=("a", "b"), **kw):
+    f = new_fleet(**kw)
+    for w in workers:
+        f.start_worker(w)
+    f.wait_workers(redis, len(workers))
+    f.start_dispatcher()
+    return f
+
+
+@pytest.mark.parametrize("dispatchers", [1, 2], ids=["alone", "in-a-group-of-two"])
+def test_dispatcher_killed_mid_stream_loses_nothing_and_runs_nothing_twice(new_fleet,
+                                                                           redis_client,
+                                                                           dispatchers):
+    """kill -9 of a dispatcher while a stream of requests flows (some handled, some
+    forwarded but not committed, some not yet read), then a new dispatcher: every
+    request gets its final reply and runs exactly once (each appends its id to a file
+    of its session and counts itself in a variable). With two in the consumer group,
+    the survivor or the newcomer takes the dead one's partitions over."""
+    f = start_fleet(new_fleet, redis_client)
+    for _ in range(dispatchers - 1):
+        f.start_dispatcher()
+    driver = Driver(BROKERS, f.request_topic)
+    try:
+        sessions = [driver.start_session(name=f"s{i}") for i in range(4)]
+        assert {owner(redis_client, f, s) for s in sessions} == set(f.workers)
+        per_session = 12
+        plan = [(sid, uuid.uuid4().hex) for _ in range(per_session) for sid in sessions]
+        code = "open('ids.txt', 'a').write({rid!r} + '\\n')\nn = globals().get('n', 0) + 1\nn"
+        half = len(plan) // 2
+        burst = range(half, half + 12)
+        in_burst = threading.Event()
+
+        def stream():
+            # Spaced out, then a burst (the dispatcher is killed in the middle of it,
+            # with requests read and forwarded but their offsets not yet committed),
+            # then spaced out again while the dispatcher is dead and restarted.
+            for i, (sid, rid) in enumerate(plan):
+                driver.send(invoke(sid, code.format(rid=rid), rid))
+                if i == half + 4:
+                    in_burst.set()
+                if i not in burst:
+                    time.sleep(0.03)
+
+        sender = threading.Thread(target=stream)
+        sender.start()
+        assert in_burst.wait(60)
+        old = f.dispatchers[0]
+        old.kill()
+        assert not old.alive()
+        f.start_dispatcher()
+        sender.join()
+        for _, rid in plan:
+            r = driver.wait_final(rid, timeout=120)
+            assert r.WhichOneof("payload") == "result" and not r.result.is_error, r
+        assert_one_final_each(driver, [rid for _, rid in plan])
+        for sid in sessions:
+            ran = driver.code(sid, "open('ids.txt').read()")
+            ids = eval(texts(ran)[-1]).split()
+            expected = [rid for s, rid in plan if s == sid]
+            # Exactly once each, in the order sent (one session, one partition).
+            assert ids == expected, (sid, ids, expected)
+            # No session moved: its variable counted every request once.
+            assert texts(driver.code(sid, "n")) == [str(per_session)]
+        for _, rid in plan:
+            assert redis_client.hget(f.prefix + "req:" + rid, "state") == b"done"
+    finally:
+        driver.close()
+
+
+def test_worker_drains_on_sigterm(new_fleet, redis_client):
+    """SIGTERM to a worker with sessions and an execution in flight: the execution and
+    the request queued behind it finish with their real output, the worker exits 0 and
+    gives its sessions up; a request sent to it while it drains and later requests run
+    on the other worker, with the files written before the drain."""
+    f = start_fleet(new_fleet, redis_client)
+    driver = Driver(BROKERS, f.request_topic)
+    try:
+        victim = sorted(f.workers)[0]
+        other = sorted(f.workers)[1]
+        mine = []
+        while len(mine) < 2:
+            sid = driver.start_session()
+            if owner(redis_client, f, sid) == victim:
+                mine.append(sid)
+        s1, s2 = mine
+        for sid in mine:
+            r = driver.code(sid, f"open('before.txt', 'w').write('written on {sid}')")
+            assert not r.is_error, r
+        long_req = invoke(s1, "import time\ntime.sleep(3)\nprint('done')")
+        driver.send(long_req)
+        queued = driver.send(invoke(s1, "open('before.txt').read()"))
+        wait_state(redis_client, f, long_req.request_id, "running")
+        worker = f.workers[victim]
+        worker.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + 30
+        while redis_client.hget(f.prefix + "worker:" + victim, "draining") != b"1":
+            assert time.time() < deadline, "the worker never said it was draining"
+            time.sleep(0.05)
+        time.sleep(0.3)  # past its last poll of its topic (either way is correct)
+        # Sent while the worker drains: it still owns s2, so the request goes to its
+        # topic, which it no longer reads; recovery routes it on once the worker is gone.
+        during = driver.send(invoke(s2, "open('before.txt').read()"))
+
+        done = driver.wait_final(long_req.request_id, timeout=60).result
+        assert not done.is_error, done
+        assert done.structured_content.stdout == "done\n", done
+        r = driver.wait_final(queued, timeout=60).result
+        assert texts(r) == [repr(f"written on {s1}")], r
+        assert worker.proc.wait(timeout=60) == 0, worker.log_text()[-3000:]
+        assert "drained; exiting" in worker.log_text()
+        assert not redis_client.exists(f.prefix + "worker:" + victim)
+
+        r = driver.wait_final(during, timeout=60).result
+        assert not r.is_error, r
+        assert repr(f"written on {s2}") in texts(r), r
+        ran_on = redis_client.hget(f.prefix + "req:" + during, "worker").decode()
+        assert ran_on in (victim, other)  # drained there, or routed on after
+        # Released sessions move on their next request, with their files.
+        for sid in (s1, s2):
+            assert owner(redis_client, f, sid) in ("", other)
+            r = driver.code(sid, "open('before.txt').read()")
+            assert repr(f"written on {sid}") in texts(r), r
+            assert owner(redis_client, f, sid) == other
+        time.sleep(1)  # a second, different reply would come within this
+        assert_one_final_each(driver, [long_req.request_id, queued, during])
+        assert not redis_client.zcard(f.prefix + "inflight:" + victim)
+    finally:
+        driver.close()
+
+
+def test_daemons_ride_out_a_redis_restart(private_redis, new_fleet):
+    """Redis stopped and started again (same port, data kept): the daemons reconnect by
+    themselves; a request sent while Redis is down waits for it and then runs once with
+    its real result (never silence, never an unstored error); later requests succeed."""
+    redis = private_redis.client()
+    f = new_fleet(redis_port=private_redis.port)
+    # A lease of 3 s: the daemons' reconnection backoff must not expire it on a busy host.
+    f.start_worker("a", "--heartbeat-ms", "1000")
+    f.wait_workers(redis, 1)
+    f.start_dispatcher()
+    driver = Driver(BROKERS, f.request_topic)
+    try:
+        sid = driver.start_session()
+        assert not driver.code(sid, "open('log.txt', 'a').write('before\\n')").is_error
+        private_redis.stop()
+        during = driver.send(invoke(sid, "open('log.txt', 'a').write('during\\n')\n"
+                                         "open('log.txt').read()"))
+        time.sleep(3)
+        assert driver.finals(during) == [], "answered while Redis was down"
+        private_redis.start()
+        r = driver.wait_final(during, timeout=60).result
+        assert not r.is_error, r
+        assert texts(r)[-1] == repr("before\nduring\n"), r
+        r = driver.code(sid, "open('log.txt').read()")
+        assert texts(r)[-1] == repr("before\nduring\n"), r
+        sid2 = driver.start_session()
+        assert texts(driver.code(sid2, "6 * 7")) == ["42"]
+        assert all(d.alive() for d in f.dispatchers + list(f.workers.values()))
+        for d in f.dispatchers + list(f.workers.values()):
+            text = d.log_text()
+            assert "Redis" in text and "is back" in text, (d.name, text[-3000:])
+        # A copy of the reply is allowed: the dispatcher's consumer group may rebalance
+        # while it waits for Redis, and the request is then read again (docs/fleet.md).
+        time.sleep(1)
+        assert_one_final_each(driver, [during])
+    finally:
+        driver.close()
+
+
+def test_daemons_ride_out_a_kafka_restart(private_kafka, new_fleet, redis_client):
+    """The broker stopped and started again (a private one, data kept): a reply produced
+    while it is down and a request sent while it is down are delivered once it is back;
+    the daemons reconnect by themselves and later requests succeed."""
+    f = new_fleet(brokers=private_kafka.brokers)
+    f.start_worker("a")
+    f.wait_workers(redis_client, 1)
+    f.start_dispatcher()
+    driver = Driver(private_kafka.brokers, f.request_topic)
+    try:
+        sid = driver.start_session()
+        assert not driver.code(sid, "open('log.txt', 'a').write('before\\n')").is_error
+        running = driver.send(invoke(sid, "import time\ntime.sleep(2)\n"
+                                          "open('log.txt', 'a').write('running\\n')"))
+        wait_state(redis_client, f, running, "running")
+        private_kafka.stop()
+        during = driver.send(invoke(sid, "open('log.txt', 'a').write('during\\n')\n"
+                                         "open('log.txt').read()"), flush=False)
+        time.sleep(3)  # the running request ends, and its reply waits for the broker
+        private_kafka.start()
+        r = driver.wait_final(running, timeout=90).result
+        assert not r.is_error, r
+        r = driver.wait_final(during, timeout=90).result
+        assert not r.is_error, r
+        assert texts(r)[-1] == repr("before\nrunning\nduring\n"), r
+        sid2 = driver.start_session()
+        assert texts(driver.code(sid2, "6 * 7")) == ["42"]
+        assert texts(driver.code(sid, "open('log.txt').read()"))[-1] == \
+            repr("before\nrunning\nduring\n")
+        assert all(d.alive() for d in f.dispatchers + list(f.workers.values()))
+        assert_one_final_each(driver, [running, during])
+    finally:
+        driver.close()
