@@ -1,11 +1,12 @@
-/* cli/cmd_exec.c - `codeq exec`: run code in a fresh session of the embedded worker,
- * print its output live, save its images and files, exit non-zero on error. */
+/* cli/cmd_exec.c - `codeq exec`: run code in a fresh session (of the embedded worker,
+ * or of the fleet with --brokers), print its output live, save its images and files,
+ * exit non-zero on error. */
 #define _GNU_SOURCE
+#include "cli/backend.h"
 #include "cli/cli.h"
 #include "cli/result_json.h"
 #include "common/cleanup.h"
 #include "common/units.h"
-#include "worker/worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,11 +27,13 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: codeq exec [--lang python|javascript|typescript] [--timeout SECONDS]\n"
-            "                  [--file PATH]... [--json] [--out DIR] (-c CODE | FILE | -)\n"
+            "                  [--file PATH]... [--json] [--out DIR]\n"
+            "                  [--brokers LIST [--request-topic TOPIC]] (-c CODE | FILE | -)\n"
             "\n"
-            "Runs code in a fresh sandboxed session (the embedded worker: no Kafka, no Redis),\n"
-            "prints its stdout and stderr as they come, and the value of a final expression.\n"
-            "The session is destroyed afterwards.\n"
+            "Runs code in a fresh sandboxed session, prints its stdout and stderr as they\n"
+            "come, and the value of a final expression. The session is destroyed afterwards.\n"
+            "By default it runs in this process (the embedded worker: no Kafka, no Redis);\n"
+            "with --brokers (or CODEQ_BROKERS) it runs on a codeq fleet over Kafka.\n"
             "\n"
             "options:\n"
             "  -c CODE           the code to run (or give a FILE, or - for standard input)\n"
@@ -44,6 +47,10 @@ static void usage(FILE *out)
             "                    structuredContent, isError) instead of the output\n"
             "  --out DIR         save images the code produced (image-1.png, ...) and the\n"
             "                    files it left in its workspace into DIR\n"
+            "  --brokers LIST    run on the fleet whose Kafka bootstrap servers these are\n"
+            "                    (CODEQ_BROKERS)\n"
+            "  --request-topic T the fleet's request topic (CODEQ_REQUEST_TOPIC; default\n"
+            "                    codeq.requests)\n"
             "  -h, --help        show this help\n"
             "\n"
             "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"
@@ -123,7 +130,7 @@ static void print_live(void *ctx, int stream, const char *data, size_t len)
  * everything is cleaned up as on a normal exit. */
 static struct {
     pthread_mutex_t lock;
-    struct cq_worker *worker;
+    struct cq_backend *backend;
     char session[CQ_SESSION_ID_MAX + 1];
     int signal;
 } stopper = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -150,8 +157,8 @@ static void *signal_main(void *arg)
     stopper.signal = sig;
     struct cq_session_info info;
     struct cq_error err;
-    if (stopper.worker != NULL && stopper.session[0] != '\0')
-        cq_worker_stop_session(stopper.worker, stopper.session, &info, &err);
+    if (stopper.backend != NULL && stopper.session[0] != '\0')
+        cq_backend_stop_session(stopper.backend, stopper.session, &info, &err);
     pthread_mutex_unlock(&stopper.lock);
     return NULL;
 }
@@ -199,14 +206,14 @@ static int save_file(const char *root, const char *rel, const uint8_t *data, siz
 }
 
 /* Copies every regular file of the session's workspace (recursively) into dir. */
-static int save_workspace(struct cq_worker *w, const char *session, const char *dir,
+static int save_workspace(struct cq_backend *w, const char *session, const char *dir,
                           const char *sub, int depth)
 {
     if (depth > 32)
         return 0;
     struct cq_invoke_args list = {.directory_path = sub};
     struct cq_result listing;
-    cq_worker_invoke(w, session, "listFiles", &list, NULL, NULL, &listing);
+    cq_backend_invoke(w, session, "listFiles", &list, NULL, NULL, &listing);
     int failures = 0;
     for (size_t i = 0; i < listing.n_blocks; i++) {
         const struct cq_block *b = &listing.blocks[i];
@@ -222,7 +229,7 @@ static int save_workspace(struct cq_worker *w, const char *session, const char *
         const char *paths[] = {path};
         struct cq_invoke_args read = {.paths = paths, .n_paths = 1};
         struct cq_result file;
-        cq_worker_invoke(w, session, "readFiles", &read, NULL, NULL, &file);
+        cq_backend_invoke(w, session, "readFiles", &read, NULL, NULL, &file);
         const struct cq_block *res = file.n_blocks > 0 ? &file.blocks[0] : NULL;
         if (res == NULL || res->type != CQ_BLOCK_RESOURCE ||
             save_file(dir, path, res->is_blob ? res->data : (const uint8_t *)res->text,
@@ -237,7 +244,7 @@ static int save_workspace(struct cq_worker *w, const char *session, const char *
 }
 
 /* Copies host files into the workspace through writeFiles, like any client would. */
-static int upload(struct cq_worker *w, const char *session, const char *const *paths, size_t n)
+static int upload(struct cq_backend *w, const char *session, const char *const *paths, size_t n)
 {
     struct cq_file_content content[MAX_INPUTS];
     char *data[MAX_INPUTS] = {0};
@@ -264,7 +271,7 @@ static int upload(struct cq_worker *w, const char *session, const char *const *p
     if (rc == 0) {
         struct cq_invoke_args args = {.content = content, .n_content = n};
         struct cq_result r;
-        cq_worker_invoke(w, session, "writeFiles", &args, NULL, NULL, &r);
+        cq_backend_invoke(w, session, "writeFiles", &args, NULL, NULL, &r);
         if (r.is_error) {
             for (size_t i = 0; i < r.n_blocks; i++)
                 if (r.blocks[i].type == CQ_BLOCK_TEXT)
@@ -280,17 +287,20 @@ static int upload(struct cq_worker *w, const char *session, const char *const *p
 
 int cq_cmd_exec(int argc, char **argv)
 {
-    enum { OPT_LANG = 256, OPT_TIMEOUT, OPT_JSON, OPT_OUT, OPT_FILE };
+    enum { OPT_LANG = 256, OPT_TIMEOUT, OPT_JSON, OPT_OUT, OPT_FILE, OPT_BROKERS, OPT_TOPIC };
     static const struct option longopts[] = {
         {"lang", required_argument, NULL, OPT_LANG},
         {"file", required_argument, NULL, OPT_FILE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
         {"out", required_argument, NULL, OPT_OUT},
+        {"brokers", required_argument, NULL, OPT_BROKERS},
+        {"request-topic", required_argument, NULL, OPT_TOPIC},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *lang = NULL, *code_arg = NULL, *out_dir = NULL;
+    const char *brokers = NULL, *request_topic = NULL;
     const char *inputs[MAX_INPUTS];
     size_t n_inputs = 0;
     bool json = false;
@@ -325,6 +335,12 @@ int cq_cmd_exec(int argc, char **argv)
             break;
         case OPT_OUT:
             out_dir = optarg;
+            break;
+        case OPT_BROKERS:
+            brokers = optarg;
+            break;
+        case OPT_TOPIC:
+            request_topic = optarg;
             break;
         case OPT_FILE:
             if (n_inputs == MAX_INPUTS)
@@ -377,16 +393,18 @@ int cq_cmd_exec(int argc, char **argv)
     cq_result_init(&result);
     struct cq_worker_config cfg;
     cq_worker_config_init(&cfg);
-    struct cq_worker *w = NULL;
+    struct cq_backend *w = NULL;
     struct cq_session_params params = {0};
     struct cq_session_info info;
-    if (cq_worker_create(&cfg, &w, &err) < 0 ||
-        cq_worker_start_session(w, &params, &info, &err) < 0) {
+    bool info_valid = false;
+    int opened = cq_backend_open(&cfg, brokers, request_topic, &w, &err);
+    if (opened < 0 || cq_backend_start_session(w, &params, &info, &err) < 0) {
         fprintf(stderr, "codeq: %s\n", err.msg);
         goto out;
     }
+    info_valid = true;
     pthread_mutex_lock(&stopper.lock);
-    stopper.worker = w;
+    stopper.backend = w;
     snprintf(stopper.session, sizeof(stopper.session), "%s", info.session_id);
     bool stopped = stopper.signal != 0;
     pthread_mutex_unlock(&stopper.lock);
@@ -397,8 +415,8 @@ int cq_cmd_exec(int argc, char **argv)
         goto out;
 
     struct cq_invoke_args args = {.code = code, .language = lang, .timeout_s = timeout_s};
-    cq_worker_invoke(w, info.session_id, "executeCode", &args, json ? NULL : print_live, NULL,
-                     &result);
+    cq_backend_invoke(w, info.session_id, "executeCode", &args, json ? NULL : print_live, NULL,
+                      &result);
     status = result.is_error ? 1 : 0;
     if (json) {
         json_t *obj = cq_result_to_json(&result);
@@ -431,10 +449,13 @@ int cq_cmd_exec(int argc, char **argv)
 out:
     cq_result_free(&result);
     pthread_mutex_lock(&stopper.lock);
-    stopper.worker = NULL;
+    stopper.backend = NULL;
     int sig = stopper.signal;
     pthread_mutex_unlock(&stopper.lock);
-    cq_worker_destroy(w);
+    /* In the fleet the session would outlive us until its time to live. */
+    if (w != NULL && info_valid)
+        cq_backend_stop_session(w, info.session_id, &info, &err);
+    cq_backend_close(w);
     pthread_kill(signal_thread, SIGUSR1);
     pthread_join(signal_thread, NULL);
     if (sig != 0) {

@@ -1,5 +1,5 @@
 /* cli/cmd_mcp.c - `codeq mcp`: an MCP server on stdio (JSON-RPC 2.0, one message per
- * line, protocol 2025-06-18) in front of the embedded worker.
+ * line, protocol 2025-06-18) in front of the embedded worker or of the fleet.
  *
  * Each tools/call runs on a thread of its own, so that a long executeCode does not
  * hold up a getTask or stopTask; responses are written whole, one line each, under a
@@ -269,6 +269,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: codeq mcp [--warm-pool N] [--max-sessions N]\n"
+            "       codeq mcp --brokers HOST:PORT[,...] [--request-topic TOPIC]\n"
             "\n"
             "Serves codeq's tools over MCP on standard input and output (JSON-RPC 2.0,\n"
             "one message per line, protocol " PROTOCOL_VERSION "): AgentCore's executeCode,\n"
@@ -276,20 +277,29 @@ static void usage(FILE *out)
             "startCommandExecution, getTask, stopTask, and startSession, stopSession,\n"
             "getSession, listSessions. Logs go to standard error.\n"
             "\n"
+            "By default the sessions run in this process (the embedded worker). With\n"
+            "--brokers (or CODEQ_BROKERS) the server is a gateway to a codeq fleet: every\n"
+            "call goes over Kafka to codeq-dispatcher and the workers (docs/fleet.md).\n"
+            "\n"
             "options:\n"
-            "  --warm-pool N      sessions kept ready with Python, numpy, pandas and\n"
-            "                     matplotlib loaded (default 1)\n"
-            "  --max-sessions N   sessions at once (default %d)\n"
-            "  -h, --help         show this help\n",
+            "  --warm-pool N          sessions kept ready with Python, numpy, pandas and\n"
+            "                         matplotlib loaded (default 1; embedded only)\n"
+            "  --max-sessions N       sessions at once (default %d; embedded only)\n"
+            "  --brokers LIST         Kafka bootstrap servers of the fleet (CODEQ_BROKERS)\n"
+            "  --request-topic TOPIC  the fleet's request topic (CODEQ_REQUEST_TOPIC;\n"
+            "                         default codeq.requests)\n"
+            "  -h, --help             show this help\n",
             CQ_WORKER_DEFAULT_MAX_SESSIONS);
 }
 
 int cq_cmd_mcp(int argc, char **argv)
 {
-    enum { OPT_POOL = 256, OPT_MAX };
+    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC };
     static const struct option longopts[] = {
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"max-sessions", required_argument, NULL, OPT_MAX},
+        {"brokers", required_argument, NULL, OPT_BROKERS},
+        {"request-topic", required_argument, NULL, OPT_TOPIC},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -298,6 +308,7 @@ int cq_cmd_mcp(int argc, char **argv)
     cfg.warm_pool_size = 1;
     struct cq_error err;
     uint64_t value;
+    const char *brokers = NULL, *request_topic = NULL;
     opterr = 0;
     optind = 1;
     int c;
@@ -320,6 +331,12 @@ int cq_cmd_mcp(int argc, char **argv)
             }
             cfg.max_sessions = (unsigned)value;
             break;
+        case OPT_BROKERS:
+            brokers = optarg;
+            break;
+        case OPT_TOPIC:
+            request_topic = optarg;
+            break;
         default:
             fprintf(stderr, "codeq mcp: unknown option '%s'\n", argv[optind - 1]);
             usage(stderr);
@@ -329,14 +346,14 @@ int cq_cmd_mcp(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct cq_mcp_context ctx = {0};
     pthread_mutex_init(&ctx.default_lock, NULL);
-    if (cq_worker_create(&cfg, &ctx.worker, &err) < 0) {
+    int rc = cq_backend_open(&cfg, brokers, request_topic, &ctx.backend, &err);
+    if (rc < 0) {
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         return CQ_EXIT_INTERNAL;
     }
     struct line_reader reader = {0};
     const char *line;
     size_t n;
-    int rc;
     while ((rc = read_line(&reader, &line, &n)) != 0) {
         if (rc < 0) {
             send_error(NULL, -32600, "request larger than the 160 MB limit; ignored");
@@ -352,7 +369,13 @@ int cq_cmd_mcp(int argc, char **argv)
     while (calls_running > 0)
         pthread_cond_wait(&calls_done, &calls_lock);
     pthread_mutex_unlock(&calls_lock);
-    cq_worker_destroy(ctx.worker);
+    /* The connection's default session is this server's own: in the fleet it would
+     * otherwise outlive the gateway until its time to live ran out. */
+    if (ctx.default_session[0] != '\0') {
+        struct cq_session_info info;
+        cq_backend_stop_session(ctx.backend, ctx.default_session, &info, &err);
+    }
+    cq_backend_close(ctx.backend);
     pthread_mutex_destroy(&ctx.default_lock);
     return 0;
 }

@@ -151,12 +151,12 @@ static int session_of(struct cq_mcp_context *ctx, json_t *args, char out[CQ_SESS
     struct cq_error err;
     int rc = 0;
     bool usable = ctx->default_session[0] != '\0' &&
-                  cq_worker_get_session(ctx->worker, ctx->default_session, &info, &err) == 0 &&
+                  cq_backend_get_session(ctx->backend, ctx->default_session, &info, &err) == 0 &&
                   info.status == CQ_SESSION_READY;
     if (!usable) {
         /* First use, or the previous default session expired: a new one. */
         struct cq_session_params params = {0};
-        rc = cq_worker_start_session(ctx->worker, &params, &info, &err);
+        rc = cq_backend_start_session(ctx->backend, &params, &info, &err);
         if (rc == 0)
             snprintf(ctx->default_session, sizeof(ctx->default_session), "%s", info.session_id);
         else
@@ -359,7 +359,7 @@ static json_t *start_session(struct cq_mcp_context *ctx, json_t *args, int *code
     env[n_env] = NULL;
     params.env = env;
     struct cq_session_info info;
-    int rc = cq_worker_start_session(ctx->worker, &params, &info, &err);
+    int rc = cq_backend_start_session(ctx->backend, &params, &info, &err);
     for (size_t i = 0; i < n_env; i++)
         free(owned[i]);
     if (rc < 0)
@@ -393,7 +393,7 @@ static json_t *list_sessions(struct cq_mcp_context *ctx, json_t *args, int *code
     size_t n = 0;
     char next[CQ_SESSION_ID_MAX + 1];
     struct cq_error err;
-    cq_worker_list_sessions(ctx->worker, filter, (size_t)max, token, infos, &n, next, &err);
+    cq_backend_list_sessions(ctx->backend, filter, (size_t)max, token, infos, &n, next, &err);
     json_t *items = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(items, cq_session_to_json(&infos[i]));
@@ -437,8 +437,8 @@ json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *args, 
         struct cq_session_info info;
         struct cq_error err;
         bool stop = name[0] == 's';
-        int rc = stop ? cq_worker_stop_session(ctx->worker, id, &info, &err)
-                      : cq_worker_get_session(ctx->worker, id, &info, &err);
+        int rc = stop ? cq_backend_stop_session(ctx->backend, id, &info, &err)
+                      : cq_backend_get_session(ctx->backend, id, &info, &err);
         out = rc < 0 ? error_result(&err)
                      : session_result(&info, stop                              ? "stopped"
                                              : info.status == CQ_SESSION_READY ? "is ready"
@@ -462,7 +462,7 @@ json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *args, 
     cq_result_init(&r);
     int s = session_of(ctx, args, session, code, msg, len, &r);
     if (s == 0)
-        cq_worker_invoke(ctx->worker, session, name, &p.a, NULL, NULL, &r);
+        cq_backend_invoke(ctx->backend, session, name, &p.a, NULL, NULL, &r);
     if (s >= 0)
         out = cq_result_to_json(&r);
     cq_result_free(&r);

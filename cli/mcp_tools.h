@@ -1,14 +1,14 @@
 /* cli/mcp_tools.h - the MCP tool catalogue of `codeq mcp` and its mapping onto the
- * worker: AgentCore's nine tools and the four session tools. */
+ * backend: AgentCore's nine tools and the four session tools. */
 #ifndef CQ_CLI_MCP_TOOLS_H
 #define CQ_CLI_MCP_TOOLS_H
 
 #include <jansson.h>
 #include <pthread.h>
-#include "worker/worker.h"
+#include "cli/backend.h"
 
 struct cq_mcp_context {
-    struct cq_worker *worker;
+    struct cq_backend *backend;   /* the embedded worker or the fleet */
     pthread_mutex_t default_lock; /* the connection's default session, made on first use */
     char default_session[CQ_SESSION_ID_MAX + 1];
 };

@@ -5,12 +5,21 @@
 #define _GNU_SOURCE
 #include "fleet/fleet.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static bool empty(const char *s)
 {
     return s == NULL || s[0] == '\0';
+}
+
+bool cq_codec_topic_name_ok(const char *topic)
+{
+    size_t n = strlen(topic);
+    if (n == 0 || n > 249 || strcmp(topic, ".") == 0 || strcmp(topic, "..") == 0)
+        return false;
+    return strspn(topic, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
 const char *cq_codec_invalid(const Codeq__V1__Request *req)
@@ -24,8 +33,8 @@ const char *cq_codec_invalid(const Codeq__V1__Request *req)
             return "request_id must be printable ASCII without spaces";
     if (empty(req->reply_topic))
         return "reply_topic is required";
-    if (strlen(req->reply_topic) > 249)
-        return "reply_topic is longer than 249 characters (Kafka's limit)";
+    if (!cq_codec_topic_name_ok(req->reply_topic))
+        return "reply_topic is not a Kafka topic name (1-249 of [A-Za-z0-9._-], not . or ..)";
     if (strlen(req->session_id) > CQ_SESSION_ID_MAX)
         return "session_id is too long";
     switch (req->operation_case) {
@@ -201,6 +210,7 @@ int cq_codec_result_response(const char *request_id, const char *session_id,
         sc.execution_time = r->execution_time_ms;
         sc.task_id = str(r->task_id);
         sc.task_status = (Codeq__V1__TaskStatus)r->task_status;
+        sc.value = str(r->value_text);
         result.structured_content = &sc;
     }
     result.is_error = r->is_error;
@@ -299,4 +309,168 @@ int cq_codec_error_response(const char *request_id, const char *session_id,
     int rc = cq_codec_result_response(request_id, session_id, &r, out, len);
     cq_result_free(&r);
     return rc;
+}
+
+/* ---- the client's side: worker structures -> Request, Response -> worker structures */
+
+int cq_codec_fill_arguments(const struct cq_invoke_args *a, Codeq__V1__Arguments *out, void **owned)
+{
+    codeq__v1__arguments__init(out);
+    *owned = NULL;
+    out->code = str(a->code);
+    out->language = str(a->language);
+    out->clear_context = a->clear_context;
+    out->runtime = str(a->runtime);
+    out->command = str(a->command);
+    out->directory_path = str(a->directory_path);
+    out->task_id = str(a->task_id);
+    out->timeout = a->timeout_s;
+    out->paths = (char **)a->paths;
+    out->n_paths = a->n_paths;
+    if (a->n_content == 0)
+        return 0;
+    /* One allocation: the pointer array, then the messages it points to. */
+    Codeq__V1__FileContent **items =
+        calloc(a->n_content, sizeof(*items) + sizeof(Codeq__V1__FileContent));
+    if (items == NULL)
+        return -1;
+    Codeq__V1__FileContent *files = (Codeq__V1__FileContent *)(items + a->n_content);
+    for (size_t i = 0; i < a->n_content; i++) {
+        const struct cq_file_content *f = &a->content[i];
+        codeq__v1__file_content__init(&files[i]);
+        files[i].path = str(f->path);
+        /* Text travels as a proto string, which must be UTF-8: anything else is a blob. */
+        files[i].data_case = CODEQ__V1__FILE_CONTENT__DATA_BLOB;
+        files[i].blob.data = (uint8_t *)f->data;
+        files[i].blob.len = f->len;
+        items[i] = &files[i];
+    }
+    out->content = items;
+    out->n_content = a->n_content;
+    *owned = items;
+    return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return empty(s) ? NULL : strdup(s);
+}
+
+static uint8_t *dup_bytes(ProtobufCBinaryData b)
+{
+    uint8_t *copy = malloc(b.len ? b.len : 1);
+    if (copy != NULL && b.len > 0)
+        memcpy(copy, b.data, b.len);
+    return copy;
+}
+
+static enum cq_result_error result_error_of(Codeq__V1__ErrorCode e)
+{
+    switch (e) {
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_NONE:
+        return CQ_RESULT_OK;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND:
+        return CQ_RESULT_NOT_FOUND;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT:
+        return CQ_RESULT_INVALID_ARGUMENT;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED:
+        return CQ_RESULT_LIMIT_EXCEEDED;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_TIMED_OUT:
+        return CQ_RESULT_TIMED_OUT;
+    default:
+        return CQ_RESULT_INTERNAL;
+    }
+}
+
+static int block_from(const Codeq__V1__ContentBlock *in, struct cq_block *b)
+{
+    memset(b, 0, sizeof(*b));
+    switch (in->block_case) {
+    case CODEQ__V1__CONTENT_BLOCK__BLOCK_TEXT:
+        b->type = CQ_BLOCK_TEXT;
+        b->text = strdup(in->text->text);
+        return b->text != NULL ? 0 : -1;
+    case CODEQ__V1__CONTENT_BLOCK__BLOCK_IMAGE:
+        b->type = CQ_BLOCK_IMAGE;
+        b->data = dup_bytes(in->image->data);
+        b->data_len = in->image->data.len;
+        b->mime_type = strdup(in->image->mime_type);
+        return b->data != NULL && b->mime_type != NULL ? 0 : -1;
+    case CODEQ__V1__CONTENT_BLOCK__BLOCK_RESOURCE: {
+        const Codeq__V1__EmbeddedResource *res = in->resource;
+        b->type = CQ_BLOCK_RESOURCE;
+        b->uri = strdup(res->uri);
+        b->mime_type = strdup(res->mime_type);
+        if (res->contents_case == CODEQ__V1__EMBEDDED_RESOURCE__CONTENTS_BLOB) {
+            b->is_blob = true;
+            b->data = dup_bytes(res->blob);
+            b->data_len = res->blob.len;
+            return b->uri && b->mime_type && b->data ? 0 : -1;
+        }
+        b->text = strdup(
+            res->contents_case == CODEQ__V1__EMBEDDED_RESOURCE__CONTENTS_TEXT ? res->text : "");
+        return b->uri && b->mime_type && b->text ? 0 : -1;
+    }
+    case CODEQ__V1__CONTENT_BLOCK__BLOCK_RESOURCE_LINK: {
+        const Codeq__V1__ResourceLink *link = in->resource_link;
+        b->type = CQ_BLOCK_RESOURCE_LINK;
+        b->uri = strdup(link->uri);
+        b->name = strdup(link->name);
+        b->mime_type = strdup(link->mime_type);
+        b->size = link->size;
+        b->description = strdup(link->description);
+        return b->uri && b->name && b->mime_type && b->description ? 0 : -1;
+    }
+    default:
+        /* A block kind from a newer fleet: shown as a note rather than dropped. */
+        b->type = CQ_BLOCK_TEXT;
+        b->text = strdup("[a content block this client does not know]");
+        return b->text != NULL ? 0 : -1;
+    }
+}
+
+int cq_codec_result_from(const Codeq__V1__Result *in, struct cq_result *r)
+{
+    cq_result_init(r);
+    r->blocks = calloc(in->n_content + 1, sizeof(*r->blocks));
+    if (r->blocks == NULL)
+        return -1;
+    r->cap_blocks = in->n_content + 1;
+    for (size_t i = 0; i < in->n_content; i++) {
+        r->n_blocks = i + 1; /* a half-filled block is freed with the rest */
+        if (block_from(in->content[i], &r->blocks[i]) < 0)
+            return -1;
+    }
+    const Codeq__V1__StructuredContent *sc = in->structured_content;
+    if (sc != NULL) {
+        r->has_structured = true;
+        r->stdout_text = strdup(sc->stdout);
+        r->stderr_text = strdup(sc->stderr);
+        r->value_text = dup_or_null(sc->value);
+        r->exit_code = sc->exit_code;
+        r->execution_time_ms = sc->execution_time;
+        r->task_id = dup_or_null(sc->task_id);
+        r->task_status = sc->task_status <= CODEQ__V1__TASK_STATUS__TASK_STATUS_FAILED
+                             ? (enum cq_task_status)sc->task_status
+                             : CQ_TASK_NONE;
+        if (r->stdout_text == NULL || r->stderr_text == NULL)
+            return -1;
+    }
+    r->is_error = in->is_error;
+    r->error_code = result_error_of(in->error_code);
+    r->error_message = dup_or_null(in->error_message);
+    return 0;
+}
+
+void cq_codec_session_from(const Codeq__V1__Session *s, struct cq_session_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    snprintf(info->session_id, sizeof(info->session_id), "%s", s->session_id);
+    snprintf(info->name, sizeof(info->name), "%s", s->name);
+    info->status = s->status == CODEQ__V1__SESSION_STATUS__SESSION_STATUS_READY
+                       ? CQ_SESSION_READY
+                       : CQ_SESSION_TERMINATED;
+    info->created_at_ms = s->created_at_unix_ms;
+    info->last_updated_at_ms = s->last_updated_at_unix_ms;
+    info->session_timeout_s = s->session_timeout_seconds;
 }

@@ -9,6 +9,7 @@
 #define CQ_FLEET_FLEET_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,12 +69,23 @@ void cq_log(enum cq_log_level level, const char *fmt, ...) __attribute__((format
 
 /* ---- Kafka ------------------------------------------------------------------------ */
 
+/* The largest message the fleet's clients produce and the topics it creates accept:
+ * AgentCore's 100 MB payloads with room for the envelope. Brokers must allow requests
+ * this large too (socket.request.max.bytes; scripts/services sets it). */
+#define CQ_KAFKA_MAX_MESSAGE "209715200"
+
 /* A producer for the request path: no linger, no Nagle, idempotent, Java-compatible
  * key partitioning. Delivery reports complete struct cq_delivery opaques. */
 rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error *err);
 /* A consumer of topic in group, offsets committed only by the caller. */
 rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
                               const char *topic, struct cq_error *err);
+
+/* A consumer of partition 0 of topic from its start, outside any group: for a private
+ * reply topic with one partition. */
+rd_kafka_t *cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic,
+                            struct cq_error *err);
+int cq_kafka_delete_topic(rd_kafka_t *rk, const char *topic, struct cq_error *err);
 
 /* Creates topic unless it exists; fails when Kafka cannot be reached (a clear start-up
  * error rather than a daemon that waits in silence). */
@@ -110,6 +122,13 @@ struct cq_store;
 
 int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, struct cq_error *err);
 void cq_store_close(struct cq_store *st);
+/* Once running, a command that finds Redis unreachable reconnects with backoff for up to
+ * 30 s before it fails (then commands fail at once until Redis answers again); *cancel
+ * set (the daemon stops) ends the waiting. */
+void cq_store_set_cancel(struct cq_store *st, const atomic_bool *cancel);
+/* Monotonic ms (CLOCK_MONOTONIC) when Redis last came back after an outage, or 0: the
+ * heartbeats in Redis are stale until the workers have renewed them. */
+int64_t cq_store_back_at(struct cq_store *st);
 
 struct cq_worker_status {
     char id[64];
@@ -151,6 +170,15 @@ int cq_store_request_state(struct cq_store *st, const char *request_id,
 int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,
                      const char *session_id, const void *body, size_t len,
                      enum cq_request_state *state, struct cq_error *err);
+/* The dispatcher's common case in one round trip instead of three (request state,
+ * route, forward): a request id never seen, of a session whose owner is alive. Then it
+ * records the forward exactly as cq_store_forward() would, fills *route (never moved)
+ * and returns 1. Returns 0, having written nothing, in every other case (the request
+ * id is known, the session is unknown, ended or has no live owner): the caller takes
+ * the general path, which decides those. */
+int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
+                           const void *body, size_t len, struct cq_route *route,
+                           struct cq_error *err);
 /* forwarded-to-me -> running. Returns 1 when claimed, 0 when not (state says why). */
 int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
                    enum cq_request_state *state, struct cq_error *err);
@@ -227,6 +255,8 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
 
 /* Why a decoded request cannot be served, or NULL. */
 const char *cq_codec_invalid(const Codeq__V1__Request *req);
+/* Whether Kafka accepts topic as a topic name: a reply to any other would fail. */
+bool cq_codec_topic_name_ok(const char *topic);
 /* Arguments of an Invoke as the worker's; pointers into req (and *owned, to free). */
 int cq_codec_invoke_args(const Codeq__V1__Invoke *inv, struct cq_invoke_args *a, void **owned);
 /* Packs a Response with a result, session or list; *out is malloc'd. */
@@ -243,5 +273,13 @@ int cq_codec_chunk_response(const char *request_id, const char *session_id, int 
 int cq_codec_error_response(const char *request_id, const char *session_id,
                             enum cq_result_error code, const char *message, uint8_t **out,
                             size_t *len);
+
+/* The client's side. Arguments of an Invoke from the worker's: pointers into a (and
+ * *owned, to free); file contents always travel as blobs (bytes need not be UTF-8). */
+int cq_codec_fill_arguments(const struct cq_invoke_args *a, Codeq__V1__Arguments *out,
+                            void **owned);
+/* A Result as the worker core's (copies: free with cq_result_free, even on failure). */
+int cq_codec_result_from(const Codeq__V1__Result *in, struct cq_result *r);
+void cq_codec_session_from(const Codeq__V1__Session *s, struct cq_session_info *info);
 
 #endif

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "fleet/fleet.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -43,8 +44,11 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 static rd_kafka_conf_t *common_conf(const struct cq_fleet_config *cfg, struct cq_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* A reply or request may carry a 100 MB file (AgentCore's payload limit): a fetch
+     * response must be allowed to hold one. */
     if (set(conf, "bootstrap.servers", cfg->brokers, err) < 0 ||
         set(conf, "socket.nagle.disable", "true", err) < 0 ||
+        set(conf, "receive.message.max.bytes", "262144000", err) < 0 ||
         set(conf, "reconnect.backoff.max.ms", "1000", err) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
@@ -63,7 +67,7 @@ rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error
     if (set(conf, "linger.ms", "0", err) < 0 || set(conf, "enable.idempotence", "true", err) < 0 ||
         set(conf, "partitioner", "murmur2_random", err) < 0 ||
         set(conf, "message.timeout.ms", "30000", err) < 0 ||
-        set(conf, "message.max.bytes", "209715200", err) < 0) {
+        set(conf, "message.max.bytes", CQ_KAFKA_MAX_MESSAGE, err) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -77,26 +81,16 @@ rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error
     return rk;
 }
 
-rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
-                              const char *topic, struct cq_error *err)
+/* A consumer that fetches as soon as anything arrives and commits nothing by itself:
+ * offsets are committed by the caller once the work a message started is safe
+ * (forwarded, or claimed in Redis), never on a timer. */
+static rd_kafka_t *new_consumer(rd_kafka_conf_t *conf, const char *group, struct cq_error *err)
 {
-    rd_kafka_conf_t *conf = common_conf(cfg, err);
-    if (conf == NULL)
-        return NULL;
-    /* Offsets are committed by the caller once the work a message started is safe
-     * (forwarded, or claimed in Redis), never on a timer. The range assignor: 2.0.2's
-     * cooperative-sticky has a known infinite loop. */
     if (set(conf, "group.id", group, err) < 0 ||
         set(conf, "enable.auto.commit", "false", err) < 0 ||
-        set(conf, "auto.offset.reset", "earliest", err) < 0 ||
         set(conf, "fetch.wait.max.ms", "5", err) < 0 ||
         set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
-        set(conf, "partition.assignment.strategy", "range", err) < 0 ||
-        set(conf, "session.timeout.ms", "6000", err) < 0 ||
-        set(conf, "heartbeat.interval.ms", "500", err) < 0 ||
-        set(conf, "topic.metadata.refresh.interval.ms", "5000", err) < 0 ||
-        set(conf, "allow.auto.create.topics", "true", err) < 0 ||
-        set(conf, "fetch.message.max.bytes", "209715200", err) < 0) {
+        set(conf, "fetch.message.max.bytes", CQ_KAFKA_MAX_MESSAGE, err) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -107,6 +101,28 @@ rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *gro
         return NULL;
     }
     rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
+                              const char *topic, struct cq_error *err)
+{
+    rd_kafka_conf_t *conf = common_conf(cfg, err);
+    if (conf == NULL)
+        return NULL;
+    /* The range assignor: 2.0.2's cooperative-sticky has a known infinite loop. */
+    if (set(conf, "auto.offset.reset", "earliest", err) < 0 ||
+        set(conf, "partition.assignment.strategy", "range", err) < 0 ||
+        set(conf, "session.timeout.ms", "6000", err) < 0 ||
+        set(conf, "heartbeat.interval.ms", "500", err) < 0 ||
+        set(conf, "topic.metadata.refresh.interval.ms", "5000", err) < 0 ||
+        set(conf, "allow.auto.create.topics", "true", err) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = new_consumer(conf, group, err);
+    if (rk == NULL)
+        return NULL;
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, topics);
@@ -119,6 +135,77 @@ rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *gro
     return rk;
 }
 
+/* librdkafka 2.0.2 learns a topic's partitions lazily: the first message to a topic
+ * this client has not used yet waits for its next metadata refresh, about a second,
+ * and every new client's reply topic is such a topic. Asking for the topic's metadata
+ * directly costs one round trip of a millisecond or two. Topics already asked about
+ * are remembered by hash in a small table; a collision only costs another request. */
+static void learn_topic(rd_kafka_t *rk, const char *topic)
+{
+    static uint64_t known[4096];
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uintptr_t)rk;
+    for (const char *p = topic; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    uint64_t *slot = &known[h % 4096];
+    if (__atomic_load_n(slot, __ATOMIC_RELAXED) == h)
+        return;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (rkt == NULL)
+        return;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        bool ready = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR;
+        rd_kafka_metadata_destroy(md);
+        if (ready)
+            __atomic_store_n(slot, h, __ATOMIC_RELAXED);
+    }
+    rd_kafka_topic_destroy(rkt);
+}
+
+rd_kafka_t *cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic,
+                            struct cq_error *err)
+{
+    rd_kafka_conf_t *conf = common_conf(cfg, err);
+    if (conf == NULL)
+        return NULL;
+    /* No group is joined (partitions are assigned, not subscribed): a reply topic has
+     * one reader, and a rebalance would only delay the first reply by seconds. group.id
+     * is still required by librdkafka's consumer. */
+    rd_kafka_t *rk = new_consumer(conf, topic, err);
+    if (rk == NULL)
+        return NULL;
+    learn_topic(rk, topic); /* or the first fetch waits for a refresh too */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        cq_error_set(err, CQ_EINVALID, "read %s: %s", topic, rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+int cq_kafka_delete_topic(rd_kafka_t *rk, const char *topic, struct cq_error *err)
+{
+    rd_kafka_DeleteTopic_t *t = rd_kafka_DeleteTopic_new(topic);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopics(rk, &t, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
+    int rc = 0;
+    if (ev == NULL)
+        rc = cq_error_set(err, CQ_ETIMEOUT, "delete topic %s: no answer in 10 s", topic);
+    else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        rc = cq_error_set(err, CQ_EINTERNAL, "delete topic %s: %s", topic,
+                          rd_kafka_event_error_string(ev));
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_DeleteTopic_destroy(t);
+    return rc;
+}
+
 int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, const void *value,
                   size_t len, const struct cq_header *headers, size_t n_headers,
                   struct cq_delivery *delivery, struct cq_error *err)
@@ -126,6 +213,7 @@ int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, cons
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers);
     for (size_t i = 0; i < n_headers; i++)
         rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
+    learn_topic(producer, topic);
     if (delivery != NULL)
         __atomic_add_fetch(&delivery->pending, 1, __ATOMIC_SEQ_CST);
     rd_kafka_resp_err_t e;
@@ -207,6 +295,9 @@ int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, str
     rd_kafka_NewTopic_t *t = rd_kafka_NewTopic_new(topic, partitions, 1, why, sizeof(why));
     if (t == NULL)
         return cq_error_set(err, CQ_EINVALID, "topic %s: %s", topic, why);
+    /* The broker's default (1 MB) would refuse a request or reply that carries a file;
+     * the topic's own limit lets them through whatever the broker's default is. */
+    rd_kafka_NewTopic_set_config(t, "max.message.bytes", CQ_KAFKA_MAX_MESSAGE);
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_CreateTopics(rk, &t, 1, NULL, q);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);

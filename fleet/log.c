@@ -19,6 +19,9 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 void cq_log_setup(const char *name, const char *level)
 {
     component = name;
+    /* "off": for command-line tools, whose own messages say what failed. */
+    if (level != NULL && strcmp(level, "off") == 0)
+        threshold = CQ_LOG_ERROR + 1;
     for (int i = 0; i < 4; i++)
         if (level != NULL && strcmp(level, level_names[i]) == 0)
             threshold = (enum cq_log_level)i;

@@ -213,14 +213,23 @@ class AsyncSession(_Tools[Awaitable[dict]]):
 
 @contextlib.asynccontextmanager
 async def async_code_session(
-    brokers: Optional[str] = None, client: Optional[AsyncClient] = None, **start_kwargs: Any
+    brokers: Optional[str] = None,
+    client: Optional[AsyncClient] = None,
+    *,
+    request_topic: Optional[str] = None,
+    **start_kwargs: Any,
 ) -> AsyncIterator[AsyncSession]:
-    """A session for the ``async with`` block, stopped at its end (see code_session)."""
+    """A session for the ``async with`` block, stopped at its end (see code_session:
+    ``request_topic`` goes with ``brokers``)."""
     if (brokers is None) == (client is None):
         raise ValueError("give either brokers or client")
+    if client is not None and request_topic is not None:
+        raise ValueError("request_topic goes with brokers; a client has its own")
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
-            client = await stack.enter_async_context(AsyncClient(brokers))
+            client = await stack.enter_async_context(
+                AsyncClient(brokers, request_topic=request_topic or DEFAULT_REQUEST_TOPIC)
+            )
         session = await client.start_session(**start_kwargs)
         try:
             yield session

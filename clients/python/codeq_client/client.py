@@ -66,6 +66,9 @@ _REPLY_MARGIN_S = 10.0
 # Between checks of the stop flag; also the latency of delivery-failure reports.
 _POLL_INTERVAL_S = 0.05
 _TOPIC_CREATE_TIMEOUT_S = 15.0
+# The largest request or reply: AgentCore's 100 MB payloads with room for the envelope,
+# as the fleet's own clients and topics allow (fleet/fleet.h, CQ_KAFKA_MAX_MESSAGE).
+_MAX_MESSAGE_BYTES = 200 << 20
 
 
 class CodeqError(Exception):
@@ -171,6 +174,8 @@ class Client:
             "bootstrap.servers": brokers,
             "client.id": client_id,
             "socket.nagle.disable": True,
+            # Requests and replies may carry a 100 MB file (docs/fleet.md).
+            "receive.message.max.bytes": _MAX_MESSAGE_BYTES + (50 << 20),
         }
         self._producer = Producer(
             {
@@ -181,6 +186,7 @@ class Client:
                 "partitioner": "murmur2_random",
                 "acks": "all",
                 "enable.idempotence": True,
+                "message.max.bytes": _MAX_MESSAGE_BYTES,
             }
         )
         self._admin = AdminClient(common)
@@ -192,6 +198,7 @@ class Client:
                 # the partition was assigned are still read.
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 10,
+                "fetch.message.max.bytes": _MAX_MESSAGE_BYTES,
                 "enable.auto.commit": True,
             }
         )
@@ -417,6 +424,13 @@ class Client:
         try:
             self._ensure_reply_topic()
             self._consumer.subscribe([self.reply_topic], on_assign=self._on_assign)
+            # librdkafka learns a topic's partitions at its next periodic metadata
+            # refresh, about a second after the first message to it; asking now makes
+            # the first request leave at once (as the fleet's own producers do).
+            try:
+                self._producer.list_topics(self.request_topic, timeout=_TOPIC_CREATE_TIMEOUT_S)
+            except KafkaException as e:
+                log.warning("metadata of %s: %s", self.request_topic, e)
         except CodeqError as e:
             with self._lock:
                 self._startup_error = e
@@ -447,7 +461,9 @@ class Client:
         # create the topics it subscribes to, and brokers often disable it anyway.
         # One partition: nobody but this client reads it.
         future = self._admin.create_topics(
-            [NewTopic(self.reply_topic, 1)], operation_timeout=_TOPIC_CREATE_TIMEOUT_S
+            [NewTopic(self.reply_topic, 1,
+                      config={"max.message.bytes": str(_MAX_MESSAGE_BYTES)})],
+            operation_timeout=_TOPIC_CREATE_TIMEOUT_S
         )[self.reply_topic]
         give_up = time.monotonic() + _TOPIC_CREATE_TIMEOUT_S
         # Waited for in steps, so that close() need not sit out unreachable brokers.
@@ -741,18 +757,28 @@ class Session(_Tools[dict]):
 
 @contextlib.contextmanager
 def code_session(
-    brokers: Optional[str] = None, client: Optional[Client] = None, **start_kwargs: Any
+    brokers: Optional[str] = None,
+    client: Optional[Client] = None,
+    *,
+    request_topic: Optional[str] = None,
+    **start_kwargs: Any,
 ) -> Iterator[Session]:
     """A session for the ``with`` block, stopped at its end.
 
-    Give either ``brokers`` (a client is made and closed around the block) or an open
-    ``client``. ``start_kwargs`` go to ``Client.start_session``.
+    Give either ``brokers`` (a client is made and closed around the block; its
+    requests go to ``request_topic``, by default "codeq.requests") or an open
+    ``client`` (which has its own request topic). ``start_kwargs`` go to
+    ``Client.start_session``.
     """
     if (brokers is None) == (client is None):
         raise ValueError("give either brokers or client")
+    if client is not None and request_topic is not None:
+        raise ValueError("request_topic goes with brokers; a client has its own")
     with contextlib.ExitStack() as stack:
         if client is None:
-            client = stack.enter_context(Client(brokers))
+            client = stack.enter_context(
+                Client(brokers, request_topic=request_topic or DEFAULT_REQUEST_TOPIC)
+            )
         session = client.start_session(**start_kwargs)
         try:
             yield session

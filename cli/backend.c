@@ -1,0 +1,311 @@
+/* cli/backend.c - see backend.h. The fleet side turns each call into one codeq.v1
+ * Request and its Response back into the worker core's structures (fleet/codec.c), so
+ * results printed by `codeq exec` and `codeq mcp` are the same whichever side ran them. */
+#define _GNU_SOURCE
+#include "cli/backend.h"
+#include "fleet/client.h"
+#include "fleet/fleet.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Time the fleet may add to a call's own timeout (queueing, a worker taking over a
+ * session and restoring its files) before this client stops waiting. */
+#define FLEET_MARGIN_MS  60000
+#define FLEET_SESSION_MS 60000
+
+struct cq_backend {
+    struct cq_worker *worker;      /* embedded */
+    struct cq_fleet_client *fleet; /* or the fleet */
+};
+
+static int open_embedded(const struct cq_worker_config *cfg, struct cq_backend **out,
+                         struct cq_error *err)
+{
+    struct cq_backend *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return cq_error_set(err, ENOMEM, "out of memory");
+    if (cq_worker_create(cfg, &b->worker, err) < 0) {
+        free(b);
+        return -1;
+    }
+    *out = b;
+    return 0;
+}
+
+static int open_fleet(const char *brokers, const char *request_topic, struct cq_backend **out,
+                      struct cq_error *err)
+{
+    /* librdkafka's own complaints (a broker down, a retry) would bury the one line
+     * this command prints when it gives up; CODEQ_LOG_LEVEL shows them. */
+    const char *level = getenv("CODEQ_LOG_LEVEL");
+    cq_log_setup("codeq", level != NULL ? level : "off");
+    struct cq_backend *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return cq_error_set(err, ENOMEM, "out of memory");
+    if (cq_fleet_client_open(brokers, request_topic, &b->fleet, err) < 0) {
+        free(b);
+        return -1;
+    }
+    *out = b;
+    return 0;
+}
+
+int cq_backend_open(const struct cq_worker_config *cfg, const char *brokers,
+                    const char *request_topic, struct cq_backend **out, struct cq_error *err)
+{
+    if (brokers == NULL)
+        brokers = getenv("CODEQ_BROKERS");
+    return brokers != NULL && brokers[0] != '\0' ? open_fleet(brokers, request_topic, out, err)
+                                                 : open_embedded(cfg, out, err);
+}
+
+void cq_backend_close(struct cq_backend *b)
+{
+    if (b == NULL)
+        return;
+    cq_worker_destroy(b->worker);
+    cq_fleet_client_close(b->fleet);
+    free(b);
+}
+
+/* ---- the fleet ---------------------------------------------------------------------- */
+
+/* The struct cq_error code of a service failure, the inverse of cq_result_error_of. */
+static int error_code_of(Codeq__V1__ErrorCode e)
+{
+    switch (e) {
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND:
+        return CQ_ENOTFOUND;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT:
+        return CQ_EINVALID;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED:
+        return CQ_ELIMIT;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_TIMED_OUT:
+        return CQ_ETIMEOUT;
+    default:
+        return CQ_EINTERNAL;
+    }
+}
+
+/* Sends req and expects a Response with a session (want_list false) or a list. */
+static int fleet_session_call(struct cq_backend *b, Codeq__V1__Request *req, bool want_list,
+                              Codeq__V1__Response **out, struct cq_error *err)
+{
+    if (cq_fleet_client_call(b->fleet, req, NULL, NULL, FLEET_SESSION_MS, out, err) < 0)
+        return -1;
+    Codeq__V1__Response *resp = *out;
+    Codeq__V1__Response__PayloadCase want =
+        want_list ? CODEQ__V1__RESPONSE__PAYLOAD_SESSIONS : CODEQ__V1__RESPONSE__PAYLOAD_SESSION;
+    if (resp->payload_case == want)
+        return 0;
+    if (resp->payload_case == CODEQ__V1__RESPONSE__PAYLOAD_RESULT)
+        cq_error_set(err, error_code_of(resp->result->error_code), "%s",
+                     resp->result->error_message[0] != '\0' ? resp->result->error_message
+                                                            : "the fleet refused the request");
+    else
+        cq_error_set(err, CQ_EPROTO, "the fleet answered with an unexpected reply");
+    codeq__v1__response__free_unpacked(resp, NULL);
+    *out = NULL;
+    return -1;
+}
+
+static int fleet_session_op(struct cq_backend *b, const char *session_id, bool stop,
+                            struct cq_session_info *info, struct cq_error *err)
+{
+    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
+    Codeq__V1__GetSession get = CODEQ__V1__GET_SESSION__INIT;
+    Codeq__V1__StopSession stop_op = CODEQ__V1__STOP_SESSION__INIT;
+    req.session_id = (char *)session_id;
+    if (stop) {
+        req.operation_case = CODEQ__V1__REQUEST__OPERATION_STOP_SESSION;
+        req.stop_session = &stop_op;
+    } else {
+        req.operation_case = CODEQ__V1__REQUEST__OPERATION_GET_SESSION;
+        req.get_session = &get;
+    }
+    Codeq__V1__Response *resp;
+    if (fleet_session_call(b, &req, false, &resp, err) < 0)
+        return -1;
+    cq_codec_session_from(resp->session, info);
+    codeq__v1__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int fleet_start_session(struct cq_backend *b, const struct cq_session_params *params,
+                               struct cq_session_info *info, struct cq_error *err)
+{
+    Codeq__V1__StartSession start = CODEQ__V1__START_SESSION__INIT;
+    Codeq__V1__Limits limits = CODEQ__V1__LIMITS__INIT;
+    start.name = (char *)(params->name != NULL ? params->name : "");
+    start.session_timeout_seconds = params->timeout_s;
+    limits.memory_bytes = params->limits.memory_bytes;
+    limits.pids = params->limits.pids;
+    limits.cpu_millis = (uint32_t)(params->limits.cpus * 1000.0 + 0.5);
+    limits.disk_bytes = params->limits.workspace_bytes;
+    start.limits = &limits;
+    size_t n_env = 0;
+    while (params->env != NULL && params->env[n_env] != NULL)
+        n_env++;
+    Codeq__V1__StartSession__EnvEntry *entries = calloc(n_env + 1, sizeof(*entries));
+    Codeq__V1__StartSession__EnvEntry **ptrs = calloc(n_env + 1, sizeof(*ptrs));
+    char **copies = calloc(n_env + 1, sizeof(*copies));
+    int rc = -1;
+    if (entries == NULL || ptrs == NULL || copies == NULL) {
+        cq_error_set(err, ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n_env; i++) {
+        /* NAME=VALUE split in a copy: the map wants the two apart. */
+        copies[i] = strdup(params->env[i]);
+        char *eq = copies[i] != NULL ? strchr(copies[i], '=') : NULL;
+        if (eq == NULL) {
+            cq_error_set(err, CQ_EINVALID, "environment entry '%s' has no '='", params->env[i]);
+            goto out;
+        }
+        *eq = '\0';
+        codeq__v1__start_session__env_entry__init(&entries[i]);
+        entries[i].key = copies[i];
+        entries[i].value = eq + 1;
+        ptrs[i] = &entries[i];
+    }
+    start.env = ptrs;
+    start.n_env = n_env;
+    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
+    req.session_id = (char *)(params->id != NULL ? params->id : "");
+    req.operation_case = CODEQ__V1__REQUEST__OPERATION_START_SESSION;
+    req.start_session = &start;
+    Codeq__V1__Response *resp;
+    rc = fleet_session_call(b, &req, false, &resp, err);
+    if (rc == 0) {
+        cq_codec_session_from(resp->session, info);
+        codeq__v1__response__free_unpacked(resp, NULL);
+    }
+out:
+    for (size_t i = 0; copies != NULL && i < n_env; i++)
+        free(copies[i]);
+    free(copies);
+    free(ptrs);
+    free(entries);
+    return rc;
+}
+
+static int fleet_list_sessions(struct cq_backend *b, int status_filter, size_t max,
+                               const char *next_token, struct cq_session_info *out, size_t *n,
+                               char next_token_out[CQ_SESSION_ID_MAX + 1], struct cq_error *err)
+{
+    Codeq__V1__ListSessions list = CODEQ__V1__LIST_SESSIONS__INIT;
+    list.status = (Codeq__V1__SessionStatus)status_filter;
+    list.max_results = (uint32_t)max;
+    list.next_token = (char *)(next_token != NULL ? next_token : "");
+    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
+    req.operation_case = CODEQ__V1__REQUEST__OPERATION_LIST_SESSIONS;
+    req.list_sessions = &list;
+    Codeq__V1__Response *resp;
+    *n = 0;
+    if (next_token_out != NULL)
+        next_token_out[0] = '\0';
+    if (fleet_session_call(b, &req, true, &resp, err) < 0)
+        return -1;
+    for (size_t i = 0; i < resp->sessions->n_sessions && i < max; i++)
+        cq_codec_session_from(resp->sessions->sessions[i], &out[(*n)++]);
+    if (next_token_out != NULL)
+        snprintf(next_token_out, CQ_SESSION_ID_MAX + 1, "%s", resp->sessions->next_token);
+    codeq__v1__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+struct chunk_relay {
+    cq_stream_fn on_output;
+    void *ctx;
+};
+
+static void relay_chunk(void *ctx, const Codeq__V1__OutputChunk *chunk)
+{
+    struct chunk_relay *relay = ctx;
+    relay->on_output(relay->ctx, chunk->stream == CODEQ__V1__STREAM__STREAM_STDERR ? 2 : 1,
+                     (const char *)chunk->data.data, chunk->data.len);
+}
+
+static void fleet_invoke(struct cq_backend *b, const char *session_id, const char *tool,
+                         const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
+                         struct cq_result *result)
+{
+    cq_result_init(result);
+    Codeq__V1__Arguments arguments;
+    void *owned;
+    if (cq_codec_fill_arguments(args, &arguments, &owned) < 0) {
+        cq_result_fail(result, CQ_RESULT_INTERNAL, "out of memory");
+        return;
+    }
+    Codeq__V1__Invoke invoke = CODEQ__V1__INVOKE__INIT;
+    invoke.tool = (char *)tool;
+    invoke.arguments = &arguments;
+    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
+    req.session_id = (char *)session_id;
+    req.operation_case = CODEQ__V1__REQUEST__OPERATION_INVOKE;
+    req.invoke = &invoke;
+    double call_s = args->timeout_s > 0 ? args->timeout_s : CQ_WORKER_DEFAULT_CALL_TIMEOUT;
+    int timeout_ms = (int)(call_s * 1000.0) + FLEET_MARGIN_MS;
+    struct chunk_relay relay = {on_output, ctx};
+    Codeq__V1__Response *resp = NULL;
+    struct cq_error err;
+    int rc = cq_fleet_client_call(b->fleet, &req, on_output != NULL ? relay_chunk : NULL, &relay,
+                                  timeout_ms, &resp, &err);
+    free(owned);
+    if (rc < 0) {
+        cq_result_fail(result, cq_result_error_of(err.code), "%s", err.msg);
+        return;
+    }
+    if (resp->payload_case != CODEQ__V1__RESPONSE__PAYLOAD_RESULT)
+        cq_result_fail(result, CQ_RESULT_INTERNAL, "the fleet answered with an unexpected reply");
+    else if (cq_codec_result_from(resp->result, result) < 0) {
+        cq_result_free(result);
+        cq_result_fail(result, CQ_RESULT_INTERNAL, "out of memory reading the fleet's reply");
+    }
+    codeq__v1__response__free_unpacked(resp, NULL);
+}
+
+/* ---- one entry point per call --------------------------------------------------------- */
+
+int cq_backend_start_session(struct cq_backend *b, const struct cq_session_params *params,
+                             struct cq_session_info *info, struct cq_error *err)
+{
+    return b->worker != NULL ? cq_worker_start_session(b->worker, params, info, err)
+                             : fleet_start_session(b, params, info, err);
+}
+
+int cq_backend_get_session(struct cq_backend *b, const char *session_id,
+                           struct cq_session_info *info, struct cq_error *err)
+{
+    return b->worker != NULL ? cq_worker_get_session(b->worker, session_id, info, err)
+                             : fleet_session_op(b, session_id, false, info, err);
+}
+
+int cq_backend_list_sessions(struct cq_backend *b, int status_filter, size_t max,
+                             const char *next_token, struct cq_session_info *out, size_t *n,
+                             char next_token_out[CQ_SESSION_ID_MAX + 1], struct cq_error *err)
+{
+    return b->worker != NULL ? cq_worker_list_sessions(b->worker, status_filter, max, next_token,
+                                                       out, n, next_token_out, err)
+                             : fleet_list_sessions(b, status_filter, max, next_token, out, n,
+                                                   next_token_out, err);
+}
+
+int cq_backend_stop_session(struct cq_backend *b, const char *session_id,
+                            struct cq_session_info *info, struct cq_error *err)
+{
+    return b->worker != NULL ? cq_worker_stop_session(b->worker, session_id, info, err)
+                             : fleet_session_op(b, session_id, true, info, err);
+}
+
+void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char *tool,
+                       const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
+                       struct cq_result *result)
+{
+    if (b->worker != NULL)
+        cq_worker_invoke(b->worker, session_id, tool, args, on_output, ctx, result);
+    else
+        fleet_invoke(b, session_id, tool, args, on_output, ctx, result);
+}

@@ -1,0 +1,32 @@
+/* cli/backend.h - what `codeq exec` and `codeq mcp` run on: the embedded worker core
+ * in this process (the default), or the fleet over Kafka (--brokers). Both give the
+ * worker core's session and tool calls the same meaning (worker/worker.h), so the
+ * front ends do not know which one serves them. */
+#ifndef CQ_CLI_BACKEND_H
+#define CQ_CLI_BACKEND_H
+
+#include "worker/worker.h"
+
+struct cq_backend;
+
+/* The fleet when brokers names one (--brokers, else $CODEQ_BROKERS), with
+ * request_topic (NULL: $CODEQ_REQUEST_TOPIC or the default); else the embedded worker
+ * made with cfg. */
+int cq_backend_open(const struct cq_worker_config *cfg, const char *brokers,
+                    const char *request_topic, struct cq_backend **out, struct cq_error *err);
+void cq_backend_close(struct cq_backend *b);
+
+int cq_backend_start_session(struct cq_backend *b, const struct cq_session_params *params,
+                             struct cq_session_info *info, struct cq_error *err);
+int cq_backend_get_session(struct cq_backend *b, const char *session_id,
+                           struct cq_session_info *info, struct cq_error *err);
+int cq_backend_list_sessions(struct cq_backend *b, int status_filter, size_t max,
+                             const char *next_token, struct cq_session_info *out, size_t *n,
+                             char next_token_out[CQ_SESSION_ID_MAX + 1], struct cq_error *err);
+int cq_backend_stop_session(struct cq_backend *b, const char *session_id,
+                            struct cq_session_info *info, struct cq_error *err);
+void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char *tool,
+                       const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
+                       struct cq_result *result);
+
+#endif

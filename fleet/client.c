@@ -1,0 +1,251 @@
+/* fleet/client.c - see client.h.
+ *
+ * Replies come back on a topic of this client's own (one partition, deleted at
+ * close), read outside any consumer group, so the first call does not wait for a
+ * group rebalance. One thread reads it and hands each reply to the call waiting for
+ * its request id; replies nobody waits for (a duplicate, or a call that gave up) are
+ * dropped. */
+#define _GNU_SOURCE
+#include "fleet/client.h"
+#include "fleet/fleet.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* A call waiting for its replies. Lives on the caller's stack, in the client's list
+ * while it waits; the reader thread touches it only with the client's lock held. */
+struct waiter {
+    struct waiter *next;
+    const char *request_id;
+    cq_fleet_chunk_fn on_chunk;
+    void *ctx;
+    uint64_t next_sequence; /* chunks before it were seen already */
+    Codeq__V1__Response *final;
+};
+
+struct cq_fleet_client {
+    rd_kafka_t *producer;
+    rd_kafka_t *reader;
+    char request_topic[200];
+    char reply_topic[64];
+    pthread_t reader_thread;
+    bool reader_started;
+    bool stopping; /* atomic */
+    pthread_mutex_t lock;
+    pthread_cond_t replied;
+    struct waiter *waiters;
+};
+
+static struct waiter *find_waiter(struct cq_fleet_client *c, const char *request_id)
+{
+    for (struct waiter *w = c->waiters; w != NULL; w = w->next)
+        if (strcmp(w->request_id, request_id) == 0)
+            return w;
+    return NULL;
+}
+
+static void remove_waiter(struct cq_fleet_client *c, struct waiter *target)
+{
+    for (struct waiter **p = &c->waiters; *p != NULL; p = &(*p)->next)
+        if (*p == target) {
+            *p = target->next;
+            return;
+        }
+}
+
+/* Takes resp. The chunk callback runs with the lock held, so that the call it belongs
+ * to cannot give up and leave while its callback runs. */
+static void deliver(struct cq_fleet_client *c, Codeq__V1__Response *resp)
+{
+    pthread_mutex_lock(&c->lock);
+    struct waiter *w = find_waiter(c, resp->request_id);
+    if (w != NULL && resp->payload_case == CODEQ__V1__RESPONSE__PAYLOAD_CHUNK) {
+        const Codeq__V1__OutputChunk *chunk = resp->chunk;
+        /* A chunk seen again (the fleet repeats output after a restart) is skipped. */
+        if (chunk->sequence >= w->next_sequence) {
+            w->next_sequence = chunk->sequence + 1;
+            if (w->on_chunk != NULL)
+                w->on_chunk(w->ctx, chunk);
+        }
+    } else if (w != NULL && w->final == NULL) {
+        w->final = resp;
+        resp = NULL;
+        pthread_cond_broadcast(&c->replied);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (resp != NULL)
+        codeq__v1__response__free_unpacked(resp, NULL);
+}
+
+static void *reader_main(void *arg)
+{
+    struct cq_fleet_client *c = arg;
+    while (!__atomic_load_n(&c->stopping, __ATOMIC_SEQ_CST)) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(c->reader, 100);
+        if (msg == NULL)
+            continue;
+        /* Errors here are transient (librdkafka reconnects by itself); a call whose
+         * reply never comes ends with its own timeout. Bytes that are not a Response
+         * are someone else's mistake on our topic, not a reason to stop. */
+        if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            Codeq__V1__Response *resp = codeq__v1__response__unpack(NULL, msg->len, msg->payload);
+            if (resp != NULL)
+                deliver(c, resp);
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    return NULL;
+}
+
+int cq_fleet_client_open(const char *brokers, const char *request_topic,
+                         struct cq_fleet_client **out, struct cq_error *err)
+{
+    *out = NULL;
+    if (brokers == NULL)
+        brokers = getenv("CODEQ_BROKERS");
+    if (brokers == NULL || brokers[0] == '\0')
+        return cq_error_set(err, CQ_EINVALID,
+                            "no Kafka brokers given (--brokers or CODEQ_BROKERS)");
+    if (request_topic == NULL)
+        request_topic = getenv("CODEQ_REQUEST_TOPIC");
+    struct cq_fleet_config cfg;
+    cq_fleet_config_init(&cfg);
+    if (snprintf(cfg.brokers, sizeof(cfg.brokers), "%s", brokers) >= (int)sizeof(cfg.brokers))
+        return cq_error_set(err, CQ_EINVALID, "the brokers list is too long");
+    struct cq_fleet_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return cq_error_set(err, ENOMEM, "out of memory");
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->replied, NULL);
+    snprintf(c->request_topic, sizeof(c->request_topic), "%s",
+             request_topic != NULL && request_topic[0] != '\0' ? request_topic : cfg.request_topic);
+    char id[17];
+    cq_random_id(id, 16);
+    snprintf(c->reply_topic, sizeof(c->reply_topic), "codeq.replies.%s", id);
+    c->producer = cq_kafka_producer(&cfg, err);
+    if (c->producer == NULL || cq_kafka_ensure_topic(c->producer, c->reply_topic, 1, err) < 0)
+        goto fail;
+    c->reader = cq_kafka_reader(&cfg, c->reply_topic, err);
+    if (c->reader == NULL)
+        goto fail;
+    if (pthread_create(&c->reader_thread, NULL, reader_main, c) != 0) {
+        cq_error_set(err, EAGAIN, "cannot start the reply reader thread");
+        goto fail;
+    }
+    c->reader_started = true;
+    *out = c;
+    return 0;
+fail:
+    cq_error_prefix(err, "connect to Kafka at %s", brokers);
+    cq_fleet_client_close(c);
+    return -1;
+}
+
+void cq_fleet_client_close(struct cq_fleet_client *c)
+{
+    if (c == NULL)
+        return;
+    __atomic_store_n(&c->stopping, true, __ATOMIC_SEQ_CST);
+    if (c->reader_started)
+        pthread_join(c->reader_thread, NULL);
+    if (c->reader != NULL) {
+        rd_kafka_consumer_close(c->reader);
+        rd_kafka_destroy(c->reader);
+    }
+    if (c->producer != NULL) {
+        struct cq_error ignored;
+        /* Best effort: a topic left behind by a crash is harmless, only untidy. */
+        if (c->reader_started)
+            cq_kafka_delete_topic(c->producer, c->reply_topic, &ignored);
+        rd_kafka_flush(c->producer, 5000);
+        rd_kafka_destroy(c->producer);
+    }
+    pthread_cond_destroy(&c->replied);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
+                         cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
+                         Codeq__V1__Response **out, struct cq_error *err)
+{
+    *out = NULL;
+    char made_id[25];
+    char *given_id = req->request_id, *given_topic = req->reply_topic;
+    if (req->request_id == NULL || req->request_id[0] == '\0') {
+        cq_random_id(made_id, 24);
+        req->request_id = made_id;
+    }
+    req->reply_topic = c->reply_topic;
+    size_t len = codeq__v1__request__get_packed_size(req);
+    uint8_t *bytes = malloc(len ? len : 1);
+    if (bytes == NULL) {
+        req->request_id = given_id;
+        req->reply_topic = given_topic;
+        return cq_error_set(err, ENOMEM, "out of memory");
+    }
+    codeq__v1__request__pack(req, bytes);
+
+    struct waiter w = {.request_id = req->request_id, .on_chunk = on_chunk, .ctx = ctx};
+    pthread_mutex_lock(&c->lock);
+    w.next = c->waiters;
+    c->waiters = &w;
+    pthread_mutex_unlock(&c->lock);
+
+    /* Keyed by session, as the dispatchers expect: one session's requests stay in
+     * one partition and so in order. */
+    const char *key =
+        req->session_id != NULL && req->session_id[0] != '\0' ? req->session_id : req->request_id;
+    int64_t deadline = now_ms() + timeout_ms;
+    struct cq_delivery delivery = {0};
+    int rc = cq_kafka_send(c->producer, c->request_topic, key, bytes, len, NULL, 0, &delivery, err);
+    free(bytes);
+    if (rc == 0)
+        rc = cq_kafka_wait(c->producer, &delivery, timeout_ms < 30000 ? timeout_ms : 30000, err);
+    if (rc < 0)
+        cq_error_prefix(err, "send request %s to %s", req->request_id, c->request_topic);
+
+    pthread_mutex_lock(&c->lock);
+    while (rc == 0 && w.final == NULL) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += left / 1000;
+        until.tv_nsec += (left % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&c->replied, &c->lock, &until);
+    }
+    remove_waiter(c, &w);
+    pthread_mutex_unlock(&c->lock);
+
+    if (rc == 0 && w.final == NULL)
+        rc = cq_error_set(err, CQ_ETIMEOUT,
+                          "no reply to request %s within %d ms (is a codeq-dispatcher serving "
+                          "topic %s?); it may still run, and sending it again with the same "
+                          "request id returns its result without a second run",
+                          req->request_id, timeout_ms, c->request_topic);
+    req->request_id = given_id;
+    req->reply_topic = given_topic;
+    if (rc < 0) {
+        if (w.final != NULL)
+            codeq__v1__response__free_unpacked(w.final, NULL);
+        return -1;
+    }
+    *out = w.final;
+    return 0;
+}
