@@ -18,6 +18,7 @@ from conftest import (
     CODEQ,
     REPO,
     SANDBOX_UID,
+    SANDBOX_UIDS,
     check_report_types,
     codeq_cgroup_children,
     codeq_sandbox,
@@ -293,7 +294,8 @@ def test_interrupted_run_cleans_up(sig):
     deadline = time.monotonic() + 20
     sleeper_alive = True
     while time.monotonic() < deadline:
-        sleeper_alive = any(info[3] == "sleep 300" and pid_alive(p)
+        # Only the sandbox's: a host process may well be running `sleep 300` too.
+        sleeper_alive = any(info[3] == "sleep 300" and info[1] in SANDBOX_UIDS and pid_alive(p)
                             for p, info in proc_table().items())
         if not sleeper_alive:
             break
