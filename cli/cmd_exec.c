@@ -217,7 +217,9 @@ static int save_workspace(struct cq_backend *w, const char *session, const char 
     int failures = 0;
     for (size_t i = 0; i < listing.n_blocks; i++) {
         const struct cq_block *b = &listing.blocks[i];
-        if (b->type != CQ_BLOCK_RESOURCE_LINK)
+        /* With --brokers the listing crossed the network: take nothing on trust. */
+        if (b->type != CQ_BLOCK_RESOURCE_LINK || b->uri == NULL || b->description == NULL ||
+            strncmp(b->uri, "file://", 7) != 0)
             continue;
         const char *path = b->uri + strlen("file://");
         if (strcmp(b->description, "directory") == 0) {

@@ -7,6 +7,7 @@
  * one is answered from its stored reply. */
 #define _GNU_SOURCE
 #include "dispatcher/dispatcher.h"
+#include "common/units.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -35,13 +36,6 @@ static int64_t now_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* While Redis was unreachable no worker could renew its heartbeat, and a restarted
  * Redis has let them expire: right after an outage every worker looks dead. Decisions
  * that rest on liveness (placing a session, moving one, recovering a worker's requests)
@@ -52,12 +46,12 @@ static bool wait_for_leases(struct cq_dispatcher *d)
 {
     int64_t back = cq_store_back_at(d->store);
     int64_t until = back + 3 * (int64_t)d->cfg.heartbeat_ms + 1000;
-    if (back == 0 || back == d->leases_waited || mono_ms() >= until)
+    if (back == 0 || back == d->leases_waited || (int64_t)cq_now_ms() >= until)
         return false;
     cq_log(CQ_LOG_INFO,
            "waiting %lld ms for the workers to renew their heartbeats after the Redis outage",
-           (long long)(until - mono_ms()));
-    while (!atomic_load(&d->stopping) && mono_ms() < until) {
+           (long long)(until - (int64_t)cq_now_ms()));
+    while (!atomic_load(&d->stopping) && (int64_t)cq_now_ms() < until) {
         struct timespec ts = {.tv_nsec = 50 * 1000000L};
         nanosleep(&ts, NULL);
     }

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "fleet/client.h"
 #include "fleet/fleet.h"
+#include "common/units.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -168,13 +169,6 @@ void cq_fleet_client_close(struct cq_fleet_client *c)
     free(c);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
                          cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
                          Codeq__V1__Response **out, struct cq_error *err)
@@ -206,7 +200,7 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
      * one partition and so in order. */
     const char *key =
         req->session_id != NULL && req->session_id[0] != '\0' ? req->session_id : req->request_id;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = (int64_t)cq_now_ms() + timeout_ms;
     struct cq_delivery delivery = {0};
     int rc = cq_kafka_send(c->producer, c->request_topic, key, bytes, len, NULL, 0, &delivery, err);
     free(bytes);
@@ -217,7 +211,7 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
 
     pthread_mutex_lock(&c->lock);
     while (rc == 0 && w.final == NULL) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - (int64_t)cq_now_ms();
         if (left <= 0)
             break;
         struct timespec until;

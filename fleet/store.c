@@ -13,6 +13,7 @@
  * earlier success from another process's (CLAIM, FINISH). */
 #define _GNU_SOURCE
 #include "fleet/fleet.h"
+#include "common/units.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -54,13 +55,6 @@ static int64_t now_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 static bool cancelled(const struct cq_store *st)
 {
     return st->cancel != NULL && atomic_load(st->cancel);
@@ -69,7 +63,7 @@ static bool cancelled(const struct cq_store *st)
 /* Sleeps ms, in slices, unless the daemon stops first. */
 static void backoff_sleep(const struct cq_store *st, int64_t ms)
 {
-    for (int64_t end = mono_ms() + ms; !cancelled(st) && mono_ms() < end;) {
+    for (int64_t end = (int64_t)cq_now_ms() + ms; !cancelled(st) && (int64_t)cq_now_ms() < end;) {
         struct timespec ts = {.tv_nsec = 50 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -121,14 +115,14 @@ static redisReply *attempt_locked(struct cq_store *st, int argc, const char **ar
     }
     if (r != NULL && st->down_since != 0) {
         cq_log(CQ_LOG_INFO, "Redis at %s:%d is back after %lld ms", st->host, st->port,
-               (long long)(mono_ms() - st->down_since));
+               (long long)((int64_t)cq_now_ms() - st->down_since));
         st->down_since = 0;
-        st->back_at = mono_ms();
+        st->back_at = (int64_t)cq_now_ms();
     }
     if (r != NULL)
         st->fail_fast = false;
     else if (st->down_since == 0 && !st->fail_fast) {
-        st->down_since = mono_ms();
+        st->down_since = (int64_t)cq_now_ms();
         cq_log(CQ_LOG_WARN, "%s; reconnecting (commands wait up to %d s for it)", err->msg,
                REDIS_WAIT_MS / 1000);
     }
@@ -144,13 +138,13 @@ static redisReply *command(struct cq_store *st, int argc, const char **argv, con
     struct cq_error local;
     if (err == NULL)
         err = &local;
-    int64_t started = mono_ms(), backoff = 0;
+    int64_t started = (int64_t)cq_now_ms(), backoff = 0;
     redisReply *r;
     for (;;) {
         pthread_mutex_lock(&st->lock);
         r = attempt_locked(st, argc, argv, lens, err);
-        bool give_up =
-            r == NULL && (st->fail_fast || cancelled(st) || mono_ms() - started >= REDIS_WAIT_MS);
+        bool give_up = r == NULL && (st->fail_fast || cancelled(st) ||
+                                     (int64_t)cq_now_ms() - started >= REDIS_WAIT_MS);
         if (r == NULL && give_up && !st->fail_fast && !cancelled(st)) {
             /* Later commands of this outage fail at once: a daemon that waited this
              * long answers with errors rather than queueing behind Redis forever. */
@@ -678,9 +672,6 @@ static const char ROUTE_FORWARD[] =
     "local owner = h[1]\n"
     "if not owner or owner == '' or h[3] == 'TERMINATED' or\n"
     "   redis.call('EXISTS', ARGV[1] .. 'worker:' .. owner) == 0 then return {0} end\n"
-    "local old = redis.call('HGET', k, 'worker')\n"
-    "if old and old ~= owner then redis.call('ZREM', ARGV[1] .. 'inflight:' .. old, ARGV[2]) "
-    "end\n"
     "redis.call('HSET', k, 'state', 'forwarded', 'worker', owner, 'session', ARGV[3],\n"
     "           'body', ARGV[4])\n"
     "redis.call('EXPIRE', k, 86400)\n"

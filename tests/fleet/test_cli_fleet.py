@@ -59,10 +59,13 @@ def test_exec_runs_on_the_fleet_and_stops_its_session(fleet, redis_client):
 def test_exec_takes_brokers_from_the_environment(fleet):
     env = cli_env(fleet)
     assert "CODEQ_BROKERS" in env
+    starts = started_count(fleet)
     p = run_exec(fleet, "--lang", "javascript", "-c", "console.log([1, 2, 3].map(x => x * 2))",
                  env=env)
     assert p.returncode == 0, p.stderr
     assert "[ 2, 4, 6 ]" in p.stdout.decode()
+    # On the fleet, not in process: a worker of the fleet started its session.
+    assert started_count(fleet) == starts + 1
 
 
 def test_exec_files_in_and_out_and_a_failing_exit_status(fleet, tmp_path):
