@@ -43,6 +43,7 @@ struct options {
     double duration_s;
     int timeout_ms;
     bool floor, fleet, throughput;
+    bool trace; /* stamps at each step of the latency series (fleet.h, "Tracing") */
     const char *delete_topics, *delete_groups; /* comma-separated; NULL: none */
 };
 
@@ -107,6 +108,70 @@ static void print_series(struct series *s)
            pct(s, 0.99), mean(s), s->ms[0], s->ms[s->n - 1], s->n);
 }
 
+/* ---- traces: the time between consecutive steps, per pair of steps ----------------- */
+
+#define MAX_STEPS 32
+
+struct steps {
+    size_t n;
+    char names[MAX_STEPS][64];
+    struct series s[MAX_STEPS];
+};
+
+static void steps_add(struct steps *st, const struct cq_trace *t)
+{
+    char prev[32] = "";
+    unsigned long long prev_us = 0;
+    for (const char *p = t->text; *p != '\0';) {
+        char name[32];
+        unsigned long long us;
+        int used = 0;
+        if (sscanf(p, "%31[^:,]:%llu%n", name, &us, &used) != 2)
+            return; /* not a trace of ours: ignored */
+        p += used;
+        if (*p == ',')
+            p++;
+        if (prev[0] != '\0' && us >= prev_us) {
+            char pair[64];
+            snprintf(pair, sizeof(pair), "%s -> %s", prev, name);
+            size_t i = 0;
+            while (i < st->n && strcmp(st->names[i], pair) != 0)
+                i++;
+            if (i == st->n && st->n < MAX_STEPS) {
+                snprintf(st->names[st->n], sizeof(st->names[0]), "%s", pair);
+                st->s[st->n].name = st->names[st->n];
+                st->n++;
+            }
+            struct cq_error ignored;
+            if (i < st->n)
+                series_add(&st->s[i], (double)(us - prev_us) / 1000.0, &ignored);
+        }
+        snprintf(prev, sizeof(prev), "%s", name);
+        prev_us = us;
+    }
+}
+
+static void steps_print(const char *title, struct steps *st)
+{
+    printf("\n%s\n", title);
+    printf("%-44s %8s %8s %8s %7s\n", "step (us)", "p50", "p90", "mean", "n");
+    double total = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        struct series *s = &st->s[i];
+        qsort(s->ms, s->n, sizeof(double), cmp_double);
+        printf("%-44s %8.0f %8.0f %8.0f %7zu\n", s->name, pct(s, 0.5) * 1000, pct(s, 0.9) * 1000,
+               mean(s) * 1000, s->n);
+        total += mean(s) * 1000;
+    }
+    printf("%-44s %8s %8s %8.0f\n", "sum of the means", "", "", total);
+}
+
+static void steps_free(struct steps *st)
+{
+    for (size_t i = 0; i < st->n; i++)
+        free(st->s[i].ms);
+}
+
 static double ms_since(uint64_t t0_us)
 {
     return (double)(cq_now_us() - t0_us) / 1000.0;
@@ -125,6 +190,7 @@ static void print_load(const char *when)
 struct relay {
     rd_kafka_t *consumer, *producer;
     const char *to;
+    const char *poll_step, *sent_step; /* its trace stamps */
     atomic_bool *stopping;
     pthread_t thread;
     bool started;
@@ -139,9 +205,16 @@ static void *relay_main(void *arg)
         if (msg == NULL)
             continue;
         struct cq_error err;
+        /* A traced trip is stamped as a daemon stamps it, so that the hops compare. */
+        struct cq_trace trace;
+        cq_trace_read(&trace, msg);
+        cq_trace_stamp(&trace, r->poll_step);
+        cq_trace_stamp(&trace, r->sent_step);
+        struct cq_header h;
+        size_t n = cq_trace_header(&trace, &h);
         if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            cq_kafka_send(r->producer, r->to, "floor", msg->payload, msg->len, NULL, 0, NULL,
-                          &err) < 0)
+            cq_kafka_send(r->producer, r->to, "floor", msg->payload, msg->len, &h, n, NULL, &err) <
+                0)
             fprintf(stderr, "fleet-bench: relay to %s: %s\n", r->to, err.msg);
         rd_kafka_message_destroy(msg);
         rd_kafka_poll(r->producer, 0); /* delivery reports, not waited for */
@@ -233,6 +306,8 @@ static int floor_open(struct floor *f, const char *brokers, struct cq_error *err
         if (r->producer == NULL)
             return -1;
         r->to = f->topics[i + 1];
+        r->poll_step = i == 0 ? "r1.poll" : "r2.poll";
+        r->sent_step = i == 0 ? "r1.sent" : "r2.sent";
         r->stopping = &f->stopping;
         if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
             return cq_error_set(err, CQ_EINTERNAL, "start a relay thread");
@@ -245,14 +320,21 @@ static int floor_open(struct floor *f, const char *brokers, struct cq_error *err
 
 /* One round trip A -> B -> R in ms; the reply is recognised by its sequence number, so
  * a late copy of an earlier message can never end a later trip. */
-static int floor_trip(struct floor *f, int timeout_ms, double *ms, struct cq_error *err)
+static int floor_trip(struct floor *f, int timeout_ms, double *ms, struct cq_trace *trace,
+                      struct cq_error *err)
 {
     char payload[FLOOR_PAYLOAD];
     memset(payload, 'x', sizeof(payload));
     uint64_t seq = ++f->seq;
     memcpy(payload, &seq, sizeof(seq));
     uint64_t t0 = cq_now_us();
-    if (cq_kafka_send(f->producer, f->topics[0], "floor", payload, sizeof(payload), NULL, 0, NULL,
+    if (trace != NULL) {
+        cq_trace_begin(trace);
+        cq_trace_stamp(trace, "c.sent");
+    }
+    struct cq_header h;
+    size_t n = cq_trace_header(trace, &h);
+    if (cq_kafka_send(f->producer, f->topics[0], "floor", payload, sizeof(payload), &h, n, NULL,
                       err) < 0)
         return -1;
     for (;;) {
@@ -262,11 +344,16 @@ static int floor_trip(struct floor *f, int timeout_ms, double *ms, struct cq_err
             uint64_t got = 0;
             bool ours = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR && msg->len == sizeof(payload) &&
                         (memcpy(&got, msg->payload, sizeof(got)), got == seq);
-            rd_kafka_message_destroy(msg);
             if (ours) {
                 *ms = ms_since(t0);
-                return 0;
+                if (trace != NULL) {
+                    cq_trace_read(trace, msg);
+                    cq_trace_stamp(trace, "c.woken");
+                }
             }
+            rd_kafka_message_destroy(msg);
+            if (ours)
+                return 0;
         }
         if (ms_since(t0) > timeout_ms)
             return cq_error_set(err, CQ_ETIMEOUT,
@@ -343,7 +430,7 @@ static void stop_session(struct cq_fleet_client *c, const char *id, int timeout_
 /* One executeCode round trip in ms; a result marked as an error fails the run (a
  * benchmark of error replies measures the wrong thing). */
 static int execute(struct cq_fleet_client *c, const char *session, const char *code, int timeout_ms,
-                   double *ms, struct cq_error *err)
+                   double *ms, struct cq_trace *trace, struct cq_error *err)
 {
     char rid[64];
     next_request_id(rid, sizeof(rid));
@@ -360,7 +447,8 @@ static int execute(struct cq_fleet_client *c, const char *session, const char *c
     req.invoke = &inv;
     Codeq__V1__Response *resp = NULL;
     uint64_t t0 = cq_now_us();
-    if (cq_fleet_client_call(c, &req, count_chunk, &chunks_seen, timeout_ms, &resp, err) < 0)
+    if (cq_fleet_client_call_traced(c, &req, count_chunk, &chunks_seen, timeout_ms, &resp, trace,
+                                    err) < 0)
         return cq_error_prefix(err, "executeCode");
     *ms = ms_since(t0);
     int rc = 0;
@@ -400,13 +488,13 @@ static void *loader_main(void *arg)
     double ms;
     l->ok = start_session(l->c, l->o->timeout_ms, l->session, sizeof(l->session), &l->err) == 0;
     for (int i = 0; l->ok && i < 3; i++)
-        l->ok = execute(l->c, l->session, l->o->code, l->o->timeout_ms, &ms, &l->err) == 0;
+        l->ok = execute(l->c, l->session, l->o->code, l->o->timeout_ms, &ms, NULL, &l->err) == 0;
     pthread_barrier_wait(l->ready);
     pthread_barrier_wait(l->go);
     uint64_t deadline = atomic_load(l->deadline_us);
     while (l->ok && cq_now_us() < deadline) {
         struct cq_error err;
-        if (execute(l->c, l->session, l->o->code, l->o->timeout_ms, &ms, &err) < 0) {
+        if (execute(l->c, l->session, l->o->code, l->o->timeout_ms, &ms, NULL, &err) < 0) {
             if (l->errors++ == 0)
                 l->err = err;
             continue;
@@ -481,6 +569,9 @@ static void usage(FILE *out, const char *argv0)
             "  --settle SECONDS      pause after starting sessions, for the workers' warm\n"
             "                        pools to refill before the clock starts (default 5)\n"
             "  --only floor|fleet|throughput  run one part (repeatable)\n"
+            "  --trace               also print where each round trip's time goes: every\n"
+            "                        step stamps the request (fleet.h, \"Tracing\"; one\n"
+            "                        host only, as the stamps compare clocks)\n"
             "  --delete-topics LIST, --delete-groups LIST\n"
             "                        delete these Kafka topics and consumer groups (comma-\n"
             "                        separated) and exit, measuring nothing: the cleanup\n"
@@ -528,6 +619,7 @@ static int parse_options(int argc, char **argv, struct options *o, bool *help)
         {"settle", required_argument, NULL, 'S'},
         {"delete-topics", required_argument, NULL, 'D'},
         {"delete-groups", required_argument, NULL, 'G'},
+        {"trace", no_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -586,6 +678,9 @@ static int parse_options(int argc, char **argv, struct options *o, bool *help)
                 return -1;
             }
             break;
+        case 'R':
+            o->trace = true;
+            break;
         case 'D':
             o->delete_topics = optarg;
             break;
@@ -611,26 +706,32 @@ static int parse_options(int argc, char **argv, struct options *o, bool *help)
 /* The interleaved latency series: warm-up, then floor and fleet trips in turn. */
 static int latency(const struct options *o, struct floor *f, struct cq_fleet_client *c,
                    const char *session, struct series *floor_s, struct series *fleet_s,
-                   struct cq_error *err)
+                   struct steps *floor_steps, struct steps *fleet_steps, struct cq_error *err)
 {
     double ms;
+    struct cq_trace trace;
+    struct cq_trace *t = o->trace ? &trace : NULL;
     /* The first trips wait for the consumer groups to be joined and partitions
      * assigned: seconds, not part of any measurement. */
-    if (f != NULL && floor_trip(f, FIRST_TRIP_MS, &ms, err) < 0)
+    if (f != NULL && floor_trip(f, FIRST_TRIP_MS, &ms, NULL, err) < 0)
         return -1;
     for (int i = 0; i < o->warmup + o->runs; i++) {
         bool measured = i >= o->warmup;
         if (f != NULL) {
-            if (floor_trip(f, o->timeout_ms, &ms, err) < 0)
+            if (floor_trip(f, o->timeout_ms, &ms, t, err) < 0)
                 return -1;
             if (measured && series_add(floor_s, ms, err) < 0)
                 return -1;
+            if (measured && t != NULL)
+                steps_add(floor_steps, t);
         }
         if (c != NULL) {
-            if (execute(c, session, o->code, o->timeout_ms, &ms, err) < 0)
+            if (execute(c, session, o->code, o->timeout_ms, &ms, t, err) < 0)
                 return -1;
             if (measured && series_add(fleet_s, ms, err) < 0)
                 return -1;
+            if (measured && t != NULL)
+                steps_add(fleet_steps, t);
         }
     }
     return 0;
@@ -674,6 +775,7 @@ int main(int argc, char **argv)
     char tp_name[80];
     snprintf(tp_name, sizeof(tp_name), "throughput: %d sessions, closed loops", o.sessions);
     struct series tp_s = {.name = tp_name};
+    struct steps floor_steps = {0}, fleet_steps = {0};
 
     if (o.floor) {
         if (floor_open(&fl, o.brokers, &err) < 0) {
@@ -730,7 +832,8 @@ int main(int argc, char **argv)
         sleep((unsigned)o.settle_s);
     }
     if (o.floor || o.fleet) {
-        if (latency(&o, f, o.fleet ? c : NULL, session, &floor_s, &fleet_s, &err) < 0) {
+        if (latency(&o, f, o.fleet ? c : NULL, session, &floor_s, &fleet_s, &floor_steps,
+                    &fleet_steps, &err) < 0) {
             fprintf(stderr, "fleet-bench: %s\n", err.msg);
             goto release;
         }
@@ -793,6 +896,13 @@ release:
         printf("fleet/floor at p50: %.2fx (goal: at most 1.5x, %s); at p99: %.2fx\n", ratio,
                ratio <= 1.5 ? "met" : "NOT met", pct(&fleet_s, 0.99) / pct(&floor_s, 0.99));
     }
+    if (rc == 0 && o.trace && o.floor)
+        steps_print("where the floor's time goes (--trace; c: this client, r1/r2: the relays)",
+                    &floor_steps);
+    if (rc == 0 && o.trace && o.fleet)
+        steps_print("where the fleet's time goes (--trace; c: this client, d: the dispatcher, "
+                    "w: the worker)",
+                    &fleet_steps);
     if (rc == 0 && (o.fleet || o.throughput)) {
         printf("chunk replies seen: %lu (streamed output of the cell, before its final "
                "reply)\n",
@@ -811,5 +921,7 @@ out:
     free(floor_s.ms);
     free(fleet_s.ms);
     free(tp_s.ms);
+    steps_free(&floor_steps);
+    steps_free(&fleet_steps);
     return rc;
 }

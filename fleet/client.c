@@ -25,6 +25,7 @@ struct waiter {
     void *ctx;
     uint64_t next_sequence; /* chunks before it were seen already */
     Codeq__V1__Response *final;
+    struct cq_trace *trace; /* the caller's, filled from the final reply; or NULL */
 };
 
 struct cq_fleet_client {
@@ -59,7 +60,8 @@ static void remove_waiter(struct cq_fleet_client *c, struct waiter *target)
 
 /* Takes resp. The chunk callback runs with the lock held, so that the call it belongs
  * to cannot give up and leave while its callback runs. */
-static void deliver(struct cq_fleet_client *c, Codeq__V1__Response *resp)
+static void deliver(struct cq_fleet_client *c, Codeq__V1__Response *resp,
+                    const struct cq_trace *trace)
 {
     pthread_mutex_lock(&c->lock);
     struct waiter *w = find_waiter(c, resp->request_id);
@@ -74,6 +76,8 @@ static void deliver(struct cq_fleet_client *c, Codeq__V1__Response *resp)
     } else if (w != NULL && w->final == NULL) {
         w->final = resp;
         resp = NULL;
+        if (w->trace != NULL && trace->on)
+            *w->trace = *trace;
         pthread_cond_broadcast(&c->replied);
     }
     pthread_mutex_unlock(&c->lock);
@@ -92,9 +96,12 @@ static void *reader_main(void *arg)
          * reply never comes ends with its own timeout. Bytes that are not a Response
          * are someone else's mistake on our topic, not a reason to stop. */
         if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            struct cq_trace trace;
+            cq_trace_read(&trace, msg);
+            cq_trace_stamp(&trace, "c.recv");
             Codeq__V1__Response *resp = codeq__v1__response__unpack(NULL, msg->len, msg->payload);
             if (resp != NULL)
-                deliver(c, resp);
+                deliver(c, resp, &trace);
         }
         rd_kafka_message_destroy(msg);
     }
@@ -173,6 +180,14 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
                          cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
                          Codeq__V1__Response **out, struct cq_error *err)
 {
+    return cq_fleet_client_call_traced(c, req, on_chunk, ctx, timeout_ms, out, NULL, err);
+}
+
+int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *req,
+                                cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
+                                Codeq__V1__Response **out, struct cq_trace *trace,
+                                struct cq_error *err)
+{
     *out = NULL;
     char made_id[25];
     char *given_id = req->request_id, *given_topic = req->reply_topic;
@@ -190,7 +205,8 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
     }
     codeq__v1__request__pack(req, bytes);
 
-    struct waiter w = {.request_id = req->request_id, .on_chunk = on_chunk, .ctx = ctx};
+    struct waiter w = {
+        .request_id = req->request_id, .on_chunk = on_chunk, .ctx = ctx, .trace = trace};
     pthread_mutex_lock(&c->lock);
     w.next = c->waiters;
     c->waiters = &w;
@@ -202,7 +218,14 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
         req->session_id != NULL && req->session_id[0] != '\0' ? req->session_id : req->request_id;
     int64_t deadline = (int64_t)cq_now_ms() + timeout_ms;
     struct cq_delivery delivery = {0};
-    int rc = cq_kafka_send(c->producer, c->request_topic, key, bytes, len, NULL, 0, &delivery, err);
+    struct cq_header trace_header;
+    if (trace != NULL) {
+        cq_trace_begin(trace);
+        cq_trace_stamp(trace, "c.sent");
+    }
+    size_t n_headers = cq_trace_header(trace, &trace_header);
+    int rc = cq_kafka_send(c->producer, c->request_topic, key, bytes, len, &trace_header, n_headers,
+                           &delivery, err);
     free(bytes);
     if (rc == 0)
         rc = cq_kafka_wait(c->producer, &delivery, timeout_ms < 30000 ? timeout_ms : 30000, err);
@@ -226,6 +249,7 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
     }
     remove_waiter(c, &w);
     pthread_mutex_unlock(&c->lock);
+    cq_trace_stamp(trace, "c.woken");
 
     if (rc == 0 && w.final == NULL)
         rc = cq_error_set(err, CQ_ETIMEOUT,

@@ -12,6 +12,8 @@
 #include "codeq.pb-c.h"
 #include "common/error.h"
 
+struct cq_trace;
+
 struct cq_fleet_client;
 
 /* Connects to brokers (NULL: $CODEQ_BROKERS) and creates the private reply topic;
@@ -32,5 +34,12 @@ typedef void (*cq_fleet_chunk_fn)(void *ctx, const Codeq__V1__OutputChunk *chunk
 int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
                          cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
                          Codeq__V1__Response **out, struct cq_error *err);
+
+/* The same, with the request traced (fleet.h, "Tracing"): *trace gets the stamps of
+ * every step, from the client's send to its wake-up, when the fleet passed them on. */
+int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *req,
+                                cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
+                                Codeq__V1__Response **out, struct cq_trace *trace,
+                                struct cq_error *err);
 
 #endif

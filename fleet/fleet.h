@@ -77,7 +77,8 @@ void cq_log(enum cq_log_level level, const char *fmt, ...) __attribute__((format
 /* A producer for the request path: no linger, no Nagle, idempotent, Java-compatible
  * key partitioning. Delivery reports complete struct cq_delivery opaques. */
 rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error *err);
-/* A consumer of topic in group, offsets committed only by the caller. */
+/* A consumer of topic in group. It commits only the offsets the caller stored
+ * (rd_kafka_offset_store / rd_kafka_offsets_store), every 200 ms and on close. */
 rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
                               const char *topic, struct cq_error *err);
 
@@ -111,10 +112,36 @@ int cq_kafka_wait(rd_kafka_t *producer, struct cq_delivery *d, int timeout_ms,
 /* The value of a header of msg, or NULL. */
 const char *cq_kafka_header(rd_kafka_message_t *msg, const char *name, char *buf, size_t len);
 
+/* ---- Tracing ------------------------------------------------------------------------
+ * Where one request's time goes, for `codeq-bench-fleet --trace`. A request produced
+ * with the header codeq-trace collects a CLOCK_MONOTONIC stamp at each step it passes
+ * ("step:microseconds", comma-separated): the dispatcher copies the header onto the
+ * forward and the worker onto the final reply, each adding its steps. The stamps only
+ * compare on one host (one clock). A request without the header pays a header lookup
+ * and nothing else; whatever a client writes there comes back to it, never parsed. */
+#define CQ_TRACE_HEADER "codeq-trace"
+
+struct cq_trace {
+    bool on;
+    size_t len;
+    char text[512];
+};
+
+/* On, with no stamps yet (the client's side). */
+void cq_trace_begin(struct cq_trace *t);
+/* On when msg has the header, with its stamps. */
+void cq_trace_read(struct cq_trace *t, rd_kafka_message_t *msg);
+/* Adds a stamp now; nothing when t is NULL or off, or full. */
+void cq_trace_stamp(struct cq_trace *t, const char *step);
+/* Fills h with the trace's header: 1, or 0 when t is NULL or off. */
+size_t cq_trace_header(const struct cq_trace *t, struct cq_header *h);
+
 /* Publishes a reply of req: key and headers request_id, session_id, codeq-kind (chunk or
- * final). With wait, returns once the broker acknowledged it. */
+ * final), and trace's header if it is on (NULL: none). Its acknowledgement is counted in
+ * delivery (NULL: not tracked), for cq_kafka_wait. */
 int cq_fleet_publish(rd_kafka_t *producer, const Codeq__V1__Request *req, const char *kind,
-                     const uint8_t *bytes, size_t len, bool wait, struct cq_error *err);
+                     const uint8_t *bytes, size_t len, struct cq_delivery *delivery,
+                     const struct cq_trace *trace, struct cq_error *err);
 
 /* ---- the Redis store --------------------------------------------------------------- */
 
@@ -179,15 +206,27 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
 int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
                            const void *body, size_t len, struct cq_route *route,
                            struct cq_error *err);
-/* forwarded-to-me -> running. Returns 1 when claimed, 0 when not (state says why). */
+/* A forward sent while Redis records it (dispatcher.c, fast_forward()) carries this
+ * header. Its worker waits for the record up to CQ_FLEET_RECORD_WAIT_MS, so a
+ * dispatcher that took longer than half of that to record it sends it again. And it
+ * stays silent when its claim fails: the dispatcher then answers the request itself
+ * (a known request id, an ended session, a moved owner). */
+#define CQ_FLEET_EARLY_HEADER   "codeq-early"
+#define CQ_FLEET_RECORD_WAIT_MS 2000
+
+/* forwarded-to-me -> running. Returns 1 when claimed, with *fence the session's current
+ * token if this worker owns it (else 0), or 0 when not claimed (*state says why). */
 int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
-                   enum cq_request_state *state, struct cq_error *err);
+                   enum cq_request_state *state, uint64_t *fence, struct cq_error *err);
 /* Stores the final reply of a request and marks it done; only by the worker that
  * claimed it (or, with worker NULL, by recovery of a request nobody finished).
  * Returns 1 when stored, 0 when another outcome was stored first. */
 int cq_store_finish(struct cq_store *st, const char *request_id, const char *worker,
                     const void *response, size_t len, struct cq_error *err);
-/* The final reply was acknowledged by Kafka: recovery has nothing left to do for it. */
+/* The final reply was acknowledged by Kafka: recovery has nothing left to do for it.
+ * The _many form takes n ids (at most 256) in one command. */
+int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*ids)[64], size_t n,
+                                struct cq_error *err);
 int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,
                            struct cq_error *err);
 /* The stored final reply (malloc'd) or *data NULL. */

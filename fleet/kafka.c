@@ -81,14 +81,10 @@ rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error
     return rk;
 }
 
-/* A consumer that fetches as soon as anything arrives and commits nothing by itself:
- * offsets are committed by the caller once the work a message started is safe
- * (forwarded, or claimed in Redis), never on a timer. */
+/* A consumer that fetches as soon as anything arrives. */
 static rd_kafka_t *new_consumer(rd_kafka_conf_t *conf, const char *group, struct cq_error *err)
 {
-    if (set(conf, "group.id", group, err) < 0 ||
-        set(conf, "enable.auto.commit", "false", err) < 0 ||
-        set(conf, "fetch.wait.max.ms", "5", err) < 0 ||
+    if (set(conf, "group.id", group, err) < 0 || set(conf, "fetch.wait.max.ms", "5", err) < 0 ||
         set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
         set(conf, "fetch.message.max.bytes", CQ_KAFKA_MAX_MESSAGE, err) < 0) {
         rd_kafka_conf_destroy(conf);
@@ -110,8 +106,16 @@ rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *gro
     rd_kafka_conf_t *conf = common_conf(cfg, err);
     if (conf == NULL)
         return NULL;
-    /* The range assignor: 2.0.2's cooperative-sticky has a known infinite loop. */
+    /* The range assignor: 2.0.2's cooperative-sticky has a known infinite loop.
+     * Offsets are stored by the caller once the work a message started is safe
+     * (forwarded, or queued behind a claim in Redis) and committed from librdkafka's
+     * background every 200 ms, and when partitions are revoked or the consumer closes:
+     * a synchronous commit per message was one more broker request in each request's
+     * path, competing with it for the broker on a small host. */
     if (set(conf, "auto.offset.reset", "earliest", err) < 0 ||
+        set(conf, "enable.auto.commit", "true", err) < 0 ||
+        set(conf, "enable.auto.offset.store", "false", err) < 0 ||
+        set(conf, "auto.commit.interval.ms", "200", err) < 0 ||
         set(conf, "partition.assignment.strategy", "range", err) < 0 ||
         set(conf, "session.timeout.ms", "6000", err) < 0 ||
         set(conf, "heartbeat.interval.ms", "500", err) < 0 ||
@@ -273,18 +277,17 @@ const char *cq_kafka_header(rd_kafka_message_t *msg, const char *name, char *buf
 }
 
 int cq_fleet_publish(rd_kafka_t *producer, const Codeq__V1__Request *req, const char *kind,
-                     const uint8_t *bytes, size_t len, bool wait, struct cq_error *err)
+                     const uint8_t *bytes, size_t len, struct cq_delivery *delivery,
+                     const struct cq_trace *trace, struct cq_error *err)
 {
-    struct cq_header headers[] = {
+    struct cq_header headers[4] = {
         {"request_id", req->request_id},
         {"session_id", req->session_id},
         {"codeq-kind", kind},
     };
-    struct cq_delivery delivery = {0};
-    if (cq_kafka_send(producer, req->reply_topic, req->request_id, bytes, len, headers, 3,
-                      wait ? &delivery : NULL, err) < 0)
-        return -1;
-    return wait ? cq_kafka_wait(producer, &delivery, 30000, err) : 0;
+    size_t n = 3 + cq_trace_header(trace, &headers[3]);
+    return cq_kafka_send(producer, req->reply_topic, req->request_id, bytes, len, headers, n,
+                         delivery, err);
 }
 
 int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, struct cq_error *err)

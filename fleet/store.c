@@ -704,17 +704,21 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
 
 /* ARGV[4] names this claim: when a retry after a lost reply finds the request running
  * under the same name, the claim was this caller's, and it must run the request. */
-static const char CLAIM[] = "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
-                            "local h = redis.call('HMGET', k, 'state', 'worker', 'claim')\n"
-                            "if h[1] == 'forwarded' and h[2] == ARGV[3] then\n"
-                            "  redis.call('HSET', k, 'state', 'running', 'claim', ARGV[4])\n"
-                            "  return 'claimed'\n"
-                            "end\n"
-                            "if h[1] == 'running' and h[3] == ARGV[4] then return 'claimed' end\n"
-                            "return h[1] or 'none'\n";
+static const char CLAIM[] =
+    "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
+    "local h = redis.call('HMGET', k, 'state', 'worker', 'claim', 'session')\n"
+    "local mine = h[1] == 'running' and h[3] == ARGV[4]\n"
+    "if h[1] == 'forwarded' and h[2] == ARGV[3] then\n"
+    "  redis.call('HSET', k, 'state', 'running', 'claim', ARGV[4])\n"
+    "  mine = true\n"
+    "end\n"
+    "if not mine then return {h[1] or 'none'} end\n"
+    "local s = redis.call('HMGET', ARGV[1] .. 'session:' .. (h[4] or ''), 'owner', 'fence')\n"
+    "if s[1] == ARGV[3] then return {'claimed', s[2]} end\n"
+    "return {'claimed', '0'}\n";
 
 int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
-                   enum cq_request_state *state, struct cq_error *err)
+                   enum cq_request_state *state, uint64_t *fence, struct cq_error *err)
 {
     char claim[33];
     cq_random_id(claim, 32);
@@ -726,8 +730,11 @@ int cq_store_claim(struct cq_store *st, const char *request_id, const char *work
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
-    int claimed = r->type == REDIS_REPLY_STRING && strcmp(r->str, "claimed") == 0;
-    *state = claimed ? CQ_REQ_RUNNING : state_of(r);
+    const redisReply *what = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0] : NULL;
+    int claimed =
+        what != NULL && what->type == REDIS_REPLY_STRING && strcmp(what->str, "claimed") == 0;
+    *state = claimed ? CQ_REQ_RUNNING : state_of(what);
+    *fence = claimed && r->elements > 1 ? (uint64_t)int_of(r->element[1]) : 0;
     freeReplyObject(r);
     return claimed;
 }
@@ -765,15 +772,31 @@ int cq_store_finish(struct cq_store *st, const char *request_id, const char *wor
     return stored;
 }
 
+int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*ids)[64], size_t n,
+                                struct cq_error *err)
+{
+    char key[160];
+    const char *argv[2 + 256];
+    if (n > 256)
+        return cq_error_set(err, CQ_EINVALID, "at most 256 ids at once, not %zu", n);
+    if (n == 0)
+        return 0;
+    snprintf(key, sizeof(key), "%sinflight:%s", st->prefix, worker);
+    argv[0] = "ZREM";
+    argv[1] = key;
+    for (size_t i = 0; i < n; i++)
+        argv[2 + i] = ids[i];
+    redisReply *r = command(st, (int)(2 + n), argv, NULL, err);
+    freeReplyObject(r);
+    return r != NULL ? 0 : -1;
+}
+
 int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,
                            struct cq_error *err)
 {
-    char key[160];
-    snprintf(key, sizeof(key), "%sinflight:%s", st->prefix, worker);
-    const char *argv[] = {"ZREM", key, request_id};
-    redisReply *r = command(st, 3, argv, NULL, err);
-    freeReplyObject(r);
-    return r != NULL ? 0 : -1;
+    char id[1][64];
+    snprintf(id[0], sizeof(id[0]), "%s", request_id);
+    return cq_store_inflight_done_many(st, worker, id, 1, err);
 }
 
 static int get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,

@@ -30,6 +30,7 @@
 
 #define MAX_REPLY_BYTES (256ULL << 20) /* images come base64-encoded in the reply */
 #define MARKER_LEN      40
+#define OUTPUT_QUIET_US 2000 /* see cq_kernel_execute() */
 
 struct stream {
     int fd;
@@ -417,6 +418,12 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
     json_t *reply = NULL;
     bool interrupted = false, timed_out = false, gone = sent < 0;
     uint64_t deadline = cq_now_ms() + (x->timeout_ms ? x->timeout_ms : UINT32_MAX);
+    /* The output pipes are left alone for the first milliseconds: a short cell then
+     * wakes this thread once, for its answer, instead of once for each stream's marker
+     * as well (1.6 wake-ups a cell before, each a context switch that preempted the
+     * kernel on a small host). A long cell streams from then on; one that fills a pipe
+     * meanwhile waits at most that long. */
+    uint64_t pipes_from_us = started + OUTPUT_QUIET_US;
     while (!gone && reply == NULL) {
         uint64_t now = cq_now_ms();
         if (now >= deadline) {
@@ -432,13 +439,17 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
             gone = true;
             break;
         }
+        uint64_t now_us = cq_now_us();
+        bool quiet = now_us < pipes_from_us;
         struct pollfd pfd[4] = {
             {.fd = reply == NULL ? k->ctl_fd : -1, .events = POLLIN},
-            {.fd = k->out[0].done ? -1 : k->out[0].fd, .events = POLLIN},
-            {.fd = k->out[1].done ? -1 : k->out[1].fd, .events = POLLIN},
+            {.fd = k->out[0].done || quiet ? -1 : k->out[0].fd, .events = POLLIN},
+            {.fd = k->out[1].done || quiet ? -1 : k->out[1].fd, .events = POLLIN},
             {.fd = cq_process_status_fd(k->proc), .events = POLLIN},
         };
         uint64_t wait = deadline - now;
+        if (quiet && (pipes_from_us - now_us) / 1000 + 1 < wait)
+            wait = (pipes_from_us - now_us) / 1000 + 1;
         if (poll(pfd, 4, wait > 60000 ? 60000 : (int)wait) < 0) {
             if (errno == EINTR)
                 continue;

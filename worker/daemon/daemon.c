@@ -9,6 +9,7 @@
  * delivery gets the stored reply and never a second run. */
 #define _GNU_SOURCE
 #include "worker/daemon/daemon.h"
+#include "common/units.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -20,11 +21,22 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Chores are done once a session's thread has been idle this long, or when this many
+ * replies or this much time piled up under steady load. */
+#define CHORES_DELAY_MS 5
+#define CHORES_MAX      64
+#define CHORES_AGE_MS   100
+
 struct queued {
     Codeq__V1__Request *req;
     uint64_t fence; /* from the codeq-fence header */
+    bool early;     /* sent while Redis records it (fleet.h, CQ_FLEET_EARLY_HEADER) */
+    struct cq_trace trace;
     struct queued *next;
 };
+
+/* The trace of the request this thread handles (fleet.h, "Tracing"), or NULL. */
+static __thread struct cq_trace *tracing;
 
 /* A session this worker serves: its queue and what it last saved to Redis. */
 struct held {
@@ -33,8 +45,17 @@ struct held {
     bool local;   /* the core has it (started or adopted here) */
     bool moved;   /* adopted from a lost worker: say so in the next result */
     bool running; /* a thread drains the queue */
+    bool waiting; /* ... and waits on wake for the next request */
+    pthread_cond_t wake;
     struct queued *head, *tail;
     struct cq_manifest manifest;
+    /* Bookkeeping that can wait until the session is idle (do_chores()); touched only
+     * by the session's thread. */
+    char answered[CHORES_MAX][64]; /* replied to, still in this worker's in-flight set */
+    size_t n_answered;
+    struct cq_delivery delivery; /* of the answered replies */
+    bool facts_due;              /* the session's facts in Redis are out of date */
+    int64_t chores_since;        /* cq_now_ms() of the oldest chore */
     struct held *next;
 };
 
@@ -76,6 +97,11 @@ static struct held *held_find(struct cq_daemon *d, const char *id, bool create)
     struct held *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return NULL;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->wake, &attr);
+    pthread_condattr_destroy(&attr);
     snprintf(h->id, sizeof(h->id), "%s", id);
     h->next = d->held;
     d->held = h;
@@ -89,20 +115,98 @@ static void held_forget(struct cq_daemon *d, struct held *h)
         if (*link == h) {
             *link = h->next;
             cq_manifest_free(&h->manifest);
+            pthread_cond_destroy(&h->wake);
             free(h);
             return;
         }
     }
 }
 
+/* ---- chores: what follows a reply off its path -------------------------------------- */
+
+/* Removing a request from the in-flight set and writing the session's facts used to
+ * follow each reply at once: two Redis commands that competed for the CPU with the
+ * reply's own way to its client (60-130 us more on the last hop on a 2-vCPU host).
+ * Nothing waits for them: a request left in the set is settled again by recovery
+ * (a stored reply republished, harmless), and facts are what getSession reads. */
+static void chore_answered(struct held *h, const char *request_id)
+{
+    if (h->n_answered == 0 && !h->facts_due)
+        h->chores_since = (int64_t)cq_now_ms();
+    if (h->n_answered < CHORES_MAX)
+        snprintf(h->answered[h->n_answered++], sizeof(h->answered[0]), "%s", request_id);
+}
+
+static void chore_facts(struct held *h)
+{
+    if (h->n_answered == 0 && !h->facts_due)
+        h->chores_since = (int64_t)cq_now_ms();
+    h->facts_due = true;
+}
+
+static bool chores_pending(const struct held *h)
+{
+    return h->n_answered > 0 || h->facts_due;
+}
+
+static bool chores_overdue(const struct held *h)
+{
+    return h->n_answered >= CHORES_MAX ||
+           (chores_pending(h) && (int64_t)cq_now_ms() - h->chores_since >= CHORES_AGE_MS);
+}
+
+static void facts(struct cq_daemon *d, struct held *h);
+
+static void do_chores(struct cq_daemon *d, struct held *h)
+{
+    struct cq_error err;
+    /* Replies that Kafka refused stay in the in-flight set, all of them (which one
+     * failed is not known here): recovery publishes their stored replies again. */
+    if (cq_kafka_wait(d->producer, &h->delivery, 30000, &err) < 0) {
+        cq_log(CQ_LOG_ERROR, "session %s: replies not delivered: %s", h->id, err.msg);
+        h->delivery = (struct cq_delivery){0};
+    } else if (h->n_answered > 0 &&
+               cq_store_inflight_done_many(d->store, d->cfg.worker_id, h->answered, h->n_answered,
+                                           &err) < 0) {
+        cq_log(CQ_LOG_WARN, "session %s: in-flight set not updated: %s", h->id, err.msg);
+    }
+    h->n_answered = 0;
+    if (h->facts_due && h->local)
+        facts(d, h);
+    h->facts_due = false;
+}
+
 /* ---- replies ------------------------------------------------------------------------ */
 
-/* Stores the final reply (only if this worker still holds the request) and publishes
- * it; the request leaves this worker's in-flight set once Kafka has it. */
-static void finish(struct cq_daemon *d, const Codeq__V1__Request *req, uint8_t *bytes, size_t len)
+/* Publishes a final reply; true when Kafka took it (acknowledged later, do_chores()). */
+static bool publish_final(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                          const uint8_t *bytes, size_t len)
+{
+    struct cq_error err;
+    cq_trace_stamp(tracing, "w.reply");
+    if (cq_fleet_publish(d->producer, req, "final", bytes, len, &h->delivery, tracing, &err) < 0) {
+        cq_log(CQ_LOG_ERROR, "request %s: reply not delivered: %s", req->request_id, err.msg);
+        return false;
+    }
+    chore_answered(h, req->request_id);
+    return true;
+}
+
+/* Publishes the final reply, then stores it in Redis (only if this worker still holds
+ * the request). Publishing first takes Redis's round trip (70 us at the median) off
+ * the reply's path. What that gives up is confined to the moment in between: a worker
+ * that dies after publishing, before Redis stored the reply, leaves the request
+ * "running", so recovery stores the worker-lost error, and a client that retries the
+ * request id gets that instead of the result it had; and a worker presumed lost
+ * publishes its real result after recovery's error (clients keep the first final they
+ * see). Never a second run, and never a request without a final reply. */
+static void finish(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                   uint8_t *bytes, size_t len)
 {
     struct cq_error err;
     int stored;
+    cq_trace_stamp(tracing, "w.encoded");
+    bool published = publish_final(d, h, req, bytes, len);
     /* Redis unreachable past the store's own wait: keep the reply and try again, since
      * while this worker lives nothing else would answer a request it claimed. A worker
      * that stops gives up; recovery answers the request once the worker is gone. */
@@ -113,26 +217,21 @@ static void finish(struct cq_daemon *d, const Codeq__V1__Request *req, uint8_t *
                err.msg);
         sleep(1);
     }
-    if (stored < 0) {
+    if (stored < 0)
         cq_log(CQ_LOG_ERROR, "request %s: cannot store its result: %s", req->request_id, err.msg);
-    } else if (stored == 0) {
-        cq_log(CQ_LOG_WARN, "request %s: answered elsewhere (this worker was presumed lost)",
-               req->request_id);
-    } else if (cq_fleet_publish(d->producer, req, "final", bytes, len, true, &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "request %s: reply not delivered: %s", req->request_id, err.msg);
-    } else {
-        cq_store_inflight_done(d->store, d->cfg.worker_id, req->request_id, &err);
-    }
+    else if (stored == 0)
+        cq_log(CQ_LOG_WARN, "request %s: answered elsewhere (this worker was presumed lost)%s",
+               req->request_id, published ? "; its own reply was published too" : "");
     free(bytes);
 }
 
-static void finish_error(struct cq_daemon *d, const Codeq__V1__Request *req,
+static void finish_error(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
                          enum cq_result_error code, const char *message)
 {
     uint8_t *bytes;
     size_t len;
     if (cq_codec_error_response(req->request_id, req->session_id, code, message, &bytes, &len) == 0)
-        finish(d, req, bytes, len);
+        finish(d, h, req, bytes, len);
 }
 
 struct stream_ctx {
@@ -151,7 +250,7 @@ static void on_output(void *ctx, int stream, const char *data, size_t len)
         return;
     struct cq_error err;
     /* Not waited for: chunks are a courtesy, the final reply is the contract. */
-    if (cq_fleet_publish(s->d->producer, s->req, "chunk", bytes, n, false, &err) < 0)
+    if (cq_fleet_publish(s->d->producer, s->req, "chunk", bytes, n, NULL, NULL, &err) < 0)
         cq_log(CQ_LOG_WARN, "request %s: chunk dropped: %s", s->req->request_id, err.msg);
     free(bytes);
 }
@@ -164,8 +263,10 @@ static void on_session_end(void *ctx, const char *session_id)
     pthread_mutex_lock(&d->lock);
     struct held *h = held_find(d, session_id, false);
     uint64_t fence = h != NULL ? h->fence : 0;
-    if (h != NULL)
+    if (h != NULL) {
         h->local = false;
+        pthread_cond_signal(&h->wake); /* its thread ends now rather than lingers */
+    }
     pthread_mutex_unlock(&d->lock);
     struct cq_error err;
     if (fence != 0 && cq_store_end_session(d->store, session_id, d->cfg.worker_id, fence, &err) < 0)
@@ -215,7 +316,7 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
         free(owned[i]);
     if (rc < 0) {
         cq_store_end_session(d->store, h->id, d->cfg.worker_id, h->fence, NULL);
-        finish_error(d, req, cq_result_error_of(err.code), err.msg);
+        finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
         return;
     }
     h->local = true;
@@ -224,7 +325,7 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
     uint8_t *bytes;
     size_t len;
     if (cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0)
-        finish(d, req, bytes, len);
+        finish(d, h, req, bytes, len);
     cq_log(CQ_LOG_INFO, "session %s started", h->id);
 }
 
@@ -274,12 +375,13 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     struct cq_invoke_args args;
     void *owned;
     if (cq_codec_invoke_args(req->invoke, &args, &owned) < 0) {
-        finish_error(d, req, CQ_RESULT_INTERNAL, "out of memory");
+        finish_error(d, h, req, CQ_RESULT_INTERNAL, "out of memory");
         return;
     }
     struct stream_ctx sctx = {.d = d, .req = req};
     struct cq_result r;
     cq_worker_invoke(d->core, h->id, req->invoke->tool, &args, on_output, &sctx, &r);
+    cq_trace_stamp(tracing, "w.ran");
     free(owned);
     if (h->moved) {
         /* First in content: clients read it in order and must not miss that their
@@ -304,45 +406,84 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
                                    "new or changed files would not survive the loss of this "
                                    "worker");
     }
+    cq_trace_stamp(tracing, "w.saved");
     uint8_t *bytes;
     size_t len;
     if (cq_codec_result_response(req->request_id, h->id, &r, &bytes, &len) == 0)
-        finish(d, req, bytes, len);
+        finish(d, h, req, bytes, len);
     cq_result_free(&r);
 }
 
-static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
-                   uint64_t fence)
+/* One claim, waiting for Redis while it is unreachable: dropping the request would
+ * leave it forwarded here for good, so the session's queue waits (as in finish()); a
+ * stopping worker gives up and leaves the request to recovery: -1 then. */
+static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req,
+                      enum cq_request_state *state, uint64_t *fence)
 {
     struct cq_error err;
-    enum cq_request_state state;
     int claimed;
-    /* As in finish(): dropping the request would leave it forwarded here for good, so
-     * the session's queue waits for Redis; a stopping worker leaves it to recovery. */
-    while ((claimed = cq_store_claim(d->store, req->request_id, d->cfg.worker_id, &state, &err)) <
-           0) {
+    while ((claimed = cq_store_claim(d->store, req->request_id, d->cfg.worker_id, state, fence,
+                                     &err)) < 0) {
         if (atomic_load(&d->stopping)) {
             cq_log(CQ_LOG_ERROR, "request %s: cannot claim: %s", req->request_id, err.msg);
-            return;
+            return -1;
         }
         cq_log(CQ_LOG_ERROR, "request %s: cannot claim yet: %s", req->request_id, err.msg);
         sleep(1);
     }
+    return claimed;
+}
+
+/* An early forward (sent while Redis records it, fast_forward() in dispatcher.c) can
+ * arrive before its record: a request with no state yet is claimed again, for as long
+ * as the dispatcher guarantees that its record follows (it sends the forward again
+ * when recording took longer). A record that never comes means the request was
+ * answered otherwise, or its dispatcher died first and the request is consumed again. */
+static int claim(struct cq_daemon *d, const Codeq__V1__Request *req, bool early,
+                 enum cq_request_state *state, uint64_t *fence)
+{
+    int claimed = claim_once(d, req, state, fence);
+    for (long waited = 0, pause = 1; early && claimed == 0 && *state == CQ_REQ_NONE &&
+                                     waited < CQ_FLEET_RECORD_WAIT_MS && !atomic_load(&d->stopping);
+         waited += pause, pause = pause * 2 > 100 ? 100 : pause * 2) {
+        struct timespec ts = {.tv_nsec = pause * 1000000L};
+        nanosleep(&ts, NULL);
+        claimed = claim_once(d, req, state, fence);
+    }
+    return claimed;
+}
+
+static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                   uint64_t fence, bool early)
+{
+    struct cq_error err;
+    enum cq_request_state state;
+    uint64_t claimed_fence;
+    int claimed = claim(d, req, early, &state, &claimed_fence);
+    if (claimed < 0)
+        return;
+    cq_trace_stamp(tracing, "w.claimed");
     if (claimed == 0) {
-        if (state == CQ_REQ_DONE) {
+        /* An early forward that was not this worker's to run is answered by its
+         * dispatcher, which found the request's state when it recorded the forward. */
+        if (state == CQ_REQ_DONE && !early) {
             /* A duplicate: the same reply again, never a second run. */
             uint8_t *bytes = NULL;
             size_t len = 0;
             if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes)
-                cq_fleet_publish(d->producer, req, "final", bytes, len, true, &err);
+                cq_fleet_publish(d->producer, req, "final", bytes, len, NULL, tracing, &err);
             free(bytes);
         }
         return;
     }
     if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < now_ms()) {
-        finish_error(d, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
+        finish_error(d, h, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
         return;
     }
+    /* The session's token in Redis at the claim, rather than the forward's header: a
+     * dispatcher may have sent the forward on a route it remembered (fast_forward()). */
+    if (claimed_fence != 0)
+        fence = claimed_fence;
     if (fence == 0) {
         /* Re-queued from Redis by recover_own(), without the routing header: the
          * session's current token is the one the dispatcher routed with. */
@@ -368,7 +509,7 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         break;
     }
     if (!h->local && adopt(d, h, &err) < 0) {
-        finish_error(d, req, cq_result_error_of(err.code), err.msg);
+        finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
         return;
     }
     struct cq_session_info info;
@@ -381,17 +522,17 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         int rc = stop ? cq_worker_stop_session(d->core, h->id, &info, &err)
                       : cq_worker_get_session(d->core, h->id, &info, &err);
         if (rc < 0)
-            finish_error(d, req, cq_result_error_of(err.code), err.msg);
+            finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
         else if (cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0)
-            finish(d, req, bytes, len);
+            finish(d, h, req, bytes, len);
         return;
     }
     case CODEQ__V1__REQUEST__OPERATION_INVOKE:
         invoke(d, h, req);
-        facts(d, h);
+        chore_facts(h);
         return;
     default:
-        finish_error(d, req, CQ_RESULT_INVALID_ARGUMENT, "this operation is not for workers");
+        finish_error(d, h, req, CQ_RESULT_INVALID_ARGUMENT, "this operation is not for workers");
     }
 }
 
@@ -400,6 +541,57 @@ struct drain_args {
     struct held *h;
 };
 
+/* How long a session's thread waits for the session's next request before it ends.
+ * Handing a request to a thread that waits costs a wake-up; starting a thread cost
+ * 65 us at the median and 0.6 ms at p90 on a busy 2-vCPU host (bench-fleet --trace),
+ * and an agent's next call usually comes within seconds. */
+#define SESSION_THREAD_LINGER_MS 10000
+
+static struct timespec monotonic_in(int64_t ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/* Waits, with d->lock held, until the session has a request, the session ended here,
+ * the worker stops, or the linger time passed; true when there is a request to run.
+ * The session's chores are done once it has been idle CHORES_DELAY_MS, and always
+ * before false is returned. */
+static bool await_next(struct cq_daemon *d, struct held *h)
+{
+    struct timespec linger = monotonic_in(SESSION_THREAD_LINGER_MS);
+    struct timespec delay = monotonic_in(CHORES_DELAY_MS);
+    bool delayed = false;
+    h->waiting = true;
+    while (h->head == NULL) {
+        bool ending = !h->local || atomic_load(&d->stopping);
+        if (chores_pending(h) && (ending || delayed)) {
+            /* Requests queued meanwhile are seen once the lock is back. */
+            pthread_mutex_unlock(&d->lock);
+            do_chores(d, h);
+            pthread_mutex_lock(&d->lock);
+            continue;
+        }
+        if (ending)
+            break;
+        bool timed_out = pthread_cond_timedwait(&h->wake, &d->lock,
+                                                chores_pending(h) ? &delay : &linger) == ETIMEDOUT;
+        if (timed_out && chores_pending(h))
+            delayed = true;
+        else if (timed_out)
+            break;
+    }
+    h->waiting = false;
+    return h->head != NULL;
+}
+
 static void *session_thread(void *arg)
 {
     struct drain_args *a = arg;
@@ -407,15 +599,20 @@ static void *session_thread(void *arg)
     struct held *h = a->h;
     free(a);
     pthread_mutex_lock(&d->lock);
-    while (h->head != NULL) {
+    while (h->head != NULL || await_next(d, h)) {
         struct queued *q = h->head;
         h->head = q->next;
         if (h->head == NULL)
             h->tail = NULL;
         pthread_mutex_unlock(&d->lock);
-        handle(d, h, q->req, q->fence);
+        tracing = q->trace.on ? &q->trace : NULL;
+        cq_trace_stamp(tracing, "w.thread");
+        handle(d, h, q->req, q->fence, q->early);
+        tracing = NULL;
         codeq__v1__request__free_unpacked(q->req, NULL);
         free(q);
+        if (chores_overdue(h))
+            do_chores(d, h);
         pthread_mutex_lock(&d->lock);
     }
     h->running = false;
@@ -427,7 +624,8 @@ static void *session_thread(void *arg)
     return NULL;
 }
 
-static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, uint64_t fence)
+static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, uint64_t fence, bool early,
+                    const struct cq_trace *trace)
 {
     struct queued *q = calloc(1, sizeof(*q));
     const char *key = req->session_id;
@@ -442,11 +640,16 @@ static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, uint64_t fence
     }
     q->req = req;
     q->fence = fence;
+    q->early = early;
+    if (trace != NULL)
+        q->trace = *trace;
     if (h->tail != NULL)
         h->tail->next = q;
     else
         h->head = q;
     h->tail = q;
+    if (h->waiting)
+        pthread_cond_signal(&h->wake);
     if (!h->running) {
         struct drain_args *a = malloc(sizeof(*a));
         pthread_t t;
@@ -505,7 +708,7 @@ static void *heartbeat_main(void *arg)
 
 static void reroute_own(void *ctx, Codeq__V1__Request *req)
 {
-    enqueue(ctx, req, 0);
+    enqueue(ctx, req, 0, false, NULL);
 }
 
 /* Requests routed to this worker id before this process started (a restart faster
@@ -582,6 +785,9 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(d->consumer, 100);
         if (msg == NULL)
             continue;
+        struct cq_trace trace;
+        cq_trace_read(&trace, msg);
+        cq_trace_stamp(&trace, "w.poll");
         if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 cq_log(CQ_LOG_WARN, "consume: %s", rd_kafka_message_errstr(msg));
@@ -598,11 +804,14 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
             if (req != NULL)
                 codeq__v1__request__free_unpacked(req, NULL);
         } else {
-            enqueue(d, req, fence != NULL ? strtoull(fence, NULL, 10) : 0);
+            char early[4];
+            enqueue(d, req, fence != NULL ? strtoull(fence, NULL, 10) : 0,
+                    cq_kafka_header(msg, CQ_FLEET_EARLY_HEADER, early, sizeof(early)) != NULL,
+                    &trace);
         }
         /* Exactly-once rests on the claim in Redis, not on offsets: committing as soon as
          * a request is queued is safe, and recover_own() covers a crash before it ran. */
-        rd_kafka_commit_message(d->consumer, msg, 1);
+        rd_kafka_offset_store(msg->rkt, msg->partition, msg->offset);
         rd_kafka_message_destroy(msg);
     }
 
@@ -611,6 +820,8 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     heartbeat_once(d);
     rd_kafka_consumer_close(d->consumer);
     pthread_mutex_lock(&d->lock);
+    for (struct held *h = d->held; h != NULL; h = h->next)
+        pthread_cond_signal(&h->wake); /* a lingering thread sees the stop and ends */
     while (d->threads > 0)
         pthread_cond_wait(&d->idle, &d->lock);
     pthread_mutex_unlock(&d->lock);
