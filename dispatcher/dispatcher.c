@@ -1,10 +1,10 @@
 /* dispatcher/dispatcher.c - the request path from the request topic to the workers.
  *
- * Messages are handled in batches: everything a batch produces (forwards, replies,
- * dead letters) is acknowledged by the broker before the batch's input offsets are
- * stored for commit. A crash in between re-delivers the batch; that is safe because a request
- * id already recorded in Redis is never run twice (the worker's claim) and a finished
- * one is answered from its stored reply. */
+ * Everything a request produces (forwards, replies, dead letters) is acknowledged by
+ * the broker before its offset is stored for commit. A crash in between re-delivers
+ * the request; that is safe because a request id already recorded in Redis is never
+ * run twice (the worker's claim) and a finished one is answered from its stored
+ * reply. */
 #define _GNU_SOURCE
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/routes.h"
@@ -299,6 +299,23 @@ static void resume_start(struct cq_dispatcher *d, const Codeq__V1__Request *req,
     codeq__v1__request__free_unpacked(stored, NULL);
 }
 
+/* A repeat of a request that is running (or ran, and its reply is not stored yet: the
+ * worker stores it after publishing it) goes to the request's worker, to be queued
+ * behind the first copy (one session's requests run in order), whose claim then finds
+ * the stored reply and answers the repeat with it, on the repeat's own reply topic. A
+ * worker that is gone meanwhile has the first copy answered by recovery. */
+static void forward_repeat(struct cq_dispatcher *d, const Codeq__V1__Request *req,
+                           const char *worker)
+{
+    size_t len = codeq__v1__request__get_packed_size(req);
+    uint8_t *body = malloc(len ? len : 1);
+    if (body == NULL)
+        return;
+    codeq__v1__request__pack(req, body);
+    send_forward(d, req, worker, 0, false, body, len);
+    free(body);
+}
+
 static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request *req)
 {
     struct cq_error err;
@@ -417,9 +434,13 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
     }
     struct cq_error err;
     enum cq_request_state state = CQ_REQ_NONE;
-    if (cq_store_request_state(d->store, req->request_id, &state, &err) < 0)
+    char worker[64] = "";
+    if (cq_store_request_state(d->store, req->request_id, &state, worker, sizeof(worker), &err) < 0)
         cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
-    if (state == CQ_REQ_DONE) {
+    if (state == CQ_REQ_RUNNING && worker[0] != '\0' &&
+        req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION) {
+        forward_repeat(d, req, worker);
+    } else if (state == CQ_REQ_DONE) {
         uint8_t *bytes = NULL;
         size_t len = 0;
         if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes != NULL)
@@ -540,18 +561,69 @@ void cq_dispatcher_stop(struct cq_dispatcher *d)
     atomic_store(&d->stopping, true);
 }
 
+/* Stores the offsets consumed so far for commit, once the broker has acknowledged
+ * everything their messages produced: forwards and dead letters (a failure of those
+ * is -1: the dispatcher exits so that they are consumed again) and replies (whose
+ * failure only warns: a reply topic belongs to its client, which may have deleted it
+ * or named one that cannot exist; a reply that failed must not stop the dispatcher, or
+ * one client could stop every other client's requests, and what it carried is stored
+ * or recomputed for a client that retries the request id). Without wait, returns 0 at
+ * once when acknowledgements are still to come: waiting for them after each batch woke
+ * the dispatcher while its forward travelled, competing with it for the CPU. */
+static int store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list_t *consumed,
+                         bool wait, struct cq_error *err)
+{
+    struct cq_error reply_err;
+    if (wait) {
+        if (cq_kafka_wait(d->producer, &d->batch, 60000, err) < 0)
+            return -1;
+        if (cq_kafka_wait(d->producer, &d->replies, 60000, &reply_err) < 0)
+            cq_log(CQ_LOG_WARN, "replies not delivered: %s", reply_err.msg);
+    } else {
+        rd_kafka_poll(d->producer, 0);
+        if (__atomic_load_n(&d->batch.failed, __ATOMIC_SEQ_CST) > 0)
+            return cq_error_set(err, CQ_EINTERNAL, "%d messages failed: %s", d->batch.failed,
+                                rd_kafka_err2str(d->batch.last_error));
+        if (__atomic_load_n(&d->batch.pending, __ATOMIC_SEQ_CST) > 0 ||
+            __atomic_load_n(&d->replies.pending, __ATOMIC_SEQ_CST) > 0)
+            return 0;
+        if (__atomic_load_n(&d->replies.failed, __ATOMIC_SEQ_CST) > 0)
+            cq_log(CQ_LOG_WARN, "replies not delivered: %d failed: %s", d->replies.failed,
+                   rd_kafka_err2str(d->replies.last_error));
+    }
+    __atomic_store_n(&d->replies.failed, 0, __ATOMIC_SEQ_CST);
+    /* Stored, then committed by librdkafka within 200 ms (cq_kafka_consumer): a crash
+     * before that consumes these requests again, which the claims and stored replies
+     * make harmless. A partition revoked meanwhile refuses the store; its next owner
+     * reads the requests again, just as harmlessly. */
+    if (consumed->cnt > 0) {
+        rd_kafka_resp_err_t e = rd_kafka_offsets_store(d->consumer, consumed);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            cq_log(CQ_LOG_WARN, "store offsets: %s", rd_kafka_err2str(e));
+    }
+    return 1;
+}
+
 int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
 {
     cq_log(CQ_LOG_INFO, "dispatching %s", d->cfg.request_topic);
     int64_t next_recovery = 0;
+    /* Offsets consumed and not yet stored: their messages' output is not all
+     * acknowledged yet. Stored as soon as it is, or after waiting once they are a
+     * second old (a steady stream may never leave nothing in flight). */
+    rd_kafka_topic_partition_list_t *consumed = NULL;
+    int64_t consumed_since = 0;
+    int rc = 0;
     while (!atomic_load(&d->stopping)) {
         size_t handled = 0;
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(d->consumer, 100);
-        rd_kafka_topic_partition_list_t *consumed =
-            msg != NULL ? rd_kafka_topic_partition_list_new(8) : NULL;
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(d->consumer, consumed ? 10 : 100);
         while (msg != NULL) {
             if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
                 handle(d, msg);
+                if (consumed == NULL) {
+                    consumed = rd_kafka_topic_partition_list_new(8);
+                    consumed_since = now_ms();
+                }
                 const char *topic = rd_kafka_topic_name(msg->rkt);
                 rd_kafka_topic_partition_t *p =
                     rd_kafka_topic_partition_list_find(consumed, topic, msg->partition);
@@ -565,45 +637,35 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
             handled++;
             msg = handled < BATCH_MAX ? rd_kafka_consumer_poll(d->consumer, 0) : NULL;
         }
-        if (handled > 0) {
-            /* Commit only what the broker has acknowledged everything for. */
-            if (cq_kafka_wait(d->producer, &d->batch, 60000, err) < 0) {
+        if (consumed != NULL) {
+            int stored = store_offsets(d, consumed, now_ms() - consumed_since > 1000, err);
+            if (stored < 0) {
                 cq_log(CQ_LOG_ERROR,
-                       "batch not acknowledged, exiting so that it is "
+                       "requests not acknowledged, exiting so that they are "
                        "consumed again: %s",
                        err->msg);
+                rc = -1;
+                break;
+            }
+            if (stored == 1) {
                 rd_kafka_topic_partition_list_destroy(consumed);
-                return -1;
-            }
-            /* A reply topic belongs to its client, which may have deleted it (it gave
-             * up and closed) or named one that cannot exist: a reply that fails must
-             * not stop the dispatcher, or one client could stop every other client's
-             * requests (on restart the batch would fail again). What a reply carries
-             * is stored or recomputed, so a client that retries the request id gets
-             * it. Waiting still keeps replies acknowledged before the commit. */
-            struct cq_error reply_err;
-            if (cq_kafka_wait(d->producer, &d->replies, 60000, &reply_err) < 0) {
-                cq_log(CQ_LOG_WARN, "replies not delivered: %s", reply_err.msg);
-                __atomic_store_n(&d->replies.failed, 0, __ATOMIC_SEQ_CST);
-            }
-            /* Stored, then committed by librdkafka within 200 ms (cq_kafka_consumer):
-             * a crash before that consumes these requests again, which the claims and
-             * stored replies make harmless. A partition revoked meanwhile refuses the
-             * store; its next owner reads the batch again, just as harmlessly. */
-            if (consumed->cnt > 0) {
-                rd_kafka_resp_err_t e = rd_kafka_offsets_store(d->consumer, consumed);
-                if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-                    cq_log(CQ_LOG_WARN, "store offsets: %s", rd_kafka_err2str(e));
+                consumed = NULL;
             }
         }
-        if (consumed != NULL)
-            rd_kafka_topic_partition_list_destroy(consumed);
         if (now_ms() >= next_recovery) {
             recover_dead_workers(d);
             next_recovery = now_ms() + RECOVERY_PERIOD;
         }
         rd_kafka_poll(d->producer, 0);
     }
+    if (consumed != NULL) {
+        struct cq_error ignored;
+        if (rc == 0)
+            store_offsets(d, consumed, true, &ignored);
+        rd_kafka_topic_partition_list_destroy(consumed);
+    }
+    if (rc < 0)
+        return -1;
     cq_log(CQ_LOG_INFO, "stopping");
     rd_kafka_consumer_close(d->consumer);
     rd_kafka_flush(d->producer, 10000);

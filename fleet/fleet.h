@@ -96,12 +96,19 @@ struct cq_header {
     const char *name, *value;
 };
 
-/* Tracks the acknowledgement of messages produced with it as their opaque. */
+/* Tracks the acknowledgement of messages produced with it as their opaque. A tracker
+ * embedded in something must outlive every delivery report of its messages; one made
+ * by cq_delivery_new() is shared with them instead (each message in flight holds a
+ * reference), so that whoever stops waiting for it can let go of it at any time. */
 struct cq_delivery {
     int pending;
     int failed;
     rd_kafka_resp_err_t last_error;
+    int refs; /* 0 for an embedded tracker */
 };
+
+struct cq_delivery *cq_delivery_new(void);
+void cq_delivery_release(struct cq_delivery *d);
 
 int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, const void *value,
                   size_t len, const struct cq_header *headers, size_t n_headers,
@@ -189,9 +196,11 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *fall
 int cq_store_create_session(struct cq_store *st, const char *session_id, const char *worker,
                             const char *client_token, char *existing_id, size_t existing_len,
                             struct cq_error *err);
-/* The request's state; NONE when unknown. */
+/* The request's state (NONE when unknown) and, with worker, the worker it was last
+ * forwarded to ("" when none). */
 int cq_store_request_state(struct cq_store *st, const char *request_id,
-                           enum cq_request_state *state, struct cq_error *err);
+                           enum cq_request_state *state, char *worker, size_t worker_len,
+                           struct cq_error *err);
 /* Records a forward (state forwarded, worker, body for a later re-route) unless the
  * request is running or done; *state gets the state found. */
 int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,

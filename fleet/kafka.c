@@ -5,6 +5,7 @@
 #include "fleet/fleet.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -30,6 +31,22 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         __atomic_add_fetch(&d->failed, 1, __ATOMIC_SEQ_CST);
     }
     __atomic_sub_fetch(&d->pending, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&d->refs, __ATOMIC_SEQ_CST) > 0)
+        cq_delivery_release(d); /* this message's reference */
+}
+
+struct cq_delivery *cq_delivery_new(void)
+{
+    struct cq_delivery *d = calloc(1, sizeof(*d));
+    if (d != NULL)
+        d->refs = 1;
+    return d;
+}
+
+void cq_delivery_release(struct cq_delivery *d)
+{
+    if (d != NULL && __atomic_sub_fetch(&d->refs, 1, __ATOMIC_SEQ_CST) == 0)
+        free(d);
 }
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -84,7 +101,7 @@ rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error
 /* A consumer that fetches as soon as anything arrives. */
 static rd_kafka_t *new_consumer(rd_kafka_conf_t *conf, const char *group, struct cq_error *err)
 {
-    if (set(conf, "group.id", group, err) < 0 || set(conf, "fetch.wait.max.ms", "5", err) < 0 ||
+    if (set(conf, "group.id", group, err) < 0 || set(conf, "fetch.wait.max.ms", "100", err) < 0 ||
         set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
         set(conf, "fetch.message.max.bytes", CQ_KAFKA_MAX_MESSAGE, err) < 0) {
         rd_kafka_conf_destroy(conf);
@@ -218,6 +235,9 @@ int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, cons
     for (size_t i = 0; i < n_headers; i++)
         rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
     learn_topic(producer, topic);
+    bool counted = delivery != NULL && __atomic_load_n(&delivery->refs, __ATOMIC_SEQ_CST) > 0;
+    if (counted)
+        __atomic_add_fetch(&delivery->refs, 1, __ATOMIC_SEQ_CST);
     if (delivery != NULL)
         __atomic_add_fetch(&delivery->pending, 1, __ATOMIC_SEQ_CST);
     rd_kafka_resp_err_t e;
@@ -235,6 +255,8 @@ int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, cons
         rd_kafka_headers_destroy(hdrs); /* not owned by librdkafka after a failure */
         if (delivery != NULL)
             __atomic_sub_fetch(&delivery->pending, 1, __ATOMIC_SEQ_CST);
+        if (counted)
+            cq_delivery_release(delivery);
         return cq_error_set(err, CQ_EINTERNAL, "produce to %s: %s", topic, rd_kafka_err2str(e));
     }
     return 0;

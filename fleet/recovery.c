@@ -19,10 +19,12 @@ static void answer_stored(struct cq_store *st, rd_kafka_t *producer, const Codeq
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
-    struct cq_delivery delivery = {0};
-    if (cq_store_result(st, req->request_id, &bytes, &len, err) == 0 && bytes != NULL &&
-        cq_fleet_publish(producer, req, "final", bytes, len, &delivery, NULL, err) == 0)
-        cq_kafka_wait(producer, &delivery, 30000, err);
+    struct cq_delivery *delivery = cq_delivery_new();
+    if (delivery != NULL && cq_store_result(st, req->request_id, &bytes, &len, err) == 0 &&
+        bytes != NULL &&
+        cq_fleet_publish(producer, req, "final", bytes, len, delivery, NULL, err) == 0)
+        cq_kafka_wait(producer, delivery, 30000, err);
+    cq_delivery_release(delivery);
     free(bytes);
 }
 

@@ -618,15 +618,19 @@ static enum cq_request_state state_of(const redisReply *r)
 }
 
 int cq_store_request_state(struct cq_store *st, const char *request_id,
-                           enum cq_request_state *state, struct cq_error *err)
+                           enum cq_request_state *state, char *worker, size_t worker_len,
+                           struct cq_error *err)
 {
     char key[200];
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
-    const char *argv[] = {"HGET", key, "state"};
-    redisReply *r = command(st, 3, argv, NULL, err);
+    const char *argv[] = {"HMGET", key, "state", "worker"};
+    redisReply *r = command(st, 4, argv, NULL, err);
     if (r == NULL)
         return -1;
-    *state = state_of(r);
+    bool two = r->type == REDIS_REPLY_ARRAY && r->elements == 2;
+    *state = state_of(two ? r->element[0] : NULL);
+    if (worker != NULL)
+        copy_str(two ? r->element[1] : NULL, worker, worker_len);
     freeReplyObject(r);
     return 0;
 }
@@ -849,7 +853,7 @@ int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], 
 int cq_store_request(struct cq_store *st, const char *request_id, uint8_t **body, size_t *len,
                      enum cq_request_state *state, struct cq_error *err)
 {
-    if (cq_store_request_state(st, request_id, state, err) < 0)
+    if (cq_store_request_state(st, request_id, state, NULL, 0, err) < 0)
         return -1;
     char key[200];
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
