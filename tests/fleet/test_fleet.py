@@ -1,6 +1,7 @@
 """The fleet end to end: real Kafka, real Redis, one dispatcher, two workers, real
 sandboxes (docs/fleet.md is the protocol under test)."""
 
+import os
 import time
 import uuid
 
@@ -37,8 +38,13 @@ def test_sessions_are_placed_on_both_workers_and_stay_there(fleet, driver, redis
         r = driver.wait_final(rid).result
         assert texts(r) == [str(i * 10)], r  # state kept: the session never moved
         # Every request of a session was run by its owner.
+        # The worker stores a reply once it is on its way: "done" follows shortly.
+        deadline = time.time() + 10
+        while redis_client.hget(fleet.prefix + "req:" + rid, "state") != b"done":
+            assert time.time() < deadline, f"request {rid} never stored as done"
+            time.sleep(0.01)
         req = redis_client.hgetall(fleet.prefix + "req:" + rid)
-        assert req[b"worker"].decode() == owners[sid] and req[b"state"] == b"done"
+        assert req[b"worker"].decode() == owners[sid]
     assert {sid: owner(redis_client, fleet, sid) for sid in sessions} == owners
 
 
@@ -173,6 +179,83 @@ def test_a_request_past_its_deadline_is_not_run(driver):
 def test_unknown_session_is_not_found(driver):
     r = driver.code("no-such-session", "1")
     assert r.is_error and r.error_code == pb.ERROR_CODE_NOT_FOUND
+
+
+def test_a_repeat_of_a_running_request_is_answered_on_its_own_reply_topic(fleet, driver):
+    """A request id sent again from another reply topic (a client that restarted) while
+    the first copy runs: no second run, and the repeat gets the same final reply."""
+    sid = driver.start_session()
+    req = pb.Request(request_id=uuid.uuid4().hex, session_id=sid, invoke=pb.Invoke(
+        tool="executeCode", arguments=pb.Arguments(
+            code="import time\nopen('repeat.txt', 'a').write('x')\ntime.sleep(2)\n'slow'")))
+    driver.send(req)
+    other = Driver(BROKERS, fleet.request_topic)
+    try:
+        time.sleep(0.5)  # the first copy is running
+        other.send(pb.Request.FromString(req.SerializeToString()))
+        first = driver.wait_final(req.request_id)
+        repeat = other.wait_final(req.request_id, timeout=60)
+    finally:
+        other.close()
+    assert texts(first.result) == ["'slow'"]
+    assert repeat.SerializeToString() == first.SerializeToString()
+    assert texts(driver.code(sid, "open('repeat.txt').read()")) == ["'x'"], "ran twice"
+
+
+def early_forward(fleet, driver, redis_client, sid, code):
+    """An executeCode request produced straight to its session's worker as a dispatcher
+    sends it early (fast_forward() in dispatcher.c: before Redis recorded it)."""
+    worker = owner(redis_client, fleet, sid)
+    fence = redis_client.hget(fleet.prefix + "session:" + sid, "fence").decode()
+    req = pb.Request(request_id=uuid.uuid4().hex, session_id=sid,
+                     reply_topic=driver.reply_topic, invoke=pb.Invoke(
+                         tool="executeCode", arguments=pb.Arguments(code=code)))
+    driver.producer.produce("codeq.worker." + worker, req.SerializeToString(),
+                            key=sid.encode(), headers=[("codeq-fence", fence.encode()),
+                                                       ("codeq-early", b"1")])
+    driver.producer.flush()
+    return req, worker
+
+
+def test_an_early_forward_waits_for_its_record(fleet, driver, redis_client):
+    """A forward that reaches its worker before Redis recorded it runs once the record
+    comes; one whose record never comes (the dispatcher answered it otherwise) never
+    runs, and the session goes on serving."""
+    sid = driver.start_session()
+    req, worker = early_forward(fleet, driver, redis_client, sid,
+                                "open('early.txt', 'a').write('r')\n'ran'")
+    time.sleep(0.4)  # the worker asks for the record, and asks again
+    key = fleet.prefix + "req:" + req.request_id
+    assert redis_client.hget(key, "state") is None
+    redis_client.hset(key, mapping={"state": "forwarded", "worker": worker, "session": sid,
+                                    "body": req.SerializeToString()})
+    assert texts(driver.wait_final(req.request_id, timeout=30).result) == ["'ran'"]
+
+    never, _ = early_forward(fleet, driver, redis_client, sid,
+                             "open('early.txt', 'a').write('n')")
+    after = driver.code(sid, "open('early.txt').read()")  # queued behind it: waits it out
+    assert texts(after) == ["'r'"], "an unrecorded early forward ran"
+    assert driver.finals(never.request_id) == []
+    assert redis_client.hget(fleet.prefix + "req:" + never.request_id, "state") is None
+
+
+def test_bench_traces_each_step(fleet):
+    """codeq-bench-fleet --trace against this fleet: the stamps of the client, the
+    dispatcher and the worker come back with every reply, in the order of the path."""
+    import subprocess
+    from conftest import BIN_DIR
+    out = subprocess.run(
+        [os.path.join(BIN_DIR, "codeq-bench-fleet"), "--brokers", BROKERS, "--request-topic",
+         fleet.request_topic, "--only", "fleet", "--runs", "20", "--warmup", "2", "--settle",
+         "0", "--trace"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    steps = [line.split()[0:3] for line in out.stdout.splitlines() if " -> " in line]
+    path = [a for a, _, _ in steps] + [steps[-1][2]]
+    assert path == ["c.sent", "d.poll", "d.sent", "w.poll", "w.thread", "w.claimed", "w.ran",
+                    "w.saved", "w.encoded", "w.reply", "c.recv", "c.woken"], out.stdout
+    for line in out.stdout.splitlines():
+        if " -> " in line:
+            assert line.split()[-1] == "20", line  # every round trip was traced
 
 
 def test_worker_killed_mid_execution(fleet, driver, redis_client):
