@@ -1,6 +1,8 @@
 /* fleet/kafka.c - librdkafka clients set up for a request path measured in
- * milliseconds. librdkafka 2.0.2's defaults favour batching: linger.ms=5, Nagle on,
- * fetch.wait.max.ms=500; each would add its delay to every round trip. */
+ * milliseconds. librdkafka 2.0.2's defaults favour batching: linger.ms=5 and Nagle on
+ * would add their delay to every round trip. fetch.wait.max.ms does not (the broker
+ * answers a waiting fetch as soon as a message arrives) but bounds how long a newly
+ * assigned partition waits for the fetch in flight: 100 ms, not 500. */
 #define _GNU_SOURCE
 #include "fleet/fleet.h"
 
@@ -25,13 +27,15 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     struct cq_delivery *d = msg->_private;
     if (d == NULL)
         return;
+    /* Read first: an embedded tracker may be gone as soon as pending reaches 0. */
+    bool shared = __atomic_load_n(&d->refs, __ATOMIC_SEQ_CST) > 0;
     /* Any thread that polls the producer may run this, while the owner of d waits. */
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         d->last_error = msg->err;
         __atomic_add_fetch(&d->failed, 1, __ATOMIC_SEQ_CST);
     }
     __atomic_sub_fetch(&d->pending, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&d->refs, __ATOMIC_SEQ_CST) > 0)
+    if (shared)
         cq_delivery_release(d); /* this message's reference */
 }
 
