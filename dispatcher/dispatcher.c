@@ -367,10 +367,10 @@ static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request 
  * while it travels, which takes the Redis round trip (100 us at the median on a busy
  * 2-vCPU host) off the request's path. That is safe because the worker runs nothing
  * Redis has not recorded for it: a forward that beat its record waits for it (up to
- * CQ_FLEET_RECORD_WAIT_MS; one sent on a stale route, or for a request the general
- * path then answers itself, is refused by the claim. So the forward goes again to the
- * owner Redis names when that is not the remembered one, or when recording took long
- * enough that the worker may have stopped waiting. */
+ * CQ_FLEET_RECORD_WAIT_MS), and one sent on a stale route, or for a request the
+ * general path then answers itself, is refused by the claim. So the forward goes again
+ * to the owner Redis names when that is not the remembered one, or when recording took
+ * long enough that the worker may have stopped waiting. */
 static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
 {
     switch (req->operation_case) {

@@ -75,7 +75,7 @@ static void deliver(struct cq_fleet_client *c, Codeq__V1__Response *resp,
                 w->on_chunk(w->ctx, chunk);
         }
     } else if (w != NULL && w->final == NULL) {
-        w->final = resp;
+        __atomic_store_n(&w->final, resp, __ATOMIC_RELEASE); /* read_replies() looks */
         resp = NULL;
         if (w->trace != NULL && trace->on)
             *w->trace = *trace;
@@ -87,8 +87,8 @@ static void deliver(struct cq_fleet_client *c, Codeq__V1__Response *resp,
 }
 
 /* Reads the reply topic for up to timeout_ms, without the lock, and delivers what
- * came. */
-static void read_replies(struct cq_fleet_client *c, int timeout_ms)
+ * came, until the reading call's own final reply is in. */
+static void read_replies(struct cq_fleet_client *c, const struct waiter *self, int timeout_ms)
 {
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(c->reader, timeout_ms);
     while (msg != NULL) {
@@ -104,6 +104,8 @@ static void read_replies(struct cq_fleet_client *c, int timeout_ms)
                 deliver(c, resp, &trace);
         }
         rd_kafka_message_destroy(msg);
+        if (__atomic_load_n(&self->final, __ATOMIC_ACQUIRE) != NULL)
+            break;                                  /* the rest is for the next reader */
         msg = rd_kafka_consumer_poll(c->reader, 0); /* the rest of what came at once */
     }
 }
@@ -249,7 +251,7 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
         if (!c->reading) {
             c->reading = true;
             pthread_mutex_unlock(&c->lock);
-            read_replies(c, (int)slice);
+            read_replies(c, &w, (int)slice);
             rd_kafka_poll(c->producer, 0); /* acknowledgements of every call */
             pthread_mutex_lock(&c->lock);
             c->reading = false;
