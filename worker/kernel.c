@@ -448,8 +448,9 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
             {.fd = cq_process_status_fd(k->proc), .events = POLLIN},
         };
         uint64_t wait = deadline - now;
-        if (quiet && (pipes_from_us - now_us) / 1000 + 1 < wait)
-            wait = (pipes_from_us - now_us) / 1000 + 1;
+        uint64_t quiet_left_ms = quiet ? (pipes_from_us - now_us) / 1000 + 1 : wait;
+        if (quiet_left_ms < wait)
+            wait = quiet_left_ms;
         if (poll(pfd, 4, wait > 60000 ? 60000 : (int)wait) < 0) {
             if (errno == EINTR)
                 continue;
