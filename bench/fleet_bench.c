@@ -17,10 +17,14 @@
  * usage: codeq-bench-fleet [options]; --help lists them.
  */
 #define _GNU_SOURCE
+#include "common/clock.h"
 #include "common/error.h"
+#include "common/random.h"
 #include "common/units.h"
 #include "fleet/client.h"
-#include "fleet/fleet.h"
+#include "fleet/config.h"
+#include "fleet/kafka.h"
+#include "fleet/trace.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -43,7 +47,7 @@ struct options {
     double duration_s;
     int timeout_ms;
     bool floor, fleet, throughput;
-    bool trace; /* stamps at each step of the latency series (fleet.h, "Tracing") */
+    bool trace; /* stamps at each step of the latency series (fleet/trace.h) */
     const char *delete_topics, *delete_groups; /* comma-separated; NULL: none */
 };
 
@@ -570,7 +574,7 @@ static void usage(FILE *out, const char *argv0)
             "                        pools to refill before the clock starts (default 5)\n"
             "  --only floor|fleet|throughput  run one part (repeatable)\n"
             "  --trace               also print where each round trip's time goes: every\n"
-            "                        step stamps the request (fleet.h, \"Tracing\"; one\n"
+            "                        step stamps the request (fleet/trace.h; one\n"
             "                        host only, as the stamps compare clocks)\n"
             "  --delete-topics LIST, --delete-groups LIST\n"
             "                        delete these Kafka topics and consumer groups (comma-\n"

@@ -12,6 +12,7 @@
  * Prints a table of median, mean, p95 and min in milliseconds.
  */
 #define _GNU_SOURCE
+#include "common/clock.h"
 #include "common/units.h"
 #include "sandbox/sandbox.h"
 

@@ -4,7 +4,8 @@
 #define _GNU_SOURCE
 #include "cli/backend.h"
 #include "fleet/client.h"
-#include "fleet/fleet.h"
+#include "fleet/log.h"
+#include "fleet/codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>

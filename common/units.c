@@ -136,15 +136,3 @@ void cq_format_size(uint64_t bytes, char *buf, size_t len)
     else
         snprintf(buf, len, "%.1f%c", (double)bytes / (double)unit, units[u]);
 }
-
-uint64_t cq_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint64_t cq_now_ms(void)
-{
-    return cq_now_us() / 1000u;
-}

@@ -20,9 +20,4 @@ int cq_parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out,
 /* "512M", "1.5G", "100K" - shortest exact-ish form for messages. */
 void cq_format_size(uint64_t bytes, char *buf, size_t len);
 
-/* Milliseconds of CLOCK_MONOTONIC. */
-uint64_t cq_now_ms(void);
-/* Microseconds of CLOCK_MONOTONIC, for measurements. */
-uint64_t cq_now_us(void);
-
 #endif

@@ -8,6 +8,14 @@
 #define _GNU_SOURCE
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/routes.h"
+#include "common/clock.h"
+#include "common/random.h"
+#include "fleet/codec.h"
+#include "fleet/kafka.h"
+#include "fleet/log.h"
+#include "fleet/recovery.h"
+#include "fleet/store.h"
+#include "fleet/trace.h"
 #include "common/units.h"
 
 #include <errno.h>
@@ -28,16 +36,9 @@ struct cq_dispatcher {
     struct cq_delivery batch;   /* forwards and dead letters: must all be acknowledged */
     struct cq_delivery replies; /* to clients' reply topics: best effort, see run() */
     atomic_bool stopping;
-    struct cq_trace *trace; /* of the request being handled, or NULL (fleet.h) */
+    struct cq_trace *trace; /* of the request being handled, or NULL (fleet/trace.h) */
     int64_t leases_waited;  /* the end of the Redis outage wait_for_leases() waited out */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /* While Redis was unreachable no worker could renew its heartbeat, and a restarted
  * Redis has let them expire: right after an outage every worker looks dead. Decisions
@@ -149,7 +150,7 @@ static void send_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req,
     char topic[256], fence_text[32], at[32];
     cq_fleet_worker_topic(worker, topic, sizeof(topic));
     snprintf(fence_text, sizeof(fence_text), "%llu", (unsigned long long)fence);
-    snprintf(at, sizeof(at), "%lld", (long long)now_ms());
+    snprintf(at, sizeof(at), "%lld", (long long)cq_unix_ms());
     struct cq_header headers[4] = {{"codeq-fence", fence_text}, {"codeq-dispatched-ms", at}};
     size_t n = 2;
     if (early)
@@ -381,7 +382,7 @@ static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     default:
         break;
     }
-    if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < now_ms())
+    if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < cq_unix_ms())
         return false;
     size_t len = codeq__v1__request__get_packed_size(req);
     uint8_t *body = malloc(len ? len : 1);
@@ -445,7 +446,7 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
         size_t len = 0;
         if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes != NULL)
             reply(d, req, bytes, len);
-    } else if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < now_ms() &&
+    } else if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < cq_unix_ms() &&
                state == CQ_REQ_NONE) {
         reply_error(d, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
     } else {
@@ -622,7 +623,7 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
                 handle(d, msg);
                 if (consumed == NULL) {
                     consumed = rd_kafka_topic_partition_list_new(8);
-                    consumed_since = now_ms();
+                    consumed_since = cq_unix_ms();
                 }
                 const char *topic = rd_kafka_topic_name(msg->rkt);
                 rd_kafka_topic_partition_t *p =
@@ -638,7 +639,7 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
             msg = handled < BATCH_MAX ? rd_kafka_consumer_poll(d->consumer, 0) : NULL;
         }
         if (consumed != NULL) {
-            int stored = store_offsets(d, consumed, now_ms() - consumed_since > 1000, err);
+            int stored = store_offsets(d, consumed, cq_unix_ms() - consumed_since > 1000, err);
             if (stored < 0) {
                 cq_log(CQ_LOG_ERROR,
                        "requests not acknowledged, exiting so that they are "
@@ -652,9 +653,9 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
                 consumed = NULL;
             }
         }
-        if (now_ms() >= next_recovery) {
+        if (cq_unix_ms() >= next_recovery) {
             recover_dead_workers(d);
-            next_recovery = now_ms() + RECOVERY_PERIOD;
+            next_recovery = cq_unix_ms() + RECOVERY_PERIOD;
         }
         rd_kafka_poll(d->producer, 0);
     }

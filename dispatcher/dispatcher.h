@@ -5,7 +5,7 @@
 #ifndef CQ_DISPATCHER_H
 #define CQ_DISPATCHER_H
 
-#include "fleet/fleet.h"
+#include "fleet/config.h"
 
 struct cq_dispatcher;
 

@@ -1,5 +1,6 @@
 /* codeq-dispatcher: routes requests from the request topic to workers. */
 #include "dispatcher/dispatcher.h"
+#include "fleet/daemon.h"
 
 static int create(const struct cq_fleet_config *cfg, void **out, struct cq_error *err)
 {

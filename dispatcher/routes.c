@@ -4,7 +4,7 @@
  * that share a slot evict each other, which only sends one of them the slow way. No
  * lock: one dispatcher thread uses it. */
 #include "dispatcher/routes.h"
-#include "worker/worker.h"
+#include "api/api.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,8 +2,9 @@
 # docker/dispatcher.Dockerfile - codeq-dispatcher, the daemon that routes requests from
 # Kafka to workers. Build context: the repository root (docker/compose.yaml sets it).
 #
-# Stage 1 compiles with the Debian 12 packages scripts/setup installs (libseccomp-dev too:
-# the dispatcher links the worker core, whose build compiles the sandbox's seccomp policy).
+# Stage 1 compiles the dispatcher alone (-DCODEQ_SANDBOX=OFF): it links the fleet's
+# plumbing and the tool surface's shapes, never the worker core or the sandbox, so it
+# needs neither libseccomp nor the sandbox's build steps.
 # Stage 2 holds the dispatcher and the shared libraries it links, nothing else: it runs no
 # sandboxes and needs no privileges.
 
@@ -11,12 +12,12 @@ FROM debian:12 AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         gcc libc6-dev cmake ninja-build pkg-config \
-        libseccomp-dev libjansson-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler \
+        libjansson-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler \
         libhiredis-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cmake -S . -B /build -G Ninja -DCODEQ_TESTS=OFF \
+RUN cmake -S . -B /build -G Ninja -DCODEQ_TESTS=OFF -DCODEQ_SANDBOX=OFF \
     && cmake --build /build --target codeq-dispatcher
 
 FROM debian:12

@@ -10,7 +10,11 @@
  * Replies nobody waits for (a duplicate, or a call that gave up) are dropped. */
 #define _GNU_SOURCE
 #include "fleet/client.h"
-#include "fleet/fleet.h"
+#include "fleet/config.h"
+#include "fleet/kafka.h"
+#include "fleet/trace.h"
+#include "common/clock.h"
+#include "common/random.h"
 #include "common/units.h"
 
 #include <pthread.h>

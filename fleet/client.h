@@ -35,7 +35,7 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
                          cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
                          Codeq__V1__Response **out, struct cq_error *err);
 
-/* The same, with the request traced (fleet.h, "Tracing"): *trace gets the stamps of
+/* The same, with the request traced (fleet/trace.h): *trace gets the stamps of
  * every step, from the client's send to its wake-up, when the fleet passed them on. */
 int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *req,
                                 cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,

@@ -3,7 +3,7 @@
  * Decoded messages come from the network: every field is checked before use
  * (cq_codec_invalid), and nothing here trusts a length or an enum it did not check. */
 #define _GNU_SOURCE
-#include "fleet/fleet.h"
+#include "fleet/codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>

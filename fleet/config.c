@@ -4,13 +4,14 @@
  * environment and --name (with '-' for '_') on the command line, so that docs, compose
  * files and scripts never need a translation table. */
 #define _GNU_SOURCE
-#include "fleet/fleet.h"
+#include "fleet/config.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "api/api.h"
 #include "common/cleanup.h"
 #include "common/units.h"
 

@@ -4,7 +4,11 @@
  * answers a waiting fetch as soon as a message arrives) but bounds how long a newly
  * assigned partition waits for the fetch in flight: 100 ms, not 500. */
 #define _GNU_SOURCE
-#include "fleet/fleet.h"
+#include "fleet/kafka.h"
+#include "fleet/config.h"
+#include "fleet/log.h"
+#include "fleet/trace.h"
+#include "codeq.pb-c.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * shippers need no parser. Lines are written with one write(2) each: lines of
  * different threads never interleave. */
 #define _GNU_SOURCE
-#include "fleet/fleet.h"
+#include "fleet/log.h"
 
 #include <jansson.h>
 #include <stdarg.h>

@@ -6,7 +6,11 @@
  * it had not claimed is routed again; one it finished gets its stored reply again,
  * since the worker may have died before publishing it. */
 #define _GNU_SOURCE
-#include "fleet/fleet.h"
+#include "fleet/recovery.h"
+#include "fleet/log.h"
+#include "fleet/kafka.h"
+#include "fleet/store.h"
+#include "fleet/codec.h"
 
 #include <stdlib.h>
 

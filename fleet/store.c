@@ -12,11 +12,16 @@
  * retry may send twice (the reply of the first was lost) are written to tell their own
  * earlier success from another process's (CLAIM, FINISH). */
 #define _GNU_SOURCE
-#include "fleet/fleet.h"
+#include "fleet/store.h"
+#include "common/clock.h"
+#include "common/random.h"
 #include "common/units.h"
+#include "fleet/config.h"
+#include "fleet/log.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -47,13 +52,6 @@ struct cq_store {
      * so and exits), and once a wait ran out in an outage, until Redis answers again. */
     bool fail_fast;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static bool cancelled(const struct cq_store *st)
 {
@@ -294,7 +292,7 @@ int cq_store_heartbeat(struct cq_store *st, const char *worker_id, int64_t capac
     arg_int(&a, sessions);
     arg(&a, draining ? "1" : "0");
     arg_int(&a, ttl_ms);
-    arg_int(&a, now_ms());
+    arg_int(&a, cq_unix_ms());
     redisReply *r = run(st, &a, err);
     freeReplyObject(r);
     return r != NULL ? 0 : -1;
@@ -415,7 +413,7 @@ int cq_store_create_session(struct cq_store *st, const char *session_id, const c
     arg(&a, session_id);
     arg(&a, worker);
     arg(&a, client_token != NULL ? client_token : "");
-    arg_int(&a, now_ms());
+    arg_int(&a, cq_unix_ms());
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -488,7 +486,7 @@ static void fill_info(redisReply *h, const char *session_id, struct cq_session_i
         else if (strcmp(k, "status") == 0 && v->type == REDIS_REPLY_STRING &&
                  strcmp(v->str, "TERMINATED") == 0)
             info->status = CQ_SESSION_TERMINATED;
-        else if (strcmp(k, "expires_ms") == 0 && int_of(v) <= now_ms())
+        else if (strcmp(k, "expires_ms") == 0 && int_of(v) <= cq_unix_ms())
             info->status = CQ_SESSION_TERMINATED;
     }
 }
@@ -564,7 +562,7 @@ int cq_store_end_session(struct cq_store *st, const char *session_id, const char
     arg(&a, session_id);
     arg(&a, worker != NULL ? worker : "");
     arg_int(&a, (int64_t)fence);
-    arg_int(&a, now_ms());
+    arg_int(&a, cq_unix_ms());
     arg_int(&a, ENDED_KEPT_S);
     return fenced(run(st, &a, err), session_id, err);
 }
@@ -658,7 +656,7 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
     arg(&a, worker);
     arg(&a, session_id);
     arg_bin(&a, body, len);
-    arg_int(&a, now_ms());
+    arg_int(&a, cq_unix_ms());
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -691,7 +689,7 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
     arg(&a, request_id);
     arg(&a, session_id);
     arg_bin(&a, body, len);
-    arg_int(&a, now_ms());
+    arg_int(&a, cq_unix_ms());
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;

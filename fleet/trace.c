@@ -1,7 +1,9 @@
-/* fleet/trace.c - see "Tracing" in fleet.h. */
+/* fleet/trace.c - see fleet/trace.h. */
 #define _GNU_SOURCE
-#include "fleet/fleet.h"
+#include "fleet/trace.h"
+#include "common/clock.h"
 #include "common/units.h"
+#include "fleet/kafka.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "sandbox/internal.h"
 #include "sandbox/protocol.h"
+#include "common/clock.h"
 #include "common/cleanup.h"
 #include "common/units.h"
 

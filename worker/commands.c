@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "worker/internal.h"
+#include "common/clock.h"
 #include "common/units.h"
 
 #include <errno.h>

@@ -5,17 +5,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include "common/random.h"
 #include "common/utf8.h"
 #include "worker/worker.h"
-
-/* ---- result.c --------------------------------------------------------------------- */
-
-/* All return 0, or -1 when out of memory (the result is then left as it was). */
-int cq_result_add_image(struct cq_result *r, const uint8_t *data, size_t len, const char *mime);
-int cq_result_add_resource(struct cq_result *r, const char *path, const char *mime,
-                           const uint8_t *data, size_t len, bool is_blob);
-int cq_result_add_link(struct cq_result *r, const char *path, const char *name, const char *mime,
-                       uint64_t size, const char *description);
 
 /* ---- capture.c: bounded output of one stream of one call --------------------------- */
 
@@ -116,9 +108,5 @@ void cq_task_report(struct cq_task *t, struct cq_result *r);
 void cq_task_stop(struct cq_task *t);
 /* Stops if needed, joins its thread, frees. */
 void cq_task_free(struct cq_task *t);
-
-/* ---- random.c ----------------------------------------------------------------------- */
-
-/* n characters of [0-9a-zA-Z] from the kernel's CSPRNG, NUL-terminated. */
 
 #endif

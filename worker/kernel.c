@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "worker/internal.h"
+#include "common/clock.h"
 #include "common/base64.h"
 #include "common/cleanup.h"
 #include "common/units.h"

@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include "worker/session.h"
+#include "common/clock.h"
 #include "common/cleanup.h"
 #include "common/units.h"
 
@@ -35,13 +36,6 @@
 #define KERNEL_START_TIMEOUT_MS 120000
 /* Terminated sessions stay listable (status TERMINATED) for a while. */
 #define TERMINATED_KEPT_MS (3600 * 1000)
-
-static int64_t unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void cq_worker_config_init(struct cq_worker_config *cfg)
 {
@@ -372,7 +366,7 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
     }
     s->files.workspace_fd = cq_sandbox_workspace_fd(s->sandbox);
     cq_sandbox_user_ids(s->sandbox, &s->files.uid, &s->files.gid);
-    s->created_ms = s->updated_ms = unix_ms();
+    s->created_ms = s->updated_ms = cq_unix_ms();
     s->expires_mono_ms = cq_now_ms() + (uint64_t)ttl * 1000;
 
     pthread_mutex_lock(&w->lock);
@@ -390,7 +384,7 @@ struct cq_session *cq_session_acquire(struct cq_worker *w, const char *id)
     struct cq_session *s = find(w, id);
     if (s != NULL && s->status == CQ_SESSION_READY && s->expires_mono_ms > cq_now_ms()) {
         s->refs++;
-        s->updated_ms = unix_ms();
+        s->updated_ms = cq_unix_ms();
     } else {
         s = NULL;
     }
@@ -421,7 +415,7 @@ uint64_t cq_session_remaining_ms(const struct cq_session *s)
 static void terminate_locked(struct cq_worker *w, struct cq_session *s)
 {
     s->status = CQ_SESSION_TERMINATED;
-    s->updated_ms = unix_ms();
+    s->updated_ms = cq_unix_ms();
     s->terminated_mono_ms = cq_now_ms();
     w->n_live--;
     cq_sandbox_kill(s->sandbox);

@@ -11,6 +11,7 @@
  * Needs root. Every test runs in its own process with its own sandbox. */
 #define _GNU_SOURCE
 #include "worker/internal.h"
+#include "common/clock.h"
 #include "common/units.h"
 #include "unit.h"
 

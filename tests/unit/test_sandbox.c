@@ -8,6 +8,7 @@
  * as an administrator would, to check that nothing is left behind. */
 #define _GNU_SOURCE
 #include "sandbox/sandbox.h"
+#include "common/clock.h"
 #include "common/units.h"
 #include "host_cgroups.h"
 #include "unit.h"

@@ -1,6 +1,7 @@
 /* tests/unit/test_units.c - common/units.c: sizes, durations and numbers typed by
  * people, and sizes printed for them. */
 #define _GNU_SOURCE
+#include "common/clock.h"
 #include "common/units.h"
 #include "unit.h"
 

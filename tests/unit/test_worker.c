@@ -9,6 +9,7 @@
  * those named "<that process's pid>-<n>", and its sandbox processes its descendants. */
 #define _GNU_SOURCE
 #include "worker/session.h" /* the pool's state, to wait for it to fill */
+#include "common/clock.h"
 #include "common/units.h"
 #include "host_cgroups.h"
 #include "unit.h"

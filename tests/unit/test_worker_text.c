@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "worker/internal.h"
 #include "unit.h"
+#include "common/random.h"
 
 #include <stdio.h>
 #include <stdlib.h>

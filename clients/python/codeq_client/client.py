@@ -67,7 +67,7 @@ _REPLY_MARGIN_S = 10.0
 _POLL_INTERVAL_S = 0.05
 _TOPIC_CREATE_TIMEOUT_S = 15.0
 # The largest request or reply: AgentCore's 100 MB payloads with room for the envelope,
-# as the fleet's own clients and topics allow (fleet/fleet.h, CQ_KAFKA_MAX_MESSAGE).
+# as the fleet's own clients and topics allow (fleet/kafka.h, CQ_KAFKA_MAX_MESSAGE).
 _MAX_MESSAGE_BYTES = 200 << 20
 
 

@@ -1,11 +1,11 @@
-/* worker/daemon/snapshot.c - keeps a session's workspace files in Redis, so that the
+/* workerd/snapshot.c - keeps a session's workspace files in Redis, so that the
  * session survives the loss of its worker.
  *
  * After a request that may have changed files, the workspace is scanned (names, sizes,
  * modification times: no contents) and compared with the last saved state; only files
  * that changed are read and written, each under the session's fence. */
 #define _GNU_SOURCE
-#include "worker/daemon/daemon.h"
+#include "workerd/snapshot.h"
 
 #include <stdlib.h>
 #include <string.h>

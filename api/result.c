@@ -1,6 +1,6 @@
-/* worker/result.c - building results in AgentCore's shape. */
+/* api/result.c - building results in AgentCore's shape. */
 #define _GNU_SOURCE
-#include "worker/internal.h"
+#include "api/api.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -1,8 +1,10 @@
-/* fleet/daemon_main.c - the start-up and shutdown both fleet daemons share: settings,
+/* fleet/daemon.c - the start-up and shutdown both fleet daemons share: settings,
  * --help, logs, signals. SIGTERM and SIGINT only ask the daemon to stop; its run
  * function does the draining in normal thread context. */
 #define _GNU_SOURCE
-#include "fleet/fleet.h"
+#include "fleet/daemon.h"
+#include "fleet/config.h"
+#include "fleet/log.h"
 
 #include <signal.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* worker/daemon/daemon.c - codeq-worker's request loop (docs/fleet.md).
+/* workerd/daemon.c - codeq-worker's request loop (docs/fleet.md).
  *
  * Threads: the main thread consumes the worker's topic and queues each request on its
  * session; a session's queue is drained by one thread at a time, so a session's
@@ -8,8 +8,18 @@
  * running), and its final reply is stored before it is published, so a duplicate
  * delivery gets the stored reply and never a second run. */
 #define _GNU_SOURCE
-#include "worker/daemon/daemon.h"
+#include "workerd/workerd.h"
+#include "common/clock.h"
+#include "common/random.h"
 #include "common/units.h"
+#include "fleet/codec.h"
+#include "fleet/kafka.h"
+#include "fleet/log.h"
+#include "fleet/recovery.h"
+#include "fleet/store.h"
+#include "fleet/trace.h"
+#include "worker/worker.h"
+#include "workerd/snapshot.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -33,12 +43,12 @@
 struct queued {
     Codeq__V1__Request *req;
     uint64_t fence; /* from the codeq-fence header */
-    bool early;     /* sent while Redis records it (fleet.h, CQ_FLEET_EARLY_HEADER) */
+    bool early;     /* sent while Redis records it (fleet/kafka.h, CQ_FLEET_EARLY_HEADER) */
     struct cq_trace trace;
     struct queued *next;
 };
 
-/* The trace of the request this thread handles (fleet.h, "Tracing"), or NULL. */
+/* The trace of the request this thread handles (fleet/trace.h), or NULL. */
 static __thread struct cq_trace *tracing;
 
 /* A session this worker serves: its queue and what it last saved to Redis. */
@@ -86,13 +96,6 @@ struct cq_daemon {
     atomic_bool drained; /* ends the heartbeat, which must outlive the drain */
     pthread_t heartbeat;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /* With d->lock held. */
 static struct held *held_find(struct cq_daemon *d, const char *id, bool create)
@@ -376,7 +379,8 @@ static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
                             "session '%s' not found or no longer running (sessions end after "
                             "their timeout, or when stopped)",
                             h->id);
-    int64_t left_ms = stored.created_at_ms + (int64_t)stored.session_timeout_s * 1000 - now_ms();
+    int64_t left_ms =
+        stored.created_at_ms + (int64_t)stored.session_timeout_s * 1000 - cq_unix_ms();
     struct cq_session_params params = {
         .id = h->id,
         .name = stored.name[0] ? stored.name : NULL,
@@ -510,7 +514,7 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         }
         return;
     }
-    if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < now_ms()) {
+    if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < cq_unix_ms()) {
         finish_error(d, h, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
         return;
     }

@@ -1,7 +1,8 @@
-/* worker/random.c - identifiers that cannot be guessed (session, task, markers). */
+/* common/random.c - identifiers that cannot be guessed (session, task, markers). */
 #define _GNU_SOURCE
-#include "worker/internal.h"
+#include "common/random.h"
 
+#include <stdint.h>
 #include <sys/random.h>
 
 void cq_random_id(char *out, size_t n)

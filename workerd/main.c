@@ -1,5 +1,6 @@
 /* codeq-worker: serves the requests the dispatchers route to it. */
-#include "worker/daemon/daemon.h"
+#include "workerd/workerd.h"
+#include "fleet/daemon.h"
 
 static int create(const struct cq_fleet_config *cfg, void **out, struct cq_error *err)
 {

@@ -1,0 +1,38 @@
+/* fleet/config.h - one configuration format for the fleet's daemons.
+ *
+ * Defaults, then a file (`key = value` lines, '#' comments), then CODEQ_<KEY>
+ * environment variables, then --key flags: later sources win. */
+#ifndef CQ_FLEET_CONFIG_H
+#define CQ_FLEET_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "common/error.h"
+
+struct cq_fleet_config {
+    char brokers[512];       /* brokers: Kafka bootstrap servers */
+    char redis[256];         /* redis: host:port */
+    char prefix[64];         /* redis_prefix: of every Redis key */
+    char request_topic[200]; /* request_topic */
+    char dlq_topic[200];     /* dlq_topic */
+    char worker_id[64];      /* worker_id (worker only): names its topic */
+    unsigned heartbeat_ms;   /* heartbeat_ms: workers' heartbeat period */
+    unsigned max_sessions;   /* max_sessions (worker) */
+    unsigned warm_pool;      /* warm_pool (worker) */
+    uint64_t files_quota;    /* files_quota: bytes of one session's files in Redis */
+    char log_level[16];      /* log_level: debug, info, warn, error */
+};
+
+void cq_fleet_config_init(struct cq_fleet_config *cfg);
+/* Applies file, environment and flags; argv[optind...] must be --key value pairs.
+ * Prints nothing; *help is set for -h/--help. */
+int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, bool *help,
+                         struct cq_error *err);
+/* The keys, their defaults and meaning, for --help. */
+void cq_fleet_config_usage(FILE *out);
+/* The worker topic of a worker id: "codeq.worker.<id>". */
+void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len);
+
+#endif

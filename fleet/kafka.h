@@ -1,0 +1,81 @@
+/* fleet/kafka.h - librdkafka clients tuned for the request path, delivery tracking, and the
+ * headers of the fleet's protocol (docs/fleet.md). */
+#ifndef CQ_FLEET_KAFKA_H
+#define CQ_FLEET_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "common/error.h"
+#include "fleet/config.h"
+
+/* The largest message the fleet's clients produce and the topics it creates accept:
+ * AgentCore's 100 MB payloads with room for the envelope. Brokers must allow requests
+ * this large too (socket.request.max.bytes; scripts/services sets it). */
+#define CQ_KAFKA_MAX_MESSAGE "209715200"
+
+/* A producer for the request path: no linger, no Nagle, idempotent, Java-compatible
+ * key partitioning. Delivery reports complete struct cq_delivery opaques. */
+rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error *err);
+/* A consumer of topic in group. It commits only the offsets the caller stored
+ * (rd_kafka_offset_store / rd_kafka_offsets_store), every 200 ms and on close. */
+rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
+                              const char *topic, struct cq_error *err);
+
+/* A consumer of partition 0 of topic from its start, outside any group: for a private
+ * reply topic with one partition. */
+rd_kafka_t *cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic,
+                            struct cq_error *err);
+int cq_kafka_delete_topic(rd_kafka_t *rk, const char *topic, struct cq_error *err);
+
+/* Creates topic unless it exists; fails when Kafka cannot be reached (a clear start-up
+ * error rather than a daemon that waits in silence). */
+int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, struct cq_error *err);
+
+struct cq_header {
+    const char *name, *value;
+};
+
+/* Tracks the acknowledgement of messages produced with it as their opaque. A tracker
+ * embedded in something must outlive every delivery report of its messages; one made
+ * by cq_delivery_new() is shared with them instead (each message in flight holds a
+ * reference), so that whoever stops waiting for it can let go of it at any time. */
+struct cq_delivery {
+    int pending;
+    int failed;
+    rd_kafka_resp_err_t last_error;
+    int refs; /* 0 for an embedded tracker */
+};
+
+struct cq_delivery *cq_delivery_new(void);
+void cq_delivery_release(struct cq_delivery *d);
+
+int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, const void *value,
+                  size_t len, const struct cq_header *headers, size_t n_headers,
+                  struct cq_delivery *delivery, struct cq_error *err);
+/* Waits until every message counted in d is acknowledged (or failed). */
+int cq_kafka_wait(rd_kafka_t *producer, struct cq_delivery *d, int timeout_ms,
+                  struct cq_error *err);
+/* The value of a header of msg, or NULL. */
+const char *cq_kafka_header(rd_kafka_message_t *msg, const char *name, char *buf, size_t len);
+
+/* A forward sent while Redis records it (dispatcher.c, fast_forward()) carries this
+ * header. Its worker waits for the record up to CQ_FLEET_RECORD_WAIT_MS, so a
+ * dispatcher that took longer than half of that to record it sends it again. And it
+ * stays silent when its claim fails: the dispatcher then answers the request itself
+ * (a known request id, an ended session, a moved owner). */
+#define CQ_FLEET_EARLY_HEADER   "codeq-early"
+#define CQ_FLEET_RECORD_WAIT_MS 2000
+
+struct Codeq__V1__Request;
+struct cq_trace;
+
+/* Publishes a reply of req: key and headers request_id, session_id, codeq-kind (chunk or
+ * final), and trace's header if it is on (NULL: none). Its acknowledgement is counted in
+ * delivery (NULL: not tracked), for cq_kafka_wait. */
+int cq_fleet_publish(rd_kafka_t *producer, const struct Codeq__V1__Request *req, const char *kind,
+                     const uint8_t *bytes, size_t len, struct cq_delivery *delivery,
+                     const struct cq_trace *trace, struct cq_error *err);
+
+#endif

@@ -1,0 +1,144 @@
+/* fleet/store.h - the Redis store of sessions, requests, workers and files.
+ *
+ * Every decision that two daemons could race on is one Lua script, so it is atomic
+ * in Redis; the keys, ownership and fencing are docs/fleet.md. */
+#ifndef CQ_FLEET_STORE_H
+#define CQ_FLEET_STORE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "api/api.h"
+#include "common/error.h"
+#include "fleet/config.h"
+
+struct cq_store;
+
+int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, struct cq_error *err);
+void cq_store_close(struct cq_store *st);
+/* Once running, a command that finds Redis unreachable reconnects with backoff for up to
+ * 30 s before it fails (then commands fail at once until Redis answers again); *cancel
+ * set (the daemon stops) ends the waiting. */
+void cq_store_set_cancel(struct cq_store *st, const atomic_bool *cancel);
+/* Monotonic ms (CLOCK_MONOTONIC) when Redis last came back after an outage, or 0: the
+ * heartbeats in Redis are stale until the workers have renewed them. */
+int64_t cq_store_back_at(struct cq_store *st);
+
+struct cq_worker_status {
+    char id[64];
+    int64_t capacity; /* sessions it can still take */
+    int64_t sessions;
+    bool draining;
+};
+
+int cq_store_heartbeat(struct cq_store *st, const char *worker_id, int64_t capacity,
+                       int64_t sessions, bool draining, unsigned ttl_ms, struct cq_error *err);
+int cq_store_worker_gone(struct cq_store *st, const char *worker_id, struct cq_error *err);
+/* Live workers (at most max); *n gets the count. Dead ones are listed in dead. */
+int cq_store_workers(struct cq_store *st, struct cq_worker_status *live, size_t max, size_t *n,
+                     char (*dead)[64], size_t max_dead, size_t *n_dead, struct cq_error *err);
+
+/* Request states (req:<rid>). */
+enum cq_request_state { CQ_REQ_NONE, CQ_REQ_FORWARDED, CQ_REQ_RUNNING, CQ_REQ_DONE };
+
+struct cq_route {
+    char owner[64];
+    uint64_t fence;
+    bool moved; /* the owner was dead and the session now belongs to `owner` */
+    bool exists;
+};
+
+/* The session's owner, moving it to `fallback` when the owner's heartbeat expired. */
+int cq_store_route(struct cq_store *st, const char *session_id, const char *fallback,
+                   struct cq_route *route, struct cq_error *err);
+/* Records a new session owned by worker (fence 1) and reserves one of its slots. For a
+ * client token already used, *existing_id gets the session it made. */
+int cq_store_create_session(struct cq_store *st, const char *session_id, const char *worker,
+                            const char *client_token, char *existing_id, size_t existing_len,
+                            struct cq_error *err);
+/* The request's state (NONE when unknown) and, with worker, the worker it was last
+ * forwarded to ("" when none). */
+int cq_store_request_state(struct cq_store *st, const char *request_id,
+                           enum cq_request_state *state, char *worker, size_t worker_len,
+                           struct cq_error *err);
+/* Records a forward (state forwarded, worker, body for a later re-route) unless the
+ * request is running or done; *state gets the state found. */
+int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,
+                     const char *session_id, const void *body, size_t len,
+                     enum cq_request_state *state, struct cq_error *err);
+/* The dispatcher's common case in one round trip instead of three (request state,
+ * route, forward): a request id never seen, of a session whose owner is alive. Then it
+ * records the forward exactly as cq_store_forward() would, fills *route (never moved)
+ * and returns 1. Returns 0, having written nothing, in every other case (the request
+ * id is known, the session is unknown, ended or has no live owner): the caller takes
+ * the general path, which decides those. */
+int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
+                           const void *body, size_t len, struct cq_route *route,
+                           struct cq_error *err);
+/* forwarded-to-me -> running. Returns 1 when claimed, with *fence the session's current
+ * token if this worker owns it (else 0), or 0 when not claimed (*state says why). */
+int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
+                   enum cq_request_state *state, uint64_t *fence, struct cq_error *err);
+/* Stores the final reply of a request and marks it done; only by the worker that
+ * claimed it (or, with worker NULL, by recovery of a request nobody finished).
+ * Returns 1 when stored, 0 when another outcome was stored first. */
+int cq_store_finish(struct cq_store *st, const char *request_id, const char *worker,
+                    const void *response, size_t len, struct cq_error *err);
+/* The final reply was acknowledged by Kafka: recovery has nothing left to do for it.
+ * The _many form takes n ids (at most 256) in one command. */
+int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*ids)[64], size_t n,
+                                struct cq_error *err);
+int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,
+                           struct cq_error *err);
+/* The stored final reply (malloc'd) or *data NULL. */
+int cq_store_result(struct cq_store *st, const char *request_id, uint8_t **data, size_t *len,
+                    struct cq_error *err);
+
+/* Session facts for getSession/listSessions, written by the owner (fenced). */
+int cq_store_session_facts(struct cq_store *st, const char *session_id, const char *worker,
+                           uint64_t fence, const struct cq_session_info *info,
+                           struct cq_error *err);
+int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq_session_info *info,
+                          bool *found, struct cq_error *err);
+int cq_store_list_sessions(struct cq_store *st, size_t max, const char *after,
+                           struct cq_session_info *out, size_t *n, char *next, size_t next_len,
+                           struct cq_error *err);
+/* Removes the session's keys (fenced unless worker is NULL). */
+int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
+                         uint64_t fence, struct cq_error *err);
+/* Gives the session up (owner ""), so that the next request moves it at once. */
+int cq_store_release_session(struct cq_store *st, const char *session_id, const char *worker,
+                             uint64_t fence, struct cq_error *err);
+int cq_store_owner(struct cq_store *st, const char *session_id, char *owner, size_t len,
+                   uint64_t *fence, struct cq_error *err);
+
+/* Files: one hash per session; writes are fenced. */
+struct cq_stored_file {
+    char *path;
+    uint64_t size;
+    int64_t mtime_ns;
+};
+int cq_store_put_file(struct cq_store *st, const char *session_id, const char *worker,
+                      uint64_t fence, const char *path, const uint8_t *data, size_t len,
+                      int64_t mtime_ns, struct cq_error *err);
+int cq_store_delete_file(struct cq_store *st, const char *session_id, const char *worker,
+                         uint64_t fence, const char *path, struct cq_error *err);
+int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_stored_file **out,
+                        size_t *n, struct cq_error *err);
+void cq_stored_files_free(struct cq_stored_file *files, size_t n);
+int cq_store_get_file(struct cq_store *st, const char *session_id, const char *path, uint8_t **data,
+                      size_t *len, struct cq_error *err);
+
+/* In-flight requests of a worker, oldest first, for recovery. */
+int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], size_t max,
+                      size_t *n, struct cq_error *err);
+/* The forwarded body of a request (malloc'd), the worker it went to and its state. */
+int cq_store_request(struct cq_store *st, const char *request_id, uint8_t **body, size_t *len,
+                     enum cq_request_state *state, struct cq_error *err);
+/* Drops a dead worker from the worker set once its requests are recovered. */
+int cq_store_forget_worker(struct cq_store *st, const char *worker, struct cq_error *err);
+int cq_store_lock(struct cq_store *st, const char *name, unsigned ttl_ms, bool *taken,
+                  struct cq_error *err);
+
+#endif

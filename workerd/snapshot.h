@@ -1,0 +1,35 @@
+/* workerd/snapshot.h - a session's workspace files <-> Redis (private to workerd/).
+ *
+ * After every call the worker saves what changed in the workspace, so that a session
+ * moved to another worker (its owner died or drained) finds its files there. */
+#ifndef CQ_WORKERD_SNAPSHOT_H
+#define CQ_WORKERD_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "common/error.h"
+#include "fleet/store.h"
+#include "worker/worker.h"
+
+struct cq_manifest_entry {
+    char *path;
+    uint64_t size;
+    int64_t mtime_ns;
+};
+
+struct cq_manifest {
+    struct cq_manifest_entry *entries;
+    size_t n, cap;
+};
+
+void cq_manifest_free(struct cq_manifest *m);
+/* Saves files that changed since *m (and deletes removed ones) under the session's
+ * fence; *m becomes the new state. */
+int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *session_id,
+                     const char *worker_id, uint64_t fence, struct cq_manifest *m,
+                     struct cq_error *err);
+/* Writes the session's stored files into its (new) workspace; fills *m. */
+int cq_snapshot_restore(struct cq_worker *core, struct cq_store *st, const char *session_id,
+                        struct cq_manifest *m, size_t *restored, struct cq_error *err);
+
+#endif
