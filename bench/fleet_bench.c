@@ -293,8 +293,7 @@ static int floor_open(struct floor *f, const char *brokers, struct cq_error *err
     static const char *const names[] = {"a", "b", "r"};
     for (int i = 0; i < 3; i++)
         snprintf(f->topics[i], sizeof(f->topics[i]), "codeq.bench.floor.%s.%s", run, names[i]);
-    f->producer = cq_kafka_producer(&f->cfg, err);
-    if (f->producer == NULL)
+    if (cq_kafka_producer(&f->cfg, &f->producer, err) < 0)
         return -1;
     for (int i = 0; i < 3; i++)
         if (cq_kafka_ensure_topic(f->producer, f->topics[i], 1, err) < 0)
@@ -303,11 +302,8 @@ static int floor_open(struct floor *f, const char *brokers, struct cq_error *err
         struct relay *r = &f->relays[i];
         char group[160];
         snprintf(group, sizeof(group), "%s-relay", f->topics[i]);
-        r->consumer = cq_kafka_consumer(&f->cfg, group, f->topics[i], err);
-        if (r->consumer == NULL)
-            return -1;
-        r->producer = cq_kafka_producer(&f->cfg, err);
-        if (r->producer == NULL)
+        if (cq_kafka_consumer(&f->cfg, group, f->topics[i], &r->consumer, err) < 0 ||
+            cq_kafka_producer(&f->cfg, &r->producer, err) < 0)
             return -1;
         r->to = f->topics[i + 1];
         r->poll_step = i == 0 ? "r1.poll" : "r2.poll";
@@ -318,8 +314,7 @@ static int floor_open(struct floor *f, const char *brokers, struct cq_error *err
         r->started = true;
     }
     /* The client reads R as fleet/client.c reads its reply topic: outside any group. */
-    f->consumer = cq_kafka_reader(&f->cfg, f->topics[2], err);
-    return f->consumer == NULL ? -1 : 0;
+    return cq_kafka_reader(&f->cfg, f->topics[2], &f->consumer, err);
 }
 
 /* One round trip A -> B -> R in ms; the reply is recognised by its sequence number, so
@@ -526,8 +521,8 @@ static int delete_listed(const char *brokers, const char *topics, const char *gr
     cq_fleet_config_init(&cfg);
     snprintf(cfg.brokers, sizeof(cfg.brokers), "%s", brokers);
     struct cq_error err;
-    rd_kafka_t *rk = cq_kafka_producer(&cfg, &err);
-    if (rk == NULL) {
+    rd_kafka_t *rk;
+    if (cq_kafka_producer(&cfg, &rk, &err) < 0) {
         fprintf(stderr, "fleet-bench: %s\n", err.msg);
         return 1;
     }

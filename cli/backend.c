@@ -236,8 +236,9 @@ static void fleet_invoke(struct cq_backend *b, const char *session_id, const cha
     cq_result_init(result);
     Codeq__V1__Arguments arguments;
     void *owned;
-    if (cq_codec_fill_arguments(args, &arguments, &owned) < 0) {
-        cq_result_fail(result, CQ_RESULT_INTERNAL, "out of memory");
+    struct cq_error err;
+    if (cq_codec_fill_arguments(args, &arguments, &owned, &err) < 0) {
+        cq_result_fail(result, CQ_RESULT_INTERNAL, "%s", err.msg);
         return;
     }
     Codeq__V1__Invoke invoke = CODEQ__V1__INVOKE__INIT;
@@ -251,7 +252,6 @@ static void fleet_invoke(struct cq_backend *b, const char *session_id, const cha
     int timeout_ms = (int)(call_s * 1000.0) + FLEET_MARGIN_MS;
     struct chunk_relay relay = {on_output, ctx};
     Codeq__V1__Response *resp = NULL;
-    struct cq_error err;
     int rc = cq_fleet_client_call(b->fleet, &req, on_output != NULL ? relay_chunk : NULL, &relay,
                                   timeout_ms, &resp, &err);
     free(owned);
@@ -261,9 +261,9 @@ static void fleet_invoke(struct cq_backend *b, const char *session_id, const cha
     }
     if (resp->payload_case != CODEQ__V1__RESPONSE__PAYLOAD_RESULT)
         cq_result_fail(result, CQ_RESULT_INTERNAL, "the fleet answered with an unexpected reply");
-    else if (cq_codec_result_from(resp->result, result) < 0) {
+    else if (cq_codec_result_from(resp->result, result, &err) < 0) {
         cq_result_free(result);
-        cq_result_fail(result, CQ_RESULT_INTERNAL, "out of memory reading the fleet's reply");
+        cq_result_fail(result, CQ_RESULT_INTERNAL, "read the fleet's reply: %s", err.msg);
     }
     codeq__v1__response__free_unpacked(resp, NULL);
 }

@@ -13,6 +13,10 @@ enum {
     CQ_EXIT_OOM = 137, /* 128 + SIGKILL, what a shell reports for an OOM kill */
 };
 
+/* A bad command line: prints "codeq <cmd>: <message>" and the hint to run
+ * `codeq <cmd> --help` on stderr; returns CQ_EXIT_USAGE, the status to exit with. */
+int cq_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 int cq_cmd_sandbox(int argc, char **argv);
 int cq_cmd_exec(int argc, char **argv);
 int cq_cmd_mcp(int argc, char **argv);

@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "cli/result_json.h"
 #include "common/cleanup.h"
+#include "common/fileutil.h"
 #include "common/units.h"
 
 #include <errno.h>
@@ -56,51 +57,6 @@ static void usage(FILE *out)
             "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"
             "2 for bad options, 125 when codeq itself failed.\n",
             CQ_WORKER_DEFAULT_CALL_TIMEOUT);
-}
-
-static int usage_error(const char *msg, const char *arg)
-{
-    fprintf(stderr, "codeq exec: ");
-    fprintf(stderr, msg, arg);
-    fprintf(stderr, "\nRun 'codeq exec --help' for usage.\n");
-    return CQ_EXIT_USAGE;
-}
-
-/* The whole of fd, NUL-terminated, refusing more than limit bytes (EFBIG). */
-static char *read_all_limit(int fd, size_t *len, uint64_t limit)
-{
-    size_t cap = 65536, used = 0;
-    char *buf = malloc(cap + 1);
-    while (buf != NULL) {
-        if (used == cap) {
-            if (cap >= limit) {
-                free(buf);
-                errno = EFBIG;
-                return NULL;
-            }
-            char *bigger = realloc(buf, cap * 2 + 1);
-            if (bigger == NULL)
-                break;
-            buf = bigger;
-            cap *= 2;
-        }
-        ssize_t n = read(fd, buf + used, cap - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            free(buf);
-            return NULL;
-        }
-        if (n == 0) {
-            buf[used] = '\0';
-            *len = used;
-            return buf;
-        }
-        used += (size_t)n;
-    }
-    free(buf);
-    errno = ENOMEM;
-    return NULL;
 }
 
 static const char *language_from_path(const char *path)
@@ -249,16 +205,16 @@ static int save_workspace(struct cq_backend *w, const char *session, const char 
 static int upload(struct cq_backend *w, const char *session, const char *const *paths, size_t n)
 {
     struct cq_file_content content[MAX_INPUTS];
-    char *data[MAX_INPUTS] = {0};
+    uint8_t *data[MAX_INPUTS] = {0};
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+        cq_autoclose int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
         size_t len = 0;
-        data[i] = fd >= 0 ? read_all_limit(fd, &len, CQ_WORKER_MAX_FILE_BYTES) : NULL;
-        if (fd >= 0)
-            close(fd);
-        if (data[i] == NULL) {
-            fprintf(stderr, "codeq: cannot read '%s': %s\n", paths[i], strerror(errno));
+        struct cq_error err;
+        int got = fd < 0 ? cq_error_sys(&err, errno, "open %s", paths[i])
+                         : cq_read_fd_limit(fd, CQ_WORKER_MAX_FILE_BYTES, &data[i], &len, &err);
+        if (got < 0) {
+            fprintf(stderr, "codeq: cannot read '%s': %s\n", paths[i], strerror(err.code));
             rc = -1;
             break;
         }
@@ -266,7 +222,7 @@ static int upload(struct cq_backend *w, const char *session, const char *const *
         content[i] = (struct cq_file_content){
             .path = base != NULL ? base + 1 : paths[i],
             .is_blob = true,
-            .data = (const uint8_t *)data[i],
+            .data = data[i],
             .len = len,
         };
     }
@@ -287,7 +243,17 @@ static int upload(struct cq_backend *w, const char *session, const char *const *
     return rc;
 }
 
-int cq_cmd_exec(int argc, char **argv)
+struct exec_options {
+    const char *lang, *code_arg, *file, *out_dir;
+    const char *brokers, *request_topic;
+    const char *inputs[MAX_INPUTS];
+    size_t n_inputs;
+    bool json;
+    double timeout_s;
+};
+
+/* 0; -1 when --help was printed; CQ_EXIT_USAGE for a bad command line. */
+static int parse_options(int argc, char **argv, struct exec_options *o)
 {
     enum { OPT_LANG = 256, OPT_TIMEOUT, OPT_JSON, OPT_OUT, OPT_FILE, OPT_BROKERS, OPT_TOPIC };
     static const struct option longopts[] = {
@@ -301,12 +267,6 @@ int cq_cmd_exec(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *lang = NULL, *code_arg = NULL, *out_dir = NULL;
-    const char *brokers = NULL, *request_topic = NULL;
-    const char *inputs[MAX_INPUTS];
-    size_t n_inputs = 0;
-    bool json = false;
-    double timeout_s = 0;
     struct cq_error err;
     uint64_t ms;
     opterr = 0;
@@ -316,148 +276,223 @@ int cq_cmd_exec(int argc, char **argv)
         switch (c) {
         case 'h':
             usage(stdout);
-            return 0;
+            return -1;
         case 'c':
-            code_arg = optarg;
+            o->code_arg = optarg;
             break;
         case OPT_LANG:
             if (strcmp(optarg, "python") != 0 && strcmp(optarg, "javascript") != 0 &&
                 strcmp(optarg, "typescript") != 0)
-                return usage_error("--lang: '%s' is not python, javascript or typescript", optarg);
-            lang = optarg;
+                return cq_usage_error(
+                    "exec", "--lang: '%s' is not python, javascript or typescript", optarg);
+            o->lang = optarg;
             break;
         case OPT_TIMEOUT:
             if (cq_parse_duration_ms(optarg, (uint64_t)CQ_WORKER_MAX_SESSION_TTL_S * 1000, &ms,
                                      &err) < 0)
-                return usage_error("--timeout: %s", err.msg);
-            timeout_s = (double)ms / 1000.0;
+                return cq_usage_error("exec", "--timeout: %s", err.msg);
+            o->timeout_s = (double)ms / 1000.0;
             break;
         case OPT_JSON:
-            json = true;
+            o->json = true;
             break;
         case OPT_OUT:
-            out_dir = optarg;
+            o->out_dir = optarg;
             break;
         case OPT_BROKERS:
-            brokers = optarg;
+            o->brokers = optarg;
             break;
         case OPT_TOPIC:
-            request_topic = optarg;
+            o->request_topic = optarg;
             break;
         case OPT_FILE:
-            if (n_inputs == MAX_INPUTS)
-                return usage_error("--file: at most %s files", "64");
+            if (o->n_inputs == MAX_INPUTS)
+                return cq_usage_error("exec", "--file: at most %d files", MAX_INPUTS);
             if (access(optarg, R_OK) != 0)
-                return usage_error("--file: cannot read '%s'", optarg);
-            inputs[n_inputs++] = optarg;
+                return cq_usage_error("exec", "--file: cannot read '%s'", optarg);
+            o->inputs[o->n_inputs++] = optarg;
             break;
         default:
-            return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+            return cq_usage_error("exec", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    const char *file = optind < argc ? argv[optind] : NULL;
-    if ((code_arg != NULL) == (file != NULL) || optind + (file != NULL) < argc)
-        return usage_error("%s", "give exactly one of -c CODE, FILE or -");
-    cq_autofree char *code = NULL;
-    size_t code_len = 0;
-    if (code_arg != NULL) {
-        code = strdup(code_arg);
-        code_len = strlen(code_arg);
+    o->file = optind < argc ? argv[optind] : NULL;
+    if ((o->code_arg != NULL) == (o->file != NULL) || optind + (o->file != NULL) < argc)
+        return cq_usage_error("exec", "give exactly one of -c CODE, FILE or -");
+    return 0;
+}
+
+/* The code to run into *code (NUL-terminated; the caller frees it, also on failure):
+ * -c's, or FILE's (- for standard input), whose extension then gives the language
+ * unless --lang did. 0, or CQ_EXIT_USAGE. */
+static int read_code(struct exec_options *o, char **code)
+{
+    size_t len = 0;
+    if (o->code_arg != NULL) {
+        *code = strdup(o->code_arg);
+        len = strlen(o->code_arg);
     } else {
-        int fd = strcmp(file, "-") == 0 ? STDIN_FILENO : open(file, O_RDONLY | O_CLOEXEC);
+        int fd = strcmp(o->file, "-") == 0 ? STDIN_FILENO : open(o->file, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-            return usage_error("cannot open '%s'", file);
-        code = read_all_limit(fd, &code_len, MAX_CODE_BYTES);
+            return cq_usage_error("exec", "cannot open '%s'", o->file);
+        struct cq_error err;
+        uint8_t *data = NULL;
+        int rc = cq_read_fd_limit(fd, MAX_CODE_BYTES, &data, &len, &err);
         if (fd != STDIN_FILENO)
             close(fd);
-        if (code == NULL)
-            return usage_error("cannot read the code from '%s'", file);
-        if (lang == NULL)
-            lang = language_from_path(file);
+        if (rc < 0)
+            return cq_usage_error("exec", "cannot read the code from '%s'", o->file);
+        *code = (char *)data;
+        if (o->lang == NULL)
+            o->lang = language_from_path(o->file);
     }
-    if (code == NULL || strlen(code) != code_len)
-        return usage_error("%s", "the code contains a NUL byte");
-    if (out_dir != NULL && mkdir(out_dir, 0755) < 0 && errno != EEXIST)
-        return usage_error("--out: cannot create '%s'", out_dir);
+    if (*code == NULL || strlen(*code) != len)
+        return cq_usage_error("exec", "the code contains a NUL byte");
+    return 0;
+}
 
+/* Ignores SIGPIPE (a closed stdout must not kill us before the session is stopped) and
+ * hands the stop signals to a thread of their own. */
+static int start_signal_thread(pthread_t *thread)
+{
     signal(SIGPIPE, SIG_IGN);
     sigset_t signals;
     stop_signals(&signals);
     pthread_sigmask(SIG_BLOCK, &signals, NULL); /* inherited by every thread made below */
-    pthread_t signal_thread;
-    if (pthread_create(&signal_thread, NULL, signal_main, NULL) != 0) {
+    if (pthread_create(thread, NULL, signal_main, NULL) != 0) {
         fprintf(stderr, "codeq: cannot start the signal thread\n");
-        return CQ_EXIT_INTERNAL;
+        return -1;
     }
+    return 0;
+}
 
-    int status = CQ_EXIT_INTERNAL;
-    struct cq_result result;
-    cq_result_init(&result);
+/* Opens the backend and starts the session the code runs in, which the signal thread
+ * may then stop. 0; 1 when a signal came first (the session must still be stopped);
+ * -1 when there is no session. */
+static int start_session(const struct exec_options *o, struct cq_backend **w,
+                         struct cq_session_info *info)
+{
     struct cq_worker_config cfg;
     cq_worker_config_init(&cfg);
-    struct cq_backend *w = NULL;
     struct cq_session_params params = {0};
-    struct cq_session_info info;
-    bool info_valid = false;
-    int opened = cq_backend_open(&cfg, brokers, request_topic, &w, &err);
-    if (opened < 0 || cq_backend_start_session(w, &params, &info, &err) < 0) {
+    struct cq_error err;
+    if (cq_backend_open(&cfg, o->brokers, o->request_topic, w, &err) < 0 ||
+        cq_backend_start_session(*w, &params, info, &err) < 0) {
         fprintf(stderr, "codeq: %s\n", err.msg);
-        goto out;
+        return -1;
     }
-    info_valid = true;
     pthread_mutex_lock(&stopper.lock);
-    stopper.backend = w;
-    snprintf(stopper.session, sizeof(stopper.session), "%s", info.session_id);
+    stopper.backend = *w;
+    snprintf(stopper.session, sizeof(stopper.session), "%s", info->session_id);
     bool stopped = stopper.signal != 0;
     pthread_mutex_unlock(&stopper.lock);
-    if (stopped)
-        goto out;
+    return stopped ? 1 : 0;
+}
 
-    if (n_inputs > 0 && upload(w, info.session_id, inputs, n_inputs) < 0)
-        goto out;
+/* Hides the session from the signal thread, stops it (in the fleet it would outlive us
+ * until its time to live) and closes the backend. info is NULL when no session was
+ * started. Returns the signal that stopped codeq, or 0. */
+static int end_session(struct cq_backend *w, struct cq_session_info *info)
+{
+    pthread_mutex_lock(&stopper.lock);
+    stopper.backend = NULL;
+    int sig = stopper.signal;
+    pthread_mutex_unlock(&stopper.lock);
+    struct cq_error err;
+    if (w != NULL && info != NULL)
+        cq_backend_stop_session(w, info->session_id, info, &err);
+    cq_backend_close(w);
+    return sig;
+}
 
-    struct cq_invoke_args args = {.code = code, .language = lang, .timeout_s = timeout_s};
-    cq_backend_invoke(w, info.session_id, "executeCode", &args, json ? NULL : print_live, NULL,
-                      &result);
-    status = result.is_error ? 1 : 0;
-    if (json) {
-        json_t *obj = cq_result_to_json(&result);
+/* The result on standard output: all of it as JSON with --json, else the value of a
+ * final expression (the output went out live). Returns the exit status it calls for. */
+static int print_result(const struct exec_options *o, const struct cq_result *result)
+{
+    int status = result->is_error ? 1 : 0;
+    if (o->json) {
+        json_t *obj = cq_result_to_json(result);
         char *text = obj != NULL ? json_dumps(obj, JSON_INDENT(2)) : NULL;
         if (text != NULL)
             printf("%s\n", text);
         free(text);
         json_decref(obj);
-    } else if (result.value_text != NULL) {
-        printf("%s\n", result.value_text);
-    } else if (result.error_code != CQ_RESULT_OK && result.error_code != CQ_RESULT_TIMED_OUT &&
-               result.error_message != NULL) {
-        fprintf(stderr, "codeq: %s\n", result.error_message);
+    } else if (result->value_text != NULL) {
+        printf("%s\n", result->value_text);
+    } else if (result->error_code != CQ_RESULT_OK && result->error_code != CQ_RESULT_TIMED_OUT &&
+               result->error_message != NULL) {
+        fprintf(stderr, "codeq: %s\n", result->error_message);
         status = CQ_EXIT_INTERNAL;
     }
-    if (out_dir != NULL) {
-        int image = 0;
-        for (size_t i = 0; i < result.n_blocks; i++) {
-            const struct cq_block *b = &result.blocks[i];
-            if (b->type != CQ_BLOCK_IMAGE)
-                continue;
-            char name[64];
-            snprintf(name, sizeof(name), "image-%d.png", ++image);
-            if (save_file(out_dir, name, b->data, b->data_len) < 0)
-                fprintf(stderr, "codeq: could not save %s into %s\n", name, out_dir);
-        }
-        if (save_workspace(w, info.session_id, out_dir, "", 0) > 0 && status == 0)
+    return status;
+}
+
+/* --out: the images of the result as image-1.png, ... */
+static void save_images(const char *dir, const struct cq_result *result)
+{
+    int image = 0;
+    for (size_t i = 0; i < result->n_blocks; i++) {
+        const struct cq_block *b = &result->blocks[i];
+        if (b->type != CQ_BLOCK_IMAGE)
+            continue;
+        char name[64];
+        snprintf(name, sizeof(name), "image-%d.png", ++image);
+        if (save_file(dir, name, b->data, b->data_len) < 0)
+            fprintf(stderr, "codeq: could not save %s into %s\n", name, dir);
+    }
+}
+
+/* Runs the code in the session, then reports and saves what it produced. Returns the
+ * exit status. */
+static int execute(const struct exec_options *o, struct cq_backend *w, const char *session,
+                   const char *code)
+{
+    struct cq_result result;
+    cq_result_init(&result);
+    struct cq_invoke_args args = {.code = code, .language = o->lang, .timeout_s = o->timeout_s};
+    cq_backend_invoke(w, session, "executeCode", &args, o->json ? NULL : print_live, NULL, &result);
+    int status = print_result(o, &result);
+    if (o->out_dir != NULL) {
+        save_images(o->out_dir, &result);
+        if (save_workspace(w, session, o->out_dir, "", 0) > 0 && status == 0)
             status = CQ_EXIT_INTERNAL;
     }
-out:
     cq_result_free(&result);
-    pthread_mutex_lock(&stopper.lock);
-    stopper.backend = NULL;
-    int sig = stopper.signal;
-    pthread_mutex_unlock(&stopper.lock);
-    /* In the fleet the session would outlive us until its time to live. */
-    if (w != NULL && info_valid)
-        cq_backend_stop_session(w, info.session_id, &info, &err);
-    cq_backend_close(w);
+    return status;
+}
+
+/* A session from start to stop around the run of the code; *sig is the signal that
+ * stopped codeq, or 0. Returns the exit status. */
+static int run(const struct exec_options *o, const char *code, int *sig)
+{
+    int status = CQ_EXIT_INTERNAL;
+    struct cq_backend *w = NULL;
+    struct cq_session_info info;
+    int started = start_session(o, &w, &info);
+    if (started == 0 &&
+        (o->n_inputs == 0 || upload(w, info.session_id, o->inputs, o->n_inputs) == 0))
+        status = execute(o, w, info.session_id, code);
+    *sig = end_session(w, started >= 0 ? &info : NULL);
+    return status;
+}
+
+int cq_cmd_exec(int argc, char **argv)
+{
+    struct exec_options o = {0};
+    int status = parse_options(argc, argv, &o);
+    if (status != 0)
+        return status < 0 ? 0 : status;
+    cq_autofree char *code = NULL;
+    if ((status = read_code(&o, &code)) != 0)
+        return status;
+    if (o.out_dir != NULL && mkdir(o.out_dir, 0755) < 0 && errno != EEXIST)
+        return cq_usage_error("exec", "--out: cannot create '%s'", o.out_dir);
+
+    pthread_t signal_thread;
+    if (start_signal_thread(&signal_thread) < 0)
+        return CQ_EXIT_INTERNAL;
+    int sig = 0;
+    status = run(&o, code, &sig);
     pthread_kill(signal_thread, SIGUSR1);
     pthread_join(signal_thread, NULL);
     if (sig != 0) {

@@ -4,7 +4,9 @@
  * Each tools/call runs on a thread of its own, so that a long executeCode does not
  * hold up a getTask or stopTask; responses are written whole, one line each, under a
  * lock. Anything malformed gets a JSON-RPC error and the server carries on. At end of
- * input the server waits for calls in progress, then stops every session.
+ * input the server waits for calls in progress, stops the connection's default session
+ * and closes the backend: the embedded worker's sessions end with it, while a fleet's
+ * sessions started with startSession live until their time to live.
  */
 #define _GNU_SOURCE
 #include "cli/cli.h"

@@ -79,14 +79,6 @@ struct options {
     char **argv;
 };
 
-static int usage_error(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "codeq sandbox: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nRun 'codeq sandbox --help' for usage.\n");
-    return CQ_EXIT_USAGE;
-}
-
 /* The report is written by codeq, as root, after sandboxed code has run. Its
  * directory is opened now and the file created in it with O_NOFOLLOW later, so
  * nothing done in the meantime can redirect the write. A report inside the
@@ -100,26 +92,27 @@ static int open_report_dir(struct options *o)
     const char *base = basename(copy_base);
     if (base[0] == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 ||
         strcmp(base, "/") == 0 || strlen(base) > NAME_MAX) {
-        usage_error("--report: '%s' does not name a file", o->report_path);
+        cq_usage_error("sandbox", "--report: '%s' does not name a file", o->report_path);
         return -1;
     }
     if (realpath(dirname(copy_dir), dir_real) == NULL) {
-        usage_error("--report: the directory of '%s' does not exist", o->report_path);
+        cq_usage_error("sandbox", "--report: the directory of '%s' does not exist", o->report_path);
         return -1;
     }
     if (o->workspace != NULL) {
         size_t n = strlen(o->workspace);
         if (strncmp(dir_real, o->workspace, n) == 0 &&
             (dir_real[n] == '\0' || dir_real[n] == '/' || strcmp(o->workspace, "/") == 0)) {
-            usage_error("--report: '%s' is inside --workspace, where sandboxed code could "
-                        "replace it; write it elsewhere",
-                        o->report_path);
+            cq_usage_error("sandbox",
+                           "--report: '%s' is inside --workspace, where sandboxed code could "
+                           "replace it; write it elsewhere",
+                           o->report_path);
             return -1;
         }
     }
     o->report_dirfd = open(dir_real, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (o->report_dirfd < 0) {
-        usage_error("--report: cannot open the directory of '%s'", o->report_path);
+        cq_usage_error("sandbox", "--report: cannot open the directory of '%s'", o->report_path);
         return -1;
     }
     snprintf(o->report_name, sizeof(o->report_name), "%s", base);
@@ -168,28 +161,28 @@ static int parse_options(int argc, char **argv, struct options *o)
             return -1;
         case OPT_MEMORY:
             if (cq_parse_size(optarg, 1ULL << 50, &o->config.limits.memory_bytes, &err) < 0)
-                return usage_error("--memory: %s", err.msg);
+                return cq_usage_error("sandbox", "--memory: %s", err.msg);
             break;
         case OPT_PIDS:
             if (cq_parse_uint(optarg, 4, 1000000, &o->config.limits.pids, &err) < 0)
-                return usage_error("--pids: %s", err.msg);
+                return cq_usage_error("sandbox", "--pids: %s", err.msg);
             break;
         case OPT_CPUS: {
             char *end;
             errno = 0;
             double cpus = strtod(optarg, &end);
             if (errno != 0 || *end != '\0' || end == optarg || !(cpus > 0))
-                return usage_error("--cpus: invalid number '%s'", optarg);
+                return cq_usage_error("sandbox", "--cpus: invalid number '%s'", optarg);
             o->config.limits.cpus = cpus;
             break;
         }
         case OPT_TIMEOUT:
             if (cq_parse_duration_ms(optarg, MAX_TIMEOUT_MS, &o->timeout_ms, &err) < 0)
-                return usage_error("--timeout: %s", err.msg);
+                return cq_usage_error("sandbox", "--timeout: %s", err.msg);
             break;
         case OPT_DISK:
             if (cq_parse_size(optarg, 1ULL << 50, &value, &err) < 0)
-                return usage_error("--disk: %s", err.msg);
+                return cq_usage_error("sandbox", "--disk: %s", err.msg);
             o->config.limits.workspace_bytes = value;
             o->config.limits.file_size_bytes = value;
             break;
@@ -197,30 +190,31 @@ static int parse_options(int argc, char **argv, struct options *o)
             free(o->workspace);
             o->workspace = realpath(optarg, NULL);
             if (o->workspace == NULL)
-                return usage_error("--workspace: cannot use '%s'", optarg);
+                return cq_usage_error("sandbox", "--workspace: cannot use '%s'", optarg);
             break;
         case OPT_ENV:
             if (o->nenv == MAX_ENV)
-                return usage_error("--env: more than %s variables", "256");
+                return cq_usage_error("sandbox", "--env: more than %d variables", MAX_ENV);
             if (strchr(optarg, '=') == NULL)
-                return usage_error("--env: '%s' is not NAME=VALUE", optarg);
+                return cq_usage_error("sandbox", "--env: '%s' is not NAME=VALUE", optarg);
             o->env[o->nenv++] = optarg;
             break;
         case OPT_OUTPUT_LIMIT:
             if (cq_parse_size(optarg, 1ULL << 40, &o->output_limit, &err) < 0)
-                return usage_error("--output-limit: %s", err.msg);
+                return cq_usage_error("sandbox", "--output-limit: %s", err.msg);
             if (o->output_limit == 0)
-                return usage_error("--output-limit: %s", "must be above 0");
+                return cq_usage_error("sandbox", "--output-limit: must be above 0");
             break;
         case OPT_REPORT:
             o->report_path = optarg;
             break;
         default:
-            return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+            return cq_usage_error("sandbox", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (optind >= argc)
-        return usage_error("%s", "no command given (codeq sandbox [OPTIONS] -- CMD [ARG...])");
+        return cq_usage_error("sandbox",
+                              "no command given (codeq sandbox [OPTIONS] -- CMD [ARG...])");
     if (o->report_path != NULL && open_report_dir(o) < 0)
         return CQ_EXIT_USAGE;
     o->env[o->nenv] = NULL;
@@ -229,7 +223,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->argv = argv + optind;
     struct cq_error verr;
     if (cq_sandbox_config_validate(&o->config, &verr) < 0)
-        return usage_error("%s", verr.msg);
+        return cq_usage_error("sandbox", "%s", verr.msg);
     return 0;
 }
 

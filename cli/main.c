@@ -1,13 +1,25 @@
-/* cli/main.c - `codeq`: dispatches to one file per subcommand. */
+/* cli/main.c - `codeq`: dispatches to one file per subcommand, and what they share. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #ifndef CQ_VERSION
 #define CQ_VERSION "0.0.0"
 #endif
+
+int cq_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "codeq %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nRun 'codeq %s --help' for usage.\n", cmd);
+    return CQ_EXIT_USAGE;
+}
 
 static void usage(FILE *out)
 {

@@ -135,7 +135,9 @@ static int get_string(json_t *args, const char *key, const char **out, int *code
     return 0;
 }
 
-/* The session a call runs in: sessionId, or the connection's default session. */
+/* The session a call runs in: sessionId, or the connection's default session. 0; 1
+ * when the default session could not be started (failure says why); -1 for a protocol
+ * error (sessionId not a string). */
 static int session_of(struct cq_mcp_context *ctx, json_t *args, char out[CQ_SESSION_ID_MAX + 1],
                       int *code, char *msg, size_t len, struct cq_result *failure)
 {

@@ -5,6 +5,22 @@
  * with which input ("mount /usr on /newroot/usr: Operation not permitted").
  * Callers add context on the way up with cq_error_prefix() instead of logging at
  * every level; the error is reported once, where it is handled.
+ *
+ * A function that produces a count, a length or an id returns it (>= 0) instead of 0
+ * and says so in its comment (cq_msg_recv: the message length, 0 at end of stream).
+ *
+ * Exceptions, each with its reason:
+ *  - sandbox/init/shim.c run_command() and what it calls (drop_privileges,
+ *    exec_search, init_install_filter): they run in the forked child between fork and
+ *    execve and return -1 with errno, as the system calls they wrap do. The child
+ *    reports one errno and a step name through the exec-error pipe, and the
+ *    supervisor words the error from those ("cannot run 'x'" for the step "execve").
+ *  - sandbox/seccomp_policy.c cq_seccomp_policy_build(): 0 or libseccomp's negative
+ *    errno. It is linked only into the build-time tool codeq-seccomp-gen, which does
+ *    not link common/, and its rule helpers chain libseccomp calls on that value.
+ *  - sandbox/sandbox.h cq_process_kill() and cq_process_signal(): -1 without err
+ *    means "not delivered, the process had ended", an answer callers act on (and
+ *    often expect), not a failure to report.
  */
 #ifndef CQ_COMMON_ERROR_H
 #define CQ_COMMON_ERROR_H

@@ -1,4 +1,5 @@
-/* common/fileutil.h - small whole-file reads and writes (cgroup and /proc files). */
+/* common/fileutil.h - whole-file reads and writes: small ones (cgroup and /proc files)
+ * and bounded reads of a descriptor. */
 #ifndef CQ_COMMON_FILEUTIL_H
 #define CQ_COMMON_FILEUTIL_H
 
@@ -12,6 +13,11 @@ int cq_write_file_at(int dirfd, const char *path, const char *text, struct cq_er
 
 /* Read up to len-1 bytes of path into buf, NUL-terminated. Returns bytes read or -1. */
 ssize_t cq_read_file_at(int dirfd, const char *path, char *buf, size_t len, struct cq_error *err);
+
+/* Read fd to its end into *data (malloc'd, caller frees; followed by a NUL byte that
+ * *len does not count, so text can be used as a string). More than limit bytes is
+ * refused with EFBIG: at most limit + 1 bytes are ever read or held. */
+int cq_read_fd_limit(int fd, uint64_t limit, uint8_t **data, size_t *len, struct cq_error *err);
 
 /* Find "key <number>" in a "key value" per line text (cgroup stat files). */
 int cq_keyed_u64(const char *text, const char *key, uint64_t *out);

@@ -65,8 +65,9 @@ static bool wait_for_leases(struct cq_dispatcher *d)
 
 /* ---- output ------------------------------------------------------------------------- */
 
-static void reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, uint8_t *bytes,
-                  size_t len)
+/* Sends a final reply (the bytes stay the caller's: librdkafka copies them). */
+static void send_reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, const uint8_t *bytes,
+                       size_t len)
 {
     struct cq_header headers[] = {
         {"request_id", req->request_id},
@@ -77,7 +78,40 @@ static void reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, uint8_
     if (cq_kafka_send(d->producer, req->reply_topic, req->request_id, bytes, len, headers, 3,
                       &d->replies, &err) < 0)
         cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+}
+
+/* Sends a final reply and frees it. */
+static void reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, uint8_t *bytes,
+                  size_t len)
+{
+    send_reply(d, req, bytes, len);
     free(bytes);
+}
+
+/* Stores a final reply decided here, so that a repeated request id gets it again. */
+static void store_reply(struct cq_dispatcher *d, const Codeq__V1__Request *req,
+                        const uint8_t *bytes, size_t len)
+{
+    struct cq_error err;
+    bool stored; /* false: another outcome was stored first, and a repeat gets that */
+    if (cq_store_finish(d->store, req->request_id, NULL, bytes, len, &stored, &err) < 0)
+        cq_log(CQ_LOG_WARN, "request %s: reply not stored: %s", req->request_id, err.msg);
+}
+
+/* The final reply when the real one cannot be encoded (why: out of memory, too large):
+ * the codec's fallback error, built without allocating, so that the request still gets
+ * its one final reply. Stored when the real one would have been. */
+static void reply_fallback(struct cq_dispatcher *d, const Codeq__V1__Request *req, bool store,
+                           const struct cq_error *why)
+{
+    cq_log(CQ_LOG_ERROR, "request %s: reply not encoded: %s", req->request_id, why->msg);
+    char message[200];
+    snprintf(message, sizeof(message), "codeq: the reply could not be encoded: %s", why->msg);
+    uint8_t bytes[CQ_CODEC_FALLBACK_MAX];
+    size_t len = cq_codec_fallback_response(req->request_id, req->session_id, message, bytes);
+    if (store)
+        store_reply(d, req, bytes, len);
+    send_reply(d, req, bytes, len);
 }
 
 /* A final error decided here; stored, so that a repeated request id gets it again. */
@@ -86,11 +120,13 @@ static void reply_error(struct cq_dispatcher *d, const Codeq__V1__Request *req,
 {
     uint8_t *bytes;
     size_t len;
-    if (cq_codec_error_response(req->request_id, req->session_id, code, message, &bytes, &len) < 0)
-        return;
     struct cq_error err;
-    if (cq_store_finish(d->store, req->request_id, NULL, bytes, len, &err) < 0)
-        cq_log(CQ_LOG_WARN, "request %s: reply not stored: %s", req->request_id, err.msg);
+    if (cq_codec_error_response(req->request_id, req->session_id, code, message, &bytes, &len,
+                                &err) < 0) {
+        reply_fallback(d, req, true, &err);
+        return;
+    }
+    store_reply(d, req, bytes, len);
     reply(d, req, bytes, len);
 }
 
@@ -257,12 +293,13 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
         bool found;
         uint8_t *bytes;
         size_t len;
-        if (cq_store_session_info(d->store, existing, &info, &found, &err) == 0 && found &&
-            cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0)
-            reply(d, req, bytes, len);
-        else
+        if (cq_store_session_info(d->store, existing, &info, &found, &err) < 0 || !found)
             reply_error(d, req, CQ_RESULT_NOT_FOUND,
                         "the session this client token started has ended");
+        else if (cq_codec_session_response(req->request_id, &info, &bytes, &len, &err) < 0)
+            reply_fallback(d, req, false, &err);
+        else
+            reply(d, req, bytes, len);
         return;
     }
     /* The id goes in the request the worker gets (and in the Kafka key from now on);
@@ -340,7 +377,9 @@ static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request 
             if (in->status == CODEQ__V1__SESSION_STATUS__SESSION_STATUS_UNSPECIFIED ||
                 (int)infos[i].status == (int)in->status)
                 infos[kept++] = infos[i];
-        if (cq_codec_sessions_response(req->request_id, infos, kept, next, &bytes, &len) == 0)
+        if (cq_codec_sessions_response(req->request_id, infos, kept, next, &bytes, &len, &err) < 0)
+            reply_fallback(d, req, false, &err);
+        else
             reply(d, req, bytes, len);
         return;
     }
@@ -352,7 +391,9 @@ static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request 
         char text[160];
         snprintf(text, sizeof(text), "session '%s' not found", req->session_id);
         reply_error(d, req, CQ_RESULT_NOT_FOUND, text);
-    } else if (cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0) {
+    } else if (cq_codec_session_response(req->request_id, &info, &bytes, &len, &err) < 0) {
+        reply_fallback(d, req, false, &err);
+    } else {
         reply(d, req, bytes, len);
     }
 }
@@ -365,8 +406,8 @@ static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request 
  * TIMED_OUT as before rather than forwarded.
  *
  * With a route remembered for the session, the forward is sent first and recorded
- * while it travels, which takes the Redis round trip (100 us at the median on a busy
- * 2-vCPU host) off the request's path. That is safe because the worker runs nothing
+ * while it travels, which takes the Redis round trip (a script run, docs/performance.md
+ * has its cost) off the request's path. That is safe because the worker runs nothing
  * Redis has not recorded for it: a forward that beat its record waits for it (up to
  * CQ_FLEET_RECORD_WAIT_MS), and one sent on a stale route, or for a request the
  * general path then answers itself, is refused by the claim. So the forward goes again
@@ -396,11 +437,13 @@ static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     if (sent)
         send_forward(d, req, early, early_fence, true, body, len);
     struct cq_route r;
-    struct cq_error err;
-    int rc =
-        cq_store_route_forward(d->store, req->request_id, req->session_id, body, len, &r, &err);
+    struct cq_error err; /* a failure is the general path's to meet and report */
+    bool routed;
+    int rc = cq_store_route_forward(d->store, req->request_id, req->session_id, body, len, &r,
+                                    &routed, &err);
+    routed = rc == 0 && routed;
     cq_trace_stamp(d->trace, "d.routed");
-    if (rc == 1) {
+    if (routed) {
         if (!sent || strcmp(early, r.owner) != 0 ||
             cq_now_ms() - sent_at > CQ_FLEET_RECORD_WAIT_MS / 2)
             send_forward(d, req, r.owner, r.fence, false, body, len);
@@ -409,7 +452,7 @@ static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
         cq_routes_forget(d->routes, req->session_id);
     }
     free(body);
-    return rc == 1;
+    return routed;
 }
 
 static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *msg)
@@ -538,8 +581,8 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
     if (cq_store_open(cfg, &d->store, err) < 0)
         goto fail;
     cq_store_set_cancel(d->store, &d->stopping);
-    d->producer = cq_kafka_producer(cfg, err);
-    if (d->producer == NULL || cq_kafka_ensure_topic(d->producer, cfg->request_topic, 8, err) < 0 ||
+    if (cq_kafka_producer(cfg, &d->producer, err) < 0 ||
+        cq_kafka_ensure_topic(d->producer, cfg->request_topic, 8, err) < 0 ||
         cq_kafka_ensure_topic(d->producer, cfg->dlq_topic, 1, err) < 0)
         goto fail;
     /* One group per request topic: fleets that share a broker (staging next to
@@ -547,8 +590,7 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
      * time one of theirs starts or stops, pausing every fleet for seconds. */
     char group[256];
     snprintf(group, sizeof(group), "codeq-dispatchers.%s", cfg->request_topic);
-    d->consumer = cq_kafka_consumer(cfg, group, cfg->request_topic, err);
-    if (d->consumer == NULL)
+    if (cq_kafka_consumer(cfg, group, cfg->request_topic, &d->consumer, err) < 0)
         goto fail;
     *out = d;
     return 0;
@@ -568,12 +610,14 @@ void cq_dispatcher_stop(struct cq_dispatcher *d)
  * failure only warns: a reply topic belongs to its client, which may have deleted it
  * or named one that cannot exist; a reply that failed must not stop the dispatcher, or
  * one client could stop every other client's requests, and what it carried is stored
- * or recomputed for a client that retries the request id). Without wait, returns 0 at
- * once when acknowledgements are still to come: waiting for them after each batch woke
- * the dispatcher while its forward travelled, competing with it for the CPU. */
+ * or recomputed for a client that retries the request id). *stored says whether the
+ * offsets were stored: without wait, it is false at once when acknowledgements are
+ * still to come: waiting for them after each batch woke the dispatcher while its
+ * forward travelled, competing with it for the CPU. */
 static int store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list_t *consumed,
-                         bool wait, struct cq_error *err)
+                         bool wait, bool *stored, struct cq_error *err)
 {
+    *stored = false;
     struct cq_error reply_err;
     if (wait) {
         if (cq_kafka_wait(d->producer, &d->batch, 60000, err) < 0)
@@ -587,7 +631,7 @@ static int store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list_
                                 rd_kafka_err2str(d->batch.last_error));
         if (__atomic_load_n(&d->batch.pending, __ATOMIC_SEQ_CST) > 0 ||
             __atomic_load_n(&d->replies.pending, __ATOMIC_SEQ_CST) > 0)
-            return 0;
+            return 0; /* not yet */
         if (__atomic_load_n(&d->replies.failed, __ATOMIC_SEQ_CST) > 0)
             cq_log(CQ_LOG_WARN, "replies not delivered: %d failed: %s", d->replies.failed,
                    rd_kafka_err2str(d->replies.last_error));
@@ -602,7 +646,8 @@ static int store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list_
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
             cq_log(CQ_LOG_WARN, "store offsets: %s", rd_kafka_err2str(e));
     }
-    return 1;
+    *stored = true;
+    return 0;
 }
 
 int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
@@ -639,8 +684,9 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
             msg = handled < BATCH_MAX ? rd_kafka_consumer_poll(d->consumer, 0) : NULL;
         }
         if (consumed != NULL) {
-            int stored = store_offsets(d, consumed, cq_unix_ms() - consumed_since > 1000, err);
-            if (stored < 0) {
+            bool stored;
+            if (store_offsets(d, consumed, cq_unix_ms() - consumed_since > 1000, &stored, err) <
+                0) {
                 cq_log(CQ_LOG_ERROR,
                        "requests not acknowledged, exiting so that they are "
                        "consumed again: %s",
@@ -648,7 +694,7 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
                 rc = -1;
                 break;
             }
-            if (stored == 1) {
+            if (stored) {
                 rd_kafka_topic_partition_list_destroy(consumed);
                 consumed = NULL;
             }
@@ -660,9 +706,11 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
         rd_kafka_poll(d->producer, 0);
     }
     if (consumed != NULL) {
-        struct cq_error ignored;
-        if (rc == 0)
-            store_offsets(d, consumed, true, &ignored);
+        struct cq_error last;
+        bool stored;
+        /* Not stored: another dispatcher consumes these requests again. */
+        if (rc == 0 && store_offsets(d, consumed, true, &stored, &last) < 0)
+            cq_log(CQ_LOG_WARN, "stopping with requests not acknowledged: %s", last.msg);
         rd_kafka_topic_partition_list_destroy(consumed);
     }
     if (rc < 0)

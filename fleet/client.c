@@ -5,8 +5,9 @@
  * group rebalance. The calls waiting for replies read the topic themselves, one at a
  * time: the reader hands each reply to the call waiting for its request id, and when
  * its own final reply came, passes the reading on to another waiting call. A reply
- * that reaches its own caller therefore wakes no other thread (a dedicated reader
- * thread cost every call a wake-up, 30 us at the median on a busy 2-vCPU host).
+ * that reaches its own caller therefore wakes no other thread: a dedicated reader
+ * thread, as this client once had, put a thread wake-up in every reply's path
+ * (docs/performance.md, "Where the figures of code comments went", has its cost).
  * Replies nobody waits for (a duplicate, or a call that gave up) are dropped. */
 #define _GNU_SOURCE
 #include "fleet/client.h"
@@ -24,7 +25,8 @@
 #include <time.h>
 
 /* A call waiting for its replies. Lives on the caller's stack, in the client's list
- * while it waits; the reader thread touches it only with the client's lock held. */
+ * while it waits; the call reading the reply topic (deliver()) touches it only with
+ * the client's lock held. */
 struct waiter {
     struct waiter *next;
     const char *request_id;
@@ -139,11 +141,9 @@ int cq_fleet_client_open(const char *brokers, const char *request_topic,
     char id[17];
     cq_random_id(id, 16);
     snprintf(c->reply_topic, sizeof(c->reply_topic), "codeq.replies.%s", id);
-    c->producer = cq_kafka_producer(&cfg, err);
-    if (c->producer == NULL || cq_kafka_ensure_topic(c->producer, c->reply_topic, 1, err) < 0)
-        goto fail;
-    c->reader = cq_kafka_reader(&cfg, c->reply_topic, err);
-    if (c->reader == NULL)
+    if (cq_kafka_producer(&cfg, &c->producer, err) < 0 ||
+        cq_kafka_ensure_topic(c->producer, c->reply_topic, 1, err) < 0 ||
+        cq_kafka_reader(&cfg, c->reply_topic, &c->reader, err) < 0)
         goto fail;
     *out = c;
     return 0;
@@ -181,26 +181,16 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
     return cq_fleet_client_call_traced(c, req, on_chunk, ctx, timeout_ms, out, NULL, err);
 }
 
-int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *req,
-                                cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
-                                Codeq__V1__Response **out, struct cq_trace *trace,
-                                struct cq_error *err)
+/* The call, with req's request_id and reply_topic set (cq_fleet_client_call_traced()
+ * gives them back to the caller whatever happens here). */
+static int call(struct cq_fleet_client *c, const Codeq__V1__Request *req,
+                cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms, Codeq__V1__Response **out,
+                struct cq_trace *trace, struct cq_error *err)
 {
-    *out = NULL;
-    char made_id[25];
-    char *given_id = req->request_id, *given_topic = req->reply_topic;
-    if (req->request_id == NULL || req->request_id[0] == '\0') {
-        cq_random_id(made_id, 24);
-        req->request_id = made_id;
-    }
-    req->reply_topic = c->reply_topic;
     size_t len = codeq__v1__request__get_packed_size(req);
     uint8_t *bytes = malloc(len ? len : 1);
-    if (bytes == NULL) {
-        req->request_id = given_id;
-        req->reply_topic = given_topic;
-        return cq_error_set(err, ENOMEM, "out of memory");
-    }
+    if (bytes == NULL)
+        return cq_error_sys(err, ENOMEM, "encode request %s (%zu bytes)", req->request_id, len);
     codeq__v1__request__pack(req, bytes);
 
     struct waiter w = {
@@ -225,9 +215,7 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
         remove_waiter(c, &w);
         pthread_mutex_unlock(&c->lock);
         free(bytes);
-        req->request_id = given_id;
-        req->reply_topic = given_topic;
-        return cq_error_set(err, ENOMEM, "out of memory");
+        return cq_error_sys(err, ENOMEM, "track the delivery of request %s", req->request_id);
     }
     struct cq_header trace_header;
     if (trace != NULL) {
@@ -285,8 +273,6 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
                           "topic %s?); it may still run, and sending it again with the same "
                           "request id returns its result without a second run",
                           req->request_id, timeout_ms, c->request_topic);
-    req->request_id = given_id;
-    req->reply_topic = given_topic;
     if (rc < 0) {
         if (w.final != NULL)
             codeq__v1__response__free_unpacked(w.final, NULL);
@@ -294,4 +280,25 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
     }
     *out = w.final;
     return 0;
+}
+
+int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *req,
+                                cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms,
+                                Codeq__V1__Response **out, struct cq_trace *trace,
+                                struct cq_error *err)
+{
+    *out = NULL;
+    char made_id[25];
+    char *given_id = req->request_id, *given_topic = req->reply_topic;
+    if (req->request_id == NULL || req->request_id[0] == '\0') {
+        cq_random_id(made_id, 24);
+        req->request_id = made_id;
+    }
+    req->reply_topic = c->reply_topic;
+    int rc = call(c, req, on_chunk, ctx, timeout_ms, out, trace, err);
+    /* One exit: the request goes back to its caller as it came (made_id is on this
+     * stack, and the caller may free the message with its own strings). */
+    req->request_id = given_id;
+    req->reply_topic = given_topic;
+    return rc;
 }

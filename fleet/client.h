@@ -2,9 +2,12 @@
  * topic and waits for their replies on a private reply topic. `codeq --brokers` and the
  * fleet benchmark use it; clients/python is its Python counterpart.
  *
- * One client serves many threads: each call waits for its own request id, and a
- * background thread reads the reply topic and hands every reply to its caller. A final
- * reply seen twice (the fleet may repeat one after a dispatcher restart) is dropped.
+ * One client serves many threads: each call waits for its own request id. There is no
+ * reader thread: the waiting calls read the reply topic themselves, one at a time, and
+ * the reading call hands each reply to the call waiting for its request id (then
+ * passes the reading on once its own final reply is in). A final reply seen twice (the
+ * fleet may repeat one after a dispatcher restart) is dropped, as are replies nobody
+ * waits for.
  */
 #ifndef CQ_FLEET_CLIENT_H
 #define CQ_FLEET_CLIENT_H

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "fleet/codec.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,8 @@ const char *cq_codec_invalid(const Codeq__V1__Request *req)
     }
 }
 
-int cq_codec_invoke_args(const Codeq__V1__Invoke *inv, struct cq_invoke_args *a, void **owned)
+int cq_codec_invoke_args(const Codeq__V1__Invoke *inv, struct cq_invoke_args *a, void **owned,
+                         struct cq_error *err)
 {
     memset(a, 0, sizeof(*a));
     *owned = NULL;
@@ -75,7 +77,8 @@ int cq_codec_invoke_args(const Codeq__V1__Invoke *inv, struct cq_invoke_args *a,
     if (in->n_content > 0) {
         struct cq_file_content *content = calloc(in->n_content, sizeof(*content));
         if (content == NULL)
-            return -1;
+            return cq_error_sys(err, ENOMEM, "decode the %zu file contents of invoke %s",
+                                in->n_content, inv->tool);
         for (size_t i = 0; i < in->n_content; i++) {
             const Codeq__V1__FileContent *f = in->content[i];
             content[i].path = f->path;
@@ -97,13 +100,25 @@ int cq_codec_invoke_args(const Codeq__V1__Invoke *inv, struct cq_invoke_args *a,
     return 0;
 }
 
-static int pack(const Codeq__V1__Response *resp, uint8_t **out, size_t *len)
+/* what names the reply in errors ("the result"). */
+static int pack(const Codeq__V1__Response *resp, const char *what, uint8_t **out, size_t *len,
+                struct cq_error *err)
 {
-    *len = codeq__v1__response__get_packed_size(resp);
-    *out = malloc(*len ? *len : 1);
-    if (*out == NULL)
-        return -1;
-    codeq__v1__response__pack(resp, *out);
+    *out = NULL;
+    *len = 0;
+    size_t n = codeq__v1__response__get_packed_size(resp);
+    if (n > CQ_CODEC_MAX_RESPONSE)
+        return cq_error_set(err, CQ_ELIMIT,
+                            "%s of request %.64s is %zu bytes, more than a message may carry "
+                            "(%u)",
+                            what, resp->request_id, n, CQ_CODEC_MAX_RESPONSE);
+    uint8_t *bytes = malloc(n ? n : 1);
+    if (bytes == NULL)
+        return cq_error_sys(err, ENOMEM, "encode %s of request %.64s (%zu bytes)", what,
+                            resp->request_id, n);
+    codeq__v1__response__pack(resp, bytes);
+    *out = bytes;
+    *len = n;
     return 0;
 }
 
@@ -186,15 +201,19 @@ static void fill_block(const struct cq_block *b, struct block_parts *p)
 }
 
 int cq_codec_result_response(const char *request_id, const char *session_id,
-                             const struct cq_result *r, uint8_t **out, size_t *len)
+                             const struct cq_result *r, uint8_t **out, size_t *len,
+                             struct cq_error *err)
 {
+    *out = NULL;
+    *len = 0;
     Codeq__V1__Result result = CODEQ__V1__RESULT__INIT;
     struct block_parts *parts = calloc(r->n_blocks + 1, sizeof(*parts));
     Codeq__V1__ContentBlock **blocks = calloc(r->n_blocks + 1, sizeof(*blocks));
     if (parts == NULL || blocks == NULL) {
         free(parts);
         free(blocks);
-        return -1;
+        return cq_error_sys(err, ENOMEM, "encode the %zu content blocks of request %.64s",
+                            r->n_blocks, str(request_id));
     }
     for (size_t i = 0; i < r->n_blocks; i++) {
         fill_block(&r->blocks[i], &parts[i]);
@@ -221,7 +240,7 @@ int cq_codec_result_response(const char *request_id, const char *session_id,
     resp.session_id = str(session_id);
     resp.payload_case = CODEQ__V1__RESPONSE__PAYLOAD_RESULT;
     resp.result = &result;
-    int rc = pack(&resp, out, len);
+    int rc = pack(&resp, "the result", out, len, err);
     free(parts);
     free(blocks);
     return rc;
@@ -241,7 +260,7 @@ static void fill_session(const struct cq_session_info *info, Codeq__V1__Session 
 }
 
 int cq_codec_session_response(const char *request_id, const struct cq_session_info *info,
-                              uint8_t **out, size_t *len)
+                              uint8_t **out, size_t *len, struct cq_error *err)
 {
     Codeq__V1__Session s;
     fill_session(info, &s);
@@ -250,18 +269,22 @@ int cq_codec_session_response(const char *request_id, const struct cq_session_in
     resp.session_id = (char *)info->session_id;
     resp.payload_case = CODEQ__V1__RESPONSE__PAYLOAD_SESSION;
     resp.session = &s;
-    return pack(&resp, out, len);
+    return pack(&resp, "the session", out, len, err);
 }
 
 int cq_codec_sessions_response(const char *request_id, const struct cq_session_info *infos,
-                               size_t n, const char *next_token, uint8_t **out, size_t *len)
+                               size_t n, const char *next_token, uint8_t **out, size_t *len,
+                               struct cq_error *err)
 {
+    *out = NULL;
+    *len = 0;
     Codeq__V1__Session *items = calloc(n + 1, sizeof(*items));
     Codeq__V1__Session **ptrs = calloc(n + 1, sizeof(*ptrs));
     if (items == NULL || ptrs == NULL) {
         free(items);
         free(ptrs);
-        return -1;
+        return cq_error_sys(err, ENOMEM, "encode a list of %zu sessions for request %.64s", n,
+                            str(request_id));
     }
     for (size_t i = 0; i < n; i++) {
         fill_session(&infos[i], &items[i]);
@@ -275,7 +298,7 @@ int cq_codec_sessions_response(const char *request_id, const struct cq_session_i
     resp.request_id = str(request_id);
     resp.payload_case = CODEQ__V1__RESPONSE__PAYLOAD_SESSIONS;
     resp.sessions = &list;
-    int rc = pack(&resp, out, len);
+    int rc = pack(&resp, "the session list", out, len, err);
     free(items);
     free(ptrs);
     return rc;
@@ -283,7 +306,7 @@ int cq_codec_sessions_response(const char *request_id, const struct cq_session_i
 
 int cq_codec_chunk_response(const char *request_id, const char *session_id, int stream,
                             const void *data, size_t data_len, uint64_t sequence, uint8_t **out,
-                            size_t *len)
+                            size_t *len, struct cq_error *err)
 {
     Codeq__V1__OutputChunk chunk = CODEQ__V1__OUTPUT_CHUNK__INIT;
     chunk.stream =
@@ -296,24 +319,87 @@ int cq_codec_chunk_response(const char *request_id, const char *session_id, int 
     resp.session_id = str(session_id);
     resp.payload_case = CODEQ__V1__RESPONSE__PAYLOAD_CHUNK;
     resp.chunk = &chunk;
-    return pack(&resp, out, len);
+    return pack(&resp, "an output chunk", out, len, err);
+}
+
+/* An error result as cq_result_fail() makes it (the message in error_message and in
+ * one text block), in caller-provided storage: nothing to allocate. */
+struct error_parts {
+    Codeq__V1__Response resp;
+    Codeq__V1__Result result;
+    Codeq__V1__ContentBlock block;
+    Codeq__V1__ContentBlock *blocks[1];
+    Codeq__V1__TextBlock text;
+};
+
+static void fill_error(const char *request_id, const char *session_id, enum cq_result_error code,
+                       const char *message, struct error_parts *p)
+{
+    codeq__v1__text_block__init(&p->text);
+    p->text.text = str(message);
+    codeq__v1__content_block__init(&p->block);
+    p->block.block_case = CODEQ__V1__CONTENT_BLOCK__BLOCK_TEXT;
+    p->block.text = &p->text;
+    p->blocks[0] = &p->block;
+    codeq__v1__result__init(&p->result);
+    p->result.content = p->blocks;
+    p->result.n_content = 1;
+    p->result.is_error = true;
+    p->result.error_code = error_code_of(code);
+    p->result.error_message = str(message);
+    codeq__v1__response__init(&p->resp);
+    p->resp.request_id = str(request_id);
+    p->resp.session_id = str(session_id);
+    p->resp.payload_case = CODEQ__V1__RESPONSE__PAYLOAD_RESULT;
+    p->resp.result = &p->result;
 }
 
 int cq_codec_error_response(const char *request_id, const char *session_id,
                             enum cq_result_error code, const char *message, uint8_t **out,
-                            size_t *len)
+                            size_t *len, struct cq_error *err)
 {
-    struct cq_result r;
-    cq_result_init(&r);
-    cq_result_fail(&r, code, "%s", message);
-    int rc = cq_codec_result_response(request_id, session_id, &r, out, len);
-    cq_result_free(&r);
-    return rc;
+    struct error_parts p;
+    fill_error(request_id, session_id, code, message, &p);
+    return pack(&p.resp, "the error reply", out, len, err);
+}
+
+/* Copies at most max bytes of s into out (max + 1 bytes), cut at a UTF-8 boundary so
+ * that the string stays valid UTF-8 if it was. */
+static void copy_cut(char *out, const char *s, size_t max)
+{
+    size_t n = strnlen(str(s), max + 1);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--; /* s[n] continues a character: cut before that character */
+    }
+    memmove(out, str(s), n); /* out may be s */
+    out[n] = '\0';
+}
+
+size_t cq_codec_fallback_response(const char *request_id, const char *session_id,
+                                  const char *message, uint8_t out[CQ_CODEC_FALLBACK_MAX])
+{
+    /* Bounds that fit: 2 x 160 for the message (it travels twice), ids as validated
+     * (cq_codec_invalid), and under 60 bytes of tags and lengths. */
+    char rid[64], sid[CQ_SESSION_ID_MAX + 1], text[161];
+    copy_cut(rid, request_id, sizeof(rid) - 1);
+    copy_cut(sid, session_id, sizeof(sid) - 1);
+    copy_cut(text, message, sizeof(text) - 1);
+    struct error_parts p;
+    fill_error(rid, sid, CQ_RESULT_INTERNAL, text, &p);
+    size_t n = codeq__v1__response__get_packed_size(&p.resp);
+    while (n > CQ_CODEC_FALLBACK_MAX && text[0] != '\0') { /* not with the bounds above */
+        copy_cut(text, text, strlen(text) / 2);
+        n = codeq__v1__response__get_packed_size(&p.resp);
+    }
+    return codeq__v1__response__pack(&p.resp, out);
 }
 
 /* ---- the client's side: worker structures -> Request, Response -> worker structures */
 
-int cq_codec_fill_arguments(const struct cq_invoke_args *a, Codeq__V1__Arguments *out, void **owned)
+int cq_codec_fill_arguments(const struct cq_invoke_args *a, Codeq__V1__Arguments *out, void **owned,
+                            struct cq_error *err)
 {
     codeq__v1__arguments__init(out);
     *owned = NULL;
@@ -333,7 +419,8 @@ int cq_codec_fill_arguments(const struct cq_invoke_args *a, Codeq__V1__Arguments
     Codeq__V1__FileContent **items =
         calloc(a->n_content, sizeof(*items) + sizeof(Codeq__V1__FileContent));
     if (items == NULL)
-        return -1;
+        return cq_error_sys(err, ENOMEM, "encode the %zu file contents of the arguments",
+                            a->n_content);
     Codeq__V1__FileContent *files = (Codeq__V1__FileContent *)(items + a->n_content);
     for (size_t i = 0; i < a->n_content; i++) {
         const struct cq_file_content *f = &a->content[i];
@@ -429,17 +516,17 @@ static int block_from(const Codeq__V1__ContentBlock *in, struct cq_block *b)
     }
 }
 
-int cq_codec_result_from(const Codeq__V1__Result *in, struct cq_result *r)
+int cq_codec_result_from(const Codeq__V1__Result *in, struct cq_result *r, struct cq_error *err)
 {
     cq_result_init(r);
     r->blocks = calloc(in->n_content + 1, sizeof(*r->blocks));
     if (r->blocks == NULL)
-        return -1;
+        return cq_error_sys(err, ENOMEM, "decode a result of %zu content blocks", in->n_content);
     r->cap_blocks = in->n_content + 1;
     for (size_t i = 0; i < in->n_content; i++) {
         r->n_blocks = i + 1; /* a half-filled block is freed with the rest */
         if (block_from(in->content[i], &r->blocks[i]) < 0)
-            return -1;
+            return cq_error_sys(err, ENOMEM, "decode content block %zu of the result", i);
     }
     const Codeq__V1__StructuredContent *sc = in->structured_content;
     if (sc != NULL) {
@@ -453,12 +540,16 @@ int cq_codec_result_from(const Codeq__V1__Result *in, struct cq_result *r)
         r->task_status = sc->task_status <= CODEQ__V1__TASK_STATUS__TASK_STATUS_FAILED
                              ? (enum cq_task_status)sc->task_status
                              : CQ_TASK_NONE;
-        if (r->stdout_text == NULL || r->stderr_text == NULL)
-            return -1;
+        if (r->stdout_text == NULL || r->stderr_text == NULL ||
+            (r->value_text == NULL && !empty(sc->value)) ||
+            (r->task_id == NULL && !empty(sc->task_id)))
+            return cq_error_sys(err, ENOMEM, "decode the structured content of the result");
     }
     r->is_error = in->is_error;
     r->error_code = result_error_of(in->error_code);
     r->error_message = dup_or_null(in->error_message);
+    if (r->error_message == NULL && !empty(in->error_message))
+        return cq_error_sys(err, ENOMEM, "decode the error message of the result");
     return 0;
 }
 

@@ -121,6 +121,10 @@ static int load_file(struct cq_fleet_config *cfg, const char *path, struct cq_er
     unsigned lineno = 0;
     while (fgets(line, sizeof(line), f) != NULL) {
         lineno++;
+        /* A longer line would be read as two, the second with a wrong number. */
+        if (strchr(line, '\n') == NULL && !feof(f))
+            return cq_error_set(err, CQ_EINVALID, "%s:%u: line longer than %zu characters", path,
+                                lineno, sizeof(line) - 2);
         char *hash = strchr(line, '#');
         if (hash != NULL)
             *hash = '\0';
@@ -150,12 +154,19 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
     /* The file first, wherever --config appears, so that flags override it. */
     const char *file = getenv("CODEQ_CONFIG");
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
             *help = true;
             return 0;
         }
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+        if (strncmp(arg, "--config=", 9) == 0)
+            file = arg + 9;
+        else if (strcmp(arg, "--config") == 0 && i + 1 < argc)
             file = argv[i + 1];
+        /* A flag's value is never an option of its own: `--worker-id -h` names a
+         * worker "-h" (or is refused later), it does not ask for help. */
+        if (strncmp(arg, "--", 2) == 0 && strchr(arg, '=') == NULL)
+            i++;
     }
     if (file != NULL && file[0] != '\0' && load_file(cfg, file, err) < 0)
         return -1;

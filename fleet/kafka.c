@@ -82,11 +82,12 @@ static rd_kafka_conf_t *common_conf(const struct cq_fleet_config *cfg, struct cq
     return conf;
 }
 
-rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error *err)
+int cq_kafka_producer(const struct cq_fleet_config *cfg, rd_kafka_t **out, struct cq_error *err)
 {
+    *out = NULL;
     rd_kafka_conf_t *conf = common_conf(cfg, err);
     if (conf == NULL)
-        return NULL;
+        return -1;
     /* murmur2_random: the partition of a key as Java clients compute it, so that a
      * session's requests share a partition whoever produced them. */
     if (set(conf, "linger.ms", "0", err) < 0 || set(conf, "enable.idempotence", "true", err) < 0 ||
@@ -94,43 +95,46 @@ rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error
         set(conf, "message.timeout.ms", "30000", err) < 0 ||
         set(conf, "message.max.bytes", CQ_KAFKA_MAX_MESSAGE, err) < 0) {
         rd_kafka_conf_destroy(conf);
-        return NULL;
+        return -1;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     char why[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
-    if (rk == NULL) {
-        cq_error_set(err, CQ_EINVALID, "create kafka producer: %s", why);
-        return NULL;
+    *out = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (*out == NULL) {
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new takes it only when it succeeds */
+        return cq_error_set(err, CQ_EINVALID, "create kafka producer: %s", why);
     }
-    return rk;
+    return 0;
 }
 
-/* A consumer that fetches as soon as anything arrives. */
-static rd_kafka_t *new_consumer(rd_kafka_conf_t *conf, const char *group, struct cq_error *err)
+/* A consumer that fetches as soon as anything arrives. Takes conf. */
+static int new_consumer(rd_kafka_conf_t *conf, const char *group, rd_kafka_t **out,
+                        struct cq_error *err)
 {
+    *out = NULL;
     if (set(conf, "group.id", group, err) < 0 || set(conf, "fetch.wait.max.ms", "100", err) < 0 ||
         set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
         set(conf, "fetch.message.max.bytes", CQ_KAFKA_MAX_MESSAGE, err) < 0) {
         rd_kafka_conf_destroy(conf);
-        return NULL;
+        return -1;
     }
     char why[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
-    if (rk == NULL) {
-        cq_error_set(err, CQ_EINVALID, "create kafka consumer: %s", why);
-        return NULL;
+    *out = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (*out == NULL) {
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new takes it only when it succeeds */
+        return cq_error_set(err, CQ_EINVALID, "create kafka consumer: %s", why);
     }
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    rd_kafka_poll_set_consumer(*out);
+    return 0;
 }
 
-rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
-                              const char *topic, struct cq_error *err)
+int cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group, const char *topic,
+                      rd_kafka_t **out, struct cq_error *err)
 {
+    *out = NULL;
     rd_kafka_conf_t *conf = common_conf(cfg, err);
     if (conf == NULL)
-        return NULL;
+        return -1;
     /* The range assignor: 2.0.2's cooperative-sticky has a known infinite loop.
      * Offsets are stored by the caller once the work a message started is safe
      * (forwarded, or queued behind a claim in Redis) and committed from librdkafka's
@@ -147,21 +151,21 @@ rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *gro
         set(conf, "topic.metadata.refresh.interval.ms", "5000", err) < 0 ||
         set(conf, "allow.auto.create.topics", "true", err) < 0) {
         rd_kafka_conf_destroy(conf);
-        return NULL;
+        return -1;
     }
-    rd_kafka_t *rk = new_consumer(conf, group, err);
-    if (rk == NULL)
-        return NULL;
+    rd_kafka_t *rk;
+    if (new_consumer(conf, group, &rk, err) < 0)
+        return -1;
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        cq_error_set(err, CQ_EINVALID, "subscribe to %s: %s", topic, rd_kafka_err2str(e));
         rd_kafka_destroy(rk);
-        return NULL;
+        return cq_error_set(err, CQ_EINVALID, "subscribe to %s: %s", topic, rd_kafka_err2str(e));
     }
-    return rk;
+    *out = rk;
+    return 0;
 }
 
 /* librdkafka 2.0.2 learns a topic's partitions lazily: the first message to a topic
@@ -191,29 +195,30 @@ static void learn_topic(rd_kafka_t *rk, const char *topic)
     rd_kafka_topic_destroy(rkt);
 }
 
-rd_kafka_t *cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic,
-                            struct cq_error *err)
+int cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic, rd_kafka_t **out,
+                    struct cq_error *err)
 {
+    *out = NULL;
     rd_kafka_conf_t *conf = common_conf(cfg, err);
     if (conf == NULL)
-        return NULL;
+        return -1;
     /* No group is joined (partitions are assigned, not subscribed): a reply topic has
      * one reader, and a rebalance would only delay the first reply by seconds. group.id
      * is still required by librdkafka's consumer. */
-    rd_kafka_t *rk = new_consumer(conf, topic, err);
-    if (rk == NULL)
-        return NULL;
+    rd_kafka_t *rk;
+    if (new_consumer(conf, topic, &rk, err) < 0)
+        return -1;
     learn_topic(rk, topic); /* or the first fetch waits for a refresh too */
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(parts, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        cq_error_set(err, CQ_EINVALID, "read %s: %s", topic, rd_kafka_err2str(e));
         rd_kafka_destroy(rk);
-        return NULL;
+        return cq_error_set(err, CQ_EINVALID, "read %s: %s", topic, rd_kafka_err2str(e));
     }
-    return rk;
+    *out = rk;
+    return 0;
 }
 
 int cq_kafka_delete_topic(rd_kafka_t *rk, const char *topic, struct cq_error *err)

@@ -15,18 +15,19 @@
  * this large too (socket.request.max.bytes; scripts/services sets it). */
 #define CQ_KAFKA_MAX_MESSAGE "209715200"
 
-/* A producer for the request path: no linger, no Nagle, idempotent, Java-compatible
- * key partitioning. Delivery reports complete struct cq_delivery opaques. */
-rd_kafka_t *cq_kafka_producer(const struct cq_fleet_config *cfg, struct cq_error *err);
+/* A producer (*out, the caller's to rd_kafka_destroy) for the request path: no linger,
+ * no Nagle, idempotent, Java-compatible key partitioning. Delivery reports complete
+ * struct cq_delivery opaques. */
+int cq_kafka_producer(const struct cq_fleet_config *cfg, rd_kafka_t **out, struct cq_error *err);
 /* A consumer of topic in group. It commits only the offsets the caller stored
  * (rd_kafka_offset_store / rd_kafka_offsets_store), every 200 ms and on close. */
-rd_kafka_t *cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group,
-                              const char *topic, struct cq_error *err);
+int cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group, const char *topic,
+                      rd_kafka_t **out, struct cq_error *err);
 
 /* A consumer of partition 0 of topic from its start, outside any group: for a private
  * reply topic with one partition. */
-rd_kafka_t *cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic,
-                            struct cq_error *err);
+int cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic, rd_kafka_t **out,
+                    struct cq_error *err);
 int cq_kafka_delete_topic(rd_kafka_t *rk, const char *topic, struct cq_error *err);
 
 /* Creates topic unless it exists; fails when Kafka cannot be reached (a clear start-up

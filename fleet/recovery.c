@@ -12,24 +12,58 @@
 #include "fleet/store.h"
 #include "fleet/codec.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #define LOST_MESSAGE                                                                               \
     "the worker running this request was lost; the code may have partly run and was not "          \
     "run again"
 
-static void answer_stored(struct cq_store *st, rd_kafka_t *producer, const Codeq__V1__Request *req,
-                          struct cq_error *err)
+/* Publishes the stored reply again. Best effort: the reply is stored, and a client
+ * that missed it gets it by sending the request again. */
+static void answer_stored(struct cq_store *st, rd_kafka_t *producer, const Codeq__V1__Request *req)
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
+    struct cq_error err;
     struct cq_delivery *delivery = cq_delivery_new();
-    if (delivery != NULL && cq_store_result(st, req->request_id, &bytes, &len, err) == 0 &&
-        bytes != NULL &&
-        cq_fleet_publish(producer, req, "final", bytes, len, delivery, NULL, err) == 0)
-        cq_kafka_wait(producer, delivery, 30000, err);
+    if (delivery == NULL)
+        cq_log(CQ_LOG_WARN, "request %s: stored reply not sent again: out of memory",
+               req->request_id);
+    else if (cq_store_result(st, req->request_id, &bytes, &len, &err) < 0 ||
+             (bytes != NULL &&
+              (cq_fleet_publish(producer, req, "final", bytes, len, delivery, NULL, &err) < 0 ||
+               cq_kafka_wait(producer, delivery, 30000, &err) < 0)))
+        cq_log(CQ_LOG_WARN, "request %s: stored reply not sent again: %s", req->request_id,
+               err.msg);
     cq_delivery_release(delivery);
     free(bytes);
+}
+
+/* Stores the worker-lost error as the final reply of a request that was running. When
+ * that error cannot be encoded, the codec's fallback (which needs no memory) is stored
+ * instead: either way the request gets a final reply and is never left running. */
+static int store_lost(struct cq_store *st, const Codeq__V1__Request *req, const char *worker,
+                      struct cq_error *err)
+{
+    uint8_t *bytes, fallback[CQ_CODEC_FALLBACK_MAX];
+    size_t len;
+    if (cq_codec_error_response(req->request_id, req->session_id, CQ_RESULT_INTERNAL, LOST_MESSAGE,
+                                &bytes, &len, err) < 0) {
+        cq_log(CQ_LOG_ERROR, "request %s: reply not encoded: %s", req->request_id, err->msg);
+        len = cq_codec_fallback_response(req->request_id, req->session_id, LOST_MESSAGE, fallback);
+        bytes = NULL;
+    }
+    bool stored = false;
+    int rc = cq_store_finish(st, req->request_id, NULL, bytes != NULL ? bytes : fallback, len,
+                             &stored, err);
+    free(bytes);
+    if (rc < 0)
+        return cq_error_prefix(err, "store the worker-lost reply of request %s", req->request_id);
+    if (stored)
+        cq_log(CQ_LOG_WARN, "request %s: its worker %s was lost while it ran", req->request_id,
+               worker);
+    return 0;
 }
 
 int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *worker,
@@ -38,23 +72,29 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
     *settled = 0;
     char(*ids)[64] = calloc(1000, 64);
     if (ids == NULL)
-        return cq_error_set(err, CQ_EINTERNAL, "out of memory");
+        return cq_error_sys(err, ENOMEM, "allocate 1000 request ids");
     size_t n = 0;
     if (cq_store_inflight(st, worker, ids, 1000, &n, err) < 0) {
         free(ids);
         return -1;
     }
+    /* A request that cannot be settled now stays in the in-flight set, for the next
+     * pass (the worker is forgotten only once the set is empty). */
     for (size_t i = 0; i < n; i++) {
         uint8_t *body = NULL;
         size_t len = 0;
         enum cq_request_state state;
-        if (cq_store_request(st, ids[i], &body, &len, &state, err) < 0)
+        struct cq_error e;
+        if (cq_store_request(st, ids[i], &body, &len, &state, &e) < 0) {
+            cq_log(CQ_LOG_WARN, "request %s of worker %s: %s", ids[i], worker, e.msg);
             continue;
+        }
         Codeq__V1__Request *req = body != NULL ? codeq__v1__request__unpack(NULL, len, body) : NULL;
         free(body);
         if (req == NULL) {
             /* Nothing to answer with (expired, or never fully recorded). */
-            cq_store_inflight_done(st, worker, ids[i], err);
+            if (cq_store_inflight_done(st, worker, ids[i], &e) < 0)
+                cq_log(CQ_LOG_WARN, "request %s of worker %s: %s", ids[i], worker, e.msg);
             continue;
         }
         if (state == CQ_REQ_FORWARDED) {
@@ -62,20 +102,15 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
             (*settled)++;
             continue;
         }
-        if (state == CQ_REQ_RUNNING) {
-            uint8_t *bytes;
-            size_t blen;
-            if (cq_codec_error_response(req->request_id, req->session_id, CQ_RESULT_INTERNAL,
-                                        LOST_MESSAGE, &bytes, &blen) == 0) {
-                if (cq_store_finish(st, req->request_id, NULL, bytes, blen, err) == 1)
-                    cq_log(CQ_LOG_WARN, "request %s: its worker %s was lost while it ran",
-                           req->request_id, worker);
-                free(bytes);
-            }
+        if (state == CQ_REQ_RUNNING && store_lost(st, req, worker, &e) < 0) {
+            cq_log(CQ_LOG_ERROR, "worker %s: %s", worker, e.msg);
+            codeq__v1__request__free_unpacked(req, NULL);
+            continue;
         }
         /* Done (now or before): the stored reply, which may never have been sent. */
-        answer_stored(st, producer, req, err);
-        cq_store_inflight_done(st, worker, ids[i], err);
+        answer_stored(st, producer, req);
+        if (cq_store_inflight_done(st, worker, ids[i], &e) < 0)
+            cq_log(CQ_LOG_WARN, "request %s of worker %s: %s", ids[i], worker, e.msg);
         (*settled)++;
         codeq__v1__request__free_unpacked(req, NULL);
     }

@@ -219,6 +219,16 @@ static int64_t int_of(const redisReply *r)
     return 0;
 }
 
+/* For a command whose reply says nothing: 0, or -1 when it failed (err is filled). The
+ * pointer is tested before it is freed, never after. */
+static int done_with(redisReply *r)
+{
+    if (r == NULL)
+        return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
 static void copy_str(const redisReply *r, char *out, size_t len)
 {
     snprintf(out, len, "%.*s", r != NULL && r->type == REDIS_REPLY_STRING ? (int)r->len : 0,
@@ -294,8 +304,7 @@ int cq_store_heartbeat(struct cq_store *st, const char *worker_id, int64_t capac
     arg_int(&a, ttl_ms);
     arg_int(&a, cq_unix_ms());
     redisReply *r = run(st, &a, err);
-    freeReplyObject(r);
-    return r != NULL ? 0 : -1;
+    return done_with(r);
 }
 
 int cq_store_worker_gone(struct cq_store *st, const char *worker_id, struct cq_error *err)
@@ -304,8 +313,7 @@ int cq_store_worker_gone(struct cq_store *st, const char *worker_id, struct cq_e
     snprintf(key, sizeof(key), "%sworker:%s", st->prefix, worker_id);
     const char *argv[] = {"DEL", key};
     redisReply *r = command(st, 2, argv, NULL, err);
-    freeReplyObject(r);
-    return r != NULL ? 0 : -1;
+    return done_with(r);
 }
 
 static const char WORKERS[] =
@@ -681,9 +689,10 @@ static const char ROUTE_FORWARD[] =
     "return {1, owner, h[2]}\n";
 
 int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
-                           const void *body, size_t len, struct cq_route *route,
+                           const void *body, size_t len, struct cq_route *route, bool *routed,
                            struct cq_error *err)
 {
+    *routed = false;
     struct args a;
     script(st, &a, ROUTE_FORWARD);
     arg(&a, request_id);
@@ -694,14 +703,14 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
     if (r == NULL)
         return -1;
     memset(route, 0, sizeof(*route));
-    int done = r->type == REDIS_REPLY_ARRAY && r->elements == 3 && int_of(r->element[0]) == 1;
-    if (done) {
+    *routed = r->type == REDIS_REPLY_ARRAY && r->elements == 3 && int_of(r->element[0]) == 1;
+    if (*routed) {
         route->exists = true;
         copy_str(r->element[1], route->owner, sizeof(route->owner));
         route->fence = (uint64_t)int_of(r->element[2]);
     }
     freeReplyObject(r);
-    return done;
+    return 0;
 }
 
 /* ARGV[4] names this claim: when a retry after a lost reply finds the request running
@@ -720,8 +729,10 @@ static const char CLAIM[] =
     "return {'claimed', '0'}\n";
 
 int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
-                   enum cq_request_state *state, uint64_t *fence, struct cq_error *err)
+                   enum cq_request_state *state, uint64_t *fence, bool *claimed,
+                   struct cq_error *err)
 {
+    *claimed = false;
     char claim[33];
     cq_random_id(claim, 32);
     struct args a;
@@ -733,16 +744,16 @@ int cq_store_claim(struct cq_store *st, const char *request_id, const char *work
     if (r == NULL)
         return -1;
     const redisReply *what = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0] : NULL;
-    int claimed =
+    *claimed =
         what != NULL && what->type == REDIS_REPLY_STRING && strcmp(what->str, "claimed") == 0;
-    *state = claimed ? CQ_REQ_RUNNING : state_of(what);
-    *fence = claimed && r->elements > 1 ? (uint64_t)int_of(r->element[1]) : 0;
+    *state = *claimed ? CQ_REQ_RUNNING : state_of(what);
+    *fence = *claimed && r->elements > 1 ? (uint64_t)int_of(r->element[1]) : 0;
     freeReplyObject(r);
-    return claimed;
+    return 0;
 }
 
 /* Done with this very reply: a retry after a lost reply, or recovery settling the same
- * lost request twice; either way it is stored, so 1. */
+ * lost request twice; either way it is stored, so 1 (0: another outcome was). */
 static const char FINISH[] =
     "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
     "local h = redis.call('HMGET', k, 'state', 'worker')\n"
@@ -758,8 +769,9 @@ static const char FINISH[] =
     "return 1\n";
 
 int cq_store_finish(struct cq_store *st, const char *request_id, const char *worker,
-                    const void *response, size_t len, struct cq_error *err)
+                    const void *response, size_t len, bool *stored, struct cq_error *err)
 {
+    *stored = false;
     struct args a;
     script(st, &a, FINISH);
     arg(&a, request_id);
@@ -769,9 +781,9 @@ int cq_store_finish(struct cq_store *st, const char *request_id, const char *wor
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
-    int stored = (int)int_of(r);
+    *stored = int_of(r) == 1;
     freeReplyObject(r);
-    return stored;
+    return 0;
 }
 
 int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*ids)[64], size_t n,
@@ -789,8 +801,7 @@ int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*
     for (size_t i = 0; i < n; i++)
         argv[2 + i] = ids[i];
     redisReply *r = command(st, (int)(2 + n), argv, NULL, err);
-    freeReplyObject(r);
-    return r != NULL ? 0 : -1;
+    return done_with(r);
 }
 
 int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,
@@ -879,8 +890,7 @@ int cq_store_forget_worker(struct cq_store *st, const char *worker, struct cq_er
     snprintf(key, sizeof(key), "%sworkers", st->prefix);
     const char *argv[] = {"SREM", key, worker};
     redisReply *r = command(st, 3, argv, NULL, err);
-    freeReplyObject(r);
-    return r != NULL ? 0 : -1;
+    return done_with(r);
 }
 
 /* ---- files -------------------------------------------------------------------------- */

@@ -70,21 +70,23 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
 /* The dispatcher's common case in one round trip instead of three (request state,
  * route, forward): a request id never seen, of a session whose owner is alive. Then it
  * records the forward exactly as cq_store_forward() would, fills *route (never moved)
- * and returns 1. Returns 0, having written nothing, in every other case (the request
- * id is known, the session is unknown, ended or has no live owner): the caller takes
- * the general path, which decides those. */
+ * and sets *routed. *routed false means it wrote nothing, as in every other case (the
+ * request id is known, the session is unknown, ended or has no live owner): the caller
+ * takes the general path, which decides those. */
 int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
-                           const void *body, size_t len, struct cq_route *route,
+                           const void *body, size_t len, struct cq_route *route, bool *routed,
                            struct cq_error *err);
-/* forwarded-to-me -> running. Returns 1 when claimed, with *fence the session's current
- * token if this worker owns it (else 0), or 0 when not claimed (*state says why). */
+/* forwarded-to-me -> running. *claimed true: claimed, with *fence the session's current
+ * token if this worker owns it (else 0); false: not claimed (*state says why). */
 int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
-                   enum cq_request_state *state, uint64_t *fence, struct cq_error *err);
+                   enum cq_request_state *state, uint64_t *fence, bool *claimed,
+                   struct cq_error *err);
 /* Stores the final reply of a request and marks it done; only by the worker that
  * claimed it (or, with worker NULL, by recovery of a request nobody finished).
- * Returns 1 when stored, 0 when another outcome was stored first. */
+ * *stored true when stored (or this very reply was already), false when another
+ * outcome was stored first. */
 int cq_store_finish(struct cq_store *st, const char *request_id, const char *worker,
-                    const void *response, size_t len, struct cq_error *err);
+                    const void *response, size_t len, bool *stored, struct cq_error *err);
 /* The final reply was acknowledged by Kafka: recovery has nothing left to do for it.
  * The _many form takes n ids (at most 256) in one command. */
 int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*ids)[64], size_t n,

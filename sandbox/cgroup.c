@@ -281,12 +281,17 @@ static void detect(void)
     }
 }
 
-int cq_cgroup_version(struct cq_error *err)
+int cq_cgroup_version(int *version, struct cq_error *err)
 {
     pthread_once(&detect_once, detect);
-    if (detected.version == 0 && err != NULL)
-        *err = detected.error;
-    return detected.version;
+    *version = detected.version;
+    if (detected.version == 0) {
+        /* Detection ran once; every caller gets its error, as it was then. */
+        if (err != NULL)
+            *err = detected.error;
+        return -1;
+    }
+    return 0;
 }
 
 static int write_at(int dirfd, const char *file, const char *fmt, unsigned long long value,
@@ -346,8 +351,7 @@ int cq_cgroup_create(struct cq_cgroup *cg, const char *name, const struct cq_san
     memset(cg, 0, sizeof(*cg));
     for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
         cg->dirfd[c] = -1;
-    cg->version = cq_cgroup_version(err);
-    if (cg->version == 0)
+    if (cq_cgroup_version(&cg->version, err) < 0)
         return -1;
     cg->ndirs = cg->version == 1 ? CQ_CG_NCONTROLLERS : 1;
     for (int c = 0; c < cg->ndirs; c++) {

@@ -24,9 +24,10 @@ struct cq_cgroup {
     int ndirs; /* 3 on v1, 1 on v2 */
 };
 
-/* Which version this host uses (detects on first call). 0 with err when cgroups
- * with memory, pids and cpu controllers are not usable. */
-int cq_cgroup_version(struct cq_error *err);
+/* Which version this host uses, 1 or 2, in *version (detects on first call). -1 with
+ * err (and *version 0) when cgroups with memory, pids and cpu controllers are not
+ * usable. */
+int cq_cgroup_version(int *version, struct cq_error *err);
 
 /* Creates the sandbox's cgroup named `name` and writes its limits. */
 int cq_cgroup_create(struct cq_cgroup *cg, const char *name, const struct cq_sandbox_limits *limits,

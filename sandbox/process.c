@@ -84,22 +84,13 @@ static void close_fd_list(int *fds, size_t n)
 /* Reads the shim's first answer: STARTED, or SPAWN_FAILED with the reason. */
 static int await_started(struct cq_process *p, const char *program, struct cq_error *err)
 {
-    struct pollfd pfd = {.fd = p->status_fd, .events = POLLIN};
-    int rc;
-    while ((rc = poll(&pfd, 1, SPAWN_ANSWER_TIMEOUT_MS)) < 0 && errno == EINTR)
-        ;
-    if (rc == 0)
-        return cq_error_set(err, CQ_ETIMEOUT, "the sandbox did not start '%s' within %d s", program,
-                            SPAWN_ANSWER_TIMEOUT_MS / 1000);
     uint8_t buf[1024];
-    ssize_t n = cq_msg_recv(p->status_fd, buf, sizeof(buf), NULL, NULL);
-    if (n == 0)
-        return cq_error_set(err, ESRCH, "the sandbox went away while starting '%s'", program);
-    if (n < 0)
-        return cq_error_sys(err, (int)-n, "read the start of '%s'", program);
     struct cq_msg_reader r;
-    if (cq_msg_reader_init(&r, buf, (size_t)n) < 0)
-        return cq_error_set(err, CQ_EPROTO, "malformed answer from the sandbox");
+    int got = cq_msg_await(p->status_fd, SPAWN_ANSWER_TIMEOUT_MS, buf, sizeof(buf), &r, err);
+    if (got < 0)
+        return cq_error_prefix(err, "start '%s' in the sandbox", program);
+    if (got == 0)
+        return cq_error_set(err, ESRCH, "the sandbox went away while starting '%s'", program);
     if (r.type == CQ_MSG_STARTED)
         return 0;
     int code = CQ_EPROTO;
@@ -198,11 +189,11 @@ int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct c
     }
 
     cq_cgroup_counters(&sb->cgroup, &p->oom_before, &p->pids_before);
-    int rc = cq_msg_send(sb->control_fd, msg, theirs, ntheirs);
+    int rc = cq_msg_send(sb->control_fd, msg, theirs, ntheirs, err);
     close_fd_list(theirs, ntheirs);
     ntheirs = 0;
     if (rc < 0) {
-        cq_error_sys(err, -rc, "send spawn request to the sandbox");
+        cq_error_prefix(err, "send spawn request to the sandbox");
         goto fail;
     }
     if (await_started(p, req->argv[0], err) < 0)
@@ -234,14 +225,14 @@ int cq_process_kill(struct cq_process *p)
      * never act on must not count as delivered. */
     if (atomic_load(&p->exited))
         return -1;
-    return cq_msg_send_type(p->status_fd, CQ_MSG_KILL, NULL, 0) < 0 ? -1 : 0;
+    return cq_msg_send_type(p->status_fd, CQ_MSG_KILL, NULL, 0, NULL);
 }
 
 int cq_process_signal(struct cq_process *p, int sig)
 {
     if (atomic_load(&p->exited) || sig <= 0 || sig >= NSIG)
         return -1;
-    return cq_msg_send_int(p->status_fd, CQ_MSG_SIGNAL, CQ_F_SIGNAL, sig) < 0 ? -1 : 0;
+    return cq_msg_send_int(p->status_fd, CQ_MSG_SIGNAL, CQ_F_SIGNAL, sig, NULL);
 }
 
 int cq_process_status_fd(struct cq_process *p)
@@ -253,18 +244,19 @@ int cq_process_status_fd(struct cq_process *p)
 static bool read_status(struct cq_process *p)
 {
     uint8_t buf[512];
-    ssize_t n = cq_msg_recv(p->status_fd, buf, sizeof(buf), NULL, NULL);
-    if (n == -EAGAIN || n == -EINTR)
+    struct cq_error err = {0};
+    ssize_t n = cq_msg_recv(p->status_fd, buf, sizeof(buf), NULL, NULL, &err);
+    if (n < 0 && (err.code == EAGAIN || err.code == EINTR))
         return true;
     struct cq_msg_reader r;
-    if (n <= 0 || cq_msg_reader_init(&r, buf, (size_t)n) < 0)
+    if (n <= 0 || cq_msg_reader_init(&r, buf, (size_t)n, NULL) < 0)
         return false;
     if (r.type != CQ_MSG_EXITED)
         return true;
     uint16_t tag;
     const void *data;
     size_t len;
-    while (cq_msg_next(&r, &tag, &data, &len) > 0)
+    while (cq_msg_next(&r, &tag, &data, &len, NULL) > 0)
         if (tag == CQ_F_EXIT && len == sizeof(p->exit)) {
             memcpy(&p->exit, data, len);
             atomic_store(&p->exited, true);

@@ -1,9 +1,10 @@
 /* sandbox/protocol.c - see protocol.h. Linked into both the library and the static
- * init binary, so it uses only libc. */
+ * init binary, so it uses only libc and common/error.c. */
 #define _GNU_SOURCE
 #include "sandbox/protocol.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -67,15 +68,37 @@ void cq_msg_put_mount(struct cq_msg_writer *w, const struct cq_mount_op *op, con
     put_two(w, CQ_F_MOUNT, op, sizeof(*op), src, strlen(src) + 1, dst, strlen(dst) + 1);
 }
 
-static int send_bytes(int sock, const void *buf, size_t len, const int *fds, size_t nfds)
+/* Room for the SCM_RIGHTS of CQ_PROTO_MAX_FDS descriptors, aligned for cmsghdr. */
+union fd_control {
+    char buf[CMSG_SPACE(sizeof(int) * CQ_PROTO_MAX_FDS)];
+    struct cmsghdr align;
+};
+
+/* For messages: the type a buffer starts with. */
+static const char *type_name(const void *buf)
+{
+    static const char *const names[] = {
+        [CQ_MSG_CONFIG] = "CONFIG",   [CQ_MSG_READY] = "READY",
+        [CQ_MSG_ERROR] = "ERROR",     [CQ_MSG_SPAWN] = "SPAWN",
+        [CQ_MSG_STARTED] = "STARTED", [CQ_MSG_SPAWN_FAILED] = "SPAWN_FAILED",
+        [CQ_MSG_EXITED] = "EXITED",   [CQ_MSG_KILL] = "KILL",
+        [CQ_MSG_CGROUP] = "CGROUP",   [CQ_MSG_SIGNAL] = "SIGNAL",
+    };
+    uint32_t type;
+    memcpy(&type, buf, sizeof(type));
+    if (type < sizeof(names) / sizeof(names[0]) && names[type] != NULL)
+        return names[type];
+    return "unknown";
+}
+
+static int send_bytes(int sock, const void *buf, size_t len, const int *fds, size_t nfds,
+                      struct cq_error *err)
 {
     if (nfds > CQ_PROTO_MAX_FDS)
-        return -EINVAL;
+        return cq_error_set(err, EINVAL, "send %s message: %zu fds, at most %d", type_name(buf),
+                            nfds, CQ_PROTO_MAX_FDS);
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * CQ_PROTO_MAX_FDS)];
-        struct cmsghdr align;
-    } control;
+    union fd_control control;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
     if (nfds > 0) {
         memset(&control, 0, sizeof(control));
@@ -89,44 +112,66 @@ static int send_bytes(int sock, const void *buf, size_t len, const int *fds, siz
     }
     for (;;) {
         ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        if (n >= 0 && (size_t)n == len)
+            return 0;
         if (n >= 0)
-            return (size_t)n == len ? 0 : -EIO;
+            return cq_error_set(err, EIO, "send %s message: %zd of %zu bytes sent", type_name(buf),
+                                n, len);
         if (errno != EINTR)
-            return -errno;
+            return cq_error_sys(err, errno, "send %s message", type_name(buf));
     }
 }
 
-int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds)
+int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds,
+                struct cq_error *err)
 {
     if (w->overflow)
-        return -EMSGSIZE;
-    return send_bytes(sock, w->buf, w->len, fds, nfds);
+        return cq_error_set(err, EMSGSIZE, "send %s message: longer than %d bytes",
+                            type_name(w->buf), CQ_PROTO_MAX_MSG);
+    return send_bytes(sock, w->buf, w->len, fds, nfds, err);
 }
 
-int cq_msg_send_int(int sock, uint32_t type, uint16_t tag, int32_t value)
+int cq_msg_send_int(int sock, uint32_t type, uint16_t tag, int32_t value, struct cq_error *err)
 {
     uint8_t buf[8 + sizeof(struct field_header) + 8] = {0};
     struct field_header h = {.tag = tag, .pad = 0, .len = sizeof(value)};
     memcpy(buf, &type, sizeof(type));
     memcpy(buf + 8, &h, sizeof(h));
     memcpy(buf + 8 + sizeof(h), &value, sizeof(value));
-    return send_bytes(sock, buf, sizeof(buf), NULL, 0);
+    return send_bytes(sock, buf, sizeof(buf), NULL, 0, err);
 }
 
-int cq_msg_send_type(int sock, uint32_t type, const int *fds, size_t nfds)
+int cq_msg_send_type(int sock, uint32_t type, const int *fds, size_t nfds, struct cq_error *err)
 {
     uint8_t header[8] = {0};
     memcpy(header, &type, sizeof(type));
-    return send_bytes(sock, header, sizeof(header), fds, nfds);
+    return send_bytes(sock, header, sizeof(header), fds, nfds, err);
 }
 
-ssize_t cq_msg_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds)
+/* Moves the SCM_RIGHTS fds of msg into fds (up to max_fds; the rest are closed, so
+ * none leaks) and returns how many. */
+static size_t take_fds(struct msghdr *msg, int *fds, size_t max_fds)
+{
+    size_t got = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *incoming = (int *)CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            if (got < max_fds)
+                fds[got++] = incoming[i];
+            else
+                close(incoming[i]);
+        }
+    }
+    return got;
+}
+
+ssize_t cq_msg_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds, struct cq_error *err)
 {
     struct iovec iov = {.iov_base = buf, .iov_len = cap};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * CQ_PROTO_MAX_FDS)];
-        struct cmsghdr align;
-    } control;
+    union fd_control control;
     struct msghdr msg = {
         .msg_iov = &iov,
         .msg_iovlen = 1,
@@ -141,37 +186,43 @@ ssize_t cq_msg_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds)
         n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     if (n < 0)
-        return -errno;
+        return cq_error_sys(err, errno, "receive a message");
     /* Collect fds first so that none leaks even when the message is then refused. */
-    size_t got = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        int *incoming = (int *)CMSG_DATA(c);
-        for (size_t i = 0; i < count; i++) {
-            if (got < max_fds)
-                fds[got++] = incoming[i];
-            else
-                close(incoming[i]);
-        }
-    }
-    if (nfds != NULL)
-        *nfds = got;
+    size_t got = take_fds(&msg, fds, max_fds);
     if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
         for (size_t i = 0; i < got; i++)
             close(fds[i]);
-        if (nfds != NULL)
-            *nfds = 0;
-        return -EPROTO;
+        return cq_error_set(err, CQ_EPROTO, "receive a message: truncated (%s, at most %zu bytes)",
+                            msg.msg_flags & MSG_CTRUNC ? "too many fds" : "too long", cap);
     }
+    if (nfds != NULL)
+        *nfds = got;
     return n;
 }
 
-int cq_msg_reader_init(struct cq_msg_reader *r, const void *buf, size_t len)
+int cq_msg_await(int sock, int timeout_ms, void *buf, size_t cap, struct cq_msg_reader *r,
+                 struct cq_error *err)
+{
+    struct pollfd pfd = {.fd = sock, .events = POLLIN};
+    int rc;
+    while ((rc = poll(&pfd, 1, timeout_ms)) < 0 && errno == EINTR)
+        ;
+    if (rc < 0)
+        return cq_error_sys(err, errno, "wait for an answer");
+    if (rc == 0)
+        return cq_error_set(err, CQ_ETIMEOUT, "no answer within %d s", timeout_ms / 1000);
+    ssize_t n = cq_msg_recv(sock, buf, cap, NULL, NULL, err);
+    if (n <= 0)
+        return (int)n;
+    if (cq_msg_reader_init(r, buf, (size_t)n, err) < 0)
+        return -1;
+    return 1;
+}
+
+int cq_msg_reader_init(struct cq_msg_reader *r, const void *buf, size_t len, struct cq_error *err)
 {
     if (len < 8)
-        return -1;
+        return cq_error_set(err, CQ_EPROTO, "malformed message: %zu bytes, no header", len);
     r->buf = buf;
     r->len = len;
     r->pos = 8;
@@ -179,17 +230,21 @@ int cq_msg_reader_init(struct cq_msg_reader *r, const void *buf, size_t len)
     return 0;
 }
 
-int cq_msg_next(struct cq_msg_reader *r, uint16_t *tag, const void **data, size_t *len)
+int cq_msg_next(struct cq_msg_reader *r, uint16_t *tag, const void **data, size_t *len,
+                struct cq_error *err)
 {
     if (r->pos == r->len)
         return 0;
     struct field_header h;
     if (r->len - r->pos < sizeof(h))
-        return -1;
+        return cq_error_set(err, CQ_EPROTO, "malformed message: a field header cut at byte %zu",
+                            r->pos);
     memcpy(&h, r->buf + r->pos, sizeof(h));
     size_t body = r->pos + sizeof(h);
     if (h.len > r->len - body)
-        return -1;
+        return cq_error_set(err, CQ_EPROTO,
+                            "malformed message: field %u at byte %zu claims %u bytes, %zu left",
+                            h.tag, r->pos, h.len, r->len - body);
     *tag = h.tag;
     *data = r->buf + body;
     *len = h.len;
@@ -211,7 +266,7 @@ void cq_msg_error_fields(const struct cq_msg_reader *r, int *code, const char **
     uint16_t tag;
     const void *data;
     size_t len;
-    while (cq_msg_next(&copy, &tag, &data, &len) > 0) {
+    while (cq_msg_next(&copy, &tag, &data, &len, NULL) > 0) {
         if (tag == CQ_F_ERRNO && len == sizeof(int32_t)) {
             int32_t value;
             memcpy(&value, data, sizeof(value));
@@ -223,19 +278,19 @@ void cq_msg_error_fields(const struct cq_msg_reader *r, int *code, const char **
 }
 
 int cq_msg_mount(const void *data, size_t len, struct cq_mount_op *op, const char **src,
-                 const char **dst)
+                 const char **dst, struct cq_error *err)
 {
     if (len < sizeof(*op))
-        return -1;
+        return cq_error_set(err, CQ_EPROTO, "malformed mount field: %zu bytes", len);
     memcpy(op, data, sizeof(*op));
     const char *strings = (const char *)data + sizeof(*op);
     size_t rest = len - sizeof(*op);
     const char *end_src = memchr(strings, '\0', rest);
     if (end_src == NULL)
-        return -1;
+        return cq_error_set(err, CQ_EPROTO, "malformed mount field: unterminated source");
     size_t used = (size_t)(end_src - strings) + 1;
     if (cq_msg_str(strings + used, rest - used) == NULL)
-        return -1;
+        return cq_error_set(err, CQ_EPROTO, "malformed mount field: unterminated destination");
     *src = strings;
     *dst = strings + used;
     return 0;

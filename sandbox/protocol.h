@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "common/error.h"
 
 #define CQ_PROTO_MAX_MSG (64 * 1024)
 #define CQ_PROTO_MAX_FDS 8
@@ -53,7 +54,8 @@ enum cq_field_tag {
     CQ_F_SIGNAL,       /* int32: a signal number */
 };
 
-/* What init does to build the sandbox's root, in order (see rootfs.c / init/rootfs.c). */
+/* What init does to build the sandbox's root, in order: planned by rootfs_plan.c,
+ * carried out by init/rootfs.c. */
 enum cq_mount_kind {
     CQ_MOUNT_DIR = 1,     /* mkdir dst (mode) */
     CQ_MOUNT_BIND_RO,     /* bind host src on dst, read-only, nosuid, nodev */
@@ -131,15 +133,19 @@ void cq_msg_put_str(struct cq_msg_writer *w, uint16_t tag, const char *s);
 void cq_msg_put_mount(struct cq_msg_writer *w, const struct cq_mount_op *op, const char *src,
                       const char *dst);
 
-/* Sends a message that is only a type (KILL, READY, ...), with fds (may be 0).
- * Returns 0 or -errno. */
-int cq_msg_send_type(int sock, uint32_t type, const int *fds, size_t nfds);
+/* Sending and receiving follow common/error.h: 0 (a length, a field) or -1 with err
+ * filled; err may be NULL when the caller reports the failure in its own words.
+ * Codes are errno values, and CQ_EPROTO where the peer broke the wire format. */
+
+/* Sends a message that is only a type (KILL, READY, ...), with fds (may be 0). */
+int cq_msg_send_type(int sock, uint32_t type, const int *fds, size_t nfds, struct cq_error *err);
 
 /* Sends a message of one int32 field (SIGNAL), without a full writer. */
-int cq_msg_send_int(int sock, uint32_t type, uint16_t tag, int32_t value);
+int cq_msg_send_int(int sock, uint32_t type, uint16_t tag, int32_t value, struct cq_error *err);
 
-/* Sends the message with fds (may be 0). Returns 0 or -errno. */
-int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds);
+/* Sends the message with fds (may be 0). EMSGSIZE when the writer overflowed. */
+int cq_msg_send(int sock, const struct cq_msg_writer *w, const int *fds, size_t nfds,
+                struct cq_error *err);
 
 struct cq_msg_reader {
     const uint8_t *buf;
@@ -147,22 +153,31 @@ struct cq_msg_reader {
     uint32_t type;
 };
 
-/* Receives one message; fds received are O_CLOEXEC. Returns the message length,
- * 0 on orderly shutdown by the peer, or -errno (-EPROTO for a truncated message). */
-ssize_t cq_msg_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds);
+/* Receives one message; fds received are O_CLOEXEC. Returns the message length, 0 on
+ * orderly shutdown by the peer, or -1 with err (CQ_EPROTO for a truncated message,
+ * whose fds are closed; EAGAIN on an empty non-blocking socket). */
+ssize_t cq_msg_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds, struct cq_error *err);
 
-/* Starts reading a received buffer; returns -1 if it has no valid header. */
-int cq_msg_reader_init(struct cq_msg_reader *r, const void *buf, size_t len);
-/* Next field: 1 and the field, 0 at the end, -1 when malformed. */
-int cq_msg_next(struct cq_msg_reader *r, uint16_t *tag, const void **data, size_t *len);
+/* Waits up to timeout_ms for the answer to a request and starts reading it (into buf,
+ * which *r then points into). Returns 1 with *r, 0 when the peer closed the socket
+ * first, or -1 with err (CQ_ETIMEOUT when nothing came in time). The one way the
+ * supervisor waits for init or a shim to answer. */
+int cq_msg_await(int sock, int timeout_ms, void *buf, size_t cap, struct cq_msg_reader *r,
+                 struct cq_error *err);
+
+/* Starts reading a received buffer; -1 with err if it has no valid header. */
+int cq_msg_reader_init(struct cq_msg_reader *r, const void *buf, size_t len, struct cq_error *err);
+/* Next field: 1 and the field, 0 at the end, -1 with err when malformed. */
+int cq_msg_next(struct cq_msg_reader *r, uint16_t *tag, const void **data, size_t *len,
+                struct cq_error *err);
 /* A NUL-terminated string field's text, or NULL when it is not terminated. */
 const char *cq_msg_str(const void *data, size_t len);
 /* The errno (CQ_F_ERRNO) and text (CQ_F_TEXT) of an ERROR or SPAWN_FAILED message;
  * *code and *text keep their values when a field is absent or malformed. */
 void cq_msg_error_fields(const struct cq_msg_reader *r, int *code, const char **text);
 
-/* The two strings after a mount op; 0 or -1 when malformed. */
+/* The two strings after a mount op; 0, or -1 with err when malformed. */
 int cq_msg_mount(const void *data, size_t len, struct cq_mount_op *op, const char **src,
-                 const char **dst);
+                 const char **dst, struct cq_error *err);
 
 #endif

@@ -544,14 +544,35 @@ static int add_personality_rules(scmp_filter_ctx ctx)
     return rc;
 }
 
+/* A filter with what both share: a system call of a foreign architecture kills the
+ * process, and libseccomp leaves no_new_privs to the spawner, which sets it itself. */
+static int new_filter(uint32_t default_action, scmp_filter_ctx *ctx)
+{
+    *ctx = seccomp_init(default_action);
+    if (*ctx == NULL)
+        return -ENOMEM;
+    int rc = seccomp_attr_set(*ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+    if (rc == 0)
+        rc = seccomp_attr_set(*ctx, SCMP_FLTATR_CTL_NNP, 0);
+    return rc;
+}
+
+/* Hands the filter out when every rule went in (rc 0), releases it otherwise. */
+static int finish_filter(scmp_filter_ctx ctx, int rc, scmp_filter_ctx *out)
+{
+    if (rc < 0) {
+        if (ctx != NULL)
+            seccomp_release(ctx);
+        return rc;
+    }
+    *out = ctx;
+    return 0;
+}
+
 static int build_sandbox_filter(scmp_filter_ctx *out)
 {
-    scmp_filter_ctx ctx = seccomp_init(DEFAULT_ACTION);
-    if (ctx == NULL)
-        return -ENOMEM;
-    int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-    if (rc == 0)
-        rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0); /* the spawner sets NNP itself */
+    scmp_filter_ctx ctx;
+    int rc = new_filter(DEFAULT_ACTION, &ctx);
     /* A binary search over syscall numbers instead of a linear chain: each system call
      * of sandboxed code and the kernel's per-filter cache computation at attach time
      * (one emulation per syscall number) then walk log(n) rules, not hundreds. */
@@ -577,22 +598,13 @@ static int build_sandbox_filter(scmp_filter_ctx *out)
         rc = add_socket_rules(ctx);
     if (rc == 0)
         rc = add_personality_rules(ctx);
-    if (rc < 0) {
-        seccomp_release(ctx);
-        return rc;
-    }
-    *out = ctx;
-    return 0;
+    return finish_filter(ctx, rc, out);
 }
 
 static int build_process_filter(scmp_filter_ctx *out)
 {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (ctx == NULL)
-        return -ENOMEM;
-    int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-    if (rc == 0)
-        rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+    scmp_filter_ctx ctx;
+    int rc = new_filter(SCMP_ACT_ALLOW, &ctx);
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(mount), 0);
     if (rc == 0)
@@ -604,12 +616,7 @@ static int build_process_filter(scmp_filter_ctx *out)
     for (size_t i = 0; rc == 0 && i < sizeof(denied_ioctls) / sizeof(denied_ioctls[0]); i++)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
                               SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, denied_ioctls[i]));
-    if (rc < 0) {
-        seccomp_release(ctx);
-        return rc;
-    }
-    *out = ctx;
-    return 0;
+    return finish_filter(ctx, rc, out);
 }
 
 int cq_seccomp_policy_build(scmp_filter_ctx *sandbox_out, scmp_filter_ctx *process_out)

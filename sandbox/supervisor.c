@@ -64,27 +64,27 @@ static struct {
 static pthread_once_t init_binary_once = PTHREAD_ONCE_INIT;
 static atomic_uint sandbox_counter;
 
-static int open_init_candidate(const char *path)
+/* An O_PATH fd of path when it is an executable regular file, or -1 with err. */
+static int open_init_candidate(const char *path, struct cq_error *err)
 {
-    int fd = open(path, O_PATH | O_CLOEXEC);
+    cq_autoclose int fd = open(path, O_PATH | O_CLOEXEC);
     if (fd < 0)
-        return -1;
+        return cq_error_sys(err, errno, "open %s", path);
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !(st.st_mode & S_IXOTH)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    if (fstat(fd, &st) < 0)
+        return cq_error_sys(err, errno, "stat %s", path);
+    if (!S_ISREG(st.st_mode) || !(st.st_mode & S_IXOTH))
+        return cq_error_set(err, EACCES, "%s is not an executable file", path);
+    return cq_steal_fd(&fd);
 }
 
 static void find_init_binary(void)
 {
     const char *explicit_path = getenv("CODEQ_SANDBOX_INIT");
     if (explicit_path != NULL) {
-        init_binary.fd = open_init_candidate(explicit_path);
+        init_binary.fd = open_init_candidate(explicit_path, &init_binary.error);
         if (init_binary.fd < 0)
-            cq_error_sys(&init_binary.error, errno ? errno : EACCES,
-                         "CODEQ_SANDBOX_INIT=%s is not an executable file", explicit_path);
+            cq_error_prefix(&init_binary.error, "CODEQ_SANDBOX_INIT");
         return;
     }
     char self[PATH_MAX], path[PATH_MAX + 32];
@@ -95,11 +95,12 @@ static void find_init_binary(void)
         if (slash != NULL)
             *slash = '\0';
         snprintf(path, sizeof(path), "%s/codeq-sandbox-init", self);
-        if ((init_binary.fd = open_init_candidate(path)) >= 0)
+        /* Not found here is no error yet: the install location comes next. */
+        if ((init_binary.fd = open_init_candidate(path, NULL)) >= 0)
             return;
     }
     snprintf(path, sizeof(path), "%s/codeq-sandbox-init", CQ_LIBEXECDIR);
-    if ((init_binary.fd = open_init_candidate(path)) >= 0)
+    if ((init_binary.fd = open_init_candidate(path, NULL)) >= 0)
         return;
     cq_error_set(&init_binary.error, ENOENT,
                  "codeq-sandbox-init not found next to the program nor in %s (set "
@@ -281,27 +282,18 @@ static void free_sandbox(struct cq_sandbox *sb)
 
 static int await_ready(struct cq_sandbox *sb, struct cq_error *err)
 {
-    struct pollfd pfd = {.fd = sb->control_fd, .events = POLLIN};
-    int rc;
-    while ((rc = poll(&pfd, 1, INIT_READY_TIMEOUT_MS)) < 0 && errno == EINTR)
-        ;
-    if (rc == 0)
-        return cq_error_set(err, CQ_ETIMEOUT, "sandbox init did not answer within %d s",
-                            INIT_READY_TIMEOUT_MS / 1000);
     uint8_t buf[1024];
-    ssize_t n = cq_msg_recv(sb->control_fd, buf, sizeof(buf), NULL, NULL);
-    if (n == 0) {
+    struct cq_msg_reader r;
+    int got = cq_msg_await(sb->control_fd, INIT_READY_TIMEOUT_MS, buf, sizeof(buf), &r, err);
+    if (got < 0)
+        return cq_error_prefix(err, "sandbox init");
+    if (got == 0) {
         int status = 0;
         if (waitpid(sb->init_pid, &status, __WALL | WNOHANG) == sb->init_pid)
             sb->init_pid = 0;
         return cq_error_set(err, ECHILD, "sandbox init exited before it was ready (status %d)",
                             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     }
-    if (n < 0)
-        return cq_error_sys(err, (int)-n, "read from sandbox init");
-    struct cq_msg_reader r;
-    if (cq_msg_reader_init(&r, buf, (size_t)n) < 0)
-        return cq_error_set(err, CQ_EPROTO, "malformed message from sandbox init");
     if (r.type == CQ_MSG_READY)
         return 0;
     int code = CQ_EPROTO;
@@ -317,11 +309,11 @@ static int send_cgroup(struct cq_sandbox *sb, const char *name,
     if (cq_cgroup_create(&sb->cgroup, name, limits, err) < 0 ||
         cq_cgroup_v1_open_tasks(&sb->cgroup, fds, err) < 0)
         return -1;
-    int rc = cq_msg_send_type(sb->control_fd, CQ_MSG_CGROUP, fds, (size_t)sb->cgroup.ndirs);
+    int rc = cq_msg_send_type(sb->control_fd, CQ_MSG_CGROUP, fds, (size_t)sb->cgroup.ndirs, err);
     for (int c = 0; c < sb->cgroup.ndirs; c++)
         close(fds[c]);
     if (rc < 0)
-        return cq_error_sys(err, -rc, "send the cgroup to sandbox init");
+        return cq_error_prefix(err, "send the cgroup to sandbox init");
     return 0;
 }
 
@@ -363,8 +355,8 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     if (build_base_env(sb, cfg, err) < 0)
         goto fail;
 
-    int version = cq_cgroup_version(err);
-    if (version == 0)
+    int version;
+    if (cq_cgroup_version(&version, err) < 0)
         goto fail;
     /* The plan is computed before anything is started, so a bad configuration costs
      * no processes. */
@@ -421,9 +413,8 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         cq_error_sys(err, errno, "release sandbox init");
         goto fail;
     }
-    int rc = cq_msg_send(sb->control_fd, config_msg, NULL, 0);
-    if (rc < 0) {
-        cq_error_sys(err, -rc, "send configuration to sandbox init");
+    if (cq_msg_send(sb->control_fd, config_msg, NULL, 0, err) < 0) {
+        cq_error_prefix(err, "send configuration to sandbox init");
         goto fail;
     }
     /* v1: the cgroup is made while init builds the root, then handed over. */

@@ -22,7 +22,7 @@ void cq_capture_append(struct cq_capture *c, const char *data, size_t n)
         return;
     char *buf = realloc(c->buf, c->len + keep);
     if (buf == NULL)
-        return; /* counted, not kept: the note below says so */
+        return; /* counted, not kept: cq_capture_text()'s truncation note says so */
     memcpy(buf + c->len, data, keep);
     c->buf = buf;
     c->len += keep;

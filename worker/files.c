@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include "worker/internal.h"
 #include "common/cleanup.h"
+#include "common/fileutil.h"
 
 #include <dirent.h>
 #include <stdarg.h>
@@ -278,75 +279,66 @@ static int read_one(const struct cq_files *f, const char *path, uint8_t **data, 
         errno = EFBIG;
         return -1;
     }
-    /* The file may grow while it is read: never past the limit. */
-    size_t cap = (size_t)st.st_size + 1, used = 0;
-    uint8_t *buf = malloc(cap);
-    if (buf == NULL)
+    /* The file may grow while it is read: never past the limit (EFBIG). */
+    struct cq_error err;
+    if (cq_read_fd_limit(fd, CQ_WORKER_MAX_FILE_BYTES, data, len, &err) < 0) {
+        errno = err.code;
         return -1;
-    for (;;) {
-        if (used == cap) {
-            if (cap > CQ_WORKER_MAX_FILE_BYTES) {
-                free(buf);
-                errno = EFBIG;
-                return -1;
-            }
-            uint8_t *bigger = realloc(buf, cap * 2);
-            if (bigger == NULL) {
-                free(buf);
-                return -1;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        ssize_t n = read(fd, buf + used, cap - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            free(buf);
-            return -1;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
     }
-    *data = buf;
-    *len = used;
     return 0;
 }
 
-static void cq_files_read_as_user(const struct cq_files *f, const char *const *paths, size_t n,
-                                  struct cq_result *r)
+/* What readFiles or removeFiles does with one path, normalized and not the workspace. */
+typedef void (*path_op)(const struct cq_files *f, const char *path, struct cq_result *r);
+
+/* Runs op on each path of a tool's 'paths' argument. A path that is refused (or names
+ * the workspace itself, for which `itself` says why not) is noted as a failure of the
+ * tool and skipped: the other paths are still done. */
+static void for_each_path(const struct cq_files *f, const char *tool, const char *const *paths,
+                          size_t n, const char *itself, path_op op, struct cq_result *r)
 {
     if (n == 0) {
-        cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "readFiles: 'paths' lists no files");
+        cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "%s: 'paths' lists no files", tool);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         char path[PATH_MAX];
         const char *why = normalize(paths[i], path);
         if (why == NULL && path[0] == '\0')
-            why = "the path names the workspace itself, not a file";
+            why = itself;
         if (why != NULL) {
-            note(r, true, "readFiles: %s: %s", paths[i] ? paths[i] : "", why);
+            note(r, true, "%s: %s: %s", tool, paths[i] ? paths[i] : "", why);
             continue;
         }
-        uint8_t *data = NULL;
-        size_t len = 0;
-        if (read_one(f, path, &data, &len) < 0) {
-            int e = errno;
-            note(r, true, "readFiles: %s: %s", path,
-                 e == EFBIG ? "larger than the 100 MB limit" : describe_errno(e));
-            if (e == ENOENT && r->error_code == CQ_RESULT_INVALID_ARGUMENT)
-                r->error_code = CQ_RESULT_NOT_FOUND;
-            if (e == EFBIG)
-                r->error_code = CQ_RESULT_LIMIT_EXCEEDED;
-            continue;
-        }
-        /* Text when it is valid UTF-8 without NULs, bytes otherwise. */
-        bool text = memchr(data, '\0', len) == NULL && cq_utf8_valid(data, len);
-        cq_result_add_resource(r, path, cq_mime_type(path, text), data, len, !text);
-        free(data);
+        op(f, path, r);
     }
+}
+
+static void read_path(const struct cq_files *f, const char *path, struct cq_result *r)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (read_one(f, path, &data, &len) < 0) {
+        int e = errno;
+        note(r, true, "readFiles: %s: %s", path,
+             e == EFBIG ? "larger than the 100 MB limit" : describe_errno(e));
+        if (e == ENOENT && r->error_code == CQ_RESULT_INVALID_ARGUMENT)
+            r->error_code = CQ_RESULT_NOT_FOUND;
+        if (e == EFBIG)
+            r->error_code = CQ_RESULT_LIMIT_EXCEEDED;
+        return;
+    }
+    /* Text when it is valid UTF-8 without NULs, bytes otherwise. */
+    bool text = memchr(data, '\0', len) == NULL && cq_utf8_valid(data, len);
+    cq_result_add_resource(r, path, cq_mime_type(path, text), data, len, !text);
+    free(data);
+}
+
+static void cq_files_read_as_user(const struct cq_files *f, const char *const *paths, size_t n,
+                                  struct cq_result *r)
+{
+    for_each_path(f, "readFiles", paths, n, "the path names the workspace itself, not a file",
+                  read_path, r);
 }
 
 struct entry {
@@ -485,67 +477,66 @@ static int remove_tree(int dirfd, int depth)
     return rc;
 }
 
+static void remove_path(const struct cq_files *f, const char *path, struct cq_result *r)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    const char *name = slash != NULL ? path + (slash - dir) + 1 : path;
+    if (slash != NULL)
+        *slash = '\0';
+    cq_autoclose int parent =
+        open_beneath(f->workspace_fd, slash != NULL ? dir : ".", O_RDONLY | O_DIRECTORY, 0);
+    struct stat st;
+    if (parent < 0 || fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        int e = errno;
+        note(r, true, "removeFiles: %s: %s", path, describe_errno(e));
+        if (e == ENOENT && r->error_code == CQ_RESULT_INVALID_ARGUMENT)
+            r->error_code = CQ_RESULT_NOT_FOUND;
+        return;
+    }
+    int rc;
+    if (S_ISDIR(st.st_mode)) {
+        cq_autoclose int sub = open_beneath(parent, name, O_RDONLY | O_DIRECTORY, 0);
+        rc = sub < 0 || remove_tree(sub, 0) < 0 ? -1 : unlinkat(parent, name, AT_REMOVEDIR);
+    } else {
+        rc = unlinkat(parent, name, 0); /* a link is removed, not what it points to */
+    }
+    if (rc < 0)
+        note(r, true, "removeFiles: %s: %s", path, describe_errno(errno));
+    else
+        note(r, false, "removed %s", path);
+}
+
 static void cq_files_remove_as_user(const struct cq_files *f, const char *const *paths, size_t n,
                                     struct cq_result *r)
 {
-    if (n == 0) {
-        cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "removeFiles: 'paths' lists no files");
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char path[PATH_MAX];
-        const char *why = normalize(paths[i], path);
-        if (why == NULL && path[0] == '\0')
-            why = "the workspace itself cannot be removed";
-        if (why != NULL) {
-            note(r, true, "removeFiles: %s: %s", paths[i] ? paths[i] : "", why);
-            continue;
-        }
-        char dir[PATH_MAX];
-        snprintf(dir, sizeof(dir), "%s", path);
-        char *slash = strrchr(dir, '/');
-        const char *name = slash != NULL ? path + (slash - dir) + 1 : path;
-        if (slash != NULL)
-            *slash = '\0';
-        cq_autoclose int parent =
-            open_beneath(f->workspace_fd, slash != NULL ? dir : ".", O_RDONLY | O_DIRECTORY, 0);
-        struct stat st;
-        if (parent < 0 || fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            int e = errno;
-            note(r, true, "removeFiles: %s: %s", path, describe_errno(e));
-            if (e == ENOENT && r->error_code == CQ_RESULT_INVALID_ARGUMENT)
-                r->error_code = CQ_RESULT_NOT_FOUND;
-            continue;
-        }
-        int rc;
-        if (S_ISDIR(st.st_mode)) {
-            cq_autoclose int sub = open_beneath(parent, name, O_RDONLY | O_DIRECTORY, 0);
-            rc = sub < 0 || remove_tree(sub, 0) < 0 ? -1 : unlinkat(parent, name, AT_REMOVEDIR);
-        } else {
-            rc = unlinkat(parent, name, 0); /* a link is removed, not what it points to */
-        }
-        if (rc < 0)
-            note(r, true, "removeFiles: %s: %s", path, describe_errno(errno));
-        else
-            note(r, false, "removed %s", path);
-    }
+    for_each_path(f, "removeFiles", paths, n, "the workspace itself cannot be removed", remove_path,
+                  r);
 }
 
 /* Walks dir_fd's tree for snapshots. The code that made it is hostile: links are never
  * followed (fstatat with AT_SYMLINK_NOFOLLOW, openat with O_NOFOLLOW), only regular
- * files are reported, and depth and entry count are bounded. */
+ * files are reported, and depth and entry count are bounded. prefix holds the
+ * directory's path relative to the workspace ("" for the workspace itself). */
 static int scan_tree(int dir_fd, char *prefix, size_t prefix_len, int depth, size_t *budget,
-                     cq_workspace_fn fn, void *ctx)
+                     cq_workspace_fn fn, void *ctx, struct cq_error *err)
 {
     if (depth > 32)
         return 0;
     int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* A directory the session made unreadable (chmod 000) is skipped, not an error:
+     * its files could not be read for the snapshot anyway, and failing would let one
+     * `chmod` stop every later save of the session's other files. */
+    if (fd < 0 && depth > 0 && errno == EACCES)
+        return 0;
     if (fd < 0)
-        return -1;
+        return cq_error_sys(err, errno, "open directory '%s'", prefix_len ? prefix : ".");
     cq_autoclosedir DIR *d = fdopendir(fd);
     if (d == NULL) {
+        int e = errno;
         close(fd);
-        return -1;
+        return cq_error_sys(err, e, "open directory '%s'", prefix_len ? prefix : ".");
     }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
@@ -567,12 +558,12 @@ static int scan_tree(int dir_fd, char *prefix, size_t prefix_len, int depth, siz
         int rc = 0;
         if (S_ISREG(st.st_mode)) {
             rc = fn(ctx, prefix, (uint64_t)st.st_size,
-                    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+                    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec, err);
         } else if (S_ISDIR(st.st_mode)) {
             cq_autoclose int sub =
                 openat(dirfd(d), e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub >= 0)
-                rc = scan_tree(sub, prefix, len + name_len, depth + 1, budget, fn, ctx);
+                rc = scan_tree(sub, prefix, len + name_len, depth + 1, budget, fn, ctx, err);
         }
         prefix[prefix_len] = '\0';
         if (rc < 0)
@@ -581,14 +572,20 @@ static int scan_tree(int dir_fd, char *prefix, size_t prefix_len, int depth, siz
     return 0;
 }
 
-int cq_files_scan(const struct cq_files *f, cq_workspace_fn fn, void *ctx)
+int cq_files_scan(const struct cq_files *f, cq_workspace_fn fn, void *ctx, struct cq_error *err)
 {
+    /* The callback always gets an error to fill, even when the caller passed none. */
+    struct cq_error walk = {0};
     struct fs_identity old = become_sandbox_user(f);
     char prefix[PATH_MAX] = "";
     size_t budget = 100000;
-    int rc = scan_tree(f->workspace_fd, prefix, 0, 0, &budget, fn, ctx);
+    int rc = scan_tree(f->workspace_fd, prefix, 0, 0, &budget, fn, ctx, &walk);
     restore_identity(old);
-    return rc;
+    if (rc < 0 && walk.code == 0 && walk.msg[0] == '\0')
+        cq_error_set(&walk, CQ_EINTERNAL, "the workspace scan was stopped without a reason");
+    if (rc < 0 && err != NULL)
+        *err = walk;
+    return rc < 0 ? -1 : 0;
 }
 
 int cq_files_read_raw(const struct cq_files *f, const char *path, uint8_t **data, size_t *len)

@@ -50,8 +50,8 @@ struct cq_execution {
     const char *code;
     enum cq_language language;
     bool clear_context;
-    uint64_t timeout_ms;
-    uint64_t output_limit;
+    uint64_t timeout_ms;   /* 0: none */
+    uint64_t output_limit; /* bytes kept and streamed, per stream */
     cq_stream_fn on_output;
     void *ctx;
 };
@@ -61,7 +61,9 @@ struct cq_execution {
  * must be replaced. */
 void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct cq_result *result,
                        bool *dead);
+/* Sets the session's environment variables (NAME=VALUE) in the kernel's process. */
 int cq_kernel_set_env(struct cq_kernel *k, const char *const *env, struct cq_error *err);
+/* Kills the kernel (and everything it started) and frees it; NULL is allowed. */
 void cq_kernel_stop(struct cq_kernel *k);
 
 /* ---- files.c: the workspace, from the host side ------------------------------------ */
@@ -76,8 +78,9 @@ void cq_files_write(const struct cq_files *f, const struct cq_file_content *cont
 void cq_files_read(const struct cq_files *f, const char *const *paths, size_t n,
                    struct cq_result *r);
 void cq_files_list(const struct cq_files *f, const char *directory, struct cq_result *r);
-/* For snapshots: every regular file below the workspace, as the sandbox user. */
-int cq_files_scan(const struct cq_files *f, cq_workspace_fn fn, void *ctx);
+/* For snapshots: every regular file below the workspace, as the sandbox user. Returns
+ * 0, or -1 with err: the callback's error as it filled it, or the failed syscall's. */
+int cq_files_scan(const struct cq_files *f, cq_workspace_fn fn, void *ctx, struct cq_error *err);
 int cq_files_read_raw(const struct cq_files *f, const char *path, uint8_t **data, size_t *len);
 void cq_files_remove(const struct cq_files *f, const char *const *paths, size_t n,
                      struct cq_result *r);

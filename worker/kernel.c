@@ -8,8 +8,9 @@
  * the cell's marker (a random string sent with the request) on each stream.
  *
  * Everything the kernel says is untrusted: it runs the user's code in its own
- * process. Replies are bounded in size and parsed defensively; a kernel that stops
- * making sense is killed, like one that ignores an interrupt.
+ * process. Replies are bounded in size and parsed defensively: a line that is not this
+ * cell's answer is ignored, and a kernel that overflows the bound or closes its control
+ * channel is killed, like one that ignores an interrupt.
  */
 #define _GNU_SOURCE
 #include "worker/internal.h"
@@ -31,7 +32,7 @@
 
 #define MAX_REPLY_BYTES (256ULL << 20) /* images come base64-encoded in the reply */
 #define MARKER_LEN      40
-#define OUTPUT_QUIET_US 2000 /* see cq_kernel_execute() */
+#define OUTPUT_QUIET_US 2000 /* see pump() */
 
 struct stream {
     int fd;
@@ -128,8 +129,8 @@ fail:
 }
 
 /* Reads what the control socket has into the line buffer. Returns 1 when a full line
- * is available (and *line_end points after its '\n'), 0 when not yet, -1 on EOF,
- * error, or a reply larger than allowed. */
+ * is available (take_reply() then takes it), 0 when not yet, -1 on EOF, error, or a
+ * reply larger than allowed. */
 static int read_reply_bytes(struct cq_kernel *k)
 {
     char buf[65536];
@@ -252,10 +253,18 @@ int cq_kernel_set_env(struct cq_kernel *k, const char *const *env, struct cq_err
     return ok ? 0 : cq_error_set(err, CQ_EINTERNAL, "the kernel did not take the environment");
 }
 
+/* One run of a cell, from the request to the result. */
 struct cell {
     const struct cq_execution *x;
     const char *marker;
     struct cq_capture capture[2];
+    json_int_t id; /* the request's: an answer with another id is not this cell's */
+    uint64_t started_us;
+    json_t *reply;    /* the kernel's answer, once it came */
+    bool interrupted; /* SIGINT was sent */
+    bool timed_out;   /* the deadline passed */
+    bool gone;        /* the kernel died, was killed or stopped answering */
+    bool out_of_memory;
 };
 
 static void emit(struct cell *c, int s, const char *data, size_t len)
@@ -386,64 +395,81 @@ static bool describe_death(struct cq_kernel *k, char *buf, size_t len)
     return report.oom_killed;
 }
 
-void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct cq_result *result,
-                       bool *dead)
+/* A fresh marker for a cell. It starts with STX, a byte output almost never ends with:
+ * feed() holds back only an end of output that could begin a marker, so a line ending
+ * in '\n' streams at once. */
+static void make_marker(char marker[MARKER_LEN + 1])
 {
-    *dead = false;
-    char marker[MARKER_LEN + 1];
-    /* It starts with STX, a byte output almost never ends with: feed() holds back only
-     * an end of output that could begin a marker, so a line ending in '\n' streams at
-     * once. */
     memcpy(marker, "\x02@codeq:", 8);
     cq_random_id(marker + 8, MARKER_LEN - 9);
     marker[MARKER_LEN - 1] = '@';
     marker[MARKER_LEN] = '\0';
-    struct cell cell = {.x = x, .marker = marker};
-    cq_capture_init(&cell.capture[0], x->output_limit);
-    cq_capture_init(&cell.capture[1], x->output_limit);
-    for (int s = 0; s < 2; s++)
-        k->out[s].done = k->out[s].closed;
+}
 
-    uint64_t started = cq_now_us();
+/* Sends the cell to the kernel; a kernel that cannot be told is gone. */
+static void send_cell(struct cq_kernel *k, struct cell *c)
+{
+    const struct cq_execution *x = c->x;
     json_t *req = json_pack("{s:I, s:s, s:s, s:b, s:s, s:s}", "id", (json_int_t)k->next_id, "op",
-                            "exec", "code", x->code, "clear", x->clear_context, "marker", marker,
+                            "exec", "code", x->code, "clear", x->clear_context, "marker", c->marker,
                             "language", language_name(x->language));
-    json_int_t id = (json_int_t)k->next_id++;
-    int sent = req != NULL ? send_request(k, req) : -1;
+    c->id = (json_int_t)k->next_id++;
+    c->gone = (req != NULL ? send_request(k, req) : -1) < 0;
     json_decref(req);
+}
 
-    /* Output that arrived between cells counts as this cell's. */
-    for (int s = 0; s < 2; s++)
-        feed(&cell, s, &k->out[s], NULL, 0);
+/* The deadline passed: the first time the cell is interrupted and given a grace period
+ * (Python turns SIGINT into KeyboardInterrupt: the cell stops, the variables stay); the
+ * second time the kernel is killed. */
+static void on_deadline(struct cq_kernel *k, struct cell *c, uint64_t now, uint64_t *deadline)
+{
+    if (!c->interrupted) {
+        c->timed_out = c->interrupted = true;
+        cq_process_signal(k->proc, SIGINT);
+        *deadline = now + CQ_WORKER_INTERRUPT_GRACE_MS;
+        return;
+    }
+    cq_process_kill(k->proc);
+    c->gone = true;
+}
 
-    json_t *reply = NULL;
-    bool interrupted = false, timed_out = false, gone = sent < 0;
-    uint64_t deadline = cq_now_ms() + (x->timeout_ms ? x->timeout_ms : UINT32_MAX);
-    /* The output pipes are left alone for the first milliseconds: a short cell then
-     * wakes this thread once, for its answer, instead of once for each stream's marker
-     * as well (1.6 wake-ups a cell before, each a context switch that preempted the
-     * kernel on a small host). A long cell streams from then on; one that fills a pipe
-     * meanwhile waits at most that long. */
-    uint64_t pipes_from_us = started + OUTPUT_QUIET_US;
-    while (!gone && reply == NULL) {
+/* Reads the control socket and keeps the line that answers this cell; any other line is
+ * stale or forged, and ignored. */
+static void read_answer(struct cq_kernel *k, struct cell *c)
+{
+    if (read_reply_bytes(k) < 0 && memchr(k->line ? k->line : "", '\n', k->line_len) == NULL)
+        c->gone = true;
+    while (c->reply == NULL && k->line_len > 0 && memchr(k->line, '\n', k->line_len)) {
+        json_t *candidate = take_reply(k);
+        json_t *cid = json_object_get(candidate, "id");
+        if (json_is_integer(cid) && json_integer_value(cid) == c->id)
+            c->reply = candidate;
+        else
+            json_decref(candidate);
+    }
+}
+
+/* Streams the cell's output until the kernel answers, dies, or outlives the deadline and
+ * its grace period. The output pipes are left alone for the first OUTPUT_QUIET_US: a
+ * short cell then wakes this thread once, for its answer, instead of once for each
+ * stream's marker as well, and each wake-up is a context switch that can preempt the
+ * kernel on a small host. A long cell streams from then on; one that fills a pipe
+ * meanwhile waits at most that long. */
+static void pump(struct cq_kernel *k, struct cell *c)
+{
+    uint64_t timeout_ms = c->x->timeout_ms ? c->x->timeout_ms : UINT32_MAX;
+    uint64_t deadline = cq_now_ms() + timeout_ms;
+    uint64_t pipes_from_us = c->started_us + OUTPUT_QUIET_US;
+    while (!c->gone && c->reply == NULL) {
         uint64_t now = cq_now_ms();
         if (now >= deadline) {
-            if (!interrupted) {
-                /* Python turns SIGINT into KeyboardInterrupt: the cell stops, the
-                 * variables stay. */
-                timed_out = interrupted = true;
-                cq_process_signal(k->proc, SIGINT);
-                deadline = now + CQ_WORKER_INTERRUPT_GRACE_MS;
-                continue;
-            }
-            cq_process_kill(k->proc);
-            gone = true;
-            break;
+            on_deadline(k, c, now, &deadline);
+            continue;
         }
         uint64_t now_us = cq_now_us();
         bool quiet = now_us < pipes_from_us;
         struct pollfd pfd[4] = {
-            {.fd = reply == NULL ? k->ctl_fd : -1, .events = POLLIN},
+            {.fd = k->ctl_fd, .events = POLLIN},
             {.fd = k->out[0].done || quiet ? -1 : k->out[0].fd, .events = POLLIN},
             {.fd = k->out[1].done || quiet ? -1 : k->out[1].fd, .events = POLLIN},
             {.fd = cq_process_status_fd(k->proc), .events = POLLIN},
@@ -455,102 +481,90 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
         if (poll(pfd, 4, wait > 60000 ? 60000 : (int)wait) < 0) {
             if (errno == EINTR)
                 continue;
-            gone = true;
+            c->gone = true;
             break;
         }
         for (int s = 0; s < 2; s++)
             if (pfd[1 + s].revents)
-                drain(&cell, s, &k->out[s]);
-        if (pfd[0].revents) {
-            if (read_reply_bytes(k) < 0 &&
-                memchr(k->line ? k->line : "", '\n', k->line_len) == NULL) {
-                gone = true;
-            }
-            while (reply == NULL && k->line_len > 0 && memchr(k->line, '\n', k->line_len)) {
-                json_t *candidate = take_reply(k);
-                json_t *cid = json_object_get(candidate, "id");
-                if (json_is_integer(cid) && json_integer_value(cid) == id)
-                    reply = candidate;
-                else
-                    json_decref(candidate); /* stale or forged: ignored */
-            }
-        }
+                drain(c, s, &k->out[s]);
+        if (pfd[0].revents)
+            read_answer(k, c);
         if (pfd[3].revents)
-            gone = true;
+            c->gone = true;
     }
-    /* The kernel writes the markers before it answers, so once the answer is here
-     * they are in the pipes: one more read finds them. A cell that closed its own
-     * stdout or stderr never gets a marker there; what was read is its output. */
-    if (reply != NULL) {
-        for (int s = 0; s < 2; s++) {
-            if (!k->out[s].done)
-                drain(&cell, s, &k->out[s]);
-            if (!k->out[s].done || k->out[s].closed) {
-                emit(&cell, s, k->out[s].pending, k->out[s].len);
-                k->out[s].len = 0;
-            }
-        }
-    }
-    result->has_structured = true;
-    result->execution_time_ms = (double)(cq_now_us() - started) / 1000.0;
+}
 
-    bool out_of_memory = false;
-    if (gone) {
-        /* Whatever was written before it died is still the cell's output. */
-        for (int s = 0; s < 2; s++) {
-            if (!k->out[s].closed)
-                drain(&cell, s, &k->out[s]);
-            emit(&cell, s, k->out[s].pending, k->out[s].len);
+/* The kernel writes the markers before it answers, so once the answer is here they are
+ * in the pipes: one more read finds them. A cell that closed its own stdout or stderr
+ * never gets a marker there; what was read is its output. */
+static void collect_markers(struct cq_kernel *k, struct cell *c)
+{
+    for (int s = 0; s < 2; s++) {
+        if (!k->out[s].done)
+            drain(c, s, &k->out[s]);
+        if (!k->out[s].done || k->out[s].closed) {
+            emit(c, s, k->out[s].pending, k->out[s].len);
             k->out[s].len = 0;
         }
-        char why[200];
-        /* A kernel that died reports within milliseconds; one that is alive but closed
-         * its channel (a cell closed fd 0's socket) does not, and is ended. */
-        if (status_pending(k, 2000)) {
-            /* Alive but no longer talking (a cell closed the control socket): end it. */
-            cq_process_kill(k->proc);
-            snprintf(why, sizeof(why), "it stopped answering: its control channel was closed");
-            struct cq_process_report ignored;
-            struct cq_error ignored_err;
-            cq_process_wait(k->proc, NULL, &ignored, &ignored_err);
-        } else {
-            out_of_memory = describe_death(k, why, sizeof(why));
-        }
-        *dead = true;
-        const char *lang = k->javascript ? "JavaScript" : "Python";
-        char note[512];
-        if (timed_out)
-            snprintf(note, sizeof(note),
-                     "codeq: timed out after %.3g s; the %s kernel did not stop within %d s of "
-                     "the interrupt and was restarted: the context (variables, imports) was "
-                     "reset\n",
-                     (double)x->timeout_ms / 1000.0, lang, CQ_WORKER_INTERRUPT_GRACE_MS / 1000);
-        else
-            snprintf(note, sizeof(note),
-                     "codeq: the %s kernel died (%s) and will be restarted: the context "
-                     "(variables, imports) was reset\n",
-                     lang, why);
-        cq_capture_note(&cell.capture[1], note);
-        if (x->on_output != NULL)
-            x->on_output(x->ctx, 2, note, strlen(note));
-    } else if (timed_out) {
-        char note[200];
-        snprintf(note, sizeof(note),
-                 "codeq: timed out after %.3g s; the cell was interrupted "
-                 "(variables are kept)\n",
-                 (double)x->timeout_ms / 1000.0);
-        cq_capture_note(&cell.capture[1], note);
-        if (x->on_output != NULL)
-            x->on_output(x->ctx, 2, note, strlen(note));
     }
+}
 
-    bool ok = !gone && !timed_out && json_is_true(json_object_get(reply, "ok"));
-    result->stdout_text = cq_capture_text(&cell.capture[0]);
-    result->stderr_text = cq_capture_text(&cell.capture[1]);
-    result->exit_code = ok ? 0 : 1;
-    result->is_error = !ok;
-    if (timed_out)
-        result->error_code = CQ_RESULT_TIMED_OUT;
+/* A note from codeq on the cell's stderr, kept past the output limit and streamed. */
+static void add_note(struct cell *c, const char *note)
+{
+    cq_capture_note(&c->capture[1], note);
+    if (c->x->on_output != NULL)
+        c->x->on_output(c->x->ctx, 2, note, strlen(note));
+}
+
+/* Why the kernel is gone, for people; a kernel still alive is ended. A kernel that died
+ * reports within milliseconds; one that is alive but closed its control channel (a cell
+ * closed fd 0's socket) does not. */
+static void bury(struct cq_kernel *k, struct cell *c, char *why, size_t len)
+{
+    if (!status_pending(k, 2000)) {
+        c->out_of_memory = describe_death(k, why, len);
+        return;
+    }
+    cq_process_kill(k->proc);
+    snprintf(why, len, "it stopped answering: its control channel was closed");
+    struct cq_process_report ignored;
+    struct cq_error ignored_err;
+    cq_process_wait(k->proc, NULL, &ignored, &ignored_err);
+}
+
+/* The kernel is gone: whatever it wrote before is still the cell's output, and the
+ * note says that the context was reset. */
+static void report_death(struct cq_kernel *k, struct cell *c)
+{
+    for (int s = 0; s < 2; s++) {
+        if (!k->out[s].closed)
+            drain(c, s, &k->out[s]);
+        emit(c, s, k->out[s].pending, k->out[s].len);
+        k->out[s].len = 0;
+    }
+    char why[200];
+    bury(k, c, why, sizeof(why));
+    const char *lang = k->javascript ? "JavaScript" : "Python";
+    char note[512];
+    if (c->timed_out)
+        snprintf(note, sizeof(note),
+                 "codeq: timed out after %.3g s; the %s kernel did not stop within %d s of "
+                 "the interrupt and was restarted: the context (variables, imports) was "
+                 "reset\n",
+                 (double)c->x->timeout_ms / 1000.0, lang, CQ_WORKER_INTERRUPT_GRACE_MS / 1000);
+    else
+        snprintf(note, sizeof(note),
+                 "codeq: the %s kernel died (%s) and will be restarted: the context "
+                 "(variables, imports) was reset\n",
+                 lang, why);
+    add_note(c, note);
+}
+
+/* Content in AgentCore's order: stdout, the value of a final expression, stderr, then
+ * the figures. */
+static void add_content(struct cq_result *result, json_t *reply)
+{
     if (result->stdout_text != NULL && result->stdout_text[0] != '\0')
         cq_result_add_text(result, result->stdout_text);
     const char *value = json_string_value(json_object_get(reply, "value"));
@@ -562,11 +576,23 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
     if (result->stderr_text != NULL && result->stderr_text[0] != '\0')
         cq_result_add_text(result, result->stderr_text);
     add_images(result, json_object_get(reply, "images"));
-    if (timed_out) {
+}
+
+static void fill_result(struct cell *c, struct cq_result *result)
+{
+    bool ok = !c->gone && !c->timed_out && json_is_true(json_object_get(c->reply, "ok"));
+    result->stdout_text = cq_capture_text(&c->capture[0]);
+    result->stderr_text = cq_capture_text(&c->capture[1]);
+    result->exit_code = ok ? 0 : 1;
+    result->is_error = !ok;
+    if (c->timed_out)
+        result->error_code = CQ_RESULT_TIMED_OUT;
+    add_content(result, c->reply);
+    if (c->timed_out) {
         free(result->error_message);
-        result->error_message = strdup(gone ? "timed out; the context was reset"
-                                            : "timed out; the cell was interrupted");
-    } else if (out_of_memory) {
+        result->error_message = strdup(c->gone ? "timed out; the context was reset"
+                                               : "timed out; the cell was interrupted");
+    } else if (c->out_of_memory) {
         /* The one death that is a limit of the service rather than the code's own exit:
          * say so in the structured error too, since the context is gone. */
         result->error_code = CQ_RESULT_LIMIT_EXCEEDED;
@@ -575,7 +601,43 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
             strdup("the session's memory limit was reached; the kernel was restarted and its "
                    "context reset");
     }
-    json_decref(reply);
+}
+
+void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct cq_result *result,
+                       bool *dead)
+{
+    char marker[MARKER_LEN + 1];
+    make_marker(marker);
+    struct cell cell = {.x = x, .marker = marker};
+    cq_capture_init(&cell.capture[0], x->output_limit);
+    cq_capture_init(&cell.capture[1], x->output_limit);
+    for (int s = 0; s < 2; s++)
+        k->out[s].done = k->out[s].closed;
+
+    cell.started_us = cq_now_us();
+    send_cell(k, &cell);
+    /* Output that arrived between cells counts as this cell's. */
+    for (int s = 0; s < 2; s++)
+        feed(&cell, s, &k->out[s], NULL, 0);
+    pump(k, &cell);
+    if (cell.reply != NULL)
+        collect_markers(k, &cell);
+    result->has_structured = true;
+    result->execution_time_ms = (double)(cq_now_us() - cell.started_us) / 1000.0;
+
+    if (cell.gone)
+        report_death(k, &cell);
+    else if (cell.timed_out) {
+        char note[200];
+        snprintf(note, sizeof(note),
+                 "codeq: timed out after %.3g s; the cell was interrupted "
+                 "(variables are kept)\n",
+                 (double)x->timeout_ms / 1000.0);
+        add_note(&cell, note);
+    }
+    *dead = cell.gone;
+    fill_result(&cell, result);
+    json_decref(cell.reply);
     cq_capture_free(&cell.capture[0]);
     cq_capture_free(&cell.capture[1]);
 }

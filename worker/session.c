@@ -7,7 +7,8 @@
  * progress on other threads return promptly, and frees it when the last one left.
  *
  * The warm pool keeps a few sandboxes whose Python kernel has already imported
- * numpy, pandas and matplotlib (~1.2 s of imports), refilled by a background thread,
+ * numpy, pandas and matplotlib (the imports dominate a session's start:
+ * docs/performance.md), refilled by a background thread,
  * so that a new session answers its first call in milliseconds.
  */
 #define _GNU_SOURCE
@@ -662,10 +663,9 @@ int cq_worker_scan_workspace(struct cq_worker *w, const char *session_id, cq_wor
     struct cq_session *s = cq_session_acquire(w, session_id);
     if (s == NULL)
         return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
-    int rc = cq_files_scan(&s->files, fn, ctx);
-    int e = errno;
+    int rc = cq_files_scan(&s->files, fn, ctx, err);
     cq_session_release(w, s);
-    return rc < 0 ? cq_error_sys(err, e, "scan the workspace of session '%s'", session_id) : 0;
+    return rc < 0 ? cq_error_prefix(err, "scan the workspace of session '%s'", session_id) : 0;
 }
 
 int cq_worker_read_workspace_file(struct cq_worker *w, const char *session_id, const char *path,

@@ -78,9 +78,14 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
 /* ---- workspace snapshots (the fleet keeps session files in Redis) ----------------- */
 
 /* Called for each regular file of a workspace (links and special files are skipped);
- * a negative return stops the walk. path is relative to the workspace. */
-typedef int (*cq_workspace_fn)(void *ctx, const char *path, uint64_t size, int64_t mtime_ns);
+ * path is relative to the workspace. Returns 0, or -1 with err filled to stop the walk
+ * (err is never NULL). */
+typedef int (*cq_workspace_fn)(void *ctx, const char *path, uint64_t size, int64_t mtime_ns,
+                               struct cq_error *err);
 
+/* Calls fn for every regular file of the session's workspace. Returns 0, or -1 with
+ * err: the callback's own error when it stopped the walk (prefixed with the session),
+ * or why the workspace could not be read. */
 int cq_worker_scan_workspace(struct cq_worker *w, const char *session_id, cq_workspace_fn fn,
                              void *ctx, struct cq_error *err);
 /* Reads one workspace file (at most CQ_WORKER_MAX_FILE_BYTES); *data is malloc'd. */

@@ -5,8 +5,8 @@
  * requests run in order while sessions run in parallel; a heartbeat thread publishes
  * liveness and capacity. Exactly-once execution does not rest on Kafka offsets: a
  * request runs only after the atomic claim in Redis (forwarded to this worker ->
- * running), and its final reply is stored before it is published, so a duplicate
- * delivery gets the stored reply and never a second run. */
+ * running), and its final reply is stored in Redis once published (finish()), so a
+ * duplicate delivery gets the stored reply and never a second run. */
 #define _GNU_SOURCE
 #include "workerd/workerd.h"
 #include "common/clock.h"
@@ -71,9 +71,10 @@ struct held {
     int64_t chores_since;         /* cq_now_ms() of the oldest chore */
     /* The final reply published last and not yet stored in Redis (finish()). */
     char unstored_id[64];
-    uint8_t *unstored; /* NULL: none */
+    uint8_t *unstored; /* NULL: none; malloc'd unless it is fallback */
     size_t unstored_len;
     bool unstored_published;
+    uint8_t fallback[CQ_CODEC_FALLBACK_MAX]; /* finish_fallback()'s reply */
     struct held *next;
 };
 
@@ -123,6 +124,13 @@ static struct held *held_find(struct cq_daemon *d, const char *id, bool create)
     return h;
 }
 
+static void unstored_free(struct held *h)
+{
+    if (h->unstored != h->fallback)
+        free(h->unstored);
+    h->unstored = NULL;
+}
+
 /* With d->lock held; h must be idle. */
 static void held_forget(struct cq_daemon *d, struct held *h)
 {
@@ -131,7 +139,7 @@ static void held_forget(struct cq_daemon *d, struct held *h)
             *link = h->next;
             cq_manifest_free(&h->manifest);
             cq_delivery_release(h->delivery);
-            free(h->unstored);
+            unstored_free(h);
             pthread_cond_destroy(&h->wake);
             free(h);
             return;
@@ -143,9 +151,10 @@ static void held_forget(struct cq_daemon *d, struct held *h)
 
 /* Removing a request from the in-flight set and writing the session's facts used to
  * follow each reply at once: two Redis commands that competed for the CPU with the
- * reply's own way to its client (60-130 us more on the last hop on a 2-vCPU host).
- * Nothing waits for them: a request left in the set is settled again by recovery
- * (a stored reply republished, harmless), and facts are what getSession reads. */
+ * reply's own way to its client, on a host whose few CPUs the reply's hop needs too
+ * (docs/performance.md has what that cost). Nothing waits for them: a request left in
+ * the set is settled again by recovery (a stored reply republished, harmless), and
+ * facts are what getSession reads. */
 static void chore_answered(struct held *h, const char *request_id)
 {
     if (h->n_answered == 0 && !h->facts_due)
@@ -222,28 +231,28 @@ static void store_unstored(struct cq_daemon *d, struct held *h)
     if (h->unstored == NULL)
         return;
     struct cq_error err;
-    int stored;
-    while ((stored = cq_store_finish(d->store, h->unstored_id, d->cfg.worker_id, h->unstored,
-                                     h->unstored_len, &err)) < 0 &&
+    bool stored = false;
+    int rc;
+    while ((rc = cq_store_finish(d->store, h->unstored_id, d->cfg.worker_id, h->unstored,
+                                 h->unstored_len, &stored, &err)) < 0 &&
            !atomic_load(&d->stopping)) {
         cq_log(CQ_LOG_ERROR, "request %s: cannot store its result yet: %s", h->unstored_id,
                err.msg);
         sleep(1);
     }
-    if (stored < 0)
+    if (rc < 0)
         cq_log(CQ_LOG_ERROR, "request %s: cannot store its result: %s", h->unstored_id, err.msg);
-    else if (stored == 0)
+    else if (!stored)
         cq_log(CQ_LOG_WARN, "request %s: answered elsewhere (this worker was presumed lost)%s",
                h->unstored_id, h->unstored_published ? "; its own reply was published too" : "");
-    free(h->unstored);
-    h->unstored = NULL;
+    unstored_free(h);
 }
 
 /* Publishes the final reply, and stores it in Redis once the reply is on its way:
  * when the session has been idle STORE_DELAY_US, or before the session's next request
  * runs (store_unstored()). Storing first, or right after publishing, put Redis's work
- * in the reply's path or beside it on the CPU (70 us, then 40 us at the median on a
- * busy 2-vCPU host). What that gives up is confined to the moment in between: a worker
+ * in the reply's path or beside it on the CPU (docs/performance.md has the cost of
+ * each). What that gives up is confined to the moment in between: a worker
  * that dies after publishing, before Redis stored the reply, leaves the request
  * "running", so recovery stores the worker-lost error, and a client that retries the
  * request id then gets that instead of the result it had; and a worker presumed lost
@@ -262,13 +271,44 @@ static void finish(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     h->unstored_len = len;
 }
 
+/* The final reply when the real one cannot be encoded (why: out of memory, too large).
+ * Dropping it would leave the request running in Redis with no reply: instead the
+ * codec's fallback error, built in the session's own buffer without allocating, is
+ * published and stored in its place, as finish() would. */
+static void finish_fallback(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                            const struct cq_error *why)
+{
+    cq_log(CQ_LOG_ERROR, "request %s: reply not encoded: %s", req->request_id, why->msg);
+    char message[200];
+    snprintf(message, sizeof(message), "codeq: the reply could not be encoded: %s", why->msg);
+    cq_trace_stamp(tracing, "w.encoded");
+    store_unstored(d, h); /* h->fallback is free again after it */
+    size_t len = cq_codec_fallback_response(req->request_id, req->session_id, message, h->fallback);
+    h->unstored_published = publish_final(d, h, req, h->fallback, len);
+    snprintf(h->unstored_id, sizeof(h->unstored_id), "%s", req->request_id);
+    h->unstored = h->fallback;
+    h->unstored_len = len;
+}
+
+/* finish() with what a cq_codec_*_response() call returned (rc, and err when -1). */
+static void finish_packed(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                          int rc, uint8_t *bytes, size_t len, const struct cq_error *err)
+{
+    if (rc == 0)
+        finish(d, h, req, bytes, len);
+    else
+        finish_fallback(d, h, req, err);
+}
+
 static void finish_error(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
                          enum cq_result_error code, const char *message)
 {
     uint8_t *bytes;
     size_t len;
-    if (cq_codec_error_response(req->request_id, req->session_id, code, message, &bytes, &len) == 0)
-        finish(d, h, req, bytes, len);
+    struct cq_error err;
+    int rc = cq_codec_error_response(req->request_id, req->session_id, code, message, &bytes, &len,
+                                     &err);
+    finish_packed(d, h, req, rc, bytes, len, &err);
 }
 
 struct stream_ctx {
@@ -282,10 +322,12 @@ static void on_output(void *ctx, int stream, const char *data, size_t len)
     struct stream_ctx *s = ctx;
     uint8_t *bytes;
     size_t n;
-    if (cq_codec_chunk_response(s->req->request_id, s->req->session_id, stream, data, len,
-                                s->sequence++, &bytes, &n) < 0)
-        return;
     struct cq_error err;
+    if (cq_codec_chunk_response(s->req->request_id, s->req->session_id, stream, data, len,
+                                s->sequence++, &bytes, &n, &err) < 0) {
+        cq_log(CQ_LOG_WARN, "request %s: chunk dropped: %s", s->req->request_id, err.msg);
+        return;
+    }
     /* Not waited for: chunks are a courtesy, the final reply is the contract. */
     if (cq_fleet_publish(s->d->producer, s->req, "chunk", bytes, n, NULL, NULL, &err) < 0)
         cq_log(CQ_LOG_WARN, "request %s: chunk dropped: %s", s->req->request_id, err.msg);
@@ -361,8 +403,8 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
         cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err.msg);
     uint8_t *bytes;
     size_t len;
-    if (cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0)
-        finish(d, h, req, bytes, len);
+    rc = cq_codec_session_response(req->request_id, &info, &bytes, &len, &err);
+    finish_packed(d, h, req, rc, bytes, len, &err);
     cq_log(CQ_LOG_INFO, "session %s started", h->id);
 }
 
@@ -412,8 +454,9 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
 {
     struct cq_invoke_args args;
     void *owned;
-    if (cq_codec_invoke_args(req->invoke, &args, &owned) < 0) {
-        finish_error(d, h, req, CQ_RESULT_INTERNAL, "out of memory");
+    struct cq_error err;
+    if (cq_codec_invoke_args(req->invoke, &args, &owned, &err) < 0) {
+        finish_error(d, h, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }
     struct stream_ctx sctx = {.d = d, .req = req};
@@ -434,7 +477,6 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         }
         h->moved = false;
     }
-    struct cq_error err;
     if (changes_files(req->invoke->tool) &&
         cq_snapshot_save(d->core, d->store, h->id, d->cfg.worker_id, h->fence, &h->manifest, &err) <
             0) {
@@ -447,21 +489,20 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     cq_trace_stamp(tracing, "w.saved");
     uint8_t *bytes;
     size_t len;
-    if (cq_codec_result_response(req->request_id, h->id, &r, &bytes, &len) == 0)
-        finish(d, h, req, bytes, len);
+    int rc = cq_codec_result_response(req->request_id, h->id, &r, &bytes, &len, &err);
+    finish_packed(d, h, req, rc, bytes, len, &err);
     cq_result_free(&r);
 }
 
 /* One claim, waiting for Redis while it is unreachable: dropping the request would
  * leave it forwarded here for good, so the session's queue waits (as in finish()); a
- * stopping worker gives up and leaves the request to recovery: -1 then. */
+ * stopping worker gives up and leaves the request to recovery: -1 then (logged). */
 static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req,
-                      enum cq_request_state *state, uint64_t *fence)
+                      enum cq_request_state *state, uint64_t *fence, bool *claimed)
 {
     struct cq_error err;
-    int claimed;
-    while ((claimed = cq_store_claim(d->store, req->request_id, d->cfg.worker_id, state, fence,
-                                     &err)) < 0) {
+    while (cq_store_claim(d->store, req->request_id, d->cfg.worker_id, state, fence, claimed,
+                          &err) < 0) {
         if (atomic_load(&d->stopping)) {
             cq_log(CQ_LOG_ERROR, "request %s: cannot claim: %s", req->request_id, err.msg);
             return -1;
@@ -469,7 +510,7 @@ static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req,
         cq_log(CQ_LOG_ERROR, "request %s: cannot claim yet: %s", req->request_id, err.msg);
         sleep(1);
     }
-    return claimed;
+    return 0;
 }
 
 /* An early forward (sent while Redis records it, fast_forward() in dispatcher.c) can
@@ -478,17 +519,19 @@ static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req,
  * when recording took longer). A record that never comes means the request was
  * answered otherwise, or its dispatcher died first and the request is consumed again. */
 static int claim(struct cq_daemon *d, const Codeq__V1__Request *req, bool early,
-                 enum cq_request_state *state, uint64_t *fence)
+                 enum cq_request_state *state, uint64_t *fence, bool *claimed)
 {
-    int claimed = claim_once(d, req, state, fence);
-    for (long waited = 0, pause = 1; early && claimed == 0 && *state == CQ_REQ_NONE &&
+    if (claim_once(d, req, state, fence, claimed) < 0)
+        return -1;
+    for (long waited = 0, pause = 1; early && !*claimed && *state == CQ_REQ_NONE &&
                                      waited < CQ_FLEET_RECORD_WAIT_MS && !atomic_load(&d->stopping);
          waited += pause, pause = pause * 2 > 100 ? 100 : pause * 2) {
         struct timespec ts = {.tv_nsec = pause * 1000000L};
         nanosleep(&ts, NULL);
-        claimed = claim_once(d, req, state, fence);
+        if (claim_once(d, req, state, fence, claimed) < 0)
+            return -1;
     }
-    return claimed;
+    return 0;
 }
 
 static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
@@ -497,11 +540,11 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     struct cq_error err;
     enum cq_request_state state;
     uint64_t claimed_fence;
-    int claimed = claim(d, req, early, &state, &claimed_fence);
-    if (claimed < 0)
+    bool claimed;
+    if (claim(d, req, early, &state, &claimed_fence, &claimed) < 0)
         return;
     cq_trace_stamp(tracing, "w.claimed");
-    if (claimed == 0) {
+    if (!claimed) {
         /* An early forward that was not this worker's to run is answered by its
          * dispatcher, which found the request's state when it recorded the forward. */
         if (state == CQ_REQ_DONE && !early) {
@@ -559,10 +602,12 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         bool stop = req->operation_case == CODEQ__V1__REQUEST__OPERATION_STOP_SESSION;
         int rc = stop ? cq_worker_stop_session(d->core, h->id, &info, &err)
                       : cq_worker_get_session(d->core, h->id, &info, &err);
-        if (rc < 0)
+        if (rc < 0) {
             finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
-        else if (cq_codec_session_response(req->request_id, &info, &bytes, &len) == 0)
-            finish(d, h, req, bytes, len);
+            return;
+        }
+        rc = cq_codec_session_response(req->request_id, &info, &bytes, &len, &err);
+        finish_packed(d, h, req, rc, bytes, len, &err);
         return;
     }
     case CODEQ__V1__REQUEST__OPERATION_INVOKE:
@@ -580,9 +625,10 @@ struct drain_args {
 };
 
 /* How long a session's thread waits for the session's next request before it ends.
- * Handing a request to a thread that waits costs a wake-up; starting a thread cost
- * 65 us at the median and 0.6 ms at p90 on a busy 2-vCPU host (bench-fleet --trace),
- * and an agent's next call usually comes within seconds. */
+ * Handing a request to a thread that waits costs a wake-up; starting a thread costs
+ * its creation and first scheduling in the request's path, several times a wake-up
+ * and far more in the tail (docs/performance.md has the figures), and an agent's next
+ * call usually comes within seconds. */
 #define SESSION_THREAD_LINGER_MS 10000
 
 static struct timespec monotonic_in_us(int64_t us)
@@ -803,13 +849,12 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     wc.on_session_end_ctx = d;
     if (cq_worker_create(&wc, &d->core, err) < 0)
         goto fail;
-    d->producer = cq_kafka_producer(cfg, err);
-    if (d->producer == NULL || cq_kafka_ensure_topic(d->producer, d->topic, 1, err) < 0)
+    if (cq_kafka_producer(cfg, &d->producer, err) < 0 ||
+        cq_kafka_ensure_topic(d->producer, d->topic, 1, err) < 0)
         goto fail;
     char group[128];
     snprintf(group, sizeof(group), "codeq-worker-%s", d->cfg.worker_id);
-    d->consumer = cq_kafka_consumer(cfg, group, d->topic, err);
-    if (d->consumer == NULL)
+    if (cq_kafka_consumer(cfg, group, d->topic, &d->consumer, err) < 0)
         goto fail;
     *out = d;
     return 0;

@@ -2,11 +2,13 @@
  * session survives the loss of its worker.
  *
  * After a request that may have changed files, the workspace is scanned (names, sizes,
- * modification times: no contents) and compared with the last saved state; only files
- * that changed are read and written, each under the session's fence. */
+ * modification times: no contents) and compared with the last saved state (by
+ * cq_manifest_diff, which does no I/O); only files that changed are read and written,
+ * each under the session's fence. */
 #define _GNU_SOURCE
 #include "workerd/snapshot.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,32 +20,40 @@ void cq_manifest_free(struct cq_manifest *m)
     memset(m, 0, sizeof(*m));
 }
 
-static int add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns)
+int cq_manifest_add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
+                    struct cq_error *err)
 {
     if (m->n == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 16;
         struct cq_manifest_entry *e = realloc(m->entries, cap * sizeof(*e));
         if (e == NULL)
-            return -1;
+            return cq_error_sys(err, ENOMEM, "list %s", path);
         m->entries = e;
         m->cap = cap;
     }
     char *copy = strdup(path);
     if (copy == NULL)
-        return -1;
+        return cq_error_sys(err, ENOMEM, "list %s", path);
     m->entries[m->n++] = (struct cq_manifest_entry){copy, size, mtime_ns};
     return 0;
 }
 
-static int on_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns)
+static int on_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns,
+                   struct cq_error *err)
 {
-    return add(ctx, path, size, mtime_ns);
+    return cq_manifest_add(ctx, path, size, mtime_ns, err);
 }
 
 static int by_path(const void *a, const void *b)
 {
     return strcmp(((const struct cq_manifest_entry *)a)->path,
                   ((const struct cq_manifest_entry *)b)->path);
+}
+
+void cq_manifest_sort(struct cq_manifest *m)
+{
+    if (m->n > 1)
+        qsort(m->entries, m->n, sizeof(m->entries[0]), by_path);
 }
 
 /* Scans the workspace into m, sorted by path: runs after every execution, so the
@@ -53,8 +63,7 @@ static int scan(struct cq_worker *core, const char *session_id, struct cq_manife
 {
     if (cq_worker_scan_workspace(core, session_id, on_file, m, err) < 0)
         return -1;
-    if (m->n > 1)
-        qsort(m->entries, m->n, sizeof(m->entries[0]), by_path);
+    cq_manifest_sort(m);
     return 0;
 }
 
@@ -62,6 +71,36 @@ static const struct cq_manifest_entry *find(const struct cq_manifest *m, const c
 {
     struct cq_manifest_entry key = {.path = (char *)path};
     return m->n == 0 ? NULL : bsearch(&key, m->entries, m->n, sizeof(key), by_path);
+}
+
+void cq_manifest_diff_free(struct cq_manifest_diff *diff)
+{
+    free(diff->changed);
+    free(diff->removed);
+    memset(diff, 0, sizeof(*diff));
+}
+
+int cq_manifest_diff(const struct cq_manifest *old, const struct cq_manifest *now,
+                     struct cq_manifest_diff *diff, struct cq_error *err)
+{
+    memset(diff, 0, sizeof(*diff));
+    /* At most every entry of each side: one allocation each, never grown. */
+    if (now->n > 0 && (diff->changed = calloc(now->n, sizeof(*diff->changed))) == NULL)
+        return cq_error_sys(err, ENOMEM, "compare %zu files with the saved state", now->n);
+    if (old->n > 0 && (diff->removed = calloc(old->n, sizeof(*diff->removed))) == NULL) {
+        cq_manifest_diff_free(diff);
+        return cq_error_sys(err, ENOMEM, "compare %zu files with the saved state", old->n);
+    }
+    for (size_t i = 0; i < now->n; i++) {
+        const struct cq_manifest_entry *e = &now->entries[i];
+        const struct cq_manifest_entry *was = find(old, e->path);
+        if (was == NULL || was->size != e->size || was->mtime_ns != e->mtime_ns)
+            diff->changed[diff->n_changed++] = e;
+    }
+    for (size_t i = 0; i < old->n; i++)
+        if (find(now, old->entries[i].path) == NULL)
+            diff->removed[diff->n_removed++] = &old->entries[i];
+    return 0;
 }
 
 int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *session_id,
@@ -73,12 +112,14 @@ int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *se
         cq_manifest_free(&now);
         return -1;
     }
+    struct cq_manifest_diff diff;
+    if (cq_manifest_diff(m, &now, &diff, err) < 0) {
+        cq_manifest_free(&now);
+        return -1;
+    }
     int rc = 0;
-    for (size_t i = 0; i < now.n && rc == 0; i++) {
-        const struct cq_manifest_entry *e = &now.entries[i];
-        const struct cq_manifest_entry *old = find(m, e->path);
-        if (old != NULL && old->size == e->size && old->mtime_ns == e->mtime_ns)
-            continue;
+    for (size_t i = 0; i < diff.n_changed && rc == 0; i++) {
+        const struct cq_manifest_entry *e = diff.changed[i];
         uint8_t *data = NULL;
         size_t len = 0;
         if (cq_worker_read_workspace_file(core, session_id, e->path, &data, &len, err) < 0) {
@@ -90,9 +131,9 @@ int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *se
                                err);
         free(data);
     }
-    for (size_t i = 0; i < m->n && rc == 0; i++)
-        if (find(&now, m->entries[i].path) == NULL)
-            rc = cq_store_delete_file(st, session_id, worker_id, fence, m->entries[i].path, err);
+    for (size_t i = 0; i < diff.n_removed && rc == 0; i++)
+        rc = cq_store_delete_file(st, session_id, worker_id, fence, diff.removed[i]->path, err);
+    cq_manifest_diff_free(&diff);
     if (rc < 0) {
         cq_manifest_free(&now);
         return -1;

@@ -23,6 +23,27 @@ struct cq_manifest {
 };
 
 void cq_manifest_free(struct cq_manifest *m);
+/* Appends a copy of path with its size and modification time. */
+int cq_manifest_add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
+                    struct cq_error *err);
+/* Sorts by path (strcmp order), as cq_manifest_diff needs. */
+void cq_manifest_sort(struct cq_manifest *m);
+
+/* What a save must do to turn the stored state old into now. The pointers point into
+ * the two manifests, which must outlive the diff. */
+struct cq_manifest_diff {
+    const struct cq_manifest_entry **changed; /* in now: new, or a new size or mtime */
+    size_t n_changed;
+    const struct cq_manifest_entry **removed; /* in old: no longer in now */
+    size_t n_removed;
+};
+
+/* Compares two manifests sorted by path (cq_manifest_sort); each list keeps the order
+ * of its manifest. Pure: no I/O. Returns 0, or -1 with err when out of memory. */
+int cq_manifest_diff(const struct cq_manifest *old, const struct cq_manifest *now,
+                     struct cq_manifest_diff *diff, struct cq_error *err);
+void cq_manifest_diff_free(struct cq_manifest_diff *diff);
+
 /* Saves files that changed since *m (and deletes removed ones) under the session's
  * fence; *m becomes the new state. */
 int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *session_id,

@@ -16,6 +16,10 @@
  * from runtimes/node/node_modules, loaded once.
  *
  * Everything here runs as sandboxed code: the worker trusts nothing it says.
+ *
+ * worker/kernel.c starts it as a script (`node codeq_kernel.js`), which runs main();
+ * required as a module (tests/node), it only exports its pure parts and touches
+ * nothing: no fd 0, no globals, no handlers.
  */
 
 const fs = require('fs');
@@ -38,13 +42,8 @@ function typescript() {
   return ts;
 }
 
-// The control channel is fd 0; code in cells gets an empty stdin.
-const control = new net.Socket({ fd: 0, readable: true, writable: true });
-Object.defineProperty(process, 'stdin', {
-  value: Readable.from([]),
-  configurable: true,
-  writable: true,
-});
+// The control channel is fd 0 (opened by main()).
+let control = null;
 
 // What a script in /workspace would have.
 const workspaceRequire = Module.createRequire('/workspace/');
@@ -56,8 +55,6 @@ function installGlobals() {
   globalThis.__filename = '/workspace/[cell]';
   globalThis.__dirname = '/workspace';
 }
-installGlobals();
-for (const name of Object.getOwnPropertyNames(globalThis)) baseline.add(name);
 
 /* Makes each name a plain writable global before a cell assigns it: a declaration
  * such as `const crypto = require('crypto')` would otherwise assign to Node's
@@ -72,8 +69,6 @@ function prepareGlobals(names) {
     }
   }
 }
-Object.defineProperty(globalThis, '__codeq_prepare', { value: prepareGlobals });
-baseline.add('__codeq_prepare');
 
 function clearContext() {
   for (const name of Object.getOwnPropertyNames(globalThis)) {
@@ -116,6 +111,12 @@ function rewrite(source) {
   const sf = t.createSourceFile('cell.js', source, t.ScriptTarget.ES2022, true, t.ScriptKind.JS);
   const text = (node) => source.slice(node.getStart(sf), node.getEnd());
   const isAsync = containsTopLevelAwait(t, sf);
+  // A cell that does not parse is left as it is, so that running it throws the
+  // engine's own SyntaxError: rewriting a broken statement can make it valid
+  // (`const = 1` would become `; 1`).
+  if (!isAsync && sf.parseDiagnostics && sf.parseDiagnostics.length > 0) {
+    return { code: source, isAsync };
+  }
   const edits = []; // [start, end, replacement]
   const hoisted = [];
   const declared = [];
@@ -190,9 +191,6 @@ function transpile(source) {
 }
 
 let interruptCurrent = null;
-process.on('SIGINT', () => {
-  if (interruptCurrent) interruptCurrent();
-});
 
 async function runCell(request) {
   if (request.clear) clearContext();
@@ -256,39 +254,67 @@ function send(message) {
 
 let buffered = '';
 let queue = Promise.resolve();
-control.setEncoding('utf8');
-control.on('data', (chunk) => {
-  buffered += chunk;
-  let newline;
-  while ((newline = buffered.indexOf('\n')) >= 0) {
-    const line = buffered.slice(0, newline);
-    buffered = buffered.slice(newline + 1);
-    let request;
-    try {
-      request = parse(line);
-    } catch (e) {
-      continue;
-    }
-    queue = queue.then(async () => {
-      if (request.op === 'exec') {
-        send(await execute(request));
-      } else if (request.op === 'env') {
-        Object.assign(process.env, request.env || {});
-        send({ id: request.id, ok: true });
-      } else {
-        send({ id: request.id, ok: false, value: 'unknown op' });
-      }
-    });
-  }
-});
-control.on('end', () => process.exit(0));
-control.on('error', () => process.exit(0));
-// An exception or rejection outside a cell (a timer callback, say) is reported on
-// stderr; the kernel carries on, as the REPL does.
-process.on('uncaughtException', (e) => writeSync(2, Buffer.from(`Uncaught ${e && e.stack ? e.stack : e}\n`)));
-process.on('unhandledRejection', (e) => writeSync(2, Buffer.from(`Unhandled rejection: ${e && e.stack ? e.stack : e}\n`)));
 
-process.chdir('/workspace');
-send({ id: 0, ready: true });
-// Load the compiler now, while nobody waits: the first cell needs it.
-setImmediate(() => { try { typescript(); } catch (e) { /* reported when a cell needs it */ } });
+/* The kernel itself, in the order it has always started. */
+function main() {
+  // The control channel is fd 0; code in cells gets an empty stdin.
+  control = new net.Socket({ fd: 0, readable: true, writable: true });
+  Object.defineProperty(process, 'stdin', {
+    value: Readable.from([]),
+    configurable: true,
+    writable: true,
+  });
+  installGlobals();
+  for (const name of Object.getOwnPropertyNames(globalThis)) baseline.add(name);
+  Object.defineProperty(globalThis, '__codeq_prepare', { value: prepareGlobals });
+  baseline.add('__codeq_prepare');
+  process.on('SIGINT', () => {
+    if (interruptCurrent) interruptCurrent();
+  });
+
+  control.setEncoding('utf8');
+  control.on('data', (chunk) => {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      let request;
+      try {
+        request = parse(line);
+      } catch (e) {
+        continue;
+      }
+      queue = queue.then(async () => {
+        if (request.op === 'exec') {
+          send(await execute(request));
+        } else if (request.op === 'env') {
+          Object.assign(process.env, request.env || {});
+          send({ id: request.id, ok: true });
+        } else {
+          send({ id: request.id, ok: false, value: 'unknown op' });
+        }
+      });
+    }
+  });
+  control.on('end', () => process.exit(0));
+  control.on('error', () => process.exit(0));
+  // An exception or rejection outside a cell (a timer callback, say) is reported on
+  // stderr; the kernel carries on, as the REPL does.
+  process.on('uncaughtException', (e) => writeSync(2, Buffer.from(`Uncaught ${e && e.stack ? e.stack : e}\n`)));
+  process.on('unhandledRejection', (e) => writeSync(2, Buffer.from(`Unhandled rejection: ${e && e.stack ? e.stack : e}\n`)));
+
+  process.chdir('/workspace');
+  send({ id: 0, ready: true });
+  // Load the compiler now, while nobody waits: the first cell needs it.
+  setImmediate(() => { try { typescript(); } catch (e) { /* reported when a cell needs it */ } });
+}
+
+if (require.main === module) {
+  main();
+} else {
+  // For tests: how a cell is rewritten, transpiled and run, and the helper the
+  // rewritten code calls (a test installs it as globalThis.__codeq_prepare, as main()
+  // does). runCell with `clear` needs main()'s baseline: tests do not ask for it.
+  module.exports = { rewrite, transpile, prepareGlobals, runCell };
+}

@@ -7,7 +7,8 @@ pipes that the worker reads (the cell's stdout and stderr, at the file-descripto
 level, so output of C extensions and child processes is captured too).
 
 Protocol on the control channel: one JSON object per line each way.
-  worker -> kernel  {"id": N, "op": "exec", "code": "...", "clear": bool, "marker": "..."}
+  worker -> kernel  {"id": N, "op": "exec", "code": "...", "clear": bool, "marker": "...",
+                     "language": "python"}
                     {"id": N, "op": "env", "env": {"NAME": "VALUE", ...}}
   kernel -> worker  {"id": N, "ok": bool, "value": "repr or null", "images": ["base64", ...]}
                     {"id": 0, "ready": true} once, after start-up (and preloading)
@@ -90,7 +91,9 @@ class Kernel:
 
     def run_cell(self, code):
         """Runs code like a notebook cell: statements, then the value of a final
-        expression. Returns (ok, value repr or None)."""
+        expression. Returns the repr of that value, or None when the cell does not end
+        in an expression or its value is None; raises whatever the cell raised (execute()
+        turns that into ok false)."""
         self.cell += 1
         filename = f"<cell-{self.cell}>"
         tree = ast.parse(code, filename, "exec")

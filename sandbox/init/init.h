@@ -33,7 +33,8 @@ int init_build_root(const struct init_config *cfg, struct cq_error *err);
  * namespace with the sensitive entries masked. */
 int init_mount_process_proc(struct cq_error *err);
 
-/* shim.c: attaches a seccomp BPF program to the calling thread. */
+/* shim.c: attaches a seccomp BPF program to the calling thread. -1 with errno, not a
+ * cq_error: it also runs in the pre-exec child (see the exceptions in common/error.h). */
 int init_install_filter(const unsigned char *bpf, unsigned long len);
 
 /* shim.c: runs in a fresh child of init (pid 1 of a new pid namespace and in a new

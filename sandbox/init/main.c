@@ -49,16 +49,18 @@ static void send_error(int fd, const struct cq_error *err)
     cq_msg_begin(&w, CQ_MSG_ERROR);
     cq_msg_put(&w, CQ_F_ERRNO, &code, sizeof(code));
     cq_msg_put_str(&w, CQ_F_TEXT, err->msg);
-    (void)cq_msg_send(fd, &w, NULL, 0);
+    (void)cq_msg_send(fd, &w, NULL, 0, NULL); /* nobody else to tell */
 }
 
 static int read_config(int fd, struct init_config *cfg, struct cq_error *err)
 {
-    ssize_t n = cq_msg_recv(fd, config_buf, sizeof(config_buf), NULL, NULL);
-    if (n <= 0)
-        return cq_error_sys(err, n == 0 ? EPIPE : (int)-n, "read configuration");
+    ssize_t n = cq_msg_recv(fd, config_buf, sizeof(config_buf), NULL, NULL, err);
+    if (n < 0)
+        return cq_error_prefix(err, "read configuration");
+    if (n == 0)
+        return cq_error_sys(err, EPIPE, "read configuration");
     struct cq_msg_reader r;
-    if (cq_msg_reader_init(&r, config_buf, (size_t)n) < 0 || r.type != CQ_MSG_CONFIG)
+    if (cq_msg_reader_init(&r, config_buf, (size_t)n, NULL) < 0 || r.type != CQ_MSG_CONFIG)
         return cq_error_set(err, EPROTO, "expected a configuration message");
     memset(cfg, 0, sizeof(*cfg));
     cfg->hostname = "codeq";
@@ -68,7 +70,7 @@ static int read_config(int fd, struct init_config *cfg, struct cq_error *err)
     const void *data;
     size_t len;
     int more;
-    while ((more = cq_msg_next(&r, &tag, &data, &len)) > 0) {
+    while ((more = cq_msg_next(&r, &tag, &data, &len, err)) > 0) {
         switch (tag) {
         case CQ_F_HOSTNAME:
             if ((cfg->hostname = cq_msg_str(data, len)) == NULL)
@@ -89,8 +91,8 @@ static int read_config(int fd, struct init_config *cfg, struct cq_error *err)
             if (cfg->n_mounts == MAX_MOUNTS)
                 return cq_error_set(err, E2BIG, "more than %d mount operations", MAX_MOUNTS);
             struct init_mount *m = &mounts[cfg->n_mounts];
-            if (cq_msg_mount(data, len, &m->op, &m->src, &m->dst) < 0)
-                return cq_error_set(err, EPROTO, "bad mount field");
+            if (cq_msg_mount(data, len, &m->op, &m->src, &m->dst, err) < 0)
+                return cq_error_prefix(err, "configuration");
             cfg->n_mounts++;
             break;
         }
@@ -98,8 +100,10 @@ static int read_config(int fd, struct init_config *cfg, struct cq_error *err)
             break;
         }
     }
-    if (more < 0 || !have_ids)
-        return cq_error_set(err, EPROTO, "malformed configuration message");
+    if (more < 0)
+        return cq_error_prefix(err, "configuration");
+    if (!have_ids)
+        return cq_error_set(err, EPROTO, "configuration without ids");
     /* Sandboxed code must never run as the namespace's root. */
     if (cfg->ids.user_uid == 0 || cfg->ids.user_gid == 0)
         return cq_error_set(err, EPERM, "refusing to run sandboxed code as uid or gid 0");
@@ -189,9 +193,10 @@ static int join_cgroup(int control_fd, struct cq_error *err)
     uint8_t buf[64];
     int fds[CQ_PROTO_MAX_FDS];
     size_t nfds = CQ_PROTO_MAX_FDS;
-    ssize_t n = cq_msg_recv(control_fd, buf, sizeof(buf), fds, &nfds);
+    /* Any failure here has one meaning: the supervisor did not send the cgroup. */
+    ssize_t n = cq_msg_recv(control_fd, buf, sizeof(buf), fds, &nfds, NULL);
     struct cq_msg_reader r;
-    if (n <= 0 || cq_msg_reader_init(&r, buf, (size_t)n) < 0 || r.type != CQ_MSG_CGROUP ||
+    if (n <= 0 || cq_msg_reader_init(&r, buf, (size_t)n, NULL) < 0 || r.type != CQ_MSG_CGROUP ||
         nfds == 0) {
         for (size_t i = 0; i < nfds; i++)
             close(fds[i]);
@@ -214,7 +219,7 @@ static void spawn(const struct init_config *cfg, int control_fd, int signal_fd, 
     struct cq_msg_reader r;
     if (nfds == 0)
         return; /* no status socket: nobody to answer */
-    if (cq_msg_reader_init(&r, buf, len) < 0 || r.type != CQ_MSG_SPAWN) {
+    if (cq_msg_reader_init(&r, buf, len, NULL) < 0 || r.type != CQ_MSG_SPAWN) {
         for (size_t i = 0; i < nfds; i++)
             close(fds[i]);
         return;
@@ -230,13 +235,14 @@ static void spawn(const struct init_config *cfg, int control_fd, int signal_fd, 
         cq_msg_begin(&w, CQ_MSG_SPAWN_FAILED);
         cq_msg_put(&w, CQ_F_ERRNO, &code, sizeof(code));
         cq_msg_put_str(&w, CQ_F_TEXT, code == EAGAIN ? "fork (process limit reached)" : "fork");
-        (void)cq_msg_send(fds[0], &w, NULL, 0);
+        (void)cq_msg_send(fds[0], &w, NULL, 0, NULL);
     }
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
 }
 
-static int serve(const struct init_config *cfg, int control_fd)
+/* Returns 0 when the supervisor is gone, -1 with err when init cannot go on. */
+static int serve(const struct init_config *cfg, int control_fd, struct cq_error *err)
 {
     sigset_t chld;
     sigemptyset(&chld);
@@ -244,7 +250,7 @@ static int serve(const struct init_config *cfg, int control_fd)
     sigprocmask(SIG_BLOCK, &chld, NULL);
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
-        return -1;
+        return cq_error_sys(err, errno, "signalfd");
     static uint8_t buf[CQ_PROTO_MAX_MSG];
     for (;;) {
         struct pollfd pfd[2] = {{.fd = control_fd, .events = POLLIN},
@@ -252,7 +258,7 @@ static int serve(const struct init_config *cfg, int control_fd)
         if (poll(pfd, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            return -1;
+            return cq_error_sys(err, errno, "poll");
         }
         if (pfd[1].revents & POLLIN) {
             struct signalfd_siginfo si;
@@ -264,9 +270,12 @@ static int serve(const struct init_config *cfg, int control_fd)
         if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             int fds[CQ_PROTO_MAX_FDS];
             size_t nfds = CQ_PROTO_MAX_FDS;
-            ssize_t n = cq_msg_recv(control_fd, buf, sizeof(buf), fds, &nfds);
-            if (n == 0 || (n < 0 && n != -EPROTO && n != -EAGAIN))
-                return 0; /* the supervisor is gone: end the sandbox */
+            struct cq_error recv_err = {0};
+            ssize_t n = cq_msg_recv(control_fd, buf, sizeof(buf), fds, &nfds, &recv_err);
+            /* A refused message or a spurious wakeup is not the end: only a closed or
+             * broken socket means the supervisor is gone, and then so is the sandbox. */
+            if (n == 0 || (n < 0 && recv_err.code != CQ_EPROTO && recv_err.code != EAGAIN))
+                return 0;
             if (n > 0)
                 spawn(cfg, control_fd, sfd, buf, (size_t)n, fds, nfds);
         }
@@ -308,7 +317,8 @@ int main(void)
         send_error(control_fd, &err);
         return 1;
     }
-    if (cq_msg_send_type(control_fd, CQ_MSG_READY, NULL, 0) < 0)
+    if (cq_msg_send_type(control_fd, CQ_MSG_READY, NULL, 0, NULL) < 0)
         return 1;
-    return serve(&cfg, control_fd) < 0 ? 1 : 0;
+    /* After READY there is nobody to report to: the exit status is all. */
+    return serve(&cfg, control_fd, &err) < 0 ? 1 : 0;
 }

@@ -55,7 +55,10 @@ struct spawn_request {
     struct cq_spawn_params params;
 };
 
-static int parse_spawn(const struct cq_msg_reader *msg, struct spawn_request *req)
+/* Errors are EPROTO, not CQ_EPROTO: the supervisor appends strerror(code) to what a
+ * shim reports. */
+static int parse_spawn(const struct cq_msg_reader *msg, struct spawn_request *req,
+                       struct cq_error *err)
 {
     struct cq_msg_reader r = *msg;
     size_t argc = 0, envc = 0;
@@ -65,27 +68,27 @@ static int parse_spawn(const struct cq_msg_reader *msg, struct spawn_request *re
     size_t len;
     int more;
     req->cwd = "/workspace";
-    while ((more = cq_msg_next(&r, &tag, &data, &len)) > 0) {
+    while ((more = cq_msg_next(&r, &tag, &data, &len, NULL)) > 0) {
         const char *s = cq_msg_str(data, len);
         switch (tag) {
         case CQ_F_ARG:
             if (s == NULL || argc == MAX_ARGS)
-                return -1;
+                return cq_error_set(err, EPROTO, "malformed spawn request: argument %zu", argc);
             req->argv[argc++] = s;
             break;
         case CQ_F_ENV:
             if (s == NULL || envc == MAX_ARGS)
-                return -1;
+                return cq_error_set(err, EPROTO, "malformed spawn request: environment %zu", envc);
             req->envp[envc++] = s;
             break;
         case CQ_F_CWD:
             if (s == NULL)
-                return -1;
+                return cq_error_set(err, EPROTO, "malformed spawn request: cwd");
             req->cwd = s;
             break;
         case CQ_F_SPAWN:
             if (len != sizeof(req->params))
-                return -1;
+                return cq_error_set(err, EPROTO, "malformed spawn request: parameters");
             memcpy(&req->params, data, len);
             have_params = true;
             break;
@@ -95,7 +98,9 @@ static int parse_spawn(const struct cq_msg_reader *msg, struct spawn_request *re
     }
     req->argv[argc] = NULL;
     req->envp[envc] = NULL;
-    return more < 0 || argc == 0 || !have_params ? -1 : 0;
+    if (more < 0 || argc == 0 || !have_params)
+        return cq_error_set(err, EPROTO, "malformed spawn request");
+    return 0;
 }
 
 static void report_exit(int status_fd, const struct cq_exit_status *status)
@@ -103,7 +108,8 @@ static void report_exit(int status_fd, const struct cq_exit_status *status)
     static struct cq_msg_writer w;
     cq_msg_begin(&w, CQ_MSG_EXITED);
     cq_msg_put(&w, CQ_F_EXIT, status, sizeof(*status));
-    (void)cq_msg_send(status_fd, &w, NULL, 0); /* a vanished supervisor is not an error here */
+    (void)cq_msg_send(status_fd, &w, NULL, 0,
+                      NULL); /* a vanished supervisor is not an error here */
 }
 
 static void report_failure(int status_fd, int error, const char *what)
@@ -113,7 +119,7 @@ static void report_failure(int status_fd, int error, const char *what)
     cq_msg_begin(&w, CQ_MSG_SPAWN_FAILED);
     cq_msg_put(&w, CQ_F_ERRNO, &code, sizeof(code));
     cq_msg_put_str(&w, CQ_F_TEXT, what);
-    (void)cq_msg_send(status_fd, &w, NULL, 0);
+    (void)cq_msg_send(status_fd, &w, NULL, 0, NULL);
 }
 
 static const char *env_lookup(const char *const *envp, const char *name)
@@ -293,7 +299,7 @@ static void deliver_signal(const struct cq_msg_reader *msg, pid_t child)
     uint16_t tag;
     const void *data;
     size_t len;
-    while (cq_msg_next(&r, &tag, &data, &len) > 0) {
+    while (cq_msg_next(&r, &tag, &data, &len, NULL) > 0) {
         int32_t sig;
         if (tag != CQ_F_SIGNAL || len != sizeof(sig))
             continue;
@@ -310,169 +316,245 @@ static void kill_tree(void)
     kill(-1, SIGKILL);
 }
 
-void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *spawn_msg, int *fds,
-                   size_t nfds, int control_fd, int signal_fd)
+/* The shim's state, from the spawn request to the final report. */
+struct shim {
+    int status_fd; /* to the supervisor */
+    int signal_fd; /* SIGCHLD */
+    int exec_fd;   /* read end of the exec-error pipe, until the exec is known */
+    int timer_fd;  /* the timeout, or -1 */
+    int stdio[3];  /* the process's stdio, or -1 for /dev/null */
+    pid_t child;   /* the main process */
+    uint64_t start_us;
+    bool main_done; /* the main process has been reaped */
+    bool supervisor_gone;
+    struct cq_exit_status result;
+};
+
+/* The shim inherited init's channel to the supervisor; sandboxed code must never
+ * reach it, and the shim has no use for it. */
+static void isolate(int control_fd, int init_signal_fd)
 {
-    uint64_t start = now_us();
-    /* The shim inherited init's channel to the supervisor; sandboxed code must never
-     * reach it, and the shim has no use for it. */
     close(control_fd);
-    close(signal_fd);
-    int status_fd = fds[0];
+    close(init_signal_fd);
     /* If init dies the whole sandbox is going away; do not outlive it. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Not dumpable: sandboxed processes may not open /proc/1/mem etc. of the shim. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
 
-    static struct spawn_request req;
-    if (parse_spawn(spawn_msg, &req) < 0) {
-        report_failure(status_fd, EPROTO, "malformed spawn request");
-        _exit(1);
-    }
-    int stdio[3] = {-1, -1, -1};
+/* fds[0] is the status socket; the stdio fds that params marks as sent follow. */
+static int take_stdio(struct shim *sh, const struct spawn_request *req, const int *fds, size_t nfds,
+                      struct cq_error *err)
+{
     size_t next = 1;
     for (int i = 0; i < 3; i++) {
-        if (req.params.stdio[i] == CQ_PROTO_STDIO_FD) {
-            if (next >= nfds) {
-                report_failure(status_fd, EPROTO, "spawn request lacks a stdio fd");
-                _exit(1);
-            }
-            stdio[i] = fds[next++];
-        }
+        sh->stdio[i] = -1;
+        if (req->params.stdio[i] != CQ_PROTO_STDIO_FD)
+            continue;
+        if (next >= nfds)
+            return cq_error_set(err, EPROTO, "spawn request lacks a stdio fd");
+        sh->stdio[i] = fds[next++];
     }
+    return 0;
+}
 
-    struct cq_error err = {0};
-    if (init_mount_process_proc(&err) < 0) {
-        report_failure(status_fd, err.code, err.msg);
-        _exit(1);
-    }
-
+/* Everything before the fork: the request, the process's /proc, SIGCHLD as an fd. */
+static int prepare(struct shim *sh, const struct cq_msg_reader *spawn_msg, int *fds, size_t nfds,
+                   struct spawn_request *req, struct cq_error *err)
+{
+    if (parse_spawn(spawn_msg, req, err) < 0 || take_stdio(sh, req, fds, nfds, err) < 0 ||
+        init_mount_process_proc(err) < 0)
+        return -1;
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
-    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    int exec_pipe[2];
-    if (sfd < 0 || pipe2(exec_pipe, O_CLOEXEC) < 0) {
-        report_failure(status_fd, errno, "shim setup");
-        _exit(1);
-    }
+    sh->signal_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sh->signal_fd < 0)
+        return cq_error_set(err, errno, "shim setup"); /* a step name: see parse_spawn */
+    return 0;
+}
 
-    pid_t child = fork();
-    if (child < 0) {
-        report_failure(status_fd, errno, "fork");
-        _exit(1);
-    }
-    if (child == 0) {
+/* Forks the process, which execs the command (run_command). */
+static int start_command(struct shim *sh, const struct init_config *cfg,
+                         const struct spawn_request *req, struct cq_error *err)
+{
+    int exec_pipe[2];
+    if (pipe2(exec_pipe, O_CLOEXEC) < 0)
+        return cq_error_set(err, errno, "shim setup");
+    sh->child = fork();
+    if (sh->child < 0)
+        return cq_error_set(err, errno, "fork");
+    if (sh->child == 0) {
         close(exec_pipe[0]);
-        close(status_fd);
-        close(sfd);
-        run_command(cfg, &req, stdio, exec_pipe[1]);
+        close(sh->status_fd);
+        close(sh->signal_fd);
+        run_command(cfg, req, sh->stdio, exec_pipe[1]);
     }
     close(exec_pipe[1]);
+    sh->exec_fd = exec_pipe[0];
     /* The tree holds the only copies of its stdio now: EOF reaches the supervisor
      * exactly when the last process that could write has gone. */
     for (int i = 0; i < 3; i++)
-        if (stdio[i] >= 0)
-            close(stdio[i]);
+        if (sh->stdio[i] >= 0)
+            close(sh->stdio[i]);
+    return 0;
+}
 
+/* 0 once the command was exec'd (the pipe closed empty), or -1 with the errno and
+ * step run_command reported. */
+static int await_exec(struct shim *sh, struct cq_error *err)
+{
     struct {
         int32_t error;
         char step[28];
     } failure;
     ssize_t n;
     do
-        n = read(exec_pipe[0], &failure, sizeof(failure));
+        n = read(sh->exec_fd, &failure, sizeof(failure));
     while (n < 0 && errno == EINTR);
-    close(exec_pipe[0]);
-    if (n == (ssize_t)sizeof(failure)) {
-        waitpid(child, NULL, 0);
-        failure.step[sizeof(failure.step) - 1] = '\0';
-        report_failure(status_fd, failure.error, failure.step);
-        _exit(0);
+    close(sh->exec_fd);
+    sh->exec_fd = -1;
+    if (n != (ssize_t)sizeof(failure))
+        return 0;
+    waitpid(sh->child, NULL, 0);
+    failure.step[sizeof(failure.step) - 1] = '\0';
+    return cq_error_set(err, failure.error, "%s", failure.step);
+}
+
+static int arm_timeout(struct shim *sh, uint64_t timeout_ms, struct cq_error *err)
+{
+    sh->timer_fd = -1;
+    if (timeout_ms == 0)
+        return 0;
+    sh->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    struct itimerspec its = {
+        .it_value = {.tv_sec = (time_t)(timeout_ms / 1000),
+                     .tv_nsec = (long)(timeout_ms % 1000) * 1000000L},
+    };
+    if (sh->timer_fd < 0 || timerfd_settime(sh->timer_fd, 0, &its, NULL) < 0)
+        return cq_error_set(err, errno, "timer");
+    return 0;
+}
+
+/* Reaps everything that has exited; orphans of the tree come to us as pid 1. True
+ * when the main process is gone and nothing is left to reap. */
+static bool reap(struct shim *sh)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
+        if (pid != sh->child)
+            continue;
+        sh->main_done = true;
+        if (WIFEXITED(status))
+            sh->result.exit_code = WEXITSTATUS(status);
+        else if (WIFSIGNALED(status))
+            sh->result.signal = WTERMSIG(status);
+        /* The tree lives and dies with its main process. */
+        kill_tree();
     }
-    (void)cq_msg_send_type(status_fd, CQ_MSG_STARTED, NULL, 0);
+    return pid < 0 && errno == ECHILD && sh->main_done;
+}
 
-    int tfd = -1;
-    if (req.params.timeout_ms > 0) {
-        tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-        struct itimerspec its = {
-            .it_value = {.tv_sec = (time_t)(req.params.timeout_ms / 1000),
-                         .tv_nsec = (long)(req.params.timeout_ms % 1000) * 1000000L},
-        };
-        if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0) {
-            kill_tree();
-            report_failure(status_fd, errno, "timer");
-            _exit(1);
-        }
+/* A request from the supervisor (KILL, SIGNAL), or its departure. */
+static void handle_request(struct shim *sh)
+{
+    uint8_t buf[64];
+    ssize_t got = recv(sh->status_fd, buf, sizeof(buf), MSG_DONTWAIT);
+    struct cq_msg_reader r;
+    bool valid = got > 0 && cq_msg_reader_init(&r, buf, (size_t)got, NULL) == 0;
+    if (valid && r.type == CQ_MSG_KILL) {
+        sh->result.killed = 1;
+        kill_tree();
+    } else if (valid && r.type == CQ_MSG_SIGNAL && !sh->main_done) {
+        deliver_signal(&r, sh->child);
+    } else if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+        /* Nobody is waiting for this process any more. */
+        sh->supervisor_gone = true;
+        kill_tree();
     }
+}
 
-    struct cq_exit_status result = {.exit_code = -1};
-    bool main_done = false, supervisor_gone = false;
-    for (;;) {
-        /* Reap everything that has exited; orphans of the tree come to us as pid 1. */
-        int status;
-        pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
-            if (pid != child)
-                continue;
-            main_done = true;
-            if (WIFEXITED(status))
-                result.exit_code = WEXITSTATUS(status);
-            else if (WIFSIGNALED(status))
-                result.signal = WTERMSIG(status);
-            /* The tree lives and dies with its main process. */
-            kill_tree();
-        }
-        if (pid < 0 && errno == ECHILD && main_done)
-            break;
+static void handle_timeout(struct shim *sh)
+{
+    uint64_t expirations;
+    (void)!read(sh->timer_fd, &expirations, sizeof(expirations));
+    if (!sh->main_done)
+        sh->result.timed_out = 1;
+    kill_tree();
+    close(sh->timer_fd);
+    sh->timer_fd = -1;
+}
 
+/* Until the whole tree is gone: it ends when the main process exits, when the
+ * timeout passes, on KILL, or when the supervisor goes away. */
+static void supervise(struct shim *sh)
+{
+    while (!reap(sh)) {
         struct pollfd pfd[3] = {
-            {.fd = sfd, .events = POLLIN},
-            {.fd = supervisor_gone ? -1 : status_fd, .events = POLLIN},
-            {.fd = tfd, .events = POLLIN},
+            {.fd = sh->signal_fd, .events = POLLIN},
+            {.fd = sh->supervisor_gone ? -1 : sh->status_fd, .events = POLLIN},
+            {.fd = sh->timer_fd, .events = POLLIN},
         };
         if (poll(pfd, 3, -1) < 0 && errno != EINTR)
             break;
         if (pfd[0].revents & POLLIN) {
             struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof(si)) == sizeof(si))
+            while (read(sh->signal_fd, &si, sizeof(si)) == sizeof(si))
                 ;
         }
-        if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-            uint8_t buf[64];
-            ssize_t got = recv(status_fd, buf, sizeof(buf), MSG_DONTWAIT);
-            struct cq_msg_reader r;
-            bool valid = got > 0 && cq_msg_reader_init(&r, buf, (size_t)got) == 0;
-            if (valid && r.type == CQ_MSG_KILL) {
-                result.killed = 1;
-                kill_tree();
-            } else if (valid && r.type == CQ_MSG_SIGNAL && !main_done) {
-                deliver_signal(&r, child);
-            } else if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
-                /* Nobody is waiting for this process any more. */
-                supervisor_gone = true;
-                kill_tree();
-            }
-        }
-        if (tfd >= 0 && (pfd[2].revents & POLLIN)) {
-            uint64_t expirations;
-            (void)!read(tfd, &expirations, sizeof(expirations));
-            if (!main_done)
-                result.timed_out = 1;
-            kill_tree();
-            close(tfd);
-            tfd = -1;
-        }
+        if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
+            handle_request(sh);
+        if (sh->timer_fd >= 0 && (pfd[2].revents & POLLIN))
+            handle_timeout(sh);
     }
+}
 
+static void report(struct shim *sh)
+{
     struct rusage ru;
     getrusage(RUSAGE_CHILDREN, &ru);
-    result.cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
-                    (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
-    result.max_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
-    result.wall_us = now_us() - start;
-    if (!supervisor_gone)
-        report_exit(status_fd, &result);
+    sh->result.cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
+                        (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+    sh->result.max_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
+    sh->result.wall_us = now_us() - sh->start_us;
+    if (!sh->supervisor_gone)
+        report_exit(sh->status_fd, &sh->result);
+}
+
+static void __attribute__((noreturn))
+fail(const struct shim *sh, const struct cq_error *err, int status)
+{
+    report_failure(sh->status_fd, err->code, err->msg);
+    _exit(status);
+}
+
+void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *spawn_msg, int *fds,
+                   size_t nfds, int control_fd, int signal_fd)
+{
+    static struct spawn_request req;
+    struct shim sh = {
+        .status_fd = fds[0],
+        .signal_fd = -1,
+        .exec_fd = -1,
+        .timer_fd = -1,
+        .start_us = now_us(),
+        .result = {.exit_code = -1},
+    };
+    struct cq_error err = {0};
+    isolate(control_fd, signal_fd);
+    if (prepare(&sh, spawn_msg, fds, nfds, &req, &err) < 0 ||
+        start_command(&sh, cfg, &req, &err) < 0)
+        fail(&sh, &err, 1);
+    if (await_exec(&sh, &err) < 0)
+        fail(&sh, &err, 0); /* the shim did its part: the command could not run */
+    (void)cq_msg_send_type(sh.status_fd, CQ_MSG_STARTED, NULL, 0, NULL);
+    if (arm_timeout(&sh, req.params.timeout_ms, &err) < 0) {
+        kill_tree();
+        fail(&sh, &err, 1);
+    }
+    supervise(&sh);
+    report(&sh);
     _exit(0);
 }

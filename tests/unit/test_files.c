@@ -876,6 +876,89 @@ START_TEST(identity_is_restored_after_every_call)
 }
 END_TEST
 
+/* --- workspace scans (snapshots) ----------------------------------------------------------- */
+
+struct scan_log {
+    const char *stop_at; /* the path whose callback fails, or NULL */
+    bool stop_silently;  /* fail without filling err */
+    char seen[1024];     /* "path:size;" for every call, in call order */
+};
+
+static int log_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns,
+                    struct cq_error *err)
+{
+    struct scan_log *log = ctx;
+    ck_assert_ptr_nonnull(err);
+    ck_assert_int_gt(mtime_ns, 0);
+    size_t used = strlen(log->seen);
+    snprintf(log->seen + used, sizeof(log->seen) - used, "%s:%llu;", path,
+             (unsigned long long)size);
+    if (log->stop_at == NULL || strcmp(path, log->stop_at) != 0)
+        return 0;
+    if (log->stop_silently)
+        return -1;
+    return cq_error_set(err, CQ_ELIMIT, "the callback refused %s (%llu bytes)", path,
+                        (unsigned long long)size);
+}
+
+START_TEST(scan_reports_regular_files_only)
+{
+    sh_ok("mkdir -p d/e && printf 1 > a && printf 22 > d/b && printf 333 > d/e/c && "
+          "ln -s a link && mkfifo fifo");
+    struct scan_log log = {0};
+    struct cq_error err = {0};
+    struct fs_ids before = thread_ids();
+    ck_assert_int_eq(cq_files_scan(&files, log_file, &log, &err), 0);
+    assert_ids_unchanged(&before, "scan");
+    /* readdir order is the file system's: compare as a set. */
+    ck_assert_int_eq(strlen(log.seen), strlen("a:1;d/b:2;d/e/c:3;"));
+    ck_assert_ptr_nonnull(strstr(log.seen, "a:1;"));
+    ck_assert_ptr_nonnull(strstr(log.seen, "d/b:2;"));
+    ck_assert_ptr_nonnull(strstr(log.seen, "d/e/c:3;"));
+}
+END_TEST
+
+START_TEST(scan_returns_the_callbacks_error)
+{
+    sh_ok("mkdir -p d && printf 1 > a && printf 22 > d/b");
+    struct scan_log log = {.stop_at = "d/b"};
+    struct cq_error err = {0};
+    struct fs_ids before = thread_ids();
+    ck_assert_int_eq(cq_files_scan(&files, log_file, &log, &err), -1);
+    assert_ids_unchanged(&before, "a stopped scan");
+    ck_assert_int_eq(err.code, CQ_ELIMIT);
+    ck_assert_str_eq(err.msg, "the callback refused d/b (2 bytes)");
+    /* The walk stopped there: d/b was the last file seen. */
+    size_t len = strlen(log.seen);
+    ck_assert_uint_ge(len, strlen("d/b:2;"));
+    ck_assert_str_eq(log.seen + len - strlen("d/b:2;"), "d/b:2;");
+
+    /* A caller may pass no error: the callback still gets one to fill. */
+    memset(log.seen, 0, sizeof(log.seen));
+    ck_assert_int_eq(cq_files_scan(&files, log_file, &log, NULL), -1);
+
+    /* A callback that stops without saying why still yields an error, not an empty one. */
+    struct scan_log silent = {.stop_at = "a", .stop_silently = true};
+    memset(&err, 0, sizeof(err));
+    ck_assert_int_eq(cq_files_scan(&files, log_file, &silent, &err), -1);
+    ck_assert_int_eq(err.code, CQ_EINTERNAL);
+    ck_assert_str_eq(err.msg, "the workspace scan was stopped without a reason");
+}
+END_TEST
+
+START_TEST(scan_skips_directories_the_session_made_unreadable)
+{
+    /* Hostile code can chmod 000 a directory; the rest of the workspace must still
+     * be saved, and the scan must not fail because of it. */
+    sh_ok("mkdir -p locked && printf 1 > locked/x && chmod 000 locked && printf 22 > b");
+    struct scan_log log = {0};
+    struct cq_error err = {0};
+    ck_assert_msg(cq_files_scan(&files, log_file, &log, &err) == 0, "scan failed: %s", err.msg);
+    ck_assert_str_eq(log.seen, "b:2;");
+    sh_ok("chmod 755 locked");
+}
+END_TEST
+
 /* --- MIME types --------------------------------------------------------------------------- */
 
 START_TEST(mime_types)
@@ -955,6 +1038,14 @@ static Suite *files_suite(void)
     tcase_add_test(tc, fifo_never_blocks);
     tcase_add_test(tc, directory_removal_is_recursive_and_does_not_follow_links);
     tcase_add_test(tc, identity_is_restored_after_every_call);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("scan");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, scan_reports_regular_files_only);
+    tcase_add_test(tc, scan_returns_the_callbacks_error);
+    tcase_add_test(tc, scan_skips_directories_the_session_made_unreadable);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("mime");

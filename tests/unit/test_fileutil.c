@@ -1,5 +1,5 @@
 /* tests/unit/test_fileutil.c - common/fileutil.c: the whole-file helpers used on
- * cgroup and /proc files. */
+ * cgroup and /proc files, and bounded reads of a descriptor. */
 #define _GNU_SOURCE
 #include "common/fileutil.h"
 #include "unit.h"
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -139,6 +140,112 @@ START_TEST(keyed_missing_keys)
 }
 END_TEST
 
+/* Reads "f" through cq_read_fd_limit. */
+static int read_f(uint64_t limit, uint8_t **data, size_t *len, struct cq_error *err)
+{
+    int fd = openat(dirfd_, "f", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    int rc = cq_read_fd_limit(fd, limit, data, len, err);
+    close(fd);
+    return rc;
+}
+
+START_TEST(read_fd_empty)
+{
+    struct cq_error err = {0};
+    create_file("f", "");
+    uint8_t *data = NULL;
+    size_t len = 99;
+    ck_assert_int_eq(read_f(10, &data, &len, &err), 0);
+    ck_assert_uint_eq(len, 0);
+    ck_assert_ptr_nonnull(data);
+    ck_assert_int_eq(data[0], '\0');
+    free(data);
+    /* Nothing at all is allowed: the empty file still fits. */
+    ck_assert_int_eq(read_f(0, &data, &len, &err), 0);
+    ck_assert_uint_eq(len, 0);
+    free(data);
+}
+END_TEST
+
+START_TEST(read_fd_at_and_over_the_limit)
+{
+    struct cq_error err = {0};
+    create_file("f", "0123456789");
+    uint8_t *data = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(read_f(10, &data, &len, &err), 0);
+    ck_assert_uint_eq(len, 10);
+    ck_assert_str_eq((const char *)data, "0123456789"); /* NUL-terminated */
+    free(data);
+    data = NULL;
+    ck_assert_int_eq(read_f(9, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, EFBIG);
+    ck_assert_ptr_nonnull(strstr(err.msg, "9 bytes"));
+    ck_assert_ptr_null(data);
+    ck_assert_int_eq(read_f(0, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, EFBIG);
+}
+END_TEST
+
+/* A pipe has no size: the buffer grows as it fills, past the pipe's own capacity. */
+START_TEST(read_fd_pipe)
+{
+    enum { TOTAL = 300000 };
+    for (int over = 0; over < 2; over++) {
+        int p[2];
+        ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            close(p[0]);
+            char chunk[1000];
+            memset(chunk, 'a', sizeof(chunk));
+            for (int i = 0; i < TOTAL / 1000; i++)
+                if (write(p[1], chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk))
+                    _exit(1);
+            _exit(0);
+        }
+        close(p[1]);
+        struct cq_error err = {0};
+        uint8_t *data = NULL;
+        size_t len = 0;
+        int rc = cq_read_fd_limit(p[0], over ? TOTAL - 1 : TOTAL, &data, &len, &err);
+        close(p[0]); /* a writer still writing then stops on EPIPE */
+        waitpid(pid, NULL, 0);
+        if (over) {
+            ck_assert_int_eq(rc, -1);
+            ck_assert_int_eq(err.code, EFBIG);
+            continue;
+        }
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_eq(len, TOTAL);
+        ck_assert_int_eq(data[0], 'a');
+        ck_assert_int_eq(data[TOTAL - 1], 'a');
+        ck_assert_int_eq(data[TOTAL], '\0');
+        free(data);
+    }
+}
+END_TEST
+
+START_TEST(read_fd_error)
+{
+    struct cq_error err = {0};
+    uint8_t *data = NULL;
+    size_t len = 0;
+    /* read() of a directory fails with EISDIR. */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(cq_read_fd_limit(fd, 100, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, EISDIR);
+    ck_assert_ptr_nonnull(strstr(err.msg, "read"));
+    ck_assert_ptr_null(data);
+    close(fd);
+    ck_assert_int_eq(cq_read_fd_limit(-1, 100, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, EBADF);
+}
+END_TEST
+
 static Suite *fileutil_suite(void)
 {
     Suite *s = suite_create("fileutil");
@@ -150,6 +257,10 @@ static Suite *fileutil_suite(void)
     tcase_add_test(tc, read_truncates_and_terminates);
     tcase_add_test(tc, read_empty_and_proc_files);
     tcase_add_test(tc, read_missing_file);
+    tcase_add_test(tc, read_fd_empty);
+    tcase_add_test(tc, read_fd_at_and_over_the_limit);
+    tcase_add_test(tc, read_fd_pipe);
+    tcase_add_test(tc, read_fd_error);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("keyed");

@@ -60,13 +60,22 @@ static bool same_file(int a, int b)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* Expects a call to have failed: -1, err's code, and a message saying what failed. */
+static void expect_failure(long rc, const struct cq_error *err, int code)
+{
+    ck_assert_int_eq(rc, -1);
+    ck_assert_msg(err->code == code, "code %s, expected %s (%s)", cq_error_code_name(err->code),
+                  cq_error_code_name(code), err->msg);
+    ck_assert_msg(err->msg[0] != '\0', "no message");
+}
+
 /* Expects the next field of r to be tag with exactly len bytes equal to data. */
 static void expect_field(struct cq_msg_reader *r, uint16_t tag, const void *data, size_t len)
 {
     uint16_t got_tag = 0;
     const void *got = NULL;
     size_t got_len = 0;
-    ck_assert_int_eq(cq_msg_next(r, &got_tag, &got, &got_len), 1);
+    ck_assert_int_eq(cq_msg_next(r, &got_tag, &got, &got_len, NULL), 1);
     ck_assert_uint_eq(got_tag, tag);
     ck_assert_uint_eq(got_len, len);
     if (len > 0)
@@ -105,7 +114,7 @@ START_TEST(round_trip_of_all_field_kinds)
     ck_assert_uint_eq(w->len % 8, 0);
 
     struct cq_msg_reader r;
-    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len), 0);
+    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len, NULL), 0);
     ck_assert_uint_eq(r.type, CQ_MSG_SPAWN);
     expect_field(&r, CQ_F_ARG, "python3", 8);
     expect_field(&r, CQ_F_ARG, "", 1);
@@ -116,7 +125,7 @@ START_TEST(round_trip_of_all_field_kinds)
     uint16_t tag;
     const void *data;
     size_t len;
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), 1);
+    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len, NULL), 1);
     ck_assert_uint_eq(tag, 0xfffe);
     ck_assert_uint_eq(len, sizeof(odd));
     ck_assert_int_eq(memcmp(data, odd, sizeof(odd)), 0);
@@ -124,17 +133,17 @@ START_TEST(round_trip_of_all_field_kinds)
     for (size_t i = sizeof(odd); i < align8(sizeof(odd)); i++)
         ck_assert_int_eq(((const uint8_t *)data)[i], 0);
 
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), 1);
+    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len, NULL), 1);
     ck_assert_uint_eq(tag, CQ_F_MOUNT);
     struct cq_mount_op got;
     const char *src = NULL, *dst = NULL;
-    ck_assert_int_eq(cq_msg_mount(data, len, &got, &src, &dst), 0);
+    ck_assert_int_eq(cq_msg_mount(data, len, &got, &src, &dst, NULL), 0);
     ck_assert_int_eq(memcmp(&got, &op, sizeof(op)), 0);
     ck_assert_str_eq(src, "/usr");
     ck_assert_str_eq(dst, "/workspace");
 
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), 0);
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), 0); /* the end stays the end */
+    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len, NULL), 0);
+    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len, NULL), 0); /* the end stays the end */
     free(w);
 }
 END_TEST
@@ -157,15 +166,15 @@ START_TEST(mount_with_null_strings)
     struct cq_mount_op op = {.kind = CQ_MOUNT_ROOT_RDONLY};
     cq_msg_put_mount(w, &op, NULL, NULL);
     struct cq_msg_reader r;
-    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len), 0);
+    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len, NULL), 0);
     uint16_t tag;
     const void *data;
     size_t len;
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), 1);
+    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len, NULL), 1);
     ck_assert_uint_eq(len, sizeof(op) + 2);
     struct cq_mount_op got;
     const char *src = "x", *dst = "x";
-    ck_assert_int_eq(cq_msg_mount(data, len, &got, &src, &dst), 0);
+    ck_assert_int_eq(cq_msg_mount(data, len, &got, &src, &dst, NULL), 0);
     ck_assert_uint_eq(got.kind, CQ_MOUNT_ROOT_RDONLY);
     ck_assert_str_eq(src, "");
     ck_assert_str_eq(dst, "");
@@ -182,22 +191,23 @@ START_TEST(mount_rejects_malformed)
     memset(&f, 0, sizeof(f));
     struct cq_mount_op op;
     const char *src, *dst;
+    struct cq_error err = {0};
     /* Shorter than the op itself. */
-    ck_assert_int_eq(cq_msg_mount(&f, sizeof(f.op) - 1, &op, &src, &dst), -1);
+    expect_failure(cq_msg_mount(&f, sizeof(f.op) - 1, &op, &src, &dst, &err), &err, CQ_EPROTO);
     /* No strings at all. */
-    ck_assert_int_eq(cq_msg_mount(&f, sizeof(f.op), &op, &src, &dst), -1);
+    expect_failure(cq_msg_mount(&f, sizeof(f.op), &op, &src, &dst, &err), &err, CQ_EPROTO);
     /* The source is not terminated. */
     memcpy(f.strings, "abcd", 4);
-    ck_assert_int_eq(cq_msg_mount(&f, sizeof(f.op) + 4, &op, &src, &dst), -1);
+    expect_failure(cq_msg_mount(&f, sizeof(f.op) + 4, &op, &src, &dst, &err), &err, CQ_EPROTO);
     /* Source, but no destination. */
     memcpy(f.strings, "abc\0", 4);
-    ck_assert_int_eq(cq_msg_mount(&f, sizeof(f.op) + 4, &op, &src, &dst), -1);
+    expect_failure(cq_msg_mount(&f, sizeof(f.op) + 4, &op, &src, &dst, &err), &err, CQ_EPROTO);
     /* The destination is not terminated. */
     memcpy(f.strings, "abc\0/dst", 8);
-    ck_assert_int_eq(cq_msg_mount(&f, sizeof(f.op) + 8, &op, &src, &dst), -1);
+    expect_failure(cq_msg_mount(&f, sizeof(f.op) + 8, &op, &src, &dst, &err), &err, CQ_EPROTO);
     /* And well-formed it is accepted. */
     memcpy(f.strings, "abc\0/dst\0", 9);
-    ck_assert_int_eq(cq_msg_mount(&f, sizeof(f.op) + 9, &op, &src, &dst), 0);
+    ck_assert_int_eq(cq_msg_mount(&f, sizeof(f.op) + 9, &op, &src, &dst, NULL), 0);
     ck_assert_str_eq(src, "abc");
     ck_assert_str_eq(dst, "/dst");
 }
@@ -209,15 +219,16 @@ START_TEST(reader_rejects_short_header)
 {
     uint8_t buf[8] = {CQ_MSG_READY};
     struct cq_msg_reader r;
+    struct cq_error err = {0};
     for (size_t len = 0; len < 8; len++)
-        ck_assert_int_eq(cq_msg_reader_init(&r, buf, len), -1);
+        expect_failure(cq_msg_reader_init(&r, buf, len, &err), &err, CQ_EPROTO);
     /* A bare header is a valid message without fields. */
-    ck_assert_int_eq(cq_msg_reader_init(&r, buf, 8), 0);
+    ck_assert_int_eq(cq_msg_reader_init(&r, buf, 8, NULL), 0);
     ck_assert_uint_eq(r.type, CQ_MSG_READY);
     uint16_t tag;
     const void *data;
     size_t len;
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), 0);
+    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len, NULL), 0);
 }
 END_TEST
 
@@ -231,8 +242,10 @@ START_TEST(reader_rejects_truncated_field_header)
     size_t len;
     /* Cut inside the field header (8 bytes after the message header). */
     for (size_t cut = 9; cut < 16; cut++) {
-        ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, cut), 0);
-        ck_assert_msg(cq_msg_next(&r, &tag, &data, &len) == -1, "cut at %zu accepted", cut);
+        ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, cut, NULL), 0);
+        struct cq_error err = {0};
+        ck_assert_msg(cq_msg_next(&r, &tag, &data, &len, &err) == -1, "cut at %zu accepted", cut);
+        expect_failure(-1, &err, CQ_EPROTO);
     }
     free(w);
 }
@@ -247,15 +260,19 @@ START_TEST(reader_rejects_length_beyond_buffer)
     const void *data;
     size_t len;
     /* Cut inside the body: the header claims more than is there. */
-    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, 16 + 10), 0);
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), -1);
+    struct cq_error err = {0};
+    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, 16 + 10, NULL), 0);
+    expect_failure(cq_msg_next(&r, &tag, &data, &len, &err), &err, CQ_EPROTO);
 
     /* Lengths forged to the maximum must not wrap any bounds arithmetic. */
     uint32_t forged[] = {UINT32_MAX, UINT32_MAX - 7, 0x80000000u, 25};
     for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
         memcpy(w->buf + 8 + 4, &forged[i], sizeof(forged[i]));
-        ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len), 0);
-        ck_assert_msg(cq_msg_next(&r, &tag, &data, &len) == -1, "length %u accepted", forged[i]);
+        ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len, NULL), 0);
+        cq_error_clear(&err);
+        ck_assert_msg(cq_msg_next(&r, &tag, &data, &len, &err) == -1, "length %u accepted",
+                      forged[i]);
+        expect_failure(-1, &err, CQ_EPROTO);
     }
     free(w);
 }
@@ -267,12 +284,12 @@ START_TEST(reader_accepts_unpadded_last_field)
     struct cq_msg_writer *w = new_writer(CQ_MSG_SPAWN);
     cq_msg_put_str(w, CQ_F_CWD, "/tmp"); /* 5 bytes + 3 of padding */
     struct cq_msg_reader r;
-    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len - 3), 0);
+    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len - 3, NULL), 0);
     expect_field(&r, CQ_F_CWD, "/tmp", 5);
     uint16_t tag;
     const void *data;
     size_t len;
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), 0);
+    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len, NULL), 0);
     free(w);
 }
 END_TEST
@@ -285,12 +302,13 @@ START_TEST(reader_stops_at_second_bad_field)
     uint32_t forged = 4096;
     memcpy(w->buf + 8 + 16 + 4, &forged, sizeof(forged));
     struct cq_msg_reader r;
-    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len), 0);
+    ck_assert_int_eq(cq_msg_reader_init(&r, w->buf, w->len, NULL), 0);
     expect_field(&r, CQ_F_ARG, "good", 5);
     uint16_t tag;
     const void *data;
     size_t len;
-    ck_assert_int_eq(cq_msg_next(&r, &tag, &data, &len), -1);
+    struct cq_error err = {0};
+    expect_failure(cq_msg_next(&r, &tag, &data, &len, &err), &err, CQ_EPROTO);
     free(w);
 }
 END_TEST
@@ -343,7 +361,8 @@ START_TEST(overflow_is_sticky_and_send_refuses)
 
     int sv[2];
     seqpacket_pair(sv);
-    ck_assert_int_eq(cq_msg_send(sv[0], w, NULL, 0), -EMSGSIZE);
+    struct cq_error err = {0};
+    expect_failure(cq_msg_send(sv[0], w, NULL, 0, &err), &err, EMSGSIZE);
     /* Nothing was sent. */
     uint8_t buf[64];
     ck_assert_int_eq(recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT), -1);
@@ -363,7 +382,8 @@ START_TEST(send_refuses_too_many_fds)
     int fds[CQ_PROTO_MAX_FDS + 1];
     for (size_t i = 0; i < CQ_PROTO_MAX_FDS + 1; i++)
         fds[i] = sv[0];
-    ck_assert_int_eq(cq_msg_send(sv[0], w, fds, CQ_PROTO_MAX_FDS + 1), -EINVAL);
+    struct cq_error err = {0};
+    expect_failure(cq_msg_send(sv[0], w, fds, CQ_PROTO_MAX_FDS + 1, &err), &err, EINVAL);
     close(sv[0]);
     close(sv[1]);
     free(w);
@@ -383,13 +403,13 @@ START_TEST(send_and_receive_a_full_size_message)
     cq_msg_put(w, CQ_F_TEXT, big, room);
     int sv[2];
     seqpacket_pair(sv);
-    ck_assert_int_eq(cq_msg_send(sv[0], w, NULL, 0), 0);
+    ck_assert_int_eq(cq_msg_send(sv[0], w, NULL, 0, NULL), 0);
     uint8_t *buf = malloc(CQ_PROTO_MAX_MSG);
     ck_assert_ptr_nonnull(buf);
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, CQ_PROTO_MAX_MSG, NULL, NULL), CQ_PROTO_MAX_MSG);
+    ck_assert_int_eq(cq_msg_recv(sv[1], buf, CQ_PROTO_MAX_MSG, NULL, NULL, NULL), CQ_PROTO_MAX_MSG);
     ck_assert_int_eq(memcmp(buf, w->buf, CQ_PROTO_MAX_MSG), 0);
     struct cq_msg_reader r;
-    ck_assert_int_eq(cq_msg_reader_init(&r, buf, CQ_PROTO_MAX_MSG), 0);
+    ck_assert_int_eq(cq_msg_reader_init(&r, buf, CQ_PROTO_MAX_MSG, NULL), 0);
     expect_field(&r, CQ_F_TEXT, big, room);
     close(sv[0]);
     close(sv[1]);
@@ -411,12 +431,12 @@ START_TEST(passes_fds)
 
     struct cq_msg_writer *w = new_writer(CQ_MSG_SPAWN);
     cq_msg_put_str(w, CQ_F_ARG, "true");
-    ck_assert_int_eq(cq_msg_send(sv[0], w, sent, 3), 0);
+    ck_assert_int_eq(cq_msg_send(sv[0], w, sent, 3, NULL), 0);
 
     uint8_t buf[256];
     int got[CQ_PROTO_MAX_FDS];
     size_t nfds = CQ_PROTO_MAX_FDS;
-    ssize_t n = cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds);
+    ssize_t n = cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds, NULL);
     ck_assert_int_eq(n, (ssize_t)w->len);
     ck_assert_int_eq(memcmp(buf, w->buf, w->len), 0);
     ck_assert_uint_eq(nfds, 3);
@@ -450,13 +470,13 @@ START_TEST(extra_fds_are_closed_not_leaked)
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int sent[5] = {null, null, null, null, null};
     struct cq_msg_writer *w = new_writer(CQ_MSG_CGROUP);
-    ck_assert_int_eq(cq_msg_send(sv[0], w, sent, 5), 0);
+    ck_assert_int_eq(cq_msg_send(sv[0], w, sent, 5, NULL), 0);
 
     int before = count_open_fds();
     uint8_t buf[64];
     int got[2] = {-1, -1};
     size_t nfds = 2;
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds), (ssize_t)w->len);
+    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds, NULL), (ssize_t)w->len);
     ck_assert_uint_eq(nfds, 2);
     ck_assert(same_file(got[0], null) && same_file(got[1], null));
     ck_assert_int_eq(count_open_fds(), before + 2);
@@ -465,8 +485,8 @@ START_TEST(extra_fds_are_closed_not_leaked)
     ck_assert_int_eq(count_open_fds(), before);
 
     /* No fd array at all: every fd that arrives is closed. */
-    ck_assert_int_eq(cq_msg_send(sv[0], w, sent, 5), 0);
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), NULL, NULL), (ssize_t)w->len);
+    ck_assert_int_eq(cq_msg_send(sv[0], w, sent, 5, NULL), 0);
+    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), NULL, NULL, NULL), (ssize_t)w->len);
     ck_assert_int_eq(count_open_fds(), before);
 
     close(null);
@@ -484,21 +504,22 @@ START_TEST(oversized_message_is_refused_and_fds_closed)
     int sent[2] = {null, null};
     struct cq_msg_writer *w = new_writer(CQ_MSG_SPAWN);
     cq_msg_put_str(w, CQ_F_ARG, "an argument that makes the message longer than 16 bytes");
-    ck_assert_int_eq(cq_msg_send(sv[0], w, sent, 2), 0);
+    ck_assert_int_eq(cq_msg_send(sv[0], w, sent, 2, NULL), 0);
 
     int before = count_open_fds();
     uint8_t buf[16];
     int got[CQ_PROTO_MAX_FDS];
     size_t nfds = CQ_PROTO_MAX_FDS;
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds), -EPROTO);
+    struct cq_error err = {0};
+    expect_failure(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds, &err), &err, CQ_EPROTO);
     ck_assert_uint_eq(nfds, 0);
     ck_assert_int_eq(count_open_fds(), before);
 
     /* The truncated message is gone; the channel still works for the next one. */
     cq_msg_begin(w, CQ_MSG_READY);
-    ck_assert_int_eq(cq_msg_send(sv[0], w, NULL, 0), 0);
+    ck_assert_int_eq(cq_msg_send(sv[0], w, NULL, 0, NULL), 0);
     nfds = CQ_PROTO_MAX_FDS;
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds), 8);
+    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds, NULL), 8);
     ck_assert_uint_eq(nfds, 0);
 
     close(null);
@@ -541,7 +562,8 @@ START_TEST(too_many_fds_for_control_buffer)
     uint8_t buf[64];
     int got[CQ_PROTO_MAX_FDS];
     size_t nfds = CQ_PROTO_MAX_FDS;
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds), -EPROTO);
+    struct cq_error err = {0};
+    expect_failure(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds, &err), &err, CQ_EPROTO);
     ck_assert_uint_eq(nfds, 0);
     ck_assert_int_eq(count_open_fds(), before);
     close(null);
@@ -558,7 +580,7 @@ START_TEST(recv_on_closed_peer_returns_zero)
     uint8_t buf[64];
     int got[CQ_PROTO_MAX_FDS];
     size_t nfds = CQ_PROTO_MAX_FDS;
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds), 0);
+    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), got, &nfds, NULL), 0);
     ck_assert_uint_eq(nfds, 0);
     close(sv[1]);
 }
@@ -569,10 +591,11 @@ START_TEST(recv_would_block_and_bad_fd)
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     uint8_t buf[64];
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), NULL, NULL), -EAGAIN);
+    struct cq_error err = {0};
+    expect_failure(cq_msg_recv(sv[1], buf, sizeof(buf), NULL, NULL, &err), &err, EAGAIN);
     close(sv[0]);
     close(sv[1]);
-    ck_assert_int_eq(cq_msg_recv(sv[1], buf, sizeof(buf), NULL, NULL), -EBADF);
+    expect_failure(cq_msg_recv(sv[1], buf, sizeof(buf), NULL, NULL, &err), &err, EBADF);
 }
 END_TEST
 
@@ -584,9 +607,34 @@ START_TEST(send_to_closed_peer_is_epipe)
     struct cq_msg_writer *w = new_writer(CQ_MSG_KILL);
     /* A shim or supervisor that went away is an error code, never a signal. */
     signal(SIGPIPE, SIG_DFL);
-    ck_assert_int_eq(cq_msg_send(sv[0], w, NULL, 0), -EPIPE);
+    struct cq_error err = {0};
+    expect_failure(cq_msg_send(sv[0], w, NULL, 0, &err), &err, EPIPE);
     close(sv[0]);
     free(w);
+}
+END_TEST
+
+START_TEST(await_reads_times_out_and_sees_the_peer_go)
+{
+    int sv[2];
+    seqpacket_pair(sv);
+    uint8_t buf[64];
+    struct cq_msg_reader r;
+    struct cq_error err = {0};
+    /* Nothing comes: a timeout, with a message. */
+    expect_failure(cq_msg_await(sv[1], 10, buf, sizeof(buf), &r, &err), &err, CQ_ETIMEOUT);
+    /* An answer: 1 and a reader on it. */
+    ck_assert_int_eq(cq_msg_send_type(sv[0], CQ_MSG_READY, NULL, 0, NULL), 0);
+    ck_assert_int_eq(cq_msg_await(sv[1], 1000, buf, sizeof(buf), &r, NULL), 1);
+    ck_assert_uint_eq(r.type, CQ_MSG_READY);
+    /* A message too short for a header is refused. */
+    ck_assert_int_eq(send(sv[0], "abc", 3, 0), 3);
+    cq_error_clear(&err);
+    expect_failure(cq_msg_await(sv[1], 1000, buf, sizeof(buf), &r, &err), &err, CQ_EPROTO);
+    /* The peer goes away: 0. */
+    close(sv[0]);
+    ck_assert_int_eq(cq_msg_await(sv[1], 1000, buf, sizeof(buf), &r, NULL), 0);
+    close(sv[1]);
 }
 END_TEST
 
@@ -622,6 +670,7 @@ static Suite *protocol_suite(void)
     tcase_add_test(tc, too_many_fds_for_control_buffer);
     tcase_add_test(tc, recv_on_closed_peer_returns_zero);
     tcase_add_test(tc, recv_would_block_and_bad_fd);
+    tcase_add_test(tc, await_reads_times_out_and_sees_the_peer_go);
     tcase_add_test(tc, send_to_closed_peer_is_epipe);
     suite_add_tcase(s, tc);
     return s;

@@ -43,13 +43,13 @@ static struct plan *plan_of(const struct cq_sandbox_config *cfg)
     ck_assert(!p->w->overflow);
 
     struct cq_msg_reader r;
-    ck_assert_int_eq(cq_msg_reader_init(&r, p->w->buf, p->w->len), 0);
+    ck_assert_int_eq(cq_msg_reader_init(&r, p->w->buf, p->w->len, NULL), 0);
     p->type = r.type;
     uint16_t tag;
     const void *data;
     size_t len;
     int more;
-    while ((more = cq_msg_next(&r, &tag, &data, &len)) > 0) {
+    while ((more = cq_msg_next(&r, &tag, &data, &len, NULL)) > 0) {
         switch (tag) {
         case CQ_F_HOSTNAME:
             p->hostname = cq_msg_str(data, len);
@@ -64,7 +64,7 @@ static struct plan *plan_of(const struct cq_sandbox_config *cfg)
         case CQ_F_MOUNT: {
             ck_assert_uint_lt(p->n_ops, MAX_OPS);
             struct plan_op *o = &p->ops[p->n_ops++];
-            ck_assert_int_eq(cq_msg_mount(data, len, &o->op, &o->src, &o->dst), 0);
+            ck_assert_int_eq(cq_msg_mount(data, len, &o->op, &o->src, &o->dst, NULL), 0);
             break;
         }
         default:

@@ -1,0 +1,494 @@
+/* tests/unit/test_fleet_config.c - fleet/config.c: the daemons' settings, from
+ * defaults, a file (--config FILE or CODEQ_CONFIG), CODEQ_<NAME> variables and
+ * --name flags, later sources winning; and the clear refusal of unknown names and
+ * bad values, naming the setting and where it came from.
+ *
+ * Tests change the environment: each runs in its own process (need_fork), and the
+ * fixture first removes every CODEQ_ variable the loader reads. */
+#define _GNU_SOURCE
+#include "fleet/config.h"
+#include "api/api.h"
+#include "unit.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const variables[] = {
+    "CODEQ_CONFIG",        "CODEQ_BROKERS",   "CODEQ_REDIS",       "CODEQ_REDIS_PREFIX",
+    "CODEQ_REQUEST_TOPIC", "CODEQ_DLQ_TOPIC", "CODEQ_WORKER_ID",   "CODEQ_HEARTBEAT_MS",
+    "CODEQ_MAX_SESSIONS",  "CODEQ_WARM_POOL", "CODEQ_FILES_QUOTA", "CODEQ_LOG_LEVEL",
+};
+
+static struct cq_fleet_config cfg;
+static struct cq_error err;
+static bool help;
+static char dir[64];
+static int n_files;
+
+static void setup(void)
+{
+    for (size_t i = 0; i < sizeof(variables) / sizeof(variables[0]); i++)
+        unsetenv(variables[i]);
+    cq_fleet_config_init(&cfg);
+    memset(&err, 0, sizeof(err));
+    help = false;
+    snprintf(dir, sizeof(dir), "/tmp/cq-fleet-config-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    n_files = 0;
+}
+
+static void teardown(void)
+{
+    char path[128];
+    for (int i = 0; i < n_files; i++) {
+        snprintf(path, sizeof(path), "%s/%d.conf", dir, i);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+/* Writes a config file with text; returns its path (static storage, one per call). */
+static const char *config_file(const char *text)
+{
+    static char paths[8][128];
+    ck_assert_int_lt(n_files, 8);
+    char *path = paths[n_files];
+    snprintf(path, sizeof(paths[0]), "%s/%d.conf", dir, n_files++);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Loads with argv = {"codeq-worker", args..., NULL}. */
+#define LOAD(...) load((char *[]){"codeq-worker", __VA_ARGS__, NULL})
+static int load(char **argv)
+{
+    int argc = 0;
+    while (argv[argc] != NULL)
+        argc++;
+    return cq_fleet_config_load(&cfg, argc, argv, &help, &err);
+}
+
+static void expect_loaded(int rc)
+{
+    ck_assert_msg(rc == 0, "refused: %s", err.msg);
+    ck_assert(!help);
+}
+
+/* Refused with CQ_EINVALID and exactly that message. */
+static void expect_refused(int rc, const char *message)
+{
+    ck_assert_msg(rc == -1, "accepted, expected '%s'", message);
+    ck_assert_int_eq(err.code, CQ_EINVALID);
+    ck_assert_str_eq(err.msg, message);
+    memset(&err, 0, sizeof(err));
+}
+
+static void expect_defaults(const struct cq_fleet_config *c)
+{
+    ck_assert_str_eq(c->brokers, "127.0.0.1:19092");
+    ck_assert_str_eq(c->redis, "127.0.0.1:16379");
+    ck_assert_str_eq(c->prefix, "codeq:");
+    ck_assert_str_eq(c->request_topic, "codeq.requests");
+    ck_assert_str_eq(c->dlq_topic, "codeq.requests.dlq");
+    ck_assert_str_eq(c->worker_id, "");
+    ck_assert_uint_eq(c->heartbeat_ms, 1000);
+    ck_assert_uint_eq(c->max_sessions, CQ_WORKER_DEFAULT_MAX_SESSIONS);
+    ck_assert_uint_eq(c->warm_pool, 2);
+    ck_assert_uint_eq(c->files_quota, 256ULL << 20);
+    ck_assert_str_eq(c->log_level, "info");
+}
+
+/* --- precedence ------------------------------------------------------------------------ */
+
+START_TEST(defaults)
+{
+    struct cq_fleet_config c;
+    memset(&c, 0x5a, sizeof(c)); /* every field is set, not left as it was */
+    cq_fleet_config_init(&c);
+    expect_defaults(&c);
+    ck_assert_uint_eq(CQ_WORKER_DEFAULT_MAX_SESSIONS, 64);
+    /* Loading with nothing to load changes nothing. */
+    help = true;
+    expect_loaded(load((char *[]){"codeq-worker", NULL}));
+    expect_defaults(&cfg);
+}
+END_TEST
+
+START_TEST(file_overrides_defaults)
+{
+    const char *path = config_file("# the fleet of tests\n"
+                                   "\n"
+                                   "brokers = kafka-1:9092,kafka-2:9092\n"
+                                   "  redis=redis:6379  \n"
+                                   "redis_prefix = t:   # a comment after a value\n"
+                                   "\tworker_id\t=\tw-7\n"
+                                   "heartbeat_ms = 250\n"
+                                   "max_sessions = 8\n"
+                                   "warm_pool = 1\n"
+                                   "files_quota = 1.5G\n"
+                                   "log_level = debug\n"
+                                   "request_topic = in\n"
+                                   "dlq_topic = dead\n"
+                                   "   # indented comment\n");
+    expect_loaded(LOAD("--config", (char *)path));
+    ck_assert_str_eq(cfg.brokers, "kafka-1:9092,kafka-2:9092");
+    ck_assert_str_eq(cfg.redis, "redis:6379");
+    ck_assert_str_eq(cfg.prefix, "t:");
+    ck_assert_str_eq(cfg.worker_id, "w-7");
+    ck_assert_uint_eq(cfg.heartbeat_ms, 250);
+    ck_assert_uint_eq(cfg.max_sessions, 8);
+    ck_assert_uint_eq(cfg.warm_pool, 1);
+    ck_assert_uint_eq(cfg.files_quota, 1610612736ULL);
+    ck_assert_str_eq(cfg.log_level, "debug");
+    ck_assert_str_eq(cfg.request_topic, "in");
+    ck_assert_str_eq(cfg.dlq_topic, "dead");
+}
+END_TEST
+
+START_TEST(file_values_keep_equals_and_lose_comments)
+{
+    /* The first '=' separates; '#' starts a comment anywhere, even in a value. */
+    const char *path = config_file("brokers = a=b\nredis = host#6379\n");
+    expect_loaded(LOAD("--config", (char *)path));
+    ck_assert_str_eq(cfg.brokers, "a=b");
+    ck_assert_str_eq(cfg.redis, "host");
+    /* Settings the file does not name keep their defaults. */
+    ck_assert_str_eq(cfg.prefix, "codeq:");
+    ck_assert_uint_eq(cfg.heartbeat_ms, 1000);
+}
+END_TEST
+
+START_TEST(file_named_by_the_environment)
+{
+    const char *path = config_file("worker_id = from-env-file\n");
+    setenv("CODEQ_CONFIG", path, 1);
+    expect_loaded(LOAD(NULL));
+    ck_assert_str_eq(cfg.worker_id, "from-env-file");
+    /* An empty CODEQ_CONFIG names no file. */
+    cq_fleet_config_init(&cfg);
+    setenv("CODEQ_CONFIG", "", 1);
+    expect_loaded(LOAD(NULL));
+    expect_defaults(&cfg);
+}
+END_TEST
+
+START_TEST(config_flag_beats_config_variable)
+{
+    const char *by_env = config_file("redis = env-file:1\n");
+    const char *by_flag = config_file("brokers = flag-file:2\n");
+    setenv("CODEQ_CONFIG", by_env, 1);
+    expect_loaded(LOAD("--config", (char *)by_flag));
+    ck_assert_str_eq(cfg.brokers, "flag-file:2");
+    ck_assert_str_eq(cfg.redis, "127.0.0.1:16379"); /* the other file was not read */
+    /* The last --config wins. */
+    cq_fleet_config_init(&cfg);
+    expect_loaded(LOAD("--config", (char *)by_env, "--config", (char *)by_flag));
+    ck_assert_str_eq(cfg.brokers, "flag-file:2");
+    ck_assert_str_eq(cfg.redis, "127.0.0.1:16379");
+    /* --config=FILE is the same flag. */
+    cq_fleet_config_init(&cfg);
+    char flag[160];
+    snprintf(flag, sizeof(flag), "--config=%s", by_env);
+    expect_loaded(LOAD(flag));
+    ck_assert_str_eq(cfg.redis, "env-file:1");
+}
+END_TEST
+
+START_TEST(environment_overrides_file)
+{
+    const char *path = config_file("brokers = file:1\nheartbeat_ms = 250\nredis_prefix = f:\n"
+                                   "files_quota = 1M\nlog_level = warn\n");
+    setenv("CODEQ_BROKERS", "env:2", 1);
+    setenv("CODEQ_HEARTBEAT_MS", "500", 1);
+    setenv("CODEQ_REDIS_PREFIX", "e:", 1); /* the name, not the field */
+    setenv("CODEQ_FILES_QUOTA", "64K", 1);
+    expect_loaded(LOAD("--config", (char *)path));
+    ck_assert_str_eq(cfg.brokers, "env:2");
+    ck_assert_uint_eq(cfg.heartbeat_ms, 500);
+    ck_assert_str_eq(cfg.prefix, "e:");
+    ck_assert_uint_eq(cfg.files_quota, 65536);
+    ck_assert_str_eq(cfg.log_level, "warn"); /* the file's, no variable */
+    /* A variable set to "" is a value, not an absence. */
+    setenv("CODEQ_WORKER_ID", "", 1);
+    snprintf(cfg.worker_id, sizeof(cfg.worker_id), "before");
+    expect_loaded(LOAD(NULL));
+    ck_assert_str_eq(cfg.worker_id, "");
+}
+END_TEST
+
+START_TEST(flags_override_everything)
+{
+    const char *path = config_file("brokers = file\nmax_sessions = 3\nwarm_pool = 3\n"
+                                   "log_level = warn\n");
+    setenv("CODEQ_BROKERS", "env", 1);
+    setenv("CODEQ_MAX_SESSIONS", "4", 1);
+    setenv("CODEQ_LOG_LEVEL", "error", 1);
+    /* --config after the flags: the file is still read first. */
+    expect_loaded(LOAD("--brokers", "flag", "--max-sessions=5", "--redis-prefix",
+                       "p:", "--files-quota", "2G", "--config", (char *)path));
+    ck_assert_str_eq(cfg.brokers, "flag");
+    ck_assert_uint_eq(cfg.max_sessions, 5);
+    ck_assert_str_eq(cfg.prefix, "p:");
+    ck_assert_uint_eq(cfg.files_quota, 2ULL << 30);
+    ck_assert_str_eq(cfg.log_level, "error");  /* variable over file */
+    ck_assert_uint_eq(cfg.warm_pool, 3);       /* file over default */
+    ck_assert_uint_eq(cfg.heartbeat_ms, 1000); /* default */
+    /* The last of two flags wins; --name=value may be empty. */
+    expect_loaded(LOAD("--worker-id", "a", "--worker-id=b", "--dlq-topic="));
+    ck_assert_str_eq(cfg.worker_id, "b");
+    ck_assert_str_eq(cfg.dlq_topic, "");
+}
+END_TEST
+
+/* --- help ---------------------------------------------------------------------------------- */
+
+START_TEST(help_stops_before_anything_is_read)
+{
+    expect_loaded(LOAD("--brokers", "x"));
+    ck_assert(!help);
+    cq_fleet_config_init(&cfg);
+    ck_assert_int_eq(LOAD("--help"), 0);
+    ck_assert(help);
+    help = false;
+    ck_assert_int_eq(LOAD("-h"), 0);
+    ck_assert(help);
+    /* Before anything is applied or checked: a bad flag, a missing file, a bad variable. */
+    setenv("CODEQ_HEARTBEAT_MS", "soon", 1);
+    help = false;
+    ck_assert_int_eq(LOAD("--brokers", "x", "--bogus", "--config", "/nonexistent/x.conf", "-h"), 0);
+    ck_assert(help);
+    expect_defaults(&cfg);
+    /* A flag's value is not an option: "-h" as a worker id does not ask for help. */
+    unsetenv("CODEQ_HEARTBEAT_MS");
+    help = false;
+    expect_loaded(LOAD("--worker-id", "-h"));
+    ck_assert_str_eq(cfg.worker_id, "-h");
+}
+END_TEST
+
+START_TEST(overlong_file_lines_are_refused)
+{
+    char text[1200];
+    memset(text, 'x', sizeof(text));
+    memcpy(text, "brokers = ", 10);
+    text[sizeof(text) - 2] = '\n';
+    text[sizeof(text) - 1] = '\0';
+    const char *path = config_file(text);
+    char expected[256];
+    snprintf(expected, sizeof(expected), "%s:1: line longer than 1022 characters", path);
+    expect_refused(LOAD("--config", (char *)path), expected);
+}
+END_TEST
+
+START_TEST(usage_lists_every_setting_with_its_default)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(out);
+    cq_fleet_config_usage(out);
+    fclose(out);
+    static const char *const lines[] = {
+        "file: --config FILE or CODEQ_CONFIG; environment: CODEQ_<NAME>;",
+        "  --brokers         Kafka bootstrap servers (default: 127.0.0.1:19092)\n",
+        "  --redis           Redis host:port (default: 127.0.0.1:16379)\n",
+        "  --redis-prefix    prefix of every Redis key (default: codeq:)\n",
+        "  --request-topic   topic clients send requests to (default: codeq.requests)\n",
+        "  --dlq-topic       topic refused requests are dead-lettered to (default: "
+        "codeq.requests.dlq)\n",
+        "  --worker-id       this worker's id (its topic is codeq.worker.<id>) (default: the "
+        "host name)\n",
+        "  --heartbeat-ms    worker heartbeat period; a worker is dead after 3 missed (default: "
+        "1000)\n",
+        "  --max-sessions    sessions one worker runs at once (default: 64)\n",
+        "  --warm-pool       sandboxes a worker keeps ready (default: 2)\n",
+        "  --files-quota     bytes of one session's files kept in Redis (default: 256M)\n",
+        "  --log-level       debug, info, warn or error (default: info)\n",
+    };
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        ck_assert_msg(strstr(text, lines[i]) != NULL, "usage lacks '%s':\n%s", lines[i], text);
+    free(text);
+}
+END_TEST
+
+/* --- refusals -------------------------------------------------------------------------- */
+
+START_TEST(unknown_names_are_refused_with_their_source)
+{
+    const char *path = config_file("brokers = k\n# fine\ncolour = blue\n");
+    char want[256];
+    snprintf(want, sizeof(want), "%s:3: unknown setting 'colour'", path);
+    expect_refused(LOAD("--config", (char *)path), want);
+
+    path = config_file("\nbrokers k\n");
+    snprintf(want, sizeof(want), "%s:2: expected 'name = value'", path);
+    expect_refused(LOAD("--config", (char *)path), want);
+
+    /* The field name is not the setting's name. */
+    path = config_file("prefix = x\n");
+    snprintf(want, sizeof(want), "%s:1: unknown setting 'prefix'", path);
+    expect_refused(LOAD("--config", (char *)path), want);
+
+    expect_refused(LOAD("--colour", "blue"), "unknown option '--colour'");
+    expect_refused(LOAD("--colour=blue"), "unknown option '--colour'");
+    expect_refused(LOAD("--prefix", "x"), "unknown option '--prefix'");
+    expect_refused(LOAD("brokers"), "unexpected argument 'brokers'");
+    expect_refused(LOAD("-b", "x"), "unexpected argument '-b'");
+    expect_refused(LOAD("--brokers"), "--brokers needs a value");
+    expect_refused(LOAD("--config"), "--config needs a value");
+    /* A name of 64 characters or more is unknown without a lookup. */
+    char longest[80] = "--", want_long[120];
+    memset(longest + 2, 'x', 64);
+    snprintf(want_long, sizeof(want_long), "unknown option '%s'", longest);
+    expect_refused(LOAD(longest, "v"), want_long);
+    /* Unknown CODEQ_ variables are not settings and are ignored. */
+    setenv("CODEQ_COLOUR", "blue", 1);
+    expect_loaded(LOAD(NULL));
+}
+END_TEST
+
+START_TEST(missing_file_is_an_error)
+{
+    int rc = LOAD("--config", "/nonexistent/fleet.conf");
+    ck_assert_int_eq(rc, -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_str_eq(err.msg,
+                     "open config file /nonexistent/fleet.conf: No such file or directory");
+    setenv("CODEQ_CONFIG", "/nonexistent/env.conf", 1);
+    ck_assert_int_eq(LOAD(NULL), -1);
+    ck_assert_str_eq(err.msg, "open config file /nonexistent/env.conf: No such file or directory");
+}
+END_TEST
+
+START_TEST(numbers_and_their_limits)
+{
+    expect_loaded(LOAD("--heartbeat-ms", "1", "--max-sessions", "1000000", "--warm-pool", "1"));
+    ck_assert_uint_eq(cfg.heartbeat_ms, 1);
+    ck_assert_uint_eq(cfg.max_sessions, 1000000);
+    ck_assert_uint_eq(cfg.warm_pool, 1);
+    expect_refused(LOAD("--heartbeat-ms", "0"),
+                   "--heartbeat-ms: heartbeat_ms: 0 is out of range [1, 1000000]");
+    expect_refused(LOAD("--max-sessions=1000001"),
+                   "--max-sessions: max_sessions: 1000001 is out of range [1, 1000000]");
+    /* warm_pool has the same floor: a worker cannot be told to keep no sandbox ready. */
+    expect_refused(LOAD("--warm-pool", "0"),
+                   "--warm-pool: warm_pool: 0 is out of range [1, 1000000]");
+    expect_refused(LOAD("--heartbeat-ms", "-1"),
+                   "--heartbeat-ms: heartbeat_ms: invalid number '-1'");
+    expect_refused(LOAD("--heartbeat-ms", "1s"),
+                   "--heartbeat-ms: heartbeat_ms: invalid number '1s'");
+    expect_refused(LOAD("--heartbeat-ms", ""), "--heartbeat-ms: heartbeat_ms: invalid number ''");
+    expect_refused(LOAD("--heartbeat-ms", "99999999999999999999999"),
+                   "--heartbeat-ms: heartbeat_ms: invalid number '99999999999999999999999'");
+
+    setenv("CODEQ_WARM_POOL", "many", 1);
+    expect_refused(LOAD(NULL), "CODEQ_WARM_POOL: warm_pool: invalid number 'many'");
+    unsetenv("CODEQ_WARM_POOL");
+
+    const char *path = config_file("heartbeat_ms = 100\nmax_sessions = 0\n");
+    char want[256];
+    snprintf(want, sizeof(want), "%s:2: max_sessions: 0 is out of range [1, 1000000]", path);
+    expect_refused(LOAD("--config", (char *)path), want);
+}
+END_TEST
+
+START_TEST(sizes_and_their_limits)
+{
+    static const struct {
+        const char *text;
+        uint64_t bytes;
+    } ok[] = {
+        {"1", 1},           {"512", 512},         {"64K", 65536},     {"64KiB", 65536},
+        {"1m", 1ULL << 20}, {"1.5G", 3ULL << 29}, {"1T", 1ULL << 40}, {"1024G", 1ULL << 40},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        expect_loaded(LOAD("--files-quota", (char *)ok[i].text));
+        ck_assert_msg(cfg.files_quota == ok[i].bytes, "%s: %llu", ok[i].text,
+                      (unsigned long long)cfg.files_quota);
+    }
+    expect_refused(LOAD("--files-quota", "1025G"),
+                   "--files-quota: files_quota: size '1025G' is above the maximum of "
+                   "1099511627776 bytes");
+    expect_refused(LOAD("--files-quota", "10X"),
+                   "--files-quota: files_quota: invalid size suffix in '10X' (use K, M, G or T)");
+    setenv("CODEQ_FILES_QUOTA", "-1M", 1);
+    expect_refused(LOAD(NULL), "CODEQ_FILES_QUOTA: files_quota: invalid size '-1M' (expected a "
+                               "number with an optional K, M, G or T)");
+}
+END_TEST
+
+START_TEST(strings_and_their_limits)
+{
+    char id63[64], id64[65], arg[80];
+    memset(id63, 'w', 63);
+    id63[63] = '\0';
+    memset(id64, 'w', 64);
+    id64[64] = '\0';
+    expect_loaded(LOAD("--worker-id", id63));
+    ck_assert_str_eq(cfg.worker_id, id63);
+    expect_refused(LOAD("--worker-id", id64),
+                   "--worker-id: worker_id is longer than 63 characters");
+    snprintf(arg, sizeof(arg), "--worker-id=%s", id64);
+    expect_refused(LOAD(arg), "--worker-id: worker_id is longer than 63 characters");
+    ck_assert_str_eq(cfg.worker_id, id63); /* unchanged by the refusal */
+    setenv("CODEQ_REDIS_PREFIX", id64, 1);
+    expect_refused(LOAD(NULL), "CODEQ_REDIS_PREFIX: redis_prefix is longer than 63 characters");
+    unsetenv("CODEQ_REDIS_PREFIX");
+    char text[128];
+    snprintf(text, sizeof(text), "log_level = %s\n", "verbose-and-chatty");
+    const char *path = config_file(text);
+    char want[256];
+    snprintf(want, sizeof(want), "%s:1: log_level is longer than 15 characters", path);
+    expect_refused(LOAD("--config", (char *)path), want);
+}
+END_TEST
+
+START_TEST(worker_topic)
+{
+    char topic[64];
+    cq_fleet_worker_topic("w-1", topic, sizeof(topic));
+    ck_assert_str_eq(topic, "codeq.worker.w-1");
+    cq_fleet_worker_topic("w-1", topic, 10);
+    ck_assert_str_eq(topic, "codeq.wor");
+}
+END_TEST
+
+static Suite *fleet_config_suite(void)
+{
+    Suite *s = suite_create("fleet_config");
+    TCase *tc = tcase_create("precedence");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, file_overrides_defaults);
+    tcase_add_test(tc, file_values_keep_equals_and_lose_comments);
+    tcase_add_test(tc, file_named_by_the_environment);
+    tcase_add_test(tc, config_flag_beats_config_variable);
+    tcase_add_test(tc, environment_overrides_file);
+    tcase_add_test(tc, flags_override_everything);
+    tcase_add_test(tc, help_stops_before_anything_is_read);
+    tcase_add_test(tc, usage_lists_every_setting_with_its_default);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("refusals");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, unknown_names_are_refused_with_their_source);
+    tcase_add_test(tc, missing_file_is_an_error);
+    tcase_add_test(tc, overlong_file_lines_are_refused);
+    tcase_add_test(tc, numbers_and_their_limits);
+    tcase_add_test(tc, sizes_and_their_limits);
+    tcase_add_test(tc, strings_and_their_limits);
+    tcase_add_test(tc, worker_topic);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return cq_unit_run(fleet_config_suite(), true);
+}
