@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "cli/backend.h"
 #include "cli/cli.h"
+#include "cli/out_dir.h"
 #include "cli/result_json.h"
 #include "common/cleanup.h"
 #include "common/fileutil.h"
@@ -26,9 +27,12 @@
 
 static void usage(FILE *out)
 {
+    char disk[32];
+    cq_format_size(CQ_SANDBOX_DEFAULT_DISK, disk, sizeof(disk));
     fprintf(out,
             "usage: codeq exec [--lang python|javascript|typescript] [--timeout SECONDS]\n"
-            "                  [--file PATH]... [--json] [--out DIR]\n"
+            "                  [--file PATH]... [--json]\n"
+            "                  [--out DIR [--out-force] [--out-dotfiles]]\n"
             "                  [--brokers LIST [--request-topic TOPIC]] (-c CODE | FILE | -)\n"
             "\n"
             "Runs code in a fresh sandboxed session, prints its stdout and stderr as they\n"
@@ -47,7 +51,14 @@ static void usage(FILE *out)
             "  --json            print the whole result as JSON in AgentCore's shape (content,\n"
             "                    structuredContent, isError) instead of the output\n"
             "  --out DIR         save images the code produced (image-1.png, ...) and the\n"
-            "                    files it left in its workspace into DIR\n"
+            "                    files it left in its workspace into DIR, which must be new\n"
+            "                    (it is made, mode 0700) or empty. Symlinks are neither\n"
+            "                    saved nor followed, files are mode 0644, at most the\n"
+            "                    workspace size (%s) is saved, zero blocks stay holes\n"
+            "  --out-force       let DIR be non-empty: new files are added, nothing there is\n"
+            "                    replaced (kept entries are listed on stderr)\n"
+            "  --out-dotfiles    also save paths with a part starting with '.' (.git/config,\n"
+            "                    .bashrc: files that tools run), skipped by default\n"
             "  --brokers LIST    run on the fleet whose Kafka bootstrap servers these are\n"
             "                    (CODEQ_BROKERS)\n"
             "  --request-topic T the fleet's request topic (CODEQ_REQUEST_TOPIC; default\n"
@@ -55,8 +66,9 @@ static void usage(FILE *out)
             "  -h, --help        show this help\n"
             "\n"
             "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"
-            "2 for bad options, 125 when codeq itself failed.\n",
-            CQ_WORKER_DEFAULT_CALL_TIMEOUT);
+            "2 for bad options, 125 when codeq itself failed (also when a file could not be\n"
+            "saved into DIR).\n",
+            CQ_WORKER_DEFAULT_CALL_TIMEOUT, disk);
 }
 
 static const char *language_from_path(const char *path)
@@ -119,83 +131,70 @@ static void *signal_main(void *arg)
     return NULL;
 }
 
-/* Writes rel (a workspace path, chosen by the sandboxed code and so hostile) below root.
- * Each component is created or opened relative to its parent with O_NOFOLLOW: no "..",
- * no absolute path and no symlink can take the write outside root. */
-static int save_file(const char *root, const char *rel, const uint8_t *data, size_t len)
+/* --out: one error, reported once ("codeq: --out: <path>: <why>"); counts a failure.
+ * Both are escaped: the path is the code's, and so may be the session's message. */
+static int out_error(const char *rel, const char *why)
 {
-    char copy[PATH_MAX];
-    if (rel[0] == '/' || snprintf(copy, sizeof(copy), "%s", rel) >= (int)sizeof(copy))
-        return -1;
-    cq_autoclose int dir = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
-        return -1;
-    char *name = copy;
-    for (char *slash; (slash = strchr(name, '/')) != NULL; name = slash + 1) {
-        *slash = '\0';
-        if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-            return -1;
-        if (mkdirat(dir, name, 0755) < 0 && errno != EEXIST)
-            return -1;
-        int sub = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub < 0)
-            return -1;
-        close(dir);
-        dir = sub;
-    }
-    if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-        return -1;
-    cq_autoclose int fd =
-        openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -1;
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    char name[256], reason[512];
+    cq_out_dir_escape(rel, name, sizeof(name));
+    cq_out_dir_escape(why, reason, sizeof(reason));
+    fprintf(stderr, "codeq: --out: %s: %s\n", name, reason);
+    return 1;
 }
 
-/* Copies every regular file of the session's workspace (recursively) into dir. */
-static int save_workspace(struct cq_backend *w, const char *session, const char *dir,
+/* Reads the workspace file path through readFiles and saves it into out. Returns the
+ * number of failures (0 or 1). */
+static int save_file(struct cq_backend *w, const char *session, struct cq_out_dir *out,
+                     const char *path)
+{
+    const char *paths[] = {path};
+    struct cq_invoke_args read = {.paths = paths, .n_paths = 1};
+    struct cq_result file;
+    cq_backend_invoke(w, session, "readFiles", &read, NULL, NULL, &file);
+    const struct cq_block *res = file.n_blocks > 0 ? &file.blocks[0] : NULL;
+    int failures = 0;
+    struct cq_error err;
+    if (file.is_error || res == NULL || res->type != CQ_BLOCK_RESOURCE)
+        failures = out_error(path, file.error_message != NULL ? file.error_message
+                                                              : "cannot read it from the session");
+    else if (cq_out_dir_save(out, path, res->is_blob ? res->data : (const uint8_t *)res->text,
+                             res->is_blob ? res->data_len : strlen(res->text), &err) < 0) {
+        fprintf(stderr, "codeq: --out: %s\n", err.msg); /* err.msg names the path */
+        failures = 1;
+    }
+    cq_result_free(&file);
+    return failures;
+}
+
+/* Copies every regular file of the session's workspace below sub (recursively) into
+ * out, as far as out admits them. Returns the number of failures, each reported. */
+static int save_workspace(struct cq_backend *w, const char *session, struct cq_out_dir *out,
                           const char *sub, int depth)
 {
     if (depth > 32)
-        return 0;
+        return out_error(sub, "more than 32 directories deep; not saved");
     struct cq_invoke_args list = {.directory_path = sub};
     struct cq_result listing;
     cq_backend_invoke(w, session, "listFiles", &list, NULL, NULL, &listing);
     int failures = 0;
+    if (listing.is_error)
+        failures += out_error(sub[0] != '\0' ? sub : ".", listing.error_message != NULL
+                                                              ? listing.error_message
+                                                              : "cannot list it in the session");
     for (size_t i = 0; i < listing.n_blocks; i++) {
         const struct cq_block *b = &listing.blocks[i];
-        /* With --brokers the listing crossed the network: take nothing on trust. */
+        /* With --brokers the listing crossed the network: take nothing on trust. The
+         * kind and size only decide what is read; out checks the path and the bytes. */
         if (b->type != CQ_BLOCK_RESOURCE_LINK || b->uri == NULL || b->description == NULL ||
             strncmp(b->uri, "file://", 7) != 0)
             continue;
         const char *path = b->uri + strlen("file://");
-        if (strcmp(b->description, "directory") == 0) {
-            failures += save_workspace(w, session, dir, path, depth + 1);
+        if (!cq_out_dir_admit(out, path, b->description, b->size))
             continue;
-        }
-        if (strcmp(b->description, "file") != 0)
-            continue;
-        const char *paths[] = {path};
-        struct cq_invoke_args read = {.paths = paths, .n_paths = 1};
-        struct cq_result file;
-        cq_backend_invoke(w, session, "readFiles", &read, NULL, NULL, &file);
-        const struct cq_block *res = file.n_blocks > 0 ? &file.blocks[0] : NULL;
-        if (res == NULL || res->type != CQ_BLOCK_RESOURCE ||
-            save_file(dir, path, res->is_blob ? res->data : (const uint8_t *)res->text,
-                      res->is_blob ? res->data_len : strlen(res->text)) < 0) {
-            fprintf(stderr, "codeq: could not save %s into %s\n", path, dir);
-            failures++;
-        }
-        cq_result_free(&file);
+        if (strcmp(b->description, "directory") == 0)
+            failures += save_workspace(w, session, out, path, depth + 1);
+        else
+            failures += save_file(w, session, out, path);
     }
     cq_result_free(&listing);
     return failures;
@@ -245,6 +244,8 @@ static int upload(struct cq_backend *w, const char *session, const char *const *
 
 struct exec_options {
     const char *lang, *code_arg, *file, *out_dir;
+    struct cq_out_dir_options out_opts;
+    struct cq_out_dir *out; /* DIR, opened before the code runs */
     const char *brokers, *request_topic;
     const char *inputs[MAX_INPUTS];
     size_t n_inputs;
@@ -255,13 +256,25 @@ struct exec_options {
 /* 0; -1 when --help was printed; CQ_EXIT_USAGE for a bad command line. */
 static int parse_options(int argc, char **argv, struct exec_options *o)
 {
-    enum { OPT_LANG = 256, OPT_TIMEOUT, OPT_JSON, OPT_OUT, OPT_FILE, OPT_BROKERS, OPT_TOPIC };
+    enum {
+        OPT_LANG = 256,
+        OPT_TIMEOUT,
+        OPT_JSON,
+        OPT_OUT,
+        OPT_OUT_FORCE,
+        OPT_OUT_DOTFILES,
+        OPT_FILE,
+        OPT_BROKERS,
+        OPT_TOPIC
+    };
     static const struct option longopts[] = {
         {"lang", required_argument, NULL, OPT_LANG},
         {"file", required_argument, NULL, OPT_FILE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
         {"out", required_argument, NULL, OPT_OUT},
+        {"out-force", no_argument, NULL, OPT_OUT_FORCE},
+        {"out-dotfiles", no_argument, NULL, OPT_OUT_DOTFILES},
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
         {"help", no_argument, NULL, 'h'},
@@ -299,6 +312,12 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         case OPT_OUT:
             o->out_dir = optarg;
             break;
+        case OPT_OUT_FORCE:
+            o->out_opts.force = true;
+            break;
+        case OPT_OUT_DOTFILES:
+            o->out_opts.dotfiles = true;
+            break;
         case OPT_BROKERS:
             o->brokers = optarg;
             break;
@@ -319,6 +338,8 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
     o->file = optind < argc ? argv[optind] : NULL;
     if ((o->code_arg != NULL) == (o->file != NULL) || optind + (o->file != NULL) < argc)
         return cq_usage_error("exec", "give exactly one of -c CODE, FILE or -");
+    if ((o->out_opts.force || o->out_opts.dotfiles) && o->out_dir == NULL)
+        return cq_usage_error("exec", "--out-force and --out-dotfiles go with --out DIR");
     return 0;
 }
 
@@ -427,19 +448,24 @@ static int print_result(const struct exec_options *o, const struct cq_result *re
     return status;
 }
 
-/* --out: the images of the result as image-1.png, ... */
-static void save_images(const char *dir, const struct cq_result *result)
+/* --out: the images of the result as image-1.png, ... Returns the number of failures,
+ * each reported. */
+static int save_images(struct cq_out_dir *out, const struct cq_result *result)
 {
-    int image = 0;
+    int image = 0, failures = 0;
     for (size_t i = 0; i < result->n_blocks; i++) {
         const struct cq_block *b = &result->blocks[i];
         if (b->type != CQ_BLOCK_IMAGE)
             continue;
         char name[64];
         snprintf(name, sizeof(name), "image-%d.png", ++image);
-        if (save_file(dir, name, b->data, b->data_len) < 0)
-            fprintf(stderr, "codeq: could not save %s into %s\n", name, dir);
+        struct cq_error err;
+        if (cq_out_dir_save(out, name, b->data, b->data_len, &err) < 0) {
+            fprintf(stderr, "codeq: --out: %s\n", err.msg);
+            failures++;
+        }
     }
+    return failures;
 }
 
 /* Runs the code in the session, then reports and saves what it produced. Returns the
@@ -452,9 +478,11 @@ static int execute(const struct exec_options *o, struct cq_backend *w, const cha
     struct cq_invoke_args args = {.code = code, .language = o->lang, .timeout_s = o->timeout_s};
     cq_backend_invoke(w, session, "executeCode", &args, o->json ? NULL : print_live, NULL, &result);
     int status = print_result(o, &result);
-    if (o->out_dir != NULL) {
-        save_images(o->out_dir, &result);
-        if (save_workspace(w, session, o->out_dir, "", 0) > 0 && status == 0)
+    if (o->out != NULL) {
+        int failures = save_images(o->out, &result);
+        failures += save_workspace(w, session, o->out, "", 0);
+        cq_out_dir_report(o->out, stderr);
+        if (failures > 0 && status == 0)
             status = CQ_EXIT_INTERNAL;
     }
     cq_result_free(&result);
@@ -476,6 +504,23 @@ static int run(const struct exec_options *o, const char *code, int *sig)
     return status;
 }
 
+/* --out DIR: made or opened (and checked) before the code runs, so a bad DIR is a
+ * usage error that costs no run, and held as an fd from here on. The cap on what is
+ * saved is the workspace size of the session (the configured default; a fleet's
+ * sessions are assumed to have it too). 0, or CQ_EXIT_USAGE. */
+static int open_out_dir(struct exec_options *o)
+{
+    if (o->out_dir == NULL)
+        return 0;
+    struct cq_worker_config cfg;
+    cq_worker_config_init(&cfg);
+    o->out_opts.max_bytes = cfg.limits.workspace_bytes;
+    struct cq_error err;
+    if (cq_out_dir_open(o->out_dir, &o->out_opts, &o->out, &err) < 0)
+        return cq_usage_error("exec", "--out: %s", err.msg);
+    return 0;
+}
+
 int cq_cmd_exec(int argc, char **argv)
 {
     struct exec_options o = {0};
@@ -485,14 +530,17 @@ int cq_cmd_exec(int argc, char **argv)
     cq_autofree char *code = NULL;
     if ((status = read_code(&o, &code)) != 0)
         return status;
-    if (o.out_dir != NULL && mkdir(o.out_dir, 0755) < 0 && errno != EEXIST)
-        return cq_usage_error("exec", "--out: cannot create '%s'", o.out_dir);
+    if ((status = open_out_dir(&o)) != 0)
+        return status;
 
     pthread_t signal_thread;
-    if (start_signal_thread(&signal_thread) < 0)
+    if (start_signal_thread(&signal_thread) < 0) {
+        cq_out_dir_close(o.out);
         return CQ_EXIT_INTERNAL;
+    }
     int sig = 0;
     status = run(&o, code, &sig);
+    cq_out_dir_close(o.out);
     pthread_kill(signal_thread, SIGUSR1);
     pthread_join(signal_thread, NULL);
     if (sig != 0) {

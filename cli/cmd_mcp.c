@@ -146,33 +146,21 @@ static void start_call(struct cq_mcp_context *ctx, json_t *id, json_t *params)
 
 static void handle(struct cq_mcp_context *ctx, const char *line, size_t len)
 {
-    json_error_t error;
-    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
-    if (msg == NULL) {
-        char text[256];
-        snprintf(text, sizeof(text), "parse error: %s", error.text);
-        send_error(NULL, -32700, text);
+    struct cq_mcp_message msg;
+    int code = 0;
+    char refusal[256];
+    int rc = cq_mcp_parse_message(line, len, &msg, &code, refusal, sizeof(refusal));
+    if (rc < 0)
+        send_error(msg.id, code, refusal);
+    if (rc <= 0) {
+        cq_mcp_message_free(&msg);
         return;
     }
-    json_t *id = json_object_get(msg, "id");
-    json_t *method = json_object_get(msg, "method");
-    json_t *params = json_object_get(msg, "params");
-    bool valid_id = id == NULL || json_is_string(id) || json_is_integer(id);
-    if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "jsonrpc")) ||
-        strcmp(json_string_value(json_object_get(msg, "jsonrpc")), "2.0") != 0 ||
-        !json_is_string(method) || !valid_id) {
-        /* Responses from the client (to requests we never make) are ignored. */
-        if (!(json_is_object(msg) && json_object_get(msg, "method") == NULL &&
-              (json_object_get(msg, "result") != NULL || json_object_get(msg, "error") != NULL)))
-            send_error(valid_id ? id : NULL, -32600,
-                       "invalid request: expected a JSON-RPC 2.0 "
-                       "request object");
-        json_decref(msg);
-        return;
-    }
-    const char *m = json_string_value(method);
+    json_t *id = msg.id;
+    json_t *params = msg.params;
+    const char *m = msg.method;
     if (id == NULL) { /* notifications: nothing to answer */
-        json_decref(msg);
+        cq_mcp_message_free(&msg);
         return;
     }
     if (strcmp(m, "initialize") == 0) {
@@ -194,7 +182,7 @@ static void handle(struct cq_mcp_context *ctx, const char *line, size_t len)
         snprintf(text, sizeof(text), "method not found: %s", m);
         send_error(id, -32601, text);
     }
-    json_decref(msg);
+    cq_mcp_message_free(&msg);
 }
 
 /* Lines of standard input, never holding more than MAX_LINE_BYTES (plus one read): a

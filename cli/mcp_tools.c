@@ -121,6 +121,44 @@ static int invalid(int *code, char *msg, size_t len, const char *fmt, const char
     return -1;
 }
 
+int cq_mcp_parse_message(const char *line, size_t len, struct cq_mcp_message *m, int *code,
+                         char *msg, size_t msg_len)
+{
+    memset(m, 0, sizeof(*m));
+    json_error_t error;
+    m->msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
+    if (m->msg == NULL) {
+        *code = -32700;
+        snprintf(msg, msg_len, "parse error: %s", error.text);
+        return -1;
+    }
+    json_t *id = json_object_get(m->msg, "id");
+    json_t *method = json_object_get(m->msg, "method");
+    json_t *jsonrpc = json_object_get(m->msg, "jsonrpc");
+    bool valid_id = id == NULL || json_is_string(id) || json_is_integer(id);
+    if (!json_is_object(m->msg) || !json_is_string(jsonrpc) ||
+        strcmp(json_string_value(jsonrpc), "2.0") != 0 || !json_is_string(method) || !valid_id) {
+        /* Responses from the client (to requests we never make) are ignored. */
+        if (json_is_object(m->msg) && method == NULL &&
+            (json_object_get(m->msg, "result") != NULL || json_object_get(m->msg, "error") != NULL))
+            return 0;
+        m->id = valid_id ? id : NULL;
+        *code = -32600;
+        snprintf(msg, msg_len, "%s", "invalid request: expected a JSON-RPC 2.0 request object");
+        return -1;
+    }
+    m->id = id;
+    m->method = json_string_value(method);
+    m->params = json_object_get(m->msg, "params");
+    return 1;
+}
+
+void cq_mcp_message_free(struct cq_mcp_message *m)
+{
+    json_decref(m->msg);
+    memset(m, 0, sizeof(*m));
+}
+
 /* A string argument, optional: *out NULL when absent. */
 static int get_string(json_t *args, const char *key, const char **out, int *code, char *msg,
                       size_t len)
@@ -135,15 +173,11 @@ static int get_string(json_t *args, const char *key, const char **out, int *code
     return 0;
 }
 
-/* The session a call runs in: sessionId, or the connection's default session. 0; 1
- * when the default session could not be started (failure says why); -1 for a protocol
- * error (sessionId not a string). */
-static int session_of(struct cq_mcp_context *ctx, json_t *args, char out[CQ_SESSION_ID_MAX + 1],
-                      int *code, char *msg, size_t len, struct cq_result *failure)
+/* The session a call runs in: id (its sessionId), or the connection's default session.
+ * 0; 1 when the default session could not be started (failure says why). */
+static int session_of(struct cq_mcp_context *ctx, const char *id, char out[CQ_SESSION_ID_MAX + 1],
+                      struct cq_result *failure)
 {
-    const char *id;
-    if (get_string(args, "sessionId", &id, code, msg, len) < 0)
-        return -1;
     if (id != NULL) {
         snprintf(out, CQ_SESSION_ID_MAX + 1, "%s", id);
         return 0;
@@ -170,25 +204,23 @@ static int session_of(struct cq_mcp_context *ctx, json_t *args, char out[CQ_SESS
     return rc < 0 ? 1 : 0;
 }
 
-struct parsed_args {
-    struct cq_invoke_args a;
-    const char **paths;
-    struct cq_file_content *content;
-};
-
-static void free_parsed(struct parsed_args *p)
+void cq_mcp_call_args_free(struct cq_mcp_call_args *c)
 {
-    free(p->paths);
-    for (size_t i = 0; p->content != NULL && i < p->a.n_content; i++)
-        if (p->content[i].is_blob)
-            free((void *)p->content[i].data);
-    free(p->content);
+    free(c->paths);
+    for (size_t i = 0; c->content != NULL && i < c->invoke.n_content; i++)
+        if (c->content[i].is_blob)
+            free((void *)c->content[i].data);
+    free(c->content);
+    for (size_t i = 0; i < c->n_env; i++)
+        free(c->env_owned[i]);
+    json_decref(c->args);
+    memset(c, 0, sizeof(*c));
 }
 
-static int parse_invoke(json_t *args, struct parsed_args *p, int *code, char *msg, size_t len)
+/* The arguments of the nine tools; p is zeroed. */
+static int parse_invoke(json_t *args, struct cq_mcp_call_args *p, int *code, char *msg, size_t len)
 {
-    memset(p, 0, sizeof(*p));
-    struct cq_invoke_args *a = &p->a;
+    struct cq_invoke_args *a = &p->invoke;
     if (get_string(args, "code", &a->code, code, msg, len) < 0 ||
         get_string(args, "language", &a->language, code, msg, len) < 0 ||
         get_string(args, "runtime", &a->runtime, code, msg, len) < 0 ||
@@ -295,107 +327,98 @@ static json_t *error_result(const struct cq_error *err)
     return out;
 }
 
-static json_t *start_session(struct cq_mcp_context *ctx, json_t *args, int *code, char *msg,
-                             size_t len)
+/* startSession's arguments: 0, -1 (protocol error), 1 (err: a size that does not parse,
+ * answered as the tool's failure). */
+static int parse_start_session(json_t *args, struct cq_mcp_call_args *c, int *code, char *msg,
+                               size_t len, struct cq_error *err)
 {
-    struct cq_session_params params = {0};
-    const char *name, *memory, *disk;
-    if (get_string(args, "name", &name, code, msg, len) < 0 ||
+    struct cq_session_params *params = &c->params;
+    const char *memory, *disk;
+    if (get_string(args, "name", &params->name, code, msg, len) < 0 ||
         get_string(args, "memory", &memory, code, msg, len) < 0 ||
         get_string(args, "disk", &disk, code, msg, len) < 0)
-        return NULL;
-    params.name = name;
-    struct cq_error err;
-    if (memory != NULL && cq_parse_size(memory, 1ULL << 40, &params.limits.memory_bytes, &err) < 0)
-        return error_result(&err);
-    if (disk != NULL && cq_parse_size(disk, 1ULL << 40, &params.limits.workspace_bytes, &err) < 0)
-        return error_result(&err);
+        return -1;
+    if (memory != NULL && cq_parse_size(memory, 1ULL << 40, &params->limits.memory_bytes, err) < 0)
+        return 1;
+    if (disk != NULL && cq_parse_size(disk, 1ULL << 40, &params->limits.workspace_bytes, err) < 0)
+        return 1;
     json_t *v = json_object_get(args, "sessionTimeoutSeconds");
     if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 1 ||
-                      json_integer_value(v) > CQ_WORKER_MAX_SESSION_TTL_S)) {
-        invalid(code, msg, len, "argument '%s' must be an integer from 1 to 28800",
-                "sessionTimeoutSeconds");
-        return NULL;
-    }
+                      json_integer_value(v) > CQ_WORKER_MAX_SESSION_TTL_S))
+        return invalid(code, msg, len, "argument '%s' must be an integer from 1 to 28800",
+                       "sessionTimeoutSeconds");
     if (v != NULL)
-        params.timeout_s = (uint32_t)json_integer_value(v);
+        params->timeout_s = (uint32_t)json_integer_value(v);
     if ((v = json_object_get(args, "cpus")) != NULL) {
-        if (!json_is_number(v) || json_number_value(v) <= 0) {
-            invalid(code, msg, len, "argument '%s' must be a positive number", "cpus");
-            return NULL;
-        }
-        params.limits.cpus = json_number_value(v);
+        if (!json_is_number(v) || json_number_value(v) <= 0)
+            return invalid(code, msg, len, "argument '%s' must be a positive number", "cpus");
+        params->limits.cpus = json_number_value(v);
     }
     if ((v = json_object_get(args, "pids")) != NULL) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1) {
-            invalid(code, msg, len, "argument '%s' must be a positive integer", "pids");
-            return NULL;
-        }
-        params.limits.pids = (uint64_t)json_integer_value(v);
+        if (!json_is_integer(v) || json_integer_value(v) < 1)
+            return invalid(code, msg, len, "argument '%s' must be a positive integer", "pids");
+        params->limits.pids = (uint64_t)json_integer_value(v);
     }
-    const char *env[257];
-    char *owned[256];
-    size_t n_env = 0;
     if ((v = json_object_get(args, "env")) != NULL) {
         const char *key;
         json_t *value;
-        if (!json_is_object(v) || json_object_size(v) > 256) {
-            invalid(code, msg, len, "argument '%s' must be an object of at most 256 strings",
-                    "env");
-            return NULL;
-        }
+        if (!json_is_object(v) || json_object_size(v) > 256)
+            return invalid(code, msg, len, "argument '%s' must be an object of at most 256 strings",
+                           "env");
         json_object_foreach(v, key, value)
         {
             if (!json_is_string(value) ||
-                asprintf(&owned[n_env], "%s=%s", key, json_string_value(value)) < 0) {
-                for (size_t i = 0; i < n_env; i++)
-                    free(owned[i]);
-                invalid(code, msg, len, "the value of environment variable '%s' must be a string",
-                        key);
-                return NULL;
-            }
-            env[n_env] = owned[n_env];
-            n_env++;
+                asprintf(&c->env_owned[c->n_env], "%s=%s", key, json_string_value(value)) < 0)
+                return invalid(code, msg, len,
+                               "the value of environment variable '%s' must be a string", key);
+            c->env[c->n_env] = c->env_owned[c->n_env];
+            c->n_env++;
         }
     }
-    env[n_env] = NULL;
-    params.env = env;
+    c->env[c->n_env] = NULL;
+    params->env = c->env;
+    return 0;
+}
+
+static json_t *start_session(struct cq_mcp_context *ctx, const struct cq_mcp_call_args *c)
+{
     struct cq_session_info info;
-    int rc = cq_backend_start_session(ctx->backend, &params, &info, &err);
-    for (size_t i = 0; i < n_env; i++)
-        free(owned[i]);
-    if (rc < 0)
+    struct cq_error err;
+    if (cq_backend_start_session(ctx->backend, &c->params, &info, &err) < 0)
         return error_result(&err);
     return session_result(&info, "started");
 }
 
-static json_t *list_sessions(struct cq_mcp_context *ctx, json_t *args, int *code, char *msg,
-                             size_t len)
+static int parse_list_sessions(json_t *args, struct cq_mcp_call_args *c, int *code, char *msg,
+                               size_t len)
 {
-    const char *status, *token;
+    const char *status;
     if (get_string(args, "status", &status, code, msg, len) < 0 ||
-        get_string(args, "nextToken", &token, code, msg, len) < 0)
-        return NULL;
-    int filter = 0;
+        get_string(args, "nextToken", &c->next_token, code, msg, len) < 0)
+        return -1;
     if (status != NULL && strcmp(status, "READY") == 0)
-        filter = CQ_SESSION_READY;
+        c->status_filter = CQ_SESSION_READY;
     else if (status != NULL && strcmp(status, "TERMINATED") == 0)
-        filter = CQ_SESSION_TERMINATED;
-    else if (status != NULL) {
-        invalid(code, msg, len, "status '%s' is not READY or TERMINATED", status);
-        return NULL;
-    }
+        c->status_filter = CQ_SESSION_TERMINATED;
+    else if (status != NULL)
+        return invalid(code, msg, len, "status '%s' is not READY or TERMINATED", status);
     json_int_t max = 10;
     json_t *v = json_object_get(args, "maxResults");
-    if (v != NULL && (!json_is_integer(v) || (max = json_integer_value(v)) < 1 || max > 100)) {
-        invalid(code, msg, len, "argument '%s' must be an integer from 1 to 100", "maxResults");
-        return NULL;
-    }
+    if (v != NULL && (!json_is_integer(v) || (max = json_integer_value(v)) < 1 || max > 100))
+        return invalid(code, msg, len, "argument '%s' must be an integer from 1 to 100",
+                       "maxResults");
+    c->max_results = (size_t)max;
+    return 0;
+}
+
+static json_t *list_sessions(struct cq_mcp_context *ctx, const struct cq_mcp_call_args *c)
+{
     struct cq_session_info infos[100];
     size_t n = 0;
     char next[CQ_SESSION_ID_MAX + 1];
     struct cq_error err;
-    cq_backend_list_sessions(ctx->backend, filter, (size_t)max, token, infos, &n, next, &err);
+    cq_backend_list_sessions(ctx->backend, c->status_filter, c->max_results, c->next_token, infos,
+                             &n, next, &err);
     json_t *items = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(items, cq_session_to_json(&infos[i]));
@@ -408,68 +431,84 @@ static json_t *list_sessions(struct cq_mcp_context *ctx, json_t *args, int *code
                      "structuredContent", sc, "isError", 0);
 }
 
-json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *args, int *code,
-                    char *msg, size_t len)
+int cq_mcp_parse_call(const char *name, json_t *arguments, struct cq_mcp_call_args *c, int *code,
+                      char *msg, size_t len, struct cq_error *err)
 {
-    if (args == NULL || json_is_null(args))
-        args = json_object();
+    memset(c, 0, sizeof(*c));
+    if (arguments == NULL || json_is_null(arguments))
+        c->args = json_object();
     else
-        json_incref(args);
-    json_t *out = NULL;
-    if (!json_is_object(args)) {
-        invalid(code, msg, len, "the arguments of '%s' must be an object", name);
-        goto done;
-    }
+        c->args = json_incref(arguments);
+    json_t *args = c->args;
+    if (!json_is_object(args))
+        return invalid(code, msg, len, "the arguments of '%s' must be an object", name);
     if (strcmp(name, "startSession") == 0) {
-        out = start_session(ctx, args, code, msg, len);
-        goto done;
+        c->kind = CQ_MCP_START_SESSION;
+        return parse_start_session(args, c, code, msg, len, err);
     }
     if (strcmp(name, "listSessions") == 0) {
-        out = list_sessions(ctx, args, code, msg, len);
-        goto done;
+        c->kind = CQ_MCP_LIST_SESSIONS;
+        return parse_list_sessions(args, c, code, msg, len);
     }
     if (strcmp(name, "stopSession") == 0 || strcmp(name, "getSession") == 0) {
-        const char *id;
-        if (get_string(args, "sessionId", &id, code, msg, len) < 0)
-            goto done;
-        if (id == NULL) {
-            invalid(code, msg, len, "'%s' needs a sessionId", name);
-            goto done;
-        }
-        struct cq_session_info info;
-        struct cq_error err;
-        bool stop = name[0] == 's';
-        int rc = stop ? cq_backend_stop_session(ctx->backend, id, &info, &err)
-                      : cq_backend_get_session(ctx->backend, id, &info, &err);
-        out = rc < 0 ? error_result(&err)
-                     : session_result(&info, stop                              ? "stopped"
-                                             : info.status == CQ_SESSION_READY ? "is ready"
-                                                                               : "has ended");
-        goto done;
+        c->kind = name[0] == 's' ? CQ_MCP_STOP_SESSION : CQ_MCP_GET_SESSION;
+        if (get_string(args, "sessionId", &c->session_id, code, msg, len) < 0)
+            return -1;
+        if (c->session_id == NULL)
+            return invalid(code, msg, len, "'%s' needs a sessionId", name);
+        return 0;
     }
     bool known = false;
     for (size_t i = 0; cq_worker_tool_names[i] != NULL; i++)
         known = known || strcmp(name, cq_worker_tool_names[i]) == 0;
-    if (!known) {
-        invalid(code, msg, len, "unknown tool '%s'", name);
-        goto done;
+    if (!known)
+        return invalid(code, msg, len, "unknown tool '%s'", name);
+    c->kind = CQ_MCP_INVOKE;
+    if (parse_invoke(args, c, code, msg, len) < 0)
+        return -1;
+    return get_string(args, "sessionId", &c->session_id, code, msg, len);
+}
+
+static json_t *run_call(struct cq_mcp_context *ctx, const char *name,
+                        const struct cq_mcp_call_args *c)
+{
+    switch (c->kind) {
+    case CQ_MCP_START_SESSION:
+        return start_session(ctx, c);
+    case CQ_MCP_LIST_SESSIONS:
+        return list_sessions(ctx, c);
+    case CQ_MCP_STOP_SESSION:
+    case CQ_MCP_GET_SESSION: {
+        struct cq_session_info info;
+        struct cq_error err;
+        bool stop = c->kind == CQ_MCP_STOP_SESSION;
+        int rc = stop ? cq_backend_stop_session(ctx->backend, c->session_id, &info, &err)
+                      : cq_backend_get_session(ctx->backend, c->session_id, &info, &err);
+        return rc < 0 ? error_result(&err)
+                      : session_result(&info, stop                              ? "stopped"
+                                              : info.status == CQ_SESSION_READY ? "is ready"
+                                                                                : "has ended");
     }
-    struct parsed_args p;
-    if (parse_invoke(args, &p, code, msg, len) < 0) {
-        free_parsed(&p);
-        goto done;
+    case CQ_MCP_INVOKE:
+        break;
     }
     char session[CQ_SESSION_ID_MAX + 1];
     struct cq_result r;
     cq_result_init(&r);
-    int s = session_of(ctx, args, session, code, msg, len, &r);
-    if (s == 0)
-        cq_backend_invoke(ctx->backend, session, name, &p.a, NULL, NULL, &r);
-    if (s >= 0)
-        out = cq_result_to_json(&r);
+    if (session_of(ctx, c->session_id, session, &r) == 0)
+        cq_backend_invoke(ctx->backend, session, name, &c->invoke, NULL, NULL, &r);
+    json_t *out = cq_result_to_json(&r);
     cq_result_free(&r);
-    free_parsed(&p);
-done:
-    json_decref(args);
+    return out;
+}
+
+json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *args, int *code,
+                    char *msg, size_t len)
+{
+    struct cq_mcp_call_args c;
+    struct cq_error err;
+    int rc = cq_mcp_parse_call(name, args, &c, code, msg, len, &err);
+    json_t *out = rc > 0 ? error_result(&err) : rc == 0 ? run_call(ctx, name, &c) : NULL;
+    cq_mcp_call_args_free(&c);
     return out;
 }

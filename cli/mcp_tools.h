@@ -1,5 +1,7 @@
 /* cli/mcp_tools.h - the MCP tool catalogue of `codeq mcp` and its mapping onto the
- * backend: AgentCore's nine tools and the four session tools. */
+ * backend: AgentCore's nine tools and the four session tools; and the checks of what a
+ * client sends (messages, tool arguments), apart from the backend so that they can be
+ * fuzzed alone. */
 #ifndef CQ_CLI_MCP_TOOLS_H
 #define CQ_CLI_MCP_TOOLS_H
 
@@ -15,6 +17,59 @@ struct cq_mcp_context {
 
 /* The `tools` array of a tools/list answer. New reference. */
 json_t *cq_mcp_tool_list(void);
+
+/* ---- parsing, without a backend (what the fuzz target tests/fuzz/fuzz_mcp.c feeds) --- */
+
+/* A JSON-RPC message from the client, checked before dispatch. */
+struct cq_mcp_message {
+    json_t *msg;        /* the parsed message (owned), or NULL */
+    json_t *id;         /* borrowed from msg; NULL: a notification (or, refused, null) */
+    const char *method; /* a request or notification to dispatch */
+    json_t *params;     /* borrowed from msg; may be NULL */
+};
+
+/* Parses one line. 1: a request or notification to dispatch (method set); 0: a message
+ * to ignore (a client's response); -1: a message to refuse with *rpc_code and
+ * rpc_message, answered to m->id. Free m with cq_mcp_message_free in every case. */
+int cq_mcp_parse_message(const char *line, size_t len, struct cq_mcp_message *m, int *rpc_code,
+                         char *rpc_message, size_t message_len);
+void cq_mcp_message_free(struct cq_mcp_message *m);
+
+enum cq_mcp_tool_kind {
+    CQ_MCP_INVOKE, /* one of the worker's nine tools */
+    CQ_MCP_START_SESSION,
+    CQ_MCP_STOP_SESSION,
+    CQ_MCP_GET_SESSION,
+    CQ_MCP_LIST_SESSIONS,
+};
+
+/* The arguments of a tools/call, checked and converted; pointers into args. */
+struct cq_mcp_call_args {
+    enum cq_mcp_tool_kind kind;
+    json_t *args;           /* the arguments object (a reference of its own) */
+    const char *session_id; /* sessionId, or NULL (invoke: the default session) */
+    /* CQ_MCP_INVOKE */
+    struct cq_invoke_args invoke;
+    const char **paths;
+    struct cq_file_content *content;
+    /* CQ_MCP_START_SESSION */
+    struct cq_session_params params;
+    const char *env[257];
+    char *env_owned[256];
+    size_t n_env;
+    /* CQ_MCP_LIST_SESSIONS */
+    int status_filter;
+    size_t max_results;
+    const char *next_token;
+};
+
+/* Checks a tools/call's name and arguments (NULL or null: none). 0; -1 for a protocol
+ * error (*rpc_code -32602 and rpc_message); 1 for a value the tool refuses as a
+ * result (err: a memory or disk size of startSession). Free c with
+ * cq_mcp_call_args_free in every case. */
+int cq_mcp_parse_call(const char *name, json_t *arguments, struct cq_mcp_call_args *c,
+                      int *rpc_code, char *rpc_message, size_t message_len, struct cq_error *err);
+void cq_mcp_call_args_free(struct cq_mcp_call_args *c);
 
 /* Runs tools/call; returns the CallToolResult (new reference), or NULL with
  * *rpc_code and rpc_message set for a protocol error (unknown tool, arguments of the

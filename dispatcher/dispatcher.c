@@ -108,7 +108,8 @@ static void reply_fallback(struct cq_dispatcher *d, const Codeq__V1__Request *re
     char message[200];
     snprintf(message, sizeof(message), "codeq: the reply could not be encoded: %s", why->msg);
     uint8_t bytes[CQ_CODEC_FALLBACK_MAX];
-    size_t len = cq_codec_fallback_response(req->request_id, req->session_id, message, bytes);
+    size_t len = cq_codec_fallback_response(req->request_id, req->session_id,
+                                            cq_result_error_of(why->code), message, bytes);
     if (store)
         store_reply(d, req, bytes, len);
     send_reply(d, req, bytes, len);
@@ -467,8 +468,18 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
         char text[256];
         snprintf(text, sizeof(text), "invalid request: %s", why);
         dead_letter(d, msg, text);
-        if (cq_codec_topic_name_ok(req->reply_topic) && req->request_id[0] != '\0')
+        if (cq_codec_topic_name_ok(req->reply_topic) &&
+            cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic) == NULL &&
+            req->request_id[0] != '\0')
             reply_error(d, req, CQ_RESULT_INVALID_ARGUMENT, text);
+        codeq__v1__request__free_unpacked(req, NULL);
+        return;
+    }
+    if ((why = cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic)) != NULL) {
+        /* No reply: the one place it could go is the topic refused. */
+        char text[256];
+        snprintf(text, sizeof(text), "invalid request: %s", why);
+        dead_letter(d, msg, text);
         codeq__v1__request__free_unpacked(req, NULL);
         return;
     }

@@ -38,6 +38,12 @@ const char *cq_codec_invalid(const Codeq__V1__Request *req)
         return "reply_topic is not a Kafka topic name (1-249 of [A-Za-z0-9._-], not . or ..)";
     if (strlen(req->session_id) > CQ_SESSION_ID_MAX)
         return "session_id is too long";
+    /* The worker core's rule for ids; checked here too, because the id becomes part of
+     * Redis keys and Kafka headers before any worker sees it. */
+    if (strspn(req->session_id,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+        strlen(req->session_id))
+        return "session_id may hold only letters, digits, '_' and '-'";
     switch (req->operation_case) {
     case CODEQ__V1__REQUEST__OPERATION_START_SESSION:
     case CODEQ__V1__REQUEST__OPERATION_LIST_SESSIONS:
@@ -378,7 +384,8 @@ static void copy_cut(char *out, const char *s, size_t max)
 }
 
 size_t cq_codec_fallback_response(const char *request_id, const char *session_id,
-                                  const char *message, uint8_t out[CQ_CODEC_FALLBACK_MAX])
+                                  enum cq_result_error code, const char *message,
+                                  uint8_t out[CQ_CODEC_FALLBACK_MAX])
 {
     /* Bounds that fit: 2 x 160 for the message (it travels twice), ids as validated
      * (cq_codec_invalid), and under 60 bytes of tags and lengths. */
@@ -387,7 +394,7 @@ size_t cq_codec_fallback_response(const char *request_id, const char *session_id
     copy_cut(sid, session_id, sizeof(sid) - 1);
     copy_cut(text, message, sizeof(text) - 1);
     struct error_parts p;
-    fill_error(rid, sid, CQ_RESULT_INTERNAL, text, &p);
+    fill_error(rid, sid, code == CQ_RESULT_OK ? CQ_RESULT_INTERNAL : code, text, &p);
     size_t n = codeq__v1__response__get_packed_size(&p.resp);
     while (n > CQ_CODEC_FALLBACK_MAX && text[0] != '\0') { /* not with the bounds above */
         copy_cut(text, text, strlen(text) / 2);

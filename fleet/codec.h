@@ -47,12 +47,14 @@ int cq_codec_chunk_response(const char *request_id, const char *session_id, int 
 int cq_codec_error_response(const char *request_id, const char *session_id,
                             enum cq_result_error code, const char *message, uint8_t **out,
                             size_t *len, struct cq_error *err);
-/* The final reply of last resort, for when the real one cannot be packed: an INTERNAL
- * error result (is_error, error_code, error_message and one text block) packed into out
- * without allocating. Cannot fail: ids and message are cut (at a UTF-8 boundary) to fit;
+/* The final reply of last resort, for when the real one cannot be packed: an error
+ * result with code (LIMIT_EXCEEDED for a reply too large, else INTERNAL; OK counts as
+ * INTERNAL), is_error, error_message and one text block, packed into out without
+ * allocating. Cannot fail: ids and message are cut (at a UTF-8 boundary) to fit;
  * returns the length (at most CQ_CODEC_FALLBACK_MAX). NULL strings count as "". */
 size_t cq_codec_fallback_response(const char *request_id, const char *session_id,
-                                  const char *message, uint8_t out[CQ_CODEC_FALLBACK_MAX]);
+                                  enum cq_result_error code, const char *message,
+                                  uint8_t out[CQ_CODEC_FALLBACK_MAX]);
 
 /* The client's side. Arguments of an Invoke from the worker's: pointers into a (and
  * *owned, to free, NULL on failure); file contents always travel as blobs (bytes need

@@ -45,6 +45,9 @@ static const struct setting settings[] = {
      sizeof(((struct cq_fleet_config *)0)->prefix), "prefix of every Redis key"},
     STR(request_topic, "topic clients send requests to"),
     STR(dlq_topic, "topic refused requests are dead-lettered to"),
+    {"reply_topic_prefix", STRING, offsetof(struct cq_fleet_config, reply_prefix),
+     sizeof(((struct cq_fleet_config *)0)->reply_prefix),
+     "reply topics must start with it; the fleet writes to no other"},
     STR(worker_id, "this worker's id (its topic is codeq.worker.<id>)"),
     NUM(heartbeat_ms, "worker heartbeat period; a worker is dead after 3 missed"),
     NUM(max_sessions, "sessions one worker runs at once"),
@@ -61,6 +64,7 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg)
     snprintf(cfg->prefix, sizeof(cfg->prefix), "codeq:");
     snprintf(cfg->request_topic, sizeof(cfg->request_topic), "codeq.requests");
     snprintf(cfg->dlq_topic, sizeof(cfg->dlq_topic), "codeq.requests.dlq");
+    snprintf(cfg->reply_prefix, sizeof(cfg->reply_prefix), "codeq.replies.");
     cfg->heartbeat_ms = 1000;
     cfg->max_sessions = CQ_WORKER_DEFAULT_MAX_SESSIONS;
     cfg->warm_pool = 2;
@@ -234,6 +238,19 @@ void cq_fleet_config_usage(FILE *out)
                 : strcmp(s->name, "worker_id") == 0 ? "the host name"
                                                     : "none");
     }
+}
+
+const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, const char *topic)
+{
+    static const char worker_prefix[] = "codeq.worker.";
+    if (cfg->reply_prefix[0] == '\0' ||
+        strncmp(topic, cfg->reply_prefix, strlen(cfg->reply_prefix)) != 0)
+        return "reply_topic must start with the fleet's reply topic prefix "
+               "(reply_topic_prefix, codeq.replies. by default)";
+    if (strcmp(topic, cfg->request_topic) == 0 || strcmp(topic, cfg->dlq_topic) == 0 ||
+        strncmp(topic, worker_prefix, sizeof(worker_prefix) - 1) == 0)
+        return "reply_topic is one of the fleet's own topics";
+    return NULL;
 }
 
 void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len)

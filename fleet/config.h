@@ -17,6 +17,7 @@ struct cq_fleet_config {
     char prefix[64];         /* redis_prefix: of every Redis key */
     char request_topic[200]; /* request_topic */
     char dlq_topic[200];     /* dlq_topic */
+    char reply_prefix[64];   /* reply_topic_prefix: every reply topic starts with it */
     char worker_id[64];      /* worker_id (worker only): names its topic */
     unsigned heartbeat_ms;   /* heartbeat_ms: workers' heartbeat period */
     unsigned max_sessions;   /* max_sessions (worker) */
@@ -32,6 +33,12 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
                          struct cq_error *err);
 /* The keys, their defaults and meaning, for --help. */
 void cq_fleet_config_usage(FILE *out);
+/* Why the fleet refuses to publish replies to topic, or NULL. A request names its own
+ * reply topic, and the fleet writes there: only topics under the configured prefix are
+ * clients' (codeq.replies. by default), and never one of the fleet's own (the request
+ * topic, the dead-letter topic, a worker's topic), so that a request cannot make the
+ * fleet write into its own plumbing or into any other application's topics. */
+const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, const char *topic);
 /* The worker topic of a worker id: "codeq.worker.<id>". */
 void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len);
 

@@ -51,7 +51,8 @@ static int store_lost(struct cq_store *st, const Codeq__V1__Request *req, const 
     if (cq_codec_error_response(req->request_id, req->session_id, CQ_RESULT_INTERNAL, LOST_MESSAGE,
                                 &bytes, &len, err) < 0) {
         cq_log(CQ_LOG_ERROR, "request %s: reply not encoded: %s", req->request_id, err->msg);
-        len = cq_codec_fallback_response(req->request_id, req->session_id, LOST_MESSAGE, fallback);
+        len = cq_codec_fallback_response(req->request_id, req->session_id, CQ_RESULT_INTERNAL,
+                                         LOST_MESSAGE, fallback);
         bytes = NULL;
     }
     bool stored = false;

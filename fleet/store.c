@@ -442,6 +442,7 @@ static const char FACTS[] =
     "redis.call('HSET', s, 'expires_ms', expire_at)\n"
     "redis.call('PEXPIREAT', s, expire_at + 3600000)\n"
     "redis.call('ZADD', ARGV[1] .. 'sessions', created, ARGV[2])\n"
+    "if ARGV[9] then redis.call('HSET', s, 'start', ARGV[9]) end\n"
     "return 1\n";
 
 static int fenced(redisReply *r, const char *session_id, struct cq_error *err)
@@ -460,8 +461,9 @@ static int fenced(redisReply *r, const char *session_id, struct cq_error *err)
     return 0;
 }
 
-int cq_store_session_facts(struct cq_store *st, const char *session_id, const char *worker,
-                           uint64_t fence, const struct cq_session_info *info, struct cq_error *err)
+static int facts(struct cq_store *st, const char *session_id, const char *worker, uint64_t fence,
+                 const struct cq_session_info *info, const void *start, size_t start_len,
+                 struct cq_error *err)
 {
     struct args a;
     script(st, &a, FACTS);
@@ -472,31 +474,59 @@ int cq_store_session_facts(struct cq_store *st, const char *session_id, const ch
     arg_int(&a, info->created_at_ms);
     arg_int(&a, info->last_updated_at_ms);
     arg_int(&a, info->session_timeout_s);
+    if (start != NULL)
+        arg_bin(&a, start, start_len);
     return fenced(run(st, &a, err), session_id, err);
 }
+
+int cq_store_session_facts(struct cq_store *st, const char *session_id, const char *worker,
+                           uint64_t fence, const struct cq_session_info *info, struct cq_error *err)
+{
+    return facts(st, session_id, worker, fence, info, NULL, 0, err);
+}
+
+/* The start parameters go with the first facts, in the same script: a session that
+ * reads READY in Redis has them, so an adopter never finds a ready session without
+ * them (except one started by a worker that predates them). */
+int cq_store_session_started(struct cq_store *st, const char *session_id, const char *worker,
+                             uint64_t fence, const struct cq_session_info *info, const void *start,
+                             size_t start_len, struct cq_error *err)
+{
+    return facts(st, session_id, worker, fence, info, start != NULL ? start : "", start_len, err);
+}
+
+static int get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,
+                     size_t *len, struct cq_error *err);
+
+int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t **start,
+                           size_t *len, struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
+    return get_bytes(st, key, "start", start, len, err);
+}
+
+/* The fields of session:<sid> that getSession and listSessions read, by name rather
+ * than HGETALL: `start` (which holds the session's env, possibly secrets) is read only
+ * by a worker that adopts the session. */
+static const char *const INFO_FIELDS[] = {"name",  "created_ms", "updated_ms",
+                                          "ttl_s", "status",     "expires_ms"};
+#define N_INFO_FIELDS (sizeof(INFO_FIELDS) / sizeof(INFO_FIELDS[0]))
 
 static void fill_info(redisReply *h, const char *session_id, struct cq_session_info *info)
 {
     memset(info, 0, sizeof(*info));
     snprintf(info->session_id, sizeof(info->session_id), "%s", session_id);
     info->status = CQ_SESSION_READY;
-    for (size_t i = 0; i + 1 < h->elements; i += 2) {
-        const char *k = h->element[i]->str;
-        redisReply *v = h->element[i + 1];
-        if (strcmp(k, "name") == 0)
-            copy_str(v, info->name, sizeof(info->name));
-        else if (strcmp(k, "created_ms") == 0)
-            info->created_at_ms = int_of(v);
-        else if (strcmp(k, "updated_ms") == 0)
-            info->last_updated_at_ms = int_of(v);
-        else if (strcmp(k, "ttl_s") == 0)
-            info->session_timeout_s = (uint32_t)int_of(v);
-        else if (strcmp(k, "status") == 0 && v->type == REDIS_REPLY_STRING &&
-                 strcmp(v->str, "TERMINATED") == 0)
-            info->status = CQ_SESSION_TERMINATED;
-        else if (strcmp(k, "expires_ms") == 0 && int_of(v) <= cq_unix_ms())
-            info->status = CQ_SESSION_TERMINATED;
-    }
+    copy_str(h->element[0], info->name, sizeof(info->name));
+    info->created_at_ms = int_of(h->element[1]);
+    info->last_updated_at_ms = int_of(h->element[2]);
+    info->session_timeout_s = (uint32_t)int_of(h->element[3]);
+    redisReply *status = h->element[4], *expires = h->element[5];
+    if (status->type == REDIS_REPLY_STRING && strcmp(status->str, "TERMINATED") == 0)
+        info->status = CQ_SESSION_TERMINATED;
+    if (expires->type != REDIS_REPLY_NIL && int_of(expires) <= cq_unix_ms())
+        info->status = CQ_SESSION_TERMINATED;
 }
 
 int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq_session_info *info,
@@ -504,11 +534,16 @@ int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq
 {
     char key[160];
     snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
-    const char *argv[] = {"HGETALL", key};
-    redisReply *r = command(st, 2, argv, NULL, err);
+    const char *argv[2 + N_INFO_FIELDS] = {"HMGET", key};
+    for (size_t i = 0; i < N_INFO_FIELDS; i++)
+        argv[2 + i] = INFO_FIELDS[i];
+    redisReply *r = command(st, 2 + N_INFO_FIELDS, argv, NULL, err);
     if (r == NULL)
         return -1;
-    *found = r->type == REDIS_REPLY_ARRAY && r->elements > 0;
+    *found = false;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == N_INFO_FIELDS)
+        for (size_t i = 0; i < N_INFO_FIELDS; i++)
+            *found = *found || r->element[i]->type != REDIS_REPLY_NIL;
     if (*found)
         fill_info(r, session_id, info);
     freeReplyObject(r);
@@ -558,6 +593,7 @@ static const char END_SESSION[] =
     "redis.call('ZREM', ARGV[1] .. 'sessions', ARGV[2])\n"
     "if redis.call('EXISTS', s) == 1 then\n"
     "  redis.call('HSET', s, 'status', 'TERMINATED', 'owner', '', 'updated_ms', ARGV[5])\n"
+    "  redis.call('HDEL', s, 'start')\n"
     "  redis.call('EXPIRE', s, ARGV[6])\n"
     "end\n"
     "return 1\n";

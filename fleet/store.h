@@ -101,6 +101,17 @@ int cq_store_result(struct cq_store *st, const char *request_id, uint8_t **data,
 int cq_store_session_facts(struct cq_store *st, const char *session_id, const char *worker,
                            uint64_t fence, const struct cq_session_info *info,
                            struct cq_error *err);
+/* cq_store_session_facts() for a session that has just started here, with what it was
+ * started with (start: a packed codeq.v1.StartSession, without its client token), in
+ * the same fenced write. The parameters stay with the session (a field of its hash)
+ * until it ends, for the worker that adopts it after a failover or a drain. */
+int cq_store_session_started(struct cq_store *st, const char *session_id, const char *worker,
+                             uint64_t fence, const struct cq_session_info *info, const void *start,
+                             size_t start_len, struct cq_error *err);
+/* The start parameters cq_store_session_started() stored (malloc'd), or *start NULL:
+ * none (the session ended, or was started by a worker that predates them). */
+int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t **start,
+                           size_t *len, struct cq_error *err);
 int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq_session_info *info,
                           bool *found, struct cq_error *err);
 int cq_store_list_sessions(struct cq_store *st, size_t max, const char *after,

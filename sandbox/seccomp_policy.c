@@ -20,7 +20,11 @@
  *    RestrictAddressFamilies does, so programs treat them as absent;
  *  - denies ioctl TIOCSTI (typing into a terminal) and TIOCLINUX, compared on the
  *    low 32 bits because the kernel truncates the request number: a 64-bit compare
- *    could be bypassed by setting high bits.
+ *    could be bypassed by setting high bits;
+ *  - denies fcntl F_SETLEASE: a lease makes every open of the file by the host (the
+ *    file tools, snapshots) wait for the kernel's lease-break time, 45 s by default,
+ *    so code could stall host threads with it (the file tools refuse a leased file
+ *    at once too: worker/files.c).
  * Unknown system calls get ENOSYS: new kernel interfaces are off until reviewed,
  * and libraries treat ENOSYS as "not available here" and fall back.
  * Non-native ABIs (32-bit int 0x80, x32) kill the process: their syscall numbers
@@ -44,6 +48,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stddef.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
@@ -616,6 +621,10 @@ static int build_process_filter(scmp_filter_ctx *out)
     for (size_t i = 0; rc == 0 && i < sizeof(denied_ioctls) / sizeof(denied_ioctls[0]); i++)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
                               SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, denied_ioctls[i]));
+    /* The command is an int: compared on the low 32 bits, as for ioctl. */
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(fcntl), 1,
+                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, F_SETLEASE));
     return finish_filter(ctx, rc, out);
 }
 

@@ -59,6 +59,16 @@ static void restore_identity(struct fs_identity old)
     syscall(SYS_setfsgid, old.gid);
 }
 
+/* openat2 fails with EAGAIN for two reasons. A rename or mount raced with the
+ * RESOLVE_BENEATH walk: trying again is the kernel's answer, and code in the sandbox
+ * renaming in a loop can make it happen every time, so the tries are bounded. And, with
+ * O_NONBLOCK, the file is under a lease (fcntl F_SETLEASE) whose holder has not let go:
+ * trying again would spin until the kernel's lease-break time (45 s by default), so an
+ * O_PATH open of the same path, which breaks no lease, tells the two apart, and a
+ * leased file is refused at once (EBUSY). The sandbox cannot take leases (its seccomp
+ * policy denies F_SETLEASE); this holds for any other holder too. */
+#define OPEN_RACE_TRIES 64
+
 static int open_beneath(int dirfd, const char *path, int flags, mode_t mode)
 {
     struct open_how how = {
@@ -66,11 +76,24 @@ static int open_beneath(int dirfd, const char *path, int flags, mode_t mode)
         .mode = (flags & O_CREAT) ? mode : 0,
         .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
     };
-    long fd;
-    do
-        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
-    while (fd < 0 && errno == EAGAIN); /* the kernel's rename-race retry */
-    return (int)fd;
+    for (int tries = 0; tries < OPEN_RACE_TRIES; tries++) {
+        long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+        if (fd >= 0 || errno != EAGAIN)
+            return (int)fd;
+        if (!(flags & O_NONBLOCK))
+            continue;
+        struct open_how probe = {.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW, .resolve = how.resolve};
+        long p = syscall(SYS_openat2, dirfd, path, &probe, sizeof(probe));
+        if (p >= 0) {
+            close((int)p);
+            errno = EBUSY;
+            return -1;
+        }
+        if (errno != EAGAIN)
+            return -1;
+    }
+    errno = EAGAIN;
+    return -1;
 }
 
 /* Normalises a user-supplied workspace path into out ("a/b/c", no "." parts, no
@@ -150,6 +173,12 @@ static const char *describe_errno(int e)
         return "the workspace quota is exhausted";
     case ENXIO:
         return "it is not a regular file";
+    case EBUSY:
+        return "a process holds a lease on it (fcntl F_SETLEASE); codeq does not wait for "
+               "leases to break";
+    case EAGAIN:
+        return "the workspace kept changing while the path was opened (a rename race); try "
+               "again";
     default:
         return strerror(e);
     }

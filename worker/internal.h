@@ -27,6 +27,27 @@ void cq_capture_note(struct cq_capture *c, const char *note);
 char *cq_capture_text(const struct cq_capture *c);
 void cq_capture_free(struct cq_capture *c);
 
+/* ---- lines.c: lines from a peer that may be hostile ------------------------------- */
+
+struct cq_lines {
+    char *buf;
+    size_t start;   /* the first byte not yet taken */
+    size_t scanned; /* buf[start..scanned) holds no '\n' */
+    size_t len, alloc;
+    size_t cap; /* the longest line accepted, '\n' excluded */
+};
+
+void cq_lines_init(struct cq_lines *l, size_t cap);
+void cq_lines_free(struct cq_lines *l);
+/* Appends n bytes. -1 (CQ_EPROTO) when the line in progress outgrew the cap, ENOMEM
+ * when out of memory. Take every complete line (cq_lines_next) before feeding more. */
+int cq_lines_feed(struct cq_lines *l, const void *data, size_t n, struct cq_error *err);
+/* 1 with the next complete line (without its '\n'; valid until the next feed), 0 when
+ * none is complete yet, -1 (CQ_EPROTO) for a line longer than the cap. */
+int cq_lines_next(struct cq_lines *l, const char **line, size_t *len, struct cq_error *err);
+/* Whether bytes are held that no line has taken yet. */
+bool cq_lines_pending(const struct cq_lines *l);
+
 /* ---- kernel.c: persistent language kernels inside a session's sandbox --------------- */
 
 enum cq_language { CQ_LANG_PYTHON, CQ_LANG_JAVASCRIPT, CQ_LANG_TYPESCRIPT };

@@ -8,9 +8,15 @@
  * the cell's marker (a random string sent with the request) on each stream.
  *
  * Everything the kernel says is untrusted: it runs the user's code in its own
- * process. Replies are bounded in size and parsed defensively: a line that is not this
- * cell's answer is ignored, and a kernel that overflows the bound or closes its control
- * channel is killed, like one that ignores an interrupt.
+ * process, and that code can write on the control channel too. The channel is read as
+ * an untrusted parser would (lines.c): a line is capped at a few times the cell's output
+ * limit (the value and the figures ride in it), and the first line that breaks the
+ * protocol (too long, not a JSON object, not the answer of the request in flight, or
+ * anything after the answer) gets the kernel killed and replaced, with a note saying
+ * why, like a kernel that closes its control channel or ignores an interrupt. So the
+ * host's memory and CPU spent on a session's replies follow its output limit, not what
+ * its code writes. The value and the figures of an answer are then held to the output
+ * limit like the streams are.
  */
 #define _GNU_SOURCE
 #include "worker/internal.h"
@@ -30,7 +36,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_REPLY_BYTES (256ULL << 20) /* images come base64-encoded in the reply */
+/* Replies outside cells (ready, env) are small. */
+#define SMALL_REPLY_BYTES (64 << 10)
+/* At most this many figures of one cell are kept; the output limit bounds their bytes. */
+#define MAX_IMAGES 64
+/* Bytes read from one output pipe before the caller looks at the clock again. More than
+ * a pipe holds (pipe-max-size, 1 MiB by default), so that one slice after a cell's
+ * answer still reaches the marker written before it. */
+#define DRAIN_SLICE     (2 << 20)
 #define MARKER_LEN      40
 #define OUTPUT_QUIET_US 2000 /* see pump() */
 
@@ -46,9 +59,9 @@ struct cq_kernel {
     struct cq_process *proc;
     int ctl_fd;
     bool javascript;
-    struct stream out[2]; /* stdout, stderr */
-    char *line;           /* partial reply line */
-    size_t line_len;
+    struct stream out[2];  /* stdout, stderr */
+    struct cq_lines lines; /* the control channel's input */
+    char broken[200];      /* how the kernel broke the protocol, or "" */
     uint64_t next_id;
 };
 
@@ -67,6 +80,7 @@ int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
     k->ctl_fd = k->out[0].fd = k->out[1].fd = -1;
     k->javascript = spawn->javascript;
     k->next_id = 1;
+    cq_lines_init(&k->lines, SMALL_REPLY_BYTES);
     int sv[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
         pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
@@ -128,9 +142,27 @@ fail:
     return -1;
 }
 
-/* Reads what the control socket has into the line buffer. Returns 1 when a full line
- * is available (take_reply() then takes it), 0 when not yet, -1 on EOF, error, or a
- * reply larger than allowed. */
+/* The longest answer line a cell may send: its value (JSON-escaped: up to 6 bytes a
+ * byte) and its figures (base64: 4 bytes for 3) are each held to the output limit by
+ * an honest kernel, so only a forged line comes near this. */
+static size_t answer_cap(uint64_t output_limit)
+{
+    uint64_t limit = output_limit ? output_limit : CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
+    if (limit > (64ULL << 20))
+        limit = 64ULL << 20;
+    return (size_t)(8 * limit + SMALL_REPLY_BYTES);
+}
+
+/* The kernel broke the protocol: remember why (the first reason wins); it is killed
+ * and replaced by the caller. */
+static void set_broken(struct cq_kernel *k, const char *why)
+{
+    if (k->broken[0] == '\0')
+        snprintf(k->broken, sizeof(k->broken), "%s", why);
+}
+
+/* Reads what the control socket has (one read) into the line buffer. Returns 0, or -1
+ * when the channel closed or failed, or the kernel broke the protocol (k->broken). */
 static int read_reply_bytes(struct cq_kernel *k)
 {
     char buf[65536];
@@ -139,61 +171,76 @@ static int read_reply_bytes(struct cq_kernel *k)
         return errno == EAGAIN || errno == EINTR ? 0 : -1;
     if (n == 0)
         return -1;
-    if (k->line_len + (size_t)n > MAX_REPLY_BYTES)
+    struct cq_error err;
+    if (cq_lines_feed(&k->lines, buf, (size_t)n, &err) < 0) {
+        set_broken(k, err.msg);
         return -1;
-    char *line = realloc(k->line, k->line_len + (size_t)n + 1);
-    if (line == NULL)
-        return -1;
-    memcpy(line + k->line_len, buf, (size_t)n);
-    k->line = line;
-    k->line_len += (size_t)n;
-    k->line[k->line_len] = '\0';
-    return memchr(k->line, '\n', k->line_len) != NULL ? 1 : 0;
+    }
+    return 0;
 }
 
-/* Takes the first complete line off the buffer and parses it. */
-static json_t *take_reply(struct cq_kernel *k)
+/* The next complete reply: 1 with *reply (a JSON object with an integer id), 0 when no
+ * line is complete, -1 when the line breaks the protocol (k->broken says how). */
+static int take_reply(struct cq_kernel *k, json_t **reply)
 {
-    if (k->line == NULL)
-        return NULL;
-    char *nl = memchr(k->line, '\n', k->line_len);
-    if (nl == NULL)
-        return NULL;
-    size_t len = (size_t)(nl - k->line);
-    json_t *reply = json_loadb(k->line, len, JSON_REJECT_DUPLICATES, NULL);
-    size_t rest = k->line_len - len - 1;
-    memmove(k->line, nl + 1, rest);
-    k->line_len = rest;
-    return reply;
+    const char *line;
+    size_t len;
+    struct cq_error err;
+    int rc = cq_lines_next(&k->lines, &line, &len, &err);
+    if (rc <= 0) {
+        if (rc < 0)
+            set_broken(k, err.msg);
+        return rc;
+    }
+    json_t *parsed = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(parsed) || !json_is_integer(json_object_get(parsed, "id"))) {
+        json_decref(parsed);
+        set_broken(k, "a reply line that is not a JSON object with an id");
+        return -1;
+    }
+    *reply = parsed;
+    return 1;
 }
 
-/* Waits for a reply line; used for the ready message and small requests. */
-static json_t *await_reply(struct cq_kernel *k, uint64_t timeout_ms)
+/* Waits for the reply with id to a request outside cells (ready: id 0, env); any other
+ * line breaks the protocol. NULL on timeout, a closed channel or a broken protocol. */
+static json_t *await_reply(struct cq_kernel *k, json_int_t id, uint64_t timeout_ms)
 {
     uint64_t deadline = cq_now_ms() + timeout_ms;
+    k->lines.cap = SMALL_REPLY_BYTES;
     for (;;) {
-        json_t *reply = take_reply(k);
-        if (reply != NULL)
-            return reply;
+        json_t *reply = NULL;
+        int rc = take_reply(k, &reply);
+        if (rc < 0)
+            return NULL;
+        if (rc > 0) {
+            if (json_integer_value(json_object_get(reply, "id")) == id &&
+                !cq_lines_pending(&k->lines))
+                return reply;
+            json_decref(reply);
+            set_broken(k, "a reply to no request in flight");
+            return NULL;
+        }
         uint64_t now = cq_now_ms();
         if (now >= deadline)
             return NULL;
         struct pollfd pfd = {.fd = k->ctl_fd, .events = POLLIN};
         if (poll(&pfd, 1, (int)(deadline - now)) < 0 && errno != EINTR)
             return NULL;
-        if (read_reply_bytes(k) < 0 && memchr(k->line ? k->line : "", '\n', k->line_len) == NULL)
+        if (read_reply_bytes(k) < 0 && !cq_lines_pending(&k->lines))
             return NULL;
     }
 }
 
 int cq_kernel_wait_ready(struct cq_kernel *k, uint64_t timeout_ms, struct cq_error *err)
 {
-    json_t *reply = await_reply(k, timeout_ms);
+    json_t *reply = await_reply(k, 0, timeout_ms);
     bool ready = reply != NULL && json_is_true(json_object_get(reply, "ready"));
     json_decref(reply);
     if (!ready)
-        return cq_error_set(err, CQ_EINTERNAL, "the %s kernel did not start",
-                            k->javascript ? "JavaScript" : "Python");
+        return cq_error_set(err, CQ_EINTERNAL, "the %s kernel did not start%s%s",
+                            k->javascript ? "JavaScript" : "Python", k->broken[0] ? ": " : "",
+                            k->broken);
     return 0;
 }
 
@@ -243,11 +290,11 @@ int cq_kernel_set_env(struct cq_kernel *k, const char *const *env, struct cq_err
         snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
         json_object_set_new(vars, name, json_string(eq + 1));
     }
-    json_t *req =
-        json_pack("{s:I, s:s, s:o}", "id", (json_int_t)k->next_id++, "op", "env", "env", vars);
+    json_int_t id = (json_int_t)k->next_id++;
+    json_t *req = json_pack("{s:I, s:s, s:o}", "id", id, "op", "env", "env", vars);
     int rc = req != NULL ? send_request(k, req) : -1;
     json_decref(req);
-    json_t *reply = rc == 0 ? await_reply(k, 10000) : NULL;
+    json_t *reply = rc == 0 ? await_reply(k, id, 10000) : NULL;
     bool ok = reply != NULL && json_is_true(json_object_get(reply, "ok"));
     json_decref(reply);
     return ok ? 0 : cq_error_set(err, CQ_EINTERNAL, "the kernel did not take the environment");
@@ -325,7 +372,9 @@ static void feed(struct cell *c, int s, struct stream *st, const char *data, siz
 static void drain(struct cell *c, int s, struct stream *st)
 {
     char buf[65536];
-    for (;;) {
+    /* A cell that writes without pause would keep this loop reading for ever: after a
+     * slice, the caller's loop gets to look at the deadline and the other fds. */
+    for (size_t slice = 0; slice < DRAIN_SLICE; slice += sizeof(buf)) {
         ssize_t n = read(st->fd, buf, sizeof(buf));
         if (n > 0) {
             feed(c, s, st, buf, (size_t)n);
@@ -338,24 +387,66 @@ static void drain(struct cell *c, int s, struct stream *st)
     }
 }
 
-static void add_images(struct cq_result *r, json_t *images)
+/* The figures of an answer, at most MAX_IMAGES and limit bytes in all (the answer's
+ * line came from the sandbox: its array may hold anything); returns how many were left
+ * out. */
+static size_t add_images(struct cq_result *r, json_t *images, uint64_t limit)
 {
     static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    size_t i;
+    size_t i, kept = 0, left_out = 0;
+    uint64_t bytes = 0;
     json_t *item;
     json_array_foreach(images, i, item)
     {
         const char *b64 = json_string_value(item);
+        size_t b64_len = b64 != NULL ? strlen(b64) : 0;
+        if (b64 == NULL)
+            continue;
+        if (kept == MAX_IMAGES || bytes + b64_len / 4 * 3 > limit) {
+            left_out++;
+            continue;
+        }
         uint8_t *png = NULL;
         size_t len = 0;
         /* Decoded and checked here rather than passed through: what the kernel sends
          * must be a PNG before anyone downstream treats it as one. */
-        if (b64 == NULL || cq_base64_decode(b64, strlen(b64), &png, &len) < 0)
+        if (cq_base64_decode(b64, b64_len, &png, &len) < 0)
             continue;
-        if (len >= 8 && memcmp(png, png_magic, 8) == 0)
-            cq_result_add_image(r, png, len, "image/png");
+        if (len >= 8 && memcmp(png, png_magic, 8) == 0 &&
+            cq_result_add_image(r, png, len, "image/png") == 0) {
+            kept++;
+            bytes += len;
+        }
         free(png);
     }
+    return left_out;
+}
+
+/* The final expression's value, held to limit bytes (cut at a character boundary);
+ * whole is the size the kernel says it had before it cut it (0: not cut). */
+static void add_value(struct cq_result *result, const char *value, uint64_t whole, uint64_t limit)
+{
+    size_t len = strlen(value);
+    if (whole < len)
+        whole = len;
+    bool cut = len > limit || whole > len;
+    if (len > limit) {
+        len = (size_t)limit;
+        while (len > 0 && ((unsigned char)value[len] & 0xC0) == 0x80)
+            len--; /* value[len] continues a character: cut before it */
+    }
+    result->value_text = cq_utf8_sanitize(value, len);
+    if (result->value_text == NULL)
+        return;
+    if (cut) {
+        char *noted = NULL;
+        if (asprintf(&noted, "%s\n[codeq: the value was %llu bytes; the first %zu are shown]",
+                     result->value_text, (unsigned long long)whole, len) >= 0) {
+            free(result->value_text);
+            result->value_text = noted;
+        }
+    }
+    cq_result_add_text(result, result->value_text);
 }
 
 static const char *language_name(enum cq_language l)
@@ -410,10 +501,15 @@ static void make_marker(char marker[MARKER_LEN + 1])
 static void send_cell(struct cq_kernel *k, struct cell *c)
 {
     const struct cq_execution *x = c->x;
-    json_t *req = json_pack("{s:I, s:s, s:s, s:b, s:s, s:s}", "id", (json_int_t)k->next_id, "op",
-                            "exec", "code", x->code, "clear", x->clear_context, "marker", c->marker,
-                            "language", language_name(x->language));
+    /* limit: the kernel holds the value and the figures to it, so an honest answer
+     * stays far below answer_cap(). */
+    json_t *req =
+        json_pack("{s:I, s:s, s:s, s:b, s:s, s:s, s:I}", "id", (json_int_t)k->next_id, "op", "exec",
+                  "code", x->code, "clear", x->clear_context, "marker", c->marker, "language",
+                  language_name(x->language), "limit",
+                  (json_int_t)(x->output_limit ? x->output_limit : CQ_WORKER_DEFAULT_OUTPUT_LIMIT));
     c->id = (json_int_t)k->next_id++;
+    k->lines.cap = answer_cap(x->output_limit);
     c->gone = (req != NULL ? send_request(k, req) : -1) < 0;
     json_decref(req);
 }
@@ -433,19 +529,27 @@ static void on_deadline(struct cq_kernel *k, struct cell *c, uint64_t now, uint6
     c->gone = true;
 }
 
-/* Reads the control socket and keeps the line that answers this cell; any other line is
- * stale or forged, and ignored. */
+/* Reads the control socket for this cell's answer. The honest kernel sends exactly one
+ * line per request, after the cell: any other line (stale, forged, or following the
+ * answer) breaks the protocol, and the kernel is then replaced (c->gone). */
 static void read_answer(struct cq_kernel *k, struct cell *c)
 {
-    if (read_reply_bytes(k) < 0 && memchr(k->line ? k->line : "", '\n', k->line_len) == NULL)
+    bool closed = read_reply_bytes(k) < 0;
+    json_t *reply = NULL;
+    int rc;
+    while (k->broken[0] == '\0' && (rc = take_reply(k, &reply)) > 0) {
+        if (c->reply != NULL || json_integer_value(json_object_get(reply, "id")) != c->id) {
+            json_decref(reply);
+            set_broken(k, c->reply != NULL ? "a second reply to one cell"
+                                           : "a reply to no request in flight");
+            break;
+        }
+        c->reply = reply;
+    }
+    if (k->broken[0] != '\0' || (closed && c->reply == NULL)) {
+        json_decref(c->reply);
+        c->reply = NULL;
         c->gone = true;
-    while (c->reply == NULL && k->line_len > 0 && memchr(k->line, '\n', k->line_len)) {
-        json_t *candidate = take_reply(k);
-        json_t *cid = json_object_get(candidate, "id");
-        if (json_is_integer(cid) && json_integer_value(cid) == c->id)
-            c->reply = candidate;
-        else
-            json_decref(candidate);
     }
 }
 
@@ -522,6 +626,14 @@ static void add_note(struct cell *c, const char *note)
  * closed fd 0's socket) does not. */
 static void bury(struct cq_kernel *k, struct cell *c, char *why, size_t len)
 {
+    if (k->broken[0] != '\0') {
+        cq_process_kill(k->proc);
+        snprintf(why, len, "%s", k->broken);
+        struct cq_process_report ignored;
+        struct cq_error ignored_err;
+        cq_process_wait(k->proc, NULL, &ignored, &ignored_err);
+        return;
+    }
     if (!status_pending(k, 2000)) {
         c->out_of_memory = describe_death(k, why, len);
         return;
@@ -547,7 +659,13 @@ static void report_death(struct cq_kernel *k, struct cell *c)
     bury(k, c, why, sizeof(why));
     const char *lang = k->javascript ? "JavaScript" : "Python";
     char note[512];
-    if (c->timed_out)
+    if (k->broken[0] != '\0')
+        snprintf(note, sizeof(note),
+                 "codeq: the %s kernel's control channel carried %s, which only code "
+                 "writing on it can send; the kernel was restarted: the context (variables, "
+                 "imports) was reset\n",
+                 lang, why);
+    else if (c->timed_out)
         snprintf(note, sizeof(note),
                  "codeq: timed out after %.3g s; the %s kernel did not stop within %d s of "
                  "the interrupt and was restarted: the context (variables, imports) was "
@@ -563,19 +681,27 @@ static void report_death(struct cq_kernel *k, struct cell *c)
 
 /* Content in AgentCore's order: stdout, the value of a final expression, stderr, then
  * the figures. */
-static void add_content(struct cq_result *result, json_t *reply)
+static void add_content(struct cq_result *result, json_t *reply, uint64_t limit)
 {
     if (result->stdout_text != NULL && result->stdout_text[0] != '\0')
         cq_result_add_text(result, result->stdout_text);
     const char *value = json_string_value(json_object_get(reply, "value"));
-    if (value != NULL) {
-        result->value_text = cq_utf8_sanitize(value, strlen(value));
-        if (result->value_text != NULL)
-            cq_result_add_text(result, result->value_text);
-    }
+    json_int_t whole = json_integer_value(json_object_get(reply, "value_bytes"));
+    if (value != NULL)
+        add_value(result, value, whole > 0 ? (uint64_t)whole : 0, limit);
     if (result->stderr_text != NULL && result->stderr_text[0] != '\0')
         cq_result_add_text(result, result->stderr_text);
-    add_images(result, json_object_get(reply, "images"));
+    size_t left_out = add_images(result, json_object_get(reply, "images"), limit);
+    json_int_t kernel_left_out = json_integer_value(json_object_get(reply, "images_left_out"));
+    if (kernel_left_out > 0 && kernel_left_out < 1000000)
+        left_out += (size_t)kernel_left_out;
+    if (left_out > 0) {
+        char note[160];
+        snprintf(note, sizeof(note),
+                 "[codeq: %zu figure(s) left out: past %d figures or the output limit]", left_out,
+                 MAX_IMAGES);
+        cq_result_add_text(result, note);
+    }
 }
 
 static void fill_result(struct cell *c, struct cq_result *result)
@@ -587,7 +713,8 @@ static void fill_result(struct cell *c, struct cq_result *result)
     result->is_error = !ok;
     if (c->timed_out)
         result->error_code = CQ_RESULT_TIMED_OUT;
-    add_content(result, c->reply);
+    add_content(result, c->reply,
+                c->x->output_limit ? c->x->output_limit : CQ_WORKER_DEFAULT_OUTPUT_LIMIT);
     if (c->timed_out) {
         free(result->error_message);
         result->error_message = strdup(c->gone ? "timed out; the context was reset"
@@ -654,6 +781,6 @@ void cq_kernel_stop(struct cq_kernel *k)
             close(k->out[s].fd);
         free(k->out[s].pending);
     }
-    free(k->line);
+    cq_lines_free(&k->lines);
     free(k);
 }

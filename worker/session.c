@@ -103,18 +103,30 @@ static int make_sandbox(struct cq_worker *w, const struct cq_sandbox_limits *lim
     struct cq_sandbox_bind bind = {.host_path = w->runtimes_dir,
                                    .sandbox_path = RUNTIMES_IN_SANDBOX};
     cfg.binds = &bind;
-    cfg.n_binds = 1;
+    cfg.n_binds = w->runtimes_seen == w->runtimes_dir ? 0 : 1;
     return cq_sandbox_create(&cfg, out, err);
 }
 
-static int start_kernel(struct cq_sandbox *sb, bool javascript, bool preload,
+/* Where sandboxes find the runtimes. An installed codeq keeps them under /usr
+ * (<prefix>/share/codeq/runtimes), which every sandbox already sees read-only at the
+ * same path: no bind then. A bind would also print its source path on the host in the
+ * sandbox's /proc/self/mountinfo (the kernel shows a bind's root within its file
+ * system), which for runtimes elsewhere (a source checkout) is the one host path a
+ * sandbox can learn; docs/security.md, "Known limits". */
+static void choose_runtimes_path(struct cq_worker *w)
+{
+    w->runtimes_seen =
+        strncmp(w->runtimes_dir, "/usr/", 5) == 0 ? w->runtimes_dir : RUNTIMES_IN_SANDBOX;
+}
+
+static int start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool javascript, bool preload,
                         const char *const *env, struct cq_kernel **out, struct cq_error *err)
 {
     struct cq_kernel_spawn spawn = {
         .sandbox = sb,
         .javascript = javascript,
         .preload = preload,
-        .runtimes_dir = RUNTIMES_IN_SANDBOX,
+        .runtimes_dir = w->runtimes_seen,
         .env = env,
     };
     if (cq_kernel_start(&spawn, out, err) < 0)
@@ -142,7 +154,7 @@ static void *pool_main(void *arg)
         struct cq_error err;
         int rc = make_sandbox(w, &w->cfg.limits, &sb, &err);
         if (rc == 0)
-            rc = start_kernel(sb, false, true, NULL, &k, &err);
+            rc = start_kernel(w, sb, false, true, NULL, &k, &err);
         pthread_mutex_lock(&w->pool.lock);
         if (rc < 0) {
             cq_sandbox_destroy(sb);
@@ -590,6 +602,7 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
         free(w);
         return -1;
     }
+    choose_runtimes_path(w);
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->reaper_cond, NULL);
     pthread_mutex_init(&w->pool.lock, NULL);
@@ -649,10 +662,9 @@ int cq_session_kernel(struct cq_worker *w, struct cq_session *s, bool javascript
                       struct cq_kernel **out, struct cq_error *err)
 {
     struct kernel_slot *slot = &s->kernels[javascript];
-    if (slot->kernel == NULL && start_kernel(s->sandbox, javascript, false,
+    if (slot->kernel == NULL && start_kernel(w, s->sandbox, javascript, false,
                                              (const char *const *)s->env, &slot->kernel, err) < 0)
         return -1;
-    (void)w;
     *out = slot->kernel;
     return 0;
 }

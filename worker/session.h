@@ -33,6 +33,7 @@ struct cq_session {
 struct cq_worker {
     struct cq_worker_config cfg;
     char runtimes_dir[4096];     /* on the host */
+    const char *runtimes_seen;   /* where sandboxes see it: runtimes_dir, or a bind */
     pthread_mutex_t lock;        /* sessions list, statuses, refs, n_live */
     struct cq_session *sessions; /* newest first */
     unsigned n_live;

@@ -59,6 +59,14 @@ struct held {
     bool moved;   /* adopted from a lost worker: say so in the next result */
     bool running; /* a thread drains the queue */
     bool waiting; /* ... and waits on wake for the next request */
+    /* An adopted session's creation time and time to live in Redis: the core's copy
+     * was started at adoption with the time left, and facts must not shorten the
+     * session by writing that (lifetime()). 0: started here, the core's are right. */
+    int64_t created_ms;
+    uint32_t ttl_s;
+    /* The session's packed StartSession until Redis has it (write_facts()). */
+    uint8_t *start;
+    size_t start_len;
     pthread_cond_t wake;
     struct queued *head, *tail;
     struct cq_manifest manifest;
@@ -139,6 +147,7 @@ static void held_forget(struct cq_daemon *d, struct held *h)
             *link = h->next;
             cq_manifest_free(&h->manifest);
             cq_delivery_release(h->delivery);
+            free(h->start);
             unstored_free(h);
             pthread_cond_destroy(&h->wake);
             free(h);
@@ -283,7 +292,8 @@ static void finish_fallback(struct cq_daemon *d, struct held *h, const Codeq__V1
     snprintf(message, sizeof(message), "codeq: the reply could not be encoded: %s", why->msg);
     cq_trace_stamp(tracing, "w.encoded");
     store_unstored(d, h); /* h->fallback is free again after it */
-    size_t len = cq_codec_fallback_response(req->request_id, req->session_id, message, h->fallback);
+    size_t len = cq_codec_fallback_response(req->request_id, req->session_id,
+                                            cq_result_error_of(why->code), message, h->fallback);
     h->unstored_published = publish_final(d, h, req, h->fallback, len);
     snprintf(h->unstored_id, sizeof(h->unstored_id), "%s", req->request_id);
     h->unstored = h->fallback;
@@ -354,53 +364,138 @@ static void on_session_end(void *ctx, const char *session_id)
         cq_log(CQ_LOG_INFO, "session %s ended", session_id);
 }
 
+/* The session's true creation time and time to live, over the core's (struct held). */
+static void lifetime(const struct held *h, struct cq_session_info *info)
+{
+    if (h->ttl_s == 0)
+        return;
+    info->created_at_ms = h->created_ms;
+    info->session_timeout_s = h->ttl_s;
+}
+
+/* Writes the session's facts, with its start parameters while Redis lacks them: the
+ * session reads READY in Redis only once they are there (cq_store_session_started()). */
+static void write_facts(struct cq_daemon *d, struct held *h, struct cq_session_info *info)
+{
+    struct cq_error err;
+    lifetime(h, info);
+    int rc = h->start != NULL
+                 ? cq_store_session_started(d->store, h->id, d->cfg.worker_id, h->fence, info,
+                                            h->start, h->start_len, &err)
+                 : cq_store_session_facts(d->store, h->id, d->cfg.worker_id, h->fence, info, &err);
+    if (rc < 0) {
+        cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err.msg);
+        return;
+    }
+    free(h->start);
+    h->start = NULL;
+}
+
 static void facts(struct cq_daemon *d, struct held *h)
 {
     struct cq_session_info info;
     struct cq_error err;
-    if (cq_worker_get_session(d->core, h->id, &info, &err) == 0 &&
-        cq_store_session_facts(d->store, h->id, d->cfg.worker_id, h->fence, &info, &err) < 0)
-        cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err.msg);
+    if (cq_worker_get_session(d->core, h->id, &info, &err) == 0)
+        write_facts(d, h, &info);
+}
+
+/* ---- start parameters ----------------------------------------------------------------
+ *
+ * A session adopted after a failover or a drain must run as it was started: with its
+ * limits, env, name and network mode, not the worker's defaults (an adopted session
+ * that came back with the default memory limit and without its env was a widening of
+ * what its client asked for). The owner therefore stores the StartSession itself in
+ * Redis with the session's first facts (cq_store_session_started(), fenced), and
+ * adopt() starts the session from those very bytes. Storing the message rather than
+ * the core's parameters keeps one mapping (params_of()) for both paths: a field that
+ * StartSession gains is carried over a failover as soon as params_of() maps it, with
+ * nothing to add to the store, and a worker reads what an older or newer one wrote.
+ * client_token is left out: it is the idempotency of the start request, not a
+ * parameter of the session. The env may hold secrets; it sits in Redis as the
+ * session's files do (docs/fleet.md). */
+
+struct start_env {
+    const char *env[257]; /* NULL-terminated, for struct cq_session_params */
+    char *owned[256];
+    size_t n;
+};
+
+static void start_env_free(struct start_env *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        free(e->owned[i]);
+    e->n = 0;
+}
+
+/* The core's parameters for a StartSession (network is not mapped: no sandbox has a
+ * network in any mode yet, and the mode is kept in Redis with the rest). */
+static void params_of(const Codeq__V1__StartSession *in, const char *id,
+                      struct cq_session_params *params, struct start_env *env)
+{
+    env->n = 0;
+    for (size_t i = 0; i < in->n_env && i < 256; i++) {
+        if (asprintf(&env->owned[env->n], "%s=%s", in->env[i]->key, in->env[i]->value) < 0)
+            break;
+        env->env[env->n] = env->owned[env->n];
+        env->n++;
+    }
+    env->env[env->n] = NULL;
+    *params = (struct cq_session_params){
+        .id = id,
+        .name = in->name[0] ? in->name : NULL,
+        .timeout_s = in->session_timeout_seconds,
+        .env = env->env,
+    };
+    if (in->limits != NULL) {
+        params->limits.memory_bytes = in->limits->memory_bytes;
+        params->limits.pids = in->limits->pids;
+        params->limits.cpus = in->limits->cpu_millis / 1000.0;
+        params->limits.workspace_bytes = in->limits->disk_bytes;
+    }
+}
+
+/* The StartSession as stored in Redis (malloc'd): the request's, without client_token. */
+static int pack_start(const Codeq__V1__StartSession *in, uint8_t **out, size_t *len,
+                      struct cq_error *err)
+{
+    Codeq__V1__StartSession copy = *in;
+    copy.client_token = (char *)"";
+    *len = codeq__v1__start_session__get_packed_size(&copy);
+    if ((*out = malloc(*len ? *len : 1)) == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate %zu bytes", *len);
+    codeq__v1__start_session__pack(&copy, *out);
+    return 0;
 }
 
 static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req)
 {
     const Codeq__V1__StartSession *in = req->start_session;
-    const char *env[260];
-    char *owned[256];
-    size_t n_env = 0;
-    for (size_t i = 0; i < in->n_env && i < 256; i++) {
-        if (asprintf(&owned[n_env], "%s=%s", in->env[i]->key, in->env[i]->value) < 0)
-            break;
-        env[n_env] = owned[n_env];
-        n_env++;
-    }
-    env[n_env] = NULL;
-    struct cq_session_params params = {
-        .id = h->id,
-        .name = in->name[0] ? in->name : NULL,
-        .timeout_s = in->session_timeout_seconds,
-        .env = env,
-    };
-    if (in->limits != NULL) {
-        params.limits.memory_bytes = in->limits->memory_bytes;
-        params.limits.pids = in->limits->pids;
-        params.limits.cpus = in->limits->cpu_millis / 1000.0;
-        params.limits.workspace_bytes = in->limits->disk_bytes;
-    }
+    struct cq_session_params params;
+    struct start_env env;
+    params_of(in, h->id, &params, &env);
     struct cq_session_info info;
     struct cq_error err;
-    int rc = cq_worker_start_session(d->core, &params, &info, &err);
-    for (size_t i = 0; i < n_env; i++)
-        free(owned[i]);
+    uint8_t *start = NULL;
+    size_t start_len = 0;
+    int rc = pack_start(in, &start, &start_len, &err);
+    if (rc == 0)
+        rc = cq_worker_start_session(d->core, &params, &info, &err);
+    start_env_free(&env);
     if (rc < 0) {
+        free(start);
         cq_store_end_session(d->store, h->id, d->cfg.worker_id, h->fence, NULL);
         finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
         return;
     }
     h->local = true;
-    if (cq_store_session_facts(d->store, h->id, d->cfg.worker_id, h->fence, &info, &err) < 0)
-        cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err.msg);
+    h->created_ms = 0;
+    h->ttl_s = 0;
+    free(h->start);
+    h->start = start;
+    h->start_len = start_len;
+    /* Not written (Redis unreachable past its wait): the session is not adoptable until
+     * the facts after its next request carry the parameters (write_facts()). */
+    write_facts(d, h, &info);
     uint8_t *bytes;
     size_t len;
     rc = cq_codec_session_response(req->request_id, &info, &bytes, &len, &err);
@@ -408,8 +503,38 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
     cq_log(CQ_LOG_INFO, "session %s started", h->id);
 }
 
+/* The session's StartSession from Redis (free with codeq__v1__start_session__free_unpacked),
+ * or *out NULL when it has none: a session started by a worker that predates stored
+ * start parameters, which is restarted as those workers did (name and time to live
+ * only, logged). */
+static int stored_start(struct cq_daemon *d, const char *id, Codeq__V1__StartSession **out,
+                        struct cq_error *err)
+{
+    uint8_t *bytes;
+    size_t len;
+    *out = NULL;
+    if (cq_store_session_start(d->store, id, &bytes, &len, err) < 0)
+        return -1;
+    if (bytes == NULL) {
+        cq_log(CQ_LOG_WARN,
+               "session %s has no start parameters in Redis (started by an older worker): "
+               "adopted with this worker's default limits and no env",
+               id);
+        return 0;
+    }
+    *out = codeq__v1__start_session__unpack(NULL, len, bytes);
+    free(bytes);
+    if (*out == NULL)
+        return cq_error_set(err, CQ_EINTERNAL,
+                            "session '%s': its start parameters in Redis cannot be decoded", id);
+    return 0;
+}
+
 /* Makes the session live here: a session routed to this worker that the core does not
- * have was moved from a lost worker; its files come back from Redis. */
+ * have was moved from a lost or drained worker. It starts again with the parameters it
+ * was first started with (stored_start()), for the time it has left; its files come
+ * back from Redis. Parameters this worker refuses (a limit above what its host allows)
+ * fail the adoption: the session is never run with other limits than its own. */
 static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
 {
     struct cq_session_info stored;
@@ -421,17 +546,28 @@ static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
                             "session '%s' not found or no longer running (sessions end after "
                             "their timeout, or when stopped)",
                             h->id);
+    Codeq__V1__StartSession *in, legacy = CODEQ__V1__START_SESSION__INIT;
+    if (stored_start(d, h->id, &in, err) < 0)
+        return -1;
+    legacy.name = stored.name;
+    struct cq_session_params params;
+    struct start_env env;
+    params_of(in != NULL ? in : &legacy, h->id, &params, &env);
     int64_t left_ms =
         stored.created_at_ms + (int64_t)stored.session_timeout_s * 1000 - cq_unix_ms();
-    struct cq_session_params params = {
-        .id = h->id,
-        .name = stored.name[0] ? stored.name : NULL,
-        .timeout_s = left_ms > 1000 ? (uint32_t)(left_ms / 1000) : 1,
-    };
+    params.timeout_s = left_ms > 1000 ? (uint32_t)(left_ms / 1000) : 1;
     struct cq_session_info info;
-    if (cq_worker_start_session(d->core, &params, &info, err) < 0)
-        return -1;
+    int rc = cq_worker_start_session(d->core, &params, &info, err);
+    start_env_free(&env);
+    if (in != NULL)
+        codeq__v1__start_session__free_unpacked(in, NULL);
+    if (rc < 0)
+        return cq_error_prefix(err, "session '%s' cannot be adopted", h->id);
     h->local = true;
+    h->created_ms = stored.created_at_ms;
+    h->ttl_s = stored.session_timeout_s;
+    free(h->start); /* in Redis already */
+    h->start = NULL;
     size_t restored = 0;
     if (cq_snapshot_restore(d->core, d->store, h->id, &h->manifest, &restored, err) < 0)
         cq_log(CQ_LOG_ERROR, "session %s: files not restored: %s", h->id, err->msg);
@@ -606,6 +742,7 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
             finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
             return;
         }
+        lifetime(h, &info);
         rc = cq_codec_session_response(req->request_id, &info, &bytes, &len, &err);
         finish_packed(d, h, req, rc, bytes, len, &err);
         return;
@@ -892,7 +1029,8 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
         Codeq__V1__Request *req = codeq__v1__request__unpack(NULL, msg->len, msg->payload);
         char fence_text[32];
         const char *fence = cq_kafka_header(msg, "codeq-fence", fence_text, sizeof(fence_text));
-        if (req == NULL || cq_codec_invalid(req) != NULL || req->session_id[0] == '\0') {
+        if (req == NULL || cq_codec_invalid(req) != NULL || req->session_id[0] == '\0' ||
+            cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic) != NULL) {
             /* Dispatchers validate; this is someone writing to a worker topic directly. */
             cq_log(CQ_LOG_WARN, "ignored an invalid message at offset %lld",
                    (long long)msg->offset);

@@ -245,7 +245,18 @@ async function execute(request) {
       // The cell closed the descriptor: its output ends here.
     }
   }
-  return { id: request.id, ok, value, images: [] };
+  const reply = { id: request.id, ok, value, images: [] };
+  // The value is held to the worker's limit (bytes of UTF-8), which refuses a reply line
+  // far larger than that and replaces a kernel that sends one.
+  const limit = Number.isInteger(request.limit) && request.limit > 0 ? request.limit : 1 << 20;
+  if (value !== null && Buffer.byteLength(value) > limit) {
+    const bytes = Buffer.from(value);
+    reply.value_bytes = bytes.length;
+    let end = limit;
+    while (end > 0 && (bytes[end] & 0xc0) === 0x80) end--; // cut before a continuation byte
+    reply.value = bytes.subarray(0, end).toString('utf8');
+  }
+  return reply;
 }
 
 function send(message) {

@@ -8,12 +8,16 @@ level, so output of C extensions and child processes is captured too).
 
 Protocol on the control channel: one JSON object per line each way.
   worker -> kernel  {"id": N, "op": "exec", "code": "...", "clear": bool, "marker": "...",
-                     "language": "python"}
+                     "language": "python", "limit": BYTES}
                     {"id": N, "op": "env", "env": {"NAME": "VALUE", ...}}
-  kernel -> worker  {"id": N, "ok": bool, "value": "repr or null", "images": ["base64", ...]}
+  kernel -> worker  {"id": N, "ok": bool, "value": "repr or null", "images": ["base64", ...],
+                     "value_bytes": N, "images_left_out": N}
                     {"id": 0, "ready": true} once, after start-up (and preloading)
 After a cell, the kernel writes the marker to fd 1 and to fd 2: everything the worker
-read on a stream before the marker belongs to that cell.
+read on a stream before the marker belongs to that cell. The value is cut to `limit`
+bytes of UTF-8 (value_bytes then gives its whole size) and figures stop at `limit` bytes
+of PNG (images_left_out counts the others): the worker refuses a reply line far larger
+than that, and kills a kernel that sends one.
 
 Everything here runs as sandboxed code: the worker trusts nothing it says.
 """
@@ -40,6 +44,17 @@ def _fresh_namespace():
     main.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = main
     return main.__dict__
+
+
+def _cut(text, limit):
+    """text held to limit bytes of UTF-8, cut at a character boundary, and its whole
+    size in bytes when it was cut (else 0)."""
+    if text is None:
+        return None, 0
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) <= limit:
+        return text, 0
+    return data[:limit].decode("utf-8", "ignore"), len(data)
 
 
 class Kernel:
@@ -69,17 +84,23 @@ class Kernel:
             except Exception:
                 pass
 
-    def figures(self):
-        """Every matplotlib figure the cell left open, as PNG, then closed."""
+    def figures(self, limit):
+        """Every matplotlib figure the cell left open, as PNG, then closed: those that
+        fit in limit bytes together, and how many did not."""
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is None:
-            return []
-        images = []
+            return [], 0
+        images, used, left_out = [], 0, 0
         try:
             for number in pyplot.get_fignums():
                 buffer = io.BytesIO()
                 pyplot.figure(number).savefig(buffer, format="png", bbox_inches="tight")
-                images.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+                png = buffer.getvalue()
+                if used + len(png) > limit:
+                    left_out += 1
+                    continue
+                used += len(png)
+                images.append(base64.b64encode(png).decode("ascii"))
         except Exception:
             traceback.print_exc()
         finally:
@@ -87,7 +108,7 @@ class Kernel:
                 pyplot.close("all")
             except Exception:
                 pass
-        return images
+        return images, left_out
 
     def run_cell(self, code):
         """Runs code like a notebook cell: statements, then the value of a final
@@ -127,7 +148,10 @@ class Kernel:
             while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
                 tb = tb.tb_next
             sys.stderr.write("".join(traceback.format_exception(kind, error, tb)))
-        images = self.figures()
+        limit = request.get("limit")
+        limit = limit if isinstance(limit, int) and limit > 0 else 1 << 20
+        images, images_left_out = self.figures(limit)
+        value, value_bytes = _cut(value, limit)
         self.flush_all()
         marker = request.get("marker", "").encode()
         for fd in (1, 2) if marker else ():
@@ -135,7 +159,12 @@ class Kernel:
                 os.write(fd, marker)
             except OSError:
                 pass  # the cell closed or replaced the descriptor: its output ends here
-        return {"id": request.get("id"), "ok": ok, "value": value, "images": images}
+        reply = {"id": request.get("id"), "ok": ok, "value": value, "images": images}
+        if value_bytes:
+            reply["value_bytes"] = value_bytes
+        if images_left_out:
+            reply["images_left_out"] = images_left_out
+        return reply
 
     def serve(self):
         self.send({"id": 0, "ready": True})

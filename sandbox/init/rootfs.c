@@ -11,7 +11,8 @@
  *  3. Mount the new root, a tmpfs, at /newroot and apply the plan sent by the
  *     supervisor: read-only, nosuid, nodev binds of the runtime; generated files;
  *     size- and inode-limited tmpfs for /tmp, /dev/shm and /workspace; /dev with
- *     only null, zero, full, random, urandom; /proc.
+ *     only null, zero, full, random, urandom; /proc, with a small tmpfs of
+ *     stand-ins for host-revealing /proc entries stacked on it.
  *  4. Make the new root read-only and pivot into /newroot with the
  *     pivot_root(".", ".") idiom, then detach the staging root that ends up stacked
  *     on top, and with it the host tree below /oldroot: from here on no host path
@@ -53,18 +54,44 @@ struct init_mount_attr {
 #define NEWROOT "/newroot"
 #define OLDROOT "/oldroot"
 
-/* /proc entries hidden from sandboxed code: they leak host-wide state (other users'
- * keys, kernel symbols, timers and names of host processes, kernel memory layout) or
- * are triggers. The list follows Docker's masked paths. Entries without permission
- * bits for "others" are skipped: they belong to the host's root, which is not mapped
- * in the sandbox, so the sandbox user cannot open them anyway, and every mount saved
- * here is saved on every process start. */
+/* /proc entries hidden from sandboxed code (an empty file or directory is bound over
+ * them): they leak host-wide state (other users' keys, kernel symbols, timers and
+ * names of host processes, kernel memory layout), are triggers, or are a side
+ * channel on the other sessions of the host (pressure stall times and per-disk I/O
+ * counters show when and how hard they compute, allocate and write). The list
+ * follows Docker's masked paths, plus pressure and diskstats. Entries without
+ * permission bits for "others" are skipped: they belong to the host's root, which is
+ * not mapped in the sandbox, so the sandbox user cannot open them anyway, and every
+ * mount saved here is saved on every process start. */
 static const char *const proc_masked[] = {
     "/proc/kcore",       "/proc/keys",          "/proc/key-users",   "/proc/timer_list",
     "/proc/sched_debug", "/proc/latency_stats", "/proc/kallsyms",    "/proc/kpagecount",
     "/proc/kpageflags",  "/proc/kpagecgroup",   "/proc/vmallocinfo", "/proc/sysrq-trigger",
     "/proc/acpi",        "/proc/scsi",          "/proc/asound",      "/proc/driver",
+    "/proc/pressure",    "/proc/diskstats",
 };
+
+/* /proc entries replaced by a neutral stand-in of the same name (see
+ * mount_proc_standins): boot_id and the kernel command line identify the host (the
+ * same values in every sandbox of a host, and unique to it), and the load average
+ * follows the other sessions' CPU use. Tools read them, so they stay readable. */
+static const struct {
+    const char *path;
+    const char *standin;
+} proc_replaced[] = {
+    {"/proc/sys/kernel/random/boot_id", "boot_id"},
+    {"/proc/cmdline", "cmdline"},
+    {"/proc/loadavg", "loadavg"},
+};
+
+/* The stand-ins live in a small read-only tmpfs that init stacks on top of the
+ * sandbox-level /proc. Each shim opens it before mounting its process's /proc over
+ * it, binds from it through that fd, and closes the fd: the stand-ins are out of
+ * reach by path for sandboxed code, and a bind of a file from an existing mount is
+ * the cheapest mount there is (no new superblock; the bind inherits read-only,
+ * nosuid, nodev and noexec from its source, so no mount_setattr either). */
+#define STANDIN_EMPTY_FILE "empty"
+#define STANDIN_EMPTY_DIR  "emptydir"
 
 static int set_mount_attr(const char *path, uint64_t set, unsigned flags, struct cq_error *err)
 {
@@ -194,7 +221,7 @@ static int copy_file(const char *src, const char *dst, bool optional, struct cq_
     return 0;
 }
 
-static int mask_path(const char *dst, bool optional, bool only_if_public, struct cq_error *err)
+static int mask_path(const char *dst, bool optional, struct cq_error *err)
 {
     struct stat st;
     if (lstat(dst, &st) < 0) {
@@ -202,8 +229,6 @@ static int mask_path(const char *dst, bool optional, bool only_if_public, struct
             return 0;
         return cq_error_sys(err, errno, "mask %s", dst);
     }
-    if (only_if_public && (st.st_mode & (S_IROTH | S_IWOTH)) == 0)
-        return 0;
     if (S_ISDIR(st.st_mode)) {
         if (mount("tmpfs", dst, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   "size=0,nr_inodes=1,mode=0555") < 0)
@@ -214,6 +239,73 @@ static int mask_path(const char *dst, bool optional, bool only_if_public, struct
         return cq_error_sys(err, errno, "mask file %s", dst);
     return set_mount_attr(
         dst, INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NOEXEC, 0, err);
+}
+
+/* A random version 4 UUID, formatted as /proc/sys/kernel/random/boot_id is. */
+static int make_boot_id(char out[38], struct cq_error *err)
+{
+    uint8_t b[16];
+    if (syscall(SYS_getrandom, b, sizeof(b), 0) != (long)sizeof(b))
+        return cq_error_sys(err, errno ? errno : EIO, "getrandom for boot_id");
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 38, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\n",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+    return 0;
+}
+
+/* Stacks the stand-ins for /proc entries on the sandbox-level /proc at dst (see
+ * proc_replaced). boot_id is random per sandbox: processes of one sandbox agree on
+ * it, as programs expect of one boot, while it tells nothing about the host and
+ * links no two sandboxes. The command line is a neutral constant, and so is the
+ * load average: a virtual one would need a process serving it, and the same host
+ * figures stay readable through sysinfo(2) anyway (see docs/security.md). */
+static int mount_proc_standins(const char *dst, struct cq_error *err)
+{
+    if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "size=16k,nr_inodes=16,mode=0555") < 0)
+        return cq_error_sys(err, errno, "mount the /proc stand-ins on %s", dst);
+    char boot_id[38];
+    if (make_boot_id(boot_id, err) < 0)
+        return -1;
+    const struct {
+        const char *name;
+        const char *content;
+    } files[] = {
+        {STANDIN_EMPTY_FILE, ""},
+        {"boot_id", boot_id},
+        {"cmdline", "quiet\n"},
+        {"loadavg", "0.00 0.00 0.00 1/1 1\n"},
+    };
+    char path[PATH_MAX];
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dst, files[i].name);
+        if (write_file(path, files[i].content, 0444, err) < 0)
+            return -1;
+    }
+    snprintf(path, sizeof(path), "%s/" STANDIN_EMPTY_DIR, dst);
+    if (mkdir(path, 0555) < 0)
+        return cq_error_sys(err, errno, "mkdir %s", path);
+    return set_mount_attr(dst,
+                          INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NODEV |
+                              INIT_MOUNT_ATTR_NOEXEC,
+                          0, err);
+}
+
+/* Binds the stand-in `name` of the directory `standins` over dst (in a process's
+ * /proc). An entry the kernel does not have is skipped. */
+static int cover_proc_entry(const char *standins, const char *name, const char *dst,
+                            struct cq_error *err)
+{
+    char src[PATH_MAX];
+    snprintf(src, sizeof(src), "%s/%s", standins, name);
+    if (mount(src, dst, NULL, MS_BIND, NULL) < 0) {
+        if (errno == ENOENT && access(dst, F_OK) < 0)
+            return 0;
+        return cq_error_sys(err, errno, "bind %s over %s", name, dst);
+    }
+    return 0;
 }
 
 static int make_readonly(const char *dst, bool optional, struct cq_error *err)
@@ -285,14 +377,15 @@ static int apply_op(const struct init_mount *m, struct cq_error *err)
     case CQ_MOUNT_PROC:
         /* The sandbox-level /proc: only init and shims see it, and the kernel
          * allows a process's own /proc mount later only while a fully visible one
-         * exists in the namespace. */
+         * exists in the namespace (overmounting it by the stand-ins does not count
+         * against it: only locked mounts, inherited from the host, do). */
         if (make_mountpoint(dst, true, err) < 0)
             return -1;
         if (mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
             return cq_error_sys(err, errno, "mount proc on %s", dst);
-        return 0;
+        return mount_proc_standins(dst, err);
     case CQ_MOUNT_MASK:
-        return mask_path(dst, optional, false, err);
+        return mask_path(dst, optional, err);
     case CQ_MOUNT_RDONLY:
         return make_readonly(dst, optional, err);
     case CQ_MOUNT_ROOT_RDONLY:
@@ -342,14 +435,34 @@ int init_build_root(const struct init_config *cfg, struct cq_error *err)
 
 int init_mount_process_proc(struct cq_error *err)
 {
+    /* "/proc" is still the stand-ins' tmpfs on top of the sandbox-level /proc; the
+     * fd keeps it reachable once the process's /proc covers it. */
+    cq_autoclose int fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return cq_error_sys(err, errno, "open the /proc stand-ins");
+    char standins[32];
+    snprintf(standins, sizeof(standins), "/proc/self/fd/%d", fd);
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         return cq_error_sys(err, errno, "mount the process's /proc");
-    for (size_t i = 0; i < sizeof(proc_masked) / sizeof(proc_masked[0]); i++)
-        if (mask_path(proc_masked[i], true, true, err) < 0)
+    for (size_t i = 0; i < sizeof(proc_masked) / sizeof(proc_masked[0]); i++) {
+        struct stat st;
+        if (lstat(proc_masked[i], &st) < 0) {
+            if (errno == ENOENT)
+                continue; /* this kernel does not have it */
+            return cq_error_sys(err, errno, "mask %s", proc_masked[i]);
+        }
+        if ((st.st_mode & (S_IROTH | S_IWOTH)) == 0)
+            continue; /* closed to the sandbox user anyway (see above) */
+        const char *name = S_ISDIR(st.st_mode) ? STANDIN_EMPTY_DIR : STANDIN_EMPTY_FILE;
+        if (cover_proc_entry(standins, name, proc_masked[i], err) < 0)
             return -1;
+    }
     /* Sysctls of the sandbox's own network namespace belong to its root; nothing in
      * the sandbox should change them, even a process that became that root. */
     if (make_readonly("/proc/sys", true, err) < 0)
         return -1;
+    for (size_t i = 0; i < sizeof(proc_replaced) / sizeof(proc_replaced[0]); i++)
+        if (cover_proc_entry(standins, proc_replaced[i].standin, proc_replaced[i].path, err) < 0)
+            return -1;
     return 0;
 }

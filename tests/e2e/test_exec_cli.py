@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import signal
+import stat
 import struct
 import subprocess
 import time
@@ -105,6 +107,7 @@ def test_help(host):
     assert r.returncode == 0 and r.stderr == "", r
     assert r.stdout.startswith("usage: codeq exec [--lang python|javascript|typescript]")
     for text in ("-c CODE", "--lang LANG", "--timeout SECONDS", "--json", "--out DIR",
+                 "--out-force", "--out-dotfiles",
                  "exit status: 0 on success, 1 when the code failed", "2 for bad options",
                  "125 when codeq itself failed"):
         assert text in r.stdout, text
@@ -121,6 +124,7 @@ def test_help(host):
     (["--timeout", "-1", "-c", "1"], "--timeout: "),
     (["/nonexistent/code.py"], "cannot open '/nonexistent/code.py'"),
     (["--out", "/proc/codeq-e2e/out", "-c", "1"], "--out: cannot create '/proc/codeq-e2e/out'"),
+    (["--out-force", "-c", "1"], "--out-force and --out-dotfiles go with --out DIR"),
 ])
 def test_usage_errors_exit_2(host, args, text):
     r = codeq_exec(host, *args)
@@ -306,11 +310,12 @@ def test_out_saves_images_and_workspace_files(host, tmp_path):
 
 
 def test_out_into_an_existing_directory_and_with_an_error(host, tmp_path):
-    """--out into an existing directory adds to it; the files are saved even when the
-    code fails (exit 1)."""
+    """--out --out-force into a non-empty directory adds to it; the files are saved
+    even when the code fails (exit 1)."""
     out = tmp_path / "existing"
     write(str(out / "keep.txt"), "mine")
-    r = codeq_exec(host, "--out", str(out), "-c", "open('partial.txt', 'w').write('p')\n1/0")
+    r = codeq_exec(host, "--out", str(out), "--out-force", "-c",
+                   "open('partial.txt', 'w').write('p')\n1/0")
     assert r.returncode == 1, r
     assert tree(str(out)) == {"keep.txt": b"mine", "partial.txt": b"p"}
 
@@ -322,6 +327,187 @@ def test_out_saves_names_that_contain_two_dots(host, tmp_path):
     r = codeq_exec(host, "--out", str(out), "-c", "open('v1..2.csv', 'w').write('a,b\\n')")
     assert r.returncode == 0, r
     assert tree(str(out)) == {"v1..2.csv": b"a,b\n"}
+
+
+def snapshot(root):
+    """{relative path: (kind, mode, content)} of everything below root, links unfollowed."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            st = os.lstat(p)
+            if os.path.islink(p):
+                content = os.readlink(p)
+            elif os.path.isdir(p):
+                content = None
+            else:
+                with open(p, "rb") as f:
+                    content = f.read()
+            out[os.path.relpath(p, root)] = (stat.S_IFMT(st.st_mode), st.st_mode, content)
+    return out
+
+
+# What a cell that wants the user's shell writes into a project directory: every file
+# here runs as root at the next `git status`, shell, cd or make.
+PLANT = ("import os\n"
+         "os.makedirs('.git', exist_ok=True)\n"
+         "open('.git/config', 'w').write('[core]\\n\\tfsmonitor = \"id > {marker}\"\\n')\n"
+         "open('.bashrc', 'w').write('id > {marker}\\n')\n"
+         "open('.\\x1b]0;owned\\x07', 'w').write('a name for the terminal')\n"
+         "open('Makefile', 'w').write('all:\\n\\tid > {marker}\\n')\n"
+         "open('result.txt', 'w').write('the result')\n")
+
+
+def git_work_tree(path):
+    """A git work tree with a Makefile of its own (a .git directory made by hand when
+    git is missing). The hook is never run: the test only reads the files."""
+    path.mkdir()
+    if shutil.which("git"):
+        subprocess.run(["git", "init", "-q", str(path)], check=True)
+    else:
+        write(str(path / ".git" / "config"), "[core]\n\trepositoryformatversion = 0\n")
+    write(str(path / "Makefile"), "all:\n\techo mine\n")
+    return snapshot(str(path))
+
+
+def test_out_refuses_a_non_empty_directory(host, tmp_path):
+    """--out into a git work tree (not empty) is a usage error before any code runs;
+    nothing in it changes."""
+    repo = tmp_path / "repo"
+    before = git_work_tree(repo)
+    marker = tmp_path / "pwned"
+    r = codeq_exec(host, "--out", str(repo), "-c", PLANT.format(marker=marker))
+    assert r.returncode == 2, r
+    assert f"--out: '{repo}' is not empty" in r.stderr and "--out-force" in r.stderr, r
+    assert snapshot(str(repo)) == before
+    assert not marker.exists()
+
+
+def test_out_force_never_writes_dot_paths_nor_replaces_files(host, tmp_path):
+    """--out-force into a git work tree: .git/config and .bashrc are not written (the
+    note lists them, escaped for the terminal), the existing Makefile is kept, only
+    the new result.txt is added. With --out-dotfiles too, .git/config is still not
+    replaced."""
+    repo = tmp_path / "repo"
+    before = git_work_tree(repo)
+    marker = tmp_path / "pwned"
+    r = codeq_exec(host, "--out", str(repo), "--out-force", "-c", PLANT.format(marker=marker))
+    assert r.returncode == 0, r
+    after = snapshot(str(repo))
+    assert set(after) - set(before) == {"result.txt"}, sorted(after)
+    assert {k: v for k, v in after.items() if k != "result.txt"} == before
+    assert after["result.txt"][2] == b"the result"
+    assert ("codeq: --out: skipped 3 dot-path(s) (.\\x1b]0;owned\\x07, .bashrc, .git/); "
+            "--out-dotfiles saves them\n") in r.stderr, r
+    assert "kept 1 existing entry in place of what the code wrote (Makefile)" in r.stderr, r
+    assert "\x1b" not in r.stderr, r
+
+    r = codeq_exec(host, "--out", str(repo), "--out-force", "--out-dotfiles", "-c",
+                   PLANT.format(marker=marker))
+    assert r.returncode == 0, r
+    after = snapshot(str(repo))
+    assert after[".git/config"] == before[".git/config"]
+    assert after["Makefile"] == before["Makefile"]
+    assert after[".bashrc"][2] == f"id > {marker}\n".encode()  # asked for: new dot-files
+    assert after[".bashrc"][1] & 0o777 == 0o644
+    assert "kept 3 existing entries" in r.stderr and ".git/config" in r.stderr, r
+    assert not marker.exists()
+
+
+def test_out_never_follows_a_symlink(host, tmp_path):
+    """Links the code made in its workspace are neither saved nor followed; links
+    planted in DIR (to a directory, to a file, dangling) are not written through with
+    --out-force; DIR itself being a symlink is refused."""
+    victim = tmp_path / "victim"
+    write(str(victim / "target.txt"), "precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(victim, out / "sub")
+    os.symlink(victim / "target.txt", out / "report.txt")
+    os.symlink(victim / "created.txt", out / "new.txt")
+    code = ("import os\n"
+            "os.symlink('/etc', 'etcdir')\n"
+            "os.symlink('/etc/passwd', 'pw')\n"
+            "os.makedirs('sub')\n"
+            "open('sub/target.txt', 'w').write('through a dir link')\n"
+            "open('report.txt', 'w').write('through a file link')\n"
+            "open('new.txt', 'w').write('through a dangling link')\n"
+            "open('fine.txt', 'w').write('fine')\n")
+    r = codeq_exec(host, "--out", str(out), "--out-force", "-c", code)
+    assert r.returncode == 0, r
+    assert snapshot(str(victim)) == {"target.txt": (stat.S_IFREG, os.stat(
+        victim / "target.txt").st_mode, b"precious")}
+    assert tree(str(out)) == {"sub": ("link", str(victim)),
+                              "report.txt": ("link", str(victim / "target.txt")),
+                              "new.txt": ("link", str(victim / "created.txt")),
+                              "fine.txt": b"fine"}
+    assert "skipped 2 link(s) or special file(s) (etcdir, pw)" in r.stderr, r
+    assert "kept 3 existing entries" in r.stderr, r
+
+    link = tmp_path / "link-to-victim"
+    os.symlink(victim, link)
+    r = codeq_exec(host, "--out", str(link), "--out-force", "-c", code)
+    assert r.returncode == 2 and f"--out: '{link}' is a symbolic link" in r.stderr, r
+    assert sorted(os.listdir(victim)) == ["target.txt"]
+
+
+def test_out_caps_the_bytes_and_keeps_holes(host, tmp_path):
+    """Sparse files cost nothing in the workspace: twelve of 100 MiB - 1 would be 1.2 GB
+    on the host. At most the workspace size (256M) is saved, the rest is refused with
+    a note, and zero blocks stay holes, so disk use follows the real data."""
+    out = tmp_path / "out"
+    mixed = b"\0" * 8192 + b"data" + b"\0" * 10000 + b"end"
+    r = codeq_exec(host, "--out", str(out), "-c",
+                   "import os\n"
+                   "for i in range(12):\n"
+                   "    open(f'big-{i:02}', 'w').close()\n"
+                   "    os.truncate(f'big-{i:02}', (100 << 20) - 1)\n"
+                   f"open('mixed', 'wb').write({mixed!r})\n")
+    assert r.returncode == 0, r
+    sizes = {n: os.lstat(out / n).st_size for n in os.listdir(out)}
+    assert sum(sizes.values()) <= 256 << 20, sizes
+    assert sizes == {"big-00": (100 << 20) - 1, "big-01": (100 << 20) - 1,
+                     "mixed": len(mixed)}, sizes
+    assert (out / "mixed").read_bytes() == mixed
+    used = sum(os.lstat(out / n).st_blocks * 512 for n in sizes)
+    assert used < 1 << 20, used
+    assert ("codeq: --out: skipped 10 file(s) past the limit of 256M saved (big-02, big-03, "
+            in r.stderr), r
+
+
+def test_out_new_directory_is_private_and_files_are_not_executable(host, tmp_path):
+    """A new DIR is made 0700; saved files are 0644 even when executable in the
+    workspace; an existing empty DIR is accepted and keeps its mode."""
+    out = tmp_path / "out"
+    code = "import os\nopen('run.sh', 'w').write('echo hi')\nos.chmod('run.sh', 0o4755)"
+    r = codeq_exec(host, "--out", str(out), "-c", code)
+    assert r.returncode == 0 and r.stderr == "", r
+    assert os.stat(out).st_mode & 0o7777 == 0o700
+    assert os.stat(out / "run.sh").st_mode & 0o7777 == 0o644
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o750)
+    os.chmod(empty, 0o750)
+    r = codeq_exec(host, "--out", str(empty), "-c", code)
+    assert r.returncode == 0, r
+    assert os.stat(empty).st_mode & 0o7777 == 0o750
+    assert tree(str(empty)) == {"run.sh": b"echo hi"}
+
+
+def test_out_failure_is_reported_once_and_exits_125(host, tmp_path):
+    """A file that cannot be saved (here: deeper than 32 directories) is one error line
+    on stderr and exit status 125; the other files are still saved."""
+    out = tmp_path / "out"
+    r = codeq_exec(host, "--out", str(out), "-c",
+                   "import os\n"
+                   "deep = '/'.join(['d'] * 34)\n"
+                   "os.makedirs(deep)\n"
+                   "open(deep + '/x.txt', 'w').write('x')\n"
+                   "open('ok.txt', 'w').write('ok')\n")
+    assert r.returncode == 125, r
+    lines = [x for x in r.stderr.splitlines() if x.startswith("codeq: --out: ")]
+    assert lines == ["codeq: --out: " + "/".join(["d"] * 33) +
+                     ": more than 32 directories deep; not saved"], r
+    assert tree(str(out))["ok.txt"] == b"ok"
 
 
 # ----------------------------------------------------------------------------------

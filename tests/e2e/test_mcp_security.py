@@ -755,3 +755,34 @@ def test_killed_server_leaves_no_sandbox_processes(host):
     start_session(sweeper)
     sweeper.close()
     host.assert_clean([srv.pid])
+
+
+def test_installed_runtimes_leave_no_host_path_in_mountinfo(host):
+    """A bind prints its host source path in the sandbox's /proc/self/mountinfo. Runtimes
+    installed under /usr (as packages and the container image put them) are seen through
+    the sandbox's read-only /usr at the same path: no bind, no host path to learn; the
+    kernels (Python and Node) still start from there."""
+    repo_runtimes = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "runtimes")
+    install = tempfile.mkdtemp(prefix="codeq-test-", dir="/usr/local/share")
+    os.chmod(install, 0o755)  # as an installation is: the sandbox user reads it
+    try:
+        runtimes = os.path.join(install, "runtimes")
+        shutil.copytree(repo_runtimes, runtimes, symlinks=True)
+        env = os.environ.copy()
+        env["CODEQ_RUNTIMES_DIR"] = runtimes
+        srv = McpServer("--warm-pool", "0", env=env)
+        host.pids.append(srv.pid)
+        srv.initialize()
+        try:
+            s = start_session(srv)
+            mounts = s.value("open('/proc/self/mountinfo').read()")
+            assert "/opt/codeq/runtimes" not in mounts, mounts
+            assert repo_runtimes not in mounts and install not in mounts, mounts
+            assert s.value(f"__import__('os').path.isdir({runtimes!r})") == "True"
+            assert s.value("1 + 1", language="javascript") == "2"
+            assert s.value("const n: number = 2; n * 3", language="typescript") == "6"
+        finally:
+            srv.close()
+    finally:
+        shutil.rmtree(install)

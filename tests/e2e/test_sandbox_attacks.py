@@ -720,10 +720,11 @@ def test_identity(workspace):
     assert [l.split(":")[0] for l in lines[2:]] == ["root", "sandbox", "nobody"]
 
 
-# The /proc entries codeq masks (sandbox/init/rootfs.c, after Docker's masked paths).
+# The /proc entries codeq masks (sandbox/init/rootfs.c, after Docker's masked paths,
+# plus the side channels on other sessions: pressure stall times, per-disk I/O).
 PROC_MASKED = ["kcore", "keys", "key-users", "timer_list", "sched_debug", "latency_stats",
                "kallsyms", "kpagecount", "kpageflags", "kpagecgroup", "vmallocinfo",
-               "sysrq-trigger", "acpi", "scsi", "asound", "driver"]
+               "sysrq-trigger", "acpi", "scsi", "asound", "driver", "pressure", "diskstats"]
 
 
 def test_proc_host_wide_entries_hidden(workspace):
@@ -752,6 +753,93 @@ def test_proc_host_wide_entries_hidden(workspace):
         checked += 1
     assert checked >= 3, "too few of the masked /proc entries exist to test anything"
     assert inside(workspace, "size", "/proc/kmsg") == "errno=EACCES"
+
+
+def _read_host(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_proc_host_identity_replaced(workspace):
+    """Reads /proc/sys/kernel/random/boot_id and /proc/cmdline, which are the same in
+    every container of a host and unique to it, so code in two sessions could tell
+    that it shares a host (and which one). Inside, boot_id is a random version 4 UUID
+    of the sandbox: not the host's, and different in the next sandbox; the command
+    line is a neutral constant, not the host's. Both stay readable (programs read
+    boot_id) and cannot be written."""
+    script = "cat /proc/sys/kernel/random/boot_id /proc/cmdline"
+    runs = [codeq_sandbox(["sh", "-c", script], workspace=workspace) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r
+    boot_ids = [r.stdout.splitlines()[0] for r in runs]
+    host_boot_id = _read_host("/proc/sys/kernel/random/boot_id").strip()
+    for boot_id in boot_ids:
+        assert boot_id != host_boot_id
+        fields = boot_id.split("-")
+        assert [len(f) for f in fields] == [8, 4, 4, 4, 12], boot_id
+        assert fields[2][0] == "4" and fields[3][0] in "89ab", boot_id
+    assert boot_ids[0] != boot_ids[1], "two sandboxes share a boot_id"
+    host_cmdline = _read_host("/proc/cmdline")
+    for r in runs:
+        assert r.stdout.split("\n", 1)[1] == "quiet\n" != host_cmdline, r
+    assert inside(workspace, "openw", "/proc/sys/kernel/random/boot_id") == "errno=EACCES"
+    assert inside(workspace, "openw", "/proc/cmdline") == "errno=EACCES"
+
+
+def test_proc_loadavg_neutral(workspace):
+    """Reads /proc/loadavg, whose figures follow the CPU use of every session of the
+    host (and count the host's threads): inside it is a constant, so `uptime` and
+    `top` report a load of 0. (sysinfo(2) still returns the host's load averages: a
+    documented limit, see docs/security.md.)"""
+    r = codeq_sandbox(["cat", "/proc/loadavg"], workspace=workspace)
+    assert r.returncode == 0, r
+    assert r.stdout == "0.00 0.00 0.00 1/1 1\n"
+    assert _read_host("/proc/loadavg").split()[3] != "1/1"
+
+
+def test_mountinfo_names_no_other_host_path():
+    """Reads /proc/self/mountinfo, whose 4th field is the path of each mount's root
+    inside its file system: for a bind, the host path it came from. In a sandbox
+    without --workspace every bind comes from the same path as it is mounted on (the
+    runtime: /usr, the /etc allowlist, the devices) or is a /proc stand-in, so no
+    other host path is named. (A worker session's runtimes bind names the runtimes'
+    host directory, and --workspace its directory: documented in docs/security.md.)"""
+    r = codeq_sandbox(["cat", "/proc/self/mountinfo"])
+    assert r.returncode == 0, r
+    standins = {"/empty", "/emptydir", "/boot_id", "/cmdline", "/loadavg"}
+    for line in r.stdout.splitlines():
+        root, mount_point = line.split()[3:5]
+        assert (root in ("/", mount_point) or
+                (root in standins and mount_point.startswith("/proc/")) or
+                (mount_point == "/dev" + root and line.split(" - ")[1].startswith("devtmpfs"))
+                or (root == "/sys" and mount_point == "/proc/sys")), line
+
+
+def test_common_tools_still_work(workspace):
+    """What masking must not break: `free`, `ps aux`, `top -bn1`, `uptime`, Python's
+    os.cpu_count() (glibc counts the cpu lines of /proc/stat without /sys), importing
+    numpy, pandas and matplotlib, and Node's os.totalmem() (from /proc/meminfo)."""
+    script = "\n".join([
+        "set -e",
+        "free | grep -q '^Mem:'",
+        "ps aux | grep -q '[p]s aux'",
+        "top -bn1 | head -1",
+        "uptime",
+        'python3 -c "import os; print(os.cpu_count())"',
+        'python3 -c "import numpy, pandas, matplotlib; print(\'imports ok\')"',
+        'node -e "console.log(require(\'os\').totalmem())"',
+    ])
+    r = codeq_sandbox(["sh", "-c", script], workspace=workspace, opts=["--timeout", "60"])
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    assert len(lines) == 5, r
+    assert lines[0].startswith("top - ") and "load average: 0.00, 0.00, 0.00" in lines[0], r
+    assert "load average: 0.00, 0.00, 0.00" in lines[1], r
+    assert lines[2] == str(os.cpu_count()), r
+    assert lines[3] == "imports ok", r
+    mem_total_kb = next(int(l.split()[1]) for l in _read_host("/proc/meminfo").splitlines()
+                        if l.startswith("MemTotal:"))
+    assert int(lines[4]) == mem_total_kb * 1024, r
 
 
 def test_proc_sys_read_only(workspace):

@@ -165,6 +165,70 @@ def test_reply_topics_that_cannot_be_written_do_not_stop_the_dispatcher(fleet, d
     assert "reply_topic is not a Kafka topic name" in log
 
 
+def test_the_fleet_writes_replies_only_to_client_reply_topics(fleet, driver):
+    """A request names its reply topic and the fleet writes there: a topic outside the
+    reply prefix (another application's), the request topic, the dead-letter topic or
+    a worker's topic is refused: dead-lettered with the reason, nothing written to it,
+    and a message written straight to a worker topic with such a reply topic is not
+    run either."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    other = "orders-" + uuid.uuid4().hex[:8]
+    admin.create_topics([NewTopic(other, 1, 1)])[other].result()
+    worker_topic = "codeq.worker." + next(iter(fleet.workers))
+    sid = driver.start_session()
+    targets = [other, fleet.request_topic, fleet.dlq_topic, worker_topic]
+    sent = {}
+    for topic in targets:
+        req = pb.Request(request_id=uuid.uuid4().hex, session_id=sid, reply_topic=topic,
+                         invoke=pb.Invoke(tool="executeCode", arguments=pb.Arguments(
+                             code="open('ran.txt', 'a').write('x')")))
+        driver.send_raw(req.SerializeToString(), key=sid.encode())
+        sent[req.request_id] = topic
+    # Straight to the worker's topic, past the dispatcher.
+    direct = pb.Request(request_id=uuid.uuid4().hex, session_id=sid, reply_topic=other,
+                        invoke=pb.Invoke(tool="executeCode", arguments=pb.Arguments(
+                            code="open('ran.txt', 'a').write('x')")))
+    driver.send_raw(direct.SerializeToString(), key=sid.encode(), topic=worker_topic)
+
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "dlq-" + uuid.uuid4().hex,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([fleet.dlq_topic])
+    reasons = {}
+    deadline = time.time() + 60
+    while len(reasons) < len(targets) and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        try:
+            rid = pb.Request.FromString(m.value()).request_id
+        except Exception:
+            continue
+        if rid in sent:
+            reasons[rid] = dict((k, v.decode()) for k, v in m.headers())["codeq-dlq-reason"]
+    c.close()
+    assert set(reasons) == set(sent), reasons
+    assert "reply topic prefix" in reasons[next(r for r, t in sent.items() if t == other)]
+    for rid, topic in sent.items():
+        if topic != other:
+            assert "one of the fleet's own topics" in reasons[rid] or \
+                "reply topic prefix" in reasons[rid], reasons[rid]
+    # Nothing ran, nothing was written to the other application's topic.
+    r = driver.call(pb.Request(session_id=sid, invoke=pb.Invoke(
+        tool="executeCode", arguments=pb.Arguments(
+            code="import os; os.path.exists('ran.txt')"))))
+    assert texts(r.result) == ["False"]
+    peek = Consumer({"bootstrap.servers": BROKERS, "group.id": "peek-" + uuid.uuid4().hex,
+                     "auto.offset.reset": "earliest"})
+    peek.subscribe([other])
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        m = peek.poll(0.5)
+        assert m is None or m.error(), f"the fleet wrote to {other}"
+    peek.close()
+    admin.delete_topics([other])[other].result()
+
+
 def test_a_request_past_its_deadline_is_not_run(driver):
     sid = driver.start_session()
     req = pb.Request(session_id=sid, deadline_unix_ms=int(time.time() * 1000) - 1000,

@@ -5,14 +5,18 @@ restarts only a Redis or a broker of its own, so that it disturbs nothing else. 
 promise under test (docs/fleet.md): every accepted request gets a final reply, and none
 runs twice."""
 
+import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import BROKERS
+from conftest import BROKERS, SERVICES, free_port
 from driver import Driver, pb, texts
 
 
@@ -173,6 +177,78 @@ def test_worker_drains_on_sigterm(new_fleet, redis_client):
         driver.close()
 
 
+def session_facts(driver, sid):
+    r = driver.call(pb.Request(session_id=sid, get_session=pb.GetSession()))
+    assert r.WhichOneof("payload") == "session", r
+    return r.session
+
+
+def touch(mib):
+    """Code that allocates mib MiB and touches every page (a bytearray's pages are
+    not resident until written)."""
+    return (f"b = bytearray({mib} << 20)\n"
+            "for i in range(0, len(b), 4096):\n    b[i] = 1\nlen(b) >> 20")
+
+
+@pytest.mark.parametrize("how", ["kill -9", "sigterm drain"])
+def test_a_moved_session_keeps_what_it_was_started_with(new_fleet, redis_client, how):
+    """A session started with 128 MiB of memory, an env, a name and a time to live,
+    moved to the other worker after its owner is killed (or drained by SIGTERM), runs
+    there as it was started: FOO is set, its file is there, 50 MiB can be allocated
+    and 300 MiB ends with the memory limit (not the worker's default of 512 MiB); its
+    name, creation time and time to live are unchanged. Its start parameters leave
+    Redis with the session."""
+    f = start_fleet(new_fleet, redis_client)
+    driver = Driver(BROKERS, f.request_topic)
+    try:
+        sid = driver.start_session(name="limited", session_timeout_seconds=1200,
+                                   limits=pb.Limits(memory_bytes=128 << 20),
+                                   env={"FOO": "bar"})
+        key = f.prefix + "session:" + sid
+        victim = owner(redis_client, f, sid)
+        other = [w for w in f.workers if w != victim][0]
+        assert texts(driver.code(sid, "import os\nos.environ.get('FOO')"))[-1] == "'bar'"
+        r = driver.code(sid, "open('kept.txt', 'w').write('survives')")
+        assert not r.is_error, r
+        before = session_facts(driver, sid)
+
+        worker = f.workers[victim]
+        if how == "kill -9":
+            worker.kill()
+        else:
+            worker.proc.send_signal(signal.SIGTERM)
+            assert worker.proc.wait(timeout=60) == 0, worker.log_text()[-3000:]
+
+        r = driver.code(sid, "import os\nos.environ.get('FOO'), open('kept.txt').read()")
+        assert any("moved to a new worker" in t for t in texts(r)), r
+        assert texts(r)[-1] == "('bar', 'survives')", r
+        assert owner(redis_client, f, sid) == other
+        r = driver.code(sid, touch(50))
+        assert not r.is_error and texts(r)[-1] == "50", r
+        r = driver.code(sid, touch(300), timeout=180)
+        assert r.is_error and r.error_code == pb.ERROR_CODE_LIMIT_EXCEEDED, r
+        assert "memory limit" in r.error_message, r
+        # The kernel restarted after the kill keeps the env (and the limit).
+        assert texts(driver.code(sid, "import os\nos.environ.get('FOO')"))[-1] == "'bar'"
+
+        time.sleep(0.5)  # the new owner writes its facts once the session is idle
+        after = session_facts(driver, sid)
+        assert after.name == "limited"
+        assert after.created_at_unix_ms == before.created_at_unix_ms
+        assert after.session_timeout_seconds == 1200
+        assert after.status == pb.SESSION_STATUS_READY
+
+        assert redis_client.hexists(key, "start")
+        r = driver.call(pb.Request(session_id=sid, stop_session=pb.StopSession()))
+        assert r.WhichOneof("payload") == "session", r
+        deadline = time.time() + 10
+        while redis_client.hexists(key, "start"):
+            assert time.time() < deadline, "the start parameters outlived the session"
+            time.sleep(0.05)
+    finally:
+        driver.close()
+
+
 def test_daemons_ride_out_a_redis_restart(private_redis, new_fleet):
     """Redis stopped and started again (same port, data kept): the daemons reconnect by
     themselves; a request sent while Redis is down waits for it and then runs once with
@@ -208,6 +284,63 @@ def test_daemons_ride_out_a_redis_restart(private_redis, new_fleet):
         # while it waits for Redis, and the request is then read again (docs/fleet.md).
         time.sleep(1)
         assert_one_final_each(driver, [during])
+    finally:
+        driver.close()
+
+
+@pytest.fixture
+def services_redis():
+    """The Redis of scripts/services, as it ships, alone (`up redis`), on a free port in a
+    scratch directory: the test restarts or kills it."""
+    d = tempfile.mkdtemp(prefix="codeq-services-redis-")
+    env = dict(os.environ, CODEQ_REDIS_PORT=str(free_port()))
+
+    def services(*args):
+        subprocess.run([SERVICES, *args, "redis", "--dir", d], env=env, check=True, timeout=120,
+                       stdout=subprocess.DEVNULL)
+    services("up")
+    services.port = int(env["CODEQ_REDIS_PORT"])
+    services.pid = lambda: int(open(os.path.join(d, "redis", "redis.pid")).read())
+    yield services
+    subprocess.run([SERVICES, "down", "redis", "--dir", d], env=env, timeout=120,
+                   stdout=subprocess.DEVNULL)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("how", ["restart", "crash"])
+def test_sessions_survive_a_restart_or_crash_of_the_services_redis(services_redis, new_fleet,
+                                                                   how):
+    """The Redis of scripts/services is durable (append-only file, fsync every second):
+    after `scripts/services restart redis`, or kill -9 of Redis a few seconds after the
+    last write and `up` again, the session, its file and its start parameters are still
+    there and requests go on (docs/fleet.md, "Redis durability")."""
+    import redis as redis_py
+    redis = redis_py.Redis(host="127.0.0.1", port=services_redis.port)
+    assert redis.config_get("appendonly")["appendonly"] == "yes"
+    assert redis.config_get("appendfsync")["appendfsync"] == "everysec"
+    f = new_fleet(redis_port=services_redis.port)
+    f.start_worker("a", "--heartbeat-ms", "1000")  # as in the Redis restart test above
+    f.wait_workers(redis, 1)
+    f.start_dispatcher()
+    driver = Driver(BROKERS, f.request_topic)
+    try:
+        sid = driver.start_session(env={"FOO": "bar"})
+        assert not driver.code(sid, "open('kept.txt', 'w').write('survives')").is_error
+        if how == "restart":
+            services_redis("restart")
+        else:
+            time.sleep(2)  # past the fsync of the last write
+            os.kill(services_redis.pid(), signal.SIGKILL)
+            time.sleep(0.5)
+            services_redis("up")
+        assert redis.hget(f.prefix + "session:" + sid, "status") == b"READY"
+        assert redis.hexists(f.prefix + "session:" + sid, "start")
+        assert redis.hexists(f.prefix + "files:" + sid, "m:kept.txt")
+        r = driver.code(sid, "import os\nos.environ.get('FOO'), open('kept.txt').read()",
+                        timeout=90)
+        assert texts(r)[-1] == "('bar', 'survives')", r
+        sid2 = driver.start_session()
+        assert texts(driver.code(sid2, "6 * 7")) == ["42"]
     finally:
         driver.close()
 

@@ -179,6 +179,15 @@ START_TEST(test_invalid_ids)
     ck_assert_str_eq(invalid_after_wire(&r.req), "session_id is too long");
     free(sid40);
     free(sid41);
+    /* Ids become Redis keys and Kafka headers: the worker core's alphabet only. */
+    static const char *const refused[] = {"a b", "a/b", "a:b", "\xc3\xa9", "a\nb", "a*"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        r.req.session_id = (char *)refused[i];
+        ck_assert_str_eq(invalid_after_wire(&r.req),
+                         "session_id may hold only letters, digits, '_' and '-'");
+    }
+    r.req.session_id = "Az09_-";
+    ck_assert_ptr_null(invalid_after_wire(&r.req));
 }
 END_TEST
 
@@ -708,7 +717,7 @@ END_TEST
 START_TEST(test_fallback_short)
 {
     uint8_t buf[CQ_CODEC_FALLBACK_MAX];
-    size_t len = cq_codec_fallback_response("req-f", "sess-f",
+    size_t len = cq_codec_fallback_response("req-f", "sess-f", CQ_RESULT_INTERNAL,
                                             "codeq: the reply could not be "
                                             "encoded: out of memory",
                                             buf);
@@ -739,13 +748,22 @@ START_TEST(test_fallback_short)
     cq_result_free(&r);
     codeq__v1__response__free_unpacked(resp, NULL);
 
-    len = cq_codec_fallback_response(NULL, NULL, NULL, buf);
+    /* OK is not an error code: it counts as INTERNAL. */
+    len = cq_codec_fallback_response(NULL, NULL, CQ_RESULT_OK, NULL, buf);
     resp = unpack_response(buf, len);
     ck_assert_str_eq(resp->request_id, "");
     ck_assert_str_eq(resp->session_id, "");
     ck_assert(resp->result->is_error);
     ck_assert_int_eq(resp->result->error_code, CODEQ__V1__ERROR_CODE__ERROR_CODE_INTERNAL);
     ck_assert_str_eq(resp->result->error_message, "");
+    codeq__v1__response__free_unpacked(resp, NULL);
+
+    /* A reply too large to send says so: the client can ask for less. */
+    len = cq_codec_fallback_response("r", "s", CQ_RESULT_LIMIT_EXCEEDED, "too large", buf);
+    resp = unpack_response(buf, len);
+    ck_assert(resp->result->is_error);
+    ck_assert_int_eq(resp->result->error_code, CODEQ__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED);
+    ck_assert_str_eq(resp->result->error_message, "too large");
     codeq__v1__response__free_unpacked(resp, NULL);
 }
 END_TEST
@@ -773,7 +791,7 @@ START_TEST(test_fallback_cut_to_fit)
 
             uint8_t buf[CQ_CODEC_FALLBACK_MAX + 64];
             memset(buf, 0xAA, sizeof(buf));
-            size_t len = cq_codec_fallback_response(rid, sid, msg, buf);
+            size_t len = cq_codec_fallback_response(rid, sid, CQ_RESULT_INTERNAL, msg, buf);
             ck_assert_uint_le(len, CQ_CODEC_FALLBACK_MAX);
             for (size_t i = CQ_CODEC_FALLBACK_MAX; i < sizeof(buf); i++)
                 ck_assert_uint_eq(buf[i], 0xAA); /* nothing written past the limit */

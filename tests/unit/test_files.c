@@ -740,6 +740,15 @@ static void on_alarm(int sig)
     _exit(3);
 }
 
+static void on_alarm_lease(int sig)
+{
+    (void)sig;
+    static const char msg[] = "a file operation waited on a leased file\n";
+    ssize_t n = write(2, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(3);
+}
+
 START_TEST(listing_is_bounded)
 {
     sh_ok("mkdir big && cd big && seq -f 'f%05g' 1 10050 | xargs touch");
@@ -799,6 +808,37 @@ START_TEST(fifo_never_blocks)
     /* Removing a FIFO is fine. */
     remove_ok("p");
     sh_ok("test ! -e p");
+}
+END_TEST
+
+/* A lease (fcntl F_SETLEASE) makes an open for a conflicting access wait for the
+ * kernel's lease-break time, 45 s by default: the file tools must refuse the file at
+ * once instead of spinning on EAGAIN. Sandboxed code cannot take leases (seccomp); here
+ * the test itself holds one on a workspace file, as any other process could. */
+START_TEST(leased_files_are_refused_at_once)
+{
+    signal(SIGALRM, on_alarm_lease);
+    signal(SIGIO, SIG_IGN); /* the lease holder's notice of a break */
+    write_text("leased", "data");
+    int fd = openat(files.workspace_fd, "leased", O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_msg(fcntl(fd, F_SETLEASE, F_WRLCK) == 0, "F_SETLEASE: %s", strerror(errno));
+    alarm(20); /* a hang guard, far below the lease-break time */
+    read_refused("leased", CQ_RESULT_INVALID_ARGUMENT, "holds a lease on it");
+    write_refused("leased", "new", CQ_RESULT_INVALID_ARGUMENT, "holds a lease on it");
+    /* The snapshot path reads the same way. */
+    uint8_t *data = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(cq_files_read_raw(&files, "leased", &data, &len), -1);
+    ck_assert_int_eq(errno, EBUSY);
+    alarm(0);
+    ck_assert_int_eq(fcntl(fd, F_SETLEASE, F_UNLCK), 0);
+    close(fd);
+    /* Without the lease the file is an ordinary file again. */
+    struct cq_result r;
+    const struct cq_block *b = read_one("leased", &r);
+    ck_assert_str_eq(b->text, "data");
+    cq_result_free(&r);
 }
 END_TEST
 
@@ -1036,6 +1076,7 @@ static Suite *files_suite(void)
     tcase_add_test(tc, listed_names_are_utf8);
     tcase_add_test(tc, listing_is_bounded);
     tcase_add_test(tc, fifo_never_blocks);
+    tcase_add_test(tc, leased_files_are_refused_at_once);
     tcase_add_test(tc, directory_removal_is_recursive_and_does_not_follow_links);
     tcase_add_test(tc, identity_is_restored_after_every_call);
     suite_add_tcase(s, tc);

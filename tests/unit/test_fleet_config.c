@@ -17,9 +17,19 @@
 #include <unistd.h>
 
 static const char *const variables[] = {
-    "CODEQ_CONFIG",        "CODEQ_BROKERS",   "CODEQ_REDIS",       "CODEQ_REDIS_PREFIX",
-    "CODEQ_REQUEST_TOPIC", "CODEQ_DLQ_TOPIC", "CODEQ_WORKER_ID",   "CODEQ_HEARTBEAT_MS",
-    "CODEQ_MAX_SESSIONS",  "CODEQ_WARM_POOL", "CODEQ_FILES_QUOTA", "CODEQ_LOG_LEVEL",
+    "CODEQ_CONFIG",
+    "CODEQ_BROKERS",
+    "CODEQ_REDIS",
+    "CODEQ_REDIS_PREFIX",
+    "CODEQ_REQUEST_TOPIC",
+    "CODEQ_DLQ_TOPIC",
+    "CODEQ_WORKER_ID",
+    "CODEQ_HEARTBEAT_MS",
+    "CODEQ_MAX_SESSIONS",
+    "CODEQ_WARM_POOL",
+    "CODEQ_FILES_QUOTA",
+    "CODEQ_LOG_LEVEL",
+    "CODEQ_REPLY_TOPIC_PREFIX",
 };
 
 static struct cq_fleet_config cfg;
@@ -96,6 +106,7 @@ static void expect_defaults(const struct cq_fleet_config *c)
     ck_assert_str_eq(c->prefix, "codeq:");
     ck_assert_str_eq(c->request_topic, "codeq.requests");
     ck_assert_str_eq(c->dlq_topic, "codeq.requests.dlq");
+    ck_assert_str_eq(c->reply_prefix, "codeq.replies.");
     ck_assert_str_eq(c->worker_id, "");
     ck_assert_uint_eq(c->heartbeat_ms, 1000);
     ck_assert_uint_eq(c->max_sessions, CQ_WORKER_DEFAULT_MAX_SESSIONS);
@@ -269,6 +280,31 @@ START_TEST(help_stops_before_anything_is_read)
     help = false;
     expect_loaded(LOAD("--worker-id", "-h"));
     ck_assert_str_eq(cfg.worker_id, "-h");
+}
+END_TEST
+
+/* A request names the topic the fleet writes its replies to: only clients' topics. */
+START_TEST(reply_topics_are_refused_outside_the_prefix_and_the_fleets_own)
+{
+    expect_loaded(LOAD(NULL));
+    ck_assert_ptr_null(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.abc123"));
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "orders"),
+                     "reply_topic must start with the fleet's reply topic prefix "
+                     "(reply_topic_prefix, codeq.replies. by default)");
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.replie"));
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, ""));
+    /* The fleet's own topics, even when the prefix would let them through. */
+    setenv("CODEQ_REPLY_TOPIC_PREFIX", "codeq.", 1);
+    expect_loaded(LOAD(NULL));
+    ck_assert_str_eq(cfg.reply_prefix, "codeq.");
+    ck_assert_ptr_null(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.x"));
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "codeq.requests"),
+                     "reply_topic is one of the fleet's own topics");
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.requests.dlq"));
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.worker.w1"));
+    /* An empty prefix refuses everything rather than allowing everything. */
+    expect_loaded(LOAD("--reply-topic-prefix="));
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.x"));
 }
 END_TEST
 
@@ -480,6 +516,7 @@ static Suite *fleet_config_suite(void)
     tcase_add_test(tc, unknown_names_are_refused_with_their_source);
     tcase_add_test(tc, missing_file_is_an_error);
     tcase_add_test(tc, overlong_file_lines_are_refused);
+    tcase_add_test(tc, reply_topics_are_refused_outside_the_prefix_and_the_fleets_own);
     tcase_add_test(tc, numbers_and_their_limits);
     tcase_add_test(tc, sizes_and_their_limits);
     tcase_add_test(tc, strings_and_their_limits);

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""tests/fuzz/make_corpus.py - writes the seed corpora of tests/fuzz/corpus/.
+
+Small, real inputs for each target: kernel replies as runtimes/*/codeq_kernel.* send
+them, one encoded codeq.v1 Request of each kind and Responses of each payload (with the
+Python client's generated module), and MCP lines as agents send them. Rerun it after a
+change to the protocols; crash inputs kept as regression seeds (crash-*, leak-*) are
+left alone.
+
+usage: python3 tests/fuzz/make_corpus.py
+"""
+import json
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
+from codeq_client import codeq_pb2 as pb  # noqa: E402
+
+
+def write(target, name, data):
+    directory = os.path.join(HERE, "corpus", target)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, name), "wb") as f:
+        f.write(data)
+
+
+def kernel_lines():
+    # Header: cap A, cap B (2 bytes each, big-endian, mod 4096), four piece sizes (0:
+    # switch caps).
+    def header(cap_a, cap_b, pieces):
+        return struct.pack(">HH4B", cap_a, cap_b, *pieces)
+
+    replies = [
+        {"id": 0, "ready": True},
+        {"id": 1, "ok": True},
+        {"id": 2, "ok": True, "value": "42", "images": []},
+        {"id": 3, "ok": False, "value": "NameError: name 'x' is not defined", "images": []},
+        {"id": 4, "ok": True, "value": "", "images": [{"data": "iVBORw0KGgo=", "mimeType": "image/png"}],
+         "images_left_out": 1},
+        {"id": 5, "ok": True, "value": "x" * 40, "value_bytes": 400000, "images": []},
+    ]
+    stream = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in replies)
+    write("fuzz_kernel_lines", "replies-whole", header(4095, 4095, (255, 255, 255, 255)) + stream)
+    write("fuzz_kernel_lines", "replies-pieces", header(4095, 64, (7, 1, 33, 0)) + stream)
+    write("fuzz_kernel_lines", "ready", header(1024, 1024, (3, 5, 8, 13)) + b'{"id":0,"ready":true}\n')
+    write("fuzz_kernel_lines", "forged", header(256, 4095, (16, 16, 16, 16))
+          + b'{"id": 999999, "ok": true, "value": "forged"}\n{"id":1,"id":2}\n\n\n[1]\n')
+    write("fuzz_kernel_lines", "too-long", header(32, 32, (10, 10, 10, 10)) + b'{"id":1,"value":"' + b"v" * 64 + b'"}\n')
+
+
+def requests():
+    def req(rid, **op):
+        r = pb.Request(request_id=rid, session_id="s-1" if "start_session" not in op and
+                       "list_sessions" not in op else "", tenant="t", reply_topic="codeq.replies.client-1",
+                       deadline_unix_ms=1700000000000, traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        for k, v in op.items():
+            getattr(r, k).CopyFrom(v)
+        return r.SerializeToString()
+
+    write("fuzz_request", "start-session", req("r1", start_session=pb.StartSession(
+        name="n", session_timeout_seconds=900, limits=pb.Limits(memory_bytes=1 << 30, pids=64, cpu_millis=1000,
+                                                                disk_bytes=1 << 29), env={"A": "1"}, client_token="c")))
+    write("fuzz_request", "get-session", req("r2", get_session=pb.GetSession()))
+    write("fuzz_request", "list-sessions", req("r3", list_sessions=pb.ListSessions(status=1, max_results=10, next_token="s-0")))
+    write("fuzz_request", "stop-session", req("r4", stop_session=pb.StopSession(client_token="c")))
+    write("fuzz_request", "invoke-code", req("r5", invoke=pb.Invoke(tool="executeCode", arguments=pb.Arguments(
+        code="print(1)", language="python", clear_context=True, runtime="python", timeout=30))))
+    write("fuzz_request", "invoke-write", req("r6", invoke=pb.Invoke(tool="writeFiles", arguments=pb.Arguments(
+        content=[pb.FileContent(path="a.txt", text="hi"), pb.FileContent(path="b.bin", blob=b"\x00\xff")]))))
+    write("fuzz_request", "invoke-read", req("r7", invoke=pb.Invoke(tool="readFiles", arguments=pb.Arguments(
+        paths=["a.txt", "b.bin"], directory_path=".", task_id="t1", command="ls"))))
+
+    def resp(**payload):
+        r = pb.Response(request_id="r5", session_id="s-1")
+        for k, v in payload.items():
+            getattr(r, k).CopyFrom(v)
+        return r.SerializeToString()
+
+    write("fuzz_request", "response-result", resp(result=pb.Result(
+        content=[pb.ContentBlock(text=pb.TextBlock(text="1\n")),
+                 pb.ContentBlock(image=pb.ImageBlock(data=b"\x89PNG", mime_type="image/png")),
+                 pb.ContentBlock(resource=pb.EmbeddedResource(uri="file://a.txt", mime_type="text/plain", text="hi")),
+                 pb.ContentBlock(resource=pb.EmbeddedResource(uri="file://b.bin", blob=b"\x00")),
+                 pb.ContentBlock(resource_link=pb.ResourceLink(uri="file://d", name="d", mime_type="inode/directory",
+                                                               size=4, description="dir"))],
+        structured_content=pb.StructuredContent(stdout="1\n", stderr="", exit_code=0, execution_time=3.5,
+                                                task_id="t1", task_status=2, value="1"),
+        is_error=True, error_code=3, error_message="limit")))
+    write("fuzz_request", "response-session", resp(session=pb.Session(
+        session_id="s-1", name="n", status=1, created_at_unix_ms=1, last_updated_at_unix_ms=2,
+        session_timeout_seconds=900)))
+    write("fuzz_request", "response-sessions", resp(sessions=pb.SessionList(
+        sessions=[pb.Session(session_id="s-1", status=1), pb.Session(session_id="s-2", status=2)], next_token="s-2")))
+    write("fuzz_request", "response-chunk", resp(chunk=pb.OutputChunk(stream=1, data=b"out", sequence=7, final=True)))
+
+
+def mcp():
+    def line(method, params=None, rid=1):
+        m = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            m["params"] = params
+        return json.dumps(m).encode() + b"\n"
+
+    def call(name, arguments, rid=2):
+        return line("tools/call", {"name": name, "arguments": arguments}, rid)
+
+    write("fuzz_mcp", "initialize", line("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                        "clientInfo": {"name": "c", "version": "1"}})
+          + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\r\n' + line("tools/list", rid="a"))
+    write("fuzz_mcp", "execute-code", call("executeCode", {"code": "print(1)", "language": "python",
+                                                           "clearContext": False, "runtime": "python",
+                                                           "timeout": 30, "sessionId": "s-1"}))
+    write("fuzz_mcp", "execute-command", call("executeCommand", {"command": "ls", "timeout": 5})
+          + call("startCommandExecution", {"command": "sleep 1"}) + call("getTask", {"taskId": "t1"})
+          + call("stopTask", {"taskId": "t1"}))
+    write("fuzz_mcp", "files", call("writeFiles", {"content": [{"path": "a.txt", "text": "hi"},
+                                                               {"path": "b.bin", "blob": "AP8="}]})
+          + call("readFiles", {"paths": ["a.txt"]}) + call("listFiles", {"directoryPath": "."})
+          + call("listFiles", {"path": "."}) + call("removeFiles", {"paths": ["a.txt"]}))
+    write("fuzz_mcp", "sessions", call("startSession", {"name": "n", "sessionTimeoutSeconds": 900, "memory": "1G",
+                                                        "disk": "512M", "cpus": 1.5, "pids": 64,
+                                                        "env": {"A": "1"}})
+          + call("getSession", {"sessionId": "s-1"}) + call("stopSession", {"sessionId": "s-1"})
+          + call("listSessions", {"status": "READY", "maxResults": 5, "nextToken": "s-0"}))
+    write("fuzz_mcp", "refused", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope"}}\n'
+          + b'{"jsonrpc":"2.0","id":1,"result":{}}\n{"id":[1]}\nnot json\n'
+          + call("executeCode", {"code": 1}) + call("startSession", {"memory": "lots"}))
+
+
+if __name__ == "__main__":
+    kernel_lines()
+    requests()
+    mcp()
