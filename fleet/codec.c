@@ -23,6 +23,22 @@ bool cq_codec_topic_name_ok(const char *topic)
     return strspn(topic, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
+/* A file of writeFiles over the files limit, checked at the edge: the dispatcher refuses
+ * it before it travels to a worker and into the session's snapshot. */
+static const char *too_large(const Codeq__V1__Arguments *args)
+{
+    for (size_t i = 0; args != NULL && i < args->n_content; i++) {
+        const Codeq__V1__FileContent *f = args->content[i];
+        uint64_t len = f->data_case == CODEQ__V1__FILE_CONTENT__DATA_BLOB ? f->blob.len
+                       : f->data_case == CODEQ__V1__FILE_CONTENT__DATA_TEXT && f->text != NULL
+                           ? strlen(f->text)
+                           : 0;
+        if (len > CQ_WORKER_MAX_FILE_BYTES)
+            return "a file in content is larger than the 100 MB limit of a file";
+    }
+    return NULL;
+}
+
 const char *cq_codec_invalid(const Codeq__V1__Request *req)
 {
     if (empty(req->request_id))
@@ -56,7 +72,7 @@ const char *cq_codec_invalid(const Codeq__V1__Request *req)
             return "session_id is required";
         if (empty(req->invoke->tool))
             return "invoke.tool is required";
-        return NULL;
+        return too_large(req->invoke->arguments);
     default:
         return "the request has no operation";
     }

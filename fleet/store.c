@@ -570,7 +570,10 @@ int cq_store_list_sessions(struct cq_store *st, size_t max, const char *after,
             continue;
         }
         if (*n == max) {
-            snprintf(next, next_len, "%s", out[*n - 1].session_id);
+            /* The token is the last id returned: with max 0 nothing was, and the next
+             * page starts where this one would have (after). */
+            snprintf(next, next_len, "%s",
+                     max > 0 ? out[*n - 1].session_id : (after != NULL ? after : ""));
             break;
         }
         bool found = false;

@@ -229,6 +229,30 @@ def test_the_fleet_writes_replies_only_to_client_reply_topics(fleet, driver):
     admin.delete_topics([other])[other].result()
 
 
+def test_files_over_the_limit_are_refused_before_they_reach_a_worker(fleet, driver,
+                                                                     redis_client):
+    """A writeFiles file of 100 MB + 1 byte: the dispatcher answers INVALID_ARGUMENT
+    itself, and nothing reaches the session's workspace."""
+    from confluent_kafka import Producer
+    sid = driver.start_session()
+    req = pb.Request(request_id=uuid.uuid4().hex, session_id=sid,
+                     reply_topic=driver.reply_topic, invoke=pb.Invoke(
+                         tool="writeFiles", arguments=pb.Arguments(content=[
+                             pb.FileContent(path="big.bin", blob=b"\0" * ((100 << 20) + 1))])))
+    producer = Producer({"bootstrap.servers": BROKERS, "message.max.bytes": 209715200,
+                         "partitioner": "murmur2_random"})
+    producer.produce(fleet.request_topic, req.SerializeToString(), key=sid.encode())
+    assert producer.flush(60) == 0
+    r = driver.wait_final(req.request_id)
+    assert r.result.is_error and r.result.error_code == pb.ERROR_CODE_INVALID_ARGUMENT, r
+    assert "larger than the 100 MB limit" in r.result.error_message
+    # Answered by the dispatcher: never forwarded to a worker.
+    assert not redis_client.hget(fleet.prefix + "req:" + req.request_id, "worker")
+    listing = driver.call(pb.Request(session_id=sid, invoke=pb.Invoke(
+        tool="listFiles", arguments=pb.Arguments(directory_path=""))))
+    assert "big.bin" not in str(listing.result), listing.result
+
+
 def test_a_request_past_its_deadline_is_not_run(driver):
     sid = driver.start_session()
     req = pb.Request(session_id=sid, deadline_unix_ms=int(time.time() * 1000) - 1000,

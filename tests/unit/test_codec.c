@@ -191,6 +191,31 @@ START_TEST(test_invalid_ids)
 }
 END_TEST
 
+/* writeFiles content past the 100 MB file limit is refused at the edge (checked on the
+ * struct: its length is what counts, whatever the bytes). */
+START_TEST(test_files_over_the_limit_are_refused_at_the_edge)
+{
+    struct invoke_req r;
+    invoke_req_init(&r);
+    r.invoke.tool = "writeFiles";
+    static uint8_t byte;
+    Codeq__V1__FileContent small = CODEQ__V1__FILE_CONTENT__INIT, big = small;
+    small.path = "a";
+    small.data_case = CODEQ__V1__FILE_CONTENT__DATA_BLOB;
+    small.blob = (ProtobufCBinaryData){.len = CQ_WORKER_MAX_FILE_BYTES, .data = &byte};
+    big.path = "b";
+    big.data_case = CODEQ__V1__FILE_CONTENT__DATA_BLOB;
+    big.blob = (ProtobufCBinaryData){.len = CQ_WORKER_MAX_FILE_BYTES + 1, .data = &byte};
+    Codeq__V1__FileContent *content[] = {&small, &big};
+    r.args.content = content;
+    r.args.n_content = 1;
+    ck_assert_ptr_null(cq_codec_invalid(&r.req)); /* exactly the limit */
+    r.args.n_content = 2;
+    ck_assert_str_eq(cq_codec_invalid(&r.req),
+                     "a file in content is larger than the 100 MB limit of a file");
+}
+END_TEST
+
 START_TEST(test_invalid_reply_topics)
 {
     struct invoke_req r;
@@ -1096,6 +1121,7 @@ static Suite *codec_suite(void)
     tcase_add_test(check, test_invalid_accepts_each_operation);
     tcase_add_test(check, test_invalid_ids);
     tcase_add_test(check, test_invalid_reply_topics);
+    tcase_add_test(check, test_files_over_the_limit_are_refused_at_the_edge);
     tcase_add_test(check, test_invalid_operations);
     tcase_add_test(check, test_invalid_leaves_tools_to_the_worker);
     tcase_add_test(check, test_topic_names);
