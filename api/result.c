@@ -13,17 +13,20 @@ void cq_result_init(struct cq_result *r)
     memset(r, 0, sizeof(*r));
 }
 
+static void block_free(struct cq_block *b)
+{
+    free(b->text);
+    free(b->data);
+    free(b->mime_type);
+    free(b->uri);
+    free(b->name);
+    free(b->description);
+}
+
 void cq_result_free(struct cq_result *r)
 {
-    for (size_t i = 0; i < r->n_blocks; i++) {
-        struct cq_block *b = &r->blocks[i];
-        free(b->text);
-        free(b->data);
-        free(b->mime_type);
-        free(b->uri);
-        free(b->name);
-        free(b->description);
-    }
+    for (size_t i = 0; i < r->n_blocks; i++)
+        block_free(&r->blocks[i]);
     free(r->blocks);
     free(r->stdout_text);
     free(r->value_text);
@@ -53,12 +56,7 @@ static struct cq_block *new_block(struct cq_result *r, enum cq_block_type type)
 static int commit(struct cq_result *r, struct cq_block *b, bool ok)
 {
     if (!ok) {
-        free(b->text);
-        free(b->data);
-        free(b->mime_type);
-        free(b->uri);
-        free(b->name);
-        free(b->description);
+        block_free(b);
         return -1;
     }
     r->n_blocks++;
