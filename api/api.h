@@ -141,4 +141,9 @@ struct cq_session_info {
     uint32_t session_timeout_s;
 };
 
+/* ---- tools ------------------------------------------------------------------------- */
+
+/* AgentCore's nine tool names (executeCode, ...), NULL-terminated. */
+extern const char *const cq_tool_names[];
+
 #endif

@@ -459,8 +459,8 @@ int cq_mcp_parse_call(const char *name, json_t *arguments, struct cq_mcp_call_ar
         return 0;
     }
     bool known = false;
-    for (size_t i = 0; cq_worker_tool_names[i] != NULL; i++)
-        known = known || strcmp(name, cq_worker_tool_names[i]) == 0;
+    for (size_t i = 0; cq_tool_names[i] != NULL; i++)
+        known = known || strcmp(name, cq_tool_names[i]) == 0;
     if (!known)
         return invalid(code, msg, len, "unknown tool '%s'", name);
     c->kind = CQ_MCP_INVOKE;

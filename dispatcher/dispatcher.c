@@ -664,12 +664,12 @@ static int store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list_
 int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
 {
     cq_log(CQ_LOG_INFO, "dispatching %s", d->cfg.request_topic);
-    int64_t next_recovery = 0;
+    uint64_t next_recovery = 0; /* intervals: the monotonic clock, which never jumps */
     /* Offsets consumed and not yet stored: their messages' output is not all
      * acknowledged yet. Stored as soon as it is, or after waiting once they are a
      * second old (a steady stream may never leave nothing in flight). */
     rd_kafka_topic_partition_list_t *consumed = NULL;
-    int64_t consumed_since = 0;
+    uint64_t consumed_since = 0;
     int rc = 0;
     while (!atomic_load(&d->stopping)) {
         size_t handled = 0;
@@ -679,7 +679,7 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
                 handle(d, msg);
                 if (consumed == NULL) {
                     consumed = rd_kafka_topic_partition_list_new(8);
-                    consumed_since = cq_unix_ms();
+                    consumed_since = cq_now_ms();
                 }
                 const char *topic = rd_kafka_topic_name(msg->rkt);
                 rd_kafka_topic_partition_t *p =
@@ -696,8 +696,7 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
         }
         if (consumed != NULL) {
             bool stored;
-            if (store_offsets(d, consumed, cq_unix_ms() - consumed_since > 1000, &stored, err) <
-                0) {
+            if (store_offsets(d, consumed, cq_now_ms() - consumed_since > 1000, &stored, err) < 0) {
                 cq_log(CQ_LOG_ERROR,
                        "requests not acknowledged, exiting so that they are "
                        "consumed again: %s",
@@ -710,9 +709,9 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
                 consumed = NULL;
             }
         }
-        if (cq_unix_ms() >= next_recovery) {
+        if (cq_now_ms() >= next_recovery) {
             recover_dead_workers(d);
-            next_recovery = cq_unix_ms() + RECOVERY_PERIOD;
+            next_recovery = cq_now_ms() + RECOVERY_PERIOD;
         }
         rd_kafka_poll(d->producer, 0);
     }

@@ -72,7 +72,8 @@ struct cq_execution {
     enum cq_language language;
     bool clear_context;
     uint64_t timeout_ms;   /* 0: none */
-    uint64_t output_limit; /* bytes kept and streamed, per stream */
+    uint64_t output_limit; /* bytes kept and streamed, per stream; never 0 (the worker
+                            * sets its default) */
     cq_stream_fn on_output;
     void *ctx;
 };

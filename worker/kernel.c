@@ -147,7 +147,7 @@ fail:
  * an honest kernel, so only a forged line comes near this. */
 static size_t answer_cap(uint64_t output_limit)
 {
-    uint64_t limit = output_limit ? output_limit : CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
+    uint64_t limit = output_limit;
     if (limit > (64ULL << 20))
         limit = 64ULL << 20;
     return (size_t)(8 * limit + SMALL_REPLY_BYTES);
@@ -506,8 +506,7 @@ static void send_cell(struct cq_kernel *k, struct cell *c)
     json_t *req =
         json_pack("{s:I, s:s, s:s, s:b, s:s, s:s, s:I}", "id", (json_int_t)k->next_id, "op", "exec",
                   "code", x->code, "clear", x->clear_context, "marker", c->marker, "language",
-                  language_name(x->language), "limit",
-                  (json_int_t)(x->output_limit ? x->output_limit : CQ_WORKER_DEFAULT_OUTPUT_LIMIT));
+                  language_name(x->language), "limit", (json_int_t)x->output_limit);
     c->id = (json_int_t)k->next_id++;
     k->lines.cap = answer_cap(x->output_limit);
     c->gone = (req != NULL ? send_request(k, req) : -1) < 0;
@@ -713,8 +712,7 @@ static void fill_result(struct cell *c, struct cq_result *result)
     result->is_error = !ok;
     if (c->timed_out)
         result->error_code = CQ_RESULT_TIMED_OUT;
-    add_content(result, c->reply,
-                c->x->output_limit ? c->x->output_limit : CQ_WORKER_DEFAULT_OUTPUT_LIMIT);
+    add_content(result, c->reply, c->x->output_limit);
     if (c->timed_out) {
         free(result->error_message);
         result->error_message = strdup(c->gone ? "timed out; the context was reset"

@@ -11,11 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-const char *const cq_worker_tool_names[] = {
-    "executeCode", "executeCommand",        "readFiles", "listFiles", "removeFiles",
-    "writeFiles",  "startCommandExecution", "getTask",   "stopTask",  NULL,
-};
-
 enum tool {
     TOOL_EXECUTE_CODE,
     TOOL_EXECUTE_COMMAND,
@@ -214,8 +209,8 @@ static void task_tool(struct cq_session *s, const struct cq_invoke_args *a, bool
 
 static int tool_index(const char *name)
 {
-    for (int i = 0; name != NULL && cq_worker_tool_names[i] != NULL; i++)
-        if (strcmp(name, cq_worker_tool_names[i]) == 0)
+    for (int i = 0; name != NULL && cq_tool_names[i] != NULL; i++)
+        if (strcmp(name, cq_tool_names[i]) == 0)
             return i;
     return -1;
 }

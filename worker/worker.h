@@ -92,7 +92,4 @@ int cq_worker_scan_workspace(struct cq_worker *w, const char *session_id, cq_wor
 int cq_worker_read_workspace_file(struct cq_worker *w, const char *session_id, const char *path,
                                   uint8_t **data, size_t *len, struct cq_error *err);
 
-/* The names of the nine tools, NULL-terminated. */
-extern const char *const cq_worker_tool_names[];
-
 #endif

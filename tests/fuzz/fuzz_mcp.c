@@ -17,10 +17,6 @@
 #include <string.h>
 #include "cli/mcp_tools.h"
 
-/* The worker's nine tool names, taken from worker/tools.c by scripts/fuzz (the rest of
- * the worker core is not linked). */
-#include "tool_names.inc"
-
 /* ---- the backend: never called by the parsers ------------------------------------- */
 
 int cq_backend_start_session(struct cq_backend *b, const struct cq_session_params *params,

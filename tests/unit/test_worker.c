@@ -497,7 +497,7 @@ START_TEST(bad_calls)
     cq_result_free(&r);
 
     size_t n_tools = 0;
-    while (cq_worker_tool_names[n_tools] != NULL)
+    while (cq_tool_names[n_tools] != NULL)
         n_tools++;
     ck_assert_uint_eq(n_tools, 9);
 
