@@ -63,6 +63,8 @@ static void usage(FILE *out)
             "                    (CODEQ_BROKERS)\n"
             "  --request-topic T the fleet's request topic (CODEQ_REQUEST_TOPIC; default\n"
             "                    codeq.requests)\n"
+            "                    Payloads over 512 KiB go through the fleet's Redis:\n"
+            "                    CODEQ_REDIS, CODEQ_REDIS_PREFIX (docs/fleet.md)\n"
             "  -h, --help        show this help\n"
             "\n"
             "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"

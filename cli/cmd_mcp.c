@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "cli/line_reader.h"
 #include "cli/mcp_tools.h"
 #include "common/units.h"
 
@@ -185,74 +186,11 @@ static void handle(struct cq_mcp_context *ctx, const char *line, size_t len)
     cq_mcp_message_free(&msg);
 }
 
-/* Lines of standard input, never holding more than MAX_LINE_BYTES (plus one read): a
- * longer line is skipped to its end and reported once. */
-struct line_reader {
-    char *buf;
-    size_t len, start, cap;
-    size_t scanned; /* bytes after start already known to hold no '\n' */
-    bool skipping, eof;
-};
-
-/* 1 and the line (without '\n'), -1 for a line that was too long, 0 at the end. */
-static int read_line(struct line_reader *r, const char **line, size_t *len)
+/* Standard input for the line reader. */
+static ssize_t read_stdin(void *ctx, void *buf, size_t len)
 {
-    for (;;) {
-        size_t from = r->start + r->scanned;
-        char *nl = r->len > from ? memchr(r->buf + from, '\n', r->len - from) : NULL;
-        if (nl != NULL) {
-            *line = r->buf + r->start;
-            *len = (size_t)(nl - *line);
-            r->start += *len + 1;
-            r->scanned = 0;
-            /* The read that completes a line may take it past the limit. */
-            bool too_long = r->skipping || *len > MAX_LINE_BYTES;
-            r->skipping = false;
-            return too_long ? -1 : 1;
-        }
-        r->scanned = r->len - r->start; /* memchr never rescans: linear in the line */
-        if (r->eof) {
-            if (r->len > r->start || r->skipping) {
-                *line = r->buf + r->start;
-                *len = r->len - r->start;
-                r->start = r->len;
-                r->scanned = 0;
-                bool too_long = r->skipping || *len > MAX_LINE_BYTES;
-                r->skipping = false;
-                return too_long ? -1 : 1;
-            }
-            return 0;
-        }
-        /* Keep only the unfinished line; drop it while skipping an oversized one. */
-        if (r->skipping || r->len - r->start > MAX_LINE_BYTES) {
-            r->skipping = true;
-            r->len = r->start = r->scanned = 0;
-        } else if (r->start > 0) {
-            memmove(r->buf, r->buf + r->start, r->len - r->start);
-            r->len -= r->start;
-            r->start = 0;
-        }
-        if (r->cap - r->len < 65536) {
-            size_t cap = r->cap ? r->cap * 2 : 1 << 20;
-            if (cap > MAX_LINE_BYTES + 2 * 65536)
-                cap = MAX_LINE_BYTES + 2 * 65536;
-            char *bigger = cap > r->cap ? realloc(r->buf, cap) : NULL;
-            if (bigger == NULL) {
-                r->skipping = true;
-                r->len = r->start = r->scanned = 0;
-                continue;
-            }
-            r->buf = bigger;
-            r->cap = cap;
-        }
-        ssize_t n = read(STDIN_FILENO, r->buf + r->len, r->cap - r->len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            r->eof = true;
-        else
-            r->len += (size_t)n;
-    }
+    (void)ctx;
+    return read(STDIN_FILENO, buf, len);
 }
 
 static void usage(FILE *out)
@@ -278,6 +216,8 @@ static void usage(FILE *out)
             "  --brokers LIST         Kafka bootstrap servers of the fleet (CODEQ_BROKERS)\n"
             "  --request-topic TOPIC  the fleet's request topic (CODEQ_REQUEST_TOPIC;\n"
             "                         default codeq.requests)\n"
+            "                         Payloads over 512 KiB go through the fleet's Redis:\n"
+            "                         CODEQ_REDIS, CODEQ_REDIS_PREFIX (docs/fleet.md)\n"
             "  -h, --help             show this help\n",
             CQ_WORKER_DEFAULT_MAX_SESSIONS);
 }
@@ -341,10 +281,11 @@ int cq_cmd_mcp(int argc, char **argv)
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         return CQ_EXIT_INTERNAL;
     }
-    struct line_reader reader = {0};
+    struct cq_line_reader reader;
+    cq_line_reader_init(&reader, MAX_LINE_BYTES, read_stdin, NULL);
     const char *line;
     size_t n;
-    while ((rc = read_line(&reader, &line, &n)) != 0) {
+    while ((rc = cq_line_reader_next(&reader, &line, &n)) != 0) {
         if (rc < 0) {
             send_error(NULL, -32600, "request larger than the 160 MB limit; ignored");
             continue;
@@ -354,7 +295,7 @@ int cq_cmd_mcp(int argc, char **argv)
         if (n > 0)
             handle(&ctx, line, n);
     }
-    free(reader.buf);
+    cq_line_reader_free(&reader);
     pthread_mutex_lock(&calls_lock);
     while (calls_running > 0)
         pthread_cond_wait(&calls_done, &calls_lock);

@@ -33,8 +33,8 @@ struct cq_dispatcher {
     struct cq_store *store;
     struct cq_routes *routes; /* learnt from Redis: a hint for fast_forward() */
     rd_kafka_t *producer, *consumer;
-    struct cq_delivery batch;   /* forwards and dead letters: must all be acknowledged */
-    struct cq_delivery replies; /* to clients' reply topics: best effort, see run() */
+    struct cq_delivery batch; /* dead letters */
+    struct sent *sent;        /* forwards and replies on their way (settle()) */
     atomic_bool stopping;
     struct cq_trace *trace; /* of the request being handled, or NULL (fleet/trace.h) */
     int64_t leases_waited;  /* the end of the Redis outage wait_for_leases() waited out */
@@ -65,6 +65,56 @@ static bool wait_for_leases(struct cq_dispatcher *d)
 
 /* ---- output ------------------------------------------------------------------------- */
 
+/* A forward or final reply on its way, with what it takes to answer for it when the
+ * broker refuses it (settle()). */
+struct sent {
+    struct cq_delivery *delivery; /* shared with the message (cq_delivery_new()) */
+    bool forward;                 /* to a worker; else a final reply */
+    char request_id[64];
+    char session_id[CQ_SESSION_ID_MAX + 1];
+    char reply_topic[256];
+    char worker[64];   /* a forward's */
+    char refused[160]; /* why librdkafka refused it before it left, or "" */
+    struct sent *next;
+};
+
+/* Sends a message of a request and tracks it: a forward to worker, or (worker NULL) a
+ * final reply on the request's reply topic. Without memory to track it, it is sent
+ * untracked: its offset is then stored without its acknowledgement, as if delivered. */
+static void send_tracked(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *topic,
+                         const char *worker, const char *key, const uint8_t *bytes, size_t len,
+                         const struct cq_header *headers, size_t n_headers)
+{
+    struct sent *s = calloc(1, sizeof(*s));
+    if (s != NULL && (s->delivery = cq_delivery_new()) == NULL) {
+        free(s);
+        s = NULL;
+    }
+    if (s != NULL) {
+        s->forward = worker != NULL;
+        snprintf(s->request_id, sizeof(s->request_id), "%s", req->request_id);
+        snprintf(s->session_id, sizeof(s->session_id), "%s", req->session_id);
+        snprintf(s->reply_topic, sizeof(s->reply_topic), "%s", req->reply_topic);
+        snprintf(s->worker, sizeof(s->worker), "%s", worker != NULL ? worker : "");
+    }
+    struct cq_error err;
+    if (cq_kafka_send(d->producer, topic, key, bytes, len, headers, n_headers,
+                      s != NULL ? s->delivery : NULL, &err) < 0) {
+        /* Refused before it left (librdkafka's own checks): as a refusal by the broker. */
+        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+        if (s != NULL) {
+            s->delivery->failed = 1;
+            s->delivery->last_error = err.code == CQ_ELIMIT ? RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+                                                            : RD_KAFKA_RESP_ERR__INVALID_ARG;
+            snprintf(s->refused, sizeof(s->refused), "%s", err.msg);
+        }
+    }
+    if (s != NULL) {
+        s->next = d->sent;
+        d->sent = s;
+    }
+}
+
 /* Sends a final reply (the bytes stay the caller's: librdkafka copies them). */
 static void send_reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, const uint8_t *bytes,
                        size_t len)
@@ -74,10 +124,7 @@ static void send_reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, c
         {"session_id", req->session_id},
         {"codeq-kind", "final"},
     };
-    struct cq_error err;
-    if (cq_kafka_send(d->producer, req->reply_topic, req->request_id, bytes, len, headers, 3,
-                      &d->replies, &err) < 0)
-        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+    send_tracked(d, req, req->reply_topic, NULL, req->request_id, bytes, len, headers, 3);
 }
 
 /* Sends a final reply and frees it. */
@@ -194,10 +241,7 @@ static void send_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req,
         headers[n++] = (struct cq_header){CQ_FLEET_EARLY_HEADER, "1"};
     cq_trace_stamp(d->trace, "d.sent");
     n += cq_trace_header(d->trace, &headers[n]);
-    struct cq_error err;
-    if (cq_kafka_send(d->producer, topic, req->session_id, body, len, headers, n, &d->batch, &err) <
-        0)
-        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+    send_tracked(d, req, topic, worker, req->session_id, body, len, headers, n);
 }
 
 static void forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *worker,
@@ -615,39 +659,134 @@ void cq_dispatcher_stop(struct cq_dispatcher *d)
     atomic_store(&d->stopping, true);
 }
 
-/* Stores the offsets consumed so far for commit, once the broker has acknowledged
- * everything their messages produced: forwards and dead letters (a failure of those
- * is -1: the dispatcher exits so that they are consumed again) and replies (whose
- * failure only warns: a reply topic belongs to its client, which may have deleted it
- * or named one that cannot exist; a reply that failed must not stop the dispatcher, or
- * one client could stop every other client's requests, and what it carried is stored
- * or recomputed for a client that retries the request id). *stored says whether the
- * offsets were stored: without wait, it is false at once when acknowledgements are
- * still to come: waiting for them after each batch woke the dispatcher while its
- * forward travelled, competing with it for the CPU. */
-static int store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list_t *consumed,
-                         bool wait, bool *stored, struct cq_error *err)
+/* ---- acknowledgements -------------------------------------------------------------- */
+
+/* A forward the broker refused (too large for the worker's topic, the topic missing,
+ * not authorized) never reaches its worker, and nothing else would answer its request:
+ * it gets an error reply, stored as its outcome, if it still waits for that worker. A
+ * copy sent early on a stale route, or a repeat of a running request, leaves the
+ * answer to the copy that went where Redis says. */
+static void forward_refused(struct cq_dispatcher *d, const struct sent *s, rd_kafka_resp_err_t e)
 {
-    *stored = false;
-    struct cq_error reply_err;
-    if (wait) {
-        if (cq_kafka_wait(d->producer, &d->batch, 60000, err) < 0)
-            return -1;
-        if (cq_kafka_wait(d->producer, &d->replies, 60000, &reply_err) < 0)
-            cq_log(CQ_LOG_WARN, "replies not delivered: %s", reply_err.msg);
-    } else {
-        rd_kafka_poll(d->producer, 0);
-        if (__atomic_load_n(&d->batch.failed, __ATOMIC_SEQ_CST) > 0)
-            return cq_error_set(err, CQ_EINTERNAL, "%d messages failed: %s", d->batch.failed,
-                                rd_kafka_err2str(d->batch.last_error));
-        if (__atomic_load_n(&d->batch.pending, __ATOMIC_SEQ_CST) > 0 ||
-            __atomic_load_n(&d->replies.pending, __ATOMIC_SEQ_CST) > 0)
-            return 0; /* not yet */
-        if (__atomic_load_n(&d->replies.failed, __ATOMIC_SEQ_CST) > 0)
-            cq_log(CQ_LOG_WARN, "replies not delivered: %d failed: %s", d->replies.failed,
-                   rd_kafka_err2str(d->replies.last_error));
+    char text[512];
+    snprintf(text, sizeof(text), "the broker refused to take the request to worker %s: %s",
+             s->worker, s->refused[0] ? s->refused : rd_kafka_err2str(e));
+    enum cq_request_state state = CQ_REQ_NONE;
+    char worker[64] = "";
+    struct cq_error err;
+    if (cq_store_request_state(d->store, s->request_id, &state, worker, sizeof(worker), &err) < 0) {
+        cq_log(CQ_LOG_ERROR, "request %s: %s; not answered: %s", s->request_id, text, err.msg);
+        return;
     }
-    __atomic_store_n(&d->replies.failed, 0, __ATOMIC_SEQ_CST);
+    if (state != CQ_REQ_FORWARDED || strcmp(worker, s->worker) != 0) {
+        cq_log(CQ_LOG_WARN, "request %s: %s (another copy answers it)", s->request_id, text);
+        return;
+    }
+    cq_log(CQ_LOG_ERROR, "request %s: %s; answered with an error", s->request_id, text);
+    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
+    req.request_id = (char *)s->request_id;
+    req.session_id = (char *)s->session_id;
+    req.reply_topic = (char *)s->reply_topic;
+    bool too_large =
+        e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || e == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+    reply_error(d, &req, too_large ? CQ_RESULT_LIMIT_EXCEEDED : CQ_RESULT_INTERNAL, text);
+}
+
+/* Settles what the broker has answered for: a refused forward is answered
+ * (forward_refused()), a refused reply or dead letter is logged and dropped (the
+ * reply is stored or recomputed for a client that sends the request again; a reply
+ * topic is its client's, which may have deleted it). Messages the broker did not
+ * take in time are counted in *unanswered: their requests must be read again. Returns
+ * the number still on their way. */
+static size_t settle(struct cq_dispatcher *d, size_t *unanswered)
+{
+    rd_kafka_poll(d->producer, 0);
+    /* Detached first: answering a refused forward sends (and tracks) a reply. */
+    struct sent *done = NULL;
+    size_t pending = 0;
+    for (struct sent **link = &d->sent; *link != NULL;) {
+        struct sent *s = *link;
+        if (__atomic_load_n(&s->delivery->pending, __ATOMIC_SEQ_CST) > 0) {
+            pending++;
+            link = &s->next;
+            continue;
+        }
+        *link = s->next;
+        s->next = done;
+        done = s;
+    }
+    while (done != NULL) {
+        struct sent *s = done;
+        done = s->next;
+        rd_kafka_resp_err_t e = s->delivery->last_error;
+        if (__atomic_load_n(&s->delivery->failed, __ATOMIC_SEQ_CST) == 0) {
+            /* delivered */
+        } else if (!cq_kafka_refused(e)) {
+            cq_log(CQ_LOG_WARN, "request %s: %s to %s not acknowledged: %s", s->request_id,
+                   s->forward ? "forward" : "reply", s->forward ? s->worker : s->reply_topic,
+                   rd_kafka_err2str(e));
+            (*unanswered)++;
+        } else if (s->forward) {
+            forward_refused(d, s, e);
+        } else {
+            cq_log(CQ_LOG_WARN, "request %s: the broker refused its reply to %s: %s; dropped",
+                   s->request_id, s->reply_topic, s->refused[0] ? s->refused : rd_kafka_err2str(e));
+        }
+        cq_delivery_release(s->delivery);
+        free(s);
+    }
+    pending += (size_t)__atomic_load_n(&d->batch.pending, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&d->batch.failed, __ATOMIC_SEQ_CST) > 0) {
+        if (cq_kafka_refused(d->batch.last_error)) {
+            cq_log(CQ_LOG_ERROR, "the broker refused %d dead letters to %s: %s; dropped",
+                   d->batch.failed, d->cfg.dlq_topic, rd_kafka_err2str(d->batch.last_error));
+        } else {
+            cq_log(CQ_LOG_WARN, "%d dead letters not acknowledged: %s", d->batch.failed,
+                   rd_kafka_err2str(d->batch.last_error));
+            (*unanswered)++;
+        }
+        __atomic_store_n(&d->batch.failed, 0, __ATOMIC_SEQ_CST);
+    }
+    return pending;
+}
+
+/* Stores the offsets consumed so far for commit once the broker has answered for
+ * everything their messages produced, which it does within message.timeout.ms (30 s)
+ * or, for a topic that does not exist, CQ_KAFKA_TOPIC_PROPAGATION_MS. A message it
+ * refused is settled (settle()) and its offset stored all the same: the request was
+ * answered, and reading it again would only meet the same refusal. Messages it did not
+ * take in time (the broker unreachable) rewind the consumer to the first offsets
+ * (first) instead, so that their requests are read and handled again once it is back,
+ * which the claims and stored replies make harmless. Returns true when the offsets
+ * are done with (stored or rewound); without wait, it is false at once while answers
+ * are still to come: waiting for them after each batch woke the dispatcher while its
+ * forward travelled, competing with it for the CPU. */
+static bool store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list_t *consumed,
+                          rd_kafka_topic_partition_list_t *first, bool wait)
+{
+    size_t unanswered = 0;
+    uint64_t until = cq_now_ms() + 60000;
+    size_t pending = settle(d, &unanswered);
+    while (wait && pending > 0 && cq_now_ms() < until) {
+        rd_kafka_poll(d->producer, 5);
+        pending = settle(d, &unanswered);
+    }
+    if (unanswered > 0) {
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(d->consumer, first, 10000);
+        if (e != NULL) {
+            cq_log(CQ_LOG_ERROR, "rewind to read requests again: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        } else {
+            cq_log(CQ_LOG_WARN, "%zu messages not acknowledged: reading their requests again",
+                   unanswered);
+        }
+        return true;
+    }
+    if (pending > 0) {
+        if (wait)
+            cq_log(CQ_LOG_WARN, "%zu messages still not acknowledged after 60 s", pending);
+        return false;
+    }
     /* Stored, then committed by librdkafka within 200 ms (cq_kafka_consumer): a crash
      * before that consumes these requests again, which the claims and stored replies
      * make harmless. A partition revoked meanwhile refuses the store; its next owner
@@ -657,8 +796,22 @@ static int store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list_
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
             cq_log(CQ_LOG_WARN, "store offsets: %s", rd_kafka_err2str(e));
     }
-    *stored = true;
-    return 0;
+    return true;
+}
+
+/* Records msg as consumed: the next offset to commit of its partition in consumed, the
+ * first one not yet stored in first (where a rewind goes back to). */
+static void consumed_add(rd_kafka_topic_partition_list_t *consumed,
+                         rd_kafka_topic_partition_list_t *first, const rd_kafka_message_t *msg)
+{
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    rd_kafka_topic_partition_t *p =
+        rd_kafka_topic_partition_list_find(consumed, topic, msg->partition);
+    if (p == NULL) {
+        p = rd_kafka_topic_partition_list_add(consumed, topic, msg->partition);
+        rd_kafka_topic_partition_list_add(first, topic, msg->partition)->offset = msg->offset;
+    }
+    p->offset = msg->offset + 1; /* the next to read, as Kafka counts */
 }
 
 int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
@@ -668,7 +821,7 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
     /* Offsets consumed and not yet stored: their messages' output is not all
      * acknowledged yet. Stored as soon as it is, or after waiting once they are a
      * second old (a steady stream may never leave nothing in flight). */
-    rd_kafka_topic_partition_list_t *consumed = NULL;
+    rd_kafka_topic_partition_list_t *consumed = NULL, *first = NULL;
     uint64_t consumed_since = 0;
     int rc = 0;
     while (!atomic_load(&d->stopping)) {
@@ -679,14 +832,10 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
                 handle(d, msg);
                 if (consumed == NULL) {
                     consumed = rd_kafka_topic_partition_list_new(8);
+                    first = rd_kafka_topic_partition_list_new(8);
                     consumed_since = cq_now_ms();
                 }
-                const char *topic = rd_kafka_topic_name(msg->rkt);
-                rd_kafka_topic_partition_t *p =
-                    rd_kafka_topic_partition_list_find(consumed, topic, msg->partition);
-                if (p == NULL)
-                    p = rd_kafka_topic_partition_list_add(consumed, topic, msg->partition);
-                p->offset = msg->offset + 1; /* the next to read, as Kafka counts */
+                consumed_add(consumed, first, msg);
             } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 cq_log(CQ_LOG_WARN, "consume: %s", rd_kafka_message_errstr(msg));
             }
@@ -695,33 +844,33 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
             msg = handled < BATCH_MAX ? rd_kafka_consumer_poll(d->consumer, 0) : NULL;
         }
         if (consumed != NULL) {
-            bool stored;
-            if (store_offsets(d, consumed, cq_now_ms() - consumed_since > 1000, &stored, err) < 0) {
-                cq_log(CQ_LOG_ERROR,
-                       "requests not acknowledged, exiting so that they are "
-                       "consumed again: %s",
-                       err->msg);
-                rc = -1;
-                break;
-            }
-            if (stored) {
+            if (store_offsets(d, consumed, first, cq_now_ms() - consumed_since > 1000)) {
                 rd_kafka_topic_partition_list_destroy(consumed);
-                consumed = NULL;
+                rd_kafka_topic_partition_list_destroy(first);
+                consumed = first = NULL;
             }
+        } else {
+            size_t unanswered = 0; /* recovery's: logged; recovery meets them again */
+            settle(d, &unanswered);
         }
         if (cq_now_ms() >= next_recovery) {
             recover_dead_workers(d);
             next_recovery = cq_now_ms() + RECOVERY_PERIOD;
         }
-        rd_kafka_poll(d->producer, 0);
+        /* The one failure that is this process's own: an idempotent producer that can
+         * no longer order its messages. A new process starts with a new producer. */
+        char why[256];
+        if (rd_kafka_fatal_error(d->producer, why, sizeof(why)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rc = cq_error_set(err, CQ_EINTERNAL, "kafka producer failed: %s", why);
+            break;
+        }
     }
     if (consumed != NULL) {
-        struct cq_error last;
-        bool stored;
         /* Not stored: another dispatcher consumes these requests again. */
-        if (rc == 0 && store_offsets(d, consumed, true, &stored, &last) < 0)
-            cq_log(CQ_LOG_WARN, "stopping with requests not acknowledged: %s", last.msg);
+        if (rc == 0 && !store_offsets(d, consumed, first, true))
+            cq_log(CQ_LOG_WARN, "stopping with requests not acknowledged");
         rd_kafka_topic_partition_list_destroy(consumed);
+        rd_kafka_topic_partition_list_destroy(first);
     }
     if (rc < 0)
         return -1;
@@ -738,7 +887,13 @@ void cq_dispatcher_destroy(struct cq_dispatcher *d)
     if (d->consumer != NULL)
         rd_kafka_destroy(d->consumer);
     if (d->producer != NULL)
-        rd_kafka_destroy(d->producer);
+        rd_kafka_destroy(d->producer); /* its pending reports release their references */
+    while (d->sent != NULL) {
+        struct sent *s = d->sent;
+        d->sent = s->next;
+        cq_delivery_release(s->delivery);
+        free(s);
+    }
     cq_store_close(d->store);
     cq_routes_free(d->routes);
     free(d);

@@ -27,9 +27,12 @@ int main(int argc, char **argv)
     static const struct cq_fleet_daemon ops = {
         .program = "codeq-dispatcher",
         .component = "dispatcher",
-        .about = "Consumes the request topic (group codeq-dispatchers), dead-letters what is\n"
-                 "invalid, answers session queries from Redis, and forwards each request to\n"
-                 "the worker that owns its session, moving sessions of dead workers.",
+        .about = "Consumes the request topic (consumer group codeq-dispatchers.<request-topic>),\n"
+                 "dead-letters what is invalid, answers session queries from Redis, and\n"
+                 "forwards each request to the worker that owns its session, moving sessions\n"
+                 "of dead workers. Creates the request and dead-letter topics if missing.\n"
+                 "Reads only the settings listed first below; set heartbeat-ms as the\n"
+                 "workers' (it waits that long for them after a Redis outage).",
         .create = create,
         .run = run,
         .stop = stop,

@@ -8,10 +8,17 @@
  * that reaches its own caller therefore wakes no other thread: a dedicated reader
  * thread, as this client once had, put a thread wake-up in every reply's path
  * (docs/performance.md, "Where the figures of code comments went", has its cost).
- * Replies nobody waits for (a duplicate, or a call that gave up) are dropped. */
+ * Replies nobody waits for (a duplicate, or a call that gave up) are dropped.
+ *
+ * Requests and replies too large for one Kafka message go through Redis (fleet/claim.h):
+ * the client connects to Redis (CODEQ_REDIS, CODEQ_REDIS_PREFIX, CODEQ_CLAIM_THRESHOLD,
+ * or a CODEQ_CONFIG file: the daemons' settings) the first time it needs to, so a
+ * client that never sends or gets a large payload needs no Redis at all. */
 #define _GNU_SOURCE
 #include "fleet/client.h"
+#include "fleet/claim.h"
 #include "fleet/config.h"
+#include "fleet/store.h"
 #include "fleet/kafka.h"
 #include "fleet/trace.h"
 #include "common/clock.h"
@@ -46,7 +53,21 @@ struct cq_fleet_client {
     pthread_cond_t replied; /* a final reply came, or the reading is free */
     bool reading;           /* a call reads the reply topic */
     struct waiter *waiters;
+    struct cq_fleet_config cfg; /* redis, redis_prefix, claim_threshold */
+    pthread_mutex_t store_lock;
+    struct cq_store *store; /* opened at the first large payload */
 };
+
+/* The store for claims, connected on first use. */
+static struct cq_store *claim_store(struct cq_fleet_client *c, struct cq_error *err)
+{
+    pthread_mutex_lock(&c->store_lock);
+    if (c->store == NULL && cq_store_open(&c->cfg, &c->store, err) < 0)
+        cq_error_prefix(err, "a payload too large for Kafka goes through Redis (set CODEQ_REDIS)");
+    struct cq_store *st = c->store;
+    pthread_mutex_unlock(&c->store_lock);
+    return st;
+}
 
 static struct waiter *find_waiter(struct cq_fleet_client *c, const char *request_id)
 {
@@ -129,13 +150,20 @@ int cq_fleet_client_open(const char *brokers, const char *request_topic,
         request_topic = getenv("CODEQ_REQUEST_TOPIC");
     struct cq_fleet_config cfg;
     cq_fleet_config_init(&cfg);
+    /* The daemons' file and environment settings (CODEQ_CONFIG, CODEQ_REDIS, ...). */
+    char *no_args[] = {"codeq-client", NULL};
+    bool help;
+    if (cq_fleet_config_load(&cfg, 1, no_args, &help, err) < 0)
+        return -1;
     if (snprintf(cfg.brokers, sizeof(cfg.brokers), "%s", brokers) >= (int)sizeof(cfg.brokers))
         return cq_error_set(err, CQ_EINVALID, "the brokers list is too long");
     struct cq_fleet_client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return cq_error_set(err, ENOMEM, "out of memory");
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->store_lock, NULL);
     pthread_cond_init(&c->replied, NULL);
+    c->cfg = cfg;
     snprintf(c->request_topic, sizeof(c->request_topic), "%s",
              request_topic != NULL && request_topic[0] != '\0' ? request_topic : cfg.request_topic);
     char id[17];
@@ -169,8 +197,10 @@ void cq_fleet_client_close(struct cq_fleet_client *c)
         rd_kafka_flush(c->producer, 5000);
         rd_kafka_destroy(c->producer);
     }
+    cq_store_close(c->store);
     pthread_cond_destroy(&c->replied);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->store_lock);
     free(c);
 }
 
@@ -295,7 +325,29 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
         req->request_id = made_id;
     }
     req->reply_topic = c->reply_topic;
-    int rc = call(c, req, on_chunk, ctx, timeout_ms, out, trace, err);
+    /* Too large for Kafka: the arguments go through Redis (checked at this edge:
+     * files over the limit and requests over 200 MiB are refused here). */
+    struct cq_claimed_request claimed = {.moved = false};
+    struct cq_store *st = NULL;
+    int rc = 0;
+    if (codeq__v1__request__get_packed_size(req) > c->cfg.claim_threshold &&
+        req->operation_case == CODEQ__V1__REQUEST__OPERATION_INVOKE &&
+        (st = claim_store(c, err)) == NULL)
+        rc = -1;
+    if (rc == 0 && cq_claim_request(st, req, c->cfg.claim_threshold, CQ_CLAIM_REQUEST_TTL_S,
+                                    &claimed, err) < 0)
+        rc = -1;
+    if (rc == 0)
+        rc = call(c, req, on_chunk, ctx, timeout_ms, out, trace, err);
+    cq_claim_request_undo(req, &claimed);
+    if (rc == 0 && (*out)->payload_case == CODEQ__V1__RESPONSE__PAYLOAD_CLAIM) {
+        st = claim_store(c, err);
+        if (st == NULL || cq_claim_resolve_reply(st, out, err) < 0) {
+            codeq__v1__response__free_unpacked(*out, NULL);
+            *out = NULL;
+            rc = -1;
+        }
+    }
     /* One exit: the request goes back to its caller as it came (made_id is on this
      * stack, and the caller may free the message with its own strings). */
     req->request_id = given_id;

@@ -4,6 +4,7 @@
  * (cq_codec_invalid), and nothing here trusts a length or an enum it did not check. */
 #define _GNU_SOURCE
 #include "fleet/codec.h"
+#include "fleet/claim.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -28,11 +29,7 @@ bool cq_codec_topic_name_ok(const char *topic)
 static const char *too_large(const Codeq__V1__Arguments *args)
 {
     for (size_t i = 0; args != NULL && i < args->n_content; i++) {
-        const Codeq__V1__FileContent *f = args->content[i];
-        uint64_t len = f->data_case == CODEQ__V1__FILE_CONTENT__DATA_BLOB ? f->blob.len
-                       : f->data_case == CODEQ__V1__FILE_CONTENT__DATA_TEXT && f->text != NULL
-                           ? strlen(f->text)
-                           : 0;
+        uint64_t len = cq_claim_file_len(args->content[i]);
         if (len > CQ_WORKER_MAX_FILE_BYTES)
             return "a file in content is larger than the 100 MB limit of a file";
     }
@@ -72,6 +69,20 @@ const char *cq_codec_invalid(const Codeq__V1__Request *req)
             return "session_id is required";
         if (empty(req->invoke->tool))
             return "invoke.tool is required";
+        if (req->invoke->arguments_claim != NULL) {
+            /* Arguments by reference (fleet/claim.h): the claim's own figures are what
+             * the edge can check without reading the bulk, and the worker holds what
+             * it reads to them. */
+            const Codeq__V1__Claim *claim = req->invoke->arguments_claim;
+            if (req->invoke->arguments != NULL)
+                return "invoke has both arguments and arguments_claim";
+            const char *why = cq_claim_invalid(claim);
+            if (why != NULL)
+                return why;
+            if (claim->largest_file > CQ_WORKER_MAX_FILE_BYTES)
+                return "a file in content is larger than the 100 MB limit of a file";
+            return NULL;
+        }
         return too_large(req->invoke->arguments);
     default:
         return "the request has no operation";

@@ -12,8 +12,8 @@
 #include "common/error.h"
 #include "codeq.pb-c.h"
 
-/* The largest Response the codec packs: Kafka's limit for one message
- * (CQ_KAFKA_MAX_MESSAGE in fleet/kafka.h); a larger reply could never be published. */
+/* The largest Response the codec packs: what a claim may carry (CQ_CLAIM_MAX_BYTES in
+ * fleet/claim.h; a reply larger than a Kafka message goes through Redis). */
 #define CQ_CODEC_MAX_RESPONSE 209715200u
 /* The size of the buffer cq_codec_fallback_response() fills. */
 #define CQ_CODEC_FALLBACK_MAX 512

@@ -49,10 +49,12 @@ static const struct setting settings[] = {
      sizeof(((struct cq_fleet_config *)0)->reply_prefix),
      "reply topics must start with it; the fleet writes to no other"},
     STR(worker_id, "this worker's id (its topic is codeq.worker.<id>)"),
-    NUM(heartbeat_ms, "worker heartbeat period; a worker is dead after 3 missed"),
+    NUM(heartbeat_ms, "workers' heartbeat period (the same for all daemons); dead after 3 missed"),
     NUM(max_sessions, "sessions one worker runs at once"),
     NUM(warm_pool, "sandboxes a worker keeps ready"),
     SZ(files_quota, "bytes of one session's files kept in Redis"),
+    SZ(claim_threshold, "messages larger than this travel through Redis (claim check)"),
+    NUM(claim_ttl, "seconds a large reply stays in Redis for its client"),
     STR(log_level, "debug, info, warn or error"),
 };
 
@@ -69,6 +71,10 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg)
     cfg->max_sessions = CQ_WORKER_DEFAULT_MAX_SESSIONS;
     cfg->warm_pool = 2;
     cfg->files_quota = 256ULL << 20;
+    /* Half of Kafka's default message.max.bytes (1 MB): the rest of a message and a
+     * broker's own overhead fit beside it on any stock cluster. */
+    cfg->claim_threshold = 512ULL << 10;
+    cfg->claim_ttl = 900;
     snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
 }
 
@@ -90,6 +96,11 @@ static int apply(struct cq_fleet_config *cfg, const struct setting *s, const cha
         if (strlen(value) >= s->size)
             return cq_error_set(err, CQ_EINVALID, "%s: %s is longer than %zu characters", source,
                                 s->name, s->size - 1);
+        /* A misspelt level would otherwise log at the default without a word. */
+        if (strcmp(s->name, "log_level") == 0 && strcmp(value, "debug") != 0 &&
+            strcmp(value, "info") != 0 && strcmp(value, "warn") != 0 && strcmp(value, "error") != 0)
+            return cq_error_set(err, CQ_EINVALID, "%s: '%s' is not one of debug, info, warn, error",
+                                source, value);
         snprintf(field, s->size, "%s", value);
         return 0;
     case UINT:
@@ -211,33 +222,62 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
     return 0;
 }
 
-void cq_fleet_config_usage(FILE *out)
+/* Settings only codeq-worker reads; the dispatcher accepts them (one file can serve
+ * both daemons) and ignores them. */
+static bool worker_only(const struct setting *s)
+{
+    static const char *const names[] = {"worker_id", "max_sessions", "warm_pool", "files_quota",
+                                        "claim_ttl"};
+    for (size_t i = 0; i < CQ_ARRAY_LEN(names); i++)
+        if (strcmp(s->name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static void usage_line(FILE *out, const struct cq_fleet_config *d, const struct setting *s)
+{
+    const char *field = (const char *)d + s->offset;
+    char value[64];
+    if (s->kind == STRING)
+        snprintf(value, sizeof(value), "%s", field);
+    else if (s->kind == UINT)
+        snprintf(value, sizeof(value), "%u", *(const unsigned *)(const void *)field);
+    else if (*(const uint64_t *)(const void *)field % (1ULL << 20) == 0)
+        snprintf(value, sizeof(value), "%lluM",
+                 (unsigned long long)(*(const uint64_t *)(const void *)field >> 20));
+    else
+        snprintf(value, sizeof(value), "%lluK",
+                 (unsigned long long)(*(const uint64_t *)(const void *)field >> 10));
+    char flag[64];
+    snprintf(flag, sizeof(flag), "%s", s->name);
+    for (char *p = flag; *p; p++)
+        if (*p == '_')
+            *p = '-';
+    fprintf(out, "  --%-15s %s (default: %s)\n", flag, s->help,
+            value[0]                            ? value
+            : strcmp(s->name, "worker_id") == 0 ? "the host name"
+                                                : "none");
+}
+
+void cq_fleet_config_usage(FILE *out, bool worker)
 {
     struct cq_fleet_config d;
     cq_fleet_config_init(&d);
     fprintf(out, "settings (file: --config FILE or CODEQ_CONFIG; environment: CODEQ_<NAME>;\n"
                  "flags: --name VALUE; later sources win):\n");
-    for (size_t i = 0; i < CQ_ARRAY_LEN(settings); i++) {
-        const struct setting *s = &settings[i];
-        const char *field = (const char *)&d + s->offset;
-        char value[64];
-        if (s->kind == STRING)
-            snprintf(value, sizeof(value), "%s", field);
-        else if (s->kind == UINT)
-            snprintf(value, sizeof(value), "%u", *(const unsigned *)(const void *)field);
-        else
-            snprintf(value, sizeof(value), "%lluM",
-                     (unsigned long long)(*(const uint64_t *)(const void *)field >> 20));
-        char flag[64];
-        snprintf(flag, sizeof(flag), "%s", s->name);
-        for (char *p = flag; *p; p++)
-            if (*p == '_')
-                *p = '-';
-        fprintf(out, "  --%-15s %s (default: %s)\n", flag, s->help,
-                value[0]                            ? value
-                : strcmp(s->name, "worker_id") == 0 ? "the host name"
-                                                    : "none");
+    for (size_t i = 0; i < CQ_ARRAY_LEN(settings); i++)
+        if (!worker_only(&settings[i]))
+            usage_line(out, &d, &settings[i]);
+    if (!worker) {
+        /* One file may configure both daemons: the workers' settings are accepted. */
+        fprintf(out, "The workers' own settings (codeq-worker --help) are accepted and "
+                     "ignored.\n");
+        return;
     }
+    fprintf(out, "codeq-worker only (codeq-dispatcher accepts and ignores them):\n");
+    for (size_t i = 0; i < CQ_ARRAY_LEN(settings); i++)
+        if (worker_only(&settings[i]))
+            usage_line(out, &d, &settings[i]);
 }
 
 const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, const char *topic)

@@ -12,18 +12,20 @@
 #include "common/error.h"
 
 struct cq_fleet_config {
-    char brokers[512];       /* brokers: Kafka bootstrap servers */
-    char redis[256];         /* redis: host:port */
-    char prefix[64];         /* redis_prefix: of every Redis key */
-    char request_topic[200]; /* request_topic */
-    char dlq_topic[200];     /* dlq_topic */
-    char reply_prefix[64];   /* reply_topic_prefix: every reply topic starts with it */
-    char worker_id[64];      /* worker_id (worker only): names its topic */
-    unsigned heartbeat_ms;   /* heartbeat_ms: workers' heartbeat period */
-    unsigned max_sessions;   /* max_sessions (worker) */
-    unsigned warm_pool;      /* warm_pool (worker) */
-    uint64_t files_quota;    /* files_quota: bytes of one session's files in Redis */
-    char log_level[16];      /* log_level: debug, info, warn, error */
+    char brokers[512];        /* brokers: Kafka bootstrap servers */
+    char redis[256];          /* redis: host:port */
+    char prefix[64];          /* redis_prefix: of every Redis key */
+    char request_topic[200];  /* request_topic */
+    char dlq_topic[200];      /* dlq_topic */
+    char reply_prefix[64];    /* reply_topic_prefix: every reply topic starts with it */
+    char worker_id[64];       /* worker_id (worker only): names its topic */
+    unsigned heartbeat_ms;    /* heartbeat_ms: workers' heartbeat period */
+    unsigned max_sessions;    /* max_sessions (worker) */
+    unsigned warm_pool;       /* warm_pool (worker) */
+    uint64_t files_quota;     /* files_quota: bytes of one session's files in Redis */
+    uint64_t claim_threshold; /* claim_threshold: larger messages go by reference (Redis) */
+    unsigned claim_ttl;       /* claim_ttl: seconds a reply's claim is kept */
+    char log_level[16];       /* log_level: debug, info, warn, error */
 };
 
 void cq_fleet_config_init(struct cq_fleet_config *cfg);
@@ -31,8 +33,9 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg);
  * Prints nothing; *help is set for -h/--help. */
 int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, bool *help,
                          struct cq_error *err);
-/* The keys, their defaults and meaning, for --help. */
-void cq_fleet_config_usage(FILE *out);
+/* The keys, their defaults and meaning, for --help: the worker's (worker: true) or the
+ * dispatcher's, which names the workers' own settings only as accepted and ignored. */
+void cq_fleet_config_usage(FILE *out, bool worker);
 /* Why the fleet refuses to publish replies to topic, or NULL. A request names its own
  * reply topic, and the fleet writes there: only topics under the configured prefix are
  * clients' (codeq.replies. by default), and never one of the fleet's own (the request

@@ -8,6 +8,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 static const struct cq_fleet_daemon *running_ops;
 static void *running;
@@ -31,7 +32,7 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
     }
     if (help) {
         printf("usage: %s [--config FILE] [--name VALUE]...\n\n%s\n\n", ops->program, ops->about);
-        cq_fleet_config_usage(stdout);
+        cq_fleet_config_usage(stdout, strcmp(ops->component, "worker") == 0);
         return 0;
     }
     cq_log_setup(ops->component, cfg.log_level);

@@ -90,10 +90,15 @@ int cq_kafka_producer(const struct cq_fleet_config *cfg, rd_kafka_t **out, struc
         return -1;
     /* murmur2_random: the partition of a key as Java clients compute it, so that a
      * session's requests share a partition whoever produced them. */
+    char max_message[24];
+    uint64_t max = cfg->claim_threshold + CQ_KAFKA_ENVELOPE_BYTES;
+    snprintf(max_message, sizeof(max_message), "%llu",
+             (unsigned long long)(max > CQ_KAFKA_MIN_MESSAGE ? max : CQ_KAFKA_MIN_MESSAGE));
     if (set(conf, "linger.ms", "0", err) < 0 || set(conf, "enable.idempotence", "true", err) < 0 ||
         set(conf, "partitioner", "murmur2_random", err) < 0 ||
         set(conf, "message.timeout.ms", "30000", err) < 0 ||
-        set(conf, "message.max.bytes", CQ_KAFKA_MAX_MESSAGE, err) < 0) {
+        set(conf, "message.max.bytes", max_message, err) < 0 ||
+        set(conf, "topic.metadata.propagation.max.ms", CQ_KAFKA_TOPIC_PROPAGATION_MS, err) < 0) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }
@@ -113,8 +118,7 @@ static int new_consumer(rd_kafka_conf_t *conf, const char *group, rd_kafka_t **o
 {
     *out = NULL;
     if (set(conf, "group.id", group, err) < 0 || set(conf, "fetch.wait.max.ms", "100", err) < 0 ||
-        set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
-        set(conf, "fetch.message.max.bytes", CQ_KAFKA_MAX_MESSAGE, err) < 0) {
+        set(conf, "fetch.error.backoff.ms", "50", err) < 0) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }
@@ -149,7 +153,7 @@ int cq_kafka_consumer(const struct cq_fleet_config *cfg, const char *group, cons
         set(conf, "session.timeout.ms", "6000", err) < 0 ||
         set(conf, "heartbeat.interval.ms", "500", err) < 0 ||
         set(conf, "topic.metadata.refresh.interval.ms", "5000", err) < 0 ||
-        set(conf, "allow.auto.create.topics", "true", err) < 0) {
+        set(conf, "allow.auto.create.topics", "false", err) < 0) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }
@@ -270,7 +274,10 @@ int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, cons
             __atomic_sub_fetch(&delivery->pending, 1, __ATOMIC_SEQ_CST);
         if (counted)
             cq_delivery_release(delivery);
-        return cq_error_set(err, CQ_EINTERNAL, "produce to %s: %s", topic, rd_kafka_err2str(e));
+        /* CQ_ELIMIT: a limit the message is over (the caller may tell its sender). */
+        return cq_error_set(err,
+                            e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? CQ_ELIMIT : CQ_EINTERNAL,
+                            "produce to %s: %s", topic, rd_kafka_err2str(e));
     }
     return 0;
 }
@@ -294,6 +301,34 @@ int cq_kafka_wait(rd_kafka_t *producer, struct cq_delivery *d, int timeout_ms, s
         return cq_error_set(err, CQ_EINTERNAL, "%d messages failed: %s", d->failed,
                             rd_kafka_err2str(d->last_error));
     return 0;
+}
+
+bool cq_kafka_refused(rd_kafka_resp_err_t e)
+{
+    switch (e) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+    /* The broker did not answer (down, unreachable, too slow): the message itself may
+     * be fine. */
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    /* The producer gave up on it (purged, or unusable): this process's fault. */
+    case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+    case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+    case RD_KAFKA_RESP_ERR__FATAL:
+    case RD_KAFKA_RESP_ERR__DESTROY:
+        return false;
+    default:
+        /* Too large, topic missing, not authorized, an invalid record: sent again,
+         * the same message meets the same answer. */
+        return true;
+    }
 }
 
 const char *cq_kafka_header(rd_kafka_message_t *msg, const char *name, char *buf, size_t len)
@@ -333,9 +368,6 @@ int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, str
     rd_kafka_NewTopic_t *t = rd_kafka_NewTopic_new(topic, partitions, 1, why, sizeof(why));
     if (t == NULL)
         return cq_error_set(err, CQ_EINVALID, "topic %s: %s", topic, why);
-    /* The broker's default (1 MB) would refuse a request or reply that carries a file;
-     * the topic's own limit lets them through whatever the broker's default is. */
-    rd_kafka_NewTopic_set_config(t, "max.message.bytes", CQ_KAFKA_MAX_MESSAGE);
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_CreateTopics(rk, &t, 1, NULL, q);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);

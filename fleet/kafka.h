@@ -10,10 +10,20 @@
 #include "common/error.h"
 #include "fleet/config.h"
 
-/* The largest message the fleet's clients produce and the topics it creates accept:
- * AgentCore's 100 MB payloads with room for the envelope. Brokers must allow requests
- * this large too (socket.request.max.bytes; scripts/services sets it). */
-#define CQ_KAFKA_MAX_MESSAGE "209715200"
+/* Room beside the claim threshold (claim_threshold) for the rest of a message: larger
+ * payloads go through Redis (fleet/claim.h), so a producer never needs more than this
+ * plus the threshold, and at least Kafka's own default (1 MB) either way. Topics are
+ * made with the broker's default limit. */
+#define CQ_KAFKA_ENVELOPE_BYTES (64u << 10)
+#define CQ_KAFKA_MIN_MESSAGE    1000000u
+
+/* How long a producer waits for a topic it does not find to appear before it fails
+ * the messages for it (librdkafka's default is 30 s). The fleet's own topics exist
+ * before anything is sent to them, and a client creates its reply topic before its
+ * first request: a topic still missing after this is gone (a client deleted it, a
+ * request named one nobody made), and waiting longer for it only holds up the replies
+ * and forwards sent after it. */
+#define CQ_KAFKA_TOPIC_PROPAGATION_MS "2000"
 
 /* A producer (*out, the caller's to rd_kafka_destroy) for the request path: no linger,
  * no Nagle, idempotent, Java-compatible key partitioning. Delivery reports complete
@@ -55,6 +65,11 @@ void cq_delivery_release(struct cq_delivery *d);
 int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, const void *value,
                   size_t len, const struct cq_header *headers, size_t n_headers,
                   struct cq_delivery *delivery, struct cq_error *err);
+/* True when e, a message's delivery error, is the broker's refusal of that message (too
+ * large for its topic, the topic missing, not authorized, invalid): sending it again
+ * cannot succeed, and the sender must not wait for it or exit over it. False for no
+ * error and for a broker that did not answer in time (the message may be fine). */
+bool cq_kafka_refused(rd_kafka_resp_err_t e);
 /* Waits until every message counted in d is acknowledged (or failed). */
 int cq_kafka_wait(rd_kafka_t *producer, struct cq_delivery *d, int timeout_ms,
                   struct cq_error *err);

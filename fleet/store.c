@@ -33,6 +33,8 @@
 #define CHUNK_BYTES  (512 * 1024)
 #define RESULT_TTL_S 86400
 #define ENDED_KEPT_S 3600
+/* How long a session's stored replies outlive it (END_SESSION). */
+#define RESULT_AFTER_END_S 600
 /* How long one command waits for an unreachable Redis (a restart, a failover) before it
  * fails; the backoff between attempts doubles up to REDIS_BACKOFF_MAX_MS. */
 #define REDIS_WAIT_MS        30000
@@ -592,7 +594,27 @@ static const char END_SESSION[] =
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if ARGV[3] ~= '' and (redis.call('HGET', s, 'owner') ~= ARGV[3] or\n"
     "                      redis.call('HGET', s, 'fence') ~= ARGV[4]) then return 0 end\n"
-    "redis.call('DEL', ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2])\n"
+    "redis.call('DEL', ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2],\n"
+    "           ARGV[1] .. 'state:' .. ARGV[2])\n"
+    /* Stored replies go with their session: they hold its outputs and file contents.
+     * Not at once: a copy of a request redelivered after a dispatcher restart, or a
+     * client's retry, must still get the reply it had, so they expire ARGV[7] seconds
+     * from now (or sooner, as they would have). Only finished requests' (a running
+     * one's worker still stores its reply). */
+    "local function soon(k)\n"
+    "  local t = redis.call('TTL', k)\n"
+    "  if t == -1 or t > tonumber(ARGV[7]) then redis.call('EXPIRE', k, ARGV[7]) end\n"
+    "end\n"
+    "local rs, cs = ARGV[1] .. 'results:' .. ARGV[2], ARGV[1] .. 'claims:' .. ARGV[2]\n"
+    "for _, rid in ipairs(redis.call('SMEMBERS', rs)) do\n"
+    "  local k = ARGV[1] .. 'req:' .. rid\n"
+    "  if redis.call('HGET', k, 'state') == 'done' then\n"
+    "    soon(k)\n"
+    "    soon(ARGV[1] .. 'result:' .. rid)\n"
+    "  end\n"
+    "end\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', cs)) do soon(ARGV[1] .. 'claim:' .. id) end\n"
+    "redis.call('DEL', rs, cs)\n"
     "redis.call('ZREM', ARGV[1] .. 'sessions', ARGV[2])\n"
     "if redis.call('EXISTS', s) == 1 then\n"
     "  redis.call('HSET', s, 'status', 'TERMINATED', 'owner', '', 'updated_ms', ARGV[5])\n"
@@ -611,6 +633,7 @@ int cq_store_end_session(struct cq_store *st, const char *session_id, const char
     arg_int(&a, (int64_t)fence);
     arg_int(&a, cq_unix_ms());
     arg_int(&a, ENDED_KEPT_S);
+    arg_int(&a, RESULT_AFTER_END_S);
     return fenced(run(st, &a, err), session_id, err);
 }
 
@@ -802,6 +825,12 @@ static const char FINISH[] =
     "end\n"
     "if ARGV[3] ~= '' and (h[1] ~= 'running' or h[2] ~= ARGV[3]) then return 0 end\n"
     "redis.call('SET', ARGV[1] .. 'result:' .. ARGV[2], ARGV[4], 'EX', ARGV[5])\n"
+    "local session = redis.call('HGET', k, 'session')\n"
+    "if session and session ~= '' then\n"
+    "  local rs = ARGV[1] .. 'results:' .. session\n"
+    "  redis.call('SADD', rs, ARGV[2])\n"
+    "  redis.call('EXPIRE', rs, ARGV[5])\n"
+    "end\n"
     "redis.call('HSET', k, 'state', 'done')\n"
     "redis.call('HDEL', k, 'body')\n"
     "redis.call('EXPIRE', k, ARGV[5])\n"
@@ -930,6 +959,119 @@ int cq_store_forget_worker(struct cq_store *st, const char *worker, struct cq_er
     const char *argv[] = {"SREM", key, worker};
     redisReply *r = command(st, 3, argv, NULL, err);
     return done_with(r);
+}
+
+/* ---- claims ------------------------------------------------------------------------- */
+
+/* A claim is one Redis string written and read in CLAIM_PIECE slices: a 150 MB value in
+ * one command would make Redis (single-threaded) copy it while every other client
+ * waits, and hiredis would need it in one buffer twice over. SETRANGE at an offset
+ * (not APPEND) because command() sends a command again when its reply was lost, and
+ * writing the same slice at the same place twice changes nothing; GETRANGE reads a
+ * slice without copying the rest. */
+#define CLAIM_PIECE (1024 * 1024)
+
+static void claim_key(const struct cq_store *st, const char *id, char *out, size_t len)
+{
+    snprintf(out, len, "%sclaim:%s", st->prefix, id);
+}
+
+int cq_store_claim_put(struct cq_store *st, const char *id, const void *data, size_t len,
+                       unsigned ttl_s, const char *session_id, struct cq_error *err)
+{
+    char key[160], ttl[16];
+    claim_key(st, id, key, sizeof(key));
+    snprintf(ttl, sizeof(ttl), "%u", ttl_s ? ttl_s : 1);
+    const uint8_t *bytes = data;
+    for (size_t off = 0; off == 0 || off < len; off += CLAIM_PIECE) {
+        size_t n = len - off < CLAIM_PIECE ? len - off : CLAIM_PIECE;
+        /* The first slice sets the key (and its time to live), replacing anything there:
+         * ids are random, so only an earlier attempt of this same write could be. */
+        char at[24];
+        snprintf(at, sizeof(at), "%zu", off);
+        const char *set[] = {"SET", key, (const char *)bytes, "EX", ttl};
+        const size_t set_lens[] = {3, strlen(key), n, 2, strlen(ttl)};
+        const char *setrange[] = {"SETRANGE", key, at, (const char *)bytes + off};
+        const size_t setrange_lens[] = {8, strlen(key), strlen(at), n};
+        redisReply *r = off == 0 ? command(st, 5, set, set_lens, err)
+                                 : command(st, 4, setrange, setrange_lens, err);
+        if (done_with(r) < 0) {
+            struct cq_error ignored;
+            cq_store_claim_delete(st, id, &ignored); /* no half-written claim left */
+            return cq_error_prefix(err, "store a claim of %zu bytes", len);
+        }
+        if (len == 0)
+            break;
+    }
+    if (session_id == NULL || session_id[0] == '\0')
+        return 0;
+    /* Listed with its session, so that ending the session deletes it (END_SESSION). */
+    char set[200];
+    snprintf(set, sizeof(set), "%sclaims:%s", st->prefix, session_id);
+    const char *sadd[] = {"SADD", set, id};
+    if (done_with(command(st, 3, sadd, NULL, err)) < 0)
+        return -1;
+    const char *expire[] = {"EXPIRE", set, ttl};
+    return done_with(command(st, 3, expire, NULL, err));
+}
+
+int cq_store_claim_get(struct cq_store *st, const char *id, uint64_t size, uint8_t **data,
+                       struct cq_error *err)
+{
+    *data = NULL;
+    char key[160];
+    claim_key(st, id, key, sizeof(key));
+    const char *strlen_argv[] = {"STRLEN", key};
+    redisReply *r = command(st, 2, strlen_argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    long long stored = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    if (stored <= 0 && size > 0)
+        return cq_error_set(err, CQ_ENOTFOUND,
+                            "the payload stored in Redis for this message is gone (its time to "
+                            "live ran out, or its session ended)");
+    if ((uint64_t)stored != size)
+        return cq_error_set(err, CQ_EINVALID,
+                            "the payload stored in Redis has %lld bytes, the message says %llu",
+                            stored, (unsigned long long)size);
+    uint8_t *buf = malloc(size ? size : 1);
+    if (buf == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate %llu bytes", (unsigned long long)size);
+    for (uint64_t off = 0; off < size; off += CLAIM_PIECE) {
+        uint64_t n = size - off < CLAIM_PIECE ? size - off : CLAIM_PIECE;
+        char from[24], to[24];
+        snprintf(from, sizeof(from), "%llu", (unsigned long long)off);
+        snprintf(to, sizeof(to), "%llu", (unsigned long long)(off + n - 1));
+        const char *argv[] = {"GETRANGE", key, from, to};
+        r = command(st, 4, argv, NULL, err);
+        if (r == NULL) {
+            free(buf);
+            return -1;
+        }
+        /* Shorter: the key was replaced or deleted between two slices. */
+        bool whole = r->type == REDIS_REPLY_STRING && r->len == n;
+        if (whole)
+            memcpy(buf + off, r->str, n);
+        freeReplyObject(r);
+        if (!whole) {
+            free(buf);
+            return cq_error_set(err, CQ_ENOTFOUND,
+                                "the payload stored in Redis for this message changed while it "
+                                "was read");
+        }
+    }
+    *data = buf;
+    return 0;
+}
+
+int cq_store_claim_delete(struct cq_store *st, const char *id, struct cq_error *err)
+{
+    char key[160];
+    claim_key(st, id, key, sizeof(key));
+    /* UNLINK: a large value is freed by Redis's background thread. */
+    const char *argv[] = {"UNLINK", key};
+    return done_with(command(st, 2, argv, NULL, err));
 }
 
 /* ---- files -------------------------------------------------------------------------- */
@@ -1093,4 +1235,128 @@ int cq_store_get_file(struct cq_store *st, const char *session_id, const char *p
         free(part);
     }
     return 0;
+}
+
+/* ---- kernel state of a drained session ---------------------------------------------
+ *
+ * state:<sid> is a hash: `fence`, the session's token when its owner drained, and the
+ * fields the worker names (a kernel's saved variables, or why they could not be
+ * saved). The owner writes it when it drains (fenced), within the session's files
+ * quota together with its files, so that a session's bytes in Redis stay bounded by
+ * the one quota. The worker that adopts the session takes it (reads and deletes it, as
+ * the new owner) and uses it only when it was written under the token just before its
+ * own: a state is restored once, and never into a session that ran elsewhere since it
+ * was saved. It expires with the session and is deleted when the session ends. */
+
+static const char PUT_STATE[] =
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
+    "then return 0 end\n"
+    "local k = ARGV[1] .. 'state:' .. ARGV[2]\n"
+    "local size = 0\n"
+    "for i = 7, #ARGV, 2 do size = size + #ARGV[i] end\n"
+    "local files = tonumber(redis.call('HGET', ARGV[1] .. 'files:' .. ARGV[2], 'bytes') or '0')\n"
+    "if files + size > tonumber(ARGV[5]) then return -2 end\n"
+    "redis.call('DEL', k)\n"
+    "redis.call('HSET', k, 'fence', ARGV[4])\n"
+    "for i = 6, #ARGV - 1, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end\n"
+    "local ttl = redis.call('PTTL', s)\n"
+    "if ttl > 0 then redis.call('PEXPIRE', k, ttl) end\n"
+    "return 1\n";
+
+int cq_store_put_state(struct cq_store *st, const char *session_id, const char *worker,
+                       uint64_t fence, const struct cq_store_field *fields, size_t n,
+                       struct cq_error *err)
+{
+    if (n > CQ_STORE_MAX_STATE_FIELDS)
+        return cq_error_set(err, CQ_EINVALID, "%zu state fields (at most %d)", n,
+                            CQ_STORE_MAX_STATE_FIELDS);
+    struct args *a = malloc(sizeof(*a));
+    if (a == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate arguments");
+    script(st, a, PUT_STATE);
+    arg(a, session_id);
+    arg(a, worker);
+    arg_int(a, (int64_t)fence);
+    arg_int(a, (int64_t)st->files_quota);
+    for (size_t i = 0; i < n; i++) {
+        arg(a, fields[i].name);
+        arg_bin(a, fields[i].data, fields[i].len);
+    }
+    int rc = fenced(run(st, a, err), session_id, err);
+    free(a);
+    return rc;
+}
+
+static const char TAKE_STATE[] =
+    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
+    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
+    "then return 0 end\n"
+    "local k = ARGV[1] .. 'state:' .. ARGV[2]\n"
+    "local all = redis.call('HGETALL', k)\n"
+    "redis.call('DEL', k)\n"
+    "return all\n";
+
+void cq_store_fields_free(struct cq_store_field *fields, size_t n)
+{
+    for (size_t i = 0; fields != NULL && i < n; i++) {
+        free(fields[i].name);
+        free(fields[i].data);
+    }
+    free(fields);
+}
+
+/* The fields of a TAKE_STATE reply but `fence`, copied. */
+static int copy_fields(const redisReply *r, struct cq_store_field **fields, size_t *n,
+                       struct cq_error *err)
+{
+    if ((*fields = calloc(r->elements / 2 + 1, sizeof(**fields))) == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate the session's state");
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *key = r->element[i], *value = r->element[i + 1];
+        if (key->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING ||
+            strcmp(key->str, "fence") == 0)
+            continue;
+        struct cq_store_field *f = &(*fields)[*n];
+        f->name = strndup(key->str, key->len);
+        f->data = malloc(value->len ? value->len : 1);
+        f->len = value->len;
+        (*n)++; /* counted even when half allocated: freed below */
+        if (f->name == NULL || f->data == NULL) {
+            cq_store_fields_free(*fields, *n);
+            *fields = NULL;
+            *n = 0;
+            return cq_error_sys(err, ENOMEM, "allocate the session's state");
+        }
+        memcpy(f->data, value->str, value->len);
+    }
+    return 0;
+}
+
+int cq_store_take_state(struct cq_store *st, const char *session_id, const char *worker,
+                        uint64_t fence, struct cq_store_field **fields, size_t *n, bool *found,
+                        struct cq_error *err)
+{
+    *fields = NULL;
+    *n = 0;
+    *found = false;
+    struct args a;
+    script(st, &a, TAKE_STATE);
+    arg(&a, session_id);
+    arg(&a, worker);
+    arg_int(&a, (int64_t)fence);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY)
+        return fenced(r, session_id, err); /* 0: not the owner at that token */
+    bool current = false;
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, "fence") == 0)
+            current = fence > 0 && (uint64_t)int_of(r->element[i + 1]) == fence - 1;
+    /* None, or saved before a later move: not this session's state now (dropped). */
+    int rc = current ? copy_fields(r, fields, n, err) : 0;
+    *found = current && rc == 0;
+    freeReplyObject(r);
+    return rc;
 }

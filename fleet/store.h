@@ -126,6 +126,17 @@ int cq_store_release_session(struct cq_store *st, const char *session_id, const 
 int cq_store_owner(struct cq_store *st, const char *session_id, char *owner, size_t len,
                    uint64_t *fence, struct cq_error *err);
 
+/* Claims (fleet/claim.h): payloads too large for a Kafka message, under
+ * <prefix>claim:<id> with a time to live. id must have passed cq_claim_id_ok().
+ * session_id (NULL: none): the claim is deleted when that session ends. */
+int cq_store_claim_put(struct cq_store *st, const char *id, const void *data, size_t len,
+                       unsigned ttl_s, const char *session_id, struct cq_error *err);
+/* The claim's bytes (malloc'd), which must be exactly size long: CQ_ENOTFOUND when it
+ * is gone (expired, deleted), CQ_EINVALID when its size differs. */
+int cq_store_claim_get(struct cq_store *st, const char *id, uint64_t size, uint8_t **data,
+                       struct cq_error *err);
+int cq_store_claim_delete(struct cq_store *st, const char *id, struct cq_error *err);
+
 /* Files: one hash per session; writes are fenced. */
 struct cq_stored_file {
     char *path;
@@ -142,6 +153,27 @@ int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_s
 void cq_stored_files_free(struct cq_stored_file *files, size_t n);
 int cq_store_get_file(struct cq_store *st, const char *session_id, const char *path, uint8_t **data,
                       size_t *len, struct cq_error *err);
+
+/* Kernel state of a drained session (state:<sid>, docs/fleet.md): named byte fields,
+ * written by the owner as it drains, taken once by the worker that adopts it. */
+struct cq_store_field {
+    char *name;
+    uint8_t *data;
+    size_t len;
+};
+#define CQ_STORE_MAX_STATE_FIELDS 16
+/* Replaces the session's state with fields (fenced); CQ_ELIMIT when they and the
+ * session's files together exceed its files quota. */
+int cq_store_put_state(struct cq_store *st, const char *session_id, const char *worker,
+                       uint64_t fence, const struct cq_store_field *fields, size_t n,
+                       struct cq_error *err);
+/* Reads and deletes the session's state as its new owner (fenced); *found only when it
+ * was saved under the token just before fence (by the owner this worker took the
+ * session from). Free *fields with cq_store_fields_free(). */
+int cq_store_take_state(struct cq_store *st, const char *session_id, const char *worker,
+                        uint64_t fence, struct cq_store_field **fields, size_t *n, bool *found,
+                        struct cq_error *err);
+void cq_store_fields_free(struct cq_store_field *fields, size_t n);
 
 /* In-flight requests of a worker, oldest first, for recovery. */
 int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], size_t max,

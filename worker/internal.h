@@ -85,6 +85,15 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
                        bool *dead);
 /* Sets the session's environment variables (NAME=VALUE) in the kernel's process. */
 int cq_kernel_set_env(struct cq_kernel *k, const char *const *env, struct cq_error *err);
+/* Asks the kernel for its variables as a state of at most max_bytes (*data malloc'd;
+ * untrusted bytes: stored and handed back to cq_kernel_restore() only). */
+int cq_kernel_checkpoint(struct cq_kernel *k, uint64_t max_bytes, uint64_t timeout_ms,
+                         uint8_t **data, size_t *len, struct cq_error *err);
+/* Gives a fresh kernel of the same session a state cq_kernel_checkpoint() made;
+ * *summary (malloc'd) says, for people, what was restored and what was not. A kernel
+ * that failed to answer must be replaced. */
+int cq_kernel_restore(struct cq_kernel *k, const uint8_t *data, size_t len, uint64_t timeout_ms,
+                      char **summary, struct cq_error *err);
 /* Kills the kernel (and everything it started) and frees it; NULL is allowed. */
 void cq_kernel_stop(struct cq_kernel *k);
 

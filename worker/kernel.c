@@ -204,10 +204,10 @@ static int take_reply(struct cq_kernel *k, json_t **reply)
 
 /* Waits for the reply with id to a request outside cells (ready: id 0, env); any other
  * line breaks the protocol. NULL on timeout, a closed channel or a broken protocol. */
-static json_t *await_reply(struct cq_kernel *k, json_int_t id, uint64_t timeout_ms)
+static json_t *await_reply(struct cq_kernel *k, json_int_t id, uint64_t timeout_ms, size_t cap)
 {
     uint64_t deadline = cq_now_ms() + timeout_ms;
-    k->lines.cap = SMALL_REPLY_BYTES;
+    k->lines.cap = cap;
     for (;;) {
         json_t *reply = NULL;
         int rc = take_reply(k, &reply);
@@ -234,7 +234,7 @@ static json_t *await_reply(struct cq_kernel *k, json_int_t id, uint64_t timeout_
 
 int cq_kernel_wait_ready(struct cq_kernel *k, uint64_t timeout_ms, struct cq_error *err)
 {
-    json_t *reply = await_reply(k, 0, timeout_ms);
+    json_t *reply = await_reply(k, 0, timeout_ms, SMALL_REPLY_BYTES);
     bool ready = reply != NULL && json_is_true(json_object_get(reply, "ready"));
     json_decref(reply);
     if (!ready)
@@ -244,13 +244,9 @@ int cq_kernel_wait_ready(struct cq_kernel *k, uint64_t timeout_ms, struct cq_err
     return 0;
 }
 
-static int send_request(struct cq_kernel *k, json_t *request)
+/* Sends one line (text without its '\n'). */
+static int send_line(struct cq_kernel *k, char *text, size_t len)
 {
-    cq_autofree char *text = json_dumps(request, JSON_COMPACT);
-    if (text == NULL)
-        return -1;
-    size_t len = strlen(text);
-    text[len] = '\0';
     struct iovec iov[2] = {{text, len}, {"\n", 1}};
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
     size_t total = len + 1, sent = 0;
@@ -279,6 +275,12 @@ static int send_request(struct cq_kernel *k, json_t *request)
     return 0;
 }
 
+static int send_request(struct cq_kernel *k, json_t *request)
+{
+    cq_autofree char *text = json_dumps(request, JSON_COMPACT);
+    return text != NULL ? send_line(k, text, strlen(text)) : -1;
+}
+
 int cq_kernel_set_env(struct cq_kernel *k, const char *const *env, struct cq_error *err)
 {
     json_t *vars = json_object();
@@ -294,10 +296,164 @@ int cq_kernel_set_env(struct cq_kernel *k, const char *const *env, struct cq_err
     json_t *req = json_pack("{s:I, s:s, s:o}", "id", id, "op", "env", "env", vars);
     int rc = req != NULL ? send_request(k, req) : -1;
     json_decref(req);
-    json_t *reply = rc == 0 ? await_reply(k, id, 10000) : NULL;
+    json_t *reply = rc == 0 ? await_reply(k, id, 10000, SMALL_REPLY_BYTES) : NULL;
     bool ok = reply != NULL && json_is_true(json_object_get(reply, "ok"));
     json_decref(reply);
     return ok ? 0 : cq_error_set(err, CQ_EINTERNAL, "the kernel did not take the environment");
+}
+
+/* ---- checkpoint and restore: a session's variables moved to another worker ----------
+ *
+ * The state travels on the control channel, base64 in the answer's line, rather than
+ * through a file the kernel writes in the sandbox: the workspace is the user's (its
+ * files are listed, snapshotted, and can be swapped for a link or a FIFO by a task
+ * running beside the kernel), while the channel is already read as untrusted input,
+ * line by line under a cap (lines.c). So the cap on the state is the cap on one line,
+ * and nothing of the host's file system is involved. The worker decodes the base64 and
+ * keeps the bytes as they are: it never parses them; a fresh kernel of the same
+ * session, in its own sandbox, is the only reader. */
+
+/* The longest line that carries max_bytes of state in base64. */
+static size_t state_line_cap(uint64_t max_bytes)
+{
+    return (size_t)((max_bytes + 2) / 3 * 4) + SMALL_REPLY_BYTES;
+}
+
+/* A reason the kernel gave, for people: cut, on one line. */
+static void kernel_reason(json_t *reply, char *out, size_t len)
+{
+    const char *why = json_string_value(json_object_get(reply, "value"));
+    snprintf(out, len, "%s", why != NULL ? why : "no reason given");
+    for (char *p = out; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+}
+
+int cq_kernel_checkpoint(struct cq_kernel *k, uint64_t max_bytes, uint64_t timeout_ms,
+                         uint8_t **data, size_t *len, struct cq_error *err)
+{
+    *data = NULL;
+    *len = 0;
+    json_int_t id = (json_int_t)k->next_id++;
+    json_t *req =
+        json_pack("{s:I, s:s, s:I}", "id", id, "op", "checkpoint", "limit", (json_int_t)max_bytes);
+    int rc = req != NULL ? send_request(k, req) : -1;
+    json_decref(req);
+    json_t *reply = rc == 0 ? await_reply(k, id, timeout_ms, state_line_cap(max_bytes)) : NULL;
+    if (reply == NULL)
+        return cq_error_set(err, CQ_EINTERNAL, "the kernel did not save its variables%s%s",
+                            k->broken[0] ? ": " : " in time", k->broken);
+    if (!json_is_true(json_object_get(reply, "ok"))) {
+        char why[256];
+        kernel_reason(reply, why, sizeof(why));
+        json_decref(reply);
+        return cq_error_set(err, CQ_EINTERNAL, "the kernel could not save its variables: %s", why);
+    }
+    const char *b64 = json_string_value(json_object_get(reply, "state"));
+    rc = b64 != NULL ? cq_base64_decode(b64, strlen(b64), data, len) : -1;
+    json_decref(reply);
+    if (rc < 0)
+        return cq_error_set(err, CQ_EPROTO, "the kernel's saved variables are not base64");
+    if (*len > max_bytes) {
+        free(*data);
+        *data = NULL;
+        return cq_error_set(err, CQ_ELIMIT, "the kernel's saved variables exceed %llu bytes",
+                            (unsigned long long)max_bytes);
+    }
+    return 0;
+}
+
+/* Appends text to a bounded summary (what does not fit is dropped). */
+static void summary_add(char *buf, size_t cap, size_t *used, const char *text)
+{
+    size_t room = cap - *used - 1, n = strlen(text);
+    if (n > room) {
+        n = room;
+        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
+            n--; /* cut before a continuation byte */
+    }
+    for (size_t i = 0; i < n; i++) /* names and reasons come from the sandbox */
+        buf[(*used)++] = (unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+    buf[*used] = '\0';
+}
+
+/* One list of the restore answer, for people: "label a, b (why), c". Items are
+ * strings, or [name, detail] pairs; at most MAX_LISTED are named. */
+#define MAX_LISTED 40
+static void summary_list(char *buf, size_t cap, size_t *used, const char *label, json_t *items)
+{
+    if (!json_is_array(items) || json_array_size(items) == 0)
+        return;
+    if (*used > 0)
+        summary_add(buf, cap, used, "; ");
+    summary_add(buf, cap, used, label);
+    size_t i, shown = 0;
+    json_t *item;
+    json_array_foreach(items, i, item)
+    {
+        if (shown == MAX_LISTED)
+            break;
+        const char *name = json_is_array(item) ? json_string_value(json_array_get(item, 0))
+                                               : json_string_value(item);
+        const char *detail =
+            json_is_array(item) ? json_string_value(json_array_get(item, 1)) : NULL;
+        if (name == NULL)
+            continue;
+        char piece[400];
+        snprintf(piece, sizeof(piece), "%s%.100s%s%.200s%s", shown > 0 ? ", " : " ", name,
+                 detail != NULL ? " (" : "", detail != NULL ? detail : "",
+                 detail != NULL ? ")" : "");
+        summary_add(buf, cap, used, piece);
+        shown++;
+    }
+    if (json_array_size(items) > shown) {
+        char more[64];
+        snprintf(more, sizeof(more), " and %zu more", json_array_size(items) - shown);
+        summary_add(buf, cap, used, more);
+    }
+}
+
+int cq_kernel_restore(struct cq_kernel *k, const uint8_t *data, size_t len, uint64_t timeout_ms,
+                      char **summary, struct cq_error *err)
+{
+    *summary = NULL;
+    cq_autofree char *b64 = cq_base64_encode(data, len);
+    if (b64 == NULL)
+        return cq_error_sys(err, ENOMEM, "encode %zu bytes of saved variables", len);
+    /* Written by hand rather than by jansson: base64 needs no escaping, and the state
+     * may be large enough that one more copy of it counts. */
+    json_int_t id = (json_int_t)k->next_id++;
+    char *line = NULL;
+    if (asprintf(&line, "{\"id\":%lld,\"op\":\"restore\",\"state\":\"%s\"}", (long long)id, b64) <
+        0)
+        return cq_error_sys(err, ENOMEM, "the restore request");
+    int rc = send_line(k, line, strlen(line));
+    free(line);
+    json_t *reply = rc == 0 ? await_reply(k, id, timeout_ms, SMALL_REPLY_BYTES) : NULL;
+    if (reply == NULL)
+        return cq_error_set(err, CQ_EINTERNAL, "the kernel did not restore the variables%s%s",
+                            k->broken[0] ? ": " : " in time", k->broken);
+    if (!json_is_true(json_object_get(reply, "ok"))) {
+        char why[256];
+        kernel_reason(reply, why, sizeof(why));
+        json_decref(reply);
+        return cq_error_set(err, CQ_EINTERNAL, "the kernel could not restore the variables: %s",
+                            why);
+    }
+    char buf[3072];
+    size_t used = 0;
+    buf[0] = '\0';
+    if (json_array_size(json_object_get(reply, "restored")) == 0)
+        summary_add(buf, sizeof(buf), &used, "no variables restored");
+    summary_list(buf, sizeof(buf), &used, "restored", json_object_get(reply, "restored"));
+    summary_list(buf, sizeof(buf), &used, "imported again", json_object_get(reply, "modules"));
+    summary_list(buf, sizeof(buf), &used, "not moved:", json_object_get(reply, "not_moved"));
+    summary_list(buf, sizeof(buf), &used, "failed to restore:", json_object_get(reply, "failed"));
+    json_decref(reply);
+    /* %.100s and the cap above may have split a character. */
+    if ((*summary = cq_utf8_sanitize(buf, used)) == NULL)
+        return cq_error_sys(err, ENOMEM, "the restore summary");
+    return 0;
 }
 
 /* One run of a cell, from the request to the result. */

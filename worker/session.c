@@ -691,3 +691,56 @@ int cq_worker_read_workspace_file(struct cq_worker *w, const char *session_id, c
     cq_session_release(w, s);
     return rc < 0 ? cq_error_sys(err, e, "read %s", path) : 0;
 }
+
+/* Saving variables can run user code (an object's __reduce__), restoring them too, and
+ * a restore may import modules: bounded, so that a drain or an adoption cannot hang on
+ * one session. */
+#define CHECKPOINT_TIMEOUT_MS 20000
+#define RESTORE_TIMEOUT_MS    60000
+
+int cq_worker_checkpoint_kernel(struct cq_worker *w, const char *session_id, bool javascript,
+                                uint64_t max_bytes, uint8_t **data, size_t *len,
+                                struct cq_error *err)
+{
+    *data = NULL;
+    *len = 0;
+    struct cq_session *s = cq_session_acquire(w, session_id);
+    if (s == NULL)
+        return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
+    struct kernel_slot *slot = &s->kernels[javascript];
+    pthread_mutex_lock(&slot->run); /* never beside a cell */
+    int rc = slot->kernel == NULL ? 0
+                                  : cq_kernel_checkpoint(slot->kernel, max_bytes,
+                                                         CHECKPOINT_TIMEOUT_MS, data, len, err);
+    if (rc < 0) {
+        /* A late or forged answer may still be on its way: the next call gets a fresh
+         * kernel rather than a channel whose state is unknown. */
+        cq_kernel_stop(slot->kernel);
+        slot->kernel = NULL;
+    }
+    pthread_mutex_unlock(&slot->run);
+    cq_session_release(w, s);
+    return rc;
+}
+
+int cq_worker_restore_kernel(struct cq_worker *w, const char *session_id, bool javascript,
+                             const uint8_t *data, size_t len, char **summary, struct cq_error *err)
+{
+    *summary = NULL;
+    struct cq_session *s = cq_session_acquire(w, session_id);
+    if (s == NULL)
+        return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
+    struct kernel_slot *slot = &s->kernels[javascript];
+    pthread_mutex_lock(&slot->run);
+    struct cq_kernel *k = NULL;
+    int rc = cq_session_kernel(w, s, javascript, &k, err);
+    if (rc == 0 && (rc = cq_kernel_restore(k, data, len, RESTORE_TIMEOUT_MS, summary, err)) < 0) {
+        /* Whatever it holds now is half a state, or it broke the protocol: the next
+         * call gets a fresh kernel. */
+        cq_kernel_stop(slot->kernel);
+        slot->kernel = NULL;
+    }
+    pthread_mutex_unlock(&slot->run);
+    cq_session_release(w, s);
+    return rc;
+}

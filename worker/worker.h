@@ -92,4 +92,21 @@ int cq_worker_scan_workspace(struct cq_worker *w, const char *session_id, cq_wor
 int cq_worker_read_workspace_file(struct cq_worker *w, const char *session_id, const char *path,
                                   uint8_t **data, size_t *len, struct cq_error *err);
 
+/* ---- kernel state (the fleet moves a drained session's variables) ----------------- */
+
+/* The variables of the session's kernel of one language (javascript: the Node kernel,
+ * else Python) as a state of at most max_bytes (*data malloc'd), or *data NULL when the
+ * session has no such kernel running. The state is made by code in the sandbox:
+ * untrusted bytes, to be kept and handed back to cq_worker_restore_kernel() only. A
+ * kernel that fails to give them is replaced by a fresh one at the next call. */
+int cq_worker_checkpoint_kernel(struct cq_worker *w, const char *session_id, bool javascript,
+                                uint64_t max_bytes, uint8_t **data, size_t *len,
+                                struct cq_error *err);
+/* Starts the session's kernel of that language and gives it a state that
+ * cq_worker_checkpoint_kernel() made for the same session; *summary (malloc'd) says,
+ * for people, what was restored and what was not. On failure the kernel is replaced
+ * by a fresh one at the next call. */
+int cq_worker_restore_kernel(struct cq_worker *w, const char *session_id, bool javascript,
+                             const uint8_t *data, size_t len, char **summary, struct cq_error *err);
+
 #endif

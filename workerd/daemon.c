@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/random.h"
 #include "common/units.h"
+#include "fleet/claim.h"
 #include "fleet/codec.h"
 #include "fleet/kafka.h"
 #include "fleet/log.h"
@@ -56,9 +57,14 @@ struct held {
     char id[CQ_SESSION_ID_MAX + 1];
     uint64_t fence;
     bool local;   /* the core has it (started or adopted here) */
-    bool moved;   /* adopted from a lost worker: say so in the next result */
+    bool moved;   /* adopted from a lost or drained worker: say so in the next result */
     bool running; /* a thread drains the queue */
+    /* The core's copy is being stopped as stale (discard()): its end is not the
+     * session's, which goes on elsewhere or under a newer token. */
+    bool discarding;
     bool waiting; /* ... and waits on wake for the next request */
+    /* What the next result says about the move (cq_state_restore()). */
+    char moved_note[4096];
     /* An adopted session's creation time and time to live in Redis: the core's copy
      * was started at adoption with the time left, and facts must not shorten the
      * session by writing that (lifetime()). 0: started here, the core's are right. */
@@ -77,6 +83,7 @@ struct held {
     struct cq_delivery *delivery; /* of the answered replies */
     bool facts_due;               /* the session's facts in Redis are out of date */
     int64_t chores_since;         /* cq_now_ms() of the oldest chore */
+    int64_t claimed_ms;           /* cq_now_ms() of the running request's claim */
     /* The final reply published last and not yet stored in Redis (finish()). */
     char unstored_id[64];
     uint8_t *unstored; /* NULL: none; malloc'd unless it is fallback */
@@ -103,6 +110,9 @@ struct cq_daemon {
     unsigned threads;
     atomic_bool stopping;
     atomic_bool drained; /* ends the heartbeat, which must outlive the drain */
+    /* cq_now_ms() of the last heartbeat Redis took, and of the last one that came
+     * later than the lease after the one before it (lease_in_doubt()). */
+    _Atomic int64_t beat_ok_ms, lease_gap_ms;
     pthread_t heartbeat;
 };
 
@@ -197,17 +207,24 @@ static void do_chores(struct cq_daemon *d, struct held *h)
 {
     struct cq_error err;
     store_unstored(d, h); /* a request leaves the in-flight set only once stored */
-    /* Replies that Kafka refused stay in the in-flight set, all of them (which one
-     * failed is not known here): recovery publishes their stored replies again. */
+    /* Replies that Kafka did not take in time stay in the in-flight set, all of them
+     * (which one failed is not known here): recovery publishes their stored replies
+     * again. Replies the broker refused (their topic gone, too large, not authorized)
+     * would only be refused again: they leave it as delivered ones do. Both are
+     * stored, for a client that sends the request again. */
+    bool settled = true; /* every reply delivered or refused */
     if (h->delivery != NULL && cq_kafka_wait(d->producer, h->delivery, 30000, &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "session %s: replies not delivered: %s", h->id, err.msg);
+        settled = __atomic_load_n(&h->delivery->pending, __ATOMIC_SEQ_CST) == 0 &&
+                  cq_kafka_refused(h->delivery->last_error);
+        cq_log(settled ? CQ_LOG_WARN : CQ_LOG_ERROR, "session %s: replies %s: %s", h->id,
+               settled ? "refused by the broker, dropped" : "not delivered", err.msg);
         cq_delivery_release(h->delivery); /* its reports, if any come, keep it alive */
         h->delivery = cq_delivery_new();
-    } else if (h->n_answered > 0 &&
-               cq_store_inflight_done_many(d->store, d->cfg.worker_id, h->answered, h->n_answered,
-                                           &err) < 0) {
-        cq_log(CQ_LOG_WARN, "session %s: in-flight set not updated: %s", h->id, err.msg);
     }
+    if (settled && h->n_answered > 0 &&
+        cq_store_inflight_done_many(d->store, d->cfg.worker_id, h->answered, h->n_answered, &err) <
+            0)
+        cq_log(CQ_LOG_WARN, "session %s: in-flight set not updated: %s", h->id, err.msg);
     h->n_answered = 0;
     if (h->facts_due && h->local)
         facts(d, h);
@@ -269,11 +286,63 @@ static void store_unstored(struct cq_daemon *d, struct held *h)
  * see). A repeat of the request meanwhile is queued behind it here (the dispatcher
  * sends repeats of running requests to their worker) and answered from Redis after the
  * store. Never a second run, and never a request without a final reply. */
+static void finish_fallback(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                            const struct cq_error *why);
+
+/* Whether the dispatchers may have taken this worker for lost while the request ran: a
+ * heartbeat came later than the lease since its claim, or none has come for two beats
+ * (a process stopped, or starved, beats late, and recovery may already have answered
+ * the request with the worker-lost error). */
+static bool lease_in_doubt(struct cq_daemon *d, const struct held *h)
+{
+    int64_t now = (int64_t)cq_now_ms();
+    return now - atomic_load(&d->beat_ok_ms) > 2 * (int64_t)d->cfg.heartbeat_ms ||
+           atomic_load(&d->lease_gap_ms) >= h->claimed_ms;
+}
+
+/* With the lease in doubt, the reply is stored first and published only if Redis took
+ * it as this request's outcome: publishing first (finish()) would send a second, other
+ * final reply after recovery's, and one that says success for work whose files were
+ * fenced off. True when settled here (published or rightly dropped); false to go the
+ * usual way (the lease is fine, or Redis cannot say). */
+static bool settle_first(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                         const uint8_t *bytes, size_t len)
+{
+    if (!lease_in_doubt(d, h))
+        return false;
+    struct cq_error err;
+    bool stored = false;
+    if (cq_store_finish(d->store, req->request_id, d->cfg.worker_id, bytes, len, &stored, &err) < 0)
+        return false;
+    if (!stored) {
+        cq_log(CQ_LOG_WARN,
+               "request %s: answered elsewhere (this worker was presumed lost); its own reply "
+               "is not published",
+               req->request_id);
+        return true;
+    }
+    publish_final(d, h, req, bytes, len);
+    return true;
+}
+
 static void finish(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
                    uint8_t *bytes, size_t len)
 {
+    /* A reply too large for Kafka goes to Redis, and a reference to it is what is
+     * published and stored (fleet/claim.h): the stored copy stays small too. */
+    struct cq_error err;
+    if (cq_claim_reply(d->store, req->request_id, h->id, d->cfg.claim_threshold, d->cfg.claim_ttl,
+                       &bytes, &len, &err) < 0) {
+        free(bytes);
+        finish_fallback(d, h, req, &err);
+        return;
+    }
     cq_trace_stamp(tracing, "w.encoded");
     store_unstored(d, h); /* one per session at a time; normally there is none */
+    if (settle_first(d, h, req, bytes, len)) {
+        free(bytes);
+        return;
+    }
     h->unstored_published = publish_final(d, h, req, bytes, len);
     snprintf(h->unstored_id, sizeof(h->unstored_id), "%s", req->request_id);
     h->unstored = bytes;
@@ -294,6 +363,8 @@ static void finish_fallback(struct cq_daemon *d, struct held *h, const Codeq__V1
     store_unstored(d, h); /* h->fallback is free again after it */
     size_t len = cq_codec_fallback_response(req->request_id, req->session_id,
                                             cq_result_error_of(why->code), message, h->fallback);
+    if (settle_first(d, h, req, h->fallback, len))
+        return;
     h->unstored_published = publish_final(d, h, req, h->fallback, len);
     snprintf(h->unstored_id, sizeof(h->unstored_id), "%s", req->request_id);
     h->unstored = h->fallback;
@@ -352,11 +423,18 @@ static void on_session_end(void *ctx, const char *session_id)
     pthread_mutex_lock(&d->lock);
     struct held *h = held_find(d, session_id, false);
     uint64_t fence = h != NULL ? h->fence : 0;
+    bool discarding = h != NULL && h->discarding;
     if (h != NULL) {
         h->local = false;
         pthread_cond_signal(&h->wake); /* its thread ends now rather than lingers */
     }
     pthread_mutex_unlock(&d->lock);
+    if (discarding) {
+        /* Ending it in Redis too would end the session where it lives now: with the
+         * token of its newest routing (handle()), the script would not even refuse. */
+        cq_log(CQ_LOG_INFO, "session %s: the stale copy here was stopped", session_id);
+        return;
+    }
     struct cq_error err;
     if (fence != 0 && cq_store_end_session(d->store, session_id, d->cfg.worker_id, fence, &err) < 0)
         cq_log(CQ_LOG_WARN, "session %s ended; its Redis keys stay: %s", session_id, err.msg);
@@ -397,6 +475,45 @@ static void facts(struct cq_daemon *d, struct held *h)
     struct cq_error err;
     if (cq_worker_get_session(d->core, h->id, &info, &err) == 0)
         write_facts(d, h, &info);
+}
+
+/* Stops the core's copy of a session that is not this worker's under the token it has:
+ * the session goes on (elsewhere, or here after an adoption), so its end is not written
+ * to Redis (on_session_end()). Found by the chaos test: a session moved away and back
+ * had its stale copy stopped after its fence was raised, and that end, written with the
+ * new token, ended the live session. */
+static bool idle_local(const struct held *h, uint64_t fence);
+
+/* idle_fence != 0: only while the session is idle and local with that token (the
+ * heartbeat's check, reconcile_once(), may be overtaken by a request). True when the
+ * copy was stopped. */
+static bool discard(struct cq_daemon *d, const char *session_id, uint64_t idle_fence)
+{
+    /* By id, with h looked up under the lock each time: the heartbeat thread discards
+     * idle sessions, whose entry a session thread may forget meanwhile, except while
+     * it is marked (session_thread()). */
+    pthread_mutex_lock(&d->lock);
+    struct held *h = held_find(d, session_id, false);
+    if (h == NULL || (idle_fence != 0 && !idle_local(h, idle_fence))) {
+        pthread_mutex_unlock(&d->lock);
+        return false;
+    }
+    h->discarding = true;
+    h->local = false; /* a request that comes now adopts it, or is refused */
+    pthread_mutex_unlock(&d->lock);
+    struct cq_session_info ignored;
+    struct cq_error err;
+    if (cq_worker_stop_session(d->core, session_id, &ignored, &err) < 0)
+        cq_log(CQ_LOG_WARN, "session %s: %s", session_id, err.msg);
+    pthread_mutex_lock(&d->lock);
+    h = held_find(d, session_id, false);
+    if (h != NULL) {
+        h->discarding = false;
+        if (!h->running && !h->local)
+            held_forget(d, h);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return true;
 }
 
 /* ---- start parameters ----------------------------------------------------------------
@@ -571,6 +688,11 @@ static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
     size_t restored = 0;
     if (cq_snapshot_restore(d->core, d->store, h->id, &h->manifest, &restored, err) < 0)
         cq_log(CQ_LOG_ERROR, "session %s: files not restored: %s", h->id, err->msg);
+    /* After the files: restored objects may read them. Before the session's next call,
+     * which runs in the kernels the variables went back into. */
+    if (cq_state_restore(d->core, d->store, h->id, d->cfg.worker_id, h->fence, h->moved_note,
+                         sizeof(h->moved_note), err) < 0)
+        cq_log(CQ_LOG_ERROR, "session %s: kernel state not taken: %s", h->id, err->msg);
     h->moved = true;
     cq_log(CQ_LOG_INFO, "session %s adopted (fence %llu, %zu files restored)", h->id,
            (unsigned long long)h->fence, restored);
@@ -591,7 +713,18 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     struct cq_invoke_args args;
     void *owned;
     struct cq_error err;
-    if (cq_codec_invoke_args(req->invoke, &args, &owned, &err) < 0) {
+    /* Arguments too large for Kafka come from Redis (fleet/claim.h). */
+    Codeq__V1__Arguments *fetched;
+    if (cq_claim_fetch_arguments(d->store, req->invoke, &fetched, &err) < 0) {
+        finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
+        return;
+    }
+    Codeq__V1__Invoke inv = *req->invoke;
+    if (fetched != NULL)
+        inv.arguments = fetched;
+    if (cq_codec_invoke_args(&inv, &args, &owned, &err) < 0) {
+        if (fetched != NULL)
+            codeq__v1__arguments__free_unpacked(fetched, NULL);
         finish_error(d, h, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }
@@ -600,12 +733,12 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     cq_worker_invoke(d->core, h->id, req->invoke->tool, &args, on_output, &sctx, &r);
     cq_trace_stamp(tracing, "w.ran");
     free(owned);
+    if (fetched != NULL)
+        codeq__v1__arguments__free_unpacked(fetched, NULL);
     if (h->moved) {
         /* First in content: clients read it in order and must not miss that their
-         * variables are gone. */
-        cq_result_add_text(&r, "codeq: this session was moved to a new worker after its "
-                               "worker was lost: its files were restored, but variables, "
-                               "imports and running tasks were not");
+         * variables are gone, or which of them are. */
+        cq_result_add_text(&r, h->moved_note);
         if (r.n_blocks > 1) {
             struct cq_block note = r.blocks[r.n_blocks - 1];
             memmove(&r.blocks[1], &r.blocks[0], (r.n_blocks - 1) * sizeof(r.blocks[0]));
@@ -680,6 +813,7 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     if (claim(d, req, early, &state, &claimed_fence, &claimed) < 0)
         return;
     cq_trace_stamp(tracing, "w.claimed");
+    h->claimed_ms = (int64_t)cq_now_ms();
     if (!claimed) {
         /* An early forward that was not this worker's to run is answered by its
          * dispatcher, which found the request's state when it recorded the forward. */
@@ -687,8 +821,9 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
             /* A duplicate: the same reply again, never a second run. */
             uint8_t *bytes = NULL;
             size_t len = 0;
-            if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes)
-                cq_fleet_publish(d->producer, req, "final", bytes, len, NULL, tracing, &err);
+            if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes &&
+                cq_fleet_publish(d->producer, req, "final", bytes, len, NULL, tracing, &err) < 0)
+                cq_log(CQ_LOG_WARN, "request %s: reply not sent: %s", req->request_id, err.msg);
             free(bytes);
         }
         return;
@@ -710,13 +845,11 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
             fence = 0;
     }
     if (fence > h->fence) {
-        /* A newer routing: whatever this worker had of the session predates it. */
+        /* A newer routing: whatever this worker had of the session predates it (the
+         * session was moved away and back: this copy missed what happened there). */
+        if (h->local && req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION)
+            discard(d, h->id, 0);
         h->fence = fence;
-        if (h->local && req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION) {
-            struct cq_session_info ignored;
-            cq_worker_stop_session(d->core, h->id, &ignored, &err);
-            h->local = false;
-        }
     }
     switch (req->operation_case) {
     case CODEQ__V1__REQUEST__OPERATION_START_SESSION:
@@ -849,7 +982,7 @@ static void *session_thread(void *arg)
         pthread_mutex_lock(&d->lock);
     }
     h->running = false;
-    if (!h->local)
+    if (!h->local && !h->discarding) /* else discard() forgets it */
         held_forget(d, h);
     d->threads--;
     pthread_cond_broadcast(&d->idle);
@@ -918,19 +1051,89 @@ static void heartbeat_once(struct cq_daemon *d)
     int64_t capacity = draining ? 0 : (int64_t)d->cfg.max_sessions - live;
     struct cq_error err;
     if (cq_store_heartbeat(d->beat, d->cfg.worker_id, capacity, live, draining,
-                           d->cfg.heartbeat_ms * 3, &err) < 0)
+                           d->cfg.heartbeat_ms * 3, &err) < 0) {
         cq_log(CQ_LOG_ERROR, "heartbeat: %s", err.msg);
+        return;
+    }
+    int64_t now = (int64_t)cq_now_ms(), last = atomic_load(&d->beat_ok_ms);
+    if (last != 0 && now - last > 3 * (int64_t)d->cfg.heartbeat_ms)
+        atomic_store(&d->lease_gap_ms, now);
+    atomic_store(&d->beat_ok_ms, now);
+}
+
+/* ---- sessions Redis no longer has ------------------------------------------------------
+ *
+ * A session's sandbox here is only worth keeping while Redis names this worker its owner
+ * with the token it was adopted with. A Redis crash can lose a session started in its
+ * last second, and a worker cut off long enough has its sessions moved elsewhere: in
+ * both cases the sandbox here would serve nobody until its time to live, holding memory,
+ * processes and a slot. So every RECONCILE_BEATS heartbeats the sessions idle here are
+ * checked, and the ones Redis gave up or gave to another worker are stopped. A busy
+ * session is left to its next request's own fencing (handle()). */
+#define RECONCILE_BEATS 5
+
+struct local_session {
+    char id[CQ_SESSION_ID_MAX + 1];
+    uint64_t fence;
+};
+
+/* Whether h is idle and local with token fence, so that stopping it races no request.
+ * With d->lock held. */
+static bool idle_local(const struct held *h, uint64_t fence)
+{
+    return h->local && !h->running && h->head == NULL && h->fence == fence;
+}
+
+static void reconcile_once(struct cq_daemon *d)
+{
+    size_t n = 0, cap = 0;
+    struct local_session *list = NULL;
+    pthread_mutex_lock(&d->lock);
+    for (struct held *h = d->held; h != NULL; h = h->next) {
+        if (!idle_local(h, h->fence) || h->fence == 0)
+            continue;
+        if (n == cap) {
+            size_t more = cap ? cap * 2 : 16;
+            struct local_session *grown = realloc(list, more * sizeof(*list));
+            if (grown == NULL)
+                break; /* the rest waits for the next round */
+            list = grown;
+            cap = more;
+        }
+        snprintf(list[n].id, sizeof(list[n].id), "%s", h->id);
+        list[n++].fence = h->fence;
+    }
+    pthread_mutex_unlock(&d->lock);
+    for (size_t i = 0; i < n; i++) {
+        char owner[64];
+        uint64_t fence;
+        struct cq_error err;
+        /* On the heartbeat's own connection: a Redis that is away stops the round (the
+         * next one tries again), and never delays the sessions' own commands. */
+        if (cq_store_owner(d->beat, list[i].id, owner, sizeof(owner), &fence, &err) < 0)
+            break;
+        if (strcmp(owner, d->cfg.worker_id) == 0 && fence == list[i].fence)
+            continue;
+        if (discard(d, list[i].id, list[i].fence))
+            cq_log(CQ_LOG_WARN, "session %s: %s; its sandbox here was stopped", list[i].id,
+                   fence == 0 ? "gone from Redis (a Redis crash can lose the last second)"
+                              : "Redis names another owner");
+    }
+    free(list);
 }
 
 static void *heartbeat_main(void *arg)
 {
     struct cq_daemon *d = arg;
+    unsigned beats = 0;
     /* Beats on while draining: the heartbeat is the lease on this worker's sessions
      * and requests, and a drain that outlasts it would have the dispatchers declare
      * this worker lost, answer its running requests with the worker-lost error and
      * move its sessions under the executions still finishing here. */
     while (!atomic_load(&d->drained)) {
         heartbeat_once(d);
+        if (++beats % RECONCILE_BEATS == 0 && !atomic_load(&d->stopping))
+            reconcile_once(d);
         rd_kafka_poll(d->producer, 0); /* delivery reports of chunks nobody waits for */
         struct timespec ts = {.tv_sec = d->cfg.heartbeat_ms / 1000,
                               .tv_nsec = (long)(d->cfg.heartbeat_ms % 1000) * 1000000L};
@@ -956,6 +1159,51 @@ static void recover_own(struct cq_daemon *d)
         cq_log(CQ_LOG_ERROR, "recovering this worker's earlier requests: %s", err.msg);
     else if (settled > 0)
         cq_log(CQ_LOG_INFO, "settled %zu requests of this worker's previous run", settled);
+}
+
+/* ---- drain: the sessions' kernel state -------------------------------------------- */
+
+/* Each state is held to the session's files quota (the state counts against it in
+ * Redis, beside the files) and to this, which bounds what one kernel's line can make
+ * the worker hold in memory while it saves. */
+#define STATE_MAX_BYTES (64ULL << 20)
+
+/* Saves the variables of every session held here (workerd/snapshot.c), with the
+ * heartbeat still going: saving takes up to the kernels' checkpoint timeout per session,
+ * and a lease that ran out meanwhile would have the sessions moved, their state
+ * fenced off. Sessions are saved one at a time, so that the memory of states in flight
+ * stays one state's. */
+static void save_states(struct cq_daemon *d)
+{
+    struct saved {
+        char id[CQ_SESSION_ID_MAX + 1];
+        uint64_t fence;
+    } *list = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&d->lock);
+    for (struct held *h = d->held; h != NULL; h = h->next) {
+        if (!h->local)
+            continue;
+        if (n == cap) {
+            struct saved *grown = realloc(list, (cap = cap ? cap * 2 : 16) * sizeof(*list));
+            if (grown == NULL)
+                break;
+            list = grown;
+        }
+        snprintf(list[n].id, sizeof(list[n].id), "%s", h->id);
+        list[n++].fence = h->fence;
+    }
+    pthread_mutex_unlock(&d->lock);
+    uint64_t max = d->cfg.files_quota < STATE_MAX_BYTES ? d->cfg.files_quota : STATE_MAX_BYTES;
+    for (size_t i = 0; i < n; i++) {
+        struct cq_error err;
+        if (cq_state_save(d->core, d->store, list[i].id, d->cfg.worker_id, list[i].fence, max,
+                          &err) < 0)
+            cq_log(CQ_LOG_WARN, "session %s: variables not saved: %s", list[i].id, err.msg);
+        else
+            cq_log(CQ_LOG_INFO, "session %s: variables saved for the next worker", list[i].id);
+    }
+    free(list);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
@@ -1058,6 +1306,7 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     while (d->threads > 0)
         pthread_cond_wait(&d->idle, &d->lock);
     pthread_mutex_unlock(&d->lock);
+    save_states(d);
     atomic_store(&d->drained, true);
     pthread_join(d->heartbeat, NULL);
     /* Give the sessions up: their files are in Redis; the next request of each moves it

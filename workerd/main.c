@@ -27,8 +27,9 @@ int main(int argc, char **argv)
     static const struct cq_fleet_daemon ops = {
         .program = "codeq-worker",
         .component = "worker",
-        .about = "Runs requests routed to this worker (topic codeq.worker.<worker-id>) in\n"
-                 "sandboxed sessions, keeps session files in Redis, heartbeats its capacity.\n"
+        .about = "Runs requests routed to this worker (topic codeq.worker.<worker-id>, which it\n"
+                 "creates if missing; consumer group codeq-worker-<worker-id>) in sandboxed\n"
+                 "sessions, keeps session files in Redis, heartbeats its capacity.\n"
                  "SIGTERM or SIGINT drains it: no new sessions, queued work finishes, sessions\n"
                  "are handed back, then it exits. Needs root (namespaces, cgroups).",
         .create = create,

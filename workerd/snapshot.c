@@ -7,8 +7,10 @@
  * each under the session's fence. */
 #define _GNU_SOURCE
 #include "workerd/snapshot.h"
+#include "common/utf8.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,4 +180,167 @@ int cq_snapshot_restore(struct cq_worker *core, struct cq_store *st, const char 
     /* The restored files have new modification times: take them as the saved state. */
     cq_manifest_free(m);
     return scan(core, session_id, m, err);
+}
+
+/* ---- kernel state: a drained session's variables ----------------------------------
+ *
+ * A worker that drains saves the variables of each session's kernels (the kernels
+ * serialise them, worker/kernel.c) in state:<sid>, next to the files; the worker that
+ * adopts the session restores them into its new kernels before the session's next
+ * call. A worker that dies without a drain leaves no state, and the session comes back
+ * with its files only. The state's bytes come from the sandbox: they are stored and
+ * handed back to a kernel of the same session, never read here. */
+
+static const struct {
+    const char *field, *failed, *what; /* its fields in state:<sid>; the note's words */
+    bool javascript;
+} LANGS[] = {
+    {"python", "python_failed", "Python variables", false},
+    {"javascript", "javascript_failed",
+     "JavaScript variables (plain data only: functions, classes and their instances do "
+     "not move)",
+     true},
+};
+#define N_LANGS (sizeof(LANGS) / sizeof(LANGS[0]))
+
+/* The fields of state:<sid>: "drained", then per language its state, or why there is
+ * none (reasons[i] non-empty). */
+static size_t state_fields(struct cq_store_field *fields, uint8_t *const *states,
+                           const size_t *lens, char (*reasons)[256])
+{
+    size_t n = 0;
+    /* "drained" even when no kernel ran: the adopter then knows that the move was a
+     * drain and that nothing was lost, rather than a crash. */
+    fields[n++] = (struct cq_store_field){.name = "drained", .data = (uint8_t *)"1", .len = 1};
+    for (size_t i = 0; i < N_LANGS; i++) {
+        if (reasons[i][0] != '\0')
+            fields[n++] = (struct cq_store_field){.name = (char *)LANGS[i].failed,
+                                                  .data = (uint8_t *)reasons[i],
+                                                  .len = strlen(reasons[i])};
+        else if (states[i] != NULL)
+            fields[n++] = (struct cq_store_field){
+                .name = (char *)LANGS[i].field, .data = states[i], .len = lens[i]};
+    }
+    return n;
+}
+
+int cq_state_save(struct cq_worker *core, struct cq_store *st, const char *session_id,
+                  const char *worker_id, uint64_t fence, uint64_t max_bytes, struct cq_error *err)
+{
+    struct cq_store_field fields[1 + N_LANGS];
+    char reasons[N_LANGS][256] = {{0}};
+    uint8_t *states[N_LANGS] = {NULL};
+    size_t lens[N_LANGS] = {0};
+    for (size_t i = 0; i < N_LANGS; i++) {
+        struct cq_error why;
+        if (cq_worker_checkpoint_kernel(core, session_id, LANGS[i].javascript, max_bytes,
+                                        &states[i], &lens[i], &why) < 0)
+            snprintf(reasons[i], sizeof(reasons[i]), "%s", why.msg);
+    }
+    size_t n = state_fields(fields, states, lens, reasons);
+    int rc = cq_store_put_state(st, session_id, worker_id, fence, fields, n, err);
+    if (rc < 0 && err->code == CQ_ELIMIT) {
+        /* Too large beside the files within the session's quota: say so instead. */
+        for (size_t i = 0; i < N_LANGS; i++)
+            if (states[i] != NULL)
+                snprintf(reasons[i], sizeof(reasons[i]),
+                         "the saved variables (%zu bytes) and the session's files exceed the "
+                         "session's quota in Redis",
+                         lens[i]);
+        cq_error_clear(err);
+        n = state_fields(fields, states, lens, reasons);
+        rc = cq_store_put_state(st, session_id, worker_id, fence, fields, n, err);
+    }
+    for (size_t i = 0; i < N_LANGS; i++)
+        free(states[i]);
+    return rc;
+}
+
+static const struct cq_store_field *field(const struct cq_store_field *fields, size_t n,
+                                          const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(fields[i].name, name) == 0)
+            return &fields[i];
+    return NULL;
+}
+
+/* The note as valid UTF-8 within its buffer: the reasons in it were cut to size
+ * wherever their bytes ended, and results travel as protobuf strings, which must be
+ * UTF-8. */
+static void note_finish(char *note, size_t len)
+{
+    char *clean = cq_utf8_sanitize(note, strlen(note));
+    if (clean == NULL) {
+        snprintf(note, len, "codeq: this session was moved to a new worker");
+        return;
+    }
+    size_t n = strlen(clean);
+    if (n >= len) {
+        n = len - 1;
+        while (n > 0 && ((unsigned char)clean[n] & 0xC0) == 0x80)
+            n--; /* cut before a continuation byte */
+    }
+    memcpy(note, clean, n);
+    note[n] = '\0';
+    free(clean);
+}
+
+/* Appends to the note, cut at its end (note_finish() mends a split character). */
+static void note_add(char *note, size_t len, const char *text)
+{
+    size_t used = strlen(note);
+    if (used + 1 < len)
+        snprintf(note + used, len - used, "%s", text);
+}
+
+int cq_state_restore(struct cq_worker *core, struct cq_store *st, const char *session_id,
+                     const char *worker_id, uint64_t fence, char *note, size_t note_len,
+                     struct cq_error *err)
+{
+    struct cq_store_field *fields = NULL;
+    size_t n = 0;
+    bool found = false;
+    int rc = cq_store_take_state(st, session_id, worker_id, fence, &fields, &n, &found, err);
+    if (rc < 0 || !found || field(fields, n, "drained") == NULL) {
+        snprintf(note, note_len,
+                 "codeq: this session was moved to a new worker after its worker was lost (it "
+                 "stopped without a drain): only its files were kept; its variables, imports "
+                 "and running tasks were lost");
+        cq_store_fields_free(fields, n);
+        return rc;
+    }
+    snprintf(note, note_len,
+             "codeq: this session was moved to a new worker because its worker was stopped (a "
+             "drain): its files were restored");
+    bool any = false;
+    for (size_t i = 0; i < N_LANGS; i++) {
+        const struct cq_store_field *state = field(fields, n, LANGS[i].field);
+        const struct cq_store_field *failed = field(fields, n, LANGS[i].failed);
+        char part[4096];
+        if (state != NULL) {
+            char *summary = NULL;
+            struct cq_error why;
+            if (cq_worker_restore_kernel(core, session_id, LANGS[i].javascript, state->data,
+                                         state->len, &summary, &why) < 0)
+                snprintf(part, sizeof(part), "; its %s could not be restored: %s", LANGS[i].what,
+                         why.msg);
+            else
+                snprintf(part, sizeof(part), "; %s: %s", LANGS[i].what, summary);
+            free(summary);
+        } else if (failed != NULL) {
+            /* Written by the draining worker itself, not by a kernel. */
+            snprintf(part, sizeof(part), "; its %s were not moved: %.*s", LANGS[i].what,
+                     (int)(failed->len < 300 ? failed->len : 300), (const char *)failed->data);
+        } else {
+            continue;
+        }
+        any = true;
+        note_add(note, note_len, part);
+    }
+    note_add(note, note_len,
+             any ? "; running tasks were not moved" : "; it had no variables to move");
+    note_finish(note, note_len);
+    cq_store_fields_free(fields, n);
+    return 0;
 }

@@ -53,4 +53,17 @@ int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *se
 int cq_snapshot_restore(struct cq_worker *core, struct cq_store *st, const char *session_id,
                         struct cq_manifest *m, size_t *restored, struct cq_error *err);
 
+/* A drained session's kernel state (docs/fleet.md, "Stopping a worker"). Saves the
+ * variables of the session's kernels, each state at most max_bytes, under the
+ * session's fence; a kernel that could not save them is recorded with why. */
+int cq_state_save(struct cq_worker *core, struct cq_store *st, const char *session_id,
+                  const char *worker_id, uint64_t fence, uint64_t max_bytes, struct cq_error *err);
+/* For a session just adopted under fence: takes the state its last owner saved when it
+ * drained (if any) and restores it into the session's new kernels. note gets what the
+ * client is told about the move: a drain, with what was restored and what was not, or
+ * the loss of the worker (files only). -1 only when Redis failed (note is filled). */
+int cq_state_restore(struct cq_worker *core, struct cq_store *st, const char *session_id,
+                     const char *worker_id, uint64_t fence, char *note, size_t note_len,
+                     struct cq_error *err);
+
 #endif

@@ -15,6 +15,14 @@
  * transpiled (types removed, imports turned into require) by the TypeScript compiler
  * from runtimes/node/node_modules, loaded once.
  *
+ * checkpoint and restore (ops of the same protocol) move a session's variables when its
+ * worker drains (docs/fleet.md): the cells' globals that structured clone can copy
+ * (v8.serialize: numbers, strings, plain objects and arrays, Maps, Sets, Dates, typed
+ * arrays...) move; functions, classes, instances of classes (their prototype would be
+ * lost) and what cannot be cloned are listed as not moved, with why. The worker stores
+ * the state without looking into it and hands it back to a fresh kernel of the same
+ * session on another worker.
+ *
  * Everything here runs as sandboxed code: the worker trusts nothing it says.
  *
  * worker/kernel.c starts it as a script (`node codeq_kernel.js`), which runs main();
@@ -26,6 +34,7 @@ const fs = require('fs');
 const net = require('net');
 const path = require('path');
 const util = require('util');
+const v8 = require('v8');
 const vm = require('vm');
 const { Readable } = require('stream');
 const Module = require('module');
@@ -259,6 +268,141 @@ async function execute(request) {
   return reply;
 }
 
+// Bounds of what a checkpoint lists: it ends up in a note to the client.
+const MAX_LISTED = 200;
+const MAX_NAME = 100;
+const MAX_WHY = 200;
+const STATE_OVERHEAD = 64 << 10;
+// Objects whose structured clone is the same kind of object again.
+const CLONED_AS_THEMSELVES = new Set([
+  Object.prototype, Array.prototype, Map.prototype, Set.prototype, Date.prototype,
+  RegExp.prototype, ArrayBuffer.prototype, DataView.prototype, Error.prototype,
+  Boolean.prototype, Number.prototype, String.prototype, null,
+]);
+
+function short(text, limit) {
+  const s = String(text);
+  return s.length <= limit ? s : `${s.slice(0, limit - 3)}...`;
+}
+
+/* Why a global cannot move, for what structured clone would refuse or get wrong. */
+function unmovable(value) {
+  if (typeof value === 'function') {
+    return /^class[\s{]/.test(Function.prototype.toString.call(value)) ? 'a class' : 'a function';
+  }
+  if (typeof value === 'symbol') return 'a symbol';
+  if (value !== null && typeof value === 'object' && !ArrayBuffer.isView(value)) {
+    const proto = Object.getPrototypeOf(value);
+    if (!CLONED_AS_THEMSELVES.has(proto)) {
+      const ctor = proto && proto.constructor && proto.constructor.name;
+      return `an instance of ${ctor || 'a class'} (only plain data moves)`;
+    }
+  }
+  return null;
+}
+
+/* The cells' globals as a state of at most limit bytes (a Buffer). */
+function checkpointState(limit) {
+  const values = {};
+  const notMoved = [];
+  for (const name of Object.getOwnPropertyNames(globalThis)) {
+    if (baseline.has(name)) continue;
+    let value;
+    try {
+      value = globalThis[name];
+    } catch (e) {
+      notMoved.push([name, 'its getter threw']);
+      continue;
+    }
+    if (value === undefined) continue; // emptied by a clear, or never set
+    const why = unmovable(value);
+    if (why !== null) {
+      notMoved.push([name, why]);
+      continue;
+    }
+    values[name] = value;
+  }
+  const budget = Math.max(limit - STATE_OVERHEAD, 0);
+  let blob = null;
+  try {
+    blob = v8.serialize(values);
+  } catch (e) {
+    blob = null;
+  }
+  if (blob === null || blob.length > budget) {
+    // One by one, smallest first: what cannot be cloned or does not fit stays behind.
+    const sizes = [];
+    for (const name of Object.keys(values)) {
+      try {
+        sizes.push([name, v8.serialize(values[name]).length]);
+      } catch (e) {
+        notMoved.push([name, short(e && e.message ? e.message : e, MAX_WHY)]);
+      }
+    }
+    sizes.sort((a, b) => a[1] - b[1]);
+    const kept = {};
+    let total = 0;
+    for (const [name, size] of sizes) {
+      // Each value serialized alone plus its name (two bytes a UTF-16 unit at most): an
+      // upper bound of its share of them all serialized together.
+      const share = size + 2 * name.length + 16;
+      if (total + share <= budget) {
+        kept[name] = values[name];
+        total += share;
+      } else {
+        notMoved.push([name, `too large to move: ${size} bytes serialized`]);
+      }
+    }
+    blob = v8.serialize(kept);
+  }
+  const state = v8.serialize({
+    version: 1,
+    values: blob,
+    notMoved: notMoved.slice(0, MAX_LISTED).map(([n, w]) => [short(n, MAX_NAME), w]),
+  });
+  if (state.length > limit) throw new Error(`the state is ${state.length} bytes, over ${limit}`);
+  return state;
+}
+
+function restoreState(state) {
+  const saved = v8.deserialize(state);
+  const restored = [];
+  const failed = [];
+  let values = {};
+  try {
+    values = v8.deserialize(saved.values);
+  } catch (e) {
+    failed.push(['(the variables)', short(e && e.message ? e.message : e, MAX_WHY)]);
+  }
+  for (const name of Object.keys(values)) {
+    try {
+      prepareGlobals([name]);
+      globalThis[name] = values[name];
+      restored.push(name);
+    } catch (e) {
+      failed.push([short(name, MAX_NAME), short(e && e.message ? e.message : e, MAX_WHY)]);
+    }
+  }
+  return {
+    restored: restored.slice(0, MAX_LISTED).map((n) => short(n, MAX_NAME)),
+    modules: [],
+    not_moved: Array.isArray(saved.notMoved) ? saved.notMoved.slice(0, MAX_LISTED) : [],
+    failed: failed.slice(0, MAX_LISTED),
+  };
+}
+
+function move(request) {
+  try {
+    if (request.op === 'checkpoint') {
+      const limit = Number.isInteger(request.limit) && request.limit > 0 ? request.limit : 1 << 20;
+      return { id: request.id, ok: true, state: checkpointState(limit).toString('base64') };
+    }
+    return { id: request.id, ok: true, ...restoreState(Buffer.from(String(request.state || ''), 'base64')) };
+  } catch (e) {
+    return { id: request.id, ok: false, value: short(e && e.message ? e.message : e, MAX_WHY) };
+  }
+}
+
 function send(message) {
   control.write(stringify(message) + '\n');
 }
@@ -302,6 +446,8 @@ function main() {
         } else if (request.op === 'env') {
           Object.assign(process.env, request.env || {});
           send({ id: request.id, ok: true });
+        } else if (request.op === 'checkpoint' || request.op === 'restore') {
+          send(move(request));
         } else {
           send({ id: request.id, ok: false, value: 'unknown op' });
         }

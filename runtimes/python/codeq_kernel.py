@@ -10,14 +10,27 @@ Protocol on the control channel: one JSON object per line each way.
   worker -> kernel  {"id": N, "op": "exec", "code": "...", "clear": bool, "marker": "...",
                      "language": "python", "limit": BYTES}
                     {"id": N, "op": "env", "env": {"NAME": "VALUE", ...}}
+                    {"id": N, "op": "checkpoint", "limit": BYTES}
+                    {"id": N, "op": "restore", "state": "base64"}
   kernel -> worker  {"id": N, "ok": bool, "value": "repr or null", "images": ["base64", ...],
                      "value_bytes": N, "images_left_out": N}
+                    {"id": N, "ok": true, "state": "base64"}   (checkpoint)
+                    {"id": N, "ok": true, "restored": [name, ...], "modules": [[name, module]],
+                     "not_moved": [[name, why]], "failed": [[name, why]]}   (restore)
                     {"id": 0, "ready": true} once, after start-up (and preloading)
 After a cell, the kernel writes the marker to fd 1 and to fd 2: everything the worker
 read on a stream before the marker belongs to that cell. The value is cut to `limit`
 bytes of UTF-8 (value_bytes then gives its whole size) and figures stop at `limit` bytes
 of PNG (images_left_out counts the others): the worker refuses a reply line far larger
 than that, and kills a kernel that sends one.
+
+checkpoint and restore move a session's variables when its worker drains
+(docs/fleet.md): checkpoint serialises the globals it can (dill), records globals bound
+to modules by the module's name, and lists what it cannot move with why; its state is
+at most `limit` bytes (the worker refuses a larger line). The worker stores the state
+without looking into it and hands it back, on another worker, to a fresh kernel of the
+same session, whose restore answers with what came back. Unpickling runs code: that is
+the session's own code, run in the session's own sandbox, as its cells are.
 
 Everything here runs as sandboxed code: the worker trusts nothing it says.
 """
@@ -26,14 +39,24 @@ import ast
 import base64
 import builtins
 import ctypes
+import importlib
 import io
 import json
 import os
+import pickle
 import signal
 import socket
 import sys
+import threading
 import traceback
 import types
+
+# Bounds of the lists of names a checkpoint keeps: they end up in a note to the client.
+_MAX_LISTED = 200
+_MAX_NAME = 100
+_MAX_WHY = 200
+# What the lists and the envelope of a state may take besides the variables' own bytes.
+_STATE_OVERHEAD = 64 << 10
 
 
 def _fresh_namespace():
@@ -57,6 +80,148 @@ def _cut(text, limit):
     return data[:limit].decode("utf-8", "ignore"), len(data)
 
 
+def _unmovable(value):
+    """Why a value cannot move to another process, for kinds that pickling would get
+    wrong rather than refuse (dill reopens files by name, at a position that may no
+    longer mean anything), or None."""
+    if isinstance(value, io.IOBase):
+        return "an open file: open it again (files in /workspace were moved)"
+    if isinstance(value, socket.socket):
+        return "a socket"
+    if isinstance(value, threading.Thread):
+        return "a thread"
+    return None
+
+
+def _why(error):
+    return _short(f"{type(error).__name__}: {error}", _MAX_WHY)
+
+
+def _short(text, limit):
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _pickler_class(dill):
+    class Pickler(dill.Pickler):
+        """dill's pickler, refusing what _unmovable() names wherever it is nested."""
+
+        def persistent_id(self, obj):
+            why = _unmovable(obj)
+            if why is not None:
+                raise TypeError(f"holds {why}")
+            return None
+
+    return Pickler
+
+
+def _dumps(pickler, value):
+    buffer = io.BytesIO()
+    pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def checkpoint_state(namespace, limit):
+    """The namespace's state (bytes, at most limit), for restore_state() in a fresh
+    kernel. Globals bound to modules are kept as the module's name; the others are
+    pickled together (objects shared between names stay shared), and when that fails or
+    is too large, one by one, leaving out those that cannot be pickled and the largest
+    until the rest fits."""
+    import dill
+
+    pickler = _pickler_class(dill)
+    values, modules, not_moved = {}, {}, []
+    for name, value in list(namespace.items()):
+        if name.startswith("__") and name.endswith("__"):
+            continue  # __builtins__, __name__ and such: every namespace has its own
+        if isinstance(value, types.ModuleType):
+            modules[name] = value.__name__
+            continue
+        why = _unmovable(value)
+        if why is not None:
+            not_moved.append([name, why])
+        else:
+            values[name] = value
+    budget = max(limit - _STATE_OVERHEAD, 0)
+    blob = None
+    try:
+        blob = _dumps(pickler, values)
+    except Exception:  # noqa: BLE001 - user objects raise anything from __reduce__
+        pass
+    while values and (blob is None or len(blob) > budget):
+        sizes = {}
+        for name, value in values.items():
+            try:
+                sizes[name] = len(_dumps(pickler, value))
+            except Exception as e:  # noqa: BLE001
+                not_moved.append([name, _why(e)])
+        # Smallest first, so that as many names as possible move.
+        kept, total = {}, 0
+        for name in sorted(sizes, key=sizes.get):
+            if total + sizes[name] <= budget:
+                kept[name] = values[name]
+                total += sizes[name]
+            else:
+                not_moved.append([name, f"too large to move: {sizes[name]} bytes pickled"])
+        if len(kept) == len(values) and blob is not None:
+            # Each fits, together they do not (the names themselves): drop the largest.
+            largest = max(kept, key=sizes.get)
+            not_moved.append([largest, f"too large to move: {sizes[largest]} bytes pickled"])
+            del kept[largest]
+        values = kept
+        try:
+            blob = _dumps(pickler, values)
+        except Exception:  # noqa: BLE001 - pickled alone, failed together: move none
+            for name in values:
+                not_moved.append([name, "could not be pickled with the other variables"])
+            values, blob = {}, _dumps(pickler, {})
+    if blob is None:
+        blob = _dumps(pickler, {})
+    state = pickle.dumps(
+        {
+            "version": 1,
+            "values": blob,
+            "modules": modules,  # every one: names of modules are small
+            "not_moved": [[_short(n, _MAX_NAME), w] for n, w in not_moved[:_MAX_LISTED]],
+        },
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+    if len(state) > limit:
+        raise ValueError(f"the state is {len(state)} bytes, over the limit of {limit}")
+    return state
+
+
+def restore_state(namespace, state):
+    """Puts a checkpoint_state() back into namespace (the __main__ of a fresh kernel:
+    functions pickled from __main__ then see it as their globals). Returns the reply's
+    lists: what was restored, which modules were imported again, what the checkpoint
+    could not move, and what failed here."""
+    import dill
+
+    saved = pickle.loads(state)
+    restored, modules, failed = [], [], []
+    for name, module in saved.get("modules", {}).items():
+        try:
+            namespace[name] = importlib.import_module(module)
+            modules.append([name, module])
+        except Exception as e:  # noqa: BLE001 - a module missing here, say
+            failed.append([name, f"import {module}: {_why(e)}"])
+    try:
+        values = dill.loads(saved["values"])
+    except Exception as e:  # noqa: BLE001
+        failed.append(["(the variables)", _why(e)])
+        values = {}
+    for name, value in values.items():
+        namespace[name] = value
+        restored.append(name)
+    return {
+        "restored": [_short(n, _MAX_NAME) for n in restored[:_MAX_LISTED]],
+        "modules": modules[:_MAX_LISTED],
+        "not_moved": saved.get("not_moved", [])[:_MAX_LISTED],
+        "failed": failed[:_MAX_LISTED],
+    }
+
+
 class Kernel:
     def __init__(self, control):
         self.control = control
@@ -70,6 +235,24 @@ class Kernel:
 
     def send(self, message):
         self.control.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    def move(self, request):
+        """checkpoint or restore (see the module's docstring); their output, if the
+        objects' own methods print, goes to the pipes and counts as the next cell's."""
+        reply = {"id": request.get("id"), "ok": True}
+        try:
+            if request.get("op") == "checkpoint":
+                limit = request.get("limit")
+                limit = limit if isinstance(limit, int) and limit > 0 else 1 << 20
+                state = checkpoint_state(self.namespace, limit)
+                reply["state"] = base64.b64encode(state).decode("ascii")
+            else:
+                state = base64.b64decode(request.get("state", ""), validate=True)
+                reply.update(restore_state(self.namespace, state))
+        except BaseException as e:  # noqa: B036 - an interrupt too: answer, then go on
+            reply = {"id": request.get("id"), "ok": False, "value": _why(e)}
+        self.flush_all()
+        return reply
 
     def flush_all(self):
         """Python's buffers, then C stdio's (output of C extensions)."""
@@ -184,6 +367,8 @@ class Kernel:
             elif request.get("op") == "env":
                 os.environ.update({str(k): str(v) for k, v in request.get("env", {}).items()})
                 reply = {"id": request.get("id"), "ok": True}
+            elif request.get("op") in ("checkpoint", "restore"):
+                reply = self.move(request)
             else:
                 reply = {"id": request.get("id"), "ok": False, "value": "unknown op"}
             try:

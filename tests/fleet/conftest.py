@@ -23,8 +23,12 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN_DIR = os.environ.get("CODEQ_BIN_DIR") or os.path.join(REPO, "build", "bin")
 SERVICES = os.path.join(REPO, "scripts", "services")
-BROKERS = "127.0.0.1:19092"
-REDIS_PORT = 16379
+# scripts/services' ports; the same variables move both (parallel runs on one machine).
+KAFKA_PORT = int(os.environ.get("CODEQ_KAFKA_PORT", "19092"))
+REDIS_PORT = int(os.environ.get("CODEQ_REDIS_PORT", "16379"))
+BROKERS = f"127.0.0.1:{KAFKA_PORT}"
+# scripts/services' Kafka (CI runs the suite against the oldest supported one too).
+KAFKA_VERSION = os.environ.get("CODEQ_KAFKA_VERSION") or "4.4.0"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,10 +44,12 @@ def _answers(port):
 @pytest.fixture(scope="session")
 def services():
     started = None
-    if not (_answers(19092) and _answers(REDIS_PORT)):
+    if not (_answers(KAFKA_PORT) and _answers(REDIS_PORT)):
         started = tempfile.mkdtemp(prefix="codeq-fleet-services-")
         subprocess.run([SERVICES, "up", "--dir", started], check=True, timeout=300)
-    yield
+    # The services directory when this fixture started them (a test may restart them
+    # there: test_chaos.py), None when they were already running (not ours to restart).
+    yield started
     if started:
         subprocess.run([SERVICES, "down", "--dir", started], check=False, timeout=120)
 
@@ -235,7 +241,8 @@ def private_redis():
 def _kafka_jars():
     """The lib directory of a Kafka that scripts/services already fetched (the running
     broker's class path, or a services directory), or None: tests never download it."""
-    candidates = [os.path.join(d, "kafka-3.9.1", "lib") for d in
+    release = f"kafka-{KAFKA_VERSION}"
+    candidates = [os.path.join(d, release, "lib") for d in
                   (os.environ.get("CODEQ_SERVICES_DIR"), "/var/tmp/codeq-services") if d]
     for pid in os.listdir("/proc"):
         try:
@@ -244,7 +251,9 @@ def _kafka_jars():
         except OSError:
             continue
         if "kafka.Kafka" in args and "-cp" in args:
-            candidates.insert(0, os.path.dirname(args[args.index("-cp") + 1]))
+            lib = os.path.dirname(args[args.index("-cp") + 1])
+            if os.path.basename(os.path.dirname(lib)) == release:  # the same version only
+                candidates.insert(0, lib)
     for lib in candidates:
         if os.path.exists(os.path.join(lib, ".complete")):
             # Through another test's private broker, to the jars it links to: that
@@ -260,7 +269,7 @@ class PrivateKafka:
 
     def __init__(self, lib):
         self.dir = tempfile.mkdtemp(prefix="codeq-kafka-")
-        os.symlink(os.path.dirname(lib), os.path.join(self.dir, "kafka-3.9.1"))
+        os.symlink(os.path.dirname(lib), os.path.join(self.dir, f"kafka-{KAFKA_VERSION}"))
         self.port = free_port()
         self.env = dict(os.environ, CODEQ_KAFKA_PORT=str(self.port),
                         CODEQ_KAFKA_CONTROLLER_PORT=str(free_port()),

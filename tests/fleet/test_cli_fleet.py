@@ -211,8 +211,8 @@ def test_mcp_gateway_stops_its_default_session_at_exit(fleet, redis_client):
 
 
 def test_exec_moves_a_30_mb_file_each_way(fleet, tmp_path):
-    # Past the broker's 1 MB default: the fleet's topics carry AgentCore's 100 MB
-    # payloads.
+    # Past the broker's 1 MB default: both ways through Redis (the claim check), with
+    # the fleet's Redis from CODEQ_REDIS.
     data = os.urandom(30 << 20)
     src = tmp_path / "big.bin"
     src.write_bytes(data)

@@ -413,6 +413,15 @@ def test_copies_of_replies_reach_the_caller_once(fleet, caplog):
     """A reply topic holding the fleet's real replies twice over (each chunk and the final
     reply copied, as redelivery after a dispatcher restart does): the client delivers
     each chunk once, in order, returns one result and ignores the copies."""
+    def rid(m):
+        return header(m[2], "request_id")
+
+    def kind(m):
+        return header(m[2], "codeq-kind")
+
+    def finals_of(seen, request_id):
+        return sum(1 for m in seen if rid(m) == request_id and kind(m) == "final")
+
     d = Driver(BROKERS, fleet.request_topic)
     try:
         sid = d.start_session()
@@ -427,22 +436,12 @@ def test_copies_of_replies_reach_the_caller_once(fleet, caplog):
             tool="executeCode", arguments=pb.Arguments(code="'other'", timeout=60)))
         d.send(other)
         d.wait_final(other.request_id)
-        reply_topic = d.reply_topic
+        # Read before the driver closes: closing deletes its reply topic. It may have
+        # several partitions: wait for every final.
+        raw = read_until(d.reply_topic, lambda seen: finals_of(seen, req.request_id) == 2 and
+                         finals_of(seen, other.request_id) == 1)
     finally:
         d.close()
-
-    def rid(m):
-        return header(m[2], "request_id")
-
-    def kind(m):
-        return header(m[2], "codeq-kind")
-
-    def finals_of(seen, request_id):
-        return sum(1 for m in seen if rid(m) == request_id and kind(m) == "final")
-
-    # The driver's reply topic may have several partitions: wait for every final.
-    raw = read_until(reply_topic, lambda seen: finals_of(seen, req.request_id) == 2 and
-                     finals_of(seen, other.request_id) == 1)
     mine = [m for m in raw if rid(m) == req.request_id]
     chunks = [m for m in mine if kind(m) == "chunk"]
     finals = [m for m in mine if kind(m) == "final"]
@@ -490,7 +489,7 @@ def test_copies_of_replies_reach_the_caller_once(fleet, caplog):
             assert got.SerializeToString() == other_final[0][1]
             assert output == expected, output
     finally:
-        for topic in (unserved, replies, reply_topic):
+        for topic in (unserved, replies):
             delete_topic(topic)
     assert not [r for r in caplog.records if r.name == "codeq_client"], caplog.text
 

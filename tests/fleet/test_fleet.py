@@ -8,7 +8,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
-from conftest import BROKERS
+from conftest import BROKERS, REPO
 from driver import Driver, pb, texts
 
 
@@ -231,19 +231,21 @@ def test_the_fleet_writes_replies_only_to_client_reply_topics(fleet, driver):
 
 def test_files_over_the_limit_are_refused_before_they_reach_a_worker(fleet, driver,
                                                                      redis_client):
-    """A writeFiles file of 100 MB + 1 byte: the dispatcher answers INVALID_ARGUMENT
-    itself, and nothing reaches the session's workspace."""
-    from confluent_kafka import Producer
+    """A writeFiles whose claim (fleet/claim.h) declares a file of 100 MB + 1 byte: the
+    dispatcher answers INVALID_ARGUMENT itself, without reading the payload, and nothing
+    reaches the session's workspace. (A client checks the same before it sends.)"""
+    import sys
+    sys.path.insert(0, os.path.join(REPO, "clients", "python"))
+    from codeq_client.claims import ClaimStore
     sid = driver.start_session()
-    req = pb.Request(request_id=uuid.uuid4().hex, session_id=sid,
-                     reply_topic=driver.reply_topic, invoke=pb.Invoke(
-                         tool="writeFiles", arguments=pb.Arguments(content=[
-                             pb.FileContent(path="big.bin", blob=b"\0" * ((100 << 20) + 1))])))
-    producer = Producer({"bootstrap.servers": BROKERS, "message.max.bytes": 209715200,
-                         "partitioner": "murmur2_random"})
-    producer.produce(fleet.request_topic, req.SerializeToString(), key=sid.encode())
-    assert producer.flush(60) == 0
-    r = driver.wait_final(req.request_id)
+    store = ClaimStore(fleet.env["CODEQ_REDIS"], fleet.prefix)
+    args = pb.Arguments(content=[pb.FileContent(path="big.bin", blob=b"\0" * 1000)])
+    cid = store.put(args.SerializeToString(), 60)
+    req = pb.Request(request_id=uuid.uuid4().hex, session_id=sid, invoke=pb.Invoke(
+        tool="writeFiles", arguments_claim=pb.Claim(
+            id=cid, size=args.ByteSize(), largest_file=(100 << 20) + 1)))
+    r = driver.call(req)
+    store.close()
     assert r.result.is_error and r.result.error_code == pb.ERROR_CODE_INVALID_ARGUMENT, r
     assert "larger than the 100 MB limit" in r.result.error_message
     # Answered by the dispatcher: never forwarded to a worker.
@@ -390,3 +392,54 @@ def test_worker_killed_mid_execution(fleet, driver, redis_client):
     time.sleep(1)
     for rid in (running, queued):
         assert len(driver.finals(rid)) == 1, rid
+
+
+def test_the_fleet_makes_its_own_topics_and_groups_and_never_a_reply_topic(fleet, driver):
+    """The broker creates no topic (scripts/services: auto.create.topics.enable=false):
+    the dispatcher made the request and dead-letter topics, each worker its own, under
+    the consumer groups docs/fleet.md names; a reply to a topic nobody made is refused
+    and the topic stays unmade."""
+    from confluent_kafka.admin import AdminClient
+    sid = driver.start_session()  # the daemons are up, their topics made
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    topics = admin.list_topics(timeout=30).topics
+    assert len(topics[fleet.request_topic].partitions) == 8
+    assert len(topics[fleet.dlq_topic].partitions) == 1
+    for w in fleet.workers:
+        assert len(topics[f"codeq.worker.{w}"].partitions) == 1
+    groups = {g.id for g in admin.list_groups(timeout=30)}
+    assert f"codeq-dispatchers.{fleet.request_topic}" in groups, groups
+    assert {f"codeq-worker-{w}" for w in fleet.workers} <= groups, groups
+
+    unmade = "codeq.replies.unmade-" + uuid.uuid4().hex[:10]
+    req = pb.Request(request_id=uuid.uuid4().hex, session_id="nope", reply_topic=unmade,
+                     get_session=pb.GetSession())
+    driver.send_raw(req.SerializeToString(), key=b"nope")
+    deadline = time.time() + 60
+    while f"request {req.request_id}: the broker refused its reply" not in \
+            fleet.dispatchers[0].log_text():
+        assert time.time() < deadline, fleet.dispatchers[0].log_text()[-4000:]
+        time.sleep(0.2)
+    assert unmade not in admin.list_topics(timeout=30).topics
+    assert texts(driver.code(sid, "6 * 7")) == ["42"]
+
+
+def test_each_daemons_help_says_what_it_reads():
+    import subprocess
+    from conftest import BIN_DIR
+    dispatcher = subprocess.run([os.path.join(BIN_DIR, "codeq-dispatcher"), "--help"],
+                                capture_output=True, text=True, check=True).stdout
+    worker = subprocess.run([os.path.join(BIN_DIR, "codeq-worker"), "--help"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "consumer group codeq-dispatchers.<request-topic>" in dispatcher
+    assert "consumer group codeq-worker-<worker-id>" in worker
+    shared, worker_only = worker.split("codeq-worker only")
+    for text in (dispatcher, shared):
+        for flag in ("--brokers", "--redis", "--request-topic", "--heartbeat-ms",
+                     "--log-level", "--claim-threshold"):
+            assert flag in text
+    for flag in ("--worker-id", "--max-sessions", "--warm-pool", "--files-quota",
+                 "--claim-ttl"):
+        assert flag in worker_only and flag not in shared
+        assert flag not in dispatcher  # what it ignores, it does not list
+    assert "accepted and ignored" in dispatcher

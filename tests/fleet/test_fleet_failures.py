@@ -378,3 +378,53 @@ def test_daemons_ride_out_a_kafka_restart(private_kafka, new_fleet, redis_client
         assert_one_final_each(driver, [running, during])
     finally:
         driver.close()
+
+
+def test_forwards_the_broker_does_not_acknowledge_are_read_again_not_an_exit(
+        private_kafka, private_redis, new_fleet):
+    """The broker frozen (SIGSTOP) after the dispatcher read a request and before it
+    forwarded it, for longer than message.timeout.ms (30 s): the forward is not
+    acknowledged. The dispatcher does not exit and does not commit the request: it
+    rewinds and reads it again, and forwards it once the broker is back (docs/fleet.md,
+    "Kafka outages"). Redis frozen for 3 s meanwhile keeps the dispatcher between the
+    two until the broker is frozen."""
+    redis = private_redis.client()
+    f = new_fleet(brokers=private_kafka.brokers, redis_port=private_redis.port)
+    # Beats slow enough that holding Redis for 3 s loses no lease.
+    f.start_worker("a", "--heartbeat-ms", "2000")
+    f.wait_workers(redis, 1)
+    f.start_dispatcher()
+    driver = Driver(private_kafka.brokers, f.request_topic)
+    with open(os.path.join(private_kafka.dir, "kafka", "kafka.pid")) as pidfile:
+        broker = int(pidfile.read())
+    frozen = []
+    try:
+        sid = driver.start_session()
+        assert texts(driver.code(sid, "1")) == ["1"]
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)
+        frozen.append(private_redis.proc.pid)
+        rid = driver.send(invoke(sid, "6 * 7"))
+        time.sleep(1.5)  # the dispatcher has read it, and waits for Redis
+        os.kill(broker, signal.SIGSTOP)
+        frozen.append(broker)
+        time.sleep(1.5)
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+        frozen.remove(private_redis.proc.pid)
+        dispatcher = f.dispatchers[0]
+        deadline = time.time() + 120
+        while "reading their requests again" not in dispatcher.log_text():
+            assert dispatcher.alive(), dispatcher.log_text()[-4000:]
+            assert time.time() < deadline, "the forward never timed out:\n" + \
+                dispatcher.log_text()[-4000:]
+            time.sleep(0.5)
+        os.kill(broker, signal.SIGCONT)
+        frozen.remove(broker)
+        r = driver.wait_final(rid, timeout=180)
+        assert texts(r.result) == ["42"], r
+        assert dispatcher.alive()
+        assert texts(driver.code(sid, "2 + 3", timeout=180)) == ["5"]
+        assert_one_final_each(driver, [rid])
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        driver.close()

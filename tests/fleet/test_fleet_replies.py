@@ -21,7 +21,7 @@ def start_fleet(new_fleet, redis, **kw):
 
 def test_a_reply_too_large_to_send_is_an_error_reply_not_silence(new_fleet, redis_client):
     f = start_fleet(new_fleet, redis_client)
-    driver = Driver(BROKERS, f.request_topic)
+    driver = Driver(BROKERS, f.request_topic, fleet=f)
     try:
         sid = driver.start_session()
         # Three sparse files of 75 MiB: 225 MiB of content, more than one reply carries.
@@ -44,7 +44,8 @@ def test_a_reply_too_large_to_send_is_an_error_reply_not_silence(new_fleet, redi
         again = driver.call(pb.Request(request_id=rid, session_id=sid, invoke=pb.Invoke(
             tool="readFiles", arguments=pb.Arguments(paths=["a", "b", "c"]))))
         assert again.SerializeToString() == reply.SerializeToString()
-        # The session goes on serving: one file fits.
+        # The session goes on serving: one file fits (through Redis: larger than a
+        # Kafka message).
         one = driver.call(pb.Request(session_id=sid, invoke=pb.Invoke(
             tool="readFiles", arguments=pb.Arguments(paths=["a"]))), timeout=180)
         assert not one.result.is_error, one.result.error_message

@@ -129,7 +129,45 @@ def mcp():
           + call("executeCode", {"code": 1}) + call("startSession", {"memory": "lots"}))
 
 
+def claims():
+    # fuzz_claim: first byte = the message's length (< 256), the message, then what
+    # Redis "returned" for its claim.
+    def pair(name, message, fetched):
+        assert len(message) < 256
+        write("fuzz_claim", name, bytes([len(message)]) + message + fetched)
+
+    args = pb.Arguments(content=[pb.FileContent(path="a.bin", blob=b"\x00\x01" * 8),
+                                 pb.FileContent(path="b.txt", text="hello")], code="1+1")
+    packed = args.SerializeToString()
+    cid = "0123456789abcdef" * 2
+    req = pb.Request(request_id="r1", session_id="s1", reply_topic="codeq.replies.x",
+                     invoke=pb.Invoke(tool="writeFiles", arguments_claim=pb.Claim(
+                         id=cid, size=len(packed), largest_file=16)))
+    pair("request", req.SerializeToString(), packed)
+    pair("request-lying-size", req.SerializeToString(), packed + b"\x00")
+    inner = pb.Response(request_id="r1", session_id="s1", result=pb.Result(
+        content=[pb.ContentBlock(text=pb.TextBlock(text="x" * 40))],
+        structured_content=pb.StructuredContent(stdout="out", exit_code=0)))
+    packed = inner.SerializeToString()
+    outer = pb.Response(request_id="r1", session_id="s1",
+                        claim=pb.Claim(id=cid, size=len(packed)))
+    pair("response", outer.SerializeToString(), packed)
+    other = pb.Response(request_id="r2", chunk=pb.OutputChunk(stream=1, data=b"o"))
+    pair("response-other", outer.SerializeToString(), other.SerializeToString())
+
+
+def line_reader():
+    # fuzz_line_reader: two bytes of line limit (mod 4096, + 1), then the stream (whose
+    # first 16 bytes also pick the read sizes).
+    lines = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\r\n' + b"x" * 300 + b"\n\n" + b"tail"
+    write("fuzz_line_reader", "limit-64", struct.pack(">H", 63) + lines)
+    write("fuzz_line_reader", "limit-4096", struct.pack(">H", 4095) + lines)
+    write("fuzz_line_reader", "long-last-line", struct.pack(">H", 9) + b"short\n" + b"y" * 40)
+
+
 if __name__ == "__main__":
     kernel_lines()
     requests()
+    claims()
     mcp()
+    line_reader()

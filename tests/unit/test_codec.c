@@ -6,7 +6,7 @@
  * neither crash nor be accepted. */
 #define _GNU_SOURCE
 #include "fleet/codec.h"
-#include "fleet/kafka.h" /* CQ_KAFKA_MAX_MESSAGE */
+#include "fleet/claim.h" /* CQ_CLAIM_MAX_BYTES */
 #include "unit.h"
 
 #include <float.h>
@@ -701,10 +701,10 @@ START_TEST(test_chunk_response)
 }
 END_TEST
 
-/* A reply larger than a Kafka message could never be published: refused, CQ_ELIMIT. */
+/* A reply larger than a claim may carry could never be sent: refused, CQ_ELIMIT. */
 START_TEST(test_too_large)
 {
-    ck_assert_uint_eq(CQ_CODEC_MAX_RESPONSE, strtoull(CQ_KAFKA_MAX_MESSAGE, NULL, 10));
+    ck_assert_uint_eq(CQ_CODEC_MAX_RESPONSE, CQ_CLAIM_MAX_BYTES);
     static const uint8_t byte = 'x';
     uint8_t *bytes = (uint8_t *)1;
     size_t len = 7;

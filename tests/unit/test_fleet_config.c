@@ -322,33 +322,77 @@ START_TEST(overlong_file_lines_are_refused)
 }
 END_TEST
 
-START_TEST(usage_lists_every_setting_with_its_default)
+/* The usage text of one daemon (worker: codeq-worker's), malloc'd. */
+static char *usage_of(bool worker)
 {
     char *text = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&text, &len);
     ck_assert_ptr_nonnull(out);
-    cq_fleet_config_usage(out);
+    cq_fleet_config_usage(out, worker);
     fclose(out);
-    static const char *const lines[] = {
-        "file: --config FILE or CODEQ_CONFIG; environment: CODEQ_<NAME>;",
-        "  --brokers         Kafka bootstrap servers (default: 127.0.0.1:19092)\n",
-        "  --redis           Redis host:port (default: 127.0.0.1:16379)\n",
-        "  --redis-prefix    prefix of every Redis key (default: codeq:)\n",
-        "  --request-topic   topic clients send requests to (default: codeq.requests)\n",
-        "  --dlq-topic       topic refused requests are dead-lettered to (default: "
-        "codeq.requests.dlq)\n",
+    return text;
+}
+
+/* Expects each of lines in text, in this order. */
+static void expect_in_order(const char *text, const char *const *lines, size_t n)
+{
+    const char *at = text;
+    for (size_t i = 0; i < n; i++) {
+        const char *found = strstr(at, lines[i]);
+        ck_assert_msg(found != NULL, "usage lacks '%s' (after the previous line):\n%s", lines[i],
+                      text);
+        at = found + strlen(lines[i]);
+    }
+}
+
+static const char *const shared_lines[] = {
+    "file: --config FILE or CODEQ_CONFIG; environment: CODEQ_<NAME>;",
+    "  --brokers         Kafka bootstrap servers (default: 127.0.0.1:19092)\n",
+    "  --redis           Redis host:port (default: 127.0.0.1:16379)\n",
+    "  --redis-prefix    prefix of every Redis key (default: codeq:)\n",
+    "  --request-topic   topic clients send requests to (default: codeq.requests)\n",
+    "  --dlq-topic       topic refused requests are dead-lettered to (default: "
+    "codeq.requests.dlq)\n",
+    "  --heartbeat-ms    workers' heartbeat period (the same for all daemons); dead after 3 "
+    "missed (default: 1000)\n",
+    "  --claim-threshold messages larger than this travel through Redis (claim check) "
+    "(default: 512K)\n",
+    "  --log-level       debug, info, warn or error (default: info)\n",
+};
+
+/* The worker's: every setting with its default, its own last under their heading. */
+START_TEST(usage_lists_every_setting_with_its_default)
+{
+    char *text = usage_of(true);
+    expect_in_order(text, shared_lines, sizeof(shared_lines) / sizeof(shared_lines[0]));
+    static const char *const own[] = {
+        "codeq-worker only (codeq-dispatcher accepts and ignores them):\n",
         "  --worker-id       this worker's id (its topic is codeq.worker.<id>) (default: the "
         "host name)\n",
-        "  --heartbeat-ms    worker heartbeat period; a worker is dead after 3 missed (default: "
-        "1000)\n",
         "  --max-sessions    sessions one worker runs at once (default: 64)\n",
         "  --warm-pool       sandboxes a worker keeps ready (default: 2)\n",
         "  --files-quota     bytes of one session's files kept in Redis (default: 256M)\n",
-        "  --log-level       debug, info, warn or error (default: info)\n",
+        "  --claim-ttl       seconds a large reply stays in Redis for its client (default: 900)\n",
     };
-    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
-        ck_assert_msg(strstr(text, lines[i]) != NULL, "usage lacks '%s':\n%s", lines[i], text);
+    const char *heading = strstr(text, own[0]);
+    ck_assert_ptr_nonnull(heading);
+    expect_in_order(heading, own, sizeof(own) / sizeof(own[0]));
+    free(text);
+}
+END_TEST
+
+/* The dispatcher's: the shared settings only, and a word on the workers' own. */
+START_TEST(dispatcher_usage_lists_only_what_it_reads)
+{
+    char *text = usage_of(false);
+    expect_in_order(text, shared_lines, sizeof(shared_lines) / sizeof(shared_lines[0]));
+    ck_assert_ptr_nonnull(strstr(text, "settings (codeq-worker --help) are accepted and ignored"));
+    static const char *const absent[] = {"--worker-id",   "--max-sessions", "--warm-pool",
+                                         "--files-quota", "--claim-ttl",    "codeq-worker only"};
+    for (size_t i = 0; i < sizeof(absent) / sizeof(absent[0]); i++)
+        ck_assert_msg(strstr(text, absent[i]) == NULL, "dispatcher usage lists %s:\n%s", absent[i],
+                      text);
     free(text);
 }
 END_TEST
@@ -485,6 +529,24 @@ START_TEST(strings_and_their_limits)
 }
 END_TEST
 
+/* A misspelt level is refused where it was set, rather than logging at the default. */
+START_TEST(log_levels_are_checked)
+{
+    expect_refused(LOAD("--log-level", "loud"),
+                   "--log-level: 'loud' is not one of debug, info, warn, error");
+    const char *path = config_file("log_level = warning\n");
+    char want[256];
+    snprintf(want, sizeof(want), "%s:1: 'warning' is not one of debug, info, warn, error", path);
+    expect_refused(LOAD("--config", (char *)path), want);
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    for (size_t i = 0; i < 4; i++) {
+        cq_fleet_config_init(&cfg);
+        expect_loaded(LOAD("--log-level", (char *)levels[i]));
+        ck_assert_str_eq(cfg.log_level, levels[i]);
+    }
+}
+END_TEST
+
 START_TEST(worker_topic)
 {
     char topic[64];
@@ -509,6 +571,8 @@ static Suite *fleet_config_suite(void)
     tcase_add_test(tc, flags_override_everything);
     tcase_add_test(tc, help_stops_before_anything_is_read);
     tcase_add_test(tc, usage_lists_every_setting_with_its_default);
+    tcase_add_test(tc, dispatcher_usage_lists_only_what_it_reads);
+    tcase_add_test(tc, log_levels_are_checked);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("refusals");

@@ -15,6 +15,7 @@ from .aio import AsyncClient, AsyncSession, async_code_session
 from .client import (
     Client,
     CodeqError,
+    RequestRefused,
     OutputCallback,
     Session,
     SessionError,
@@ -32,6 +33,7 @@ __all__ = [
     "AsyncSession",
     "async_code_session",
     "CodeqError",
+    "RequestRefused",
     "SessionError",
     "TimeoutError",
     "OutputCallback",

@@ -67,6 +67,9 @@ class AsyncClient:
         reply_topic: Optional[str] = None,
         client_id: Optional[str] = None,
         default_timeout: float = 300.0,
+        redis: Optional[str] = None,
+        redis_prefix: Optional[str] = None,
+        claim_threshold: Optional[int] = None,
     ):
         self._client = Client(
             brokers,
@@ -75,6 +78,9 @@ class AsyncClient:
             client_id=client_id,
             default_timeout=default_timeout,
             ready_timeout=None,
+            redis=redis,
+            redis_prefix=redis_prefix,
+            claim_threshold=claim_threshold,
         )
 
     @property

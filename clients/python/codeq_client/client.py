@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from . import codeq_pb2 as pb
+from .claims import ClaimError, ClaimStore
 from .results import (
     arguments_from_dict,
     error_code_name,
@@ -36,6 +37,7 @@ __all__ = [
     "Session",
     "code_session",
     "CodeqError",
+    "RequestRefused",
     "SessionError",
     "TimeoutError",
     "OutputCallback",
@@ -66,9 +68,9 @@ _REPLY_MARGIN_S = 10.0
 # Between checks of the stop flag; also the latency of delivery-failure reports.
 _POLL_INTERVAL_S = 0.05
 _TOPIC_CREATE_TIMEOUT_S = 15.0
-# The largest request or reply: AgentCore's 100 MB payloads with room for the envelope,
-# as the fleet's own clients and topics allow (fleet/kafka.h, CQ_KAFKA_MAX_MESSAGE).
-_MAX_MESSAGE_BYTES = 200 << 20
+# Room beside the claim threshold for the rest of a message: larger payloads travel
+# through Redis (claims.py), so messages stay within a stock broker's 1 MB.
+_ENVELOPE_BYTES = 64 << 10
 
 
 class CodeqError(Exception):
@@ -81,6 +83,16 @@ class CodeqError(Exception):
 
 class TimeoutError(CodeqError, TimeoutError):  # noqa: A001 - deliberately the builtin's name
     """No final reply arrived in time (or the reply consumer was not ready in time)."""
+
+
+class RequestRefused(CodeqError):
+    """The client refused a request before sending it, or could not read its reply's
+    payload from Redis: ``code`` is LIMIT_EXCEEDED, INVALID_ARGUMENT, NOT_FOUND or
+    INTERNAL, as the fleet would have said."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
 
 
 class SessionError(CodeqError):
@@ -149,6 +161,10 @@ class Client:
         default_timeout: seconds a call may take when it does not say.
         ready_timeout: seconds the constructor waits for the reply consumer to be
             assigned its partitions (see ``wait_ready``); None to not wait.
+        redis, redis_prefix, claim_threshold: the fleet's Redis, for requests and
+            replies too large for one Kafka message (claims.py; defaults from
+            CODEQ_REDIS, CODEQ_REDIS_PREFIX, CODEQ_CLAIM_THRESHOLD). Connected only
+            when a payload needs it.
 
     A client is thread-safe: any thread may issue calls, and calls run concurrently.
     Use it as a context manager or call ``close()``.
@@ -162,8 +178,12 @@ class Client:
         client_id: Optional[str] = None,
         default_timeout: float = 300.0,
         ready_timeout: Optional[float] = 30.0,
+        redis: Optional[str] = None,
+        redis_prefix: Optional[str] = None,
+        claim_threshold: Optional[int] = None,
     ):
         token = uuid.uuid4().hex
+        self._claims = ClaimStore(redis, redis_prefix, claim_threshold)
         self.request_topic = request_topic
         self.reply_topic = reply_topic or f"codeq.replies.{token}"
         self.default_timeout = default_timeout
@@ -174,8 +194,6 @@ class Client:
             "bootstrap.servers": brokers,
             "client.id": client_id,
             "socket.nagle.disable": True,
-            # Requests and replies may carry a 100 MB file (docs/fleet.md).
-            "receive.message.max.bytes": _MAX_MESSAGE_BYTES + (50 << 20),
         }
         self._producer = Producer(
             {
@@ -186,7 +204,7 @@ class Client:
                 "partitioner": "murmur2_random",
                 "acks": "all",
                 "enable.idempotence": True,
-                "message.max.bytes": _MAX_MESSAGE_BYTES,
+                "message.max.bytes": max(1_000_000, self._claims.threshold + _ENVELOPE_BYTES),
             }
         )
         self._admin = AdminClient(common)
@@ -198,7 +216,6 @@ class Client:
                 # the partition was assigned are still read.
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 10,
-                "fetch.message.max.bytes": _MAX_MESSAGE_BYTES,
                 "enable.auto.commit": True,
             }
         )
@@ -249,6 +266,7 @@ class Client:
         # Without an assignment the topic may not exist, or the brokers not answer.
         if self._owns_reply_topic and self._startup_done.is_set() and not self._startup_error:
             self._delete_reply_topic()
+        self._claims.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -366,6 +384,10 @@ class Client:
         caller waits for on_final and calls ``_forget`` if it stops waiting."""
         fill_request(request, self.reply_topic, timeout)
         request_id = request.request_id
+        try:
+            wire = self._claims.outgoing(request)
+        except ClaimError as e:
+            raise RequestRefused(f"request {request_id}: {e}", e.code) from e
         with self._lock:
             # Checked under the lock that close() and a failed start take before they
             # fail the pending calls: a call is either refused here or failed there.
@@ -382,7 +404,7 @@ class Client:
         try:
             self._producer.produce(
                 self.request_topic,
-                value=request.SerializeToString(),
+                value=wire.SerializeToString(),
                 key=request_key(request),
                 on_delivery=lambda err, _msg: self._delivered(request_id, err),
             )
@@ -461,9 +483,7 @@ class Client:
         # create the topics it subscribes to, and brokers often disable it anyway.
         # One partition: nobody but this client reads it.
         future = self._admin.create_topics(
-            [NewTopic(self.reply_topic, 1,
-                      config={"max.message.bytes": str(_MAX_MESSAGE_BYTES)})],
-            operation_timeout=_TOPIC_CREATE_TIMEOUT_S
+            [NewTopic(self.reply_topic, 1)], operation_timeout=_TOPIC_CREATE_TIMEOUT_S
         )[self.reply_topic]
         give_up = time.monotonic() + _TOPIC_CREATE_TIMEOUT_S
         # Waited for in steps, so that close() need not sit out unreachable brokers.
@@ -509,8 +529,17 @@ class Client:
         )
         if kind == "chunk":
             self._on_chunk(request_id, response.chunk)
-        else:
-            self._complete(request_id, response)
+            return
+        with self._lock:
+            if request_id not in self._pending:
+                return  # a copy of a reply already had, or a call that gave up
+        # A reply too large for Kafka is read from Redis here, on the poll thread:
+        # other calls' replies wait meanwhile (about a second for 100 MB on loopback).
+        try:
+            outcome: Union[pb.Response, BaseException] = self._claims.incoming(response)
+        except ClaimError as e:
+            outcome = RequestRefused(f"reply to request {request_id}: {e}", e.code)
+        self._complete(request_id, outcome)
 
     def _on_chunk(self, request_id: str, chunk: pb.OutputChunk) -> None:
         with self._lock:

@@ -486,6 +486,7 @@ def router():
     c._lock = threading.Lock()
     c._pending = {}
     c._completed = client_module.collections.OrderedDict()
+    c._claims = client_module.ClaimStore(redis="127.0.0.1:1")  # never connected here
     return c
 
 
@@ -607,3 +608,48 @@ def test_codeq_pb2_is_protoc_output(tmp_path):
     )
     generated = (tmp_path / "codeq_pb2.py").read_bytes()
     assert (PACKAGE_ROOT / "codeq_client" / "codeq_pb2.py").read_bytes() == generated
+
+
+# ---- claims.py: what is refused or left alone before Redis is needed ----------------
+
+
+def test_small_requests_and_replies_stay_as_they_are():
+    from codeq_client.claims import ClaimStore
+    store = ClaimStore(redis="127.0.0.1:1", threshold=1024)
+    req = pb.Request(request_id="r", session_id="s", invoke=pb.Invoke(
+        tool="executeCode", arguments=pb.Arguments(code="1 + 1")))
+    assert store.outgoing(req) is req
+    reply = pb.Response(request_id="r", result=pb.Result())
+    assert store.incoming(reply) is reply
+
+
+def test_requests_the_fleet_would_refuse_are_refused_before_redis():
+    from codeq_client.claims import ClaimError, ClaimStore
+    store = ClaimStore(redis="127.0.0.1:1", threshold=1024)
+    big_file = pb.Request(request_id="r", session_id="s", invoke=pb.Invoke(
+        tool="writeFiles", arguments=pb.Arguments(content=[
+            pb.FileContent(path="a", blob=b"\0" * ((100 << 20) + 1))])))
+    with pytest.raises(ClaimError) as e:
+        store.outgoing(big_file)
+    assert e.value.code == "INVALID_ARGUMENT" and "100 MB" in str(e.value)
+    big_start = pb.Request(request_id="r", start_session=pb.StartSession(
+        env={"K": "v" * 4096}))
+    with pytest.raises(ClaimError) as e:
+        store.outgoing(big_start)
+    assert e.value.code == "LIMIT_EXCEEDED"
+    # Redis unreachable: a clear error, not a hang.
+    big_code = pb.Request(request_id="r", session_id="s", invoke=pb.Invoke(
+        tool="executeCode", arguments=pb.Arguments(code="x" * 4096)))
+    with pytest.raises(ClaimError) as e:
+        store.outgoing(big_code)
+    assert e.value.code == "INTERNAL" and "127.0.0.1:1" in str(e.value)
+
+
+def test_hostile_reply_references_are_refused_before_redis():
+    from codeq_client.claims import ClaimError, ClaimStore
+    store = ClaimStore(redis="127.0.0.1:1")
+    for claim in (pb.Claim(id="../x", size=1), pb.Claim(id="A" * 32, size=1),
+                  pb.Claim(id="0" * 32, size=0), pb.Claim(id="0" * 32, size=(200 << 20) + 1)):
+        with pytest.raises(ClaimError) as e:
+            store.incoming(pb.Response(request_id="r", claim=claim))
+        assert e.value.code == "INVALID_ARGUMENT"

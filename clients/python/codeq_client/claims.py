@@ -1,0 +1,212 @@
+"""Payloads too large for one Kafka message, sent by reference (the claim check).
+
+The fleet's side is fleet/claim.h; docs/fleet.md ("Large payloads") has the protocol.
+A request whose packed size is above the claim threshold (512 KiB by default, half of
+Kafka's stock 1 MB message limit) keeps every field but its Invoke's arguments, which
+are stored in Redis under ``<prefix>claim:<id>``; a final reply too large for Kafka
+arrives as a reference to the packed Response, stored the same way by the worker.
+
+Redis is only needed for such payloads, so the connection is made on first use, and
+the ``redis`` package is imported only then.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+from typing import Any, Optional
+
+from . import codeq_pb2 as pb
+
+DEFAULT_THRESHOLD = 512 << 10
+# AgentCore's 100 MB file, twice over: the largest payload a claim may carry.
+MAX_CLAIM_BYTES = 200 << 20
+MAX_FILE_BYTES = 100 << 20
+# How long a request's claim waits for its worker (the worker deletes it once read).
+REQUEST_TTL_S = 3600
+# Slices of a claim in Redis: one 150 MB command would stall Redis for everyone else.
+_PIECE = 1 << 20
+_SOCKET_TIMEOUT_S = 30.0
+_CONNECT_TIMEOUT_S = 5.0
+_ID = re.compile(r"[0-9a-f]{32}\Z")
+
+
+class ClaimError(Exception):
+    """A payload could not go through Redis, or a reply's claim could not be read."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code  # LIMIT_EXCEEDED, INVALID_ARGUMENT, NOT_FOUND or INTERNAL
+
+
+def _file_len(f: pb.FileContent) -> int:
+    which = f.WhichOneof("data")
+    if which == "blob":
+        return len(f.blob)
+    if which == "text":
+        return len(f.text.encode("utf-8"))
+    return 0
+
+
+class ClaimStore:
+    """Reads and writes claims in the fleet's Redis.
+
+    Args:
+        redis: "host:port" or a redis:// / rediss:// URL; default $CODEQ_REDIS or
+            127.0.0.1:16379 (scripts/services).
+        prefix: the fleet's redis_prefix (default $CODEQ_REDIS_PREFIX or "codeq:").
+        threshold: requests packing larger than this go by reference (default
+            $CODEQ_CLAIM_THRESHOLD or 512 KiB); it must not exceed what the brokers
+            take in one message.
+    """
+
+    def __init__(self, redis: Optional[str] = None, prefix: Optional[str] = None,
+                 threshold: Optional[int] = None):
+        self.address = redis or os.environ.get("CODEQ_REDIS") or "127.0.0.1:16379"
+        self.prefix = prefix if prefix is not None else os.environ.get("CODEQ_REDIS_PREFIX",
+                                                                        "codeq:")
+        env_threshold = os.environ.get("CODEQ_CLAIM_THRESHOLD")
+        self.threshold = threshold or (_parse_size(env_threshold) if env_threshold
+                                       else DEFAULT_THRESHOLD)
+        self._redis: Any = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        with self._lock:
+            if self._redis is None:
+                try:
+                    import redis  # noqa: PLC0415 - only clients with large payloads need it
+                except ImportError as e:
+                    raise ClaimError("a payload too large for Kafka goes through Redis: "
+                                     "install the 'redis' package", "INTERNAL") from e
+                # Bounded waits: replies are resolved on the client's poll thread,
+                # which a Redis that stopped answering must not hold forever.
+                timeouts = {"socket_timeout": _SOCKET_TIMEOUT_S,
+                            "socket_connect_timeout": _CONNECT_TIMEOUT_S}
+                if "://" in self.address:
+                    self._redis = redis.Redis.from_url(self.address, **timeouts)
+                else:
+                    host, _, port = self.address.rpartition(":")
+                    self._redis = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379),
+                                              **timeouts)
+            return self._redis
+
+    def close(self) -> None:
+        with self._lock:
+            if self._redis is not None:
+                self._redis.close()
+                self._redis = None
+
+    def _key(self, claim_id: str) -> str:
+        return f"{self.prefix}claim:{claim_id}"
+
+    def put(self, data: bytes, ttl_s: int) -> str:
+        """Stores data under a new claim id; returns the id."""
+        claim_id = secrets.token_hex(16)
+        key = self._key(claim_id)
+        r = self._connection()
+        try:
+            # SETRANGE, not APPEND: a slice sent again after a lost reply lands on
+            # itself (the fleet's writer, fleet/store.c, does the same).
+            r.set(key, data[:_PIECE], ex=ttl_s)
+            for off in range(_PIECE, len(data), _PIECE):
+                r.setrange(key, off, data[off:off + _PIECE])
+        except Exception as e:
+            raise ClaimError(f"could not store {len(data)} bytes in Redis at {self.address}: {e}",
+                             "INTERNAL") from e
+        return claim_id
+
+    def get(self, claim: pb.Claim) -> bytes:
+        if not _ID.match(claim.id):
+            raise ClaimError("a claim's id must be 32 lowercase hexadecimal digits",
+                             "INVALID_ARGUMENT")
+        if claim.size == 0 or claim.size > MAX_CLAIM_BYTES:
+            raise ClaimError(f"a claim of {claim.size} bytes is out of bounds", "INVALID_ARGUMENT")
+        key = self._key(claim.id)
+        r = self._connection()
+        try:
+            stored = r.strlen(key)
+            if stored == 0:
+                raise ClaimError("the payload stored in Redis for this reply is gone (its time "
+                                 "to live ran out, or its session ended)", "NOT_FOUND")
+            if stored != claim.size:
+                raise ClaimError(f"the payload stored in Redis has {stored} bytes, the reply "
+                                 f"says {claim.size}", "INVALID_ARGUMENT")
+            parts = []
+            for off in range(0, claim.size, _PIECE):
+                n = min(_PIECE, claim.size - off)
+                part = r.getrange(key, off, off + n - 1)
+                if len(part) != n:
+                    raise ClaimError("the payload stored in Redis changed while it was read",
+                                     "NOT_FOUND")
+                parts.append(part)
+        except ClaimError:
+            raise
+        except Exception as e:
+            raise ClaimError(f"could not read a claim from Redis at {self.address}: {e}",
+                             "INTERNAL") from e
+        return b"".join(parts)
+
+    # ---- requests and replies ---------------------------------------------------------
+
+    def outgoing(self, request: pb.Request) -> pb.Request:
+        """The request to send: request itself, or a copy whose arguments went to
+        Redis when it is too large for a Kafka message. Checks the limits the fleet's
+        edge checks, so that a request bound to be refused is not sent at all."""
+        invoke = request.invoke if request.WhichOneof("operation") == "invoke" else None
+        largest = 0
+        if invoke is not None:
+            for f in invoke.arguments.content:
+                n = _file_len(f)
+                if n > MAX_FILE_BYTES:
+                    raise ClaimError(f"{f.path} has {n} bytes, more than the 100 MB limit of a "
+                                     "file", "INVALID_ARGUMENT")
+                largest = max(largest, n)
+        size = request.ByteSize()
+        if size <= self.threshold:
+            return request
+        if invoke is None:
+            raise ClaimError(f"the request packs to {size} bytes, more than a Kafka message "
+                             f"takes ({self.threshold}); only an invoke's arguments can go "
+                             "through Redis", "LIMIT_EXCEEDED")
+        packed = invoke.arguments.SerializeToString()
+        if len(packed) > MAX_CLAIM_BYTES:
+            raise ClaimError(f"the request's arguments have {len(packed)} bytes, more than the "
+                             "200 MiB limit of a request", "LIMIT_EXCEEDED")
+        claim_id = self.put(packed, REQUEST_TTL_S)
+        small = pb.Request()
+        small.CopyFrom(request)
+        small.invoke.ClearField("arguments")
+        small.invoke.arguments_claim.id = claim_id
+        small.invoke.arguments_claim.size = len(packed)
+        small.invoke.arguments_claim.largest_file = largest
+        return small
+
+    def incoming(self, response: pb.Response) -> pb.Response:
+        """The reply itself, or the one its claim refers to (checked as the fleet
+        checks: same request, a final payload, never another claim)."""
+        if response.WhichOneof("payload") != "claim":
+            return response
+        data = self.get(response.claim)
+        inner = pb.Response()
+        try:
+            inner.ParseFromString(data)
+        except Exception as e:
+            raise ClaimError(f"the claimed reply does not decode: {e}", "INVALID_ARGUMENT") from e
+        if inner.request_id != response.request_id or (
+                inner.session_id and response.session_id and
+                inner.session_id != response.session_id):
+            raise ClaimError("the claimed reply is of another request", "INVALID_ARGUMENT")
+        if inner.WhichOneof("payload") not in ("result", "session", "sessions"):
+            raise ClaimError("the claimed reply is not a final reply", "INVALID_ARGUMENT")
+        return inner
+
+
+def _parse_size(text: str) -> int:
+    text = text.strip()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text and text[-1].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text)

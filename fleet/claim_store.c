@@ -1,0 +1,169 @@
+/* fleet/claim_store.c - the claim check's reads and writes (fleet/claim.h). */
+#define _GNU_SOURCE
+#include "fleet/claim.h"
+#include "api/api.h"
+#include "common/cleanup.h"
+#include "fleet/log.h"
+#include "fleet/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+/* 128 random bits as hex: a claim's id is all that stands between a client and
+ * another's payload in Redis, so it must not be guessable. */
+static int new_id(char out[CQ_CLAIM_ID_LEN + 1], struct cq_error *err)
+{
+    uint8_t raw[CQ_CLAIM_ID_LEN / 2];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        return cq_error_sys(err, errno, "getrandom");
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+int cq_claim_request(struct cq_store *st, Codeq__V1__Request *req, uint64_t threshold,
+                     unsigned ttl_s, struct cq_claimed_request *c, struct cq_error *err)
+{
+    memset(c, 0, sizeof(*c));
+    Codeq__V1__Arguments *args =
+        req->operation_case == CODEQ__V1__REQUEST__OPERATION_INVOKE ? req->invoke->arguments : NULL;
+    uint64_t largest = 0;
+    for (size_t i = 0; args != NULL && i < args->n_content; i++) {
+        const Codeq__V1__FileContent *f = args->content[i];
+        uint64_t n = cq_claim_file_len(f);
+        if (n > CQ_WORKER_MAX_FILE_BYTES)
+            return cq_error_set(err, CQ_EINVALID,
+                                "%s has %llu bytes, more than the 100 MB limit of a file", f->path,
+                                (unsigned long long)n);
+        largest = n > largest ? n : largest;
+    }
+    size_t total = codeq__v1__request__get_packed_size(req);
+    if (total <= threshold)
+        return 0;
+    if (args == NULL)
+        return cq_error_set(err, CQ_ELIMIT,
+                            "the request packs to %zu bytes, more than a Kafka message takes "
+                            "(claim_threshold %llu); only an invoke's arguments can go through "
+                            "Redis",
+                            total, (unsigned long long)threshold);
+    if (st == NULL)
+        return cq_error_set(err, CQ_ELIMIT,
+                            "the request packs to %zu bytes, more than a Kafka message takes "
+                            "(claim_threshold %llu): large requests go through Redis, and this "
+                            "client has none (set CODEQ_REDIS or --redis)",
+                            total, (unsigned long long)threshold);
+    size_t size = codeq__v1__arguments__get_packed_size(args);
+    if (size > CQ_CLAIM_MAX_BYTES)
+        return cq_error_set(err, CQ_ELIMIT,
+                            "the request's arguments have %zu bytes, more than the 200 MiB limit "
+                            "of a request",
+                            size);
+    cq_autofree uint8_t *packed = malloc(size ? size : 1);
+    if (packed == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate %zu bytes", size);
+    codeq__v1__arguments__pack(args, packed);
+    if (new_id(c->id, err) < 0 || cq_store_claim_put(st, c->id, packed, size, ttl_s, NULL, err) < 0)
+        return -1;
+    codeq__v1__claim__init(&c->claim);
+    c->claim.id = c->id;
+    c->claim.size = size;
+    c->claim.largest_file = largest;
+    c->arguments = args;
+    c->moved = true;
+    req->invoke->arguments = NULL;
+    req->invoke->arguments_claim = &c->claim;
+    return 0;
+}
+
+void cq_claim_request_undo(Codeq__V1__Request *req, struct cq_claimed_request *c)
+{
+    if (!c->moved)
+        return;
+    req->invoke->arguments = c->arguments;
+    req->invoke->arguments_claim = NULL;
+    c->moved = false;
+}
+
+int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv,
+                             Codeq__V1__Arguments **out, struct cq_error *err)
+{
+    *out = NULL;
+    const Codeq__V1__Claim *claim = inv->arguments_claim;
+    if (claim == NULL)
+        return 0;
+    const char *why = cq_claim_invalid(claim);
+    if (why != NULL)
+        return cq_error_set(err, CQ_EINVALID, "%s", why);
+    cq_autofree uint8_t *data = NULL;
+    if (cq_store_claim_get(st, claim->id, claim->size, &data, err) < 0)
+        return cq_error_prefix(err, "the request's arguments");
+    int rc = cq_claim_decode_arguments(claim, data, claim->size, out, err);
+    /* Read once: the request is claimed and never runs again, so nothing else needs
+     * it, and 100 MB need not wait for their time to live. */
+    struct cq_error ignored;
+    if (cq_store_claim_delete(st, claim->id, &ignored) < 0)
+        cq_log(CQ_LOG_WARN, "claim %s not deleted (it expires): %s", claim->id, ignored.msg);
+    return rc;
+}
+
+int cq_claim_reply(struct cq_store *st, const char *request_id, const char *session_id,
+                   uint64_t threshold, unsigned ttl_s, uint8_t **bytes, size_t *len,
+                   struct cq_error *err)
+{
+    if (*len <= threshold)
+        return 0;
+    if (*len > CQ_CLAIM_MAX_BYTES)
+        return cq_error_set(err, CQ_ELIMIT,
+                            "the reply has %zu bytes, more than the %llu a "
+                            "reply may have",
+                            *len, (unsigned long long)CQ_CLAIM_MAX_BYTES);
+    char id[CQ_CLAIM_ID_LEN + 1];
+    if (new_id(id, err) < 0 || cq_store_claim_put(st, id, *bytes, *len, ttl_s, session_id, err) < 0)
+        return -1;
+    Codeq__V1__Claim claim = CODEQ__V1__CLAIM__INIT;
+    claim.id = id;
+    claim.size = *len;
+    Codeq__V1__Response small = CODEQ__V1__RESPONSE__INIT;
+    small.request_id = (char *)request_id;
+    small.session_id = (char *)(session_id != NULL ? session_id : "");
+    small.payload_case = CODEQ__V1__RESPONSE__PAYLOAD_CLAIM;
+    small.claim = &claim;
+    size_t n = codeq__v1__response__get_packed_size(&small);
+    uint8_t *packed = malloc(n ? n : 1);
+    if (packed == NULL) {
+        struct cq_error ignored;
+        cq_store_claim_delete(st, id, &ignored);
+        return cq_error_sys(err, ENOMEM, "allocate %zu bytes", n);
+    }
+    codeq__v1__response__pack(&small, packed);
+    free(*bytes);
+    *bytes = packed;
+    *len = n;
+    return 0;
+}
+
+int cq_claim_resolve_reply(struct cq_store *st, Codeq__V1__Response **resp, struct cq_error *err)
+{
+    const Codeq__V1__Response *outer = *resp;
+    if (outer->payload_case != CODEQ__V1__RESPONSE__PAYLOAD_CLAIM)
+        return 0;
+    if (st == NULL)
+        return cq_error_set(err, CQ_EINVALID,
+                            "the reply is in Redis (it was too large for Kafka) and this client "
+                            "has no Redis (set CODEQ_REDIS or --redis)");
+    const char *why = outer->claim != NULL ? cq_claim_invalid(outer->claim) : "no claim";
+    if (why != NULL)
+        return cq_error_set(err, CQ_EINVALID, "the reply's claim: %s", why);
+    cq_autofree uint8_t *data = NULL;
+    if (cq_store_claim_get(st, outer->claim->id, outer->claim->size, &data, err) < 0)
+        return cq_error_prefix(err, "the reply");
+    Codeq__V1__Response *inner;
+    if (cq_claim_decode_response(outer, data, outer->claim->size, &inner, err) < 0)
+        return -1;
+    codeq__v1__response__free_unpacked(*resp, NULL);
+    *resp = inner;
+    return 0;
+}
