@@ -13,6 +13,7 @@
 #include "worker/internal.h"
 #include "common/clock.h"
 #include "common/units.h"
+#include "result_text.h"
 #include "unit.h"
 
 #include <errno.h>
@@ -159,19 +160,6 @@ static void do_remove(const char *const *paths, size_t n, struct cq_result *r)
     assert_ids_unchanged(&before, "removeFiles");
 }
 
-/* All of a result's text blocks, joined, for messages and substring checks. */
-static const char *all_text(const struct cq_result *r)
-{
-    static char buf[8192];
-    buf[0] = '\0';
-    for (size_t i = 0; i < r->n_blocks; i++)
-        if (r->blocks[i].type == CQ_BLOCK_TEXT && r->blocks[i].text != NULL) {
-            strncat(buf, r->blocks[i].text, sizeof(buf) - strlen(buf) - 2);
-            strcat(buf, "|");
-        }
-    return buf;
-}
-
 static size_t count_blocks(const struct cq_result *r, enum cq_block_type type)
 {
     size_t n = 0;
@@ -185,7 +173,7 @@ static void write_text(const char *path, const char *text)
     struct cq_file_content c = {.path = path, .data = (const uint8_t *)text, .len = strlen(text)};
     struct cq_result r;
     do_write(&c, 1, &r);
-    ck_assert_msg(!r.is_error, "writing %s failed: %s", path, all_text(&r));
+    ck_assert_msg(!r.is_error, "writing %s failed: %s", path, cq_unit_result_text(&r));
     cq_result_free(&r);
 }
 
@@ -199,8 +187,8 @@ static void read_refused(const char *path, enum cq_result_error code, const char
                   cq_result_error_name(r.error_code), cq_result_error_name(code));
     ck_assert_msg(count_blocks(&r, CQ_BLOCK_RESOURCE) == 0, "reading '%s' returned content", path);
     if (why != NULL)
-        ck_assert_msg(strstr(all_text(&r), why) != NULL, "reading '%s': '%s' lacks '%s'", path,
-                      all_text(&r), why);
+        ck_assert_msg(strstr(cq_unit_result_text(&r), why) != NULL, "reading '%s': '%s' lacks '%s'",
+                      path, cq_unit_result_text(&r), why);
     cq_result_free(&r);
 }
 
@@ -210,12 +198,13 @@ static void write_refused(const char *path, const char *text, enum cq_result_err
     struct cq_file_content c = {.path = path, .data = (const uint8_t *)text, .len = strlen(text)};
     struct cq_result r;
     do_write(&c, 1, &r);
-    ck_assert_msg(r.is_error, "writing '%s' succeeded: %s", path, all_text(&r));
+    ck_assert_msg(r.is_error, "writing '%s' succeeded: %s", path, cq_unit_result_text(&r));
     ck_assert_msg(r.error_code == code, "writing '%s': error code %s, want %s (%s)", path,
-                  cq_result_error_name(r.error_code), cq_result_error_name(code), all_text(&r));
+                  cq_result_error_name(r.error_code), cq_result_error_name(code),
+                  cq_unit_result_text(&r));
     if (why != NULL)
-        ck_assert_msg(strstr(all_text(&r), why) != NULL, "writing '%s': '%s' lacks '%s'", path,
-                      all_text(&r), why);
+        ck_assert_msg(strstr(cq_unit_result_text(&r), why) != NULL, "writing '%s': '%s' lacks '%s'",
+                      path, cq_unit_result_text(&r), why);
     cq_result_free(&r);
 }
 
@@ -223,12 +212,13 @@ static void remove_refused(const char *path, enum cq_result_error code, const ch
 {
     struct cq_result r;
     do_remove(&path, 1, &r);
-    ck_assert_msg(r.is_error, "removing '%s' succeeded: %s", path, all_text(&r));
+    ck_assert_msg(r.is_error, "removing '%s' succeeded: %s", path, cq_unit_result_text(&r));
     ck_assert_msg(r.error_code == code, "removing '%s': error code %s, want %s (%s)", path,
-                  cq_result_error_name(r.error_code), cq_result_error_name(code), all_text(&r));
+                  cq_result_error_name(r.error_code), cq_result_error_name(code),
+                  cq_unit_result_text(&r));
     if (why != NULL)
-        ck_assert_msg(strstr(all_text(&r), why) != NULL, "removing '%s': '%s' lacks '%s'", path,
-                      all_text(&r), why);
+        ck_assert_msg(strstr(cq_unit_result_text(&r), why) != NULL,
+                      "removing '%s': '%s' lacks '%s'", path, cq_unit_result_text(&r), why);
     cq_result_free(&r);
 }
 
@@ -236,7 +226,7 @@ static void remove_ok(const char *path)
 {
     struct cq_result r;
     do_remove(&path, 1, &r);
-    ck_assert_msg(!r.is_error, "removing '%s' failed: %s", path, all_text(&r));
+    ck_assert_msg(!r.is_error, "removing '%s' failed: %s", path, cq_unit_result_text(&r));
     cq_result_free(&r);
 }
 
@@ -244,7 +234,7 @@ static void remove_ok(const char *path)
 static const struct cq_block *read_one(const char *path, struct cq_result *r)
 {
     do_read(&path, 1, r);
-    ck_assert_msg(!r->is_error, "reading '%s' failed: %s", path, all_text(r));
+    ck_assert_msg(!r->is_error, "reading '%s' failed: %s", path, cq_unit_result_text(r));
     ck_assert_uint_eq(r->n_blocks, 1);
     ck_assert_int_eq(r->blocks[0].type, CQ_BLOCK_RESOURCE);
     return &r->blocks[0];
@@ -305,8 +295,9 @@ START_TEST(text_round_trip)
     /* The write reported what it did. */
     struct cq_file_content c = {.path = "two.md", .data = (const uint8_t *)"# x\n", .len = 4};
     do_write(&c, 1, &r);
-    ck_assert_msg(strstr(all_text(&r), "two.md") != NULL && strstr(all_text(&r), "4 bytes"),
-                  "write said '%s'", all_text(&r));
+    ck_assert_msg(strstr(cq_unit_result_text(&r), "two.md") != NULL &&
+                      strstr(cq_unit_result_text(&r), "4 bytes"),
+                  "write said '%s'", cq_unit_result_text(&r));
     ck_assert(!r.has_structured);
     cq_result_free(&r);
     b = read_one("two.md", &r);
@@ -331,7 +322,7 @@ START_TEST(binary_round_trip)
     };
     struct cq_result r;
     do_write(c, 3, &r);
-    ck_assert_msg(!r.is_error, "write failed: %s", all_text(&r));
+    ck_assert_msg(!r.is_error, "write failed: %s", cq_unit_result_text(&r));
     cq_result_free(&r);
 
     const struct cq_block *b = read_one("data.bin", &r);
@@ -373,7 +364,7 @@ START_TEST(several_paths_in_one_call)
             *(first == NULL ? &first : &second) = &r.blocks[i];
     ck_assert_str_eq(first->text, "A");
     ck_assert_str_eq(second->text, "B");
-    ck_assert_ptr_nonnull(strstr(all_text(&r), "missing.txt"));
+    ck_assert_ptr_nonnull(strstr(cq_unit_result_text(&r), "missing.txt"));
     cq_result_free(&r);
 
     struct cq_file_content c[2] = {
@@ -530,7 +521,8 @@ START_TEST(oversized_write_is_refused)
     do_write(&c, 1, &r);
     ck_assert(r.is_error);
     ck_assert_int_eq(r.error_code, CQ_RESULT_LIMIT_EXCEEDED);
-    ck_assert_msg(strstr(all_text(&r), "limit") != NULL, "message: %s", all_text(&r));
+    ck_assert_msg(strstr(cq_unit_result_text(&r), "limit") != NULL, "message: %s",
+                  cq_unit_result_text(&r));
     cq_result_free(&r);
     munmap(big, len);
     sh_ok("test ! -e huge.bin");
@@ -584,7 +576,8 @@ START_TEST(full_workspace_is_a_limit)
     do_write(&c, 1, &r);
     ck_assert(r.is_error);
     ck_assert_int_eq(r.error_code, CQ_RESULT_LIMIT_EXCEEDED);
-    ck_assert_msg(strstr(all_text(&r), "full") != NULL, "message: %s", all_text(&r));
+    ck_assert_msg(strstr(cq_unit_result_text(&r), "full") != NULL, "message: %s",
+                  cq_unit_result_text(&r));
     cq_result_free(&r);
     free(data);
 }
@@ -672,7 +665,7 @@ START_TEST(list_shows_links_as_links)
           "ln -s d dl && mkfifo p");
     struct cq_result r;
     do_list("", &r);
-    ck_assert_msg(!r.is_error, "list failed: %s", all_text(&r));
+    ck_assert_msg(!r.is_error, "list failed: %s", cq_unit_result_text(&r));
     static const struct {
         const char *name, *mime, *kind;
     } want[] = {
@@ -756,8 +749,8 @@ START_TEST(listing_is_bounded)
     do_list("big", &r);
     ck_assert(!r.is_error);
     ck_assert_uint_eq(count_blocks(&r, CQ_BLOCK_RESOURCE_LINK), 10000);
-    ck_assert_msg(strstr(all_text(&r), "only the first 10000 entries") != NULL, "no note: %s",
-                  all_text(&r));
+    ck_assert_msg(strstr(cq_unit_result_text(&r), "only the first 10000 entries") != NULL,
+                  "no note: %s", cq_unit_result_text(&r));
     /* Sorted by name. */
     const char *prev = "";
     for (size_t i = 0; i < r.n_blocks; i++) {
@@ -862,7 +855,7 @@ START_TEST(directory_removal_is_recursive_and_does_not_follow_links)
     const char *both[] = {"lonelink", "lone"};
     struct cq_result r;
     do_remove(both, 2, &r);
-    ck_assert_msg(!r.is_error, "remove failed: %s", all_text(&r));
+    ck_assert_msg(!r.is_error, "remove failed: %s", cq_unit_result_text(&r));
     cq_result_free(&r);
     sh_expect("ls -A", "keep\n");
 }

@@ -7,6 +7,7 @@
  * Needs root, python3 with dill, numpy and pandas, and node, as test_worker does. */
 #define _GNU_SOURCE
 #include "worker/worker.h"
+#include "result_text.h"
 #include "unit.h"
 
 #include <stdio.h>
@@ -46,29 +47,17 @@ static void start(char id[CQ_SESSION_ID_MAX + 1])
     snprintf(id, CQ_SESSION_ID_MAX + 1, "%s", info.session_id);
 }
 
-static const char *text_of(const struct cq_result *r)
-{
-    static char buf[16384];
-    buf[0] = '\0';
-    for (size_t i = 0; i < r->n_blocks; i++)
-        if (r->blocks[i].type == CQ_BLOCK_TEXT && r->blocks[i].text != NULL) {
-            strncat(buf, r->blocks[i].text, sizeof(buf) - strlen(buf) - 2);
-            strcat(buf, "|");
-        }
-    return buf;
-}
-
 /* Runs code; fails the test unless it succeeds, with this value when value is given. */
 static void run(const char *id, const char *language, const char *code, const char *value)
 {
     struct cq_invoke_args a = {.code = code, .language = language, .timeout_s = 60};
     struct cq_result r;
     cq_worker_invoke(w, id, "executeCode", &a, NULL, NULL, &r);
-    ck_assert_msg(!r.is_error, "%s `%s` failed: %s", language, code, text_of(&r));
+    ck_assert_msg(!r.is_error, "%s `%s` failed: %s", language, code, cq_unit_result_text(&r));
     if (value != NULL)
         ck_assert_msg(r.value_text != NULL && strcmp(r.value_text, value) == 0,
                       "`%s` gave %s, not %s (%s)", code, r.value_text ? r.value_text : "(none)",
-                      value, text_of(&r));
+                      value, cq_unit_result_text(&r));
     cq_result_free(&r);
 }
 

@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/units.h"
 #include "host_cgroups.h"
+#include "result_text.h"
 #include "unit.h"
 
 #include <dirent.h>
@@ -136,19 +137,6 @@ static struct cq_session_info start(const char *name)
     return start_with(&p);
 }
 
-/* All text blocks of a result, joined, for failure messages. */
-static const char *text_of(const struct cq_result *r)
-{
-    static char buf[16384];
-    buf[0] = '\0';
-    for (size_t i = 0; i < r->n_blocks; i++)
-        if (r->blocks[i].type == CQ_BLOCK_TEXT && r->blocks[i].text != NULL) {
-            strncat(buf, r->blocks[i].text, sizeof(buf) - strlen(buf) - 2);
-            strcat(buf, "|");
-        }
-    return buf;
-}
-
 static void code_in(const char *id, const char *language, const char *code, double timeout_s,
                     struct cq_result *r)
 {
@@ -161,10 +149,10 @@ static void expect_value(const char *id, const char *language, const char *code,
 {
     struct cq_result r;
     code_in(id, language, code, 60, &r);
-    ck_assert_msg(!r.is_error, "%s `%s` failed: %s", language, code, text_of(&r));
+    ck_assert_msg(!r.is_error, "%s `%s` failed: %s", language, code, cq_unit_result_text(&r));
     ck_assert_msg(r.value_text != NULL && strcmp(r.value_text, value) == 0,
                   "%s `%s`: value %s, want %s (%s)", language, code,
-                  r.value_text ? r.value_text : "(none)", value, text_of(&r));
+                  r.value_text ? r.value_text : "(none)", value, cq_unit_result_text(&r));
     cq_result_free(&r);
 }
 
@@ -219,7 +207,7 @@ START_TEST(session_lifecycle)
     struct cq_result lr;
     struct cq_invoke_args la = {.directory_path = ""};
     cq_worker_invoke(w, info.session_id, "listFiles", &la, NULL, NULL, &lr);
-    ck_assert_msg(!lr.is_error, "listFiles: %s", text_of(&lr));
+    ck_assert_msg(!lr.is_error, "listFiles: %s", cq_unit_result_text(&lr));
     cq_result_free(&lr);
     ck_assert_int_eq(cq_worker_get_session(w, info.session_id, &got, &err), 0);
     ck_assert_int_gt(got.last_updated_at_ms, info.last_updated_at_ms);
@@ -461,7 +449,7 @@ START_TEST(stop_while_code_runs)
     ck_assert_msg(race.returned_ms - t0 < 10000, "the call returned %llu ms after the stop",
                   (unsigned long long)(race.returned_ms - t0));
     ck_assert_msg(race.result.is_error, "the interrupted call is not an error: %s",
-                  text_of(&race.result));
+                  cq_unit_result_text(&race.result));
     cq_result_free(&race.result);
     ck_assert_int_eq(count_own_cgroups(), 0);
 }
@@ -531,7 +519,7 @@ START_TEST(bad_calls)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         cq_worker_invoke(w, id, cases[i].tool, &cases[i].args, NULL, NULL, &r);
         ck_assert_msg(r.is_error && r.error_code == cases[i].code, "case %zu (%s): %s, %s", i,
-                      cases[i].tool, cq_result_error_name(r.error_code), text_of(&r));
+                      cases[i].tool, cq_result_error_name(r.error_code), cq_unit_result_text(&r));
         cq_result_free(&r);
     }
     /* None of that needed a kernel: the session has none. */
@@ -575,7 +563,7 @@ START_TEST(python_values_streams_and_errors)
     const char *id = info.session_id;
     struct cq_result r;
     code_in(id, NULL, "x = 6 * 7\nx", 0, &r);
-    ck_assert_msg(!r.is_error, "failed: %s", text_of(&r));
+    ck_assert_msg(!r.is_error, "failed: %s", cq_unit_result_text(&r));
     ck_assert(r.has_structured);
     ck_assert_str_eq(r.value_text, "42");
     ck_assert_str_eq(r.stdout_text, "");
@@ -583,7 +571,7 @@ START_TEST(python_values_streams_and_errors)
     ck_assert_int_eq(r.exit_code, 0);
     ck_assert_int_eq(r.error_code, CQ_RESULT_OK);
     ck_assert_msg(r.n_blocks == 1 && strcmp(r.blocks[0].text, "42") == 0, "content: %s",
-                  text_of(&r));
+                  cq_unit_result_text(&r));
     ck_assert(r.execution_time_ms > 0);
     cq_result_free(&r);
 
@@ -647,7 +635,7 @@ START_TEST(javascript_and_typescript)
         .code = "await Promise.resolve(7)", .language = "javascript", .runtime = "nodejs"};
     cq_worker_invoke(w, id, "executeCode", &a, NULL, NULL, &r);
     ck_assert_msg(!r.is_error && r.value_text && strcmp(r.value_text, "7") == 0, "await: %s",
-                  text_of(&r));
+                  cq_unit_result_text(&r));
     cq_result_free(&r);
     /* Python in the same session is a separate kernel. */
     expect_value(id, "python", "'a' in globals()", "False");
@@ -740,7 +728,7 @@ START_TEST(streaming_delivers_output_while_the_call_runs)
     struct cq_result r;
     cq_worker_invoke(w, id, "executeCode", &a, collect, &c, &r);
     uint64_t returned = cq_now_ms();
-    ck_assert_msg(!r.is_error, "failed: %s", text_of(&r));
+    ck_assert_msg(!r.is_error, "failed: %s", cq_unit_result_text(&r));
     ck_assert_msg(c.n_out >= 1, "no stdout chunk");
     ck_assert_msg(returned - c.first_out_ms >= 700,
                   "the first chunk came only %llu ms before the call returned",
@@ -837,7 +825,7 @@ START_TEST(calls_run_in_parallel)
     for (int i = 0; i < 3; i++) {
         ck_assert_msg(calls[i].result.value_text != NULL &&
                           strcmp(calls[i].result.value_text, want[i]) == 0,
-                      "call %d: %s", i, text_of(&calls[i].result));
+                      "call %d: %s", i, cq_unit_result_text(&calls[i].result));
         cq_result_free(&calls[i].result);
     }
     ck_assert_msg(took < 3000, "three 1.5 s calls took %llu ms: not in parallel",
@@ -873,7 +861,7 @@ START_TEST(python_figures_become_images)
     struct cq_result r;
     code_in(info.session_id, "python",
             "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')\nNone", 120, &r);
-    ck_assert_msg(!r.is_error, "failed: %s", text_of(&r));
+    ck_assert_msg(!r.is_error, "failed: %s", cq_unit_result_text(&r));
     size_t images = 0;
     for (size_t i = 0; i < r.n_blocks; i++) {
         if (r.blocks[i].type != CQ_BLOCK_IMAGE)
@@ -979,7 +967,7 @@ START_TEST(commands_have_exit_codes_and_separate_streams)
     command_in(id, "true", 0, &r);
     ck_assert(!r.is_error);
     ck_assert_msg(r.n_blocks == 1 && strstr(r.blocks[0].text, "exit code 0"), "content: %s",
-                  text_of(&r));
+                  cq_unit_result_text(&r));
     cq_result_free(&r);
 
     command_in(id, "kill -9 $$", 0, &r);
@@ -1031,7 +1019,7 @@ static void poll_task(const char *id, const char *task_id, const char *want_out,
     for (;;) {
         task_call(id, "getTask", task_id, NULL, r);
         ck_assert_msg(r->error_code == CQ_RESULT_OK || r->error_code == CQ_RESULT_TIMED_OUT,
-                      "getTask: %s", text_of(r));
+                      "getTask: %s", cq_unit_result_text(r));
         bool done = want_out != NULL ? strstr(r->stdout_text, want_out) != NULL
                                      : r->task_status != CQ_TASK_WORKING;
         if (done)
@@ -1051,7 +1039,7 @@ START_TEST(background_tasks)
     struct cq_result r;
 
     task_call(id, "startCommandExecution", NULL, "echo begin; sleep 60", &r);
-    ck_assert_msg(!r.is_error, "start: %s", text_of(&r));
+    ck_assert_msg(!r.is_error, "start: %s", cq_unit_result_text(&r));
     ck_assert(r.has_structured);
     ck_assert_ptr_nonnull(r.task_id);
     ck_assert_int_eq(r.task_status, CQ_TASK_WORKING);
@@ -1229,7 +1217,7 @@ START_TEST(warm_pool_discards_dead_sandboxes)
     code_in(info.session_id, "python", "1 + 1", 10, &r);
     ck_assert_msg(!r.is_error && r.value_text != NULL && strcmp(r.value_text, "2") == 0,
                   "the first Python call of a session started after a dead pool item: %s",
-                  text_of(&r));
+                  cq_unit_result_text(&r));
     cq_result_free(&r);
 }
 END_TEST
