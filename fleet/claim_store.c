@@ -43,18 +43,14 @@ int cq_claim_request(struct cq_store *st, Codeq__V1__Request *req, uint64_t thre
     size_t total = codeq__v1__request__get_packed_size(req);
     if (total <= threshold)
         return 0;
-    if (args == NULL)
+    if (args == NULL || st == NULL)
         return cq_error_set(err, CQ_ELIMIT,
                             "the request packs to %zu bytes, more than a Kafka message takes "
-                            "(claim_threshold %llu); only an invoke's arguments can go through "
-                            "Redis",
-                            total, (unsigned long long)threshold);
-    if (st == NULL)
-        return cq_error_set(err, CQ_ELIMIT,
-                            "the request packs to %zu bytes, more than a Kafka message takes "
-                            "(claim_threshold %llu): large requests go through Redis, and this "
-                            "client has none (set CODEQ_REDIS or --redis)",
-                            total, (unsigned long long)threshold);
+                            "(claim_threshold %llu): %s",
+                            total, (unsigned long long)threshold,
+                            args == NULL ? "only an invoke's arguments can go through Redis"
+                                         : "large requests go through Redis, and this client "
+                                           "has none (set CODEQ_REDIS)");
     size_t size = codeq__v1__arguments__get_packed_size(args);
     if (size > CQ_CLAIM_MAX_BYTES)
         return cq_error_set(err, CQ_ELIMIT,
@@ -153,7 +149,7 @@ int cq_claim_resolve_reply(struct cq_store *st, Codeq__V1__Response **resp, stru
     if (st == NULL)
         return cq_error_set(err, CQ_EINVALID,
                             "the reply is in Redis (it was too large for Kafka) and this client "
-                            "has no Redis (set CODEQ_REDIS or --redis)");
+                            "has no Redis (set CODEQ_REDIS)");
     const char *why = outer->claim != NULL ? cq_claim_invalid(outer->claim) : "no claim";
     if (why != NULL)
         return cq_error_set(err, CQ_EINVALID, "the reply's claim: %s", why);

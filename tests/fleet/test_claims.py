@@ -204,3 +204,33 @@ def test_codeq_exec_sends_large_code_through_redis(fleet, tmp_path):
     p = run_exec(fleet, "--brokers", fleet.env["CODEQ_BROKERS"], str(src), timeout=180)
     assert p.returncode == 0, p.stderr
     assert p.stdout.decode().strip() == "700000"
+
+
+def test_a_client_needs_only_the_claim_keys(fleet, redis_client):
+    """docs/fleet.md's Redis user for clients: only claim keys, only the commands a
+    claim needs. A large request and a large reply go through with it; any other key
+    is out of its reach."""
+    import redis
+    user, password = "codeq-client-" + uuid.uuid4().hex[:8], uuid.uuid4().hex
+    redis_client.acl_setuser(user, enabled=True, passwords=["+" + password],
+                             keys=[fleet.prefix + "claim:*"],
+                             commands=["+set", "+setrange", "+strlen", "+getrange"])
+    try:
+        host, port = fleet.env["CODEQ_REDIS"].rsplit(":", 1)
+        url = f"redis://{user}:{password}@{host}:{port}"
+        with Client(BROKERS, request_topic=fleet.request_topic, default_timeout=120,
+                    redis=url, redis_prefix=fleet.prefix) as c:
+            s = c.start_session()
+            data = os.urandom(2 << 20)
+            assert not s.write_files({"two.bin": data})["isError"]
+            res = file_block(s.read_files(["two.bin"]), "two.bin")
+            import base64
+            assert base64.b64decode(res["blob"]) == data
+            s.stop()
+        limited = redis.Redis(host=host, port=int(port), username=user, password=password)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            limited.get(fleet.prefix + "session:x")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            limited.keys("*")
+    finally:
+        redis_client.acl_deluser(user)

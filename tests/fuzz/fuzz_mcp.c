@@ -5,8 +5,8 @@
  * dispatch; a tools/call request's name and arguments then go through
  * cq_mcp_parse_call, which converts them into the backend's shapes (struct
  * cq_invoke_args, struct cq_session_params) or refuses them with a JSON-RPC error.
- * No backend is linked: the stubs below abort, so a parser that reached one would
- * fail the run.
+ * No backend is linked: the backend functions below abort, so a parser that reached
+ * one would fail the run.
  *
  * Invariants (abort on breach): refusals carry the JSON-RPC code of their kind and a
  * message; what is accepted is complete (paths and env NULL-free, content readable).
