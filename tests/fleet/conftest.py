@@ -8,6 +8,7 @@ stopped at the end. Each test module gets its own request topic, Redis key prefi
 worker ids, so runs never see each other's state.
 """
 
+import faulthandler
 import os
 import shutil
 import signal
@@ -54,6 +55,33 @@ def services():
         subprocess.run([SERVICES, "down", "--dir", started], check=False, timeout=120)
 
 
+# A test gets this many seconds (CODEQ_TEST_TIMEOUT; the chaos test adds its own run
+# time): a hang then fails that test, with every thread's stack and the tails of its
+# daemons' logs, instead of eating the whole suite's ctest timeout silently.
+TEST_TIMEOUT = int(os.environ.get("CODEQ_TEST_TIMEOUT", "300"))
+_daemons = []  # every Daemon started, for the watchdog's report
+
+
+@pytest.fixture(autouse=True)
+def watchdog(request):
+    limit = TEST_TIMEOUT + int(getattr(request.module, "EXTRA_SECONDS", 0))
+    first_daemon = len(_daemons)
+
+    def expired(signum, frame):
+        faulthandler.dump_traceback(all_threads=True)
+        for d in _daemons[first_daemon:]:
+            state = "running" if d.alive() else f"exited {d.proc.returncode}"
+            sys.stderr.write(f"--- {d.name} ({state}), its log's tail:\n"
+                             f"{d.log_text()[-3000:]}\n")
+        raise TimeoutError(f"{request.node.nodeid} ran past its {limit} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(limit)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 class Daemon:
     """One codeq-dispatcher or codeq-worker process; its JSON log goes to a file."""
 
@@ -62,6 +90,7 @@ class Daemon:
         self.log_path = tempfile.mktemp(prefix=f"codeq-{name}-", suffix=".log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
+        _daemons.append(self)
 
     def log_text(self):
         with open(self.log_path, "rb") as f:
@@ -73,11 +102,34 @@ class Daemon:
     def kill(self, sig=signal.SIGKILL):
         if self.alive():
             self.proc.send_signal(sig)
+            self.proc.send_signal(signal.SIGCONT)  # a test may have left it stopped
         self.proc.wait(timeout=120)
 
-    def stop(self):
-        self.kill(signal.SIGTERM)
-        self.log.close()
+    def stop(self, timeout=90):
+        """SIGTERM, and the daemon must have exited (drained) within timeout seconds; if
+        not, its threads' stacks (gdb) and its log's tail make the failure, and it is
+        killed."""
+        try:
+            if self.alive():
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.send_signal(signal.SIGCONT)  # a test may have left it stopped
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stacks = _stacks(self.proc.pid)
+            self.proc.kill()
+            self.proc.wait(timeout=60)
+            raise AssertionError(f"{self.name} did not exit {timeout} s after SIGTERM\n"
+                                 f"{stacks}\n--- its log's tail:\n{self.log_text()[-4000:]}")
+        finally:
+            self.log.close()
+
+
+def _stacks(pid):
+    try:
+        return subprocess.run(["gdb", "-batch", "-p", str(pid), "-ex", "thread apply all bt"],
+                              capture_output=True, text=True, timeout=120).stdout[-12000:]
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"(no stacks: {e})"
 
 
 class Fleet:
@@ -116,17 +168,20 @@ class Fleet:
             d.log_text()[-2000:] for d in self.workers.values()))
 
     def stop(self):
+        hung = []
         for d in self.dispatchers + list(self.workers.values()):
             try:
                 d.stop()
-            except Exception:
-                d.kill()
+            except AssertionError as e:
+                hung.append(e)
         self.clean_up()
         # In the sanitizer build a report goes to the daemon's log, not to a test.
         for d in self.dispatchers + list(self.workers.values()):
             text = d.log_text()
             for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
                 assert marker not in text, f"{d.name}: {marker}\n{text[-4000:]}"
+        if hung:
+            raise hung[0]
 
     def clean_up(self):
         """Deletes this fleet's topics, consumer groups and Redis keys (best effort): a
