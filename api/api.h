@@ -64,6 +64,7 @@ enum cq_result_error {
     CQ_RESULT_LIMIT_EXCEEDED,
     CQ_RESULT_TIMED_OUT,
     CQ_RESULT_INTERNAL,
+    CQ_RESULT_ACCESS_DENIED, /* the fleet's signed requests (docs/security.md) */
 };
 
 struct cq_result {

@@ -177,6 +177,8 @@ const char *cq_result_error_name(enum cq_result_error e)
         return "LIMIT_EXCEEDED";
     case CQ_RESULT_TIMED_OUT:
         return "TIMED_OUT";
+    case CQ_RESULT_ACCESS_DENIED:
+        return "ACCESS_DENIED";
     default:
         return "INTERNAL";
     }
@@ -197,6 +199,8 @@ enum cq_result_error cq_result_error_of(int error_code)
         return CQ_RESULT_LIMIT_EXCEEDED;
     case CQ_ETIMEOUT:
         return CQ_RESULT_TIMED_OUT;
+    case CQ_EDENIED:
+        return CQ_RESULT_ACCESS_DENIED;
     default:
         return CQ_RESULT_INTERNAL;
     }

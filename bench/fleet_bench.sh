@@ -16,12 +16,13 @@ workers=2
 max_sessions=48
 warm_pool=1
 keep_logs=false
+signed=false
 bench_args=()
 
 usage() {
   cat <<EOF
 usage: bench/fleet_bench.sh [--build DIR] [--workers N] [--max-sessions N] [--warm-pool N]
-                            [--keep-logs] [-- codeq-bench-fleet options...]
+                            [--signed] [--keep-logs] [-- codeq-bench-fleet options...]
 
 Starts one codeq-dispatcher and N codeq-worker daemons (default 2) from DIR/bin
 (default build/bin), waits for the workers' heartbeats in Redis, runs
@@ -36,6 +37,9 @@ consumer groups and Redis keys. Options after -- go to the benchmark, e.g.
                       must fit in N x workers)
   --warm-pool N       pre-started sandboxes per worker (default 1: every pooled kernel
                       imports numpy, pandas and matplotlib, ~1.2 s of CPU on refill)
+  --signed            a fleet with tenants: a keys file (codeq tenant, codeq key) for the
+                      daemons, and every request signed with a tenant key
+                      (docs/security.md); bench/auth_bench.sh compares it with keyless
   --keep-logs         keep the daemons' logs even when the run succeeds
   -h, --help          this text
 
@@ -52,6 +56,7 @@ while (($#)); do
   --max-sessions) max_sessions=$2; shift 2 ;;
   --warm-pool) warm_pool=$2; shift 2 ;;
   --keep-logs) keep_logs=true; shift ;;
+  --signed) signed=true; shift ;;
   -h | --help) usage; exit 0 ;;
   --) shift; bench_args=("$@"); break ;;
   *) echo "fleet_bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -59,7 +64,7 @@ while (($#)); do
 done
 
 bin=$(cd "$build" && pwd)/bin
-for exe in codeq-worker codeq-dispatcher codeq-bench-fleet; do
+for exe in codeq codeq-worker codeq-dispatcher codeq-bench-fleet; do
   if [[ ! -x $bin/$exe ]]; then
     echo "fleet_bench.sh: $bin/$exe is missing; build first (cmake --build $build)" >&2
     exit 1
@@ -129,6 +134,13 @@ export CODEQ_REDIS_PREFIX=codeq:bench$run:
 export CODEQ_REQUEST_TOPIC=codeq.requests.bench$run
 export CODEQ_DLQ_TOPIC=codeq.dlq.bench$run
 export CODEQ_LOG_LEVEL=info
+if $signed; then
+  # The daemons read the keys file; the benchmark (the C client) signs with the key.
+  export CODEQ_KEYS_FILE=$logs/keys
+  "$bin/codeq" tenant create bench --keys "$CODEQ_KEYS_FILE" 2>/dev/null
+  (umask 077 && "$bin/codeq" key create bench --keys "$CODEQ_KEYS_FILE" >"$logs/credentials" \
+    2>/dev/null)
+fi
 
 for i in $(seq 1 "$workers"); do
   id=bench$i-$run
@@ -163,6 +175,9 @@ pids+=($!)
 echo "fleet_bench.sh: dispatcher + ${#worker_ids[@]} workers (max $max_sessions sessions," \
   "warm pool $warm_pool each), request topic $CODEQ_REQUEST_TOPIC"
 set +e
+if $signed; then
+  export CODEQ_CREDENTIALS=$logs/credentials
+fi
 "$bin/codeq-bench-fleet" --brokers "$brokers" --request-topic "$CODEQ_REQUEST_TOPIC" \
   "${bench_args[@]}"
 status=$?

@@ -85,6 +85,8 @@ static int error_code_of(Codeq__V1__ErrorCode e)
         return CQ_ELIMIT;
     case CODEQ__V1__ERROR_CODE__ERROR_CODE_TIMED_OUT:
         return CQ_ETIMEOUT;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_ACCESS_DENIED:
+        return CQ_EDENIED;
     default:
         return CQ_EINTERNAL;
     }

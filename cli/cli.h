@@ -20,5 +20,7 @@ int cq_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(
 int cq_cmd_sandbox(int argc, char **argv);
 int cq_cmd_exec(int argc, char **argv);
 int cq_cmd_mcp(int argc, char **argv);
+int cq_cmd_tenant(int argc, char **argv);
+int cq_cmd_key(int argc, char **argv);
 
 #endif

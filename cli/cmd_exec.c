@@ -65,6 +65,10 @@ static void usage(FILE *out)
             "                    codeq.requests)\n"
             "                    Payloads over 512 KiB go through the fleet's Redis:\n"
             "                    CODEQ_REDIS, CODEQ_REDIS_PREFIX (docs/fleet.md)\n"
+            "  --credentials F   sign requests with the tenant key in file F (tenant,\n"
+            "                    key_id, secret; CODEQ_CREDENTIALS, or CODEQ_TENANT,\n"
+            "                    CODEQ_KEY_ID, CODEQ_KEY_SECRET); a fleet with keys takes\n"
+            "                    only signed requests (docs/security.md)\n"
             "  -h, --help        show this help\n"
             "\n"
             "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"
@@ -267,7 +271,8 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         OPT_OUT_DOTFILES,
         OPT_FILE,
         OPT_BROKERS,
-        OPT_TOPIC
+        OPT_TOPIC,
+        OPT_CREDENTIALS
     };
     static const struct option longopts[] = {
         {"lang", required_argument, NULL, OPT_LANG},
@@ -279,6 +284,7 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         {"out-dotfiles", no_argument, NULL, OPT_OUT_DOTFILES},
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
+        {"credentials", required_argument, NULL, OPT_CREDENTIALS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -325,6 +331,10 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
             break;
         case OPT_TOPIC:
             o->request_topic = optarg;
+            break;
+        case OPT_CREDENTIALS:
+            /* Read where the fleet client reads its credentials (fleet/keys.h). */
+            setenv("CODEQ_CREDENTIALS", optarg, 1);
             break;
         case OPT_FILE:
             if (o->n_inputs == MAX_INPUTS)

@@ -218,18 +218,23 @@ static void usage(FILE *out)
             "                         default codeq.requests)\n"
             "                         Payloads over 512 KiB go through the fleet's Redis:\n"
             "                         CODEQ_REDIS, CODEQ_REDIS_PREFIX (docs/fleet.md)\n"
+            "  --credentials FILE     sign requests with the tenant key in FILE (tenant,\n"
+            "                         key_id, secret; CODEQ_CREDENTIALS, or CODEQ_TENANT,\n"
+            "                         CODEQ_KEY_ID, CODEQ_KEY_SECRET); a fleet with keys\n"
+            "                         takes only signed requests (docs/security.md)\n"
             "  -h, --help             show this help\n",
             CQ_WORKER_DEFAULT_MAX_SESSIONS);
 }
 
 int cq_cmd_mcp(int argc, char **argv)
 {
-    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC };
+    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_CREDENTIALS };
     static const struct option longopts[] = {
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"max-sessions", required_argument, NULL, OPT_MAX},
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
+        {"credentials", required_argument, NULL, OPT_CREDENTIALS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -266,6 +271,10 @@ int cq_cmd_mcp(int argc, char **argv)
             break;
         case OPT_TOPIC:
             request_topic = optarg;
+            break;
+        case OPT_CREDENTIALS:
+            /* Read where the fleet client reads its credentials (fleet/keys.h). */
+            setenv("CODEQ_CREDENTIALS", optarg, 1);
             break;
         default:
             fprintf(stderr, "codeq mcp: unknown option '%s'\n", argv[optind - 1]);

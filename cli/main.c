@@ -31,6 +31,8 @@ static void usage(FILE *out)
                  "  exec       run Python, JavaScript or TypeScript code in a fresh session\n"
                  "  mcp        serve the code-interpreter tools over MCP on stdio\n"
                  "  sandbox    run a command in a fresh sandbox and destroy it after\n"
+                 "  tenant     create, list or delete the tenants of a fleet (its keys file)\n"
+                 "  key        create, list or revoke a tenant's signing keys\n"
                  "\n"
                  "Run 'codeq <command> --help' for the options of a command.\n");
 }
@@ -56,6 +58,10 @@ int main(int argc, char **argv)
         return cq_cmd_exec(argc - 1, argv + 1);
     if (strcmp(cmd, "mcp") == 0)
         return cq_cmd_mcp(argc - 1, argv + 1);
+    if (strcmp(cmd, "tenant") == 0)
+        return cq_cmd_tenant(argc - 1, argv + 1);
+    if (strcmp(cmd, "key") == 0)
+        return cq_cmd_key(argc - 1, argv + 1);
     fprintf(stderr, "codeq: unknown command '%s'\n", cmd);
     usage(stderr);
     return CQ_EXIT_USAGE;

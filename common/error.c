@@ -84,6 +84,8 @@ const char *cq_error_code_name(int code)
         return "CQ_ENOTFOUND";
     case CQ_EINTERNAL:
         return "CQ_EINTERNAL";
+    case CQ_EDENIED:
+        return "CQ_EDENIED";
     case 0:
         return "OK";
     default: {

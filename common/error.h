@@ -36,6 +36,7 @@ enum {
     CQ_EPROTO,          /* a peer broke the wire protocol */
     CQ_ENOTFOUND,       /* the named thing does not exist */
     CQ_EINTERNAL,       /* a bug or an impossible state */
+    CQ_EDENIED,         /* a request's signature or key was refused */
 };
 
 struct cq_error {

@@ -10,7 +10,9 @@
 #include "dispatcher/routes.h"
 #include "common/clock.h"
 #include "common/random.h"
+#include "fleet/auth.h"
 #include "fleet/codec.h"
+#include "fleet/keys.h"
 #include "fleet/kafka.h"
 #include "fleet/log.h"
 #include "fleet/recovery.h"
@@ -36,8 +38,10 @@ struct cq_dispatcher {
     struct cq_delivery batch; /* dead letters */
     struct sent *sent;        /* forwards and replies on their way (settle()) */
     atomic_bool stopping;
-    struct cq_trace *trace; /* of the request being handled, or NULL (fleet/trace.h) */
-    int64_t leases_waited;  /* the end of the Redis outage wait_for_leases() waited out */
+    struct cq_trace *trace;     /* of the request being handled, or NULL (fleet/trace.h) */
+    struct cq_keystore *keys;   /* NULL: keyless */
+    const struct cq_opened *op; /* the request being handled, as it came (pack_wire()) */
+    int64_t leases_waited;      /* the end of the Redis outage wait_for_leases() waited out */
 };
 
 /* While Redis was unreachable no worker could renew its heartbeat, and a restarted
@@ -244,20 +248,48 @@ static void send_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req,
     send_tracked(d, req, topic, worker, req->session_id, body, len, headers, n);
 }
 
+/* The request being handled as it travels on (fleet/auth.h, cq_opened_pack()): a
+ * signed request's envelope unchanged, so that its worker verifies it again. */
+static int pack_wire(struct cq_dispatcher *d, const Codeq__V1__Request *req, uint8_t **body,
+                     size_t *len, struct cq_error *err)
+{
+    if (d->op != NULL && d->op->req == req)
+        return cq_opened_pack(d->op, body, len, err);
+    *len = codeq__v1__request__get_packed_size(req);
+    *body = malloc(*len ? *len : 1);
+    if (*body == NULL)
+        return cq_error_sys(err, ENOMEM, "pack the request");
+    codeq__v1__request__pack(req, *body);
+    return 0;
+}
+
+static void digest_of(const struct cq_dispatcher *d, char out[CQ_STORE_DIGEST_LEN + 1])
+{
+    out[0] = '\0';
+    if (d->op != NULL)
+        cq_opened_digest_hex(d->op, out);
+}
+
+static const char *tenant_of(const Codeq__V1__Request *req)
+{
+    return req->tenant != NULL ? req->tenant : "";
+}
+
 static void forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *worker,
                     uint64_t fence)
 {
-    size_t len = codeq__v1__request__get_packed_size(req);
-    uint8_t *body = malloc(len ? len : 1);
-    if (body == NULL) {
-        reply_error(d, req, CQ_RESULT_INTERNAL, "out of memory");
+    uint8_t *body;
+    size_t len;
+    struct cq_error err;
+    if (pack_wire(d, req, &body, &len, &err) < 0) {
+        reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }
-    codeq__v1__request__pack(req, body);
-    struct cq_error err;
+    char digest[CQ_STORE_DIGEST_LEN + 1];
+    digest_of(d, digest);
     enum cq_request_state state;
-    if (cq_store_forward(d->store, req->request_id, worker, req->session_id, body, len, &state,
-                         &err) < 0) {
+    if (cq_store_forward(d->store, req->request_id, worker, req->session_id, body, len, digest,
+                         &state, &err) < 0) {
         /* Not forwarded: without a reply here the request would get none at all. */
         free(body);
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
@@ -279,12 +311,12 @@ static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
      * then keeps its session. */
     struct cq_route r;
     struct cq_error err;
-    int rc = cq_store_route(d->store, req->session_id, "", &r, &err);
+    int rc = cq_store_route(d->store, req->session_id, tenant_of(req), "", &r, &err);
     if (rc == 0 && r.exists && r.owner[0] == '\0') {
         char fallback[64];
         struct cq_error ignored; /* logged; the session then waits for a worker with room */
         choose_worker(d, fallback, sizeof(fallback), &ignored);
-        rc = cq_store_route(d->store, req->session_id, fallback, &r, &err);
+        rc = cq_store_route(d->store, req->session_id, tenant_of(req), fallback, &r, &err);
     }
     if (rc < 0) {
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
@@ -327,8 +359,9 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
     }
     char id[33], existing[CQ_SESSION_ID_MAX + 1];
     cq_random_id(id, 32);
-    if (cq_store_create_session(d->store, id, worker, req->start_session->client_token, existing,
-                                sizeof(existing), &err) < 0) {
+    if (cq_store_create_session(d->store, id, tenant_of(req), worker,
+                                req->start_session->client_token, existing, sizeof(existing),
+                                &err) < 0) {
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }
@@ -338,7 +371,8 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
         bool found;
         uint8_t *bytes;
         size_t len;
-        if (cq_store_session_info(d->store, existing, &info, &found, &err) < 0 || !found)
+        if (cq_store_session_info(d->store, existing, tenant_of(req), &info, &found, &err) < 0 ||
+            !found)
             reply_error(d, req, CQ_RESULT_NOT_FOUND,
                         "the session this client token started has ended");
         else if (cq_codec_session_response(req->request_id, &info, &bytes, &len, &err) < 0)
@@ -374,12 +408,18 @@ static void resume_start(struct cq_dispatcher *d, const Codeq__V1__Request *req,
         cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
         return;
     }
-    Codeq__V1__Request *stored = body != NULL ? codeq__v1__request__unpack(NULL, len, body) : NULL;
-    free(body);
-    if (stored == NULL)
+    if (body == NULL)
         return; /* finished meanwhile: its reply went out */
-    route(d, stored);
-    codeq__v1__request__free_unpacked(stored, NULL);
+    struct cq_opened stored;
+    int rc = cq_auth_unwrap(body, len, &stored, &err);
+    free(body);
+    if (rc == 0) {
+        const struct cq_opened *handled = d->op;
+        d->op = &stored;
+        route(d, stored.req);
+        d->op = handled;
+    }
+    cq_opened_free(&stored);
 }
 
 /* A repeat of a request that is running (or ran, and its reply is not stored yet: the
@@ -390,11 +430,11 @@ static void resume_start(struct cq_dispatcher *d, const Codeq__V1__Request *req,
 static void forward_repeat(struct cq_dispatcher *d, const Codeq__V1__Request *req,
                            const char *worker)
 {
-    size_t len = codeq__v1__request__get_packed_size(req);
-    uint8_t *body = malloc(len ? len : 1);
-    if (body == NULL)
+    uint8_t *body;
+    size_t len;
+    struct cq_error err;
+    if (pack_wire(d, req, &body, &len, &err) < 0)
         return;
-    codeq__v1__request__pack(req, body);
     send_forward(d, req, worker, 0, false, body, len);
     free(body);
 }
@@ -410,8 +450,8 @@ static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request 
         struct cq_session_info infos[100];
         size_t n = 0;
         char next[CQ_SESSION_ID_MAX + 1];
-        if (cq_store_list_sessions(d->store, max, in->next_token, infos, &n, next, sizeof(next),
-                                   &err) < 0) {
+        if (cq_store_list_sessions(d->store, tenant_of(req), max, in->next_token, infos, &n, next,
+                                   sizeof(next), &err) < 0) {
             reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
             return;
         }
@@ -430,7 +470,7 @@ static void answer_from_store(struct cq_dispatcher *d, const Codeq__V1__Request 
     }
     struct cq_session_info info;
     bool found;
-    if (cq_store_session_info(d->store, req->session_id, &info, &found, &err) < 0) {
+    if (cq_store_session_info(d->store, req->session_id, tenant_of(req), &info, &found, &err) < 0) {
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
     } else if (!found) {
         char text[160];
@@ -470,11 +510,13 @@ static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     }
     if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < cq_unix_ms())
         return false;
-    size_t len = codeq__v1__request__get_packed_size(req);
-    uint8_t *body = malloc(len ? len : 1);
-    if (body == NULL)
+    uint8_t *body;
+    size_t len;
+    struct cq_error err; /* a failure is the general path's to meet and report */
+    if (pack_wire(d, req, &body, &len, &err) < 0)
         return false;
-    codeq__v1__request__pack(req, body);
+    char digest[CQ_STORE_DIGEST_LEN + 1];
+    digest_of(d, digest);
     char early[64];
     uint64_t early_fence;
     bool sent = cq_routes_get(d->routes, req->session_id, early, sizeof(early), &early_fence);
@@ -482,10 +524,9 @@ static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     if (sent)
         send_forward(d, req, early, early_fence, true, body, len);
     struct cq_route r;
-    struct cq_error err; /* a failure is the general path's to meet and report */
     bool routed;
-    int rc = cq_store_route_forward(d->store, req->request_id, req->session_id, body, len, &r,
-                                    &routed, &err);
+    int rc = cq_store_route_forward(d->store, req->request_id, req->session_id, tenant_of(req),
+                                    body, len, digest, &r, &routed, &err);
     routed = rc == 0 && routed;
     cq_trace_stamp(d->trace, "d.routed");
     if (routed) {
@@ -500,44 +541,78 @@ static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     return routed;
 }
 
+/* A refusal of a request that never was admitted: answered (when it names a reply topic
+ * its tenant may use) but never stored, because its request id is not its sender's to
+ * claim: a forged message must not settle another client's request under that id. */
+static void refuse(struct cq_dispatcher *d, const rd_kafka_message_t *msg,
+                   const Codeq__V1__Request *req, enum cq_result_error code, const char *why)
+{
+    char text[600];
+    snprintf(text, sizeof(text), "%s: %s",
+             code == CQ_RESULT_ACCESS_DENIED ? "access denied" : "invalid request", why);
+    dead_letter(d, msg, text);
+    /* A keyless fleet has no tenants' topics: whatever tenant a request names there. */
+    if (req == NULL || req->request_id == NULL || req->request_id[0] == '\0' ||
+        !cq_codec_topic_name_ok(req->reply_topic) ||
+        cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic,
+                                     d->keys != NULL ? tenant_of(req) : "") != NULL)
+        return;
+    uint8_t *bytes;
+    size_t len;
+    struct cq_error err;
+    if (cq_codec_error_response(req->request_id, req->session_id, code, text, &bytes, &len, &err) <
+        0)
+        reply_fallback(d, req, false, &err);
+    else
+        reply(d, req, bytes, len);
+}
+
 static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *msg)
 {
-    Codeq__V1__Request *req = codeq__v1__request__unpack(NULL, msg->len, msg->payload);
-    if (req == NULL) {
-        dead_letter(d, msg, "not a codeq.v1.Request: the protobuf does not decode");
+    struct cq_opened op;
+    struct cq_error err;
+    int64_t window = (int64_t)d->cfg.auth_window * 1000;
+    if (cq_auth_open(d->keys, msg->payload, msg->len, cq_unix_ms(), window, &op, &err) < 0) {
+        refuse(d, msg, op.req,
+               err.code == CQ_EDENIED ? CQ_RESULT_ACCESS_DENIED : CQ_RESULT_INVALID_ARGUMENT,
+               err.msg);
+        cq_opened_free(&op);
         return;
     }
+    Codeq__V1__Request *req = op.req;
     const char *why = cq_codec_invalid(req);
     if (why != NULL) {
-        char text[256];
-        snprintf(text, sizeof(text), "invalid request: %s", why);
-        dead_letter(d, msg, text);
-        if (cq_codec_topic_name_ok(req->reply_topic) &&
-            cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic) == NULL &&
-            req->request_id[0] != '\0')
-            reply_error(d, req, CQ_RESULT_INVALID_ARGUMENT, text);
-        codeq__v1__request__free_unpacked(req, NULL);
+        refuse(d, msg, req, CQ_RESULT_INVALID_ARGUMENT, why);
+        cq_opened_free(&op);
         return;
     }
-    if ((why = cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic)) != NULL) {
+    if ((why = cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic, tenant_of(req))) != NULL) {
         /* No reply: the one place it could go is the topic refused. */
         char text[256];
         snprintf(text, sizeof(text), "invalid request: %s", why);
         dead_letter(d, msg, text);
-        codeq__v1__request__free_unpacked(req, NULL);
+        cq_opened_free(&op);
         return;
     }
+    d->op = &op;
     if (fast_forward(d, req)) {
-        codeq__v1__request__free_unpacked(req, NULL);
+        d->op = NULL;
+        cq_opened_free(&op);
         return;
     }
-    struct cq_error err;
     enum cq_request_state state = CQ_REQ_NONE;
-    char worker[64] = "";
-    if (cq_store_request_state(d->store, req->request_id, &state, worker, sizeof(worker), &err) < 0)
+    char worker[64] = "", digest[CQ_STORE_DIGEST_LEN + 1] = "", mine[CQ_STORE_DIGEST_LEN + 1];
+    if (cq_store_request_state(d->store, req->request_id, &state, worker, sizeof(worker), digest,
+                               &err) < 0)
         cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
-    if (state == CQ_REQ_RUNNING && worker[0] != '\0' &&
-        req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION) {
+    digest_of(d, mine);
+    if (state != CQ_REQ_NONE && op.is_signed && strcmp(digest, mine) != 0) {
+        /* A request id is its first sender's: another request under it (a replay with
+         * other content, another tenant's) neither runs nor gets the first one's reply. */
+        refuse(d, msg, req, CQ_RESULT_ACCESS_DENIED,
+               "request id already used for a different request (a replay with other content?)");
+    } else if (state == CQ_REQ_RUNNING && worker[0] != '\0' &&
+               req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION) {
         forward_repeat(d, req, worker);
     } else if (state == CQ_REQ_DONE) {
         uint8_t *bytes = NULL;
@@ -564,7 +639,8 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
             break;
         }
     }
-    codeq__v1__request__free_unpacked(req, NULL);
+    d->op = NULL;
+    cq_opened_free(&op);
 }
 
 static void handle(struct cq_dispatcher *d, rd_kafka_message_t *msg)
@@ -579,12 +655,13 @@ static void handle(struct cq_dispatcher *d, rd_kafka_message_t *msg)
 
 /* ---- dead workers ------------------------------------------------------------------- */
 
-static void reroute(void *ctx, Codeq__V1__Request *req)
+static void reroute(void *ctx, struct cq_opened *op)
 {
     struct cq_dispatcher *d = ctx;
     /* Even a startSession has its session recorded by now: route() moves it. */
-    route(d, req);
-    codeq__v1__request__free_unpacked(req, NULL);
+    d->op = op;
+    route(d, op->req);
+    d->op = NULL;
 }
 
 static void recover_dead_workers(struct cq_dispatcher *d)
@@ -633,6 +710,8 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
         cq_error_sys(err, ENOMEM, "allocate the routes");
         goto fail;
     }
+    if (cfg->keys_file[0] != '\0' && cq_keystore_open(cfg->keys_file, &d->keys, err) < 0)
+        goto fail;
     if (cq_store_open(cfg, &d->store, err) < 0)
         goto fail;
     cq_store_set_cancel(d->store, &d->stopping);
@@ -674,7 +753,8 @@ static void forward_refused(struct cq_dispatcher *d, const struct sent *s, rd_ka
     enum cq_request_state state = CQ_REQ_NONE;
     char worker[64] = "";
     struct cq_error err;
-    if (cq_store_request_state(d->store, s->request_id, &state, worker, sizeof(worker), &err) < 0) {
+    if (cq_store_request_state(d->store, s->request_id, &state, worker, sizeof(worker), NULL,
+                               &err) < 0) {
         cq_log(CQ_LOG_ERROR, "request %s: %s; not answered: %s", s->request_id, text, err.msg);
         return;
     }
@@ -895,6 +975,7 @@ void cq_dispatcher_destroy(struct cq_dispatcher *d)
         free(s);
     }
     cq_store_close(d->store);
+    cq_keystore_close(d->keys);
     cq_routes_free(d->routes);
     free(d);
 }

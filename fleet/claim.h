@@ -63,13 +63,15 @@ struct cq_claimed_request {
     Codeq__V1__Arguments *arguments;
     Codeq__V1__Claim claim;
     char id[CQ_CLAIM_ID_LEN + 1];
+    uint8_t sha256[32];
 };
 int cq_claim_request(struct cq_store *st, Codeq__V1__Request *req, uint64_t threshold,
                      unsigned ttl_s, struct cq_claimed_request *c, struct cq_error *err);
 void cq_claim_request_undo(Codeq__V1__Request *req, struct cq_claimed_request *c);
-/* The worker's side: the Arguments an Invoke refers to (fetched, checked, and the claim
- * deleted); *out NULL when the Invoke carries its arguments inline. */
-int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv,
+/* The worker's side: the Arguments an Invoke refers to (fetched, checked against the
+ * claim's size and sha256, and the claim deleted); *out NULL when the Invoke carries its
+ * arguments inline. need_sha256: the request was signed, so its claim must carry one. */
+int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv, bool need_sha256,
                              Codeq__V1__Arguments **out, struct cq_error *err);
 /* The worker's side: a packed final reply larger than threshold is stored as a claim
  * (ttl_s, deleted with session_id) and *bytes, *len replaced by a small Response that

@@ -3,10 +3,12 @@
 #include "fleet/claim.h"
 #include "api/api.h"
 #include "common/cleanup.h"
+#include "fleet/auth.h"
 #include "fleet/log.h"
 #include "fleet/store.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +69,9 @@ int cq_claim_request(struct cq_store *st, Codeq__V1__Request *req, uint64_t thre
     c->claim.id = c->id;
     c->claim.size = size;
     c->claim.largest_file = largest;
+    cq_sha256(packed, size, c->sha256);
+    c->claim.sha256.data = c->sha256;
+    c->claim.sha256.len = sizeof(c->sha256);
     c->arguments = args;
     c->moved = true;
     req->invoke->arguments = NULL;
@@ -83,7 +88,7 @@ void cq_claim_request_undo(Codeq__V1__Request *req, struct cq_claimed_request *c
     c->moved = false;
 }
 
-int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv,
+int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv, bool need_sha256,
                              Codeq__V1__Arguments **out, struct cq_error *err)
 {
     *out = NULL;
@@ -93,10 +98,24 @@ int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv,
     const char *why = cq_claim_invalid(claim);
     if (why != NULL)
         return cq_error_set(err, CQ_EINVALID, "%s", why);
+    /* A signature covers the claimed bytes through this digest: without it, anyone who
+     * can write to Redis could swap the arguments of a signed request. */
+    if (claim->sha256.len != 0 && claim->sha256.len != 32)
+        return cq_error_set(err, CQ_EINVALID, "the claim's sha256 is not 32 bytes");
+    if (need_sha256 && claim->sha256.len == 0)
+        return cq_error_set(err, CQ_EDENIED, "a signed request's claim must carry its sha256");
     cq_autofree uint8_t *data = NULL;
     if (cq_store_claim_get(st, claim->id, claim->size, &data, err) < 0)
         return cq_error_prefix(err, "the request's arguments");
-    int rc = cq_claim_decode_arguments(claim, data, claim->size, out, err);
+    int rc;
+    uint8_t digest[32];
+    cq_sha256(data, claim->size, digest);
+    if (claim->sha256.len == 32 && CRYPTO_memcmp(digest, claim->sha256.data, 32) != 0)
+        rc = cq_error_set(err, CQ_EDENIED,
+                          "the claimed arguments are not the ones the request was signed with "
+                          "(their SHA-256 differs)");
+    else
+        rc = cq_claim_decode_arguments(claim, data, claim->size, out, err);
     /* Read once: the request is claimed and never runs again, so nothing else needs
      * it, and 100 MB need not wait for their time to live. */
     struct cq_error ignored;

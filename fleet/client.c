@@ -16,7 +16,9 @@
  * client that never sends or gets a large payload needs no Redis at all. */
 #define _GNU_SOURCE
 #include "fleet/client.h"
+#include "fleet/auth.h"
 #include "fleet/claim.h"
+#include "fleet/keys.h"
 #include "fleet/config.h"
 #include "fleet/store.h"
 #include "fleet/kafka.h"
@@ -48,7 +50,8 @@ struct cq_fleet_client {
     rd_kafka_t *producer;
     rd_kafka_t *reader;
     char request_topic[200];
-    char reply_topic[64];
+    char reply_topic[128];
+    struct cq_credentials cred; /* signs every request when cred.key_id is set */
     pthread_mutex_t lock;
     pthread_cond_t replied; /* a final reply came, or the reading is free */
     bool reading;           /* a call reads the reply topic */
@@ -164,11 +167,18 @@ int cq_fleet_client_open(const char *brokers, const char *request_topic,
     pthread_mutex_init(&c->store_lock, NULL);
     pthread_cond_init(&c->replied, NULL);
     c->cfg = cfg;
+    bool signing;
+    if (cq_credentials_load(NULL, &c->cred, &signing, err) < 0) {
+        cq_fleet_client_close(c);
+        return -1;
+    }
     snprintf(c->request_topic, sizeof(c->request_topic), "%s",
              request_topic != NULL && request_topic[0] != '\0' ? request_topic : cfg.request_topic);
     char id[17];
     cq_random_id(id, 16);
-    snprintf(c->reply_topic, sizeof(c->reply_topic), "codeq.replies.%s", id);
+    /* A tenant's replies come on its own topics (cq_fleet_reply_topic_refused()). */
+    snprintf(c->reply_topic, sizeof(c->reply_topic), "codeq.replies.%s%s%s", c->cred.tenant,
+             c->cred.tenant[0] ? "." : "", id);
     if (cq_kafka_producer(&cfg, &c->producer, err) < 0 ||
         cq_kafka_ensure_topic(c->producer, c->reply_topic, 1, err) < 0 ||
         cq_kafka_reader(&cfg, c->reply_topic, &c->reader, err) < 0)
@@ -198,6 +208,7 @@ void cq_fleet_client_close(struct cq_fleet_client *c)
         rd_kafka_destroy(c->producer);
     }
     cq_store_close(c->store);
+    explicit_bzero(&c->cred, sizeof(c->cred));
     pthread_cond_destroy(&c->replied);
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->store_lock);
@@ -217,11 +228,18 @@ static int call(struct cq_fleet_client *c, const Codeq__V1__Request *req,
                 cq_fleet_chunk_fn on_chunk, void *ctx, int timeout_ms, Codeq__V1__Response **out,
                 struct cq_trace *trace, struct cq_error *err)
 {
-    size_t len = codeq__v1__request__get_packed_size(req);
-    uint8_t *bytes = malloc(len ? len : 1);
-    if (bytes == NULL)
-        return cq_error_sys(err, ENOMEM, "encode request %s (%zu bytes)", req->request_id, len);
-    codeq__v1__request__pack(req, bytes);
+    uint8_t *bytes;
+    size_t len;
+    if (c->cred.key_id[0] != '\0') {
+        if (cq_auth_sign(req, c->cred.key_id, c->cred.secret, cq_unix_ms(), &bytes, &len, err) < 0)
+            return -1;
+    } else {
+        len = codeq__v1__request__get_packed_size(req);
+        bytes = malloc(len ? len : 1);
+        if (bytes == NULL)
+            return cq_error_sys(err, ENOMEM, "encode request %s (%zu bytes)", req->request_id, len);
+        codeq__v1__request__pack(req, bytes);
+    }
 
     struct waiter w = {
         .request_id = req->request_id, .on_chunk = on_chunk, .ctx = ctx, .trace = trace};
@@ -319,12 +337,13 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
 {
     *out = NULL;
     char made_id[25];
-    char *given_id = req->request_id, *given_topic = req->reply_topic;
+    char *given_id = req->request_id, *given_topic = req->reply_topic, *given_tenant = req->tenant;
     if (req->request_id == NULL || req->request_id[0] == '\0') {
         cq_random_id(made_id, 24);
         req->request_id = made_id;
     }
     req->reply_topic = c->reply_topic;
+    req->tenant = c->cred.tenant;
     /* Too large for Kafka: the arguments go through Redis (checked at this edge:
      * files over the limit and requests over 200 MiB are refused here). */
     struct cq_claimed_request claimed = {.moved = false};
@@ -352,5 +371,6 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
      * stack, and the caller may free the message with its own strings). */
     req->request_id = given_id;
     req->reply_topic = given_topic;
+    req->tenant = given_tenant;
     return rc;
 }

@@ -173,6 +173,8 @@ static Codeq__V1__ErrorCode error_code_of(enum cq_result_error e)
         return CODEQ__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED;
     case CQ_RESULT_TIMED_OUT:
         return CODEQ__V1__ERROR_CODE__ERROR_CODE_TIMED_OUT;
+    case CQ_RESULT_ACCESS_DENIED:
+        return CODEQ__V1__ERROR_CODE__ERROR_CODE_ACCESS_DENIED;
     default:
         return CODEQ__V1__ERROR_CODE__ERROR_CODE_INTERNAL;
     }
@@ -498,6 +500,8 @@ static enum cq_result_error result_error_of(Codeq__V1__ErrorCode e)
         return CQ_RESULT_LIMIT_EXCEEDED;
     case CODEQ__V1__ERROR_CODE__ERROR_CODE_TIMED_OUT:
         return CQ_RESULT_TIMED_OUT;
+    case CODEQ__V1__ERROR_CODE__ERROR_CODE_ACCESS_DENIED:
+        return CQ_RESULT_ACCESS_DENIED;
     default:
         return CQ_RESULT_INTERNAL;
     }

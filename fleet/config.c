@@ -56,6 +56,9 @@ static const struct setting settings[] = {
     SZ(claim_threshold, "messages larger than this travel through Redis (claim check)"),
     NUM(claim_ttl, "seconds a large reply stays in Redis for its client"),
     STR(log_level, "debug, info, warn or error"),
+    STR(keys_file, "tenants' keys (codeq tenant, codeq key): only signed requests are taken; "
+                   "unset: keyless, one tenant, no signatures"),
+    NUM(auth_window, "seconds a signed request stays acceptable (both ways: client clocks)"),
 };
 
 void cq_fleet_config_init(struct cq_fleet_config *cfg)
@@ -76,6 +79,7 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg)
     cfg->claim_threshold = 512ULL << 10;
     cfg->claim_ttl = 900;
     snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
+    cfg->auth_window = 300;
 }
 
 static const struct setting *find_setting(const char *name, size_t len)
@@ -280,13 +284,21 @@ void cq_fleet_config_usage(FILE *out, bool worker)
             usage_line(out, &d, &settings[i]);
 }
 
-const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, const char *topic)
+const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, const char *topic,
+                                         const char *tenant)
 {
     static const char worker_prefix[] = "codeq.worker.";
-    if (cfg->reply_prefix[0] == '\0' ||
-        strncmp(topic, cfg->reply_prefix, strlen(cfg->reply_prefix)) != 0)
+    size_t n = strlen(cfg->reply_prefix);
+    if (n == 0 || strncmp(topic, cfg->reply_prefix, n) != 0)
         return "reply_topic must start with the fleet's reply topic prefix "
                "(reply_topic_prefix, codeq.replies. by default)";
+    /* A tenant's replies go to its own topics only, which Kafka ACLs can then give it
+     * alone (docs/fleet.md): never into a topic another tenant reads. */
+    size_t t = tenant != NULL ? strlen(tenant) : 0;
+    if (t > 0 &&
+        (strncmp(topic + n, tenant, t) != 0 || topic[n + t] != '.' || topic[n + t + 1] == '\0'))
+        return "reply_topic must start with the tenant's reply topic prefix "
+               "(<reply_topic_prefix><tenant>., codeq.replies.<tenant>. by default)";
     if (strcmp(topic, cfg->request_topic) == 0 || strcmp(topic, cfg->dlq_topic) == 0 ||
         strncmp(topic, worker_prefix, sizeof(worker_prefix) - 1) == 0)
         return "reply_topic is one of the fleet's own topics";

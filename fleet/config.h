@@ -26,6 +26,9 @@ struct cq_fleet_config {
     uint64_t claim_threshold; /* claim_threshold: larger messages go by reference (Redis) */
     unsigned claim_ttl;       /* claim_ttl: seconds a reply's claim is kept */
     char log_level[16];       /* log_level: debug, info, warn, error */
+    /* Tenants and signed requests (docs/security.md). */
+    char keys_file[256];  /* keys_file: the tenants' keys; "" keeps the fleet keyless */
+    unsigned auth_window; /* auth_window: seconds a signature stays acceptable */
 };
 
 void cq_fleet_config_init(struct cq_fleet_config *cfg);
@@ -38,10 +41,13 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
 void cq_fleet_config_usage(FILE *out, bool worker);
 /* Why the fleet refuses to publish replies to topic, or NULL. A request names its own
  * reply topic, and the fleet writes there: only topics under the configured prefix are
- * clients' (codeq.replies. by default), and never one of the fleet's own (the request
- * topic, the dead-letter topic, a worker's topic), so that a request cannot make the
- * fleet write into its own plumbing or into any other application's topics. */
-const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, const char *topic);
+ * clients' (codeq.replies. by default; a tenant's, codeq.replies.<tenant>.), and never
+ * one of the fleet's own (the request topic, the dead-letter topic, a worker's topic),
+ * so that a request cannot make the fleet write into its own plumbing, into any other
+ * application's topics, or into another tenant's. tenant: "" or NULL in a keyless
+ * fleet. */
+const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, const char *topic,
+                                         const char *tenant);
 /* The worker topic of a worker id: "codeq.worker.<id>". */
 void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len);
 

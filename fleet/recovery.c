@@ -90,8 +90,11 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
             cq_log(CQ_LOG_WARN, "request %s of worker %s: %s", ids[i], worker, e.msg);
             continue;
         }
-        Codeq__V1__Request *req = body != NULL ? codeq__v1__request__unpack(NULL, len, body) : NULL;
+        struct cq_opened op = {0};
+        if (body != NULL && cq_auth_unwrap(body, len, &op, &e) < 0)
+            cq_opened_free(&op);
         free(body);
+        Codeq__V1__Request *req = op.req;
         if (req == NULL) {
             /* Nothing to answer with (expired, or never fully recorded). */
             if (cq_store_inflight_done(st, worker, ids[i], &e) < 0)
@@ -99,13 +102,14 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
             continue;
         }
         if (state == CQ_REQ_FORWARDED) {
-            reroute(ctx, req); /* owns req; moves it to another in-flight set */
+            reroute(ctx, &op); /* moves it to another in-flight set */
+            cq_opened_free(&op);
             (*settled)++;
             continue;
         }
         if (state == CQ_REQ_RUNNING && store_lost(st, req, worker, &e) < 0) {
             cq_log(CQ_LOG_ERROR, "worker %s: %s", worker, e.msg);
-            codeq__v1__request__free_unpacked(req, NULL);
+            cq_opened_free(&op);
             continue;
         }
         /* Done (now or before): the stored reply, which may never have been sent. */
@@ -113,7 +117,7 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
         if (cq_store_inflight_done(st, worker, ids[i], &e) < 0)
             cq_log(CQ_LOG_WARN, "request %s of worker %s: %s", ids[i], worker, e.msg);
         (*settled)++;
-        codeq__v1__request__free_unpacked(req, NULL);
+        cq_opened_free(&op);
     }
     free(ids);
     return 0;

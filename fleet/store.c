@@ -367,6 +367,7 @@ static const char ROUTE[] =
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "local owner = redis.call('HGET', s, 'owner')\n"
     "if not owner or redis.call('HGET', s, 'status') == 'TERMINATED' then return {0} end\n"
+    "if (redis.call('HGET', s, 'tenant') or '') ~= ARGV[4] then return {0} end\n"
     "local fence = redis.call('HGET', s, 'fence')\n"
     "if owner ~= '' and redis.call('EXISTS', ARGV[1] .. 'worker:' .. owner) == 1 then\n"
     "  return {1, owner, fence, 0}\n"
@@ -378,13 +379,14 @@ static const char ROUTE[] =
     "if redis.call('EXISTS', w) == 1 then redis.call('HINCRBY', w, 'capacity', -1) end\n"
     "return {1, ARGV[3], tostring(fence), 1}\n";
 
-int cq_store_route(struct cq_store *st, const char *session_id, const char *fallback,
-                   struct cq_route *route, struct cq_error *err)
+int cq_store_route(struct cq_store *st, const char *session_id, const char *tenant,
+                   const char *fallback, struct cq_route *route, struct cq_error *err)
 {
     struct args a;
     script(st, &a, ROUTE);
     arg(&a, session_id);
     arg(&a, fallback != NULL ? fallback : "");
+    arg(&a, tenant);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -399,24 +401,26 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *fall
     return 0;
 }
 
+/* A client token is the tenant's own: another tenant's same token is another start. */
 static const char CREATE_SESSION[] =
+    "local token = ARGV[1] .. 'start:' .. ARGV[4]\n"
+    "if ARGV[6] ~= '' then token = ARGV[1] .. 'start:' .. ARGV[6] .. ':' .. ARGV[4] end\n"
     "if ARGV[4] ~= '' then\n"
-    "  local e = redis.call('GET', ARGV[1] .. 'start:' .. ARGV[4])\n"
+    "  local e = redis.call('GET', token)\n"
     "  if e then return e end\n"
     "end\n"
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "redis.call('HSET', s, 'owner', ARGV[3], 'fence', 1, 'created_ms', ARGV[5],\n"
-    "           'updated_ms', ARGV[5], 'status', 'STARTING')\n"
+    "           'updated_ms', ARGV[5], 'status', 'STARTING', 'tenant', ARGV[6])\n"
     "redis.call('EXPIRE', s, 3600)\n"
-    "if ARGV[4] ~= '' then redis.call('SET', ARGV[1] .. 'start:' .. ARGV[4], ARGV[2], 'EX', 86400) "
-    "end\n"
+    "if ARGV[4] ~= '' then redis.call('SET', token, ARGV[2], 'EX', 86400) end\n"
     "local w = ARGV[1] .. 'worker:' .. ARGV[3]\n"
     "if redis.call('EXISTS', w) == 1 then redis.call('HINCRBY', w, 'capacity', -1) end\n"
     "return ''\n";
 
-int cq_store_create_session(struct cq_store *st, const char *session_id, const char *worker,
-                            const char *client_token, char *existing_id, size_t existing_len,
-                            struct cq_error *err)
+int cq_store_create_session(struct cq_store *st, const char *session_id, const char *tenant,
+                            const char *worker, const char *client_token, char *existing_id,
+                            size_t existing_len, struct cq_error *err)
 {
     struct args a;
     script(st, &a, CREATE_SESSION);
@@ -424,6 +428,7 @@ int cq_store_create_session(struct cq_store *st, const char *session_id, const c
     arg(&a, worker);
     arg(&a, client_token != NULL ? client_token : "");
     arg_int(&a, cq_unix_ms());
+    arg(&a, tenant);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -443,7 +448,10 @@ static const char FACTS[] =
     "local expire_at = created + tonumber(ARGV[8]) * 1000\n"
     "redis.call('HSET', s, 'expires_ms', expire_at)\n"
     "redis.call('PEXPIREAT', s, expire_at + 3600000)\n"
-    "redis.call('ZADD', ARGV[1] .. 'sessions', created, ARGV[2])\n"
+    "local t = redis.call('HGET', s, 'tenant')\n"
+    "local idx = ARGV[1] .. 'sessions'\n"
+    "if t and t ~= '' then idx = idx .. ':' .. t end\n"
+    "redis.call('ZADD', idx, created, ARGV[2])\n"
     "if ARGV[9] then redis.call('HSET', s, 'start', ARGV[9]) end\n"
     "return 1\n";
 
@@ -511,8 +519,8 @@ int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t 
 /* The fields of session:<sid> that getSession and listSessions read, by name rather
  * than HGETALL: `start` (which holds the session's env, possibly secrets) is read only
  * by a worker that adopts the session. */
-static const char *const INFO_FIELDS[] = {"name",  "created_ms", "updated_ms",
-                                          "ttl_s", "status",     "expires_ms"};
+static const char *const INFO_FIELDS[] = {"name",   "created_ms", "updated_ms", "ttl_s",
+                                          "status", "expires_ms", "tenant"};
 #define N_INFO_FIELDS (sizeof(INFO_FIELDS) / sizeof(INFO_FIELDS[0]))
 
 static void fill_info(redisReply *h, const char *session_id, struct cq_session_info *info)
@@ -531,8 +539,8 @@ static void fill_info(redisReply *h, const char *session_id, struct cq_session_i
         info->status = CQ_SESSION_TERMINATED;
 }
 
-int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq_session_info *info,
-                          bool *found, struct cq_error *err)
+int cq_store_session_info(struct cq_store *st, const char *session_id, const char *tenant,
+                          struct cq_session_info *info, bool *found, struct cq_error *err)
 {
     char key[160];
     snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
@@ -546,18 +554,25 @@ int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq
     if (r->type == REDIS_REPLY_ARRAY && r->elements == N_INFO_FIELDS)
         for (size_t i = 0; i < N_INFO_FIELDS; i++)
             *found = *found || r->element[i]->type != REDIS_REPLY_NIL;
+    /* Another tenant's session is not found, exactly as a session that never was: no
+     * answer tells one tenant that an id is another's. */
+    if (*found && tenant != NULL) {
+        const redisReply *t = r->element[N_INFO_FIELDS - 1];
+        *found = strcmp(t->type == REDIS_REPLY_STRING ? t->str : "", tenant) == 0;
+    }
     if (*found)
         fill_info(r, session_id, info);
     freeReplyObject(r);
     return 0;
 }
 
-int cq_store_list_sessions(struct cq_store *st, size_t max, const char *after,
+int cq_store_list_sessions(struct cq_store *st, const char *tenant, size_t max, const char *after,
                            struct cq_session_info *out, size_t *n, char *next, size_t next_len,
                            struct cq_error *err)
 {
+    /* One index per tenant: a page never needs to skip another tenant's sessions. */
     char key[160];
-    snprintf(key, sizeof(key), "%ssessions", st->prefix);
+    snprintf(key, sizeof(key), "%ssessions%s%s", st->prefix, tenant[0] ? ":" : "", tenant);
     const char *argv[] = {"ZREVRANGE", key, "0", "9999"};
     redisReply *r = command(st, 4, argv, NULL, err);
     if (r == NULL)
@@ -579,7 +594,7 @@ int cq_store_list_sessions(struct cq_store *st, size_t max, const char *after,
             break;
         }
         bool found = false;
-        if (cq_store_session_info(st, id, &out[*n], &found, err) < 0) {
+        if (cq_store_session_info(st, id, tenant, &out[*n], &found, err) < 0) {
             freeReplyObject(r);
             return -1;
         }
@@ -615,7 +630,8 @@ static const char END_SESSION[] =
     "end\n"
     "for _, id in ipairs(redis.call('SMEMBERS', cs)) do soon(ARGV[1] .. 'claim:' .. id) end\n"
     "redis.call('DEL', rs, cs)\n"
-    "redis.call('ZREM', ARGV[1] .. 'sessions', ARGV[2])\n"
+    "local t = redis.call('HGET', s, 'tenant')\n"
+    "redis.call('ZREM', ARGV[1] .. 'sessions' .. ((t and t ~= '') and (':' .. t) or ''), ARGV[2])\n"
     "if redis.call('EXISTS', s) == 1 then\n"
     "  redis.call('HSET', s, 'status', 'TERMINATED', 'owner', '', 'updated_ms', ARGV[5])\n"
     "  redis.call('HDEL', s, 'start')\n"
@@ -687,18 +703,20 @@ static enum cq_request_state state_of(const redisReply *r)
 
 int cq_store_request_state(struct cq_store *st, const char *request_id,
                            enum cq_request_state *state, char *worker, size_t worker_len,
-                           struct cq_error *err)
+                           char digest[CQ_STORE_DIGEST_LEN + 1], struct cq_error *err)
 {
     char key[200];
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
-    const char *argv[] = {"HMGET", key, "state", "worker"};
-    redisReply *r = command(st, 4, argv, NULL, err);
+    const char *argv[] = {"HMGET", key, "state", "worker", "digest"};
+    redisReply *r = command(st, 5, argv, NULL, err);
     if (r == NULL)
         return -1;
-    bool two = r->type == REDIS_REPLY_ARRAY && r->elements == 2;
-    *state = state_of(two ? r->element[0] : NULL);
+    bool three = r->type == REDIS_REPLY_ARRAY && r->elements == 3;
+    *state = state_of(three ? r->element[0] : NULL);
     if (worker != NULL)
-        copy_str(two ? r->element[1] : NULL, worker, worker_len);
+        copy_str(three ? r->element[1] : NULL, worker, worker_len);
+    if (digest != NULL)
+        copy_str(three ? r->element[2] : NULL, digest, CQ_STORE_DIGEST_LEN + 1);
     freeReplyObject(r);
     return 0;
 }
@@ -712,12 +730,13 @@ static const char FORWARD[] =
     "end\n"
     "redis.call('HSET', k, 'state', 'forwarded', 'worker', ARGV[3], 'session', ARGV[4],\n"
     "           'body', ARGV[5])\n"
+    "if ARGV[7] ~= '' then redis.call('HSETNX', k, 'digest', ARGV[7]) end\n"
     "redis.call('EXPIRE', k, 86400)\n"
     "redis.call('ZADD', ARGV[1] .. 'inflight:' .. ARGV[3], ARGV[6], ARGV[2])\n"
     "return 'forwarded'\n";
 
 int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,
-                     const char *session_id, const void *body, size_t len,
+                     const char *session_id, const void *body, size_t len, const char *digest,
                      enum cq_request_state *state, struct cq_error *err)
 {
     struct args a;
@@ -727,6 +746,7 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
     arg(&a, session_id);
     arg_bin(&a, body, len);
     arg_int(&a, cq_unix_ms());
+    arg(&a, digest);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -740,19 +760,21 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
 static const char ROUTE_FORWARD[] =
     "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
     "if redis.call('HGET', k, 'state') then return {0} end\n"
-    "local h = redis.call('HMGET', ARGV[1] .. 'session:' .. ARGV[3], 'owner', 'fence', 'status')\n"
+    "local h = redis.call('HMGET', ARGV[1] .. 'session:' .. ARGV[3], 'owner', 'fence', 'status',\n"
+    "                     'tenant')\n"
     "local owner = h[1]\n"
-    "if not owner or owner == '' or h[3] == 'TERMINATED' or\n"
+    "if not owner or owner == '' or h[3] == 'TERMINATED' or (h[4] or '') ~= ARGV[6] or\n"
     "   redis.call('EXISTS', ARGV[1] .. 'worker:' .. owner) == 0 then return {0} end\n"
     "redis.call('HSET', k, 'state', 'forwarded', 'worker', owner, 'session', ARGV[3],\n"
     "           'body', ARGV[4])\n"
+    "if ARGV[7] ~= '' then redis.call('HSET', k, 'digest', ARGV[7]) end\n"
     "redis.call('EXPIRE', k, 86400)\n"
     "redis.call('ZADD', ARGV[1] .. 'inflight:' .. owner, ARGV[5], ARGV[2])\n"
     "return {1, owner, h[2]}\n";
 
 int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
-                           const void *body, size_t len, struct cq_route *route, bool *routed,
-                           struct cq_error *err)
+                           const char *tenant, const void *body, size_t len, const char *digest,
+                           struct cq_route *route, bool *routed, struct cq_error *err)
 {
     *routed = false;
     struct args a;
@@ -761,6 +783,8 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
     arg(&a, session_id);
     arg_bin(&a, body, len);
     arg_int(&a, cq_unix_ms());
+    arg(&a, tenant);
+    arg(&a, digest);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -777,9 +801,17 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
 
 /* ARGV[4] names this claim: when a retry after a lost reply finds the request running
  * under the same name, the claim was this caller's, and it must run the request. */
+/* ARGV[5] and ARGV[6], a signed request's digest and tenant: the message must be the one
+ * the dispatcher admitted under this id, for a session of its tenant ("conflict": not
+ * claimed, and no stored reply goes out for it either). */
 static const char CLAIM[] =
     "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
-    "local h = redis.call('HMGET', k, 'state', 'worker', 'claim', 'session')\n"
+    "local h = redis.call('HMGET', k, 'state', 'worker', 'claim', 'session', 'digest')\n"
+    "if (h[5] or '') ~= ARGV[5] then return {'conflict'} end\n"
+    "if h[4] then\n"
+    "  local t = redis.call('HGET', ARGV[1] .. 'session:' .. h[4], 'tenant')\n"
+    "  if t and t ~= ARGV[6] then return {'conflict'} end\n"
+    "end\n"
     "local mine = h[1] == 'running' and h[3] == ARGV[4]\n"
     "if h[1] == 'forwarded' and h[2] == ARGV[3] then\n"
     "  redis.call('HSET', k, 'state', 'running', 'claim', ARGV[4])\n"
@@ -791,8 +823,8 @@ static const char CLAIM[] =
     "return {'claimed', '0'}\n";
 
 int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
-                   enum cq_request_state *state, uint64_t *fence, bool *claimed,
-                   struct cq_error *err)
+                   const char *tenant, const char *digest, enum cq_request_state *state,
+                   uint64_t *fence, bool *claimed, struct cq_error *err)
 {
     *claimed = false;
     char claim[33];
@@ -802,6 +834,8 @@ int cq_store_claim(struct cq_store *st, const char *request_id, const char *work
     arg(&a, request_id);
     arg(&a, worker);
     arg(&a, claim);
+    arg(&a, digest);
+    arg(&a, tenant);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -930,7 +964,7 @@ int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], 
 int cq_store_request(struct cq_store *st, const char *request_id, uint8_t **body, size_t *len,
                      enum cq_request_state *state, struct cq_error *err)
 {
-    if (cq_store_request_state(st, request_id, state, NULL, 0, err) < 0)
+    if (cq_store_request_state(st, request_id, state, NULL, 0, NULL, err) < 0)
         return -1;
     char key[200];
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);

@@ -49,23 +49,32 @@ struct cq_route {
     bool exists;
 };
 
+/* Tenants (fleet/keys.h): a session belongs to the tenant that started it ("" in a
+ * keyless fleet). Every function that takes a tenant finds another tenant's session
+ * exactly as it finds none. A request's digest (CQ_STORE_DIGEST_LEN hexadecimal digits,
+ * "" for unsigned requests) is recorded with it: a request id is its sender's, and
+ * another message under the same id (a replay with other content, another tenant) is
+ * refused rather than answered or run. */
+#define CQ_STORE_DIGEST_LEN 64
+
 /* The session's owner, moving it to `fallback` when the owner's heartbeat expired. */
-int cq_store_route(struct cq_store *st, const char *session_id, const char *fallback,
-                   struct cq_route *route, struct cq_error *err);
-/* Records a new session owned by worker (fence 1) and reserves one of its slots. For a
- * client token already used, *existing_id gets the session it made. */
-int cq_store_create_session(struct cq_store *st, const char *session_id, const char *worker,
-                            const char *client_token, char *existing_id, size_t existing_len,
-                            struct cq_error *err);
+int cq_store_route(struct cq_store *st, const char *session_id, const char *tenant,
+                   const char *fallback, struct cq_route *route, struct cq_error *err);
+/* Records a new session of tenant owned by worker (fence 1) and reserves one of its
+ * slots. For a client token the tenant used already, *existing_id gets the session it
+ * made. */
+int cq_store_create_session(struct cq_store *st, const char *session_id, const char *tenant,
+                            const char *worker, const char *client_token, char *existing_id,
+                            size_t existing_len, struct cq_error *err);
 /* The request's state (NONE when unknown) and, with worker, the worker it was last
- * forwarded to ("" when none). */
+ * forwarded to ("" when none); with digest, the digest recorded ("" when none). */
 int cq_store_request_state(struct cq_store *st, const char *request_id,
                            enum cq_request_state *state, char *worker, size_t worker_len,
-                           struct cq_error *err);
-/* Records a forward (state forwarded, worker, body for a later re-route) unless the
- * request is running or done; *state gets the state found. */
+                           char digest[CQ_STORE_DIGEST_LEN + 1], struct cq_error *err);
+/* Records a forward (state forwarded, worker, body for a later re-route, digest) unless
+ * the request is running or done; *state gets the state found. */
 int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,
-                     const char *session_id, const void *body, size_t len,
+                     const char *session_id, const void *body, size_t len, const char *digest,
                      enum cq_request_state *state, struct cq_error *err);
 /* The dispatcher's common case in one round trip instead of three (request state,
  * route, forward): a request id never seen, of a session whose owner is alive. Then it
@@ -74,13 +83,15 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
  * request id is known, the session is unknown, ended or has no live owner): the caller
  * takes the general path, which decides those. */
 int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
-                           const void *body, size_t len, struct cq_route *route, bool *routed,
-                           struct cq_error *err);
+                           const char *tenant, const void *body, size_t len, const char *digest,
+                           struct cq_route *route, bool *routed, struct cq_error *err);
 /* forwarded-to-me -> running. *claimed true: claimed, with *fence the session's current
- * token if this worker owns it (else 0); false: not claimed (*state says why). */
+ * token if this worker owns it (else 0); false: not claimed (*state says why; NONE also
+ * when the message is not the request recorded under its id: another digest, or a
+ * session of another tenant). */
 int cq_store_claim(struct cq_store *st, const char *request_id, const char *worker,
-                   enum cq_request_state *state, uint64_t *fence, bool *claimed,
-                   struct cq_error *err);
+                   const char *tenant, const char *digest, enum cq_request_state *state,
+                   uint64_t *fence, bool *claimed, struct cq_error *err);
 /* Stores the final reply of a request and marks it done; only by the worker that
  * claimed it (or, with worker NULL, by recovery of a request nobody finished).
  * *stored true when stored (or this very reply was already), false when another
@@ -112,9 +123,10 @@ int cq_store_session_started(struct cq_store *st, const char *session_id, const 
  * none (the session ended, or was started by a worker that predates them). */
 int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t **start,
                            size_t *len, struct cq_error *err);
-int cq_store_session_info(struct cq_store *st, const char *session_id, struct cq_session_info *info,
-                          bool *found, struct cq_error *err);
-int cq_store_list_sessions(struct cq_store *st, size_t max, const char *after,
+/* tenant NULL: any tenant's (the session's own worker asking). */
+int cq_store_session_info(struct cq_store *st, const char *session_id, const char *tenant,
+                          struct cq_session_info *info, bool *found, struct cq_error *err);
+int cq_store_list_sessions(struct cq_store *st, const char *tenant, size_t max, const char *after,
                            struct cq_session_info *out, size_t *n, char *next, size_t next_len,
                            struct cq_error *err);
 /* Removes the session's keys (fenced unless worker is NULL). */

@@ -12,7 +12,9 @@
 #include "common/clock.h"
 #include "common/random.h"
 #include "common/units.h"
+#include "fleet/auth.h"
 #include "fleet/claim.h"
+#include "fleet/keys.h"
 #include "fleet/codec.h"
 #include "fleet/kafka.h"
 #include "fleet/log.h"
@@ -43,8 +45,9 @@
 
 struct queued {
     Codeq__V1__Request *req;
-    uint64_t fence; /* from the codeq-fence header */
-    bool early;     /* sent while Redis records it (fleet/kafka.h, CQ_FLEET_EARLY_HEADER) */
+    char digest[CQ_STORE_DIGEST_LEN + 1]; /* of a signed request, else "" */
+    uint64_t fence;                       /* from the codeq-fence header */
+    bool early; /* sent while Redis records it (fleet/kafka.h, CQ_FLEET_EARLY_HEADER) */
     struct cq_trace trace;
     struct queued *next;
 };
@@ -96,6 +99,7 @@ struct held {
 struct cq_daemon {
     struct cq_fleet_config cfg;
     struct cq_worker *core;
+    struct cq_keystore *keys; /* NULL: keyless */
     struct cq_store *store;
     /* The heartbeat's own connection: the store serializes its commands on one
      * connection, and with a hundred sessions busy a beat queued behind their claims,
@@ -656,7 +660,7 @@ static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
 {
     struct cq_session_info stored;
     bool found;
-    if (cq_store_session_info(d->store, h->id, &stored, &found, err) < 0)
+    if (cq_store_session_info(d->store, h->id, NULL, &stored, &found, err) < 0)
         return -1;
     if (!found || stored.status != CQ_SESSION_READY)
         return cq_error_set(err, CQ_ENOTFOUND,
@@ -715,7 +719,7 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     struct cq_error err;
     /* Arguments too large for Kafka come from Redis (fleet/claim.h). */
     Codeq__V1__Arguments *fetched;
-    if (cq_claim_fetch_arguments(d->store, req->invoke, &fetched, &err) < 0) {
+    if (cq_claim_fetch_arguments(d->store, req->invoke, d->keys != NULL, &fetched, &err) < 0) {
         finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
         return;
     }
@@ -766,11 +770,12 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
 /* One claim, waiting for Redis while it is unreachable: dropping the request would
  * leave it forwarded here for good, so the session's queue waits (as in finish()); a
  * stopping worker gives up and leaves the request to recovery: -1 then (logged). */
-static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req,
+static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req, const char *digest,
                       enum cq_request_state *state, uint64_t *fence, bool *claimed)
 {
     struct cq_error err;
-    while (cq_store_claim(d->store, req->request_id, d->cfg.worker_id, state, fence, claimed,
+    while (cq_store_claim(d->store, req->request_id, d->cfg.worker_id,
+                          req->tenant != NULL ? req->tenant : "", digest, state, fence, claimed,
                           &err) < 0) {
         if (atomic_load(&d->stopping)) {
             cq_log(CQ_LOG_ERROR, "request %s: cannot claim: %s", req->request_id, err.msg);
@@ -787,30 +792,30 @@ static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req,
  * as the dispatcher guarantees that its record follows (it sends the forward again
  * when recording took longer). A record that never comes means the request was
  * answered otherwise, or its dispatcher died first and the request is consumed again. */
-static int claim(struct cq_daemon *d, const Codeq__V1__Request *req, bool early,
+static int claim(struct cq_daemon *d, const Codeq__V1__Request *req, const char *digest, bool early,
                  enum cq_request_state *state, uint64_t *fence, bool *claimed)
 {
-    if (claim_once(d, req, state, fence, claimed) < 0)
+    if (claim_once(d, req, digest, state, fence, claimed) < 0)
         return -1;
     for (long waited = 0, pause = 1; early && !*claimed && *state == CQ_REQ_NONE &&
                                      waited < CQ_FLEET_RECORD_WAIT_MS && !atomic_load(&d->stopping);
          waited += pause, pause = pause * 2 > 100 ? 100 : pause * 2) {
         struct timespec ts = {.tv_nsec = pause * 1000000L};
         nanosleep(&ts, NULL);
-        if (claim_once(d, req, state, fence, claimed) < 0)
+        if (claim_once(d, req, digest, state, fence, claimed) < 0)
             return -1;
     }
     return 0;
 }
 
 static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
-                   uint64_t fence, bool early)
+                   const char *digest, uint64_t fence, bool early)
 {
     struct cq_error err;
     enum cq_request_state state;
     uint64_t claimed_fence;
     bool claimed;
-    if (claim(d, req, early, &state, &claimed_fence, &claimed) < 0)
+    if (claim(d, req, digest, early, &state, &claimed_fence, &claimed) < 0)
         return;
     cq_trace_stamp(tracing, "w.claimed");
     h->claimed_ms = (int64_t)cq_now_ms();
@@ -973,7 +978,7 @@ static void *session_thread(void *arg)
         tracing = q->trace.on ? &q->trace : NULL;
         cq_trace_stamp(tracing, "w.thread");
         store_unstored(d, h); /* before anything of the session runs again */
-        handle(d, h, q->req, q->fence, q->early);
+        handle(d, h, q->req, q->digest, q->fence, q->early);
         tracing = NULL;
         codeq__v1__request__free_unpacked(q->req, NULL);
         free(q);
@@ -990,8 +995,28 @@ static void *session_thread(void *arg)
     return NULL;
 }
 
-static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, uint64_t fence, bool early,
-                    const struct cq_trace *trace)
+/* A message on this worker's topic that no dispatcher sent: kept on the dead-letter
+ * topic with why (for the operator; the writer gets no reply, having bypassed the
+ * dispatchers that answer). */
+static void dead_letter(struct cq_daemon *d, const rd_kafka_message_t *msg, const char *why)
+{
+    char offset[32];
+    snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
+    struct cq_header headers[] = {
+        {"codeq-dlq-reason", why},
+        {"codeq-source-topic", rd_kafka_topic_name(msg->rkt)},
+        {"codeq-source-offset", offset},
+    };
+    struct cq_error err;
+    if (cq_kafka_send(d->producer, d->cfg.dlq_topic, NULL, msg->payload, msg->len, headers, 3, NULL,
+                      &err) < 0)
+        cq_log(CQ_LOG_ERROR, "dead letter: %s", err.msg);
+    cq_log(CQ_LOG_WARN, "refused and dead-lettered the message at offset %lld: %s",
+           (long long)msg->offset, why);
+}
+
+static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *digest,
+                    uint64_t fence, bool early, const struct cq_trace *trace)
 {
     struct queued *q = calloc(1, sizeof(*q));
     const char *key = req->session_id;
@@ -1005,6 +1030,7 @@ static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, uint64_t fence
         return;
     }
     q->req = req;
+    snprintf(q->digest, sizeof(q->digest), "%s", digest);
     q->fence = fence;
     q->early = early;
     if (trace != NULL)
@@ -1142,9 +1168,14 @@ static void *heartbeat_main(void *arg)
     return NULL;
 }
 
-static void reroute_own(void *ctx, Codeq__V1__Request *req)
+static void reroute_own(void *ctx, struct cq_opened *op)
 {
-    enqueue(ctx, req, 0, false, NULL);
+    char digest[CQ_STORE_DIGEST_LEN + 1];
+    cq_opened_digest_hex(op, digest);
+    enqueue(ctx, op->req, digest, 0, false, NULL);
+    if (op->outer == op->req)
+        op->outer = NULL;
+    op->req = NULL;
 }
 
 /* Requests routed to this worker id before this process started (a restart faster
@@ -1225,6 +1256,8 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     cq_store_set_cancel(d->store, &d->stopping);
     if (cq_store_open(cfg, &d->beat, err) < 0)
         goto fail;
+    if (cfg->keys_file[0] != '\0' && cq_keystore_open(cfg->keys_file, &d->keys, err) < 0)
+        goto fail;
     cq_store_set_cancel(d->beat, &d->stopping);
     struct cq_worker_config wc;
     cq_worker_config_init(&wc);
@@ -1274,22 +1307,37 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
             rd_kafka_message_destroy(msg);
             continue;
         }
-        Codeq__V1__Request *req = codeq__v1__request__unpack(NULL, msg->len, msg->payload);
         char fence_text[32];
         const char *fence = cq_kafka_header(msg, "codeq-fence", fence_text, sizeof(fence_text));
-        if (req == NULL || cq_codec_invalid(req) != NULL || req->session_id[0] == '\0' ||
-            cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic) != NULL) {
+        struct cq_opened op;
+        struct cq_error why;
+        /* Verified again, whoever wrote it: the dispatchers admit only signed requests,
+         * but anyone who can write to this topic could skip them. No time window here:
+         * a request admitted minutes ago may have waited in its session's queue, or for
+         * a new owner after its worker died. What runs must also be the very request
+         * admitted under its id, for a session of its tenant (the claim checks both). */
+        int rc = cq_auth_open(d->keys, msg->payload, msg->len, cq_unix_ms(), 0, &op, &why);
+        const char *invalid = rc < 0 ? why.msg : cq_codec_invalid(op.req);
+        if (invalid == NULL && op.req->session_id[0] == '\0')
+            invalid = "no session id";
+        if (invalid == NULL)
+            invalid = cq_fleet_reply_topic_refused(&d->cfg, op.req->reply_topic,
+                                                   op.req->tenant != NULL ? op.req->tenant : "");
+        if (invalid != NULL) {
             /* Dispatchers validate; this is someone writing to a worker topic directly. */
-            cq_log(CQ_LOG_WARN, "ignored an invalid message at offset %lld",
-                   (long long)msg->offset);
-            if (req != NULL)
-                codeq__v1__request__free_unpacked(req, NULL);
+            dead_letter(d, msg, invalid);
         } else {
-            char early[4];
-            enqueue(d, req, fence != NULL ? strtoull(fence, NULL, 10) : 0,
+            char early[4], digest[CQ_STORE_DIGEST_LEN + 1];
+            cq_opened_digest_hex(&op, digest);
+            Codeq__V1__Request *req = op.req;
+            if (op.outer == op.req)
+                op.outer = NULL;
+            op.req = NULL; /* the queue's now */
+            enqueue(d, req, digest, fence != NULL ? strtoull(fence, NULL, 10) : 0,
                     cq_kafka_header(msg, CQ_FLEET_EARLY_HEADER, early, sizeof(early)) != NULL,
                     &trace);
         }
+        cq_opened_free(&op);
         /* Exactly-once rests on the claim in Redis, not on offsets: committing as soon as
          * a request is queued is safe, and recover_own() covers a crash before it ran. */
         rd_kafka_offset_store(msg->rkt, msg->partition, msg->offset);
@@ -1336,6 +1384,7 @@ void cq_daemon_destroy(struct cq_daemon *d)
         rd_kafka_destroy(d->producer);
     cq_store_close(d->store);
     cq_store_close(d->beat);
+    cq_keystore_close(d->keys);
     while (d->held != NULL)
         held_forget(d, d->held);
     pthread_mutex_destroy(&d->lock);

@@ -133,7 +133,7 @@ def _stacks(pid):
 
 
 class Fleet:
-    def __init__(self, redis_port=REDIS_PORT, brokers=BROKERS):
+    def __init__(self, redis_port=REDIS_PORT, brokers=BROKERS, keys_file=None):
         run = uuid.uuid4().hex[:8]
         self.prefix = f"codeq:t{run}:"
         self.request_topic = f"codeq.requests.t{run}"
@@ -141,6 +141,10 @@ class Fleet:
         self.env = dict(os.environ, CODEQ_BROKERS=brokers, CODEQ_REDIS=f"127.0.0.1:{redis_port}",
                         CODEQ_REDIS_PREFIX=self.prefix, CODEQ_REQUEST_TOPIC=self.request_topic,
                         CODEQ_DLQ_TOPIC=self.dlq_topic, CODEQ_LOG_LEVEL="info")
+        for name in ("CODEQ_CREDENTIALS", "CODEQ_TENANT", "CODEQ_KEY_ID", "CODEQ_KEY_SECRET"):
+            self.env.pop(name, None)  # the daemons sign nothing
+        if keys_file:  # tenants and signed requests (docs/security.md)
+            self.env["CODEQ_KEYS_FILE"] = keys_file
         self.run = run
         self.workers = {}
         self.dispatchers = []

@@ -156,6 +156,26 @@ def claims():
     pair("response-other", outer.SerializeToString(), other.SerializeToString())
 
 
+def auth():
+    # Signed with fuzz_auth.c's key at its clock: these verify, so the fuzzer starts past
+    # the signature check.
+    from codeq_client.auth import Credentials, sign
+    key = Credentials("fuzz", "cqk_f0220000000000000000", "5eed" * 16)
+    at = 1800000000000
+    invoke = pb.Request(request_id="r1", session_id="s1", tenant="fuzz",
+                        reply_topic="codeq.replies.fuzz.x", invoke=pb.Invoke(
+                            tool="executeCode", arguments=pb.Arguments(code="print(1)")))
+    write("fuzz_auth", "invoke", sign(invoke, key, now_ms=at).SerializeToString())
+    start = pb.Request(request_id="r2", tenant="fuzz", reply_topic="codeq.replies.fuzz.x",
+                       start_session=pb.StartSession(env={"K": "v"}))
+    signed = sign(start, key, now_ms=at)
+    write("fuzz_auth", "start", signed.SerializeToString())
+    signed.session_id = "abcdef0123456789abcdef0123456789"  # as a dispatcher passes it on
+    write("fuzz_auth", "start-forwarded", signed.SerializeToString())
+    write("fuzz_auth", "unsigned", pb.Request(request_id="r3", session_id="s1",
+                                              get_session=pb.GetSession()).SerializeToString())
+
+
 def line_reader():
     # fuzz_line_reader: two bytes of line limit (mod 4096, + 1), then the stream (whose
     # first 16 bytes also pick the read sizes).
@@ -170,4 +190,5 @@ if __name__ == "__main__":
     requests()
     claims()
     mcp()
+    auth()
     line_reader()

@@ -533,7 +533,7 @@ END_TEST
 
 START_TEST(test_result_round_trip_each_error)
 {
-    for (int e = CQ_RESULT_OK; e <= CQ_RESULT_INTERNAL; e++) {
+    for (int e = CQ_RESULT_OK; e <= CQ_RESULT_ACCESS_DENIED; e++) {
         struct cq_result r;
         fill_result(&r);
         if (e != CQ_RESULT_OK)

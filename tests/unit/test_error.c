@@ -238,13 +238,14 @@ START_TEST(code_names)
     ck_assert_str_eq(cq_error_code_name(CQ_EPROTO), "CQ_EPROTO");
     ck_assert_str_eq(cq_error_code_name(CQ_ENOTFOUND), "CQ_ENOTFOUND");
     ck_assert_str_eq(cq_error_code_name(CQ_EINTERNAL), "CQ_EINTERNAL");
+    ck_assert_str_eq(cq_error_code_name(CQ_EDENIED), "CQ_EDENIED");
 }
 END_TEST
 
 START_TEST(code_names_of_unknown_codes)
 {
     /* Never NULL, whatever the code. */
-    static const int codes[] = {-1, -EPERM, 999, CQ_EINTERNAL + 1, 100000, 0x7fffffff};
+    static const int codes[] = {-1, -EPERM, 999, CQ_EDENIED + 1, 100000, 0x7fffffff};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         const char *name = cq_error_code_name(codes[i]);
         ck_assert_ptr_nonnull(name);

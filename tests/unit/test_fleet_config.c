@@ -287,24 +287,41 @@ END_TEST
 START_TEST(reply_topics_are_refused_outside_the_prefix_and_the_fleets_own)
 {
     expect_loaded(LOAD(NULL));
-    ck_assert_ptr_null(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.abc123"));
-    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "orders"),
+    ck_assert_ptr_null(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.abc123", ""));
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "orders", ""),
                      "reply_topic must start with the fleet's reply topic prefix "
                      "(reply_topic_prefix, codeq.replies. by default)");
-    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.replie"));
-    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, ""));
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.replie", ""));
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "", ""));
     /* The fleet's own topics, even when the prefix would let them through. */
     setenv("CODEQ_REPLY_TOPIC_PREFIX", "codeq.", 1);
     expect_loaded(LOAD(NULL));
     ck_assert_str_eq(cfg.reply_prefix, "codeq.");
-    ck_assert_ptr_null(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.x"));
-    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "codeq.requests"),
+    ck_assert_ptr_null(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.x", ""));
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "codeq.requests", ""),
                      "reply_topic is one of the fleet's own topics");
-    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.requests.dlq"));
-    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.worker.w1"));
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.requests.dlq", ""));
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.worker.w1", ""));
     /* An empty prefix refuses everything rather than allowing everything. */
     expect_loaded(LOAD("--reply-topic-prefix="));
-    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.x"));
+    ck_assert_ptr_nonnull(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.x", ""));
+}
+END_TEST
+
+/* A tenant's replies go to its own topics only: codeq.replies.<tenant>.<anything>. */
+START_TEST(a_tenants_reply_topics_are_under_its_own_prefix)
+{
+    expect_loaded(LOAD(NULL));
+    ck_assert_ptr_null(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.acme.x1", "acme"));
+    ck_assert_ptr_null(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.acme.x1", NULL));
+    const char *want = "reply_topic must start with the tenant's reply topic prefix "
+                       "(<reply_topic_prefix><tenant>., codeq.replies.<tenant>. by default)";
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.x1", "acme"), want);
+    /* Another tenant's, one whose name starts with this one's, and the bare prefix. */
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.globex.x1", "acme"), want);
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.acme2.x1", "acme"), want);
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.acme.", "acme"), want);
+    ck_assert_str_eq(cq_fleet_reply_topic_refused(&cfg, "codeq.replies.acme", "acme"), want);
 }
 END_TEST
 
@@ -581,6 +598,7 @@ static Suite *fleet_config_suite(void)
     tcase_add_test(tc, missing_file_is_an_error);
     tcase_add_test(tc, overlong_file_lines_are_refused);
     tcase_add_test(tc, reply_topics_are_refused_outside_the_prefix_and_the_fleets_own);
+    tcase_add_test(tc, a_tenants_reply_topics_are_under_its_own_prefix);
     tcase_add_test(tc, numbers_and_their_limits);
     tcase_add_test(tc, sizes_and_their_limits);
     tcase_add_test(tc, strings_and_their_limits);

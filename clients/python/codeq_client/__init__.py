@@ -12,6 +12,7 @@ dicts AgentCore (an MCP CallToolResult) and ``codeq exec`` use::
 
 from . import codeq_pb2
 from .aio import AsyncClient, AsyncSession, async_code_session
+from .auth import Credentials, CredentialsError
 from .client import (
     Client,
     CodeqError,
@@ -26,6 +27,8 @@ from .results import arguments_from_dict, result_to_dict, session_list_to_dict, 
 
 __all__ = [
     "codeq_pb2",
+    "Credentials",
+    "CredentialsError",
     "Client",
     "Session",
     "code_session",

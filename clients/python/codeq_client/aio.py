@@ -14,6 +14,7 @@ import functools
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Union
 
 from . import codeq_pb2 as pb
+from .auth import Credentials
 from .client import (
     DEFAULT_REQUEST_TOPIC,
     Client,
@@ -70,6 +71,7 @@ class AsyncClient:
         redis: Optional[str] = None,
         redis_prefix: Optional[str] = None,
         claim_threshold: Optional[int] = None,
+        credentials: Optional[Credentials] = None,
     ):
         self._client = Client(
             brokers,
@@ -81,6 +83,7 @@ class AsyncClient:
             redis=redis,
             redis_prefix=redis_prefix,
             claim_threshold=claim_threshold,
+            credentials=credentials,
         )
 
     @property

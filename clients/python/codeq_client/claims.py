@@ -12,6 +12,7 @@ the ``redis`` package is imported only then.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -182,6 +183,8 @@ class ClaimStore:
         small.invoke.arguments_claim.id = claim_id
         small.invoke.arguments_claim.size = len(packed)
         small.invoke.arguments_claim.largest_file = largest
+        # A signature covers the claimed bytes through their digest (docs/security.md).
+        small.invoke.arguments_claim.sha256 = hashlib.sha256(packed).digest()
         return small
 
     def incoming(self, response: pb.Response) -> pb.Response:

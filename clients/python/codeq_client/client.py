@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from . import codeq_pb2 as pb
+from .auth import Credentials, sign
 from .claims import ClaimError, ClaimStore
 from .results import (
     arguments_from_dict,
@@ -165,6 +166,10 @@ class Client:
             replies too large for one Kafka message (claims.py; defaults from
             CODEQ_REDIS, CODEQ_REDIS_PREFIX, CODEQ_CLAIM_THRESHOLD). Connected only
             when a payload needs it.
+        credentials: the tenant key to sign every request with (auth.py; a fleet
+            with keys takes only signed requests). By default from CODEQ_CREDENTIALS
+            or CODEQ_TENANT, CODEQ_KEY_ID and CODEQ_KEY_SECRET; unsigned when none is
+            set. The default reply topic is then ``codeq.replies.<tenant>.<hex>``.
 
     A client is thread-safe: any thread may issue calls, and calls run concurrently.
     Use it as a context manager or call ``close()``.
@@ -181,11 +186,14 @@ class Client:
         redis: Optional[str] = None,
         redis_prefix: Optional[str] = None,
         claim_threshold: Optional[int] = None,
+        credentials: Optional[Credentials] = None,
     ):
         token = uuid.uuid4().hex
         self._claims = ClaimStore(redis, redis_prefix, claim_threshold)
+        self._credentials = credentials or Credentials.from_environment()
         self.request_topic = request_topic
-        self.reply_topic = reply_topic or f"codeq.replies.{token}"
+        tenant = f"{self._credentials.tenant}." if self._credentials else ""
+        self.reply_topic = reply_topic or f"codeq.replies.{tenant}{token}"
         self.default_timeout = default_timeout
         # Only a topic named for this client is known to be nobody else's to delete.
         self._owns_reply_topic = reply_topic is None
@@ -384,10 +392,14 @@ class Client:
         caller waits for on_final and calls ``_forget`` if it stops waiting."""
         fill_request(request, self.reply_topic, timeout)
         request_id = request.request_id
+        if self._credentials is not None:
+            request.tenant = self._credentials.tenant
         try:
             wire = self._claims.outgoing(request)
         except ClaimError as e:
             raise RequestRefused(f"request {request_id}: {e}", e.code) from e
+        if self._credentials is not None:
+            wire = sign(wire, self._credentials)
         with self._lock:
             # Checked under the lock that close() and a failed start take before they
             # fail the pending calls: a call is either refused here or failed there.

@@ -1,0 +1,228 @@
+/* cli/cmd_keys.c - `codeq tenant` and `codeq key`: the fleet's keys file.
+ *
+ * Every change is a read, an edit and an atomic replace of the file, under an exclusive
+ * lock (flock on FILE.lock), so that two operators (or a script) never lose each
+ * other's edits. The daemons pick the change up within a second. */
+#define _GNU_SOURCE
+#include "cli/cli.h"
+#include "common/cleanup.h"
+#include "fleet/keys.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+
+#define DEFAULT_KEYS_FILE "/etc/codeq/keys"
+
+static void tenant_usage(FILE *out)
+{
+    fprintf(out, "usage: codeq tenant create NAME [--keys FILE]\n"
+                 "       codeq tenant list [--keys FILE]\n"
+                 "       codeq tenant delete NAME [--keys FILE]\n"
+                 "\n"
+                 "Manages the tenants of a codeq fleet in its keys file (the daemons' keys_file;\n"
+                 "docs/security.md). A tenant's sessions are its own: other tenants cannot see,\n"
+                 "read, run in or stop them. Deleting a tenant deletes its keys: its clients are\n"
+                 "refused from then on (its sessions run out their time).\n"
+                 "\n"
+                 "  --keys FILE   the keys file (CODEQ_KEYS_FILE; default " DEFAULT_KEYS_FILE ");\n"
+                 "                made, mode 0600, by the first `tenant create`\n"
+                 "  -h, --help    show this help\n"
+                 "\n"
+                 "A tenant name is 1-40 characters of a-z, 0-9 and '-': it becomes part of topic\n"
+                 "names (the tenant's replies go to codeq.replies.<tenant>.*).\n");
+}
+
+static void key_usage(FILE *out)
+{
+    fprintf(out, "usage: codeq key create TENANT [--keys FILE]\n"
+                 "       codeq key list [TENANT] [--keys FILE]\n"
+                 "       codeq key revoke KEY_ID [--keys FILE]\n"
+                 "\n"
+                 "Manages the signing keys of a fleet's tenants (docs/security.md). `create`\n"
+                 "prints the new key's credentials once, in the credentials file format clients\n"
+                 "read (codeq exec --credentials FILE, CODEQ_CREDENTIALS, the Python client):\n"
+                 "save them where only the client can read them. A tenant may have several keys:\n"
+                 "create the new one, move the clients over, then revoke the old one (the fleet\n"
+                 "refuses it within a second). Secrets are never printed again, nor logged.\n"
+                 "\n"
+                 "  --keys FILE   the keys file (CODEQ_KEYS_FILE; default " DEFAULT_KEYS_FILE ")\n"
+                 "  -h, --help    show this help\n");
+}
+
+/* The keys file locked for a change: the lock is released when the fd closes. */
+static int lock_file(const char *path, int *fd, struct cq_error *err)
+{
+    char lock[4200];
+    snprintf(lock, sizeof(lock), "%s.lock", path);
+    *fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (*fd < 0)
+        return cq_error_sys(err, errno, "open %s", lock);
+    if (flock(*fd, LOCK_EX) < 0)
+        return cq_error_sys(err, errno, "lock %s", lock);
+    return 0;
+}
+
+static int fail(const char *cmd, const struct cq_error *err)
+{
+    fprintf(stderr, "codeq %s: %s\n", cmd, err->msg);
+    return err->code == CQ_EINVALID || err->code == CQ_ENOTFOUND ? 1 : CQ_EXIT_INTERNAL;
+}
+
+/* Parses [--keys FILE] and -h around the positional arguments; returns the count of
+ * positionals left in argv (from index 1 on), or -1 after help (*rc set). */
+static int parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *), const char **keys,
+                 char **pos, int max_pos, int *rc)
+{
+    static const struct option longopts[] = {
+        {"keys", required_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *keys = getenv("CODEQ_KEYS_FILE");
+    if (*keys == NULL || (*keys)[0] == '\0')
+        *keys = DEFAULT_KEYS_FILE;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            usage(stdout);
+            *rc = 0;
+            return -1;
+        case 'k':
+            *keys = optarg;
+            break;
+        default:
+            *rc = cq_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+            return -1;
+        }
+    }
+    int n = 0;
+    for (int i = optind; i < argc; i++) {
+        if (n == max_pos) {
+            *rc = cq_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+            return -1;
+        }
+        pos[n++] = argv[i];
+    }
+    return n;
+}
+
+static void print_time(int64_t unix_s, char *out, size_t len)
+{
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int cq_cmd_tenant(int argc, char **argv)
+{
+    const char *keys;
+    char *pos[2];
+    int rc = 0;
+    int n = parse("tenant", argc, argv, tenant_usage, &keys, pos, 2, &rc);
+    if (n < 0)
+        return rc;
+    if (n == 0)
+        return cq_usage_error("tenant", "a subcommand is needed: create, list or delete");
+    const char *sub = pos[0];
+    bool list = strcmp(sub, "list") == 0;
+    if (!list && strcmp(sub, "create") != 0 && strcmp(sub, "delete") != 0)
+        return cq_usage_error("tenant", "unknown subcommand '%s'", sub);
+    if (list ? n != 1 : n != 2)
+        return cq_usage_error("tenant", list ? "list takes no name" : "%s needs a tenant name",
+                              sub);
+    struct cq_error err;
+    cq_autoclose int lock = -1;
+    struct cq_keyfile kf;
+    if ((!list && lock_file(keys, &lock, &err) < 0) ||
+        cq_keyfile_read(keys, strcmp(sub, "create") == 0, &kf, &err) < 0)
+        return fail("tenant", &err);
+    if (list) {
+        for (size_t i = 0; i < kf.n_tenants; i++) {
+            size_t active = 0;
+            for (size_t k = 0; k < kf.n_keys; k++)
+                active += strcmp(kf.keys[k].tenant, kf.tenants[i].name) == 0 && !kf.keys[k].revoked;
+            char when[32];
+            print_time(kf.tenants[i].created_unix, when, sizeof(when));
+            printf("%-40s created %s, %zu active key%s\n", kf.tenants[i].name, when, active,
+                   active == 1 ? "" : "s");
+        }
+        cq_keyfile_free(&kf);
+        return 0;
+    }
+    bool create = strcmp(sub, "create") == 0;
+    if ((create ? cq_keyfile_add_tenant(&kf, pos[1], &err)
+                : cq_keyfile_remove_tenant(&kf, pos[1], &err)) < 0 ||
+        cq_keyfile_write(keys, &kf, &err) < 0) {
+        cq_keyfile_free(&kf);
+        return fail("tenant", &err);
+    }
+    cq_keyfile_free(&kf);
+    fprintf(stderr, "tenant %s %s in %s%s\n", pos[1], create ? "created" : "deleted", keys,
+            create ? "; give it a key: codeq key create <tenant>" : "");
+    return 0;
+}
+
+int cq_cmd_key(int argc, char **argv)
+{
+    const char *keys;
+    char *pos[2];
+    int rc = 0;
+    int n = parse("key", argc, argv, key_usage, &keys, pos, 2, &rc);
+    if (n < 0)
+        return rc;
+    if (n == 0)
+        return cq_usage_error("key", "a subcommand is needed: create, list or revoke");
+    const char *sub = pos[0];
+    bool list = strcmp(sub, "list") == 0;
+    if (!list && strcmp(sub, "create") != 0 && strcmp(sub, "revoke") != 0)
+        return cq_usage_error("key", "unknown subcommand '%s'", sub);
+    if (!list && n != 2)
+        return cq_usage_error("key", "%s needs %s", sub,
+                              strcmp(sub, "create") == 0 ? "a tenant name" : "a key id");
+    struct cq_error err;
+    cq_autoclose int lock = -1;
+    struct cq_keyfile kf;
+    if ((!list && lock_file(keys, &lock, &err) < 0) || cq_keyfile_read(keys, false, &kf, &err) < 0)
+        return fail("key", &err);
+    if (list) {
+        /* Ids, tenants and states only: secrets are shown once, at creation. */
+        for (size_t i = 0; i < kf.n_keys; i++) {
+            const struct cq_key *k = &kf.keys[i];
+            if (n == 2 && strcmp(k->tenant, pos[1]) != 0)
+                continue;
+            char when[32];
+            print_time(k->revoked ? k->revoked_unix : k->created_unix, when, sizeof(when));
+            printf("%s  %-40s %s %s\n", k->id, k->tenant, k->revoked ? "revoked" : "active ", when);
+        }
+        cq_keyfile_free(&kf);
+        return 0;
+    }
+    struct cq_key key;
+    bool create = strcmp(sub, "create") == 0;
+    if ((create ? cq_keyfile_add_key(&kf, pos[1], &key, &err)
+                : cq_keyfile_revoke_key(&kf, pos[1], &err)) < 0 ||
+        cq_keyfile_write(keys, &kf, &err) < 0) {
+        cq_keyfile_free(&kf);
+        return fail("key", &err);
+    }
+    cq_keyfile_free(&kf);
+    if (!create) {
+        fprintf(stderr, "key %s revoked; the fleet refuses it within a second\n", pos[1]);
+        return 0;
+    }
+    /* The credentials file format (fleet/keys.h, cq_credentials_load()). */
+    printf("tenant = %s\nkey_id = %s\nsecret = %s\n", key.tenant, key.id, key.secret);
+    explicit_bzero(&key, sizeof(key));
+    fprintf(stderr, "key created: the secret above is shown this once; keep it where only "
+                    "the client can read it (mode 600)\n");
+    return 0;
+}
