@@ -70,6 +70,7 @@ class AsyncClient:
         redis: Optional[str] = None,
         redis_prefix: Optional[str] = None,
         claim_threshold: Optional[int] = None,
+        redis_options: Optional[Mapping[str, Any]] = None,
     ):
         self._client = Client(
             brokers,
@@ -81,6 +82,7 @@ class AsyncClient:
             redis=redis,
             redis_prefix=redis_prefix,
             claim_threshold=claim_threshold,
+            redis_options=redis_options,
         )
 
     @property

@@ -165,6 +165,10 @@ class Client:
             replies too large for one Kafka message (claims.py; defaults from
             CODEQ_REDIS, CODEQ_REDIS_PREFIX, CODEQ_CLAIM_THRESHOLD). Connected only
             when a payload needs it.
+        redis_options: Redis authentication and TLS, the keyword arguments of
+            ``ClaimStore`` (username, password, password_file, tls, tls_ca, tls_cert,
+            tls_key, tls_server_name); each defaults to its CODEQ_REDIS_* variable,
+            the names the fleet's daemons read.
 
     A client is thread-safe: any thread may issue calls, and calls run concurrently.
     Use it as a context manager or call ``close()``.
@@ -181,9 +185,10 @@ class Client:
         redis: Optional[str] = None,
         redis_prefix: Optional[str] = None,
         claim_threshold: Optional[int] = None,
+        redis_options: Optional[Mapping[str, Any]] = None,
     ):
         token = uuid.uuid4().hex
-        self._claims = ClaimStore(redis, redis_prefix, claim_threshold)
+        self._claims = ClaimStore(redis, redis_prefix, claim_threshold, **(redis_options or {}))
         self.request_topic = request_topic
         self.reply_topic = reply_topic or f"codeq.replies.{token}"
         self.default_timeout = default_timeout
