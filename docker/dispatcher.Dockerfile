@@ -13,18 +13,23 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         gcc libc6-dev cmake ninja-build pkg-config \
         libjansson-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler \
-        libhiredis-dev \
+        dpkg-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# hiredis 1.2.0 with TLS from Debian 13's source package, into /var/cache/codeq (where
+# CMakeLists.txt looks), exactly as scripts/setup builds it on a host; linked
+# statically, so the runtime stage needs only libssl3 (docs/dependencies.md).
+COPY scripts/build-hiredis scripts/
+RUN scripts/build-hiredis
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCODEQ_TESTS=OFF -DCODEQ_SANDBOX=OFF \
     && cmake --build /build --target codeq-dispatcher
 
 FROM debian:12
-# What codeq-dispatcher links (ldd), with their dependencies.
+# What codeq-dispatcher links (ldd; hiredis is in it, static), with their dependencies.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libjansson4 librdkafka1 libprotobuf-c1 libhiredis0.14 \
+        libjansson4 librdkafka1 libprotobuf-c1 libssl3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/bin/codeq-dispatcher /usr/local/bin/
 USER nobody

@@ -13,10 +13,15 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         gcc libc6-dev cmake ninja-build pkg-config \
         libseccomp-dev libjansson-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler \
-        libhiredis-dev \
+        dpkg-dev libssl-dev \
         npm ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# hiredis 1.2.0 with TLS from Debian 13's source package, into /var/cache/codeq (where
+# CMakeLists.txt looks), exactly as scripts/setup builds it on a host; linked
+# statically, so the runtime stage needs only libssl3 (docs/dependencies.md).
+COPY scripts/build-hiredis scripts/
+RUN scripts/build-hiredis
 # TypeScript for the JavaScript/TypeScript kernel, pinned by the lock file, installed into
 # runtimes/node as scripts/setup does. Before the sources: a code change keeps this layer.
 COPY runtimes/node/package.json runtimes/node/package-lock.json runtimes/node/
@@ -30,11 +35,12 @@ RUN cmake -S . -B /build -G Ninja -DCODEQ_TESTS=OFF -DCMAKE_INSTALL_PREFIX=/usr/
     && DESTDIR=/stage cmake --install /build
 
 FROM debian:12
-# libjansson4 ... libhiredis0.14: what codeq-worker links (ldd), with their dependencies.
+# libjansson4 ... libssl3: what codeq-worker links (ldd; hiredis is in it, static), with
+# their dependencies.
 # python3 ... nodejs: the runtime of sandboxed code, the list of scripts/setup.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libjansson4 librdkafka1 libprotobuf-c1 libhiredis0.14 \
+        libjansson4 librdkafka1 libprotobuf-c1 libssl3 \
         python3 python3-numpy python3-pandas python3-matplotlib python3-scipy python3-sklearn \
         python3-seaborn python3-pil python3-openpyxl python3-sympy \
         nodejs \

@@ -59,6 +59,17 @@ static const struct setting settings[] = {
     STR(keys_file, "tenants' keys (codeq tenant, codeq key): only signed requests are taken; "
                    "unset: keyless, one tenant, no signatures"),
     NUM(auth_window, "seconds a signed request stays acceptable (both ways: client clocks)"),
+    /* Redis authentication and TLS (check_redis() below). */
+    STR(redis_user, "Redis ACL user to AUTH as; unset: Redis's user 'default'"),
+    STR(redis_password,
+        "Redis password; shows in the environment or process list: prefer the file"),
+    STR(redis_password_file, "file holding the Redis password (read at each connection)"),
+    STR(redis_tls, "on: connect to Redis over TLS"),
+    STR(redis_tls_ca, "CA file Redis's certificate must chain to; unset: the system's CAs"),
+    STR(redis_tls_cert, "client certificate for Redis (with redis_tls_key)"),
+    STR(redis_tls_key, "private key of redis_tls_cert"),
+    STR(redis_tls_server_name,
+        "name Redis's certificate must carry (and SNI); unset: redis's host"),
 };
 
 void cq_fleet_config_init(struct cq_fleet_config *cfg)
@@ -80,6 +91,7 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg)
     cfg->claim_ttl = 900;
     snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
     cfg->auth_window = 300;
+    snprintf(cfg->redis_tls, sizeof(cfg->redis_tls), "off");
 }
 
 static const struct setting *find_setting(const char *name, size_t len)
@@ -166,6 +178,42 @@ static int load_file(struct cq_fleet_config *cfg, const char *path, struct cq_er
     return 0;
 }
 
+/* The Redis settings as a whole, once every source was applied: a combination that
+ * cannot be what was meant is refused at start rather than found at the first
+ * connection (or never: TLS files given while TLS is off would be silently unused). */
+static int check_redis(struct cq_fleet_config *cfg, struct cq_error *err)
+{
+    static const char *const on[] = {"on", "yes", "true", "1"};
+    static const char *const off[] = {"off", "no", "false", "0"};
+    const char *tls = NULL;
+    for (size_t i = 0; i < CQ_ARRAY_LEN(on); i++) {
+        if (strcasecmp(cfg->redis_tls, on[i]) == 0)
+            tls = "on";
+        else if (strcasecmp(cfg->redis_tls, off[i]) == 0)
+            tls = "off";
+    }
+    if (tls == NULL)
+        return cq_error_set(err, CQ_EINVALID, "redis_tls: '%s' is neither on nor off",
+                            cfg->redis_tls);
+    snprintf(cfg->redis_tls, sizeof(cfg->redis_tls), "%s", tls);
+    if (strcmp(tls, "off") == 0 && (cfg->redis_tls_ca[0] || cfg->redis_tls_cert[0] ||
+                                    cfg->redis_tls_key[0] || cfg->redis_tls_server_name[0]))
+        return cq_error_set(
+            err, CQ_EINVALID,
+            "redis_tls_* settings are given but redis_tls is off: set redis_tls = on");
+    if (!cfg->redis_tls_cert[0] != !cfg->redis_tls_key[0])
+        return cq_error_set(err, CQ_EINVALID,
+                            "redis_tls_cert and redis_tls_key go together: give both or neither");
+    if (cfg->redis_password[0] && cfg->redis_password_file[0])
+        return cq_error_set(err, CQ_EINVALID,
+                            "redis_password and redis_password_file are both set: give one");
+    if (cfg->redis_user[0] && !cfg->redis_password[0] && !cfg->redis_password_file[0])
+        return cq_error_set(err, CQ_EINVALID,
+                            "redis_user '%s' needs redis_password_file or redis_password",
+                            cfg->redis_user);
+    return 0;
+}
+
 int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, bool *help,
                          struct cq_error *err)
 {
@@ -223,7 +271,7 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
         if (apply(cfg, s, value, source, err) < 0)
             return -1;
     }
-    return 0;
+    return check_redis(cfg, err);
 }
 
 /* Settings only codeq-worker reads; the dispatcher accepts them (one file can serve

@@ -29,6 +29,17 @@ struct cq_fleet_config {
     /* Tenants and signed requests (docs/security.md). */
     char keys_file[256];  /* keys_file: the tenants' keys; "" keeps the fleet keyless */
     unsigned auth_window; /* auth_window: seconds a signature stays acceptable */
+    /* Redis authentication and TLS, for every Redis connection (daemons and clients).
+     * The password is never logged; redis_password_file keeps it out of the
+     * environment and the process list. */
+    char redis_user[128];            /* redis_user: ACL user ("" = the default user) */
+    char redis_password[256];        /* redis_password */
+    char redis_password_file[512];   /* redis_password_file: read at each connection */
+    char redis_tls[8];               /* redis_tls: "on" or "off" (normalized) */
+    char redis_tls_ca[512];          /* redis_tls_ca: CA file ("" = the system's) */
+    char redis_tls_cert[512];        /* redis_tls_cert: client certificate (optional) */
+    char redis_tls_key[512];         /* redis_tls_key: its private key */
+    char redis_tls_server_name[256]; /* redis_tls_server_name: SNI and name checked */
 };
 
 void cq_fleet_config_init(struct cq_fleet_config *cfg);

@@ -10,7 +10,8 @@
  * that finds Redis unreachable waits for it (REDIS_WAIT_MS, with backoff) before it
  * fails, so a Redis restart delays requests rather than failing them; the scripts a
  * retry may send twice (the reply of the first was lost) are written to tell their own
- * earlier success from another process's (CLAIM, FINISH). */
+ * earlier success from another process's (CLAIM, FINISH). Each connection, the first
+ * and every reconnection, is made by redis_connect.c: TLS and AUTH as configured. */
 #define _GNU_SOURCE
 #include "fleet/store.h"
 #include "common/clock.h"
@@ -18,6 +19,7 @@
 #include "common/units.h"
 #include "fleet/config.h"
 #include "fleet/log.h"
+#include "fleet/redis_connect.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -43,6 +45,7 @@
 struct cq_store {
     pthread_mutex_t lock;
     redisContext *c;
+    struct cq_redis_dialer *dialer; /* TCP, TLS and AUTH of each (re)connection */
     char host[200];
     int port;
     char prefix[64];
@@ -50,8 +53,9 @@ struct cq_store {
     const atomic_bool *cancel; /* set: the daemon stops, waiting for Redis ends */
     int64_t down_since;        /* monotonic ms of the first failure of an outage, or 0 */
     int64_t back_at;           /* monotonic ms the last outage ended, or 0 */
-    /* Fail at once rather than wait: at start (a daemon that cannot reach Redis says
-     * so and exits), and once a wait ran out in an outage, until Redis answers again. */
+    /* Fail at once rather than wait: once a wait ran out in an outage, until Redis
+     * answers again. (At start, cq_store_open() connects once, without waiting: a
+     * daemon that cannot reach Redis says so and exits.) */
     bool fail_fast;
 };
 
@@ -75,20 +79,9 @@ static int connect_locked(struct cq_store *st, struct cq_error *err)
         return 0;
     if (st->c != NULL)
         redisFree(st->c);
-    struct timeval timeout = {.tv_sec = 2};
-    st->c = redisConnectWithTimeout(st->host, st->port, timeout);
-    if (st->c == NULL || st->c->err != 0) {
-        cq_error_set(err, CQ_EINTERNAL, "cannot reach Redis at %s:%d: %s", st->host, st->port,
-                     st->c != NULL ? st->c->errstr : "out of memory");
-        if (st->c != NULL)
-            redisFree(st->c);
-        st->c = NULL;
-        return -1;
-    }
-    /* Commands then block at most this long: a hung Redis becomes an error. */
-    struct timeval command_timeout = {.tv_sec = 10};
-    redisSetTimeout(st->c, command_timeout);
-    return 0;
+    /* Commands then block at most 10 s: a hung Redis becomes an error. */
+    st->c = cq_redis_dial(st->dialer, 10, err);
+    return st->c != NULL ? 0 : -1;
 }
 
 /* One attempt, with st->lock held: NULL and err when Redis cannot serve it (an I/O
@@ -249,14 +242,21 @@ int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, stru
     st->port = colon != NULL ? atoi(colon + 1) : 6379;
     snprintf(st->prefix, sizeof(st->prefix), "%s", cfg->prefix);
     st->files_quota = cfg->files_quota;
-    st->fail_fast = true; /* until the first PING answers */
-    const char *ping[] = {"PING"};
-    redisReply *r = command(st, 1, ping, NULL, err);
-    if (r == NULL) {
+    if (cq_redis_dialer_new(cfg, st->host, st->port, &st->dialer, err) < 0) {
         cq_store_close(st);
         return -1;
     }
-    freeReplyObject(r);
+    /* Connecting makes Redis answer once (AUTH, or PING without a password), so a
+     * daemon that cannot reach Redis or is refused by it says so now, and exits. No
+     * further command: a client's Redis user may be limited to claim keys and their
+     * commands (docs/fleet.md). */
+    pthread_mutex_lock(&st->lock);
+    int rc = connect_locked(st, err);
+    pthread_mutex_unlock(&st->lock);
+    if (rc < 0) {
+        cq_store_close(st);
+        return -1;
+    }
     *out = st;
     return 0;
 }
@@ -280,6 +280,7 @@ void cq_store_close(struct cq_store *st)
         return;
     if (st->c != NULL)
         redisFree(st->c);
+    cq_redis_dialer_free(st->dialer);
     pthread_mutex_destroy(&st->lock);
     free(st);
 }

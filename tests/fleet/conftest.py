@@ -32,6 +32,7 @@ BROKERS = f"127.0.0.1:{KAFKA_PORT}"
 KAFKA_VERSION = os.environ.get("CODEQ_KAFKA_VERSION") or "4.4.0"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "clients", "python"))
 
 
 def _answers(port):
@@ -132,8 +133,25 @@ def _stacks(pid):
         return f"(no stacks: {e})"
 
 
+# The Redis authentication and TLS settings (fleet/config.h), as variables, and the
+# Python client's ClaimStore arguments they match.
+REDIS_SECURITY = {"CODEQ_REDIS_USER": "username", "CODEQ_REDIS_PASSWORD": "password",
+                  "CODEQ_REDIS_PASSWORD_FILE": "password_file", "CODEQ_REDIS_TLS": "tls",
+                  "CODEQ_REDIS_TLS_CA": "tls_ca", "CODEQ_REDIS_TLS_CERT": "tls_cert",
+                  "CODEQ_REDIS_TLS_KEY": "tls_key",
+                  "CODEQ_REDIS_TLS_SERVER_NAME": "tls_server_name"}
+
+
+def redis_options(env):
+    """ClaimStore's keyword arguments for the CODEQ_REDIS_* settings in env."""
+    return {arg: env[var] for var, arg in REDIS_SECURITY.items() if env.get(var)}
+
+
 class Fleet:
-    def __init__(self, redis_port=REDIS_PORT, brokers=BROKERS, keys_file=None):
+    def __init__(self, redis_port=REDIS_PORT, brokers=BROKERS, redis_env=None, keys_file=None):
+        """redis_env: CODEQ_REDIS_* settings (REDIS_SECURITY) for every daemon and client
+        of the fleet, and for the tests' own connections (redis()). keys_file: tenants
+        and signed requests (docs/security.md)."""
         run = uuid.uuid4().hex[:8]
         self.prefix = f"codeq:t{run}:"
         self.request_topic = f"codeq.requests.t{run}"
@@ -141,6 +159,7 @@ class Fleet:
         self.env = dict(os.environ, CODEQ_BROKERS=brokers, CODEQ_REDIS=f"127.0.0.1:{redis_port}",
                         CODEQ_REDIS_PREFIX=self.prefix, CODEQ_REQUEST_TOPIC=self.request_topic,
                         CODEQ_DLQ_TOPIC=self.dlq_topic, CODEQ_LOG_LEVEL="info")
+        self.env.update(redis_env or {})
         for name in ("CODEQ_CREDENTIALS", "CODEQ_TENANT", "CODEQ_KEY_ID", "CODEQ_KEY_SECRET"):
             self.env.pop(name, None)  # the daemons sign nothing
         if keys_file:  # tenants and signed requests (docs/security.md)
@@ -148,6 +167,15 @@ class Fleet:
         self.run = run
         self.workers = {}
         self.dispatchers = []
+
+    def claim_store(self):
+        """The Python client's Redis side (clients/python), set up as the daemons are."""
+        from codeq_client.claims import ClaimStore
+        return ClaimStore(self.env["CODEQ_REDIS"], self.prefix, **redis_options(self.env))
+
+    def redis(self):
+        """A redis-py client of the fleet's Redis, with its password and TLS if any."""
+        return self.claim_store().client()
 
     def start_worker(self, name, *extra):
         wid = f"{name}-{self.run}"
@@ -191,7 +219,6 @@ class Fleet:
         """Deletes this fleet's topics, consumer groups and Redis keys (best effort): a
         broker shared by many test runs slows down as partitions pile up."""
         from confluent_kafka.admin import AdminClient
-        import redis
         brokers = self.env["CODEQ_BROKERS"]
         topics = [self.request_topic, self.dlq_topic] + [f"codeq.worker.{w}" for w in self.workers]
         groups = [f"codeq-dispatchers.{self.request_topic}"] + \
@@ -203,8 +230,7 @@ class Fleet:
             if hasattr(admin, "delete_consumer_groups"):
                 for f in admin.delete_consumer_groups(groups).values():
                     f.exception(timeout=15)
-            port = int(self.env["CODEQ_REDIS"].rsplit(":", 1)[1])
-            r = redis.Redis(host="127.0.0.1", port=port)
+            r = self.redis()
             keys = list(r.scan_iter(match=self.prefix + "*", count=1000))
             for i in range(0, len(keys), 500):
                 r.delete(*keys[i:i + 500])

@@ -25,7 +25,7 @@ class Driver:
         call() reads from there (the claim check); without it they stay references.
         credentials (codeq_client.Credentials): sign every request with that key."""
         self.request_topic = request_topic
-        self.claims = ClaimStore(fleet.env["CODEQ_REDIS"], fleet.prefix) if fleet else None
+        self.claims = fleet.claim_store() if fleet else None
         self.credentials = credentials
         # Created here, as every client creates its own: the fleet creates none.
         self.brokers = brokers

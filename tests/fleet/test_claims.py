@@ -4,12 +4,13 @@ Kafka's stock 1 MB message limit. Real Kafka, real Redis, real sandboxes."""
 
 import hashlib
 import os
+import subprocess
 import sys
 import uuid
 
 import pytest
 
-from conftest import BROKERS, REPO
+from conftest import BIN_DIR, BROKERS, REPO
 from driver import Driver, pb
 
 sys.path.insert(0, os.path.join(REPO, "clients", "python"))
@@ -206,10 +207,11 @@ def test_codeq_exec_sends_large_code_through_redis(fleet, tmp_path):
     assert p.stdout.decode().strip() == "700000"
 
 
-def test_a_client_needs_only_the_claim_keys(fleet, redis_client):
+def test_a_client_needs_only_the_claim_keys(fleet, redis_client, tmp_path):
     """docs/fleet.md's Redis user for clients: only claim keys, only the commands a
-    claim needs. A large request and a large reply go through with it; any other key
-    is out of its reach."""
+    claim needs. A large request and a large reply go through with it, from the Python
+    client and from the C client (`codeq exec --brokers`); any other key is out of its
+    reach."""
     import redis
     user, password = "codeq-client-" + uuid.uuid4().hex[:8], uuid.uuid4().hex
     redis_client.acl_setuser(user, enabled=True, passwords=["+" + password],
@@ -227,6 +229,16 @@ def test_a_client_needs_only_the_claim_keys(fleet, redis_client):
             import base64
             assert base64.b64decode(res["blob"]) == data
             s.stop()
+        src = tmp_path / "in.bin"
+        src.write_bytes(os.urandom(600 << 10))
+        env = dict(fleet.env, CODEQ_REDIS_USER=user, CODEQ_REDIS_PASSWORD=password)
+        env.pop("CODEQ_LOG_LEVEL")
+        p = subprocess.run([os.path.join(BIN_DIR, "codeq"), "exec", "--file", str(src), "--out",
+                            str(tmp_path / "out"), "-c",
+                            "open('out.bin', 'wb').write(open('in.bin', 'rb').read()[::-1])"],
+                           env=env, capture_output=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "out" / "out.bin").read_bytes() == src.read_bytes()[::-1]
         limited = redis.Redis(host=host, port=int(port), username=user, password=password)
         with pytest.raises(redis.exceptions.NoPermissionError):
             limited.get(fleet.prefix + "session:x")

@@ -72,6 +72,7 @@ class AsyncClient:
         redis_prefix: Optional[str] = None,
         claim_threshold: Optional[int] = None,
         credentials: Optional[Credentials] = None,
+        redis_options: Optional[Mapping[str, Any]] = None,
     ):
         self._client = Client(
             brokers,
@@ -84,6 +85,7 @@ class AsyncClient:
             redis_prefix=redis_prefix,
             claim_threshold=claim_threshold,
             credentials=credentials,
+            redis_options=redis_options,
         )
 
     @property

@@ -16,8 +16,9 @@ import hashlib
 import os
 import re
 import secrets
+import ssl
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from . import codeq_pb2 as pb
 
@@ -55,22 +56,56 @@ class ClaimStore:
     """Reads and writes claims in the fleet's Redis.
 
     Args:
-        redis: "host:port" or a redis:// / rediss:// URL; default $CODEQ_REDIS or
-            127.0.0.1:16379 (scripts/services).
+        redis: "host:port" or a redis:// / rediss:// URL (which then carries its own
+            credentials and TLS); default $CODEQ_REDIS or 127.0.0.1:16379
+            (scripts/services).
         prefix: the fleet's redis_prefix (default $CODEQ_REDIS_PREFIX or "codeq:").
         threshold: requests packing larger than this go by reference (default
             $CODEQ_CLAIM_THRESHOLD or 512 KiB); it must not exceed what the brokers
             take in one message.
+        username, password, password_file: Redis AUTH, as the fleet's redis_user,
+            redis_password and redis_password_file (defaults: the CODEQ_REDIS_USER,
+            CODEQ_REDIS_PASSWORD and CODEQ_REDIS_PASSWORD_FILE variables). The file is
+            read at each new connection; its line end is not part of the password.
+        tls, tls_ca, tls_cert, tls_key, tls_server_name: TLS to Redis, as the fleet's
+            redis_tls (on/off, or a bool), redis_tls_ca (default: the system's CAs),
+            redis_tls_cert and redis_tls_key (a client certificate) and
+            redis_tls_server_name (the name the certificate must carry; default: the
+            host); defaults from CODEQ_REDIS_TLS, CODEQ_REDIS_TLS_CA, ... The
+            certificate and its name are always verified.
     """
 
     def __init__(self, redis: Optional[str] = None, prefix: Optional[str] = None,
-                 threshold: Optional[int] = None):
-        self.address = redis or os.environ.get("CODEQ_REDIS") or "127.0.0.1:16379"
-        self.prefix = prefix if prefix is not None else os.environ.get("CODEQ_REDIS_PREFIX",
-                                                                        "codeq:")
-        env_threshold = os.environ.get("CODEQ_CLAIM_THRESHOLD")
+                 threshold: Optional[int] = None, *, username: Optional[str] = None,
+                 password: Optional[str] = None, password_file: Optional[str] = None,
+                 tls: Optional[Union[bool, str]] = None, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                 tls_server_name: Optional[str] = None):
+        env = os.environ.get
+        self.address = redis or env("CODEQ_REDIS") or "127.0.0.1:16379"
+        self.prefix = prefix if prefix is not None else env("CODEQ_REDIS_PREFIX", "codeq:")
+        env_threshold = env("CODEQ_CLAIM_THRESHOLD")
         self.threshold = threshold or (_parse_size(env_threshold) if env_threshold
                                        else DEFAULT_THRESHOLD)
+        self.username = username or env("CODEQ_REDIS_USER") or None
+        self._password = password or env("CODEQ_REDIS_PASSWORD") or None
+        self._password_file = password_file or env("CODEQ_REDIS_PASSWORD_FILE") or None
+        if self._password and self._password_file:
+            raise ValueError("a Redis password and a password file are both given: give one")
+        if self.username and not (self._password or self._password_file):
+            raise ValueError(f"Redis user {self.username!r} needs a password or a password file")
+        self.tls = _on_off(tls if tls is not None else env("CODEQ_REDIS_TLS", "off"))
+        self._tls_ca = tls_ca or env("CODEQ_REDIS_TLS_CA") or None
+        self._tls_cert = tls_cert or env("CODEQ_REDIS_TLS_CERT") or None
+        self._tls_key = tls_key or env("CODEQ_REDIS_TLS_KEY") or None
+        self._tls_server_name = tls_server_name or env("CODEQ_REDIS_TLS_SERVER_NAME") or None
+        if not self.tls and (self._tls_ca or self._tls_cert or self._tls_key or
+                             self._tls_server_name):
+            raise ValueError("Redis TLS files or a server name are given but TLS is off "
+                             "(tls=True or CODEQ_REDIS_TLS=on)")
+        if bool(self._tls_cert) != bool(self._tls_key):
+            raise ValueError("a client certificate and its key go together: give both or "
+                             "neither")
         self._redis: Any = None
         self._lock = threading.Lock()
 
@@ -90,9 +125,63 @@ class ClaimStore:
                     self._redis = redis.Redis.from_url(self.address, **timeouts)
                 else:
                     host, _, port = self.address.rpartition(":")
-                    self._redis = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379),
-                                              **timeouts)
+                    self._redis = redis.Redis(connection_pool=redis.ConnectionPool(
+                        connection_class=self._connection_class(redis),
+                        host=host or "127.0.0.1", port=int(port or 6379),
+                        username=self.username, **timeouts))
             return self._redis
+
+    def _connection_class(self, redis: Any) -> Any:
+        """redis-py's connection, with the password read when it connects (a password
+        file may change) and TLS set up as the fleet's daemons set it up: the name
+        checked is tls_server_name when given, which redis-py's own SSL connection
+        cannot do (it checks the host it connects to, and not by default)."""
+        store = self
+        try:
+            context = self._tls_context() if self.tls else None
+        except (OSError, ssl.SSLError) as e:
+            raise ClaimError(f"Redis TLS settings (CA, client certificate): {e}",
+                             "INTERNAL") from e
+
+        class Connection(redis.connection.Connection):
+            def _connect(self):  # noqa: ANN202 - redis-py's hook
+                sock = super()._connect()
+                if context is None:
+                    return sock
+                try:
+                    return context.wrap_socket(sock,
+                                               server_hostname=store._tls_server_name or self.host)
+                except BaseException:
+                    sock.close()
+                    raise
+
+            def on_connect(self):  # noqa: ANN202 - redis-py's hook
+                self.password = store._current_password()
+                super().on_connect()
+
+        return Connection
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self._tls_ca)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = True
+        if self._tls_cert:
+            context.load_cert_chain(self._tls_cert, self._tls_key)
+        return context
+
+    def _current_password(self) -> Optional[str]:
+        if self._password_file:
+            with open(self._password_file, encoding="utf-8") as f:
+                text = f.read()
+            # The file's line end is not part of the password (as the fleet reads it).
+            text = text[:-1] if text.endswith("\n") else text
+            text = text[:-1] if text.endswith("\r") else text
+            return text
+        return self._password
+
+    def client(self) -> Any:
+        """The redis-py client of this store (connected on first use)."""
+        return self._connection()
 
     def close(self) -> None:
         with self._lock:
@@ -205,6 +294,18 @@ class ClaimStore:
         if inner.WhichOneof("payload") not in ("result", "session", "sessions"):
             raise ClaimError("the claimed reply is not a final reply", "INVALID_ARGUMENT")
         return inner
+
+
+def _on_off(value: Union[bool, str]) -> bool:
+    """CODEQ_REDIS_TLS's values, as the fleet's daemons take them."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("on", "yes", "true", "1"):
+        return True
+    if text in ("off", "no", "false", "0", ""):
+        return False
+    raise ValueError(f"redis_tls: {value!r} is neither on nor off")
 
 
 def _parse_size(text: str) -> int:

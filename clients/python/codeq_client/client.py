@@ -166,6 +166,10 @@ class Client:
             replies too large for one Kafka message (claims.py; defaults from
             CODEQ_REDIS, CODEQ_REDIS_PREFIX, CODEQ_CLAIM_THRESHOLD). Connected only
             when a payload needs it.
+        redis_options: Redis authentication and TLS, the keyword arguments of
+            ``ClaimStore`` (username, password, password_file, tls, tls_ca, tls_cert,
+            tls_key, tls_server_name); each defaults to its CODEQ_REDIS_* variable,
+            the names the fleet's daemons read.
         credentials: the tenant key to sign every request with (auth.py; a fleet
             with keys takes only signed requests). By default from CODEQ_CREDENTIALS
             or CODEQ_TENANT, CODEQ_KEY_ID and CODEQ_KEY_SECRET; unsigned when none is
@@ -186,10 +190,11 @@ class Client:
         redis: Optional[str] = None,
         redis_prefix: Optional[str] = None,
         claim_threshold: Optional[int] = None,
+        redis_options: Optional[Mapping[str, Any]] = None,
         credentials: Optional[Credentials] = None,
     ):
         token = uuid.uuid4().hex
-        self._claims = ClaimStore(redis, redis_prefix, claim_threshold)
+        self._claims = ClaimStore(redis, redis_prefix, claim_threshold, **(redis_options or {}))
         self._credentials = credentials or Credentials.from_environment()
         self.request_topic = request_topic
         tenant = f"{self._credentials.tenant}." if self._credentials else ""

@@ -653,3 +653,51 @@ def test_hostile_reply_references_are_refused_before_redis():
         with pytest.raises(ClaimError) as e:
             store.incoming(pb.Response(request_id="r", claim=claim))
         assert e.value.code == "INVALID_ARGUMENT"
+
+
+# ---- claims.py: Redis authentication and TLS settings ---------------------------------
+
+REDIS_VARIABLES = ("CODEQ_REDIS_USER", "CODEQ_REDIS_PASSWORD", "CODEQ_REDIS_PASSWORD_FILE",
+                   "CODEQ_REDIS_TLS", "CODEQ_REDIS_TLS_CA", "CODEQ_REDIS_TLS_CERT",
+                   "CODEQ_REDIS_TLS_KEY", "CODEQ_REDIS_TLS_SERVER_NAME")
+
+
+@pytest.fixture
+def no_redis_variables(monkeypatch):
+    for name in REDIS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_redis_settings_default_to_the_fleets_variables(no_redis_variables, tmp_path):
+    from codeq_client.claims import ClaimStore
+    secret = tmp_path / "password"
+    secret.write_text("p4ss\r\n")  # the line end is not part of it, as for the daemons
+    env = no_redis_variables
+    env.setenv("CODEQ_REDIS_USER", "fleet")
+    env.setenv("CODEQ_REDIS_PASSWORD_FILE", str(secret))
+    env.setenv("CODEQ_REDIS_TLS", "yes")
+    env.setenv("CODEQ_REDIS_TLS_SERVER_NAME", "redis.internal")
+    store = ClaimStore(redis="127.0.0.1:1")
+    assert store.username == "fleet" and store.tls is True
+    assert store._tls_server_name == "redis.internal"
+    assert store._current_password() == "p4ss"
+    # Arguments win over the variables (None takes the variable's value).
+    env.delenv("CODEQ_REDIS_PASSWORD_FILE")
+    env.delenv("CODEQ_REDIS_TLS_SERVER_NAME")
+    store = ClaimStore(redis="127.0.0.1:1", username="other", password="x", tls="off")
+    assert store.username == "other" and store.tls is False and store._current_password() == "x"
+
+
+def test_redis_settings_that_cannot_be_meant_are_refused(no_redis_variables):
+    from codeq_client.claims import ClaimStore
+    refused = [
+        ({"tls": "maybe"}, "neither on nor off"),
+        ({"tls_ca": "/ca.pem"}, "TLS is off"),
+        ({"tls": True, "tls_cert": "/c.pem"}, "go together"),
+        ({"password": "a", "password_file": "/p"}, "give one"),
+        ({"username": "u"}, "needs a password"),
+    ]
+    for kwargs, message in refused:
+        with pytest.raises(ValueError, match=message):
+            ClaimStore(redis="127.0.0.1:1", **kwargs)
