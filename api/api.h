@@ -81,6 +81,11 @@ struct cq_result {
     bool is_error;
     enum cq_result_error error_code;
     char *error_message;
+    /* What the call cost its session's sandbox, for the audit log: CPU time of the call
+     * and the sandbox's peak memory so far; 0 when unknown (cgroup v1 without cpuacct
+     * beside cpu, tools that run nothing). */
+    uint64_t cpu_ms;
+    uint64_t peak_memory_bytes;
 };
 
 void cq_result_init(struct cq_result *r);

@@ -3,6 +3,8 @@
  * results printed by `codeq exec` and `codeq mcp` are the same whichever side ran them. */
 #define _GNU_SOURCE
 #include "cli/backend.h"
+#include "common/clock.h"
+#include "fleet/audit.h"
 #include "fleet/client.h"
 #include "fleet/log.h"
 #include "fleet/codec.h"
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Time the fleet may add to a call's own timeout (queueing, a worker taking over a
  * session and restoring its files) before this client stops waiting. */
@@ -19,6 +22,7 @@
 struct cq_backend {
     struct cq_worker *worker;      /* embedded */
     struct cq_fleet_client *fleet; /* or the fleet */
+    struct cq_audit *audit;        /* embedded: --audit-log, or NULL */
 };
 
 static int open_embedded(const struct cq_worker_config *cfg, struct cq_backend **out,
@@ -68,6 +72,7 @@ void cq_backend_close(struct cq_backend *b)
         return;
     cq_worker_destroy(b->worker);
     cq_fleet_client_close(b->fleet);
+    cq_audit_close(b->audit);
     free(b);
 }
 
@@ -303,12 +308,65 @@ int cq_backend_stop_session(struct cq_backend *b, const char *session_id,
                              : fleet_session_op(b, session_id, true, info, err);
 }
 
+/* The embedded mode's record of a call, as a worker of the fleet writes it. */
+static void audit_call(struct cq_backend *b, const char *session_id, const char *tool,
+                       const struct cq_invoke_args *args, const struct cq_result *r)
+{
+    Codeq__V1__Arguments arguments;
+    void *owned;
+    struct cq_error err;
+    if (cq_codec_fill_arguments(args, &arguments, &owned, &err) < 0)
+        return; /* out of memory: the chain shows no gap, but nothing ran unrecorded */
+    Codeq__V1__Invoke invoke = CODEQ__V1__INVOKE__INIT;
+    invoke.tool = (char *)tool;
+    invoke.arguments = &arguments;
+    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
+    req.session_id = (char *)session_id;
+    req.operation_case = CODEQ__V1__REQUEST__OPERATION_INVOKE;
+    req.invoke = &invoke;
+    struct cq_audit_record rec = {
+        .event = "call",
+        .outcome = r->is_error ? "error" : "ok",
+        .error_code = r->error_code != CQ_RESULT_OK ? cq_result_error_name(r->error_code) : NULL,
+        .reason = r->error_message,
+        .req = &req,
+        .has_result = true,
+        .exit_code = r->exit_code,
+        .duration_ms = r->execution_time_ms,
+        .cpu_ms = r->cpu_ms,
+        .peak_memory_bytes = r->peak_memory_bytes,
+        .stdout_text = r->stdout_text,
+        .stderr_text = r->stderr_text,
+    };
+    cq_audit_emit(b->audit, &rec);
+    free(owned);
+}
+
 void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char *tool,
                        const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
                        struct cq_result *result)
 {
-    if (b->worker != NULL)
+    if (b->worker != NULL) {
         cq_worker_invoke(b->worker, session_id, tool, args, on_output, ctx, result);
-    else
+        if (b->audit != NULL)
+            audit_call(b, session_id, tool, args, result);
+    } else {
         fleet_invoke(b, session_id, tool, args, on_output, ctx, result);
+    }
+}
+
+int cq_backend_audit_log(struct cq_backend *b, const char *path, struct cq_error *err)
+{
+    if (b->worker == NULL)
+        return cq_error_set(err, CQ_EINVALID,
+                            "--audit-log is the embedded mode's: the fleet's daemons write its "
+                            "audit log (audit_topic)");
+    char producer[96];
+    snprintf(producer, sizeof(producer), "codeq-%d-%lld", (int)getpid(), (long long)cq_unix_ms());
+    /* The key and content settings are the fleet's (CODEQ_AUDIT_KEY_FILE,
+     * CODEQ_AUDIT_CONTENT): one way to configure an audit log. */
+    const char *key = getenv("CODEQ_AUDIT_KEY_FILE");
+    const char *content = getenv("CODEQ_AUDIT_CONTENT");
+    return cq_audit_open(producer, key, content != NULL && strcmp(content, "on") == 0,
+                         cq_audit_file_sink, (void *)path, &b->audit, err);
 }

@@ -65,6 +65,9 @@ static void usage(FILE *out)
             "                    codeq.requests)\n"
             "                    Payloads over 512 KiB go through the fleet's Redis:\n"
             "                    CODEQ_REDIS, CODEQ_REDIS_PREFIX (docs/fleet.md)\n"
+            "  --audit-log PATH  append an audit record per tool call to PATH (JSON lines,\n"
+            "                    hash-chained; signed with CODEQ_AUDIT_KEY_FILE; check it\n"
+            "                    with codeq audit verify; embedded only)\n"
             "  --credentials F   sign requests with the tenant key in file F (tenant,\n"
             "                    key_id, secret; CODEQ_CREDENTIALS, or CODEQ_TENANT,\n"
             "                    CODEQ_KEY_ID, CODEQ_KEY_SECRET); a fleet with keys takes\n"
@@ -253,6 +256,7 @@ struct exec_options {
     struct cq_out_dir_options out_opts;
     struct cq_out_dir *out; /* DIR, opened before the code runs */
     const char *brokers, *request_topic;
+    const char *audit_log; /* --audit-log, or NULL */
     const char *inputs[MAX_INPUTS];
     size_t n_inputs;
     bool json;
@@ -272,7 +276,8 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         OPT_FILE,
         OPT_BROKERS,
         OPT_TOPIC,
-        OPT_CREDENTIALS
+        OPT_CREDENTIALS,
+        OPT_AUDIT_LOG
     };
     static const struct option longopts[] = {
         {"lang", required_argument, NULL, OPT_LANG},
@@ -285,6 +290,7 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
         {"credentials", required_argument, NULL, OPT_CREDENTIALS},
+        {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -335,6 +341,9 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         case OPT_CREDENTIALS:
             /* Read where the fleet client reads its credentials (fleet/keys.h). */
             setenv("CODEQ_CREDENTIALS", optarg, 1);
+            break;
+        case OPT_AUDIT_LOG:
+            o->audit_log = optarg;
             break;
         case OPT_FILE:
             if (o->n_inputs == MAX_INPUTS)
@@ -410,6 +419,7 @@ static int start_session(const struct exec_options *o, struct cq_backend **w,
     struct cq_session_params params = {0};
     struct cq_error err;
     if (cq_backend_open(&cfg, o->brokers, o->request_topic, w, &err) < 0 ||
+        (o->audit_log != NULL && cq_backend_audit_log(*w, o->audit_log, &err) < 0) ||
         cq_backend_start_session(*w, &params, info, &err) < 0) {
         fprintf(stderr, "codeq: %s\n", err.msg);
         return -1;

@@ -218,6 +218,9 @@ static void usage(FILE *out)
             "                         default codeq.requests)\n"
             "                         Payloads over 512 KiB go through the fleet's Redis:\n"
             "                         CODEQ_REDIS, CODEQ_REDIS_PREFIX (docs/fleet.md)\n"
+            "  --audit-log PATH       append an audit record per tool call to PATH (JSON\n"
+            "                         lines, hash-chained; signed with CODEQ_AUDIT_KEY_FILE;\n"
+            "                         codeq audit verify checks it; embedded only)\n"
             "  --credentials FILE     sign requests with the tenant key in FILE (tenant,\n"
             "                         key_id, secret; CODEQ_CREDENTIALS, or CODEQ_TENANT,\n"
             "                         CODEQ_KEY_ID, CODEQ_KEY_SECRET); a fleet with keys\n"
@@ -228,13 +231,14 @@ static void usage(FILE *out)
 
 int cq_cmd_mcp(int argc, char **argv)
 {
-    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_CREDENTIALS };
+    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_CREDENTIALS, OPT_AUDIT_LOG };
     static const struct option longopts[] = {
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"max-sessions", required_argument, NULL, OPT_MAX},
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
         {"credentials", required_argument, NULL, OPT_CREDENTIALS},
+        {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -243,7 +247,7 @@ int cq_cmd_mcp(int argc, char **argv)
     cfg.warm_pool_size = 1;
     struct cq_error err;
     uint64_t value;
-    const char *brokers = NULL, *request_topic = NULL;
+    const char *brokers = NULL, *request_topic = NULL, *audit_log = NULL;
     opterr = 0;
     optind = 1;
     int c;
@@ -272,6 +276,9 @@ int cq_cmd_mcp(int argc, char **argv)
         case OPT_TOPIC:
             request_topic = optarg;
             break;
+        case OPT_AUDIT_LOG:
+            audit_log = optarg;
+            break;
         case OPT_CREDENTIALS:
             /* Read where the fleet client reads its credentials (fleet/keys.h). */
             setenv("CODEQ_CREDENTIALS", optarg, 1);
@@ -286,6 +293,9 @@ int cq_cmd_mcp(int argc, char **argv)
     struct cq_mcp_context ctx = {0};
     pthread_mutex_init(&ctx.default_lock, NULL);
     int rc = cq_backend_open(&cfg, brokers, request_topic, &ctx.backend, &err);
+    if (rc == 0 && audit_log != NULL &&
+        (rc = cq_backend_audit_log(ctx.backend, audit_log, &err)) < 0)
+        cq_backend_close(ctx.backend);
     if (rc < 0) {
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         return CQ_EXIT_INTERNAL;

@@ -10,6 +10,7 @@
 #include "dispatcher/routes.h"
 #include "common/clock.h"
 #include "common/random.h"
+#include "fleet/audit.h"
 #include "fleet/auth.h"
 #include "fleet/codec.h"
 #include "fleet/keys.h"
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BATCH_MAX       256
 #define RECOVERY_PERIOD 1000 /* ms between scans for dead workers */
@@ -38,8 +40,10 @@ struct cq_dispatcher {
     struct cq_delivery batch; /* dead letters */
     struct sent *sent;        /* forwards and replies on their way (settle()) */
     atomic_bool stopping;
-    struct cq_trace *trace;     /* of the request being handled, or NULL (fleet/trace.h) */
-    struct cq_keystore *keys;   /* NULL: keyless */
+    struct cq_trace *trace;   /* of the request being handled, or NULL (fleet/trace.h) */
+    struct cq_keystore *keys; /* NULL: keyless */
+    struct cq_audit *audit;   /* NULL: no audit log */
+    char audit_producer[128];
     const struct cq_opened *op; /* the request being handled, as it came (pack_wire()) */
     int64_t leases_waited;      /* the end of the Redis outage wait_for_leases() waited out */
 };
@@ -541,15 +545,41 @@ static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     return routed;
 }
 
+/* One audit record for a request that reached this dispatcher (fleet/audit.h). */
+static void audit(struct cq_dispatcher *d, const rd_kafka_message_t *msg,
+                  const struct cq_opened *op, const char *outcome, enum cq_result_error code,
+                  const char *reason)
+{
+    struct cq_audit_record r = {
+        .event = "request",
+        .outcome = outcome,
+        .error_code = code != CQ_RESULT_OK ? cq_result_error_name(code) : NULL,
+        .reason = reason,
+        .req = op != NULL ? op->req : NULL,
+        .key_id = op != NULL ? op->key_id : NULL,
+        .bytes = msg->len,
+    };
+    cq_audit_emit(d->audit, &r);
+}
+
+static int audit_to_kafka(void *ctx, const char *line, size_t len, struct cq_error *err)
+{
+    struct cq_dispatcher *d = ctx;
+    return cq_kafka_send(d->producer, d->cfg.audit_topic, d->audit_producer, line, len, NULL, 0,
+                         NULL, err);
+}
+
 /* A refusal of a request that never was admitted: answered (when it names a reply topic
  * its tenant may use) but never stored, because its request id is not its sender's to
  * claim: a forged message must not settle another client's request under that id. */
 static void refuse(struct cq_dispatcher *d, const rd_kafka_message_t *msg,
-                   const Codeq__V1__Request *req, enum cq_result_error code, const char *why)
+                   const struct cq_opened *op, enum cq_result_error code, const char *why)
 {
+    const Codeq__V1__Request *req = op->req;
     char text[600];
     snprintf(text, sizeof(text), "%s: %s",
              code == CQ_RESULT_ACCESS_DENIED ? "access denied" : "invalid request", why);
+    audit(d, msg, op, "refused", code, text);
     dead_letter(d, msg, text);
     /* A keyless fleet has no tenants' topics: whatever tenant a request names there. */
     if (req == NULL || req->request_id == NULL || req->request_id[0] == '\0' ||
@@ -573,7 +603,7 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
     struct cq_error err;
     int64_t window = (int64_t)d->cfg.auth_window * 1000;
     if (cq_auth_open(d->keys, msg->payload, msg->len, cq_unix_ms(), window, &op, &err) < 0) {
-        refuse(d, msg, op.req,
+        refuse(d, msg, &op,
                err.code == CQ_EDENIED ? CQ_RESULT_ACCESS_DENIED : CQ_RESULT_INVALID_ARGUMENT,
                err.msg);
         cq_opened_free(&op);
@@ -582,7 +612,7 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
     Codeq__V1__Request *req = op.req;
     const char *why = cq_codec_invalid(req);
     if (why != NULL) {
-        refuse(d, msg, req, CQ_RESULT_INVALID_ARGUMENT, why);
+        refuse(d, msg, &op, CQ_RESULT_INVALID_ARGUMENT, why);
         cq_opened_free(&op);
         return;
     }
@@ -590,12 +620,14 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
         /* No reply: the one place it could go is the topic refused. */
         char text[256];
         snprintf(text, sizeof(text), "invalid request: %s", why);
+        audit(d, msg, &op, "refused", CQ_RESULT_INVALID_ARGUMENT, text);
         dead_letter(d, msg, text);
         cq_opened_free(&op);
         return;
     }
     d->op = &op;
     if (fast_forward(d, req)) {
+        audit(d, msg, &op, "admitted", CQ_RESULT_OK, NULL);
         d->op = NULL;
         cq_opened_free(&op);
         return;
@@ -609,10 +641,15 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
     if (state != CQ_REQ_NONE && op.is_signed && strcmp(digest, mine) != 0) {
         /* A request id is its first sender's: another request under it (a replay with
          * other content, another tenant's) neither runs nor gets the first one's reply. */
-        refuse(d, msg, req, CQ_RESULT_ACCESS_DENIED,
+        refuse(d, msg, &op, CQ_RESULT_ACCESS_DENIED,
                "request id already used for a different request (a replay with other content?)");
-    } else if (state == CQ_REQ_RUNNING && worker[0] != '\0' &&
-               req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION) {
+        d->op = NULL;
+        cq_opened_free(&op);
+        return;
+    }
+    audit(d, msg, &op, "admitted", CQ_RESULT_OK, NULL);
+    if (state == CQ_REQ_RUNNING && worker[0] != '\0' &&
+        req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION) {
         forward_repeat(d, req, worker);
     } else if (state == CQ_REQ_DONE) {
         uint8_t *bytes = NULL;
@@ -712,12 +749,24 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
     }
     if (cfg->keys_file[0] != '\0' && cq_keystore_open(cfg->keys_file, &d->keys, err) < 0)
         goto fail;
+    if (cfg->audit_topic[0] != '\0') {
+        char host[64] = "";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(d->audit_producer, sizeof(d->audit_producer), "dispatcher-%s-%d-%lld", host,
+                 (int)getpid(), (long long)cq_unix_ms());
+        if (cq_audit_open(d->audit_producer, cfg->audit_key_file,
+                          strcmp(cfg->audit_content, "on") == 0, audit_to_kafka, d, &d->audit,
+                          err) < 0)
+            goto fail;
+    }
     if (cq_store_open(cfg, &d->store, err) < 0)
         goto fail;
     cq_store_set_cancel(d->store, &d->stopping);
     if (cq_kafka_producer(cfg, &d->producer, err) < 0 ||
         cq_kafka_ensure_topic(d->producer, cfg->request_topic, 8, err) < 0 ||
-        cq_kafka_ensure_topic(d->producer, cfg->dlq_topic, 1, err) < 0)
+        cq_kafka_ensure_topic(d->producer, cfg->dlq_topic, 1, err) < 0 ||
+        (cfg->audit_topic[0] != '\0' &&
+         cq_kafka_ensure_topic(d->producer, cfg->audit_topic, 1, err) < 0))
         goto fail;
     /* One group per request topic: fleets that share a broker (staging next to
      * production, test runs) would otherwise rebalance each other's dispatchers every
@@ -976,6 +1025,7 @@ void cq_dispatcher_destroy(struct cq_dispatcher *d)
     }
     cq_store_close(d->store);
     cq_keystore_close(d->keys);
+    cq_audit_close(d->audit);
     cq_routes_free(d->routes);
     free(d);
 }

@@ -59,6 +59,12 @@ static const struct setting settings[] = {
     STR(keys_file, "tenants' keys (codeq tenant, codeq key): only signed requests are taken; "
                    "unset: keyless, one tenant, no signatures"),
     NUM(auth_window, "seconds a signed request stays acceptable (both ways: client clocks)"),
+    STR(audit_topic, "topic of the audit log (a record per request and per call); "
+                     "empty: no audit log"),
+    STR(audit_key_file, "key that signs audit records (64 hex digits, mode 600); unset: "
+                        "chained but unsigned"),
+    STR(audit_content, "on: audit records hold code, commands and outputs (secrets!), not "
+                       "only their SHA-256"),
     /* Redis authentication and TLS (check_redis() below). */
     STR(redis_user, "Redis ACL user to AUTH as; unset: Redis's user 'default'"),
     STR(redis_password,
@@ -91,6 +97,8 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg)
     cfg->claim_ttl = 900;
     snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
     cfg->auth_window = 300;
+    snprintf(cfg->audit_topic, sizeof(cfg->audit_topic), "codeq.audit");
+    snprintf(cfg->audit_content, sizeof(cfg->audit_content), "off");
     snprintf(cfg->redis_tls, sizeof(cfg->redis_tls), "off");
 }
 
@@ -175,6 +183,14 @@ static int load_file(struct cq_fleet_config *cfg, const char *path, struct cq_er
         if (apply(cfg, s, value, where, err) < 0)
             return -1;
     }
+    return 0;
+}
+
+static int check_audit(struct cq_fleet_config *cfg, struct cq_error *err)
+{
+    if (strcmp(cfg->audit_content, "on") != 0 && strcmp(cfg->audit_content, "off") != 0)
+        return cq_error_set(err, CQ_EINVALID, "audit_content: '%s' is neither on nor off",
+                            cfg->audit_content);
     return 0;
 }
 
@@ -271,7 +287,7 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
         if (apply(cfg, s, value, source, err) < 0)
             return -1;
     }
-    return check_redis(cfg, err);
+    return check_audit(cfg, err) < 0 ? -1 : check_redis(cfg, err);
 }
 
 /* Settings only codeq-worker reads; the dispatcher accepts them (one file can serve

@@ -29,6 +29,10 @@ struct cq_fleet_config {
     /* Tenants and signed requests (docs/security.md). */
     char keys_file[256];  /* keys_file: the tenants' keys; "" keeps the fleet keyless */
     unsigned auth_window; /* auth_window: seconds a signature stays acceptable */
+    /* The audit log (fleet/audit.h). */
+    char audit_topic[200];    /* audit_topic: where records go; "" none */
+    char audit_key_file[256]; /* audit_key_file: signs them; "" chained, unsigned */
+    char audit_content[8];    /* audit_content: on: code, commands, outputs too */
     /* Redis authentication and TLS, for every Redis connection (daemons and clients).
      * The password is never logged; redis_password_file keeps it out of the
      * environment and the process list. */

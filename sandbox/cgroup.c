@@ -466,6 +466,9 @@ int cq_cgroup_stats(const struct cq_cgroup *cg, struct cq_sandbox_stats *st, str
         st->memory_limit_bytes = read_u64(mem, "memory.max");
     }
     st->pids_current = read_u64(pids, "pids.current");
+    /* v1: cpuacct.usage (ns) where cpuacct is mounted with cpu, as on most hosts. */
+    st->cpu_usage_us = cg->version == 1 ? read_u64(cg->dirfd[CQ_CG_CPU], "cpuacct.usage") / 1000
+                                        : read_keyed(cg->dirfd[0], "cpu.stat", "usage_usec");
     cq_cgroup_counters(cg, &st->oom_kills, &st->pids_limit_hits);
     return 0;
 }

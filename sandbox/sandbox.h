@@ -120,6 +120,7 @@ struct cq_sandbox_stats {
     uint64_t oom_kills; /* processes killed by the kernel's OOM killer so far */
     uint64_t pids_current;
     uint64_t pids_limit_hits; /* forks refused because of the pids limit */
+    uint64_t cpu_usage_us;    /* CPU time of all its processes so far (0: unknown) */
 };
 
 int cq_sandbox_stats(struct cq_sandbox *sb, struct cq_sandbox_stats *stats, struct cq_error *err);

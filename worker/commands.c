@@ -111,6 +111,8 @@ void cq_command_run(const struct cq_command *c, struct cq_result *r)
         goto out;
     }
     r->exit_code = conclude(&rep, (double)c->timeout_ms / 1000.0, &cp.out[1]);
+    r->cpu_ms = rep.cpu_ms;
+    r->peak_memory_bytes = rep.peak_memory_bytes;
     if (rep.timed_out)
         set_timed_out(r, (double)c->timeout_ms / 1000.0);
     r->is_error = r->exit_code != 0;

@@ -238,6 +238,10 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
         return;
     }
     uint64_t timeout_ms;
+    /* The cgroup's CPU counter around the call: what it cost, for the audit log. */
+    struct cq_sandbox_stats before, after;
+    struct cq_error ignored;
+    bool measured = cq_sandbox_stats(s->sandbox, &before, &ignored) == 0;
     switch ((enum tool)t) {
     case TOOL_EXECUTE_CODE:
         execute_code(w, s, a, on_output, ctx, r);
@@ -275,6 +279,12 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
     case TOOL_REMOVE_FILES:
         cq_files_remove(&s->files, a->paths, a->n_paths, r);
         break;
+    }
+    if (measured && cq_sandbox_stats(s->sandbox, &after, &ignored) == 0) {
+        if (r->cpu_ms == 0 && after.cpu_usage_us > before.cpu_usage_us)
+            r->cpu_ms = (after.cpu_usage_us - before.cpu_usage_us) / 1000;
+        if (after.memory_peak_bytes > r->peak_memory_bytes)
+            r->peak_memory_bytes = after.memory_peak_bytes;
     }
     cq_session_release(w, s);
 }

@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/random.h"
 #include "common/units.h"
+#include "fleet/audit.h"
 #include "fleet/auth.h"
 #include "fleet/claim.h"
 #include "fleet/keys.h"
@@ -100,6 +101,8 @@ struct cq_daemon {
     struct cq_fleet_config cfg;
     struct cq_worker *core;
     struct cq_keystore *keys; /* NULL: keyless */
+    struct cq_audit *audit;   /* NULL: no audit log */
+    char audit_producer[128];
     struct cq_store *store;
     /* The heartbeat's own connection: the store serializes its commands on one
      * connection, and with a hundred sessions busy a beat queued behind their claims,
@@ -736,6 +739,25 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     struct cq_result r;
     cq_worker_invoke(d->core, h->id, req->invoke->tool, &args, on_output, &sctx, &r);
     cq_trace_stamp(tracing, "w.ran");
+    /* The call as it ran: the arguments fetched from a claim, not the reference. */
+    Codeq__V1__Request ran = *req;
+    ran.invoke = &inv;
+    struct cq_audit_record rec = {
+        .event = "call",
+        .outcome = r.is_error ? "error" : "ok",
+        .error_code = r.error_code != CQ_RESULT_OK ? cq_result_error_name(r.error_code) : NULL,
+        .reason = r.error_message,
+        .req = &ran,
+        .has_result = true,
+        .exit_code = r.exit_code,
+        .duration_ms = r.execution_time_ms,
+        .cpu_ms = r.cpu_ms,
+        .peak_memory_bytes = r.peak_memory_bytes,
+        .stdout_text = r.stdout_text,
+        .stderr_text = r.stderr_text,
+        .worker = d->cfg.worker_id,
+    };
+    cq_audit_emit(d->audit, &rec);
     free(owned);
     if (fetched != NULL)
         codeq__v1__arguments__free_unpacked(fetched, NULL);
@@ -1013,6 +1035,19 @@ static void dead_letter(struct cq_daemon *d, const rd_kafka_message_t *msg, cons
         cq_log(CQ_LOG_ERROR, "dead letter: %s", err.msg);
     cq_log(CQ_LOG_WARN, "refused and dead-lettered the message at offset %lld: %s",
            (long long)msg->offset, why);
+    struct cq_audit_record rec = {.event = "request",
+                                  .outcome = "refused",
+                                  .reason = why,
+                                  .bytes = msg->len,
+                                  .worker = d->cfg.worker_id};
+    cq_audit_emit(d->audit, &rec);
+}
+
+static int audit_to_kafka(void *ctx, const char *line, size_t len, struct cq_error *err)
+{
+    struct cq_daemon *d = ctx;
+    return cq_kafka_send(d->producer, d->cfg.audit_topic, d->audit_producer, line, len, NULL, 0,
+                         NULL, err);
 }
 
 static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *digest,
@@ -1258,6 +1293,14 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
         goto fail;
     if (cfg->keys_file[0] != '\0' && cq_keystore_open(cfg->keys_file, &d->keys, err) < 0)
         goto fail;
+    if (cfg->audit_topic[0] != '\0') {
+        snprintf(d->audit_producer, sizeof(d->audit_producer), "worker-%s-%lld", cfg->worker_id,
+                 (long long)cq_unix_ms());
+        if (cq_audit_open(d->audit_producer, cfg->audit_key_file,
+                          strcmp(cfg->audit_content, "on") == 0, audit_to_kafka, d, &d->audit,
+                          err) < 0)
+            goto fail;
+    }
     cq_store_set_cancel(d->beat, &d->stopping);
     struct cq_worker_config wc;
     cq_worker_config_init(&wc);
@@ -1268,7 +1311,9 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     if (cq_worker_create(&wc, &d->core, err) < 0)
         goto fail;
     if (cq_kafka_producer(cfg, &d->producer, err) < 0 ||
-        cq_kafka_ensure_topic(d->producer, d->topic, 1, err) < 0)
+        cq_kafka_ensure_topic(d->producer, d->topic, 1, err) < 0 ||
+        (cfg->audit_topic[0] != '\0' &&
+         cq_kafka_ensure_topic(d->producer, cfg->audit_topic, 1, err) < 0))
         goto fail;
     char group[128];
     snprintf(group, sizeof(group), "codeq-worker-%s", d->cfg.worker_id);
@@ -1385,6 +1430,7 @@ void cq_daemon_destroy(struct cq_daemon *d)
     cq_store_close(d->store);
     cq_store_close(d->beat);
     cq_keystore_close(d->keys);
+    cq_audit_close(d->audit);
     while (d->held != NULL)
         held_forget(d, d->held);
     pthread_mutex_destroy(&d->lock);

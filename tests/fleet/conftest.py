@@ -156,9 +156,11 @@ class Fleet:
         self.prefix = f"codeq:t{run}:"
         self.request_topic = f"codeq.requests.t{run}"
         self.dlq_topic = f"codeq.dlq.t{run}"
+        self.audit_topic = f"codeq.audit.t{run}"
         self.env = dict(os.environ, CODEQ_BROKERS=brokers, CODEQ_REDIS=f"127.0.0.1:{redis_port}",
                         CODEQ_REDIS_PREFIX=self.prefix, CODEQ_REQUEST_TOPIC=self.request_topic,
-                        CODEQ_DLQ_TOPIC=self.dlq_topic, CODEQ_LOG_LEVEL="info")
+                        CODEQ_DLQ_TOPIC=self.dlq_topic, CODEQ_AUDIT_TOPIC=self.audit_topic,
+                        CODEQ_LOG_LEVEL="info")
         self.env.update(redis_env or {})
         for name in ("CODEQ_CREDENTIALS", "CODEQ_TENANT", "CODEQ_KEY_ID", "CODEQ_KEY_SECRET"):
             self.env.pop(name, None)  # the daemons sign nothing
@@ -220,7 +222,8 @@ class Fleet:
         broker shared by many test runs slows down as partitions pile up."""
         from confluent_kafka.admin import AdminClient
         brokers = self.env["CODEQ_BROKERS"]
-        topics = [self.request_topic, self.dlq_topic] + [f"codeq.worker.{w}" for w in self.workers]
+        topics = [self.request_topic, self.dlq_topic, self.audit_topic] + \
+            [f"codeq.worker.{w}" for w in self.workers]
         groups = [f"codeq-dispatchers.{self.request_topic}"] + \
             [f"codeq-worker-{w}" for w in self.workers]
         try:
