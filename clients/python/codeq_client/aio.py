@@ -70,6 +70,7 @@ class AsyncClient:
         redis: Optional[str] = None,
         redis_prefix: Optional[str] = None,
         claim_threshold: Optional[int] = None,
+        kafka_config: Optional[Mapping[str, Any]] = None,
     ):
         self._client = Client(
             brokers,
@@ -81,6 +82,7 @@ class AsyncClient:
             redis=redis,
             redis_prefix=redis_prefix,
             claim_threshold=claim_threshold,
+            kafka_config=kafka_config,
         )
 
     @property
