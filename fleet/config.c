@@ -8,9 +8,11 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "api/api.h"
 #include "common/cleanup.h"
 #include "common/units.h"
@@ -141,6 +143,157 @@ static int apply(struct cq_fleet_config *cfg, const struct setting *s, const cha
     return 0;
 }
 
+/* ---- Kafka security: kafka.<property> (config.h) -------------------------------------
+ * Passed through to librdkafka by name, so that any of its security properties works
+ * without a table here; only these prefixes pass: every other property is one the
+ * fleet tunes itself (fleet/kafka.c), and `debug` would write secrets to the logs. */
+static const char *const kafka_allowed[] = {"security.", "sasl.", "ssl.",
+                                            "enable.ssl.certificate.verification"};
+
+static bool kafka_allowed_name(const char *name)
+{
+    for (size_t i = 0; i < CQ_ARRAY_LEN(kafka_allowed); i++)
+        if (strncmp(name, kafka_allowed[i], strlen(kafka_allowed[i])) == 0)
+            return true;
+    return false;
+}
+
+bool cq_fleet_kafka_secret(const char *name)
+{
+    return strstr(name, "password") != NULL || strstr(name, "secret") != NULL ||
+           strcmp(name, "ssl.key.pem") == 0 || strcmp(name, "sasl.oauthbearer.config") == 0;
+}
+
+/* Sets one property on conf. librdkafka's refusal of a value quotes the value, so a
+ * secret's is replaced by a sentence; an unknown name quotes only the name. */
+static int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                          const char *source, struct cq_error *err)
+{
+    char why[256];
+    rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, name, value, why, sizeof(why));
+    if (res == RD_KAFKA_CONF_OK)
+        return 0;
+    if (res == RD_KAFKA_CONF_INVALID && cq_fleet_kafka_secret(name))
+        snprintf(why, sizeof(why), "kafka.%s: librdkafka refused the value (not shown: a secret)",
+                 name);
+    return cq_error_set(err, CQ_EINVALID, "%s: %s", source, why);
+}
+
+int cq_fleet_kafka_conf(const struct cq_fleet_config *cfg, struct rd_kafka_conf_s *conf,
+                        struct cq_error *err)
+{
+    for (unsigned i = 0; i < cfg->n_kafka; i++)
+        if (kafka_conf_set(conf, cfg->kafka[i].name, cfg->kafka[i].value, "kafka settings", err) <
+            0)
+            return -1;
+    return 0;
+}
+
+/* A secret's file: its contents without the line end `echo` or an editor leaves. */
+static int kafka_read_file(const char *path, char *out, size_t size, const char *source,
+                           struct cq_error *err)
+{
+    cq_autofclose FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return cq_error_sys(err, errno, "%s: open %s", source, path);
+    size_t n = fread(out, 1, size, f);
+    if (ferror(f))
+        return cq_error_sys(err, EIO, "%s: read %s", source, path);
+    if (n == size)
+        return cq_error_set(err, CQ_EINVALID, "%s: %s is longer than %zu bytes", source, path,
+                            size - 1);
+    out[n] = '\0';
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        out[--n] = '\0';
+    /* An empty secret is a mistake (a file not yet written), not a password. */
+    if (n == 0 || strlen(out) != n)
+        return cq_error_set(err, CQ_EINVALID, "%s: %s is empty or holds a NUL byte", source, path);
+    return 0;
+}
+
+/* kafka.<key> = value, key without "kafka."; "<property>_file" names a file holding the
+ * value. The property is checked by librdkafka here, so that the error names where it
+ * was set. */
+static int kafka_setting(struct cq_fleet_config *cfg, const char *key, const char *value,
+                         const char *source, struct cq_error *err)
+{
+    char name[sizeof(cfg->kafka[0].name)], v[sizeof(cfg->kafka[0].value)];
+    size_t len = strlen(key);
+    bool from_file = len > 5 && strcmp(key + len - 5, "_file") == 0;
+    if (from_file)
+        len -= 5;
+    if (len >= sizeof(name))
+        return cq_error_set(err, CQ_EINVALID, "%s: unknown Kafka property '%s'", source, key);
+    memcpy(name, key, len);
+    name[len] = '\0';
+    if (!kafka_allowed_name(name))
+        return cq_error_set(err, CQ_EINVALID,
+                            "%s: '%s' is not a Kafka security property (only "
+                            "security.protocol, sasl.*, ssl.* and "
+                            "enable.ssl.certificate.verification pass through)",
+                            source, name);
+    if (from_file) {
+        if (kafka_read_file(value, v, sizeof(v), source, err) < 0)
+            return -1;
+    } else if (snprintf(v, sizeof(v), "%s", value) >= (int)sizeof(v)) {
+        return cq_error_set(err, CQ_EINVALID, "%s: kafka.%s is longer than %zu characters", source,
+                            name, sizeof(v) - 1);
+    }
+    rd_kafka_conf_t *check = rd_kafka_conf_new();
+    int rc = kafka_conf_set(check, name, v, source, err);
+    rd_kafka_conf_destroy(check);
+    if (rc < 0)
+        return -1;
+    unsigned i = 0;
+    while (i < cfg->n_kafka && strcmp(cfg->kafka[i].name, name) != 0)
+        i++;
+    if (i == CQ_KAFKA_PROPS_MAX)
+        return cq_error_set(err, CQ_EINVALID, "%s: more than %d kafka.* settings", source,
+                            CQ_KAFKA_PROPS_MAX);
+    if (i == cfg->n_kafka)
+        cfg->n_kafka++;
+    snprintf(cfg->kafka[i].name, sizeof(cfg->kafka[i].name), "%s", name);
+    memcpy(cfg->kafka[i].value, v, sizeof(v));
+    return 0;
+}
+
+/* CODEQ_KAFKA_<PROPERTY>[_FILE]. scripts/services' CODEQ_KAFKA_PORT, _VERSION, ... share
+ * the prefix and are no properties: only names that map into an accepted prefix are
+ * read (a misspelt property there is still refused, by librdkafka's check). */
+static int kafka_environment(struct cq_fleet_config *cfg, struct cq_error *err)
+{
+    static const char prefix[] = "CODEQ_KAFKA_";
+    for (char **e = environ; *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t len = eq != NULL ? (size_t)(eq - *e) : 0;
+        char var[96], key[96];
+        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || len >= sizeof(var))
+            continue;
+        snprintf(var, sizeof(var), "%.*s", (int)len, *e);
+        const char *rest = var + sizeof(prefix) - 1;
+        size_t n = strlen(rest);
+        bool from_file = n > 5 && strcmp(rest + n - 5, "_FILE") == 0;
+        if (from_file)
+            n -= 5;
+        for (size_t i = 0; i < n; i++)
+            key[i] = rest[i] == '_' ? '.' : (char)tolower((unsigned char)rest[i]);
+        key[n] = '\0';
+        if (!kafka_allowed_name(key))
+            continue;
+        if (from_file) {
+            char direct[96];
+            snprintf(direct, sizeof(direct), "%.*s", (int)(len - 5), var);
+            if (getenv(direct) != NULL)
+                return cq_error_set(err, CQ_EINVALID, "%s and %s are both set", direct, var);
+            strcat(key, "_file");
+        }
+        if (kafka_setting(cfg, key, eq + 1, var, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+/* ---- end of Kafka security ---------------------------------------------------------- */
+
 static char *trim(char *s)
 {
     while (isspace((unsigned char)*s))
@@ -177,6 +330,11 @@ static int load_file(struct cq_fleet_config *cfg, const char *path, struct cq_er
             return cq_error_set(err, CQ_EINVALID, "%s: expected 'name = value'", where);
         *eq = '\0';
         char *name = trim(text), *value = trim(eq + 1);
+        if (strncmp(name, "kafka.", 6) == 0) {
+            if (kafka_setting(cfg, name + 6, value, where, err) < 0)
+                return -1;
+            continue;
+        }
         const struct setting *s = find_setting(name, strlen(name));
         if (s == NULL)
             return cq_error_set(err, CQ_EINVALID, "%s: unknown setting '%s'", where, name);
@@ -261,6 +419,8 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
         if (value != NULL && apply(cfg, &settings[i], value, env, err) < 0)
             return -1;
     }
+    if (kafka_environment(cfg, err) < 0)
+        return -1;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strncmp(arg, "--", 2) != 0)
@@ -274,8 +434,10 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
             return cq_error_set(err, CQ_EINVALID, "unknown option '--%.*s'", (int)len, arg);
         for (size_t j = 0; j < len; j++)
             name[j] = arg[j] == '-' ? '_' : arg[j];
-        const struct setting *s = is_config ? NULL : find_setting(name, len);
-        if (s == NULL && !is_config)
+        name[len] = '\0';
+        bool is_kafka = strncmp(name, "kafka.", 6) == 0;
+        const struct setting *s = is_config || is_kafka ? NULL : find_setting(name, len);
+        if (s == NULL && !is_config && !is_kafka)
             return cq_error_set(err, CQ_EINVALID, "unknown option '--%.*s'", (int)len, arg);
         const char *value = eq != NULL ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
         if (value == NULL)
@@ -284,6 +446,11 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
             continue;
         char source[80];
         snprintf(source, sizeof(source), "--%.*s", (int)len, arg);
+        if (is_kafka) {
+            if (kafka_setting(cfg, name + 6, value, source, err) < 0)
+                return -1;
+            continue;
+        }
         if (apply(cfg, s, value, source, err) < 0)
             return -1;
     }
@@ -336,6 +503,22 @@ void cq_fleet_config_usage(FILE *out, bool worker)
     for (size_t i = 0; i < CQ_ARRAY_LEN(settings); i++)
         if (!worker_only(&settings[i]))
             usage_line(out, &d, &settings[i]);
+    /* Kafka security (config.h): both daemons, every Kafka client. */
+    fprintf(out, "Kafka security, on every Kafka client (librdkafka's properties; docs/fleet.md,\n"
+                 "\"Kafka security\"; environment: CODEQ_KAFKA_<PROPERTY>, dots as underscores):\n"
+                 "  --kafka.security.protocol P    plaintext, ssl, sasl_plaintext or sasl_ssl "
+                 "(default: plaintext)\n"
+                 "  --kafka.sasl.mechanism M       PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...\n"
+                 "  --kafka.sasl.username U\n"
+                 "  --kafka.sasl.password_file F   the password, read from F (or "
+                 "--kafka.sasl.password)\n"
+                 "  --kafka.ssl.ca.location F      CA certificates (PEM) to trust the brokers by\n"
+                 "  --kafka.ssl.certificate.location F, --kafka.ssl.key.location F,\n"
+                 "  --kafka.ssl.key.password_file F   a client certificate (mutual TLS)\n"
+                 "  --kafka.<property> VALUE       any security.*, sasl.*, ssl.* property; "
+                 "<property>_file\n"
+                 "                                 reads it from a file; no other property "
+                 "passes\n");
     if (!worker) {
         /* One file may configure both daemons: the workers' settings are accepted. */
         fprintf(out, "The workers' own settings (codeq-worker --help) are accepted and "

@@ -11,6 +11,31 @@
 #include <stdio.h>
 #include "common/error.h"
 
+/* ---- Kafka security: kafka.<property> ------------------------------------------------
+ * librdkafka's security properties, set on every Kafka client the fleet makes (the
+ * daemons' producers, consumers and admin requests, and the C client's):
+ * `kafka.<property> = value` in a file, CODEQ_KAFKA_<PROPERTY> in the environment
+ * (dots as underscores, upper case) and --kafka.<property> VALUE flags, later sources
+ * winning as for every setting. kafka.<property>_file (CODEQ_KAFKA_<PROPERTY>_FILE)
+ * reads the value from a file, for secrets. Only security.protocol, sasl.*, ssl.* and
+ * enable.ssl.certificate.verification are accepted: the fleet tunes the rest of
+ * librdkafka's settings itself, and a pass-through of those (idempotence, partitioner,
+ * debug, which would log secrets) could break it without a word. docs/fleet.md,
+ * "Kafka security". */
+#define CQ_KAFKA_PROPS_MAX 16
+struct cq_kafka_prop {
+    char name[64];    /* librdkafka's name: "sasl.password" */
+    char value[1024]; /* never logged or shown when cq_fleet_kafka_secret(name) */
+};
+struct cq_fleet_config;
+struct rd_kafka_conf_s;
+/* True for a property whose value is a secret (passwords, secrets, private keys). */
+bool cq_fleet_kafka_secret(const char *name);
+/* Sets cfg's kafka.* properties on conf; an error names the property, never a secret. */
+int cq_fleet_kafka_conf(const struct cq_fleet_config *cfg, struct rd_kafka_conf_s *conf,
+                        struct cq_error *err);
+/* ---- end of Kafka security ---------------------------------------------------------- */
+
 struct cq_fleet_config {
     char brokers[512];        /* brokers: Kafka bootstrap servers */
     char redis[256];          /* redis: host:port */
@@ -44,6 +69,8 @@ struct cq_fleet_config {
     char redis_tls_cert[512];        /* redis_tls_cert: client certificate (optional) */
     char redis_tls_key[512];         /* redis_tls_key: its private key */
     char redis_tls_server_name[256]; /* redis_tls_server_name: SNI and name checked */
+    struct cq_kafka_prop kafka[CQ_KAFKA_PROPS_MAX]; /* kafka.<property> (above) */
+    unsigned n_kafka;
 };
 
 void cq_fleet_config_init(struct cq_fleet_config *cfg);

@@ -66,6 +66,24 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
            "kafka %s: %s", fac, buf);
 }
 
+/* The last error librdkafka handed to this thread's rd_kafka_poll(). Start-up
+ * (cq_kafka_ensure_topic) polls on its own thread and stops at an error that no retry
+ * mends: credentials the broker refused, a certificate that is not trusted. Afterwards
+ * it only mirrors what librdkafka logs without an error callback. */
+static __thread struct {
+    rd_kafka_resp_err_t code;
+    char reason[384];
+} last_error;
+
+static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    last_error.code = code;
+    snprintf(last_error.reason, sizeof(last_error.reason), "%s", reason);
+    cq_log(CQ_LOG_ERROR, "kafka ERROR: %s", reason);
+}
+
 static rd_kafka_conf_t *common_conf(const struct cq_fleet_config *cfg, struct cq_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -74,11 +92,13 @@ static rd_kafka_conf_t *common_conf(const struct cq_fleet_config *cfg, struct cq
     if (set(conf, "bootstrap.servers", cfg->brokers, err) < 0 ||
         set(conf, "socket.nagle.disable", "true", err) < 0 ||
         set(conf, "receive.message.max.bytes", "262144000", err) < 0 ||
-        set(conf, "reconnect.backoff.max.ms", "1000", err) < 0) {
+        set(conf, "reconnect.backoff.max.ms", "1000", err) < 0 ||
+        cq_fleet_kafka_conf(cfg, conf, err) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
     return conf;
 }
 
@@ -208,7 +228,14 @@ int cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic, rd_kaf
         return -1;
     /* No group is joined (partitions are assigned, not subscribed): a reply topic has
      * one reader, and a rebalance would only delay the first reply by seconds. group.id
-     * is still required by librdkafka's consumer. */
+     * is still required by librdkafka's consumer, but nothing is committed to it: the
+     * topic is read from its start and deleted at close, so offsets would serve no one,
+     * and committing them needs an ACL on the group, whose absence made every close
+     * wait 45 s for a coordinator (docs/fleet.md, "Kafka security"). */
+    if (set(conf, "enable.auto.commit", "false", err) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
     rd_kafka_t *rk;
     if (new_consumer(conf, topic, &rk, err) < 0)
         return -1;
@@ -360,6 +387,24 @@ int cq_fleet_publish(rd_kafka_t *producer, const Codeq__V1__Request *req, const 
                          delivery, err);
 }
 
+/* True when the broker describes topic to this client (it exists, and Describe, which
+ * Read or Write imply, is allowed). */
+static bool topic_exists(rd_kafka_t *rk, const char *topic)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (rkt == NULL)
+        return false;
+    const struct rd_kafka_metadata *md = NULL;
+    bool exists = false;
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        exists = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                 md->topics[0].partition_cnt > 0;
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return exists;
+}
+
 int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, struct cq_error *err)
 {
     /* Without this, a consumer subscribed to a topic nobody has produced to yet waits
@@ -370,13 +415,39 @@ int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, str
         return cq_error_set(err, CQ_EINVALID, "topic %s: %s", topic, why);
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_CreateTopics(rk, &t, 1, NULL, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    /* The first request of every daemon and client: where a broker that cannot be
+     * reached, or that refuses these credentials, must end start-up with a reason. The
+     * errors come through rd_kafka_poll() (on_error), between slices of the wait. */
+    last_error.code = RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_event_t *ev = NULL;
+    bool refused = false;
+    for (int waited = 0; ev == NULL && !refused && waited < 15000; waited += 100) {
+        ev = rd_kafka_queue_poll(q, 100);
+        rd_kafka_poll(rk, 0);
+        refused = last_error.code == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+                  last_error.code == RD_KAFKA_RESP_ERR__SSL ||
+                  last_error.code == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED;
+    }
     int rc = 0;
-    if (ev == NULL) {
+    if (refused) {
+        /* librdkafka before 2.6.1 repeats the client nonce in its SCRAM proof, which
+         * Kafka 4.x refuses (librdkafka#4895) as "invalid credentials": without this,
+         * users would look for a wrong password. */
+        bool old_scram = rd_kafka_version() < 0x020601ff && strstr(last_error.reason, "SCRAM");
+        rc = cq_error_set(err, CQ_EINVALID,
+                          "Kafka refused the connection (check the Kafka security settings, "
+                          "kafka.* or CODEQ_KAFKA_*): %s%s%s%s",
+                          last_error.reason, old_scram ? " (librdkafka " : "",
+                          old_scram ? rd_kafka_version_str() : "",
+                          old_scram ? " cannot log in to Kafka 4.x with SCRAM, fixed in 2.6.1: "
+                                      "use kafka.sasl.mechanism=PLAIN over SASL_SSL there)"
+                                    : "");
+    } else if (ev == NULL) {
         rc = cq_error_set(err, CQ_ETIMEOUT,
                           "cannot reach Kafka (no answer in 15 s to creating topic %s); check "
-                          "the brokers setting",
-                          topic);
+                          "the brokers setting%s%s",
+                          topic, last_error.code ? "; last error: " : "",
+                          last_error.code ? last_error.reason : "");
     } else {
         const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
         size_t n = 0;
@@ -385,6 +456,13 @@ int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, str
         rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR && n == 1)
             e = rd_kafka_topic_result_error(results[0]);
+        /* A principal without Create on a topic is refused even when the topic exists
+         * (Kafka checks the ACL first): an operator who made the fleet's topics need
+         * not grant Create, so one this client can see is as good as made. */
+        if (e == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED && topic_exists(rk, topic)) {
+            cq_log(CQ_LOG_INFO, "topic %s exists (this principal may not create it)", topic);
+            e = RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
             rc = cq_error_set(err, CQ_EINTERNAL, "create topic %s: %s", topic, rd_kafka_err2str(e));
         rd_kafka_event_destroy(ev);

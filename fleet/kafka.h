@@ -40,8 +40,9 @@ int cq_kafka_reader(const struct cq_fleet_config *cfg, const char *topic, rd_kaf
                     struct cq_error *err);
 int cq_kafka_delete_topic(rd_kafka_t *rk, const char *topic, struct cq_error *err);
 
-/* Creates topic unless it exists; fails when Kafka cannot be reached (a clear start-up
- * error rather than a daemon that waits in silence). */
+/* Creates topic unless it exists (made by someone else, it needs no Create ACL here);
+ * fails when Kafka cannot be reached or refuses this client's credentials (a clear
+ * start-up error rather than a daemon that waits in silence). */
 int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, struct cq_error *err);
 
 struct cq_header {

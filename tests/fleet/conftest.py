@@ -148,11 +148,17 @@ def redis_options(env):
 
 
 class Fleet:
-    def __init__(self, redis_port=REDIS_PORT, brokers=BROKERS, redis_env=None, keys_file=None):
+    """kafka_config: the librdkafka security properties clean_up() connects with (a
+    broker that wants credentials: test_kafka_security.py); each daemon's own come
+    with the env of start_worker() and start_dispatcher()."""
+
+    def __init__(self, redis_port=REDIS_PORT, brokers=BROKERS, redis_env=None, keys_file=None,
+                 kafka_config=None):
         """redis_env: CODEQ_REDIS_* settings (REDIS_SECURITY) for every daemon and client
         of the fleet, and for the tests' own connections (redis()). keys_file: tenants
         and signed requests (docs/security.md)."""
         run = uuid.uuid4().hex[:8]
+        self.kafka_config = kafka_config or {}
         self.prefix = f"codeq:t{run}:"
         self.request_topic = f"codeq.requests.t{run}"
         self.dlq_topic = f"codeq.dlq.t{run}"
@@ -179,15 +185,17 @@ class Fleet:
         """A redis-py client of the fleet's Redis, with its password and TLS if any."""
         return self.claim_store().client()
 
-    def start_worker(self, name, *extra):
+    def start_worker(self, name, *extra, env=None):
         wid = f"{name}-{self.run}"
         d = Daemon(wid, [os.path.join(BIN_DIR, "codeq-worker"), "--worker-id", wid,
-                         "--warm-pool", "1", "--heartbeat-ms", "500", *extra], self.env)
+                         "--warm-pool", "1", "--heartbeat-ms", "500", *extra],
+                   dict(self.env, **(env or {})))
         self.workers[wid] = d
         return wid
 
-    def start_dispatcher(self):
-        d = Daemon(f"dispatcher-{self.run}", [os.path.join(BIN_DIR, "codeq-dispatcher")], self.env)
+    def start_dispatcher(self, env=None):
+        d = Daemon(f"dispatcher-{self.run}", [os.path.join(BIN_DIR, "codeq-dispatcher")],
+                   dict(self.env, **(env or {})))
         self.dispatchers.append(d)
         return d
 
@@ -227,7 +235,7 @@ class Fleet:
         groups = [f"codeq-dispatchers.{self.request_topic}"] + \
             [f"codeq-worker-{w}" for w in self.workers]
         try:
-            admin = AdminClient({"bootstrap.servers": brokers})
+            admin = AdminClient({"bootstrap.servers": brokers, **self.kafka_config})
             for f in admin.delete_topics(topics, operation_timeout=10).values():
                 f.exception(timeout=15)
             if hasattr(admin, "delete_consumer_groups"):

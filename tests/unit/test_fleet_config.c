@@ -10,6 +10,8 @@
 #include "api/api.h"
 #include "unit.h"
 
+#include <librdkafka/rdkafka.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +44,15 @@ static void setup(void)
 {
     for (size_t i = 0; i < sizeof(variables) / sizeof(variables[0]); i++)
         unsetenv(variables[i]);
+    /* Every CODEQ_KAFKA_ variable (scripts/services' ports too), collected first:
+     * unsetenv changes environ. */
+    char names[64][96];
+    int n = 0;
+    for (char **e = environ; *e != NULL && n < 64; e++)
+        if (strncmp(*e, "CODEQ_KAFKA_", 12) == 0 && strchr(*e, '=') - *e < 96)
+            snprintf(names[n++], sizeof(names[0]), "%.*s", (int)(strchr(*e, '=') - *e), *e);
+    for (int i = 0; i < n; i++)
+        unsetenv(names[i]);
     cq_fleet_config_init(&cfg);
     memset(&err, 0, sizeof(err));
     help = false;
@@ -574,6 +585,206 @@ START_TEST(worker_topic)
 }
 END_TEST
 
+/* ---- Kafka security: kafka.<property> ---------------------------------------------- */
+
+/* The value of kafka property name in cfg, or NULL. */
+static const char *kafka_value(const char *name)
+{
+    for (unsigned i = 0; i < cfg.n_kafka; i++)
+        if (strcmp(cfg.kafka[i].name, name) == 0)
+            return cfg.kafka[i].value;
+    return NULL;
+}
+
+START_TEST(kafka_settings_from_every_source_later_winning)
+{
+    const char *path = config_file("kafka.security.protocol = SASL_SSL\n"
+                                   "kafka.sasl.mechanism = SCRAM-SHA-512\n"
+                                   "kafka.sasl.username = from-file\n");
+    setenv("CODEQ_KAFKA_SASL_USERNAME", "from-env", 1);
+    setenv("CODEQ_KAFKA_SSL_CA_LOCATION", "/etc/codeq/ca.pem", 1);
+    expect_loaded(LOAD("--config", (char *)path, "--kafka.sasl.username", "from-flag"));
+    ck_assert_uint_eq(cfg.n_kafka, 4);
+    ck_assert_str_eq(kafka_value("security.protocol"), "SASL_SSL");
+    ck_assert_str_eq(kafka_value("sasl.mechanism"), "SCRAM-SHA-512");
+    ck_assert_str_eq(kafka_value("sasl.username"), "from-flag");
+    ck_assert_str_eq(kafka_value("ssl.ca.location"), "/etc/codeq/ca.pem");
+    /* Without the flag, the environment beats the file. */
+    cq_fleet_config_init(&cfg);
+    expect_loaded(LOAD("--config", (char *)path));
+    ck_assert_str_eq(kafka_value("sasl.username"), "from-env");
+    /* --kafka.x=value, and '-' for '_' as in every flag. */
+    expect_loaded(LOAD("--kafka.sasl.username=eq", "--kafka.ssl.key.password-file",
+                       (char *)config_file("pw\n")));
+    ck_assert_str_eq(kafka_value("sasl.username"), "eq");
+    ck_assert_str_eq(kafka_value("ssl.key.password"), "pw");
+}
+END_TEST
+
+START_TEST(kafka_environment_names_map_to_properties)
+{
+    setenv("CODEQ_KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM", "none", 1);
+    setenv("CODEQ_KAFKA_ENABLE_SSL_CERTIFICATE_VERIFICATION", "false", 1);
+    setenv("CODEQ_KAFKA_SASL_PASSWORD_FILE", config_file("s3cret\r\n"), 1);
+    /* scripts/services' own variables share the prefix and are no properties. */
+    setenv("CODEQ_KAFKA_PORT", "19092", 1);
+    setenv("CODEQ_KAFKA_VERSION", "4.4.0", 1);
+    setenv("CODEQ_KAFKA_DEBUG", "all", 1);
+    expect_loaded(LOAD(NULL));
+    ck_assert_uint_eq(cfg.n_kafka, 3);
+    ck_assert_str_eq(kafka_value("ssl.endpoint.identification.algorithm"), "none");
+    ck_assert_str_eq(kafka_value("enable.ssl.certificate.verification"), "false");
+    ck_assert_str_eq(kafka_value("sasl.password"), "s3cret");
+    ck_assert_ptr_null(kafka_value("debug"));
+    /* One value each: a password and its file at once is a mistake. */
+    setenv("CODEQ_KAFKA_SASL_PASSWORD", "plain", 1);
+    expect_refused(LOAD(NULL),
+                   "CODEQ_KAFKA_SASL_PASSWORD and CODEQ_KAFKA_SASL_PASSWORD_FILE are both set");
+    /* A misspelt property under an accepted prefix is not ignored. */
+    unsetenv("CODEQ_KAFKA_SASL_PASSWORD");
+    setenv("CODEQ_KAFKA_SASL_PASWORD", "x", 1);
+    expect_refused(LOAD(NULL),
+                   "CODEQ_KAFKA_SASL_PASWORD: No such configuration property: \"sasl.pasword\"");
+}
+END_TEST
+
+START_TEST(kafka_properties_outside_the_allow_list_are_refused)
+{
+    static const char tail[] = " is not a Kafka security property (only security.protocol, "
+                               "sasl.*, ssl.* and enable.ssl.certificate.verification pass "
+                               "through)";
+    char want[512];
+    snprintf(want, sizeof(want), "--kafka.enable.idempotence: 'enable.idempotence'%s", tail);
+    expect_refused(LOAD("--kafka.enable.idempotence", "false"), want);
+    snprintf(want, sizeof(want), "--kafka.debug: 'debug'%s", tail);
+    expect_refused(LOAD("--kafka.debug", "all"), want);
+    const char *path = config_file("kafka.linger.ms = 5\n");
+    snprintf(want, sizeof(want), "%s:1: 'linger.ms'%s", path, tail);
+    expect_refused(LOAD("--config", (char *)path), want);
+    /* A file form does not widen the list. */
+    snprintf(want, sizeof(want), "--kafka.bootstrap.servers_file: 'bootstrap.servers'%s", tail);
+    expect_refused(LOAD("--kafka.bootstrap.servers_file", "/dev/null"), want);
+    ck_assert_uint_eq(cfg.n_kafka, 0);
+}
+END_TEST
+
+START_TEST(kafka_properties_are_checked_by_librdkafka)
+{
+    expect_refused(LOAD("--kafka.sasl.nope", "x"),
+                   "--kafka.sasl.nope: No such configuration property: \"sasl.nope\"");
+    expect_refused(LOAD("--kafka.security.protocol", "SASL_SSLX"),
+                   "--kafka.security.protocol: Invalid value \"SASL_SSLX\" for configuration "
+                   "property \"security.protocol\"");
+    char big[1100];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    expect_refused(LOAD("--kafka.sasl.username", big),
+                   "--kafka.sasl.username: kafka.sasl.username is longer than 1023 characters");
+    /* At most CQ_KAFKA_PROPS_MAX properties; setting one again takes no new place. */
+    static const char *const names[] = {"ssl.cipher.suites",
+                                        "ssl.curves.list",
+                                        "ssl.sigalgs.list",
+                                        "ssl.key.location",
+                                        "ssl.key.password",
+                                        "ssl.key.pem",
+                                        "ssl.certificate.location",
+                                        "ssl.certificate.pem",
+                                        "ssl.ca.location",
+                                        "ssl.crl.location",
+                                        "ssl.keystore.location",
+                                        "ssl.keystore.password",
+                                        "sasl.username",
+                                        "sasl.password",
+                                        "sasl.mechanism",
+                                        "security.protocol",
+                                        "ssl.endpoint.identification.algorithm"};
+    static const char *const values[] = {"x", "x", "x", "x", "x", "x",     "x",        "x",    "x",
+                                         "x", "x", "x", "x", "x", "PLAIN", "SASL_SSL", "https"};
+    ck_assert_uint_eq(sizeof(names) / sizeof(names[0]), CQ_KAFKA_PROPS_MAX + 1);
+    char flag[96];
+    for (int i = 0; i < CQ_KAFKA_PROPS_MAX; i++) {
+        snprintf(flag, sizeof(flag), "--kafka.%s", names[i]);
+        expect_loaded(LOAD(flag, (char *)values[i]));
+    }
+    expect_loaded(LOAD("--kafka.sasl.username", "again"));
+    ck_assert_uint_eq(cfg.n_kafka, CQ_KAFKA_PROPS_MAX);
+    expect_refused(LOAD("--kafka.ssl.endpoint.identification.algorithm", "https"),
+                   "--kafka.ssl.endpoint.identification.algorithm: more than 16 kafka.* "
+                   "settings");
+}
+END_TEST
+
+START_TEST(kafka_secrets_from_files)
+{
+    expect_loaded(LOAD("--kafka.sasl.password_file", (char *)config_file("pass word#1\n")));
+    ck_assert_str_eq(kafka_value("sasl.password"), "pass word#1"); /* '#' is no comment */
+    /* In a file too; the later form wins over the value given directly. */
+    const char *conf = config_file("kafka.sasl.password = direct\n");
+    char text[256];
+    snprintf(text, sizeof(text), "kafka.sasl.password_file = %s\n", config_file("from-file"));
+    const char *conf2 = config_file(text);
+    expect_loaded(LOAD("--config", (char *)conf));
+    ck_assert_str_eq(kafka_value("sasl.password"), "direct");
+    expect_loaded(LOAD("--config", (char *)conf2));
+    ck_assert_str_eq(kafka_value("sasl.password"), "from-file");
+
+    ck_assert_int_eq(LOAD("--kafka.sasl.password_file", "/nonexistent/pw"), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_str_eq(err.msg, "--kafka.sasl.password_file: open /nonexistent/pw: No such file "
+                              "or directory");
+    const char *empty = config_file("\n");
+    char want[256];
+    snprintf(want, sizeof(want), "--kafka.sasl.password_file: %s is empty or holds a NUL byte",
+             empty);
+    expect_refused(LOAD("--kafka.sasl.password_file", (char *)empty), want);
+
+    ck_assert(cq_fleet_kafka_secret("sasl.password"));
+    ck_assert(cq_fleet_kafka_secret("ssl.key.password"));
+    ck_assert(cq_fleet_kafka_secret("ssl.keystore.password"));
+    ck_assert(cq_fleet_kafka_secret("sasl.oauthbearer.client.secret"));
+    ck_assert(cq_fleet_kafka_secret("ssl.key.pem"));
+    ck_assert(!cq_fleet_kafka_secret("sasl.username"));
+    ck_assert(!cq_fleet_kafka_secret("ssl.ca.location"));
+}
+END_TEST
+
+START_TEST(kafka_settings_reach_librdkafka)
+{
+    expect_loaded(LOAD("--kafka.security.protocol", "sasl_ssl", "--kafka.sasl.mechanisms", "PLAIN",
+                       "--kafka.sasl.username", "u", "--kafka.sasl.password", "p"));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert_int_eq(cq_fleet_kafka_conf(&cfg, conf, &err), 0);
+    char value[64];
+    size_t len = sizeof(value);
+    ck_assert_int_eq(rd_kafka_conf_get(conf, "security.protocol", value, &len), RD_KAFKA_CONF_OK);
+    ck_assert_str_eq(value, "sasl_ssl");
+    len = sizeof(value);
+    ck_assert_int_eq(rd_kafka_conf_get(conf, "sasl.username", value, &len), RD_KAFKA_CONF_OK);
+    ck_assert_str_eq(value, "u");
+    rd_kafka_conf_destroy(conf);
+}
+END_TEST
+
+START_TEST(kafka_usage_lists_the_security_settings)
+{
+    static const char *const lines[] = {
+        "Kafka security, on every Kafka client",
+        "CODEQ_KAFKA_<PROPERTY>",
+        "--kafka.security.protocol P",
+        "--kafka.sasl.mechanism M",
+        "--kafka.sasl.username U",
+        "--kafka.sasl.password_file F",
+        "--kafka.ssl.ca.location F",
+        "--kafka.<property> VALUE",
+    };
+    for (int worker = 0; worker < 2; worker++) {
+        char *text = usage_of(worker);
+        expect_in_order(text, lines, sizeof(lines) / sizeof(lines[0]));
+        free(text);
+    }
+}
+END_TEST
+
 static Suite *fleet_config_suite(void)
 {
     Suite *s = suite_create("fleet_config");
@@ -603,6 +814,17 @@ static Suite *fleet_config_suite(void)
     tcase_add_test(tc, sizes_and_their_limits);
     tcase_add_test(tc, strings_and_their_limits);
     tcase_add_test(tc, worker_topic);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("kafka_security");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, kafka_settings_from_every_source_later_winning);
+    tcase_add_test(tc, kafka_environment_names_map_to_properties);
+    tcase_add_test(tc, kafka_properties_outside_the_allow_list_are_refused);
+    tcase_add_test(tc, kafka_properties_are_checked_by_librdkafka);
+    tcase_add_test(tc, kafka_secrets_from_files);
+    tcase_add_test(tc, kafka_settings_reach_librdkafka);
+    tcase_add_test(tc, kafka_usage_lists_the_security_settings);
     suite_add_tcase(s, tc);
     return s;
 }

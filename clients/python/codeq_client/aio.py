@@ -73,6 +73,7 @@ class AsyncClient:
         claim_threshold: Optional[int] = None,
         credentials: Optional[Credentials] = None,
         redis_options: Optional[Mapping[str, Any]] = None,
+        kafka_config: Optional[Mapping[str, Any]] = None,
     ):
         self._client = Client(
             brokers,
@@ -86,6 +87,7 @@ class AsyncClient:
             claim_threshold=claim_threshold,
             credentials=credentials,
             redis_options=redis_options,
+            kafka_config=kafka_config,
         )
 
     @property

@@ -18,12 +18,14 @@ import time
 import uuid
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, TypeVar, Union
 
+import confluent_kafka
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from . import codeq_pb2 as pb
 from .auth import Credentials, sign
 from .claims import ClaimError, ClaimStore
+from .security import kafka_security_config
 from .results import (
     arguments_from_dict,
     error_code_name,
@@ -72,6 +74,25 @@ _TOPIC_CREATE_TIMEOUT_S = 15.0
 # Room beside the claim threshold for the rest of a message: larger payloads travel
 # through Redis (claims.py), so messages stay within a stock broker's 1 MB.
 _ENVELOPE_BYTES = 64 << 10
+
+
+# Kafka errors that no retry mends: start-up ends at once with them.
+_REFUSED = (
+    KafkaError._AUTHENTICATION,
+    KafkaError._SSL,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+)
+
+
+def _scram_note(error: KafkaError) -> str:
+    # librdkafka before 2.6.1 repeats the client nonce in its SCRAM proof, which Kafka
+    # 4.x refuses (librdkafka#4895) as "invalid credentials", not as what it is.
+    if "SCRAM" in error.str() and confluent_kafka.libversion()[1] < 0x020601FF:
+        return (
+            f" (librdkafka {confluent_kafka.libversion()[0]} cannot log in to Kafka 4.x with "
+            "SCRAM, fixed in 2.6.1: use sasl.mechanism PLAIN over SASL_SSL there)"
+        )
+    return ""
 
 
 class CodeqError(Exception):
@@ -174,6 +195,10 @@ class Client:
             with keys takes only signed requests). By default from CODEQ_CREDENTIALS
             or CODEQ_TENANT, CODEQ_KEY_ID and CODEQ_KEY_SECRET; unsigned when none is
             set. The default reply topic is then ``codeq.replies.<tenant>.<hex>``.
+        kafka_config: librdkafka's security properties for the producer, consumer
+            and admin client (security.protocol, sasl.*, ssl.*; "<property>_file"
+            reads a value from a file), over CODEQ_KAFKA_<PROPERTY> defaults from the
+            environment (security.py; docs/fleet.md, "Kafka security").
 
     A client is thread-safe: any thread may issue calls, and calls run concurrently.
     Use it as a context manager or call ``close()``.
@@ -192,8 +217,16 @@ class Client:
         claim_threshold: Optional[int] = None,
         redis_options: Optional[Mapping[str, Any]] = None,
         credentials: Optional[Credentials] = None,
+        kafka_config: Optional[Mapping[str, Any]] = None,
     ):
         token = uuid.uuid4().hex
+        try:
+            security = kafka_security_config(kafka_config)
+        except ValueError as e:
+            raise CodeqError(f"Kafka security settings: {e}") from None
+        # The last error a Kafka handle reported (_on_kafka_error): start-up stops at
+        # one that no retry mends, and names it when it gives up otherwise.
+        self._kafka_error: Optional[KafkaError] = None
         self._claims = ClaimStore(redis, redis_prefix, claim_threshold, **(redis_options or {}))
         self._credentials = credentials or Credentials.from_environment()
         self.request_topic = request_topic
@@ -207,31 +240,38 @@ class Client:
             "bootstrap.servers": brokers,
             "client.id": client_id,
             "socket.nagle.disable": True,
+            "error_cb": self._on_kafka_error,
+            **security,
         }
-        self._producer = Producer(
-            {
-                **common,
-                "linger.ms": 0,
-                # The fleet's producers use murmur2_random too, so keys land in the
-                # partitions a Java client would pick (docs/fleet.md).
-                "partitioner": "murmur2_random",
-                "acks": "all",
-                "enable.idempotence": True,
-                "message.max.bytes": max(1_000_000, self._claims.threshold + _ENVELOPE_BYTES),
-            }
-        )
-        self._admin = AdminClient(common)
-        self._consumer = Consumer(
-            {
-                **common,
-                "group.id": f"codeq-client-{token}",
-                # A fresh group starts at the beginning, so replies published before
-                # the partition was assigned are still read.
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 10,
-                "enable.auto.commit": True,
-            }
-        )
+        try:
+            self._producer = Producer(
+                {
+                    **common,
+                    "linger.ms": 0,
+                    # The fleet's producers use murmur2_random too, so keys land in the
+                    # partitions a Java client would pick (docs/fleet.md).
+                    "partitioner": "murmur2_random",
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "message.max.bytes": max(
+                        1_000_000, self._claims.threshold + _ENVELOPE_BYTES
+                    ),
+                }
+            )
+            self._admin = AdminClient(common)
+            self._consumer = Consumer(
+                {
+                    **common,
+                    "group.id": f"codeq-client-{token}",
+                    # A fresh group starts at the beginning, so replies published before
+                    # the partition was assigned are still read.
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 10,
+                    "enable.auto.commit": True,
+                }
+            )
+        except KafkaException as e:  # librdkafka refused the settings: a missing password
+            raise CodeqError(f"Kafka client settings: {e.args[0].str()}") from None
         self._lock = threading.Lock()
         self._pending: dict[str, _Call] = {}
         self._completed: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -259,7 +299,7 @@ class Client:
         if not self._startup_done.wait(timeout):
             raise TimeoutError(
                 f"the reply topic {self.reply_topic!r} was not assigned within {timeout} s "
-                "(is the broker reachable?)"
+                f"(is the broker reachable?{self._last_kafka_error()})"
             )
         if self._startup_error is not None:
             raise self._startup_error
@@ -503,18 +543,36 @@ class Client:
             [NewTopic(self.reply_topic, 1)], operation_timeout=_TOPIC_CREATE_TIMEOUT_S
         )[self.reply_topic]
         give_up = time.monotonic() + _TOPIC_CREATE_TIMEOUT_S
-        # Waited for in steps, so that close() need not sit out unreachable brokers.
+        # Waited for in steps, so that close() need not sit out unreachable brokers;
+        # polling the admin client serves _on_kafka_error.
         while not future.done():
+            self._admin.poll(_POLL_INTERVAL_S)
+            error = self._kafka_error
+            if error is not None and error.code() in _REFUSED:
+                raise CodeqError(
+                    f"could not create the reply topic {self.reply_topic!r}: Kafka refused "
+                    "the connection (check the security settings: kafka_config, "
+                    f"CODEQ_KAFKA_*): {error.str()}{_scram_note(error)}"
+                )
             if self._stop.is_set() or time.monotonic() > give_up:
                 raise CodeqError(
-                    f"could not create the reply topic {self.reply_topic!r}: no broker answered"
+                    f"could not create the reply topic {self.reply_topic!r}: no broker "
+                    f"answered{self._last_kafka_error()}"
                 )
-            self._stop.wait(_POLL_INTERVAL_S)
         try:
             future.result()
         except KafkaException as e:
             if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise CodeqError(f"could not create the reply topic {self.reply_topic!r}: {e}")
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        # Runs in poll() of any of the client's Kafka handles.
+        self._kafka_error = error
+        log.warning("kafka: %s", error.str())
+
+    def _last_kafka_error(self) -> str:
+        error = self._kafka_error
+        return f"; last Kafka error: {error.str()}" if error is not None else ""
 
     def _delete_reply_topic(self) -> None:
         futures = self._admin.delete_topics([self.reply_topic], operation_timeout=5.0)
