@@ -20,7 +20,8 @@
 
 static void tenant_usage(FILE *out)
 {
-    fprintf(out, "usage: codeq tenant create NAME [--keys FILE]\n"
+    fprintf(out, "usage: codeq tenant create NAME [--quota NAME=VALUE]... [--keys FILE]\n"
+                 "       codeq tenant set NAME --quota NAME=VALUE... [--keys FILE]\n"
                  "       codeq tenant list [--keys FILE]\n"
                  "       codeq tenant delete NAME [--keys FILE]\n"
                  "\n"
@@ -29,6 +30,12 @@ static void tenant_usage(FILE *out)
                  "read, run in or stop them. Deleting a tenant deletes its keys: its clients are\n"
                  "refused from then on (its sessions run out their time).\n"
                  "\n"
+                 "  --quota N=V   a quota of the tenant (repeatable; 0 removes it, and the\n"
+                 "                fleet's tenant_max_* default applies): sessions (live at\n"
+                 "                once), executions (code or commands running at once),\n"
+                 "                stored_bytes (workspace files in Redis, e.g. 10G), rps\n"
+                 "                (requests a second); past one the fleet answers\n"
+                 "                LIMIT_EXCEEDED naming it\n"
                  "  --keys FILE   the keys file (CODEQ_KEYS_FILE; default " DEFAULT_KEYS_FILE ");\n"
                  "                made, mode 0600, by the first `tenant create`\n"
                  "  -h, --help    show this help\n"
@@ -73,16 +80,19 @@ static int fail(const char *cmd, const struct cq_error *err)
     return err->code == CQ_EINVALID || err->code == CQ_ENOTFOUND ? 1 : CQ_EXIT_INTERNAL;
 }
 
-/* Parses [--keys FILE] and -h around the positional arguments; returns the count of
- * positionals left in argv (from index 1 on), or -1 after help (*rc set). */
+/* Parses [--keys FILE], [--quota N=V] (quota not NULL) and -h around the positional
+ * arguments; returns the count of positionals left in argv (from index 1 on), or -1
+ * after help or a bad option (*rc set). */
 static int parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *), const char **keys,
-                 char **pos, int max_pos, int *rc)
+                 char **pos, int max_pos, struct cq_quota *quota, bool *quota_given, int *rc)
 {
     static const struct option longopts[] = {
         {"keys", required_argument, NULL, 'k'},
+        {"quota", required_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    struct cq_error err;
     *keys = getenv("CODEQ_KEYS_FILE");
     if (*keys == NULL || (*keys)[0] == '\0')
         *keys = DEFAULT_KEYS_FILE;
@@ -98,6 +108,21 @@ static int parse(const char *cmd, int argc, char **argv, void (*usage)(FILE *), 
         case 'k':
             *keys = optarg;
             break;
+        case 'q': {
+            char *eq = strchr(optarg, '=');
+            if (quota == NULL || eq == NULL) {
+                *rc = cq_usage_error(cmd, quota == NULL ? "--quota is for tenants"
+                                                        : "--quota takes NAME=VALUE");
+                return -1;
+            }
+            *eq = '\0';
+            if (cq_quota_set(quota, optarg, eq + 1, &err) < 0) {
+                *rc = cq_usage_error(cmd, "--quota: %s", err.msg);
+                return -1;
+            }
+            *quota_given = true;
+            break;
+        }
         default:
             *rc = cq_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
             return -1;
@@ -127,15 +152,23 @@ int cq_cmd_tenant(int argc, char **argv)
     const char *keys;
     char *pos[2];
     int rc = 0;
-    int n = parse("tenant", argc, argv, tenant_usage, &keys, pos, 2, &rc);
+    /* Every quota starts unset: --quota gives the ones to set (0 unsets). */
+    struct cq_quota quota = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+    bool quota_given = false;
+    int n = parse("tenant", argc, argv, tenant_usage, &keys, pos, 2, &quota, &quota_given, &rc);
     if (n < 0)
         return rc;
     if (n == 0)
-        return cq_usage_error("tenant", "a subcommand is needed: create, list or delete");
+        return cq_usage_error("tenant", "a subcommand is needed: create, set, list or delete");
     const char *sub = pos[0];
     bool list = strcmp(sub, "list") == 0;
-    if (!list && strcmp(sub, "create") != 0 && strcmp(sub, "delete") != 0)
+    if (!list && strcmp(sub, "create") != 0 && strcmp(sub, "delete") != 0 &&
+        strcmp(sub, "set") != 0)
         return cq_usage_error("tenant", "unknown subcommand '%s'", sub);
+    if (strcmp(sub, "set") == 0 && !quota_given)
+        return cq_usage_error("tenant", "set needs --quota NAME=VALUE");
+    if (quota_given && strcmp(sub, "create") != 0 && strcmp(sub, "set") != 0)
+        return cq_usage_error("tenant", "--quota goes with create or set");
     if (list ? n != 1 : n != 2)
         return cq_usage_error("tenant", list ? "list takes no name" : "%s needs a tenant name",
                               sub);
@@ -152,22 +185,44 @@ int cq_cmd_tenant(int argc, char **argv)
                 active += strcmp(kf.keys[k].tenant, kf.tenants[i].name) == 0 && !kf.keys[k].revoked;
             char when[32];
             print_time(kf.tenants[i].created_unix, when, sizeof(when));
-            printf("%-40s created %s, %zu active key%s\n", kf.tenants[i].name, when, active,
-                   active == 1 ? "" : "s");
+            const struct cq_quota *q = &kf.tenants[i].quota;
+            printf("%-40s created %s, %zu active key%s; quotas (0: the fleet's default): "
+                   "sessions=%llu executions=%llu stored_bytes=%llu rps=%llu\n",
+                   kf.tenants[i].name, when, active, active == 1 ? "" : "s",
+                   (unsigned long long)q->sessions, (unsigned long long)q->executions,
+                   (unsigned long long)q->stored_bytes, (unsigned long long)q->rps);
         }
         cq_keyfile_free(&kf);
         return 0;
     }
-    bool create = strcmp(sub, "create") == 0;
-    if ((create ? cq_keyfile_add_tenant(&kf, pos[1], &err)
-                : cq_keyfile_remove_tenant(&kf, pos[1], &err)) < 0 ||
-        cq_keyfile_write(keys, &kf, &err) < 0) {
+    bool create = strcmp(sub, "create") == 0, set = strcmp(sub, "set") == 0;
+    rc = create ? cq_keyfile_add_tenant(&kf, pos[1], &err)
+         : set  ? 0
+                : cq_keyfile_remove_tenant(&kf, pos[1], &err);
+    struct cq_keyfile_tenant *t = NULL;
+    for (size_t i = 0; rc == 0 && i < kf.n_tenants; i++)
+        if (strcmp(kf.tenants[i].name, pos[1]) == 0)
+            t = &kf.tenants[i];
+    if (rc == 0 && set && t == NULL)
+        rc = cq_error_set(&err, CQ_ENOTFOUND, "no tenant '%s'", pos[1]);
+    if (rc == 0 && t != NULL) {
+        uint64_t *mine[] = {&t->quota.sessions, &t->quota.executions, &t->quota.stored_bytes,
+                            &t->quota.rps};
+        const uint64_t given[] = {quota.sessions, quota.executions, quota.stored_bytes, quota.rps};
+        for (size_t i = 0; i < 4; i++)
+            if (given[i] != UINT64_MAX)
+                *mine[i] = given[i];
+    }
+    if (rc < 0 || cq_keyfile_write(keys, &kf, &err) < 0) {
         cq_keyfile_free(&kf);
         return fail("tenant", &err);
     }
     cq_keyfile_free(&kf);
-    fprintf(stderr, "tenant %s %s in %s%s\n", pos[1], create ? "created" : "deleted", keys,
-            create ? "; give it a key: codeq key create <tenant>" : "");
+    fprintf(stderr, "tenant %s %s in %s%s\n", pos[1],
+            create ? "created"
+            : set  ? "updated"
+                   : "deleted",
+            keys, create ? "; give it a key: codeq key create <tenant>" : "");
     return 0;
 }
 
@@ -176,7 +231,7 @@ int cq_cmd_key(int argc, char **argv)
     const char *keys;
     char *pos[2];
     int rc = 0;
-    int n = parse("key", argc, argv, key_usage, &keys, pos, 2, &rc);
+    int n = parse("key", argc, argv, key_usage, &keys, pos, 2, NULL, NULL, &rc);
     if (n < 0)
         return rc;
     if (n == 0)

@@ -279,6 +279,44 @@ static const char *tenant_of(const Codeq__V1__Request *req)
     return req->tenant != NULL ? req->tenant : "";
 }
 
+/* The tenant's quotas: its own from the keys file, else the fleet's tenant_max_*. */
+static void quota_of(struct cq_dispatcher *d, const char *tenant, struct cq_quota *q)
+{
+    memset(q, 0, sizeof(*q));
+    if (d->keys != NULL)
+        cq_keystore_quota(d->keys, tenant, q);
+    if (q->sessions == 0)
+        q->sessions = d->cfg.tenant_max_sessions;
+    if (q->executions == 0)
+        q->executions = d->cfg.tenant_max_executions;
+    if (q->stored_bytes == 0)
+        q->stored_bytes = d->cfg.tenant_max_stored_bytes;
+    if (q->rps == 0)
+        q->rps = d->cfg.tenant_max_rps;
+}
+
+/* Calls that run code or commands: what the executions quota counts. */
+static bool is_execution(const Codeq__V1__Request *req)
+{
+    if (req->operation_case != CODEQ__V1__REQUEST__OPERATION_INVOKE || req->invoke == NULL ||
+        req->invoke->tool == NULL)
+        return false;
+    const char *t = req->invoke->tool;
+    return strcmp(t, "executeCode") == 0 || strcmp(t, "executeCommand") == 0 ||
+           strcmp(t, "startCommandExecution") == 0;
+}
+
+static uint64_t max_executions(struct cq_dispatcher *d, const Codeq__V1__Request *req)
+{
+    if (!is_execution(req))
+        return 0;
+    struct cq_quota q;
+    quota_of(d, tenant_of(req), &q);
+    return q.executions;
+}
+
+static void over_quota(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *why);
+
 static void forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *worker,
                     uint64_t fence)
 {
@@ -292,12 +330,21 @@ static void forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, cons
     char digest[CQ_STORE_DIGEST_LEN + 1];
     digest_of(d, digest);
     enum cq_request_state state;
+    uint64_t max = max_executions(d, req);
     if (cq_store_forward(d->store, req->request_id, worker, req->session_id, body, len, digest,
-                         &state, &err) < 0) {
+                         tenant_of(req), max, &state, &err) < 0) {
         /* Not forwarded: without a reply here the request would get none at all. */
         free(body);
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
         return;
+    }
+    if (state == CQ_REQ_OVER_QUOTA) {
+        char text[200];
+        snprintf(text, sizeof(text),
+                 "tenant '%s' has %llu calls running, its quota (executions): try again when "
+                 "one has ended",
+                 tenant_of(req), (unsigned long long)max);
+        over_quota(d, req, text);
     }
     if (state == CQ_REQ_FORWARDED)
         send_forward(d, req, worker, fence, false, body, len);
@@ -363,10 +410,15 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
     }
     char id[33], existing[CQ_SESSION_ID_MAX + 1];
     cq_random_id(id, 32);
-    if (cq_store_create_session(d->store, id, tenant_of(req), worker,
+    struct cq_quota quota;
+    quota_of(d, tenant_of(req), &quota);
+    if (cq_store_create_session(d->store, id, tenant_of(req), &quota, worker,
                                 req->start_session->client_token, existing, sizeof(existing),
                                 &err) < 0) {
-        reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
+        if (err.code == CQ_ELIMIT)
+            over_quota(d, req, err.msg);
+        else
+            reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }
     if (existing[0] != '\0') {
@@ -530,7 +582,7 @@ static bool fast_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     struct cq_route r;
     bool routed;
     int rc = cq_store_route_forward(d->store, req->request_id, req->session_id, tenant_of(req),
-                                    body, len, digest, &r, &routed, &err);
+                                    body, len, digest, max_executions(d, req), &r, &routed, &err);
     routed = rc == 0 && routed;
     cq_trace_stamp(d->trace, "d.routed");
     if (routed) {
@@ -597,6 +649,50 @@ static void refuse(struct cq_dispatcher *d, const rd_kafka_message_t *msg,
         reply(d, req, bytes, len);
 }
 
+/* A quota's refusal: answered, audited, and not stored, so that the same request sent
+ * again later (the client's retry after a back-off) runs then. */
+static void over_quota(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *why)
+{
+    struct cq_audit_record r = {
+        .event = "request",
+        .outcome = "refused",
+        .error_code = cq_result_error_name(CQ_RESULT_LIMIT_EXCEEDED),
+        .reason = why,
+        .req = req,
+        .key_id = d->op != NULL ? d->op->key_id : NULL,
+    };
+    cq_audit_emit(d->audit, &r);
+    uint8_t *bytes;
+    size_t len;
+    struct cq_error err;
+    if (cq_codec_error_response(req->request_id, req->session_id, CQ_RESULT_LIMIT_EXCEEDED, why,
+                                &bytes, &len, &err) < 0)
+        reply_fallback(d, req, false, &err);
+    else
+        reply(d, req, bytes, len);
+}
+
+/* The tenant's requests per second, counted in Redis over every dispatcher: true when
+ * this one is past the quota (and answered). Redis unreachable: let it pass, as every
+ * other decision that needs Redis then fails on its own. */
+static bool over_rate(struct cq_dispatcher *d, const Codeq__V1__Request *req)
+{
+    struct cq_quota q;
+    quota_of(d, tenant_of(req), &q);
+    if (q.rps == 0)
+        return false;
+    uint64_t count = 0;
+    struct cq_error err;
+    if (cq_store_count_request(d->store, tenant_of(req), &count, &err) < 0 || count <= q.rps)
+        return false;
+    char text[200];
+    snprintf(text, sizeof(text),
+             "tenant '%s' sent more than %llu requests this second, its quota (rps): slow down",
+             tenant_of(req), (unsigned long long)q.rps);
+    over_quota(d, req, text);
+    return true;
+}
+
 static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *msg)
 {
     struct cq_opened op;
@@ -626,6 +722,11 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
         return;
     }
     d->op = &op;
+    if (over_rate(d, req)) {
+        d->op = NULL;
+        cq_opened_free(&op);
+        return;
+    }
     if (fast_forward(d, req)) {
         audit(d, msg, &op, "admitted", CQ_RESULT_OK, NULL);
         d->op = NULL;

@@ -17,7 +17,8 @@
 #include "common/cleanup.h"
 #include "common/units.h"
 
-enum kind { STRING, UINT, SIZE };
+/* UINT0 takes 0 too (no limit), UINT does not; SIZE0 is a SIZE whose 0 means none. */
+enum kind { STRING, UINT, SIZE, UINT0, SIZE0 };
 
 struct setting {
     const char *name;
@@ -61,6 +62,14 @@ static const struct setting settings[] = {
     STR(keys_file, "tenants' keys (codeq tenant, codeq key): only signed requests are taken; "
                    "unset: keyless, one tenant, no signatures"),
     NUM(auth_window, "seconds a signed request stays acceptable (both ways: client clocks)"),
+    {"tenant_max_sessions", UINT0, offsetof(struct cq_fleet_config, tenant_max_sessions), 0,
+     "a tenant's live sessions, unless the keys file says (0: no limit)"},
+    {"tenant_max_executions", UINT0, offsetof(struct cq_fleet_config, tenant_max_executions), 0,
+     "a tenant's calls running code or commands at once (0: no limit)"},
+    {"tenant_max_stored_bytes", SIZE0, offsetof(struct cq_fleet_config, tenant_max_stored_bytes), 0,
+     "a tenant's workspace files kept in Redis (0: no limit)"},
+    {"tenant_max_rps", UINT0, offsetof(struct cq_fleet_config, tenant_max_rps), 0,
+     "a tenant's requests a second, over all dispatchers (0: no limit)"},
     STR(audit_topic, "topic of the audit log (a record per request and per call); "
                      "empty: no audit log"),
     STR(audit_key_file, "key that signs audit records (64 hex digits, mode 600); unset: "
@@ -130,11 +139,13 @@ static int apply(struct cq_fleet_config *cfg, const struct setting *s, const cha
         snprintf(field, s->size, "%s", value);
         return 0;
     case UINT:
-        if (cq_parse_uint(value, 1, 1000000, &n, err) < 0)
+    case UINT0:
+        if (cq_parse_uint(value, s->kind == UINT0 ? 0 : 1, 1000000, &n, err) < 0)
             return cq_error_prefix(err, "%s: %s", source, s->name);
         *(unsigned *)(void *)field = (unsigned)n;
         return 0;
     case SIZE:
+    case SIZE0:
         if (cq_parse_size(value, 1ULL << 40, &n, err) < 0)
             return cq_error_prefix(err, "%s: %s", source, s->name);
         *(uint64_t *)(void *)field = n;
@@ -475,8 +486,10 @@ static void usage_line(FILE *out, const struct cq_fleet_config *d, const struct 
     char value[64];
     if (s->kind == STRING)
         snprintf(value, sizeof(value), "%s", field);
-    else if (s->kind == UINT)
+    else if (s->kind == UINT || s->kind == UINT0)
         snprintf(value, sizeof(value), "%u", *(const unsigned *)(const void *)field);
+    else if (*(const uint64_t *)(const void *)field == 0)
+        snprintf(value, sizeof(value), "0");
     else if (*(const uint64_t *)(const void *)field % (1ULL << 20) == 0)
         snprintf(value, sizeof(value), "%lluM",
                  (unsigned long long)(*(const uint64_t *)(const void *)field >> 20));

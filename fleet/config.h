@@ -54,6 +54,11 @@ struct cq_fleet_config {
     /* Tenants and signed requests (docs/security.md). */
     char keys_file[256];  /* keys_file: the tenants' keys; "" keeps the fleet keyless */
     unsigned auth_window; /* auth_window: seconds a signature stays acceptable */
+    /* Every tenant's quotas unless the keys file gives its own; 0: no limit. */
+    unsigned tenant_max_sessions;     /* tenant_max_sessions: live sessions */
+    unsigned tenant_max_executions;   /* tenant_max_executions: calls running at once */
+    uint64_t tenant_max_stored_bytes; /* tenant_max_stored_bytes: files in Redis */
+    unsigned tenant_max_rps;          /* tenant_max_rps: requests a second */
     /* The audit log (fleet/audit.h). */
     char audit_topic[200];    /* audit_topic: where records go; "" none */
     char audit_key_file[256]; /* audit_key_file: signs them; "" chained, unsigned */

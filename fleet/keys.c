@@ -2,7 +2,7 @@
  *
  * One record per line, fields separated by spaces (no field can hold one):
  *
- *   tenant <name> <created_unix>
+ *   tenant <name> <created_unix> [<quota>=<value> ...]
  *   key <key_id> <tenant> <secret> active|revoked <created_unix> <revoked_unix>
  *
  * Plain text on purpose: an operator can read and diff it, and back it up like any
@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/units.h"
 #include "fleet/log.h"
 
 #define KEYFILE_MAX_BYTES (16u << 20)
@@ -79,9 +80,19 @@ static int parse_line(struct cq_keyfile *kf, char *line, unsigned lineno, struct
     }
     if (n == 0)
         return 0;
-    if (strcmp(f[0], "tenant") == 0 && n == 3) {
+    if (strcmp(f[0], "tenant") == 0 && n >= 3) {
         if (!cq_tenant_name_ok(f[1]))
             return cq_error_set(err, CQ_EINVALID, "line %u: bad tenant name", lineno);
+        struct cq_quota quota = {0};
+        for (size_t i = 3; i < n; i++) {
+            char *eq = strchr(f[i], '=');
+            if (eq == NULL)
+                return cq_error_set(err, CQ_EINVALID, "line %u: '%s' is not a quota=value", lineno,
+                                    f[i]);
+            *eq = '\0';
+            if (cq_quota_set(&quota, f[i], eq + 1, err) < 0)
+                return cq_error_prefix(err, "line %u", lineno);
+        }
         struct cq_keyfile_tenant *t = realloc(kf->tenants, (kf->n_tenants + 1) * sizeof(*t));
         if (t == NULL)
             return cq_error_sys(err, ENOMEM, "read the keys file");
@@ -89,6 +100,7 @@ static int parse_line(struct cq_keyfile *kf, char *line, unsigned lineno, struct
         t = &kf->tenants[kf->n_tenants++];
         snprintf(t->name, sizeof(t->name), "%s", f[1]);
         t->created_unix = strtoll(f[2], NULL, 10);
+        t->quota = quota;
         return 0;
     }
     if (strcmp(f[0], "key") == 0 && n == 7) {
@@ -200,8 +212,17 @@ int cq_keyfile_write(const char *path, const struct cq_keyfile *kf, struct cq_er
     }
     fprintf(f, "# codeq keys file: every tenant's signing keys. Keep it private (mode 600);\n"
                "# edit it with `codeq tenant` and `codeq key` (docs/security.md).\n");
-    for (size_t i = 0; i < kf->n_tenants; i++)
-        fprintf(f, "tenant %s %lld\n", kf->tenants[i].name, (long long)kf->tenants[i].created_unix);
+    for (size_t i = 0; i < kf->n_tenants; i++) {
+        const struct cq_keyfile_tenant *t = &kf->tenants[i];
+        fprintf(f, "tenant %s %lld", t->name, (long long)t->created_unix);
+        const struct cq_quota *q = &t->quota;
+        const uint64_t values[] = {q->sessions, q->executions, q->stored_bytes, q->rps};
+        static const char *const names[] = {"sessions", "executions", "stored_bytes", "rps"};
+        for (size_t j = 0; j < 4; j++)
+            if (values[j] != 0)
+                fprintf(f, " %s=%llu", names[j], (unsigned long long)values[j]);
+        fputc('\n', f);
+    }
     for (size_t i = 0; i < kf->n_keys; i++) {
         const struct cq_key *k = &kf->keys[i];
         fprintf(f, "key %s %s %s %s %lld %lld\n", k->id, k->tenant, k->secret,
@@ -314,6 +335,24 @@ int cq_keyfile_revoke_key(struct cq_keyfile *kf, const char *key_id, struct cq_e
         return 0;
     }
     return cq_error_set(err, CQ_ENOTFOUND, "no key '%s'", key_id);
+}
+
+int cq_quota_set(struct cq_quota *q, const char *name, const char *value, struct cq_error *err)
+{
+    uint64_t *field = strcmp(name, "sessions") == 0       ? &q->sessions
+                      : strcmp(name, "executions") == 0   ? &q->executions
+                      : strcmp(name, "stored_bytes") == 0 ? &q->stored_bytes
+                      : strcmp(name, "rps") == 0          ? &q->rps
+                                                          : NULL;
+    if (field == NULL)
+        return cq_error_set(err, CQ_EINVALID, "unknown quota '%s' (" CQ_QUOTA_NAMES ")", name);
+    if (field == &q->stored_bytes)
+        return cq_parse_size(value, 1ULL << 50, field, err) < 0
+                   ? cq_error_prefix(err, "quota %s", name)
+                   : 0;
+    if (cq_parse_uint(value, 0, 1000000000, field, err) < 0)
+        return cq_error_prefix(err, "quota %s", name);
+    return 0;
 }
 
 /* ---- a client's credentials ------------------------------------------------------- */
@@ -504,6 +543,16 @@ static const struct cq_key *find_key(const struct cq_keystore *ks, const char *k
         if (strcmp(ks->keys.keys[i].id, key_id) == 0)
             return &ks->keys.keys[i];
     return NULL;
+}
+
+void cq_keystore_quota(struct cq_keystore *ks, const char *tenant, struct cq_quota *quota)
+{
+    memset(quota, 0, sizeof(*quota));
+    pthread_mutex_lock(&ks->lock);
+    for (size_t i = 0; i < ks->keys.n_tenants; i++)
+        if (strcmp(ks->keys.tenants[i].name, tenant) == 0)
+            *quota = ks->keys.tenants[i].quota;
+    pthread_mutex_unlock(&ks->lock);
 }
 
 int cq_keystore_lookup(struct cq_keystore *ks, const char *key_id, struct cq_key *key,

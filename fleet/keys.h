@@ -35,6 +35,16 @@ struct cq_key {
     int64_t revoked_unix; /* 0 while active */
 };
 
+/* A tenant's quotas; 0: no limit of its own (the fleet's tenant_max_* settings). */
+struct cq_quota {
+    uint64_t sessions;     /* live sessions */
+    uint64_t executions;   /* calls that run code or commands, at once */
+    uint64_t stored_bytes; /* workspace files kept in Redis, over all its sessions */
+    uint64_t rps;          /* requests per second, over all dispatchers */
+};
+/* The names, as the keys file and `codeq tenant` spell them. */
+#define CQ_QUOTA_NAMES "sessions, executions, stored_bytes, rps"
+
 struct cq_keystore;
 
 /* Opens the keys file at path, which must exist (`codeq tenant create` makes it) and be
@@ -46,6 +56,10 @@ void cq_keystore_close(struct cq_keystore *ks);
  * unreadable or invalid keeps the keys last read, and says so in the log once. */
 int cq_keystore_lookup(struct cq_keystore *ks, const char *key_id, struct cq_key *key,
                        struct cq_error *err);
+/* The tenant's own quotas (all 0 when it has none, or is unknown). */
+void cq_keystore_quota(struct cq_keystore *ks, const char *tenant, struct cq_quota *quota);
+/* Sets one quota by name (CQ_QUOTA_NAMES) from its text ("10", "1G"). */
+int cq_quota_set(struct cq_quota *q, const char *name, const char *value, struct cq_error *err);
 
 /* ---- a client's side --------------------------------------------------------------- */
 
@@ -71,6 +85,7 @@ struct cq_keyfile {
     struct cq_keyfile_tenant {
         char name[CQ_TENANT_MAX + 1];
         int64_t created_unix;
+        struct cq_quota quota;
     } * tenants;
     size_t n_tenants;
     struct cq_key *keys;

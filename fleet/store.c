@@ -410,18 +410,27 @@ static const char CREATE_SESSION[] =
     "  local e = redis.call('GET', token)\n"
     "  if e then return e end\n"
     "end\n"
+    /* The tenant's live sessions are its index (sessions:<tenant>): a new one enters it
+     * here, so that two starts at once cannot both take the last place. */
+    "local idx = ARGV[1] .. 'sessions'\n"
+    "if ARGV[6] ~= '' then idx = idx .. ':' .. ARGV[6] end\n"
+    "local live = redis.call('ZCARD', idx)\n"
+    "if tonumber(ARGV[7]) > 0 and live >= tonumber(ARGV[7]) then return '!quota ' .. live end\n"
+    "redis.call('HSET', ARGV[1] .. 'quota:' .. ARGV[6], 'stored_bytes', ARGV[8])\n"
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "redis.call('HSET', s, 'owner', ARGV[3], 'fence', 1, 'created_ms', ARGV[5],\n"
     "           'updated_ms', ARGV[5], 'status', 'STARTING', 'tenant', ARGV[6])\n"
     "redis.call('EXPIRE', s, 3600)\n"
+    "redis.call('ZADD', idx, ARGV[5], ARGV[2])\n"
     "if ARGV[4] ~= '' then redis.call('SET', token, ARGV[2], 'EX', 86400) end\n"
     "local w = ARGV[1] .. 'worker:' .. ARGV[3]\n"
     "if redis.call('EXISTS', w) == 1 then redis.call('HINCRBY', w, 'capacity', -1) end\n"
     "return ''\n";
 
 int cq_store_create_session(struct cq_store *st, const char *session_id, const char *tenant,
-                            const char *worker, const char *client_token, char *existing_id,
-                            size_t existing_len, struct cq_error *err)
+                            const struct cq_quota *quota, const char *worker,
+                            const char *client_token, char *existing_id, size_t existing_len,
+                            struct cq_error *err)
 {
     struct args a;
     script(st, &a, CREATE_SESSION);
@@ -430,12 +439,23 @@ int cq_store_create_session(struct cq_store *st, const char *session_id, const c
     arg(&a, client_token != NULL ? client_token : "");
     arg_int(&a, cq_unix_ms());
     arg(&a, tenant);
+    arg_int(&a, (int64_t)quota->sessions);
+    arg_int(&a, (int64_t)quota->stored_bytes);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
-    copy_str(r, existing_id, existing_len);
+    int rc = 0;
+    if (r->type == REDIS_REPLY_STRING && strncmp(r->str, "!quota ", 7) == 0) {
+        existing_id[0] = '\0';
+        rc = cq_error_set(err, CQ_ELIMIT,
+                          "tenant '%s' has %s live sessions, its quota (sessions): stop one, or "
+                          "wait for one to end",
+                          tenant, r->str + 7);
+    } else {
+        copy_str(r, existing_id, existing_len);
+    }
     freeReplyObject(r);
-    return 0;
+    return rc;
 }
 
 static const char FACTS[] =
@@ -469,6 +489,10 @@ static int fenced(redisReply *r, const char *session_id, struct cq_error *err)
                             session_id);
     if (v == -2)
         return cq_error_set(err, CQ_ELIMIT, "the session's files are above its quota in Redis");
+    if (v == -3)
+        return cq_error_set(err, CQ_ELIMIT,
+                            "the tenant's quota of stored bytes (stored_bytes) is reached: "
+                            "remove files, or stop sessions");
     return 0;
 }
 
@@ -610,6 +634,11 @@ static const char END_SESSION[] =
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if ARGV[3] ~= '' and (redis.call('HGET', s, 'owner') ~= ARGV[3] or\n"
     "                      redis.call('HGET', s, 'fence') ~= ARGV[4]) then return 0 end\n"
+    "local held = tonumber(redis.call('HGET', ARGV[1] .. 'files:' .. ARGV[2], 'bytes') or '0')\n"
+    "if held > 0 then\n"
+    "  redis.call('DECRBY', ARGV[1] .. 'stored:' .. (redis.call('HGET', s, 'tenant') or ''), "
+    "held)\n"
+    "end\n"
     "redis.call('DEL', ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2],\n"
     "           ARGV[1] .. 'state:' .. ARGV[2])\n"
     /* Stored replies go with their session: they hold its outputs and file contents.
@@ -689,6 +718,27 @@ int cq_store_owner(struct cq_store *st, const char *session_id, char *owner, siz
 
 /* ---- requests ----------------------------------------------------------------------- */
 
+/* One counter per tenant and second (rate:<tenant>:<unix s>), gone two seconds later. */
+static const char COUNT_REQUEST[] = "local k = ARGV[1] .. 'rate:' .. ARGV[2] .. ':' .. ARGV[3]\n"
+                                    "local n = redis.call('INCR', k)\n"
+                                    "if n == 1 then redis.call('PEXPIRE', k, 2000) end\n"
+                                    "return n\n";
+
+int cq_store_count_request(struct cq_store *st, const char *tenant, uint64_t *count,
+                           struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, COUNT_REQUEST);
+    arg(&a, tenant);
+    arg_int(&a, cq_unix_ms() / 1000);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    *count = (uint64_t)int_of(r);
+    freeReplyObject(r);
+    return 0;
+}
+
 static enum cq_request_state state_of(const redisReply *r)
 {
     if (r == NULL || r->type != REDIS_REPLY_STRING)
@@ -722,12 +772,31 @@ int cq_store_request_state(struct cq_store *st, const char *request_id,
     return 0;
 }
 
-static const char FORWARD[] =
+/* A tenant's executions at once (executing:<tenant>, request ids by the time they were
+ * admitted): admit(set, max, rid, now) adds rid unless max are there already. A request
+ * the fleet never finished (an expired record) leaves after an hour, the longest a call
+ * runs, so that the count mends itself. FINISH takes a finished one out. */
+#define ADMIT_LUA                                                                                  \
+    "local function admit(set, max, rid, now)\n"                                                   \
+    "  local key = ARGV[1] .. 'executing:' .. set\n"                                               \
+    "  redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(now) - 3600000)\n"                     \
+    "  if not redis.call('ZSCORE', key, rid) and redis.call('ZCARD', key) >= tonumber(max) then\n" \
+    "    return false\n"                                                                           \
+    "  end\n"                                                                                      \
+    "  redis.call('ZADD', key, now, rid)\n"                                                        \
+    "  redis.call('HSET', ARGV[1] .. 'req:' .. rid, 'executing', key)\n"                           \
+    "  return true\n"                                                                              \
+    "end\n"
+
+static const char FORWARD[] = ADMIT_LUA
     "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
     "local state = redis.call('HGET', k, 'state')\n"
     "if state == 'running' or state == 'done' then return state end\n"
     "local old = redis.call('HGET', k, 'worker')\n"
     "if old and old ~= ARGV[3] then redis.call('ZREM', ARGV[1] .. 'inflight:' .. old, ARGV[2]) "
+    "end\n"
+    "if ARGV[8] ~= '' and not admit(ARGV[8], ARGV[9], ARGV[2], ARGV[6]) then\n"
+    "  return 'quota'\n"
     "end\n"
     "redis.call('HSET', k, 'state', 'forwarded', 'worker', ARGV[3], 'session', ARGV[4],\n"
     "           'body', ARGV[5])\n"
@@ -738,7 +807,8 @@ static const char FORWARD[] =
 
 int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,
                      const char *session_id, const void *body, size_t len, const char *digest,
-                     enum cq_request_state *state, struct cq_error *err)
+                     const char *tenant, uint64_t max_executions, enum cq_request_state *state,
+                     struct cq_error *err)
 {
     struct args a;
     script(st, &a, FORWARD);
@@ -748,17 +818,20 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
     arg_bin(&a, body, len);
     arg_int(&a, cq_unix_ms());
     arg(&a, digest);
+    arg(&a, max_executions > 0 ? tenant : "");
+    arg_int(&a, (int64_t)max_executions);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
-    *state = state_of(r);
+    *state = r->type == REDIS_REPLY_STRING && strcmp(r->str, "quota") == 0 ? CQ_REQ_OVER_QUOTA
+                                                                           : state_of(r);
     freeReplyObject(r);
     return 0;
 }
 
 /* ROUTE's live-owner branch followed by FORWARD, for a request id with no state yet;
  * {0} (nothing written) wherever either script would do something else. */
-static const char ROUTE_FORWARD[] =
+static const char ROUTE_FORWARD[] = ADMIT_LUA
     "local k = ARGV[1] .. 'req:' .. ARGV[2]\n"
     "if redis.call('HGET', k, 'state') then return {0} end\n"
     "local h = redis.call('HMGET', ARGV[1] .. 'session:' .. ARGV[3], 'owner', 'fence', 'status',\n"
@@ -766,6 +839,7 @@ static const char ROUTE_FORWARD[] =
     "local owner = h[1]\n"
     "if not owner or owner == '' or h[3] == 'TERMINATED' or (h[4] or '') ~= ARGV[6] or\n"
     "   redis.call('EXISTS', ARGV[1] .. 'worker:' .. owner) == 0 then return {0} end\n"
+    "if ARGV[8] ~= '' and not admit(ARGV[8], ARGV[9], ARGV[2], ARGV[5]) then return {0} end\n"
     "redis.call('HSET', k, 'state', 'forwarded', 'worker', owner, 'session', ARGV[3],\n"
     "           'body', ARGV[4])\n"
     "if ARGV[7] ~= '' then redis.call('HSET', k, 'digest', ARGV[7]) end\n"
@@ -775,7 +849,8 @@ static const char ROUTE_FORWARD[] =
 
 int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
                            const char *tenant, const void *body, size_t len, const char *digest,
-                           struct cq_route *route, bool *routed, struct cq_error *err)
+                           uint64_t max_executions, struct cq_route *route, bool *routed,
+                           struct cq_error *err)
 {
     *routed = false;
     struct args a;
@@ -786,6 +861,8 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
     arg_int(&a, cq_unix_ms());
     arg(&a, tenant);
     arg(&a, digest);
+    arg(&a, max_executions > 0 ? tenant : "");
+    arg_int(&a, (int64_t)max_executions);
     redisReply *r = run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -867,6 +944,8 @@ static const char FINISH[] =
     "  redis.call('EXPIRE', rs, ARGV[5])\n"
     "end\n"
     "redis.call('HSET', k, 'state', 'done')\n"
+    "local executing = redis.call('HGET', k, 'executing')\n"
+    "if executing then redis.call('ZREM', executing, ARGV[2]) end\n"
     "redis.call('HDEL', k, 'body')\n"
     "redis.call('EXPIRE', k, ARGV[5])\n"
     "return 1\n";
@@ -1129,6 +1208,16 @@ static const char PUT_FILE[] =
     "end\n"
     "local total = tonumber(redis.call('HGET', f, 'bytes') or '0') - old_size + size\n"
     "if total > tonumber(ARGV[7]) then return -2 end\n"
+    /* The tenant's stored bytes, over all its sessions (stored:<tenant>), against the
+     * quota its dispatcher recorded at the session's start (quota:<tenant>). */
+    "local t = redis.call('HGET', s, 'tenant') or ''\n"
+    "local tb = ARGV[1] .. 'stored:' .. t\n"
+    "local q = tonumber(redis.call('HGET', ARGV[1] .. 'quota:' .. t, 'stored_bytes') or '0')\n"
+    "local grown = size - old_size\n"
+    "if q > 0 and grown > 0 and tonumber(redis.call('GET', tb) or '0') + grown > q then\n"
+    "  return -3\n"
+    "end\n"
+    "redis.call('INCRBY', tb, grown)\n"
     "for i = 0, old_chunks - 1 do redis.call('HDEL', c, path .. ':' .. i) end\n"
     "for i = 8, #ARGV do redis.call('HSET', c, path .. ':' .. (i - 8), ARGV[i]) end\n"
     "redis.call('HSET', f, 'm:' .. path, size .. ' ' .. ARGV[6] .. ' ' .. (#ARGV - 7),\n"
@@ -1163,6 +1252,38 @@ int cq_store_put_file(struct cq_store *st, const char *session_id, const char *w
     return rc;
 }
 
+static const char TENANT_ROOM[] =
+    "local t = redis.call('HGET', ARGV[1] .. 'session:' .. ARGV[2], 'tenant') or ''\n"
+    "local q = tonumber(redis.call('HGET', ARGV[1] .. 'quota:' .. t, 'stored_bytes') or '0')\n"
+    "local used = tonumber(redis.call('GET', ARGV[1] .. 'stored:' .. t) or '0')\n"
+    "return {t, q, used}\n";
+
+int cq_store_tenant_room(struct cq_store *st, const char *session_id, uint64_t adding, bool *fits,
+                         struct cq_error *why, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, TENANT_ROOM);
+    arg(&a, session_id);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    *fits = true;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        int64_t quota = int_of(r->element[1]), used = int_of(r->element[2]);
+        if (quota > 0 && (uint64_t)used + adding > (uint64_t)quota) {
+            *fits = false;
+            char tenant[CQ_TENANT_MAX + 1];
+            copy_str(r->element[0], tenant, sizeof(tenant));
+            cq_error_set(why, CQ_ELIMIT,
+                         "tenant '%s' stores %lld bytes of files, and %llu more would pass its "
+                         "quota of %lld (stored_bytes): remove files, or stop sessions",
+                         tenant, (long long)used, (unsigned long long)adding, (long long)quota);
+        }
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
 static const char DELETE_FILE[] =
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
@@ -1174,6 +1295,8 @@ static const char DELETE_FILE[] =
     "for i = 0, tonumber(b) - 1 do redis.call('HDEL', c, ARGV[5] .. ':' .. i) end\n"
     "redis.call('HDEL', f, 'm:' .. ARGV[5])\n"
     "redis.call('HINCRBY', f, 'bytes', -tonumber(a))\n"
+    "redis.call('DECRBY', ARGV[1] .. 'stored:' .. (redis.call('HGET', s, 'tenant') or ''),\n"
+    "           tonumber(a))\n"
     "return 1\n";
 
 int cq_store_delete_file(struct cq_store *st, const char *session_id, const char *worker,

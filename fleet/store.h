@@ -12,6 +12,7 @@
 #include "api/api.h"
 #include "common/error.h"
 #include "fleet/config.h"
+#include "fleet/keys.h"
 
 struct cq_store;
 
@@ -40,7 +41,13 @@ int cq_store_workers(struct cq_store *st, struct cq_worker_status *live, size_t 
                      char (*dead)[64], size_t max_dead, size_t *n_dead, struct cq_error *err);
 
 /* Request states (req:<rid>). */
-enum cq_request_state { CQ_REQ_NONE, CQ_REQ_FORWARDED, CQ_REQ_RUNNING, CQ_REQ_DONE };
+enum cq_request_state {
+    CQ_REQ_NONE,
+    CQ_REQ_FORWARDED,
+    CQ_REQ_RUNNING,
+    CQ_REQ_DONE,
+    CQ_REQ_OVER_QUOTA, /* cq_store_forward(): not forwarded, the tenant's executions are full */
+};
 
 struct cq_route {
     char owner[64];
@@ -62,20 +69,25 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *tena
                    const char *fallback, struct cq_route *route, struct cq_error *err);
 /* Records a new session of tenant owned by worker (fence 1) and reserves one of its
  * slots. For a client token the tenant used already, *existing_id gets the session it
- * made. */
+ * made. CQ_ELIMIT when the tenant has quota->sessions live sessions already; the
+ * tenant's stored_bytes quota is recorded for the workers (quota:<tenant>). */
 int cq_store_create_session(struct cq_store *st, const char *session_id, const char *tenant,
-                            const char *worker, const char *client_token, char *existing_id,
-                            size_t existing_len, struct cq_error *err);
+                            const struct cq_quota *quota, const char *worker,
+                            const char *client_token, char *existing_id, size_t existing_len,
+                            struct cq_error *err);
 /* The request's state (NONE when unknown) and, with worker, the worker it was last
  * forwarded to ("" when none); with digest, the digest recorded ("" when none). */
 int cq_store_request_state(struct cq_store *st, const char *request_id,
                            enum cq_request_state *state, char *worker, size_t worker_len,
                            char digest[CQ_STORE_DIGEST_LEN + 1], struct cq_error *err);
 /* Records a forward (state forwarded, worker, body for a later re-route, digest) unless
- * the request is running or done; *state gets the state found. */
+ * the request is running or done; *state gets the state found. max_executions (0: no
+ * limit): the request is one of the tenant's executions, and it is not forwarded
+ * (CQ_REQ_OVER_QUOTA) when that many are running already. */
 int cq_store_forward(struct cq_store *st, const char *request_id, const char *worker,
                      const char *session_id, const void *body, size_t len, const char *digest,
-                     enum cq_request_state *state, struct cq_error *err);
+                     const char *tenant, uint64_t max_executions, enum cq_request_state *state,
+                     struct cq_error *err);
 /* The dispatcher's common case in one round trip instead of three (request state,
  * route, forward): a request id never seen, of a session whose owner is alive. Then it
  * records the forward exactly as cq_store_forward() would, fills *route (never moved)
@@ -84,7 +96,8 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
  * takes the general path, which decides those. */
 int cq_store_route_forward(struct cq_store *st, const char *request_id, const char *session_id,
                            const char *tenant, const void *body, size_t len, const char *digest,
-                           struct cq_route *route, bool *routed, struct cq_error *err);
+                           uint64_t max_executions, struct cq_route *route, bool *routed,
+                           struct cq_error *err);
 /* forwarded-to-me -> running. *claimed true: claimed, with *fence the session's current
  * token if this worker owns it (else 0); false: not claimed (*state says why; NONE also
  * when the message is not the request recorded under its id: another digest, or a
@@ -123,6 +136,10 @@ int cq_store_session_started(struct cq_store *st, const char *session_id, const 
  * none (the session ended, or was started by a worker that predates them). */
 int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t **start,
                            size_t *len, struct cq_error *err);
+/* Counts a request of tenant in this second (over every dispatcher): *count is the
+ * count with it. */
+int cq_store_count_request(struct cq_store *st, const char *tenant, uint64_t *count,
+                           struct cq_error *err);
 /* tenant NULL: any tenant's (the session's own worker asking). */
 int cq_store_session_info(struct cq_store *st, const char *session_id, const char *tenant,
                           struct cq_session_info *info, bool *found, struct cq_error *err);
@@ -158,6 +175,10 @@ struct cq_stored_file {
 int cq_store_put_file(struct cq_store *st, const char *session_id, const char *worker,
                       uint64_t fence, const char *path, const uint8_t *data, size_t len,
                       int64_t mtime_ns, struct cq_error *err);
+/* Whether adding bytes of files to the session keeps its tenant within its stored_bytes
+ * quota (quota:<tenant>, stored:<tenant>); *why says why not. */
+int cq_store_tenant_room(struct cq_store *st, const char *session_id, uint64_t adding, bool *fits,
+                         struct cq_error *why, struct cq_error *err);
 int cq_store_delete_file(struct cq_store *st, const char *session_id, const char *worker,
                          uint64_t fence, const char *path, struct cq_error *err);
 int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_stored_file **out,

@@ -715,6 +715,24 @@ static bool changes_files(const char *tool)
     return true;
 }
 
+/* writeFiles past the tenant's stored_bytes quota is refused before anything is
+ * written (files that code makes are checked when they are saved, after the call, and
+ * the result then says they were not). Redis unreachable: not refused here. */
+static bool over_stored_bytes(struct cq_daemon *d, struct held *h, const Codeq__V1__Invoke *inv,
+                              struct cq_error *err)
+{
+    if (strcmp(inv->tool, "writeFiles") != 0 || inv->arguments == NULL)
+        return false;
+    uint64_t adding = 0;
+    for (size_t i = 0; i < inv->arguments->n_content; i++)
+        adding += cq_claim_file_len(inv->arguments->content[i]);
+    bool fits = true;
+    struct cq_error ignored;
+    if (cq_store_tenant_room(d->store, h->id, adding, &fits, err, &ignored) < 0)
+        return false;
+    return !fits;
+}
+
 static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req)
 {
     struct cq_invoke_args args;
@@ -729,6 +747,12 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     Codeq__V1__Invoke inv = *req->invoke;
     if (fetched != NULL)
         inv.arguments = fetched;
+    if (over_stored_bytes(d, h, &inv, &err)) {
+        if (fetched != NULL)
+            codeq__v1__arguments__free_unpacked(fetched, NULL);
+        finish_error(d, h, req, CQ_RESULT_LIMIT_EXCEEDED, err.msg);
+        return;
+    }
     if (cq_codec_invoke_args(&inv, &args, &owned, &err) < 0) {
         if (fetched != NULL)
             codeq__v1__arguments__free_unpacked(fetched, NULL);
@@ -776,10 +800,13 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         cq_snapshot_save(d->core, d->store, h->id, d->cfg.worker_id, h->fence, &h->manifest, &err) <
             0) {
         cq_log(CQ_LOG_WARN, "session %s: files not saved: %s", h->id, err.msg);
-        if (err.code == CQ_ELIMIT)
-            cq_result_add_text(&r, "codeq: the session's files are above its quota in Redis; "
-                                   "new or changed files would not survive the loss of this "
-                                   "worker");
+        if (err.code == CQ_ELIMIT) {
+            char note[700];
+            snprintf(note, sizeof(note),
+                     "codeq: %s; new or changed files would not survive the loss of this worker",
+                     err.msg);
+            cq_result_add_text(&r, note);
+        }
     }
     cq_trace_stamp(tracing, "w.saved");
     uint8_t *bytes;
