@@ -6,6 +6,8 @@
 #define _GNU_SOURCE
 #include "cli/cli.h"
 #include "common/cleanup.h"
+#include "fleet/config.h"
+#include "fleet/keyring.h"
 #include "fleet/keys.h"
 
 #include <fcntl.h>
@@ -37,7 +39,8 @@ static void tenant_usage(FILE *out)
                  "                (requests a second); past one the fleet answers\n"
                  "                LIMIT_EXCEEDED naming it\n"
                  "  --keys FILE   the keys file (CODEQ_KEYS_FILE; default " DEFAULT_KEYS_FILE ");\n"
-                 "                made, mode 0600, by the first `tenant create`\n"
+                 "                made, mode 0600, by the first `tenant create`; or redis: the\n"
+                 "                keyring in the fleet's Redis (CODEQ_REDIS, CODEQ_REDIS_PREFIX)\n"
                  "  -h, --help    show this help\n"
                  "\n"
                  "A tenant name is 1-40 characters of a-z, 0-9 and '-': it becomes part of topic\n"
@@ -57,13 +60,50 @@ static void key_usage(FILE *out)
                  "create the new one, move the clients over, then revoke the old one (the fleet\n"
                  "refuses it within a second). Secrets are never printed again, nor logged.\n"
                  "\n"
-                 "  --keys FILE   the keys file (CODEQ_KEYS_FILE; default " DEFAULT_KEYS_FILE ")\n"
+                 "  --keys FILE   the keys file (CODEQ_KEYS_FILE; default " DEFAULT_KEYS_FILE "),\n"
+                 "                or redis: the keyring in the fleet's Redis (CODEQ_REDIS, ...)\n"
                  "  -h, --help    show this help\n");
 }
 
-/* The keys file locked for a change: the lock is released when the fd closes. */
+/* keys_file = redis: the keyring of the Redis the CODEQ_* settings name, as the daemons
+ * find it (one per process: this command edits once). */
+static struct cq_keyring *keyring(struct cq_error *err)
+{
+    static struct cq_keyring *kr;
+    if (kr != NULL)
+        return kr;
+    struct cq_fleet_config cfg;
+    cq_fleet_config_init(&cfg);
+    char *no_args[] = {"codeq", NULL};
+    bool help;
+    if (cq_fleet_config_load(&cfg, 1, no_args, &help, err) < 0 ||
+        cq_keyring_open(&cfg, &kr, err) < 0)
+        return NULL;
+    return kr;
+}
+
+static int keys_read(const char *path, bool missing_ok, struct cq_keyfile *kf, struct cq_error *err)
+{
+    if (!cq_keyring_named(path))
+        return cq_keyfile_read(path, missing_ok, kf, err);
+    struct cq_keyring *kr = keyring(err);
+    return kr != NULL ? cq_keyring_read(kr, kf, err) : -1;
+}
+
+static int keys_write(const char *path, const struct cq_keyfile *kf, struct cq_error *err)
+{
+    if (!cq_keyring_named(path))
+        return cq_keyfile_write(path, kf, err);
+    struct cq_keyring *kr = keyring(err);
+    return kr != NULL ? cq_keyring_write(kr, kf, err) : -1;
+}
+
+/* The keys file locked for a change: the lock is released when the fd closes. The
+ * keyring needs none: its writes check that nobody wrote since it was read. */
 static int lock_file(const char *path, int *fd, struct cq_error *err)
 {
+    if (cq_keyring_named(path))
+        return 0;
     char lock[4200];
     snprintf(lock, sizeof(lock), "%s.lock", path);
     *fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -176,7 +216,7 @@ int cq_cmd_tenant(int argc, char **argv)
     cq_autoclose int lock = -1;
     struct cq_keyfile kf;
     if ((!list && lock_file(keys, &lock, &err) < 0) ||
-        cq_keyfile_read(keys, strcmp(sub, "create") == 0, &kf, &err) < 0)
+        keys_read(keys, strcmp(sub, "create") == 0, &kf, &err) < 0)
         return fail("tenant", &err);
     if (list) {
         for (size_t i = 0; i < kf.n_tenants; i++) {
@@ -213,7 +253,7 @@ int cq_cmd_tenant(int argc, char **argv)
             if (given[i] != UINT64_MAX)
                 *mine[i] = given[i];
     }
-    if (rc < 0 || cq_keyfile_write(keys, &kf, &err) < 0) {
+    if (rc < 0 || keys_write(keys, &kf, &err) < 0) {
         cq_keyfile_free(&kf);
         return fail("tenant", &err);
     }
@@ -246,7 +286,7 @@ int cq_cmd_key(int argc, char **argv)
     struct cq_error err;
     cq_autoclose int lock = -1;
     struct cq_keyfile kf;
-    if ((!list && lock_file(keys, &lock, &err) < 0) || cq_keyfile_read(keys, false, &kf, &err) < 0)
+    if ((!list && lock_file(keys, &lock, &err) < 0) || keys_read(keys, false, &kf, &err) < 0)
         return fail("key", &err);
     if (list) {
         /* Ids, tenants and states only: secrets are shown once, at creation. */
@@ -265,7 +305,7 @@ int cq_cmd_key(int argc, char **argv)
     bool create = strcmp(sub, "create") == 0;
     if ((create ? cq_keyfile_add_key(&kf, pos[1], &key, &err)
                 : cq_keyfile_revoke_key(&kf, pos[1], &err)) < 0 ||
-        cq_keyfile_write(keys, &kf, &err) < 0) {
+        keys_write(keys, &kf, &err) < 0) {
         cq_keyfile_free(&kf);
         return fail("key", &err);
     }

@@ -13,6 +13,7 @@
 #include "fleet/audit.h"
 #include "fleet/auth.h"
 #include "fleet/codec.h"
+#include "fleet/keyring.h"
 #include "fleet/keys.h"
 #include "fleet/kafka.h"
 #include "fleet/log.h"
@@ -40,9 +41,10 @@ struct cq_dispatcher {
     struct cq_delivery batch; /* dead letters */
     struct sent *sent;        /* forwards and replies on their way (settle()) */
     atomic_bool stopping;
-    struct cq_trace *trace;   /* of the request being handled, or NULL (fleet/trace.h) */
-    struct cq_keystore *keys; /* NULL: keyless */
-    struct cq_audit *audit;   /* NULL: no audit log */
+    struct cq_trace *trace;     /* of the request being handled, or NULL (fleet/trace.h) */
+    struct cq_keystore *keys;   /* NULL: keyless */
+    struct cq_keyring *keyring; /* the keys' Redis (keys_file = redis), or NULL */
+    struct cq_audit *audit;     /* NULL: no audit log */
     char audit_producer[128];
     const struct cq_opened *op; /* the request being handled, as it came (pack_wire()) */
     int64_t leases_waited;      /* the end of the Redis outage wait_for_leases() waited out */
@@ -848,7 +850,7 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
         cq_error_sys(err, ENOMEM, "allocate the routes");
         goto fail;
     }
-    if (cfg->keys_file[0] != '\0' && cq_keystore_open(cfg->keys_file, &d->keys, err) < 0)
+    if (cq_keys_open(cfg, &d->keyring, &d->keys, err) < 0)
         goto fail;
     if (cfg->audit_topic[0] != '\0') {
         char host[64] = "";
@@ -1126,6 +1128,7 @@ void cq_dispatcher_destroy(struct cq_dispatcher *d)
     }
     cq_store_close(d->store);
     cq_keystore_close(d->keys);
+    cq_keyring_close(d->keyring);
     cq_audit_close(d->audit);
     cq_routes_free(d->routes);
     free(d);

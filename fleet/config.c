@@ -59,7 +59,8 @@ static const struct setting settings[] = {
     SZ(claim_threshold, "messages larger than this travel through Redis (claim check)"),
     NUM(claim_ttl, "seconds a large reply stays in Redis for its client"),
     STR(log_level, "debug, info, warn or error"),
-    STR(keys_file, "tenants' keys (codeq tenant, codeq key): only signed requests are taken; "
+    STR(keys_file, "tenants' keys (codeq tenant, codeq key), or redis (the keyring in Redis): only "
+                   "signed requests are taken; "
                    "unset: keyless, one tenant, no signatures"),
     NUM(auth_window, "seconds a signed request stays acceptable (both ways: client clocks)"),
     {"tenant_max_sessions", UINT0, offsetof(struct cq_fleet_config, tenant_max_sessions), 0,

@@ -21,6 +21,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/units.h"
+
 #include "fleet/log.h"
 
 #define KEYFILE_MAX_BYTES (16u << 20)
@@ -141,6 +142,50 @@ static int check_private(const char *path, const struct stat *st, struct cq_erro
     return 0;
 }
 
+/* Parses the records of text (changed in place); source names it in errors. */
+static int parse_text(char *text, const char *source, struct cq_keyfile *kf, struct cq_error *err)
+{
+    struct cq_keyfile read = {0};
+    unsigned lineno = 0;
+    for (char *line = text, *next; line != NULL; line = next) {
+        next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
+        lineno++;
+        if (parse_line(&read, line, lineno, err) < 0) {
+            cq_error_prefix(err, "keys %s", source);
+            cq_keyfile_free(&read);
+            return -1;
+        }
+    }
+    *kf = read;
+    return 0;
+}
+
+/* The records of kf, as the keys file and the Redis keyring hold them. */
+static void write_records(FILE *f, const struct cq_keyfile *kf)
+{
+    fprintf(f, "# codeq keys file: every tenant's signing keys. Keep it private (mode 600);\n"
+               "# edit it with `codeq tenant` and `codeq key` (docs/security.md).\n");
+    for (size_t i = 0; i < kf->n_tenants; i++) {
+        const struct cq_keyfile_tenant *t = &kf->tenants[i];
+        fprintf(f, "tenant %s %lld", t->name, (long long)t->created_unix);
+        const struct cq_quota *q = &t->quota;
+        const uint64_t values[] = {q->sessions, q->executions, q->stored_bytes, q->rps};
+        static const char *const names[] = {"sessions", "executions", "stored_bytes", "rps"};
+        for (size_t j = 0; j < 4; j++)
+            if (values[j] != 0)
+                fprintf(f, " %s=%llu", names[j], (unsigned long long)values[j]);
+        fputc('\n', f);
+    }
+    for (size_t i = 0; i < kf->n_keys; i++) {
+        const struct cq_key *k = &kf->keys[i];
+        fprintf(f, "key %s %s %s %s %lld %lld\n", k->id, k->tenant, k->secret,
+                k->revoked ? "revoked" : "active", (long long)k->created_unix,
+                (long long)k->revoked_unix);
+    }
+}
+
 static int read_fd(int fd, const char *path, struct cq_keyfile *kf, struct cq_error *err)
 {
     struct stat st;
@@ -166,22 +211,24 @@ static int read_fd(int fd, const char *path, struct cq_keyfile *kf, struct cq_er
         len += (size_t)r;
     }
     text[len] = '\0';
-    unsigned lineno = 0;
-    char *save = NULL;
-    struct cq_keyfile read = {0};
-    /* strtok_r would skip empty lines and merge them, which is fine: they mean nothing. */
-    for (char *line = strtok_r(text, "\n", &save); line != NULL;
-         line = strtok_r(NULL, "\n", &save)) {
-        lineno++;
-        if (parse_line(&read, line, lineno, err) < 0) {
-            cq_error_prefix(err, "keys file %s", path);
-            cq_keyfile_free(&read);
-            explicit_bzero(text, len);
-            return -1;
-        }
-    }
+    int rc = parse_text(text, path, kf, err);
     explicit_bzero(text, len);
-    *kf = read;
+    return rc;
+}
+
+int cq_keyfile_parse(char *text, const char *source, struct cq_keyfile *kf, struct cq_error *err)
+{
+    return parse_text(text, source, kf, err);
+}
+
+int cq_keyfile_format(const struct cq_keyfile *kf, char **text, size_t *len, struct cq_error *err)
+{
+    FILE *f = open_memstream(text, len);
+    if (f == NULL)
+        return cq_error_sys(err, errno, "format the keys");
+    write_records(f, kf);
+    if (fclose(f) != 0)
+        return cq_error_sys(err, errno, "format the keys");
     return 0;
 }
 
@@ -210,25 +257,7 @@ int cq_keyfile_write(const char *path, const struct cq_keyfile *kf, struct cq_er
         unlink(tmp);
         return cq_error_sys(err, errno, "write %s", tmp);
     }
-    fprintf(f, "# codeq keys file: every tenant's signing keys. Keep it private (mode 600);\n"
-               "# edit it with `codeq tenant` and `codeq key` (docs/security.md).\n");
-    for (size_t i = 0; i < kf->n_tenants; i++) {
-        const struct cq_keyfile_tenant *t = &kf->tenants[i];
-        fprintf(f, "tenant %s %lld", t->name, (long long)t->created_unix);
-        const struct cq_quota *q = &t->quota;
-        const uint64_t values[] = {q->sessions, q->executions, q->stored_bytes, q->rps};
-        static const char *const names[] = {"sessions", "executions", "stored_bytes", "rps"};
-        for (size_t j = 0; j < 4; j++)
-            if (values[j] != 0)
-                fprintf(f, " %s=%llu", names[j], (unsigned long long)values[j]);
-        fputc('\n', f);
-    }
-    for (size_t i = 0; i < kf->n_keys; i++) {
-        const struct cq_key *k = &kf->keys[i];
-        fprintf(f, "key %s %s %s %s %lld %lld\n", k->id, k->tenant, k->secret,
-                k->revoked ? "revoked" : "active", (long long)k->created_unix,
-                (long long)k->revoked_unix);
-    }
+    write_records(f, kf);
     bool failed = fflush(f) != 0 || fsync(fileno(f)) != 0;
     int saved = errno;
     if (fclose(f) != 0 && !failed) {
@@ -462,6 +491,7 @@ int cq_credentials_load(const char *path, struct cq_credentials *cr, bool *found
 
 struct cq_keystore {
     char *path;
+    const struct cq_keys_source *source; /* instead of the file (the keyring), or NULL */
     pthread_mutex_t lock;
     struct cq_keyfile keys;
     struct stat seen; /* of the file last read */
@@ -477,6 +507,19 @@ static bool same_file(const struct stat *a, const struct stat *b)
 
 static int load(struct cq_keystore *ks, struct cq_error *err)
 {
+    if (ks->source != NULL) {
+        int64_t version;
+        if (ks->source->version(ks->source->ctx, &version, err) < 0)
+            return -1;
+        if (ks->checked_ms != 0 && version == ks->keys.version)
+            return 0;
+        struct cq_keyfile kf;
+        if (ks->source->read(ks->source->ctx, &kf, err) < 0)
+            return -1;
+        cq_keyfile_free(&ks->keys);
+        ks->keys = kf;
+        return 0;
+    }
     cq_autoclose int fd = open(ks->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return cq_error_sys(err, errno, "open keys file %s", ks->path);
@@ -494,7 +537,8 @@ static int load(struct cq_keystore *ks, struct cq_error *err)
     return 0;
 }
 
-int cq_keystore_open(const char *path, struct cq_keystore **out, struct cq_error *err)
+int cq_keystore_open(const char *path, const struct cq_keys_source *source,
+                     struct cq_keystore **out, struct cq_error *err)
 {
     struct cq_keystore *ks = calloc(1, sizeof(*ks));
     if (ks == NULL || (ks->path = strdup(path)) == NULL) {
@@ -502,6 +546,7 @@ int cq_keystore_open(const char *path, struct cq_keystore **out, struct cq_error
         return cq_error_sys(err, ENOMEM, "open the keys file");
     }
     pthread_mutex_init(&ks->lock, NULL);
+    ks->source = source;
     if (load(ks, err) < 0) {
         cq_keystore_close(ks);
         return -1;

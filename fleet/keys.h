@@ -8,7 +8,11 @@
  * The keys file is the operator's: `codeq tenant` and `codeq key` edit it, the daemons
  * read it and read it again when it changes (a revoked key is refused within a second,
  * without a restart). It must be readable by its owner alone, as ssh demands of a
- * private key: anyone who can read it can act as every tenant. */
+ * private key: anyone who can read it can act as every tenant.
+ *
+ * For daemons that share no file system, the same records can live in the fleet's Redis
+ * instead (keys_file = redis: the keyring, fleet/keyring.h), which the daemons already
+ * trust with every session. */
 #ifndef CQ_FLEET_KEYS_H
 #define CQ_FLEET_KEYS_H
 
@@ -20,6 +24,7 @@
 #define CQ_TENANT_MAX     40 /* characters of a tenant name */
 #define CQ_KEY_ID_LEN     24 /* "cqk_" and 20 hexadecimal digits */
 #define CQ_KEY_SECRET_LEN 64 /* 32 random bytes in hexadecimal */
+#define CQ_KEYS_IN_REDIS  "redis"
 
 /* Whether name is 1-40 of [a-z0-9-], starting with a letter or digit: it becomes part
  * of Kafka topic names (codeq.replies.<tenant>.) and Redis keys. */
@@ -47,9 +52,21 @@ struct cq_quota {
 
 struct cq_keystore;
 
+struct cq_keyfile;
+
+/* Where the records come from instead of a file (the keyring, fleet/keyring.h): the
+ * version read() last gave is compared with version() to read again only on change. */
+struct cq_keys_source {
+    void *ctx;
+    int (*version)(void *ctx, int64_t *version, struct cq_error *err);
+    int (*read)(void *ctx, struct cq_keyfile *kf, struct cq_error *err);
+};
+
 /* Opens the keys file at path, which must exist (`codeq tenant create` makes it) and be
- * private to its owner. */
-int cq_keystore_open(const char *path, struct cq_keystore **out, struct cq_error *err);
+ * private to its owner; or, with source, the records source gives (path names them in
+ * errors). source must outlive the keystore. */
+int cq_keystore_open(const char *path, const struct cq_keys_source *source,
+                     struct cq_keystore **out, struct cq_error *err);
 void cq_keystore_close(struct cq_keystore *ks);
 /* Copies the key with this id to *key: CQ_ENOTFOUND when there is none. Reads the file
  * again first when it changed (checked at most once a second); a file that became
@@ -90,6 +107,7 @@ struct cq_keyfile {
     size_t n_tenants;
     struct cq_key *keys;
     size_t n_keys;
+    int64_t version; /* the keyring's, as read (CQ_KEYS_IN_REDIS) */
 };
 
 /* Reads path (a missing file is an empty one when missing_ok). */
@@ -97,6 +115,9 @@ int cq_keyfile_read(const char *path, bool missing_ok, struct cq_keyfile *kf, st
 /* Replaces path atomically (a new file, mode 0600, renamed over it). */
 int cq_keyfile_write(const char *path, const struct cq_keyfile *kf, struct cq_error *err);
 void cq_keyfile_free(struct cq_keyfile *kf);
+/* The records as text (the file's format), and back; text is changed in place. */
+int cq_keyfile_format(const struct cq_keyfile *kf, char **text, size_t *len, struct cq_error *err);
+int cq_keyfile_parse(char *text, const char *source, struct cq_keyfile *kf, struct cq_error *err);
 
 int cq_keyfile_add_tenant(struct cq_keyfile *kf, const char *name, struct cq_error *err);
 /* Removes the tenant and every key of it. */

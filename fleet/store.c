@@ -1518,3 +1518,70 @@ int cq_store_take_state(struct cq_store *st, const char *session_id, const char 
     freeReplyObject(r);
     return rc;
 }
+
+/* ---- the keyring (fleet/keys.h, keys_file = redis) ------------------------------------- */
+
+static const char KEYRING_GET[] =
+    "return {redis.call('GET', ARGV[1] .. 'keyring:version') or '0',\n"
+    "        redis.call('GET', ARGV[1] .. 'keyring') or ''}\n";
+
+int cq_store_keyring_get(struct cq_store *st, char **text, int64_t *version, struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, KEYRING_GET);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_STRING) {
+        rc = cq_error_set(err, CQ_EPROTO, "unexpected reply to the keyring's read");
+    } else {
+        *version = int_of(r->element[0]);
+        *text = strndup(r->element[1]->str, r->element[1]->len);
+        if (*text == NULL)
+            rc = cq_error_sys(err, ENOMEM, "read the keyring");
+        explicit_bzero(r->element[1]->str, r->element[1]->len);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int cq_store_keyring_version(struct cq_store *st, int64_t *version, struct cq_error *err)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%skeyring:version", st->prefix);
+    const char *argv[] = {"GET", key};
+    redisReply *r = command(st, 2, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    *version = int_of(r);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Replaced only if nobody replaced it since it was read: two operators editing at once
+ * must not lose each other's change. */
+static const char KEYRING_PUT[] =
+    "if tonumber(redis.call('GET', ARGV[1] .. 'keyring:version') or '0') ~= tonumber(ARGV[2])\n"
+    "then return -1 end\n"
+    "redis.call('SET', ARGV[1] .. 'keyring', ARGV[3])\n"
+    "return redis.call('INCR', ARGV[1] .. 'keyring:version')\n";
+
+int cq_store_keyring_put(struct cq_store *st, const char *text, int64_t version,
+                         struct cq_error *err)
+{
+    struct args a;
+    script(st, &a, KEYRING_PUT);
+    arg_int(&a, version);
+    arg(&a, text);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    int64_t v = int_of(r);
+    freeReplyObject(r);
+    if (v < 0)
+        return cq_error_set(err, CQ_EINVALID,
+                            "the keyring in Redis changed while this edit was made: run it again");
+    return 0;
+}

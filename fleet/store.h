@@ -219,4 +219,13 @@ int cq_store_forget_worker(struct cq_store *st, const char *worker, struct cq_er
 int cq_store_lock(struct cq_store *st, const char *name, unsigned ttl_ms, bool *taken,
                   struct cq_error *err);
 
+/* The keyring (fleet/keys.h, keys_file = redis): the keys file's text in Redis
+ * (<prefix>keyring) and a version that every change raises (<prefix>keyring:version).
+ * cq_store_keyring_put() replaces it only if its version is still version (CQ_EINVALID
+ * otherwise: someone changed it meanwhile). *text is malloc'd. */
+int cq_store_keyring_get(struct cq_store *st, char **text, int64_t *version, struct cq_error *err);
+int cq_store_keyring_version(struct cq_store *st, int64_t *version, struct cq_error *err);
+int cq_store_keyring_put(struct cq_store *st, const char *text, int64_t version,
+                         struct cq_error *err);
+
 #endif

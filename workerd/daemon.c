@@ -15,6 +15,7 @@
 #include "fleet/audit.h"
 #include "fleet/auth.h"
 #include "fleet/claim.h"
+#include "fleet/keyring.h"
 #include "fleet/keys.h"
 #include "fleet/codec.h"
 #include "fleet/kafka.h"
@@ -100,8 +101,9 @@ struct held {
 struct cq_daemon {
     struct cq_fleet_config cfg;
     struct cq_worker *core;
-    struct cq_keystore *keys; /* NULL: keyless */
-    struct cq_audit *audit;   /* NULL: no audit log */
+    struct cq_keystore *keys;   /* NULL: keyless */
+    struct cq_keyring *keyring; /* the keys' Redis (keys_file = redis), or NULL */
+    struct cq_audit *audit;     /* NULL: no audit log */
     char audit_producer[128];
     struct cq_store *store;
     /* The heartbeat's own connection: the store serializes its commands on one
@@ -1318,7 +1320,7 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     cq_store_set_cancel(d->store, &d->stopping);
     if (cq_store_open(cfg, &d->beat, err) < 0)
         goto fail;
-    if (cfg->keys_file[0] != '\0' && cq_keystore_open(cfg->keys_file, &d->keys, err) < 0)
+    if (cq_keys_open(cfg, &d->keyring, &d->keys, err) < 0)
         goto fail;
     if (cfg->audit_topic[0] != '\0') {
         snprintf(d->audit_producer, sizeof(d->audit_producer), "worker-%s-%lld", cfg->worker_id,
@@ -1457,6 +1459,7 @@ void cq_daemon_destroy(struct cq_daemon *d)
     cq_store_close(d->store);
     cq_store_close(d->beat);
     cq_keystore_close(d->keys);
+    cq_keyring_close(d->keyring);
     cq_audit_close(d->audit);
     while (d->held != NULL)
         held_forget(d, d->held);

@@ -285,3 +285,35 @@ def test_the_clients_sign_with_their_tenants_key(tenants, tmp_path):
     p = subprocess.run([CODEQ, "exec", "--brokers", BROKERS, "-c", "print(1)"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "unsigned request" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_keys_kept_in_redis(services, redis_client):
+    """keys_file = redis: the keyring in the fleet's Redis, edited by the same commands
+    (for daemons that share no file system)."""
+    f = Fleet(keys_file="redis")
+    env = dict(f.env)
+    env.pop("CODEQ_LOG_LEVEL", None)
+
+    def cli(*args):
+        p = subprocess.run([CODEQ, *args, "--keys", "redis"], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+    cli("tenant", "create", "carol")
+    carol = parse_credentials(cli("key", "create", "carol"))
+    assert "carol" in cli("tenant", "list")
+    assert redis_client.get(f"{f.prefix}keyring:version") == b"2"
+    assert carol.secret.encode() in redis_client.get(f"{f.prefix}keyring")
+    f.start_worker("a")
+    f.wait_workers(redis_client, 1)
+    f.start_dispatcher()
+    d = Driver(BROKERS, f.request_topic, credentials=carol)
+    try:
+        sid = d.start_session()
+        assert not d.code(sid, "1 + 1").is_error
+        cli("key", "revoke", carol.key_id)
+        time.sleep(1.5)
+        wait_denied(d, d.send(invoke(sid, "executeCode", code="1")), "was revoked")
+    finally:
+        d.close()
+        f.stop()

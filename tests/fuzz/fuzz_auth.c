@@ -36,7 +36,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fprintf(f, "tenant fuzz 0\nkey " KEY_ID " fuzz " SECRET " active 0 0\n");
     fclose(f);
     struct cq_error err;
-    if (cq_keystore_open(path, &keys, &err) < 0)
+    if (cq_keystore_open(path, NULL, &keys, &err) < 0)
         abort();
     unlink(path); /* the keystore keeps what it read; a missing file keeps those keys */
     return 0;

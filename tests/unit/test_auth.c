@@ -99,7 +99,7 @@ START_TEST(a_signed_request_opens_as_it_was_signed)
 {
     struct cq_keystore *ks;
     struct cq_error err;
-    ck_assert_int_eq(cq_keystore_open(path, &ks, &err), 0);
+    ck_assert_int_eq(cq_keystore_open(path, NULL, &ks, &err), 0);
     struct cq_opened op;
     ck_assert_int_eq(round_trip(ks, new_request("acme"), &acme, NOW - 1000, &op, &err), 0);
     ck_assert(op.is_signed);
@@ -131,7 +131,7 @@ START_TEST(every_refusal_says_why)
 {
     struct cq_keystore *ks;
     struct cq_error err;
-    ck_assert_int_eq(cq_keystore_open(path, &ks, &err), 0);
+    ck_assert_int_eq(cq_keystore_open(path, NULL, &ks, &err), 0);
     struct cq_opened op;
     /* Another tenant's key. */
     ck_assert_int_eq(round_trip(ks, new_request("acme"), &globex, NOW, &op, &err), -1);
@@ -182,7 +182,7 @@ START_TEST(tampering_anywhere_is_refused)
 {
     struct cq_keystore *ks;
     struct cq_error err;
-    ck_assert_int_eq(cq_keystore_open(path, &ks, &err), 0);
+    ck_assert_int_eq(cq_keystore_open(path, NULL, &ks, &err), 0);
     uint8_t *bytes;
     size_t len;
     ck_assert_int_eq(
@@ -208,7 +208,7 @@ START_TEST(only_a_start_takes_the_fleets_session_id)
 {
     struct cq_keystore *ks;
     struct cq_error err;
-    ck_assert_int_eq(cq_keystore_open(path, &ks, &err), 0);
+    ck_assert_int_eq(cq_keystore_open(path, NULL, &ks, &err), 0);
     Codeq__V1__StartSession start = CODEQ__V1__START_SESSION__INIT;
     Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
     req.request_id = "r2";
@@ -273,7 +273,7 @@ START_TEST(revocation_takes_effect_without_a_restart)
 {
     struct cq_keystore *ks;
     struct cq_error err;
-    ck_assert_int_eq(cq_keystore_open(path, &ks, &err), 0);
+    ck_assert_int_eq(cq_keystore_open(path, NULL, &ks, &err), 0);
     struct cq_opened op;
     ck_assert_int_eq(round_trip(ks, new_request("acme"), &acme, NOW, &op, &err), 0);
     cq_opened_free(&op);
@@ -304,7 +304,7 @@ START_TEST(secrets_files_must_be_private)
     struct cq_keystore *ks;
     struct cq_error err;
     ck_assert_int_eq(chmod(path, 0644), 0);
-    ck_assert_int_eq(cq_keystore_open(path, &ks, &err), -1);
+    ck_assert_int_eq(cq_keystore_open(path, NULL, &ks, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, "readable by others"));
     char cred[300];
     snprintf(cred, sizeof(cred), "%s/cred", dir);
