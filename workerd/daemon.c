@@ -48,6 +48,7 @@
 struct queued {
     Codeq__V1__Request *req;
     char digest[CQ_STORE_DIGEST_LEN + 1]; /* of a signed request, else "" */
+    char key_id[32];                      /* the key that signed it, else "" */
     uint64_t fence;                       /* from the codeq-fence header */
     bool early; /* sent while Redis records it (fleet/kafka.h, CQ_FLEET_EARLY_HEADER) */
     struct cq_trace trace;
@@ -56,6 +57,8 @@ struct queued {
 
 /* The trace of the request this thread handles (fleet/trace.h), or NULL. */
 static __thread struct cq_trace *tracing;
+/* The key that signed the request this thread handles ("" unsigned), for its audit record. */
+static __thread const char *signed_by;
 
 /* A session this worker serves: its queue and what it last saved to Redis. */
 struct held {
@@ -774,6 +777,7 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         .error_code = r.error_code != CQ_RESULT_OK ? cq_result_error_name(r.error_code) : NULL,
         .reason = r.error_message,
         .req = &ran,
+        .key_id = signed_by,
         .has_result = true,
         .exit_code = r.exit_code,
         .duration_ms = r.execution_time_ms,
@@ -1029,8 +1033,10 @@ static void *session_thread(void *arg)
         tracing = q->trace.on ? &q->trace : NULL;
         cq_trace_stamp(tracing, "w.thread");
         store_unstored(d, h); /* before anything of the session runs again */
+        signed_by = q->key_id;
         handle(d, h, q->req, q->digest, q->fence, q->early);
         tracing = NULL;
+        signed_by = NULL;
         codeq__v1__request__free_unpacked(q->req, NULL);
         free(q);
         if (chores_overdue(h))
@@ -1080,7 +1086,7 @@ static int audit_to_kafka(void *ctx, const char *line, size_t len, struct cq_err
 }
 
 static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *digest,
-                    uint64_t fence, bool early, const struct cq_trace *trace)
+                    const char *key_id, uint64_t fence, bool early, const struct cq_trace *trace)
 {
     struct queued *q = calloc(1, sizeof(*q));
     const char *key = req->session_id;
@@ -1095,6 +1101,7 @@ static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *di
     }
     q->req = req;
     snprintf(q->digest, sizeof(q->digest), "%s", digest);
+    snprintf(q->key_id, sizeof(q->key_id), "%s", key_id);
     q->fence = fence;
     q->early = early;
     if (trace != NULL)
@@ -1236,7 +1243,7 @@ static void reroute_own(void *ctx, struct cq_opened *op)
 {
     char digest[CQ_STORE_DIGEST_LEN + 1];
     cq_opened_digest_hex(op, digest);
-    enqueue(ctx, op->req, digest, 0, false, NULL);
+    enqueue(ctx, op->req, digest, op->key_id, 0, false, NULL);
     if (op->outer == op->req)
         op->outer = NULL;
     op->req = NULL;
@@ -1407,7 +1414,7 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
             if (op.outer == op.req)
                 op.outer = NULL;
             op.req = NULL; /* the queue's now */
-            enqueue(d, req, digest, fence != NULL ? strtoull(fence, NULL, 10) : 0,
+            enqueue(d, req, digest, op.key_id, fence != NULL ? strtoull(fence, NULL, 10) : 0,
                     cq_kafka_header(msg, CQ_FLEET_EARLY_HEADER, early, sizeof(early)) != NULL,
                     &trace);
         }

@@ -91,6 +91,7 @@ def test_every_request_and_call_is_recorded_and_the_chains_verify(audited, tmp_p
     assert call["outcome"] == "ok" and call["exit_code"] == 0 and call["operation"] == "executeCode"
     assert call["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
     assert call["worker"] in f.workers and call["duration_ms"] > 0
+    assert call["key_id"] == alice.key_id and call["tenant"] == "alice"
     assert call["peak_memory_bytes"] > 0
     files = next(r for r in records if r.get("request_id") == wrote.request_id and
                  r["event"] == "call")["files"]
