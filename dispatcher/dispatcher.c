@@ -623,6 +623,21 @@ static int audit_to_kafka(void *ctx, const char *line, size_t len, struct cq_err
                          NULL, err);
 }
 
+/* An error reply that is not the request's stored outcome (refusals: refuse(),
+ * over_quota()). */
+static void reply_unstored(struct cq_dispatcher *d, const Codeq__V1__Request *req,
+                           enum cq_result_error code, const char *text)
+{
+    uint8_t *bytes;
+    size_t len;
+    struct cq_error err;
+    if (cq_codec_error_response(req->request_id, req->session_id, code, text, &bytes, &len, &err) <
+        0)
+        reply_fallback(d, req, false, &err);
+    else
+        reply(d, req, bytes, len);
+}
+
 /* A refusal of a request that never was admitted: answered (when it names a reply topic
  * its tenant may use) but never stored, because its request id is not its sender's to
  * claim: a forged message must not settle another client's request under that id. */
@@ -641,14 +656,7 @@ static void refuse(struct cq_dispatcher *d, const rd_kafka_message_t *msg,
         cq_fleet_reply_topic_refused(&d->cfg, req->reply_topic,
                                      d->keys != NULL ? tenant_of(req) : "") != NULL)
         return;
-    uint8_t *bytes;
-    size_t len;
-    struct cq_error err;
-    if (cq_codec_error_response(req->request_id, req->session_id, code, text, &bytes, &len, &err) <
-        0)
-        reply_fallback(d, req, false, &err);
-    else
-        reply(d, req, bytes, len);
+    reply_unstored(d, req, code, text);
 }
 
 /* A quota's refusal: answered, audited, and not stored, so that the same request sent
@@ -664,14 +672,7 @@ static void over_quota(struct cq_dispatcher *d, const Codeq__V1__Request *req, c
         .key_id = d->op != NULL ? d->op->key_id : NULL,
     };
     cq_audit_emit(d->audit, &r);
-    uint8_t *bytes;
-    size_t len;
-    struct cq_error err;
-    if (cq_codec_error_response(req->request_id, req->session_id, CQ_RESULT_LIMIT_EXCEEDED, why,
-                                &bytes, &len, &err) < 0)
-        reply_fallback(d, req, false, &err);
-    else
-        reply(d, req, bytes, len);
+    reply_unstored(d, req, CQ_RESULT_LIMIT_EXCEEDED, why);
 }
 
 /* The tenant's requests per second, counted in Redis over every dispatcher: true when
