@@ -13,11 +13,15 @@ import base64
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 
-from conftest import BIN_DIR, BROKERS
+from conftest import BIN_DIR, BROKERS, REPO
 from driver import Driver, pb, texts
+
+sys.path.insert(0, os.path.join(REPO, "clients", "python"))
+from codeq_client import Credentials  # noqa: E402
 
 CODEQ = os.path.join(BIN_DIR, "codeq")
 
@@ -219,3 +223,45 @@ def test_a_value_moved_or_written_in_plain_text_is_refused(new_fleet, redis_clie
         assert "without its envelope" in log, log[-3000:]
     finally:
         driver.close()
+
+
+def test_each_tenant_has_its_own_data_keys(new_fleet, redis_client, tmp_path):
+    """A keyed fleet (tenants made by `codeq tenant` and `codeq key`): each tenant's
+    values are sealed under its own data keys, and a rotation of one tenant's data key
+    leaves the other's alone."""
+    keys = str(tmp_path / "keys")
+    creds = {}
+    for name in ("alice", "bob"):
+        subprocess.run([CODEQ, "tenant", "create", name, "--keys", keys], check=True,
+                       capture_output=True, timeout=60)
+        out = subprocess.run([CODEQ, "key", "create", name, "--keys", keys], check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+        values = dict(line.split(" = ", 1) for line in out.strip().splitlines())
+        creds[name] = Credentials(values["tenant"], values["key_id"], values["secret"])
+    f = new_fleet(keys_file=keys)
+    f.env["CODEQ_MASTER_KEY_FILE"] = master_key(tmp_path, "master")
+    f.start_worker("a")
+    f.wait_workers(redis_client, 1)
+    f.start_dispatcher()
+    token = "cqtoken" + uuid.uuid4().hex
+    sids = {}
+    for name in ("alice", "bob"):
+        driver = Driver(BROKERS, f.request_topic, credentials=creds[name])
+        try:
+            sids[name] = driver.start_session(env={"AT_REST_TOKEN": token})
+            invoke(driver, sids[name], "writeFiles",
+                   content=[pb.FileContent(path="t.txt", text=token)])
+            r = invoke(driver, sids[name], "executeCode", code="open('t.txt').read()")
+            assert texts(r)[-1] == repr(token), r
+        finally:
+            driver.close()
+        chunk = redis_client.hget(f.prefix + "chunks:" + sids[name], "t.txt:0")
+        # "CQE1", the tenant's name after its length byte, then version 1.
+        assert chunk.startswith(b"CQE1" + bytes([len(name)]) + name.encode() + b"\0\0\0\1")
+    assert redis_client.hget(f.prefix + "dek:alice", "current") == b"1"
+    assert redis_client.hget(f.prefix + "dek:bob", "current") == b"1"
+    assert redis_client.hget(f.prefix + "dek:alice", "1") != \
+        redis_client.hget(f.prefix + "dek:bob", "1")
+    assert "version 2 is current" in at_rest(f.env, "rotate-data", "alice")
+    assert redis_client.hget(f.prefix + "dek:bob", "current") == b"1"
+    assert_nowhere(redis_client, f, token)
