@@ -34,6 +34,7 @@ static void usage(FILE *out)
                  "  tenant     create, list or delete the tenants of a fleet (its keys file)\n"
                  "  key        create, list or revoke a tenant's signing keys\n"
                  "  audit      verify an audit log's chains and signatures\n"
+                 "  at-rest    rotate the keys that encrypt a fleet's data in Redis\n"
                  "\n"
                  "Run 'codeq <command> --help' for the options of a command.\n");
 }
@@ -65,6 +66,8 @@ int main(int argc, char **argv)
         return cq_cmd_key(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0)
         return cq_cmd_audit(argc - 1, argv + 1);
+    if (strcmp(cmd, "at-rest") == 0)
+        return cq_cmd_at_rest(argc - 1, argv + 1);
     fprintf(stderr, "codeq: unknown command '%s'\n", cmd);
     usage(stderr);
     return CQ_EXIT_USAGE;

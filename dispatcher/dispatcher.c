@@ -1049,6 +1049,11 @@ static void consumed_add(rd_kafka_topic_partition_list_t *consumed,
 
 int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
 {
+    cq_log(CQ_LOG_INFO, "encryption at rest: %s",
+           cq_store_encrypted(d->store)
+               ? "on (values in Redis are sealed with the tenants' data "
+                 "keys)"
+               : "off (no master_key_file: values in Redis are plain text)");
     cq_log(CQ_LOG_INFO, "dispatching %s", d->cfg.request_topic);
     uint64_t next_recovery = 0; /* intervals: the monotonic clock, which never jumps */
     /* Offsets consumed and not yet stored: their messages' output is not all

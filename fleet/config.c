@@ -77,6 +77,8 @@ static const struct setting settings[] = {
                         "chained but unsigned"),
     STR(audit_content, "on: audit records hold code, commands and outputs (secrets!), not "
                        "only their SHA-256"),
+    STR(master_key_file, "master key (64 hex digits, mode 600): encrypts what the fleet keeps "
+                         "in Redis (files, states, env, code, replies); unset: plain text"),
     /* Redis authentication and TLS (check_redis() below). */
     STR(redis_user, "Redis ACL user to AUTH as; unset: Redis's user 'default'"),
     STR(redis_password,

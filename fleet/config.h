@@ -63,6 +63,9 @@ struct cq_fleet_config {
     char audit_topic[200];    /* audit_topic: where records go; "" none */
     char audit_key_file[256]; /* audit_key_file: signs them; "" chained, unsigned */
     char audit_content[8];    /* audit_content: on: code, commands, outputs too */
+    /* Encryption at rest (fleet/crypt.h): "" keeps what the fleet writes to Redis in
+     * plain text, as it always was. */
+    char master_key_file[512]; /* master_key_file: wraps the tenants' data keys */
     /* Redis authentication and TLS, for every Redis connection (daemons and clients).
      * The password is never logged; redis_password_file keeps it out of the
      * environment and the process list. */

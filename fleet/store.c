@@ -18,6 +18,7 @@
 #include "common/random.h"
 #include "common/units.h"
 #include "fleet/config.h"
+#include "fleet/crypt.h"
 #include "fleet/log.h"
 #include "fleet/redis_connect.h"
 
@@ -30,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #define CHUNK_BYTES  (512 * 1024)
@@ -57,6 +59,12 @@ struct cq_store {
      * answers again. (At start, cq_store_open() connects once, without waiting: a
      * daemon that cannot reach Redis says so and exits.) */
     bool fail_fast;
+    /* Encryption at rest (fleet/crypt.h, "values" below): NULL keeps values in plain
+     * text. The caches are behind their own lock, never held across a command. */
+    struct cq_kms *kms;
+    pthread_mutex_t crypt_lock;
+    struct dek *deks;
+    struct sid_tenant *sids; /* SID_SLOTS */
 };
 
 static bool cancelled(const struct cq_store *st)
@@ -230,6 +238,292 @@ static void copy_str(const redisReply *r, char *out, size_t len)
              r != NULL && r->type == REDIS_REPLY_STRING ? r->str : "");
 }
 
+/* ---- values: encryption at rest ----------------------------------------------------
+ *
+ * With a master key, every value that holds what users gave or got (files, kernel
+ * states, start parameters, request bodies, final replies) is sealed here, on its way
+ * to Redis, in an envelope (fleet/crypt.h) bound to its key and field, and opened on
+ * its way back; a value without its envelope is refused, never taken as plain text.
+ * Everything else (owners, fences, states, sizes, indexes) stays readable, as the
+ * scripts decide on it. The Lua scripts see only ciphertext, so sizes that count
+ * against a quota are passed to them in plain-text bytes.
+ *
+ * Data keys: one set per tenant under dek:<tenant> (`current` = the version new values
+ * use, `<version>` = the key wrapped by the master key), created by the first daemon
+ * that needs one (DEK_CREATE: one script, so two daemons never make two), unwrapped
+ * once per process and kept. The version in use is checked again every
+ * DEK_RECHECK_MS, so that `codeq at-rest rotate-data` reaches running daemons; any
+ * version a value names is loaded when first met.
+ *
+ * A value's tenant is its session's (the `tenant` field of session:<sid>, which never
+ * changes): a direct-mapped cache of SID_SLOTS sessions saves the lookup. */
+#define SID_SLOTS      4096
+#define DEK_RECHECK_MS 30000
+
+struct dek {
+    struct dek *next;
+    char tenant[CQ_CRYPT_TENANT_MAX + 1];
+    uint32_t version;
+    bool current;       /* the version new values use */
+    int64_t checked_ms; /* when current was last read from Redis */
+    uint8_t key[CQ_CRYPT_KEY_LEN];
+};
+
+struct sid_tenant {
+    char sid[64];
+    char tenant[CQ_CRYPT_TENANT_MAX + 1];
+};
+
+static int get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,
+                     size_t *len, struct cq_error *err);
+
+static size_t sid_slot(const char *sid)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = sid; *p != '\0'; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h % SID_SLOTS;
+}
+
+static void remember_tenant(struct cq_store *st, const char *sid, const char *tenant)
+{
+    if (st->kms == NULL || sid == NULL || sid[0] == '\0' || strlen(sid) >= 64 ||
+        strlen(tenant) > CQ_CRYPT_TENANT_MAX)
+        return;
+    pthread_mutex_lock(&st->crypt_lock);
+    struct sid_tenant *e = &st->sids[sid_slot(sid)];
+    snprintf(e->sid, sizeof(e->sid), "%s", sid);
+    snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+    pthread_mutex_unlock(&st->crypt_lock);
+}
+
+/* The tenant of a session: "" for one that does not exist (yet), not remembered. */
+static int session_tenant(struct cq_store *st, const char *sid,
+                          char tenant[CQ_CRYPT_TENANT_MAX + 1], struct cq_error *err)
+{
+    tenant[0] = '\0';
+    if (sid == NULL || sid[0] == '\0')
+        return 0;
+    pthread_mutex_lock(&st->crypt_lock);
+    const struct sid_tenant *e = &st->sids[sid_slot(sid)];
+    bool hit = strcmp(e->sid, sid) == 0;
+    if (hit)
+        memcpy(tenant, e->tenant, sizeof(e->tenant));
+    pthread_mutex_unlock(&st->crypt_lock);
+    if (hit)
+        return 0;
+    char key[160];
+    snprintf(key, sizeof(key), "%ssession:%s", st->prefix, sid);
+    const char *argv[] = {"HGET", key, "tenant"};
+    redisReply *r = command(st, 3, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    bool found = r->type == REDIS_REPLY_STRING && r->len <= CQ_CRYPT_TENANT_MAX;
+    if (found)
+        snprintf(tenant, CQ_CRYPT_TENANT_MAX + 1, "%.*s", (int)r->len, r->str);
+    freeReplyObject(r);
+    if (found)
+        remember_tenant(st, sid, tenant);
+    return 0;
+}
+
+/* A cached data key: version 0 asks for the current one (if checked recently). */
+static bool dek_cached(struct cq_store *st, const char *tenant, uint32_t version,
+                       uint32_t *found_version, uint8_t key[CQ_CRYPT_KEY_LEN])
+{
+    bool hit = false;
+    int64_t now = (int64_t)cq_now_ms();
+    pthread_mutex_lock(&st->crypt_lock);
+    for (const struct dek *d = st->deks; d != NULL && !hit; d = d->next) {
+        if (strcmp(d->tenant, tenant) != 0)
+            continue;
+        hit = version != 0 ? d->version == version
+                           : d->current && now - d->checked_ms < DEK_RECHECK_MS;
+        if (hit) {
+            *found_version = d->version;
+            memcpy(key, d->key, CQ_CRYPT_KEY_LEN);
+        }
+    }
+    pthread_mutex_unlock(&st->crypt_lock);
+    return hit;
+}
+
+static int dek_keep(struct cq_store *st, const char *tenant, uint32_t version, bool current,
+                    const uint8_t key[CQ_CRYPT_KEY_LEN], struct cq_error *err)
+{
+    int64_t now = (int64_t)cq_now_ms();
+    pthread_mutex_lock(&st->crypt_lock);
+    struct dek *found = NULL;
+    for (struct dek *d = st->deks; d != NULL; d = d->next) {
+        if (strcmp(d->tenant, tenant) != 0)
+            continue;
+        if (current)
+            d->current = false;
+        if (d->version == version)
+            found = d;
+    }
+    if (found == NULL && (found = calloc(1, sizeof(*found))) != NULL) {
+        snprintf(found->tenant, sizeof(found->tenant), "%s", tenant);
+        found->version = version;
+        memcpy(found->key, key, CQ_CRYPT_KEY_LEN);
+        found->next = st->deks;
+        st->deks = found;
+    }
+    if (found != NULL && current) {
+        found->current = true;
+        found->checked_ms = now;
+    }
+    pthread_mutex_unlock(&st->crypt_lock);
+    return found != NULL ? 0 : cq_error_sys(err, ENOMEM, "allocate a data key");
+}
+
+static int dek_unwrap(struct cq_store *st, const char *tenant, uint32_t version,
+                      const redisReply *wrapped, uint8_t key[CQ_CRYPT_KEY_LEN],
+                      struct cq_error *err)
+{
+    if (wrapped == NULL || wrapped->type != REDIS_REPLY_STRING)
+        return cq_error_set(err, CQ_EDENIED,
+                            "tenant '%s' has no data key version %u in Redis (deleted?): its "
+                            "values cannot be read",
+                            tenant, version);
+    char aad[128];
+    cq_dek_aad(tenant, version, aad, sizeof(aad));
+    return st->kms->unwrap(st->kms, (const uint8_t *)wrapped->str, wrapped->len, aad, key, err);
+}
+
+/* Makes version 1 unless the tenant has a current data key already; either way the
+ * current one. ARGV[3]: a fresh key, wrapped for version 1. */
+static const char DEK_CREATE[] = "local k = ARGV[1] .. 'dek:' .. ARGV[2]\n"
+                                 "local cur = redis.call('HGET', k, 'current')\n"
+                                 "if not cur then\n"
+                                 "  redis.call('HSET', k, '1', ARGV[3], 'current', '1')\n"
+                                 "  cur = '1'\n"
+                                 "end\n"
+                                 "return {cur, redis.call('HGET', k, cur)}\n";
+
+static int dek_current(struct cq_store *st, const char *tenant, uint32_t *version,
+                       uint8_t key[CQ_CRYPT_KEY_LEN], struct cq_error *err)
+{
+    if (dek_cached(st, tenant, 0, version, key))
+        return 0;
+    uint8_t fresh[CQ_CRYPT_KEY_LEN], wrapped[CQ_KMS_WRAPPED_MAX];
+    size_t wrapped_len;
+    char aad[128];
+    cq_dek_aad(tenant, 1, aad, sizeof(aad));
+    if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh))
+        return cq_error_sys(err, errno, "getrandom");
+    int rc = st->kms->wrap(st->kms, fresh, aad, wrapped, &wrapped_len, err);
+    explicit_bzero(fresh, sizeof(fresh));
+    if (rc < 0)
+        return -1;
+    struct args a;
+    script(st, &a, DEK_CREATE);
+    arg(&a, tenant);
+    arg_bin(&a, wrapped, wrapped_len);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || int_of(r->element[0]) <= 0) {
+        freeReplyObject(r);
+        return cq_error_set(err, CQ_EINTERNAL, "dek:%s: no current data key", tenant);
+    }
+    *version = (uint32_t)int_of(r->element[0]);
+    rc = dek_unwrap(st, tenant, *version, r->element[1], key, err);
+    freeReplyObject(r);
+    return rc < 0 ? -1 : dek_keep(st, tenant, *version, true, key, err);
+}
+
+static int dek_version(struct cq_store *st, const char *tenant, uint32_t version,
+                       uint8_t key[CQ_CRYPT_KEY_LEN], struct cq_error *err)
+{
+    uint32_t found;
+    if (dek_cached(st, tenant, version, &found, key))
+        return 0;
+    char name[160], field[16];
+    snprintf(name, sizeof(name), "%sdek:%s", st->prefix, tenant);
+    snprintf(field, sizeof(field), "%u", version);
+    const char *argv[] = {"HGET", name, field};
+    redisReply *r = command(st, 3, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    int rc = dek_unwrap(st, tenant, version, r, key, err);
+    freeReplyObject(r);
+    return rc < 0 ? -1 : dek_keep(st, tenant, version, false, key, err);
+}
+
+/* *out (malloc'd) gets data sealed for key_name and field under tenant's current data
+ * key, or NULL without encryption (then data goes as it is). */
+static int seal_value(struct cq_store *st, const char *tenant, const char *key_name,
+                      const char *field, const void *data, size_t len, uint8_t **out,
+                      size_t *out_len, struct cq_error *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (st->kms == NULL)
+        return 0;
+    uint8_t key[CQ_CRYPT_KEY_LEN];
+    uint32_t version;
+    if (dek_current(st, tenant, &version, key, err) < 0)
+        return cq_error_prefix(err, "encrypt %s", key_name);
+    int rc = cq_envelope_seal(tenant, version, key, key_name, field, data, len, out, out_len, err);
+    explicit_bzero(key, sizeof(key));
+    return rc;
+}
+
+/* seal_value() for a value of the session sid. */
+static int seal_session_value(struct cq_store *st, const char *sid, const char *key_name,
+                              const char *field, const void *data, size_t len, uint8_t **out,
+                              size_t *out_len, struct cq_error *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (st->kms == NULL)
+        return 0;
+    char tenant[CQ_CRYPT_TENANT_MAX + 1];
+    if (session_tenant(st, sid, tenant, err) < 0)
+        return -1;
+    return seal_value(st, tenant, key_name, field, data, len, out, out_len, err);
+}
+
+/* Replaces *data (malloc'd, as read from key_name and field) with its plain text;
+ * nothing without encryption or without a value. */
+static int open_value(struct cq_store *st, const char *key_name, const char *field, uint8_t **data,
+                      size_t *len, struct cq_error *err)
+{
+    if (st->kms == NULL || *data == NULL)
+        return 0;
+    struct cq_envelope_head head;
+    uint8_t key[CQ_CRYPT_KEY_LEN], *plain;
+    size_t plain_len;
+    int rc = cq_envelope_head(*data, *len, &head, err);
+    if (rc == 0)
+        rc = dek_version(st, head.tenant, head.version, key, err);
+    if (rc == 0)
+        rc = cq_envelope_open(&head, key, key_name, field, *data, *len, &plain, &plain_len, err);
+    explicit_bzero(key, sizeof(key));
+    if (rc < 0)
+        return cq_error_prefix(err, "read %s%s%s", key_name, field != NULL ? " " : "",
+                               field != NULL ? field : "");
+    free(*data);
+    *data = plain;
+    *len = plain_len;
+    return 0;
+}
+
+/* get_bytes() and open_value(). */
+static int get_value(struct cq_store *st, const char *key, const char *field, uint8_t **data,
+                     size_t *len, struct cq_error *err)
+{
+    if (get_bytes(st, key, field, data, len, err) < 0)
+        return -1;
+    if (open_value(st, key, field, data, len, err) < 0) {
+        free(*data);
+        *data = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, struct cq_error *err)
 {
     struct cq_store *st = calloc(1, sizeof(*st));
@@ -242,6 +536,17 @@ int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, stru
     st->port = colon != NULL ? atoi(colon + 1) : 6379;
     snprintf(st->prefix, sizeof(st->prefix), "%s", cfg->prefix);
     st->files_quota = cfg->files_quota;
+    pthread_mutex_init(&st->crypt_lock, NULL);
+    if (cfg->master_key_file[0] != '\0') {
+        if (cq_kms_local_open(cfg->master_key_file, &st->kms, err) < 0) {
+            cq_store_close(st);
+            return -1;
+        }
+        if ((st->sids = calloc(SID_SLOTS, sizeof(*st->sids))) == NULL) {
+            cq_store_close(st);
+            return cq_error_sys(err, ENOMEM, "allocate the session cache");
+        }
+    }
     if (cq_redis_dialer_new(cfg, st->host, st->port, &st->dialer, err) < 0) {
         cq_store_close(st);
         return -1;
@@ -282,7 +587,20 @@ void cq_store_close(struct cq_store *st)
         redisFree(st->c);
     cq_redis_dialer_free(st->dialer);
     pthread_mutex_destroy(&st->lock);
+    cq_kms_free(st->kms);
+    for (struct dek *d = st->deks, *next; d != NULL; d = next) {
+        next = d->next;
+        explicit_bzero(d, sizeof(*d));
+        free(d);
+    }
+    free(st->sids);
+    pthread_mutex_destroy(&st->crypt_lock);
     free(st);
+}
+
+bool cq_store_encrypted(const struct cq_store *st)
+{
+    return st->kms != NULL;
 }
 
 /* ---- workers ------------------------------------------------------------------------ */
@@ -397,6 +715,7 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *tena
         copy_str(r->element[1], route->owner, sizeof(route->owner));
         route->fence = (uint64_t)int_of(r->element[2]);
         route->moved = int_of(r->element[3]) == 1;
+        remember_tenant(st, session_id, tenant);
     }
     freeReplyObject(r);
     return 0;
@@ -455,6 +774,8 @@ int cq_store_create_session(struct cq_store *st, const char *session_id, const c
         copy_str(r, existing_id, existing_len);
     }
     freeReplyObject(r);
+    if (rc == 0)
+        remember_tenant(st, existing_id[0] != '\0' ? existing_id : session_id, tenant);
     return rc;
 }
 
@@ -509,9 +830,20 @@ static int facts(struct cq_store *st, const char *session_id, const char *worker
     arg_int(&a, info->created_at_ms);
     arg_int(&a, info->last_updated_at_ms);
     arg_int(&a, info->session_timeout_s);
-    if (start != NULL)
+    char key[160];
+    snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
+    uint8_t *sealed = NULL;
+    size_t sealed_len = 0;
+    if (start != NULL && seal_session_value(st, session_id, key, "start", start, start_len, &sealed,
+                                            &sealed_len, err) < 0)
+        return -1;
+    if (sealed != NULL)
+        arg_bin(&a, sealed, sealed_len);
+    else if (start != NULL)
         arg_bin(&a, start, start_len);
-    return fenced(run(st, &a, err), session_id, err);
+    int rc = fenced(run(st, &a, err), session_id, err);
+    free(sealed);
+    return rc;
 }
 
 int cq_store_session_facts(struct cq_store *st, const char *session_id, const char *worker,
@@ -538,7 +870,7 @@ int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t 
 {
     char key[160];
     snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
-    return get_bytes(st, key, "start", start, len, err);
+    return get_value(st, key, "start", start, len, err);
 }
 
 /* The fields of session:<sid> that getSession and listSessions read, by name rather
@@ -810,17 +1142,24 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
                      const char *tenant, uint64_t max_executions, enum cq_request_state *state,
                      struct cq_error *err)
 {
+    char key[200];
+    snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
+    uint8_t *sealed;
+    size_t sealed_len;
+    if (seal_session_value(st, session_id, key, "body", body, len, &sealed, &sealed_len, err) < 0)
+        return -1;
     struct args a;
     script(st, &a, FORWARD);
     arg(&a, request_id);
     arg(&a, worker);
     arg(&a, session_id);
-    arg_bin(&a, body, len);
+    arg_bin(&a, sealed != NULL ? sealed : body, sealed != NULL ? sealed_len : len);
     arg_int(&a, cq_unix_ms());
     arg(&a, digest);
     arg(&a, max_executions > 0 ? tenant : "");
     arg_int(&a, (int64_t)max_executions);
     redisReply *r = run(st, &a, err);
+    free(sealed);
     if (r == NULL)
         return -1;
     *state = r->type == REDIS_REPLY_STRING && strcmp(r->str, "quota") == 0 ? CQ_REQ_OVER_QUOTA
@@ -853,17 +1192,26 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
                            struct cq_error *err)
 {
     *routed = false;
+    /* Sealed under the tenant the request claims: the script writes nothing unless the
+     * session is that tenant's. */
+    char key[200];
+    snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
+    uint8_t *sealed;
+    size_t sealed_len;
+    if (seal_value(st, tenant, key, "body", body, len, &sealed, &sealed_len, err) < 0)
+        return -1;
     struct args a;
     script(st, &a, ROUTE_FORWARD);
     arg(&a, request_id);
     arg(&a, session_id);
-    arg_bin(&a, body, len);
+    arg_bin(&a, sealed != NULL ? sealed : body, sealed != NULL ? sealed_len : len);
     arg_int(&a, cq_unix_ms());
     arg(&a, tenant);
     arg(&a, digest);
     arg(&a, max_executions > 0 ? tenant : "");
     arg_int(&a, (int64_t)max_executions);
     redisReply *r = run(st, &a, err);
+    free(sealed);
     if (r == NULL)
         return -1;
     memset(route, 0, sizeof(*route));
@@ -872,6 +1220,7 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
         route->exists = true;
         copy_str(r->element[1], route->owner, sizeof(route->owner));
         route->fence = (uint64_t)int_of(r->element[2]);
+        remember_tenant(st, session_id, tenant);
     }
     freeReplyObject(r);
     return 0;
@@ -933,7 +1282,7 @@ static const char FINISH[] =
     "local h = redis.call('HMGET', k, 'state', 'worker')\n"
     "if h[1] == 'done' then\n"
     "  if redis.call('GET', ARGV[1] .. 'result:' .. ARGV[2]) == ARGV[4] then return 1 end\n"
-    "  return 0\n"
+    "  return 2\n"
     "end\n"
     "if ARGV[3] ~= '' and (h[1] ~= 'running' or h[2] ~= ARGV[3]) then return 0 end\n"
     "redis.call('SET', ARGV[1] .. 'result:' .. ARGV[2], ARGV[4], 'EX', ARGV[5])\n"
@@ -950,21 +1299,71 @@ static const char FINISH[] =
     "redis.call('EXPIRE', k, ARGV[5])\n"
     "return 1\n";
 
+/* The tenant of a request: its session's ("" for none, or a request not recorded). */
+static const char REQUEST_TENANT[] =
+    "local s = redis.call('HGET', ARGV[1] .. 'req:' .. ARGV[2], 'session')\n"
+    "if not s or s == '' then return {'', ''} end\n"
+    "return {s, redis.call('HGET', ARGV[1] .. 'session:' .. s, 'tenant') or ''}\n";
+
+static int seal_result(struct cq_store *st, const char *request_id, const char *key,
+                       const void *response, size_t len, uint8_t **sealed, size_t *sealed_len,
+                       struct cq_error *err)
+{
+    *sealed = NULL;
+    if (st->kms == NULL)
+        return 0;
+    struct args a;
+    script(st, &a, REQUEST_TENANT);
+    arg(&a, request_id);
+    redisReply *r = run(st, &a, err);
+    if (r == NULL)
+        return -1;
+    char sid[64] = "", tenant[CQ_CRYPT_TENANT_MAX + 1] = "";
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        copy_str(r->element[0], sid, sizeof(sid));
+        copy_str(r->element[1], tenant, sizeof(tenant));
+    }
+    freeReplyObject(r);
+    remember_tenant(st, sid, tenant);
+    return seal_value(st, tenant, key, NULL, response, len, sealed, sealed_len, err);
+}
+
+/* FINISH found the request done with other bytes: under encryption, the same reply
+ * sealed again (another nonce) is still this very reply. */
+static bool same_result(struct cq_store *st, const char *key, const void *response, size_t len)
+{
+    struct cq_error ignored;
+    uint8_t *stored = NULL;
+    size_t stored_len = 0;
+    bool same = st->kms != NULL && get_value(st, key, NULL, &stored, &stored_len, &ignored) == 0 &&
+                stored != NULL && stored_len == len && memcmp(stored, response, len) == 0;
+    free(stored);
+    return same;
+}
+
 int cq_store_finish(struct cq_store *st, const char *request_id, const char *worker,
                     const void *response, size_t len, bool *stored, struct cq_error *err)
 {
     *stored = false;
+    char key[200];
+    snprintf(key, sizeof(key), "%sresult:%s", st->prefix, request_id);
+    uint8_t *sealed;
+    size_t sealed_len;
+    if (seal_result(st, request_id, key, response, len, &sealed, &sealed_len, err) < 0)
+        return -1;
     struct args a;
     script(st, &a, FINISH);
     arg(&a, request_id);
     arg(&a, worker != NULL ? worker : "");
-    arg_bin(&a, response, len);
+    arg_bin(&a, sealed != NULL ? sealed : response, sealed != NULL ? sealed_len : len);
     arg_int(&a, RESULT_TTL_S);
     redisReply *r = run(st, &a, err);
+    free(sealed);
     if (r == NULL)
         return -1;
-    *stored = int_of(r) == 1;
+    int64_t v = int_of(r);
     freeReplyObject(r);
+    *stored = v == 1 || (v == 2 && same_result(st, key, response, len));
     return 0;
 }
 
@@ -1021,7 +1420,7 @@ int cq_store_result(struct cq_store *st, const char *request_id, uint8_t **data,
 {
     char key[200];
     snprintf(key, sizeof(key), "%sresult:%s", st->prefix, request_id);
-    return get_bytes(st, key, NULL, data, len, err);
+    return get_value(st, key, NULL, data, len, err);
 }
 
 int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], size_t max,
@@ -1048,7 +1447,7 @@ int cq_store_request(struct cq_store *st, const char *request_id, uint8_t **body
         return -1;
     char key[200];
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
-    return get_bytes(st, key, "body", body, len, err);
+    return get_value(st, key, "body", body, len, err);
 }
 
 int cq_store_lock(struct cq_store *st, const char *name, unsigned ttl_ms, bool *taken,
@@ -1198,8 +1597,7 @@ static const char PUT_FILE[] =
     "then return 0 end\n"
     "local f, c = ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2]\n"
     "local path = ARGV[5]\n"
-    "local size = 0\n"
-    "for i = 8, #ARGV do size = size + #ARGV[i] end\n"
+    "local size = tonumber(ARGV[8])\n"
     "local old = redis.call('HGET', f, 'm:' .. path)\n"
     "local old_size, old_chunks = 0, 0\n"
     "if old then\n"
@@ -1219,8 +1617,8 @@ static const char PUT_FILE[] =
     "end\n"
     "redis.call('INCRBY', tb, grown)\n"
     "for i = 0, old_chunks - 1 do redis.call('HDEL', c, path .. ':' .. i) end\n"
-    "for i = 8, #ARGV do redis.call('HSET', c, path .. ':' .. (i - 8), ARGV[i]) end\n"
-    "redis.call('HSET', f, 'm:' .. path, size .. ' ' .. ARGV[6] .. ' ' .. (#ARGV - 7),\n"
+    "for i = 9, #ARGV do redis.call('HSET', c, path .. ':' .. (i - 9), ARGV[i]) end\n"
+    "redis.call('HSET', f, 'm:' .. path, size .. ' ' .. ARGV[6] .. ' ' .. (#ARGV - 8),\n"
     "           'bytes', total)\n"
     "local ttl = redis.call('PTTL', s)\n"
     "if ttl > 0 then redis.call('PEXPIRE', f, ttl); redis.call('PEXPIRE', c, ttl) end\n"
@@ -1243,11 +1641,27 @@ int cq_store_put_file(struct cq_store *st, const char *session_id, const char *w
     arg(a, path);
     arg_int(a, mtime_ns);
     arg_int(a, (int64_t)st->files_quota);
-    for (size_t i = 0; i < chunks; i++) {
+    arg_int(a, (int64_t)len); /* plain-text bytes: the quota counts what users stored */
+    char key[160];
+    snprintf(key, sizeof(key), "%schunks:%s", st->prefix, session_id);
+    uint8_t *sealed[500] = {0};
+    int rc = 0;
+    for (size_t i = 0; i < chunks && rc == 0; i++) {
         size_t n = len - i * CHUNK_BYTES < CHUNK_BYTES ? len - i * CHUNK_BYTES : CHUNK_BYTES;
-        arg_bin(a, data + i * CHUNK_BYTES, n);
+        char field[PATH_MAX + 32];
+        size_t sealed_len;
+        snprintf(field, sizeof(field), "%s:%zu", path, i);
+        rc = seal_session_value(st, session_id, key, field, data + i * CHUNK_BYTES, n, &sealed[i],
+                                &sealed_len, err);
+        if (sealed[i] != NULL)
+            arg_bin(a, sealed[i], sealed_len);
+        else
+            arg_bin(a, data + i * CHUNK_BYTES, n);
     }
-    int rc = fenced(run(st, a, err), session_id, err);
+    if (rc == 0)
+        rc = fenced(run(st, a, err), session_id, err);
+    for (size_t i = 0; i < chunks; i++)
+        free(sealed[i]);
     free(a);
     return rc;
 }
@@ -1381,7 +1795,7 @@ int cq_store_get_file(struct cq_store *st, const char *session_id, const char *p
         snprintf(chunk_field, sizeof(chunk_field), "%s:%llu", path, i);
         uint8_t *part = NULL;
         size_t part_len = 0;
-        int rc = get_bytes(st, ckey, chunk_field, &part, &part_len, err);
+        int rc = get_value(st, ckey, chunk_field, &part, &part_len, err);
         if (rc < 0 || part == NULL || *len + part_len > size) {
             free(part);
             free(*data);
@@ -1411,13 +1825,12 @@ static const char PUT_STATE[] =
     "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
     "then return 0 end\n"
     "local k = ARGV[1] .. 'state:' .. ARGV[2]\n"
-    "local size = 0\n"
-    "for i = 7, #ARGV, 2 do size = size + #ARGV[i] end\n"
+    "local size = tonumber(ARGV[6])\n"
     "local files = tonumber(redis.call('HGET', ARGV[1] .. 'files:' .. ARGV[2], 'bytes') or '0')\n"
     "if files + size > tonumber(ARGV[5]) then return -2 end\n"
     "redis.call('DEL', k)\n"
     "redis.call('HSET', k, 'fence', ARGV[4])\n"
-    "for i = 6, #ARGV - 1, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end\n"
+    "for i = 7, #ARGV - 1, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end\n"
     "local ttl = redis.call('PTTL', s)\n"
     "if ttl > 0 then redis.call('PEXPIRE', k, ttl) end\n"
     "return 1\n";
@@ -1437,11 +1850,28 @@ int cq_store_put_state(struct cq_store *st, const char *session_id, const char *
     arg(a, worker);
     arg_int(a, (int64_t)fence);
     arg_int(a, (int64_t)st->files_quota);
-    for (size_t i = 0; i < n; i++) {
+    size_t plain = 0; /* the quota counts plain-text bytes, as for files */
+    for (size_t i = 0; i < n; i++)
+        plain += fields[i].len;
+    arg_int(a, (int64_t)plain);
+    char key[160];
+    snprintf(key, sizeof(key), "%sstate:%s", st->prefix, session_id);
+    uint8_t *sealed[CQ_STORE_MAX_STATE_FIELDS] = {0};
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t sealed_len;
+        rc = seal_session_value(st, session_id, key, fields[i].name, fields[i].data, fields[i].len,
+                                &sealed[i], &sealed_len, err);
         arg(a, fields[i].name);
-        arg_bin(a, fields[i].data, fields[i].len);
+        if (sealed[i] != NULL)
+            arg_bin(a, sealed[i], sealed_len);
+        else
+            arg_bin(a, fields[i].data, fields[i].len);
     }
-    int rc = fenced(run(st, a, err), session_id, err);
+    if (rc == 0)
+        rc = fenced(run(st, a, err), session_id, err);
+    for (size_t i = 0; i < n; i++)
+        free(sealed[i]);
     free(a);
     return rc;
 }
@@ -1514,7 +1944,132 @@ int cq_store_take_state(struct cq_store *st, const char *session_id, const char 
             current = fence > 0 && (uint64_t)int_of(r->element[i + 1]) == fence - 1;
     /* None, or saved before a later move: not this session's state now (dropped). */
     int rc = current ? copy_fields(r, fields, n, err) : 0;
+    freeReplyObject(r);
+    char key[160];
+    snprintf(key, sizeof(key), "%sstate:%s", st->prefix, session_id);
+    for (size_t i = 0; rc == 0 && i < *n; i++)
+        rc = open_value(st, key, (*fields)[i].name, &(*fields)[i].data, &(*fields)[i].len, err);
+    if (rc < 0) {
+        cq_store_fields_free(*fields, *n);
+        *fields = NULL;
+        *n = 0;
+    }
     *found = current && rc == 0;
+    return rc;
+}
+
+/* ---- data key rotation (codeq at-rest) ---------------------------------------------
+ *
+ * Both run from the command line, against a live fleet. A new data key version is
+ * added only if `current` is still the one it was computed from (DEK_ADD), so that
+ * two rotations, or a rotation and a daemon's first use, never lose a version. */
+
+static const char DEK_ADD[] =
+    "local k = ARGV[1] .. 'dek:' .. ARGV[2]\n"
+    "if (redis.call('HGET', k, 'current') or '') ~= ARGV[3] then return 0 end\n"
+    "redis.call('HSET', k, ARGV[4], ARGV[5], 'current', ARGV[4])\n"
+    "return 1\n";
+
+int cq_store_rotate_data_key(struct cq_store *st, const char *tenant, uint32_t *version,
+                             struct cq_error *err)
+{
+    if (st->kms == NULL)
+        return cq_error_set(err, CQ_EINVALID, "no master key (master_key_file)");
+    char name[160];
+    snprintf(name, sizeof(name), "%sdek:%s", st->prefix, tenant);
+    for (int attempt = 0; attempt < 5; attempt++) {
+        const char *argv[] = {"HGET", name, "current"};
+        redisReply *r = command(st, 3, argv, NULL, err);
+        if (r == NULL)
+            return -1;
+        char current[16];
+        copy_str(r, current, sizeof(current));
+        freeReplyObject(r);
+        *version = (uint32_t)strtoul(current, NULL, 10) + 1;
+        uint8_t fresh[CQ_CRYPT_KEY_LEN], wrapped[CQ_KMS_WRAPPED_MAX];
+        size_t wrapped_len;
+        char aad[128];
+        cq_dek_aad(tenant, *version, aad, sizeof(aad));
+        if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh))
+            return cq_error_sys(err, errno, "getrandom");
+        int rc = st->kms->wrap(st->kms, fresh, aad, wrapped, &wrapped_len, err);
+        explicit_bzero(fresh, sizeof(fresh));
+        if (rc < 0)
+            return -1;
+        struct args a;
+        script(st, &a, DEK_ADD);
+        arg(&a, tenant);
+        arg(&a, current);
+        arg_int(&a, *version);
+        arg_bin(&a, wrapped, wrapped_len);
+        if ((r = run(st, &a, err)) == NULL)
+            return -1;
+        bool added = int_of(r) == 1;
+        freeReplyObject(r);
+        if (added)
+            return 0;
+    }
+    return cq_error_set(err, EBUSY, "dek:%s changed under every attempt", tenant);
+}
+
+/* One tenant's hash: every version unwrapped with from and wrapped with to, written in
+ * one HSET. A version that already unwraps with to is left (a rotation run again after
+ * it stopped half way). */
+static int rewrap_one(struct cq_store *st, const char *name, struct cq_kms *from, struct cq_kms *to,
+                      size_t *keys, struct cq_error *err)
+{
+    const char *tenant = name + strlen(st->prefix) + strlen("dek:");
+    const char *argv[] = {"HGETALL", name};
+    redisReply *r = command(st, 2, argv, NULL, err);
+    if (r == NULL)
+        return -1;
+    size_t pairs = r->elements / 2;
+    const char **v = calloc(2 + 2 * pairs, sizeof(*v));
+    size_t *lens = calloc(2 + 2 * pairs, sizeof(*lens));
+    uint8_t(*wrapped)[CQ_KMS_WRAPPED_MAX] = calloc(pairs + 1, sizeof(*wrapped));
+    int rc = v != NULL && lens != NULL && wrapped != NULL
+                 ? 0
+                 : cq_error_sys(err, ENOMEM, "allocate %zu data keys", pairs);
+    int argc = 2;
+    if (rc == 0) {
+        v[0] = "HSET";
+        v[1] = name;
+        lens[0] = 4;
+        lens[1] = strlen(name);
+    }
+    for (size_t i = 0; rc == 0 && i < pairs; i++) {
+        const redisReply *f = r->element[2 * i], *w = r->element[2 * i + 1];
+        if (f->type != REDIS_REPLY_STRING || strcmp(f->str, "current") == 0)
+            continue;
+        uint32_t version = (uint32_t)strtoul(f->str, NULL, 10);
+        char aad[128];
+        cq_dek_aad(tenant, version, aad, sizeof(aad));
+        uint8_t key[CQ_CRYPT_KEY_LEN];
+        struct cq_error ignored;
+        if (to->unwrap(to, (const uint8_t *)w->str, w->len, aad, key, &ignored) == 0)
+            continue;
+        size_t n;
+        rc = from->unwrap(from, (const uint8_t *)w->str, w->len, aad, key, err);
+        if (rc == 0)
+            rc = to->wrap(to, key, aad, wrapped[i], &n, err);
+        explicit_bzero(key, sizeof(key));
+        if (rc < 0)
+            break;
+        v[argc] = f->str;
+        lens[argc++] = f->len;
+        v[argc] = (const char *)wrapped[i];
+        lens[argc++] = n;
+        (*keys)++;
+    }
+    if (rc == 0 && argc > 2) {
+        redisReply *w = command(st, argc, v, lens, err);
+        rc = done_with(w);
+    }
+    if (wrapped != NULL)
+        explicit_bzero(wrapped, (pairs + 1) * sizeof(*wrapped));
+    free(wrapped);
+    free(lens);
+    free(v);
     freeReplyObject(r);
     return rc;
 }
@@ -1583,5 +2138,37 @@ int cq_store_keyring_put(struct cq_store *st, const char *text, int64_t version,
     if (v < 0)
         return cq_error_set(err, CQ_EINVALID,
                             "the keyring in Redis changed while this edit was made: run it again");
+    return 0;
+}
+
+int cq_store_rewrap_data_keys(struct cq_store *st, struct cq_kms *from, struct cq_kms *to,
+                              size_t *tenants, size_t *keys, struct cq_error *err)
+{
+    *tenants = *keys = 0;
+    char pattern[160], cursor[32] = "0";
+    snprintf(pattern, sizeof(pattern), "%sdek:*", st->prefix);
+    do {
+        const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "100"};
+        redisReply *r = command(st, 6, argv, NULL, err);
+        if (r == NULL)
+            return -1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            return cq_error_set(err, CQ_EINTERNAL, "SCAN: unexpected reply");
+        }
+        copy_str(r->element[0], cursor, sizeof(cursor));
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const redisReply *k = r->element[1]->element[i];
+            if (k->type != REDIS_REPLY_STRING)
+                continue;
+            if (rewrap_one(st, k->str, from, to, keys, err) < 0) {
+                freeReplyObject(r);
+                return cq_error_prefix(err, "%s", k->str);
+            }
+            (*tenants)++;
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
     return 0;
 }

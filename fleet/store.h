@@ -18,6 +18,8 @@ struct cq_store;
 
 int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, struct cq_error *err);
 void cq_store_close(struct cq_store *st);
+/* True when values are encrypted at rest (master_key_file set; fleet/crypt.h). */
+bool cq_store_encrypted(const struct cq_store *st);
 /* Once running, a command that finds Redis unreachable reconnects with backoff for up to
  * 30 s before it fails (then commands fail at once until Redis answers again); *cancel
  * set (the daemon stops) ends the waiting. */
@@ -227,5 +229,15 @@ int cq_store_keyring_get(struct cq_store *st, char **text, int64_t *version, str
 int cq_store_keyring_version(struct cq_store *st, int64_t *version, struct cq_error *err);
 int cq_store_keyring_put(struct cq_store *st, const char *text, int64_t version,
                          struct cq_error *err);
+/* Encryption at rest (fleet/crypt.h, docs/security.md). A new data key version for
+ * tenant ("" the keyless fleet's), which new values use from then on (running daemons
+ * within 30 s); *version gets it. Needs the store's master key. */
+int cq_store_rotate_data_key(struct cq_store *st, const char *tenant, uint32_t *version,
+                             struct cq_error *err);
+struct cq_kms;
+/* Re-wraps every tenant's data keys, unwrapped with from, under to; values are not
+ * touched. Run again after a failure, it skips the keys already wrapped under to. */
+int cq_store_rewrap_data_keys(struct cq_store *st, struct cq_kms *from, struct cq_kms *to,
+                              size_t *tenants, size_t *keys, struct cq_error *err);
 
 #endif

@@ -1373,6 +1373,11 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     if (pthread_create(&d->heartbeat, NULL, heartbeat_main, d) != 0)
         return cq_error_set(err, CQ_EINTERNAL, "cannot start the heartbeat thread");
     recover_own(d);
+    cq_log(CQ_LOG_INFO, "encryption at rest: %s",
+           cq_store_encrypted(d->store)
+               ? "on (values in Redis are sealed with the tenants' data "
+                 "keys)"
+               : "off (no master_key_file: values in Redis are plain text)");
     cq_log(CQ_LOG_INFO, "worker %s serving %s (max %u sessions)", d->cfg.worker_id, d->topic,
            d->cfg.max_sessions);
     while (!atomic_load(&d->stopping)) {
