@@ -13,7 +13,7 @@
  * earlier success from another process's (CLAIM, FINISH). Each connection, the first
  * and every reconnection, is made by redis_connect.c: TLS and AUTH as configured. */
 #define _GNU_SOURCE
-#include "fleet/store.h"
+#include "fleet/store_internal.h"
 #include "common/clock.h"
 #include "common/random.h"
 #include "common/units.h"
@@ -33,39 +33,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
-
-#define CHUNK_BYTES  (512 * 1024)
-#define RESULT_TTL_S 86400
-#define ENDED_KEPT_S 3600
-/* How long a session's stored replies outlive it (END_SESSION). */
-#define RESULT_AFTER_END_S 600
-/* How long one command waits for an unreachable Redis (a restart, a failover) before it
- * fails; the backoff between attempts doubles up to REDIS_BACKOFF_MAX_MS. */
-#define REDIS_WAIT_MS        30000
-#define REDIS_BACKOFF_MAX_MS 1000
-
-struct cq_store {
-    pthread_mutex_t lock;
-    redisContext *c;
-    struct cq_redis_dialer *dialer; /* TCP, TLS and AUTH of each (re)connection */
-    char host[200];
-    int port;
-    char prefix[64];
-    uint64_t files_quota;
-    const atomic_bool *cancel; /* set: the daemon stops, waiting for Redis ends */
-    int64_t down_since;        /* monotonic ms of the first failure of an outage, or 0 */
-    int64_t back_at;           /* monotonic ms the last outage ended, or 0 */
-    /* Fail at once rather than wait: once a wait ran out in an outage, until Redis
-     * answers again. (At start, cq_store_open() connects once, without waiting: a
-     * daemon that cannot reach Redis says so and exits.) */
-    bool fail_fast;
-    /* Encryption at rest (fleet/crypt.h, "values" below): NULL keeps values in plain
-     * text. The caches are behind their own lock, never held across a command. */
-    struct cq_kms *kms;
-    pthread_mutex_t crypt_lock;
-    struct dek *deks;
-    struct sid_tenant *sids; /* SID_SLOTS */
-};
 
 static bool cancelled(const struct cq_store *st)
 {
@@ -133,8 +100,8 @@ static redisReply *attempt_locked(struct cq_store *st, int argc, const char **ar
 /* Runs one command (binary-safe arguments); the reply is the caller's to free. An
  * unreachable Redis is retried with backoff for up to REDIS_WAIT_MS (the first retry
  * at once: after a Redis restart the old socket is found dead by the first command). */
-static redisReply *command(struct cq_store *st, int argc, const char **argv, const size_t *lens,
-                           struct cq_error *err)
+redisReply *cq_st_command(struct cq_store *st, int argc, const char **argv, const size_t *lens,
+                          struct cq_error *err)
 {
     struct cq_error local;
     if (err == NULL)
@@ -171,47 +138,39 @@ static redisReply *command(struct cq_store *st, int argc, const char **argv, con
     return r;
 }
 
-/* EVAL of a script with ARGV only: the prefix is always ARGV[1]. */
-struct args {
-    const char *v[600];
-    size_t len[600];
-    char num[8][32];
-    int n, nums;
-};
-
-static void arg(struct args *a, const char *s)
+void cq_st_arg(struct args *a, const char *s)
 {
     a->v[a->n] = s;
     a->len[a->n++] = strlen(s);
 }
 
-static void arg_bin(struct args *a, const void *data, size_t len)
+void cq_st_arg_bin(struct args *a, const void *data, size_t len)
 {
     a->v[a->n] = len > 0 ? data : "";
     a->len[a->n++] = len;
 }
 
-static void arg_int(struct args *a, int64_t value)
+void cq_st_arg_int(struct args *a, int64_t value)
 {
     snprintf(a->num[a->nums], sizeof(a->num[0]), "%lld", (long long)value);
-    arg(a, a->num[a->nums++]);
+    cq_st_arg(a, a->num[a->nums++]);
 }
 
-static void script(struct cq_store *st, struct args *a, const char *lua)
+void cq_st_script(struct cq_store *st, struct args *a, const char *lua)
 {
     a->n = a->nums = 0;
-    arg(a, "EVAL");
-    arg(a, lua);
-    arg(a, "0");
-    arg(a, st->prefix);
+    cq_st_arg(a, "EVAL");
+    cq_st_arg(a, lua);
+    cq_st_arg(a, "0");
+    cq_st_arg(a, st->prefix);
 }
 
-static redisReply *run(struct cq_store *st, struct args *a, struct cq_error *err)
+redisReply *cq_st_run(struct cq_store *st, struct args *a, struct cq_error *err)
 {
-    return command(st, a->n, a->v, a->len, err);
+    return cq_st_command(st, a->n, a->v, a->len, err);
 }
 
-static int64_t int_of(const redisReply *r)
+int64_t cq_st_int_of(const redisReply *r)
 {
     if (r == NULL)
         return 0;
@@ -224,7 +183,7 @@ static int64_t int_of(const redisReply *r)
 
 /* For a command whose reply says nothing: 0, or -1 when it failed (err is filled). The
  * pointer is tested before it is freed, never after. */
-static int done_with(redisReply *r)
+int cq_st_done_with(redisReply *r)
 {
     if (r == NULL)
         return -1;
@@ -232,296 +191,10 @@ static int done_with(redisReply *r)
     return 0;
 }
 
-static void copy_str(const redisReply *r, char *out, size_t len)
+void cq_st_copy_str(const redisReply *r, char *out, size_t len)
 {
     snprintf(out, len, "%.*s", r != NULL && r->type == REDIS_REPLY_STRING ? (int)r->len : 0,
              r != NULL && r->type == REDIS_REPLY_STRING ? r->str : "");
-}
-
-/* ---- values: encryption at rest ----------------------------------------------------
- *
- * With a master key, every value that holds what users gave or got (files, kernel
- * states, start parameters, request bodies, final replies) is sealed here, on its way
- * to Redis, in an envelope (fleet/crypt.h) bound to its key and field, and opened on
- * its way back; a value without its envelope is refused, never taken as plain text.
- * Everything else (owners, fences, states, sizes, indexes) stays readable, as the
- * scripts decide on it. The Lua scripts see only ciphertext, so sizes that count
- * against a quota are passed to them in plain-text bytes.
- *
- * Data keys: one set per tenant under dek:<tenant> (`current` = the version new values
- * use, `<version>` = the key wrapped by the master key), created by the first daemon
- * that needs one (DEK_CREATE: one script, so two daemons never make two), unwrapped
- * once per process and kept. The version in use is checked again every
- * DEK_RECHECK_MS, so that `codeq at-rest rotate-data` reaches running daemons; any
- * version a value names is loaded when first met.
- *
- * A value's tenant is its session's (the `tenant` field of session:<sid>, which never
- * changes): a direct-mapped cache of SID_SLOTS sessions saves the lookup. */
-#define SID_SLOTS      4096
-#define DEK_RECHECK_MS 30000
-
-struct dek {
-    struct dek *next;
-    char tenant[CQ_CRYPT_TENANT_MAX + 1];
-    uint32_t version;
-    bool current;       /* the version new values use */
-    int64_t checked_ms; /* when current was last read from Redis */
-    uint8_t key[CQ_CRYPT_KEY_LEN];
-};
-
-struct sid_tenant {
-    char sid[64];
-    char tenant[CQ_CRYPT_TENANT_MAX + 1];
-};
-
-static int get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,
-                     size_t *len, struct cq_error *err);
-
-static size_t sid_slot(const char *sid)
-{
-    uint32_t h = 2166136261u;
-    for (const char *p = sid; *p != '\0'; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    return h % SID_SLOTS;
-}
-
-static void remember_tenant(struct cq_store *st, const char *sid, const char *tenant)
-{
-    if (st->kms == NULL || sid == NULL || sid[0] == '\0' || strlen(sid) >= 64 ||
-        strlen(tenant) > CQ_CRYPT_TENANT_MAX)
-        return;
-    pthread_mutex_lock(&st->crypt_lock);
-    struct sid_tenant *e = &st->sids[sid_slot(sid)];
-    snprintf(e->sid, sizeof(e->sid), "%s", sid);
-    snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
-    pthread_mutex_unlock(&st->crypt_lock);
-}
-
-/* The tenant of a session: "" for one that does not exist (yet), not remembered. */
-static int session_tenant(struct cq_store *st, const char *sid,
-                          char tenant[CQ_CRYPT_TENANT_MAX + 1], struct cq_error *err)
-{
-    tenant[0] = '\0';
-    if (sid == NULL || sid[0] == '\0')
-        return 0;
-    pthread_mutex_lock(&st->crypt_lock);
-    const struct sid_tenant *e = &st->sids[sid_slot(sid)];
-    bool hit = strcmp(e->sid, sid) == 0;
-    if (hit)
-        memcpy(tenant, e->tenant, sizeof(e->tenant));
-    pthread_mutex_unlock(&st->crypt_lock);
-    if (hit)
-        return 0;
-    char key[160];
-    snprintf(key, sizeof(key), "%ssession:%s", st->prefix, sid);
-    const char *argv[] = {"HGET", key, "tenant"};
-    redisReply *r = command(st, 3, argv, NULL, err);
-    if (r == NULL)
-        return -1;
-    bool found = r->type == REDIS_REPLY_STRING && r->len <= CQ_CRYPT_TENANT_MAX;
-    if (found)
-        snprintf(tenant, CQ_CRYPT_TENANT_MAX + 1, "%.*s", (int)r->len, r->str);
-    freeReplyObject(r);
-    if (found)
-        remember_tenant(st, sid, tenant);
-    return 0;
-}
-
-/* A cached data key: version 0 asks for the current one (if checked recently). */
-static bool dek_cached(struct cq_store *st, const char *tenant, uint32_t version,
-                       uint32_t *found_version, uint8_t key[CQ_CRYPT_KEY_LEN])
-{
-    bool hit = false;
-    int64_t now = (int64_t)cq_now_ms();
-    pthread_mutex_lock(&st->crypt_lock);
-    for (const struct dek *d = st->deks; d != NULL && !hit; d = d->next) {
-        if (strcmp(d->tenant, tenant) != 0)
-            continue;
-        hit = version != 0 ? d->version == version
-                           : d->current && now - d->checked_ms < DEK_RECHECK_MS;
-        if (hit) {
-            *found_version = d->version;
-            memcpy(key, d->key, CQ_CRYPT_KEY_LEN);
-        }
-    }
-    pthread_mutex_unlock(&st->crypt_lock);
-    return hit;
-}
-
-static int dek_keep(struct cq_store *st, const char *tenant, uint32_t version, bool current,
-                    const uint8_t key[CQ_CRYPT_KEY_LEN], struct cq_error *err)
-{
-    int64_t now = (int64_t)cq_now_ms();
-    pthread_mutex_lock(&st->crypt_lock);
-    struct dek *found = NULL;
-    for (struct dek *d = st->deks; d != NULL; d = d->next) {
-        if (strcmp(d->tenant, tenant) != 0)
-            continue;
-        if (current)
-            d->current = false;
-        if (d->version == version)
-            found = d;
-    }
-    if (found == NULL && (found = calloc(1, sizeof(*found))) != NULL) {
-        snprintf(found->tenant, sizeof(found->tenant), "%s", tenant);
-        found->version = version;
-        memcpy(found->key, key, CQ_CRYPT_KEY_LEN);
-        found->next = st->deks;
-        st->deks = found;
-    }
-    if (found != NULL && current) {
-        found->current = true;
-        found->checked_ms = now;
-    }
-    pthread_mutex_unlock(&st->crypt_lock);
-    return found != NULL ? 0 : cq_error_sys(err, ENOMEM, "allocate a data key");
-}
-
-static int dek_unwrap(struct cq_store *st, const char *tenant, uint32_t version,
-                      const redisReply *wrapped, uint8_t key[CQ_CRYPT_KEY_LEN],
-                      struct cq_error *err)
-{
-    if (wrapped == NULL || wrapped->type != REDIS_REPLY_STRING)
-        return cq_error_set(err, CQ_EDENIED,
-                            "tenant '%s' has no data key version %u in Redis (deleted?): its "
-                            "values cannot be read",
-                            tenant, version);
-    char aad[128];
-    cq_dek_aad(tenant, version, aad, sizeof(aad));
-    return st->kms->unwrap(st->kms, (const uint8_t *)wrapped->str, wrapped->len, aad, key, err);
-}
-
-/* Makes version 1 unless the tenant has a current data key already; either way the
- * current one. ARGV[3]: a fresh key, wrapped for version 1. */
-static const char DEK_CREATE[] = "local k = ARGV[1] .. 'dek:' .. ARGV[2]\n"
-                                 "local cur = redis.call('HGET', k, 'current')\n"
-                                 "if not cur then\n"
-                                 "  redis.call('HSET', k, '1', ARGV[3], 'current', '1')\n"
-                                 "  cur = '1'\n"
-                                 "end\n"
-                                 "return {cur, redis.call('HGET', k, cur)}\n";
-
-static int dek_current(struct cq_store *st, const char *tenant, uint32_t *version,
-                       uint8_t key[CQ_CRYPT_KEY_LEN], struct cq_error *err)
-{
-    if (dek_cached(st, tenant, 0, version, key))
-        return 0;
-    uint8_t fresh[CQ_CRYPT_KEY_LEN], wrapped[CQ_KMS_WRAPPED_MAX];
-    size_t wrapped_len;
-    char aad[128];
-    cq_dek_aad(tenant, 1, aad, sizeof(aad));
-    if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh))
-        return cq_error_sys(err, errno, "getrandom");
-    int rc = st->kms->wrap(st->kms, fresh, aad, wrapped, &wrapped_len, err);
-    explicit_bzero(fresh, sizeof(fresh));
-    if (rc < 0)
-        return -1;
-    struct args a;
-    script(st, &a, DEK_CREATE);
-    arg(&a, tenant);
-    arg_bin(&a, wrapped, wrapped_len);
-    redisReply *r = run(st, &a, err);
-    if (r == NULL)
-        return -1;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || int_of(r->element[0]) <= 0) {
-        freeReplyObject(r);
-        return cq_error_set(err, CQ_EINTERNAL, "dek:%s: no current data key", tenant);
-    }
-    *version = (uint32_t)int_of(r->element[0]);
-    rc = dek_unwrap(st, tenant, *version, r->element[1], key, err);
-    freeReplyObject(r);
-    return rc < 0 ? -1 : dek_keep(st, tenant, *version, true, key, err);
-}
-
-static int dek_version(struct cq_store *st, const char *tenant, uint32_t version,
-                       uint8_t key[CQ_CRYPT_KEY_LEN], struct cq_error *err)
-{
-    uint32_t found;
-    if (dek_cached(st, tenant, version, &found, key))
-        return 0;
-    char name[160], field[16];
-    snprintf(name, sizeof(name), "%sdek:%s", st->prefix, tenant);
-    snprintf(field, sizeof(field), "%u", version);
-    const char *argv[] = {"HGET", name, field};
-    redisReply *r = command(st, 3, argv, NULL, err);
-    if (r == NULL)
-        return -1;
-    int rc = dek_unwrap(st, tenant, version, r, key, err);
-    freeReplyObject(r);
-    return rc < 0 ? -1 : dek_keep(st, tenant, version, false, key, err);
-}
-
-/* *out (malloc'd) gets data sealed for key_name and field under tenant's current data
- * key, or NULL without encryption (then data goes as it is). */
-static int seal_value(struct cq_store *st, const char *tenant, const char *key_name,
-                      const char *field, const void *data, size_t len, uint8_t **out,
-                      size_t *out_len, struct cq_error *err)
-{
-    *out = NULL;
-    *out_len = 0;
-    if (st->kms == NULL)
-        return 0;
-    uint8_t key[CQ_CRYPT_KEY_LEN];
-    uint32_t version;
-    if (dek_current(st, tenant, &version, key, err) < 0)
-        return cq_error_prefix(err, "encrypt %s", key_name);
-    int rc = cq_envelope_seal(tenant, version, key, key_name, field, data, len, out, out_len, err);
-    explicit_bzero(key, sizeof(key));
-    return rc;
-}
-
-/* seal_value() for a value of the session sid. */
-static int seal_session_value(struct cq_store *st, const char *sid, const char *key_name,
-                              const char *field, const void *data, size_t len, uint8_t **out,
-                              size_t *out_len, struct cq_error *err)
-{
-    *out = NULL;
-    *out_len = 0;
-    if (st->kms == NULL)
-        return 0;
-    char tenant[CQ_CRYPT_TENANT_MAX + 1];
-    if (session_tenant(st, sid, tenant, err) < 0)
-        return -1;
-    return seal_value(st, tenant, key_name, field, data, len, out, out_len, err);
-}
-
-/* Replaces *data (malloc'd, as read from key_name and field) with its plain text;
- * nothing without encryption or without a value. */
-static int open_value(struct cq_store *st, const char *key_name, const char *field, uint8_t **data,
-                      size_t *len, struct cq_error *err)
-{
-    if (st->kms == NULL || *data == NULL)
-        return 0;
-    struct cq_envelope_head head;
-    uint8_t key[CQ_CRYPT_KEY_LEN], *plain;
-    size_t plain_len;
-    int rc = cq_envelope_head(*data, *len, &head, err);
-    if (rc == 0)
-        rc = dek_version(st, head.tenant, head.version, key, err);
-    if (rc == 0)
-        rc = cq_envelope_open(&head, key, key_name, field, *data, *len, &plain, &plain_len, err);
-    explicit_bzero(key, sizeof(key));
-    if (rc < 0)
-        return cq_error_prefix(err, "read %s%s%s", key_name, field != NULL ? " " : "",
-                               field != NULL ? field : "");
-    free(*data);
-    *data = plain;
-    *len = plain_len;
-    return 0;
-}
-
-/* get_bytes() and open_value(). */
-static int get_value(struct cq_store *st, const char *key, const char *field, uint8_t **data,
-                     size_t *len, struct cq_error *err)
-{
-    if (get_bytes(st, key, field, data, len, err) < 0)
-        return -1;
-    if (open_value(st, key, field, data, len, err) < 0) {
-        free(*data);
-        *data = NULL;
-        return -1;
-    }
-    return 0;
 }
 
 int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, struct cq_error *err)
@@ -617,15 +290,15 @@ int cq_store_heartbeat(struct cq_store *st, const char *worker_id, int64_t capac
                        int64_t sessions, bool draining, unsigned ttl_ms, struct cq_error *err)
 {
     struct args a;
-    script(st, &a, HEARTBEAT);
-    arg(&a, worker_id);
-    arg_int(&a, capacity);
-    arg_int(&a, sessions);
-    arg(&a, draining ? "1" : "0");
-    arg_int(&a, ttl_ms);
-    arg_int(&a, cq_unix_ms());
-    redisReply *r = run(st, &a, err);
-    return done_with(r);
+    cq_st_script(st, &a, HEARTBEAT);
+    cq_st_arg(&a, worker_id);
+    cq_st_arg_int(&a, capacity);
+    cq_st_arg_int(&a, sessions);
+    cq_st_arg(&a, draining ? "1" : "0");
+    cq_st_arg_int(&a, ttl_ms);
+    cq_st_arg_int(&a, cq_unix_ms());
+    redisReply *r = cq_st_run(st, &a, err);
+    return cq_st_done_with(r);
 }
 
 int cq_store_worker_gone(struct cq_store *st, const char *worker_id, struct cq_error *err)
@@ -633,8 +306,8 @@ int cq_store_worker_gone(struct cq_store *st, const char *worker_id, struct cq_e
     char key[160];
     snprintf(key, sizeof(key), "%sworker:%s", st->prefix, worker_id);
     const char *argv[] = {"DEL", key};
-    redisReply *r = command(st, 2, argv, NULL, err);
-    return done_with(r);
+    redisReply *r = cq_st_command(st, 2, argv, NULL, err);
+    return cq_st_done_with(r);
 }
 
 static const char WORKERS[] =
@@ -650,8 +323,8 @@ int cq_store_workers(struct cq_store *st, struct cq_worker_status *live, size_t 
                      char (*dead)[64], size_t max_dead, size_t *n_dead, struct cq_error *err)
 {
     struct args a;
-    script(st, &a, WORKERS);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, WORKERS);
+    redisReply *r = cq_st_run(st, &a, err);
     if (r == NULL)
         return -1;
     *n = 0;
@@ -663,16 +336,16 @@ int cq_store_workers(struct cq_store *st, struct cq_worker_status *live, size_t 
             continue;
         if (e->elements == 1) {
             if (dead != NULL && *n_dead < max_dead)
-                copy_str(e->element[0], dead[(*n_dead)++], 64);
+                cq_st_copy_str(e->element[0], dead[(*n_dead)++], 64);
             continue;
         }
         if (*n == max)
             continue;
         struct cq_worker_status *w = &live[(*n)++];
-        copy_str(e->element[0], w->id, sizeof(w->id));
-        w->capacity = int_of(e->element[1]);
-        w->sessions = int_of(e->element[2]);
-        w->draining = int_of(e->element[3]) != 0;
+        cq_st_copy_str(e->element[0], w->id, sizeof(w->id));
+        w->capacity = cq_st_int_of(e->element[1]);
+        w->sessions = cq_st_int_of(e->element[2]);
+        w->draining = cq_st_int_of(e->element[3]) != 0;
     }
     freeReplyObject(r);
     return 0;
@@ -702,20 +375,20 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *tena
                    const char *fallback, struct cq_route *route, struct cq_error *err)
 {
     struct args a;
-    script(st, &a, ROUTE);
-    arg(&a, session_id);
-    arg(&a, fallback != NULL ? fallback : "");
-    arg(&a, tenant);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, ROUTE);
+    cq_st_arg(&a, session_id);
+    cq_st_arg(&a, fallback != NULL ? fallback : "");
+    cq_st_arg(&a, tenant);
+    redisReply *r = cq_st_run(st, &a, err);
     if (r == NULL)
         return -1;
     memset(route, 0, sizeof(*route));
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 && int_of(r->element[0]) == 1) {
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 && cq_st_int_of(r->element[0]) == 1) {
         route->exists = true;
-        copy_str(r->element[1], route->owner, sizeof(route->owner));
-        route->fence = (uint64_t)int_of(r->element[2]);
-        route->moved = int_of(r->element[3]) == 1;
-        remember_tenant(st, session_id, tenant);
+        cq_st_copy_str(r->element[1], route->owner, sizeof(route->owner));
+        route->fence = (uint64_t)cq_st_int_of(r->element[2]);
+        route->moved = cq_st_int_of(r->element[3]) == 1;
+        cq_st_remember_tenant(st, session_id, tenant);
     }
     freeReplyObject(r);
     return 0;
@@ -752,15 +425,15 @@ int cq_store_create_session(struct cq_store *st, const char *session_id, const c
                             struct cq_error *err)
 {
     struct args a;
-    script(st, &a, CREATE_SESSION);
-    arg(&a, session_id);
-    arg(&a, worker);
-    arg(&a, client_token != NULL ? client_token : "");
-    arg_int(&a, cq_unix_ms());
-    arg(&a, tenant);
-    arg_int(&a, (int64_t)quota->sessions);
-    arg_int(&a, (int64_t)quota->stored_bytes);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, CREATE_SESSION);
+    cq_st_arg(&a, session_id);
+    cq_st_arg(&a, worker);
+    cq_st_arg(&a, client_token != NULL ? client_token : "");
+    cq_st_arg_int(&a, cq_unix_ms());
+    cq_st_arg(&a, tenant);
+    cq_st_arg_int(&a, (int64_t)quota->sessions);
+    cq_st_arg_int(&a, (int64_t)quota->stored_bytes);
+    redisReply *r = cq_st_run(st, &a, err);
     if (r == NULL)
         return -1;
     int rc = 0;
@@ -771,11 +444,11 @@ int cq_store_create_session(struct cq_store *st, const char *session_id, const c
                           "wait for one to end",
                           tenant, r->str + 7);
     } else {
-        copy_str(r, existing_id, existing_len);
+        cq_st_copy_str(r, existing_id, existing_len);
     }
     freeReplyObject(r);
     if (rc == 0)
-        remember_tenant(st, existing_id[0] != '\0' ? existing_id : session_id, tenant);
+        cq_st_remember_tenant(st, existing_id[0] != '\0' ? existing_id : session_id, tenant);
     return rc;
 }
 
@@ -797,11 +470,11 @@ static const char FACTS[] =
     "if ARGV[9] then redis.call('HSET', s, 'start', ARGV[9]) end\n"
     "return 1\n";
 
-static int fenced(redisReply *r, const char *session_id, struct cq_error *err)
+int cq_st_fenced(redisReply *r, const char *session_id, struct cq_error *err)
 {
     if (r == NULL)
         return -1;
-    int64_t v = int_of(r);
+    int64_t v = cq_st_int_of(r);
     freeReplyObject(r);
     if (v == 0)
         return cq_error_set(err, EPERM,
@@ -822,26 +495,26 @@ static int facts(struct cq_store *st, const char *session_id, const char *worker
                  struct cq_error *err)
 {
     struct args a;
-    script(st, &a, FACTS);
-    arg(&a, session_id);
-    arg(&a, worker);
-    arg_int(&a, (int64_t)fence);
-    arg(&a, info->name);
-    arg_int(&a, info->created_at_ms);
-    arg_int(&a, info->last_updated_at_ms);
-    arg_int(&a, info->session_timeout_s);
+    cq_st_script(st, &a, FACTS);
+    cq_st_arg(&a, session_id);
+    cq_st_arg(&a, worker);
+    cq_st_arg_int(&a, (int64_t)fence);
+    cq_st_arg(&a, info->name);
+    cq_st_arg_int(&a, info->created_at_ms);
+    cq_st_arg_int(&a, info->last_updated_at_ms);
+    cq_st_arg_int(&a, info->session_timeout_s);
     char key[160];
     snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
     uint8_t *sealed = NULL;
     size_t sealed_len = 0;
-    if (start != NULL && seal_session_value(st, session_id, key, "start", start, start_len, &sealed,
-                                            &sealed_len, err) < 0)
+    if (start != NULL && cq_st_seal_session_value(st, session_id, key, "start", start, start_len,
+                                                  &sealed, &sealed_len, err) < 0)
         return -1;
     if (sealed != NULL)
-        arg_bin(&a, sealed, sealed_len);
+        cq_st_arg_bin(&a, sealed, sealed_len);
     else if (start != NULL)
-        arg_bin(&a, start, start_len);
-    int rc = fenced(run(st, &a, err), session_id, err);
+        cq_st_arg_bin(&a, start, start_len);
+    int rc = cq_st_fenced(cq_st_run(st, &a, err), session_id, err);
     free(sealed);
     return rc;
 }
@@ -862,15 +535,15 @@ int cq_store_session_started(struct cq_store *st, const char *session_id, const 
     return facts(st, session_id, worker, fence, info, start != NULL ? start : "", start_len, err);
 }
 
-static int get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,
-                     size_t *len, struct cq_error *err);
+int cq_st_get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,
+                    size_t *len, struct cq_error *err);
 
 int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t **start,
                            size_t *len, struct cq_error *err)
 {
     char key[160];
     snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
-    return get_value(st, key, "start", start, len, err);
+    return cq_st_get_value(st, key, "start", start, len, err);
 }
 
 /* The fields of session:<sid> that getSession and listSessions read, by name rather
@@ -885,14 +558,14 @@ static void fill_info(redisReply *h, const char *session_id, struct cq_session_i
     memset(info, 0, sizeof(*info));
     snprintf(info->session_id, sizeof(info->session_id), "%s", session_id);
     info->status = CQ_SESSION_READY;
-    copy_str(h->element[0], info->name, sizeof(info->name));
-    info->created_at_ms = int_of(h->element[1]);
-    info->last_updated_at_ms = int_of(h->element[2]);
-    info->session_timeout_s = (uint32_t)int_of(h->element[3]);
+    cq_st_copy_str(h->element[0], info->name, sizeof(info->name));
+    info->created_at_ms = cq_st_int_of(h->element[1]);
+    info->last_updated_at_ms = cq_st_int_of(h->element[2]);
+    info->session_timeout_s = (uint32_t)cq_st_int_of(h->element[3]);
     redisReply *status = h->element[4], *expires = h->element[5];
     if (status->type == REDIS_REPLY_STRING && strcmp(status->str, "TERMINATED") == 0)
         info->status = CQ_SESSION_TERMINATED;
-    if (expires->type != REDIS_REPLY_NIL && int_of(expires) <= cq_unix_ms())
+    if (expires->type != REDIS_REPLY_NIL && cq_st_int_of(expires) <= cq_unix_ms())
         info->status = CQ_SESSION_TERMINATED;
 }
 
@@ -904,7 +577,7 @@ int cq_store_session_info(struct cq_store *st, const char *session_id, const cha
     const char *argv[2 + N_INFO_FIELDS] = {"HMGET", key};
     for (size_t i = 0; i < N_INFO_FIELDS; i++)
         argv[2 + i] = INFO_FIELDS[i];
-    redisReply *r = command(st, 2 + N_INFO_FIELDS, argv, NULL, err);
+    redisReply *r = cq_st_command(st, 2 + N_INFO_FIELDS, argv, NULL, err);
     if (r == NULL)
         return -1;
     *found = false;
@@ -931,7 +604,7 @@ int cq_store_list_sessions(struct cq_store *st, const char *tenant, size_t max, 
     char key[160];
     snprintf(key, sizeof(key), "%ssessions%s%s", st->prefix, tenant[0] ? ":" : "", tenant);
     const char *argv[] = {"ZREVRANGE", key, "0", "9999"};
-    redisReply *r = command(st, 4, argv, NULL, err);
+    redisReply *r = cq_st_command(st, 4, argv, NULL, err);
     if (r == NULL)
         return -1;
     *n = 0;
@@ -1005,14 +678,14 @@ int cq_store_end_session(struct cq_store *st, const char *session_id, const char
                          uint64_t fence, struct cq_error *err)
 {
     struct args a;
-    script(st, &a, END_SESSION);
-    arg(&a, session_id);
-    arg(&a, worker != NULL ? worker : "");
-    arg_int(&a, (int64_t)fence);
-    arg_int(&a, cq_unix_ms());
-    arg_int(&a, ENDED_KEPT_S);
-    arg_int(&a, RESULT_AFTER_END_S);
-    return fenced(run(st, &a, err), session_id, err);
+    cq_st_script(st, &a, END_SESSION);
+    cq_st_arg(&a, session_id);
+    cq_st_arg(&a, worker != NULL ? worker : "");
+    cq_st_arg_int(&a, (int64_t)fence);
+    cq_st_arg_int(&a, cq_unix_ms());
+    cq_st_arg_int(&a, ENDED_KEPT_S);
+    cq_st_arg_int(&a, RESULT_AFTER_END_S);
+    return cq_st_fenced(cq_st_run(st, &a, err), session_id, err);
 }
 
 static const char RELEASE[] =
@@ -1026,11 +699,11 @@ int cq_store_release_session(struct cq_store *st, const char *session_id, const 
                              uint64_t fence, struct cq_error *err)
 {
     struct args a;
-    script(st, &a, RELEASE);
-    arg(&a, session_id);
-    arg(&a, worker);
-    arg_int(&a, (int64_t)fence);
-    return fenced(run(st, &a, err), session_id, err);
+    cq_st_script(st, &a, RELEASE);
+    cq_st_arg(&a, session_id);
+    cq_st_arg(&a, worker);
+    cq_st_arg_int(&a, (int64_t)fence);
+    return cq_st_fenced(cq_st_run(st, &a, err), session_id, err);
 }
 
 int cq_store_owner(struct cq_store *st, const char *session_id, char *owner, size_t len,
@@ -1039,11 +712,11 @@ int cq_store_owner(struct cq_store *st, const char *session_id, char *owner, siz
     char key[160];
     snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
     const char *argv[] = {"HMGET", key, "owner", "fence"};
-    redisReply *r = command(st, 4, argv, NULL, err);
+    redisReply *r = cq_st_command(st, 4, argv, NULL, err);
     if (r == NULL)
         return -1;
-    copy_str(r->elements > 0 ? r->element[0] : NULL, owner, len);
-    *fence = r->elements > 1 ? (uint64_t)int_of(r->element[1]) : 0;
+    cq_st_copy_str(r->elements > 0 ? r->element[0] : NULL, owner, len);
+    *fence = r->elements > 1 ? (uint64_t)cq_st_int_of(r->element[1]) : 0;
     freeReplyObject(r);
     return 0;
 }
@@ -1060,13 +733,13 @@ int cq_store_count_request(struct cq_store *st, const char *tenant, uint64_t *co
                            struct cq_error *err)
 {
     struct args a;
-    script(st, &a, COUNT_REQUEST);
-    arg(&a, tenant);
-    arg_int(&a, cq_unix_ms() / 1000);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, COUNT_REQUEST);
+    cq_st_arg(&a, tenant);
+    cq_st_arg_int(&a, cq_unix_ms() / 1000);
+    redisReply *r = cq_st_run(st, &a, err);
     if (r == NULL)
         return -1;
-    *count = (uint64_t)int_of(r);
+    *count = (uint64_t)cq_st_int_of(r);
     freeReplyObject(r);
     return 0;
 }
@@ -1091,15 +764,15 @@ int cq_store_request_state(struct cq_store *st, const char *request_id,
     char key[200];
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
     const char *argv[] = {"HMGET", key, "state", "worker", "digest"};
-    redisReply *r = command(st, 5, argv, NULL, err);
+    redisReply *r = cq_st_command(st, 5, argv, NULL, err);
     if (r == NULL)
         return -1;
     bool three = r->type == REDIS_REPLY_ARRAY && r->elements == 3;
     *state = state_of(three ? r->element[0] : NULL);
     if (worker != NULL)
-        copy_str(three ? r->element[1] : NULL, worker, worker_len);
+        cq_st_copy_str(three ? r->element[1] : NULL, worker, worker_len);
     if (digest != NULL)
-        copy_str(three ? r->element[2] : NULL, digest, CQ_STORE_DIGEST_LEN + 1);
+        cq_st_copy_str(three ? r->element[2] : NULL, digest, CQ_STORE_DIGEST_LEN + 1);
     freeReplyObject(r);
     return 0;
 }
@@ -1146,19 +819,20 @@ int cq_store_forward(struct cq_store *st, const char *request_id, const char *wo
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
     uint8_t *sealed;
     size_t sealed_len;
-    if (seal_session_value(st, session_id, key, "body", body, len, &sealed, &sealed_len, err) < 0)
+    if (cq_st_seal_session_value(st, session_id, key, "body", body, len, &sealed, &sealed_len,
+                                 err) < 0)
         return -1;
     struct args a;
-    script(st, &a, FORWARD);
-    arg(&a, request_id);
-    arg(&a, worker);
-    arg(&a, session_id);
-    arg_bin(&a, sealed != NULL ? sealed : body, sealed != NULL ? sealed_len : len);
-    arg_int(&a, cq_unix_ms());
-    arg(&a, digest);
-    arg(&a, max_executions > 0 ? tenant : "");
-    arg_int(&a, (int64_t)max_executions);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, FORWARD);
+    cq_st_arg(&a, request_id);
+    cq_st_arg(&a, worker);
+    cq_st_arg(&a, session_id);
+    cq_st_arg_bin(&a, sealed != NULL ? sealed : body, sealed != NULL ? sealed_len : len);
+    cq_st_arg_int(&a, cq_unix_ms());
+    cq_st_arg(&a, digest);
+    cq_st_arg(&a, max_executions > 0 ? tenant : "");
+    cq_st_arg_int(&a, (int64_t)max_executions);
+    redisReply *r = cq_st_run(st, &a, err);
     free(sealed);
     if (r == NULL)
         return -1;
@@ -1198,29 +872,29 @@ int cq_store_route_forward(struct cq_store *st, const char *request_id, const ch
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
     uint8_t *sealed;
     size_t sealed_len;
-    if (seal_value(st, tenant, key, "body", body, len, &sealed, &sealed_len, err) < 0)
+    if (cq_st_seal_value(st, tenant, key, "body", body, len, &sealed, &sealed_len, err) < 0)
         return -1;
     struct args a;
-    script(st, &a, ROUTE_FORWARD);
-    arg(&a, request_id);
-    arg(&a, session_id);
-    arg_bin(&a, sealed != NULL ? sealed : body, sealed != NULL ? sealed_len : len);
-    arg_int(&a, cq_unix_ms());
-    arg(&a, tenant);
-    arg(&a, digest);
-    arg(&a, max_executions > 0 ? tenant : "");
-    arg_int(&a, (int64_t)max_executions);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, ROUTE_FORWARD);
+    cq_st_arg(&a, request_id);
+    cq_st_arg(&a, session_id);
+    cq_st_arg_bin(&a, sealed != NULL ? sealed : body, sealed != NULL ? sealed_len : len);
+    cq_st_arg_int(&a, cq_unix_ms());
+    cq_st_arg(&a, tenant);
+    cq_st_arg(&a, digest);
+    cq_st_arg(&a, max_executions > 0 ? tenant : "");
+    cq_st_arg_int(&a, (int64_t)max_executions);
+    redisReply *r = cq_st_run(st, &a, err);
     free(sealed);
     if (r == NULL)
         return -1;
     memset(route, 0, sizeof(*route));
-    *routed = r->type == REDIS_REPLY_ARRAY && r->elements == 3 && int_of(r->element[0]) == 1;
+    *routed = r->type == REDIS_REPLY_ARRAY && r->elements == 3 && cq_st_int_of(r->element[0]) == 1;
     if (*routed) {
         route->exists = true;
-        copy_str(r->element[1], route->owner, sizeof(route->owner));
-        route->fence = (uint64_t)int_of(r->element[2]);
-        remember_tenant(st, session_id, tenant);
+        cq_st_copy_str(r->element[1], route->owner, sizeof(route->owner));
+        route->fence = (uint64_t)cq_st_int_of(r->element[2]);
+        cq_st_remember_tenant(st, session_id, tenant);
     }
     freeReplyObject(r);
     return 0;
@@ -1257,20 +931,20 @@ int cq_store_claim(struct cq_store *st, const char *request_id, const char *work
     char claim[33];
     cq_random_id(claim, 32);
     struct args a;
-    script(st, &a, CLAIM);
-    arg(&a, request_id);
-    arg(&a, worker);
-    arg(&a, claim);
-    arg(&a, digest);
-    arg(&a, tenant);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, CLAIM);
+    cq_st_arg(&a, request_id);
+    cq_st_arg(&a, worker);
+    cq_st_arg(&a, claim);
+    cq_st_arg(&a, digest);
+    cq_st_arg(&a, tenant);
+    redisReply *r = cq_st_run(st, &a, err);
     if (r == NULL)
         return -1;
     const redisReply *what = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0] : NULL;
     *claimed =
         what != NULL && what->type == REDIS_REPLY_STRING && strcmp(what->str, "claimed") == 0;
     *state = *claimed ? CQ_REQ_RUNNING : state_of(what);
-    *fence = *claimed && r->elements > 1 ? (uint64_t)int_of(r->element[1]) : 0;
+    *fence = *claimed && r->elements > 1 ? (uint64_t)cq_st_int_of(r->element[1]) : 0;
     freeReplyObject(r);
     return 0;
 }
@@ -1313,19 +987,19 @@ static int seal_result(struct cq_store *st, const char *request_id, const char *
     if (st->kms == NULL)
         return 0;
     struct args a;
-    script(st, &a, REQUEST_TENANT);
-    arg(&a, request_id);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, REQUEST_TENANT);
+    cq_st_arg(&a, request_id);
+    redisReply *r = cq_st_run(st, &a, err);
     if (r == NULL)
         return -1;
     char sid[64] = "", tenant[CQ_CRYPT_TENANT_MAX + 1] = "";
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-        copy_str(r->element[0], sid, sizeof(sid));
-        copy_str(r->element[1], tenant, sizeof(tenant));
+        cq_st_copy_str(r->element[0], sid, sizeof(sid));
+        cq_st_copy_str(r->element[1], tenant, sizeof(tenant));
     }
     freeReplyObject(r);
-    remember_tenant(st, sid, tenant);
-    return seal_value(st, tenant, key, NULL, response, len, sealed, sealed_len, err);
+    cq_st_remember_tenant(st, sid, tenant);
+    return cq_st_seal_value(st, tenant, key, NULL, response, len, sealed, sealed_len, err);
 }
 
 /* FINISH found the request done with other bytes: under encryption, the same reply
@@ -1335,7 +1009,8 @@ static bool same_result(struct cq_store *st, const char *key, const void *respon
     struct cq_error ignored;
     uint8_t *stored = NULL;
     size_t stored_len = 0;
-    bool same = st->kms != NULL && get_value(st, key, NULL, &stored, &stored_len, &ignored) == 0 &&
+    bool same = st->kms != NULL &&
+                cq_st_get_value(st, key, NULL, &stored, &stored_len, &ignored) == 0 &&
                 stored != NULL && stored_len == len && memcmp(stored, response, len) == 0;
     free(stored);
     return same;
@@ -1352,16 +1027,16 @@ int cq_store_finish(struct cq_store *st, const char *request_id, const char *wor
     if (seal_result(st, request_id, key, response, len, &sealed, &sealed_len, err) < 0)
         return -1;
     struct args a;
-    script(st, &a, FINISH);
-    arg(&a, request_id);
-    arg(&a, worker != NULL ? worker : "");
-    arg_bin(&a, sealed != NULL ? sealed : response, sealed != NULL ? sealed_len : len);
-    arg_int(&a, RESULT_TTL_S);
-    redisReply *r = run(st, &a, err);
+    cq_st_script(st, &a, FINISH);
+    cq_st_arg(&a, request_id);
+    cq_st_arg(&a, worker != NULL ? worker : "");
+    cq_st_arg_bin(&a, sealed != NULL ? sealed : response, sealed != NULL ? sealed_len : len);
+    cq_st_arg_int(&a, RESULT_TTL_S);
+    redisReply *r = cq_st_run(st, &a, err);
     free(sealed);
     if (r == NULL)
         return -1;
-    int64_t v = int_of(r);
+    int64_t v = cq_st_int_of(r);
     freeReplyObject(r);
     *stored = v == 1 || (v == 2 && same_result(st, key, response, len));
     return 0;
@@ -1381,8 +1056,8 @@ int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*
     argv[1] = key;
     for (size_t i = 0; i < n; i++)
         argv[2 + i] = ids[i];
-    redisReply *r = command(st, (int)(2 + n), argv, NULL, err);
-    return done_with(r);
+    redisReply *r = cq_st_command(st, (int)(2 + n), argv, NULL, err);
+    return cq_st_done_with(r);
 }
 
 int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,
@@ -1393,11 +1068,11 @@ int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *
     return cq_store_inflight_done_many(st, worker, id, 1, err);
 }
 
-static int get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,
-                     size_t *len, struct cq_error *err)
+int cq_st_get_bytes(struct cq_store *st, const char *key, const char *field, uint8_t **data,
+                    size_t *len, struct cq_error *err)
 {
     const char *argv[] = {field != NULL ? "HGET" : "GET", key, field};
-    redisReply *r = command(st, field != NULL ? 3 : 2, argv, NULL, err);
+    redisReply *r = cq_st_command(st, field != NULL ? 3 : 2, argv, NULL, err);
     if (r == NULL)
         return -1;
     *data = NULL;
@@ -1420,7 +1095,7 @@ int cq_store_result(struct cq_store *st, const char *request_id, uint8_t **data,
 {
     char key[200];
     snprintf(key, sizeof(key), "%sresult:%s", st->prefix, request_id);
-    return get_value(st, key, NULL, data, len, err);
+    return cq_st_get_value(st, key, NULL, data, len, err);
 }
 
 int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], size_t max,
@@ -1430,12 +1105,12 @@ int cq_store_inflight(struct cq_store *st, const char *worker, char (*ids)[64], 
     snprintf(key, sizeof(key), "%sinflight:%s", st->prefix, worker);
     snprintf(stop, sizeof(stop), "%zu", max > 0 ? max - 1 : 0);
     const char *argv[] = {"ZRANGE", key, "0", stop};
-    redisReply *r = command(st, 4, argv, NULL, err);
+    redisReply *r = cq_st_command(st, 4, argv, NULL, err);
     if (r == NULL)
         return -1;
     *n = 0;
     for (size_t i = 0; i < r->elements && *n < max; i++)
-        copy_str(r->element[i], ids[(*n)++], 64);
+        cq_st_copy_str(r->element[i], ids[(*n)++], 64);
     freeReplyObject(r);
     return 0;
 }
@@ -1447,7 +1122,7 @@ int cq_store_request(struct cq_store *st, const char *request_id, uint8_t **body
         return -1;
     char key[200];
     snprintf(key, sizeof(key), "%sreq:%s", st->prefix, request_id);
-    return get_value(st, key, "body", body, len, err);
+    return cq_st_get_value(st, key, "body", body, len, err);
 }
 
 int cq_store_lock(struct cq_store *st, const char *name, unsigned ttl_ms, bool *taken,
@@ -1457,7 +1132,7 @@ int cq_store_lock(struct cq_store *st, const char *name, unsigned ttl_ms, bool *
     snprintf(key, sizeof(key), "%slock:%s", st->prefix, name);
     snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
     const char *argv[] = {"SET", key, "1", "NX", "PX", ttl};
-    redisReply *r = command(st, 6, argv, NULL, err);
+    redisReply *r = cq_st_command(st, 6, argv, NULL, err);
     if (r == NULL)
         return -1;
     *taken = r->type == REDIS_REPLY_STATUS;
@@ -1470,8 +1145,8 @@ int cq_store_forget_worker(struct cq_store *st, const char *worker, struct cq_er
     char key[160];
     snprintf(key, sizeof(key), "%sworkers", st->prefix);
     const char *argv[] = {"SREM", key, worker};
-    redisReply *r = command(st, 3, argv, NULL, err);
-    return done_with(r);
+    redisReply *r = cq_st_command(st, 3, argv, NULL, err);
+    return cq_st_done_with(r);
 }
 
 /* ---- claims ------------------------------------------------------------------------- */
@@ -1479,7 +1154,7 @@ int cq_store_forget_worker(struct cq_store *st, const char *worker, struct cq_er
 /* A claim is one Redis string written and read in CLAIM_PIECE slices: a 150 MB value in
  * one command would make Redis (single-threaded) copy it while every other client
  * waits, and hiredis would need it in one buffer twice over. SETRANGE at an offset
- * (not APPEND) because command() sends a command again when its reply was lost, and
+ * (not APPEND) because cq_st_command() sends a command again when its reply was lost, and
  * writing the same slice at the same place twice changes nothing; GETRANGE reads a
  * slice without copying the rest. */
 #define CLAIM_PIECE (1024 * 1024)
@@ -1506,9 +1181,9 @@ int cq_store_claim_put(struct cq_store *st, const char *id, const void *data, si
         const size_t set_lens[] = {3, strlen(key), n, 2, strlen(ttl)};
         const char *setrange[] = {"SETRANGE", key, at, (const char *)bytes + off};
         const size_t setrange_lens[] = {8, strlen(key), strlen(at), n};
-        redisReply *r = off == 0 ? command(st, 5, set, set_lens, err)
-                                 : command(st, 4, setrange, setrange_lens, err);
-        if (done_with(r) < 0) {
+        redisReply *r = off == 0 ? cq_st_command(st, 5, set, set_lens, err)
+                                 : cq_st_command(st, 4, setrange, setrange_lens, err);
+        if (cq_st_done_with(r) < 0) {
             struct cq_error ignored;
             cq_store_claim_delete(st, id, &ignored); /* no half-written claim left */
             return cq_error_prefix(err, "store a claim of %zu bytes", len);
@@ -1522,10 +1197,10 @@ int cq_store_claim_put(struct cq_store *st, const char *id, const void *data, si
     char set[200];
     snprintf(set, sizeof(set), "%sclaims:%s", st->prefix, session_id);
     const char *sadd[] = {"SADD", set, id};
-    if (done_with(command(st, 3, sadd, NULL, err)) < 0)
+    if (cq_st_done_with(cq_st_command(st, 3, sadd, NULL, err)) < 0)
         return -1;
     const char *expire[] = {"EXPIRE", set, ttl};
-    return done_with(command(st, 3, expire, NULL, err));
+    return cq_st_done_with(cq_st_command(st, 3, expire, NULL, err));
 }
 
 int cq_store_claim_get(struct cq_store *st, const char *id, uint64_t size, uint8_t **data,
@@ -1535,7 +1210,7 @@ int cq_store_claim_get(struct cq_store *st, const char *id, uint64_t size, uint8
     char key[160];
     claim_key(st, id, key, sizeof(key));
     const char *strlen_argv[] = {"STRLEN", key};
-    redisReply *r = command(st, 2, strlen_argv, NULL, err);
+    redisReply *r = cq_st_command(st, 2, strlen_argv, NULL, err);
     if (r == NULL)
         return -1;
     long long stored = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
@@ -1557,7 +1232,7 @@ int cq_store_claim_get(struct cq_store *st, const char *id, uint64_t size, uint8
         snprintf(from, sizeof(from), "%llu", (unsigned long long)off);
         snprintf(to, sizeof(to), "%llu", (unsigned long long)(off + n - 1));
         const char *argv[] = {"GETRANGE", key, from, to};
-        r = command(st, 4, argv, NULL, err);
+        r = cq_st_command(st, 4, argv, NULL, err);
         if (r == NULL) {
             free(buf);
             return -1;
@@ -1584,591 +1259,5 @@ int cq_store_claim_delete(struct cq_store *st, const char *id, struct cq_error *
     claim_key(st, id, key, sizeof(key));
     /* UNLINK: a large value is freed by Redis's background thread. */
     const char *argv[] = {"UNLINK", key};
-    return done_with(command(st, 2, argv, NULL, err));
-}
-
-/* ---- files -------------------------------------------------------------------------- */
-
-/* files:<sid> holds `m:<path>` = "size mtime_ns chunks" and `bytes`; chunks:<sid> holds
- * the data, so that listing never moves file contents. */
-static const char PUT_FILE[] =
-    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
-    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
-    "then return 0 end\n"
-    "local f, c = ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2]\n"
-    "local path = ARGV[5]\n"
-    "local size = tonumber(ARGV[8])\n"
-    "local old = redis.call('HGET', f, 'm:' .. path)\n"
-    "local old_size, old_chunks = 0, 0\n"
-    "if old then\n"
-    "  local a, b = string.match(old, '^(%d+) [-%d]+ (%d+)$')\n"
-    "  old_size, old_chunks = tonumber(a), tonumber(b)\n"
-    "end\n"
-    "local total = tonumber(redis.call('HGET', f, 'bytes') or '0') - old_size + size\n"
-    "if total > tonumber(ARGV[7]) then return -2 end\n"
-    /* The tenant's stored bytes, over all its sessions (stored:<tenant>), against the
-     * quota its dispatcher recorded at the session's start (quota:<tenant>). */
-    "local t = redis.call('HGET', s, 'tenant') or ''\n"
-    "local tb = ARGV[1] .. 'stored:' .. t\n"
-    "local q = tonumber(redis.call('HGET', ARGV[1] .. 'quota:' .. t, 'stored_bytes') or '0')\n"
-    "local grown = size - old_size\n"
-    "if q > 0 and grown > 0 and tonumber(redis.call('GET', tb) or '0') + grown > q then\n"
-    "  return -3\n"
-    "end\n"
-    "redis.call('INCRBY', tb, grown)\n"
-    "for i = 0, old_chunks - 1 do redis.call('HDEL', c, path .. ':' .. i) end\n"
-    "for i = 9, #ARGV do redis.call('HSET', c, path .. ':' .. (i - 9), ARGV[i]) end\n"
-    "redis.call('HSET', f, 'm:' .. path, size .. ' ' .. ARGV[6] .. ' ' .. (#ARGV - 8),\n"
-    "           'bytes', total)\n"
-    "local ttl = redis.call('PTTL', s)\n"
-    "if ttl > 0 then redis.call('PEXPIRE', f, ttl); redis.call('PEXPIRE', c, ttl) end\n"
-    "return 1\n";
-
-int cq_store_put_file(struct cq_store *st, const char *session_id, const char *worker,
-                      uint64_t fence, const char *path, const uint8_t *data, size_t len,
-                      int64_t mtime_ns, struct cq_error *err)
-{
-    size_t chunks = len == 0 ? 0 : (len + CHUNK_BYTES - 1) / CHUNK_BYTES;
-    if (chunks > 500)
-        return cq_error_set(err, CQ_ELIMIT, "%s is too large to keep in Redis", path);
-    struct args *a = malloc(sizeof(*a));
-    if (a == NULL)
-        return cq_error_sys(err, ENOMEM, "allocate arguments");
-    script(st, a, PUT_FILE);
-    arg(a, session_id);
-    arg(a, worker);
-    arg_int(a, (int64_t)fence);
-    arg(a, path);
-    arg_int(a, mtime_ns);
-    arg_int(a, (int64_t)st->files_quota);
-    arg_int(a, (int64_t)len); /* plain-text bytes: the quota counts what users stored */
-    char key[160];
-    snprintf(key, sizeof(key), "%schunks:%s", st->prefix, session_id);
-    uint8_t *sealed[500] = {0};
-    int rc = 0;
-    for (size_t i = 0; i < chunks && rc == 0; i++) {
-        size_t n = len - i * CHUNK_BYTES < CHUNK_BYTES ? len - i * CHUNK_BYTES : CHUNK_BYTES;
-        char field[PATH_MAX + 32];
-        size_t sealed_len;
-        snprintf(field, sizeof(field), "%s:%zu", path, i);
-        rc = seal_session_value(st, session_id, key, field, data + i * CHUNK_BYTES, n, &sealed[i],
-                                &sealed_len, err);
-        if (sealed[i] != NULL)
-            arg_bin(a, sealed[i], sealed_len);
-        else
-            arg_bin(a, data + i * CHUNK_BYTES, n);
-    }
-    if (rc == 0)
-        rc = fenced(run(st, a, err), session_id, err);
-    for (size_t i = 0; i < chunks; i++)
-        free(sealed[i]);
-    free(a);
-    return rc;
-}
-
-static const char TENANT_ROOM[] =
-    "local t = redis.call('HGET', ARGV[1] .. 'session:' .. ARGV[2], 'tenant') or ''\n"
-    "local q = tonumber(redis.call('HGET', ARGV[1] .. 'quota:' .. t, 'stored_bytes') or '0')\n"
-    "local used = tonumber(redis.call('GET', ARGV[1] .. 'stored:' .. t) or '0')\n"
-    "return {t, q, used}\n";
-
-int cq_store_tenant_room(struct cq_store *st, const char *session_id, uint64_t adding, bool *fits,
-                         struct cq_error *why, struct cq_error *err)
-{
-    struct args a;
-    script(st, &a, TENANT_ROOM);
-    arg(&a, session_id);
-    redisReply *r = run(st, &a, err);
-    if (r == NULL)
-        return -1;
-    *fits = true;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
-        int64_t quota = int_of(r->element[1]), used = int_of(r->element[2]);
-        if (quota > 0 && (uint64_t)used + adding > (uint64_t)quota) {
-            *fits = false;
-            char tenant[CQ_TENANT_MAX + 1];
-            copy_str(r->element[0], tenant, sizeof(tenant));
-            cq_error_set(why, CQ_ELIMIT,
-                         "tenant '%s' stores %lld bytes of files, and %llu more would pass its "
-                         "quota of %lld (stored_bytes): remove files, or stop sessions",
-                         tenant, (long long)used, (unsigned long long)adding, (long long)quota);
-        }
-    }
-    freeReplyObject(r);
-    return 0;
-}
-
-static const char DELETE_FILE[] =
-    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
-    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
-    "then return 0 end\n"
-    "local f, c = ARGV[1] .. 'files:' .. ARGV[2], ARGV[1] .. 'chunks:' .. ARGV[2]\n"
-    "local old = redis.call('HGET', f, 'm:' .. ARGV[5])\n"
-    "if not old then return 1 end\n"
-    "local a, b = string.match(old, '^(%d+) [-%d]+ (%d+)$')\n"
-    "for i = 0, tonumber(b) - 1 do redis.call('HDEL', c, ARGV[5] .. ':' .. i) end\n"
-    "redis.call('HDEL', f, 'm:' .. ARGV[5])\n"
-    "redis.call('HINCRBY', f, 'bytes', -tonumber(a))\n"
-    "redis.call('DECRBY', ARGV[1] .. 'stored:' .. (redis.call('HGET', s, 'tenant') or ''),\n"
-    "           tonumber(a))\n"
-    "return 1\n";
-
-int cq_store_delete_file(struct cq_store *st, const char *session_id, const char *worker,
-                         uint64_t fence, const char *path, struct cq_error *err)
-{
-    struct args a;
-    script(st, &a, DELETE_FILE);
-    arg(&a, session_id);
-    arg(&a, worker);
-    arg_int(&a, (int64_t)fence);
-    arg(&a, path);
-    return fenced(run(st, &a, err), session_id, err);
-}
-
-int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_stored_file **out,
-                        size_t *n, struct cq_error *err)
-{
-    char key[160];
-    snprintf(key, sizeof(key), "%sfiles:%s", st->prefix, session_id);
-    const char *argv[] = {"HGETALL", key};
-    redisReply *r = command(st, 2, argv, NULL, err);
-    if (r == NULL)
-        return -1;
-    *out = calloc(r->elements / 2 + 1, sizeof(**out));
-    *n = 0;
-    if (*out == NULL) {
-        freeReplyObject(r);
-        return cq_error_sys(err, ENOMEM, "allocate file list");
-    }
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        const char *field = r->element[i]->str;
-        if (strncmp(field, "m:", 2) != 0)
-            continue;
-        struct cq_stored_file *f = &(*out)[*n];
-        unsigned long long size = 0;
-        long long mtime = 0;
-        if (sscanf(r->element[i + 1]->str, "%llu %lld", &size, &mtime) != 2)
-            continue;
-        f->path = strndup(field + 2, r->element[i]->len - 2);
-        f->size = size;
-        f->mtime_ns = mtime;
-        if (f->path != NULL)
-            (*n)++;
-    }
-    freeReplyObject(r);
-    return 0;
-}
-
-void cq_stored_files_free(struct cq_stored_file *files, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(files[i].path);
-    free(files);
-}
-
-int cq_store_get_file(struct cq_store *st, const char *session_id, const char *path, uint8_t **data,
-                      size_t *len, struct cq_error *err)
-{
-    char fkey[160], ckey[160], field[PATH_MAX + 8];
-    snprintf(fkey, sizeof(fkey), "%sfiles:%s", st->prefix, session_id);
-    snprintf(ckey, sizeof(ckey), "%schunks:%s", st->prefix, session_id);
-    snprintf(field, sizeof(field), "m:%s", path);
-    uint8_t *meta;
-    size_t meta_len;
-    if (get_bytes(st, fkey, field, &meta, &meta_len, err) < 0)
-        return -1;
-    if (meta == NULL)
-        return cq_error_set(err, CQ_ENOTFOUND, "%s is not stored", path);
-    unsigned long long size = 0, chunks = 0;
-    long long mtime;
-    char text[96];
-    snprintf(text, sizeof(text), "%.*s", (int)meta_len, (const char *)meta);
-    free(meta);
-    if (sscanf(text, "%llu %lld %llu", &size, &mtime, &chunks) != 3)
-        return cq_error_set(err, CQ_EINTERNAL, "bad metadata for %s", path);
-    *data = malloc(size ? size : 1);
-    if (*data == NULL)
-        return cq_error_sys(err, ENOMEM, "allocate %llu bytes", size);
-    *len = 0;
-    for (unsigned long long i = 0; i < chunks; i++) {
-        char chunk_field[PATH_MAX + 32];
-        snprintf(chunk_field, sizeof(chunk_field), "%s:%llu", path, i);
-        uint8_t *part = NULL;
-        size_t part_len = 0;
-        int rc = get_value(st, ckey, chunk_field, &part, &part_len, err);
-        if (rc < 0 || part == NULL || *len + part_len > size) {
-            free(part);
-            free(*data);
-            *data = NULL;
-            return rc < 0 ? -1 : cq_error_set(err, CQ_EINTERNAL, "%s: chunk %llu missing", path, i);
-        }
-        memcpy(*data + *len, part, part_len);
-        *len += part_len;
-        free(part);
-    }
-    return 0;
-}
-
-/* ---- kernel state of a drained session ---------------------------------------------
- *
- * state:<sid> is a hash: `fence`, the session's token when its owner drained, and the
- * fields the worker names (a kernel's saved variables, or why they could not be
- * saved). The owner writes it when it drains (fenced), within the session's files
- * quota together with its files, so that a session's bytes in Redis stay bounded by
- * the one quota. The worker that adopts the session takes it (reads and deletes it, as
- * the new owner) and uses it only when it was written under the token just before its
- * own: a state is restored once, and never into a session that ran elsewhere since it
- * was saved. It expires with the session and is deleted when the session ends. */
-
-static const char PUT_STATE[] =
-    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
-    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
-    "then return 0 end\n"
-    "local k = ARGV[1] .. 'state:' .. ARGV[2]\n"
-    "local size = tonumber(ARGV[6])\n"
-    "local files = tonumber(redis.call('HGET', ARGV[1] .. 'files:' .. ARGV[2], 'bytes') or '0')\n"
-    "if files + size > tonumber(ARGV[5]) then return -2 end\n"
-    "redis.call('DEL', k)\n"
-    "redis.call('HSET', k, 'fence', ARGV[4])\n"
-    "for i = 7, #ARGV - 1, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end\n"
-    "local ttl = redis.call('PTTL', s)\n"
-    "if ttl > 0 then redis.call('PEXPIRE', k, ttl) end\n"
-    "return 1\n";
-
-int cq_store_put_state(struct cq_store *st, const char *session_id, const char *worker,
-                       uint64_t fence, const struct cq_store_field *fields, size_t n,
-                       struct cq_error *err)
-{
-    if (n > CQ_STORE_MAX_STATE_FIELDS)
-        return cq_error_set(err, CQ_EINVALID, "%zu state fields (at most %d)", n,
-                            CQ_STORE_MAX_STATE_FIELDS);
-    struct args *a = malloc(sizeof(*a));
-    if (a == NULL)
-        return cq_error_sys(err, ENOMEM, "allocate arguments");
-    script(st, a, PUT_STATE);
-    arg(a, session_id);
-    arg(a, worker);
-    arg_int(a, (int64_t)fence);
-    arg_int(a, (int64_t)st->files_quota);
-    size_t plain = 0; /* the quota counts plain-text bytes, as for files */
-    for (size_t i = 0; i < n; i++)
-        plain += fields[i].len;
-    arg_int(a, (int64_t)plain);
-    char key[160];
-    snprintf(key, sizeof(key), "%sstate:%s", st->prefix, session_id);
-    uint8_t *sealed[CQ_STORE_MAX_STATE_FIELDS] = {0};
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        size_t sealed_len;
-        rc = seal_session_value(st, session_id, key, fields[i].name, fields[i].data, fields[i].len,
-                                &sealed[i], &sealed_len, err);
-        arg(a, fields[i].name);
-        if (sealed[i] != NULL)
-            arg_bin(a, sealed[i], sealed_len);
-        else
-            arg_bin(a, fields[i].data, fields[i].len);
-    }
-    if (rc == 0)
-        rc = fenced(run(st, a, err), session_id, err);
-    for (size_t i = 0; i < n; i++)
-        free(sealed[i]);
-    free(a);
-    return rc;
-}
-
-static const char TAKE_STATE[] =
-    "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
-    "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
-    "then return 0 end\n"
-    "local k = ARGV[1] .. 'state:' .. ARGV[2]\n"
-    "local all = redis.call('HGETALL', k)\n"
-    "redis.call('DEL', k)\n"
-    "return all\n";
-
-void cq_store_fields_free(struct cq_store_field *fields, size_t n)
-{
-    for (size_t i = 0; fields != NULL && i < n; i++) {
-        free(fields[i].name);
-        free(fields[i].data);
-    }
-    free(fields);
-}
-
-/* The fields of a TAKE_STATE reply but `fence`, copied. */
-static int copy_fields(const redisReply *r, struct cq_store_field **fields, size_t *n,
-                       struct cq_error *err)
-{
-    if ((*fields = calloc(r->elements / 2 + 1, sizeof(**fields))) == NULL)
-        return cq_error_sys(err, ENOMEM, "allocate the session's state");
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        const redisReply *key = r->element[i], *value = r->element[i + 1];
-        if (key->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING ||
-            strcmp(key->str, "fence") == 0)
-            continue;
-        struct cq_store_field *f = &(*fields)[*n];
-        f->name = strndup(key->str, key->len);
-        f->data = malloc(value->len ? value->len : 1);
-        f->len = value->len;
-        (*n)++; /* counted even when half allocated: freed below */
-        if (f->name == NULL || f->data == NULL) {
-            cq_store_fields_free(*fields, *n);
-            *fields = NULL;
-            *n = 0;
-            return cq_error_sys(err, ENOMEM, "allocate the session's state");
-        }
-        memcpy(f->data, value->str, value->len);
-    }
-    return 0;
-}
-
-int cq_store_take_state(struct cq_store *st, const char *session_id, const char *worker,
-                        uint64_t fence, struct cq_store_field **fields, size_t *n, bool *found,
-                        struct cq_error *err)
-{
-    *fields = NULL;
-    *n = 0;
-    *found = false;
-    struct args a;
-    script(st, &a, TAKE_STATE);
-    arg(&a, session_id);
-    arg(&a, worker);
-    arg_int(&a, (int64_t)fence);
-    redisReply *r = run(st, &a, err);
-    if (r == NULL)
-        return -1;
-    if (r->type != REDIS_REPLY_ARRAY)
-        return fenced(r, session_id, err); /* 0: not the owner at that token */
-    bool current = false;
-    for (size_t i = 0; i + 1 < r->elements; i += 2)
-        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, "fence") == 0)
-            current = fence > 0 && (uint64_t)int_of(r->element[i + 1]) == fence - 1;
-    /* None, or saved before a later move: not this session's state now (dropped). */
-    int rc = current ? copy_fields(r, fields, n, err) : 0;
-    freeReplyObject(r);
-    char key[160];
-    snprintf(key, sizeof(key), "%sstate:%s", st->prefix, session_id);
-    for (size_t i = 0; rc == 0 && i < *n; i++)
-        rc = open_value(st, key, (*fields)[i].name, &(*fields)[i].data, &(*fields)[i].len, err);
-    if (rc < 0) {
-        cq_store_fields_free(*fields, *n);
-        *fields = NULL;
-        *n = 0;
-    }
-    *found = current && rc == 0;
-    return rc;
-}
-
-/* ---- data key rotation (codeq at-rest) ---------------------------------------------
- *
- * Both run from the command line, against a live fleet. A new data key version is
- * added only if `current` is still the one it was computed from (DEK_ADD), so that
- * two rotations, or a rotation and a daemon's first use, never lose a version. */
-
-static const char DEK_ADD[] =
-    "local k = ARGV[1] .. 'dek:' .. ARGV[2]\n"
-    "if (redis.call('HGET', k, 'current') or '') ~= ARGV[3] then return 0 end\n"
-    "redis.call('HSET', k, ARGV[4], ARGV[5], 'current', ARGV[4])\n"
-    "return 1\n";
-
-int cq_store_rotate_data_key(struct cq_store *st, const char *tenant, uint32_t *version,
-                             struct cq_error *err)
-{
-    if (st->kms == NULL)
-        return cq_error_set(err, CQ_EINVALID, "no master key (master_key_file)");
-    char name[160];
-    snprintf(name, sizeof(name), "%sdek:%s", st->prefix, tenant);
-    for (int attempt = 0; attempt < 5; attempt++) {
-        const char *argv[] = {"HGET", name, "current"};
-        redisReply *r = command(st, 3, argv, NULL, err);
-        if (r == NULL)
-            return -1;
-        char current[16];
-        copy_str(r, current, sizeof(current));
-        freeReplyObject(r);
-        *version = (uint32_t)strtoul(current, NULL, 10) + 1;
-        uint8_t fresh[CQ_CRYPT_KEY_LEN], wrapped[CQ_KMS_WRAPPED_MAX];
-        size_t wrapped_len;
-        char aad[128];
-        cq_dek_aad(tenant, *version, aad, sizeof(aad));
-        if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh))
-            return cq_error_sys(err, errno, "getrandom");
-        int rc = st->kms->wrap(st->kms, fresh, aad, wrapped, &wrapped_len, err);
-        explicit_bzero(fresh, sizeof(fresh));
-        if (rc < 0)
-            return -1;
-        struct args a;
-        script(st, &a, DEK_ADD);
-        arg(&a, tenant);
-        arg(&a, current);
-        arg_int(&a, *version);
-        arg_bin(&a, wrapped, wrapped_len);
-        if ((r = run(st, &a, err)) == NULL)
-            return -1;
-        bool added = int_of(r) == 1;
-        freeReplyObject(r);
-        if (added)
-            return 0;
-    }
-    return cq_error_set(err, EBUSY, "dek:%s changed under every attempt", tenant);
-}
-
-/* One tenant's hash: every version unwrapped with from and wrapped with to, written in
- * one HSET. A version that already unwraps with to is left (a rotation run again after
- * it stopped half way). */
-static int rewrap_one(struct cq_store *st, const char *name, struct cq_kms *from, struct cq_kms *to,
-                      size_t *keys, struct cq_error *err)
-{
-    const char *tenant = name + strlen(st->prefix) + strlen("dek:");
-    const char *argv[] = {"HGETALL", name};
-    redisReply *r = command(st, 2, argv, NULL, err);
-    if (r == NULL)
-        return -1;
-    size_t pairs = r->elements / 2;
-    const char **v = calloc(2 + 2 * pairs, sizeof(*v));
-    size_t *lens = calloc(2 + 2 * pairs, sizeof(*lens));
-    uint8_t(*wrapped)[CQ_KMS_WRAPPED_MAX] = calloc(pairs + 1, sizeof(*wrapped));
-    int rc = v != NULL && lens != NULL && wrapped != NULL
-                 ? 0
-                 : cq_error_sys(err, ENOMEM, "allocate %zu data keys", pairs);
-    int argc = 2;
-    if (rc == 0) {
-        v[0] = "HSET";
-        v[1] = name;
-        lens[0] = 4;
-        lens[1] = strlen(name);
-    }
-    for (size_t i = 0; rc == 0 && i < pairs; i++) {
-        const redisReply *f = r->element[2 * i], *w = r->element[2 * i + 1];
-        if (f->type != REDIS_REPLY_STRING || strcmp(f->str, "current") == 0)
-            continue;
-        uint32_t version = (uint32_t)strtoul(f->str, NULL, 10);
-        char aad[128];
-        cq_dek_aad(tenant, version, aad, sizeof(aad));
-        uint8_t key[CQ_CRYPT_KEY_LEN];
-        struct cq_error ignored;
-        if (to->unwrap(to, (const uint8_t *)w->str, w->len, aad, key, &ignored) == 0)
-            continue;
-        size_t n;
-        rc = from->unwrap(from, (const uint8_t *)w->str, w->len, aad, key, err);
-        if (rc == 0)
-            rc = to->wrap(to, key, aad, wrapped[i], &n, err);
-        explicit_bzero(key, sizeof(key));
-        if (rc < 0)
-            break;
-        v[argc] = f->str;
-        lens[argc++] = f->len;
-        v[argc] = (const char *)wrapped[i];
-        lens[argc++] = n;
-        (*keys)++;
-    }
-    if (rc == 0 && argc > 2) {
-        redisReply *w = command(st, argc, v, lens, err);
-        rc = done_with(w);
-    }
-    if (wrapped != NULL)
-        explicit_bzero(wrapped, (pairs + 1) * sizeof(*wrapped));
-    free(wrapped);
-    free(lens);
-    free(v);
-    freeReplyObject(r);
-    return rc;
-}
-
-/* ---- the keyring (fleet/keys.h, keys_file = redis) ------------------------------------- */
-
-static const char KEYRING_GET[] =
-    "return {redis.call('GET', ARGV[1] .. 'keyring:version') or '0',\n"
-    "        redis.call('GET', ARGV[1] .. 'keyring') or ''}\n";
-
-int cq_store_keyring_get(struct cq_store *st, char **text, int64_t *version, struct cq_error *err)
-{
-    struct args a;
-    script(st, &a, KEYRING_GET);
-    redisReply *r = run(st, &a, err);
-    if (r == NULL)
-        return -1;
-    int rc = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[1]->type != REDIS_REPLY_STRING) {
-        rc = cq_error_set(err, CQ_EPROTO, "unexpected reply to the keyring's read");
-    } else {
-        *version = int_of(r->element[0]);
-        *text = strndup(r->element[1]->str, r->element[1]->len);
-        if (*text == NULL)
-            rc = cq_error_sys(err, ENOMEM, "read the keyring");
-        explicit_bzero(r->element[1]->str, r->element[1]->len);
-    }
-    freeReplyObject(r);
-    return rc;
-}
-
-int cq_store_keyring_version(struct cq_store *st, int64_t *version, struct cq_error *err)
-{
-    char key[160];
-    snprintf(key, sizeof(key), "%skeyring:version", st->prefix);
-    const char *argv[] = {"GET", key};
-    redisReply *r = command(st, 2, argv, NULL, err);
-    if (r == NULL)
-        return -1;
-    *version = int_of(r);
-    freeReplyObject(r);
-    return 0;
-}
-
-/* Replaced only if nobody replaced it since it was read: two operators editing at once
- * must not lose each other's change. */
-static const char KEYRING_PUT[] =
-    "if tonumber(redis.call('GET', ARGV[1] .. 'keyring:version') or '0') ~= tonumber(ARGV[2])\n"
-    "then return -1 end\n"
-    "redis.call('SET', ARGV[1] .. 'keyring', ARGV[3])\n"
-    "return redis.call('INCR', ARGV[1] .. 'keyring:version')\n";
-
-int cq_store_keyring_put(struct cq_store *st, const char *text, int64_t version,
-                         struct cq_error *err)
-{
-    struct args a;
-    script(st, &a, KEYRING_PUT);
-    arg_int(&a, version);
-    arg(&a, text);
-    redisReply *r = run(st, &a, err);
-    if (r == NULL)
-        return -1;
-    int64_t v = int_of(r);
-    freeReplyObject(r);
-    if (v < 0)
-        return cq_error_set(err, CQ_EINVALID,
-                            "the keyring in Redis changed while this edit was made: run it again");
-    return 0;
-}
-
-int cq_store_rewrap_data_keys(struct cq_store *st, struct cq_kms *from, struct cq_kms *to,
-                              size_t *tenants, size_t *keys, struct cq_error *err)
-{
-    *tenants = *keys = 0;
-    char pattern[160], cursor[32] = "0";
-    snprintf(pattern, sizeof(pattern), "%sdek:*", st->prefix);
-    do {
-        const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "100"};
-        redisReply *r = command(st, 6, argv, NULL, err);
-        if (r == NULL)
-            return -1;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
-            freeReplyObject(r);
-            return cq_error_set(err, CQ_EINTERNAL, "SCAN: unexpected reply");
-        }
-        copy_str(r->element[0], cursor, sizeof(cursor));
-        for (size_t i = 0; i < r->element[1]->elements; i++) {
-            const redisReply *k = r->element[1]->element[i];
-            if (k->type != REDIS_REPLY_STRING)
-                continue;
-            if (rewrap_one(st, k->str, from, to, keys, err) < 0) {
-                freeReplyObject(r);
-                return cq_error_prefix(err, "%s", k->str);
-            }
-            (*tenants)++;
-        }
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0);
-    return 0;
+    return cq_st_done_with(cq_st_command(st, 2, argv, NULL, err));
 }
