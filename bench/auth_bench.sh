@@ -29,5 +29,6 @@ for mode in keyless signed; do
 done
 echo
 echo "== the fleet's round trip, side by side (ms)"
-printf '%-10s %s\n' keyless "$(grep -m1 -E 'p50' "$out/keyless")"
-printf '%-10s %s\n' signed "$(grep -m1 -E 'p50' "$out/signed")"
+printf '%-10s %s\n' "" "$(grep -m1 -E '^series' "$out/keyless")"
+printf '%-10s %s\n' keyless "$(grep -m1 -E '^fleet:' "$out/keyless")"
+printf '%-10s %s\n' signed "$(grep -m1 -E '^fleet:' "$out/signed")"
