@@ -66,8 +66,7 @@ def fleet_acls(request_topic, dlq_topic, worker_ids, audit_topic):
 @pytest.fixture(scope="module")
 def secure(services):
     lib = _kafka_jars()
-    if lib is None:
-        pytest.skip("no Kafka jars fetched by scripts/services to run a private broker")
+    assert lib is not None, "no Kafka jars fetched by scripts/services to run a private broker"
     k = SecureKafka(lib, KAFKA_VERSION)
     yield k
     k.stop()
@@ -218,11 +217,14 @@ def test_a_plaintext_client_fails_against_the_tls_listener(secure, secure_fleet)
     assert b"cannot reach Kafka" in stderr and b"security.protocol" in stderr, stderr
 
 
-def test_scram_with_an_old_librdkafka_on_kafka_4_says_so(secure, secure_fleet):
-    if secure.mechanism != "PLAIN":
-        pytest.skip("this librdkafka logs in to this broker with SCRAM")
+def test_scram_logs_in_or_says_why_not(secure, secure_fleet):
+    """SCRAM-SHA-512 from codeq exec: it works where this librdkafka can (Kafka 3.x), and
+    on Kafka 4.x, whose SCRAM librdkafka before 2.6.1 gets wrong, the error says so."""
     p = run_exec(exec_env(secure_fleet, secure, mechanism="SCRAM-SHA-512"), "--brokers",
-                 secure.brokers, "-c", "1")
-    assert p.returncode != 0
-    assert b"cannot log in to Kafka 4.x with SCRAM" in p.stderr, p.stderr
+                 secure.brokers, "-c", "print(6 * 7)")
+    if secure.mechanism == "PLAIN":  # Kafka 4.x: the tests log in with PLAIN instead
+        assert p.returncode != 0
+        assert b"cannot log in to Kafka 4.x with SCRAM" in p.stderr, p.stderr
+    else:
+        assert p.returncode == 0 and p.stdout.strip() == b"42", p.stderr
 
