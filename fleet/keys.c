@@ -295,6 +295,7 @@ int cq_keyfile_add_tenant(struct cq_keyfile *kf, const char *name, struct cq_err
         return cq_error_sys(err, ENOMEM, "add tenant");
     kf->tenants = t;
     t = &kf->tenants[kf->n_tenants++];
+    memset(t, 0, sizeof(*t)); /* no quotas of its own until `codeq tenant set` */
     snprintf(t->name, sizeof(t->name), "%s", name);
     t->created_unix = time(NULL);
     return 0;
