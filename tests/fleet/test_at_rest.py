@@ -217,7 +217,9 @@ def test_a_value_moved_or_written_in_plain_text_is_refused(new_fleet, redis_clie
             r = driver.call(pb.Request(session_id=sid, invoke=pb.Invoke(
                 tool="executeCode", arguments=pb.Arguments(
                     code="import os\nos.path.exists('a.txt') and open('a.txt').read()"))))
-            assert "bbb" not in str(r), r  # a.txt never holds what was slipped in
+            # a.txt never holds what was slipped in: the tampered value is not restored.
+            # (Checked on the value alone: a hex request id can contain "bbb".)
+            assert r.result.structured_content.value == "False", r
         log = "".join(d.log_text() for w, d in f.workers.items() if w not in victims)
         assert "does not authenticate" in log, log[-3000:]
         assert "without its envelope" in log, log[-3000:]
