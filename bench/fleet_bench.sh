@@ -17,12 +17,14 @@ max_sessions=48
 warm_pool=1
 keep_logs=false
 signed=false
+encrypted=false
 bench_args=()
 
 usage() {
   cat <<EOF
 usage: bench/fleet_bench.sh [--build DIR] [--workers N] [--max-sessions N] [--warm-pool N]
-                            [--signed] [--keep-logs] [-- codeq-bench-fleet options...]
+                            [--signed] [--encrypted] [--keep-logs]
+                            [-- codeq-bench-fleet options...]
 
 Starts one codeq-dispatcher and N codeq-worker daemons (default 2) from DIR/bin
 (default build/bin), waits for the workers' heartbeats in Redis, runs
@@ -40,6 +42,8 @@ consumer groups and Redis keys. Options after -- go to the benchmark, e.g.
   --signed            a fleet with tenants: a keys file (codeq tenant, codeq key) for the
                       daemons, and every request signed with a tenant key
                       (docs/security.md); bench/auth_bench.sh compares it with keyless
+  --encrypted         the daemons get a master key: what they keep in Redis (files,
+                      states, stored replies) is sealed with AES-256-GCM (docs/security.md)
   --keep-logs         keep the daemons' logs even when the run succeeds
   -h, --help          this text
 
@@ -57,6 +61,7 @@ while (($#)); do
   --warm-pool) warm_pool=$2; shift 2 ;;
   --keep-logs) keep_logs=true; shift ;;
   --signed) signed=true; shift ;;
+  --encrypted) encrypted=true; shift ;;
   -h | --help) usage; exit 0 ;;
   --) shift; bench_args=("$@"); break ;;
   *) echo "fleet_bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -140,6 +145,10 @@ if $signed; then
   "$bin/codeq" tenant create bench --keys "$CODEQ_KEYS_FILE" 2>/dev/null
   (umask 077 && "$bin/codeq" key create bench --keys "$CODEQ_KEYS_FILE" >"$logs/credentials" \
     2>/dev/null)
+fi
+if $encrypted; then
+  export CODEQ_MASTER_KEY_FILE=$logs/master.key
+  (umask 077 && openssl rand -hex 32 >"$CODEQ_MASTER_KEY_FILE")
 fi
 
 for i in $(seq 1 "$workers"); do
