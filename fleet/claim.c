@@ -7,8 +7,10 @@
 #include "fleet/claim.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include "api/api.h"
+#include "fleet/crypt.h"
 
 bool cq_claim_id_ok(const char *id)
 {
@@ -23,11 +25,61 @@ const char *cq_claim_invalid(const Codeq__V1__Claim *claim)
      * key (a session's files, another client's claim by pattern). */
     if (!cq_claim_id_ok(claim->id))
         return "a claim's id must be 32 lowercase hexadecimal digits";
-    if (claim->size == 0)
-        return "a claim's size is required";
-    if (claim->size > CQ_CLAIM_MAX_BYTES)
+    if (claim->key.len != 0 && claim->key.len != CQ_CRYPT_KEY_LEN)
+        return "a claim's key must be 32 bytes (or none)";
+    uint64_t overhead = claim->key.len != 0 ? CQ_CRYPT_SEAL_OVERHEAD : 0;
+    if (claim->size <= overhead)
+        return "a claim's size is required (a sealed claim's includes its nonce and tag)";
+    if (claim->size - overhead > CQ_CLAIM_MAX_BYTES)
         return "the request is larger than the 200 MiB limit of a request";
     return NULL;
+}
+
+uint64_t cq_claim_payload_size(const Codeq__V1__Claim *claim)
+{
+    uint64_t overhead = claim->key.len != 0 ? CQ_CRYPT_SEAL_OVERHEAD : 0;
+    return claim->size > overhead ? claim->size - overhead : 0;
+}
+
+/* Binds the sealed bytes to their claim: bytes moved from one claim's key to another's
+ * do not open, even were both sealed under one key. */
+static void claim_aad(const char *id, char *out, size_t len)
+{
+    snprintf(out, len, "codeq-claim-v1:%s", id);
+}
+
+int cq_claim_open(const Codeq__V1__Claim *claim, uint8_t *data, size_t len, uint8_t **payload,
+                  size_t *payload_len, struct cq_error *err)
+{
+    *payload = data;
+    *payload_len = len;
+    if (len != claim->size)
+        return cq_error_set(err, CQ_EINVALID, "the claim holds %zu bytes, not %llu", len,
+                            (unsigned long long)claim->size);
+    if (claim->key.len == 0)
+        return 0;
+    if (claim->key.len != CQ_CRYPT_KEY_LEN || len <= CQ_CRYPT_SEAL_OVERHEAD)
+        return cq_error_set(err, CQ_EINVALID, "a sealed claim needs a 32-byte key and a payload");
+    char aad[64];
+    claim_aad(claim->id, aad, sizeof(aad));
+    /* In place: the ciphertext follows the nonce, and the plaintext overwrites it
+     * exactly (200 MiB are not copied). */
+    if (cq_aead_open(claim->key.data, aad, strlen(aad), data, len, data + CQ_CRYPT_NONCE_LEN, err) <
+        0)
+        return cq_error_set(err, CQ_EDENIED,
+                            "the claimed bytes do not open with the claim's key (altered, "
+                            "another claim's, or stored in plain text)");
+    *payload = data + CQ_CRYPT_NONCE_LEN;
+    *payload_len = len - CQ_CRYPT_SEAL_OVERHEAD;
+    return 0;
+}
+
+int cq_claim_seal(const char *id, const uint8_t key[32], uint8_t *buf, size_t payload_len,
+                  struct cq_error *err)
+{
+    char aad[64];
+    claim_aad(id, aad, sizeof(aad));
+    return cq_aead_seal(key, aad, strlen(aad), buf + CQ_CRYPT_NONCE_LEN, payload_len, buf, err);
 }
 
 uint64_t cq_claim_file_len(const Codeq__V1__FileContent *f)
@@ -43,9 +95,9 @@ int cq_claim_decode_arguments(const Codeq__V1__Claim *claim, const uint8_t *data
                               Codeq__V1__Arguments **out, struct cq_error *err)
 {
     *out = NULL;
-    if (len != claim->size)
+    if (len != cq_claim_payload_size(claim))
         return cq_error_set(err, CQ_EINVALID, "the claimed arguments have %zu bytes, not %llu", len,
-                            (unsigned long long)claim->size);
+                            (unsigned long long)cq_claim_payload_size(claim));
     Codeq__V1__Arguments *args = codeq__v1__arguments__unpack(NULL, len, data);
     if (args == NULL)
         return cq_error_set(err, CQ_EINVALID, "the claimed arguments do not decode");
@@ -77,9 +129,9 @@ int cq_claim_decode_response(const Codeq__V1__Response *outer, const uint8_t *da
     const Codeq__V1__Claim *claim = outer->claim;
     if (outer->payload_case != CODEQ__V1__RESPONSE__PAYLOAD_CLAIM || claim == NULL)
         return cq_error_set(err, CQ_EINVALID, "the reply refers to no claim");
-    if (len != claim->size)
+    if (len != cq_claim_payload_size(claim))
         return cq_error_set(err, CQ_EINVALID, "the claimed reply has %zu bytes, not %llu", len,
-                            (unsigned long long)claim->size);
+                            (unsigned long long)cq_claim_payload_size(claim));
     Codeq__V1__Response *resp = codeq__v1__response__unpack(NULL, len, data);
     if (resp == NULL)
         return cq_error_set(err, CQ_EINVALID, "the claimed reply does not decode");

@@ -4,6 +4,7 @@
 #include "api/api.h"
 #include "common/cleanup.h"
 #include "fleet/auth.h"
+#include "fleet/crypt.h"
 #include "fleet/log.h"
 #include "fleet/store.h"
 
@@ -23,6 +24,14 @@ static int new_id(char out[CQ_CLAIM_ID_LEN + 1], struct cq_error *err)
         return cq_error_sys(err, errno, "getrandom");
     for (size_t i = 0; i < sizeof(raw); i++)
         snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+/* A claim's own key (fleet/claim.h): random, used once. */
+static int new_key(uint8_t out[CQ_CRYPT_KEY_LEN], struct cq_error *err)
+{
+    if (getrandom(out, CQ_CRYPT_KEY_LEN, 0) != CQ_CRYPT_KEY_LEN)
+        return cq_error_sys(err, errno, "getrandom");
     return 0;
 }
 
@@ -59,19 +68,25 @@ int cq_claim_request(struct cq_store *st, Codeq__V1__Request *req, uint64_t thre
                             "the request's arguments have %zu bytes, more than the 200 MiB limit "
                             "of a request",
                             size);
-    cq_autofree uint8_t *packed = malloc(size ? size : 1);
-    if (packed == NULL)
+    /* Packed between the seal's nonce and tag, and sealed in place. */
+    cq_autofree uint8_t *sealed = malloc(size + CQ_CRYPT_SEAL_OVERHEAD);
+    if (sealed == NULL)
         return cq_error_sys(err, ENOMEM, "allocate %zu bytes", size);
+    uint8_t *packed = sealed + CQ_CRYPT_NONCE_LEN;
     codeq__v1__arguments__pack(args, packed);
-    if (new_id(c->id, err) < 0 || cq_store_claim_put(st, c->id, packed, size, ttl_s, NULL, err) < 0)
+    cq_sha256(packed, size, c->sha256);
+    if (new_id(c->id, err) < 0 || new_key(c->key, err) < 0 ||
+        cq_claim_seal(c->id, c->key, sealed, size, err) < 0 ||
+        cq_store_claim_put(st, c->id, sealed, size + CQ_CRYPT_SEAL_OVERHEAD, ttl_s, NULL, err) < 0)
         return -1;
     codeq__v1__claim__init(&c->claim);
     c->claim.id = c->id;
-    c->claim.size = size;
+    c->claim.size = size + CQ_CRYPT_SEAL_OVERHEAD;
     c->claim.largest_file = largest;
-    cq_sha256(packed, size, c->sha256);
     c->claim.sha256.data = c->sha256;
     c->claim.sha256.len = sizeof(c->sha256);
+    c->claim.key.data = c->key;
+    c->claim.key.len = sizeof(c->key);
     c->arguments = args;
     c->moved = true;
     req->invoke->arguments = NULL;
@@ -86,6 +101,31 @@ void cq_claim_request_undo(Codeq__V1__Request *req, struct cq_claimed_request *c
     req->invoke->arguments = c->arguments;
     req->invoke->arguments_claim = NULL;
     c->moved = false;
+}
+
+/* The Arguments of a fetched request claim: opened, checked against the signed digest,
+ * decoded. */
+static int open_arguments(struct cq_store *st, const Codeq__V1__Claim *claim, uint8_t *data,
+                          Codeq__V1__Arguments **out, struct cq_error *err)
+{
+    /* An operator who encrypts at rest was promised no payload in Redis in plain text:
+     * a client that stores one (older than sealed claims) is told to upgrade; its
+     * bytes are deleted as any claim's. */
+    if (claim->key.len == 0 && cq_store_encrypted(st))
+        return cq_error_set(err, CQ_EINVALID,
+                            "this fleet encrypts what it keeps in Redis, and the request's claim "
+                            "is in plain text: use a client that seals its claims (Claim.key)");
+    uint8_t *payload;
+    size_t payload_len;
+    if (cq_claim_open(claim, data, claim->size, &payload, &payload_len, err) < 0)
+        return -1;
+    uint8_t digest[32];
+    cq_sha256(payload, payload_len, digest);
+    if (claim->sha256.len == 32 && CRYPTO_memcmp(digest, claim->sha256.data, 32) != 0)
+        return cq_error_set(err, CQ_EDENIED,
+                            "the claimed arguments are not the ones the request was signed with "
+                            "(their SHA-256 differs)");
+    return cq_claim_decode_arguments(claim, payload, payload_len, out, err);
 }
 
 int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv, bool need_sha256,
@@ -107,15 +147,7 @@ int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv, 
     cq_autofree uint8_t *data = NULL;
     if (cq_store_claim_get(st, claim->id, claim->size, &data, err) < 0)
         return cq_error_prefix(err, "the request's arguments");
-    int rc;
-    uint8_t digest[32];
-    cq_sha256(data, claim->size, digest);
-    if (claim->sha256.len == 32 && CRYPTO_memcmp(digest, claim->sha256.data, 32) != 0)
-        rc = cq_error_set(err, CQ_EDENIED,
-                          "the claimed arguments are not the ones the request was signed with "
-                          "(their SHA-256 differs)");
-    else
-        rc = cq_claim_decode_arguments(claim, data, claim->size, out, err);
+    int rc = open_arguments(st, claim, data, out, err);
     /* Read once: the request is claimed and never runs again, so nothing else needs
      * it, and 100 MB need not wait for their time to live. */
     struct cq_error ignored;
@@ -136,11 +168,21 @@ int cq_claim_reply(struct cq_store *st, const char *request_id, const char *sess
                             "reply may have",
                             *len, (unsigned long long)CQ_CLAIM_MAX_BYTES);
     char id[CQ_CLAIM_ID_LEN + 1];
-    if (new_id(id, err) < 0 || cq_store_claim_put(st, id, *bytes, *len, ttl_s, session_id, err) < 0)
+    uint8_t key[CQ_CRYPT_KEY_LEN];
+    size_t stored = *len + CQ_CRYPT_SEAL_OVERHEAD;
+    cq_autofree uint8_t *sealed = malloc(stored);
+    if (sealed == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate %zu bytes", stored);
+    memcpy(sealed + CQ_CRYPT_NONCE_LEN, *bytes, *len);
+    if (new_id(id, err) < 0 || new_key(key, err) < 0 ||
+        cq_claim_seal(id, key, sealed, *len, err) < 0 ||
+        cq_store_claim_put(st, id, sealed, stored, ttl_s, session_id, err) < 0)
         return -1;
     Codeq__V1__Claim claim = CODEQ__V1__CLAIM__INIT;
     claim.id = id;
-    claim.size = *len;
+    claim.size = stored;
+    claim.key.data = key;
+    claim.key.len = sizeof(key);
     Codeq__V1__Response small = CODEQ__V1__RESPONSE__INIT;
     small.request_id = (char *)request_id;
     small.session_id = (char *)(session_id != NULL ? session_id : "");
@@ -175,9 +217,12 @@ int cq_claim_resolve_reply(struct cq_store *st, Codeq__V1__Response **resp, stru
     cq_autofree uint8_t *data = NULL;
     if (cq_store_claim_get(st, outer->claim->id, outer->claim->size, &data, err) < 0)
         return cq_error_prefix(err, "the reply");
+    uint8_t *payload;
+    size_t payload_len;
     Codeq__V1__Response *inner;
-    if (cq_claim_decode_response(outer, data, outer->claim->size, &inner, err) < 0)
-        return -1;
+    if (cq_claim_open(outer->claim, data, outer->claim->size, &payload, &payload_len, err) < 0 ||
+        cq_claim_decode_response(outer, payload, payload_len, &inner, err) < 0)
+        return cq_error_prefix(err, "the reply");
     codeq__v1__response__free_unpacked(*resp, NULL);
     *resp = inner;
     return 0;

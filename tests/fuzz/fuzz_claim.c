@@ -4,12 +4,14 @@
  * holds under it was written by a client: both are hostile. The input is split in two
  * by its first byte (mod the input's length): a message, then the bytes "fetched" for
  * its claim, exactly what cq_claim_fetch_arguments() and cq_claim_resolve_reply() hand
- * the decoders once the store returned the claim's size in bytes.
+ * cq_claim_open (which opens a sealed claim in place) and then the decoders.
  * - As a Request: cq_codec_invalid (which checks an arguments_claim), then
- *   cq_claim_invalid and cq_claim_decode_arguments on the fetched part, and every file
+ *   cq_claim_invalid, cq_claim_open and cq_claim_decode_arguments on the fetched part
+ *   (a copy: opening writes), and every file
  *   of the result read (ASan sees a wrong pointer), with the promises checked: no file
  *   above the claim's largest_file or the 100 MB limit.
- * - As a Response: cq_claim_decode_response on the fetched part, with its promises: the
+ * - As a Response: cq_claim_open and cq_claim_decode_response on the fetched part, with
+ *   its promises: the
  *   same request id, a final payload, never another claim.
  * Everything is freed: LeakSanitizer fails a run that leaks. */
 #include <stdint.h>
@@ -27,15 +29,40 @@ static void check(bool ok)
         abort();
 }
 
-static void arguments(const Codeq__V1__Claim *claim, const uint8_t *data, size_t len)
+/* What cq_claim_open makes of a copy of data (*copy freed by the caller); NULL when it
+ * refuses. */
+static uint8_t *opened(const Codeq__V1__Claim *claim, const uint8_t *data, size_t len,
+                       uint8_t **copy, size_t *payload_len)
 {
+    *copy = malloc(len ? len : 1);
+    if (*copy == NULL)
+        abort();
+    memcpy(*copy, data, len);
+    uint8_t *payload;
+    struct cq_error err;
+    if (cq_claim_open(claim, *copy, len, &payload, payload_len, &err) < 0) {
+        check(err.msg[0] != '\0');
+        return NULL;
+    }
+    check(*payload_len == cq_claim_payload_size(claim));
+    check(payload >= *copy && payload + *payload_len <= *copy + len);
+    return payload;
+}
+
+static void arguments(const Codeq__V1__Claim *claim, const uint8_t *fetched, size_t fetched_len)
+{
+    uint8_t *copy;
+    size_t len;
+    const uint8_t *data = opened(claim, fetched, fetched_len, &copy, &len);
     Codeq__V1__Arguments *args;
     struct cq_error err;
-    if (cq_claim_decode_arguments(claim, data, len, &args, &err) < 0) {
-        check(err.msg[0] != '\0');
+    if (data == NULL || cq_claim_decode_arguments(claim, data, len, &args, &err) < 0) {
+        check(data == NULL || err.msg[0] != '\0');
+        free(copy);
         return;
     }
-    check(len == claim->size);
+    free(copy);
+    check(len == cq_claim_payload_size(claim));
     for (size_t i = 0; i < args->n_content; i++) {
         const Codeq__V1__FileContent *f = args->content[i];
         size_t n = f->data_case == CODEQ__V1__FILE_CONTENT__DATA_BLOB   ? f->blob.len
@@ -64,7 +91,8 @@ static void request(const uint8_t *msg, size_t msg_len, const uint8_t *data, siz
         if (why == NULL) {
             /* Past the edge: the id names nothing but a claim, the size is bounded. */
             check(claim_why == NULL && cq_claim_id_ok(claim->id));
-            check(claim->size > 0 && claim->size <= CQ_CLAIM_MAX_BYTES);
+            check(cq_claim_payload_size(claim) > 0 &&
+                  cq_claim_payload_size(claim) <= CQ_CLAIM_MAX_BYTES);
             check(claim->largest_file <= CQ_WORKER_MAX_FILE_BYTES);
         }
         if (claim_why == NULL)
@@ -80,7 +108,13 @@ static void response(const uint8_t *msg, size_t msg_len, const uint8_t *data, si
         return;
     Codeq__V1__Response *inner;
     struct cq_error err;
-    if (cq_claim_decode_response(outer, data, len, &inner, &err) == 0) {
+    uint8_t *copy = NULL, *payload = NULL;
+    size_t payload_len = 0;
+    if (outer->payload_case == CODEQ__V1__RESPONSE__PAYLOAD_CLAIM && outer->claim != NULL &&
+        cq_claim_invalid(outer->claim) == NULL)
+        payload = opened(outer->claim, data, len, &copy, &payload_len);
+    if (payload != NULL &&
+        cq_claim_decode_response(outer, payload, payload_len, &inner, &err) == 0) {
         check(outer->payload_case == CODEQ__V1__RESPONSE__PAYLOAD_CLAIM);
         check(strcmp(inner->request_id, outer->request_id) == 0);
         check(inner->payload_case == CODEQ__V1__RESPONSE__PAYLOAD_RESULT ||
@@ -94,6 +128,7 @@ static void response(const uint8_t *msg, size_t msg_len, const uint8_t *data, si
         }
         codeq__v1__response__free_unpacked(inner, NULL);
     }
+    free(copy);
     codeq__v1__response__free_unpacked(outer, NULL);
 }
 

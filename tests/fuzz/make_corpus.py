@@ -152,6 +152,13 @@ def claims():
     outer = pb.Response(request_id="r1", session_id="s1",
                         claim=pb.Claim(id=cid, size=len(packed)))
     pair("response", outer.SerializeToString(), packed)
+    # Sealed as clients and workers seal claims (fleet/claim.h): nonce | ciphertext | tag.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    key, nonce = bytes(range(32)), bytes(12)
+    stored = nonce + AESGCM(key).encrypt(nonce, packed, b"codeq-claim-v1:" + cid.encode())
+    sealed = pb.Response(request_id="r1", session_id="s1",
+                         claim=pb.Claim(id=cid, size=len(stored), key=key))
+    pair("response-sealed", sealed.SerializeToString(), stored)
     other = pb.Response(request_id="r2", chunk=pb.OutputChunk(stream=1, data=b"o"))
     pair("response-other", outer.SerializeToString(), other.SerializeToString())
 

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "fleet/claim.h"
 #include "api/api.h"
+#include "fleet/crypt.h"
 #include "unit.h"
 
 #include <stdlib.h>
@@ -39,6 +40,93 @@ START_TEST(references_are_bounded)
     c.size = 5;
     c.id = "nope";
     ck_assert_ptr_nonnull(strstr(cq_claim_invalid(&c), "hexadecimal"));
+
+    /* Sealed: the nonce and tag come on top of the payload's bounds. */
+    uint8_t key[32] = {0};
+    c.id = GOOD_ID;
+    c.key.data = key;
+    c.key.len = 32;
+    c.size = CQ_CLAIM_MAX_BYTES + CQ_CRYPT_SEAL_OVERHEAD;
+    ck_assert_ptr_null(cq_claim_invalid(&c));
+    ck_assert_uint_eq(cq_claim_payload_size(&c), CQ_CLAIM_MAX_BYTES);
+    c.size++;
+    ck_assert_ptr_nonnull(strstr(cq_claim_invalid(&c), "200 MiB"));
+    c.size = CQ_CRYPT_SEAL_OVERHEAD; /* a seal of nothing */
+    ck_assert_ptr_nonnull(cq_claim_invalid(&c));
+    c.size = 100;
+    c.key.len = 16;
+    ck_assert_ptr_nonnull(strstr(cq_claim_invalid(&c), "32 bytes"));
+}
+END_TEST
+
+/* A sealed claim of payload: the buffer as stored in Redis (*stored_len bytes). */
+static uint8_t *sealed(const char *id, const uint8_t key[32], const void *payload, size_t len,
+                       size_t *stored_len)
+{
+    uint8_t *buf = malloc(len + CQ_CRYPT_SEAL_OVERHEAD);
+    memcpy(buf + CQ_CRYPT_NONCE_LEN, payload, len);
+    struct cq_error err;
+    ck_assert_int_eq(cq_claim_seal(id, key, buf, len, &err), 0);
+    *stored_len = len + CQ_CRYPT_SEAL_OVERHEAD;
+    return buf;
+}
+
+START_TEST(sealed_claims_open_only_as_they_were_sealed)
+{
+    uint8_t key[32], other[32];
+    memset(key, 7, sizeof(key));
+    memset(other, 8, sizeof(other));
+    static const char secret[] = "AWS_SECRET=abc123-plaintext";
+    Codeq__V1__Claim c = CODEQ__V1__CLAIM__INIT;
+    c.id = GOOD_ID;
+    c.key.data = key;
+    c.key.len = 32;
+    size_t n;
+    uint8_t *buf = sealed(GOOD_ID, key, secret, sizeof(secret), &n);
+    c.size = n;
+    ck_assert_ptr_null(memmem(buf, n, "AWS_SECRET", 10)); /* no plain text is stored */
+
+    struct cq_error err;
+    uint8_t *payload;
+    size_t payload_len;
+    ck_assert_int_eq(cq_claim_open(&c, buf, n, &payload, &payload_len, &err), 0);
+    ck_assert_uint_eq(payload_len, sizeof(secret));
+    ck_assert_mem_eq(payload, secret, sizeof(secret));
+    free(buf);
+
+    /* One bit changed anywhere: nonce, ciphertext or tag. */
+    for (size_t at = 0; at < n; at += 9) {
+        buf = sealed(GOOD_ID, key, secret, sizeof(secret), &n);
+        buf[at] ^= 0x10;
+        ck_assert_int_eq(cq_claim_open(&c, buf, n, &payload, &payload_len, &err), -1);
+        ck_assert_int_eq(err.code, CQ_EDENIED);
+        free(buf);
+    }
+    /* Another key; another claim's bytes (same key, other id); plain text. */
+    buf = sealed(GOOD_ID, other, secret, sizeof(secret), &n);
+    ck_assert_int_eq(cq_claim_open(&c, buf, n, &payload, &payload_len, &err), -1);
+    free(buf);
+    buf = sealed("fedcba9876543210fedcba9876543210", key, secret, sizeof(secret), &n);
+    ck_assert_int_eq(cq_claim_open(&c, buf, n, &payload, &payload_len, &err), -1);
+    ck_assert_int_eq(err.code, CQ_EDENIED);
+    free(buf);
+    uint8_t plain[sizeof(secret) + CQ_CRYPT_SEAL_OVERHEAD];
+    memset(plain, 'x', sizeof(plain));
+    ck_assert_int_eq(cq_claim_open(&c, plain, sizeof(plain), &payload, &payload_len, &err), -1);
+    ck_assert_int_eq(err.code, CQ_EDENIED);
+    /* Fewer bytes than the reference says. */
+    ck_assert_int_eq(cq_claim_open(&c, plain, sizeof(plain) - 1, &payload, &payload_len, &err), -1);
+    ck_assert_int_eq(err.code, CQ_EINVALID);
+
+    /* Unsealed (no key): the bytes are the payload. */
+    c.key.len = 0;
+    c.size = sizeof(secret);
+    char copy[sizeof(secret)];
+    memcpy(copy, secret, sizeof(secret));
+    ck_assert_int_eq(cq_claim_open(&c, (uint8_t *)copy, sizeof(copy), &payload, &payload_len, &err),
+                     0);
+    ck_assert_ptr_eq(payload, (uint8_t *)copy);
+    ck_assert_uint_eq(payload_len, sizeof(secret));
 }
 END_TEST
 
@@ -181,6 +269,7 @@ static Suite *claim_suite(void)
     TCase *tc = tcase_create("claim");
     tcase_add_test(tc, ids_are_32_lowercase_hex_digits);
     tcase_add_test(tc, references_are_bounded);
+    tcase_add_test(tc, sealed_claims_open_only_as_they_were_sealed);
     tcase_add_test(tc, arguments_must_match_their_reference);
     tcase_add_test(tc, replies_must_be_the_final_reply_of_the_same_request);
     suite_add_tcase(s, tc);

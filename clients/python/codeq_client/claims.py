@@ -6,8 +6,14 @@ Kafka's stock 1 MB message limit) keeps every field but its Invoke's arguments, 
 are stored in Redis under ``<prefix>claim:<id>``; a final reply too large for Kafka
 arrives as a reference to the packed Response, stored the same way by the worker.
 
+What Redis holds is sealed with AES-256-GCM under a key made for that claim alone,
+which travels in the Kafka message that refers to it (``Claim.key``): Redis alone never
+yields a payload, and the key is exposed exactly as much as a small payload sent inline.
+Stored bytes are nonce (12) | ciphertext | tag (16), the additional data
+``codeq-claim-v1:<id>``.
+
 Redis is only needed for such payloads, so the connection is made on first use, and
-the ``redis`` package is imported only then.
+the ``redis`` and ``cryptography`` packages are imported only then.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ _PIECE = 1 << 20
 _SOCKET_TIMEOUT_S = 30.0
 _CONNECT_TIMEOUT_S = 5.0
 _ID = re.compile(r"[0-9a-f]{32}\Z")
+_NONCE, _TAG, _KEY = 12, 16, 32
 
 
 class ClaimError(Exception):
@@ -192,9 +199,10 @@ class ClaimStore:
     def _key(self, claim_id: str) -> str:
         return f"{self.prefix}claim:{claim_id}"
 
-    def put(self, data: bytes, ttl_s: int) -> str:
-        """Stores data under a new claim id; returns the id."""
-        claim_id = secrets.token_hex(16)
+    def put(self, data: bytes, ttl_s: int, claim_id: Optional[str] = None) -> str:
+        """Stores data as it is (put_sealed seals it first) under claim_id, or a new
+        claim id; returns the id."""
+        claim_id = claim_id or secrets.token_hex(16)
         key = self._key(claim_id)
         r = self._connection()
         try:
@@ -208,12 +216,40 @@ class ClaimStore:
                              "INTERNAL") from e
         return claim_id
 
+    def put_sealed(self, payload: bytes, ttl_s: int) -> pb.Claim:
+        """Stores payload sealed under a new key; returns the claim that refers to it
+        (id, size stored, key)."""
+        aesgcm = _aesgcm()
+        key = secrets.token_bytes(_KEY)
+        nonce = secrets.token_bytes(_NONCE)
+        # The id is chosen before the bytes are stored: it is part of what is sealed.
+        claim_id = secrets.token_hex(16)
+        stored = nonce + aesgcm(key).encrypt(nonce, payload, _aad(claim_id))
+        self.put(stored, ttl_s, claim_id=claim_id)
+        return pb.Claim(id=claim_id, size=len(stored), key=key)
+
     def get(self, claim: pb.Claim) -> bytes:
+        """The payload a claim refers to (opened when sealed)."""
         if not _ID.match(claim.id):
             raise ClaimError("a claim's id must be 32 lowercase hexadecimal digits",
                              "INVALID_ARGUMENT")
-        if claim.size == 0 or claim.size > MAX_CLAIM_BYTES:
+        overhead = _NONCE + _TAG if claim.key else 0
+        if claim.key and len(claim.key) != _KEY:
+            raise ClaimError("a claim's key must be 32 bytes", "INVALID_ARGUMENT")
+        if claim.size <= overhead or claim.size - overhead > MAX_CLAIM_BYTES:
             raise ClaimError(f"a claim of {claim.size} bytes is out of bounds", "INVALID_ARGUMENT")
+        data = self._fetch(claim)
+        if not claim.key:
+            return data
+        try:
+            return _aesgcm()(claim.key).decrypt(data[:_NONCE], data[_NONCE:], _aad(claim.id))
+        except ClaimError:
+            raise
+        except Exception as e:
+            raise ClaimError("the claimed bytes do not open with the claim's key (altered, or "
+                             "another claim's)", "INVALID_ARGUMENT") from e
+
+    def _fetch(self, claim: pb.Claim) -> bytes:
         key = self._key(claim.id)
         r = self._connection()
         try:
@@ -265,12 +301,11 @@ class ClaimStore:
         if len(packed) > MAX_CLAIM_BYTES:
             raise ClaimError(f"the request's arguments have {len(packed)} bytes, more than the "
                              "200 MiB limit of a request", "LIMIT_EXCEEDED")
-        claim_id = self.put(packed, REQUEST_TTL_S)
+        claim = self.put_sealed(packed, REQUEST_TTL_S)
         small = pb.Request()
         small.CopyFrom(request)
         small.invoke.ClearField("arguments")
-        small.invoke.arguments_claim.id = claim_id
-        small.invoke.arguments_claim.size = len(packed)
+        small.invoke.arguments_claim.CopyFrom(claim)
         small.invoke.arguments_claim.largest_file = largest
         # A signature covers the claimed bytes through their digest (docs/security.md).
         small.invoke.arguments_claim.sha256 = hashlib.sha256(packed).digest()
@@ -294,6 +329,19 @@ class ClaimStore:
         if inner.WhichOneof("payload") not in ("result", "session", "sessions"):
             raise ClaimError("the claimed reply is not a final reply", "INVALID_ARGUMENT")
         return inner
+
+
+def _aad(claim_id: str) -> bytes:
+    return b"codeq-claim-v1:" + claim_id.encode()
+
+
+def _aesgcm() -> Any:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+    except ImportError as e:
+        raise ClaimError("a payload too large for Kafka goes through Redis sealed: install "
+                         "the 'cryptography' package", "INTERNAL") from e
+    return AESGCM
 
 
 def _on_off(value: Union[bool, str]) -> bool:
