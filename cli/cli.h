@@ -17,6 +17,26 @@ enum {
  * `codeq <cmd> --help` on stderr; returns CQ_EXIT_USAGE, the status to exit with. */
 int cq_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The signing options of the fleet's clients (codeq exec, codeq mcp). The fleet client
+ * reads credentials from the environment (fleet/keys.h), so each option sets its
+ * variable. A secret is taken only from a file: a command line is visible to every user
+ * of the machine (ps). */
+enum {
+    CQ_OPT_CREDENTIALS = 1000,
+    CQ_OPT_TENANT,
+    CQ_OPT_KEY_ID,
+    CQ_OPT_KEY_SECRET_FILE,
+};
+/* clang-format off */
+#define CQ_SIGNING_LONGOPTS                                           \
+    {"credentials", required_argument, NULL, CQ_OPT_CREDENTIALS},     \
+    {"tenant", required_argument, NULL, CQ_OPT_TENANT},               \
+    {"key-id", required_argument, NULL, CQ_OPT_KEY_ID},               \
+    {"key-secret-file", required_argument, NULL, CQ_OPT_KEY_SECRET_FILE}
+/* clang-format on */
+/* Handles one of CQ_SIGNING_LONGOPTS' options. */
+void cq_signing_option(int opt, const char *value);
+
 int cq_cmd_sandbox(int argc, char **argv);
 int cq_cmd_exec(int argc, char **argv);
 int cq_cmd_mcp(int argc, char **argv);

@@ -69,9 +69,12 @@ static void usage(FILE *out)
             "                    hash-chained; signed with CODEQ_AUDIT_KEY_FILE; check it\n"
             "                    with codeq audit verify; embedded only)\n"
             "  --credentials F   sign requests with the tenant key in file F (tenant,\n"
-            "                    key_id, secret; CODEQ_CREDENTIALS, or CODEQ_TENANT,\n"
-            "                    CODEQ_KEY_ID, CODEQ_KEY_SECRET); a fleet with keys takes\n"
-            "                    only signed requests (docs/security.md)\n"
+            "                    key_id, secret; CODEQ_CREDENTIALS); a fleet with keys\n"
+            "                    takes only signed requests (docs/security.md)\n"
+            "  --tenant T, --key-id ID, --key-secret-file F\n"
+            "                    the same one by one, over the file's (CODEQ_TENANT,\n"
+            "                    CODEQ_KEY_ID, CODEQ_KEY_SECRET or CODEQ_KEY_SECRET_FILE);\n"
+            "                    a secret is never an argument: ps shows arguments\n"
             "  -h, --help        show this help\n"
             "\n"
             "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"
@@ -276,7 +279,6 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         OPT_FILE,
         OPT_BROKERS,
         OPT_TOPIC,
-        OPT_CREDENTIALS,
         OPT_AUDIT_LOG
     };
     static const struct option longopts[] = {
@@ -289,7 +291,7 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         {"out-dotfiles", no_argument, NULL, OPT_OUT_DOTFILES},
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
-        {"credentials", required_argument, NULL, OPT_CREDENTIALS},
+        CQ_SIGNING_LONGOPTS,
         {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -338,9 +340,11 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         case OPT_TOPIC:
             o->request_topic = optarg;
             break;
-        case OPT_CREDENTIALS:
-            /* Read where the fleet client reads its credentials (fleet/keys.h). */
-            setenv("CODEQ_CREDENTIALS", optarg, 1);
+        case CQ_OPT_CREDENTIALS:
+        case CQ_OPT_TENANT:
+        case CQ_OPT_KEY_ID:
+        case CQ_OPT_KEY_SECRET_FILE:
+            cq_signing_option(c, optarg);
             break;
         case OPT_AUDIT_LOG:
             o->audit_log = optarg;

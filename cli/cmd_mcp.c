@@ -222,22 +222,26 @@ static void usage(FILE *out)
             "                         lines, hash-chained; signed with CODEQ_AUDIT_KEY_FILE;\n"
             "                         codeq audit verify checks it; embedded only)\n"
             "  --credentials FILE     sign requests with the tenant key in FILE (tenant,\n"
-            "                         key_id, secret; CODEQ_CREDENTIALS, or CODEQ_TENANT,\n"
-            "                         CODEQ_KEY_ID, CODEQ_KEY_SECRET); a fleet with keys\n"
-            "                         takes only signed requests (docs/security.md)\n"
+            "                         key_id, secret; CODEQ_CREDENTIALS); a fleet with\n"
+            "                         keys takes only signed requests (docs/security.md)\n"
+            "  --tenant T, --key-id ID, --key-secret-file FILE\n"
+            "                         the same one by one, over the file's (CODEQ_TENANT,\n"
+            "                         CODEQ_KEY_ID, CODEQ_KEY_SECRET or\n"
+            "                         CODEQ_KEY_SECRET_FILE); a secret is never an\n"
+            "                         argument: ps shows arguments\n"
             "  -h, --help             show this help\n",
             CQ_WORKER_DEFAULT_MAX_SESSIONS);
 }
 
 int cq_cmd_mcp(int argc, char **argv)
 {
-    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_CREDENTIALS, OPT_AUDIT_LOG };
+    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_AUDIT_LOG };
     static const struct option longopts[] = {
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"max-sessions", required_argument, NULL, OPT_MAX},
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
-        {"credentials", required_argument, NULL, OPT_CREDENTIALS},
+        CQ_SIGNING_LONGOPTS,
         {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -279,9 +283,11 @@ int cq_cmd_mcp(int argc, char **argv)
         case OPT_AUDIT_LOG:
             audit_log = optarg;
             break;
-        case OPT_CREDENTIALS:
-            /* Read where the fleet client reads its credentials (fleet/keys.h). */
-            setenv("CODEQ_CREDENTIALS", optarg, 1);
+        case CQ_OPT_CREDENTIALS:
+        case CQ_OPT_TENANT:
+        case CQ_OPT_KEY_ID:
+        case CQ_OPT_KEY_SECRET_FILE:
+            cq_signing_option(c, optarg);
             break;
         default:
             fprintf(stderr, "codeq mcp: unknown option '%s'\n", argv[optind - 1]);

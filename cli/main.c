@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef CQ_VERSION
@@ -19,6 +20,20 @@ int cq_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\nRun 'codeq %s --help' for usage.\n", cmd);
     return CQ_EXIT_USAGE;
+}
+
+void cq_signing_option(int opt, const char *value)
+{
+    static const struct {
+        int opt;
+        const char *env;
+    } vars[] = {{CQ_OPT_CREDENTIALS, "CODEQ_CREDENTIALS"},
+                {CQ_OPT_TENANT, "CODEQ_TENANT"},
+                {CQ_OPT_KEY_ID, "CODEQ_KEY_ID"},
+                {CQ_OPT_KEY_SECRET_FILE, "CODEQ_KEY_SECRET_FILE"}};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        if (vars[i].opt == opt)
+            setenv(vars[i].env, value, 1);
 }
 
 static void usage(FILE *out)

@@ -459,6 +459,30 @@ static int read_credentials(const char *path, struct cq_credentials *cr, struct 
     return rc;
 }
 
+/* A file that holds only a key's secret (CODEQ_KEY_SECRET_FILE): kept off the command
+ * line and the environment, which other users' ps and /proc can show. */
+static int read_secret_file(const char *path, struct cq_credentials *cr, struct cq_error *err)
+{
+    cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cq_error_sys(err, errno, "open key secret file %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return cq_error_sys(err, errno, "stat %s", path);
+    if ((st.st_mode & 077) != 0)
+        return cq_error_set(err, CQ_EINVALID,
+                            "key secret file %s is readable by others (mode %03o): chmod 600 it",
+                            path, (unsigned)(st.st_mode & 0777));
+    char buf[CQ_KEY_SECRET_LEN + 8];
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    if (n < 0)
+        return cq_error_sys(err, errno, "read %s", path);
+    buf[n] = '\0';
+    int rc = set_credential(cr, "secret", trim(buf), path, err);
+    explicit_bzero(buf, sizeof(buf));
+    return rc;
+}
+
 int cq_credentials_load(const char *path, struct cq_credentials *cr, bool *found,
                         struct cq_error *err)
 {
@@ -473,6 +497,15 @@ int cq_credentials_load(const char *path, struct cq_credentials *cr, bool *found
     for (size_t i = 0; i < 3; i++) {
         const char *v = getenv(env[i][0]);
         if (v != NULL && v[0] != '\0' && set_credential(cr, env[i][1], v, env[i][0], err) < 0)
+            return -1;
+    }
+    const char *secret_file = getenv("CODEQ_KEY_SECRET_FILE");
+    if (secret_file != NULL && secret_file[0] != '\0') {
+        const char *secret = getenv("CODEQ_KEY_SECRET");
+        if (secret != NULL && secret[0] != '\0')
+            return cq_error_set(err, CQ_EINVALID,
+                                "a key secret and a key secret file are both given: give one");
+        if (read_secret_file(secret_file, cr, err) < 0)
             return -1;
     }
     if (cr->tenant[0] == '\0' && cr->key_id[0] == '\0' && cr->secret[0] == '\0')

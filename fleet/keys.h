@@ -89,7 +89,8 @@ struct cq_credentials {
 
 /* A client's credentials: the credentials file (path, or $CODEQ_CREDENTIALS when path is
  * NULL; `key = value` lines: tenant, key_id, secret; private to its owner like the keys
- * file), then $CODEQ_TENANT, $CODEQ_KEY_ID and $CODEQ_KEY_SECRET over it. *found false
+ * file), then $CODEQ_TENANT, $CODEQ_KEY_ID and $CODEQ_KEY_SECRET (or the secret alone in
+ * the file $CODEQ_KEY_SECRET_FILE, private too) over it. *found false
  * (and nothing set) when none of them names anything: the client does not sign. Partial
  * or malformed credentials are an error, not an unsigned request. */
 int cq_credentials_load(const char *path, struct cq_credentials *cr, bool *found,

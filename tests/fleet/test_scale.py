@@ -49,7 +49,7 @@ async def one_session(client, i, problems, restarted):
             s = await client.start_session(name=f"scale-{i}", client_token=token, timeout=60)
             break
         except TimeoutError:
-            restarted.append(i)
+            restarted.append((i, token))
         except Exception as e:
             problems.append(f"session {i}: startSession: {e!r}")
             return 0
@@ -83,6 +83,32 @@ async def one_session(client, i, problems, restarted):
             problems.append(f"session {i}: stopSession: {e!r}")
 
 
+def where_lost(fleet, restarted):
+    """Prints what the fleet kept of each start that went unanswered, to tell where it
+    was lost: no request record (never admitted by a dispatcher), one left `forwarded`
+    (no worker took it), or one `done` (answered, and the reply lost on its way)."""
+    import redis
+    r = redis.Redis(host="127.0.0.1", port=int(fleet.env["CODEQ_REDIS"].rsplit(":", 1)[1]))
+    records = {}
+    for key in r.scan_iter(match=fleet.prefix + "req:*", count=1000):
+        body = r.hget(key, "body") or b""
+        for _, token in restarted:
+            if token.encode() in body:
+                records.setdefault(token, []).append(
+                    (key.decode(), {k.decode(): v.decode(errors="replace")[:40]
+                                    for k, v in r.hgetall(key).items() if k != b"body"}))
+    for i, token in restarted:
+        found = records.get(token, [])
+        print(f"  start {i} (client token {token}): {len(found)} request records")
+        for key, fields in found:
+            rid = key.rsplit(":", 1)[1]
+            print(f"    {key}: {fields}")
+            for d in fleet.dispatchers + list(fleet.workers.values()):
+                for line in d.log_text().splitlines():
+                    if rid in line:
+                        print(f"    {d.name}: {line[:300]}")
+
+
 async def run_all(fleet):
     clients = [AsyncClient(BROKERS, request_topic=fleet.request_topic, default_timeout=300)
                for _ in range(CLIENTS)]
@@ -93,7 +119,9 @@ async def run_all(fleet):
         answered = await asyncio.gather(
             *(one_session(clients[i % CLIENTS], i, problems, restarted) for i in range(SESSIONS)))
         if restarted:
-            print(f"\nstartSession sent again after a minute without an answer: {restarted}")
+            print("\nstartSession sent again after a minute without an answer: "
+                  f"{[i for i, _ in restarted]}")
+            where_lost(fleet, restarted)
         return sum(answered), problems, time.monotonic() - started
     finally:
         await asyncio.gather(*(c.close() for c in clients))

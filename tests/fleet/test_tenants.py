@@ -285,6 +285,18 @@ def test_the_clients_sign_with_their_tenants_key(tenants, tmp_path):
     p = subprocess.run([CODEQ, "exec", "--brokers", BROKERS, "-c", "print(1)"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "unsigned request" in p.stderr, (p.returncode, p.stderr)
+    # Tenant and key id as flags, the secret from a file of its own (never an argument).
+    secret = tmp_path / "alice.secret"
+    secret.write_text(a.secret + "\n")
+    secret.chmod(0o600)
+    flags = ["--tenant", a.tenant, "--key-id", a.key_id, "--key-secret-file", str(secret)]
+    p = subprocess.run([CODEQ, "exec", "--brokers", BROKERS, *flags, "-c", "print(6 * 8)"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "48", p.stderr
+    secret.chmod(0o644)
+    p = subprocess.run([CODEQ, "exec", "--brokers", BROKERS, *flags, "-c", "print(1)"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "readable by others" in p.stderr, (p.returncode, p.stderr)
 
 
 def test_keys_kept_in_redis(services, redis_client):

@@ -73,12 +73,25 @@ class Credentials:
     @classmethod
     def from_environment(cls) -> Optional["Credentials"]:
         """CODEQ_CREDENTIALS (a file), then CODEQ_TENANT, CODEQ_KEY_ID and
-        CODEQ_KEY_SECRET over it; None when none is set (the client does not sign)."""
+        CODEQ_KEY_SECRET (or the secret alone in the file CODEQ_KEY_SECRET_FILE, readable
+        by its owner only) over it; None when none is set (the client does not sign)."""
         path = os.environ.get("CODEQ_CREDENTIALS")
         base = cls.from_file(path) if path else None
         tenant = os.environ.get("CODEQ_TENANT") or (base.tenant if base else "")
         key_id = os.environ.get("CODEQ_KEY_ID") or (base.key_id if base else "")
-        secret = os.environ.get("CODEQ_KEY_SECRET") or (base.secret if base else "")
+        secret = os.environ.get("CODEQ_KEY_SECRET") or ""
+        secret_file = os.environ.get("CODEQ_KEY_SECRET_FILE")
+        if secret_file:
+            if secret:
+                raise CredentialsError("a key secret and a key secret file are both given: "
+                                       "give one")
+            mode = stat.S_IMODE(os.stat(secret_file).st_mode)
+            if mode & 0o077:
+                raise CredentialsError(f"key secret file {secret_file} is readable by others "
+                                       f"(mode {mode:03o}): chmod 600 it")
+            with open(secret_file, encoding="utf-8") as f:
+                secret = f.read().strip()
+        secret = secret or (base.secret if base else "")
         if not (tenant or key_id or secret):
             return None
         return cls(tenant, key_id, secret)

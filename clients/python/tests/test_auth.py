@@ -62,7 +62,7 @@ def test_a_credentials_file_must_be_private(tmp_path, monkeypatch):
         Credentials.from_file(str(path))
     path.chmod(0o600)
     assert Credentials.from_file(str(path)) == KEY
-    for name in ("CODEQ_TENANT", "CODEQ_KEY_ID", "CODEQ_KEY_SECRET"):
+    for name in ("CODEQ_TENANT", "CODEQ_KEY_ID", "CODEQ_KEY_SECRET", "CODEQ_KEY_SECRET_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CODEQ_CREDENTIALS", str(path))
     assert Credentials.from_environment() == KEY
@@ -72,3 +72,22 @@ def test_a_credentials_file_must_be_private(tmp_path, monkeypatch):
     with pytest.raises(CredentialsError):
         Credentials.from_environment()
     assert os.stat(path).st_mode & 0o077 == 0
+
+
+def test_the_secret_alone_in_a_private_file(tmp_path, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.write_text(KEY.secret + "\n")
+    secret.chmod(0o600)
+    monkeypatch.delenv("CODEQ_CREDENTIALS", raising=False)
+    monkeypatch.delenv("CODEQ_KEY_SECRET", raising=False)
+    monkeypatch.setenv("CODEQ_TENANT", KEY.tenant)
+    monkeypatch.setenv("CODEQ_KEY_ID", KEY.key_id)
+    monkeypatch.setenv("CODEQ_KEY_SECRET_FILE", str(secret))
+    assert Credentials.from_environment() == KEY
+    secret.chmod(0o640)
+    with pytest.raises(CredentialsError, match="readable by others"):
+        Credentials.from_environment()
+    secret.chmod(0o600)
+    monkeypatch.setenv("CODEQ_KEY_SECRET", KEY.secret)
+    with pytest.raises(CredentialsError, match="give one"):
+        Credentials.from_environment()
