@@ -395,7 +395,7 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *tena
 }
 
 /* A client token is the tenant's own: another tenant's same token is another start. */
-static const char CREATE_SESSION[] =
+static const char CREATE_SESSION[] = TENANT_RECOUNT_LUA
     "local token = ARGV[1] .. 'start:' .. ARGV[4]\n"
     "if ARGV[6] ~= '' then token = ARGV[1] .. 'start:' .. ARGV[6] .. ':' .. ARGV[4] end\n"
     "if ARGV[4] ~= '' then\n"
@@ -407,7 +407,10 @@ static const char CREATE_SESSION[] =
     "local idx = ARGV[1] .. 'sessions'\n"
     "if ARGV[6] ~= '' then idx = idx .. ':' .. ARGV[6] end\n"
     "local live = redis.call('ZCARD', idx)\n"
-    "if tonumber(ARGV[7]) > 0 and live >= tonumber(ARGV[7]) then return '!quota ' .. live end\n"
+    "if tonumber(ARGV[7]) > 0 and live >= tonumber(ARGV[7]) then\n"
+    "  live = tenant_recount(ARGV[1], ARGV[6])\n"
+    "  if live >= tonumber(ARGV[7]) then return '!quota ' .. live end\n"
+    "end\n"
     "redis.call('HSET', ARGV[1] .. 'quota:' .. ARGV[6], 'stored_bytes', ARGV[8])\n"
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "redis.call('HSET', s, 'owner', ARGV[3], 'fence', 1, 'created_ms', ARGV[5],\n"

@@ -16,7 +16,7 @@
 
 /* files:<sid> holds `m:<path>` = "size mtime_ns chunks" and `bytes`; chunks:<sid> holds
  * the data, so that listing never moves file contents. */
-static const char PUT_FILE[] =
+static const char PUT_FILE[] = TENANT_RECOUNT_LUA
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
     "then return 0 end\n"
@@ -38,7 +38,8 @@ static const char PUT_FILE[] =
     "local q = tonumber(redis.call('HGET', ARGV[1] .. 'quota:' .. t, 'stored_bytes') or '0')\n"
     "local grown = size - old_size\n"
     "if q > 0 and grown > 0 and tonumber(redis.call('GET', tb) or '0') + grown > q then\n"
-    "  return -3\n"
+    "  local _, used = tenant_recount(ARGV[1], t)\n"
+    "  if used + grown > q then return -3 end\n"
     "end\n"
     "redis.call('INCRBY', tb, grown)\n"
     "for i = 0, old_chunks - 1 do redis.call('HDEL', c, path .. ':' .. i) end\n"
@@ -91,10 +92,14 @@ int cq_store_put_file(struct cq_store *st, const char *session_id, const char *w
     return rc;
 }
 
-static const char TENANT_ROOM[] =
+static const char TENANT_ROOM[] = TENANT_RECOUNT_LUA
     "local t = redis.call('HGET', ARGV[1] .. 'session:' .. ARGV[2], 'tenant') or ''\n"
     "local q = tonumber(redis.call('HGET', ARGV[1] .. 'quota:' .. t, 'stored_bytes') or '0')\n"
     "local used = tonumber(redis.call('GET', ARGV[1] .. 'stored:' .. t) or '0')\n"
+    "if q > 0 and used + tonumber(ARGV[3]) > q then\n"
+    "  local _\n"
+    "  _, used = tenant_recount(ARGV[1], t)\n"
+    "end\n"
     "return {t, q, used}\n";
 
 int cq_store_tenant_room(struct cq_store *st, const char *session_id, uint64_t adding, bool *fits,
@@ -103,6 +108,7 @@ int cq_store_tenant_room(struct cq_store *st, const char *session_id, uint64_t a
     struct args a;
     cq_st_script(st, &a, TENANT_ROOM);
     cq_st_arg(&a, session_id);
+    cq_st_arg_int(&a, (int64_t)adding);
     redisReply *r = cq_st_run(st, &a, err);
     if (r == NULL)
         return -1;

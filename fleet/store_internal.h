@@ -47,6 +47,35 @@ struct cq_store {
     struct sid_tenant *sids; /* SID_SLOTS */
 };
 
+/* A Lua function the quota scripts share: tenant_recount(prefix, tenant) prunes the
+ * tenant's session index (sessions:<tenant>) of sessions that are gone or ended, and
+ * returns how many are left and the bytes of their files, setting stored:<tenant> to the
+ * latter. Quotas are checked against counters that are cheap to read (ZCARD of the
+ * index, stored:<tenant>); but a session whose worker was lost and that expired before
+ * anyone adopted it leaves an entry no one removes and bytes no one subtracts, and its
+ * tenant would be refused for sessions and files it no longer has. So a check that a
+ * counter fails is made again on the recount: a counter that drifted heals the first
+ * time it matters, and the O(sessions) walk is paid only by a tenant at its limit.
+ * (A session past its end but still there is counted: its worker ends it, and its
+ * end subtracts its bytes; an orphan's keys expire an hour after its end.) */
+#define TENANT_RECOUNT_LUA                                                                         \
+    "local function tenant_recount(prefix, t)\n"                                                   \
+    "  local idx = prefix .. 'sessions' .. ((t and t ~= '') and (':' .. t) or '')\n"               \
+    "  local live, bytes = 0, 0\n"                                                                 \
+    "  for _, sid in ipairs(redis.call('ZRANGE', idx, 0, -1)) do\n"                                \
+    "    local status = redis.call('HGET', prefix .. 'session:' .. sid, 'status')\n"               \
+    "    if not status or status == 'TERMINATED' then\n"                                           \
+    "      redis.call('ZREM', idx, sid)\n"                                                         \
+    "    else\n"                                                                                   \
+    "      live = live + 1\n"                                                                      \
+    "      local f = redis.call('HGET', prefix .. 'files:' .. sid, 'bytes')\n"                     \
+    "      bytes = bytes + tonumber(f or '0')\n"                                                   \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  redis.call('SET', prefix .. 'stored:' .. (t or ''), bytes)\n"                               \
+    "  return live, bytes\n"                                                                       \
+    "end\n"
+
 /* EVAL of a script with ARGV only: the prefix is always ARGV[1]. */
 struct args {
     const char *v[600];

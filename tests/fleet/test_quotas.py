@@ -166,3 +166,40 @@ def test_quotas_are_changed_with_codeq_tenant_set(quotas):
     b = start(other).session.session_id
     for sid in (a, b):
         stop(other, sid)
+
+
+def test_sessions_that_vanished_without_an_end_are_not_counted(quotas, redis_client):
+    """A session whose worker was lost and which expired before anyone adopted it never
+    runs its end: its index entry and its bytes stay behind. The quotas do not count
+    them: a start or a write the counters would refuse is checked again on a recount
+    of the tenant's sessions (fleet/store_internal.h, tenant_recount)."""
+    f, d, _ = quotas
+    small = d["small"]
+    a, b = start(small).session.session_id, start(small).session.session_id
+    try:
+        wrote = small.call(invoke(a, "writeFiles", content=[pb.FileContent(path="a.txt",
+                                                                           text="x" * 1500)]))
+        assert not wrote.result.is_error, wrote
+        # Session a vanishes as an expired orphan would: its keys gone, nothing ended,
+        # and its 1500 bytes still in the tenant's counter.
+        for kind in ("session:", "files:", "chunks:"):
+            redis_client.delete(f.prefix + kind + a)
+        assert redis_client.zscore(f.prefix + "sessions:small", a) is not None
+        assert int(redis_client.get(f.prefix + "stored:small")) >= 1500
+        # Two live sessions by the counter, one in truth: a start gets its place.
+        c = start(small)
+        assert c.WhichOneof("payload") == "session", c
+        c = c.session.session_id
+        assert redis_client.zscore(f.prefix + "sessions:small", a) is None  # pruned
+        # 1500 + 1500 bytes by the counter, 1500 (b's none, c's) in truth: it fits.
+        ok = small.call(invoke(c, "writeFiles", content=[pb.FileContent(path="c.txt",
+                                                                        text="z" * 1500)]))
+        assert not ok.result.is_error, ok
+        assert int(redis_client.get(f.prefix + "stored:small")) == 1500
+        # The recount does not forgive real use: the quota still holds.
+        over = small.call(invoke(b, "writeFiles", content=[pb.FileContent(path="b.txt",
+                                                                          text="y" * 1500)]))
+        assert over.result.error_code == LIMIT, over
+        stop(small, c)
+    finally:
+        stop(small, b)
