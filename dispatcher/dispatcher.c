@@ -45,7 +45,8 @@ struct cq_dispatcher {
     struct cq_keystore *keys;   /* NULL: keyless */
     struct cq_keyring *keyring; /* the keys' Redis (keys_file = redis), or NULL */
     struct cq_audit *audit;     /* NULL: no audit log */
-    char audit_producer[128];
+    /* Where d->audit's records go. */
+    struct cq_audit_kafka audit_sink;
     const struct cq_opened *op; /* the request being handled, as it came (pack_wire()) */
     int64_t leases_waited;      /* the end of the Redis outage wait_for_leases() waited out */
 };
@@ -616,13 +617,6 @@ static void audit(struct cq_dispatcher *d, const rd_kafka_message_t *msg,
     cq_audit_emit(d->audit, &r);
 }
 
-static int audit_to_kafka(void *ctx, const char *line, size_t len, struct cq_error *err)
-{
-    struct cq_dispatcher *d = ctx;
-    return cq_kafka_send(d->producer, d->cfg.audit_topic, d->audit_producer, line, len, NULL, 0,
-                         NULL, err);
-}
-
 /* An error reply that is not the request's stored outcome (refusals: refuse(),
  * over_quota()). */
 static void reply_unstored(struct cq_dispatcher *d, const Codeq__V1__Request *req,
@@ -856,11 +850,13 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
     if (cfg->audit_topic[0] != '\0') {
         char host[64] = "";
         gethostname(host, sizeof(host) - 1);
-        snprintf(d->audit_producer, sizeof(d->audit_producer), "dispatcher-%s-%d-%lld", host,
-                 (int)getpid(), (long long)cq_unix_ms());
-        if (cq_audit_open(d->audit_producer, cfg->audit_key_file,
-                          strcmp(cfg->audit_content, "on") == 0, audit_to_kafka, d, &d->audit,
-                          err) < 0)
+        snprintf(d->audit_sink.producer, sizeof(d->audit_sink.producer), "dispatcher-%s-%d-%lld",
+                 host, (int)getpid(), (long long)cq_unix_ms());
+        d->audit_sink.kafka = &d->producer;
+        d->audit_sink.topic = d->cfg.audit_topic;
+        if (cq_audit_open(d->audit_sink.producer, cfg->audit_key_file,
+                          strcmp(cfg->audit_content, "on") == 0, cq_audit_kafka_sink,
+                          &d->audit_sink, &d->audit, err) < 0)
             goto fail;
     }
     if (cq_store_open(cfg, &d->store, err) < 0)

@@ -107,7 +107,8 @@ struct cq_daemon {
     struct cq_keystore *keys;   /* NULL: keyless */
     struct cq_keyring *keyring; /* the keys' Redis (keys_file = redis), or NULL */
     struct cq_audit *audit;     /* NULL: no audit log */
-    char audit_producer[128];
+    /* Where d->audit's records go. */
+    struct cq_audit_kafka audit_sink;
     struct cq_store *store;
     /* The heartbeat's own connection: the store serializes its commands on one
      * connection, and with a hundred sessions busy a beat queued behind their claims,
@@ -1078,13 +1079,6 @@ static void dead_letter(struct cq_daemon *d, const rd_kafka_message_t *msg, cons
     cq_audit_emit(d->audit, &rec);
 }
 
-static int audit_to_kafka(void *ctx, const char *line, size_t len, struct cq_error *err)
-{
-    struct cq_daemon *d = ctx;
-    return cq_kafka_send(d->producer, d->cfg.audit_topic, d->audit_producer, line, len, NULL, 0,
-                         NULL, err);
-}
-
 static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *digest,
                     const char *key_id, uint64_t fence, bool early, const struct cq_trace *trace)
 {
@@ -1330,11 +1324,13 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     if (cq_keys_open(cfg, &d->keyring, &d->keys, err) < 0)
         goto fail;
     if (cfg->audit_topic[0] != '\0') {
-        snprintf(d->audit_producer, sizeof(d->audit_producer), "worker-%s-%lld", cfg->worker_id,
-                 (long long)cq_unix_ms());
-        if (cq_audit_open(d->audit_producer, cfg->audit_key_file,
-                          strcmp(cfg->audit_content, "on") == 0, audit_to_kafka, d, &d->audit,
-                          err) < 0)
+        snprintf(d->audit_sink.producer, sizeof(d->audit_sink.producer), "worker-%s-%lld",
+                 cfg->worker_id, (long long)cq_unix_ms());
+        d->audit_sink.kafka = &d->producer;
+        d->audit_sink.topic = d->cfg.audit_topic;
+        if (cq_audit_open(d->audit_sink.producer, cfg->audit_key_file,
+                          strcmp(cfg->audit_content, "on") == 0, cq_audit_kafka_sink,
+                          &d->audit_sink, &d->audit, err) < 0)
             goto fail;
     }
     cq_store_set_cancel(d->beat, &d->stopping);
