@@ -236,32 +236,49 @@ static void relay_chunk(void *ctx, const Codeq__V1__OutputChunk *chunk)
                      (const char *)chunk->data.data, chunk->data.len);
 }
 
+/* A call as a codeq.v1 Request: what the fleet runs, and what an audit record of the
+ * embedded mode describes, so that both read the same. The request points into the
+ * struct (fill it in place, never copy it); owned is to be freed after use. */
+struct invoke_request {
+    Codeq__V1__Request req;
+    Codeq__V1__Invoke invoke;
+    Codeq__V1__Arguments arguments;
+    void *owned;
+};
+
+static int invoke_request(struct invoke_request *ir, const char *session_id, const char *tool,
+                          const struct cq_invoke_args *args, struct cq_error *err)
+{
+    if (cq_codec_fill_arguments(args, &ir->arguments, &ir->owned, err) < 0)
+        return -1;
+    codeq__v1__invoke__init(&ir->invoke);
+    ir->invoke.tool = (char *)tool;
+    ir->invoke.arguments = &ir->arguments;
+    codeq__v1__request__init(&ir->req);
+    ir->req.session_id = (char *)session_id;
+    ir->req.operation_case = CODEQ__V1__REQUEST__OPERATION_INVOKE;
+    ir->req.invoke = &ir->invoke;
+    return 0;
+}
+
 static void fleet_invoke(struct cq_backend *b, const char *session_id, const char *tool,
                          const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
                          struct cq_result *result)
 {
     cq_result_init(result);
-    Codeq__V1__Arguments arguments;
-    void *owned;
+    struct invoke_request ir;
     struct cq_error err;
-    if (cq_codec_fill_arguments(args, &arguments, &owned, &err) < 0) {
+    if (invoke_request(&ir, session_id, tool, args, &err) < 0) {
         cq_result_fail(result, CQ_RESULT_INTERNAL, "%s", err.msg);
         return;
     }
-    Codeq__V1__Invoke invoke = CODEQ__V1__INVOKE__INIT;
-    invoke.tool = (char *)tool;
-    invoke.arguments = &arguments;
-    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
-    req.session_id = (char *)session_id;
-    req.operation_case = CODEQ__V1__REQUEST__OPERATION_INVOKE;
-    req.invoke = &invoke;
     double call_s = args->timeout_s > 0 ? args->timeout_s : CQ_WORKER_DEFAULT_CALL_TIMEOUT;
     int timeout_ms = (int)(call_s * 1000.0) + FLEET_MARGIN_MS;
     struct chunk_relay relay = {on_output, ctx};
     Codeq__V1__Response *resp = NULL;
-    int rc = cq_fleet_client_call(b->fleet, &req, on_output != NULL ? relay_chunk : NULL, &relay,
+    int rc = cq_fleet_client_call(b->fleet, &ir.req, on_output != NULL ? relay_chunk : NULL, &relay,
                                   timeout_ms, &resp, &err);
-    free(owned);
+    free(ir.owned);
     if (rc < 0) {
         cq_result_fail(result, cq_result_error_of(err.code), "%s", err.msg);
         return;
@@ -312,24 +329,16 @@ int cq_backend_stop_session(struct cq_backend *b, const char *session_id,
 static void audit_call(struct cq_backend *b, const char *session_id, const char *tool,
                        const struct cq_invoke_args *args, const struct cq_result *r)
 {
-    Codeq__V1__Arguments arguments;
-    void *owned;
+    struct invoke_request ir;
     struct cq_error err;
-    if (cq_codec_fill_arguments(args, &arguments, &owned, &err) < 0)
+    if (invoke_request(&ir, session_id, tool, args, &err) < 0)
         return; /* out of memory: the chain shows no gap, but nothing ran unrecorded */
-    Codeq__V1__Invoke invoke = CODEQ__V1__INVOKE__INIT;
-    invoke.tool = (char *)tool;
-    invoke.arguments = &arguments;
-    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
-    req.session_id = (char *)session_id;
-    req.operation_case = CODEQ__V1__REQUEST__OPERATION_INVOKE;
-    req.invoke = &invoke;
     struct cq_audit_record rec = {
         .event = "call",
         .outcome = r->is_error ? "error" : "ok",
         .error_code = r->error_code != CQ_RESULT_OK ? cq_result_error_name(r->error_code) : NULL,
         .reason = r->error_message,
-        .req = &req,
+        .req = &ir.req,
         .has_result = true,
         .exit_code = r->exit_code,
         .duration_ms = r->execution_time_ms,
@@ -339,7 +348,7 @@ static void audit_call(struct cq_backend *b, const char *session_id, const char 
         .stderr_text = r->stderr_text,
     };
     cq_audit_emit(b->audit, &rec);
-    free(owned);
+    free(ir.owned);
 }
 
 void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char *tool,

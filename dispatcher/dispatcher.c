@@ -45,8 +45,10 @@ struct cq_dispatcher {
     struct cq_keystore *keys;   /* NULL: keyless */
     struct cq_keyring *keyring; /* the keys' Redis (keys_file = redis), or NULL */
     struct cq_audit *audit;     /* NULL: no audit log */
-    char audit_producer[128];
+    /* Where d->audit's records go. */
+    struct cq_audit_kafka audit_sink;
     const struct cq_opened *op; /* the request being handled, as it came (pack_wire()) */
+    struct cq_quota quota;      /* its tenant's quotas, looked up once per request (quota_of()) */
     int64_t leases_waited;      /* the end of the Redis outage wait_for_leases() waited out */
 };
 
@@ -310,11 +312,7 @@ static bool is_execution(const Codeq__V1__Request *req)
 
 static uint64_t max_executions(struct cq_dispatcher *d, const Codeq__V1__Request *req)
 {
-    if (!is_execution(req))
-        return 0;
-    struct cq_quota q;
-    quota_of(d, tenant_of(req), &q);
-    return q.executions;
+    return is_execution(req) ? d->quota.executions : 0;
 }
 
 static void over_quota(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *why);
@@ -412,9 +410,7 @@ static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
     }
     char id[33], existing[CQ_SESSION_ID_MAX + 1];
     cq_random_id(id, 32);
-    struct cq_quota quota;
-    quota_of(d, tenant_of(req), &quota);
-    if (cq_store_create_session(d->store, id, tenant_of(req), &quota, worker,
+    if (cq_store_create_session(d->store, id, tenant_of(req), &d->quota, worker,
                                 req->start_session->client_token, existing, sizeof(existing),
                                 &err) < 0) {
         if (err.code == CQ_ELIMIT)
@@ -472,6 +468,8 @@ static void resume_start(struct cq_dispatcher *d, const Codeq__V1__Request *req,
     int rc = cq_auth_unwrap(body, len, &stored, &err);
     free(body);
     if (rc == 0) {
+        /* d->quota holds: signed, the stored request is this one (the same digest);
+         * keyless, every tenant has the fleet's quotas. */
         const struct cq_opened *handled = d->op;
         d->op = &stored;
         route(d, stored.req);
@@ -616,13 +614,6 @@ static void audit(struct cq_dispatcher *d, const rd_kafka_message_t *msg,
     cq_audit_emit(d->audit, &r);
 }
 
-static int audit_to_kafka(void *ctx, const char *line, size_t len, struct cq_error *err)
-{
-    struct cq_dispatcher *d = ctx;
-    return cq_kafka_send(d->producer, d->cfg.audit_topic, d->audit_producer, line, len, NULL, 0,
-                         NULL, err);
-}
-
 /* An error reply that is not the request's stored outcome (refusals: refuse(),
  * over_quota()). */
 static void reply_unstored(struct cq_dispatcher *d, const Codeq__V1__Request *req,
@@ -680,18 +671,17 @@ static void over_quota(struct cq_dispatcher *d, const Codeq__V1__Request *req, c
  * other decision that needs Redis then fails on its own. */
 static bool over_rate(struct cq_dispatcher *d, const Codeq__V1__Request *req)
 {
-    struct cq_quota q;
-    quota_of(d, tenant_of(req), &q);
-    if (q.rps == 0)
+    uint64_t rps = d->quota.rps;
+    if (rps == 0)
         return false;
     uint64_t count = 0;
     struct cq_error err;
-    if (cq_store_count_request(d->store, tenant_of(req), &count, &err) < 0 || count <= q.rps)
+    if (cq_store_count_request(d->store, tenant_of(req), &count, &err) < 0 || count <= rps)
         return false;
     char text[200];
     snprintf(text, sizeof(text),
              "tenant '%s' sent more than %llu requests this second, its quota (rps): slow down",
-             tenant_of(req), (unsigned long long)q.rps);
+             tenant_of(req), (unsigned long long)rps);
     over_quota(d, req, text);
     return true;
 }
@@ -725,6 +715,7 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
         return;
     }
     d->op = &op;
+    quota_of(d, tenant_of(req), &d->quota);
     if (over_rate(d, req)) {
         d->op = NULL;
         cq_opened_free(&op);
@@ -801,6 +792,7 @@ static void reroute(void *ctx, struct cq_opened *op)
     struct cq_dispatcher *d = ctx;
     /* Even a startSession has its session recorded by now: route() moves it. */
     d->op = op;
+    quota_of(d, tenant_of(op->req), &d->quota);
     route(d, op->req);
     d->op = NULL;
 }
@@ -856,11 +848,13 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
     if (cfg->audit_topic[0] != '\0') {
         char host[64] = "";
         gethostname(host, sizeof(host) - 1);
-        snprintf(d->audit_producer, sizeof(d->audit_producer), "dispatcher-%s-%d-%lld", host,
-                 (int)getpid(), (long long)cq_unix_ms());
-        if (cq_audit_open(d->audit_producer, cfg->audit_key_file,
-                          strcmp(cfg->audit_content, "on") == 0, audit_to_kafka, d, &d->audit,
-                          err) < 0)
+        snprintf(d->audit_sink.producer, sizeof(d->audit_sink.producer), "dispatcher-%s-%d-%lld",
+                 host, (int)getpid(), (long long)cq_unix_ms());
+        d->audit_sink.kafka = &d->producer;
+        d->audit_sink.topic = d->cfg.audit_topic;
+        if (cq_audit_open(d->audit_sink.producer, cfg->audit_key_file,
+                          strcmp(cfg->audit_content, "on") == 0, cq_audit_kafka_sink,
+                          &d->audit_sink, &d->audit, err) < 0)
             goto fail;
     }
     if (cq_store_open(cfg, &d->store, err) < 0)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include "common/cleanup.h"
 #include "fleet/auth.h"
+#include "fleet/kafka.h"
 #include "fleet/log.h"
 
 /* What ends every line: the signature over all that comes before it (its body, with
@@ -136,6 +137,12 @@ int cq_audit_file_sink(void *ctx, const char *line, size_t len, struct cq_error 
     if (n != (ssize_t)(len + 1))
         return cq_error_sys(err, n < 0 ? errno : EIO, "write audit log %s", path);
     return 0;
+}
+
+int cq_audit_kafka_sink(void *ctx, const char *line, size_t len, struct cq_error *err)
+{
+    const struct cq_audit_kafka *k = ctx;
+    return cq_kafka_send(*k->kafka, k->topic, k->producer, line, len, NULL, 0, NULL, err);
 }
 
 static const char *str(const char *s)

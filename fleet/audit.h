@@ -58,6 +58,17 @@ void cq_audit_emit(struct cq_audit *a, const struct cq_audit_record *r);
 /* A sink that appends lines to a file (mode 0600), for the embedded mode. */
 int cq_audit_file_sink(void *ctx, const char *line, size_t len, struct cq_error *err);
 
+/* The daemons' sink (ctx: a struct cq_audit_kafka that outlives the chain): each line
+ * goes to the audit topic keyed by its producer's name, so that a chain stays in one
+ * partition, in order. The Kafka producer is read at each line, as a daemon opens its
+ * chain before it makes its producer. */
+struct cq_audit_kafka {
+    struct rd_kafka_s *const *kafka; /* the daemon's producer (rd_kafka_t) */
+    const char *topic;
+    char producer[128]; /* the chain's name (cq_audit_open()) */
+};
+int cq_audit_kafka_sink(void *ctx, const char *line, size_t len, struct cq_error *err);
+
 /* Reads an audit key file: CQ_AUDIT_KEY_LEN hexadecimal digits, private to its owner. */
 int cq_audit_read_key(const char *path, char key[CQ_AUDIT_KEY_LEN + 1], struct cq_error *err);
 

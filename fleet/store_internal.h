@@ -140,5 +140,11 @@ int cq_st_get_value(struct cq_store *st, const char *key, const char *field, uin
 int cq_st_session_tenant(struct cq_store *st, const char *sid, char tenant[CQ_CRYPT_TENANT_MAX + 1],
                          struct cq_error *err);
 void cq_st_remember_tenant(struct cq_store *st, const char *sid, const char *tenant);
+/* Runs a, a script started by cq_st_script() with every argument but its last, with a
+ * fresh data key for tenant's version, wrapped by the master key, as that last one:
+ * what a tenant's first data key (DEK_CREATE) and a rotation (DEK_ADD) share. The
+ * script's reply, or NULL with err set. */
+redisReply *cq_st_run_new_dek(struct cq_store *st, struct args *a, const char *tenant,
+                              uint32_t version, struct cq_error *err);
 
 #endif

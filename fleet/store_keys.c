@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 /* ---- data key rotation (codeq at-rest) ---------------------------------------------
  *
@@ -40,23 +39,12 @@ int cq_store_rotate_data_key(struct cq_store *st, const char *tenant, uint32_t *
         cq_st_copy_str(r, current, sizeof(current));
         freeReplyObject(r);
         *version = (uint32_t)strtoul(current, NULL, 10) + 1;
-        uint8_t fresh[CQ_CRYPT_KEY_LEN], wrapped[CQ_KMS_WRAPPED_MAX];
-        size_t wrapped_len;
-        char aad[128];
-        cq_dek_aad(tenant, *version, aad, sizeof(aad));
-        if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh))
-            return cq_error_sys(err, errno, "getrandom");
-        int rc = st->kms->wrap(st->kms, fresh, aad, wrapped, &wrapped_len, err);
-        explicit_bzero(fresh, sizeof(fresh));
-        if (rc < 0)
-            return -1;
         struct args a;
         cq_st_script(st, &a, DEK_ADD);
         cq_st_arg(&a, tenant);
         cq_st_arg(&a, current);
         cq_st_arg_int(&a, *version);
-        cq_st_arg_bin(&a, wrapped, wrapped_len);
-        if ((r = cq_st_run(st, &a, err)) == NULL)
+        if ((r = cq_st_run_new_dek(st, &a, tenant, *version, err)) == NULL)
             return -1;
         bool added = cq_st_int_of(r) == 1;
         freeReplyObject(r);

@@ -149,6 +149,27 @@ static int dek_unwrap(struct cq_store *st, const char *tenant, uint32_t version,
     return st->kms->unwrap(st->kms, (const uint8_t *)wrapped->str, wrapped->len, aad, key, err);
 }
 
+/* The one place a data key is made: the plain key never leaves this function, and the
+ * script stores only what the master key wrapped (bound to tenant and version). */
+redisReply *cq_st_run_new_dek(struct cq_store *st, struct args *a, const char *tenant,
+                              uint32_t version, struct cq_error *err)
+{
+    uint8_t fresh[CQ_CRYPT_KEY_LEN], wrapped[CQ_KMS_WRAPPED_MAX];
+    size_t wrapped_len;
+    char aad[128];
+    cq_dek_aad(tenant, version, aad, sizeof(aad));
+    if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh)) {
+        cq_error_sys(err, errno, "getrandom");
+        return NULL;
+    }
+    int rc = st->kms->wrap(st->kms, fresh, aad, wrapped, &wrapped_len, err);
+    explicit_bzero(fresh, sizeof(fresh));
+    if (rc < 0)
+        return NULL;
+    cq_st_arg_bin(a, wrapped, wrapped_len);
+    return cq_st_run(st, a, err);
+}
+
 /* Makes version 1 unless the tenant has a current data key already; either way the
  * current one. ARGV[3]: a fresh key, wrapped for version 1. */
 static const char DEK_CREATE[] = "local k = ARGV[1] .. 'dek:' .. ARGV[2]\n"
@@ -164,21 +185,10 @@ static int dek_current(struct cq_store *st, const char *tenant, uint32_t *versio
 {
     if (dek_cached(st, tenant, 0, version, key))
         return 0;
-    uint8_t fresh[CQ_CRYPT_KEY_LEN], wrapped[CQ_KMS_WRAPPED_MAX];
-    size_t wrapped_len;
-    char aad[128];
-    cq_dek_aad(tenant, 1, aad, sizeof(aad));
-    if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh))
-        return cq_error_sys(err, errno, "getrandom");
-    int rc = st->kms->wrap(st->kms, fresh, aad, wrapped, &wrapped_len, err);
-    explicit_bzero(fresh, sizeof(fresh));
-    if (rc < 0)
-        return -1;
     struct args a;
     cq_st_script(st, &a, DEK_CREATE);
     cq_st_arg(&a, tenant);
-    cq_st_arg_bin(&a, wrapped, wrapped_len);
-    redisReply *r = cq_st_run(st, &a, err);
+    redisReply *r = cq_st_run_new_dek(st, &a, tenant, 1, err);
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || cq_st_int_of(r->element[0]) <= 0) {
@@ -186,7 +196,7 @@ static int dek_current(struct cq_store *st, const char *tenant, uint32_t *versio
         return cq_error_set(err, CQ_EINTERNAL, "dek:%s: no current data key", tenant);
     }
     *version = (uint32_t)cq_st_int_of(r->element[0]);
-    rc = dek_unwrap(st, tenant, *version, r->element[1], key, err);
+    int rc = dek_unwrap(st, tenant, *version, r->element[1], key, err);
     freeReplyObject(r);
     return rc < 0 ? -1 : dek_keep(st, tenant, *version, true, key, err);
 }

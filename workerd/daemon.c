@@ -9,6 +9,7 @@
  * duplicate delivery gets the stored reply and never a second run. */
 #define _GNU_SOURCE
 #include "workerd/workerd.h"
+#include "workerd/daemon_internal.h"
 #include "common/clock.h"
 #include "common/random.h"
 #include "common/units.h"
@@ -20,7 +21,6 @@
 #include "fleet/codec.h"
 #include "fleet/kafka.h"
 #include "fleet/log.h"
-#include "fleet/recovery.h"
 #include "fleet/store.h"
 #include "fleet/trace.h"
 #include "worker/worker.h"
@@ -36,15 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Chores are done once a session's thread has been idle this long, or when this many
- * replies or this much time piled up under steady load. */
-#define CHORES_DELAY_MS 5
-/* A published reply is stored in Redis once its session has been idle this long (its
- * way to the client takes about as long), or before the session's next request. */
-#define STORE_DELAY_US 300
-#define CHORES_MAX     64
-#define CHORES_AGE_MS  100
-
 struct queued {
     Codeq__V1__Request *req;
     char digest[CQ_STORE_DIGEST_LEN + 1]; /* of a signed request, else "" */
@@ -59,74 +50,6 @@ struct queued {
 static __thread struct cq_trace *tracing;
 /* The key that signed the request this thread handles ("" unsigned), for its audit record. */
 static __thread const char *signed_by;
-
-/* A session this worker serves: its queue and what it last saved to Redis. */
-struct held {
-    char id[CQ_SESSION_ID_MAX + 1];
-    uint64_t fence;
-    bool local;   /* the core has it (started or adopted here) */
-    bool moved;   /* adopted from a lost or drained worker: say so in the next result */
-    bool running; /* a thread drains the queue */
-    /* The core's copy is being stopped as stale (discard()): its end is not the
-     * session's, which goes on elsewhere or under a newer token. */
-    bool discarding;
-    bool waiting; /* ... and waits on wake for the next request */
-    /* What the next result says about the move (cq_state_restore()). */
-    char moved_note[4096];
-    /* An adopted session's creation time and time to live in Redis: the core's copy
-     * was started at adoption with the time left, and facts must not shorten the
-     * session by writing that (lifetime()). 0: started here, the core's are right. */
-    int64_t created_ms;
-    uint32_t ttl_s;
-    /* The session's packed StartSession until Redis has it (write_facts()). */
-    uint8_t *start;
-    size_t start_len;
-    pthread_cond_t wake;
-    struct queued *head, *tail;
-    struct cq_manifest manifest;
-    /* Bookkeeping that can wait until the session is idle (do_chores()); touched only
-     * by the session's thread. */
-    char answered[CHORES_MAX][64]; /* replied to, still in this worker's in-flight set */
-    size_t n_answered;
-    struct cq_delivery *delivery; /* of the answered replies */
-    bool facts_due;               /* the session's facts in Redis are out of date */
-    int64_t chores_since;         /* cq_now_ms() of the oldest chore */
-    int64_t claimed_ms;           /* cq_now_ms() of the running request's claim */
-    /* The final reply published last and not yet stored in Redis (finish()). */
-    char unstored_id[64];
-    uint8_t *unstored; /* NULL: none; malloc'd unless it is fallback */
-    size_t unstored_len;
-    bool unstored_published;
-    uint8_t fallback[CQ_CODEC_FALLBACK_MAX]; /* finish_fallback()'s reply */
-    struct held *next;
-};
-
-struct cq_daemon {
-    struct cq_fleet_config cfg;
-    struct cq_worker *core;
-    struct cq_keystore *keys;   /* NULL: keyless */
-    struct cq_keyring *keyring; /* the keys' Redis (keys_file = redis), or NULL */
-    struct cq_audit *audit;     /* NULL: no audit log */
-    char audit_producer[128];
-    struct cq_store *store;
-    /* The heartbeat's own connection: the store serializes its commands on one
-     * connection, and with a hundred sessions busy a beat queued behind their claims,
-     * results and files came later than the lease (3 beats) allows, and the
-     * dispatchers took a live worker for lost. */
-    struct cq_store *beat;
-    rd_kafka_t *producer, *consumer;
-    char topic[256];
-    pthread_mutex_t lock;
-    pthread_cond_t idle;
-    struct held *held;
-    unsigned threads;
-    atomic_bool stopping;
-    atomic_bool drained; /* ends the heartbeat, which must outlive the drain */
-    /* cq_now_ms() of the last heartbeat Redis took, and of the last one that came
-     * later than the lease after the one before it (lease_in_doubt()). */
-    _Atomic int64_t beat_ok_ms, lease_gap_ms;
-    pthread_t heartbeat;
-};
 
 /* With d->lock held. */
 static struct held *held_find(struct cq_daemon *d, const char *id, bool create)
@@ -493,13 +416,12 @@ static void facts(struct cq_daemon *d, struct held *h)
  * the session goes on (elsewhere, or here after an adoption), so its end is not written
  * to Redis (on_session_end()). Found by the chaos test: a session moved away and back
  * had its stale copy stopped after its fence was raised, and that end, written with the
- * new token, ended the live session. */
-static bool idle_local(const struct held *h, uint64_t fence);
-
-/* idle_fence != 0: only while the session is idle and local with that token (the
+ * new token, ended the live session.
+ *
+ * idle_fence != 0: only while the session is idle and local with that token (the
  * heartbeat's check, reconcile_once(), may be overtaken by a request). True when the
  * copy was stopped. */
-static bool discard(struct cq_daemon *d, const char *session_id, uint64_t idle_fence)
+bool cq_wd_discard(struct cq_daemon *d, const char *session_id, uint64_t idle_fence)
 {
     /* By id, with h looked up under the lock each time: the heartbeat thread discards
      * idle sessions, whose entry a session thread may forget meanwhile, except while
@@ -897,7 +819,7 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     if (claimed_fence != 0)
         fence = claimed_fence;
     if (fence == 0) {
-        /* Re-queued from Redis by recover_own(), without the routing header: the
+        /* Re-queued from Redis by cq_wd_recover_own(), without the routing header: the
          * session's current token is the one the dispatcher routed with. */
         char owner[64];
         if (cq_store_owner(d->store, h->id, owner, sizeof(owner), &fence, &err) < 0 ||
@@ -908,7 +830,7 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         /* A newer routing: whatever this worker had of the session predates it (the
          * session was moved away and back: this copy missed what happened there). */
         if (h->local && req->operation_case != CODEQ__V1__REQUEST__OPERATION_START_SESSION)
-            discard(d, h->id, 0);
+            cq_wd_discard(d, h->id, 0);
         h->fence = fence;
     }
     switch (req->operation_case) {
@@ -1044,7 +966,7 @@ static void *session_thread(void *arg)
         pthread_mutex_lock(&d->lock);
     }
     h->running = false;
-    if (!h->local && !h->discarding) /* else discard() forgets it */
+    if (!h->local && !h->discarding) /* else cq_wd_discard() forgets it */
         held_forget(d, h);
     d->threads--;
     pthread_cond_broadcast(&d->idle);
@@ -1078,15 +1000,8 @@ static void dead_letter(struct cq_daemon *d, const rd_kafka_message_t *msg, cons
     cq_audit_emit(d->audit, &rec);
 }
 
-static int audit_to_kafka(void *ctx, const char *line, size_t len, struct cq_error *err)
-{
-    struct cq_daemon *d = ctx;
-    return cq_kafka_send(d->producer, d->cfg.audit_topic, d->audit_producer, line, len, NULL, 0,
-                         NULL, err);
-}
-
-static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *digest,
-                    const char *key_id, uint64_t fence, bool early, const struct cq_trace *trace)
+void cq_wd_enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *digest,
+                   const char *key_id, uint64_t fence, bool early, const struct cq_trace *trace)
 {
     struct queued *q = calloc(1, sizeof(*q));
     const char *key = req->session_id;
@@ -1135,179 +1050,6 @@ static void enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *di
     pthread_mutex_unlock(&d->lock);
 }
 
-/* ---- heartbeat and recovery of this worker's own leftovers ------------------------- */
-
-static void heartbeat_once(struct cq_daemon *d)
-{
-    unsigned live = 0;
-    pthread_mutex_lock(&d->lock);
-    for (struct held *h = d->held; h != NULL; h = h->next)
-        live += h->local;
-    pthread_mutex_unlock(&d->lock);
-    bool draining = atomic_load(&d->stopping);
-    int64_t capacity = draining ? 0 : (int64_t)d->cfg.max_sessions - live;
-    struct cq_error err;
-    if (cq_store_heartbeat(d->beat, d->cfg.worker_id, capacity, live, draining,
-                           d->cfg.heartbeat_ms * 3, &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "heartbeat: %s", err.msg);
-        return;
-    }
-    int64_t now = (int64_t)cq_now_ms(), last = atomic_load(&d->beat_ok_ms);
-    if (last != 0 && now - last > 3 * (int64_t)d->cfg.heartbeat_ms)
-        atomic_store(&d->lease_gap_ms, now);
-    atomic_store(&d->beat_ok_ms, now);
-}
-
-/* ---- sessions Redis no longer has ------------------------------------------------------
- *
- * A session's sandbox here is only worth keeping while Redis names this worker its owner
- * with the token it was adopted with. A Redis crash can lose a session started in its
- * last second, and a worker cut off long enough has its sessions moved elsewhere: in
- * both cases the sandbox here would serve nobody until its time to live, holding memory,
- * processes and a slot. So every RECONCILE_BEATS heartbeats the sessions idle here are
- * checked, and the ones Redis gave up or gave to another worker are stopped. A busy
- * session is left to its next request's own fencing (handle()). */
-#define RECONCILE_BEATS 5
-
-struct local_session {
-    char id[CQ_SESSION_ID_MAX + 1];
-    uint64_t fence;
-};
-
-/* Whether h is idle and local with token fence, so that stopping it races no request.
- * With d->lock held. */
-static bool idle_local(const struct held *h, uint64_t fence)
-{
-    return h->local && !h->running && h->head == NULL && h->fence == fence;
-}
-
-static void reconcile_once(struct cq_daemon *d)
-{
-    size_t n = 0, cap = 0;
-    struct local_session *list = NULL;
-    pthread_mutex_lock(&d->lock);
-    for (struct held *h = d->held; h != NULL; h = h->next) {
-        if (!idle_local(h, h->fence) || h->fence == 0)
-            continue;
-        if (n == cap) {
-            size_t more = cap ? cap * 2 : 16;
-            struct local_session *grown = realloc(list, more * sizeof(*list));
-            if (grown == NULL)
-                break; /* the rest waits for the next round */
-            list = grown;
-            cap = more;
-        }
-        snprintf(list[n].id, sizeof(list[n].id), "%s", h->id);
-        list[n++].fence = h->fence;
-    }
-    pthread_mutex_unlock(&d->lock);
-    for (size_t i = 0; i < n; i++) {
-        char owner[64];
-        uint64_t fence;
-        struct cq_error err;
-        /* On the heartbeat's own connection: a Redis that is away stops the round (the
-         * next one tries again), and never delays the sessions' own commands. */
-        if (cq_store_owner(d->beat, list[i].id, owner, sizeof(owner), &fence, &err) < 0)
-            break;
-        if (strcmp(owner, d->cfg.worker_id) == 0 && fence == list[i].fence)
-            continue;
-        if (discard(d, list[i].id, list[i].fence))
-            cq_log(CQ_LOG_WARN, "session %s: %s; its sandbox here was stopped", list[i].id,
-                   fence == 0 ? "gone from Redis (a Redis crash can lose the last second)"
-                              : "Redis names another owner");
-    }
-    free(list);
-}
-
-static void *heartbeat_main(void *arg)
-{
-    struct cq_daemon *d = arg;
-    unsigned beats = 0;
-    /* Beats on while draining: the heartbeat is the lease on this worker's sessions
-     * and requests, and a drain that outlasts it would have the dispatchers declare
-     * this worker lost, answer its running requests with the worker-lost error and
-     * move its sessions under the executions still finishing here. */
-    while (!atomic_load(&d->drained)) {
-        heartbeat_once(d);
-        if (++beats % RECONCILE_BEATS == 0 && !atomic_load(&d->stopping))
-            reconcile_once(d);
-        rd_kafka_poll(d->producer, 0); /* delivery reports of chunks nobody waits for */
-        struct timespec ts = {.tv_sec = d->cfg.heartbeat_ms / 1000,
-                              .tv_nsec = (long)(d->cfg.heartbeat_ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    return NULL;
-}
-
-static void reroute_own(void *ctx, struct cq_opened *op)
-{
-    char digest[CQ_STORE_DIGEST_LEN + 1];
-    cq_opened_digest_hex(op, digest);
-    enqueue(ctx, op->req, digest, op->key_id, 0, false, NULL);
-    if (op->outer == op->req)
-        op->outer = NULL;
-    op->req = NULL;
-}
-
-/* Requests routed to this worker id before this process started (a restart faster
- * than the dispatchers noticed the death) are settled as recovery would: the ones
- * never started run here, in order. */
-static void recover_own(struct cq_daemon *d)
-{
-    size_t settled = 0;
-    struct cq_error err;
-    if (cq_fleet_recover(d->store, d->producer, d->cfg.worker_id, reroute_own, d, &settled, &err) <
-        0)
-        cq_log(CQ_LOG_ERROR, "recovering this worker's earlier requests: %s", err.msg);
-    else if (settled > 0)
-        cq_log(CQ_LOG_INFO, "settled %zu requests of this worker's previous run", settled);
-}
-
-/* ---- drain: the sessions' kernel state -------------------------------------------- */
-
-/* Each state is held to the session's files quota (the state counts against it in
- * Redis, beside the files) and to this, which bounds what one kernel's line can make
- * the worker hold in memory while it saves. */
-#define STATE_MAX_BYTES (64ULL << 20)
-
-/* Saves the variables of every session held here (workerd/snapshot.c), with the
- * heartbeat still going: saving takes up to the kernels' checkpoint timeout per session,
- * and a lease that ran out meanwhile would have the sessions moved, their state
- * fenced off. Sessions are saved one at a time, so that the memory of states in flight
- * stays one state's. */
-static void save_states(struct cq_daemon *d)
-{
-    struct saved {
-        char id[CQ_SESSION_ID_MAX + 1];
-        uint64_t fence;
-    } *list = NULL;
-    size_t n = 0, cap = 0;
-    pthread_mutex_lock(&d->lock);
-    for (struct held *h = d->held; h != NULL; h = h->next) {
-        if (!h->local)
-            continue;
-        if (n == cap) {
-            struct saved *grown = realloc(list, (cap = cap ? cap * 2 : 16) * sizeof(*list));
-            if (grown == NULL)
-                break;
-            list = grown;
-        }
-        snprintf(list[n].id, sizeof(list[n].id), "%s", h->id);
-        list[n++].fence = h->fence;
-    }
-    pthread_mutex_unlock(&d->lock);
-    uint64_t max = d->cfg.files_quota < STATE_MAX_BYTES ? d->cfg.files_quota : STATE_MAX_BYTES;
-    for (size_t i = 0; i < n; i++) {
-        struct cq_error err;
-        if (cq_state_save(d->core, d->store, list[i].id, d->cfg.worker_id, list[i].fence, max,
-                          &err) < 0)
-            cq_log(CQ_LOG_WARN, "session %s: variables not saved: %s", list[i].id, err.msg);
-        else
-            cq_log(CQ_LOG_INFO, "session %s: variables saved for the next worker", list[i].id);
-    }
-    free(list);
-}
-
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
 int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
@@ -1330,11 +1072,13 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     if (cq_keys_open(cfg, &d->keyring, &d->keys, err) < 0)
         goto fail;
     if (cfg->audit_topic[0] != '\0') {
-        snprintf(d->audit_producer, sizeof(d->audit_producer), "worker-%s-%lld", cfg->worker_id,
-                 (long long)cq_unix_ms());
-        if (cq_audit_open(d->audit_producer, cfg->audit_key_file,
-                          strcmp(cfg->audit_content, "on") == 0, audit_to_kafka, d, &d->audit,
-                          err) < 0)
+        snprintf(d->audit_sink.producer, sizeof(d->audit_sink.producer), "worker-%s-%lld",
+                 cfg->worker_id, (long long)cq_unix_ms());
+        d->audit_sink.kafka = &d->producer;
+        d->audit_sink.topic = d->cfg.audit_topic;
+        if (cq_audit_open(d->audit_sink.producer, cfg->audit_key_file,
+                          strcmp(cfg->audit_content, "on") == 0, cq_audit_kafka_sink,
+                          &d->audit_sink, &d->audit, err) < 0)
             goto fail;
     }
     cq_store_set_cancel(d->beat, &d->stopping);
@@ -1369,10 +1113,10 @@ void cq_daemon_stop(struct cq_daemon *d)
 
 int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
 {
-    heartbeat_once(d);
-    if (pthread_create(&d->heartbeat, NULL, heartbeat_main, d) != 0)
+    cq_wd_heartbeat_once(d);
+    if (pthread_create(&d->heartbeat, NULL, cq_wd_heartbeat_main, d) != 0)
         return cq_error_set(err, CQ_EINTERNAL, "cannot start the heartbeat thread");
-    recover_own(d);
+    cq_wd_recover_own(d);
     cq_log(CQ_LOG_INFO, "encryption at rest: %s",
            cq_store_encrypted(d->store)
                ? "on (values in Redis are sealed with the tenants' data "
@@ -1419,20 +1163,20 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
             if (op.outer == op.req)
                 op.outer = NULL;
             op.req = NULL; /* the queue's now */
-            enqueue(d, req, digest, op.key_id, fence != NULL ? strtoull(fence, NULL, 10) : 0,
-                    cq_kafka_header(msg, CQ_FLEET_EARLY_HEADER, early, sizeof(early)) != NULL,
-                    &trace);
+            cq_wd_enqueue(d, req, digest, op.key_id, fence != NULL ? strtoull(fence, NULL, 10) : 0,
+                          cq_kafka_header(msg, CQ_FLEET_EARLY_HEADER, early, sizeof(early)) != NULL,
+                          &trace);
         }
         cq_opened_free(&op);
         /* Exactly-once rests on the claim in Redis, not on offsets: committing as soon as
-         * a request is queued is safe, and recover_own() covers a crash before it ran. */
+         * a request is queued is safe, and cq_wd_recover_own() covers a crash before it ran. */
         rd_kafka_offset_store(msg->rkt, msg->partition, msg->offset);
         rd_kafka_message_destroy(msg);
     }
 
     /* Drain: no new sessions (the heartbeat says draining), finish what was queued. */
     cq_log(CQ_LOG_INFO, "draining");
-    heartbeat_once(d);
+    cq_wd_heartbeat_once(d);
     rd_kafka_consumer_close(d->consumer);
     pthread_mutex_lock(&d->lock);
     for (struct held *h = d->held; h != NULL; h = h->next)
@@ -1440,7 +1184,7 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     while (d->threads > 0)
         pthread_cond_wait(&d->idle, &d->lock);
     pthread_mutex_unlock(&d->lock);
-    save_states(d);
+    cq_wd_save_states(d);
     atomic_store(&d->drained, true);
     pthread_join(d->heartbeat, NULL);
     /* Give the sessions up: their files are in Redis; the next request of each moves it

@@ -3,6 +3,7 @@ stored bytes and requests per second, set with `codeq tenant --quota`; past one 
 fleet answers LIMIT_EXCEEDED naming it, and the tenant next door is not affected.
 Real Kafka, real Redis, real sandboxes."""
 
+import contextlib
 import os
 import tempfile
 import time
@@ -38,6 +39,12 @@ def quotas(services, redis_client):
     f.stop()
 
 
+@pytest.fixture
+def drivers(quotas):
+    """The tenants' drivers, by name: small, rate and other."""
+    return quotas[1]
+
+
 def start(driver):
     return driver.call(pb.Request(start_session=pb.StartSession()))
 
@@ -50,8 +57,26 @@ def invoke(sid, tool, **args):
     return pb.Request(session_id=sid, invoke=pb.Invoke(tool=tool, arguments=pb.Arguments(**args)))
 
 
-def test_live_sessions(quotas):
-    _, d, _ = quotas
+@contextlib.contextmanager
+def sessions(driver, n):
+    """n new sessions of driver's tenant, stopped at the end whatever the test found."""
+    sids = [start(driver).session.session_id for _ in range(n)]
+    try:
+        yield sids
+    finally:
+        for sid in sids:
+            stop(driver, sid)
+
+
+def running(driver, sid, code):
+    """Sends code (a call of a few seconds) in sid, and returns once it runs."""
+    rid = driver.send(invoke(sid, "executeCode", code=code))
+    time.sleep(1)  # it runs
+    return rid
+
+
+def test_live_sessions(drivers):
+    d = drivers
     small = d["small"]
     a, b = start(small).session.session_id, start(small).session.session_id
     third = start(small)
@@ -67,13 +92,10 @@ def test_live_sessions(quotas):
     stop(d["other"], other)
 
 
-def test_executions_at_once(quotas):
-    _, d, _ = quotas
-    small = d["small"]
-    a, b = start(small).session.session_id, start(small).session.session_id
-    try:
-        slow = small.send(invoke(a, "executeCode", code="import time; time.sleep(3); 'slow'"))
-        time.sleep(1)  # it runs
+def test_executions_at_once(drivers):
+    small = drivers["small"]
+    with sessions(small, 2) as (a, b):
+        slow = running(small, a, "import time; time.sleep(3); 'slow'")
         refused = small.call(invoke(b, "executeCode", code="'second'"))
         assert refused.result.error_code == LIMIT, refused
         assert "quota (executions)" in refused.result.error_message, refused
@@ -84,18 +106,12 @@ def test_executions_at_once(quotas):
         # Once the first has ended, the next one runs.
         again = small.call(invoke(b, "executeCode", code="'second'"))
         assert not again.result.is_error and again.result.structured_content.value == "'second'"
-    finally:
-        stop(small, a)
-        stop(small, b)
 
 
-def test_a_retry_after_a_refusal_runs(quotas):
-    _, d, _ = quotas
-    small = d["small"]
-    a, b = start(small).session.session_id, start(small).session.session_id
-    try:
-        slow = small.send(invoke(a, "executeCode", code="import time; time.sleep(3)"))
-        time.sleep(1)
+def test_a_retry_after_a_refusal_runs(drivers):
+    small = drivers["small"]
+    with sessions(small, 2) as (a, b):
+        slow = running(small, a, "import time; time.sleep(3)")
         req = invoke(b, "executeCode", code="'retried'")
         req.request_id = uuid.uuid4().hex
         first = small.call(req)
@@ -103,16 +119,11 @@ def test_a_retry_after_a_refusal_runs(quotas):
         small.wait_final(slow)
         retry = small.wait_final(small.send(req), count=2)  # the same request id
         assert not retry.result.is_error and retry.result.structured_content.value == "'retried'"
-    finally:
-        stop(small, a)
-        stop(small, b)
 
 
-def test_stored_bytes(quotas):
-    _, d, _ = quotas
-    small = d["small"]
-    sid = start(small).session.session_id
-    try:
+def test_stored_bytes(drivers):
+    small = drivers["small"]
+    with sessions(small, 1) as (sid,):
         ok = small.call(invoke(sid, "writeFiles", content=[pb.FileContent(path="a.txt",
                                                                           text="x" * 1500)]))
         assert not ok.result.is_error, ok
@@ -130,12 +141,10 @@ def test_stored_bytes(quotas):
         again = small.call(invoke(sid, "writeFiles", content=[pb.FileContent(path="c.txt",
                                                                              text="z" * 1500)]))
         assert not again.result.is_error, again
-    finally:
-        stop(small, sid)
 
 
-def test_requests_per_second(quotas):
-    _, d, _ = quotas
+def test_requests_per_second(drivers):
+    d = drivers
     rate = d["rate"]
     # A burst of 12 in well under a second: at most 3 a second get through.
     rids = [rate.send(pb.Request(list_sessions=pb.ListSessions())) for _ in range(12)]
