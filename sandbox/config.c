@@ -86,6 +86,9 @@ int cq_sandbox_config_validate(const struct cq_sandbox_config *cfg, struct cq_er
                                 b->host_path != NULL ? b->host_path : "(null)",
                                 b->sandbox_path != NULL ? b->sandbox_path : "(null)");
     }
+    if (cfg->network == CQ_NETWORK_PUBLIC || cfg->network == CQ_NETWORK_ALLOWLIST)
+        return cq_error_set(err, CQ_EINVALID, "network mode %d is not supported yet (issue 13)",
+                            (int)cfg->network);
     if (cfg->network != CQ_NETWORK_NONE)
         return cq_error_set(err, CQ_EINVALID, "unknown network mode %d", (int)cfg->network);
     const char *h = cfg->hostname != NULL ? cfg->hostname : "codeq";

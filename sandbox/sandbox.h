@@ -52,7 +52,9 @@ struct cq_sandbox_limits {
 };
 
 enum cq_network_mode {
-    CQ_NETWORK_NONE = 0, /* a network namespace with only loopback */
+    CQ_NETWORK_NONE = 0,  /* a network namespace with only loopback */
+    CQ_NETWORK_PUBLIC,    /* public addresses (issue 13: not built yet, refused) */
+    CQ_NETWORK_ALLOWLIST, /* listed destinations only (issue 13: not built yet, refused) */
 };
 
 /* A host directory made visible read-only (and nosuid, nodev) inside the sandbox,
