@@ -153,6 +153,30 @@ enum cq_net_class cq_net_classify(const struct cq_net_addr *in)
     return CQ_NET_CLASS_PUBLIC; /* IPv4 outside every range */
 }
 
+bool cq_net_nonpublic_v4(size_t i, char *buf, size_t len)
+{
+    size_t seen = 0;
+    for (size_t r = 0; r < N_RANGES; r++) {
+        if (ranges[r].family != AF_INET || ranges[r].cls == CQ_NET_CLASS_PUBLIC)
+            continue;
+        /* Skip a row inside an earlier-or-later wider one (255.255.255.255 in 240/4). */
+        struct cq_net_addr net = range_net(&ranges[r]);
+        bool inside = false;
+        for (size_t o = 0; o < N_RANGES && !inside; o++)
+            if (o != r && ranges[o].family == AF_INET && ranges[o].len < ranges[r].len) {
+                struct cq_net_addr other = range_net(&ranges[o]);
+                inside = prefix_contains(&other, ranges[o].len, &net);
+            }
+        if (inside)
+            continue;
+        if (seen++ == i) {
+            snprintf(buf, len, "%s/%u", ranges[r].net, ranges[r].len);
+            return true;
+        }
+    }
+    return false;
+}
+
 const char *cq_net_class_name(enum cq_net_class c)
 {
     switch (c) {

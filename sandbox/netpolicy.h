@@ -80,6 +80,10 @@ enum cq_net_class {
 enum cq_net_class cq_net_classify(const struct cq_net_addr *a);
 const char *cq_net_class_name(enum cq_net_class c);
 
+/* The i-th IPv4 range that is not public (no two overlap), as "a.b.c.d/len" in buf, for
+ * a packet filter's set; false after the last. */
+bool cq_net_nonpublic_v4(size_t i, char *buf, size_t len);
+
 /* Modes by name: NONE, PUBLIC, ALLOWLIST (any case). */
 int cq_net_mode_parse(const char *text, enum cq_network_mode *out, struct cq_error *err);
 const char *cq_net_mode_name(enum cq_network_mode m);

@@ -275,6 +275,24 @@ START_TEST(classes)
 }
 END_TEST
 
+START_TEST(nonpublic_v4_ranges)
+{
+    char all[512] = "", buf[CQ_NET_DEST_TEXT];
+    for (size_t i = 0; cq_net_nonpublic_v4(i, buf, sizeof(buf)); i++) {
+        strcat(all, buf);
+        strcat(all, " ");
+        /* each is a refused range, by the classifier's own reckoning */
+        struct cq_net_dest d;
+        struct cq_error err = {0};
+        ck_assert_int_eq(cq_net_dest_parse(buf, &d, &err), 0);
+        ck_assert_int_ne(cq_net_classify(&d.addr), CQ_NET_CLASS_PUBLIC);
+    }
+    ck_assert_str_eq(all, "0.0.0.0/8 10.0.0.0/8 100.64.0.0/10 127.0.0.0/8 169.254.0.0/16 "
+                          "172.16.0.0/12 192.0.0.0/24 192.168.0.0/16 198.18.0.0/15 224.0.0.0/4 "
+                          "240.0.0.0/4 ");
+}
+END_TEST
+
 START_TEST(modes)
 {
     enum cq_network_mode m;
@@ -528,6 +546,7 @@ int main(void)
     tcase_add_test(tc, dest_refused);
     tcase_add_test(tc, classes);
     tcase_add_test(tc, modes);
+    tcase_add_test(tc, nonpublic_v4_ranges);
     tcase_add_test(tc, admit_modes);
     tcase_add_test(tc, admit_entries);
     tcase_add_test(tc, admit_bounds_and_limits);

@@ -1,0 +1,421 @@
+/* sandbox/egress.c - network mode PUBLIC: the sandbox's way out, and its filter.
+ *
+ * The sandbox's network namespace (made by its init, with only `lo`) gets `eth0`, one
+ * end of a veth pair whose other end, `cqe<slot>`, is in the egress namespace. Each
+ * sandbox holds a slot (a number, locked with flock on /run/codeq/egress/slot-<n> for
+ * as long as it lives, so a killed supervisor's slot frees itself), which gives it its
+ * link names, its nftables table `inet cq_s<slot>` and a /30 of 100.127.0.0/16:
+ * .1 on the egress side, .2 in the sandbox, with a default route via .1.
+ *
+ * The table, in the egress namespace, is installed before any link is up and before
+ * sandboxed code runs. For traffic from the sandbox's link it:
+ *  - drops any source but the sandbox's address (raw sockets are denied by seccomp
+ *    anyway; this does not depend on it) and all IPv6 (IPv6 is off: the sandbox has no
+ *    IPv6 address);
+ *  - rejects every non-public IPv4 range (sandbox/netpolicy.c's classes: loopback,
+ *    link-local with 169.254.169.254, private, CGNAT and with it every other sandbox's
+ *    link, multicast, reserved) and the host's own addresses, with a TCP reset or an
+ *    ICMP error so that code fails at once instead of hanging;
+ *  - rejects TCP and UDP to the egress namespace itself, and anything but TCP and UDP;
+ *  - forwards the rest, masqueraded to the egress namespace's own address;
+ * and for traffic towards the sandbox's link it lets through only replies of
+ * connections the sandbox opened: nothing can connect in.
+ * The egress namespace gets IPv4 forwarding on (in that namespace only).
+ *
+ * Every netlink socket and the nftables context are made by a thread that entered the
+ * egress (or sandbox) namespace, so the caller's threads never change namespace.
+ */
+#define _GNU_SOURCE
+#include "sandbox/egress.h"
+#include "sandbox/netlink.h"
+#include "sandbox/netpolicy.h"
+#include "common/cleanup.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/nsfs.h>
+#include <netinet/in.h>
+#include <nftables/libnftables.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SLOT_DIR    "/run/codeq/egress"
+#define MAX_SLOTS   16384 /* /30s in 100.127.0.0/16 */
+#define RULESET_MAX 8192
+#define HOST_ADDRS  64
+
+void cq_egress_init(struct cq_egress *e)
+{
+    e->slot = -1;
+    e->slot_fd = -1;
+    e->netns_fd = -1;
+    e->nl = -1;
+    e->table_made = false;
+}
+
+/* 100.127.0.0 + 4 * slot + host (1: egress side, 2: sandbox). */
+static struct cq_net_addr slot_addr(int slot, int host)
+{
+    uint32_t v = (100u << 24 | 127u << 16) + 4u * (uint32_t)slot + (uint32_t)host;
+    struct cq_net_addr a = {.family = AF_INET};
+    v = htonl(v);
+    memcpy(a.bytes, &v, 4);
+    return a;
+}
+
+static void addr_text(const struct cq_net_addr *a, char *buf, size_t len)
+{
+    if (inet_ntop(a->family, a->bytes, buf, (socklen_t)len) == NULL)
+        snprintf(buf, len, "?");
+}
+
+/* --- slots ------------------------------------------------------------------------- */
+
+static int mkdir_private(const char *path, struct cq_error *err)
+{
+    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+        return cq_error_sys(err, errno, "mkdir %s", path);
+    return 0;
+}
+
+/* Takes the lowest slot >= from that nobody holds. */
+static int take_slot(struct cq_egress *e, int from, struct cq_error *err)
+{
+    if (mkdir_private("/run/codeq", err) < 0 || mkdir_private(SLOT_DIR, err) < 0)
+        return -1;
+    for (int s = from; s < MAX_SLOTS; s++) {
+        char path[64];
+        snprintf(path, sizeof(path), SLOT_DIR "/slot-%d", s);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            return cq_error_sys(err, errno, "open %s", path);
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            e->slot = s;
+            e->slot_fd = fd;
+            return 0;
+        }
+        close(fd);
+    }
+    return cq_error_set(err, CQ_ELIMIT, "all %d egress slots are in use", MAX_SLOTS);
+}
+
+static void give_slot_back(struct cq_egress *e)
+{
+    if (e->slot_fd >= 0)
+        close(e->slot_fd); /* releases the lock */
+    e->slot_fd = -1;
+    e->slot = -1;
+}
+
+/* --- nftables ----------------------------------------------------------------------- */
+
+struct nft_job {
+    int netns_fd;
+    const char *commands;
+    bool forwarding; /* also turn on IPv4 forwarding in the namespace */
+    char *output;    /* NULL, or where nft's output goes */
+    size_t output_len;
+    int code;
+    char error[400];
+};
+
+/* libnftables keeps global state behind its contexts: one at a time. */
+static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *nft_in_netns(void *arg)
+{
+    struct nft_job *job = arg;
+    if (setns(job->netns_fd, CLONE_NEWNET) < 0) {
+        job->code = errno;
+        snprintf(job->error, sizeof(job->error), "enter the egress namespace: %s", strerror(errno));
+        return NULL;
+    }
+    if (job->forwarding) {
+        /* /proc/sys/net shows the namespace of the thread that opens it: this one. */
+        int fd = open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "1", 1) != 1) {
+            job->code = errno;
+            snprintf(job->error, sizeof(job->error),
+                     "turn on forwarding in the egress namespace: %s", strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+        close(fd);
+    }
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    if (ctx == NULL) {
+        job->code = ENOMEM;
+        snprintf(job->error, sizeof(job->error), "nftables context");
+        return NULL;
+    }
+    nft_ctx_buffer_output(ctx);
+    nft_ctx_buffer_error(ctx);
+    if (nft_run_cmd_from_buffer(ctx, job->commands) != 0) {
+        job->code = EINVAL;
+        const char *msg = nft_ctx_get_error_buffer(ctx);
+        snprintf(job->error, sizeof(job->error), "nftables: %s", msg != NULL ? msg : "failed");
+        /* nft's messages end with a newline and quote the input: keep the first line. */
+        char *nl = strchr(job->error, '\n');
+        if (nl != NULL)
+            *nl = '\0';
+    } else if (job->output != NULL) {
+        const char *out = nft_ctx_get_output_buffer(ctx);
+        snprintf(job->output, job->output_len, "%s", out != NULL ? out : "");
+    }
+    nft_ctx_free(ctx);
+    return NULL;
+}
+
+static int run_job(struct nft_job *job_in, struct cq_error *err);
+
+static int run_nft(int netns_fd, const char *commands, bool forwarding, struct cq_error *err)
+{
+    struct nft_job job = {.netns_fd = netns_fd, .commands = commands, .forwarding = forwarding};
+    return run_job(&job, err);
+}
+
+static int run_nft_output(int netns_fd, const char *commands, char *out, size_t len)
+{
+    struct nft_job job = {
+        .netns_fd = netns_fd, .commands = commands, .output = out, .output_len = len};
+    return run_job(&job, NULL);
+}
+
+static int run_job(struct nft_job *job_in, struct cq_error *err)
+{
+    struct nft_job job = *job_in;
+    pthread_t t;
+    pthread_mutex_lock(&nft_lock);
+    int rc = pthread_create(&t, NULL, nft_in_netns, &job);
+    if (rc == 0)
+        pthread_join(t, NULL);
+    pthread_mutex_unlock(&nft_lock);
+    if (rc != 0)
+        return cq_error_sys(err, rc, "thread for nftables");
+    if (job.code != 0)
+        return cq_error_set(err, job.code, "%s", job.error);
+    *job_in = job;
+    return 0;
+}
+
+/* Tables of slots nobody holds: left by supervisors killed with SIGKILL (their links
+ * went with their sandboxes). Done by a process's first attach (a worker's start, or
+ * each one-shot `codeq sandbox`): a slot whose lock can be taken has no live owner, so
+ * its table goes. */
+static void sweep_stale_tables(struct cq_egress *e)
+{
+    static pthread_mutex_t once_lock = PTHREAD_MUTEX_INITIALIZER;
+    static bool swept;
+    pthread_mutex_lock(&once_lock);
+    bool first = !swept;
+    swept = true;
+    pthread_mutex_unlock(&once_lock);
+    if (!first)
+        return;
+    char listing[8192] = "";
+    if (run_nft_output(e->netns_fd, "list tables inet\n", listing, sizeof(listing)) < 0)
+        return;
+    char *save = NULL;
+    for (char *line = strtok_r(listing, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        int slot;
+        char tail;
+        if (sscanf(line, "table inet cq_s%d%c", &slot, &tail) != 1 || slot < 0 ||
+            slot >= MAX_SLOTS || slot == e->slot)
+            continue;
+        struct cq_egress other;
+        cq_egress_init(&other);
+        if (take_slot(&other, slot, NULL) < 0 || other.slot != slot) {
+            give_slot_back(&other);
+            continue;
+        }
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "delete table inet cq_s%d\n", slot);
+        run_nft(e->netns_fd, cmd, false, NULL);
+        give_slot_back(&other);
+    }
+}
+
+/* The host's own IPv4 addresses, as nft set elements ("a, b, c"), deduplicated. */
+static void host_elements(char *buf, size_t len)
+{
+    buf[0] = '\0';
+    struct ifaddrs *list = NULL;
+    if (getifaddrs(&list) < 0)
+        return;
+    char seen[HOST_ADDRS][INET_ADDRSTRLEN];
+    size_t n = 0;
+    for (struct ifaddrs *i = list; i != NULL && n < HOST_ADDRS; i = i->ifa_next) {
+        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET)
+            continue;
+        char text[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, text, sizeof(text));
+        bool dup = false;
+        for (size_t k = 0; k < n && !dup; k++)
+            dup = strcmp(seen[k], text) == 0;
+        if (dup)
+            continue;
+        snprintf(seen[n++], INET_ADDRSTRLEN, "%s", text);
+        size_t at = strlen(buf);
+        snprintf(buf + at, len - at, "%s%s", at ? ", " : "", text);
+    }
+    freeifaddrs(list);
+}
+
+static int write_ruleset(const struct cq_egress *e, char *buf, size_t len, struct cq_error *err)
+{
+    char refused[512] = "", range[CQ_NET_DEST_TEXT], hosts[HOST_ADDRS * 18] = "";
+    for (size_t i = 0; cq_net_nonpublic_v4(i, range, sizeof(range)); i++) {
+        size_t at = strlen(refused);
+        snprintf(refused + at, sizeof(refused) - at, "%s%s", i ? ", " : "", range);
+    }
+    host_elements(hosts, sizeof(hosts));
+    struct cq_net_addr sb = slot_addr(e->slot, 2);
+    char sbt[INET_ADDRSTRLEN], hostset[sizeof(hosts) + 32] = "";
+    addr_text(&sb, sbt, sizeof(sbt));
+    if (hosts[0] != '\0')
+        snprintf(hostset, sizeof(hostset), "elements = { %s }", hosts);
+    int s = e->slot;
+    /* A table of this slot left by a killed supervisor is replaced: `add` makes sure it
+     * exists so that `delete` cannot fail, all in one transaction. */
+    int n = snprintf(
+        buf, len,
+        "add table inet cq_s%d\n"
+        "delete table inet cq_s%d\n"
+        "table inet cq_s%d {\n"
+        "  set refused { type ipv4_addr; flags interval; elements = { %s } }\n"
+        "  set host { type ipv4_addr; %s }\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority filter - 1; policy accept;\n"
+        "    iifname \"cqe%d\" ip saddr != %s drop\n"
+        "    iifname \"cqe%d\" meta nfproto != ipv4 drop\n"
+        "    iifname \"cqe%d\" meta l4proto != { tcp, udp } reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip daddr @refused meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip daddr @refused reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip daddr @host meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip daddr @host reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" accept\n"
+        "    oifname \"cqe%d\" ct state established,related accept\n"
+        "    oifname \"cqe%d\" drop\n"
+        "  }\n"
+        "  chain input {\n"
+        "    type filter hook input priority filter - 1; policy accept;\n"
+        "    iifname \"cqe%d\" meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" reject with icmpx admin-prohibited\n"
+        "  }\n"
+        "  chain postrouting {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        "    ip saddr %s masquerade\n"
+        "  }\n"
+        "}\n",
+        s, s, s, refused, hostset, s, sbt, s, s, s, s, s, s, s, s, s, s, s, sbt);
+    if (n < 0 || (size_t)n >= len)
+        return cq_error_set(err, CQ_EINTERNAL, "egress ruleset longer than %zu bytes", len);
+    return 0;
+}
+
+/* --- links --------------------------------------------------------------------------- */
+
+static int open_netns(const char *path, struct cq_error *err)
+{
+    cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cq_error_sys(err, errno, "egress namespace %s", path);
+    int type = ioctl(fd, NS_GET_NSTYPE);
+    if (type != CLONE_NEWNET)
+        return cq_error_set(err, CQ_EINVALID, "%s is not a network namespace", path);
+    return cq_steal_fd(&fd);
+}
+
+/* The egress side: address, up. The sandbox side: eth0's address, up, default route. */
+static int configure_links(struct cq_egress *e, int sandbox_fd, const char *link,
+                           struct cq_error *err)
+{
+    struct cq_net_addr gw = slot_addr(e->slot, 1), sb = slot_addr(e->slot, 2);
+    int idx = cq_nl_link_index(e->nl, link, err);
+    if (idx < 0 || cq_nl_addr_add(e->nl, idx, &gw, 30, err) < 0 ||
+        cq_nl_link_up(e->nl, idx, err) < 0)
+        return -1;
+    cq_autoclose int nl_sb = cq_nl_open(sandbox_fd, err);
+    if (nl_sb < 0)
+        return -1;
+    int sidx = cq_nl_link_index(nl_sb, "eth0", err);
+    if (sidx < 0 || cq_nl_addr_add(nl_sb, sidx, &sb, 30, err) < 0 ||
+        cq_nl_link_up(nl_sb, sidx, err) < 0 || cq_nl_route_default(nl_sb, sidx, &gw, err) < 0)
+        return -1;
+    return 0;
+}
+
+int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
+                     struct cq_error *err)
+{
+    if ((e->netns_fd = open_netns(cfg->egress_netns, err)) < 0)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/net", init_pid);
+    cq_autoclose int sandbox_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sandbox_fd < 0)
+        return cq_error_sys(err, errno, "the sandbox's network namespace");
+    if ((e->nl = cq_nl_open(e->netns_fd, err)) < 0)
+        return cq_error_prefix(err, "egress namespace %s", cfg->egress_netns);
+    char link[16];
+    /* A link of this slot can outlive a killed supervisor for a moment (its sandbox's
+     * namespace is torn down asynchronously): then the next slot is taken. */
+    for (int from = 0, tries = 0;; from = e->slot + 1, tries++) {
+        give_slot_back(e);
+        if (take_slot(e, from, err) < 0)
+            return -1;
+        snprintf(link, sizeof(link), "cqe%d", e->slot);
+        if (cq_nl_veth_add(e->nl, link, "eth0", sandbox_fd, err) == 0)
+            break;
+        if (err == NULL || err->code != EEXIST || tries == 16)
+            return -1;
+    }
+    char *rules = malloc(RULESET_MAX);
+    if (rules == NULL)
+        return cq_error_sys(err, ENOMEM, "egress ruleset");
+    int rc = write_ruleset(e, rules, RULESET_MAX, err);
+    if (rc == 0)
+        rc = run_nft(e->netns_fd, rules, true, err);
+    free(rules);
+    if (rc < 0)
+        return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
+    e->table_made = true;
+    sweep_stale_tables(e);
+    if (configure_links(e, sandbox_fd, link, err) < 0)
+        return cq_error_prefix(err, "egress link");
+    return 0;
+}
+
+void cq_egress_detach(struct cq_egress *e)
+{
+    if (e->slot >= 0 && e->netns_fd >= 0) {
+        char cmd[96];
+        if (e->table_made) {
+            snprintf(cmd, sizeof(cmd), "delete table inet cq_s%d\n", e->slot);
+            run_nft(e->netns_fd, cmd, false, NULL);
+        }
+        if (e->nl >= 0) {
+            char link[16];
+            snprintf(link, sizeof(link), "cqe%d", e->slot);
+            cq_nl_link_del(e->nl, link, NULL); /* ENODEV: gone with the sandbox already */
+        }
+    }
+    e->table_made = false;
+    give_slot_back(e);
+    if (e->nl >= 0)
+        close(e->nl);
+    if (e->netns_fd >= 0)
+        close(e->netns_fd);
+    e->nl = -1;
+    e->netns_fd = -1;
+}
