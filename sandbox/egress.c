@@ -117,18 +117,116 @@ static void give_slot_back(struct cq_egress *e)
 
 /* --- nftables ----------------------------------------------------------------------- */
 
+/* Deleting a table (or anything else) in a transaction is cheap, but the next release of
+ * any nftables netlink socket in that namespace waits for the deleted objects to be
+ * freed after an RCU grace period (~10 ms here). So the start path deletes nothing but
+ * stale tables, and the table of a slot is made fresh. */
+
 struct nft_job {
     int netns_fd;
-    const char *commands;
-    bool forwarding; /* also turn on IPv4 forwarding in the namespace */
-    char *output;    /* NULL, or where nft's output goes */
-    size_t output_len;
+    struct cq_egress *attach; /* attach: list, sweep, install this slot's table */
+    const char *hosts;        /* attach: the host's addresses, read in the host's namespace */
+    const char *commands;     /* otherwise: these commands as they are */
     int code;
     char error[400];
 };
 
 /* libnftables keeps global state behind its contexts: one at a time. */
 static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int write_ruleset(const struct cq_egress *e, const char *hosts, char *buf, size_t len,
+                         struct cq_error *err);
+
+static int nft_run(struct nft_ctx *ctx, const char *commands, struct nft_job *job)
+{
+    if (nft_run_cmd_from_buffer(ctx, commands) == 0)
+        return 0;
+    job->code = EINVAL;
+    const char *msg = nft_ctx_get_error_buffer(ctx);
+    snprintf(job->error, sizeof(job->error), "nftables: %s", msg != NULL ? msg : "failed");
+    /* nft's messages end with a newline and quote the input: keep the first line. */
+    char *nl = strchr(job->error, '\n');
+    if (nl != NULL)
+        *nl = '\0';
+    return -1;
+}
+
+/* Deletions of tables left by supervisors killed with SIGKILL (their links went with
+ * their sandboxes), appended to cmds: this slot's own old table, and those of slots
+ * nobody holds (a slot whose lock can be taken has no live owner). The locks of the
+ * latter are taken into held[] and kept until the deletions are committed, so that no
+ * new owner can make its table in between and lose it. */
+static size_t compose_sweep(const struct cq_egress *e, char *listing, char *cmds, size_t len,
+                            int *held, size_t max_held)
+{
+    size_t n_held = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(listing, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        int slot;
+        char tail;
+        if (sscanf(line, "table inet cq_s%d%c", &slot, &tail) != 1 || slot < 0 || slot >= MAX_SLOTS)
+            continue;
+        if (slot != e->slot) {
+            if (n_held == max_held)
+                continue;
+            char path[64];
+            snprintf(path, sizeof(path), SLOT_DIR "/slot-%d", slot);
+            int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+            if (fd < 0)
+                continue;
+            if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                close(fd); /* a live owner */
+                continue;
+            }
+            held[n_held++] = fd;
+        }
+        size_t at = strlen(cmds);
+        snprintf(cmds + at, len - at, "delete table inet cq_s%d\n", slot);
+    }
+    return n_held;
+}
+
+static void attach_filter(struct nft_ctx *ctx, struct nft_job *job)
+{
+    struct cq_egress *e = job->attach;
+    /* /proc/sys/net shows the namespace of the thread that opens it: this one. */
+    int fd = open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "1", 1) != 1) {
+        job->code = errno;
+        snprintf(job->error, sizeof(job->error), "turn on forwarding in the egress namespace: %s",
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    close(fd);
+    if (nft_run(ctx, "list tables inet\n", job) < 0)
+        return;
+    const char *out = nft_ctx_get_output_buffer(ctx);
+    char *listing = strdup(out != NULL ? out : "");
+    char *cmds = calloc(1, RULESET_MAX);
+    int held[64];
+    size_t n_held = 0;
+    struct cq_error err = {0};
+    if (listing == NULL || cmds == NULL) {
+        job->code = ENOMEM;
+        snprintf(job->error, sizeof(job->error), "egress ruleset");
+    } else {
+        n_held = compose_sweep(e, listing, cmds, RULESET_MAX / 2, held, 64);
+        size_t at = strlen(cmds);
+        if (write_ruleset(e, job->hosts, cmds + at, RULESET_MAX - at, &err) < 0) {
+            job->code = err.code;
+            snprintf(job->error, sizeof(job->error), "%s", err.msg);
+        } else {
+            nft_run(ctx, cmds, job);
+        }
+    }
+    for (size_t i = 0; i < n_held; i++)
+        close(held[i]);
+    free(listing);
+    free(cmds);
+}
 
 static void *nft_in_netns(void *arg)
 {
@@ -138,19 +236,6 @@ static void *nft_in_netns(void *arg)
         snprintf(job->error, sizeof(job->error), "enter the egress namespace: %s", strerror(errno));
         return NULL;
     }
-    if (job->forwarding) {
-        /* /proc/sys/net shows the namespace of the thread that opens it: this one. */
-        int fd = open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, "1", 1) != 1) {
-            job->code = errno;
-            snprintf(job->error, sizeof(job->error),
-                     "turn on forwarding in the egress namespace: %s", strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            return NULL;
-        }
-        close(fd);
-    }
     struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
     if (ctx == NULL) {
         job->code = ENOMEM;
@@ -159,93 +244,31 @@ static void *nft_in_netns(void *arg)
     }
     nft_ctx_buffer_output(ctx);
     nft_ctx_buffer_error(ctx);
-    if (nft_run_cmd_from_buffer(ctx, job->commands) != 0) {
-        job->code = EINVAL;
-        const char *msg = nft_ctx_get_error_buffer(ctx);
-        snprintf(job->error, sizeof(job->error), "nftables: %s", msg != NULL ? msg : "failed");
-        /* nft's messages end with a newline and quote the input: keep the first line. */
-        char *nl = strchr(job->error, '\n');
-        if (nl != NULL)
-            *nl = '\0';
-    } else if (job->output != NULL) {
-        const char *out = nft_ctx_get_output_buffer(ctx);
-        snprintf(job->output, job->output_len, "%s", out != NULL ? out : "");
-    }
+    if (job->attach != NULL)
+        attach_filter(ctx, job);
+    else
+        nft_run(ctx, job->commands, job);
     nft_ctx_free(ctx);
     return NULL;
 }
 
-static int run_job(struct nft_job *job_in, struct cq_error *err);
-
-static int run_nft(int netns_fd, const char *commands, bool forwarding, struct cq_error *err)
+static int run_job(struct nft_job *job, struct cq_error *err)
 {
-    struct nft_job job = {.netns_fd = netns_fd, .commands = commands, .forwarding = forwarding};
-    return run_job(&job, err);
-}
-
-static int run_nft_output(int netns_fd, const char *commands, char *out, size_t len)
-{
-    struct nft_job job = {
-        .netns_fd = netns_fd, .commands = commands, .output = out, .output_len = len};
-    return run_job(&job, NULL);
-}
-
-static int run_job(struct nft_job *job_in, struct cq_error *err)
-{
-    struct nft_job job = *job_in;
     pthread_t t;
     pthread_mutex_lock(&nft_lock);
-    int rc = pthread_create(&t, NULL, nft_in_netns, &job);
+    int rc = pthread_create(&t, NULL, nft_in_netns, job);
     if (rc == 0)
         pthread_join(t, NULL);
     pthread_mutex_unlock(&nft_lock);
     if (rc != 0)
         return cq_error_sys(err, rc, "thread for nftables");
-    if (job.code != 0)
-        return cq_error_set(err, job.code, "%s", job.error);
-    *job_in = job;
+    if (job->code != 0)
+        return cq_error_set(err, job->code, "%s", job->error);
     return 0;
 }
 
-/* Tables of slots nobody holds: left by supervisors killed with SIGKILL (their links
- * went with their sandboxes). Done by a process's first attach (a worker's start, or
- * each one-shot `codeq sandbox`): a slot whose lock can be taken has no live owner, so
- * its table goes. */
-static void sweep_stale_tables(struct cq_egress *e)
-{
-    static pthread_mutex_t once_lock = PTHREAD_MUTEX_INITIALIZER;
-    static bool swept;
-    pthread_mutex_lock(&once_lock);
-    bool first = !swept;
-    swept = true;
-    pthread_mutex_unlock(&once_lock);
-    if (!first)
-        return;
-    char listing[8192] = "";
-    if (run_nft_output(e->netns_fd, "list tables inet\n", listing, sizeof(listing)) < 0)
-        return;
-    char *save = NULL;
-    for (char *line = strtok_r(listing, "\n", &save); line != NULL;
-         line = strtok_r(NULL, "\n", &save)) {
-        int slot;
-        char tail;
-        if (sscanf(line, "table inet cq_s%d%c", &slot, &tail) != 1 || slot < 0 ||
-            slot >= MAX_SLOTS || slot == e->slot)
-            continue;
-        struct cq_egress other;
-        cq_egress_init(&other);
-        if (take_slot(&other, slot, NULL) < 0 || other.slot != slot) {
-            give_slot_back(&other);
-            continue;
-        }
-        char cmd[64];
-        snprintf(cmd, sizeof(cmd), "delete table inet cq_s%d\n", slot);
-        run_nft(e->netns_fd, cmd, false, NULL);
-        give_slot_back(&other);
-    }
-}
-
-/* The host's own IPv4 addresses, as nft set elements ("a, b, c"), deduplicated. */
+/* The host's own IPv4 addresses, as nft set elements ("a, b, c"), deduplicated. Those of
+ * the calling thread's network namespace: call it from the host's. */
 static void host_elements(char *buf, size_t len)
 {
     buf[0] = '\0';
@@ -271,26 +294,22 @@ static void host_elements(char *buf, size_t len)
     freeifaddrs(list);
 }
 
-static int write_ruleset(const struct cq_egress *e, char *buf, size_t len, struct cq_error *err)
+static int write_ruleset(const struct cq_egress *e, const char *hosts, char *buf, size_t len,
+                         struct cq_error *err)
 {
-    char refused[512] = "", range[CQ_NET_DEST_TEXT], hosts[HOST_ADDRS * 18] = "";
+    char refused[512] = "", range[CQ_NET_DEST_TEXT];
     for (size_t i = 0; cq_net_nonpublic_v4(i, range, sizeof(range)); i++) {
         size_t at = strlen(refused);
         snprintf(refused + at, sizeof(refused) - at, "%s%s", i ? ", " : "", range);
     }
-    host_elements(hosts, sizeof(hosts));
     struct cq_net_addr sb = slot_addr(e->slot, 2);
-    char sbt[INET_ADDRSTRLEN], hostset[sizeof(hosts) + 32] = "";
+    char sbt[INET_ADDRSTRLEN], hostset[HOST_ADDRS * 18 + 32] = "";
     addr_text(&sb, sbt, sizeof(sbt));
     if (hosts[0] != '\0')
         snprintf(hostset, sizeof(hostset), "elements = { %s }", hosts);
     int s = e->slot;
-    /* A table of this slot left by a killed supervisor is replaced: `add` makes sure it
-     * exists so that `delete` cannot fail, all in one transaction. */
     int n = snprintf(
         buf, len,
-        "add table inet cq_s%d\n"
-        "delete table inet cq_s%d\n"
         "table inet cq_s%d {\n"
         "  set refused { type ipv4_addr; flags interval; elements = { %s } }\n"
         "  set host { type ipv4_addr; %s }\n"
@@ -317,7 +336,7 @@ static int write_ruleset(const struct cq_egress *e, char *buf, size_t len, struc
         "    ip saddr %s masquerade\n"
         "  }\n"
         "}\n",
-        s, s, s, refused, hostset, s, sbt, s, s, s, s, s, s, s, s, s, s, s, sbt);
+        s, refused, hostset, s, sbt, s, s, s, s, s, s, s, s, s, s, s, sbt);
     if (n < 0 || (size_t)n >= len)
         return cq_error_set(err, CQ_EINTERNAL, "egress ruleset longer than %zu bytes", len);
     return 0;
@@ -380,17 +399,14 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
         if (err == NULL || err->code != EEXIST || tries == 16)
             return -1;
     }
-    char *rules = malloc(RULESET_MAX);
-    if (rules == NULL)
-        return cq_error_sys(err, ENOMEM, "egress ruleset");
-    int rc = write_ruleset(e, rules, RULESET_MAX, err);
-    if (rc == 0)
-        rc = run_nft(e->netns_fd, rules, true, err);
-    free(rules);
-    if (rc < 0)
+    /* Here, in the caller's (the host's) namespace: getifaddrs asks the namespace of
+     * the thread that calls it, and the nftables thread is in the egress namespace. */
+    char hosts[HOST_ADDRS * 18];
+    host_elements(hosts, sizeof(hosts));
+    struct nft_job job = {.netns_fd = e->netns_fd, .attach = e, .hosts = hosts};
+    if (run_job(&job, err) < 0)
         return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
     e->table_made = true;
-    sweep_stale_tables(e);
     if (configure_links(e, sandbox_fd, link, err) < 0)
         return cq_error_prefix(err, "egress link");
     return 0;
@@ -402,7 +418,8 @@ void cq_egress_detach(struct cq_egress *e)
         char cmd[96];
         if (e->table_made) {
             snprintf(cmd, sizeof(cmd), "delete table inet cq_s%d\n", e->slot);
-            run_nft(e->netns_fd, cmd, false, NULL);
+            struct nft_job job = {.netns_fd = e->netns_fd, .commands = cmd};
+            run_job(&job, NULL);
         }
         if (e->nl >= 0) {
             char link[16];
