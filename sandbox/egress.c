@@ -352,6 +352,16 @@ static int open_netns(const char *path, struct cq_error *err)
     int type = ioctl(fd, NS_GET_NSTYPE);
     if (type != CLONE_NEWNET)
         return cq_error_set(err, CQ_EINVALID, "%s is not a network namespace", path);
+    /* codeq turns on forwarding and adds rules in the egress namespace: never in the
+     * namespace it runs in itself (the host's), whose configuration is not codeq's. */
+    struct stat given, own;
+    if (fstat(fd, &given) < 0 || stat("/proc/self/ns/net", &own) < 0)
+        return cq_error_sys(err, errno, "compare %s with codeq's own network namespace", path);
+    if (given.st_dev == own.st_dev && given.st_ino == own.st_ino)
+        return cq_error_set(err, CQ_EINVALID,
+                            "%s is codeq's own network namespace; the egress namespace must be "
+                            "another one",
+                            path);
     return cq_steal_fd(&fd);
 }
 

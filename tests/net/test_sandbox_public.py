@@ -275,3 +275,11 @@ def test_none_is_still_loopback_only_and_bad_options_are_refused(net, egress):
     r = subprocess.run([CODEQ, "sandbox", "--network", "public", "--egress-netns", "/tmp", "--",
                         "true"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 125 and "/tmp is not a network namespace" in r.stderr, r.stderr
+    # Never the host's own namespace: codeq would turn on forwarding and add rules there.
+    host_rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    r = subprocess.run([CODEQ, "sandbox", "--network", "public", "--egress-netns",
+                        f"/proc/{os.getpid()}/ns/net", "--", "true"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 125 and "codeq's own network namespace" in r.stderr, r.stderr
+    assert subprocess.run(["nft", "list", "ruleset"], capture_output=True,
+                          text=True).stdout == host_rules
