@@ -175,6 +175,29 @@ def test_host_loopback_and_the_fleets_ports_are_out_of_reach(net, egress):
     assert out == {"kafka": "ECONNREFUSED", "redis": "ECONNREFUSED"}
 
 
+def test_a_rebinding_name_reaches_nothing_of_the_host(net, egress):
+    # rebind.example.test answers a test host first, then 127.0.0.1: a sandbox that
+    # follows it reaches its own loopback, never the host's listener.
+    accepted = []
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 26093))
+        listener.listen(1)
+        listener.settimeout(0.1)
+        out = probe(net, egress, {
+            "first": "resolve('rebind.example.test')",
+            "second": "resolve('rebind.example.test')",
+            "follow": "tcp(resolve('rebind.example.test')[0], 26093)",
+        })
+        try:
+            accepted.append(listener.accept())
+        except socket.timeout:
+            pass
+    assert out["first"] == ["198.51.100.80"]
+    assert out["second"] == ["127.0.0.1"]
+    assert out["follow"] == "ECONNREFUSED" and accepted == []
+
+
 def test_host_addresses_are_in_the_filter(net, egress):
     # The host is not routable from this egress namespace at all, so show the rule
     # itself: while a sandbox runs, its table refuses the host's own addresses.
