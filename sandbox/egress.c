@@ -4,23 +4,25 @@
  * end of a veth pair whose other end, `cqe<slot>`, is in the egress namespace. Each
  * sandbox holds a slot (a number, locked with flock on /run/codeq/egress/slot-<n> for
  * as long as it lives, so a killed supervisor's slot frees itself), which gives it its
- * link names, its nftables table `inet cq_s<slot>` and a /30 of 100.127.0.0/16:
- * .1 on the egress side, .2 in the sandbox, with a default route via .1.
+ * link names, its nftables table `inet cq_s<slot>`, a /30 of 100.127.0.0/16 and a /64
+ * of fd63:6f64:6571::/48 (codeq's unique local prefix): .1 and ::1 on the egress side,
+ * .2 and ::2 in the sandbox, with default routes via the former.
  *
  * The table, in the egress namespace, is installed before any link is up and before
  * sandboxed code runs. For traffic from the sandbox's link it:
- *  - drops any source but the sandbox's address (raw sockets are denied by seccomp
- *    anyway; this does not depend on it) and all IPv6 (IPv6 is off: the sandbox has no
- *    IPv6 address);
+ *  - drops any source but the sandbox's addresses (raw sockets are denied by seccomp
+ *    anyway; this does not depend on it);
  *  - rejects every non-public IPv4 range (sandbox/netpolicy.c's classes: loopback,
  *    link-local with 169.254.169.254, private, CGNAT and with it every other sandbox's
- *    link, multicast, reserved) and the host's own addresses, with a TCP reset or an
- *    ICMP error so that code fails at once instead of hanging;
+ *    link, multicast, reserved), every IPv6 address outside global unicast (so also
+ *    ULAs and every other sandbox's, link-local, multicast, IPv4-mapped and NAT64),
+ *    Teredo and 6to4, and the host's own addresses, with a TCP reset or an ICMP error
+ *    so that code fails at once instead of hanging;
  *  - rejects TCP and UDP to the egress namespace itself, and anything but TCP and UDP;
  *  - forwards the rest, masqueraded to the egress namespace's own address;
  * and for traffic towards the sandbox's link it lets through only replies of
  * connections the sandbox opened: nothing can connect in.
- * The egress namespace gets IPv4 forwarding on (in that namespace only).
+ * The egress namespace gets IPv4 and IPv6 forwarding on (in that namespace only).
  *
  * Every netlink socket and the nftables context are made by a thread that entered the
  * egress (or sandbox) namespace, so the caller's threads never change namespace.
@@ -59,6 +61,19 @@ void cq_egress_init(struct cq_egress *e)
     e->netns_fd = -1;
     e->nl = -1;
     e->table_made = false;
+}
+
+/* IPv6: fd63:6f64:6571:<slot>::<host>/64, a unique local prefix of codeq's, masqueraded
+ * like the IPv4 link. */
+static struct cq_net_addr slot_addr6(int slot, int host)
+{
+    struct cq_net_addr a = {.family = AF_INET6};
+    static const uint8_t prefix[6] = {0xfd, 0x63, 0x6f, 0x64, 0x65, 0x71};
+    memcpy(a.bytes, prefix, sizeof(prefix));
+    a.bytes[6] = (uint8_t)(slot >> 8);
+    a.bytes[7] = (uint8_t)slot;
+    a.bytes[15] = (uint8_t)host;
+    return a;
 }
 
 /* 100.127.0.0 + 4 * slot + host (1: egress side, 2: sandbox). */
@@ -125,8 +140,9 @@ static void give_slot_back(struct cq_egress *e)
 struct nft_job {
     int netns_fd;
     struct cq_egress *attach; /* attach: list, sweep, install this slot's table */
-    const char *hosts;        /* attach: the host's addresses, read in the host's namespace */
-    const char *commands;     /* otherwise: these commands as they are */
+    const char *hosts4;       /* attach: the host's addresses, read in the host's namespace */
+    const char *hosts6;
+    const char *commands; /* otherwise: these commands as they are */
     int code;
     char error[400];
 };
@@ -134,8 +150,8 @@ struct nft_job {
 /* libnftables keeps global state behind its contexts: one at a time. */
 static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int write_ruleset(const struct cq_egress *e, const char *hosts, char *buf, size_t len,
-                         struct cq_error *err);
+static int write_ruleset(const struct cq_egress *e, const char *hosts4, const char *hosts6,
+                         char *buf, size_t len, struct cq_error *err);
 
 static int nft_run(struct nft_ctx *ctx, const char *commands, struct nft_job *job)
 {
@@ -191,16 +207,22 @@ static void attach_filter(struct nft_ctx *ctx, struct nft_job *job)
 {
     struct cq_egress *e = job->attach;
     /* /proc/sys/net shows the namespace of the thread that opens it: this one. */
-    int fd = open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, "1", 1) != 1) {
-        job->code = errno;
-        snprintf(job->error, sizeof(job->error), "turn on forwarding in the egress namespace: %s",
-                 strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return;
+    static const char *const forwarding[] = {"/proc/sys/net/ipv4/ip_forward",
+                                             "/proc/sys/net/ipv6/conf/all/forwarding"};
+    for (size_t i = 0; i < sizeof(forwarding) / sizeof(forwarding[0]); i++) {
+        int fd = open(forwarding[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "1", 1) != 1) {
+            job->code = errno;
+            snprintf(job->error, sizeof(job->error),
+                     "turn on forwarding in the egress namespace "
+                     "(%s): %s",
+                     forwarding[i], strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return;
+        }
+        close(fd);
     }
-    close(fd);
     if (nft_run(ctx, "list tables inet\n", job) < 0)
         return;
     const char *out = nft_ctx_get_output_buffer(ctx);
@@ -215,7 +237,7 @@ static void attach_filter(struct nft_ctx *ctx, struct nft_job *job)
     } else {
         n_held = compose_sweep(e, listing, cmds, RULESET_MAX / 2, held, 64);
         size_t at = strlen(cmds);
-        if (write_ruleset(e, job->hosts, cmds + at, RULESET_MAX - at, &err) < 0) {
+        if (write_ruleset(e, job->hosts4, job->hosts6, cmds + at, RULESET_MAX - at, &err) < 0) {
             job->code = err.code;
             snprintf(job->error, sizeof(job->error), "%s", err.msg);
         } else {
@@ -267,76 +289,110 @@ static int run_job(struct nft_job *job, struct cq_error *err)
     return 0;
 }
 
-/* The host's own IPv4 addresses, as nft set elements ("a, b, c"), deduplicated. Those of
- * the calling thread's network namespace: call it from the host's. */
-static void host_elements(char *buf, size_t len)
+/* The host's own addresses of a family, as nft set elements ("a, b, c"), deduplicated;
+ * for IPv6 only public ones (the filter refuses all others anyway). Those of the calling
+ * thread's network namespace: call it from the host's. */
+static void host_elements(int family, char *buf, size_t len)
 {
     buf[0] = '\0';
     struct ifaddrs *list = NULL;
     if (getifaddrs(&list) < 0)
         return;
-    char seen[HOST_ADDRS][INET_ADDRSTRLEN];
+    char seen[HOST_ADDRS][INET6_ADDRSTRLEN];
     size_t n = 0;
     for (struct ifaddrs *i = list; i != NULL && n < HOST_ADDRS; i = i->ifa_next) {
-        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET)
+        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != family)
             continue;
-        char text[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, text, sizeof(text));
+        struct cq_net_addr a = {.family = family};
+        if (family == AF_INET)
+            memcpy(a.bytes, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, 4);
+        else
+            memcpy(a.bytes, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16);
+        if (family == AF_INET6 && cq_net_classify(&a) != CQ_NET_CLASS_PUBLIC)
+            continue;
+        char text[INET6_ADDRSTRLEN];
+        addr_text(&a, text, sizeof(text));
         bool dup = false;
         for (size_t k = 0; k < n && !dup; k++)
             dup = strcmp(seen[k], text) == 0;
         if (dup)
             continue;
-        snprintf(seen[n++], INET_ADDRSTRLEN, "%s", text);
+        snprintf(seen[n++], INET6_ADDRSTRLEN, "%s", text);
         size_t at = strlen(buf);
         snprintf(buf + at, len - at, "%s%s", at ? ", " : "", text);
     }
     freeifaddrs(list);
 }
 
-static int write_ruleset(const struct cq_egress *e, const char *hosts, char *buf, size_t len,
-                         struct cq_error *err)
+/* "elements = { ... }" for a set, or nothing for an empty one. */
+static void set_elements(const char *list, char *buf, size_t len)
+{
+    if (list[0] == '\0')
+        buf[0] = '\0';
+    else
+        snprintf(buf, len, "elements = { %s }", list);
+}
+
+static int write_ruleset(const struct cq_egress *e, const char *hosts4, const char *hosts6,
+                         char *buf, size_t len, struct cq_error *err)
 {
     char refused[512] = "", range[CQ_NET_DEST_TEXT];
     for (size_t i = 0; cq_net_nonpublic_v4(i, range, sizeof(range)); i++) {
         size_t at = strlen(refused);
         snprintf(refused + at, sizeof(refused) - at, "%s%s", i ? ", " : "", range);
     }
-    struct cq_net_addr sb = slot_addr(e->slot, 2);
-    char sbt[INET_ADDRSTRLEN], hostset[HOST_ADDRS * 18 + 32] = "";
+    struct cq_net_addr sb = slot_addr(e->slot, 2), sb6 = slot_addr6(e->slot, 2);
+    char sbt[INET_ADDRSTRLEN], sbt6[INET6_ADDRSTRLEN];
+    char set4[HOST_ADDRS * INET6_ADDRSTRLEN + 32], set6[HOST_ADDRS * INET6_ADDRSTRLEN + 32];
     addr_text(&sb, sbt, sizeof(sbt));
-    if (hosts[0] != '\0')
-        snprintf(hostset, sizeof(hostset), "elements = { %s }", hosts);
+    addr_text(&sb6, sbt6, sizeof(sbt6));
+    set_elements(hosts4, set4, sizeof(set4));
+    set_elements(hosts6, set6, sizeof(set6));
     int s = e->slot;
+    /* IPv6: only global unicast (2000::/3) is public, less 2001::/23 (Teredo and other
+     * IETF assignments) and 2002::/16 (6to4, which carries an IPv4 address: refused
+     * whole rather than decoded). Neighbour discovery with the egress side is let in,
+     * or IPv6 could not work on the link at all. */
     int n = snprintf(
         buf, len,
         "table inet cq_s%d {\n"
         "  set refused { type ipv4_addr; flags interval; elements = { %s } }\n"
         "  set host { type ipv4_addr; %s }\n"
+        "  set refused6 { type ipv6_addr; flags interval; elements = { 2001::/23, 2002::/16 } }\n"
+        "  set host6 { type ipv6_addr; %s }\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter - 1; policy accept;\n"
-        "    iifname \"cqe%d\" ip saddr != %s drop\n"
-        "    iifname \"cqe%d\" meta nfproto != ipv4 drop\n"
+        "    iifname \"cqe%d\" meta nfproto ipv4 ip saddr != %s drop\n"
+        "    iifname \"cqe%d\" meta nfproto ipv6 ip6 saddr != %s drop\n"
         "    iifname \"cqe%d\" meta l4proto != { tcp, udp } reject with icmpx admin-prohibited\n"
         "    iifname \"cqe%d\" ip daddr @refused meta l4proto tcp reject with tcp reset\n"
         "    iifname \"cqe%d\" ip daddr @refused reject with icmpx admin-prohibited\n"
         "    iifname \"cqe%d\" ip daddr @host meta l4proto tcp reject with tcp reset\n"
         "    iifname \"cqe%d\" ip daddr @host reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip6 daddr != 2000::/3 meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip6 daddr != 2000::/3 reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip6 daddr @refused6 meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip6 daddr @refused6 reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip6 daddr @host6 meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip6 daddr @host6 reject with icmpx admin-prohibited\n"
         "    iifname \"cqe%d\" accept\n"
         "    oifname \"cqe%d\" ct state established,related accept\n"
         "    oifname \"cqe%d\" drop\n"
         "  }\n"
         "  chain input {\n"
         "    type filter hook input priority filter - 1; policy accept;\n"
+        "    iifname \"cqe%d\" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n"
         "    iifname \"cqe%d\" meta l4proto tcp reject with tcp reset\n"
         "    iifname \"cqe%d\" reject with icmpx admin-prohibited\n"
         "  }\n"
         "  chain postrouting {\n"
         "    type nat hook postrouting priority srcnat; policy accept;\n"
         "    ip saddr %s masquerade\n"
+        "    ip6 saddr %s masquerade\n"
         "  }\n"
         "}\n",
-        s, refused, hostset, s, sbt, s, s, s, s, s, s, s, s, s, s, s, sbt);
+        s, refused, set4, set6, s, sbt, s, sbt6, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s,
+        sbt, sbt6);
     if (n < 0 || (size_t)n >= len)
         return cq_error_set(err, CQ_EINTERNAL, "egress ruleset longer than %zu bytes", len);
     return 0;
@@ -370,16 +426,19 @@ static int configure_links(struct cq_egress *e, int sandbox_fd, const char *link
                            struct cq_error *err)
 {
     struct cq_net_addr gw = slot_addr(e->slot, 1), sb = slot_addr(e->slot, 2);
+    struct cq_net_addr gw6 = slot_addr6(e->slot, 1), sb6 = slot_addr6(e->slot, 2);
     int idx = cq_nl_link_index(e->nl, link, err);
     if (idx < 0 || cq_nl_addr_add(e->nl, idx, &gw, 30, err) < 0 ||
-        cq_nl_link_up(e->nl, idx, err) < 0)
+        cq_nl_addr_add(e->nl, idx, &gw6, 64, err) < 0 || cq_nl_link_up(e->nl, idx, err) < 0)
         return -1;
     cq_autoclose int nl_sb = cq_nl_open(sandbox_fd, err);
     if (nl_sb < 0)
         return -1;
     int sidx = cq_nl_link_index(nl_sb, "eth0", err);
     if (sidx < 0 || cq_nl_addr_add(nl_sb, sidx, &sb, 30, err) < 0 ||
-        cq_nl_link_up(nl_sb, sidx, err) < 0 || cq_nl_route_default(nl_sb, sidx, &gw, err) < 0)
+        cq_nl_addr_add(nl_sb, sidx, &sb6, 64, err) < 0 || cq_nl_link_up(nl_sb, sidx, err) < 0 ||
+        cq_nl_route_default(nl_sb, sidx, &gw, err) < 0 ||
+        cq_nl_route_default(nl_sb, sidx, &gw6, err) < 0)
         return -1;
     return 0;
 }
@@ -411,9 +470,10 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
     }
     /* Here, in the caller's (the host's) namespace: getifaddrs asks the namespace of
      * the thread that calls it, and the nftables thread is in the egress namespace. */
-    char hosts[HOST_ADDRS * 18];
-    host_elements(hosts, sizeof(hosts));
-    struct nft_job job = {.netns_fd = e->netns_fd, .attach = e, .hosts = hosts};
+    char hosts4[HOST_ADDRS * INET6_ADDRSTRLEN], hosts6[HOST_ADDRS * INET6_ADDRSTRLEN];
+    host_elements(AF_INET, hosts4, sizeof(hosts4));
+    host_elements(AF_INET6, hosts6, sizeof(hosts6));
+    struct nft_job job = {.netns_fd = e->netns_fd, .attach = e, .hosts4 = hosts4, .hosts6 = hosts6};
     if (run_job(&job, err) < 0)
         return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
     e->table_made = true;
