@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "common/cleanup.h"
 #include "common/units.h"
+#include "sandbox/netpolicy.h"
 #include "sandbox/sandbox.h"
 
 #include <errno.h>
@@ -33,8 +34,9 @@ static void usage(FILE *out)
             "\n"
             "Runs CMD in a fresh sandbox and destroys the sandbox afterwards. CMD runs as an\n"
             "unprivileged user without capabilities, under seccomp, with no network but\n"
-            "loopback, on a read-only copy of the host's runtime (/usr, /etc subset), with a\n"
-            "private /tmp and a private /workspace as its working directory.\n"
+            "loopback (see --network), on a read-only copy of the host's runtime (/usr,\n"
+            "/etc subset), with a private /tmp and a private /workspace as its working\n"
+            "directory.\n"
             "\n"
             "options:\n"
             "  --memory SIZE        memory limit, swap included (default %s)\n"
@@ -54,6 +56,14 @@ static void usage(FILE *out)
             "  --report FILE        write a JSON report: exit_code, signal, timed_out,\n"
             "                       oom_killed, wall_ms, cpu_ms, peak_memory_bytes,\n"
             "                       output_truncated, output_bytes, pids_limit_hit\n"
+            "  --network MODE       none (default: only loopback) or public (public\n"
+            "                       addresses, TCP and UDP, through --egress-netns; never\n"
+            "                       the host, loopback, link-local, private ranges or\n"
+            "                       another sandbox)\n"
+            "  --egress-netns PATH  the network namespace public traffic leaves through\n"
+            "                       (e.g. /run/netns/NAME); required with public for now\n"
+            "  --dns IP             the resolver the sandbox uses (public address; without\n"
+            "                       it names do not resolve)\n"
             "  -h, --help           show this help\n"
             "\n"
             "SIZE takes K, M, G or T suffixes (powers of 1024).\n"
@@ -130,7 +140,10 @@ static int parse_options(int argc, char **argv, struct options *o)
         OPT_WORKSPACE,
         OPT_ENV,
         OPT_OUTPUT_LIMIT,
-        OPT_REPORT
+        OPT_REPORT,
+        OPT_NETWORK,
+        OPT_EGRESS_NETNS,
+        OPT_DNS
     };
     static const struct option longopts[] = {
         {"memory", required_argument, NULL, OPT_MEMORY},
@@ -142,6 +155,9 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"env", required_argument, NULL, OPT_ENV},
         {"output-limit", required_argument, NULL, OPT_OUTPUT_LIMIT},
         {"report", required_argument, NULL, OPT_REPORT},
+        {"network", required_argument, NULL, OPT_NETWORK},
+        {"egress-netns", required_argument, NULL, OPT_EGRESS_NETNS},
+        {"dns", required_argument, NULL, OPT_DNS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -207,6 +223,16 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case OPT_REPORT:
             o->report_path = optarg;
+            break;
+        case OPT_NETWORK:
+            if (cq_net_mode_parse(optarg, &o->config.network, &err) < 0)
+                return cq_usage_error("sandbox", "--network: %s", err.msg);
+            break;
+        case OPT_EGRESS_NETNS:
+            o->config.egress_netns = optarg;
+            break;
+        case OPT_DNS:
+            o->config.dns = optarg;
             break;
         default:
             return cq_usage_error("sandbox", "unknown or incomplete option '%s'", argv[optind - 1]);

@@ -13,7 +13,7 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         gcc libc6-dev cmake ninja-build pkg-config \
         libseccomp-dev libjansson-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler \
-        dpkg-dev libssl-dev \
+        libnftables-dev dpkg-dev libssl-dev \
         npm ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -35,12 +35,12 @@ RUN cmake -S . -B /build -G Ninja -DCODEQ_TESTS=OFF -DCMAKE_INSTALL_PREFIX=/usr/
     && DESTDIR=/stage cmake --install /build
 
 FROM debian:12
-# libjansson4 ... libssl3: what codeq-worker links (ldd; hiredis is in it, static), with
+# libjansson4 ... libnftables1: what codeq-worker links (ldd; hiredis is in it, static), with
 # their dependencies.
 # python3 ... nodejs: the runtime of sandboxed code, the list of scripts/setup.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libjansson4 librdkafka1 libprotobuf-c1 libssl3 \
+        libjansson4 librdkafka1 libprotobuf-c1 libssl3 libnftables1 \
         python3 python3-numpy python3-pandas python3-matplotlib python3-scipy python3-sklearn \
         python3-seaborn python3-pil python3-openpyxl python3-sympy \
         nodejs \

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "sandbox/sandbox.h"
 #include "sandbox/internal.h"
+#include "sandbox/netpolicy.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -47,6 +48,39 @@ int cq_env_entry_validate(const char *entry, struct cq_error *err)
     return 0;
 }
 
+static int validate_network(const struct cq_sandbox_config *cfg, struct cq_error *err)
+{
+    if (cfg->network == CQ_NETWORK_ALLOWLIST)
+        return cq_error_set(err, CQ_EINVALID, "network mode ALLOWLIST is not supported yet");
+    if (cfg->network != CQ_NETWORK_NONE && cfg->network != CQ_NETWORK_PUBLIC)
+        return cq_error_set(err, CQ_EINVALID, "unknown network mode %d", (int)cfg->network);
+    if (cfg->network == CQ_NETWORK_NONE) {
+        if (cfg->egress_netns != NULL || cfg->dns != NULL)
+            return cq_error_set(err, CQ_EINVALID,
+                                "an egress namespace and a resolver are for network mode "
+                                "PUBLIC, not NONE");
+        return 0;
+    }
+    /* The default uplink (codeq's own egress namespace, pasta) is not built yet. */
+    if (cfg->egress_netns == NULL || cfg->egress_netns[0] != '/')
+        return cq_error_set(err, CQ_EINVALID,
+                            "network mode PUBLIC needs an egress namespace (an absolute path, "
+                            "e.g. /run/netns/NAME)");
+    if (cfg->dns != NULL) {
+        struct cq_net_addr a;
+        if (cq_net_addr_parse(cfg->dns, &a) < 0)
+            return cq_error_set(err, CQ_EINVALID, "resolver '%s' is not an IP address", cfg->dns);
+        /* Until codeq has its own resolver the sandbox talks to this one directly, so
+         * it must be an address the sandbox may reach. */
+        if (cq_net_classify(&a) != CQ_NET_CLASS_PUBLIC)
+            return cq_error_set(err, CQ_EINVALID,
+                                "resolver %s is a %s address, which a sandbox may not reach; "
+                                "give a public one",
+                                cfg->dns, cq_net_class_name(cq_net_classify(&a)));
+    }
+    return 0;
+}
+
 int cq_sandbox_config_validate(const struct cq_sandbox_config *cfg, struct cq_error *err)
 {
     const struct cq_sandbox_limits *l = &cfg->limits;
@@ -86,8 +120,8 @@ int cq_sandbox_config_validate(const struct cq_sandbox_config *cfg, struct cq_er
                                 b->host_path != NULL ? b->host_path : "(null)",
                                 b->sandbox_path != NULL ? b->sandbox_path : "(null)");
     }
-    if (cfg->network != CQ_NETWORK_NONE)
-        return cq_error_set(err, CQ_EINVALID, "unknown network mode %d", (int)cfg->network);
+    if (validate_network(cfg, err) < 0)
+        return -1;
     const char *h = cfg->hostname != NULL ? cfg->hostname : "codeq";
     size_t hlen = strlen(h);
     if (hlen == 0 || hlen > 63 ||

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <sys/types.h>
 #include "sandbox/cgroup.h"
+#include "sandbox/egress.h"
 #include "sandbox/sandbox.h"
 
 struct cq_sandbox {
@@ -19,6 +20,7 @@ struct cq_sandbox {
     size_t env_count;
     int workspace_fd;            /* O_PATH of /workspace, opened before any code ran */
     uint32_t user_uid, user_gid; /* host ids of sandboxed code */
+    struct cq_egress egress;     /* network mode PUBLIC: its link and filter */
 };
 
 int cq_env_entry_validate(const char *entry, struct cq_error *err);

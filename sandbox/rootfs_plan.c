@@ -23,7 +23,8 @@ static const char *const runtime_top[] = {"/bin", "/sbin", "/lib", "/lib32", "/l
 
 /* /etc entries the runtime needs; missing ones are skipped. Not included on purpose:
  * shadow, gshadow, sudoers, ssh, machine-id (identifies the host), hostname,
- * resolv.conf (no network), passwd and group (generated below). */
+ * resolv.conf (the host's resolver is no business of a sandbox's; written below in
+ * network mode PUBLIC), passwd and group (generated below). */
 static const char *const etc_allowlist[] = {
     "alternatives", "ld.so.cache",   "ld.so.conf", "ld.so.conf.d",    "localtime",
     "timezone",     "nsswitch.conf", "host.conf",  "gai.conf",        "protocols",
@@ -126,6 +127,10 @@ int cq_rootfs_plan_write(const struct cq_sandbox_config *cfg, struct cq_msg_writ
     put_file(w, "/etc/hosts", text);
     snprintf(text, sizeof(text), "%s\n", hostname);
     put_file(w, "/etc/hostname", text);
+    if (cfg->network != CQ_NETWORK_NONE && cfg->dns != NULL) {
+        snprintf(text, sizeof(text), "nameserver %s\noptions timeout:2 attempts:2\n", cfg->dns);
+        put_file(w, "/etc/resolv.conf", text);
+    }
 
     for (size_t i = 0; i < cfg->n_binds; i++)
         put(w, CQ_MOUNT_BIND_RO, 0, cfg->binds[i].host_path, cfg->binds[i].sandbox_path);

@@ -52,7 +52,9 @@ struct cq_sandbox_limits {
 };
 
 enum cq_network_mode {
-    CQ_NETWORK_NONE = 0, /* a network namespace with only loopback */
+    CQ_NETWORK_NONE = 0,  /* a network namespace with only loopback */
+    CQ_NETWORK_PUBLIC,    /* public addresses, through egress_netns (docs/security.md) */
+    CQ_NETWORK_ALLOWLIST, /* listed destinations only (issue 13: not built yet, refused) */
 };
 
 /* A host directory made visible read-only (and nosuid, nodev) inside the sandbox,
@@ -74,7 +76,14 @@ struct cq_sandbox_config {
     /* NAME=VALUE entries added to every process's environment, NULL-terminated.
      * Nothing of the host's environment is passed in. May be NULL. */
     const char *const *env;
-    const char *hostname;                /* default "codeq" */
+    const char *hostname; /* default "codeq" */
+    /* PUBLIC: the network namespace (a file: /run/netns/NAME, /proc/PID/ns/net) the
+     * sandbox's traffic leaves through; required for now. codeq adds a link, an
+     * nftables table and IPv4 forwarding there, and removes the first two at destroy. */
+    const char *egress_netns;
+    /* PUBLIC: the resolver named in the sandbox's /etc/resolv.conf, a public address;
+     * NULL: no resolv.conf (names do not resolve). */
+    const char *dns;
     const struct cq_sandbox_bind *binds; /* n_binds entries, at most CQ_SANDBOX_MAX_BINDS */
     size_t n_binds;
 };

@@ -273,6 +273,9 @@ static void free_sandbox(struct cq_sandbox *sb)
     }
     if (sb->init_pidfd >= 0)
         close(sb->init_pidfd);
+    /* After init: its network namespace, and with it the sandbox's end of the link,
+     * is gone or going; the egress side and the filter are removed here. */
+    cq_egress_detach(&sb->egress);
     cq_cgroup_destroy(&sb->cgroup);
     for (size_t i = 0; sb->env != NULL && i < sb->env_count; i++)
         free(sb->env[i]);
@@ -347,6 +350,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     sb->control_fd = -1;
     sb->init_pidfd = -1;
     sb->workspace_fd = -1;
+    cq_egress_init(&sb->egress);
     sb->user_uid = user_uid;
     sb->user_gid = user_gid;
     for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
@@ -431,6 +435,9 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         cq_error_sys(err, errno, "open the sandbox's workspace");
         goto fail;
     }
+    /* Before any process is spawned: sandboxed code never sees the network half-made. */
+    if (cfg->network == CQ_NETWORK_PUBLIC && cq_egress_attach(&sb->egress, cfg, pid, err) < 0)
+        goto fail;
     atomic_store(&sb->alive, true);
     *out = sb;
     return 0;

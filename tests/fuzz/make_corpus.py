@@ -192,6 +192,28 @@ def line_reader():
     write("fuzz_line_reader", "long-last-line", struct.pack(">H", 9) + b"short\n" + b"y" * 40)
 
 
+def netpolicy():
+    # fuzz_netpolicy: mode byte (bit 7: bounds on), family byte, 16 address bytes, port
+    # (2 bytes), protocol byte, then allowlist entries separated by newlines.
+    import socket
+
+    def seed(name, mode, fam6, address, port, proto, entries):
+        family = socket.AF_INET6 if fam6 else socket.AF_INET
+        data = (bytes([mode, 1 if fam6 else 0]) + socket.inet_pton(family, address).ljust(16, b"\0")
+                + struct.pack(">H", port) + bytes([proto]) + "\n".join(entries).encode())
+        write("fuzz_netpolicy", name, data)
+
+    seed("public-tcp", 1, False, "198.51.100.7", 80, 0, [])
+    seed("public-loopback", 1, False, "127.0.0.1", 80, 0, [])
+    seed("public-private-open", 1, False, "10.20.1.1", 5432, 0, [])
+    seed("allow-names", 2, False, "203.0.113.10", 80, 0,
+         ["files.example.test:80", "*.api.example.test", "198.51.100.0/28:7"])
+    seed("allow-v6", 2, True, "2001:db8::7", 443, 1, ["[2001:db8::7]:443", "2001:db8::/32"])
+    seed("allow-bounds", 0x82, False, "203.0.113.10", 443, 0, ["x.example.test:443", "rebind.example.test"])
+    seed("allow-hostile", 2, True, "::ffff:127.0.0.1", 80, 0,
+         ["127.1", "[fe80::1%25lo]:80", "10.0.0.1/8", "*.test", "2002:7f00:1::"])
+
+
 if __name__ == "__main__":
     kernel_lines()
     requests()
@@ -199,3 +221,4 @@ if __name__ == "__main__":
     mcp()
     auth()
     line_reader()
+    netpolicy()

@@ -150,10 +150,33 @@ END_TEST
 
 START_TEST(network_mode)
 {
-    cfg.network = (enum cq_network_mode)1;
-    expect_invalid("network mode 1", "network");
+    cfg.network = (enum cq_network_mode)3;
+    expect_invalid("network mode 3", "unknown network mode 3");
     cfg.network = (enum cq_network_mode) - 1;
     expect_invalid("network mode -1", "network");
+    cfg.network = CQ_NETWORK_ALLOWLIST;
+    expect_invalid("ALLOWLIST", "not supported yet");
+    cfg.network = CQ_NETWORK_PUBLIC;
+    expect_invalid("PUBLIC without an egress namespace", "needs an egress namespace");
+    cfg.egress_netns = "run/netns/x";
+    expect_invalid("a relative egress namespace", "absolute path");
+    cfg.egress_netns = "/run/netns/x";
+    expect_valid("PUBLIC with an egress namespace");
+    cfg.dns = "203.0.113.53";
+    expect_valid("PUBLIC with a public resolver");
+    const char *bad_dns[][2] = {{"10.0.0.2", "private"},           {"127.0.0.53", "loopback"},
+                                {"169.254.169.253", "link-local"}, {"::1", "loopback"},
+                                {"dns.example.test", "not an IP"}, {"", "not an IP"}};
+    for (size_t i = 0; i < sizeof(bad_dns) / sizeof(bad_dns[0]); i++) {
+        cfg.dns = bad_dns[i][0];
+        expect_invalid(bad_dns[i][0], bad_dns[i][1]);
+    }
+    cfg.network = CQ_NETWORK_NONE;
+    cfg.dns = NULL;
+    expect_invalid("NONE with an egress namespace", "not NONE");
+    cfg.egress_netns = NULL;
+    cfg.dns = "203.0.113.53";
+    expect_invalid("NONE with a resolver", "not NONE");
 }
 END_TEST
 

@@ -448,6 +448,26 @@ START_TEST(hostname_is_honoured)
 }
 END_TEST
 
+START_TEST(resolv_conf_only_with_a_network)
+{
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    struct plan *p = plan_of(&cfg);
+    ck_assert_int_eq(find_dst(p, "/etc/resolv.conf"), -1); /* NONE: never the host's */
+    plan_free(p);
+    cfg.network = CQ_NETWORK_PUBLIC;
+    p = plan_of(&cfg);
+    ck_assert_int_eq(find_dst(p, "/etc/resolv.conf"), -1); /* no resolver given */
+    plan_free(p);
+    cfg.dns = "203.0.113.53";
+    p = plan_of(&cfg);
+    const struct plan_op *o = must_find(p, "/etc/resolv.conf");
+    ck_assert_uint_eq(o->op.kind, CQ_MOUNT_FILE);
+    ck_assert_str_eq(o->src, "nameserver 203.0.113.53\noptions timeout:2 attempts:2\n");
+    plan_free(p);
+}
+END_TEST
+
 START_TEST(hostname_defaults_to_codeq)
 {
     struct cq_sandbox_config cfg;
@@ -503,6 +523,7 @@ static Suite *rootfs_plan_suite(void)
     tcase_add_test(tc, workspace_dir_is_bound_read_write);
     tcase_add_test(tc, hostname_is_honoured);
     tcase_add_test(tc, hostname_defaults_to_codeq);
+    tcase_add_test(tc, resolv_conf_only_with_a_network);
     tcase_add_test(tc, plan_too_large_is_an_error);
     suite_add_tcase(s, tc);
     return s;

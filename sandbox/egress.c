@@ -1,0 +1,508 @@
+/* sandbox/egress.c - network mode PUBLIC: the sandbox's way out, and its filter.
+ *
+ * The sandbox's network namespace (made by its init, with only `lo`) gets `eth0`, one
+ * end of a veth pair whose other end, `cqe<slot>`, is in the egress namespace. Each
+ * sandbox holds a slot (a number, locked with flock on /run/codeq/egress/slot-<n> for
+ * as long as it lives, so a killed supervisor's slot frees itself), which gives it its
+ * link names, its nftables table `inet cq_s<slot>`, a /30 of 100.127.0.0/16 and a /64
+ * of fd63:6f64:6571::/48 (codeq's unique local prefix): .1 and ::1 on the egress side,
+ * .2 and ::2 in the sandbox, with default routes via the former.
+ *
+ * The table, in the egress namespace, is installed before any link is up and before
+ * sandboxed code runs. For traffic from the sandbox's link it:
+ *  - drops any source but the sandbox's addresses (raw sockets are denied by seccomp
+ *    anyway; this does not depend on it);
+ *  - rejects every non-public IPv4 range (sandbox/netpolicy.c's classes: loopback,
+ *    link-local with 169.254.169.254, private, CGNAT and with it every other sandbox's
+ *    link, multicast, reserved), every IPv6 address outside global unicast (so also
+ *    ULAs and every other sandbox's, link-local, multicast, IPv4-mapped and NAT64),
+ *    Teredo and 6to4, and the host's own addresses, with a TCP reset or an ICMP error
+ *    so that code fails at once instead of hanging;
+ *  - rejects TCP and UDP to the egress namespace itself, and anything but TCP and UDP;
+ *  - forwards the rest, masqueraded to the egress namespace's own address;
+ * and for traffic towards the sandbox's link it lets through only replies of
+ * connections the sandbox opened: nothing can connect in.
+ * The egress namespace gets IPv4 and IPv6 forwarding on (in that namespace only).
+ *
+ * Every netlink socket and the nftables context are made by a thread that entered the
+ * egress (or sandbox) namespace, so the caller's threads never change namespace.
+ */
+#define _GNU_SOURCE
+#include "sandbox/egress.h"
+#include "sandbox/netlink.h"
+#include "sandbox/netpolicy.h"
+#include "common/cleanup.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/nsfs.h>
+#include <netinet/in.h>
+#include <nftables/libnftables.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SLOT_DIR    "/run/codeq/egress"
+#define MAX_SLOTS   16384 /* /30s in 100.127.0.0/16 */
+#define RULESET_MAX 8192
+#define HOST_ADDRS  64
+
+void cq_egress_init(struct cq_egress *e)
+{
+    e->slot = -1;
+    e->slot_fd = -1;
+    e->netns_fd = -1;
+    e->nl = -1;
+    e->table_made = false;
+}
+
+/* IPv6: fd63:6f64:6571:<slot>::<host>/64, a unique local prefix of codeq's, masqueraded
+ * like the IPv4 link. */
+static struct cq_net_addr slot_addr6(int slot, int host)
+{
+    struct cq_net_addr a = {.family = AF_INET6};
+    static const uint8_t prefix[6] = {0xfd, 0x63, 0x6f, 0x64, 0x65, 0x71};
+    memcpy(a.bytes, prefix, sizeof(prefix));
+    a.bytes[6] = (uint8_t)(slot >> 8);
+    a.bytes[7] = (uint8_t)slot;
+    a.bytes[15] = (uint8_t)host;
+    return a;
+}
+
+/* 100.127.0.0 + 4 * slot + host (1: egress side, 2: sandbox). */
+static struct cq_net_addr slot_addr(int slot, int host)
+{
+    uint32_t v = (100u << 24 | 127u << 16) + 4u * (uint32_t)slot + (uint32_t)host;
+    struct cq_net_addr a = {.family = AF_INET};
+    v = htonl(v);
+    memcpy(a.bytes, &v, 4);
+    return a;
+}
+
+static void addr_text(const struct cq_net_addr *a, char *buf, size_t len)
+{
+    if (inet_ntop(a->family, a->bytes, buf, (socklen_t)len) == NULL)
+        snprintf(buf, len, "?");
+}
+
+/* --- slots ------------------------------------------------------------------------- */
+
+static int mkdir_private(const char *path, struct cq_error *err)
+{
+    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+        return cq_error_sys(err, errno, "mkdir %s", path);
+    return 0;
+}
+
+/* Takes the lowest slot >= from that nobody holds. */
+static int take_slot(struct cq_egress *e, int from, struct cq_error *err)
+{
+    if (mkdir_private("/run/codeq", err) < 0 || mkdir_private(SLOT_DIR, err) < 0)
+        return -1;
+    for (int s = from; s < MAX_SLOTS; s++) {
+        char path[64];
+        snprintf(path, sizeof(path), SLOT_DIR "/slot-%d", s);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            return cq_error_sys(err, errno, "open %s", path);
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            e->slot = s;
+            e->slot_fd = fd;
+            return 0;
+        }
+        close(fd);
+    }
+    return cq_error_set(err, CQ_ELIMIT, "all %d egress slots are in use", MAX_SLOTS);
+}
+
+static void give_slot_back(struct cq_egress *e)
+{
+    if (e->slot_fd >= 0)
+        close(e->slot_fd); /* releases the lock */
+    e->slot_fd = -1;
+    e->slot = -1;
+}
+
+/* --- nftables ----------------------------------------------------------------------- */
+
+/* Deleting a table (or anything else) in a transaction is cheap, but the next release of
+ * any nftables netlink socket in that namespace waits for the deleted objects to be
+ * freed after an RCU grace period (~10 ms here). So the start path deletes nothing but
+ * stale tables, and the table of a slot is made fresh. */
+
+struct nft_job {
+    int netns_fd;
+    struct cq_egress *attach; /* attach: list, sweep, install this slot's table */
+    const char *hosts4;       /* attach: the host's addresses, read in the host's namespace */
+    const char *hosts6;
+    const char *commands; /* otherwise: these commands as they are */
+    int code;
+    char error[400];
+};
+
+/* libnftables keeps global state behind its contexts: one at a time. */
+static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int write_ruleset(const struct cq_egress *e, const char *hosts4, const char *hosts6,
+                         char *buf, size_t len, struct cq_error *err);
+
+static int nft_run(struct nft_ctx *ctx, const char *commands, struct nft_job *job)
+{
+    if (nft_run_cmd_from_buffer(ctx, commands) == 0)
+        return 0;
+    job->code = EINVAL;
+    const char *msg = nft_ctx_get_error_buffer(ctx);
+    snprintf(job->error, sizeof(job->error), "nftables: %s", msg != NULL ? msg : "failed");
+    /* nft's messages end with a newline and quote the input: keep the first line. */
+    char *nl = strchr(job->error, '\n');
+    if (nl != NULL)
+        *nl = '\0';
+    return -1;
+}
+
+/* Deletions of tables left by supervisors killed with SIGKILL (their links went with
+ * their sandboxes), appended to cmds: this slot's own old table, and those of slots
+ * nobody holds (a slot whose lock can be taken has no live owner). The locks of the
+ * latter are taken into held[] and kept until the deletions are committed, so that no
+ * new owner can make its table in between and lose it. */
+static size_t compose_sweep(const struct cq_egress *e, char *listing, char *cmds, size_t len,
+                            int *held, size_t max_held)
+{
+    size_t n_held = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(listing, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        int slot;
+        char tail;
+        if (sscanf(line, "table inet cq_s%d%c", &slot, &tail) != 1 || slot < 0 || slot >= MAX_SLOTS)
+            continue;
+        if (slot != e->slot) {
+            if (n_held == max_held)
+                continue;
+            char path[64];
+            snprintf(path, sizeof(path), SLOT_DIR "/slot-%d", slot);
+            int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+            if (fd < 0)
+                continue;
+            if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                close(fd); /* a live owner */
+                continue;
+            }
+            held[n_held++] = fd;
+        }
+        size_t at = strlen(cmds);
+        snprintf(cmds + at, len - at, "delete table inet cq_s%d\n", slot);
+    }
+    return n_held;
+}
+
+static void attach_filter(struct nft_ctx *ctx, struct nft_job *job)
+{
+    struct cq_egress *e = job->attach;
+    /* /proc/sys/net shows the namespace of the thread that opens it: this one. */
+    static const char *const forwarding[] = {"/proc/sys/net/ipv4/ip_forward",
+                                             "/proc/sys/net/ipv6/conf/all/forwarding"};
+    for (size_t i = 0; i < sizeof(forwarding) / sizeof(forwarding[0]); i++) {
+        int fd = open(forwarding[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "1", 1) != 1) {
+            job->code = errno;
+            snprintf(job->error, sizeof(job->error),
+                     "turn on forwarding in the egress namespace "
+                     "(%s): %s",
+                     forwarding[i], strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return;
+        }
+        close(fd);
+    }
+    if (nft_run(ctx, "list tables inet\n", job) < 0)
+        return;
+    const char *out = nft_ctx_get_output_buffer(ctx);
+    char *listing = strdup(out != NULL ? out : "");
+    char *cmds = calloc(1, RULESET_MAX);
+    int held[64];
+    size_t n_held = 0;
+    struct cq_error err = {0};
+    if (listing == NULL || cmds == NULL) {
+        job->code = ENOMEM;
+        snprintf(job->error, sizeof(job->error), "egress ruleset");
+    } else {
+        n_held = compose_sweep(e, listing, cmds, RULESET_MAX / 2, held, 64);
+        size_t at = strlen(cmds);
+        if (write_ruleset(e, job->hosts4, job->hosts6, cmds + at, RULESET_MAX - at, &err) < 0) {
+            job->code = err.code;
+            snprintf(job->error, sizeof(job->error), "%s", err.msg);
+        } else {
+            nft_run(ctx, cmds, job);
+        }
+    }
+    for (size_t i = 0; i < n_held; i++)
+        close(held[i]);
+    free(listing);
+    free(cmds);
+}
+
+static void *nft_in_netns(void *arg)
+{
+    struct nft_job *job = arg;
+    if (setns(job->netns_fd, CLONE_NEWNET) < 0) {
+        job->code = errno;
+        snprintf(job->error, sizeof(job->error), "enter the egress namespace: %s", strerror(errno));
+        return NULL;
+    }
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    if (ctx == NULL) {
+        job->code = ENOMEM;
+        snprintf(job->error, sizeof(job->error), "nftables context");
+        return NULL;
+    }
+    nft_ctx_buffer_output(ctx);
+    nft_ctx_buffer_error(ctx);
+    if (job->attach != NULL)
+        attach_filter(ctx, job);
+    else
+        nft_run(ctx, job->commands, job);
+    nft_ctx_free(ctx);
+    return NULL;
+}
+
+static int run_job(struct nft_job *job, struct cq_error *err)
+{
+    pthread_t t;
+    pthread_mutex_lock(&nft_lock);
+    int rc = pthread_create(&t, NULL, nft_in_netns, job);
+    if (rc == 0)
+        pthread_join(t, NULL);
+    pthread_mutex_unlock(&nft_lock);
+    if (rc != 0)
+        return cq_error_sys(err, rc, "thread for nftables");
+    if (job->code != 0)
+        return cq_error_set(err, job->code, "%s", job->error);
+    return 0;
+}
+
+/* The host's own addresses of a family, as nft set elements ("a, b, c"), deduplicated;
+ * for IPv6 only public ones (the filter refuses all others anyway). Those of the calling
+ * thread's network namespace: call it from the host's. */
+static void host_elements(int family, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    struct ifaddrs *list = NULL;
+    if (getifaddrs(&list) < 0)
+        return;
+    char seen[HOST_ADDRS][INET6_ADDRSTRLEN];
+    size_t n = 0;
+    for (struct ifaddrs *i = list; i != NULL && n < HOST_ADDRS; i = i->ifa_next) {
+        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != family)
+            continue;
+        struct cq_net_addr a = {.family = family};
+        if (family == AF_INET)
+            memcpy(a.bytes, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, 4);
+        else
+            memcpy(a.bytes, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16);
+        if (family == AF_INET6 && cq_net_classify(&a) != CQ_NET_CLASS_PUBLIC)
+            continue;
+        char text[INET6_ADDRSTRLEN];
+        addr_text(&a, text, sizeof(text));
+        bool dup = false;
+        for (size_t k = 0; k < n && !dup; k++)
+            dup = strcmp(seen[k], text) == 0;
+        if (dup)
+            continue;
+        snprintf(seen[n++], INET6_ADDRSTRLEN, "%s", text);
+        size_t at = strlen(buf);
+        snprintf(buf + at, len - at, "%s%s", at ? ", " : "", text);
+    }
+    freeifaddrs(list);
+}
+
+/* "elements = { ... }" for a set, or nothing for an empty one. */
+static void set_elements(const char *list, char *buf, size_t len)
+{
+    if (list[0] == '\0')
+        buf[0] = '\0';
+    else
+        snprintf(buf, len, "elements = { %s }", list);
+}
+
+static int write_ruleset(const struct cq_egress *e, const char *hosts4, const char *hosts6,
+                         char *buf, size_t len, struct cq_error *err)
+{
+    char refused[512] = "", range[CQ_NET_DEST_TEXT];
+    for (size_t i = 0; cq_net_nonpublic_v4(i, range, sizeof(range)); i++) {
+        size_t at = strlen(refused);
+        snprintf(refused + at, sizeof(refused) - at, "%s%s", i ? ", " : "", range);
+    }
+    struct cq_net_addr sb = slot_addr(e->slot, 2), sb6 = slot_addr6(e->slot, 2);
+    char sbt[INET_ADDRSTRLEN], sbt6[INET6_ADDRSTRLEN];
+    char set4[HOST_ADDRS * INET6_ADDRSTRLEN + 32], set6[HOST_ADDRS * INET6_ADDRSTRLEN + 32];
+    addr_text(&sb, sbt, sizeof(sbt));
+    addr_text(&sb6, sbt6, sizeof(sbt6));
+    set_elements(hosts4, set4, sizeof(set4));
+    set_elements(hosts6, set6, sizeof(set6));
+    int s = e->slot;
+    /* IPv6: only global unicast (2000::/3) is public, less 2001::/23 (Teredo and other
+     * IETF assignments) and 2002::/16 (6to4, which carries an IPv4 address: refused
+     * whole rather than decoded). Neighbour discovery with the egress side is let in,
+     * or IPv6 could not work on the link at all. */
+    int n = snprintf(
+        buf, len,
+        "table inet cq_s%d {\n"
+        "  set refused { type ipv4_addr; flags interval; elements = { %s } }\n"
+        "  set host { type ipv4_addr; %s }\n"
+        "  set refused6 { type ipv6_addr; flags interval; elements = { 2001::/23, 2002::/16 } }\n"
+        "  set host6 { type ipv6_addr; %s }\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority filter - 1; policy accept;\n"
+        "    iifname \"cqe%d\" meta nfproto ipv4 ip saddr != %s drop\n"
+        "    iifname \"cqe%d\" meta nfproto ipv6 ip6 saddr != %s drop\n"
+        "    iifname \"cqe%d\" meta l4proto != { tcp, udp } reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip daddr @refused meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip daddr @refused reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip daddr @host meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip daddr @host reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip6 daddr != 2000::/3 meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip6 daddr != 2000::/3 reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip6 daddr @refused6 meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip6 daddr @refused6 reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" ip6 daddr @host6 meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" ip6 daddr @host6 reject with icmpx admin-prohibited\n"
+        "    iifname \"cqe%d\" accept\n"
+        "    oifname \"cqe%d\" ct state established,related accept\n"
+        "    oifname \"cqe%d\" drop\n"
+        "  }\n"
+        "  chain input {\n"
+        "    type filter hook input priority filter - 1; policy accept;\n"
+        "    iifname \"cqe%d\" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n"
+        "    iifname \"cqe%d\" meta l4proto tcp reject with tcp reset\n"
+        "    iifname \"cqe%d\" reject with icmpx admin-prohibited\n"
+        "  }\n"
+        "  chain postrouting {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        "    ip saddr %s masquerade\n"
+        "    ip6 saddr %s masquerade\n"
+        "  }\n"
+        "}\n",
+        s, refused, set4, set6, s, sbt, s, sbt6, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s,
+        sbt, sbt6);
+    if (n < 0 || (size_t)n >= len)
+        return cq_error_set(err, CQ_EINTERNAL, "egress ruleset longer than %zu bytes", len);
+    return 0;
+}
+
+/* --- links --------------------------------------------------------------------------- */
+
+static int open_netns(const char *path, struct cq_error *err)
+{
+    cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cq_error_sys(err, errno, "egress namespace %s", path);
+    int type = ioctl(fd, NS_GET_NSTYPE);
+    if (type != CLONE_NEWNET)
+        return cq_error_set(err, CQ_EINVALID, "%s is not a network namespace", path);
+    /* codeq turns on forwarding and adds rules in the egress namespace: never in the
+     * namespace it runs in itself (the host's), whose configuration is not codeq's. */
+    struct stat given, own;
+    if (fstat(fd, &given) < 0 || stat("/proc/self/ns/net", &own) < 0)
+        return cq_error_sys(err, errno, "compare %s with codeq's own network namespace", path);
+    if (given.st_dev == own.st_dev && given.st_ino == own.st_ino)
+        return cq_error_set(err, CQ_EINVALID,
+                            "%s is codeq's own network namespace; the egress namespace must be "
+                            "another one",
+                            path);
+    return cq_steal_fd(&fd);
+}
+
+/* The egress side: address, up. The sandbox side: eth0's address, up, default route. */
+static int configure_links(struct cq_egress *e, int sandbox_fd, const char *link,
+                           struct cq_error *err)
+{
+    struct cq_net_addr gw = slot_addr(e->slot, 1), sb = slot_addr(e->slot, 2);
+    struct cq_net_addr gw6 = slot_addr6(e->slot, 1), sb6 = slot_addr6(e->slot, 2);
+    int idx = cq_nl_link_index(e->nl, link, err);
+    if (idx < 0 || cq_nl_addr_add(e->nl, idx, &gw, 30, err) < 0 ||
+        cq_nl_addr_add(e->nl, idx, &gw6, 64, err) < 0 || cq_nl_link_up(e->nl, idx, err) < 0)
+        return -1;
+    cq_autoclose int nl_sb = cq_nl_open(sandbox_fd, err);
+    if (nl_sb < 0)
+        return -1;
+    int sidx = cq_nl_link_index(nl_sb, "eth0", err);
+    if (sidx < 0 || cq_nl_addr_add(nl_sb, sidx, &sb, 30, err) < 0 ||
+        cq_nl_addr_add(nl_sb, sidx, &sb6, 64, err) < 0 || cq_nl_link_up(nl_sb, sidx, err) < 0 ||
+        cq_nl_route_default(nl_sb, sidx, &gw, err) < 0 ||
+        cq_nl_route_default(nl_sb, sidx, &gw6, err) < 0)
+        return -1;
+    return 0;
+}
+
+int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
+                     struct cq_error *err)
+{
+    if ((e->netns_fd = open_netns(cfg->egress_netns, err)) < 0)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/net", init_pid);
+    cq_autoclose int sandbox_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sandbox_fd < 0)
+        return cq_error_sys(err, errno, "the sandbox's network namespace");
+    if ((e->nl = cq_nl_open(e->netns_fd, err)) < 0)
+        return cq_error_prefix(err, "egress namespace %s", cfg->egress_netns);
+    char link[16];
+    /* A link of this slot can outlive a killed supervisor for a moment (its sandbox's
+     * namespace is torn down asynchronously): then the next slot is taken. */
+    for (int from = 0, tries = 0;; from = e->slot + 1, tries++) {
+        give_slot_back(e);
+        if (take_slot(e, from, err) < 0)
+            return -1;
+        snprintf(link, sizeof(link), "cqe%d", e->slot);
+        if (cq_nl_veth_add(e->nl, link, "eth0", sandbox_fd, err) == 0)
+            break;
+        if (err == NULL || err->code != EEXIST || tries == 16)
+            return -1;
+    }
+    /* Here, in the caller's (the host's) namespace: getifaddrs asks the namespace of
+     * the thread that calls it, and the nftables thread is in the egress namespace. */
+    char hosts4[HOST_ADDRS * INET6_ADDRSTRLEN], hosts6[HOST_ADDRS * INET6_ADDRSTRLEN];
+    host_elements(AF_INET, hosts4, sizeof(hosts4));
+    host_elements(AF_INET6, hosts6, sizeof(hosts6));
+    struct nft_job job = {.netns_fd = e->netns_fd, .attach = e, .hosts4 = hosts4, .hosts6 = hosts6};
+    if (run_job(&job, err) < 0)
+        return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
+    e->table_made = true;
+    if (configure_links(e, sandbox_fd, link, err) < 0)
+        return cq_error_prefix(err, "egress link");
+    return 0;
+}
+
+void cq_egress_detach(struct cq_egress *e)
+{
+    if (e->slot >= 0 && e->netns_fd >= 0) {
+        char cmd[96];
+        if (e->table_made) {
+            snprintf(cmd, sizeof(cmd), "delete table inet cq_s%d\n", e->slot);
+            struct nft_job job = {.netns_fd = e->netns_fd, .commands = cmd};
+            run_job(&job, NULL);
+        }
+        if (e->nl >= 0) {
+            char link[16];
+            snprintf(link, sizeof(link), "cqe%d", e->slot);
+            cq_nl_link_del(e->nl, link, NULL); /* ENODEV: gone with the sandbox already */
+        }
+    }
+    e->table_made = false;
+    give_slot_back(e);
+    if (e->nl >= 0)
+        close(e->nl);
+    if (e->netns_fd >= 0)
+        close(e->netns_fd);
+    e->nl = -1;
+    e->netns_fd = -1;
+}

@@ -1,0 +1,33 @@
+/* sandbox/egress.h - joining a sandbox to its egress namespace (private to sandbox/).
+ *
+ * Network mode PUBLIC: a veth pair from the sandbox's network namespace into the egress
+ * namespace, and an nftables table there that lets the sandbox's traffic out to public
+ * addresses only (docs/security.md, "Network modes (design)").
+ */
+#ifndef CQ_SANDBOX_EGRESS_H
+#define CQ_SANDBOX_EGRESS_H
+
+#include <sys/types.h>
+#include "common/error.h"
+#include "sandbox/sandbox.h"
+
+struct cq_egress {
+    int slot;        /* -1: not attached */
+    int slot_fd;     /* the slot's lock file, held while attached */
+    int netns_fd;    /* the egress namespace */
+    int nl;          /* rtnetlink socket in it */
+    bool table_made; /* the nftables table exists */
+};
+
+void cq_egress_init(struct cq_egress *e);
+
+/* Joins the network namespace of init_pid (the sandbox's) to cfg->egress_netns. On
+ * failure, whatever was made stays recorded in e for cq_egress_detach. */
+int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
+                     struct cq_error *err);
+
+/* Removes the table and the link, and gives the slot back. Safe on a partial attach,
+ * and twice. */
+void cq_egress_detach(struct cq_egress *e);
+
+#endif
