@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 
 import pytest
 
@@ -84,9 +85,9 @@ async def one_session(client, i, problems, restarted):
 
 
 def where_lost(fleet, restarted):
-    """Prints what the fleet kept of each start that went unanswered, to tell where it
-    was lost: no request record (never admitted by a dispatcher), one left `forwarded`
-    (no worker took it), or one `done` (answered, and the reply lost on its way)."""
+    """What the fleet kept of each start that went unanswered, to tell where it was
+    lost: no request record (never admitted by a dispatcher), one left `forwarded` (no
+    worker took it), or one `done` (answered, and the reply lost on its way)."""
     import redis
     r = redis.Redis(host="127.0.0.1", port=int(fleet.env["CODEQ_REDIS"].rsplit(":", 1)[1]))
     records = {}
@@ -97,16 +98,17 @@ def where_lost(fleet, restarted):
                 records.setdefault(token, []).append(
                     (key.decode(), {k.decode(): v.decode(errors="replace")[:40]
                                     for k, v in r.hgetall(key).items() if k != b"body"}))
+    lines = []
     for i, token in restarted:
         found = records.get(token, [])
-        print(f"  start {i} (client token {token}): {len(found)} request records")
+        lines.append(f"start {i} (client token {token}): {len(found)} request records")
         for key, fields in found:
             rid = key.rsplit(":", 1)[1]
-            print(f"    {key}: {fields}")
+            lines.append(f"  {key}: {fields}")
             for d in fleet.dispatchers + list(fleet.workers.values()):
-                for line in d.log_text().splitlines():
-                    if rid in line:
-                        print(f"    {d.name}: {line[:300]}")
+                lines += [f"  {d.name}: {line[:300]}" for line in d.log_text().splitlines()
+                          if rid in line]
+    return "\n".join(lines)
 
 
 async def run_all(fleet):
@@ -119,9 +121,9 @@ async def run_all(fleet):
         answered = await asyncio.gather(
             *(one_session(clients[i % CLIENTS], i, problems, restarted) for i in range(SESSIONS)))
         if restarted:
-            print("\nstartSession sent again after a minute without an answer: "
-                  f"{[i for i, _ in restarted]}")
-            where_lost(fleet, restarted)
+            # A warning, so that a passing run shows it too (pytest -ra prints warnings).
+            warnings.warn("startSession sent again after a minute without an answer: "
+                          f"{[i for i, _ in restarted]}\n{where_lost(fleet, restarted)}")
         return sum(answered), problems, time.monotonic() - started
     finally:
         await asyncio.gather(*(c.close() for c in clients))
