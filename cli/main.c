@@ -34,6 +34,10 @@ void cq_signing_option(int opt, const char *value)
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         if (vars[i].opt == opt)
             setenv(vars[i].env, value, 1);
+    /* A flag overrides the environment: a secret file given on the command line wins
+     * over a secret the environment carries (both at once would be refused). */
+    if (opt == CQ_OPT_KEY_SECRET_FILE)
+        unsetenv("CODEQ_KEY_SECRET");
 }
 
 static void usage(FILE *out)

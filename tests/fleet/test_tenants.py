@@ -293,6 +293,11 @@ def test_the_clients_sign_with_their_tenants_key(tenants, tmp_path):
     p = subprocess.run([CODEQ, "exec", "--brokers", BROKERS, *flags, "-c", "print(6 * 8)"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "48", p.stderr
+    # The flag wins over a secret in the environment (a wrong one here).
+    p = subprocess.run([CODEQ, "exec", "--brokers", BROKERS, *flags, "-c", "print(6 * 9)"],
+                       env=dict(env, CODEQ_KEY_SECRET="0" * 64), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "54", p.stderr
     secret.chmod(0o644)
     p = subprocess.run([CODEQ, "exec", "--brokers", BROKERS, *flags, "-c", "print(1)"],
                        env=env, capture_output=True, text=True, timeout=120)
