@@ -11,6 +11,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int cq_open_private(const char *path, const char *what, struct cq_error *err)
+{
+    cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cq_error_sys(err, errno, "open %s %s", what, path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return cq_error_sys(err, errno, "stat %s", path);
+    if ((st.st_mode & 077) != 0)
+        return cq_error_set(err, CQ_EINVALID,
+                            "%s %s is readable by others (mode %03o): chmod 600 it", what, path,
+                            (unsigned)(st.st_mode & 0777));
+    int out = fd;
+    fd = -1;
+    return out;
+}
+
 int cq_write_file_at(int dirfd, const char *path, const char *text, struct cq_error *err)
 {
     cq_autoclose int fd = openat(dirfd, path, O_WRONLY | O_CLOEXEC);

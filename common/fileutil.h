@@ -19,6 +19,12 @@ ssize_t cq_read_file_at(int dirfd, const char *path, char *buf, size_t len, stru
  * refused with EFBIG: at most limit + 1 bytes are ever read or held. */
 int cq_read_fd_limit(int fd, uint64_t limit, uint8_t **data, size_t *len, struct cq_error *err);
 
+/* Opens path for reading when it is private to its owner (no group or other bits), as
+ * a file of secrets must be; else an error naming it as what ("credentials file"). The
+ * mode is checked on the open descriptor, so the file cannot be swapped in between.
+ * Returns the descriptor or -1. */
+int cq_open_private(const char *path, const char *what, struct cq_error *err);
+
 /* Find "key <number>" in a "key value" per line text (cgroup stat files). */
 int cq_keyed_u64(const char *text, const char *key, uint64_t *out);
 

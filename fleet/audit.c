@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "common/cleanup.h"
+#include "common/fileutil.h"
 #include "fleet/auth.h"
 #include "fleet/kafka.h"
 #include "fleet/log.h"
@@ -59,16 +60,9 @@ static void hmac_hex(const char *key, const char *data, size_t len, char out[65]
 
 int cq_audit_read_key(const char *path, char key[CQ_AUDIT_KEY_LEN + 1], struct cq_error *err)
 {
-    cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cq_autoclose int fd = cq_open_private(path, "audit key file", err);
     if (fd < 0)
-        return cq_error_sys(err, errno, "open audit key file %s", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return cq_error_sys(err, errno, "stat %s", path);
-    if ((st.st_mode & 077) != 0)
-        return cq_error_set(err, CQ_EINVALID,
-                            "audit key file %s is readable by others (mode %03o): chmod 600 it",
-                            path, (unsigned)(st.st_mode & 0777));
+        return -1;
     char buf[CQ_AUDIT_KEY_LEN + 2];
     ssize_t n = read(fd, buf, sizeof(buf));
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "common/cleanup.h"
+#include "common/fileutil.h"
 #include "common/clock.h"
 #include "common/units.h"
 
@@ -423,16 +424,9 @@ static char *trim(char *s)
 
 static int read_credentials(const char *path, struct cq_credentials *cr, struct cq_error *err)
 {
-    cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cq_autoclose int fd = cq_open_private(path, "credentials file", err);
     if (fd < 0)
-        return cq_error_sys(err, errno, "open credentials file %s", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return cq_error_sys(err, errno, "stat %s", path);
-    if ((st.st_mode & 077) != 0)
-        return cq_error_set(err, CQ_EINVALID,
-                            "credentials file %s is readable by others (mode %03o): chmod 600 it",
-                            path, (unsigned)(st.st_mode & 0777));
+        return -1;
     FILE *f = fdopen(fd, "r");
     if (f == NULL)
         return cq_error_sys(err, errno, "read %s", path);
@@ -463,16 +457,9 @@ static int read_credentials(const char *path, struct cq_credentials *cr, struct 
  * line and the environment, which other users' ps and /proc can show. */
 static int read_secret_file(const char *path, struct cq_credentials *cr, struct cq_error *err)
 {
-    cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cq_autoclose int fd = cq_open_private(path, "key secret file", err);
     if (fd < 0)
-        return cq_error_sys(err, errno, "open key secret file %s", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return cq_error_sys(err, errno, "stat %s", path);
-    if ((st.st_mode & 077) != 0)
-        return cq_error_set(err, CQ_EINVALID,
-                            "key secret file %s is readable by others (mode %03o): chmod 600 it",
-                            path, (unsigned)(st.st_mode & 0777));
+        return -1;
     char buf[CQ_KEY_SECRET_LEN + 8];
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
     if (n < 0)

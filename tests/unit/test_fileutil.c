@@ -5,6 +5,7 @@
 #include "unit.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -246,6 +247,32 @@ START_TEST(read_fd_error)
 }
 END_TEST
 
+START_TEST(private_files_only)
+{
+    create_file("f", "secret\n");
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/f", dir);
+    struct cq_error err;
+    int fd = cq_open_private(path, "key file", &err); /* 0644 */
+    ck_assert_int_eq(fd, -1);
+    ck_assert_int_eq(err.code, CQ_EINVALID);
+    ck_assert_ptr_nonnull(strstr(err.msg, "key file"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "readable by others (mode 644)"));
+    ck_assert_int_eq(fchmodat(dirfd_, "f", 0600, 0), 0);
+    fd = cq_open_private(path, "key file", &err);
+    ck_assert_int_ge(fd, 0);
+    char buf[16] = {0};
+    ck_assert_int_eq(read(fd, buf, sizeof(buf) - 1), 7);
+    ck_assert_str_eq(buf, "secret\n");
+    close(fd);
+    ck_assert_int_eq(fchmodat(dirfd_, "f", 0640, 0), 0); /* group bits too */
+    ck_assert_int_eq(cq_open_private(path, "key file", &err), -1);
+    ck_assert_int_eq(cq_open_private("/nonexistent/f", "key file", &err), -1);
+    ck_assert_int_eq(err.code, ENOENT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "open key file /nonexistent/f"));
+}
+END_TEST
+
 static Suite *fileutil_suite(void)
 {
     Suite *s = suite_create("fileutil");
@@ -261,6 +288,7 @@ static Suite *fileutil_suite(void)
     tcase_add_test(tc, read_fd_at_and_over_the_limit);
     tcase_add_test(tc, read_fd_pipe);
     tcase_add_test(tc, read_fd_error);
+    tcase_add_test(tc, private_files_only);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("keyed");
