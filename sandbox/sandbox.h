@@ -54,8 +54,10 @@ struct cq_sandbox_limits {
 enum cq_network_mode {
     CQ_NETWORK_NONE = 0,  /* a network namespace with only loopback */
     CQ_NETWORK_PUBLIC,    /* public addresses, through egress_netns (docs/security.md) */
-    CQ_NETWORK_ALLOWLIST, /* listed destinations only (issue 13: not built yet, refused) */
+    CQ_NETWORK_ALLOWLIST, /* listed destinations only, names through codeq's resolver */
 };
+
+struct cq_netpolicy; /* sandbox/netpolicy.h */
 
 /* A host directory made visible read-only (and nosuid, nodev) inside the sandbox,
  * e.g. the code of codeq's language kernels. */
@@ -84,6 +86,14 @@ struct cq_sandbox_config {
     /* PUBLIC: the resolver named in the sandbox's /etc/resolv.conf, a public address;
      * NULL: no resolv.conf (names do not resolve). */
     const char *dns;
+    /* ALLOWLIST: the destinations (DEST, sandbox/netpolicy.h) the sandbox may reach,
+     * n_allow of them. The caller has admitted them against its operator's policy
+     * (cq_netpolicy_admit); the sandbox parses them again and refuses what does not parse. */
+    const char *const *allow;
+    size_t n_allow;
+    /* PUBLIC, ALLOWLIST: the operator's policy (private ranges opened, deny rules, rate
+     * and connection limits); NULL: cq_netpolicy_init()'s defaults. Read at create only. */
+    const struct cq_netpolicy *netpolicy;
     const struct cq_sandbox_bind *binds; /* n_binds entries, at most CQ_SANDBOX_MAX_BINDS */
     size_t n_binds;
 };
