@@ -10,6 +10,10 @@ link type is not built into this kernel, so `lo` holds them), with
                      api.example.test    203.0.113.10    2001:db8::10    port 80
     a TCP echo       echo.example.test   198.51.100.7    2001:db8::7     port 7
     a UDP echo       (same host)                                         port 7
+    a package index  pypi.example.test   198.51.100.90   2001:db8::90    port 80
+                     (PEP 503 "simple" pages and one wheel, `cqtest-hello` 1.0, made
+                     here in memory: pip installs it with PIP_INDEX_URL and
+                     PIP_TRUSTED_HOST set to this host)
     a DNS server     203.0.113.53, 2001:db8::53, port 53 (UDP), answering the names
                      above, and rebind.example.test: 198.51.100.80 (2001:db8::80) on
                      its first answer, 127.0.0.1 (::1) on every later one.
@@ -52,9 +56,15 @@ HTTP_HOSTS = {"files.example.test": ("198.51.100.80", "2001:db8::80"),
               "api.example.test": ("203.0.113.10", "2001:db8::10")}
 ECHO_HOST = ("198.51.100.7", "2001:db8::7")
 DNS_SERVER = ("203.0.113.53", "2001:db8::53")
+PYPI_HOST = ("198.51.100.90", "2001:db8::90")
+PYPI_NAME = "pypi.example.test"
+PYPI_URL = f"http://{PYPI_NAME}/simple/"
+TEST_PACKAGE = "cqtest-hello"
+TEST_GREETING = "hello from the test package index"
 REBIND_NAME = "rebind.example.test"
 NAMES = {name: addrs for name, addrs in HTTP_HOSTS.items()}
 NAMES["echo.example.test"] = ECHO_HOST
+NAMES[PYPI_NAME] = PYPI_HOST
 MAX_LINKS = 32
 
 
@@ -122,7 +132,8 @@ class Internet:
         sweep()
         _ip("netns", "add", self.ns)
         self._exec(self.ns, ["ip", "link", "set", "lo", "up"])
-        hosts = [a for pair in list(HTTP_HOSTS.values()) + [ECHO_HOST, DNS_SERVER] for a in pair]
+        hosts = [a for pair in list(HTTP_HOSTS.values()) + [ECHO_HOST, DNS_SERVER, PYPI_HOST]
+                 for a in pair]
         for addr in hosts:
             plen = 128 if ":" in addr else 32
             # nodad: an IPv6 address is usable at once instead of after duplicate
@@ -356,15 +367,63 @@ def _serve_tcp_echo(addr, port):
     threading.Thread(target=loop, daemon=True).start()
 
 
-def _serve_http(addr, port):
+def make_test_wheel():
+    """(file name, bytes) of a pure-Python wheel of TEST_PACKAGE 1.0 (PEP 427), built in
+    memory so that the test internet needs no build tools and no network."""
+    import base64
+    import hashlib
+    import io
+    import zipfile
+    module = TEST_PACKAGE.replace("-", "_")
+    info = f"{module}-1.0.dist-info"
+    files = {
+        f"{module}/__init__.py": f"GREETING = {TEST_GREETING!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {TEST_PACKAGE}\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: codeq-tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+    }
+    record = ""
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record += f"{path},sha256={digest.decode()},{len(text.encode())}\n"
+    files[f"{info}/RECORD"] = record + f"{info}/RECORD,,\n"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return f"{module}-1.0-py3-none-any.whl", out.getvalue()
+
+
+def _index_pages():
+    """path -> (content type, body) of the package index (PEP 503)."""
+    import hashlib
+    wheel_name, wheel = make_test_wheel()
+    digest = hashlib.sha256(wheel).hexdigest()
+    link = f'<a href="/packages/{wheel_name}#sha256={digest}">{wheel_name}</a>'
+    html = "<!DOCTYPE html><html><body>{}</body></html>\n"
+    return {
+        "/simple/": ("text/html", html.format(f'<a href="/simple/{TEST_PACKAGE}/">'
+                                              f"{TEST_PACKAGE}</a>").encode()),
+        f"/simple/{TEST_PACKAGE}/": ("text/html", html.format(link).encode()),
+        f"/packages/{wheel_name}": ("application/octet-stream", wheel),
+    }
+
+
+def _serve_http(addr, port, pages=None):
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            body = f"codeq test internet: {addr} {self.headers.get('Host', '')} {self.path}\n"
-            data = body.encode()
+            if pages is not None:
+                if self.path not in pages:
+                    self.send_error(404)
+                    return
+                ctype, data = pages[self.path]
+            else:
+                body = f"codeq test internet: {addr} {self.headers.get('Host', '')} {self.path}\n"
+                ctype, data = "text/plain", body.encode()
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -390,6 +449,9 @@ def serve():
     for pair in HTTP_HOSTS.values():
         for addr in pair:
             _serve_http(addr, HTTP_PORT)
+    pages = _index_pages()
+    for addr in PYPI_HOST:
+        _serve_http(addr, HTTP_PORT, pages)
     print("ready", flush=True)
     # Until the parent kills the process group, or goes away (stdout closes).
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
