@@ -45,6 +45,7 @@ import json
 import os
 import pickle
 import signal
+import site
 import socket
 import sys
 import threading
@@ -57,6 +58,30 @@ _MAX_NAME = 100
 _MAX_WHY = 200
 # What the lists and the envelope of a state may take besides the variables' own bytes.
 _STATE_OVERHEAD = 64 << 10
+
+
+def _see_user_site():
+    """Makes packages installed since the kernel started (`pip install`, which goes to
+    the user site below HOME, i.e. the workspace) importable in the next cell, as they
+    would be in a new interpreter. Python puts the user site on the path only at
+    start-up and only if it exists then, and the import system caches what it found
+    missing; a pool kernel starts before its session has anything installed."""
+    if not site.ENABLE_USER_SITE:
+        return
+    path = site.getusersitepackages()
+    if not os.path.isdir(path):
+        return
+    if path not in sys.path:
+        before = list(sys.path)
+        site.addsitedir(path)  # also runs the .pth files pip may have written
+        added = [p for p in sys.path if p not in before]
+        # Where a new interpreter has it: ahead of the system's packages, so that a
+        # package the session installed wins over the runtime's copy not yet imported.
+        rest = [p for p in sys.path if p not in added]
+        at = next((i for i, p in enumerate(rest) if p.endswith(("dist-packages", "site-packages"))),
+                  len(rest))
+        sys.path[:] = rest[:at] + added + rest[at:]
+    importlib.invalidate_caches()
 
 
 def _fresh_namespace():
@@ -316,6 +341,7 @@ class Kernel:
     def execute(self, request):
         if request.get("clear"):
             self.namespace = _fresh_namespace()
+        _see_user_site()
         ok, value = True, None
         try:
             value = self.run_cell(request.get("code", ""))

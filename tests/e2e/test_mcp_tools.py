@@ -222,6 +222,25 @@ def test_python_files_shared_with_file_tools(session):
     assert session.value("import os; os.getcwd()") == "'/workspace'"
 
 
+def test_python_imports_what_was_installed_after_it_started(session):
+    """A package that lands in the user site (where `pip install` puts it in a session:
+    HOME is the workspace) after the kernel started is importable in the next cell,
+    ahead of the runtime's own packages, as in a fresh interpreter."""
+    site_dir = session.value("import site; site.getusersitepackages()").strip("'")
+    assert site_dir.startswith("/workspace/.local/lib/python3"), site_dir
+    assert session.value("import os; os.path.isdir(site.getusersitepackages())") == "False"
+    rel = site_dir[len("/workspace/"):]
+    w = session.write((f"{rel}/cqlate/__init__.py", "WHO = 'installed late'\n"),
+                      (f"{rel}/six.py", "WHO = 'own six'\n"))
+    assert w["isError"] is False, w
+    assert session.value("import cqlate; cqlate.WHO") == "'installed late'"
+    # six is also in the runtime (Debian's python3-six) and not yet imported.
+    assert session.value("import six; six.WHO") == "'own six'"
+    # A second package into the now existing directory: seen at once too.
+    session.write((f"{rel}/cqlater.py", "WHO = 'later still'\n"))
+    assert session.value("import cqlater; cqlater.WHO") == "'later still'"
+
+
 # ----------------------------------------------------------------------------------
 # executeCode: JavaScript and TypeScript
 
