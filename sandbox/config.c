@@ -61,11 +61,12 @@ static int validate_network(const struct cq_sandbox_config *cfg, struct cq_error
                                 "PUBLIC, not NONE");
         return 0;
     }
-    /* The default uplink (codeq's own egress namespace, pasta) is not built yet. */
-    if (cfg->egress_netns == NULL || cfg->egress_netns[0] != '/')
+    /* No egress namespace: codeq's own, joined to the host by pasta (sandbox/uplink.c). */
+    if (cfg->egress_netns != NULL && cfg->egress_netns[0] != '/')
         return cq_error_set(err, CQ_EINVALID,
-                            "network mode PUBLIC needs an egress namespace (an absolute path, "
-                            "e.g. /run/netns/NAME)");
+                            "the egress namespace must be an absolute path (e.g. "
+                            "/run/netns/NAME), not '%s'",
+                            cfg->egress_netns);
     if (cfg->dns != NULL) {
         struct cq_net_addr a;
         if (cq_net_addr_parse(cfg->dns, &a) < 0)

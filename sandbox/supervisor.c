@@ -23,6 +23,7 @@
 #include "sandbox/internal.h"
 #include "sandbox/protocol.h"
 #include "sandbox/rootfs_plan.h"
+#include "sandbox/uplink.h"
 #include "common/cleanup.h"
 #include "common/fileutil.h"
 
@@ -320,6 +321,20 @@ static int send_cgroup(struct cq_sandbox *sb, const char *name,
     return 0;
 }
 
+/* Joins the sandbox to its egress namespace: the operator's, or codeq's own (pasta). */
+static int attach_network(struct cq_sandbox *sb, const struct cq_sandbox_config *cfg, pid_t pid,
+                          struct cq_error *err)
+{
+    if (cfg->egress_netns != NULL)
+        return cq_egress_attach(&sb->egress, cfg, pid, err);
+    char path[64];
+    if (cq_uplink_netns(path, sizeof(path), err) < 0)
+        return -1;
+    struct cq_sandbox_config own = *cfg;
+    own.egress_netns = path;
+    return cq_egress_attach(&sb->egress, &own, pid, err);
+}
+
 int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **out,
                       struct cq_error *err)
 {
@@ -436,7 +451,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         goto fail;
     }
     /* Before any process is spawned: sandboxed code never sees the network half-made. */
-    if (cfg->network == CQ_NETWORK_PUBLIC && cq_egress_attach(&sb->egress, cfg, pid, err) < 0)
+    if (cfg->network == CQ_NETWORK_PUBLIC && attach_network(sb, cfg, pid, err) < 0)
         goto fail;
     atomic_store(&sb->alive, true);
     *out = sb;

@@ -299,7 +299,6 @@ def test_none_is_still_loopback_only_and_bad_options_are_refused(net, egress):
                        capture_output=True, text=True, timeout=60)
     assert json.loads(r.stdout) == {"tcp": "ENETUNREACH"}
     bad = [
-        (["--network", "public"], "needs an egress namespace"),
         (["--network", "public", "--egress-netns", net.netns_path(egress), "--dns", "10.0.0.2"],
          "resolver 10.0.0.2 is a private address"),
         (["--network", "public", "--egress-netns", net.netns_path(egress), "--dns", "dns.test"],
