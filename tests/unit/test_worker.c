@@ -1155,7 +1155,7 @@ END_TEST
 static size_t pool_size(void)
 {
     pthread_mutex_lock(&w->pool.lock);
-    size_t n = w->pool.n;
+    size_t n = w->pool.n[CQ_NETWORK_NONE];
     pthread_mutex_unlock(&w->pool.lock);
     return n;
 }
@@ -1210,7 +1210,7 @@ START_TEST(warm_pool_discards_dead_sandboxes)
     make_pooled_worker(1);
     wait_for_pool(1);
     pthread_mutex_lock(&w->pool.lock);
-    cq_sandbox_kill(w->pool.items[0].sandbox);
+    cq_sandbox_kill(w->pool.items[CQ_NETWORK_NONE][0].sandbox);
     pthread_mutex_unlock(&w->pool.lock);
     struct cq_session_info info = start("after-a-dead-pool-item");
     struct cq_result r;
