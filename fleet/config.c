@@ -41,9 +41,10 @@ struct setting {
 #field, SIZE, offsetof(struct cq_fleet_config, field), 0, help                             \
     }
 
-#define LST(field, help)                                                                           \
+/* The network settings: text, parsed by the worker core (worker/netconfig.c). */
+#define NET(kind, field, help)                                                                     \
     {                                                                                              \
-#field, LIST, offsetof(struct cq_fleet_config, field),                                     \
+#field, kind, offsetof(struct cq_fleet_config, field),                                     \
             sizeof(((struct cq_fleet_config *)0)->field), help                                     \
     }
 
@@ -98,19 +99,20 @@ static const struct setting settings[] = {
         "name Redis's certificate must carry (and SNI); unset: redis's host"),
     /* The network of the worker's sessions: text here, parsed by the worker core
      * (worker/netconfig.c), which names the setting in its refusals. */
-    LST(network_modes, "network modes sessions may ask for: NONE, PUBLIC, ALLOWLIST (all)"),
-    STR(network_default, "mode of a session that names none (NONE)"),
-    LST(network_private, "private CIDRs sessions may reach (codeq's VPC mode)"),
-    LST(network_allow_bounds, "what an allowlist may name; unset: any public destination"),
-    LST(network_deny, "destinations refused in every mode (the fleet's Kafka and Redis added)"),
-    STR(network_max_allow, "entries of one allowlist (64)"),
-    STR(network_max_pinned, "addresses resolution may pin per ALLOWLIST sandbox (256)"),
-    STR(network_max_rate, "bytes a second per sandbox, e.g. 10M (0: no limit)"),
-    STR(network_max_connections, "connections open at once per sandbox (0: no limit)"),
-    STR(dns, "resolver of the sandboxes (a public address); unset: names do not resolve"),
-    STR(egress_netns, "network namespace PUBLIC/ALLOWLIST traffic leaves through; unset: NONE "
-                      "only"),
-    STR(warm_pool_public, "PUBLIC sandboxes a worker keeps ready (1 with egress_netns)"),
+    NET(LIST, network_modes, "network modes sessions may ask for: NONE, PUBLIC, ALLOWLIST"),
+    NET(STRING, network_default, "mode of a session that names none"),
+    NET(LIST, network_private, "private CIDRs sessions may reach (codeq's VPC mode)"),
+    NET(LIST, network_allow_bounds, "what an allowlist may name"),
+    NET(LIST, network_deny,
+        "destinations refused in every mode, besides the fleet's Kafka and "
+        "Redis"),
+    NET(STRING, network_max_allow, "entries of one allowlist"),
+    NET(STRING, network_max_pinned, "addresses resolution may pin per ALLOWLIST sandbox"),
+    NET(STRING, network_max_rate, "bytes a second per sandbox, e.g. 10M"),
+    NET(STRING, network_max_connections, "connections open at once per sandbox"),
+    NET(STRING, dns, "resolver of the sandboxes (an IP address)"),
+    NET(STRING, egress_netns, "network namespace PUBLIC and ALLOWLIST traffic leaves through"),
+    NET(STRING, warm_pool_public, "PUBLIC sandboxes a worker keeps ready"),
 };
 
 /* Which source is being applied (list settings add within one, a later one replaces). */
@@ -522,6 +524,29 @@ static bool worker_only(const struct setting *s)
     return strncmp(s->name, "network_", 8) == 0;
 }
 
+/* What --help says of an unset network setting: the worker core's default. */
+static const char *shown_default(const char *name)
+{
+    static const char *const defaults[][2] = {
+        {"network_modes", "all three"},
+        {"network_default", "NONE"},
+        {"network_private", "none"},
+        {"network_allow_bounds", "any public destination"},
+        {"network_deny", "none"},
+        {"network_max_allow", "64"},
+        {"network_max_pinned", "256"},
+        {"network_max_rate", "0, no limit"},
+        {"network_max_connections", "0, no limit"},
+        {"dns", "none: names do not resolve"},
+        {"egress_netns", "none: NONE sessions only"},
+        {"warm_pool_public", "1 with egress_netns"},
+    };
+    for (size_t i = 0; i < CQ_ARRAY_LEN(defaults); i++)
+        if (strcmp(defaults[i][0], name) == 0)
+            return defaults[i][1];
+    return strcmp(name, "worker_id") == 0 ? "the host name" : "none";
+}
+
 static void usage_line(FILE *out, const struct cq_fleet_config *d, const struct setting *s)
 {
     const char *field = (const char *)d + s->offset;
@@ -544,9 +569,7 @@ static void usage_line(FILE *out, const struct cq_fleet_config *d, const struct 
         if (*p == '_')
             *p = '-';
     fprintf(out, "  --%-15s %s (default: %s)\n", flag, s->help,
-            value[0]                            ? value
-            : strcmp(s->name, "worker_id") == 0 ? "the host name"
-                                                : "none");
+            value[0] ? value : shown_default(s->name));
 }
 
 void cq_fleet_config_usage(FILE *out, bool worker)
