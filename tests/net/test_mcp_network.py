@@ -188,3 +188,20 @@ def test_bad_settings_are_usage_errors(net, egress):
                  "--network-max-pinned", "--network-max-rate", "--network-max-connections",
                  "--dns", "--egress-netns", "--warm-pool-public"):
         assert flag in h, flag
+
+
+def test_codeq_exec_takes_a_mode_within_the_policy(net, egress):
+    import subprocess
+    base = [CODEQ, "exec", "--egress-netns", net.netns_path(egress),
+            "--dns", internet.DNS_SERVER[0]]
+    code = FETCH + "print(fetch('http://files.example.test/exec'))"
+    r = subprocess.run(base + ["--network", "PUBLIC", "-c", code], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "codeq test internet: 198.51.100.80 files.example.test /exec"
+    r = subprocess.run(base + ["-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("failed: "), (r.stdout, r.stderr)
+    r = subprocess.run(base + ["--network-modes", "NONE,PUBLIC", "--network", "allowlist",
+                               "--allow", "files.example.test", "-c", code],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "network_modes = NONE,PUBLIC" in r.stderr, r.stderr
