@@ -389,13 +389,17 @@ static int parse_start_session(json_t *args, struct cq_mcp_call_args *c, int *co
     /* AgentCore's casing; a value outside the three is the request's fault, answered as
      * the tool's INVALID_ARGUMENT like a size that does not parse. */
     if (mode != NULL) {
-        if (strcmp(mode, "NONE") != 0 && strcmp(mode, "PUBLIC") != 0 &&
-            strcmp(mode, "ALLOWLIST") != 0) {
+        if (strcmp(mode, "NONE") == 0)
+            c->network = CQ_NETWORK_NONE;
+        else if (strcmp(mode, "PUBLIC") == 0)
+            c->network = CQ_NETWORK_PUBLIC;
+        else if (strcmp(mode, "ALLOWLIST") == 0)
+            c->network = CQ_NETWORK_ALLOWLIST;
+        else {
             cq_error_set(err, CQ_EINVALID, "networkMode '%s' is not NONE, PUBLIC or ALLOWLIST",
                          mode);
             return 1;
         }
-        cq_net_mode_parse(mode, &c->network, err);
         params->network = &c->network;
     }
     if ((v = json_object_get(args, "networkAllow")) != NULL && !json_is_null(v)) {
