@@ -153,15 +153,34 @@ static int start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool javascr
 static void *pool_main(void *arg)
 {
     struct cq_worker *w = arg;
+    /* A mode whose sandboxes fail to start (its egress namespace gone, say) is retried
+     * every 5 s, and does not hold up the other pool meanwhile; sessions still start
+     * cold. */
+    uint64_t retry_at[2] = {0, 0};
     pthread_mutex_lock(&w->pool.lock);
     while (!w->pool.stopping) {
         /* The emptier pool first (by what it lacks), so that a run on one mode does not
          * leave the other empty for long. */
+        uint64_t now = cq_now_ms(), wake = 0;
         unsigned lack[2];
-        for (int m = 0; m < 2; m++)
+        for (int m = 0; m < 2; m++) {
             lack[m] = w->pool.size[m] > w->pool.n[m] ? w->pool.size[m] - (unsigned)w->pool.n[m] : 0;
+            if (lack[m] > 0 && retry_at[m] > now) {
+                wake = wake == 0 || retry_at[m] < wake ? retry_at[m] : wake;
+                lack[m] = 0;
+            }
+        }
         if (lack[0] == 0 && lack[1] == 0) {
-            pthread_cond_wait(&w->pool.cond, &w->pool.lock);
+            if (wake == 0) {
+                pthread_cond_wait(&w->pool.cond, &w->pool.lock);
+            } else {
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                uint64_t ns = (uint64_t)until.tv_nsec + (wake - now) * 1000000ULL;
+                until.tv_sec += (time_t)(ns / 1000000000ULL);
+                until.tv_nsec = (long)(ns % 1000000000ULL);
+                pthread_cond_timedwait(&w->pool.cond, &w->pool.lock, &until);
+            }
             continue;
         }
         enum cq_network_mode mode = lack[1] > lack[0] ? CQ_NETWORK_PUBLIC : CQ_NETWORK_NONE;
@@ -175,14 +194,10 @@ static void *pool_main(void *arg)
         pthread_mutex_lock(&w->pool.lock);
         if (rc < 0) {
             cq_sandbox_destroy(sb);
-            /* Do not spin on a persistent failure; sessions still start cold. */
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 5;
-            if (!w->pool.stopping)
-                pthread_cond_timedwait(&w->pool.cond, &w->pool.lock, &until);
+            retry_at[mode] = cq_now_ms() + 5000;
             continue;
         }
+        retry_at[mode] = 0;
         if (w->pool.stopping) {
             pthread_mutex_unlock(&w->pool.lock);
             cq_kernel_stop(k);
