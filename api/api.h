@@ -24,6 +24,9 @@
 #define CQ_WORKER_INTERRUPT_GRACE_MS    2000
 
 #define CQ_SESSION_ID_MAX 40
+/* Room for a session's allowlist as text (struct cq_session_info), with its NUL: a
+ * longer one is refused when the session starts. */
+#define CQ_SESSION_ALLOW_TEXT 2048
 
 /* ---- results: AgentCore's (MCP CallToolResult) shape ------------------------------ */
 
@@ -145,6 +148,11 @@ struct cq_session_info {
     int64_t created_at_ms; /* Unix time */
     int64_t last_updated_at_ms;
     uint32_t session_timeout_s;
+    /* The session's network mode (issue 13), as sandbox/sandbox.h's enum cq_network_mode
+     * numbers it: 0 NONE, 1 PUBLIC, 2 ALLOWLIST; and its allowlist, the DESTs joined with
+     * commas (no DEST holds one), "" outside ALLOWLIST. */
+    int network_mode;
+    char network_allow[CQ_SESSION_ALLOW_TEXT];
 };
 
 /* ---- tools ------------------------------------------------------------------------- */

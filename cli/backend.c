@@ -153,6 +153,11 @@ static int fleet_start_session(struct cq_backend *b, const struct cq_session_par
     limits.cpu_millis = (uint32_t)(params->limits.cpus * 1000.0 + 0.5);
     limits.disk_bytes = params->limits.workspace_bytes;
     start.limits = &limits;
+    /* No mode: UNSPECIFIED, which the worker resolves to its policy's default. */
+    if (params->network != NULL)
+        start.network = (Codeq__V1__NetworkMode)(*params->network + 1);
+    start.network_allow = (char **)params->allow;
+    start.n_network_allow = params->n_allow;
     size_t n_env = 0;
     while (params->env != NULL && params->env[n_env] != NULL)
         n_env++;

@@ -2,6 +2,9 @@
 #ifndef CQ_CLI_H
 #define CQ_CLI_H
 
+#include <stdbool.h>
+#include <stdio.h>
+
 /* Exit statuses of codeq itself, following the conventions of timeout(1), env(1)
  * and container runtimes, so scripts can tell codeq's failures from the command's. */
 enum {
@@ -36,6 +39,38 @@ enum {
 /* clang-format on */
 /* Handles one of CQ_SIGNING_LONGOPTS' options. */
 void cq_signing_option(int opt, const char *value);
+
+/* The network settings of the embedded worker (worker.h, cq_worker_net_settings), the
+ * same for codeq exec and codeq mcp: --network-modes ... --warm-pool-public, each also
+ * CODEQ_<NAME>. Option values are CQ_OPT_NET_FIRST + the setting's index. */
+enum { CQ_OPT_NET_FIRST = 1100 };
+/* clang-format off */
+#define CQ_NETWORK_LONGOPTS                                                    \
+    {"network-modes", required_argument, NULL, CQ_OPT_NET_FIRST + 0},          \
+    {"network-default", required_argument, NULL, CQ_OPT_NET_FIRST + 1},        \
+    {"network-private", required_argument, NULL, CQ_OPT_NET_FIRST + 2},        \
+    {"network-allow-bounds", required_argument, NULL, CQ_OPT_NET_FIRST + 3},   \
+    {"network-deny", required_argument, NULL, CQ_OPT_NET_FIRST + 4},           \
+    {"network-max-allow", required_argument, NULL, CQ_OPT_NET_FIRST + 5},      \
+    {"network-max-pinned", required_argument, NULL, CQ_OPT_NET_FIRST + 6},     \
+    {"network-max-rate", required_argument, NULL, CQ_OPT_NET_FIRST + 7},       \
+    {"network-max-connections", required_argument, NULL, CQ_OPT_NET_FIRST + 8},\
+    {"dns", required_argument, NULL, CQ_OPT_NET_FIRST + 9},                    \
+    {"egress-netns", required_argument, NULL, CQ_OPT_NET_FIRST + 10},          \
+    {"warm-pool-public", required_argument, NULL, CQ_OPT_NET_FIRST + 11}
+#define CQ_NETWORK_N_OPTS 12
+/* clang-format on */
+struct cq_worker_config;
+/* Reads the CODEQ_<NAME> variables into cfg: 0, or CQ_EXIT_USAGE (printed). */
+int cq_network_environment(const char *cmd, struct cq_worker_config *cfg);
+/* True for one of CQ_NETWORK_LONGOPTS' options. */
+bool cq_network_is_option(int opt);
+/* Handles one; *seen (0 at first) makes a list flag replace the environment's list
+ * and a repeated one add to it. 0, or CQ_EXIT_USAGE (printed). */
+int cq_network_option(const char *cmd, struct cq_worker_config *cfg, unsigned *seen, int opt,
+                      const char *value);
+/* The options' help lines. */
+void cq_network_usage(FILE *out);
 
 int cq_cmd_sandbox(int argc, char **argv);
 int cq_cmd_exec(int argc, char **argv);

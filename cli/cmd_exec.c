@@ -75,12 +75,17 @@ static void usage(FILE *out)
             "                    the same one by one, over the file's (CODEQ_TENANT,\n"
             "                    CODEQ_KEY_ID, CODEQ_KEY_SECRET or CODEQ_KEY_SECRET_FILE);\n"
             "                    a secret is never an argument: ps shows arguments\n"
+            "  --network MODE    the session's network: NONE, PUBLIC or ALLOWLIST (default:\n"
+            "                    --network-default); within the settings below\n"
+            "  --allow DEST      ALLOWLIST: a destination (NAME, *.NAME, IP, CIDR, with\n"
+            "                    :PORT optionally); repeat for more\n"
             "  -h, --help        show this help\n"
             "\n"
             "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"
             "2 for bad options, 125 when codeq itself failed (also when a file could not be\n"
             "saved into DIR).\n",
             CQ_WORKER_DEFAULT_CALL_TIMEOUT, disk);
+    cq_network_usage(out);
 }
 
 static const char *language_from_path(const char *path)
@@ -264,6 +269,11 @@ struct exec_options {
     size_t n_inputs;
     bool json;
     double timeout_s;
+    struct cq_worker_config cfg; /* the embedded worker's, with its network settings */
+    bool has_network;
+    enum cq_network_mode network; /* --network */
+    const char *allow[CQ_NET_MAX_RULES];
+    size_t n_allow;
 };
 
 /* 0; -1 when --help was printed; CQ_EXIT_USAGE for a bad command line. */
@@ -279,7 +289,9 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         OPT_FILE,
         OPT_BROKERS,
         OPT_TOPIC,
-        OPT_AUDIT_LOG
+        OPT_AUDIT_LOG,
+        OPT_NETWORK,
+        OPT_ALLOW,
     };
     static const struct option longopts[] = {
         {"lang", required_argument, NULL, OPT_LANG},
@@ -292,12 +304,21 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
         CQ_SIGNING_LONGOPTS,
+        {"network", required_argument, NULL, OPT_NETWORK},
+        {"allow", required_argument, NULL, OPT_ALLOW},
+        CQ_NETWORK_LONGOPTS,
         {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct cq_error err;
     uint64_t ms;
+    unsigned net_seen = 0;
+    cq_worker_config_init(&o->cfg);
+    o->cfg.warm_pool_public = 0; /* one session: a pool would only cost a second sandbox */
+    int net_rc = cq_network_environment("exec", &o->cfg);
+    if (net_rc != 0)
+        return net_rc;
     opterr = 0;
     optind = 1;
     int c;
@@ -356,7 +377,22 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
                 return cq_usage_error("exec", "--file: cannot read '%s'", optarg);
             o->inputs[o->n_inputs++] = optarg;
             break;
+        case OPT_NETWORK:
+            if (cq_net_mode_parse(optarg, &o->network, &err) < 0)
+                return cq_usage_error("exec", "--network: %s", err.msg);
+            o->has_network = true;
+            break;
+        case OPT_ALLOW:
+            if (o->n_allow == CQ_NET_MAX_RULES)
+                return cq_usage_error("exec", "--allow: at most %d", CQ_NET_MAX_RULES);
+            o->allow[o->n_allow++] = optarg;
+            break;
         default:
+            if (cq_network_is_option(c)) {
+                if ((net_rc = cq_network_option("exec", &o->cfg, &net_seen, c, optarg)) != 0)
+                    return net_rc;
+                break;
+            }
             return cq_usage_error("exec", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -418,11 +454,13 @@ static int start_signal_thread(pthread_t *thread)
 static int start_session(const struct exec_options *o, struct cq_backend **w,
                          struct cq_session_info *info)
 {
-    struct cq_worker_config cfg;
-    cq_worker_config_init(&cfg);
-    struct cq_session_params params = {0};
+    struct cq_session_params params = {
+        .network = o->has_network ? &o->network : NULL,
+        .allow = o->allow,
+        .n_allow = o->n_allow,
+    };
     struct cq_error err;
-    if (cq_backend_open(&cfg, o->brokers, o->request_topic, w, &err) < 0 ||
+    if (cq_backend_open(&o->cfg, o->brokers, o->request_topic, w, &err) < 0 ||
         (o->audit_log != NULL && cq_backend_audit_log(*w, o->audit_log, &err) < 0) ||
         cq_backend_start_session(*w, &params, info, &err) < 0) {
         fprintf(stderr, "codeq: %s\n", err.msg);

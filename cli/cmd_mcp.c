@@ -231,6 +231,9 @@ static void usage(FILE *out)
             "                         argument: ps shows arguments\n"
             "  -h, --help             show this help\n",
             CQ_WORKER_DEFAULT_MAX_SESSIONS);
+    fprintf(out, "\nstartSession takes networkMode (NONE, PUBLIC, ALLOWLIST) and networkAllow;\n"
+                 "these settings bound them (embedded only; a fleet's workers have their own).\n");
+    cq_network_usage(out);
 }
 
 int cq_cmd_mcp(int argc, char **argv)
@@ -242,6 +245,7 @@ int cq_cmd_mcp(int argc, char **argv)
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
         CQ_SIGNING_LONGOPTS,
+        CQ_NETWORK_LONGOPTS,
         {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -252,6 +256,10 @@ int cq_cmd_mcp(int argc, char **argv)
     struct cq_error err;
     uint64_t value;
     const char *brokers = NULL, *request_topic = NULL, *audit_log = NULL;
+    unsigned net_seen = 0;
+    int net_rc = cq_network_environment("mcp", &cfg);
+    if (net_rc != 0)
+        return net_rc;
     opterr = 0;
     optind = 1;
     int c;
@@ -290,6 +298,11 @@ int cq_cmd_mcp(int argc, char **argv)
             cq_signing_option(c, optarg);
             break;
         default:
+            if (cq_network_is_option(c)) {
+                if ((net_rc = cq_network_option("mcp", &cfg, &net_seen, c, optarg)) != 0)
+                    return net_rc;
+                break;
+            }
             fprintf(stderr, "codeq mcp: unknown option '%s'\n", argv[optind - 1]);
             usage(stderr);
             return CQ_EXIT_USAGE;

@@ -1,6 +1,7 @@
 /* cli/main.c - `codeq`: dispatches to one file per subcommand, and what they share. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "worker/worker.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,6 +39,48 @@ void cq_signing_option(int opt, const char *value)
      * over a secret the environment carries (both at once would be refused). */
     if (opt == CQ_OPT_KEY_SECRET_FILE)
         unsetenv("CODEQ_KEY_SECRET");
+}
+
+int cq_network_environment(const char *cmd, struct cq_worker_config *cfg)
+{
+    struct cq_error err;
+    if (cq_worker_net_environment(cfg, &err) < 0)
+        return cq_usage_error(cmd, "%s", err.msg);
+    return 0;
+}
+
+bool cq_network_is_option(int opt)
+{
+    return opt >= CQ_OPT_NET_FIRST && opt < CQ_OPT_NET_FIRST + CQ_NETWORK_N_OPTS;
+}
+
+int cq_network_option(const char *cmd, struct cq_worker_config *cfg, unsigned *seen, int opt,
+                      const char *value)
+{
+    unsigned i = (unsigned)(opt - CQ_OPT_NET_FIRST);
+    const char *name = cq_worker_net_settings[i];
+    char flag[64] = "--";
+    for (size_t j = 0; name[j] != '\0' && j + 3 < sizeof(flag); j++)
+        flag[2 + j] = name[j] == '_' ? '-' : name[j];
+    struct cq_error err;
+    if (cq_worker_net_setting(cfg, name, value, (*seen >> i) & 1u, flag, &err) < 0)
+        return cq_usage_error(cmd, "%s", err.msg);
+    *seen |= 1u << i;
+    return 0;
+}
+
+void cq_network_usage(FILE *out)
+{
+    fprintf(out, "network (docs/configuration.md, \"Network\"; each also CODEQ_<NAME>, e.g.\n"
+                 "CODEQ_NETWORK_MODES; lists are comma-separated, a list flag repeated adds):\n");
+    for (size_t i = 0; cq_worker_net_settings[i] != NULL; i++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", cq_worker_net_settings[i]);
+        for (char *p = flag; *p; p++)
+            if (*p == '_')
+                *p = '-';
+        fprintf(out, "  %-26s %s\n", flag, cq_worker_net_help(cq_worker_net_settings[i]));
+    }
 }
 
 static void usage(FILE *out)

@@ -83,7 +83,12 @@ static const char *const tool_json[] = {
     "to live from creation.\"}, \"memory\": {\"type\": \"string\", \"description\": \"Memory "
     "limit, e.g. 1G.\"}, \"disk\": {\"type\": \"string\", \"description\": \"Workspace size, "
     "e.g. 512M.\"}, \"cpus\": {\"type\": \"number\"}, \"pids\": {\"type\": \"integer\"}, "
-    "\"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"string\"}}}}}",
+    "\"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"string\"}}, "
+    "\"networkMode\": {\"type\": \"string\", \"enum\": [\"NONE\", \"PUBLIC\", \"ALLOWLIST\"], "
+    "\"description\": \"NONE: loopback only; PUBLIC: public addresses and DNS; ALLOWLIST: "
+    "networkAllow only. Default: the server's (network_default).\"}, \"networkAllow\": "
+    "{\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"description\": \"ALLOWLIST: "
+    "destinations NAME, *.NAME, IP or CIDR, each with an optional :PORT.\"}}}}",
 
     "{\"name\": \"stopSession\", \"description\": \"Stop a session: its processes end and its "
     "files are gone.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {\"sessionId\": "
@@ -213,6 +218,7 @@ void cq_mcp_call_args_free(struct cq_mcp_call_args *c)
     free(c->content);
     for (size_t i = 0; i < c->n_env; i++)
         free(c->env_owned[i]);
+    free(c->allow);
     json_decref(c->args);
     memset(c, 0, sizeof(*c));
 }
@@ -377,6 +383,44 @@ static int parse_start_session(json_t *args, struct cq_mcp_call_args *c, int *co
     }
     c->env[c->n_env] = NULL;
     params->env = c->env;
+    const char *mode;
+    if (get_string(args, "networkMode", &mode, code, msg, len) < 0)
+        return -1;
+    /* AgentCore's casing; a value outside the three is the request's fault, answered as
+     * the tool's INVALID_ARGUMENT like a size that does not parse. */
+    if (mode != NULL) {
+        if (strcmp(mode, "NONE") == 0)
+            c->network = CQ_NETWORK_NONE;
+        else if (strcmp(mode, "PUBLIC") == 0)
+            c->network = CQ_NETWORK_PUBLIC;
+        else if (strcmp(mode, "ALLOWLIST") == 0)
+            c->network = CQ_NETWORK_ALLOWLIST;
+        else {
+            cq_error_set(err, CQ_EINVALID, "networkMode '%s' is not NONE, PUBLIC or ALLOWLIST",
+                         mode);
+            return 1;
+        }
+        params->network = &c->network;
+    }
+    if ((v = json_object_get(args, "networkAllow")) != NULL && !json_is_null(v)) {
+        if (!json_is_array(v))
+            return invalid(code, msg, len, "argument '%s' must be an array of strings",
+                           "networkAllow");
+        c->allow = calloc(json_array_size(v) + 1, sizeof(char *));
+        if (c->allow == NULL)
+            return invalid(code, msg, len, "%s", "out of memory");
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item)
+        {
+            if (!json_is_string(item))
+                return invalid(code, msg, len, "argument '%s' must be an array of strings",
+                               "networkAllow");
+            c->allow[i] = json_string_value(item);
+        }
+        params->allow = c->allow;
+        params->n_allow = json_array_size(v);
+    }
     return 0;
 }
 

@@ -57,6 +57,8 @@ struct cq_mcp_call_args {
     const char *env[257];
     char *env_owned[256];
     size_t n_env;
+    enum cq_network_mode network; /* networkMode, when params.network points here */
+    const char **allow;           /* networkAllow (malloc'd array of borrowed strings) */
     /* CQ_MCP_LIST_SESSIONS */
     int status_filter;
     size_t max_results;

@@ -128,5 +128,17 @@ json_t *cq_session_to_json(const struct cq_session_info *info)
     put(o, "createdAt", iso_time(info->created_at_ms));
     put(o, "lastUpdatedAt", iso_time(info->last_updated_at_ms));
     put(o, "sessionTimeoutSeconds", json_integer(info->session_timeout_s));
+    /* codeq's additions (issue 13): AgentCore's casing, the numbers of sandbox.h. */
+    static const char *const modes[] = {"NONE", "PUBLIC", "ALLOWLIST"};
+    put(o, "networkMode",
+        json_string(info->network_mode >= 0 && info->network_mode < 3 ? modes[info->network_mode]
+                                                                      : "UNKNOWN"));
+    json_t *allow = json_array();
+    char copy[CQ_SESSION_ALLOW_TEXT];
+    snprintf(copy, sizeof(copy), "%s", info->network_allow);
+    char *save = NULL;
+    for (char *d = strtok_r(copy, ",", &save); d != NULL; d = strtok_r(NULL, ",", &save))
+        json_array_append_new(allow, text_string(d));
+    put(o, "networkAllow", allow);
     return o;
 }

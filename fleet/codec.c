@@ -281,7 +281,42 @@ int cq_codec_result_response(const char *request_id, const char *session_id,
     return rc;
 }
 
-static void fill_session(const struct cq_session_info *info, Codeq__V1__Session *s)
+/* The allowlist of a session's facts as the message's repeated field: *owned holds a
+ * copy of the text that the entries point into (free both). 0, or -1 out of memory. */
+static int split_allow(const char *text, char **owned, char ***entries, size_t *n)
+{
+    *owned = NULL;
+    *entries = NULL;
+    *n = 0;
+    if (text[0] == '\0')
+        return 0;
+    size_t max = 1;
+    for (const char *p = text; *p; p++)
+        max += *p == ',';
+    *owned = strdup(text);
+    *entries = calloc(max, sizeof(char *));
+    if (*owned == NULL || *entries == NULL) {
+        free(*owned);
+        free(*entries);
+        *owned = NULL;
+        *entries = NULL;
+        return -1;
+    }
+    char *save = NULL;
+    for (char *d = strtok_r(*owned, ",", &save); d != NULL; d = strtok_r(NULL, ",", &save))
+        (*entries)[(*n)++] = d;
+    return 0;
+}
+
+/* The wire's mode of a session's facts (sandbox.h's numbering plus one). */
+static Codeq__V1__NetworkMode wire_mode(int mode)
+{
+    return mode >= 0 && mode <= 2 ? (Codeq__V1__NetworkMode)(mode + 1)
+                                  : CODEQ__V1__NETWORK_MODE__NETWORK_MODE_UNSPECIFIED;
+}
+
+/* s->network_allow and the text it points into (*owned) are malloc'd (free_session). */
+static int fill_session(const struct cq_session_info *info, Codeq__V1__Session *s, char **owned)
 {
     codeq__v1__session__init(s);
     s->session_id = (char *)info->session_id;
@@ -292,19 +327,33 @@ static void fill_session(const struct cq_session_info *info, Codeq__V1__Session 
     s->created_at_unix_ms = info->created_at_ms;
     s->last_updated_at_unix_ms = info->last_updated_at_ms;
     s->session_timeout_seconds = info->session_timeout_s;
+    s->network = wire_mode(info->network_mode);
+    return split_allow(info->network_allow, owned, &s->network_allow, &s->n_network_allow);
+}
+
+static void free_session(Codeq__V1__Session *s, char *owned)
+{
+    free(owned);
+    free(s->network_allow);
+    s->network_allow = NULL;
+    s->n_network_allow = 0;
 }
 
 int cq_codec_session_response(const char *request_id, const struct cq_session_info *info,
                               uint8_t **out, size_t *len, struct cq_error *err)
 {
     Codeq__V1__Session s;
-    fill_session(info, &s);
+    char *owned = NULL;
+    if (fill_session(info, &s, &owned) < 0)
+        return cq_error_sys(err, ENOMEM, "encode the session");
     Codeq__V1__Response resp = CODEQ__V1__RESPONSE__INIT;
     resp.request_id = str(request_id);
     resp.session_id = (char *)info->session_id;
     resp.payload_case = CODEQ__V1__RESPONSE__PAYLOAD_SESSION;
     resp.session = &s;
-    return pack(&resp, "the session", out, len, err);
+    int rc = pack(&resp, "the session", out, len, err);
+    free_session(&s, owned);
+    return rc;
 }
 
 int cq_codec_sessions_response(const char *request_id, const struct cq_session_info *infos,
@@ -315,14 +364,21 @@ int cq_codec_sessions_response(const char *request_id, const struct cq_session_i
     *len = 0;
     Codeq__V1__Session *items = calloc(n + 1, sizeof(*items));
     Codeq__V1__Session **ptrs = calloc(n + 1, sizeof(*ptrs));
-    if (items == NULL || ptrs == NULL) {
+    char **owned = calloc(n + 1, sizeof(*owned));
+    if (items == NULL || ptrs == NULL || owned == NULL) {
         free(items);
         free(ptrs);
+        free(owned);
         return cq_error_sys(err, ENOMEM, "encode a list of %zu sessions for request %.64s", n,
                             str(request_id));
     }
-    for (size_t i = 0; i < n; i++) {
-        fill_session(&infos[i], &items[i]);
+    size_t filled = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (fill_session(&infos[i], &items[i], &owned[i]) < 0)
+            rc = cq_error_sys(err, ENOMEM, "encode a list of %zu sessions", n);
+        else
+            filled++;
         ptrs[i] = &items[i];
     }
     Codeq__V1__SessionList list = CODEQ__V1__SESSION_LIST__INIT;
@@ -333,7 +389,11 @@ int cq_codec_sessions_response(const char *request_id, const struct cq_session_i
     resp.request_id = str(request_id);
     resp.payload_case = CODEQ__V1__RESPONSE__PAYLOAD_SESSIONS;
     resp.sessions = &list;
-    int rc = pack(&resp, "the session list", out, len, err);
+    if (rc == 0)
+        rc = pack(&resp, "the session list", out, len, err);
+    for (size_t i = 0; i < filled; i++)
+        free_session(&items[i], owned[i]);
+    free(owned);
     free(items);
     free(ptrs);
     return rc;
@@ -602,4 +662,19 @@ void cq_codec_session_from(const Codeq__V1__Session *s, struct cq_session_info *
     info->created_at_ms = s->created_at_unix_ms;
     info->last_updated_at_ms = s->last_updated_at_unix_ms;
     info->session_timeout_s = s->session_timeout_seconds;
+    info->network_mode = s->network >= CODEQ__V1__NETWORK_MODE__NETWORK_MODE_NONE &&
+                                 s->network <= CODEQ__V1__NETWORK_MODE__NETWORK_MODE_ALLOWLIST
+                             ? (int)s->network - 1
+                             : 0;
+    /* Entries joined as the worker core keeps them; one that would not fit whole ends
+     * the text (the worker refuses allowlists longer than that, so only a foreign
+     * sender's could). */
+    size_t used = 0;
+    for (size_t i = 0; i < s->n_network_allow; i++) {
+        size_t need = strlen(s->network_allow[i]) + (i > 0);
+        if (used + need >= sizeof(info->network_allow))
+            break;
+        used += (size_t)snprintf(info->network_allow + used, sizeof(info->network_allow) - used,
+                                 "%s%s", i > 0 ? "," : "", s->network_allow[i]);
+    }
 }

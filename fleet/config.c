@@ -18,7 +18,7 @@
 #include "common/units.h"
 
 /* UINT0 takes 0 too (no limit), UINT does not; SIZE0 is a SIZE whose 0 means none. */
-enum kind { STRING, UINT, SIZE, UINT0, SIZE0 };
+enum kind { STRING, UINT, SIZE, UINT0, SIZE0, LIST };
 
 struct setting {
     const char *name;
@@ -39,6 +39,13 @@ struct setting {
 #define SZ(field, help)                                                                            \
     {                                                                                              \
 #field, SIZE, offsetof(struct cq_fleet_config, field), 0, help                             \
+    }
+
+/* The network settings: text, parsed by the worker core (worker/netconfig.c). */
+#define NET(kind, field, help)                                                                     \
+    {                                                                                              \
+#field, kind, offsetof(struct cq_fleet_config, field),                                     \
+            sizeof(((struct cq_fleet_config *)0)->field), help                                     \
     }
 
 static const struct setting settings[] = {
@@ -90,7 +97,26 @@ static const struct setting settings[] = {
     STR(redis_tls_key, "private key of redis_tls_cert"),
     STR(redis_tls_server_name,
         "name Redis's certificate must carry (and SNI); unset: redis's host"),
+    /* The network of the worker's sessions: text here, parsed by the worker core
+     * (worker/netconfig.c), which names the setting in its refusals. */
+    NET(LIST, network_modes, "network modes sessions may ask for: NONE, PUBLIC, ALLOWLIST"),
+    NET(STRING, network_default, "mode of a session that names none"),
+    NET(LIST, network_private, "private CIDRs sessions may reach (codeq's VPC mode)"),
+    NET(LIST, network_allow_bounds, "what an allowlist may name"),
+    NET(LIST, network_deny,
+        "destinations refused in every mode, besides the fleet's Kafka and "
+        "Redis"),
+    NET(STRING, network_max_allow, "entries of one allowlist"),
+    NET(STRING, network_max_pinned, "addresses resolution may pin per ALLOWLIST sandbox"),
+    NET(STRING, network_max_rate, "bytes a second per sandbox, e.g. 10M"),
+    NET(STRING, network_max_connections, "connections open at once per sandbox"),
+    NET(STRING, dns, "resolver of the sandboxes (an IP address)"),
+    NET(STRING, egress_netns, "network namespace PUBLIC and ALLOWLIST traffic leaves through"),
+    NET(STRING, warm_pool_public, "PUBLIC sandboxes a worker keeps ready"),
 };
+
+/* Which source is being applied (list settings add within one, a later one replaces). */
+static unsigned char current_source;
 
 void cq_fleet_config_init(struct cq_fleet_config *cfg)
 {
@@ -153,6 +179,17 @@ static int apply(struct cq_fleet_config *cfg, const struct setting *s, const cha
             return cq_error_prefix(err, "%s: %s", source, s->name);
         *(uint64_t *)(void *)field = n;
         return 0;
+    case LIST: {
+        size_t index = (size_t)(s - settings);
+        bool add = cfg->list_source[index] == current_source && field[0] != '\0';
+        size_t used = add ? strlen(field) : 0;
+        if (used + (add ? 1 : 0) + strlen(value) >= s->size)
+            return cq_error_set(err, CQ_EINVALID, "%s: %s is longer than %zu characters", source,
+                                s->name, s->size - 1);
+        snprintf(field + used, s->size - used, "%s%s", add ? "," : "", value);
+        cfg->list_source[index] = current_source;
+        return 0;
+    }
     }
     return 0;
 }
@@ -423,8 +460,10 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
         if (strncmp(arg, "--", 2) == 0 && strchr(arg, '=') == NULL)
             i++;
     }
+    current_source = 1;
     if (file != NULL && file[0] != '\0' && load_file(cfg, file, err) < 0)
         return -1;
+    current_source = 2;
     for (size_t i = 0; i < CQ_ARRAY_LEN(settings); i++) {
         char env[64] = "CODEQ_";
         for (size_t j = 0; settings[i].name[j] != '\0' && j + 7 < sizeof(env); j++)
@@ -435,6 +474,7 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
     }
     if (kafka_environment(cfg, err) < 0)
         return -1;
+    current_source = 3;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strncmp(arg, "--", 2) != 0)
@@ -475,20 +515,44 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
  * both daemons) and ignores them. */
 static bool worker_only(const struct setting *s)
 {
-    static const char *const names[] = {"worker_id", "max_sessions", "warm_pool", "files_quota",
-                                        "claim_ttl"};
+    static const char *const names[] = {"worker_id",    "max_sessions",    "warm_pool",
+                                        "files_quota",  "claim_ttl",       "dns",
+                                        "egress_netns", "warm_pool_public"};
     for (size_t i = 0; i < CQ_ARRAY_LEN(names); i++)
         if (strcmp(s->name, names[i]) == 0)
             return true;
-    return false;
+    return strncmp(s->name, "network_", 8) == 0;
+}
+
+/* What --help says of an unset network setting: the worker core's default. */
+static const char *shown_default(const char *name)
+{
+    static const char *const defaults[][2] = {
+        {"network_modes", "all three"},
+        {"network_default", "NONE"},
+        {"network_private", "none"},
+        {"network_allow_bounds", "any public destination"},
+        {"network_deny", "none"},
+        {"network_max_allow", "64"},
+        {"network_max_pinned", "256"},
+        {"network_max_rate", "0, no limit"},
+        {"network_max_connections", "0, no limit"},
+        {"dns", "none: names do not resolve"},
+        {"egress_netns", "none: NONE sessions only"},
+        {"warm_pool_public", "1 with egress_netns"},
+    };
+    for (size_t i = 0; i < CQ_ARRAY_LEN(defaults); i++)
+        if (strcmp(defaults[i][0], name) == 0)
+            return defaults[i][1];
+    return strcmp(name, "worker_id") == 0 ? "the host name" : "none";
 }
 
 static void usage_line(FILE *out, const struct cq_fleet_config *d, const struct setting *s)
 {
     const char *field = (const char *)d + s->offset;
     char value[64];
-    if (s->kind == STRING)
-        snprintf(value, sizeof(value), "%s", field);
+    if (s->kind == STRING || s->kind == LIST)
+        snprintf(value, sizeof(value), "%.63s", field);
     else if (s->kind == UINT || s->kind == UINT0)
         snprintf(value, sizeof(value), "%u", *(const unsigned *)(const void *)field);
     else if (*(const uint64_t *)(const void *)field == 0)
@@ -505,9 +569,7 @@ static void usage_line(FILE *out, const struct cq_fleet_config *d, const struct 
         if (*p == '_')
             *p = '-';
     fprintf(out, "  --%-15s %s (default: %s)\n", flag, s->help,
-            value[0]                            ? value
-            : strcmp(s->name, "worker_id") == 0 ? "the host name"
-                                                : "none");
+            value[0] ? value : shown_default(s->name));
 }
 
 void cq_fleet_config_usage(FILE *out, bool worker)
@@ -566,6 +628,14 @@ const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, cons
         strncmp(topic, worker_prefix, sizeof(worker_prefix) - 1) == 0)
         return "reply_topic is one of the fleet's own topics";
     return NULL;
+}
+
+const char *cq_fleet_config_text(const struct cq_fleet_config *cfg, const char *name)
+{
+    const struct setting *s = find_setting(name, strlen(name));
+    if (s == NULL || (s->kind != STRING && s->kind != LIST))
+        return NULL;
+    return (const char *)cfg + s->offset;
 }
 
 void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len)

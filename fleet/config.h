@@ -79,6 +79,23 @@ struct cq_fleet_config {
     char redis_tls_server_name[256]; /* redis_tls_server_name: SNI and name checked */
     struct cq_kafka_prop kafka[CQ_KAFKA_PROPS_MAX]; /* kafka.<property> (above) */
     unsigned n_kafka;
+    /* The network of the worker's sessions (codeq-worker only), as text: the worker core
+     * parses it (worker/netconfig.c; docs/configuration.md, "Network"). Lists are
+     * comma-separated; a list setting repeated within one source adds to it, a later
+     * source replaces it. Read with cq_fleet_config_text(). */
+    char network_modes[64];
+    char network_default[16];
+    char network_private[4096];
+    char network_allow_bounds[4096];
+    char network_deny[4096];
+    char network_max_allow[16];
+    char network_max_pinned[16];
+    char network_max_rate[32];
+    char network_max_connections[16];
+    char dns[64];
+    char egress_netns[256];
+    char warm_pool_public[8];
+    unsigned char list_source[64]; /* (internal) which source last set each list */
 };
 
 void cq_fleet_config_init(struct cq_fleet_config *cfg);
@@ -98,6 +115,8 @@ void cq_fleet_config_usage(FILE *out, bool worker);
  * fleet. */
 const char *cq_fleet_reply_topic_refused(const struct cq_fleet_config *cfg, const char *topic,
                                          const char *tenant);
+/* A text setting's value by name ("" unset), or NULL for no such text setting. */
+const char *cq_fleet_config_text(const struct cq_fleet_config *cfg, const char *name);
 /* The worker topic of a worker id: "codeq.worker.<id>". */
 void cq_fleet_worker_topic(const char *worker_id, char *out, size_t len);
 

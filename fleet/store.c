@@ -460,7 +460,7 @@ static const char FACTS[] =
     "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
     "then return 0 end\n"
     "redis.call('HSET', s, 'name', ARGV[5], 'updated_ms', ARGV[7], 'ttl_s', ARGV[8],\n"
-    "           'status', 'READY')\n"
+    "           'status', 'READY', 'net', ARGV[9], 'net_allow', ARGV[10])\n"
     "redis.call('HSETNX', s, 'created_ms', ARGV[6])\n"
     "local created = tonumber(redis.call('HGET', s, 'created_ms'))\n"
     "local expire_at = created + tonumber(ARGV[8]) * 1000\n"
@@ -470,7 +470,7 @@ static const char FACTS[] =
     "local idx = ARGV[1] .. 'sessions'\n"
     "if t and t ~= '' then idx = idx .. ':' .. t end\n"
     "redis.call('ZADD', idx, created, ARGV[2])\n"
-    "if ARGV[9] then redis.call('HSET', s, 'start', ARGV[9]) end\n"
+    "if ARGV[11] then redis.call('HSET', s, 'start', ARGV[11]) end\n"
     "return 1\n";
 
 int cq_st_fenced(redisReply *r, const char *session_id, struct cq_error *err)
@@ -506,6 +506,8 @@ static int facts(struct cq_store *st, const char *session_id, const char *worker
     cq_st_arg_int(&a, info->created_at_ms);
     cq_st_arg_int(&a, info->last_updated_at_ms);
     cq_st_arg_int(&a, info->session_timeout_s);
+    cq_st_arg_int(&a, info->network_mode);
+    cq_st_arg(&a, info->network_allow);
     char key[160];
     snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
     uint8_t *sealed = NULL;
@@ -552,8 +554,9 @@ int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t 
 /* The fields of session:<sid> that getSession and listSessions read, by name rather
  * than HGETALL: `start` (which holds the session's env, possibly secrets) is read only
  * by a worker that adopts the session. */
-static const char *const INFO_FIELDS[] = {"name",   "created_ms", "updated_ms", "ttl_s",
-                                          "status", "expires_ms", "tenant"};
+static const char *const INFO_FIELDS[] = {"name",  "created_ms", "updated_ms",
+                                          "ttl_s", "status",     "expires_ms",
+                                          "net",   "net_allow",  "tenant"};
 #define N_INFO_FIELDS (sizeof(INFO_FIELDS) / sizeof(INFO_FIELDS[0]))
 
 static void fill_info(redisReply *h, const char *session_id, struct cq_session_info *info)
@@ -570,6 +573,10 @@ static void fill_info(redisReply *h, const char *session_id, struct cq_session_i
         info->status = CQ_SESSION_TERMINATED;
     if (expires->type != REDIS_REPLY_NIL && cq_st_int_of(expires) <= cq_unix_ms())
         info->status = CQ_SESSION_TERMINATED;
+    /* Absent (a worker that predates network modes wrote the facts): NONE, 0. */
+    int64_t net = cq_st_int_of(h->element[6]);
+    info->network_mode = net >= 0 && net <= 2 ? (int)net : 0;
+    cq_st_copy_str(h->element[7], info->network_allow, sizeof(info->network_allow));
 }
 
 int cq_store_session_info(struct cq_store *st, const char *session_id, const char *tenant,

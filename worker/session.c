@@ -48,6 +48,8 @@ void cq_worker_config_init(struct cq_worker_config *cfg)
     cfg->default_session_ttl_s = CQ_WORKER_DEFAULT_SESSION_TTL_S;
     cfg->default_call_timeout_s = CQ_WORKER_DEFAULT_CALL_TIMEOUT;
     cfg->output_limit_bytes = CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
+    cq_netpolicy_init(&cfg->netpolicy);
+    cfg->warm_pool_public = -1;
 }
 
 static bool has_kernel_scripts(const char *dir)
@@ -95,11 +97,20 @@ static int find_runtimes(const struct cq_worker_config *cfg, char out[PATH_MAX],
 /* ---- sandboxes and the pool ---------------------------------------------------------- */
 
 static int make_sandbox(struct cq_worker *w, const struct cq_sandbox_limits *limits,
+                        enum cq_network_mode network, const char *const *allow, size_t n_allow,
                         struct cq_sandbox **out, struct cq_error *err)
 {
     struct cq_sandbox_config cfg;
     cq_sandbox_config_init(&cfg);
     cfg.limits = *limits;
+    cfg.network = network;
+    if (network != CQ_NETWORK_NONE) {
+        cfg.egress_netns = w->cfg.egress_netns;
+        cfg.dns = w->cfg.dns[0] != '\0' ? w->cfg.dns : NULL;
+        cfg.allow = allow;
+        cfg.n_allow = n_allow;
+        cfg.netpolicy = &w->cfg.netpolicy;
+    }
     struct cq_sandbox_bind bind = {.host_path = w->runtimes_dir,
                                    .sandbox_path = RUNTIMES_IN_SANDBOX};
     cfg.binds = &bind;
@@ -142,30 +153,51 @@ static int start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool javascr
 static void *pool_main(void *arg)
 {
     struct cq_worker *w = arg;
+    /* A mode whose sandboxes fail to start (its egress namespace gone, say) is retried
+     * every 5 s, and does not hold up the other pool meanwhile; sessions still start
+     * cold. */
+    uint64_t retry_at[2] = {0, 0};
     pthread_mutex_lock(&w->pool.lock);
     while (!w->pool.stopping) {
-        if (w->pool.n >= w->cfg.warm_pool_size) {
-            pthread_cond_wait(&w->pool.cond, &w->pool.lock);
+        /* The emptier pool first (by what it lacks), so that a run on one mode does not
+         * leave the other empty for long. */
+        uint64_t now = cq_now_ms(), wake = 0;
+        unsigned lack[2];
+        for (int m = 0; m < 2; m++) {
+            lack[m] = w->pool.size[m] > w->pool.n[m] ? w->pool.size[m] - (unsigned)w->pool.n[m] : 0;
+            if (lack[m] > 0 && retry_at[m] > now) {
+                wake = wake == 0 || retry_at[m] < wake ? retry_at[m] : wake;
+                lack[m] = 0;
+            }
+        }
+        if (lack[0] == 0 && lack[1] == 0) {
+            if (wake == 0) {
+                pthread_cond_wait(&w->pool.cond, &w->pool.lock);
+            } else {
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                uint64_t ns = (uint64_t)until.tv_nsec + (wake - now) * 1000000ULL;
+                until.tv_sec += (time_t)(ns / 1000000000ULL);
+                until.tv_nsec = (long)(ns % 1000000000ULL);
+                pthread_cond_timedwait(&w->pool.cond, &w->pool.lock, &until);
+            }
             continue;
         }
+        enum cq_network_mode mode = lack[1] > lack[0] ? CQ_NETWORK_PUBLIC : CQ_NETWORK_NONE;
         pthread_mutex_unlock(&w->pool.lock);
         struct cq_sandbox *sb = NULL;
         struct cq_kernel *k = NULL;
         struct cq_error err;
-        int rc = make_sandbox(w, &w->cfg.limits, &sb, &err);
+        int rc = make_sandbox(w, &w->cfg.limits, mode, NULL, 0, &sb, &err);
         if (rc == 0)
             rc = start_kernel(w, sb, false, true, NULL, &k, &err);
         pthread_mutex_lock(&w->pool.lock);
         if (rc < 0) {
             cq_sandbox_destroy(sb);
-            /* Do not spin on a persistent failure; sessions still start cold. */
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 5;
-            if (!w->pool.stopping)
-                pthread_cond_timedwait(&w->pool.cond, &w->pool.lock, &until);
+            retry_at[mode] = cq_now_ms() + 5000;
             continue;
         }
+        retry_at[mode] = 0;
         if (w->pool.stopping) {
             pthread_mutex_unlock(&w->pool.lock);
             cq_kernel_stop(k);
@@ -173,23 +205,26 @@ static void *pool_main(void *arg)
             pthread_mutex_lock(&w->pool.lock);
             break;
         }
-        w->pool.items[w->pool.n].sandbox = sb;
-        w->pool.items[w->pool.n].python = k;
-        w->pool.n++;
+        w->pool.items[mode][w->pool.n[mode]].sandbox = sb;
+        w->pool.items[mode][w->pool.n[mode]].python = k;
+        w->pool.n[mode]++;
         pthread_cond_broadcast(&w->pool.cond);
     }
     pthread_mutex_unlock(&w->pool.lock);
     return NULL;
 }
 
-static bool pool_take(struct cq_worker *w, struct cq_sandbox **sb, struct cq_kernel **k)
+static bool pool_take(struct cq_worker *w, enum cq_network_mode mode, struct cq_sandbox **sb,
+                      struct cq_kernel **k)
 {
     bool taken = false;
+    if (mode != CQ_NETWORK_NONE && mode != CQ_NETWORK_PUBLIC)
+        return false;
     pthread_mutex_lock(&w->pool.lock);
-    while (w->pool.n > 0 && !taken) {
-        w->pool.n--;
-        *sb = w->pool.items[w->pool.n].sandbox;
-        *k = w->pool.items[w->pool.n].python;
+    while (w->pool.n[mode] > 0 && !taken) {
+        size_t i = --w->pool.n[mode];
+        *sb = w->pool.items[mode][i].sandbox;
+        *k = w->pool.items[mode][i].python;
         /* A pooled sandbox whose init died (killed from outside) is of no use. */
         taken = cq_sandbox_alive(*sb);
         if (!taken) {
@@ -219,6 +254,8 @@ static void fill_info(const struct cq_session *s, struct cq_session_info *info)
     info->created_at_ms = s->created_ms;
     info->last_updated_at_ms = s->updated_ms;
     info->session_timeout_s = s->ttl_s;
+    info->network_mode = (int)s->network;
+    snprintf(info->network_allow, sizeof(info->network_allow), "%s", s->allow);
 }
 
 /* Merges the worker's defaults into requested limits (zero fields). */
@@ -320,6 +357,27 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
                                 "a session id is 1 to %d letters, digits, '-' or '_'",
                                 CQ_SESSION_ID_MAX);
     }
+    /* The network before anything is made: a request beyond the operator's policy is
+     * refused with the rule it breaks, and costs no sandbox. */
+    struct cq_net_grant grant;
+    if (cq_netpolicy_admit(&w->cfg.netpolicy, params->network, params->allow, params->n_allow,
+                           &grant, err) < 0)
+        return -1;
+    if (grant.mode != CQ_NETWORK_NONE && w->cfg.egress_netns[0] == '\0')
+        return cq_error_set(err, CQ_EINVALID,
+                            "network mode %s needs an egress namespace, which this worker "
+                            "has not (egress_netns)",
+                            cq_net_mode_name(grant.mode));
+    char allow_text[CQ_SESSION_ALLOW_TEXT] = "";
+    for (size_t i = 0; i < params->n_allow; i++) {
+        size_t used = strlen(allow_text);
+        if (strlen(params->allow[i]) + 1 >= sizeof(allow_text) - used)
+            return cq_error_set(err, CQ_EINVALID,
+                                "the allowlist is longer than %d characters in all",
+                                CQ_SESSION_ALLOW_TEXT - 1);
+        snprintf(allow_text + used, sizeof(allow_text) - used, "%s%s", i > 0 ? "," : "",
+                 params->allow[i]);
+    }
     struct cq_sandbox_limits limits = effective_limits(w, &params->limits);
     struct cq_sandbox_config check;
     cq_sandbox_config_init(&check);
@@ -346,6 +404,8 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
     snprintf(s->name, sizeof(s->name), "%s", params->name != NULL ? params->name : "");
     s->ttl_s = ttl;
     s->status = CQ_SESSION_READY;
+    s->network = grant.mode;
+    snprintf(s->allow, sizeof(s->allow), "%s", allow_text);
 
     pthread_mutex_lock(&w->lock);
     struct cq_session *same = params->id != NULL ? find(w, params->id) : NULL;
@@ -366,8 +426,8 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
 
     bool defaults = memcmp(&limits, &w->cfg.limits, sizeof(limits)) == 0;
     int rc = 0;
-    if (!(defaults && pool_take(w, &s->sandbox, &s->kernels[0].kernel)))
-        rc = make_sandbox(w, &limits, &s->sandbox, err);
+    if (!(defaults && pool_take(w, grant.mode, &s->sandbox, &s->kernels[0].kernel)))
+        rc = make_sandbox(w, &limits, grant.mode, params->allow, params->n_allow, &s->sandbox, err);
     else if (s->env[0] != NULL)
         rc = cq_kernel_set_env(s->kernels[0].kernel, (const char *const *)s->env, err);
     if (rc < 0) {
@@ -588,6 +648,19 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
     w->cfg = *cfg;
     if (w->cfg.warm_pool_size > CQ_WORKER_MAX_POOL)
         w->cfg.warm_pool_size = CQ_WORKER_MAX_POOL;
+    const struct cq_netpolicy *np = &w->cfg.netpolicy;
+    if (!(np->modes & CQ_NET_MODE_BIT(np->default_mode))) {
+        cq_error_set(err, CQ_EINVALID, "network_default %s is not among the allowed network_modes",
+                     cq_net_mode_name(np->default_mode));
+        free(w);
+        return -1;
+    }
+    /* PUBLIC sandboxes are pooled only where sessions can have them. */
+    bool public_ok = (np->modes & CQ_NET_MODE_BIT(CQ_NETWORK_PUBLIC)) && w->cfg.egress_netns[0];
+    int n_public = w->cfg.warm_pool_public < 0 ? 1 : w->cfg.warm_pool_public;
+    w->pool.size[CQ_NETWORK_NONE] = w->cfg.warm_pool_size;
+    w->pool.size[CQ_NETWORK_PUBLIC] =
+        !public_ok ? 0 : (unsigned)(n_public > CQ_WORKER_MAX_POOL ? CQ_WORKER_MAX_POOL : n_public);
     if (w->cfg.output_limit_bytes == 0)
         w->cfg.output_limit_bytes = CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
     if (w->cfg.default_call_timeout_s <= 0)
@@ -608,7 +681,7 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
     pthread_mutex_init(&w->pool.lock, NULL);
     pthread_cond_init(&w->pool.cond, NULL);
     int rc = pthread_create(&w->reaper, NULL, reaper_main, w);
-    if (rc == 0 && w->cfg.warm_pool_size > 0) {
+    if (rc == 0 && w->pool.size[0] + w->pool.size[1] > 0) {
         rc = pthread_create(&w->pool.thread, NULL, pool_main, w);
         w->pool.running = rc == 0;
     }
@@ -631,10 +704,11 @@ void cq_worker_destroy(struct cq_worker *w)
     pthread_mutex_unlock(&w->pool.lock);
     if (w->pool.running)
         pthread_join(w->pool.thread, NULL);
-    for (size_t i = 0; i < w->pool.n; i++) {
-        cq_kernel_stop(w->pool.items[i].python);
-        cq_sandbox_destroy(w->pool.items[i].sandbox);
-    }
+    for (int m = 0; m < 2; m++)
+        for (size_t i = 0; i < w->pool.n[m]; i++) {
+            cq_kernel_stop(w->pool.items[m][i].python);
+            cq_sandbox_destroy(w->pool.items[m][i].sandbox);
+        }
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_broadcast(&w->reaper_cond);

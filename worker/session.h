@@ -22,8 +22,10 @@ struct cq_session {
     pthread_cond_t idle; /* refs reached 0 */
     struct cq_sandbox *sandbox;
     struct cq_files files;
-    char **env;                    /* the session's variables, NAME=VALUE */
-    struct kernel_slot kernels[2]; /* [0] Python, [1] Node */
+    char **env;                        /* the session's variables, NAME=VALUE */
+    enum cq_network_mode network;      /* as admitted by the worker's policy */
+    char allow[CQ_SESSION_ALLOW_TEXT]; /* ALLOWLIST: its DESTs, comma-joined */
+    struct kernel_slot kernels[2];     /* [0] Python, [1] Node */
     pthread_mutex_t tasks_lock;
     struct cq_task **tasks;
     size_t n_tasks;
@@ -40,6 +42,8 @@ struct cq_worker {
     bool stopping;
     pthread_t reaper;
     pthread_cond_t reaper_cond;
+    /* Warm sandboxes, one pool per mode that can be pooled: [CQ_NETWORK_NONE] and
+     * [CQ_NETWORK_PUBLIC] (an ALLOWLIST sandbox's filter is its own list: made cold). */
     struct {
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -48,8 +52,9 @@ struct cq_worker {
         struct {
             struct cq_sandbox *sandbox;
             struct cq_kernel *python;
-        } items[CQ_WORKER_MAX_POOL];
-        size_t n;
+        } items[2][CQ_WORKER_MAX_POOL];
+        size_t n[2];
+        unsigned size[2];
     } pool;
 };
 

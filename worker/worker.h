@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include "api/api.h"
 #include "common/error.h"
+#include "sandbox/netpolicy.h"
 #include "sandbox/sandbox.h"
 
 /* ---- the worker -------------------------------------------------------------------- */
@@ -33,6 +34,16 @@ struct cq_worker_config {
     uint32_t default_session_ttl_s;
     double default_call_timeout_s;
     uint64_t output_limit_bytes; /* per stream and call */
+    /* The network (docs/configuration.md, "Network"): the operator's policy that bounds
+     * what sessions may ask for, the namespace PUBLIC and ALLOWLIST traffic leaves
+     * through ("": none, so only NONE sessions start) and the upstream resolver ("": no
+     * names resolve). cq_worker_net_setting() fills them from settings. */
+    struct cq_netpolicy netpolicy;
+    char egress_netns[256];
+    char dns[64];
+    /* Sandboxes kept ready in PUBLIC mode (egress_netns set and PUBLIC in the policy's
+     * modes), beside warm_pool_size NONE ones. -1: the default, 1 when they can be. */
+    int warm_pool_public;
     /* Called when a session ends (stopped or expired), from a worker thread and
      * without the worker's locks held; may be NULL. */
     void (*on_session_end)(void *ctx, const char *session_id);
@@ -42,6 +53,29 @@ struct cq_worker_config {
 void cq_worker_config_init(struct cq_worker_config *cfg);
 
 struct cq_worker;
+
+/* ---- network settings: one parser for codeq mcp, codeq exec and codeq-worker -------- */
+
+/* The settings by name (network_modes, network_default, network_private,
+ * network_allow_bounds, network_deny, network_max_allow, network_max_pinned,
+ * network_max_rate, network_max_connections, dns, egress_netns, warm_pool_public),
+ * NULL-terminated, with a line of help each (cq_worker_net_help). */
+extern const char *const cq_worker_net_settings[];
+const char *cq_worker_net_help(const char *name);
+/* Applies one setting from source (a flag, a variable, file:line, for messages). The
+ * lists (network_modes, network_private, network_allow_bounds, network_deny) take
+ * comma-separated entries; add: appended to what the list holds, else they replace
+ * it (a later source replaces an earlier one's list; a flag repeated adds). Refused
+ * (CQ_EINVALID, naming the setting): an unknown name, a value that does not parse. */
+int cq_worker_net_setting(struct cq_worker_config *cfg, const char *name, const char *value,
+                          bool add, const char *source, struct cq_error *err);
+/* Applies the CODEQ_<NAME> variables of the settings above that are set. */
+int cq_worker_net_environment(struct cq_worker_config *cfg, struct cq_error *err);
+/* Adds a service's address (HOST:PORT, [V6]:PORT or HOST) to network_deny: every address
+ * HOST has now (resolved once) that a sandbox could otherwise be let reach (public, or
+ * private), all ports. For the fleet's own Kafka brokers and Redis. */
+int cq_worker_net_deny_service(struct cq_worker_config *cfg, const char *hostport,
+                               struct cq_error *err);
 
 int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
                      struct cq_error *err);
@@ -54,6 +88,10 @@ struct cq_session_params {
     uint32_t timeout_s;              /* time to live from creation; 0: the default */
     struct cq_sandbox_limits limits; /* zero fields: the worker's defaults */
     const char *const *env;          /* NAME=VALUE, NULL-terminated; may be NULL */
+    /* The network mode asked for; NULL: the policy's default (network_default). */
+    const enum cq_network_mode *network;
+    const char *const *allow; /* ALLOWLIST: n_allow DESTs (sandbox/netpolicy.h) */
+    size_t n_allow;
 };
 
 int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params *params,

@@ -469,6 +469,7 @@ struct start_env {
     const char *env[257]; /* NULL-terminated, for struct cq_session_params */
     char *owned[256];
     size_t n;
+    enum cq_network_mode network; /* params->network points here */
 };
 
 static void start_env_free(struct start_env *e)
@@ -478,9 +479,11 @@ static void start_env_free(struct start_env *e)
     e->n = 0;
 }
 
-/* The core's parameters for a StartSession (network is not mapped: no sandbox has a
- * network in any mode yet, and the mode is kept in Redis with the rest). */
-static void params_of(const Codeq__V1__StartSession *in, const char *id,
+/* The core's parameters for a StartSession. The network mode: UNSPECIFIED is the
+ * policy's default in a client's request; in a stored one (stored: an adoption) it was
+ * written before there were modes, when every session was NONE. A mode outside the enum
+ * is passed on as such, for the core to refuse. */
+static void params_of(const Codeq__V1__StartSession *in, const char *id, bool stored,
                       struct cq_session_params *params, struct start_env *env)
 {
     env->n = 0;
@@ -496,7 +499,15 @@ static void params_of(const Codeq__V1__StartSession *in, const char *id,
         .name = in->name[0] ? in->name : NULL,
         .timeout_s = in->session_timeout_seconds,
         .env = env->env,
+        .allow = (const char *const *)in->network_allow,
+        .n_allow = in->n_network_allow,
     };
+    if (in->network != CODEQ__V1__NETWORK_MODE__NETWORK_MODE_UNSPECIFIED || stored) {
+        env->network = in->network == CODEQ__V1__NETWORK_MODE__NETWORK_MODE_UNSPECIFIED
+                           ? CQ_NETWORK_NONE
+                           : (enum cq_network_mode)(in->network - 1);
+        params->network = &env->network;
+    }
     if (in->limits != NULL) {
         params->limits.memory_bytes = in->limits->memory_bytes;
         params->limits.pids = in->limits->pids;
@@ -505,12 +516,15 @@ static void params_of(const Codeq__V1__StartSession *in, const char *id,
     }
 }
 
-/* The StartSession as stored in Redis (malloc'd): the request's, without client_token. */
-static int pack_start(const Codeq__V1__StartSession *in, uint8_t **out, size_t *len,
+/* The StartSession as stored in Redis (malloc'd): the request's, without client_token,
+ * with the network mode the session got (network: sandbox.h's numbering), not the
+ * request's UNSPECIFIED: an adopting worker whose default differs keeps the mode. */
+static int pack_start(const Codeq__V1__StartSession *in, int network, uint8_t **out, size_t *len,
                       struct cq_error *err)
 {
     Codeq__V1__StartSession copy = *in;
     copy.client_token = (char *)"";
+    copy.network = (Codeq__V1__NetworkMode)(network + 1);
     *len = codeq__v1__start_session__get_packed_size(&copy);
     if ((*out = malloc(*len ? *len : 1)) == NULL)
         return cq_error_sys(err, ENOMEM, "allocate %zu bytes", *len);
@@ -523,15 +537,18 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
     const Codeq__V1__StartSession *in = req->start_session;
     struct cq_session_params params;
     struct start_env env;
-    params_of(in, h->id, &params, &env);
+    params_of(in, h->id, false, &params, &env);
     struct cq_session_info info;
     struct cq_error err;
     uint8_t *start = NULL;
     size_t start_len = 0;
-    int rc = pack_start(in, &start, &start_len, &err);
-    if (rc == 0)
-        rc = cq_worker_start_session(d->core, &params, &info, &err);
+    int rc = cq_worker_start_session(d->core, &params, &info, &err);
     start_env_free(&env);
+    if (rc == 0 && (rc = pack_start(in, info.network_mode, &start, &start_len, &err)) < 0) {
+        struct cq_session_info ignored;
+        struct cq_error e2;
+        cq_worker_stop_session(d->core, h->id, &ignored, &e2);
+    }
     if (rc < 0) {
         free(start);
         cq_store_end_session(d->store, h->id, d->cfg.worker_id, h->fence, NULL);
@@ -603,7 +620,7 @@ static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
     legacy.name = stored.name;
     struct cq_session_params params;
     struct start_env env;
-    params_of(in != NULL ? in : &legacy, h->id, &params, &env);
+    params_of(in != NULL ? in : &legacy, h->id, true, &params, &env);
     int64_t left_ms =
         stored.created_at_ms + (int64_t)stored.session_timeout_s * 1000 - cq_unix_ms();
     params.timeout_s = left_ms > 1000 ? (uint32_t)(left_ms / 1000) : 1;
@@ -1052,6 +1069,42 @@ void cq_wd_enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *dig
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
+/* The worker core's network settings (worker/netconfig.c parses them; the fleet's
+ * configuration keeps their text), and the fleet's own services denied to sandboxes:
+ * the Kafka brokers and Redis, resolved now, whatever their addresses' class (a
+ * private one is refused already unless network_private opens it: then the deny rule
+ * still keeps it out). Only where sessions can have a network at all (egress_netns);
+ * an address that does not resolve fails the start rather than leaving it open. */
+static int network_of(const struct cq_fleet_config *cfg, struct cq_worker_config *wc,
+                      struct cq_error *err)
+{
+    for (size_t i = 0; cq_worker_net_settings[i] != NULL; i++) {
+        const char *name = cq_worker_net_settings[i];
+        const char *text = cq_fleet_config_text(cfg, name);
+        if (text != NULL && text[0] != '\0' &&
+            cq_worker_net_setting(wc, name, text, false, name, err) < 0)
+            return -1;
+    }
+    if (wc->egress_netns[0] == '\0')
+        return 0;
+    char brokers[sizeof(cfg->brokers)];
+    snprintf(brokers, sizeof(brokers), "%s", cfg->brokers);
+    char *save = NULL;
+    for (char *b = strtok_r(brokers, ",", &save); b != NULL; b = strtok_r(NULL, ",", &save)) {
+        while (*b == ' ')
+            b++;
+        if (*b != '\0' && cq_worker_net_deny_service(wc, b, err) < 0)
+            return cq_error_prefix(err, "deny the fleet's broker %s to sandboxes", b);
+    }
+    if (cq_worker_net_deny_service(wc, cfg->redis, err) < 0)
+        return cq_error_prefix(err, "deny the fleet's Redis %s to sandboxes", cfg->redis);
+    cq_log(CQ_LOG_INFO,
+           "network: egress through %s; %zu deny rules (the fleet's Kafka and Redis "
+           "included)",
+           wc->egress_netns, wc->netpolicy.deny.n);
+    return 0;
+}
+
 int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
                      struct cq_error *err)
 {
@@ -1086,6 +1139,8 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     cq_worker_config_init(&wc);
     wc.max_sessions = cfg->max_sessions;
     wc.warm_pool_size = cfg->warm_pool;
+    if (network_of(cfg, &wc, err) < 0)
+        goto fail;
     wc.on_session_end = on_session_end;
     wc.on_session_end_ctx = d;
     if (cq_worker_create(&wc, &d->core, err) < 0)

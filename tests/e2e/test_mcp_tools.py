@@ -52,7 +52,7 @@ JS = "javascript"
 TS = "typescript"
 EXEC_KEYS = {"stdout", "stderr", "exitCode", "executionTime"}
 SESSION_KEYS = {"sessionId", "name", "status", "createdAt", "lastUpdatedAt",
-                "sessionTimeoutSeconds"}
+                "sessionTimeoutSeconds", "networkMode", "networkAllow"}
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -128,7 +128,11 @@ def test_initialize_ping_and_tools_list(server):
     assert set(code_props) >= {"code", "language", "clearContext", "runtime", "timeout"}
     assert "directoryPath" in by_name["listFiles"]["inputSchema"]["properties"]
     assert set(by_name["startSession"]["inputSchema"]["properties"]) >= {
-        "name", "sessionTimeoutSeconds", "memory", "disk", "cpus", "pids", "env"}
+        "name", "sessionTimeoutSeconds", "memory", "disk", "cpus", "pids", "env",
+        "networkMode", "networkAllow"}
+    net = by_name["startSession"]["inputSchema"]["properties"]
+    assert net["networkMode"]["enum"] == ["NONE", "PUBLIC", "ALLOWLIST"]
+    assert net["networkAllow"]["items"] == {"type": "string"}
     assert set(by_name["listSessions"]["inputSchema"]["properties"]) >= {
         "status", "maxResults", "nextToken"}
 

@@ -124,6 +124,11 @@ def mcp():
                                                         "env": {"A": "1"}})
           + call("getSession", {"sessionId": "s-1"}) + call("stopSession", {"sessionId": "s-1"})
           + call("listSessions", {"status": "READY", "maxResults": 5, "nextToken": "s-0"}))
+    write("fuzz_mcp", "network", call("startSession", {"networkMode": "ALLOWLIST",
+                                                       "networkAllow": ["files.example.test:443",
+                                                                        "*.a.test", "10.0.0.0/8"]})
+          + call("startSession", {"networkMode": "PUBLIC"})
+          + call("startSession", {"networkMode": "VPC", "networkAllow": "x"}))
     write("fuzz_mcp", "refused", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope"}}\n'
           + b'{"jsonrpc":"2.0","id":1,"result":{}}\n{"id":[1]}\nnot json\n'
           + call("executeCode", {"code": 1}) + call("startSession", {"memory": "lots"}))

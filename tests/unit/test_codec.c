@@ -601,6 +601,10 @@ static void session_info(struct cq_session_info *info, int i)
     info->created_at_ms = 1700000000000LL + i;
     info->last_updated_at_ms = 1700000000500LL + i;
     info->session_timeout_s = 900 + (uint32_t)i;
+    info->network_mode = i % 3;
+    if (info->network_mode == 2)
+        snprintf(info->network_allow, sizeof(info->network_allow),
+                 "files.example.test:443,*.example.test,198.51.100.0/24");
 }
 
 static void assert_infos_eq(const struct cq_session_info *a, const struct cq_session_info *b)
@@ -611,11 +615,13 @@ static void assert_infos_eq(const struct cq_session_info *a, const struct cq_ses
     ck_assert_int_eq(a->created_at_ms, b->created_at_ms);
     ck_assert_int_eq(a->last_updated_at_ms, b->last_updated_at_ms);
     ck_assert_uint_eq(a->session_timeout_s, b->session_timeout_s);
+    ck_assert_int_eq(a->network_mode, b->network_mode);
+    ck_assert_str_eq(a->network_allow, b->network_allow);
 }
 
 START_TEST(test_session_response)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         struct cq_session_info info, back;
         session_info(&info, i);
         uint8_t *bytes;
@@ -628,8 +634,10 @@ START_TEST(test_session_response)
         ck_assert_str_eq(resp->session_id, info.session_id);
         ck_assert_int_eq(resp->payload_case, CODEQ__V1__RESPONSE__PAYLOAD_SESSION);
         ck_assert_int_eq(resp->session->status,
-                         i ? CODEQ__V1__SESSION_STATUS__SESSION_STATUS_TERMINATED
-                           : CODEQ__V1__SESSION_STATUS__SESSION_STATUS_READY);
+                         i % 2 ? CODEQ__V1__SESSION_STATUS__SESSION_STATUS_TERMINATED
+                               : CODEQ__V1__SESSION_STATUS__SESSION_STATUS_READY);
+        /* On the wire: NONE 1, PUBLIC 2, ALLOWLIST 3 (0 is UNSPECIFIED). */
+        ck_assert_int_eq(resp->session->network, info.network_mode + 1);
         cq_codec_session_from(resp->session, &back);
         assert_infos_eq(&info, &back);
         codeq__v1__response__free_unpacked(resp, NULL);

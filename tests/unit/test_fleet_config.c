@@ -268,6 +268,27 @@ START_TEST(flags_override_everything)
 }
 END_TEST
 
+/* The network settings are text here (the worker core parses them): a list repeated in
+ * one source adds to it, a later source replaces it. */
+START_TEST(network_lists_add_within_a_source)
+{
+    const char *path = config_file("network_deny = 198.51.100.1\nnetwork_deny = 198.51.100.2\n"
+                                   "network_private = 10.0.0.0/8\negress_netns = /run/netns/x\n");
+    setenv("CODEQ_NETWORK_PRIVATE", "172.16.0.0/12", 1);
+    expect_loaded(LOAD("--config", (char *)path, "--network-modes", "NONE", "--network-modes",
+                       "PUBLIC", "--dns=203.0.113.53"));
+    unsetenv("CODEQ_NETWORK_PRIVATE");
+    ck_assert_str_eq(cfg.network_deny, "198.51.100.1,198.51.100.2");
+    ck_assert_str_eq(cfg.network_private, "172.16.0.0/12"); /* the variable replaced the file */
+    ck_assert_str_eq(cfg.network_modes, "NONE,PUBLIC");
+    ck_assert_str_eq(cq_fleet_config_text(&cfg, "egress_netns"), "/run/netns/x");
+    ck_assert_str_eq(cq_fleet_config_text(&cfg, "dns"), "203.0.113.53");
+    ck_assert_str_eq(cq_fleet_config_text(&cfg, "network_max_rate"), "");
+    ck_assert_ptr_null(cq_fleet_config_text(&cfg, "max_sessions"));
+    ck_assert_ptr_null(cq_fleet_config_text(&cfg, "no_such_setting"));
+}
+END_TEST
+
 /* --- help ---------------------------------------------------------------------------------- */
 
 START_TEST(help_stops_before_anything_is_read)
@@ -797,6 +818,7 @@ static Suite *fleet_config_suite(void)
     tcase_add_test(tc, config_flag_beats_config_variable);
     tcase_add_test(tc, environment_overrides_file);
     tcase_add_test(tc, flags_override_everything);
+    tcase_add_test(tc, network_lists_add_within_a_source);
     tcase_add_test(tc, help_stops_before_anything_is_read);
     tcase_add_test(tc, usage_lists_every_setting_with_its_default);
     tcase_add_test(tc, dispatcher_usage_lists_only_what_it_reads);

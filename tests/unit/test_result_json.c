@@ -416,7 +416,10 @@ START_TEST(session_record)
 {
     json_t *j = session_json("abc123", "my session", CQ_SESSION_READY, 1700000000123LL,
                              1700000000007LL, 900);
-    assert_keys(j, "createdAt,lastUpdatedAt,name,sessionId,sessionTimeoutSeconds,status");
+    assert_keys(j, "createdAt,lastUpdatedAt,name,networkAllow,networkMode,sessionId,"
+                   "sessionTimeoutSeconds,status");
+    ck_assert_str_eq(str_at(j, "networkMode"), "NONE");
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "networkAllow")), 0);
     ck_assert_str_eq(str_at(j, "sessionId"), "abc123");
     ck_assert_str_eq(str_at(j, "name"), "my session");
     ck_assert_str_eq(str_at(j, "status"), "READY");
@@ -430,6 +433,24 @@ START_TEST(session_record)
     ck_assert_str_eq(str_at(j, "createdAt"), "1970-01-01T00:00:00.000Z");
     ck_assert_str_eq(str_at(j, "lastUpdatedAt"), "2000-02-29T00:00:00.999Z");
     ck_assert_int_eq(json_integer_value(json_object_get(j, "sessionTimeoutSeconds")), 28800);
+    json_decref(j);
+
+    /* The network: AgentCore's casing, the allowlist as an array of its entries. */
+    struct cq_session_info info;
+    memset(&info, 0, sizeof(info));
+    info.network_mode = 2;
+    snprintf(info.network_allow, sizeof(info.network_allow), "files.example.test:443,*.a.test");
+    j = cq_session_to_json(&info);
+    ck_assert_str_eq(str_at(j, "networkMode"), "ALLOWLIST");
+    json_t *allow = json_object_get(j, "networkAllow");
+    ck_assert_uint_eq(json_array_size(allow), 2);
+    ck_assert_str_eq(json_string_value(json_array_get(allow, 0)), "files.example.test:443");
+    ck_assert_str_eq(json_string_value(json_array_get(allow, 1)), "*.a.test");
+    json_decref(j);
+    info.network_mode = 1;
+    info.network_allow[0] = '\0';
+    j = cq_session_to_json(&info);
+    ck_assert_str_eq(str_at(j, "networkMode"), "PUBLIC");
     json_decref(j);
 }
 END_TEST

@@ -84,7 +84,10 @@ START_TEST(start_session_round_trip)
     start.name = "analysis \xc3\xa9";
     start.session_timeout_seconds = 28800;
     start.limits = &limits;
-    start.network = CODEQ__V1__NETWORK_MODE__NETWORK_MODE_NONE;
+    start.network = CODEQ__V1__NETWORK_MODE__NETWORK_MODE_ALLOWLIST;
+    char *allow[] = {"files.example.test:443", "*.example.test", "198.51.100.0/24"};
+    start.network_allow = allow;
+    start.n_network_allow = 3;
     start.n_env = 2;
     start.env = env;
     start.client_token = "tok-1";
@@ -106,6 +109,9 @@ START_TEST(start_session_round_trip)
     ck_assert_uint_eq(s->limits->cpu_millis, 1500);
     ck_assert_uint_eq(s->limits->disk_bytes, 1ULL << 40);
     ck_assert_str_eq(s->client_token, "tok-1");
+    ck_assert_int_eq(s->network, CODEQ__V1__NETWORK_MODE__NETWORK_MODE_ALLOWLIST);
+    ck_assert_uint_eq(s->n_network_allow, 3);
+    ck_assert_str_eq(s->network_allow[1], "*.example.test");
     ck_assert_uint_eq(s->n_env, 2);
     /* A map's entries: order is not part of the contract. */
     bool seen_url = false, seen_empty = false;

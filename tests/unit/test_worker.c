@@ -1155,7 +1155,7 @@ END_TEST
 static size_t pool_size(void)
 {
     pthread_mutex_lock(&w->pool.lock);
-    size_t n = w->pool.n;
+    size_t n = w->pool.n[CQ_NETWORK_NONE];
     pthread_mutex_unlock(&w->pool.lock);
     return n;
 }
@@ -1203,6 +1203,24 @@ START_TEST(warm_pool_sessions_start_preloaded)
 }
 END_TEST
 
+/* A pool whose sandboxes cannot be made (PUBLIC, its egress namespace missing) does
+ * not hold up the other one: the NONE pool still fills. */
+START_TEST(a_failing_pool_does_not_starve_the_other)
+{
+    struct cq_worker_config cfg;
+    cq_worker_config_init(&cfg);
+    cfg.warm_pool_size = 1;
+    cfg.warm_pool_public = 2;
+    snprintf(cfg.egress_netns, sizeof(cfg.egress_netns), "/run/netns/cq-test-no-such-netns");
+    make_worker_cfg(&cfg);
+    wait_for_pool(1);
+    pthread_mutex_lock(&w->pool.lock);
+    size_t n_public = w->pool.n[CQ_NETWORK_PUBLIC];
+    pthread_mutex_unlock(&w->pool.lock);
+    ck_assert_uint_eq(n_public, 0);
+}
+END_TEST
+
 /* A pooled sandbox whose init died (killed from outside: OOM killer, an operator) is
  * discarded; the session then starts cold and must work. */
 START_TEST(warm_pool_discards_dead_sandboxes)
@@ -1210,7 +1228,7 @@ START_TEST(warm_pool_discards_dead_sandboxes)
     make_pooled_worker(1);
     wait_for_pool(1);
     pthread_mutex_lock(&w->pool.lock);
-    cq_sandbox_kill(w->pool.items[0].sandbox);
+    cq_sandbox_kill(w->pool.items[CQ_NETWORK_NONE][0].sandbox);
     pthread_mutex_unlock(&w->pool.lock);
     struct cq_session_info info = start("after-a-dead-pool-item");
     struct cq_result r;
@@ -1333,6 +1351,7 @@ static Suite *worker_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, warm_pool_sessions_start_preloaded);
+    tcase_add_test(tc, a_failing_pool_does_not_starve_the_other);
     tcase_add_test(tc, destroy_leaves_nothing_behind);
     suite_add_tcase(s, tc);
 

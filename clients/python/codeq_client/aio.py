@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Sequence, Union
 
 from . import codeq_pb2 as pb
 from .auth import Credentials
@@ -149,10 +149,13 @@ class AsyncClient:
         env: Optional[Mapping[str, str]] = None,
         client_token: Optional[str] = None,
         timeout: Optional[float] = None,
+        network_mode: Optional[str] = None,
+        network_allow: Optional[Sequence[str]] = None,
     ) -> "AsyncSession":
         """Starts a session (see Client.start_session)."""
         request = start_session_request(
-            name, session_timeout_seconds, memory, pids, cpus, disk, env, client_token
+            name, session_timeout_seconds, memory, pids, cpus, disk, env, client_token,
+            network_mode, network_allow,
         )
         info = session_reply(await self.request(request, timeout), "startSession")
         return AsyncSession(self, info)

@@ -16,7 +16,8 @@ import math
 import threading
 import time
 import uuid
-from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, TypeVar, Union
+from typing import (Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, Sequence,
+                    TypeVar, Union)
 
 import confluent_kafka
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -373,13 +374,20 @@ class Client:
         env: Optional[Mapping[str, str]] = None,
         client_token: Optional[str] = None,
         timeout: Optional[float] = None,
+        network_mode: Optional[str] = None,
+        network_allow: Optional[Sequence[str]] = None,
     ) -> "Session":
         """Starts a session and returns it. ``memory`` and ``disk`` are bytes, ``cpus``
         cores (fractions allowed); unset limits are the fleet's defaults. A repeated
-        ``client_token`` returns the session it started the first time. Raises
-        SessionError when the fleet refuses."""
+        ``client_token`` returns the session it started the first time.
+        ``network_mode`` is "NONE", "PUBLIC" or "ALLOWLIST" (None: the workers' default,
+        network_default) and ``network_allow`` the ALLOWLIST's destinations (NAME,
+        *.NAME, IP, CIDR, each with an optional :PORT). Raises SessionError when the
+        fleet refuses (INVALID_ARGUMENT naming the rule for a request beyond the
+        workers' network policy)."""
         request = start_session_request(
-            name, session_timeout_seconds, memory, pids, cpus, disk, env, client_token
+            name, session_timeout_seconds, memory, pids, cpus, disk, env, client_token,
+            network_mode, network_allow,
         )
         info = session_reply(self.request(request, timeout), "startSession")
         return Session(self, info)
@@ -640,9 +648,19 @@ def start_session_request(
     disk: Optional[int],
     env: Optional[Mapping[str, str]],
     client_token: Optional[str],
+    network_mode: Optional[str] = None,
+    network_allow: Optional[Sequence[str]] = None,
 ) -> pb.Request:
     """The Request of a startSession (unset arguments are zero: the fleet's default)."""
+    modes = {None: pb.NETWORK_MODE_UNSPECIFIED, "NONE": pb.NETWORK_MODE_NONE,
+             "PUBLIC": pb.NETWORK_MODE_PUBLIC, "ALLOWLIST": pb.NETWORK_MODE_ALLOWLIST}
+    if network_mode not in modes:
+        raise ValueError(f"network_mode {network_mode!r} is not NONE, PUBLIC or ALLOWLIST")
+    if isinstance(network_allow, str):
+        raise ValueError("network_allow is a list of destinations, not one string")
     start = pb.StartSession(
+        network=modes[network_mode],
+        network_allow=list(network_allow or []),
         name=name or "",
         session_timeout_seconds=session_timeout_seconds or 0,
         client_token=client_token or "",

@@ -139,9 +139,13 @@ def _iso_time(unix_ms: int) -> str:
     )
 
 
+_NETWORK_MODES = {pb.NETWORK_MODE_NONE: "NONE", pb.NETWORK_MODE_PUBLIC: "PUBLIC",
+                  pb.NETWORK_MODE_ALLOWLIST: "ALLOWLIST"}
+
+
 def session_to_dict(session: pb.Session) -> dict[str, Any]:
     """AgentCore's session record: sessionId, name, status, createdAt, lastUpdatedAt,
-    sessionTimeoutSeconds. Status is "READY" or "TERMINATED"; times are ISO 8601 UTC."""
+    sessionTimeoutSeconds; and codeq's networkMode and networkAllow. Status is "READY" or "TERMINATED"; times are ISO 8601 UTC."""
     return {
         "sessionId": session.session_id,
         "name": session.name,
@@ -149,6 +153,8 @@ def session_to_dict(session: pb.Session) -> dict[str, Any]:
         "createdAt": _iso_time(session.created_at_unix_ms),
         "lastUpdatedAt": _iso_time(session.last_updated_at_unix_ms),
         "sessionTimeoutSeconds": session.session_timeout_seconds,
+        "networkMode": _NETWORK_MODES.get(session.network, "NONE"),
+        "networkAllow": list(session.network_allow),
     }
 
 

@@ -216,6 +216,7 @@ def test_session_record():
     d = session_to_dict(_session())
     assert list(d) == [
         "sessionId", "name", "status", "createdAt", "lastUpdatedAt", "sessionTimeoutSeconds",
+        "networkMode", "networkAllow",
     ]
     assert d == {
         "sessionId": "abc123",
@@ -224,7 +225,14 @@ def test_session_record():
         "createdAt": "2023-11-14T22:13:20.123Z",
         "lastUpdatedAt": "2023-11-14T22:13:20.007Z",
         "sessionTimeoutSeconds": 900,
+        "networkMode": "NONE",
+        "networkAllow": [],
     }
+    d = session_to_dict(_session(network=pb.NETWORK_MODE_ALLOWLIST,
+                                 network_allow=["files.example.test:443", "*.a.test"]))
+    assert (d["networkMode"], d["networkAllow"]) == ("ALLOWLIST",
+                                                     ["files.example.test:443", "*.a.test"])
+    assert session_to_dict(_session(network=pb.NETWORK_MODE_PUBLIC))["networkMode"] == "PUBLIC"
 
 
 @pytest.mark.parametrize(
@@ -388,6 +396,16 @@ def test_start_session_request():
     assert dict(start.env) == {"A": "1"}
     defaults = client_module.start_session_request(None, None, None, None, None, None, None, None)
     assert defaults.start_session == pb.StartSession(limits=pb.Limits())
+    assert defaults.start_session.network == pb.NETWORK_MODE_UNSPECIFIED
+    net = client_module.start_session_request(None, None, None, None, None, None, None, None,
+                                              "ALLOWLIST", ["files.example.test", "10.0.0.0/8"])
+    assert net.start_session.network == pb.NETWORK_MODE_ALLOWLIST
+    assert list(net.start_session.network_allow) == ["files.example.test", "10.0.0.0/8"]
+    with pytest.raises(ValueError):
+        client_module.start_session_request(None, None, None, None, None, None, None, None, "VPC")
+    with pytest.raises(ValueError):
+        client_module.start_session_request(None, None, None, None, None, None, None, None,
+                                            "ALLOWLIST", "files.example.test")
 
 
 def test_list_sessions_request():

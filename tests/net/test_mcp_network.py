@@ -1,0 +1,207 @@
+"""tests/net/test_mcp_network.py - sessions' network modes through `codeq mcp` (issue 13):
+startSession's networkMode and networkAllow, the operator's policy given as flags and
+environment, the warm pool of PUBLIC sandboxes, and what getSession shows, against the
+test internet (tests/net/internet.py) through `--egress-netns`: no packet leaves the
+machine. Needs root and the built `codeq` (CODEQ_BIN_DIR).
+"""
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
+import internet  # noqa: E402
+from mcp_client import CODEQ, HostWatch, McpServer, error_code, wait_until  # noqa: E402
+
+# An HTTP GET from inside a session: the body, or the reason it failed.
+FETCH = """
+import urllib.request
+def fetch(url):
+    try:
+        return urllib.request.urlopen(url, timeout=5).read().decode()
+    except Exception as e:
+        return "failed: " + repr(getattr(e, "reason", e))
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _preconditions():
+    assert os.geteuid() == 0, "the network tests need root"
+    assert os.access(CODEQ, os.X_OK), f"{CODEQ} is not built"
+
+
+@pytest.fixture(scope="module")
+def net():
+    with internet.Internet() as n:
+        yield n
+
+
+@pytest.fixture(scope="module")
+def egress(net):
+    return net.add_client()
+
+
+@pytest.fixture(scope="module")
+def host():
+    watch = HostWatch()
+    yield watch
+    watch.assert_clean()
+
+
+def serve(host, *args, env=None):
+    server = McpServer(*args, env=env)
+    host.pids.append(server.pid)
+    server.initialize()
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(host, net, egress):
+    """A server whose policy allows NONE and PUBLIC, with a pool of PUBLIC sandboxes;
+    the egress namespace and the resolver come from the environment (CODEQ_*), the
+    modes from a flag."""
+    env = dict(os.environ, CODEQ_EGRESS_NETNS=net.netns_path(egress),
+               CODEQ_DNS=internet.DNS_SERVER[0], CODEQ_NETWORK_MODES="NONE")
+    srv = serve(host, "--warm-pool", "0", "--warm-pool-public", "1",
+                "--network-modes", "NONE,PUBLIC", env=env)
+    yield srv
+    srv.close()
+
+
+def start(server, **args):
+    r = server.call("startSession", args)
+    assert r["isError"] is False, r
+    return r["structuredContent"]
+
+
+def value(server, sid, code):
+    r = server.call("executeCode", {"sessionId": sid, "code": FETCH + code})
+    assert r["isError"] is False, r
+    return r["structuredContent"]["stdout"].strip()
+
+
+def test_public_session_reaches_the_test_internet(server):
+    s = start(server, networkMode="PUBLIC")
+    assert s["networkMode"] == "PUBLIC" and s["networkAllow"] == []
+    sid = s["sessionId"]
+    by_name = value(server, sid, "print(fetch('http://files.example.test/data.csv'))")
+    assert by_name == "codeq test internet: 198.51.100.80 files.example.test /data.csv"
+    by_addr = value(server, sid, "print(fetch('http://203.0.113.10/x'))")
+    assert by_addr.startswith("codeq test internet: 203.0.113.10 ")
+    got = server.call("getSession", {"sessionId": sid})["structuredContent"]
+    assert got["networkMode"] == "PUBLIC" and got["networkAllow"] == []
+    listed = server.call("listSessions", {})["structuredContent"]["items"]
+    assert [i["networkMode"] for i in listed if i["sessionId"] == sid] == ["PUBLIC"]
+    server.call("stopSession", {"sessionId": sid})
+
+
+def test_none_session_cannot(server):
+    # No networkMode: the policy's default, NONE.
+    s = start(server)
+    assert s["networkMode"] == "NONE"
+    out = value(server, s["sessionId"], "print(fetch('http://203.0.113.10/'))")
+    assert out.startswith("failed: "), out
+    out = value(server, s["sessionId"], "print(fetch('http://files.example.test/'))")
+    assert out.startswith("failed: "), out
+    server.call("stopSession", {"sessionId": s["sessionId"]})
+
+
+def test_requests_beyond_policy_name_the_rule(server):
+    r = server.call("startSession", {"networkMode": "ALLOWLIST",
+                                     "networkAllow": ["files.example.test"]})
+    assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+    assert "network_modes = NONE,PUBLIC" in r["_codeq_error"]["message"]
+    r = server.call("startSession", {"networkMode": "SANDBOX"})
+    assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+    r = server.call("startSession", {"networkMode": "PUBLIC", "networkAllow": ["10.0.0.0/8"]})
+    assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+    assert "only for network mode ALLOWLIST" in r["_codeq_error"]["message"]
+    err = server.call_error("startSession", {"networkAllow": "files.example.test"})
+    assert "networkAllow" in err["message"]
+
+
+def test_private_allow_entries_need_network_private(host, net, egress):
+    srv = serve(host, "--warm-pool", "0", "--egress-netns", net.netns_path(egress),
+                "--network-private", "10.20.0.0/16")
+    try:
+        r = srv.call("startSession", {"networkMode": "ALLOWLIST",
+                                      "networkAllow": ["192.168.1.0/24:443"]})
+        assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+        assert "network_private" in r["_codeq_error"]["message"]
+        r = srv.call("startSession", {"networkMode": "ALLOWLIST",
+                                      "networkAllow": ["169.254.169.254"]})
+        assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+        assert "refused in every mode" in r["_codeq_error"]["message"]
+    finally:
+        srv.close()
+
+
+def test_warm_public_sessions_come_from_the_pool(server):
+    # A pooled sandbox's Python kernel has numpy imported already; a cold one has not.
+    # The pool fills in the background: the first sessions may start cold.
+    def warm():
+        s = start(server, networkMode="PUBLIC")
+        r = server.call("executeCode", {"sessionId": s["sessionId"],
+                                        "code": "import sys\n'numpy' in sys.modules"})
+        pooled = "True" in str(r["content"])
+        if pooled:
+            return s
+        server.call("stopSession", {"sessionId": s["sessionId"]})
+        return None
+    s = wait_until(warm, 90, "a PUBLIC session from the warm pool", interval=1)
+    out = value(server, s["sessionId"], "print(fetch('http://api.example.test/'))")
+    assert out.startswith("codeq test internet: 203.0.113.10 "), out
+    # NONE sessions have no pool here (--warm-pool 0): they start cold.
+    n = start(server, networkMode="NONE")
+    r = server.call("executeCode", {"sessionId": n["sessionId"],
+                                    "code": "import sys\n'numpy' in sys.modules"})
+    assert "False" in str(r["content"]), r
+    for sid in (s["sessionId"], n["sessionId"]):
+        server.call("stopSession", {"sessionId": sid})
+
+
+def test_public_needs_an_egress_namespace(host):
+    srv = serve(host, "--warm-pool", "0", env={k: v for k, v in os.environ.items()
+                                               if not k.startswith("CODEQ_EGRESS")})
+    try:
+        r = srv.call("startSession", {"networkMode": "PUBLIC"})
+        assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+        assert "egress_netns" in r["_codeq_error"]["message"]
+    finally:
+        srv.close()
+
+
+def test_bad_settings_are_usage_errors(net, egress):
+    import subprocess
+    for args in (["--network-modes", "NONE,VPC"], ["--network-private", "8.8.8.0/24"],
+                 ["--dns", "resolver"], ["--network-default", "PUBLIC", "--network-modes",
+                                         "NONE"]):
+        r = subprocess.run([CODEQ, "mcp", "--warm-pool", "0", *args], input="",
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0, (args, r.stderr)
+        assert "network" in r.stderr or "dns" in r.stderr, (args, r.stderr)
+    h = subprocess.run([CODEQ, "mcp", "--help"], capture_output=True, text=True).stdout
+    for flag in ("--network-modes", "--network-default", "--network-private",
+                 "--network-allow-bounds", "--network-deny", "--network-max-allow",
+                 "--network-max-pinned", "--network-max-rate", "--network-max-connections",
+                 "--dns", "--egress-netns", "--warm-pool-public"):
+        assert flag in h, flag
+
+
+def test_codeq_exec_takes_a_mode_within_the_policy(net, egress):
+    import subprocess
+    base = [CODEQ, "exec", "--egress-netns", net.netns_path(egress),
+            "--dns", internet.DNS_SERVER[0]]
+    code = FETCH + "print(fetch('http://files.example.test/exec'))"
+    r = subprocess.run(base + ["--network", "PUBLIC", "-c", code], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "codeq test internet: 198.51.100.80 files.example.test /exec"
+    r = subprocess.run(base + ["-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("failed: "), (r.stdout, r.stderr)
+    r = subprocess.run(base + ["--network-modes", "NONE,PUBLIC", "--network", "allowlist",
+                               "--allow", "files.example.test", "-c", code],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "network_modes = NONE,PUBLIC" in r.stderr, r.stderr
