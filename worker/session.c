@@ -100,10 +100,21 @@ static int make_sandbox(struct cq_worker *w, const struct cq_sandbox_limits *lim
                         enum cq_network_mode network, const char *const *allow, size_t n_allow,
                         struct cq_sandbox **out, struct cq_error *err)
 {
+    /* pip in a session: the runtime's packages are read-only (and Debian marks them
+     * externally managed, PEP 668), so pip falls back to the user site below HOME, the
+     * workspace, which the kernels import from (runtimes/python) and the fleet keeps
+     * with the session's files. Without network, one quick retry instead of five with
+     * back-off, so that pip fails at once with its network error. A session's own env
+     * comes on top. */
+    static const char *const pip_env[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
+                                          "PIP_DISABLE_PIP_VERSION_CHECK=1", NULL};
+    static const char *const pip_env_offline[] = {
+        "PIP_BREAK_SYSTEM_PACKAGES=1", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_RETRIES=1", NULL};
     struct cq_sandbox_config cfg;
     cq_sandbox_config_init(&cfg);
     cfg.limits = *limits;
     cfg.network = network;
+    cfg.env = network == CQ_NETWORK_NONE ? pip_env_offline : pip_env;
     if (network != CQ_NETWORK_NONE) {
         cfg.egress_netns = w->cfg.egress_netns;
         cfg.dns = w->cfg.dns[0] != '\0' ? w->cfg.dns : NULL;

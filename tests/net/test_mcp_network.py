@@ -205,3 +205,32 @@ def test_codeq_exec_takes_a_mode_within_the_policy(net, egress):
                                "--allow", "files.example.test", "-c", code],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "network_modes = NONE,PUBLIC" in r.stderr, r.stderr
+
+
+def test_pip_install_in_a_public_session_is_importable(server):
+    """pip reaches the test package index and installs into the session's own user site
+    (below its workspace); the kernel, started before, imports it at once. In a NONE
+    session the same install fails at once with pip's network error."""
+    env = {"PIP_INDEX_URL": internet.PYPI_URL, "PIP_TRUSTED_HOST": internet.PYPI_NAME}
+    s = start(server, networkMode="PUBLIC", env=env)
+    sid = s["sessionId"]
+    assert value(server, sid, "print('kernel up')") == "kernel up"
+    r = server.call("executeCommand", {"sessionId": sid,
+                                       "command": f"pip install {internet.TEST_PACKAGE}"})
+    assert r["isError"] is False and r["structuredContent"]["exitCode"] == 0, r
+    assert value(server, sid, "import cqtest_hello\nprint(cqtest_hello.GREETING)") == \
+        internet.TEST_GREETING
+    where = value(server, sid, "print(cqtest_hello.__file__)")
+    assert where.startswith("/workspace/.local/lib/python3"), where
+    listed = server.call("listFiles", {"sessionId": sid, "directoryPath": ".local/lib"})
+    assert listed["isError"] is False, listed
+    server.call("stopSession", {"sessionId": sid})
+
+    offline = start(server, env=env)
+    assert offline["networkMode"] == "NONE"
+    r = server.call("executeCommand", {"sessionId": offline["sessionId"], "timeout": 60,
+                                       "command": f"pip install {internet.TEST_PACKAGE}"})
+    sc = r["structuredContent"]
+    assert sc["exitCode"] != 0, r
+    assert "Failed to establish a new connection" in sc["stdout"] + sc["stderr"], sc
+    server.call("stopSession", {"sessionId": offline["sessionId"]})

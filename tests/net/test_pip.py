@@ -23,7 +23,7 @@ CODEQ = os.path.join(os.environ.get("CODEQ_BIN_DIR") or os.path.join(REPO, "buil
 # since the runtime's own site-packages are read-only (and Debian marks them
 # externally managed, PEP 668).
 PIP_ENV = [f"PIP_INDEX_URL={internet.PYPI_URL}", f"PIP_TRUSTED_HOST={internet.PYPI_NAME}",
-           "PIP_USER=1", "PIP_BREAK_SYSTEM_PACKAGES=1", "PIP_DISABLE_PIP_VERSION_CHECK=1",
+           "PIP_BREAK_SYSTEM_PACKAGES=1", "PIP_DISABLE_PIP_VERSION_CHECK=1",
            "PIP_RETRIES=1"]
 INSTALL_AND_IMPORT = (
     f"python3 -m pip install --no-cache-dir {internet.TEST_PACKAGE} && "
