@@ -264,9 +264,9 @@ static int uplink_start(struct cq_error *err)
                             CQ_UPLINK_PASTA);
     /* Built before fork: the guard writes only the keeper's pid into its copy. */
     char pid_slot[24] = "0";
-    char *argv[] = {"pasta", "--quiet", "--foreground", "--runas", "0:0", "--config-net",
-                    "--no-map-gw", "-t", "none", "-u", "none", "-T", "none", "-U", "none",
-                    pid_slot, NULL};
+    char *argv[] = {"pasta",       "--quiet", "--foreground", "--runas", "0:0",  "--config-net",
+                    "--no-map-gw", "-t",      "none",         "-u",      "none", "-T",
+                    "none",        "-U",      "none",         pid_slot,  NULL};
     int life[2], rep[2];
     if (pipe2(life, O_CLOEXEC) < 0)
         return cq_error_sys(err, errno, "pipe");
