@@ -316,6 +316,11 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
     unsigned net_seen = 0;
     cq_worker_config_init(&o->cfg);
     o->cfg.warm_pool_public = 0; /* one session: a pool would only cost a second sandbox */
+    /* Whoever runs `codeq exec` chooses the session's network themselves (--network), as
+     * with `codeq sandbox`: every mode is theirs unless --network-modes narrows it. A
+     * service (codeq mcp, codeq-worker) lets its clients ask only for NONE by default. */
+    o->cfg.netpolicy.modes = CQ_NET_MODE_BIT(CQ_NETWORK_NONE) | CQ_NET_MODE_BIT(CQ_NETWORK_PUBLIC) |
+                             CQ_NET_MODE_BIT(CQ_NETWORK_ALLOWLIST);
     int net_rc = cq_network_environment("exec", &o->cfg);
     if (net_rc != 0)
         return net_rc;

@@ -32,7 +32,7 @@ const char *const cq_worker_net_settings[] = {
 };
 
 static const char *const helps[] = {
-    "network modes sessions may ask for, of NONE, PUBLIC, ALLOWLIST (default: all three)",
+    "network modes sessions may ask for, of NONE, PUBLIC, ALLOWLIST (default: NONE)",
     "the mode of a session that names none (default: NONE)",
     "private destinations (CIDR[:PORT]) sessions may reach: codeq's VPC mode (default: none)",
     "what an allowlist may name (DESTs); unset: any public destination",
@@ -42,9 +42,9 @@ static const char *const helps[] = {
     "bytes a second one sandbox may send or receive, e.g. 10M (default: 0, no limit)",
     "connections one sandbox may have open at once (default: 0, no limit)",
     "the resolver sandboxes use (a public address; default: none, names do not resolve)",
-    "network namespace file PUBLIC and ALLOWLIST traffic leaves through (default: none, "
-    "so only NONE sessions start)",
-    "PUBLIC sandboxes kept ready (default: 1 when PUBLIC is allowed and egress_netns set)",
+    "network namespace file PUBLIC and ALLOWLIST traffic leaves through (default: codeq's "
+    "own, joined to the host's network by pasta)",
+    "PUBLIC sandboxes kept ready (default: 1 when PUBLIC is allowed)",
 };
 
 const char *cq_worker_net_help(const char *name)

@@ -49,6 +49,9 @@ void cq_worker_config_init(struct cq_worker_config *cfg)
     cfg->default_call_timeout_s = CQ_WORKER_DEFAULT_CALL_TIMEOUT;
     cfg->output_limit_bytes = CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
     cq_netpolicy_init(&cfg->netpolicy);
+    /* Sessions reach a network only where the operator said so (network_modes): the
+     * library's default lets any mode be asked for, a service's does not. */
+    cfg->netpolicy.modes = CQ_NET_MODE_BIT(CQ_NETWORK_NONE);
     cfg->warm_pool_public = -1;
 }
 
@@ -116,7 +119,8 @@ static int make_sandbox(struct cq_worker *w, const struct cq_sandbox_limits *lim
     cfg.network = network;
     cfg.env = network == CQ_NETWORK_NONE ? pip_env_offline : pip_env;
     if (network != CQ_NETWORK_NONE) {
-        cfg.egress_netns = w->cfg.egress_netns;
+        /* none named: codeq's own, through pasta (sandbox/uplink.c) */
+        cfg.egress_netns = w->cfg.egress_netns[0] != '\0' ? w->cfg.egress_netns : NULL;
         cfg.dns = w->cfg.dns[0] != '\0' ? w->cfg.dns : NULL;
         cfg.allow = allow;
         cfg.n_allow = n_allow;
@@ -374,11 +378,6 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
     if (cq_netpolicy_admit(&w->cfg.netpolicy, params->network, params->allow, params->n_allow,
                            &grant, err) < 0)
         return -1;
-    if (grant.mode != CQ_NETWORK_NONE && w->cfg.egress_netns[0] == '\0')
-        return cq_error_set(err, CQ_EINVALID,
-                            "network mode %s needs an egress namespace, which this worker "
-                            "has not (egress_netns)",
-                            cq_net_mode_name(grant.mode));
     char allow_text[CQ_SESSION_ALLOW_TEXT] = "";
     for (size_t i = 0; i < params->n_allow; i++) {
         size_t used = strlen(allow_text);
@@ -667,7 +666,7 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
         return -1;
     }
     /* PUBLIC sandboxes are pooled only where sessions can have them. */
-    bool public_ok = (np->modes & CQ_NET_MODE_BIT(CQ_NETWORK_PUBLIC)) && w->cfg.egress_netns[0];
+    bool public_ok = (np->modes & CQ_NET_MODE_BIT(CQ_NETWORK_PUBLIC)) != 0;
     int n_public = w->cfg.warm_pool_public < 0 ? 1 : w->cfg.warm_pool_public;
     w->pool.size[CQ_NETWORK_NONE] = w->cfg.warm_pool_size;
     w->pool.size[CQ_NETWORK_PUBLIC] =

@@ -101,11 +101,11 @@ def test_start_session_and_invoke_return_agentcore_shapes(client):
                                 "sessionTimeoutSeconds", "networkMode", "networkAllow"]
         assert (s.info["networkMode"], s.info["networkAllow"]) == ("NONE", [])
         assert client.get_session(s.id)["status"] == "READY"
-        # network_mode travels: these workers have no egress namespace, so PUBLIC is
-        # refused by the worker, naming the setting.
+        # network_mode travels: these workers allow only NONE (the default policy), so
+        # PUBLIC is refused by the worker, naming the setting.
         with pytest.raises(SessionError) as e:
             client.start_session(network_mode="PUBLIC")
-        assert e.value.code == "INVALID_ARGUMENT" and "egress_netns" in str(e.value)
+        assert e.value.code == "INVALID_ARGUMENT" and "network_modes" in str(e.value)
 
         r = s.invoke("executeCode", {"code": "import sys\nprint('hi')\n"
                                              "print('oops', file=sys.stderr)\n6 * 7"})

@@ -58,7 +58,8 @@ def start_fleet(new_fleet, redis, net, defaults):
     for name, default in zip(("a", "b"), defaults):
         egress = net.add_client()
         f.start_worker(name, "--egress-netns", net.netns_path(egress),
-                       "--dns", internet.DNS_SERVER[0], "--network-default", default)
+                       "--dns", internet.DNS_SERVER[0], "--network-modes", "NONE,PUBLIC",
+                       "--network-default", default)
     f.wait_workers(redis, 2)
     f.start_dispatcher()
     return f

@@ -124,7 +124,7 @@ def test_requests_beyond_policy_name_the_rule(server):
 
 def test_private_allow_entries_need_network_private(host, net, egress):
     srv = serve(host, "--warm-pool", "0", "--egress-netns", net.netns_path(egress),
-                "--network-private", "10.20.0.0/16")
+                "--network-modes", "NONE,PUBLIC,ALLOWLIST", "--network-private", "10.20.0.0/16")
     try:
         r = srv.call("startSession", {"networkMode": "ALLOWLIST",
                                       "networkAllow": ["192.168.1.0/24:443"]})
@@ -162,13 +162,15 @@ def test_warm_public_sessions_come_from_the_pool(server):
         server.call("stopSession", {"sessionId": sid})
 
 
-def test_public_needs_an_egress_namespace(host):
+def test_network_is_the_operators_choice(host):
+    """By default a service lets its clients ask only for NONE: PUBLIC is refused, naming
+    the setting that would allow it (and no uplink is made)."""
     srv = serve(host, "--warm-pool", "0", env={k: v for k, v in os.environ.items()
-                                               if not k.startswith("CODEQ_EGRESS")})
+                                               if not k.startswith(("CODEQ_EGRESS", "CODEQ_NETWORK", "CODEQ_DNS"))})
     try:
         r = srv.call("startSession", {"networkMode": "PUBLIC"})
         assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
-        assert "egress_netns" in r["_codeq_error"]["message"]
+        assert "network_modes = NONE" in r["_codeq_error"]["message"], r
     finally:
         srv.close()
 

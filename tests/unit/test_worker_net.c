@@ -32,7 +32,7 @@ START_TEST(settings_parse)
 {
     struct cq_worker_config cfg;
     cq_worker_config_init(&cfg);
-    ck_assert_uint_eq(cfg.netpolicy.modes, 7);
+    ck_assert_uint_eq(cfg.netpolicy.modes, CQ_NET_MODE_BIT(CQ_NETWORK_NONE)); /* opt-in */
     ck_assert_int_eq(cfg.netpolicy.default_mode, CQ_NETWORK_NONE);
     set_ok(&cfg, "network_modes", "none, public", false);
     ck_assert_uint_eq(cfg.netpolicy.modes,
@@ -153,6 +153,7 @@ START_TEST(admission_names_the_rule)
     struct cq_worker_config cfg;
     cq_worker_config_init(&cfg);
     cfg.max_sessions = 1;
+    cfg.warm_pool_public = 0; /* no PUBLIC sandbox, and so no uplink, in a unit test */
     struct cq_error err = {0};
     /* A default outside the allowed modes is a configuration error. */
     set_ok(&cfg, "network_modes", "PUBLIC", false);
@@ -168,8 +169,8 @@ START_TEST(admission_names_the_rule)
     static const char *const priv[] = {"192.168.1.0/24"};
     struct cq_session_params p = {.network = &allowlist, .allow = one, .n_allow = 1};
     refused(&p, "network_modes = NONE,PUBLIC");
-    p = (struct cq_session_params){.network = &pub};
-    refused(&p, "egress_netns"); /* this worker has no egress namespace */
+    p = (struct cq_session_params){.network = &pub, .allow = one, .n_allow = 1};
+    refused(&p, "only for network mode ALLOWLIST");
     p = (struct cq_session_params){.network = &none, .allow = one, .n_allow = 1};
     refused(&p, "only for network mode ALLOWLIST");
     /* max_sessions is 1: refusals made no session (and no sandbox). */
