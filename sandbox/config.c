@@ -50,33 +50,44 @@ int cq_env_entry_validate(const char *entry, struct cq_error *err)
 
 static int validate_network(const struct cq_sandbox_config *cfg, struct cq_error *err)
 {
-    if (cfg->network == CQ_NETWORK_ALLOWLIST)
-        return cq_error_set(err, CQ_EINVALID, "network mode ALLOWLIST is not supported yet");
-    if (cfg->network != CQ_NETWORK_NONE && cfg->network != CQ_NETWORK_PUBLIC)
+    if (cfg->network != CQ_NETWORK_NONE && cfg->network != CQ_NETWORK_PUBLIC &&
+        cfg->network != CQ_NETWORK_ALLOWLIST)
         return cq_error_set(err, CQ_EINVALID, "unknown network mode %d", (int)cfg->network);
+    if (cfg->n_allow > 0 && cfg->network != CQ_NETWORK_ALLOWLIST)
+        return cq_error_set(err, CQ_EINVALID, "an allowlist is for network mode ALLOWLIST, not %s",
+                            cq_net_mode_name(cfg->network));
     if (cfg->network == CQ_NETWORK_NONE) {
         if (cfg->egress_netns != NULL || cfg->dns != NULL)
             return cq_error_set(err, CQ_EINVALID,
-                                "an egress namespace and a resolver are for network mode "
-                                "PUBLIC, not NONE");
+                                "an egress namespace and a resolver are for network modes "
+                                "PUBLIC and ALLOWLIST, not NONE");
         return 0;
     }
     /* The default uplink (codeq's own egress namespace, pasta) is not built yet. */
     if (cfg->egress_netns == NULL || cfg->egress_netns[0] != '/')
         return cq_error_set(err, CQ_EINVALID,
-                            "network mode PUBLIC needs an egress namespace (an absolute path, "
-                            "e.g. /run/netns/NAME)");
+                            "network mode %s needs an egress namespace (an absolute path, "
+                            "e.g. /run/netns/NAME)",
+                            cq_net_mode_name(cfg->network));
+    if (cfg->n_allow > CQ_NET_MAX_RULES || (cfg->n_allow > 0 && cfg->allow == NULL))
+        return cq_error_set(err, CQ_EINVALID, "at most %d allowlist entries", CQ_NET_MAX_RULES);
+    for (size_t i = 0; i < cfg->n_allow; i++) {
+        struct cq_net_dest d;
+        if (cfg->allow[i] == NULL)
+            return cq_error_set(err, CQ_EINVALID, "allowlist entry %zu is missing", i);
+        if (cq_net_dest_parse(cfg->allow[i], &d, err) < 0)
+            return -1;
+    }
     if (cfg->dns != NULL) {
         struct cq_net_addr a;
         if (cq_net_addr_parse(cfg->dns, &a) < 0)
             return cq_error_set(err, CQ_EINVALID, "resolver '%s' is not an IP address", cfg->dns);
-        /* Until codeq has its own resolver the sandbox talks to this one directly, so
-         * it must be an address the sandbox may reach. */
-        if (cq_net_classify(&a) != CQ_NET_CLASS_PUBLIC)
-            return cq_error_set(err, CQ_EINVALID,
-                                "resolver %s is a %s address, which a sandbox may not reach; "
-                                "give a public one",
-                                cfg->dns, cq_net_class_name(cq_net_classify(&a)));
+        /* codeq's resolver asks it from the egress namespace, never the sandbox: any
+         * unicast address the operator names will do, but not one that is no host. */
+        enum cq_net_class c = cq_net_classify(&a);
+        if (c == CQ_NET_CLASS_MULTICAST || c == CQ_NET_CLASS_UNSPECIFIED)
+            return cq_error_set(err, CQ_EINVALID, "resolver %s is a %s address", cfg->dns,
+                                cq_net_class_name(c));
     }
     return 0;
 }

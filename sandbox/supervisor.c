@@ -275,6 +275,7 @@ static void free_sandbox(struct cq_sandbox *sb)
         close(sb->init_pidfd);
     /* After init: its network namespace, and with it the sandbox's end of the link,
      * is gone or going; the egress side and the filter are removed here. */
+    cq_network_detach(sb);
     cq_egress_detach(&sb->egress);
     cq_cgroup_destroy(&sb->cgroup);
     for (size_t i = 0; sb->env != NULL && i < sb->env_count; i++)
@@ -436,7 +437,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         goto fail;
     }
     /* Before any process is spawned: sandboxed code never sees the network half-made. */
-    if (cfg->network == CQ_NETWORK_PUBLIC && cq_egress_attach(&sb->egress, cfg, pid, err) < 0)
+    if (cfg->network != CQ_NETWORK_NONE && cq_network_attach(sb, cfg, pid, err) < 0)
         goto fail;
     atomic_store(&sb->alive, true);
     *out = sb;
