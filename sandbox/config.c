@@ -5,6 +5,8 @@
 #include "sandbox/netpolicy.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -48,6 +50,25 @@ int cq_env_entry_validate(const char *entry, struct cq_error *err)
     return 0;
 }
 
+/* Each entry parses and passes the operator's policy (the sandbox admits it again at
+ * create; here, so that a command line gets the message before anything starts). */
+static int admit_allowlist(const struct cq_sandbox_config *cfg, struct cq_error *err)
+{
+    struct cq_netpolicy *defaults = NULL;
+    struct cq_net_grant *g = malloc(sizeof(*g));
+    const struct cq_netpolicy *p = cfg->netpolicy;
+    if (p == NULL && (defaults = malloc(sizeof(*defaults))) != NULL) {
+        cq_netpolicy_init(defaults);
+        p = defaults;
+    }
+    int rc = g == NULL || p == NULL
+                 ? cq_error_sys(err, ENOMEM, "allowlist")
+                 : cq_netpolicy_admit(p, &cfg->network, cfg->allow, cfg->n_allow, g, err);
+    free(g);
+    free(defaults);
+    return rc;
+}
+
 static int validate_network(const struct cq_sandbox_config *cfg, struct cq_error *err)
 {
     if (cfg->network != CQ_NETWORK_NONE && cfg->network != CQ_NETWORK_PUBLIC &&
@@ -71,13 +92,11 @@ static int validate_network(const struct cq_sandbox_config *cfg, struct cq_error
                             cq_net_mode_name(cfg->network));
     if (cfg->n_allow > CQ_NET_MAX_RULES || (cfg->n_allow > 0 && cfg->allow == NULL))
         return cq_error_set(err, CQ_EINVALID, "at most %d allowlist entries", CQ_NET_MAX_RULES);
-    for (size_t i = 0; i < cfg->n_allow; i++) {
-        struct cq_net_dest d;
+    for (size_t i = 0; i < cfg->n_allow; i++)
         if (cfg->allow[i] == NULL)
             return cq_error_set(err, CQ_EINVALID, "allowlist entry %zu is missing", i);
-        if (cq_net_dest_parse(cfg->allow[i], &d, err) < 0)
-            return -1;
-    }
+    if (cfg->n_allow > 0 && admit_allowlist(cfg, err) < 0)
+        return -1;
     if (cfg->dns != NULL) {
         struct cq_net_addr a;
         if (cq_net_addr_parse(cfg->dns, &a) < 0)
