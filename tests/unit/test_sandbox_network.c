@@ -1,0 +1,201 @@
+/* tests/unit/test_sandbox_network.c - cq_sandbox_network_allow: a warm ALLOWLIST sandbox
+ * (created with no list) reaches nothing and resolves nothing until it is given its
+ * list, once.
+ *
+ * The test builds its own two namespaces (root needed, as for every sandbox test): an
+ * egress namespace and a "target" behind it holding 198.51.100.7 (documentation space),
+ * where a TCP echo listens; nothing leaves the machine. The upstream resolver named is
+ * 198.51.100.53, where nothing listens: a name the resolver may ask gets SERVFAIL
+ * (EAI_AGAIN in the sandbox), one it may not gets NXDOMAIN (EAI_NONAME).
+ */
+#define _GNU_SOURCE
+#include "sandbox/sandbox.h"
+#include "unit.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char egress_ns[64], target_ns[64], egress_path[96];
+static pid_t echo_pid = -1;
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    ck_assert_msg(rc == 0, "'%s' failed (%d)", cmd, rc);
+}
+
+static void setup(void)
+{
+    snprintf(egress_ns, sizeof(egress_ns), "cqunit-%d-e", (int)getpid());
+    snprintf(target_ns, sizeof(target_ns), "cqunit-%d-t", (int)getpid());
+    snprintf(egress_path, sizeof(egress_path), "/run/netns/%s", egress_ns);
+    sh("ip netns add %s && ip netns add %s", egress_ns, target_ns);
+    sh("ip -n %s link add v0 type veth peer name v1 netns %s", egress_ns, target_ns);
+    sh("ip -n %s addr add 203.0.113.1/30 dev v0 && ip -n %s link set v0 up && "
+       "ip -n %s link set lo up",
+       egress_ns, egress_ns, egress_ns);
+    sh("ip -n %s addr add 203.0.113.2/30 dev v1 && ip -n %s link set v1 up && "
+       "ip -n %s link set lo up && ip -n %s addr add 198.51.100.7/32 dev lo && "
+       "ip -n %s route add default via 203.0.113.1",
+       target_ns, target_ns, target_ns, target_ns, target_ns);
+    sh("ip -n %s route add default via 203.0.113.2", egress_ns);
+    echo_pid = fork();
+    ck_assert_int_ge(echo_pid, 0);
+    if (echo_pid == 0) {
+        execlp("ip", "ip", "netns", "exec", target_ns, "python3", "-c",
+               "import socket\n"
+               "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+               "s.bind(('198.51.100.7', 7)); s.listen(8)\n"
+               "while True:\n"
+               "    c, _ = s.accept(); c.sendall(c.recv(16)); c.close()\n",
+               (char *)NULL);
+        _exit(127);
+    }
+    /* Until the echo listens. */
+    for (int i = 0; i < 100; i++) {
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd),
+                 "ip netns exec %s python3 -c \"import socket; "
+                 "socket.create_connection(('198.51.100.7', 7), 1)\" 2>/dev/null",
+                 egress_ns);
+        if (system(cmd) == 0)
+            return;
+        usleep(50000);
+    }
+    ck_abort_msg("the echo did not start");
+}
+
+static void teardown(void)
+{
+    if (echo_pid > 0) {
+        kill(echo_pid, SIGKILL);
+        waitpid(echo_pid, NULL, 0);
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ip netns del %s; ip netns del %s", egress_ns, target_ns);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup: %s failed\n", cmd);
+}
+
+/* Runs python3 CODE in sb; returns its exit code, its stdout in out. */
+static void collect(void *ctx, int stream, const char *data, size_t len)
+{
+    if (stream != 1)
+        return;
+    char *out = ctx;
+    size_t used = strlen(out);
+    if (used + len < 255) {
+        memcpy(out + used, data, len);
+        out[used + len] = '\0';
+    }
+}
+
+static int run_python(struct cq_sandbox *sb, const char *code, char *out)
+{
+    const char *argv[] = {"python3", "-c", code, NULL};
+    struct cq_spawn req;
+    cq_spawn_init(&req, argv);
+    req.stdout_mode = CQ_STDIO_PIPE;
+    req.timeout_ms = 20000;
+    struct cq_process *p = NULL;
+    struct cq_error err = {0};
+    ck_assert_msg(cq_sandbox_spawn(sb, &req, &p, &err) == 0, "spawn: %s", err.msg);
+    struct cq_wait_io io = {.on_output = collect, .ctx = out, .input_fd = -1};
+    struct cq_process_report rep;
+    out[0] = '\0';
+    ck_assert_msg(cq_process_wait(p, &io, &rep, &err) == 0, "wait: %s", err.msg);
+    cq_process_free(p);
+    return rep.exit_code;
+}
+
+static const char probe[] =
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.getaddrinfo('files.example.test', 80, socket.AF_INET)\n"
+    "    print('resolved', end=' ')\n"
+    "except socket.gaierror as e:\n"
+    "    print('gai%d' % e.errno, end=' ')\n"
+    "try:\n"
+    "    c = socket.create_connection(('198.51.100.7', 7), 5); c.sendall(b'hi')\n"
+    "    print('echo-' + c.recv(16).decode())\n"
+    "except OSError as e:\n"
+    "    print('refused' if e.errno in (111, 113) else 'other%d' % e.errno)\n";
+
+START_TEST(late_allowlist)
+{
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    cfg.network = CQ_NETWORK_ALLOWLIST;
+    cfg.egress_netns = egress_path;
+    cfg.dns = "198.51.100.53";
+    struct cq_sandbox *sb = NULL;
+    struct cq_error err = {0};
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    char out[256];
+    /* Warm: nothing resolves (NXDOMAIN: EAI_NONAME), nothing is reached. */
+    ck_assert_int_eq(run_python(sb, probe, out), 0);
+    ck_assert_str_eq(out, "gai-2 refused\n");
+    const char *bad[] = {"127.0.0.1"};
+    ck_assert_int_eq(cq_sandbox_network_allow(sb, bad, 1, &err), -1);
+    ck_assert_int_eq(err.code, CQ_EINVALID);
+    ck_assert_int_eq(cq_sandbox_network_allow(sb, bad, 0, &err), -1);
+    /* A refused list leaves it refusing, and still open for the right one. */
+    ck_assert_int_eq(run_python(sb, probe, out), 0);
+    ck_assert_str_eq(out, "gai-2 refused\n");
+    const char *list[] = {"files.example.test", "198.51.100.7:7"};
+    ck_assert_msg(cq_sandbox_network_allow(sb, list, 2, &err) == 0, "allow: %s", err.msg);
+    /* The name is now asked upstream (nobody answers there: EAI_AGAIN), the address
+     * reached. */
+    ck_assert_int_eq(run_python(sb, probe, out), 0);
+    ck_assert_str_eq(out, "gai-3 echo-hi\n");
+    /* Once only. */
+    const char *more[] = {"203.0.113.0/24"};
+    ck_assert_int_eq(cq_sandbox_network_allow(sb, more, 1, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "given already"));
+    cq_sandbox_destroy(sb);
+
+    /* Given at create: refused later too. And never in another mode. */
+    cfg.allow = list;
+    cfg.n_allow = 2;
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_python(sb, probe, out), 0);
+    ck_assert_str_eq(out, "gai-3 echo-hi\n");
+    ck_assert_int_eq(cq_sandbox_network_allow(sb, more, 1, &err), -1);
+    cq_sandbox_destroy(sb);
+    cfg.allow = NULL;
+    cfg.n_allow = 0;
+    cfg.network = CQ_NETWORK_PUBLIC;
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(cq_sandbox_network_allow(sb, list, 2, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "not in network mode ALLOWLIST"));
+    cq_sandbox_destroy(sb);
+    cq_sandbox_config_init(&cfg);
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(cq_sandbox_network_allow(sb, list, 2, &err), -1);
+    cq_sandbox_destroy(sb);
+    ck_assert_int_eq(cq_sandbox_network_allow(NULL, list, 2, &err), -1);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("sandbox_network");
+    TCase *tc = tcase_create("allowlist");
+    /* In the parent: the namespaces go also when the test fails. */
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, late_allowlist);
+    suite_add_tcase(s, tc);
+    return cq_unit_run(s, true);
+}
