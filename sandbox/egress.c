@@ -138,13 +138,22 @@ static void give_slot_back(struct cq_egress *e)
  * freed after an RCU grace period (~10 ms here). So the start path deletes nothing but
  * stale tables, and the table of a slot is made fresh. */
 
+/* What a sandbox's mode and its operator's policy add to its table (see "ALLOWLIST
+ * and the operator's policy" below). */
+struct mode_rules {
+    bool allowlist;       /* ALLOWLIST: its sets, and reject what they do not hold */
+    bool deny;            /* network_deny has IP or CIDR rules: rejected first */
+    bool open;            /* PUBLIC: network_private has IP or CIDR rules: let through */
+    const char *elements; /* "add element" commands for these sets, after the table */
+};
+
 struct nft_job {
     int netns_fd;
     struct cq_egress *attach; /* attach: list, sweep, install this slot's table */
     const char *hosts4;       /* attach: the host's addresses, read in the host's namespace */
     const char *hosts6;
-    const char *allow;    /* attach: ALLOWLIST's sets and rules (allow_ruleset), or NULL */
-    const char *commands; /* otherwise: these commands as they are */
+    const struct mode_rules *mode; /* attach: the mode's and the policy's sets and rules */
+    const char *commands;          /* otherwise: these commands as they are */
     int code;
     char error[400];
 };
@@ -153,7 +162,8 @@ struct nft_job {
 static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int write_ruleset(const struct cq_egress *e, const char *hosts4, const char *hosts6,
-                         const char *allow, char *buf, size_t len, struct cq_error *err);
+                         const struct mode_rules *mode, char *buf, size_t len,
+                         struct cq_error *err);
 
 static int nft_run(struct nft_ctx *ctx, const char *commands, struct nft_job *job)
 {
@@ -239,7 +249,7 @@ static void attach_filter(struct nft_ctx *ctx, struct nft_job *job)
     } else {
         n_held = compose_sweep(e, listing, cmds, RULESET_MAX / 2, held, 64);
         size_t at = strlen(cmds);
-        if (write_ruleset(e, job->hosts4, job->hosts6, job->allow, cmds + at, RULESET_MAX - at,
+        if (write_ruleset(e, job->hosts4, job->hosts6, job->mode, cmds + at, RULESET_MAX - at,
                           &err) < 0) {
             job->code = err.code;
             snprintf(job->error, sizeof(job->error), "%s", err.msg);
@@ -398,11 +408,10 @@ static bool cidr_inside(const struct cq_net_dest *in, const struct cq_net_dest *
 /* One "add element" command per set for the IP and CIDR entries among allow (names are
  * the resolver's); nothing when there are none. Entries inside another that already
  * covers their port are left out: a set of intervals refuses overlaps. */
-static int allow_commands(int s, const struct cq_net_dest *d, size_t n, char *buf, size_t len,
-                          struct cq_error *err)
+static int set_commands(int s, const char *prefix, const struct cq_net_dest *d, size_t n, char *buf,
+                        size_t len, struct cq_error *err)
 {
-    static const char *const sets[4] = {"allow4", "allow6", "allow4p", "allow6p"};
-    buf[0] = '\0';
+    static const char *const sets[4] = {"4", "6", "4p", "6p"};
     for (int set = 0; set < 4; set++) {
         int family = set % 2 == 0 ? AF_INET : AF_INET6;
         bool ported = set >= 2, first = true;
@@ -419,9 +428,9 @@ static int allow_commands(int s, const struct cq_net_dest *d, size_t n, char *bu
             char a[INET6_ADDRSTRLEN];
             addr_text(&d[i].addr, a, sizeof(a));
             size_t at = strlen(buf);
-            int w =
-                first ? snprintf(buf + at, len - at, "add element inet cq_s%d %s { ", s, sets[set])
-                      : snprintf(buf + at, len - at, ", ");
+            int w = first ? snprintf(buf + at, len - at, "add element inet cq_s%d %s%s { ", s,
+                                     prefix, sets[set])
+                          : snprintf(buf + at, len - at, ", ");
             at += w > 0 ? (size_t)w : 0;
             if (at < len)
                 w = ported
@@ -440,6 +449,66 @@ static int allow_commands(int s, const struct cq_net_dest *d, size_t n, char *bu
     return 0;
 }
 
+static int allow_commands(int s, const struct cq_net_dest *d, size_t n, char *buf, size_t len,
+                          struct cq_error *err)
+{
+    buf[0] = '\0';
+    return set_commands(s, "allow", d, n, buf, len, err);
+}
+
+/* The operator's policy in the filter: network_deny's IP and CIDR rules are rejected
+ * before anything else (the fleet's Kafka and Redis on public addresses), and in PUBLIC
+ * network_private's are let through before the private ranges are rejected (codeq's
+ * "VPC" mode). Names in either are the resolver's business (answers are checked
+ * against the whole policy). ALLOWLIST does not open private ranges in the filter yet:
+ * cq_network_attach refuses an allowlist that needs it. */
+#define POLICY_SETS(p)                                                                             \
+    "  set " p "4 { type ipv4_addr; flags interval; auto-merge; }\n"                               \
+    "  set " p "6 { type ipv6_addr; flags interval; auto-merge; }\n"                               \
+    "  set " p "4p { type ipv4_addr . inet_service; flags interval; }\n"                           \
+    "  set " p "6p { type ipv6_addr . inet_service; flags interval; }\n"
+
+static void policy_head(int s, const struct mode_rules *mode, char *head, size_t hlen, char *sets,
+                        size_t slen)
+{
+    head[0] = sets[0] = '\0';
+    snprintf(sets, slen, "%s%s%s", mode->allowlist ? ALLOW_SETS : "",
+             mode->deny ? POLICY_SETS("deny") : "", mode->open ? POLICY_SETS("open") : "");
+    size_t at = 0;
+    if (mode->deny)
+        for (int i = 0; i < 4; i++) {
+            static const char *const match[4] = {"ip daddr @deny4", "ip daddr . th dport @deny4p",
+                                                 "ip6 daddr @deny6",
+                                                 "ip6 daddr . th dport @deny6p"};
+            int w = snprintf(head + at, hlen - at,
+                             "    iifname \"cqe%d\" %s meta l4proto tcp reject with tcp reset\n"
+                             "    iifname \"cqe%d\" %s reject with icmpx admin-prohibited\n",
+                             s, match[i], s, match[i]);
+            at += w > 0 && (size_t)w < hlen - at ? (size_t)w : 0;
+        }
+    if (mode->open) {
+        /* The host's own addresses stay refused even inside an opened range. */
+        int w =
+            snprintf(head + at, hlen - at,
+                     "    iifname \"cqe%d\" ip daddr @host reject with icmpx admin-prohibited\n"
+                     "    iifname \"cqe%d\" ip6 daddr @host6 reject with icmpx admin-prohibited\n"
+                     "    iifname \"cqe%d\" ip daddr @open4 accept\n"
+                     "    iifname \"cqe%d\" ip daddr . th dport @open4p accept\n"
+                     "    iifname \"cqe%d\" ip6 daddr @open6 accept\n"
+                     "    iifname \"cqe%d\" ip6 daddr . th dport @open6p accept\n",
+                     s, s, s, s, s, s);
+        (void)w;
+    }
+}
+
+static bool has_cidr(const struct cq_net_rules *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->d[i].kind == CQ_NET_DEST_CIDR)
+            return true;
+    return false;
+}
+
 static int parse_allow(const char *const *allow, size_t n, struct cq_net_dest *d,
                        struct cq_error *err)
 {
@@ -449,6 +518,39 @@ static int parse_allow(const char *const *allow, size_t n, struct cq_net_dest *d
         if (cq_net_dest_parse(allow[i], &d[i], err) < 0)
             return -1;
     return 0;
+}
+
+/* The sets, rules and elements cfg's mode and policy add; *elements is the caller's. */
+static int mode_rules_of(int slot, const struct cq_sandbox_config *cfg, struct mode_rules *mode,
+                         char **elements, struct cq_error *err)
+{
+    struct cq_netpolicy *defaults = NULL;
+    const struct cq_netpolicy *p = cfg->netpolicy;
+    size_t n = cfg->network == CQ_NETWORK_ALLOWLIST ? cfg->n_allow : 0;
+    struct cq_net_dest *d = calloc(n > 0 ? n : 1, sizeof(*d));
+    *elements = calloc(1, RULESET_MAX / 2);
+    if (p == NULL && (defaults = malloc(sizeof(*defaults))) != NULL) {
+        cq_netpolicy_init(defaults);
+        p = defaults;
+    }
+    int rc = 0;
+    if (d == NULL || *elements == NULL || p == NULL)
+        rc = cq_error_sys(err, ENOMEM, "egress rules");
+    mode->allowlist = cfg->network == CQ_NETWORK_ALLOWLIST;
+    if (rc == 0 && mode->allowlist)
+        rc = parse_allow(cfg->allow, n, d, err);
+    if (rc == 0 && mode->allowlist)
+        rc = allow_commands(slot, d, n, *elements, RULESET_MAX / 2, err);
+    if (rc == 0 && (mode->deny = has_cidr(&p->deny)))
+        rc = set_commands(slot, "deny", p->deny.d, p->deny.n, *elements, RULESET_MAX / 2, err);
+    if (rc == 0 && cfg->network == CQ_NETWORK_PUBLIC && (mode->open = has_cidr(&p->private_ok)))
+        rc = set_commands(slot, "open", p->private_ok.d, p->private_ok.n, *elements,
+                          RULESET_MAX / 2, err);
+    if (*elements != NULL)
+        mode->elements = *elements;
+    free(d);
+    free(defaults);
+    return rc;
 }
 
 int cq_egress_allow(struct cq_egress *e, const char *const *allow, size_t n, struct cq_error *err)
@@ -500,7 +602,7 @@ int cq_egress_pin(int netns_fd, int slot, const struct cq_net_addr *addrs, const
 }
 
 static int write_ruleset(const struct cq_egress *e, const char *hosts4, const char *hosts6,
-                         const char *allow, char *buf, size_t len, struct cq_error *err)
+                         const struct mode_rules *mode, char *buf, size_t len, struct cq_error *err)
 {
     char refused[512] = "", range[CQ_NET_DEST_TEXT];
     for (size_t i = 0; cq_net_nonpublic_v4(i, range, sizeof(range)); i++) {
@@ -517,7 +619,9 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
     addr_text(&gw, gwt, sizeof(gwt));
     /* PUBLIC lets the rest out; ALLOWLIST only what its sets hold. */
     char tail[1024];
-    allow_tail(s_of(e), allow != NULL, tail, sizeof(tail));
+    allow_tail(s_of(e), mode->allowlist, tail, sizeof(tail));
+    char head[2048], sets[2048];
+    policy_head(s_of(e), mode, head, sizeof(head), sets, sizeof(sets));
     set_elements(hosts4, set4, sizeof(set4));
     set_elements(hosts6, set6, sizeof(set6));
     int s = e->slot;
@@ -538,6 +642,7 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
         "    iifname \"cqe%d\" meta nfproto ipv4 ip saddr != %s drop\n"
         "    iifname \"cqe%d\" meta nfproto ipv6 ip6 saddr != %s drop\n"
         "    iifname \"cqe%d\" meta l4proto != { tcp, udp } reject with icmpx admin-prohibited\n"
+        "%s"
         "    iifname \"cqe%d\" ip daddr @refused meta l4proto tcp reject with tcp reset\n"
         "    iifname \"cqe%d\" ip daddr @refused reject with icmpx admin-prohibited\n"
         "    iifname \"cqe%d\" ip daddr @host meta l4proto tcp reject with tcp reset\n"
@@ -569,9 +674,8 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
         "    iifname \"cqe%d\" ip daddr " CQ_EGRESS_DNS " udp dport 53 dnat ip to %s\n"
         "  }\n"
         "}\n%s",
-        s, refused, set4, set6, allow != NULL ? ALLOW_SETS : "", s, sbt, s, sbt6, s, s, s, s, s, s,
-        s, s, s, s, s, tail, s, s, s, s, sbt, gwt, s, s, sbt, sbt6, s, gwt,
-        allow != NULL ? allow : "");
+        s, refused, set4, set6, sets, s, sbt, s, sbt6, s, head, s, s, s, s, s, s, s, s, s, s, tail,
+        s, s, s, s, sbt, gwt, s, s, sbt, sbt6, s, gwt, mode->elements);
     if (n < 0 || (size_t)n >= len)
         return cq_error_set(err, CQ_EINTERNAL, "egress ruleset longer than %zu bytes", len);
     return 0;
@@ -653,22 +757,11 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
     host_elements(AF_INET, hosts4, sizeof(hosts4));
     host_elements(AF_INET6, hosts6, sizeof(hosts6));
     struct nft_job job = {.netns_fd = e->netns_fd, .attach = e, .hosts4 = hosts4, .hosts6 = hosts6};
-    cq_autofree char *allow = NULL;
-    if (cfg->network == CQ_NETWORK_ALLOWLIST) {
-        struct cq_net_dest *d = calloc(cfg->n_allow > 0 ? cfg->n_allow : 1, sizeof(*d));
-        allow = malloc(RULESET_MAX / 2);
-        if (d == NULL || allow == NULL) {
-            free(d);
-            return cq_error_sys(err, ENOMEM, "allowlist");
-        }
-        int rc = parse_allow(cfg->allow, cfg->n_allow, d, err);
-        if (rc == 0)
-            rc = allow_commands(e->slot, d, cfg->n_allow, allow, RULESET_MAX / 2, err);
-        free(d);
-        if (rc < 0)
-            return -1;
-        job.allow = allow;
-    }
+    struct mode_rules mode = {.elements = ""};
+    cq_autofree char *elements = NULL;
+    if (mode_rules_of(e->slot, cfg, &mode, &elements, err) < 0)
+        return -1;
+    job.mode = &mode;
     if (run_job(&job, err) < 0)
         return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
     e->table_made = true;

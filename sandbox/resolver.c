@@ -117,8 +117,9 @@ size_t cq_resolver_decide(const struct cq_netpolicy *p, const struct cq_net_gran
     size_t n = 0;
     for (size_t i = 0; i < g->allow.n; i++) {
         const struct cq_net_dest *d = &g->allow.d[i];
+        /* Public addresses only: the filter opens no private range in ALLOWLIST yet. */
         if (d->kind == CQ_NET_DEST_CIDR || !cq_net_dest_covers_name(d, name) ||
-            !allowed_at(p, addr, d->port))
+            cq_net_classify(addr) != CQ_NET_CLASS_PUBLIC || !allowed_at(p, addr, d->port))
             continue;
         if (d->port == 0) { /* any port covers every other */
             ports[0] = 0;

@@ -415,6 +415,15 @@ START_TEST(decisions)
     ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &lo, ports, 8), 0);
     ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &priv, ports, 8), 0);
     ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &md, ports, 8), 0);
+    /* network_private opens nothing in ALLOWLIST yet (the filter would refuse it). */
+    ck_assert_int_eq(cq_net_rules_add(&p.private_ok, "10.0.0.0/8", &err), 0);
+    ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &priv, ports, 8), 0);
+    /* network_deny: never answered, on the ports it names. */
+    ck_assert_int_eq(cq_net_rules_add(&p.deny, "198.51.100.80:443", &err), 0);
+    n = cq_resolver_decide(&p, &g, "files.example.test", &pub, ports, 8);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(ports[0], 80);
+    ck_assert_uint_eq(ports[1], 8080);
     g.mode = CQ_NETWORK_NONE;
     ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &pub, ports, 8), 0);
 }

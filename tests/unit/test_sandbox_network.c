@@ -6,9 +6,13 @@
  * egress namespace and a "target" behind it holding 198.51.100.7 (documentation space),
  * where a TCP echo listens; nothing leaves the machine. The upstream resolver named is
  * 198.51.100.53, where nothing listens: a name the resolver may ask gets SERVFAIL
- * (EAI_AGAIN in the sandbox), one it may not gets NXDOMAIN (EAI_NONAME).
+ * (EAI_AGAIN in the sandbox), one it may not gets NXDOMAIN (EAI_NONAME). The target
+ * also holds 10.99.0.7, a private address of a namespace the test made, for the
+ * operator's policy: network_private opens it in PUBLIC, network_deny closes a public
+ * one.
  */
 #define _GNU_SOURCE
+#include "sandbox/netpolicy.h"
 #include "sandbox/sandbox.h"
 #include "unit.h"
 
@@ -47,8 +51,8 @@ static void setup(void)
        egress_ns, egress_ns, egress_ns);
     sh("ip -n %s addr add 203.0.113.2/30 dev v1 && ip -n %s link set v1 up && "
        "ip -n %s link set lo up && ip -n %s addr add 198.51.100.7/32 dev lo && "
-       "ip -n %s route add default via 203.0.113.1",
-       target_ns, target_ns, target_ns, target_ns, target_ns);
+       "ip -n %s addr add 10.99.0.7/32 dev lo && ip -n %s route add default via 203.0.113.1",
+       target_ns, target_ns, target_ns, target_ns, target_ns, target_ns);
     sh("ip -n %s route add default via 203.0.113.2", egress_ns);
     echo_pid = fork();
     ck_assert_int_ge(echo_pid, 0);
@@ -56,7 +60,7 @@ static void setup(void)
         execlp("ip", "ip", "netns", "exec", target_ns, "python3", "-c",
                "import socket\n"
                "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-               "s.bind(('198.51.100.7', 7)); s.listen(8)\n"
+               "s.bind(('0.0.0.0', 7)); s.listen(8)\n"
                "while True:\n"
                "    c, _ = s.accept(); c.sendall(c.recv(16)); c.close()\n",
                (char *)NULL);
@@ -188,6 +192,77 @@ START_TEST(late_allowlist)
 }
 END_TEST
 
+static const char reach[] =
+    "import socket, sys\n"
+    "for a in sys.argv[1:]:\n"
+    "    try:\n"
+    "        c = socket.create_connection((a, 7), 5); c.sendall(b'hi')\n"
+    "        print(c.recv(16).decode(), end=' ')\n"
+    "    except OSError as e:\n"
+    "        print('refused' if e.errno in (111, 113) else 'other%d' % e.errno, end=' ')\n";
+
+static int run_reach(struct cq_sandbox *sb, char *out)
+{
+    const char *argv[] = {"python3", "-c", reach, "198.51.100.7", "10.99.0.7", NULL};
+    struct cq_spawn req;
+    cq_spawn_init(&req, argv);
+    req.stdout_mode = CQ_STDIO_PIPE;
+    req.timeout_ms = 20000;
+    struct cq_process *p = NULL;
+    struct cq_error err = {0};
+    ck_assert_msg(cq_sandbox_spawn(sb, &req, &p, &err) == 0, "spawn: %s", err.msg);
+    struct cq_wait_io io = {.on_output = collect, .ctx = out, .input_fd = -1};
+    struct cq_process_report rep;
+    out[0] = '\0';
+    ck_assert_msg(cq_process_wait(p, &io, &rep, &err) == 0, "wait: %s", err.msg);
+    cq_process_free(p);
+    return rep.exit_code;
+}
+
+START_TEST(operator_policy_in_the_filter)
+{
+    struct cq_netpolicy *p = malloc(sizeof(*p));
+    ck_assert_ptr_nonnull(p);
+    cq_netpolicy_init(p);
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    cfg.network = CQ_NETWORK_PUBLIC;
+    cfg.egress_netns = egress_path;
+    cfg.netpolicy = p;
+    struct cq_sandbox *sb = NULL;
+    struct cq_error err = {0};
+    char out[256];
+    /* Defaults: the public address is reached, the private one refused. */
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach(sb, out), 0);
+    ck_assert_str_eq(out, "hi refused ");
+    cq_sandbox_destroy(sb);
+    /* network_private opens 10.99.0.0/16 port 7; network_deny closes the public host. */
+    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "10.99.0.0/16:7", &err), 0);
+    ck_assert_int_eq(cq_net_rules_add(&p->deny, "198.51.100.0/24", &err), 0);
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach(sb, out), 0);
+    ck_assert_str_eq(out, "refused hi ");
+    cq_sandbox_destroy(sb);
+    /* Deny holds in ALLOWLIST over a listed address; a private entry is refused there. */
+    const char *list[] = {"198.51.100.7:7"};
+    cfg.network = CQ_NETWORK_ALLOWLIST;
+    cfg.allow = list;
+    cfg.n_allow = 1;
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach(sb, out), 0);
+    ck_assert_str_eq(out, "refused refused ");
+    cq_sandbox_destroy(sb);
+    cq_netpolicy_init(p);
+    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "10.99.0.0/16", &err), 0);
+    const char *private_list[] = {"10.99.0.7:7"};
+    cfg.allow = private_list;
+    ck_assert_int_eq(cq_sandbox_create(&cfg, &sb, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "not supported in network mode ALLOWLIST yet"));
+    free(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sandbox_network");
@@ -196,6 +271,7 @@ int main(void)
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, late_allowlist);
+    tcase_add_test(tc, operator_policy_in_the_filter);
     suite_add_tcase(s, tc);
     return cq_unit_run(s, true);
 }
