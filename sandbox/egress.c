@@ -52,7 +52,7 @@
 
 #define SLOT_DIR    "/run/codeq/egress"
 #define MAX_SLOTS   16384 /* /30s in 100.127.0.0/16 */
-#define RULESET_MAX 32768
+#define RULESET_MAX 65536
 #define HOST_ADDRS  64
 
 void cq_egress_init(struct cq_egress *e)
