@@ -23,8 +23,8 @@
  * egress namespace by a short-lived thread that entered it, as egress.c does, so the
  * caller's threads never change namespace. A slow upstream delays nobody: queries wait
  * in a per-sandbox table (bounded; past it queries are dropped and the stub retries),
- * and the thread reads whichever socket is ready. What does block it is a pin's
- * nftables transaction, short and only for new addresses.
+ * and the thread reads whichever socket is ready. Pins (nftables transactions) are
+ * made by a second thread, in order, each answer released by it once its pins hold.
  */
 #define _GNU_SOURCE
 #include "sandbox/resolver.h"
@@ -76,6 +76,7 @@ struct cq_resolver {
     struct cq_net_grant grant;
     struct pin *pins; /* policy.max_pinned of them */
     size_t n_pins;
+    size_t pins_in_flight; /* answers waiting for the pinning thread */
     struct pending pend[MAX_PENDING];
 };
 
@@ -213,6 +214,122 @@ static bool keep_address(void *arg, int family, const uint8_t *bytes)
     return usable;
 }
 
+/* --- pinning -------------------------------------------------------------------------
+ *
+ * An nftables transaction takes milliseconds (tens when a table was deleted just before
+ * in the same namespace: the netlink socket's release waits for an RCU grace period),
+ * so answers that pin go to one thread of their own, in order. The pins are counted at
+ * once (so that the next answer neither pins them again nor passes network_max_pinned)
+ * and taken back if the transaction fails, when the sandbox gets SERVFAIL. */
+
+#define MAX_PIN_JOBS   256 /* answers waiting for their pins, all sandboxes */
+#define MAX_PIN_FLIGHT 16  /* of them, one sandbox's: past it, answers are dropped */
+
+struct pin_job {
+    struct pin_job *next;
+    uint64_t id; /* the resolver's */
+    int netns_fd, slot;
+    struct sockaddr_in to;
+    struct cq_dns_query q;
+    size_t n, len;
+    struct pin pins[MAX_BATCH];
+    uint8_t reply[CQ_DNS_UDP_MAX];
+};
+
+static pthread_mutex_t pin_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pin_cv = PTHREAD_COND_INITIALIZER;
+static struct pin_job *pin_head, *pin_tail;
+static size_t pin_queued;
+
+static struct cq_resolver *find(uint64_t id);
+
+static void unpin(struct cq_resolver *r, const struct pin *pins, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < r->n_pins; k++)
+            if (r->pins[k].port == pins[i].port && r->pins[k].addr.family == pins[i].addr.family &&
+                memcmp(r->pins[k].addr.bytes, pins[i].addr.bytes, 16) == 0) {
+                r->pins[k] = r->pins[--r->n_pins];
+                break;
+            }
+}
+
+static void *pinner(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&pin_mu);
+        while (pin_head == NULL)
+            pthread_cond_wait(&pin_cv, &pin_mu);
+        struct pin_job *j = pin_head;
+        pin_head = j->next;
+        if (pin_head == NULL)
+            pin_tail = NULL;
+        pin_queued--;
+        pthread_mutex_unlock(&pin_mu);
+
+        struct cq_net_addr addrs[MAX_BATCH];
+        uint16_t ports[MAX_BATCH];
+        for (size_t i = 0; i < j->n; i++) {
+            addrs[i] = j->pins[i].addr;
+            ports[i] = j->pins[i].port;
+        }
+        int rc = cq_egress_pin(j->netns_fd, j->slot, addrs, ports, j->n, NULL);
+        pthread_mutex_lock(&mu);
+        struct cq_resolver *r = find(j->id); /* NULL: stopped meanwhile */
+        if (r != NULL) {
+            r->pins_in_flight--;
+            if (rc == 0) {
+                send_to(r, &j->to, j->reply, j->len);
+            } else {
+                unpin(r, j->pins, j->n);
+                send_error(r, &j->to, &j->q, CQ_DNS_SERVFAIL);
+            }
+        }
+        pthread_mutex_unlock(&mu);
+        close(j->netns_fd);
+        free(j);
+    }
+    return NULL;
+}
+
+/* Under mu. */
+static void pin_later(struct cq_resolver *r, const struct sockaddr_in *to,
+                      const struct cq_dns_query *q, const struct pin *pins, size_t n,
+                      const uint8_t *reply, size_t len)
+{
+    if (r->pins_in_flight >= MAX_PIN_FLIGHT)
+        return; /* dropped: the stub asks again */
+    struct pin_job *j = malloc(sizeof(*j));
+    if (j == NULL)
+        return;
+    *j = (struct pin_job){.id = r->id, .slot = r->slot, .to = *to, .q = *q, .n = n, .len = len};
+    memcpy(j->pins, pins, n * sizeof(*pins));
+    memcpy(j->reply, reply, len);
+    j->netns_fd = fcntl(r->netns_fd, F_DUPFD_CLOEXEC, 0);
+    pthread_mutex_lock(&pin_mu);
+    bool room = pin_queued < MAX_PIN_JOBS && j->netns_fd >= 0;
+    if (room) {
+        if (pin_tail != NULL)
+            pin_tail->next = j;
+        else
+            pin_head = j;
+        pin_tail = j;
+        pin_queued++;
+        pthread_cond_signal(&pin_cv);
+    }
+    pthread_mutex_unlock(&pin_mu);
+    if (!room) {
+        if (j->netns_fd >= 0)
+            close(j->netns_fd);
+        free(j);
+        return;
+    }
+    memcpy(r->pins + r->n_pins, pins, n * sizeof(*pins));
+    r->n_pins += n;
+    r->pins_in_flight++;
+}
+
 static void on_reply(struct cq_resolver *r, const uint8_t *msg, size_t len)
 {
     if (len < CQ_DNS_HEADER)
@@ -233,20 +350,9 @@ static void on_reply(struct cq_resolver *r, const uint8_t *msg, size_t len)
     if (n == 0) {
         send_error(r, &p->from, &p->q, CQ_DNS_SERVFAIL);
     } else if (k.n > 0) {
-        struct cq_net_addr addrs[MAX_BATCH];
-        uint16_t ports[MAX_BATCH];
-        for (size_t i = 0; i < k.n; i++) {
-            addrs[i] = k.batch[i].addr;
-            ports[i] = k.batch[i].port;
-        }
-        /* The answer is released only once the filter lets its addresses through. */
-        if (cq_egress_pin(r->netns_fd, r->slot, addrs, ports, k.n, NULL) < 0) {
-            send_error(r, &p->from, &p->q, CQ_DNS_SERVFAIL);
-        } else {
-            memcpy(r->pins + r->n_pins, k.batch, k.n * sizeof(k.batch[0]));
-            r->n_pins += k.n;
-            send_to(r, &p->from, out, n);
-        }
+        /* The answer is released only once the filter lets its addresses through: by
+         * the pinning thread, so that this one goes on serving everyone else. */
+        pin_later(r, &p->from, &p->q, k.batch, k.n, out, n);
     } else {
         send_to(r, &p->from, out, n);
     }
@@ -448,8 +554,13 @@ static int ensure_thread(struct cq_error *err)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     epfd = fd;
-    /* Lives as long as the process: it holds nothing while no sandbox is networked. */
-    int rc = pthread_create(&t, &attr, run, NULL);
+    /* Both live as long as the process: they hold nothing while no sandbox is
+     * networked. */
+    static bool pinner_started;
+    int rc = pinner_started ? 0 : pthread_create(&t, &attr, pinner, NULL);
+    pinner_started = pinner_started || rc == 0;
+    if (rc == 0)
+        rc = pthread_create(&t, &attr, run, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         close(fd);
