@@ -172,6 +172,8 @@ def test_hostile_destinations_are_refused_at_once(net, egress):
         out, took = probe(net, egress, ["files.example.test", "rebind.example.test"], {
             "rebind_first": "resolve('rebind.example.test')",
             "rebind_second": "resolve('rebind.example.test')",
+            # The first answer had a TTL of 0; its pin lasts as long as the sandbox.
+            "pinned_after_ttl0": "http('http://198.51.100.80/')",
             "host_loopback": "tcp('127.0.0.1', 26092)",
             "private": "tcp('10.1.2.3', 80)",
             "private_udp": "udp('192.168.1.1', 53)",
@@ -192,6 +194,7 @@ def test_hostile_destinations_are_refused_at_once(net, egress):
     # stripped: nothing to follow.
     assert out.pop("rebind_first") == ["198.51.100.80"]
     assert out.pop("rebind_second") == NO_ADDRESS
+    assert out.pop("pinned_after_ttl0").startswith("ok codeq test internet: 198.51.100.80 ")
     assert accepted == []
     for key, got in out.items():
         assert got in REFUSED, (key, got)

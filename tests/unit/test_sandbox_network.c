@@ -25,7 +25,24 @@
 #include <unistd.h>
 
 static char egress_ns[64], target_ns[64], egress_path[96];
-static pid_t echo_pid = -1;
+static pid_t echo_pid = -1, dns_pid = -1;
+
+/* A DNS server for one name, in the target: many.test has two addresses (both the
+ * target's, where the echo listens), every other name NXDOMAIN. */
+static const char dns_server[] =
+    "import socket, struct\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('198.51.100.54', 53))\n"
+    "while True:\n"
+    "    q, peer = s.recvfrom(512)\n"
+    "    end = q.index(b'\\0', 12) + 5\n"
+    "    name, qtype = q[12:end - 4], struct.unpack('>H', q[end - 4:end - 2])[0]\n"
+    "    known = name == b'\\x04many\\x04test\\x00'\n"
+    "    addrs = [b'\\xc6\\x33\\x64\\x07', b'\\xc6\\x33\\x64\\x08'] if known and qtype == 1 else "
+    "[]\n"
+    "    head = struct.pack('>HHHHHH', struct.unpack('>H', q[:2])[0], 0x8180 if known else 0x8183,"
+    " 1, len(addrs), 0, 0)\n"
+    "    rrs = b''.join(b'\\xc0\\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + a for a in addrs)\n"
+    "    s.sendto(head + q[12:end] + rrs, peer)\n";
 
 static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void sh(const char *fmt, ...)
@@ -51,8 +68,9 @@ static void setup(void)
        egress_ns, egress_ns, egress_ns);
     sh("ip -n %s addr add 203.0.113.2/30 dev v1 && ip -n %s link set v1 up && "
        "ip -n %s link set lo up && ip -n %s addr add 198.51.100.7/32 dev lo && "
-       "ip -n %s addr add 10.99.0.7/32 dev lo && ip -n %s route add default via 203.0.113.1",
-       target_ns, target_ns, target_ns, target_ns, target_ns, target_ns);
+       "ip -n %s addr add 10.99.0.7/32 dev lo && ip -n %s addr add 198.51.100.8/32 dev lo && "
+       "ip -n %s addr add 198.51.100.54/32 dev lo && ip -n %s route add default via 203.0.113.1",
+       target_ns, target_ns, target_ns, target_ns, target_ns, target_ns, target_ns, target_ns);
     sh("ip -n %s route add default via 203.0.113.2", egress_ns);
     echo_pid = fork();
     ck_assert_int_ge(echo_pid, 0);
@@ -64,6 +82,12 @@ static void setup(void)
                "while True:\n"
                "    c, _ = s.accept(); c.sendall(c.recv(16)); c.close()\n",
                (char *)NULL);
+        _exit(127);
+    }
+    dns_pid = fork();
+    ck_assert_int_ge(dns_pid, 0);
+    if (dns_pid == 0) {
+        execlp("ip", "ip", "netns", "exec", target_ns, "python3", "-c", dns_server, (char *)NULL);
         _exit(127);
     }
     /* Until the echo listens. */
@@ -85,6 +109,10 @@ static void teardown(void)
     if (echo_pid > 0) {
         kill(echo_pid, SIGKILL);
         waitpid(echo_pid, NULL, 0);
+    }
+    if (dns_pid > 0) {
+        kill(dns_pid, SIGKILL);
+        waitpid(dns_pid, NULL, 0);
     }
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "ip netns del %s; ip netns del %s", egress_ns, target_ns);
@@ -263,6 +291,52 @@ START_TEST(operator_policy_in_the_filter)
 }
 END_TEST
 
+START_TEST(pins_are_bounded)
+{
+    /* network_max_pinned 1: of many.test's two addresses, the sandbox is told (and may
+     * reach) the first only; asking again changes nothing. */
+    struct cq_netpolicy *p = malloc(sizeof(*p));
+    ck_assert_ptr_nonnull(p);
+    cq_netpolicy_init(p);
+    p->max_pinned = 1;
+    const char *list[] = {"many.test:7"};
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    cfg.network = CQ_NETWORK_ALLOWLIST;
+    cfg.egress_netns = egress_path;
+    cfg.dns = "198.51.100.54";
+    cfg.netpolicy = p;
+    cfg.allow = list;
+    cfg.n_allow = 1;
+    struct cq_sandbox *sb = NULL;
+    struct cq_error err = {0};
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    static const char code[] =
+        "import socket\n"
+        "def res():\n"
+        "    return sorted({a[4][0] for a in socket.getaddrinfo('many.test', 7, socket.AF_INET)})\n"
+        "def tcp(a):\n"
+        "    try:\n"
+        "        c = socket.create_connection((a, 7), 5); c.sendall(b'hi'); return "
+        "c.recv(8).decode()\n"
+        "    except OSError as e:\n"
+        "        return 'refused' if e.errno in (111, 113) else 'other%d' % e.errno\n"
+        "print(res(), res(), tcp('198.51.100.7'), tcp('198.51.100.8'))\n";
+    char out[256];
+    ck_assert_int_eq(run_python(sb, code, out), 0);
+    ck_assert_str_eq(out, "['198.51.100.7'] ['198.51.100.7'] hi refused\n");
+    cq_sandbox_destroy(sb);
+    /* The default bound: both. */
+    cq_netpolicy_init(p);
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_python(sb, code, out), 0);
+    ck_assert_str_eq(out,
+                     "['198.51.100.7', '198.51.100.8'] ['198.51.100.7', '198.51.100.8'] hi hi\n");
+    cq_sandbox_destroy(sb);
+    free(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sandbox_network");
@@ -272,6 +346,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, late_allowlist);
     tcase_add_test(tc, operator_policy_in_the_filter);
+    tcase_add_test(tc, pins_are_bounded);
     suite_add_tcase(s, tc);
     return cq_unit_run(s, true);
 }
