@@ -56,14 +56,20 @@ static void usage(FILE *out)
             "  --report FILE        write a JSON report: exit_code, signal, timed_out,\n"
             "                       oom_killed, wall_ms, cpu_ms, peak_memory_bytes,\n"
             "                       output_truncated, output_bytes, pids_limit_hit\n"
-            "  --network MODE       none (default: only loopback) or public (public\n"
-            "                       addresses, TCP and UDP; never the host, loopback,\n"
-            "                       link-local, private ranges or another sandbox)\n"
-            "  --egress-netns PATH  the network namespace public traffic leaves through\n"
+            "  --network MODE       none (default: only loopback), public (public\n"
+            "                       addresses, TCP and UDP) or\n"
+            "                       allowlist (only what --allow lists); never the host,\n"
+            "                       loopback, link-local, private ranges or another\n"
+            "                       sandbox. Names resolve through codeq's resolver\n"
+            "  --allow DEST         with allowlist (repeatable, at least one): NAME,\n"
+            "                       *.NAME, IP or CIDR, each with an optional :PORT\n"
+            "                       ([IPv6]:PORT); a name reaches only the addresses\n"
+            "                       codeq's resolver answered for it\n"
+            "  --egress-netns PATH  the network namespace the traffic leaves through\n"
             "                       (e.g. /run/netns/NAME); default: codeq's own, joined\n"
             "                       to the host's network by pasta (package passt)\n"
-            "  --dns IP             the resolver the sandbox uses (public address; without\n"
-            "                       it names do not resolve)\n"
+            "  --dns IP             the upstream resolver codeq's resolver asks, from the\n"
+            "                       egress namespace (default: the host's first nameserver)\n"
             "  -h, --help           show this help\n"
             "\n"
             "SIZE takes K, M, G or T suffixes (powers of 1024).\n"
@@ -80,6 +86,8 @@ struct options {
     struct cq_sandbox_config config;
     const char *env[MAX_ENV + 1];
     size_t nenv;
+    const char *allow[CQ_NET_MAX_RULES];
+    size_t nallow;
     uint64_t timeout_ms;
     uint64_t output_limit;
     const char *report_path;
@@ -143,7 +151,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         OPT_REPORT,
         OPT_NETWORK,
         OPT_EGRESS_NETNS,
-        OPT_DNS
+        OPT_DNS,
+        OPT_ALLOW
     };
     static const struct option longopts[] = {
         {"memory", required_argument, NULL, OPT_MEMORY},
@@ -158,6 +167,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"network", required_argument, NULL, OPT_NETWORK},
         {"egress-netns", required_argument, NULL, OPT_EGRESS_NETNS},
         {"dns", required_argument, NULL, OPT_DNS},
+        {"allow", required_argument, NULL, OPT_ALLOW},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -234,6 +244,11 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_DNS:
             o->config.dns = optarg;
             break;
+        case OPT_ALLOW:
+            if (o->nallow == CQ_NET_MAX_RULES)
+                return cq_usage_error("sandbox", "--allow: more than %d entries", CQ_NET_MAX_RULES);
+            o->allow[o->nallow++] = optarg;
+            break;
         default:
             return cq_usage_error("sandbox", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -246,6 +261,12 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->env[o->nenv] = NULL;
     o->config.env = o->env;
     o->config.workspace_dir = o->workspace;
+    o->config.allow = o->allow;
+    o->config.n_allow = o->nallow;
+    /* The library takes an empty list (a warm sandbox given its list later); a
+     * command that can never be given one would only refuse everything. */
+    if (o->config.network == CQ_NETWORK_ALLOWLIST && o->nallow == 0)
+        return cq_usage_error("sandbox", "--network allowlist needs at least one --allow DEST");
     o->argv = argv + optind;
     struct cq_error verr;
     if (cq_sandbox_config_validate(&o->config, &verr) < 0)

@@ -5,6 +5,8 @@
 #include "sandbox/netpolicy.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -48,17 +50,38 @@ int cq_env_entry_validate(const char *entry, struct cq_error *err)
     return 0;
 }
 
+/* Each entry parses and passes the operator's policy (the sandbox admits it again at
+ * create; here, so that a command line gets the message before anything starts). */
+static int admit_allowlist(const struct cq_sandbox_config *cfg, struct cq_error *err)
+{
+    struct cq_netpolicy *defaults = NULL;
+    struct cq_net_grant *g = malloc(sizeof(*g));
+    const struct cq_netpolicy *p = cfg->netpolicy;
+    if (p == NULL && (defaults = malloc(sizeof(*defaults))) != NULL) {
+        cq_netpolicy_init(defaults);
+        p = defaults;
+    }
+    int rc = g == NULL || p == NULL
+                 ? cq_error_sys(err, ENOMEM, "allowlist")
+                 : cq_netpolicy_admit(p, &cfg->network, cfg->allow, cfg->n_allow, g, err);
+    free(g);
+    free(defaults);
+    return rc;
+}
+
 static int validate_network(const struct cq_sandbox_config *cfg, struct cq_error *err)
 {
-    if (cfg->network == CQ_NETWORK_ALLOWLIST)
-        return cq_error_set(err, CQ_EINVALID, "network mode ALLOWLIST is not supported yet");
-    if (cfg->network != CQ_NETWORK_NONE && cfg->network != CQ_NETWORK_PUBLIC)
+    if (cfg->network != CQ_NETWORK_NONE && cfg->network != CQ_NETWORK_PUBLIC &&
+        cfg->network != CQ_NETWORK_ALLOWLIST)
         return cq_error_set(err, CQ_EINVALID, "unknown network mode %d", (int)cfg->network);
+    if (cfg->n_allow > 0 && cfg->network != CQ_NETWORK_ALLOWLIST)
+        return cq_error_set(err, CQ_EINVALID, "an allowlist is for network mode ALLOWLIST, not %s",
+                            cq_net_mode_name(cfg->network));
     if (cfg->network == CQ_NETWORK_NONE) {
         if (cfg->egress_netns != NULL || cfg->dns != NULL)
             return cq_error_set(err, CQ_EINVALID,
-                                "an egress namespace and a resolver are for network mode "
-                                "PUBLIC, not NONE");
+                                "an egress namespace and a resolver are for network modes "
+                                "PUBLIC and ALLOWLIST, not NONE");
         return 0;
     }
     /* No egress namespace: codeq's own, joined to the host by pasta (sandbox/uplink.c). */
@@ -67,17 +90,23 @@ static int validate_network(const struct cq_sandbox_config *cfg, struct cq_error
                             "the egress namespace must be an absolute path (e.g. "
                             "/run/netns/NAME), not '%s'",
                             cfg->egress_netns);
+    if (cfg->n_allow > CQ_NET_MAX_RULES || (cfg->n_allow > 0 && cfg->allow == NULL))
+        return cq_error_set(err, CQ_EINVALID, "at most %d allowlist entries", CQ_NET_MAX_RULES);
+    for (size_t i = 0; i < cfg->n_allow; i++)
+        if (cfg->allow[i] == NULL)
+            return cq_error_set(err, CQ_EINVALID, "allowlist entry %zu is missing", i);
+    if (cfg->n_allow > 0 && admit_allowlist(cfg, err) < 0)
+        return -1;
     if (cfg->dns != NULL) {
         struct cq_net_addr a;
         if (cq_net_addr_parse(cfg->dns, &a) < 0)
             return cq_error_set(err, CQ_EINVALID, "resolver '%s' is not an IP address", cfg->dns);
-        /* Until codeq has its own resolver the sandbox talks to this one directly, so
-         * it must be an address the sandbox may reach. */
-        if (cq_net_classify(&a) != CQ_NET_CLASS_PUBLIC)
-            return cq_error_set(err, CQ_EINVALID,
-                                "resolver %s is a %s address, which a sandbox may not reach; "
-                                "give a public one",
-                                cfg->dns, cq_net_class_name(cq_net_classify(&a)));
+        /* codeq's resolver asks it from the egress namespace, never the sandbox: any
+         * unicast address the operator names will do, but not one that is no host. */
+        enum cq_net_class c = cq_net_classify(&a);
+        if (c == CQ_NET_CLASS_MULTICAST || c == CQ_NET_CLASS_UNSPECIFIED)
+            return cq_error_set(err, CQ_EINVALID, "resolver %s is a %s address", cfg->dns,
+                                cq_net_class_name(c));
     }
     return 0;
 }

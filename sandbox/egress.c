@@ -43,6 +43,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -51,7 +52,7 @@
 
 #define SLOT_DIR    "/run/codeq/egress"
 #define MAX_SLOTS   16384 /* /30s in 100.127.0.0/16 */
-#define RULESET_MAX 8192
+#define RULESET_MAX 65536
 #define HOST_ADDRS  64
 
 void cq_egress_init(struct cq_egress *e)
@@ -137,12 +138,22 @@ static void give_slot_back(struct cq_egress *e)
  * freed after an RCU grace period (~10 ms here). So the start path deletes nothing but
  * stale tables, and the table of a slot is made fresh. */
 
+/* What a sandbox's mode and its operator's policy add to its table (see "ALLOWLIST
+ * and the operator's policy" below). */
+struct mode_rules {
+    bool allowlist;       /* ALLOWLIST: its sets, and reject what they do not hold */
+    bool deny;            /* network_deny has IP or CIDR rules: rejected first */
+    bool open;            /* PUBLIC: network_private has IP or CIDR rules: let through */
+    const char *elements; /* "add element" commands for these sets, after the table */
+};
+
 struct nft_job {
     int netns_fd;
     struct cq_egress *attach; /* attach: list, sweep, install this slot's table */
     const char *hosts4;       /* attach: the host's addresses, read in the host's namespace */
     const char *hosts6;
-    const char *commands; /* otherwise: these commands as they are */
+    const struct mode_rules *mode; /* attach: the mode's and the policy's sets and rules */
+    const char *commands;          /* otherwise: these commands as they are */
     int code;
     char error[400];
 };
@@ -151,7 +162,8 @@ struct nft_job {
 static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int write_ruleset(const struct cq_egress *e, const char *hosts4, const char *hosts6,
-                         char *buf, size_t len, struct cq_error *err);
+                         const struct mode_rules *mode, char *buf, size_t len,
+                         struct cq_error *err);
 
 static int nft_run(struct nft_ctx *ctx, const char *commands, struct nft_job *job)
 {
@@ -237,7 +249,8 @@ static void attach_filter(struct nft_ctx *ctx, struct nft_job *job)
     } else {
         n_held = compose_sweep(e, listing, cmds, RULESET_MAX / 2, held, 64);
         size_t at = strlen(cmds);
-        if (write_ruleset(e, job->hosts4, job->hosts6, cmds + at, RULESET_MAX - at, &err) < 0) {
+        if (write_ruleset(e, job->hosts4, job->hosts6, job->mode, cmds + at, RULESET_MAX - at,
+                          &err) < 0) {
             job->code = err.code;
             snprintf(job->error, sizeof(job->error), "%s", err.msg);
         } else {
@@ -333,8 +346,263 @@ static void set_elements(const char *list, char *buf, size_t len)
         snprintf(buf, len, "elements = { %s }", list);
 }
 
+/* --- ALLOWLIST (issue 13) ------------------------------------------------------------
+ *
+ * Four sets hold the allowlist's IP and CIDR entries (any port, and address . port),
+ * filled at attach or once by cq_egress_allow; four more hold what codeq's resolver
+ * pinned for listed names (sandbox/resolver.c), exact addresses added before each
+ * answer is released and kept until the table goes with the sandbox. Pins are kept
+ * apart from the CIDRs because an interval set refuses an element inside another. */
+
+#define ALLOW_SETS                                                                                 \
+    "  set allow4 { type ipv4_addr; flags interval; auto-merge; }\n"                               \
+    "  set allow6 { type ipv6_addr; flags interval; auto-merge; }\n"                               \
+    "  set allow4p { type ipv4_addr . inet_service; flags interval; }\n"                           \
+    "  set allow6p { type ipv6_addr . inet_service; flags interval; }\n"                           \
+    "  set pin4 { type ipv4_addr; }\n"                                                             \
+    "  set pin6 { type ipv6_addr; }\n"                                                             \
+    "  set pin4p { type ipv4_addr . inet_service; }\n"                                             \
+    "  set pin6p { type ipv6_addr . inet_service; }\n"
+
+static int s_of(const struct cq_egress *e)
+{
+    return e->slot;
+}
+
+/* The forward chain's last rules: PUBLIC accepts what the rules above let through;
+ * ALLOWLIST accepts only what its sets hold and rejects the rest at once. Every
+ * refused class and the host were rejected above either way. */
+static void allow_tail(int s, bool allowlist, char *buf, size_t len)
+{
+    if (!allowlist) {
+        snprintf(buf, len, "    iifname \"cqe%d\" accept\n", s);
+        return;
+    }
+    snprintf(buf, len,
+             "    iifname \"cqe%d\" ip daddr @allow4 accept\n"
+             "    iifname \"cqe%d\" ip daddr . th dport @allow4p accept\n"
+             "    iifname \"cqe%d\" ip daddr @pin4 accept\n"
+             "    iifname \"cqe%d\" ip daddr . th dport @pin4p accept\n"
+             "    iifname \"cqe%d\" ip6 daddr @allow6 accept\n"
+             "    iifname \"cqe%d\" ip6 daddr . th dport @allow6p accept\n"
+             "    iifname \"cqe%d\" ip6 daddr @pin6 accept\n"
+             "    iifname \"cqe%d\" ip6 daddr . th dport @pin6p accept\n"
+             "    iifname \"cqe%d\" meta l4proto tcp reject with tcp reset\n"
+             "    iifname \"cqe%d\" reject with icmpx admin-prohibited\n",
+             s, s, s, s, s, s, s, s, s, s);
+}
+
+static bool cidr_inside(const struct cq_net_dest *in, const struct cq_net_dest *out)
+{
+    if (in->addr.family != out->addr.family || in->prefix_len < out->prefix_len ||
+        (out->port != 0 && in->port != out->port))
+        return false;
+    for (unsigned bit = 0; bit < out->prefix_len; bit++) {
+        uint8_t m = (uint8_t)(0x80 >> (bit % 8));
+        if ((in->addr.bytes[bit / 8] & m) != (out->addr.bytes[bit / 8] & m))
+            return false;
+    }
+    return true;
+}
+
+/* One "add element" command per set for the IP and CIDR entries among allow (names are
+ * the resolver's); nothing when there are none. Entries inside another that already
+ * covers their port are left out: a set of intervals refuses overlaps. */
+static int set_commands(int s, const char *prefix, const struct cq_net_dest *d, size_t n, char *buf,
+                        size_t len, struct cq_error *err)
+{
+    static const char *const sets[4] = {"4", "6", "4p", "6p"};
+    for (int set = 0; set < 4; set++) {
+        int family = set % 2 == 0 ? AF_INET : AF_INET6;
+        bool ported = set >= 2, first = true;
+        for (size_t i = 0; i < n; i++) {
+            if (d[i].kind != CQ_NET_DEST_CIDR || d[i].addr.family != family ||
+                (d[i].port != 0) != ported)
+                continue;
+            bool covered = false;
+            for (size_t k = 0; k < n && !covered; k++)
+                covered = k != i && d[k].kind == CQ_NET_DEST_CIDR && cidr_inside(&d[i], &d[k]) &&
+                          (!cidr_inside(&d[k], &d[i]) || k < i);
+            if (covered)
+                continue;
+            char a[INET6_ADDRSTRLEN];
+            addr_text(&d[i].addr, a, sizeof(a));
+            size_t at = strlen(buf);
+            int w = first ? snprintf(buf + at, len - at, "add element inet cq_s%d %s%s { ", s,
+                                     prefix, sets[set])
+                          : snprintf(buf + at, len - at, ", ");
+            at += w > 0 ? (size_t)w : 0;
+            if (at < len)
+                w = ported
+                        ? snprintf(buf + at, len - at, "%s/%u . %u", a, d[i].prefix_len, d[i].port)
+                        : snprintf(buf + at, len - at, "%s/%u", a, d[i].prefix_len);
+            if (at >= len || w < 0 || at + (size_t)w >= len)
+                return cq_error_set(err, CQ_EINTERNAL, "allowlist longer than %zu bytes", len);
+            first = false;
+        }
+        if (!first) {
+            size_t at = strlen(buf);
+            if (snprintf(buf + at, len - at, " }\n") >= (int)(len - at))
+                return cq_error_set(err, CQ_EINTERNAL, "allowlist longer than %zu bytes", len);
+        }
+    }
+    return 0;
+}
+
+static int allow_commands(int s, const struct cq_net_dest *d, size_t n, char *buf, size_t len,
+                          struct cq_error *err)
+{
+    buf[0] = '\0';
+    return set_commands(s, "allow", d, n, buf, len, err);
+}
+
+/* The operator's policy in the filter: network_deny's IP and CIDR rules are rejected
+ * before anything else (the fleet's Kafka and Redis on public addresses), and in PUBLIC
+ * network_private's are let through before the private ranges are rejected (codeq's
+ * "VPC" mode). Names in either are the resolver's business (answers are checked
+ * against the whole policy). ALLOWLIST does not open private ranges in the filter yet:
+ * cq_network_attach refuses an allowlist that needs it. */
+#define POLICY_SETS(p)                                                                             \
+    "  set " p "4 { type ipv4_addr; flags interval; auto-merge; }\n"                               \
+    "  set " p "6 { type ipv6_addr; flags interval; auto-merge; }\n"                               \
+    "  set " p "4p { type ipv4_addr . inet_service; flags interval; }\n"                           \
+    "  set " p "6p { type ipv6_addr . inet_service; flags interval; }\n"
+
+static void policy_head(int s, const struct mode_rules *mode, char *head, size_t hlen, char *sets,
+                        size_t slen)
+{
+    head[0] = sets[0] = '\0';
+    snprintf(sets, slen, "%s%s%s", mode->allowlist ? ALLOW_SETS : "",
+             mode->deny ? POLICY_SETS("deny") : "", mode->open ? POLICY_SETS("open") : "");
+    size_t at = 0;
+    if (mode->deny)
+        for (int i = 0; i < 4; i++) {
+            static const char *const match[4] = {"ip daddr @deny4", "ip daddr . th dport @deny4p",
+                                                 "ip6 daddr @deny6",
+                                                 "ip6 daddr . th dport @deny6p"};
+            int w = snprintf(head + at, hlen - at,
+                             "    iifname \"cqe%d\" %s meta l4proto tcp reject with tcp reset\n"
+                             "    iifname \"cqe%d\" %s reject with icmpx admin-prohibited\n",
+                             s, match[i], s, match[i]);
+            at += w > 0 && (size_t)w < hlen - at ? (size_t)w : 0;
+        }
+    if (mode->open) {
+        /* The host's own addresses stay refused even inside an opened range. */
+        int w =
+            snprintf(head + at, hlen - at,
+                     "    iifname \"cqe%d\" ip daddr @host reject with icmpx admin-prohibited\n"
+                     "    iifname \"cqe%d\" ip6 daddr @host6 reject with icmpx admin-prohibited\n"
+                     "    iifname \"cqe%d\" ip daddr @open4 accept\n"
+                     "    iifname \"cqe%d\" ip daddr . th dport @open4p accept\n"
+                     "    iifname \"cqe%d\" ip6 daddr @open6 accept\n"
+                     "    iifname \"cqe%d\" ip6 daddr . th dport @open6p accept\n",
+                     s, s, s, s, s, s);
+        (void)w;
+    }
+}
+
+static bool has_cidr(const struct cq_net_rules *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->d[i].kind == CQ_NET_DEST_CIDR)
+            return true;
+    return false;
+}
+
+static int parse_allow(const char *const *allow, size_t n, struct cq_net_dest *d,
+                       struct cq_error *err)
+{
+    if (n > CQ_NET_MAX_RULES)
+        return cq_error_set(err, CQ_EINVALID, "at most %d allowlist entries", CQ_NET_MAX_RULES);
+    for (size_t i = 0; i < n; i++)
+        if (cq_net_dest_parse(allow[i], &d[i], err) < 0)
+            return -1;
+    return 0;
+}
+
+/* The sets, rules and elements cfg's mode and policy add; *elements is the caller's. */
+static int mode_rules_of(int slot, const struct cq_sandbox_config *cfg, struct mode_rules *mode,
+                         char **elements, struct cq_error *err)
+{
+    struct cq_netpolicy *defaults = NULL;
+    const struct cq_netpolicy *p = cfg->netpolicy;
+    size_t n = cfg->network == CQ_NETWORK_ALLOWLIST ? cfg->n_allow : 0;
+    struct cq_net_dest *d = calloc(n > 0 ? n : 1, sizeof(*d));
+    *elements = calloc(1, RULESET_MAX / 2);
+    if (p == NULL && (defaults = malloc(sizeof(*defaults))) != NULL) {
+        cq_netpolicy_init(defaults);
+        p = defaults;
+    }
+    int rc = 0;
+    if (d == NULL || *elements == NULL || p == NULL)
+        rc = cq_error_sys(err, ENOMEM, "egress rules");
+    mode->allowlist = cfg->network == CQ_NETWORK_ALLOWLIST;
+    if (rc == 0 && mode->allowlist)
+        rc = parse_allow(cfg->allow, n, d, err);
+    if (rc == 0 && mode->allowlist)
+        rc = allow_commands(slot, d, n, *elements, RULESET_MAX / 2, err);
+    if (rc == 0 && (mode->deny = has_cidr(&p->deny)))
+        rc = set_commands(slot, "deny", p->deny.d, p->deny.n, *elements, RULESET_MAX / 2, err);
+    if (rc == 0 && cfg->network == CQ_NETWORK_PUBLIC && (mode->open = has_cidr(&p->private_ok)))
+        rc = set_commands(slot, "open", p->private_ok.d, p->private_ok.n, *elements,
+                          RULESET_MAX / 2, err);
+    if (*elements != NULL)
+        mode->elements = *elements;
+    free(d);
+    free(defaults);
+    return rc;
+}
+
+int cq_egress_allow(struct cq_egress *e, const char *const *allow, size_t n, struct cq_error *err)
+{
+    if (e->slot < 0 || !e->table_made)
+        return cq_error_set(err, CQ_EINVALID, "the sandbox has no egress filter");
+    struct cq_net_dest *d = calloc(n > 0 ? n : 1, sizeof(*d));
+    cq_autofree char *cmds = malloc(RULESET_MAX);
+    if (d == NULL || cmds == NULL) {
+        free(d);
+        return cq_error_sys(err, ENOMEM, "allowlist");
+    }
+    int rc = parse_allow(allow, n, d, err);
+    if (rc == 0)
+        rc = allow_commands(e->slot, d, n, cmds, RULESET_MAX, err);
+    free(d);
+    if (rc < 0 || cmds[0] == '\0')
+        return rc;
+    struct nft_job job = {.netns_fd = e->netns_fd, .commands = cmds};
+    return run_job(&job, err);
+}
+
+int cq_egress_pin(int netns_fd, int slot, const struct cq_net_addr *addrs, const uint16_t *ports,
+                  size_t n, struct cq_error *err)
+{
+    /* One transaction: either every address of the answer is pinned, or none. */
+    size_t len = 128 + n * (INET6_ADDRSTRLEN + 64);
+    cq_autofree char *cmds = malloc(len);
+    if (cmds == NULL)
+        return cq_error_sys(err, ENOMEM, "pin");
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        char a[INET6_ADDRSTRLEN];
+        addr_text(&addrs[i], a, sizeof(a));
+        const char *set = addrs[i].family == AF_INET ? (ports[i] ? "pin4p" : "pin4")
+                                                     : (ports[i] ? "pin6p" : "pin6");
+        int w = ports[i] ? snprintf(cmds + at, len - at, "add element inet cq_s%d %s { %s . %u }\n",
+                                    slot, set, a, ports[i])
+                         : snprintf(cmds + at, len - at, "add element inet cq_s%d %s { %s }\n",
+                                    slot, set, a);
+        if (w < 0 || (size_t)w >= len - at)
+            return cq_error_set(err, CQ_EINTERNAL, "pin commands");
+        at += (size_t)w;
+    }
+    if (at == 0)
+        return 0;
+    struct nft_job job = {.netns_fd = netns_fd, .commands = cmds};
+    return run_job(&job, err);
+}
+
 static int write_ruleset(const struct cq_egress *e, const char *hosts4, const char *hosts6,
-                         char *buf, size_t len, struct cq_error *err)
+                         const struct mode_rules *mode, char *buf, size_t len, struct cq_error *err)
 {
     char refused[512] = "", range[CQ_NET_DEST_TEXT];
     for (size_t i = 0; cq_net_nonpublic_v4(i, range, sizeof(range)); i++) {
@@ -346,6 +614,14 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
     char set4[HOST_ADDRS * INET6_ADDRSTRLEN + 32], set6[HOST_ADDRS * INET6_ADDRSTRLEN + 32];
     addr_text(&sb, sbt, sizeof(sbt));
     addr_text(&sb6, sbt6, sizeof(sbt6));
+    struct cq_net_addr gw = slot_addr(e->slot, 1);
+    char gwt[INET_ADDRSTRLEN];
+    addr_text(&gw, gwt, sizeof(gwt));
+    /* PUBLIC lets the rest out; ALLOWLIST only what its sets hold. */
+    char tail[1024];
+    allow_tail(s_of(e), mode->allowlist, tail, sizeof(tail));
+    char head[2048], sets[2048];
+    policy_head(s_of(e), mode, head, sizeof(head), sets, sizeof(sets));
     set_elements(hosts4, set4, sizeof(set4));
     set_elements(hosts6, set6, sizeof(set6));
     int s = e->slot;
@@ -360,11 +636,13 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
         "  set host { type ipv4_addr; %s }\n"
         "  set refused6 { type ipv6_addr; flags interval; elements = { 2001::/23, 2002::/16 } }\n"
         "  set host6 { type ipv6_addr; %s }\n"
+        "%s"
         "  chain forward {\n"
         "    type filter hook forward priority filter - 1; policy accept;\n"
         "    iifname \"cqe%d\" meta nfproto ipv4 ip saddr != %s drop\n"
         "    iifname \"cqe%d\" meta nfproto ipv6 ip6 saddr != %s drop\n"
         "    iifname \"cqe%d\" meta l4proto != { tcp, udp } reject with icmpx admin-prohibited\n"
+        "%s"
         "    iifname \"cqe%d\" ip daddr @refused meta l4proto tcp reject with tcp reset\n"
         "    iifname \"cqe%d\" ip daddr @refused reject with icmpx admin-prohibited\n"
         "    iifname \"cqe%d\" ip daddr @host meta l4proto tcp reject with tcp reset\n"
@@ -375,13 +653,14 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
         "    iifname \"cqe%d\" ip6 daddr @refused6 reject with icmpx admin-prohibited\n"
         "    iifname \"cqe%d\" ip6 daddr @host6 meta l4proto tcp reject with tcp reset\n"
         "    iifname \"cqe%d\" ip6 daddr @host6 reject with icmpx admin-prohibited\n"
-        "    iifname \"cqe%d\" accept\n"
+        "%s"
         "    oifname \"cqe%d\" ct state established,related accept\n"
         "    oifname \"cqe%d\" drop\n"
         "  }\n"
         "  chain input {\n"
         "    type filter hook input priority filter - 1; policy accept;\n"
         "    iifname \"cqe%d\" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n"
+        "    iifname \"cqe%d\" ip saddr %s ip daddr %s udp dport 53 accept\n"
         "    iifname \"cqe%d\" meta l4proto tcp reject with tcp reset\n"
         "    iifname \"cqe%d\" reject with icmpx admin-prohibited\n"
         "  }\n"
@@ -390,9 +669,13 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
         "    ip saddr %s masquerade\n"
         "    ip6 saddr %s masquerade\n"
         "  }\n"
-        "}\n",
-        s, refused, set4, set6, s, sbt, s, sbt6, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s,
-        sbt, sbt6);
+        "  chain dns {\n"
+        "    type nat hook prerouting priority dstnat; policy accept;\n"
+        "    iifname \"cqe%d\" ip daddr " CQ_EGRESS_DNS " udp dport 53 dnat ip to %s\n"
+        "  }\n"
+        "}\n%s",
+        s, refused, set4, set6, sets, s, sbt, s, sbt6, s, head, s, s, s, s, s, s, s, s, s, s, tail,
+        s, s, s, s, sbt, gwt, s, s, sbt, sbt6, s, gwt, mode->elements);
     if (n < 0 || (size_t)n >= len)
         return cq_error_set(err, CQ_EINTERNAL, "egress ruleset longer than %zu bytes", len);
     return 0;
@@ -474,12 +757,24 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
     host_elements(AF_INET, hosts4, sizeof(hosts4));
     host_elements(AF_INET6, hosts6, sizeof(hosts6));
     struct nft_job job = {.netns_fd = e->netns_fd, .attach = e, .hosts4 = hosts4, .hosts6 = hosts6};
+    struct mode_rules mode = {.elements = ""};
+    cq_autofree char *elements = NULL;
+    if (mode_rules_of(e->slot, cfg, &mode, &elements, err) < 0)
+        return -1;
+    job.mode = &mode;
     if (run_job(&job, err) < 0)
         return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
     e->table_made = true;
     if (configure_links(e, sandbox_fd, link, err) < 0)
         return cq_error_prefix(err, "egress link");
     return 0;
+}
+
+void cq_egress_addrs(const struct cq_egress *e, struct cq_net_addr *gateway,
+                     struct cq_net_addr *sandbox)
+{
+    *gateway = slot_addr(e->slot, 1);
+    *sandbox = slot_addr(e->slot, 2);
 }
 
 void cq_egress_detach(struct cq_egress *e)

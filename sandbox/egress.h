@@ -9,7 +9,14 @@
 
 #include <sys/types.h>
 #include "common/error.h"
+#include "sandbox/netpolicy.h"
 #include "sandbox/sandbox.h"
+
+/* The resolver named in every networked sandbox's /etc/resolv.conf: an address of no
+ * slot, translated (DNAT) by the sandbox's table to its own gateway, where codeq's
+ * resolver answers (sandbox/resolver.c). It is fixed because the root, with its
+ * resolv.conf, is built before the sandbox has a slot. */
+#define CQ_EGRESS_DNS "100.126.255.53"
 
 struct cq_egress {
     int slot;        /* -1: not attached */
@@ -25,6 +32,20 @@ void cq_egress_init(struct cq_egress *e);
  * failure, whatever was made stays recorded in e for cq_egress_detach. */
 int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
                      struct cq_error *err);
+
+/* The egress side's (gateway) and the sandbox's IPv4 addresses of an attached e. */
+void cq_egress_addrs(const struct cq_egress *e, struct cq_net_addr *gateway,
+                     struct cq_net_addr *sandbox);
+
+/* ALLOWLIST: adds the IP and CIDR entries of allow (DEST; names are skipped) to the
+ * filter, in one nftables transaction. */
+int cq_egress_allow(struct cq_egress *e, const char *const *allow, size_t n, struct cq_error *err);
+
+/* ALLOWLIST: lets slot's sandbox reach addrs[i] on ports[i] (0: any) until its table
+ * goes, in one transaction in the egress namespace netns_fd. For codeq's resolver,
+ * before it releases the answer that named them; safe from any thread. */
+int cq_egress_pin(int netns_fd, int slot, const struct cq_net_addr *addrs, const uint16_t *ports,
+                  size_t n, struct cq_error *err);
 
 /* Removes the table and the link, and gives the slot back. Safe on a partial attach,
  * and twice. */

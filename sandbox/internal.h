@@ -21,7 +21,14 @@ struct cq_sandbox {
     int workspace_fd;            /* O_PATH of /workspace, opened before any code ran */
     uint32_t user_uid, user_gid; /* host ids of sandboxed code */
     struct cq_egress egress;     /* network mode PUBLIC: its link and filter */
+    struct cq_sandbox_net *net;  /* PUBLIC, ALLOWLIST: resolver and grant (network.c) */
 };
+
+/* sandbox/network.c: the egress link, filter and resolver of a networked sandbox, made
+ * before any process runs; detach stops the resolver (then cq_egress_detach). */
+int cq_network_attach(struct cq_sandbox *sb, const struct cq_sandbox_config *cfg, pid_t init_pid,
+                      struct cq_error *err);
+void cq_network_detach(struct cq_sandbox *sb);
 
 int cq_env_entry_validate(const char *entry, struct cq_error *err);
 

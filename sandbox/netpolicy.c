@@ -700,3 +700,11 @@ bool cq_netpolicy_name_allowed(const struct cq_net_grant *g, const char *name)
             return true;
     return false;
 }
+
+bool cq_net_dest_covers_name(const struct cq_net_dest *d, const char *name)
+{
+    char norm[CQ_NET_NAME_MAX + 1];
+    if (name == NULL || name_normalize(name, strlen(name), norm) != NULL)
+        return false;
+    return name_matches(d, norm);
+}

@@ -159,4 +159,8 @@ enum cq_net_verdict cq_netpolicy_check_connect(const struct cq_netpolicy *p,
  * unless NONE. For the resolver, which answers nothing else. */
 bool cq_netpolicy_name_allowed(const struct cq_net_grant *g, const char *name);
 
+/* Does this one NAME or *.NAME entry cover name? (The resolver pins an answer with the
+ * port of each entry that covers the question.) */
+bool cq_net_dest_covers_name(const struct cq_net_dest *d, const char *name);
+
 #endif

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "sandbox/rootfs_plan.h"
+#include "sandbox/egress.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -24,7 +25,7 @@ static const char *const runtime_top[] = {"/bin", "/sbin", "/lib", "/lib32", "/l
 /* /etc entries the runtime needs; missing ones are skipped. Not included on purpose:
  * shadow, gshadow, sudoers, ssh, machine-id (identifies the host), hostname,
  * resolv.conf (the host's resolver is no business of a sandbox's; written below in
- * network mode PUBLIC), passwd and group (generated below). */
+ * network modes PUBLIC and ALLOWLIST), passwd and group (generated below). */
 static const char *const etc_allowlist[] = {
     "alternatives", "ld.so.cache",   "ld.so.conf", "ld.so.conf.d",    "localtime",
     "timezone",     "nsswitch.conf", "host.conf",  "gai.conf",        "protocols",
@@ -127,8 +128,10 @@ int cq_rootfs_plan_write(const struct cq_sandbox_config *cfg, struct cq_msg_writ
     put_file(w, "/etc/hosts", text);
     snprintf(text, sizeof(text), "%s\n", hostname);
     put_file(w, "/etc/hostname", text);
-    if (cfg->network != CQ_NETWORK_NONE && cfg->dns != NULL) {
-        snprintf(text, sizeof(text), "nameserver %s\noptions timeout:2 attempts:2\n", cfg->dns);
+    if (cfg->network != CQ_NETWORK_NONE) {
+        /* codeq's resolver (sandbox/resolver.c), never the upstream itself. */
+        snprintf(text, sizeof(text),
+                 "nameserver " CQ_EGRESS_DNS "\noptions timeout:2 attempts:2\n");
         put_file(w, "/etc/resolv.conf", text);
     }
 

@@ -79,16 +79,21 @@ struct cq_sandbox_config {
      * Nothing of the host's environment is passed in. May be NULL. */
     const char *const *env;
     const char *hostname; /* default "codeq" */
-    /* PUBLIC: the network namespace (a file: /run/netns/NAME, /proc/PID/ns/net) the
+    /* PUBLIC, ALLOWLIST: the network namespace (a file: /run/netns/NAME, /proc/PID/ns/net) the
      * sandbox's traffic leaves through; required for now. codeq adds a link, an
      * nftables table and IPv4 forwarding there, and removes the first two at destroy. */
     const char *egress_netns;
-    /* PUBLIC: the resolver named in the sandbox's /etc/resolv.conf, a public address;
-     * NULL: no resolv.conf (names do not resolve). */
+    /* PUBLIC, ALLOWLIST: the upstream resolver (an IP address) that codeq's resolver
+     * asks from the egress namespace; the sandbox's /etc/resolv.conf names codeq's.
+     * NULL: the host's first nameserver in /etc/resolv.conf, asked from the egress
+     * namespace too (a loopback one is that namespace's loopback: SERVFAIL unless a
+     * resolver listens there). */
     const char *dns;
     /* ALLOWLIST: the destinations (DEST, sandbox/netpolicy.h) the sandbox may reach,
-     * n_allow of them. The caller has admitted them against its operator's policy
-     * (cq_netpolicy_admit); the sandbox parses them again and refuses what does not parse. */
+     * n_allow of them (at most CQ_NET_MAX_RULES). The caller has admitted them against
+     * its operator's policy (cq_netpolicy_admit); the sandbox admits them again against
+     * netpolicy and refuses what does not pass. n_allow 0: the sandbox reaches nothing
+     * and its resolver answers every name NXDOMAIN until cq_sandbox_network_allow. */
     const char *const *allow;
     size_t n_allow;
     /* PUBLIC, ALLOWLIST: the operator's policy (private ranges opened, deny rules, rate
@@ -113,6 +118,13 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
 /* Kills every process of the sandbox and removes its cgroups; nothing of it is left
  * on the host afterwards (a --workspace directory keeps its files). NULL is a no-op. */
 void cq_sandbox_destroy(struct cq_sandbox *sb);
+
+/* ALLOWLIST: gives a sandbox created with n_allow 0 (a warm one, from a pool) its
+ * allowlist, admitted against its netpolicy, in one nftables transaction; its resolver
+ * answers the listed names from then on. Once only: refused (CQ_EINVALID) on a second
+ * call, with n 0, and in any other mode. */
+int cq_sandbox_network_allow(struct cq_sandbox *sb, const char *const *allow, size_t n,
+                             struct cq_error *err);
 
 /* Kills every process of the sandbox now, without freeing it: calls in progress on
  * other threads return (their processes are gone) and later spawns fail. Safe from

@@ -276,6 +276,7 @@ static void free_sandbox(struct cq_sandbox *sb)
         close(sb->init_pidfd);
     /* After init: its network namespace, and with it the sandbox's end of the link,
      * is gone or going; the egress side and the filter are removed here. */
+    cq_network_detach(sb);
     cq_egress_detach(&sb->egress);
     cq_cgroup_destroy(&sb->cgroup);
     for (size_t i = 0; sb->env != NULL && i < sb->env_count; i++)
@@ -326,13 +327,13 @@ static int attach_network(struct cq_sandbox *sb, const struct cq_sandbox_config 
                           struct cq_error *err)
 {
     if (cfg->egress_netns != NULL)
-        return cq_egress_attach(&sb->egress, cfg, pid, err);
+        return cq_network_attach(sb, cfg, pid, err);
     char path[64];
     if (cq_uplink_netns(path, sizeof(path), err) < 0)
         return -1;
     struct cq_sandbox_config own = *cfg;
     own.egress_netns = path;
-    return cq_egress_attach(&sb->egress, &own, pid, err);
+    return cq_network_attach(sb, &own, pid, err);
 }
 
 int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **out,
@@ -451,7 +452,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         goto fail;
     }
     /* Before any process is spawned: sandboxed code never sees the network half-made. */
-    if (cfg->network == CQ_NETWORK_PUBLIC && attach_network(sb, cfg, pid, err) < 0)
+    if (cfg->network != CQ_NETWORK_NONE && attach_network(sb, cfg, pid, err) < 0)
         goto fail;
     atomic_store(&sb->alive, true);
     *out = sb;

@@ -214,27 +214,30 @@ static void uplink_reset(void)
     uplink.up = false;
 }
 
-/* Is there a default route (either family) in the keeper's namespace yet? /proc/PID/net
- * shows the namespace of PID, so no thread has to enter it. */
-static bool has_default_route(pid_t keeper)
+/* Which families have a default route in the namespace of pid: bit 0 IPv4, bit 1 IPv6.
+ * /proc/PID/net shows the namespace of PID, so no thread has to enter it. */
+static unsigned default_routes(pid_t pid)
 {
+    unsigned found = 0;
     char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/net/route", keeper);
+    snprintf(path, sizeof(path), "/proc/%d/net/route", pid);
     cq_autofclose FILE *f4 = fopen(path, "re");
     while (f4 != NULL && fgets(line, sizeof(line), f4) != NULL) {
         char ifname[32], dest[16], gw[16];
         if (sscanf(line, "%31s %15s %15s", ifname, dest, gw) == 3 && strcmp(dest, "00000000") == 0)
-            return true;
+            found |= 1;
     }
-    snprintf(path, sizeof(path), "/proc/%d/net/ipv6_route", keeper);
+    snprintf(path, sizeof(path), "/proc/%d/net/ipv6_route", pid);
     cq_autofclose FILE *f6 = fopen(path, "re");
     while (f6 != NULL && fgets(line, sizeof(line), f6) != NULL) {
-        char dest[40], plen[8];
-        if (sscanf(line, "%39s %7s", dest, plen) == 2 &&
-            strcmp(dest, "00000000000000000000000000000000") == 0 && strcmp(plen, "00") == 0)
-            return true;
+        char dest[40], plen[8], dev[32];
+        /* The kernel's own catch-all is an unreachable route on lo, not a way out. */
+        if (sscanf(line, "%39s %7s %*s %*s %*s %*s %*s %*s %*s %31s", dest, plen, dev) == 3 &&
+            strcmp(dest, "00000000000000000000000000000000") == 0 && strcmp(plen, "00") == 0 &&
+            strcmp(dev, "lo") != 0)
+            found |= 2;
     }
-    return false;
+    return found;
 }
 
 static bool process_running(pid_t pid)
@@ -300,7 +303,17 @@ static int uplink_start(struct cq_error *err)
     }
     uplink.keeper = r.keeper;
     uplink.pasta = r.pasta;
-    for (int64_t deadline = now_ms() + READY_TIMEOUT_MS; !has_default_route(r.keeper);) {
+    /* Ready once pasta has copied every default route the host has: a sandbox that
+     * started between the IPv6 and the IPv4 one would find its resolver cut off. */
+    unsigned want = default_routes(getpid());
+    if (want == 0) {
+        uplink_reset();
+        return cq_error_set(err, CQ_EINVALID,
+                            "the host has no default route for pasta to lend sandboxes; name an "
+                            "egress namespace with --egress-netns");
+    }
+    for (int64_t deadline = now_ms() + READY_TIMEOUT_MS;
+         (default_routes(r.keeper) & want) != want;) {
         if (!process_running(r.pasta)) {
             uplink_reset();
             return cq_error_set(err, CQ_EINTERNAL,

@@ -219,6 +219,41 @@ def netpolicy():
          ["127.1", "[fe80::1%25lo]:80", "10.0.0.1/8", "*.test", "2002:7f00:1::"])
 
 
+def dns():
+    # fuzz_dns: 2 bytes of query length, the query (a sandbox's), then an upstream's reply.
+    def name(n):
+        return b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
+
+    def query(n, qtype=1, edns=False):
+        q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 1 if edns else 0) + name(n)
+        q += struct.pack(">HH", qtype, 1)
+        if edns:
+            q += b"\0" + struct.pack(">HHIH", 41, 4096, 0, 0)
+        return q
+
+    def rr(owner, rtype, rdata):
+        return owner + struct.pack(">HHIH", rtype, 1, 60, len(rdata)) + rdata
+
+    def seed(tag, q, reply):
+        write("fuzz_dns", tag, struct.pack(">H", len(q)) + q + reply)
+
+    q = query("www.example.test")
+    question = q[12:]
+    head = struct.pack(">HHHHHH", 0x4321, 0x8180, 1, 3, 0, 0)
+    chain = (rr(b"\xc0\x0c", 5, name("cdn.example.net")) +
+             rr(name("cdn.example.net"), 1, bytes([198, 51, 100, 80])) +
+             rr(name("cdn.example.net"), 1, bytes([127, 0, 0, 1])))
+    seed("cname-chain", q, head + question + chain)
+    seed("edns-aaaa", query("files.example.test", 28, True),
+         struct.pack(">HHHHHH", 7, 0x8180, 1, 1, 0, 0) + query("files.example.test", 28)[12:] +
+         rr(b"\xc0\x0c", 28, bytes(15) + b"\x80"))
+    seed("nxdomain", query("nope.example.test"),
+         struct.pack(">HHHHHH", 9, 0x8183, 1, 0, 0, 0) + query("nope.example.test")[12:])
+    seed("pointer-loop", query("a.test"),
+         struct.pack(">HHHHHH", 1, 0x8180, 1, 1, 0, 0) + query("a.test")[12:] + b"\xc0\x18")
+    seed("bad-query", b"\x00\x01\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00\xc0\x0c", b"")
+
+
 if __name__ == "__main__":
     kernel_lines()
     requests()
@@ -227,3 +262,4 @@ if __name__ == "__main__":
     auth()
     line_reader()
     netpolicy()
+    dns()

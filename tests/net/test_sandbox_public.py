@@ -193,8 +193,10 @@ def test_host_loopback_and_the_fleets_ports_are_out_of_reach(net, egress):
 
 
 def test_a_rebinding_name_reaches_nothing_of_the_host(net, egress):
-    # rebind.example.test answers a test host first, then 127.0.0.1: a sandbox that
-    # follows it reaches its own loopback, never the host's listener.
+    # rebind.example.test answers a test host first, then 127.0.0.1: codeq's resolver
+    # strips the second answer (a name of the internet never resolves to an address the
+    # sandbox may not reach), and a sandbox that connects to 127.0.0.1 anyway reaches
+    # its own loopback, never the host's listener.
     accepted = []
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -204,15 +206,41 @@ def test_a_rebinding_name_reaches_nothing_of_the_host(net, egress):
         out = probe(net, egress, {
             "first": "resolve('rebind.example.test')",
             "second": "resolve('rebind.example.test')",
-            "follow": "tcp(resolve('rebind.example.test')[0], 26093)",
+            "follow": "tcp('127.0.0.1', 26093)",
         })
         try:
             accepted.append(listener.accept())
         except socket.timeout:
             pass
     assert out["first"] == ["198.51.100.80"]
-    assert out["second"] == ["127.0.0.1"]
+    assert out["second"] == "[Errno -5] No address associated with hostname"
     assert out["follow"] == "ECONNREFUSED" and accepted == []
+
+
+def test_names_resolve_through_codeqs_resolver(net, egress):
+    # The sandbox's resolv.conf names codeq's resolver, never the upstream (--dns); the
+    # resolver answers on the sandbox's gateway (UDP only: TCP is refused at once) and
+    # asks the upstream from the egress namespace.
+    out = probe(net, egress, {
+        "conf": "open('/etc/resolv.conf').read().split()[:2]",
+        "files": "resolve('files.example.test')",
+        "missing": "resolve('nowhere.example.test')",
+        "tcp53": "tcp('100.126.255.53', 53)",
+    })
+    assert out["conf"] == ["nameserver", "100.126.255.53"]
+    assert out["files"] == ["198.51.100.80"]
+    assert out["missing"] == "[Errno -2] Name or service not known"
+    assert out["tcp53"] == "ECONNREFUSED"
+    # An upstream that does not answer (nothing listens on the echo host's port 53):
+    # SERVFAIL at once, not a hang.
+    argv = [CODEQ, "sandbox", "--timeout", "30", "--network", "public", "--egress-netns",
+            net.netns_path(egress), "--dns", internet.ECHO_HOST[0], "--", "python3", "-c",
+            PROBE, json.dumps([["files", "resolve('files.example.test')"]])]
+    t0 = time.monotonic()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"] == "[Errno -3] Temporary failure in name resolution"
+    assert time.monotonic() - t0 < 4
 
 
 def test_host_addresses_are_in_the_filter(net, egress):
@@ -299,13 +327,13 @@ def test_none_is_still_loopback_only_and_bad_options_are_refused(net, egress):
                        capture_output=True, text=True, timeout=60)
     assert json.loads(r.stdout) == {"tcp": "ENETUNREACH"}
     bad = [
-        (["--network", "public", "--egress-netns", net.netns_path(egress), "--dns", "10.0.0.2"],
-         "resolver 10.0.0.2 is a private address"),
+        (["--network", "public", "--egress-netns", net.netns_path(egress), "--dns", "224.0.0.1"],
+         "resolver 224.0.0.1 is a multicast address"),
         (["--network", "public", "--egress-netns", net.netns_path(egress), "--dns", "dns.test"],
          "is not an IP address"),
-        (["--network", "allowlist"], "not supported yet"),
+        (["--network", "allowlist"], "needs at least one --allow DEST"),
         (["--network", "vpc"], "'vpc' is not NONE, PUBLIC or ALLOWLIST"),
-        (["--egress-netns", net.netns_path(egress)], "for network mode PUBLIC, not NONE"),
+        (["--egress-netns", net.netns_path(egress)], "for network modes PUBLIC and ALLOWLIST, not NONE"),
     ]
     for flags, message in bad:
         r = subprocess.run([CODEQ, "sandbox", *flags, "--", "true"], capture_output=True,

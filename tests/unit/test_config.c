@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "sandbox/sandbox.h"
 #include "sandbox/internal.h"
+#include "sandbox/netpolicy.h"
 #include "unit.h"
 
 #include <math.h>
@@ -155,7 +156,7 @@ START_TEST(network_mode)
     cfg.network = (enum cq_network_mode) - 1;
     expect_invalid("network mode -1", "network");
     cfg.network = CQ_NETWORK_ALLOWLIST;
-    expect_invalid("ALLOWLIST", "not supported yet");
+    expect_valid("ALLOWLIST without an egress namespace (codeq's own)");
     cfg.network = CQ_NETWORK_PUBLIC;
     expect_valid("PUBLIC without an egress namespace (codeq's own, sandbox/uplink.c)");
     cfg.egress_netns = "run/netns/x";
@@ -164,9 +165,18 @@ START_TEST(network_mode)
     expect_valid("PUBLIC with an egress namespace");
     cfg.dns = "203.0.113.53";
     expect_valid("PUBLIC with a public resolver");
-    const char *bad_dns[][2] = {{"10.0.0.2", "private"},           {"127.0.0.53", "loopback"},
-                                {"169.254.169.253", "link-local"}, {"::1", "loopback"},
-                                {"dns.example.test", "not an IP"}, {"", "not an IP"}};
+    /* The upstream is asked from the egress namespace, never by the sandbox: a VPC's
+     * resolver (10.0.0.2, 169.254.169.253) or one on the egress namespace's loopback
+     * are the operator's to name. */
+    const char *good_dns[] = {"10.0.0.2", "127.0.0.53", "169.254.169.253", "2001:db8::53"};
+    for (size_t i = 0; i < sizeof(good_dns) / sizeof(good_dns[0]); i++) {
+        cfg.dns = good_dns[i];
+        expect_valid(good_dns[i]);
+    }
+    const char *bad_dns[][2] = {{"224.0.0.251", "multicast"},
+                                {"0.0.0.0", "unspecified"},
+                                {"dns.example.test", "not an IP"},
+                                {"", "not an IP"}};
     for (size_t i = 0; i < sizeof(bad_dns) / sizeof(bad_dns[0]); i++) {
         cfg.dns = bad_dns[i][0];
         expect_invalid(bad_dns[i][0], bad_dns[i][1]);
@@ -177,6 +187,42 @@ START_TEST(network_mode)
     cfg.egress_netns = NULL;
     cfg.dns = "203.0.113.53";
     expect_invalid("NONE with a resolver", "not NONE");
+}
+END_TEST
+
+START_TEST(allowlist)
+{
+    static const char *const list[] = {"files.example.test", "*.example.test:443",
+                                       "198.51.100.0/24", "[2001:db8::7]:7"};
+    cfg.allow = list;
+    cfg.n_allow = 4;
+    expect_invalid("an allowlist in NONE", "for network mode ALLOWLIST, not NONE");
+    cfg.network = CQ_NETWORK_PUBLIC;
+    cfg.egress_netns = "/run/netns/x";
+    expect_invalid("an allowlist in PUBLIC", "for network mode ALLOWLIST, not PUBLIC");
+    cfg.network = CQ_NETWORK_ALLOWLIST;
+    expect_valid("ALLOWLIST with four entries");
+    cfg.n_allow = 0;
+    expect_valid("ALLOWLIST with none yet (a warm sandbox)");
+    const char *bad[][2] = {{"127.0.0.1", "127.0.0.1"},
+                            {"169.254.169.254:80", "169.254.169.254"},
+                            {"10.0.0.0/8", "network_private"},
+                            {"0x7f.0.0.1", "0x7f.0.0.1"},
+                            {"198.51.100.1/24", "198.51.100.1/24"},
+                            {"fe80::1", "fe80::1"},
+                            {"files.example.test:0", "files.example.test:0"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *one[] = {"files.example.test", bad[i][0]};
+        cfg.allow = one;
+        cfg.n_allow = 2;
+        expect_invalid(bad[i][0], bad[i][1]);
+    }
+    static const char *const with_null[] = {"files.example.test", NULL};
+    cfg.allow = with_null;
+    expect_invalid("a NULL entry", "missing");
+    cfg.allow = list;
+    cfg.n_allow = CQ_NET_MAX_RULES + 1;
+    expect_invalid("65 entries", "at most 64");
 }
 END_TEST
 
@@ -269,6 +315,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, cpus_bounds);
     tcase_add_test(tc, disk_tmp_inodes_files);
     tcase_add_test(tc, network_mode);
+    tcase_add_test(tc, allowlist);
     tcase_add_test(tc, hostnames);
     tcase_add_test(tc, env_entries);
     tcase_add_test(tc, env_entry_validate_directly);

@@ -455,16 +455,16 @@ START_TEST(resolv_conf_only_with_a_network)
     struct plan *p = plan_of(&cfg);
     ck_assert_int_eq(find_dst(p, "/etc/resolv.conf"), -1); /* NONE: never the host's */
     plan_free(p);
-    cfg.network = CQ_NETWORK_PUBLIC;
-    p = plan_of(&cfg);
-    ck_assert_int_eq(find_dst(p, "/etc/resolv.conf"), -1); /* no resolver given */
-    plan_free(p);
+    /* PUBLIC and ALLOWLIST: codeq's resolver, never the upstream (--dns) itself. */
     cfg.dns = "203.0.113.53";
-    p = plan_of(&cfg);
-    const struct plan_op *o = must_find(p, "/etc/resolv.conf");
-    ck_assert_uint_eq(o->op.kind, CQ_MOUNT_FILE);
-    ck_assert_str_eq(o->src, "nameserver 203.0.113.53\noptions timeout:2 attempts:2\n");
-    plan_free(p);
+    for (int mode = CQ_NETWORK_PUBLIC; mode <= CQ_NETWORK_ALLOWLIST; mode++) {
+        cfg.network = (enum cq_network_mode)mode;
+        p = plan_of(&cfg);
+        const struct plan_op *o = must_find(p, "/etc/resolv.conf");
+        ck_assert_uint_eq(o->op.kind, CQ_MOUNT_FILE);
+        ck_assert_str_eq(o->src, "nameserver 100.126.255.53\noptions timeout:2 attempts:2\n");
+        plan_free(p);
+    }
 }
 END_TEST
 
