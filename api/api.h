@@ -89,6 +89,12 @@ struct cq_result {
      * beside cpu, tools that run nothing). */
     uint64_t cpu_ms;
     uint64_t peak_memory_bytes;
+    /* Sessions with network (PUBLIC, ALLOWLIST), calls with structured content: bytes
+     * the session's sandbox sent and received while the call ran (IP packets it
+     * exchanged with the outside, its own DNS queries to codeq's resolver not counted). */
+    bool has_network;
+    uint64_t network_bytes_sent;
+    uint64_t network_bytes_received;
 };
 
 void cq_result_init(struct cq_result *r);

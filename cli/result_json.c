@@ -94,6 +94,11 @@ json_t *cq_result_to_json(const struct cq_result *r)
         if (r->task_status != CQ_TASK_WORKING && r->task_status != CQ_TASK_SUBMITTED)
             put(sc, "exitCode", json_integer(r->exit_code));
         put(sc, "executionTime", json_real(r->execution_time_ms));
+        /* codeq's addition, in sessions with network only. */
+        if (r->has_network) {
+            put(sc, "networkBytesSent", json_integer((json_int_t)r->network_bytes_sent));
+            put(sc, "networkBytesReceived", json_integer((json_int_t)r->network_bytes_received));
+        }
         put(o, "structuredContent", sc);
     }
     put(o, "isError", json_boolean(r->is_error));

@@ -265,6 +265,9 @@ int cq_codec_result_response(const char *request_id, const char *session_id,
         sc.task_id = str(r->task_id);
         sc.task_status = (Codeq__V1__TaskStatus)r->task_status;
         sc.value = str(r->value_text);
+        sc.network = r->has_network;
+        sc.network_bytes_sent = r->network_bytes_sent;
+        sc.network_bytes_received = r->network_bytes_received;
         result.structured_content = &sc;
     }
     result.is_error = r->is_error;
@@ -634,6 +637,9 @@ int cq_codec_result_from(const Codeq__V1__Result *in, struct cq_result *r, struc
         r->value_text = dup_or_null(sc->value);
         r->exit_code = sc->exit_code;
         r->execution_time_ms = sc->execution_time;
+        r->has_network = sc->network;
+        r->network_bytes_sent = sc->network_bytes_sent;
+        r->network_bytes_received = sc->network_bytes_received;
         r->task_id = dup_or_null(sc->task_id);
         r->task_status = sc->task_status <= CODEQ__V1__TASK_STATUS__TASK_STATUS_FAILED
                              ? (enum cq_task_status)sc->task_status

@@ -424,6 +424,9 @@ static void fill_result(struct cq_result *r)
     r->execution_time_ms = 12.75;
     r->task_id = strdup("task-1");
     r->task_status = CQ_TASK_WORKING;
+    r->has_network = true;
+    r->network_bytes_sent = 1234567890123ULL;
+    r->network_bytes_received = 42;
 }
 
 static void assert_blocks_eq(const struct cq_block *a, const struct cq_block *b)
@@ -469,6 +472,9 @@ static void assert_results_eq(const struct cq_result *a, const struct cq_result 
         ck_assert_int_eq(a->exit_code, b->exit_code);
         ck_assert(a->execution_time_ms == b->execution_time_ms);
         ck_assert_int_eq(a->task_status, b->task_status);
+        ck_assert_int_eq(a->has_network, b->has_network);
+        ck_assert_uint_eq(a->network_bytes_sent, b->network_bytes_sent);
+        ck_assert_uint_eq(a->network_bytes_received, b->network_bytes_received);
     }
     ck_assert_int_eq(a->is_error, b->is_error);
     ck_assert_int_eq(a->error_code, b->error_code);

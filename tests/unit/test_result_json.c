@@ -264,6 +264,17 @@ START_TEST(code_result_structured_content)
     ck_assert(json_is_false(json_object_get(j, "isError")));
     ck_assert_ptr_null(json_object_get(j, "_codeq_error"));
     json_decref(j);
+    /* A session with network: its traffic during the call, as whole numbers. */
+    r.has_network = true;
+    r.network_bytes_sent = 0;
+    r.network_bytes_received = 5000000000ULL;
+    j = cq_result_to_json(&r);
+    sc = json_object_get(j, "structuredContent");
+    assert_keys(sc, "executionTime,exitCode,networkBytesReceived,networkBytesSent,stderr,stdout");
+    ck_assert(json_is_integer(json_object_get(sc, "networkBytesSent")));
+    ck_assert_int_eq(json_integer_value(json_object_get(sc, "networkBytesSent")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(sc, "networkBytesReceived")), 5000000000LL);
+    json_decref(j);
     cq_result_free(&r);
 }
 END_TEST

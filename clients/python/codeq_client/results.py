@@ -106,6 +106,9 @@ def _structured_to_dict(sc: pb.StructuredContent) -> dict[str, Any]:
     if sc.task_status not in _RUNNING_TASK:
         out["exitCode"] = sc.exit_code
     out["executionTime"] = float(sc.execution_time)
+    if sc.network:
+        out["networkBytesSent"] = sc.network_bytes_sent
+        out["networkBytesReceived"] = sc.network_bytes_received
     return out
 
 

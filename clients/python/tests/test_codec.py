@@ -111,6 +111,12 @@ def test_code_result_structured_content():
     d = result_to_dict(pb.Result(structured_content=sc))
     assert d["structuredContent"] == {"stdout": "hi\n", "stderr": "", "exitCode": 0, "executionTime": 12.5}
     assert isinstance(d["structuredContent"]["executionTime"], float)
+    # A session with network adds its traffic during the call, even when it was none.
+    sc = pb.StructuredContent(stdout="", network=True, network_bytes_sent=0,
+                              network_bytes_received=5_000_000_000)
+    d = result_to_dict(pb.Result(structured_content=sc))
+    assert d["structuredContent"]["networkBytesSent"] == 0
+    assert d["structuredContent"]["networkBytesReceived"] == 5_000_000_000
 
 
 def test_empty_structured_content_is_still_present():
