@@ -46,7 +46,9 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SLOT_DIR    "/run/codeq/egress"
@@ -60,7 +62,11 @@ void cq_egress_init(struct cq_egress *e)
     e->slot_fd = -1;
     e->netns_fd = -1;
     e->nl = -1;
+    e->nfnl = -1;
     e->table_made = false;
+    e->max_rate = 0;
+    e->max_conns = 0;
+    pthread_mutex_init(&e->nfnl_lock, NULL);
 }
 
 /* IPv6: fd63:6f64:6571:<slot>::<host>/64, a unique local prefix of codeq's, masqueraded
@@ -142,6 +148,7 @@ struct nft_job {
     struct cq_egress *attach; /* attach: list, sweep, install this slot's table */
     const char *hosts4;       /* attach: the host's addresses, read in the host's namespace */
     const char *hosts6;
+    const char *meter;    /* attach: counters and limits (write_meter) */
     const char *commands; /* otherwise: these commands as they are */
     int code;
     char error[400];
@@ -240,7 +247,11 @@ static void attach_filter(struct nft_ctx *ctx, struct nft_job *job)
         if (write_ruleset(e, job->hosts4, job->hosts6, cmds + at, RULESET_MAX - at, &err) < 0) {
             job->code = err.code;
             snprintf(job->error, sizeof(job->error), "%s", err.msg);
+        } else if (strlen(cmds) + strlen(job->meter) >= RULESET_MAX) {
+            job->code = CQ_EINTERNAL;
+            snprintf(job->error, sizeof(job->error), "egress ruleset too long");
         } else {
+            strcat(cmds, job->meter); /* the same transaction: no moment without limits */
             nft_run(ctx, cmds, job);
         }
     }
@@ -398,6 +409,75 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
     return 0;
 }
 
+/* --- counters and limits ---------------------------------------------------------- */
+
+/* A block of its own, added to the slot's table in the same transaction as the filter
+ * (a second `table` statement extends the first). Its base chain hooks forward after
+ * the filter's (priority filter, the filter's is filter - 1), so it sees only what the
+ * filter let through: refused packets are neither counted nor charged to the limits.
+ *  - Limits (the operator's network_max_rate and network_max_connections): bytes over
+ *    the rate are dropped, each direction with its own token bucket (a burst of a
+ *    quarter second's worth, at least 64 KiB, so that TCP is slowed rather than
+ *    stalled); a new connection (TCP or UDP flow, as conntrack sees it) past the count
+ *    of the sandbox's live ones is refused at once, like the filter's refusals.
+ *  - Counters `sent` and `received`: bytes of the IP packets that passed both (IPv4
+ *    and IPv6, IP headers included, link headers not), read by cq_egress_stats. */
+static int write_meter(const struct cq_egress *e, char *buf, size_t len, struct cq_error *err)
+{
+    int s = e->slot;
+    char limits[768] = "";
+    if (e->max_rate > 0) {
+        uint64_t burst = e->max_rate / 4 < 65536 ? 65536 : e->max_rate / 4;
+        if (burst > UINT32_MAX)
+            burst = UINT32_MAX; /* the kernel's burst is 32 bits */
+        snprintf(limits, sizeof(limits),
+                 "    iifname \"cqe%d\" limit rate over %llu bytes/second burst %llu bytes drop\n"
+                 "    oifname \"cqe%d\" limit rate over %llu bytes/second burst %llu bytes drop\n",
+                 s, (unsigned long long)e->max_rate, (unsigned long long)burst, s,
+                 (unsigned long long)e->max_rate, (unsigned long long)burst);
+    }
+    if (e->max_conns > 0) {
+        size_t at = strlen(limits);
+        snprintf(limits + at, sizeof(limits) - at,
+                 "    iifname \"cqe%d\" ct state new ct count over %u jump cq_refuse\n", s,
+                 (unsigned)e->max_conns);
+    }
+    int n = snprintf(buf, len,
+                     "table inet cq_s%d {\n"
+                     "  counter sent { }\n"
+                     "  counter received { }\n"
+                     "  chain cq_refuse {\n"
+                     "    meta l4proto tcp reject with tcp reset\n"
+                     "    reject with icmpx admin-prohibited\n"
+                     "  }\n"
+                     "  chain cq_meter {\n"
+                     "    type filter hook forward priority filter; policy accept;\n"
+                     "%s"
+                     "    iifname \"cqe%d\" counter name \"sent\"\n"
+                     "    oifname \"cqe%d\" counter name \"received\"\n"
+                     "  }\n"
+                     "}\n",
+                     s, limits, s, s);
+    if (n < 0 || (size_t)n >= len)
+        return cq_error_set(err, CQ_EINTERNAL, "egress meter longer than %zu bytes", len);
+    return 0;
+}
+
+int cq_egress_stats(struct cq_egress *e, uint64_t *sent, uint64_t *received, struct cq_error *err)
+{
+    *sent = *received = 0;
+    if (e->slot < 0 || !e->table_made || e->nfnl < 0)
+        return 0;
+    char table[32];
+    snprintf(table, sizeof(table), "cq_s%d", e->slot);
+    pthread_mutex_lock(&e->nfnl_lock);
+    int rc = cq_nft_counter_bytes(e->nfnl, table, "sent", sent, err);
+    if (rc == 0)
+        rc = cq_nft_counter_bytes(e->nfnl, table, "received", received, err);
+    pthread_mutex_unlock(&e->nfnl_lock);
+    return rc;
+}
+
 /* --- links --------------------------------------------------------------------------- */
 
 static int open_netns(const char *path, struct cq_error *err)
@@ -453,11 +533,17 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
     cq_autoclose int sandbox_fd = open(path, O_RDONLY | O_CLOEXEC);
     if (sandbox_fd < 0)
         return cq_error_sys(err, errno, "the sandbox's network namespace");
-    if ((e->nl = cq_nl_open(e->netns_fd, err)) < 0)
+    if ((e->nl = cq_nl_open(e->netns_fd, err)) < 0 ||
+        (e->nfnl = cq_nfnl_open(e->netns_fd, err)) < 0)
         return cq_error_prefix(err, "egress namespace %s", cfg->egress_netns);
+    if (cfg->netpolicy != NULL) {
+        e->max_rate = cfg->netpolicy->max_bytes_per_second;
+        e->max_conns = cfg->netpolicy->max_connections;
+    }
     char link[16];
-    /* A link of this slot can outlive a killed supervisor for a moment (its sandbox's
-     * namespace is torn down asynchronously): then the next slot is taken. */
+    /* A slot's link outlives its sandbox for a moment: it goes with the sandbox's
+     * network namespace, which the kernel tears down asynchronously (see
+     * cq_egress_detach). Such a slot is passed over for the next. */
     for (int from = 0, tries = 0;; from = e->slot + 1, tries++) {
         give_slot_back(e);
         if (take_slot(e, from, err) < 0)
@@ -465,7 +551,7 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
         snprintf(link, sizeof(link), "cqe%d", e->slot);
         if (cq_nl_veth_add(e->nl, link, "eth0", sandbox_fd, err) == 0)
             break;
-        if (err == NULL || err->code != EEXIST || tries == 16)
+        if (err == NULL || err->code != EEXIST || tries == 256)
             return -1;
     }
     /* Here, in the caller's (the host's) namespace: getifaddrs asks the namespace of
@@ -473,7 +559,11 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
     char hosts4[HOST_ADDRS * INET6_ADDRSTRLEN], hosts6[HOST_ADDRS * INET6_ADDRSTRLEN];
     host_elements(AF_INET, hosts4, sizeof(hosts4));
     host_elements(AF_INET6, hosts6, sizeof(hosts6));
-    struct nft_job job = {.netns_fd = e->netns_fd, .attach = e, .hosts4 = hosts4, .hosts6 = hosts6};
+    char meter[2048];
+    if (write_meter(e, meter, sizeof(meter), err) < 0)
+        return -1;
+    struct nft_job job = {
+        .netns_fd = e->netns_fd, .attach = e, .hosts4 = hosts4, .hosts6 = hosts6, .meter = meter};
     if (run_job(&job, err) < 0)
         return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
     e->table_made = true;
@@ -482,27 +572,91 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
     return 0;
 }
 
+/* --- teardown ----------------------------------------------------------------------- */
+
+/* Deleting the table is one quick commit, but nf_tables frees what was deleted after an
+ * RCU grace period, from a work item, and every release of an nfnetlink socket of that
+ * namespace first waits for that work (~10 ms here, measured in docs/performance.md):
+ * the close of the socket that deleted it, or a one-shot codeq's exit, which closes it.
+ * So the socket's last reference goes to a child that releases it once the caller has
+ * dropped its own: the caller pays a fork, and the wait happens in the child, after
+ * the caller has gone on (or exited). The child uses only async-signal-safe calls (the
+ * caller may have threads), holds nothing else (not the caller's stdout, so a reader
+ * waiting for its end is not kept waiting) and is reaped by a later call, or by init
+ * once a one-shot caller has exited. If the fork fails, the socket is closed here. */
+#define MAX_RELEASERS 64
+static pthread_mutex_t releasers_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t releasers[MAX_RELEASERS];
+
+static void release_off_path(int fd)
+{
+    pthread_mutex_lock(&releasers_lock);
+    int free_at = -1;
+    for (int i = 0; i < MAX_RELEASERS; i++) {
+        if (releasers[i] > 0 && waitpid(releasers[i], NULL, WNOHANG) != 0)
+            releasers[i] = 0; /* ended (or reaped by someone else: ECHILD) */
+        if (releasers[i] == 0 && free_at < 0)
+            free_at = i;
+    }
+    int p[2];
+    pid_t pid = -1;
+    if (pipe2(p, O_CLOEXEC) == 0) {
+        pid = fork();
+        if (pid == 0) {
+            sigset_t all;
+            sigfillset(&all);
+            sigprocmask(SIG_SETMASK, &all, NULL); /* none of the caller's handlers */
+            int keep_lo = fd < p[0] ? fd : p[0], keep_hi = fd < p[0] ? p[0] : fd;
+            if (keep_lo > 0)
+                close_range(0, (unsigned)keep_lo - 1, 0);
+            if (keep_hi > keep_lo + 1)
+                close_range((unsigned)keep_lo + 1, (unsigned)keep_hi - 1, 0);
+            close_range((unsigned)keep_hi + 1, ~0U, 0);
+            char c;
+            while (read(p[0], &c, 1) < 0 && errno == EINTR)
+                ; /* until the caller's end closes */
+            _exit(0);
+        }
+        close(p[0]);
+    }
+    close(fd); /* with a child: not the last reference, so no wait */
+    if (pid >= 0)
+        close(p[1]); /* the child's read ends, and its exit releases the socket */
+    if (pid > 0 && free_at >= 0)
+        releasers[free_at] = pid;
+    pthread_mutex_unlock(&releasers_lock);
+}
+
+/* The veth pair is not deleted: the sandbox's network namespace dies with its last
+ * process (init, reaped by now), and the kernel's cleanup of a dead namespace removes
+ * its links, the pair's egress end with them. That cleanup runs later in a kernel work
+ * queue (cleanup_net, batched), which is why the egress end can still be listed for a
+ * moment after this returns. Deleting the link here instead cost ~36 ms (RTM_DELLINK
+ * waits for the RTNL lock, held by that same cleanup of earlier namespaces, and for
+ * RCU grace periods). Nothing can use the link meanwhile: the processes that could
+ * send on it are gone, the table that forwarded for it is gone, and its slot's next
+ * owner passes over a slot whose link still exists. */
 void cq_egress_detach(struct cq_egress *e)
 {
-    if (e->slot >= 0 && e->netns_fd >= 0) {
-        char cmd[96];
-        if (e->table_made) {
-            snprintf(cmd, sizeof(cmd), "delete table inet cq_s%d\n", e->slot);
-            struct nft_job job = {.netns_fd = e->netns_fd, .commands = cmd};
-            run_job(&job, NULL);
-        }
-        if (e->nl >= 0) {
-            char link[16];
-            snprintf(link, sizeof(link), "cqe%d", e->slot);
-            cq_nl_link_del(e->nl, link, NULL); /* ENODEV: gone with the sandbox already */
-        }
+    bool deleted = false;
+    if (e->slot >= 0 && e->table_made && e->nfnl >= 0) {
+        char table[32];
+        snprintf(table, sizeof(table), "cq_s%d", e->slot);
+        pthread_mutex_lock(&e->nfnl_lock);
+        deleted = cq_nft_table_delete(e->nfnl, table, NULL) == 0;
+        pthread_mutex_unlock(&e->nfnl_lock);
     }
     e->table_made = false;
     give_slot_back(e);
+    if (e->nfnl >= 0 && deleted)
+        release_off_path(e->nfnl);
+    else if (e->nfnl >= 0)
+        close(e->nfnl);
     if (e->nl >= 0)
         close(e->nl);
     if (e->netns_fd >= 0)
         close(e->netns_fd);
+    e->nfnl = -1;
     e->nl = -1;
     e->netns_fd = -1;
 }
