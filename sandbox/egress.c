@@ -66,6 +66,7 @@ void cq_egress_init(struct cq_egress *e)
     e->table_made = false;
     e->max_rate = 0;
     e->max_conns = 0;
+    e->prep = NULL;
     pthread_mutex_init(&e->nfnl_lock, NULL);
 }
 
@@ -148,8 +149,7 @@ struct nft_job {
     struct cq_egress *attach; /* attach: list, sweep, install this slot's table */
     const char *hosts4;       /* attach: the host's addresses, read in the host's namespace */
     const char *hosts6;
-    const char *meter;    /* attach: counters and limits (write_meter) */
-    const char *commands; /* otherwise: these commands as they are */
+    const char *meter; /* attach: counters and limits (write_meter) */
     int code;
     char error[400];
 };
@@ -277,27 +277,9 @@ static void *nft_in_netns(void *arg)
     }
     nft_ctx_buffer_output(ctx);
     nft_ctx_buffer_error(ctx);
-    if (job->attach != NULL)
-        attach_filter(ctx, job);
-    else
-        nft_run(ctx, job->commands, job);
+    attach_filter(ctx, job);
     nft_ctx_free(ctx);
     return NULL;
-}
-
-static int run_job(struct nft_job *job, struct cq_error *err)
-{
-    pthread_t t;
-    pthread_mutex_lock(&nft_lock);
-    int rc = pthread_create(&t, NULL, nft_in_netns, job);
-    if (rc == 0)
-        pthread_join(t, NULL);
-    pthread_mutex_unlock(&nft_lock);
-    if (rc != 0)
-        return cq_error_sys(err, rc, "thread for nftables");
-    if (job->code != 0)
-        return cq_error_set(err, job->code, "%s", job->error);
-    return 0;
 }
 
 /* The host's own addresses of a family, as nft set elements ("a, b, c"), deduplicated;
@@ -523,51 +505,111 @@ static int configure_links(struct cq_egress *e, int sandbox_fd, const char *link
     return 0;
 }
 
-int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
-                     struct cq_error *err)
+/* Takes the lowest free slot whose link is gone: a slot's link outlives its sandbox
+ * for a moment (it goes with the sandbox's network namespace, which the kernel tears
+ * down asynchronously, see cq_egress_detach), and such a slot is passed over. */
+static int choose_slot(struct cq_egress *e, struct cq_error *err)
+{
+    for (int from = 0, tries = 0;; from = e->slot + 1, tries++) {
+        give_slot_back(e);
+        if (take_slot(e, from, err) < 0)
+            return -1;
+        char link[16];
+        struct cq_error probe = {0};
+        snprintf(link, sizeof(link), "cqe%d", e->slot);
+        if (cq_nl_link_index(e->nl, link, &probe) < 0 && probe.code == ENODEV)
+            return 0;
+        if (probe.code != 0 && probe.code != ENODEV)
+            return cq_error_set(err, probe.code, "%s", probe.msg);
+        if (tries == 256)
+            return cq_error_set(err, EEXIST, "egress links of 256 slots are still being removed");
+    }
+}
+
+/* What the preparing thread needs and leaves. */
+struct egress_prep {
+    struct nft_job job;
+    char hosts4[HOST_ADDRS * INET6_ADDRSTRLEN];
+    char hosts6[HOST_ADDRS * INET6_ADDRSTRLEN];
+    char meter[2048];
+};
+
+static void *prepare(void *arg)
+{
+    struct egress_prep *p = arg;
+    struct cq_egress *e = p->job.attach;
+    /* Before setns: getifaddrs asks the namespace of the calling thread, and these are
+     * the host's addresses. */
+    host_elements(AF_INET, p->hosts4, sizeof(p->hosts4));
+    host_elements(AF_INET6, p->hosts6, sizeof(p->hosts6));
+    struct cq_error err = {0};
+    if (setns(e->netns_fd, CLONE_NEWNET) < 0)
+        cq_error_sys(&err, errno, "enter the egress namespace");
+    else if ((e->nl = cq_nl_open(-1, &err)) >= 0 && (e->nfnl = cq_nfnl_open(-1, &err)) >= 0 &&
+             choose_slot(e, &err) == 0 && write_meter(e, p->meter, sizeof(p->meter), &err) == 0) {
+        pthread_mutex_lock(&nft_lock);
+        nft_in_netns(&p->job);
+        pthread_mutex_unlock(&nft_lock);
+        e->table_made = p->job.code == 0;
+        return NULL;
+    }
+    p->job.code = err.code != 0 ? err.code : CQ_EINTERNAL;
+    snprintf(p->job.error, sizeof(p->job.error), "%s", err.msg);
+    return NULL;
+}
+
+int cq_egress_begin(struct cq_egress *e, const struct cq_sandbox_config *cfg, struct cq_error *err)
 {
     if ((e->netns_fd = open_netns(cfg->egress_netns, err)) < 0)
         return -1;
+    if (cfg->netpolicy != NULL) {
+        e->max_rate = cfg->netpolicy->max_bytes_per_second;
+        e->max_conns = cfg->netpolicy->max_connections;
+    }
+    struct egress_prep *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return cq_error_sys(err, ENOMEM, "egress");
+    p->job = (struct nft_job){.netns_fd = e->netns_fd,
+                              .attach = e,
+                              .hosts4 = p->hosts4,
+                              .hosts6 = p->hosts6,
+                              .meter = p->meter};
+    int rc = pthread_create(&e->prep_thread, NULL, prepare, p);
+    if (rc != 0) {
+        free(p);
+        return cq_error_sys(err, rc, "thread for the egress namespace");
+    }
+    e->prep = p;
+    return 0;
+}
+
+/* Waits for the preparing thread; its error, if it had one. */
+static int finish_prep(struct cq_egress *e, struct cq_error *err)
+{
+    struct egress_prep *p = e->prep;
+    if (p == NULL)
+        return 0;
+    pthread_join(e->prep_thread, NULL);
+    e->prep = NULL;
+    int rc = p->job.code == 0 ? 0 : cq_error_set(err, p->job.code, "%s", p->job.error);
+    free(p);
+    return rc;
+}
+
+int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
+                     struct cq_error *err)
+{
+    if (finish_prep(e, err) < 0)
+        return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/ns/net", init_pid);
     cq_autoclose int sandbox_fd = open(path, O_RDONLY | O_CLOEXEC);
     if (sandbox_fd < 0)
         return cq_error_sys(err, errno, "the sandbox's network namespace");
-    if ((e->nl = cq_nl_open(e->netns_fd, err)) < 0 ||
-        (e->nfnl = cq_nfnl_open(e->netns_fd, err)) < 0)
-        return cq_error_prefix(err, "egress namespace %s", cfg->egress_netns);
-    if (cfg->netpolicy != NULL) {
-        e->max_rate = cfg->netpolicy->max_bytes_per_second;
-        e->max_conns = cfg->netpolicy->max_connections;
-    }
     char link[16];
-    /* A slot's link outlives its sandbox for a moment: it goes with the sandbox's
-     * network namespace, which the kernel tears down asynchronously (see
-     * cq_egress_detach). Such a slot is passed over for the next. */
-    for (int from = 0, tries = 0;; from = e->slot + 1, tries++) {
-        give_slot_back(e);
-        if (take_slot(e, from, err) < 0)
-            return -1;
-        snprintf(link, sizeof(link), "cqe%d", e->slot);
-        if (cq_nl_veth_add(e->nl, link, "eth0", sandbox_fd, err) == 0)
-            break;
-        if (err == NULL || err->code != EEXIST || tries == 256)
-            return -1;
-    }
-    /* Here, in the caller's (the host's) namespace: getifaddrs asks the namespace of
-     * the thread that calls it, and the nftables thread is in the egress namespace. */
-    char hosts4[HOST_ADDRS * INET6_ADDRSTRLEN], hosts6[HOST_ADDRS * INET6_ADDRSTRLEN];
-    host_elements(AF_INET, hosts4, sizeof(hosts4));
-    host_elements(AF_INET6, hosts6, sizeof(hosts6));
-    char meter[2048];
-    if (write_meter(e, meter, sizeof(meter), err) < 0)
-        return -1;
-    struct nft_job job = {
-        .netns_fd = e->netns_fd, .attach = e, .hosts4 = hosts4, .hosts6 = hosts6, .meter = meter};
-    if (run_job(&job, err) < 0)
-        return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
-    e->table_made = true;
-    if (configure_links(e, sandbox_fd, link, err) < 0)
+    snprintf(link, sizeof(link), "cqe%d", e->slot);
+    if (cq_nl_veth_add(e->nl, link, "eth0", sandbox_fd, err) < 0 ||
+        configure_links(e, sandbox_fd, link, err) < 0)
         return cq_error_prefix(err, "egress link");
     return 0;
 }
@@ -638,6 +680,7 @@ static void release_off_path(int fd)
  * owner passes over a slot whose link still exists. */
 void cq_egress_detach(struct cq_egress *e)
 {
+    finish_prep(e, NULL);
     bool deleted = false;
     if (e->slot >= 0 && e->table_made && e->nfnl >= 0) {
         char table[32];

@@ -23,12 +23,20 @@ struct cq_egress {
     uint64_t max_rate;         /* bytes per second each way; 0: none */
     uint32_t max_conns;        /* connections at once; 0: none */
     pthread_mutex_t nfnl_lock; /* one request at a time on nfnl */
+    struct egress_prep *prep;  /* cq_egress_begin's thread is running */
+    pthread_t prep_thread;
 };
 
 void cq_egress_init(struct cq_egress *e);
 
-/* Joins the network namespace of init_pid (the sandbox's) to cfg->egress_netns. On
- * failure, whatever was made stays recorded in e for cq_egress_detach. */
+/* Starts the work that needs no sandbox yet, in a thread, so that it overlaps with
+ * init's setup: takes a slot and installs its table in cfg->egress_netns. */
+int cq_egress_begin(struct cq_egress *e, const struct cq_sandbox_config *cfg, struct cq_error *err);
+
+/* After cq_egress_begin: waits for it, then joins the network namespace of init_pid
+ * (the sandbox's) to the egress namespace by the slot's link; the links come up only
+ * once the table is in place. On failure, whatever was made stays recorded in e for
+ * cq_egress_detach. */
 int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
                      struct cq_error *err);
 

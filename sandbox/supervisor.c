@@ -424,6 +424,9 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     /* v1: the cgroup is made while init builds the root, then handed over. */
     if (version == 1 && send_cgroup(sb, name, &cfg->limits, err) < 0)
         goto fail;
+    /* The egress slot and its filter, in a thread, while init builds the root. */
+    if (cfg->network == CQ_NETWORK_PUBLIC && cq_egress_begin(&sb->egress, cfg, err) < 0)
+        goto fail;
     if (await_ready(sb, err) < 0)
         goto fail;
     /* Through init's root, before any sandboxed code has run: nothing can have been
