@@ -400,8 +400,10 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
  *  - Limits (the operator's network_max_rate and network_max_connections): bytes over
  *    the rate are dropped, each direction with its own token bucket (a burst of a
  *    quarter second's worth, at least 64 KiB, so that TCP is slowed rather than
- *    stalled); a new connection (TCP or UDP flow, as conntrack sees it) past the count
- *    of the sandbox's live ones is refused at once, like the filter's refusals.
+ *    stalled; the kernel's bucket starts full and holds a second's worth of the rate
+ *    on top of the burst, measured by tests/net/test_egress_limits.py); a new connection (TCP or
+ * UDP flow, as conntrack sees it) past the count of the sandbox's live ones is refused at once,
+ * like the filter's refusals.
  *  - Counters `sent` and `received`: bytes of the IP packets that passed both (IPv4
  *    and IPv6, IP headers included, link headers not), read by cq_egress_stats. */
 static int write_meter(const struct cq_egress *e, char *buf, size_t len, struct cq_error *err)

@@ -489,6 +489,12 @@ int cq_sandbox_stats(struct cq_sandbox *sb, struct cq_sandbox_stats *stats, stru
     return cq_cgroup_stats(&sb->cgroup, stats, err);
 }
 
+int cq_sandbox_net_stats(struct cq_sandbox *sb, struct cq_sandbox_net_stats *st,
+                         struct cq_error *err)
+{
+    return cq_egress_stats(&sb->egress, &st->bytes_sent, &st->bytes_received, err);
+}
+
 int cq_sandbox_workspace_fd(struct cq_sandbox *sb)
 {
     return sb->workspace_fd;
