@@ -24,8 +24,13 @@
  * connections the sandbox opened: nothing can connect in.
  * The egress namespace gets IPv4 and IPv6 forwarding on (in that namespace only).
  *
+ * A second block in the same table (write_meter) counts the bytes the filter passed,
+ * each way, and holds the operator's rate and connection limits.
+ *
  * Every netlink socket and the nftables context are made by a thread that entered the
- * egress (or sandbox) namespace, so the caller's threads never change namespace.
+ * egress (or sandbox) namespace, so the caller's threads never change namespace. The
+ * table is made by a thread started while the sandbox's init builds its root
+ * (cq_egress_begin); teardown waits for nothing the kernel defers (cq_egress_detach).
  */
 #define _GNU_SOURCE
 #include "sandbox/egress.h"
