@@ -53,6 +53,7 @@
 #include <sys/ioctl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -627,53 +628,49 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
  * RCU grace period, from a work item, and every release of an nfnetlink socket of that
  * namespace first waits for that work (~10 ms here, measured in docs/performance.md):
  * the close of the socket that deleted it, or a one-shot codeq's exit, which closes it.
- * So the socket's last reference goes to a child that releases it once the caller has
- * dropped its own: the caller pays a fork, and the wait happens in the child, after
- * the caller has gone on (or exited). The child uses only async-signal-safe calls (the
- * caller may have threads), holds nothing else (not the caller's stdout, so a reader
- * waiting for its end is not kept waiting) and is reaped by a later call, or by init
- * once a one-shot caller has exited. If the fork fails, the socket is closed here. */
-#define MAX_RELEASERS 64
-static pthread_mutex_t releasers_lock = PTHREAD_MUTEX_INITIALIZER;
-static pid_t releasers[MAX_RELEASERS];
-
+ * So the socket's last reference goes to a process that releases it once the caller
+ * has dropped its own: the caller pays a vfork and a fork, and the wait happens in
+ * that process, after the caller has gone on (or exited). It is a grandchild (the
+ * vforked child forks it and exits at once, and is reaped here), so the caller is
+ * left with no child of codeq's, not even a zombie, and a one-shot caller's exit does
+ * not wait for it. The vforked child and the grandchild make only raw system calls
+ * (the caller may have threads; the vforked child shares the caller's memory), and
+ * the grandchild holds nothing else (not the caller's stdout, so a reader waiting for
+ * its end is not kept waiting). If anything fails, the socket is closed here. */
 static void release_off_path(int fd)
 {
-    pthread_mutex_lock(&releasers_lock);
-    int free_at = -1;
-    for (int i = 0; i < MAX_RELEASERS; i++) {
-        if (releasers[i] > 0 && waitpid(releasers[i], NULL, WNOHANG) != 0)
-            releasers[i] = 0; /* ended (or reaped by someone else: ECHILD) */
-        if (releasers[i] == 0 && free_at < 0)
-            free_at = i;
-    }
     int p[2];
-    pid_t pid = -1;
-    if (pipe2(p, O_CLOEXEC) == 0) {
-        pid = fork();
-        if (pid == 0) {
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        close(fd);
+        return;
+    }
+    pid_t mid = vfork();
+    if (mid == 0) {
+        long g = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        if (g == 0) {
             sigset_t all;
             sigfillset(&all);
-            sigprocmask(SIG_SETMASK, &all, NULL); /* none of the caller's handlers */
-            int keep_lo = fd < p[0] ? fd : p[0], keep_hi = fd < p[0] ? p[0] : fd;
-            if (keep_lo > 0)
-                close_range(0, (unsigned)keep_lo - 1, 0);
-            if (keep_hi > keep_lo + 1)
-                close_range((unsigned)keep_lo + 1, (unsigned)keep_hi - 1, 0);
-            close_range((unsigned)keep_hi + 1, ~0U, 0);
+            syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, _NSIG / 8);
+            int lo = fd < p[0] ? fd : p[0], hi = fd < p[0] ? p[0] : fd;
+            if (lo > 0)
+                syscall(SYS_close_range, 0, lo - 1, 0);
+            if (hi > lo + 1)
+                syscall(SYS_close_range, lo + 1, hi - 1, 0);
+            syscall(SYS_close_range, hi + 1, ~0U, 0);
             char c;
-            while (read(p[0], &c, 1) < 0 && errno == EINTR)
-                ; /* until the caller's end closes */
-            _exit(0);
+            while (syscall(SYS_read, p[0], &c, 1) < 0 && errno == EINTR)
+                ;                       /* until the caller's end of the pipe closes */
+            syscall(SYS_exit_group, 0); /* releases the socket: the wait is here */
         }
-        close(p[0]);
+        syscall(SYS_exit_group, g < 0);
     }
-    close(fd); /* with a child: not the last reference, so no wait */
-    if (pid >= 0)
-        close(p[1]); /* the child's read ends, and its exit releases the socket */
-    if (pid > 0 && free_at >= 0)
-        releasers[free_at] = pid;
-    pthread_mutex_unlock(&releasers_lock);
+    close(p[0]);
+    int status = 1;
+    if (mid > 0)
+        while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+            ;
+    close(fd);   /* with a grandchild holding a copy: not the last reference, no wait */
+    close(p[1]); /* the grandchild's read ends, and its exit releases the socket */
 }
 
 /* The veth pair is not deleted: the sandbox's network namespace dies with its last
