@@ -5,11 +5,15 @@
  *               the three are interleaved round by round, so that a noisy
  *               neighbour or a frequency change hits all of them alike;
  *               `codeq sandbox --network public` runs in the same rounds
- *               (issue 13: at most 3 ms over `--network none`);
+ *               (issue 13: at most 3 ms over `--network none`); each is timed
+ *               from spawn to the reaped exit of the codeq process, as a caller
+ *               sees it (not the child a PUBLIC run leaves for a moment to release
+ *               an nftables socket, sandbox/egress.c: the caller does not wait for it);
  *   phases:     the same two modes through the library, in the same rounds, with
  *               the sandbox's creation, its first process (spawn, run /bin/true,
  *               wait) and its destruction timed apart: what a one-shot run pays
- *               before the command runs, and what after;
+ *               before the command runs, and what after; and in PUBLIC, one read
+ *               of the byte counters (cq_sandbox_net_stats);
  *   in-sandbox: one more process in an existing sandbox (spawn, run /bin/true,
  *               wait for its report) through the library, against a bare
  *               fork+exec+wait of /bin/true from the same process.
@@ -191,8 +195,8 @@ static int make_egress_netns(char *path, size_t len, char *why, size_t why_len)
 /* A sandbox's life through the library in three parts: creation, its first process
  * (spawn /bin/true and wait for its report) and destruction, each in ms. */
 struct phases {
-    struct series create, first, destroy;
-    char names[3][48];
+    struct series create, first, destroy, stats;
+    char names[4][48];
 };
 
 static int time_phases(const struct cq_sandbox_config *cfg, struct phases *ph)
@@ -207,6 +211,11 @@ static int time_phases(const struct cq_sandbox_config *cfg, struct phases *ph)
     }
     uint64_t t1 = cq_now_us();
     double first = spawn_in_sandbox(sb);
+    /* What a call's before/after byte count costs (two reads of the counters). */
+    struct cq_sandbox_net_stats net;
+    uint64_t s0 = cq_now_us();
+    int stats_rc = cq_sandbox_net_stats(sb, &net, &err);
+    uint64_t s1 = cq_now_us();
     uint64_t t2 = cq_now_us();
     cq_sandbox_destroy(sb);
     uint64_t t3 = cq_now_us();
@@ -215,6 +224,8 @@ static int time_phases(const struct cq_sandbox_config *cfg, struct phases *ph)
     add(&ph->create, (double)(t1 - t0) / 1000.0);
     add(&ph->first, first);
     add(&ph->destroy, (double)(t3 - t2) / 1000.0);
+    if (stats_rc == 0)
+        add(&ph->stats, (double)(s1 - s0) / 1000.0);
     return 0;
 }
 
@@ -223,15 +234,17 @@ static void phases_init(struct phases *ph, const char *mode, int runs)
     snprintf(ph->names[0], sizeof(ph->names[0]), "phases, %s: create", mode);
     snprintf(ph->names[1], sizeof(ph->names[1]), "phases, %s: first spawn+wait", mode);
     snprintf(ph->names[2], sizeof(ph->names[2]), "phases, %s: destroy", mode);
+    snprintf(ph->names[3], sizeof(ph->names[3]), "phases, %s: net stats", mode);
     ph->create = (struct series){ph->names[0], calloc(runs, 8), 0};
     ph->first = (struct series){ph->names[1], calloc(runs, 8), 0};
     ph->destroy = (struct series){ph->names[2], calloc(runs, 8), 0};
+    ph->stats = (struct series){ph->names[3], calloc(runs, 8), 0};
 }
 
 /* The warm-up's figures are not kept. */
 static void phases_reset(struct phases *ph)
 {
-    ph->create.n = ph->first.n = ph->destroy.n = 0;
+    ph->create.n = ph->first.n = ph->destroy.n = ph->stats.n = 0;
 }
 
 int main(int argc, char **argv)
@@ -366,7 +379,8 @@ int main(int argc, char **argv)
     print_series(&in_sandbox);
     print_series(&in_bare);
     struct series *by_mode[] = {&ph_none.create,  &ph_public.create, &ph_none.first,
-                                &ph_public.first, &ph_none.destroy,  &ph_public.destroy};
+                                &ph_public.first, &ph_none.destroy,  &ph_public.destroy,
+                                &ph_none.stats,   &ph_public.stats};
     for (size_t i = 0; i < sizeof(by_mode) / sizeof(by_mode[0]); i++)
         if (network || i % 2 == 0)
             print_series(by_mode[i]);
@@ -379,7 +393,7 @@ int main(int argc, char **argv)
     struct series *all[] = {
         &oneshot_codeq,    &oneshot_bwrap,   &oneshot_bwrap_min, &oneshot_bare,  &in_sandbox,
         &in_bare,          &oneshot_public,  &ph_none.create,    &ph_none.first, &ph_none.destroy,
-        &ph_public.create, &ph_public.first, &ph_public.destroy};
+        &ph_public.create, &ph_public.first, &ph_public.destroy, &ph_none.stats, &ph_public.stats};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         free(all[i]->ms);
     return complete ? 0 : 1;

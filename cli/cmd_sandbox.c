@@ -55,7 +55,8 @@ static void usage(FILE *out)
             "                       (default %s)\n"
             "  --report FILE        write a JSON report: exit_code, signal, timed_out,\n"
             "                       oom_killed, wall_ms, cpu_ms, peak_memory_bytes,\n"
-            "                       output_truncated, output_bytes, pids_limit_hit\n"
+            "                       output_truncated, output_bytes, pids_limit_hit, and\n"
+            "                       with a network network_bytes_sent/_received\n"
             "  --network MODE       none (default: only loopback), public (public\n"
             "                       addresses, TCP and UDP) or\n"
             "                       allowlist (only what --allow lists); never the host,\n"
@@ -70,6 +71,12 @@ static void usage(FILE *out)
             "                       to the host's network by pasta (package passt)\n"
             "  --dns IP             the upstream resolver codeq's resolver asks, from the\n"
             "                       egress namespace (default: the host's first nameserver)\n"
+            "  --network-max-rate SIZE\n"
+            "                       bytes per second the sandbox may send, and receive\n"
+            "                       (each way; packets over it are dropped); default none\n"
+            "  --network-max-connections N\n"
+            "                       connections (TCP or UDP flows) open at once; one more\n"
+            "                       is refused at once; default none\n"
             "  -h, --help           show this help\n"
             "\n"
             "SIZE takes K, M, G or T suffixes (powers of 1024).\n"
@@ -84,6 +91,7 @@ static void usage(FILE *out)
 
 struct options {
     struct cq_sandbox_config config;
+    struct cq_netpolicy policy; /* the --network-max-* limits */
     const char *env[MAX_ENV + 1];
     size_t nenv;
     const char *allow[CQ_NET_MAX_RULES];
@@ -152,7 +160,9 @@ static int parse_options(int argc, char **argv, struct options *o)
         OPT_NETWORK,
         OPT_EGRESS_NETNS,
         OPT_DNS,
-        OPT_ALLOW
+        OPT_ALLOW,
+        OPT_MAX_RATE,
+        OPT_MAX_CONNECTIONS
     };
     static const struct option longopts[] = {
         {"memory", required_argument, NULL, OPT_MEMORY},
@@ -168,12 +178,15 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"egress-netns", required_argument, NULL, OPT_EGRESS_NETNS},
         {"dns", required_argument, NULL, OPT_DNS},
         {"allow", required_argument, NULL, OPT_ALLOW},
+        {"network-max-rate", required_argument, NULL, OPT_MAX_RATE},
+        {"network-max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct cq_error err;
     uint64_t value;
     cq_sandbox_config_init(&o->config);
+    cq_netpolicy_init(&o->policy);
     o->timeout_ms = CQ_SANDBOX_DEFAULT_TIMEOUT_MS;
     o->output_limit = CQ_SANDBOX_DEFAULT_OUTPUT;
     opterr = 0;
@@ -249,10 +262,26 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return cq_usage_error("sandbox", "--allow: more than %d entries", CQ_NET_MAX_RULES);
             o->allow[o->nallow++] = optarg;
             break;
+        case OPT_MAX_RATE:
+            if (cq_parse_size(optarg, 1ULL << 40, &o->policy.max_bytes_per_second, &err) < 0)
+                return cq_usage_error("sandbox", "--network-max-rate: %s", err.msg);
+            if (o->policy.max_bytes_per_second == 0)
+                return cq_usage_error("sandbox", "--network-max-rate: must be above 0");
+            o->config.netpolicy = &o->policy;
+            break;
+        case OPT_MAX_CONNECTIONS:
+            if (cq_parse_uint(optarg, 1, UINT32_MAX, &value, &err) < 0)
+                return cq_usage_error("sandbox", "--network-max-connections: %s", err.msg);
+            o->policy.max_connections = (uint32_t)value;
+            o->config.netpolicy = &o->policy;
+            break;
         default:
             return cq_usage_error("sandbox", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
+    if (o->config.netpolicy != NULL && o->config.network == CQ_NETWORK_NONE)
+        return cq_usage_error("sandbox", "--network-max-rate and --network-max-connections "
+                                         "need a network (--network public)");
     if (optind >= argc)
         return cq_usage_error("sandbox",
                               "no command given (codeq sandbox [OPTIONS] -- CMD [ARG...])");
@@ -331,7 +360,8 @@ static void forward_output(void *ctx, int stream, const char *data, size_t len)
     }
 }
 
-static int write_report(const struct options *o, const struct cq_process_report *r)
+static int write_report(const struct options *o, const struct cq_process_report *r,
+                        const struct cq_sandbox_net_stats *net)
 {
     json_t *obj =
         json_pack("{s:o, s:o, s:b, s:b, s:I, s:I, s:I, s:b, s:I, s:b}", "exit_code",
@@ -343,6 +373,13 @@ static int write_report(const struct options *o, const struct cq_process_report 
                   (json_int_t)r->output_bytes, "pids_limit_hit", r->pids_limit_hit);
     if (obj == NULL)
         return -1;
+    if (net != NULL && (json_object_set_new(obj, "network_bytes_sent",
+                                            json_integer((json_int_t)net->bytes_sent)) < 0 ||
+                        json_object_set_new(obj, "network_bytes_received",
+                                            json_integer((json_int_t)net->bytes_received)) < 0)) {
+        json_decref(obj);
+        return -1;
+    }
     cq_autofree char *text = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (text == NULL)
@@ -445,7 +482,12 @@ int cq_cmd_sandbox(int argc, char **argv)
             goto out;
         }
         status = out_state.reader_gone ? 128 + SIGPIPE : exit_status(&o, &report);
-        if (o.report_path != NULL && write_report(&o, &report) < 0) {
+        struct cq_sandbox_net_stats net = {0};
+        bool with_net = o.config.network != CQ_NETWORK_NONE;
+        if (o.report_path != NULL && with_net && cq_sandbox_net_stats(sb, &net, &err) < 0) {
+            fprintf(stderr, "codeq: %s\n", err.msg);
+            status = CQ_EXIT_INTERNAL;
+        } else if (o.report_path != NULL && write_report(&o, &report, with_net ? &net : NULL) < 0) {
             fprintf(stderr, "codeq: cannot write the report to %s: %s\n", o.report_path,
                     strerror(errno));
             status = CQ_EXIT_INTERNAL;

@@ -24,8 +24,13 @@
  * connections the sandbox opened: nothing can connect in.
  * The egress namespace gets IPv4 and IPv6 forwarding on (in that namespace only).
  *
+ * A second block in the same table (write_meter) counts the bytes the filter passed,
+ * each way, and holds the operator's rate and connection limits.
+ *
  * Every netlink socket and the nftables context are made by a thread that entered the
- * egress (or sandbox) namespace, so the caller's threads never change namespace.
+ * egress (or sandbox) namespace, so the caller's threads never change namespace. The
+ * table is made by a thread started while the sandbox's init builds its root
+ * (cq_egress_begin); teardown waits for nothing the kernel defers (cq_egress_detach).
  */
 #define _GNU_SOURCE
 #include "sandbox/egress.h"
@@ -47,7 +52,10 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SLOT_DIR    "/run/codeq/egress"
@@ -61,7 +69,12 @@ void cq_egress_init(struct cq_egress *e)
     e->slot_fd = -1;
     e->netns_fd = -1;
     e->nl = -1;
+    e->nfnl = -1;
     e->table_made = false;
+    e->max_rate = 0;
+    e->max_conns = 0;
+    e->prep = NULL;
+    pthread_mutex_init(&e->nfnl_lock, NULL);
 }
 
 /* IPv6: fd63:6f64:6571:<slot>::<host>/64, a unique local prefix of codeq's, masqueraded
@@ -153,6 +166,7 @@ struct nft_job {
     const char *hosts4;       /* attach: the host's addresses, read in the host's namespace */
     const char *hosts6;
     const struct mode_rules *mode; /* attach: the mode's and the policy's sets and rules */
+    const char *meter;             /* attach: counters and limits (write_meter) */
     const char *commands;          /* otherwise: these commands as they are */
     int code;
     char error[400];
@@ -253,7 +267,11 @@ static void attach_filter(struct nft_ctx *ctx, struct nft_job *job)
                           &err) < 0) {
             job->code = err.code;
             snprintf(job->error, sizeof(job->error), "%s", err.msg);
+        } else if (strlen(cmds) + strlen(job->meter) >= RULESET_MAX) {
+            job->code = CQ_EINTERNAL;
+            snprintf(job->error, sizeof(job->error), "egress ruleset too long");
         } else {
+            strcat(cmds, job->meter); /* the same transaction: no moment without limits */
             nft_run(ctx, cmds, job);
         }
     }
@@ -287,6 +305,7 @@ static void *nft_in_netns(void *arg)
     return NULL;
 }
 
+/* Runs a job (commands) in the egress namespace, from a thread that enters it. */
 static int run_job(struct nft_job *job, struct cq_error *err)
 {
     pthread_t t;
@@ -681,6 +700,77 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
     return 0;
 }
 
+/* --- counters and limits ---------------------------------------------------------- */
+
+/* A block of its own, added to the slot's table in the same transaction as the filter
+ * (a second `table` statement extends the first). Its base chain hooks forward after
+ * the filter's (priority filter, the filter's is filter - 1), so it sees only what the
+ * filter let through: refused packets are neither counted nor charged to the limits.
+ *  - Limits (the operator's network_max_rate and network_max_connections): bytes over
+ *    the rate are dropped, each direction with its own token bucket (a burst of a
+ *    quarter second's worth, at least 64 KiB, so that TCP is slowed rather than
+ *    stalled; the kernel's bucket starts full and holds a second's worth of the rate
+ *    on top of the burst, measured by tests/net/test_egress_limits.py); a new connection (TCP or
+ * UDP flow, as conntrack sees it) past the count of the sandbox's live ones is refused at once,
+ * like the filter's refusals.
+ *  - Counters `sent` and `received`: bytes of the IP packets that passed both (IPv4
+ *    and IPv6, IP headers included, link headers not), read by cq_egress_stats. */
+static int write_meter(const struct cq_egress *e, char *buf, size_t len, struct cq_error *err)
+{
+    int s = e->slot;
+    char limits[768] = "";
+    if (e->max_rate > 0) {
+        uint64_t burst = e->max_rate / 4 < 65536 ? 65536 : e->max_rate / 4;
+        if (burst > UINT32_MAX)
+            burst = UINT32_MAX; /* the kernel's burst is 32 bits */
+        snprintf(limits, sizeof(limits),
+                 "    iifname \"cqe%d\" limit rate over %llu bytes/second burst %llu bytes drop\n"
+                 "    oifname \"cqe%d\" limit rate over %llu bytes/second burst %llu bytes drop\n",
+                 s, (unsigned long long)e->max_rate, (unsigned long long)burst, s,
+                 (unsigned long long)e->max_rate, (unsigned long long)burst);
+    }
+    if (e->max_conns > 0) {
+        size_t at = strlen(limits);
+        snprintf(limits + at, sizeof(limits) - at,
+                 "    iifname \"cqe%d\" ct state new ct count over %u jump cq_refuse\n", s,
+                 (unsigned)e->max_conns);
+    }
+    int n = snprintf(buf, len,
+                     "table inet cq_s%d {\n"
+                     "  counter sent { }\n"
+                     "  counter received { }\n"
+                     "  chain cq_refuse {\n"
+                     "    meta l4proto tcp reject with tcp reset\n"
+                     "    reject with icmpx admin-prohibited\n"
+                     "  }\n"
+                     "  chain cq_meter {\n"
+                     "    type filter hook forward priority filter; policy accept;\n"
+                     "%s"
+                     "    iifname \"cqe%d\" counter name \"sent\"\n"
+                     "    oifname \"cqe%d\" counter name \"received\"\n"
+                     "  }\n"
+                     "}\n",
+                     s, limits, s, s);
+    if (n < 0 || (size_t)n >= len)
+        return cq_error_set(err, CQ_EINTERNAL, "egress meter longer than %zu bytes", len);
+    return 0;
+}
+
+int cq_egress_stats(struct cq_egress *e, uint64_t *sent, uint64_t *received, struct cq_error *err)
+{
+    *sent = *received = 0;
+    if (e->slot < 0 || !e->table_made || e->nfnl < 0)
+        return 0;
+    char table[32];
+    snprintf(table, sizeof(table), "cq_s%d", e->slot);
+    pthread_mutex_lock(&e->nfnl_lock);
+    int rc = cq_nft_counter_bytes(e->nfnl, table, "sent", sent, err);
+    if (rc == 0)
+        rc = cq_nft_counter_bytes(e->nfnl, table, "received", received, err);
+    pthread_mutex_unlock(&e->nfnl_lock);
+    return rc;
+}
+
 /* --- links --------------------------------------------------------------------------- */
 
 static int open_netns(const char *path, struct cq_error *err)
@@ -726,46 +816,119 @@ static int configure_links(struct cq_egress *e, int sandbox_fd, const char *link
     return 0;
 }
 
-int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
-                     struct cq_error *err)
+/* Takes the lowest free slot whose link is gone: a slot's link outlives its sandbox
+ * for a moment (it goes with the sandbox's network namespace, which the kernel tears
+ * down asynchronously, see cq_egress_detach), and such a slot is passed over. */
+static int choose_slot(struct cq_egress *e, struct cq_error *err)
+{
+    for (int from = 0, tries = 0;; from = e->slot + 1, tries++) {
+        give_slot_back(e);
+        if (take_slot(e, from, err) < 0)
+            return -1;
+        char link[16];
+        struct cq_error probe = {0};
+        snprintf(link, sizeof(link), "cqe%d", e->slot);
+        if (cq_nl_link_index(e->nl, link, &probe) < 0 && probe.code == ENODEV)
+            return 0;
+        if (probe.code != 0 && probe.code != ENODEV)
+            return cq_error_set(err, probe.code, "%s", probe.msg);
+        if (tries == 256)
+            return cq_error_set(err, EEXIST, "egress links of 256 slots are still being removed");
+    }
+}
+
+/* What the preparing thread needs and leaves. */
+struct egress_prep {
+    struct nft_job job;
+    const struct cq_sandbox_config *cfg; /* the creator's, valid until finish_prep */
+    struct mode_rules mode;
+    char *elements; /* mode's set elements (mode_rules_of) */
+    char hosts4[HOST_ADDRS * INET6_ADDRSTRLEN];
+    char hosts6[HOST_ADDRS * INET6_ADDRSTRLEN];
+    char meter[2048];
+};
+
+static void *prepare(void *arg)
+{
+    struct egress_prep *p = arg;
+    struct cq_egress *e = p->job.attach;
+    /* Before setns: getifaddrs asks the namespace of the calling thread, and these are
+     * the host's addresses. */
+    host_elements(AF_INET, p->hosts4, sizeof(p->hosts4));
+    host_elements(AF_INET6, p->hosts6, sizeof(p->hosts6));
+    struct cq_error err = {0};
+    if (setns(e->netns_fd, CLONE_NEWNET) < 0)
+        cq_error_sys(&err, errno, "enter the egress namespace");
+    else if ((e->nl = cq_nl_open(-1, &err)) >= 0 && (e->nfnl = cq_nfnl_open(-1, &err)) >= 0 &&
+             choose_slot(e, &err) == 0 && write_meter(e, p->meter, sizeof(p->meter), &err) == 0 &&
+             mode_rules_of(e->slot, p->cfg, &p->mode, &p->elements, &err) == 0) {
+        p->job.mode = &p->mode;
+        pthread_mutex_lock(&nft_lock);
+        nft_in_netns(&p->job);
+        pthread_mutex_unlock(&nft_lock);
+        e->table_made = p->job.code == 0;
+        return NULL;
+    }
+    p->job.code = err.code != 0 ? err.code : CQ_EINTERNAL;
+    snprintf(p->job.error, sizeof(p->job.error), "%s", err.msg);
+    return NULL;
+}
+
+int cq_egress_begin(struct cq_egress *e, const struct cq_sandbox_config *cfg, struct cq_error *err)
 {
     if ((e->netns_fd = open_netns(cfg->egress_netns, err)) < 0)
         return -1;
+    if (cfg->netpolicy != NULL) {
+        e->max_rate = cfg->netpolicy->max_bytes_per_second;
+        e->max_conns = cfg->netpolicy->max_connections;
+    }
+    struct egress_prep *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return cq_error_sys(err, ENOMEM, "egress");
+    p->cfg = cfg;
+    p->mode = (struct mode_rules){.elements = ""};
+    p->job = (struct nft_job){.netns_fd = e->netns_fd,
+                              .attach = e,
+                              .hosts4 = p->hosts4,
+                              .hosts6 = p->hosts6,
+                              .meter = p->meter};
+    int rc = pthread_create(&e->prep_thread, NULL, prepare, p);
+    if (rc != 0) {
+        free(p);
+        return cq_error_sys(err, rc, "thread for the egress namespace");
+    }
+    e->prep = p;
+    return 0;
+}
+
+/* Waits for the preparing thread; its error, if it had one. */
+static int finish_prep(struct cq_egress *e, struct cq_error *err)
+{
+    struct egress_prep *p = e->prep;
+    if (p == NULL)
+        return 0;
+    pthread_join(e->prep_thread, NULL);
+    e->prep = NULL;
+    int rc = p->job.code == 0 ? 0 : cq_error_set(err, p->job.code, "%s", p->job.error);
+    free(p->elements);
+    free(p);
+    return rc;
+}
+
+int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
+                     struct cq_error *err)
+{
+    if (finish_prep(e, err) < 0)
+        return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/ns/net", init_pid);
     cq_autoclose int sandbox_fd = open(path, O_RDONLY | O_CLOEXEC);
     if (sandbox_fd < 0)
         return cq_error_sys(err, errno, "the sandbox's network namespace");
-    if ((e->nl = cq_nl_open(e->netns_fd, err)) < 0)
-        return cq_error_prefix(err, "egress namespace %s", cfg->egress_netns);
     char link[16];
-    /* A link of this slot can outlive a killed supervisor for a moment (its sandbox's
-     * namespace is torn down asynchronously): then the next slot is taken. */
-    for (int from = 0, tries = 0;; from = e->slot + 1, tries++) {
-        give_slot_back(e);
-        if (take_slot(e, from, err) < 0)
-            return -1;
-        snprintf(link, sizeof(link), "cqe%d", e->slot);
-        if (cq_nl_veth_add(e->nl, link, "eth0", sandbox_fd, err) == 0)
-            break;
-        if (err == NULL || err->code != EEXIST || tries == 16)
-            return -1;
-    }
-    /* Here, in the caller's (the host's) namespace: getifaddrs asks the namespace of
-     * the thread that calls it, and the nftables thread is in the egress namespace. */
-    char hosts4[HOST_ADDRS * INET6_ADDRSTRLEN], hosts6[HOST_ADDRS * INET6_ADDRSTRLEN];
-    host_elements(AF_INET, hosts4, sizeof(hosts4));
-    host_elements(AF_INET6, hosts6, sizeof(hosts6));
-    struct nft_job job = {.netns_fd = e->netns_fd, .attach = e, .hosts4 = hosts4, .hosts6 = hosts6};
-    struct mode_rules mode = {.elements = ""};
-    cq_autofree char *elements = NULL;
-    if (mode_rules_of(e->slot, cfg, &mode, &elements, err) < 0)
-        return -1;
-    job.mode = &mode;
-    if (run_job(&job, err) < 0)
-        return cq_error_prefix(err, "egress filter in %s", cfg->egress_netns);
-    e->table_made = true;
-    if (configure_links(e, sandbox_fd, link, err) < 0)
+    snprintf(link, sizeof(link), "cqe%d", e->slot);
+    if (cq_nl_veth_add(e->nl, link, "eth0", sandbox_fd, err) < 0 ||
+        configure_links(e, sandbox_fd, link, err) < 0)
         return cq_error_prefix(err, "egress link");
     return 0;
 }
@@ -777,27 +940,88 @@ void cq_egress_addrs(const struct cq_egress *e, struct cq_net_addr *gateway,
     *sandbox = slot_addr(e->slot, 2);
 }
 
+/* --- teardown ----------------------------------------------------------------------- */
+
+/* Deleting the table is one quick commit, but nf_tables frees what was deleted after an
+ * RCU grace period, from a work item, and every release of an nfnetlink socket of that
+ * namespace first waits for that work (~10 ms here, measured in docs/performance.md):
+ * the close of the socket that deleted it, or a one-shot codeq's exit, which closes it.
+ * So the socket's last reference goes to a process that releases it once the caller
+ * has dropped its own: the caller pays a vfork and a fork, and the wait happens in
+ * that process, after the caller has gone on (or exited). It is a grandchild (the
+ * vforked child forks it and exits at once, and is reaped here), so the caller is
+ * left with no child of codeq's, not even a zombie, and a one-shot caller's exit does
+ * not wait for it. The vforked child and the grandchild make only raw system calls
+ * (the caller may have threads; the vforked child shares the caller's memory), and
+ * the grandchild holds nothing else (not the caller's stdout, so a reader waiting for
+ * its end is not kept waiting). If anything fails, the socket is closed here. */
+static void release_off_path(int fd)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        close(fd);
+        return;
+    }
+    pid_t mid = vfork();
+    if (mid == 0) {
+        long g = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        if (g == 0) {
+            sigset_t all;
+            sigfillset(&all);
+            syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, _NSIG / 8);
+            int lo = fd < p[0] ? fd : p[0], hi = fd < p[0] ? p[0] : fd;
+            if (lo > 0)
+                syscall(SYS_close_range, 0, lo - 1, 0);
+            if (hi > lo + 1)
+                syscall(SYS_close_range, lo + 1, hi - 1, 0);
+            syscall(SYS_close_range, hi + 1, ~0U, 0);
+            char c;
+            while (syscall(SYS_read, p[0], &c, 1) < 0 && errno == EINTR)
+                ;                       /* until the caller's end of the pipe closes */
+            syscall(SYS_exit_group, 0); /* releases the socket: the wait is here */
+        }
+        syscall(SYS_exit_group, g < 0);
+    }
+    close(p[0]);
+    int status = 1;
+    if (mid > 0)
+        while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+            ;
+    close(fd);   /* with a grandchild holding a copy: not the last reference, no wait */
+    close(p[1]); /* the grandchild's read ends, and its exit releases the socket */
+}
+
+/* The veth pair is not deleted: the sandbox's network namespace dies with its last
+ * process (init, reaped by now), and the kernel's cleanup of a dead namespace removes
+ * its links, the pair's egress end with them. That cleanup runs later in a kernel work
+ * queue (cleanup_net, batched), which is why the egress end can still be listed for a
+ * moment after this returns. Deleting the link here instead cost ~36 ms (RTM_DELLINK
+ * waits for the RTNL lock, held by that same cleanup of earlier namespaces, and for
+ * RCU grace periods). Nothing can use the link meanwhile: the processes that could
+ * send on it are gone, the table that forwarded for it is gone, and its slot's next
+ * owner passes over a slot whose link still exists. */
 void cq_egress_detach(struct cq_egress *e)
 {
-    if (e->slot >= 0 && e->netns_fd >= 0) {
-        char cmd[96];
-        if (e->table_made) {
-            snprintf(cmd, sizeof(cmd), "delete table inet cq_s%d\n", e->slot);
-            struct nft_job job = {.netns_fd = e->netns_fd, .commands = cmd};
-            run_job(&job, NULL);
-        }
-        if (e->nl >= 0) {
-            char link[16];
-            snprintf(link, sizeof(link), "cqe%d", e->slot);
-            cq_nl_link_del(e->nl, link, NULL); /* ENODEV: gone with the sandbox already */
-        }
+    finish_prep(e, NULL);
+    bool deleted = false;
+    if (e->slot >= 0 && e->table_made && e->nfnl >= 0) {
+        char table[32];
+        snprintf(table, sizeof(table), "cq_s%d", e->slot);
+        pthread_mutex_lock(&e->nfnl_lock);
+        deleted = cq_nft_table_delete(e->nfnl, table, NULL) == 0;
+        pthread_mutex_unlock(&e->nfnl_lock);
     }
     e->table_made = false;
     give_slot_back(e);
+    if (e->nfnl >= 0 && deleted)
+        release_off_path(e->nfnl);
+    else if (e->nfnl >= 0)
+        close(e->nfnl);
     if (e->nl >= 0)
         close(e->nl);
     if (e->netns_fd >= 0)
         close(e->netns_fd);
+    e->nfnl = -1;
     e->nl = -1;
     e->netns_fd = -1;
 }

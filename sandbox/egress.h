@@ -7,6 +7,8 @@
 #ifndef CQ_SANDBOX_EGRESS_H
 #define CQ_SANDBOX_EGRESS_H
 
+#include <pthread.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include "common/error.h"
 #include "sandbox/netpolicy.h"
@@ -19,17 +21,29 @@
 #define CQ_EGRESS_DNS "100.126.255.53"
 
 struct cq_egress {
-    int slot;        /* -1: not attached */
-    int slot_fd;     /* the slot's lock file, held while attached */
-    int netns_fd;    /* the egress namespace */
-    int nl;          /* rtnetlink socket in it */
-    bool table_made; /* the nftables table exists */
+    int slot;                  /* -1: not attached */
+    int slot_fd;               /* the slot's lock file, held while attached */
+    int netns_fd;              /* the egress namespace */
+    int nl;                    /* rtnetlink socket in it */
+    int nfnl;                  /* nfnetlink socket in it: counters, and the table's deletion */
+    bool table_made;           /* the nftables table exists */
+    uint64_t max_rate;         /* bytes per second each way; 0: none */
+    uint32_t max_conns;        /* connections at once; 0: none */
+    pthread_mutex_t nfnl_lock; /* one request at a time on nfnl */
+    struct egress_prep *prep;  /* cq_egress_begin's thread is running */
+    pthread_t prep_thread;
 };
 
 void cq_egress_init(struct cq_egress *e);
 
-/* Joins the network namespace of init_pid (the sandbox's) to cfg->egress_netns. On
- * failure, whatever was made stays recorded in e for cq_egress_detach. */
+/* Starts the work that needs no sandbox yet, in a thread, so that it overlaps with
+ * init's setup: takes a slot and installs its table in cfg->egress_netns. */
+int cq_egress_begin(struct cq_egress *e, const struct cq_sandbox_config *cfg, struct cq_error *err);
+
+/* After cq_egress_begin: waits for it, then joins the network namespace of init_pid
+ * (the sandbox's) to the egress namespace by the slot's link; the links come up only
+ * once the table is in place. On failure, whatever was made stays recorded in e for
+ * cq_egress_detach. */
 int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, pid_t init_pid,
                      struct cq_error *err);
 
@@ -47,8 +61,14 @@ int cq_egress_allow(struct cq_egress *e, const char *const *allow, size_t n, str
 int cq_egress_pin(int netns_fd, int slot, const struct cq_net_addr *addrs, const uint16_t *ports,
                   size_t n, struct cq_error *err);
 
-/* Removes the table and the link, and gives the slot back. Safe on a partial attach,
- * and twice. */
+/* Bytes of IP packets (IPv4 and IPv6, headers included) the filter let out of the
+ * sandbox and in to it so far. Zeros when not attached. */
+int cq_egress_stats(struct cq_egress *e, uint64_t *sent, uint64_t *received, struct cq_error *err);
+
+/* Removes the table and gives the slot back; the link goes with the sandbox's network
+ * namespace (call this after the sandbox's init has been reaped). Nothing of it waits
+ * for the kernel's deferred cleanup (see egress.c). Safe on a partial attach, and
+ * twice. */
 void cq_egress_detach(struct cq_egress *e);
 
 #endif

@@ -22,6 +22,11 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <endian.h>
+#include <sys/uio.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -38,6 +43,7 @@
 
 struct open_job {
     int netns_fd;
+    int protocol;
     int fd;
     int error;
 };
@@ -49,15 +55,15 @@ static void *open_in_netns(void *arg)
         job->error = errno;
         return NULL;
     }
-    job->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    job->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, job->protocol);
     if (job->fd < 0)
         job->error = errno;
     return NULL;
 }
 
-int cq_nl_open(int netns_fd, struct cq_error *err)
+static int open_socket(int netns_fd, int protocol, struct cq_error *err)
 {
-    struct open_job job = {.netns_fd = netns_fd, .fd = -1};
+    struct open_job job = {.netns_fd = netns_fd, .protocol = protocol, .fd = -1};
     if (netns_fd < 0) {
         open_in_netns(&job);
     } else {
@@ -80,6 +86,16 @@ int cq_nl_open(int netns_fd, struct cq_error *err)
         bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0)
         return cq_error_sys(err, errno, "set up a netlink socket");
     return cq_steal_fd(&fd);
+}
+
+int cq_nl_open(int netns_fd, struct cq_error *err)
+{
+    return open_socket(netns_fd, NETLINK_ROUTE, err);
+}
+
+int cq_nfnl_open(int netns_fd, struct cq_error *err)
+{
+    return open_socket(netns_fd, NETLINK_NETFILTER, err);
 }
 
 /* --- building messages -------------------------------------------------------------- */
@@ -159,6 +175,9 @@ static atomic_uint nl_seq = 1;
 /* Sends m and reads until its ack. With reply != NULL, a data message answering it is
  * copied there first (reply_len bytes at most). Returns 0, or -1 with err: the kernel's
  * errno, with its extended ack message when it sent one. */
+static int nl_await(int nl, uint32_t seq, const char *what, void *reply, size_t reply_len,
+                    struct cq_error *err);
+
 static int nl_talk(int nl, struct nl_msg *m, const char *what, void *reply, size_t reply_len,
                    struct cq_error *err)
 {
@@ -167,6 +186,12 @@ static int nl_talk(int nl, struct nl_msg *m, const char *what, void *reply, size
     m->hdr.nlmsg_seq = atomic_fetch_add(&nl_seq, 1);
     if (send(nl, &m->hdr, m->hdr.nlmsg_len, 0) < 0)
         return cq_error_sys(err, errno, "%s: netlink send", what);
+    return nl_await(nl, m->hdr.nlmsg_seq, what, reply, reply_len, err);
+}
+
+static int nl_await(int nl, uint32_t seq, const char *what, void *reply, size_t reply_len,
+                    struct cq_error *err)
+{
     uint8_t buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
     for (;;) {
         ssize_t n = recv(nl, buf, sizeof(buf), 0);
@@ -176,7 +201,7 @@ static int nl_talk(int nl, struct nl_msg *m, const char *what, void *reply, size
             return cq_error_sys(err, errno, "%s: netlink receive", what);
         for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n);
              h = NLMSG_NEXT(h, n)) {
-            if (h->nlmsg_seq != m->hdr.nlmsg_seq)
+            if (h->nlmsg_seq != seq)
                 continue;
             if (h->nlmsg_type != NLMSG_ERROR) {
                 if (reply != NULL)
@@ -332,4 +357,89 @@ int cq_nl_route_default(int nl, int ifindex, const struct cq_net_addr *gateway,
     inet_ntop(gateway->family, gateway->bytes, text, sizeof(text));
     snprintf(what, sizeof(what), "add default route via %s", text);
     return nl_talk(nl, &m, what, NULL, 0, err);
+}
+
+/* --- nftables (nfnetlink) ------------------------------------------------------------ */
+
+/* An nf_tables message: the nfgenmsg header, then attributes (laid out as rtattrs). */
+static void nft_msg_init(struct nl_msg *m, uint16_t type, uint16_t flags, uint8_t family,
+                         uint16_t res_id)
+{
+    struct nfgenmsg g = {.nfgen_family = family, .version = NFNETLINK_V0, .res_id = htons(res_id)};
+    msg_init(m, type, flags, &g, sizeof(g));
+}
+
+int cq_nft_table_delete(int nfnl, const char *table, struct cq_error *err)
+{
+    /* Changes to nf_tables go in a batch: begin, the change, end; only the change asks
+     * for an ack, which comes once the batch is committed. */
+    struct nl_msg begin, del, end;
+    nft_msg_init(&begin, NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+    nft_msg_init(&del, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, 0, NFPROTO_INET, 0);
+    msg_put_str(&del, NFTA_TABLE_NAME, table);
+    nft_msg_init(&end, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+    if (del.overflow)
+        return cq_error_set(err, CQ_EINVALID, "nftables table name too long");
+    uint32_t seq = atomic_fetch_add(&nl_seq, 3);
+    begin.hdr.nlmsg_flags = NLM_F_REQUEST;
+    begin.hdr.nlmsg_seq = seq;
+    del.hdr.nlmsg_seq = seq + 1;
+    end.hdr.nlmsg_flags = NLM_F_REQUEST;
+    end.hdr.nlmsg_seq = seq + 2;
+    struct iovec iov[3] = {{&begin.hdr, begin.hdr.nlmsg_len},
+                           {&del.hdr, del.hdr.nlmsg_len},
+                           {&end.hdr, end.hdr.nlmsg_len}};
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    struct msghdr mh = {
+        .msg_name = &kernel, .msg_namelen = sizeof(kernel), .msg_iov = iov, .msg_iovlen = 3};
+    char what[96];
+    snprintf(what, sizeof(what), "delete nftables table inet %s", table);
+    if (sendmsg(nfnl, &mh, 0) < 0)
+        return cq_error_sys(err, errno, "%s: netlink send", what);
+    return nl_await(nfnl, seq + 1, what, NULL, 0, err);
+}
+
+/* The attribute of a type among those in [at, end), or NULL. */
+static const struct rtattr *find_attr(const uint8_t *at, const uint8_t *end, uint16_t type)
+{
+    for (const struct rtattr *a = (const struct rtattr *)at;
+         (const uint8_t *)a + sizeof(*a) <= end && a->rta_len >= sizeof(*a) &&
+         (const uint8_t *)a + a->rta_len <= end;
+         a = (const struct rtattr *)((const uint8_t *)a + RTA_ALIGN(a->rta_len)))
+        if ((a->rta_type & NLA_TYPE_MASK) == type)
+            return a;
+    return NULL;
+}
+
+int cq_nft_counter_bytes(int nfnl, const char *table, const char *name, uint64_t *bytes,
+                         struct cq_error *err)
+{
+    struct nl_msg m;
+    nft_msg_init(&m, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ, 0, NFPROTO_INET, 0);
+    msg_put_str(&m, NFTA_OBJ_TABLE, table);
+    msg_put_str(&m, NFTA_OBJ_NAME, name);
+    uint32_t type = htonl(NFT_OBJECT_COUNTER);
+    msg_put(&m, NFTA_OBJ_TYPE, &type, sizeof(type));
+    uint8_t reply[NL_BUF] __attribute__((aligned(NLMSG_ALIGNTO))) = {0};
+    char what[96];
+    snprintf(what, sizeof(what), "read nftables counter %s of %s", name, table);
+    if (nl_talk(nfnl, &m, what, reply, sizeof(reply), err) < 0)
+        return -1;
+    const struct nlmsghdr *h = (const struct nlmsghdr *)reply;
+    if (h->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ) ||
+        h->nlmsg_len > sizeof(reply) || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nfgenmsg)))
+        return cq_error_set(err, CQ_EPROTO, "%s: no answer", what);
+    const uint8_t *end = reply + h->nlmsg_len;
+    const struct rtattr *data =
+        find_attr(reply + NLMSG_LENGTH(sizeof(struct nfgenmsg)), end, NFTA_OBJ_DATA);
+    const struct rtattr *b =
+        data != NULL
+            ? find_attr(RTA_DATA(data), (const uint8_t *)data + data->rta_len, NFTA_COUNTER_BYTES)
+            : NULL;
+    if (b == NULL || RTA_PAYLOAD(b) != sizeof(uint64_t))
+        return cq_error_set(err, CQ_EPROTO, "%s: no byte count in the answer", what);
+    uint64_t be;
+    memcpy(&be, RTA_DATA(b), sizeof(be));
+    *bytes = be64toh(be);
+    return 0;
 }

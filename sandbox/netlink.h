@@ -9,12 +9,26 @@
 #ifndef CQ_SANDBOX_NETLINK_H
 #define CQ_SANDBOX_NETLINK_H
 
+#include <stdint.h>
 #include "common/error.h"
 #include "sandbox/netpolicy.h"
 
 /* A NETLINK_ROUTE socket in the namespace of netns_fd (-1: the caller's own). Returns
  * the socket (close it with close()), or -1 with err. */
 int cq_nl_open(int netns_fd, struct cq_error *err);
+
+/* A NETLINK_NETFILTER socket in the namespace of netns_fd, for the nf_tables calls
+ * below. */
+int cq_nfnl_open(int netns_fd, struct cq_error *err);
+
+/* Deletes table `inet <table>` in one committed batch. The commit is quick; what the
+ * kernel frees afterwards waits for an RCU grace period, and the next release of any
+ * nfnetlink socket of that namespace (this one's close included) waits for that. */
+int cq_nft_table_delete(int nfnl, const char *table, struct cq_error *err);
+
+/* The byte count of the named counter object `name` in table `inet <table>`. */
+int cq_nft_counter_bytes(int nfnl, const char *table, const char *name, uint64_t *bytes,
+                         struct cq_error *err);
 
 /* Creates a veth pair: `name` in the socket's namespace, `peer` in peer_netns_fd's.
  * Both down, without addresses. */

@@ -156,6 +156,19 @@ struct cq_sandbox_stats {
 
 int cq_sandbox_stats(struct cq_sandbox *sb, struct cq_sandbox_stats *stats, struct cq_error *err);
 
+/* Network traffic of the sandbox so far: bytes of the IP packets (IPv4 and IPv6, IP
+ * headers included, link headers not) that its egress filter let out and in. Refused
+ * packets and those dropped by the rate limit are not counted; DNS to a resolver in the
+ * egress namespace is not either (it is not forwarded). Zeros in mode NONE. Cheap (two
+ * netlink round trips): read it before and after a call for the call's share. */
+struct cq_sandbox_net_stats {
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+};
+
+int cq_sandbox_net_stats(struct cq_sandbox *sb, struct cq_sandbox_net_stats *st,
+                         struct cq_error *err);
+
 enum cq_stdio_mode {
     CQ_STDIO_NULL = 0, /* /dev/null */
     CQ_STDIO_PIPE,     /* a pipe to the caller: drained by cq_process_wait */

@@ -322,18 +322,19 @@ static int send_cgroup(struct cq_sandbox *sb, const char *name,
     return 0;
 }
 
-/* Joins the sandbox to its egress namespace: the operator's, or codeq's own (pasta). */
-static int attach_network(struct cq_sandbox *sb, const struct cq_sandbox_config *cfg, pid_t pid,
-                          struct cq_error *err)
+/* cfg as the network sees it: with the egress namespace named, the operator's or, when
+ * none is, codeq's own (pasta, sandbox/uplink.c), made for the first sandbox that needs
+ * it; path holds that one's name. */
+static int network_config(const struct cq_sandbox_config *cfg, struct cq_sandbox_config *net,
+                          char *path, size_t len, struct cq_error *err)
 {
-    if (cfg->egress_netns != NULL)
-        return cq_network_attach(sb, cfg, pid, err);
-    char path[64];
-    if (cq_uplink_netns(path, sizeof(path), err) < 0)
+    *net = *cfg;
+    if (cfg->network == CQ_NETWORK_NONE || cfg->egress_netns != NULL)
+        return 0;
+    if (cq_uplink_netns(path, len, err) < 0)
         return -1;
-    struct cq_sandbox_config own = *cfg;
-    own.egress_netns = path;
-    return cq_network_attach(sb, &own, pid, err);
+    net->egress_netns = path;
+    return 0;
 }
 
 int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **out,
@@ -350,6 +351,10 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     uid_t user_uid;
     gid_t user_gid;
     if (choose_user_ids(cfg, &user_uid, &user_gid, err) < 0)
+        return -1;
+    struct cq_sandbox_config net_cfg;
+    char uplink[64];
+    if (network_config(cfg, &net_cfg, uplink, sizeof(uplink), err) < 0)
         return -1;
 
     /* Declared before the first goto: cleanup handlers must never see garbage. */
@@ -440,6 +445,9 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     /* v1: the cgroup is made while init builds the root, then handed over. */
     if (version == 1 && send_cgroup(sb, name, &cfg->limits, err) < 0)
         goto fail;
+    /* The egress slot and its filter, in a thread, while init builds the root. */
+    if (cfg->network != CQ_NETWORK_NONE && cq_egress_begin(&sb->egress, &net_cfg, err) < 0)
+        goto fail;
     if (await_ready(sb, err) < 0)
         goto fail;
     /* Through init's root, before any sandboxed code has run: nothing can have been
@@ -452,7 +460,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         goto fail;
     }
     /* Before any process is spawned: sandboxed code never sees the network half-made. */
-    if (cfg->network != CQ_NETWORK_NONE && attach_network(sb, cfg, pid, err) < 0)
+    if (cfg->network != CQ_NETWORK_NONE && cq_network_attach(sb, &net_cfg, pid, err) < 0)
         goto fail;
     atomic_store(&sb->alive, true);
     *out = sb;
@@ -500,6 +508,12 @@ void cq_sandbox_destroy(struct cq_sandbox *sb)
 int cq_sandbox_stats(struct cq_sandbox *sb, struct cq_sandbox_stats *stats, struct cq_error *err)
 {
     return cq_cgroup_stats(&sb->cgroup, stats, err);
+}
+
+int cq_sandbox_net_stats(struct cq_sandbox *sb, struct cq_sandbox_net_stats *st,
+                         struct cq_error *err)
+{
+    return cq_egress_stats(&sb->egress, &st->bytes_sent, &st->bytes_received, err);
 }
 
 int cq_sandbox_workspace_fd(struct cq_sandbox *sb)

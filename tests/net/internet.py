@@ -7,6 +7,7 @@ documentation addresses (198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32; the `du
 link type is not built into this kernel, so `lo` holds them), with
 
     an HTTP server   files.example.test  198.51.100.80   2001:db8::80    port 80
+                     (GET /bytes/N answers N bytes: a download of known size)
                      api.example.test    203.0.113.10    2001:db8::10    port 80
     a TCP echo       echo.example.test   198.51.100.7    2001:db8::7     port 7
     a UDP echo       (same host)                                         port 7
@@ -422,6 +423,8 @@ def _serve_http(addr, port, pages=None):
             else:
                 body = f"codeq test internet: {addr} {self.headers.get('Host', '')} {self.path}\n"
                 ctype, data = "text/plain", body.encode()
+            if self.path.startswith("/bytes/") and self.path[7:].isdigit():
+                data = b"x" * min(int(self.path[7:]), 64 << 20)  # a download of known size
             self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))

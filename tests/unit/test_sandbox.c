@@ -189,6 +189,12 @@ START_TEST(create_and_destroy_leave_nothing)
     struct captured cap;
     ck_assert_int_eq(sh(sb, "echo hi", &cap), 0);
 
+    /* Mode NONE: no network, so no bytes (and no error). */
+    struct cq_sandbox_net_stats net = {1, 1};
+    struct cq_error err = {0};
+    ck_assert_msg(cq_sandbox_net_stats(sb, &net, &err) == 0, "%s", err.msg);
+    ck_assert(net.bytes_sent == 0 && net.bytes_received == 0);
+
     cq_sandbox_destroy(sb);
     ck_assert_int_eq(count_own_cgroups(), 0);
     ck_assert_msg(kill(tasks[0], 0) == -1 && errno == ESRCH, "init %d survived", tasks[0]);
