@@ -242,6 +242,12 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
     struct cq_sandbox_stats before, after;
     struct cq_error ignored;
     bool measured = cq_sandbox_stats(s->sandbox, &before, &ignored) == 0;
+    /* And its egress filter's byte counters (sessions with network): what the call
+     * sent and received, reported with its results. The sandbox's background tasks
+     * count too while the call runs: the counters are the sandbox's, not a process's. */
+    struct cq_sandbox_net_stats net_before, net_after;
+    bool net_measured = s->network != CQ_NETWORK_NONE &&
+                        cq_sandbox_net_stats(s->sandbox, &net_before, &ignored) == 0;
     switch ((enum tool)t) {
     case TOOL_EXECUTE_CODE:
         execute_code(w, s, a, on_output, ctx, r);
@@ -285,6 +291,12 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
             r->cpu_ms = (after.cpu_usage_us - before.cpu_usage_us) / 1000;
         if (after.memory_peak_bytes > r->peak_memory_bytes)
             r->peak_memory_bytes = after.memory_peak_bytes;
+    }
+    if (net_measured && r->has_structured &&
+        cq_sandbox_net_stats(s->sandbox, &net_after, &ignored) == 0) {
+        r->has_network = true;
+        r->network_bytes_sent = net_after.bytes_sent - net_before.bytes_sent;
+        r->network_bytes_received = net_after.bytes_received - net_before.bytes_received;
     }
     cq_session_release(w, s);
 }

@@ -82,6 +82,10 @@ def test_a_public_session_is_adopted_in_public_mode(new_fleet, redis_client, net
         assert owner(redis_client, f, sid) not in ("", victim)
         assert fetch(driver, sid, "http://203.0.113.10/x").startswith(
             "'codeq test internet: 203.0.113.10 ")
+        # The call's traffic crosses the fleet with its result.
+        r = driver.code(sid, FETCH + "len(fetch('http://203.0.113.10/bytes/200000'))")
+        sc = r.structured_content
+        assert sc.network and sc.network_bytes_received >= 200_000, sc
         got = facts(driver, sid)
         assert got.network == pb.NETWORK_MODE_PUBLIC and got.status == pb.SESSION_STATUS_READY
 

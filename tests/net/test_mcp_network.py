@@ -236,3 +236,29 @@ def test_pip_install_in_a_public_session_is_importable(server):
     assert sc["exitCode"] != 0, r
     assert "Failed to establish a new connection" in sc["stdout"] + sc["stderr"], sc
     server.call("stopSession", {"sessionId": offline["sessionId"]})
+
+
+def test_results_count_the_calls_traffic(server):
+    """A session with network reports the bytes its sandbox sent and received during
+    each call; a NONE session's results have no such fields."""
+    s = start(server, networkMode="PUBLIC")
+    sid = s["sessionId"]
+    r = server.call("executeCode", {"sessionId": sid, "code": FETCH +
+                                    "print(len(fetch('http://files.example.test/bytes/3000000')))"})
+    sc = r["structuredContent"]
+    assert r["isError"] is False and sc["stdout"].strip() == "3000000", r
+    assert sc["networkBytesReceived"] >= 3_000_000, sc
+    assert 0 < sc["networkBytesSent"] < 1_000_000, sc
+    # A call that sends nothing: zero both ways, and present.
+    r = server.call("executeCode", {"sessionId": sid, "code": "1 + 1"})
+    sc = r["structuredContent"]
+    assert (sc["networkBytesSent"], sc["networkBytesReceived"]) == (0, 0), sc
+    r = server.call("executeCommand", {"sessionId": sid, "command":
+                                       "python3 -c \"import urllib.request as u; "
+                                       "u.urlopen('http://198.51.100.80/bytes/100000').read()\""})
+    assert r["structuredContent"]["networkBytesReceived"] >= 100_000, r
+    server.call("stopSession", {"sessionId": sid})
+    offline = start(server)
+    r = server.call("executeCode", {"sessionId": offline["sessionId"], "code": "1 + 1"})
+    assert "networkBytesSent" not in r["structuredContent"], r
+    server.call("stopSession", {"sessionId": offline["sessionId"]})
