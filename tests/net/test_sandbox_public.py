@@ -292,6 +292,40 @@ def test_sandboxes_cannot_reach_each_other_nor_be_reached(net, egress):
     assert "accepted" not in rest
 
 
+def test_code_cannot_rewire_its_own_link(net, egress):
+    """Sandboxed code has no capabilities: it cannot change its addresses, routes or
+    link. It may bind a socket to a device (SO_BINDTODEVICE needs no privilege on this
+    kernel), but eth0 is its only way out and leads to the filter, which sits in the
+    egress namespace: a bound socket is refused like any other."""
+    script = (
+        "import errno, socket, subprocess\n"
+        "s = socket.socket()\n"
+        "s.settimeout(5)\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n"
+        "for dest in (('169.254.169.254', 80), ('10.0.0.1', 80)):\n"
+        "    try:\n"
+        "        s.connect(dest); print('connected')\n"
+        "    except OSError as e:\n"
+        "        print(errno.errorcode.get(e.errno, repr(e)))\n"
+        "    s = socket.socket(); s.settimeout(5)\n"
+        "    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n"
+        "for cmd in (['ip', 'route', 'add', '10.0.0.0/8', 'dev', 'eth0'],\n"
+        "            ['ip', 'addr', 'add', '203.0.113.200/32', 'dev', 'eth0'],\n"
+        "            ['ip', 'route', 'replace', 'default', 'dev', 'eth0'],\n"
+        "            ['ip', 'link', 'set', 'eth0', 'down']):\n"
+        "    r = subprocess.run(cmd, capture_output=True, text=True)\n"
+        "    print(r.returncode, r.stderr.strip())\n"
+        "print(subprocess.run(['ip', '-4', 'route'], capture_output=True, text=True).stdout)\n")
+    r = subprocess.run(sandbox_argv(net, egress, "python3", "-c", script), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] in ("ECONNREFUSED", "EHOSTUNREACH") and lines[1] == lines[0], r.stdout
+    for line in lines[2:6]:
+        assert line.startswith("2 ") and "Operation not permitted" in line, r.stdout
+    assert "10.0.0.0/8" not in r.stdout and "default via 100.127." in r.stdout, r.stdout
+
+
 def test_none_is_still_loopback_only_and_bad_options_are_refused(net, egress):
     r = subprocess.run([CODEQ, "sandbox", "--network", "none", "--", "python3", "-c", PROBE,
                         json.dumps([["tcp", "tcp('198.51.100.7', 7)"]])],
