@@ -528,7 +528,7 @@ static bool worker_only(const struct setting *s)
 static const char *shown_default(const char *name)
 {
     static const char *const defaults[][2] = {
-        {"network_modes", "all three"},
+        {"network_modes", "NONE"},
         {"network_default", "NONE"},
         {"network_private", "none"},
         {"network_allow_bounds", "any public destination"},
@@ -537,9 +537,9 @@ static const char *shown_default(const char *name)
         {"network_max_pinned", "256"},
         {"network_max_rate", "0, no limit"},
         {"network_max_connections", "0, no limit"},
-        {"dns", "none: names do not resolve"},
-        {"egress_netns", "none: NONE sessions only"},
-        {"warm_pool_public", "1 with egress_netns"},
+        {"dns", "the host's first nameserver"},
+        {"egress_netns", "codeq's own, through pasta"},
+        {"warm_pool_public", "1 when PUBLIC is allowed"},
     };
     for (size_t i = 0; i < CQ_ARRAY_LEN(defaults); i++)
         if (strcmp(defaults[i][0], name) == 0)

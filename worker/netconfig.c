@@ -41,7 +41,8 @@ static const char *const helps[] = {
     "addresses resolution may pin for one ALLOWLIST sandbox (default: 256)",
     "bytes a second one sandbox may send or receive, e.g. 10M (default: 0, no limit)",
     "connections one sandbox may have open at once (default: 0, no limit)",
-    "the resolver sandboxes use (a public address; default: none, names do not resolve)",
+    "the upstream codeq's resolver asks for the sandboxes (an IP address; default: the "
+    "host's first nameserver)",
     "network namespace file PUBLIC and ALLOWLIST traffic leaves through (default: codeq's "
     "own, joined to the host's network by pasta)",
     "PUBLIC sandboxes kept ready (default: 1 when PUBLIC is allowed)",

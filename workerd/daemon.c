@@ -1073,8 +1073,9 @@ void cq_wd_enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *dig
  * configuration keeps their text), and the fleet's own services denied to sandboxes:
  * the Kafka brokers and Redis, resolved now, whatever their addresses' class (a
  * private one is refused already unless network_private opens it: then the deny rule
- * still keeps it out). Only where sessions can have a network at all (egress_netns);
- * an address that does not resolve fails the start rather than leaving it open. */
+ * still keeps it out). Only where sessions can have a network at all (network_modes
+ * beyond NONE); an address that does not resolve fails the start rather than leaving
+ * it open. */
 static int network_of(const struct cq_fleet_config *cfg, struct cq_worker_config *wc,
                       struct cq_error *err)
 {
@@ -1085,7 +1086,7 @@ static int network_of(const struct cq_fleet_config *cfg, struct cq_worker_config
             cq_worker_net_setting(wc, name, text, false, name, err) < 0)
             return -1;
     }
-    if (wc->egress_netns[0] == '\0')
+    if (wc->netpolicy.modes == CQ_NET_MODE_BIT(CQ_NETWORK_NONE))
         return 0;
     char brokers[sizeof(cfg->brokers)];
     snprintf(brokers, sizeof(brokers), "%s", cfg->brokers);
@@ -1101,7 +1102,8 @@ static int network_of(const struct cq_fleet_config *cfg, struct cq_worker_config
     cq_log(CQ_LOG_INFO,
            "network: egress through %s; %zu deny rules (the fleet's Kafka and Redis "
            "included)",
-           wc->egress_netns, wc->netpolicy.deny.n);
+           wc->egress_netns[0] != '\0' ? wc->egress_netns : "codeq's own namespace (pasta)",
+           wc->netpolicy.deny.n);
     return 0;
 }
 
