@@ -12,6 +12,9 @@
  * sandboxed code runs. For traffic from the sandbox's link it:
  *  - drops any source but the sandbox's addresses (raw sockets are denied by seccomp
  *    anyway; this does not depend on it);
+ *  - rejects the operator's network_deny and the host's addresses, then lets through
+ *    what network_private opens: in PUBLIC all of it, in ALLOWLIST only what the list
+ *    or the resolver gave this sandbox inside it (chain vpc, see policy_head);
  *  - rejects every non-public IPv4 range (sandbox/netpolicy.c's classes: loopback,
  *    link-local with 169.254.169.254, private, CGNAT and with it every other sandbox's
  *    link, multicast, reserved), every IPv6 address outside global unicast (so also

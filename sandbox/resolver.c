@@ -16,7 +16,9 @@
  * the sandbox cannot connect to an address it has not been told, and an address it
  * was told stays open until it ends (TTLs are not followed: a name that changes its
  * addresses adds pins, never moves them; network_max_pinned bounds them, and past it
- * new addresses are stripped from answers).
+ * new addresses are stripped from answers). A private answer is kept only inside the
+ * operator's network_private, on the ports it opens (an internal name: codeq's "VPC"
+ * mode), and pinned into sets of its own (egress.c, chain vpc).
  *
  * One thread serves every sandbox of the process: an epoll set of two UDP sockets per
  * sandbox (the gateway's port 53, and one connected to the upstream), both made in the
