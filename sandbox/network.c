@@ -25,6 +25,19 @@ struct cq_sandbox_net {
 static int admit(const struct cq_netpolicy *p, enum cq_network_mode mode, const char *const *allow,
                  size_t n, struct cq_net_grant *g, struct cq_error *err)
 {
+    /* The filter lets network_private's ranges through before it rejects the other
+     * classes: a rule reaching past one private range (fc00::/6 holds link-local and
+     * multicast, 10.0.0.0/7 public addresses) would open those too. */
+    for (size_t i = 0; i < p->private_ok.n; i++)
+        if (p->private_ok.d[i].kind == CQ_NET_DEST_CIDR &&
+            !cq_net_dest_private(&p->private_ok.d[i])) {
+            char rule[CQ_NET_DEST_TEXT];
+            cq_net_dest_format(&p->private_ok.d[i], rule, sizeof(rule));
+            return cq_error_set(err, CQ_EINVALID,
+                                "the operator's policy opens %s, which is not inside one private "
+                                "range (network_private)",
+                                rule);
+        }
     if (mode == CQ_NETWORK_ALLOWLIST && n == 0) {
         /* A warm sandbox waiting for cq_sandbox_network_allow: nothing reachable. */
         memset(g, 0, sizeof(*g));

@@ -213,3 +213,54 @@ def test_the_filter_keeps_private_pins_apart(net, egress):
         proc.terminate()
         proc.wait()
     assert leftovers(net, egress) == []
+
+
+# A TCP echo from inside a session: "ok <reply>" or the errno's name.
+TCP = """
+import errno, socket
+def tcp(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"ping")
+            return "ok " + s.recv(16).decode()
+    except OSError as e:
+        return errno.errorcode.get(e.errno, repr(e))
+"""
+
+
+def test_a_session_in_vpc_mode(net, egress):
+    # AgentCore's VPC mode as docs/agentcore.md promises it: ALLOWLIST, with the
+    # operator's network_private, limits a session to named destinations inside it.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))), "e2e"))
+    from mcp_client import HostWatch, McpServer, error_code  # noqa: E402
+    host = HostWatch()
+    srv = McpServer("--warm-pool", "0", "--egress-netns", net.netns_path(egress),
+                    "--dns", internet.DNS_SERVER[0], "--network-modes", "NONE,ALLOWLIST",
+                    "--network-private", NET4)
+    host.pids.append(srv.pid)
+    try:
+        srv.initialize()
+        r = srv.call("startSession", {"networkMode": "ALLOWLIST",
+                                      "networkAllow": [f"{NET4}:7", f"{DB}:80"]})
+        assert r["isError"] is False, r
+        sid = r["structuredContent"]["sessionId"]
+        code = TCP + ("import json, urllib.request\n"
+                      f"print(json.dumps([tcp('{DB4}', 7), tcp('{OTHER4}', 7), "
+                      f"urllib.request.urlopen('http://{DB}/vpc', timeout=5).read().decode(), "
+                      f"tcp('{DB4}', 22), tcp('198.51.100.7', 7), tcp('{DB6}', 7)]))")
+        r = srv.call("executeCode", {"sessionId": sid, "code": code})
+        assert r["isError"] is False, r
+        out = json.loads(r["structuredContent"]["stdout"])
+        assert out[0] == out[1] == "ok ping", out
+        assert out[2] == f"codeq test internet: {DB4} {DB} /vpc\n", out
+        for refused in out[3:]:
+            assert refused in REFUSED, out
+        srv.call("stopSession", {"sessionId": sid})
+        r = srv.call("startSession", {"networkMode": "ALLOWLIST",
+                                      "networkAllow": ["10.98.0.10:7"]})
+        assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+        assert "network_private" in r["_codeq_error"]["message"]
+    finally:
+        srv.close()
+    host.assert_clean()

@@ -296,6 +296,13 @@ START_TEST(operator_policy_in_the_filter)
     ck_assert_int_eq(run_reach(sb, out), 0);
     ck_assert_str_eq(out, "refused hi ");
     cq_sandbox_destroy(sb);
+    /* A network_private rule reaching past one private range would open more than
+     * private addresses: refused at create, in either mode. */
+    struct cq_net_rules saved = p->private_ok;
+    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "fc00::/6", &err), 0);
+    ck_assert_int_eq(cq_sandbox_create(&cfg, &sb, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "fc00::/6, which is not inside one private range"));
+    p->private_ok = saved;
     /* Deny holds in ALLOWLIST over a listed address. */
     const char *list[] = {"198.51.100.7:7"};
     cfg.network = CQ_NETWORK_ALLOWLIST;
