@@ -71,6 +71,11 @@ static void usage(FILE *out)
             "                       to the host's network by pasta (package passt)\n"
             "  --dns IP             the upstream resolver codeq's resolver asks, from the\n"
             "                       egress namespace (default: the host's first nameserver)\n"
+            "  --network-private CIDR\n"
+            "                       a private range (with an optional :PORT) the sandbox\n"
+            "                       may reach (repeatable; the operator's network_private):\n"
+            "                       with public, all of it; with allowlist, what --allow\n"
+            "                       lists or a listed name answers inside it\n"
             "  --network-max-rate SIZE\n"
             "                       bytes per second the sandbox may send, and receive\n"
             "                       (each way; packets over it are dropped); default none\n"
@@ -91,7 +96,7 @@ static void usage(FILE *out)
 
 struct options {
     struct cq_sandbox_config config;
-    struct cq_netpolicy policy; /* the --network-max-* limits */
+    struct cq_netpolicy policy; /* --network-private and the --network-max-* limits */
     const char *env[MAX_ENV + 1];
     size_t nenv;
     const char *allow[CQ_NET_MAX_RULES];
@@ -161,6 +166,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         OPT_EGRESS_NETNS,
         OPT_DNS,
         OPT_ALLOW,
+        OPT_NETWORK_PRIVATE,
         OPT_MAX_RATE,
         OPT_MAX_CONNECTIONS
     };
@@ -178,6 +184,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"egress-netns", required_argument, NULL, OPT_EGRESS_NETNS},
         {"dns", required_argument, NULL, OPT_DNS},
         {"allow", required_argument, NULL, OPT_ALLOW},
+        {"network-private", required_argument, NULL, OPT_NETWORK_PRIVATE},
         {"network-max-rate", required_argument, NULL, OPT_MAX_RATE},
         {"network-max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
         {"help", no_argument, NULL, 'h'},
@@ -262,6 +269,16 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return cq_usage_error("sandbox", "--allow: more than %d entries", CQ_NET_MAX_RULES);
             o->allow[o->nallow++] = optarg;
             break;
+        case OPT_NETWORK_PRIVATE:
+            if (cq_net_rules_add(&o->policy.private_ok, optarg, &err) < 0)
+                return cq_usage_error("sandbox", "--network-private: %s", err.msg);
+            if (!cq_net_dest_private(&o->policy.private_ok.d[o->policy.private_ok.n - 1]))
+                return cq_usage_error("sandbox",
+                                      "--network-private: '%s' is not inside one private range "
+                                      "(10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)",
+                                      optarg);
+            o->config.netpolicy = &o->policy;
+            break;
         case OPT_MAX_RATE:
             if (cq_parse_size(optarg, 1ULL << 40, &o->policy.max_bytes_per_second, &err) < 0)
                 return cq_usage_error("sandbox", "--network-max-rate: %s", err.msg);
@@ -280,8 +297,9 @@ static int parse_options(int argc, char **argv, struct options *o)
         }
     }
     if (o->config.netpolicy != NULL && o->config.network == CQ_NETWORK_NONE)
-        return cq_usage_error("sandbox", "--network-max-rate and --network-max-connections "
-                                         "need a network (--network public)");
+        return cq_usage_error("sandbox", "--network-private, --network-max-rate and "
+                                         "--network-max-connections need a network "
+                                         "(--network public or allowlist)");
     if (optind >= argc)
         return cq_usage_error("sandbox",
                               "no command given (codeq sandbox [OPTIONS] -- CMD [ARG...])");

@@ -12,6 +12,9 @@
  * sandboxed code runs. For traffic from the sandbox's link it:
  *  - drops any source but the sandbox's addresses (raw sockets are denied by seccomp
  *    anyway; this does not depend on it);
+ *  - rejects the operator's network_deny and the host's addresses, then lets through
+ *    what network_private opens: in PUBLIC all of it, in ALLOWLIST only what the list
+ *    or the resolver gave this sandbox inside it (chain vpc, see policy_head);
  *  - rejects every non-public IPv4 range (sandbox/netpolicy.c's classes: loopback,
  *    link-local with 169.254.169.254, private, CGNAT and with it every other sandbox's
  *    link, multicast, reserved), every IPv6 address outside global unicast (so also
@@ -157,6 +160,8 @@ struct mode_rules {
     bool allowlist;       /* ALLOWLIST: its sets, and reject what they do not hold */
     bool deny;            /* network_deny has IP or CIDR rules: rejected first */
     bool open;            /* PUBLIC: network_private has IP or CIDR rules: let through */
+    bool vpc;             /* ALLOWLIST: network_private has IP or CIDR rules: what the
+                           * allowlist lists or the resolver pins inside them passes */
     const char *elements; /* "add element" commands for these sets, after the table */
 };
 
@@ -411,10 +416,10 @@ static void allow_tail(int s, bool allowlist, char *buf, size_t len)
              s, s, s, s, s, s, s, s, s, s);
 }
 
-static bool cidr_inside(const struct cq_net_dest *in, const struct cq_net_dest *out)
+/* Does in's range lie within out's (ports aside)? */
+static bool prefix_within(const struct cq_net_dest *in, const struct cq_net_dest *out)
 {
-    if (in->addr.family != out->addr.family || in->prefix_len < out->prefix_len ||
-        (out->port != 0 && in->port != out->port))
+    if (in->addr.family != out->addr.family || in->prefix_len < out->prefix_len)
         return false;
     for (unsigned bit = 0; bit < out->prefix_len; bit++) {
         uint8_t m = (uint8_t)(0x80 >> (bit % 8));
@@ -422,6 +427,11 @@ static bool cidr_inside(const struct cq_net_dest *in, const struct cq_net_dest *
             return false;
     }
     return true;
+}
+
+static bool cidr_inside(const struct cq_net_dest *in, const struct cq_net_dest *out)
+{
+    return prefix_within(in, out) && (out->port == 0 || in->port == out->port);
 }
 
 /* One "add element" command per set for the IP and CIDR entries among allow (names are
@@ -468,31 +478,97 @@ static int set_commands(int s, const char *prefix, const struct cq_net_dest *d, 
     return 0;
 }
 
-static int allow_commands(int s, const struct cq_net_dest *d, size_t n, char *buf, size_t len,
+/* The allowlist's IP and CIDR entries into its sets. Without vpc (network_private has
+ * no IP or CIDR rule) every entry is public (cq_netpolicy_admit refuses the rest) and
+ * goes into the allow sets. With it, an entry that reaches into a network_private
+ * range goes into the vpc sets too, which the filter consults only for addresses
+ * inside those ranges (the `open` sets), before it rejects the private ranges; an
+ * entry wholly inside one goes there only. The allow sets are consulted after every
+ * non-public range was rejected, so the private part of an entry can never pass
+ * through them. */
+static int allow_commands(int s, const struct cq_netpolicy *p, bool vpc,
+                          const struct cq_net_dest *d, size_t n, char *buf, size_t len,
                           struct cq_error *err)
 {
     buf[0] = '\0';
-    return set_commands(s, "allow", d, n, buf, len, err);
+    struct cq_net_dest *pub = calloc(n > 0 ? n : 1, sizeof(*pub));
+    struct cq_net_dest *priv = calloc(n > 0 ? n : 1, sizeof(*priv));
+    size_t n_pub = 0, n_priv = 0;
+    int rc = 0;
+    if (pub == NULL || priv == NULL)
+        rc = cq_error_sys(err, ENOMEM, "allowlist");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (d[i].kind != CQ_NET_DEST_CIDR)
+            continue;
+        bool touches = false, inside = false;
+        for (size_t r = 0; vpc && r < p->private_ok.n; r++) {
+            const struct cq_net_dest *o = &p->private_ok.d[r];
+            if (o->kind != CQ_NET_DEST_CIDR)
+                continue;
+            if (prefix_within(&d[i], o))
+                inside = touches = true;
+            else if (prefix_within(o, &d[i]))
+                touches = true;
+        }
+        if (!inside)
+            pub[n_pub++] = d[i];
+        if (touches)
+            priv[n_priv++] = d[i];
+    }
+    if (rc == 0)
+        rc = set_commands(s, "allow", pub, n_pub, buf, len, err);
+    if (rc == 0)
+        rc = set_commands(s, "vpc", priv, n_priv, buf, len, err);
+    free(pub);
+    free(priv);
+    return rc;
 }
 
 /* The operator's policy in the filter: network_deny's IP and CIDR rules are rejected
- * before anything else (the fleet's Kafka and Redis on public addresses), and in PUBLIC
- * network_private's are let through before the private ranges are rejected (codeq's
- * "VPC" mode). Names in either are the resolver's business (answers are checked
- * against the whole policy). ALLOWLIST does not open private ranges in the filter yet:
- * cq_network_attach refuses an allowlist that needs it. */
+ * before anything else (the fleet's Kafka and Redis on public addresses), then the
+ * host's own addresses; in PUBLIC network_private's are let through before the
+ * private ranges are rejected (codeq's "VPC" mode). Names in either are the
+ * resolver's business (answers are checked against the whole policy).
+ *
+ * ALLOWLIST with network_private (vpc): an address inside network_private's ranges
+ * (the same `open` sets, used here only as a gate, never to accept) goes to chain
+ * `vpc`, which accepts it only if the allowlist lists it (sets vpc4 ...) or the
+ * resolver pinned it for a listed name (vpin4 ...), and otherwise returns to the
+ * forward chain, where the private ranges are rejected. So a private address passes
+ * only when the operator opened it AND this sandbox was given it, each checked by the
+ * filter itself and not only by cq_netpolicy_admit and the resolver that fill the
+ * sets. Private pins have sets of their own: a public pin can never open a private
+ * address, whatever the resolver did. */
 #define POLICY_SETS(p)                                                                             \
     "  set " p "4 { type ipv4_addr; flags interval; auto-merge; }\n"                               \
     "  set " p "6 { type ipv6_addr; flags interval; auto-merge; }\n"                               \
     "  set " p "4p { type ipv4_addr . inet_service; flags interval; }\n"                           \
     "  set " p "6p { type ipv6_addr . inet_service; flags interval; }\n"
 
+#define VPC_SETS                                                                                   \
+    POLICY_SETS("vpc")                                                                             \
+    "  set vpin4 { type ipv4_addr; }\n"                                                            \
+    "  set vpin6 { type ipv6_addr; }\n"                                                            \
+    "  set vpin4p { type ipv4_addr . inet_service; }\n"                                            \
+    "  set vpin6p { type ipv6_addr . inet_service; }\n"                                            \
+    "  chain vpc {\n"                                                                              \
+    "    ip daddr @vpc4 accept\n"                                                                  \
+    "    ip daddr . th dport @vpc4p accept\n"                                                      \
+    "    ip daddr @vpin4 accept\n"                                                                 \
+    "    ip daddr . th dport @vpin4p accept\n"                                                     \
+    "    ip6 daddr @vpc6 accept\n"                                                                 \
+    "    ip6 daddr . th dport @vpc6p accept\n"                                                     \
+    "    ip6 daddr @vpin6 accept\n"                                                                \
+    "    ip6 daddr . th dport @vpin6p accept\n"                                                    \
+    "  }\n"
+
 static void policy_head(int s, const struct mode_rules *mode, char *head, size_t hlen, char *sets,
                         size_t slen)
 {
     head[0] = sets[0] = '\0';
-    snprintf(sets, slen, "%s%s%s", mode->allowlist ? ALLOW_SETS : "",
-             mode->deny ? POLICY_SETS("deny") : "", mode->open ? POLICY_SETS("open") : "");
+    snprintf(sets, slen, "%s%s%s%s", mode->allowlist ? ALLOW_SETS : "",
+             mode->deny ? POLICY_SETS("deny") : "",
+             mode->open || mode->vpc ? POLICY_SETS("open") : "", mode->vpc ? VPC_SETS : "");
     size_t at = 0;
     if (mode->deny)
         for (int i = 0; i < 4; i++) {
@@ -505,17 +581,18 @@ static void policy_head(int s, const struct mode_rules *mode, char *head, size_t
                              s, match[i], s, match[i]);
             at += w > 0 && (size_t)w < hlen - at ? (size_t)w : 0;
         }
-    if (mode->open) {
+    if (mode->open || mode->vpc) {
         /* The host's own addresses stay refused even inside an opened range. */
+        const char *verdict = mode->vpc ? "jump vpc" : "accept";
         int w =
             snprintf(head + at, hlen - at,
                      "    iifname \"cqe%d\" ip daddr @host reject with icmpx admin-prohibited\n"
                      "    iifname \"cqe%d\" ip6 daddr @host6 reject with icmpx admin-prohibited\n"
-                     "    iifname \"cqe%d\" ip daddr @open4 accept\n"
-                     "    iifname \"cqe%d\" ip daddr . th dport @open4p accept\n"
-                     "    iifname \"cqe%d\" ip6 daddr @open6 accept\n"
-                     "    iifname \"cqe%d\" ip6 daddr . th dport @open6p accept\n",
-                     s, s, s, s, s, s);
+                     "    iifname \"cqe%d\" ip daddr @open4 %s\n"
+                     "    iifname \"cqe%d\" ip daddr . th dport @open4p %s\n"
+                     "    iifname \"cqe%d\" ip6 daddr @open6 %s\n"
+                     "    iifname \"cqe%d\" ip6 daddr . th dport @open6p %s\n",
+                     s, s, s, verdict, s, verdict, s, verdict, s, verdict);
         (void)w;
     }
 }
@@ -556,13 +633,17 @@ static int mode_rules_of(int slot, const struct cq_sandbox_config *cfg, struct m
     if (d == NULL || *elements == NULL || p == NULL)
         rc = cq_error_sys(err, ENOMEM, "egress rules");
     mode->allowlist = cfg->network == CQ_NETWORK_ALLOWLIST;
+    if (rc == 0) {
+        mode->open = cfg->network == CQ_NETWORK_PUBLIC && has_cidr(&p->private_ok);
+        mode->vpc = mode->allowlist && has_cidr(&p->private_ok);
+    }
     if (rc == 0 && mode->allowlist)
         rc = parse_allow(cfg->allow, n, d, err);
     if (rc == 0 && mode->allowlist)
-        rc = allow_commands(slot, d, n, *elements, RULESET_MAX / 2, err);
+        rc = allow_commands(slot, p, mode->vpc, d, n, *elements, RULESET_MAX / 2, err);
     if (rc == 0 && (mode->deny = has_cidr(&p->deny)))
         rc = set_commands(slot, "deny", p->deny.d, p->deny.n, *elements, RULESET_MAX / 2, err);
-    if (rc == 0 && cfg->network == CQ_NETWORK_PUBLIC && (mode->open = has_cidr(&p->private_ok)))
+    if (rc == 0 && (mode->open || mode->vpc))
         rc = set_commands(slot, "open", p->private_ok.d, p->private_ok.n, *elements,
                           RULESET_MAX / 2, err);
     if (*elements != NULL)
@@ -572,7 +653,8 @@ static int mode_rules_of(int slot, const struct cq_sandbox_config *cfg, struct m
     return rc;
 }
 
-int cq_egress_allow(struct cq_egress *e, const char *const *allow, size_t n, struct cq_error *err)
+int cq_egress_allow(struct cq_egress *e, const struct cq_netpolicy *p, const char *const *allow,
+                    size_t n, struct cq_error *err)
 {
     if (e->slot < 0 || !e->table_made)
         return cq_error_set(err, CQ_EINVALID, "the sandbox has no egress filter");
@@ -584,7 +666,7 @@ int cq_egress_allow(struct cq_egress *e, const char *const *allow, size_t n, str
     }
     int rc = parse_allow(allow, n, d, err);
     if (rc == 0)
-        rc = allow_commands(e->slot, d, n, cmds, RULESET_MAX, err);
+        rc = allow_commands(e->slot, p, has_cidr(&p->private_ok), d, n, cmds, RULESET_MAX, err);
     free(d);
     if (rc < 0 || cmds[0] == '\0')
         return rc;
@@ -604,12 +686,18 @@ int cq_egress_pin(int netns_fd, int slot, const struct cq_net_addr *addrs, const
     for (size_t i = 0; i < n; i++) {
         char a[INET6_ADDRSTRLEN];
         addr_text(&addrs[i], a, sizeof(a));
+        /* A private address (inside network_private, or the resolver would not pin it)
+         * goes into the vpc chain's sets, the only ones consulted before the private
+         * ranges are rejected; a table without them (no network_private) makes the
+         * transaction fail, and the answer is not given. */
+        const char *v = cq_net_classify(&addrs[i]) == CQ_NET_CLASS_PRIVATE ? "v" : "";
         const char *set = addrs[i].family == AF_INET ? (ports[i] ? "pin4p" : "pin4")
                                                      : (ports[i] ? "pin6p" : "pin6");
-        int w = ports[i] ? snprintf(cmds + at, len - at, "add element inet cq_s%d %s { %s . %u }\n",
-                                    slot, set, a, ports[i])
-                         : snprintf(cmds + at, len - at, "add element inet cq_s%d %s { %s }\n",
-                                    slot, set, a);
+        int w = ports[i]
+                    ? snprintf(cmds + at, len - at, "add element inet cq_s%d %s%s { %s . %u }\n",
+                               slot, v, set, a, ports[i])
+                    : snprintf(cmds + at, len - at, "add element inet cq_s%d %s%s { %s }\n", slot,
+                               v, set, a);
         if (w < 0 || (size_t)w >= len - at)
             return cq_error_set(err, CQ_EINTERNAL, "pin commands");
         at += (size_t)w;
@@ -639,7 +727,7 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
     /* PUBLIC lets the rest out; ALLOWLIST only what its sets hold. */
     char tail[1024];
     allow_tail(s_of(e), mode->allowlist, tail, sizeof(tail));
-    char head[2048], sets[2048];
+    char head[2048], sets[4096];
     policy_head(s_of(e), mode, head, sizeof(head), sets, sizeof(sets));
     set_elements(hosts4, set4, sizeof(set4));
     set_elements(hosts6, set6, sizeof(set6));

@@ -51,9 +51,12 @@ int cq_egress_attach(struct cq_egress *e, const struct cq_sandbox_config *cfg, p
 void cq_egress_addrs(const struct cq_egress *e, struct cq_net_addr *gateway,
                      struct cq_net_addr *sandbox);
 
-/* ALLOWLIST: adds the IP and CIDR entries of allow (DEST; names are skipped) to the
- * filter, in one nftables transaction. */
-int cq_egress_allow(struct cq_egress *e, const char *const *allow, size_t n, struct cq_error *err);
+/* ALLOWLIST: adds the IP and CIDR entries of allow (DEST; names are skipped), admitted
+ * against p, to the filter, in one nftables transaction; p's network_private decides
+ * which of them go into the sets consulted before the private ranges are rejected (it
+ * must be the policy the table was made with). */
+int cq_egress_allow(struct cq_egress *e, const struct cq_netpolicy *p, const char *const *allow,
+                    size_t n, struct cq_error *err);
 
 /* ALLOWLIST: lets slot's sandbox reach addrs[i] on ports[i] (0: any) until its table
  * goes, in one transaction in the egress namespace netns_fd. For codeq's resolver,

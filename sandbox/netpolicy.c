@@ -708,3 +708,22 @@ bool cq_net_dest_covers_name(const struct cq_net_dest *d, const char *name)
         return false;
     return name_matches(d, norm);
 }
+
+bool cq_net_dest_covers_addr(const struct cq_net_dest *d, const struct cq_net_addr *addr_in)
+{
+    struct cq_net_addr a = *addr_in;
+    addr_normalize(&a);
+    return d->kind == CQ_NET_DEST_CIDR && prefix_contains(&d->addr, d->prefix_len, &a);
+}
+
+bool cq_net_dest_private(const struct cq_net_dest *d)
+{
+    if (d->kind != CQ_NET_DEST_CIDR || cq_net_classify(&d->addr) != CQ_NET_CLASS_PRIVATE)
+        return false;
+    /* The private ranges are apart from each other, with other classes between them:
+     * a range whose first and last addresses are private lies inside one. */
+    struct cq_net_addr last = d->addr;
+    for (unsigned bit = d->prefix_len; bit < addr_bits(d->addr.family); bit++)
+        last.bytes[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+    return cq_net_classify(&last) == CQ_NET_CLASS_PRIVATE;
+}

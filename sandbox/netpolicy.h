@@ -163,4 +163,12 @@ bool cq_netpolicy_name_allowed(const struct cq_net_grant *g, const char *name);
  * port of each entry that covers the question.) */
 bool cq_net_dest_covers_name(const struct cq_net_dest *d, const char *name);
 
+/* Does d (a CIDR) lie wholly inside one private range? What network_private may name:
+ * a range reaching past one (10.0.0.0/7, fc00::/6) would open public, multicast or
+ * link-local addresses too. */
+bool cq_net_dest_private(const struct cq_net_dest *d);
+
+/* Is d a CIDR (IP) entry whose range holds a (its port aside)? */
+bool cq_net_dest_covers_addr(const struct cq_net_dest *d, const struct cq_net_addr *a);
+
 #endif

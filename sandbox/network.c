@@ -25,24 +25,28 @@ struct cq_sandbox_net {
 static int admit(const struct cq_netpolicy *p, enum cq_network_mode mode, const char *const *allow,
                  size_t n, struct cq_net_grant *g, struct cq_error *err)
 {
+    /* The filter lets network_private's ranges through before it rejects the other
+     * classes: a rule reaching past one private range (fc00::/6 holds link-local and
+     * multicast, 10.0.0.0/7 public addresses) would open those too. */
+    for (size_t i = 0; i < p->private_ok.n; i++)
+        if (p->private_ok.d[i].kind == CQ_NET_DEST_CIDR &&
+            !cq_net_dest_private(&p->private_ok.d[i])) {
+            char rule[CQ_NET_DEST_TEXT];
+            cq_net_dest_format(&p->private_ok.d[i], rule, sizeof(rule));
+            return cq_error_set(err, CQ_EINVALID,
+                                "the operator's policy opens %s, which is not inside one private "
+                                "range (network_private)",
+                                rule);
+        }
     if (mode == CQ_NETWORK_ALLOWLIST && n == 0) {
         /* A warm sandbox waiting for cq_sandbox_network_allow: nothing reachable. */
         memset(g, 0, sizeof(*g));
         g->mode = mode;
         return 0;
     }
-    if (cq_netpolicy_admit(p, &mode, allow, n, g, err) < 0)
-        return -1;
-    /* network_private is applied by the filter in PUBLIC only so far (egress.c): an
-     * allowlist entry that needs it would be silently unreachable. */
-    for (size_t i = 0; mode == CQ_NETWORK_ALLOWLIST && i < g->allow.n; i++)
-        if (g->allow.d[i].kind == CQ_NET_DEST_CIDR &&
-            cq_net_classify(&g->allow.d[i].addr) == CQ_NET_CLASS_PRIVATE)
-            return cq_error_set(err, CQ_EINVALID,
-                                "allowlist entry %s: private ranges are not supported in network "
-                                "mode ALLOWLIST yet (network_private applies to PUBLIC)",
-                                allow[i]);
-    return 0;
+    /* A private entry is admitted only inside network_private; the filter (egress.c)
+     * lets it through before the private ranges are rejected, and only there. */
+    return cq_netpolicy_admit(p, &mode, allow, n, g, err);
 }
 
 int cq_network_attach(struct cq_sandbox *sb, const struct cq_sandbox_config *cfg, pid_t init_pid,
@@ -114,7 +118,7 @@ int cq_sandbox_network_allow(struct cq_sandbox *sb, const char *const *allow, si
     if (rc == 0)
         rc = admit(&net->policy, CQ_NETWORK_ALLOWLIST, allow, n, g, err);
     if (rc == 0)
-        rc = cq_egress_allow(&sb->egress, allow, n, err);
+        rc = cq_egress_allow(&sb->egress, &net->policy, allow, n, err);
     if (rc == 0) {
         cq_resolver_set_grant(net->resolver, g);
         net->allow_given = true;

@@ -16,7 +16,9 @@
  * the sandbox cannot connect to an address it has not been told, and an address it
  * was told stays open until it ends (TTLs are not followed: a name that changes its
  * addresses adds pins, never moves them; network_max_pinned bounds them, and past it
- * new addresses are stripped from answers).
+ * new addresses are stripped from answers). A private answer is kept only inside the
+ * operator's network_private, on the ports it opens (an internal name: codeq's "VPC"
+ * mode), and pinned into sets of its own (egress.c, chain vpc).
  *
  * One thread serves every sandbox of the process: an epoll set of two UDP sockets per
  * sandbox (the gateway's port 53, and one connected to the upstream), both made in the
@@ -115,22 +117,38 @@ size_t cq_resolver_decide(const struct cq_netpolicy *p, const struct cq_net_gran
     }
     if (g->mode != CQ_NETWORK_ALLOWLIST)
         return 0;
+    /* A private answer (an internal name, codeq's "VPC" mode) is kept only where
+     * network_private opens it, on the ports it opens it: an entry without a port
+     * takes the port of each network_private rule that covers the address. Its pins
+     * go into sets of their own (cq_egress_pin), which the filter consults only inside
+     * network_private. Loopback, link-local, the host and network_deny: allowed_at
+     * refuses them whatever the entry says. */
+    bool priv = cq_net_classify(addr) == CQ_NET_CLASS_PRIVATE;
     size_t n = 0;
     for (size_t i = 0; i < g->allow.n; i++) {
         const struct cq_net_dest *d = &g->allow.d[i];
-        /* Public addresses only: the filter opens no private range in ALLOWLIST yet. */
-        if (d->kind == CQ_NET_DEST_CIDR || !cq_net_dest_covers_name(d, name) ||
-            cq_net_classify(addr) != CQ_NET_CLASS_PUBLIC || !allowed_at(p, addr, d->port))
+        if (d->kind == CQ_NET_DEST_CIDR || !cq_net_dest_covers_name(d, name))
             continue;
-        if (d->port == 0) { /* any port covers every other */
-            ports[0] = 0;
-            return 1;
+        for (size_t r = 0; r < (priv ? p->private_ok.n : 1); r++) {
+            uint16_t port = d->port;
+            if (priv) {
+                const struct cq_net_dest *o = &p->private_ok.d[r];
+                if (!cq_net_dest_covers_addr(o, addr) || (o->port && d->port && o->port != d->port))
+                    continue;
+                port = d->port ? d->port : o->port;
+            }
+            if (!allowed_at(p, addr, port))
+                continue;
+            if (port == 0) { /* any port covers every other */
+                ports[0] = 0;
+                return 1;
+            }
+            bool dup = false;
+            for (size_t k = 0; k < n && !dup; k++)
+                dup = ports[k] == port;
+            if (!dup && n < max_ports)
+                ports[n++] = port;
         }
-        bool dup = false;
-        for (size_t k = 0; k < n && !dup; k++)
-            dup = ports[k] == d->port;
-        if (!dup && n < max_ports)
-            ports[n++] = d->port;
     }
     return n;
 }

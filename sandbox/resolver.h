@@ -46,7 +46,9 @@ int cq_resolver_host_upstream(const char *path, char *buf, size_t len);
 /* The decision on one answered address, without the network (for unit tests and the
  * resolver alike): may the sandbox with grant g be given addr as an answer for name,
  * and with which ports? ALLOWLIST fills ports[] (0: any port) with those of the
- * entries covering name that policy lets reach addr, and returns how many; PUBLIC
+ * entries covering name that policy lets reach addr (a private addr: those
+ * network_private opens it on, an entry without a port taking each covering rule's
+ * port), and returns how many; PUBLIC
  * returns 1 with ports[0] = 0 when the policy lets it reach addr at all; 0: strip it. */
 size_t cq_resolver_decide(const struct cq_netpolicy *p, const struct cq_net_grant *g,
                           const char *name, const struct cq_net_addr *addr, uint16_t *ports,

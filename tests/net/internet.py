@@ -15,6 +15,12 @@ link type is not built into this kernel, so `lo` holds them), with
                      (PEP 503 "simple" pages and one wheel, `cqtest-hello` 1.0, made
                      here in memory: pip installs it with PIP_INDEX_URL and
                      PIP_TRUSTED_HOST set to this host)
+    private hosts    db.internal.test    10.99.0.10      fd99::10        ports 7, 80
+                     (no name)           10.99.0.11      fd99::11        port 7
+                     (a TCP echo and an HTTP server: a "VPC" behind the internet, for
+                     network_private; these private addresses exist only in this
+                     namespace, which the test made, so packets to them go nowhere
+                     else)
     a DNS server     203.0.113.53, 2001:db8::53, port 53 (UDP), answering the names
                      above, and rebind.example.test: 198.51.100.80 (2001:db8::80) on
                      its first answer, 127.0.0.1 (::1) on every later one.
@@ -63,9 +69,13 @@ PYPI_URL = f"http://{PYPI_NAME}/simple/"
 TEST_PACKAGE = "cqtest-hello"
 TEST_GREETING = "hello from the test package index"
 REBIND_NAME = "rebind.example.test"
+INTERNAL_NAME = "db.internal.test"
+INTERNAL_HOSTS = (("10.99.0.10", "fd99::10"), ("10.99.0.11", "fd99::11"))
+INTERNAL_NET = ("10.99.0.0/24", "fd99::/64")
 NAMES = {name: addrs for name, addrs in HTTP_HOSTS.items()}
 NAMES["echo.example.test"] = ECHO_HOST
 NAMES[PYPI_NAME] = PYPI_HOST
+NAMES[INTERNAL_NAME] = INTERNAL_HOSTS[0]
 MAX_LINKS = 32
 
 
@@ -133,7 +143,8 @@ class Internet:
         sweep()
         _ip("netns", "add", self.ns)
         self._exec(self.ns, ["ip", "link", "set", "lo", "up"])
-        hosts = [a for pair in list(HTTP_HOSTS.values()) + [ECHO_HOST, DNS_SERVER, PYPI_HOST]
+        hosts = [a for pair in list(HTTP_HOSTS.values()) + [ECHO_HOST, DNS_SERVER, PYPI_HOST,
+                                                            *INTERNAL_HOSTS]
                  for a in pair]
         for addr in hosts:
             plen = 128 if ":" in addr else 32
@@ -455,6 +466,11 @@ def serve():
     pages = _index_pages()
     for addr in PYPI_HOST:
         _serve_http(addr, HTTP_PORT, pages)
+    for i, pair in enumerate(INTERNAL_HOSTS):
+        for addr in pair:
+            _serve_tcp_echo(addr, ECHO_PORT)
+            if i == 0:
+                _serve_http(addr, HTTP_PORT)
     print("ready", flush=True)
     # Until the parent kills the process group, or goes away (stdout closes).
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))

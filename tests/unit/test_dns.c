@@ -415,9 +415,37 @@ START_TEST(decisions)
     ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &lo, ports, 8), 0);
     ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &priv, ports, 8), 0);
     ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &md, ports, 8), 0);
-    /* network_private opens nothing in ALLOWLIST yet (the filter would refuse it). */
+    /* network_private opens a listed name's private answers (an internal name), with
+     * the entries' ports; other private ranges and the always-refused classes stay
+     * stripped. */
     ck_assert_int_eq(cq_net_rules_add(&p.private_ok, "10.0.0.0/8", &err), 0);
+    n = cq_resolver_decide(&p, &g, "api.example.test", &priv, ports, 8);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(ports[0], 0);
+    n = cq_resolver_decide(&p, &g, "files.example.test", &priv, ports, 8);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(ports[0], 80);
+    struct cq_net_addr other = addr("192.168.1.1"), ula_in = addr("fd00::1");
+    ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &other, ports, 8), 0);
+    ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &ula_in, ports, 8), 0);
+    ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &lo, ports, 8), 0);
+    ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &md, ports, 8), 0);
+    ck_assert_uint_eq(cq_resolver_decide(&p, &g, "echo.test", &priv, ports, 8), 0);
+    /* A portless entry takes network_private's port; an entry on another port none. */
+    cq_netpolicy_init(&p);
+    ck_assert_int_eq(cq_net_rules_add(&p.private_ok, "10.0.0.0/24:5432", &err), 0);
+    n = cq_resolver_decide(&p, &g, "api.example.test", &priv, ports, 8);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(ports[0], 5432);
+    ck_assert_uint_eq(cq_resolver_decide(&p, &g, "files.example.test", &priv, ports, 8), 0);
+    /* The host's own address and network_deny stay refused inside network_private. */
+    p.host[0] = priv;
+    p.n_host = 1;
     ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &priv, ports, 8), 0);
+    p.n_host = 0;
+    ck_assert_int_eq(cq_net_rules_add(&p.deny, "10.0.0.0/30", &err), 0);
+    ck_assert_uint_eq(cq_resolver_decide(&p, &g, "api.example.test", &priv, ports, 8), 0);
+    cq_netpolicy_init(&p);
     /* network_deny: never answered, on the ports it names. */
     ck_assert_int_eq(cq_net_rules_add(&p.deny, "198.51.100.80:443", &err), 0);
     n = cq_resolver_decide(&p, &g, "files.example.test", &pub, ports, 8);

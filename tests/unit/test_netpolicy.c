@@ -293,6 +293,36 @@ START_TEST(nonpublic_v4_ranges)
 }
 END_TEST
 
+START_TEST(private_ranges_whole)
+{
+    /* What network_private may name: inside one private range, ports aside. */
+    static const char *const inside[] = {"10.0.0.0/8",    "10.99.0.10",    "10.0.3.0/24:5432",
+                                         "100.64.0.0/10", "172.16.0.0/12", "192.168.1.0/24",
+                                         "fc00::/7",      "fd00::/8",      "[fd00::1]:80"};
+    static const char *const outside[] = {"10.0.0.0/7", "fc00::/6",    "172.0.0.0/8",
+                                          "8.8.8.8",    "100.0.0.0/8", "127.0.0.1",
+                                          "fe80::/10",  "db.internal", "0.0.0.0/0"};
+    struct cq_net_dest d;
+    struct cq_error err = {0};
+    for (size_t i = 0; i < sizeof(inside) / sizeof(inside[0]); i++) {
+        ck_assert_int_eq(cq_net_dest_parse(inside[i], &d, &err), 0);
+        ck_assert_msg(cq_net_dest_private(&d), "%s", inside[i]);
+    }
+    for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
+        ck_assert_int_eq(cq_net_dest_parse(outside[i], &d, &err), 0);
+        ck_assert_msg(!cq_net_dest_private(&d), "%s", outside[i]);
+    }
+    struct cq_net_addr a;
+    ck_assert_int_eq(cq_net_dest_parse("10.99.0.0/24:7", &d, &err), 0);
+    ck_assert_int_eq(cq_net_addr_parse("10.99.0.200", &a), 0);
+    ck_assert(cq_net_dest_covers_addr(&d, &a));
+    ck_assert_int_eq(cq_net_addr_parse("::ffff:10.99.0.200", &a), 0);
+    ck_assert(cq_net_dest_covers_addr(&d, &a));
+    ck_assert_int_eq(cq_net_addr_parse("10.99.1.1", &a), 0);
+    ck_assert(!cq_net_dest_covers_addr(&d, &a));
+}
+END_TEST
+
 START_TEST(modes)
 {
     enum cq_network_mode m;
@@ -547,6 +577,7 @@ int main(void)
     tcase_add_test(tc, classes);
     tcase_add_test(tc, modes);
     tcase_add_test(tc, nonpublic_v4_ranges);
+    tcase_add_test(tc, private_ranges_whole);
     tcase_add_test(tc, admit_modes);
     tcase_add_test(tc, admit_entries);
     tcase_add_test(tc, admit_bounds_and_limits);

@@ -7,9 +7,11 @@
  * where a TCP echo listens; nothing leaves the machine. The upstream resolver named is
  * 198.51.100.53, where nothing listens: a name the resolver may ask gets SERVFAIL
  * (EAI_AGAIN in the sandbox), one it may not gets NXDOMAIN (EAI_NONAME). The target
- * also holds 10.99.0.7, a private address of a namespace the test made, for the
- * operator's policy: network_private opens it in PUBLIC, network_deny closes a public
- * one.
+ * also holds 10.99.0.7 and 10.99.0.8, private addresses of a namespace the test made,
+ * for the operator's policy: network_private opens them in PUBLIC, and in ALLOWLIST
+ * where the list names them (codeq's "VPC" mode), network_deny closes a public one.
+ * The echo listens on ports 7 and 17, so that a port the filter refuses can be told
+ * from one where nothing listens.
  */
 #define _GNU_SOURCE
 #include "sandbox/netpolicy.h"
@@ -27,18 +29,20 @@
 static char egress_ns[64], target_ns[64], egress_path[96];
 static pid_t echo_pid = -1, dns_pid = -1;
 
-/* A DNS server for one name, in the target: many.test has two addresses (both the
- * target's, where the echo listens), every other name NXDOMAIN. */
+/* A DNS server in the target: many.test has two addresses (both the target's, where the
+ * echo listens), db.test the private 10.99.0.7 (an internal name), every other name
+ * NXDOMAIN. */
 static const char dns_server[] =
     "import socket, struct\n"
     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('198.51.100.54', 53))\n"
+    "names = {b'\\x04many\\x04test\\x00': [b'\\xc6\\x33\\x64\\x07', b'\\xc6\\x33\\x64\\x08'],\n"
+    "         b'\\x02db\\x04test\\x00': [b'\\x0a\\x63\\x00\\x07']}\n"
     "while True:\n"
     "    q, peer = s.recvfrom(512)\n"
     "    end = q.index(b'\\0', 12) + 5\n"
     "    name, qtype = q[12:end - 4], struct.unpack('>H', q[end - 4:end - 2])[0]\n"
-    "    known = name == b'\\x04many\\x04test\\x00'\n"
-    "    addrs = [b'\\xc6\\x33\\x64\\x07', b'\\xc6\\x33\\x64\\x08'] if known and qtype == 1 else "
-    "[]\n"
+    "    known = name in names\n"
+    "    addrs = names[name] if known and qtype == 1 else []\n"
     "    head = struct.pack('>HHHHHH', struct.unpack('>H', q[:2])[0], 0x8180 if known else 0x8183,"
     " 1, len(addrs), 0, 0)\n"
     "    rrs = b''.join(b'\\xc0\\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + a for a in addrs)\n"
@@ -69,18 +73,23 @@ static void setup(void)
     sh("ip -n %s addr add 203.0.113.2/30 dev v1 && ip -n %s link set v1 up && "
        "ip -n %s link set lo up && ip -n %s addr add 198.51.100.7/32 dev lo && "
        "ip -n %s addr add 10.99.0.7/32 dev lo && ip -n %s addr add 198.51.100.8/32 dev lo && "
+       "ip -n %s addr add 10.99.0.8/32 dev lo && "
        "ip -n %s addr add 198.51.100.54/32 dev lo && ip -n %s route add default via 203.0.113.1",
-       target_ns, target_ns, target_ns, target_ns, target_ns, target_ns, target_ns, target_ns);
+       target_ns, target_ns, target_ns, target_ns, target_ns, target_ns, target_ns, target_ns,
+       target_ns);
     sh("ip -n %s route add default via 203.0.113.2", egress_ns);
     echo_pid = fork();
     ck_assert_int_ge(echo_pid, 0);
     if (echo_pid == 0) {
         execlp("ip", "ip", "netns", "exec", target_ns, "python3", "-c",
-               "import socket\n"
-               "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-               "s.bind(('0.0.0.0', 7)); s.listen(8)\n"
+               "import select, socket\n"
+               "ls = []\n"
+               "for port in (7, 17):\n"
+               "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+               "    s.bind(('0.0.0.0', port)); s.listen(8); ls.append(s)\n"
                "while True:\n"
-               "    c, _ = s.accept(); c.sendall(c.recv(16)); c.close()\n",
+               "    for s in select.select(ls, [], [])[0]:\n"
+               "        c, _ = s.accept(); c.sendall(c.recv(16)); c.close()\n",
                (char *)NULL);
         _exit(127);
     }
@@ -220,18 +229,27 @@ START_TEST(late_allowlist)
 }
 END_TEST
 
+/* Each argument HOST[:PORT] (port 7 by default), a name or an address: the echo's
+ * answer, or why not. */
 static const char reach[] =
     "import socket, sys\n"
     "for a in sys.argv[1:]:\n"
+    "    host, _, port = a.partition(':')\n"
     "    try:\n"
-    "        c = socket.create_connection((a, 7), 5); c.sendall(b'hi')\n"
+    "        c = socket.create_connection((host, int(port or 7)), 5); c.sendall(b'hi')\n"
     "        print(c.recv(16).decode(), end=' ')\n"
+    "    except socket.gaierror as e:\n"
+    "        print('gai%d' % e.errno, end=' ')\n"
     "    except OSError as e:\n"
     "        print('refused' if e.errno in (111, 113) else 'other%d' % e.errno, end=' ')\n";
 
-static int run_reach(struct cq_sandbox *sb, char *out)
+static int run_reach_to(struct cq_sandbox *sb, const char *const *targets, char *out)
 {
-    const char *argv[] = {"python3", "-c", reach, "198.51.100.7", "10.99.0.7", NULL};
+    const char *argv[16] = {"python3", "-c", reach};
+    size_t n = 3;
+    for (size_t i = 0; targets[i] != NULL && n < 15; i++)
+        argv[n++] = targets[i];
+    argv[n] = NULL;
     struct cq_spawn req;
     cq_spawn_init(&req, argv);
     req.stdout_mode = CQ_STDIO_PIPE;
@@ -245,6 +263,12 @@ static int run_reach(struct cq_sandbox *sb, char *out)
     ck_assert_msg(cq_process_wait(p, &io, &rep, &err) == 0, "wait: %s", err.msg);
     cq_process_free(p);
     return rep.exit_code;
+}
+
+static int run_reach(struct cq_sandbox *sb, char *out)
+{
+    static const char *const targets[] = {"198.51.100.7", "10.99.0.7", NULL};
+    return run_reach_to(sb, targets, out);
 }
 
 START_TEST(operator_policy_in_the_filter)
@@ -272,7 +296,14 @@ START_TEST(operator_policy_in_the_filter)
     ck_assert_int_eq(run_reach(sb, out), 0);
     ck_assert_str_eq(out, "refused hi ");
     cq_sandbox_destroy(sb);
-    /* Deny holds in ALLOWLIST over a listed address; a private entry is refused there. */
+    /* A network_private rule reaching past one private range would open more than
+     * private addresses: refused at create, in either mode. */
+    struct cq_net_rules saved = p->private_ok;
+    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "fc00::/6", &err), 0);
+    ck_assert_int_eq(cq_sandbox_create(&cfg, &sb, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "fc00::/6, which is not inside one private range"));
+    p->private_ok = saved;
+    /* Deny holds in ALLOWLIST over a listed address. */
     const char *list[] = {"198.51.100.7:7"};
     cfg.network = CQ_NETWORK_ALLOWLIST;
     cfg.allow = list;
@@ -281,12 +312,93 @@ START_TEST(operator_policy_in_the_filter)
     ck_assert_int_eq(run_reach(sb, out), 0);
     ck_assert_str_eq(out, "refused refused ");
     cq_sandbox_destroy(sb);
+    free(p);
+}
+END_TEST
+
+/* codeq's "VPC" mode: ALLOWLIST with network_private. A private entry or an internal
+ * name reaches what it names inside network_private, on its port, and nothing else of
+ * the private range; without network_private the entry is refused at create. */
+START_TEST(allowlist_inside_network_private)
+{
+    struct cq_netpolicy *p = malloc(sizeof(*p));
+    ck_assert_ptr_nonnull(p);
     cq_netpolicy_init(p);
-    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "10.99.0.0/16", &err), 0);
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    cfg.network = CQ_NETWORK_ALLOWLIST;
+    cfg.egress_netns = egress_path;
+    cfg.dns = "198.51.100.54";
+    cfg.netpolicy = p;
+    struct cq_sandbox *sb = NULL;
+    struct cq_error err = {0};
+    char out[256];
+    static const char *const targets[] = {"10.99.0.7:7", "10.99.0.7:17", "10.99.0.8:7",
+                                          "198.51.100.7:7", NULL};
     const char *private_list[] = {"10.99.0.7:7"};
     cfg.allow = private_list;
+    cfg.n_allow = 1;
+    /* Without network_private: refused at create, naming the rule. */
     ck_assert_int_eq(cq_sandbox_create(&cfg, &sb, &err), -1);
-    ck_assert_ptr_nonnull(strstr(err.msg, "not supported in network mode ALLOWLIST yet"));
+    ck_assert_int_eq(err.code, CQ_EINVALID);
+    ck_assert_ptr_nonnull(strstr(err.msg, "network_private"));
+    /* Opened: exactly the listed address and port. */
+    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "10.99.0.0/16", &err), 0);
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach_to(sb, targets, out), 0);
+    ck_assert_str_eq(out, "hi refused refused refused ");
+    cq_sandbox_destroy(sb);
+    /* Given late to a warm sandbox: the same. */
+    cfg.allow = NULL;
+    cfg.n_allow = 0;
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach_to(sb, targets, out), 0);
+    ck_assert_str_eq(out, "refused refused refused refused ");
+    ck_assert_msg(cq_sandbox_network_allow(sb, private_list, 1, &err) == 0, "allow: %s", err.msg);
+    ck_assert_int_eq(run_reach_to(sb, targets, out), 0);
+    ck_assert_str_eq(out, "hi refused refused refused ");
+    cq_sandbox_destroy(sb);
+    /* An internal name: its private answer is given and pinned (any port, as listed),
+     * and nothing else of the range is reached. */
+    static const char *const by_name[] = {"db.test:7", "db.test:17", "10.99.0.7:7", "10.99.0.8:7",
+                                          NULL};
+    const char *name_list[] = {"db.test"};
+    cfg.allow = name_list;
+    cfg.n_allow = 1;
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach_to(sb, by_name, out), 0);
+    ck_assert_str_eq(out, "hi hi hi refused ");
+    cq_sandbox_destroy(sb);
+    /* network_private with a port: a portless name entry gets that port only. */
+    cq_netpolicy_init(p);
+    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "10.99.0.0/16:7", &err), 0);
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach_to(sb, by_name, out), 0);
+    ck_assert_str_eq(out, "hi refused hi refused ");
+    cq_sandbox_destroy(sb);
+    /* Private answers outside network_private are stripped (no address: EAI_NONAME or
+     * EAI_NODATA), and the address stays refused. */
+    cq_netpolicy_init(p);
+    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "10.98.0.0/16", &err), 0);
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach_to(sb, by_name, out), 0);
+    ck_assert_msg(strcmp(out, "gai-2 gai-2 refused refused ") == 0 ||
+                      strcmp(out, "gai-5 gai-5 refused refused ") == 0,
+                  "%s", out);
+    cq_sandbox_destroy(sb);
+    /* network_deny holds inside network_private, for entries and names alike. */
+    cq_netpolicy_init(p);
+    ck_assert_int_eq(cq_net_rules_add(&p->private_ok, "10.99.0.0/16", &err), 0);
+    ck_assert_int_eq(cq_net_rules_add(&p->deny, "10.99.0.7", &err), 0);
+    const char *both[] = {"db.test", "10.99.0.0/24"};
+    cfg.allow = both;
+    cfg.n_allow = 2;
+    ck_assert_msg(cq_sandbox_create(&cfg, &sb, &err) == 0, "create: %s", err.msg);
+    ck_assert_int_eq(run_reach_to(sb, by_name, out), 0);
+    ck_assert_msg(strcmp(out, "gai-2 gai-2 refused hi ") == 0 ||
+                      strcmp(out, "gai-5 gai-5 refused hi ") == 0,
+                  "%s", out);
+    cq_sandbox_destroy(sb);
     free(p);
 }
 END_TEST
@@ -346,6 +458,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, late_allowlist);
     tcase_add_test(tc, operator_policy_in_the_filter);
+    tcase_add_test(tc, allowlist_inside_network_private);
     tcase_add_test(tc, pins_are_bounded);
     suite_add_tcase(s, tc);
     return cq_unit_run(s, true);
