@@ -102,9 +102,13 @@ static int add_private(void *ctx, const char *entry, struct cq_error *err)
     if (cq_net_rules_add(r, entry, err) < 0)
         return -1;
     const struct cq_net_dest *d = &r->d[r->n - 1];
-    if (d->kind != CQ_NET_DEST_CIDR || cq_net_classify(&d->addr) != CQ_NET_CLASS_PRIVATE) {
+    /* Whole within one private range: the filter lets network_private through before
+     * it refuses the other classes, so 10.0.0.0/7 would open public addresses too. */
+    if (!cq_net_dest_private(d)) {
         r->n--;
-        return cq_error_set(err, CQ_EINVALID, "'%s' is not a private address or range", entry);
+        return cq_error_set(err, CQ_EINVALID,
+                            "'%s' is not a private address or a range within one private range",
+                            entry);
     }
     return 0;
 }

@@ -70,6 +70,8 @@ START_TEST(settings_parse)
     set_bad("network_default", "SANDBOX", "SANDBOX");
     set_bad("network_private", "8.8.8.0/24", "not a private");
     set_bad("network_private", "example.test", "not a private");
+    set_bad("network_private", "10.0.0.0/7", "within one private range");
+    set_bad("network_private", "fc00::/6", "within one private range");
     set_bad("network_deny", "127.1", "127.1");
     set_bad("network_max_allow", "0", "");
     set_bad("network_max_allow", "65", "");
