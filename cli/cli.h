@@ -41,7 +41,7 @@ enum {
 void cq_signing_option(int opt, const char *value);
 
 /* The network settings of the embedded worker (worker.h, cq_worker_net_settings), the
- * same for codeq exec and codeq mcp: --network-modes ... --warm-pool-public, each also
+ * same for codeq exec and codeq mcp: --network-modes ... --warm-pool-allowlist, each also
  * CODEQ_<NAME>. Option values are CQ_OPT_NET_FIRST + the setting's index. */
 enum { CQ_OPT_NET_FIRST = 1100 };
 /* clang-format off */
@@ -57,8 +57,9 @@ enum { CQ_OPT_NET_FIRST = 1100 };
     {"network-max-connections", required_argument, NULL, CQ_OPT_NET_FIRST + 8},\
     {"dns", required_argument, NULL, CQ_OPT_NET_FIRST + 9},                    \
     {"egress-netns", required_argument, NULL, CQ_OPT_NET_FIRST + 10},          \
-    {"warm-pool-public", required_argument, NULL, CQ_OPT_NET_FIRST + 11}
-#define CQ_NETWORK_N_OPTS 12
+    {"warm-pool-public", required_argument, NULL, CQ_OPT_NET_FIRST + 11},      \
+    {"warm-pool-allowlist", required_argument, NULL, CQ_OPT_NET_FIRST + 12}
+#define CQ_NETWORK_N_OPTS 13
 /* clang-format on */
 struct cq_worker_config;
 /* Reads the CODEQ_<NAME> variables into cfg: 0, or CQ_EXIT_USAGE (printed). */

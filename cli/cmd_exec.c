@@ -315,7 +315,9 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
     uint64_t ms;
     unsigned net_seen = 0;
     cq_worker_config_init(&o->cfg);
-    o->cfg.warm_pool_public = 0; /* one session: a pool would only cost a second sandbox */
+    /* one session: a pool would only cost a second sandbox */
+    o->cfg.warm_pool_public = 0;
+    o->cfg.warm_pool_allowlist = 0;
     /* Whoever runs `codeq exec` chooses the session's network themselves (--network), as
      * with `codeq sandbox`: every mode is theirs unless --network-modes narrows it. A
      * service (codeq mcp, codeq-worker) lets its clients ask only for NONE by default. */

@@ -113,6 +113,7 @@ static const struct setting settings[] = {
     NET(STRING, dns, "resolver of the sandboxes (an IP address)"),
     NET(STRING, egress_netns, "network namespace PUBLIC and ALLOWLIST traffic leaves through"),
     NET(STRING, warm_pool_public, "PUBLIC sandboxes a worker keeps ready"),
+    NET(STRING, warm_pool_allowlist, "ALLOWLIST sandboxes a worker keeps ready"),
 };
 
 /* Which source is being applied (list settings add within one, a later one replaces). */
@@ -515,9 +516,9 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
  * both daemons) and ignores them. */
 static bool worker_only(const struct setting *s)
 {
-    static const char *const names[] = {"worker_id",    "max_sessions",    "warm_pool",
-                                        "files_quota",  "claim_ttl",       "dns",
-                                        "egress_netns", "warm_pool_public"};
+    static const char *const names[] = {"worker_id",    "max_sessions",     "warm_pool",
+                                        "files_quota",  "claim_ttl",        "dns",
+                                        "egress_netns", "warm_pool_public", "warm_pool_allowlist"};
     for (size_t i = 0; i < CQ_ARRAY_LEN(names); i++)
         if (strcmp(s->name, names[i]) == 0)
             return true;
@@ -540,6 +541,7 @@ static const char *shown_default(const char *name)
         {"dns", "the host's first nameserver"},
         {"egress_netns", "codeq's own, through pasta"},
         {"warm_pool_public", "1 when PUBLIC is allowed"},
+        {"warm_pool_allowlist", "1 when ALLOWLIST is allowed"},
     };
     for (size_t i = 0; i < CQ_ARRAY_LEN(defaults); i++)
         if (strcmp(defaults[i][0], name) == 0)

@@ -95,6 +95,7 @@ struct cq_fleet_config {
     char dns[64];
     char egress_netns[256];
     char warm_pool_public[8];
+    char warm_pool_allowlist[8];
     unsigned char list_source[64]; /* (internal) which source last set each list */
 };
 

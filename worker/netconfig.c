@@ -28,6 +28,7 @@ const char *const cq_worker_net_settings[] = {
     "dns",
     "egress_netns",
     "warm_pool_public",
+    "warm_pool_allowlist",
     NULL,
 };
 
@@ -46,6 +47,8 @@ static const char *const helps[] = {
     "network namespace file PUBLIC and ALLOWLIST traffic leaves through (default: codeq's "
     "own, joined to the host's network by pasta)",
     "PUBLIC sandboxes kept ready (default: 1 when PUBLIC is allowed)",
+    "ALLOWLIST sandboxes kept ready, given a session's list when it starts (default: 1 "
+    "when ALLOWLIST is allowed)",
 };
 
 const char *cq_worker_net_help(const char *name)
@@ -178,10 +181,13 @@ static int apply(struct cq_worker_config *cfg, const char *name, const char *val
             return cq_error_set(err, CQ_EINVALID, "'%s' is not an absolute path", value);
         return copy_text(cfg->egress_netns, sizeof(cfg->egress_netns), value, name, err);
     }
-    if (strcmp(name, "warm_pool_public") == 0) {
+    int *pool = strcmp(name, "warm_pool_public") == 0      ? &cfg->warm_pool_public
+                : strcmp(name, "warm_pool_allowlist") == 0 ? &cfg->warm_pool_allowlist
+                                                           : NULL;
+    if (pool != NULL) {
         if (cq_parse_uint(value, 0, 16, &n, err) < 0)
             return -1;
-        cfg->warm_pool_public = (int)n;
+        *pool = (int)n;
         return 0;
     }
     return cq_error_set(err, CQ_EINVALID, "unknown network setting '%s'", name);

@@ -8,7 +8,7 @@
  *
  * The warm pool keeps a few sandboxes whose Python kernel has already imported
  * numpy, pandas and matplotlib (the imports dominate a session's start:
- * docs/performance.md), refilled by a background thread,
+ * docs/performance.md), one pool per network mode, refilled by a background thread,
  * so that a new session answers its first call in milliseconds.
  */
 #define _GNU_SOURCE
@@ -53,6 +53,7 @@ void cq_worker_config_init(struct cq_worker_config *cfg)
      * library's default lets any mode be asked for, a service's does not. */
     cfg->netpolicy.modes = CQ_NET_MODE_BIT(CQ_NETWORK_NONE);
     cfg->warm_pool_public = -1;
+    cfg->warm_pool_allowlist = -1;
 }
 
 static bool has_kernel_scripts(const char *dir)
@@ -169,23 +170,29 @@ static void *pool_main(void *arg)
 {
     struct cq_worker *w = arg;
     /* A mode whose sandboxes fail to start (its egress namespace gone, say) is retried
-     * every 5 s, and does not hold up the other pool meanwhile; sessions still start
+     * every 5 s, and does not hold up the other pools meanwhile; sessions still start
      * cold. */
-    uint64_t retry_at[2] = {0, 0};
+    uint64_t retry_at[CQ_WORKER_POOL_MODES] = {0};
     pthread_mutex_lock(&w->pool.lock);
     while (!w->pool.stopping) {
-        /* The emptier pool first (by what it lacks), so that a run on one mode does not
-         * leave the other empty for long. */
+        /* The emptiest pool first (by what it lacks; a tie to the lower mode), so that a
+         * run on one mode does not leave the others empty for long. */
         uint64_t now = cq_now_ms(), wake = 0;
-        unsigned lack[2];
-        for (int m = 0; m < 2; m++) {
-            lack[m] = w->pool.size[m] > w->pool.n[m] ? w->pool.size[m] - (unsigned)w->pool.n[m] : 0;
-            if (lack[m] > 0 && retry_at[m] > now) {
+        int mode = -1;
+        unsigned most = 0;
+        for (int m = 0; m < CQ_WORKER_POOL_MODES; m++) {
+            unsigned lack =
+                w->pool.size[m] > w->pool.n[m] ? w->pool.size[m] - (unsigned)w->pool.n[m] : 0;
+            if (lack > 0 && retry_at[m] > now) {
                 wake = wake == 0 || retry_at[m] < wake ? retry_at[m] : wake;
-                lack[m] = 0;
+                lack = 0;
+            }
+            if (lack > most) {
+                most = lack;
+                mode = m;
             }
         }
-        if (lack[0] == 0 && lack[1] == 0) {
+        if (mode < 0) {
             if (wake == 0) {
                 pthread_cond_wait(&w->pool.cond, &w->pool.lock);
             } else {
@@ -198,12 +205,13 @@ static void *pool_main(void *arg)
             }
             continue;
         }
-        enum cq_network_mode mode = lack[1] > lack[0] ? CQ_NETWORK_PUBLIC : CQ_NETWORK_NONE;
         pthread_mutex_unlock(&w->pool.lock);
         struct cq_sandbox *sb = NULL;
         struct cq_kernel *k = NULL;
         struct cq_error err;
-        int rc = make_sandbox(w, &w->cfg.limits, mode, NULL, 0, &sb, &err);
+        /* ALLOWLIST: no list yet, so the sandbox refuses every destination and its
+         * resolver every name until a session gives its own (pool_take). */
+        int rc = make_sandbox(w, &w->cfg.limits, (enum cq_network_mode)mode, NULL, 0, &sb, &err);
         if (rc == 0)
             rc = start_kernel(w, sb, false, true, NULL, &k, &err);
         pthread_mutex_lock(&w->pool.lock);
@@ -229,11 +237,15 @@ static void *pool_main(void *arg)
     return NULL;
 }
 
-static bool pool_take(struct cq_worker *w, enum cq_network_mode mode, struct cq_sandbox **sb,
-                      struct cq_kernel **k)
+/* A warm sandbox of the mode, with its preloaded kernel; false if none. An ALLOWLIST
+ * one is given the session's list (already admitted against the operator's policy) on
+ * the way out: the only code that ran in it so far is codeq's kernel, and until now it
+ * could reach nothing, so the session finds exactly its own list, as a cold one would. */
+static bool pool_take(struct cq_worker *w, enum cq_network_mode mode, const char *const *allow,
+                      size_t n_allow, struct cq_sandbox **sb, struct cq_kernel **k)
 {
     bool taken = false;
-    if (mode != CQ_NETWORK_NONE && mode != CQ_NETWORK_PUBLIC)
+    if ((int)mode < 0 || (int)mode >= CQ_WORKER_POOL_MODES)
         return false;
     pthread_mutex_lock(&w->pool.lock);
     while (w->pool.n[mode] > 0 && !taken) {
@@ -251,6 +263,18 @@ static bool pool_take(struct cq_worker *w, enum cq_network_mode mode, struct cq_
     }
     pthread_cond_broadcast(&w->pool.cond); /* refill */
     pthread_mutex_unlock(&w->pool.lock);
+    struct cq_error err;
+    if (taken && mode == CQ_NETWORK_ALLOWLIST &&
+        cq_sandbox_network_allow(*sb, allow, n_allow, &err) < 0) {
+        /* Its filter is in a state not worth reasoning about (refusing everything, or
+         * part of the list): it goes, and the session starts cold, which reports the
+         * problem if it lasts. */
+        cq_kernel_stop(*k);
+        cq_sandbox_destroy(*sb);
+        *k = NULL;
+        *sb = NULL;
+        taken = false;
+    }
     return taken;
 }
 
@@ -436,7 +460,8 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
 
     bool defaults = memcmp(&limits, &w->cfg.limits, sizeof(limits)) == 0;
     int rc = 0;
-    if (!(defaults && pool_take(w, grant.mode, &s->sandbox, &s->kernels[0].kernel)))
+    if (!(defaults && pool_take(w, grant.mode, params->allow, params->n_allow, &s->sandbox,
+                                &s->kernels[0].kernel)))
         rc = make_sandbox(w, &limits, grant.mode, params->allow, params->n_allow, &s->sandbox, err);
     else if (s->env[0] != NULL)
         rc = cq_kernel_set_env(s->kernels[0].kernel, (const char *const *)s->env, err);
@@ -649,6 +674,16 @@ static void *reaper_main(void *arg)
     return NULL;
 }
 
+/* A network mode's pool: none where the policy does not let sessions ask for the mode;
+ * else the setting, whose default (-1) is 1. */
+static unsigned pool_size_of(const struct cq_netpolicy *np, enum cq_network_mode mode, int setting)
+{
+    if (!(np->modes & CQ_NET_MODE_BIT(mode)))
+        return 0;
+    int n = setting < 0 ? 1 : setting;
+    return (unsigned)(n > CQ_WORKER_MAX_POOL ? CQ_WORKER_MAX_POOL : n);
+}
+
 int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
                      struct cq_error *err)
 {
@@ -665,12 +700,11 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
         free(w);
         return -1;
     }
-    /* PUBLIC sandboxes are pooled only where sessions can have them. */
-    bool public_ok = (np->modes & CQ_NET_MODE_BIT(CQ_NETWORK_PUBLIC)) != 0;
-    int n_public = w->cfg.warm_pool_public < 0 ? 1 : w->cfg.warm_pool_public;
+    /* PUBLIC and ALLOWLIST sandboxes are pooled only where sessions can have them. */
     w->pool.size[CQ_NETWORK_NONE] = w->cfg.warm_pool_size;
-    w->pool.size[CQ_NETWORK_PUBLIC] =
-        !public_ok ? 0 : (unsigned)(n_public > CQ_WORKER_MAX_POOL ? CQ_WORKER_MAX_POOL : n_public);
+    w->pool.size[CQ_NETWORK_PUBLIC] = pool_size_of(np, CQ_NETWORK_PUBLIC, w->cfg.warm_pool_public);
+    w->pool.size[CQ_NETWORK_ALLOWLIST] =
+        pool_size_of(np, CQ_NETWORK_ALLOWLIST, w->cfg.warm_pool_allowlist);
     if (w->cfg.output_limit_bytes == 0)
         w->cfg.output_limit_bytes = CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
     if (w->cfg.default_call_timeout_s <= 0)
@@ -691,7 +725,7 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
     pthread_mutex_init(&w->pool.lock, NULL);
     pthread_cond_init(&w->pool.cond, NULL);
     int rc = pthread_create(&w->reaper, NULL, reaper_main, w);
-    if (rc == 0 && w->pool.size[0] + w->pool.size[1] > 0) {
+    if (rc == 0 && w->pool.size[0] + w->pool.size[1] + w->pool.size[2] > 0) {
         rc = pthread_create(&w->pool.thread, NULL, pool_main, w);
         w->pool.running = rc == 0;
     }
@@ -714,7 +748,7 @@ void cq_worker_destroy(struct cq_worker *w)
     pthread_mutex_unlock(&w->pool.lock);
     if (w->pool.running)
         pthread_join(w->pool.thread, NULL);
-    for (int m = 0; m < 2; m++)
+    for (int m = 0; m < CQ_WORKER_POOL_MODES; m++)
         for (size_t i = 0; i < w->pool.n[m]; i++) {
             cq_kernel_stop(w->pool.items[m][i].python);
             cq_sandbox_destroy(w->pool.items[m][i].sandbox);

@@ -4,7 +4,9 @@
 
 #include "worker/internal.h"
 
-#define CQ_WORKER_MAX_POOL 16
+#define CQ_WORKER_MAX_POOL   16
+#define CQ_WORKER_POOL_MODES 3 /* NONE, PUBLIC, ALLOWLIST */
+_Static_assert(CQ_NETWORK_ALLOWLIST == CQ_WORKER_POOL_MODES - 1, "a pool per network mode");
 
 struct kernel_slot {
     pthread_mutex_t run; /* one cell at a time; also guards starting the kernel */
@@ -42,8 +44,9 @@ struct cq_worker {
     bool stopping;
     pthread_t reaper;
     pthread_cond_t reaper_cond;
-    /* Warm sandboxes, one pool per mode that can be pooled: [CQ_NETWORK_NONE] and
-     * [CQ_NETWORK_PUBLIC] (an ALLOWLIST sandbox's filter is its own list: made cold). */
+    /* Warm sandboxes, one pool per network mode, indexed by it. ALLOWLIST ones wait
+     * with an empty list (they reach nothing, resolve nothing) for the session's own,
+     * given when one takes them (cq_sandbox_network_allow). */
     struct {
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -52,9 +55,9 @@ struct cq_worker {
         struct {
             struct cq_sandbox *sandbox;
             struct cq_kernel *python;
-        } items[2][CQ_WORKER_MAX_POOL];
-        size_t n[2];
-        unsigned size[2];
+        } items[CQ_WORKER_POOL_MODES][CQ_WORKER_MAX_POOL];
+        size_t n[CQ_WORKER_POOL_MODES];
+        unsigned size[CQ_WORKER_POOL_MODES];
     } pool;
 };
 

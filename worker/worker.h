@@ -41,9 +41,12 @@ struct cq_worker_config {
     struct cq_netpolicy netpolicy;
     char egress_netns[256];
     char dns[64];
-    /* Sandboxes kept ready in PUBLIC mode (egress_netns set and PUBLIC in the policy's
-     * modes), beside warm_pool_size NONE ones. -1: the default, 1 when they can be. */
+    /* Sandboxes kept ready in PUBLIC mode and in ALLOWLIST mode (with an empty list,
+     * refusing everything until a session gives its own: cq_sandbox_network_allow),
+     * beside warm_pool_size NONE ones; a mode's pool only when the policy's modes allow
+     * it. -1: the default, 1 when they can be. */
     int warm_pool_public;
+    int warm_pool_allowlist;
     /* Called when a session ends (stopped or expired), from a worker thread and
      * without the worker's locks held; may be NULL. */
     void (*on_session_end)(void *ctx, const char *session_id);
@@ -58,7 +61,8 @@ struct cq_worker;
 
 /* The settings by name (network_modes, network_default, network_private,
  * network_allow_bounds, network_deny, network_max_allow, network_max_pinned,
- * network_max_rate, network_max_connections, dns, egress_netns, warm_pool_public),
+ * network_max_rate, network_max_connections, dns, egress_netns, warm_pool_public,
+ * warm_pool_allowlist),
  * NULL-terminated, with a line of help each (cq_worker_net_help). */
 extern const char *const cq_worker_net_settings[];
 const char *cq_worker_net_help(const char *name);

@@ -51,14 +51,14 @@ def fetch(driver, sid, url):
     return texts(r)[-1]
 
 
-def start_fleet(new_fleet, redis, net, defaults):
+def start_fleet(new_fleet, redis, net, defaults, modes="NONE,PUBLIC"):
     """Workers a and b, each with an egress namespace of its own and the given
     network_default."""
     f = new_fleet()
     for name, default in zip(("a", "b"), defaults):
         egress = net.add_client()
         f.start_worker(name, "--egress-netns", net.netns_path(egress),
-                       "--dns", internet.DNS_SERVER[0], "--network-modes", "NONE,PUBLIC",
+                       "--dns", internet.DNS_SERVER[0], "--network-modes", modes,
                        "--network-default", default)
     f.wait_workers(redis, 2)
     f.start_dispatcher()
@@ -93,6 +93,48 @@ def test_a_public_session_is_adopted_in_public_mode(new_fleet, redis_client, net
         none = driver.start_session(name="offline", network=pb.NETWORK_MODE_NONE)
         assert facts(driver, none).network == pb.NETWORK_MODE_NONE
         assert fetch(driver, none, "http://203.0.113.10/")[1:].startswith("failed: ")
+    finally:
+        driver.close()
+
+
+def test_an_allowlist_session_is_adopted_with_its_list(new_fleet, redis_client, net):
+    """ALLOWLIST travels with the session: adopted after kill -9 of its worker, it
+    reaches what it lists through the adopter's egress namespace, and not what it does
+    not. The workers keep a warm ALLOWLIST sandbox each (warm_pool_allowlist's default
+    when ALLOWLIST is allowed), so either start may take one."""
+    f = start_fleet(new_fleet, redis_client, net, ("NONE", "NONE"), "NONE,PUBLIC,ALLOWLIST")
+    driver = Driver(BROKERS, f.request_topic)
+    allow = ["files.example.test", "198.51.100.7:7"]
+    refused = ("http://api.example.test/", "http://203.0.113.10/")
+    try:
+        sid = driver.start_session(name="listed", network=pb.NETWORK_MODE_ALLOWLIST,
+                                   network_allow=allow)
+        got = facts(driver, sid)
+        assert got.network == pb.NETWORK_MODE_ALLOWLIST and list(got.network_allow) == allow
+        got = fetch(driver, sid, "http://files.example.test/before")
+        assert got == "'codeq test internet: 198.51.100.80 files.example.test /before\\n'", got
+        victim = owner(redis_client, f, sid)
+        f.workers[victim].kill()
+
+        r = driver.code(sid, FETCH + "fetch('http://files.example.test/after')")
+        assert any("moved to a new worker" in t for t in texts(r)), r
+        assert texts(r)[-1] == \
+            "'codeq test internet: 198.51.100.80 files.example.test /after\\n'", r
+        assert owner(redis_client, f, sid) not in ("", victim)
+        got = facts(driver, sid)
+        assert got.network == pb.NETWORK_MODE_ALLOWLIST and list(got.network_allow) == allow
+        assert got.status == pb.SESSION_STATUS_READY
+        # The listed echo, TCP on port 7.
+        echo = driver.code(sid, "import socket\n"
+                                "with socket.create_connection(('198.51.100.7', 7), 5) as c:\n"
+                                "    c.sendall(b'ping'); print(c.recv(4).decode())")
+        assert texts(echo)[-1].strip() == "ping", echo
+        for url in refused:
+            assert fetch(driver, sid, url)[1:].startswith("failed: "), url
+        # A PUBLIC session on the adopter reaches those: the refusals are the list's.
+        public = driver.start_session(name="public", network=pb.NETWORK_MODE_PUBLIC)
+        assert fetch(driver, public, refused[1]).startswith(
+            "'codeq test internet: 203.0.113.10 ")
     finally:
         driver.close()
 

@@ -188,7 +188,7 @@ def test_bad_settings_are_usage_errors(net, egress):
     for flag in ("--network-modes", "--network-default", "--network-private",
                  "--network-allow-bounds", "--network-deny", "--network-max-allow",
                  "--network-max-pinned", "--network-max-rate", "--network-max-connections",
-                 "--dns", "--egress-netns", "--warm-pool-public"):
+                 "--dns", "--egress-netns", "--warm-pool-public", "--warm-pool-allowlist"):
         assert flag in h, flag
 
 

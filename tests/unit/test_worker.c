@@ -1203,21 +1203,43 @@ START_TEST(warm_pool_sessions_start_preloaded)
 }
 END_TEST
 
-/* A pool whose sandboxes cannot be made (PUBLIC, its egress namespace missing) does
- * not hold up the other one: the NONE pool still fills. */
+/* Pools whose sandboxes cannot be made (PUBLIC and ALLOWLIST, their egress namespace
+ * missing) do not hold up the other one: the NONE pool still fills. */
 START_TEST(a_failing_pool_does_not_starve_the_other)
 {
     struct cq_worker_config cfg;
     cq_worker_config_init(&cfg);
     cfg.warm_pool_size = 1;
     cfg.warm_pool_public = 2;
+    cfg.warm_pool_allowlist = 2;
+    cfg.netpolicy.modes = CQ_NET_MODE_BIT(CQ_NETWORK_NONE) | CQ_NET_MODE_BIT(CQ_NETWORK_PUBLIC) |
+                          CQ_NET_MODE_BIT(CQ_NETWORK_ALLOWLIST);
     snprintf(cfg.egress_netns, sizeof(cfg.egress_netns), "/run/netns/cq-test-no-such-netns");
     make_worker_cfg(&cfg);
+    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_PUBLIC], 2);
+    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_ALLOWLIST], 2);
     wait_for_pool(1);
     pthread_mutex_lock(&w->pool.lock);
-    size_t n_public = w->pool.n[CQ_NETWORK_PUBLIC];
+    size_t n_public = w->pool.n[CQ_NETWORK_PUBLIC], n_allowlist = w->pool.n[CQ_NETWORK_ALLOWLIST];
     pthread_mutex_unlock(&w->pool.lock);
     ck_assert_uint_eq(n_public, 0);
+    ck_assert_uint_eq(n_allowlist, 0);
+}
+END_TEST
+
+/* A mode's pool only where the policy lets sessions ask for the mode; 1 by default. */
+START_TEST(pools_follow_the_policy)
+{
+    struct cq_worker_config cfg;
+    cq_worker_config_init(&cfg);
+    cfg.warm_pool_size = 0;
+    cfg.warm_pool_public = 3; /* PUBLIC is not allowed: no pool whatever this says */
+    cfg.netpolicy.modes = CQ_NET_MODE_BIT(CQ_NETWORK_NONE) | CQ_NET_MODE_BIT(CQ_NETWORK_ALLOWLIST);
+    snprintf(cfg.egress_netns, sizeof(cfg.egress_netns), "/run/netns/cq-test-no-such-netns");
+    make_worker_cfg(&cfg);
+    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_NONE], 0);
+    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_PUBLIC], 0);
+    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_ALLOWLIST], 1);
 }
 END_TEST
 
@@ -1361,6 +1383,7 @@ static Suite *worker_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 25);
     tcase_add_test(tc, warm_pool_discards_dead_sandboxes);
+    tcase_add_test(tc, pools_follow_the_policy);
     suite_add_tcase(s, tc);
 
     /* Its own case: when it fails it would otherwise wait a minute. */

@@ -63,6 +63,10 @@ START_TEST(settings_parse)
     ck_assert_str_eq(cfg.egress_netns, "/run/netns/out");
     set_ok(&cfg, "warm_pool_public", "3", false);
     ck_assert_int_eq(cfg.warm_pool_public, 3);
+    ck_assert_int_eq(cfg.warm_pool_allowlist, -1);
+    set_ok(&cfg, "warm_pool_allowlist", "2", false);
+    ck_assert_int_eq(cfg.warm_pool_allowlist, 2);
+    ck_assert_int_eq(cfg.warm_pool_public, 3);
     for (size_t i = 0; cq_worker_net_settings[i] != NULL; i++)
         ck_assert_ptr_nonnull(cq_worker_net_help(cq_worker_net_settings[i]));
 
@@ -78,6 +82,7 @@ START_TEST(settings_parse)
     set_bad("network_max_rate", "lots", "");
     set_bad("dns", "resolver.example", "not an IP address");
     set_bad("egress_netns", "run/netns/x", "absolute");
+    set_bad("warm_pool_allowlist", "17", "");
     set_bad("network_rules", "x", "unknown network setting");
 }
 END_TEST
@@ -155,7 +160,9 @@ START_TEST(admission_names_the_rule)
     struct cq_worker_config cfg;
     cq_worker_config_init(&cfg);
     cfg.max_sessions = 1;
-    cfg.warm_pool_public = 0; /* no PUBLIC sandbox, and so no uplink, in a unit test */
+    /* no PUBLIC or ALLOWLIST sandbox, and so no uplink, in a unit test */
+    cfg.warm_pool_public = 0;
+    cfg.warm_pool_allowlist = 0;
     struct cq_error err = {0};
     /* A default outside the allowed modes is a configuration error. */
     set_ok(&cfg, "network_modes", "PUBLIC", false);
