@@ -262,3 +262,31 @@ def test_results_count_the_calls_traffic(server):
     r = server.call("executeCode", {"sessionId": offline["sessionId"], "code": "1 + 1"})
     assert "networkBytesSent" not in r["structuredContent"], r
     server.call("stopSession", {"sessionId": offline["sessionId"]})
+
+
+def test_the_operators_limits_hold_in_sessions(host, net, egress):
+    """network_max_connections from the operator's settings holds in every session of
+    the service: the next connection is refused at once, and a closed one frees a place."""
+    srv = serve(host, "--warm-pool", "0", "--warm-pool-public", "0",
+                "--egress-netns", net.netns_path(egress), "--dns", internet.DNS_SERVER[0],
+                "--network-modes", "NONE,PUBLIC", "--network-max-connections", "2")
+    try:
+        sid = start(srv, networkMode="PUBLIC")["sessionId"]
+        out = value(srv, sid, (
+            "import socket\n"
+            "def conn():\n"
+            "    try:\n"
+            "        return socket.create_connection(('198.51.100.7', 7), timeout=5)\n"
+            "    except OSError as e:\n"
+            "        return e.errno\n"
+            "held = [conn(), conn()]\n"
+            "third = conn()\n"
+            "held[0].close()\n"
+            "import time; time.sleep(0.5)\n"
+            "again = conn()\n"
+            "print([isinstance(h, socket.socket) for h in held], third,"
+            " isinstance(again, socket.socket))\n"))
+        assert out == "[True, True] 111 True", out  # 111: ECONNREFUSED
+        srv.call("stopSession", {"sessionId": sid})
+    finally:
+        srv.close()
