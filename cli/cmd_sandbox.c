@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "common/cleanup.h"
 #include "common/units.h"
+#include "runtime/runtime.h"
 #include "sandbox/netpolicy.h"
 #include "sandbox/sandbox.h"
 
@@ -82,6 +83,11 @@ static void usage(FILE *out)
             "  --network-max-connections N\n"
             "                       connections (TCP or UDP flows) open at once; one more\n"
             "                       is refused at once; default none\n"
+            "  --runtime NAME       bind the layer of the runtime NAME read-only at\n"
+            "                       /opt/codeq/layers/<digest> and set PYTHONPATH,\n"
+            "                       NODE_PATH and its environment (codeq runtime; the\n"
+            "                       store is $CODEQ_RUNTIME_STORE or %s);\n"
+            "                       --env applies after it\n"
             "  -h, --help           show this help\n"
             "\n"
             "SIZE takes K, M, G or T suffixes (powers of 1024).\n"
@@ -91,7 +97,8 @@ static void usage(FILE *out)
             "when CMD could not be run or was not found; 2 for bad options. A line on stderr\n"
             "says which limit was hit.\n",
             mem, CQ_SANDBOX_DEFAULT_PIDS, CQ_SANDBOX_DEFAULT_CPUS,
-            (unsigned long long)(CQ_SANDBOX_DEFAULT_TIMEOUT_MS / 1000), disk, output);
+            (unsigned long long)(CQ_SANDBOX_DEFAULT_TIMEOUT_MS / 1000), disk, output,
+            CQ_RUNTIME_DEFAULT_STORE);
 }
 
 struct options {
@@ -108,6 +115,9 @@ struct options {
     char report_name[NAME_MAX + 1];
     char *workspace;
     char **argv;
+    struct cq_runtime_sandbox runtime; /* --runtime: its bind and environment */
+    const char *user_env[MAX_ENV];     /* --env, after the runtime's variables */
+    size_t n_user_env;
 };
 
 /* The report is written by codeq, as root, after sandboxed code has run. Its
@@ -168,7 +178,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         OPT_ALLOW,
         OPT_NETWORK_PRIVATE,
         OPT_MAX_RATE,
-        OPT_MAX_CONNECTIONS
+        OPT_MAX_CONNECTIONS,
+        OPT_RUNTIME
     };
     static const struct option longopts[] = {
         {"memory", required_argument, NULL, OPT_MEMORY},
@@ -187,11 +198,13 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"network-private", required_argument, NULL, OPT_NETWORK_PRIVATE},
         {"network-max-rate", required_argument, NULL, OPT_MAX_RATE},
         {"network-max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+        {"runtime", required_argument, NULL, OPT_RUNTIME},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct cq_error err;
     uint64_t value;
+    const char *runtime = NULL;
     cq_sandbox_config_init(&o->config);
     cq_netpolicy_init(&o->policy);
     o->timeout_ms = CQ_SANDBOX_DEFAULT_TIMEOUT_MS;
@@ -239,11 +252,14 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return cq_usage_error("sandbox", "--workspace: cannot use '%s'", optarg);
             break;
         case OPT_ENV:
-            if (o->nenv == MAX_ENV)
+            if (o->n_user_env == MAX_ENV)
                 return cq_usage_error("sandbox", "--env: more than %d variables", MAX_ENV);
             if (strchr(optarg, '=') == NULL)
                 return cq_usage_error("sandbox", "--env: '%s' is not NAME=VALUE", optarg);
-            o->env[o->nenv++] = optarg;
+            o->user_env[o->n_user_env++] = optarg;
+            break;
+        case OPT_RUNTIME:
+            runtime = optarg;
             break;
         case OPT_OUTPUT_LIMIT:
             if (cq_parse_size(optarg, 1ULL << 40, &o->output_limit, &err) < 0)
@@ -305,6 +321,28 @@ static int parse_options(int argc, char **argv, struct options *o)
                               "no command given (codeq sandbox [OPTIONS] -- CMD [ARG...])");
     if (o->report_path != NULL && open_report_dir(o) < 0)
         return CQ_EXIT_USAGE;
+    if (runtime != NULL) {
+        if (cq_runtime_sandbox_binds(NULL, runtime, &o->runtime, &err) < 0)
+            return cq_usage_error("sandbox", "--runtime: %s", err.msg);
+        if (o->runtime.n_env + o->n_user_env > MAX_ENV)
+            return cq_usage_error("sandbox", "--runtime and --env: more than %d variables",
+                                  MAX_ENV);
+        /* --env overrides the runtime's variable of the same name; a name is never
+         * given twice (which one a program sees would depend on the program). */
+        for (size_t i = 0; i < o->runtime.n_env; i++) {
+            const char *e = o->runtime.env[i];
+            size_t len = strcspn(e, "=") + 1;
+            bool overridden = false;
+            for (size_t k = 0; k < o->n_user_env; k++)
+                overridden |= strncmp(o->user_env[k], e, len) == 0;
+            if (!overridden)
+                o->env[o->nenv++] = e;
+        }
+        o->config.binds = &o->runtime.bind;
+        o->config.n_binds = 1;
+    }
+    for (size_t i = 0; i < o->n_user_env; i++)
+        o->env[o->nenv++] = o->user_env[i];
     o->env[o->nenv] = NULL;
     o->config.env = o->env;
     o->config.workspace_dir = o->workspace;
@@ -522,5 +560,6 @@ out:
     if (o.report_dirfd >= 0)
         close(o.report_dirfd);
     free(o.workspace);
+    cq_runtime_sandbox_free(&o.runtime);
     return status;
 }

@@ -93,6 +93,7 @@ static void usage(FILE *out)
                  "  exec       run Python, JavaScript or TypeScript code in a fresh session\n"
                  "  mcp        serve the code-interpreter tools over MCP on stdio\n"
                  "  sandbox    run a command in a fresh sandbox and destroy it after\n"
+                 "  runtime    build, list, show or remove custom runtimes (package layers)\n"
                  "  tenant     create, list or delete the tenants of a fleet (its keys file)\n"
                  "  key        create, list or revoke a tenant's signing keys\n"
                  "  audit      verify an audit log's chains and signatures\n"
@@ -128,6 +129,8 @@ int main(int argc, char **argv)
         return cq_cmd_key(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0)
         return cq_cmd_audit(argc - 1, argv + 1);
+    if (strcmp(cmd, "runtime") == 0)
+        return cq_cmd_runtime(argc - 1, argv + 1);
     if (strcmp(cmd, "at-rest") == 0)
         return cq_cmd_at_rest(argc - 1, argv + 1);
     fprintf(stderr, "codeq: unknown command '%s'\n", cmd);
