@@ -701,6 +701,8 @@ static int build_in(struct build *b, const char *store, const struct cq_runtime_
     return 0;
 }
 
+static int drop_unused_layer(const char *store, const char *digest, struct cq_error *err);
+
 int cq_runtime_build(const struct cq_runtime_spec *spec, const struct cq_runtime_build_opts *o,
                      char *digest, struct cq_error *err)
 {
@@ -725,7 +727,12 @@ int cq_runtime_build(const struct cq_runtime_spec *spec, const struct cq_runtime
              * build): the same packages, so the existing layer is the result. */
             rc = cq_error_sys(err, errno, "rename %s to %s", b.layer, final);
         } else {
+            char old[CQ_RUNTIME_DIGEST_LEN + 1];
+            bool had = cq_runtime_lookup(store, spec->name, old, NULL) == 0;
             rc = set_name(store, spec->name, digest, err);
+            /* The name's previous layer goes when nothing else names it. */
+            if (rc == 0 && had && strcmp(old, digest) != 0)
+                rc = drop_unused_layer(store, old, err);
         }
     }
     if (b.dir[0] != '\0')
@@ -808,19 +815,9 @@ int cq_runtime_list(const char *store, void (*fn)(void *ctx, const char *name, c
     return 0;
 }
 
-int cq_runtime_remove(const char *store, const char *name, struct cq_error *err)
+/* Removes the layer of digest unless a name points to it. Called under the store lock. */
+static int drop_unused_layer(const char *store, const char *digest, struct cq_error *err)
 {
-    store = cq_runtime_store_path(store);
-    char digest[CQ_RUNTIME_DIGEST_LEN + 1];
-    if (cq_runtime_lookup(store, name, digest, err) < 0)
-        return -1;
-    cq_autoclose int lock = store_lock(store, err);
-    if (lock < 0)
-        return -1;
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/names/%s", store, name);
-    if (unlink(path) < 0)
-        return cq_error_sys(err, errno, "unlink %s", path);
     struct name_entry *names;
     size_t n;
     if (read_names(store, &names, &n, err) < 0)
@@ -840,10 +837,28 @@ int cq_runtime_remove(const char *store, const char *name, struct cq_error *err)
         return cq_error_sys(err, errno, "mkdtemp %s", trash);
     char dest[PATH_MAX + 8];
     snprintf(dest, sizeof(dest), "%s/layer", trash);
+    int rc = 0;
     if (rename(layer, dest) < 0 && errno != ENOENT)
-        return cq_error_sys(err, errno, "rename %s", layer);
+        rc = cq_error_sys(err, errno, "rename %s", layer);
     rm_rf(trash);
-    return 0;
+    return rc;
+}
+
+int cq_runtime_remove(const char *store, const char *name, struct cq_error *err)
+{
+    store = cq_runtime_store_path(store);
+    char digest[CQ_RUNTIME_DIGEST_LEN + 1];
+    if (cq_runtime_lookup(store, name, digest, err) < 0)
+        return -1;
+    /* Again under the lock: a build may have pointed the name elsewhere meanwhile. */
+    cq_autoclose int lock = store_lock(store, err);
+    if (lock < 0 || cq_runtime_lookup(store, name, digest, err) < 0)
+        return -1;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/names/%s", store, name);
+    if (unlink(path) < 0)
+        return cq_error_sys(err, errno, "unlink %s", path);
+    return drop_unused_layer(store, digest, err);
 }
 
 int cq_runtime_sandbox_binds(const char *store, const char *name, struct cq_runtime_sandbox *rs,

@@ -379,21 +379,22 @@ def _serve_tcp_echo(addr, port):
     threading.Thread(target=loop, daemon=True).start()
 
 
-def make_test_wheel():
-    """(file name, bytes) of a pure-Python wheel of TEST_PACKAGE 1.0 (PEP 427), built in
-    memory so that the test internet needs no build tools and no network."""
+def make_wheel(name, version, files, requires=()):
+    """(file name, bytes) of a pure-Python wheel (PEP 427) of name==version holding files
+    ({path: text}), with Requires-Dist lines for requires; built in memory, so that tests
+    need no build tools and no network. Fixed timestamps: the same input gives the same
+    bytes (and sha256)."""
     import base64
     import hashlib
     import io
     import zipfile
-    module = TEST_PACKAGE.replace("-", "_")
-    info = f"{module}-1.0.dist-info"
-    files = {
-        f"{module}/__init__.py": f"GREETING = {TEST_GREETING!r}\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {TEST_PACKAGE}\nVersion: 1.0\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: codeq-tests\nRoot-Is-Purelib: true\n"
-                         "Tag: py3-none-any\n",
-    }
+    module = name.replace("-", "_")
+    info = f"{module}-{version}.dist-info"
+    files = dict(files)
+    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                 + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    files[f"{info}/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: codeq-tests\nRoot-Is-Purelib: true\n"
+                              "Tag: py3-none-any\n")
     record = ""
     for path, text in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
@@ -402,8 +403,15 @@ def make_test_wheel():
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for path, text in files.items():
-            z.writestr(path, text)
-    return f"{module}-1.0-py3-none-any.whl", out.getvalue()
+            z.writestr(zipfile.ZipInfo(path, (2020, 1, 1, 0, 0, 0)), text,
+                       compress_type=zipfile.ZIP_DEFLATED)
+    return f"{module}-{version}-py3-none-any.whl", out.getvalue()
+
+
+def make_test_wheel():
+    """(file name, bytes) of a pure-Python wheel of TEST_PACKAGE 1.0, the test index's."""
+    module = TEST_PACKAGE.replace("-", "_")
+    return make_wheel(TEST_PACKAGE, "1.0", {f"{module}/__init__.py": f"GREETING = {TEST_GREETING!r}\n"})
 
 
 def _index_pages():

@@ -1,0 +1,329 @@
+"""tests/runtime/test_runtime_cli.py - custom runtimes end to end: `codeq runtime
+build|list|show|rm` and `codeq sandbox --runtime NAME`.
+
+Offline: the packages are made here from source this file writes, a pure-Python wheel
+(tests/net/internet.py make_wheel, in memory) and an npm tarball (`npm pack` of a
+package.json and an index.js), into a wheelhouse. No public index is ever asked.
+
+The store is made below /tmp with mode 0755: the installers run as the user nobody,
+who must reach it (pytest's own tmp_path is private to root).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "net"))
+from internet import make_wheel  # noqa: E402
+
+BIN_DIR = os.environ.get("CODEQ_BIN_DIR") or os.path.join(REPO, "build", "bin")
+CODEQ = os.path.join(BIN_DIR, "codeq")
+HOST_PYTHON = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('python%d.%d' % "
+                              "sys.version_info[:2])"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+
+PY_PKG, PY_MODULE = "cqtest-rt", "cqtest_rt"
+DEP_PKG, DEP_MODULE = "cqtest-dep", "cqtest_dep"
+NPM_PKG = "cqtest-npm"
+
+
+def write_wheel(wheelhouse, name, version, files, requires=()):
+    filename, data = make_wheel(name, version, files, requires)
+    with open(os.path.join(wheelhouse, filename), "wb") as f:
+        f.write(data)
+    return filename, hashlib.sha256(data).hexdigest()
+
+
+def write_npm_tarball(wheelhouse, workdir, name, version, body):
+    src = os.path.join(workdir, f"npm-{name}-{version}")
+    os.makedirs(src)
+    with open(os.path.join(src, "package.json"), "w") as f:
+        json.dump({"name": name, "version": version, "main": "index.js"}, f)
+    with open(os.path.join(src, "index.js"), "w") as f:
+        f.write(body)
+    env = dict(os.environ, npm_config_cache=os.path.join(workdir, "npm-cache"),
+               npm_config_update_notifier="false")
+    subprocess.run(["npm", "pack", "--pack-destination", wheelhouse], cwd=src, env=env,
+                   check=True, capture_output=True, timeout=60)
+    return f"{name}-{version}.tgz"
+
+
+@pytest.fixture
+def wheelhouse(tmp_path):
+    """A wheelhouse with cqtest-rt 1.0 (needs cqtest-dep), cqtest-rt 2.0, cqtest-dep 1.0,
+    an sdist-only cqtest-sdist and the npm tarball cqtest-npm 1.2.3; returns (dir, hashes)."""
+    wh = tmp_path / "wheelhouse"
+    wh.mkdir()
+    hashes = {}
+    hashes[PY_PKG] = write_wheel(str(wh), PY_PKG, "1.0", {
+        f"{PY_MODULE}/__init__.py": "import cqtest_dep\nGREETING = 'hello from ' + "
+                                    "cqtest_dep.NAME\n"}, requires=[f"{DEP_PKG}==1.0"])[1]
+    write_wheel(str(wh), PY_PKG, "2.0", {f"{PY_MODULE}/__init__.py": "GREETING = 'two'\n"})
+    hashes[DEP_PKG] = write_wheel(str(wh), DEP_PKG, "1.0",
+                                  {f"{DEP_MODULE}/__init__.py": "NAME = 'the dep'\n"})[1]
+    # An sdist only: installing it would run its setup.py on the host.
+    sdist = wh / "cqtest_sdist-1.0.tar.gz"
+    sdist.write_bytes(b"not a real sdist, never to be built")
+    write_npm_tarball(str(wh), str(tmp_path), NPM_PKG, "1.2.3",
+                      "module.exports = { greet: () => 'hello from npm' };\n")
+    return str(wh), hashes
+
+
+@pytest.fixture
+def store():
+    path = tempfile.mkdtemp(prefix="codeq-runtime-store-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def codeq(*args, store=None, timeout=300):
+    env = {"PATH": "/usr/bin:/bin"}
+    if store is not None:
+        env["CODEQ_RUNTIME_STORE"] = store
+    return subprocess.run([CODEQ, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def write_spec(tmp_path, spec, name="spec.json"):
+    path = tmp_path / name
+    path.write_text(spec if isinstance(spec, str) else json.dumps(spec))
+    return str(path)
+
+
+def analytics_spec(**changes):
+    spec = {"name": "analytics", "language": HOST_PYTHON,
+            "packages": {"pip": [f"{PY_PKG}==1.*"], "npm": [NPM_PKG]},
+            "environment": {"MPLBACKEND": "Agg", "CQTEST_SETTING": "on"},
+            "preload": [PY_MODULE]}
+    spec.update(changes)
+    return spec
+
+
+def build(tmp_path, spec, store, wh, name="spec.json"):
+    return codeq("runtime", "build", write_spec(tmp_path, spec, name), "--wheelhouse", wh,
+                 "--store", store)
+
+
+def store_entries(store):
+    return {d: sorted(os.listdir(os.path.join(store, d)))
+            for d in ("layers", "names", "tmp") if os.path.isdir(os.path.join(store, d))}
+
+
+def test_build_use_and_remove(tmp_path, wheelhouse, store):
+    wh, hashes = wheelhouse
+    r = build(tmp_path, analytics_spec(), store, wh)
+    assert r.returncode == 0, r.stderr
+    digest = r.stdout.strip()
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert store_entries(store) == {"layers": [digest], "names": ["analytics"], "tmp": []}
+
+    # The manifest records what got installed, the dependency too, with the wheels' sha256.
+    r = codeq("runtime", "show", "analytics", store=store)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads(r.stdout)
+    assert manifest["digest"] == digest
+    pip = {a["name"]: a for a in manifest["artifacts"] if a["kind"] == "pip"}
+    assert pip[PY_PKG]["version"] == "1.0" and pip[PY_PKG]["sha256"] == hashes[PY_PKG]
+    assert pip[DEP_PKG]["version"] == "1.0" and pip[DEP_PKG]["sha256"] == hashes[DEP_PKG]
+    npm = [a for a in manifest["artifacts"] if a["kind"] == "npm"]
+    assert [(a["name"], a["version"]) for a in npm] == [(NPM_PKG, "1.2.3")]
+    assert npm[0]["integrity"].startswith("sha512-")
+
+    # Rebuilt, and with the spec's keys in another order: the same digest, one layer.
+    reordered = json.dumps(dict(reversed(list(analytics_spec().items()))), indent=4)
+    r = build(tmp_path, reordered, store, wh, name="again.json")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == digest
+    assert store_entries(store) == {"layers": [digest], "names": ["analytics"], "tmp": []}
+
+    # A sandbox of the runtime imports both packages, with the environment applied.
+    layer = f"/opt/codeq/layers/{digest}"
+    program = (
+        "import os, cqtest_rt\n"
+        "print(cqtest_rt.GREETING)\n"
+        "print(os.environ['MPLBACKEND'], os.environ['CQTEST_SETTING'])\n"
+        "print(os.environ['PYTHONPATH'])\n"
+        "print(os.environ['NODE_PATH'])\n"
+    )
+    r = codeq("sandbox", "--runtime", "analytics", "--", "python3", "-c", program, store=store)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["hello from the dep", "Agg on", f"{layer}/python",
+                                     f"{layer}/node/node_modules"]
+    r = codeq("sandbox", "--runtime", "analytics", "--", "node", "-e",
+              "console.log(require('cqtest-npm').greet())", store=store)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "hello from npm"
+    # --env overrides one of the runtime's variables, once.
+    r = codeq("sandbox", "--runtime", "analytics", "--env", "MPLBACKEND=svg", "--", "sh", "-c",
+              "env | grep -c ^MPLBACKEND=; echo $MPLBACKEND", store=store)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "svg"]
+
+    # The layer is mounted read-only; writing to it fails, even where the file mode
+    # would not stop a writer.
+    check_ro = (
+        "import os, sys\n"
+        f"layer = {layer!r}\n"
+        "mounts = [l.split() for l in open('/proc/self/mountinfo')]\n"
+        "opts = [m[5] for m in mounts if m[4] == layer]\n"
+        "print(opts)\n"
+        "assert opts and all('ro' in o.split(',') for o in opts), opts\n"
+        "for path in (layer + '/python/cqtest_rt/__init__.py', layer + '/new'):\n"
+        "    try:\n"
+        "        open(path, 'a').close()\n"
+        "    except OSError as e:\n"
+        "        print('refused', e.errno)\n"
+        "    else:\n"
+        "        sys.exit('wrote ' + path)\n"
+    )
+    r = codeq("sandbox", "--runtime", "analytics", "--", "python3", "-c", check_ro, store=store)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("refused") == 2
+
+    # Without --runtime the packages are not there.
+    r = codeq("sandbox", "--", "python3", "-c", "import cqtest_rt", store=store)
+    assert r.returncode == 1 and "ModuleNotFoundError" in r.stderr
+
+    # A second name for the same digest shares the layer; rm keeps it until the last.
+    r = build(tmp_path, reordered, store, wh, name="again.json")
+    r = codeq("runtime", "list", store=store)
+    assert r.returncode == 0 and r.stdout.split() == ["analytics", digest]
+    r = codeq("runtime", "rm", "analytics", store=store)
+    assert r.returncode == 0, r.stderr
+    assert store_entries(store) == {"layers": [], "names": [], "tmp": []}
+    r = codeq("runtime", "show", "analytics", store=store)
+    assert r.returncode == 1 and "no runtime 'analytics'" in r.stderr
+    r = codeq("sandbox", "--runtime", "analytics", "--", "true", store=store)
+    assert r.returncode == 2 and "no runtime 'analytics'" in r.stderr
+
+
+def test_shared_layer_and_changed_artifact(tmp_path, wheelhouse, store):
+    wh, _ = wheelhouse
+    spec = {"name": "one", "language": HOST_PYTHON, "packages": {"pip": [DEP_PKG]}}
+    r1 = build(tmp_path, spec, store, wh)
+    assert r1.returncode == 0, r1.stderr
+    # Another name is another spec: another digest.
+    r2 = build(tmp_path, dict(spec, name="two"), store, wh)
+    assert r2.returncode == 0, r2.stderr
+    assert r1.stdout != r2.stdout
+    assert store_entries(store)["names"] == ["one", "two"]
+    # The same spec against a wheel with the same name and version but other bytes: the
+    # digest covers the artifacts' hashes, so it changes.
+    write_wheel(wh, DEP_PKG, "1.0", {f"{DEP_MODULE}/__init__.py": "NAME = 'changed'\n"})
+    r3 = build(tmp_path, spec, store, wh)
+    assert r3.returncode == 0, r3.stderr
+    assert r3.stdout != r1.stdout
+    # "one" now names the new layer; its old one, named by nothing, is gone.
+    assert store_entries(store)["layers"] == sorted([r2.stdout.strip(), r3.stdout.strip()])
+    for name in ("one", "two"):
+        assert codeq("runtime", "rm", name, store=store).returncode == 0
+    assert store_entries(store) == {"layers": [], "names": [], "tmp": []}
+
+
+def test_concurrent_builds_give_one_layer(tmp_path, wheelhouse, store):
+    wh, _ = wheelhouse
+    path = write_spec(tmp_path, analytics_spec())
+    results = [None, None, None]
+
+    def run(i):
+        results[i] = codeq("runtime", "build", path, "--wheelhouse", wh, "--store", store)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        assert r.returncode == 0, r.stderr
+    assert len({r.stdout for r in results}) == 1
+    assert store_entries(store) == {"layers": [results[0].stdout.strip()], "names": ["analytics"],
+                                    "tmp": []}
+
+
+BAD_SPECS = [
+    ("malformed JSON", '{"name": "x", "language": ', "malformed JSON at line 1"),
+    ("unknown key", {"name": "x", "language": "node", "image": "debian"}, "unknown key 'image'"),
+    ("unknown language", {"name": "x", "language": "ruby"}, "language 'ruby'"),
+    ("another python", {"name": "x", "language": "python3.9"}, f"this host runs {HOST_PYTHON}"),
+    ("name with a slash", {"name": "a/b", "language": "node"}, "name 'a/b'"),
+    ("name with dots", {"name": "..", "language": "node"}, "name '..'"),
+    ("option-like package", {"name": "x", "language": HOST_PYTHON,
+                             "packages": {"pip": ["--index-url=https://evil.example/simple"]}},
+     "packages.pip[0]"),
+    ("URL package", {"name": "x", "language": HOST_PYTHON,
+                     "packages": {"pip": ["cqtest-rt@https://evil.example/x.whl"]}},
+     "packages.pip[0]"),
+    ("npm file: package", {"name": "x", "language": "node",
+                           "packages": {"npm": ["x@file:/etc"]}}, "packages.npm[0]"),
+    ("reserved variable", {"name": "x", "language": "node", "environment": {"PATH": "/evil"}},
+     "environment 'PATH'"),
+    ("package not in the wheelhouse", {"name": "x", "language": HOST_PYTHON,
+                                       "packages": {"pip": ["cqtest-missing"]}},
+     "No matching distribution found for cqtest-missing"),
+    ("conflicting versions", {"name": "x", "language": HOST_PYTHON,
+                              "packages": {"pip": [f"{PY_PKG}==1.0", f"{PY_PKG}==2.0"]}},
+     f"Cannot install {PY_PKG}==1.0 and {PY_PKG}==2.0"),
+    ("sdist only", {"name": "x", "language": HOST_PYTHON,
+                    "packages": {"pip": ["cqtest-sdist"]}},
+     "No matching distribution found for cqtest-sdist"),
+    ("npm package not in the wheelhouse", {"name": "x", "language": "node",
+                                           "packages": {"npm": ["cqtest-nope"]}},
+     "no cqtest-nope-VERSION.tgz in the wheelhouse"),
+    ("npm version not in the wheelhouse", {"name": "x", "language": "node",
+                                           "packages": {"npm": [f"{NPM_PKG}@9.9.9"]}},
+     f"no {NPM_PKG}-9.9.9.tgz"),
+]
+
+
+@pytest.mark.parametrize("spec,message", [(s, m) for _, s, m in BAD_SPECS],
+                         ids=[i for i, _, _ in BAD_SPECS])
+def test_bad_spec_leaves_nothing(tmp_path, wheelhouse, store, spec, message):
+    wh, _ = wheelhouse
+    r = build(tmp_path, spec, store, wh)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stderr, r.stderr
+    assert r.stdout == ""
+    assert len(r.stderr) < 2000  # the installers' own lines, cut short
+    for entries in store_entries(store).values():
+        assert entries == []
+
+
+def test_installers_run_unprivileged(tmp_path, wheelhouse):
+    """A store that only root can reach: the installer, run as nobody, cannot enter it,
+    and the build says so (root could have)."""
+    wh, _ = wheelhouse
+    parent = tempfile.mkdtemp(prefix="codeq-private-", dir="/tmp")  # 0700
+    try:
+        store = os.path.join(parent, "store")
+        r = build(tmp_path, {"name": "x", "language": HOST_PYTHON,
+                             "packages": {"pip": [DEP_PKG]}}, store, wh)
+        assert r.returncode == 1
+        assert "searchable by others" in r.stderr, r.stderr
+        assert store_entries(store) == {"layers": [], "names": [], "tmp": []}
+    finally:
+        shutil.rmtree(parent)
+
+
+def test_help_and_usage():
+    r = codeq("runtime", "--help")
+    assert r.returncode == 0
+    for word in ("build SPEC.json", "--wheelhouse", "--index-url", "--store", "list", "show", "rm"):
+        assert word in r.stdout
+    r = codeq("sandbox", "--help")
+    assert "--runtime NAME" in r.stdout
+    r = codeq("runtime", "frobnicate")
+    assert r.returncode == 2 and "unknown subcommand" in r.stderr
+    r = codeq("runtime", "build")
+    assert r.returncode == 2
+    r = codeq("runtime", "show", "../x")
+    assert r.returncode == 1 and "name '../x'" in r.stderr
