@@ -221,7 +221,7 @@ static int run_installer(const struct build *b, char *const argv[], struct cq_er
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* The installer's own error lines (those with "ERR" first, else the last ones), cut
+/* The installer's own error lines (those saying "error" first, else the last ones), cut
  * to ERROR_LINES lines of ERROR_WIDTH characters, appended to err's message. */
 static int installer_failed(const struct build *b, const char *what, int status,
                             struct cq_error *err)
@@ -245,9 +245,10 @@ static int installer_failed(const struct build *b, const char *what, int status,
             next = strchr(line, '\n');
             if (next != NULL)
                 *next++ = '\0';
-            if (pass == 0 && strstr(line, "ERR") == NULL)
+            if (pass == 0 && strcasestr(line, "error") == NULL)
                 continue;
-            if (line[0] == '\0')
+            /* Empty, or pointing at a log of the build directory, removed by now. */
+            if (line[0] == '\0' || strstr(line, "complete log of this run") != NULL)
                 continue;
             if (nlines == ERROR_LINES)
                 memmove(lines, lines + 1, sizeof(lines) - sizeof(lines[0])), nlines--;
@@ -569,13 +570,14 @@ static int prepare(struct build *b, const char *store, const struct cq_runtime_b
     return 0;
 }
 
-static int install_pip(const struct build *b, const struct cq_runtime_spec *spec,
+static int install_pip(struct build *b, const struct cq_runtime_spec *spec,
                        const struct cq_runtime_build_opts *o, struct cq_error *err)
 {
     char target[PATH_MAX + 16], report[PATH_MAX + 16], links[PATH_MAX + 16];
     snprintf(target, sizeof(target), "%s/python", b->layer);
     snprintf(report, sizeof(report), "%s/home/report.json", b->dir);
     snprintf(links, sizeof(links), "%s/wheelhouse", b->dir);
+    snprintf(b->log, sizeof(b->log), "%s/log-pip", b->dir); /* one log per installer */
     const char *argv[32 + CQ_RUNTIME_MAX_PACKAGES] = {
         PYTHON, "-I", "-m", "pip", "install", "--isolated", "--no-input",
         "--disable-pip-version-check", "--no-cache-dir", "--no-warn-script-location",
@@ -602,11 +604,12 @@ static int install_pip(const struct build *b, const struct cq_runtime_spec *spec
     return 0;
 }
 
-static int install_npm(const struct build *b, const struct cq_runtime_spec *spec,
+static int install_npm(struct build *b, const struct cq_runtime_spec *spec,
                        const struct cq_runtime_build_opts *o, struct cq_error *err)
 {
     char prefix[PATH_MAX + 16];
     snprintf(prefix, sizeof(prefix), "%s/node", b->layer);
+    snprintf(b->log, sizeof(b->log), "%s/log-npm", b->dir);
     if (mkdir(prefix, 0755) < 0 || chown(prefix, b->uid, b->gid) < 0)
         return cq_error_sys(err, errno, "mkdir %s", prefix);
     char *tarballs[CQ_RUNTIME_MAX_PACKAGES] = {0};

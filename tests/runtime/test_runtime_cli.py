@@ -44,10 +44,13 @@ def write_wheel(wheelhouse, name, version, files, requires=()):
 
 
 def write_npm_tarball(wheelhouse, workdir, name, version, body):
+    """npm pack of name@version; its install script, never to be run, would leave a file
+    "postinstall-ran" in the package's directory."""
     src = os.path.join(workdir, f"npm-{name}-{version}")
     os.makedirs(src)
     with open(os.path.join(src, "package.json"), "w") as f:
-        json.dump({"name": name, "version": version, "main": "index.js"}, f)
+        json.dump({"name": name, "version": version, "main": "index.js",
+                   "scripts": {"postinstall": "echo ran > postinstall-ran"}}, f)
     with open(os.path.join(src, "index.js"), "w") as f:
         f.write(body)
     env = dict(os.environ, npm_config_cache=os.path.join(workdir, "npm-cache"),
@@ -138,6 +141,9 @@ def test_build_use_and_remove(tmp_path, wheelhouse, store):
     npm = [a for a in manifest["artifacts"] if a["kind"] == "npm"]
     assert [(a["name"], a["version"]) for a in npm] == [(NPM_PKG, "1.2.3")]
     assert npm[0]["integrity"].startswith("sha512-")
+    # Install scripts never ran (npm --ignore-scripts).
+    npm_dir = os.path.join(store, "layers", digest, "node", "node_modules", NPM_PKG)
+    assert sorted(os.listdir(npm_dir)) == ["index.js", "package.json"]
 
     # Rebuilt, and with the spec's keys in another order: the same digest, one layer.
     reordered = json.dumps(dict(reversed(list(analytics_spec().items()))), indent=4)
