@@ -365,7 +365,8 @@ int cq_runtime_digest(const char *canonical_spec, const char *const *artifacts, 
     const char **sorted = calloc(n + 1, sizeof(char *));
     if (sorted == NULL)
         return cq_error_sys(err, ENOMEM, "digest");
-    memcpy(sorted, artifacts, n * sizeof(char *));
+    if (n > 0) /* artifacts may be NULL then */
+        memcpy(sorted, artifacts, n * sizeof(char *));
     qsort(sorted, n, sizeof(char *), cmp_str);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned char hash[EVP_MAX_MD_SIZE];
