@@ -61,7 +61,7 @@ def timed(argv, env=None):
 
 def show(label, values, unit="s", scale=1.0):
     v = sorted(x * scale for x in values)
-    print(f"  {label:<34} median {statistics.median(v):7.3f} {unit}   min {v[0]:7.3f}   "
+    print(f"  {label:<42} median {statistics.median(v):7.3f} {unit}   min {v[0]:7.3f}   "
           f"max {v[-1]:7.3f}   (n={len(v)})")
 
 
