@@ -177,6 +177,7 @@ struct build {
     char log[PATH_MAX];
     uid_t uid; /* the installers' user */
     gid_t gid;
+    int dir_fd; /* holds an flock on dir while the build lives: see sweep_stale */
 };
 
 /* Runs argv as the installer user in a cleared environment, its output appended to
@@ -464,6 +465,29 @@ static int store_lock(const char *store, struct cq_error *err)
     return fd;
 }
 
+/* Removes what killed builds and removals left in STORE/tmp/: a build directory nobody
+ * holds the flock of (its build ended without cleaning up), and rm-* directories
+ * (layers on their way out, removed under the store lock). */
+static void sweep_stale(const char *store)
+{
+    cq_autoclose int lock = store_lock(store, NULL);
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s/tmp", store);
+    cq_autoclosedir DIR *d = lock >= 0 ? opendir(tmp) : NULL;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        bool build = strncmp(e->d_name, "build-", 6) == 0;
+        if (!build && strncmp(e->d_name, "rm-", 3) != 0)
+            continue;
+        char path[PATH_MAX + NAME_MAX + 2];
+        snprintf(path, sizeof(path), "%s/%s", tmp, e->d_name);
+        cq_autoclose int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || (build && flock(fd, LOCK_EX | LOCK_NB) < 0))
+            continue; /* a build under way */
+        rm_rf(path);
+    }
+}
+
 static int store_init(const char *store, struct cq_error *err)
 {
     static const char *const subdirs[] = {"layers", "names", "tmp"};
@@ -528,8 +552,20 @@ static int prepare(struct build *b, const char *store, const struct cq_runtime_b
                    struct cq_error *err)
 {
     snprintf(b->dir, sizeof(b->dir), "%s/tmp/build-XXXXXX", store);
-    if (mkdtemp(b->dir) == NULL)
-        return cq_error_sys(err, errno, "mkdtemp %s", b->dir);
+    {
+        /* Made and locked under the store lock, which sweep_stale holds too: a sweep
+         * never sees a build directory that is not locked yet. */
+        cq_autoclose int lock = store_lock(store, err);
+        if (lock < 0)
+            return -1;
+        if (mkdtemp(b->dir) == NULL) {
+            b->dir[0] = '\0';
+            return cq_error_sys(err, errno, "mkdtemp %s/tmp", store);
+        }
+        b->dir_fd = open(b->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (b->dir_fd < 0 || flock(b->dir_fd, LOCK_EX | LOCK_NB) < 0)
+            return cq_error_sys(err, errno, "lock %s", b->dir);
+    }
     snprintf(b->layer, sizeof(b->layer), "%s/layer", b->dir);
     snprintf(b->log, sizeof(b->log), "%s/log", b->dir);
     b->uid = geteuid();
@@ -716,8 +752,10 @@ int cq_runtime_build(const struct cq_runtime_spec *spec, const struct cq_runtime
     char store[PATH_MAX];
     if (realpath(given, store) == NULL)
         return cq_error_sys(err, errno, "store %s", given);
+    sweep_stale(store);
     struct build b;
     memset(&b, 0, sizeof(b));
+    b.dir_fd = -1;
     int rc = build_in(&b, store, spec, o, digest, err);
     if (rc == 0) {
         cq_autoclose int lock = store_lock(store, err);
@@ -740,6 +778,8 @@ int cq_runtime_build(const struct cq_runtime_spec *spec, const struct cq_runtime
     }
     if (b.dir[0] != '\0')
         rm_rf(b.dir);
+    if (b.dir_fd >= 0)
+        close(b.dir_fd);
     return rc;
 }
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -254,6 +255,28 @@ def test_concurrent_builds_give_one_layer(tmp_path, wheelhouse, store):
     assert len({r.stdout for r in results}) == 1
     assert store_entries(store) == {"layers": [results[0].stdout.strip()], "names": ["analytics"],
                                     "tmp": []}
+
+
+def test_killed_build_is_swept(tmp_path, wheelhouse, store):
+    """A build killed with SIGKILL leaves its directory in STORE/tmp (never a layer or a
+    name); the next build removes it, and a half-removed layer's rm-* directory."""
+    wh, _ = wheelhouse
+    path = write_spec(tmp_path, analytics_spec())
+    proc = subprocess.Popen([CODEQ, "runtime", "build", path, "--wheelhouse", wh, "--store", store],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tmp = os.path.join(store, "tmp")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (os.path.isdir(tmp) and os.listdir(tmp)):
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    left = store_entries(store)
+    assert left["layers"] == [] and left["names"] == []
+    assert len(left["tmp"]) == 1 and left["tmp"][0].startswith("build-")
+    os.makedirs(os.path.join(tmp, "rm-abcdef", "layer", "python"))
+    r = build(tmp_path, analytics_spec(), store, wh)
+    assert r.returncode == 0, r.stderr
+    assert store_entries(store)["tmp"] == []
 
 
 BAD_SPECS = [
