@@ -257,6 +257,48 @@ def test_concurrent_builds_give_one_layer(tmp_path, wheelhouse, store):
                                     "tmp": []}
 
 
+@pytest.fixture
+def loopback_index(wheelhouse):
+    """A PEP 503 index of the wheelhouse's wheels on 127.0.0.1 (no packet leaves the
+    machine), links without hashes: pip hashes what it downloads."""
+    import http.server
+    wh, _ = wheelhouse
+    root = tempfile.mkdtemp(prefix="codeq-index-", dir="/tmp")
+    for wheel in os.listdir(wh):
+        if wheel.endswith(".whl"):
+            project = wheel.split("-")[0].replace("_", "-")
+            os.makedirs(os.path.join(root, "simple", project), exist_ok=True)
+            shutil.copy(os.path.join(wh, wheel), root)
+            with open(os.path.join(root, "simple", project, "index.html"), "a") as f:
+                f.write(f'<a href="/{wheel}">{wheel}</a>\n')
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=root)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    server.shutdown()
+    shutil.rmtree(root)
+
+
+def test_index_url_gives_the_wheelhouse_digest(tmp_path, wheelhouse, store, loopback_index):
+    """The same packages from an index (--index-url) and from a wheelhouse: the same
+    digest, since it covers the artifacts' hashes, not where they came from."""
+    wh, hashes = wheelhouse
+    spec = {"name": "idx", "language": HOST_PYTHON, "packages": {"pip": [f"{PY_PKG}==1.0"]}}
+    r1 = codeq("runtime", "build", write_spec(tmp_path, spec), "--index-url", loopback_index,
+               "--store", store)
+    assert r1.returncode == 0, r1.stderr
+    manifest = json.loads(codeq("runtime", "show", "idx", store=store).stdout)
+    pip = {a["name"]: a for a in manifest["artifacts"]}
+    assert pip[PY_PKG]["sha256"] == hashes[PY_PKG]
+    assert pip[PY_PKG]["source"].startswith(loopback_index.replace("/simple/", "/"))
+    r2 = build(tmp_path, spec, store, wh)
+    assert r2.returncode == 0, r2.stderr
+    assert r1.stdout == r2.stdout
+    r = codeq("runtime", "build", write_spec(tmp_path, spec), "--index-url", loopback_index,
+              "--wheelhouse", wh)
+    assert r.returncode == 2 and "exclude each other" in r.stderr
+
+
 def test_killed_build_is_swept(tmp_path, wheelhouse, store):
     """A build killed with SIGKILL leaves its directory in STORE/tmp (never a layer or a
     name); the next build removes it, and a half-removed layer's rm-* directory."""
