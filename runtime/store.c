@@ -223,7 +223,8 @@ static int run_installer(const struct build *b, char *const argv[], struct cq_er
 }
 
 /* The installer's own error lines (those saying "error" first, else the last ones), cut
- * to ERROR_LINES lines of ERROR_WIDTH characters, appended to err's message. */
+ * to ERROR_LINES lines of ERROR_WIDTH characters, appended to err's message (which
+ * cuts the whole at its size). */
 static int installer_failed(const struct build *b, const char *what, int status,
                             struct cq_error *err)
 {
@@ -251,8 +252,10 @@ static int installer_failed(const struct build *b, const char *what, int status,
             /* Empty, or pointing at a log of the build directory, removed by now. */
             if (line[0] == '\0' || strstr(line, "complete log of this run") != NULL)
                 continue;
-            if (nlines == ERROR_LINES)
-                memmove(lines, lines + 1, sizeof(lines) - sizeof(lines[0])), nlines--;
+            if (nlines == ERROR_LINES) { /* keep the last ones: pip ends with the cause */
+                memmove(lines, lines + 1, sizeof(lines) - sizeof(lines[0]));
+                nlines--;
+            }
             lines[nlines++] = line;
         }
         if (pass == 0 && nlines == 0) { /* the lines were cut at NUL: read again */
@@ -267,7 +270,8 @@ static int installer_failed(const struct build *b, const char *what, int status,
     return cq_error_set(err, CQ_EINVALID, "%s", msg);
 }
 
-/* Artifact lines "pip NAME VERSION sha256:HEX" from pip's installation report. */
+/* The installed distributions (dependencies too) from pip's installation report, each
+ * with the sha256 of its wheel. */
 static int pip_artifacts(const struct build *b, json_t *out, struct cq_error *err)
 {
     char path[PATH_MAX + 16];
