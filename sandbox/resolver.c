@@ -21,9 +21,10 @@
  * mode), and pinned into sets of its own (egress.c, chain vpc).
  *
  * One thread serves every sandbox of the process: an epoll set of two UDP sockets per
- * sandbox (the gateway's port 53, and one connected to the upstream), both made in the
- * egress namespace by a short-lived thread that entered it, as egress.c does, so the
- * caller's threads never change namespace. A slow upstream delays nobody: queries wait
+ * sandbox (the gateway's port 53, and one connected to the upstream) and a listening
+ * TCP socket on the gateway's port 53 (with its connections: see "TCP" below), all
+ * made in the egress namespace by a short-lived thread that entered it, as egress.c
+ * does, so the caller's threads never change namespace. A slow upstream delays nobody: queries wait
  * in a per-sandbox table (bounded; past it queries are dropped and the stub retries),
  * and the thread reads whichever socket is ready. Pins (nftables transactions) are
  * made by a second thread, in order, each answer released by it once its pins hold.
@@ -541,11 +542,21 @@ static void conn_events(struct cq_resolver *r, struct tcp_conn *c)
     epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* Closed with a reset: the side that closes first keeps TIME_WAIT for a minute, and a
+ * sandbox asking (or connecting) as fast as it can would otherwise fill the egress
+ * namespace's ports with them. */
+static void close_reset(int fd)
+{
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    close(fd);
+}
+
 static void up_close(struct tcp_conn *c)
 {
     if (c->up_fd >= 0) {
         epoll_ctl(epfd, EPOLL_CTL_DEL, c->up_fd, NULL);
-        close(c->up_fd);
+        close_reset(c->up_fd);
         c->up_fd = -1;
     }
     free(c->up);
@@ -787,7 +798,7 @@ static void on_accept(struct cq_resolver *r)
         if (in == NULL || flen != sizeof(from) || from.sin_family != AF_INET ||
             memcmp(&from.sin_addr, r->client.bytes, 4) != 0) {
             free(in);
-            close(fd);
+            close_reset(fd);
             continue;
         }
         *c = (struct tcp_conn){.fd = fd,
