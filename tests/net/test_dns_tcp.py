@@ -246,7 +246,7 @@ def test_slow_loris_and_a_connection_flood_stop_nobody_else(net, egress):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(2.5)  # its slots held, its flood under way
-        assert a.poll() is None
+        assert a.poll() is None, a.communicate()
         out = allowlist(net, egress, ["*.example.test"], {
             "udp": "resolve('files.example.test')",
             "tcp": "tcpq(['many.example.test', 'echo.example.test'])",
