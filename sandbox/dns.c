@@ -190,6 +190,19 @@ size_t cq_dns_write_query(const struct cq_dns_query *q, uint16_t id, uint8_t *ou
     return need;
 }
 
+int cq_dns_tcp_frame(const uint8_t *buf, size_t len, size_t *msg_len)
+{
+    if (len < 2)
+        return 0;
+    size_t n = get16(buf);
+    if (n < CQ_DNS_HEADER)
+        return -1;
+    if (len - 2 < n)
+        return 0;
+    *msg_len = n;
+    return 1;
+}
+
 static bool same_name(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
     return alen == blen && memcmp(a, b, alen) == 0; /* both lower case */

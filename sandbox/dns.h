@@ -16,9 +16,10 @@
 #include <stdint.h>
 
 #define CQ_DNS_HEADER   12
-#define CQ_DNS_UDP_MIN  512  /* what a client without EDNS accepts */
-#define CQ_DNS_UDP_MAX  1232 /* the most codeq sends back or accepts (DNS flag day 2020) */
-#define CQ_DNS_NAME_MAX 255  /* a name in wire form */
+#define CQ_DNS_UDP_MIN  512   /* what a client without EDNS accepts */
+#define CQ_DNS_UDP_MAX  1232  /* the most codeq sends back or accepts (DNS flag day 2020) */
+#define CQ_DNS_NAME_MAX 255   /* a name in wire form */
+#define CQ_DNS_TCP_MAX  65535 /* a message over TCP: what its 2-byte length prefix says */
 
 enum {
     CQ_DNS_NOERROR = 0,
@@ -77,6 +78,15 @@ typedef bool (*cq_dns_keep_fn)(void *ctx, int family, const uint8_t *addr);
 size_t cq_dns_filter_reply(const uint8_t *resp, size_t len, uint16_t upstream_id,
                            const struct cq_dns_query *q, cq_dns_keep_fn keep, void *ctx,
                            uint8_t *out, size_t cap);
+
+/* DNS over TCP (RFC 1035 4.2.2, RFC 7766): each message is preceded by its length in
+ * 2 bytes, and several follow one another on a connection. Looks at the len bytes read
+ * so far from one: returns 1 with *msg_len set when a whole message is there (at buf +
+ * 2, the next one at buf + 2 + *msg_len), 0 when more must be read, -1 when the prefix
+ * announces a message shorter than a header (nothing could answer it: the caller
+ * closes the connection). Over TCP a reply's only bound is the prefix: a query given
+ * udp_size CQ_DNS_TCP_MAX gets cq_dns_filter_reply's reply whole, if cap allows. */
+int cq_dns_tcp_frame(const uint8_t *buf, size_t len, size_t *msg_len);
 
 /* A query for the upstream: q's question with id and recursion desired, no EDNS.
  * Returns the length, or 0 when cap is too small. */

@@ -767,7 +767,8 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
         "  chain input {\n"
         "    type filter hook input priority filter - 1; policy accept;\n"
         "    iifname \"cqe%d\" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n"
-        "    iifname \"cqe%d\" ip saddr %s ip daddr %s udp dport 53 accept\n"
+        "    iifname \"cqe%d\" ip saddr %s ip daddr %s meta l4proto { tcp, udp } th dport 53 "
+        "accept\n"
         "    iifname \"cqe%d\" meta l4proto tcp reject with tcp reset\n"
         "    iifname \"cqe%d\" reject with icmpx admin-prohibited\n"
         "  }\n"
@@ -778,7 +779,8 @@ static int write_ruleset(const struct cq_egress *e, const char *hosts4, const ch
         "  }\n"
         "  chain dns {\n"
         "    type nat hook prerouting priority dstnat; policy accept;\n"
-        "    iifname \"cqe%d\" ip daddr " CQ_EGRESS_DNS " udp dport 53 dnat ip to %s\n"
+        "    iifname \"cqe%d\" ip daddr " CQ_EGRESS_DNS
+        " meta l4proto { tcp, udp } th dport 53 dnat ip to %s\n"
         "  }\n"
         "}\n%s",
         s, refused, set4, set6, sets, s, sbt, s, sbt6, s, head, s, s, s, s, s, s, s, s, s, s, tail,

@@ -21,9 +21,10 @@
  * mode), and pinned into sets of its own (egress.c, chain vpc).
  *
  * One thread serves every sandbox of the process: an epoll set of two UDP sockets per
- * sandbox (the gateway's port 53, and one connected to the upstream), both made in the
- * egress namespace by a short-lived thread that entered it, as egress.c does, so the
- * caller's threads never change namespace. A slow upstream delays nobody: queries wait
+ * sandbox (the gateway's port 53, and one connected to the upstream) and a listening
+ * TCP socket on the gateway's port 53 (with its connections: see "TCP" below), all
+ * made in the egress namespace by a short-lived thread that entered it, as egress.c
+ * does, so the caller's threads never change namespace. A slow upstream delays nobody: queries wait
  * in a per-sandbox table (bounded; past it queries are dropped and the stub retries),
  * and the thread reads whichever socket is ready. Pins (nftables transactions) are
  * made by a second thread, in order, each answer released by it once its pins hold.
@@ -54,6 +55,40 @@
 #define MAX_BATCH   128  /* addresses pinned by one answer */
 #define MAX_PORTS   8    /* ports one address is pinned with */
 #define RECV_MAX    4096
+#define TCP_CONNS   4     /* TCP connections of one sandbox at once */
+#define TCP_IDLE_MS 10000 /* for a connection to complete its next query */
+#define TCP_MSG_MAX CQ_DNS_TCP_MAX
+
+/* What an epoll event is about: id << 4 | kind; a connection's index is added to
+ * EV_CONN or EV_CONN_UP. */
+enum { EV_UDP = 0, EV_UP = 1, EV_TCP = 2, EV_CONN = 4, EV_CONN_UP = 8 };
+
+enum conn_state {
+    C_READ,     /* reading the next query (several may come, one after the other) */
+    C_ASK,      /* its upstream connection is open: writing our query, reading the reply */
+    C_WAIT_PIN, /* the answer waits for the pinning thread */
+    C_WRITE,    /* writing the reply */
+};
+
+/* A sandbox's TCP connection to the resolver. Queries are answered one at a time, in
+ * order (RFC 7766 allows that); while one is in flight nothing more is read, so what
+ * the sandbox sends meanwhile waits in its own socket's buffer. */
+struct tcp_conn {
+    int fd, up_fd; /* -1: none */
+    uint32_t gen;  /* per accept: a pin job answers the connection it was made for */
+    enum conn_state state;
+    bool in_next;         /* conn_next is on the stack: answers written at once do not recurse */
+    uint64_t deadline_ms; /* idle: from accept or the last reply written */
+    uint64_t up_deadline_ms;
+    uint16_t up_id;
+    struct cq_dns_query q;
+    uint8_t *in; /* 2 + TCP_MSG_MAX, while the connection lives */
+    size_t in_len;
+    uint8_t *out; /* the reply, prefixed, while it is written */
+    size_t out_len, out_off;
+    uint8_t *up; /* 2 + TCP_MSG_MAX while asking: our query, then the upstream's reply */
+    size_t up_len, up_off;
+};
 
 struct pending {
     bool used;
@@ -73,6 +108,11 @@ struct cq_resolver {
     uint64_t id;
     int netns_fd, slot;
     int listen_fd, up_fd; /* up_fd -1: no upstream reachable, SERVFAIL */
+    int tcp_fd;           /* the gateway's TCP port 53 */
+    struct sockaddr_storage up_addr;
+    socklen_t up_len; /* 0: no upstream */
+    uint32_t conn_gen;
+    struct tcp_conn conns[TCP_CONNS];
     struct cq_net_addr client;
     struct cq_netpolicy policy;
     struct cq_net_grant grant;
@@ -247,11 +287,13 @@ struct pin_job {
     struct pin_job *next;
     uint64_t id; /* the resolver's */
     int netns_fd, slot;
+    int conn; /* -1: the answer goes to `to` over UDP; else to this TCP connection */
+    uint32_t gen;
     struct sockaddr_in to;
     struct cq_dns_query q;
     size_t n, len;
     struct pin pins[MAX_BATCH];
-    uint8_t reply[CQ_DNS_UDP_MAX];
+    uint8_t reply[]; /* len bytes */
 };
 
 static pthread_mutex_t pin_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -260,6 +302,8 @@ static struct pin_job *pin_head, *pin_tail;
 static size_t pin_queued;
 
 static struct cq_resolver *find(uint64_t id);
+static void conn_reply(struct cq_resolver *r, struct tcp_conn *c, const uint8_t *msg, size_t len);
+static void conn_error(struct cq_resolver *r, struct tcp_conn *c, int rcode);
 
 static void unpin(struct cq_resolver *r, const struct pin *pins, size_t n)
 {
@@ -295,7 +339,19 @@ static void *pinner(void *arg)
         int rc = cq_egress_pin(j->netns_fd, j->slot, addrs, ports, j->n, NULL);
         pthread_mutex_lock(&mu);
         struct cq_resolver *r = find(j->id); /* NULL: stopped meanwhile */
-        if (r != NULL) {
+        struct tcp_conn *c = r != NULL && j->conn >= 0 ? &r->conns[j->conn] : NULL;
+        if (c != NULL) {
+            /* Closed meanwhile (or the slot holds a newer connection): nobody to tell. */
+            r->pins_in_flight--;
+            if (rc != 0)
+                unpin(r, j->pins, j->n);
+            if (c->fd >= 0 && c->gen == j->gen && c->state == C_WAIT_PIN) {
+                if (rc == 0)
+                    conn_reply(r, c, j->reply, j->len);
+                else
+                    conn_error(r, c, CQ_DNS_SERVFAIL);
+            }
+        } else if (r != NULL) {
             r->pins_in_flight--;
             if (rc == 0) {
                 send_to(r, &j->to, j->reply, j->len);
@@ -311,17 +367,21 @@ static void *pinner(void *arg)
     return NULL;
 }
 
-/* Under mu. */
-static void pin_later(struct cq_resolver *r, const struct sockaddr_in *to,
+/* Under mu. For a UDP query (conn -1) to, else the connection's index and gen. False
+ * when the answer was dropped (too many waiting): the stub asks again. */
+static bool pin_later(struct cq_resolver *r, const struct sockaddr_in *to, int conn, uint32_t gen,
                       const struct cq_dns_query *q, const struct pin *pins, size_t n,
                       const uint8_t *reply, size_t len)
 {
     if (r->pins_in_flight >= MAX_PIN_FLIGHT)
-        return; /* dropped: the stub asks again */
-    struct pin_job *j = malloc(sizeof(*j));
+        return false;
+    struct pin_job *j = malloc(sizeof(*j) + len);
     if (j == NULL)
-        return;
-    *j = (struct pin_job){.id = r->id, .slot = r->slot, .to = *to, .q = *q, .n = n, .len = len};
+        return false;
+    *j = (struct pin_job){
+        .id = r->id, .slot = r->slot, .conn = conn, .gen = gen, .q = *q, .n = n, .len = len};
+    if (to != NULL)
+        j->to = *to;
     memcpy(j->pins, pins, n * sizeof(*pins));
     memcpy(j->reply, reply, len);
     j->netns_fd = fcntl(r->netns_fd, F_DUPFD_CLOEXEC, 0);
@@ -341,11 +401,12 @@ static void pin_later(struct cq_resolver *r, const struct sockaddr_in *to,
         if (j->netns_fd >= 0)
             close(j->netns_fd);
         free(j);
-        return;
+        return false;
     }
     memcpy(r->pins + r->n_pins, pins, n * sizeof(*pins));
     r->n_pins += n;
     r->pins_in_flight++;
+    return true;
 }
 
 static void on_reply(struct cq_resolver *r, const uint8_t *msg, size_t len)
@@ -370,7 +431,7 @@ static void on_reply(struct cq_resolver *r, const uint8_t *msg, size_t len)
     } else if (k.n > 0) {
         /* The answer is released only once the filter lets its addresses through: by
          * the pinning thread, so that this one goes on serving everyone else. */
-        pin_later(r, &p->from, &p->q, k.batch, k.n, out, n);
+        pin_later(r, &p->from, -1, 0, &p->q, k.batch, k.n, out, n);
     } else {
         send_to(r, &p->from, out, n);
     }
@@ -458,6 +519,314 @@ static void serve(struct cq_resolver *r, bool upstream)
     }
 }
 
+/* --- TCP ------------------------------------------------------------------------------
+ *
+ * A reply larger than the client takes over UDP goes back truncated, and the stub asks
+ * again over TCP (RFC 7766): messages prefixed with their 2-byte length, several per
+ * connection. Each connection is bounded the way a slow or hostile sandbox needs: at
+ * most TCP_CONNS per sandbox (past them a new one is closed at once), TCP_IDLE_MS to
+ * complete each query (counted from accept or the last reply, never from the last
+ * byte: one byte every few seconds does not keep a slot), non-blocking sockets read
+ * and written as far as they go, into buffers of the connection's own.
+ *
+ * The upstream is asked over TCP as well, one connection per query, made in the egress
+ * namespace: a client asks over TCP because a UDP answer did not fit, so asking the
+ * upstream over UDP again would mostly bring a truncated answer and a second round
+ * trip. The query is still codeq's (its own random id, the same question) and the
+ * reply is checked and rebuilt as a UDP one, with no size limit but the prefix's. */
+
+static void conn_events(struct cq_resolver *r, struct tcp_conn *c)
+{
+    struct epoll_event ev = {.data.u64 = r->id << 4 | (uint64_t)(EV_CONN + (c - r->conns))};
+    ev.events = c->state == C_READ ? EPOLLIN : c->state == C_WRITE ? EPOLLOUT : 0;
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Closed with a reset: the side that closes first keeps TIME_WAIT for a minute, and a
+ * sandbox asking (or connecting) as fast as it can would otherwise fill the egress
+ * namespace's ports with them. */
+static void close_reset(int fd)
+{
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    close(fd);
+}
+
+static void up_close(struct tcp_conn *c)
+{
+    if (c->up_fd >= 0) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, c->up_fd, NULL);
+        close_reset(c->up_fd);
+        c->up_fd = -1;
+    }
+    free(c->up);
+    c->up = NULL;
+}
+
+static void conn_close(struct tcp_conn *c)
+{
+    up_close(c);
+    if (c->fd >= 0) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    free(c->in);
+    free(c->out);
+    c->in = c->out = NULL;
+}
+
+static void conn_next(struct cq_resolver *r, struct tcp_conn *c);
+
+static void conn_write(struct cq_resolver *r, struct tcp_conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return; /* EPOLLOUT brings us back */
+        if (n <= 0) {
+            conn_close(c);
+            return;
+        }
+        c->out_off += (size_t)n;
+    }
+    free(c->out);
+    c->out = NULL;
+    c->state = C_READ;
+    c->deadline_ms = now_ms() + TCP_IDLE_MS;
+    conn_events(r, c);
+    conn_next(r, c); /* a query sent meanwhile may be read already */
+}
+
+static void conn_reply(struct cq_resolver *r, struct tcp_conn *c, const uint8_t *msg, size_t len)
+{
+    up_close(c);
+    c->out = malloc(len + 2);
+    if (c->out == NULL) {
+        conn_close(c);
+        return;
+    }
+    c->out[0] = (uint8_t)(len >> 8);
+    c->out[1] = (uint8_t)len;
+    memcpy(c->out + 2, msg, len);
+    c->out_len = len + 2;
+    c->out_off = 0;
+    c->state = C_WRITE;
+    conn_events(r, c);
+    conn_write(r, c);
+}
+
+static void conn_error(struct cq_resolver *r, struct tcp_conn *c, int rcode)
+{
+    uint8_t out[CQ_DNS_HEADER + 4 + CQ_DNS_NAME_MAX];
+    size_t n = cq_dns_error_reply(&c->q, rcode, out, sizeof(out));
+    if (n == 0)
+        conn_close(c);
+    else
+        conn_reply(r, c, out, n);
+}
+
+struct stream_job {
+    int netns_fd, family, fd, code;
+};
+
+static void *make_stream(void *arg)
+{
+    struct stream_job *j = arg;
+    if (setns(j->netns_fd, CLONE_NEWNET) < 0) {
+        j->code = errno;
+        return NULL;
+    }
+    j->fd = socket(j->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return NULL;
+}
+
+/* Our query for c->q to the upstream over TCP; false when it cannot be asked. */
+static bool conn_ask(struct cq_resolver *r, struct tcp_conn *c)
+{
+    if (r->up_len == 0)
+        return false;
+    /* A socket belongs to the namespace it was made in: made by a short-lived thread
+     * that entered the egress namespace (tens of microseconds, once per TCP query). */
+    struct stream_job j = {.netns_fd = r->netns_fd, .family = r->up_addr.ss_family, .fd = -1};
+    pthread_t t;
+    if (pthread_create(&t, NULL, make_stream, &j) != 0)
+        return false;
+    pthread_join(t, NULL);
+    if (j.fd < 0)
+        return false;
+    c->up_fd = j.fd;
+    c->up = malloc(2 + TCP_MSG_MAX);
+    if (c->up == NULL || getrandom(&c->up_id, sizeof(c->up_id), 0) != sizeof(c->up_id))
+        return false;
+    size_t n = cq_dns_write_query(&c->q, c->up_id, c->up + 2, TCP_MSG_MAX);
+    if (n == 0)
+        return false;
+    c->up[0] = (uint8_t)(n >> 8);
+    c->up[1] = (uint8_t)n;
+    c->up_len = n + 2;
+    c->up_off = 0;
+    if (connect(c->up_fd, (struct sockaddr *)&r->up_addr, r->up_len) < 0 && errno != EINPROGRESS)
+        return false;
+    struct epoll_event ev = {.events = EPOLLOUT,
+                             .data.u64 = r->id << 4 | (uint64_t)(EV_CONN_UP + (c - r->conns))};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->up_fd, &ev) < 0)
+        return false;
+    c->up_deadline_ms = now_ms() + PENDING_MS;
+    c->state = C_ASK;
+    conn_events(r, c);
+    return true;
+}
+
+/* The next query in c->in, if it is complete. */
+static void conn_next(struct cq_resolver *r, struct tcp_conn *c)
+{
+    if (c->in_next)
+        return;
+    c->in_next = true;
+    while (c->fd >= 0 && c->state == C_READ) {
+        size_t len;
+        int f = cq_dns_tcp_frame(c->in, c->in_len, &len);
+        if (f < 0)
+            conn_close(c); /* not a query: nothing to answer it with */
+        if (f <= 0)
+            break;
+        int rc = cq_dns_parse_query(c->in + 2, len, &c->q);
+        c->in_len -= 2 + len;
+        memmove(c->in, c->in + 2 + len, c->in_len);
+        if (rc < 0) {
+            conn_close(c);
+            break;
+        }
+        c->q.udp_size = CQ_DNS_TCP_MAX; /* over TCP, a reply is limited by the prefix only */
+        if (rc > 0)
+            conn_error(r, c, rc);
+        else if (!cq_netpolicy_name_allowed(&r->grant, c->q.name))
+            conn_error(r, c, CQ_DNS_NXDOMAIN);
+        else if (!conn_ask(r, c))
+            conn_error(r, c, CQ_DNS_SERVFAIL);
+    }
+    c->in_next = false;
+}
+
+static void conn_read(struct cq_resolver *r, struct tcp_conn *c)
+{
+    while (c->fd >= 0 && c->state == C_READ) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, 2 + TCP_MSG_MAX - c->in_len, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) {
+            conn_close(c);
+            return;
+        }
+        c->in_len += (size_t)n;
+        conn_next(r, c);
+    }
+}
+
+static void conn_upstream(struct cq_resolver *r, struct tcp_conn *c)
+{
+    if (c->state != C_ASK)
+        return;
+    if (c->up_off < c->up_len) { /* connecting, or writing our query */
+        ssize_t n =
+            send(c->up_fd, c->up + c->up_off, c->up_len - c->up_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) { /* refused, unreachable: at once, not after PENDING_MS */
+            conn_error(r, c, CQ_DNS_SERVFAIL);
+            return;
+        }
+        c->up_off += (size_t)n;
+        if (c->up_off == c->up_len) {
+            c->up_len = 0; /* the buffer now takes the reply */
+            struct epoll_event ev = {.events = EPOLLIN,
+                                     .data.u64 =
+                                         r->id << 4 | (uint64_t)(EV_CONN_UP + (c - r->conns))};
+            epoll_ctl(epfd, EPOLL_CTL_MOD, c->up_fd, &ev);
+        }
+        return;
+    }
+    ssize_t n = recv(c->up_fd, c->up + c->up_len, 2 + TCP_MSG_MAX - c->up_len, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_error(r, c, CQ_DNS_SERVFAIL);
+        return;
+    }
+    c->up_len += (size_t)n;
+    size_t len;
+    int f = cq_dns_tcp_frame(c->up, c->up_len, &len);
+    if (f < 0)
+        conn_error(r, c, CQ_DNS_SERVFAIL);
+    if (f <= 0)
+        return;
+    static __thread struct keep_ctx k;
+    static __thread uint8_t out[TCP_MSG_MAX];
+    k.r = r;
+    k.name = c->q.name;
+    k.n = 0;
+    size_t m =
+        cq_dns_filter_reply(c->up + 2, len, c->up_id, &c->q, keep_address, &k, out, sizeof(out));
+    up_close(c);
+    if (m == 0) {
+        conn_error(r, c, CQ_DNS_SERVFAIL);
+    } else if (k.n > 0) {
+        c->state = C_WAIT_PIN;
+        if (!pin_later(r, NULL, (int)(c - r->conns), c->gen, &c->q, k.batch, k.n, out, m))
+            conn_error(r, c, CQ_DNS_SERVFAIL);
+    } else {
+        conn_reply(r, c, out, m);
+    }
+}
+
+static void on_accept(struct cq_resolver *r)
+{
+    for (int i = 0; i < BURST; i++) {
+        struct sockaddr_in from;
+        socklen_t flen = sizeof(from);
+        int fd = accept4(r->tcp_fd, (struct sockaddr *)&from, &flen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        struct tcp_conn *c = NULL;
+        for (size_t k = 0; k < TCP_CONNS && c == NULL; k++)
+            if (r->conns[k].fd < 0)
+                c = &r->conns[k];
+        /* Past TCP_CONNS the sandbox's new connection is closed: it waits for its own. */
+        uint8_t *in = c != NULL ? malloc(2 + TCP_MSG_MAX) : NULL;
+        if (in == NULL || flen != sizeof(from) || from.sin_family != AF_INET ||
+            memcmp(&from.sin_addr, r->client.bytes, 4) != 0) {
+            free(in);
+            close_reset(fd);
+            continue;
+        }
+        *c = (struct tcp_conn){.fd = fd,
+                               .up_fd = -1,
+                               .gen = ++r->conn_gen,
+                               .state = C_READ,
+                               .deadline_ms = now_ms() + TCP_IDLE_MS,
+                               .in = in};
+        struct epoll_event ev = {.events = EPOLLIN,
+                                 .data.u64 = r->id << 4 | (uint64_t)(EV_CONN + (c - r->conns))};
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+            conn_close(c);
+    }
+}
+
+static void sweep_conns(struct cq_resolver *r, uint64_t now)
+{
+    for (size_t i = 0; i < TCP_CONNS; i++) {
+        struct tcp_conn *c = &r->conns[i];
+        if (c->fd < 0)
+            continue;
+        if (c->state == C_ASK && c->up_deadline_ms <= now)
+            conn_error(r, c, CQ_DNS_SERVFAIL);
+        else if ((c->state == C_READ || c->state == C_WRITE) && c->deadline_ms <= now)
+            conn_close(c);
+    }
+}
+
 static struct cq_resolver *find(uint64_t id)
 {
     for (struct cq_resolver *r = sandboxes; r != NULL; r = r->next)
@@ -476,14 +845,33 @@ static void *run(void *arg)
         pthread_mutex_lock(&mu);
         for (int i = 0; i < n; i++) {
             /* By id, not pointer: a sandbox stopped meanwhile is simply not found. */
-            struct cq_resolver *r = find(ev[i].data.u64 >> 1);
-            if (r != NULL)
-                serve(r, ev[i].data.u64 & 1);
+            struct cq_resolver *r = find(ev[i].data.u64 >> 4);
+            unsigned kind = ev[i].data.u64 & 15;
+            if (r == NULL)
+                continue;
+            if (kind == EV_UDP || kind == EV_UP)
+                serve(r, kind == EV_UP);
+            else if (kind == EV_TCP)
+                on_accept(r);
+            else if (kind >= EV_CONN_UP && kind < EV_CONN_UP + TCP_CONNS)
+                conn_upstream(r, &r->conns[kind - EV_CONN_UP]);
+            else if (kind >= EV_CONN && kind < EV_CONN + TCP_CONNS &&
+                     r->conns[kind - EV_CONN].fd >= 0) {
+                struct tcp_conn *c = &r->conns[kind - EV_CONN];
+                if (ev[i].events & (EPOLLERR | EPOLLHUP))
+                    conn_close(c); /* reset: reported whatever it waits for */
+                else if (c->state == C_READ)
+                    conn_read(r, c);
+                else if (c->state == C_WRITE)
+                    conn_write(r, c);
+            }
         }
         uint64_t now = now_ms();
         if (now - last_sweep >= 250) {
-            for (struct cq_resolver *r = sandboxes; r != NULL; r = r->next)
+            for (struct cq_resolver *r = sandboxes; r != NULL; r = r->next) {
                 fail_pending(r, false, now);
+                sweep_conns(r, now);
+            }
             last_sweep = now;
         }
         pthread_mutex_unlock(&mu);
@@ -498,7 +886,7 @@ struct sock_job {
     struct sockaddr_in listen;
     struct sockaddr_storage up;
     socklen_t up_len;
-    int listen_fd, up_fd;
+    int listen_fd, up_fd, tcp_fd;
     int code;
     char msg[160];
 };
@@ -516,6 +904,17 @@ static void *make_sockets(void *arg)
         bind(j->listen_fd, (struct sockaddr *)&j->listen, sizeof(j->listen)) < 0) {
         j->code = errno;
         snprintf(j->msg, sizeof(j->msg), "resolver socket on the gateway: %s", strerror(errno));
+        return NULL;
+    }
+    /* SO_REUSEADDR: a gateway address comes back with its slot, maybe while the last
+     * sandbox's connections are still in TIME_WAIT. */
+    int one = 1;
+    j->tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (j->tcp_fd < 0 || setsockopt(j->tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(j->tcp_fd, (struct sockaddr *)&j->listen, sizeof(j->listen)) < 0 ||
+        listen(j->tcp_fd, 8) < 0) {
+        j->code = errno;
+        snprintf(j->msg, sizeof(j->msg), "resolver TCP socket on the gateway: %s", strerror(errno));
         return NULL;
     }
     if (j->up_len == 0)
@@ -590,6 +989,10 @@ static int ensure_thread(struct cq_error *err)
 
 static void free_resolver(struct cq_resolver *r)
 {
+    for (size_t i = 0; i < TCP_CONNS; i++)
+        conn_close(&r->conns[i]);
+    if (r->tcp_fd >= 0)
+        close(r->tcp_fd);
     if (r->listen_fd >= 0)
         close(r->listen_fd);
     if (r->up_fd >= 0)
@@ -606,7 +1009,9 @@ int cq_resolver_start(const struct cq_resolver_config *c, struct cq_resolver **o
     struct cq_resolver *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return cq_error_sys(err, ENOMEM, "resolver");
-    r->listen_fd = r->up_fd = -1;
+    r->listen_fd = r->up_fd = r->tcp_fd = -1;
+    for (size_t i = 0; i < TCP_CONNS; i++)
+        r->conns[i].fd = r->conns[i].up_fd = -1;
     r->netns_fd = fcntl(c->netns_fd, F_DUPFD_CLOEXEC, 0);
     r->slot = c->slot;
     r->client = c->client;
@@ -616,7 +1021,7 @@ int cq_resolver_start(const struct cq_resolver_config *c, struct cq_resolver **o
         cq_netpolicy_init(&r->policy);
     r->grant = *c->grant;
     r->pins = calloc(r->policy.max_pinned > 0 ? r->policy.max_pinned : 1, sizeof(*r->pins));
-    struct sock_job j = {.netns_fd = c->netns_fd, .listen_fd = -1, .up_fd = -1};
+    struct sock_job j = {.netns_fd = c->netns_fd, .listen_fd = -1, .up_fd = -1, .tcp_fd = -1};
     j.listen.sin_family = AF_INET;
     j.listen.sin_port = htons(53);
     memcpy(&j.listen.sin_addr, c->listen.bytes, 4);
@@ -634,6 +1039,9 @@ int cq_resolver_start(const struct cq_resolver_config *c, struct cq_resolver **o
         pthread_join(t, NULL);
     r->listen_fd = j.listen_fd;
     r->up_fd = j.up_fd;
+    r->tcp_fd = j.tcp_fd;
+    r->up_addr = j.up;
+    r->up_len = j.up_len;
     if (rc != 0 || j.code != 0) {
         free_resolver(r);
         if (rc != 0)
@@ -647,10 +1055,12 @@ int cq_resolver_start(const struct cq_resolver_config *c, struct cq_resolver **o
         return -1;
     }
     r->id = next_id++;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = r->id << 1};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = r->id << 4 | EV_UDP};
     bool ok = epoll_ctl(epfd, EPOLL_CTL_ADD, r->listen_fd, &ev) == 0;
-    ev.data.u64 = r->id << 1 | 1;
+    ev.data.u64 = r->id << 4 | EV_UP;
     ok = ok && (r->up_fd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, r->up_fd, &ev) == 0);
+    ev.data.u64 = r->id << 4 | EV_TCP;
+    ok = ok && epoll_ctl(epfd, EPOLL_CTL_ADD, r->tcp_fd, &ev) == 0;
     int saved = errno;
     if (ok) {
         r->next = sandboxes;
@@ -686,6 +1096,9 @@ void cq_resolver_stop(struct cq_resolver *r)
     epoll_ctl(epfd, EPOLL_CTL_DEL, r->listen_fd, NULL);
     if (r->up_fd >= 0)
         epoll_ctl(epfd, EPOLL_CTL_DEL, r->up_fd, NULL);
+    epoll_ctl(epfd, EPOLL_CTL_DEL, r->tcp_fd, NULL);
+    for (size_t i = 0; i < TCP_CONNS; i++)
+        conn_close(&r->conns[i]); /* under mu: the thread may be using them */
     pthread_mutex_unlock(&mu);
     free_resolver(r);
 }

@@ -9,7 +9,11 @@
  *  - a rebuilt reply carries the client's id and question, is no longer than what the
  *    client takes, and holds only A, AAAA and CNAME records in the answer section,
  *    with uncompressed names, each whole within the reply, nothing in the other
- *    sections; every A/AAAA record in it was kept by keep(). */
+ *    sections; every A/AAAA record in it was kept by keep(); so is the reply rebuilt
+ *    for a TCP client (udp_size CQ_DNS_TCP_MAX), which no UDP size bounds;
+ *  - the whole input read as DNS over TCP (cq_dns_tcp_frame, message after message):
+ *    a whole message lies within what was read, a header at least, and "more to
+ *    read" is said only when the prefix announces more than is there. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,8 +108,30 @@ static void check_reply(const uint8_t *r, size_t n, const struct cq_dns_query *q
     check(off == n);
 }
 
+static void check_frames(const uint8_t *data, size_t size)
+{
+    uint8_t *copy = malloc(size ? size : 1);
+    memcpy(copy, data, size);
+    size_t off = 0;
+    for (;;) {
+        size_t n = 0;
+        int f = cq_dns_tcp_frame(copy + off, size - off, &n);
+        if (f <= 0) {
+            check(f == -1 ? size - off >= 2 && get16(copy + off) < CQ_DNS_HEADER
+                          : size - off < 2 || 2 + (size_t)get16(copy + off) > size - off);
+            break;
+        }
+        check(f == 1 && n >= CQ_DNS_HEADER && n == get16(copy + off) && 2 + n <= size - off);
+        struct cq_dns_query q;
+        cq_dns_parse_query(copy + off + 2, n, &q);
+        off += 2 + n;
+    }
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    check_frames(data, size);
     if (size < 2)
         return 0;
     size_t qlen = get16(data);
@@ -135,6 +161,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = cq_dns_filter_reply(reply, rlen, id, &q, keep, &k, out, sizeof(out));
         if (n > 0)
             check_reply(out, n, &q, &k);
+        /* The same reply for a TCP client: the prefix's bound only. */
+        static uint8_t big[CQ_DNS_TCP_MAX];
+        q.udp_size = CQ_DNS_TCP_MAX;
+        k.n = 0;
+        n = cq_dns_filter_reply(reply, rlen, id, &q, keep, &k, big, sizeof(big));
+        if (n > 0)
+            check_reply(big, n, &q, &k);
     }
     free(query);
     free(reply);

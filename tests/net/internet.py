@@ -21,9 +21,14 @@ link type is not built into this kernel, so `lo` holds them), with
                      network_private; these private addresses exist only in this
                      namespace, which the test made, so packets to them go nowhere
                      else)
-    a DNS server     203.0.113.53, 2001:db8::53, port 53 (UDP), answering the names
-                     above, and rebind.example.test: 198.51.100.80 (2001:db8::80) on
-                     its first answer, 127.0.0.1 (::1) on every later one.
+    a DNS server     203.0.113.53, 2001:db8::53, port 53 (UDP and TCP), answering the
+                     names above, rebind.example.test: 198.51.100.80 (2001:db8::80) on
+                     its first answer, 127.0.0.1 (::1) on every later one, and
+                     many.example.test: 100 A records, 198.51.100.100 to .199 (no
+                     AAAA), an answer of 1.6 KB: over UDP it is truncated (TC, no
+                     records) past 512 bytes or the query's EDNS size, as real servers
+                     do; over TCP it comes whole. Its first and last address are
+                     hosts with a TCP echo on port 7.
 
 Other namespaces join it through a veth pair made directly between the two namespaces
 (never in the host's): link n gets a /30 of 203.0.113.128/25 and 2001:db8:ff:n::/64,
@@ -76,6 +81,9 @@ NAMES = {name: addrs for name, addrs in HTTP_HOSTS.items()}
 NAMES["echo.example.test"] = ECHO_HOST
 NAMES[PYPI_NAME] = PYPI_HOST
 NAMES[INTERNAL_NAME] = INTERNAL_HOSTS[0]
+MANY_NAME = "many.example.test"
+MANY_HOSTS = tuple(f"198.51.100.{100 + i}" for i in range(100))
+MANY_ECHO = (MANY_HOSTS[0], MANY_HOSTS[-1])
 MAX_LINKS = 32
 
 
@@ -144,7 +152,7 @@ class Internet:
         _ip("netns", "add", self.ns)
         self._exec(self.ns, ["ip", "link", "set", "lo", "up"])
         hosts = [a for pair in list(HTTP_HOSTS.values()) + [ECHO_HOST, DNS_SERVER, PYPI_HOST,
-                                                            *INTERNAL_HOSTS]
+                                                            *INTERNAL_HOSTS, MANY_ECHO]
                  for a in pair]
         for addr in hosts:
             plen = 128 if ":" in addr else 32
@@ -286,14 +294,17 @@ class DnsAnswers:
                 return True, []
             first = NAMES["files.example.test"][fam]
             return True, [first if n == 0 else ("127.0.0.1", "::1")[fam]]
+        if name == MANY_NAME:
+            return True, list(MANY_HOSTS) if fam == 0 else []
         if name not in NAMES:
             return False, []
         return True, [] if fam is None else [NAMES[name][fam]]
 
-    def reply(self, query):
+    def reply(self, query, tcp=False):
         if len(query) < 12:
             return None
         qid, flags, qdcount = struct.unpack(">HHH", query[:6])
+        arcount = struct.unpack(">H", query[10:12])[0]
         if flags & 0x8000 or qdcount != 1:
             return None
         try:
@@ -310,7 +321,16 @@ class DnsAnswers:
             data = socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a)
             answers += b"\xc0\x0c" + struct.pack(">HHIH", qtype, 1, ttl, len(data)) + data
         head = struct.pack(">HHHHHH", qid, 0x8400 | (flags & 0x0100) | rcode, 1, len(addrs), 0, 0)
-        return head + question + answers
+        out = head + question + answers
+        # Over UDP: 512 bytes, or the size of the query's OPT record (root name, type 41).
+        limit = 512
+        opt = query[end + 4:end + 9]
+        if arcount and len(opt) == 5 and opt[0] == 0 and opt[1:3] == b"\x00\x29":
+            limit = max(512, struct.unpack(">H", opt[3:5])[0])
+        if not tcp and len(out) > limit:
+            head = struct.pack(">HHHHHH", qid, 0x8600 | (flags & 0x0100) | rcode, 1, 0, 0, 0)
+            out = head + question
+        return out
 
 
 def dns_query(name, qtype, server, timeout=2.0):
@@ -351,6 +371,44 @@ def _serve_udp(addr, port, handle):
             out = handle(data)
             if out is not None:
                 s.sendto(out, peer)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def _serve_tcp_dns(addr, port, handle):
+    """DNS over TCP: messages prefixed with their 2-byte length, several per connection."""
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(64)
+
+    def exactly(conn, n):
+        data = b""
+        while len(data) < n:
+            more = conn.recv(n - len(data))
+            if not more:
+                raise EOFError
+            data += more
+        return data
+
+    def one(conn):
+        with conn:
+            conn.settimeout(10)
+            try:
+                while True:
+                    n = struct.unpack(">H", exactly(conn, 2))[0]
+                    out = handle(exactly(conn, n), tcp=True)
+                    if out is None:
+                        return
+                    conn.sendall(struct.pack(">H", len(out)) + out)
+            except (OSError, EOFError):
+                pass
+
+    def loop():
+        while True:
+            conn, _ = s.accept()
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
 
     threading.Thread(target=loop, daemon=True).start()
 
@@ -465,6 +523,7 @@ def serve():
     dns = DnsAnswers()
     for addr in DNS_SERVER:
         _serve_udp(addr, DNS_PORT, dns.reply)
+        _serve_tcp_dns(addr, DNS_PORT, dns.reply)
     for addr in ECHO_HOST:
         _serve_tcp_echo(addr, ECHO_PORT)
         _serve_udp(addr, ECHO_PORT, lambda data: data)
@@ -474,6 +533,8 @@ def serve():
     pages = _index_pages()
     for addr in PYPI_HOST:
         _serve_http(addr, HTTP_PORT, pages)
+    for addr in MANY_ECHO:
+        _serve_tcp_echo(addr, ECHO_PORT)
     for i, pair in enumerate(INTERNAL_HOSTS):
         for addr in pair:
             _serve_tcp_echo(addr, ECHO_PORT)

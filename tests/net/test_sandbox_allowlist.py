@@ -183,7 +183,7 @@ def test_hostile_destinations_are_refused_at_once(net, egress):
             "ula": "tcp('fd00::1', 80)",
             "other_sandbox": "tcp('100.127.0.6', 8080)",
             "other_sandbox6": "tcp('fd63:6f64:6571:1::2', 80)",
-            "resolver_tcp": "tcp('100.126.255.53', 53)",
+            "resolver_tcp_other_port": "tcp('100.126.255.53', 54)",
             "gateway_tcp": "tcp('100.127.0.1', 22)",
         })
         try:
@@ -257,7 +257,7 @@ def test_the_filter_holds_the_lists_and_goes_with_the_sandbox(net, egress):
         # The CIDR entry, the IPv6 address with its port, and the name's pinned answer.
         assert "198.51.100.0/24" in rules and "2001:db8::7 . 7" in rules, rules
         assert "198.51.100.80 . 80" in rules, rules
-        assert "dnat ip to" in rules and "udp dport 53 accept" in rules
+        assert "dnat ip to" in rules and "th dport 53 accept" in rules
     finally:
         proc.terminate()
         proc.wait()

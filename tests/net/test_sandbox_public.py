@@ -150,7 +150,7 @@ def test_public_refuses_what_is_not_public(net, egress):
         "private_udp": "udp('10.0.0.1', 53)",
         "egress_itself": f"tcp('{egress4}', 22)",
         "egress_itself_udp": f"udp('{egress4}', 53)",
-        "gateway": "tcp('100.127.0.1', 53)",
+        "gateway": "tcp('100.127.0.1', 54)",  # its port 53 is the resolver: test_dns_tcp.py
         "broadcast": "udp('255.255.255.255', 67)",
         "ula": "tcp('fd00::1', 80)",
         "ula_udp": "udp('fd12:3456::1', 53)",
@@ -218,18 +218,18 @@ def test_a_rebinding_name_reaches_nothing_of_the_host(net, egress):
 
 def test_names_resolve_through_codeqs_resolver(net, egress):
     # The sandbox's resolv.conf names codeq's resolver, never the upstream (--dns); the
-    # resolver answers on the sandbox's gateway (UDP only: TCP is refused at once) and
-    # asks the upstream from the egress namespace.
+    # resolver answers on the sandbox's gateway (UDP here, TCP in test_dns_tcp.py; its
+    # other ports are refused at once) and asks the upstream from the egress namespace.
     out = probe(net, egress, {
         "conf": "open('/etc/resolv.conf').read().split()[:2]",
         "files": "resolve('files.example.test')",
         "missing": "resolve('nowhere.example.test')",
-        "tcp53": "tcp('100.126.255.53', 53)",
+        "tcp54": "tcp('100.126.255.53', 54)",
     })
     assert out["conf"] == ["nameserver", "100.126.255.53"]
     assert out["files"] == ["198.51.100.80"]
     assert out["missing"] == "[Errno -2] Name or service not known"
-    assert out["tcp53"] == "ECONNREFUSED"
+    assert out["tcp54"] == "ECONNREFUSED"
     # An upstream that does not answer (nothing listens on the echo host's port 53):
     # SERVFAIL at once, not a hang.
     argv = [CODEQ, "sandbox", "--timeout", "30", "--network", "public", "--egress-netns",

@@ -336,8 +336,9 @@ END_TEST
 
 START_TEST(truncation)
 {
-    /* 40 AAAA records do not fit 512 bytes: TC, no records, the stub asks again over
-     * TCP and is refused at once. Same for an upstream's truncated reply. */
+    /* 40 AAAA records do not fit 512 bytes: TC, no records, and the stub asks again
+     * over TCP (tcp_replies_take_what_fits_the_prefix). Same for an upstream's
+     * truncated reply. */
     struct cq_dns_query q = parsed("big.example.test", CQ_DNS_TYPE_AAAA);
     struct msg m;
     header(&m, 9, 0x8180, 1, 40, 0, 0);
@@ -359,6 +360,86 @@ START_TEST(truncation)
     n = cq_dns_filter_reply(m.b, m.n, 9, &q, keep_public, &s, out, sizeof(out));
     ck_assert_uint_eq(n, 12 + q.wire_len + 4);
     ck_assert_uint_eq(out[2] & 0x02, 0x02);
+}
+END_TEST
+
+/* --- DNS over TCP ----------------------------------------------------------------------- */
+
+START_TEST(tcp_framing)
+{
+    /* Two queries one after the other, as a pipelining stub sends them, then read a
+     * byte at a time: nothing is taken before the whole message is there. */
+    struct msg a = query("files.example.test", CQ_DNS_TYPE_A);
+    struct msg b = query("many.example.test", CQ_DNS_TYPE_AAAA);
+    uint8_t wire[512];
+    size_t n = 0;
+    wire[n++] = (uint8_t)(a.n >> 8);
+    wire[n++] = (uint8_t)a.n;
+    memcpy(wire + n, a.b, a.n);
+    n += a.n;
+    wire[n++] = (uint8_t)(b.n >> 8);
+    wire[n++] = (uint8_t)b.n;
+    memcpy(wire + n, b.b, b.n);
+    n += b.n;
+    size_t len = 0;
+    for (size_t got = 0; got < 2 + a.n; got++)
+        ck_assert_int_eq(cq_dns_tcp_frame(wire, got, &len), 0);
+    ck_assert_int_eq(cq_dns_tcp_frame(wire, 2 + a.n, &len), 1);
+    ck_assert_uint_eq(len, a.n);
+    ck_assert_int_eq(cq_dns_tcp_frame(wire, n, &len), 1); /* the first, the second waits */
+    ck_assert_uint_eq(len, a.n);
+    const uint8_t *next = wire + 2 + a.n;
+    ck_assert_int_eq(cq_dns_tcp_frame(next, 2 + b.n - 1, &len), 0);
+    ck_assert_int_eq(cq_dns_tcp_frame(next, 2 + b.n, &len), 1);
+    ck_assert_uint_eq(len, b.n);
+    struct cq_dns_query q;
+    ck_assert_int_eq(cq_dns_parse_query(next + 2, len, &q), CQ_DNS_NOERROR);
+    ck_assert_str_eq(q.name, "many.example.test");
+
+    /* A prefix shorter than a header: nothing could answer it. One announcing the
+     * most a prefix can say waits for all of it. */
+    for (unsigned v = 0; v < CQ_DNS_HEADER; v++) {
+        uint8_t p[14] = {0, (uint8_t)v};
+        ck_assert_int_eq(cq_dns_tcp_frame(p, sizeof(p), &len), -1);
+    }
+    uint8_t big[4096] = {0xff, 0xff};
+    ck_assert_int_eq(cq_dns_tcp_frame(big, sizeof(big), &len), 0);
+}
+END_TEST
+
+START_TEST(tcp_replies_take_what_fits_the_prefix)
+{
+    /* 100 A records (1.6 KB), more than any UDP size codeq takes: over UDP TC and no
+     * records; for a TCP client (udp_size CQ_DNS_TCP_MAX) all of them. */
+    struct cq_dns_query q = parsed("many.example.test", CQ_DNS_TYPE_A);
+    struct msg m;
+    header(&m, 11, 0x8180, 1, 100, 0, 0);
+    put_name(&m, "many.example.test");
+    put16(&m, CQ_DNS_TYPE_A);
+    put16(&m, 1);
+    for (int i = 0; i < 100; i++) {
+        uint8_t a[4] = {198, 51, 100, (uint8_t)(100 + i)};
+        record(&m, NULL, CQ_DNS_TYPE_A, a, 4);
+    }
+    static uint8_t out[CQ_DNS_TCP_MAX];
+    struct seen s = {0};
+    q.udp_size = CQ_DNS_UDP_MAX;
+    size_t n = cq_dns_filter_reply(m.b, m.n, 11, &q, keep_public, &s, out, sizeof(out));
+    ck_assert_uint_eq(n, 12 + q.wire_len + 4);
+    ck_assert_uint_eq(out[2] & 0x02, 0x02);
+    q.udp_size = CQ_DNS_TCP_MAX;
+    n = cq_dns_filter_reply(m.b, m.n, 11, &q, keep_public, &s, out, sizeof(out));
+    ck_assert_uint_gt(n, CQ_DNS_UDP_MAX);
+    ck_assert_uint_eq(out[2] & 0x02, 0);
+    ck_assert_uint_eq(out[6] << 8 | out[7], 100);
+    char text[8192];
+    answers(out, n, text, sizeof(text));
+    ck_assert_ptr_nonnull(strstr(text, "1 many.example.test. 198.51.100.100\n"));
+    ck_assert_ptr_nonnull(strstr(text, "1 many.example.test. 198.51.100.199\n"));
+    /* A cap below the reply (the caller's buffer) still truncates. */
+    n = cq_dns_filter_reply(m.b, m.n, 11, &q, keep_public, &s, out, 1024);
+    ck_assert_uint_eq(out[2] & 0x02, 0x02);
+    ck_assert_uint_eq(n, 12 + q.wire_len + 4);
 }
 END_TEST
 
@@ -484,6 +565,8 @@ int main(void)
     tcase_add_test(tc, replies_are_rebuilt_with_the_chain_only);
     tcase_add_test(tc, bad_replies_are_refused);
     tcase_add_test(tc, truncation);
+    tcase_add_test(tc, tcp_framing);
+    tcase_add_test(tc, tcp_replies_take_what_fits_the_prefix);
     suite_add_tcase(s, tc);
     tc = tcase_create("resolver");
     tcase_add_test(tc, decisions);
