@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 import internet  # noqa: E402
 from mcp_client import McpServer  # noqa: E402
 from test_sandbox_allowlist import REFUSED, allowlist_argv  # noqa: E402
-from test_sandbox_public import CODEQ, PROBE, leftovers, sandbox_argv  # noqa: E402
+from test_sandbox_public import CODEQ, PROBE, gone_after, leftovers, sandbox_argv  # noqa: E402
 
 MANY = sorted(internet.MANY_HOSTS)
 
@@ -278,4 +278,4 @@ def test_tcp_53_elsewhere_is_refused(net, egress):
     assert out.pop("gateway")[0][:3] == [0, False, ["198.51.100.80"]]
     for key, got in out.items():
         assert got in REFUSED, (key, got)
-    assert leftovers(net, egress) == []
+    assert gone_after(net, egress) == []

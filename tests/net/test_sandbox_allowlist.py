@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import internet  # noqa: E402
-from test_sandbox_public import CODEQ, PROBE, leftovers  # noqa: E402
+from test_sandbox_public import CODEQ, PROBE, gone_after, leftovers  # noqa: E402
 
 # Adds to the public tests' probe: a raw DNS query to a server of the sandbox's choice.
 DNSQ = r'''
@@ -261,7 +261,7 @@ def test_the_filter_holds_the_lists_and_goes_with_the_sandbox(net, egress):
     finally:
         proc.terminate()
         proc.wait()
-    assert leftovers(net, egress) == []
+    assert gone_after(net, egress) == []
 
 
 def test_bad_allowlists_are_refused(net, egress):

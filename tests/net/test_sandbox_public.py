@@ -115,6 +115,21 @@ def leftovers(net, egress):
             [line.split(":")[1].strip() for line in links.splitlines() if ": cqe" in line])
 
 
+def gone_after(net, egress, timeout=10):
+    """What a finished sandbox left in the egress namespace, once the kernel had time to
+    finish: its table is deleted before codeq returns (so none may be left at once), its
+    link goes with its network namespace, which the kernel cleans up asynchronously a
+    moment later (docs/security.md), so that is polled for, with a bound."""
+    tables = [t for t in leftovers(net, egress) if t.startswith("cq_")]
+    assert tables == [], f"tables left when codeq returned: {tables}"
+    deadline = time.monotonic() + timeout
+    left = leftovers(net, egress)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = leftovers(net, egress)
+    return left
+
+
 def test_public_reaches_the_test_hosts(net, egress):
     echo4, echo6 = internet.ECHO_HOST
     out = probe(net, egress, {

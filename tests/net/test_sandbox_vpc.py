@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import internet  # noqa: E402
 from test_sandbox_allowlist import NO_ADDRESS, NO_NAME, REFUSED  # noqa: E402
-from test_sandbox_public import CODEQ, PROBE, leftovers  # noqa: E402
+from test_sandbox_public import CODEQ, PROBE, gone_after, leftovers  # noqa: E402
 
 (DB4, DB6), (OTHER4, OTHER6) = internet.INTERNAL_HOSTS
 NET4, NET6 = internet.INTERNAL_NET
@@ -82,7 +82,7 @@ def test_private_entries_need_network_private(net, egress):
         r = subprocess.run(sandbox_argv(net, egress, "allowlist", private, [entry], "true"),
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and "network_private" in r.stderr, (entry, private, r.stderr)
-    assert leftovers(net, egress) == []
+    assert gone_after(net, egress) == []
 
 
 def test_network_private_names_private_ranges_only(net, egress):
@@ -212,7 +212,7 @@ def test_the_filter_keeps_private_pins_apart(net, egress):
     finally:
         proc.terminate()
         proc.wait()
-    assert leftovers(net, egress) == []
+    assert gone_after(net, egress) == []
 
 
 # A TCP echo from inside a session: "ok <reply>" or the errno's name.
