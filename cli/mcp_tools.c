@@ -126,6 +126,28 @@ static int invalid(int *code, char *msg, size_t len, const char *fmt, const char
     return -1;
 }
 
+/* An argument that is an array of strings: *out (malloc'd, NULL-terminated, the caller's
+ * to free even on failure) borrows the strings of v; *n gets their count. */
+static int string_array(json_t *v, const char *name, const char ***out, size_t *n, int *code,
+                        char *msg, size_t len)
+{
+    if (!json_is_array(v))
+        return invalid(code, msg, len, "argument '%s' must be an array of strings", name);
+    *out = calloc(json_array_size(v) + 1, sizeof(char *));
+    if (*out == NULL)
+        return invalid(code, msg, len, "%s", "out of memory");
+    size_t i;
+    json_t *item;
+    json_array_foreach(v, i, item)
+    {
+        if (!json_is_string(item))
+            return invalid(code, msg, len, "argument '%s' must be an array of strings", name);
+        (*out)[i] = json_string_value(item);
+    }
+    *n = json_array_size(v);
+    return 0;
+}
+
 int cq_mcp_parse_message(const char *line, size_t len, struct cq_mcp_message *m, int *code,
                          char *msg, size_t msg_len)
 {
@@ -253,22 +275,9 @@ static int parse_invoke(json_t *args, struct cq_mcp_call_args *p, int *code, cha
     }
     v = json_object_get(args, "paths");
     if (v != NULL && !json_is_null(v)) {
-        if (!json_is_array(v))
-            return invalid(code, msg, len, "argument '%s' must be an array of strings", "paths");
-        p->paths = calloc(json_array_size(v) + 1, sizeof(char *));
-        if (p->paths == NULL)
-            return invalid(code, msg, len, "%s", "out of memory");
-        size_t i;
-        json_t *item;
-        json_array_foreach(v, i, item)
-        {
-            if (!json_is_string(item))
-                return invalid(code, msg, len, "argument '%s' must be an array of strings",
-                               "paths");
-            p->paths[i] = json_string_value(item);
-        }
+        if (string_array(v, "paths", &p->paths, &a->n_paths, code, msg, len) < 0)
+            return -1;
         a->paths = p->paths;
-        a->n_paths = json_array_size(v);
     }
     v = json_object_get(args, "content");
     if (v != NULL && !json_is_null(v)) {
@@ -403,23 +412,9 @@ static int parse_start_session(json_t *args, struct cq_mcp_call_args *c, int *co
         params->network = &c->network;
     }
     if ((v = json_object_get(args, "networkAllow")) != NULL && !json_is_null(v)) {
-        if (!json_is_array(v))
-            return invalid(code, msg, len, "argument '%s' must be an array of strings",
-                           "networkAllow");
-        c->allow = calloc(json_array_size(v) + 1, sizeof(char *));
-        if (c->allow == NULL)
-            return invalid(code, msg, len, "%s", "out of memory");
-        size_t i;
-        json_t *item;
-        json_array_foreach(v, i, item)
-        {
-            if (!json_is_string(item))
-                return invalid(code, msg, len, "argument '%s' must be an array of strings",
-                               "networkAllow");
-            c->allow[i] = json_string_value(item);
-        }
+        if (string_array(v, "networkAllow", &c->allow, &params->n_allow, code, msg, len) < 0)
+            return -1;
         params->allow = c->allow;
-        params->n_allow = json_array_size(v);
     }
     return 0;
 }
