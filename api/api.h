@@ -159,6 +159,16 @@ struct cq_session_info {
      * commas (no DEST holds one), "" outside ALLOWLIST. */
     int network_mode;
     char network_allow[CQ_SESSION_ALLOW_TEXT];
+    /* Its code interpreter (issue 14: "codeq.default" for the built-in one), the
+     * interpreter's runtime and layer digest ("" for none), and the limits its sandbox
+     * got (the worker's defaults merged in). */
+    char interpreter[64];
+    char runtime[64];
+    char runtime_digest[65];
+    uint64_t memory_bytes;
+    uint64_t pids;
+    uint32_t cpu_millis; /* 1000 = one core */
+    uint64_t disk_bytes; /* the workspace */
 };
 
 /* ---- tools ------------------------------------------------------------------------- */

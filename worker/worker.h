@@ -26,6 +26,8 @@
 
 /* ---- the worker -------------------------------------------------------------------- */
 
+struct cq_worker;
+
 struct cq_worker_config {
     struct cq_sandbox_limits limits; /* per-session defaults */
     const char *runtimes_dir;        /* NULL: found next to the program, or CODEQ_RUNTIMES_DIR */
@@ -47,6 +49,15 @@ struct cq_worker_config {
      * it. -1: the default, 1 when they can be. */
     int warm_pool_public;
     int warm_pool_allowlist;
+    /* Called by cq_worker_start_session for a code interpreter the worker has not
+     * defined (cq_worker_define_interpreter): it defines it and returns 0, or returns -1
+     * with err (CQ_ENOTFOUND: no such interpreter). It may block (a fleet worker
+     * fetches or builds the runtime's layer meanwhile: the session waits, it does not
+     * fail). Called without the worker's locks held, from the starting thread. NULL:
+     * only interpreters defined beforehand. */
+    int (*resolve_interpreter)(void *ctx, struct cq_worker *w, const char *name,
+                               struct cq_error *err);
+    void *resolve_interpreter_ctx;
     /* Called when a session ends (stopped or expired), from a worker thread and
      * without the worker's locks held; may be NULL. */
     void (*on_session_end)(void *ctx, const char *session_id);
@@ -55,7 +66,49 @@ struct cq_worker_config {
 
 void cq_worker_config_init(struct cq_worker_config *cfg);
 
-struct cq_worker;
+/* ---- code interpreters (docs/configuration.md, "Code interpreters") ---------------- */
+
+/* The built-in interpreter: the worker's own configuration, no runtime layer
+ * (AgentCore's aws.codeinterpreter.v1). A session that names none runs on it. */
+#define CQ_INTERPRETER_DEFAULT "codeq.default"
+
+/* A named configuration sessions start on, as the worker core sees it: the front ends
+ * read definitions (runtime/interpreter.h, or the fleet's Redis) and resolve their
+ * runtime into a layer. The worker copies everything it is given. */
+struct cq_interpreter {
+    const char *name; /* [a-z0-9][a-z0-9._-]{0,62} */
+    /* The runtime's layer, bound read-only into every sandbox of the interpreter;
+     * layer.host_path NULL: none. */
+    struct cq_sandbox_bind layer;
+    const char *runtime;             /* its runtime's name, for getSession; NULL: none */
+    const char *runtime_digest;      /* the layer's digest; NULL: none */
+    const char *const *env;          /* NAME=VALUE, NULL-terminated (PYTHONPATH, NODE_PATH,
+                                      * the runtime's environment); a session's own env
+                                      * overrides a variable of the same name */
+    const char *const *preload;      /* Python modules its warm kernels import beforehand,
+                                      * NULL-terminated; may be NULL */
+    struct cq_sandbox_limits limits; /* zero fields: the worker's defaults */
+    /* Its network mode (NULL: the policy's default) and allowlist, admitted against the
+     * worker's policy when a session starts. A session that names another mode, or
+     * another list, is refused (INVALID_ARGUMENT): the interpreter decides. */
+    const enum cq_network_mode *network;
+    const char *const *allow;
+    size_t n_allow;
+    uint32_t session_timeout_s; /* the default time to live of its sessions; 0: the worker's */
+    unsigned warm_pool;         /* sandboxes kept ready for it, with preload imported */
+};
+
+/* Defines an interpreter, or replaces one of the same name (its warm sandboxes are
+ * made again; sessions running on it keep what they started with). The name
+ * CQ_INTERPRETER_DEFAULT cannot be defined. */
+int cq_worker_define_interpreter(struct cq_worker *w, const struct cq_interpreter *def,
+                                 struct cq_error *err);
+/* Forgets one: new sessions on it are refused (NOT_FOUND, unless resolve_interpreter
+ * defines it again); sessions running on it end at their time to live. */
+int cq_worker_delete_interpreter(struct cq_worker *w, const char *name, struct cq_error *err);
+/* Whether the worker has it defined now (CQ_INTERPRETER_DEFAULT: always), for a fleet
+ * worker's capacity report. */
+bool cq_worker_has_interpreter(struct cq_worker *w, const char *name);
 
 /* ---- network settings: one parser for codeq mcp, codeq exec and codeq-worker -------- */
 
@@ -96,6 +149,10 @@ struct cq_session_params {
     const enum cq_network_mode *network;
     const char *const *allow; /* ALLOWLIST: n_allow DESTs (sandbox/netpolicy.h) */
     size_t n_allow;
+    /* The code interpreter (AgentCore's codeInterpreterIdentifier); NULL or "":
+     * CQ_INTERPRETER_DEFAULT. Its settings are the session's defaults: fields above
+     * that are set override its limits and time to live. */
+    const char *interpreter;
 };
 
 int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params *params,

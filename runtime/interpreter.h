@@ -1,0 +1,73 @@
+/* runtime/interpreter.h - code interpreters: named configurations that sessions start
+ * on (AgentCore's CreateCodeInterpreter / codeInterpreterIdentifier): a runtime, a
+ * network mode, limits, a default time to live and a warm pool size
+ * (docs/configuration.md, "Code interpreters").
+ *
+ * A definition is JSON, stored beside the runtimes (STORE/interpreters/<name>.json) on
+ * one machine, or in the fleet's Redis (fleet/store.h). The worker core never reads
+ * definitions: the front ends turn one into a struct cq_interpreter
+ * (cq_interpreter_profile) and give it to the worker. */
+#ifndef CQ_RUNTIME_INTERPRETER_H
+#define CQ_RUNTIME_INTERPRETER_H
+
+#include "common/error.h"
+#include "runtime/runtime.h"
+#include "worker/worker.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CQ_INTERPRETER_NAME_MAX 63
+
+struct cq_interpreter_def {
+    char name[CQ_INTERPRETER_NAME_MAX + 1]; /* as cq_runtime_name_check */
+    char runtime[CQ_RUNTIME_NAME_MAX + 1];  /* "": none (Debian's packages only) */
+    bool has_network;                       /* false: the worker's default */
+    enum cq_network_mode network;
+    char **allow; /* ALLOWLIST: n_allow DESTs (sandbox/netpolicy.h syntax) */
+    size_t n_allow;
+    uint64_t memory_bytes; /* 0: the worker's default, and the same below */
+    double cpus;
+    uint64_t disk_bytes; /* the workspace */
+    uint32_t session_timeout_s;
+    unsigned warm_pool;
+    int64_t created_ms; /* Unix time */
+};
+
+/* Parses and validates a definition (strict: unknown keys, a bad name, a bad mode or
+ * DEST, limits out of range are refused, naming the field). Free with
+ * cq_interpreter_def_free. */
+int cq_interpreter_def_parse(const char *json, size_t len, struct cq_interpreter_def *def,
+                             struct cq_error *err);
+/* The definition as JSON (malloc'd), the shape cq_interpreter_def_parse reads. */
+char *cq_interpreter_def_json(const struct cq_interpreter_def *def);
+void cq_interpreter_def_free(struct cq_interpreter_def *def);
+
+/* The local store of definitions: STORE/interpreters/<name>.json, STORE as
+ * cq_runtime_store_path(). Saving refuses CQ_INTERPRETER_DEFAULT and, unless replace,
+ * an existing name (CQ_EEXIST); it refuses a runtime that the store does not have. */
+int cq_interpreter_save(const char *store, const struct cq_interpreter_def *def, bool replace,
+                        struct cq_error *err);
+int cq_interpreter_load(const char *store, const char *name, struct cq_interpreter_def *def,
+                        struct cq_error *err); /* CQ_ENOTFOUND when none */
+int cq_interpreter_remove(const char *store, const char *name, struct cq_error *err);
+int cq_interpreter_list(const char *store,
+                        void (*fn)(void *ctx, const struct cq_interpreter_def *d), void *ctx,
+                        struct cq_error *err);
+
+/* What the worker needs to run the definition: its runtime's layer from the store
+ * (the bind, PYTHONPATH / NODE_PATH and the runtime's environment, its preload list),
+ * the limits, network, time to live and pool. The profile's pointers stay valid until
+ * cq_interpreter_profile_free. */
+struct cq_interpreter_profile {
+    struct cq_interpreter worker; /* what cq_worker_define_interpreter takes */
+    struct cq_runtime_sandbox runtime;
+    char digest[CQ_RUNTIME_DIGEST_LEN + 1];
+    char **preload;
+    enum cq_network_mode network;
+};
+int cq_interpreter_profile(const char *store, const struct cq_interpreter_def *def,
+                           struct cq_interpreter_profile *out, struct cq_error *err);
+void cq_interpreter_profile_free(struct cq_interpreter_profile *p);
+
+#endif
