@@ -1,0 +1,86 @@
+/* http/http.h - codeq's HTTP listener, on libmicrohttpd (docs/dependencies.md).
+ *
+ * Two users: the operations endpoints every daemon can open (/metrics, /healthz,
+ * /readyz: cq_ops_start below), and later `codeq serve`. A request is read whole (its
+ * body bounded by max_body: 413 past it) and handed to one handler function, on the
+ * connection's own thread, which fills a response. The listener answers what the
+ * handler never sees: malformed HTTP (400), a body too large (413), more connections
+ * than max_connections (refused at accept).
+ */
+#ifndef CQ_HTTP_HTTP_H
+#define CQ_HTTP_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "common/error.h"
+#include "common/metrics.h"
+
+struct cq_http_request {
+    const char *method; /* "GET", ... */
+    const char *path;   /* without the query */
+    const uint8_t *body;
+    size_t body_len;
+    void *connection; /* for cq_http_header */
+};
+
+/* A request header by name (case-insensitive), or NULL. */
+const char *cq_http_header(const struct cq_http_request *req, const char *name);
+/* A query argument by name, or NULL. */
+const char *cq_http_query(const struct cq_http_request *req, const char *name);
+
+struct cq_http_response {
+    int status;               /* 200 unless the handler says otherwise */
+    const char *content_type; /* static text; NULL: text/plain; charset=utf-8 */
+    char *body;               /* malloc'd; the listener frees it; NULL: empty */
+    size_t body_len;
+    const char *allow; /* 405: the methods the path takes (static text), else NULL */
+};
+
+/* Fills resp (body with cq_http_respond or by hand); never fails: a handler that
+ * cannot do its work answers 500 with why. */
+typedef void (*cq_http_handler)(void *ctx, const struct cq_http_request *req,
+                                struct cq_http_response *resp);
+
+/* Sets status and a body printed from fmt (a 500 without a body when out of memory). */
+void cq_http_respond(struct cq_http_response *resp, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+struct cq_http_config {
+    /* HOST:PORT, [IPV6]:PORT or :PORT (every address); PORT 0 picks a free one
+     * (cq_http_port). HOST may be a name, resolved once at start. */
+    const char *listen;
+    cq_http_handler handler;
+    void *ctx;
+    void (*free_ctx)(void *ctx); /* called by cq_http_stop; may be NULL */
+    size_t max_body;             /* 0: 1 MiB */
+    unsigned max_connections;    /* 0: 64 */
+    unsigned idle_timeout_s;     /* a connection idle this long is closed; 0: 30 */
+};
+
+struct cq_http_server;
+
+int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
+                  struct cq_error *err);
+/* The port it listens on (the one picked, for PORT 0). */
+uint16_t cq_http_port(const struct cq_http_server *s);
+/* Stops listening, waits for requests in progress, frees. NULL is allowed. */
+void cq_http_stop(struct cq_http_server *s);
+
+/* ---- the operations endpoints ------------------------------------------------------ */
+
+/* Whether the daemon can serve: 1 ready, 0 not (why says so, for the 503's body). */
+typedef int (*cq_ops_ready_fn)(void *ctx, char *why, size_t why_size);
+
+struct cq_ops_config {
+    const char *listen;         /* as cq_http_config.listen */
+    struct cq_metrics *metrics; /* GET /metrics renders it; NULL: 404 */
+    cq_ops_ready_fn ready;      /* GET /readyz; NULL: ready while alive */
+    void *ready_ctx;
+};
+
+/* GET (or HEAD) /metrics, /healthz (200 while the process answers), /readyz (200, or
+ * 503 with the reason); other paths 404, other methods 405. */
+int cq_ops_start(const struct cq_ops_config *cfg, struct cq_http_server **out,
+                 struct cq_error *err);
+
+#endif

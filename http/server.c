@@ -1,0 +1,245 @@
+/* http/server.c - the listener: libmicrohttpd with a thread per connection.
+ *
+ * A thread per connection, because handlers block: rendering metrics takes a lock,
+ * and `codeq serve` will run code for as long as a cell runs. The connection limit
+ * bounds the threads; libmicrohttpd refuses connections past it at accept, and closes
+ * idle ones after idle_timeout_s, so that slow or silent clients cannot hold every
+ * slot for long.
+ */
+#define _GNU_SOURCE
+#include "http/http.h"
+#include "common/cleanup.h"
+
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define DEFAULT_MAX_BODY        (1u << 20)
+#define DEFAULT_MAX_CONNECTIONS 64
+#define DEFAULT_IDLE_TIMEOUT_S  30
+
+struct cq_http_server {
+    struct MHD_Daemon *daemon;
+    cq_http_handler handler;
+    void *ctx;
+    void (*free_ctx)(void *ctx);
+    size_t max_body;
+    uint16_t port;
+};
+
+/* What a request accumulates between libmicrohttpd's calls of the access handler. */
+struct pending {
+    uint8_t *body;
+    size_t len, cap;
+    bool too_large;
+};
+
+const char *cq_http_header(const struct cq_http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *cq_http_query(const struct cq_http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void cq_http_respond(struct cq_http_response *resp, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = NULL;
+    int n = vasprintf(&text, fmt, ap);
+    va_end(ap);
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+    resp->status = status;
+    if (n < 0) {
+        resp->status = 500;
+        return;
+    }
+    resp->body = text;
+    resp->body_len = (size_t)n;
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, struct cq_http_response *r)
+{
+    struct MHD_Response *m = MHD_create_response_from_buffer(
+        r->body_len, r->body != NULL ? r->body : (void *)"",
+        r->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (m == NULL) {
+        free(r->body);
+        return MHD_NO;
+    }
+    r->body = NULL; /* libmicrohttpd frees it with the response */
+    MHD_add_response_header(m, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            r->content_type != NULL ? r->content_type
+                                                    : "text/plain; charset=utf-8");
+    /* Nothing codeq answers is for a shared cache, or to be sniffed as another type. */
+    MHD_add_response_header(m, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(m, "X-Content-Type-Options", "nosniff");
+    if (r->allow != NULL)
+        MHD_add_response_header(m, MHD_HTTP_HEADER_ALLOW, r->allow);
+    enum MHD_Result rc = MHD_queue_response(conn, (unsigned)r->status, m);
+    MHD_destroy_response(m);
+    return rc;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **req_cls)
+{
+    (void)version;
+    struct cq_http_server *s = cls;
+    struct pending *p = *req_cls;
+    if (p == NULL) {
+        /* The headers only: the body, if any, comes in later calls. */
+        if ((p = calloc(1, sizeof(*p))) == NULL)
+            return MHD_NO;
+        *req_cls = p;
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        /* Keep reading past the limit without keeping, so that the client gets its
+         * 413 rather than a reset connection in the middle of its upload. */
+        if (!p->too_large && p->len + *upload_size > s->max_body)
+            p->too_large = true;
+        if (!p->too_large) {
+            if (p->len + *upload_size > p->cap) {
+                size_t cap = p->cap ? p->cap : 4096;
+                while (cap < p->len + *upload_size)
+                    cap *= 2;
+                uint8_t *b = realloc(p->body, cap);
+                if (b == NULL)
+                    return MHD_NO;
+                p->body = b;
+                p->cap = cap;
+            }
+            memcpy(p->body + p->len, upload, *upload_size);
+            p->len += *upload_size;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+
+    struct cq_http_response resp = {.status = 200};
+    if (p->too_large) {
+        cq_http_respond(&resp, 413, "the request body is larger than %zu bytes\n", s->max_body);
+    } else {
+        struct cq_http_request req = {
+            .method = method,
+            .path = url,
+            .body = p->body,
+            .body_len = p->len,
+            .connection = conn,
+        };
+        s->handler(s->ctx, &req, &resp);
+    }
+    return send_response(conn, &resp);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct pending *p = *req_cls;
+    if (p != NULL) {
+        free(p->body);
+        free(p);
+        *req_cls = NULL;
+    }
+}
+
+/* HOST:PORT, [V6]:PORT, :PORT into an address to bind. */
+static int resolve_listen(const char *listen, struct addrinfo **out, struct cq_error *err)
+{
+    if (listen == NULL || listen[0] == '\0')
+        return cq_error_set(err, CQ_EINVALID, "no address to listen on");
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL || colon[1] == '\0')
+        return cq_error_set(err, CQ_EINVALID, "listen address '%s' is not HOST:PORT", listen);
+    char host[256] = "";
+    size_t host_len = (size_t)(colon - listen);
+    const char *h = listen;
+    if (host_len >= 2 && h[0] == '[' && h[host_len - 1] == ']') {
+        h++;
+        host_len -= 2;
+    }
+    if (host_len >= sizeof(host))
+        return cq_error_set(err, CQ_EINVALID, "listen address '%s': host too long", listen);
+    memcpy(host, h, host_len);
+    host[host_len] = '\0';
+    char *end = NULL;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535)
+        return cq_error_set(err, CQ_EINVALID, "listen address '%s': bad port", listen);
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+    };
+    int rc = getaddrinfo(host[0] != '\0' ? host : NULL, colon + 1, &hints, out);
+    if (rc != 0)
+        return cq_error_set(err, CQ_EINVALID, "listen address '%s': %s", listen, gai_strerror(rc));
+    return 0;
+}
+
+int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
+                  struct cq_error *err)
+{
+    struct addrinfo *ai = NULL;
+    if (resolve_listen(cfg->listen, &ai, err) < 0)
+        return -1;
+    struct cq_http_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        freeaddrinfo(ai);
+        return cq_error_sys(err, ENOMEM, "HTTP listener");
+    }
+    s->handler = cfg->handler;
+    s->ctx = cfg->ctx;
+    s->free_ctx = cfg->free_ctx;
+    s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS),
+        MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)(cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S),
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (s->daemon == NULL) {
+        free(s);
+        /* libmicrohttpd says why only on its log; bind's errno is the usual cause. */
+        return cq_error_sys(err, errno ? errno : EADDRINUSE, "listen on %s", cfg->listen);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info != NULL ? info->port : 0;
+    *out = s;
+    return 0;
+}
+
+uint16_t cq_http_port(const struct cq_http_server *s)
+{
+    return s->port;
+}
+
+void cq_http_stop(struct cq_http_server *s)
+{
+    if (s == NULL)
+        return;
+    MHD_stop_daemon(s->daemon);
+    if (s->free_ctx != NULL)
+        s->free_ctx(s->ctx);
+    free(s);
+}
