@@ -1,0 +1,306 @@
+/* http/otlp.c - the span exporter: a bounded queue and a thread that posts batches.
+ *
+ * Spans are turned into OTLP's JSON when they are submitted (the caller's strings
+ * need not outlive the call) and kept as jansson objects; the thread takes up to a
+ * batch at a time under the lock and sends it without the lock, with libcurl and a
+ * hard timeout. A failed export is dropped, not retried: the queue's bound is what
+ * keeps a dead collector from costing memory, and a retry would only hold newer spans
+ * back behind older ones.
+ */
+#include "http/otlp.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_MAX_QUEUE   4096
+#define DEFAULT_MAX_BATCH   512
+#define DEFAULT_INTERVAL_MS 1000
+#define DEFAULT_TIMEOUT_MS  2000
+
+struct cq_tracer {
+    char *endpoint;
+    char *service_name;
+    size_t max_queue;
+    unsigned max_batch, interval_ms, timeout_ms;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    json_t **queue; /* a ring of max_queue spans */
+    size_t head, count;
+    bool stopping;
+    pthread_t thread;
+    struct cq_tracer_stats stats; /* guarded by lock */
+    struct cq_metric_child *m_exported, *m_full, *m_failed;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+/* curl_global_init is not thread-safe: once per process, before any thread uses it. */
+static void init_curl(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static json_t *attribute(const char *key, json_t *value)
+{
+    return json_pack("{s:s, s:o}", "key", key, "value", value);
+}
+
+static json_t *span_json(const struct cq_span *s)
+{
+    char trace[33], span[17], parent[17], start[24], end[24];
+    cq_tracectx_hex(s->ctx->trace_id, 16, trace);
+    cq_tracectx_hex(s->ctx->span_id, 8, span);
+    /* 64-bit integers travel as decimal strings in OTLP's JSON (protobuf's mapping), so
+     * that no reader rounds them through a double. */
+    snprintf(start, sizeof(start), "%llu", (unsigned long long)s->start_unix_ns);
+    snprintf(end, sizeof(end), "%llu", (unsigned long long)s->end_unix_ns);
+    json_t *attrs = json_array();
+    for (size_t i = 0; i < s->n_attrs && i < CQ_SPAN_MAX_ATTRS && attrs != NULL; i++) {
+        const struct cq_span_attr *a = &s->attrs[i];
+        json_t *v;
+        if (a->text != NULL) {
+            v = json_pack("{s:s%}", "stringValue", a->text, strlen(a->text));
+        } else {
+            char n[24];
+            snprintf(n, sizeof(n), "%lld", (long long)a->number);
+            v = json_pack("{s:s}", "intValue", n);
+        }
+        json_array_append_new(attrs, attribute(a->key, v));
+    }
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o}", "traceId", trace, "spanId", span, "name",
+                  s->name != NULL ? s->name : "", "kind", (int)s->kind, "startTimeUnixNano", start,
+                  "endTimeUnixNano", end, "attributes", attrs != NULL ? attrs : json_array());
+    if (o == NULL)
+        return NULL;
+    if (s->ctx->has_parent) {
+        cq_tracectx_hex(s->ctx->parent_id, 8, parent);
+        json_object_set_new(o, "parentSpanId", json_string(parent));
+    }
+    if (s->ctx->tracestate[0] != '\0')
+        json_object_set_new(o, "traceState", json_string(s->ctx->tracestate));
+    /* OTLP's status codes: 1 OK, 2 ERROR (0, unset, is left out). */
+    if (s->error)
+        json_object_set_new(o, "status",
+                            json_pack("{s:i, s:s}", "code", 2, "message",
+                                      s->error_message != NULL ? s->error_message : ""));
+    return o;
+}
+
+void cq_tracer_submit(struct cq_tracer *t, const struct cq_span *span)
+{
+    if (t == NULL || span == NULL || span->ctx == NULL)
+        return;
+    json_t *o = span_json(span);
+    pthread_mutex_lock(&t->lock);
+    if (o == NULL || t->count == t->max_queue || t->stopping) {
+        t->stats.dropped_full++;
+        pthread_mutex_unlock(&t->lock);
+        if (t->m_full != NULL)
+            cq_metric_child_add(t->m_full, 1);
+        json_decref(o);
+        return;
+    }
+    t->queue[(t->head + t->count) % t->max_queue] = o;
+    t->count++;
+    if (t->count >= t->max_batch)
+        pthread_cond_signal(&t->wake);
+    pthread_mutex_unlock(&t->lock);
+}
+
+static size_t discard_body(char *data, size_t size, size_t n, void *ctx)
+{
+    (void)data;
+    (void)ctx;
+    return size * n;
+}
+
+/* Posts one batch; true when the collector took it (2xx). */
+static bool post(struct cq_tracer *t, json_t *spans)
+{
+    json_t *resource =
+        json_pack("{s:[o]}", "attributes",
+                  attribute("service.name", json_pack("{s:s}", "stringValue", t->service_name)));
+    json_t *body = json_pack("{s:[{s:o, s:[{s:{s:s}, s:o}]}]}", "resourceSpans", "resource",
+                             resource, "scopeSpans", "scope", "name", "codeq", "spans", spans);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL)
+        return false;
+    bool ok = false;
+    CURL *c = curl_easy_init();
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (c != NULL && headers != NULL) {
+        curl_easy_setopt(c, CURLOPT_URL, t->endpoint);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(text));
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)t->timeout_ms);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)t->timeout_ms);
+        /* No signals from libcurl (it runs on a thread of a daemon with its own
+         * handlers), no redirects to somewhere else, http and https only. */
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_body);
+        long status = 0;
+        if (curl_easy_perform(c) == CURLE_OK &&
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK)
+            ok = status >= 200 && status < 300;
+    }
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    free(text);
+    return ok;
+}
+
+static void *export_main(void *arg)
+{
+    struct cq_tracer *t = arg;
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        if (t->count < t->max_batch && !t->stopping) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += t->interval_ms / 1000;
+            until.tv_nsec += (long)(t->interval_ms % 1000) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&t->wake, &t->lock, &until);
+        }
+        if (t->count == 0) {
+            if (t->stopping)
+                break;
+            continue;
+        }
+        json_t *spans = json_array();
+        size_t n = 0;
+        while (t->count > 0 && n < t->max_batch) {
+            json_array_append_new(spans, t->queue[t->head]);
+            t->queue[t->head] = NULL;
+            t->head = (t->head + 1) % t->max_queue;
+            t->count--;
+            n++;
+        }
+        pthread_mutex_unlock(&t->lock);
+        bool ok = spans != NULL && post(t, spans);
+        struct cq_metric_child *m = ok ? t->m_exported : t->m_failed;
+        if (m != NULL)
+            cq_metric_child_add(m, (double)n);
+        pthread_mutex_lock(&t->lock);
+        if (ok) {
+            t->stats.exported += n;
+        } else {
+            t->stats.dropped_error += n;
+            /* Stopping with the collector unreachable: one timeout is the most a
+             * shutdown waits for it, not one per batch left. */
+            if (t->stopping && t->count > 0) {
+                if (t->m_failed != NULL)
+                    cq_metric_child_add(t->m_failed, (double)t->count);
+                t->stats.dropped_error += t->count;
+                while (t->count > 0) {
+                    json_decref(t->queue[t->head]);
+                    t->queue[t->head] = NULL;
+                    t->head = (t->head + 1) % t->max_queue;
+                    t->count--;
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+int cq_tracer_create(const struct cq_tracer_config *cfg, struct cq_tracer **out,
+                     struct cq_error *err)
+{
+    if (cfg->endpoint == NULL ||
+        (strncmp(cfg->endpoint, "http://", 7) != 0 && strncmp(cfg->endpoint, "https://", 8) != 0))
+        return cq_error_set(err, CQ_EINVALID,
+                            "the OTLP endpoint '%s' is not an http:// or https:// URL",
+                            cfg->endpoint != NULL ? cfg->endpoint : "");
+    pthread_once(&curl_once, init_curl);
+    if (curl_init_rc != CURLE_OK)
+        return cq_error_set(err, CQ_EINTERNAL, "libcurl: %s", curl_easy_strerror(curl_init_rc));
+    struct cq_tracer *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return cq_error_sys(err, ENOMEM, "tracer");
+    t->max_queue = cfg->max_queue ? cfg->max_queue : DEFAULT_MAX_QUEUE;
+    t->max_batch = cfg->max_batch ? cfg->max_batch : DEFAULT_MAX_BATCH;
+    t->interval_ms = cfg->interval_ms ? cfg->interval_ms : DEFAULT_INTERVAL_MS;
+    t->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
+    t->endpoint = strdup(cfg->endpoint);
+    t->service_name = strdup(cfg->service_name != NULL ? cfg->service_name : "codeq");
+    t->queue = calloc(t->max_queue, sizeof(*t->queue));
+    if (t->endpoint == NULL || t->service_name == NULL || t->queue == NULL) {
+        free(t->endpoint);
+        free(t->service_name);
+        free(t->queue);
+        free(t);
+        return cq_error_sys(err, ENOMEM, "tracer");
+    }
+    if (cfg->metrics != NULL) {
+        struct cq_metric *exported =
+            cq_metrics_counter(cfg->metrics, "codeq_trace_spans_exported_total",
+                               "Spans the OTLP collector accepted.", NULL, err);
+        struct cq_metric *dropped =
+            cq_metrics_counter(cfg->metrics, "codeq_trace_spans_dropped_total",
+                               "Spans dropped: the queue was full, or their export failed.",
+                               (const char *[]){"reason", NULL}, err);
+        if (exported != NULL && dropped != NULL) {
+            t->m_exported = cq_metric_child(exported, NULL);
+            t->m_full = cq_metric_child(dropped, (const char *[]){"queue_full"});
+            t->m_failed = cq_metric_child(dropped, (const char *[]){"export_failed"});
+        }
+    }
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->wake, NULL);
+    int rc = pthread_create(&t->thread, NULL, export_main, t);
+    if (rc != 0) {
+        pthread_mutex_destroy(&t->lock);
+        pthread_cond_destroy(&t->wake);
+        free(t->endpoint);
+        free(t->service_name);
+        free(t->queue);
+        free(t);
+        return cq_error_sys(err, rc, "start the span exporter");
+    }
+    *out = t;
+    return 0;
+}
+
+void cq_tracer_stats(struct cq_tracer *t, struct cq_tracer_stats *out)
+{
+    pthread_mutex_lock(&t->lock);
+    *out = t->stats;
+    pthread_mutex_unlock(&t->lock);
+}
+
+void cq_tracer_destroy(struct cq_tracer *t)
+{
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&t->lock);
+    t->stopping = true;
+    pthread_cond_signal(&t->wake);
+    pthread_mutex_unlock(&t->lock);
+    pthread_join(t->thread, NULL);
+    for (size_t i = 0; i < t->count; i++)
+        json_decref(t->queue[(t->head + i) % t->max_queue]);
+    pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->wake);
+    free(t->endpoint);
+    free(t->service_name);
+    free(t->queue);
+    free(t);
+}
