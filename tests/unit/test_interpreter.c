@@ -200,6 +200,7 @@ START_TEST(layer_and_environment)
 {
     make_worker();
     struct cq_interpreter d = test_interp("cq.test");
+    d.session_timeout_s = 1234;
     define(&d);
     ck_assert(cq_worker_has_interpreter(w, "cq.test"));
     ck_assert(cq_worker_has_interpreter(w, CQ_INTERPRETER_DEFAULT));
@@ -218,6 +219,9 @@ START_TEST(layer_and_environment)
     expect_command(id, "test -d " LAYER_IN_SANDBOX "/python/cqlayer_mod && printf bound", "bound");
 
     ck_assert_str_eq(info.interpreter, "cq.test");
+    ck_assert_uint_eq(info.session_timeout_s, 1234); /* its time to live by default */
+    struct cq_session_params own_ttl = {.interpreter = "cq.test", .timeout_s = 600};
+    ck_assert_uint_eq(start_with(&own_ttl).session_timeout_s, 600);
     ck_assert_str_eq(info.runtime, "py-test");
     ck_assert_str_eq(info.runtime_digest, d.runtime_digest);
     ck_assert_uint_eq(info.memory_bytes, CQ_SANDBOX_DEFAULT_MEMORY);
@@ -332,6 +336,10 @@ START_TEST(unknown_interpreter_is_not_found)
     static const char *const bad_preload[] = {"os; import x", NULL};
     d = test_interp("cq.badpreload");
     d.preload = bad_preload;
+    ck_assert_int_eq(cq_worker_define_interpreter(w, &d, &err), -1);
+    ck_assert_int_eq(err.code, CQ_EINVALID);
+    d = test_interp("cq.forever");
+    d.session_timeout_s = CQ_WORKER_MAX_SESSION_TTL_S + 1;
     ck_assert_int_eq(cq_worker_define_interpreter(w, &d, &err), -1);
     ck_assert_int_eq(err.code, CQ_EINVALID);
     d = test_interp("cq.overkernels"); /* a layer over codeq's own kernels */
