@@ -457,13 +457,25 @@ START_TEST(warm_pool_preloads_the_interpreters_modules)
     ck_assert_uint_eq(interp_pool("cq.warm"), 1);
     expect_value(c.session_id, "import sys\n'cqlayer_mod' in sys.modules", "False");
 
-    /* Deleting destroys its warm sandbox: of three sandboxes (two sessions and the
-     * pool's), two are left (each has a cgroup per controller: compare the ratio). */
+    /* Replacing it drains its pool and fills it anew, with the new definition. */
+    static const char *const env2[] = {"PYTHONPATH=" LAYER_IN_SANDBOX "/python", "GEN=2", NULL};
+    d.env = env2;
+    define(&d);
+    wait_for_interp_pool("cq.warm", 1);
+    struct cq_session_info renewed = start_on("cq.warm");
+    ck_assert_uint_eq(interp_pool("cq.warm"), 0);
+    expect_value(renewed.session_id,
+                 "import os, sys\n(os.environ.get('GEN'), 'cqlayer_mod' in sys.modules)",
+                 "('2', True)");
+    wait_for_interp_pool("cq.warm", 1);
+
+    /* Deleting destroys its warm sandbox: of four sandboxes (three sessions and the
+     * pool's), three are left (each has a cgroup per controller: compare the ratio). */
     int before = count_own_cgroups();
     struct cq_error err = {0};
     ck_assert_int_eq(cq_worker_delete_interpreter(w, "cq.warm", &err), 0);
     int after = count_own_cgroups();
-    ck_assert_msg(before > 0 && after * 3 == before * 2, "%d sandbox cgroups, then %d", before,
+    ck_assert_msg(before > 0 && after * 4 == before * 3, "%d sandbox cgroups, then %d", before,
                   after);
 }
 END_TEST
