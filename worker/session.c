@@ -104,21 +104,35 @@ static int make_sandbox(struct cq_worker *w, const struct cq_sandbox_limits *lim
                         enum cq_network_mode network, const char *const *allow, size_t n_allow,
                         struct cq_sandbox **out, struct cq_error *err)
 {
-    /* pip in a session: the runtime's packages are read-only (and Debian marks them
-     * externally managed, PEP 668), so pip falls back to the user site below HOME, the
-     * workspace, which the kernels import from (runtimes/python) and the fleet keeps
-     * with the session's files. Without network, one quick retry instead of five with
-     * back-off, so that pip fails at once with its network error. A session's own env
-     * comes on top. */
-    static const char *const pip_env[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
-                                          "PIP_DISABLE_PIP_VERSION_CHECK=1", NULL};
-    static const char *const pip_env_offline[] = {
-        "PIP_BREAK_SYSTEM_PACKAGES=1", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_RETRIES=1", NULL};
+    /* pip and npm in a session: the runtime's packages are read-only (and Debian marks
+     * them externally managed, PEP 668), so pip falls back to the user site below HOME,
+     * the workspace, and npm installs into /workspace/node_modules (the cwd's); the
+     * kernels import from both (runtimes/) and the fleet keeps them with the session's
+     * files. npm's cache goes to /tmp, not to ~/.npm in the workspace. Without network,
+     * pip retries once instead of five times with back-off and npm not at all (else
+     * about 70 s), so that both fail at once with their network error. A session's own
+     * env comes on top (PIP_INDEX_URL, npm_config_registry). */
+    static const char *const install_env[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
+                                              "PIP_DISABLE_PIP_VERSION_CHECK=1",
+                                              "npm_config_cache=/tmp/.npm",
+                                              "npm_config_update_notifier=false",
+                                              "npm_config_audit=false",
+                                              "npm_config_fund=false",
+                                              NULL};
+    static const char *const install_env_offline[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
+                                                      "PIP_DISABLE_PIP_VERSION_CHECK=1",
+                                                      "npm_config_cache=/tmp/.npm",
+                                                      "npm_config_update_notifier=false",
+                                                      "npm_config_audit=false",
+                                                      "npm_config_fund=false",
+                                                      "PIP_RETRIES=1",
+                                                      "npm_config_fetch_retries=0",
+                                                      NULL};
     struct cq_sandbox_config cfg;
     cq_sandbox_config_init(&cfg);
     cfg.limits = *limits;
     cfg.network = network;
-    cfg.env = network == CQ_NETWORK_NONE ? pip_env_offline : pip_env;
+    cfg.env = network == CQ_NETWORK_NONE ? install_env_offline : install_env;
     if (network != CQ_NETWORK_NONE) {
         /* none named: codeq's own, through pasta (sandbox/uplink.c) */
         cfg.egress_netns = w->cfg.egress_netns[0] != '\0' ? w->cfg.egress_netns : NULL;
