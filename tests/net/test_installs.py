@@ -171,3 +171,15 @@ def test_installs_fail_at_once_without_network(server):
     got = run(server, sid, "import os\nprint(sorted(os.listdir('/workspace')))")
     assert "node_modules" not in got and ".npm" not in got, got
     server.call("stopSession", {"sessionId": sid})
+
+
+def test_pip_install_and_import_in_one_python_cell(server):
+    """As in a notebook: the install and the import in the same cell. The kernel (from
+    the warm pool) started before the user site existed."""
+    sid = start(server, networkMode="PUBLIC")
+    got = run(server, sid, "import subprocess, sys\n"
+                           "subprocess.run([sys.executable, '-m', 'pip', 'install', "
+                           f"'{internet.TEST_PACKAGE}'], check=True, capture_output=True)\n"
+                           f"import {PY_MODULE}\nprint({PY_MODULE}.GREETING)")
+    assert got == internet.TEST_GREETING
+    server.call("stopSession", {"sessionId": sid})
