@@ -108,16 +108,20 @@ static int make_sandbox(struct cq_worker *w, const struct cq_sandbox_limits *lim
      * them externally managed, PEP 668), so pip falls back to the user site below HOME,
      * the workspace, and npm installs into /workspace/node_modules (the cwd's); the
      * kernels import from both (runtimes/) and the fleet keeps them with the session's
-     * files. npm's cache goes to /tmp, not to ~/.npm in the workspace. Without network,
-     * pip retries once instead of five times with back-off and npm not at all (else
-     * about 70 s), so that both fail at once with their network error. A session's own
-     * env comes on top (PIP_INDEX_URL, npm_config_registry). */
+     * files. npm's cache goes to /tmp, not to ~/.npm in the workspace. Where the
+     * network refuses the index, both must fail at once with their network error:
+     * without network pip retries once instead of five times with back-off and npm not
+     * at all; with it, npm's two retries wait 1 s and 2 s, not 10 s and 60 s (an
+     * ALLOWLIST that does not list the registry took 70 s). A session's own env comes
+     * on top (PIP_INDEX_URL, npm_config_registry). */
     static const char *const install_env[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
                                               "PIP_DISABLE_PIP_VERSION_CHECK=1",
                                               "npm_config_cache=/tmp/.npm",
                                               "npm_config_update_notifier=false",
                                               "npm_config_audit=false",
                                               "npm_config_fund=false",
+                                              "npm_config_fetch_retry_mintimeout=1000",
+                                              "npm_config_fetch_retry_factor=2",
                                               NULL};
     static const char *const install_env_offline[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
                                                       "PIP_DISABLE_PIP_VERSION_CHECK=1",

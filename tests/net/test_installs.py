@@ -7,9 +7,10 @@ workspace (pip's user site below HOME=/workspace, npm's /workspace/node_modules)
 the session's running kernel imports it in the next cell; it is done the ways agents do
 it: executeCommand with the command line the AgentCore SDK's install_packages sends
 (`pip install [--upgrade] PKG...`), and from code (a subprocess of a Python cell,
-child_process in a JavaScript cell). In a NONE session both fail at once with their
-network error instead of retrying for a minute. Needs root and the built `codeq`
-(CODEQ_BIN_DIR).
+child_process in a JavaScript cell), and then in the same cell. An ALLOWLIST session
+installs from what its list names. Where the network refuses the index (NONE, or an
+ALLOWLIST without it) both fail at once with their network error instead of retrying
+for a minute. Needs root and the built `codeq` (CODEQ_BIN_DIR).
 """
 import os
 import sys
@@ -52,7 +53,7 @@ def server(net):
     env = dict(os.environ, CODEQ_EGRESS_NETNS=net.netns_path(egress),
                CODEQ_DNS=internet.DNS_SERVER[0])
     srv = McpServer("--warm-pool", "1", "--warm-pool-public", "1",
-                    "--network-modes", "NONE,PUBLIC", env=env)
+                    "--network-modes", "NONE,PUBLIC,ALLOWLIST", env=env)
     watch.pids.append(srv.pid)
     srv.initialize()
     yield srv
@@ -108,13 +109,16 @@ def test_npm_install_then_require_in_the_next_cell(server):
 
 
 def test_npm_install_from_a_javascript_cell(server):
+    """The install and the require in one cell, and in the next."""
     sid = start(server, networkMode="PUBLIC")
-    out = run(server, sid, "const { execSync } = require('child_process');\n"
-                           f"execSync('npm install {internet.NPM_PACKAGE}', "
-                           "{ stdio: 'pipe' }).toString()", "javascript")
+    got = run(server, sid, "const { execSync } = require('child_process');\n"
+                           f"execSync('npm install {internet.NPM_PACKAGE}', {{ stdio: 'pipe' }});\n"
+                           f"console.log(require('{internet.NPM_PACKAGE}').GREETING)",
+              "javascript")
+    assert got == internet.NPM_GREETING
     got = run(server, sid, f"const hello = require('{internet.NPM_PACKAGE}');\n"
                            "console.log(hello.GREETING)", "javascript")
-    assert got == internet.NPM_GREETING, out
+    assert got == internet.NPM_GREETING
     server.call("stopSession", {"sessionId": sid})
 
 
@@ -182,4 +186,33 @@ def test_pip_install_and_import_in_one_python_cell(server):
                            f"'{internet.TEST_PACKAGE}'], check=True, capture_output=True)\n"
                            f"import {PY_MODULE}\nprint({PY_MODULE}.GREETING)")
     assert got == internet.TEST_GREETING
+    server.call("stopSession", {"sessionId": sid})
+
+
+
+def test_an_allowlist_installs_from_what_it_lists(server):
+    """ALLOWLIST: installs reach the index and the registry when the list names them;
+    when it does not, the names do not resolve and both fail with that, at once (npm
+    waited 10 s and 60 s between its retries by default: 70 s)."""
+    sid = start(server, networkMode="ALLOWLIST",
+                networkAllow=[internet.PYPI_NAME, internet.REGISTRY_NAME])
+    sc = command(server, sid, f"pip install {internet.TEST_PACKAGE} && "
+                              f"npm install {internet.NPM_PACKAGE}")
+    assert sc["exitCode"] == 0, sc
+    assert run(server, sid, f"import {PY_MODULE}\nprint({PY_MODULE}.GREETING)") == \
+        internet.TEST_GREETING
+    assert run(server, sid, f"console.log(require('{internet.NPM_PACKAGE}').GREETING)",
+               "javascript") == internet.NPM_GREETING
+    server.call("stopSession", {"sessionId": sid})
+
+    sid = start(server, networkMode="ALLOWLIST", networkAllow=["files.example.test"])
+    sc, took = timed_command(server, sid, f"pip install {internet.TEST_PACKAGE}")
+    out = sc["stdout"] + sc["stderr"]
+    assert sc["exitCode"] != 0 and "Name or service not known" in out, out
+    assert took < OFFLINE_BOUND_S, (took, out)
+    sc, took = timed_command(server, sid, f"npm install {internet.NPM_PACKAGE}")
+    out = sc["stdout"] + sc["stderr"]
+    assert sc["exitCode"] != 0, sc
+    assert f"getaddrinfo ENOTFOUND {internet.REGISTRY_NAME}" in out, out
+    assert took < OFFLINE_BOUND_S, (took, out)
     server.call("stopSession", {"sessionId": sid})
