@@ -102,6 +102,12 @@ def test_npm_install_then_require_in_the_next_cell(server):
     got = run(server, sid, f"import {{ GREETING }} from '{internet.NPM_PACKAGE}';\n"
                            "console.log(GREETING.length)", "typescript")
     assert got == str(len(internet.NPM_GREETING))
+    r = server.call("executeCode", {"sessionId": sid, "language": "javascript", "code":
+                                    f"const m = await import('{internet.NPM_PACKAGE}');\n"
+                                    "console.log(m.default.GREETING)"})
+    assert r["isError"] is False, r
+    sc = r["structuredContent"]
+    assert sc["stdout"].strip() == internet.NPM_GREETING and sc["stderr"] == "", sc
     # What npm wrote is the session's (saved with its files); its cache is not.
     got = run(server, sid, "import os\nprint(sorted(os.listdir('/workspace')))")
     assert got == "['node_modules', 'package-lock.json', 'package.json']", got
