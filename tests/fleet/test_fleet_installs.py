@@ -2,7 +2,8 @@
 and npm lands in its workspace (pip's user site below HOME=/workspace, npm's
 /workspace/node_modules), which the fleet keeps in Redis with the session's other
 files; so when its worker is killed with kill -9, the adopting worker's new kernels
-import both, with no install of their own.
+import both, with no install of their own. An install past the session's files quota
+in Redis is said in the result of the call that made it.
 
 The workers leave through client namespaces of the test internet (tests/net/internet.py),
 whose package index and npm registry serve the test packages; no packet leaves the
@@ -96,5 +97,28 @@ def test_installed_packages_survive_the_loss_of_the_worker(new_fleet, redis_clie
         assert not r.is_error and r.structured_content.exit_code == 0, r
         assert f"Location: {py_where}" in r.structured_content.stdout, r
         assert f"{internet.NPM_PACKAGE}@{internet.NPM_VERSION}" in r.structured_content.stdout, r
+    finally:
+        driver.close()
+
+
+def test_an_install_past_the_files_quota_is_said(new_fleet, redis_client, net):
+    """An install the session's files quota in Redis cannot hold still works on its
+    worker, and its result says that the files would not survive the worker's loss."""
+    f = new_fleet()
+    egress = net.add_client()
+    f.start_worker("a", "--egress-netns", net.netns_path(egress), "--dns",
+                   internet.DNS_SERVER[0], "--network-modes", "NONE,PUBLIC",
+                   "--files-quota", "256")
+    f.wait_workers(redis_client, 1)
+    f.start_dispatcher()
+    driver = Driver(BROKERS, f.request_topic)
+    try:
+        sid = driver.start_session(name="quota", network=pb.NETWORK_MODE_PUBLIC, env=INDEXES)
+        r = invoke(driver, sid, "executeCommand", command=f"npm install {internet.NPM_PACKAGE}")
+        assert not r.is_error and r.structured_content.exit_code == 0, r
+        assert any("above its quota" in t and "would not survive the loss of this worker" in t
+                   for t in texts(r)), texts(r)
+        got = stdout(invoke(driver, sid, "executeCode", code=JS_REQUIRE, language="javascript"))
+        assert got.startswith(internet.NPM_GREETING), got
     finally:
         driver.close()
