@@ -116,8 +116,9 @@ def test_an_install_past_the_files_quota_is_said(new_fleet, redis_client, net):
         sid = driver.start_session(name="quota", network=pb.NETWORK_MODE_PUBLIC, env=INDEXES)
         r = invoke(driver, sid, "executeCommand", command=f"npm install {internet.NPM_PACKAGE}")
         assert not r.is_error and r.structured_content.exit_code == 0, r
-        assert any("above its quota" in t and "would not survive the loss of this worker" in t
-                   for t in texts(r)), texts(r)
+        said = ("codeq: the session's files are above its quota in Redis; new or changed "
+                "files would not survive the loss of this worker")
+        assert any(said in t for t in texts(r)), texts(r)
         got = stdout(invoke(driver, sid, "executeCode", code=JS_REQUIRE, language="javascript"))
         assert got.startswith(internet.NPM_GREETING), got
     finally:
