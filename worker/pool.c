@@ -30,27 +30,42 @@ int cq_worker_make_sandbox(struct cq_worker *w, const struct cq_interp *ip,
                            const char *const *allow, size_t n_allow, struct cq_sandbox **out,
                            struct cq_error *err)
 {
-    /* pip in a session: the runtime's packages are read-only (and Debian marks them
-     * externally managed, PEP 668), so pip falls back to the user site below HOME, the
-     * workspace, which the kernels import from (runtimes/python) and the fleet keeps
-     * with the session's files. Without network, one quick retry instead of five with
-     * back-off, so that pip fails at once with its network error. The interpreter's
+    /* pip and npm in a session: the runtime's packages are read-only (and Debian marks
+     * them externally managed, PEP 668), so pip falls back to the user site below HOME,
+     * the workspace, and npm installs into /workspace/node_modules (the cwd's); the
+     * kernels import from both (runtimes/) and the fleet keeps them with the session's
+     * files. npm's cache goes to /tmp, not to ~/.npm in the workspace. Where the
+     * network refuses the index, both must fail at once with their network error:
+     * without network pip retries once instead of five times with back-off and npm not
+     * at all; with it, npm's two retries wait 1 s and 2 s, not 10 s and 60 s (an
+     * ALLOWLIST that does not list the registry took 70 s). The interpreter's
      * environment comes next (PYTHONPATH into its layer: every process of the sandbox
      * sees it, kernels and commands), and a session's own env on top of both, per
-     * process. */
-    static const char *const pip_env[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
-                                          "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_RETRIES=1"};
+     * process (PIP_INDEX_URL, npm_config_registry). */
+    static const char *const install_env[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
+                                              "PIP_DISABLE_PIP_VERSION_CHECK=1",
+                                              "npm_config_cache=/tmp/.npm",
+                                              "npm_config_update_notifier=false",
+                                              "npm_config_audit=false",
+                                              "npm_config_fund=false",
+                                              NULL};
+    static const char *const install_env_online[] = {"npm_config_fetch_retry_mintimeout=1000",
+                                                     "npm_config_fetch_retry_factor=2", NULL};
+    static const char *const install_env_offline[] = {"PIP_RETRIES=1", "npm_config_fetch_retries=0",
+                                                      NULL};
     size_t n_env = 0;
     for (char **e = ip != NULL ? ip->env : NULL; e != NULL && *e != NULL; e++)
         n_env++;
-    const char **env = calloc(n_env + 4, sizeof(*env));
+    const char **env = calloc(n_env + 9, sizeof(*env));
     if (env == NULL)
         return cq_error_sys(err, ENOMEM, "sandbox environment");
     size_t n = 0;
-    env[n++] = pip_env[0];
-    env[n++] = pip_env[1];
-    if (network == CQ_NETWORK_NONE)
-        env[n++] = pip_env[2];
+    for (const char *const *e = install_env; *e != NULL; e++)
+        env[n++] = *e;
+    for (const char *const *e = network == CQ_NETWORK_NONE ? install_env_offline
+                                                           : install_env_online;
+         *e != NULL; e++)
+        env[n++] = *e;
     for (size_t i = 0; i < n_env; i++)
         env[n++] = ip->env[i];
     env[n] = NULL;

@@ -199,6 +199,13 @@ function transpile(source) {
   return out.outputText.replace(/^"use strict";\s*/, '');
 }
 
+/* import() in a cell: Node's own loader, resolving from the working directory
+ * (/workspace, where `npm install` puts packages) as a script there would. Without it
+ * import() fails in every cell (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING); ES-module
+ * syntax (import ... from) becomes require() by transpile() instead. Undefined on a
+ * Node without it: as before. */
+const importModuleDynamically = vm.constants ? vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER : undefined;
+
 let interruptCurrent = null;
 
 async function runCell(request) {
@@ -207,7 +214,7 @@ async function runCell(request) {
   if (request.language === 'typescript') source = transpile(source);
   else if (/^\s*(import|export)\s/m.test(source)) source = transpile(source); // ES module syntax
   const { code, isAsync } = rewrite(source);
-  const script = new vm.Script(code, { filename: `cell-${request.id}.js` });
+  const script = new vm.Script(code, { filename: `cell-${request.id}.js`, importModuleDynamically });
   let result = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
   if (isAsync) {
     result = await new Promise((resolve, reject) => {
@@ -460,6 +467,14 @@ function main() {
   // stderr; the kernel carries on, as the REPL does.
   process.on('uncaughtException', (e) => writeSync(2, Buffer.from(`Uncaught ${e && e.stack ? e.stack : e}\n`)));
   process.on('unhandledRejection', (e) => writeSync(2, Buffer.from(`Unhandled rejection: ${e && e.stack ? e.stack : e}\n`)));
+
+  // Node calls the loader of import() in cells experimental, once, on the cell's
+  // stderr: the cell did nothing experimental itself.
+  const emitWarning = process.emitWarning;
+  process.emitWarning = function (warning, ...rest) {
+    if (String(warning).includes('USE_MAIN_CONTEXT_DEFAULT_LOADER')) return undefined;
+    return emitWarning.call(this, warning, ...rest);
+  };
 
   process.chdir('/workspace');
   send({ id: 0, ready: true });

@@ -40,6 +40,7 @@ import base64
 import builtins
 import ctypes
 import importlib
+import importlib.machinery
 import io
 import json
 import os
@@ -82,6 +83,26 @@ def _see_user_site():
                   len(rest))
         sys.path[:] = rest[:at] + added + rest[at:]
     importlib.invalidate_caches()
+
+
+class _UserSiteFinder:
+    """The last finder on sys.meta_path: an import that nothing else found looks again
+    once the user site exists and is not on the path yet, so that a package installed
+    during a cell (`subprocess.run([sys.executable, "-m", "pip", "install", ...])`,
+    then `import` in the same cell) imports as it would in the next one. Later installs
+    need no help: the user site's directory is then on the path, and the path finder
+    sees its new entries by its modification time. Cheap on the misses libraries probe
+    (optional dependencies): one `in` test, or one stat while the user site is absent."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if path is not None or not site.ENABLE_USER_SITE:
+            return None  # a submodule: its package's __path__ decides
+        user = site.getusersitepackages()
+        if user in sys.path or not os.path.isdir(user):
+            return None
+        _see_user_site()
+        return importlib.machinery.PathFinder.find_spec(name, None, target)
 
 
 def _fresh_namespace():
@@ -435,6 +456,7 @@ def main():
     # directory first on the import path (not this file's directory).
     sys.argv = [""]
     sys.path[0] = ""
+    sys.meta_path.append(_UserSiteFinder)
     if want_preload:
         preload(modules)
     Kernel(control).serve()

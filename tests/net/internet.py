@@ -15,6 +15,10 @@ link type is not built into this kernel, so `lo` holds them), with
                      (PEP 503 "simple" pages and one wheel, `cqtest-hello` 1.0, made
                      here in memory: pip installs it with PIP_INDEX_URL and
                      PIP_TRUSTED_HOST set to this host)
+    an npm registry  registry.example.test 198.51.100.91 2001:db8::91  port 80
+                     (the package document of `cqtest-hello` 1.0.0 and its tarball, made
+                     here in memory: npm installs it with npm_config_registry set to
+                     this host's URL)
     private hosts    db.internal.test    10.99.0.10      fd99::10        ports 7, 80
                      (no name)           10.99.0.11      fd99::11        port 7
                      (a TCP echo and an HTTP server: a "VPC" behind the internet, for
@@ -73,6 +77,12 @@ PYPI_NAME = "pypi.example.test"
 PYPI_URL = f"http://{PYPI_NAME}/simple/"
 TEST_PACKAGE = "cqtest-hello"
 TEST_GREETING = "hello from the test package index"
+REGISTRY_HOST = ("198.51.100.91", "2001:db8::91")
+REGISTRY_NAME = "registry.example.test"
+REGISTRY_URL = f"http://{REGISTRY_NAME}/"
+NPM_PACKAGE = "cqtest-hello"
+NPM_VERSION = "1.0.0"
+NPM_GREETING = "hello from the test npm registry"
 REBIND_NAME = "rebind.example.test"
 INTERNAL_NAME = "db.internal.test"
 INTERNAL_HOSTS = (("10.99.0.10", "fd99::10"), ("10.99.0.11", "fd99::11"))
@@ -80,6 +90,7 @@ INTERNAL_NET = ("10.99.0.0/24", "fd99::/64")
 NAMES = {name: addrs for name, addrs in HTTP_HOSTS.items()}
 NAMES["echo.example.test"] = ECHO_HOST
 NAMES[PYPI_NAME] = PYPI_HOST
+NAMES[REGISTRY_NAME] = REGISTRY_HOST
 NAMES[INTERNAL_NAME] = INTERNAL_HOSTS[0]
 MANY_NAME = "many.example.test"
 MANY_HOSTS = tuple(f"198.51.100.{100 + i}" for i in range(100))
@@ -152,7 +163,8 @@ class Internet:
         _ip("netns", "add", self.ns)
         self._exec(self.ns, ["ip", "link", "set", "lo", "up"])
         hosts = [a for pair in list(HTTP_HOSTS.values()) + [ECHO_HOST, DNS_SERVER, PYPI_HOST,
-                                                            *INTERNAL_HOSTS, MANY_ECHO]
+                                                            REGISTRY_HOST, *INTERNAL_HOSTS,
+                                                            MANY_ECHO]
                  for a in pair]
         for addr in hosts:
             plen = 128 if ":" in addr else 32
@@ -487,6 +499,50 @@ def _index_pages():
     }
 
 
+def make_npm_tarball(name, version, files):
+    """bytes of an npm package tarball (what `npm pack` writes: a gzipped tar whose
+    entries are below `package/`) of name@version holding files ({path: text}) and a
+    package.json; fixed times and owners, so the same input gives the same bytes."""
+    import gzip
+    import io
+    import tarfile
+    files = dict(files)
+    files["package.json"] = json.dumps({"name": name, "version": version,
+                                        "main": "index.js", "license": "MIT"}, indent=2) + "\n"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for path in sorted(files):
+            data = files[path].encode()
+            info = tarfile.TarInfo(f"package/{path}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 499162500
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def make_test_npm_tarball():
+    """bytes of the tarball of NPM_PACKAGE@NPM_VERSION, the test registry's."""
+    return make_npm_tarball(NPM_PACKAGE, NPM_VERSION, {
+        "index.js": f"exports.GREETING = {json.dumps(NPM_GREETING)};\n"})
+
+
+def _registry_pages():
+    """path -> (content type, body) of the npm registry: the package document (the
+    registry's JSON, with dist.tarball, dist.shasum and dist.integrity) and the tarball."""
+    import base64
+    import hashlib
+    tarball = make_test_npm_tarball()
+    tgz_path = f"/{NPM_PACKAGE}/-/{NPM_PACKAGE}-{NPM_VERSION}.tgz"
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    doc = {"name": NPM_PACKAGE, "dist-tags": {"latest": NPM_VERSION},
+           "versions": {NPM_VERSION: {
+               "name": NPM_PACKAGE, "version": NPM_VERSION, "main": "index.js",
+               "dist": {"tarball": f"http://{REGISTRY_NAME}{tgz_path}",
+                        "shasum": hashlib.sha1(tarball).hexdigest(),
+                        "integrity": integrity}}}}
+    return {f"/{NPM_PACKAGE}": ("application/json", json.dumps(doc).encode()),
+            tgz_path: ("application/octet-stream", tarball)}
+
+
 def _serve_http(addr, port, pages=None):
     import http.server
 
@@ -533,6 +589,9 @@ def serve():
     pages = _index_pages()
     for addr in PYPI_HOST:
         _serve_http(addr, HTTP_PORT, pages)
+    registry = _registry_pages()
+    for addr in REGISTRY_HOST:
+        _serve_http(addr, HTTP_PORT, registry)
     for addr in MANY_ECHO:
         _serve_tcp_echo(addr, ECHO_PORT)
     for i, pair in enumerate(INTERNAL_HOSTS):
