@@ -5,6 +5,7 @@
 #include "cli/cli.h"
 #include "common/cleanup.h"
 #include "common/units.h"
+#include "cli/fleet_defs.h"
 #include "runtime/interpreter.h"
 
 #include <getopt.h>
@@ -22,10 +23,11 @@ static void usage(FILE *out)
             "usage: codeq interpreter create --name NAME [--runtime RUNTIME] [--network MODE]\n"
             "                                [--allow DEST]... [--memory SIZE] [--cpus N]\n"
             "                                [--disk SIZE] [--session-timeout S]\n"
-            "                                [--warm-pool N] [--replace] [--store DIR]\n"
-            "       codeq interpreter list [--store DIR]\n"
-            "       codeq interpreter get NAME [--store DIR]\n"
-            "       codeq interpreter delete NAME [--store DIR]\n"
+            "                                [--warm-pool N] [--replace] [--store DIR |\n"
+            "                                --fleet CONF]\n"
+            "       codeq interpreter list [--store DIR | --fleet CONF]\n"
+            "       codeq interpreter get NAME [--store DIR | --fleet CONF]\n"
+            "       codeq interpreter delete NAME [--store DIR | --fleet CONF]\n"
             "\n"
             "A code interpreter (AgentCore's CreateCodeInterpreter) is a named configuration\n"
             "sessions start on: codeq exec --interpreter NAME, or startSession's\n"
@@ -52,6 +54,10 @@ static void usage(FILE *out)
             "  --replace             replace an interpreter of that name (sessions running\n"
             "                        on it keep what they started with)\n"
             "  --store DIR           the store (default $CODEQ_RUNTIME_STORE, else %s)\n"
+            "  --fleet CONF          define it in the fleet whose daemons read CONF (its\n"
+            "                        Redis): every worker serves it, fetching or building\n"
+            "                        its runtime (codeq runtime push --fleet) on first use;\n"
+            "                        a deleted one takes no new sessions\n"
             "  -h, --help            show this help\n"
             "\n"
             "create and get print the definition (JSON); list prints NAME RUNTIME per line\n"
@@ -170,9 +176,28 @@ static int cmd_create(const char *store, struct create_options *o)
     return rc;
 }
 
+/* The subcommand against a fleet's Redis (cli/fleet_defs.c). */
+static int fleet_command(const char *conf, const char *sub, const char *name,
+                         struct create_options *o)
+{
+    if (strcmp(sub, "create") == 0) {
+        if (json_object_get(o->obj, "name") == NULL)
+            return cq_usage_error("interpreter", "create needs --name NAME");
+        cq_autofree char *text = json_dumps(o->obj, JSON_COMPACT);
+        if (text == NULL)
+            return CQ_EXIT_INTERNAL;
+        return cq_fleet_interpreter_create(conf, text, o->replace);
+    }
+    if (strcmp(sub, "list") == 0)
+        return cq_fleet_interpreter_list(conf);
+    if (strcmp(sub, "get") == 0)
+        return cq_fleet_interpreter_get(conf, name);
+    return cq_fleet_interpreter_delete(conf, name);
+}
+
 int cq_cmd_interpreter(int argc, char **argv)
 {
-    enum { OPT_STORE = 256 };
+    enum { OPT_STORE = 256, OPT_FLEET };
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
         {"runtime", required_argument, NULL, 'r'},
@@ -185,11 +210,12 @@ int cq_cmd_interpreter(int argc, char **argv)
         {"warm-pool", required_argument, NULL, 'w'},
         {"replace", no_argument, NULL, 'R'},
         {"store", required_argument, NULL, OPT_STORE},
+        {"fleet", required_argument, NULL, OPT_FLEET},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct create_options o = {.obj = json_object()};
-    const char *store = NULL;
+    const char *store = NULL, *fleet = NULL;
     bool create_opts = false;
     int status = -1;
     opterr = 0;
@@ -203,6 +229,8 @@ int cq_cmd_interpreter(int argc, char **argv)
             status = 0;
         } else if (c == OPT_STORE) {
             store = optarg;
+        } else if (c == OPT_FLEET) {
+            fleet = optarg;
         } else if (c != '?' && c != ':') {
             create_opts = true;
             int rc = create_option(&o, c, optarg);
@@ -232,6 +260,10 @@ int cq_cmd_interpreter(int argc, char **argv)
                                         ? "options only (--name NAME ...)"
                                     : strcmp(sub, "list") == 0 ? "no argument"
                                                                : "one NAME");
+        else if (fleet != NULL && store != NULL)
+            status = cq_usage_error("interpreter", "--store and --fleet exclude each other");
+        else if (fleet != NULL)
+            status = fleet_command(fleet, sub, argv[optind + 1], &o);
         else if (strcmp(sub, "create") == 0)
             status = cmd_create(store, &o);
         else if (strcmp(sub, "list") == 0) {
