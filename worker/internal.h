@@ -56,11 +56,20 @@ struct cq_kernel;
 
 struct cq_kernel_spawn {
     struct cq_sandbox *sandbox;
-    bool javascript;          /* the Node kernel (JavaScript and TypeScript) */
-    bool preload;             /* Python: import numpy, pandas, matplotlib at start */
+    bool javascript; /* the Node kernel (JavaScript and TypeScript) */
+    bool preload;    /* Python: import numpy, pandas, matplotlib at start */
+    /* Python, with preload: more modules to import at start (a code interpreter's),
+     * NULL-terminated, at most CQ_KERNEL_MAX_PRELOAD; may be NULL. One that fails to
+     * import is reported on the kernel's stderr and skipped. */
+    const char *const *preload_modules;
     const char *runtimes_dir; /* inside the sandbox */
     const char *const *env;   /* session environment, may be NULL */
+    /* The environment the sandbox gives every process (a code interpreter's): read
+     * for NODE_PATH only, which the Node kernel extends; may be NULL. */
+    const char *const *base_env;
 };
+
+#define CQ_KERNEL_MAX_PRELOAD 64
 
 int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
                     struct cq_error *err);

@@ -82,6 +82,8 @@ int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
     k->next_id = 1;
     cq_lines_init(&k->lines, SMALL_REPLY_BYTES);
     int sv[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+    char *modules[CQ_KERNEL_MAX_PRELOAD] = {NULL};
+    size_t n_modules = 0;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
         pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
         cq_error_sys(err, errno, "kernel channels");
@@ -98,17 +100,42 @@ int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
     char script[512];
     snprintf(script, sizeof(script), "%s/%s", spawn->runtimes_dir,
              spawn->javascript ? "node/codeq_kernel.js" : "python/codeq_kernel.py");
-    const char *python_argv[] = {"python3", "-u", script, spawn->preload ? "--preload" : NULL,
-                                 NULL};
+    /* Module names travel as "--preload-module=NAME": one argument each, never taken
+     * for an option of python3 itself. */
+    const char *python_argv[4 + CQ_KERNEL_MAX_PRELOAD + 1] = {"python3", "-u", script};
+    size_t argc = 3;
+    if (spawn->preload) {
+        python_argv[argc++] = "--preload";
+        for (const char *const *m = spawn->preload_modules;
+             m != NULL && *m != NULL && n_modules < CQ_KERNEL_MAX_PRELOAD; m++) {
+            if (asprintf(&modules[n_modules], "--preload-module=%s", *m) < 0) {
+                modules[n_modules] = NULL;
+                cq_error_sys(err, ENOMEM, "kernel arguments");
+                goto fail;
+            }
+            python_argv[argc++] = modules[n_modules++];
+        }
+    }
+    python_argv[argc] = NULL;
     const char *node_argv[] = {"node", "--max-old-space-size=4096", script, NULL};
     /* The session's variables, then what the kernels need: a non-interactive
-     * matplotlib, and module lookup in the workspace for Node. */
+     * matplotlib, and module lookup in the workspace for Node (before the directories
+     * a code interpreter's layer or the session named, which stay). */
+    const char *node_path = NULL;
+    const char *const *const lists[2] = {spawn->base_env, spawn->env};
+    for (size_t l = 0; l < 2; l++)
+        for (const char *const *e = lists[l]; e != NULL && *e != NULL; e++)
+            if (strncmp(*e, "NODE_PATH=", 10) == 0 && (*e)[10] != '\0')
+                node_path = *e + 10; /* the session's, when both have one */
+    char node_path_entry[4096];
+    snprintf(node_path_entry, sizeof(node_path_entry), "NODE_PATH=/workspace/node_modules%s%s",
+             node_path != NULL ? ":" : "", node_path != NULL ? node_path : "");
     const char *env[256 + 4];
     size_t n = 0;
     for (const char *const *e = spawn->env; e != NULL && *e != NULL && n < 256; e++)
         env[n++] = *e;
     env[n++] = "MPLBACKEND=Agg";
-    env[n++] = "NODE_PATH=/workspace/node_modules";
+    env[n++] = node_path_entry;
     env[n] = NULL;
 
     struct cq_spawn req;
@@ -123,6 +150,9 @@ int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
     close(out_pipe[1]);
     close(err_pipe[1]);
     sv[1] = out_pipe[1] = err_pipe[1] = -1;
+    for (size_t i = 0; i < n_modules; i++)
+        free(modules[i]);
+    n_modules = 0;
     if (rc < 0) {
         cq_error_prefix(err, "start the %s kernel", spawn->javascript ? "JavaScript" : "Python");
         goto fail;
@@ -130,6 +160,8 @@ int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
     *out = k;
     return 0;
 fail:
+    for (size_t i = 0; i < n_modules; i++)
+        free(modules[i]);
     for (int i = 0; i < 2; i++) {
         if (sv[i] >= 0 && sv[i] != k->ctl_fd)
             close(sv[i]);

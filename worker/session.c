@@ -6,10 +6,8 @@
  * session that is in use kills its processes first (cq_sandbox_kill), so calls in
  * progress on other threads return promptly, and frees it when the last one left.
  *
- * The warm pool keeps a few sandboxes whose Python kernel has already imported
- * numpy, pandas and matplotlib (the imports dominate a session's start:
- * docs/performance.md), one pool per network mode, refilled by a background thread,
- * so that a new session answers its first call in milliseconds.
+ * A session starts on a code interpreter (interpreter.c; codeq.default, the worker's
+ * own configuration, when it names none), warm from its pool when it can (pool.c).
  */
 #define _GNU_SOURCE
 #include "worker/session.h"
@@ -33,8 +31,6 @@
 #define CQ_DATADIR "/usr/local/share/codeq"
 #endif
 
-#define RUNTIMES_IN_SANDBOX     "/opt/codeq/runtimes"
-#define KERNEL_START_TIMEOUT_MS 120000
 /* Terminated sessions stay listable (status TERMINATED) for a while. */
 #define TERMINATED_KEPT_MS (3600 * 1000)
 
@@ -98,42 +94,6 @@ static int find_runtimes(const struct cq_worker_config *cfg, char out[PATH_MAX],
                         "CODEQ_RUNTIMES_DIR");
 }
 
-/* ---- sandboxes and the pool ---------------------------------------------------------- */
-
-static int make_sandbox(struct cq_worker *w, const struct cq_sandbox_limits *limits,
-                        enum cq_network_mode network, const char *const *allow, size_t n_allow,
-                        struct cq_sandbox **out, struct cq_error *err)
-{
-    /* pip in a session: the runtime's packages are read-only (and Debian marks them
-     * externally managed, PEP 668), so pip falls back to the user site below HOME, the
-     * workspace, which the kernels import from (runtimes/python) and the fleet keeps
-     * with the session's files. Without network, one quick retry instead of five with
-     * back-off, so that pip fails at once with its network error. A session's own env
-     * comes on top. */
-    static const char *const pip_env[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
-                                          "PIP_DISABLE_PIP_VERSION_CHECK=1", NULL};
-    static const char *const pip_env_offline[] = {
-        "PIP_BREAK_SYSTEM_PACKAGES=1", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_RETRIES=1", NULL};
-    struct cq_sandbox_config cfg;
-    cq_sandbox_config_init(&cfg);
-    cfg.limits = *limits;
-    cfg.network = network;
-    cfg.env = network == CQ_NETWORK_NONE ? pip_env_offline : pip_env;
-    if (network != CQ_NETWORK_NONE) {
-        /* none named: codeq's own, through pasta (sandbox/uplink.c) */
-        cfg.egress_netns = w->cfg.egress_netns[0] != '\0' ? w->cfg.egress_netns : NULL;
-        cfg.dns = w->cfg.dns[0] != '\0' ? w->cfg.dns : NULL;
-        cfg.allow = allow;
-        cfg.n_allow = n_allow;
-        cfg.netpolicy = &w->cfg.netpolicy;
-    }
-    struct cq_sandbox_bind bind = {.host_path = w->runtimes_dir,
-                                   .sandbox_path = RUNTIMES_IN_SANDBOX};
-    cfg.binds = &bind;
-    cfg.n_binds = w->runtimes_seen == w->runtimes_dir ? 0 : 1;
-    return cq_sandbox_create(&cfg, out, err);
-}
-
 /* Where sandboxes find the runtimes. An installed codeq keeps them under /usr
  * (<prefix>/share/codeq/runtimes), which every sandbox already sees read-only at the
  * same path: no bind then. A bind would also print its source path on the host in the
@@ -144,138 +104,6 @@ static void choose_runtimes_path(struct cq_worker *w)
 {
     w->runtimes_seen =
         strncmp(w->runtimes_dir, "/usr/", 5) == 0 ? w->runtimes_dir : RUNTIMES_IN_SANDBOX;
-}
-
-static int start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool javascript, bool preload,
-                        const char *const *env, struct cq_kernel **out, struct cq_error *err)
-{
-    struct cq_kernel_spawn spawn = {
-        .sandbox = sb,
-        .javascript = javascript,
-        .preload = preload,
-        .runtimes_dir = w->runtimes_seen,
-        .env = env,
-    };
-    if (cq_kernel_start(&spawn, out, err) < 0)
-        return -1;
-    if (cq_kernel_wait_ready(*out, KERNEL_START_TIMEOUT_MS, err) < 0) {
-        cq_kernel_stop(*out);
-        *out = NULL;
-        return -1;
-    }
-    return 0;
-}
-
-static void *pool_main(void *arg)
-{
-    struct cq_worker *w = arg;
-    /* A mode whose sandboxes fail to start (its egress namespace gone, say) is retried
-     * every 5 s, and does not hold up the other pools meanwhile; sessions still start
-     * cold. */
-    uint64_t retry_at[CQ_WORKER_POOL_MODES] = {0};
-    pthread_mutex_lock(&w->pool.lock);
-    while (!w->pool.stopping) {
-        /* The emptiest pool first (by what it lacks; a tie to the lower mode), so that a
-         * run on one mode does not leave the others empty for long. */
-        uint64_t now = cq_now_ms(), wake = 0;
-        int mode = -1;
-        unsigned most = 0;
-        for (int m = 0; m < CQ_WORKER_POOL_MODES; m++) {
-            unsigned lack =
-                w->pool.size[m] > w->pool.n[m] ? w->pool.size[m] - (unsigned)w->pool.n[m] : 0;
-            if (lack > 0 && retry_at[m] > now) {
-                wake = wake == 0 || retry_at[m] < wake ? retry_at[m] : wake;
-                lack = 0;
-            }
-            if (lack > most) {
-                most = lack;
-                mode = m;
-            }
-        }
-        if (mode < 0) {
-            if (wake == 0) {
-                pthread_cond_wait(&w->pool.cond, &w->pool.lock);
-            } else {
-                struct timespec until;
-                clock_gettime(CLOCK_REALTIME, &until);
-                uint64_t ns = (uint64_t)until.tv_nsec + (wake - now) * 1000000ULL;
-                until.tv_sec += (time_t)(ns / 1000000000ULL);
-                until.tv_nsec = (long)(ns % 1000000000ULL);
-                pthread_cond_timedwait(&w->pool.cond, &w->pool.lock, &until);
-            }
-            continue;
-        }
-        pthread_mutex_unlock(&w->pool.lock);
-        struct cq_sandbox *sb = NULL;
-        struct cq_kernel *k = NULL;
-        struct cq_error err;
-        /* ALLOWLIST: no list yet, so the sandbox refuses every destination and its
-         * resolver every name until a session gives its own (pool_take). */
-        int rc = make_sandbox(w, &w->cfg.limits, (enum cq_network_mode)mode, NULL, 0, &sb, &err);
-        if (rc == 0)
-            rc = start_kernel(w, sb, false, true, NULL, &k, &err);
-        pthread_mutex_lock(&w->pool.lock);
-        if (rc < 0) {
-            cq_sandbox_destroy(sb);
-            retry_at[mode] = cq_now_ms() + 5000;
-            continue;
-        }
-        retry_at[mode] = 0;
-        if (w->pool.stopping) {
-            pthread_mutex_unlock(&w->pool.lock);
-            cq_kernel_stop(k);
-            cq_sandbox_destroy(sb);
-            pthread_mutex_lock(&w->pool.lock);
-            break;
-        }
-        w->pool.items[mode][w->pool.n[mode]].sandbox = sb;
-        w->pool.items[mode][w->pool.n[mode]].python = k;
-        w->pool.n[mode]++;
-        pthread_cond_broadcast(&w->pool.cond);
-    }
-    pthread_mutex_unlock(&w->pool.lock);
-    return NULL;
-}
-
-/* A warm sandbox of the mode, with its preloaded kernel; false if none. An ALLOWLIST
- * one is given the session's list (already admitted against the operator's policy) on
- * the way out: the only code that ran in it so far is codeq's kernel, and until now it
- * could reach nothing, so the session finds exactly its own list, as a cold one would. */
-static bool pool_take(struct cq_worker *w, enum cq_network_mode mode, const char *const *allow,
-                      size_t n_allow, struct cq_sandbox **sb, struct cq_kernel **k)
-{
-    bool taken = false;
-    if ((int)mode < 0 || (int)mode >= CQ_WORKER_POOL_MODES)
-        return false;
-    pthread_mutex_lock(&w->pool.lock);
-    while (w->pool.n[mode] > 0 && !taken) {
-        size_t i = --w->pool.n[mode];
-        *sb = w->pool.items[mode][i].sandbox;
-        *k = w->pool.items[mode][i].python;
-        /* A pooled sandbox whose init died (killed from outside) is of no use. */
-        taken = cq_sandbox_alive(*sb);
-        if (!taken) {
-            cq_kernel_stop(*k);
-            cq_sandbox_destroy(*sb);
-            *k = NULL;
-            *sb = NULL;
-        }
-    }
-    pthread_cond_broadcast(&w->pool.cond); /* refill */
-    pthread_mutex_unlock(&w->pool.lock);
-    struct cq_error err;
-    if (taken && mode == CQ_NETWORK_ALLOWLIST &&
-        cq_sandbox_network_allow(*sb, allow, n_allow, &err) < 0) {
-        /* Its filter is in a state not worth reasoning about (refusing everything, or
-         * part of the list): it goes, and the session starts cold, which reports the
-         * problem if it lasts. */
-        cq_kernel_stop(*k);
-        cq_sandbox_destroy(*sb);
-        *k = NULL;
-        *sb = NULL;
-        taken = false;
-    }
-    return taken;
 }
 
 /* ---- sessions ------------------------------------------------------------------------ */
@@ -295,31 +123,43 @@ static void fill_info(const struct cq_session *s, struct cq_session_info *info)
     info->session_timeout_s = s->ttl_s;
     info->network_mode = (int)s->network;
     snprintf(info->network_allow, sizeof(info->network_allow), "%s", s->allow);
+    snprintf(info->interpreter, sizeof(info->interpreter), "%s", s->interpreter);
+    snprintf(info->runtime, sizeof(info->runtime), "%s", s->runtime);
+    snprintf(info->runtime_digest, sizeof(info->runtime_digest), "%s", s->digest);
+    info->memory_bytes = s->limits.memory_bytes;
+    info->pids = s->limits.pids;
+    info->cpu_millis = (uint32_t)(s->limits.cpus * 1000.0 + 0.5);
+    info->disk_bytes = s->limits.workspace_bytes;
 }
 
-/* Merges the worker's defaults into requested limits (zero fields). */
-static struct cq_sandbox_limits effective_limits(const struct cq_worker *w,
-                                                 const struct cq_sandbox_limits *req)
+/* Sets in l the fields of req that are set (not zero). */
+static void overlay_limits(struct cq_sandbox_limits *l, const struct cq_sandbox_limits *req)
 {
-    struct cq_sandbox_limits l = w->cfg.limits;
     if (req->memory_bytes)
-        l.memory_bytes = req->memory_bytes;
+        l->memory_bytes = req->memory_bytes;
     if (req->pids)
-        l.pids = req->pids;
+        l->pids = req->pids;
     if (req->cpus > 0)
-        l.cpus = req->cpus;
+        l->cpus = req->cpus;
     if (req->workspace_bytes) {
-        l.workspace_bytes = req->workspace_bytes;
-        l.file_size_bytes = req->workspace_bytes;
+        l->workspace_bytes = req->workspace_bytes;
+        l->file_size_bytes = req->workspace_bytes;
     }
     if (req->workspace_inodes)
-        l.workspace_inodes = req->workspace_inodes;
+        l->workspace_inodes = req->workspace_inodes;
     if (req->tmp_bytes)
-        l.tmp_bytes = req->tmp_bytes;
+        l->tmp_bytes = req->tmp_bytes;
     if (req->file_size_bytes)
-        l.file_size_bytes = req->file_size_bytes;
+        l->file_size_bytes = req->file_size_bytes;
     if (req->open_files)
-        l.open_files = req->open_files;
+        l->open_files = req->open_files;
+}
+
+struct cq_sandbox_limits cq_worker_limits(const struct cq_worker *w,
+                                          const struct cq_sandbox_limits *req)
+{
+    struct cq_sandbox_limits l = w->cfg.limits;
+    overlay_limits(&l, req);
     return l;
 }
 
@@ -358,6 +198,9 @@ static void free_session(struct cq_session *s)
     for (char **e = s->env; e != NULL && *e != NULL; e++)
         free(*e);
     free(s->env);
+    for (char **e = s->base_env; e != NULL && *e != NULL; e++)
+        free(*e);
+    free(s->base_env);
     pthread_mutex_destroy(&s->kernels[0].run);
     pthread_mutex_destroy(&s->kernels[1].run);
     pthread_mutex_destroy(&s->tasks_lock);
@@ -374,10 +217,59 @@ static struct cq_session *find(struct cq_worker *w, const char *id)
     return NULL;
 }
 
-int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params *params,
-                            struct cq_session_info *info, struct cq_error *err)
+/* Whether two allowlists hold the same entries (in any order). */
+static bool same_list(const char *const *a, size_t na, const char *const *b, size_t nb)
 {
-    uint32_t ttl = params->timeout_s ? params->timeout_s : w->cfg.default_session_ttl_s;
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++) {
+        bool found = false;
+        for (size_t j = 0; j < nb && !found; j++)
+            found = strcmp(a[i], b[j]) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+/* The network a session on ip gets: the interpreter decides when it names a mode, and
+ * a session asking for another mode or list is refused rather than silently given
+ * the interpreter's. */
+static int interp_network(const struct cq_interp *ip, const struct cq_session_params *params,
+                          const enum cq_network_mode **mode, const char *const **allow,
+                          size_t *n_allow, struct cq_error *err)
+{
+    *mode = params->network;
+    *allow = params->allow;
+    *n_allow = params->n_allow;
+    if (ip == NULL || !ip->has_network)
+        return 0;
+    if (params->network != NULL && *params->network != ip->network)
+        return cq_error_set(err, CQ_EINVALID,
+                            "code interpreter '%s' runs with network mode %s; a session on it "
+                            "cannot ask for %s",
+                            ip->name, cq_net_mode_name(ip->network),
+                            cq_net_mode_name(*params->network));
+    if (params->n_allow > 0 &&
+        !same_list(params->allow, params->n_allow, (const char *const *)ip->allow, ip->n_allow))
+        return cq_error_set(err, CQ_EINVALID,
+                            "code interpreter '%s' has its own allowlist; a session on it cannot "
+                            "name another",
+                            ip->name);
+    *mode = &ip->network;
+    *allow = (const char *const *)ip->allow;
+    *n_allow = ip->n_allow;
+    return 0;
+}
+
+/* Starts a session on ip (NULL: codeq.default), which the caller holds. */
+static int start_on(struct cq_worker *w, struct cq_interp *ip,
+                    const struct cq_session_params *params, struct cq_session_info *info,
+                    struct cq_error *err)
+{
+    uint32_t ttl = params->timeout_s              ? params->timeout_s
+                   : ip != NULL && ip->ttl_s != 0 ? ip->ttl_s
+                                                  : w->cfg.default_session_ttl_s;
     if (ttl > CQ_WORKER_MAX_SESSION_TTL_S)
         return cq_error_set(err, CQ_EINVALID, "sessionTimeoutSeconds %u is above the maximum of %u",
                             ttl, CQ_WORKER_MAX_SESSION_TTL_S);
@@ -397,22 +289,33 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
                                 CQ_SESSION_ID_MAX);
     }
     /* The network before anything is made: a request beyond the operator's policy is
-     * refused with the rule it breaks, and costs no sandbox. */
-    struct cq_net_grant grant;
-    if (cq_netpolicy_admit(&w->cfg.netpolicy, params->network, params->allow, params->n_allow,
-                           &grant, err) < 0)
+     * refused with the rule it breaks, and costs no sandbox. An interpreter's own mode
+     * and list are admitted the same way: defining one grants nothing the policy does
+     * not. */
+    const enum cq_network_mode *mode;
+    const char *const *allow;
+    size_t n_allow;
+    if (interp_network(ip, params, &mode, &allow, &n_allow, err) < 0)
         return -1;
+    struct cq_net_grant grant;
+    if (cq_netpolicy_admit(&w->cfg.netpolicy, mode, allow, n_allow, &grant, err) < 0)
+        return ip != NULL ? cq_error_prefix(err, "code interpreter '%s'", ip->name) : -1;
     char allow_text[CQ_SESSION_ALLOW_TEXT] = "";
-    for (size_t i = 0; i < params->n_allow; i++) {
+    for (size_t i = 0; i < n_allow; i++) {
         size_t used = strlen(allow_text);
-        if (strlen(params->allow[i]) + 1 >= sizeof(allow_text) - used)
+        if (strlen(allow[i]) + 1 >= sizeof(allow_text) - used)
             return cq_error_set(err, CQ_EINVALID,
                                 "the allowlist is longer than %d characters in all",
                                 CQ_SESSION_ALLOW_TEXT - 1);
-        snprintf(allow_text + used, sizeof(allow_text) - used, "%s%s", i > 0 ? "," : "",
-                 params->allow[i]);
+        snprintf(allow_text + used, sizeof(allow_text) - used, "%s%s", i > 0 ? "," : "", allow[i]);
     }
-    struct cq_sandbox_limits limits = effective_limits(w, &params->limits);
+    /* The interpreter's limits are the session's defaults, the worker's fill the rest;
+     * its pool has sandboxes of exactly those. */
+    struct cq_sandbox_limits limits = w->cfg.limits;
+    if (ip != NULL)
+        overlay_limits(&limits, &ip->limits);
+    struct cq_sandbox_limits pooled_limits = limits;
+    overlay_limits(&limits, &params->limits);
     struct cq_sandbox_config check;
     cq_sandbox_config_init(&check);
     check.limits = limits;
@@ -427,7 +330,8 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
     pthread_mutex_init(&s->tasks_lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     s->env = copy_env(params->env, err);
-    if (s->env == NULL) {
+    if (s->env == NULL ||
+        (ip != NULL && (s->base_env = copy_env((const char *const *)ip->env, err)) == NULL)) {
         free_session(s);
         return -1;
     }
@@ -440,6 +344,11 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
     s->status = CQ_SESSION_READY;
     s->network = grant.mode;
     snprintf(s->allow, sizeof(s->allow), "%s", allow_text);
+    snprintf(s->interpreter, sizeof(s->interpreter), "%s",
+             ip != NULL ? ip->name : CQ_INTERPRETER_DEFAULT);
+    snprintf(s->runtime, sizeof(s->runtime), "%s", ip != NULL ? ip->runtime : "");
+    snprintf(s->digest, sizeof(s->digest), "%s", ip != NULL ? ip->digest : "");
+    s->limits = limits;
 
     pthread_mutex_lock(&w->lock);
     struct cq_session *same = params->id != NULL ? find(w, params->id) : NULL;
@@ -458,11 +367,13 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
                             w->cfg.max_sessions);
     }
 
-    bool defaults = memcmp(&limits, &w->cfg.limits, sizeof(limits)) == 0;
+    /* The interpreter's pool holds sandboxes of one mode: the one its sessions get
+     * unless they ask (when it lets them) for another. */
+    struct cq_pool *pool = ip != NULL ? &ip->pool : &w->pool.modes[grant.mode];
+    bool warm = memcmp(&limits, &pooled_limits, sizeof(limits)) == 0 && pool->mode == grant.mode;
     int rc = 0;
-    if (!(defaults && pool_take(w, grant.mode, params->allow, params->n_allow, &s->sandbox,
-                                &s->kernels[0].kernel)))
-        rc = make_sandbox(w, &limits, grant.mode, params->allow, params->n_allow, &s->sandbox, err);
+    if (!(warm && cq_pool_take(w, pool, allow, n_allow, &s->sandbox, &s->kernels[0].kernel)))
+        rc = cq_worker_make_sandbox(w, ip, &limits, grant.mode, allow, n_allow, &s->sandbox, err);
     else if (s->env[0] != NULL)
         rc = cq_kernel_set_env(s->kernels[0].kernel, (const char *const *)s->env, err);
     if (rc < 0) {
@@ -484,6 +395,26 @@ int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params 
     pthread_cond_signal(&w->reaper_cond); /* its expiry may be the next one */
     pthread_mutex_unlock(&w->lock);
     return 0;
+}
+
+int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params *params,
+                            struct cq_session_info *info, struct cq_error *err)
+{
+    const char *name = params->interpreter;
+    if (name == NULL || name[0] == '\0' || strcmp(name, CQ_INTERPRETER_DEFAULT) == 0)
+        return start_on(w, NULL, params, info, err);
+    struct cq_interp *ip = cq_interp_get(w, name);
+    if (ip == NULL && w->cfg.resolve_interpreter != NULL) {
+        /* Without locks: it may fetch or build a layer for minutes. */
+        if (w->cfg.resolve_interpreter(w->cfg.resolve_interpreter_ctx, w, name, err) < 0)
+            return -1;
+        ip = cq_interp_get(w, name);
+    }
+    if (ip == NULL)
+        return cq_error_set(err, CQ_ENOTFOUND, "no code interpreter '%s'", name);
+    int rc = start_on(w, ip, params, info, err);
+    cq_interp_put(w, ip);
+    return rc;
 }
 
 struct cq_session *cq_session_acquire(struct cq_worker *w, const char *id)
@@ -701,9 +632,10 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
         return -1;
     }
     /* PUBLIC and ALLOWLIST sandboxes are pooled only where sessions can have them. */
-    w->pool.size[CQ_NETWORK_NONE] = w->cfg.warm_pool_size;
-    w->pool.size[CQ_NETWORK_PUBLIC] = pool_size_of(np, CQ_NETWORK_PUBLIC, w->cfg.warm_pool_public);
-    w->pool.size[CQ_NETWORK_ALLOWLIST] =
+    w->pool.modes[CQ_NETWORK_NONE].size = w->cfg.warm_pool_size;
+    w->pool.modes[CQ_NETWORK_PUBLIC].size =
+        pool_size_of(np, CQ_NETWORK_PUBLIC, w->cfg.warm_pool_public);
+    w->pool.modes[CQ_NETWORK_ALLOWLIST].size =
         pool_size_of(np, CQ_NETWORK_ALLOWLIST, w->cfg.warm_pool_allowlist);
     if (w->cfg.output_limit_bytes == 0)
         w->cfg.output_limit_bytes = CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
@@ -725,12 +657,12 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
     pthread_mutex_init(&w->pool.lock, NULL);
     pthread_cond_init(&w->pool.cond, NULL);
     int rc = pthread_create(&w->reaper, NULL, reaper_main, w);
-    if (rc == 0 && w->pool.size[0] + w->pool.size[1] + w->pool.size[2] > 0) {
-        rc = pthread_create(&w->pool.thread, NULL, pool_main, w);
-        w->pool.running = rc == 0;
-    }
     if (rc != 0) {
         cq_error_sys(err, rc, "worker threads");
+        cq_worker_destroy(w);
+        return -1;
+    }
+    if (cq_pool_start(w, err) < 0) {
         cq_worker_destroy(w);
         return -1;
     }
@@ -742,17 +674,8 @@ void cq_worker_destroy(struct cq_worker *w)
 {
     if (w == NULL)
         return;
-    pthread_mutex_lock(&w->pool.lock);
-    w->pool.stopping = true;
-    pthread_cond_broadcast(&w->pool.cond);
-    pthread_mutex_unlock(&w->pool.lock);
-    if (w->pool.running)
-        pthread_join(w->pool.thread, NULL);
-    for (int m = 0; m < CQ_WORKER_POOL_MODES; m++)
-        for (size_t i = 0; i < w->pool.n[m]; i++) {
-            cq_kernel_stop(w->pool.items[m][i].python);
-            cq_sandbox_destroy(w->pool.items[m][i].sandbox);
-        }
+    cq_pool_stop(w);
+    cq_interps_destroy(w);
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_broadcast(&w->reaper_cond);
@@ -780,8 +703,10 @@ int cq_session_kernel(struct cq_worker *w, struct cq_session *s, bool javascript
                       struct cq_kernel **out, struct cq_error *err)
 {
     struct kernel_slot *slot = &s->kernels[javascript];
-    if (slot->kernel == NULL && start_kernel(w, s->sandbox, javascript, false,
-                                             (const char *const *)s->env, &slot->kernel, err) < 0)
+    if (slot->kernel == NULL &&
+        cq_worker_start_kernel(w, s->sandbox, javascript, false, NULL,
+                               (const char *const *)s->base_env, (const char *const *)s->env,
+                               &slot->kernel, err) < 0)
         return -1;
     *out = slot->kernel;
     return 0;

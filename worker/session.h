@@ -6,6 +6,7 @@
 
 #define CQ_WORKER_MAX_POOL   16
 #define CQ_WORKER_POOL_MODES 3 /* NONE, PUBLIC, ALLOWLIST */
+#define RUNTIMES_IN_SANDBOX  "/opt/codeq/runtimes"
 _Static_assert(CQ_NETWORK_ALLOWLIST == CQ_WORKER_POOL_MODES - 1, "a pool per network mode");
 
 struct kernel_slot {
@@ -27,11 +28,49 @@ struct cq_session {
     char **env;                        /* the session's variables, NAME=VALUE */
     enum cq_network_mode network;      /* as admitted by the worker's policy */
     char allow[CQ_SESSION_ALLOW_TEXT]; /* ALLOWLIST: its DESTs, comma-joined */
-    struct kernel_slot kernels[2];     /* [0] Python, [1] Node */
+    /* What it started with, kept when its interpreter is replaced or deleted. */
+    char interpreter[64], runtime[64], digest[65];
+    char **base_env; /* the interpreter's environment (NULL: none), for its kernels */
+    struct cq_sandbox_limits limits;
+    struct kernel_slot kernels[2]; /* [0] Python, [1] Node */
     pthread_mutex_t tasks_lock;
     struct cq_task **tasks;
     size_t n_tasks;
     struct cq_session *next;
+};
+
+/* A warm pool: sandboxes of one network mode (and code interpreter) whose Python
+ * kernel has imported its preload modules. ALLOWLIST ones wait with an empty list
+ * (they reach nothing, resolve nothing) for the session's own, given when one takes
+ * them (cq_sandbox_network_allow). Guarded by the worker's pool lock. */
+struct cq_pool {
+    enum cq_network_mode mode;
+    unsigned size; /* wanted */
+    size_t n;
+    uint64_t retry_at; /* after a failed refill: not before then (monotonic ms) */
+    struct {
+        struct cq_sandbox *sandbox;
+        struct cq_kernel *python;
+    } items[CQ_WORKER_MAX_POOL];
+};
+
+/* A code interpreter as the worker keeps it (interpreter.c): a deep copy of what
+ * cq_worker_define_interpreter got. Replacing one makes a new entry; the old one lives
+ * on, out of the table, while a starting session or the refill thread still holds it. */
+struct cq_interp {
+    char name[64];
+    char *layer_host, *layer_sandbox; /* NULL: no layer */
+    char runtime[64], digest[65];     /* "": none */
+    char **env, **preload, **allow;   /* NULL-terminated */
+    size_t n_allow;
+    struct cq_sandbox_limits limits; /* as given: zero fields are the worker's */
+    bool has_network;
+    enum cq_network_mode network;
+    uint32_t ttl_s;
+    int refs;     /* the table's and its users'; guarded by the pool lock */
+    bool defined; /* still in the table */
+    struct cq_pool pool;
+    struct cq_interp *next;
 };
 
 struct cq_worker {
@@ -44,22 +83,57 @@ struct cq_worker {
     bool stopping;
     pthread_t reaper;
     pthread_cond_t reaper_cond;
-    /* Warm sandboxes, one pool per network mode, indexed by it. ALLOWLIST ones wait
-     * with an empty list (they reach nothing, resolve nothing) for the session's own,
-     * given when one takes them (cq_sandbox_network_allow). */
+    /* The warm pools (pool.c) and the code interpreters (interpreter.c), under one
+     * lock: the refill thread looks at all of them. */
     struct {
         pthread_mutex_t lock;
         pthread_cond_t cond;
         pthread_t thread;
         bool running, stopping;
-        struct {
-            struct cq_sandbox *sandbox;
-            struct cq_kernel *python;
-        } items[CQ_WORKER_POOL_MODES][CQ_WORKER_MAX_POOL];
-        size_t n[CQ_WORKER_POOL_MODES];
-        unsigned size[CQ_WORKER_POOL_MODES];
+        struct cq_pool modes[CQ_WORKER_POOL_MODES]; /* codeq.default's, by network mode */
+        struct cq_interp *interps;
     } pool;
 };
+
+/* ---- pool.c ----------------------------------------------------------------------- */
+
+/* A sandbox for a session or a pool of interpreter ip (NULL: codeq.default), with the
+ * limits given (the worker's defaults merged in already). */
+int cq_worker_make_sandbox(struct cq_worker *w, const struct cq_interp *ip,
+                           const struct cq_sandbox_limits *limits, enum cq_network_mode network,
+                           const char *const *allow, size_t n_allow, struct cq_sandbox **out,
+                           struct cq_error *err);
+/* Starts a kernel and waits until it is ready. preload: Python, import codeq's usual
+ * modules and preload_modules (may be NULL). base_env: the interpreter's environment
+ * (struct cq_kernel_spawn), env the session's; both may be NULL. */
+int cq_worker_start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool javascript,
+                           bool preload, const char *const *preload_modules,
+                           const char *const *base_env, const char *const *env,
+                           struct cq_kernel **out, struct cq_error *err);
+/* Starts the refill thread; stops it and empties the pools of codeq.default. */
+int cq_pool_start(struct cq_worker *w, struct cq_error *err);
+void cq_pool_stop(struct cq_worker *w);
+/* A warm sandbox of the pool, with its preloaded kernel; false if none. An ALLOWLIST
+ * one gets allow (admitted already) on the way out. */
+bool cq_pool_take(struct cq_worker *w, struct cq_pool *p, const char *const *allow, size_t n_allow,
+                  struct cq_sandbox **sb, struct cq_kernel **k);
+/* Destroys what the pool holds (with the pool lock not held: the items were moved out
+ * under it into items/n). */
+void cq_pool_destroy_items(struct cq_pool *p);
+
+/* ---- interpreter.c ---------------------------------------------------------------- */
+
+/* The interpreter of that name, held (cq_interp_put); NULL if none. */
+struct cq_interp *cq_interp_get(struct cq_worker *w, const char *name);
+void cq_interp_put(struct cq_worker *w, struct cq_interp *ip);
+/* Forgets every interpreter and destroys their pools (the refill thread has stopped). */
+void cq_interps_destroy(struct cq_worker *w);
+
+/* ---- session.c -------------------------------------------------------------------- */
+
+/* The worker's defaults merged into requested limits (their zero fields). */
+struct cq_sandbox_limits cq_worker_limits(const struct cq_worker *w,
+                                          const struct cq_sandbox_limits *req);
 
 /* A ready session, held against termination until released; NULL if none. */
 struct cq_session *cq_session_acquire(struct cq_worker *w, const char *id);

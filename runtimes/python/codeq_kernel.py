@@ -1,7 +1,7 @@
 """codeq's Python kernel: one persistent interpreter per session, inside the sandbox.
 
 Started by the worker (worker/kernel.c) as
-    python3 -u codeq_kernel.py [--preload]
+    python3 -u codeq_kernel.py [--preload [--preload-module=NAME ...]]
 with fd 0 a unix stream socket to the worker (the control channel) and fds 1 and 2
 pipes that the worker reads (the cell's stdout and stderr, at the file-descriptor
 level, so output of C extensions and child processes is captured too).
@@ -403,18 +403,27 @@ class Kernel:
                 self.send(reply)
 
 
-def preload():
-    """What a data-science session imports first, done before the session exists."""
-    import matplotlib
+def preload(modules):
+    """What a data-science session imports first, done before the session exists, then
+    the modules of the session's code interpreter. A module that fails to import is
+    reported on stderr (the first cell's, as the worker reads it) and skipped: a
+    session without it beats no session."""
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
+        matplotlib.use("Agg")
+    except BaseException as e:  # noqa: BLE001 - whatever the import raised
+        print(f"codeq: preloading matplotlib failed: {e!r}", file=sys.stderr)
+    for name in ["matplotlib.pyplot", "numpy", "pandas"] + modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt too
+            print(f"codeq: preloading {name} failed: {e!r}", file=sys.stderr)
 
 
 def main():
     want_preload = "--preload" in sys.argv[1:]
+    modules = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--preload-module=")]
     # The control channel arrived as fd 0; user code gets an empty stdin instead.
     control = socket.socket(fileno=os.dup(0))
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -427,7 +436,7 @@ def main():
     sys.argv = [""]
     sys.path[0] = ""
     if want_preload:
-        preload()
+        preload(modules)
     Kernel(control).serve()
 
 

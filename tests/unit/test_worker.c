@@ -1155,7 +1155,7 @@ END_TEST
 static size_t pool_size(void)
 {
     pthread_mutex_lock(&w->pool.lock);
-    size_t n = w->pool.n[CQ_NETWORK_NONE];
+    size_t n = w->pool.modes[CQ_NETWORK_NONE].n;
     pthread_mutex_unlock(&w->pool.lock);
     return n;
 }
@@ -1216,11 +1216,12 @@ START_TEST(a_failing_pool_does_not_starve_the_other)
                           CQ_NET_MODE_BIT(CQ_NETWORK_ALLOWLIST);
     snprintf(cfg.egress_netns, sizeof(cfg.egress_netns), "/run/netns/cq-test-no-such-netns");
     make_worker_cfg(&cfg);
-    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_PUBLIC], 2);
-    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_ALLOWLIST], 2);
+    ck_assert_uint_eq(w->pool.modes[CQ_NETWORK_PUBLIC].size, 2);
+    ck_assert_uint_eq(w->pool.modes[CQ_NETWORK_ALLOWLIST].size, 2);
     wait_for_pool(1);
     pthread_mutex_lock(&w->pool.lock);
-    size_t n_public = w->pool.n[CQ_NETWORK_PUBLIC], n_allowlist = w->pool.n[CQ_NETWORK_ALLOWLIST];
+    size_t n_public = w->pool.modes[CQ_NETWORK_PUBLIC].n,
+           n_allowlist = w->pool.modes[CQ_NETWORK_ALLOWLIST].n;
     pthread_mutex_unlock(&w->pool.lock);
     ck_assert_uint_eq(n_public, 0);
     ck_assert_uint_eq(n_allowlist, 0);
@@ -1237,9 +1238,9 @@ START_TEST(pools_follow_the_policy)
     cfg.netpolicy.modes = CQ_NET_MODE_BIT(CQ_NETWORK_NONE) | CQ_NET_MODE_BIT(CQ_NETWORK_ALLOWLIST);
     snprintf(cfg.egress_netns, sizeof(cfg.egress_netns), "/run/netns/cq-test-no-such-netns");
     make_worker_cfg(&cfg);
-    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_NONE], 0);
-    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_PUBLIC], 0);
-    ck_assert_uint_eq(w->pool.size[CQ_NETWORK_ALLOWLIST], 1);
+    ck_assert_uint_eq(w->pool.modes[CQ_NETWORK_NONE].size, 0);
+    ck_assert_uint_eq(w->pool.modes[CQ_NETWORK_PUBLIC].size, 0);
+    ck_assert_uint_eq(w->pool.modes[CQ_NETWORK_ALLOWLIST].size, 1);
 }
 END_TEST
 
@@ -1250,7 +1251,7 @@ START_TEST(warm_pool_discards_dead_sandboxes)
     make_pooled_worker(1);
     wait_for_pool(1);
     pthread_mutex_lock(&w->pool.lock);
-    cq_sandbox_kill(w->pool.items[CQ_NETWORK_NONE][0].sandbox);
+    cq_sandbox_kill(w->pool.modes[CQ_NETWORK_NONE].items[0].sandbox);
     pthread_mutex_unlock(&w->pool.lock);
     struct cq_session_info info = start("after-a-dead-pool-item");
     struct cq_result r;

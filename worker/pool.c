@@ -1,0 +1,277 @@
+/* worker/pool.c - sandboxes and kernels for sessions, and the warm pools.
+ *
+ * The warm pools keep a few sandboxes whose Python kernel has already imported numpy,
+ * pandas and matplotlib (the imports dominate a session's start: docs/performance.md)
+ * so that a new session answers its first call in milliseconds: one pool per network
+ * mode for codeq.default, and one per code interpreter that asks for one (its layer,
+ * environment, limits and network mode; its kernels import its preload modules too).
+ * One background thread refills them all, the emptiest first.
+ */
+#define _GNU_SOURCE
+#include "worker/session.h"
+#include "common/clock.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define KERNEL_START_TIMEOUT_MS 120000
+/* A pool whose sandboxes fail to start (its egress namespace gone, its layer removed)
+ * is tried again after this, and does not hold up the other pools meanwhile. */
+#define POOL_RETRY_MS 5000
+
+int cq_worker_make_sandbox(struct cq_worker *w, const struct cq_interp *ip,
+                           const struct cq_sandbox_limits *limits, enum cq_network_mode network,
+                           const char *const *allow, size_t n_allow, struct cq_sandbox **out,
+                           struct cq_error *err)
+{
+    /* pip in a session: the runtime's packages are read-only (and Debian marks them
+     * externally managed, PEP 668), so pip falls back to the user site below HOME, the
+     * workspace, which the kernels import from (runtimes/python) and the fleet keeps
+     * with the session's files. Without network, one quick retry instead of five with
+     * back-off, so that pip fails at once with its network error. The interpreter's
+     * environment comes next (PYTHONPATH into its layer: every process of the sandbox
+     * sees it, kernels and commands), and a session's own env on top of both, per
+     * process. */
+    static const char *const pip_env[] = {"PIP_BREAK_SYSTEM_PACKAGES=1",
+                                          "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_RETRIES=1"};
+    size_t n_env = 0;
+    for (char **e = ip != NULL ? ip->env : NULL; e != NULL && *e != NULL; e++)
+        n_env++;
+    const char **env = calloc(n_env + 4, sizeof(*env));
+    if (env == NULL)
+        return cq_error_sys(err, ENOMEM, "sandbox environment");
+    size_t n = 0;
+    env[n++] = pip_env[0];
+    env[n++] = pip_env[1];
+    if (network == CQ_NETWORK_NONE)
+        env[n++] = pip_env[2];
+    for (size_t i = 0; i < n_env; i++)
+        env[n++] = ip->env[i];
+    env[n] = NULL;
+
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    cfg.limits = *limits;
+    cfg.network = network;
+    cfg.env = env;
+    if (network != CQ_NETWORK_NONE) {
+        /* none named: codeq's own, through pasta (sandbox/uplink.c) */
+        cfg.egress_netns = w->cfg.egress_netns[0] != '\0' ? w->cfg.egress_netns : NULL;
+        cfg.dns = w->cfg.dns[0] != '\0' ? w->cfg.dns : NULL;
+        cfg.allow = allow;
+        cfg.n_allow = n_allow;
+        cfg.netpolicy = &w->cfg.netpolicy;
+    }
+    struct cq_sandbox_bind binds[2];
+    size_t n_binds = 0;
+    if (w->runtimes_seen != w->runtimes_dir)
+        binds[n_binds++] = (struct cq_sandbox_bind){.host_path = w->runtimes_dir,
+                                                    .sandbox_path = RUNTIMES_IN_SANDBOX};
+    if (ip != NULL && ip->layer_host != NULL)
+        binds[n_binds++] = (struct cq_sandbox_bind){.host_path = ip->layer_host,
+                                                    .sandbox_path = ip->layer_sandbox};
+    cfg.binds = binds;
+    cfg.n_binds = n_binds;
+    int rc = cq_sandbox_create(&cfg, out, err);
+    free(env);
+    return rc;
+}
+
+int cq_worker_start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool javascript,
+                           bool preload, const char *const *preload_modules,
+                           const char *const *base_env, const char *const *env,
+                           struct cq_kernel **out, struct cq_error *err)
+{
+    struct cq_kernel_spawn spawn = {
+        .sandbox = sb,
+        .javascript = javascript,
+        .preload = preload,
+        .preload_modules = preload_modules,
+        .runtimes_dir = w->runtimes_seen,
+        .env = env,
+        .base_env = base_env,
+    };
+    if (cq_kernel_start(&spawn, out, err) < 0)
+        return -1;
+    if (cq_kernel_wait_ready(*out, KERNEL_START_TIMEOUT_MS, err) < 0) {
+        cq_kernel_stop(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static unsigned lack_of(const struct cq_pool *p, uint64_t now, uint64_t *wake)
+{
+    unsigned lack = p->size > p->n ? p->size - (unsigned)p->n : 0;
+    if (lack > 0 && p->retry_at > now) {
+        *wake = *wake == 0 || p->retry_at < *wake ? p->retry_at : *wake;
+        lack = 0;
+    }
+    return lack;
+}
+
+static void wait_until(struct cq_worker *w, uint64_t wake, uint64_t now)
+{
+    if (wake == 0) {
+        pthread_cond_wait(&w->pool.cond, &w->pool.lock);
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    uint64_t ns = (uint64_t)until.tv_nsec + (wake - now) * 1000000ULL;
+    until.tv_sec += (time_t)(ns / 1000000000ULL);
+    until.tv_nsec = (long)(ns % 1000000000ULL);
+    pthread_cond_timedwait(&w->pool.cond, &w->pool.lock, &until);
+}
+
+static void *pool_main(void *arg)
+{
+    struct cq_worker *w = arg;
+    pthread_mutex_lock(&w->pool.lock);
+    while (!w->pool.stopping) {
+        /* The emptiest pool first (by what it lacks; a tie to codeq.default's, then to
+         * the interpreter defined last), so that a run on one pool does not leave the
+         * others empty for long. */
+        uint64_t now = cq_now_ms(), wake = 0;
+        struct cq_pool *pool = NULL;
+        struct cq_interp *ip = NULL;
+        unsigned most = 0;
+        for (int m = 0; m < CQ_WORKER_POOL_MODES; m++) {
+            unsigned lack = lack_of(&w->pool.modes[m], now, &wake);
+            if (lack > most) {
+                most = lack;
+                pool = &w->pool.modes[m];
+            }
+        }
+        for (struct cq_interp *i = w->pool.interps; i != NULL; i = i->next) {
+            unsigned lack = lack_of(&i->pool, now, &wake);
+            if (lack > most) {
+                most = lack;
+                pool = &i->pool;
+                ip = i;
+            }
+        }
+        if (pool == NULL) {
+            wait_until(w, wake, now);
+            continue;
+        }
+        /* Held while the lock is dropped: a replaced or deleted interpreter's entry
+         * stays valid, and what was made for it is thrown away below. */
+        if (ip != NULL)
+            ip->refs++;
+        enum cq_network_mode mode = pool->mode;
+        pthread_mutex_unlock(&w->pool.lock);
+
+        struct cq_sandbox_limits limits =
+            cq_worker_limits(w, ip != NULL ? &ip->limits : &(struct cq_sandbox_limits){0});
+        struct cq_sandbox *sb = NULL;
+        struct cq_kernel *k = NULL;
+        struct cq_error err;
+        /* ALLOWLIST: no list yet, so the sandbox refuses every destination and its
+         * resolver every name until a session gives its own (cq_pool_take). */
+        int rc = cq_worker_make_sandbox(w, ip, &limits, mode, NULL, 0, &sb, &err);
+        if (rc == 0)
+            rc = cq_worker_start_kernel(
+                w, sb, false, true, ip != NULL ? (const char *const *)ip->preload : NULL,
+                ip != NULL ? (const char *const *)ip->env : NULL, NULL, &k, &err);
+        pthread_mutex_lock(&w->pool.lock);
+        bool keep =
+            rc == 0 && !w->pool.stopping && (ip == NULL || ip->defined) && pool->n < pool->size;
+        if (rc < 0)
+            pool->retry_at = cq_now_ms() + POOL_RETRY_MS;
+        else
+            pool->retry_at = 0;
+        if (keep) {
+            pool->items[pool->n].sandbox = sb;
+            pool->items[pool->n].python = k;
+            pool->n++;
+            pthread_cond_broadcast(&w->pool.cond);
+        }
+        pthread_mutex_unlock(&w->pool.lock);
+        if (!keep) {
+            cq_kernel_stop(k);
+            cq_sandbox_destroy(sb);
+        }
+        if (ip != NULL)
+            cq_interp_put(w, ip);
+        pthread_mutex_lock(&w->pool.lock);
+    }
+    pthread_mutex_unlock(&w->pool.lock);
+    return NULL;
+}
+
+bool cq_pool_take(struct cq_worker *w, struct cq_pool *p, const char *const *allow, size_t n_allow,
+                  struct cq_sandbox **sb, struct cq_kernel **k)
+{
+    bool taken = false;
+    pthread_mutex_lock(&w->pool.lock);
+    while (p->n > 0 && !taken) {
+        size_t i = --p->n;
+        *sb = p->items[i].sandbox;
+        *k = p->items[i].python;
+        /* A pooled sandbox whose init died (killed from outside) is of no use. */
+        taken = cq_sandbox_alive(*sb);
+        if (!taken) {
+            cq_kernel_stop(*k);
+            cq_sandbox_destroy(*sb);
+            *k = NULL;
+            *sb = NULL;
+        }
+    }
+    pthread_cond_broadcast(&w->pool.cond); /* refill */
+    pthread_mutex_unlock(&w->pool.lock);
+    struct cq_error err;
+    /* An ALLOWLIST one is given the session's list (already admitted against the
+     * operator's policy) on the way out: the only code that ran in it so far is codeq's
+     * kernel and the imports of its preload, and until now it could reach nothing, so
+     * the session finds exactly its own list, as a cold one would. */
+    if (taken && p->mode == CQ_NETWORK_ALLOWLIST &&
+        cq_sandbox_network_allow(*sb, allow, n_allow, &err) < 0) {
+        /* Its filter is in a state not worth reasoning about (refusing everything, or
+         * part of the list): it goes, and the session starts cold, which reports the
+         * problem if it lasts. */
+        cq_kernel_stop(*k);
+        cq_sandbox_destroy(*sb);
+        *k = NULL;
+        *sb = NULL;
+        taken = false;
+    }
+    return taken;
+}
+
+void cq_pool_destroy_items(struct cq_pool *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        cq_kernel_stop(p->items[i].python);
+        cq_sandbox_destroy(p->items[i].sandbox);
+    }
+    p->n = 0;
+}
+
+int cq_pool_start(struct cq_worker *w, struct cq_error *err)
+{
+    for (int m = 0; m < CQ_WORKER_POOL_MODES; m++)
+        w->pool.modes[m].mode = (enum cq_network_mode)m;
+    /* Always: an interpreter defined later may want a pool. */
+    int rc = pthread_create(&w->pool.thread, NULL, pool_main, w);
+    if (rc != 0)
+        return cq_error_sys(err, rc, "the warm pool's thread");
+    w->pool.running = true;
+    return 0;
+}
+
+void cq_pool_stop(struct cq_worker *w)
+{
+    pthread_mutex_lock(&w->pool.lock);
+    w->pool.stopping = true;
+    pthread_cond_broadcast(&w->pool.cond);
+    pthread_mutex_unlock(&w->pool.lock);
+    if (w->pool.running)
+        pthread_join(w->pool.thread, NULL);
+    w->pool.running = false;
+    for (int m = 0; m < CQ_WORKER_POOL_MODES; m++)
+        cq_pool_destroy_items(&w->pool.modes[m]);
+}
