@@ -4,15 +4,20 @@
 #define _GNU_SOURCE
 #include "cli/cli.h"
 #include "common/cleanup.h"
+#include "common/fileutil.h"
 #include "common/units.h"
 #include "cli/fleet_defs.h"
 #include "runtime/interpreter.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define DEF_FILE_MAX (64u << 10)
 
 static void usage(FILE *out)
 {
@@ -25,6 +30,7 @@ static void usage(FILE *out)
             "                                [--disk SIZE] [--session-timeout S]\n"
             "                                [--warm-pool N] [--replace] [--store DIR |\n"
             "                                --fleet CONF]\n"
+            "       codeq interpreter create DEF.json [--replace] [--store DIR | --fleet CONF]\n"
             "       codeq interpreter list [--store DIR | --fleet CONF]\n"
             "       codeq interpreter get NAME [--store DIR | --fleet CONF]\n"
             "       codeq interpreter delete NAME [--store DIR | --fleet CONF]\n"
@@ -34,7 +40,8 @@ static void usage(FILE *out)
             "codeInterpreterIdentifier in codeq mcp. It names a runtime (codeq runtime\n"
             "build), a network mode and limits; what it leaves out is the worker's default.\n"
             "Definitions are JSON files, STORE/interpreters/NAME.json (docs/configuration.md,\n"
-            "\"Code interpreters\"). '%s' is built in: the worker's own settings.\n"
+            "\"Code interpreters\"); create takes one as options or as a file DEF.json.\n"
+            "'%s' is built in: the worker's own settings.\n"
             "\n"
             "options of create:\n"
             "  --name NAME           a-z, 0-9, '.', '_', '-' (at most 63; no '/', no '..')\n"
@@ -91,6 +98,7 @@ struct create_options {
     json_t *obj;
     json_t *allow;
     bool replace;
+    bool fields; /* an option that sets a field of the definition */
 };
 
 static int create_option(struct create_options *o, int opt, const char *value)
@@ -148,26 +156,58 @@ static int create_option(struct create_options *o, int opt, const char *value)
     return -1;
 }
 
-static int cmd_create(const char *store, struct create_options *o)
+/* The text of the definition: DEF.json's, or the options'. malloc'd, or NULL (printed). */
+static char *definition_text(const char *path, struct create_options *o)
 {
-    if (json_object_get(o->obj, "name") == NULL)
-        return cq_usage_error("interpreter", "create needs --name NAME");
-    cq_autofree char *text = json_dumps(o->obj, JSON_COMPACT);
+    struct cq_error err;
+    if (path == NULL) {
+        char *text = json_dumps(o->obj, JSON_COMPACT);
+        if (text == NULL)
+            fprintf(stderr, "codeq interpreter create: out of memory\n");
+        return text;
+    }
+    cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint8_t *text = NULL;
+    size_t len;
+    if (fd < 0 || cq_read_fd_limit(fd, DEF_FILE_MAX, &text, &len, &err) < 0) {
+        fprintf(stderr, "codeq interpreter create: %s: %s\n", path,
+                fd < 0 ? strerror(errno) : err.msg);
+        return NULL;
+    }
+    if (strlen((char *)text) != len) {
+        fprintf(stderr, "codeq interpreter create: %s: contains a NUL byte\n", path);
+        free(text);
+        return NULL;
+    }
+    return (char *)text;
+}
+
+static int cmd_create(const char *store, const char *path, struct create_options *o)
+{
+    if (path != NULL && o->fields)
+        return cq_usage_error("interpreter", "create takes DEF.json or --name NAME ..., not both");
+    if (path == NULL && json_object_get(o->obj, "name") == NULL)
+        return cq_usage_error("interpreter", "create needs --name NAME (or DEF.json)");
+    cq_autofree char *text = definition_text(path, o);
+    if (text == NULL)
+        return 1;
     struct cq_interpreter_def def;
     struct cq_error err;
-    if (text == NULL || cq_interpreter_def_parse(text, strlen(text), &def, &err) < 0) {
-        fprintf(stderr, "codeq interpreter create: %s\n", text != NULL ? err.msg : "out of memory");
+    if (cq_interpreter_def_parse(text, strlen(text), &def, &err) < 0) {
+        fprintf(stderr, "codeq interpreter create: %s%s%s\n", path != NULL ? path : "",
+                path != NULL ? ": " : "", err.msg);
         return 1;
     }
     int rc = cq_interpreter_save(store, &def, o->replace, &err);
+    char name[CQ_INTERPRETER_NAME_MAX + 1];
+    snprintf(name, sizeof(name), "%s", def.name);
     cq_interpreter_def_free(&def);
     if (rc < 0) {
         fprintf(stderr, "codeq interpreter create: %s\n", err.msg);
         return 1;
     }
     /* What the store holds now, createdAt included. */
-    if (cq_interpreter_load(store, json_string_value(json_object_get(o->obj, "name")), &def, &err) <
-        0) {
+    if (cq_interpreter_load(store, name, &def, &err) < 0) {
         fprintf(stderr, "codeq interpreter create: %s\n", err.msg);
         return 1;
     }
@@ -176,23 +216,15 @@ static int cmd_create(const char *store, struct create_options *o)
     return rc;
 }
 
-/* The subcommand against a fleet's Redis (cli/fleet_defs.c). */
-static int fleet_command(const char *conf, const char *sub, const char *name,
-                         struct create_options *o)
+/* create --fleet CONF: the definition goes to the fleet's Redis (cli/fleet_defs.c). */
+static int fleet_create(const char *conf, const char *path, struct create_options *o)
 {
-    if (strcmp(sub, "create") == 0) {
-        if (json_object_get(o->obj, "name") == NULL)
-            return cq_usage_error("interpreter", "create needs --name NAME");
-        cq_autofree char *text = json_dumps(o->obj, JSON_COMPACT);
-        if (text == NULL)
-            return CQ_EXIT_INTERNAL;
-        return cq_fleet_interpreter_create(conf, text, o->replace);
-    }
-    if (strcmp(sub, "list") == 0)
-        return cq_fleet_interpreter_list(conf);
-    if (strcmp(sub, "get") == 0)
-        return cq_fleet_interpreter_get(conf, name);
-    return cq_fleet_interpreter_delete(conf, name);
+    if (path != NULL && o->fields)
+        return cq_usage_error("interpreter", "create takes DEF.json or --name NAME ..., not both");
+    if (path == NULL && json_object_get(o->obj, "name") == NULL)
+        return cq_usage_error("interpreter", "create needs --name NAME (or DEF.json)");
+    cq_autofree char *text = definition_text(path, o);
+    return text != NULL ? cq_fleet_interpreter_create(conf, text, o->replace) : 1;
 }
 
 int cq_cmd_interpreter(int argc, char **argv)
@@ -233,6 +265,7 @@ int cq_cmd_interpreter(int argc, char **argv)
             fleet = optarg;
         } else if (c != '?' && c != ':') {
             create_opts = true;
+            o.fields |= c != 'R';
             int rc = create_option(&o, c, optarg);
             if (rc != 0)
                 status = rc;
@@ -254,18 +287,23 @@ int cq_cmd_interpreter(int argc, char **argv)
                                     "unknown subcommand '%s' (create, list, get or delete)", sub);
         else if (strcmp(sub, "create") != 0 && create_opts)
             status = cq_usage_error("interpreter", "--name ... --replace are options of create");
-        else if (nargs != (strcmp(sub, "get") == 0 || strcmp(sub, "delete") == 0 ? 1 : 0))
-            status = cq_usage_error("interpreter", "%s takes %s", sub,
-                                    nargs > 0 && strcmp(sub, "create") == 0
-                                        ? "options only (--name NAME ...)"
-                                    : strcmp(sub, "list") == 0 ? "no argument"
-                                                               : "one NAME");
         else if (fleet != NULL && store != NULL)
             status = cq_usage_error("interpreter", "--store and --fleet exclude each other");
-        else if (fleet != NULL)
-            status = fleet_command(fleet, sub, argv[optind + 1], &o);
+        else if (strcmp(sub, "create") == 0 && nargs > 1)
+            status = cq_usage_error("interpreter", "create takes one DEF.json at most");
+        else if (strcmp(sub, "create") == 0 && fleet != NULL)
+            status = fleet_create(fleet, nargs == 1 ? argv[optind + 1] : NULL, &o);
         else if (strcmp(sub, "create") == 0)
-            status = cmd_create(store, &o);
+            status = cmd_create(store, nargs == 1 ? argv[optind + 1] : NULL, &o);
+        else if (nargs != (strcmp(sub, "list") == 0 ? 0 : 1))
+            status = cq_usage_error("interpreter", "%s takes %s", sub,
+                                    strcmp(sub, "list") == 0 ? "no argument" : "one NAME");
+        else if (fleet != NULL && strcmp(sub, "list") == 0)
+            status = cq_fleet_interpreter_list(fleet);
+        else if (fleet != NULL && strcmp(sub, "get") == 0)
+            status = cq_fleet_interpreter_get(fleet, argv[optind + 1]);
+        else if (fleet != NULL)
+            status = cq_fleet_interpreter_delete(fleet, argv[optind + 1]);
         else if (strcmp(sub, "list") == 0) {
             status = cq_interpreter_list(store, print_entry, NULL, &err) < 0 ? 1 : 0;
             if (status != 0)

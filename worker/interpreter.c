@@ -122,11 +122,14 @@ static int validate(const struct cq_worker *w, const struct cq_interpreter *def,
     check.n_binds = def->layer.host_path != NULL ? 1 : 0;
     if (cq_sandbox_config_validate(&check, err) < 0)
         return cq_error_prefix(err, "code interpreter '%s'", def->name);
-    if (def->layer.host_path != NULL && strncmp(def->layer.sandbox_path, "/opt/codeq/", 11) == 0)
+    size_t rlen = strlen(RUNTIMES_IN_SANDBOX);
+    if (def->layer.host_path != NULL &&
+        strncmp(def->layer.sandbox_path, RUNTIMES_IN_SANDBOX, rlen) == 0 &&
+        (def->layer.sandbox_path[rlen] == '\0' || def->layer.sandbox_path[rlen] == '/'))
         return cq_error_set(err, CQ_EINVALID,
-                            "code interpreter '%s': its layer cannot be bound below /opt/codeq/, "
-                            "codeq's own",
-                            def->name);
+                            "code interpreter '%s': its layer cannot be bound at %s, codeq's "
+                            "kernels",
+                            def->name, RUNTIMES_IN_SANDBOX);
     return 0;
 }
 

@@ -27,7 +27,7 @@
 #error "CQ_SOURCE_DIR must name the source tree (for its runtimes/)"
 #endif
 
-#define LAYER_IN_SANDBOX "/opt/cqlayer"
+#define LAYER_IN_SANDBOX "/opt/codeq/layers/cqtest" /* where runtime/ binds layers */
 
 static struct cq_worker *w;
 static char layer[PATH_MAX];
@@ -332,6 +332,10 @@ START_TEST(unknown_interpreter_is_not_found)
     static const char *const bad_preload[] = {"os; import x", NULL};
     d = test_interp("cq.badpreload");
     d.preload = bad_preload;
+    ck_assert_int_eq(cq_worker_define_interpreter(w, &d, &err), -1);
+    ck_assert_int_eq(err.code, CQ_EINVALID);
+    d = test_interp("cq.overkernels"); /* a layer over codeq's own kernels */
+    d.layer.sandbox_path = "/opt/codeq/runtimes";
     ck_assert_int_eq(cq_worker_define_interpreter(w, &d, &err), -1);
     ck_assert_int_eq(err.code, CQ_EINVALID);
 }
