@@ -21,6 +21,10 @@
  * session and restoring its files) before this client stops waiting. */
 #define FLEET_MARGIN_MS  60000
 #define FLEET_SESSION_MS 60000
+/* A start on a code interpreter may wait for a worker to fetch or build its runtime's
+ * layer (docs/fleet.md, "Code interpreters in the fleet"): a build takes seconds to
+ * minutes. */
+#define FLEET_START_MS (10 * 60000)
 
 /* An interpreter the embedded worker has defined, and the definition it came from. */
 struct defined {
@@ -230,7 +234,9 @@ static int error_code_of(Codeq__V1__ErrorCode e)
 static int fleet_session_call(struct cq_backend *b, Codeq__V1__Request *req, bool want_list,
                               Codeq__V1__Response **out, struct cq_error *err)
 {
-    if (cq_fleet_client_call(b->fleet, req, NULL, NULL, FLEET_SESSION_MS, out, err) < 0)
+    int ms = req->operation_case == CODEQ__V1__REQUEST__OPERATION_START_SESSION ? FLEET_START_MS
+                                                                                : FLEET_SESSION_MS;
+    if (cq_fleet_client_call(b->fleet, req, NULL, NULL, ms, out, err) < 0)
         return -1;
     Codeq__V1__Response *resp = *out;
     Codeq__V1__Response__PayloadCase want =

@@ -332,7 +332,7 @@ int cq_store_layer_put(struct cq_store *st, const char *name, const char *spec_s
             if (cq_st_done_with(r) < 0) {
                 const char *del[] = {"UNLINK", tmp};
                 cq_st_done_with(cq_st_command(st, 2, del, NULL, NULL));
-                return cq_error_prefix(err, "cache the layer of runtime '%s' (%zu bytes): ", name,
+                return cq_error_prefix(err, "cache the layer of runtime '%s' (%zu bytes)", name,
                                        len);
             }
             if (len == 0)

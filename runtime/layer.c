@@ -390,7 +390,7 @@ static int unpack_entry(struct reader *r, int root, char type, struct cq_error *
     const char *name;
     cq_autoclose int dir = open_parent(root, path, &name, err);
     if (dir < 0)
-        return cq_error_prefix(err, "%s: ", shown);
+        return cq_error_prefix(err, "%s", shown);
     /* Permission bits only; no setuid/setgid/sticky, no write for group and others. */
     mode_t perm = (mode_t)mode & 0755;
     switch (type) {
@@ -597,7 +597,7 @@ static int install_in(const char *store, const char *name, const char *digest, c
         return cq_error_sys(err, errno, "mkdir %s", layer);
     if (cq_layer_unpack_dir(data, len, digest, layer, err) < 0 ||
         check_manifest(layer, digest, err) < 0)
-        return cq_error_prefix(err, "runtime '%s': ", name);
+        return cq_error_prefix(err, "runtime '%s'", name);
     cq_autoclose int lock = lock_store(store, err);
     if (lock < 0)
         return -1;

@@ -146,7 +146,7 @@ static int build_here(struct cq_daemon *d, const char *name, const struct cq_fle
     const char *store = cq_wd_runtime_store(d);
     struct cq_runtime_spec spec;
     if (cq_runtime_spec_parse(rt->spec, strlen(rt->spec), &spec, err) < 0)
-        return cq_error_prefix(err, "runtime '%s' in Redis: ", name);
+        return cq_error_prefix(err, "runtime '%s' in Redis", name);
     if (strcmp(spec.name, name) != 0) {
         cq_runtime_spec_free(&spec);
         return cq_error_set(err, CQ_EINVALID, "runtime '%s' in Redis has a spec named '%s'", name,
@@ -164,6 +164,8 @@ static int build_here(struct cq_daemon *d, const char *name, const struct cq_fle
     char digest[CQ_RUNTIME_DIGEST_LEN + 1];
     int rc = cq_runtime_build(&spec, &o, digest, err);
     cq_runtime_spec_free(&spec);
+    if (rc < 0)
+        cq_error_prefix(err, "runtime '%s'", name);
     uint8_t *data = NULL;
     size_t len = 0;
     if (rc == 0) {
@@ -185,7 +187,7 @@ static int build_here(struct cq_daemon *d, const char *name, const struct cq_fle
     }
     free(data);
     if (rc < 0)
-        return cq_error_prefix(err, "runtime '%s': ", name);
+        return -1;
     cq_log(CQ_LOG_INFO,
            "runtime %s: built here in %.1f s, layer %s (%zu bytes in the fleet's cache)", name,
            (double)((int64_t)cq_now_ms() - start) / 1000.0, digest, len);
@@ -297,13 +299,15 @@ int cq_wd_resolve_interpreter(void *ctx, struct cq_worker *w, const char *name,
     int rc = cq_interpreter_def_parse(it.def, strlen(it.def), &def, err);
     if (rc < 0) {
         cq_fleet_interpreter_free(&it);
-        return cq_error_prefix(err, "code interpreter '%s' in Redis: ", name);
+        return cq_error_prefix(err, "code interpreter '%s' in Redis", name);
     }
     char digest[CQ_RUNTIME_DIGEST_LEN + 1] = "";
     if (def.runtime[0] != '\0') {
         pthread_mutex_lock(&d->fetch_lock);
         rc = ensure_layer(d, def.runtime, digest, err);
         pthread_mutex_unlock(&d->fetch_lock);
+        if (rc < 0)
+            cq_error_prefix(err, "code interpreter '%s'", name);
     }
     struct cq_interpreter_profile p;
     if (rc == 0 && (rc = cq_interpreter_profile(cq_wd_runtime_store(d), &def, &p, err)) == 0) {
@@ -317,7 +321,7 @@ int cq_wd_resolve_interpreter(void *ctx, struct cq_worker *w, const char *name,
     }
     cq_interpreter_def_free(&def);
     cq_fleet_interpreter_free(&it);
-    return rc < 0 ? cq_error_prefix(err, "code interpreter '%s': ", name) : 0;
+    return rc;
 }
 
 int cq_wd_interp_check(struct cq_daemon *d, const char *name, struct cq_error *err)

@@ -236,3 +236,42 @@ def test_a_tampered_layer_is_refused(new_fleet, scratch):
             c.start_session(code_interpreter_identifier="tamperpy")
         assert "does not match its record" in str(e.value), str(e.value)
     assert all(local_digest(s, "tamperrt") is None for s in stores.values())
+
+
+def test_a_deleted_interpreters_session_is_still_adopted(new_fleet, scratch):
+    # One worker first; the second, with an empty store, starts after the delete and
+    # takes the session over when the first drains.
+    fleet = new_fleet()
+    store_a, store_b = os.path.join(scratch, "store-a"), os.path.join(scratch, "store-b")
+    wid_a = fleet.start_worker("a", "--runtime-store", store_a)
+    conf = os.path.join(scratch, "fleet.conf")
+    with open(conf, "w") as f:
+        f.write(f"redis = {fleet.env['CODEQ_REDIS']}\nredis_prefix = {fleet.prefix}\n")
+    r = fleet.redis()
+    fleet.wait_workers(r, 1)
+    fleet.start_dispatcher()
+    wh, spec = make_runtime(scratch, "adoptrt")
+    digest = cli("runtime", "push", spec, "--fleet", conf, "--wheelhouse", wh,
+                 "--store", os.path.join(scratch, "cli-store")).stdout.strip()
+    cli("interpreter", "create", "--name", "adoptpy", "--runtime", "adoptrt", "--fleet", conf)
+    with Client(BROKERS, request_topic=fleet.request_topic, default_timeout=120) as c:
+        s = c.start_session(code_interpreter_identifier="adoptpy")
+        assert owner(r, fleet, s.id) == wid_a
+        assert run_code(c, s.id, IMPORT + "\nopen('kept.txt', 'w').write('kept')") == \
+            "fleet package 1.0 on\n"
+        cli("interpreter", "delete", "adoptpy", "--fleet", conf)
+        wid_b = fleet.start_worker("b", "--runtime-store", store_b)
+        fleet.wait_workers(r, 2)
+        fleet.workers[wid_a].stop()  # drained: its session is released
+        # The next call moves the session to b, which defines the deleted interpreter
+        # for this adoption only, with the layer fetched from the fleet's cache.
+        assert run_code(c, s.id, IMPORT + "\nprint(open('kept.txt').read())") == \
+            "fleet package 1.0 on\nkept\n"
+        assert owner(r, fleet, s.id) == wid_b
+        log_b = fleet.workers[wid_b].log_text()
+        assert f"layer {digest} fetched from the fleet's cache" in log_b, log_b[-3000:]
+        assert c.get_session(s.id)["codeInterpreterIdentifier"] == "adoptpy"
+        # New sessions stay refused, by the dispatcher and by b.
+        with pytest.raises(SessionError) as e:
+            c.start_session(code_interpreter_identifier="adoptpy")
+        assert e.value.code == "NOT_FOUND"
