@@ -149,8 +149,8 @@ _NETWORK_MODES = {pb.NETWORK_MODE_NONE: "NONE", pb.NETWORK_MODE_PUBLIC: "PUBLIC"
 def session_to_dict(session: pb.Session) -> dict[str, Any]:
     """AgentCore's session record: sessionId, name, status, createdAt, lastUpdatedAt,
     sessionTimeoutSeconds, codeInterpreterIdentifier; and codeq's networkMode,
-    networkAllow, runtime, runtimeDigest and limits (memoryBytes, pids, cpus, diskBytes:
-    what the sandbox got). Status is "READY" or "TERMINATED"; times are ISO 8601 UTC."""
+    networkAllow, runtime, runtimeDigest and limits (memory and disk in bytes, cpus in
+    cores, pids: what the sandbox got; codeq mcp's shape). Status is "READY" or "TERMINATED"; times are ISO 8601 UTC."""
     limits = session.limits
     return {
         "sessionId": session.session_id,
@@ -165,10 +165,10 @@ def session_to_dict(session: pb.Session) -> dict[str, Any]:
         "runtime": session.runtime,
         "runtimeDigest": session.runtime_digest,
         "limits": {
-            "memoryBytes": limits.memory_bytes,
-            "pids": limits.pids,
+            "memory": limits.memory_bytes,
             "cpus": limits.cpu_millis / 1000,
-            "diskBytes": limits.disk_bytes,
+            "disk": limits.disk_bytes,
+            "pids": limits.pids,
         },
     }
 

@@ -237,7 +237,7 @@ def test_session_record():
         "codeInterpreterIdentifier": "codeq.default",
         "runtime": "",
         "runtimeDigest": "",
-        "limits": {"memoryBytes": 0, "pids": 0, "cpus": 0, "diskBytes": 0},
+        "limits": {"memory": 0, "cpus": 0, "disk": 0, "pids": 0},
     }
     d = session_to_dict(_session(code_interpreter_identifier="analytics", runtime="an",
                                  runtime_digest="ab" * 32,
@@ -245,8 +245,7 @@ def test_session_record():
                                                   cpu_millis=1500, disk_bytes=2 << 30)))
     assert (d["codeInterpreterIdentifier"], d["runtime"], d["runtimeDigest"]) == (
         "analytics", "an", "ab" * 32)
-    assert d["limits"] == {"memoryBytes": 1 << 30, "pids": 64, "cpus": 1.5,
-                           "diskBytes": 2 << 30}
+    assert d["limits"] == {"memory": 1 << 30, "cpus": 1.5, "disk": 2 << 30, "pids": 64}
     d = session_to_dict(_session(network=pb.NETWORK_MODE_ALLOWLIST,
                                  network_allow=["files.example.test:443", "*.a.test"]))
     assert (d["networkMode"], d["networkAllow"]) == ("ALLOWLIST",
