@@ -194,6 +194,17 @@ static int build_here(struct cq_daemon *d, const char *name, const struct cq_fle
     return 0;
 }
 
+/* Whether this host runs the language of rt's spec (its python3.N, node): 0, or -1. */
+static int language_ok(const char *name, const struct cq_fleet_runtime *rt, struct cq_error *err)
+{
+    struct cq_runtime_spec spec;
+    if (cq_runtime_spec_parse(rt->spec, strlen(rt->spec), &spec, err) < 0)
+        return cq_error_prefix(err, "runtime '%s' in Redis", name);
+    int rc = cq_runtime_language_check(&spec, err);
+    cq_runtime_spec_free(&spec);
+    return rc < 0 ? cq_error_prefix(err, "runtime '%s'", name) : 1;
+}
+
 /* Makes the runtime's layer, as the fleet has it now, this worker's: *digest gets it. */
 static int ensure_layer(struct cq_daemon *d, const char *name, char *digest, struct cq_error *err)
 {
@@ -214,6 +225,9 @@ static int ensure_layer(struct cq_daemon *d, const char *name, char *digest, str
         if (rt.digest[0] != '\0' && cq_runtime_lookup(store, name, local, NULL) == 0 &&
             strcmp(local, rt.digest) == 0) {
             rc = 0;
+        } else if (rt.digest[0] != '\0' && rt.layer_sha256[0] != '\0' &&
+                   (rc = language_ok(name, &rt, err)) < 0) {
+            /* A layer of another Python than this host's would not import. */
         } else if (rt.digest[0] != '\0' && rt.layer_sha256[0] != '\0') {
             uint8_t *data;
             size_t len;
