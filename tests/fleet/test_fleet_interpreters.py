@@ -100,6 +100,15 @@ def run_code(client, sid, code):
 IMPORT = "import os, cqfleet_pkg\nprint(cqfleet_pkg.VALUE, os.environ.get('CQFLEET_MODE'))"
 
 
+def wait_ready(r, fleet, wid, name):
+    """Until the worker's heartbeat lists name among the interpreters it has ready."""
+    deadline = time.time() + 10
+    while name.encode() not in (r.hget(fleet.prefix + "worker:" + wid, "interpreters")
+                                or b"").split(b","):
+        assert time.time() < deadline, f"{wid} never said {name} is ready"
+        time.sleep(0.1)
+
+
 def local_digest(store, name):
     path = os.path.join(store, "names", name)
     return open(path).read().strip() if os.path.exists(path) else None
@@ -127,16 +136,26 @@ def test_pushed_runtime_is_fetched_by_each_worker(new_fleet, scratch):
     assert all(local_digest(s, "fleetrt") is None for s in stores.values())
 
     with Client(BROKERS, request_topic=fleet.request_topic, default_timeout=120) as c:
-        # Two sessions fill the first worker (max_sessions 2), the interpreter's once it
-        # is ready there; the third goes to the other one, which fetches the layer.
-        sessions = [c.start_session(code_interpreter_identifier="fleetpy") for _ in range(3)]
-        owners = {s.id: owner(r, fleet, s.id) for s in sessions}
-        assert set(owners.values()) == set(stores), owners
+        # The first session goes to either worker, which fetches the layer and says in
+        # its heartbeat (every 500 ms) that the interpreter is ready there.
+        first = c.start_session(code_interpreter_identifier="fleetpy")
+        a = owner(r, fleet, first.id)
+        b = next(w for w in stores if w != a)
+        wait_ready(r, fleet, a, "fleetpy")
+        # The second goes to that worker too, though the other has more room (2 to 1):
+        # it has the interpreter ready. It is then full (max_sessions 2), and the third
+        # goes to the other worker, which fetches the layer in turn.
+        second = c.start_session(code_interpreter_identifier="fleetpy")
+        assert owner(r, fleet, second.id) == a
+        third = c.start_session(code_interpreter_identifier="fleetpy")
+        assert owner(r, fleet, third.id) == b
+        sessions = [first, second, third]
         for s in sessions:
             assert run_code(c, s.id, IMPORT) == "fleet package 1.0 on\n"
             info = c.get_session(s.id)
             assert info["codeInterpreterIdentifier"] == "fleetpy", info
             assert (info["runtime"], info["runtimeDigest"]) == ("fleetrt", digest), info
+            assert info["limits"]["memory"] == 512 << 20, info
         # Each worker fetched the layer from the fleet's cache (its log says so, its
         # store has it under the digest the CLI pushed) and built nothing.
         for wid, store in stores.items():
@@ -145,10 +164,7 @@ def test_pushed_runtime_is_fetched_by_each_worker(new_fleet, scratch):
             assert "building it here" not in log
             assert local_digest(store, "fleetrt") == digest
             assert os.path.exists(os.path.join(store, "layers", digest, "manifest.json"))
-        # Both say in their heartbeat that the interpreter is ready there.
-        for wid in stores:
-            ready = r.hget(fleet.prefix + "worker:" + wid, "interpreters") or b""
-            assert b"fleetpy" in ready.split(b","), (wid, ready)
+        wait_ready(r, fleet, b, "fleetpy")
 
         # An interpreter that was never defined: NOT_FOUND from the dispatcher.
         with pytest.raises(SessionError) as e:
