@@ -16,7 +16,7 @@ import pytest
 from conftest import PY_MODULE, REPO, analytics_spec, build, codeq, store_entries
 
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
-from mcp_client import McpServer, error_code  # noqa: E402
+from mcp_client import McpServer, error_code, wait_until  # noqa: E402
 
 MiB = 1 << 20
 
@@ -45,6 +45,27 @@ def mcp(store, *args):
     server = McpServer("--warm-pool", "0", *args, env=env)
     server.initialize()
     return server
+
+
+def preloading_kernels(server_pid):
+    """Kernels below server_pid started to import the runtime's preload (a warm pool's)."""
+    children, cmdlines = {}, {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdlines[int(pid)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    found, todo = [], list(children.get(server_pid, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        if f"--preload-module={PY_MODULE}" in cmdlines.get(pid, ""):
+            found.append(pid)
+    return found
 
 
 def start(server, **args):
@@ -321,7 +342,8 @@ def test_deleted_interpreter_refuses_new_sessions(store, runtime):
 
 
 def test_warm_pool_interpreters_are_defined_at_start(store, runtime):
-    """codeq mcp defines the interpreters with a warm pool when it starts: one whose
+    """codeq mcp defines the interpreters with a warm pool when it starts, whose pools
+    fill before any session (their kernels import the runtime's preload); one whose
     runtime is gone is reported on stderr and skipped; the server serves the others."""
     for name in ("warm", "orphan"):
         r = interpreter(store, "create", "--name", name, "--runtime", "analytics", "--warm-pool",
@@ -336,8 +358,24 @@ def test_warm_pool_interpreters_are_defined_at_start(store, runtime):
         json.dump(d, f)
     server = mcp(store)
     try:
-        r = start(server, codeInterpreterIdentifier="warm")
-        assert r["isError"] is False and r["structuredContent"]["runtimeDigest"] == runtime, r
+        # Before any session: a kernel of its pool, importing the runtime's preload.
+        wait_until(lambda: preloading_kernels(server.pid), 60, "the pool's kernel")
+
+        def pooled_session():
+            """A session from the pool finds the module imported in its first cell; one
+            started while the pool's kernel is still importing is a cold one: stopped,
+            and tried again."""
+            r = start(server, codeInterpreterIdentifier="warm")
+            assert r["isError"] is False and r["structuredContent"]["runtimeDigest"] == \
+                runtime, r
+            sid = r["structuredContent"]["sessionId"]
+            r = server.call("executeCode", {"sessionId": sid, "code": "import sys\nprint("
+                                            f"'{PY_MODULE}' in sys.modules)"})
+            if r["structuredContent"]["stdout"] == "True\n":
+                return True
+            server.call("stopSession", {"sessionId": sid})
+            return False
+        wait_until(pooled_session, 60, "a session from the interpreter's pool", interval=1)
     finally:
         err = server.close()
     assert "interpreter 'orphan' (its warm pool) skipped" in err and "no runtime 'gone'" in err, \
