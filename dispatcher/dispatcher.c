@@ -379,7 +379,15 @@ static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
     if (rc == 0 && r.exists && r.owner[0] == '\0') {
         char fallback[64];
         struct cq_error ignored; /* logged; the session then waits for a worker with room */
-        choose_worker(d, NULL, fallback, sizeof(fallback), &ignored);
+        /* A session of a code interpreter moves, where it can, to a worker that has the
+         * interpreter ready (its layer in place): the move need not fetch it. */
+        struct cq_session_info info;
+        bool found = false;
+        bool custom = cq_store_session_info(d->store, req->session_id, tenant_of(req), &info,
+                                            &found, &ignored) == 0 &&
+                      found && info.interpreter[0] != '\0' &&
+                      strcmp(info.interpreter, CQ_INTERPRETER_DEFAULT_NAME) != 0;
+        choose_worker(d, custom ? info.interpreter : NULL, fallback, sizeof(fallback), &ignored);
         rc = cq_store_route(d->store, req->session_id, tenant_of(req), fallback, &r, &err);
     }
     if (rc < 0) {
