@@ -10,6 +10,7 @@ it from the fleet's cache or built it). Stores and the wheelhouse are below /tmp
 mode 0755: the installers run as the user nobody.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -186,6 +187,16 @@ def test_pushed_runtime_is_fetched_by_each_worker(new_fleet, scratch):
         plain = c.start_session()
         assert run_code(c, plain.id, "print('plain')") == "plain\n"
         assert c.get_session(plain.id)["codeInterpreterIdentifier"] == "codeq.default"
+
+    shown = json.loads(cli("runtime", "show", "fleetrt", "--fleet", conf).stdout)
+    assert (shown["digest"], shown["builtBy"]) == (digest, "cli"), shown
+    assert shown["layerBytes"] == r.strlen(fleet.prefix + "layer:" + digest)
+    assert shown["spec"]["packages"]["pip"] == ["cqfleet-pkg==1.0"]
+    cli("runtime", "rm", "fleetrt", "--fleet", conf)
+    assert not r.exists(fleet.prefix + "layer:" + digest)
+    assert cli("runtime", "list", "--fleet", conf).stdout == ""
+    p = cli("runtime", "show", "fleetrt", "--fleet", conf, check=False)
+    assert p.returncode == 1 and "no runtime 'fleetrt'" in p.stderr
 
 
 def test_workers_build_once_and_sessions_wait_for_the_build(new_fleet, scratch):
