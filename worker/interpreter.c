@@ -109,6 +109,11 @@ static int validate(const struct cq_worker *w, const struct cq_interpreter *def,
     if (def->network != NULL && ((int)*def->network < 0 || *def->network > CQ_NETWORK_ALLOWLIST))
         return cq_error_set(err, CQ_EINVALID, "code interpreter '%s': unknown network mode",
                             def->name);
+    if (def->session_timeout_s > CQ_WORKER_MAX_SESSION_TTL_S)
+        return cq_error_set(err, CQ_EINVALID,
+                            "code interpreter '%s': session timeout %u s is above the maximum "
+                            "of %u",
+                            def->name, def->session_timeout_s, CQ_WORKER_MAX_SESSION_TTL_S);
     if (def->n_allow > 0 && def->allow == NULL)
         return cq_error_set(err, CQ_EINVALID, "code interpreter '%s': allowlist missing",
                             def->name);

@@ -17,9 +17,13 @@
 #include <time.h>
 
 #define KERNEL_START_TIMEOUT_MS 120000
-/* A pool whose sandboxes fail to start (its egress namespace gone, its layer removed)
- * is tried again after this, and does not hold up the other pools meanwhile. */
-#define POOL_RETRY_MS 5000
+/* A pool whose sandboxes fail to start (its egress namespace gone, its layer removed, a
+ * preload module that hangs until the kernel's start times out) is tried again after
+ * this, doubled at each failure in a row up to the maximum, and does not hold up the
+ * other pools meanwhile: the one refill thread spends at most one start's timeout on
+ * it per POOL_RETRY_MAX_MS. */
+#define POOL_RETRY_MS     5000
+#define POOL_RETRY_MAX_MS (300 * 1000)
 
 int cq_worker_make_sandbox(struct cq_worker *w, const struct cq_interp *ip,
                            const struct cq_sandbox_limits *limits, enum cq_network_mode network,
@@ -180,10 +184,14 @@ static void *pool_main(void *arg)
         pthread_mutex_lock(&w->pool.lock);
         bool keep =
             rc == 0 && !w->pool.stopping && (ip == NULL || ip->defined) && pool->n < pool->size;
-        if (rc < 0)
-            pool->retry_at = cq_now_ms() + POOL_RETRY_MS;
-        else
+        if (rc < 0) {
+            uint64_t delay = (uint64_t)POOL_RETRY_MS << (pool->failures < 6 ? pool->failures : 6);
+            pool->retry_at = cq_now_ms() + (delay < POOL_RETRY_MAX_MS ? delay : POOL_RETRY_MAX_MS);
+            pool->failures++;
+        } else {
             pool->retry_at = 0;
+            pool->failures = 0;
+        }
         if (keep) {
             pool->items[pool->n].sandbox = sb;
             pool->items[pool->n].python = k;

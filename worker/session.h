@@ -48,6 +48,7 @@ struct cq_pool {
     unsigned size; /* wanted */
     size_t n;
     uint64_t retry_at; /* after a failed refill: not before then (monotonic ms) */
+    unsigned failures; /* in a row */
     struct {
         struct cq_sandbox *sandbox;
         struct cq_kernel *python;

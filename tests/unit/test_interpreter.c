@@ -200,6 +200,7 @@ START_TEST(layer_and_environment)
 {
     make_worker();
     struct cq_interpreter d = test_interp("cq.test");
+    d.session_timeout_s = 1234;
     define(&d);
     ck_assert(cq_worker_has_interpreter(w, "cq.test"));
     ck_assert(cq_worker_has_interpreter(w, CQ_INTERPRETER_DEFAULT));
@@ -218,6 +219,9 @@ START_TEST(layer_and_environment)
     expect_command(id, "test -d " LAYER_IN_SANDBOX "/python/cqlayer_mod && printf bound", "bound");
 
     ck_assert_str_eq(info.interpreter, "cq.test");
+    ck_assert_uint_eq(info.session_timeout_s, 1234); /* its time to live by default */
+    struct cq_session_params own_ttl = {.interpreter = "cq.test", .timeout_s = 600};
+    ck_assert_uint_eq(start_with(&own_ttl).session_timeout_s, 600);
     ck_assert_str_eq(info.runtime, "py-test");
     ck_assert_str_eq(info.runtime_digest, d.runtime_digest);
     ck_assert_uint_eq(info.memory_bytes, CQ_SANDBOX_DEFAULT_MEMORY);
@@ -332,6 +336,10 @@ START_TEST(unknown_interpreter_is_not_found)
     static const char *const bad_preload[] = {"os; import x", NULL};
     d = test_interp("cq.badpreload");
     d.preload = bad_preload;
+    ck_assert_int_eq(cq_worker_define_interpreter(w, &d, &err), -1);
+    ck_assert_int_eq(err.code, CQ_EINVALID);
+    d = test_interp("cq.forever");
+    d.session_timeout_s = CQ_WORKER_MAX_SESSION_TTL_S + 1;
     ck_assert_int_eq(cq_worker_define_interpreter(w, &d, &err), -1);
     ck_assert_int_eq(err.code, CQ_EINVALID);
     d = test_interp("cq.overkernels"); /* a layer over codeq's own kernels */
@@ -449,13 +457,25 @@ START_TEST(warm_pool_preloads_the_interpreters_modules)
     ck_assert_uint_eq(interp_pool("cq.warm"), 1);
     expect_value(c.session_id, "import sys\n'cqlayer_mod' in sys.modules", "False");
 
-    /* Deleting destroys its warm sandbox: of three sandboxes (two sessions and the
-     * pool's), two are left (each has a cgroup per controller: compare the ratio). */
+    /* Replacing it drains its pool and fills it anew, with the new definition. */
+    static const char *const env2[] = {"PYTHONPATH=" LAYER_IN_SANDBOX "/python", "GEN=2", NULL};
+    d.env = env2;
+    define(&d);
+    wait_for_interp_pool("cq.warm", 1);
+    struct cq_session_info renewed = start_on("cq.warm");
+    ck_assert_uint_eq(interp_pool("cq.warm"), 0);
+    expect_value(renewed.session_id,
+                 "import os, sys\n(os.environ.get('GEN'), 'cqlayer_mod' in sys.modules)",
+                 "('2', True)");
+    wait_for_interp_pool("cq.warm", 1);
+
+    /* Deleting destroys its warm sandbox: of four sandboxes (three sessions and the
+     * pool's), three are left (each has a cgroup per controller: compare the ratio). */
     int before = count_own_cgroups();
     struct cq_error err = {0};
     ck_assert_int_eq(cq_worker_delete_interpreter(w, "cq.warm", &err), 0);
     int after = count_own_cgroups();
-    ck_assert_msg(before > 0 && after * 3 == before * 2, "%d sandbox cgroups, then %d", before,
+    ck_assert_msg(before > 0 && after * 4 == before * 3, "%d sandbox cgroups, then %d", before,
                   after);
 }
 END_TEST
