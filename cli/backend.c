@@ -29,7 +29,7 @@
 /* An interpreter the embedded worker has defined, and the definition it came from. */
 struct defined {
     char name[CQ_INTERPRETER_NAME_MAX + 1];
-    char *json;
+    char *json; /* the definition's JSON and its runtime's digest then */
 };
 
 struct cq_backend {
@@ -72,7 +72,17 @@ static int sync_interpreter(struct cq_backend *b, const char *name, bool force,
         }
         return -1;
     }
-    char *json = cq_interpreter_def_json(&def);
+    /* The definition and the digest its runtime's name points to now: a runtime built
+     * again under the same name is a new layer (the old one may be gone with it). */
+    char digest[CQ_RUNTIME_DIGEST_LEN + 1] = "";
+    struct cq_error ignored;
+    if (def.runtime[0] != '\0')
+        cq_runtime_lookup(NULL, def.runtime, digest, &ignored); /* none: profile says so */
+    char *text = cq_interpreter_def_json(&def);
+    char *json = NULL;
+    if (text != NULL && asprintf(&json, "%s\n%s", text, digest) < 0)
+        json = NULL;
+    free(text);
     int rc = 0;
     if (json == NULL) {
         rc = cq_error_set(err, ENOMEM, "out of memory");

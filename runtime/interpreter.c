@@ -270,8 +270,20 @@ static void builtin_def(struct cq_interpreter_def *d)
  * checked against the runtimes and written while no build or removal changes them. */
 static int store_lock(const char *store, struct cq_error *err)
 {
-    if (mkdir(store, 0755) < 0 && errno != EEXIST)
-        return cq_error_sys(err, errno, "store: mkdir %s", store);
+    /* The store and its parents, 0755 as the runtime builds make them (their
+     * installers, run as nobody, must reach it). */
+    char dir[PATH_MAX];
+    if (snprintf(dir, sizeof(dir), "%s", store) >= (int)sizeof(dir))
+        return cq_error_set(err, ENAMETOOLONG, "%s: path too long", store);
+    for (char *p = dir + 1;; p++)
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return cq_error_sys(err, errno, "store: mkdir %s", dir);
+            if ((*p = c) == '\0')
+                break;
+        }
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/lock", store);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);

@@ -1,4 +1,4 @@
-/* worker/session.c - the worker: its sessions, their lifetimes, the warm pool.
+/* worker/session.c - the worker: its sessions and their lifetimes.
  *
  * A session is a sandbox plus what lives in it: up to two kernels (Python; Node for
  * JavaScript and TypeScript), background tasks, and its environment. Sessions expire

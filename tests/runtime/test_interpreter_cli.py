@@ -380,3 +380,29 @@ def test_warm_pool_interpreters_are_defined_at_start(store, runtime):
         err = server.close()
     assert "interpreter 'orphan' (its warm pool) skipped" in err and "no runtime 'gone'" in err, \
         err
+
+
+def test_runtime_built_again_applies_to_new_sessions(tmp_path, wheelhouse, store, runtime):
+    """The runtime's name built again to another layer while codeq mcp runs: the next
+    session on the interpreter gets the new layer, the running one keeps its own."""
+    wh, _ = wheelhouse
+    r = interpreter(store, "create", "--name", "data", "--runtime", "analytics")
+    assert r.returncode == 0, r.stderr
+    server = mcp(store)
+    env = "import os\nprint(os.environ['CQTEST_SETTING'])"
+    try:
+        first = start(server, codeInterpreterIdentifier="data")["structuredContent"]
+        assert first["runtimeDigest"] == runtime, first
+        r = build(tmp_path, analytics_spec(environment={"CQTEST_SETTING": "again"}), store, wh,
+                  name="again.json")
+        assert r.returncode == 0, r.stderr
+        again = r.stdout.strip()
+        assert again != runtime
+        second = start(server, codeInterpreterIdentifier="data")["structuredContent"]
+        assert second["runtimeDigest"] == again, second
+        r = server.call("executeCode", {"sessionId": second["sessionId"], "code": env})
+        assert r["structuredContent"]["stdout"] == "again\n", r
+        r = server.call("executeCode", {"sessionId": first["sessionId"], "code": env})
+        assert r["structuredContent"]["stdout"] == "on\n", r
+    finally:
+        server.close()

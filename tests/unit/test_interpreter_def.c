@@ -269,6 +269,15 @@ START_TEST(store_save_load_list_remove)
     ck_assert_int_eq(cq_interpreter_remove(store, "alpha", &err), -1);
     ck_assert_int_eq(err.code, CQ_ENOTFOUND);
     ck_assert_uint_eq(entries("interpreters"), 1); /* no temporary left behind */
+
+    /* A store that does not exist yet is made, with its parents. */
+    char deep[128];
+    snprintf(deep, sizeof(deep), "%s/deep/er", store);
+    def_ok("{\"name\": \"gamma\"}", &d);
+    ck_assert_int_eq(cq_interpreter_save(deep, &d, false, &err), 0);
+    ck_assert_int_eq(cq_interpreter_load(deep, "gamma", &got, &err), 0);
+    cq_interpreter_def_free(&got);
+    cq_interpreter_def_free(&d);
 }
 END_TEST
 
