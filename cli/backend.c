@@ -8,6 +8,9 @@
 #include "fleet/client.h"
 #include "fleet/log.h"
 #include "fleet/codec.h"
+#include "runtime/interpreter.h"
+
+#include <pthread.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +21,113 @@
  * session and restoring its files) before this client stops waiting. */
 #define FLEET_MARGIN_MS  60000
 #define FLEET_SESSION_MS 60000
+/* A start on a code interpreter may wait for a worker to fetch or build its runtime's
+ * layer (docs/fleet.md, "Code interpreters in the fleet"): a build takes seconds to
+ * minutes. */
+#define FLEET_START_MS (10 * 60000)
+
+/* An interpreter the embedded worker has defined, and the definition it came from. */
+struct defined {
+    char name[CQ_INTERPRETER_NAME_MAX + 1];
+    char *json; /* the definition's JSON and its runtime's digest then */
+};
 
 struct cq_backend {
     struct cq_worker *worker;      /* embedded */
     struct cq_fleet_client *fleet; /* or the fleet */
     struct cq_audit *audit;        /* embedded: --audit-log, or NULL */
+    /* Embedded: the interpreters defined from the local store, to notice a definition
+     * replaced or deleted there since (the worker does not ask again for one it has). */
+    pthread_mutex_t defined_lock;
+    struct defined *defined;
+    size_t n_defined;
+    bool pools; /* keep the interpreters' warm pools (cq_backend_warm_interpreters) */
 };
+
+static struct defined *find_defined(struct cq_backend *b, const char *name)
+{
+    for (size_t i = 0; i < b->n_defined; i++)
+        if (strcmp(b->defined[i].name, name) == 0)
+            return &b->defined[i];
+    return NULL;
+}
+
+/* Brings the worker's definition of name in line with the store's, under defined_lock:
+ * (re)defines it when the store's differs from what was defined (or force), forgets it
+ * when the store has none (CQ_ENOTFOUND then). */
+static int sync_interpreter(struct cq_backend *b, const char *name, bool force,
+                            struct cq_error *err)
+{
+    struct cq_error local;
+    if (err == NULL)
+        err = &local;
+    struct cq_interpreter_def def;
+    struct defined *d = find_defined(b, name);
+    if (cq_interpreter_load(NULL, name, &def, err) < 0) {
+        if (err->code == CQ_ENOTFOUND && d != NULL) {
+            struct cq_error ignored;
+            cq_worker_delete_interpreter(b->worker, name, &ignored);
+            free(d->json);
+            *d = b->defined[--b->n_defined];
+        }
+        return -1;
+    }
+    /* The definition and the digest its runtime's name points to now: a runtime built
+     * again under the same name is a new layer (the old one may be gone with it). */
+    char digest[CQ_RUNTIME_DIGEST_LEN + 1] = "";
+    struct cq_error ignored;
+    if (def.runtime[0] != '\0')
+        cq_runtime_lookup(NULL, def.runtime, digest, &ignored); /* none: profile says so */
+    char *text = cq_interpreter_def_json(&def);
+    char *json = NULL;
+    if (text != NULL && asprintf(&json, "%s\n%s", text, digest) < 0)
+        json = NULL;
+    free(text);
+    int rc = 0;
+    if (json == NULL) {
+        rc = cq_error_set(err, ENOMEM, "out of memory");
+    } else if (force || d == NULL || strcmp(d->json, json) != 0) {
+        struct cq_interpreter_profile p;
+        rc = cq_interpreter_profile(NULL, &def, &p, err);
+        if (rc == 0) {
+            /* codeq exec runs one session: a pool would only cost sandboxes. */
+            if (!b->pools)
+                p.worker.warm_pool = 0;
+            rc = cq_worker_define_interpreter(b->worker, &p.worker, err);
+            cq_interpreter_profile_free(&p);
+        }
+        if (rc == 0 && d == NULL) {
+            struct defined *grown = realloc(b->defined, (b->n_defined + 1) * sizeof(*grown));
+            if (grown != NULL) {
+                b->defined = grown;
+                d = &b->defined[b->n_defined++];
+                snprintf(d->name, sizeof(d->name), "%s", name);
+                d->json = NULL;
+            }
+        }
+        if (rc == 0 && d != NULL) {
+            free(d->json);
+            d->json = json;
+            json = NULL;
+        }
+    }
+    free(json);
+    cq_interpreter_def_free(&def);
+    return rc;
+}
+
+/* The worker's resolve_interpreter: an interpreter it has not defined comes from the
+ * local store ($CODEQ_RUNTIME_STORE), its runtime's layer with it. */
+static int resolve_interpreter(void *ctx, struct cq_worker *w, const char *name,
+                               struct cq_error *err)
+{
+    (void)w;
+    struct cq_backend *b = ctx;
+    pthread_mutex_lock(&b->defined_lock);
+    int rc = sync_interpreter(b, name, true, err);
+    pthread_mutex_unlock(&b->defined_lock);
+    return rc;
+}
 
 static int open_embedded(const struct cq_worker_config *cfg, struct cq_backend **out,
                          struct cq_error *err)
@@ -31,12 +135,46 @@ static int open_embedded(const struct cq_worker_config *cfg, struct cq_backend *
     struct cq_backend *b = calloc(1, sizeof(*b));
     if (b == NULL)
         return cq_error_set(err, ENOMEM, "out of memory");
-    if (cq_worker_create(cfg, &b->worker, err) < 0) {
+    pthread_mutex_init(&b->defined_lock, NULL);
+    struct cq_worker_config with_store = *cfg;
+    if (with_store.resolve_interpreter == NULL) {
+        with_store.resolve_interpreter = resolve_interpreter;
+        with_store.resolve_interpreter_ctx = b;
+    }
+    if (cq_worker_create(&with_store, &b->worker, err) < 0) {
+        pthread_mutex_destroy(&b->defined_lock);
         free(b);
         return -1;
     }
     *out = b;
     return 0;
+}
+
+struct warm_ctx {
+    struct cq_backend *b;
+};
+
+static void warm_one(void *ctx, const struct cq_interpreter_def *d)
+{
+    struct warm_ctx *wc = ctx;
+    if (d->warm_pool == 0 || strcmp(d->name, CQ_INTERPRETER_DEFAULT) == 0)
+        return;
+    struct cq_error err;
+    if (sync_interpreter(wc->b, d->name, true, &err) < 0)
+        fprintf(stderr, "codeq: interpreter '%s' (its warm pool) skipped: %s\n", d->name, err.msg);
+}
+
+void cq_backend_warm_interpreters(struct cq_backend *b)
+{
+    if (b->worker == NULL)
+        return;
+    pthread_mutex_lock(&b->defined_lock);
+    b->pools = true;
+    struct warm_ctx wc = {b};
+    struct cq_error err;
+    if (cq_interpreter_list(NULL, warm_one, &wc, &err) < 0)
+        fprintf(stderr, "codeq: the interpreters of the store: %s\n", err.msg);
+    pthread_mutex_unlock(&b->defined_lock);
 }
 
 static int open_fleet(const char *brokers, const char *request_topic, struct cq_backend **out,
@@ -73,6 +211,11 @@ void cq_backend_close(struct cq_backend *b)
     cq_worker_destroy(b->worker);
     cq_fleet_client_close(b->fleet);
     cq_audit_close(b->audit);
+    for (size_t i = 0; i < b->n_defined; i++)
+        free(b->defined[i].json);
+    free(b->defined);
+    if (b->fleet == NULL)
+        pthread_mutex_destroy(&b->defined_lock);
     free(b);
 }
 
@@ -101,7 +244,9 @@ static int error_code_of(Codeq__V1__ErrorCode e)
 static int fleet_session_call(struct cq_backend *b, Codeq__V1__Request *req, bool want_list,
                               Codeq__V1__Response **out, struct cq_error *err)
 {
-    if (cq_fleet_client_call(b->fleet, req, NULL, NULL, FLEET_SESSION_MS, out, err) < 0)
+    int ms = req->operation_case == CODEQ__V1__REQUEST__OPERATION_START_SESSION ? FLEET_START_MS
+                                                                                : FLEET_SESSION_MS;
+    if (cq_fleet_client_call(b->fleet, req, NULL, NULL, ms, out, err) < 0)
         return -1;
     Codeq__V1__Response *resp = *out;
     Codeq__V1__Response__PayloadCase want =
@@ -158,6 +303,8 @@ static int fleet_start_session(struct cq_backend *b, const struct cq_session_par
         start.network = (Codeq__V1__NetworkMode)(*params->network + 1);
     start.network_allow = (char **)params->allow;
     start.n_network_allow = params->n_allow;
+    start.code_interpreter_identifier =
+        (char *)(params->interpreter != NULL ? params->interpreter : "");
     size_t n_env = 0;
     while (params->env != NULL && params->env[n_env] != NULL)
         n_env++;
@@ -302,8 +449,19 @@ static void fleet_invoke(struct cq_backend *b, const char *session_id, const cha
 int cq_backend_start_session(struct cq_backend *b, const struct cq_session_params *params,
                              struct cq_session_info *info, struct cq_error *err)
 {
-    return b->worker != NULL ? cq_worker_start_session(b->worker, params, info, err)
-                             : fleet_start_session(b, params, info, err);
+    if (b->worker == NULL)
+        return fleet_start_session(b, params, info, err);
+    /* The store is the truth for the embedded worker: a definition replaced since it
+     * was defined is defined again, a deleted one refuses the session (NOT_FOUND). */
+    const char *name = params->interpreter;
+    if (name != NULL && name[0] != '\0' && strcmp(name, CQ_INTERPRETER_DEFAULT) != 0) {
+        pthread_mutex_lock(&b->defined_lock);
+        int rc = sync_interpreter(b, name, false, err);
+        pthread_mutex_unlock(&b->defined_lock);
+        if (rc < 0)
+            return -1;
+    }
+    return cq_worker_start_session(b->worker, params, info, err);
 }
 
 int cq_backend_get_session(struct cq_backend *b, const char *session_id,

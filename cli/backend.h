@@ -16,6 +16,15 @@ int cq_backend_open(const struct cq_worker_config *cfg, const char *brokers,
                     const char *request_topic, struct cq_backend **out, struct cq_error *err);
 void cq_backend_close(struct cq_backend *b);
 
+/* Code interpreters (runtime/interpreter.h): the embedded worker defines one from the
+ * local store ($CODEQ_RUNTIME_STORE) when a session names it, and again when the
+ * store's definition changed; a deleted one refuses new sessions. A fleet's workers
+ * read the fleet's definitions themselves. */
+/* Embedded: defines now the store's interpreters that have a warm pool (warmPool > 0),
+ * so their pools fill before their first session (codeq mcp); failures are printed and
+ * skipped. Without this call (codeq exec) interpreters keep no pool. */
+void cq_backend_warm_interpreters(struct cq_backend *b);
+
 int cq_backend_start_session(struct cq_backend *b, const struct cq_session_params *params,
                              struct cq_session_info *info, struct cq_error *err);
 int cq_backend_get_session(struct cq_backend *b, const char *session_id,

@@ -81,5 +81,6 @@ int cq_cmd_key(int argc, char **argv);
 int cq_cmd_audit(int argc, char **argv);
 int cq_cmd_at_rest(int argc, char **argv);
 int cq_cmd_runtime(int argc, char **argv);
+int cq_cmd_interpreter(int argc, char **argv);
 
 #endif

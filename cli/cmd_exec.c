@@ -31,7 +31,7 @@ static void usage(FILE *out)
     cq_format_size(CQ_SANDBOX_DEFAULT_DISK, disk, sizeof(disk));
     fprintf(out,
             "usage: codeq exec [--lang python|javascript|typescript] [--timeout SECONDS]\n"
-            "                  [--file PATH]... [--json]\n"
+            "                  [--file PATH]... [--json] [--interpreter NAME]\n"
             "                  [--out DIR [--out-force] [--out-dotfiles]]\n"
             "                  [--brokers LIST [--request-topic TOPIC]] (-c CODE | FILE | -)\n"
             "\n"
@@ -75,6 +75,9 @@ static void usage(FILE *out)
             "                    the same one by one, over the file's (CODEQ_TENANT,\n"
             "                    CODEQ_KEY_ID, CODEQ_KEY_SECRET or CODEQ_KEY_SECRET_FILE);\n"
             "                    a secret is never an argument: ps shows arguments\n"
+            "  --interpreter NAME the code interpreter to run on (codeq interpreter list):\n"
+            "                    its runtime, network and limits; default codeq.default.\n"
+            "                    Embedded: read from the store ($CODEQ_RUNTIME_STORE)\n"
             "  --network MODE    the session's network: NONE, PUBLIC or ALLOWLIST (default:\n"
             "                    --network-default); within the settings below\n"
             "  --allow DEST      ALLOWLIST: a destination (NAME, *.NAME, IP, CIDR, with\n"
@@ -274,6 +277,7 @@ struct exec_options {
     enum cq_network_mode network; /* --network */
     const char *allow[CQ_NET_MAX_RULES];
     size_t n_allow;
+    const char *interpreter; /* --interpreter */
 };
 
 /* 0; -1 when --help was printed; CQ_EXIT_USAGE for a bad command line. */
@@ -292,6 +296,7 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         OPT_AUDIT_LOG,
         OPT_NETWORK,
         OPT_ALLOW,
+        OPT_INTERPRETER,
     };
     static const struct option longopts[] = {
         {"lang", required_argument, NULL, OPT_LANG},
@@ -306,6 +311,7 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
         CQ_SIGNING_LONGOPTS,
         {"network", required_argument, NULL, OPT_NETWORK},
         {"allow", required_argument, NULL, OPT_ALLOW},
+        {"interpreter", required_argument, NULL, OPT_INTERPRETER},
         CQ_NETWORK_LONGOPTS,
         {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"help", no_argument, NULL, 'h'},
@@ -394,6 +400,9 @@ static int parse_options(int argc, char **argv, struct exec_options *o)
                 return cq_usage_error("exec", "--allow: at most %d", CQ_NET_MAX_RULES);
             o->allow[o->n_allow++] = optarg;
             break;
+        case OPT_INTERPRETER:
+            o->interpreter = optarg;
+            break;
         default:
             if (cq_network_is_option(c)) {
                 if ((net_rc = cq_network_option("exec", &o->cfg, &net_seen, c, optarg)) != 0)
@@ -465,6 +474,7 @@ static int start_session(const struct exec_options *o, struct cq_backend **w,
         .network = o->has_network ? &o->network : NULL,
         .allow = o->allow,
         .n_allow = o->n_allow,
+        .interpreter = o->interpreter,
     };
     struct cq_error err;
     if (cq_backend_open(&o->cfg, o->brokers, o->request_topic, w, &err) < 0 ||

@@ -231,6 +231,9 @@ static void usage(FILE *out)
             "                         argument: ps shows arguments\n"
             "  -h, --help             show this help\n",
             CQ_WORKER_DEFAULT_MAX_SESSIONS);
+    fprintf(out, "\nstartSession takes codeInterpreterIdentifier: a code interpreter (codeq\n"
+                 "interpreter create) of the store $CODEQ_RUNTIME_STORE (embedded; a fleet's\n"
+                 "of its Redis); those with a warm pool get it at start.\n");
     fprintf(out, "\nstartSession takes networkMode (NONE, PUBLIC, ALLOWLIST) and networkAllow;\n"
                  "these settings bound them (embedded only; a fleet's workers have their own).\n");
     cq_network_usage(out);
@@ -319,6 +322,8 @@ int cq_cmd_mcp(int argc, char **argv)
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         return CQ_EXIT_INTERNAL;
     }
+    /* Interpreters with a warm pool get it now, not at their first session. */
+    cq_backend_warm_interpreters(ctx.backend);
     struct cq_line_reader reader;
     cq_line_reader_init(&reader, MAX_LINE_BYTES, read_stdin, NULL);
     const char *line;

@@ -5,6 +5,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/fileutil.h"
+#include "cli/fleet_defs.h"
 #include "runtime/runtime.h"
 
 #include <fcntl.h>
@@ -20,9 +21,11 @@ static void usage(FILE *out)
     fprintf(
         out,
         "usage: codeq runtime build SPEC.json [--wheelhouse DIR] [--index-url URL] [--store DIR]\n"
-        "       codeq runtime list [--store DIR]\n"
-        "       codeq runtime show NAME [--store DIR]\n"
-        "       codeq runtime rm NAME [--store DIR]\n"
+        "       codeq runtime push SPEC.json --fleet CONF [--wheelhouse DIR] [--index-url URL]\n"
+        "                          [--store DIR] [--build-on-workers]\n"
+        "       codeq runtime list [--store DIR | --fleet CONF]\n"
+        "       codeq runtime show NAME [--store DIR | --fleet CONF]\n"
+        "       codeq runtime rm NAME [--store DIR | --fleet CONF]\n"
         "\n"
         "A runtime is a spec (JSON: name, language, packages.pip, packages.npm,\n"
         "environment, preload; docs/configuration.md, \"Runtimes\") installed once on\n"
@@ -39,6 +42,14 @@ static void usage(FILE *out)
         "  --index-url URL   the pip index to use (default: pip's)\n"
         "  --store DIR       the store (default $CODEQ_RUNTIME_STORE, else %s)\n"
         "  -v, --verbose     show the installers' output on failure in full (the log)\n"
+        "  --fleet CONF      the fleet whose daemons read CONF (its Redis): push builds\n"
+        "                    the runtime here and uploads its layer to the fleet's\n"
+        "                    cache, which workers fetch on first use (no index or\n"
+        "                    wheelhouse needed on them); list, show and rm act on the\n"
+        "                    fleet's runtimes\n"
+        "  --build-on-workers  push only records the spec (and --wheelhouse, a path on\n"
+        "                    the workers, or --index-url): the first worker that needs\n"
+        "                    the runtime builds it for all, under a lock\n"
         "  -h, --help        show this help\n"
         "\n"
         "build prints the layer's digest. exit status: 0; 1 when the build or the\n"
@@ -87,15 +98,19 @@ static void print_entry(void *ctx, const char *name, const char *digest)
 
 int cq_cmd_runtime(int argc, char **argv)
 {
-    enum { OPT_WHEELHOUSE = 256, OPT_INDEX_URL, OPT_STORE };
+    enum { OPT_WHEELHOUSE = 256, OPT_INDEX_URL, OPT_STORE, OPT_FLEET, OPT_ON_WORKERS };
     static const struct option longopts[] = {
         {"wheelhouse", required_argument, NULL, OPT_WHEELHOUSE},
         {"index-url", required_argument, NULL, OPT_INDEX_URL},
         {"store", required_argument, NULL, OPT_STORE},
+        {"fleet", required_argument, NULL, OPT_FLEET},
+        {"build-on-workers", no_argument, NULL, OPT_ON_WORKERS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct cq_runtime_build_opts o = {0};
+    const char *fleet = NULL;
+    bool on_workers = false;
     opterr = 0;
     optind = 1;
     int c;
@@ -115,6 +130,12 @@ int cq_cmd_runtime(int argc, char **argv)
         case OPT_STORE:
             o.store = optarg;
             break;
+        case OPT_FLEET:
+            fleet = optarg;
+            break;
+        case OPT_ON_WORKERS:
+            on_workers = true;
+            break;
         default:
             return cq_usage_error("runtime", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -122,20 +143,40 @@ int cq_cmd_runtime(int argc, char **argv)
     if (o.wheelhouse != NULL && o.index_url != NULL)
         return cq_usage_error("runtime", "--wheelhouse and --index-url exclude each other");
     if (optind >= argc)
-        return cq_usage_error("runtime", "no subcommand (build, list, show or rm)");
+        return cq_usage_error("runtime", "no subcommand (build, push, list, show or rm)");
     const char *sub = argv[optind];
     int nargs = argc - optind - 1;
     const char *arg = nargs > 0 ? argv[optind + 1] : NULL;
     bool takes_arg = strcmp(sub, "list") != 0;
-    if (strcmp(sub, "build") != 0 && (o.wheelhouse != NULL || o.index_url != NULL))
-        return cq_usage_error("runtime", "--wheelhouse and --index-url are options of build");
-    if (strcmp(sub, "build") != 0 && strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0 &&
-        strcmp(sub, "rm") != 0)
-        return cq_usage_error("runtime", "unknown subcommand '%s' (build, list, show or rm)", sub);
+    bool builds = strcmp(sub, "build") == 0 || strcmp(sub, "push") == 0;
+    if (!builds && (o.wheelhouse != NULL || o.index_url != NULL))
+        return cq_usage_error("runtime",
+                              "--wheelhouse and --index-url are options of build and push");
+    if (strcmp(sub, "build") != 0 && strcmp(sub, "push") != 0 && strcmp(sub, "list") != 0 &&
+        strcmp(sub, "show") != 0 && strcmp(sub, "rm") != 0)
+        return cq_usage_error("runtime", "unknown subcommand '%s' (build, push, list, show or rm)",
+                              sub);
     if (nargs != (takes_arg ? 1 : 0))
         return cq_usage_error("runtime", "%s takes %s", sub,
-                              takes_arg ? (strcmp(sub, "build") == 0 ? "one SPEC.json" : "one NAME")
-                                        : "no argument");
+                              takes_arg ? (builds ? "one SPEC.json" : "one NAME") : "no argument");
+    if (strcmp(sub, "push") == 0 && fleet == NULL)
+        return cq_usage_error("runtime",
+                              "push needs --fleet CONF (build builds into a local store)");
+    if (strcmp(sub, "build") == 0 && fleet != NULL)
+        return cq_usage_error("runtime",
+                              "build is local: push SPEC.json --fleet CONF builds for a fleet");
+    if (on_workers && strcmp(sub, "push") != 0)
+        return cq_usage_error("runtime", "--build-on-workers is an option of push");
+    if (fleet != NULL && o.store != NULL && strcmp(sub, "push") != 0)
+        return cq_usage_error("runtime", "--store and --fleet exclude each other here");
+    if (strcmp(sub, "push") == 0)
+        return cq_fleet_runtime_push(fleet, arg, o.wheelhouse, o.index_url, o.store, on_workers);
+    if (fleet != NULL && strcmp(sub, "list") == 0)
+        return cq_fleet_runtime_list(fleet);
+    if (fleet != NULL && strcmp(sub, "show") == 0)
+        return cq_fleet_runtime_show(fleet, arg);
+    if (fleet != NULL)
+        return cq_fleet_runtime_rm(fleet, arg);
     struct cq_error err;
     if (strcmp(sub, "build") == 0)
         return cmd_build(arg, &o);

@@ -94,6 +94,8 @@ static void usage(FILE *out)
                  "  mcp        serve the code-interpreter tools over MCP on stdio\n"
                  "  sandbox    run a command in a fresh sandbox and destroy it after\n"
                  "  runtime    build, list, show or remove custom runtimes (package layers)\n"
+                 "  interpreter create, list, get or delete code interpreters (runtime,\n"
+                 "             network, limits: what sessions start on)\n"
                  "  tenant     create, list or delete the tenants of a fleet (its keys file)\n"
                  "  key        create, list or revoke a tenant's signing keys\n"
                  "  audit      verify an audit log's chains and signatures\n"
@@ -131,6 +133,8 @@ int main(int argc, char **argv)
         return cq_cmd_audit(argc - 1, argv + 1);
     if (strcmp(cmd, "runtime") == 0)
         return cq_cmd_runtime(argc - 1, argv + 1);
+    if (strcmp(cmd, "interpreter") == 0)
+        return cq_cmd_interpreter(argc - 1, argv + 1);
     if (strcmp(cmd, "at-rest") == 0)
         return cq_cmd_at_rest(argc - 1, argv + 1);
     fprintf(stderr, "codeq: unknown command '%s'\n", cmd);

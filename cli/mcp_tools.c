@@ -1,5 +1,6 @@
 /* cli/mcp_tools.c - see mcp_tools.h. Argument names are AgentCore's (code, language,
- * clearContext, runtime, command, paths, content, directoryPath, taskId) plus codeq's
+ * clearContext, runtime, command, paths, content, directoryPath, taskId,
+ * codeInterpreterIdentifier) plus codeq's
  * sessionId and timeout; results are AgentCore's CallToolResult (result_json.c). */
 #define _GNU_SOURCE
 #include "cli/mcp_tools.h"
@@ -88,14 +89,19 @@ static const char *const tool_json[] = {
     "\"description\": \"NONE: loopback only; PUBLIC: public addresses and DNS; ALLOWLIST: "
     "networkAllow only. Default: the server's (network_default).\"}, \"networkAllow\": "
     "{\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"description\": \"ALLOWLIST: "
-    "destinations NAME, *.NAME, IP or CIDR, each with an optional :PORT.\"}}}}",
+    "destinations NAME, *.NAME, IP or CIDR, each with an optional :PORT.\"}, "
+    "\"codeInterpreterIdentifier\": {\"type\": \"string\", \"default\": \"codeq.default\", "
+    "\"description\": \"The code interpreter to start on (codeq interpreter list): its "
+    "runtime, network and limits are the session's; memory, disk, cpus, pids and "
+    "sessionTimeoutSeconds given here override its limits.\"}}}}",
 
     "{\"name\": \"stopSession\", \"description\": \"Stop a session: its processes end and its "
     "files are gone.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {\"sessionId\": "
     "{\"type\": \"string\"}}, \"required\": [\"sessionId\"]}}",
 
     "{\"name\": \"getSession\", \"description\": \"A session's status (READY or TERMINATED), "
-    "creation time and time to live.\", \"inputSchema\": {\"type\": \"object\", \"properties\": "
+    "creation time, time to live, code interpreter, runtime and limits.\", \"inputSchema\": "
+    "{\"type\": \"object\", \"properties\": "
     "{\"sessionId\": {\"type\": \"string\"}}, \"required\": [\"sessionId\"]}}",
 
     "{\"name\": \"listSessions\", \"description\": \"Sessions of this server, newest first.\", "
@@ -350,6 +356,7 @@ static int parse_start_session(json_t *args, struct cq_mcp_call_args *c, int *co
     struct cq_session_params *params = &c->params;
     const char *memory, *disk;
     if (get_string(args, "name", &params->name, code, msg, len) < 0 ||
+        get_string(args, "codeInterpreterIdentifier", &params->interpreter, code, msg, len) < 0 ||
         get_string(args, "memory", &memory, code, msg, len) < 0 ||
         get_string(args, "disk", &disk, code, msg, len) < 0)
         return -1;

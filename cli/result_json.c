@@ -3,6 +3,7 @@
 #include "cli/result_json.h"
 #include "common/base64.h"
 #include "common/utf8.h"
+#include "worker/worker.h"
 #include <string.h>
 
 #include <stdlib.h>
@@ -145,5 +146,18 @@ json_t *cq_session_to_json(const struct cq_session_info *info)
     for (char *d = strtok_r(copy, ",", &save); d != NULL; d = strtok_r(NULL, ",", &save))
         json_array_append_new(allow, text_string(d));
     put(o, "networkAllow", allow);
+    /* Issue 14: its code interpreter (AgentCore's codeInterpreterIdentifier; "" from a
+     * worker that predates them is the built-in one), the runtime's layer, and the
+     * limits its sandbox got: memory and disk in bytes, cpus in cores. */
+    put(o, "codeInterpreterIdentifier",
+        text_string(info->interpreter[0] != '\0' ? info->interpreter : CQ_INTERPRETER_DEFAULT));
+    put(o, "runtime", text_string(info->runtime));
+    put(o, "runtimeDigest", text_string(info->runtime_digest));
+    json_t *limits = json_object();
+    put(limits, "memory", json_integer((json_int_t)info->memory_bytes));
+    put(limits, "cpus", json_real((double)info->cpu_millis / 1000.0));
+    put(limits, "disk", json_integer((json_int_t)info->disk_bytes));
+    put(limits, "pids", json_integer((json_int_t)info->pids));
+    put(o, "limits", limits);
     return o;
 }

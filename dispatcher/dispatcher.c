@@ -13,6 +13,7 @@
 #include "fleet/audit.h"
 #include "fleet/auth.h"
 #include "fleet/codec.h"
+#include "fleet/interpreters.h"
 #include "fleet/keyring.h"
 #include "fleet/keys.h"
 #include "fleet/kafka.h"
@@ -215,23 +216,35 @@ static void dead_letter(struct cq_dispatcher *d, const rd_kafka_message_t *msg, 
 
 /* ---- routing ------------------------------------------------------------------------ */
 
-/* The live, not draining worker with the most free capacity, or "" when none has room. */
-static int choose_worker(struct cq_dispatcher *d, char *out, size_t len, struct cq_error *err)
+/* The live, not draining worker with the most free capacity, or "" when none has room.
+ * For a session of a code interpreter (interpreter not NULL), a worker that has it
+ * ready (its runtime's layer in place, said in its heartbeat) is preferred, the most
+ * free capacity among those; only when none has room does the session go to the one
+ * with the most room, which fetches or builds the layer while the start waits. */
+static int choose_worker(struct cq_dispatcher *d, const char *interpreter, char *out, size_t len,
+                         struct cq_error *err)
 {
     struct cq_worker_status live[256];
+    bool ready[256];
     size_t n = 0;
     out[0] = '\0';
-    int rc = cq_store_workers(d->store, live, 256, &n, NULL, 0, NULL, err);
+    const char *name = interpreter != NULL ? interpreter : CQ_INTERPRETER_DEFAULT_NAME;
+    int rc = cq_store_workers_ready(d->store, name, live, ready, 256, &n, err);
     if (rc == 0 && wait_for_leases(d))
-        rc = cq_store_workers(d->store, live, 256, &n, NULL, 0, NULL, err);
+        rc = cq_store_workers_ready(d->store, name, live, ready, 256, &n, err);
     if (rc < 0) {
         cq_log(CQ_LOG_ERROR, "list workers: %s", err->msg);
         return -1;
     }
     int64_t best = 0;
+    bool best_ready = false;
     for (size_t i = 0; i < n; i++) {
-        if (!live[i].draining && live[i].capacity > best) {
+        if (live[i].draining || live[i].capacity <= 0)
+            continue;
+        bool r = interpreter != NULL && ready[i];
+        if ((r && !best_ready) || (r == best_ready && live[i].capacity > best)) {
             best = live[i].capacity;
+            best_ready = r;
             snprintf(out, len, "%s", live[i].id);
         }
     }
@@ -366,7 +379,15 @@ static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
     if (rc == 0 && r.exists && r.owner[0] == '\0') {
         char fallback[64];
         struct cq_error ignored; /* logged; the session then waits for a worker with room */
-        choose_worker(d, fallback, sizeof(fallback), &ignored);
+        /* A session of a code interpreter moves, where it can, to a worker that has the
+         * interpreter ready (its layer in place): the move need not fetch it. */
+        struct cq_session_info info;
+        bool found = false;
+        bool custom = cq_store_session_info(d->store, req->session_id, tenant_of(req), &info,
+                                            &found, &ignored) == 0 &&
+                      found && info.interpreter[0] != '\0' &&
+                      strcmp(info.interpreter, CQ_INTERPRETER_DEFAULT_NAME) != 0;
+        choose_worker(d, custom ? info.interpreter : NULL, fallback, sizeof(fallback), &ignored);
         rc = cq_store_route(d->store, req->session_id, tenant_of(req), fallback, &r, &err);
     }
     if (rc < 0) {
@@ -395,11 +416,44 @@ static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
     forward(d, req, r.owner, r.fence);
 }
 
+/* Whether the session's code interpreter exists (the built-in one always does); else
+ * the request is answered. *custom: it names one of the fleet's. */
+static bool interpreter_exists(struct cq_dispatcher *d, Codeq__V1__Request *req, bool *custom)
+{
+    const char *name = req->start_session->code_interpreter_identifier;
+    *custom = name != NULL && name[0] != '\0' && strcmp(name, CQ_INTERPRETER_DEFAULT_NAME) != 0;
+    if (!*custom)
+        return true;
+    struct cq_fleet_interpreter it;
+    bool found;
+    struct cq_error err;
+    if (cq_store_interpreter_get(d->store, name, &it, &found, &err) < 0) {
+        reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
+        return false;
+    }
+    bool deleted = it.deleted;
+    cq_fleet_interpreter_free(&it);
+    if (found && !deleted)
+        return true;
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             deleted ? "code interpreter '%s' was deleted: it takes no new sessions"
+                     : "no code interpreter '%s' in this fleet (codeq interpreter create "
+                       "--fleet CONF defines one)",
+             name);
+    reply_error(d, req, CQ_RESULT_NOT_FOUND, msg);
+    return false;
+}
+
 static void start_session(struct cq_dispatcher *d, Codeq__V1__Request *req)
 {
     char worker[64];
     struct cq_error err;
-    if (choose_worker(d, worker, sizeof(worker), &err) < 0) {
+    bool custom;
+    if (!interpreter_exists(d, req, &custom))
+        return;
+    if (choose_worker(d, custom ? req->start_session->code_interpreter_identifier : NULL, worker,
+                      sizeof(worker), &err) < 0) {
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }

@@ -36,6 +36,16 @@ static const char *too_large(const Codeq__V1__Arguments *args)
     return NULL;
 }
 
+bool cq_codec_interpreter_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 63 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return false;
+    if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= '0' && name[0] <= '9')))
+        return false;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
 const char *cq_codec_invalid(const Codeq__V1__Request *req)
 {
     if (empty(req->request_id))
@@ -59,6 +69,12 @@ const char *cq_codec_invalid(const Codeq__V1__Request *req)
         return "session_id may hold only letters, digits, '_' and '-'";
     switch (req->operation_case) {
     case CODEQ__V1__REQUEST__OPERATION_START_SESSION:
+        /* The name becomes a Redis key (interpreter:<name>) and a worker's lookup. */
+        if (!empty(req->start_session->code_interpreter_identifier) &&
+            !cq_codec_interpreter_name_ok(req->start_session->code_interpreter_identifier))
+            return "code_interpreter_identifier is not an interpreter name "
+                   "([a-z0-9][a-z0-9._-]{0,62}, not . or ..)";
+        return NULL;
     case CODEQ__V1__REQUEST__OPERATION_LIST_SESSIONS:
         return NULL;
     case CODEQ__V1__REQUEST__OPERATION_GET_SESSION:
@@ -318,10 +334,13 @@ static Codeq__V1__NetworkMode wire_mode(int mode)
                                   : CODEQ__V1__NETWORK_MODE__NETWORK_MODE_UNSPECIFIED;
 }
 
-/* s->network_allow and the text it points into (*owned) are malloc'd (free_session). */
-static int fill_session(const struct cq_session_info *info, Codeq__V1__Session *s, char **owned)
+/* s->network_allow and the text it points into (*owned) are malloc'd (free_session);
+ * s->limits points to limits. */
+static int fill_session(const struct cq_session_info *info, Codeq__V1__Session *s,
+                        Codeq__V1__Limits *limits, char **owned)
 {
     codeq__v1__session__init(s);
+    codeq__v1__limits__init(limits);
     s->session_id = (char *)info->session_id;
     s->name = (char *)info->name;
     s->status = info->status == CQ_SESSION_READY
@@ -331,6 +350,14 @@ static int fill_session(const struct cq_session_info *info, Codeq__V1__Session *
     s->last_updated_at_unix_ms = info->last_updated_at_ms;
     s->session_timeout_seconds = info->session_timeout_s;
     s->network = wire_mode(info->network_mode);
+    s->code_interpreter_identifier = (char *)info->interpreter;
+    s->runtime = (char *)info->runtime;
+    s->runtime_digest = (char *)info->runtime_digest;
+    limits->memory_bytes = info->memory_bytes;
+    limits->pids = info->pids;
+    limits->cpu_millis = info->cpu_millis;
+    limits->disk_bytes = info->disk_bytes;
+    s->limits = limits;
     return split_allow(info->network_allow, owned, &s->network_allow, &s->n_network_allow);
 }
 
@@ -346,8 +373,9 @@ int cq_codec_session_response(const char *request_id, const struct cq_session_in
                               uint8_t **out, size_t *len, struct cq_error *err)
 {
     Codeq__V1__Session s;
+    Codeq__V1__Limits limits;
     char *owned = NULL;
-    if (fill_session(info, &s, &owned) < 0)
+    if (fill_session(info, &s, &limits, &owned) < 0)
         return cq_error_sys(err, ENOMEM, "encode the session");
     Codeq__V1__Response resp = CODEQ__V1__RESPONSE__INIT;
     resp.request_id = str(request_id);
@@ -367,8 +395,10 @@ int cq_codec_sessions_response(const char *request_id, const struct cq_session_i
     *len = 0;
     Codeq__V1__Session *items = calloc(n + 1, sizeof(*items));
     Codeq__V1__Session **ptrs = calloc(n + 1, sizeof(*ptrs));
+    Codeq__V1__Limits *limits = calloc(n + 1, sizeof(*limits));
     char **owned = calloc(n + 1, sizeof(*owned));
-    if (items == NULL || ptrs == NULL || owned == NULL) {
+    if (items == NULL || ptrs == NULL || limits == NULL || owned == NULL) {
+        free(limits);
         free(items);
         free(ptrs);
         free(owned);
@@ -378,7 +408,7 @@ int cq_codec_sessions_response(const char *request_id, const struct cq_session_i
     size_t filled = 0;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (fill_session(&infos[i], &items[i], &owned[i]) < 0)
+        if (fill_session(&infos[i], &items[i], &limits[i], &owned[i]) < 0)
             rc = cq_error_sys(err, ENOMEM, "encode a list of %zu sessions", n);
         else
             filled++;
@@ -397,6 +427,7 @@ int cq_codec_sessions_response(const char *request_id, const struct cq_session_i
     for (size_t i = 0; i < filled; i++)
         free_session(&items[i], owned[i]);
     free(owned);
+    free(limits);
     free(items);
     free(ptrs);
     return rc;
@@ -668,6 +699,15 @@ void cq_codec_session_from(const Codeq__V1__Session *s, struct cq_session_info *
     info->created_at_ms = s->created_at_unix_ms;
     info->last_updated_at_ms = s->last_updated_at_unix_ms;
     info->session_timeout_s = s->session_timeout_seconds;
+    snprintf(info->interpreter, sizeof(info->interpreter), "%s", s->code_interpreter_identifier);
+    snprintf(info->runtime, sizeof(info->runtime), "%s", s->runtime);
+    snprintf(info->runtime_digest, sizeof(info->runtime_digest), "%s", s->runtime_digest);
+    if (s->limits != NULL) {
+        info->memory_bytes = s->limits->memory_bytes;
+        info->pids = s->limits->pids;
+        info->cpu_millis = s->limits->cpu_millis;
+        info->disk_bytes = s->limits->disk_bytes;
+    }
     info->network_mode = s->network >= CODEQ__V1__NETWORK_MODE__NETWORK_MODE_NONE &&
                                  s->network <= CODEQ__V1__NETWORK_MODE__NETWORK_MODE_ALLOWLIST
                              ? (int)s->network - 1

@@ -22,6 +22,9 @@
  * (ids, reply topic, an operation and its required fields); tool names and argument
  * values are the worker core's to judge. */
 const char *cq_codec_invalid(const Codeq__V1__Request *req);
+/* Whether name is a code interpreter's or a runtime's name: [a-z0-9][a-z0-9._-]{0,62}
+ * (runtime/runtime.h's rule, which the fleet cannot include). */
+bool cq_codec_interpreter_name_ok(const char *name);
 /* Whether Kafka accepts topic as a topic name: a reply to any other would fail. */
 bool cq_codec_topic_name_ok(const char *topic);
 /* Arguments of an Invoke as the worker's; pointers into inv (and *owned, to free, NULL

@@ -65,6 +65,10 @@ static const struct setting settings[] = {
     SZ(files_quota, "bytes of one session's files kept in Redis"),
     SZ(claim_threshold, "messages larger than this travel through Redis (claim check)"),
     NUM(claim_ttl, "seconds a large reply stays in Redis for its client"),
+    STR(runtime_store, "this worker's store of runtime layers (unset: $CODEQ_RUNTIME_STORE, "
+                       "else /var/lib/codeq/runtimes)"),
+    SZ(layer_cache_max, "runtime layers larger than this are not kept in Redis (each worker "
+                        "then builds its own)"),
     STR(log_level, "debug, info, warn or error"),
     STR(keys_file, "tenants' keys (codeq tenant, codeq key), or redis (the keyring in Redis): only "
                    "signed requests are taken; "
@@ -136,6 +140,7 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg)
      * broker's own overhead fit beside it on any stock cluster. */
     cfg->claim_threshold = 512ULL << 10;
     cfg->claim_ttl = 900;
+    cfg->layer_cache_max = 256ULL << 20;
     snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
     cfg->auth_window = 300;
     snprintf(cfg->audit_topic, sizeof(cfg->audit_topic), "codeq.audit");
@@ -516,9 +521,10 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
  * both daemons) and ignores them. */
 static bool worker_only(const struct setting *s)
 {
-    static const char *const names[] = {"worker_id",    "max_sessions",     "warm_pool",
-                                        "files_quota",  "claim_ttl",        "dns",
-                                        "egress_netns", "warm_pool_public", "warm_pool_allowlist"};
+    static const char *const names[] = {"worker_id",     "max_sessions",     "warm_pool",
+                                        "files_quota",   "claim_ttl",        "dns",
+                                        "egress_netns",  "warm_pool_public", "warm_pool_allowlist",
+                                        "runtime_store", "layer_cache_max"};
     for (size_t i = 0; i < CQ_ARRAY_LEN(names); i++)
         if (strcmp(s->name, names[i]) == 0)
             return true;

@@ -50,6 +50,9 @@ struct cq_fleet_config {
     uint64_t files_quota;     /* files_quota: bytes of one session's files in Redis */
     uint64_t claim_threshold; /* claim_threshold: larger messages go by reference (Redis) */
     unsigned claim_ttl;       /* claim_ttl: seconds a reply's claim is kept */
+    /* Code interpreters (docs/fleet.md, "Code interpreters in the fleet"). */
+    char runtime_store[512];  /* runtime_store (worker): its local store of layers */
+    uint64_t layer_cache_max; /* layer_cache_max: larger layers are not cached in Redis */
     char log_level[16];       /* log_level: debug, info, warn, error */
     /* Tenants and signed requests (docs/security.md). */
     char keys_file[256];  /* keys_file: the tenants' keys; "" keeps the fleet keyless */

@@ -460,7 +460,9 @@ static const char FACTS[] =
     "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
     "then return 0 end\n"
     "redis.call('HSET', s, 'name', ARGV[5], 'updated_ms', ARGV[7], 'ttl_s', ARGV[8],\n"
-    "           'status', 'READY', 'net', ARGV[9], 'net_allow', ARGV[10])\n"
+    "           'status', 'READY', 'net', ARGV[9], 'net_allow', ARGV[10],\n"
+    "           'interpreter', ARGV[11], 'runtime', ARGV[12], 'runtime_digest', ARGV[13],\n"
+    "           'limits', ARGV[14])\n"
     "redis.call('HSETNX', s, 'created_ms', ARGV[6])\n"
     "local created = tonumber(redis.call('HGET', s, 'created_ms'))\n"
     "local expire_at = created + tonumber(ARGV[8]) * 1000\n"
@@ -470,7 +472,7 @@ static const char FACTS[] =
     "local idx = ARGV[1] .. 'sessions'\n"
     "if t and t ~= '' then idx = idx .. ':' .. t end\n"
     "redis.call('ZADD', idx, created, ARGV[2])\n"
-    "if ARGV[11] then redis.call('HSET', s, 'start', ARGV[11]) end\n"
+    "if ARGV[15] then redis.call('HSET', s, 'start', ARGV[15]) end\n"
     "return 1\n";
 
 int cq_st_fenced(redisReply *r, const char *session_id, struct cq_error *err)
@@ -508,6 +510,14 @@ static int facts(struct cq_store *st, const char *session_id, const char *worker
     cq_st_arg_int(&a, info->session_timeout_s);
     cq_st_arg_int(&a, info->network_mode);
     cq_st_arg(&a, info->network_allow);
+    cq_st_arg(&a, info->interpreter);
+    cq_st_arg(&a, info->runtime);
+    cq_st_arg(&a, info->runtime_digest);
+    char limits[96];
+    snprintf(limits, sizeof(limits), "%llu %llu %u %llu", (unsigned long long)info->memory_bytes,
+             (unsigned long long)info->pids, info->cpu_millis,
+             (unsigned long long)info->disk_bytes);
+    cq_st_arg(&a, limits);
     char key[160];
     snprintf(key, sizeof(key), "%ssession:%s", st->prefix, session_id);
     uint8_t *sealed = NULL;
@@ -554,9 +564,9 @@ int cq_store_session_start(struct cq_store *st, const char *session_id, uint8_t 
 /* The fields of session:<sid> that getSession and listSessions read, by name rather
  * than HGETALL: `start` (which holds the session's env, possibly secrets) is read only
  * by a worker that adopts the session. */
-static const char *const INFO_FIELDS[] = {"name",  "created_ms", "updated_ms",
-                                          "ttl_s", "status",     "expires_ms",
-                                          "net",   "net_allow",  "tenant"};
+static const char *const INFO_FIELDS[] = {
+    "name",      "created_ms",  "updated_ms", "ttl_s",          "status", "expires_ms", "net",
+    "net_allow", "interpreter", "runtime",    "runtime_digest", "limits", "tenant"};
 #define N_INFO_FIELDS (sizeof(INFO_FIELDS) / sizeof(INFO_FIELDS[0]))
 
 static void fill_info(redisReply *h, const char *session_id, struct cq_session_info *info)
@@ -577,6 +587,22 @@ static void fill_info(redisReply *h, const char *session_id, struct cq_session_i
     int64_t net = cq_st_int_of(h->element[6]);
     info->network_mode = net >= 0 && net <= 2 ? (int)net : 0;
     cq_st_copy_str(h->element[7], info->network_allow, sizeof(info->network_allow));
+    /* Absent (written before code interpreters): the built-in one. */
+    cq_st_copy_str(h->element[8], info->interpreter, sizeof(info->interpreter));
+    if (info->interpreter[0] == '\0')
+        snprintf(info->interpreter, sizeof(info->interpreter), "codeq.default");
+    cq_st_copy_str(h->element[9], info->runtime, sizeof(info->runtime));
+    cq_st_copy_str(h->element[10], info->runtime_digest, sizeof(info->runtime_digest));
+    char limits[96];
+    cq_st_copy_str(h->element[11], limits, sizeof(limits));
+    unsigned long long mem = 0, pids = 0, disk = 0;
+    unsigned cpu = 0;
+    if (sscanf(limits, "%llu %llu %u %llu", &mem, &pids, &cpu, &disk) == 4) {
+        info->memory_bytes = mem;
+        info->pids = pids;
+        info->cpu_millis = cpu;
+        info->disk_bytes = disk;
+    }
 }
 
 int cq_store_session_info(struct cq_store *st, const char *session_id, const char *tenant,

@@ -44,8 +44,11 @@ char *cq_interpreter_def_json(const struct cq_interpreter_def *def);
 void cq_interpreter_def_free(struct cq_interpreter_def *def);
 
 /* The local store of definitions: STORE/interpreters/<name>.json, STORE as
- * cq_runtime_store_path(). Saving refuses CQ_INTERPRETER_DEFAULT and, unless replace,
- * an existing name (CQ_EEXIST); it refuses a runtime that the store does not have. */
+ * cq_runtime_store_path(), written atomically under STORE/lock. Saving refuses
+ * CQ_INTERPRETER_DEFAULT and, unless replace, an existing name (EEXIST); it refuses a
+ * runtime that the store does not have; it sets createdAt when def has none. Loading
+ * and listing give CQ_INTERPRETER_DEFAULT too (listed first; its settings are the
+ * worker's defaults); removing refuses it. */
 int cq_interpreter_save(const char *store, const struct cq_interpreter_def *def, bool replace,
                         struct cq_error *err);
 int cq_interpreter_load(const char *store, const char *name, struct cq_interpreter_def *def,
@@ -58,7 +61,8 @@ int cq_interpreter_list(const char *store,
 /* What the worker needs to run the definition: its runtime's layer from the store
  * (the bind, PYTHONPATH / NODE_PATH and the runtime's environment, its preload list),
  * the limits, network, time to live and pool. The profile's pointers stay valid until
- * cq_interpreter_profile_free. */
+ * cq_interpreter_profile_free; worker.name and worker.allow point into def, which
+ * must live as long. A runtime the store no longer has: CQ_ENOTFOUND. */
 struct cq_interpreter_profile {
     struct cq_interpreter worker; /* what cq_worker_define_interpreter takes */
     struct cq_runtime_sandbox runtime;

@@ -24,6 +24,7 @@
 #include "fleet/store.h"
 #include "fleet/trace.h"
 #include "worker/worker.h"
+#include "workerd/interp.h"
 #include "workerd/snapshot.h"
 
 #include <errno.h>
@@ -501,6 +502,7 @@ static void params_of(const Codeq__V1__StartSession *in, const char *id, bool st
         .env = env->env,
         .allow = (const char *const *)in->network_allow,
         .n_allow = in->n_network_allow,
+        .interpreter = in->code_interpreter_identifier,
     };
     if (in->network != CODEQ__V1__NETWORK_MODE__NETWORK_MODE_UNSPECIFIED || stored) {
         env->network = in->network == CODEQ__V1__NETWORK_MODE__NETWORK_MODE_UNSPECIFIED
@@ -542,7 +544,11 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
     struct cq_error err;
     uint8_t *start = NULL;
     size_t start_len = 0;
-    int rc = cq_worker_start_session(d->core, &params, &info, &err);
+    /* A new session's interpreter as Redis has it now: deleted since this worker
+     * defined it, refused; replaced, defined again (workerd/interp.c). */
+    int rc = cq_wd_interp_check(d, in->code_interpreter_identifier, &err);
+    if (rc == 0)
+        rc = cq_worker_start_session(d->core, &params, &info, &err);
     start_env_free(&env);
     if (rc == 0 && (rc = pack_start(in, info.network_mode, &start, &start_len, &err)) < 0) {
         struct cq_session_info ignored;
@@ -625,7 +631,9 @@ static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
         stored.created_at_ms + (int64_t)stored.session_timeout_s * 1000 - cq_unix_ms();
     params.timeout_s = left_ms > 1000 ? (uint32_t)(left_ms / 1000) : 1;
     struct cq_session_info info;
+    cq_wd_interp_adopting(true);
     int rc = cq_worker_start_session(d->core, &params, &info, err);
+    cq_wd_interp_adopting(false);
     start_env_free(&env);
     if (in != NULL)
         codeq__v1__start_session__free_unpacked(in, NULL);
@@ -1118,6 +1126,8 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
         gethostname(d->cfg.worker_id, sizeof(d->cfg.worker_id) - 1);
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->idle, NULL);
+    pthread_mutex_init(&d->defined_lock, NULL);
+    pthread_mutex_init(&d->fetch_lock, NULL);
     cq_fleet_worker_topic(d->cfg.worker_id, d->topic, sizeof(d->topic));
     if (cq_store_open(cfg, &d->store, err) < 0)
         goto fail;
@@ -1145,6 +1155,8 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
         goto fail;
     wc.on_session_end = on_session_end;
     wc.on_session_end_ctx = d;
+    wc.resolve_interpreter = cq_wd_resolve_interpreter;
+    wc.resolve_interpreter_ctx = d;
     if (cq_worker_create(&wc, &d->core, err) < 0)
         goto fail;
     if (cq_kafka_producer(cfg, &d->producer, err) < 0 ||
@@ -1276,6 +1288,9 @@ void cq_daemon_destroy(struct cq_daemon *d)
     cq_audit_close(d->audit);
     while (d->held != NULL)
         held_forget(d, d->held);
+    cq_wd_interp_free(d);
+    pthread_mutex_destroy(&d->defined_lock);
+    pthread_mutex_destroy(&d->fetch_lock);
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->idle);
     free(d);

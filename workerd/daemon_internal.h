@@ -72,6 +72,15 @@ struct held {
     struct held *next;
 };
 
+/* A code interpreter this worker defined from Redis, with the definition and layer
+ * digest it was defined with (workerd/interp.c). */
+struct cq_wd_defined {
+    char name[64];
+    char *def;
+    char digest[65];
+    struct cq_wd_defined *next;
+};
+
 struct cq_daemon {
     struct cq_fleet_config cfg;
     struct cq_worker *core;
@@ -98,6 +107,10 @@ struct cq_daemon {
      * later than the lease after the one before it (lease_in_doubt()). */
     _Atomic int64_t beat_ok_ms, lease_gap_ms;
     pthread_t heartbeat;
+    /* Code interpreters (workerd/interp.c): those defined here, and one fetch or build
+     * of a runtime's layer at a time. */
+    pthread_mutex_t defined_lock, fetch_lock;
+    struct cq_wd_defined *defined;
 };
 
 /* Whether h is idle and local with token fence, so that stopping it races no request.

@@ -9,7 +9,9 @@
 #include "fleet/auth.h"
 #include "fleet/log.h"
 #include "fleet/recovery.h"
+#include "fleet/interpreters.h"
 #include "fleet/store.h"
+#include "workerd/interp.h"
 #include "workerd/snapshot.h"
 
 #include <pthread.h>
@@ -36,6 +38,11 @@ void cq_wd_heartbeat_once(struct cq_daemon *d)
         cq_log(CQ_LOG_ERROR, "heartbeat: %s", err.msg);
         return;
     }
+    /* The interpreters ready here, for the dispatchers' placement. */
+    char ready[4096];
+    cq_wd_interp_ready(d, ready, sizeof(ready));
+    if (cq_store_worker_interpreters(d->beat, d->cfg.worker_id, ready, &err) < 0)
+        cq_log(CQ_LOG_WARN, "heartbeat: interpreters: %s", err.msg);
     int64_t now = (int64_t)cq_now_ms(), last = atomic_load(&d->beat_ok_ms);
     if (last != 0 && now - last > 3 * (int64_t)d->cfg.heartbeat_ms)
         atomic_store(&d->lease_gap_ms, now);

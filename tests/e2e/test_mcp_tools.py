@@ -52,7 +52,8 @@ JS = "javascript"
 TS = "typescript"
 EXEC_KEYS = {"stdout", "stderr", "exitCode", "executionTime"}
 SESSION_KEYS = {"sessionId", "name", "status", "createdAt", "lastUpdatedAt",
-                "sessionTimeoutSeconds", "networkMode", "networkAllow"}
+                "sessionTimeoutSeconds", "networkMode", "networkAllow",
+                "codeInterpreterIdentifier", "runtime", "runtimeDigest", "limits"}
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -935,6 +936,10 @@ def check_session(info, status, name="", ttl=900):
     assert re.fullmatch(r"[0-9A-Za-z]{1,40}", info["sessionId"]), info
     assert info["status"] == status and info["name"] == name, info
     assert info["sessionTimeoutSeconds"] == ttl, info
+    # No interpreter named: the built-in one, no runtime (tests/runtime has the others).
+    assert (info["codeInterpreterIdentifier"], info["runtime"], info["runtimeDigest"]) == (
+        "codeq.default", "", ""), info
+    assert set(info["limits"]) == {"memory", "cpus", "disk", "pids"}, info
     for key in ("createdAt", "lastUpdatedAt"):
         assert ISO_TIME.match(info[key]), info
     created = datetime.strptime(info["createdAt"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(

@@ -98,7 +98,11 @@ def test_start_session_and_invoke_return_agentcore_shapes(client):
         assert s.info["sessionId"] == s.id and s.info["name"] == "shape"
         assert s.info["status"] == "READY" and s.info["sessionTimeoutSeconds"] == 600
         assert list(s.info) == ["sessionId", "name", "status", "createdAt", "lastUpdatedAt",
-                                "sessionTimeoutSeconds", "networkMode", "networkAllow"]
+                                "sessionTimeoutSeconds", "networkMode", "networkAllow",
+                                "codeInterpreterIdentifier", "runtime", "runtimeDigest",
+                                "limits"]
+        assert s.info["codeInterpreterIdentifier"] == "codeq.default"
+        assert s.info["limits"]["memory"] > 0 and s.info["limits"]["cpus"] > 0
         assert (s.info["networkMode"], s.info["networkAllow"]) == ("NONE", [])
         assert client.get_session(s.id)["status"] == "READY"
         # network_mode travels: these workers allow only NONE (the default policy), so

@@ -125,6 +125,23 @@ START_TEST(test_invalid_accepts_each_operation)
     req.operation_case = CODEQ__V1__REQUEST__OPERATION_START_SESSION;
     req.start_session = &start;
     ck_assert_ptr_null(invalid_after_wire(&req)); /* no session id: the fleet makes one */
+    start.code_interpreter_identifier = "analytics-2.1_x";
+    ck_assert_ptr_null(invalid_after_wire(&req));
+    static const char *const bad_names[] = {"..",
+                                            "Upper",
+                                            "a/b",
+                                            "-a",
+                                            "a b",
+                                            "a:b",
+                                            "0123456789012345678901234567890123456789"
+                                            "012345678901234567890123"};
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        start.code_interpreter_identifier = (char *)bad_names[i];
+        const char *why = invalid_after_wire(&req);
+        ck_assert_ptr_nonnull(why);
+        ck_assert_ptr_nonnull(strstr(why, "code_interpreter_identifier"));
+    }
+    start.code_interpreter_identifier = "";
 
     Codeq__V1__ListSessions list = CODEQ__V1__LIST_SESSIONS__INIT;
     req.operation_case = CODEQ__V1__REQUEST__OPERATION_LIST_SESSIONS;
@@ -611,6 +628,15 @@ static void session_info(struct cq_session_info *info, int i)
     if (info->network_mode == 2)
         snprintf(info->network_allow, sizeof(info->network_allow),
                  "files.example.test:443,*.example.test,198.51.100.0/24");
+    snprintf(info->interpreter, sizeof(info->interpreter), i ? "analytics-%d" : "codeq.default", i);
+    if (i > 0) {
+        snprintf(info->runtime, sizeof(info->runtime), "rt-%d", i);
+        memset(info->runtime_digest, 'a' + i, 64);
+    }
+    info->memory_bytes = (uint64_t)(i + 1) << 30;
+    info->pids = 64 + (uint64_t)i;
+    info->cpu_millis = 1500 + (uint32_t)i;
+    info->disk_bytes = (uint64_t)(i + 2) << 30;
 }
 
 static void assert_infos_eq(const struct cq_session_info *a, const struct cq_session_info *b)
@@ -623,6 +649,13 @@ static void assert_infos_eq(const struct cq_session_info *a, const struct cq_ses
     ck_assert_uint_eq(a->session_timeout_s, b->session_timeout_s);
     ck_assert_int_eq(a->network_mode, b->network_mode);
     ck_assert_str_eq(a->network_allow, b->network_allow);
+    ck_assert_str_eq(a->interpreter, b->interpreter);
+    ck_assert_str_eq(a->runtime, b->runtime);
+    ck_assert_str_eq(a->runtime_digest, b->runtime_digest);
+    ck_assert_uint_eq(a->memory_bytes, b->memory_bytes);
+    ck_assert_uint_eq(a->pids, b->pids);
+    ck_assert_uint_eq(a->cpu_millis, b->cpu_millis);
+    ck_assert_uint_eq(a->disk_bytes, b->disk_bytes);
 }
 
 START_TEST(test_session_response)

@@ -427,8 +427,11 @@ START_TEST(session_record)
 {
     json_t *j = session_json("abc123", "my session", CQ_SESSION_READY, 1700000000123LL,
                              1700000000007LL, 900);
-    assert_keys(j, "createdAt,lastUpdatedAt,name,networkAllow,networkMode,sessionId,"
-                   "sessionTimeoutSeconds,status");
+    assert_keys(j, "codeInterpreterIdentifier,createdAt,lastUpdatedAt,limits,name,networkAllow,"
+                   "networkMode,runtime,runtimeDigest,sessionId,sessionTimeoutSeconds,status");
+    /* No interpreter named: the built-in one. */
+    ck_assert_str_eq(str_at(j, "codeInterpreterIdentifier"), "codeq.default");
+    ck_assert_str_eq(str_at(j, "runtime"), "");
     ck_assert_str_eq(str_at(j, "networkMode"), "NONE");
     ck_assert_uint_eq(json_array_size(json_object_get(j, "networkAllow")), 0);
     ck_assert_str_eq(str_at(j, "sessionId"), "abc123");
@@ -462,6 +465,27 @@ START_TEST(session_record)
     info.network_allow[0] = '\0';
     j = cq_session_to_json(&info);
     ck_assert_str_eq(str_at(j, "networkMode"), "PUBLIC");
+    json_decref(j);
+
+    /* Issue 14: the interpreter, its runtime's layer and the sandbox's limits. */
+    snprintf(info.interpreter, sizeof(info.interpreter), "analytics");
+    snprintf(info.runtime, sizeof(info.runtime), "rt");
+    memset(info.runtime_digest, 'a', 64);
+    info.runtime_digest[64] = '\0';
+    info.memory_bytes = 1ULL << 30;
+    info.cpu_millis = 1500;
+    info.disk_bytes = 64ULL << 20;
+    info.pids = 128;
+    j = cq_session_to_json(&info);
+    ck_assert_str_eq(str_at(j, "codeInterpreterIdentifier"), "analytics");
+    ck_assert_str_eq(str_at(j, "runtime"), "rt");
+    ck_assert_uint_eq(strlen(str_at(j, "runtimeDigest")), 64);
+    json_t *limits = json_object_get(j, "limits");
+    assert_keys(limits, "cpus,disk,memory,pids");
+    ck_assert_int_eq(json_integer_value(json_object_get(limits, "memory")), 1LL << 30);
+    ck_assert(json_real_value(json_object_get(limits, "cpus")) == 1.5);
+    ck_assert_int_eq(json_integer_value(json_object_get(limits, "disk")), 64LL << 20);
+    ck_assert_int_eq(json_integer_value(json_object_get(limits, "pids")), 128);
     json_decref(j);
 }
 END_TEST

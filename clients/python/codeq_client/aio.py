@@ -151,11 +151,12 @@ class AsyncClient:
         timeout: Optional[float] = None,
         network_mode: Optional[str] = None,
         network_allow: Optional[Sequence[str]] = None,
+        code_interpreter_identifier: Optional[str] = None,
     ) -> "AsyncSession":
         """Starts a session (see Client.start_session)."""
         request = start_session_request(
             name, session_timeout_seconds, memory, pids, cpus, disk, env, client_token,
-            network_mode, network_allow,
+            network_mode, network_allow, code_interpreter_identifier,
         )
         info = session_reply(await self.request(request, timeout), "startSession")
         return AsyncSession(self, info)

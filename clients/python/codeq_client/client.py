@@ -376,6 +376,7 @@ class Client:
         timeout: Optional[float] = None,
         network_mode: Optional[str] = None,
         network_allow: Optional[Sequence[str]] = None,
+        code_interpreter_identifier: Optional[str] = None,
     ) -> "Session":
         """Starts a session and returns it. ``memory`` and ``disk`` are bytes, ``cpus``
         cores (fractions allowed); unset limits are the fleet's defaults. A repeated
@@ -384,10 +385,13 @@ class Client:
         network_default) and ``network_allow`` the ALLOWLIST's destinations (NAME,
         *.NAME, IP, CIDR, each with an optional :PORT). Raises SessionError when the
         fleet refuses (INVALID_ARGUMENT naming the rule for a request beyond the
-        workers' network policy)."""
+        workers' network policy). ``code_interpreter_identifier`` names the code
+        interpreter the session runs on (AgentCore's codeInterpreterIdentifier; None:
+        codeq.default); one that the fleet does not have, or deleted, is NOT_FOUND. A
+        session on an interpreter whose runtime is still being built waits for it."""
         request = start_session_request(
             name, session_timeout_seconds, memory, pids, cpus, disk, env, client_token,
-            network_mode, network_allow,
+            network_mode, network_allow, code_interpreter_identifier,
         )
         info = session_reply(self.request(request, timeout), "startSession")
         return Session(self, info)
@@ -650,6 +654,7 @@ def start_session_request(
     client_token: Optional[str],
     network_mode: Optional[str] = None,
     network_allow: Optional[Sequence[str]] = None,
+    code_interpreter_identifier: Optional[str] = None,
 ) -> pb.Request:
     """The Request of a startSession (unset arguments are zero: the fleet's default)."""
     modes = {None: pb.NETWORK_MODE_UNSPECIFIED, "NONE": pb.NETWORK_MODE_NONE,
@@ -665,6 +670,7 @@ def start_session_request(
         session_timeout_seconds=session_timeout_seconds or 0,
         client_token=client_token or "",
         env=dict(env or {}),
+        code_interpreter_identifier=code_interpreter_identifier or "",
         limits=pb.Limits(
             memory_bytes=memory or 0,
             pids=pids or 0,

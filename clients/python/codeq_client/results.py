@@ -148,7 +148,10 @@ _NETWORK_MODES = {pb.NETWORK_MODE_NONE: "NONE", pb.NETWORK_MODE_PUBLIC: "PUBLIC"
 
 def session_to_dict(session: pb.Session) -> dict[str, Any]:
     """AgentCore's session record: sessionId, name, status, createdAt, lastUpdatedAt,
-    sessionTimeoutSeconds; and codeq's networkMode and networkAllow. Status is "READY" or "TERMINATED"; times are ISO 8601 UTC."""
+    sessionTimeoutSeconds, codeInterpreterIdentifier; and codeq's networkMode,
+    networkAllow, runtime, runtimeDigest and limits (memory and disk in bytes, cpus in
+    cores, pids: what the sandbox got; codeq mcp's shape). Status is "READY" or "TERMINATED"; times are ISO 8601 UTC."""
+    limits = session.limits
     return {
         "sessionId": session.session_id,
         "name": session.name,
@@ -158,6 +161,15 @@ def session_to_dict(session: pb.Session) -> dict[str, Any]:
         "sessionTimeoutSeconds": session.session_timeout_seconds,
         "networkMode": _NETWORK_MODES.get(session.network, "NONE"),
         "networkAllow": list(session.network_allow),
+        "codeInterpreterIdentifier": session.code_interpreter_identifier or "codeq.default",
+        "runtime": session.runtime,
+        "runtimeDigest": session.runtime_digest,
+        "limits": {
+            "memory": limits.memory_bytes,
+            "cpus": limits.cpu_millis / 1000,
+            "disk": limits.disk_bytes,
+            "pids": limits.pids,
+        },
     }
 
 

@@ -222,7 +222,8 @@ def test_session_record():
     d = session_to_dict(_session())
     assert list(d) == [
         "sessionId", "name", "status", "createdAt", "lastUpdatedAt", "sessionTimeoutSeconds",
-        "networkMode", "networkAllow",
+        "networkMode", "networkAllow", "codeInterpreterIdentifier", "runtime", "runtimeDigest",
+        "limits",
     ]
     assert d == {
         "sessionId": "abc123",
@@ -233,7 +234,18 @@ def test_session_record():
         "sessionTimeoutSeconds": 900,
         "networkMode": "NONE",
         "networkAllow": [],
+        "codeInterpreterIdentifier": "codeq.default",
+        "runtime": "",
+        "runtimeDigest": "",
+        "limits": {"memory": 0, "cpus": 0, "disk": 0, "pids": 0},
     }
+    d = session_to_dict(_session(code_interpreter_identifier="analytics", runtime="an",
+                                 runtime_digest="ab" * 32,
+                                 limits=pb.Limits(memory_bytes=1 << 30, pids=64,
+                                                  cpu_millis=1500, disk_bytes=2 << 30)))
+    assert (d["codeInterpreterIdentifier"], d["runtime"], d["runtimeDigest"]) == (
+        "analytics", "an", "ab" * 32)
+    assert d["limits"] == {"memory": 1 << 30, "cpus": 1.5, "disk": 2 << 30, "pids": 64}
     d = session_to_dict(_session(network=pb.NETWORK_MODE_ALLOWLIST,
                                  network_allow=["files.example.test:443", "*.a.test"]))
     assert (d["networkMode"], d["networkAllow"]) == ("ALLOWLIST",
@@ -407,6 +419,10 @@ def test_start_session_request():
                                               "ALLOWLIST", ["files.example.test", "10.0.0.0/8"])
     assert net.start_session.network == pb.NETWORK_MODE_ALLOWLIST
     assert list(net.start_session.network_allow) == ["files.example.test", "10.0.0.0/8"]
+    assert defaults.start_session.code_interpreter_identifier == ""
+    on = client_module.start_session_request(None, None, None, None, None, None, None, None,
+                                             code_interpreter_identifier="analytics")
+    assert on.start_session.code_interpreter_identifier == "analytics"
     with pytest.raises(ValueError):
         client_module.start_session_request(None, None, None, None, None, None, None, None, "VPC")
     with pytest.raises(ValueError):
