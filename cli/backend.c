@@ -109,6 +109,13 @@ static int sync_interpreter(struct cq_backend *b, const char *name, bool force,
             free(d->json);
             d->json = json;
             json = NULL;
+        } else if (rc < 0 && d != NULL) {
+            /* What the worker has is no longer what the store says (its runtime may be
+             * gone): forgotten, so neither its sessions nor its pool use it. */
+            struct cq_error gone;
+            cq_worker_delete_interpreter(b->worker, name, &gone);
+            free(d->json);
+            *d = b->defined[--b->n_defined];
         }
     }
     free(json);

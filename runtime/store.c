@@ -469,9 +469,67 @@ static int store_lock(const char *store, struct cq_error *err)
     return fd;
 }
 
+/* Whether a sandbox has the layer of digest bound: some mount namespace has a mount at
+ * CQ_RUNTIME_LAYERS_DIR/<digest> (mountinfo's fifth field), where sandboxes see layers.
+ * Deleting the files of a layer in use would empty it under the sandbox (its mount
+ * holds the directory, not what is in it): a running session's imports would fail. */
+static bool layer_in_use(const char *digest)
+{
+    char want[160];
+    snprintf(want, sizeof(want), "%s/%s", CQ_RUNTIME_LAYERS_DIR, digest);
+    ino_t seen[256];
+    size_t n_seen = 0;
+    cq_autoclosedir DIR *proc = opendir("/proc");
+    struct dirent *e;
+    bool used = false;
+    while (!used && proc != NULL && (e = readdir(proc)) != NULL) {
+        if (!isdigit_c(e->d_name[0]))
+            continue;
+        char path[64];
+        struct stat ns;
+        snprintf(path, sizeof(path), "/proc/%.20s/ns/mnt", e->d_name);
+        if (stat(path, &ns) < 0)
+            continue;
+        bool known = false; /* one read per mount namespace, not per process */
+        for (size_t i = 0; i < n_seen; i++)
+            known |= seen[i] == ns.st_ino;
+        if (known)
+            continue;
+        if (n_seen < CQ_ARRAY_LEN(seen))
+            seen[n_seen++] = ns.st_ino;
+        snprintf(path, sizeof(path), "/proc/%.20s/mountinfo", e->d_name);
+        cq_autofclose FILE *f = fopen(path, "re");
+        cq_autofree char *line = NULL;
+        size_t cap = 0;
+        while (!used && f != NULL && getline(&line, &cap, f) > 0) {
+            /* ID PARENT MAJ:MIN ROOT MOUNTPOINT ...: spaces in paths are escaped. */
+            char *save = NULL, *field = strtok_r(line, " ", &save);
+            for (int i = 1; field != NULL && i < 5; i++)
+                field = strtok_r(NULL, " ", &save);
+            used = field != NULL && strcmp(field, want) == 0;
+        }
+    }
+    return used;
+}
+
+/* The digest of a trash directory rm-<digest>-XXXXXX, or NULL. */
+static const char *trash_digest(const char *name, char out[CQ_RUNTIME_DIGEST_LEN + 1])
+{
+    if (strncmp(name, "rm-", 3) != 0 || strlen(name) < 3 + CQ_RUNTIME_DIGEST_LEN + 1 ||
+        name[3 + CQ_RUNTIME_DIGEST_LEN] != '-')
+        return NULL;
+    memcpy(out, name + 3, CQ_RUNTIME_DIGEST_LEN);
+    out[CQ_RUNTIME_DIGEST_LEN] = '\0';
+    for (size_t i = 0; out[i]; i++)
+        if (!isdigit_c(out[i]) && !(out[i] >= 'a' && out[i] <= 'f'))
+            return NULL;
+    return out;
+}
+
 /* Removes what killed builds and removals left in STORE/tmp/: a build directory nobody
  * holds the flock of (its build ended without cleaning up), and rm-* directories
- * (layers on their way out, removed under the store lock). */
+ * (layers on their way out, removed under the store lock) that no sandbox uses any
+ * more. */
 static void sweep_stale(const char *store)
 {
     cq_autoclose int lock = store_lock(store, NULL);
@@ -488,6 +546,9 @@ static void sweep_stale(const char *store)
         cq_autoclose int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0 || (build && flock(fd, LOCK_EX | LOCK_NB) < 0))
             continue; /* a build under way */
+        char digest[CQ_RUNTIME_DIGEST_LEN + 1];
+        if (!build && trash_digest(e->d_name, digest) != NULL && layer_in_use(digest))
+            continue; /* a sandbox still runs on it */
         rm_rf(path);
     }
 }
@@ -876,10 +937,11 @@ static int drop_unused_layer(const char *store, const char *digest, struct cq_er
     if (shared)
         return 0;
     /* Out of layers/ in one rename, then deleted: a reader never sees half a layer.
-     * A sandbox running on it keeps its bind (the mount holds the directory). */
+     * One that a sandbox runs on stays in tmp/ until a later build's sweep finds it
+     * unused (layer_in_use). */
     char layer[PATH_MAX], trash[PATH_MAX];
     snprintf(layer, sizeof(layer), "%s/layers/%s", store, digest);
-    snprintf(trash, sizeof(trash), "%s/tmp/rm-XXXXXX", store);
+    snprintf(trash, sizeof(trash), "%s/tmp/rm-%s-XXXXXX", store, digest);
     if (mkdtemp(trash) == NULL)
         return cq_error_sys(err, errno, "mkdtemp %s", trash);
     char dest[PATH_MAX + 8];
@@ -887,7 +949,8 @@ static int drop_unused_layer(const char *store, const char *digest, struct cq_er
     int rc = 0;
     if (rename(layer, dest) < 0 && errno != ENOENT)
         rc = cq_error_sys(err, errno, "rename %s", layer);
-    rm_rf(trash);
+    if (rc < 0 || !layer_in_use(digest))
+        rm_rf(trash);
     return rc;
 }
 

@@ -68,6 +68,19 @@ def preloading_kernels(server_pid):
     return found
 
 
+def layer_mounted(digest):
+    """Whether a process has the layer mounted where sandboxes see it."""
+    want = f" /opt/codeq/layers/{digest} "
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/mountinfo") as f:
+                if want in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def start(server, **args):
     return server.call("startSession", args)
 
@@ -406,3 +419,33 @@ def test_runtime_built_again_applies_to_new_sessions(tmp_path, wheelhouse, store
         assert r["structuredContent"]["stdout"] == "on\n", r
     finally:
         server.close()
+
+
+def test_runtime_removed_refuses_new_sessions(tmp_path, wheelhouse, store, runtime):
+    """`codeq runtime rm` of an interpreter's runtime while codeq mcp runs: new sessions
+    on it are refused, naming the runtime; the running one keeps its layer (set aside
+    in the store's tmp/ until a later build finds no sandbox on it)."""
+    r = interpreter(store, "create", "--name", "data", "--runtime", "analytics")
+    assert r.returncode == 0, r.stderr
+    server = mcp(store)
+    try:
+        first = start(server, codeInterpreterIdentifier="data")["structuredContent"]["sessionId"]
+        r = codeq("runtime", "rm", "analytics", store=store)
+        assert r.returncode == 0, r.stderr
+        r = start(server, codeInterpreterIdentifier="data")
+        assert r["isError"] is True and error_code(r) == "NOT_FOUND", r
+        assert "interpreter 'data'" in r["_codeq_error"]["message"], r
+        assert "no runtime 'analytics'" in r["_codeq_error"]["message"], r
+        r = server.call("executeCode", {"sessionId": first, "code": f"import {PY_MODULE}"})
+        assert r["isError"] is False, r
+        left = store_entries(store)
+        assert (left["layers"], left["names"]) == ([], []), left
+        assert [t[:67] for t in left["tmp"]] == [f"rm-{runtime}"], left
+    finally:
+        server.close()
+    # The sandboxes' processes end with the server; their mounts may take a moment more.
+    wait_until(lambda: not layer_mounted(runtime), 30, "the end of the layer's mounts")
+    wh, _ = wheelhouse
+    r = build(tmp_path, {"name": "other", "language": "node"}, store, wh)
+    assert r.returncode == 0, r.stderr
+    assert store_entries(store)["tmp"] == []
