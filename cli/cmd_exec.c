@@ -514,7 +514,7 @@ static int print_result(const struct exec_options *o, const struct cq_result *re
     int status = result->is_error ? 1 : 0;
     if (o->json) {
         json_t *obj = cq_result_to_json(result);
-        char *text = obj != NULL ? json_dumps(obj, JSON_INDENT(2)) : NULL;
+        char *text = obj != NULL ? json_dumps(obj, JSON_INDENT(2) | CQ_JSON_REALS) : NULL;
         if (text != NULL)
             printf("%s\n", text);
         free(text);

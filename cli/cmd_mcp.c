@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/line_reader.h"
 #include "cli/mcp_tools.h"
+#include "cli/result_json.h"
 #include "common/units.h"
 
 #include <errno.h>
@@ -42,7 +43,7 @@ static unsigned calls_running;
 
 static void send_message(json_t *msg)
 {
-    char *text = json_dumps(msg, JSON_COMPACT);
+    char *text = json_dumps(msg, JSON_COMPACT | CQ_JSON_REALS);
     if (text == NULL)
         return;
     pthread_mutex_lock(&out_lock);

@@ -206,6 +206,17 @@ def test_python_state_persists_across_calls(session):
     assert session.value("_") == "[1, 2, 3]"  # the last value, as in a REPL
 
 
+def test_execution_time_written_to_the_microsecond(server, session):
+    """executionTime is milliseconds with at most three decimals on the wire (not
+    jansson's 17 digits, 8000.7420000000002), in every result of a few calls."""
+    for _ in range(5):
+        check_exec(session.code("sum(range(1000))"))
+    times = [m.group(1) for line in server.lines
+             for m in re.finditer(rb'"executionTime":([0-9.eE+-]+)', line)]
+    assert len(times) >= 5, times
+    assert all(re.fullmatch(rb"\d+(\.\d{1,3})?", t) for t in times), times
+
+
 def test_python_files_shared_with_file_tools(session):
     """A file written by code is read by readFiles, one written by writeFiles is read
     by code: one file system."""
