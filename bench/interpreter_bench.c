@@ -4,11 +4,15 @@
  * One worker (the library, as `codeq mcp` and codeq-worker embed it) with a warm pool
  * of 1 for codeq.default and a code interpreter "bench.custom" whose layer the bench
  * writes (a small Python package, cqbench_mod, on PYTHONPATH) with warm_pool 1 and
- * preload ["cqbench_mod"]. Each round starts one session on each (the order alternating
- * from round to round) and times startSession to the first executeCode result of
- *     codeq.default:  import numpy, pandas, matplotlib; print(1)
- *     bench.custom:   import cqbench_mod, numpy, pandas, matplotlib; print(1)
- (each cell first notes whether its modules were imported already: a warm start) and
+ * preload ["cqbench_mod"], and "bench.nopreload", the same without preload: what the
+ * preload saves. cqbench_mod does some work when imported (it builds a table, as a real
+ * package's import does), so that the preload's saving shows. Each round starts one
+ * session on each (the order rotating from round to round) and times startSession to
+ * the first executeCode result of
+ *     codeq.default:    import numpy, pandas, matplotlib; print(1)
+ *     bench.custom:     import cqbench_mod, numpy, pandas, matplotlib; print(1)
+ *     bench.nopreload:  the same
+ * (each cell first notes whether its modules were imported already: a warm start) and
  * stops the session; before each start it waits --refill seconds (untimed) for the
  * pools to refill, so that no start runs beside a refill's imports.
  *
@@ -143,6 +147,7 @@ int main(int argc, char **argv)
     put("python", NULL);
     put("python/cqbench_mod", NULL);
     put("python/cqbench_mod/__init__.py", "import json, statistics\n"
+                                          "TABLE = {i: str(i) * 3 for i in range(300000)}\n"
                                           "def answer():\n"
                                           "    return statistics.mean([41, 43])\n");
 
@@ -165,38 +170,51 @@ int main(int argc, char **argv)
         .preload = preload,
         .warm_pool = 1,
     };
-    if (cq_worker_define_interpreter(w, &d, &err) < 0) {
+    struct cq_interpreter bare = d;
+    bare.name = "bench.nopreload";
+    bare.preload = NULL;
+    if (cq_worker_define_interpreter(w, &d, &err) < 0 ||
+        cq_worker_define_interpreter(w, &bare, &err) < 0) {
         fprintf(stderr, "define: %s\n", err.msg);
         return 1;
     }
     double *dflt = calloc((size_t)runs, sizeof(double));
     double *custom = calloc((size_t)runs, sizeof(double));
+    double *nopreload = calloc((size_t)runs, sizeof(double));
     static const char cell_default[] = "import sys; w = 'pandas' in sys.modules\n"
                                        "import numpy, pandas, matplotlib; print(int(w))";
     static const char cell_custom[] =
         "import sys; w = 'cqbench_mod' in sys.modules\n"
         "import cqbench_mod, numpy, pandas, matplotlib; print(int(w))";
-    int warm_default = 0, warm_custom = 0;
+    static const char cell_nopreload[] =
+        "import sys; w = 'pandas' in sys.modules\n"
+        "import cqbench_mod, numpy, pandas, matplotlib; print(int(w))";
+    int warm_default = 0, warm_custom = 0, warm_nopreload = 0;
     for (int i = 0; i < runs; i++) {
-        /* Each start alone: not beside the other pool's refill (imports take a CPU). */
-        sleep_s(refill);
-        if (i % 2 == 0)
-            dflt[i] = one(w, NULL, cell_default, &warm_default);
-        else
-            custom[i] = one(w, "bench.custom", cell_custom, &warm_custom);
-        sleep_s(refill);
-        if (i % 2 == 0)
-            custom[i] = one(w, "bench.custom", cell_custom, &warm_custom);
-        else
-            dflt[i] = one(w, NULL, cell_default, &warm_default);
+        for (int k = 0; k < 3; k++) {
+            /* Each start alone: not beside another pool's refill (imports take a CPU). */
+            sleep_s(refill);
+            switch ((i + k) % 3) {
+            case 0:
+                dflt[i] = one(w, NULL, cell_default, &warm_default);
+                break;
+            case 1:
+                custom[i] = one(w, "bench.custom", cell_custom, &warm_custom);
+                break;
+            default:
+                nopreload[i] = one(w, "bench.nopreload", cell_nopreload, &warm_nopreload);
+            }
+        }
     }
     printf("| start to the first result (ms) | median | mean | p95 | min | warm / cold |\n");
     printf("|---|---|---|---|---|---|\n");
     row("codeq.default (pool)", dflt, runs, warm_default);
     row("bench.custom: a layer, PYTHONPATH, preload cqbench_mod (pool)", custom, runs, warm_custom);
+    row("bench.nopreload: the same without preload (pool)", nopreload, runs, warm_nopreload);
     cq_worker_destroy(w);
     remove_layer();
     free(dflt);
     free(custom);
+    free(nopreload);
     return 0;
 }
