@@ -301,6 +301,35 @@ def test_interpreter_limits_hold(store, runtime):
         server.close()
 
 
+SPIN = ("import time\nw0, c0 = time.monotonic(), time.process_time()\n"
+        "while time.monotonic() - w0 < 2: pass\n"
+        "print(round((time.process_time() - c0) / (time.monotonic() - w0), 3))")
+
+
+def test_interpreter_cpus_hold(store, runtime):
+    """cpus 0.2: a cell that spins for 2 s gets at most about a fifth of a core (the
+    cgroup's quota), where the same cell on an interpreter of 1 CPU gets more than the
+    quota allows. An upper bound that proves the limit holds, not a speed."""
+    for name, cpus in (("slow", "0.2"), ("whole", "1")):
+        r = interpreter(store, "create", "--name", name, "--cpus", cpus)
+        assert r.returncode == 0, r.stderr
+    server = mcp(store)
+    try:
+        share = {}
+        for name in ("slow", "whole"):
+            sid = start(server, codeInterpreterIdentifier=name)["structuredContent"]["sessionId"]
+            r = server.call("executeCode", {"sessionId": sid, "code": SPIN})
+            assert r["isError"] is False, r
+            share[name] = float(r["structuredContent"]["stdout"])
+        # 0.2 of a core over 2 s, with room for the quota's 100 ms periods at the edges.
+        assert share["slow"] <= 0.3, share
+        # Without the limit (1 CPU) the same loop gets more than the 0.2 quota would
+        # give it, unless the host is starved; then this says so rather than pass.
+        assert share["whole"] > 0.3, f"the host gave a whole-CPU session only {share}"
+    finally:
+        server.close()
+
+
 def test_bad_interpreters_at_session_start(store, runtime):
     """Unknown, malformed or not allowed by the server's network policy: a clear error,
     and nothing changes in the store."""
