@@ -6,6 +6,7 @@
  * cq_net_dest_parse): a stored definition is one that a worker can take as it is. */
 #define _GNU_SOURCE
 #include "runtime/interpreter.h"
+#include "runtime/internal.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/fileutil.h"
@@ -266,37 +267,6 @@ static void builtin_def(struct cq_interpreter_def *d)
 
 /* --- the local store ---------------------------------------------------------------- */
 
-/* The store's lock (STORE/lock, the one the runtime builds take): a definition is
- * checked against the runtimes and written while no build or removal changes them. */
-static int store_lock(const char *store, struct cq_error *err)
-{
-    /* The store and its parents, 0755 as the runtime builds make them (their
-     * installers, run as nobody, must reach it). */
-    char dir[PATH_MAX];
-    if (snprintf(dir, sizeof(dir), "%s", store) >= (int)sizeof(dir))
-        return cq_error_set(err, ENAMETOOLONG, "%s: path too long", store);
-    for (char *p = dir + 1;; p++)
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                return cq_error_sys(err, errno, "store: mkdir %s", dir);
-            if ((*p = c) == '\0')
-                break;
-        }
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/lock", store);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
-        return cq_error_sys(err, errno, "open %s", path);
-    while (flock(fd, LOCK_EX) < 0)
-        if (errno != EINTR) {
-            close(fd);
-            return cq_error_sys(err, errno, "lock %s", path);
-        }
-    return fd;
-}
-
 static int def_path(const char *store, const char *name, char *out, size_t len,
                     struct cq_error *err)
 {
@@ -319,7 +289,9 @@ int cq_interpreter_save(const char *store, const struct cq_interpreter_def *def,
     char path[PATH_MAX], tmp[PATH_MAX + 8];
     if (def_path(store, def->name, path, sizeof(path), err) < 0)
         return -1;
-    cq_autoclose int lock = store_lock(store, err);
+    /* Under the builds' lock: the runtime is checked and the definition written while
+     * no build or removal changes the runtimes. */
+    cq_autoclose int lock = cq_runtime_store_lock(store, true, err);
     if (lock < 0)
         return -1;
     char digest[CQ_RUNTIME_DIGEST_LEN + 1];
@@ -401,7 +373,7 @@ int cq_interpreter_remove(const char *store, const char *name, struct cq_error *
     char path[PATH_MAX];
     if (def_path(store, name, path, sizeof(path), err) < 0)
         return -1;
-    cq_autoclose int lock = store_lock(store, err);
+    cq_autoclose int lock = cq_runtime_store_lock(store, true, err);
     if (lock < 0)
         return -1;
     if (unlink(path) < 0)

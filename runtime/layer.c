@@ -15,6 +15,7 @@
  * restored (the files belong to whoever unpacks). */
 #define _GNU_SOURCE
 #include "runtime/layer.h"
+#include "runtime/internal.h"
 #include "common/cleanup.h"
 #include "runtime/runtime.h"
 
@@ -557,22 +558,6 @@ static int rm_entry(const char *path, const struct stat *st, int type, struct FT
     return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
 }
 
-/* STORE/lock, as runtime/store.c takes it: renames and names change under it. */
-static int lock_store(const char *store, struct cq_error *err)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/lock", store);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
-        return cq_error_sys(err, errno, "open %s", path);
-    while (flock(fd, LOCK_EX) < 0)
-        if (errno != EINTR) {
-            close(fd);
-            return cq_error_sys(err, errno, "lock %s", path);
-        }
-    return fd;
-}
-
 static int set_name(const char *store, const char *name, const char *digest, struct cq_error *err)
 {
     char tmp[PATH_MAX], path[PATH_MAX];
@@ -598,7 +583,7 @@ static int install_in(const char *store, const char *name, const char *digest, c
     if (cq_layer_unpack_dir(data, len, digest, layer, err) < 0 ||
         check_manifest(layer, digest, err) < 0)
         return cq_error_prefix(err, "runtime '%s'", name);
-    cq_autoclose int lock = lock_store(store, err);
+    cq_autoclose int lock = cq_runtime_store_lock(store, false, err);
     if (lock < 0)
         return -1;
     char final[PATH_MAX];
@@ -632,7 +617,7 @@ int cq_layer_install(const char *store, const char *name, const char *digest, co
     {
         /* Made and locked under the store lock, as a build's: the store's sweep of
          * leftovers (runtime/store.c) skips a directory whose flock is held. */
-        cq_autoclose int lock = lock_store(store, err);
+        cq_autoclose int lock = cq_runtime_store_lock(store, false, err);
         if (lock < 0)
             return -1;
         if (mkdtemp(dir) == NULL)

@@ -17,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/fileutil.h"
 #include "runtime/runtime.h"
+#include "runtime/internal.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -454,8 +455,23 @@ int cq_runtime_language_check(const struct cq_runtime_spec *spec, struct cq_erro
 
 /* --- the store ---------------------------------------------------------------------- */
 
-static int store_lock(const char *store, struct cq_error *err)
+int cq_runtime_store_lock(const char *store, bool create, struct cq_error *err)
 {
+    if (create) {
+        char dir[PATH_MAX];
+        if (snprintf(dir, sizeof(dir), "%s", store) >= (int)sizeof(dir))
+            return cq_error_set(err, ENAMETOOLONG, "%s: path too long", store);
+        for (char *p = dir + 1;; p++) {
+            if (*p != '/' && *p != '\0')
+                continue;
+            char c = *p;
+            *p = '\0';
+            if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return cq_error_sys(err, errno, "store: mkdir %s", dir);
+            if ((*p = c) == '\0')
+                break;
+        }
+    }
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/lock", store);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -532,7 +548,7 @@ static const char *trash_digest(const char *name, char out[CQ_RUNTIME_DIGEST_LEN
  * more. */
 static void sweep_stale(const char *store)
 {
-    cq_autoclose int lock = store_lock(store, NULL);
+    cq_autoclose int lock = cq_runtime_store_lock(store, false, NULL);
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof(tmp), "%s/tmp", store);
     cq_autoclosedir DIR *d = lock >= 0 ? opendir(tmp) : NULL;
@@ -620,7 +636,7 @@ static int prepare(struct build *b, const char *store, const struct cq_runtime_b
     {
         /* Made and locked under the store lock, which sweep_stale holds too: a sweep
          * never sees a build directory that is not locked yet. */
-        cq_autoclose int lock = store_lock(store, err);
+        cq_autoclose int lock = cq_runtime_store_lock(store, false, err);
         if (lock < 0)
             return -1;
         if (mkdtemp(b->dir) == NULL) {
@@ -823,7 +839,7 @@ int cq_runtime_build(const struct cq_runtime_spec *spec, const struct cq_runtime
     b.dir_fd = -1;
     int rc = build_in(&b, store, spec, o, digest, err);
     if (rc == 0) {
-        cq_autoclose int lock = store_lock(store, err);
+        cq_autoclose int lock = cq_runtime_store_lock(store, false, err);
         char final[PATH_MAX];
         snprintf(final, sizeof(final), "%s/layers/%s", store, digest);
         if (lock < 0) {
@@ -961,7 +977,7 @@ int cq_runtime_remove(const char *store, const char *name, struct cq_error *err)
     if (cq_runtime_lookup(store, name, digest, err) < 0)
         return -1;
     /* Again under the lock: a build may have pointed the name elsewhere meanwhile. */
-    cq_autoclose int lock = store_lock(store, err);
+    cq_autoclose int lock = cq_runtime_store_lock(store, false, err);
     if (lock < 0 || cq_runtime_lookup(store, name, digest, err) < 0)
         return -1;
     char path[PATH_MAX];
