@@ -19,6 +19,7 @@ HostWatch finds sandbox processes and cgroups that codeq processes left on the h
 """
 
 import base64
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +28,23 @@ import subprocess
 import tempfile
 import threading
 import time
+
+
+def _e2e_conftest():
+    """tests/e2e/conftest.py's host helpers (the process table, codeq's cgroups), loaded
+    by its path: in a run that collects another directory's conftest.py too (tests/net,
+    tests/runtime), the module named conftest may be that one."""
+    mod = _e2e_conftest.module
+    if mod is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
+        spec = importlib.util.spec_from_file_location("codeq_e2e_conftest", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _e2e_conftest.module = mod
+    return mod
+
+
+_e2e_conftest.module = None
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN_DIR = os.environ.get("CODEQ_BIN_DIR") or os.path.join(REPO, "build", "bin")
@@ -524,12 +542,13 @@ class HostWatch:
     groups, so they are never counted."""
 
     def __init__(self):
-        from conftest import proc_table
+        proc_table = _e2e_conftest().proc_table
         self.pids = []  # codeq processes started under this watch
         self.before = set(proc_table())
 
     def leftovers(self, own_pids):
-        from conftest import codeq_cgroup_children, proc_table
+        codeq_cgroup_children = _e2e_conftest().codeq_cgroup_children
+        proc_table = _e2e_conftest().proc_table
         own = set(own_pids)
         tracked = own | set(self.pids)
         group = os.getpgrp()
@@ -573,7 +592,7 @@ class HostWatch:
 
 def processes_of(server_pid, text):
     """Host processes below server_pid whose command line contains text."""
-    from conftest import descendants, proc_table
-    table = proc_table()
+    descendants = _e2e_conftest().descendants
+    table = _e2e_conftest().proc_table()
     return {pid: table[pid] for pid in descendants(table, server_pid)
             if pid != server_pid and text in table[pid][3]}

@@ -96,18 +96,6 @@ def near6():
 TCP_PROBE = PROBE.replace("out = {}", DNS + "out = {}")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _preconditions():
-    assert os.geteuid() == 0, "the network tests need root"
-    assert os.access(CODEQ, os.X_OK), f"{CODEQ} is not built"
-
-
-@pytest.fixture(scope="module")
-def net():
-    with internet.Internet() as n:
-        yield n
-
-
 @pytest.fixture(scope="module")
 def egress(net):
     return net.add_client()

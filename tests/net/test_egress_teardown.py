@@ -21,18 +21,6 @@ import internet  # noqa: E402
 from test_sandbox_public import CODEQ, sandbox_argv  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _preconditions():
-    assert os.geteuid() == 0, "the network tests need root"
-    assert os.access(CODEQ, os.X_OK), f"{CODEQ} is not built"
-
-
-@pytest.fixture(scope="module")
-def net():
-    with internet.Internet() as n:
-        yield n
-
-
 def state(net, ns):
     """Everything codeq could leave in a namespace, as comparable text."""
     out = {}

@@ -34,18 +34,6 @@ PY_MODULE = internet.TEST_PACKAGE.replace("-", "_")
 OFFLINE_BOUND_S = 30
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _preconditions():
-    assert os.geteuid() == 0, "the network tests need root"
-    assert os.access(CODEQ, os.X_OK), f"{CODEQ} is not built"
-
-
-@pytest.fixture(scope="module")
-def net():
-    with internet.Internet() as n:
-        yield n
-
-
 @pytest.fixture(scope="module")
 def server(net):
     watch = HostWatch()

@@ -61,12 +61,6 @@ def _root():
 
 
 @pytest.fixture(scope="module")
-def net():
-    with internet.Internet() as n:
-        yield n
-
-
-@pytest.fixture(scope="module")
 def client(net):
     return net.add_client()
 

@@ -31,18 +31,6 @@ INSTALL_AND_IMPORT = (
     "print(cqtest_hello.__file__)'")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _preconditions():
-    assert os.geteuid() == 0, "the network tests need root"
-    assert os.access(CODEQ, os.X_OK), f"{CODEQ} is not built"
-
-
-@pytest.fixture(scope="module")
-def net():
-    with internet.Internet() as n:
-        yield n
-
-
 def sandbox(mode, net=None, egress=None):
     argv = [CODEQ, "sandbox", "--timeout", "60", "--network", mode]
     if mode != "none":

@@ -58,18 +58,6 @@ NO_NAME = "[Errno -2] Name or service not known"
 NO_ADDRESS = "[Errno -5] No address associated with hostname"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _preconditions():
-    assert os.geteuid() == 0, "the network tests need root"
-    assert os.access(CODEQ, os.X_OK), f"{CODEQ} is not built"
-
-
-@pytest.fixture(scope="module")
-def net():
-    with internet.Internet() as n:
-        yield n
-
-
 @pytest.fixture(scope="module")
 def egress(net):
     return net.add_client()

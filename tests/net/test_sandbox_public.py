@@ -75,18 +75,6 @@ def _host_ipv4():
     return [line.split()[3].split("/")[0] for line in out.splitlines() if " lo " not in line]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _preconditions():
-    assert os.geteuid() == 0, "the network tests need root"
-    assert os.access(CODEQ, os.X_OK), f"{CODEQ} is not built"
-
-
-@pytest.fixture(scope="module")
-def net():
-    with internet.Internet() as n:
-        yield n
-
-
 @pytest.fixture(scope="module")
 def egress(net):
     """The egress namespace: a client of the test internet, its only way out."""

@@ -51,12 +51,6 @@ def _preconditions():
 
 
 @pytest.fixture(scope="module")
-def net():
-    with internet.Internet() as n:
-        yield n
-
-
-@pytest.fixture(scope="module")
 def host(net):
     """A client namespace of the test internet, standing in for the host."""
     return net.add_client()
