@@ -4,7 +4,8 @@
  *
  * The fleet stores definitions and specs as opaque JSON text: runtime/interpreter.h
  * and runtime/runtime.h parse them, in the CLI that writes them and in the workers
- * that use them (the dispatcher needs only whether a name exists). */
+ * that use them. The dispatcher needs only whether a name exists and for which
+ * tenants: the CLI records both beside the definition (runtime, tenants). */
 #ifndef CQ_FLEET_INTERPRETERS_H
 #define CQ_FLEET_INTERPRETERS_H
 
