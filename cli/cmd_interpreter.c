@@ -28,8 +28,8 @@ static void usage(FILE *out)
             "usage: codeq interpreter create --name NAME [--runtime RUNTIME] [--network MODE]\n"
             "                                [--allow DEST]... [--memory SIZE] [--cpus N]\n"
             "                                [--disk SIZE] [--session-timeout S]\n"
-            "                                [--warm-pool N] [--replace] [--store DIR |\n"
-            "                                --fleet CONF]\n"
+            "                                [--warm-pool N] [--tenant NAME]... [--replace]\n"
+            "                                [--store DIR | --fleet CONF]\n"
             "       codeq interpreter create DEF.json [--replace] [--store DIR | --fleet CONF]\n"
             "       codeq interpreter list [--store DIR | --fleet CONF]\n"
             "       codeq interpreter get NAME [--store DIR | --fleet CONF]\n"
@@ -58,6 +58,11 @@ static void usage(FILE *out)
             "                        default %d); a session may ask for its own\n"
             "  --warm-pool N         sandboxes kept ready with the runtime's preload\n"
             "                        imported (0 to 16; default 0); codeq mcp fills them\n"
+            "  --tenant NAME         in a fleet with tenants: a tenant whose sessions may\n"
+            "                        start on it; repeat for more (default: every tenant).\n"
+            "                        Others get NOT_FOUND, as for a name that does not\n"
+            "                        exist; a keyless fleet refuses it; codeq mcp and codeq\n"
+            "                        exec (one user) ignore it\n"
             "  --replace             replace an interpreter of that name (sessions running\n"
             "                        on it keep what they started with)\n"
             "  --store DIR           the store (default $CODEQ_RUNTIME_STORE, else %s)\n"
@@ -67,8 +72,9 @@ static void usage(FILE *out)
             "                        a deleted one takes no new sessions\n"
             "  -h, --help            show this help\n"
             "\n"
-            "create and get print the definition (JSON); list prints NAME RUNTIME per line\n"
-            "('-': none). delete refuses no running session: they end at their time to live.\n"
+            "create and get print the definition (JSON); list prints NAME RUNTIME TENANTS\n"
+            "per line ('-': no runtime; '*': every tenant). delete refuses no running\n"
+            "session: they end at their time to live.\n"
             "exit status: 0; 1 when the store refused (the message says why); 2 for bad\n"
             "options.\n",
             CQ_INTERPRETER_DEFAULT, memory, CQ_SANDBOX_DEFAULT_CPUS, disk,
@@ -89,7 +95,9 @@ static int print_def(const struct cq_interpreter_def *d)
 static void print_entry(void *ctx, const struct cq_interpreter_def *d)
 {
     (void)ctx;
-    printf("%-32s %s\n", d->name, d->runtime[0] != '\0' ? d->runtime : "-");
+    cq_autofree char *tenants = cq_interpreter_def_tenants(d);
+    printf("%-32s %-32s %s\n", d->name, d->runtime[0] != '\0' ? d->runtime : "-",
+           tenants != NULL && tenants[0] != '\0' ? tenants : "*");
 }
 
 /* The options of create as a definition's JSON object: the parser of definitions is
@@ -97,6 +105,7 @@ static void print_entry(void *ctx, const struct cq_interpreter_def *d)
 struct create_options {
     json_t *obj;
     json_t *allow;
+    json_t *tenants;
     bool replace;
     bool fields; /* an option that sets a field of the definition */
 };
@@ -125,6 +134,13 @@ static int create_option(struct create_options *o, int opt, const char *value)
             json_object_set(o->obj, "allow", o->allow);
         }
         json_array_append_new(o->allow, json_string(value));
+        return 0;
+    case 'T':
+        if (o->tenants == NULL) {
+            o->tenants = json_array();
+            json_object_set(o->obj, "tenants", o->tenants);
+        }
+        json_array_append_new(o->tenants, json_string(value));
         return 0;
     case 'm':
     case 'd':
@@ -240,6 +256,7 @@ int cq_cmd_interpreter(int argc, char **argv)
         {"disk", required_argument, NULL, 'd'},
         {"session-timeout", required_argument, NULL, 't'},
         {"warm-pool", required_argument, NULL, 'w'},
+        {"tenant", required_argument, NULL, 'T'},
         {"replace", no_argument, NULL, 'R'},
         {"store", required_argument, NULL, OPT_STORE},
         {"fleet", required_argument, NULL, OPT_FLEET},
@@ -323,6 +340,7 @@ int cq_cmd_interpreter(int argc, char **argv)
         }
     }
     json_decref(o.allow);
+    json_decref(o.tenants);
     json_decref(o.obj);
     return status;
 }

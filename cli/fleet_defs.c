@@ -84,10 +84,23 @@ int cq_fleet_interpreter_create(const char *conf, const char *def_json, bool rep
         }
         cq_fleet_runtime_free(&rt);
     }
+    if (rc == 0 && def.n_tenants > 0 && cfg.keys_file[0] == '\0') {
+        /* Keyless, requests name no tenant (the fleet refuses those that do): the
+         * dispatcher would admit no session on it (fleet/interpreters.h). Said now,
+         * rather than as NOT_FOUND at every start. */
+        fprintf(stderr,
+                "codeq interpreter create: tenants: the fleet of %s is keyless (no keys_file): "
+                "its requests name no tenant, so no session could start on an interpreter "
+                "limited to tenants\n",
+                conf);
+        rc = 1;
+    }
     cq_autofree char *text = rc == 0 ? cq_interpreter_def_json(&def) : NULL;
-    if (rc == 0 && text == NULL)
+    cq_autofree char *tenants = rc == 0 ? cq_interpreter_def_tenants(&def) : NULL;
+    if (rc == 0 && (text == NULL || tenants == NULL))
         rc = CQ_EXIT_INTERNAL;
-    if (rc == 0 && cq_store_interpreter_put(st, def.name, def.runtime, text, replace, &err) < 0)
+    if (rc == 0 &&
+        cq_store_interpreter_put(st, def.name, def.runtime, tenants, text, replace, &err) < 0)
         rc = failed("interpreter create", &err);
     if (rc == 0)
         printf("%s\n", text);
@@ -116,7 +129,8 @@ int cq_fleet_interpreter_list(const char *conf)
             break;
         }
         if (found && !it.deleted)
-            printf("%-32s %s\n", names[i], it.runtime[0] ? it.runtime : "-");
+            printf("%-32s %-32s %s\n", names[i], it.runtime[0] ? it.runtime : "-",
+                   it.tenants[0] ? it.tenants : "*");
         cq_fleet_interpreter_free(&it);
     }
     cq_fleet_names_free(names, n);

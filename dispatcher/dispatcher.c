@@ -416,8 +416,12 @@ static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
     forward(d, req, r.owner, r.fence);
 }
 
-/* Whether the session's code interpreter exists (the built-in one always does); else
- * the request is answered. *custom: it names one of the fleet's. */
+/* Whether the session's code interpreter exists for the request's tenant (the built-in
+ * one always does); else the request is answered. *custom: it names one of the fleet's.
+ *
+ * An interpreter limited to other tenants is answered exactly as one that does not
+ * exist, deleted or not: its runtime may carry a tenant's private packages and
+ * environment, and even its name is that tenant's to know. */
 static bool interpreter_exists(struct cq_dispatcher *d, Codeq__V1__Request *req, bool *custom)
 {
     const char *name = req->start_session->code_interpreter_identifier;
@@ -431,16 +435,26 @@ static bool interpreter_exists(struct cq_dispatcher *d, Codeq__V1__Request *req,
         reply_error(d, req, CQ_RESULT_INTERNAL, err.msg);
         return false;
     }
+    /* Keyless, no request names a tenant (cq_auth_open refuses one that does): an
+     * interpreter limited to tenants admits none there. */
+    bool allowed = found && cq_fleet_interpreter_allows(&it, tenant_of(req));
     bool deleted = it.deleted;
     cq_fleet_interpreter_free(&it);
-    if (found && !deleted)
+    if (allowed && !deleted)
         return true;
     char msg[256];
-    snprintf(msg, sizeof(msg),
-             deleted ? "code interpreter '%s' was deleted: it takes no new sessions"
-                     : "no code interpreter '%s' in this fleet (codeq interpreter create "
-                       "--fleet CONF defines one)",
-             name);
+    if (found && !allowed && d->keys == NULL)
+        /* Nobody to hide it from: the operator's mistake, said plainly. */
+        snprintf(msg, sizeof(msg),
+                 "code interpreter '%s' is limited to tenants, and this fleet is keyless: its "
+                 "requests name no tenant",
+                 name);
+    else
+        snprintf(msg, sizeof(msg),
+                 allowed ? "code interpreter '%s' was deleted: it takes no new sessions"
+                         : "no code interpreter '%s' in this fleet (codeq interpreter create "
+                           "--fleet CONF defines one)",
+                 name);
     reply_error(d, req, CQ_RESULT_NOT_FOUND, msg);
     return false;
 }

@@ -4,7 +4,8 @@
  *
  * The fleet stores definitions and specs as opaque JSON text: runtime/interpreter.h
  * and runtime/runtime.h parse them, in the CLI that writes them and in the workers
- * that use them (the dispatcher needs only whether a name exists). */
+ * that use them. The dispatcher needs only whether a name exists and for which
+ * tenants: the CLI records both beside the definition (runtime, tenants). */
 #ifndef CQ_FLEET_INTERPRETERS_H
 #define CQ_FLEET_INTERPRETERS_H
 
@@ -26,19 +27,28 @@
 struct cq_fleet_interpreter {
     char *def;        /* its definition, JSON (malloc'd) */
     char runtime[64]; /* the runtime it names ("" none), for the workers' lookups */
-    bool deleted;     /* refuses new sessions; sessions on it may still be adopted */
+    /* The tenants allowed to start sessions on it, comma-separated (malloc'd; "":
+     * every tenant), so that the dispatcher decides without parsing the definition. */
+    char *tenants;
+    bool deleted; /* refuses new sessions; sessions on it may still be adopted */
     int64_t created_ms, deleted_ms;
 };
 
-/* Defines name (runtime: the runtime its definition names, "" none). EEXIST when a
- * live one has the name, unless replace; a deleted one's marker is replaced. */
+/* Defines name (runtime: the runtime its definition names, "" none; tenants: the
+ * tenants it names, comma-separated, "" every tenant). EEXIST when a live one has the
+ * name, unless replace; a deleted one's marker is replaced. */
 int cq_store_interpreter_put(struct cq_store *st, const char *name, const char *runtime,
-                             const char *def, bool replace, struct cq_error *err);
+                             const char *tenants, const char *def, bool replace,
+                             struct cq_error *err);
 /* *found false when there is neither a definition nor a deleted marker. Free with
  * cq_fleet_interpreter_free(). */
 int cq_store_interpreter_get(struct cq_store *st, const char *name,
                              struct cq_fleet_interpreter *out, bool *found, struct cq_error *err);
 void cq_fleet_interpreter_free(struct cq_fleet_interpreter *it);
+/* Whether tenant may start a session on it: one it lists, or any when it lists none.
+ * tenant "" or NULL: none (a keyless fleet's requests name none), which only an
+ * interpreter for every tenant admits. */
+bool cq_fleet_interpreter_allows(const struct cq_fleet_interpreter *it, const char *tenant);
 /* Marks it deleted (CQ_ENOTFOUND when there is no live one): out of the index, the
  * marker kept CQ_FLEET_DELETED_KEPT_S. */
 int cq_store_interpreter_delete(struct cq_store *st, const char *name, struct cq_error *err);

@@ -28,19 +28,6 @@
 #define KEYFILE_MAX_BYTES (16u << 20)
 #define RELOAD_CHECK_MS   1000
 
-bool cq_tenant_name_ok(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > CQ_TENANT_MAX || name[0] == '-')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 static bool hex_digits(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -20,15 +20,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "common/error.h"
+#include "common/tenant.h" /* cq_tenant_name_ok, CQ_TENANT_MAX */
 
-#define CQ_TENANT_MAX     40 /* characters of a tenant name */
 #define CQ_KEY_ID_LEN     24 /* "cqk_" and 20 hexadecimal digits */
 #define CQ_KEY_SECRET_LEN 64 /* 32 random bytes in hexadecimal */
 #define CQ_KEYS_IN_REDIS  "redis"
 
-/* Whether name is 1-40 of [a-z0-9-], starting with a letter or digit: it becomes part
- * of Kafka topic names (codeq.replies.<tenant>.) and Redis keys. */
-bool cq_tenant_name_ok(const char *name);
 bool cq_key_id_ok(const char *id);
 
 struct cq_key {

@@ -12,6 +12,7 @@
 #include "common/random.h"
 #include "fleet/auth.h"
 #include "fleet/codec.h"
+#include "fleet/keys.h"
 #include "fleet/store_internal.h"
 
 #include <errno.h>
@@ -86,15 +87,36 @@ static const char INTERP_PUT[] =
     "if ARGV[5] ~= '1' and redis.call('HEXISTS', k, 'def') == 1 and\n"
     "   redis.call('HEXISTS', k, 'deleted_ms') == 0 then return 0 end\n"
     "redis.call('DEL', k)\n"
-    "redis.call('HSET', k, 'def', ARGV[3], 'runtime', ARGV[4], 'created_ms', ARGV[6])\n"
+    "redis.call('HSET', k, 'def', ARGV[3], 'runtime', ARGV[4], 'created_ms', ARGV[6],\n"
+    "           'tenants', ARGV[7])\n"
     "redis.call('SADD', ARGV[1] .. 'interpreters', ARGV[2])\n"
     "return 1\n";
 
+/* A comma-separated list of tenant names: what cq_fleet_interpreter_allows() splits. */
+static int check_tenants(const char *tenants, struct cq_error *err)
+{
+    for (const char *p = tenants; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        char name[CQ_TENANT_MAX + 1] = "";
+        if (n <= CQ_TENANT_MAX) {
+            memcpy(name, p, n);
+            name[n] = '\0';
+        }
+        if (!cq_tenant_name_ok(name) || (p[n] == ',' && p[n + 1] == '\0'))
+            return cq_error_set(err, CQ_EINVALID, "tenants '%.80s': not a list of tenant names",
+                                tenants);
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
 int cq_store_interpreter_put(struct cq_store *st, const char *name, const char *runtime,
-                             const char *def, bool replace, struct cq_error *err)
+                             const char *tenants, const char *def, bool replace,
+                             struct cq_error *err)
 {
     if (check_name("interpreter", name, err) < 0 ||
-        (runtime[0] != '\0' && check_name("runtime", runtime, err) < 0))
+        (runtime[0] != '\0' && check_name("runtime", runtime, err) < 0) ||
+        check_tenants(tenants, err) < 0)
         return -1;
     struct args a;
     cq_st_script(st, &a, INTERP_PUT);
@@ -103,6 +125,7 @@ int cq_store_interpreter_put(struct cq_store *st, const char *name, const char *
     cq_st_arg(&a, runtime);
     cq_st_arg(&a, replace ? "1" : "0");
     cq_st_arg_int(&a, cq_unix_ms());
+    cq_st_arg(&a, tenants);
     redisReply *r = cq_st_run(st, &a, err);
     if (r == NULL)
         return -1;
@@ -122,16 +145,19 @@ int cq_store_interpreter_get(struct cq_store *st, const char *name,
         return -1;
     char key[160];
     snprintf(key, sizeof(key), "%sinterpreter:%s", st->prefix, name);
-    const char *argv[] = {"HMGET", key, "def", "runtime", "created_ms", "deleted_ms"};
-    redisReply *r = cq_st_command(st, 6, argv, NULL, err);
+    const char *argv[] = {"HMGET", key, "def", "runtime", "created_ms", "deleted_ms", "tenants"};
+    redisReply *r = cq_st_command(st, 7, argv, NULL, err);
     if (r == NULL)
         return -1;
     int rc = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 5 &&
         r->element[0]->type == REDIS_REPLY_STRING) {
         *found = true;
         out->def = strndup(r->element[0]->str, r->element[0]->len);
-        if (out->def == NULL)
+        /* A record written before tenants were kept has none: every tenant, as then. */
+        redisReply *t = r->element[4];
+        out->tenants = t->type == REDIS_REPLY_STRING ? strndup(t->str, t->len) : strdup("");
+        if (out->def == NULL || out->tenants == NULL)
             rc = cq_error_sys(err, ENOMEM, "read interpreter '%s'", name);
         cq_st_copy_str(r->element[1], out->runtime, sizeof(out->runtime));
         out->created_ms = cq_st_int_of(r->element[2]);
@@ -146,6 +172,24 @@ void cq_fleet_interpreter_free(struct cq_fleet_interpreter *it)
 {
     free(it->def);
     it->def = NULL;
+    free(it->tenants);
+    it->tenants = NULL;
+}
+
+bool cq_fleet_interpreter_allows(const struct cq_fleet_interpreter *it, const char *tenant)
+{
+    if (it->tenants == NULL || it->tenants[0] == '\0')
+        return true;
+    if (tenant == NULL || tenant[0] == '\0')
+        return false;
+    size_t len = strlen(tenant);
+    for (const char *p = it->tenants; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        if (n == len && strncmp(p, tenant, n) == 0)
+            return true;
+        p += n + (p[n] == ',');
+    }
+    return false;
 }
 
 static const char INTERP_DELETE[] =

@@ -10,6 +10,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/fileutil.h"
+#include "common/tenant.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -35,9 +36,9 @@
 
 /* --- parsing -------------------------------------------------------------------------- */
 
-static const char *const known_keys[] = {"name",     "runtime",  "network", "allow",
-                                         "memory",   "cpus",     "disk",    "sessionTimeoutSeconds",
-                                         "warmPool", "createdAt"};
+static const char *const known_keys[] = {"name",     "runtime", "network",  "allow",
+                                         "memory",   "cpus",    "disk",     "sessionTimeoutSeconds",
+                                         "warmPool", "tenants", "createdAt"};
 
 /* An integer field in [min, max]; absent leaves *out alone. */
 static int get_uint(json_t *root, const char *key, uint64_t min, uint64_t max, uint64_t *out,
@@ -132,6 +133,44 @@ static int parse_network(json_t *root, struct cq_interpreter_def *d, struct cq_e
     return 0;
 }
 
+/* "tenants": who may start sessions on it in a fleet. A name the keys could not hold
+ * would be a list that admits nobody by mistake: refused here, as a typo should be. */
+static int parse_tenants(json_t *root, struct cq_interpreter_def *d, struct cq_error *err)
+{
+    json_t *list = json_object_get(root, "tenants");
+    if (list == NULL)
+        return 0;
+    if (!json_is_array(list) || json_array_size(list) > CQ_INTERPRETER_TENANTS_MAX)
+        return cq_error_set(err, CQ_EINVALID,
+                            "tenants: must be an array of at most %d tenant names (empty: every "
+                            "tenant)",
+                            CQ_INTERPRETER_TENANTS_MAX);
+    if (json_array_size(list) == 0)
+        return 0;
+    d->tenants = calloc(json_array_size(list) + 1, sizeof(char *));
+    if (d->tenants == NULL)
+        return cq_error_sys(err, ENOMEM, "tenants");
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        const char *name = json_string_value(item);
+        if (name == NULL || !cq_tenant_name_ok(name))
+            return cq_error_set(err, CQ_EINVALID,
+                                "tenants[%zu]%s%.80s%s: not a tenant name (1 to %d of a-z, 0-9 "
+                                "and '-', not starting with '-')",
+                                i, name != NULL ? " '" : "", name != NULL ? name : "",
+                                name != NULL ? "'" : "", CQ_TENANT_MAX);
+        for (size_t j = 0; j < d->n_tenants; j++)
+            if (strcmp(d->tenants[j], name) == 0)
+                return cq_error_set(err, CQ_EINVALID, "tenants[%zu] '%s': named twice", i, name);
+        if ((d->tenants[i] = strdup(name)) == NULL)
+            return cq_error_sys(err, ENOMEM, "tenants");
+        d->n_tenants = i + 1;
+    }
+    return 0;
+}
+
 static int parse_obj(json_t *root, struct cq_interpreter_def *d, struct cq_error *err)
 {
     if (!json_is_object(root))
@@ -146,7 +185,8 @@ static int parse_obj(json_t *root, struct cq_interpreter_def *d, struct cq_error
         if (!ok)
             return cq_error_set(err, CQ_EINVALID,
                                 "unknown key '%.80s' (known: name, runtime, network, allow, "
-                                "memory, cpus, disk, sessionTimeoutSeconds, warmPool, createdAt)",
+                                "memory, cpus, disk, sessionTimeoutSeconds, warmPool, tenants, "
+                                "createdAt)",
                                 key);
     }
     v = json_object_get(root, "name");
@@ -162,7 +202,7 @@ static int parse_obj(json_t *root, struct cq_interpreter_def *d, struct cq_error
             return cq_error_prefix(err, "runtime");
         snprintf(d->runtime, sizeof(d->runtime), "%s", json_string_value(v));
     }
-    if (parse_network(root, d, err) < 0)
+    if (parse_network(root, d, err) < 0 || parse_tenants(root, d, err) < 0)
         return -1;
     uint64_t u = 0;
     if (get_uint(root, "memory", MEMORY_MIN, SIZE_MAX_BYTES, &d->memory_bytes, " bytes", err) < 0 ||
@@ -234,6 +274,12 @@ char *cq_interpreter_def_json(const struct cq_interpreter_def *d)
     if (d->session_timeout_s > 0)
         json_object_set_new(o, "sessionTimeoutSeconds", json_integer(d->session_timeout_s));
     json_object_set_new(o, "warmPool", json_integer(d->warm_pool));
+    if (d->n_tenants > 0) {
+        json_t *tenants = json_array();
+        for (size_t i = 0; i < d->n_tenants; i++)
+            json_array_append_new(tenants, json_string(d->tenants[i]));
+        json_object_set_new(o, "tenants", tenants);
+    }
     if (d->created_ms > 0) {
         char when[32];
         format_time(d->created_ms, when);
@@ -244,6 +290,20 @@ char *cq_interpreter_def_json(const struct cq_interpreter_def *d)
     return text;
 }
 
+char *cq_interpreter_def_tenants(const struct cq_interpreter_def *d)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < d->n_tenants; i++)
+        len += strlen(d->tenants[i]) + 1;
+    char *out = malloc(len), *p = out;
+    if (out == NULL)
+        return NULL;
+    *p = '\0';
+    for (size_t i = 0; i < d->n_tenants; i++)
+        p += sprintf(p, "%s%s", i > 0 ? "," : "", d->tenants[i]);
+    return out;
+}
+
 void cq_interpreter_def_free(struct cq_interpreter_def *def)
 {
     for (size_t i = 0; def->allow != NULL && i < def->n_allow; i++)
@@ -251,6 +311,11 @@ void cq_interpreter_def_free(struct cq_interpreter_def *def)
     free(def->allow);
     def->allow = NULL;
     def->n_allow = 0;
+    for (size_t i = 0; def->tenants != NULL && i < def->n_tenants; i++)
+        free(def->tenants[i]);
+    free(def->tenants);
+    def->tenants = NULL;
+    def->n_tenants = 0;
 }
 
 /* The built-in one: the worker's own settings (its defaults, as cq_worker_config_init

@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #define CQ_INTERPRETER_NAME_MAX 63
+/* Tenants one definition may name: a list for a few teams, not a directory. */
+#define CQ_INTERPRETER_TENANTS_MAX 64
 
 struct cq_interpreter_def {
     char name[CQ_INTERPRETER_NAME_MAX + 1]; /* as cq_runtime_name_check */
@@ -31,16 +33,25 @@ struct cq_interpreter_def {
     uint64_t disk_bytes; /* the workspace */
     uint32_t session_timeout_s;
     unsigned warm_pool;
+    /* In a fleet with tenants, the tenants whose sessions may start on it (its runtime
+     * may carry one tenant's packages and environment); none: every tenant. Names as
+     * common/tenant.h, each once. The embedded front ends (one user) and
+     * the worker core ignore it: the fleet's dispatcher and workers enforce it. */
+    char **tenants;
+    size_t n_tenants;
     int64_t created_ms; /* Unix time */
 };
 
 /* Parses and validates a definition (strict: unknown keys, a bad name, a bad mode or
- * DEST, limits out of range are refused, naming the field). Free with
+ * DEST, a bad tenant name, limits out of range are refused, naming the field). Free with
  * cq_interpreter_def_free. */
 int cq_interpreter_def_parse(const char *json, size_t len, struct cq_interpreter_def *def,
                              struct cq_error *err);
 /* The definition as JSON (malloc'd), the shape cq_interpreter_def_parse reads. */
 char *cq_interpreter_def_json(const struct cq_interpreter_def *def);
+/* Its tenants comma-separated (malloc'd; "" for every tenant), the form the fleet's
+ * record keeps (fleet/interpreters.h). NULL: out of memory. */
+char *cq_interpreter_def_tenants(const struct cq_interpreter_def *def);
 void cq_interpreter_def_free(struct cq_interpreter_def *def);
 
 /* The local store of definitions: STORE/interpreters/<name>.json, STORE as

@@ -545,8 +545,10 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
     uint8_t *start = NULL;
     size_t start_len = 0;
     /* A new session's interpreter as Redis has it now: deleted since this worker
-     * defined it, refused; replaced, defined again (workerd/interp.c). */
-    int rc = cq_wd_interp_check(d, in->code_interpreter_identifier, &err);
+     * defined it, or limited to other tenants, refused; replaced, defined again
+     * (workerd/interp.c). */
+    int rc = cq_wd_interp_check(d, in->code_interpreter_identifier,
+                                req->tenant != NULL ? req->tenant : "", &err);
     if (rc == 0)
         rc = cq_worker_start_session(d->core, &params, &info, &err);
     start_env_free(&env);

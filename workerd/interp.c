@@ -338,7 +338,8 @@ int cq_wd_resolve_interpreter(void *ctx, struct cq_worker *w, const char *name,
     return rc;
 }
 
-int cq_wd_interp_check(struct cq_daemon *d, const char *name, struct cq_error *err)
+int cq_wd_interp_check(struct cq_daemon *d, const char *name, const char *tenant,
+                       struct cq_error *err)
 {
     if (name == NULL || name[0] == '\0' || strcmp(name, CQ_INTERPRETER_DEFAULT) == 0)
         return 0;
@@ -346,6 +347,12 @@ int cq_wd_interp_check(struct cq_daemon *d, const char *name, struct cq_error *e
     bool found;
     if (cq_store_interpreter_get(d->store, name, &it, &found, err) < 0)
         return -1;
+    /* The dispatcher checked the tenant too; this catches a definition replaced with
+     * another list since. Hidden as the dispatcher hides it: as a name never defined. */
+    if (found && !cq_fleet_interpreter_allows(&it, tenant)) {
+        cq_fleet_interpreter_free(&it);
+        return cq_error_set(err, CQ_ENOTFOUND, "no code interpreter '%s' in this fleet", name);
+    }
     bool gone = !found || it.deleted;
     bool stale = false;
     if (!gone) {

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import BIN_DIR, BROKERS, REPO
+from driver import Driver, pb
 
 sys.path.insert(0, os.path.join(REPO, "tests", "net"))
 from internet import make_wheel  # noqa: E402
@@ -129,7 +130,8 @@ def test_pushed_runtime_is_fetched_by_each_worker(new_fleet, scratch):
     created = cli("interpreter", "create", "--name", "fleetpy", "--runtime", "fleetrt",
                   "--memory", "512M", "--fleet", conf)
     assert '"fleetpy"' in created.stdout
-    assert cli("interpreter", "list", "--fleet", conf).stdout.split() == ["fleetpy", "fleetrt"]
+    assert cli("interpreter", "list", "--fleet", conf).stdout.split() == \
+        ["fleetpy", "fleetrt", "*"]
     # An interpreter naming a runtime the fleet does not have is refused at once.
     p = cli("interpreter", "create", "--name", "nort", "--runtime", "missing", "--fleet", conf,
             check=False)
@@ -302,3 +304,39 @@ def test_a_deleted_interpreters_session_is_still_adopted(new_fleet, scratch):
         with pytest.raises(SessionError) as e:
             c.start_session(code_interpreter_identifier="adoptpy")
         assert e.value.code == "NOT_FOUND"
+
+
+def test_tenants_in_a_keyless_fleet(new_fleet, scratch):
+    """Keyless, requests name no tenant: an interpreter limited to tenants is refused by
+    the CLI, and one that is so anyway (the fleet was made keyless later) takes no new
+    session, with a message that says why (docs/fleet.md)."""
+    fleet = new_fleet()
+    fleet.start_worker("a")
+    conf = os.path.join(scratch, "fleet.conf")
+    with open(conf, "w") as f:
+        f.write(f"redis = {fleet.env['CODEQ_REDIS']}\nredis_prefix = {fleet.prefix}\n")
+    r = fleet.redis()
+    fleet.wait_workers(r, 1)
+    fleet.start_dispatcher()
+    p = cli("interpreter", "create", "--name", "mine", "--tenant", "alice", "--fleet", conf,
+            check=False)
+    assert p.returncode == 1 and "is keyless (no keys_file)" in p.stderr, p.stderr
+    assert cli("interpreter", "list", "--fleet", conf).stdout == ""
+    cli("interpreter", "create", "--name", "mine", "--fleet", conf)
+    d = Driver(BROKERS, fleet.request_topic)
+    try:
+        start = pb.StartSession(code_interpreter_identifier="mine")
+        ok = d.call(pb.Request(start_session=start))
+        assert ok.WhichOneof("payload") == "session", ok
+        r.hset(fleet.prefix + "interpreter:mine", "tenants", "alice")
+        assert cli("interpreter", "list", "--fleet", conf).stdout.split() == \
+            ["mine", "-", "alice"]
+        refused = d.call(pb.Request(start_session=start)).result
+        assert refused.is_error and refused.error_code == pb.ERROR_CODE_NOT_FOUND, refused
+        assert "limited to tenants, and this fleet is keyless" in refused.error_message
+        # The session admitted before goes on.
+        run = d.call(pb.Request(session_id=ok.session.session_id, invoke=pb.Invoke(
+            tool="executeCode", arguments=pb.Arguments(code="6 * 7"))))
+        assert run.result.structured_content.value == "42", run
+    finally:
+        d.close()

@@ -304,6 +304,80 @@ def test_the_clients_sign_with_their_tenants_key(tenants, tmp_path):
     assert p.returncode != 0 and "readable by others" in p.stderr, (p.returncode, p.stderr)
 
 
+def fleet_cli(*args, check=True):
+    """codeq on the fleet's Redis through a configuration file alone (no CODEQ_*)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEQ_")}
+    p = subprocess.run([CODEQ, *args], capture_output=True, text=True, env=env, timeout=60)
+    assert not check or p.returncode == 0, p.stderr
+    return p
+
+
+def start_on(driver, name):
+    return driver.call(pb.Request(start_session=pb.StartSession(code_interpreter_identifier=name)))
+
+
+def not_found(driver, name):
+    """The NOT_FOUND of a startSession on name, with the name taken out."""
+    r = start_on(driver, name).result
+    assert r.is_error and r.error_code == NOT_FOUND, r
+    return r.error_message.replace(name, "<name>")
+
+
+def test_an_interpreter_for_some_tenants(tenants, alice, bob, tmp_path):
+    """An interpreter may name the tenants whose sessions start on it (its runtime may
+    carry one tenant's packages and environment): to the others it does not exist."""
+    f, keys, _, _ = tenants
+    conf = tmp_path / "fleet.conf"
+    conf.write_text(f"redis = {f.env['CODEQ_REDIS']}\nredis_prefix = {f.prefix}\n"
+                    f"keys_file = {keys}\n")
+    created = fleet_cli("interpreter", "create", "--name", "alice-py", "--tenant", "alice",
+                        "--memory", "256M", "--fleet", str(conf))
+    assert '"tenants": [\n    "alice"\n  ]' in created.stdout, created.stdout
+    fleet_cli("interpreter", "create", "--name", "shared-py", "--fleet", str(conf))
+    assert [line.split() for line in
+            fleet_cli("interpreter", "list", "--fleet", str(conf)).stdout.splitlines()] == \
+        [["alice-py", "-", "alice"], ["shared-py", "-", "*"]]
+    got = fleet_cli("interpreter", "get", "alice-py", "--fleet", str(conf)).stdout
+    assert '"tenants": [\n    "alice"\n  ]' in got, got
+
+    # alice's: hers to start sessions on.
+    r = start_on(alice, "alice-py")
+    assert r.WhichOneof("payload") == "session", r
+    assert r.session.code_interpreter_identifier == "alice-py", r
+    mine = r.session.session_id
+    assert alice.code(mine, "6 * 7").structured_content.value == "42"
+    # To bob it does not exist: the very answer a name nobody defined gets.
+    missing = not_found(bob, "nosuch-py")
+    assert "no code interpreter '<name>'" in missing, missing
+    assert not_found(bob, "alice-py") == missing
+    # Deleted, bob still learns nothing (alice is told it was deleted); the session
+    # alice started goes on.
+    fleet_cli("interpreter", "delete", "alice-py", "--fleet", str(conf))
+    assert not_found(bob, "alice-py") == missing
+    assert "was deleted" in not_found(alice, "alice-py")
+    assert alice.code(mine, "6 * 8").structured_content.value == "48"
+    alice.call(pb.Request(session_id=mine, stop_session=pb.StopSession()))
+
+    # Without tenants: every tenant's.
+    for d in (alice, bob):
+        sid = d.start_session(code_interpreter_identifier="shared-py")
+        assert d.code(sid, "1 + 1").structured_content.value == "2"
+        d.call(pb.Request(session_id=sid, stop_session=pb.StopSession()))
+
+    # A bad tenant name never reaches Redis; nor do tenants for a fleet whose CONF is
+    # keyless (no request there proves its tenant).
+    p = fleet_cli("interpreter", "create", "--name", "bad-py", "--tenant", "Alice", "--fleet",
+                  str(conf), check=False)
+    assert p.returncode == 1 and "tenants[0] 'Alice': not a tenant name" in p.stderr, p.stderr
+    keyless = tmp_path / "keyless.conf"
+    keyless.write_text(f"redis = {f.env['CODEQ_REDIS']}\nredis_prefix = {f.prefix}\n")
+    p = fleet_cli("interpreter", "create", "--name", "bad-py", "--tenant", "alice", "--fleet",
+                  str(keyless), check=False)
+    assert p.returncode == 1 and "is keyless" in p.stderr, p.stderr
+    assert fleet_cli("interpreter", "list", "--fleet", str(conf)).stdout.split() == \
+        ["shared-py", "-", "*"]
+
+
 def test_keys_kept_in_redis(services, redis_client):
     """keys_file = redis: the keyring in the fleet's Redis, edited by the same commands
     (for daemons that share no file system)."""

@@ -107,8 +107,8 @@ def test_create_list_get_delete(store, runtime):
     # The built-in one is listed first and shown with the worker's defaults.
     r = interpreter(store, "list")
     assert r.returncode == 0, r.stderr
-    assert [line.split() for line in r.stdout.splitlines()] == [["codeq.default", "-"],
-                                                                 ["data", "analytics"]]
+    assert [line.split() for line in r.stdout.splitlines()] == [["codeq.default", "-", "*"],
+                                                                 ["data", "analytics", "*"]]
     r = interpreter(store, "get", "codeq.default")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"name": "codeq.default", "memory": 512 * MiB, "cpus": 1.0,
@@ -132,6 +132,16 @@ def test_create_list_get_delete(store, runtime):
         json.dump({"name": "fromfile", "runtime": "analytics", "warmPool": 1}, f)
     r = interpreter(store, "create", path)
     assert r.returncode == 0 and json.loads(r.stdout)["warmPool"] == 1, r.stderr
+
+    # Tenants (a fleet's; kept in the store's definition too): shown by get and list.
+    r = interpreter(store, "create", "--name", "private", "--tenant", "alice", "--tenant",
+                    "bob-2")
+    assert r.returncode == 0 and json.loads(r.stdout)["tenants"] == ["alice", "bob-2"], r.stderr
+    assert json.loads(interpreter(store, "get", "private").stdout)["tenants"] == \
+        ["alice", "bob-2"]
+    assert ["private", "-", "alice,bob-2"] in \
+        [line.split() for line in interpreter(store, "list").stdout.splitlines()]
+    assert interpreter(store, "delete", "private").returncode == 0
 
     r = interpreter(store, "delete", "data")
     assert r.returncode == 0, r.stderr
@@ -163,6 +173,11 @@ BAD_DEFINITIONS = [
     ("malformed JSON", '{"name": "x", "memory": ', "malformed JSON at line 1"),
     ("unknown key", '{"name": "x", "image": "debian"}', "unknown key 'image'"),
     ("size as text", '{"name": "x", "memory": "512M"}', "memory: must be an integer"),
+    ("bad tenant", ["--name", "x", "--tenant", "alice", "--tenant", "Bob"],
+     "tenants[1] 'Bob': not a tenant name"),
+    ("tenant twice", ["--name", "x", "--tenant", "alice", "--tenant", "alice"],
+     "tenants[1] 'alice': named twice"),
+    ("tenants not a list", '{"name": "x", "tenants": "alice"}', "tenants: must be an array"),
 ]
 
 
@@ -185,7 +200,7 @@ def test_help_and_usage():
     r = codeq("interpreter", "--help")
     assert r.returncode == 0
     for word in ("create --name NAME", "--runtime", "--network", "--allow", "--memory",
-                 "--cpus", "--disk", "--session-timeout", "--warm-pool", "--replace", "list",
+                 "--cpus", "--disk", "--session-timeout", "--warm-pool", "--tenant", "--replace", "list",
                  "get NAME", "delete NAME", "codeq.default"):
         assert word in r.stdout, word
     assert "interpreter" in codeq("--help").stdout
@@ -223,6 +238,11 @@ def test_exec_runs_on_the_interpreter(store, runtime):
     # Without it (the built-in interpreter), the package is not there.
     r = codeq("exec", "-c", f"import {PY_MODULE}", store=store)
     assert r.returncode == 1 and "ModuleNotFoundError" in r.stdout + r.stderr
+    # One user, no tenants: an interpreter's tenants are not for codeq exec to check.
+    r = interpreter(store, "create", "--name", "theirs", "--tenant", "alice")
+    assert r.returncode == 0, r.stderr
+    r = codeq("exec", "--interpreter", "theirs", "-c", "print('ran')", store=store)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stdout + r.stderr
     # An interpreter the store does not have.
     r = codeq("exec", "--interpreter", "nope", "-c", "1", store=store)
     assert r.returncode == 125 and "no interpreter 'nope'" in r.stderr, r.stderr

@@ -3,6 +3,7 @@
  * tests/fleet/test_tenants.py, attack the daemons end to end). */
 #define _GNU_SOURCE
 #include "fleet/auth.h"
+#include "fleet/interpreters.h"
 #include "fleet/keys.h"
 #include "unit.h"
 
@@ -92,6 +93,31 @@ START_TEST(names_of_tenants_and_keys)
     ck_assert(!cq_key_id_ok("xyz_0123456789abcdef0123"));
     ck_assert_str_ne(acme.id, acme2.id);
     ck_assert_str_ne(acme.secret, acme2.secret);
+}
+END_TEST
+
+/* Who may start a session on a fleet interpreter (the dispatcher's and the workers'
+ * check): the tenants it lists, or any when it lists none; no proven tenant (keyless)
+ * only the latter. */
+START_TEST(tenants_of_an_interpreter)
+{
+    struct cq_fleet_interpreter it = {0};
+    ck_assert(cq_fleet_interpreter_allows(&it, "acme")); /* a record from before tenants */
+    ck_assert(cq_fleet_interpreter_allows(&it, NULL));
+    it.tenants = (char *)"";
+    ck_assert(cq_fleet_interpreter_allows(&it, "acme"));
+    ck_assert(cq_fleet_interpreter_allows(&it, ""));
+    ck_assert(cq_fleet_interpreter_allows(&it, NULL));
+    it.tenants = (char *)"acme,globex,a";
+    ck_assert(cq_fleet_interpreter_allows(&it, "acme"));
+    ck_assert(cq_fleet_interpreter_allows(&it, "globex"));
+    ck_assert(cq_fleet_interpreter_allows(&it, "a"));
+    ck_assert(!cq_fleet_interpreter_allows(&it, "acm"));
+    ck_assert(!cq_fleet_interpreter_allows(&it, "acme2"));
+    ck_assert(!cq_fleet_interpreter_allows(&it, "acme,globex"));
+    ck_assert(!cq_fleet_interpreter_allows(&it, "lobex"));
+    ck_assert(!cq_fleet_interpreter_allows(&it, ""));
+    ck_assert(!cq_fleet_interpreter_allows(&it, NULL));
 }
 END_TEST
 
@@ -346,6 +372,7 @@ static Suite *auth_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, names_of_tenants_and_keys);
+    tcase_add_test(tc, tenants_of_an_interpreter);
     tcase_add_test(tc, a_signed_request_opens_as_it_was_signed);
     tcase_add_test(tc, every_refusal_says_why);
     tcase_add_test(tc, tampering_anywhere_is_refused);

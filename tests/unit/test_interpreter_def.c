@@ -1,7 +1,7 @@
 /* tests/unit/test_interpreter_def.c - runtime/interpreter.c: the strict definition parser
- * (every refusal names its field), the JSON round trip, the local store in a temporary
- * directory (save, load, list, remove, the built-in codeq.default) and the profile of an
- * interpreter without a runtime. */
+ * (every refusal names its field), the tenants a definition may name, the JSON round trip, the
+ * local store in a temporary directory (save, load, list, remove, the built-in codeq.default) and
+ * the profile of an interpreter without a runtime. */
 #define _GNU_SOURCE
 #include "runtime/interpreter.h"
 #include "common/cleanup.h"
@@ -109,6 +109,64 @@ START_TEST(bad_definitions)
 }
 END_TEST
 
+START_TEST(tenants)
+{
+    struct cq_interpreter_def d;
+    def_ok("{\"name\": \"private\", \"tenants\": [\"alice\", \"bob-2\", \"0ps\"]}", &d);
+    ck_assert_uint_eq(d.n_tenants, 3);
+    ck_assert_str_eq(d.tenants[0], "alice");
+    ck_assert_str_eq(d.tenants[2], "0ps");
+    ck_assert_ptr_null(d.tenants[3]);
+    char *list = cq_interpreter_def_tenants(&d);
+    ck_assert_str_eq(list, "alice,bob-2,0ps");
+    free(list);
+    char *text = cq_interpreter_def_json(&d);
+    ck_assert_ptr_nonnull(strstr(text, "\"tenants\": [\n    \"alice\",\n    \"bob-2\""));
+    free(text);
+    cq_interpreter_def_free(&d);
+    ck_assert_ptr_null(d.tenants);
+
+    /* A name as long as the keys allow (40). */
+    def_ok("{\"name\": \"a\", \"tenants\": [\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]}", &d);
+    ck_assert_uint_eq(d.n_tenants, 1);
+    cq_interpreter_def_free(&d);
+
+    /* Absent or empty: every tenant, and nothing written back. */
+    static const char *const every[] = {"{\"name\": \"a\"}", "{\"name\": \"a\", \"tenants\": []}"};
+    for (size_t i = 0; i < CQ_ARRAY_LEN(every); i++) {
+        def_ok(every[i], &d);
+        ck_assert_uint_eq(d.n_tenants, 0);
+        ck_assert_ptr_null(d.tenants);
+        list = cq_interpreter_def_tenants(&d);
+        ck_assert_str_eq(list, "");
+        free(list);
+        text = cq_interpreter_def_json(&d);
+        ck_assert_ptr_null(strstr(text, "tenants"));
+        free(text);
+        cq_interpreter_def_free(&d);
+    }
+
+    /* The keys' rule (common/tenant.h): what a keys file could not hold is a typo. */
+    def_bad("{\"name\": \"a\", \"tenants\": \"alice\"}", "tenants: must be an array");
+    def_bad("{\"name\": \"a\", \"tenants\": {}}", "tenants: must be an array");
+    def_bad("{\"name\": \"a\", \"tenants\": [\"Alice\"]}", "tenants[0] 'Alice': not a tenant");
+    def_bad("{\"name\": \"a\", \"tenants\": [\"alice\", \"-bob\"]}", "tenants[1] '-bob'");
+    def_bad("{\"name\": \"a\", \"tenants\": [\"a.b\"]}", "tenants[0] 'a.b'");
+    def_bad("{\"name\": \"a\", \"tenants\": [\"a,b\"]}", "tenants[0] 'a,b'");
+    def_bad("{\"name\": \"a\", \"tenants\": [\"\"]}", "tenants[0] '': not a tenant");
+    def_bad("{\"name\": \"a\", \"tenants\": [7]}", "tenants[0]: not a tenant");
+    def_bad("{\"name\": \"a\", \"tenants\": [\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]}",
+            "tenants[0]");
+    def_bad("{\"name\": \"a\", \"tenants\": [\"alice\", \"bob\", \"alice\"]}",
+            "tenants[2] 'alice': named twice");
+    char many[2048] = "{\"name\": \"a\", \"tenants\": [\"t0\"";
+    for (int i = 1; i <= CQ_INTERPRETER_TENANTS_MAX; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), ", \"t%d\"", i);
+    strcat(many, "]}");
+    def_bad(many, "tenants: must be an array of at most 64");
+}
+END_TEST
+
 START_TEST(json_round_trip)
 {
     static const char *const inputs[] = {
@@ -118,6 +176,7 @@ START_TEST(json_round_trip)
         "\"2026-01-31T23:59:59.007Z\"}",
         "{\"name\": \"plain\"}",
         "{\"name\": \"pub\", \"network\": \"PUBLIC\", \"cpus\": 2}",
+        "{\"name\": \"mine\", \"runtime\": \"rt\", \"tenants\": [\"bob\", \"alice\"]}",
     };
     for (size_t i = 0; i < CQ_ARRAY_LEN(inputs); i++) {
         struct cq_interpreter_def a, b;
@@ -139,6 +198,9 @@ START_TEST(json_round_trip)
         ck_assert_uint_eq(a.disk_bytes, b.disk_bytes);
         ck_assert_uint_eq(a.session_timeout_s, b.session_timeout_s);
         ck_assert_uint_eq(a.warm_pool, b.warm_pool);
+        ck_assert_uint_eq(a.n_tenants, b.n_tenants);
+        for (size_t k = 0; k < a.n_tenants; k++)
+            ck_assert_str_eq(a.tenants[k], b.tenants[k]);
         ck_assert_int_eq(a.created_ms, b.created_ms);
         free(text);
         free(again);
@@ -351,6 +413,7 @@ int main(void)
     TCase *tc = tcase_create("parse");
     tcase_add_test(tc, full_definition);
     tcase_add_test(tc, bad_definitions);
+    tcase_add_test(tc, tenants);
     tcase_add_test(tc, json_round_trip);
     suite_add_tcase(s, tc);
     tc = tcase_create("store");
