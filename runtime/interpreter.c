@@ -65,12 +65,15 @@ static int parse_time(const char *s, int64_t *ms)
     if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
                &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &msec, &used) != 7 ||
         s[used] != '\0' || strlen(s) != 24 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
-        tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_year < 1970)
-        return -1;
+        tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60 ||
+        tm.tm_year < 1970 || tm.tm_hour < 0 || tm.tm_min < 0 || tm.tm_sec < 0 || msec < 0)
+        return -1; /* %d reads a sign: "1970-01-01T-1:..." was before the epoch */
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     time_t t = timegm(&tm);
-    if (t == (time_t)-1)
+    /* timegm normalised tm: a leap second past 9999-12-31 is in a year that
+     * format_time writes with five digits, which this does not read back. */
+    if (t == (time_t)-1 || tm.tm_year > 9999 - 1900)
         return -1;
     *ms = (int64_t)t * 1000 + msec;
     return 0;

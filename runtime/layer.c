@@ -384,7 +384,9 @@ static int unpack_entry(struct reader *r, int root, char type, struct cq_error *
                             ". or .. in it): refused",
                             path);
     int depth = depth_of(path);
-    if (depth > MAX_DEPTH)
+    /* A directory's entries are one level deeper: at MAX_DEPTH it would be one that
+     * pack_walk() refuses to descend into, so that the tree would not pack again. */
+    if (depth > MAX_DEPTH || (type == 'd' && depth == MAX_DEPTH))
         return cq_error_set(err, CQ_EINVALID, "the layer's stream nests %s too deep", path);
     char shown[PATH_MAX_LEN + 1];
     memcpy(shown, path, (size_t)n + 1);

@@ -76,6 +76,20 @@ static int npm_req_check(const char *req, size_t i, struct cq_error *err)
         if (slash == NULL || slash == p + 1)
             return cq_error_set(err, CQ_EINVALID,
                                 "packages.npm[%zu] '%.80s': a scoped name is @SCOPE/NAME", i, req);
+        /* The scope is a name as the package's is: else "@git+ssh:x/y" or "@a b/c"
+         * would reach npm. */
+        if (!islower((unsigned char)p[1]) && !isdigit((unsigned char)p[1]))
+            return cq_error_set(err, CQ_EINVALID,
+                                "packages.npm[%zu] '%.80s': the scope must start with a "
+                                "lower-case letter or a digit",
+                                i, req);
+        for (const char *c = p + 1; c < slash; c++)
+            if (!islower((unsigned char)*c) && !isdigit((unsigned char)*c) &&
+                strchr("._-", *c) == NULL)
+                return cq_error_set(err, CQ_EINVALID,
+                                    "packages.npm[%zu] '%.80s': a scope has a-z, 0-9, '.', '_' "
+                                    "and '-' only",
+                                    i, req);
         p = slash + 1;
     }
     if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p))

@@ -254,6 +254,72 @@ def dns():
     seed("bad-query", b"\x00\x01\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00\xc0\x0c", b"")
 
 
+def runtime_spec():
+    # fuzz_runtime_spec: a runtime spec's JSON, as `codeq runtime build FILE` reads it.
+    def seed(tag, spec):
+        write("fuzz_runtime_spec", tag, json.dumps(spec, indent=1).encode())
+
+    seed("python", {"name": "data-1.0", "language": "python3.11",
+                    "packages": {"pip": ["polars==1.*", "a[b,c]>=1,<2", "numpy"]},
+                    "environment": {"MPLBACKEND": "Agg", "_X": "a b/c"}, "preload": ["numpy", "os.path"]})
+    seed("node", {"name": "web", "language": "node", "packages": {"npm": ["lodash@4", "@types/node@^20", "x"]},
+                  "environment": {}, "preload": []})
+    seed("minimal", {"name": "m", "language": "python3.9"})
+    seed("refused", {"name": "x", "language": "python3.11", "packages": {"pip": ["-e .", "a @ file:///x"]},
+                     "environment": {"LD_PRELOAD": "/x.so", "PATH": "/"}})
+    write("fuzz_runtime_spec", "unicode", b'{"language":"node","name":"u","environment":{"A":"\u00e9\ud83d\ude00"}}')
+
+
+def interpreter_def():
+    # fuzz_interpreter_def: a definition's JSON, as cq_interpreter_def_json writes it.
+    def seed(tag, d):
+        write("fuzz_interpreter_def", tag, json.dumps(d, indent=2).encode())
+
+    seed("full", {"name": "data", "runtime": "data-1.0", "network": "ALLOWLIST",
+                  "allow": ["files.example.test:443", "*.api.example.test", "198.51.100.0/28", "[2001:db8::1]:80"],
+                  "memory": 1 << 30, "cpus": 1.5, "disk": 1 << 29, "sessionTimeoutSeconds": 900,
+                  "warmPool": 2, "createdAt": "2026-12-07T09:21:29.123Z"})
+    seed("public", {"name": "p", "network": "PUBLIC", "cpus": 0.01, "warmPool": 0,
+                    "createdAt": "2028-02-29T23:59:60.999Z"})
+    seed("minimal", {"name": "m"})
+    seed("edges", {"name": "e", "network": "NONE", "memory": 33554432, "disk": 1099511627776, "cpus": 256,
+                   "sessionTimeoutSeconds": 1, "createdAt": "9999-12-31T23:59:59.999Z"})
+    seed("refused", {"name": "codeq.default", "network": "public", "allow": ["a,b"], "memory": -1})
+
+
+def layer():
+    # fuzz_layer: a layer's stream (runtime/layer.h): "CQLAYER1" digest '\n', entries, 'E'.
+    head = b"CQLAYER1" + b"0123456789abcdef" * 4 + b"\n"
+
+    def entry(kind, mode, path, body=b""):
+        return kind + struct.pack(">IH", mode, len(path)) + path + body
+
+    def d(path, mode=0o755):
+        return entry(b"d", mode, path)
+
+    def f(path, data, mode=0o644):
+        return entry(b"f", mode, path, struct.pack(">Q", len(data)) + data)
+
+    def ln(path, target):
+        return entry(b"l", 0o777, path, struct.pack(">H", len(target)) + target)
+
+    def seed(tag, *entries, end=b"E"):
+        write("fuzz_layer", tag, head + b"".join(entries) + end)
+
+    seed("layer", d(b"python"), d(b"python/pkg"), f(b"python/pkg/__init__.py", b"x = 1\n"),
+         f(b"python/pkg/run", b"#!/bin/sh\n", 0o4755), d(b"node", 0o700), d(b"node/bin"),
+         ln(b"node/bin/tool", b"../lib/tool.js"), d(b"node/lib"), f(b"node/lib/tool.js", b"1", 0o600),
+         ln(b"python/pkg/self", b"."), f(b"manifest.json", b'{"digest":"x"}'))
+    seed("empty")
+    seed("deep", *[d(b"/".join([b"a"] * k)) for k in range(1, 12)],
+         ln(b"/".join([b"a"] * 11) + b"/up", b"../" * 10 + b"a"))
+    seed("escape", ln(b"l", b"../etc"), d(b"x"), ln(b"x/abs", b"/etc/passwd"))
+    seed("through-link", d(b"x"), ln(b"y", b"x"), f(b"y/z", b"through"))
+    seed("hostile-paths", f(b"../up", b"u"), f(b"/abs", b"a"), f(b"a/./b", b"b"), entry(b"c", 0o644, b"dev"))
+    seed("duplicate", f(b"a", b"1"), f(b"a", b"2"))
+    seed("truncated", d(b"x"), f(b"x/y", b"12345")[:-2], end=b"")
+
+
 if __name__ == "__main__":
     kernel_lines()
     requests()
@@ -263,3 +329,6 @@ if __name__ == "__main__":
     line_reader()
     netpolicy()
     dns()
+    runtime_spec()
+    interpreter_def()
+    layer()

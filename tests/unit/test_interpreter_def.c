@@ -106,6 +106,15 @@ START_TEST(bad_definitions)
     def_bad("{\"name\": \"a\", \"createdAt\": \"yesterday\"}", "createdAt:");
     def_bad("{\"name\": \"a\", \"createdAt\": 17}", "createdAt:");
     def_bad("{\"name\": \"a\", \"createdAt\": \"2026-13-07T09:21:29.123Z\"}", "createdAt:");
+    /* Times that would not round trip (found with fuzz_interpreter_def): a negative field (at the
+     * epoch it gave a createdAt below 0, which is then not written), and a
+     * leap second into the year 10000 (written with five digits, which do not parse). */
+    def_bad("{\"name\": \"a\", \"createdAt\": \"1970-01-01T00:00:00.-12Z\"}", "createdAt:");
+    def_bad("{\"name\": \"a\", \"createdAt\": \"2026-01-01T00:00:00.-12Z\"}", "createdAt:");
+    def_bad("{\"name\": \"a\", \"createdAt\": \"1970-01-01T-1:00:00.000Z\"}", "createdAt:");
+    def_bad("{\"name\": \"a\", \"createdAt\": \"1970-01-01T00:-1:00.000Z\"}", "createdAt:");
+    def_bad("{\"name\": \"a\", \"createdAt\": \"1970-01-01T00:00:-1.000Z\"}", "createdAt:");
+    def_bad("{\"name\": \"a\", \"createdAt\": \"9999-12-31T23:59:60.999Z\"}", "createdAt:");
 }
 END_TEST
 

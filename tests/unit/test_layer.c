@@ -139,7 +139,7 @@ END_TEST
 /* --- hostile streams, written by hand ------------------------------------------------- */
 
 struct stream {
-    uint8_t b[8192];
+    uint8_t b[32768];
     size_t n;
 };
 
@@ -339,6 +339,45 @@ START_TEST(refuses_devices_and_garbage)
 }
 END_TEST
 
+/* s: n directories, each in the one before ("a", "a/a", ...). */
+static void s_nested(struct stream *s, int n)
+{
+    char path[2 * 200];
+    s_init(s);
+    for (int k = 1; k <= n; k++) {
+        snprintf(path, sizeof(path), "a");
+        for (int i = 1; i < k; i++)
+            strcat(path, "/a");
+        s_dir(s, path);
+    }
+    s_end(s);
+}
+
+/* Whatever unpacks packs again, at the depth limit too (found with fuzz_layer: a
+ * directory 128 levels below the root unpacked, and its tree then did not pack). */
+START_TEST(depth_limit_both_ways)
+{
+    static struct stream s;
+    s_nested(&s, 128); /* the deepest: "a" + 127 times "/a" */
+    char *into = strdup(path_in(scratch, "into"));
+    ck_assert_int_eq(mkdir(into, 0755), 0);
+    struct cq_error err = {0};
+    ck_assert_msg(cq_layer_unpack_dir(s.b, s.n, DIGEST, into, &err) == 0, "%s", err.msg);
+    uint8_t *packed;
+    size_t len;
+    ck_assert_msg(cq_layer_pack_dir(into, DIGEST, 1 << 20, &packed, &len, &err) == 0, "%s",
+                  err.msg);
+    ck_assert_uint_eq(len, s.n);
+    ck_assert_int_eq(memcmp(packed, s.b, len), 0);
+    free(packed);
+    free(into);
+    teardown();
+    setup();
+    s_nested(&s, 129);
+    refused(&s, "too deep");
+}
+END_TEST
+
 START_TEST(pack_refuses_special_files)
 {
     char *src = strdup(path_in(scratch, "src"));
@@ -450,6 +489,7 @@ int main(void)
     tcase_add_test(tc, refuses_link_out);
     tcase_add_test(tc, refuses_write_through_link);
     tcase_add_test(tc, refuses_devices_and_garbage);
+    tcase_add_test(tc, depth_limit_both_ways);
     tcase_add_test(tc, pack_refuses_special_files);
     tcase_add_test(tc, install_checks_manifest);
     suite_add_tcase(s, tc);

@@ -122,6 +122,11 @@ START_TEST(requirements)
     spec_bad("{" BASE ",\"packages\":{\"npm\":[\"@a/b/c\"]}}", "packages.npm[0]");
     spec_bad("{" BASE ",\"packages\":{\"npm\":[\"x@\"]}}", "packages.npm[0]");
     spec_bad("{" BASE ",\"packages\":{\"npm\":[\"x@>=1 <2\"]}}", "packages.npm[0]");
+    /* The scope is a name too (found by fuzz_runtime_spec: it was not checked). */
+    spec_bad("{" BASE ",\"packages\":{\"npm\":[\"@:types/node@^20\"]}}", "packages.npm[0]");
+    spec_bad("{" BASE ",\"packages\":{\"npm\":[\"@git+ssh:x/y\"]}}", "packages.npm[0]");
+    spec_bad("{" BASE ",\"packages\":{\"npm\":[\"@a b/c\"]}}", "packages.npm[0]");
+    spec_bad("{" BASE ",\"packages\":{\"npm\":[\"@../c\"]}}", "packages.npm[0]");
 }
 END_TEST
 
