@@ -12,4 +12,10 @@
  * NULL). */
 int cq_runtime_store_lock(const char *store, bool create, struct cq_error *err);
 
+/* Points STORE/names/<name> at digest, replacing what it pointed to in one rename (a
+ * reader sees the old digest or the new one, never a half-written file). Under the
+ * store's lock. */
+int cq_runtime_set_name(const char *store, const char *name, const char *digest,
+                        struct cq_error *err);
+
 #endif

@@ -560,21 +560,6 @@ static int rm_entry(const char *path, const struct stat *st, int type, struct FT
     return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
 }
 
-static int set_name(const char *store, const char *name, const char *digest, struct cq_error *err)
-{
-    char tmp[PATH_MAX], path[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s/names/.%s.new", store, name);
-    snprintf(path, sizeof(path), "%s/names/%s", store, name);
-    cq_autoclose int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
-        return cq_error_sys(err, errno, "create %s", tmp);
-    if (dprintf(fd, "%s\n", digest) < 0 || fsync(fd) < 0)
-        return cq_error_sys(err, errno, "write %s", tmp);
-    if (rename(tmp, path) < 0)
-        return cq_error_sys(err, errno, "rename %s", tmp);
-    return 0;
-}
-
 static int install_in(const char *store, const char *name, const char *digest, const uint8_t *data,
                       size_t len, const char *dir, struct cq_error *err)
 {
@@ -594,7 +579,7 @@ static int install_in(const char *store, const char *name, const char *digest, c
      * install): the same digest, the same layer. */
     if (rename(layer, final) < 0 && errno != EEXIST && errno != ENOTEMPTY)
         return cq_error_sys(err, errno, "rename %s to %s", layer, final);
-    return set_name(store, name, digest, err);
+    return cq_runtime_set_name(store, name, digest, err);
 }
 
 int cq_layer_install(const char *store, const char *name, const char *digest, const uint8_t *data,

@@ -584,7 +584,8 @@ static int store_init(const char *store, struct cq_error *err)
     return 0;
 }
 
-static int set_name(const char *store, const char *name, const char *digest, struct cq_error *err)
+int cq_runtime_set_name(const char *store, const char *name, const char *digest,
+                        struct cq_error *err)
 {
     char tmp[PATH_MAX], path[PATH_MAX];
     snprintf(tmp, sizeof(tmp), "%s/names/.%s.new", store, name);
@@ -851,7 +852,7 @@ int cq_runtime_build(const struct cq_runtime_spec *spec, const struct cq_runtime
         } else {
             char old[CQ_RUNTIME_DIGEST_LEN + 1];
             bool had = cq_runtime_lookup(store, spec->name, old, NULL) == 0;
-            rc = set_name(store, spec->name, digest, err);
+            rc = cq_runtime_set_name(store, spec->name, digest, err);
             /* The name's previous layer goes when nothing else names it. */
             if (rc == 0 && had && strcmp(old, digest) != 0)
                 rc = drop_unused_layer(store, old, err);
