@@ -84,12 +84,21 @@ def uplink_processes(codeq_pid):
     return found, {p: table[p][1] for p in found}
 
 
+def running(pid):
+    """Whether pid is a process that has not ended (a zombie has ended). It may end
+    between any two looks at /proc: then it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # ENOENT, or ESRCH when it ends while the file is read
+        return False
+
+
 def wait_gone(pids, timeout=10):
     deadline = time.monotonic() + timeout
     alive = set(pids)
     while alive and time.monotonic() < deadline:
-        alive = {p for p in alive if os.path.exists(f"/proc/{p}") and
-                 open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"}
+        alive = {p for p in alive if running(p)}
         time.sleep(0.05)
     return alive
 
