@@ -13,6 +13,7 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         gcc libc6-dev cmake ninja-build pkg-config \
         libseccomp-dev libjansson-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler \
+        libmicrohttpd-dev libcurl4-openssl-dev \
         libnftables-dev dpkg-dev libssl-dev \
         npm ca-certificates \
     && rm -rf /var/lib/apt/lists/*
