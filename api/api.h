@@ -95,9 +95,16 @@ struct cq_result {
     bool has_network;
     uint64_t network_bytes_sent;
     uint64_t network_bytes_received;
+    /* When the call's work in the sandbox (the kernel's cell, the command) began and
+     * ended, CLOCK_REALTIME in nanoseconds, for its trace span; 0: nothing ran. */
+    uint64_t run_start_unix_ns, run_end_unix_ns;
 };
 
 void cq_result_init(struct cq_result *r);
+/* The outcome class of a result, for metrics and logs: "ok", "user_error" (the code
+ * failed, or the request was wrong: invalid argument, not found, access denied),
+ * "timeout", "limit" or "internal". */
+const char *cq_result_outcome(const struct cq_result *r);
 void cq_result_free(struct cq_result *r);
 /* Marks the result as a failure of the service, with a message for people (also added
  * as a text block, since clients show content). */

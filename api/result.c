@@ -164,6 +164,20 @@ const char *cq_task_status_name(enum cq_task_status s)
     }
 }
 
+const char *cq_result_outcome(const struct cq_result *r)
+{
+    switch (r->error_code) {
+    case CQ_RESULT_TIMED_OUT:
+        return "timeout";
+    case CQ_RESULT_LIMIT_EXCEEDED:
+        return "limit";
+    case CQ_RESULT_INTERNAL:
+        return "internal";
+    default:
+        return r->is_error ? "user_error" : "ok";
+    }
+}
+
 const char *cq_result_error_name(enum cq_result_error e)
 {
     switch (e) {

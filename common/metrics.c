@@ -212,7 +212,9 @@ static struct cq_metric *add_family(struct cq_metrics *m, enum metric_type type,
         if (n_bounds > 0)
             memcpy(f->bounds, bounds, n_bounds * sizeof(*bounds));
         f->n_bounds = n_bounds;
-        const char *other[CQ_METRIC_MAX_LABELS] = {"other", "other", "other", "other"};
+        const char *other[CQ_METRIC_MAX_LABELS];
+        for (size_t i = 0; i < CQ_METRIC_MAX_LABELS; i++)
+            other[i] = "other";
         ok = ok && (f->other = new_child(f, other)) != NULL;
     }
     if (!ok) {

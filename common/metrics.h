@@ -18,8 +18,8 @@
 #include <stddef.h>
 #include "common/error.h"
 
-#define CQ_METRIC_MAX_LABELS   4
-#define CQ_METRIC_MAX_CHILDREN 128
+#define CQ_METRIC_MAX_LABELS   6
+#define CQ_METRIC_MAX_CHILDREN 512
 #define CQ_METRIC_MAX_BUCKETS  24
 
 /* What a scrape answers with (the format's own media type). */

@@ -70,6 +70,11 @@ static const struct setting settings[] = {
     SZ(layer_cache_max, "runtime layers larger than this are not kept in Redis (each worker "
                         "then builds its own)"),
     STR(log_level, "debug, info, warn or error"),
+    STR(log_executions, "on: one info line per execution (outcome, duration); off: none"),
+    STR(metrics_listen, "HOST:PORT (or :PORT) serving /metrics, /healthz and /readyz; "
+                        "unset: none"),
+    STR(otlp_endpoint, "OTLP/HTTP collector spans are sent to "
+                       "(http://HOST:4318/v1/traces); unset: no spans"),
     STR(keys_file, "tenants' keys (codeq tenant, codeq key), or redis (the keyring in Redis): only "
                    "signed requests are taken; "
                    "unset: keyless, one tenant, no signatures"),
@@ -142,6 +147,7 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg)
     cfg->claim_ttl = 900;
     cfg->layer_cache_max = 256ULL << 20;
     snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
+    snprintf(cfg->log_executions, sizeof(cfg->log_executions), "on");
     cfg->auth_window = 300;
     snprintf(cfg->audit_topic, sizeof(cfg->audit_topic), "codeq.audit");
     snprintf(cfg->audit_content, sizeof(cfg->audit_content), "off");
@@ -406,6 +412,9 @@ static int check_audit(struct cq_fleet_config *cfg, struct cq_error *err)
     if (strcmp(cfg->audit_content, "on") != 0 && strcmp(cfg->audit_content, "off") != 0)
         return cq_error_set(err, CQ_EINVALID, "audit_content: '%s' is neither on nor off",
                             cfg->audit_content);
+    if (strcmp(cfg->log_executions, "on") != 0 && strcmp(cfg->log_executions, "off") != 0)
+        return cq_error_set(err, CQ_EINVALID, "log_executions: '%s' is neither on nor off",
+                            cfg->log_executions);
     return 0;
 }
 

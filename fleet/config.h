@@ -54,6 +54,11 @@ struct cq_fleet_config {
     char runtime_store[512];  /* runtime_store (worker): its local store of layers */
     uint64_t layer_cache_max; /* layer_cache_max: larger layers are not cached in Redis */
     char log_level[16];       /* log_level: debug, info, warn, error */
+    /* Observability (docs/operations.md). */
+    char log_executions[8];   /* log_executions: on: one info line per execution */
+    char metrics_listen[256]; /* metrics_listen: HOST:PORT of /metrics, /healthz,
+                               * /readyz; "" none */
+    char otlp_endpoint[512];  /* otlp_endpoint: http(s)://HOST:PORT/v1/traces; "" no spans */
     /* Tenants and signed requests (docs/security.md). */
     char keys_file[256];  /* keys_file: the tenants' keys; "" keeps the fleet keyless */
     unsigned auth_window; /* auth_window: seconds a signature stays acceptable */

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include "api/api.h"
 #include "common/error.h"
+#include "common/metrics.h"
 #include "sandbox/netpolicy.h"
 #include "sandbox/sandbox.h"
 
@@ -62,6 +63,10 @@ struct cq_worker_config {
      * without the worker's locks held; may be NULL. */
     void (*on_session_end)(void *ctx, const char *session_id);
     void *on_session_end_ctx;
+    /* Where the core counts what it does (executions, sessions, warm pools, sandbox
+     * resources: docs/operations.md); the front end serves it on /metrics. NULL: not
+     * counted. It must outlive the worker. */
+    struct cq_metrics *metrics;
 };
 
 void cq_worker_config_init(struct cq_worker_config *cfg);
