@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "cli/cli.h"
 #include "cli/line_reader.h"
+#include "cli/mcp_metrics.h"
 #include "cli/mcp_tools.h"
 #include "cli/result_json.h"
 #include "common/units.h"
@@ -219,6 +220,8 @@ static void usage(FILE *out)
             "                         default codeq.requests)\n"
             "                         Payloads over 512 KiB go through the fleet's Redis:\n"
             "                         CODEQ_REDIS, CODEQ_REDIS_PREFIX (docs/fleet.md)\n"
+            "  --metrics-listen ADDR  serve Prometheus metrics on HOST:PORT (PORT 0: any;\n"
+            "                         CODEQ_METRICS_LISTEN): /metrics, /healthz, /readyz\n"
             "  --audit-log PATH       append an audit record per tool call to PATH (JSON\n"
             "                         lines, hash-chained; signed with CODEQ_AUDIT_KEY_FILE;\n"
             "                         codeq audit verify checks it; embedded only)\n"
@@ -242,7 +245,7 @@ static void usage(FILE *out)
 
 int cq_cmd_mcp(int argc, char **argv)
 {
-    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_AUDIT_LOG };
+    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_AUDIT_LOG, OPT_METRICS };
     static const struct option longopts[] = {
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"max-sessions", required_argument, NULL, OPT_MAX},
@@ -251,6 +254,7 @@ int cq_cmd_mcp(int argc, char **argv)
         CQ_SIGNING_LONGOPTS,
         CQ_NETWORK_LONGOPTS,
         {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
+        {"metrics-listen", required_argument, NULL, OPT_METRICS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -260,6 +264,7 @@ int cq_cmd_mcp(int argc, char **argv)
     struct cq_error err;
     uint64_t value;
     const char *brokers = NULL, *request_topic = NULL, *audit_log = NULL;
+    const char *metrics_listen = getenv("CODEQ_METRICS_LISTEN");
     unsigned net_seen = 0;
     int net_rc = cq_network_environment("mcp", &cfg);
     if (net_rc != 0)
@@ -295,6 +300,9 @@ int cq_cmd_mcp(int argc, char **argv)
         case OPT_AUDIT_LOG:
             audit_log = optarg;
             break;
+        case OPT_METRICS:
+            metrics_listen = optarg;
+            break;
         case CQ_OPT_CREDENTIALS:
         case CQ_OPT_TENANT:
         case CQ_OPT_KEY_ID:
@@ -315,12 +323,19 @@ int cq_cmd_mcp(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct cq_mcp_context ctx = {0};
     pthread_mutex_init(&ctx.default_lock, NULL);
+    struct cq_mcp_metrics *metrics = NULL;
+    if (metrics_listen != NULL && metrics_listen[0] != '\0' &&
+        cq_mcp_metrics_start(metrics_listen, &cfg, &metrics, &err) < 0) {
+        fprintf(stderr, "codeq mcp: %s\n", err.msg);
+        return CQ_EXIT_USAGE;
+    }
     int rc = cq_backend_open(&cfg, brokers, request_topic, &ctx.backend, &err);
     if (rc == 0 && audit_log != NULL &&
         (rc = cq_backend_audit_log(ctx.backend, audit_log, &err)) < 0)
         cq_backend_close(ctx.backend);
     if (rc < 0) {
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
+        cq_mcp_metrics_stop(metrics);
         return CQ_EXIT_INTERNAL;
     }
     /* Interpreters with a warm pool get it now, not at their first session. */
@@ -340,6 +355,7 @@ int cq_cmd_mcp(int argc, char **argv)
             handle(&ctx, line, n);
     }
     cq_line_reader_free(&reader);
+    cq_mcp_metrics_stopping(metrics);
     pthread_mutex_lock(&calls_lock);
     while (calls_running > 0)
         pthread_cond_wait(&calls_done, &calls_lock);
@@ -351,6 +367,7 @@ int cq_cmd_mcp(int argc, char **argv)
         cq_backend_stop_session(ctx.backend, ctx.default_session, &info, &err);
     }
     cq_backend_close(ctx.backend);
+    cq_mcp_metrics_stop(metrics); /* after the worker that counted in it */
     pthread_mutex_destroy(&ctx.default_lock);
     return 0;
 }

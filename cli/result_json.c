@@ -95,6 +95,11 @@ json_t *cq_result_to_json(const struct cq_result *r)
         if (r->task_status != CQ_TASK_WORKING && r->task_status != CQ_TASK_SUBMITTED)
             put(sc, "exitCode", json_integer(r->exit_code));
         put(sc, "executionTime", json_real(r->execution_time_ms));
+        /* codeq's addition: what the call cost, in executionTime's style (CPU time in
+         * milliseconds; the session sandbox's peak memory in bytes, as limits.memory);
+         * 0 when unknown. */
+        put(sc, "cpuTime", json_integer((json_int_t)r->cpu_ms));
+        put(sc, "peakMemory", json_integer((json_int_t)r->peak_memory_bytes));
         /* codeq's addition, in sessions with network only. */
         if (r->has_network) {
             put(sc, "networkBytesSent", json_integer((json_int_t)r->network_bytes_sent));

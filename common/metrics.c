@@ -55,6 +55,9 @@ struct cq_metrics {
     pthread_mutex_t lock; /* the family list and the collectors */
     struct cq_metric *first, *last;
     struct collector *collectors;
+    /* Held while collectors run: cq_metrics_off_render waits for a render in progress,
+     * so that a collector's context can be freed right after. */
+    pthread_mutex_t collecting;
 };
 
 int cq_metrics_create(struct cq_metrics **out, struct cq_error *err)
@@ -63,6 +66,7 @@ int cq_metrics_create(struct cq_metrics **out, struct cq_error *err)
     if (m == NULL)
         return cq_error_sys(err, ENOMEM, "metrics registry");
     pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->collecting, NULL);
     *out = m;
     return 0;
 }
@@ -102,6 +106,7 @@ void cq_metrics_destroy(struct cq_metrics *m)
         free(c);
     }
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->collecting);
     free(m);
 }
 
@@ -269,6 +274,22 @@ int cq_metrics_on_render(struct cq_metrics *m, void (*fn)(void *ctx), void *ctx,
     m->collectors = c;
     pthread_mutex_unlock(&m->lock);
     return 0;
+}
+
+void cq_metrics_off_render(struct cq_metrics *m, void (*fn)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&m->collecting);
+    pthread_mutex_lock(&m->lock);
+    for (struct collector **link = &m->collectors; *link != NULL; link = &(*link)->next) {
+        struct collector *c = *link;
+        if (c->fn == fn && c->ctx == ctx) {
+            *link = c->next;
+            free(c);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->collecting);
 }
 
 /* ---- updates ------------------------------------------------------------------------- */
@@ -494,11 +515,13 @@ int cq_metrics_render(struct cq_metrics *m, char **text, size_t *len, struct cq_
     static const char *const type_names[] = {"counter", "gauge", "histogram"};
     /* The collectors first, outside the registry's lock: they set gauges, which may
      * make children. */
+    pthread_mutex_lock(&m->collecting);
     pthread_mutex_lock(&m->lock);
     struct collector *collectors = m->collectors;
     pthread_mutex_unlock(&m->lock);
     for (struct collector *c = collectors; c != NULL; c = c->next)
         c->fn(c->ctx);
+    pthread_mutex_unlock(&m->collecting);
 
     struct text t = {0};
     pthread_mutex_lock(&m->lock);

@@ -69,6 +69,9 @@ void cq_metric_observe(struct cq_metric *f, const char *const *values, double v)
  * runs on the scraping thread; it must not render. */
 int cq_metrics_on_render(struct cq_metrics *m, void (*fn)(void *ctx), void *ctx,
                          struct cq_error *err);
+/* Forgets the function registered with that ctx, once no render is running it: ctx may
+ * be freed when this returns (a worker core destroyed before its registry). */
+void cq_metrics_off_render(struct cq_metrics *m, void (*fn)(void *ctx), void *ctx);
 
 /* The exposition text, families in registration order, children in the order they were
  * made; *text is malloc'd and NUL-terminated, *len its length. A family without

@@ -284,6 +284,8 @@ int cq_codec_result_response(const char *request_id, const char *session_id,
         sc.network = r->has_network;
         sc.network_bytes_sent = r->network_bytes_sent;
         sc.network_bytes_received = r->network_bytes_received;
+        sc.cpu_time_ms = r->cpu_ms;
+        sc.peak_memory_bytes = r->peak_memory_bytes;
         result.structured_content = &sc;
     }
     result.is_error = r->is_error;
@@ -671,6 +673,8 @@ int cq_codec_result_from(const Codeq__V1__Result *in, struct cq_result *r, struc
         r->has_network = sc->network;
         r->network_bytes_sent = sc->network_bytes_sent;
         r->network_bytes_received = sc->network_bytes_received;
+        r->cpu_ms = sc->cpu_time_ms;
+        r->peak_memory_bytes = sc->peak_memory_bytes;
         r->task_id = dup_or_null(sc->task_id);
         r->task_status = sc->task_status <= CODEQ__V1__TASK_STATUS__TASK_STATUS_FAILED
                              ? (enum cq_task_status)sc->task_status

@@ -18,11 +18,13 @@ void cq_capture_append(struct cq_capture *c, const char *data, size_t n)
     c->total += n;
     size_t room = c->limit - c->len;
     size_t keep = n < room ? n : room;
+    char *buf = keep > 0 ? realloc(c->buf, c->len + keep) : NULL;
+    if (buf == NULL)
+        keep = 0; /* counted, not kept: cq_capture_text()'s truncation note says so */
+    if (c->dropped != NULL && n > keep)
+        cq_metric_child_add(c->dropped, (double)(n - keep));
     if (keep == 0)
         return;
-    char *buf = realloc(c->buf, c->len + keep);
-    if (buf == NULL)
-        return; /* counted, not kept: cq_capture_text()'s truncation note says so */
     memcpy(buf + c->len, data, keep);
     c->buf = buf;
     c->len += keep;

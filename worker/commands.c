@@ -91,6 +91,8 @@ void cq_command_run(const struct cq_command *c, struct cq_result *r)
     struct capture_pair cp = {.forward = c->on_output, .ctx = c->ctx};
     cq_capture_init(&cp.out[0], c->output_limit);
     cq_capture_init(&cp.out[1], c->output_limit);
+    for (int s = 0; c->dropped != NULL && s < 2; s++)
+        cp.out[s].dropped = c->dropped[s];
     uint64_t started = cq_now_us();
     struct cq_error err;
     struct cq_process *proc = NULL;
@@ -184,6 +186,8 @@ int cq_task_start(const struct cq_command *c, struct cq_task **out, struct cq_er
     t->cp.lock = &t->lock;
     cq_capture_init(&t->cp.out[0], c->output_limit);
     cq_capture_init(&t->cp.out[1], c->output_limit);
+    for (int s = 0; c->dropped != NULL && s < 2; s++)
+        t->cp.out[s].dropped = c->dropped[s];
     t->status = CQ_TASK_WORKING;
     t->timeout_s = (double)c->timeout_ms / 1000.0;
     t->started_us = cq_now_us();

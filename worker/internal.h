@@ -16,6 +16,7 @@ struct cq_capture {
     size_t len, limit;
     uint64_t total; /* bytes seen, kept or not */
     char *notes;    /* codeq's own notes (timeouts, deaths): kept past the limit */
+    struct cq_metric_child *dropped; /* counts the bytes not kept; NULL: none */
 };
 
 void cq_capture_init(struct cq_capture *c, size_t limit);
@@ -85,6 +86,7 @@ struct cq_execution {
                             * sets its default) */
     cq_stream_fn on_output;
     void *ctx;
+    struct cq_metric_child *const *dropped; /* [stdout, stderr] (capture's); NULL: none */
 };
 
 /* Runs a cell; fills result (content, structured content, is_error). When the kernel
@@ -139,6 +141,7 @@ struct cq_command {
     uint64_t output_limit;
     cq_stream_fn on_output;
     void *ctx;
+    struct cq_metric_child *const *dropped; /* as in struct cq_execution */
 };
 
 void cq_command_run(const struct cq_command *c, struct cq_result *r);

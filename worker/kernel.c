@@ -924,6 +924,8 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
     struct cell cell = {.x = x, .marker = marker};
     cq_capture_init(&cell.capture[0], x->output_limit);
     cq_capture_init(&cell.capture[1], x->output_limit);
+    for (int s = 0; x->dropped != NULL && s < 2; s++)
+        cell.capture[s].dropped = x->dropped[s];
     for (int s = 0; s < 2; s++)
         k->out[s].done = k->out[s].closed;
 

@@ -372,7 +372,9 @@ static int start_on(struct cq_worker *w, struct cq_interp *ip,
     struct cq_pool *pool = ip != NULL ? &ip->pool : &w->pool.modes[grant.mode];
     bool warm = memcmp(&limits, &pooled_limits, sizeof(limits)) == 0 && pool->mode == grant.mode;
     int rc = 0;
-    if (!(warm && cq_pool_take(w, pool, allow, n_allow, &s->sandbox, &s->kernels[0].kernel)))
+    bool taken = warm && cq_pool_take(w, pool, allow, n_allow, &s->sandbox, &s->kernels[0].kernel);
+    bool missed = warm && !taken && pool->size > 0; /* for metrics: the pool ran dry */
+    if (!taken)
         rc = cq_worker_make_sandbox(w, ip, &limits, grant.mode, allow, n_allow, &s->sandbox, err);
     else if (s->env[0] != NULL)
         rc = cq_kernel_set_env(s->kernels[0].kernel, (const char *const *)s->env, err);
@@ -394,6 +396,7 @@ static int start_on(struct cq_worker *w, struct cq_interp *ip,
     fill_info(s, info);
     pthread_cond_signal(&w->reaper_cond); /* its expiry may be the next one */
     pthread_mutex_unlock(&w->lock);
+    cq_wmetrics_session_started(w, s->interpreter, missed);
     return 0;
 }
 
@@ -472,6 +475,7 @@ static void terminate_locked(struct cq_worker *w, struct cq_session *s)
         cq_kernel_stop(s->kernels[i].kernel);
         s->kernels[i].kernel = NULL;
     }
+    cq_wmetrics_sandbox_gone(w, s, sb);
     cq_sandbox_destroy(sb);
     pthread_mutex_lock(&w->lock);
 }
@@ -486,8 +490,10 @@ int cq_worker_stop_session(struct cq_worker *w, const char *session_id,
         return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
     }
     bool ended = s->status == CQ_SESSION_READY;
-    if (ended)
+    if (ended) {
         terminate_locked(w, s);
+        cq_wmetrics_session_ended(w, false);
+    }
     fill_info(s, info);
     pthread_mutex_unlock(&w->lock);
     if (ended && w->cfg.on_session_end != NULL)
@@ -561,6 +567,7 @@ static void *reaper_main(void *arg)
         for (struct cq_session *s = w->sessions; s != NULL; s = s->next) {
             if (s->status == CQ_SESSION_READY && reap_at(s) <= cq_now_ms()) {
                 terminate_locked(w, s);
+                cq_wmetrics_session_ended(w, true);
                 if (w->cfg.on_session_end != NULL) {
                     char id[CQ_SESSION_ID_MAX + 1];
                     snprintf(id, sizeof(id), "%s", s->id);
@@ -656,6 +663,10 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
     pthread_cond_init(&w->reaper_cond, NULL);
     pthread_mutex_init(&w->pool.lock, NULL);
     pthread_cond_init(&w->pool.cond, NULL);
+    if (cq_wmetrics_create(w, err) < 0) {
+        cq_worker_destroy(w);
+        return -1;
+    }
     int rc = pthread_create(&w->reaper, NULL, reaper_main, w);
     if (rc != 0) {
         cq_error_sys(err, rc, "worker threads");
@@ -674,6 +685,7 @@ void cq_worker_destroy(struct cq_worker *w)
 {
     if (w == NULL)
         return;
+    cq_wmetrics_destroy(w);
     cq_pool_stop(w);
     cq_interps_destroy(w);
     pthread_mutex_lock(&w->lock);

@@ -36,6 +36,8 @@ struct cq_session {
     pthread_mutex_t tasks_lock;
     struct cq_task **tasks;
     size_t n_tasks;
+    /* Its sandbox's OOM kills and pids-limit hits counted so far (metrics.c). */
+    _Atomic uint64_t oom_seen, pids_seen;
     struct cq_session *next;
 };
 
@@ -94,6 +96,7 @@ struct cq_worker {
         struct cq_pool modes[CQ_WORKER_POOL_MODES]; /* codeq.default's, by network mode */
         struct cq_interp *interps;
     } pool;
+    struct cq_wmetrics *metrics; /* NULL: cfg.metrics is */
 };
 
 /* ---- pool.c ----------------------------------------------------------------------- */
@@ -144,5 +147,31 @@ uint64_t cq_session_remaining_ms(const struct cq_session *s);
  * run mutex held. */
 int cq_session_kernel(struct cq_worker *w, struct cq_session *s, bool javascript,
                       struct cq_kernel **out, struct cq_error *err);
+
+/* ---- metrics.c: what the core counts, when cfg.metrics is set (else no-ops) -------- */
+
+struct cq_wmetrics;
+
+int cq_wmetrics_create(struct cq_worker *w, struct cq_error *err);
+/* Before the worker's tables go: no scrape reads them after. */
+void cq_wmetrics_destroy(struct cq_worker *w);
+/* A tool call that ended with r; s NULL when its session was not found. */
+void cq_wmetrics_call(struct cq_worker *w, const struct cq_session *s, const char *tool,
+                      const struct cq_invoke_args *a, const struct cq_result *r,
+                      uint64_t started_us);
+void cq_wmetrics_network(struct cq_worker *w, uint64_t sent, uint64_t received);
+/* The OOM kills and pids-limit hits of the session's sandbox that st shows beyond
+ * what was counted. */
+void cq_wmetrics_events(struct cq_worker *w, struct cq_session *s,
+                        const struct cq_sandbox_stats *st);
+/* The same, read from sb (the session's sandbox, about to be destroyed). */
+void cq_wmetrics_sandbox_gone(struct cq_worker *w, struct cq_session *s, struct cq_sandbox *sb);
+void cq_wmetrics_session_started(struct cq_worker *w, const char *interpreter, bool pool_missed);
+void cq_wmetrics_session_ended(struct cq_worker *w, bool expired);
+/* The counters of output dropped past the limit, [stdout, stderr], or NULL. */
+struct cq_metric_child *const *cq_wmetrics_dropped(struct cq_worker *w);
+/* Moves *seen up to now, a reading of a counter that only grows but that several
+ * threads read in any order; true with *delta when now is beyond it. */
+bool cq_counter_advance(_Atomic uint64_t *seen, uint64_t now, uint64_t *delta);
 
 #endif

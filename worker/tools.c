@@ -3,6 +3,7 @@
  * (files.c). */
 #define _GNU_SOURCE
 #include "worker/session.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <math.h>
@@ -41,6 +42,14 @@ static bool call_timeout(const struct cq_worker *w, const struct cq_session *s,
         ms = remaining;
     *out_ms = ms > 0 ? ms : 1;
     return true;
+}
+
+/* CLOCK_REALTIME in nanoseconds: when a call's work in the sandbox ran, for its span. */
+static uint64_t unix_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
 static bool language_of(const struct cq_invoke_args *a, enum cq_language *out, struct cq_result *r)
@@ -104,9 +113,12 @@ static void execute_code(struct cq_worker *w, struct cq_session *s, const struct
         .output_limit = w->cfg.output_limit_bytes,
         .on_output = on_output,
         .ctx = ctx,
+        .dropped = cq_wmetrics_dropped(w),
     };
     bool dead = false;
+    r->run_start_unix_ns = unix_ns();
     cq_kernel_execute(k, &x, r, &dead);
+    r->run_end_unix_ns = unix_ns();
     if (dead) {
         /* Replaced on the next call: a fresh interpreter, as the result said. */
         cq_kernel_stop(k);
@@ -127,6 +139,7 @@ static struct cq_command command_of(struct cq_worker *w, struct cq_session *s,
         .output_limit = w->cfg.output_limit_bytes,
         .on_output = on_output,
         .ctx = ctx,
+        .dropped = cq_wmetrics_dropped(w),
     };
 }
 
@@ -220,6 +233,7 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
                       struct cq_result *r)
 {
     cq_result_init(r);
+    uint64_t started_us = cq_now_us();
     int t = tool_index(tool);
     if (t < 0) {
         cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT,
@@ -227,6 +241,7 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
                        "readFiles, listFiles, removeFiles, writeFiles, startCommandExecution, "
                        "getTask, stopTask",
                        tool != NULL ? tool : "");
+        cq_wmetrics_call(w, NULL, tool, a, r, started_us);
         return;
     }
     struct cq_session *s = cq_session_acquire(w, session_id);
@@ -235,6 +250,7 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
                        "session '%s' not found or no longer running (sessions end after their "
                        "timeout, or when stopped)",
                        session_id != NULL ? session_id : "");
+        cq_wmetrics_call(w, NULL, tool, a, r, started_us);
         return;
     }
     uint64_t timeout_ms;
@@ -257,7 +273,9 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
             cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "executeCommand: 'command' is required");
         else if (call_timeout(w, s, a, &timeout_ms, r)) {
             struct cq_command c = command_of(w, s, a, timeout_ms, on_output, ctx);
+            r->run_start_unix_ns = unix_ns();
             cq_command_run(&c, r);
+            r->run_end_unix_ns = unix_ns();
         }
         break;
     case TOOL_START_COMMAND:
@@ -291,12 +309,18 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
             r->cpu_ms = (after.cpu_usage_us - before.cpu_usage_us) / 1000;
         if (after.memory_peak_bytes > r->peak_memory_bytes)
             r->peak_memory_bytes = after.memory_peak_bytes;
+        cq_wmetrics_events(w, s, &after);
     }
-    if (net_measured && r->has_structured &&
-        cq_sandbox_net_stats(s->sandbox, &net_after, &ignored) == 0) {
-        r->has_network = true;
-        r->network_bytes_sent = net_after.bytes_sent - net_before.bytes_sent;
-        r->network_bytes_received = net_after.bytes_received - net_before.bytes_received;
+    if (net_measured && cq_sandbox_net_stats(s->sandbox, &net_after, &ignored) == 0) {
+        uint64_t sent = net_after.bytes_sent - net_before.bytes_sent;
+        uint64_t received = net_after.bytes_received - net_before.bytes_received;
+        cq_wmetrics_network(w, sent, received);
+        if (r->has_structured) {
+            r->has_network = true;
+            r->network_bytes_sent = sent;
+            r->network_bytes_received = received;
+        }
     }
+    cq_wmetrics_call(w, s, tool, a, r, started_us);
     cq_session_release(w, s);
 }

@@ -258,7 +258,7 @@ def test_json_output(host):
     assert doc["isError"] is False
     assert doc["content"] == [{"type": "text", "text": "out\n"}, {"type": "text", "text": "'val'"}]
     sc = doc["structuredContent"]
-    assert set(sc) == {"stdout", "stderr", "exitCode", "executionTime"}
+    assert set(sc) == {"stdout", "stderr", "exitCode", "executionTime", "cpuTime", "peakMemory"}
     assert (sc["stdout"], sc["stderr"], sc["exitCode"]) == ("out\n", "", 0)
     assert isinstance(sc["executionTime"], float) and sc["executionTime"] >= 0
     # Milliseconds to the microsecond, as written: never 8000.7420000000002.

@@ -50,7 +50,7 @@ from mcp_fixtures import host, new_server, sc, server, session  # noqa: F401 (fi
 
 JS = "javascript"
 TS = "typescript"
-EXEC_KEYS = {"stdout", "stderr", "exitCode", "executionTime"}
+EXEC_KEYS = {"stdout", "stderr", "exitCode", "executionTime", "cpuTime", "peakMemory"}
 SESSION_KEYS = {"sessionId", "name", "status", "createdAt", "lastUpdatedAt",
                 "sessionTimeoutSeconds", "networkMode", "networkAllow",
                 "codeInterpreterIdentifier", "runtime", "runtimeDigest", "limits"}
@@ -852,7 +852,7 @@ def test_task_lifecycle(session):
     assert r["isError"] is False
     task_id = sc(r)["taskId"]
     assert re.fullmatch(r"[0-9A-Za-z]{32}", task_id), r
-    assert set(sc(r)) == {"taskId", "taskStatus", "executionTime"}
+    assert set(sc(r)) == {"taskId", "taskStatus", "executionTime", "cpuTime", "peakMemory"}
     assert sc(r)["taskStatus"] == "working"
     assert texts(r) == [f"started task {task_id}"]
 

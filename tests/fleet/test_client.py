@@ -118,7 +118,8 @@ def test_start_session_and_invoke_return_agentcore_shapes(client):
         assert r["content"][0] == {"type": "text", "text": "hi\n"}
         assert {"type": "text", "text": "42"} in r["content"]
         sc = r["structuredContent"]
-        assert list(sc) == ["stdout", "stderr", "exitCode", "executionTime"]
+        assert list(sc) == ["stdout", "stderr", "exitCode", "executionTime", "cpuTime",
+                            "peakMemory"]
         assert sc["stdout"] == "hi\n" and sc["stderr"] == "oops\n" and sc["exitCode"] == 0
         assert isinstance(sc["executionTime"], float) and sc["executionTime"] >= 0
 

@@ -444,6 +444,8 @@ static void fill_result(struct cq_result *r)
     r->has_network = true;
     r->network_bytes_sent = 1234567890123ULL;
     r->network_bytes_received = 42;
+    r->cpu_ms = 31;
+    r->peak_memory_bytes = 9876543210ULL;
 }
 
 static void assert_blocks_eq(const struct cq_block *a, const struct cq_block *b)
@@ -492,6 +494,8 @@ static void assert_results_eq(const struct cq_result *a, const struct cq_result 
         ck_assert_int_eq(a->has_network, b->has_network);
         ck_assert_uint_eq(a->network_bytes_sent, b->network_bytes_sent);
         ck_assert_uint_eq(a->network_bytes_received, b->network_bytes_received);
+        ck_assert_uint_eq(a->cpu_ms, b->cpu_ms);
+        ck_assert_uint_eq(a->peak_memory_bytes, b->peak_memory_bytes);
     }
     ck_assert_int_eq(a->is_error, b->is_error);
     ck_assert_int_eq(a->error_code, b->error_code);

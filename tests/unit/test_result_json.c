@@ -251,10 +251,17 @@ START_TEST(code_result_structured_content)
     r.stderr_text = strdup("");
     r.exit_code = 0;
     r.execution_time_ms = 12.5;
+    r.cpu_ms = 7;
+    r.peak_memory_bytes = 123456789;
     cq_result_add_text(&r, "hi\n");
     json_t *j = cq_result_to_json(&r);
     json_t *sc = json_object_get(j, "structuredContent");
-    assert_keys(sc, "executionTime,exitCode,stderr,stdout");
+    assert_keys(sc, "cpuTime,executionTime,exitCode,peakMemory,stderr,stdout");
+    /* The call's usage: CPU milliseconds and peak bytes, whole numbers. */
+    ck_assert(json_is_integer(json_object_get(sc, "cpuTime")));
+    ck_assert_int_eq(json_integer_value(json_object_get(sc, "cpuTime")), 7);
+    ck_assert(json_is_integer(json_object_get(sc, "peakMemory")));
+    ck_assert_int_eq(json_integer_value(json_object_get(sc, "peakMemory")), 123456789);
     ck_assert_str_eq(str_at(sc, "stdout"), "hi\n");
     ck_assert_str_eq(str_at(sc, "stderr"), "");
     ck_assert(json_is_integer(json_object_get(sc, "exitCode")));
@@ -270,7 +277,8 @@ START_TEST(code_result_structured_content)
     r.network_bytes_received = 5000000000ULL;
     j = cq_result_to_json(&r);
     sc = json_object_get(j, "structuredContent");
-    assert_keys(sc, "executionTime,exitCode,networkBytesReceived,networkBytesSent,stderr,stdout");
+    assert_keys(sc, "cpuTime,executionTime,exitCode,networkBytesReceived,networkBytesSent,"
+                    "peakMemory,stderr,stdout");
     ck_assert(json_is_integer(json_object_get(sc, "networkBytesSent")));
     ck_assert_int_eq(json_integer_value(json_object_get(sc, "networkBytesSent")), 0);
     ck_assert_int_eq(json_integer_value(json_object_get(sc, "networkBytesReceived")), 5000000000LL);

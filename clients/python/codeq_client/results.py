@@ -105,7 +105,11 @@ def _structured_to_dict(sc: pb.StructuredContent) -> dict[str, Any]:
     out["stderr"] = sc.stderr
     if sc.task_status not in _RUNNING_TASK:
         out["exitCode"] = sc.exit_code
-    out["executionTime"] = float(sc.execution_time)
+    # Microseconds, as the C side prints it (15 significant digits): never
+    # 8000.7420000000002 from a value a server computed another way.
+    out["executionTime"] = round(float(sc.execution_time), 3)
+    out["cpuTime"] = sc.cpu_time_ms
+    out["peakMemory"] = sc.peak_memory_bytes
     if sc.network:
         out["networkBytesSent"] = sc.network_bytes_sent
         out["networkBytesReceived"] = sc.network_bytes_received

@@ -88,7 +88,8 @@ def test_key_order_matches_the_c_rendering():
     assert list(d["content"][0]) == ["type", "resource"]
     assert list(d["content"][0]["resource"]) == ["uri", "mimeType", "text"]
     assert list(d["structuredContent"]) == [
-        "taskId", "taskStatus", "stdout", "stderr", "exitCode", "executionTime",
+        "taskId", "taskStatus", "stdout", "stderr", "exitCode", "executionTime", "cpuTime",
+        "peakMemory",
     ]
     assert list(d["_codeq_error"]) == ["code", "message"]
 
@@ -107,10 +108,18 @@ def test_no_structured_content_unless_set():
 
 
 def test_code_result_structured_content():
-    sc = pb.StructuredContent(stdout="hi\n", stderr="", exit_code=0, execution_time=12.5)
+    sc = pb.StructuredContent(stdout="hi\n", stderr="", exit_code=0, execution_time=12.5,
+                              cpu_time_ms=7, peak_memory_bytes=123456789)
     d = result_to_dict(pb.Result(structured_content=sc))
-    assert d["structuredContent"] == {"stdout": "hi\n", "stderr": "", "exitCode": 0, "executionTime": 12.5}
+    assert d["structuredContent"] == {"stdout": "hi\n", "stderr": "", "exitCode": 0, "executionTime": 12.5,
+                                      "cpuTime": 7, "peakMemory": 123456789}
     assert isinstance(d["structuredContent"]["executionTime"], float)
+    # Rounded to the microsecond as the C side writes it, whatever the server computed.
+    sc = pb.StructuredContent(execution_time=8000.742 + 1e-9)
+    d = result_to_dict(pb.Result(structured_content=sc))
+    assert repr(d["structuredContent"]["executionTime"]) == "8000.742"
+    sc = pb.StructuredContent(execution_time=0.1 + 0.2)
+    assert repr(result_to_dict(pb.Result(structured_content=sc))["structuredContent"]["executionTime"]) == "0.3"
     # A session with network adds its traffic during the call, even when it was none.
     sc = pb.StructuredContent(stdout="", network=True, network_bytes_sent=0,
                               network_bytes_received=5_000_000_000)
@@ -123,7 +132,8 @@ def test_empty_structured_content_is_still_present():
     # Presence, not content, decides: an all-zero StructuredContent is a command that
     # printed nothing and exited 0.
     d = result_to_dict(pb.Result(structured_content=pb.StructuredContent()))
-    assert d["structuredContent"] == {"stdout": "", "stderr": "", "exitCode": 0, "executionTime": 0.0}
+    assert d["structuredContent"] == {"stdout": "", "stderr": "", "exitCode": 0, "executionTime": 0.0,
+                                      "cpuTime": 0, "peakMemory": 0}
 
 
 def test_failed_code_is_error_without_codeq_error():
