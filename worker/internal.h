@@ -14,8 +14,8 @@
 struct cq_capture {
     char *buf;
     size_t len, limit;
-    uint64_t total; /* bytes seen, kept or not */
-    char *notes;    /* codeq's own notes (timeouts, deaths): kept past the limit */
+    uint64_t total;                  /* bytes seen, kept or not */
+    char *notes;                     /* codeq's own notes (timeouts, deaths): kept past the limit */
     struct cq_metric_child *dropped; /* counts the bytes not kept; NULL: none */
 };
 

@@ -17,12 +17,11 @@
 #include <string.h>
 #include <unistd.h>
 
-static const double duration_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                          0.1,   0.25,   0.5,   1,    2.5,   5,
-                                          10,    30,     60,    120,  300};
+static const double duration_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                          1,     2.5,    5,     10,   30,    60,   120, 300};
 #define MIB (1024.0 * 1024.0)
-static const double bytes_buckets[] = {1 * MIB,   4 * MIB,    16 * MIB,   64 * MIB,
-                                       128 * MIB, 256 * MIB,  512 * MIB,  1024 * MIB,
+static const double bytes_buckets[] = {1 * MIB,    4 * MIB,    16 * MIB,  64 * MIB,
+                                       128 * MIB,  256 * MIB,  512 * MIB, 1024 * MIB,
                                        2048 * MIB, 4096 * MIB, 8192 * MIB};
 
 /* The warm pool gauges set at the last render, so that a pool that is gone (an
@@ -34,9 +33,8 @@ struct cq_wmetrics {
     struct cq_worker *w;
     struct cq_metric *executions, *run_seconds, *started, *misses;
     struct cq_metric *pool_ready, *pool_target;
-    struct cq_metric_child *live, *ended[2], *capacity_sessions, *capacity_memory,
-        *memory_limits, *cpu_seconds, *peak_memory, *oom_kills, *pids_hits, *dropped[2],
-        *network[2];
+    struct cq_metric_child *live, *ended[2], *capacity_sessions, *capacity_memory, *memory_limits,
+        *cpu_seconds, *peak_memory, *oom_kills, *pids_hits, *dropped[2], *network[2];
     uint64_t capacity_memory_bytes;
     struct cq_metric_child *pool_set[MAX_POOL_GAUGES];
     size_t n_pool_set;
@@ -144,18 +142,17 @@ int cq_wmetrics_create(struct cq_worker *w, struct cq_error *err)
         sizeof(duration_buckets) / sizeof(duration_buckets[0]), &e);
     wm->live = only_child(
         cq_metrics_gauge(reg, "codeq_sessions_live", "Sessions running now", no_labels, &e));
-    wm->started =
-        cq_metrics_counter(reg, "codeq_sessions_started_total", "Sessions started",
-                           (const char *[]){"interpreter", NULL}, &e);
+    wm->started = cq_metrics_counter(reg, "codeq_sessions_started_total", "Sessions started",
+                                     (const char *[]){"interpreter", NULL}, &e);
     struct cq_metric *ended =
         cq_metrics_counter(reg, "codeq_sessions_ended_total",
                            "Sessions ended: stopped by a client or expired at their time to live",
                            (const char *[]){"reason", NULL}, &e);
     wm->ended[0] = child_of(ended, "stopped");
     wm->ended[1] = child_of(ended, "expired");
-    wm->pool_ready = cq_metrics_gauge(reg, "codeq_warm_pool_ready",
-                                      "Warm sandboxes ready for new sessions",
-                                      (const char *[]){"interpreter", "network", NULL}, &e);
+    wm->pool_ready =
+        cq_metrics_gauge(reg, "codeq_warm_pool_ready", "Warm sandboxes ready for new sessions",
+                         (const char *[]){"interpreter", "network", NULL}, &e);
     wm->pool_target = cq_metrics_gauge(reg, "codeq_warm_pool_target",
                                        "Warm sandboxes the pool keeps ready when it can",
                                        (const char *[]){"interpreter", "network", NULL}, &e);
@@ -174,17 +171,16 @@ int cq_wmetrics_create(struct cq_worker *w, struct cq_error *err)
                                                     "The memory limits of the live sessions, "
                                                     "summed",
                                                     no_labels, &e));
-    wm->cpu_seconds = only_child(cq_metrics_counter(reg, "codeq_sandbox_cpu_seconds_total",
-                                                    "CPU time of tool calls in sandboxes",
-                                                    no_labels, &e));
+    wm->cpu_seconds =
+        only_child(cq_metrics_counter(reg, "codeq_sandbox_cpu_seconds_total",
+                                      "CPU time of tool calls in sandboxes", no_labels, &e));
     wm->peak_memory = only_child(cq_metrics_histogram(
         reg, "codeq_sandbox_peak_memory_bytes",
-        "The session sandbox's peak memory, at the end of each tool call", no_labels,
-        bytes_buckets, sizeof(bytes_buckets) / sizeof(bytes_buckets[0]), &e));
+        "The session sandbox's peak memory, at the end of each tool call", no_labels, bytes_buckets,
+        sizeof(bytes_buckets) / sizeof(bytes_buckets[0]), &e));
     wm->oom_kills = only_child(cq_metrics_counter(
         reg, "codeq_sandbox_oom_kills_total",
-        "Processes in sandboxes killed by the kernel's OOM killer (memory limit)", no_labels,
-        &e));
+        "Processes in sandboxes killed by the kernel's OOM killer (memory limit)", no_labels, &e));
     wm->pids_hits = only_child(cq_metrics_counter(reg, "codeq_sandbox_pids_limit_hits_total",
                                                   "Forks in sandboxes refused by the pids limit",
                                                   no_labels, &e));
@@ -194,10 +190,10 @@ int cq_wmetrics_create(struct cq_worker *w, struct cq_error *err)
                            (const char *[]){"stream", NULL}, &e);
     wm->dropped[0] = child_of(dropped, "stdout");
     wm->dropped[1] = child_of(dropped, "stderr");
-    struct cq_metric *network = cq_metrics_counter(
-        reg, "codeq_sandbox_network_bytes_total",
-        "IP traffic of sandboxes with network while tool calls ran",
-        (const char *[]){"direction", NULL}, &e);
+    struct cq_metric *network =
+        cq_metrics_counter(reg, "codeq_sandbox_network_bytes_total",
+                           "IP traffic of sandboxes with network while tool calls ran",
+                           (const char *[]){"direction", NULL}, &e);
     wm->network[0] = child_of(network, "sent");
     wm->network[1] = child_of(network, "received");
     uint64_t host = host_memory();
@@ -209,10 +205,9 @@ int cq_wmetrics_create(struct cq_worker *w, struct cq_error *err)
     if (e.msg[0] != '\0' || wm->executions == NULL || wm->run_seconds == NULL ||
         wm->started == NULL || wm->pool_ready == NULL || wm->pool_target == NULL ||
         wm->misses == NULL || wm->live == NULL || wm->ended[0] == NULL ||
-        wm->capacity_sessions == NULL || wm->capacity_memory == NULL ||
-        wm->memory_limits == NULL || wm->cpu_seconds == NULL || wm->peak_memory == NULL ||
-        wm->oom_kills == NULL || wm->pids_hits == NULL || wm->dropped[0] == NULL ||
-        wm->network[0] == NULL) {
+        wm->capacity_sessions == NULL || wm->capacity_memory == NULL || wm->memory_limits == NULL ||
+        wm->cpu_seconds == NULL || wm->peak_memory == NULL || wm->oom_kills == NULL ||
+        wm->pids_hits == NULL || wm->dropped[0] == NULL || wm->network[0] == NULL) {
         free(wm);
         if (e.msg[0] == '\0')
             return cq_error_set(err, CQ_EINTERNAL, "the worker's metrics: not registered");

@@ -166,6 +166,11 @@ START_TEST(test_render_calls_collectors)
     ck_assert_ptr_nonnull(strstr(two, "\nlive 2\n"));
     free(one);
     free(two);
+    /* Forgotten: the next render leaves the gauge as it was (a worker that is gone). */
+    cq_metrics_off_render(reg, collect, g);
+    char *three = render();
+    ck_assert_ptr_nonnull(strstr(three, "\nlive 2\n"));
+    free(three);
 }
 END_TEST
 

@@ -163,13 +163,13 @@ static void invoke(const char *id, const char *tool, const struct cq_invoke_args
 {
     struct cq_result r;
     cq_worker_invoke(w, id, tool, a, NULL, NULL, &r);
-    ck_assert_msg(r.error_code == want, "%s: %s, want %s", tool,
-                  cq_result_error_name(r.error_code), cq_result_error_name(want));
+    ck_assert_msg(r.error_code == want, "%s: %s, want %s", tool, cq_result_error_name(r.error_code),
+                  cq_result_error_name(want));
     cq_result_free(&r);
 }
 
-#define EXEC(tool, language, outcome, code)                                                   \
-    "codeq_executions_total{tool=\"" tool "\",language=\"" language                             \
+#define EXEC(tool, language, outcome, code)                                                        \
+    "codeq_executions_total{tool=\"" tool "\",language=\"" language                                \
     "\",interpreter=\"codeq.default\",outcome=\"" outcome "\",error_code=\"" code "\"}"
 
 START_TEST(calls_and_sessions_are_counted)
@@ -192,15 +192,16 @@ START_TEST(calls_and_sessions_are_counted)
     invoke(a.session_id, "executeCode",
            &(struct cq_invoke_args){.code = "import time; time.sleep(30)", .timeout_s = 0.5},
            CQ_RESULT_TIMED_OUT);
-    invoke(a.session_id, "executeCode",
-           &(struct cq_invoke_args){.code = "1", .language = "cobol"}, CQ_RESULT_INVALID_ARGUMENT);
+    invoke(a.session_id, "executeCode", &(struct cq_invoke_args){.code = "1", .language = "cobol"},
+           CQ_RESULT_INVALID_ARGUMENT);
     invoke("nobody", "executeCommand", &(struct cq_invoke_args){.command = "true"},
            CQ_RESULT_NOT_FOUND);
     invoke(b.session_id, "noSuchTool", &(struct cq_invoke_args){0}, CQ_RESULT_INVALID_ARGUMENT);
     /* 1500 bytes on stdout and 1200 on stderr past a limit of 1000 a stream. */
-    invoke(b.session_id, "executeCommand",
-           &(struct cq_invoke_args){.command = "head -c 1500 /dev/zero; head -c 1200 /dev/zero >&2"},
-           CQ_RESULT_OK);
+    invoke(
+        b.session_id, "executeCommand",
+        &(struct cq_invoke_args){.command = "head -c 1500 /dev/zero; head -c 1200 /dev/zero >&2"},
+        CQ_RESULT_OK);
 
     ck_assert(sample(reg, EXEC("executeCode", "python", "ok", "NONE")) == 2);
     ck_assert(sample(reg, EXEC("executeCode", "python", "user_error", "NONE")) == 1);
@@ -208,9 +209,9 @@ START_TEST(calls_and_sessions_are_counted)
     /* A language nobody knows is not a label value: the client wrote it. */
     ck_assert(sample(reg, EXEC("executeCode", "none", "user_error", "INVALID_ARGUMENT")) == 1);
     ck_assert(sample(reg, EXEC("executeCommand", "none", "ok", "NONE")) == 1);
-    ck_assert(sample(reg, "codeq_executions_total{tool=\"executeCommand\",language=\"none\","
-                          "interpreter=\"none\",outcome=\"user_error\",error_code=\"NOT_FOUND\"}") ==
-              1);
+    ck_assert(sample(reg,
+                     "codeq_executions_total{tool=\"executeCommand\",language=\"none\","
+                     "interpreter=\"none\",outcome=\"user_error\",error_code=\"NOT_FOUND\"}") == 1);
     ck_assert(sample(reg, "codeq_executions_total{tool=\"unknown\",language=\"none\","
                           "interpreter=\"none\",outcome=\"user_error\","
                           "error_code=\"INVALID_ARGUMENT\"}") == 1);
@@ -235,9 +236,9 @@ START_TEST(pids_limit_hits_are_counted)
     struct cq_session_info s = start(16);
     ck_assert(sample(reg, "codeq_sandbox_pids_limit_hits_total") == 0);
     struct cq_result r;
-    struct cq_invoke_args a = {
-        .command = "i=0; while [ $i -lt 40 ]; do sleep 2 & i=$((i+1)); done; wait",
-        .timeout_s = 20};
+    struct cq_invoke_args a = {.command =
+                                   "i=0; while [ $i -lt 40 ]; do sleep 2 & i=$((i+1)); done; wait",
+                               .timeout_s = 20};
     cq_worker_invoke(w, s.session_id, "executeCommand", &a, NULL, NULL, &r);
     cq_result_free(&r);
     ck_assert_msg(sample(reg, "codeq_sandbox_pids_limit_hits_total") >= 1, "no hit counted");
