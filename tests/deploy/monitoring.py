@@ -162,3 +162,54 @@ def families_used():
             if fam:
                 used.add(fam)
     return used
+
+
+def scrape(port, path="/metrics", host="127.0.0.1", timeout=10):
+    """(status, content type, body) of GET http://host:port/path."""
+    import http.client
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.getheader("Content-Type"), r.read().decode()
+    finally:
+        conn.close()
+
+
+def scraped_families(text):
+    """{contract name: (type, {frozenset of label names of its samples})} of a scrape,
+    parsed by prometheus_client's text parser (which drops a counter's _total)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        labels = {frozenset(set(s.labels) - {"le"}) for s in fam.samples}
+        out[name] = (fam.type, labels)
+    return out
+
+
+def check_scrape_against_contract(families, names):
+    """Failures (strings) of a scrape's families against the contract, for names."""
+    problems = []
+    for name in sorted(names):
+        kind, labels, _ = CONTRACT[name]
+        if name not in families:
+            problems.append(f"{name}: not in the scrape")
+            continue
+        got_kind, got_labels = families[name]
+        if got_kind != kind:
+            problems.append(f"{name}: a {got_kind}, the contract says {kind}")
+        for ls in got_labels:
+            if set(ls) != labels:
+                problems.append(f"{name}: labels {sorted(ls)}, the contract says {sorted(labels)}")
+    return problems
+
+
+def healthcheck_argv(port):
+    """docker/compose.yaml's daemon healthcheck, asking port instead of the compose one."""
+    c = yaml.safe_load(COMPOSE.read_text())
+    s = c["services"]["dispatcher"]
+    listen = s["environment"]["CODEQ_METRICS_LISTEN"]
+    cport = listen.rsplit(":", 1)[1]
+    return [a.replace(f"/{cport} ", f"/{port} ").replace(f"/{cport};", f"/{port};")
+            for a in s["healthcheck"]["test"][1:]]

@@ -430,3 +430,44 @@ def test_kubernetes_manifests():
         else:
             assert c["securityContext"]["runAsNonRoot"] is True
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+# ---- the live tests' checker, on a scrape written here --------------------------------
+
+_SCRAPE = """# HELP codeq_sessions_live s
+# TYPE codeq_sessions_live gauge
+codeq_sessions_live 2
+# HELP codeq_warm_pool_ready r
+# TYPE codeq_warm_pool_ready gauge
+codeq_warm_pool_ready{interpreter="python",network="NONE"} 1
+# HELP codeq_execution_run_seconds r
+# TYPE codeq_execution_run_seconds histogram
+codeq_execution_run_seconds_bucket{tool="executeCode",le="0.5"} 1
+codeq_execution_run_seconds_bucket{tool="executeCode",le="+Inf"} 1
+codeq_execution_run_seconds_sum{tool="executeCode"} 0.2
+codeq_execution_run_seconds_count{tool="executeCode"} 1
+# HELP codeq_sandbox_oom_kills_total o
+# TYPE codeq_sandbox_oom_kills_total counter
+# HELP codeq_output_dropped_bytes_total d
+# TYPE codeq_output_dropped_bytes_total gauge
+codeq_output_dropped_bytes_total{stream="stdout"} 0
+# HELP codeq_sessions_ended_total e
+# TYPE codeq_sessions_ended_total counter
+codeq_sessions_ended_total{why="stopped"} 1
+"""
+
+
+def test_scrape_checker():
+    from monitoring import check_scrape_against_contract, scraped_families
+    fams = scraped_families(_SCRAPE)
+    ok = {"codeq_sessions_live", "codeq_warm_pool_ready", "codeq_execution_run_seconds",
+          "codeq_sandbox_oom_kills_total"}
+    assert check_scrape_against_contract(fams, ok) == []
+    problems = check_scrape_against_contract(
+        fams, {"codeq_output_dropped_bytes_total", "codeq_sessions_ended_total",
+               "codeq_capacity_sessions"})
+    assert problems == [
+        "codeq_capacity_sessions: not in the scrape",
+        "codeq_output_dropped_bytes_total: a gauge, the contract says counter",
+        "codeq_sessions_ended_total: labels ['why'], the contract says ['reason']",
+    ]
