@@ -36,12 +36,13 @@ RUN cmake -S . -B /build -G Ninja -DCODEQ_TESTS=OFF -DCMAKE_INSTALL_PREFIX=/usr/
     && DESTDIR=/stage cmake --install /build
 
 FROM debian:12
-# libjansson4 ... libnftables1: what codeq-worker links (ldd; hiredis is in it, static), with
-# their dependencies.
+# libjansson4 ... libcurl4: what codeq-worker links (ldd; hiredis is in it, static), with
+# their dependencies (libmicrohttpd12: /metrics, /healthz, /readyz; libcurl4: spans).
 # python3 ... nodejs: the runtime of sandboxed code, the list of scripts/setup.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         libjansson4 librdkafka1 libprotobuf-c1 libssl3 libnftables1 passt \
+        libmicrohttpd12 libcurl4 \
         python3 python3-numpy python3-pandas python3-matplotlib python3-scipy python3-sklearn \
         python3-seaborn python3-pil python3-openpyxl python3-sympy python3-dill python3-pip \
         nodejs \
