@@ -30,7 +30,7 @@ FROM debian:12
 # What codeq-dispatcher links (ldd; hiredis is in it, static), with their dependencies.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libjansson4 librdkafka1 libprotobuf-c1 libssl3 \
+        libjansson4 librdkafka1 libprotobuf-c1 libssl3 libmicrohttpd12 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/bin/codeq-dispatcher /usr/local/bin/
 USER nobody

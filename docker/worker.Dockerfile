@@ -41,7 +41,7 @@ FROM debian:12
 # python3 ... nodejs: the runtime of sandboxed code, the list of scripts/setup.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libjansson4 librdkafka1 libprotobuf-c1 libssl3 libnftables1 passt \
+        libjansson4 librdkafka1 libprotobuf-c1 libssl3 libmicrohttpd12 libnftables1 passt \
         python3 python3-numpy python3-pandas python3-matplotlib python3-scipy python3-sklearn \
         python3-seaborn python3-pil python3-openpyxl python3-sympy python3-dill python3-pip \
         nodejs \
