@@ -5,7 +5,6 @@ count; refusals and dead letters count under their reasons; the worker's consume
 shows the backlog a stopped worker leaves; /readyz follows Redis. The names are the
 contract of docs/operations.md."""
 
-import os
 import signal
 import time
 import urllib.error
@@ -284,3 +283,20 @@ def test_readyz_follows_redis(private_redis, new_fleet):
     # The daemons' own connections broke and were made again.
     wait_for("a reconnection counted", lambda: value(
         scrape(m.dispatcher_port), "codeq_redis_reconnects_total") >= 1 or None)
+
+
+def test_a_session_moved_off_a_drained_worker_counts_as_adopted(mfleet, driver):
+    """Last in this module: it drains the module's worker."""
+    import redis as redis_py
+    from conftest import REDIS_PORT
+    sid = driver.start_session()  # on the one worker there is
+    assert driver.code(sid, "x = 6").is_error is False
+    port = free_port()
+    other = mfleet.fleet.start_worker("n", env={"CODEQ_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    mfleet.fleet.wait_workers(redis_py.Redis(host="127.0.0.1", port=REDIS_PORT), 2)
+    wait_for("/healthz", lambda: _answers_http(port))
+    assert value(scrape(port), "codeq_sessions_adopted_total") == 0
+    mfleet.worker.stop()  # SIGTERM: drains, hands its sessions off
+    assert texts(driver.code(sid, "x * 7"))[-1] == "42"
+    assert value(scrape(port), "codeq_sessions_adopted_total") == 1
+    assert other in mfleet.fleet.workers
