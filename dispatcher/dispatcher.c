@@ -7,6 +7,7 @@
  * reply. */
 #define _GNU_SOURCE
 #include "dispatcher/dispatcher.h"
+#include "dispatcher/metrics.h"
 #include "dispatcher/routes.h"
 #include "common/clock.h"
 #include "common/random.h"
@@ -51,6 +52,7 @@ struct cq_dispatcher {
     const struct cq_opened *op; /* the request being handled, as it came (pack_wire()) */
     struct cq_quota quota;      /* its tenant's quotas, looked up once per request (quota_of()) */
     int64_t leases_waited;      /* the end of the Redis outage wait_for_leases() waited out */
+    struct cq_dm *metrics;      /* NULL: no metrics_listen */
 };
 
 /* While Redis was unreachable no worker could renew its heartbeat, and a restarted
@@ -137,6 +139,7 @@ static void send_reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, c
         {"session_id", req->session_id},
         {"codeq-kind", "final"},
     };
+    cq_dm_answered(d->metrics);
     send_tracked(d, req, req->reply_topic, NULL, req->request_id, bytes, len, headers, 3);
 }
 
@@ -210,6 +213,7 @@ static void dead_letter(struct cq_dispatcher *d, const rd_kafka_message_t *msg, 
     if (cq_kafka_send(d->producer, d->cfg.dlq_topic, key[0] ? key : NULL, msg->payload, msg->len,
                       headers, 4, &d->batch, &err) < 0)
         cq_log(CQ_LOG_ERROR, "dead letter: %s", err.msg);
+    cq_dm_dead_lettered(d->metrics);
     cq_log(CQ_LOG_WARN, "dead-lettered offset %lld of partition %d: %s", (long long)msg->offset,
            msg->partition, why);
 }
@@ -256,16 +260,17 @@ static int choose_worker(struct cq_dispatcher *d, const char *interpreter, char 
 static void send_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req, const char *worker,
                          uint64_t fence, bool early, const uint8_t *body, size_t len)
 {
-    char topic[256], fence_text[32], at[32];
+    char topic[256], fence_text[32], at[32], requested[24];
     cq_fleet_worker_topic(worker, topic, sizeof(topic));
     snprintf(fence_text, sizeof(fence_text), "%llu", (unsigned long long)fence);
     snprintf(at, sizeof(at), "%lld", (long long)cq_unix_ms());
-    struct cq_header headers[4] = {{"codeq-fence", fence_text}, {"codeq-dispatched-ms", at}};
-    size_t n = 2;
+    struct cq_header headers[5] = {{"codeq-fence", fence_text}, {"codeq-dispatched-ms", at}};
+    size_t n = 2 + cq_dm_requested(requested, &headers[2]);
     if (early)
         headers[n++] = (struct cq_header){CQ_FLEET_EARLY_HEADER, "1"};
     cq_trace_stamp(d->trace, "d.sent");
     n += cq_trace_header(d->trace, &headers[n]);
+    cq_dm_forwarded(d->metrics);
     send_tracked(d, req, topic, worker, req->session_id, body, len, headers, n);
 }
 
@@ -455,6 +460,7 @@ static bool interpreter_exists(struct cq_dispatcher *d, Codeq__V1__Request *req,
                          : "no code interpreter '%s' in this fleet (codeq interpreter create "
                            "--fleet CONF defines one)",
                  name);
+    cq_dm_refused(d->metrics, "interpreter");
     reply_error(d, req, CQ_RESULT_NOT_FOUND, msg);
     return false;
 }
@@ -707,6 +713,9 @@ static void refuse(struct cq_dispatcher *d, const rd_kafka_message_t *msg,
     char text[600];
     snprintf(text, sizeof(text), "%s: %s",
              code == CQ_RESULT_ACCESS_DENIED ? "access denied" : "invalid request", why);
+    cq_dm_request(d->metrics, req);
+    if (req != NULL) /* else not a request at all: dead-lettered as malformed */
+        cq_dm_refused(d->metrics, code == CQ_RESULT_ACCESS_DENIED ? "auth" : "invalid");
     audit(d, msg, op, "refused", code, text);
     dead_letter(d, msg, text);
     /* A keyless fleet has no tenants' topics: whatever tenant a request names there. */
@@ -731,6 +740,7 @@ static void over_quota(struct cq_dispatcher *d, const Codeq__V1__Request *req, c
         .key_id = d->op != NULL ? d->op->key_id : NULL,
     };
     cq_audit_emit(d->audit, &r);
+    cq_dm_refused(d->metrics, "quota"); /* unless over_rate() said "rate" */
     reply_unstored(d, req, CQ_RESULT_LIMIT_EXCEEDED, why);
 }
 
@@ -750,6 +760,7 @@ static bool over_rate(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     snprintf(text, sizeof(text),
              "tenant '%s' sent more than %llu requests this second, its quota (rps): slow down",
              tenant_of(req), (unsigned long long)rps);
+    cq_dm_refused(d->metrics, "rate");
     over_quota(d, req, text);
     return true;
 }
@@ -767,6 +778,7 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
         return;
     }
     Codeq__V1__Request *req = op.req;
+    cq_dm_request(d->metrics, req);
     const char *why = cq_codec_invalid(req);
     if (why != NULL) {
         refuse(d, msg, &op, CQ_RESULT_INVALID_ARGUMENT, why);
@@ -778,6 +790,7 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
         char text[256];
         snprintf(text, sizeof(text), "invalid request: %s", why);
         audit(d, msg, &op, "refused", CQ_RESULT_INVALID_ARGUMENT, text);
+        cq_dm_refused(d->metrics, "reply_topic");
         dead_letter(d, msg, text);
         cq_opened_free(&op);
         return;
@@ -817,8 +830,10 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
     } else if (state == CQ_REQ_DONE) {
         uint8_t *bytes = NULL;
         size_t len = 0;
-        if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes != NULL)
+        if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes != NULL) {
+            cq_dm_replayed(d->metrics);
             reply(d, req, bytes, len);
+        }
     } else if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < cq_unix_ms() &&
                state == CQ_REQ_NONE) {
         reply_error(d, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
@@ -849,7 +864,9 @@ static void handle(struct cq_dispatcher *d, rd_kafka_message_t *msg)
     cq_trace_read(&trace, msg);
     cq_trace_stamp(&trace, "d.poll");
     d->trace = trace.on ? &trace : NULL;
+    cq_dm_begin(d->metrics, msg);
     handle_request(d, msg);
+    cq_dm_end(d->metrics);
     d->trace = NULL;
 }
 
@@ -939,7 +956,8 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
      * time one of theirs starts or stops, pausing every fleet for seconds. */
     char group[256];
     snprintf(group, sizeof(group), "codeq-dispatchers.%s", cfg->request_topic);
-    if (cq_kafka_consumer(cfg, group, cfg->request_topic, &d->consumer, err) < 0)
+    if (cq_kafka_consumer(cfg, group, cfg->request_topic, &d->consumer, err) < 0 ||
+        cq_dm_start(cfg, d->store, d->consumer, &d->stopping, &d->metrics, err) < 0)
         goto fail;
     *out = d;
     return 0;
@@ -1184,6 +1202,7 @@ void cq_dispatcher_destroy(struct cq_dispatcher *d)
 {
     if (d == NULL)
         return;
+    cq_dm_destroy(d->metrics, d->store);
     if (d->consumer != NULL)
         rd_kafka_destroy(d->consumer);
     if (d->producer != NULL)

@@ -7,8 +7,11 @@
 #include "fleet/kafka.h"
 #include "fleet/config.h"
 #include "fleet/log.h"
+#include "fleet/obs.h"
 #include "fleet/trace.h"
 #include "codeq.pb-c.h"
+
+#include <ctype.h>
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,10 +27,58 @@ static int set(rd_kafka_conf_t *conf, const char *name, const char *value, struc
     return 0;
 }
 
+/* The process's produce metrics (cq_kafka_set_metrics); delivery reports run on
+ * whichever thread polls a producer. */
+static struct cq_metric *produce_errors;
+static struct cq_metric_child *delivery_seconds;
+
+int cq_kafka_set_metrics(struct cq_metrics *m, struct cq_error *err)
+{
+    static const char *const labels[] = {"reason", NULL};
+    struct cq_metric *errors = NULL, *seconds = NULL;
+    if (m != NULL) {
+        errors = cq_metrics_counter(m, "codeq_kafka_produce_errors_total",
+                                    "Messages Kafka did not take, by librdkafka's error name",
+                                    labels, err);
+        seconds = errors == NULL ? NULL
+                                 : cq_metrics_histogram(m, "codeq_kafka_delivery_seconds",
+                                                        "From produce to the broker's delivery "
+                                                        "report",
+                                                        NULL, cq_obs_duration_buckets,
+                                                        cq_obs_n_duration_buckets, err);
+        if (seconds == NULL)
+            return -1;
+    }
+    __atomic_store_n(&delivery_seconds, seconds != NULL ? cq_metric_child(seconds, NULL) : NULL,
+                     __ATOMIC_RELEASE);
+    __atomic_store_n(&produce_errors, errors, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void count_error(rd_kafka_resp_err_t e)
+{
+    struct cq_metric *f = __atomic_load_n(&produce_errors, __ATOMIC_ACQUIRE);
+    if (f == NULL)
+        return;
+    char reason[64];
+    snprintf(reason, sizeof(reason), "%s", rd_kafka_err2name(e));
+    for (char *p = reason; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    cq_metric_add(f, (const char *const[]){reason}, 1);
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     (void)rk;
     (void)opaque;
+    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        count_error(msg->err);
+    } else {
+        struct cq_metric_child *c = __atomic_load_n(&delivery_seconds, __ATOMIC_ACQUIRE);
+        int64_t us = rd_kafka_message_latency(msg);
+        if (c != NULL && us >= 0)
+            cq_metric_child_observe(c, (double)us / 1e6);
+    }
     struct cq_delivery *d = msg->_private;
     if (d == NULL)
         return;
@@ -296,6 +347,7 @@ int cq_kafka_send(rd_kafka_t *producer, const char *topic, const char *key, cons
         rd_kafka_poll(producer, 10); /* wait for room: back-pressure, not an error */
     }
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        count_error(e);
         rd_kafka_headers_destroy(hdrs); /* not owned by librdkafka after a failure */
         if (delivery != NULL)
             __atomic_sub_fetch(&delivery->pending, 1, __ATOMIC_SEQ_CST);

@@ -45,6 +45,12 @@ int cq_kafka_delete_topic(rd_kafka_t *rk, const char *topic, struct cq_error *er
  * start-up error rather than a daemon that waits in silence). */
 int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, struct cq_error *err);
 
+/* Counts produce errors (codeq_kafka_produce_errors_total{reason}) and delivery latency
+ * (codeq_kafka_delivery_seconds) of every producer of this process into m; NULL stops.
+ * Set by fleet/obs.c. */
+struct cq_metrics;
+int cq_kafka_set_metrics(struct cq_metrics *m, struct cq_error *err);
+
 struct cq_header {
     const char *name, *value;
 };

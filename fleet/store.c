@@ -14,6 +14,8 @@
  * and every reconnection, is made by redis_connect.c: TLS and AUTH as configured. */
 #define _GNU_SOURCE
 #include "fleet/store_internal.h"
+#include "common/metrics.h"
+#include "fleet/obs.h"
 #include "common/clock.h"
 #include "common/random.h"
 #include "common/units.h"
@@ -56,6 +58,10 @@ static int connect_locked(struct cq_store *st, struct cq_error *err)
         redisFree(st->c);
     /* Commands then block at most 10 s: a hung Redis becomes an error. */
     st->c = cq_redis_dial(st->dialer, 10, err);
+    if (st->c != NULL && st->dialed && st->m_reconnects != NULL)
+        cq_metric_child_add(st->m_reconnects, 1);
+    if (st->c != NULL)
+        st->dialed = true;
     return st->c != NULL ? 0 : -1;
 }
 
@@ -68,7 +74,10 @@ static redisReply *attempt_locked(struct cq_store *st, int argc, const char **ar
 {
     redisReply *r = NULL;
     if (connect_locked(st, err) == 0) {
+        uint64_t started = st->m_seconds != NULL ? cq_now_us() : 0;
         r = redisCommandArgv(st->c, argc, argv, lens);
+        if (st->m_seconds != NULL)
+            cq_metric_child_observe(st->m_seconds, (double)(cq_now_us() - started) / 1e6);
         if (r == NULL) {
             cq_error_set(err, CQ_EINTERNAL, "Redis at %s:%d: %s", st->host, st->port,
                          st->c->errstr[0] ? st->c->errstr : "connection lost");
@@ -87,6 +96,8 @@ static redisReply *attempt_locked(struct cq_store *st, int argc, const char **ar
         st->down_since = 0;
         st->back_at = (int64_t)cq_now_ms();
     }
+    if (st->m_errors != NULL && (r == NULL || r->type == REDIS_REPLY_ERROR))
+        cq_metric_child_add(st->m_errors, 1);
     if (r != NULL)
         st->fail_fast = false;
     else if (st->down_since == 0 && !st->fail_fast) {
@@ -250,6 +261,50 @@ int64_t cq_store_back_at(struct cq_store *st)
     int64_t at = st->back_at;
     pthread_mutex_unlock(&st->lock);
     return at;
+}
+
+int cq_store_set_metrics(struct cq_store *st, struct cq_metrics *m, struct cq_error *err)
+{
+    struct cq_metric *seconds = NULL, *errors = NULL, *reconnects = NULL;
+    if (m != NULL) {
+        seconds =
+            cq_metrics_histogram(m, "codeq_redis_command_seconds",
+                                 "Redis commands and scripts, from sending to the reply", NULL,
+                                 cq_obs_duration_buckets, cq_obs_n_duration_buckets, err);
+        errors = seconds == NULL ? NULL
+                                 : cq_metrics_counter(m, "codeq_redis_errors_total",
+                                                      "Redis commands that failed (unreachable, "
+                                                      "timed out, or an error reply)",
+                                                      NULL, err);
+        reconnects = errors == NULL ? NULL
+                                    : cq_metrics_counter(m, "codeq_redis_reconnects_total",
+                                                         "Connections to Redis made again after "
+                                                         "one broke",
+                                                         NULL, err);
+        if (reconnects == NULL)
+            return -1;
+    }
+    pthread_mutex_lock(&st->lock);
+    st->m_seconds = seconds != NULL ? cq_metric_child(seconds, NULL) : NULL;
+    st->m_errors = errors != NULL ? cq_metric_child(errors, NULL) : NULL;
+    st->m_reconnects = reconnects != NULL ? cq_metric_child(reconnects, NULL) : NULL;
+    pthread_mutex_unlock(&st->lock);
+    return 0;
+}
+
+int cq_store_ping(struct cq_store *st, struct cq_error *err)
+{
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+    pthread_mutex_lock(&st->lock);
+    redisReply *r = attempt_locked(st, 1, argv, lens, err);
+    pthread_mutex_unlock(&st->lock);
+    if (r == NULL)
+        return -1;
+    int rc =
+        r->type == REDIS_REPLY_ERROR ? cq_error_set(err, CQ_EINTERNAL, "Redis: %s", r->str) : 0;
+    freeReplyObject(r);
+    return rc;
 }
 
 void cq_store_close(struct cq_store *st)

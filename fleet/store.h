@@ -27,6 +27,14 @@ void cq_store_set_cancel(struct cq_store *st, const atomic_bool *cancel);
 /* Monotonic ms (CLOCK_MONOTONIC) when Redis last came back after an outage, or 0: the
  * heartbeats in Redis are stale until the workers have renewed them. */
 int64_t cq_store_back_at(struct cq_store *st);
+/* Counts this connection's commands (codeq_redis_command_seconds), failures
+ * (codeq_redis_errors_total) and reconnections (codeq_redis_reconnects_total) into m;
+ * NULL stops. Call before the store is shared between threads. */
+struct cq_metrics;
+int cq_store_set_metrics(struct cq_store *st, struct cq_metrics *m, struct cq_error *err);
+/* One PING, without the waiting and retrying of other commands: whether Redis answers
+ * now (for /readyz). */
+int cq_store_ping(struct cq_store *st, struct cq_error *err);
 
 struct cq_worker_status {
     char id[64];

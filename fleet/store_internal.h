@@ -39,6 +39,10 @@ struct cq_store {
      * answers again. (At start, cq_store_open() connects once, without waiting: a
      * daemon that cannot reach Redis says so and exits.) */
     bool fail_fast;
+    /* Metrics (cq_store_set_metrics), or NULL; dialed: a connection was made before,
+     * so the next one is a reconnection. */
+    struct cq_metric_child *m_seconds, *m_errors, *m_reconnects;
+    bool dialed;
     /* Encryption at rest (fleet/crypt.h, "values" below): NULL keeps values in plain
      * text. The caches are behind their own lock, never held across a command. */
     struct cq_kms *kms;

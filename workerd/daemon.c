@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "workerd/workerd.h"
 #include "workerd/daemon_internal.h"
+#include "workerd/metrics.h"
 #include "common/clock.h"
 #include "common/random.h"
 #include "common/units.h"
@@ -42,7 +43,8 @@ struct queued {
     char digest[CQ_STORE_DIGEST_LEN + 1]; /* of a signed request, else "" */
     char key_id[32];                      /* the key that signed it, else "" */
     uint64_t fence;                       /* from the codeq-fence header */
-    bool early; /* sent while Redis records it (fleet/kafka.h, CQ_FLEET_EARLY_HEADER) */
+    bool early;           /* sent while Redis records it (fleet/kafka.h, CQ_FLEET_EARLY_HEADER) */
+    int64_t requested_ms; /* its arrival on the request topic (Unix ms), or 0 */
     struct cq_trace trace;
     struct queued *next;
 };
@@ -179,6 +181,7 @@ static bool publish_final(struct cq_daemon *d, struct held *h, const Codeq__V1__
         cq_log(CQ_LOG_ERROR, "request %s: reply not delivered: %s", req->request_id, err.msg);
         return false;
     }
+    cq_wm_replied(d->metrics);
     chore_answered(h, req->request_id);
     return true;
 }
@@ -293,6 +296,7 @@ static void finish_fallback(struct cq_daemon *d, struct held *h, const Codeq__V1
                             const struct cq_error *why)
 {
     cq_log(CQ_LOG_ERROR, "request %s: reply not encoded: %s", req->request_id, why->msg);
+    cq_wm_result(true);
     char message[200];
     snprintf(message, sizeof(message), "codeq: the reply could not be encoded: %s", why->msg);
     cq_trace_stamp(tracing, "w.encoded");
@@ -323,6 +327,7 @@ static void finish_error(struct cq_daemon *d, struct held *h, const Codeq__V1__R
     uint8_t *bytes;
     size_t len;
     struct cq_error err;
+    cq_wm_result(true);
     int rc = cq_codec_error_response(req->request_id, req->session_id, code, message, &bytes, &len,
                                      &err);
     finish_packed(d, h, req, rc, bytes, len, &err);
@@ -655,6 +660,7 @@ static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
                          sizeof(h->moved_note), err) < 0)
         cq_log(CQ_LOG_ERROR, "session %s: kernel state not taken: %s", h->id, err->msg);
     h->moved = true;
+    cq_wm_adopted(d->metrics);
     cq_log(CQ_LOG_INFO, "session %s adopted (fence %llu, %zu files restored)", h->id,
            (unsigned long long)h->fence, restored);
     return 0;
@@ -766,6 +772,7 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     cq_trace_stamp(tracing, "w.saved");
     uint8_t *bytes;
     size_t len;
+    cq_wm_result(r.is_error);
     int rc = cq_codec_result_response(req->request_id, h->id, &r, &bytes, &len, &err);
     finish_packed(d, h, req, rc, bytes, len, &err);
     cq_result_free(&r);
@@ -833,6 +840,8 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
             if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes &&
                 cq_fleet_publish(d->producer, req, "final", bytes, len, NULL, tracing, &err) < 0)
                 cq_log(CQ_LOG_WARN, "request %s: reply not sent: %s", req->request_id, err.msg);
+            else if (bytes != NULL)
+                cq_wm_replayed(d->metrics);
             free(bytes);
         }
         return;
@@ -983,7 +992,9 @@ static void *session_thread(void *arg)
         cq_trace_stamp(tracing, "w.thread");
         store_unstored(d, h); /* before anything of the session runs again */
         signed_by = q->key_id;
+        cq_wm_begin(d->metrics, q->req, q->requested_ms);
         handle(d, h, q->req, q->digest, q->fence, q->early);
+        cq_wm_end(d->metrics);
         tracing = NULL;
         signed_by = NULL;
         codeq__v1__request__free_unpacked(q->req, NULL);
@@ -1046,6 +1057,7 @@ void cq_wd_enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *dig
     snprintf(q->key_id, sizeof(q->key_id), "%s", key_id);
     q->fence = fence;
     q->early = early;
+    q->requested_ms = cq_wm_arrival();
     if (trace != NULL)
         q->trace = *trace;
     if (h->tail != NULL)
@@ -1159,6 +1171,9 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     wc.on_session_end_ctx = d;
     wc.resolve_interpreter = cq_wd_resolve_interpreter;
     wc.resolve_interpreter_ctx = d;
+    if (cq_wm_create(d, err) < 0)
+        goto fail;
+    wc.metrics = cq_wm_registry(d->metrics);
     if (cq_worker_create(&wc, &d->core, err) < 0)
         goto fail;
     if (cq_kafka_producer(cfg, &d->producer, err) < 0 ||
@@ -1168,7 +1183,7 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
         goto fail;
     char group[128];
     snprintf(group, sizeof(group), "codeq-worker-%s", d->cfg.worker_id);
-    if (cq_kafka_consumer(cfg, group, d->topic, &d->consumer, err) < 0)
+    if (cq_kafka_consumer(cfg, group, d->topic, &d->consumer, err) < 0 || cq_wm_serve(d, err) < 0)
         goto fail;
     *out = d;
     return 0;
@@ -1226,6 +1241,9 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
                                                    op.req->tenant != NULL ? op.req->tenant : "");
         if (invalid != NULL) {
             /* Dispatchers validate; this is someone writing to a worker topic directly. */
+            cq_wm_dead_letter(d->metrics, rc < 0 && why.code == CQ_EDENIED ? "auth"
+                                          : rc < 0 && op.req == NULL       ? "malformed"
+                                                                           : "invalid");
             dead_letter(d, msg, invalid);
         } else {
             char early[4], digest[CQ_STORE_DIGEST_LEN + 1];
@@ -1234,6 +1252,7 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
             if (op.outer == op.req)
                 op.outer = NULL;
             op.req = NULL; /* the queue's now */
+            cq_wm_arriving(msg);
             cq_wd_enqueue(d, req, digest, op.key_id, fence != NULL ? strtoull(fence, NULL, 10) : 0,
                           cq_kafka_header(msg, CQ_FLEET_EARLY_HEADER, early, sizeof(early)) != NULL,
                           &trace);
@@ -1265,6 +1284,8 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
         if (h->local &&
             cq_store_release_session(d->store, h->id, d->cfg.worker_id, h->fence, err) < 0)
             cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err->msg);
+        else if (h->local)
+            cq_wm_drained(d->metrics);
     pthread_mutex_unlock(&d->lock);
     cq_store_worker_gone(d->store, d->cfg.worker_id, err);
     rd_kafka_flush(d->producer, 10000);
@@ -1276,6 +1297,7 @@ void cq_daemon_destroy(struct cq_daemon *d)
 {
     if (d == NULL)
         return;
+    cq_wm_stop(d->metrics);
     if (d->consumer != NULL)
         rd_kafka_destroy(d->consumer);
     /* cq_worker_destroy ends sessions without on_session_end: released sessions keep
@@ -1295,5 +1317,6 @@ void cq_daemon_destroy(struct cq_daemon *d)
     pthread_mutex_destroy(&d->fetch_lock);
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->idle);
+    cq_wm_free(d->metrics);
     free(d);
 }

@@ -111,6 +111,7 @@ struct cq_daemon {
      * of a runtime's layer at a time. */
     pthread_mutex_t defined_lock, fetch_lock;
     struct cq_wd_defined *defined;
+    struct cq_wm *metrics; /* NULL: no metrics_listen (workerd/metrics.h) */
 };
 
 /* Whether h is idle and local with token fence, so that stopping it races no request.
