@@ -102,6 +102,9 @@ int cq_obs_create(const struct cq_obs_config *oc, struct cq_obs **out, struct cq
     if (cq_kafka_set_metrics(o->m, err) < 0 || cq_store_open(oc->cfg, &o->store, err) < 0)
         goto fail;
     cq_store_set_cancel(o->store, oc->stopping);
+    /* /readyz turns within a poll or two when Redis hangs (SIGSTOP, a full network
+     * buffer), not after the daemons' 10 s command timeout. */
+    cq_store_set_command_timeout(o->store, 2);
     atomic_store(&o->redis_ok, true); /* cq_store_open just reached it */
     atomic_store(&o->kafka_ok, true); /* the daemon reached it at start */
     cq_metric_child_set(o->ready, 1);

@@ -56,8 +56,8 @@ static int connect_locked(struct cq_store *st, struct cq_error *err)
         return 0;
     if (st->c != NULL)
         redisFree(st->c);
-    /* Commands then block at most 10 s: a hung Redis becomes an error. */
-    st->c = cq_redis_dial(st->dialer, 10, err);
+    /* Commands then block at most 10 s (by default): a hung Redis becomes an error. */
+    st->c = cq_redis_dial(st->dialer, st->command_timeout_s > 0 ? st->command_timeout_s : 10, err);
     if (st->c != NULL && st->dialed && st->m_reconnects != NULL)
         cq_metric_child_add(st->m_reconnects, 1);
     if (st->c != NULL)
@@ -248,6 +248,15 @@ int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, stru
     }
     *out = st;
     return 0;
+}
+
+void cq_store_set_command_timeout(struct cq_store *st, int seconds)
+{
+    pthread_mutex_lock(&st->lock);
+    st->command_timeout_s = seconds;
+    if (st->c != NULL)
+        redisSetTimeout(st->c, (struct timeval){.tv_sec = seconds > 0 ? seconds : 10});
+    pthread_mutex_unlock(&st->lock);
 }
 
 void cq_store_set_cancel(struct cq_store *st, const atomic_bool *cancel)

@@ -24,6 +24,10 @@ bool cq_store_encrypted(const struct cq_store *st);
  * 30 s before it fails (then commands fail at once until Redis answers again); *cancel
  * set (the daemon stops) ends the waiting. */
 void cq_store_set_cancel(struct cq_store *st, const atomic_bool *cancel);
+/* How long one command may block before it is an error (default 10 s): shorter for a
+ * connection that only answers "is Redis there" (/readyz), so that a Redis that hangs
+ * rather than refuses is reported within that time. */
+void cq_store_set_command_timeout(struct cq_store *st, int seconds);
 /* Monotonic ms (CLOCK_MONOTONIC) when Redis last came back after an outage, or 0: the
  * heartbeats in Redis are stale until the workers have renewed them. */
 int64_t cq_store_back_at(struct cq_store *st);

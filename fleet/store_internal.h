@@ -39,6 +39,8 @@ struct cq_store {
      * answers again. (At start, cq_store_open() connects once, without waiting: a
      * daemon that cannot reach Redis says so and exits.) */
     bool fail_fast;
+    /* How long one command may block (cq_store_set_command_timeout); 0: 10 s. */
+    int command_timeout_s;
     /* Metrics (cq_store_set_metrics), or NULL; dialed: a connection was made before,
      * so the next one is a reconnection. */
     struct cq_metric_child *m_seconds, *m_errors, *m_reconnects;
