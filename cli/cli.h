@@ -82,5 +82,6 @@ int cq_cmd_audit(int argc, char **argv);
 int cq_cmd_at_rest(int argc, char **argv);
 int cq_cmd_runtime(int argc, char **argv);
 int cq_cmd_interpreter(int argc, char **argv);
+int cq_cmd_fleet(int argc, char **argv);
 
 #endif

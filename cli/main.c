@@ -100,6 +100,7 @@ static void usage(FILE *out)
                  "  key        create, list or revoke a tenant's signing keys\n"
                  "  audit      verify an audit log's chains and signatures\n"
                  "  at-rest    rotate the keys that encrypt a fleet's data in Redis\n"
+                 "  fleet      a fleet's state: workers, dispatchers, backlog, dead letters\n"
                  "\n"
                  "Run 'codeq <command> --help' for the options of a command.\n");
 }
@@ -135,6 +136,8 @@ int main(int argc, char **argv)
         return cq_cmd_runtime(argc - 1, argv + 1);
     if (strcmp(cmd, "interpreter") == 0)
         return cq_cmd_interpreter(argc - 1, argv + 1);
+    if (strcmp(cmd, "fleet") == 0)
+        return cq_cmd_fleet(argc - 1, argv + 1);
     if (strcmp(cmd, "at-rest") == 0)
         return cq_cmd_at_rest(argc - 1, argv + 1);
     fprintf(stderr, "codeq: unknown command '%s'\n", cmd);

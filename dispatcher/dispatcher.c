@@ -20,6 +20,7 @@
 #include "fleet/kafka.h"
 #include "fleet/log.h"
 #include "fleet/recovery.h"
+#include "fleet/status.h"
 #include "fleet/store.h"
 #include "fleet/trace.h"
 #include "common/units.h"
@@ -53,6 +54,8 @@ struct cq_dispatcher {
     struct cq_quota quota;      /* its tenant's quotas, looked up once per request (quota_of()) */
     int64_t leases_waited;      /* the end of the Redis outage wait_for_leases() waited out */
     struct cq_dm *metrics;      /* NULL: no metrics_listen */
+    char id[128];               /* dispatcher:<id>, its heartbeat (fleet/status.h) */
+    int64_t started_ms;
 };
 
 /* While Redis was unreachable no worker could renew its heartbeat, and a restarted
@@ -951,11 +954,10 @@ int cq_dispatcher_create(const struct cq_fleet_config *cfg, struct cq_dispatcher
         (cfg->audit_topic[0] != '\0' &&
          cq_kafka_ensure_topic(d->producer, cfg->audit_topic, 1, err) < 0))
         goto fail;
-    /* One group per request topic: fleets that share a broker (staging next to
-     * production, test runs) would otherwise rebalance each other's dispatchers every
-     * time one of theirs starts or stops, pausing every fleet for seconds. */
     char group[256];
-    snprintf(group, sizeof(group), "codeq-dispatchers.%s", cfg->request_topic);
+    cq_fleet_dispatcher_group(cfg, group, sizeof(group));
+    cq_fleet_dispatcher_id(d->id, sizeof(d->id));
+    d->started_ms = cq_unix_ms();
     if (cq_kafka_consumer(cfg, group, cfg->request_topic, &d->consumer, err) < 0 ||
         cq_dm_start(cfg, d->store, d->consumer, &d->stopping, &d->metrics, err) < 0)
         goto fail;
@@ -1173,6 +1175,10 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
         }
         if (cq_now_ms() >= next_recovery) {
             recover_dead_workers(d);
+            struct cq_error ignored; /* Redis down: recovery has said so */
+            unsigned beat =
+                d->cfg.heartbeat_ms > RECOVERY_PERIOD ? d->cfg.heartbeat_ms : RECOVERY_PERIOD;
+            cq_store_dispatcher_beat(d->store, d->id, d->started_ms, 3 * beat, &ignored);
             next_recovery = cq_now_ms() + RECOVERY_PERIOD;
         }
         /* The one failure that is this process's own: an idempotent producer that can
@@ -1193,6 +1199,8 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
     if (rc < 0)
         return -1;
     cq_log(CQ_LOG_INFO, "stopping");
+    struct cq_error ignored;
+    cq_store_dispatcher_gone(d->store, d->id, &ignored);
     rd_kafka_consumer_close(d->consumer);
     rd_kafka_flush(d->producer, 10000);
     return 0;

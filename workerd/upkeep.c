@@ -10,6 +10,7 @@
 #include "fleet/log.h"
 #include "fleet/recovery.h"
 #include "fleet/interpreters.h"
+#include "fleet/status.h"
 #include "fleet/store.h"
 #include "workerd/interp.h"
 #include "workerd/snapshot.h"
@@ -43,6 +44,13 @@ void cq_wd_heartbeat_once(struct cq_daemon *d)
     cq_wd_interp_ready(d, ready, sizeof(ready));
     if (cq_store_worker_interpreters(d->beat, d->cfg.worker_id, ready, &err) < 0)
         cq_log(CQ_LOG_WARN, "heartbeat: interpreters: %s", err.msg);
+    /* For operators (codeq fleet status): the default session's memory limit times
+     * max_sessions, what the worker may give sandboxes. */
+    struct cq_worker_config wc;
+    cq_worker_config_init(&wc);
+    if (cq_store_worker_facts(d->beat, d->cfg.worker_id, d->cfg.max_sessions,
+                              (int64_t)(wc.limits.memory_bytes * d->cfg.max_sessions), &err) < 0)
+        cq_log(CQ_LOG_WARN, "heartbeat: facts: %s", err.msg);
     int64_t now = (int64_t)cq_now_ms(), last = atomic_load(&d->beat_ok_ms);
     if (last != 0 && now - last > 3 * (int64_t)d->cfg.heartbeat_ms)
         atomic_store(&d->lease_gap_ms, now);
