@@ -286,15 +286,18 @@ void cq_tracer_stats(struct cq_tracer *t, struct cq_tracer_stats *out)
     pthread_mutex_unlock(&t->lock);
 }
 
-void cq_tracer_destroy(struct cq_tracer *t)
+void cq_tracer_finish(struct cq_tracer *t, struct cq_tracer_stats *out)
 {
-    if (t == NULL)
+    if (t == NULL) {
+        *out = (struct cq_tracer_stats){0};
         return;
+    }
     pthread_mutex_lock(&t->lock);
     t->stopping = true;
     pthread_cond_signal(&t->wake);
     pthread_mutex_unlock(&t->lock);
     pthread_join(t->thread, NULL);
+    *out = t->stats;
     for (size_t i = 0; i < t->count; i++)
         json_decref(t->queue[(t->head + i) % t->max_queue]);
     pthread_mutex_destroy(&t->lock);
@@ -303,4 +306,10 @@ void cq_tracer_destroy(struct cq_tracer *t)
     free(t->service_name);
     free(t->queue);
     free(t);
+}
+
+void cq_tracer_destroy(struct cq_tracer *t)
+{
+    struct cq_tracer_stats st;
+    cq_tracer_finish(t, &st);
 }

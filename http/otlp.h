@@ -70,5 +70,7 @@ struct cq_tracer_stats {
     uint64_t dropped_error; /* the export failed: unreachable, timed out, refused */
 };
 void cq_tracer_stats(struct cq_tracer *t, struct cq_tracer_stats *out);
+/* cq_tracer_destroy, and the counts once what was queued is sent (or dropped). */
+void cq_tracer_finish(struct cq_tracer *t, struct cq_tracer_stats *out);
 
 #endif
