@@ -856,8 +856,7 @@ class _Tools(Generic[_R]):
             "runtime": runtime,
         }
         return self.invoke(
-            "executeCode", arguments, timeout, on_output, traceparent=traceparent,
-            tracestate=tracestate,
+            "executeCode", arguments, timeout, on_output, **_trace_kwargs(traceparent, tracestate)
         )
 
     def execute_command(
@@ -872,7 +871,7 @@ class _Tools(Generic[_R]):
         """Runs a shell command in /workspace; stdout, stderr and exitCode kept apart."""
         return self.invoke(
             "executeCommand", {"command": command}, timeout, on_output,
-            traceparent=traceparent, tracestate=tracestate,
+            **_trace_kwargs(traceparent, tracestate),
         )
 
     def start_command_execution(self, command: str, *, timeout: Optional[float] = None) -> _R:
@@ -910,6 +909,17 @@ class _Tools(Generic[_R]):
     def remove_files(self, paths: Iterable[str], *, timeout: Optional[float] = None) -> _R:
         """Removes files and directories (recursively)."""
         return self.invoke("removeFiles", {"paths": _path_list(paths)}, timeout)
+
+
+def _trace_kwargs(traceparent: Optional[str], tracestate: Optional[str]) -> dict[str, str]:
+    """The trace context arguments of invoke, only when given: an invoke written before
+    they existed (a subclass's) keeps working for calls without them."""
+    kwargs = {}
+    if traceparent is not None:
+        kwargs["traceparent"] = traceparent
+    if tracestate is not None:
+        kwargs["tracestate"] = tracestate
+    return kwargs
 
 
 def _path_list(paths: Iterable[str]) -> list[str]:
