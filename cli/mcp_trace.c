@@ -19,6 +19,11 @@ int cq_mcp_trace_start(const char *endpoint, struct cq_error *err)
     return cq_tracer_create(&cfg, &tracer, err);
 }
 
+int cq_mcp_trace_set_metrics(struct cq_metrics *metrics, struct cq_error *err)
+{
+    return tracer != NULL && metrics != NULL ? cq_tracer_set_metrics(tracer, metrics, err) : 0;
+}
+
 void cq_mcp_trace_stop(void)
 {
     cq_tracer_destroy(tracer);

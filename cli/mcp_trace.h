@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include "api/api.h"
 #include "common/error.h"
+#include "common/metrics.h"
 #include "common/tracectx.h"
 
 struct cq_mcp_trace {
@@ -27,6 +28,9 @@ struct cq_mcp_trace {
 
 /* Starts exporting spans to endpoint (NULL or "": tracing stays off). */
 int cq_mcp_trace_start(const char *endpoint, struct cq_error *err);
+/* The exporter's counters (codeq_trace_spans_*) into metrics (--metrics-listen's
+ * registry); nothing when tracing is off. */
+int cq_mcp_trace_set_metrics(struct cq_metrics *metrics, struct cq_error *err);
 /* Sends what is queued (bounded by the exporter's timeout). */
 void cq_mcp_trace_stop(void);
 

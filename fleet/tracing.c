@@ -25,6 +25,11 @@ int cq_tracing_start(const struct cq_fleet_config *cfg, const char *service,
     return 0;
 }
 
+int cq_tracing_set_metrics(struct cq_metrics *metrics, struct cq_error *err)
+{
+    return tracer != NULL && metrics != NULL ? cq_tracer_set_metrics(tracer, metrics, err) : 0;
+}
+
 void cq_tracing_stop(void)
 {
     if (tracer == NULL)

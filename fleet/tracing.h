@@ -45,6 +45,9 @@ struct cq_w3c {
  * counters. One tracer per process. */
 int cq_tracing_start(const struct cq_fleet_config *cfg, const char *service,
                      struct cq_metrics *metrics, struct cq_error *err);
+/* The exporter's counters (codeq_trace_spans_*) into metrics, for a registry made after
+ * cq_tracing_start (the daemon's, when it is created); nothing when tracing is off. */
+int cq_tracing_set_metrics(struct cq_metrics *metrics, struct cq_error *err);
 /* Sends what is queued (bounded by the exporter's timeout) and logs the span counts. */
 void cq_tracing_stop(void);
 /* The process's tracer, or NULL when tracing is off. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "codeq.pb-c.h"
 #include "fleet/log.h"
@@ -235,11 +236,17 @@ START_TEST(test_dead_collector_counts_drops)
     struct cq_error err;
     struct cq_metrics *m;
     ck_assert_int_eq(cq_metrics_create(&m, &err), 0);
-    ck_assert_int_eq(cq_tracing_start(&cfg, "codeq-test", m, &err), 0);
+    ck_assert_int_eq(cq_tracing_start(&cfg, "codeq-test", NULL, &err), 0);
     for (int i = 0; i < 3; i++) {
         struct cq_w3c w = {0};
         cq_tracing_begin(&w, CALLER);
         cq_tracing_end(&w, "codeq.dispatch", CQ_SPAN_CONSUMER);
+        if (i == 0) {
+            /* The daemon's registry comes after the tracer; whatever was counted before
+             * it (the first export may have failed already) is in it too. */
+            usleep(1200 * 1000);
+            ck_assert_int_eq(cq_tracing_set_metrics(m, &err), 0);
+        }
     }
     cq_tracing_stop();
     char *text;
