@@ -3,6 +3,7 @@
  * results printed by `codeq exec` and `codeq mcp` are the same whichever side ran them. */
 #define _GNU_SOURCE
 #include "cli/backend.h"
+#include "cli/mcp_trace.h"
 #include "common/clock.h"
 #include "fleet/audit.h"
 #include "fleet/client.h"
@@ -431,6 +432,10 @@ static void fleet_invoke(struct cq_backend *b, const char *session_id, const cha
         cq_result_fail(result, CQ_RESULT_INTERNAL, "%s", err.msg);
         return;
     }
+    /* An MCP call's trace goes on in the fleet (Request.traceparent). */
+    const char *traceparent = cq_mcp_trace_current();
+    if (traceparent != NULL)
+        ir.req.traceparent = (char *)traceparent;
     double call_s = args->timeout_s > 0 ? args->timeout_s : CQ_WORKER_DEFAULT_CALL_TIMEOUT;
     int timeout_ms = (int)(call_s * 1000.0) + FLEET_MARGIN_MS;
     struct chunk_relay relay = {on_output, ctx};
@@ -527,6 +532,7 @@ void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char 
 {
     if (b->worker != NULL) {
         cq_worker_invoke(b->worker, session_id, tool, args, on_output, ctx, result);
+        cq_mcp_trace_kernel_run(result, tool);
         if (b->audit != NULL)
             audit_call(b, session_id, tool, args, result);
     } else {

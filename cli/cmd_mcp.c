@@ -13,6 +13,7 @@
 #include "cli/line_reader.h"
 #include "cli/mcp_metrics.h"
 #include "cli/mcp_tools.h"
+#include "cli/mcp_trace.h"
 #include "cli/result_json.h"
 #include "common/units.h"
 
@@ -77,6 +78,7 @@ struct call {
     json_t *id;
     char *name;
     json_t *arguments;
+    json_t *params; /* for _meta (its trace context) */
 };
 
 static void *call_main(void *arg)
@@ -84,13 +86,17 @@ static void *call_main(void *arg)
     struct call *c = arg;
     int code = 0;
     char message[512] = "";
+    struct cq_mcp_trace trace;
+    cq_mcp_trace_begin(&trace, c->params);
     json_t *result = cq_mcp_call(c->ctx, c->name, c->arguments, &code, message, sizeof(message));
+    cq_mcp_trace_end(&trace, c->name, result);
     if (result != NULL)
         send_result(c->id, result);
     else
         send_error(c->id, code != 0 ? code : -32603, message[0] ? message : "internal error");
     json_decref(c->id);
     json_decref(c->arguments);
+    json_decref(c->params);
     free(c->name);
     free(c);
     pthread_mutex_lock(&calls_lock);
@@ -116,6 +122,7 @@ static void start_call(struct cq_mcp_context *ctx, json_t *id, json_t *params)
     c->ctx = ctx;
     c->id = json_incref(id);
     c->arguments = json_incref(json_object_get(params, "arguments"));
+    c->params = json_incref(params);
     pthread_mutex_lock(&calls_lock);
     bool busy = calls_running >= MAX_CALLS_RUNNING;
     if (!busy)
@@ -125,6 +132,7 @@ static void start_call(struct cq_mcp_context *ctx, json_t *id, json_t *params)
         send_error(id, -32000, "server busy: too many calls in progress; retry later");
         json_decref(c->id);
         json_decref(c->arguments);
+        json_decref(c->params);
         free(c->name);
         free(c);
         return;
@@ -142,6 +150,7 @@ static void start_call(struct cq_mcp_context *ctx, json_t *id, json_t *params)
         send_error(id, -32603, "cannot start a thread for the call");
         json_decref(c->id);
         json_decref(c->arguments);
+        json_decref(c->params);
         free(c->name);
         free(c);
     }
@@ -233,6 +242,11 @@ static void usage(FILE *out)
             "                         CODEQ_KEY_ID, CODEQ_KEY_SECRET or\n"
             "                         CODEQ_KEY_SECRET_FILE); a secret is never an\n"
             "                         argument: ps shows arguments\n"
+            "  --otlp-endpoint URL    export trace spans (codeq.mcp.call, codeq.kernel.run)\n"
+            "                         to an OpenTelemetry collector over OTLP/HTTP, e.g.\n"
+            "                         http://127.0.0.1:4318/v1/traces (CODEQ_OTLP_ENDPOINT);\n"
+            "                         a tools/call's _meta.traceparent is continued and its\n"
+            "                         result's _meta.traceparent names the call's span\n"
             "  -h, --help             show this help\n",
             CQ_WORKER_DEFAULT_MAX_SESSIONS);
     fprintf(out, "\nstartSession takes codeInterpreterIdentifier: a code interpreter (codeq\n"
@@ -245,7 +259,7 @@ static void usage(FILE *out)
 
 int cq_cmd_mcp(int argc, char **argv)
 {
-    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_AUDIT_LOG, OPT_METRICS };
+    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_AUDIT_LOG, OPT_METRICS, OPT_OTLP };
     static const struct option longopts[] = {
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"max-sessions", required_argument, NULL, OPT_MAX},
@@ -255,6 +269,7 @@ int cq_cmd_mcp(int argc, char **argv)
         CQ_NETWORK_LONGOPTS,
         {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"metrics-listen", required_argument, NULL, OPT_METRICS},
+        {"otlp-endpoint", required_argument, NULL, OPT_OTLP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -265,6 +280,7 @@ int cq_cmd_mcp(int argc, char **argv)
     uint64_t value;
     const char *brokers = NULL, *request_topic = NULL, *audit_log = NULL;
     const char *metrics_listen = getenv("CODEQ_METRICS_LISTEN");
+    const char *otlp_endpoint = getenv("CODEQ_OTLP_ENDPOINT");
     unsigned net_seen = 0;
     int net_rc = cq_network_environment("mcp", &cfg);
     if (net_rc != 0)
@@ -303,6 +319,9 @@ int cq_cmd_mcp(int argc, char **argv)
         case OPT_METRICS:
             metrics_listen = optarg;
             break;
+        case OPT_OTLP:
+            otlp_endpoint = optarg;
+            break;
         case CQ_OPT_CREDENTIALS:
         case CQ_OPT_TENANT:
         case CQ_OPT_KEY_ID:
@@ -321,6 +340,10 @@ int cq_cmd_mcp(int argc, char **argv)
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    if (cq_mcp_trace_start(otlp_endpoint, &err) < 0) {
+        fprintf(stderr, "codeq mcp: --otlp-endpoint: %s\n", err.msg);
+        return CQ_EXIT_USAGE;
+    }
     struct cq_mcp_context ctx = {0};
     pthread_mutex_init(&ctx.default_lock, NULL);
     struct cq_mcp_metrics *metrics = NULL;
@@ -336,6 +359,7 @@ int cq_cmd_mcp(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         cq_mcp_metrics_stop(metrics);
+        cq_mcp_trace_stop();
         return CQ_EXIT_INTERNAL;
     }
     /* Interpreters with a warm pool get it now, not at their first session. */
@@ -369,5 +393,6 @@ int cq_cmd_mcp(int argc, char **argv)
     cq_backend_close(ctx.backend);
     cq_mcp_metrics_stop(metrics); /* after the worker that counted in it */
     pthread_mutex_destroy(&ctx.default_lock);
+    cq_mcp_trace_stop(); /* after the last call: its spans go too */
     return 0;
 }

@@ -1,6 +1,7 @@
 /* cli/mcp_metrics.c - see mcp_metrics.h. */
 #define _GNU_SOURCE
 #include "cli/mcp_metrics.h"
+#include "cli/mcp_trace.h"
 #include "http/http.h"
 
 #include <errno.h>
@@ -52,7 +53,8 @@ int cq_mcp_metrics_start(const char *listen, struct cq_worker_config *cfg,
         .ready = ready,
         .ready_ctx = mm,
     };
-    if (cq_ops_start(&ops, &mm->server, err) < 0) {
+    /* The span exporter (--otlp-endpoint) started first: its drops count here too. */
+    if (cq_mcp_trace_set_metrics(mm->reg, err) < 0 || cq_ops_start(&ops, &mm->server, err) < 0) {
         cq_mcp_metrics_stop(mm);
         return cq_error_prefix(err, "--metrics-listen %s", listen);
     }
@@ -75,6 +77,7 @@ void cq_mcp_metrics_stop(struct cq_mcp_metrics *mm)
     if (mm == NULL)
         return;
     cq_http_stop(mm->server);
+    cq_mcp_trace_set_metrics(NULL, NULL); /* the exporter outlives the registry */
     cq_metrics_destroy(mm->reg);
     free(mm);
 }

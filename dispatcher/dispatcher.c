@@ -23,6 +23,7 @@
 #include "fleet/status.h"
 #include "fleet/store.h"
 #include "fleet/trace.h"
+#include "fleet/tracing.h"
 #include "common/units.h"
 
 #include <errno.h>
@@ -137,13 +138,14 @@ static void send_tracked(struct cq_dispatcher *d, const Codeq__V1__Request *req,
 static void send_reply(struct cq_dispatcher *d, const Codeq__V1__Request *req, const uint8_t *bytes,
                        size_t len)
 {
-    struct cq_header headers[] = {
+    struct cq_header headers[5] = {
         {"request_id", req->request_id},
         {"session_id", req->session_id},
         {"codeq-kind", "final"},
     };
     cq_dm_answered(d->metrics);
-    send_tracked(d, req, req->reply_topic, NULL, req->request_id, bytes, len, headers, 3);
+    size_t n = 3 + cq_trace_w3c_headers(d->trace, &headers[3]);
+    send_tracked(d, req, req->reply_topic, NULL, req->request_id, bytes, len, headers, n);
 }
 
 /* Sends a final reply and frees it. */
@@ -267,12 +269,13 @@ static void send_forward(struct cq_dispatcher *d, const Codeq__V1__Request *req,
     cq_fleet_worker_topic(worker, topic, sizeof(topic));
     snprintf(fence_text, sizeof(fence_text), "%llu", (unsigned long long)fence);
     snprintf(at, sizeof(at), "%lld", (long long)cq_unix_ms());
-    struct cq_header headers[5] = {{"codeq-fence", fence_text}, {"codeq-dispatched-ms", at}};
+    struct cq_header headers[8] = {{"codeq-fence", fence_text}, {"codeq-dispatched-ms", at}};
     size_t n = 2 + cq_dm_requested(requested, &headers[2]);
     if (early)
         headers[n++] = (struct cq_header){CQ_FLEET_EARLY_HEADER, "1"};
     cq_trace_stamp(d->trace, "d.sent");
     n += cq_trace_header(d->trace, &headers[n]);
+    n += cq_trace_w3c_headers(d->trace, &headers[n]);
     cq_dm_forwarded(d->metrics);
     send_tracked(d, req, topic, worker, req->session_id, body, len, headers, n);
 }
@@ -773,7 +776,10 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
     struct cq_opened op;
     struct cq_error err;
     int64_t window = (int64_t)d->cfg.auth_window * 1000;
-    if (cq_auth_open(d->keys, msg->payload, msg->len, cq_unix_ms(), window, &op, &err) < 0) {
+    int opened = cq_auth_open(d->keys, msg->payload, msg->len, cq_unix_ms(), window, &op, &err);
+    cq_tracing_request(&d->trace->w3c, opened == 0 ? op.req : NULL);
+    cq_tracing_log(&d->trace->w3c);
+    if (opened < 0) {
         refuse(d, msg, &op,
                err.code == CQ_EDENIED ? CQ_RESULT_ACCESS_DENIED : CQ_RESULT_INVALID_ARGUMENT,
                err.msg);
@@ -866,10 +872,12 @@ static void handle(struct cq_dispatcher *d, rd_kafka_message_t *msg)
     struct cq_trace trace;
     cq_trace_read(&trace, msg);
     cq_trace_stamp(&trace, "d.poll");
-    d->trace = trace.on ? &trace : NULL;
+    d->trace = &trace; /* its stamps are off without the header */
     cq_dm_begin(d->metrics, msg);
     handle_request(d, msg);
     cq_dm_end(d->metrics);
+    cq_tracing_end(&trace.w3c, "codeq.dispatch", CQ_SPAN_CONSUMER);
+    cq_tracing_log(NULL);
     d->trace = NULL;
 }
 

@@ -5,6 +5,7 @@
 #include "fleet/daemon.h"
 #include "fleet/config.h"
 #include "fleet/log.h"
+#include "fleet/tracing.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -37,8 +38,13 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
     }
     cq_log_setup(ops->component, cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    if (cq_tracing_start(&cfg, ops->program, NULL, &err) < 0) {
+        fprintf(stderr, "%s: %s\n", ops->program, err.msg);
+        return 2;
+    }
     void *daemon;
     if (ops->create(&cfg, &daemon, &err) < 0) {
+        cq_tracing_stop();
         cq_log(CQ_LOG_ERROR, "cannot start: %s", err.msg);
         fprintf(stderr, "%s: %s\n", ops->program, err.msg);
         return 1;
@@ -53,5 +59,6 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
         cq_log(CQ_LOG_ERROR, "%s", err.msg);
     running = NULL;
     ops->destroy(daemon);
+    cq_tracing_stop(); /* after the drain: the last requests' spans go too */
     return rc < 0 ? 1 : 0;
 }

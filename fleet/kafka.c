@@ -429,12 +429,18 @@ int cq_fleet_publish(rd_kafka_t *producer, const Codeq__V1__Request *req, const 
                      const uint8_t *bytes, size_t len, struct cq_delivery *delivery,
                      const struct cq_trace *trace, struct cq_error *err)
 {
-    struct cq_header headers[4] = {
+    struct cq_header headers[6] = {
         {"request_id", req->request_id},
         {"session_id", req->session_id},
         {"codeq-kind", kind},
     };
-    size_t n = 3 + cq_trace_header(trace, &headers[3]);
+    size_t n = 3;
+    if (trace != NULL) {
+        /* The stamps come back once, on the final reply; the trace context on every one. */
+        if (strcmp(kind, "final") == 0)
+            n += cq_trace_header(trace, &headers[n]);
+        n += cq_trace_w3c_headers(trace, &headers[n]);
+    }
     return cq_kafka_send(producer, req->reply_topic, req->request_id, bytes, len, headers, n,
                          delivery, err);
 }

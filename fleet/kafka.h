@@ -95,7 +95,8 @@ struct Codeq__V1__Request;
 struct cq_trace;
 
 /* Publishes a reply of req: key and headers request_id, session_id, codeq-kind (chunk or
- * final), and trace's header if it is on (NULL: none). Its acknowledgement is counted in
+ * final), trace's codeq-trace header if it is on (final replies only) and its W3C trace
+ * context if it has one (fleet/tracing.h; trace NULL: neither). Its acknowledgement is counted in
  * delivery (NULL: not tracked), for cq_kafka_wait. */
 int cq_fleet_publish(rd_kafka_t *producer, const struct Codeq__V1__Request *req, const char *kind,
                      const uint8_t *bytes, size_t len, struct cq_delivery *delivery,

@@ -4,6 +4,7 @@
 #include "fleet/kafka.h"
 #include "fleet/log.h"
 #include "fleet/store.h"
+#include "fleet/tracing.h"
 #include "codeq.pb-c.h"
 
 #include <errno.h>
@@ -99,7 +100,10 @@ int cq_obs_create(const struct cq_obs_config *oc, struct cq_obs **out, struct cq
         goto fail;
     cq_metric_set(build, (const char *const[]){CQ_VERSION, oc->component}, 1);
     o->ready = cq_metric_child(ready, NULL);
-    if (cq_kafka_set_metrics(o->m, err) < 0 || cq_store_open(oc->cfg, &o->store, err) < 0)
+    /* The span exporter started before the registry (fleet/daemon.c): its drops so far
+     * count too. */
+    if (cq_kafka_set_metrics(o->m, err) < 0 || cq_tracing_set_metrics(o->m, err) < 0 ||
+        cq_store_open(oc->cfg, &o->store, err) < 0)
         goto fail;
     cq_store_set_cancel(o->store, oc->stopping);
     /* /readyz turns within a poll or two when Redis hangs (SIGSTOP, a full network
@@ -244,6 +248,7 @@ void cq_obs_destroy(struct cq_obs *o)
     /* Produce metrics point here: whatever the producer reports after this (its close)
      * goes nowhere. */
     cq_kafka_set_metrics(NULL, NULL);
+    cq_tracing_set_metrics(NULL, NULL); /* the exporter outlives the registry */
     cq_store_close(o->store);
     cq_metrics_destroy(o->m);
     pthread_mutex_destroy(&o->lock);

@@ -13,6 +13,7 @@ void cq_trace_begin(struct cq_trace *t)
     t->on = true;
     t->len = 0;
     t->text[0] = '\0';
+    t->w3c.found = t->w3c.on = t->w3c.record = false;
 }
 
 void cq_trace_read(struct cq_trace *t, rd_kafka_message_t *msg)
@@ -21,6 +22,7 @@ void cq_trace_read(struct cq_trace *t, rd_kafka_message_t *msg)
     t->len = t->on ? strlen(t->text) : 0;
     if (!t->on)
         t->text[0] = '\0';
+    cq_tracing_read(&t->w3c, msg);
 }
 
 void cq_trace_stamp(struct cq_trace *t, const char *step)
@@ -34,6 +36,11 @@ void cq_trace_stamp(struct cq_trace *t, const char *step)
         t->len += (size_t)n;
     else
         t->text[t->len] = '\0';
+}
+
+size_t cq_trace_w3c_headers(const struct cq_trace *t, struct cq_header *h)
+{
+    return t != NULL ? cq_tracing_headers(&t->w3c, h) : 0;
 }
 
 size_t cq_trace_header(const struct cq_trace *t, struct cq_header *h)

@@ -101,9 +101,11 @@ void cq_tracer_submit(struct cq_tracer *t, const struct cq_span *span)
     pthread_mutex_lock(&t->lock);
     if (o == NULL || t->count == t->max_queue || t->stopping) {
         t->stats.dropped_full++;
-        pthread_mutex_unlock(&t->lock);
+        /* Under the lock: cq_tracer_set_metrics(t, NULL) may be detaching a registry
+         * that is about to be freed. */
         if (t->m_full != NULL)
             cq_metric_child_add(t->m_full, 1);
+        pthread_mutex_unlock(&t->lock);
         json_decref(o);
         return;
     }
@@ -194,10 +196,10 @@ static void *export_main(void *arg)
         }
         pthread_mutex_unlock(&t->lock);
         bool ok = spans != NULL && post(t, spans);
+        pthread_mutex_lock(&t->lock);
         struct cq_metric_child *m = ok ? t->m_exported : t->m_failed;
         if (m != NULL)
             cq_metric_child_add(m, (double)n);
-        pthread_mutex_lock(&t->lock);
         if (ok) {
             t->stats.exported += n;
         } else {
@@ -249,21 +251,9 @@ int cq_tracer_create(const struct cq_tracer_config *cfg, struct cq_tracer **out,
         free(t);
         return cq_error_sys(err, ENOMEM, "tracer");
     }
-    if (cfg->metrics != NULL) {
-        struct cq_metric *exported =
-            cq_metrics_counter(cfg->metrics, "codeq_trace_spans_exported_total",
-                               "Spans the OTLP collector accepted.", NULL, err);
-        struct cq_metric *dropped =
-            cq_metrics_counter(cfg->metrics, "codeq_trace_spans_dropped_total",
-                               "Spans dropped: the queue was full, or their export failed.",
-                               (const char *[]){"reason", NULL}, err);
-        if (exported != NULL && dropped != NULL) {
-            t->m_exported = cq_metric_child(exported, NULL);
-            t->m_full = cq_metric_child(dropped, (const char *[]){"queue_full"});
-            t->m_failed = cq_metric_child(dropped, (const char *[]){"export_failed"});
-        }
-    }
     pthread_mutex_init(&t->lock, NULL);
+    if (cfg->metrics != NULL)
+        cq_tracer_set_metrics(t, cfg->metrics, err);
     pthread_cond_init(&t->wake, NULL);
     int rc = pthread_create(&t->thread, NULL, export_main, t);
     if (rc != 0) {
@@ -279,6 +269,40 @@ int cq_tracer_create(const struct cq_tracer_config *cfg, struct cq_tracer **out,
     return 0;
 }
 
+int cq_tracer_set_metrics(struct cq_tracer *t, struct cq_metrics *metrics, struct cq_error *err)
+{
+    if (metrics == NULL) {
+        pthread_mutex_lock(&t->lock);
+        t->m_exported = t->m_full = t->m_failed = NULL;
+        pthread_mutex_unlock(&t->lock);
+        return 0;
+    }
+    struct cq_metric *exported =
+        cq_metrics_counter(metrics, "codeq_trace_spans_exported_total",
+                           "Spans the OTLP collector accepted.", NULL, err);
+    struct cq_metric *dropped =
+        cq_metrics_counter(metrics, "codeq_trace_spans_dropped_total",
+                           "Spans dropped: the queue was full, or their export failed.",
+                           (const char *[]){"reason", NULL}, err);
+    if (exported == NULL || dropped == NULL)
+        return -1;
+    struct cq_metric_child *e = cq_metric_child(exported, NULL);
+    struct cq_metric_child *f = cq_metric_child(dropped, (const char *[]){"queue_full"});
+    struct cq_metric_child *x = cq_metric_child(dropped, (const char *[]){"export_failed"});
+    if (e == NULL || f == NULL || x == NULL)
+        return cq_error_set(err, CQ_EINTERNAL, "the tracer's metrics");
+    /* The counts since the tracer started: a registry made later still tells them all. */
+    pthread_mutex_lock(&t->lock);
+    cq_metric_child_add(e, (double)t->stats.exported);
+    cq_metric_child_add(f, (double)t->stats.dropped_full);
+    cq_metric_child_add(x, (double)t->stats.dropped_error);
+    t->m_exported = e;
+    t->m_full = f;
+    t->m_failed = x;
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
 void cq_tracer_stats(struct cq_tracer *t, struct cq_tracer_stats *out)
 {
     pthread_mutex_lock(&t->lock);
@@ -286,15 +310,18 @@ void cq_tracer_stats(struct cq_tracer *t, struct cq_tracer_stats *out)
     pthread_mutex_unlock(&t->lock);
 }
 
-void cq_tracer_destroy(struct cq_tracer *t)
+void cq_tracer_finish(struct cq_tracer *t, struct cq_tracer_stats *out)
 {
-    if (t == NULL)
+    if (t == NULL) {
+        *out = (struct cq_tracer_stats){0};
         return;
+    }
     pthread_mutex_lock(&t->lock);
     t->stopping = true;
     pthread_cond_signal(&t->wake);
     pthread_mutex_unlock(&t->lock);
     pthread_join(t->thread, NULL);
+    *out = t->stats;
     for (size_t i = 0; i < t->count; i++)
         json_decref(t->queue[(t->head + i) % t->max_queue]);
     pthread_mutex_destroy(&t->lock);
@@ -303,4 +330,10 @@ void cq_tracer_destroy(struct cq_tracer *t)
     free(t->service_name);
     free(t->queue);
     free(t);
+}
+
+void cq_tracer_destroy(struct cq_tracer *t)
+{
+    struct cq_tracer_stats st;
+    cq_tracer_finish(t, &st);
 }

@@ -70,5 +70,11 @@ struct cq_tracer_stats {
     uint64_t dropped_error; /* the export failed: unreachable, timed out, refused */
 };
 void cq_tracer_stats(struct cq_tracer *t, struct cq_tracer_stats *out);
+/* Counts into metrics (as cq_tracer_config.metrics does) from now on, the counts so far
+ * included: for a registry made after the tracer. Once per tracer. metrics NULL stops
+ * counting (before the registry is freed: the tracer may outlive it). */
+int cq_tracer_set_metrics(struct cq_tracer *t, struct cq_metrics *metrics, struct cq_error *err);
+/* cq_tracer_destroy, and the counts once what was queued is sent (or dropped). */
+void cq_tracer_finish(struct cq_tracer *t, struct cq_tracer_stats *out);
 
 #endif

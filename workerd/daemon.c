@@ -24,6 +24,7 @@
 #include "fleet/log.h"
 #include "fleet/store.h"
 #include "fleet/trace.h"
+#include "fleet/tracing.h"
 #include "worker/worker.h"
 #include "workerd/interp.h"
 #include "workerd/snapshot.h"
@@ -337,6 +338,7 @@ struct stream_ctx {
     struct cq_daemon *d;
     const Codeq__V1__Request *req;
     uint64_t sequence;
+    const struct cq_trace *trace; /* its W3C context goes on every chunk */
 };
 
 static void on_output(void *ctx, int stream, const char *data, size_t len)
@@ -351,7 +353,7 @@ static void on_output(void *ctx, int stream, const char *data, size_t len)
         return;
     }
     /* Not waited for: chunks are a courtesy, the final reply is the contract. */
-    if (cq_fleet_publish(s->d->producer, s->req, "chunk", bytes, n, NULL, NULL, &err) < 0)
+    if (cq_fleet_publish(s->d->producer, s->req, "chunk", bytes, n, NULL, s->trace, &err) < 0)
         cq_log(CQ_LOG_WARN, "request %s: chunk dropped: %s", s->req->request_id, err.msg);
     free(bytes);
 }
@@ -719,9 +721,10 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         finish_error(d, h, req, CQ_RESULT_INTERNAL, err.msg);
         return;
     }
-    struct stream_ctx sctx = {.d = d, .req = req};
+    struct stream_ctx sctx = {.d = d, .req = req, .trace = tracing};
     struct cq_result r;
     cq_worker_invoke(d->core, h->id, req->invoke->tool, &args, on_output, &sctx, &r);
+    cq_tracing_kernel_run(tracing != NULL ? &tracing->w3c : NULL, &r, req->invoke->tool);
     cq_trace_stamp(tracing, "w.ran");
     /* The call as it ran: the arguments fetched from a claim, not the reference. */
     Codeq__V1__Request ran = *req;
@@ -988,13 +991,16 @@ static void *session_thread(void *arg)
         if (h->head == NULL)
             h->tail = NULL;
         pthread_mutex_unlock(&d->lock);
-        tracing = q->trace.on ? &q->trace : NULL;
+        tracing = &q->trace; /* its stamps are off without the header */
+        cq_tracing_log(&q->trace.w3c);
         cq_trace_stamp(tracing, "w.thread");
         store_unstored(d, h); /* before anything of the session runs again */
         signed_by = q->key_id;
         cq_wm_begin(d->metrics, q->req, q->requested_ms);
         handle(d, h, q->req, q->digest, q->fence, q->early);
         cq_wm_end(d->metrics);
+        cq_tracing_end(&q->trace.w3c, "codeq.request", CQ_SPAN_CONSUMER);
+        cq_tracing_log(NULL);
         tracing = NULL;
         signed_by = NULL;
         codeq__v1__request__free_unpacked(q->req, NULL);
@@ -1249,6 +1255,7 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
             char early[4], digest[CQ_STORE_DIGEST_LEN + 1];
             cq_opened_digest_hex(&op, digest);
             Codeq__V1__Request *req = op.req;
+            cq_tracing_request(&trace.w3c, req);
             if (op.outer == op.req)
                 op.outer = NULL;
             op.req = NULL; /* the queue's now */

@@ -27,6 +27,8 @@ from .client import (
     session_list_reply,
     session_reply,
     start_session_request,
+    trace_headers,
+    with_trace,
 )
 
 __all__ = ["AsyncClient", "AsyncSession", "async_code_session"]
@@ -122,15 +124,23 @@ class AsyncClient:
         request: pb.Request,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        *,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
+        reply_trace: Optional[dict[str, str]] = None,
     ) -> pb.Response:
-        """Sends one request and returns its final Response (see Client.request);
-        ``on_output`` is called on the event loop."""
+        """Sends one request and returns its final Response (see Client.request, which
+        explains the trace context arguments); ``on_output`` is called on the event
+        loop."""
         timeout = self._client.default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         finish = _on_loop(loop, functools.partial(_settle, future))
         on_chunk = _on_loop(loop, on_output) if on_output is not None else None
-        request_id = self._client._send(request, timeout, on_chunk, finish)
+        request_id = self._client._send(
+            request, timeout, on_chunk, finish, trace_headers(traceparent, tracestate),
+            reply_trace,
+        )
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
@@ -193,12 +203,20 @@ class AsyncClient:
         arguments: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        *,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> dict[str, Any]:
         """Runs one AgentCore tool in a session (see Session.invoke)."""
         request, wait = invoke_request(
             session_id, tool, arguments, timeout, self._client.default_timeout
         )
-        return invoke_reply(await self.request(request, wait, on_output))
+        reply_trace: dict[str, str] = {}
+        response = await self.request(
+            request, wait, on_output, traceparent=traceparent, tracestate=tracestate,
+            reply_trace=reply_trace,
+        )
+        return with_trace(invoke_reply(response), reply_trace)
 
 
 class AsyncSession(_Tools[Awaitable[dict]]):
@@ -216,9 +234,15 @@ class AsyncSession(_Tools[Awaitable[dict]]):
         arguments: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        *,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> Awaitable[dict[str, Any]]:
         """Runs one AgentCore tool (see Session.invoke)."""
-        return self.client.invoke(self.id, tool, arguments, timeout, on_output)
+        return self.client.invoke(
+            self.id, tool, arguments, timeout, on_output, traceparent=traceparent,
+            tracestate=tracestate,
+        )
 
     def stop(self, timeout: Optional[float] = None) -> Awaitable[dict[str, Any]]:
         """Stops the session; returns its final record."""

@@ -152,16 +152,42 @@ def request_key(request: pb.Request) -> str:
 class _Call:
     """A request waiting for its final reply. Both callbacks run on the poll thread."""
 
-    __slots__ = ("on_chunk", "on_final", "last_sequence")
+    __slots__ = ("on_chunk", "on_final", "last_sequence", "reply_trace")
 
     def __init__(
         self,
         on_chunk: Optional[OutputCallback],
         on_final: Callable[[Union[pb.Response, BaseException]], None],
+        reply_trace: Optional[dict[str, str]] = None,
     ):
         self.on_chunk = on_chunk
         self.on_final = on_final
         self.last_sequence = -1
+        # Filled with the final reply's trace context headers, before on_final.
+        self.reply_trace = reply_trace
+
+
+# The W3C trace context headers (docs/fleet.md, "Trace context").
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_headers(traceparent: Optional[str], tracestate: Optional[str]) -> list:
+    """The Kafka headers of a request's trace context: none without a traceparent (the
+    fleet then starts a trace of its own when it records spans)."""
+    if not traceparent:
+        return []
+    headers = [("traceparent", traceparent.encode())]
+    if tracestate:
+        headers.append(("tracestate", tracestate.encode()))
+    return headers
+
+
+def with_trace(result: dict[str, Any], reply_trace: dict[str, str]) -> dict[str, Any]:
+    """result with ``_meta`` carrying the reply's trace context (as an MCP result
+    does), when the reply had one."""
+    if reply_trace:
+        result.setdefault("_meta", {}).update(reply_trace)
+    return result
 
 
 def _header(headers: Optional[list], name: str) -> Optional[str]:
@@ -335,8 +361,17 @@ class Client:
         request: pb.Request,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        *,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
+        reply_trace: Optional[dict[str, str]] = None,
     ) -> pb.Response:
         """Sends one request and returns its final Response.
+
+        ``traceparent`` (and ``tracestate``): the caller's W3C trace context, sent as
+        the request's headers; the fleet's spans continue that trace. ``reply_trace``,
+        a dict, gets the final reply's ``traceparent`` and ``tracestate`` (the fleet's
+        span of the request, in the same trace).
 
         ``request`` is completed in place (see ``fill_request``); sending a request id
         again is a retry, answered with the stored result. ``on_output`` gets
@@ -353,7 +388,10 @@ class Client:
             outcome.append(value)
             done.set()
 
-        request_id = self._send(request, timeout, on_output, finish)
+        request_id = self._send(
+            request, timeout, on_output, finish, trace_headers(traceparent, tracestate),
+            reply_trace,
+        )
         if not done.wait(timeout):
             self._forget(request_id)
             # The reply may have landed between the wait and the forget.
@@ -431,10 +469,18 @@ class Client:
         arguments: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        *,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> dict[str, Any]:
         """Runs one AgentCore tool in a session; see ``Session.invoke``."""
         request, wait = invoke_request(session_id, tool, arguments, timeout, self.default_timeout)
-        return invoke_reply(self.request(request, wait, on_output))
+        reply_trace: dict[str, str] = {}
+        response = self.request(
+            request, wait, on_output, traceparent=traceparent, tracestate=tracestate,
+            reply_trace=reply_trace,
+        )
+        return with_trace(invoke_reply(response), reply_trace)
 
     # ---- the machinery shared with the asyncio client ---------------------------------
 
@@ -444,9 +490,12 @@ class Client:
         timeout: float,
         on_chunk: Optional[OutputCallback],
         on_final: Callable[[Union[pb.Response, BaseException]], None],
+        headers: Optional[list] = None,
+        reply_trace: Optional[dict[str, str]] = None,
     ) -> str:
-        """Registers the call and produces the request; returns its request id. The
-        caller waits for on_final and calls ``_forget`` if it stops waiting."""
+        """Registers the call and produces the request (with ``headers``); returns its
+        request id. The caller waits for on_final and calls ``_forget`` if it stops
+        waiting; ``reply_trace`` gets the final reply's trace context headers."""
         fill_request(request, self.reply_topic, timeout)
         request_id = request.request_id
         if self._credentials is not None:
@@ -469,12 +518,13 @@ class Client:
             # Sending an id again is a deliberate retry: its (identical) final reply
             # must reach this call, not be dropped as a copy of the earlier one.
             self._completed.pop(request_id, None)
-            self._pending[request_id] = _Call(on_chunk, on_final)
+            self._pending[request_id] = _Call(on_chunk, on_final, reply_trace)
         try:
             self._producer.produce(
                 self.request_topic,
                 value=wire.SerializeToString(),
                 key=request_key(request),
+                headers=headers or None,
                 on_delivery=lambda err, _msg: self._delivered(request_id, err),
             )
         except (BufferError, KafkaException) as e:
@@ -618,8 +668,14 @@ class Client:
             self._on_chunk(request_id, response.chunk)
             return
         with self._lock:
-            if request_id not in self._pending:
+            call = self._pending.get(request_id)
+            if call is None:
                 return  # a copy of a reply already had, or a call that gave up
+        if call.reply_trace is not None:
+            for name in TRACE_HEADERS:
+                value = _header(headers, name)
+                if value:
+                    call.reply_trace[name] = value
         # A reply too large for Kafka is read from Redis here, on the poll thread:
         # other calls' replies wait meanwhile (about a second for 100 MB on loopback).
         try:
@@ -772,6 +828,9 @@ class _Tools(Generic[_R]):
         arguments: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        *,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> _R:
         raise NotImplementedError
 
@@ -784,16 +843,21 @@ class _Tools(Generic[_R]):
         runtime: Optional[str] = None,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> _R:
         """Runs code in the session's kernel for ``language`` (python, javascript,
-        typescript); variables persist between calls unless ``clear_context``."""
+        typescript); variables persist between calls unless ``clear_context``.
+        ``traceparent``/``tracestate``: see ``Session.invoke``."""
         arguments = {
             "code": code,
             "language": language,
             "clearContext": clear_context,
             "runtime": runtime,
         }
-        return self.invoke("executeCode", arguments, timeout, on_output)
+        return self.invoke(
+            "executeCode", arguments, timeout, on_output, **_trace_kwargs(traceparent, tracestate)
+        )
 
     def execute_command(
         self,
@@ -801,9 +865,14 @@ class _Tools(Generic[_R]):
         *,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> _R:
         """Runs a shell command in /workspace; stdout, stderr and exitCode kept apart."""
-        return self.invoke("executeCommand", {"command": command}, timeout, on_output)
+        return self.invoke(
+            "executeCommand", {"command": command}, timeout, on_output,
+            **_trace_kwargs(traceparent, tracestate),
+        )
 
     def start_command_execution(self, command: str, *, timeout: Optional[float] = None) -> _R:
         """Starts a command in the background; structuredContent.taskId names it."""
@@ -842,6 +911,17 @@ class _Tools(Generic[_R]):
         return self.invoke("removeFiles", {"paths": _path_list(paths)}, timeout)
 
 
+def _trace_kwargs(traceparent: Optional[str], tracestate: Optional[str]) -> dict[str, str]:
+    """The trace context arguments of invoke, only when given: an invoke written before
+    they existed (a subclass's) keeps working for calls without them."""
+    kwargs = {}
+    if traceparent is not None:
+        kwargs["traceparent"] = traceparent
+    if tracestate is not None:
+        kwargs["tracestate"] = tracestate
+    return kwargs
+
+
 def _path_list(paths: Iterable[str]) -> list[str]:
     if isinstance(paths, str):
         raise TypeError("paths must be a list of strings, not a single string")
@@ -863,6 +943,9 @@ class Session(_Tools[dict]):
         arguments: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
+        *,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> dict[str, Any]:
         """Runs one AgentCore tool (executeCode, executeCommand, readFiles, listFiles,
         removeFiles, writeFiles, startCommandExecution, getTask, stopTask).
@@ -872,8 +955,16 @@ class Session(_Tools[dict]):
         overrides the arguments' timeout; the worker enforces it. Returns
         ``{"content", "structuredContent"?, "isError"}`` plus ``_codeq_error`` when the
         service failed; raises only for transport problems and TimeoutError.
+
+        ``traceparent`` (and ``tracestate``): the caller's W3C trace context; the
+        fleet's spans of the call continue it, and the result's
+        ``_meta["traceparent"]`` is the fleet's span of the request, in the same trace
+        (present whenever the request had a context or the fleet records spans).
         """
-        return self.client.invoke(self.id, tool, arguments, timeout, on_output)
+        return self.client.invoke(
+            self.id, tool, arguments, timeout, on_output, traceparent=traceparent,
+            tracestate=tracestate,
+        )
 
     def stop(self, timeout: Optional[float] = None) -> dict[str, Any]:
         """Stops the session; returns its final record."""

@@ -646,6 +646,37 @@ def test_tool_helpers_build_agentcore_arguments():
         s.read_files("a.txt")
 
 
+class _TracedRecorder(client_module._Tools):
+    def __init__(self):
+        self.calls = []
+
+    def invoke(self, tool, arguments=None, timeout=None, on_output=None, **trace):
+        self.calls.append((tool, trace))
+        return arguments_from_dict(arguments)
+
+
+def test_tool_helpers_pass_the_trace_context_on():
+    s = _TracedRecorder()
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    s.execute_code("x", traceparent=parent, tracestate="k=v")
+    assert s.calls[-1] == ("executeCode", {"traceparent": parent, "tracestate": "k=v"})
+    s.execute_command("ls", traceparent=parent)
+    assert s.calls[-1] == ("executeCommand", {"traceparent": parent})
+    s.execute_code("x")
+    assert s.calls[-1] == ("executeCode", {})
+
+
+def test_trace_headers_and_the_results_meta():
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert client_module.trace_headers(None, "k=v") == []
+    assert client_module.trace_headers(parent, None) == [("traceparent", parent.encode())]
+    assert client_module.trace_headers(parent, "k=v") == [
+        ("traceparent", parent.encode()), ("tracestate", b"k=v")]
+    assert client_module.with_trace({"isError": False}, {}) == {"isError": False}
+    assert client_module.with_trace({"isError": False}, {"traceparent": parent}) == {
+        "isError": False, "_meta": {"traceparent": parent}}
+
+
 # ---- the generated module ----------------------------------------------------------------
 
 
