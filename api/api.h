@@ -85,8 +85,8 @@ struct cq_result {
     enum cq_result_error error_code;
     char *error_message;
     /* What the call cost its session's sandbox, for the audit log: CPU time of the call
-     * and the sandbox's peak memory so far; 0 when unknown (cgroup v1 without cpuacct
-     * beside cpu, tools that run nothing). */
+     * and the sandbox's peak memory so far; 0 when unknown (cgroup v1 without a usable
+     * cpuacct hierarchy, tools that run nothing). */
     uint64_t cpu_ms;
     uint64_t peak_memory_bytes;
     /* Sessions with network (PUBLIC, ALLOWLIST), calls with structured content: bytes

@@ -5,6 +5,10 @@
  * CPU bandwidth (v1 cpu.cfs_quota_us/cfs_period_us; v2 cpu.max). Memory is limited
  * here and never with RLIMIT_AS: V8 reserves gigabytes of address space it never
  * touches and dies under an address-space limit.
+ *
+ * CPU time per sandbox: v2 cpu.stat; v1 cpuacct.usage, from the cpu directory where
+ * cpuacct is mounted with cpu, else from a cgroup of the sandbox's own in the cpuacct
+ * hierarchy (optional: it limits nothing, see detect_v1_cpuacct).
  */
 #define _GNU_SOURCE
 #include "sandbox/cgroup.h"
@@ -21,11 +25,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *const controller_names[CQ_CG_NCONTROLLERS] = {"memory", "pids", "cpu"};
+static const char *const controller_names[CQ_CG_NCONTROLLERS] = {"memory", "pids", "cpu",
+                                                                 "cpuacct"};
 
 static struct {
     int version;
-    char base[CQ_CG_NCONTROLLERS][PATH_MAX]; /* v2: base[0] */
+    char base[CQ_CG_NCONTROLLERS][PATH_MAX]; /* v2: base[0]; v1 cpuacct: "" when unused */
+    /* v1: the directory (index into cq_cgroup.dirfd) with cpuacct.usage, -1 if none. */
+    int cpuacct;
     struct cq_error error;
 } detected;
 static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
@@ -174,24 +181,58 @@ static void sweep_stale(const char *base)
     }
 }
 
+/* v1: "<the hierarchy of controller c>/<our cgroup there>/codeq", made if missing
+ * and swept of the leftovers of dead supervisors. */
+static int make_v1_base(int c, struct cq_error *err)
+{
+    struct mount_entry m;
+    char own[PATH_MAX], dir[PATH_MAX];
+    if (find_cgroup_mount(controller_names[c], &m) < 0)
+        return cq_error_set(err, ENOENT, "cgroup v1: no hierarchy with the %s controller",
+                            controller_names[c]);
+    if (own_cgroup_path(controller_names[c], own, sizeof(own)) < 0)
+        snprintf(own, sizeof(own), "/");
+    join_mount_path(&m, own, dir, sizeof(dir));
+    if (snprintf(detected.base[c], PATH_MAX, "%s/codeq", dir) >= PATH_MAX)
+        return cq_error_set(err, ENAMETOOLONG, "cgroup path too long: %s", dir);
+    if (make_dir(detected.base[c], err) < 0)
+        return -1;
+    sweep_stale(detected.base[c]);
+    return 0;
+}
+
+/* Where cpuacct.usage will be read. Mounted together with a controller that limits
+ * (cpu,cpuacct on most hosts), it is in that controller's directory. Mounted apart,
+ * sandboxes get a cgroup in its hierarchy too. Failing to make its base is not fatal,
+ * unlike for the other controllers: cpuacct limits nothing, no isolation or resource
+ * bound rests on it, so a host where it cannot be used still runs sandboxes, only
+ * without their CPU time (0, "unknown", as cq_sandbox_stats documents). */
+static void detect_v1_cpuacct(void)
+{
+    detected.cpuacct = -1;
+    detected.base[CQ_CG_CPUACCT][0] = '\0';
+    struct mount_entry m;
+    if (find_cgroup_mount("cpuacct", &m) < 0)
+        return;
+    for (int c = 0; c < CQ_CG_NLIMITS; c++) {
+        if (has_option(m.options, controller_names[c])) {
+            detected.cpuacct = c;
+            return;
+        }
+    }
+    if (make_v1_base(CQ_CG_CPUACCT, NULL) < 0) {
+        detected.base[CQ_CG_CPUACCT][0] = '\0';
+        return;
+    }
+    detected.cpuacct = CQ_CG_CPUACCT;
+}
+
 static int detect_v1(struct cq_error *err)
 {
-    for (int c = 0; c < CQ_CG_NCONTROLLERS; c++) {
-        struct mount_entry m;
-        char own[PATH_MAX];
-        if (find_cgroup_mount(controller_names[c], &m) < 0)
-            return cq_error_set(err, ENOENT, "cgroup v1: no hierarchy with the %s controller",
-                                controller_names[c]);
-        if (own_cgroup_path(controller_names[c], own, sizeof(own)) < 0)
-            snprintf(own, sizeof(own), "/");
-        char dir[PATH_MAX];
-        join_mount_path(&m, own, dir, sizeof(dir));
-        if (snprintf(detected.base[c], PATH_MAX, "%s/codeq", dir) >= PATH_MAX)
-            return cq_error_set(err, ENAMETOOLONG, "cgroup path too long: %s", dir);
-        if (make_dir(detected.base[c], err) < 0)
+    for (int c = 0; c < CQ_CG_NLIMITS; c++)
+        if (make_v1_base(c, err) < 0)
             return -1;
-        sweep_stale(detected.base[c]);
-    }
+    detect_v1_cpuacct();
     detected.version = 1;
     return 0;
 }
@@ -235,7 +276,7 @@ static int detect_v2(struct cq_error *err)
     snprintf(path, sizeof(path), "%s/cgroup.controllers", dir);
     if (cq_read_file_at(AT_FDCWD, path, buf, sizeof(buf), err) < 0)
         return -1;
-    for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
+    for (int c = 0; c < CQ_CG_NLIMITS; c++)
         if (!has_word(buf, controller_names[c], ' '))
             return cq_error_set(err, ENOTSUP,
                                 "cgroup v2: the %s controller is not available in %s (it lists "
@@ -266,6 +307,7 @@ static int detect_v2(struct cq_error *err)
 
 static void detect(void)
 {
+    detected.cpuacct = -1;
     read_host_cgroups();
     const char *forced = getenv("CODEQ_CGROUP_VERSION");
     struct mount_entry m;
@@ -345,6 +387,44 @@ static int write_limits_v2(struct cq_cgroup *cg, const struct cq_sandbox_limits 
     return 0;
 }
 
+/* Makes directory c of the sandbox's cgroup. A path it did not make stays "", so
+ * that removing the cgroup never touches a directory of someone else's. */
+static int make_cgroup_dir(struct cq_cgroup *cg, int c, const char *name, struct cq_error *err)
+{
+    if (snprintf(cg->path[c], PATH_MAX, "%s/%s", detected.base[c], name) >= PATH_MAX) {
+        cg->path[c][0] = '\0';
+        return cq_error_set(err, ENAMETOOLONG, "cgroup path too long: %s", detected.base[c]);
+    }
+    if (mkdir(cg->path[c], 0755) < 0) {
+        cq_error_sys(err, errno, "mkdir %s", cg->path[c]);
+        cg->path[c][0] = '\0';
+        return -1;
+    }
+    cg->dirfd[c] = open(cg->path[c], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cg->dirfd[c] < 0)
+        return cq_error_sys(err, errno, "open %s", cg->path[c]);
+    return 0;
+}
+
+static void remove_cgroup_dir(struct cq_cgroup *cg, int c)
+{
+    if (cg->dirfd[c] >= 0)
+        close(cg->dirfd[c]);
+    cg->dirfd[c] = -1;
+    if (cg->path[c][0] == '\0')
+        return;
+    /* Tasks that were just reaped can keep a cgroup busy for a moment. */
+    for (int attempt = 0; attempt < 200; attempt++) {
+        if (rmdir(cg->path[c]) == 0 || errno == ENOENT)
+            break;
+        if (errno != EBUSY)
+            break;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cg->path[c][0] = '\0';
+}
+
 int cq_cgroup_create(struct cq_cgroup *cg, const char *name, const struct cq_sandbox_limits *limits,
                      struct cq_error *err)
 {
@@ -353,42 +433,45 @@ int cq_cgroup_create(struct cq_cgroup *cg, const char *name, const struct cq_san
         cg->dirfd[c] = -1;
     if (cq_cgroup_version(&cg->version, err) < 0)
         return -1;
-    cg->ndirs = cg->version == 1 ? CQ_CG_NCONTROLLERS : 1;
-    for (int c = 0; c < cg->ndirs; c++) {
-        snprintf(cg->path[c], PATH_MAX, "%s/%s", detected.base[c], name);
-        if (mkdir(cg->path[c], 0755) < 0) {
-            cq_error_sys(err, errno, "mkdir %s", cg->path[c]);
-            cg->path[c][0] = '\0';
+    cg->ndirs = cg->version == 1 ? CQ_CG_NLIMITS : 1;
+    for (int c = 0; c < cg->ndirs; c++)
+        if (make_cgroup_dir(cg, c, name, err) < 0)
             goto fail;
-        }
-        cg->dirfd[c] = open(cg->path[c], O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (cg->dirfd[c] < 0) {
-            cq_error_sys(err, errno, "open %s", cg->path[c]);
-            goto fail;
-        }
-    }
     if ((cg->version == 1 ? write_limits_v1(cg, limits, err) : write_limits_v2(cg, limits, err)) <
         0)
         goto fail;
+    /* Last, after the limits: without it the sandbox only lacks its CPU time
+     * (detect_v1_cpuacct says why that is not fatal). */
+    if (cg->version == 1 && detected.cpuacct == CQ_CG_CPUACCT) {
+        if (make_cgroup_dir(cg, CQ_CG_CPUACCT, name, NULL) == 0)
+            cg->ndirs = CQ_CG_NCONTROLLERS;
+        else
+            remove_cgroup_dir(cg, CQ_CG_CPUACCT);
+    }
     return 0;
 fail:
     cq_cgroup_destroy(cg);
     return -1;
 }
 
-int cq_cgroup_v1_open_tasks(const struct cq_cgroup *cg, int fds[CQ_CG_NCONTROLLERS],
-                            struct cq_error *err)
+int cq_cgroup_v1_open_tasks(struct cq_cgroup *cg, int fds[CQ_CG_NCONTROLLERS], struct cq_error *err)
 {
     for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
         fds[c] = -1;
     for (int c = 0; c < cg->ndirs; c++) {
         fds[c] = openat(cg->dirfd[c], "tasks", O_WRONLY | O_CLOEXEC);
-        if (fds[c] < 0) {
-            int saved = errno;
-            for (int d = 0; d < c; d++)
-                close(fds[d]);
-            return cq_error_sys(err, saved, "open %s/tasks", cg->path[c]);
+        if (fds[c] >= 0)
+            continue;
+        if (c == CQ_CG_CPUACCT) {
+            /* Accounting only: the sandbox joins the others and runs without it. */
+            remove_cgroup_dir(cg, CQ_CG_CPUACCT);
+            cg->ndirs = CQ_CG_NLIMITS;
+            break;
         }
+        int saved = errno;
+        for (int d = 0; d < c; d++)
+            close(fds[d]);
+        return cq_error_sys(err, saved, "open %s/tasks", cg->path[c]);
     }
     return 0;
 }
@@ -400,23 +483,9 @@ void cq_cgroup_destroy(struct cq_cgroup *cg)
      * was moved in from outside. */
     if (cg->version == 2 && cg->dirfd[0] >= 0)
         cq_write_file_at(cg->dirfd[0], "cgroup.kill", "1", NULL);
-    for (int c = 0; c < CQ_CG_NCONTROLLERS; c++) {
-        if (cg->dirfd[c] >= 0)
-            close(cg->dirfd[c]);
-        cg->dirfd[c] = -1;
-        if (cg->path[c][0] == '\0')
-            continue;
-        /* Tasks that were just reaped can keep a cgroup busy for a moment. */
-        for (int attempt = 0; attempt < 200; attempt++) {
-            if (rmdir(cg->path[c]) == 0 || errno == ENOENT)
-                break;
-            if (errno != EBUSY)
-                break;
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-        cg->path[c][0] = '\0';
-    }
+    for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
+        remove_cgroup_dir(cg, c);
+    cg->ndirs = 0;
 }
 
 static uint64_t read_u64(int dirfd, const char *file)
@@ -466,9 +535,14 @@ int cq_cgroup_stats(const struct cq_cgroup *cg, struct cq_sandbox_stats *st, str
         st->memory_limit_bytes = read_u64(mem, "memory.max");
     }
     st->pids_current = read_u64(pids, "pids.current");
-    /* v1: cpuacct.usage (ns) where cpuacct is mounted with cpu, as on most hosts. */
-    st->cpu_usage_us = cg->version == 1 ? read_u64(cg->dirfd[CQ_CG_CPU], "cpuacct.usage") / 1000
-                                        : read_keyed(cg->dirfd[0], "cpu.stat", "usage_usec");
+    /* v1: cpuacct.usage (ns), in the directory detect_v1_cpuacct chose; -1 there
+     * (no cpuacct) or here (its cgroup could not be made) reads as 0, unknown. */
+    if (cg->version == 1) {
+        int acct = detected.cpuacct >= 0 ? cg->dirfd[detected.cpuacct] : -1;
+        st->cpu_usage_us = read_u64(acct, "cpuacct.usage") / 1000;
+    } else {
+        st->cpu_usage_us = read_keyed(cg->dirfd[0], "cpu.stat", "usage_usec");
+    }
     cq_cgroup_counters(cg, &st->oom_kills, &st->pids_limit_hits);
     return 0;
 }

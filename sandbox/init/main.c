@@ -185,7 +185,9 @@ static int join_netns(struct netns_helper *h, struct cq_error *err)
 
 /* cgroup v1: the supervisor sends one `tasks` fd per controller, opened by host
  * root; writing "0" moves init itself. Then a new cgroup namespace hides every
- * cgroup path above the sandbox's own. */
+ * cgroup path above the sandbox's own. A failed write fails the sandbox, whichever fd
+ * it was (cpuacct's too, though the supervisor runs sandboxes without one): init is
+ * never left in some of its cgroups and not the others. */
 static int join_cgroup(int control_fd, struct cq_error *err)
 {
     uint8_t buf[64];

@@ -316,10 +316,24 @@ def _mount_point_of_cgroup(controller):
     return None, None
 
 
+def _cpuacct_apart():
+    """Whether cpuacct is a v1 hierarchy without memory, pids and cpu: then each
+    sandbox also has a cgroup there, for its CPU time (sandbox/cgroup.c)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            rfields = line.partition(" - ")[2].split()
+            if len(rfields) < 3 or rfields[0] != "cgroup":
+                continue
+            options = set(rfields[2].split(","))
+            if "cpuacct" in options and not options & {"memory", "pids", "cpu"}:
+                return True
+    return False
+
+
 def codeq_cgroup_bases():
-    """{controller: <hierarchy mount>/<our own cgroup>/codeq} for memory, pids and cpu,
-    found the way sandbox/cgroup.c finds them (cgroup v1; codeq runs as a child of this
-    process, so it shares our cgroups)."""
+    """{controller: <hierarchy mount>/<our own cgroup>/codeq} for memory, pids and cpu
+    (and cpuacct where it is apart), found the way sandbox/cgroup.c finds them (cgroup
+    v1; codeq runs as a child of this process, so it shares our cgroups)."""
     own = {}
     with open("/proc/self/cgroup") as f:
         for line in f:
@@ -327,7 +341,8 @@ def codeq_cgroup_bases():
             for c in controllers.split(","):
                 own[c] = path
     bases = {}
-    for controller in ("memory", "pids", "cpu"):
+    controllers = ["memory", "pids", "cpu"] + (["cpuacct"] if _cpuacct_apart() else [])
+    for controller in controllers:
         root, point = _mount_point_of_cgroup(controller)
         assert point is not None, f"no cgroup v1 hierarchy with {controller} (cgroup v2 host?)"
         path = own.get(controller, "/")

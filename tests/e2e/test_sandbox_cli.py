@@ -269,8 +269,8 @@ def test_node():
 def test_interrupted_run_cleans_up(sig):
     """Interrupts `codeq sandbox` (Ctrl-C, or a service manager's SIGTERM) while its
     command runs. The sandbox must not outlive codeq: its processes die, and codeq's
-    cgroup directories for it (<pid>-<n> under the codeq cgroup of memory, pids and
-    cpu) are removed as on a normal exit, not left on the host."""
+    cgroup directories for it (<pid>-<n> under the codeq cgroup of memory, pids, cpu
+    and cpuacct where apart) are removed as on a normal exit, not left on the host."""
     proc = subprocess.Popen([CODEQ, "sandbox", "--", "sh", "-c", "echo started; exec sleep 300"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

@@ -17,12 +17,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_BASES 3
+#define MAX_BASES 4
 
 struct cgroup_bases {
     int version;
-    char dir[MAX_BASES][PATH_MAX]; /* v1: memory, pids, cpu; v2: the unified one */
+    /* v1: memory, pids, cpu, and cpuacct where it is a hierarchy of its own; v2: the
+     * unified one */
+    char dir[MAX_BASES][PATH_MAX];
     int n;
+    int cpuacct; /* index of cpuacct's own directory in dir, or -1 */
 };
 
 /* Our cgroup path for a v1 controller, or the unified one when controller is NULL. */
@@ -77,6 +80,32 @@ static bool cgroup_mount(const char *controller, char *point, char *root)
     return found;
 }
 
+/* Is cpuacct mounted as a v1 hierarchy without any of the controllers that limit
+ * (memory, pids, cpu)? Then sandboxes get a cgroup there too, for their CPU time. */
+static bool cpuacct_apart(void)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    ck_assert_ptr_nonnull(f);
+    char line[8192];
+    bool apart = false;
+    while (!apart && fgets(line, sizeof(line), f) != NULL) {
+        char *sep = strstr(line, " - ");
+        char fstype[32], source[256], options[1024];
+        if (sep == NULL || sscanf(sep + 3, "%31s %255s %1023s", fstype, source, options) != 3 ||
+            strcmp(fstype, "cgroup") != 0)
+            continue;
+        bool acct = false, limits = false;
+        for (char *tok = strtok(options, ","); tok != NULL; tok = strtok(NULL, ",")) {
+            acct |= strcmp(tok, "cpuacct") == 0;
+            limits |=
+                strcmp(tok, "memory") == 0 || strcmp(tok, "pids") == 0 || strcmp(tok, "cpu") == 0;
+        }
+        apart = acct && !limits;
+    }
+    fclose(f);
+    return apart;
+}
+
 static void add_base(struct cgroup_bases *b, const char *controller)
 {
     char point[PATH_MAX], root[PATH_MAX], own[PATH_MAX];
@@ -95,12 +124,17 @@ static void add_base(struct cgroup_bases *b, const char *controller)
 static void find_bases(struct cgroup_bases *b)
 {
     memset(b, 0, sizeof(*b));
+    b->cpuacct = -1;
     char point[PATH_MAX], root[PATH_MAX];
     if (cgroup_mount("memory", point, root)) {
         b->version = 1;
         add_base(b, "memory");
         add_base(b, "pids");
         add_base(b, "cpu");
+        if (cpuacct_apart()) {
+            b->cpuacct = b->n;
+            add_base(b, "cpuacct");
+        }
     } else {
         b->version = 2;
         add_base(b, NULL);
@@ -115,21 +149,28 @@ static bool is_ours(const char *name)
     return strncmp(name, prefix, (size_t)n) == 0;
 }
 
+/* How many cgroup directories of this process's sandboxes exist below base. */
+static int count_own_cgroups_in(const char *base)
+{
+    DIR *d = opendir(base);
+    if (d == NULL)
+        return 0; /* no sandbox made yet */
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        count += e->d_type == DT_DIR && is_ours(e->d_name);
+    closedir(d);
+    return count;
+}
+
 /* How many cgroup directories of this process's sandboxes exist, in all hierarchies. */
 static int count_own_cgroups(void)
 {
     struct cgroup_bases b;
     find_bases(&b);
     int count = 0;
-    for (int i = 0; i < b.n; i++) {
-        DIR *d = opendir(b.dir[i]);
-        if (d == NULL)
-            continue; /* no sandbox made yet */
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL)
-            count += e->d_type == DT_DIR && is_ours(e->d_name);
-        closedir(d);
-    }
+    for (int i = 0; i < b.n; i++)
+        count += count_own_cgroups_in(b.dir[i]);
     return count;
 }
 

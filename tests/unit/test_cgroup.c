@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* --- helpers ------------------------------------------------------------------------ */
@@ -36,6 +37,36 @@ static int expected_version(void)
     }
     fclose(f);
     return version;
+}
+
+/* Is cpuacct a v1 hierarchy apart from memory, pids and cpu (as on this project's
+ * machines)? Then a sandbox's cgroup has a fourth directory, in it. */
+static bool cpuacct_apart(void)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    ck_assert_ptr_nonnull(f);
+    char line[4096];
+    bool apart = false;
+    while (!apart && fgets(line, sizeof(line), f) != NULL) {
+        const char *sep = strstr(line, " - cgroup ");
+        char options[1024];
+        if (sep == NULL || sscanf(sep + 10, "%*s %1023s", options) != 1)
+            continue;
+        bool acct = false, limits = false;
+        for (char *tok = strtok(options, ","); tok != NULL; tok = strtok(NULL, ",")) {
+            acct |= strcmp(tok, "cpuacct") == 0;
+            limits |=
+                strcmp(tok, "memory") == 0 || strcmp(tok, "pids") == 0 || strcmp(tok, "cpu") == 0;
+        }
+        apart = acct && !limits;
+    }
+    fclose(f);
+    return apart;
+}
+
+static int expected_ndirs(int version)
+{
+    return version == 2 ? 1 : cpuacct_apart() ? 4 : 3;
 }
 
 static void name_of(char *buf, size_t len, const char *what)
@@ -205,7 +236,7 @@ START_TEST(create_writes_the_limits)
     snprintf(suffix, sizeof(suffix), "/codeq/%s", name);
 
     ck_assert_int_eq(cg.version, expected_version());
-    ck_assert_int_eq(cg.ndirs, cg.version == 1 ? 3 : 1);
+    ck_assert_int_eq(cg.ndirs, expected_ndirs(cg.version));
     for (int c = 0; c < cg.ndirs; c++) {
         ck_assert_msg(is_dir(cg.path[c]), "%s is not a directory", cg.path[c]);
         ck_assert_msg(ends_with(cg.path[c], suffix), "%s is not .../codeq/<name>", cg.path[c]);
@@ -225,6 +256,10 @@ START_TEST(create_writes_the_limits)
         /* Each controller in its own hierarchy. */
         ck_assert_int_eq(faccessat(cg.dirfd[CQ_CG_PIDS], "pids.max", F_OK, 0), 0);
         ck_assert_int_eq(faccessat(cg.dirfd[CQ_CG_CPU], "cpu.cfs_quota_us", F_OK, 0), 0);
+        if (cg.ndirs == 4)
+            ck_assert_int_eq(faccessat(cg.dirfd[CQ_CG_CPUACCT], "cpuacct.usage", F_OK, 0), 0);
+        else
+            ck_assert_int_eq(cg.dirfd[CQ_CG_CPUACCT], -1);
     } else {
         char text[64];
         ck_assert_uint_eq(read_u64_at(cg.dirfd[0], "memory.max"), 64ULL << 20);
@@ -436,9 +471,12 @@ static int join_through_fds_child(int fds[CQ_CG_NCONTROLLERS], int n, const char
                          strstr(controllers, ":cpu:") != NULL
                      ? 4
                      : 0;
+        found |= strstr(controllers, "cpuacct") != NULL ? 8 : 0;
     }
     fclose(f);
-    return found == 7 ? 0 : 10 + found;
+    /* With 4 fds cpuacct has its own; with 3 it is with cpu or not there at all. */
+    int want = n == 4 ? 15 : 7;
+    return (found & want) == want ? 0 : 20 + found;
 }
 
 START_TEST(v1_tasks_fds_let_a_process_join)
@@ -452,7 +490,13 @@ START_TEST(v1_tasks_fds_let_a_process_join)
     int fds[CQ_CG_NCONTROLLERS];
     struct cq_error err = {0};
     ck_assert_msg(cq_cgroup_v1_open_tasks(&cg, fds, &err) == 0, "%s", err.msg);
+    int n = cg.ndirs;
+    ck_assert_int_eq(n, expected_ndirs(1));
     for (int c = 0; c < CQ_CG_NCONTROLLERS; c++) {
+        if (c >= n) {
+            ck_assert_int_eq(fds[c], -1);
+            continue;
+        }
         ck_assert_int_ge(fds[c], 0);
         ck_assert(fcntl(fds[c], F_GETFD) & FD_CLOEXEC);
     }
@@ -461,18 +505,90 @@ START_TEST(v1_tasks_fds_let_a_process_join)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0)
-        _exit(join_through_fds_child(fds, CQ_CG_NCONTROLLERS, name));
-    for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
+        _exit(join_through_fds_child(fds, n, name));
+    for (int c = 0; c < n; c++)
         close(fds[c]);
     int status = wait_status(pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
 
     char paths[CQ_CG_NCONTROLLERS][PATH_MAX];
-    for (int c = 0; c < cg.ndirs; c++)
+    for (int c = 0; c < n; c++)
         snprintf(paths[c], PATH_MAX, "%s", cg.path[c]);
     cq_cgroup_destroy(&cg);
-    for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
+    for (int c = 0; c < n; c++)
         ck_assert(!is_dir(paths[c]));
+}
+END_TEST
+
+/* Uses 200 ms of CPU by its own clock (not the wall's: the host may be busy). */
+static int burn_200ms(void)
+{
+    struct timespec ts;
+    do
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    while (ts.tv_sec == 0 && ts.tv_nsec < 200 * 1000 * 1000);
+    return 0;
+}
+
+START_TEST(stats_count_cpu_time)
+{
+    struct cq_cgroup cg;
+    create(&cg, "cputime", 64ULL << 20, 16, 1.0);
+    struct cq_sandbox_stats st;
+    struct cq_error err = {0};
+    ck_assert_int_eq(cq_cgroup_stats(&cg, &st, &err), 0);
+    uint64_t before = st.cpu_usage_us;
+    pid_t pid = start_in(&cg, burn_200ms);
+    int status = wait_status(pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* An exited task's CPU time stays counted in its cgroup. */
+    ck_assert_int_eq(cq_cgroup_stats(&cg, &st, &err), 0);
+    ck_assert_msg(st.cpu_usage_us - before >= 200000, "cpu_usage_us %llu after 200 ms of CPU",
+                  (unsigned long long)(st.cpu_usage_us - before));
+    cq_cgroup_destroy(&cg);
+}
+END_TEST
+
+START_TEST(cpuacct_that_cannot_be_made_is_not_fatal)
+{
+    /* A directory of that name already in the cpuacct hierarchy makes its mkdir fail;
+     * the cgroup still comes with its limits, without CPU time, and removing it leaves
+     * the directory it did not make. */
+    if (!cpuacct_apart() || expected_version() != 1)
+        return;
+    struct cq_cgroup probe;
+    create(&probe, "probe", 64ULL << 20, 16, 1.0);
+    ck_assert_int_eq(probe.ndirs, 4);
+    char taken[PATH_MAX + 16];
+    snprintf(taken, sizeof(taken), "%s", probe.path[CQ_CG_CPUACCT]);
+    char *slash = strrchr(taken, '/');
+    ck_assert_ptr_nonnull(slash);
+    cq_cgroup_destroy(&probe);
+    char name[64];
+    name_of(name, sizeof(name), "taken");
+    snprintf(slash + 1, sizeof(taken) - (size_t)(slash + 1 - taken), "%s", name);
+    ck_assert_int_eq(mkdir(taken, 0755), 0);
+
+    struct cq_cgroup cg;
+    create(&cg, "taken", 64ULL << 20, 16, 1.0);
+    ck_assert_int_eq(cg.ndirs, 3);
+    ck_assert_int_eq(cg.dirfd[CQ_CG_CPUACCT], -1);
+    ck_assert_str_eq(cg.path[CQ_CG_CPUACCT], "");
+    ck_assert_uint_eq(read_u64_at(cg.dirfd[CQ_CG_PIDS], "pids.max"), 16);
+    int fds[CQ_CG_NCONTROLLERS];
+    struct cq_error err = {0};
+    ck_assert_msg(cq_cgroup_v1_open_tasks(&cg, fds, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(fds[CQ_CG_CPUACCT], -1);
+    for (int c = 0; c < 3; c++) {
+        ck_assert_int_ge(fds[c], 0);
+        close(fds[c]);
+    }
+    struct cq_sandbox_stats st;
+    ck_assert_int_eq(cq_cgroup_stats(&cg, &st, &err), 0);
+    ck_assert_uint_eq(st.cpu_usage_us, 0); /* unknown */
+    cq_cgroup_destroy(&cg);
+    ck_assert_msg(is_dir(taken), "destroy removed %s, which it did not make", taken);
+    ck_assert_int_eq(rmdir(taken), 0);
 }
 END_TEST
 
@@ -495,12 +611,14 @@ static Suite *cgroup_suite(void)
     tcase_add_test(tc, two_cgroups_coexist);
     tcase_add_test(tc, existing_name_is_refused_and_kept);
     tcase_add_test(tc, v1_tasks_fds_let_a_process_join);
+    tcase_add_test(tc, cpuacct_that_cannot_be_made_is_not_fatal);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("limits");
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, stats_and_counters);
+    tcase_add_test(tc, stats_count_cpu_time);
     tcase_add_test(tc, pids_limit_holds_and_is_counted);
     tcase_add_test(tc, memory_limit_holds_without_swap);
     suite_add_tcase(s, tc);

@@ -951,6 +951,74 @@ START_TEST(cpu_limit_throttles)
 }
 END_TEST
 
+START_TEST(stats_count_the_cpu_time_of_a_busy_loop)
+{
+    /* The sandbox's CPU time comes from its cgroup: cpu.stat on v2, cpuacct.usage on
+     * v1, from the cpu directory where cpuacct is mounted with cpu and from a cgroup
+     * of the sandbox's own in the cpuacct hierarchy where it is mounted apart (as on
+     * this project's machines). */
+    struct cgroup_bases b;
+    find_bases(&b);
+    struct cq_sandbox *sb = create_sandbox(NULL);
+    if (b.cpuacct >= 0)
+        ck_assert_msg(count_own_cgroups_in(b.dir[b.cpuacct]) == 1, "no cgroup below %s",
+                      b.dir[b.cpuacct]);
+    struct cq_sandbox_stats before, after;
+    struct cq_error err = {0};
+    ck_assert_msg(cq_sandbox_stats(sb, &before, &err) == 0, "stats: %s", err.msg);
+    static const char *const argv[] = {"sh", "-c", "while :; do :; done", NULL};
+    struct cq_spawn req;
+    cq_spawn_init(&req, argv);
+    req.timeout_ms = 300;
+    struct captured cap;
+    struct cq_process_report rep;
+    run_req(sb, &req, &cap, &rep);
+    ck_assert(rep.timed_out);
+    ck_assert_msg(cq_sandbox_stats(sb, &after, &err) == 0, "stats: %s", err.msg);
+    ck_assert_msg(after.cpu_usage_us > before.cpu_usage_us, "cpu_usage_us %llu, then %llu",
+                  (unsigned long long)before.cpu_usage_us, (unsigned long long)after.cpu_usage_us);
+    /* The cgroup counts at least what the loop's own process tree used (rusage, which
+     * counts in scheduler ticks: half of it leaves room for their rounding). */
+    ck_assert_msg(after.cpu_usage_us - before.cpu_usage_us >= rep.cpu_ms * 1000 / 2,
+                  "cgroup %llu us, process tree %llu ms",
+                  (unsigned long long)(after.cpu_usage_us - before.cpu_usage_us),
+                  (unsigned long long)rep.cpu_ms);
+    cq_sandbox_destroy(sb);
+    ck_assert_int_eq(count_own_cgroups(), 0);
+    if (b.cpuacct >= 0)
+        ck_assert_int_eq(count_own_cgroups_in(b.dir[b.cpuacct]), 0);
+}
+END_TEST
+
+START_TEST(sandbox_runs_without_its_cpuacct_cgroup)
+{
+    /* Where the cgroup in a cpuacct hierarchy of its own cannot be made (here: a
+     * directory of its name is there already; this process's first sandbox is named
+     * "<pid>-0"), the sandbox still runs, within its limits, without its CPU time. */
+    struct cgroup_bases b;
+    find_bases(&b);
+    if (b.cpuacct < 0)
+        return;
+    char taken[PATH_MAX + 32];
+    mkdir(b.dir[b.cpuacct], 0755);
+    snprintf(taken, sizeof(taken), "%s/%d-0", b.dir[b.cpuacct], (int)getpid());
+    ck_assert_msg(mkdir(taken, 0755) == 0, "mkdir %s: %s", taken, strerror(errno));
+    struct cq_sandbox *sb = create_sandbox(NULL);
+    struct captured cap;
+    ck_assert_int_eq(sh(sb, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $i", &cap), 0);
+    ck_assert_str_eq(cap.out, "20000\n");
+    struct cq_sandbox_stats st;
+    struct cq_error err = {0};
+    ck_assert_msg(cq_sandbox_stats(sb, &st, &err) == 0, "stats: %s", err.msg);
+    ck_assert_uint_eq(st.cpu_usage_us, 0); /* unknown */
+    ck_assert_uint_gt(st.memory_limit_bytes, 0);
+    cq_sandbox_destroy(sb);
+    ck_assert_msg(access(taken, F_OK) == 0, "destroy removed %s, which it did not make", taken);
+    ck_assert_int_eq(rmdir(taken), 0);
+    ck_assert_int_eq(count_own_cgroups(), 0);
+}
+END_TEST
+
 START_TEST(stats_report_the_configured_limit)
 {
     struct cq_sandbox_config cfg;
@@ -1198,6 +1266,8 @@ static Suite *sandbox_suite(void)
     tcase_add_test(tc, spawn_at_the_pids_limit_is_eagain);
     tcase_add_test(tc, stats_report_the_configured_limit);
     tcase_add_test(tc, cpu_limit_throttles);
+    tcase_add_test(tc, stats_count_the_cpu_time_of_a_busy_loop);
+    tcase_add_test(tc, sandbox_runs_without_its_cpuacct_cgroup);
     tcase_add_test(tc, rlimits_and_workspace_limits);
     suite_add_tcase(s, tc);
 

@@ -611,6 +611,27 @@ START_TEST(python_values_streams_and_errors)
 }
 END_TEST
 
+START_TEST(execute_code_reports_its_cpu_time)
+{
+    /* executeCode runs in a long-lived kernel: its CPU time is the sandbox cgroup's
+     * (cpuacct on cgroup v1, in a hierarchy of its own on this project's machines),
+     * measured around the call. */
+    make_worker(0);
+    struct cq_session_info info = start("cpu");
+    struct cq_result r;
+    code_in(info.session_id, "python",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n"
+            "    pass\n'done'",
+            60, &r);
+    ck_assert_msg(!r.is_error, "failed: %s", cq_unit_result_text(&r));
+    ck_assert_str_eq(r.value_text, "'done'");
+    /* The kernel itself used 300 ms of CPU (its own clock, not the wall's); the
+     * sandbox's cgroup counts at least that. */
+    ck_assert_msg(r.cpu_ms >= 290, "cpu_ms %llu for 300 ms of CPU", (unsigned long long)r.cpu_ms);
+    cq_result_free(&r);
+}
+END_TEST
+
 START_TEST(javascript_and_typescript)
 {
     make_worker(0);
@@ -1349,6 +1370,7 @@ static Suite *worker_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, python_values_streams_and_errors);
+    tcase_add_test(tc, execute_code_reports_its_cpu_time);
     tcase_add_test(tc, javascript_and_typescript);
     tcase_add_test(tc, timeout_interrupts_and_keeps_variables);
     tcase_add_test(tc, timeout_restarts_a_kernel_that_ignores_the_interrupt);
