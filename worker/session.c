@@ -108,16 +108,21 @@ static void choose_runtimes_path(struct cq_worker *w)
 
 /* ---- sessions ------------------------------------------------------------------------ */
 
+/* Past its time to live a session is over for clients, even while the reaper waits for
+ * the calls in progress to report their own timeouts (or has not run yet). */
+static enum cq_session_status status_of(const struct cq_session *s)
+{
+    return s->status == CQ_SESSION_READY && s->expires_mono_ms <= cq_now_ms()
+               ? CQ_SESSION_TERMINATED
+               : s->status;
+}
+
 static void fill_info(const struct cq_session *s, struct cq_session_info *info)
 {
     memset(info, 0, sizeof(*info));
     snprintf(info->session_id, sizeof(info->session_id), "%s", s->id);
     snprintf(info->name, sizeof(info->name), "%s", s->name);
-    /* Past its time to live it is over for clients, even while the reaper waits for
-     * the calls in progress to report their own timeouts. */
-    info->status = s->status == CQ_SESSION_READY && s->expires_mono_ms <= cq_now_ms()
-                       ? CQ_SESSION_TERMINATED
-                       : s->status;
+    info->status = status_of(s);
     info->created_at_ms = s->created_ms;
     info->last_updated_at_ms = s->updated_ms;
     info->session_timeout_s = s->ttl_s;
@@ -534,7 +539,9 @@ int cq_worker_list_sessions(struct cq_worker *w, int status_filter, size_t max,
             s = s->next;
     }
     for (; s != NULL; s = s->next) {
-        if (status_filter != 0 && (int)s->status != status_filter)
+        /* The status the entry will show: an expired session the reaper has not
+         * reached yet is listed as TERMINATED, not left out of both lists. */
+        if (status_filter != 0 && (int)status_of(s) != status_filter)
             continue;
         if (*n == max) {
             if (next_token_out != NULL)
