@@ -39,7 +39,8 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
     signal(SIGPIPE, SIG_IGN);
     void *daemon;
     if (ops->create(&cfg, &daemon, &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "cannot start: %s", err.msg);
+        cq_log_event(CQ_LOG_ERROR, "start_failed", CQ_FIELDS(CQ_LS("error", err.msg)),
+                     "cannot start: %s", err.msg);
         fprintf(stderr, "%s: %s\n", ops->program, err.msg);
         return 1;
     }
@@ -50,7 +51,7 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
     sigaction(SIGINT, &sa, NULL);
     int rc = ops->run(daemon, &err);
     if (rc < 0)
-        cq_log(CQ_LOG_ERROR, "%s", err.msg);
+        cq_log_event(CQ_LOG_ERROR, "run_failed", CQ_FIELDS(CQ_LS("error", err.msg)), "%s", err.msg);
     running = NULL;
     ops->destroy(daemon);
     return rc < 0 ? 1 : 0;
