@@ -25,6 +25,7 @@ static _Thread_local char trace_id[33], span_id[17];
 void cq_log_setup(const char *name, const char *level)
 {
     component = name;
+    threshold = CQ_LOG_INFO;
     /* "off": for command-line tools, whose own messages say what failed. */
     if (level != NULL && strcmp(level, "off") == 0)
         threshold = CQ_LOG_ERROR + 1;
