@@ -73,7 +73,7 @@ static int store_lost(struct cq_store *st, const Codeq__V1__Request *req, const 
     if (rc < 0)
         return cq_error_prefix(err, "store the worker-lost reply of request %s", req->request_id);
     if (stored)
-        cq_log_event(CQ_LOG_WARN, "request_lost",
+        cq_log_event(CQ_LOG_ERROR, "request_lost",
                      CQ_FIELDS(CQ_LS("request_id", req->request_id),
                                CQ_LS("session_id", req->session_id), CQ_LS("tenant", req->tenant),
                                CQ_LS("worker_id", worker)),

@@ -206,7 +206,7 @@ static void store_unstored(struct cq_daemon *d, struct held *h)
     while ((rc = cq_store_finish(d->store, h->unstored_id, d->cfg.worker_id, h->unstored,
                                  h->unstored_len, &stored, &err)) < 0 &&
            !atomic_load(&d->stopping)) {
-        cq_log_event(CQ_LOG_ERROR, "result_store_retry",
+        cq_log_event(CQ_LOG_WARN, "result_store_retry",
                      CQ_FIELDS(CQ_LS("request_id", h->unstored_id), CQ_LS("session_id", h->id),
                                CQ_LS("error", err.msg)),
                      "request %s: cannot store its result yet: %s", h->unstored_id, err.msg);
@@ -838,7 +838,7 @@ static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req, const 
                               "request %s: cannot claim: %s", req->request_id, err.msg);
             return -1;
         }
-        cq_wd_log_request(CQ_LOG_ERROR, "claim_retry", req, err.msg,
+        cq_wd_log_request(CQ_LOG_WARN, "claim_retry", req, err.msg,
                           "request %s: cannot claim yet: %s", req->request_id, err.msg);
         sleep(1);
     }

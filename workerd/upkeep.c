@@ -35,7 +35,7 @@ void cq_wd_heartbeat_once(struct cq_daemon *d)
     struct cq_error err;
     if (cq_store_heartbeat(d->beat, d->cfg.worker_id, capacity, live, draining,
                            d->cfg.heartbeat_ms * 3, &err) < 0) {
-        cq_log_event(CQ_LOG_ERROR, "heartbeat_failed",
+        cq_log_event(CQ_LOG_WARN, "heartbeat_failed",
                      CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LS("error", err.msg)),
                      "heartbeat: %s", err.msg);
         return;
