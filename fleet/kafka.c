@@ -89,7 +89,7 @@ static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
                      code == RD_KAFKA_RESP_ERR__RESOLVE || code == RD_KAFKA_RESP_ERR__TIMED_OUT;
     cq_log_event(transient ? CQ_LOG_WARN : CQ_LOG_ERROR, "kafka_error",
                  CQ_FIELDS(CQ_LS("code", rd_kafka_err2name(code)), CQ_LS("error", reason)),
-                 "kafka ERROR: %s", reason);
+                 "kafka: %s", reason);
 }
 
 static rd_kafka_conf_t *common_conf(const struct cq_fleet_config *cfg, struct cq_error *err)
