@@ -71,9 +71,11 @@ static bool wait_for_leases(struct cq_dispatcher *d)
     int64_t until = back + 3 * (int64_t)d->cfg.heartbeat_ms + 1000;
     if (back == 0 || back == d->leases_waited || (int64_t)cq_now_ms() >= until)
         return false;
-    cq_log(CQ_LOG_INFO,
-           "waiting %lld ms for the workers to renew their heartbeats after the Redis outage",
-           (long long)(until - (int64_t)cq_now_ms()));
+    int64_t wait_ms = until - (int64_t)cq_now_ms();
+    cq_log_event(CQ_LOG_INFO, "waiting_for_leases", CQ_FIELDS(CQ_LI("wait_ms", wait_ms)),
+                 "waiting %lld ms for the workers to renew their heartbeats after the Redis "
+                 "outage",
+                 (long long)wait_ms);
     while (!atomic_load(&d->stopping) && (int64_t)cq_now_ms() < until) {
         struct timespec ts = {.tv_nsec = 50 * 1000000L};
         nanosleep(&ts, NULL);
@@ -120,7 +122,11 @@ static void send_tracked(struct cq_dispatcher *d, const Codeq__V1__Request *req,
     if (cq_kafka_send(d->producer, topic, key, bytes, len, headers, n_headers,
                       s != NULL ? s->delivery : NULL, &err) < 0) {
         /* Refused before it left (librdkafka's own checks): as a refusal by the broker. */
-        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+        cq_log_event(CQ_LOG_ERROR, "send_refused",
+                     CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                               CQ_LS("session_id", req->session_id), CQ_LS("topic", topic),
+                               CQ_LS("worker_id", worker), CQ_LS("error", err.msg)),
+                     "request %s: %s", req->request_id, err.msg);
         if (s != NULL) {
             s->delivery->failed = 1;
             s->delivery->last_error = err.code == CQ_ELIMIT ? RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
@@ -163,7 +169,10 @@ static void store_reply(struct cq_dispatcher *d, const Codeq__V1__Request *req,
     struct cq_error err;
     bool stored; /* false: another outcome was stored first, and a repeat gets that */
     if (cq_store_finish(d->store, req->request_id, NULL, bytes, len, &stored, &err) < 0)
-        cq_log(CQ_LOG_WARN, "request %s: reply not stored: %s", req->request_id, err.msg);
+        cq_log_event(CQ_LOG_WARN, "reply_not_stored",
+                     CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                               CQ_LS("session_id", req->session_id), CQ_LS("error", err.msg)),
+                     "request %s: reply not stored: %s", req->request_id, err.msg);
 }
 
 /* The final reply when the real one cannot be encoded (why: out of memory, too large):
@@ -172,7 +181,10 @@ static void store_reply(struct cq_dispatcher *d, const Codeq__V1__Request *req,
 static void reply_fallback(struct cq_dispatcher *d, const Codeq__V1__Request *req, bool store,
                            const struct cq_error *why)
 {
-    cq_log(CQ_LOG_ERROR, "request %s: reply not encoded: %s", req->request_id, why->msg);
+    cq_log_event(CQ_LOG_ERROR, "reply_not_encoded",
+                 CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                           CQ_LS("session_id", req->session_id), CQ_LS("error", why->msg)),
+                 "request %s: reply not encoded: %s", req->request_id, why->msg);
     char message[200];
     snprintf(message, sizeof(message), "codeq: the reply could not be encoded: %s", why->msg);
     uint8_t bytes[CQ_CODEC_FALLBACK_MAX];
@@ -217,10 +229,18 @@ static void dead_letter(struct cq_dispatcher *d, const rd_kafka_message_t *msg, 
     struct cq_error err;
     if (cq_kafka_send(d->producer, d->cfg.dlq_topic, key[0] ? key : NULL, msg->payload, msg->len,
                       headers, 4, &d->batch, &err) < 0)
-        cq_log(CQ_LOG_ERROR, "dead letter: %s", err.msg);
+        cq_log_event(CQ_LOG_ERROR, "dead_letter_failed",
+                     CQ_FIELDS(CQ_LS("topic", rd_kafka_topic_name(msg->rkt)),
+                               CQ_LI("partition", msg->partition), CQ_LI("offset", msg->offset),
+                               CQ_LS("error", err.msg)),
+                     "dead letter: %s", err.msg);
     cq_dm_dead_lettered(d->metrics);
-    cq_log(CQ_LOG_WARN, "dead-lettered offset %lld of partition %d: %s", (long long)msg->offset,
-           msg->partition, why);
+    cq_log_event(CQ_LOG_WARN, "dead_lettered",
+                 CQ_FIELDS(CQ_LS("topic", rd_kafka_topic_name(msg->rkt)),
+                           CQ_LI("partition", msg->partition), CQ_LI("offset", msg->offset),
+                           CQ_LS("reason", why)),
+                 "dead-lettered offset %lld of partition %d: %s", (long long)msg->offset,
+                 msg->partition, why);
 }
 
 /* ---- routing ------------------------------------------------------------------------ */
@@ -242,7 +262,9 @@ static int choose_worker(struct cq_dispatcher *d, const char *interpreter, char 
     if (rc == 0 && wait_for_leases(d))
         rc = cq_store_workers_ready(d->store, name, live, ready, 256, &n, err);
     if (rc < 0) {
-        cq_log(CQ_LOG_ERROR, "list workers: %s", err->msg);
+        cq_log_event(CQ_LOG_ERROR, "list_workers_failed",
+                     CQ_FIELDS(CQ_LS("interpreter", name), CQ_LS("error", err->msg)),
+                     "list workers: %s", err->msg);
         return -1;
     }
     int64_t best = 0;
@@ -421,8 +443,13 @@ static void route(struct cq_dispatcher *d, Codeq__V1__Request *req)
         return;
     }
     if (r.moved)
-        cq_log(CQ_LOG_INFO, "session %s moved to worker %s (fence %llu)", req->session_id, r.owner,
-               (unsigned long long)r.fence);
+        cq_log_event(CQ_LOG_INFO, "session_moved",
+                     CQ_FIELDS(CQ_LS("session_id", req->session_id),
+                               CQ_LS("request_id", req->request_id),
+                               CQ_LS("tenant", tenant_of(req)), CQ_LS("worker_id", r.owner),
+                               CQ_LI("fence", r.fence)),
+                     "session %s moved to worker %s (fence %llu)", req->session_id, r.owner,
+                     (unsigned long long)r.fence);
     cq_routes_put(d->routes, req->session_id, r.owner, r.fence);
     forward(d, req, r.owner, r.fence);
 }
@@ -539,7 +566,11 @@ static void resume_start(struct cq_dispatcher *d, const Codeq__V1__Request *req,
     size_t len = 0;
     struct cq_error err;
     if (cq_store_request(d->store, req->request_id, &body, &len, &state, &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+        cq_log_event(CQ_LOG_ERROR, "request_lookup_failed",
+                     CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                               CQ_LS("session_id", req->session_id),
+                               CQ_LS("tenant", tenant_of(req)), CQ_LS("error", err.msg)),
+                     "request %s: %s", req->request_id, err.msg);
         return;
     }
     if (body == NULL)
@@ -821,7 +852,11 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
     char worker[64] = "", digest[CQ_STORE_DIGEST_LEN + 1] = "", mine[CQ_STORE_DIGEST_LEN + 1];
     if (cq_store_request_state(d->store, req->request_id, &state, worker, sizeof(worker), digest,
                                &err) < 0)
-        cq_log(CQ_LOG_ERROR, "request %s: %s", req->request_id, err.msg);
+        cq_log_event(CQ_LOG_ERROR, "request_lookup_failed",
+                     CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                               CQ_LS("session_id", req->session_id),
+                               CQ_LS("tenant", tenant_of(req)), CQ_LS("error", err.msg)),
+                     "request %s: %s", req->request_id, err.msg);
     digest_of(d, mine);
     if (state != CQ_REQ_NONE && op.is_signed && strcmp(digest, mine) != 0) {
         /* A request id is its first sender's: another request under it (a replay with
@@ -911,13 +946,19 @@ static void recover_dead_workers(struct cq_dispatcher *d)
             continue;
         size_t settled = 0;
         if (cq_fleet_recover(d->store, d->producer, dead[i], reroute, d, &settled, &err) < 0) {
-            cq_log(CQ_LOG_ERROR, "recover worker %s: %s", dead[i], err.msg);
+            cq_log_event(CQ_LOG_ERROR, "worker_recovery_failed",
+                         CQ_FIELDS(CQ_LS("worker_id", dead[i]), CQ_LS("error", err.msg)),
+                         "recover worker %s: %s", dead[i], err.msg);
             continue;
         }
         if (cq_kafka_wait(d->producer, &d->batch, 30000, &err) < 0)
-            cq_log(CQ_LOG_ERROR, "recover worker %s: %s", dead[i], err.msg);
+            cq_log_event(CQ_LOG_ERROR, "worker_recovery_failed",
+                         CQ_FIELDS(CQ_LS("worker_id", dead[i]), CQ_LS("error", err.msg)),
+                         "recover worker %s: %s", dead[i], err.msg);
         if (settled > 0)
-            cq_log(CQ_LOG_WARN, "worker %s is gone: settled %zu of its requests", dead[i], settled);
+            cq_log_event(CQ_LOG_WARN, "worker_lost",
+                         CQ_FIELDS(CQ_LS("worker_id", dead[i]), CQ_LI("settled", settled)),
+                         "worker %s is gone: settled %zu of its requests", dead[i], settled);
         char ids[1][64];
         size_t left = 0;
         if (cq_store_inflight(d->store, dead[i], ids, 1, &left, &err) == 0 && left == 0)
@@ -998,14 +1039,25 @@ static void forward_refused(struct cq_dispatcher *d, const struct sent *s, rd_ka
     struct cq_error err;
     if (cq_store_request_state(d->store, s->request_id, &state, worker, sizeof(worker), NULL,
                                &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "request %s: %s; not answered: %s", s->request_id, text, err.msg);
+        cq_log_event(CQ_LOG_ERROR, "forward_refused_unanswered",
+                     CQ_FIELDS(CQ_LS("request_id", s->request_id),
+                               CQ_LS("session_id", s->session_id), CQ_LS("worker_id", s->worker),
+                               CQ_LS("reason", text), CQ_LS("error", err.msg)),
+                     "request %s: %s; not answered: %s", s->request_id, text, err.msg);
         return;
     }
     if (state != CQ_REQ_FORWARDED || strcmp(worker, s->worker) != 0) {
-        cq_log(CQ_LOG_WARN, "request %s: %s (another copy answers it)", s->request_id, text);
+        cq_log_event(CQ_LOG_WARN, "forward_refused_stale",
+                     CQ_FIELDS(CQ_LS("request_id", s->request_id),
+                               CQ_LS("session_id", s->session_id), CQ_LS("worker_id", s->worker),
+                               CQ_LS("reason", text)),
+                     "request %s: %s (another copy answers it)", s->request_id, text);
         return;
     }
-    cq_log(CQ_LOG_ERROR, "request %s: %s; answered with an error", s->request_id, text);
+    cq_log_event(CQ_LOG_ERROR, "forward_refused",
+                 CQ_FIELDS(CQ_LS("request_id", s->request_id), CQ_LS("session_id", s->session_id),
+                           CQ_LS("worker_id", s->worker), CQ_LS("reason", text)),
+                 "request %s: %s; answered with an error", s->request_id, text);
     Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
     req.request_id = (char *)s->request_id;
     req.session_id = (char *)s->session_id;
@@ -1045,15 +1097,27 @@ static size_t settle(struct cq_dispatcher *d, size_t *unanswered)
         if (__atomic_load_n(&s->delivery->failed, __ATOMIC_SEQ_CST) == 0) {
             /* delivered */
         } else if (!cq_kafka_refused(e)) {
-            cq_log(CQ_LOG_WARN, "request %s: %s to %s not acknowledged: %s", s->request_id,
-                   s->forward ? "forward" : "reply", s->forward ? s->worker : s->reply_topic,
-                   rd_kafka_err2str(e));
+            cq_log_event(CQ_LOG_WARN, "delivery_unacknowledged",
+                         CQ_FIELDS(CQ_LS("request_id", s->request_id),
+                                   CQ_LS("session_id", s->session_id),
+                                   CQ_LS("kind", s->forward ? "forward" : "reply"),
+                                   CQ_LS("worker_id", s->forward ? s->worker : NULL),
+                                   CQ_LS("topic", s->forward ? NULL : s->reply_topic),
+                                   CQ_LS("error", rd_kafka_err2str(e))),
+                         "request %s: %s to %s not acknowledged: %s", s->request_id,
+                         s->forward ? "forward" : "reply", s->forward ? s->worker : s->reply_topic,
+                         rd_kafka_err2str(e));
             (*unanswered)++;
         } else if (s->forward) {
             forward_refused(d, s, e);
         } else {
-            cq_log(CQ_LOG_WARN, "request %s: the broker refused its reply to %s: %s; dropped",
-                   s->request_id, s->reply_topic, s->refused[0] ? s->refused : rd_kafka_err2str(e));
+            const char *why = s->refused[0] ? s->refused : rd_kafka_err2str(e);
+            cq_log_event(CQ_LOG_WARN, "reply_refused",
+                         CQ_FIELDS(CQ_LS("request_id", s->request_id),
+                                   CQ_LS("session_id", s->session_id),
+                                   CQ_LS("topic", s->reply_topic), CQ_LS("error", why)),
+                         "request %s: the broker refused its reply to %s: %s; dropped",
+                         s->request_id, s->reply_topic, why);
         }
         cq_delivery_release(s->delivery);
         free(s);
@@ -1061,11 +1125,19 @@ static size_t settle(struct cq_dispatcher *d, size_t *unanswered)
     pending += (size_t)__atomic_load_n(&d->batch.pending, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&d->batch.failed, __ATOMIC_SEQ_CST) > 0) {
         if (cq_kafka_refused(d->batch.last_error)) {
-            cq_log(CQ_LOG_ERROR, "the broker refused %d dead letters to %s: %s; dropped",
-                   d->batch.failed, d->cfg.dlq_topic, rd_kafka_err2str(d->batch.last_error));
+            cq_log_event(CQ_LOG_ERROR, "dead_letters_refused",
+                         CQ_FIELDS(CQ_LI("count", d->batch.failed),
+                                   CQ_LS("topic", d->cfg.dlq_topic),
+                                   CQ_LS("error", rd_kafka_err2str(d->batch.last_error))),
+                         "the broker refused %d dead letters to %s: %s; dropped", d->batch.failed,
+                         d->cfg.dlq_topic, rd_kafka_err2str(d->batch.last_error));
         } else {
-            cq_log(CQ_LOG_WARN, "%d dead letters not acknowledged: %s", d->batch.failed,
-                   rd_kafka_err2str(d->batch.last_error));
+            cq_log_event(CQ_LOG_WARN, "dead_letters_unacknowledged",
+                         CQ_FIELDS(CQ_LI("count", d->batch.failed),
+                                   CQ_LS("topic", d->cfg.dlq_topic),
+                                   CQ_LS("error", rd_kafka_err2str(d->batch.last_error))),
+                         "%d dead letters not acknowledged: %s", d->batch.failed,
+                         rd_kafka_err2str(d->batch.last_error));
             (*unanswered)++;
         }
         __atomic_store_n(&d->batch.failed, 0, __ATOMIC_SEQ_CST);
@@ -1097,17 +1169,22 @@ static bool store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list
     if (unanswered > 0) {
         rd_kafka_error_t *e = rd_kafka_seek_partitions(d->consumer, first, 10000);
         if (e != NULL) {
-            cq_log(CQ_LOG_ERROR, "rewind to read requests again: %s", rd_kafka_error_string(e));
+            cq_log_event(
+                CQ_LOG_ERROR, "rewind_failed",
+                CQ_FIELDS(CQ_LI("count", unanswered), CQ_LS("error", rd_kafka_error_string(e))),
+                "rewind to read requests again: %s", rd_kafka_error_string(e));
             rd_kafka_error_destroy(e);
         } else {
-            cq_log(CQ_LOG_WARN, "%zu messages not acknowledged: reading their requests again",
-                   unanswered);
+            cq_log_event(CQ_LOG_WARN, "requests_read_again", CQ_FIELDS(CQ_LI("count", unanswered)),
+                         "%zu messages not acknowledged: reading their requests again", unanswered);
         }
         return true;
     }
     if (pending > 0) {
         if (wait)
-            cq_log(CQ_LOG_WARN, "%zu messages still not acknowledged after 60 s", pending);
+            cq_log_event(CQ_LOG_WARN, "acknowledgements_overdue",
+                         CQ_FIELDS(CQ_LI("count", pending)),
+                         "%zu messages still not acknowledged after 60 s", pending);
         return false;
     }
     /* Stored, then committed by librdkafka within 200 ms (cq_kafka_consumer): a crash
@@ -1117,7 +1194,9 @@ static bool store_offsets(struct cq_dispatcher *d, rd_kafka_topic_partition_list
     if (consumed->cnt > 0) {
         rd_kafka_resp_err_t e = rd_kafka_offsets_store(d->consumer, consumed);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-            cq_log(CQ_LOG_WARN, "store offsets: %s", rd_kafka_err2str(e));
+            cq_log_event(CQ_LOG_WARN, "offsets_not_stored",
+                         CQ_FIELDS(CQ_LS("error", rd_kafka_err2str(e))), "store offsets: %s",
+                         rd_kafka_err2str(e));
     }
     return true;
 }
@@ -1139,12 +1218,14 @@ static void consumed_add(rd_kafka_topic_partition_list_t *consumed,
 
 int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
 {
-    cq_log(CQ_LOG_INFO, "encryption at rest: %s",
-           cq_store_encrypted(d->store)
-               ? "on (values in Redis are sealed with the tenants' data "
-                 "keys)"
-               : "off (no master_key_file: values in Redis are plain text)");
-    cq_log(CQ_LOG_INFO, "dispatching %s", d->cfg.request_topic);
+    cq_log_event(
+        CQ_LOG_INFO, "encryption_at_rest",
+        CQ_FIELDS(CQ_LB("enabled", cq_store_encrypted(d->store))), "encryption at rest: %s",
+        cq_store_encrypted(d->store) ? "on (values in Redis are sealed with the tenants' data "
+                                       "keys)"
+                                     : "off (no master_key_file: values in Redis are plain text)");
+    cq_log_event(CQ_LOG_INFO, "dispatcher_started", CQ_FIELDS(CQ_LS("topic", d->cfg.request_topic)),
+                 "dispatching %s", d->cfg.request_topic);
     uint64_t next_recovery = 0; /* intervals: the monotonic clock, which never jumps */
     /* Offsets consumed and not yet stored: their messages' output is not all
      * acknowledged yet. Stored as soon as it is, or after waiting once they are a
@@ -1165,7 +1246,10 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
                 }
                 consumed_add(consumed, first, msg);
             } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                cq_log(CQ_LOG_WARN, "consume: %s", rd_kafka_message_errstr(msg));
+                cq_log_event(CQ_LOG_WARN, "consume_failed",
+                             CQ_FIELDS(CQ_LS("error", rd_kafka_message_errstr(msg)),
+                                       CQ_LS("code", rd_kafka_err2name(msg->err))),
+                             "consume: %s", rd_kafka_message_errstr(msg));
             }
             rd_kafka_message_destroy(msg);
             handled++;
@@ -1200,13 +1284,14 @@ int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
     if (consumed != NULL) {
         /* Not stored: another dispatcher consumes these requests again. */
         if (rc == 0 && !store_offsets(d, consumed, first, true))
-            cq_log(CQ_LOG_WARN, "stopping with requests not acknowledged");
+            cq_log_event(CQ_LOG_WARN, "stopping_unacknowledged", CQ_NO_FIELDS,
+                         "stopping with requests not acknowledged");
         rd_kafka_topic_partition_list_destroy(consumed);
         rd_kafka_topic_partition_list_destroy(first);
     }
     if (rc < 0)
         return -1;
-    cq_log(CQ_LOG_INFO, "stopping");
+    cq_log_event(CQ_LOG_INFO, "dispatcher_stopping", CQ_NO_FIELDS, "stopping");
     struct cq_error ignored;
     cq_store_dispatcher_gone(d->store, d->id, &ignored);
     rd_kafka_consumer_close(d->consumer);

@@ -92,7 +92,8 @@ int cq_dm_start(const struct cq_fleet_config *cfg, struct cq_store *store, rd_ka
         cq_error_prefix(err, "metrics_listen %s", cfg->metrics_listen);
         goto fail;
     }
-    cq_log(CQ_LOG_INFO, "metrics on %s (/metrics, /healthz, /readyz)", cfg->metrics_listen);
+    cq_log_event(CQ_LOG_INFO, "metrics_listening", CQ_FIELDS(CQ_LS("listen", cfg->metrics_listen)),
+                 "metrics on %s (/metrics, /healthz, /readyz)", cfg->metrics_listen);
     *out = m;
     return 0;
 fail:

@@ -281,13 +281,15 @@ void cq_audit_emit(struct cq_audit *a, const struct cq_audit_record *r)
         free(body);
     }
     if (len < 0) {
-        cq_log(CQ_LOG_ERROR, "audit record %llu not written: out of memory",
-               (unsigned long long)a->seq);
+        cq_log_event(CQ_LOG_ERROR, "audit_record_lost",
+                     CQ_FIELDS(CQ_LI("seq", a->seq), CQ_LS("error", "out of memory")),
+                     "audit record %llu not written: out of memory", (unsigned long long)a->seq);
     } else {
         struct cq_error err;
         if (a->write(a->ctx, line, (size_t)len, &err) < 0)
-            cq_log(CQ_LOG_ERROR, "audit record %llu not written: %s", (unsigned long long)a->seq,
-                   err.msg);
+            cq_log_event(CQ_LOG_ERROR, "audit_record_lost",
+                         CQ_FIELDS(CQ_LI("seq", a->seq), CQ_LS("error", err.msg)),
+                         "audit record %llu not written: %s", (unsigned long long)a->seq, err.msg);
         /* Chained whether or not the write succeeded: a lost record is a visible gap. */
         sha256_hex(line, (size_t)len, a->prev);
         a->seq++;

@@ -152,7 +152,9 @@ int cq_claim_fetch_arguments(struct cq_store *st, const Codeq__V1__Invoke *inv, 
      * it, and 100 MB need not wait for their time to live. */
     struct cq_error ignored;
     if (cq_store_claim_delete(st, claim->id, &ignored) < 0)
-        cq_log(CQ_LOG_WARN, "claim %s not deleted (it expires): %s", claim->id, ignored.msg);
+        cq_log_event(CQ_LOG_WARN, "claim_not_deleted",
+                     CQ_FIELDS(CQ_LS("claim_id", claim->id), CQ_LS("error", ignored.msg)),
+                     "claim %s not deleted (it expires): %s", claim->id, ignored.msg);
     return rc;
 }
 

@@ -45,7 +45,8 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
     void *daemon;
     if (ops->create(&cfg, &daemon, &err) < 0) {
         cq_tracing_stop();
-        cq_log(CQ_LOG_ERROR, "cannot start: %s", err.msg);
+        cq_log_event(CQ_LOG_ERROR, "start_failed", CQ_FIELDS(CQ_LS("error", err.msg)),
+                     "cannot start: %s", err.msg);
         fprintf(stderr, "%s: %s\n", ops->program, err.msg);
         return 1;
     }
@@ -56,7 +57,7 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
     sigaction(SIGINT, &sa, NULL);
     int rc = ops->run(daemon, &err);
     if (rc < 0)
-        cq_log(CQ_LOG_ERROR, "%s", err.msg);
+        cq_log_event(CQ_LOG_ERROR, "run_failed", CQ_FIELDS(CQ_LS("error", err.msg)), "%s", err.msg);
     running = NULL;
     ops->destroy(daemon);
     cq_tracing_stop(); /* after the drain: the last requests' spans go too */

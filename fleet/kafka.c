@@ -111,10 +111,11 @@ void cq_delivery_release(struct cq_delivery *d)
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    cq_log(level <= 3   ? CQ_LOG_ERROR
-           : level <= 4 ? CQ_LOG_WARN
-                        : CQ_LOG_DEBUG,
-           "kafka %s: %s", fac, buf);
+    cq_log_event(level <= 3   ? CQ_LOG_ERROR
+                 : level <= 4 ? CQ_LOG_WARN
+                              : CQ_LOG_DEBUG,
+                 "kafka_log", CQ_FIELDS(CQ_LS("facility", fac), CQ_LI("syslog_level", level)),
+                 "kafka %s: %s", fac, buf);
 }
 
 /* The last error librdkafka handed to this thread's rd_kafka_poll(). Start-up
@@ -132,7 +133,14 @@ static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
     (void)opaque;
     last_error.code = code;
     snprintf(last_error.reason, sizeof(last_error.reason), "%s", reason);
-    cq_log(CQ_LOG_ERROR, "kafka ERROR: %s", reason);
+    /* The broker going away and coming back (a restart, a network blip) is reported
+     * here too, and librdkafka reconnects on its own: worth a warning, not an error. */
+    bool transient = code == RD_KAFKA_RESP_ERR__TRANSPORT ||
+                     code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+                     code == RD_KAFKA_RESP_ERR__RESOLVE || code == RD_KAFKA_RESP_ERR__TIMED_OUT;
+    cq_log_event(transient ? CQ_LOG_WARN : CQ_LOG_ERROR, "kafka_error",
+                 CQ_FIELDS(CQ_LS("code", rd_kafka_err2name(code)), CQ_LS("error", reason)),
+                 "kafka: %s", reason);
 }
 
 static rd_kafka_conf_t *common_conf(const struct cq_fleet_config *cfg, struct cq_error *err)
@@ -518,7 +526,8 @@ int cq_kafka_ensure_topic(rd_kafka_t *rk, const char *topic, int partitions, str
          * (Kafka checks the ACL first): an operator who made the fleet's topics need
          * not grant Create, so one this client can see is as good as made. */
         if (e == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED && topic_exists(rk, topic)) {
-            cq_log(CQ_LOG_INFO, "topic %s exists (this principal may not create it)", topic);
+            cq_log_event(CQ_LOG_INFO, "topic_exists", CQ_FIELDS(CQ_LS("topic", topic)),
+                         "topic %s exists (this principal may not create it)", topic);
             e = RD_KAFKA_RESP_ERR_NO_ERROR;
         }
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)

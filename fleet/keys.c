@@ -582,8 +582,9 @@ static void reload(struct cq_keystore *ks, int64_t now)
         /* Keep serving with the keys last read: a half-written or mistyped file must not
          * lock every tenant out. */
         if (!ks->complained)
-            cq_log(CQ_LOG_ERROR, "keys file not read again, keeping the keys read before: %s",
-                   why.msg);
+            cq_log_event(CQ_LOG_ERROR, "keys_reload_failed",
+                         CQ_FIELDS(CQ_LS("path", ks->path), CQ_LS("error", why.msg)),
+                         "keys file not read again, keeping the keys read before: %s", why.msg);
         ks->complained = true;
     } else {
         ks->complained = false;

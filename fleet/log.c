@@ -25,6 +25,7 @@ static _Thread_local char trace_id[33], span_id[17];
 void cq_log_setup(const char *name, const char *level)
 {
     component = name;
+    threshold = CQ_LOG_INFO;
     /* "off": for command-line tools, whose own messages say what failed. */
     if (level != NULL && strcmp(level, "off") == 0)
         threshold = CQ_LOG_ERROR + 1;
@@ -122,7 +123,9 @@ static void write_line(enum cq_log_level level, const char *event,
         json_object_set_new(line, "span_id", json_string(span_id));
     }
     json_object_set_new(line, "msg", text_value(msg));
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* 15 significant digits: a duration rounded to microseconds prints as 8000.742,
+     * not with the binary noise of 17 (8000.7420000000002). */
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     json_decref(line);
     if (text == NULL)
         return;
@@ -144,16 +147,4 @@ void cq_log_event(enum cq_log_level level, const char *event, const struct cq_lo
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     write_line(level, event, fields, msg);
-}
-
-void cq_log(enum cq_log_level level, const char *fmt, ...)
-{
-    if (level < threshold)
-        return;
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    write_line(level, "message", NULL, msg);
 }

@@ -49,8 +49,4 @@ void cq_log_event(enum cq_log_level level, const char *event, const struct cq_lo
  * cleared with NULL. The context is copied. */
 void cq_log_set_trace(const struct cq_tracectx *ctx);
 
-/* The old form, without an event name or fields: being replaced by cq_log_event
- * everywhere (issue 15). Its lines say "event":"message". */
-void cq_log(enum cq_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 #endif

@@ -179,9 +179,12 @@ static void *poller(void *arg)
         struct cq_error err;
         bool redis = cq_store_ping(o->store, &err) == 0;
         if (redis != atomic_load(&o->redis_ok) || kafka != atomic_load(&o->kafka_ok))
-            cq_log(redis && kafka ? CQ_LOG_INFO : CQ_LOG_WARN, "readiness: Kafka %s, Redis %s%s%s",
-                   kafka ? "reachable" : "unreachable", redis ? "reachable" : "unreachable",
-                   redis ? "" : ": ", redis ? "" : err.msg);
+            cq_log_event(redis && kafka ? CQ_LOG_INFO : CQ_LOG_WARN, "readiness_changed",
+                         CQ_FIELDS(CQ_LB("kafka_reachable", kafka), CQ_LB("redis_reachable", redis),
+                                   CQ_LS("error", redis ? NULL : err.msg)),
+                         "readiness: Kafka %s, Redis %s%s%s", kafka ? "reachable" : "unreachable",
+                         redis ? "reachable" : "unreachable", redis ? "" : ": ",
+                         redis ? "" : err.msg);
         atomic_store(&o->kafka_ok, kafka);
         atomic_store(&o->redis_ok, redis);
         if (redis && o->oc.tick != NULL)

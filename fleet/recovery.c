@@ -19,6 +19,15 @@
     "the worker running this request was lost; the code may have partly run and was not "          \
     "run again"
 
+static void not_sent_again(const Codeq__V1__Request *req, const char *why)
+{
+    cq_log_event(CQ_LOG_WARN, "stored_reply_not_sent",
+                 CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                           CQ_LS("session_id", req->session_id), CQ_LS("tenant", req->tenant),
+                           CQ_LS("error", why)),
+                 "request %s: stored reply not sent again: %s", req->request_id, why);
+}
+
 /* Publishes the stored reply again. Best effort: the reply is stored, and a client
  * that missed it gets it by sending the request again. */
 static void answer_stored(struct cq_store *st, rd_kafka_t *producer, const Codeq__V1__Request *req)
@@ -28,14 +37,12 @@ static void answer_stored(struct cq_store *st, rd_kafka_t *producer, const Codeq
     struct cq_error err;
     struct cq_delivery *delivery = cq_delivery_new();
     if (delivery == NULL)
-        cq_log(CQ_LOG_WARN, "request %s: stored reply not sent again: out of memory",
-               req->request_id);
+        not_sent_again(req, "out of memory");
     else if (cq_store_result(st, req->request_id, &bytes, &len, &err) < 0 ||
              (bytes != NULL &&
               (cq_fleet_publish(producer, req, "final", bytes, len, delivery, NULL, &err) < 0 ||
                cq_kafka_wait(producer, delivery, 30000, &err) < 0)))
-        cq_log(CQ_LOG_WARN, "request %s: stored reply not sent again: %s", req->request_id,
-               err.msg);
+        not_sent_again(req, err.msg);
     cq_delivery_release(delivery);
     free(bytes);
 }
@@ -50,7 +57,11 @@ static int store_lost(struct cq_store *st, const Codeq__V1__Request *req, const 
     size_t len;
     if (cq_codec_error_response(req->request_id, req->session_id, CQ_RESULT_INTERNAL, LOST_MESSAGE,
                                 &bytes, &len, err) < 0) {
-        cq_log(CQ_LOG_ERROR, "request %s: reply not encoded: %s", req->request_id, err->msg);
+        cq_log_event(CQ_LOG_ERROR, "reply_not_encoded",
+                     CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                               CQ_LS("session_id", req->session_id), CQ_LS("tenant", req->tenant),
+                               CQ_LS("worker_id", worker), CQ_LS("error", err->msg)),
+                     "request %s: reply not encoded: %s", req->request_id, err->msg);
         len = cq_codec_fallback_response(req->request_id, req->session_id, CQ_RESULT_INTERNAL,
                                          LOST_MESSAGE, fallback);
         bytes = NULL;
@@ -62,9 +73,21 @@ static int store_lost(struct cq_store *st, const Codeq__V1__Request *req, const 
     if (rc < 0)
         return cq_error_prefix(err, "store the worker-lost reply of request %s", req->request_id);
     if (stored)
-        cq_log(CQ_LOG_WARN, "request %s: its worker %s was lost while it ran", req->request_id,
-               worker);
+        cq_log_event(CQ_LOG_ERROR, "request_lost",
+                     CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                               CQ_LS("session_id", req->session_id), CQ_LS("tenant", req->tenant),
+                               CQ_LS("worker_id", worker)),
+                     "request %s: its worker %s was lost while it ran", req->request_id, worker);
     return 0;
+}
+
+/* A request of a lost worker left for recovery's next pass. */
+static void not_settled(const char *request_id, const char *worker, const struct cq_error *e)
+{
+    cq_log_event(CQ_LOG_WARN, "request_not_recovered",
+                 CQ_FIELDS(CQ_LS("request_id", request_id), CQ_LS("worker_id", worker),
+                           CQ_LS("error", e->msg)),
+                 "request %s of worker %s: %s", request_id, worker, e->msg);
 }
 
 int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *worker,
@@ -87,7 +110,7 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
         enum cq_request_state state;
         struct cq_error e;
         if (cq_store_request(st, ids[i], &body, &len, &state, &e) < 0) {
-            cq_log(CQ_LOG_WARN, "request %s of worker %s: %s", ids[i], worker, e.msg);
+            not_settled(ids[i], worker, &e);
             continue;
         }
         struct cq_opened op = {0};
@@ -98,7 +121,7 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
         if (req == NULL) {
             /* Nothing to answer with (expired, or never fully recorded). */
             if (cq_store_inflight_done(st, worker, ids[i], &e) < 0)
-                cq_log(CQ_LOG_WARN, "request %s of worker %s: %s", ids[i], worker, e.msg);
+                not_settled(ids[i], worker, &e);
             continue;
         }
         if (state == CQ_REQ_FORWARDED) {
@@ -108,14 +131,19 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
             continue;
         }
         if (state == CQ_REQ_RUNNING && store_lost(st, req, worker, &e) < 0) {
-            cq_log(CQ_LOG_ERROR, "worker %s: %s", worker, e.msg);
+            cq_log_event(CQ_LOG_ERROR, "lost_reply_not_stored",
+                         CQ_FIELDS(CQ_LS("request_id", ids[i]),
+                                   CQ_LS("session_id", req->session_id),
+                                   CQ_LS("tenant", req->tenant), CQ_LS("worker_id", worker),
+                                   CQ_LS("error", e.msg)),
+                         "worker %s: %s", worker, e.msg);
             cq_opened_free(&op);
             continue;
         }
         /* Done (now or before): the stored reply, which may never have been sent. */
         answer_stored(st, producer, req);
         if (cq_store_inflight_done(st, worker, ids[i], &e) < 0)
-            cq_log(CQ_LOG_WARN, "request %s of worker %s: %s", ids[i], worker, e.msg);
+            not_settled(ids[i], worker, &e);
         (*settled)++;
         cq_opened_free(&op);
     }

@@ -91,8 +91,11 @@ static redisReply *attempt_locked(struct cq_store *st, int argc, const char **ar
         }
     }
     if (r != NULL && st->down_since != 0) {
-        cq_log(CQ_LOG_INFO, "Redis at %s:%d is back after %lld ms", st->host, st->port,
-               (long long)((int64_t)cq_now_ms() - st->down_since));
+        int64_t down_ms = (int64_t)cq_now_ms() - st->down_since;
+        cq_log_event(
+            CQ_LOG_INFO, "redis_reconnected",
+            CQ_FIELDS(CQ_LS("host", st->host), CQ_LI("port", st->port), CQ_LI("down_ms", down_ms)),
+            "Redis at %s:%d is back after %lld ms", st->host, st->port, (long long)down_ms);
         st->down_since = 0;
         st->back_at = (int64_t)cq_now_ms();
     }
@@ -102,8 +105,10 @@ static redisReply *attempt_locked(struct cq_store *st, int argc, const char **ar
         st->fail_fast = false;
     else if (st->down_since == 0 && !st->fail_fast) {
         st->down_since = (int64_t)cq_now_ms();
-        cq_log(CQ_LOG_WARN, "%s; reconnecting (commands wait up to %d s for it)", err->msg,
-               REDIS_WAIT_MS / 1000);
+        cq_log_event(
+            CQ_LOG_WARN, "redis_connection_lost",
+            CQ_FIELDS(CQ_LS("host", st->host), CQ_LI("port", st->port), CQ_LS("error", err->msg)),
+            "%s; reconnecting (commands wait up to %d s for it)", err->msg, REDIS_WAIT_MS / 1000);
     }
     return r;
 }
@@ -128,10 +133,12 @@ redisReply *cq_st_command(struct cq_store *st, int argc, const char **argv, cons
             /* Later commands of this outage fail at once: a daemon that waited this
              * long answers with errors rather than queueing behind Redis forever. */
             st->fail_fast = true;
-            cq_log(CQ_LOG_ERROR,
-                   "Redis at %s:%d unreachable for %d s: commands fail until it "
-                   "answers again",
-                   st->host, st->port, REDIS_WAIT_MS / 1000);
+            cq_log_event(CQ_LOG_ERROR, "redis_reconnect_failed",
+                         CQ_FIELDS(CQ_LS("host", st->host), CQ_LI("port", st->port),
+                                   CQ_LI("waited_ms", REDIS_WAIT_MS), CQ_LS("error", err->msg)),
+                         "Redis at %s:%d unreachable for %d s: commands fail until it "
+                         "answers again",
+                         st->host, st->port, REDIS_WAIT_MS / 1000);
         }
         pthread_mutex_unlock(&st->lock);
         if (r != NULL || give_up)

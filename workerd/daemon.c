@@ -26,6 +26,7 @@
 #include "fleet/trace.h"
 #include "fleet/tracing.h"
 #include "worker/worker.h"
+#include "workerd/exec_log.h"
 #include "workerd/interp.h"
 #include "workerd/snapshot.h"
 
@@ -155,15 +156,21 @@ static void do_chores(struct cq_daemon *d, struct held *h)
     if (h->delivery != NULL && cq_kafka_wait(d->producer, h->delivery, 30000, &err) < 0) {
         settled = __atomic_load_n(&h->delivery->pending, __ATOMIC_SEQ_CST) == 0 &&
                   cq_kafka_refused(h->delivery->last_error);
-        cq_log(settled ? CQ_LOG_WARN : CQ_LOG_ERROR, "session %s: replies %s: %s", h->id,
-               settled ? "refused by the broker, dropped" : "not delivered", err.msg);
+        cq_log_event(settled ? CQ_LOG_WARN : CQ_LOG_ERROR,
+                     settled ? "replies_refused" : "replies_not_delivered",
+                     CQ_FIELDS(CQ_LS("session_id", h->id), CQ_LS("error", err.msg)),
+                     "session %s: replies %s: %s", h->id,
+                     settled ? "refused by the broker, dropped" : "not delivered", err.msg);
         cq_delivery_release(h->delivery); /* its reports, if any come, keep it alive */
         h->delivery = cq_delivery_new();
     }
     if (settled && h->n_answered > 0 &&
         cq_store_inflight_done_many(d->store, d->cfg.worker_id, h->answered, h->n_answered, &err) <
             0)
-        cq_log(CQ_LOG_WARN, "session %s: in-flight set not updated: %s", h->id, err.msg);
+        cq_log_event(CQ_LOG_WARN, "inflight_not_updated",
+                     CQ_FIELDS(CQ_LS("session_id", h->id), CQ_LI("count", h->n_answered),
+                               CQ_LS("error", err.msg)),
+                     "session %s: in-flight set not updated: %s", h->id, err.msg);
     h->n_answered = 0;
     if (h->facts_due && h->local)
         facts(d, h);
@@ -179,7 +186,8 @@ static bool publish_final(struct cq_daemon *d, struct held *h, const Codeq__V1__
     struct cq_error err;
     cq_trace_stamp(tracing, "w.reply");
     if (cq_fleet_publish(d->producer, req, "final", bytes, len, h->delivery, tracing, &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "request %s: reply not delivered: %s", req->request_id, err.msg);
+        cq_wd_log_request(CQ_LOG_ERROR, "reply_not_delivered", req, err.msg,
+                          "request %s: reply not delivered: %s", req->request_id, err.msg);
         return false;
     }
     cq_wm_replied(d->metrics);
@@ -202,15 +210,24 @@ static void store_unstored(struct cq_daemon *d, struct held *h)
     while ((rc = cq_store_finish(d->store, h->unstored_id, d->cfg.worker_id, h->unstored,
                                  h->unstored_len, &stored, &err)) < 0 &&
            !atomic_load(&d->stopping)) {
-        cq_log(CQ_LOG_ERROR, "request %s: cannot store its result yet: %s", h->unstored_id,
-               err.msg);
+        cq_log_event(CQ_LOG_WARN, "result_store_retry",
+                     CQ_FIELDS(CQ_LS("request_id", h->unstored_id), CQ_LS("session_id", h->id),
+                               CQ_LS("error", err.msg)),
+                     "request %s: cannot store its result yet: %s", h->unstored_id, err.msg);
         sleep(1);
     }
     if (rc < 0)
-        cq_log(CQ_LOG_ERROR, "request %s: cannot store its result: %s", h->unstored_id, err.msg);
+        cq_log_event(CQ_LOG_ERROR, "result_not_stored",
+                     CQ_FIELDS(CQ_LS("request_id", h->unstored_id), CQ_LS("session_id", h->id),
+                               CQ_LS("error", err.msg)),
+                     "request %s: cannot store its result: %s", h->unstored_id, err.msg);
     else if (!stored)
-        cq_log(CQ_LOG_WARN, "request %s: answered elsewhere (this worker was presumed lost)%s",
-               h->unstored_id, h->unstored_published ? "; its own reply was published too" : "");
+        cq_log_event(CQ_LOG_WARN, "answered_elsewhere",
+                     CQ_FIELDS(CQ_LS("request_id", h->unstored_id), CQ_LS("session_id", h->id),
+                               CQ_LB("published", h->unstored_published)),
+                     "request %s: answered elsewhere (this worker was presumed lost)%s",
+                     h->unstored_id,
+                     h->unstored_published ? "; its own reply was published too" : "");
     unstored_free(h);
 }
 
@@ -255,10 +272,12 @@ static bool settle_first(struct cq_daemon *d, struct held *h, const Codeq__V1__R
     if (cq_store_finish(d->store, req->request_id, d->cfg.worker_id, bytes, len, &stored, &err) < 0)
         return false;
     if (!stored) {
-        cq_log(CQ_LOG_WARN,
-               "request %s: answered elsewhere (this worker was presumed lost); its own reply "
-               "is not published",
-               req->request_id);
+        cq_log_event(CQ_LOG_WARN, "answered_elsewhere",
+                     CQ_FIELDS(CQ_LS("request_id", req->request_id), CQ_LS("session_id", h->id),
+                               CQ_LS("tenant", req->tenant), CQ_LB("published", false)),
+                     "request %s: answered elsewhere (this worker was presumed lost); its own "
+                     "reply is not published",
+                     req->request_id);
         return true;
     }
     publish_final(d, h, req, bytes, len);
@@ -296,7 +315,8 @@ static void finish(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
 static void finish_fallback(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
                             const struct cq_error *why)
 {
-    cq_log(CQ_LOG_ERROR, "request %s: reply not encoded: %s", req->request_id, why->msg);
+    cq_wd_log_request(CQ_LOG_ERROR, "reply_not_encoded", req, why->msg,
+                      "request %s: reply not encoded: %s", req->request_id, why->msg);
     cq_wm_result(true);
     char message[200];
     snprintf(message, sizeof(message), "codeq: the reply could not be encoded: %s", why->msg);
@@ -349,12 +369,14 @@ static void on_output(void *ctx, int stream, const char *data, size_t len)
     struct cq_error err;
     if (cq_codec_chunk_response(s->req->request_id, s->req->session_id, stream, data, len,
                                 s->sequence++, &bytes, &n, &err) < 0) {
-        cq_log(CQ_LOG_WARN, "request %s: chunk dropped: %s", s->req->request_id, err.msg);
+        cq_wd_log_request(CQ_LOG_WARN, "chunk_dropped", s->req, err.msg,
+                          "request %s: chunk dropped: %s", s->req->request_id, err.msg);
         return;
     }
     /* Not waited for: chunks are a courtesy, the final reply is the contract. */
     if (cq_fleet_publish(s->d->producer, s->req, "chunk", bytes, n, NULL, s->trace, &err) < 0)
-        cq_log(CQ_LOG_WARN, "request %s: chunk dropped: %s", s->req->request_id, err.msg);
+        cq_wd_log_request(CQ_LOG_WARN, "chunk_dropped", s->req, err.msg,
+                          "request %s: chunk dropped: %s", s->req->request_id, err.msg);
     free(bytes);
 }
 
@@ -375,14 +397,21 @@ static void on_session_end(void *ctx, const char *session_id)
     if (discarding) {
         /* Ending it in Redis too would end the session where it lives now: with the
          * token of its newest routing (handle()), the script would not even refuse. */
-        cq_log(CQ_LOG_INFO, "session %s: the stale copy here was stopped", session_id);
+        cq_log_event(CQ_LOG_INFO, "stale_session_stopped",
+                     CQ_FIELDS(CQ_LS("session_id", session_id), CQ_LI("fence", fence)),
+                     "session %s: the stale copy here was stopped", session_id);
         return;
     }
     struct cq_error err;
     if (fence != 0 && cq_store_end_session(d->store, session_id, d->cfg.worker_id, fence, &err) < 0)
-        cq_log(CQ_LOG_WARN, "session %s ended; its Redis keys stay: %s", session_id, err.msg);
+        cq_log_event(CQ_LOG_WARN, "session_end_not_stored",
+                     CQ_FIELDS(CQ_LS("session_id", session_id), CQ_LI("fence", fence),
+                               CQ_LS("error", err.msg)),
+                     "session %s ended; its Redis keys stay: %s", session_id, err.msg);
     else
-        cq_log(CQ_LOG_INFO, "session %s ended", session_id);
+        cq_log_event(CQ_LOG_INFO, "session_ended",
+                     CQ_FIELDS(CQ_LS("session_id", session_id), CQ_LI("fence", fence)),
+                     "session %s ended", session_id);
 }
 
 /* The session's true creation time and time to live, over the core's (struct held). */
@@ -405,7 +434,10 @@ static void write_facts(struct cq_daemon *d, struct held *h, struct cq_session_i
                                             h->start, h->start_len, &err)
                  : cq_store_session_facts(d->store, h->id, d->cfg.worker_id, h->fence, info, &err);
     if (rc < 0) {
-        cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err.msg);
+        cq_log_event(CQ_LOG_WARN, "session_facts_not_written",
+                     CQ_FIELDS(CQ_LS("session_id", h->id), CQ_LI("fence", h->fence),
+                               CQ_LS("error", err.msg)),
+                     "session %s: %s", h->id, err.msg);
         return;
     }
     free(h->start);
@@ -446,7 +478,9 @@ bool cq_wd_discard(struct cq_daemon *d, const char *session_id, uint64_t idle_fe
     struct cq_session_info ignored;
     struct cq_error err;
     if (cq_worker_stop_session(d->core, session_id, &ignored, &err) < 0)
-        cq_log(CQ_LOG_WARN, "session %s: %s", session_id, err.msg);
+        cq_log_event(CQ_LOG_WARN, "stale_session_not_stopped",
+                     CQ_FIELDS(CQ_LS("session_id", session_id), CQ_LS("error", err.msg)),
+                     "session %s: %s", session_id, err.msg);
     pthread_mutex_lock(&d->lock);
     h = held_find(d, session_id, false);
     if (h != NULL) {
@@ -583,7 +617,11 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
     size_t len;
     rc = cq_codec_session_response(req->request_id, &info, &bytes, &len, &err);
     finish_packed(d, h, req, rc, bytes, len, &err);
-    cq_log(CQ_LOG_INFO, "session %s started", h->id);
+    cq_log_event(CQ_LOG_INFO, "session_started",
+                 CQ_FIELDS(CQ_LS("session_id", h->id), CQ_LS("request_id", req->request_id),
+                           CQ_LS("tenant", req->tenant), CQ_LS("worker_id", d->cfg.worker_id),
+                           CQ_LS("interpreter", info.interpreter), CQ_LI("fence", h->fence)),
+                 "session %s started", h->id);
 }
 
 /* The session's StartSession from Redis (free with codeq__v1__start_session__free_unpacked),
@@ -599,10 +637,11 @@ static int stored_start(struct cq_daemon *d, const char *id, Codeq__V1__StartSes
     if (cq_store_session_start(d->store, id, &bytes, &len, err) < 0)
         return -1;
     if (bytes == NULL) {
-        cq_log(CQ_LOG_WARN,
-               "session %s has no start parameters in Redis (started by an older worker): "
-               "adopted with this worker's default limits and no env",
-               id);
+        cq_log_event(CQ_LOG_WARN, "session_start_parameters_missing",
+                     CQ_FIELDS(CQ_LS("session_id", id)),
+                     "session %s has no start parameters in Redis (started by an older "
+                     "worker): adopted with this worker's default limits and no env",
+                     id);
         return 0;
     }
     *out = codeq__v1__start_session__unpack(NULL, len, bytes);
@@ -655,16 +694,26 @@ static int adopt(struct cq_daemon *d, struct held *h, struct cq_error *err)
     h->start = NULL;
     size_t restored = 0;
     if (cq_snapshot_restore(d->core, d->store, h->id, &h->manifest, &restored, err) < 0)
-        cq_log(CQ_LOG_ERROR, "session %s: files not restored: %s", h->id, err->msg);
+        cq_log_event(CQ_LOG_ERROR, "session_files_not_restored",
+                     CQ_FIELDS(CQ_LS("session_id", h->id), CQ_LI("fence", h->fence),
+                               CQ_LS("error", err->msg)),
+                     "session %s: files not restored: %s", h->id, err->msg);
     /* After the files: restored objects may read them. Before the session's next call,
      * which runs in the kernels the variables went back into. */
     if (cq_state_restore(d->core, d->store, h->id, d->cfg.worker_id, h->fence, h->moved_note,
                          sizeof(h->moved_note), err) < 0)
-        cq_log(CQ_LOG_ERROR, "session %s: kernel state not taken: %s", h->id, err->msg);
+        cq_log_event(CQ_LOG_ERROR, "session_state_not_restored",
+                     CQ_FIELDS(CQ_LS("session_id", h->id), CQ_LI("fence", h->fence),
+                               CQ_LS("error", err->msg)),
+                     "session %s: kernel state not taken: %s", h->id, err->msg);
     h->moved = true;
     cq_wm_adopted(d->metrics);
-    cq_log(CQ_LOG_INFO, "session %s adopted (fence %llu, %zu files restored)", h->id,
-           (unsigned long long)h->fence, restored);
+    cq_log_event(CQ_LOG_INFO, "session_adopted",
+                 CQ_FIELDS(CQ_LS("session_id", h->id), CQ_LS("worker_id", d->cfg.worker_id),
+                           CQ_LS("interpreter", info.interpreter), CQ_LI("fence", h->fence),
+                           CQ_LI("files_restored", restored)),
+                 "session %s adopted (fence %llu, %zu files restored)", h->id,
+                 (unsigned long long)h->fence, restored);
     return 0;
 }
 
@@ -697,6 +746,7 @@ static bool over_stored_bytes(struct cq_daemon *d, struct held *h, const Codeq__
 
 static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req)
 {
+    uint64_t started_us = cq_now_us();
     struct cq_invoke_args args;
     void *owned;
     struct cq_error err;
@@ -747,8 +797,6 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     };
     cq_audit_emit(d->audit, &rec);
     free(owned);
-    if (fetched != NULL)
-        codeq__v1__arguments__free_unpacked(fetched, NULL);
     if (h->moved) {
         /* First in content: clients read it in order and must not miss that their
          * variables are gone, or which of them are. */
@@ -763,7 +811,8 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     if (changes_files(req->invoke->tool) &&
         cq_snapshot_save(d->core, d->store, h->id, d->cfg.worker_id, h->fence, &h->manifest, &err) <
             0) {
-        cq_log(CQ_LOG_WARN, "session %s: files not saved: %s", h->id, err.msg);
+        cq_wd_log_request(CQ_LOG_WARN, "session_files_not_saved", req, err.msg,
+                          "session %s: files not saved: %s", h->id, err.msg);
         if (err.code == CQ_ELIMIT) {
             char note[700];
             snprintf(note, sizeof(note),
@@ -778,6 +827,9 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     cq_wm_result(r.is_error);
     int rc = cq_codec_result_response(req->request_id, h->id, &r, &bytes, &len, &err);
     finish_packed(d, h, req, rc, bytes, len, &err);
+    cq_wd_log_execution(d, h->id, req, &inv, &r, started_us);
+    if (fetched != NULL) /* after the log line, which reads the arguments' language */
+        codeq__v1__arguments__free_unpacked(fetched, NULL);
     cq_result_free(&r);
 }
 
@@ -792,10 +844,12 @@ static int claim_once(struct cq_daemon *d, const Codeq__V1__Request *req, const 
                           req->tenant != NULL ? req->tenant : "", digest, state, fence, claimed,
                           &err) < 0) {
         if (atomic_load(&d->stopping)) {
-            cq_log(CQ_LOG_ERROR, "request %s: cannot claim: %s", req->request_id, err.msg);
+            cq_wd_log_request(CQ_LOG_ERROR, "claim_failed", req, err.msg,
+                              "request %s: cannot claim: %s", req->request_id, err.msg);
             return -1;
         }
-        cq_log(CQ_LOG_ERROR, "request %s: cannot claim yet: %s", req->request_id, err.msg);
+        cq_wd_log_request(CQ_LOG_WARN, "claim_retry", req, err.msg,
+                          "request %s: cannot claim yet: %s", req->request_id, err.msg);
         sleep(1);
     }
     return 0;
@@ -842,7 +896,8 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
             size_t len = 0;
             if (cq_store_result(d->store, req->request_id, &bytes, &len, &err) == 0 && bytes &&
                 cq_fleet_publish(d->producer, req, "final", bytes, len, NULL, tracing, &err) < 0)
-                cq_log(CQ_LOG_WARN, "request %s: reply not sent: %s", req->request_id, err.msg);
+                cq_wd_log_request(CQ_LOG_WARN, "stored_reply_not_sent", req, err.msg,
+                                  "request %s: reply not sent: %s", req->request_id, err.msg);
             else if (bytes != NULL)
                 cq_wm_replayed(d->metrics);
             free(bytes);
@@ -1033,9 +1088,15 @@ static void dead_letter(struct cq_daemon *d, const rd_kafka_message_t *msg, cons
     struct cq_error err;
     if (cq_kafka_send(d->producer, d->cfg.dlq_topic, NULL, msg->payload, msg->len, headers, 3, NULL,
                       &err) < 0)
-        cq_log(CQ_LOG_ERROR, "dead letter: %s", err.msg);
-    cq_log(CQ_LOG_WARN, "refused and dead-lettered the message at offset %lld: %s",
-           (long long)msg->offset, why);
+        cq_log_event(CQ_LOG_ERROR, "dead_letter_failed",
+                     CQ_FIELDS(CQ_LS("topic", d->topic), CQ_LI("partition", msg->partition),
+                               CQ_LI("offset", msg->offset), CQ_LS("error", err.msg)),
+                     "dead letter: %s", err.msg);
+    cq_log_event(CQ_LOG_WARN, "dead_lettered",
+                 CQ_FIELDS(CQ_LS("topic", d->topic), CQ_LI("partition", msg->partition),
+                           CQ_LI("offset", msg->offset), CQ_LS("reason", why)),
+                 "refused and dead-lettered the message at offset %lld: %s", (long long)msg->offset,
+                 why);
     struct cq_audit_record rec = {.event = "request",
                                   .outcome = "refused",
                                   .reason = why,
@@ -1054,7 +1115,8 @@ void cq_wd_enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *dig
     if (h == NULL) {
         pthread_mutex_unlock(&d->lock);
         free(q);
-        cq_log(CQ_LOG_ERROR, "request %s dropped: out of memory", req->request_id);
+        cq_wd_log_request(CQ_LOG_ERROR, "request_dropped", req, "out of memory",
+                          "request %s dropped: out of memory", req->request_id);
         codeq__v1__request__free_unpacked(req, NULL);
         return;
     }
@@ -1090,7 +1152,9 @@ void cq_wd_enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *dig
         }
         pthread_attr_destroy(&attr);
         if (!h->running)
-            cq_log(CQ_LOG_ERROR, "session %s: cannot start a thread; its queue waits", h->id);
+            cq_log_event(CQ_LOG_ERROR, "session_thread_failed",
+                         CQ_FIELDS(CQ_LS("session_id", h->id)),
+                         "session %s: cannot start a thread; its queue waits", h->id);
     }
     pthread_mutex_unlock(&d->lock);
 }
@@ -1127,11 +1191,14 @@ static int network_of(const struct cq_fleet_config *cfg, struct cq_worker_config
     }
     if (cq_worker_net_deny_service(wc, cfg->redis, err) < 0)
         return cq_error_prefix(err, "deny the fleet's Redis %s to sandboxes", cfg->redis);
-    cq_log(CQ_LOG_INFO,
-           "network: egress through %s; %zu deny rules (the fleet's Kafka and Redis "
-           "included)",
-           wc->egress_netns[0] != '\0' ? wc->egress_netns : "codeq's own namespace (pasta)",
-           wc->netpolicy.deny.n);
+    const char *egress =
+        wc->egress_netns[0] != '\0' ? wc->egress_netns : "codeq's own namespace (pasta)";
+    cq_log_event(CQ_LOG_INFO, "network_ready",
+                 CQ_FIELDS(CQ_LS("egress_netns", wc->egress_netns),
+                           CQ_LI("deny_rules", wc->netpolicy.deny.n)),
+                 "network: egress through %s; %zu deny rules (the fleet's Kafka and Redis "
+                 "included)",
+                 egress, wc->netpolicy.deny.n);
     return 0;
 }
 
@@ -1209,13 +1276,17 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     if (pthread_create(&d->heartbeat, NULL, cq_wd_heartbeat_main, d) != 0)
         return cq_error_set(err, CQ_EINTERNAL, "cannot start the heartbeat thread");
     cq_wd_recover_own(d);
-    cq_log(CQ_LOG_INFO, "encryption at rest: %s",
-           cq_store_encrypted(d->store)
-               ? "on (values in Redis are sealed with the tenants' data "
-                 "keys)"
-               : "off (no master_key_file: values in Redis are plain text)");
-    cq_log(CQ_LOG_INFO, "worker %s serving %s (max %u sessions)", d->cfg.worker_id, d->topic,
-           d->cfg.max_sessions);
+    cq_log_event(
+        CQ_LOG_INFO, "encryption_at_rest",
+        CQ_FIELDS(CQ_LB("enabled", cq_store_encrypted(d->store))), "encryption at rest: %s",
+        cq_store_encrypted(d->store) ? "on (values in Redis are sealed with the tenants' data "
+                                       "keys)"
+                                     : "off (no master_key_file: values in Redis are plain text)");
+    cq_log_event(CQ_LOG_INFO, "worker_started",
+                 CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LS("topic", d->topic),
+                           CQ_LI("max_sessions", d->cfg.max_sessions)),
+                 "worker %s serving %s (max %u sessions)", d->cfg.worker_id, d->topic,
+                 d->cfg.max_sessions);
     while (!atomic_load(&d->stopping)) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(d->consumer, 100);
         if (msg == NULL)
@@ -1225,7 +1296,10 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
         cq_trace_stamp(&trace, "w.poll");
         if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                cq_log(CQ_LOG_WARN, "consume: %s", rd_kafka_message_errstr(msg));
+                cq_log_event(CQ_LOG_WARN, "consume_failed",
+                             CQ_FIELDS(CQ_LS("error", rd_kafka_message_errstr(msg)),
+                                       CQ_LS("code", rd_kafka_err2name(msg->err))),
+                             "consume: %s", rd_kafka_message_errstr(msg));
             rd_kafka_message_destroy(msg);
             continue;
         }
@@ -1272,7 +1346,8 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     }
 
     /* Drain: no new sessions (the heartbeat says draining), finish what was queued. */
-    cq_log(CQ_LOG_INFO, "draining");
+    cq_log_event(CQ_LOG_INFO, "worker_draining", CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id)),
+                 "draining");
     cq_wd_heartbeat_once(d);
     rd_kafka_consumer_close(d->consumer);
     pthread_mutex_lock(&d->lock);
@@ -1290,13 +1365,17 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     for (struct held *h = d->held; h != NULL; h = h->next)
         if (h->local &&
             cq_store_release_session(d->store, h->id, d->cfg.worker_id, h->fence, err) < 0)
-            cq_log(CQ_LOG_WARN, "session %s: %s", h->id, err->msg);
+            cq_log_event(CQ_LOG_WARN, "session_not_released",
+                         CQ_FIELDS(CQ_LS("session_id", h->id), CQ_LI("fence", h->fence),
+                                   CQ_LS("error", err->msg)),
+                         "session %s: %s", h->id, err->msg);
         else if (h->local)
             cq_wm_drained(d->metrics);
     pthread_mutex_unlock(&d->lock);
     cq_store_worker_gone(d->store, d->cfg.worker_id, err);
     rd_kafka_flush(d->producer, 10000);
-    cq_log(CQ_LOG_INFO, "drained; exiting");
+    cq_log_event(CQ_LOG_INFO, "worker_drained", CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id)),
+                 "drained; exiting");
     return 0;
 }
 

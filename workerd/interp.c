@@ -131,9 +131,12 @@ static void *renew_main(void *arg)
         bool held = false;
         struct cq_error err;
         if (cq_store_build_renew(r->d->store, r->name, r->token, BUILD_LOCK_MS, &held, &err) < 0)
-            cq_log(CQ_LOG_WARN, "runtime %s: renew the build lock: %s", r->name, err.msg);
+            cq_log_event(CQ_LOG_WARN, "build_lock_not_renewed",
+                         CQ_FIELDS(CQ_LS("runtime", r->name), CQ_LS("error", err.msg)),
+                         "runtime %s: renew the build lock: %s", r->name, err.msg);
         else if (!held && !atomic_exchange(&r->lost, true))
-            cq_log(CQ_LOG_WARN, "runtime %s: the build lock expired under this build", r->name);
+            cq_log_event(CQ_LOG_WARN, "build_lock_lost", CQ_FIELDS(CQ_LS("runtime", r->name)),
+                         "runtime %s: the build lock expired under this build", r->name);
     }
     return NULL;
 }
@@ -159,7 +162,8 @@ static int build_here(struct cq_daemon *d, const char *name, const struct cq_fle
     };
     struct renewer r = {.d = d, .name = name, .token = token};
     bool renewing = pthread_create(&r.thread, NULL, renew_main, &r) == 0;
-    cq_log(CQ_LOG_INFO, "runtime %s: building it here (no layer in the fleet's cache)", name);
+    cq_log_event(CQ_LOG_INFO, "runtime_building", CQ_FIELDS(CQ_LS("runtime", name)),
+                 "runtime %s: building it here (no layer in the fleet's cache)", name);
     int64_t start = (int64_t)cq_now_ms();
     char digest[CQ_RUNTIME_DIGEST_LEN + 1];
     int rc = cq_runtime_build(&spec, &o, digest, err);
@@ -173,7 +177,9 @@ static int build_here(struct cq_daemon *d, const char *name, const struct cq_fle
         struct cq_error perr;
         if (cq_layer_pack(store, name, d->cfg.layer_cache_max, packed_digest, &data, &len, &perr) <
             0) {
-            cq_log(CQ_LOG_WARN, "runtime %s: layer not cached in Redis: %s", name, perr.msg);
+            cq_log_event(CQ_LOG_WARN, "layer_not_cached",
+                         CQ_FIELDS(CQ_LS("runtime", name), CQ_LS("error", perr.msg)),
+                         "runtime %s: layer not cached in Redis: %s", name, perr.msg);
             data = NULL;
         }
         char spec_sha[65];
@@ -188,9 +194,12 @@ static int build_here(struct cq_daemon *d, const char *name, const struct cq_fle
     free(data);
     if (rc < 0)
         return -1;
-    cq_log(CQ_LOG_INFO,
-           "runtime %s: built here in %.1f s, layer %s (%zu bytes in the fleet's cache)", name,
-           (double)((int64_t)cq_now_ms() - start) / 1000.0, digest, len);
+    int64_t took_ms = (int64_t)cq_now_ms() - start;
+    cq_log_event(CQ_LOG_INFO, "runtime_built",
+                 CQ_FIELDS(CQ_LS("runtime", name), CQ_LS("layer", digest), CQ_LI("bytes", len),
+                           CQ_LI("duration_ms", took_ms)),
+                 "runtime %s: built here in %.1f s, layer %s (%zu bytes in the fleet's cache)",
+                 name, (double)took_ms / 1000.0, digest, len);
     return 0;
 }
 
@@ -236,11 +245,14 @@ static int ensure_layer(struct cq_daemon *d, const char *name, char *digest, str
             if (rc == 0) {
                 rc = cq_layer_install(store, name, rt.digest, data, len, err);
                 free(data);
+                int64_t took_ms = (int64_t)cq_now_ms() - start;
                 if (rc == 0)
-                    cq_log(CQ_LOG_INFO,
-                           "runtime %s: layer %s fetched from the fleet's cache (%zu bytes, "
-                           "%lld ms)",
-                           name, rt.digest, len, (long long)((int64_t)cq_now_ms() - start));
+                    cq_log_event(CQ_LOG_INFO, "layer_fetched",
+                                 CQ_FIELDS(CQ_LS("runtime", name), CQ_LS("layer", rt.digest),
+                                           CQ_LI("bytes", len), CQ_LI("duration_ms", took_ms)),
+                                 "runtime %s: layer %s fetched from the fleet's cache (%zu "
+                                 "bytes, %lld ms)",
+                                 name, rt.digest, len, (long long)took_ms);
             } else if (err->code == CQ_ENOTFOUND) {
                 rc = 1; /* replaced meanwhile: read the record again */
             }
@@ -273,7 +285,9 @@ static int ensure_layer(struct cq_daemon *d, const char *name, char *digest, str
                     return 0;
                 }
             } else if (!said_waiting) {
-                cq_log(CQ_LOG_INFO, "runtime %s: another worker is building it; waiting", name);
+                cq_log_event(CQ_LOG_INFO, "runtime_build_waiting",
+                             CQ_FIELDS(CQ_LS("runtime", name)),
+                             "runtime %s: another worker is building it; waiting", name);
                 said_waiting = true;
             }
         }
@@ -330,8 +344,11 @@ int cq_wd_resolve_interpreter(void *ctx, struct cq_worker *w, const char *name,
     }
     if (rc == 0) {
         defined_put(d, name, it.def, digest);
-        cq_log(CQ_LOG_INFO, "code interpreter %s ready here (runtime %s%s%s)", name,
-               def.runtime[0] ? def.runtime : "none", digest[0] ? ", layer " : "", digest);
+        cq_log_event(CQ_LOG_INFO, "interpreter_ready",
+                     CQ_FIELDS(CQ_LS("interpreter", name), CQ_LS("runtime", def.runtime),
+                               CQ_LS("layer", digest)),
+                     "code interpreter %s ready here (runtime %s%s%s)", name,
+                     def.runtime[0] ? def.runtime : "none", digest[0] ? ", layer " : "", digest);
     }
     cq_interpreter_def_free(&def);
     cq_fleet_interpreter_free(&it);

@@ -109,7 +109,10 @@ int cq_wm_serve(struct cq_daemon *d, struct cq_error *err)
         .listen = d->cfg.metrics_listen, .metrics = r, .ready = cq_obs_ready, .ready_ctx = m->obs};
     if (cq_ops_start(&ops, &m->http, err) < 0)
         return cq_error_prefix(err, "metrics_listen %s", d->cfg.metrics_listen);
-    cq_log(CQ_LOG_INFO, "metrics on %s (/metrics, /healthz, /readyz)", d->cfg.metrics_listen);
+    cq_log_event(
+        CQ_LOG_INFO, "metrics_listening",
+        CQ_FIELDS(CQ_LS("listen", d->cfg.metrics_listen), CQ_LS("worker_id", d->cfg.worker_id)),
+        "metrics on %s (/metrics, /healthz, /readyz)", d->cfg.metrics_listen);
     return 0;
 }
 

@@ -36,21 +36,27 @@ void cq_wd_heartbeat_once(struct cq_daemon *d)
     struct cq_error err;
     if (cq_store_heartbeat(d->beat, d->cfg.worker_id, capacity, live, draining,
                            d->cfg.heartbeat_ms * 3, &err) < 0) {
-        cq_log(CQ_LOG_ERROR, "heartbeat: %s", err.msg);
+        cq_log_event(CQ_LOG_WARN, "heartbeat_failed",
+                     CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LS("error", err.msg)),
+                     "heartbeat: %s", err.msg);
         return;
     }
     /* The interpreters ready here, for the dispatchers' placement. */
     char ready[4096];
     cq_wd_interp_ready(d, ready, sizeof(ready));
     if (cq_store_worker_interpreters(d->beat, d->cfg.worker_id, ready, &err) < 0)
-        cq_log(CQ_LOG_WARN, "heartbeat: interpreters: %s", err.msg);
+        cq_log_event(CQ_LOG_WARN, "heartbeat_interpreters_failed",
+                     CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LS("error", err.msg)),
+                     "heartbeat: interpreters: %s", err.msg);
     /* For operators (codeq fleet status): the default session's memory limit times
      * max_sessions, what the worker may give sandboxes. */
     struct cq_worker_config wc;
     cq_worker_config_init(&wc);
     if (cq_store_worker_facts(d->beat, d->cfg.worker_id, d->cfg.max_sessions,
                               (int64_t)(wc.limits.memory_bytes * d->cfg.max_sessions), &err) < 0)
-        cq_log(CQ_LOG_WARN, "heartbeat: facts: %s", err.msg);
+        cq_log_event(CQ_LOG_WARN, "heartbeat_facts_failed",
+                     CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LS("error", err.msg)),
+                     "heartbeat: facts: %s", err.msg);
     int64_t now = (int64_t)cq_now_ms(), last = atomic_load(&d->beat_ok_ms);
     if (last != 0 && now - last > 3 * (int64_t)d->cfg.heartbeat_ms)
         atomic_store(&d->lease_gap_ms, now);
@@ -104,9 +110,14 @@ static void reconcile_once(struct cq_daemon *d)
         if (strcmp(owner, d->cfg.worker_id) == 0 && fence == list[i].fence)
             continue;
         if (cq_wd_discard(d, list[i].id, list[i].fence))
-            cq_log(CQ_LOG_WARN, "session %s: %s; its sandbox here was stopped", list[i].id,
-                   fence == 0 ? "gone from Redis (a Redis crash can lose the last second)"
-                              : "Redis names another owner");
+            cq_log_event(
+                CQ_LOG_WARN, "session_disowned",
+                CQ_FIELDS(CQ_LS("session_id", list[i].id), CQ_LS("worker_id", d->cfg.worker_id),
+                          CQ_LI("fence", list[i].fence), CQ_LS("owner", fence != 0 ? owner : NULL),
+                          CQ_LI("owner_fence", fence)),
+                "session %s: %s; its sandbox here was stopped", list[i].id,
+                fence == 0 ? "gone from Redis (a Redis crash can lose the last second)"
+                           : "Redis names another owner");
     }
     free(list);
 }
@@ -150,9 +161,13 @@ void cq_wd_recover_own(struct cq_daemon *d)
     struct cq_error err;
     if (cq_fleet_recover(d->store, d->producer, d->cfg.worker_id, reroute_own, d, &settled, &err) <
         0)
-        cq_log(CQ_LOG_ERROR, "recovering this worker's earlier requests: %s", err.msg);
+        cq_log_event(CQ_LOG_ERROR, "worker_recovery_failed",
+                     CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LS("error", err.msg)),
+                     "recovering this worker's earlier requests: %s", err.msg);
     else if (settled > 0)
-        cq_log(CQ_LOG_INFO, "settled %zu requests of this worker's previous run", settled);
+        cq_log_event(CQ_LOG_INFO, "previous_run_recovered",
+                     CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LI("settled", settled)),
+                     "settled %zu requests of this worker's previous run", settled);
 }
 
 /* ---- drain: the sessions' kernel state -------------------------------------------- */
@@ -193,9 +208,14 @@ void cq_wd_save_states(struct cq_daemon *d)
         struct cq_error err;
         if (cq_state_save(d->core, d->store, list[i].id, d->cfg.worker_id, list[i].fence, max,
                           &err) < 0)
-            cq_log(CQ_LOG_WARN, "session %s: variables not saved: %s", list[i].id, err.msg);
+            cq_log_event(CQ_LOG_WARN, "session_state_not_saved",
+                         CQ_FIELDS(CQ_LS("session_id", list[i].id), CQ_LI("fence", list[i].fence),
+                                   CQ_LS("error", err.msg)),
+                         "session %s: variables not saved: %s", list[i].id, err.msg);
         else
-            cq_log(CQ_LOG_INFO, "session %s: variables saved for the next worker", list[i].id);
+            cq_log_event(CQ_LOG_INFO, "session_state_saved",
+                         CQ_FIELDS(CQ_LS("session_id", list[i].id), CQ_LI("fence", list[i].fence)),
+                         "session %s: variables saved for the next worker", list[i].id);
     }
     free(list);
 }

@@ -40,7 +40,7 @@ def fleet_sessions(redis_client, fleet):
 
 
 def started_count(fleet):
-    return sum(d.log_text().count('started"') for d in fleet.workers.values())
+    return sum(d.log_text().count('"event":"session_started"') for d in fleet.workers.values())
 
 
 def test_exec_runs_on_the_fleet_and_stops_its_session(fleet, redis_client):

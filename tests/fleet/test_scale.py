@@ -137,7 +137,7 @@ def test_200_sessions_of_20_executions_all_answered_correctly(big_fleet, redis_c
     assert answered == SESSIONS * CALLS
     # The sessions were spread over both workers, which are both still alive.
     assert all(d.alive() for d in list(big_fleet.workers.values()) + big_fleet.dispatchers)
-    started = [d.log_text().count('started"') for d in big_fleet.workers.values()]
+    started = [d.log_text().count('"event":"session_started"') for d in big_fleet.workers.values()]
     assert sum(started) == SESSIONS and min(started) > 0, started  # every session once
     created = redis_client.zcard(big_fleet.prefix + "sessions")
     assert created == 0, f"{created} sessions still listed after every session was stopped"
