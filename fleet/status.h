@@ -26,10 +26,11 @@ int cq_store_dispatcher_beat(struct cq_store *st, const char *id, int64_t starte
 /* Removes them: a dispatcher that stops says so rather than waiting to expire. */
 int cq_store_dispatcher_gone(struct cq_store *st, const char *id, struct cq_error *err);
 
-/* What a worker's heartbeat adds for operators (worker:<id>'s max_sessions and
- * memory_bytes; memory_bytes < 0: not written), only while worker:<id> exists. */
+/* What a worker's heartbeat adds for operators (worker:<id>'s max_sessions,
+ * memory_bytes and warm_ready; memory_bytes < 0: not written), only while worker:<id>
+ * exists. */
 int cq_store_worker_facts(struct cq_store *st, const char *worker_id, int64_t max_sessions,
-                          int64_t memory_bytes, struct cq_error *err);
+                          int64_t memory_bytes, int64_t warm_ready, struct cq_error *err);
 
 /* ---- the state ---------------------------------------------------------------------- */
 

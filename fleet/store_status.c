@@ -79,10 +79,11 @@ static const char WORKER_FACTS[] = "local k = ARGV[1] .. 'worker:' .. ARGV[2]\n"
                                    "if ARGV[4] ~= '' then\n"
                                    "  redis.call('HSET', k, 'memory_bytes', ARGV[4])\n"
                                    "end\n"
+                                   "redis.call('HSET', k, 'warm_ready', ARGV[5])\n"
                                    "return 1\n";
 
 int cq_store_worker_facts(struct cq_store *st, const char *worker_id, int64_t max_sessions,
-                          int64_t memory_bytes, struct cq_error *err)
+                          int64_t memory_bytes, int64_t warm_ready, struct cq_error *err)
 {
     struct args a;
     cq_st_script(st, &a, WORKER_FACTS);
@@ -92,6 +93,7 @@ int cq_store_worker_facts(struct cq_store *st, const char *worker_id, int64_t ma
         cq_st_arg_int(&a, memory_bytes);
     else
         cq_st_arg(&a, "");
+    cq_st_arg_int(&a, warm_ready);
     return cq_st_done_with(cq_st_run(st, &a, err));
 }
 

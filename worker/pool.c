@@ -298,3 +298,20 @@ void cq_pool_stop(struct cq_worker *w)
     for (int m = 0; m < CQ_WORKER_POOL_MODES; m++)
         cq_pool_destroy_items(&w->pool.modes[m]);
 }
+
+void cq_worker_warm_counts(struct cq_worker *w, unsigned *ready, unsigned *target)
+{
+    size_t n = 0, size = 0;
+    pthread_mutex_lock(&w->pool.lock);
+    for (int m = 0; m < CQ_WORKER_POOL_MODES; m++) {
+        n += w->pool.modes[m].n;
+        size += w->pool.modes[m].size;
+    }
+    for (struct cq_interp *ip = w->pool.interps; ip != NULL; ip = ip->next) {
+        n += ip->pool.n;
+        size += ip->pool.size;
+    }
+    pthread_mutex_unlock(&w->pool.lock);
+    *ready = (unsigned)n;
+    *target = (unsigned)size;
+}

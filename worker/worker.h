@@ -115,6 +115,10 @@ int cq_worker_delete_interpreter(struct cq_worker *w, const char *name, struct c
  * worker's capacity report. */
 bool cq_worker_has_interpreter(struct cq_worker *w, const char *name);
 
+/* Warm sandboxes ready now, and how many the pools keep when they can, over every
+ * interpreter and network mode: for a fleet worker's readiness and its heartbeat. */
+void cq_worker_warm_counts(struct cq_worker *w, unsigned *ready, unsigned *target);
+
 /* ---- network settings: one parser for codeq mcp, codeq exec and codeq-worker -------- */
 
 /* The settings by name (network_modes, network_default, network_private,

@@ -15,6 +15,8 @@
 
 struct cq_wm {
     struct cq_obs *obs;
+    /* Its warm pools (warm_pool_ready()); set by cq_wm_serve, NULL before. */
+    _Atomic(struct cq_worker *) core;
     struct cq_http_server *http;
     struct cq_metric *requests, *wait, *duration, *dead_letters;
     struct cq_metric_child *replays, *adopted, *drained;
@@ -101,6 +103,7 @@ int cq_wm_serve(struct cq_daemon *d, struct cq_error *err)
     struct cq_wm *m = d->metrics;
     if (m == NULL)
         return 0;
+    atomic_store(&m->core, d->core);
     struct cq_metrics *r = cq_obs_metrics(m->obs);
     if (cq_store_set_metrics(d->store, r, err) < 0 || cq_store_set_metrics(d->beat, r, err) < 0 ||
         cq_obs_watch(m->obs, d->consumer, d->topic, err) < 0)
@@ -134,46 +137,26 @@ void cq_wm_free(struct cq_wm *m)
     free(m);
 }
 
-/* The sum of a gauge family's samples in the exposition text. */
-static double sum_of(const char *text, const char *name)
-{
-    double sum = 0;
-    size_t n = strlen(name);
-    for (const char *line = text; line != NULL && *line;) {
-        const char *end = strchr(line, '\n');
-        if (strncmp(line, name, n) == 0 && (line[n] == '{' || line[n] == ' ')) {
-            const char *value =
-                memrchr(line, ' ', end != NULL ? (size_t)(end - line) : strlen(line));
-            if (value != NULL)
-                sum += strtod(value + 1, NULL);
-        }
-        line = end != NULL ? end + 1 : NULL;
-    }
-    return sum;
-}
-
 /* The warm pool is ready once a sandbox of it was: a worker whose pool never filled
  * (a runtime that cannot start) would take sessions only to start each one cold, or
- * fail them. Read from the core's gauges (codeq_warm_pool_ready, _target) as a scrape
- * sees them; a core that keeps none (no pool) is ready. */
+ * fail them. A core that keeps none (no pool) is ready. */
 static int warm_pool_ready(void *ctx, char *why, size_t why_size)
 {
     struct cq_wm *m = ctx;
     if (atomic_load(&m->warm_once))
         return 1;
-    char *text = NULL;
-    size_t len;
-    struct cq_error err;
-    if (cq_metrics_render(cq_obs_metrics(m->obs), &text, &len, &err) < 0)
-        return 1; /* cannot tell: not a reason to take the worker out */
-    double target = sum_of(text, "codeq_warm_pool_target");
-    double ready = sum_of(text, "codeq_warm_pool_ready");
-    free(text);
-    if (target <= 0 || ready > 0) {
+    struct cq_worker *core = atomic_load(&m->core);
+    if (core == NULL) {
+        snprintf(why, why_size, "starting");
+        return 0;
+    }
+    unsigned ready, target;
+    cq_worker_warm_counts(core, &ready, &target);
+    if (target == 0 || ready > 0) {
         atomic_store(&m->warm_once, true);
         return 1;
     }
-    snprintf(why, why_size, "warm pool not ready: none of its %.0f sandboxes has been ready yet",
+    snprintf(why, why_size, "warm pool not ready: none of its %u sandboxes has been ready yet",
              target);
     return 0;
 }

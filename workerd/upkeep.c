@@ -52,8 +52,11 @@ void cq_wd_heartbeat_once(struct cq_daemon *d)
      * max_sessions, what the worker may give sandboxes. */
     struct cq_worker_config wc;
     cq_worker_config_init(&wc);
+    unsigned warm_ready, warm_target;
+    cq_worker_warm_counts(d->core, &warm_ready, &warm_target);
     if (cq_store_worker_facts(d->beat, d->cfg.worker_id, d->cfg.max_sessions,
-                              (int64_t)(wc.limits.memory_bytes * d->cfg.max_sessions), &err) < 0)
+                              (int64_t)(wc.limits.memory_bytes * d->cfg.max_sessions), warm_ready,
+                              &err) < 0)
         cq_log_event(CQ_LOG_WARN, "heartbeat_facts_failed",
                      CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LS("error", err.msg)),
                      "heartbeat: facts: %s", err.msg);

@@ -110,6 +110,7 @@ def test_a_running_fleet_lists_its_worker_dispatcher_and_sessions(one, driver):
     assert w["free"] == MAX_SESSIONS - 1
     assert w["memoryBytes"] > 0
     assert w["interpreters"] == []  # the fleet defines none; the built-in one is not listed
+    assert isinstance(w["warmReady"], int) and 0 <= w["warmReady"] <= 1, w
     assert 0 <= w["heartbeatAgeMs"] < 60000
     assert len(doc["dispatchers"]) == 1
     d = doc["dispatchers"][0]
@@ -117,6 +118,9 @@ def test_a_running_fleet_lists_its_worker_dispatcher_and_sessions(one, driver):
     assert d["id"].endswith(f"-{dispatcher.proc.pid}"), d
     assert d["startedMs"] <= d["heartbeatMs"]
     assert doc["sessions"] == {"count": 1, "exact": True}
+    # The session took the warm sandbox; the pool (--warm-pool 1) makes another, and the
+    # heartbeat after that says so.
+    wait_status(one, lambda rc, d: d["workers"][0]["warmReady"] == 1, "the warm pool refilled")
     assert doc["requests"]["topic"] == one.request_topic
     assert doc["requests"]["group"] == f"codeq-dispatchers.{one.request_topic}"
     parts = doc["requests"]["partitions"]
