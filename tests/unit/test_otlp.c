@@ -134,6 +134,57 @@ START_TEST(test_spans_reach_the_collector)
 }
 END_TEST
 
+/* Texts are copied at submit, and long ones cut at a character boundary: the caller's
+ * buffer may be gone by export time, and the JSON must stay valid UTF-8. */
+START_TEST(test_texts_are_copied_and_cut_whole)
+{
+    char endpoint[128];
+    struct cq_http_server *col = start_collector(endpoint, sizeof(endpoint));
+    struct cq_error err;
+    struct cq_tracer_config cfg = {
+        .endpoint = endpoint, .service_name = "codeq-test", .interval_ms = 50};
+    struct cq_tracer *t;
+    ck_assert_msg(cq_tracer_create(&cfg, &t, &err) == 0, "%s", err.msg);
+    struct cq_tracectx ctx;
+    cq_tracectx_new(&ctx);
+    char *name = strdup("codeq.request");
+    char *value = malloc(1000);
+    for (int i = 0; i < 333; i++)
+        memcpy(value + 3 * i, "\xe2\x82\xac", 3); /* U+20AC, three bytes each */
+    value[999] = '\0';
+    struct cq_span s = {.ctx = &ctx,
+                        .name = name,
+                        .kind = CQ_SPAN_INTERNAL,
+                        .start_unix_ns = 1,
+                        .end_unix_ns = 2,
+                        .attrs = {{.key = "codeq.long", .text = value}},
+                        .n_attrs = 1};
+    cq_tracer_submit(t, &s);
+    memset(name, 'x', strlen(name)); /* the caller's buffers change after the call */
+    memset(value, 0, 1000);
+    free(name);
+    free(value);
+    cq_tracer_destroy(t);
+
+    json_t *spans = all_spans();
+    ck_assert_uint_eq(json_array_size(spans), 1);
+    json_t *o = json_array_get(spans, 0);
+    ck_assert_str_eq(field(o, "name"), "codeq.request");
+    const char *got =
+        field(json_object_get(json_array_get(json_object_get(o, "attributes"), 0), "value"),
+              "stringValue");
+    ck_assert_ptr_nonnull(got);
+    size_t n = strlen(got);
+    ck_assert_uint_gt(n, 100);
+    ck_assert_uint_lt(n, 999);
+    ck_assert_uint_eq(n % 3, 0); /* whole characters only */
+    ck_assert_int_eq(memcmp(got, "\xe2\x82\xac", 3), 0);
+    json_decref(spans);
+    json_decref(got_bodies);
+    cq_http_stop(col);
+}
+END_TEST
+
 START_TEST(test_batches_and_root_spans)
 {
     char endpoint[128];
@@ -252,6 +303,7 @@ int main(void)
     TCase *tc = tcase_create("exporter");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_spans_reach_the_collector);
+    tcase_add_test(tc, test_texts_are_copied_and_cut_whole);
     tcase_add_test(tc, test_batches_and_root_spans);
     tcase_add_test(tc, test_dead_or_refusing_collector);
     tcase_add_test(tc, test_full_queue_drops);
