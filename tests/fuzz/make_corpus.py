@@ -320,6 +320,65 @@ def layer():
     seed("truncated", d(b"x"), f(b"x/y", b"12345")[:-2], end=b"")
 
 
+def sigv4():
+    """Requests botocore signs (tests/http/aws.py) with fuzz_sigv4's key and clock, so that
+    the fuzzer starts from requests the verifier accepts."""
+    sys.path.insert(0, os.path.join(HERE, "..", "http"))
+    from aws import sign  # noqa: E402
+    from botocore.utils import percent_encode_sequence
+
+    def seed(name, *args, **kw):
+        write("fuzz_sigv4", name, sign(*args, key="AKIDFUZZ", secret="fuzz-secret/+=", **kw))
+
+    base = "https://codeq.example/code-interpreters/aws.codeinterpreter.v1"
+    seed("start", "PUT", base + "/sessions/start", b'{"name":"s","sessionTimeoutSeconds":900}',
+         [("Content-Type", "application/json")])
+    seed("invoke", "POST", base + "/tools/invoke", b'{"name":"executeCode","arguments":{"code":"1+1"}}',
+         [("Content-Type", "application/json"), ("x-amzn-code-interpreter-session-id", "s1")])
+    seed("get", "GET", base + "/sessions/get?" + percent_encode_sequence({"sessionId": "a b/+~"}))
+    seed("repeated", "POST", base + "/x/../tools//invoke?b=2&a=1&a=0", b"{}",
+         [("X-Thing", "one"), ("x-thing", "  two   words ")])
+    seed("unsigned-payload", "POST", base + "/tools/invoke", b"{}", unsigned_payload=True)
+
+
+def eventstream():
+    """Messages as the format describes them, framed here (struct, zlib's CRC32), behind
+    fuzz_eventstream's 2 bytes (the "fix the CRCs" bit and the maximum)."""
+    import zlib
+
+    def frame(headers, payload):
+        h = b""
+        for name, t, value in headers:
+            h += bytes([len(name)]) + name + bytes([t])
+            if t in (6, 7):
+                h += struct.pack(">H", len(value)) + value
+            elif t in (2, 3, 4, 5, 8):
+                h += struct.pack({2: ">b", 3: ">h", 4: ">i", 5: ">q", 8: ">q"}[t], value)
+            elif t == 9:
+                h += value
+        prelude = struct.pack(">II", 16 + len(h) + len(payload), len(h))
+        body = prelude + struct.pack(">I", zlib.crc32(prelude)) + h + payload
+        return body + struct.pack(">I", zlib.crc32(body))
+
+    event = [(b":event-type", 7, b"result"), (b":content-type", 7, b"application/json"),
+             (b":message-type", 7, b"event")]
+    result = b'{"content":[{"type":"text","text":"2"}],"structuredContent":{"exitCode":0},"isError":false}'
+    write("fuzz_eventstream", "result", b"\0\0" + frame(event, result))
+    write("fuzz_eventstream", "stream", b"\0\0" + frame(event, result) * 3 + frame(event, b"{}")[:20])
+    write("fuzz_eventstream", "exception", b"\0\0" + frame(
+        [(b":exception-type", 7, b"validationException"), (b":content-type", 7, b"application/json"),
+         (b":message-type", 7, b"exception")], b'{"message":"bad"}'))
+    write("fuzz_eventstream", "types", b"\0\x10" + frame(
+        [(b"t", 0, None), (b"f", 1, None), (b"b", 2, -1), (b"s", 3, 300), (b"i", 4, -70000),
+         (b"l", 5, 1 << 40), (b"raw", 6, b"\0\1"), (b"ts", 8, 1752669296000), (b"u", 9, b"x" * 16)], b"p"))
+    write("fuzz_eventstream", "empty", b"\0\0" + frame([], b""))
+    # the same with the "fix the CRCs" bit, from which the fuzzer reaches the headers
+    for name in ("types", "exception"):
+        with open(os.path.join(HERE, "corpus", "fuzz_eventstream", name), "rb") as f:
+            data = f.read()
+        write("fuzz_eventstream", name + "-fixcrc", bytes([data[0] | 0x80]) + data[1:])
+
+
 if __name__ == "__main__":
     kernel_lines()
     requests()
@@ -332,3 +391,5 @@ if __name__ == "__main__":
     runtime_spec()
     interpreter_def()
     layer()
+    sigv4()
+    eventstream()
