@@ -1,30 +1,16 @@
 /* common/tracectx.c - traceparent parsing and new span ids (W3C Trace Context). */
 #define _GNU_SOURCE
 #include "common/tracectx.h"
+#include "common/hex.h"
 
 #include <string.h>
 #include <sys/random.h>
 
-static int hex_value(char c)
-{
-    /* Lower case only: the specification makes upper case invalid, so that one
-     * trace has one spelling. */
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
+/* Lower case only: the specification makes upper case invalid, so that one trace has
+ * one spelling. */
 static bool parse_hex(const char *s, uint8_t *out, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return true;
+    return cq_hex_decode(s, n, out, true);
 }
 
 static bool all_zero(const uint8_t *b, size_t n)
@@ -111,12 +97,7 @@ void cq_tracectx_child(const struct cq_tracectx *parent, struct cq_tracectx *chi
 
 void cq_tracectx_hex(const uint8_t *bytes, size_t n, char *out)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[bytes[i] >> 4];
-        out[2 * i + 1] = digits[bytes[i] & 0xf];
-    }
-    out[2 * n] = '\0';
+    cq_hex_encode(bytes, n, out);
 }
 
 void cq_tracectx_format(const struct cq_tracectx *ctx, char *out)

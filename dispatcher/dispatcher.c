@@ -1218,12 +1218,7 @@ static void consumed_add(rd_kafka_topic_partition_list_t *consumed,
 
 int cq_dispatcher_run(struct cq_dispatcher *d, struct cq_error *err)
 {
-    cq_log_event(
-        CQ_LOG_INFO, "encryption_at_rest",
-        CQ_FIELDS(CQ_LB("enabled", cq_store_encrypted(d->store))), "encryption at rest: %s",
-        cq_store_encrypted(d->store) ? "on (values in Redis are sealed with the tenants' data "
-                                       "keys)"
-                                     : "off (no master_key_file: values in Redis are plain text)");
+    cq_store_log_encryption(d->store);
     cq_log_event(CQ_LOG_INFO, "dispatcher_started", CQ_FIELDS(CQ_LS("topic", d->cfg.request_topic)),
                  "dispatching %s", d->cfg.request_topic);
     uint64_t next_recovery = 0; /* intervals: the monotonic clock, which never jumps */

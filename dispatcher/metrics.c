@@ -63,26 +63,18 @@ int cq_dm_start(const struct cq_fleet_config *cfg, struct cq_store *store, rd_ka
     if (cq_obs_create(&oc, &m->obs, err) < 0)
         goto fail;
     struct cq_metrics *r = cq_obs_metrics(m->obs);
-    static const char *const request_labels[] = {"component", "operation", "outcome", NULL};
     static const char *const reason[] = {"reason", NULL};
     static const char *const state[] = {"state", NULL};
-    struct cq_metric *replays;
-    if ((m->requests = cq_metrics_counter(r, "codeq_requests_total",
-                                          "Requests handled, by operation and outcome",
-                                          request_labels, err)) == NULL ||
-        (m->refused = cq_metrics_counter(r, "codeq_requests_refused_total",
+    const struct cq_obs_counters *shared = cq_obs_counters(m->obs);
+    m->requests = shared->requests;
+    m->dead_letters = shared->dead_letters;
+    m->replays = shared->replays;
+    if ((m->refused = cq_metrics_counter(r, "codeq_requests_refused_total",
                                          "Requests refused, by reason", reason, err)) == NULL ||
-        (m->dead_letters = cq_metrics_counter(r, "codeq_dead_letters_total",
-                                              "Messages put on the dead-letter topic, by reason",
-                                              reason, err)) == NULL ||
-        (replays = cq_metrics_counter(r, "codeq_replays_total",
-                                      "Requests answered again from their stored reply", NULL,
-                                      err)) == NULL ||
         (m->workers = cq_metrics_gauge(r, "codeq_workers",
                                        "Live workers by state, from their records in Redis", state,
                                        err)) == NULL)
         goto fail;
-    m->replays = cq_metric_child(replays, NULL);
     if (cq_store_set_metrics(store, r, err) < 0 ||
         cq_obs_watch(m->obs, consumer, cfg->request_topic, err) < 0)
         goto fail;

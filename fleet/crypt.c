@@ -12,6 +12,7 @@
  * a state into another session: it cannot open there. */
 #define _GNU_SOURCE
 #include "fleet/crypt.h"
+#include "common/hex.h"
 #include "common/cleanup.h"
 
 #include <errno.h>
@@ -132,17 +133,6 @@ int cq_kms_local_new(const uint8_t master[CQ_CRYPT_KEY_LEN], struct cq_kms **out
     return 0;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int cq_kms_local_open(const char *path, struct cq_kms **out, struct cq_error *err)
 {
     cq_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -162,12 +152,7 @@ int cq_kms_local_open(const char *path, struct cq_kms **out, struct cq_error *er
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
     uint8_t master[CQ_CRYPT_KEY_LEN];
-    bool ok = n == 2 * CQ_CRYPT_KEY_LEN;
-    for (size_t i = 0; ok && i < CQ_CRYPT_KEY_LEN; i++) {
-        int hi = hex_value(buf[2 * i]), lo = hex_value(buf[2 * i + 1]);
-        ok = hi >= 0 && lo >= 0;
-        master[i] = (uint8_t)(hi << 4 | lo);
-    }
+    bool ok = n == 2 * CQ_CRYPT_KEY_LEN && cq_hex_decode(buf, CQ_CRYPT_KEY_LEN, master, false);
     explicit_bzero(buf, sizeof(buf));
     int rc = ok ? cq_kms_local_new(master, out, err)
                 : cq_error_set(err, CQ_EINVALID,

@@ -136,15 +136,21 @@ static void write_line(enum cq_log_level level, const char *event,
     free(text);
 }
 
-void cq_log_event(enum cq_log_level level, const char *event, const struct cq_log_field *fields,
-                  const char *fmt, ...)
+void cq_log_eventv(enum cq_log_level level, const char *event, const struct cq_log_field *fields,
+                   const char *fmt, va_list ap)
 {
     if (level < threshold)
         return;
     char msg[2048];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    write_line(level, event, fields, msg);
+}
+
+void cq_log_event(enum cq_log_level level, const char *event, const struct cq_log_field *fields,
+                  const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    cq_log_eventv(level, event, fields, fmt, ap);
     va_end(ap);
-    write_line(level, event, fields, msg);
 }

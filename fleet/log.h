@@ -9,6 +9,7 @@
 #ifndef CQ_FLEET_LOG_H
 #define CQ_FLEET_LOG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include "common/tracectx.h"
@@ -44,6 +45,10 @@ struct cq_log_field {
  * it. The message is for people; it may repeat ids, but every id is also a field. */
 void cq_log_event(enum cq_log_level level, const char *event, const struct cq_log_field *fields,
                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The same with the message's arguments as a va_list, for wrappers that add fields. */
+void cq_log_eventv(enum cq_log_level level, const char *event, const struct cq_log_field *fields,
+                   const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
 
 /* The trace context lines written by this thread carry (trace_id, span_id), until
  * cleared with NULL. The context is copied. */

@@ -35,6 +35,7 @@ struct cq_obs {
     struct cq_metrics *m;
     struct cq_metric *lag;
     struct cq_metric_child *ready;
+    struct cq_obs_counters counters;
     struct cq_store *store; /* the poller's own connection: a PING never waits behind work */
     rd_kafka_t *consumer;
     char topic[256];
@@ -100,6 +101,20 @@ int cq_obs_create(const struct cq_obs_config *oc, struct cq_obs **out, struct cq
         goto fail;
     cq_metric_set(build, (const char *const[]){CQ_VERSION, oc->component}, 1);
     o->ready = cq_metric_child(ready, NULL);
+    static const char *const request_labels[] = {"component", "operation", "outcome", NULL};
+    static const char *const reason[] = {"reason", NULL};
+    struct cq_metric *replays;
+    if ((o->counters.requests = cq_metrics_counter(o->m, "codeq_requests_total",
+                                                   "Requests handled, by operation and outcome",
+                                                   request_labels, err)) == NULL ||
+        (o->counters.dead_letters = cq_metrics_counter(
+             o->m, "codeq_dead_letters_total", "Messages put on the dead-letter topic, by reason",
+             reason, err)) == NULL ||
+        (replays = cq_metrics_counter(o->m, "codeq_replays_total",
+                                      "Requests answered again from their stored reply", NULL,
+                                      err)) == NULL)
+        goto fail;
+    o->counters.replays = cq_metric_child(replays, NULL);
     /* The span exporter started before the registry (fleet/daemon.c): its drops so far
      * count too. */
     if (cq_kafka_set_metrics(o->m, err) < 0 || cq_tracing_set_metrics(o->m, err) < 0 ||
@@ -122,6 +137,11 @@ fail:
 struct cq_metrics *cq_obs_metrics(struct cq_obs *o)
 {
     return o != NULL ? o->m : NULL;
+}
+
+const struct cq_obs_counters *cq_obs_counters(struct cq_obs *o)
+{
+    return &o->counters;
 }
 
 /* The group's lag on each partition of the topic: its end (high watermark) less the

@@ -41,6 +41,13 @@ struct cq_obs_config {
  * (cq_kafka_set_metrics) at it. Nothing polls until cq_obs_watch. */
 int cq_obs_create(const struct cq_obs_config *oc, struct cq_obs **out, struct cq_error *err);
 struct cq_metrics *cq_obs_metrics(struct cq_obs *o);
+/* The families both daemons count in, registered by cq_obs_create. */
+struct cq_obs_counters {
+    struct cq_metric *requests;      /* codeq_requests_total{component,operation,outcome} */
+    struct cq_metric *dead_letters;  /* codeq_dead_letters_total{reason} */
+    struct cq_metric_child *replays; /* codeq_replays_total */
+};
+const struct cq_obs_counters *cq_obs_counters(struct cq_obs *o);
 /* Starts the poller on consumer (subscribed to topic): lag, reachability, tick. */
 int cq_obs_watch(struct cq_obs *o, rd_kafka_t *consumer, const char *topic, struct cq_error *err);
 /* /readyz: Kafka and Redis reachable (as the poller last found them), not stopping,

@@ -347,6 +347,15 @@ bool cq_store_encrypted(const struct cq_store *st)
     return st->kms != NULL;
 }
 
+void cq_store_log_encryption(struct cq_store *st)
+{
+    bool on = cq_store_encrypted(st);
+    cq_log_event(CQ_LOG_INFO, "encryption_at_rest", CQ_FIELDS(CQ_LB("enabled", on)),
+                 "encryption at rest: %s",
+                 on ? "on (values in Redis are sealed with the tenants' data keys)"
+                    : "off (no master_key_file: values in Redis are plain text)");
+}
+
 /* ---- workers ------------------------------------------------------------------------ */
 
 static const char HEARTBEAT[] =

@@ -20,6 +20,9 @@ int cq_store_open(const struct cq_fleet_config *cfg, struct cq_store **out, stru
 void cq_store_close(struct cq_store *st);
 /* True when values are encrypted at rest (master_key_file set; fleet/crypt.h). */
 bool cq_store_encrypted(const struct cq_store *st);
+/* Logs whether values are sealed (event encryption_at_rest), once at a daemon's start:
+ * an operator reading the logs sees it without reading the settings. */
+void cq_store_log_encryption(struct cq_store *st);
 /* Once running, a command that finds Redis unreachable reconnects with backoff for up to
  * 30 s before it fails (then commands fail at once until Redis answers again); *cancel
  * set (the daemon stops) ends the waiting. */

@@ -27,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include "http/sigv4.h"
+#include "common/hex.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -121,27 +122,6 @@ static void buf_encode(struct buf *b, const char *s, size_t n, bool keep_slash)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static void to_hex(const uint8_t *in, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[in[i] >> 4];
-        out[2 * i + 1] = hex[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static bool is_lower_hex(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -155,7 +135,7 @@ static void sha256_hex(const void *data, size_t n, char out[65])
     uint8_t md[32];
     unsigned int len = 0;
     EVP_Digest(data, n, md, &len, EVP_sha256(), NULL);
-    to_hex(md, sizeof(md), out);
+    cq_hex_encode(md, sizeof(md), out);
 }
 
 /* ---- the canonical URI ---------------------------------------------------------- */
@@ -228,7 +208,7 @@ static int reencode(const char *s, size_t n, char **out)
                 free(raw.p);
                 return -1;
             }
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            int h = cq_hex_digit(s[i + 1], false), l = cq_hex_digit(s[i + 2], false);
             if (h < 0 || l < 0) {
                 free(raw.p);
                 return -1;
@@ -558,13 +538,9 @@ static int parse_authorization(const char *h, struct authorization *a, struct cq
             if (vn != 64)
                 return deny(err, "malformed Authorization header: Signature must be 64 hex "
                                  "digits");
-            for (size_t i = 0; i < 32; i++) {
-                int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
-                if (hi < 0 || lo < 0)
-                    return deny(err, "malformed Authorization header: Signature must be 64 "
-                                     "hex digits");
-                a->signature[i] = (uint8_t)(hi << 4 | lo);
-            }
+            if (!cq_hex_decode(v, 32, a->signature, false))
+                return deny(err, "malformed Authorization header: Signature must be 64 hex "
+                                 "digits");
             have_sig = true;
         } else {
             return deny(err,
@@ -797,7 +773,7 @@ int cq_sigv4_sign(const struct cq_sigv4_request *req, const char *key_id, const 
         string_to_sign(amz_date, date, region, service, cr_hash, sts, sizeof(sts), err) < 0 ||
         signature(secret, date, region, service, sts, sig, err) < 0)
         return -1;
-    to_hex(sig, sizeof(sig), sig_hex);
+    cq_hex_encode(sig, sizeof(sig), sig_hex);
     int n =
         snprintf(out, out_size,
                  ALGORITHM " Credential=%s/%s/%s/%s/" TERMINATOR ", SignedHeaders=%s, Signature=%s",

@@ -1276,12 +1276,7 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
     if (pthread_create(&d->heartbeat, NULL, cq_wd_heartbeat_main, d) != 0)
         return cq_error_set(err, CQ_EINTERNAL, "cannot start the heartbeat thread");
     cq_wd_recover_own(d);
-    cq_log_event(
-        CQ_LOG_INFO, "encryption_at_rest",
-        CQ_FIELDS(CQ_LB("enabled", cq_store_encrypted(d->store))), "encryption at rest: %s",
-        cq_store_encrypted(d->store) ? "on (values in Redis are sealed with the tenants' data "
-                                       "keys)"
-                                     : "off (no master_key_file: values in Redis are plain text)");
+    cq_store_log_encryption(d->store);
     cq_log_event(CQ_LOG_INFO, "worker_started",
                  CQ_FIELDS(CQ_LS("worker_id", d->cfg.worker_id), CQ_LS("topic", d->topic),
                            CQ_LI("max_sessions", d->cfg.max_sessions)),

@@ -16,18 +16,14 @@
 void cq_wd_log_request(enum cq_log_level level, const char *event, const Codeq__V1__Request *req,
                        const char *error, const char *fmt, ...)
 {
-    if (!cq_log_enabled(level))
-        return;
-    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    cq_log_eventv(level, event,
+                  CQ_FIELDS(CQ_LS("request_id", req->request_id),
+                            CQ_LS("session_id", req->session_id), CQ_LS("tenant", req->tenant),
+                            CQ_LS("error", error)),
+                  fmt, ap);
     va_end(ap);
-    cq_log_event(level, event,
-                 CQ_FIELDS(CQ_LS("request_id", req->request_id),
-                           CQ_LS("session_id", req->session_id), CQ_LS("tenant", req->tenant),
-                           CQ_LS("error", error)),
-                 "%s", msg);
 }
 
 /* Milliseconds rounded to the microsecond: 8000.742, not 8000.7420000000002. */

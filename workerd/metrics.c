@@ -55,14 +55,13 @@ int cq_wm_create(struct cq_daemon *d, struct cq_error *err)
         return -1;
     }
     struct cq_metrics *r = cq_obs_metrics(m->obs);
-    static const char *const request_labels[] = {"component", "operation", "outcome", NULL};
     static const char *const tool[] = {"tool", NULL};
-    static const char *const reason[] = {"reason", NULL};
-    struct cq_metric *replays, *adopted, *drained;
-    if ((m->requests = cq_metrics_counter(r, "codeq_requests_total",
-                                          "Requests handled, by operation and outcome",
-                                          request_labels, err)) == NULL ||
-        (m->wait = cq_metrics_histogram(
+    const struct cq_obs_counters *shared = cq_obs_counters(m->obs);
+    m->requests = shared->requests;
+    m->dead_letters = shared->dead_letters;
+    m->replays = shared->replays;
+    struct cq_metric *adopted, *drained;
+    if ((m->wait = cq_metrics_histogram(
              r, "codeq_request_queue_wait_seconds",
              "From the request's arrival on the request topic to this worker starting it", tool,
              cq_obs_duration_buckets, cq_obs_n_duration_buckets, err)) == NULL ||
@@ -70,12 +69,6 @@ int cq_wm_create(struct cq_daemon *d, struct cq_error *err)
              r, "codeq_request_duration_seconds",
              "From the request's arrival on the request topic to its final reply handed to Kafka",
              tool, cq_obs_duration_buckets, cq_obs_n_duration_buckets, err)) == NULL ||
-        (m->dead_letters = cq_metrics_counter(r, "codeq_dead_letters_total",
-                                              "Messages put on the dead-letter topic, by reason",
-                                              reason, err)) == NULL ||
-        (replays = cq_metrics_counter(r, "codeq_replays_total",
-                                      "Requests answered again from their stored reply", NULL,
-                                      err)) == NULL ||
         (adopted = cq_metrics_counter(r, "codeq_sessions_adopted_total",
                                       "Sessions taken over from a lost or drained worker", NULL,
                                       err)) == NULL ||
@@ -86,7 +79,6 @@ int cq_wm_create(struct cq_daemon *d, struct cq_error *err)
         free(m);
         return -1;
     }
-    m->replays = cq_metric_child(replays, NULL);
     m->adopted = cq_metric_child(adopted, NULL);
     m->drained = cq_metric_child(drained, NULL);
     d->metrics = m;
