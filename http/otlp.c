@@ -401,6 +401,7 @@ void cq_tracer_finish(struct cq_tracer *t, struct cq_tracer_stats *out)
     free(t->endpoint);
     free(t->service_name);
     free(t->queue);
+    free(t->batch);
     free(t);
 }
 
