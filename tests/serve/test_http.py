@@ -1,0 +1,198 @@
+"""tests/serve/test_http.py - what `codeq serve` refuses: bad signatures, unsigned
+headers it acts on, hostile HTTP (path traversal, oversized, malformed and non-UTF-8
+bodies), unsafe start-up settings; and that it keeps serving after each."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from conftest import CODEQ, REGION, Server, client
+
+ID = "codeq.default"
+
+
+def signed(server, key, method, path, body=b"", headers=None, after_sign=None, send_body=None):
+    """A request signed by botocore's SigV4 over exactly this path and body, sent as is."""
+    url = server.endpoint + path
+    req = AWSRequest(method=method, url=url, data=body, headers=headers or {})
+    SigV4Auth(Credentials(key[0], key[1]), "bedrock-agentcore", REGION).add_auth(req)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    hdrs = dict(req.headers.items())
+    hdrs.update(after_sign or {})
+    conn.request(method, path, body=body if send_body is None else send_body, headers=hdrs)
+    r = conn.getresponse()
+    out = (r.status, r.getheader("x-amzn-ErrorType"), r.read())
+    conn.close()
+    return out
+
+
+def raw(server, data):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            chunks.append(c)
+    return b"".join(chunks)
+
+
+def still_serving(alpha):
+    assert "items" in alpha.list_code_interpreter_sessions(codeInterpreterIdentifier=ID)
+
+
+def test_wrong_secret_and_unknown_key(server, keys, alpha):
+    for key in ((keys["alpha"][0], "0" * 64), ("cqk_00000000000000000000", keys["alpha"][1])):
+        with pytest.raises(ClientError) as e:
+            client(server, key).list_code_interpreter_sessions(codeInterpreterIdentifier=ID)
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    status, etype, body = signed(server, keys["alpha"], "POST", f"/code-interpreters/{ID}/sessions/list",
+                                 b"{}", {"Content-Type": "application/json"})
+    assert (status, etype) == (200, None), body
+    # Unsigned, and signed but changed afterwards.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", f"/code-interpreters/{ID}/sessions/list", body=b"{}")
+    r = conn.getresponse()
+    assert (r.status, r.getheader("x-amzn-ErrorType")) == (403, "AccessDeniedException")
+    r.read()
+    status, etype, _ = signed(server, keys["alpha"], "POST", f"/code-interpreters/{ID}/sessions/list",
+                              b'{"maxResults": 1}', {"Content-Type": "application/json"},
+                              send_body=b'{"maxResults": 2}')
+    assert (status, etype) == (403, "AccessDeniedException")
+    status, etype, _ = signed(server, keys["alpha"], "POST", f"/code-interpreters/{ID}/sessions/list?x=1",
+                              b'{}', {"Content-Type": "application/json"})
+    assert (status, etype) == (200, None)
+    still_serving(alpha)
+
+
+def test_session_header_must_be_signed(server, keys, alpha):
+    sid = alpha.start_code_interpreter_session(codeInterpreterIdentifier=ID)["sessionId"]
+    try:
+        body = json.dumps({"name": "executeCode", "arguments": {"code": "1"}}).encode()
+        status, etype, out = signed(server, keys["alpha"], "POST", f"/code-interpreters/{ID}/tools/invoke",
+                                    body, {"Content-Type": "application/json"},
+                                    after_sign={"x-amzn-code-interpreter-session-id": sid})
+        assert (status, etype) == (403, "AccessDeniedException"), out
+        assert b"must be signed" in out
+        status, etype, out = signed(server, keys["alpha"], "POST", f"/code-interpreters/{ID}/tools/invoke",
+                                    body, {"Content-Type": "application/json",
+                                           "x-amzn-code-interpreter-session-id": sid})
+        assert status == 200, out
+    finally:
+        alpha.stop_code_interpreter_session(codeInterpreterIdentifier=ID, sessionId=sid)
+
+
+@pytest.mark.parametrize("path", [
+    "/code-interpreters/../sessions/list",
+    "/code-interpreters/%2e%2e/sessions/list",
+    "/code-interpreters/./sessions/list",
+    "/code-interpreters//sessions/list",
+    "/code-interpreters/a%2Fb/sessions/list",
+    "/code-interpreters/codeq.default/sessions/../sessions/list",
+    "/code-interpreters/codeq.default/sessions/list/",
+    "/code-interpreters/codeq%00/sessions/list",
+    "/code-interpreters/%zz/sessions/list",
+])
+def test_path_traversal_refused(server, keys, alpha, path):
+    status, etype, out = signed(server, keys["alpha"], "POST", path, b"{}")
+    assert status in (400, 404), (status, out)
+    assert etype in ("ResourceNotFoundException", "ValidationException")
+    still_serving(alpha)
+
+
+def test_ids_through_boto3(alpha):
+    for bad in ("..", "a/b", "x" * 101):
+        with pytest.raises(ClientError) as e:
+            alpha.list_code_interpreter_sessions(codeInterpreterIdentifier=bad)
+        assert e.value.response["Error"]["Code"] in ("ResourceNotFoundException", "ValidationException")
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b'{"name": "executeCode", "arguments": {"code": "\xff\xfe"}}', "CannotParse"),
+    (b'{"name": "executeCode", "arguments": {"code": ', "CannotParse"),
+    (b'[1, 2]', "CannotParse"),
+    (b'{"name": "executeCode", "arguments": {"code": "1", "sessionId": "x"}}', "FieldValidationFailed"),
+    (b'{"name": "rm -rf", "arguments": {}}', "FieldValidationFailed"),
+    (b'{"name": "executeCode", "arguments": {"code": 5}}', "FieldValidationFailed"),
+])
+def test_bad_invoke_bodies(server, keys, alpha, body, reason):
+    sid = "doesnotmatter"
+    status, etype, out = signed(server, keys["alpha"], "POST", f"/code-interpreters/{ID}/tools/invoke",
+                                body, {"Content-Type": "application/json",
+                                       "x-amzn-code-interpreter-session-id": sid})
+    assert (status, etype) == (400, "ValidationException"), out
+    assert json.loads(out)["reason"] == reason
+    still_serving(alpha)
+
+
+def test_bad_start_bodies(server, keys, alpha):
+    for body in (b'{"sessionTimeoutSeconds": 0}', b'{"sessionTimeoutSeconds": 99999}',
+                 b'{"name": ""}', b'{"clientToken": "short"}', b'{"name": "\xc3"}'):
+        status, etype, out = signed(server, keys["alpha"], "PUT", f"/code-interpreters/{ID}/sessions/start",
+                                    body, {"Content-Type": "application/json"})
+        assert (status, etype) == (400, "ValidationException"), (body, out)
+    still_serving(alpha)
+
+
+def test_oversized_body(server, keys, alpha):
+    body = b'{"name": "' + b"a" * (9 << 20) + b'"}'  # the server's --max-body is 8M
+    status, _, _ = signed(server, keys["alpha"], "PUT", f"/code-interpreters/{ID}/sessions/start", body)
+    assert status == 413
+    still_serving(alpha)
+
+
+def test_malformed_http(server, alpha):
+    for data in (b"GARBAGE\r\n\r\n", b"POST /code-interpreters/x/sessions/list HTTP/1.1\r\n"
+                 b"Host: a\r\nContent-Length: -5\r\n\r\n", b"\x00\xff" * 100 + b"\r\n\r\n"):
+        answer = raw(server, data)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:100]
+    still_serving(alpha)
+
+
+def test_wrong_method(server, keys):
+    status, etype, _ = signed(server, keys["alpha"], "GET", f"/code-interpreters/{ID}/sessions/list")
+    assert status == 405
+
+
+def test_start_refusals(tmp_path, keys):
+    def run(*args):
+        return subprocess.run([CODEQ, "serve", "--warm-pool", "0", *args], capture_output=True,
+                              text=True, timeout=30)
+    p = run("--listen", "127.0.0.1:0")
+    assert p.returncode == 2 and "--keys" in p.stderr
+    p = run("--no-auth", "--listen", "0.0.0.0:0")
+    assert p.returncode == 2 and "loopback" in p.stderr
+    p = run("--no-auth", "--listen", ":0")
+    assert p.returncode == 2
+    open_keys = tmp_path / "keys"
+    open_keys.write_text(open(keys["path"]).read())
+    open_keys.chmod(0o644)
+    p = run("--keys", str(open_keys), "--listen", "127.0.0.1:0")
+    assert p.returncode == 2 and "644" in p.stderr, p.stderr
+    p = run("--tls-cert", "/nonexistent", "--keys", keys["path"])
+    assert p.returncode == 2
+
+
+def test_no_auth_loopback_and_sigterm(keys):
+    s = Server(["--no-auth", "--warm-pool", "0"])
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        conn.request("POST", f"/code-interpreters/{ID}/sessions/list", body=b"{}")
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read()) == {"items": []}
+    finally:
+        t = time.monotonic()
+        assert s.stop() == 0
+    assert time.monotonic() - t < 30
