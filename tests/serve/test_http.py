@@ -36,15 +36,19 @@ def signed(server, key, method, path, body=b"", headers=None, after_sign=None, s
 
 
 def raw(server, data):
+    """What the server answers to these bytes; b"" when it closed the connection."""
+    chunks = []
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            chunks.append(c)
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                chunks.append(c)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # closed by the server: no answer
     return b"".join(chunks)
 
 
@@ -196,3 +200,32 @@ def test_no_auth_loopback_and_sigterm(keys):
         t = time.monotonic()
         assert s.stop() == 0
     assert time.monotonic() - t < 30
+
+
+def test_tls(tmp_path, keys):
+    """--tls-cert/--tls-key: boto3 verifies the certificate and talks HTTPS."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", "server.key", "-out", "server.crt"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    (tmp_path / "server.key").chmod(0o644)
+    p = subprocess.run([CODEQ, "serve", "--warm-pool", "0", "--keys", keys["path"], "--listen",
+                        "127.0.0.1:0", "--tls-cert", str(tmp_path / "server.crt"), "--tls-key",
+                        str(tmp_path / "server.key")], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "644" in p.stderr, p.stderr  # a readable key is refused
+    (tmp_path / "server.key").chmod(0o600)
+    s = Server(["--warm-pool", "0", "--keys", keys["path"], "--tls-cert",
+                str(tmp_path / "server.crt"), "--tls-key", str(tmp_path / "server.key")])
+    try:
+        assert "https://" in s.text()
+        import boto3
+        c = boto3.client("bedrock-agentcore", region_name=REGION,
+                         endpoint_url=f"https://127.0.0.1:{s.port}", verify=str(tmp_path / "server.crt"),
+                         aws_access_key_id=keys["alpha"][0], aws_secret_access_key=keys["alpha"][1])
+        assert c.list_code_interpreter_sessions(codeInterpreterIdentifier=ID)["items"] == []
+        # Plain HTTP on the TLS port gets no answer it could take for one.
+        answer = raw(s, b"POST /code-interpreters/codeq.default/sessions/list HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert not answer.startswith(b"HTTP/1.1 200")
+    finally:
+        assert s.stop() == 0
