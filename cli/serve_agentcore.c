@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include "cli/mcp_tools.h"
+#include "cli/mcp_trace.h"
 #include "cli/result_json.h"
 #include "cli/serve.h"
 #include "http/eventstream.h"
@@ -647,11 +648,25 @@ static void invoke(struct cq_serve *s, const char *tenant, const char *interp,
         fail(resp, NOT_FOUND, NULL, "no running session '%s'", session);
         goto out;
     }
+    /* The SDKs send W3C trace context as headers (traceparent, in the service model):
+     * the call's span continues it, as codeq mcp's does a tools/call's _meta. */
+    json_t *trace_params = json_pack("{s:{}}", "_meta");
+    json_t *meta = json_object_get(trace_params, "_meta");
+    static const char *const trace_headers[] = {"traceparent", "tracestate"};
+    for (size_t i = 0; i < 2 && meta != NULL; i++) {
+        const char *h = cq_http_header(req, trace_headers[i]);
+        if (h != NULL)
+            json_object_set_new(meta, trace_headers[i], json_string(h));
+    }
+    struct cq_mcp_trace trace;
+    cq_mcp_trace_begin(&trace, trace_params);
     struct cq_result r;
     cq_result_init(&r);
     cq_backend_invoke(s->backend, session, tool, &c.invoke, NULL, NULL, &r);
     json_t *result = cq_result_to_json(&r);
     cq_result_free(&r);
+    cq_mcp_trace_end(&trace, tool, result);
+    json_decref(trace_params);
     char *text = result != NULL ? json_dumps(result, JSON_COMPACT | CQ_JSON_REALS) : NULL;
     json_decref(result);
     uint8_t *frame = NULL;

@@ -89,7 +89,8 @@ int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
                   struct cq_error *err);
 /* The port it listens on (the one picked, for PORT 0). */
 uint16_t cq_http_port(const struct cq_http_server *s);
-/* Stops listening, waits for requests in progress, frees. NULL is allowed. */
+/* Stops listening, waits until every request in progress is answered in full (idle
+ * keep-alive connections are closed), frees. NULL is allowed. */
 void cq_http_stop(struct cq_http_server *s);
 
 /* ---- the operations endpoints ------------------------------------------------------ */

@@ -12,12 +12,14 @@
 
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define DEFAULT_MAX_BODY        (1u << 20)
 #define DEFAULT_MAX_CONNECTIONS 64
@@ -30,6 +32,11 @@ struct cq_http_server {
     void (*free_ctx)(void *ctx);
     size_t max_body;
     uint16_t port;
+    /* Requests between their first line and their answer's last byte, for a graceful
+     * stop (cq_http_stop). */
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    unsigned active;
 };
 
 /* What a request accumulates between libmicrohttpd's calls of the access handler. */
@@ -45,12 +52,17 @@ struct pending {
  * target as sent, which only this callback sees (before any decoding). */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    (void)cls;
+    struct cq_http_server *s = cls;
     (void)conn;
     struct pending *p = calloc(1, sizeof(*p));
     if (p != NULL && (p->target = strdup(uri != NULL ? uri : "")) == NULL) {
         free(p);
         p = NULL;
+    }
+    if (p != NULL) {
+        pthread_mutex_lock(&s->lock);
+        s->active++;
+        pthread_mutex_unlock(&s->lock);
     }
     return p;
 }
@@ -205,7 +217,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
+    struct cq_http_server *s = cls;
     (void)conn;
     (void)toe;
     struct pending *p = *req_cls;
@@ -214,6 +226,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         free(p->body);
         free(p);
         *req_cls = NULL;
+        pthread_mutex_lock(&s->lock);
+        if (--s->active == 0)
+            pthread_cond_broadcast(&s->idle);
+        pthread_mutex_unlock(&s->lock);
     }
 }
 
@@ -266,7 +282,11 @@ int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
     s->ctx = cfg->ctx;
     s->free_ctx = cfg->free_ctx;
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    /* ITC: what lets cq_http_stop quiesce the daemon (stop accepting) while it runs. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     bool tls = cfg->tls_cert_pem != NULL || cfg->tls_key_pem != NULL;
@@ -289,7 +309,7 @@ int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
         (unsigned)(cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS),
         MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S),
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
         /* Without TLS the list ends here; libmicrohttpd refuses HTTPS options on a plain
          * daemon. */
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cfg->tls_cert_pem,
@@ -315,7 +335,19 @@ void cq_http_stop(struct cq_http_server *s)
 {
     if (s == NULL)
         return;
+    /* Graceful: no new connections, then every request in progress answered in full
+     * (MHD_stop_daemon alone shuts their sockets down under them). Idle keep-alive
+     * connections hold no request and are closed by MHD_stop_daemon. */
+    MHD_socket listener = MHD_quiesce_daemon(s->daemon);
+    if (listener != MHD_INVALID_SOCKET)
+        close(listener);
+    pthread_mutex_lock(&s->lock);
+    while (s->active > 0)
+        pthread_cond_wait(&s->idle, &s->lock);
+    pthread_mutex_unlock(&s->lock);
     MHD_stop_daemon(s->daemon);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
     if (s->free_ctx != NULL)
         s->free_ctx(s->ctx);
     free(s);

@@ -4,8 +4,9 @@ BEDROCK_AGENTCORE_DP_ENDPOINT and given a codeq key as AWS credentials."""
 import importlib
 import os
 import re
+import signal
+import time
 import subprocess
-import sys
 
 import boto3
 import pytest
@@ -224,3 +225,35 @@ def test_docs_snippet(server, keys):
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "42" in p.stdout
+
+
+def test_sigterm_finishes_calls_in_progress():
+    """SIGTERM: the call in progress still gets its result, then the server exits 0."""
+    import http.client
+    import json
+    import threading
+    from conftest import Server
+    s = Server(["--no-auth", "--warm-pool", "0"])
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
+        conn.request("PUT", "/code-interpreters/codeq.default/sessions/start", body=b"{}")
+        sid = json.loads(conn.getresponse().read())["sessionId"]
+        out = {}
+
+        def call():
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
+            c.request("POST", "/code-interpreters/codeq.default/tools/invoke",
+                      body=json.dumps({"name": "executeCode",
+                                       "arguments": {"code": "import time; time.sleep(2); print('done')"}}),
+                      headers={"x-amzn-code-interpreter-session-id": sid})
+            r = c.getresponse()
+            out["status"], out["body"] = r.status, r.read()
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(1)
+        s.proc.send_signal(signal.SIGTERM)
+        t.join(60)
+        assert out.get("status") == 200 and b"done" in out["body"], out
+        assert s.proc.wait(60) == 0
+    finally:
+        s.stop()
