@@ -127,6 +127,12 @@ int cq_serve_authenticate(struct cq_serve_auth *a, const struct cq_http_request 
     free(path);
     if (rc < 0)
         return -1;
+    /* UNSIGNED-PAYLOAD leaves the body (the code a call runs) to anyone on the path;
+     * botocore signs the payload of every request of this service. */
+    if (!id.payload_signed)
+        return cq_error_set(err, CQ_EDENIED,
+                            "the payload must be signed "
+                            "(x-amz-content-sha256: UNSIGNED-PAYLOAD refused)");
     /* A header codeq acts on (the session a call runs in, its timeout) must be signed,
      * or anyone on the path could move a signed call into another session. */
     const char *authorization = cq_http_header(req, "authorization");

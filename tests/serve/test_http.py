@@ -81,6 +81,49 @@ def test_wrong_secret_and_unknown_key(server, keys, alpha):
     still_serving(alpha)
 
 
+def test_unsigned_payload_refused(server, keys, alpha):
+    req = AWSRequest(method="POST", url=server.endpoint + f"/code-interpreters/{ID}/sessions/list",
+                     data=b"{}")
+    req.context["payload_signing_enabled"] = False
+    req.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+    SigV4Auth(Credentials(*keys["alpha"]), "bedrock-agentcore", REGION).add_auth(req)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", f"/code-interpreters/{ID}/sessions/list", body=b"{}",
+                 headers=dict(req.headers.items()))
+    r = conn.getresponse()
+    body = r.read()
+    assert (r.status, r.getheader("x-amzn-ErrorType")) == (403, "AccessDeniedException"), body
+    assert b"UNSIGNED-PAYLOAD" in body
+
+
+def test_connection_flood(keys):
+    """More connections than --max-connections, held open: refused, and the server
+    serves again once they are gone."""
+    s = Server(["--no-auth", "--warm-pool", "0", "--max-connections", "8"])
+    try:
+        socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(40)]
+        for sock in socks:
+            try:
+                sock.sendall(b"POST /code-interpreters/codeq.default/sessions/list HTTP/1.1\r\n")
+            except OSError:
+                pass  # refused past the limit
+        for sock in socks:
+            sock.close()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+                conn.request("POST", f"/code-interpreters/{ID}/sessions/list", body=b"{}")
+                r = conn.getresponse()
+                assert r.status == 200
+                break
+            except (ConnectionError, OSError):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        assert s.stop() == 0
+
+
 def test_session_header_must_be_signed(server, keys, alpha):
     sid = alpha.start_code_interpreter_session(codeInterpreterIdentifier=ID)["sessionId"]
     try:
