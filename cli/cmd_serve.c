@@ -63,6 +63,8 @@ static void usage(FILE *out)
             "                         (the key file must be mode 600)\n"
             "  --max-body SIZE        largest request body (default 160M; past it: 413)\n"
             "  --max-connections N    connections at once (default %d); each runs one call\n"
+            "  --max-rate N           requests per second per tenant, in bursts of as many\n"
+            "                         (default 0: no limit); past it: ThrottlingException\n"
             "  --warm-pool N          sessions kept ready (default 1; embedded only)\n"
             "  --max-sessions N       sessions at once (default %d; embedded only)\n"
             "  --brokers LIST         Kafka bootstrap servers of the fleet (CODEQ_BROKERS)\n"
@@ -141,6 +143,7 @@ int cq_cmd_serve(int argc, char **argv)
         OPT_TLS_KEY,
         OPT_MAX_BODY,
         OPT_MAX_CONN,
+        OPT_MAX_RATE,
         OPT_POOL,
         OPT_MAX,
         OPT_BROKERS,
@@ -158,6 +161,7 @@ int cq_cmd_serve(int argc, char **argv)
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"max-body", required_argument, NULL, OPT_MAX_BODY},
         {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+        {"max-rate", required_argument, NULL, OPT_MAX_RATE},
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"max-sessions", required_argument, NULL, OPT_MAX},
         {"brokers", required_argument, NULL, OPT_BROKERS},
@@ -186,6 +190,7 @@ int cq_cmd_serve(int argc, char **argv)
     bool no_auth = false;
     uint64_t max_body = DEFAULT_MAX_BODY;
     unsigned max_connections = DEFAULT_MAX_CONNECTIONS;
+    unsigned max_rate = 0;
     unsigned net_seen = 0;
     int net_rc = cq_network_environment("serve", &cfg);
     if (net_rc != 0)
@@ -222,6 +227,11 @@ int cq_cmd_serve(int argc, char **argv)
             if (cq_parse_uint(optarg, 1, 100000, &value, &err) < 0)
                 return cq_usage_error("serve", "--max-connections: %s", err.msg);
             max_connections = (unsigned)value;
+            break;
+        case OPT_MAX_RATE:
+            if (cq_parse_uint(optarg, 0, 1000000, &value, &err) < 0)
+                return cq_usage_error("serve", "--max-rate: %s", err.msg);
+            max_rate = (unsigned)value;
             break;
         case OPT_POOL:
             if (cq_parse_uint(optarg, 0, 16, &value, &err) < 0)
@@ -326,7 +336,7 @@ int cq_cmd_serve(int argc, char **argv)
         goto out;
     }
     cq_backend_warm_interpreters(backend);
-    if (cq_serve_create(backend, auth, &serve, &err) < 0) {
+    if (cq_serve_create(backend, auth, max_rate, &serve, &err) < 0) {
         fprintf(stderr, "codeq serve: %s\n", err.msg);
         goto out;
     }

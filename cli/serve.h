@@ -36,9 +36,10 @@ int cq_serve_authenticate(struct cq_serve_auth *a, const struct cq_http_request 
 struct cq_serve;
 
 /* auth NULL: requests are not authenticated (the command allows that on loopback only).
- * Both must outlive the server. */
-int cq_serve_create(struct cq_backend *backend, struct cq_serve_auth *auth, struct cq_serve **out,
-                    struct cq_error *err);
+ * Both must outlive the server. max_rate: requests per second per tenant (a burst of as
+ * many), beyond which ThrottlingException; 0: no limit. */
+int cq_serve_create(struct cq_backend *backend, struct cq_serve_auth *auth, unsigned max_rate,
+                    struct cq_serve **out, struct cq_error *err);
 /* Stops the sessions still running that this server started, and frees it. */
 void cq_serve_free(struct cq_serve *s);
 /* The HTTP handler (cq_http_handler) with s as its context. */

@@ -46,9 +46,20 @@ struct owned {
     int64_t created_at_ms;
 };
 
+/* A tenant's token bucket (--max-rate). */
+struct bucket {
+    char tenant[CQ_TENANT_MAX + 1];
+    double tokens;
+    int64_t refilled_ms;
+};
+#define MAX_BUCKETS 1024
+
 struct cq_serve {
     struct cq_backend *backend;
     struct cq_serve_auth *auth;
+    unsigned max_rate;
+    struct bucket *buckets; /* under lock */
+    size_t n_buckets;
     pthread_mutex_t lock; /* owned */
     struct owned *owned;
     size_t n_owned, cap_owned;
@@ -185,6 +196,41 @@ static void forget_owned(struct cq_serve *s, const char *session_id)
     if (o != NULL)
         *o = s->owned[--s->n_owned];
     pthread_mutex_unlock(&s->lock);
+}
+
+/* Whether tenant may make one more request now (--max-rate). Tenants are the keys
+ * file's, so the table stays small; past MAX_BUCKETS the least recently used slot is
+ * reused. */
+static bool admit(struct cq_serve *s, const char *tenant)
+{
+    if (s->max_rate == 0)
+        return true;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    pthread_mutex_lock(&s->lock);
+    struct bucket *b = NULL, *oldest = NULL;
+    for (size_t i = 0; i < s->n_buckets && b == NULL; i++) {
+        if (strcmp(s->buckets[i].tenant, tenant) == 0)
+            b = &s->buckets[i];
+        else if (oldest == NULL || s->buckets[i].refilled_ms < oldest->refilled_ms)
+            oldest = &s->buckets[i];
+    }
+    if (b == NULL) {
+        b = s->n_buckets < MAX_BUCKETS ? &s->buckets[s->n_buckets++] : oldest;
+        snprintf(b->tenant, sizeof(b->tenant), "%s", tenant);
+        b->tokens = s->max_rate;
+        b->refilled_ms = now;
+    }
+    b->tokens += (double)(now - b->refilled_ms) * s->max_rate / 1000.0;
+    if (b->tokens > s->max_rate)
+        b->tokens = s->max_rate;
+    b->refilled_ms = now;
+    bool ok = b->tokens >= 1.0;
+    if (ok)
+        b->tokens -= 1.0;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
 }
 
 /* ---- requests ---------------------------------------------------------------------- */
@@ -734,6 +780,10 @@ void cq_serve_handle(void *ctx, const struct cq_http_request *req, struct cq_htt
             return;
         }
     }
+    if (!admit(s, tenant)) {
+        fail(resp, THROTTLED, NULL, "more than %u requests per second", s->max_rate);
+        return;
+    }
     switch (r) {
     case R_START:
         start(s, tenant, interp, req, resp);
@@ -753,14 +803,18 @@ void cq_serve_handle(void *ctx, const struct cq_http_request *req, struct cq_htt
     }
 }
 
-int cq_serve_create(struct cq_backend *backend, struct cq_serve_auth *auth, struct cq_serve **out,
-                    struct cq_error *err)
+int cq_serve_create(struct cq_backend *backend, struct cq_serve_auth *auth, unsigned max_rate,
+                    struct cq_serve **out, struct cq_error *err)
 {
     struct cq_serve *s = calloc(1, sizeof(*s));
-    if (s == NULL)
+    if (s == NULL ||
+        (max_rate > 0 && (s->buckets = calloc(MAX_BUCKETS, sizeof(*s->buckets))) == NULL)) {
+        free(s);
         return cq_error_sys(err, ENOMEM, "serve");
+    }
     s->backend = backend;
     s->auth = auth;
+    s->max_rate = max_rate;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->start_lock, NULL);
     *out = s;
@@ -779,6 +833,7 @@ void cq_serve_free(struct cq_serve *s)
         cq_backend_stop_session(s->backend, s->owned[i].session_id, &info, &err);
     }
     free(s->owned);
+    free(s->buckets);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->start_lock);
     free(s);

@@ -272,3 +272,26 @@ def test_tls(tmp_path, keys):
         assert not answer.startswith(b"HTTP/1.1 200")
     finally:
         assert s.stop() == 0
+
+
+def test_rate_limit():
+    """--max-rate N: at most N a second per tenant (bursts of N), ThrottlingException past it."""
+    s = Server(["--no-auth", "--warm-pool", "0", "--max-rate", "5"])
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        answers = []
+        t0 = time.monotonic()
+        for _ in range(40):
+            conn.request("POST", f"/code-interpreters/{ID}/sessions/list", body=b"{}")
+            r = conn.getresponse()
+            r.read()
+            answers.append((r.status, r.getheader("x-amzn-ErrorType")))
+        elapsed = time.monotonic() - t0
+        ok = sum(1 for a in answers if a[0] == 200)
+        assert set(answers) <= {(200, None), (429, "ThrottlingException")}, answers
+        assert ok <= 5 + 5 * elapsed + 1, (ok, elapsed)
+        time.sleep(1.2)
+        conn.request("POST", f"/code-interpreters/{ID}/sessions/list", body=b"{}")
+        assert conn.getresponse().status == 200
+    finally:
+        assert s.stop() == 0
