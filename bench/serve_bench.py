@@ -2,7 +2,8 @@
 """Invoke round trip through `codeq serve` against `codeq mcp` (issue 16's goal: no more
 than 0.3 ms extra at p50).
 
-Both run executeCode `1+1` in a live session of their own embedded worker, one call at a
+Both run executeCode `1+1` in a live session of their own embedded worker (no warm pool,
+whose refilling would compete for the CPU while the calls are timed), one call at a
 time:
   mcp    JSON-RPC tools/call on codeq mcp's stdin, until its response line is read
   serve  InvokeCodeInterpreter over one keep-alive HTTP/1.1 connection, SigV4-signed
@@ -42,7 +43,7 @@ def summary(name, samples):
 
 
 def bench_mcp(codeq, runs, warmup):
-    p = subprocess.Popen([codeq, "mcp", "--warm-pool", "1"], stdin=subprocess.PIPE,
+    p = subprocess.Popen([codeq, "mcp", "--warm-pool", "0"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, bufsize=1)
     n = 0
 
@@ -77,7 +78,7 @@ def bench_serve(codeq, runs, warmup):
     f = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
     creds = Credentials(f["key_id"], f["secret"])
     log = open(os.path.join(tmp, "log"), "w+")
-    p = subprocess.Popen([codeq, "serve", "--listen", "127.0.0.1:0", "--keys", keys, "--warm-pool", "1"],
+    p = subprocess.Popen([codeq, "serve", "--listen", "127.0.0.1:0", "--keys", keys, "--warm-pool", "0"],
                          stderr=log)
     port = None
     for _ in range(600):
