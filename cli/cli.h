@@ -76,6 +76,7 @@ void cq_network_usage(FILE *out);
 int cq_cmd_sandbox(int argc, char **argv);
 int cq_cmd_exec(int argc, char **argv);
 int cq_cmd_mcp(int argc, char **argv);
+int cq_cmd_serve(int argc, char **argv);
 int cq_cmd_tenant(int argc, char **argv);
 int cq_cmd_key(int argc, char **argv);
 int cq_cmd_audit(int argc, char **argv);

@@ -92,6 +92,7 @@ static void usage(FILE *out)
                  "commands:\n"
                  "  exec       run Python, JavaScript or TypeScript code in a fresh session\n"
                  "  mcp        serve the code-interpreter tools over MCP on stdio\n"
+                 "  serve      serve AgentCore's code interpreter API over HTTP (SigV4)\n"
                  "  sandbox    run a command in a fresh sandbox and destroy it after\n"
                  "  runtime    build, list, show or remove custom runtimes (package layers)\n"
                  "  interpreter create, list, get or delete code interpreters (runtime,\n"
@@ -126,6 +127,8 @@ int main(int argc, char **argv)
         return cq_cmd_exec(argc - 1, argv + 1);
     if (strcmp(cmd, "mcp") == 0)
         return cq_cmd_mcp(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return cq_cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "tenant") == 0)
         return cq_cmd_tenant(argc - 1, argv + 1);
     if (strcmp(cmd, "key") == 0)

@@ -17,7 +17,11 @@
 
 struct cq_http_request {
     const char *method; /* "GET", ... */
-    const char *path;   /* without the query */
+    const char *path;   /* without the query, percent-decoded by libmicrohttpd */
+    /* The request target as it came off the wire, still percent-encoded, with its query
+     * ("/a%2Fb?x=1"): what a signature covers (http/sigv4.h); never route on path
+     * alone where the encoded form matters. */
+    const char *target;
     const uint8_t *body;
     size_t body_len;
     void *connection; /* for cq_http_header */
@@ -28,13 +32,32 @@ const char *cq_http_header(const struct cq_http_request *req, const char *name);
 /* A query argument by name, or NULL. */
 const char *cq_http_query(const struct cq_http_request *req, const char *name);
 
+struct cq_http_header {
+    const char *name;
+    const char *value;
+};
+/* Every request header in arrival order (a repeated one once per occurrence), the
+ * first max of them into out; returns how many there are (more than max: some left). */
+size_t cq_http_headers(const struct cq_http_request *req, struct cq_http_header *out, size_t max);
+
+#define CQ_HTTP_MAX_RESPONSE_HEADERS 4
+#define CQ_HTTP_HEADER_VALUE_MAX     160
+
 struct cq_http_response {
     int status;               /* 200 unless the handler says otherwise */
     const char *content_type; /* static text; NULL: text/plain; charset=utf-8 */
     char *body;               /* malloc'd; the listener frees it; NULL: empty */
     size_t body_len;
     const char *allow; /* 405: the methods the path takes (static text), else NULL */
+    /* Further headers (cq_http_add_header): static names, values copied. */
+    const char *header_names[CQ_HTTP_MAX_RESPONSE_HEADERS];
+    char header_values[CQ_HTTP_MAX_RESPONSE_HEADERS][CQ_HTTP_HEADER_VALUE_MAX];
+    size_t n_headers;
 };
+
+/* Adds a response header (name static text); -1 when there is no room or the value is
+ * too long or holds a control character (a header cannot be split by what it carries). */
+int cq_http_add_header(struct cq_http_response *resp, const char *name, const char *value);
 
 /* Fills resp (body with cq_http_respond or by hand); never fails: a handler that
  * cannot do its work answers 500 with why. */
@@ -55,6 +78,9 @@ struct cq_http_config {
     size_t max_body;             /* 0: 1 MiB */
     unsigned max_connections;    /* 0: 64 */
     unsigned idle_timeout_s;     /* a connection idle this long is closed; 0: 30 */
+    /* HTTPS: the certificate (chain) and its private key, PEM text; both NULL: HTTP. */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
 };
 
 struct cq_http_server;
@@ -63,7 +89,8 @@ int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
                   struct cq_error *err);
 /* The port it listens on (the one picked, for PORT 0). */
 uint16_t cq_http_port(const struct cq_http_server *s);
-/* Stops listening, waits for requests in progress, frees. NULL is allowed. */
+/* Stops listening, waits until every request in progress is answered in full (idle
+ * keep-alive connections are closed), frees. NULL is allowed. */
 void cq_http_stop(struct cq_http_server *s);
 
 /* ---- the operations endpoints ------------------------------------------------------ */

@@ -12,12 +12,14 @@
 
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define DEFAULT_MAX_BODY        (1u << 20)
 #define DEFAULT_MAX_CONNECTIONS 64
@@ -30,14 +32,40 @@ struct cq_http_server {
     void (*free_ctx)(void *ctx);
     size_t max_body;
     uint16_t port;
+    /* Requests between their first line and their answer's last byte, for a graceful
+     * stop (cq_http_stop). */
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    unsigned active;
 };
 
 /* What a request accumulates between libmicrohttpd's calls of the access handler. */
 struct pending {
+    char *target; /* the raw request target (URI log callback) */
+    bool started; /* the headers' call of the access handler came */
     uint8_t *body;
     size_t len, cap;
     bool too_large;
 };
+
+/* libmicrohttpd hands the access handler a percent-decoded path; a signature covers the
+ * target as sent, which only this callback sees (before any decoding). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct cq_http_server *s = cls;
+    (void)conn;
+    struct pending *p = calloc(1, sizeof(*p));
+    if (p != NULL && (p->target = strdup(uri != NULL ? uri : "")) == NULL) {
+        free(p);
+        p = NULL;
+    }
+    if (p != NULL) {
+        pthread_mutex_lock(&s->lock);
+        s->active++;
+        pthread_mutex_unlock(&s->lock);
+    }
+    return p;
+}
 
 const char *cq_http_header(const struct cq_http_request *req, const char *name)
 {
@@ -47,6 +75,45 @@ const char *cq_http_header(const struct cq_http_request *req, const char *name)
 const char *cq_http_query(const struct cq_http_request *req, const char *name)
 {
     return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);
+}
+
+struct header_walk {
+    struct cq_http_header *out;
+    size_t max, n;
+};
+
+static enum MHD_Result walk_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    struct header_walk *w = cls;
+    if (w->n < w->max) {
+        w->out[w->n].name = key;
+        w->out[w->n].value = value != NULL ? value : "";
+    }
+    w->n++;
+    return MHD_YES;
+}
+
+size_t cq_http_headers(const struct cq_http_request *req, struct cq_http_header *out, size_t max)
+{
+    struct header_walk w = {.out = out, .max = max};
+    MHD_get_connection_values(req->connection, MHD_HEADER_KIND, walk_header, &w);
+    return w.n;
+}
+
+int cq_http_add_header(struct cq_http_response *resp, const char *name, const char *value)
+{
+    size_t len = strlen(value);
+    if (resp->n_headers >= CQ_HTTP_MAX_RESPONSE_HEADERS || len >= CQ_HTTP_HEADER_VALUE_MAX)
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)value[i] < 0x20 || value[i] == 0x7f)
+            return -1;
+    resp->header_names[resp->n_headers] = name;
+    memcpy(resp->header_values[resp->n_headers], value, len + 1);
+    resp->n_headers++;
+    return 0;
 }
 
 void cq_http_respond(struct cq_http_response *resp, int status, const char *fmt, ...)
@@ -86,6 +153,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct cq_http
     MHD_add_response_header(m, "X-Content-Type-Options", "nosniff");
     if (r->allow != NULL)
         MHD_add_response_header(m, MHD_HTTP_HEADER_ALLOW, r->allow);
+    for (size_t i = 0; i < r->n_headers; i++)
+        MHD_add_response_header(m, r->header_names[i], r->header_values[i]);
     enum MHD_Result rc = MHD_queue_response(conn, (unsigned)r->status, m);
     MHD_destroy_response(m);
     return rc;
@@ -98,11 +167,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     struct cq_http_server *s = cls;
     struct pending *p = *req_cls;
-    if (p == NULL) {
+    if (p == NULL)
+        return MHD_NO; /* out of memory in on_uri */
+    if (!p->started) {
         /* The headers only: the body, if any, comes in later calls. */
-        if ((p = calloc(1, sizeof(*p))) == NULL)
-            return MHD_NO;
-        *req_cls = p;
+        p->started = true;
         return MHD_YES;
     }
     if (*upload_size > 0) {
@@ -135,6 +204,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         struct cq_http_request req = {
             .method = method,
             .path = url,
+            .target = p->target,
             .body = p->body,
             .body_len = p->len,
             .connection = conn,
@@ -147,14 +217,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
+    struct cq_http_server *s = cls;
     (void)conn;
     (void)toe;
     struct pending *p = *req_cls;
     if (p != NULL) {
+        free(p->target);
         free(p->body);
         free(p);
         *req_cls = NULL;
+        pthread_mutex_lock(&s->lock);
+        if (--s->active == 0)
+            pthread_cond_broadcast(&s->idle);
+        pthread_mutex_unlock(&s->lock);
     }
 }
 
@@ -207,16 +282,38 @@ int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
     s->ctx = cfg->ctx;
     s->free_ctx = cfg->free_ctx;
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    /* ITC: what lets cq_http_stop quiesce the daemon (stop accepting) while it runs. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    bool tls = cfg->tls_cert_pem != NULL || cfg->tls_key_pem != NULL;
+    if (tls && (cfg->tls_cert_pem == NULL || cfg->tls_key_pem == NULL)) {
+        freeaddrinfo(ai);
+        free(s);
+        return cq_error_set(err, CQ_EINVALID, "TLS needs both a certificate and its key");
+    }
+    if (tls) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            freeaddrinfo(ai);
+            free(s);
+            return cq_error_set(err, CQ_EINVALID, "this libmicrohttpd has no TLS");
+        }
+        flags |= MHD_USE_TLS;
+    }
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS),
         MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S),
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        /* Without TLS the list ends here; libmicrohttpd refuses HTTPS options on a plain
+         * daemon. */
+        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cfg->tls_cert_pem,
+        MHD_OPTION_HTTPS_MEM_KEY, cfg->tls_key_pem, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (s->daemon == NULL) {
         free(s);
@@ -238,7 +335,19 @@ void cq_http_stop(struct cq_http_server *s)
 {
     if (s == NULL)
         return;
+    /* Graceful: no new connections, then every request in progress answered in full
+     * (MHD_stop_daemon alone shuts their sockets down under them). Idle keep-alive
+     * connections hold no request and are closed by MHD_stop_daemon. */
+    MHD_socket listener = MHD_quiesce_daemon(s->daemon);
+    if (listener != MHD_INVALID_SOCKET)
+        close(listener);
+    pthread_mutex_lock(&s->lock);
+    while (s->active > 0)
+        pthread_cond_wait(&s->idle, &s->lock);
+    pthread_mutex_unlock(&s->lock);
     MHD_stop_daemon(s->daemon);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
     if (s->free_ctx != NULL)
         s->free_ctx(s->ctx);
     free(s);

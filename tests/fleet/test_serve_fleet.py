@@ -1,0 +1,79 @@
+"""`codeq serve --brokers`: AgentCore's REST API as a gateway to the fleet. The sessions
+live on the fleet's workers (checked in Redis), state is kept across invokes, and the
+gateway stops the sessions it started when it is stopped."""
+import http.client
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import tempfile
+import time
+
+from test_cli_fleet import CODEQ, cli_env, fleet_sessions
+
+ID = "aws.codeinterpreter.v1"
+
+
+def result_event(data):
+    """The JSON payload of the one event of an AWS event stream answer."""
+    total, headers_len = struct.unpack(">II", data[:8])
+    assert total == len(data), (total, len(data))
+    assert b":event-type" in data[12:12 + headers_len] and b"result" in data[12:12 + headers_len]
+    return json.loads(data[12 + headers_len:total - 4])
+
+
+def test_serve_gateway_on_the_fleet(fleet, redis_client):
+    before = fleet_sessions(redis_client, fleet)
+    log = tempfile.NamedTemporaryFile(prefix="codeq-serve-fleet-", delete=False)
+    p = subprocess.Popen([CODEQ, "serve", "--no-auth", "--listen", "127.0.0.1:0", "--brokers",
+                          fleet.env["CODEQ_BROKERS"], "--request-topic", fleet.request_topic],
+                         env=cli_env(fleet), stderr=log)
+    try:
+        port = None
+        for _ in range(600):
+            m = re.search(r"\(port (\d+)\)", open(log.name, errors="replace").read())
+            if m:
+                port = int(m.group(1))
+                break
+            time.sleep(0.05)
+        assert port, open(log.name, errors="replace").read()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
+
+        def call(method, path, body=None, headers=None):
+            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
+                         headers=headers or {})
+            r = conn.getresponse()
+            return r.status, r.read()
+
+        status, out = call("PUT", f"/code-interpreters/{ID}/sessions/start", {"name": "fleet-serve"})
+        assert status == 200, out
+        sid = json.loads(out)["sessionId"]
+        owner = redis_client.hget(f"{fleet.prefix}session:{sid}", "owner").decode()
+        assert owner in fleet.workers
+        hdr = {"x-amzn-code-interpreter-session-id": sid}
+        status, out = call("POST", f"/code-interpreters/{ID}/tools/invoke",
+                           {"name": "executeCode", "arguments": {"code": "counter = 41"}}, hdr)
+        assert status == 200, out
+        status, out = call("POST", f"/code-interpreters/{ID}/tools/invoke",
+                           {"name": "executeCode", "arguments": {"code": "print(counter + 1)"}}, hdr)
+        assert status == 200, out
+        assert result_event(out)["structuredContent"]["stdout"] == "42\n"
+        status, out = call("GET", f"/code-interpreters/{ID}/sessions/get?sessionId={sid}")
+        assert status == 200 and json.loads(out)["status"] == "READY", out
+        # A second session left running: the gateway stops it when it is stopped.
+        status, out = call("PUT", f"/code-interpreters/{ID}/sessions/start", {})
+        assert status == 200, out
+        left = json.loads(out)["sessionId"]
+        status, out = call("PUT", f"/code-interpreters/{ID}/sessions/stop?sessionId={sid}", {})
+        assert status == 200, out
+        status, out = call("GET", f"/code-interpreters/{ID}/sessions/get?sessionId={sid}")
+        assert json.loads(out)["status"] == "TERMINATED", out
+        assert left in fleet_sessions(redis_client, fleet)
+        conn.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(120) == 0
+        os.unlink(log.name)
+    assert fleet_sessions(redis_client, fleet) == before

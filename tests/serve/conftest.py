@@ -1,0 +1,118 @@
+"""tests/serve/conftest.py - `codeq serve` driven by the unmodified AgentCore clients.
+
+The clients (PyPI bedrock-agentcore, boto3, botocore) live in build/pydeps (or
+$CODEQ_PYDEPS), where scripts/setup installs them; Debian's own botocore is too old for
+the bedrock-agentcore service model. Their absence fails the tests rather than skipping
+them. Nothing reaches AWS: every client is given codeq's endpoint, keys made here with
+`codeq tenant` / `codeq key`, and AWS configuration files that do not exist.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN_DIR = os.environ.get("CODEQ_BIN_DIR") or os.path.join(REPO, "build", "bin")
+CODEQ = os.path.join(BIN_DIR, "codeq")
+PYDEPS = os.environ.get("CODEQ_PYDEPS") or os.path.join(REPO, "build", "pydeps")
+sys.path.insert(0, PYDEPS)
+
+REGION = "us-east-1"
+# What a client reads when nothing else is given: keep the tests away from any real
+# AWS configuration on the machine.
+os.environ.update({
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+})
+
+import botocore  # noqa: E402  (from PYDEPS: fails here when it is missing)
+import botocore.config  # noqa: E402
+import boto3  # noqa: E402
+
+assert tuple(int(x) for x in botocore.__version__.split(".")[:2]) >= (1, 40), \
+    f"botocore {botocore.__version__} from {botocore.__file__}: run scripts/setup (build/pydeps)"
+
+
+def make_key(keys, tenant):
+    subprocess.run([CODEQ, "tenant", "create", tenant, "--keys", keys], check=True,
+                   capture_output=True)
+    out = subprocess.run([CODEQ, "key", "create", tenant, "--keys", keys], check=True,
+                         capture_output=True, text=True).stdout
+    fields = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+    return fields["key_id"], fields["secret"]
+
+
+class Server:
+    def __init__(self, args, env=None):
+        self.log = tempfile.NamedTemporaryFile(prefix="codeq-serve-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([CODEQ, "serve", "--listen", "127.0.0.1:0", *args],
+                                     stdout=subprocess.DEVNULL, stderr=self.log,
+                                     env=env or os.environ.copy())
+        deadline = time.monotonic() + 60
+        self.port = None
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            m = re.search(r"listening on .* \(port (\d+)\)", self.text())
+            if m:
+                self.port = int(m.group(1))
+                break
+            time.sleep(0.05)
+        assert self.port, f"codeq serve did not start: {self.text()}"
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def text(self):
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def stop(self, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        os.unlink(self.log.name)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("serve") / "keys")
+    return {"path": path, "alpha": make_key(path, "alpha"), "beta": make_key(path, "beta")}
+
+
+@pytest.fixture(scope="session")
+def server(keys):
+    s = Server(["--keys", keys["path"], "--warm-pool", "0", "--max-body", "8M"])
+    yield s
+    assert s.stop() == 0
+
+
+def client(server, key, region=REGION):
+    return boto3.client("bedrock-agentcore", region_name=region, endpoint_url=server.endpoint,
+                        aws_access_key_id=key[0], aws_secret_access_key=key[1],
+                        config=botocore.config.Config(retries={"max_attempts": 1},
+                                                      read_timeout=300))
+
+
+@pytest.fixture(scope="session")
+def alpha(server, keys):
+    return client(server, keys["alpha"])
+
+
+@pytest.fixture(scope="session")
+def beta(server, keys):
+    return client(server, keys["beta"])
+
+
+def results(response):
+    """The result events of an invoke_code_interpreter answer."""
+    return [e["result"] for e in response["stream"] if "result" in e]
