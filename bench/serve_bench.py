@@ -13,7 +13,7 @@ not the server), so the difference is what HTTP, SigV4 verification, the routing
 event stream framing add on the server's side.
 
 usage: bench/serve_bench.py [--codeq build/bin/codeq] [--runs 500]
-Needs root (codeq) and build/pydeps (scripts/setup: botocore).
+Needs root (codeq) and build/pydeps-agentcore (scripts/setup: botocore).
 """
 import argparse
 import http.client
@@ -27,7 +27,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.environ.get("CODEQ_PYDEPS") or os.path.join(REPO, "build", "pydeps"))
+sys.path.insert(0, os.environ.get("CODEQ_AGENTCORE_PYDEPS") or os.path.join(REPO, "build", "pydeps-agentcore"))
 from botocore.auth import SigV4Auth  # noqa: E402
 from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402

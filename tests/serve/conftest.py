@@ -1,7 +1,7 @@
 """tests/serve/conftest.py - `codeq serve` driven by the unmodified AgentCore clients.
 
-The clients (PyPI bedrock-agentcore, boto3, botocore) live in build/pydeps (or
-$CODEQ_PYDEPS), where scripts/setup installs them; Debian's own botocore is too old for
+The clients (PyPI bedrock-agentcore, boto3, botocore) live in build/pydeps-agentcore
+(or $CODEQ_AGENTCORE_PYDEPS), where scripts/setup installs them; Debian's own botocore is too old for
 the bedrock-agentcore service model. Their absence fails the tests rather than skipping
 them. Nothing reaches AWS: every client is given codeq's endpoint, keys made here with
 `codeq tenant` / `codeq key`, and AWS configuration files that do not exist.
@@ -19,7 +19,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN_DIR = os.environ.get("CODEQ_BIN_DIR") or os.path.join(REPO, "build", "bin")
 CODEQ = os.path.join(BIN_DIR, "codeq")
-PYDEPS = os.environ.get("CODEQ_PYDEPS") or os.path.join(REPO, "build", "pydeps")
+PYDEPS = os.environ.get("CODEQ_AGENTCORE_PYDEPS") or os.path.join(REPO, "build", "pydeps-agentcore")
 sys.path.insert(0, PYDEPS)
 
 REGION = "us-east-1"
@@ -38,7 +38,7 @@ import botocore.config  # noqa: E402
 import boto3  # noqa: E402
 
 assert tuple(int(x) for x in botocore.__version__.split(".")[:2]) >= (1, 40), \
-    f"botocore {botocore.__version__} from {botocore.__file__}: run scripts/setup (build/pydeps)"
+    f"botocore {botocore.__version__} from {botocore.__file__}: run scripts/setup (build/pydeps-agentcore)"
 
 
 def make_key(keys, tenant):
