@@ -348,7 +348,7 @@ int cq_cmd_mcp(int argc, char **argv)
     pthread_mutex_init(&ctx.default_lock, NULL);
     struct cq_mcp_metrics *metrics = NULL;
     if (metrics_listen != NULL && metrics_listen[0] != '\0' &&
-        cq_mcp_metrics_start(metrics_listen, &cfg, &metrics, &err) < 0) {
+        cq_mcp_metrics_start("mcp", metrics_listen, &cfg, &metrics, &err) < 0) {
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         return CQ_EXIT_USAGE;
     }

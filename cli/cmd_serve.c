@@ -325,7 +325,7 @@ int cq_cmd_serve(int argc, char **argv)
         return CQ_EXIT_USAGE;
     }
     if (metrics_listen != NULL && metrics_listen[0] != '\0' &&
-        cq_mcp_metrics_start(metrics_listen, &cfg, &metrics, &err) < 0) {
+        cq_mcp_metrics_start("serve", metrics_listen, &cfg, &metrics, &err) < 0) {
         fprintf(stderr, "codeq serve: %s\n", err.msg);
         rc = CQ_EXIT_USAGE;
         goto out;

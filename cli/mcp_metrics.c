@@ -29,7 +29,7 @@ static int ready(void *ctx, char *why, size_t why_size)
     return 1;
 }
 
-int cq_mcp_metrics_start(const char *listen, struct cq_worker_config *cfg,
+int cq_mcp_metrics_start(const char *component, const char *listen, struct cq_worker_config *cfg,
                          struct cq_mcp_metrics **out, struct cq_error *err)
 {
     struct cq_mcp_metrics *mm = calloc(1, sizeof(*mm));
@@ -46,7 +46,7 @@ int cq_mcp_metrics_start(const char *listen, struct cq_worker_config *cfg,
         cq_mcp_metrics_stop(mm);
         return -1;
     }
-    cq_metric_set(info, (const char *[]){CQ_VERSION, "mcp", NULL}, 1);
+    cq_metric_set(info, (const char *[]){CQ_VERSION, component, NULL}, 1);
     struct cq_ops_config ops = {
         .listen = listen,
         .metrics = mm->reg,
@@ -59,7 +59,7 @@ int cq_mcp_metrics_start(const char *listen, struct cq_worker_config *cfg,
         return cq_error_prefix(err, "--metrics-listen %s", listen);
     }
     /* PORT 0 picked one: whoever scrapes must learn which. */
-    fprintf(stderr, "codeq mcp: metrics on port %u (/metrics, /healthz, /readyz)\n",
+    fprintf(stderr, "codeq %s: metrics on port %u (/metrics, /healthz, /readyz)\n", component,
             (unsigned)cq_http_port(mm->server));
     cfg->metrics = mm->reg;
     *out = mm;

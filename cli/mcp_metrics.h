@@ -8,9 +8,9 @@
 struct cq_mcp_metrics;
 
 /* Makes the registry (cfg->metrics, for the worker core to count in), with
- * codeq_build_info{component="mcp"}, and starts serving it on listen (HOST:PORT; PORT 0
- * picks one). The address it listens on is written to standard error. */
-int cq_mcp_metrics_start(const char *listen, struct cq_worker_config *cfg,
+ * codeq_build_info{component} ("mcp", "serve"), and starts serving it on listen
+ * (HOST:PORT; PORT 0 picks one). The port it listens on is written to standard error. */
+int cq_mcp_metrics_start(const char *component, const char *listen, struct cq_worker_config *cfg,
                          struct cq_mcp_metrics **out, struct cq_error *err);
 /* The server is shutting down: /readyz answers 503 from now on. */
 void cq_mcp_metrics_stopping(struct cq_mcp_metrics *mm);
