@@ -34,6 +34,17 @@ static uint64_t count_lines(const char *p, size_t n)
     return lines;
 }
 
+/* Line breaks among the ring's n oldest bytes (before they make way). */
+static uint64_t ring_lines(const struct cq_capture *c, size_t n)
+{
+    if (n == 0)
+        return 0;
+    size_t first = c->tail_alloc - c->tail_start;
+    if (first > n)
+        first = n;
+    return count_lines(c->tail + c->tail_start, first) + count_lines(c->tail, n - first);
+}
+
 /* Makes room for want bytes in the ring (never past its cap). false: out of memory. */
 static bool ring_reserve(struct cq_capture *c, size_t want)
 {
@@ -66,9 +77,7 @@ static void ring_put(struct cq_capture *c, const char *data, size_t n)
     }
     if (n >= cap) {
         /* All the ring held and the start of data are dropped. */
-        c->cut_lines += count_lines(data, n - cap);
-        for (size_t i = 0; i < c->tail_len; i++)
-            c->cut_lines += c->tail[(c->tail_start + i) % c->tail_alloc] == '\n';
+        c->cut_lines += count_lines(data, n - cap) + ring_lines(c, c->tail_len);
         if (!ring_reserve(c, cap)) {
             c->cut_lines += count_lines(data + n - cap, cap);
             c->tail_len = c->tail_start = 0;
@@ -90,8 +99,7 @@ static void ring_put(struct cq_capture *c, const char *data, size_t n)
     }
     /* Full (tail_alloc == cap): the oldest bytes make way, counted before they go. */
     size_t evict = c->tail_len + n - cap;
-    for (size_t i = 0; i < evict; i++)
-        c->cut_lines += c->tail[(c->tail_start + i) % cap] == '\n';
+    c->cut_lines += ring_lines(c, evict);
     size_t pos = (c->tail_start + c->tail_len) % cap;
     size_t first = n < cap - pos ? n : cap - pos;
     memcpy(c->tail + pos, data, first);
