@@ -43,6 +43,8 @@ const Module = require('module');
 const stringify = JSON.stringify.bind(JSON);
 const parse = JSON.parse.bind(JSON);
 const writeSync = fs.writeSync;
+// The kernel's own exit (main() makes process.exit() in a cell end only the cell).
+const exitKernel = process.exit.bind(process);
 const inspect = util.inspect;
 
 let ts = null;
@@ -472,10 +474,9 @@ function main() {
   for (const name of Object.getOwnPropertyNames(globalThis)) baseline.add(name);
   Object.defineProperty(globalThis, '__codeq_prepare', { value: prepareGlobals });
   baseline.add('__codeq_prepare');
-  const exit = process.exit;
   process.exit = function (code) {
     if (inCell) exitCell(code);
-    return exit.call(process, code);
+    return exitKernel(code);
   };
   process.on('SIGINT', () => {
     if (interruptCurrent) interruptCurrent();
@@ -508,8 +509,8 @@ function main() {
       });
     }
   });
-  control.on('end', () => process.exit(0));
-  control.on('error', () => process.exit(0));
+  control.on('end', () => exitKernel(0));
+  control.on('error', () => exitKernel(0));
   // An exception or rejection outside a cell (a timer callback, say) is reported on
   // stderr; the kernel carries on, as the REPL does.
   process.on('uncaughtException', (e) => writeSync(2, Buffer.from(`Uncaught ${e && e.stack ? e.stack : e}\n`)));
