@@ -227,10 +227,10 @@ def test_exception_exits_1(host):
     assert r.stderr.startswith("Traceback (most recent call last):\n"), r
     assert 'line 4, in <module>' in r.stderr and "line 3, in f" in r.stderr
     assert r.stderr.endswith("KeyError: 'k'\n"), r
-    r = codeq_exec(host, "--lang", "javascript", "-c", "null.x")
-    assert r.returncode == 1 and "TypeError" in r.stderr, r
     # The offending lines of the cell are shown under their frames.
     assert "\n    f()\n" in r.stderr and "\n    raise KeyError('k')\n" in r.stderr, r
+    r = codeq_exec(host, "--lang", "javascript", "-c", "null.x")
+    assert r.returncode == 1 and "TypeError" in r.stderr, r
 
 
 def test_exit_status_is_the_one_the_code_asked_for(host):
