@@ -84,9 +84,11 @@ static void usage(FILE *out)
             "                    :PORT optionally); repeat for more\n"
             "  -h, --help        show this help\n"
             "\n"
-            "exit status: 0 on success, 1 when the code failed (an exception, a timeout),\n"
-            "2 for bad options, 125 when codeq itself failed (also when a file could not be\n"
-            "saved into DIR).\n",
+            "exit status: 0 on success; 1 when the code raised an exception (or its kernel\n"
+            "died); N when it called sys.exit(N) (Python) or process.exit(N) (JavaScript,\n"
+            "TypeScript); 124 when it ran out of time (--timeout), as timeout(1); 2 for bad\n"
+            "options; 125 when codeq itself failed (also when a file could not be saved\n"
+            "into DIR); 128+S when signal S stopped codeq.\n",
             CQ_WORKER_DEFAULT_CALL_TIMEOUT, disk);
     cq_network_usage(out);
 }
@@ -171,10 +173,14 @@ static int save_file(struct cq_backend *w, const char *session, struct cq_out_di
     struct cq_invoke_args read = {.paths = paths, .n_paths = 1};
     struct cq_result file;
     cq_backend_invoke(w, session, "readFiles", &read, NULL, NULL, &file);
-    const struct cq_block *res = file.n_blocks > 0 ? &file.blocks[0] : NULL;
+    /* The resource block (a text block names the file before it). */
+    const struct cq_block *res = NULL;
+    for (size_t i = 0; i < file.n_blocks && res == NULL; i++)
+        if (file.blocks[i].type == CQ_BLOCK_RESOURCE)
+            res = &file.blocks[i];
     int failures = 0;
     struct cq_error err;
-    if (file.is_error || res == NULL || res->type != CQ_BLOCK_RESOURCE)
+    if (file.is_error || res == NULL)
         failures = out_error(path, file.error_message != NULL ? file.error_message
                                                               : "cannot read it from the session");
     else if (cq_out_dir_save(out, path, res->is_blob ? res->data : (const uint8_t *)res->text,
@@ -511,7 +517,13 @@ static int end_session(struct cq_backend *w, struct cq_session_info *info)
  * final expression (the output went out live). Returns the exit status it calls for. */
 static int print_result(const struct exec_options *o, const struct cq_result *result)
 {
-    int status = result->is_error ? 1 : 0;
+    /* As a script would exit: the status sys.exit(n) or process.exit(n) gave, 1 for an
+     * exception, and timeout(1)'s 124 when the run outlived --timeout. */
+    int status = 0;
+    if (result->error_code == CQ_RESULT_TIMED_OUT)
+        status = CQ_EXIT_TIMEOUT;
+    else if (result->is_error)
+        status = result->exit_code > 0 && result->exit_code < 256 ? result->exit_code : 1;
     if (o->json) {
         json_t *obj = cq_result_to_json(result);
         char *text = obj != NULL ? json_dumps(obj, JSON_INDENT(2) | CQ_JSON_REALS) : NULL;

@@ -34,11 +34,45 @@ static void on_output(void *ctx, int stream, const char *data, size_t len)
     cq_capture_append(c, data, len);
     if (cp->lock != NULL)
         pthread_mutex_unlock(cp->lock);
-    /* Live output stops where the kept output stops, per stream. */
+    /* Live output stops at the limit, per stream; the kept end follows when the
+     * command ends (forward_rest). */
     if (cp->forward != NULL && before < c->limit) {
         uint64_t room = c->limit - before;
         cp->forward(cp->ctx, stream, data, len < room ? len : (size_t)room);
     }
+}
+
+/* After the command: the end of each stream that live output did not carry (it
+ * forwarded the first `limit` bytes), behind a note of what was cut between. */
+static void forward_rest(struct capture_pair *cp)
+{
+    for (int s = 0; cp->forward != NULL && s < 2; s++) {
+        const struct cq_capture *c = &cp->out[s];
+        char *rest = cq_capture_rest(c, c->total < c->limit ? c->total : c->limit);
+        if (rest != NULL && rest[0] != '\0')
+            cp->forward(cp->ctx, s + 1, rest, strlen(rest));
+        free(rest);
+    }
+}
+
+/* stdout, stderr labeled, and the exit code (-1: nobody saw the end) last. */
+static void add_content(struct cq_result *r)
+{
+    bool output = false;
+    if (r->stdout_text != NULL && r->stdout_text[0] != '\0') {
+        cq_result_add_text(r, r->stdout_text);
+        output = true;
+    }
+    if (r->stderr_text != NULL && r->stderr_text[0] != '\0') {
+        cq_content_stderr(r, r->stderr_text);
+        output = true;
+    }
+    char text[64];
+    if (r->exit_code < 0)
+        snprintf(text, sizeof(text), "%sexit code unknown", output ? "" : "(no output) ");
+    else
+        snprintf(text, sizeof(text), "%sexit code %d", output ? "" : "(no output) ", r->exit_code);
+    cq_result_add_text(r, text);
 }
 
 static int spawn_command(const struct cq_command *c, struct cq_process **proc, struct cq_error *err)
@@ -112,6 +146,7 @@ void cq_command_run(const struct cq_command *c, struct cq_result *r)
         r->exit_code = -1; /* unknown: never 0 for a command whose end nobody saw */
         goto out;
     }
+    forward_rest(&cp);
     r->exit_code = conclude(&rep, (double)c->timeout_ms / 1000.0, &cp.out[1]);
     r->cpu_ms = rep.cpu_ms;
     r->peak_memory_bytes = rep.peak_memory_bytes;
@@ -120,15 +155,7 @@ void cq_command_run(const struct cq_command *c, struct cq_result *r)
     r->is_error = r->exit_code != 0;
     r->stdout_text = cq_capture_text(&cp.out[0]);
     r->stderr_text = cq_capture_text(&cp.out[1]);
-    if (r->stdout_text != NULL && r->stdout_text[0] != '\0')
-        cq_result_add_text(r, r->stdout_text);
-    if (r->stderr_text != NULL && r->stderr_text[0] != '\0')
-        cq_result_add_text(r, r->stderr_text);
-    if (r->n_blocks == 0) {
-        char text[64];
-        snprintf(text, sizeof(text), "(no output; exit code %d)", r->exit_code);
-        cq_result_add_text(r, text);
-    }
+    add_content(r);
 out:
     r->execution_time_ms = (double)(cq_now_us() - started) / 1000.0;
     cq_process_free(proc);
@@ -235,10 +262,14 @@ void cq_task_report(struct cq_task *t, struct cq_result *r)
     char text[128];
     snprintf(text, sizeof(text), "task %s is %s", t->id, cq_task_status_name(status));
     cq_result_add_text(r, text);
+    if (status != CQ_TASK_WORKING) {
+        add_content(r);
+        return;
+    }
+    /* Running: its output so far, and no exit code yet. */
     if (r->stdout_text != NULL && r->stdout_text[0] != '\0')
         cq_result_add_text(r, r->stdout_text);
-    if (r->stderr_text != NULL && r->stderr_text[0] != '\0')
-        cq_result_add_text(r, r->stderr_text);
+    cq_content_stderr(r, r->stderr_text);
 }
 
 void cq_task_stop(struct cq_task *t)

@@ -359,7 +359,11 @@ static void read_path(const struct cq_files *f, const char *path, struct cq_resu
     }
     /* Text when it is valid UTF-8 without NULs, bytes otherwise. */
     bool text = memchr(data, '\0', len) == NULL && cq_utf8_valid(data, len);
-    cq_result_add_resource(r, path, cq_mime_type(path, text), data, len, !text);
+    const char *mime = cq_mime_type(path, text);
+    /* Its name in a text block too: clients that show only text drop the resource's
+     * uri, and with it which file the bytes are (docs/agentcore.md). */
+    note(r, false, "file: %s (%zu bytes, %s%s)", path, len, mime, text ? "" : ", binary");
+    cq_result_add_resource(r, path, mime, data, len, !text);
     free(data);
 }
 
@@ -368,6 +372,16 @@ static void cq_files_read_as_user(const struct cq_files *f, const char *const *p
 {
     for_each_path(f, "readFiles", paths, n, "the path names the workspace itself, not a file",
                   read_path, r);
+}
+
+/* Adds text as the result's first block (the blocks after it keep their order). */
+static void insert_text_first(struct cq_result *r, const char *text)
+{
+    if (cq_result_add_text(r, text) < 0)
+        return;
+    struct cq_block block = r->blocks[r->n_blocks - 1];
+    memmove(&r->blocks[1], &r->blocks[0], (r->n_blocks - 1) * sizeof(*r->blocks));
+    r->blocks[0] = block;
 }
 
 struct entry {
@@ -429,6 +443,17 @@ static void cq_files_list_as_user(const struct cq_files *f, const char *director
     }
     if (entries != NULL)
         qsort(entries, count, sizeof(*entries), compare_entries);
+    /* A text listing first, for clients that show only text (frameworks drop the links
+     * a listing is made of); the links follow, for clients that use them. */
+    char *listing = NULL;
+    size_t listing_len = 0;
+    FILE *text = open_memstream(&listing, &listing_len);
+    if (text != NULL) {
+        if (count == 0)
+            fprintf(text, "%s: (empty)", dir[0] ? dir : ".");
+        else
+            fprintf(text, "%s: %zu entr%s", dir[0] ? dir : ".", count, count == 1 ? "y" : "ies");
+    }
     for (size_t i = 0; i < count; i++) {
         const struct entry *en = &entries[i];
         char path[PATH_MAX + NAME_MAX + 2];
@@ -447,9 +472,21 @@ static void cq_files_list_as_user(const struct cq_files *f, const char *director
             mime = "application/octet-stream";
             kind = "special file";
         }
+        bool valid = cq_utf8_valid((const uint8_t *)path, strlen(path));
+        if (text != NULL) {
+            cq_autofree char *shown = valid ? NULL : cq_utf8_sanitize(path, strlen(path));
+            fprintf(text, "\n%s%s (%s",
+                    valid           ? path
+                    : shown != NULL ? shown
+                                    : "?",
+                    S_ISDIR(en->st.st_mode) ? "/" : "", kind);
+            if (S_ISREG(en->st.st_mode))
+                fprintf(text, ", %llu bytes", (unsigned long long)en->st.st_size);
+            fprintf(text, "%s)", valid ? "" : "; name is not valid UTF-8");
+        }
         /* Results are JSON: a name that is not UTF-8 is shown with U+FFFD (and so
          * cannot be given back as a path; the description says so). */
-        if (cq_utf8_valid((const uint8_t *)path, strlen(path))) {
+        if (valid) {
             cq_result_add_link(r, path, en->name, mime, (uint64_t)en->st.st_size, kind);
         } else {
             char *clean_path = cq_utf8_sanitize(path, strlen(path));
@@ -465,6 +502,9 @@ static void cq_files_list_as_user(const struct cq_files *f, const char *director
     }
     if (truncated)
         note(r, false, "listFiles: only the first %d entries are listed", MAX_LIST_ENTRIES);
+    if (text != NULL && fclose(text) == 0 && listing != NULL)
+        insert_text_first(r, listing);
+    free(listing);
 }
 
 /* Removes everything below dirfd, never following links; depth-limited. */

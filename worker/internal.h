@@ -11,10 +11,15 @@
 
 /* ---- capture.c: bounded output of one stream of one call --------------------------- */
 
+/* The start of the output (buf: up to head_cap, the limit's first half) and its end (a
+ * ring of the other half); what fell between is counted. */
 struct cq_capture {
     char *buf;
-    size_t len, limit;
+    size_t len, limit, head_cap;
+    char *tail; /* the ring, linear until it first fills */
+    size_t tail_len, tail_alloc, tail_start;
     uint64_t total;                  /* bytes seen, kept or not */
+    uint64_t cut_lines;              /* line breaks among the bytes not kept */
     char *notes;                     /* codeq's own notes (timeouts, deaths): kept past the limit */
     struct cq_metric_child *dropped; /* counts the bytes not kept; NULL: none */
 };
@@ -24,9 +29,23 @@ void cq_capture_append(struct cq_capture *c, const char *data, size_t n);
 /* A note from codeq itself, shown after the kept bytes even when the stream filled its
  * limit: a client must learn that its cell timed out or its context was reset. */
 void cq_capture_note(struct cq_capture *c, const char *note);
-/* The kept bytes as UTF-8 text, with a note when bytes were dropped; caller frees. */
+/* Whether bytes were dropped between the head and the tail. */
+bool cq_capture_cut(const struct cq_capture *c);
+/* The kept bytes as UTF-8 text: the head, a note of what was cut (bytes, lines) when
+ * anything was, the tail, then codeq's notes; caller frees. */
 char *cq_capture_text(const struct cq_capture *c);
+/* For a live stream that forwarded the first `streamed` bytes: the kept bytes after
+ * them, as text, preceded by a note when bytes were cut between; NULL when there are
+ * none (or out of memory). Caller frees. */
+char *cq_capture_rest(const struct cq_capture *c, uint64_t streamed);
 void cq_capture_free(struct cq_capture *c);
+
+/* Content that tells the whole story to clients that show only content (frameworks
+ * drop structuredContent): stderr's block starts with this label, on its own line
+ * (docs/agentcore.md). structuredContent's stderr stays as it came. */
+#define CQ_CONTENT_STDERR_LABEL "stderr:\n"
+/* Adds text (not NULL, not "") as stderr's labeled block; 0, or -1 out of memory. */
+int cq_content_stderr(struct cq_result *r, const char *text);
 
 /* ---- lines.c: lines from a peer that may be hostile ------------------------------- */
 

@@ -800,6 +800,20 @@ static void collect_markers(struct cq_kernel *k, struct cell *c)
     }
 }
 
+/* Live output stopped at the limit (emit): once the cell's output is all read, the kept
+ * end of each stream follows, before codeq's notes. */
+static void forward_rest(struct cell *c)
+{
+    for (int s = 0; c->x->on_output != NULL && s < 2; s++) {
+        const struct cq_capture *cap = &c->capture[s];
+        uint64_t streamed = cap->total < c->x->output_limit ? cap->total : c->x->output_limit;
+        char *rest = cq_capture_rest(cap, streamed);
+        if (rest != NULL && rest[0] != '\0')
+            c->x->on_output(c->x->ctx, s + 1, rest, strlen(rest));
+        free(rest);
+    }
+}
+
 /* A note from codeq on the cell's stderr, kept past the output limit and streamed. */
 static void add_note(struct cell *c, const char *note)
 {
@@ -842,6 +856,7 @@ static void report_death(struct cq_kernel *k, struct cell *c)
         emit(c, s, k->out[s].pending, k->out[s].len);
         k->out[s].len = 0;
     }
+    forward_rest(c);
     char why[200];
     bury(k, c, why, sizeof(why));
     const char *lang = k->javascript ? "JavaScript" : "Python";
@@ -866,8 +881,8 @@ static void report_death(struct cq_kernel *k, struct cell *c)
     add_note(c, note);
 }
 
-/* Content in AgentCore's order: stdout, the value of a final expression, stderr, then
- * the figures. */
+/* Content in AgentCore's order: stdout, the value of a final expression, stderr
+ * (labeled, for clients that show only content), then the figures. */
 static void add_content(struct cq_result *result, json_t *reply, uint64_t limit)
 {
     if (result->stdout_text != NULL && result->stdout_text[0] != '\0')
@@ -876,8 +891,7 @@ static void add_content(struct cq_result *result, json_t *reply, uint64_t limit)
     json_int_t whole = json_integer_value(json_object_get(reply, "value_bytes"));
     if (value != NULL)
         add_value(result, value, whole > 0 ? (uint64_t)whole : 0, limit);
-    if (result->stderr_text != NULL && result->stderr_text[0] != '\0')
-        cq_result_add_text(result, result->stderr_text);
+    cq_content_stderr(result, result->stderr_text);
     size_t left_out = add_images(result, json_object_get(reply, "images"), limit);
     json_int_t kernel_left_out = json_integer_value(json_object_get(reply, "images_left_out"));
     if (kernel_left_out > 0 && kernel_left_out < 1000000)
@@ -897,6 +911,10 @@ static void fill_result(struct cell *c, struct cq_result *result)
     result->stdout_text = cq_capture_text(&c->capture[0]);
     result->stderr_text = cq_capture_text(&c->capture[1]);
     result->exit_code = ok ? 0 : 1;
+    /* sys.exit(n), process.exit(n): the status the code asked for, as a script's. */
+    json_int_t exit = json_integer_value(json_object_get(c->reply, "exit"));
+    if (!ok && !c->gone && !c->timed_out && exit > 0 && exit < 256)
+        result->exit_code = (int)exit;
     result->is_error = !ok;
     if (c->timed_out)
         result->error_code = CQ_RESULT_TIMED_OUT;
@@ -942,7 +960,9 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
 
     if (cell.gone)
         report_death(k, &cell);
-    else if (cell.timed_out) {
+    else
+        forward_rest(&cell);
+    if (!cell.gone && cell.timed_out) {
         char note[200];
         snprintf(note, sizeof(note),
                  "codeq: timed out after %.3g s; the cell was interrupted "

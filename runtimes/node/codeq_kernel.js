@@ -43,6 +43,8 @@ const Module = require('module');
 const stringify = JSON.stringify.bind(JSON);
 const parse = JSON.parse.bind(JSON);
 const writeSync = fs.writeSync;
+// The kernel's own exit (main() makes process.exit() in a cell end only the cell).
+const exitKernel = process.exit.bind(process);
 const inspect = util.inspect;
 
 let ts = null;
@@ -207,12 +209,20 @@ function transpile(source) {
 const importModuleDynamically = vm.constants ? vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER : undefined;
 
 let interruptCurrent = null;
+// The source of the cell running (after transpiling: the lines its stack names), for
+// describeError().
+let cellSource = null;
+// process.exit() in a cell ends the cell, not the kernel (as sys.exit() in Python): it
+// throws this, which execute() turns into the result's exit code.
+const EXIT = Symbol('codeq.exit');
+let inCell = false;
 
 async function runCell(request) {
   if (request.clear) clearContext();
   let source = String(request.code || '');
   if (request.language === 'typescript') source = transpile(source);
   else if (/^\s*(import|export)\s/m.test(source)) source = transpile(source); // ES module syntax
+  cellSource = source;
   const { code, isAsync } = rewrite(source);
   const script = new vm.Script(code, { filename: `cell-${request.id}.js`, importModuleDynamically });
   let result = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
@@ -225,8 +235,24 @@ async function runCell(request) {
   return result;
 }
 
-/* The error's stack without the kernel's own frames: it starts in the cell. */
-function describeError(error) {
+/* The line of the cell's source that a stack names, as Node shows an uncaught error's:
+ * "cell-ID.js:LINE", the line, a caret under the column. The rewrite keeps lines (the
+ * first one only gains a prefix: its caret is left out). */
+function sourceLine(stack, id, source) {
+  const at = new RegExp(`cell-${id}\\.js:(\\d+):(\\d+)`).exec(stack);
+  if (!at || typeof source !== 'string') return '';
+  const number = Number(at[1]);
+  const line = source.split('\n')[number - 1];
+  if (line === undefined) return '';
+  const column = Number(at[2]);
+  const caret = number > 1 && column >= 1 && column <= line.length + 1
+    ? `\n${' '.repeat(column - 1)}^` : '';
+  return `cell-${id}.js:${number}\n${line}${caret}\n\n`;
+}
+
+/* The error's stack without the kernel's own frames: it starts in the cell; the line
+ * it was thrown at goes first. */
+function describeError(error, id, source) {
   if (!error || typeof error.stack !== 'string') return `Uncaught ${inspect(error)}`;
   const lines = error.stack.split('\n');
   const kept = [];
@@ -236,22 +262,39 @@ function describeError(error) {
     inFrames = inFrames || frame;
     if (!inFrames || (frame && /cell-\d+\.js/.test(line))) kept.push(line);
   }
-  return kept.join('\n');
+  const framed = lines.some((line) => /^\s+at .*cell-\d+\.js/.test(line));
+  return (framed ? sourceLine(error.stack, id, source) : '') + kept.join('\n');
+}
+
+/* process.exit(code) while a cell runs. */
+function exitCell(code) {
+  const status = code === undefined ? (process.exitCode || 0) : Number(code) | 0;
+  throw { [EXIT]: status & 0xff };
 }
 
 async function execute(request) {
   let ok = true;
   let value = null;
+  let exit = null;
+  cellSource = null;
+  inCell = true;
   try {
     const result = await runCell(request);
     if (result !== undefined) value = inspect(result, { depth: 4, colors: false });
   } catch (error) {
-    ok = false;
+    const exited = error !== null && typeof error === 'object' && EXIT in error;
+    ok = exited && error[EXIT] === 0;
+    if (exited && !ok) exit = error[EXIT];
     try {
-      writeSync(2, Buffer.from(describeError(error) + '\n'));
+      if (!ok) {
+        const text = exited ? `process.exit(${exit})` : describeError(error, request.id, cellSource);
+        writeSync(2, Buffer.from(text + '\n'));
+      }
     } catch (e) {
       // stderr closed by the cell
     }
+  } finally {
+    inCell = false;
   }
   const marker = Buffer.from(String(request.marker || ''));
   for (const fd of marker.length ? [1, 2] : []) {
@@ -262,6 +305,7 @@ async function execute(request) {
     }
   }
   const reply = { id: request.id, ok, value, images: [] };
+  if (exit !== null) reply.exit = exit;
   // The value is held to the worker's limit (bytes of UTF-8), which refuses a reply line
   // far larger than that and replaces a kernel that sends one.
   const limit = Number.isInteger(request.limit) && request.limit > 0 ? request.limit : 1 << 20;
@@ -430,6 +474,10 @@ function main() {
   for (const name of Object.getOwnPropertyNames(globalThis)) baseline.add(name);
   Object.defineProperty(globalThis, '__codeq_prepare', { value: prepareGlobals });
   baseline.add('__codeq_prepare');
+  process.exit = function (code) {
+    if (inCell) exitCell(code);
+    return exitKernel(code);
+  };
   process.on('SIGINT', () => {
     if (interruptCurrent) interruptCurrent();
   });
@@ -461,8 +509,8 @@ function main() {
       });
     }
   });
-  control.on('end', () => process.exit(0));
-  control.on('error', () => process.exit(0));
+  control.on('end', () => exitKernel(0));
+  control.on('error', () => exitKernel(0));
   // An exception or rejection outside a cell (a timer callback, say) is reported on
   // stderr; the kernel carries on, as the REPL does.
   process.on('uncaughtException', (e) => writeSync(2, Buffer.from(`Uncaught ${e && e.stack ? e.stack : e}\n`)));
@@ -488,5 +536,5 @@ if (require.main === module) {
   // For tests: how a cell is rewritten, transpiled and run, and the helper the
   // rewritten code calls (a test installs it as globalThis.__codeq_prepare, as main()
   // does). runCell with `clear` needs main()'s baseline: tests do not ask for it.
-  module.exports = { rewrite, transpile, prepareGlobals, runCell };
+  module.exports = { rewrite, transpile, prepareGlobals, runCell, describeError };
 }

@@ -13,7 +13,7 @@ Protocol on the control channel: one JSON object per line each way.
                     {"id": N, "op": "checkpoint", "limit": BYTES}
                     {"id": N, "op": "restore", "state": "base64"}
   kernel -> worker  {"id": N, "ok": bool, "value": "repr or null", "images": ["base64", ...],
-                     "value_bytes": N, "images_left_out": N}
+                     "value_bytes": N, "images_left_out": N, "exit": N}
                     {"id": N, "ok": true, "state": "base64"}   (checkpoint)
                     {"id": N, "ok": true, "restored": [name, ...], "modules": [[name, module]],
                      "not_moved": [[name, why]], "failed": [[name, why]]}   (restore)
@@ -43,6 +43,7 @@ import importlib
 import importlib.machinery
 import io
 import json
+import linecache
 import os
 import pickle
 import signal
@@ -59,6 +60,9 @@ _MAX_NAME = 100
 _MAX_WHY = 200
 # What the lists and the envelope of a state may take besides the variables' own bytes.
 _STATE_OVERHEAD = 64 << 10
+# Cells whose source stays in linecache for tracebacks: functions defined in a cell
+# are called from later ones, so not only the last; the oldest go first.
+_CELLS_KEPT = 1000
 
 
 def _see_user_site():
@@ -346,6 +350,10 @@ class Kernel:
         turns that into ok false)."""
         self.cell += 1
         filename = f"<cell-{self.cell}>"
+        # The source under the cell's name, so that tracebacks show its lines as they
+        # do a file's. No modification time: linecache.checkcache() keeps the entry.
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        linecache.cache.pop(f"<cell-{self.cell - _CELLS_KEPT}>", None)
         tree = ast.parse(code, filename, "exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -363,13 +371,15 @@ class Kernel:
         if request.get("clear"):
             self.namespace = _fresh_namespace()
         _see_user_site()
-        ok, value = True, None
+        ok, value, status = True, None, None
         try:
             value = self.run_cell(request.get("code", ""))
         except SystemExit as e:
-            # exit() in a cell ends the cell, not the kernel.
+            # exit() in a cell ends the cell, not the kernel; its status is the
+            # result's exit code, as a script's would be (1 for a message).
             ok = e.code in (None, 0)
             if not ok:
+                status = e.code if isinstance(e.code, int) and 0 < e.code < 256 else 1
                 print(f"SystemExit: {e.code}", file=sys.stderr)
         except BaseException:  # noqa: B036 - KeyboardInterrupt included, on purpose
             ok = False
@@ -394,6 +404,8 @@ class Kernel:
             reply["value_bytes"] = value_bytes
         if images_left_out:
             reply["images_left_out"] = images_left_out
+        if status is not None:
+            reply["exit"] = status
         return reply
 
     def serve(self):

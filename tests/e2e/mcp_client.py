@@ -464,14 +464,20 @@ class Session:
         return self.server.call("removeFiles", self._args(paths=list(paths)), timeout=timeout)
 
 
+# Content's label of stderr's block (docs/agentcore.md, "What content says").
+STDERR_LABEL = "stderr:\n"
+
+
 def final_value(result):
-    """executeCode's value block: the text block that is neither stdout nor stderr."""
+    """executeCode's value block: the text block that is neither stdout nor stderr (the
+    latter labeled)."""
     sc = result["structuredContent"]
     rest = list(texts(result))
-    for stream in ("stdout", "stderr"):
+    for stream, block in (("stdout", sc.get("stdout")),
+                          ("stderr", STDERR_LABEL + sc.get("stderr", ""))):
         if sc.get(stream):
-            assert sc[stream] in rest, result
-            rest.remove(sc[stream])
+            assert block in rest, result
+            rest.remove(block)
     assert len(rest) <= 1, f"more than one value block: {result!r}"
     return rest[0] if rest else None
 

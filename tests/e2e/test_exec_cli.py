@@ -109,8 +109,9 @@ def test_help(host):
     assert r.stdout.startswith("usage: codeq exec [--lang python|javascript|typescript]")
     for text in ("-c CODE", "--lang LANG", "--timeout SECONDS", "--json", "--out DIR",
                  "--out-force", "--out-dotfiles",
-                 "exit status: 0 on success, 1 when the code failed", "2 for bad options",
-                 "125 when codeq itself failed"):
+                 "exit status: 0 on success; 1 when the code raised an exception",
+                 "N when it called sys.exit(N)", "124 when it ran out of time",
+                 "2 for bad", "125 when codeq itself failed"):
         assert text in r.stdout, text
 
 
@@ -226,15 +227,55 @@ def test_exception_exits_1(host):
     assert r.stderr.startswith("Traceback (most recent call last):\n"), r
     assert 'line 4, in <module>' in r.stderr and "line 3, in f" in r.stderr
     assert r.stderr.endswith("KeyError: 'k'\n"), r
+    # The offending lines of the cell are shown under their frames.
+    assert "\n    f()\n" in r.stderr and "\n    raise KeyError('k')\n" in r.stderr, r
     r = codeq_exec(host, "--lang", "javascript", "-c", "null.x")
     assert r.returncode == 1 and "TypeError" in r.stderr, r
+
+
+def test_exit_status_is_the_one_the_code_asked_for(host):
+    """sys.exit(n) and process.exit(n) make codeq exec exit n, as a script would;
+    sys.exit(0) and sys.exit() are success, sys.exit('message') is 1."""
     r = codeq_exec(host, "-c", "import sys\nsys.exit(4)")
-    assert r.returncode == 1 and r.stderr == "SystemExit: 4\n", r
+    assert r.returncode == 4 and r.stderr == "SystemExit: 4\n", r
+    r = codeq_exec(host, "-c", "import sys\nprint('bye')\nsys.exit(0)")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "bye\n", ""), r
+    r = codeq_exec(host, "-c", "raise SystemExit('went wrong')")
+    assert r.returncode == 1 and r.stderr == "SystemExit: went wrong\n", r
+    r = codeq_exec(host, "--json", "-c", "import sys\nsys.exit(42)")
+    assert r.returncode == 42, r
+    assert json.loads(r.stdout)["structuredContent"]["exitCode"] == 42, r.stdout
+    for lang in ("javascript", "typescript"):
+        r = codeq_exec(host, "--lang", lang, "-c", "console.log('js'); process.exit(3); 'not here'")
+        assert (r.returncode, r.stdout, r.stderr) == (3, "js\n", "process.exit(3)\n"), r
+    r = codeq_exec(host, "--lang", "javascript", "-c", "process.exit(0)")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), r
+
+
+def test_javascript_errors_show_the_cell_line(host):
+    r = codeq_exec(host, "--lang", "javascript", "-c",
+                   "const a = 1;\nfunction f(o) {\n  return o.x.y;\n}\nf({});")
+    assert r.returncode == 1, r
+    assert re.match(r"cell-\d+\.js:3\n  return o\.x\.y;\n {13}\^\n\nTypeError: ", r.stderr), r
+    assert re.search(r"at f \(cell-\d+\.js:3:14\)", r.stderr), r
+
+
+def test_large_output_streams_its_start_then_its_end(host):
+    """Live output past the limit (1 MiB per stream): its first MiB as it comes, then,
+    when the code ends, a note of what was cut and the kept end: THE END is seen."""
+    line = "0123456789" * 9 + "abcdefghi\n"
+    r = codeq_exec(host, "-c", f"print({line!r} * 50000 + 'THE END')")
+    assert r.returncode == 0, r.stderr
+    data = line * 50000 + "THE END\n"
+    tail = 1 << 19
+    assert r.stdout == (data[:1 << 20] + f"\n[codeq: output too long: "
+                        f"{len(data) - (1 << 20) - tail} bytes cut here; the last {tail} follow]\n"
+                        + data[-tail:]), r.stdout[(1 << 20) - 100:(1 << 20) + 200]
 
 
 def test_timeout_interrupts(host):
     r = codeq_exec(host, "--timeout", "1", "-c", "print('started')\nwhile True:\n    pass")
-    assert r.returncode == 1, r
+    assert r.returncode == 124, r
     assert r.stdout == "started\n"
     assert "KeyboardInterrupt" in r.stderr, r
     assert r.stderr.endswith("codeq: timed out after 1 s; the cell was interrupted "
@@ -245,7 +286,7 @@ def test_timeout_kills_a_cell_that_ignores_the_interrupt(host):
     r = codeq_exec(host, "--timeout", "1", "-c",
                    "import time\nwhile True:\n    try:\n        time.sleep(5)\n"
                    "    except KeyboardInterrupt:\n        pass")
-    assert r.returncode == 1, r
+    assert r.returncode == 124, r
     assert "the Python kernel did not stop within 2 s of the interrupt and was restarted" in \
         r.stderr, r
 
@@ -266,7 +307,7 @@ def test_json_output(host):
     assert r.stderr == ""  # nothing printed live besides the JSON
 
     r = codeq_exec(host, "--json", "--timeout", "1", "-c", "while True: pass")
-    assert r.returncode == 1, r
+    assert r.returncode == 124, r
     doc = json.loads(r.stdout)
     assert doc["isError"] is True and doc["structuredContent"]["exitCode"] == 1
     assert doc["_codeq_error"] == {"code": "TIMED_OUT",

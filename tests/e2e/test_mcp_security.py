@@ -678,7 +678,13 @@ def test_kernel_death_is_reported_and_recovered(session, code, why):
 
 def test_javascript_kernel_exit_is_recovered(session):
     session.ok("globalThis.kept = 1", JS)
+    # process.exit() ends only the cell (as sys.exit() in Python): the context stays.
     r = session.code("process.exit(4)", JS)
+    assert r["isError"] is True and sc(r)["exitCode"] == 4, r
+    assert sc(r)["stderr"] == "process.exit(4)\n", r
+    assert session.value("typeof kept", JS) == "'number'"
+    # The process's own exit, below it, does end the kernel.
+    r = session.code("process.reallyExit(4)", JS)
     assert r["isError"] is True and "the JavaScript kernel died" in sc(r)["stderr"], r
     assert "it exited with status 4" in sc(r)["stderr"], r
     assert session.value("typeof kept", JS) == "'undefined'"

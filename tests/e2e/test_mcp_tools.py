@@ -34,6 +34,7 @@ from mcp_client import (
     TOOL_NAMES,
     HostWatch,
     McpServer,
+    STDERR_LABEL,
     Session,
     all_text,
     b64,
@@ -285,7 +286,7 @@ def test_javascript_console_streams_are_separate(session):
     check_exec(r, stdout="out\nw\n", stderr="err\ne2\n")
     assert r["content"] == [{"type": "text", "text": "out\nw\n"},
                             {"type": "text", "text": "'v'"},
-                            {"type": "text", "text": "err\ne2\n"}]
+                            {"type": "text", "text": "stderr:\nerr\ne2\n"}]
 
 
 def test_typescript_types_imports_and_state_shared_with_javascript(session):
@@ -403,9 +404,12 @@ def test_python_exception(session):
     assert re.search(r'File "<cell-\d+>", line 5, in <module>\n', err), err
     assert re.search(r'File "<cell-\d+>", line 3, in f\n', err), err
     assert err.endswith("ValueError: bad value\n"), err
+    # Each frame shows its line of the cell's source.
+    assert re.search(r'line 5, in <module>\n    f\(\)\n', err), err
+    assert re.search(r"line 3, in f\n    raise ValueError\('bad value'\)\n", err), err
     assert "codeq_kernel" not in err, err
     assert "_codeq_error" not in r  # the code failed, not the service
-    assert r["content"] == [{"type": "text", "text": err}]
+    assert r["content"] == [{"type": "text", "text": "stderr:\n" + err}]
     assert session.value("before") == "'kept'"
 
     r = session.code("x = 1\nif x:\n    y = (\n")
@@ -414,7 +418,8 @@ def test_python_exception(session):
     assert "SyntaxError" in sc(r)["stderr"], r
 
     r = session.code("print('leaving')\nraise SystemExit(3)")
-    check_exec(r, stdout="leaving\n", stderr="SystemExit: 3\n", exit_code=1, is_error=True)
+    # The status it asked for is the exit code (codeq exec exits with it).
+    check_exec(r, stdout="leaving\n", stderr="SystemExit: 3\n", exit_code=3, is_error=True)
     check_exec(session.code("import sys\nsys.exit(0)"))
     assert session.value("before + '!'") == "'kept!'"
 
@@ -426,7 +431,9 @@ def test_javascript_and_typescript_exceptions(session):
                      JS)
     check_exec(r, stderr=sc(r)["stderr"], exit_code=1, is_error=True)
     err = sc(r)["stderr"]
-    assert err.startswith("Error: boom\n"), err
+    # The line it was thrown at first, as Node shows an uncaught error's.
+    assert re.match(r"cell-\d+\.js:3\n  throw new Error\('boom'\);\n {8}\^\n\nError: boom\n",
+                    err), err
     assert re.search(r"at g \(cell-\d+\.js:3:9\)", err), err
     assert re.search(r"at cell-\d+\.js:5:1", err), err
     assert "codeq_kernel" not in err, err
@@ -459,7 +466,8 @@ def test_python_output_captured_at_fd_level(session):
         "n = ctypes.CDLL(None).printf(b'c-printf\\n')\n")
     check_exec(r, stdout="p1\nchild\nfd1\nsub\nc-printf\n",
                stderr="child-err\nfd2\nsub-err\ne1\n")
-    assert texts(r) == ["p1\nchild\nfd1\nsub\nc-printf\n", "child-err\nfd2\nsub-err\ne1\n"]
+    assert texts(r) == ["p1\nchild\nfd1\nsub\nc-printf\n",
+                        "stderr:\nchild-err\nfd2\nsub-err\ne1\n"]
 
 
 def test_javascript_output_captured_at_fd_level(session):
@@ -476,12 +484,56 @@ def test_javascript_output_captured_at_fd_level(session):
 
 def test_large_output_is_bounded(session):
     """More than the per-stream limit (1 MiB) of output: the call still answers, the
-    kept text is bounded and says that bytes were dropped."""
-    r = session.code("import sys\nsys.stdout.write('x' * (3 << 20))\n'done'")
+    kept text is bounded: its first and its last half MiB, with a note of what was cut
+    between."""
+    r = session.code("import sys\nsys.stdout.write('x' * (3 << 20) + 'y' * 10)\n'done'")
     check_exec(r, stdout=sc(r)["stdout"])
-    assert sc(r)["stdout"] == "x" * (1 << 20) + (
-        f"\n[codeq: output truncated, {1 << 20} of {3 << 20} bytes shown]\n")
+    half = 1 << 19
+    assert sc(r)["stdout"] == "x" * half + (
+        f"\n[codeq: output too long: {(3 << 20) + 10 - (1 << 20)} bytes (0 lines) cut here; "
+        f"the first {half} and the last {half} bytes are shown]\n") + "x" * (half - 10) + "y" * 10
     assert final_value(r) == "'done'"
+
+
+def test_python_traceback_shows_lines_of_earlier_cells(session):
+    """A function defined in one cell and failing when called from a later one: the
+    traceback shows both cells' lines; a syntax error shows its line too."""
+    session.ok("def ratio(a, b):\n    scale = 10\n    return scale * a / b")
+    r = session.code("values = [1, 2]\nratio(values[0], 0)")
+    err = sc(r)["stderr"]
+    assert re.search(r'File "<cell-\d+>", line 2, in <module>\n    ratio\(values\[0\], 0\)\n',
+                     err), err
+    assert re.search(r'File "<cell-\d+>", line 3, in ratio\n    return scale \* a / b\n', err), err
+    assert err.endswith("ZeroDivisionError: division by zero\n"), err
+    assert texts(r) == ["stderr:\n" + err]
+    r = session.code("x = 1\ny = (2,\n")
+    assert "y = (2," in sc(r)["stderr"] and "SyntaxError" in sc(r)["stderr"], r
+
+
+def test_large_output_keeps_its_end(session):
+    """5 MB of output ending in THE END: the result keeps its first and its last half
+    MiB, THE END included, and says how many bytes and lines were cut between; from a
+    command and from a cell, on stdout and on stderr alike, in content as well."""
+    line = "0123456789" * 9 + "abcdefghi\n"  # 100 bytes
+    data = line * 50000 + "THE END\n"
+    half = 1 << 19
+    cut = len(data) - 2 * half
+    note = (f"[codeq: output too long: {cut} bytes ({data[half:-half].count(chr(10))} lines) "
+            f"cut here; the first {half} and the last {half} bytes are shown]\n")
+    # The head ends inside a line: the note gets a line of its own.
+    want = data[:half] + "\n" + note + data[-half:]
+    assert data[-half:].endswith("THE END\n")
+    shell = f"yes {line[:-1]} | head -n 50000; echo 'THE END'"
+    code = f"import sys\nsys.stdout.write({line!r} * 50000 + 'THE END\\n')"
+    for call, stream in ((lambda: session.cmd(shell), "stdout"),
+                         (lambda: session.cmd(f"{{ {shell}; }} >&2; exit 9"), "stderr"),
+                         (lambda: session.code(code), "stdout")):
+        r = call()
+        assert sc(r)[stream] == want, sc(r)[stream][half - 200:half + 300]
+        # Content shows the same (stderr labeled), which frameworks pass on.
+        assert (STDERR_LABEL if stream == "stderr" else "") + want in texts(r), r["content"]
+    r = session.cmd(f"{{ {shell}; }} >&2; exit 9")
+    assert texts(r) == [STDERR_LABEL + want, "exit code 9"]
 
 
 # ----------------------------------------------------------------------------------
@@ -496,10 +548,10 @@ def test_execute_command(session):
     check_exec(r, stdout="out\n/workspace\ndata\n1000\n", stderr="err\n", exit_code=3,
                is_error=True)
     assert "_codeq_error" not in r
-    assert texts(r) == ["out\n/workspace\ndata\n1000\n", "err\n"]
+    assert texts(r) == ["out\n/workspace\ndata\n1000\n", "stderr:\nerr\n", "exit code 3"]
     r = session.cmd("true")
     check_exec(r)
-    assert texts(r) == ["(no output; exit code 0)"]
+    assert texts(r) == ["(no output) exit code 0"]
     r = session.cmd("kill -TERM $$")
     check_exec(r, exit_code=128 + 15, is_error=True, stderr=sc(r)["stderr"])
     r = session.cmd("no-such-command-xyz")
@@ -664,7 +716,7 @@ def test_death_note_survives_a_full_stderr(server):
                    "block = bytearray(1 << 30)")
         assert r["isError"] is True, r
         err = sc(r)["stderr"]
-        assert "[codeq: output truncated" in err
+        assert "[codeq: output too long" in err
         assert "the Python kernel died" in all_text(r) and "was reset" in all_text(r), err[-500:]
     finally:
         server.call("stopSession", {"sessionId": s.id})
@@ -733,6 +785,13 @@ def test_text_and_binary_detection(session):
     r = session.read("utf8.txt", "latin1.txt", "nul.txt", "empty.txt", "table.csv",
                      "data.json", "noext", "blob", "pic.png")
     assert r["isError"] is False
+    # Each file is named in a text block before its resource (docs/agentcore.md).
+    assert texts(r) == [
+        f"file: {res['uri'][len('file://'):]} ("
+        f"{len(res['text'].encode()) if 'text' in res else len(base64.b64decode(res['blob']))}"
+        f" bytes, {res['mimeType']}{'' if 'text' in res else ', binary'})"
+        for res in resources(r)]
+    assert [b["type"] for b in r["content"]] == ["text", "resource"] * 9
     assert resources(r) == [
         {"uri": "file://utf8.txt", "mimeType": "text/plain",
          "text": "gr\u00fc\u00dfe \u2603 \U0001F600\n"},
@@ -781,11 +840,17 @@ def test_list_files(session):
     session.sh("ln -s /etc/passwd link && mkfifo pipe && mkdir empty")
     r = session.list()
     assert r["isError"] is False
-    assert r["content"] == [
+    assert r["content"][0] == {"type": "text", "text": ".: 5 entries\n"
+                                                       "a.csv (file, 4 bytes)\n"
+                                                       "empty/ (directory)\n"
+                                                       "link (symbolic link)\n"
+                                                       "pipe (special file)\n"
+                                                       "sub/ (directory)"}
+    assert r["content"][1:] == [
         {"type": "resource_link", "uri": "file://a.csv", "name": "a.csv",
          "mimeType": "text/csv", "size": 4, "description": "file"},
         {"type": "resource_link", "uri": "file://empty", "name": "empty",
-         "mimeType": "inode/directory", "size": r["content"][1]["size"],
+         "mimeType": "inode/directory", "size": r["content"][2]["size"],
          "description": "directory"},
         {"type": "resource_link", "uri": "file://link", "name": "link",
          "mimeType": "inode/symlink", "size": len("/etc/passwd"),
@@ -793,7 +858,7 @@ def test_list_files(session):
         {"type": "resource_link", "uri": "file://pipe", "name": "pipe",
          "mimeType": "application/octet-stream", "size": 0, "description": "special file"},
         {"type": "resource_link", "uri": "file://sub", "name": "sub",
-         "mimeType": "inode/directory", "size": r["content"][4]["size"],
+         "mimeType": "inode/directory", "size": r["content"][5]["size"],
          "description": "directory"},
     ]
     for arg in ("directoryPath", "path"):
@@ -802,9 +867,12 @@ def test_list_files(session):
             ("file://sub/inner", "inner", links(r)[0]["size"], "directory"),
             ("file://sub/x.txt", "x.txt", 3, "file"),
         ], r
+        assert texts(r) == ["sub: 2 entries\nsub/inner/ (directory)\nsub/x.txt (file, 3 bytes)"]
     r = session.list("sub/inner")
     assert [b["uri"] for b in links(r)] == ["file://sub/inner/deep.txt"]
-    assert session.list("empty")["content"] == []
+    assert texts(r) == ["sub/inner: 1 entry\nsub/inner/deep.txt (file, 4 bytes)"]
+    # An empty directory: no links, and the text says so.
+    assert session.list("empty")["content"] == [{"type": "text", "text": "empty: (empty)"}]
     r = session.list("nope")
     assert r["isError"] is True and error_code(r) == "NOT_FOUND", r
     assert texts(r) == ["listFiles: nope: no such file or directory"]
@@ -862,7 +930,7 @@ def test_task_lifecycle(session):
         30, "the task's first output")
     assert sc(partial)["taskStatus"] == "working" and partial["isError"] is False
     assert "exitCode" not in sc(partial)
-    assert texts(partial) == [f"task {task_id} is working", "first\n", "warn\n"]
+    assert texts(partial) == [f"task {task_id} is working", "first\n", "stderr:\nwarn\n"]
 
     session.write(("go", ""))
     done = wait_until(
@@ -872,7 +940,8 @@ def test_task_lifecycle(session):
     assert sc(done)["taskStatus"] == "completed", done
     assert sc(done)["stdout"] == "first\nsecond\n" and sc(done)["stderr"] == "warn\n"
     assert sc(done)["exitCode"] == 0 and done["isError"] is False
-    assert texts(done) == [f"task {task_id} is completed", "first\nsecond\n", "warn\n"]
+    assert texts(done) == [f"task {task_id} is completed", "first\nsecond\n",
+                           "stderr:\nwarn\n", "exit code 0"]
     # Asking again gives the same final answer.
     again = task(session, "getTask", task_id)
     assert sc(again)["taskStatus"] == "completed" and sc(again)["stdout"] == "first\nsecond\n"
@@ -887,6 +956,8 @@ def test_failing_task(session):
         30, "the task's end")
     assert sc(done)["taskStatus"] == "failed" and sc(done)["exitCode"] == 7, done
     assert sc(done)["stderr"] == "oops\n" and done["isError"] is True
+    # Content alone says it all: the status, stderr labeled, the exit code.
+    assert texts(done) == [f"task {task_id} is failed", "stderr:\noops\n", "exit code 7"], done
 
 
 def test_stop_task(session):

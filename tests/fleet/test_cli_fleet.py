@@ -79,7 +79,7 @@ def test_exec_files_in_and_out_and_a_failing_exit_status(fleet, tmp_path):
             "print('to stderr', file=sys.stderr)\n"
             "raise SystemExit(3)\n")
     p = run_exec(fleet, "--file", str(src), "--out", str(out), "-c", code)
-    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert p.returncode == 3, (p.stdout, p.stderr)  # SystemExit(3)'s, through the fleet
     assert p.stdout.decode().splitlines()[0] == "768"
     assert "to stderr" in p.stderr.decode()
     assert (out / "reversed.bin").read_bytes() == (bytes(range(256)) * 3)[::-1]
@@ -98,7 +98,7 @@ def test_exec_json_result_has_agentcore_shape(fleet):
 
 def test_exec_timeout_through_the_fleet(fleet):
     p = run_exec(fleet, "--timeout", "1", "-c", "import time\ntime.sleep(30)")
-    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert p.returncode == 124, (p.stdout, p.stderr)  # as timeout(1)
     assert "timed out" in p.stderr.decode()
 
 
@@ -139,7 +139,7 @@ def test_mcp_gateway_sessions_live_on_the_fleet(gateway, fleet, redis_client):
         {"path": "notes.txt", "text": "héllo"}]})
     assert r["isError"] is False, r
     r = gateway.call("readFiles", {"sessionId": sid, "paths": ["data/bytes.bin", "notes.txt"]})
-    res = [b["resource"] for b in r["content"]]
+    res = [b["resource"] for b in r["content"] if b["type"] == "resource"]
     assert base64.b64decode(res[0]["blob"]) == blob
     assert res[1]["text"] == "héllo"
     # The fleet keeps the files in Redis too (the session can move with them).

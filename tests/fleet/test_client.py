@@ -45,6 +45,10 @@ def session(client):
     s.stop()
 
 
+def links(result):
+    return [b for b in result["content"] if b["type"] == "resource_link"]
+
+
 def texts(result):
     return [b["text"] for b in result["content"] if b["type"] == "text"]
 
@@ -177,7 +181,10 @@ def test_file_tools_round_trip_text_and_binary(session):
     assert len(r["content"]) == 2
 
     r = ok(session.read_files(["notes/hello.txt", "data/blob.bin"]))
-    by_uri = {b["resource"]["uri"]: b["resource"] for b in r["content"]}
+    by_uri = {b["resource"]["uri"]: b["resource"] for b in r["content"]
+              if b["type"] == "resource"}
+    # Each file is named in a text block too (docs/agentcore.md, "What content says").
+    assert "file: notes/hello.txt (" in texts(r)[0] and "file: data/blob.bin (" in texts(r)[1]
     assert by_uri["file://notes/hello.txt"]["text"] == text
     assert "blob" not in by_uri["file://notes/hello.txt"]
     assert base64.b64decode(by_uri["file://data/blob.bin"]["blob"]) == blob
@@ -187,14 +194,14 @@ def test_file_tools_round_trip_text_and_binary(session):
                                 "hashlib.sha256(open('data/blob.bin', 'rb').read()).hexdigest()"))
     assert texts(r) == [repr(hashlib.sha256(blob).hexdigest())]
 
-    names = {b["name"]: b for b in ok(session.list_files("data"))["content"]}
+    names = {b["name"]: b for b in links(ok(session.list_files("data")))}
     assert names["blob.bin"]["size"] == len(blob)
-    root = {b["name"] for b in ok(session.list_files())["content"]}
+    root = {b["name"] for b in links(ok(session.list_files()))}
     assert {"notes", "data"} <= root
 
     ok(session.remove_files(["data/blob.bin", "notes"]))
-    assert "blob.bin" not in {b["name"] for b in ok(session.list_files("data"))["content"]}
-    assert "notes" not in {b["name"] for b in ok(session.list_files())["content"]}
+    assert "blob.bin" not in {b["name"] for b in links(ok(session.list_files("data")))}
+    assert "notes" not in {b["name"] for b in links(ok(session.list_files()))}
     r = session.read_files(["data/blob.bin"])
     assert r["isError"] is True
 
@@ -268,7 +275,7 @@ def test_async_client_runs_sessions_concurrently(fleet):
                 assert r["structuredContent"]["stdout"] == f"{i + k * (k + 1) // 2}\n"
             ok(await s.write_files({"mine.txt": f"session {i}"}))
             r = ok(await s.read_files(["mine.txt"]))
-            assert r["content"][0]["resource"]["text"] == f"session {i}"
+            assert r["content"][1]["resource"]["text"] == f"session {i}"
             return s.id
         finally:
             await s.stop()

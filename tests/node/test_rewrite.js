@@ -17,7 +17,7 @@ const stdinBefore = process.stdin;
 const kernel = require(path.join(__dirname, '..', '..', 'runtimes', 'node', 'codeq_kernel.js'));
 const globalsAfterRequire = ['require', 'module', '__dirname', '__codeq_prepare'].filter(
   (name) => Object.prototype.hasOwnProperty.call(globalThis, name));
-const { rewrite, transpile, prepareGlobals, runCell } = kernel;
+const { describeError, rewrite, transpile, prepareGlobals, runCell } = kernel;
 
 // What main() installs before the first cell (require is this file's: the kernel's
 // resolves from /workspace, which does not exist here).
@@ -32,7 +32,8 @@ function run(code, language = 'javascript') {
 }
 
 test('requiring the kernel exports its parts and starts nothing', () => {
-  assert.deepEqual(Object.keys(kernel).sort(), ['prepareGlobals', 'rewrite', 'runCell', 'transpile']);
+  assert.deepEqual(Object.keys(kernel).sort(),
+    ['describeError', 'prepareGlobals', 'rewrite', 'runCell', 'transpile']);
   // None of main()'s globals, stdin replacement or process handlers (the runner has
   // handlers of its own: the kernel's are told apart by what they write).
   assert.deepEqual(globalsAfterRequire, []);
@@ -174,4 +175,19 @@ test('import and export cells are transpiled even as javascript', async () => {
   assert.equal(await run('export const ex1 = 3;\nex1 + 1'), 4);
   // "import" in a string at the start of a line is not a module cell.
   assert.equal(await run('`\nimport x`.trim()'), 'import x');
+});
+
+test('an error names the cell line it was thrown at, as Node shows uncaught errors', async () => {
+  const id = nextId;
+  const code = 'const d1 = 1;\nfunction g(o) {\n  return o.x.y;\n}\ng({});';
+  await assert.rejects(run(code), (error) => {
+    const text = describeError(error, id, code);
+    assert.equal(text.split('\n').slice(0, 4).join('\n'),
+      `cell-${id}.js:3\n  return o.x.y;\n             ^\n`);
+    assert.match(text, new RegExp(`TypeError: .*\\n    at g \\(cell-${id}\\.js:3:14\\)`));
+    return true;
+  });
+  // An error whose stack names no line of the cell is left as it is.
+  assert.equal(describeError(new Error('plain'), 99, code).split('\n')[0], 'Error: plain');
+  assert.equal(describeError('thrown string', 99, code), "Uncaught 'thrown string'");
 });

@@ -12,11 +12,15 @@ static inline const char *cq_unit_result_text(const struct cq_result *r)
 {
     static char buf[16384];
     buf[0] = '\0';
-    for (size_t i = 0; i < r->n_blocks; i++)
-        if (r->blocks[i].type == CQ_BLOCK_TEXT && r->blocks[i].text != NULL) {
-            strncat(buf, r->blocks[i].text, sizeof(buf) - strlen(buf) - 2);
-            strcat(buf, "|");
-        }
+    for (size_t i = 0; i < r->n_blocks; i++) {
+        size_t used = strlen(buf);
+        /* Room for the text, its '|' and the NUL; a full buffer takes no more. */
+        if (r->blocks[i].type != CQ_BLOCK_TEXT || r->blocks[i].text == NULL ||
+            used + 2 >= sizeof(buf))
+            continue;
+        strncat(buf, r->blocks[i].text, sizeof(buf) - used - 2);
+        strcat(buf, "|");
+    }
     return buf;
 }
 

@@ -235,9 +235,19 @@ static const struct cq_block *read_one(const char *path, struct cq_result *r)
 {
     do_read(&path, 1, r);
     ck_assert_msg(!r->is_error, "reading '%s' failed: %s", path, cq_unit_result_text(r));
-    ck_assert_uint_eq(r->n_blocks, 1);
-    ck_assert_int_eq(r->blocks[0].type, CQ_BLOCK_RESOURCE);
-    return &r->blocks[0];
+    /* A text block naming the file (for clients that show only text), then the file. */
+    ck_assert_uint_eq(r->n_blocks, 2);
+    ck_assert_int_eq(r->blocks[0].type, CQ_BLOCK_TEXT);
+    ck_assert_int_eq(r->blocks[1].type, CQ_BLOCK_RESOURCE);
+    char *name = NULL; /* the path as normalised: the resource's uri says it */
+    ck_assert_int_ge(
+        asprintf(&name, "file: %s (%zu bytes, %s%s)", r->blocks[1].uri + strlen("file://"),
+                 r->blocks[1].is_blob ? r->blocks[1].data_len : strlen(r->blocks[1].text),
+                 r->blocks[1].mime_type, r->blocks[1].is_blob ? ", binary" : ""),
+        0);
+    ck_assert_str_eq(r->blocks[0].text, name);
+    free(name);
+    return &r->blocks[1];
 }
 
 /* --- fixture ------------------------------------------------------------------------- */
@@ -673,9 +683,17 @@ START_TEST(list_shows_links_as_links)
         {"f.txt", "text/plain", "file"},          {"p", "application/octet-stream", "special file"},
         {"pw", "inode/symlink", "symbolic link"},
     };
-    ck_assert_uint_eq(r.n_blocks, 5);
+    /* The text listing first (for clients that show only text), then the links. */
+    ck_assert_uint_eq(r.n_blocks, 6);
+    ck_assert_int_eq(r.blocks[0].type, CQ_BLOCK_TEXT);
+    ck_assert_str_eq(r.blocks[0].text, ".: 5 entries\n"
+                                       "d/ (directory)\n"
+                                       "dl (symbolic link)\n"
+                                       "f.txt (file, 4 bytes)\n"
+                                       "p (special file)\n"
+                                       "pw (symbolic link)");
     for (size_t i = 0; i < 5; i++) {
-        const struct cq_block *b = &r.blocks[i];
+        const struct cq_block *b = &r.blocks[i + 1];
         char uri[64];
         snprintf(uri, sizeof(uri), "file://%s", want[i].name);
         ck_assert_int_eq(b->type, CQ_BLOCK_RESOURCE_LINK);
@@ -684,22 +702,24 @@ START_TEST(list_shows_links_as_links)
         ck_assert_msg(strcmp(b->mime_type, want[i].mime) == 0, "%s: %s", b->name, b->mime_type);
         ck_assert_str_eq(b->description, want[i].kind);
     }
-    ck_assert_uint_eq(r.blocks[2].size, 4);                     /* "abc\n" */
-    ck_assert_uint_eq(r.blocks[4].size, strlen("/etc/passwd")); /* the link, not the target */
+    ck_assert_uint_eq(r.blocks[3].size, 4);                     /* "abc\n" */
+    ck_assert_uint_eq(r.blocks[5].size, strlen("/etc/passwd")); /* the link, not the target */
     cq_result_free(&r);
 
     do_list("./d/", &r);
-    ck_assert_uint_eq(r.n_blocks, 1);
-    ck_assert_str_eq(r.blocks[0].uri, "file://d/inner.csv");
-    ck_assert_str_eq(r.blocks[0].name, "inner.csv");
-    ck_assert_str_eq(r.blocks[0].mime_type, "text/csv");
+    ck_assert_uint_eq(r.n_blocks, 2);
+    ck_assert_str_eq(r.blocks[0].text, "d: 1 entry\nd/inner.csv (file, 2 bytes)");
+    ck_assert_str_eq(r.blocks[1].uri, "file://d/inner.csv");
+    ck_assert_str_eq(r.blocks[1].name, "inner.csv");
+    ck_assert_str_eq(r.blocks[1].mime_type, "text/csv");
     cq_result_free(&r);
 
-    /* An empty directory is an empty listing, not an error. */
+    /* An empty directory is an empty listing, not an error; its text says so. */
     sh_ok("mkdir empty");
     do_list("empty", &r);
     ck_assert(!r.is_error);
-    ck_assert_uint_eq(r.n_blocks, 0);
+    ck_assert_uint_eq(r.n_blocks, 1);
+    ck_assert_str_eq(r.blocks[0].text, "empty: (empty)");
     cq_result_free(&r);
 }
 END_TEST
@@ -712,8 +732,11 @@ START_TEST(listed_names_are_utf8)
     struct cq_result r;
     do_list("", &r);
     ck_assert(!r.is_error);
-    ck_assert_uint_eq(r.n_blocks, 2);
-    for (size_t i = 0; i < r.n_blocks; i++) {
+    ck_assert_uint_eq(r.n_blocks, 3);
+    ck_assert_msg(cq_utf8_valid((const uint8_t *)r.blocks[0].text, strlen(r.blocks[0].text)),
+                  "listFiles' listing is not UTF-8");
+    ck_assert_ptr_nonnull(strstr(r.blocks[0].text, "name is not valid UTF-8"));
+    for (size_t i = 1; i < r.n_blocks; i++) {
         const struct cq_block *b = &r.blocks[i];
         ck_assert_msg(cq_utf8_valid((const uint8_t *)b->name, strlen(b->name)),
                       "listFiles returned a name that is not UTF-8 (block %zu)", i);
@@ -749,8 +772,15 @@ START_TEST(listing_is_bounded)
     do_list("big", &r);
     ck_assert(!r.is_error);
     ck_assert_uint_eq(count_blocks(&r, CQ_BLOCK_RESOURCE_LINK), 10000);
-    ck_assert_msg(strstr(cq_unit_result_text(&r), "only the first 10000 entries") != NULL,
-                  "no note: %s", cq_unit_result_text(&r));
+    /* The listing (first, long: which 10000 of the 10050 depends on the directory's
+     * order) and the note (last, past cq_unit_result_text's cut). */
+    ck_assert_int_eq(r.blocks[0].type, CQ_BLOCK_TEXT);
+    ck_assert_msg(strncmp(r.blocks[0].text, "big: 10000 entries\nbig/f", 24) == 0, "listing: %.60s",
+                  r.blocks[0].text);
+    const struct cq_block *last = &r.blocks[r.n_blocks - 1];
+    ck_assert_msg(last->type == CQ_BLOCK_TEXT &&
+                      strstr(last->text, "only the first 10000 entries") != NULL,
+                  "no note at the end");
     /* Sorted by name. */
     const char *prev = "";
     for (size_t i = 0; i < r.n_blocks; i++) {

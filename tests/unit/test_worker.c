@@ -791,18 +791,26 @@ START_TEST(output_limit_applies_to_results_and_streams)
     struct cq_session_info info = start("limit");
     static struct chunks c;
     memset(&c, 0, sizeof(c));
-    struct cq_invoke_args a = {.code = "print('x' * 5000)"};
+    struct cq_invoke_args a = {.code = "print('x' * 4999 + 'Z')"};
     struct cq_result r;
     cq_worker_invoke(w, info.session_id, "executeCode", &a, collect, &c, &r);
+    /* The first 500 bytes and the last 500 ("...xZ\n"), the 4001 between noted. */
     ck_assert_msg(strncmp(r.stdout_text, "xxxxxxxxxx", 10) == 0, "stdout: %.40s", r.stdout_text);
-    ck_assert_msg(strstr(r.stdout_text, "[codeq: output truncated, 1000 of 5001 bytes shown]"),
-                  "no truncation note: ...%s", r.stdout_text + 990);
-    ck_assert_msg(c.out_len <= 1000, "%zu bytes streamed past a limit of 1000", c.out_len);
+    ck_assert_msg(strstr(r.stdout_text, "\n[codeq: output too long: 4001 bytes (0 lines) cut "
+                                        "here; the first 500 and the last 500 bytes are shown]\n"),
+                  "no cut note: ...%s", r.stdout_text + 490);
+    ck_assert_msg(strcmp(r.stdout_text + strlen(r.stdout_text) - 3, "xZ\n") == 0,
+                  "the end was lost: ...%s", r.stdout_text + strlen(r.stdout_text) - 20);
+    /* Live: the first 1000 bytes, then, at the end, a note and the kept end. */
+    ck_assert_msg(c.out_len <= 1000 + 500 + 100, "%zu bytes streamed (limit 1000)", c.out_len);
+    ck_assert_msg(strstr(c.out, "bytes cut here; the last 500 follow]") != NULL &&
+                      strcmp(c.out + c.out_len - 3, "xZ\n") == 0,
+                  "streamed: ...%s", c.out + (c.out_len > 200 ? c.out_len - 200 : 0));
     cq_result_free(&r);
     command_in(info.session_id, "head -c 1500 /dev/zero | tr '\\0' y", 0, &r);
     ck_assert_int_eq(r.exit_code, 0);
-    ck_assert_msg(strstr(r.stdout_text, "[codeq: output truncated, 1000 of 1500 bytes shown]"),
-                  "a command printed 1500 bytes; its note says: %s", r.stdout_text + 1000);
+    ck_assert_msg(strstr(r.stdout_text, "[codeq: output too long: 500 bytes (0 lines) cut here"),
+                  "a command printed 1500 bytes; its note says: %s", r.stdout_text + 500);
     cq_result_free(&r);
 }
 END_TEST
@@ -930,7 +938,8 @@ START_TEST(a_kernel_that_dies_is_replaced)
     cq_result_free(&r);
     expect_value(id, "python", "2 + 2", "4");
     /* The JavaScript kernel dies and comes back the same way. */
-    code_in(id, "javascript", "process.exit(5)", 0, &r);
+    /* (process.exit() in a cell ends the cell, not the kernel: reallyExit is below it.) */
+    code_in(id, "javascript", "process.reallyExit(5)", 0, &r);
     ck_assert(r.is_error);
     ck_assert_msg(strstr(r.stderr_text, "exited with status 5") != NULL, "stderr: %s",
                   r.stderr_text);
@@ -953,8 +962,8 @@ START_TEST(command_streams_are_limited_separately)
                "head -c 5000 /dev/zero | tr '\\0' y; echo 'the error message' >&2; exit 2", 0, &r);
     ck_assert_int_eq(r.exit_code, 2);
     ck_assert_msg(strncmp(r.stdout_text, "yyyyyyyyyy", 10) == 0, "stdout: %.20s", r.stdout_text);
-    ck_assert_msg(strstr(r.stdout_text, "[codeq: output truncated, 1000 of 5000 bytes shown]"),
-                  "a command printed 5000 bytes; its note says: %s", r.stdout_text + 1000);
+    ck_assert_msg(strstr(r.stdout_text, "[codeq: output too long: 4000 bytes (0 lines) cut here"),
+                  "a command printed 5000 bytes; its note says: %s", r.stdout_text + 500);
     ck_assert_msg(strcmp(r.stderr_text, "the error message\n") == 0,
                   "after 5000 bytes of stdout (limit 1000 per stream), stderr was '%s'",
                   r.stderr_text);
@@ -1020,7 +1029,8 @@ START_TEST(commands_have_exit_codes_and_separate_streams)
     struct cq_invoke_args ra = {.paths = paths, .n_paths = 1};
     cq_worker_invoke(w, id, "readFiles", &ra, NULL, NULL, &r);
     ck_assert(!r.is_error);
-    ck_assert_str_eq(r.blocks[0].text, "via files and shell");
+    ck_assert_str_eq(r.blocks[0].text, "file: shared.txt (19 bytes, text/plain)");
+    ck_assert_str_eq(r.blocks[1].text, "via files and shell");
     cq_result_free(&r);
 }
 END_TEST

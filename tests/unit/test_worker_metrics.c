@@ -103,11 +103,28 @@ START_TEST(capture_counts_what_it_drops)
     c.dropped = cq_metric_child(f, NULL);
     cq_capture_append(&c, "123456", 6);
     ck_assert(sample(reg, "dropped_total") == 0);
+    /* Head 5 bytes, ring 5: the ring keeps "defgh", "1234 56abc" lose "6abc". */
     cq_capture_append(&c, "abcdefgh", 8); /* 4 kept, 4 dropped */
     cq_capture_append(&c, "xyz", 3);
     ck_assert(sample(reg, "dropped_total") == 7);
-    ck_assert_uint_eq(c.len, 10);
+    ck_assert_uint_eq(c.len + c.tail_len, 10);
     ck_assert_uint_eq(c.total, 17);
+    cq_capture_free(&c);
+
+    /* 5 MB through a limit of 1000 in uneven chunks: the head and the ring keep 1000,
+     * every other byte is counted once, whether it never entered or was pushed out. */
+    struct cq_metric *g = cq_metrics_counter(reg, "dropped_big_total", "", NULL, &err);
+    cq_capture_init(&c, 1000);
+    c.dropped = cq_metric_child(g, NULL);
+    static char chunk[70000];
+    memset(chunk, 'z', sizeof(chunk));
+    uint64_t sent = 0;
+    for (size_t n = 1; sent < 5000000; n = n * 7 % sizeof(chunk) + 1) {
+        cq_capture_append(&c, chunk, n);
+        sent += n;
+    }
+    ck_assert_uint_eq(c.len + c.tail_len, 1000);
+    ck_assert(sample(reg, "dropped_big_total") == (double)(sent - 1000));
     cq_capture_free(&c);
     cq_metrics_destroy(reg);
 }

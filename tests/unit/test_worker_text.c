@@ -222,21 +222,28 @@ START_TEST(capture_exactly_at_limit_has_no_note)
 }
 END_TEST
 
-START_TEST(capture_keeps_first_bytes_and_counts_rest)
+START_TEST(capture_keeps_head_and_tail_and_counts_the_middle)
 {
     struct cq_capture c;
-    cq_capture_init(&c, 8);
+    cq_capture_init(&c, 8); /* the first 4 bytes and the last 4 */
     cq_capture_append(&c, "hello ", 6);
     cq_capture_append(&c, "world!!", 7);
-    ck_assert_uint_eq(c.len, 8);
+    ck_assert_uint_eq(c.len, 4);
+    ck_assert_uint_eq(c.tail_len, 4);
     ck_assert_uint_eq(c.total, 13);
-    ck_assert_mem_eq(c.buf, "hello wo", 8);
+    ck_assert_mem_eq(c.buf, "hell", 4);
+    ck_assert(cq_capture_cut(&c));
     for (int i = 0; i < 1000; i++)
-        cq_capture_append(&c, "0123456789", 10);
-    ck_assert_uint_eq(c.len, 8);
-    ck_assert_uint_eq(c.total, 10013);
+        cq_capture_append(&c, "0123456789\n", 11);
+    cq_capture_append(&c, "THE END", 7);
+    ck_assert_uint_eq(c.len, 4);
+    ck_assert_uint_eq(c.total, 13 + 11000 + 7);
+    /* Memory stays within the limit whatever came. */
+    ck_assert_uint_le(c.tail_alloc, 4);
     char *t = cq_capture_text(&c);
-    ck_assert_str_eq(t, "hello wo\n[codeq: output truncated, 8 of 10013 bytes shown]\n");
+    /* 11020 bytes seen, 8 shown: 11012 cut, holding 1000 line breaks. */
+    ck_assert_str_eq(t, "hell\n[codeq: output too long: 11012 bytes (1000 lines) cut here; the "
+                        "first 4 and the last 4 bytes are shown]\n END");
     free(t);
     cq_capture_free(&c);
 }
@@ -253,7 +260,8 @@ START_TEST(capture_limit_zero_keeps_nothing)
     ck_assert_uint_eq(c.len, 0);
     ck_assert_uint_eq(c.total, 3);
     t = cq_capture_text(&c);
-    ck_assert_str_eq(t, "\n[codeq: output truncated, 0 of 3 bytes shown]\n");
+    ck_assert_str_eq(t, "[codeq: output too long: 3 bytes (0 lines) cut here; the first 0 and "
+                        "the last 0 bytes are shown]\n");
     free(t);
     cq_capture_free(&c);
 }
@@ -271,13 +279,111 @@ START_TEST(capture_text_is_sanitised)
     free(t);
     cq_capture_free(&c);
 
-    /* Cut in the middle of a character by the limit: still valid text. */
-    cq_capture_init(&c, 4);
+    /* A character across the head and the ring, nothing cut: kept whole. */
+    cq_capture_init(&c, 8);
     cq_capture_append(&c, "abc\xe2\x82\xac", 6);
     t = cq_capture_text(&c);
-    ck_assert_msg(valid_str(t), "cut capture text is not valid UTF-8");
-    ck_assert_msg(strncmp(t, "abc", 3) == 0, "got '%s'", t);
-    ck_assert_ptr_nonnull(strstr(t, "[codeq: output truncated, 4 of 6 bytes shown]"));
+    ck_assert_str_eq(t, "abc\xe2\x82\xac");
+    free(t);
+    cq_capture_free(&c);
+}
+END_TEST
+
+/* The cut points fall inside characters: both sides are trimmed to whole characters
+ * (no U+FFFD for a character codeq split), and the trimmed bytes count as cut. */
+START_TEST(capture_cuts_at_character_boundaries)
+{
+    struct cq_capture c;
+    cq_capture_init(&c, 8);
+    cq_capture_append(&c, "abc\xe2\x82\xac", 6); /* "abc€": the head ends inside € */
+    cq_capture_append(&c, "xxxxxxxxxx", 10);
+    cq_capture_append(&c, "\xe2\x82\xacyz", 5); /* "€yz": the ring starts inside € */
+    char *t = cq_capture_text(&c);
+    ck_assert_msg(valid_str(t), "cut text is not valid UTF-8: '%s'", t);
+    ck_assert_ptr_null(strstr(t, FFFD));
+    /* 21 bytes: "abc" and "yz" shown, 16 cut. */
+    ck_assert_str_eq(t, "abc\n[codeq: output too long: 16 bytes (0 lines) cut here; the first 3 "
+                        "and the last 2 bytes are shown]\nyz");
+    free(t);
+    cq_capture_free(&c);
+
+    /* Four-byte characters, and a lead byte right at the head's end. */
+    cq_capture_init(&c, 10);
+    cq_capture_append(&c, "abcd\xf0\x9f\x98\x80", 8);         /* the head: "abcd" + 1 */
+    cq_capture_append(&c, "..........\xf0\x9f\x98\x80!", 15); /* the ring: 3 + 2 */
+    t = cq_capture_text(&c);
+    ck_assert_msg(valid_str(t), "cut text is not valid UTF-8: '%s'", t);
+    ck_assert_ptr_null(strstr(t, FFFD));
+    ck_assert_msg(strncmp(t, "abcd\n[codeq:", 12) == 0, "got '%s'", t);
+    ck_assert_msg(strcmp(t + strlen(t) - 2, "]\n") != 0 && t[strlen(t) - 1] == '!', "got '%s'", t);
+    free(t);
+    cq_capture_free(&c);
+}
+END_TEST
+
+/* Random chunks against a model of what must be kept: the first half of the limit, the
+ * last half, the count of what fell between; and the ring's memory never past its half. */
+START_TEST(capture_head_and_tail_match_a_model)
+{
+    static char data[200000];
+    unsigned seed = 42;
+    for (int round = 0; round < 200; round++) {
+        size_t limit = (size_t)(rand_r(&seed) % 300);
+        size_t total = (size_t)(rand_r(&seed) % (round % 10 == 0 ? sizeof(data) : 2000));
+        for (size_t i = 0; i < total; i++)
+            data[i] = "ab\n"[rand_r(&seed) % 3];
+        struct cq_capture c;
+        cq_capture_init(&c, limit);
+        for (size_t done = 0; done < total;) {
+            size_t n = (size_t)(rand_r(&seed) % (limit * 2 + 3));
+            if (n > total - done)
+                n = total - done;
+            cq_capture_append(&c, data + done, n);
+            done += n;
+            ck_assert_uint_le(c.len, limit - limit / 2);
+            ck_assert_uint_le(c.tail_alloc, limit / 2);
+        }
+        size_t head = limit - limit / 2, tail = limit / 2;
+        char *t = cq_capture_text(&c);
+        char *want = NULL;
+        if (total <= limit) {
+            ck_assert_int_ge(asprintf(&want, "%.*s", (int)total, data), 0);
+        } else {
+            size_t lines = 0;
+            for (size_t i = head; i < total - tail; i++)
+                lines += data[i] == '\n';
+            ck_assert_int_ge(
+                asprintf(&want,
+                         "%.*s%s[codeq: output too long: %zu bytes (%zu lines) cut here; the "
+                         "first %zu and the last %zu bytes are shown]\n%.*s",
+                         (int)head, data, head > 0 && data[head - 1] != '\n' ? "\n" : "",
+                         total - limit, lines, head, tail, (int)tail, data + total - tail),
+                0);
+        }
+        ck_assert_msg(strcmp(t, want) == 0, "round %d (limit %zu, %zu bytes): got '%.200s'", round,
+                      limit, total, t);
+        free(want);
+        free(t);
+        cq_capture_free(&c);
+    }
+}
+END_TEST
+
+/* A live stream forwarded the first bytes: what follows at the end is the kept tail
+ * past them, with a note when bytes were cut between. */
+START_TEST(capture_rest_follows_a_live_stream)
+{
+    struct cq_capture c;
+    cq_capture_init(&c, 8);
+    cq_capture_append(&c, "0123456", 7);
+    ck_assert_ptr_null(cq_capture_rest(&c, 7)); /* all of it went out live */
+    cq_capture_append(&c, "789", 3);            /* 10 bytes; 8 went out live */
+    char *t = cq_capture_rest(&c, 8);
+    ck_assert_str_eq(t, "89");
+    free(t);
+    cq_capture_append(&c, "ABCDEFGHIJ", 10); /* 20 bytes: the ring holds "GHIJ" */
+    t = cq_capture_rest(&c, 8);
+    ck_assert_str_eq(t, "\n[codeq: output too long: 8 bytes cut here; the last 4 follow]\nGHIJ");
     free(t);
     cq_capture_free(&c);
 }
@@ -523,9 +629,12 @@ static Suite *worker_text_suite(void)
     tcase_set_timeout(tc, 10);
     tcase_add_test(tc, capture_below_limit_keeps_everything);
     tcase_add_test(tc, capture_exactly_at_limit_has_no_note);
-    tcase_add_test(tc, capture_keeps_first_bytes_and_counts_rest);
+    tcase_add_test(tc, capture_keeps_head_and_tail_and_counts_the_middle);
     tcase_add_test(tc, capture_limit_zero_keeps_nothing);
     tcase_add_test(tc, capture_text_is_sanitised);
+    tcase_add_test(tc, capture_cuts_at_character_boundaries);
+    tcase_add_test(tc, capture_head_and_tail_match_a_model);
+    tcase_add_test(tc, capture_rest_follows_a_live_stream);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("result");
