@@ -37,8 +37,21 @@
 const char *const cq_mcp_protocol_versions[] = {"2024-11-05", "2025-03-26", "2025-06-18",
                                                 CQ_MCP_PROTOCOL_LATEST, NULL};
 
+/* The executeCode calls of one session and kernel (Python; Node for JavaScript and
+ * TypeScript) run in the order they arrived: their threads start at once, and the
+ * kernel's lock alone would let a later cell overtake an earlier one. Other tools run
+ * at once (a getTask must not wait behind a long cell). */
+struct lane {
+    char *key;
+    unsigned long next_ticket, serving;
+    unsigned users;
+    struct lane *next;
+};
+
 struct call {
     struct cq_mcp_server *srv;
+    struct lane *lane; /* NULL: runs at once */
+    unsigned long ticket;
     void *channel;
     json_t *id;
     char *name;
@@ -64,6 +77,7 @@ struct cq_mcp_server {
     pthread_mutex_t calls_lock;
     pthread_cond_t calls_changed;
     struct call *calls;
+    struct lane *lanes;
     unsigned calls_running;
     unsigned progress_calls; /* calls with a progress token: the ticker runs */
     bool closing;
@@ -141,8 +155,10 @@ static void progress_send(struct call *c, bool heartbeat, bool final)
         text = NULL;
     if (text == NULL)
         return;
-    memmove(c->buf, c->buf + n, c->len - n);
-    c->len -= n;
+    if (n > 0) {
+        memmove(c->buf, c->buf + n, c->len - n);
+        c->len -= n;
+    }
     json_t *msg = json_pack("{s:s, s:s, s:{s:O, s:I, s:s}}", "jsonrpc", "2.0", "method",
                             "notifications/progress", "params", "progressToken", c->progress_token,
                             "progress", ++c->n_sent, "message", text);
@@ -224,6 +240,58 @@ static void call_free(struct call *c)
     free(c);
 }
 
+/* executeCode's lane: sessionId (or the default session) and kernel. Under calls_lock. */
+static int join_lane(struct cq_mcp_server *s, struct call *c)
+{
+    if (strcmp(c->name, "executeCode") != 0)
+        return 0;
+    json_t *session = json_object_get(c->arguments, "sessionId");
+    const char *language = json_string_value(json_object_get(c->arguments, "language"));
+    bool node = language != NULL &&
+                (strcmp(language, "javascript") == 0 || strcmp(language, "typescript") == 0);
+    char *key;
+    if (asprintf(&key, "%s\n%s", json_is_string(session) ? json_string_value(session) : "",
+                 node ? "node" : "python") < 0)
+        return -1;
+    struct lane *l = s->lanes;
+    while (l != NULL && strcmp(l->key, key) != 0)
+        l = l->next;
+    if (l == NULL) {
+        if ((l = calloc(1, sizeof(*l))) == NULL) {
+            free(key);
+            return -1;
+        }
+        l->key = key;
+        l->next = s->lanes;
+        s->lanes = l;
+    } else
+        free(key);
+    c->lane = l;
+    c->ticket = l->next_ticket++;
+    l->users++;
+    return 0;
+}
+
+/* Under calls_lock: the next call of c's lane may run. */
+static void leave_lane(struct cq_mcp_server *s, struct call *c)
+{
+    struct lane *l = c->lane;
+    if (l == NULL)
+        return;
+    c->lane = NULL;
+    l->serving++;
+    if (--l->users == 0) {
+        for (struct lane **p = &s->lanes; *p != NULL; p = &(*p)->next)
+            if (*p == l) {
+                *p = l->next;
+                break;
+            }
+        free(l->key);
+        free(l);
+    }
+    pthread_cond_broadcast(&s->calls_changed);
+}
+
 /* Takes c out of the calls in progress; whether it was cancelled. */
 static bool call_remove(struct call *c)
 {
@@ -236,6 +304,7 @@ static bool call_remove(struct call *c)
         }
     if (c->progress_token != NULL)
         s->progress_calls--;
+    leave_lane(s, c);
     s->calls_running--;
     bool cancelled = c->cancelled;
     pthread_cond_broadcast(&s->calls_changed);
@@ -249,6 +318,13 @@ static void *call_main(void *arg)
     struct cq_mcp_server *s = c->srv;
     int code = 0;
     char message[512] = "";
+    if (c->lane != NULL) {
+        /* Its turn; a call cancelled meanwhile then ends at once, running nothing. */
+        pthread_mutex_lock(&s->calls_lock);
+        while (c->lane->serving != c->ticket)
+            pthread_cond_wait(&s->calls_changed, &s->calls_lock);
+        pthread_mutex_unlock(&s->calls_lock);
+    }
     struct cq_mcp_trace trace;
     cq_mcp_trace_begin(&trace, c->params);
     json_t *result =
@@ -309,7 +385,7 @@ static void start_call(struct cq_mcp_server *s, void *channel, json_t *id, json_
     if (cq_cancel_create(&c->cancel, &err) < 0)
         c->cancel = NULL; /* the call runs, it cannot be cut short */
     pthread_mutex_lock(&s->calls_lock);
-    bool busy = s->calls_running >= MAX_CALLS_RUNNING;
+    bool busy = s->calls_running >= MAX_CALLS_RUNNING || join_lane(s, c) < 0;
     if (!busy) {
         s->calls_running++;
         c->next = s->calls;

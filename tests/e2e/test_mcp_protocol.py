@@ -268,6 +268,21 @@ def test_cancel_queued_cell_never_runs(server, session):
     assert lines_for(server, second) == []
 
 
+def test_cells_sent_at_once_run_in_order(server, session):
+    """executeCode calls sent back to back without waiting run in the order sent, per
+    session and kernel, while other tools do not wait behind them."""
+    session.ok("order = []")
+    ids = [server.send_call("executeCode", {"sessionId": session.id,
+                                            "code": f"import time\ntime.sleep(0.05)\n"
+                                                    f"order.append({i})"})
+           for i in range(12)]
+    ping = server.send_request("ping")
+    assert server.response(ping)["result"] == {}
+    for id in ids:
+        assert server.response(id)["result"]["isError"] is False
+    assert session.value("order") == str(list(range(12)))
+
+
 # ---- progress --------------------------------------------------------------------------
 
 
