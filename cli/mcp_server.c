@@ -164,7 +164,8 @@ static void progress_send(struct call *c, bool heartbeat, bool final)
                             "progress", ++c->n_sent, "message", text);
     free(text);
     c->sent_ms = cq_now_ms();
-    send_json(c->srv, c->channel, msg, false);
+    if (msg != NULL)
+        send_json(c->srv, c->channel, msg, false);
     json_decref(msg);
 }
 
@@ -331,18 +332,14 @@ static void *call_main(void *arg)
         cq_mcp_call(&s->ctx, c->name, c->arguments, c->progress_token != NULL ? on_output : NULL, c,
                     c->cancel, &code, message, sizeof(message));
     cq_mcp_trace_end(&trace, c->name, result);
-    /* The last output goes before the response: no progress may follow it. (The
-     * ticker holds calls_lock, then a call's progress lock: not the other way round.) */
-    pthread_mutex_lock(&s->calls_lock);
-    bool cancelled = c->cancelled;
-    pthread_mutex_unlock(&s->calls_lock);
+    /* The last output goes before the response: no progress may follow it. A
+     * cancellation set done already: then nothing more goes out. */
     pthread_mutex_lock(&c->progress);
-    if (!cancelled && c->progress_token != NULL)
+    if (!c->done && c->progress_token != NULL)
         progress_send(c, false, true);
     c->done = true;
     pthread_mutex_unlock(&c->progress);
-    /* Cancelled at the last moment (after the check above) still gets no response. */
-    cancelled = call_remove(c);
+    bool cancelled = call_remove(c);
     if (cancelled) {
         json_decref(result);
         send_text(s, c->channel, NULL, 0, true);
@@ -414,6 +411,16 @@ static void start_call(struct cq_mcp_server *s, void *channel, json_t *id, json_
     }
 }
 
+/* Under calls_lock: no response, no more progress, and the work cut short. */
+static void cancel_call(struct call *c)
+{
+    c->cancelled = true;
+    pthread_mutex_lock(&c->progress);
+    c->done = true;
+    pthread_mutex_unlock(&c->progress);
+    cq_cancel_fire(c->cancel);
+}
+
 /* notifications/cancelled: the request it names, if still in progress, is cut short
  * and not answered. A request that already ended, or an unknown id, is ignored (the
  * spec lets the two cross). */
@@ -424,20 +431,16 @@ static void cancel_request(struct cq_mcp_server *s, json_t *params)
         return;
     pthread_mutex_lock(&s->calls_lock);
     for (struct call *c = s->calls; c != NULL; c = c->next)
-        if (!c->cancelled && json_equal(c->id, id)) {
-            c->cancelled = true;
-            cq_cancel_fire(c->cancel);
-        }
+        if (!c->cancelled && json_equal(c->id, id))
+            cancel_call(c);
     pthread_mutex_unlock(&s->calls_lock);
 }
 
 void cq_mcp_server_cancel_all(struct cq_mcp_server *s)
 {
     pthread_mutex_lock(&s->calls_lock);
-    for (struct call *c = s->calls; c != NULL; c = c->next) {
-        c->cancelled = true;
-        cq_cancel_fire(c->cancel);
-    }
+    for (struct call *c = s->calls; c != NULL; c = c->next)
+        cancel_call(c);
     pthread_mutex_unlock(&s->calls_lock);
 }
 
