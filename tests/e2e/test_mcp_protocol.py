@@ -13,6 +13,7 @@ skipping them.
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -37,15 +38,14 @@ SUPPORTED = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST = "2025-11-25"
 
 
-def pydeps(module):
-    if PYDEPS not in sys.path:
-        sys.path.insert(0, PYDEPS)
-    try:
-        return __import__(module)
-    except ImportError as e:
-        raise AssertionError(
-            f"{module} is missing ({e}): run scripts/setup, which installs it into "
-            f"{PYDEPS} (or set CODEQ_PYDEPS to where it is)") from None
+def pydeps_check(*args, stdin=None, timeout=300):
+    """Runs mcp_pydeps.py (the checks that need build/pydeps, in a process of their
+    own); fails with its output unless it passed."""
+    helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mcp_pydeps.py")
+    p = subprocess.run([sys.executable, helper, *args], input=stdin, capture_output=True,
+                       text=True, timeout=timeout)
+    assert p.returncode == 0, f"mcp_pydeps.py {args[0]}: {p.stdout[-4000:]} {p.stderr[-4000:]}"
+    return p.stdout
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -124,15 +124,16 @@ def test_every_argument_is_described_and_schemas_are_valid(server):
     """Every property of every inputSchema has a type and a description; enums where
     the values are fixed; no deno runtime (it is not installed); the schemas and
     outputSchemas are valid JSON Schema (2020-12, MCP's default dialect)."""
-    jsonschema = pydeps("jsonschema")
     tools = {t["name"]: t for t in server.result("tools/list")["tools"]}
+    schemas = []
     for name, t in tools.items():
-        jsonschema.Draft202012Validator.check_schema(t["inputSchema"])
+        schemas.append(t["inputSchema"])
         for prop, schema in t["inputSchema"]["properties"].items():
             assert "type" in schema and schema.get("description"), (name, prop, schema)
         if "outputSchema" in t:
-            jsonschema.Draft202012Validator.check_schema(t["outputSchema"])
+            schemas.append(t["outputSchema"])
             assert t["outputSchema"]["type"] == "object", t
+    pydeps_check("validate", stdin=json.dumps({"schemas": schemas, "pairs": []}))
     code = tools["executeCode"]["inputSchema"]["properties"]
     assert code["runtime"]["enum"] == ["python", "nodejs"], code["runtime"]
     assert code["language"]["enum"] == ["python", "javascript", "typescript"]
@@ -145,17 +146,14 @@ def test_every_argument_is_described_and_schemas_are_valid(server):
 def test_results_validate_against_output_schema(server):
     """Successful results of every tool with an outputSchema carry structuredContent
     valid against it (the SDKs reject results that do not)."""
-    jsonschema = pydeps("jsonschema")
     schemas = {t["name"]: t["outputSchema"] for t in server.result("tools/list")["tools"]
                if "outputSchema" in t}
-    checked = set()
+    pairs = []
 
     def check(name, args):
         r = server.call(name, args)
         assert r["isError"] is False, (name, r)
-        jsonschema.validate(r["structuredContent"], schemas[name],
-                            cls=jsonschema.Draft202012Validator)
-        checked.add(name)
+        pairs.append((name, r["structuredContent"]))
         return r
 
     sid = check("startSession", {"name": "schema"})["structuredContent"]["sessionId"]
@@ -169,7 +167,17 @@ def test_results_validate_against_output_schema(server):
     check("getTask", {"sessionId": sid, "taskId": tid})
     check("stopTask", {"sessionId": sid, "taskId": tid})
     check("stopSession", {"sessionId": sid})
-    assert checked == set(schemas), set(schemas) - checked
+    assert {name for name, _ in pairs} == set(schemas), set(schemas)
+    out = pydeps_check("validate", stdin=json.dumps({
+        "schemas": list(schemas.values()),
+        "pairs": [[schemas[name], sc] for name, sc in pairs]}))
+    assert f"{len(pairs)} instances" in out, out
+    # And the check can fail: a result without its required fields does not pass.
+    bad = json.dumps({"schemas": [], "pairs": [[schemas["executeCode"], {"stdout": 1}]]})
+    helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mcp_pydeps.py")
+    p = subprocess.run([sys.executable, helper, "validate"], input=bad, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "invalid" in p.stdout, (p.stdout, p.stderr)
 
 
 # ---- argument type errors --------------------------------------------------------------
@@ -340,47 +348,9 @@ def test_progress_heartbeat_while_silent(server, session):
 # ---- the official MCP Python SDK -------------------------------------------------------
 
 
-def test_python_sdk_cancel_progress_and_schemas(host):
-    """The official MCP Python SDK over stdio: negotiates, lists tools (compiling their
-    outputSchemas), validates results against them, receives progress through its
-    callback, and cancels a call on its read timeout (it sends notifications/cancelled):
-    the cell stops and the variables are kept."""
-    pydeps("mcp")
-    import anyio
-    from mcp import ClientSession, StdioServerParameters
-    from mcp.client.stdio import stdio_client
-
-    seen = []
-
-    async def on_progress(progress, total, message):
-        seen.append((progress, message))
-
-    async def main():
-        params = StdioServerParameters(command=CODEQ, args=["mcp", "--warm-pool", "0"],
-                                       env=dict(os.environ))
-        with open(os.devnull, "w") as devnull:
-            async with stdio_client(params, errlog=devnull) as streams:
-                async with ClientSession(streams[0], streams[1]) as s:
-                    init = await s.initialize()
-                    assert init.protocol_version in SUPPORTED, init
-                    await s.list_tools()
-                    r = await s.call_tool("executeCode", {"code": "kept = 41\nkept"})
-                    assert not r.is_error and r.structured_content["exitCode"] == 0, r
-                    r = await s.call_tool(
-                        "executeCode",
-                        {"code": "import time\nfor i in range(3):\n    print('p', i, "
-                                 "flush=True)\n    time.sleep(0.3)"},
-                        progress_callback=on_progress)
-                    assert not r.is_error, r
-                    assert "p 2" in "".join(m or "" for _, m in seen), seen
-                    started = time.monotonic()
-                    with pytest.raises(Exception):
-                        await s.call_tool("executeCode", {"code": "while True:\n    pass"},
-                                          read_timeout_seconds=2)
-                    r = await s.call_tool("executeCode", {"code": "kept + 1"})
-                    assert time.monotonic() - started < 60
-                    assert not r.is_error and "42" in [c.text for c in r.content], r
-                    r = await s.call_tool("executeCode", {"code": 5})
-                    assert r.is_error and "must be a string" in r.content[0].text, r
-
-    anyio.run(main)
+def test_python_sdk_cancel_progress_and_schemas():
+    """The official MCP Python SDK over stdio (tests/e2e/mcp_pydeps.py sdk): negotiation,
+    outputSchema validation of results, progress through its callback, cancellation on
+    its read timeout keeping the variables, type errors as isError results."""
+    out = pydeps_check("sdk", CODEQ)
+    assert "ok: mcp " in out, out
