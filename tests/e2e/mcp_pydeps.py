@@ -1,4 +1,4 @@
-"""Checks that need packages from build/pydeps (the MCP Python SDK, jsonschema), run in
+"""Checks that need packages from build/pydeps-mcp (the MCP Python SDK, jsonschema), run in
 a process of their own: they need a newer attrs than the Debian one pytest has already
 imported, and two versions of a module cannot share one interpreter.
 
@@ -15,7 +15,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYDEPS = os.environ.get("CODEQ_PYDEPS") or os.path.join(REPO, "build", "pydeps")
+PYDEPS = os.environ.get("CODEQ_MCP_PYDEPS") or os.path.join(REPO, "build", "pydeps-mcp")
 sys.path.insert(0, PYDEPS)
 
 
@@ -24,7 +24,7 @@ def need(module):
         return __import__(module)
     except ImportError as e:
         print(f"{module} is missing ({e}): run scripts/setup, which installs it into "
-              f"{PYDEPS} (or set CODEQ_PYDEPS to where it is)")
+              f"{PYDEPS} (or set CODEQ_MCP_PYDEPS to where it is)")
         sys.exit(2)
 
 

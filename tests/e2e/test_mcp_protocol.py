@@ -7,7 +7,8 @@ schemas: every argument described, outputSchema present from 2025-06-18 on and e
 successful result's structuredContent valid against it.
 
 The SDK and jsonschema are not in Debian 12's packages we use: scripts/setup installs
-them into build/pydeps (or $CODEQ_PYDEPS); their absence fails these tests rather than
+them into build/pydeps-mcp (or $CODEQ_MCP_PYDEPS), and tests/e2e/mcp_pydeps.py runs
+their checks in a process of its own; their absence fails these tests rather than
 skipping them.
 """
 
@@ -31,15 +32,13 @@ from mcp_client import (
 )
 from mcp_fixtures import host, new_server, sc, server, session  # noqa: F401 (fixtures)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYDEPS = os.environ.get("CODEQ_PYDEPS") or os.path.join(REPO, "build", "pydeps")
 
 SUPPORTED = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST = "2025-11-25"
 
 
 def pydeps_check(*args, stdin=None, timeout=300):
-    """Runs mcp_pydeps.py (the checks that need build/pydeps, in a process of their
+    """Runs mcp_pydeps.py (the checks that need build/pydeps-mcp, in a process of their
     own); fails with its output unless it passed."""
     helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mcp_pydeps.py")
     p = subprocess.run([sys.executable, helper, *args], input=stdin, capture_output=True,

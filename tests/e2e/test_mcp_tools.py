@@ -143,7 +143,8 @@ def test_mcp_help():
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stderr == "", r
     assert r.stdout.startswith("usage: codeq mcp [--warm-pool N] [--max-sessions N]")
-    assert "(default 1;" in r.stdout and "protocol 2025-06-18" in r.stdout
+    assert "(default 1;" in r.stdout and "protocol 2024-11-05" in r.stdout
+    assert "2025-06-18" in r.stdout and "2025-11-25" in r.stdout
     assert "--brokers" in r.stdout
 
 
