@@ -530,8 +530,16 @@ void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char 
                        const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
                        struct cq_result *result)
 {
+    cq_backend_invoke_cancellable(b, session_id, tool, args, on_output, ctx, NULL, result);
+}
+
+void cq_backend_invoke_cancellable(struct cq_backend *b, const char *session_id, const char *tool,
+                                   const struct cq_invoke_args *args, cq_stream_fn on_output,
+                                   void *ctx, struct cq_cancel *cancel, struct cq_result *result)
+{
     if (b->worker != NULL) {
-        cq_worker_invoke(b->worker, session_id, tool, args, on_output, ctx, result);
+        cq_worker_invoke_cancellable(b->worker, session_id, tool, args, on_output, ctx, cancel,
+                                     result);
         cq_mcp_trace_kernel_run(result, tool);
         if (b->audit != NULL)
             audit_call(b, session_id, tool, args, result);

@@ -37,6 +37,11 @@ int cq_backend_stop_session(struct cq_backend *b, const char *session_id,
 void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char *tool,
                        const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
                        struct cq_result *result);
+/* cq_backend_invoke that cancel (worker.h; NULL: none) can cut short. The fleet's
+ * calls are not: they run on in their worker to their end. */
+void cq_backend_invoke_cancellable(struct cq_backend *b, const char *session_id, const char *tool,
+                                   const struct cq_invoke_args *args, cq_stream_fn on_output,
+                                   void *ctx, struct cq_cancel *cancel, struct cq_result *result);
 /* The embedded worker's audit log: a record per tool call, appended to path as JSON
  * lines (fleet/audit.h; signed with $CODEQ_AUDIT_KEY_FILE when set). */
 int cq_backend_audit_log(struct cq_backend *b, const char *path, struct cq_error *err);

@@ -1,20 +1,20 @@
 /* cli/cmd_mcp.c - `codeq mcp`: an MCP server on stdio (JSON-RPC 2.0, one message per
- * line, protocol 2025-06-18) in front of the embedded worker or of the fleet.
+ * line; protocol 2024-11-05 to 2025-11-25, the client's when codeq speaks it) in front of
+ * the embedded worker or of the fleet.
  *
- * Each tools/call runs on a thread of its own, so that a long executeCode does not
- * hold up a getTask or stopTask; responses are written whole, one line each, under a
- * lock. Anything malformed gets a JSON-RPC error and the server carries on. At end of
- * input the server waits for calls in progress, stops the connection's default session
- * and closes the backend: the embedded worker's sessions end with it, while a fleet's
- * sessions started with startSession live until their time to live.
+ * The protocol is cli/mcp_server.c's; this is its stdio transport: it reads lines
+ * while calls run on their threads (so a notifications/cancelled reaches the call it
+ * names) and writes each message whole, one line each. At end of input the server
+ * waits for calls in progress, stops the connection's default session and closes the
+ * backend: the embedded worker's sessions end with it, while a fleet's sessions
+ * started with startSession live until their time to live.
  */
 #define _GNU_SOURCE
 #include "cli/cli.h"
 #include "cli/line_reader.h"
 #include "cli/mcp_metrics.h"
-#include "cli/mcp_tools.h"
+#include "cli/mcp_server.h"
 #include "cli/mcp_trace.h"
-#include "cli/result_json.h"
 #include "common/units.h"
 
 #include <errno.h>
@@ -27,174 +27,18 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PROTOCOL_VERSION "2025-06-18"
 /* A writeFiles of 100 MB arrives base64-encoded inside one line. */
 #define MAX_LINE_BYTES (160ULL << 20)
-/* Calls run on threads of their own; beyond this many at once, a call is refused
- * rather than letting a flood exhaust threads and memory. */
-#define MAX_CALLS_RUNNING 64
 
-#ifndef CQ_VERSION
-#define CQ_VERSION "0.0.0"
-#endif
-
-static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t calls_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t calls_done = PTHREAD_COND_INITIALIZER;
-static unsigned calls_running;
-
-static void send_message(json_t *msg)
+/* The server's messages, one line each; the server never sends two at once. */
+static void send_line(void *ctx, void *channel, const char *text, size_t len, bool last)
 {
-    char *text = json_dumps(msg, JSON_COMPACT | CQ_JSON_REALS);
+    (void)ctx, (void)channel, (void)last;
     if (text == NULL)
         return;
-    pthread_mutex_lock(&out_lock);
-    fputs(text, stdout);
+    fwrite(text, 1, len, stdout);
     fputc('\n', stdout);
     fflush(stdout);
-    pthread_mutex_unlock(&out_lock);
-    free(text);
-}
-
-/* id: the request's id (borrowed), or NULL for null. */
-static void send_error(json_t *id, int code, const char *message)
-{
-    json_t *msg =
-        json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id != NULL ? id : json_null(),
-                  "error", "code", code, "message", message);
-    send_message(msg);
-    json_decref(msg);
-}
-
-static void send_result(json_t *id, json_t *result)
-{
-    json_t *msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result);
-    send_message(msg);
-    json_decref(msg);
-}
-
-struct call {
-    struct cq_mcp_context *ctx;
-    json_t *id;
-    char *name;
-    json_t *arguments;
-    json_t *params; /* for _meta (its trace context) */
-};
-
-static void *call_main(void *arg)
-{
-    struct call *c = arg;
-    int code = 0;
-    char message[512] = "";
-    struct cq_mcp_trace trace;
-    cq_mcp_trace_begin(&trace, c->params);
-    json_t *result = cq_mcp_call(c->ctx, c->name, c->arguments, &code, message, sizeof(message));
-    cq_mcp_trace_end(&trace, c->name, result);
-    if (result != NULL)
-        send_result(c->id, result);
-    else
-        send_error(c->id, code != 0 ? code : -32603, message[0] ? message : "internal error");
-    json_decref(c->id);
-    json_decref(c->arguments);
-    json_decref(c->params);
-    free(c->name);
-    free(c);
-    pthread_mutex_lock(&calls_lock);
-    if (--calls_running == 0)
-        pthread_cond_broadcast(&calls_done);
-    pthread_mutex_unlock(&calls_lock);
-    return NULL;
-}
-
-static void start_call(struct cq_mcp_context *ctx, json_t *id, json_t *params)
-{
-    json_t *name = json_object_get(params, "name");
-    if (!json_is_object(params) || !json_is_string(name)) {
-        send_error(id, -32602, "tools/call needs params {name, arguments}");
-        return;
-    }
-    struct call *c = calloc(1, sizeof(*c));
-    if (c == NULL || (c->name = strdup(json_string_value(name))) == NULL) {
-        free(c);
-        send_error(id, -32603, "out of memory");
-        return;
-    }
-    c->ctx = ctx;
-    c->id = json_incref(id);
-    c->arguments = json_incref(json_object_get(params, "arguments"));
-    c->params = json_incref(params);
-    pthread_mutex_lock(&calls_lock);
-    bool busy = calls_running >= MAX_CALLS_RUNNING;
-    if (!busy)
-        calls_running++;
-    pthread_mutex_unlock(&calls_lock);
-    if (busy) {
-        send_error(id, -32000, "server busy: too many calls in progress; retry later");
-        json_decref(c->id);
-        json_decref(c->arguments);
-        json_decref(c->params);
-        free(c->name);
-        free(c);
-        return;
-    }
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    int rc = pthread_create(&thread, &attr, call_main, c);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        pthread_mutex_lock(&calls_lock);
-        calls_running--;
-        pthread_mutex_unlock(&calls_lock);
-        send_error(id, -32603, "cannot start a thread for the call");
-        json_decref(c->id);
-        json_decref(c->arguments);
-        json_decref(c->params);
-        free(c->name);
-        free(c);
-    }
-}
-
-static void handle(struct cq_mcp_context *ctx, const char *line, size_t len)
-{
-    struct cq_mcp_message msg;
-    int code = 0;
-    char refusal[256];
-    int rc = cq_mcp_parse_message(line, len, &msg, &code, refusal, sizeof(refusal));
-    if (rc < 0)
-        send_error(msg.id, code, refusal);
-    if (rc <= 0) {
-        cq_mcp_message_free(&msg);
-        return;
-    }
-    json_t *id = msg.id;
-    json_t *params = msg.params;
-    const char *m = msg.method;
-    if (id == NULL) { /* notifications: nothing to answer */
-        cq_mcp_message_free(&msg);
-        return;
-    }
-    if (strcmp(m, "initialize") == 0) {
-        json_t *result = json_pack(
-            "{s:s, s:{s:{s:b}}, s:{s:s, s:s}, s:s}", "protocolVersion", PROTOCOL_VERSION,
-            "capabilities", "tools", "listChanged", 0, "serverInfo", "name", "codeq", "version",
-            CQ_VERSION, "instructions",
-            "codeq runs code in isolated, stateful sandboxes. Tools without a sessionId share "
-            "this connection's default session.");
-        send_result(id, result);
-    } else if (strcmp(m, "ping") == 0) {
-        send_result(id, json_object());
-    } else if (strcmp(m, "tools/list") == 0) {
-        send_result(id, json_pack("{s:o}", "tools", cq_mcp_tool_list()));
-    } else if (strcmp(m, "tools/call") == 0) {
-        start_call(ctx, id, params);
-    } else {
-        char text[256];
-        snprintf(text, sizeof(text), "method not found: %s", m);
-        send_error(id, -32601, text);
-    }
-    cq_mcp_message_free(&msg);
 }
 
 /* Standard input for the line reader. */
@@ -211,7 +55,9 @@ static void usage(FILE *out)
             "       codeq mcp --brokers HOST:PORT[,...] [--request-topic TOPIC]\n"
             "\n"
             "Serves codeq's tools over MCP on standard input and output (JSON-RPC 2.0,\n"
-            "one message per line, protocol " PROTOCOL_VERSION "): AgentCore's executeCode,\n"
+            "one message per line; protocol 2024-11-05, 2025-03-26, 2025-06-18 or\n"
+            "2025-11-25, as the client asks, else " CQ_MCP_PROTOCOL_LATEST
+            "): AgentCore's executeCode,\n"
             "executeCommand, readFiles, writeFiles, listFiles, removeFiles,\n"
             "startCommandExecution, getTask, stopTask, and startSession, stopSession,\n"
             "getSession, listSessions. Logs go to standard error.\n"
@@ -344,18 +190,16 @@ int cq_cmd_mcp(int argc, char **argv)
         fprintf(stderr, "codeq mcp: --otlp-endpoint: %s\n", err.msg);
         return CQ_EXIT_USAGE;
     }
-    struct cq_mcp_context ctx = {0};
-    pthread_mutex_init(&ctx.default_lock, NULL);
+    struct cq_backend *backend = NULL;
     struct cq_mcp_metrics *metrics = NULL;
     if (metrics_listen != NULL && metrics_listen[0] != '\0' &&
         cq_mcp_metrics_start("mcp", metrics_listen, &cfg, &metrics, &err) < 0) {
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         return CQ_EXIT_USAGE;
     }
-    int rc = cq_backend_open(&cfg, brokers, request_topic, &ctx.backend, &err);
-    if (rc == 0 && audit_log != NULL &&
-        (rc = cq_backend_audit_log(ctx.backend, audit_log, &err)) < 0)
-        cq_backend_close(ctx.backend);
+    int rc = cq_backend_open(&cfg, brokers, request_topic, &backend, &err);
+    if (rc == 0 && audit_log != NULL && (rc = cq_backend_audit_log(backend, audit_log, &err)) < 0)
+        cq_backend_close(backend);
     if (rc < 0) {
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         cq_mcp_metrics_stop(metrics);
@@ -363,36 +207,35 @@ int cq_cmd_mcp(int argc, char **argv)
         return CQ_EXIT_INTERNAL;
     }
     /* Interpreters with a warm pool get it now, not at their first session. */
-    cq_backend_warm_interpreters(ctx.backend);
+    cq_backend_warm_interpreters(backend);
+    struct cq_mcp_server *server = cq_mcp_server_new(backend, send_line, NULL);
+    if (server == NULL) {
+        fprintf(stderr, "codeq mcp: out of memory\n");
+        cq_backend_close(backend);
+        cq_mcp_metrics_stop(metrics);
+        cq_mcp_trace_stop();
+        return CQ_EXIT_INTERNAL;
+    }
     struct cq_line_reader reader;
     cq_line_reader_init(&reader, MAX_LINE_BYTES, read_stdin, NULL);
     const char *line;
     size_t n;
     while ((rc = cq_line_reader_next(&reader, &line, &n)) != 0) {
         if (rc < 0) {
-            send_error(NULL, -32600, "request larger than the 160 MB limit; ignored");
+            cq_mcp_server_refuse(server, NULL, -32600,
+                                 "request larger than the 160 MB limit; ignored");
             continue;
         }
         while (n > 0 && line[n - 1] == '\r')
             n--;
         if (n > 0)
-            handle(&ctx, line, n);
+            cq_mcp_server_handle(server, line, n, NULL);
     }
     cq_line_reader_free(&reader);
     cq_mcp_metrics_stopping(metrics);
-    pthread_mutex_lock(&calls_lock);
-    while (calls_running > 0)
-        pthread_cond_wait(&calls_done, &calls_lock);
-    pthread_mutex_unlock(&calls_lock);
-    /* The connection's default session is this server's own: in the fleet it would
-     * otherwise outlive the gateway until its time to live ran out. */
-    if (ctx.default_session[0] != '\0') {
-        struct cq_session_info info;
-        cq_backend_stop_session(ctx.backend, ctx.default_session, &info, &err);
-    }
-    cq_backend_close(ctx.backend);
+    cq_mcp_server_free(server); /* answers the calls in progress first */
+    cq_backend_close(backend);
     cq_mcp_metrics_stop(metrics); /* after the worker that counted in it */
-    pthread_mutex_destroy(&ctx.default_lock);
-    cq_mcp_trace_stop(); /* after the last call: its spans go too */
+    cq_mcp_trace_stop();          /* after the last call: its spans go too */
     return 0;
 }

@@ -12,117 +12,38 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SESSION_ID_PROPERTY                                                                        \
-    "\"sessionId\": {\"type\": \"string\", \"description\": \"The session to run in; omitted: "    \
-    "this connection's default session, started on first use.\"}"
-#define TIMEOUT_PROPERTY                                                                           \
-    "\"timeout\": {\"type\": \"number\", \"minimum\": 0, \"description\": \"Seconds this call "    \
-    "may take (default 300, never past the session's end). On expiry code is interrupted, a "      \
-    "command killed.\"}"
-
-/* One JSON text per tool: name, description, inputSchema. */
-static const char *const tool_json[] = {
-    "{\"name\": \"executeCode\", \"description\": \"Run Python, JavaScript or TypeScript code in "
-    "the session's persistent interpreter: variables, imports and files persist between calls. "
-    "Returns stdout and stderr, the value of a final expression, and every matplotlib figure as "
-    "a PNG image.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {" SESSION_ID_PROPERTY
-    ", \"code\": {\"type\": \"string\"}, \"language\": {\"type\": \"string\", \"enum\": "
-    "[\"python\", \"javascript\", \"typescript\"], \"default\": \"python\"}, \"clearContext\": "
-    "{\"type\": \"boolean\", \"description\": \"Start from empty variables.\"}, \"runtime\": "
-    "{\"type\": \"string\", \"enum\": [\"python\", \"nodejs\", \"deno\"]}, " TIMEOUT_PROPERTY
-    "}, \"required\": [\"code\"]}}",
-
-    "{\"name\": \"executeCommand\", \"description\": \"Run a shell command (/bin/sh -c) in the "
-    "session's workspace. stdout and stderr are kept apart and the real exit code is "
-    "returned.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {" SESSION_ID_PROPERTY
-    ", \"command\": {\"type\": \"string\"}, " TIMEOUT_PROPERTY "}, \"required\": [\"command\"]}}",
-
-    "{\"name\": \"readFiles\", \"description\": \"Read files of the workspace: text as text, "
-    "anything else as base64 blobs, with a MIME type.\", \"inputSchema\": {\"type\": \"object\", "
-    "\"properties\": {" SESSION_ID_PROPERTY ", \"paths\": {\"type\": \"array\", \"items\": "
-    "{\"type\": \"string\"}, \"description\": \"Relative to the workspace.\"}}, \"required\": "
-    "[\"paths\"]}}",
-
-    "{\"name\": \"listFiles\", \"description\": \"List a directory of the workspace (names, "
-    "sizes, types).\", \"inputSchema\": {\"type\": \"object\", \"properties\": "
-    "{" SESSION_ID_PROPERTY
-    ", \"directoryPath\": {\"type\": \"string\", \"description\": \"Relative to the workspace; "
-    "default: the workspace itself.\"}}}}",
-
-    "{\"name\": \"removeFiles\", \"description\": \"Remove files or directories (recursively) "
-    "from the workspace.\", \"inputSchema\": {\"type\": \"object\", \"properties\": "
-    "{" SESSION_ID_PROPERTY
-    ", \"paths\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}}}, \"required\": "
-    "[\"paths\"]}}",
-
-    "{\"name\": \"writeFiles\", \"description\": \"Write files into the workspace, creating "
-    "directories. Give text, or blob (base64) for bytes; up to 100 MB a file.\", "
-    "\"inputSchema\": {\"type\": \"object\", \"properties\": {" SESSION_ID_PROPERTY
-    ", \"content\": {\"type\": \"array\", \"items\": {\"type\": \"object\", \"properties\": "
-    "{\"path\": {\"type\": \"string\"}, \"text\": {\"type\": \"string\"}, \"blob\": {\"type\": "
-    "\"string\", \"contentEncoding\": \"base64\"}}, \"required\": [\"path\"]}}}, \"required\": "
-    "[\"content\"]}}",
-
-    "{\"name\": \"startCommandExecution\", \"description\": \"Start a shell command in the "
-    "background; returns a taskId for getTask and stopTask.\", \"inputSchema\": {\"type\": "
-    "\"object\", \"properties\": {" SESSION_ID_PROPERTY
-    ", \"command\": {\"type\": \"string\"}, " TIMEOUT_PROPERTY "}, \"required\": [\"command\"]}}",
-
-    "{\"name\": \"getTask\", \"description\": \"Status (working, completed, failed, canceled) "
-    "and output so far of a background command.\", \"inputSchema\": {\"type\": \"object\", "
-    "\"properties\": {" SESSION_ID_PROPERTY ", \"taskId\": {\"type\": \"string\"}}, "
-    "\"required\": [\"taskId\"]}}",
-
-    "{\"name\": \"stopTask\", \"description\": \"Stop a background command and everything it "
-    "started.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {" SESSION_ID_PROPERTY
-    ", \"taskId\": {\"type\": \"string\"}}, \"required\": [\"taskId\"]}}",
-
-    "{\"name\": \"startSession\", \"description\": \"Start a new sandboxed session and return "
-    "its sessionId.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {\"name\": "
-    "{\"type\": \"string\", \"maxLength\": 100}, \"sessionTimeoutSeconds\": {\"type\": "
-    "\"integer\", \"minimum\": 1, \"maximum\": 28800, \"default\": 900, \"description\": \"Time "
-    "to live from creation.\"}, \"memory\": {\"type\": \"string\", \"description\": \"Memory "
-    "limit, e.g. 1G.\"}, \"disk\": {\"type\": \"string\", \"description\": \"Workspace size, "
-    "e.g. 512M.\"}, \"cpus\": {\"type\": \"number\"}, \"pids\": {\"type\": \"integer\"}, "
-    "\"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"string\"}}, "
-    "\"networkMode\": {\"type\": \"string\", \"enum\": [\"NONE\", \"PUBLIC\", \"ALLOWLIST\"], "
-    "\"description\": \"NONE: loopback only; PUBLIC: public addresses and DNS; ALLOWLIST: "
-    "networkAllow only. Default: the server's (network_default).\"}, \"networkAllow\": "
-    "{\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"description\": \"ALLOWLIST: "
-    "destinations NAME, *.NAME, IP or CIDR, each with an optional :PORT.\"}, "
-    "\"codeInterpreterIdentifier\": {\"type\": \"string\", \"default\": \"codeq.default\", "
-    "\"description\": \"The code interpreter to start on (codeq interpreter list): its "
-    "runtime, network and limits are the session's; memory, disk, cpus, pids and "
-    "sessionTimeoutSeconds given here override its limits.\"}}}}",
-
-    "{\"name\": \"stopSession\", \"description\": \"Stop a session: its processes end and its "
-    "files are gone.\", \"inputSchema\": {\"type\": \"object\", \"properties\": {\"sessionId\": "
-    "{\"type\": \"string\"}}, \"required\": [\"sessionId\"]}}",
-
-    "{\"name\": \"getSession\", \"description\": \"A session's status (READY or TERMINATED), "
-    "creation time, time to live, code interpreter, runtime and limits.\", \"inputSchema\": "
-    "{\"type\": \"object\", \"properties\": "
-    "{\"sessionId\": {\"type\": \"string\"}}, \"required\": [\"sessionId\"]}}",
-
-    "{\"name\": \"listSessions\", \"description\": \"Sessions of this server, newest first.\", "
-    "\"inputSchema\": {\"type\": \"object\", \"properties\": {\"status\": {\"type\": \"string\", "
-    "\"enum\": [\"READY\", \"TERMINATED\"]}, \"maxResults\": {\"type\": \"integer\", \"minimum\": "
-    "1, \"maximum\": 100, \"default\": 10}, \"nextToken\": {\"type\": \"string\"}}}}",
-};
-
-json_t *cq_mcp_tool_list(void)
+/* What a client sent instead, for messages a model can act on. */
+static const char *type_name(const json_t *v)
 {
-    json_t *tools = json_array();
-    for (size_t i = 0; i < sizeof(tool_json) / sizeof(tool_json[0]); i++) {
-        json_error_t error;
-        json_t *tool = json_loads(tool_json[i], 0, &error);
-        if (tool == NULL) { /* a bug in the table above: fail loudly in tests */
-            fprintf(stderr, "codeq mcp: bad tool definition %zu: %s\n", i, error.text);
-            abort();
-        }
-        json_array_append_new(tools, tool);
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
-    return tools;
+    return "something else";
+}
+
+/* fmt's %s is the argument's name; the message ends with what was given instead. */
+static int wrong_type(int *code, char *msg, size_t len, const char *fmt, const char *arg,
+                      const json_t *given)
+{
+    *code = -32602;
+    int n = snprintf(msg, len, fmt, arg);
+    if (n >= 0 && (size_t)n < len)
+        snprintf(msg + n, len - (size_t)n, ", not %s", type_name(given));
+    return -1;
 }
 
 static int invalid(int *code, char *msg, size_t len, const char *fmt, const char *arg)
@@ -138,7 +59,7 @@ static int string_array(json_t *v, const char *name, const char ***out, size_t *
                         char *msg, size_t len)
 {
     if (!json_is_array(v))
-        return invalid(code, msg, len, "argument '%s' must be an array of strings", name);
+        return wrong_type(code, msg, len, "argument '%s' must be an array of strings", name, v);
     *out = calloc(json_array_size(v) + 1, sizeof(char *));
     if (*out == NULL)
         return invalid(code, msg, len, "%s", "out of memory");
@@ -146,8 +67,12 @@ static int string_array(json_t *v, const char *name, const char ***out, size_t *
     json_t *item;
     json_array_foreach(v, i, item)
     {
-        if (!json_is_string(item))
-            return invalid(code, msg, len, "argument '%s' must be an array of strings", name);
+        if (!json_is_string(item)) {
+            *code = -32602;
+            snprintf(msg, len, "argument '%s' must be an array of strings; item %zu is %s", name, i,
+                     type_name(item));
+            return -1;
+        }
         (*out)[i] = json_string_value(item);
     }
     *n = json_array_size(v);
@@ -201,7 +126,7 @@ static int get_string(json_t *args, const char *key, const char **out, int *code
     if (v == NULL || json_is_null(v))
         return 0;
     if (!json_is_string(v))
-        return invalid(code, msg, len, "argument '%s' must be a string", key);
+        return wrong_type(code, msg, len, "argument '%s' must be a string", key, v);
     *out = json_string_value(v);
     return 0;
 }
@@ -269,7 +194,7 @@ static int parse_invoke(json_t *args, struct cq_mcp_call_args *p, int *code, cha
     json_t *v = json_object_get(args, "clearContext");
     if (v != NULL && !json_is_null(v)) {
         if (!json_is_boolean(v))
-            return invalid(code, msg, len, "argument '%s' must be a boolean", "clearContext");
+            return wrong_type(code, msg, len, "argument '%s' must be a boolean", "clearContext", v);
         a->clear_context = json_is_true(v);
     }
     v = json_object_get(args, "timeout");
@@ -288,8 +213,8 @@ static int parse_invoke(json_t *args, struct cq_mcp_call_args *p, int *code, cha
     v = json_object_get(args, "content");
     if (v != NULL && !json_is_null(v)) {
         if (!json_is_array(v))
-            return invalid(code, msg, len, "argument '%s' must be an array of {path, text|blob}",
-                           "content");
+            return wrong_type(code, msg, len, "argument '%s' must be an array of {path, text|blob}",
+                              "content", v);
         p->content = calloc(json_array_size(v) + 1, sizeof(*p->content));
         if (p->content == NULL)
             return invalid(code, msg, len, "%s", "out of memory");
@@ -477,17 +402,16 @@ static json_t *list_sessions(struct cq_mcp_context *ctx, const struct cq_mcp_cal
                      "structuredContent", sc, "isError", 0);
 }
 
-int cq_mcp_parse_call(const char *name, json_t *arguments, struct cq_mcp_call_args *c, int *code,
-                      char *msg, size_t len, struct cq_error *err)
+static int parse_call(const char *name, json_t *arguments, struct cq_mcp_call_args *c, int *code,
+                      char *msg, size_t len, struct cq_error *err, bool *unknown)
 {
-    memset(c, 0, sizeof(*c));
     if (arguments == NULL || json_is_null(arguments))
         c->args = json_object();
     else
         c->args = json_incref(arguments);
     json_t *args = c->args;
     if (!json_is_object(args))
-        return invalid(code, msg, len, "the arguments of '%s' must be an object", name);
+        return wrong_type(code, msg, len, "%sarguments must be an object", "", args);
     if (strcmp(name, "startSession") == 0) {
         c->kind = CQ_MCP_START_SESSION;
         return parse_start_session(args, c, code, msg, len, err);
@@ -507,16 +431,33 @@ int cq_mcp_parse_call(const char *name, json_t *arguments, struct cq_mcp_call_ar
     bool known = false;
     for (size_t i = 0; cq_tool_names[i] != NULL; i++)
         known = known || strcmp(name, cq_tool_names[i]) == 0;
-    if (!known)
+    if (!known) {
+        *unknown = true;
         return invalid(code, msg, len, "unknown tool '%s'", name);
+    }
     c->kind = CQ_MCP_INVOKE;
     if (parse_invoke(args, c, code, msg, len) < 0)
         return -1;
     return get_string(args, "sessionId", &c->session_id, code, msg, len);
 }
 
+int cq_mcp_parse_call(const char *name, json_t *arguments, struct cq_mcp_call_args *c, int *code,
+                      char *msg, size_t len, struct cq_error *err)
+{
+    memset(c, 0, sizeof(*c));
+    bool unknown = false;
+    int rc = parse_call(name, arguments, c, code, msg, len, err, &unknown);
+    if (rc >= 0 || unknown)
+        return rc;
+    /* Arguments of the wrong type are the model's to correct: a result it reads
+     * (MCP 2025-11-25, "Tool Execution Errors"), not a protocol error. */
+    cq_error_set(err, CQ_EINVALID, "%s: %s", name, msg);
+    return 1;
+}
+
 static json_t *run_call(struct cq_mcp_context *ctx, const char *name,
-                        const struct cq_mcp_call_args *c)
+                        const struct cq_mcp_call_args *c, cq_stream_fn on_output, void *out_ctx,
+                        struct cq_cancel *cancel)
 {
     switch (c->kind) {
     case CQ_MCP_START_SESSION:
@@ -542,19 +483,23 @@ static json_t *run_call(struct cq_mcp_context *ctx, const char *name,
     struct cq_result r;
     cq_result_init(&r);
     if (session_of(ctx, c->session_id, session, &r) == 0)
-        cq_backend_invoke(ctx->backend, session, name, &c->invoke, NULL, NULL, &r);
+        cq_backend_invoke_cancellable(ctx->backend, session, name, &c->invoke, on_output, out_ctx,
+                                      cancel, &r);
     json_t *out = cq_result_to_json(&r);
     cq_result_free(&r);
     return out;
 }
 
-json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *args, int *code,
+json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *args,
+                    cq_stream_fn on_output, void *out_ctx, struct cq_cancel *cancel, int *code,
                     char *msg, size_t len)
 {
     struct cq_mcp_call_args c;
     struct cq_error err;
     int rc = cq_mcp_parse_call(name, args, &c, code, msg, len, &err);
-    json_t *out = rc > 0 ? error_result(&err) : rc == 0 ? run_call(ctx, name, &c) : NULL;
+    json_t *out = rc > 0    ? error_result(&err)
+                  : rc == 0 ? run_call(ctx, name, &c, on_output, out_ctx, cancel)
+                            : NULL;
     cq_mcp_call_args_free(&c);
     return out;
 }

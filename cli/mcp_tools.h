@@ -15,8 +15,10 @@ struct cq_mcp_context {
     char default_session[CQ_SESSION_ID_MAX + 1];
 };
 
-/* The `tools` array of a tools/list answer. New reference. */
-json_t *cq_mcp_tool_list(void);
+/* The `tools` array of a tools/list answer. New reference. output_schema: with each
+ * tool's outputSchema (protocol 2025-06-18 and later), which its structuredContent
+ * follows whenever isError is false. */
+json_t *cq_mcp_tool_list(bool output_schema);
 
 /* ---- parsing, without a backend (what the fuzz target tests/fuzz/fuzz_mcp.c feeds) --- */
 
@@ -65,18 +67,21 @@ struct cq_mcp_call_args {
     const char *next_token;
 };
 
-/* Checks a tools/call's name and arguments (NULL or null: none). 0; -1 for a protocol
- * error (*rpc_code -32602 and rpc_message); 1 for a value the tool refuses as a
- * result (err: a memory or disk size of startSession). Free c with
+/* Checks a tools/call's name and arguments (NULL or null: none). 0; -1 for an unknown
+ * tool, a protocol error (*rpc_code -32602 and rpc_message); 1 for arguments the tool
+ * refuses as a result (err, CQ_EINVALID: a wrong type, a value out of range, a memory
+ * size that does not parse), which the model can correct. Free c with
  * cq_mcp_call_args_free in every case. */
 int cq_mcp_parse_call(const char *name, json_t *arguments, struct cq_mcp_call_args *c,
                       int *rpc_code, char *rpc_message, size_t message_len, struct cq_error *err);
 void cq_mcp_call_args_free(struct cq_mcp_call_args *c);
 
 /* Runs tools/call; returns the CallToolResult (new reference), or NULL with
- * *rpc_code and rpc_message set for a protocol error (unknown tool, arguments of the
- * wrong shape: JSON-RPC -32602). */
-json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *arguments, int *rpc_code,
+ * *rpc_code and rpc_message set for a protocol error (an unknown tool: JSON-RPC
+ * -32602). on_output (may be NULL) gets executeCode's and executeCommand's output as
+ * it comes; cancel (NULL: none) cuts the call short (worker.h). */
+json_t *cq_mcp_call(struct cq_mcp_context *ctx, const char *name, json_t *arguments,
+                    cq_stream_fn on_output, void *out_ctx, struct cq_cancel *cancel, int *rpc_code,
                     char *rpc_message, size_t message_len);
 
 #endif

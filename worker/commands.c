@@ -120,6 +120,11 @@ static void set_timed_out(struct cq_result *r, double timeout_s)
         r->error_message = NULL;
 }
 
+static void kill_hook(void *proc)
+{
+    cq_process_kill(proc);
+}
+
 void cq_command_run(const struct cq_command *c, struct cq_result *r)
 {
     struct capture_pair cp = {.forward = c->on_output, .ctx = c->ctx};
@@ -141,7 +146,17 @@ void cq_command_run(const struct cq_command *c, struct cq_result *r)
     }
     struct cq_wait_io io = {.on_output = on_output, .ctx = &cp, .input_fd = -1};
     struct cq_process_report rep;
-    if (cq_process_wait(proc, &io, &rep, &err) < 0) {
+    /* Cleared before proc is freed: a cancellation then kills nothing that is gone. */
+    cq_cancel_hook(c->cancel, kill_hook, proc);
+    int waited = cq_process_wait(proc, &io, &rep, &err);
+    cq_cancel_hook(c->cancel, NULL, NULL);
+    bool cancelled = waited == 0 && rep.killed && cq_cancel_fired(c->cancel);
+    if (cancelled) {
+        rep.killed = false; /* the note below, not conclude()'s "stopped" */
+        cq_capture_note(&cp.out[1], "codeq: cancelled; the command and everything it started "
+                                    "were killed\n");
+    }
+    if (waited < 0) {
         cq_result_fail(r, CQ_RESULT_INTERNAL, "executeCommand: %s", err.msg);
         r->exit_code = -1; /* unknown: never 0 for a command whose end nobody saw */
         goto out;
@@ -152,7 +167,9 @@ void cq_command_run(const struct cq_command *c, struct cq_result *r)
     r->peak_memory_bytes = rep.peak_memory_bytes;
     if (rep.timed_out)
         set_timed_out(r, (double)c->timeout_ms / 1000.0);
-    r->is_error = r->exit_code != 0;
+    if (cancelled && r->error_message == NULL)
+        r->error_message = strdup("cancelled; the command was killed");
+    r->is_error = r->exit_code != 0 || cancelled;
     r->stdout_text = cq_capture_text(&cp.out[0]);
     r->stderr_text = cq_capture_text(&cp.out[1]);
     add_content(r);

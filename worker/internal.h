@@ -47,6 +47,14 @@ void cq_capture_free(struct cq_capture *c);
 /* Adds text (not NULL, not "") as stderr's labeled block; 0, or -1 out of memory. */
 int cq_content_stderr(struct cq_result *r, const char *text);
 
+/* ---- cancel.c: what a running call polls, or hooks, to learn it was cancelled ------- */
+
+/* An fd readable once c fired; -1 for NULL. */
+int cq_cancel_fd(const struct cq_cancel *c);
+/* Sets (hook non-NULL) or clears the function cq_cancel_fire calls; set after firing,
+ * it is called at once. Once cleared, it is no longer running nor called. */
+void cq_cancel_hook(struct cq_cancel *c, void (*hook)(void *arg), void *arg);
+
 /* ---- lines.c: lines from a peer that may be hostile ------------------------------- */
 
 struct cq_lines {
@@ -106,6 +114,7 @@ struct cq_execution {
     cq_stream_fn on_output;
     void *ctx;
     struct cq_metric_child *const *dropped; /* [stdout, stderr] (capture's); NULL: none */
+    struct cq_cancel *cancel;               /* NULL: none */
 };
 
 /* Runs a cell; fills result (content, structured content, is_error). When the kernel
@@ -161,6 +170,7 @@ struct cq_command {
     cq_stream_fn on_output;
     void *ctx;
     struct cq_metric_child *const *dropped; /* as in struct cq_execution */
+    struct cq_cancel *cancel;               /* executeCommand's; NULL: none */
 };
 
 void cq_command_run(const struct cq_command *c, struct cq_result *r);

@@ -498,6 +498,7 @@ struct cell {
     json_t *reply;    /* the kernel's answer, once it came */
     bool interrupted; /* SIGINT was sent */
     bool timed_out;   /* the deadline passed */
+    bool cancelled;   /* the call was cancelled (worker.h, struct cq_cancel) */
     bool gone;        /* the kernel died, was killed or stopped answering */
     bool out_of_memory;
 };
@@ -716,6 +717,18 @@ static void on_deadline(struct cq_kernel *k, struct cell *c, uint64_t now, uint6
     c->gone = true;
 }
 
+/* The call was cancelled: interrupted as on its deadline, with the same grace period
+ * before the kernel is killed. A cell past its deadline already is left to that. */
+static void on_cancel(struct cq_kernel *k, struct cell *c, uint64_t now, uint64_t *deadline)
+{
+    c->cancelled = true;
+    if (c->interrupted)
+        return;
+    c->interrupted = true;
+    cq_process_signal(k->proc, SIGINT);
+    *deadline = now + CQ_WORKER_INTERRUPT_GRACE_MS;
+}
+
 /* Reads the control socket for this cell's answer. The honest kernel sends exactly one
  * line per request, after the cell: any other line (stale, forged, or following the
  * answer) breaks the protocol, and the kernel is then replaced (c->gone). */
@@ -754,22 +767,27 @@ static void pump(struct cq_kernel *k, struct cell *c)
     while (!c->gone && c->reply == NULL) {
         uint64_t now = cq_now_ms();
         if (now >= deadline) {
-            on_deadline(k, c, now, &deadline);
+            if (c->cancelled && c->interrupted && !c->timed_out) {
+                cq_process_kill(k->proc); /* it ignored the interrupt */
+                c->gone = true;
+            } else
+                on_deadline(k, c, now, &deadline);
             continue;
         }
         uint64_t now_us = cq_now_us();
         bool quiet = now_us < pipes_from_us;
-        struct pollfd pfd[4] = {
+        struct pollfd pfd[5] = {
             {.fd = k->ctl_fd, .events = POLLIN},
             {.fd = k->out[0].done || quiet ? -1 : k->out[0].fd, .events = POLLIN},
             {.fd = k->out[1].done || quiet ? -1 : k->out[1].fd, .events = POLLIN},
             {.fd = cq_process_status_fd(k->proc), .events = POLLIN},
+            {.fd = c->cancelled ? -1 : cq_cancel_fd(c->x->cancel), .events = POLLIN},
         };
         uint64_t wait = deadline - now;
         uint64_t quiet_left_ms = quiet ? (pipes_from_us - now_us) / 1000 + 1 : wait;
         if (quiet_left_ms < wait)
             wait = quiet_left_ms;
-        if (poll(pfd, 4, wait > 60000 ? 60000 : (int)wait) < 0) {
+        if (poll(pfd, 5, wait > 60000 ? 60000 : (int)wait) < 0) {
             if (errno == EINTR)
                 continue;
             c->gone = true;
@@ -782,6 +800,8 @@ static void pump(struct cq_kernel *k, struct cell *c)
             read_answer(k, c);
         if (pfd[3].revents)
             c->gone = true;
+        if (pfd[4].revents)
+            on_cancel(k, c, cq_now_ms(), &deadline);
     }
 }
 
@@ -867,6 +887,11 @@ static void report_death(struct cq_kernel *k, struct cell *c)
                  "writing on it can send; the kernel was restarted: the context (variables, "
                  "imports) was reset\n",
                  lang, why);
+    else if (c->cancelled && !c->timed_out)
+        snprintf(note, sizeof(note),
+                 "codeq: cancelled; the %s kernel did not stop within %d s of the interrupt "
+                 "and was restarted: the context (variables, imports) was reset\n",
+                 lang, CQ_WORKER_INTERRUPT_GRACE_MS / 1000);
     else if (c->timed_out)
         snprintf(note, sizeof(note),
                  "codeq: timed out after %.3g s; the %s kernel did not stop within %d s of "
@@ -907,7 +932,8 @@ static void add_content(struct cq_result *result, json_t *reply, uint64_t limit)
 
 static void fill_result(struct cell *c, struct cq_result *result)
 {
-    bool ok = !c->gone && !c->timed_out && json_is_true(json_object_get(c->reply, "ok"));
+    bool ok =
+        !c->gone && !c->timed_out && !c->cancelled && json_is_true(json_object_get(c->reply, "ok"));
     result->stdout_text = cq_capture_text(&c->capture[0]);
     result->stderr_text = cq_capture_text(&c->capture[1]);
     result->exit_code = ok ? 0 : 1;
@@ -919,7 +945,11 @@ static void fill_result(struct cell *c, struct cq_result *result)
     if (c->timed_out)
         result->error_code = CQ_RESULT_TIMED_OUT;
     add_content(result, c->reply, c->x->output_limit);
-    if (c->timed_out) {
+    if (c->cancelled && !c->timed_out) {
+        free(result->error_message);
+        result->error_message = strdup(c->gone ? "cancelled; the context was reset"
+                                               : "cancelled; the cell was interrupted");
+    } else if (c->timed_out) {
         free(result->error_message);
         result->error_message = strdup(c->gone ? "timed out; the context was reset"
                                                : "timed out; the cell was interrupted");
@@ -962,7 +992,9 @@ void cq_kernel_execute(struct cq_kernel *k, const struct cq_execution *x, struct
         report_death(k, &cell);
     else
         forward_rest(&cell);
-    if (!cell.gone && cell.timed_out) {
+    if (!cell.gone && cell.cancelled && !cell.timed_out)
+        add_note(&cell, "codeq: cancelled; the cell was interrupted (variables are kept)\n");
+    else if (!cell.gone && cell.timed_out) {
         char note[200];
         snprintf(note, sizeof(note),
                  "codeq: timed out after %.3g s; the cell was interrupted "

@@ -84,8 +84,26 @@ static bool language_of(const struct cq_invoke_args *a, enum cq_language *out, s
     return true;
 }
 
+/* A call cancelled before its cell or command started: nothing runs. */
+static bool cancelled_before(const struct cq_cancel *cancel, const char *tool, struct cq_result *r)
+{
+    if (!cq_cancel_fired(cancel))
+        return false;
+    r->has_structured = true;
+    r->stdout_text = strdup("");
+    r->stderr_text = strdup("");
+    r->exit_code = 1;
+    r->is_error = true;
+    r->error_message = strdup("cancelled before it started");
+    char text[96];
+    snprintf(text, sizeof(text), "codeq: %s cancelled before it started", tool);
+    cq_result_add_text(r, text);
+    return true;
+}
+
 static void execute_code(struct cq_worker *w, struct cq_session *s, const struct cq_invoke_args *a,
-                         cq_stream_fn on_output, void *ctx, struct cq_result *r)
+                         cq_stream_fn on_output, void *ctx, struct cq_cancel *cancel,
+                         struct cq_result *r)
 {
     enum cq_language lang;
     uint64_t timeout_ms;
@@ -98,6 +116,11 @@ static void execute_code(struct cq_worker *w, struct cq_session *s, const struct
     bool javascript = lang != CQ_LANG_PYTHON;
     struct kernel_slot *slot = &s->kernels[javascript];
     pthread_mutex_lock(&slot->run);
+    /* A call cancelled while it waited for the kernel's previous cell. */
+    if (cancelled_before(cancel, "executeCode", r)) {
+        pthread_mutex_unlock(&slot->run);
+        return;
+    }
     struct cq_kernel *k = NULL;
     struct cq_error err;
     if (cq_session_kernel(w, s, javascript, &k, &err) < 0) {
@@ -114,6 +137,7 @@ static void execute_code(struct cq_worker *w, struct cq_session *s, const struct
         .on_output = on_output,
         .ctx = ctx,
         .dropped = cq_wmetrics_dropped(w),
+        .cancel = cancel,
     };
     bool dead = false;
     r->run_start_unix_ns = unix_ns();
@@ -232,6 +256,13 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
                       const struct cq_invoke_args *a, cq_stream_fn on_output, void *ctx,
                       struct cq_result *r)
 {
+    cq_worker_invoke_cancellable(w, session_id, tool, a, on_output, ctx, NULL, r);
+}
+
+void cq_worker_invoke_cancellable(struct cq_worker *w, const char *session_id, const char *tool,
+                                  const struct cq_invoke_args *a, cq_stream_fn on_output, void *ctx,
+                                  struct cq_cancel *cancel, struct cq_result *r)
+{
     cq_result_init(r);
     uint64_t started_us = cq_now_us();
     int t = tool_index(tool);
@@ -266,13 +297,15 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
                         cq_sandbox_net_stats(s->sandbox, &net_before, &ignored) == 0;
     switch ((enum tool)t) {
     case TOOL_EXECUTE_CODE:
-        execute_code(w, s, a, on_output, ctx, r);
+        execute_code(w, s, a, on_output, ctx, cancel, r);
         break;
     case TOOL_EXECUTE_COMMAND:
         if (a->command == NULL || a->command[0] == '\0')
             cq_result_fail(r, CQ_RESULT_INVALID_ARGUMENT, "executeCommand: 'command' is required");
-        else if (call_timeout(w, s, a, &timeout_ms, r)) {
+        else if (call_timeout(w, s, a, &timeout_ms, r) &&
+                 !cancelled_before(cancel, "executeCommand", r)) {
             struct cq_command c = command_of(w, s, a, timeout_ms, on_output, ctx);
+            c.cancel = cancel;
             r->run_start_unix_ns = unix_ns();
             cq_command_run(&c, r);
             r->run_end_unix_ns = unix_ns();

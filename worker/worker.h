@@ -183,6 +183,27 @@ void cq_worker_invoke(struct cq_worker *w, const char *session_id, const char *t
                       const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
                       struct cq_result *result);
 
+/* ---- cancelling a call (MCP's notifications/cancelled) ------------------------------ */
+
+/* A front end makes one per call it may cancel, passes it to
+ * cq_worker_invoke_cancellable and fires it from any thread. executeCode: the cell is
+ * interrupted as on its timeout (SIGINT: variables are kept; a kernel that ignores it is
+ * restarted after the grace period); executeCommand: the command and everything it
+ * started are killed; a cell or command not started yet does not start. The other
+ * tools are short and finish. The result says "cancelled". Fire it as often as wanted;
+ * free it once the call returned. */
+struct cq_cancel;
+
+int cq_cancel_create(struct cq_cancel **out, struct cq_error *err);
+void cq_cancel_fire(struct cq_cancel *c);
+bool cq_cancel_fired(const struct cq_cancel *c);
+void cq_cancel_free(struct cq_cancel *c);
+
+/* cq_worker_invoke that cancel (NULL: none) can cut short. */
+void cq_worker_invoke_cancellable(struct cq_worker *w, const char *session_id, const char *tool,
+                                  const struct cq_invoke_args *args, cq_stream_fn on_output,
+                                  void *ctx, struct cq_cancel *cancel, struct cq_result *result);
+
 /* ---- workspace snapshots (the fleet keeps session files in Redis) ----------------- */
 
 /* Called for each regular file of a workspace (links and special files are skipped);

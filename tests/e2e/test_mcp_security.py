@@ -177,6 +177,18 @@ def test_unknown_method(raw):
     ({"name": 5}, "tools/call needs params {name, arguments}"),
     ([1], "tools/call needs params {name, arguments}"),
     ({"name": "nope"}, "unknown tool 'nope'"),
+    ({"name": "executeCode", "_meta": {"progressToken": 1.5}},
+     "_meta.progressToken must be a string or an integer"),
+])
+def test_malformed_tool_calls_are_invalid_params(raw, params, text):
+    """tools/call that is not a CallToolRequest, or names an unknown tool: -32602 with
+    a message naming the problem; nothing runs."""
+    id = raw.send_request("tools/call", params)
+    assert text in error_of(raw.response(id), -32602, id)
+    still_serving(raw)
+
+
+@pytest.mark.parametrize("params, text", [
     ({"name": "executeCode", "arguments": [1]}, "must be an object"),
     ({"name": "executeCode", "arguments": "code"}, "must be an object"),
     ({"name": "executeCode", "arguments": {"code": 5}}, "argument 'code' must be a string"),
@@ -221,11 +233,17 @@ def test_unknown_method(raw):
                                                       {"path": "b", "blob": "eA=a"}]}},
      "the blob of 'b' is not valid base64"),
 ])
-def test_bad_tool_calls_are_invalid_params(raw, params, text):
-    """tools/call with an unknown tool or arguments of the wrong types: -32602 with a
-    message naming the problem; nothing runs."""
+def test_bad_arguments_are_error_results(raw, params, text):
+    """tools/call with arguments of the wrong types: a tool result with isError and
+    INVALID_ARGUMENT whose message names the argument and the problem (the model can
+    correct it; MCP 2025-11-25), not a protocol error; nothing runs."""
     id = raw.send_request("tools/call", params)
-    assert text in error_of(raw.response(id), -32602, id)
+    msg = raw.response(id)
+    assert "error" not in msg, msg
+    r = msg["result"]
+    assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+    assert text in r["_codeq_error"]["message"] and text in all_text(r), r
+    assert r["_codeq_error"]["message"].startswith(params["name"] + ": "), r
     still_serving(raw)
 
 
@@ -235,10 +253,12 @@ def test_rejected_calls_do_not_run(raw):
     s = start_session(raw)
     try:
         count = len(raw.call("listSessions", {})["structuredContent"]["items"])
-        raw.call_error("writeFiles", {"sessionId": s.id,
-                                      "content": [{"path": "ok.txt", "text": "x"},
-                                                  {"path": "bad", "blob": "!!"}]})
-        raw.call_error("executeCode", {"code": "open('ran.txt', 'w')", "timeout": "x"})
+        for tool, args in (("writeFiles", {"sessionId": s.id,
+                                           "content": [{"path": "ok.txt", "text": "x"},
+                                                       {"path": "bad", "blob": "!!"}]}),
+                           ("executeCode", {"code": "open('ran.txt', 'w')", "timeout": "x"})):
+            r = raw.call(tool, args)
+            assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
         assert len(raw.call("listSessions", {})["structuredContent"]["items"]) == count
         assert links(s.list()) == []
     finally:

@@ -144,7 +144,8 @@ def test_mcp_help():
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stderr == "", r
     assert r.stdout.startswith("usage: codeq mcp [--warm-pool N] [--max-sessions N]")
-    assert "(default 1;" in r.stdout and "protocol 2025-06-18" in r.stdout
+    assert "(default 1;" in r.stdout and "protocol 2024-11-05" in r.stdout
+    assert "2025-06-18" in r.stdout and "2025-11-25" in r.stdout
     assert "--brokers" in r.stdout
 
 
@@ -1206,18 +1207,21 @@ def test_session_limit(host):
 
 
 def test_start_session_argument_errors(server):
-    """Bad startSession arguments: -32602 for wrong types and ranges, an error result
-    for values the worker refuses."""
+    """Bad startSession arguments, wrong types and ranges as well as values the worker
+    refuses: error results (isError, INVALID_ARGUMENT) naming the argument."""
     for args in ({"sessionTimeoutSeconds": 0}, {"sessionTimeoutSeconds": 28801},
                  {"sessionTimeoutSeconds": "10"}, {"name": 5}, {"cpus": 0}, {"pids": -1},
                  {"env": {"A": 1}}, {"env": ["A=1"]}, {"memory": 128}):
-        err = server.call_error("startSession", args)
-        assert err["code"] == -32602, (args, err)
+        r = server.call("startSession", args)
+        assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", (args, r)
+        assert list(args)[0] in all_text(r) or "environment variable" in all_text(r), (args, r)
     for args, text in (({"name": "n" * 101}, "longer than 100 characters"),
                        ({"memory": "lots"}, "lots"),
                        ({"memory": "1K"}, "memory")):
         r = server.call("startSession", args)
         assert r["isError"] is True and text in all_text(r), (args, r)
-    for args in ({"status": "RUNNING"}, {"maxResults": 0}, {"maxResults": 101}):
-        assert server.call_error("listSessions", args)["code"] == -32602, args
-    assert server.call_error("getSession", {})["code"] == -32602
+    for tool, args in (("listSessions", {"status": "RUNNING"}),
+                       ("listSessions", {"maxResults": 0}),
+                       ("listSessions", {"maxResults": 101}), ("getSession", {})):
+        r = server.call(tool, args)
+        assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", (tool, args, r)

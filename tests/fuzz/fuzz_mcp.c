@@ -4,7 +4,8 @@
  * cli/cmd_mcp.c does), each checked by cq_mcp_parse_message as the server does before
  * dispatch; a tools/call request's name and arguments then go through
  * cq_mcp_parse_call, which converts them into the backend's shapes (struct
- * cq_invoke_args, struct cq_session_params) or refuses them with a JSON-RPC error.
+ * cq_invoke_args, struct cq_session_params) or refuses them (a JSON-RPC error for an
+ * unknown tool, an error result for arguments).
  * No backend is linked: the backend functions below abort, so a parser that reached
  * one would fail the run.
  *
@@ -49,11 +50,12 @@ int cq_backend_stop_session(struct cq_backend *b, const char *session_id,
     abort();
 }
 
-void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char *tool,
-                       const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
-                       struct cq_result *result)
+void cq_backend_invoke_cancellable(struct cq_backend *b, const char *session_id, const char *tool,
+                                   const struct cq_invoke_args *args, cq_stream_fn on_output,
+                                   void *ctx, struct cq_cancel *cancel, struct cq_result *result)
 {
-    (void)b, (void)session_id, (void)tool, (void)args, (void)on_output, (void)ctx, (void)result;
+    (void)b, (void)session_id, (void)tool, (void)args, (void)on_output, (void)ctx, (void)cancel;
+    (void)result;
     abort();
 }
 
@@ -110,7 +112,7 @@ static void tools_call(json_t *params)
     if (rc < 0)
         check(code == -32602 && message[0] != '\0');
     else if (rc > 0)
-        check(c.kind == CQ_MCP_START_SESSION && err.msg[0] != '\0');
+        check(err.msg[0] != '\0');
     else
         accepted(&c);
     cq_mcp_call_args_free(&c);

@@ -372,8 +372,9 @@ def test_bad_interpreters_at_session_start(store, runtime):
         r = start(server, codeInterpreterIdentifier="pub")
         assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
         assert "network_modes" in r["_codeq_error"]["message"], r
-        r = server.call_error("startSession", {"codeInterpreterIdentifier": 7})
-        assert "codeInterpreterIdentifier" in r["message"], r
+        r = server.call("startSession", {"codeInterpreterIdentifier": 7})
+        assert r["isError"] is True and error_code(r) == "INVALID_ARGUMENT", r
+        assert "codeInterpreterIdentifier" in r["_codeq_error"]["message"], r
         assert server.call("listSessions", {})["structuredContent"]["items"] == []
     finally:
         server.close()

@@ -713,6 +713,132 @@ START_TEST(timeout_restarts_a_kernel_that_ignores_the_interrupt)
 }
 END_TEST
 
+/* Fires a cancellation after a delay, from another thread (as an MCP server does when
+ * notifications/cancelled arrives). */
+struct delayed_cancel {
+    struct cq_cancel *cancel;
+    long after_ms;
+};
+
+static void *cancel_later(void *arg)
+{
+    struct delayed_cancel *d = arg;
+    sleep_ms(d->after_ms);
+    cq_cancel_fire(d->cancel);
+    return NULL;
+}
+
+/* Runs a tool with a cancellation fired after_ms later; returns how long it took. */
+static uint64_t invoke_cancelled(const char *id, const char *tool, struct cq_invoke_args *a,
+                                 long after_ms, struct cq_result *r)
+{
+    struct cq_cancel *cancel;
+    struct cq_error err;
+    ck_assert_msg(cq_cancel_create(&cancel, &err) == 0, "%s", err.msg);
+    struct delayed_cancel d = {cancel, after_ms};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, cancel_later, &d), 0);
+    uint64_t t0 = cq_now_ms();
+    cq_worker_invoke_cancellable(w, id, tool, a, NULL, NULL, cancel, r);
+    uint64_t took = cq_now_ms() - t0;
+    pthread_join(t, NULL);
+    cq_cancel_free(cancel);
+    return took;
+}
+
+START_TEST(cancel_interrupts_a_cell_and_keeps_variables)
+{
+    make_worker(0);
+    struct cq_session_info info = start("t");
+    const char *id = info.session_id;
+    expect_value(id, "python", "y = 7\ny", "7");
+    struct cq_result r;
+    struct cq_invoke_args a = {.code = "print('going', flush=True)\nwhile True:\n    pass",
+                               .timeout_s = 120};
+    uint64_t took = invoke_cancelled(id, "executeCode", &a, 1000, &r);
+    ck_assert(r.is_error);
+    ck_assert_msg(took >= 900 && took < 5000, "cancelled after 1 s, took %llu ms",
+                  (unsigned long long)took);
+    ck_assert_msg(r.error_message != NULL && strstr(r.error_message, "cancelled") != NULL, "%s",
+                  r.error_message ? r.error_message : "(none)");
+    ck_assert_str_eq(r.stdout_text, "going\n");
+    ck_assert_msg(strstr(r.stderr_text, "cancelled; the cell was interrupted (variables are kept)"),
+                  "stderr: %s", r.stderr_text);
+    cq_result_free(&r);
+    expect_value(id, "python", "y", "7");
+}
+END_TEST
+
+START_TEST(cancel_restarts_a_kernel_that_ignores_the_interrupt)
+{
+    make_worker(0);
+    struct cq_session_info info = start("t");
+    const char *id = info.session_id;
+    struct cq_result r;
+    struct cq_invoke_args a = {.code = "import signal, time\n"
+                                       "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                                       "time.sleep(60)",
+                               .timeout_s = 120};
+    uint64_t took = invoke_cancelled(id, "executeCode", &a, 500, &r);
+    ck_assert(r.is_error);
+    ck_assert_msg(took >= 500 + CQ_WORKER_INTERRUPT_GRACE_MS - 200 && took < 8000, "took %llu ms",
+                  (unsigned long long)took);
+    ck_assert_msg(strstr(r.stderr_text, "cancelled; the Python kernel did not stop"), "stderr: %s",
+                  r.stderr_text);
+    cq_result_free(&r);
+    expect_value(id, "python", "1 + 1", "2");
+}
+END_TEST
+
+START_TEST(cancel_kills_a_command)
+{
+    make_worker(0);
+    struct cq_session_info info = start("t");
+    const char *id = info.session_id;
+    struct cq_result r;
+    struct cq_invoke_args a = {.command = "echo go; sleep 100; echo never", .timeout_s = 120};
+    uint64_t took = invoke_cancelled(id, "executeCommand", &a, 500, &r);
+    ck_assert(r.is_error);
+    ck_assert_msg(took < 5000, "took %llu ms", (unsigned long long)took);
+    ck_assert_str_eq(r.stdout_text, "go\n");
+    ck_assert_msg(strstr(r.stderr_text, "codeq: cancelled; the command"), "stderr: %s",
+                  r.stderr_text);
+    ck_assert_msg(r.error_message != NULL && strstr(r.error_message, "cancelled"), "%s",
+                  r.error_message ? r.error_message : "(none)");
+    cq_result_free(&r);
+    command_in(id, "echo after", 30, &r);
+    ck_assert_str_eq(r.stdout_text, "after\n");
+    cq_result_free(&r);
+}
+END_TEST
+
+START_TEST(cancel_before_start_runs_nothing)
+{
+    make_worker(0);
+    struct cq_session_info info = start("t");
+    const char *id = info.session_id;
+    struct cq_cancel *cancel;
+    struct cq_error err;
+    ck_assert_int_eq(cq_cancel_create(&cancel, &err), 0);
+    cq_cancel_fire(cancel);
+    cq_cancel_fire(cancel); /* twice is fine */
+    struct cq_result r;
+    struct cq_invoke_args code = {.code = "ran = True"};
+    cq_worker_invoke_cancellable(w, id, "executeCode", &code, NULL, NULL, cancel, &r);
+    ck_assert(r.is_error);
+    cq_result_free(&r);
+    struct cq_invoke_args cmd = {.command = "touch ran.txt"};
+    cq_worker_invoke_cancellable(w, id, "executeCommand", &cmd, NULL, NULL, cancel, &r);
+    ck_assert(r.is_error);
+    cq_result_free(&r);
+    cq_cancel_free(cancel);
+    expect_value(id, "python", "'ran' in globals()", "False");
+    command_in(id, "test -e ran.txt && echo yes || echo no", 30, &r);
+    ck_assert_str_eq(r.stdout_text, "no\n");
+    cq_result_free(&r);
+}
+END_TEST
+
 struct chunks {
     char out[65536], err[65536];
     size_t out_len, err_len;
@@ -1384,6 +1510,10 @@ static Suite *worker_suite(void)
     tcase_add_test(tc, javascript_and_typescript);
     tcase_add_test(tc, timeout_interrupts_and_keeps_variables);
     tcase_add_test(tc, timeout_restarts_a_kernel_that_ignores_the_interrupt);
+    tcase_add_test(tc, cancel_interrupts_a_cell_and_keeps_variables);
+    tcase_add_test(tc, cancel_restarts_a_kernel_that_ignores_the_interrupt);
+    tcase_add_test(tc, cancel_kills_a_command);
+    tcase_add_test(tc, cancel_before_start_runs_nothing);
     tcase_add_test(tc, streaming_delivers_output_while_the_call_runs);
     tcase_add_test(tc, streaming_delivers_command_output_while_it_runs);
     tcase_add_test(tc, output_limit_applies_to_results_and_streams);
