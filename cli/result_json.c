@@ -119,7 +119,7 @@ json_t *cq_result_to_json(const struct cq_result *r)
     return o;
 }
 
-static json_t *iso_time(int64_t unix_ms)
+json_t *cq_json_iso_time(int64_t unix_ms)
 {
     time_t seconds = (time_t)(unix_ms / 1000);
     struct tm tm;
@@ -136,8 +136,8 @@ json_t *cq_session_to_json(const struct cq_session_info *info)
     put(o, "sessionId", text_string(info->session_id));
     put(o, "name", text_string(info->name));
     put(o, "status", json_string(info->status == CQ_SESSION_READY ? "READY" : "TERMINATED"));
-    put(o, "createdAt", iso_time(info->created_at_ms));
-    put(o, "lastUpdatedAt", iso_time(info->last_updated_at_ms));
+    put(o, "createdAt", cq_json_iso_time(info->created_at_ms));
+    put(o, "lastUpdatedAt", cq_json_iso_time(info->last_updated_at_ms));
     put(o, "sessionTimeoutSeconds", json_integer(info->session_timeout_s));
     /* codeq's additions (issue 13): AgentCore's casing, the numbers of sandbox.h. */
     static const char *const modes[] = {"NONE", "PUBLIC", "ALLOWLIST"};

@@ -15,5 +15,7 @@
 /* New reference, or NULL when out of memory. Blobs and images are base64. */
 json_t *cq_result_to_json(const struct cq_result *r);
 json_t *cq_session_to_json(const struct cq_session_info *info);
+/* A time as AgentCore writes it: ISO 8601 in UTC with milliseconds. */
+json_t *cq_json_iso_time(int64_t unix_ms);
 
 #endif

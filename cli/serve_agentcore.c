@@ -357,17 +357,6 @@ static const char *backend_interpreter(const char *id)
     return strcmp(id, AWS_DEFAULT_INTERPRETER) == 0 ? CQ_INTERPRETER_DEFAULT : id;
 }
 
-static json_t *iso_time(int64_t unix_ms)
-{
-    time_t seconds = (time_t)(unix_ms / 1000);
-    struct tm tm;
-    gmtime_r(&seconds, &tm);
-    char buf[40];
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
-    return json_string(buf);
-}
-
 static const char *session_id_param(const struct cq_http_request *req,
                                     struct cq_http_response *resp)
 {
@@ -445,7 +434,8 @@ static void start(struct cq_serve *s, const char *tenant, const char *interp,
             }
             set_json(resp, 200,
                      json_pack("{s:s, s:s, s:o}", "codeInterpreterIdentifier", interp, "sessionId",
-                               found.session_id, "createdAt", iso_time(found.created_at_ms)));
+                               found.session_id, "createdAt",
+                               cq_json_iso_time(found.created_at_ms)));
             goto out;
         }
     }
@@ -475,7 +465,7 @@ static void start(struct cq_serve *s, const char *tenant, const char *interp,
     }
     set_json(resp, 200,
              json_pack("{s:s, s:s, s:o}", "codeInterpreterIdentifier", interp, "sessionId",
-                       info.session_id, "createdAt", iso_time(info.created_at_ms)));
+                       info.session_id, "createdAt", cq_json_iso_time(info.created_at_ms)));
 out:
     json_decref(body);
 }
@@ -513,7 +503,7 @@ static void get_or_stop(struct cq_serve *s, bool stop, const char *tenant, const
     json_t *o;
     if (stop) {
         o = json_pack("{s:s, s:s, s:o}", "codeInterpreterIdentifier", interp, "sessionId",
-                      info.session_id, "lastUpdatedAt", iso_time(info.last_updated_at_ms));
+                      info.session_id, "lastUpdatedAt", cq_json_iso_time(info.last_updated_at_ms));
     } else {
         o = cq_session_to_json(&info);
         json_object_set_new(o, "codeInterpreterIdentifier", json_string(interp));
@@ -587,8 +577,8 @@ static void list(struct cq_serve *s, const char *tenant, const char *interp,
             json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o}", "codeInterpreterIdentifier", interp,
                                   "sessionId", page[i].session_id, "status",
                                   page[i].status == CQ_SESSION_READY ? "READY" : "TERMINATED",
-                                  "createdAt", iso_time(page[i].created_at_ms), "lastUpdatedAt",
-                                  iso_time(page[i].last_updated_at_ms));
+                                  "createdAt", cq_json_iso_time(page[i].created_at_ms),
+                                  "lastUpdatedAt", cq_json_iso_time(page[i].last_updated_at_ms));
             if (page[i].name[0] != '\0')
                 json_object_set_new(o, "name", json_string(page[i].name));
             json_array_append_new(items, o);
