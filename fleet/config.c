@@ -73,6 +73,9 @@ static const struct setting settings[] = {
     STR(log_executions, "on: one info line per execution (outcome, duration); off: none"),
     STR(metrics_listen, "HOST:PORT (or :PORT) serving /metrics, /healthz and /readyz; "
                         "unset: none"),
+    {"metrics_linger", UINT0, offsetof(struct cq_fleet_config, metrics_linger), 0,
+     "seconds /metrics stays up after the daemon drained, so that a last scrape sees its "
+     "final counts (sessions drained); a second SIGTERM ends it early (0: exit at once)"},
     STR(otlp_endpoint, "OTLP/HTTP collector spans are sent to "
                        "(http://HOST:4318/v1/traces); unset: no spans"),
     STR(keys_file, "tenants' keys (codeq tenant, codeq key), or redis (the keyring in Redis): only "

@@ -59,6 +59,7 @@ struct cq_fleet_config {
     char metrics_listen[256]; /* metrics_listen: HOST:PORT of /metrics, /healthz,
                                * /readyz; "" none */
     char otlp_endpoint[512];  /* otlp_endpoint: http(s)://HOST:PORT/v1/traces; "" no spans */
+    unsigned metrics_linger;  /* metrics_linger: seconds /metrics stays up after a drain */
     /* Tenants and signed requests (docs/security.md). */
     char keys_file[256];  /* keys_file: the tenants' keys; "" keeps the fleet keyless */
     unsigned auth_window; /* auth_window: seconds a signature stays acceptable */

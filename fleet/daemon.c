@@ -10,15 +10,35 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static const struct cq_fleet_daemon *running_ops;
 static void *running;
+static volatile sig_atomic_t signals_seen;
 
 static void on_signal(int sig)
 {
     (void)sig;
+    signals_seen++;
     if (running != NULL)
         running_ops->stop(running);
+}
+
+/* A counter that moves as the daemon stops (a worker's sessions drained) is never
+ * scraped if the process exits at once: Prometheus comes every 15 s or so. metrics_linger
+ * keeps /metrics up (and /readyz at 503, draining) that long after the drain; the next
+ * SIGTERM or SIGINT ends the wait, so an orchestrator's second signal is obeyed. */
+static void linger(const struct cq_fleet_config *cfg)
+{
+    if (cfg->metrics_linger == 0 || cfg->metrics_listen[0] == '\0')
+        return;
+    sig_atomic_t seen = signals_seen;
+    cq_log_event(CQ_LOG_INFO, "metrics_lingering", CQ_FIELDS(CQ_LI("seconds", cfg->metrics_linger)),
+                 "drained; /metrics stays up %u s for a last scrape (SIGTERM ends it)",
+                 cfg->metrics_linger);
+    struct timespec step = {.tv_nsec = 100 * 1000 * 1000};
+    for (unsigned i = 0; i < cfg->metrics_linger * 10 && signals_seen == seen; i++)
+        nanosleep(&step, NULL);
 }
 
 int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **argv)
@@ -59,6 +79,7 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
     if (rc < 0)
         cq_log_event(CQ_LOG_ERROR, "run_failed", CQ_FIELDS(CQ_LS("error", err.msg)), "%s", err.msg);
     running = NULL;
+    linger(&cfg);
     ops->destroy(daemon);
     cq_tracing_stop(); /* after the drain: the last requests' spans go too */
     return rc < 0 ? 1 : 0;

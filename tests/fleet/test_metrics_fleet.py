@@ -18,6 +18,7 @@ from conftest import BROKERS, free_port
 from driver import Driver, pb, texts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LINGER_S = 120  # metrics_linger of the module's worker: ended early by a second SIGTERM
 
 
 def get(port, path):
@@ -63,14 +64,15 @@ def wait_for(what, predicate, timeout=30):
 class MetricsFleet:
     """One dispatcher and one worker of fleet, each serving metrics on a port of its own."""
 
-    def __init__(self, fleet, redis):
+    def __init__(self, fleet, redis, linger_s=0):
         self.fleet = fleet
         self.worker_port, self.dispatcher_port = free_port(), free_port()
         # A lease of 15 s: a worker stopped for 8 s (the lag test) is not taken for lost,
-        # and its requests are not moved.
+        # and its requests are not moved. Its /metrics outlives its drain (the last test).
         self.wid = fleet.start_worker(
             "m", "--heartbeat-ms", "5000",
-            env={"CODEQ_METRICS_LISTEN": f"127.0.0.1:{self.worker_port}"})
+            env={"CODEQ_METRICS_LISTEN": f"127.0.0.1:{self.worker_port}",
+                 "CODEQ_METRICS_LINGER": str(linger_s)})
         fleet.wait_workers(redis, 1)
         self.dispatcher = fleet.start_dispatcher(
             env={"CODEQ_METRICS_LISTEN": f"127.0.0.1:{self.dispatcher_port}"})
@@ -94,7 +96,7 @@ def mfleet(services):
     from conftest import Fleet, REDIS_PORT
     import redis as redis_py
     f = Fleet()
-    m = MetricsFleet(f, redis_py.Redis(host="127.0.0.1", port=REDIS_PORT))
+    m = MetricsFleet(f, redis_py.Redis(host="127.0.0.1", port=REDIS_PORT), linger_s=LINGER_S)
     yield m
     f.stop()
 
@@ -288,18 +290,37 @@ def test_readyz_follows_redis(private_redis, new_fleet):
         scrape(m.dispatcher_port), "codeq_redis_reconnects_total") >= 1 or None)
 
 
-def test_a_session_moved_off_a_drained_worker_counts_as_adopted(mfleet, driver):
-    """Last in this module: it drains the module's worker."""
+def test_a_drained_worker_counts_its_sessions_and_the_adopter_counts_them(mfleet, driver):
+    """Last in this module: it drains the module's worker. metrics_linger keeps the
+    drained worker's /metrics up after its drain, so its final count is scraped."""
     import redis as redis_py
     from conftest import REDIS_PORT
-    sid = driver.start_session()  # on the one worker there is
-    assert driver.code(sid, "x = 6").is_error is False
+    wp = mfleet.worker_port
+    sids = [driver.start_session() for _ in range(2)]  # on the one worker there is
+    for sid in sids:
+        assert driver.code(sid, "x = 6").is_error is False
+    drained_before = value(scrape(wp), "codeq_sessions_drained_total")
     port = free_port()
     other = mfleet.fleet.start_worker("n", env={"CODEQ_METRICS_LISTEN": f"127.0.0.1:{port}"})
     mfleet.fleet.wait_workers(redis_py.Redis(host="127.0.0.1", port=REDIS_PORT), 2)
     wait_for("/healthz", lambda: _answers_http(port))
     assert value(scrape(port), "codeq_sessions_adopted_total") == 0
-    mfleet.worker.stop()  # SIGTERM: drains, hands its sessions off
-    assert texts(driver.code(sid, "x * 7"))[-1] == "42"
-    assert value(scrape(port), "codeq_sessions_adopted_total") == 1
+    # Every session this worker holds (this test's and the earlier tests') is handed off.
+    held = value(scrape(wp), "codeq_sessions_live")
+    assert held >= len(sids)
+    proc = mfleet.worker.proc
+    proc.send_signal(signal.SIGTERM)  # drains, hands its sessions off, then lingers
+    wait_for("the drained count", lambda: value(
+        scrape(wp), "codeq_sessions_drained_total") - drained_before == held or None)
+    status, _, body = get(wp, "/readyz")
+    assert status == 503 and "draining" in body, (status, body)
+    assert value(scrape(wp), "codeq_ready") == 0
+    assert proc.poll() is None, "exited before its metrics_linger"
+    for sid in sids:
+        assert texts(driver.code(sid, "x * 7"))[-1] == "42"
+    assert value(scrape(port), "codeq_sessions_adopted_total") == len(sids)
     assert other in mfleet.fleet.workers
+    # A second SIGTERM ends the linger at once.
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert proc.returncode == 0
