@@ -45,6 +45,11 @@ struct cq_backend {
     bool pools; /* keep the interpreters' warm pools (cq_backend_warm_interpreters) */
 };
 
+bool cq_backend_embedded(const struct cq_backend *b)
+{
+    return b->worker != NULL;
+}
+
 static struct defined *find_defined(struct cq_backend *b, const char *name)
 {
     for (size_t i = 0; i < b->n_defined; i++)

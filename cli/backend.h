@@ -15,6 +15,8 @@ struct cq_backend;
 int cq_backend_open(const struct cq_worker_config *cfg, const char *brokers,
                     const char *request_topic, struct cq_backend **out, struct cq_error *err);
 void cq_backend_close(struct cq_backend *b);
+/* Whether it is the embedded worker (its interpreters are the local store's). */
+bool cq_backend_embedded(const struct cq_backend *b);
 
 /* Code interpreters (runtime/interpreter.h): the embedded worker defines one from the
  * local store ($CODEQ_RUNTIME_STORE) when a session names it, and again when the

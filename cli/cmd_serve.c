@@ -42,6 +42,8 @@ static void usage(FILE *out)
             "SDKs (boto3's bedrock-agentcore client, bedrock-agentcore's CodeInterpreter and\n"
             "what is built on them) use codeq unmodified: point them at it with\n"
             "BEDROCK_AGENTCORE_DP_ENDPOINT=http://ADDR:PORT (boto3: endpoint_url).\n"
+            "Its control plane (Create/Get/List/DeleteCodeInterpreter: the local store's\n"
+            "code interpreters) answers at the same address: BEDROCK_AGENTCORE_CP_ENDPOINT.\n"
             "Requests are signed with SigV4: a key of the keys file is the client's access\n"
             "key id and its secret the secret access key (codeq tenant / codeq key make\n"
             "them); each key's tenant owns the sessions it starts. Logs go to standard error.\n"
@@ -336,7 +338,14 @@ int cq_cmd_serve(int argc, char **argv)
         goto out;
     }
     cq_backend_warm_interpreters(backend);
-    if (cq_serve_create(backend, auth, max_rate, &serve, &err) < 0) {
+    struct cq_serve_config sc = {
+        .backend = backend,
+        .auth = auth,
+        .max_rate = max_rate,
+        .local_store = cq_backend_embedded(backend),
+        .default_network = cfg.netpolicy.default_mode,
+    };
+    if (cq_serve_create(&sc, &serve, &err) < 0) {
         fprintf(stderr, "codeq serve: %s\n", err.msg);
         goto out;
     }

@@ -7,6 +7,11 @@
 #include "cli/backend.h"
 #include "common/tenant.h"
 #include "http/http.h"
+#include "sandbox/netpolicy.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
 
 /* ---- authentication (serve_auth.c) -------------------------------------------------- */
 
@@ -35,14 +40,50 @@ int cq_serve_authenticate(struct cq_serve_auth *a, const struct cq_http_request 
 
 struct cq_serve;
 
-/* auth NULL: requests are not authenticated (the command allows that on loopback only).
- * Both must outlive the server. max_rate: requests per second per tenant (a burst of as
- * many), beyond which ThrottlingException; 0: no limit. */
-int cq_serve_create(struct cq_backend *backend, struct cq_serve_auth *auth, unsigned max_rate,
-                    struct cq_serve **out, struct cq_error *err);
+struct cq_serve_config {
+    struct cq_backend *backend; /* outlives the server */
+    struct cq_serve_auth *auth; /* NULL: not authenticated (loopback only); outlives it */
+    /* Requests per second per tenant (a burst of as many), beyond which
+     * ThrottlingException; 0: no limit. */
+    unsigned max_rate;
+    /* The backend is the embedded worker, whose interpreters are the local store's (the
+     * control plane serves them); false in front of a fleet. */
+    bool local_store;
+    enum cq_network_mode default_network; /* of an interpreter that names none */
+};
+
+int cq_serve_create(const struct cq_serve_config *cfg, struct cq_serve **out, struct cq_error *err);
 /* Stops the sessions still running that this server started, and frees it. */
 void cq_serve_free(struct cq_serve *s);
 /* The HTTP handler (cq_http_handler) with s as its context. */
 void cq_serve_handle(void *s, const struct cq_http_request *req, struct cq_http_response *resp);
+
+/* AgentCore's answers, for the routes' modules: an error (type "ValidationException",
+ * ...: its HTTP status and x-amzn-ErrorType; reason: ValidationException's, or NULL),
+ * an error for err (by its code), a JSON body (taken; NULL: 500), the request's body as
+ * a JSON object ({} when empty; NULL after answering ValidationException). */
+void cq_serve_fail(struct cq_http_response *resp, const char *type, const char *reason,
+                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void cq_serve_fail_err(struct cq_http_response *resp, const struct cq_error *err);
+void cq_serve_set_json(struct cq_http_response *resp, int status, json_t *body);
+json_t *cq_serve_body_object(const struct cq_http_request *req, struct cq_http_response *resp);
+
+/* ---- the control plane of code interpreters (serve_control.c) ---------------------- */
+
+struct cq_serve_control {
+    bool local_store, authenticated;
+    enum cq_network_mode default_network;
+    pthread_mutex_t create_lock; /* a name or client token is checked and saved as one */
+};
+
+void cq_serve_control_init(struct cq_serve_control *c, bool local_store, bool authenticated,
+                           enum cq_network_mode default_network);
+void cq_serve_control_destroy(struct cq_serve_control *c);
+/* /code-interpreters (id NULL) or /code-interpreters/{id}, as tenant. */
+void cq_serve_control(struct cq_serve_control *c, const char *tenant, const char *id,
+                      const struct cq_http_request *req, struct cq_http_response *resp);
+/* 0 when tenant may not start sessions on interpreter id (answer it as not found). */
+int cq_serve_interpreter_usable(const struct cq_serve_control *c, const char *tenant,
+                                const char *id);
 
 #endif

@@ -21,6 +21,7 @@
 #include "cli/mcp_trace.h"
 #include "cli/result_json.h"
 #include "cli/serve.h"
+#include "common/cleanup.h"
 #include "http/eventstream.h"
 
 #include <ctype.h>
@@ -66,6 +67,7 @@ struct cq_serve {
     /* Starts with a clientToken are serialised, so that two retries of one start
      * cannot both start a session. */
     pthread_mutex_t start_lock;
+    struct cq_serve_control control;
 };
 
 /* ---- errors ---------------------------------------------------------------------- */
@@ -146,6 +148,33 @@ static void fail_err(struct cq_http_response *resp, const struct cq_error *err)
 {
     struct error_kind k = kind_of(err->code);
     fail(resp, k, k.status == 400 ? "FieldValidationFailed" : NULL, "%s", err->msg);
+}
+
+void cq_serve_fail(struct cq_http_response *resp, const char *type, const char *reason,
+                   const char *fmt, ...)
+{
+    static const struct error_kind *const kinds[] = {&VALIDATION, &NOT_FOUND, &QUOTA,   &DENIED,
+                                                     &CONFLICT,   &THROTTLED, &INTERNAL};
+    struct error_kind kind = INTERNAL;
+    for (size_t i = 0; i < CQ_ARRAY_LEN(kinds); i++)
+        if (strcmp(kinds[i]->type, type) == 0)
+            kind = *kinds[i];
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    fail(resp, kind, reason, "%s", message);
+}
+
+void cq_serve_fail_err(struct cq_http_response *resp, const struct cq_error *err)
+{
+    fail_err(resp, err);
+}
+
+void cq_serve_set_json(struct cq_http_response *resp, int status, json_t *body)
+{
+    set_json(resp, status, body);
 }
 
 /* ---- owned sessions ---------------------------------------------------------------- */
@@ -267,10 +296,11 @@ static bool interpreter_id_ok(const char *id)
     return strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
-enum route { R_NONE, R_START, R_STOP, R_GET, R_LIST, R_INVOKE };
+enum route { R_NONE, R_START, R_STOP, R_GET, R_LIST, R_INVOKE, R_INTERPRETERS, R_INTERPRETER };
 
-/* Splits the target's path into /code-interpreters/{id}/(sessions/VERB|tools/invoke).
- * R_NONE with a message when it is not one of them. */
+/* Splits the target's path into /code-interpreters/{id}/(sessions/VERB|tools/invoke),
+ * or the control plane's /code-interpreters[/{id}]. R_NONE with a message when it is
+ * not one of them. */
 static enum route route_of(const char *target, char id[INTERPRETER_ID_MAX + 1], char *why,
                            size_t why_size)
 {
@@ -297,15 +327,19 @@ static enum route route_of(const char *target, char id[INTERPRETER_ID_MAX + 1], 
             break;
         p = slash + 1;
     }
-    if (n != 4 || strcmp(seg[0], "code-interpreters") != 0) {
+    if ((n != 4 && n != 2 && n != 1) || strcmp(seg[0], "code-interpreters") != 0) {
         snprintf(why, why_size, "no such route");
         return R_NONE;
     }
+    if (n == 1)
+        return R_INTERPRETERS;
     if (!interpreter_id_ok(seg[1])) {
         snprintf(why, why_size, "invalid code interpreter identifier");
         return R_NONE;
     }
     snprintf(id, INTERPRETER_ID_MAX + 1, "%s", seg[1]);
+    if (n == 2)
+        return R_INTERPRETER;
     if (strcmp(seg[2], "tools") == 0 && strcmp(seg[3], "invoke") == 0)
         return R_INVOKE;
     if (strcmp(seg[2], "sessions") == 0) {
@@ -332,7 +366,7 @@ static const char *method_of(enum route r)
 }
 
 /* The body as a JSON object; an empty body is {}. NULL with a ValidationException. */
-static json_t *body_object(const struct cq_http_request *req, struct cq_http_response *resp)
+json_t *cq_serve_body_object(const struct cq_http_request *req, struct cq_http_response *resp)
 {
     if (req->body_len == 0)
         return json_object();
@@ -373,7 +407,11 @@ static const char *session_id_param(const struct cq_http_request *req,
 static void start(struct cq_serve *s, const char *tenant, const char *interp,
                   const struct cq_http_request *req, struct cq_http_response *resp)
 {
-    json_t *body = body_object(req, resp);
+    if (!cq_serve_interpreter_usable(&s->control, tenant, interp)) {
+        fail(resp, NOT_FOUND, NULL, "no code interpreter '%s'", interp);
+        return;
+    }
+    json_t *body = cq_serve_body_object(req, resp);
     if (body == NULL)
         return;
     struct cq_session_params params = {.interpreter = backend_interpreter(interp)};
@@ -478,7 +516,7 @@ static void get_or_stop(struct cq_serve *s, bool stop, const char *tenant, const
         return;
     if (stop) {
         /* Stop's body holds only its clientToken: still, it must be JSON. */
-        json_t *body = body_object(req, resp);
+        json_t *body = cq_serve_body_object(req, resp);
         if (body == NULL)
             return;
         json_decref(body);
@@ -514,7 +552,7 @@ static void get_or_stop(struct cq_serve *s, bool stop, const char *tenant, const
 static void list(struct cq_serve *s, const char *tenant, const char *interp,
                  const struct cq_http_request *req, struct cq_http_response *resp)
 {
-    json_t *body = body_object(req, resp);
+    json_t *body = cq_serve_body_object(req, resp);
     if (body == NULL)
         return;
     size_t max = 10;
@@ -618,7 +656,7 @@ static void invoke(struct cq_serve *s, const char *tenant, const char *interp,
              CQ_SERVE_SESSION_HEADER);
         return;
     }
-    json_t *body = body_object(req, resp);
+    json_t *body = cq_serve_body_object(req, resp);
     if (body == NULL)
         return;
     struct cq_mcp_call_args c = {0};
@@ -751,7 +789,8 @@ void cq_serve_handle(void *ctx, const struct cq_http_request *req, struct cq_htt
         fail(resp, NOT_FOUND, NULL, "%s", why);
         return;
     }
-    if (strcmp(req->method, method_of(r)) != 0) {
+    bool control = r == R_INTERPRETERS || r == R_INTERPRETER;
+    if (!control && strcmp(req->method, method_of(r)) != 0) {
         fail(resp, VALIDATION, "CannotParse", "this route takes %s", method_of(r));
         resp->status = 405;
         resp->allow = method_of(r);
@@ -775,6 +814,10 @@ void cq_serve_handle(void *ctx, const struct cq_http_request *req, struct cq_htt
         return;
     }
     switch (r) {
+    case R_INTERPRETERS:
+    case R_INTERPRETER:
+        cq_serve_control(&s->control, tenant, r == R_INTERPRETER ? interp : NULL, req, resp);
+        break;
     case R_START:
         start(s, tenant, interp, req, resp);
         break;
@@ -793,18 +836,18 @@ void cq_serve_handle(void *ctx, const struct cq_http_request *req, struct cq_htt
     }
 }
 
-int cq_serve_create(struct cq_backend *backend, struct cq_serve_auth *auth, unsigned max_rate,
-                    struct cq_serve **out, struct cq_error *err)
+int cq_serve_create(const struct cq_serve_config *cfg, struct cq_serve **out, struct cq_error *err)
 {
     struct cq_serve *s = calloc(1, sizeof(*s));
     if (s == NULL ||
-        (max_rate > 0 && (s->buckets = calloc(MAX_BUCKETS, sizeof(*s->buckets))) == NULL)) {
+        (cfg->max_rate > 0 && (s->buckets = calloc(MAX_BUCKETS, sizeof(*s->buckets))) == NULL)) {
         free(s);
         return cq_error_sys(err, ENOMEM, "serve");
     }
-    s->backend = backend;
-    s->auth = auth;
-    s->max_rate = max_rate;
+    s->backend = cfg->backend;
+    s->auth = cfg->auth;
+    s->max_rate = cfg->max_rate;
+    cq_serve_control_init(&s->control, cfg->local_store, cfg->auth != NULL, cfg->default_network);
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->start_lock, NULL);
     *out = s;
@@ -826,5 +869,6 @@ void cq_serve_free(struct cq_serve *s)
     free(s->buckets);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->start_lock);
+    cq_serve_control_destroy(&s->control);
     free(s);
 }

@@ -36,9 +36,57 @@
 
 /* --- parsing -------------------------------------------------------------------------- */
 
-static const char *const known_keys[] = {"name",     "runtime", "network",  "allow",
-                                         "memory",   "cpus",    "disk",     "sessionTimeoutSeconds",
-                                         "warmPool", "tenants", "createdAt"};
+static const char *const known_keys[] = {
+    "name",     "runtime", "network",   "allow",
+    "memory",   "cpus",    "disk",      "sessionTimeoutSeconds",
+    "warmPool", "tenants", "createdAt", "agentcore"};
+
+/* The keys of "agentcore" (struct cq_interpreter_def's agentcore) and their limits. */
+static const struct {
+    const char *key;
+    size_t offset, max;
+} agentcore_keys[] = {
+    {"name", offsetof(struct cq_interpreter_def, agentcore.name), 48},
+    {"description", offsetof(struct cq_interpreter_def, agentcore.description), 4096},
+    {"executionRoleArn", offsetof(struct cq_interpreter_def, agentcore.role_arn), 2048},
+    {"clientToken", offsetof(struct cq_interpreter_def, agentcore.client_token), 256},
+};
+
+static char **agentcore_field(struct cq_interpreter_def *d, size_t i)
+{
+    return (char **)((char *)d + agentcore_keys[i].offset);
+}
+
+static int parse_agentcore(json_t *root, struct cq_interpreter_def *d, struct cq_error *err)
+{
+    json_t *o = json_object_get(root, "agentcore");
+    if (o == NULL)
+        return 0;
+    if (!json_is_object(o))
+        return cq_error_set(err, CQ_EINVALID, "agentcore: must be an object");
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        size_t i = 0;
+        while (i < CQ_ARRAY_LEN(agentcore_keys) && strcmp(key, agentcore_keys[i].key) != 0)
+            i++;
+        if (i == CQ_ARRAY_LEN(agentcore_keys))
+            return cq_error_set(err, CQ_EINVALID,
+                                "agentcore: unknown key '%.80s' (known: name, description, "
+                                "executionRoleArn, clientToken)",
+                                key);
+        size_t n = json_string_length(v);
+        if (!json_is_string(v) || n == 0 || n > agentcore_keys[i].max ||
+            strlen(json_string_value(v)) != n)
+            return cq_error_set(err, CQ_EINVALID,
+                                "agentcore.%s: must be text of 1 to %zu characters", key,
+                                agentcore_keys[i].max);
+        if ((*agentcore_field(d, i) = strdup(json_string_value(v))) == NULL)
+            return cq_error_sys(err, ENOMEM, "agentcore");
+    }
+    return 0;
+}
 
 /* An integer field in [min, max]; absent leaves *out alone. */
 static int get_uint(json_t *root, const char *key, uint64_t min, uint64_t max, uint64_t *out,
@@ -189,7 +237,7 @@ static int parse_obj(json_t *root, struct cq_interpreter_def *d, struct cq_error
             return cq_error_set(err, CQ_EINVALID,
                                 "unknown key '%.80s' (known: name, runtime, network, allow, "
                                 "memory, cpus, disk, sessionTimeoutSeconds, warmPool, tenants, "
-                                "createdAt)",
+                                "createdAt, agentcore)",
                                 key);
     }
     v = json_object_get(root, "name");
@@ -205,7 +253,8 @@ static int parse_obj(json_t *root, struct cq_interpreter_def *d, struct cq_error
             return cq_error_prefix(err, "runtime");
         snprintf(d->runtime, sizeof(d->runtime), "%s", json_string_value(v));
     }
-    if (parse_network(root, d, err) < 0 || parse_tenants(root, d, err) < 0)
+    if (parse_network(root, d, err) < 0 || parse_tenants(root, d, err) < 0 ||
+        parse_agentcore(root, d, err) < 0)
         return -1;
     uint64_t u = 0;
     if (get_uint(root, "memory", MEMORY_MIN, SIZE_MAX_BYTES, &d->memory_bytes, " bytes", err) < 0 ||
@@ -288,6 +337,16 @@ char *cq_interpreter_def_json(const struct cq_interpreter_def *d)
         format_time(d->created_ms, when);
         json_object_set_new(o, "createdAt", json_string(when));
     }
+    json_t *agentcore = json_object();
+    for (size_t i = 0; i < CQ_ARRAY_LEN(agentcore_keys); i++) {
+        const char *value = *agentcore_field((struct cq_interpreter_def *)d, i);
+        if (value != NULL)
+            json_object_set_new(agentcore, agentcore_keys[i].key, json_string(value));
+    }
+    if (json_object_size(agentcore) > 0)
+        json_object_set_new(o, "agentcore", agentcore);
+    else
+        json_decref(agentcore);
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     return text;
@@ -319,6 +378,10 @@ void cq_interpreter_def_free(struct cq_interpreter_def *def)
     free(def->tenants);
     def->tenants = NULL;
     def->n_tenants = 0;
+    for (size_t i = 0; i < CQ_ARRAY_LEN(agentcore_keys); i++) {
+        free(*agentcore_field(def, i));
+        *agentcore_field(def, i) = NULL;
+    }
 }
 
 /* The built-in one: the worker's own settings (its defaults, as cq_worker_config_init

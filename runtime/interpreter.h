@@ -40,6 +40,15 @@ struct cq_interpreter_def {
     char **tenants;
     size_t n_tenants;
     int64_t created_ms; /* Unix time */
+    /* What AgentCore's CreateCodeInterpreter was given (`codeq serve`), kept only to be
+     * answered back by Get and List: none of it changes what a session gets. NULL:
+     * not given. */
+    struct {
+        char *name;         /* its SandboxName; the definition's name is the id */
+        char *description;  /* 1 to 4096 characters */
+        char *role_arn;     /* executionRoleArn: codeq's sandboxes hold no cloud role */
+        char *client_token; /* a repeated create with it answers this definition */
+    } agentcore;
 };
 
 /* Parses and validates a definition (strict: unknown keys, a bad name, a bad mode or

@@ -71,6 +71,10 @@ def test_serve_gateway_on_the_fleet(fleet, redis_client):
         status, out = call("GET", f"/code-interpreters/{ID}/sessions/get?sessionId={sid}")
         assert json.loads(out)["status"] == "TERMINATED", out
         assert left in fleet_sessions(redis_client, fleet)
+        # The fleet's interpreters live in its Redis, which the gateway does not reach:
+        # the control plane says so rather than serving the local store's.
+        status, out = call("POST", "/code-interpreters", {})
+        assert status == 400 and b"codeq interpreter --fleet" in out, out
         conn.close()
     finally:
         p.send_signal(signal.SIGTERM)

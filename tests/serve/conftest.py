@@ -113,6 +113,25 @@ def beta(server, keys):
     return client(server, keys["beta"])
 
 
+def sdk_module(dp_endpoint, cp_endpoint=None):
+    """The SDK's code_interpreter_client as it is when imported with these endpoints in
+    the environment (it reads them at import): reloaded, so that modules using other
+    servers do not see each other's."""
+    import importlib
+    for name, value in (("BEDROCK_AGENTCORE_DP_ENDPOINT", dp_endpoint),
+                        ("BEDROCK_AGENTCORE_CP_ENDPOINT", cp_endpoint)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    importlib.reload(importlib.import_module("bedrock_agentcore._utils.endpoints"))
+    module = importlib.reload(
+        importlib.import_module("bedrock_agentcore.tools.code_interpreter_client"))
+    assert module.DP_ENDPOINT_OVERRIDE == dp_endpoint
+    assert module.CP_ENDPOINT_OVERRIDE == cp_endpoint
+    return module
+
+
 def results(response):
     """The result events of an invoke_code_interpreter answer."""
     return [e["result"] for e in response["stream"] if "result" in e]

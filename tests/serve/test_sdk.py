@@ -1,7 +1,6 @@
 """tests/serve/test_sdk.py - the AgentCore Python SDK (bedrock-agentcore's
 CodeInterpreter) and plain boto3 against `codeq serve`, unmodified: pointed at codeq by
 BEDROCK_AGENTCORE_DP_ENDPOINT and given a codeq key as AWS credentials."""
-import importlib
 import os
 import re
 import signal
@@ -12,7 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import PYDEPS, REGION, REPO, results
+from conftest import PYDEPS, REGION, REPO, results, sdk_module
 
 BINARY = bytes(range(256)) * 64 + b"\xff\xfe\x00\x80"  # not UTF-8: must come back as bytes
 
@@ -20,9 +19,7 @@ BINARY = bytes(range(256)) * 64 + b"\xff\xfe\x00\x80"  # not UTF-8: must come ba
 @pytest.fixture(scope="module")
 def sdk(server, keys):
     # The SDK reads its endpoint from the environment when it is imported.
-    os.environ["BEDROCK_AGENTCORE_DP_ENDPOINT"] = server.endpoint
-    module = importlib.import_module("bedrock_agentcore.tools.code_interpreter_client")
-    assert module.DP_ENDPOINT_OVERRIDE == server.endpoint
+    module = sdk_module(server.endpoint)
 
     def make(tenant):
         key_id, secret = keys[tenant]

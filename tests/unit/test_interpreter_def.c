@@ -281,6 +281,41 @@ static size_t entries(const char *sub)
     return n;
 }
 
+/* What CreateCodeInterpreter was given (codeq serve): kept through the JSON round
+ * trip, strict like the rest. */
+START_TEST(agentcore_metadata)
+{
+    struct cq_interpreter_def d;
+    def_ok("{\"name\": \"analytics-a1b2c3d4e5\", \"agentcore\": {\"name\": \"Analytics\", "
+           "\"description\": \"team A\", \"executionRoleArn\": "
+           "\"arn:aws:iam::123456789012:role/R\", \"clientToken\": "
+           "\"0123456789abcdef0123456789abcdef0\"}}",
+           &d);
+    ck_assert_str_eq(d.agentcore.name, "Analytics");
+    ck_assert_str_eq(d.agentcore.description, "team A");
+    ck_assert_str_eq(d.agentcore.role_arn, "arn:aws:iam::123456789012:role/R");
+    ck_assert_str_eq(d.agentcore.client_token, "0123456789abcdef0123456789abcdef0");
+    cq_autofree char *json = cq_interpreter_def_json(&d);
+    struct cq_interpreter_def again;
+    def_ok(json, &again);
+    ck_assert_str_eq(again.agentcore.name, "Analytics");
+    ck_assert_str_eq(again.agentcore.client_token, d.agentcore.client_token);
+    cq_interpreter_def_free(&again);
+    cq_interpreter_def_free(&d);
+
+    def_ok("{\"name\": \"plain\"}", &d);
+    ck_assert_ptr_null(d.agentcore.name);
+    cq_autofree char *plain = cq_interpreter_def_json(&d);
+    ck_assert_ptr_null(strstr(plain, "agentcore"));
+    cq_interpreter_def_free(&d);
+
+    def_bad("{\"name\": \"x\", \"agentcore\": {\"tags\": \"a\"}}", "agentcore: unknown key 'tags'");
+    def_bad("{\"name\": \"x\", \"agentcore\": {\"name\": \"\"}}", "agentcore.name");
+    def_bad("{\"name\": \"x\", \"agentcore\": {\"description\": 3}}", "agentcore.description");
+    def_bad("{\"name\": \"x\", \"agentcore\": []}", "agentcore: must be an object");
+}
+END_TEST
+
 START_TEST(store_save_load_list_remove)
 {
     struct cq_error err = {0};
@@ -424,6 +459,7 @@ int main(void)
     tcase_add_test(tc, bad_definitions);
     tcase_add_test(tc, tenants);
     tcase_add_test(tc, json_round_trip);
+    tcase_add_test(tc, agentcore_metadata);
     suite_add_tcase(s, tc);
     tc = tcase_create("store");
     tcase_add_checked_fixture(tc, store_setup, store_teardown);
