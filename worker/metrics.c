@@ -276,13 +276,34 @@ void cq_wmetrics_call(struct cq_worker *w, const struct cq_session *s, const cha
         cq_metric_child_observe(wm->peak_memory, (double)r->peak_memory_bytes);
 }
 
-void cq_wmetrics_network(struct cq_worker *w, uint64_t sent, uint64_t received)
+void cq_wmetrics_network_begin(struct cq_worker *w, struct cq_session *s,
+                               const struct cq_sandbox_net_stats *before)
+{
+    uint64_t skipped;
+    if (w->metrics == NULL)
+        return;
+    /* The first call in flight skips what the sandbox did since the last one ended;
+     * a call overlapping another leaves it to count from where that one is. */
+    if (atomic_fetch_add(&s->net_calls, 1) == 0) {
+        cq_counter_advance(&s->net_seen[0], before->bytes_sent, &skipped);
+        cq_counter_advance(&s->net_seen[1], before->bytes_received, &skipped);
+    }
+}
+
+void cq_wmetrics_network_end(struct cq_worker *w, struct cq_session *s,
+                             const struct cq_sandbox_net_stats *after)
 {
     struct cq_wmetrics *wm = w->metrics;
+    uint64_t delta;
     if (wm == NULL)
         return;
-    cq_metric_child_add(wm->network[0], (double)sent);
-    cq_metric_child_add(wm->network[1], (double)received);
+    /* Each call reports all of the sandbox's traffic while it ran; the counter takes
+     * only what no other call took: overlapping calls' traffic once. */
+    if (after != NULL && cq_counter_advance(&s->net_seen[0], after->bytes_sent, &delta))
+        cq_metric_child_add(wm->network[0], (double)delta);
+    if (after != NULL && cq_counter_advance(&s->net_seen[1], after->bytes_received, &delta))
+        cq_metric_child_add(wm->network[1], (double)delta);
+    atomic_fetch_sub(&s->net_calls, 1);
 }
 
 void cq_wmetrics_events(struct cq_worker *w, struct cq_session *s,

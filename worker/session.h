@@ -38,6 +38,10 @@ struct cq_session {
     size_t n_tasks;
     /* Its sandbox's OOM kills and pids-limit hits counted so far (metrics.c). */
     _Atomic uint64_t oom_seen, pids_seen;
+    /* Its egress counters [sent, received] counted so far, and the calls measuring
+     * them now (metrics.c): overlapping calls count their traffic once. */
+    _Atomic uint64_t net_seen[2];
+    _Atomic unsigned net_calls;
     struct cq_session *next;
 };
 
@@ -159,7 +163,12 @@ void cq_wmetrics_destroy(struct cq_worker *w);
 void cq_wmetrics_call(struct cq_worker *w, const struct cq_session *s, const char *tool,
                       const struct cq_invoke_args *a, const struct cq_result *r,
                       uint64_t started_us);
-void cq_wmetrics_network(struct cq_worker *w, uint64_t sent, uint64_t received);
+/* Around a call in a session with network: its sandbox's egress counters before it,
+ * and after it (NULL: not read). Traffic while no call runs is not counted. */
+void cq_wmetrics_network_begin(struct cq_worker *w, struct cq_session *s,
+                               const struct cq_sandbox_net_stats *before);
+void cq_wmetrics_network_end(struct cq_worker *w, struct cq_session *s,
+                             const struct cq_sandbox_net_stats *after);
 /* The OOM kills and pids-limit hits of the session's sandbox that st shows beyond
  * what was counted. */
 void cq_wmetrics_events(struct cq_worker *w, struct cq_session *s,

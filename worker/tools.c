@@ -295,6 +295,8 @@ void cq_worker_invoke_cancellable(struct cq_worker *w, const char *session_id, c
     struct cq_sandbox_net_stats net_before, net_after;
     bool net_measured = s->network != CQ_NETWORK_NONE &&
                         cq_sandbox_net_stats(s->sandbox, &net_before, &ignored) == 0;
+    if (net_measured)
+        cq_wmetrics_network_begin(w, s, &net_before);
     switch ((enum tool)t) {
     case TOOL_EXECUTE_CODE:
         execute_code(w, s, a, on_output, ctx, cancel, r);
@@ -344,14 +346,13 @@ void cq_worker_invoke_cancellable(struct cq_worker *w, const char *session_id, c
             r->peak_memory_bytes = after.memory_peak_bytes;
         cq_wmetrics_events(w, s, &after);
     }
-    if (net_measured && cq_sandbox_net_stats(s->sandbox, &net_after, &ignored) == 0) {
-        uint64_t sent = net_after.bytes_sent - net_before.bytes_sent;
-        uint64_t received = net_after.bytes_received - net_before.bytes_received;
-        cq_wmetrics_network(w, sent, received);
-        if (r->has_structured) {
+    if (net_measured) {
+        bool read = cq_sandbox_net_stats(s->sandbox, &net_after, &ignored) == 0;
+        cq_wmetrics_network_end(w, s, read ? &net_after : NULL);
+        if (read && r->has_structured) {
             r->has_network = true;
-            r->network_bytes_sent = sent;
-            r->network_bytes_received = received;
+            r->network_bytes_sent = net_after.bytes_sent - net_before.bytes_sent;
+            r->network_bytes_received = net_after.bytes_received - net_before.bytes_received;
         }
     }
     cq_wmetrics_call(w, s, tool, a, r, started_us);

@@ -2,8 +2,9 @@
  * the counting logic on its own (a counter read in any order by several threads,
  * output dropped past a capture's limit), then a real worker with a registry: every
  * call counted once by tool, language, interpreter, outcome and error code; sessions
- * started and stopped; output dropped per stream; pids-limit hits; gauges set at
- * render; and a worker destroyed before its registry leaves nothing a scrape reads.
+ * started and stopped; output dropped per stream; pids-limit hits; network bytes only
+ * while calls run, those of overlapping calls once; gauges set at render; and a worker
+ * destroyed before its registry leaves nothing a scrape reads.
  *
  * Needs what test_worker needs (root, python3, the source tree's runtimes). */
 #define _GNU_SOURCE
@@ -262,6 +263,43 @@ START_TEST(pids_limit_hits_are_counted)
 }
 END_TEST
 
+#define NET(sent, received) (&(struct cq_sandbox_net_stats){sent, received})
+
+/* The egress counters of a session's sandbox as calls read them around themselves:
+ * only traffic while calls ran, that of overlapping calls once. */
+START_TEST(network_traffic_is_counted_once_and_only_during_calls)
+{
+    make_worker(0);
+    struct cq_session s = {0};
+    /* Before its first call the sandbox had traffic already (a pooled one): not counted. */
+    cq_wmetrics_network_begin(w, &s, NET(100, 1000));
+    cq_wmetrics_network_end(w, &s, NET(150, 1500));
+    ck_assert(sample(reg, "codeq_sandbox_network_bytes_total{direction=\"sent\"}") == 50);
+    ck_assert(sample(reg, "codeq_sandbox_network_bytes_total{direction=\"received\"}") == 500);
+    /* Idle until 200/2000, then two calls that overlap: 200..300 once, not 60 + 80. */
+    cq_wmetrics_network_begin(w, &s, NET(200, 2000));
+    cq_wmetrics_network_begin(w, &s, NET(220, 2200));
+    cq_wmetrics_network_end(w, &s, NET(260, 2600));
+    cq_wmetrics_network_end(w, &s, NET(300, 3000));
+    ck_assert(sample(reg, "codeq_sandbox_network_bytes_total{direction=\"sent\"}") == 150);
+    ck_assert(sample(reg, "codeq_sandbox_network_bytes_total{direction=\"received\"}") == 1500);
+    /* A call whose reading is older than one already counted adds nothing. */
+    cq_wmetrics_network_begin(w, &s, NET(300, 3000));
+    cq_wmetrics_network_begin(w, &s, NET(310, 3100));
+    cq_wmetrics_network_end(w, &s, NET(320, 3200));
+    cq_wmetrics_network_end(w, &s, NET(315, 3150));
+    ck_assert(sample(reg, "codeq_sandbox_network_bytes_total{direction=\"sent\"}") == 170);
+    /* A call whose counters could not be read counts nothing, and still ends: the
+     * next one skips the idle traffic again. */
+    cq_wmetrics_network_begin(w, &s, NET(400, 4000));
+    cq_wmetrics_network_end(w, &s, NULL);
+    cq_wmetrics_network_begin(w, &s, NET(500, 5000));
+    cq_wmetrics_network_end(w, &s, NET(510, 5100));
+    ck_assert(sample(reg, "codeq_sandbox_network_bytes_total{direction=\"sent\"}") == 180);
+    ck_assert(sample(reg, "codeq_sandbox_network_bytes_total{direction=\"received\"}") == 1800);
+}
+END_TEST
+
 START_TEST(a_destroyed_worker_is_no_longer_read)
 {
     make_worker(0);
@@ -303,6 +341,7 @@ static Suite *worker_metrics_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, calls_and_sessions_are_counted);
     tcase_add_test(tc, pids_limit_hits_are_counted);
+    tcase_add_test(tc, network_traffic_is_counted_once_and_only_during_calls);
     tcase_add_test(tc, a_destroyed_worker_is_no_longer_read);
     tcase_add_test(tc, a_name_taken_otherwise_is_refused);
     suite_add_tcase(s, tc);
