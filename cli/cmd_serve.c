@@ -57,6 +57,8 @@ static void usage(FILE *out)
             "                         PORT 0 picks a free one; the address is printed\n"
             "  --keys FILE            the keys file requests are verified against\n"
             "                         (CODEQ_KEYS_FILE; mode 600; read again when it changes);\n"
+            "                         redis: the fleet's keyring in its Redis (CODEQ_REDIS,\n"
+            "                         CODEQ_REDIS_PASSWORD_FILE, ...: codeq key --keys redis);\n"
             "                         --credentials FILE is the same option\n"
             "  --no-auth              take unsigned requests, all as one tenant: only with a\n"
             "                         loopback --listen address and no --keys\n"

@@ -8,6 +8,8 @@
  */
 #define _GNU_SOURCE
 #include "cli/serve.h"
+#include "fleet/config.h"
+#include "fleet/keyring.h"
 #include "fleet/keys.h"
 #include "http/sigv4.h"
 
@@ -22,6 +24,7 @@
 
 struct cq_serve_auth {
     struct cq_keystore *keys;
+    struct cq_keyring *keyring; /* keys_file = redis: the keys' source */
 };
 
 int cq_serve_auth_open(const char *keys_file, struct cq_serve_auth **out, struct cq_error *err)
@@ -29,7 +32,19 @@ int cq_serve_auth_open(const char *keys_file, struct cq_serve_auth **out, struct
     struct cq_serve_auth *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return cq_error_sys(err, ENOMEM, "keys");
-    if (cq_keystore_open(keys_file, NULL, &a->keys, err) < 0) {
+    /* "redis": the fleet's keyring, found as the daemons find it (CODEQ_REDIS and the
+     * other CODEQ_* settings), so that a gateway in front of a fleet takes the keys the
+     * fleet's own tools hand out and revoke, with no file to copy to its machine. */
+    struct cq_fleet_config cfg;
+    cq_fleet_config_init(&cfg);
+    snprintf(cfg.keys_file, sizeof(cfg.keys_file), "%s", keys_file);
+    char *no_args[] = {"codeq", NULL};
+    bool help;
+    int rc = cq_keyring_named(keys_file) ? cq_fleet_config_load(&cfg, 1, no_args, &help, err) : 0;
+    if (rc == 0)
+        rc = cq_keys_open(&cfg, &a->keyring, &a->keys, err);
+    explicit_bzero(cfg.redis_password, sizeof(cfg.redis_password));
+    if (rc < 0) {
         free(a);
         return -1;
     }
@@ -42,6 +57,7 @@ void cq_serve_auth_close(struct cq_serve_auth *a)
     if (a == NULL)
         return;
     cq_keystore_close(a->keys);
+    cq_keyring_close(a->keyring);
     free(a);
 }
 

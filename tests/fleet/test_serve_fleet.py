@@ -81,3 +81,66 @@ def test_serve_gateway_on_the_fleet(fleet, redis_client):
         assert p.wait(120) == 0
         os.unlink(log.name)
     assert fleet_sessions(redis_client, fleet) == before
+
+
+def _signed(port, key_id, secret, path, body=b"{}"):
+    """A SigV4-signed POST (Debian's botocore signs it) and its status."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    url = f"http://127.0.0.1:{port}{path}"
+    req = AWSRequest(method="POST", url=url, data=body,
+                     headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(key_id, secret), "bedrock-agentcore", "us-east-1").add_auth(req)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", path, body=body, headers=dict(req.headers.items()))
+    r = conn.getresponse()
+    out = r.status, r.read()
+    conn.close()
+    return out
+
+
+def test_serve_verifies_against_the_fleets_keyring(fleet):
+    """--keys redis: the keys the fleet's own tools keep in its Redis, revocation
+    included, with no keys file on the gateway's machine."""
+    env = cli_env(fleet)
+    subprocess.run([CODEQ, "tenant", "create", "gw", "--keys", "redis"], env=env, check=True,
+                   capture_output=True)
+    out = subprocess.run([CODEQ, "key", "create", "gw", "--keys", "redis"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    fields = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+    key_id, secret = fields["key_id"], fields["secret"]
+    log = tempfile.NamedTemporaryFile(prefix="codeq-serve-keyring-", delete=False)
+    p = subprocess.Popen([CODEQ, "serve", "--keys", "redis", "--listen", "127.0.0.1:0",
+                          "--brokers", fleet.env["CODEQ_BROKERS"], "--request-topic",
+                          fleet.request_topic], env=env, stderr=log)
+    try:
+        port = None
+        for _ in range(600):
+            m = re.search(r"\(port (\d+)\)", open(log.name, errors="replace").read())
+            if m:
+                port = int(m.group(1))
+                break
+            assert p.poll() is None, open(log.name, errors="replace").read()
+            time.sleep(0.05)
+        assert port, open(log.name, errors="replace").read()
+        path = f"/code-interpreters/{ID}/sessions/list"
+        status, body = _signed(port, key_id, secret, path)
+        assert status == 200 and json.loads(body)["items"] == [], body
+        status, body = _signed(port, key_id, "not" + secret[3:], path)
+        assert status == 403, body
+        subprocess.run([CODEQ, "key", "revoke", key_id, "--keys", "redis"], env=env, check=True,
+                       capture_output=True)
+        deadline = time.time() + 10
+        while True:
+            status, body = _signed(port, key_id, secret, path)
+            if status == 403 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        # A revoked key is answered as one that never existed.
+        assert status == 403 and b"unknown access key" in body, body
+        assert secret not in open(log.name, errors="replace").read()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(120) == 0
+        os.unlink(log.name)
