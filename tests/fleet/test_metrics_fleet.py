@@ -7,58 +7,15 @@ contract of docs/operations.md."""
 
 import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BROKERS, free_port
 from driver import Driver, pb, texts
+from scrape import answers_http, get, moved, scrape, value, wait_for
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LINGER_S = 120  # metrics_linger of the module's worker: ended early by a second SIGTERM
-
-
-def get(port, path):
-    """(status, content type, body) of GET path."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
-            return r.status, r.headers.get("Content-Type"), r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type"), e.read().decode()
-
-
-def scrape(port):
-    """Every sample of /metrics: {(name, frozenset(labels)): value}."""
-    status, ctype, text = get(port, "/metrics")
-    assert status == 200, text
-    assert ctype == CONTENT_TYPE
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def value(samples, name, **labels):
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def moved(before, after):
-    """The samples that changed, as {(name, labels): increase}."""
-    return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
-
-
-def wait_for(what, predicate, timeout=30):
-    deadline = time.time() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.time() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.1)
 
 
 class MetricsFleet:
@@ -77,18 +34,11 @@ class MetricsFleet:
         self.dispatcher = fleet.start_dispatcher(
             env={"CODEQ_METRICS_LISTEN": f"127.0.0.1:{self.dispatcher_port}"})
         for port in (self.worker_port, self.dispatcher_port):
-            wait_for("/healthz", lambda: _answers_http(port))
+            wait_for("/healthz", lambda: answers_http(port))
 
     @property
     def worker(self):
         return self.fleet.workers[self.wid]
-
-
-def _answers_http(port):
-    try:
-        return get(port, "/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +253,7 @@ def test_a_drained_worker_counts_its_sessions_and_the_adopter_counts_them(mfleet
     port = free_port()
     other = mfleet.fleet.start_worker("n", env={"CODEQ_METRICS_LISTEN": f"127.0.0.1:{port}"})
     mfleet.fleet.wait_workers(redis_py.Redis(host="127.0.0.1", port=REDIS_PORT), 2)
-    wait_for("/healthz", lambda: _answers_http(port))
+    wait_for("/healthz", lambda: answers_http(port))
     assert value(scrape(port), "codeq_sessions_adopted_total") == 0
     # Every session this worker holds (this test's and the earlier tests') is handed off.
     held = value(scrape(wp), "codeq_sessions_live")
