@@ -5,6 +5,7 @@
 #include "cli/backend.h"
 #include "cli/mcp_trace.h"
 #include "common/clock.h"
+#include "common/random.h"
 #include "fleet/audit.h"
 #include "fleet/client.h"
 #include "fleet/log.h"
@@ -426,9 +427,33 @@ static int invoke_request(struct invoke_request *ir, const char *session_id, con
     return 0;
 }
 
+/* A fleet call's cancellation: a cancel_call naming the call's request id, sent from
+ * the thread that fires it (MCP's notifications/cancelled). The call goes on waiting
+ * for its own reply, which says how it ended. */
+struct fleet_cancel {
+    struct cq_fleet_client *fleet;
+    const char *session_id;
+    char request_id[25];
+};
+
+static void send_cancel(void *arg)
+{
+    struct fleet_cancel *fc = arg;
+    Codeq__V1__CancelCall cc = CODEQ__V1__CANCEL_CALL__INIT;
+    cc.request_id = fc->request_id;
+    Codeq__V1__Request req = CODEQ__V1__REQUEST__INIT;
+    req.session_id = (char *)fc->session_id;
+    req.operation_case = CODEQ__V1__REQUEST__OPERATION_CANCEL_CALL;
+    req.cancel_call = &cc;
+    struct cq_error err;
+    if (cq_fleet_client_send(fc->fleet, &req, &err) < 0)
+        fprintf(stderr, "codeq: the cancellation of call %s was not sent: %s\n", fc->request_id,
+                err.msg);
+}
+
 static void fleet_invoke(struct cq_backend *b, const char *session_id, const char *tool,
                          const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
-                         struct cq_result *result)
+                         struct cq_cancel *cancel, struct cq_result *result)
 {
     cq_result_init(result);
     struct invoke_request ir;
@@ -437,6 +462,12 @@ static void fleet_invoke(struct cq_backend *b, const char *session_id, const cha
         cq_result_fail(result, CQ_RESULT_INTERNAL, "%s", err.msg);
         return;
     }
+    /* The id is made here, so that a cancellation can name the call. */
+    struct fleet_cancel fc = {.fleet = b->fleet, .session_id = session_id};
+    cq_random_id(fc.request_id, 24);
+    ir.req.request_id = fc.request_id;
+    if (cancel != NULL)
+        cq_cancel_hook(cancel, send_cancel, &fc);
     /* An MCP call's trace goes on in the fleet (Request.traceparent). */
     const char *traceparent = cq_mcp_trace_current();
     if (traceparent != NULL)
@@ -447,6 +478,8 @@ static void fleet_invoke(struct cq_backend *b, const char *session_id, const cha
     Codeq__V1__Response *resp = NULL;
     int rc = cq_fleet_client_call(b->fleet, &ir.req, on_output != NULL ? relay_chunk : NULL, &relay,
                                   timeout_ms, &resp, &err);
+    if (cancel != NULL)
+        cq_cancel_hook(cancel, NULL, NULL); /* fc is gone after the return */
     free(ir.owned);
     if (rc < 0) {
         cq_result_fail(result, cq_result_error_of(err.code), "%s", err.msg);
@@ -549,7 +582,7 @@ void cq_backend_invoke_cancellable(struct cq_backend *b, const char *session_id,
         if (b->audit != NULL)
             audit_call(b, session_id, tool, args, result);
     } else {
-        fleet_invoke(b, session_id, tool, args, on_output, ctx, result);
+        fleet_invoke(b, session_id, tool, args, on_output, ctx, cancel, result);
     }
 }
 

@@ -39,8 +39,9 @@ int cq_backend_stop_session(struct cq_backend *b, const char *session_id,
 void cq_backend_invoke(struct cq_backend *b, const char *session_id, const char *tool,
                        const struct cq_invoke_args *args, cq_stream_fn on_output, void *ctx,
                        struct cq_result *result);
-/* cq_backend_invoke that cancel (worker.h; NULL: none) can cut short. The fleet's
- * calls are not: they run on in their worker to their end. */
+/* cq_backend_invoke that cancel (worker.h; NULL: none) can cut short. In the fleet the
+ * cancellation travels as a cancel_call to the call's worker, which interrupts it as
+ * the embedded worker would (schemas/codeq.proto, CancelCall). */
 void cq_backend_invoke_cancellable(struct cq_backend *b, const char *session_id, const char *tool,
                                    const struct cq_invoke_args *args, cq_stream_fn on_output,
                                    void *ctx, struct cq_cancel *cancel, struct cq_result *result);

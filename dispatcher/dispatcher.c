@@ -802,6 +802,39 @@ static bool over_rate(struct cq_dispatcher *d, const Codeq__V1__Request *req)
     return true;
 }
 
+/* A cancel is not a call: nothing of it is recorded, deduplicated or counted against
+ * the tenant's executions. It goes to the session's owner as it came (a signed one
+ * still verifiable there), and the owner answers it, matching it only against the
+ * tenant's own calls. A session that is not the tenant's is answered as one that does
+ * not exist, and nothing is stored under the cancel's id. */
+static void cancel_call(struct cq_dispatcher *d, const Codeq__V1__Request *req)
+{
+    struct cq_session_info info;
+    bool found = false;
+    char owner[64] = "";
+    uint64_t fence = 0;
+    struct cq_error err;
+    if (cq_store_session_info(d->store, req->session_id, tenant_of(req), &info, &found, &err) < 0 ||
+        (found &&
+         cq_store_owner(d->store, req->session_id, owner, sizeof(owner), &fence, &err) < 0)) {
+        reply_unstored(d, req, CQ_RESULT_INTERNAL, err.msg);
+        return;
+    }
+    if (!found || owner[0] == '\0') {
+        reply_unstored(d, req, CQ_RESULT_NOT_FOUND,
+                       "no such session (it ended, or it is not this tenant's)");
+        return;
+    }
+    uint8_t *body;
+    size_t len;
+    if (pack_wire(d, req, &body, &len, &err) < 0) {
+        reply_unstored(d, req, CQ_RESULT_INTERNAL, err.msg);
+        return;
+    }
+    send_forward(d, req, owner, fence, false, body, len);
+    free(body);
+}
+
 static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *msg)
 {
     struct cq_opened op;
@@ -838,6 +871,13 @@ static void handle_request(struct cq_dispatcher *d, const rd_kafka_message_t *ms
     d->op = &op;
     quota_of(d, tenant_of(req), &d->quota);
     if (over_rate(d, req)) {
+        d->op = NULL;
+        cq_opened_free(&op);
+        return;
+    }
+    if (req->operation_case == CODEQ__V1__REQUEST__OPERATION_CANCEL_CALL) {
+        audit(d, msg, &op, "admitted", CQ_RESULT_OK, NULL);
+        cancel_call(d, req);
         d->op = NULL;
         cq_opened_free(&op);
         return;

@@ -31,6 +31,8 @@ const char *cq_auth_operation(const Codeq__V1__Request *req)
         return "stopSession";
     case CODEQ__V1__REQUEST__OPERATION_INVOKE:
         return req->invoke != NULL && req->invoke->tool != NULL ? req->invoke->tool : "";
+    case CODEQ__V1__REQUEST__OPERATION_CANCEL_CALL:
+        return "cancelCall";
     default:
         return "";
     }

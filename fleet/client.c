@@ -374,3 +374,38 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
     req->tenant = given_tenant;
     return rc;
 }
+
+int cq_fleet_client_send(struct cq_fleet_client *c, Codeq__V1__Request *req, struct cq_error *err)
+{
+    char made_id[25];
+    char *given_id = req->request_id, *given_topic = req->reply_topic, *given_tenant = req->tenant;
+    if (req->request_id == NULL || req->request_id[0] == '\0') {
+        cq_random_id(made_id, 24);
+        req->request_id = made_id;
+    }
+    req->reply_topic = c->reply_topic;
+    req->tenant = c->cred.tenant;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    int rc = 0;
+    if (c->cred.key_id[0] != '\0') {
+        rc = cq_auth_sign(req, c->cred.key_id, c->cred.secret, cq_unix_ms(), &bytes, &len, err);
+    } else {
+        len = codeq__v1__request__get_packed_size(req);
+        bytes = malloc(len ? len : 1);
+        if (bytes == NULL)
+            rc = cq_error_sys(err, ENOMEM, "encode request %s", req->request_id);
+        else
+            codeq__v1__request__pack(req, bytes);
+    }
+    if (rc == 0) {
+        const char *key = req->session_id != NULL && req->session_id[0] != '\0' ? req->session_id
+                                                                                : req->request_id;
+        rc = cq_kafka_send(c->producer, c->request_topic, key, bytes, len, NULL, 0, NULL, err);
+    }
+    free(bytes);
+    req->request_id = given_id;
+    req->reply_topic = given_topic;
+    req->tenant = given_tenant;
+    return rc;
+}

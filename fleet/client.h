@@ -45,4 +45,9 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
                                 Codeq__V1__Response **out, struct cq_trace *trace,
                                 struct cq_error *err);
 
+/* Sends req without waiting for its reply (which, if any, is dropped when it comes):
+ * for a cancel_call, which must not wait behind the call it cancels. Its request_id is
+ * made when empty; reply_topic and tenant are the client's, as for a call. */
+int cq_fleet_client_send(struct cq_fleet_client *c, Codeq__V1__Request *req, struct cq_error *err);
+
 #endif

@@ -100,6 +100,17 @@ const char *cq_codec_invalid(const Codeq__V1__Request *req)
             return NULL;
         }
         return too_large(req->invoke->arguments);
+    case CODEQ__V1__REQUEST__OPERATION_CANCEL_CALL: {
+        const char *target = req->cancel_call->request_id;
+        if (empty(req->session_id))
+            return "session_id is required";
+        /* A request id, as the worker compares it with the ids it runs. */
+        if (empty(target) || strlen(target) > 63)
+            return "cancel_call.request_id is required (at most 63 characters)";
+        if (strcmp(target, req->request_id) == 0)
+            return "a cancel_call cannot cancel itself";
+        return NULL;
+    }
     default:
         return "the request has no operation";
     }

@@ -68,6 +68,8 @@ const char *cq_obs_operation(const Codeq__V1__Request *req)
         return "stop_session";
     case CODEQ__V1__REQUEST__OPERATION_INVOKE:
         return "invoke";
+    case CODEQ__V1__REQUEST__OPERATION_CANCEL_CALL:
+        return "cancel_call";
     default:
         return "unknown";
     }

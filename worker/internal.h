@@ -51,9 +51,6 @@ int cq_content_stderr(struct cq_result *r, const char *text);
 
 /* An fd readable once c fired; -1 for NULL. */
 int cq_cancel_fd(const struct cq_cancel *c);
-/* Sets (hook non-NULL) or clears the function cq_cancel_fire calls; set after firing,
- * it is called at once. Once cleared, it is no longer running nor called. */
-void cq_cancel_hook(struct cq_cancel *c, void (*hook)(void *arg), void *arg);
 
 /* ---- lines.c: lines from a peer that may be hostile ------------------------------- */
 

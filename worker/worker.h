@@ -198,6 +198,12 @@ int cq_cancel_create(struct cq_cancel **out, struct cq_error *err);
 void cq_cancel_fire(struct cq_cancel *c);
 bool cq_cancel_fired(const struct cq_cancel *c);
 void cq_cancel_free(struct cq_cancel *c);
+/* Sets (hook non-NULL) or clears the function cq_cancel_fire calls, on the firing
+ * thread; set after firing, it is called at once. Once cleared, it is no longer running
+ * nor called. One hook at a time: a command the worker core runs sets its own while it
+ * waits, so a front end hooks only a cancellation it does not give the core (the
+ * fleet's calls, which it cancels by sending a cancel_call). */
+void cq_cancel_hook(struct cq_cancel *c, void (*hook)(void *arg), void *arg);
 
 /* cq_worker_invoke that cancel (NULL: none) can cut short. */
 void cq_worker_invoke_cancellable(struct cq_worker *w, const char *session_id, const char *tool,

@@ -47,6 +47,7 @@ struct queued {
     uint64_t fence;                       /* from the codeq-fence header */
     bool early;           /* sent while Redis records it (fleet/kafka.h, CQ_FLEET_EARLY_HEADER) */
     int64_t requested_ms; /* its arrival on the request topic (Unix ms), or 0 */
+    bool cancelled;       /* a cancel_call came for it while it waited: it does not run */
     struct cq_trace trace;
     struct queued *next;
 };
@@ -773,7 +774,25 @@ static void invoke(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
     }
     struct stream_ctx sctx = {.d = d, .req = req, .trace = tracing};
     struct cq_result r;
-    cq_worker_invoke(d->core, h->id, req->invoke->tool, &args, on_output, &sctx, &r);
+    /* Cancellable by a cancel_call of the same tenant (cq_wd_cancel()). Without a
+     * cancellation (out of fds) the call runs to its end, as it did before there were
+     * any. */
+    struct cq_cancel *cancel = NULL;
+    if (cq_cancel_create(&cancel, &err) == 0) {
+        pthread_mutex_lock(&d->lock);
+        h->cancel = cancel;
+        if (h->cancel_next)
+            cq_cancel_fire(cancel); /* it runs as cancelled before it started */
+        pthread_mutex_unlock(&d->lock);
+    }
+    cq_worker_invoke_cancellable(d->core, h->id, req->invoke->tool, &args, on_output, &sctx, cancel,
+                                 &r);
+    if (cancel != NULL) {
+        pthread_mutex_lock(&d->lock);
+        h->cancel = NULL;
+        pthread_mutex_unlock(&d->lock);
+        cq_cancel_free(cancel);
+    }
     cq_tracing_kernel_run(tracing != NULL ? &tracing->w3c : NULL, &r, req->invoke->tool);
     cq_trace_stamp(tracing, "w.ran");
     /* The call as it ran: the arguments fetched from a claim, not the reference. */
@@ -1045,6 +1064,11 @@ static void *session_thread(void *arg)
         h->head = q->next;
         if (h->head == NULL)
             h->tail = NULL;
+        /* From here a cancel_call finds it as the running one, before its claim. */
+        snprintf(h->running_id, sizeof(h->running_id), "%s", q->req->request_id);
+        snprintf(h->running_tenant, sizeof(h->running_tenant), "%s",
+                 q->req->tenant != NULL ? q->req->tenant : "");
+        h->cancel_next = q->cancelled;
         pthread_mutex_unlock(&d->lock);
         tracing = &q->trace; /* its stamps are off without the header */
         cq_tracing_log(&q->trace.w3c);
@@ -1063,6 +1087,8 @@ static void *session_thread(void *arg)
         if (chores_overdue(h))
             do_chores(d, h);
         pthread_mutex_lock(&d->lock);
+        h->running_id[0] = '\0';
+        h->cancel_next = false;
     }
     h->running = false;
     if (!h->local && !h->discarding) /* else cq_wd_discard() forgets it */
@@ -1103,6 +1129,58 @@ static void dead_letter(struct cq_daemon *d, const rd_kafka_message_t *msg, cons
                                   .bytes = msg->len,
                                   .worker = d->cfg.worker_id};
     cq_audit_emit(d->audit, &rec);
+}
+
+/* Only calls of the cancel's own tenant match (both requests were verified by the
+ * consumer): a tenant cannot stop another's calls by guessing their ids. */
+static bool same_tenant(const Codeq__V1__Request *a, const char *tenant)
+{
+    return strcmp(a->tenant != NULL ? a->tenant : "", tenant) == 0;
+}
+
+void cq_wd_cancel(struct cq_daemon *d, Codeq__V1__Request *req)
+{
+    const char *target = req->cancel_call->request_id;
+    const char *tenant = req->tenant != NULL ? req->tenant : "";
+    const char *said = "nothing to cancel: the call is not running or queued on its session's "
+                       "worker (it ended, or never came)";
+    pthread_mutex_lock(&d->lock);
+    struct held *h = held_find(d, req->session_id, false);
+    if (h != NULL && h->running_id[0] != '\0' && strcmp(h->running_id, target) == 0 &&
+        strcmp(h->running_tenant, tenant) == 0) {
+        if (h->cancel != NULL)
+            cq_cancel_fire(h->cancel);
+        else
+            h->cancel_next = true; /* taken from the queue, not started yet */
+        said = "cancelled: the call was running; its own reply says how it ended";
+    } else if (h != NULL) {
+        for (struct queued *q = h->head; q != NULL; q = q->next)
+            if (strcmp(q->req->request_id, target) == 0 && same_tenant(q->req, tenant)) {
+                q->cancelled = true;
+                said = "cancelled: the call was queued and does not run; its own reply says so";
+                break;
+            }
+    }
+    pthread_mutex_unlock(&d->lock);
+    cq_log_event(CQ_LOG_INFO, "call_cancel",
+                 CQ_FIELDS(CQ_LS("session_id", req->session_id), CQ_LS("request_id", target),
+                           CQ_LS("tenant", tenant), CQ_LS("outcome", said)),
+                 "session %s: cancel of %s: %s", req->session_id, target, said);
+    /* Answered, never stored: a cancel is not a call, and a repeat of it acts again. */
+    struct cq_result r;
+    cq_result_init(&r);
+    cq_result_add_text(&r, said);
+    uint8_t *bytes;
+    size_t len;
+    struct cq_error err;
+    if (cq_codec_result_response(req->request_id, req->session_id, &r, &bytes, &len, &err) == 0) {
+        if (cq_fleet_publish(d->producer, req, "final", bytes, len, NULL, NULL, &err) < 0)
+            cq_wd_log_request(CQ_LOG_WARN, "cancel_reply_not_sent", req, err.msg,
+                              "request %s: reply not sent: %s", req->request_id, err.msg);
+        free(bytes);
+    }
+    cq_result_free(&r);
+    codeq__v1__request__free_unpacked(req, NULL);
 }
 
 void cq_wd_enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *digest,
@@ -1329,9 +1407,13 @@ int cq_daemon_run(struct cq_daemon *d, struct cq_error *err)
                 op.outer = NULL;
             op.req = NULL; /* the queue's now */
             cq_wm_arriving(msg);
-            cq_wd_enqueue(d, req, digest, op.key_id, fence != NULL ? strtoull(fence, NULL, 10) : 0,
-                          cq_kafka_header(msg, CQ_FLEET_EARLY_HEADER, early, sizeof(early)) != NULL,
-                          &trace);
+            if (req->operation_case == CODEQ__V1__REQUEST__OPERATION_CANCEL_CALL)
+                cq_wd_cancel(d, req); /* never queued: it must not wait behind the call */
+            else
+                cq_wd_enqueue(
+                    d, req, digest, op.key_id, fence != NULL ? strtoull(fence, NULL, 10) : 0,
+                    cq_kafka_header(msg, CQ_FLEET_EARLY_HEADER, early, sizeof(early)) != NULL,
+                    &trace);
         }
         cq_opened_free(&op);
         /* Exactly-once rests on the claim in Redis, not on offsets: committing as soon as

@@ -16,6 +16,7 @@
 #include "fleet/kafka.h"
 #include "fleet/store.h"
 #include "fleet/trace.h"
+#include "common/tenant.h"
 #include "worker/worker.h"
 #include "workerd/snapshot.h"
 
@@ -63,6 +64,12 @@ struct held {
     bool facts_due;               /* the session's facts in Redis are out of date */
     int64_t chores_since;         /* cq_now_ms() of the oldest chore */
     int64_t claimed_ms;           /* cq_now_ms() of the running request's claim */
+    /* The call running now (invoke()), which a cancel_call can interrupt: its request
+     * id, its tenant and its cancellation (NULL: none runs). Under the daemon's lock. */
+    char running_id[64];
+    char running_tenant[CQ_TENANT_MAX + 1];
+    struct cq_cancel *cancel;
+    bool cancel_next; /* the request being handled was cancelled while it was queued */
     /* The final reply published last and not yet stored in Redis (finish()). */
     char unstored_id[64];
     uint8_t *unstored; /* NULL: none; malloc'd unless it is fallback */
@@ -127,6 +134,10 @@ static inline bool idle_local(const struct held *h, uint64_t fence)
  * with idle_fence != 0 only while it is idle and local with that token. True when the
  * copy was stopped. */
 bool cq_wd_discard(struct cq_daemon *d, const char *session_id, uint64_t idle_fence);
+/* A cancel_call (which it takes) from the consumer: the tenant's call it names is
+ * interrupted if it runs, or marked not to run if it is queued; the cancel is answered
+ * at once, unstored, on its reply topic (schemas/codeq.proto, CancelCall). */
+void cq_wd_cancel(struct cq_daemon *d, Codeq__V1__Request *req);
 /* Queues req (which it takes) on its session, and starts the session's thread if none
  * drains the queue. */
 void cq_wd_enqueue(struct cq_daemon *d, Codeq__V1__Request *req, const char *digest,

@@ -252,6 +252,37 @@ def test_straight_to_a_worker_topic_nothing_runs(tenants, alice, bob, redis_clie
     alice.call(pb.Request(session_id=sid, stop_session=pb.StopSession()))
 
 
+def test_another_tenant_cannot_cancel_a_call(tenants, alice, bob, redis_client):
+    """A cancel_call names a call by its request id: bob's, for alice's running call,
+    is refused by the dispatcher (not his session) and, sent straight to the worker's
+    topic, matches nothing there (not his call): alice's call runs to its end."""
+    f, _, creds, _ = tenants
+    sid = alice.start_session()
+    call = alice.send(invoke(sid, "executeCode", code="import time\ntime.sleep(3)\n'done'"))
+    via_dispatcher = bob.send(pb.Request(session_id=sid, cancel_call=pb.CancelCall(
+        request_id=call)))
+    r = bob.wait_final(via_dispatcher).result
+    assert r.is_error and r.error_code == NOT_FOUND, r
+    owner = redis_client.hget(f"{f.prefix}session:{sid}", "owner").decode()
+    direct = pb.Request(request_id=uuid.uuid4().hex, session_id=sid, tenant="bob",
+                        reply_topic=bob.reply_topic, cancel_call=pb.CancelCall(request_id=call))
+    bob.send_raw(sign(direct, creds["bob"]).SerializeToString(), key=sid,
+                 topic=f"codeq.worker.{owner}")
+    r = bob.wait_final(direct.request_id).result
+    assert "nothing to cancel" in texts(r)[0], r
+    r = alice.wait_final(call).result
+    assert not r.is_error and texts(r) == ["'done'"], r
+    # Alice's own cancel does reach it.
+    call = alice.send(invoke(sid, "executeCode", code="import time\ntime.sleep(60)"))
+    time.sleep(1)
+    ack = alice.wait_final(alice.send(pb.Request(session_id=sid, cancel_call=pb.CancelCall(
+        request_id=call)))).result
+    assert "cancelled" in texts(ack)[0], ack
+    r = alice.wait_final(call).result
+    assert r.is_error and "cancelled" in r.error_message, r
+    alice.call(pb.Request(session_id=sid, stop_session=pb.StopSession()))
+
+
 def test_replies_go_only_to_the_tenants_own_topics(tenants, bob, redis_client):
     f, _, creds, _ = tenants
     # bob names a reply topic of alice's: refused, dead-lettered, nothing written there.

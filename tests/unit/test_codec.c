@@ -273,6 +273,23 @@ START_TEST(test_invalid_operations)
     req.operation_case = CODEQ__V1__REQUEST__OPERATION_STOP_SESSION;
     req.stop_session = &stop;
     ck_assert_str_eq(invalid_after_wire(&req), "session_id is required");
+
+    /* A cancel names a call of its session, and not itself. */
+    Codeq__V1__CancelCall cancel = CODEQ__V1__CANCEL_CALL__INIT;
+    req.operation_case = CODEQ__V1__REQUEST__OPERATION_CANCEL_CALL;
+    req.cancel_call = &cancel;
+    cancel.request_id = "call-1";
+    ck_assert_str_eq(invalid_after_wire(&req), "session_id is required");
+    req.session_id = "s1";
+    ck_assert_ptr_null(invalid_after_wire(&req));
+    cancel.request_id = "";
+    ck_assert_str_eq(invalid_after_wire(&req),
+                     "cancel_call.request_id is required (at most 63 characters)");
+    cancel.request_id = "0123456789012345678901234567890123456789012345678901234567890123";
+    ck_assert_str_eq(invalid_after_wire(&req),
+                     "cancel_call.request_id is required (at most 63 characters)");
+    cancel.request_id = "r";
+    ck_assert_str_eq(invalid_after_wire(&req), "a cancel_call cannot cancel itself");
 }
 END_TEST
 

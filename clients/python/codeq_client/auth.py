@@ -102,7 +102,8 @@ def operation(request: pb.Request) -> str:
     if kind == "invoke":
         return request.invoke.tool
     return {"start_session": "startSession", "get_session": "getSession",
-            "list_sessions": "listSessions", "stop_session": "stopSession"}.get(kind or "", "")
+            "list_sessions": "listSessions", "stop_session": "stopSession",
+            "cancel_call": "cancelCall"}.get(kind or "", "")
 
 
 def canonical_string(request: pb.Request, key_id: str, timestamp_ms: int, packed: bytes) -> str:
