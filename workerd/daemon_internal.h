@@ -134,6 +134,13 @@ static inline bool idle_local(const struct held *h, uint64_t fence)
  * with idle_fence != 0 only while it is idle and local with that token. True when the
  * copy was stopped. */
 bool cq_wd_discard(struct cq_daemon *d, const char *session_id, uint64_t idle_fence);
+/* The core's on_session_end: a session that ended here (its time to live, a stop) is
+ * forgotten and its Redis state removed. */
+void cq_wd_on_session_end(void *ctx, const char *session_id);
+/* A message on this worker's topic that no dispatcher sent: to the dead-letter topic. */
+void cq_wd_dead_letter(struct cq_daemon *d, const rd_kafka_message_t *msg, const char *why);
+/* Forgets every session held (at destroy, after the core stopped them). */
+void cq_wd_forget_all(struct cq_daemon *d);
 /* A cancel_call (which it takes) from the consumer: the tenant's call it names is
  * interrupted if it runs, or marked not to run if it is queued; the cancel is answered
  * at once, unstored, on its reply topic (schemas/codeq.proto, CancelCall). */
