@@ -130,6 +130,10 @@ struct cq_file_content {
     bool is_blob;
     const uint8_t *data; /* text or bytes */
     size_t len;
+    /* Permission bits the file gets after the write (0777 at most: no set-id or sticky
+     * bits); 0 leaves them (a new file is 0644). AgentCore's writeFiles has none: the
+     * fleet uses it to restore a moved session's executables. */
+    uint32_t mode;
 };
 
 struct cq_invoke_args {

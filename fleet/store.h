@@ -188,10 +188,11 @@ struct cq_stored_file {
     char *path;
     uint64_t size;
     int64_t mtime_ns;
+    uint32_t mode; /* permission bits; 0644 when none were stored (an older worker's) */
 };
 int cq_store_put_file(struct cq_store *st, const char *session_id, const char *worker,
                       uint64_t fence, const char *path, const uint8_t *data, size_t len,
-                      int64_t mtime_ns, struct cq_error *err);
+                      int64_t mtime_ns, uint32_t mode, struct cq_error *err);
 /* Whether adding bytes of files to the session keeps its tenant within its stored_bytes
  * quota (quota:<tenant>, stored:<tenant>); *why says why not. */
 int cq_store_tenant_room(struct cq_store *st, const char *session_id, uint64_t adding, bool *fits,

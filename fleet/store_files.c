@@ -15,7 +15,10 @@
 /* ---- files -------------------------------------------------------------------------- */
 
 /* files:<sid> holds `m:<path>` = "size mtime_ns chunks" and `bytes`; chunks:<sid> holds
- * the data, so that listing never moves file contents. */
+ * the data, so that listing never moves file contents. A file whose permission bits are
+ * not 0644 (an executable script) also has `x:<path>` = its bits in octal: a field of its
+ * own rather than a fourth word in `m:`, whose format workers of an older release still
+ * parse during a rolling upgrade (and ignore fields they do not know). */
 static const char PUT_FILE[] = TENANT_RECOUNT_LUA
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
@@ -43,16 +46,18 @@ static const char PUT_FILE[] = TENANT_RECOUNT_LUA
     "end\n"
     "redis.call('INCRBY', tb, grown)\n"
     "for i = 0, old_chunks - 1 do redis.call('HDEL', c, path .. ':' .. i) end\n"
-    "for i = 9, #ARGV do redis.call('HSET', c, path .. ':' .. (i - 9), ARGV[i]) end\n"
-    "redis.call('HSET', f, 'm:' .. path, size .. ' ' .. ARGV[6] .. ' ' .. (#ARGV - 8),\n"
+    "for i = 10, #ARGV do redis.call('HSET', c, path .. ':' .. (i - 10), ARGV[i]) end\n"
+    "redis.call('HSET', f, 'm:' .. path, size .. ' ' .. ARGV[6] .. ' ' .. (#ARGV - 9),\n"
     "           'bytes', total)\n"
+    "if ARGV[9] == '644' then redis.call('HDEL', f, 'x:' .. path)\n"
+    "else redis.call('HSET', f, 'x:' .. path, ARGV[9]) end\n"
     "local ttl = redis.call('PTTL', s)\n"
     "if ttl > 0 then redis.call('PEXPIRE', f, ttl); redis.call('PEXPIRE', c, ttl) end\n"
     "return 1\n";
 
 int cq_store_put_file(struct cq_store *st, const char *session_id, const char *worker,
                       uint64_t fence, const char *path, const uint8_t *data, size_t len,
-                      int64_t mtime_ns, struct cq_error *err)
+                      int64_t mtime_ns, uint32_t mode, struct cq_error *err)
 {
     size_t chunks = len == 0 ? 0 : (len + CHUNK_BYTES - 1) / CHUNK_BYTES;
     if (chunks > 500)
@@ -68,6 +73,9 @@ int cq_store_put_file(struct cq_store *st, const char *session_id, const char *w
     cq_st_arg_int(a, mtime_ns);
     cq_st_arg_int(a, (int64_t)st->files_quota);
     cq_st_arg_int(a, (int64_t)len); /* plain-text bytes: the quota counts what users stored */
+    char octal[8];
+    snprintf(octal, sizeof(octal), "%o", (unsigned)(mode & 0777));
+    cq_st_arg(a, octal);
     char key[160];
     snprintf(key, sizeof(key), "%schunks:%s", st->prefix, session_id);
     uint8_t *sealed[500] = {0};
@@ -138,7 +146,7 @@ static const char DELETE_FILE[] =
     "if not old then return 1 end\n"
     "local a, b = string.match(old, '^(%d+) [-%d]+ (%d+)$')\n"
     "for i = 0, tonumber(b) - 1 do redis.call('HDEL', c, ARGV[5] .. ':' .. i) end\n"
-    "redis.call('HDEL', f, 'm:' .. ARGV[5])\n"
+    "redis.call('HDEL', f, 'm:' .. ARGV[5], 'x:' .. ARGV[5])\n"
     "redis.call('HINCRBY', f, 'bytes', -tonumber(a))\n"
     "redis.call('DECRBY', ARGV[1] .. 'stored:' .. (redis.call('HGET', s, 'tenant') or ''),\n"
     "           tonumber(a))\n"
@@ -154,6 +162,12 @@ int cq_store_delete_file(struct cq_store *st, const char *session_id, const char
     cq_st_arg_int(&a, (int64_t)fence);
     cq_st_arg(&a, path);
     return cq_st_fenced(cq_st_run(st, &a, err), session_id, err);
+}
+
+static int by_path(const void *a, const void *b)
+{
+    return strcmp(((const struct cq_stored_file *)a)->path,
+                  ((const struct cq_stored_file *)b)->path);
 }
 
 int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_stored_file **out,
@@ -183,8 +197,24 @@ int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_s
         f->path = strndup(field + 2, r->element[i]->len - 2);
         f->size = size;
         f->mtime_ns = mtime;
+        f->mode = 0644;
         if (f->path != NULL)
             (*n)++;
+    }
+    /* Then the permission bits of the files that have other ones than 0644. */
+    if (*n > 1)
+        qsort(*out, *n, sizeof(**out), by_path);
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *field = r->element[i]->str;
+        if (strncmp(field, "x:", 2) != 0)
+            continue;
+        struct cq_stored_file wanted = {.path = (char *)field + 2};
+        struct cq_stored_file *f =
+            *n > 0 ? bsearch(&wanted, *out, *n, sizeof(wanted), by_path) : NULL;
+        char *end;
+        unsigned long mode = strtoul(r->element[i + 1]->str, &end, 8);
+        if (f != NULL && *end == '\0' && mode <= 0777)
+            f->mode = (uint32_t)mode;
     }
     freeReplyObject(r);
     return 0;

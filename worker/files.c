@@ -213,7 +213,8 @@ static int make_dirs(const struct cq_files *f, const char *dir)
     return cur;
 }
 
-static int write_one(const struct cq_files *f, const char *path, const uint8_t *data, size_t len)
+static int write_one(const struct cq_files *f, const char *path, const uint8_t *data, size_t len,
+                     uint32_t mode)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s", path);
@@ -248,6 +249,9 @@ static int write_one(const struct cq_files *f, const char *path, const uint8_t *
         }
         done += (size_t)n;
     }
+    /* Permission bits only: a set-id or sticky bit is never the fleet's to restore. */
+    if (mode != 0 && fchmod(fd, (mode_t)(mode & 0777)) < 0)
+        return -1;
     return 0;
 }
 
@@ -274,7 +278,7 @@ static void cq_files_write_as_user(const struct cq_files *f, const struct cq_fil
             r->error_code = CQ_RESULT_LIMIT_EXCEEDED;
             continue;
         }
-        if (write_one(f, path, content[i].data, content[i].len) < 0) {
+        if (write_one(f, path, content[i].data, content[i].len, content[i].mode) < 0) {
             int e = errno;
             note(r, true, "writeFiles: %s: %s", path, describe_errno(e));
             if (e == ENOSPC || e == EDQUOT)
@@ -627,7 +631,8 @@ static int scan_tree(int dir_fd, char *prefix, size_t prefix_len, int depth, siz
         int rc = 0;
         if (S_ISREG(st.st_mode)) {
             rc = fn(ctx, prefix, (uint64_t)st.st_size,
-                    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec, err);
+                    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+                    (uint32_t)(st.st_mode & 0777), err);
         } else if (S_ISDIR(st.st_mode)) {
             cq_autoclose int sub =
                 openat(dirfd(d), e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

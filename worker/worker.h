@@ -213,10 +213,10 @@ void cq_worker_invoke_cancellable(struct cq_worker *w, const char *session_id, c
 /* ---- workspace snapshots (the fleet keeps session files in Redis) ----------------- */
 
 /* Called for each regular file of a workspace (links and special files are skipped);
- * path is relative to the workspace. Returns 0, or -1 with err filled to stop the walk
- * (err is never NULL). */
+ * path is relative to the workspace, mode its permission bits (0777 at most). Returns 0, or -1 with
+ * err filled to stop the walk (err is never NULL). */
 typedef int (*cq_workspace_fn)(void *ctx, const char *path, uint64_t size, int64_t mtime_ns,
-                               struct cq_error *err);
+                               uint32_t mode, struct cq_error *err);
 
 /* Calls fn for every regular file of the session's workspace. Returns 0, or -1 with
  * err: the callback's own error when it stopped the walk (prefixed with the session),

@@ -23,7 +23,7 @@ void cq_manifest_free(struct cq_manifest *m)
 }
 
 int cq_manifest_add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
-                    struct cq_error *err)
+                    uint32_t mode, struct cq_error *err)
 {
     if (m->n == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 16;
@@ -36,14 +36,14 @@ int cq_manifest_add(struct cq_manifest *m, const char *path, uint64_t size, int6
     char *copy = strdup(path);
     if (copy == NULL)
         return cq_error_sys(err, ENOMEM, "list %s", path);
-    m->entries[m->n++] = (struct cq_manifest_entry){copy, size, mtime_ns};
+    m->entries[m->n++] = (struct cq_manifest_entry){copy, size, mtime_ns, mode};
     return 0;
 }
 
-static int on_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns,
+static int on_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns, uint32_t mode,
                    struct cq_error *err)
 {
-    return cq_manifest_add(ctx, path, size, mtime_ns, err);
+    return cq_manifest_add(ctx, path, size, mtime_ns, mode, err);
 }
 
 static int by_path(const void *a, const void *b)
@@ -96,7 +96,8 @@ int cq_manifest_diff(const struct cq_manifest *old, const struct cq_manifest *no
     for (size_t i = 0; i < now->n; i++) {
         const struct cq_manifest_entry *e = &now->entries[i];
         const struct cq_manifest_entry *was = find(old, e->path);
-        if (was == NULL || was->size != e->size || was->mtime_ns != e->mtime_ns)
+        if (was == NULL || was->size != e->size || was->mtime_ns != e->mtime_ns ||
+            was->mode != e->mode)
             diff->changed[diff->n_changed++] = e;
     }
     for (size_t i = 0; i < old->n; i++)
@@ -130,7 +131,7 @@ int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *se
             continue;
         }
         rc = cq_store_put_file(st, session_id, worker_id, fence, e->path, data, len, e->mtime_ns,
-                               err);
+                               e->mode, err);
         free(data);
     }
     for (size_t i = 0; i < diff.n_removed && rc == 0; i++)
@@ -161,8 +162,11 @@ int cq_snapshot_restore(struct cq_worker *core, struct cq_store *st, const char 
             rc = -1;
             break;
         }
-        struct cq_file_content content = {
-            .path = files[i].path, .is_blob = true, .data = data, .len = len};
+        struct cq_file_content content = {.path = files[i].path,
+                                          .is_blob = true,
+                                          .data = data,
+                                          .len = len,
+                                          .mode = files[i].mode};
         struct cq_invoke_args args = {.content = &content, .n_content = 1};
         struct cq_result r;
         cq_worker_invoke(core, session_id, "writeFiles", &args, NULL, NULL, &r);

@@ -210,6 +210,12 @@ def test_a_moved_session_keeps_what_it_was_started_with(new_fleet, redis_client,
         assert texts(driver.code(sid, "import os\nos.environ.get('FOO')"))[-1] == "'bar'"
         r = driver.code(sid, "open('kept.txt', 'w').write('survives')")
         assert not r.is_error, r
+        # Made executable after its last write: a chmod changes no size nor mtime.
+        r = driver.code(sid, "import os\nopen('run.sh', 'w').write('#!/bin/sh\\necho ran\\n')\n"
+                             "open('secret', 'w').write('s')\nos.chmod('secret', 0o600)")
+        assert not r.is_error, r
+        r = driver.code(sid, "os.chmod('run.sh', 0o755)")
+        assert not r.is_error, r
         before = session_facts(driver, sid)
 
         worker = f.workers[victim]
@@ -223,6 +229,10 @@ def test_a_moved_session_keeps_what_it_was_started_with(new_fleet, redis_client,
         assert any("moved to a new worker" in t for t in texts(r)), r
         assert texts(r)[-1] == "('bar', 'survives')", r
         assert owner(redis_client, f, sid) == other
+        # Files keep their permission bits: the script still runs, the secret stays private.
+        r = driver.call(pb.Request(session_id=sid, invoke=pb.Invoke(
+            tool="executeCommand", arguments=pb.Arguments(command="./run.sh; stat -c %a secret"))))
+        assert r.result.structured_content.stdout == "ran\n600\n", r
         r = driver.code(sid, touch(50))
         assert not r.is_error and texts(r)[-1] == "50", r
         r = driver.code(sid, touch(300), timeout=180)

@@ -945,14 +945,20 @@ struct scan_log {
     const char *stop_at; /* the path whose callback fails, or NULL */
     bool stop_silently;  /* fail without filling err */
     char seen[1024];     /* "path:size;" for every call, in call order */
+    char modes[256];     /* "path:mode;" (octal) of files whose mode is not 0644 */
 };
 
-static int log_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns,
+static int log_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns, uint32_t mode,
                     struct cq_error *err)
 {
     struct scan_log *log = ctx;
     ck_assert_ptr_nonnull(err);
     ck_assert_int_gt(mtime_ns, 0);
+    ck_assert_uint_le(mode, 0777);
+    if (mode != 0644) {
+        size_t at = strlen(log->modes);
+        snprintf(log->modes + at, sizeof(log->modes) - at, "%s:%o;", path, mode);
+    }
     size_t used = strlen(log->seen);
     snprintf(log->seen + used, sizeof(log->seen) - used, "%s:%llu;", path,
              (unsigned long long)size);
@@ -978,6 +984,39 @@ START_TEST(scan_reports_regular_files_only)
     ck_assert_ptr_nonnull(strstr(log.seen, "a:1;"));
     ck_assert_ptr_nonnull(strstr(log.seen, "d/b:2;"));
     ck_assert_ptr_nonnull(strstr(log.seen, "d/e/c:3;"));
+}
+END_TEST
+
+/* The permission bits go with each file (the fleet restores a moved session's
+ * executables with them), and writeFiles can set them back: permission bits only. */
+START_TEST(scan_reports_modes_and_write_sets_them)
+{
+    sh_ok("printf 'echo hi' > run.sh && chmod 755 run.sh && printf x > plain && "
+          "printf y > private && chmod 600 private");
+    struct scan_log log = {0};
+    struct cq_error err = {0};
+    ck_assert_int_eq(cq_files_scan(&files, log_file, &log, &err), 0);
+    ck_assert_ptr_nonnull(strstr(log.modes, "run.sh:755;"));
+    ck_assert_ptr_nonnull(strstr(log.modes, "private:600;"));
+    ck_assert_ptr_null(strstr(log.modes, "plain"));
+
+    struct cq_file_content content[] = {
+        {.path = "bin/tool", .data = (const uint8_t *)"#!/bin/sh\n", .len = 10, .mode = 0750},
+        {.path = "setid", .data = (const uint8_t *)"x", .len = 1, .mode = 06755},
+        {.path = "kept", .data = (const uint8_t *)"x", .len = 1},
+    };
+    struct cq_result r;
+    cq_result_init(&r);
+    cq_files_write(&files, content, 3, &r);
+    ck_assert_msg(!r.is_error, "%s", r.n_blocks ? r.blocks[0].text : "");
+    cq_result_free(&r);
+    struct stat st;
+    ck_assert_int_eq(fstatat(files.workspace_fd, "bin/tool", &st, 0), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0750);
+    ck_assert_int_eq(fstatat(files.workspace_fd, "setid", &st, 0), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0755); /* no set-id bits from a restore */
+    ck_assert_int_eq(fstatat(files.workspace_fd, "kept", &st, 0), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0644);
 }
 END_TEST
 
@@ -1108,6 +1147,7 @@ static Suite *files_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, scan_reports_regular_files_only);
+    tcase_add_test(tc, scan_reports_modes_and_write_sets_them);
     tcase_add_test(tc, scan_returns_the_callbacks_error);
     tcase_add_test(tc, scan_skips_directories_the_session_made_unreadable);
     suite_add_tcase(s, tc);

@@ -26,10 +26,17 @@ static void teardown(void)
     cq_manifest_free(&now_m);
 }
 
-static void add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns)
+static void add_mode(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
+                     uint32_t mode)
 {
     struct cq_error err = {0};
-    ck_assert_msg(cq_manifest_add(m, path, size, mtime_ns, &err) == 0, "add %s: %s", path, err.msg);
+    ck_assert_msg(cq_manifest_add(m, path, size, mtime_ns, mode, &err) == 0, "add %s: %s", path,
+                  err.msg);
+}
+
+static void add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns)
+{
+    add_mode(m, path, size, mtime_ns, 0644);
 }
 
 /* Sorts both manifests (as a scan leaves them) and compares them. */
@@ -135,6 +142,21 @@ START_TEST(changed_mtime)
     now_m.entries[0].mtime_ns = -5; /* before 1970 */
     compare();
     expect("a", "");
+}
+END_TEST
+
+/* chmod +x changes neither size nor mtime: the mode is compared, or a script made
+ * executable after its last write would come back without its x bit after a move. */
+START_TEST(changed_mode)
+{
+    add_mode(&old_m, "run.sh", 10, 1000, 0644);
+    add_mode(&now_m, "run.sh", 10, 1000, 0755);
+    compare();
+    expect("run.sh", "");
+    ck_assert_uint_eq(diff.changed[0]->mode, 0755);
+    now_m.entries[0].mode = 0644;
+    compare();
+    expect("", "");
 }
 END_TEST
 
@@ -264,6 +286,7 @@ static Suite *snapshot_suite(void)
     tcase_add_test(tc, unchanged_is_not_written);
     tcase_add_test(tc, changed_size);
     tcase_add_test(tc, changed_mtime);
+    tcase_add_test(tc, changed_mode);
     tcase_add_test(tc, renamed_is_written_and_removed);
     tcase_add_test(tc, paths_match_exactly);
     tcase_add_test(tc, unsorted_input_is_sorted_first);
