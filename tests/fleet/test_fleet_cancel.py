@@ -127,3 +127,38 @@ def test_a_cancel_must_name_a_call(driver):
     ack = driver.wait_final(driver.send(pb.Request(
         request_id=uuid.uuid4().hex, session_id=sid, cancel_call=pb.CancelCall()))).result
     assert ack.is_error and "cancel_call.request_id is required" in ack.error_message, ack
+
+
+def test_the_python_clients_cancelled_task_cancels_its_call(fleet):
+    """asyncio: cancelling the task that awaits a call cancels the call in the fleet
+    (the session is free for its next call at once, variables kept); Client.cancel
+    cancels a call by its request id and says what it found."""
+    import asyncio
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "clients", "python"))
+    from codeq_client import AsyncClient, Client
+
+    async def scenario():
+        async with AsyncClient(BROKERS, request_topic=fleet.request_topic) as client:
+            session = await client.start_session()
+            await session.execute_code("kept = 41")
+            started = asyncio.Event()
+            task = asyncio.create_task(session.invoke(
+                "executeCode", {"code": "import time\nprint('go', flush=True)\n"
+                                        "time.sleep(600)"},
+                timeout=900, on_output=lambda stream, data: started.set()))
+            await asyncio.wait_for(started.wait(), 120)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            r = await session.execute_code("kept + 1", timeout=120)
+            assert r["content"][0]["text"] == "42", r
+            await session.stop()
+
+    asyncio.run(scenario())
+
+    with Client(BROKERS, request_topic=fleet.request_topic) as client:
+        session = client.start_session()
+        said = client.cancel(session.id, "no-such-call")
+        assert said.startswith("nothing to cancel"), said
+        session.stop()

@@ -21,6 +21,7 @@ from .client import (
     OutputCallback,
     TimeoutError,
     _Tools,
+    cancel_request,
     invoke_reply,
     invoke_request,
     list_sessions_request,
@@ -131,7 +132,9 @@ class AsyncClient:
     ) -> pb.Response:
         """Sends one request and returns its final Response (see Client.request, which
         explains the trace context arguments); ``on_output`` is called on the event
-        loop."""
+        loop. A tool call whose task is cancelled (``task.cancel()``,
+        ``asyncio.wait_for``) is cancelled in the fleet too: its cell is interrupted,
+        keeping the session's variables."""
         timeout = self._client.default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -145,6 +148,15 @@ class AsyncClient:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(f"no reply to request {request_id} within {timeout} s") from None
+        except asyncio.CancelledError:
+            # Nobody waits for the call any more: it must not go on holding its
+            # session (the next call of the session would wait behind it).
+            # (wait_for cancels the future with the task: only a future that holds the
+            # final reply means the call ended.)
+            if request.WhichOneof("operation") == "invoke" and (future.cancelled() or
+                                                                 not future.done()):
+                self._client._cancel_quietly(request.session_id, request_id)
+            raise
         finally:
             self._client._forget(request_id)
 
@@ -191,6 +203,12 @@ class AsyncClient:
         """Stops the session; returns its final record."""
         request = pb.Request(session_id=session_id, stop_session=pb.StopSession())
         return session_reply(await self.request(request, timeout), "stopSession")
+
+    async def cancel(self, session_id: str, request_id: str,
+                     timeout: Optional[float] = None) -> str:
+        """Cancels the session's call ``request_id`` (see Client.cancel)."""
+        response = await self.request(cancel_request(session_id, request_id), timeout)
+        return invoke_reply(response)["content"][0]["text"]
 
     def session(self, session_id: str) -> "AsyncSession":
         """A handle on an existing session (no request is made)."""

@@ -462,6 +462,28 @@ class Client:
         """A handle on an existing session (no request is made)."""
         return Session(self, {"sessionId": session_id})
 
+    def cancel(self, session_id: str, request_id: str, timeout: Optional[float] = None) -> str:
+        """Cancels the session's call ``request_id`` (a request sent with that id): a
+        running cell is interrupted as on its timeout and keeps its variables, a command
+        is killed, a queued call does not run. The call still gets its own final reply,
+        which says so. Returns what the fleet found ("cancelled: the call was running",
+        "... queued", or "nothing to cancel")."""
+        request = cancel_request(session_id, request_id)
+        return invoke_reply(self.request(request, timeout))["content"][0]["text"]
+
+    def _cancel_quietly(self, session_id: str, request_id: str) -> None:
+        """Sends a cancel for the call without waiting for its answer (an awaiting task
+        that was cancelled); nothing is kept waiting for the answer past a minute."""
+        try:
+            cancel_id = self._send(cancel_request(session_id, request_id), 60.0, None,
+                                   lambda _outcome: None)
+        except CodeqError as e:
+            log.warning("the cancellation of request %s was not sent: %s", request_id, e)
+            return
+        timer = threading.Timer(60.0, self._forget, (cancel_id,))
+        timer.daemon = True
+        timer.start()
+
     def invoke(
         self,
         session_id: str,
@@ -802,6 +824,10 @@ def session_reply(response: pb.Response, operation: str) -> dict[str, Any]:
 def session_list_reply(response: pb.Response) -> dict[str, Any]:
     """The listing of a listSessions reply."""
     return session_list_to_dict(_payload(response, "sessions", "listSessions"))
+
+
+def cancel_request(session_id: str, request_id: str) -> pb.Request:
+    return pb.Request(session_id=session_id, cancel_call=pb.CancelCall(request_id=request_id))
 
 
 def invoke_reply(response: pb.Response) -> dict[str, Any]:
