@@ -188,8 +188,11 @@ struct cq_stored_file {
     char *path;
     uint64_t size;
     int64_t mtime_ns;
-    uint32_t mode; /* permission bits; 0644 when none were stored (an older worker's) */
+    uint32_t mode; /* permission bits; 0644 when none were stored (an older worker's);
+                    * CQ_STORE_LINK: a symbolic link, whose bytes are its target */
 };
+/* The mode of a stored symbolic link (beyond any permission bits). */
+#define CQ_STORE_LINK 0x10000u
 int cq_store_put_file(struct cq_store *st, const char *session_id, const char *worker,
                       uint64_t fence, const char *path, const uint8_t *data, size_t len,
                       int64_t mtime_ns, uint32_t mode, struct cq_error *err);

@@ -16,9 +16,10 @@
 
 /* files:<sid> holds `m:<path>` = "size mtime_ns chunks" and `bytes`; chunks:<sid> holds
  * the data, so that listing never moves file contents. A file whose permission bits are
- * not 0644 (an executable script) also has `x:<path>` = its bits in octal: a field of its
- * own rather than a fourth word in `m:`, whose format workers of an older release still
- * parse during a rolling upgrade (and ignore fields they do not know). */
+ * not 0644 (an executable script) also has `x:<path>` = its bits in octal, and a symbolic
+ * link `l:<path>` = 1 (its bytes are its target): fields of their own rather than words
+ * in `m:`, whose format workers of an older release still parse during a rolling upgrade
+ * (they ignore fields they do not know, and restore a link as a file of its target). */
 static const char PUT_FILE[] = TENANT_RECOUNT_LUA
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if redis.call('HGET', s, 'owner') ~= ARGV[3] or redis.call('HGET', s, 'fence') ~= ARGV[4]\n"
@@ -49,8 +50,10 @@ static const char PUT_FILE[] = TENANT_RECOUNT_LUA
     "for i = 10, #ARGV do redis.call('HSET', c, path .. ':' .. (i - 10), ARGV[i]) end\n"
     "redis.call('HSET', f, 'm:' .. path, size .. ' ' .. ARGV[6] .. ' ' .. (#ARGV - 9),\n"
     "           'bytes', total)\n"
-    "if ARGV[9] == '644' then redis.call('HDEL', f, 'x:' .. path)\n"
-    "else redis.call('HSET', f, 'x:' .. path, ARGV[9]) end\n"
+    "if ARGV[9] == '644' then redis.call('HDEL', f, 'x:' .. path, 'l:' .. path)\n"
+    "elseif ARGV[9] == 'link' then redis.call('HDEL', f, 'x:' .. path)\n"
+    "  redis.call('HSET', f, 'l:' .. path, '1')\n"
+    "else redis.call('HSET', f, 'x:' .. path, ARGV[9]); redis.call('HDEL', f, 'l:' .. path) end\n"
     "local ttl = redis.call('PTTL', s)\n"
     "if ttl > 0 then redis.call('PEXPIRE', f, ttl); redis.call('PEXPIRE', c, ttl) end\n"
     "return 1\n";
@@ -75,7 +78,7 @@ int cq_store_put_file(struct cq_store *st, const char *session_id, const char *w
     cq_st_arg_int(a, (int64_t)len); /* plain-text bytes: the quota counts what users stored */
     char octal[8];
     snprintf(octal, sizeof(octal), "%o", (unsigned)(mode & 0777));
-    cq_st_arg(a, octal);
+    cq_st_arg(a, mode == CQ_STORE_LINK ? "link" : octal);
     char key[160];
     snprintf(key, sizeof(key), "%schunks:%s", st->prefix, session_id);
     uint8_t *sealed[500] = {0};
@@ -146,7 +149,7 @@ static const char DELETE_FILE[] =
     "if not old then return 1 end\n"
     "local a, b = string.match(old, '^(%d+) [-%d]+ (%d+)$')\n"
     "for i = 0, tonumber(b) - 1 do redis.call('HDEL', c, ARGV[5] .. ':' .. i) end\n"
-    "redis.call('HDEL', f, 'm:' .. ARGV[5], 'x:' .. ARGV[5])\n"
+    "redis.call('HDEL', f, 'm:' .. ARGV[5], 'x:' .. ARGV[5], 'l:' .. ARGV[5])\n"
     "redis.call('HINCRBY', f, 'bytes', -tonumber(a))\n"
     "redis.call('DECRBY', ARGV[1] .. 'stored:' .. (redis.call('HGET', s, 'tenant') or ''),\n"
     "           tonumber(a))\n"
@@ -215,6 +218,16 @@ int cq_store_list_files(struct cq_store *st, const char *session_id, struct cq_s
         unsigned long mode = strtoul(r->element[i + 1]->str, &end, 8);
         if (f != NULL && *end == '\0' && mode <= 0777)
             f->mode = (uint32_t)mode;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *field = r->element[i]->str;
+        if (strncmp(field, "l:", 2) != 0)
+            continue;
+        struct cq_stored_file wanted = {.path = (char *)field + 2};
+        struct cq_stored_file *f =
+            *n > 0 ? bsearch(&wanted, *out, *n, sizeof(wanted), by_path) : NULL;
+        if (f != NULL)
+            f->mode = CQ_STORE_LINK;
     }
     freeReplyObject(r);
     return 0;

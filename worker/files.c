@@ -629,10 +629,25 @@ static int scan_tree(int dir_fd, char *prefix, size_t prefix_len, int depth, siz
             prefix[len++] = '/';
         memcpy(prefix + len, e->d_name, name_len + 1);
         int rc = 0;
+        struct cq_workspace_entry entry = {
+            .path = prefix,
+            .size = (uint64_t)st.st_size,
+            .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+            .mode = (uint32_t)(st.st_mode & 0777),
+        };
+        char target[PATH_MAX];
         if (S_ISREG(st.st_mode)) {
-            rc = fn(ctx, prefix, (uint64_t)st.st_size,
-                    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
-                    (uint32_t)(st.st_mode & 0777), err);
+            rc = fn(ctx, &entry, err);
+        } else if (S_ISLNK(st.st_mode)) {
+            /* Read, never followed: a link's target is the sandbox's business. */
+            ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof(target) - 1);
+            if (n > 0) {
+                target[n] = '\0';
+                entry.link_target = target;
+                entry.size = (uint64_t)n;
+                entry.mode = 0;
+                rc = fn(ctx, &entry, err);
+            }
         } else if (S_ISDIR(st.st_mode)) {
             cq_autoclose int sub =
                 openat(dirfd(d), e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -666,6 +681,44 @@ int cq_files_read_raw(const struct cq_files *f, const char *path, uint8_t **data
 {
     struct fs_identity old = become_sandbox_user(f);
     int rc = read_one(f, path, data, len);
+    int e = errno;
+    restore_identity(old);
+    errno = e;
+    return rc;
+}
+
+static int link_one(const struct cq_files *f, const char *path, const char *target)
+{
+    char norm[PATH_MAX];
+    if (normalize(path, norm) != NULL || norm[0] == '\0') {
+        errno = EINVAL;
+        return -1;
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", norm);
+    char *slash = strrchr(dir, '/');
+    const char *name = slash != NULL ? norm + (slash - dir) + 1 : norm;
+    if (slash != NULL)
+        *slash = '\0';
+    else
+        dir[0] = '\0';
+    cq_autoclose int dirfd = make_dirs(f, dir);
+    if (dirfd < 0)
+        return -1;
+    /* What is there goes (a restore fills a fresh workspace; a directory stays). */
+    if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+        return -1;
+    return symlinkat(target, dirfd, name);
+}
+
+int cq_files_link(const struct cq_files *f, const char *path, const char *target)
+{
+    if (target == NULL || target[0] == '\0' || strlen(target) >= PATH_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct fs_identity old = become_sandbox_user(f);
+    int rc = link_one(f, path, target);
     int e = errno;
     restore_identity(old);
     errno = e;

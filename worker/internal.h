@@ -149,6 +149,8 @@ void cq_files_list(const struct cq_files *f, const char *directory, struct cq_re
  * 0, or -1 with err: the callback's error as it filled it, or the failed syscall's. */
 int cq_files_scan(const struct cq_files *f, cq_workspace_fn fn, void *ctx, struct cq_error *err);
 int cq_files_read_raw(const struct cq_files *f, const char *path, uint8_t **data, size_t *len);
+/* cq_worker_restore_link's work, as the sandbox's user; -1 with errno. */
+int cq_files_link(const struct cq_files *f, const char *path, const char *target);
 void cq_files_remove(const struct cq_files *f, const char *const *paths, size_t n,
                      struct cq_result *r);
 /* "image/png" for "a/b.png"; "text/plain" or "application/octet-stream" otherwise. */

@@ -742,6 +742,18 @@ int cq_worker_scan_workspace(struct cq_worker *w, const char *session_id, cq_wor
     return rc < 0 ? cq_error_prefix(err, "scan the workspace of session '%s'", session_id) : 0;
 }
 
+int cq_worker_restore_link(struct cq_worker *w, const char *session_id, const char *path,
+                           const char *target, struct cq_error *err)
+{
+    struct cq_session *s = cq_session_acquire(w, session_id);
+    if (s == NULL)
+        return cq_error_set(err, CQ_ENOTFOUND, "session '%s' not found", session_id);
+    int rc = cq_files_link(&s->files, path, target);
+    int e = errno;
+    cq_session_release(w, s);
+    return rc < 0 ? cq_error_sys(err, e, "link %s", path) : 0;
+}
+
 int cq_worker_read_workspace_file(struct cq_worker *w, const char *session_id, const char *path,
                                   uint8_t **data, size_t *len, struct cq_error *err)
 {

@@ -212,11 +212,19 @@ void cq_worker_invoke_cancellable(struct cq_worker *w, const char *session_id, c
 
 /* ---- workspace snapshots (the fleet keeps session files in Redis) ----------------- */
 
-/* Called for each regular file of a workspace (links and special files are skipped);
- * path is relative to the workspace, mode its permission bits (0777 at most). Returns 0, or -1 with
- * err filled to stop the walk (err is never NULL). */
-typedef int (*cq_workspace_fn)(void *ctx, const char *path, uint64_t size, int64_t mtime_ns,
-                               uint32_t mode, struct cq_error *err);
+/* One entry of a workspace scan: a regular file, or a symbolic link (link_target set;
+ * size is the target's length, mode 0). Other kinds (fifos, sockets, devices) and empty
+ * directories are skipped. path is relative to the workspace. */
+struct cq_workspace_entry {
+    const char *path;
+    uint64_t size;
+    int64_t mtime_ns;
+    uint32_t mode;           /* permission bits, 0777 at most */
+    const char *link_target; /* NULL: a regular file */
+};
+/* Called for each entry; returns 0, or -1 with err filled to stop the walk (err is
+ * never NULL). */
+typedef int (*cq_workspace_fn)(void *ctx, const struct cq_workspace_entry *e, struct cq_error *err);
 
 /* Calls fn for every regular file of the session's workspace. Returns 0, or -1 with
  * err: the callback's own error when it stopped the walk (prefixed with the session),
@@ -224,6 +232,12 @@ typedef int (*cq_workspace_fn)(void *ctx, const char *path, uint64_t size, int64
 int cq_worker_scan_workspace(struct cq_worker *w, const char *session_id, cq_workspace_fn fn,
                              void *ctx, struct cq_error *err);
 /* Reads one workspace file (at most CQ_WORKER_MAX_FILE_BYTES); *data is malloc'd. */
+/* Makes path (normalized as writeFiles does, beneath the workspace, parents created) a
+ * symbolic link to target, replacing what is there, as the sandbox's user: what the fleet
+ * restores of a moved session's links. The target is not resolved here (nothing the
+ * worker does follows a workspace link): in the sandbox it means what it meant. */
+int cq_worker_restore_link(struct cq_worker *w, const char *session_id, const char *path,
+                           const char *target, struct cq_error *err);
 int cq_worker_read_workspace_file(struct cq_worker *w, const char *session_id, const char *path,
                                   uint8_t **data, size_t *len, struct cq_error *err);
 

@@ -16,14 +16,16 @@
 
 void cq_manifest_free(struct cq_manifest *m)
 {
-    for (size_t i = 0; i < m->n; i++)
+    for (size_t i = 0; i < m->n; i++) {
         free(m->entries[i].path);
+        free(m->entries[i].link);
+    }
     free(m->entries);
     memset(m, 0, sizeof(*m));
 }
 
 int cq_manifest_add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
-                    uint32_t mode, struct cq_error *err)
+                    uint32_t mode, const char *link, struct cq_error *err)
 {
     if (m->n == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 16;
@@ -34,16 +36,18 @@ int cq_manifest_add(struct cq_manifest *m, const char *path, uint64_t size, int6
         m->cap = cap;
     }
     char *copy = strdup(path);
-    if (copy == NULL)
+    char *target = link != NULL ? strdup(link) : NULL;
+    if (copy == NULL || (link != NULL && target == NULL)) {
+        free(copy);
         return cq_error_sys(err, ENOMEM, "list %s", path);
-    m->entries[m->n++] = (struct cq_manifest_entry){copy, size, mtime_ns, mode};
+    }
+    m->entries[m->n++] = (struct cq_manifest_entry){copy, size, mtime_ns, mode, target};
     return 0;
 }
 
-static int on_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns, uint32_t mode,
-                   struct cq_error *err)
+static int on_file(void *ctx, const struct cq_workspace_entry *e, struct cq_error *err)
 {
-    return cq_manifest_add(ctx, path, size, mtime_ns, mode, err);
+    return cq_manifest_add(ctx, e->path, e->size, e->mtime_ns, e->mode, e->link_target, err);
 }
 
 static int by_path(const void *a, const void *b)
@@ -96,8 +100,10 @@ int cq_manifest_diff(const struct cq_manifest *old, const struct cq_manifest *no
     for (size_t i = 0; i < now->n; i++) {
         const struct cq_manifest_entry *e = &now->entries[i];
         const struct cq_manifest_entry *was = find(old, e->path);
+        bool same_link = was != NULL && (was->link == NULL) == (e->link == NULL) &&
+                         (e->link == NULL || strcmp(was->link, e->link) == 0);
         if (was == NULL || was->size != e->size || was->mtime_ns != e->mtime_ns ||
-            was->mode != e->mode)
+            was->mode != e->mode || !same_link)
             diff->changed[diff->n_changed++] = e;
     }
     for (size_t i = 0; i < old->n; i++)
@@ -123,6 +129,14 @@ int cq_snapshot_save(struct cq_worker *core, struct cq_store *st, const char *se
     int rc = 0;
     for (size_t i = 0; i < diff.n_changed && rc == 0; i++) {
         const struct cq_manifest_entry *e = diff.changed[i];
+        if (e->link != NULL) {
+            /* A link is kept as a file whose bytes are its target (sealed, counted in
+             * the quotas as any file) and marked as a link. */
+            rc = cq_store_put_file(st, session_id, worker_id, fence, e->path,
+                                   (const uint8_t *)e->link, strlen(e->link), e->mtime_ns,
+                                   CQ_STORE_LINK, err);
+            continue;
+        }
         uint8_t *data = NULL;
         size_t len = 0;
         if (cq_worker_read_workspace_file(core, session_id, e->path, &data, &len, err) < 0) {
@@ -161,6 +175,20 @@ int cq_snapshot_restore(struct cq_worker *core, struct cq_store *st, const char 
         if (cq_store_get_file(st, session_id, files[i].path, &data, &len, err) < 0) {
             rc = -1;
             break;
+        }
+        if (files[i].mode == CQ_STORE_LINK) {
+            /* The target as stored: text without a NUL, or the link is not made. */
+            char *target =
+                len > 0 && memchr(data, '\0', len) == NULL ? strndup((char *)data, len) : NULL;
+            rc = target == NULL
+                     ? cq_error_set(err, CQ_EINTERNAL, "restore %s: not a link target",
+                                    files[i].path)
+                     : cq_worker_restore_link(core, session_id, files[i].path, target, err);
+            free(target);
+            free(data);
+            if (rc == 0)
+                (*restored)++;
+            continue;
         }
         struct cq_file_content content = {.path = files[i].path,
                                           .is_blob = true,

@@ -16,6 +16,7 @@ struct cq_manifest_entry {
     uint64_t size;
     int64_t mtime_ns;
     uint32_t mode; /* permission bits: a chmod changes no size or mtime, so it is compared */
+    char *link;    /* a symbolic link's target; NULL: a regular file */
 };
 
 struct cq_manifest {
@@ -24,16 +25,18 @@ struct cq_manifest {
 };
 
 void cq_manifest_free(struct cq_manifest *m);
-/* Appends a copy of path with its size, modification time and permission bits. */
+/* Appends a copy of path with its size, modification time and permission bits, and of
+ * link (a symbolic link's target; NULL for a regular file). */
 int cq_manifest_add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
-                    uint32_t mode, struct cq_error *err);
+                    uint32_t mode, const char *link, struct cq_error *err);
 /* Sorts by path (strcmp order), as cq_manifest_diff needs. */
 void cq_manifest_sort(struct cq_manifest *m);
 
 /* What a save must do to turn the stored state old into now. The pointers point into
  * the two manifests, which must outlive the diff. */
 struct cq_manifest_diff {
-    const struct cq_manifest_entry **changed; /* in now: new, or a new size, mtime or mode */
+    const struct cq_manifest_entry **changed; /* in now: new, or a new size, mtime, mode or
+                                               * link target */
     size_t n_changed;
     const struct cq_manifest_entry **removed; /* in old: no longer in now */
     size_t n_removed;

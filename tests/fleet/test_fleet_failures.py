@@ -214,7 +214,9 @@ def test_a_moved_session_keeps_what_it_was_started_with(new_fleet, redis_client,
         r = driver.code(sid, "import os\nopen('run.sh', 'w').write('#!/bin/sh\\necho ran\\n')\n"
                              "open('secret', 'w').write('s')\nos.chmod('secret', 0o600)")
         assert not r.is_error, r
-        r = driver.code(sid, "os.chmod('run.sh', 0o755)")
+        r = driver.code(sid, "os.chmod('run.sh', 0o755)\nos.makedirs('venv/bin')\n"
+                             "os.symlink('run.sh', 'go')\n"
+                             "os.symlink('/usr/bin/python3', 'venv/bin/python')")
         assert not r.is_error, r
         before = session_facts(driver, sid)
 
@@ -231,8 +233,10 @@ def test_a_moved_session_keeps_what_it_was_started_with(new_fleet, redis_client,
         assert owner(redis_client, f, sid) == other
         # Files keep their permission bits: the script still runs, the secret stays private.
         r = driver.call(pb.Request(session_id=sid, invoke=pb.Invoke(
-            tool="executeCommand", arguments=pb.Arguments(command="./run.sh; stat -c %a secret"))))
-        assert r.result.structured_content.stdout == "ran\n600\n", r
+            tool="executeCommand", arguments=pb.Arguments(
+                command="./run.sh; stat -c %a secret; ./go; readlink go; "
+                        "venv/bin/python -c 'print(6 * 7)'"))))
+        assert r.result.structured_content.stdout == "ran\n600\nran\nrun.sh\n42\n", r
         r = driver.code(sid, touch(50))
         assert not r.is_error and texts(r)[-1] == "50", r
         r = driver.code(sid, touch(300), timeout=180)

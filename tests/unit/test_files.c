@@ -946,15 +946,24 @@ struct scan_log {
     bool stop_silently;  /* fail without filling err */
     char seen[1024];     /* "path:size;" for every call, in call order */
     char modes[256];     /* "path:mode;" (octal) of files whose mode is not 0644 */
+    char links[256];     /* "path->target;" of the symbolic links */
 };
 
-static int log_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns, uint32_t mode,
-                    struct cq_error *err)
+static int log_file(void *ctx, const struct cq_workspace_entry *e, struct cq_error *err)
 {
     struct scan_log *log = ctx;
+    const char *path = e->path;
+    uint64_t size = e->size;
+    uint32_t mode = e->mode;
     ck_assert_ptr_nonnull(err);
-    ck_assert_int_gt(mtime_ns, 0);
+    ck_assert_int_gt(e->mtime_ns, 0);
     ck_assert_uint_le(mode, 0777);
+    if (e->link_target != NULL) {
+        ck_assert_uint_eq(size, strlen(e->link_target));
+        size_t at = strlen(log->links);
+        snprintf(log->links + at, sizeof(log->links) - at, "%s->%s;", path, e->link_target);
+        return 0;
+    }
     if (mode != 0644) {
         size_t at = strlen(log->modes);
         snprintf(log->modes + at, sizeof(log->modes) - at, "%s:%o;", path, mode);
@@ -970,10 +979,10 @@ static int log_file(void *ctx, const char *path, uint64_t size, int64_t mtime_ns
                         (unsigned long long)size);
 }
 
-START_TEST(scan_reports_regular_files_only)
+START_TEST(scan_reports_files_and_links_only)
 {
     sh_ok("mkdir -p d/e && printf 1 > a && printf 22 > d/b && printf 333 > d/e/c && "
-          "ln -s a link && mkfifo fifo");
+          "ln -s a link && ln -s /etc/passwd d/outside && mkfifo fifo");
     struct scan_log log = {0};
     struct cq_error err = {0};
     struct fs_ids before = thread_ids();
@@ -984,6 +993,36 @@ START_TEST(scan_reports_regular_files_only)
     ck_assert_ptr_nonnull(strstr(log.seen, "a:1;"));
     ck_assert_ptr_nonnull(strstr(log.seen, "d/b:2;"));
     ck_assert_ptr_nonnull(strstr(log.seen, "d/e/c:3;"));
+    /* Links are read, not followed: the one to the host's /etc/passwd is just a text. */
+    ck_assert_int_eq(strlen(log.links), strlen("link->a;d/outside->/etc/passwd;"));
+    ck_assert_ptr_nonnull(strstr(log.links, "link->a;"));
+    ck_assert_ptr_nonnull(strstr(log.links, "d/outside->/etc/passwd;"));
+}
+END_TEST
+
+/* What the fleet restores of a moved session's links: made beneath the workspace as the
+ * sandbox's user, replacing a file, never escaping by its path. */
+START_TEST(link_restores_beneath_the_workspace)
+{
+    sh_ok("printf old > was_file");
+    ck_assert_int_eq(cq_files_link(&files, "bin/python", "/usr/bin/python3"), 0);
+    ck_assert_int_eq(cq_files_link(&files, "was_file", "bin/python"), 0);
+    char target[64] = {0};
+    ck_assert_int_gt(readlinkat(files.workspace_fd, "bin/python", target, sizeof(target) - 1), 0);
+    ck_assert_str_eq(target, "/usr/bin/python3");
+    memset(target, 0, sizeof(target));
+    ck_assert_int_gt(readlinkat(files.workspace_fd, "was_file", target, sizeof(target) - 1), 0);
+    ck_assert_str_eq(target, "bin/python");
+    struct stat st;
+    ck_assert_int_eq(fstatat(files.workspace_fd, "bin/python", &st, AT_SYMLINK_NOFOLLOW), 0);
+    ck_assert(S_ISLNK(st.st_mode));
+    ck_assert_uint_eq(st.st_uid, files.uid);
+    errno = 0;
+    ck_assert_int_eq(cq_files_link(&files, "../escape", "x"), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(cq_files_link(&files, "empty", ""), -1);
+    /* A path through a link is refused: the link is never followed. */
+    ck_assert_int_eq(cq_files_link(&files, "was_file/inside", "x"), -1);
 }
 END_TEST
 
@@ -1146,7 +1185,8 @@ static Suite *files_suite(void)
     tc = tcase_create("scan");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, scan_reports_regular_files_only);
+    tcase_add_test(tc, scan_reports_files_and_links_only);
+    tcase_add_test(tc, link_restores_beneath_the_workspace);
     tcase_add_test(tc, scan_reports_modes_and_write_sets_them);
     tcase_add_test(tc, scan_returns_the_callbacks_error);
     tcase_add_test(tc, scan_skips_directories_the_session_made_unreadable);

@@ -26,12 +26,18 @@ static void teardown(void)
     cq_manifest_free(&now_m);
 }
 
+static void add_entry(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
+                      uint32_t mode, const char *link)
+{
+    struct cq_error err = {0};
+    ck_assert_msg(cq_manifest_add(m, path, size, mtime_ns, mode, link, &err) == 0, "add %s: %s",
+                  path, err.msg);
+}
+
 static void add_mode(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
                      uint32_t mode)
 {
-    struct cq_error err = {0};
-    ck_assert_msg(cq_manifest_add(m, path, size, mtime_ns, mode, &err) == 0, "add %s: %s", path,
-                  err.msg);
+    add_entry(m, path, size, mtime_ns, mode, NULL);
 }
 
 static void add(struct cq_manifest *m, const char *path, uint64_t size, int64_t mtime_ns)
@@ -157,6 +163,26 @@ START_TEST(changed_mode)
     now_m.entries[0].mode = 0644;
     compare();
     expect("", "");
+}
+END_TEST
+
+/* A link retargeted to a name of the same length at the same time, or a file replaced
+ * by a link, is a change. */
+START_TEST(changed_link)
+{
+    add_entry(&old_m, "bin/py", 4, 1000, 0, "abcd");
+    add_entry(&now_m, "bin/py", 4, 1000, 0, "wxyz");
+    compare();
+    expect("bin/py", "");
+    ck_assert_str_eq(diff.changed[0]->link, "wxyz");
+    free(now_m.entries[0].link);
+    now_m.entries[0].link = strdup("abcd");
+    compare();
+    expect("", "");
+    add_mode(&old_m, "f", 4, 1000, 0);
+    add_entry(&now_m, "f", 4, 1000, 0, "abcd");
+    compare();
+    expect("f", "");
 }
 END_TEST
 
@@ -287,6 +313,7 @@ static Suite *snapshot_suite(void)
     tcase_add_test(tc, changed_size);
     tcase_add_test(tc, changed_mtime);
     tcase_add_test(tc, changed_mode);
+    tcase_add_test(tc, changed_link);
     tcase_add_test(tc, renamed_is_written_and_removed);
     tcase_add_test(tc, paths_match_exactly);
     tcase_add_test(tc, unsorted_input_is_sorted_first);
