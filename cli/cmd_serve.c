@@ -67,6 +67,9 @@ static void usage(FILE *out)
             "                         (the key file must be mode 600)\n"
             "  --max-body SIZE        largest request body (default 160M; past it: 413)\n"
             "  --max-connections N    connections at once (default %d); each runs one call\n"
+            "  --idle-timeout S       close a connection idle this long, or whose request's\n"
+            "                         headers take longer to arrive, or whose body then\n"
+            "                         comes slower than 4 KiB/s (default 30)\n"
             "  --max-rate N           requests per second per tenant, in bursts of as many\n"
             "                         (default 0: no limit); past it: ThrottlingException\n"
             "  --warm-pool N          sessions kept ready (default 1; embedded only)\n"
@@ -148,6 +151,7 @@ int cq_cmd_serve(int argc, char **argv)
         OPT_MAX_BODY,
         OPT_MAX_CONN,
         OPT_MAX_RATE,
+        OPT_IDLE_TIMEOUT,
         OPT_POOL,
         OPT_MAX,
         OPT_BROKERS,
@@ -166,6 +170,7 @@ int cq_cmd_serve(int argc, char **argv)
         {"max-body", required_argument, NULL, OPT_MAX_BODY},
         {"max-connections", required_argument, NULL, OPT_MAX_CONN},
         {"max-rate", required_argument, NULL, OPT_MAX_RATE},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"max-sessions", required_argument, NULL, OPT_MAX},
         {"brokers", required_argument, NULL, OPT_BROKERS},
@@ -195,6 +200,7 @@ int cq_cmd_serve(int argc, char **argv)
     uint64_t max_body = DEFAULT_MAX_BODY;
     unsigned max_connections = DEFAULT_MAX_CONNECTIONS;
     unsigned max_rate = 0;
+    unsigned idle_timeout = 30;
     unsigned net_seen = 0;
     int net_rc = cq_network_environment("serve", &cfg);
     if (net_rc != 0)
@@ -236,6 +242,11 @@ int cq_cmd_serve(int argc, char **argv)
             if (cq_parse_uint(optarg, 0, 1000000, &value, &err) < 0)
                 return cq_usage_error("serve", "--max-rate: %s", err.msg);
             max_rate = (unsigned)value;
+            break;
+        case OPT_IDLE_TIMEOUT:
+            if (cq_parse_uint(optarg, 1, 3600, &value, &err) < 0)
+                return cq_usage_error("serve", "--idle-timeout: %s", err.msg);
+            idle_timeout = (unsigned)value;
             break;
         case OPT_POOL:
             if (cq_parse_uint(optarg, 0, 16, &value, &err) < 0)
@@ -359,7 +370,7 @@ int cq_cmd_serve(int argc, char **argv)
         .max_connections = max_connections,
         /* A call holds its connection while its cell runs; idleness is counted
          * between reads and writes only, so a long cell is not cut off by it. */
-        .idle_timeout_s = 30,
+        .idle_timeout_s = idle_timeout,
         .tls_cert_pem = cert_pem,
         .tls_key_pem = key_pem,
     };

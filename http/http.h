@@ -5,7 +5,7 @@
  * body bounded by max_body: 413 past it) and handed to one handler function, on the
  * connection's own thread, which fills a response. The listener answers what the
  * handler never sees: malformed HTTP (400), a body too large (413), more connections
- * than max_connections (refused at accept).
+ * than max_connections (refused at accept), clients too slow to send a request (cut).
  */
 #ifndef CQ_HTTP_HTTP_H
 #define CQ_HTTP_HTTP_H
@@ -77,7 +77,9 @@ struct cq_http_config {
     void (*free_ctx)(void *ctx); /* called by cq_http_stop; may be NULL */
     size_t max_body;             /* 0: 1 MiB */
     unsigned max_connections;    /* 0: 64 */
-    unsigned idle_timeout_s;     /* a connection idle this long is closed; 0: 30 */
+    /* A connection idle this long is closed, and so is one whose request's headers take
+     * longer to arrive, or whose body then comes slower than 4 KiB/s (http/guard.c); 0: 30 */
+    unsigned idle_timeout_s;
     /* HTTPS: the certificate (chain) and its private key, PEM text; both NULL: HTTP. */
     const char *tls_cert_pem;
     const char *tls_key_pem;

@@ -3,12 +3,13 @@
  * A thread per connection, because handlers block: rendering metrics takes a lock,
  * and `codeq serve` will run code for as long as a cell runs. The connection limit
  * bounds the threads; libmicrohttpd refuses connections past it at accept, and closes
- * idle ones after idle_timeout_s, so that slow or silent clients cannot hold every
- * slot for long.
+ * idle ones after idle_timeout_s, so that silent clients cannot hold every slot for
+ * long; slow ones, never idle, are cut by the guard (http/guard.c).
  */
 #define _GNU_SOURCE
 #include "http/http.h"
 #include "common/cleanup.h"
+#include "http/guard.h"
 
 #include <microhttpd.h>
 #include <netdb.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,6 +29,7 @@
 
 struct cq_http_server {
     struct MHD_Daemon *daemon;
+    struct cq_http_guard *guard;
     cq_http_handler handler;
     void *ctx;
     void (*free_ctx)(void *ctx);
@@ -46,6 +49,7 @@ struct pending {
     uint8_t *body;
     size_t len, cap;
     bool too_large;
+    bool nul_in_query;
 };
 
 /* libmicrohttpd hands the access handler a percent-decoded path; a signature covers the
@@ -160,6 +164,33 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct cq_http
     return rc;
 }
 
+/* A query argument that decodes to a NUL byte (%00) would be cut there by every C
+ * string after it, so that "?sessionId=ID%00junk" would name ID: refused instead. */
+static enum MHD_Result find_nul(void *cls, enum MHD_ValueKind kind, const char *key,
+                                size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    bool *found = cls;
+    if (memchr(key, 0, key_size) != NULL || (value != NULL && memchr(value, 0, value_size)))
+        *found = true;
+    return *found ? MHD_NO : MHD_YES;
+}
+
+/* A client that waits for 100 Continue before its body (curl does past 1 MiB) and
+ * declares one past the limit gets its 413 at once rather than an invitation to send
+ * what would be thrown away; libmicrohttpd closes the connection after it. */
+static bool declared_too_large(struct MHD_Connection *conn, size_t max_body)
+{
+    const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    const char *length =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (expect == NULL || strcasecmp(expect, "100-continue") != 0 || length == NULL)
+        return false;
+    errno = 0;
+    unsigned long long n = strtoull(length, NULL, 10);
+    return errno == ERANGE || n > max_body;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **req_cls)
@@ -172,9 +203,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!p->started) {
         /* The headers only: the body, if any, comes in later calls. */
         p->started = true;
-        return MHD_YES;
-    }
-    if (*upload_size > 0) {
+        cq_http_guard_headers_done(s->guard, conn);
+        MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, find_nul, &p->nul_in_query);
+        if (!declared_too_large(conn, s->max_body))
+            return MHD_YES;
+        p->too_large = true; /* answered before the body: see declared_too_large */
+    } else if (*upload_size > 0) {
+        cq_http_guard_body(s->guard, conn, *upload_size);
         /* Keep reading past the limit without keeping, so that the client gets its
          * 413 rather than a reset connection in the middle of its upload. */
         if (!p->too_large && p->len + *upload_size > s->max_body)
@@ -197,9 +232,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
 
+    cq_http_guard_busy(s->guard, conn);
     struct cq_http_response resp = {.status = 200};
     if (p->too_large) {
         cq_http_respond(&resp, 413, "the request body is larger than %zu bytes\n", s->max_body);
+    } else if (p->nul_in_query) {
+        cq_http_respond(&resp, 400, "a query argument holds a NUL byte (%%00)\n");
     } else {
         struct cq_http_request req = {
             .method = method,
@@ -218,8 +256,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct cq_http_server *s = cls;
-    (void)conn;
     (void)toe;
+    cq_http_guard_idle(s->guard, conn);
     struct pending *p = *req_cls;
     if (p != NULL) {
         free(p->target);
@@ -282,6 +320,14 @@ int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
     s->ctx = cfg->ctx;
     s->free_ctx = cfg->free_ctx;
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
+    unsigned timeout_s = cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
+    unsigned max_connections =
+        cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS;
+    if (cq_http_guard_nofile(max_connections, err) < 0) {
+        freeaddrinfo(ai);
+        free(s);
+        return -1;
+    }
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     /* ITC: what lets cq_http_stop quiesce the daemon (stop accepting) while it runs. */
@@ -303,20 +349,26 @@ int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
         }
         flags |= MHD_USE_TLS;
     }
+    if (cq_http_guard_start(timeout_s, &s->guard, err) < 0) {
+        freeaddrinfo(ai);
+        free(s);
+        return -1;
+    }
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS),
-        MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)(cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S),
+        MHD_OPTION_CONNECTION_LIMIT, max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_NOTIFY_CONNECTION, cq_http_guard_notify, s->guard,
         /* Without TLS the list ends here; libmicrohttpd refuses HTTPS options on a plain
          * daemon. */
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cfg->tls_cert_pem,
         MHD_OPTION_HTTPS_MEM_KEY, cfg->tls_key_pem, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (s->daemon == NULL) {
+        int e = errno;
+        cq_http_guard_stop(s->guard);
         free(s);
+        errno = e;
         /* libmicrohttpd says why only on its log; bind's errno is the usual cause. */
         return cq_error_sys(err, errno ? errno : EADDRINUSE, "listen on %s", cfg->listen);
     }
@@ -346,6 +398,7 @@ void cq_http_stop(struct cq_http_server *s)
         pthread_cond_wait(&s->idle, &s->lock);
     pthread_mutex_unlock(&s->lock);
     MHD_stop_daemon(s->daemon);
+    cq_http_guard_stop(s->guard);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
     if (s->free_ctx != NULL)
