@@ -436,6 +436,13 @@ static int write_report(const struct options *o, const struct cq_process_report 
         json_decref(obj);
         return -1;
     }
+    /* A normal user's sandbox without a delegated cgroup (CODEQ_ALLOW_UNLIMITED=1). */
+    unsigned unenforced = cq_sandbox_unenforced();
+    if (unenforced != 0) {
+        char what[64];
+        cq_sandbox_unenforced_text(unenforced, what, sizeof(what));
+        json_object_set_new(obj, "limits_not_enforced", json_string(what));
+    }
     cq_autofree char *text = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (text == NULL)
@@ -499,6 +506,7 @@ int cq_cmd_sandbox(int argc, char **argv)
 
     struct cq_error err;
     status = CQ_EXIT_INTERNAL;
+    cq_rootless_notes();
     if (cq_sandbox_create(&o.config, &sb, &err) < 0) {
         fprintf(stderr, "codeq: cannot create the sandbox: %s\n", err.msg);
         goto out;
