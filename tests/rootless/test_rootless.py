@@ -191,6 +191,53 @@ def test_no_cgroup_with_opt_in_says_what_is_not_enforced(no_subids, scratch):
 
 
 # --------------------------------------------------------------------------------
+# A delegated cgroup
+
+
+@pytest.mark.parametrize("ids", ["own", "subordinate"])
+def test_delegated_cgroup_limits_hold(request, ids, delegated_cgroup, scratch):
+    """No opt-in needed: the sandboxes' cgroups are made in the user's, with their
+    limits; a sandbox that allocates past its memory limit is killed."""
+    user = request.getfixturevalue("no_subids" if ids == "own" else "subids")
+    wrapper = as_user(user, scratch, cgroup=delegated_cgroup)
+    report = os.path.join(scratch, "report.json")
+    rc, stdout, err = run([wrapper, "sandbox", "--report", report, "--memory", "64M", "--",
+                           "python3", "-c", "b = bytearray(256 << 20); print('survived')"])
+    assert rc == 137, (rc, stdout, err)
+    assert "survived" not in stdout
+    with open(report) as f:
+        rep = json.load(f)
+    assert rep["oom_killed"] is True and "limits_not_enforced" not in rep, rep
+    assert "memory limit: killed by the kernel's OOM killer (--memory 64M)" in err, err
+    assert "CODEQ_ALLOW_UNLIMITED" not in err, err
+    # The cgroups were the user's: codeq's base in each delegated directory is theirs.
+    for d in delegated_cgroup.dirs:
+        assert os.stat(os.path.join(d, "codeq")).st_uid == user.pw_uid, d
+    # The pids limit too.
+    rc, stdout, err = run([wrapper, "sandbox", "--report", report, "--pids", "16", "--", "sh",
+                           "-c", "for i in $(seq 40); do sleep 5 & done; wait"])
+    with open(report) as f:
+        assert json.load(f)["pids_limit_hit"] is True, (rc, stdout, err)
+
+
+def test_delegated_cgroup_exec_session_killed_past_memory(no_subids, delegated_cgroup, scratch):
+    """codeq exec's session (512M by default) loses its kernel when a cell allocates past
+    the limit."""
+    wrapper = as_user(no_subids, scratch, cgroup=delegated_cgroup)
+    rc, stdout, err = run([wrapper, "exec", "--json", "-c",
+                           "b = bytearray(700 << 20)\nprint('survived')"])
+    result = json.loads(stdout)
+    assert "survived" not in stdout and result["isError"] is True, (stdout, err)
+    text = json.dumps(result)
+    assert "OOM killer" in text and "memory limit" in text, (stdout, err)
+    rc, stdout, err = run([wrapper, "exec", "--json", "-c", "print('fine')"])
+    result = json.loads(stdout)
+    assert rc == 0 and result["content"][0]["text"] == "fine\n", (stdout, err)
+    sc = result["structuredContent"]
+    assert "limitsNotEnforced" not in sc and sc["peakMemory"] > 0, sc
+
+
+# --------------------------------------------------------------------------------
 # User namespaces disabled
 
 
