@@ -160,7 +160,7 @@ static int open_embedded(const struct cq_worker_config *cfg, struct cq_backend *
         free(b);
         return -1;
     }
-    cq_rootless_notes();
+    cq_rootless_notes(false);
     *out = b;
     return 0;
 }

@@ -510,7 +510,7 @@ int cq_cmd_sandbox(int argc, char **argv)
 
     struct cq_error err;
     status = CQ_EXIT_INTERNAL;
-    cq_rootless_notes();
+    cq_rootless_notes(false);
     if (cq_sandbox_create(&o.config, &sb, &err) < 0) {
         fprintf(stderr, "codeq: cannot create the sandbox: %s\n", err.msg);
         goto out;

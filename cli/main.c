@@ -13,7 +13,7 @@
 #define CQ_VERSION "0.0.0"
 #endif
 
-void cq_rootless_notes(void)
+void cq_rootless_notes(bool say_refusal)
 {
     static bool said;
     if (said)
@@ -22,6 +22,13 @@ void cq_rootless_notes(void)
     const char *note = cq_sandbox_ids_note();
     if (note != NULL)
         fprintf(stderr, "codeq: %s\n", note);
+    struct cq_error err;
+    if (cq_sandbox_rootless_ready(&err) < 0) {
+        /* Each sandbox's creation fails with this too; a server says it once now. */
+        if (say_refusal)
+            fprintf(stderr, "codeq: sandboxes cannot be made: %s\n", err.msg);
+        return;
+    }
     unsigned unenforced = cq_sandbox_unenforced();
     if (unenforced != 0) {
         char what[64];

@@ -329,6 +329,14 @@ int cq_rootless_cgroup_version(int *version, struct cq_error *err)
                         cg_err.msg);
 }
 
+int cq_sandbox_rootless_ready(struct cq_error *err)
+{
+    int version;
+    if (state.ids == CQ_SANDBOX_IDS_ROOT)
+        return 0;
+    return cq_rootless_check(err) < 0 || cq_rootless_cgroup_version(&version, err) < 0 ? -1 : 0;
+}
+
 unsigned cq_sandbox_unenforced(void)
 {
     int version;

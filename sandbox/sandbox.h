@@ -127,6 +127,11 @@ enum cq_sandbox_ids cq_sandbox_ids_mode(void);
 /* Why subordinate ids the user has were not used (e.g. newuidmap missing), or NULL. */
 const char *cq_sandbox_ids_note(void);
 
+/* As a normal user: 0 when this process can make sandboxes, or -1 with the reason
+ * cq_sandbox_create would give (no user namespace; no delegated cgroup and no
+ * CODEQ_ALLOW_UNLIMITED=1), for a server to say at start. Root: 0 without looking. */
+int cq_sandbox_rootless_ready(struct cq_error *err);
+
 /* Limits a sandbox may run without (bits of cq_sandbox_unenforced). */
 enum {
     CQ_UNENFORCED_MEMORY = 1u << 0, /* memory and swap (cgroup) */

@@ -311,4 +311,23 @@ def test_mcp_tools_call(request, ids, scratch, monkeypatch):
         result = server.call("executeCommand", {"command": "id -u; echo done"})
         assert result["structuredContent"]["stdout"] == "1000\ndone\n", result
     finally:
-        server.close(check_sanitizers=False)
+        server.close()
+
+
+def test_mcp_without_cgroup_says_why_at_start(no_subids, scratch, monkeypatch):
+    """No delegated cgroup and no opt-in: the server says at start why no sandbox can
+    be made, and a call's result names both ways out."""
+    wrapper = as_user(no_subids, scratch)
+    monkeypatch.setattr(mcp_client, "CODEQ", wrapper)
+    server = mcp_client.McpServer("--warm-pool", "0")
+    try:
+        server.initialize()
+        err = server.stderr_text()
+        assert "codeq: sandboxes cannot be made:" in err and "CODEQ_ALLOW_UNLIMITED=1" in err, err
+        result = server.call("executeCode", {"code": "print('ran')"})
+        text = json.dumps(result)
+        assert result["isError"] is True, result
+        assert "ran\n" not in [b.get("text") for b in result["content"]], result
+        assert "CODEQ_ALLOW_UNLIMITED=1" in text and "Delegate=yes" in text, result
+    finally:
+        server.close()
