@@ -111,9 +111,7 @@ json_t *cq_result_to_json(const struct cq_result *r)
             static const struct {
                 unsigned bit;
                 const char *name;
-            } limits[] = {{CQ_UNENFORCED_MEMORY, "memory"},
-                          {CQ_UNENFORCED_PIDS, "pids"},
-                          {CQ_UNENFORCED_CPU, "cpu"}};
+            } limits[] = {{CQ_UNENFORCED_MEMORY, "memory"}, {CQ_UNENFORCED_CPU, "cpu"}};
             json_t *list = json_array();
             for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
                 if (r->limits_unenforced & limits[i].bit)

@@ -111,6 +111,10 @@ struct cq_spawn_params {
     uint64_t timeout_ms;   /* 0: none */
     uint64_t rlimit_fsize; /* bytes */
     uint64_t rlimit_nofile;
+    /* 0: none. A sandbox without a cgroup (sandbox/rootless.c): its pids limit, as
+     * RLIMIT_NPROC, which the kernel counts per user namespace and uid, so per sandbox
+     * (init and the shims included where they share the code's uid). */
+    uint64_t rlimit_nproc;
     uint32_t stdio[3]; /* enum cq_stdio_kind for 0, 1, 2 */
 };
 

@@ -322,9 +322,9 @@ int cq_rootless_cgroup_version(int *version, struct cq_error *err)
         return 0;
     }
     return cq_error_set(err, cg_err.code,
-                        "as a normal user, codeq enforces the sandboxes' memory, process and "
-                        "CPU limits only in a cgroup delegated to you: run it in one (e.g. "
-                        "systemd-run --user --scope -p Delegate=yes codeq ...), or set "
+                        "as a normal user, codeq enforces the sandboxes' memory and CPU limits "
+                        "only in a cgroup delegated to you: run it in one (e.g. systemd-run "
+                        "--user --scope -p Delegate=yes codeq ...), or set "
                         "CODEQ_ALLOW_UNLIMITED=1 to run without these limits (%s)",
                         cg_err.msg);
 }
@@ -343,12 +343,13 @@ unsigned cq_sandbox_unenforced(void)
     if (state.ids == CQ_SANDBOX_IDS_ROOT || state.ids == CQ_SANDBOX_IDS_NONE ||
         cq_rootless_cgroup_version(&version, NULL) < 0 || version != 0)
         return 0;
-    return CQ_UNENFORCED_MEMORY | CQ_UNENFORCED_PIDS | CQ_UNENFORCED_CPU;
+    /* pids: RLIMIT_NPROC stands in (process.c). */
+    return CQ_UNENFORCED_MEMORY | CQ_UNENFORCED_CPU;
 }
 
 void cq_sandbox_unenforced_text(unsigned mask, char *buf, size_t len)
 {
-    static const char *const names[] = {"memory", "pids", "cpu"};
+    static const char *const names[] = {"memory", "cpu"};
     size_t used = 0;
     buf[0] = '\0';
     for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

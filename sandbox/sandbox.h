@@ -135,18 +135,18 @@ int cq_sandbox_rootless_ready(struct cq_error *err);
 /* Limits a sandbox may run without (bits of cq_sandbox_unenforced). */
 enum {
     CQ_UNENFORCED_MEMORY = 1u << 0, /* memory and swap (cgroup) */
-    CQ_UNENFORCED_PIDS = 1u << 1,   /* processes and threads (cgroup) */
-    CQ_UNENFORCED_CPU = 1u << 2,    /* CPU bandwidth (cgroup) */
+    CQ_UNENFORCED_CPU = 1u << 1,    /* CPU bandwidth (cgroup) */
 };
 
 /* Which limits this process's sandboxes do not enforce: 0, except for a normal user
- * without a delegated cgroup who allowed it with CODEQ_ALLOW_UNLIMITED=1 (then memory,
- * pids and cpu). Decides on first call (it looks at the cgroups then). With no cgroup
- * and no such permission it returns 0, and cq_sandbox_create fails saying both ways
- * out. */
+ * without a delegated cgroup who allowed it with CODEQ_ALLOW_UNLIMITED=1 (then memory
+ * and cpu; the pids limit then holds through RLIMIT_NPROC, which the kernel counts per
+ * sandbox, though no pids_limit_hit is reported). Decides on first call (it looks at
+ * the cgroups then). With no cgroup and no such permission it returns 0, and
+ * cq_sandbox_create fails saying both ways out. */
 unsigned cq_sandbox_unenforced(void);
 
-/* "memory, pids, cpu" for the bits of mask, into buf. */
+/* "memory, cpu" for the bits of mask, into buf. */
 void cq_sandbox_unenforced_text(unsigned mask, char *buf, size_t len);
 
 /* Fills cfg with the defaults above. */

@@ -256,6 +256,9 @@ run_command(const struct init_config *cfg, const struct spawn_request *req, cons
     if (setrlimit(RLIMIT_FSIZE, &fsize) < 0 || setrlimit(RLIMIT_NOFILE, &nofile) < 0 ||
         setrlimit(RLIMIT_CORE, &core) < 0)
         goto fail;
+    struct rlimit nproc = {req->params.rlimit_nproc, req->params.rlimit_nproc};
+    if (req->params.rlimit_nproc != 0 && setrlimit(RLIMIT_NPROC, &nproc) < 0)
+        goto fail;
     umask(022);
     step = "drop privileges";
     if (drop_privileges(cfg) < 0)

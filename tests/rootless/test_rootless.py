@@ -180,14 +180,34 @@ def test_no_cgroup_with_opt_in_says_what_is_not_enforced(no_subids, scratch):
     assert rc == 0, (stdout, err)
     result = json.loads(stdout)
     assert result["content"][0]["text"] == "ran\n"
-    assert result["structuredContent"]["limitsNotEnforced"] == ["memory", "pids", "cpu"]
-    assert "without their memory, pids, cpu limits" in err, err
+    assert result["structuredContent"]["limitsNotEnforced"] == ["memory", "cpu"]
+    assert "without their memory, cpu limits" in err, err
     report = os.path.join(scratch, "report.json")
     rc, stdout, err = run([wrapper, "sandbox", "--report", report, "--", "echo", "ran"])
     assert rc == 0 and stdout == "ran\n", (rc, stdout, err)
     with open(report) as f:
-        assert json.load(f)["limits_not_enforced"] == "memory, pids, cpu"
-    assert "without their memory, pids, cpu limits" in err, err
+        assert json.load(f)["limits_not_enforced"] == "memory, cpu"
+    assert "without their memory, cpu limits" in err, err
+
+
+@pytest.mark.parametrize("ids,forks", [("own", 61), ("subordinate", 63)])
+def test_no_cgroup_pids_limit_through_rlimit_nproc(request, ids, forks, scratch):
+    """Without a cgroup the pids limit holds through RLIMIT_NPROC, which the kernel counts
+    per user namespace and uid: a fork bomb under --pids 64 gets EAGAIN. With own id,
+    init and the shim share the code's uid and count too (as in a cgroup: 61 forks);
+    with subordinate ids only the code's processes do (63)."""
+    user = request.getfixturevalue("no_subids" if ids == "own" else "subids")
+    wrapper = as_user(user, scratch, env=UNLIMITED)
+    probe = os.environ.get("CODEQ_PROBE") or os.path.join(os.path.dirname(CODEQ), "..", "tests",
+                                                          "cq-probe")
+    with open(probe, "rb") as f:
+        data = f.read()
+    rc, stdout, err = run([wrapper, "sandbox", "--pids", "64", "--timeout", "30", "--", "sh",
+                           "-c", 'cat > /tmp/p && chmod 755 /tmp/p && exec /tmp/p forkbomb'],
+                          input_bytes=data)
+    assert rc == 0, (rc, stdout, err)
+    fields = dict(kv.split("=", 1) for kv in stdout.split())
+    assert fields["errno"] == "EAGAIN" and forks - 2 <= int(fields["forks"]) <= forks, (stdout, err)
 
 
 # --------------------------------------------------------------------------------
@@ -307,7 +327,7 @@ def test_mcp_tools_call(request, ids, scratch, monkeypatch):
         assert result["isError"] is False, result
         texts = [b["text"] for b in result["content"] if b["type"] == "text"]
         assert "1000\n" in texts[0] and "42" in "".join(texts), result
-        assert result["structuredContent"]["limitsNotEnforced"] == ["memory", "pids", "cpu"]
+        assert result["structuredContent"]["limitsNotEnforced"] == ["memory", "cpu"]
         result = server.call("executeCommand", {"command": "id -u; echo done"})
         assert result["structuredContent"]["stdout"] == "1000\ndone\n", result
     finally:
