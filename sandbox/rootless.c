@@ -27,7 +27,8 @@
  *
  * Nothing here fails the program: a namespace that cannot be made (unprivileged user
  * namespaces disabled) is an error kept for cq_sandbox_create, so that commands which
- * never make a sandbox (a fleet's client) still work.
+ * never make a sandbox (a fleet's client) still work; subordinate ids that the helpers
+ * refuse to map leave the user's own ids, with a note (cq_sandbox_ids_note).
  */
 #define _GNU_SOURCE
 #include "sandbox/rootless.h"
@@ -136,6 +137,26 @@ static int refuse(int code, const char *what)
                         "as a normal user codeq needs a user namespace (%s): %s", what, hint);
 }
 
+/* Maps the user's own ids in the namespace this process has just made: what an
+ * unprivileged process may write itself. A uid map newuidmap already wrote (when only
+ * newgidmap failed) stays; sandboxes then use outer 0 alone all the same. */
+static int map_own_ids(uid_t uid, gid_t gid)
+{
+    char map[64], current[64] = "";
+    struct cq_error err = {0};
+    cq_read_file_at(AT_FDCWD, "/proc/self/uid_map", current, sizeof(current), NULL);
+    snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+    if (cq_write_file_at(AT_FDCWD, "/proc/self/setgroups", "deny", &err) < 0 ||
+        (current[0] == '\0' && cq_write_file_at(AT_FDCWD, "/proc/self/uid_map", map, &err) < 0))
+        return refuse(err.code, "uid_map");
+    snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+    if (cq_write_file_at(AT_FDCWD, "/proc/self/gid_map", map, &err) < 0)
+        return refuse(err.code, "gid_map");
+    state.ids = CQ_SANDBOX_IDS_OWN;
+    state.setgroups_denied = true;
+    return 0;
+}
+
 /* Runs a new[ug]idmap with stderr on err_fd; its exit status, or -1. */
 static int run_map_tool(const char *tool, char *const argv[], int err_fd)
 {
@@ -216,12 +237,11 @@ static int enter_with_subordinate_ids(uid_t uid, gid_t gid, unsigned long subuid
     if (rc < 0)
         return -1;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        /* The namespace exists but maps nobody: no sandbox can be made from it. */
-        state.ids = CQ_SANDBOX_IDS_NONE;
-        return cq_error_set(&state.error, EPERM,
-                            "newuidmap/newgidmap could not map the subordinate ids of "
-                            "/etc/subuid and /etc/subgid: %s",
-                            text[0] ? text : "(no message)");
+        snprintf(state.note, sizeof(state.note),
+                 "newuidmap/newgidmap could not map your subordinate ids (%.120s): sandboxed "
+                 "code runs as your own uid",
+                 text[0] ? text : "no message");
+        return map_own_ids(uid, gid);
     }
     state.ids = CQ_SANDBOX_IDS_SUBORDINATE;
     return 0;
@@ -231,18 +251,7 @@ static int enter_with_own_ids(uid_t uid, gid_t gid)
 {
     if (unshare(CLONE_NEWUSER) < 0)
         return refuse(errno, "unshare");
-    char map[64];
-    struct cq_error err = {0};
-    snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
-    if (cq_write_file_at(AT_FDCWD, "/proc/self/setgroups", "deny", &err) < 0 ||
-        cq_write_file_at(AT_FDCWD, "/proc/self/uid_map", map, &err) < 0)
-        return refuse(err.code, "uid_map");
-    snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
-    if (cq_write_file_at(AT_FDCWD, "/proc/self/gid_map", map, &err) < 0)
-        return refuse(err.code, "gid_map");
-    state.ids = CQ_SANDBOX_IDS_OWN;
-    state.setgroups_denied = true;
-    return 0;
+    return map_own_ids(uid, gid);
 }
 
 void cq_sandbox_setup_process(void)

@@ -158,6 +158,26 @@ def test_exec_files_with_subordinate_ids(subids, scratch):
     assert os.stat(os.path.join(out, "d", "made.txt")).st_uid == subids.pw_uid
 
 
+@pytest.mark.parametrize("broken", ["newuidmap", "newgidmap"])
+def test_subordinate_ids_refused_by_the_helpers(subids, scratch, broken):
+    """/etc/subuid gives ids, but a helper refuses to map them (here: a stand-in that
+    fails, bound over it in a private mount namespace): codeq says so and falls back to
+    the user's own id instead of being left in a namespace that maps nobody."""
+    fake = os.path.join(scratch, "fake-map")
+    with open(fake, "w") as f:
+        f.write("#!/bin/sh\necho \"$0: refused by the test\" >&2\nexit 1\n")
+    os.chmod(fake, 0o755)
+    wrapper = as_user(subids, scratch, env=UNLIMITED)
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount --bind {fake} /usr/bin/{broken} && exec "$@"', "sh",
+            wrapper, "exec", "-c", "import os\nprint(open('/proc/self/uid_map').read().split())"]
+    rc, stdout, err = run(argv)
+    assert rc == 0, (rc, stdout, err)
+    assert stdout.split("\n")[0] == "['1000', '0', '1']", stdout  # own id: one id only
+    assert "could not map your subordinate ids" in err and "refused by the test" in err, err
+    assert "sandboxed code runs as your own uid" in err, err
+
+
 # --------------------------------------------------------------------------------
 # Without a delegated cgroup
 
