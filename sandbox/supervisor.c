@@ -228,8 +228,16 @@ static pid_t start_init(struct init_launch *launch, struct cq_error *err)
     }
     if (pid == 0)
         init_child(launch);
-    if (pid < 0)
-        return cq_error_sys(err, errno, "clone sandbox init");
+    if (pid < 0) {
+        int code = errno;
+        if (cq_sandbox_ids_mode() == CQ_SANDBOX_IDS_ROOT)
+            return cq_error_sys(err, code, "clone sandbox init");
+        /* A normal user's namespace can exist and still be refused more of them (a
+         * limit reached, AppArmor's restriction): say which setting decides. */
+        char hint[320];
+        cq_rootless_userns_hint(code, hint, sizeof(hint));
+        return cq_error_set(err, code, "clone sandbox init: %s: %s", strerror(code), hint);
+    }
     return (pid_t)pid;
 }
 

@@ -281,10 +281,10 @@ def test_delegated_cgroup_exec_session_killed_past_memory(no_subids, delegated_c
 # User namespaces disabled
 
 
-def _in_namespace_without_userns(user, argv):
+def _in_namespace_without_userns(user, argv, limit=0):
     """Runs argv as user in a user namespace (made by root, mapping root and user) whose
-    user.max_user_namespaces is 0: what a host with the sysctl at 0 looks like to
-    codeq. Root of the namespace sets the limit; nothing outside it changes."""
+    user.max_user_namespaces is limit: 0 is what a host with the sysctl at 0 looks like
+    to codeq. Root of the namespace sets the limit; nothing outside it changes."""
     libc = ctypes.CDLL(None, use_errno=True)
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
@@ -296,7 +296,7 @@ def _in_namespace_without_userns(user, argv):
             os.write(w1, b"x")
             os.read(r2, 1)
             with open("/proc/sys/user/max_user_namespaces", "w") as f:
-                f.write("0")
+                f.write(str(limit))
             os.execvp("setpriv", ["setpriv", "--reuid", str(user.pw_uid), "--regid",
                                   str(user.pw_gid), "--clear-groups", *argv])
         finally:
@@ -311,8 +311,11 @@ def _in_namespace_without_userns(user, argv):
     return os.waitstatus_to_exitcode(status)
 
 
-@pytest.mark.parametrize("ids", ["own", "subordinate"])
-def test_user_namespaces_disabled(request, ids, scratch):
+@pytest.mark.parametrize("ids,limit", [("own", 0), ("subordinate", 0), ("own", 1),
+                                       ("subordinate", 1)])
+def test_user_namespaces_disabled(request, ids, limit, scratch):
+    """Limit 0: codeq cannot make its own namespace. Limit 1: it can, and then no
+    sandbox's: both name the sysctl."""
     user = request.getfixturevalue("no_subids" if ids == "own" else "subids")
     err_path = os.path.join(scratch, "err")
     fd = os.open(err_path, os.O_WRONLY | os.O_CREAT, 0o666)
@@ -320,7 +323,8 @@ def test_user_namespaces_disabled(request, ids, scratch):
     os.dup2(fd, 2)
     try:
         rc = _in_namespace_without_userns(
-            user, ["env", "-i", "CODEQ_ALLOW_UNLIMITED=1", CODEQ, "sandbox", "--", "true"])
+            user, ["env", "-i", "CODEQ_ALLOW_UNLIMITED=1", CODEQ, "sandbox", "--", "true"],
+            limit)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -328,7 +332,11 @@ def test_user_namespaces_disabled(request, ids, scratch):
     with open(err_path) as f:
         err = f.read()
     assert rc == 125, (rc, err)
-    assert "needs a user namespace" in err and "user.max_user_namespaces = 0" in err, err
+    if limit == 0:
+        assert "needs a user namespace" in err and "user.max_user_namespaces = 0" in err, err
+    else:
+        assert "clone sandbox init" in err and "the limit on user namespaces is reached" in err \
+            and "user.max_user_namespaces" in err, err
 
 
 # --------------------------------------------------------------------------------
