@@ -95,6 +95,10 @@ struct cq_result {
     bool has_network;
     uint64_t network_bytes_sent;
     uint64_t network_bytes_received;
+    /* Calls with structured content, run by a normal user without a delegated cgroup who
+     * allowed that: the limits its sandbox did not enforce (CQ_UNENFORCED_* of
+     * sandbox/sandbox.h); 0 otherwise. The fleet's workers run as root: never set. */
+    unsigned limits_unenforced;
     /* When the call's work in the sandbox (the kernel's cell, the command) began and
      * ended, CLOCK_REALTIME in nanoseconds, for its trace span; 0: nothing ran. */
     uint64_t run_start_unix_ns, run_end_unix_ns;

@@ -3,6 +3,7 @@
  * results printed by `codeq exec` and `codeq mcp` are the same whichever side ran them. */
 #define _GNU_SOURCE
 #include "cli/backend.h"
+#include "cli/cli.h"
 #include "cli/mcp_trace.h"
 #include "common/clock.h"
 #include "common/random.h"
@@ -160,6 +161,7 @@ static int open_embedded(const struct cq_worker_config *cfg, struct cq_backend *
         free(b);
         return -1;
     }
+    cq_rootless_notes(false);
     *out = b;
     return 0;
 }

@@ -73,6 +73,11 @@ int cq_network_option(const char *cmd, struct cq_worker_config *cfg, unsigned *s
 /* The options' help lines. */
 void cq_network_usage(FILE *out);
 
+/* As a normal user: says once on stderr what sandboxes of this process do without
+ * (subordinate ids unused, limits not enforced: sandbox/rootless.c), and with
+ * say_refusal (servers, before their first call) why none can be made. */
+void cq_rootless_notes(bool say_refusal);
+
 int cq_cmd_sandbox(int argc, char **argv);
 int cq_cmd_exec(int argc, char **argv);
 int cq_cmd_mcp(int argc, char **argv);

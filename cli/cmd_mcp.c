@@ -197,6 +197,8 @@ int cq_cmd_mcp(int argc, char **argv)
         fprintf(stderr, "codeq mcp: %s\n", err.msg);
         return CQ_EXIT_USAGE;
     }
+    if (brokers == NULL && getenv("CODEQ_BROKERS") == NULL)
+        cq_rootless_notes(true);
     int rc = cq_backend_open(&cfg, brokers, request_topic, &backend, &err);
     if (rc == 0 && audit_log != NULL && (rc = cq_backend_audit_log(backend, audit_log, &err)) < 0)
         cq_backend_close(backend);

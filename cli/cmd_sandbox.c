@@ -92,6 +92,11 @@ static void usage(FILE *out)
             "\n"
             "SIZE takes K, M, G or T suffixes (powers of 1024).\n"
             "\n"
+            "As a normal user (docs/security.md, \"Running as a normal user\"): the memory\n"
+            "and CPU limits need a cgroup delegated to you; CODEQ_ALLOW_UNLIMITED=1 runs\n"
+            "without them instead (the report's limits_not_enforced says so; --pids then\n"
+            "holds through RLIMIT_NPROC).\n"
+            "\n"
             "exit status: CMD's own; 128+N when a signal N killed it; 124 when it timed out;\n"
             "137 when the memory limit got it killed; 125 when codeq itself failed; 126/127\n"
             "when CMD could not be run or was not found; 2 for bad options. A line on stderr\n"
@@ -436,6 +441,13 @@ static int write_report(const struct options *o, const struct cq_process_report 
         json_decref(obj);
         return -1;
     }
+    /* A normal user's sandbox without a delegated cgroup (CODEQ_ALLOW_UNLIMITED=1). */
+    unsigned unenforced = cq_sandbox_unenforced();
+    if (unenforced != 0) {
+        char what[64];
+        cq_sandbox_unenforced_text(unenforced, what, sizeof(what));
+        json_object_set_new(obj, "limits_not_enforced", json_string(what));
+    }
     cq_autofree char *text = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (text == NULL)
@@ -499,6 +511,7 @@ int cq_cmd_sandbox(int argc, char **argv)
 
     struct cq_error err;
     status = CQ_EXIT_INTERNAL;
+    cq_rootless_notes(false);
     if (cq_sandbox_create(&o.config, &sb, &err) < 0) {
         fprintf(stderr, "codeq: cannot create the sandbox: %s\n", err.msg);
         goto out;

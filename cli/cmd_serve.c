@@ -345,6 +345,8 @@ int cq_cmd_serve(int argc, char **argv)
         rc = CQ_EXIT_USAGE;
         goto out;
     }
+    if (brokers == NULL && getenv("CODEQ_BROKERS") == NULL)
+        cq_rootless_notes(true);
     if (cq_backend_open(&cfg, brokers, request_topic, &backend, &err) < 0 ||
         (audit_log != NULL && cq_backend_audit_log(backend, audit_log, &err) < 0)) {
         fprintf(stderr, "codeq serve: %s\n", err.msg);

@@ -1,6 +1,7 @@
 /* cli/main.c - `codeq`: dispatches to one file per subcommand, and what they share. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "sandbox/sandbox.h"
 #include "worker/worker.h"
 
 #include <stdarg.h>
@@ -11,6 +12,33 @@
 #ifndef CQ_VERSION
 #define CQ_VERSION "0.0.0"
 #endif
+
+void cq_rootless_notes(bool say_refusal)
+{
+    static bool said;
+    if (said)
+        return;
+    said = true;
+    const char *note = cq_sandbox_ids_note();
+    if (note != NULL)
+        fprintf(stderr, "codeq: %s\n", note);
+    struct cq_error err;
+    if (cq_sandbox_rootless_ready(&err) < 0) {
+        /* Each sandbox's creation fails with this too; a server says it once now. */
+        if (say_refusal)
+            fprintf(stderr, "codeq: sandboxes cannot be made: %s\n", err.msg);
+        return;
+    }
+    unsigned unenforced = cq_sandbox_unenforced();
+    if (unenforced != 0) {
+        char what[64];
+        cq_sandbox_unenforced_text(unenforced, what, sizeof(what));
+        fprintf(stderr,
+                "codeq: warning: no cgroup delegated to you, and CODEQ_ALLOW_UNLIMITED=1: "
+                "sandboxes run without their %s limits\n",
+                what);
+    }
+}
 
 int cq_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -121,6 +149,12 @@ int main(int argc, char **argv)
         printf("codeq %s\n", CQ_VERSION);
         return 0;
     }
+    /* The commands that make sandboxes, before any of them starts a thread: as a normal
+     * user the process moves into a user namespace of its own (sandbox/rootless.c). */
+    static const char *const sandboxing[] = {"sandbox", "exec", "mcp", "serve"};
+    for (size_t i = 0; i < sizeof(sandboxing) / sizeof(sandboxing[0]); i++)
+        if (strcmp(cmd, sandboxing[i]) == 0)
+            cq_sandbox_setup_process();
     if (strcmp(cmd, "sandbox") == 0)
         return cq_cmd_sandbox(argc - 1, argv + 1);
     if (strcmp(cmd, "exec") == 0)

@@ -33,7 +33,10 @@
     "\"Milliseconds.\"}, \"cpuTime\": {\"type\": \"integer\", \"description\": \"CPU "             \
     "milliseconds; 0: unknown.\"}, \"peakMemory\": {\"type\": \"integer\", \"description\": "      \
     "\"The session's peak memory in bytes; 0: unknown.\"}, \"networkBytesSent\": {\"type\": "      \
-    "\"integer\"}, \"networkBytesReceived\": {\"type\": \"integer\"}"
+    "\"integer\"}, \"networkBytesReceived\": {\"type\": \"integer\"}, \"limitsNotEnforced\": "     \
+    "{\"type\": \"array\", \"items\": {\"type\": \"string\", \"enum\": [\"memory\", \"cpu\"]}, "   \
+    "\"description\": \"Limits the session's sandbox runs without: a normal user's codeq without " \
+    "a delegated cgroup (CODEQ_ALLOW_UNLIMITED=1).\"}"
 #define RUN_OUTPUT                                                                                 \
     "{\"type\": \"object\", \"properties\": {" RUN_OUTPUT_PROPERTIES "}, \"required\": "           \
     "[\"stdout\", \"stderr\", \"exitCode\", \"executionTime\"]}"

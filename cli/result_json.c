@@ -105,6 +105,19 @@ json_t *cq_result_to_json(const struct cq_result *r)
             put(sc, "networkBytesSent", json_integer((json_int_t)r->network_bytes_sent));
             put(sc, "networkBytesReceived", json_integer((json_int_t)r->network_bytes_received));
         }
+        /* codeq's addition: a normal user's sandbox without a delegated cgroup
+         * (docs/security.md, "Running as a normal user") does without these. */
+        if (r->limits_unenforced != 0) {
+            static const struct {
+                unsigned bit;
+                const char *name;
+            } limits[] = {{CQ_UNENFORCED_MEMORY, "memory"}, {CQ_UNENFORCED_CPU, "cpu"}};
+            json_t *list = json_array();
+            for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
+                if (r->limits_unenforced & limits[i].bit)
+                    json_array_append_new(list, json_string(limits[i].name));
+            put(sc, "limitsNotEnforced", list);
+        }
         put(o, "structuredContent", sc);
     }
     put(o, "isError", json_boolean(r->is_error));

@@ -147,14 +147,20 @@ static void join_mount_path(const struct mount_entry *m, const char *cgpath, cha
 
 static int make_dir(const char *path, struct cq_error *err)
 {
-    if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-        int code = errno;
-        cq_error_sys(err, code, "mkdir %s", path);
-        if (code == EACCES || code == EPERM || code == EROFS)
-            cq_error_prefix(err, "codeq needs root (or a delegated cgroup) to create sandboxes");
-        return -1;
+    /* One that exists must also be ours to fill: a normal user's codeq finds the
+     * directories root's made in the same cgroup (sandbox/rootless.c). */
+    if (mkdir(path, 0755) == 0)
+        return 0;
+    int code = errno;
+    if (code == EEXIST) {
+        if (access(path, W_OK | X_OK) == 0)
+            return 0;
+        code = errno;
     }
-    return 0;
+    cq_error_sys(err, code, "mkdir %s", path);
+    if (code == EACCES || code == EPERM || code == EROFS)
+        cq_error_prefix(err, "codeq needs root (or a delegated cgroup) to create sandboxes");
+    return -1;
 }
 
 /* Leftovers of a supervisor that died: its sandboxes' processes died with their init

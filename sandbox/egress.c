@@ -3,7 +3,8 @@
  * The sandbox's network namespace (made by its init, with only `lo`) gets `eth0`, one
  * end of a veth pair whose other end, `cqe<slot>`, is in the egress namespace. Each
  * sandbox holds a slot (a number, locked with flock on /run/codeq/egress/slot-<n> for
- * as long as it lives, so a killed supervisor's slot frees itself), which gives it its
+ * as long as it lives, so a killed supervisor's slot frees itself; a normal user's codeq,
+ * whose egress namespace is its own (rootless.c), keeps them in memory), which gives it its
  * link names, its nftables table `inet cq_s<slot>`, a /30 of 100.127.0.0/16 and a /64
  * of fd63:6f64:6571::/48 (codeq's unique local prefix): .1 and ::1 on the egress side,
  * .2 and ::2 in the sandbox, with default routes via the former.
@@ -39,6 +40,7 @@
 #include "sandbox/egress.h"
 #include "sandbox/netlink.h"
 #include "sandbox/netpolicy.h"
+#include "sandbox/rootless.h"
 #include "common/cleanup.h"
 
 #include <arpa/inet.h>
@@ -118,9 +120,32 @@ static int mkdir_private(const char *path, struct cq_error *err)
     return 0;
 }
 
+/* A normal user's slots: /run is not theirs, and no other process shares the egress
+ * namespace (codeq's own uplink; an operator's namespace cannot be entered without
+ * root), so the slots are this process's alone. */
+static pthread_mutex_t local_slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool local_slots[MAX_SLOTS];
+
+static int take_local_slot(struct cq_egress *e, int from, struct cq_error *err)
+{
+    pthread_mutex_lock(&local_slots_lock);
+    for (int s = from; s < MAX_SLOTS; s++) {
+        if (!local_slots[s]) {
+            local_slots[s] = true;
+            e->slot = s;
+            pthread_mutex_unlock(&local_slots_lock);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&local_slots_lock);
+    return cq_error_set(err, CQ_ELIMIT, "all %d egress slots are in use", MAX_SLOTS);
+}
+
 /* Takes the lowest slot >= from that nobody holds. */
 static int take_slot(struct cq_egress *e, int from, struct cq_error *err)
 {
+    if (cq_sandbox_ids_mode() != CQ_SANDBOX_IDS_ROOT)
+        return take_local_slot(e, from, err);
     if (mkdir_private("/run/codeq", err) < 0 || mkdir_private(SLOT_DIR, err) < 0)
         return -1;
     for (int s = from; s < MAX_SLOTS; s++) {
@@ -141,8 +166,13 @@ static int take_slot(struct cq_egress *e, int from, struct cq_error *err)
 
 static void give_slot_back(struct cq_egress *e)
 {
-    if (e->slot_fd >= 0)
+    if (e->slot_fd >= 0) {
         close(e->slot_fd); /* releases the lock */
+    } else if (e->slot >= 0 && cq_sandbox_ids_mode() != CQ_SANDBOX_IDS_ROOT) {
+        pthread_mutex_lock(&local_slots_lock);
+        local_slots[e->slot] = false;
+        pthread_mutex_unlock(&local_slots_lock);
+    }
     e->slot_fd = -1;
     e->slot = -1;
 }

@@ -133,6 +133,7 @@ int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct c
         .timeout_ms = req->timeout_ms,
         .rlimit_fsize = sb->limits.file_size_bytes,
         .rlimit_nofile = sb->limits.open_files,
+        .rlimit_nproc = sb->cgroup.version == 0 ? sb->limits.pids : 0,
     };
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {

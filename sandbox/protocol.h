@@ -68,7 +68,9 @@ enum cq_mount_kind {
     CQ_MOUNT_PROC,        /* procfs of the sandbox's pid namespace on dst */
     CQ_MOUNT_MASK,        /* hide dst: /dev/null over a file, an empty read-only tmpfs over a dir */
     CQ_MOUNT_RDONLY,      /* make the mount at dst read-only */
-    CQ_MOUNT_ROOT_RDONLY, /* make the new root itself read-only (after all mountpoints exist) */
+    CQ_MOUNT_ROOT_RDONLY, /* make the mount at dst itself read-only, not those below it:
+                           * the new root ("/") or a tmpfs of the plan, once every
+                           * mountpoint in it exists */
 };
 
 enum {
@@ -90,6 +92,9 @@ struct cq_init_flags {
      * its fds and then enter a new cgroup namespace (cgroup v1). 0: init was
      * cloned into its cgroup and cgroup namespace already (v2). */
     uint32_t join_cgroup;
+    /* 1: setgroups(2) is refused in the sandbox's user namespace (a normal user's own
+     * ids, sandbox/rootless.c): processes keep the groups they have. */
+    uint32_t keep_groups;
 };
 
 struct cq_ids {
@@ -106,6 +111,10 @@ struct cq_spawn_params {
     uint64_t timeout_ms;   /* 0: none */
     uint64_t rlimit_fsize; /* bytes */
     uint64_t rlimit_nofile;
+    /* 0: none. A sandbox without a cgroup (sandbox/rootless.c): its pids limit, as
+     * RLIMIT_NPROC, which the kernel counts per user namespace and uid, so per sandbox
+     * (init and the shims included where they share the code's uid). */
+    uint64_t rlimit_nproc;
     uint32_t stdio[3]; /* enum cq_stdio_kind for 0, 1, 2 */
 };
 

@@ -91,8 +91,8 @@ static void put_host_entry(struct cq_msg_writer *w, const char *path)
         put(w, CQ_MOUNT_BIND_RO, CQ_MOUNT_OPTIONAL, path, path);
 }
 
-int cq_rootfs_plan_write(const struct cq_sandbox_config *cfg, struct cq_msg_writer *w,
-                         struct cq_error *err)
+int cq_rootfs_plan_write(const struct cq_sandbox_config *cfg, uint32_t root_owner,
+                         struct cq_msg_writer *w, struct cq_error *err)
 {
     const struct cq_sandbox_limits *l = &cfg->limits;
     const char *hostname = cfg->hostname != NULL ? cfg->hostname : "codeq";
@@ -141,7 +141,7 @@ int cq_rootfs_plan_write(const struct cq_sandbox_config *cfg, struct cq_msg_writ
     put(w, CQ_MOUNT_PROC, 0, NULL, "/proc");
 
     /* /dev: a fresh tmpfs with five harmless devices; no disks, no ttys, no kmsg. */
-    put_tmpfs(w, "/dev", 64 * 1024, 64, 0755, 0, CQ_MOUNT_NOEXEC);
+    put_tmpfs(w, "/dev", 64 * 1024, 64, 0755, root_owner, CQ_MOUNT_NOEXEC);
     for (size_t i = 0; i < sizeof(dev_nodes) / sizeof(dev_nodes[0]); i++) {
         char path[64];
         snprintf(path, sizeof(path), "/dev/%s", dev_nodes[i]);
@@ -151,9 +151,11 @@ int cq_rootfs_plan_write(const struct cq_sandbox_config *cfg, struct cq_msg_writ
     put(w, CQ_MOUNT_SYMLINK, 0, "/proc/self/fd/0", "/dev/stdin");
     put(w, CQ_MOUNT_SYMLINK, 0, "/proc/self/fd/1", "/dev/stdout");
     put(w, CQ_MOUNT_SYMLINK, 0, "/proc/self/fd/2", "/dev/stderr");
-    put_tmpfs(w, "/dev/shm", l->tmp_bytes, l->workspace_inodes, 01777, 0, CQ_MOUNT_NOEXEC);
+    put_tmpfs(w, "/dev/shm", l->tmp_bytes, l->workspace_inodes, 01777, root_owner, CQ_MOUNT_NOEXEC);
+    if (root_owner != 0)
+        put(w, CQ_MOUNT_ROOT_RDONLY, 0, NULL, "/dev");
 
-    put_tmpfs(w, "/tmp", l->tmp_bytes, l->workspace_inodes, 01777, 0, 0);
+    put_tmpfs(w, "/tmp", l->tmp_bytes, l->workspace_inodes, 01777, root_owner, 0);
     if (cfg->workspace_dir != NULL)
         put(w, CQ_MOUNT_BIND_RW, 0, cfg->workspace_dir, CQ_SANDBOX_WORKSPACE);
     else

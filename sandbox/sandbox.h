@@ -11,7 +11,8 @@
  *   - its own pid namespace inside the sandbox (per process), so its tree can be
  *     timed out or stopped as a whole.
  *
- * Needs root (or CAP_SYS_ADMIN with delegated cgroups) on the host. Thread safety:
+ * Runs as root, or as a normal user after cq_sandbox_setup_process (below, and
+ * docs/security.md, "Running as a normal user"). Thread safety:
  * cq_sandbox_spawn and cq_process_kill may be called from any thread; a given
  * cq_process is waited on by one thread at a time.
  *
@@ -102,6 +103,51 @@ struct cq_sandbox_config {
     const struct cq_sandbox_bind *binds; /* n_binds entries, at most CQ_SANDBOX_MAX_BINDS */
     size_t n_binds;
 };
+
+/* --- running as a normal user ----------------------------------------------------- */
+
+/* How sandboxes map ids, decided by cq_sandbox_setup_process. */
+enum cq_sandbox_ids {
+    CQ_SANDBOX_IDS_ROOT = 0,    /* root: two host ids no account uses */
+    CQ_SANDBOX_IDS_SUBORDINATE, /* a normal user with /etc/subuid and /etc/subgid: code runs
+                                 * as the user's first subordinate id */
+    CQ_SANDBOX_IDS_OWN,         /* a normal user without: code runs as the user */
+    CQ_SANDBOX_IDS_NONE,        /* a normal user who cannot make user namespaces */
+};
+
+/* Call first thing in main, while the process has one thread. As root it does nothing.
+ * As a normal user it moves the process into a user namespace of its own, where it is
+ * root over its own ids (and its subordinate ids, through newuidmap/newgidmap, when
+ * /etc/subuid and /etc/subgid give it some): files it writes stay the user's. It never
+ * fails the program: when no namespace can be made, cq_sandbox_create says why. */
+void cq_sandbox_setup_process(void);
+
+enum cq_sandbox_ids cq_sandbox_ids_mode(void);
+
+/* Why subordinate ids the user has were not used (e.g. newuidmap missing), or NULL. */
+const char *cq_sandbox_ids_note(void);
+
+/* As a normal user: 0 when this process can make sandboxes, or -1 with the reason
+ * cq_sandbox_create would give (no user namespace; no delegated cgroup and no
+ * CODEQ_ALLOW_UNLIMITED=1), for a server to say at start. Root: 0 without looking. */
+int cq_sandbox_rootless_ready(struct cq_error *err);
+
+/* Limits a sandbox may run without (bits of cq_sandbox_unenforced). */
+enum {
+    CQ_UNENFORCED_MEMORY = 1u << 0, /* memory and swap (cgroup) */
+    CQ_UNENFORCED_CPU = 1u << 1,    /* CPU bandwidth (cgroup) */
+};
+
+/* Which limits this process's sandboxes do not enforce: 0, except for a normal user
+ * without a delegated cgroup who allowed it with CODEQ_ALLOW_UNLIMITED=1 (then memory
+ * and cpu; the pids limit then holds through RLIMIT_NPROC, which the kernel counts per
+ * sandbox, though no pids_limit_hit is reported). Decides on first call (it looks at
+ * the cgroups then). With no cgroup and no such permission it returns 0, and
+ * cq_sandbox_create fails saying both ways out. */
+unsigned cq_sandbox_unenforced(void);
+
+/* "memory, cpu" for the bits of mask, into buf. */
+void cq_sandbox_unenforced_text(unsigned mask, char *buf, size_t len);
 
 /* Fills cfg with the defaults above. */
 void cq_sandbox_config_init(struct cq_sandbox_config *cfg);

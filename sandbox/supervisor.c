@@ -8,7 +8,10 @@
  *     namespace to create (~600 us measured here).
  *  2. Write init's uid and gid maps: inside uid 0 (init and the shims) and uid 1000
  *     (sandboxed code) map to two unprivileged host ids; no other id exists in it.
- *     Host root is never mapped.
+ *     Host root is never mapped. As a normal user (rootless.c) they map to the user and
+ *     a subordinate id of the user's, or, with one id only (the user's own, or a
+ *     --workspace directory of the user's), uid 1000 alone maps to the user and init
+ *     runs as 1000 as well, with its capabilities kept through the ambient set.
  *  3. Let init drop the host's supplementary groups, become uid 0 of its namespace
  *     and exec codeq-sandbox-init (a small static binary, opened once by fd, so the
  *     path to it need not be reachable by the unprivileged ids).
@@ -23,6 +26,7 @@
 #include "sandbox/internal.h"
 #include "sandbox/protocol.h"
 #include "sandbox/rootfs_plan.h"
+#include "sandbox/rootless.h"
 #include "sandbox/uplink.h"
 #include "common/cleanup.h"
 #include "common/fileutil.h"
@@ -30,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
@@ -37,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -109,15 +115,55 @@ static void find_init_binary(void)
                  CQ_LIBEXECDIR);
 }
 
+/* Who is who in a sandbox's user namespace (see the top of the file). */
+struct id_layout {
+    uint32_t user_uid, user_gid; /* the ids outside that sandboxed code runs as */
+    /* Only uid and gid 1000 exist inside, mapped to user_uid and user_gid: init runs as
+     * 1000 too. Otherwise 0 maps to root_uid and root_gid. */
+    bool one_id;
+    uint32_t root_uid, root_gid;
+};
+
 /* Everything the child needs, prepared before clone so the child only reads it. */
 struct init_launch {
-    int init_fd;    /* O_PATH fd of codeq-sandbox-init */
-    int socket_fd;  /* init's end of the control socket */
-    int sync_fd;    /* read end: one byte when the id maps are written */
-    int sync_write; /* its other end, which the child must not keep open */
-    int devnull_fd; /* becomes init's stdio: it must hold nothing of the host's */
-    int cgroup_fd;  /* v2: the cgroup directory for CLONE_INTO_CGROUP; -1 on v1 */
+    int init_fd;      /* O_PATH fd of codeq-sandbox-init */
+    int socket_fd;    /* init's end of the control socket */
+    int sync_fd;      /* read end: one byte when the id maps are written */
+    int sync_write;   /* its other end, which the child must not keep open */
+    int devnull_fd;   /* becomes init's stdio: it must hold nothing of the host's */
+    int cgroup_fd;    /* v2: the cgroup directory for CLONE_INTO_CGROUP; -1 on v1 */
+    bool no_cgroup;   /* none at all (rootless.c): a cgroup namespace at clone still */
+    uint32_t init_id; /* init's uid and gid inside: 0, or 1000 with one id */
+    bool keep_groups; /* setgroups is refused in the namespace (rootless.c) */
 };
+
+/* One id inside (struct id_layout): init is not uid 0 there, so its execve would drop
+ * the capabilities it has over its new namespaces. The ambient set keeps them across
+ * execve for a file without capabilities; it holds only what is both permitted and
+ * inheritable, and the inheritable set may grow only within the bounding set. Raw
+ * system calls: see the top of the file. */
+static int keep_caps_across_exec(void)
+{
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) < 0)
+        return -1;
+    for (int cap = 0; cap < 64; cap++) {
+        int in_bset = (int)syscall(SYS_prctl, PR_CAPBSET_READ, cap, 0, 0, 0);
+        if (in_bset < 0)
+            break; /* past the last capability this kernel knows */
+        uint32_t bit = 1u << (cap % 32);
+        if (in_bset == 1 && (data[cap / 32].permitted & bit))
+            data[cap / 32].inheritable |= bit;
+    }
+    if (syscall(SYS_capset, &header, data) < 0)
+        return -1;
+    for (int cap = 0; cap < 64; cap++)
+        if (data[cap / 32].inheritable & (1u << (cap % 32)))
+            if (syscall(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
+                return -1;
+    return 0;
+}
 
 /* The child after clone: raw system calls only (see the top of the file). */
 static void __attribute__((noreturn)) init_child(const struct init_launch *launch)
@@ -131,10 +177,15 @@ static void __attribute__((noreturn)) init_child(const struct init_launch *launc
     if (syscall(SYS_read, launch->sync_fd, &byte, 1) != 1)
         syscall(SYS_exit_group, 120);
     /* Drop the supplementary groups inherited from the supervisor: they are host
-     * groups and would still grant access to group-readable host files. */
-    if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, 0, 0, 0) < 0 ||
-        syscall(SYS_setresuid, 0, 0, 0) < 0)
+     * groups and would still grant access to group-readable host files. (Where the
+     * namespace refuses setgroups, a normal user's own ids, they stay: docs/security.md,
+     * "Running as a normal user".) */
+    uint32_t id = launch->init_id;
+    if ((!launch->keep_groups && syscall(SYS_setgroups, 0, NULL) < 0) ||
+        syscall(SYS_setresgid, id, id, id) < 0 || syscall(SYS_setresuid, id, id, id) < 0)
         syscall(SYS_exit_group, 121);
+    if (id != 0 && keep_caps_across_exec() < 0)
+        syscall(SYS_exit_group, 126);
     /* Lift every fd we need above the target numbers first, so that placing one
      * cannot overwrite another. */
     long sock = syscall(SYS_fcntl, launch->socket_fd, F_DUPFD, 10);
@@ -170,36 +221,87 @@ static pid_t start_init(struct init_launch *launch, struct cq_error *err)
         };
         pid = syscall(SYS_clone3, &args, sizeof(args));
     } else {
-        pid = syscall(SYS_clone, NAMESPACE_FLAGS | SIGCHLD, 0, 0, 0, 0);
+        /* v1 init enters its cgroup namespace once it is in its cgroups; without any,
+         * the namespace still hides the cgroup paths of the host. */
+        unsigned long more = launch->no_cgroup ? CLONE_NEWCGROUP : 0;
+        pid = syscall(SYS_clone, NAMESPACE_FLAGS | more | SIGCHLD, 0, 0, 0, 0);
     }
     if (pid == 0)
         init_child(launch);
-    if (pid < 0)
-        return cq_error_sys(err, errno, "clone sandbox init");
+    if (pid < 0) {
+        int code = errno;
+        if (cq_sandbox_ids_mode() == CQ_SANDBOX_IDS_ROOT)
+            return cq_error_sys(err, code, "clone sandbox init");
+        /* A normal user's namespace can exist and still be refused more of them (a
+         * limit reached, AppArmor's restriction): say which setting decides. */
+        char hint[320];
+        cq_rootless_userns_hint(code, hint, sizeof(hint));
+        return cq_error_set(err, code, "clone sandbox init: %s: %s", strerror(code), hint);
+    }
     return (pid_t)pid;
 }
 
-static int write_id_maps(pid_t pid, uid_t user_host_uid, gid_t user_host_gid, struct cq_error *err)
+static int write_id_maps(pid_t pid, const struct id_layout *ids, struct cq_error *err)
 {
     char path[64], map[128];
     snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
-    snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", HOST_ID_ROOT, CQ_SANDBOX_USER_UID,
-             user_host_uid);
+    if (ids->one_id)
+        snprintf(map, sizeof(map), "%u %u 1\n", CQ_SANDBOX_USER_UID, ids->user_uid);
+    else
+        snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", ids->root_uid, CQ_SANDBOX_USER_UID,
+                 ids->user_uid);
     if (cq_write_file_at(AT_FDCWD, path, map, err) < 0)
         return -1;
     snprintf(path, sizeof(path), "/proc/%d/gid_map", pid);
-    snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", HOST_ID_ROOT, CQ_SANDBOX_USER_UID,
-             user_host_gid);
+    if (ids->one_id)
+        snprintf(map, sizeof(map), "%u %u 1\n", CQ_SANDBOX_USER_UID, ids->user_gid);
+    else
+        snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", ids->root_gid, CQ_SANDBOX_USER_UID,
+                 ids->user_gid);
     return cq_write_file_at(AT_FDCWD, path, map, err);
+}
+
+/* A normal user's sandbox (rootless.c): the ids outside are this process's user
+ * namespace's. Code runs as the subordinate id, or as the user where there is none or
+ * where it works in a --workspace directory of the user's (which only the user's uid
+ * may be able to use). */
+static int choose_rootless_ids(const struct cq_sandbox_config *cfg, struct id_layout *ids,
+                               struct cq_error *err)
+{
+    bool subordinate = cq_sandbox_ids_mode() == CQ_SANDBOX_IDS_SUBORDINATE;
+    *ids = (struct id_layout){.user_uid = CQ_ROOTLESS_SUBID, .user_gid = CQ_ROOTLESS_SUBID};
+    ids->root_uid = ids->root_gid = CQ_ROOTLESS_CALLER;
+    if (cfg->workspace_dir != NULL) {
+        struct stat st;
+        if (stat(cfg->workspace_dir, &st) < 0)
+            return cq_error_sys(err, errno, "workspace %s", cfg->workspace_dir);
+        if (!S_ISDIR(st.st_mode))
+            return cq_error_set(err, ENOTDIR, "workspace %s is not a directory",
+                                cfg->workspace_dir);
+        if (st.st_uid != CQ_ROOTLESS_CALLER && (!subordinate || st.st_uid != CQ_ROOTLESS_SUBID))
+            return cq_error_set(err, EPERM,
+                                "workspace %s is not yours: as a normal user, sandboxed code "
+                                "can act only as you",
+                                cfg->workspace_dir);
+        if (st.st_uid == CQ_ROOTLESS_SUBID)
+            return 0;
+        subordinate = false;
+    }
+    if (!subordinate)
+        *ids = (struct id_layout){
+            .one_id = true, .user_uid = CQ_ROOTLESS_CALLER, .user_gid = CQ_ROOTLESS_CALLER};
+    return 0;
 }
 
 /* Host ids for sandboxed code. With a host workspace directory the code acts as the
  * directory's owner (and group), so that it can use it; that owner must not be root. */
-static int choose_user_ids(const struct cq_sandbox_config *cfg, uid_t *uid, gid_t *gid,
+static int choose_user_ids(const struct cq_sandbox_config *cfg, struct id_layout *ids,
                            struct cq_error *err)
 {
-    *uid = HOST_ID_USER;
-    *gid = HOST_ID_USER;
+    if (cq_sandbox_ids_mode() != CQ_SANDBOX_IDS_ROOT)
+        return choose_rootless_ids(cfg, ids, err);
+    *ids = (struct id_layout){.user_uid = HOST_ID_USER, .user_gid = HOST_ID_USER};
+    ids->root_uid = ids->root_gid = HOST_ID_ROOT;
     if (cfg->workspace_dir == NULL)
         return 0;
     struct stat st;
@@ -215,11 +317,11 @@ static int choose_user_ids(const struct cq_sandbox_config *cfg, uid_t *uid, gid_
     if (st.st_uid == HOST_ID_ROOT)
         return cq_error_set(err, EPERM, "workspace %s is owned by codeq's reserved uid %u",
                             cfg->workspace_dir, HOST_ID_ROOT);
-    *uid = st.st_uid;
+    ids->user_uid = st.st_uid;
     /* The directory's group too, unless it is root's: group root would grant access to
      * group-readable root files of the runtime. */
     if (st.st_gid != 0 && st.st_gid != HOST_ID_ROOT)
-        *gid = st.st_gid;
+        ids->user_gid = st.st_gid;
     return 0;
 }
 
@@ -348,9 +450,10 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
             *err = init_binary.error;
         return -1;
     }
-    uid_t user_uid;
-    gid_t user_gid;
-    if (choose_user_ids(cfg, &user_uid, &user_gid, err) < 0)
+    if (cq_rootless_check(err) < 0)
+        return -1;
+    struct id_layout ids;
+    if (choose_user_ids(cfg, &ids, err) < 0)
         return -1;
     struct cq_sandbox_config net_cfg;
     char uplink[64];
@@ -372,22 +475,23 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     sb->init_pidfd = -1;
     sb->workspace_fd = -1;
     cq_egress_init(&sb->egress);
-    sb->user_uid = user_uid;
-    sb->user_gid = user_gid;
+    sb->user_uid = ids.user_uid;
+    sb->user_gid = ids.user_gid;
     for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
         sb->cgroup.dirfd[c] = -1;
     sb->limits = cfg->limits;
     if (build_base_env(sb, cfg, err) < 0)
         goto fail;
 
-    int version;
-    if (cq_cgroup_version(&version, err) < 0)
+    int version; /* 0: none (rootless.c) */
+    if (cq_rootless_cgroup_version(&version, err) < 0)
         goto fail;
     /* The plan is computed before anything is started, so a bad configuration costs
      * no processes. */
-    if (cq_rootfs_plan_write(cfg, config_msg, err) < 0)
+    if (cq_rootfs_plan_write(cfg, ids.one_id ? CQ_SANDBOX_USER_UID : 0, config_msg, err) < 0)
         goto fail;
-    struct cq_init_flags flags = {.join_cgroup = version == 1};
+    struct cq_init_flags flags = {.join_cgroup = version == 1,
+                                  .keep_groups = cq_rootless_setgroups_denied()};
     cq_msg_put(config_msg, CQ_F_INIT_FLAGS, &flags, sizeof(flags));
 
     char name[64];
@@ -421,6 +525,9 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         .sync_write = sync_write,
         .devnull_fd = devnull,
         .cgroup_fd = version == 2 ? sb->cgroup.dirfd[0] : -1,
+        .no_cgroup = version == 0,
+        .init_id = ids.one_id ? CQ_SANDBOX_USER_UID : 0,
+        .keep_groups = cq_rootless_setgroups_denied(),
     };
     pid_t pid = start_init(&launch, err);
     if (pid < 0)
@@ -430,7 +537,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     cq_close_reset(&init_end);
     cq_close_reset(&sync_read);
 
-    if (write_id_maps(pid, user_uid, user_gid, err) < 0) {
+    if (write_id_maps(pid, &ids, err) < 0) {
         cq_error_prefix(err, "sandbox id maps");
         goto fail;
     }

@@ -28,6 +28,7 @@
  */
 #define _GNU_SOURCE
 #include "sandbox/uplink.h"
+#include "sandbox/rootless.h"
 #include "common/cleanup.h"
 
 #include <errno.h>
@@ -40,6 +41,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -257,6 +259,26 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* pasta opens /dev/net/tun as the user it runs as: root of codeq's user namespace, which
+ * for a normal user's codeq (rootless.c) is that user, without any power over the host's
+ * device node. Most distributions make it 0666; where it is root's alone, say so rather
+ * than let pasta fail out of sight. */
+static int tun_refused(struct cq_error *err)
+{
+    if (cq_sandbox_ids_mode() == CQ_SANDBOX_IDS_ROOT || access("/dev/net/tun", R_OK | W_OK) == 0)
+        return 0;
+    int code = errno;
+    struct stat st;
+    char mode[32] = "missing";
+    if (stat("/dev/net/tun", &st) == 0)
+        snprintf(mode, sizeof(mode), "mode %o", (unsigned)(st.st_mode & 07777));
+    return cq_error_set(err, code,
+                        "network without an egress namespace needs pasta, and as a normal user "
+                        "pasta needs /dev/net/tun to be open to you (it is %s here; most "
+                        "distributions make it 0666): ask for network NONE, or run codeq as root",
+                        mode);
+}
+
 static int uplink_start(struct cq_error *err)
 {
     if (access(CQ_UPLINK_PASTA, X_OK) < 0)
@@ -265,6 +287,8 @@ static int uplink_start(struct cq_error *err)
                             "package passt): install it, or name a namespace with "
                             "--egress-netns",
                             CQ_UPLINK_PASTA);
+    if (tun_refused(err) < 0)
+        return -1;
     /* Built before fork: the guard writes only the keeper's pid into its copy. */
     char pid_slot[24] = "0";
     char *argv[] = {"pasta",       "--quiet", "--foreground", "--runas", "0:0",  "--config-net",

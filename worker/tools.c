@@ -355,6 +355,8 @@ void cq_worker_invoke_cancellable(struct cq_worker *w, const char *session_id, c
             r->network_bytes_received = net_after.bytes_received - net_before.bytes_received;
         }
     }
+    if (r->has_structured)
+        r->limits_unenforced = cq_sandbox_unenforced();
     cq_wmetrics_call(w, s, tool, a, r, started_us);
     cq_session_release(w, s);
 }

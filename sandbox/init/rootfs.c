@@ -390,8 +390,7 @@ static int apply_op(const struct init_mount *m, struct cq_error *err)
         return make_readonly(dst, optional, err);
     case CQ_MOUNT_ROOT_RDONLY:
         return set_mount_attr(
-            NEWROOT, INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NODEV, 0,
-            err);
+            dst, INIT_MOUNT_ATTR_RDONLY | INIT_MOUNT_ATTR_NOSUID | INIT_MOUNT_ATTR_NODEV, 0, err);
     default:
         return cq_error_set(err, EINVAL, "mount plan: unknown operation %u", m->op.kind);
     }

@@ -178,8 +178,9 @@ int init_install_filter(const unsigned char *bpf, unsigned long len)
  * bounding set and ambient set while we still have CAP_SETPCAP, then groups and
  * ids (changing uid from 0 clears the permitted and effective sets), then the
  * inheritable set, which a uid change keeps. */
-static int drop_privileges(const struct cq_ids *ids)
+static int drop_privileges(const struct init_config *cfg)
 {
+    const struct cq_ids *ids = &cfg->ids;
     /* EINVAL marks the first capability this kernel does not know: the end. */
     for (int cap = 0; cap <= 63; cap++) {
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
@@ -190,7 +191,7 @@ static int drop_privileges(const struct cq_ids *ids)
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return -1;
-    if (setgroups(0, NULL) < 0)
+    if (!cfg->flags.keep_groups && setgroups(0, NULL) < 0)
         return -1;
     if (setresgid(ids->user_gid, ids->user_gid, ids->user_gid) < 0)
         return -1;
@@ -255,9 +256,12 @@ run_command(const struct init_config *cfg, const struct spawn_request *req, cons
     if (setrlimit(RLIMIT_FSIZE, &fsize) < 0 || setrlimit(RLIMIT_NOFILE, &nofile) < 0 ||
         setrlimit(RLIMIT_CORE, &core) < 0)
         goto fail;
+    struct rlimit nproc = {req->params.rlimit_nproc, req->params.rlimit_nproc};
+    if (req->params.rlimit_nproc != 0 && setrlimit(RLIMIT_NPROC, &nproc) < 0)
+        goto fail;
     umask(022);
     step = "drop privileges";
-    if (drop_privileges(&cfg->ids) < 0)
+    if (drop_privileges(cfg) < 0)
         goto fail;
     /* As the sandbox user, so a directory it may not enter is refused, and so that
      * a host workspace owned by it but closed to others is entered by its owner. */

@@ -15,6 +15,13 @@ The same probe also runs directly on the host as root (`probe_out()`), to show t
 an attack primitive works (or reaches the kernel's own argument checks) outside, so
 that a blocked outcome inside is the sandbox's doing.
 
+As a normal user (CODEQ_E2E_AS_USER=<name>, set by tests/rootless/test_red_team.py):
+the tests still run as root, but every codeq runs as that user (setpriv), so the
+sandboxes are a normal user's (docs/security.md, "Running as a normal user"). Sandboxed
+code then runs as the user's first subordinate id (--workspace directories are given to
+it), init and the shims as the user; without subordinate ids (ONE_ID) all of them run as
+the user, the only id such a sandbox has.
+
 Nothing here may harm the host: the probe itself refuses its destructive subcommands
 when it finds itself in the host's user namespace, and the tests only ever give host
 runs harmless arguments.
@@ -24,6 +31,7 @@ import gzip
 import hashlib
 import json
 import os
+import pwd
 import random
 import shutil
 import subprocess
@@ -40,6 +48,45 @@ CODEQ = os.path.join(BIN_DIR, "codeq")
 SANDBOX_ROOT_UID = 1600000000  # uid 0 inside: the sandbox's init and the shims
 SANDBOX_UID = 1600001000  # uid 1000 inside: sandboxed code
 SANDBOX_UIDS = (SANDBOX_ROOT_UID, SANDBOX_UID)
+AS_USER = os.environ.get("CODEQ_E2E_AS_USER") or None
+CODEQ_PREFIX = []  # what runs codeq as AS_USER
+
+
+def _first_subordinate_id(name, uid):
+    try:
+        with open("/etc/subuid") as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) == 3 and parts[0] in (name, str(uid)) and int(parts[2]) > 0:
+                    return int(parts[1])
+    except FileNotFoundError:
+        pass
+    return None
+
+
+ONE_ID = False  # a normal user's sandboxes without subordinate ids
+if AS_USER:
+    _pw = pwd.getpwnam(AS_USER)
+    _sub = _first_subordinate_id(AS_USER, _pw.pw_uid)
+    ONE_ID = _sub is None
+    SANDBOX_ROOT_UID = _pw.pw_uid
+    SANDBOX_UID = _pw.pw_uid if ONE_ID else _sub
+    SANDBOX_UIDS = (SANDBOX_ROOT_UID, SANDBOX_UID)
+    CODEQ_PREFIX = ["setpriv", "--reuid", str(_pw.pw_uid), "--regid", str(_pw.pw_gid),
+                    "--init-groups"]
+
+
+def codeq_argv(*args):
+    """argv of codeq (as AS_USER when set)."""
+    return CODEQ_PREFIX + [CODEQ, *args]
+
+
+def codeq_env(env=None):
+    """The environment codeq runs with: env or ours, with the user's HOME as AS_USER."""
+    env = dict(env if env is not None else os.environ)
+    if AS_USER:
+        env["HOME"] = pwd.getpwnam(AS_USER).pw_dir
+    return env
 
 # Default limits, as `codeq sandbox --help` prints them (sandbox/sandbox.h).
 DEFAULT_INODES = 65536
@@ -138,8 +185,10 @@ def codeq_sandbox(
     instead. Returns a Run with the parsed JSON report (None when report=False or
     when codeq wrote none)."""
     report_dir = tempfile.mkdtemp(prefix="codeq-e2e-report-")
+    if AS_USER:
+        os.chown(report_dir, SANDBOX_ROOT_UID, -1)
     report_path = os.path.join(report_dir, "report.json")
-    argv = [CODEQ, "sandbox"]
+    argv = codeq_argv("sandbox")
     if report:
         argv += ["--report", report_path]
     if workspace is not None:
@@ -151,7 +200,7 @@ def codeq_sandbox(
             stdin=subprocess.PIPE if input_bytes is not None else stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env if env is not None else os.environ.copy(),
+            env=codeq_env(env),
             pass_fds=pass_fds,
             close_fds=True,
         )
@@ -432,8 +481,9 @@ class Neighbour:
         self.sentinel = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.proc = subprocess.Popen(
-            [CODEQ, "sandbox", "--timeout", "600", "--workspace", self.workspace, "--",
-             "sh", "-c", script],
+            codeq_argv("sandbox", "--timeout", "600", "--workspace", self.workspace, "--",
+                       "sh", "-c", script),
+            env=codeq_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         self.last = None

@@ -7,16 +7,23 @@
  * clone3(CLONE_INTO_CGROUP) places init in the sandbox's cgroup, the cgroup
  * namespace is rooted there, processes run, and destroy removes the cgroup. The
  * limit files themselves (memory.max, memory.swap.max, pids.max, cpu.max) are only
- * reviewed, not exercised, on this host. */
+ * reviewed, not exercised, on this host. The last test makes a sandbox as a normal
+ * user (sandbox/rootless.c) in a v2 cgroup delegated to it. */
 #define _GNU_SOURCE
 #include "sandbox/sandbox.h"
 #include "unit.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void force_v2(void)
@@ -164,6 +171,96 @@ START_TEST(missing_controllers_are_a_clear_error)
 }
 END_TEST
 
+/* The user tests/rootless runs codeq as, made here if missing (as those tests do). */
+static struct passwd *test_user(void)
+{
+    struct passwd *pw = getpwnam("codeqtest");
+    if (pw == NULL) {
+        ck_assert_int_eq(system("useradd -m -s /bin/sh codeqtest"), 0);
+        pw = getpwnam("codeqtest");
+    }
+    ck_assert_ptr_nonnull(pw);
+    return pw;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    ck_assert_msg(fd >= 0, "open %s", path);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* In a child: joins dir (a v2 cgroup given to the user), becomes the user, makes a
+ * sandbox as a normal user's codeq does (sandbox/rootless.c) and checks where it runs.
+ * Returns 0, or a step number; the reason on stderr. */
+static int rootless_child(const char *dir, const struct passwd *pw)
+{
+    char path[PATH_MAX + 32], pid[32];
+    snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+    snprintf(pid, sizeof(pid), "%d", getpid());
+    write_text(path, pid);
+    if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+        return 1;
+    /* setuid made this process undumpable, and its /proc files root's; execve of codeq
+     * by a user would have made it dumpable again. */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    cq_sandbox_setup_process();
+    if (cq_sandbox_ids_mode() == CQ_SANDBOX_IDS_NONE ||
+        cq_sandbox_ids_mode() == CQ_SANDBOX_IDS_ROOT)
+        return 2;
+    struct cq_sandbox_config cfg;
+    cq_sandbox_config_init(&cfg);
+    struct cq_error err;
+    struct cq_sandbox *sb;
+    if (cq_sandbox_create(&cfg, &sb, &err) < 0) {
+        fprintf(stderr, "create: %s\n", err.msg);
+        return 3;
+    }
+    if (cq_sandbox_unenforced() != 0)
+        return 4;
+    /* Its cgroup is below the user's: <dir>/codeq/<pid>-0, made by the user. */
+    char mine[PATH_MAX + 64];
+    snprintf(mine, sizeof(mine), "%s/codeq/%d-0", dir, getpid());
+    struct stat st;
+    if (stat(mine, &st) < 0 || st.st_uid != 0 /* the user, as its namespace sees it */)
+        return 5;
+    struct capture cap = {0};
+    if (run(sb, "grep '^0::' /proc/self/cgroup", &cap) != 0 || strcmp(cap.out, "0::/\n") != 0)
+        return 6;
+    cq_sandbox_destroy(sb);
+    return access(mine, F_OK) == 0 ? 7 : 0;
+}
+
+START_TEST(a_normal_user_in_a_delegated_cgroup)
+{
+    /* As systemd's Delegate=yes gives one: the directory and its cgroup.procs,
+     * cgroup.subtree_control and cgroup.threads belong to the user. */
+    force_v2();
+    struct passwd *pw = test_user();
+    char dir[PATH_MAX], path[PATH_MAX + 64];
+    unified_mount(dir, sizeof(dir));
+    snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/codeq-rootless-unit-%d", getpid());
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    ck_assert_int_eq(chown(dir, pw->pw_uid, pw->pw_gid), 0);
+    static const char *const files[] = {"cgroup.procs", "cgroup.subtree_control", "cgroup.threads"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        ck_assert_int_eq(chown(path, pw->pw_uid, pw->pw_gid), 0);
+    }
+    pid_t child = fork();
+    if (child == 0)
+        _exit(rootless_child(dir, pw));
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    snprintf(path, sizeof(path), "%s/codeq", dir);
+    rmdir(path);
+    ck_assert_int_eq(rmdir(dir), 0);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the user's sandbox: step %d",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cgroup_v2");
@@ -172,6 +269,7 @@ int main(void)
     tcase_add_test(tc, init_is_cloned_into_the_sandbox_cgroup);
     tcase_add_test(tc, destroy_removes_the_cgroup);
     tcase_add_test(tc, missing_controllers_are_a_clear_error);
+    tcase_add_test(tc, a_normal_user_in_a_delegated_cgroup);
     suite_add_tcase(s, tc);
     return cq_unit_run(s, true);
 }

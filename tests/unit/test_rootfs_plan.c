@@ -39,7 +39,7 @@ static struct plan *plan_of(const struct cq_sandbox_config *cfg)
     p->w = malloc(sizeof(*p->w));
     ck_assert_ptr_nonnull(p->w);
     struct cq_error err = {0};
-    ck_assert_msg(cq_rootfs_plan_write(cfg, p->w, &err) == 0, "plan: %s", err.msg);
+    ck_assert_msg(cq_rootfs_plan_write(cfg, 0, p->w, &err) == 0, "plan: %s", err.msg);
     ck_assert(!p->w->overflow);
 
     struct cq_msg_reader r;
@@ -493,7 +493,7 @@ START_TEST(plan_too_large_is_an_error)
     struct cq_msg_writer *w = malloc(sizeof(*w));
     ck_assert_ptr_nonnull(w);
     struct cq_error err = {0};
-    ck_assert_int_eq(cq_rootfs_plan_write(&cfg, w, &err), -1);
+    ck_assert_int_eq(cq_rootfs_plan_write(&cfg, 0, w, &err), -1);
     ck_assert_int_eq(err.code, E2BIG);
     ck_assert(w->overflow);
     free(w);
