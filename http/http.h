@@ -96,7 +96,9 @@ struct cq_http_stream_options {
 
 /* Makes resp a streamed response (its status, content type and headers as set; no
  * body) and returns the stream for its writer, who must end it with
- * cq_http_stream_end. NULL when out of memory (resp is then a 500). opt may be NULL. */
+ * cq_http_stream_end, and may write (and end it) at once, before the handler returns.
+ * The handler must return resp with the stream in it. NULL when out of memory (resp is
+ * then a 500). opt may be NULL. */
 struct cq_http_stream *cq_http_respond_stream(struct cq_http_response *resp,
                                               const struct cq_http_stream_options *opt);
 /* Appends data to the body; waits while the stream holds more than max_buffered (a

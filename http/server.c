@@ -45,7 +45,7 @@
 struct cq_http_stream {
     pthread_mutex_t lock;
     pthread_cond_t changed; /* data, room, end, close (CLOCK_MONOTONIC) */
-    unsigned refs;          /* the writer's, and the listener's once it took the stream */
+    unsigned refs;          /* the writer's, and the listener's (released by stream_release) */
     char *buf;              /* written, not yet sent: buf[off, len) */
     size_t off, len, cap;
     struct cq_http_stream_options opt;
@@ -247,7 +247,10 @@ struct cq_http_stream *cq_http_respond_stream(struct cq_http_response *resp,
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&st->changed, &attr);
     pthread_condattr_destroy(&attr);
-    st->refs = 1;
+    /* The writer's, and the listener's: taken now, because the writer may be done with
+     * the stream (cq_http_stream_end) before the handler returns and the listener sees
+     * it. */
+    st->refs = 2;
     st->fd = -1;
     st->sent_ms = mono_ms();
     resp->stream = st;
@@ -273,6 +276,10 @@ int cq_http_stream_write(struct cq_http_stream *st, const void *data, size_t len
     if (st->closed || st->ended) {
         pthread_mutex_unlock(&st->lock);
         return cq_error_sys(err, EPIPE, "the response stream is closed");
+    }
+    if (len == 0) {
+        pthread_mutex_unlock(&st->lock);
+        return 0;
     }
     if (st->off > 0) {
         memmove(st->buf, st->buf + st->off, st->len - st->off);
@@ -387,7 +394,6 @@ static struct MHD_Response *stream_response(struct cq_http_server *s, struct MHD
                                             struct cq_http_stream *st)
 {
     pthread_mutex_lock(&st->lock);
-    st->refs++; /* the listener's, released by stream_release */
     st->conn = conn;
     st->timeout_s = s->idle_timeout_s;
     const union MHD_ConnectionInfo *info =

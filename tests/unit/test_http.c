@@ -442,6 +442,32 @@ START_TEST(test_stream_outlives_idle_timeout)
 }
 END_TEST
 
+static void quick_streamer(void *ctx, const struct cq_http_request *req,
+                           struct cq_http_response *resp)
+{
+    (void)ctx, (void)req;
+    struct cq_http_stream *st = cq_http_respond_stream(resp, NULL);
+    struct cq_error err;
+    ck_assert_int_eq(cq_http_stream_write(st, "all at once;", 12, &err), 0);
+    cq_http_stream_end(st); /* before the listener has seen the stream */
+}
+
+START_TEST(test_stream_ended_in_handler)
+{
+    struct cq_error err;
+    struct cq_http_config cfg = {.listen = "127.0.0.1:0", .handler = quick_streamer};
+    struct cq_http_server *s;
+    ck_assert_msg(cq_http_start(&cfg, &s, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < 20; i++) {
+        char *a = get(cq_http_port(s), "GET", "/q");
+        ck_assert_msg(strstr(a, "all at once;") != NULL && strstr(a, "\r\n0\r\n\r\n") != NULL, "%s",
+                      a);
+        free(a);
+    }
+    cq_http_stop(s);
+}
+END_TEST
+
 START_TEST(test_stream_heartbeat)
 {
     struct cq_http_stream_options opt = {.heartbeat = ": hb\n\n", .heartbeat_ms = 100};
@@ -473,6 +499,7 @@ int main(void)
     tcase_add_test(tc, test_stream_bounded);
     tcase_add_test(tc, test_stream_outlives_idle_timeout);
     tcase_add_test(tc, test_stream_heartbeat);
+    tcase_add_test(tc, test_stream_ended_in_handler);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
