@@ -160,18 +160,14 @@ static struct owned *find_owned(struct cq_serve *s, const char *session_id)
     return NULL;
 }
 
-static const char *backend_interpreter(const char *id);
-
-/* Whether tenant owns session_id on interpreter (as the path names it; NULL: any).
- * AgentCore's name of the default interpreter and codeq's are one. */
+/* Whether tenant owns session_id on interpreter (as the path names it; NULL: any). */
 static bool owns(struct cq_serve *s, const char *tenant, const char *interpreter,
                  const char *session_id)
 {
     pthread_mutex_lock(&s->lock);
     struct owned *o = find_owned(s, session_id);
     bool yes = o != NULL && strcmp(o->tenant, tenant) == 0 &&
-               (interpreter == NULL ||
-                strcmp(backend_interpreter(o->interpreter), backend_interpreter(interpreter)) == 0);
+               (interpreter == NULL || strcmp(o->interpreter, interpreter) == 0);
     pthread_mutex_unlock(&s->lock);
     return yes;
 }

@@ -12,12 +12,32 @@ import sys
 import time
 import uuid
 
+import pytest
 from botocore.exceptions import ClientError
 
-from conftest import CODEQ, make_key
+from conftest import CODEQ, client, make_key
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ID = "codeq.default"
+
+
+@pytest.fixture(scope="module")
+def mcp_keys(keys):
+    """Tenants of these tests' own on the shared server: what they start over /mcp (the
+    tenant's default session too) is listed by AgentCore's routes for its tenant, and
+    the AgentCore tests count their tenants' sessions."""
+    return {"path": keys["path"], "alpha": make_key(keys["path"], "mcp-alpha"),
+            "beta": make_key(keys["path"], "mcp-beta")}
+
+
+@pytest.fixture(scope="module")
+def mcp_alpha(server, mcp_keys):
+    return client(server, mcp_keys["alpha"])
+
+
+@pytest.fixture(scope="module")
+def mcp_beta(server, mcp_keys):
+    return client(server, mcp_keys["beta"])
 
 
 def token(key):
@@ -98,80 +118,80 @@ def call(server, key, sid, name, arguments, rid=7, timeout=60):
     return [m for m in messages(body) if m.get("id") == rid][0]["result"]
 
 
-def test_sdk_tools_state_and_progress(server, keys):
+def test_sdk_tools_state_and_progress(server, mcp_keys):
     """initialize, tools/list, executeCode keeping state within one client, and progress
     notifications that carry a cell's output as it comes."""
-    out = sdk(server, keys["alpha"], "basic")
+    out = sdk(server, mcp_keys["alpha"], "basic")
     assert out["progress"] >= 2, out
 
 
-def test_default_session_shared_by_client_processes(server, keys):
+def test_default_session_shared_by_client_processes(server, mcp_keys):
     """Two client processes with the same key share the tenant's default session; another
     tenant's processes do not see it."""
     var = "shared_" + uuid.uuid4().hex[:8]
-    sdk(server, keys["alpha"], "set", var, "from-process-one")
-    out = sdk(server, keys["alpha"], "get", var)
+    sdk(server, mcp_keys["alpha"], "set", var, "from-process-one")
+    out = sdk(server, mcp_keys["alpha"], "get", var)
     assert out == {"is_error": False, "text": "'from-process-one'\n"}, out
-    out = sdk(server, keys["beta"], "get", var)
+    out = sdk(server, mcp_keys["beta"], "get", var)
     assert out["is_error"] and "NameError" in out["text"], out
 
 
-def test_explicit_session_shared_by_id_and_isolated(server, keys):
+def test_explicit_session_shared_by_id_and_isolated(server, mcp_keys):
     """A session started by one process is reached by another through its sessionId, and
     its state is its own (not the default session's)."""
-    sid = sdk(server, keys["alpha"], "start")["sessionId"]
+    sid = sdk(server, mcp_keys["alpha"], "start")["sessionId"]
     var = "own_" + uuid.uuid4().hex[:8]
-    sdk(server, keys["alpha"], "set", var, "in-my-session", sid)
-    out = sdk(server, keys["alpha"], "get", var, sid)
+    sdk(server, mcp_keys["alpha"], "set", var, "in-my-session", sid)
+    out = sdk(server, mcp_keys["alpha"], "get", var, sid)
     assert out == {"is_error": False, "text": "'in-my-session'\n"}, out
-    out = sdk(server, keys["alpha"], "get", var)
+    out = sdk(server, mcp_keys["alpha"], "get", var)
     assert out["is_error"] and "NameError" in out["text"], out
-    sdk(server, keys["alpha"], "call", "stopSession", json.dumps({"sessionId": sid}))
+    sdk(server, mcp_keys["alpha"], "call", "stopSession", json.dumps({"sessionId": sid}))
 
 
-def test_cancel_keeps_variables(server, keys):
-    out = sdk(server, keys["alpha"], "cancel")
+def test_cancel_keeps_variables(server, mcp_keys):
+    out = sdk(server, mcp_keys["alpha"], "cancel")
     assert out["waited"] < 45, out
 
 
-def test_another_tenants_session_is_not_found(server, keys, alpha, beta):
+def test_another_tenants_session_is_not_found(server, mcp_keys, mcp_alpha, mcp_beta):
     """Sessions started over /mcp belong to the key's tenant, in the same namespace as
     AgentCore's routes: the owner reaches them both ways, another tenant neither."""
-    sid = sdk(server, keys["alpha"], "start")["sessionId"]
+    sid = sdk(server, mcp_keys["alpha"], "start")["sessionId"]
     for name, args in (("getSession", {"sessionId": sid}),
                        ("executeCode", {"code": "1", "sessionId": sid}),
                        ("stopSession", {"sessionId": sid})):
-        out = sdk(server, keys["beta"], "call", name, json.dumps(args))
+        out = sdk(server, mcp_keys["beta"], "call", name, json.dumps(args))
         assert out["is_error"] and "not found" in out["text"], (name, out)
-    assert alpha.get_code_interpreter_session(
+    assert mcp_alpha.get_code_interpreter_session(
         codeInterpreterIdentifier=ID, sessionId=sid)["status"] == "READY"
     try:
-        beta.get_code_interpreter_session(codeInterpreterIdentifier=ID, sessionId=sid)
+        mcp_beta.get_code_interpreter_session(codeInterpreterIdentifier=ID, sessionId=sid)
         raise AssertionError("beta reached alpha's session over AgentCore's API")
     except ClientError as e:
         assert e.response["Error"]["Code"] == "ResourceNotFoundException", e.response
-    listed = sdk(server, keys["beta"], "call", "listSessions", json.dumps({"maxResults": 100}))
+    listed = sdk(server, mcp_keys["beta"], "call", "listSessions", json.dumps({"maxResults": 100}))
     assert sid not in json.dumps(listed), listed
-    listed = sdk(server, keys["alpha"], "call", "listSessions", json.dumps({"maxResults": 100}))
+    listed = sdk(server, mcp_keys["alpha"], "call", "listSessions", json.dumps({"maxResults": 100}))
     assert sid in json.dumps(listed["structured"]), listed
-    out = sdk(server, keys["alpha"], "call", "stopSession", json.dumps({"sessionId": sid}))
+    out = sdk(server, mcp_keys["alpha"], "call", "stopSession", json.dumps({"sessionId": sid}))
     assert not out["is_error"], out
 
 
-def test_bearer_required(server, keys):
+def test_bearer_required(server, mcp_keys):
     status, headers, body = post(server, INIT)
     assert status == 401 and headers["www-authenticate"].startswith("Bearer"), (status, body)
     assert "Bearer KEY_ID:SECRET" in json.loads(body)["error"]["message"]
-    for bad in ((keys["alpha"][0], "0" * 64), ("cqk_00000000000000000000", keys["alpha"][1]),
-                (keys["alpha"][0], keys["alpha"][1][:-1])):
+    for bad in ((mcp_keys["alpha"][0], "0" * 64), ("cqk_00000000000000000000", mcp_keys["alpha"][1]),
+                (mcp_keys["alpha"][0], mcp_keys["alpha"][1][:-1])):
         status, headers, body = post(server, INIT, bad)
         assert status == 401 and "www-authenticate" in headers, (bad[0], status, body)
     status, _, body = post(server, INIT, headers={"Authorization": "Basic eDp5"})
     assert status == 401, body
     # A revoked key is refused (the keys file is read again within a second).
-    gamma = make_key(keys["path"], "gamma")
+    gamma = make_key(mcp_keys["path"], "mcp-gamma")
     assert post(server, INIT, gamma)[0] == 200
-    subprocess.run([CODEQ, "key", "revoke", gamma[0], "--keys", keys["path"]], check=True,
+    subprocess.run([CODEQ, "key", "revoke", gamma[0], "--keys", mcp_keys["path"]], check=True,
                    capture_output=True)
     for _ in range(50):
         if post(server, INIT, gamma)[0] == 401:
@@ -181,14 +201,14 @@ def test_bearer_required(server, keys):
     # The SDK with a wrong secret fails to connect.
     p = subprocess.run(
         [sys.executable, os.path.join(HERE, "mcp_http_client.py"), server.endpoint + "/mcp",
-         f"{keys['alpha'][0]}:{'0' * 64}", "start"], capture_output=True, text=True, timeout=60)
+         f"{mcp_keys['alpha'][0]}:{'0' * 64}", "start"], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
     # The secret never reaches the log.
-    assert keys["alpha"][1] not in server.text()
+    assert mcp_keys["alpha"][1] not in server.text()
 
 
-def test_transport_rules(server, keys):
-    key = keys["alpha"]
+def test_transport_rules(server, mcp_keys):
+    key = mcp_keys["alpha"]
     sid = initialize(server, key)
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
     # Every request after initialize carries the session id.
@@ -197,7 +217,7 @@ def test_transport_rules(server, keys):
     status, _, body = post(server, ping, key, "no-such-session")
     assert status == 404, (status, body)
     # Another tenant's session id is not found either.
-    status, _, body = post(server, ping, keys["beta"], sid)
+    status, _, body = post(server, ping, mcp_keys["beta"], sid)
     assert status == 404, (status, body)
     status, _, body = post(server, ping, key, sid)
     assert status == 200 and json.loads(body)["result"] == {}, (status, body)
@@ -226,14 +246,14 @@ def test_transport_rules(server, keys):
     status, headers, _ = request(server, "GET", key, sid, {"Accept": "text/event-stream"})
     assert status == 405 and "POST" in headers["allow"]
     # DELETE ends the session.
-    assert request(server, "DELETE", keys["beta"], sid)[0] == 404
+    assert request(server, "DELETE", mcp_keys["beta"], sid)[0] == 404
     assert request(server, "DELETE", key, sid)[0] == 204
     assert post(server, ping, key, sid)[0] == 404
     assert request(server, "DELETE", key, sid)[0] == 404
 
 
-def test_tools_call_streams_progress_then_result(server, keys):
-    key = keys["alpha"]
+def test_tools_call_streams_progress_then_result(server, mcp_keys):
+    key = mcp_keys["alpha"]
     sid = initialize(server, key)
     status, headers, body = post(server, {
         "jsonrpc": "2.0", "id": 5, "method": "tools/call",
@@ -249,11 +269,11 @@ def test_tools_call_streams_progress_then_result(server, keys):
     assert request(server, "DELETE", key, sid)[0] == 204
 
 
-def test_client_gone_mid_call_does_not_wedge(server, keys):
+def test_client_gone_mid_call_does_not_wedge(server, mcp_keys):
     """A client that hangs up while its call streams output: the call runs on (the
     transport does not take a disconnect for a cancellation), its output is dropped, and
     the MCP session answers its next requests at once, while the cell still runs."""
-    key = keys["alpha"]
+    key = mcp_keys["alpha"]
     sid = initialize(server, key)
     marker = "gone_" + uuid.uuid4().hex[:8]
     call(server, key, sid, "executeCode", {"code": f"{marker} = 'running'"})
@@ -289,11 +309,11 @@ def test_client_gone_mid_call_does_not_wedge(server, keys):
     assert request(server, "DELETE", key, sid)[0] == 204
 
 
-def test_langchain_mcp_adapters_default_mode_keeps_state(server, keys):
+def test_langchain_mcp_adapters_default_mode_keeps_state(server, mcp_keys):
     """langchain-mcp-adapters' default mode opens an MCP session per tool call: the
     tenant's shared default session keeps the state between them."""
     p = subprocess.run([sys.executable, os.path.join(HERE, "lcmcp_client.py"),
-                        server.endpoint + "/mcp", token(keys["alpha"])],
+                        server.endpoint + "/mcp", token(mcp_keys["alpha"])],
                        capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout + p.stderr[-4000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
