@@ -319,3 +319,20 @@ def test_langchain_mcp_adapters_default_mode_keeps_state(server, mcp_keys):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["sessions"] >= 3, out  # get_tools, then one per call
     assert "lc_state is 42" in out["second"], out
+
+
+def test_docs_snippet(server, mcp_keys):
+    """The snippet of docs/agentcore.md, "MCP over HTTP", runs as written."""
+    import re
+    text = open(os.path.join(os.path.dirname(os.path.dirname(HERE)), "docs",
+                             "agentcore.md")).read()
+    m = re.search(r"<!-- mcp-http-snippet -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "docs/agentcore.md lost its MCP over HTTP snippet"
+    repo = os.path.dirname(os.path.dirname(HERE))
+    pydeps = os.environ.get("CODEQ_MCP_PYDEPS") or os.path.join(repo, "build", "pydeps-mcp")
+    env = dict(os.environ, CODEQ_MCP_URL=server.endpoint + "/mcp",
+               CODEQ_TOKEN=token(mcp_keys["alpha"]), PYTHONPATH=pydeps)
+    p = subprocess.run(["/usr/bin/python3", "-c", m.group(1)], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert p.stdout.strip() == "42", p.stdout
