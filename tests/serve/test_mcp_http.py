@@ -336,3 +336,32 @@ def test_docs_snippet(server, mcp_keys):
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-4000:]
     assert p.stdout.strip() == "42", p.stdout
+
+
+def test_session_limit_and_idle_timeout():
+    """--mcp-max-sessions per tenant (429 past it, room again after a DELETE);
+    --mcp-idle-timeout ends an unused MCP session (404 afterwards) but not one whose call
+    is still running, and stops the tenant's default session once unused that long."""
+    from conftest import Server
+    s = Server(["--no-auth", "--warm-pool", "0", "--mcp-max-sessions", "2",
+                "--mcp-idle-timeout", "3"])
+    try:
+        first, second = initialize(s, None), initialize(s, None)
+        status, _, body = post(s, INIT)
+        assert status == 429 and "too many MCP sessions" in body, (status, body)
+        assert request(s, "DELETE", None, second)[0] == 204
+        third = initialize(s, None)
+        # A call longer than the idle timeout keeps its session.
+        r = call(s, None, third, "executeCode",
+                 {"code": "import time\nidle_kept = 1\ntime.sleep(5)\nprint('slept')"})
+        assert r["structuredContent"]["stdout"] == "slept\n", r
+        assert post(s, {"jsonrpc": "2.0", "id": 3, "method": "ping"}, None, third)[0] == 200
+        # first has been unused all along: ended.
+        assert post(s, {"jsonrpc": "2.0", "id": 3, "method": "ping"}, None, first)[0] == 404
+        # The default session outlives its MCP sessions until it is unused that long.
+        time.sleep(5)
+        fourth = initialize(s, None)
+        r = call(s, None, fourth, "executeCode", {"code": "print(idle_kept)"})
+        assert r["isError"] and "NameError" in r["content"][0]["text"], r
+    finally:
+        assert s.stop() == 0
