@@ -1,6 +1,6 @@
-/* cli/cmd_serve.c - `codeq serve`: AgentCore's data-plane REST API over HTTP(S), in front
- * of the embedded worker or of the fleet (--brokers), for the AgentCore SDKs unmodified
- * (docs/agentcore.md, "codeq serve").
+/* cli/cmd_serve.c - `codeq serve`: AgentCore's data-plane REST API over HTTP(S), and MCP
+ * over HTTP at /mcp, in front of the embedded worker or of the fleet (--brokers), for
+ * the AgentCore SDKs and MCP clients unmodified (docs/agentcore.md, "codeq serve").
  *
  * The main thread only waits for SIGTERM or SIGINT: requests run on the listener's
  * connection threads. Both signals are blocked before any thread starts, so that every
@@ -48,6 +48,12 @@ static void usage(FILE *out)
             "key id and its secret the secret access key (codeq tenant / codeq key make\n"
             "them); each key's tenant owns the sessions it starts. Logs go to standard error.\n"
             "\n"
+            "MCP over HTTP (Streamable HTTP, protocol 2025-03-26 to 2025-11-25) at /mcp:\n"
+            "the tools and results of codeq mcp, for clients in other processes. They send\n"
+            "Authorization: Bearer KEY_ID:SECRET (a key of the keys file). Tools called\n"
+            "without a sessionId share the tenant's default session across all its MCP\n"
+            "sessions and processes; startSession gives a session of one's own.\n"
+            "\n"
             "By default the sessions run in this process (the embedded worker). With\n"
             "--brokers (or CODEQ_BROKERS) the server is a gateway to a codeq fleet.\n"
             "\n"
@@ -72,6 +78,12 @@ static void usage(FILE *out)
             "                         comes slower than 4 KiB/s (default 30)\n"
             "  --max-rate N           requests per second per tenant, in bursts of as many\n"
             "                         (default 0: no limit); past it: ThrottlingException\n"
+            "  --mcp-max-sessions N   /mcp sessions per tenant at once (default %d)\n"
+            "  --mcp-idle-timeout S   an /mcp session without requests or calls for S seconds\n"
+            "                         ends, and so does a tenant's default session unused\n"
+            "                         that long (default %d)\n"
+            "  --allow-origin ORIGIN  a browser origin (https://app.example) /mcp takes\n"
+            "                         besides loopback ones (repeatable); other origins: 403\n"
             "  --warm-pool N          sessions kept ready (default 1; embedded only)\n"
             "  --max-sessions N       sessions at once (default %d; embedded only)\n"
             "  --brokers LIST         Kafka bootstrap servers of the fleet (CODEQ_BROKERS)\n"
@@ -87,7 +99,8 @@ static void usage(FILE *out)
             "\n"
             "codeq's per-call timeout rides in the signed header " CQ_SERVE_TIMEOUT_HEADER
             "\n(seconds): AgentCore's arguments have no field for it.\n",
-            DEFAULT_MAX_CONNECTIONS, CQ_WORKER_DEFAULT_MAX_SESSIONS);
+            DEFAULT_MAX_CONNECTIONS, CQ_SERVE_MCP_MAX_SESSIONS, CQ_SERVE_MCP_IDLE_TIMEOUT_S,
+            CQ_WORKER_DEFAULT_MAX_SESSIONS);
     cq_network_usage(out);
 }
 
@@ -159,6 +172,9 @@ int cq_cmd_serve(int argc, char **argv)
         OPT_AUDIT_LOG,
         OPT_METRICS,
         OPT_OTLP,
+        OPT_MCP_MAX,
+        OPT_MCP_IDLE,
+        OPT_ALLOW_ORIGIN,
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -182,6 +198,9 @@ int cq_cmd_serve(int argc, char **argv)
         {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
         {"metrics-listen", required_argument, NULL, OPT_METRICS},
         {"otlp-endpoint", required_argument, NULL, OPT_OTLP},
+        {"mcp-max-sessions", required_argument, NULL, OPT_MCP_MAX},
+        {"mcp-idle-timeout", required_argument, NULL, OPT_MCP_IDLE},
+        {"allow-origin", required_argument, NULL, OPT_ALLOW_ORIGIN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -201,7 +220,12 @@ int cq_cmd_serve(int argc, char **argv)
     unsigned max_connections = DEFAULT_MAX_CONNECTIONS;
     unsigned max_rate = 0;
     unsigned idle_timeout = 30;
+    unsigned mcp_max = 0, mcp_idle = 0;
+    cq_autofree const char **origins = calloc((size_t)argc + 1, sizeof(*origins));
+    size_t n_origins = 0;
     unsigned net_seen = 0;
+    if (origins == NULL)
+        return CQ_EXIT_INTERNAL;
     int net_rc = cq_network_environment("serve", &cfg);
     if (net_rc != 0)
         return net_rc;
@@ -272,6 +296,26 @@ int cq_cmd_serve(int argc, char **argv)
             break;
         case OPT_OTLP:
             otlp_endpoint = optarg;
+            break;
+        case OPT_MCP_MAX:
+            if (cq_parse_uint(optarg, 1, 100000, &value, &err) < 0)
+                return cq_usage_error("serve", "--mcp-max-sessions: %s", err.msg);
+            mcp_max = (unsigned)value;
+            break;
+        case OPT_MCP_IDLE:
+            if (cq_parse_uint(optarg, 1, 86400 * 7, &value, &err) < 0)
+                return cq_usage_error("serve", "--mcp-idle-timeout: %s", err.msg);
+            mcp_idle = (unsigned)value;
+            break;
+        case OPT_ALLOW_ORIGIN:
+            /* An origin is a scheme and a host (and port), as browsers send it. */
+            if ((strncmp(optarg, "http://", 7) != 0 && strncmp(optarg, "https://", 8) != 0) ||
+                strchr(strchr(optarg, ':') + 3, '/') != NULL)
+                return cq_usage_error("serve",
+                                      "--allow-origin: '%s' is not an origin like "
+                                      "https://app.example or http://host:8080",
+                                      optarg);
+            origins[n_origins++] = optarg;
             break;
         case CQ_OPT_TENANT:
         case CQ_OPT_KEY_ID:
@@ -359,6 +403,9 @@ int cq_cmd_serve(int argc, char **argv)
         .max_rate = max_rate,
         .local_store = cq_backend_embedded(backend),
         .default_network = cfg.netpolicy.default_mode,
+        .mcp_max_sessions = mcp_max,
+        .mcp_idle_timeout_s = mcp_idle,
+        .allow_origins = origins,
     };
     if (cq_serve_create(&sc, &serve, &err) < 0) {
         fprintf(stderr, "codeq serve: %s\n", err.msg);

@@ -84,6 +84,9 @@ struct cq_mcp_server {
     bool ticker_started;
     pthread_t ticker;
     char protocol[16];
+    const char *oldest; /* the oldest version offered */
+    bool shared;        /* the default session is shared (cq_mcp_server_share) */
+    struct cq_mcp_default own_default;
 };
 
 static void send_text(struct cq_mcp_server *s, void *channel, const char *text, size_t len,
@@ -293,7 +296,8 @@ static void leave_lane(struct cq_mcp_server *s, struct call *c)
     pthread_cond_broadcast(&s->calls_changed);
 }
 
-/* Takes c out of the calls in progress; whether it was cancelled. */
+/* Takes c out of the calls in progress (its response is still to be sent: it stays
+ * counted in calls_running until call_finished); whether it was cancelled. */
 static bool call_remove(struct call *c)
 {
     struct cq_mcp_server *s = c->srv;
@@ -306,11 +310,20 @@ static bool call_remove(struct call *c)
     if (c->progress_token != NULL)
         s->progress_calls--;
     leave_lane(s, c);
-    s->calls_running--;
     bool cancelled = c->cancelled;
     pthread_cond_broadcast(&s->calls_changed);
     pthread_mutex_unlock(&s->calls_lock);
     return cancelled;
+}
+
+/* A call's response went out: cq_mcp_server_free may go on (and free what the send
+ * function uses). */
+static void call_finished(struct cq_mcp_server *s)
+{
+    pthread_mutex_lock(&s->calls_lock);
+    s->calls_running--;
+    pthread_cond_broadcast(&s->calls_changed);
+    pthread_mutex_unlock(&s->calls_lock);
 }
 
 static void *call_main(void *arg)
@@ -349,6 +362,7 @@ static void *call_main(void *arg)
         send_error(s, c->channel, c->id, code != 0 ? code : -32603,
                    message[0] ? message : "internal error");
     call_free(c);
+    call_finished(s);
     return NULL;
 }
 
@@ -408,6 +422,7 @@ static void start_call(struct cq_mcp_server *s, void *channel, json_t *id, json_
         call_remove(c);
         send_error(s, channel, id, -32603, "cannot start a thread for the call");
         call_free(c);
+        call_finished(s);
     }
 }
 
@@ -453,7 +468,8 @@ static json_t *initialize(struct cq_mcp_server *s, json_t *params)
     const char *asked = json_string_value(json_object_get(params, "protocolVersion"));
     const char *version = CQ_MCP_PROTOCOL_LATEST;
     for (size_t i = 0; asked != NULL && cq_mcp_protocol_versions[i] != NULL; i++)
-        if (strcmp(asked, cq_mcp_protocol_versions[i]) == 0)
+        if (strcmp(asked, cq_mcp_protocol_versions[i]) == 0 &&
+            strcmp(asked, s->oldest) >= 0) /* the versions compare as strings */
             version = cq_mcp_protocol_versions[i];
     pthread_mutex_lock(&s->calls_lock);
     snprintf(s->protocol, sizeof(s->protocol), "%s", version);
@@ -461,8 +477,13 @@ static json_t *initialize(struct cq_mcp_server *s, json_t *params)
     return json_pack("{s:s, s:{s:{s:b}}, s:{s:s, s:s}, s:s}", "protocolVersion", version,
                      "capabilities", "tools", "listChanged", 0, "serverInfo", "name", "codeq",
                      "version", CQ_VERSION, "instructions",
-                     "codeq runs code in isolated, stateful sandboxes. Tools without a sessionId "
-                     "share this connection's default session.");
+                     s->shared ? "codeq runs code in isolated, stateful sandboxes. Tools "
+                                 "without a sessionId share one default session with every "
+                                 "MCP session of the same credentials; startSession gives one "
+                                 "of your own."
+                               : "codeq runs code in isolated, stateful sandboxes. Tools "
+                                 "without a sessionId share this connection's default "
+                                 "session.");
 }
 
 static json_t *tool_list(struct cq_mcp_server *s)
@@ -484,31 +505,34 @@ void cq_mcp_server_handle(struct cq_mcp_server *s, const char *text, size_t len,
         send_error(s, channel, msg.id, code, refusal);
     else if (rc == 0)
         send_text(s, channel, NULL, 0, true);
-    if (rc <= 0) {
-        cq_mcp_message_free(&msg);
-        return;
-    }
-    json_t *id = msg.id;
-    const char *m = msg.method;
+    else
+        cq_mcp_server_dispatch(s, &msg, channel);
+    cq_mcp_message_free(&msg);
+}
+
+void cq_mcp_server_dispatch(struct cq_mcp_server *s, const struct cq_mcp_message *msg,
+                            void *channel)
+{
+    json_t *id = msg->id;
+    const char *m = msg->method;
     if (id == NULL) {
         /* Notifications are never answered. */
         if (strcmp(m, "notifications/cancelled") == 0)
-            cancel_request(s, msg.params);
+            cancel_request(s, msg->params);
         send_text(s, channel, NULL, 0, true);
     } else if (strcmp(m, "initialize") == 0) {
-        send_result(s, channel, id, initialize(s, msg.params));
+        send_result(s, channel, id, initialize(s, msg->params));
     } else if (strcmp(m, "ping") == 0) {
         send_result(s, channel, id, json_object());
     } else if (strcmp(m, "tools/list") == 0) {
         send_result(s, channel, id, tool_list(s));
     } else if (strcmp(m, "tools/call") == 0) {
-        start_call(s, channel, id, msg.params);
+        start_call(s, channel, id, msg->params);
     } else {
         char message[256];
         snprintf(message, sizeof(message), "method not found: %s", m);
         send_error(s, channel, id, -32601, message);
     }
-    cq_mcp_message_free(&msg);
 }
 
 struct cq_mcp_server *cq_mcp_server_new(struct cq_backend *b, cq_mcp_send_fn send, void *ctx)
@@ -517,7 +541,9 @@ struct cq_mcp_server *cq_mcp_server_new(struct cq_backend *b, cq_mcp_send_fn sen
     if (s == NULL)
         return NULL;
     s->ctx.backend = b;
-    pthread_mutex_init(&s->ctx.default_lock, NULL);
+    cq_mcp_default_init(&s->own_default);
+    s->ctx.dflt = &s->own_default;
+    s->oldest = cq_mcp_protocol_versions[0];
     s->send = send;
     s->send_ctx = ctx;
     pthread_mutex_init(&s->out_lock, NULL);
@@ -546,15 +572,27 @@ void cq_mcp_server_free(struct cq_mcp_server *s)
     if (ticker)
         pthread_join(s->ticker, NULL);
     /* The connection's default session is this server's own: in the fleet it would
-     * otherwise outlive the gateway until its time to live ran out. */
-    if (s->ctx.default_session[0] != '\0') {
-        struct cq_session_info info;
-        struct cq_error err;
-        cq_backend_stop_session(s->ctx.backend, s->ctx.default_session, &info, &err);
-    }
+     * otherwise outlive the gateway until its time to live ran out. A shared one is
+     * its owner's to stop. */
+    cq_mcp_default_reap(&s->own_default, s->ctx.backend, 0);
+    cq_mcp_default_destroy(&s->own_default);
     pthread_cond_destroy(&s->calls_changed);
     pthread_mutex_destroy(&s->calls_lock);
     pthread_mutex_destroy(&s->out_lock);
-    pthread_mutex_destroy(&s->ctx.default_lock);
     free(s);
+}
+
+void cq_mcp_server_share(struct cq_mcp_server *s, struct cq_mcp_default *dflt,
+                         const struct cq_mcp_owner *owner)
+{
+    s->ctx.dflt = dflt;
+    s->ctx.owner = *owner;
+    s->shared = true;
+}
+
+void cq_mcp_server_oldest_version(struct cq_mcp_server *s, const char *version)
+{
+    for (size_t i = 0; cq_mcp_protocol_versions[i] != NULL; i++)
+        if (strcmp(version, cq_mcp_protocol_versions[i]) == 0)
+            s->oldest = cq_mcp_protocol_versions[i];
 }

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "cli/backend.h"
+#include "cli/mcp_tools.h"
 
 /* The protocol versions codeq speaks, oldest first; the last is answered to a client
  * that asks for another. */
@@ -35,6 +36,19 @@ struct cq_mcp_server;
 struct cq_mcp_server *cq_mcp_server_new(struct cq_backend *b, cq_mcp_send_fn send, void *ctx);
 /* One message as received (JSON text of len bytes). */
 void cq_mcp_server_handle(struct cq_mcp_server *s, const char *text, size_t len, void *channel);
+/* A message the transport parsed already (cq_mcp_parse_message returned 1 for it; the
+ * caller still frees it). */
+void cq_mcp_server_dispatch(struct cq_mcp_server *s, const struct cq_mcp_message *msg,
+                            void *channel);
+/* For a transport whose MCP sessions share state (codeq serve's /mcp): calls without a
+ * sessionId run in dflt (the caller's, which outlives the server) instead of a default
+ * session of the server's own, and owner (copied) decides which sessions the client
+ * may name. Before the first message. */
+void cq_mcp_server_share(struct cq_mcp_server *s, struct cq_mcp_default *dflt,
+                         const struct cq_mcp_owner *owner);
+/* Versions older than version (one of cq_mcp_protocol_versions) are not negotiated:
+ * a client asking for one is answered the latest. Before the first message. */
+void cq_mcp_server_oldest_version(struct cq_mcp_server *s, const char *version);
 /* A JSON-RPC error without an id (e.g. a message too large to read), to channel. */
 void cq_mcp_server_refuse(struct cq_mcp_server *s, void *channel, int code, const char *message);
 /* Cancels every call in progress (their responses are not sent). */

@@ -6,6 +6,7 @@
 #include "cli/mcp_tools.h"
 #include "cli/result_json.h"
 #include "common/base64.h"
+#include "common/clock.h"
 #include "common/units.h"
 
 #include <stdio.h>
@@ -131,35 +132,106 @@ static int get_string(json_t *args, const char *key, const char **out, int *code
     return 0;
 }
 
-/* The session a call runs in: id (its sessionId), or the connection's default session.
- * 0; 1 when the default session could not be started (failure says why). */
+void cq_mcp_default_init(struct cq_mcp_default *d)
+{
+    memset(d, 0, sizeof(*d));
+    pthread_mutex_init(&d->lock, NULL);
+}
+
+void cq_mcp_default_destroy(struct cq_mcp_default *d)
+{
+    pthread_mutex_destroy(&d->lock);
+}
+
+bool cq_mcp_default_reap(struct cq_mcp_default *d, struct cq_backend *b, uint64_t idle_ms)
+{
+    char id[CQ_SESSION_ID_MAX + 1] = "";
+    pthread_mutex_lock(&d->lock);
+    if (d->session_id[0] != '\0' && d->running == 0 && cq_now_ms() - d->last_used_ms >= idle_ms) {
+        snprintf(id, sizeof(id), "%s", d->session_id);
+        d->session_id[0] = '\0';
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (id[0] == '\0')
+        return false;
+    struct cq_session_info info;
+    struct cq_error err;
+    cq_backend_stop_session(b, id, &info, &err);
+    return true;
+}
+
+static bool owned(struct cq_mcp_context *ctx, const char *session_id)
+{
+    return ctx->owner.owns == NULL || ctx->owner.owns(ctx->owner.ctx, session_id);
+}
+
+/* A session the client just started becomes its own; -1 (the session stopped, err
+ * set) when that could not be recorded. */
+static int adopt(struct cq_mcp_context *ctx, const struct cq_session_info *info,
+                 const char *interpreter, struct cq_error *err)
+{
+    if (ctx->owner.adopt == NULL ||
+        ctx->owner.adopt(ctx->owner.ctx, info,
+                         interpreter != NULL ? interpreter : CQ_INTERPRETER_DEFAULT) == 0)
+        return 0;
+    struct cq_session_info ignored;
+    struct cq_error stop_err;
+    cq_backend_stop_session(ctx->backend, info->session_id, &ignored, &stop_err);
+    return cq_error_set(err, CQ_EINTERNAL, "out of memory recording session '%s'",
+                        info->session_id);
+}
+
+/* The session a call runs in: id (its sessionId), or the default session, whose
+ * running count then includes the call (session_done). 0; 1 when the session cannot be
+ * used (failure says why). */
 static int session_of(struct cq_mcp_context *ctx, const char *id, char out[CQ_SESSION_ID_MAX + 1],
                       struct cq_result *failure)
 {
     if (id != NULL) {
+        if (!owned(ctx, id)) {
+            cq_result_fail(failure, cq_result_error_of(CQ_ENOTFOUND), "session '%s' not found", id);
+            return 1;
+        }
         snprintf(out, CQ_SESSION_ID_MAX + 1, "%s", id);
         return 0;
     }
-    pthread_mutex_lock(&ctx->default_lock);
+    struct cq_mcp_default *d = ctx->dflt;
+    pthread_mutex_lock(&d->lock);
     struct cq_session_info info;
     struct cq_error err;
     int rc = 0;
-    bool usable = ctx->default_session[0] != '\0' &&
-                  cq_backend_get_session(ctx->backend, ctx->default_session, &info, &err) == 0 &&
+    bool usable = d->session_id[0] != '\0' &&
+                  cq_backend_get_session(ctx->backend, d->session_id, &info, &err) == 0 &&
                   info.status == CQ_SESSION_READY;
     if (!usable) {
         /* First use, or the previous default session expired: a new one. */
         struct cq_session_params params = {0};
+        d->session_id[0] = '\0';
         rc = cq_backend_start_session(ctx->backend, &params, &info, &err);
         if (rc == 0)
-            snprintf(ctx->default_session, sizeof(ctx->default_session), "%s", info.session_id);
+            rc = adopt(ctx, &info, NULL, &err);
+        if (rc == 0)
+            snprintf(d->session_id, sizeof(d->session_id), "%s", info.session_id);
         else
             cq_result_fail(failure, cq_result_error_of(err.code),
                            "could not start the default session: %s", err.msg);
     }
-    snprintf(out, CQ_SESSION_ID_MAX + 1, "%s", ctx->default_session);
-    pthread_mutex_unlock(&ctx->default_lock);
+    if (rc == 0)
+        d->running++;
+    snprintf(out, CQ_SESSION_ID_MAX + 1, "%s", d->session_id);
+    pthread_mutex_unlock(&d->lock);
     return rc < 0 ? 1 : 0;
+}
+
+/* A call in the default session (id NULL) ended. */
+static void session_done(struct cq_mcp_context *ctx, const char *id)
+{
+    if (id != NULL)
+        return;
+    pthread_mutex_lock(&ctx->dflt->lock);
+    ctx->dflt->running--;
+    ctx->dflt->last_used_ms = cq_now_ms();
+    pthread_mutex_unlock(&ctx->dflt->lock);
 }
 
 void cq_mcp_call_args_free(struct cq_mcp_call_args *c)
@@ -355,7 +427,8 @@ static json_t *start_session(struct cq_mcp_context *ctx, const struct cq_mcp_cal
 {
     struct cq_session_info info;
     struct cq_error err;
-    if (cq_backend_start_session(ctx->backend, &c->params, &info, &err) < 0)
+    if (cq_backend_start_session(ctx->backend, &c->params, &info, &err) < 0 ||
+        adopt(ctx, &info, c->params.interpreter, &err) < 0)
         return error_result(&err);
     return session_result(&info, "started");
 }
@@ -382,14 +455,52 @@ static int parse_list_sessions(json_t *args, struct cq_mcp_call_args *c, int *co
     return 0;
 }
 
+/* A page of the sessions the client owns: the backend pages over everyone's, so with
+ * an owner the walk goes on until max of the client's are found; the token is then
+ * the last session id handed out. */
+static int list_owned(struct cq_mcp_context *ctx, const struct cq_mcp_call_args *c,
+                      struct cq_session_info *out, size_t *n, char next[CQ_SESSION_ID_MAX + 1],
+                      struct cq_error *err)
+{
+    *n = 0;
+    next[0] = '\0';
+    if (ctx->owner.owns == NULL)
+        return cq_backend_list_sessions(ctx->backend, c->status_filter, c->max_results,
+                                        c->next_token, out, n, next, err);
+    struct cq_session_info page[100];
+    char cursor[CQ_SESSION_ID_MAX + 1] = "";
+    if (c->next_token != NULL)
+        snprintf(cursor, sizeof(cursor), "%s", c->next_token);
+    for (;;) {
+        size_t got = 0;
+        char page_next[CQ_SESSION_ID_MAX + 1] = "";
+        if (cq_backend_list_sessions(ctx->backend, c->status_filter, 100,
+                                     cursor[0] != '\0' ? cursor : NULL, page, &got, page_next,
+                                     err) < 0)
+            return -1;
+        size_t i = 0;
+        for (; i < got && *n < c->max_results; i++)
+            if (owned(ctx, page[i].session_id))
+                out[(*n)++] = page[i];
+        if (*n >= c->max_results) {
+            if (i < got || page_next[0] != '\0')
+                snprintf(next, CQ_SESSION_ID_MAX + 1, "%s", out[*n - 1].session_id);
+            return 0;
+        }
+        if (page_next[0] == '\0')
+            return 0;
+        snprintf(cursor, sizeof(cursor), "%s", page_next);
+    }
+}
+
 static json_t *list_sessions(struct cq_mcp_context *ctx, const struct cq_mcp_call_args *c)
 {
     struct cq_session_info infos[100];
     size_t n = 0;
     char next[CQ_SESSION_ID_MAX + 1];
     struct cq_error err;
-    cq_backend_list_sessions(ctx->backend, c->status_filter, c->max_results, c->next_token, infos,
-                             &n, next, &err);
+    if (list_owned(ctx, c, infos, &n, next, &err) < 0)
+        return error_result(&err);
     json_t *items = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(items, cq_session_to_json(&infos[i]));
@@ -469,8 +580,10 @@ static json_t *run_call(struct cq_mcp_context *ctx, const char *name,
         struct cq_session_info info;
         struct cq_error err;
         bool stop = c->kind == CQ_MCP_STOP_SESSION;
-        int rc = stop ? cq_backend_stop_session(ctx->backend, c->session_id, &info, &err)
-                      : cq_backend_get_session(ctx->backend, c->session_id, &info, &err);
+        int rc = !owned(ctx, c->session_id)
+                     ? cq_error_set(&err, CQ_ENOTFOUND, "session '%s' not found", c->session_id)
+                 : stop ? cq_backend_stop_session(ctx->backend, c->session_id, &info, &err)
+                        : cq_backend_get_session(ctx->backend, c->session_id, &info, &err);
         return rc < 0 ? error_result(&err)
                       : session_result(&info, stop                              ? "stopped"
                                               : info.status == CQ_SESSION_READY ? "is ready"
@@ -482,9 +595,11 @@ static json_t *run_call(struct cq_mcp_context *ctx, const char *name,
     char session[CQ_SESSION_ID_MAX + 1];
     struct cq_result r;
     cq_result_init(&r);
-    if (session_of(ctx, c->session_id, session, &r) == 0)
+    if (session_of(ctx, c->session_id, session, &r) == 0) {
         cq_backend_invoke_cancellable(ctx->backend, session, name, &c->invoke, on_output, out_ctx,
                                       cancel, &r);
+        session_done(ctx, c->session_id);
+    }
     json_t *out = cq_result_to_json(&r);
     cq_result_free(&r);
     return out;

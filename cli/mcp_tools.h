@@ -9,10 +9,36 @@
 #include <pthread.h>
 #include "cli/backend.h"
 
+/* The session that calls without a sessionId run in, made on first use (and again
+ * when it ended): one connection's own (codeq mcp), or one that every MCP session of a
+ * tenant shares (codeq serve's /mcp, where clients open a session per call). */
+struct cq_mcp_default {
+    pthread_mutex_t lock; /* the fields; held while the session is made */
+    char session_id[CQ_SESSION_ID_MAX + 1];
+    unsigned running;      /* calls in it now */
+    uint64_t last_used_ms; /* cq_now_ms() when a call in it last ended */
+};
+
+void cq_mcp_default_init(struct cq_mcp_default *d);
+void cq_mcp_default_destroy(struct cq_mcp_default *d);
+/* Stops d's session if it has been unused for idle_ms and no call runs in it (0 as
+ * idle_ms: whenever no call runs); whether one was stopped. */
+bool cq_mcp_default_reap(struct cq_mcp_default *d, struct cq_backend *b, uint64_t idle_ms);
+
+/* Which sessions a client may name, for a transport whose clients are tenants (codeq
+ * serve). Sessions that are not the client's are answered as not found. */
+struct cq_mcp_owner {
+    bool (*owns)(void *ctx, const char *session_id);
+    /* A session the client started (startSession, or its default session) becomes its
+     * own; -1: it could not be recorded (the session is then stopped, the call fails). */
+    int (*adopt)(void *ctx, const struct cq_session_info *info, const char *interpreter);
+    void *ctx;
+};
+
 struct cq_mcp_context {
-    struct cq_backend *backend;   /* the embedded worker or the fleet */
-    pthread_mutex_t default_lock; /* the connection's default session, made on first use */
-    char default_session[CQ_SESSION_ID_MAX + 1];
+    struct cq_backend *backend; /* the embedded worker or the fleet */
+    struct cq_mcp_default *dflt;
+    struct cq_mcp_owner owner; /* owns NULL: every session is the client's */
 };
 
 /* The `tools` array of a tools/list answer. New reference. output_schema: with each

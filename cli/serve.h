@@ -1,6 +1,7 @@
 /* cli/serve.h - `codeq serve` (cmd_serve.c): AgentCore's data-plane REST API over HTTP
  * (serve_agentcore.c), its requests authenticated with SigV4 against the operator's
- * keys file (serve_auth.c). Internal to the command. */
+ * keys file (serve_auth.c), and MCP's Streamable HTTP transport at /mcp (serve_mcp.c),
+ * authenticated with bearer tokens made of the same keys. Internal to the command. */
 #ifndef CQ_CLI_SERVE_H
 #define CQ_CLI_SERVE_H
 
@@ -29,6 +30,13 @@ int cq_serve_authenticate(struct cq_serve_auth *a, const struct cq_http_request 
                           const char *const *must_sign, char tenant[CQ_TENANT_MAX + 1],
                           struct cq_error *err);
 
+/* Verifies req's bearer token, "Authorization: Bearer KEY_ID:SECRET" with a key of the
+ * keys file (revoked keys refused; the secret compared in constant time, never logged).
+ * 0 with the key's tenant; -1 with err: CQ_EDENIED for the client (answer 401),
+ * anything else is the server's failure. */
+int cq_serve_authenticate_bearer(struct cq_serve_auth *a, const struct cq_http_request *req,
+                                 char tenant[CQ_TENANT_MAX + 1], struct cq_error *err);
+
 /* ---- the AgentCore routes (serve_agentcore.c) -------------------------------------- */
 
 /* The header codeq's per-call timeout rides in (seconds, a number > 0): the SDK's
@@ -41,19 +49,27 @@ int cq_serve_authenticate(struct cq_serve_auth *a, const struct cq_http_request 
 struct cq_serve;
 
 struct cq_serve_config {
-    struct cq_backend *backend; /* outlives the server */
-    struct cq_serve_auth *auth; /* NULL: not authenticated (loopback only); outlives it */
-    /* Requests per second per tenant (a burst of as many), beyond which
-     * ThrottlingException; 0: no limit. */
+    struct cq_backend *backend;
+    /* NULL: requests are not authenticated (the command allows that on loopback only). */
+    struct cq_serve_auth *auth;
+    /* Requests per second per tenant (a burst of as many), beyond which they are refused
+     * (ThrottlingException, HTTP 429 on /mcp); 0: no limit. */
     unsigned max_rate;
+    unsigned mcp_max_sessions;   /* MCP sessions per tenant at once; 0: the default */
+    unsigned mcp_idle_timeout_s; /* an MCP session unused this long ends; 0: the default */
+    /* Origins besides loopback ones that browsers may send /mcp requests from
+     * ("https://app.example"); NULL-terminated, may be NULL. */
+    const char *const *allow_origins;
     /* The backend is the embedded worker, whose interpreters are the local store's (the
      * control plane serves them); false in front of a fleet. */
     bool local_store;
     enum cq_network_mode default_network; /* of an interpreter that names none */
 };
 
+/* backend, auth and allow_origins must outlive the server. */
 int cq_serve_create(const struct cq_serve_config *cfg, struct cq_serve **out, struct cq_error *err);
-/* Stops the sessions still running that this server started, and frees it. */
+/* Ends the MCP sessions (their calls cancelled), stops the sessions still running that
+ * this server started, and frees it. */
 void cq_serve_free(struct cq_serve *s);
 /* The HTTP handler (cq_http_handler) with s as its context. */
 void cq_serve_handle(void *s, const struct cq_http_request *req, struct cq_http_response *resp);
@@ -85,5 +101,33 @@ void cq_serve_control(struct cq_serve_control *c, const char *tenant, const char
 /* 0 when tenant may not start sessions on interpreter id (answer it as not found). */
 int cq_serve_interpreter_usable(const struct cq_serve_control *c, const char *tenant,
                                 const char *id);
+
+/* What the routes share: a tenant's request budget (--max-rate), and which sessions are
+ * whose. One namespace for AgentCore's routes and /mcp: a session started by either is
+ * its tenant's, and found by the other. */
+bool cq_serve_admit(struct cq_serve *s, const char *tenant);
+/* Whether tenant owns session_id; interpreter (as a client names it, NULL: any) must
+ * then be the one it runs on. */
+bool cq_serve_owns(struct cq_serve *s, const char *tenant, const char *interpreter,
+                   const char *session_id);
+/* Records a session tenant started on interpreter (as the client named it). */
+int cq_serve_adopt(struct cq_serve *s, const char *tenant, const char *interpreter,
+                   const struct cq_session_info *info);
+
+/* ---- MCP over HTTP (serve_mcp.c) --------------------------------------------------- */
+
+#define CQ_SERVE_MCP_PATH           "/mcp"
+#define CQ_SERVE_MCP_MAX_SESSIONS   64
+#define CQ_SERVE_MCP_IDLE_TIMEOUT_S 600
+
+struct cq_serve_mcp;
+
+int cq_serve_mcp_create(struct cq_serve *s, const struct cq_serve_config *cfg,
+                        struct cq_serve_mcp **out, struct cq_error *err);
+/* Ends every MCP session: their calls are cancelled, and waited for. */
+void cq_serve_mcp_free(struct cq_serve_mcp *m);
+/* A request to CQ_SERVE_MCP_PATH. */
+void cq_serve_mcp_handle(struct cq_serve_mcp *m, const struct cq_http_request *req,
+                         struct cq_http_response *resp);
 
 #endif

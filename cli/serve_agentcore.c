@@ -14,7 +14,8 @@
  *
  * Sessions belong to the tenant that started them. The server keeps who owns which
  * session (the backend's sessions are everyone's); another tenant's session id is
- * answered as one that does not exist, so ids cannot be probed across tenants.
+ * answered as one that does not exist, so ids cannot be probed across tenants. /mcp
+ * (serve_mcp.c) records the sessions it starts here too: one namespace per tenant.
  */
 #define _GNU_SOURCE
 #include "cli/mcp_tools.h"
@@ -58,6 +59,7 @@ struct bucket {
 struct cq_serve {
     struct cq_backend *backend;
     struct cq_serve_auth *auth;
+    struct cq_serve_mcp *mcp;
     unsigned max_rate;
     struct bucket *buckets; /* under lock */
     size_t n_buckets;
@@ -187,16 +189,22 @@ static struct owned *find_owned(struct cq_serve *s, const char *session_id)
     return NULL;
 }
 
-/* Whether tenant owns session_id on interpreter (as the path names it). */
+/* Whether tenant owns session_id on interpreter (as the path names it; NULL: any). */
 static bool owns(struct cq_serve *s, const char *tenant, const char *interpreter,
                  const char *session_id)
 {
     pthread_mutex_lock(&s->lock);
     struct owned *o = find_owned(s, session_id);
-    bool yes =
-        o != NULL && strcmp(o->tenant, tenant) == 0 && strcmp(o->interpreter, interpreter) == 0;
+    bool yes = o != NULL && strcmp(o->tenant, tenant) == 0 &&
+               (interpreter == NULL || strcmp(o->interpreter, interpreter) == 0);
     pthread_mutex_unlock(&s->lock);
     return yes;
+}
+
+bool cq_serve_owns(struct cq_serve *s, const char *tenant, const char *interpreter,
+                   const char *session_id)
+{
+    return owns(s, tenant, interpreter, session_id);
 }
 
 static int add_owned(struct cq_serve *s, const struct owned *o)
@@ -217,6 +225,16 @@ static int add_owned(struct cq_serve *s, const struct owned *o)
     return 0;
 }
 
+int cq_serve_adopt(struct cq_serve *s, const char *tenant, const char *interpreter,
+                   const struct cq_session_info *info)
+{
+    struct owned o = {.created_at_ms = info->created_at_ms};
+    snprintf(o.session_id, sizeof(o.session_id), "%s", info->session_id);
+    snprintf(o.tenant, sizeof(o.tenant), "%s", tenant);
+    snprintf(o.interpreter, sizeof(o.interpreter), "%s", interpreter);
+    return add_owned(s, &o);
+}
+
 /* The backend forgot the session (ended long ago): so does the table. */
 static void forget_owned(struct cq_serve *s, const char *session_id)
 {
@@ -230,7 +248,7 @@ static void forget_owned(struct cq_serve *s, const char *session_id)
 /* Whether tenant may make one more request now (--max-rate). Tenants are the keys
  * file's, so the table stays small; past MAX_BUCKETS the least recently used slot is
  * reused. */
-static bool admit(struct cq_serve *s, const char *tenant)
+bool cq_serve_admit(struct cq_serve *s, const char *tenant)
 {
     if (s->max_rate == 0)
         return true;
@@ -782,6 +800,12 @@ out:
 void cq_serve_handle(void *ctx, const struct cq_http_request *req, struct cq_http_response *resp)
 {
     struct cq_serve *s = ctx;
+    size_t path_len = req->target != NULL ? strcspn(req->target, "?#") : 0;
+    if (path_len == strlen(CQ_SERVE_MCP_PATH) &&
+        strncmp(req->target, CQ_SERVE_MCP_PATH, path_len) == 0) {
+        cq_serve_mcp_handle(s->mcp, req, resp);
+        return;
+    }
     char interp[INTERPRETER_ID_MAX + 1], why[160];
     enum route r =
         route_of(req->target != NULL ? req->target : req->path, interp, why, sizeof(why));
@@ -809,7 +833,7 @@ void cq_serve_handle(void *ctx, const struct cq_http_request *req, struct cq_htt
             return;
         }
     }
-    if (!admit(s, tenant)) {
+    if (!cq_serve_admit(s, tenant)) {
         fail(resp, THROTTLED, NULL, "more than %u requests per second", s->max_rate);
         return;
     }
@@ -850,6 +874,10 @@ int cq_serve_create(const struct cq_serve_config *cfg, struct cq_serve **out, st
     cq_serve_control_init(&s->control, cfg->local_store, cfg->auth != NULL, cfg->default_network);
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->start_lock, NULL);
+    if (cq_serve_mcp_create(s, cfg, &s->mcp, err) < 0) {
+        cq_serve_free(s);
+        return -1;
+    }
     *out = s;
     return 0;
 }
@@ -858,6 +886,8 @@ void cq_serve_free(struct cq_serve *s)
 {
     if (s == NULL)
         return;
+    /* First: its calls may still record sessions in the table. */
+    cq_serve_mcp_free(s->mcp);
     /* In front of a fleet the sessions would outlive the gateway until their time to
      * live; the embedded worker's end with the backend anyway. */
     for (size_t i = 0; i < s->n_owned; i++) {

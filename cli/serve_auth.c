@@ -1,10 +1,13 @@
-/* cli/serve_auth.c - `codeq serve`'s authentication: SigV4 (http/sigv4.h) against the
- * keys of `codeq tenant` / `codeq key` (fleet/keys.h).
+/* cli/serve_auth.c - `codeq serve`'s authentication: SigV4 (http/sigv4.h) for the
+ * AgentCore routes and bearer tokens for /mcp, against the keys of `codeq tenant` /
+ * `codeq key` (fleet/keys.h).
  *
  * One keys file for the fleet and for serve: the same tools hand out, rotate and revoke
  * keys, and a revoked key is refused within a second without a restart. An AgentCore
  * client uses a key id as its AWS access key id and the key's secret as its secret
- * access key; the key's tenant owns the sessions it starts.
+ * access key; an MCP client sends "Authorization: Bearer KEY_ID:SECRET" (MCP clients
+ * take a static header where they take no request signer). Either way the key's
+ * tenant owns the sessions it starts.
  */
 #define _GNU_SOURCE
 #include "cli/serve.h"
@@ -157,5 +160,55 @@ int cq_serve_authenticate(struct cq_serve_auth *a, const struct cq_http_request 
             (authorization == NULL || !signed_header(authorization, must_sign[i])))
             return cq_error_set(err, CQ_EDENIED, "the header %s must be signed", must_sign[i]);
     snprintf(tenant, CQ_TENANT_MAX + 1, "%s", id.tenant);
+    return 0;
+}
+
+/* Whether a equals b, in a time that depends on b's length only (b: what the client
+ * sent), so that the time taken tells nothing of where a secret first differs. */
+static bool equal_secret(const char *a, const char *b, size_t b_len)
+{
+    size_t a_len = strlen(a);
+    volatile unsigned char diff = a_len != b_len;
+    for (size_t i = 0; i < b_len; i++)
+        diff |= (unsigned char)(a[i < a_len ? i : 0] ^ b[i]);
+    return diff == 0;
+}
+
+int cq_serve_authenticate_bearer(struct cq_serve_auth *a, const struct cq_http_request *req,
+                                 char tenant[CQ_TENANT_MAX + 1], struct cq_error *err)
+{
+    const char *h = cq_http_header(req, "authorization");
+    if (h == NULL)
+        return cq_error_set(err, CQ_EDENIED,
+                            "authentication required: send Authorization: Bearer KEY_ID:SECRET "
+                            "(a key of codeq key create)");
+    if (strncasecmp(h, "Bearer ", 7) != 0)
+        return cq_error_set(err, CQ_EDENIED,
+                            "the Authorization header must be Bearer KEY_ID:SECRET");
+    const char *token = h + 7;
+    while (*token == ' ')
+        token++;
+    const char *colon = strchr(token, ':');
+    size_t id_len = colon != NULL ? (size_t)(colon - token) : 0;
+    if (colon == NULL || id_len == 0 || id_len > CQ_KEY_ID_LEN)
+        return cq_error_set(err, CQ_EDENIED, "the bearer token must be KEY_ID:SECRET");
+    char key_id[CQ_KEY_ID_LEN + 1];
+    memcpy(key_id, token, id_len);
+    key_id[id_len] = '\0';
+    const char *secret = colon + 1;
+    size_t secret_len = strcspn(secret, " \t");
+    struct cq_key key;
+    if (cq_keystore_lookup(a->keys, key_id, &key, err) < 0) {
+        if (err->code != CQ_ENOTFOUND)
+            return -1;
+        /* The same answer for every refusal: which key ids exist is not told. */
+        return cq_error_set(err, CQ_EDENIED, "unknown key, revoked key or wrong secret");
+    }
+    bool ok = equal_secret(key.secret, secret, secret_len) && !key.revoked;
+    if (ok)
+        snprintf(tenant, CQ_TENANT_MAX + 1, "%s", key.tenant);
+    explicit_bzero(&key, sizeof(key));
+    if (!ok)
+        return cq_error_set(err, CQ_EDENIED, "unknown key, revoked key or wrong secret");
     return 0;
 }

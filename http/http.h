@@ -1,11 +1,13 @@
 /* http/http.h - codeq's HTTP listener, on libmicrohttpd (docs/dependencies.md).
  *
  * Two users: the operations endpoints every daemon can open (/metrics, /healthz,
- * /readyz: cq_ops_start below), and later `codeq serve`. A request is read whole (its
- * body bounded by max_body: 413 past it) and handed to one handler function, on the
- * connection's own thread, which fills a response. The listener answers what the
- * handler never sees: malformed HTTP (400), a body too large (413), more connections
- * than max_connections (refused at accept), clients too slow to send a request (cut).
+ * /readyz: cq_ops_start below), and `codeq serve`. A request is read whole (its body
+ * bounded by max_body: 413 past it) and handed to one handler function, on the
+ * connection's own thread, which fills a response: a body in full, or a stream that
+ * other threads write to as they go (cq_http_respond_stream). The listener answers what
+ * the handler never sees: malformed HTTP (400), a body too large (413), more
+ * connections than max_connections (refused at accept), clients too slow to send a
+ * request (cut).
  */
 #ifndef CQ_HTTP_HTTP_H
 #define CQ_HTTP_HTTP_H
@@ -53,6 +55,7 @@ struct cq_http_response {
     const char *header_names[CQ_HTTP_MAX_RESPONSE_HEADERS];
     char header_values[CQ_HTTP_MAX_RESPONSE_HEADERS][CQ_HTTP_HEADER_VALUE_MAX];
     size_t n_headers;
+    struct cq_http_stream *stream; /* cq_http_respond_stream; NULL: the body above */
 };
 
 /* Adds a response header (name static text); -1 when there is no room or the value is
@@ -67,6 +70,47 @@ typedef void (*cq_http_handler)(void *ctx, const struct cq_http_request *req,
 /* Sets status and a body printed from fmt (a 500 without a body when out of memory). */
 void cq_http_respond(struct cq_http_response *resp, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---- streamed responses ------------------------------------------------------------ */
+
+/* A response whose body is written after the handler returned, by any thread, and sent
+ * as it comes (chunked): server-sent events, event streams. What was written and not
+ * yet sent is bounded; a writer past the bound waits for the client to read. A client
+ * that goes away (its connection closed or reset) is noticed within a fraction of a
+ * second even while nothing is written, and from then on writes fail. */
+struct cq_http_stream;
+
+struct cq_http_stream_options {
+    size_t max_buffered;       /* bytes written and not yet sent; 0: 1 MiB */
+    unsigned write_timeout_ms; /* a write waits this long for room, then the stream is
+                                  cut (a client that stopped reading); 0: 30 s */
+    /* Sent after heartbeat_ms without anything to send (e.g. an SSE comment, ": \n\n"),
+     * so that clients and proxies with read timeouts see a live stream; NULL: none. */
+    const char *heartbeat; /* static text */
+    unsigned heartbeat_ms;
+    /* Called once, from the listener's thread, when the stream ends before
+     * cq_http_stream_end: the client went away, or the listener stopped it. Never after
+     * cq_http_stream_end returned. NULL: none. */
+    void (*on_close)(void *ctx);
+    void *on_close_ctx;
+};
+
+/* Makes resp a streamed response (its status, content type and headers as set; no
+ * body) and returns the stream for its writer, who must end it with
+ * cq_http_stream_end, and may write (and end it) at once, before the handler returns.
+ * The handler must return resp with the stream in it. NULL when out of memory (resp is
+ * then a 500). opt may be NULL. */
+struct cq_http_stream *cq_http_respond_stream(struct cq_http_response *resp,
+                                              const struct cq_http_stream_options *opt);
+/* Appends data to the body; waits while the stream holds more than max_buffered (a
+ * single write larger than that goes through once the stream is empty). 0; -1 with err
+ * (EPIPE) when the client went away, the listener stopped the stream, or a wait for
+ * room ran out (the stream is then cut). Writers of one stream take turns. */
+int cq_http_stream_write(struct cq_http_stream *st, const void *data, size_t len,
+                         struct cq_error *err);
+/* The body ends after what was written; the writer lets go of st (it must not use it
+ * again). Waits for an on_close call in progress. */
+void cq_http_stream_end(struct cq_http_stream *st);
 
 struct cq_http_config {
     /* HOST:PORT, [IPV6]:PORT or :PORT (every address); PORT 0 picks a free one

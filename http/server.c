@@ -1,18 +1,28 @@
 /* http/server.c - the listener: libmicrohttpd with a thread per connection.
  *
  * A thread per connection, because handlers block: rendering metrics takes a lock,
- * and `codeq serve` will run code for as long as a cell runs. The connection limit
- * bounds the threads; libmicrohttpd refuses connections past it at accept, and closes
- * idle ones after idle_timeout_s, so that silent clients cannot hold every slot for
- * long; slow ones, never idle, are cut by the guard (http/guard.c).
+ * and `codeq serve` runs code for as long as a cell runs. The connection limit bounds
+ * the threads; libmicrohttpd refuses connections past it at accept, and closes idle
+ * ones after idle_timeout_s, so that silent clients cannot hold every slot for long;
+ * slow ones, never idle, are cut by the guard (http/guard.c).
+ *
+ * A streamed response is libmicrohttpd's content reader, which in this threading mode
+ * may block: it waits on the stream's condition variable for what writers append, in
+ * slices of STREAM_POLL_MS between which it asks the socket whether the client hung up
+ * (nothing else would notice before the next write). libmicrohttpd counts a
+ * connection idle from its last socket read or write, so a reader that waited long for
+ * a cell's output would find its connection timed out on return: each slice of data
+ * handed over restarts that clock (reset_timeout).
  */
 #define _GNU_SOURCE
 #include "http/http.h"
 #include "common/cleanup.h"
 #include "http/guard.h"
 
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -21,11 +31,34 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_BODY        (1u << 20)
 #define DEFAULT_MAX_CONNECTIONS 64
 #define DEFAULT_IDLE_TIMEOUT_S  30
+
+#define STREAM_DEFAULT_MAX_BUFFERED  (1u << 20)
+#define STREAM_DEFAULT_WRITE_TIMEOUT 30000
+#define STREAM_BLOCK_SIZE            16384
+/* How often a waiting reader looks whether the client hung up. */
+#define STREAM_POLL_MS 200
+
+struct cq_http_stream {
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* data, room, end, close (CLOCK_MONOTONIC) */
+    unsigned refs;          /* the writer's, and the listener's (released by stream_release) */
+    char *buf;              /* written, not yet sent: buf[off, len) */
+    size_t off, len, cap;
+    struct cq_http_stream_options opt;
+    bool ended;       /* the writer called cq_http_stream_end */
+    bool closed;      /* no more is sent: client gone, listener done, or cut */
+    bool in_callback; /* on_close is running */
+    uint64_t sent_ms; /* when something was last handed to the listener */
+    struct MHD_Connection *conn;
+    int fd; /* the connection's socket; -1 before the listener took the stream */
+    unsigned timeout_s;
+};
 
 struct cq_http_server {
     struct MHD_Daemon *daemon;
@@ -34,6 +67,7 @@ struct cq_http_server {
     void *ctx;
     void (*free_ctx)(void *ctx);
     size_t max_body;
+    unsigned idle_timeout_s;
     uint16_t port;
     /* Requests between their first line and their answer's last byte, for a graceful
      * stop (cq_http_stop). */
@@ -139,16 +173,267 @@ void cq_http_respond(struct cq_http_response *resp, int status, const char *fmt,
     resp->body_len = (size_t)n;
 }
 
-static enum MHD_Result send_response(struct MHD_Connection *conn, struct cq_http_response *r)
+/* ---- streams ------------------------------------------------------------------------ */
+
+static uint64_t mono_ms(void)
 {
-    struct MHD_Response *m = MHD_create_response_from_buffer(
-        r->body_len, r->body != NULL ? r->body : (void *)"",
-        r->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (m == NULL) {
-        free(r->body);
-        return MHD_NO;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void wait_ms(struct cq_http_stream *st, uint64_t ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(ms / 1000);
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
     }
-    r->body = NULL; /* libmicrohttpd frees it with the response */
+    pthread_cond_timedwait(&st->changed, &st->lock, &until);
+}
+
+static void stream_unref_locked(struct cq_http_stream *st)
+{
+    bool last = --st->refs == 0;
+    pthread_mutex_unlock(&st->lock);
+    if (last) {
+        pthread_cond_destroy(&st->changed);
+        pthread_mutex_destroy(&st->lock);
+        free(st->buf);
+        free(st);
+    }
+}
+
+/* Under st->lock: nothing more is sent. The writer is told through on_close (with the
+ * lock let go meanwhile: the callback may take the writer's locks, and a writer holding
+ * those may be waiting here) unless it ended the stream already. */
+static void stream_close_locked(struct cq_http_stream *st)
+{
+    if (st->closed)
+        return;
+    st->closed = true;
+    pthread_cond_broadcast(&st->changed);
+    void (*fn)(void *) = st->opt.on_close;
+    st->opt.on_close = NULL;
+    if (st->ended || fn == NULL)
+        return;
+    st->in_callback = true;
+    pthread_mutex_unlock(&st->lock);
+    fn(st->opt.on_close_ctx);
+    pthread_mutex_lock(&st->lock);
+    st->in_callback = false;
+    pthread_cond_broadcast(&st->changed);
+}
+
+struct cq_http_stream *cq_http_respond_stream(struct cq_http_response *resp,
+                                              const struct cq_http_stream_options *opt)
+{
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+    struct cq_http_stream *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        resp->status = 500;
+        return NULL;
+    }
+    if (opt != NULL)
+        st->opt = *opt;
+    if (st->opt.max_buffered == 0)
+        st->opt.max_buffered = STREAM_DEFAULT_MAX_BUFFERED;
+    if (st->opt.write_timeout_ms == 0)
+        st->opt.write_timeout_ms = STREAM_DEFAULT_WRITE_TIMEOUT;
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->changed, &attr);
+    pthread_condattr_destroy(&attr);
+    /* The writer's, and the listener's: taken now, because the writer may be done with
+     * the stream (cq_http_stream_end) before the handler returns and the listener sees
+     * it. */
+    st->refs = 2;
+    st->fd = -1;
+    st->sent_ms = mono_ms();
+    resp->stream = st;
+    return st;
+}
+
+int cq_http_stream_write(struct cq_http_stream *st, const void *data, size_t len,
+                         struct cq_error *err)
+{
+    pthread_mutex_lock(&st->lock);
+    uint64_t deadline = mono_ms() + st->opt.write_timeout_ms;
+    while (!st->closed && st->len > st->off && st->len - st->off + len > st->opt.max_buffered) {
+        uint64_t now = mono_ms();
+        if (now >= deadline) {
+            /* The client stopped reading: cut it off rather than hold the writer (and
+             * what waits behind it) for as long as it likes. */
+            st->closed = true;
+            pthread_cond_broadcast(&st->changed);
+            break;
+        }
+        wait_ms(st, deadline - now);
+    }
+    if (st->closed || st->ended) {
+        pthread_mutex_unlock(&st->lock);
+        return cq_error_sys(err, EPIPE, "the response stream is closed");
+    }
+    if (len == 0) {
+        pthread_mutex_unlock(&st->lock);
+        return 0;
+    }
+    if (st->off > 0) {
+        memmove(st->buf, st->buf + st->off, st->len - st->off);
+        st->len -= st->off;
+        st->off = 0;
+    }
+    if (st->len + len > st->cap) {
+        size_t cap = st->cap ? st->cap : 4096;
+        while (cap < st->len + len)
+            cap *= 2;
+        char *b = realloc(st->buf, cap);
+        if (b == NULL) {
+            pthread_mutex_unlock(&st->lock);
+            return cq_error_sys(err, ENOMEM, "response stream");
+        }
+        st->buf = b;
+        st->cap = cap;
+    }
+    memcpy(st->buf + st->len, data, len);
+    st->len += len;
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+    return 0;
+}
+
+void cq_http_stream_end(struct cq_http_stream *st)
+{
+    if (st == NULL)
+        return;
+    pthread_mutex_lock(&st->lock);
+    st->ended = true;
+    st->opt.on_close = NULL;
+    while (st->in_callback)
+        pthread_cond_wait(&st->changed, &st->lock);
+    pthread_cond_broadcast(&st->changed);
+    stream_unref_locked(st);
+}
+
+/* libmicrohttpd counts idleness from the last socket read or write, and resets it only
+ * when the timeout is set from none: a connection whose reader waited long for data
+ * would be closed as idle the moment that data came. */
+static void reset_timeout(struct MHD_Connection *conn, unsigned timeout_s)
+{
+    if (conn == NULL)
+        return;
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, timeout_s);
+}
+
+/* Whether the client closed or reset its connection (a client that half-closes and
+ * reads on is taken for gone: HTTP clients do not do that). */
+static bool peer_gone(int fd)
+{
+    if (fd < 0)
+        return false;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct cq_http_stream *st = cls;
+    pthread_mutex_lock(&st->lock);
+    for (;;) {
+        size_t n = 0;
+        if (st->len > st->off) {
+            n = st->len - st->off < max ? st->len - st->off : max;
+            memcpy(buf, st->buf + st->off, n);
+            st->off += n;
+            if (st->off == st->len)
+                st->off = st->len = 0;
+            pthread_cond_broadcast(&st->changed); /* room for a waiting writer */
+        } else if (st->ended) {
+            pthread_mutex_unlock(&st->lock);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        } else if (st->closed) {
+            pthread_mutex_unlock(&st->lock);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        } else if (peer_gone(st->fd)) {
+            stream_close_locked(st);
+            pthread_mutex_unlock(&st->lock);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        } else if (st->opt.heartbeat != NULL && st->opt.heartbeat_ms > 0 &&
+                   mono_ms() - st->sent_ms >= st->opt.heartbeat_ms &&
+                   strlen(st->opt.heartbeat) <= max) {
+            n = strlen(st->opt.heartbeat);
+            memcpy(buf, st->opt.heartbeat, n);
+        }
+        if (n > 0) {
+            st->sent_ms = mono_ms();
+            struct MHD_Connection *conn = st->conn;
+            unsigned timeout_s = st->timeout_s;
+            pthread_mutex_unlock(&st->lock);
+            reset_timeout(conn, timeout_s);
+            return (ssize_t)n;
+        }
+        wait_ms(st, STREAM_POLL_MS);
+    }
+}
+
+/* libmicrohttpd is done with the response: sent in full, or the connection failed. */
+static void stream_release(void *cls)
+{
+    struct cq_http_stream *st = cls;
+    pthread_mutex_lock(&st->lock);
+    stream_close_locked(st);
+    stream_unref_locked(st);
+}
+
+static struct MHD_Response *stream_response(struct cq_http_server *s, struct MHD_Connection *conn,
+                                            struct cq_http_stream *st)
+{
+    pthread_mutex_lock(&st->lock);
+    st->conn = conn;
+    st->timeout_s = s->idle_timeout_s;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    st->fd = info != NULL ? info->connect_fd : -1;
+    pthread_mutex_unlock(&st->lock);
+    struct MHD_Response *m = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE,
+                                                               stream_read, st, stream_release);
+    if (m == NULL)
+        stream_release(st);
+    return m;
+}
+
+/* ---- responses ---------------------------------------------------------------------- */
+
+static enum MHD_Result send_response(struct cq_http_server *s, struct MHD_Connection *conn,
+                                     struct cq_http_response *r)
+{
+    struct MHD_Response *m;
+    if (r->stream != NULL) {
+        free(r->body);
+        r->body = NULL;
+        m = stream_response(s, conn, r->stream);
+        r->stream = NULL; /* the writer keeps its own reference */
+        if (m == NULL)
+            return MHD_NO;
+    } else {
+        m = MHD_create_response_from_buffer(r->body_len, r->body != NULL ? r->body : (void *)"",
+                                            r->body != NULL ? MHD_RESPMEM_MUST_FREE
+                                                            : MHD_RESPMEM_PERSISTENT);
+        if (m == NULL) {
+            free(r->body);
+            return MHD_NO;
+        }
+        r->body = NULL; /* libmicrohttpd frees it with the response */
+    }
     MHD_add_response_header(m, MHD_HTTP_HEADER_CONTENT_TYPE,
                             r->content_type != NULL ? r->content_type
                                                     : "text/plain; charset=utf-8");
@@ -160,6 +445,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct cq_http
     for (size_t i = 0; i < r->n_headers; i++)
         MHD_add_response_header(m, r->header_names[i], r->header_values[i]);
     enum MHD_Result rc = MHD_queue_response(conn, (unsigned)r->status, m);
+    /* A stream never queued is released here, which tells its writer (on_close). */
     MHD_destroy_response(m);
     return rc;
 }
@@ -249,7 +535,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         };
         s->handler(s->ctx, &req, &resp);
     }
-    return send_response(conn, &resp);
+    return send_response(s, conn, &resp);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -320,7 +606,8 @@ int cq_http_start(const struct cq_http_config *cfg, struct cq_http_server **out,
     s->ctx = cfg->ctx;
     s->free_ctx = cfg->free_ctx;
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
-    unsigned timeout_s = cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
+    s->idle_timeout_s = cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
+    unsigned timeout_s = s->idle_timeout_s;
     unsigned max_connections =
         cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS;
     if (cq_http_guard_nofile(max_connections, err) < 0) {

@@ -4,11 +4,14 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http/http.h"
@@ -179,6 +182,27 @@ START_TEST(test_bodies_and_limits)
 }
 END_TEST
 
+static void slow(void *ctx, const struct cq_http_request *req, struct cq_http_response *resp)
+{
+    (void)ctx, (void)req;
+    usleep(2500 * 1000);
+    cq_http_respond(resp, 200, "slow answer");
+}
+
+START_TEST(test_slow_handler)
+{
+    /* A handler that runs longer than the idle timeout (a long cell) is answered. */
+    struct cq_error err;
+    struct cq_http_config cfg = {.listen = "127.0.0.1:0", .handler = slow, .idle_timeout_s = 1};
+    struct cq_http_server *s;
+    ck_assert_msg(cq_http_start(&cfg, &s, &err) == 0, "%s", err.msg);
+    char *a = get(cq_http_port(s), "GET", "/slow");
+    ck_assert_msg(strstr(a, "slow answer") != NULL, "%s", a);
+    free(a);
+    cq_http_stop(s);
+}
+END_TEST
+
 START_TEST(test_listen_addresses)
 {
     struct cq_error err;
@@ -225,6 +249,242 @@ START_TEST(test_listen_addresses)
 }
 END_TEST
 
+/* ---- streamed responses ------------------------------------------------------------ */
+
+/* What the stream handler hands the test, which then plays the writer. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    struct cq_http_stream *stream;
+    struct cq_http_stream_options opt;
+    int closed; /* on_close calls */
+} sh = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, {0}, 0};
+
+static void on_stream_close(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&sh.lock);
+    sh.closed++;
+    pthread_cond_broadcast(&sh.changed);
+    pthread_mutex_unlock(&sh.lock);
+}
+
+static void streamer(void *ctx, const struct cq_http_request *req, struct cq_http_response *resp)
+{
+    (void)ctx, (void)req;
+    resp->content_type = "text/event-stream";
+    struct cq_http_stream *st = cq_http_respond_stream(resp, &sh.opt);
+    ck_assert_ptr_nonnull(st);
+    pthread_mutex_lock(&sh.lock);
+    sh.stream = st;
+    pthread_cond_broadcast(&sh.changed);
+    pthread_mutex_unlock(&sh.lock);
+}
+
+static struct cq_http_stream *take_stream(void)
+{
+    pthread_mutex_lock(&sh.lock);
+    while (sh.stream == NULL)
+        pthread_cond_wait(&sh.changed, &sh.lock);
+    struct cq_http_stream *st = sh.stream;
+    sh.stream = NULL;
+    pthread_mutex_unlock(&sh.lock);
+    return st;
+}
+
+static struct cq_http_server *stream_server(const struct cq_http_stream_options *opt,
+                                            unsigned idle_timeout_s)
+{
+    struct cq_error err;
+    sh.opt = *opt;
+    sh.closed = 0;
+    struct cq_http_config cfg = {
+        .listen = "127.0.0.1:0", .handler = streamer, .idle_timeout_s = idle_timeout_s};
+    struct cq_http_server *s;
+    ck_assert_msg(cq_http_start(&cfg, &s, &err) == 0, "%s", err.msg);
+    return s;
+}
+
+/* A connection with the request sent. */
+static int open_stream(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    static const char req[] = "GET /s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    ck_assert_int_eq(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(req) - 1);
+    return fd;
+}
+
+/* Reads into buf (NUL-terminated, at most 64 KiB) until want is in it, the connection
+ * closes, or 10 s pass; whether want came. */
+static bool read_until(int fd, char *buf, size_t *got, const char *want)
+{
+    for (int waited = 0; strstr(buf, want) == NULL && waited < 10000; waited += 50) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        ssize_t n = read(fd, buf + *got, 65535 - *got);
+        if (n <= 0)
+            break;
+        *got += (size_t)n;
+        buf[*got] = '\0';
+    }
+    return strstr(buf, want) != NULL;
+}
+
+START_TEST(test_stream_sends_as_written)
+{
+    struct cq_http_stream_options opt = {0};
+    struct cq_http_server *s = stream_server(&opt, 0);
+    int fd = open_stream(cq_http_port(s));
+    struct cq_http_stream *st = take_stream();
+    struct cq_error err;
+    static char buf[65536];
+    size_t got = 0;
+    buf[0] = '\0';
+    ck_assert_int_eq(cq_http_stream_write(st, "data: one\n\n", 11, &err), 0);
+    /* The first event arrives while the stream is still open. */
+    ck_assert_msg(read_until(fd, buf, &got, "data: one\n\n"), "%s", buf);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%s", buf);
+    ck_assert_ptr_nonnull(strcasestr(buf, "Content-Type: text/event-stream"));
+    ck_assert_ptr_nonnull(strcasestr(buf, "Transfer-Encoding: chunked"));
+    ck_assert_ptr_null(strstr(buf, "data: two"));
+    ck_assert_int_eq(cq_http_stream_write(st, "data: two\n\n", 11, &err), 0);
+    cq_http_stream_end(st);
+    ck_assert_msg(read_until(fd, buf, &got, "\r\n0\r\n\r\n"), "%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "data: two\n\n"));
+    close(fd);
+    cq_http_stop(s);
+    ck_assert_int_eq(sh.closed, 0); /* ended by its writer: no on_close */
+}
+END_TEST
+
+START_TEST(test_stream_client_gone)
+{
+    struct cq_http_stream_options opt = {.on_close = on_stream_close};
+    struct cq_http_server *s = stream_server(&opt, 0);
+    int fd = open_stream(cq_http_port(s));
+    struct cq_http_stream *st = take_stream();
+    static char buf[65536];
+    size_t got = 0;
+    buf[0] = '\0';
+    ck_assert(read_until(fd, buf, &got, "\r\n\r\n"));
+    close(fd);
+    /* Noticed although nothing is written. */
+    pthread_mutex_lock(&sh.lock);
+    for (int i = 0; i < 100 && sh.closed == 0; i++) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&sh.changed, &sh.lock, &until);
+    }
+    int closed = sh.closed;
+    pthread_mutex_unlock(&sh.lock);
+    ck_assert_int_eq(closed, 1);
+    struct cq_error err;
+    ck_assert_int_eq(cq_http_stream_write(st, "late", 4, &err), -1);
+    ck_assert_int_eq(err.code, EPIPE);
+    cq_http_stream_end(st);
+    cq_http_stop(s);
+    ck_assert_int_eq(sh.closed, 1);
+}
+END_TEST
+
+START_TEST(test_stream_bounded)
+{
+    /* A client that never reads: writes wait for room, then fail, instead of piling
+     * up in memory. */
+    struct cq_http_stream_options opt = {.max_buffered = 4096, .write_timeout_ms = 300};
+    struct cq_http_server *s = stream_server(&opt, 0);
+    int fd = open_stream(cq_http_port(s));
+    struct cq_http_stream *st = take_stream();
+    static char chunk[65536];
+    memset(chunk, 'x', sizeof(chunk));
+    struct cq_error err;
+    int writes = 0;
+    while (writes < 2000 && cq_http_stream_write(st, chunk, sizeof(chunk), &err) == 0)
+        writes++;
+    ck_assert_int_lt(writes, 2000); /* socket buffers hold a few MiB, not 128 */
+    ck_assert_int_eq(err.code, EPIPE);
+    cq_http_stream_end(st);
+    close(fd);
+    cq_http_stop(s);
+}
+END_TEST
+
+START_TEST(test_stream_outlives_idle_timeout)
+{
+    /* A stream silent for longer than the idle timeout (a cell that prints nothing)
+     * still delivers what comes then. */
+    struct cq_http_stream_options opt = {0};
+    struct cq_http_server *s = stream_server(&opt, 1);
+    int fd = open_stream(cq_http_port(s));
+    struct cq_http_stream *st = take_stream();
+    static char buf[65536];
+    size_t got = 0;
+    buf[0] = '\0';
+    struct cq_error err;
+    ck_assert_int_eq(cq_http_stream_write(st, "early;", 6, &err), 0);
+    ck_assert(read_until(fd, buf, &got, "early;"));
+    usleep(2500 * 1000);
+    ck_assert_int_eq(cq_http_stream_write(st, "late;", 5, &err), 0);
+    cq_http_stream_end(st);
+    ck_assert_msg(read_until(fd, buf, &got, "\r\n0\r\n\r\n"), "%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "late;"));
+    close(fd);
+    cq_http_stop(s);
+}
+END_TEST
+
+static void quick_streamer(void *ctx, const struct cq_http_request *req,
+                           struct cq_http_response *resp)
+{
+    (void)ctx, (void)req;
+    struct cq_http_stream *st = cq_http_respond_stream(resp, NULL);
+    struct cq_error err;
+    ck_assert_int_eq(cq_http_stream_write(st, "all at once;", 12, &err), 0);
+    cq_http_stream_end(st); /* before the listener has seen the stream */
+}
+
+START_TEST(test_stream_ended_in_handler)
+{
+    struct cq_error err;
+    struct cq_http_config cfg = {.listen = "127.0.0.1:0", .handler = quick_streamer};
+    struct cq_http_server *s;
+    ck_assert_msg(cq_http_start(&cfg, &s, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < 20; i++) {
+        char *a = get(cq_http_port(s), "GET", "/q");
+        ck_assert_msg(strstr(a, "all at once;") != NULL && strstr(a, "\r\n0\r\n\r\n") != NULL, "%s",
+                      a);
+        free(a);
+    }
+    cq_http_stop(s);
+}
+END_TEST
+
+START_TEST(test_stream_heartbeat)
+{
+    struct cq_http_stream_options opt = {.heartbeat = ": hb\n\n", .heartbeat_ms = 100};
+    struct cq_http_server *s = stream_server(&opt, 0);
+    int fd = open_stream(cq_http_port(s));
+    struct cq_http_stream *st = take_stream();
+    static char buf[65536];
+    size_t got = 0;
+    buf[0] = '\0';
+    ck_assert_msg(read_until(fd, buf, &got, ": hb\n\n"), "%s", buf);
+    cq_http_stream_end(st);
+    ck_assert_msg(read_until(fd, buf, &got, "\r\n0\r\n\r\n"), "%s", buf);
+    close(fd);
+    cq_http_stop(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("http");
@@ -233,6 +493,13 @@ int main(void)
     tcase_add_test(tc, test_ops_endpoints);
     tcase_add_test(tc, test_bodies_and_limits);
     tcase_add_test(tc, test_listen_addresses);
+    tcase_add_test(tc, test_slow_handler);
+    tcase_add_test(tc, test_stream_sends_as_written);
+    tcase_add_test(tc, test_stream_client_gone);
+    tcase_add_test(tc, test_stream_bounded);
+    tcase_add_test(tc, test_stream_outlives_idle_timeout);
+    tcase_add_test(tc, test_stream_heartbeat);
+    tcase_add_test(tc, test_stream_ended_in_handler);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
