@@ -30,6 +30,8 @@ import sys
 import threading
 import time
 
+from jupyter_cell import execute
+
 CELL = "import pandas, numpy, matplotlib; print(1)"
 
 
@@ -125,21 +127,6 @@ class Jupyter:
         from jupyter_client.manager import KernelManager
         self.KernelManager = KernelManager
 
-    @staticmethod
-    def execute(client, code):
-        msg_id = client.execute(code)
-        stdout = ""
-        while True:
-            msg = client.get_iopub_msg(timeout=300)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream":
-                stdout += msg["content"]["text"]
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        client.get_shell_msg(timeout=300)
-        return stdout
-
     def session(self, keep=False):
         t0 = time.perf_counter()
         km = self.KernelManager(kernel_name="python3")
@@ -147,7 +134,7 @@ class Jupyter:
         kc = km.client()
         kc.start_channels()
         kc.wait_for_ready(timeout=300)
-        assert self.execute(kc, CELL) == "1\n"
+        assert execute(kc, CELL, timeout=300) == "1\n"
         ms = (time.perf_counter() - t0) * 1000
         if keep:
             return ms, (km, kc)

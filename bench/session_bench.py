@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from jupyter_cell import execute
+
 CELL_A = "import numpy, pandas, matplotlib; print(1)"
 SESSIONS = 5
 
@@ -143,20 +145,6 @@ def bench_jupyter(runs, cold):
     # ipykernel's debugger otherwise prints a warning at every kernel start.
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     from jupyter_client.manager import KernelManager
-
-    def execute(client, code):
-        msg_id = client.execute(code)
-        stdout = ""
-        while True:
-            msg = client.get_iopub_msg(timeout=60)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream":
-                stdout += msg["content"]["text"]
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        client.get_shell_msg(timeout=60)
-        return stdout
 
     out = {}
     starts = []

@@ -222,6 +222,56 @@ int cq_fleet_client_call(struct cq_fleet_client *c, Codeq__V1__Request *req,
     return cq_fleet_client_call_traced(c, req, on_chunk, ctx, timeout_ms, out, NULL, err);
 }
 
+/* req as it goes on the wire: signed with the client's key when it has one. */
+static int encode(const struct cq_fleet_client *c, const Codeq__V1__Request *req, uint8_t **bytes,
+                  size_t *len, struct cq_error *err)
+{
+    if (c->cred.key_id[0] != '\0')
+        return cq_auth_sign(req, c->cred.key_id, c->cred.secret, cq_unix_ms(), bytes, len, err);
+    *len = codeq__v1__request__get_packed_size(req);
+    *bytes = malloc(*len ? *len : 1);
+    if (*bytes == NULL)
+        return cq_error_sys(err, ENOMEM, "encode request %s (%zu bytes)", req->request_id, *len);
+    codeq__v1__request__pack(req, *bytes);
+    return 0;
+}
+
+/* Kafka's key of a request: its session, so that one session's requests stay in one
+ * partition and so in order, as the dispatchers expect. */
+static const char *request_key(const Codeq__V1__Request *req)
+{
+    return req->session_id != NULL && req->session_id[0] != '\0' ? req->session_id
+                                                                 : req->request_id;
+}
+
+/* What a call or a send fills in (an id when none, the client's reply topic and tenant),
+ * and gives back as it was afterwards: the caller may free the message with its own
+ * strings, and made_id lives on the caller's stack. */
+struct filled {
+    char made_id[25];
+    char *id, *topic, *tenant;
+};
+
+static void fill(const struct cq_fleet_client *c, Codeq__V1__Request *req, struct filled *f)
+{
+    f->id = req->request_id;
+    f->topic = req->reply_topic;
+    f->tenant = req->tenant;
+    if (req->request_id == NULL || req->request_id[0] == '\0') {
+        cq_random_id(f->made_id, 24);
+        req->request_id = f->made_id;
+    }
+    req->reply_topic = (char *)c->reply_topic;
+    req->tenant = (char *)c->cred.tenant;
+}
+
+static void unfill(Codeq__V1__Request *req, const struct filled *f)
+{
+    req->request_id = f->id;
+    req->reply_topic = f->topic;
+    req->tenant = f->tenant;
+}
+
 /* The call, with req's request_id and reply_topic set (cq_fleet_client_call_traced()
  * gives them back to the caller whatever happens here). */
 static int call(struct cq_fleet_client *c, const Codeq__V1__Request *req,
@@ -230,16 +280,8 @@ static int call(struct cq_fleet_client *c, const Codeq__V1__Request *req,
 {
     uint8_t *bytes;
     size_t len;
-    if (c->cred.key_id[0] != '\0') {
-        if (cq_auth_sign(req, c->cred.key_id, c->cred.secret, cq_unix_ms(), &bytes, &len, err) < 0)
-            return -1;
-    } else {
-        len = codeq__v1__request__get_packed_size(req);
-        bytes = malloc(len ? len : 1);
-        if (bytes == NULL)
-            return cq_error_sys(err, ENOMEM, "encode request %s (%zu bytes)", req->request_id, len);
-        codeq__v1__request__pack(req, bytes);
-    }
+    if (encode(c, req, &bytes, &len, err) < 0)
+        return -1;
 
     struct waiter w = {
         .request_id = req->request_id, .on_chunk = on_chunk, .ctx = ctx, .trace = trace};
@@ -248,10 +290,7 @@ static int call(struct cq_fleet_client *c, const Codeq__V1__Request *req,
     c->waiters = &w;
     pthread_mutex_unlock(&c->lock);
 
-    /* Keyed by session, as the dispatchers expect: one session's requests stay in
-     * one partition and so in order. */
-    const char *key =
-        req->session_id != NULL && req->session_id[0] != '\0' ? req->session_id : req->request_id;
+    const char *key = request_key(req);
     int64_t deadline = (int64_t)cq_now_ms() + timeout_ms;
     /* The request's acknowledgement is not waited for before the reply: that wake-up
      * would come while the request travels, competing with it for the CPU. It is
@@ -336,14 +375,8 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
                                 struct cq_error *err)
 {
     *out = NULL;
-    char made_id[25];
-    char *given_id = req->request_id, *given_topic = req->reply_topic, *given_tenant = req->tenant;
-    if (req->request_id == NULL || req->request_id[0] == '\0') {
-        cq_random_id(made_id, 24);
-        req->request_id = made_id;
-    }
-    req->reply_topic = c->reply_topic;
-    req->tenant = c->cred.tenant;
+    struct filled given;
+    fill(c, req, &given);
     /* Too large for Kafka: the arguments go through Redis (checked at this edge:
      * files over the limit and requests over 200 MiB are refused here). */
     struct cq_claimed_request claimed = {.moved = false};
@@ -367,45 +400,21 @@ int cq_fleet_client_call_traced(struct cq_fleet_client *c, Codeq__V1__Request *r
             rc = -1;
         }
     }
-    /* One exit: the request goes back to its caller as it came (made_id is on this
-     * stack, and the caller may free the message with its own strings). */
-    req->request_id = given_id;
-    req->reply_topic = given_topic;
-    req->tenant = given_tenant;
+    unfill(req, &given); /* one exit: the request goes back as it came */
     return rc;
 }
 
 int cq_fleet_client_send(struct cq_fleet_client *c, Codeq__V1__Request *req, struct cq_error *err)
 {
-    char made_id[25];
-    char *given_id = req->request_id, *given_topic = req->reply_topic, *given_tenant = req->tenant;
-    if (req->request_id == NULL || req->request_id[0] == '\0') {
-        cq_random_id(made_id, 24);
-        req->request_id = made_id;
-    }
-    req->reply_topic = c->reply_topic;
-    req->tenant = c->cred.tenant;
+    struct filled given;
+    fill(c, req, &given);
     uint8_t *bytes = NULL;
     size_t len = 0;
-    int rc = 0;
-    if (c->cred.key_id[0] != '\0') {
-        rc = cq_auth_sign(req, c->cred.key_id, c->cred.secret, cq_unix_ms(), &bytes, &len, err);
-    } else {
-        len = codeq__v1__request__get_packed_size(req);
-        bytes = malloc(len ? len : 1);
-        if (bytes == NULL)
-            rc = cq_error_sys(err, ENOMEM, "encode request %s", req->request_id);
-        else
-            codeq__v1__request__pack(req, bytes);
-    }
-    if (rc == 0) {
-        const char *key = req->session_id != NULL && req->session_id[0] != '\0' ? req->session_id
-                                                                                : req->request_id;
-        rc = cq_kafka_send(c->producer, c->request_topic, key, bytes, len, NULL, 0, NULL, err);
-    }
+    int rc = encode(c, req, &bytes, &len, err);
+    if (rc == 0)
+        rc = cq_kafka_send(c->producer, c->request_topic, request_key(req), bytes, len, NULL, 0,
+                           NULL, err);
     free(bytes);
-    req->request_id = given_id;
-    req->reply_topic = given_topic;
-    req->tenant = given_tenant;
+    unfill(req, &given);
     return rc;
 }

@@ -213,18 +213,26 @@ static int make_dirs(const struct cq_files *f, const char *dir)
     return cur;
 }
 
-static int write_one(const struct cq_files *f, const char *path, const uint8_t *data, size_t len,
-                     uint32_t mode)
+/* The directory that holds path (a normalized workspace path), made with its parents;
+ * *name points at path's last component. -1 with errno. */
+static int parent_dir(const struct cq_files *f, const char *path, const char **name)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s", path);
     char *slash = strrchr(dir, '/');
-    const char *name = slash != NULL ? slash + 1 : path;
+    *name = slash != NULL ? path + (slash - dir) + 1 : path;
     if (slash != NULL)
         *slash = '\0';
     else
         dir[0] = '\0';
-    cq_autoclose int dirfd = make_dirs(f, dir);
+    return make_dirs(f, dir);
+}
+
+static int write_one(const struct cq_files *f, const char *path, const uint8_t *data, size_t len,
+                     uint32_t mode)
+{
+    const char *name;
+    cq_autoclose int dirfd = parent_dir(f, path, &name);
     if (dirfd < 0)
         return -1;
     cq_autoclose int fd =
@@ -694,15 +702,8 @@ static int link_one(const struct cq_files *f, const char *path, const char *targ
         errno = EINVAL;
         return -1;
     }
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", norm);
-    char *slash = strrchr(dir, '/');
-    const char *name = slash != NULL ? norm + (slash - dir) + 1 : norm;
-    if (slash != NULL)
-        *slash = '\0';
-    else
-        dir[0] = '\0';
-    cq_autoclose int dirfd = make_dirs(f, dir);
+    const char *name;
+    cq_autoclose int dirfd = parent_dir(f, norm, &name);
     if (dirfd < 0)
         return -1;
     /* What is there goes (a restore fills a fresh workspace; a directory stays). */

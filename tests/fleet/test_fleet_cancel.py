@@ -14,20 +14,11 @@ import pytest
 
 from conftest import BROKERS
 from driver import Driver, pb, texts
-from test_cli_fleet import cli_env
+from test_cli_fleet import gateway  # noqa: F401  (the fixture: codeq mcp --brokers)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "e2e"))
-from mcp_client import McpServer, wait_until  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def gateway(fleet):
-    server = McpServer("--brokers", fleet.env["CODEQ_BROKERS"], "--request-topic",
-                       fleet.request_topic, env=cli_env(fleet))
-    server.initialize()
-    yield server
-    server.close()
+from mcp_client import wait_until  # noqa: E402
 
 
 @pytest.fixture(scope="module")

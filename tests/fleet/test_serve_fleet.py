@@ -24,21 +24,26 @@ def result_event(data):
     return json.loads(data[12 + headers_len:total - 4])
 
 
-def test_serve_gateway_on_the_fleet(fleet, redis_client):
-    before = fleet_sessions(redis_client, fleet)
+def start_serve(fleet, *args):
+    """codeq serve in front of the fleet, on a free port: (process, port, log file)."""
     log = tempfile.NamedTemporaryFile(prefix="codeq-serve-fleet-", delete=False)
-    p = subprocess.Popen([CODEQ, "serve", "--no-auth", "--listen", "127.0.0.1:0", "--brokers",
+    p = subprocess.Popen([CODEQ, "serve", *args, "--listen", "127.0.0.1:0", "--brokers",
                           fleet.env["CODEQ_BROKERS"], "--request-topic", fleet.request_topic],
                          env=cli_env(fleet), stderr=log)
+    for _ in range(600):
+        m = re.search(r"\(port (\d+)\)", open(log.name, errors="replace").read())
+        if m:
+            return p, int(m.group(1)), log
+        assert p.poll() is None, open(log.name, errors="replace").read()
+        time.sleep(0.05)
+    p.kill()
+    raise AssertionError(open(log.name, errors="replace").read())
+
+
+def test_serve_gateway_on_the_fleet(fleet, redis_client):
+    before = fleet_sessions(redis_client, fleet)
+    p, port, log = start_serve(fleet, "--no-auth")
     try:
-        port = None
-        for _ in range(600):
-            m = re.search(r"\(port (\d+)\)", open(log.name, errors="replace").read())
-            if m:
-                port = int(m.group(1))
-                break
-            time.sleep(0.05)
-        assert port, open(log.name, errors="replace").read()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
 
         def call(method, path, body=None, headers=None):
@@ -110,20 +115,8 @@ def test_serve_verifies_against_the_fleets_keyring(fleet):
                          capture_output=True, text=True).stdout
     fields = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
     key_id, secret = fields["key_id"], fields["secret"]
-    log = tempfile.NamedTemporaryFile(prefix="codeq-serve-keyring-", delete=False)
-    p = subprocess.Popen([CODEQ, "serve", "--keys", "redis", "--listen", "127.0.0.1:0",
-                          "--brokers", fleet.env["CODEQ_BROKERS"], "--request-topic",
-                          fleet.request_topic], env=env, stderr=log)
+    p, port, log = start_serve(fleet, "--keys", "redis")
     try:
-        port = None
-        for _ in range(600):
-            m = re.search(r"\(port (\d+)\)", open(log.name, errors="replace").read())
-            if m:
-                port = int(m.group(1))
-                break
-            assert p.poll() is None, open(log.name, errors="replace").read()
-            time.sleep(0.05)
-        assert port, open(log.name, errors="replace").read()
         path = f"/code-interpreters/{ID}/sessions/list"
         status, body = _signed(port, key_id, secret, path)
         assert status == 200 and json.loads(body)["items"] == [], body
