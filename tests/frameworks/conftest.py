@@ -8,12 +8,7 @@ snippets run in child processes; this process takes only boto3 from there, to se
 sessions a snippet left. Their absence fails the tests rather than skipping them.
 """
 import os
-import re
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 
@@ -40,45 +35,8 @@ assert boto3.__file__.startswith(PYDEPS), \
     f"boto3 from {boto3.__file__}: run scripts/setup (build/pydeps-frameworks)"
 
 
-def make_key(keys, tenant):
-    subprocess.run([CODEQ, "tenant", "create", tenant, "--keys", keys], check=True,
-                   capture_output=True)
-    out = subprocess.run([CODEQ, "key", "create", tenant, "--keys", keys], check=True,
-                         capture_output=True, text=True).stdout
-    fields = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
-    return fields["key_id"], fields["secret"]
-
-
-class Server:
-    def __init__(self, args):
-        self.log = tempfile.NamedTemporaryFile(prefix="codeq-serve-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([CODEQ, "serve", "--listen", "127.0.0.1:0", *args],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 60
-        self.port = None
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            m = re.search(r"listening on .* \(port (\d+)\)", self.text())
-            if m:
-                self.port = int(m.group(1))
-                break
-            time.sleep(0.05)
-        assert self.port, f"codeq serve did not start: {self.text()}"
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-
-    def text(self):
-        with open(self.log.name, errors="replace") as f:
-            return f.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        os.unlink(self.log.name)
-        return self.proc.returncode
+sys.path.insert(0, os.path.join(REPO, "tests", "serve"))
+from serve_process import Server, make_key  # noqa: E402
 
 
 @pytest.fixture(scope="session")
