@@ -79,7 +79,8 @@ int cq_fleet_daemon_main(const struct cq_fleet_daemon *ops, int argc, char **arg
     if (rc < 0)
         cq_log_event(CQ_LOG_ERROR, "run_failed", CQ_FIELDS(CQ_LS("error", err.msg)), "%s", err.msg);
     running = NULL;
-    linger(&cfg);
+    if (rc == 0)
+        linger(&cfg); /* a drain's final counts; a daemon that failed exits at once */
     ops->destroy(daemon);
     cq_tracing_stop(); /* after the drain: the last requests' spans go too */
     return rc < 0 ? 1 : 0;
