@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from jupyter_cell import execute
+from bench_common import execute, mem_available_kb
 
 CELL = "import pandas, numpy, matplotlib; print(1)"
 
@@ -46,14 +46,6 @@ def row(name, samples_ms, failed=0):
     return (f"{name:<44} {statistics.median(samples_ms):9.1f} {pct(samples_ms, 0.99):9.1f} "
             f"{statistics.mean(samples_ms):9.1f} {max(samples_ms):9.1f} {len(samples_ms):6d} "
             f"{failed:6d}")
-
-
-def mem_available_kb():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    raise RuntimeError("no MemAvailable")
 
 
 class Mcp:

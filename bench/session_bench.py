@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from jupyter_cell import execute
+from bench_common import execute, mem_available_kb
 
 CELL_A = "import numpy, pandas, matplotlib; print(1)"
 SESSIONS = 5
@@ -32,14 +32,6 @@ def summary(name, samples_ms):
     s = sorted(samples_ms)
     p95 = s[min(len(s) - 1, int(len(s) * 0.95))]
     return f"{name:<52} {statistics.median(s):9.3f} {statistics.mean(s):9.3f} {p95:9.3f} {s[0]:9.3f} {len(s):6d}"
-
-
-def mem_available_kb():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    raise RuntimeError("no MemAvailable")
 
 
 class Mcp:

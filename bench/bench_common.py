@@ -1,5 +1,6 @@
-"""A cell run on a Jupyter kernel the way a notebook front end runs it, for the benches
-that put codeq beside Jupyter (session_bench.py, density_bench.py)."""
+"""What the benches that put codeq beside a Jupyter kernel share (session_bench.py,
+density_bench.py): a cell run on the kernel the way a notebook front end runs it, and
+the host's available memory."""
 
 
 def execute(client, code, timeout=60):
@@ -17,3 +18,12 @@ def execute(client, code, timeout=60):
             break
     client.get_shell_msg(timeout=timeout)
     return stdout
+
+
+def mem_available_kb():
+    """The host's MemAvailable, in KiB."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemAvailable")
