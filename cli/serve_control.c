@@ -198,6 +198,13 @@ static void collect(void *ctx, const struct cq_interpreter_def *d)
     l->ids[l->n++] = id;
 }
 
+/* Orders indexes into a listing by the ids they point at (qsort_r's context). */
+static int by_id(const void *a, const void *b, void *ids)
+{
+    char *const *id = ids;
+    return strcmp(id[*(const size_t *)a], id[*(const size_t *)b]);
+}
+
 static void list(const struct cq_serve_control *c, const char *tenant,
                  const struct cq_http_request *req, struct cq_http_response *resp)
 {
@@ -238,34 +245,29 @@ static void list(const struct cq_serve_control *c, const char *tenant,
         /* The store lists by name, the built-in first; pages go by id, in byte order,
          * and a page's token is its last id: a definition made or removed between
          * pages neither shifts nor repeats the others. */
-        json_t *summaries = json_array();
-        const char *last = NULL;
-        size_t taken = 0;
-        for (;;) {
-            ssize_t next = -1;
-            for (size_t i = 0; i < l.n; i++)
-                if ((after == NULL || strcmp(l.ids[i], after) > 0) &&
-                    (last == NULL || strcmp(l.ids[i], last) > 0) &&
-                    (next < 0 || strcmp(l.ids[i], l.ids[next]) < 0))
-                    next = (ssize_t)i;
-            if (next < 0)
-                break;
-            if (taken == (size_t)max) {
-                break;
-            }
-            json_array_append(summaries, l.items[next]);
-            last = l.ids[next];
-            taken++;
+        size_t *order = calloc(l.n + 1, sizeof(*order));
+        if (order == NULL) {
+            cq_serve_fail(resp, "InternalServerException", NULL, "out of memory");
+            goto out;
         }
+        for (size_t i = 0; i < l.n; i++)
+            order[i] = i;
+        qsort_r(order, l.n, sizeof(*order), by_id, l.ids);
+        json_t *summaries = json_array();
+        size_t start = 0;
+        while (after != NULL && start < l.n && strcmp(l.ids[order[start]], after) <= 0)
+            start++;
+        size_t end = start + (size_t)max < l.n ? start + (size_t)max : l.n;
+        for (size_t i = start; i < end; i++)
+            json_array_append(summaries, l.items[order[i]]);
         json_t *body = json_pack("{s:o}", "codeInterpreterSummaries", summaries);
         /* More after this page: its last id is where the next one starts. */
-        bool more = false;
-        for (size_t i = 0; last != NULL && i < l.n; i++)
-            more |= strcmp(l.ids[i], last) > 0;
-        if (more)
-            json_object_set_new(body, "nextToken", json_string(last));
+        if (end < l.n && end > start)
+            json_object_set_new(body, "nextToken", json_string(l.ids[order[end - 1]]));
+        free(order);
         cq_serve_set_json(resp, 200, body);
     }
+out:
     for (size_t i = 0; i < l.n; i++) {
         json_decref(l.items[i]);
         free(l.ids[i]);
