@@ -134,11 +134,13 @@ struct cq_file_content {
     bool is_blob;
     const uint8_t *data; /* text or bytes */
     size_t len;
-    /* Permission bits the file gets after the write (0777 at most: no set-id or sticky
-     * bits); 0 leaves them (a new file is 0644). AgentCore's writeFiles has none: the
-     * fleet uses it to restore a moved session's executables. */
+    /* Permission bits the file gets after the write, with CQ_FILE_MODE_SET (0777 at
+     * most: no set-id or sticky bits); without that flag they are left (a new file is
+     * 0644). AgentCore's writeFiles has none: the fleet uses it to restore a moved
+     * session's executables and private files, 000 included. */
     uint32_t mode;
 };
+#define CQ_FILE_MODE_SET (1u << 20)
 
 struct cq_invoke_args {
     const char *code;

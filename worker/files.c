@@ -258,7 +258,7 @@ static int write_one(const struct cq_files *f, const char *path, const uint8_t *
         done += (size_t)n;
     }
     /* Permission bits only: a set-id or sticky bit is never the fleet's to restore. */
-    if (mode != 0 && fchmod(fd, (mode_t)(mode & 0777)) < 0)
+    if ((mode & CQ_FILE_MODE_SET) && fchmod(fd, (mode_t)(mode & 0777)) < 0)
         return -1;
     return 0;
 }
@@ -299,12 +299,9 @@ static void cq_files_write_as_user(const struct cq_files *f, const struct cq_fil
     (void)written;
 }
 
-/* Reads a whole regular file below the workspace; *data is malloc'd. */
-static int read_one(const struct cq_files *f, const char *path, uint8_t **data, size_t *len)
+/* Reads a whole regular file from fd; *data is malloc'd. */
+static int read_fd(int fd, uint8_t **data, size_t *len)
 {
-    cq_autoclose int fd = open_beneath(f->workspace_fd, path, O_RDONLY | O_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -1;
@@ -327,6 +324,15 @@ static int read_one(const struct cq_files *f, const char *path, uint8_t **data, 
         return -1;
     }
     return 0;
+}
+
+/* Reads a whole regular file below the workspace; *data is malloc'd. */
+static int read_one(const struct cq_files *f, const char *path, uint8_t **data, size_t *len)
+{
+    cq_autoclose int fd = open_beneath(f->workspace_fd, path, O_RDONLY | O_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    return read_fd(fd, data, len);
 }
 
 /* What readFiles or removeFiles does with one path, normalized and not the workspace. */
@@ -690,6 +696,23 @@ int cq_files_read_raw(const struct cq_files *f, const char *path, uint8_t **data
     struct fs_identity old = become_sandbox_user(f);
     int rc = read_one(f, path, data, len);
     int e = errno;
+    cq_autoclose int file = -1;
+    struct stat st;
+    /* A file the code made unreadable to itself (chmod 000, or 0200) is still its own:
+     * it could chmod it back and read it, so keeping it with the session gives nothing
+     * away, and leaving it out would lose it at the next move. Found as the user (the
+     * walk stays beneath the workspace, no links), then read through that same inode
+     * with the host's identity, only when the sandbox user owns it. */
+    if (rc < 0 && e == EACCES && (file = open_beneath(f->workspace_fd, path, O_PATH, 0)) >= 0 &&
+        fstat(file, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == (uid_t)f->uid &&
+        !(st.st_mode & S_IRUSR)) {
+        restore_identity(old);
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", file);
+        /* Not O_NOFOLLOW: the fd's entry is a magic link, the one it must follow. */
+        cq_autoclose int fd = open(proc, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        return fd < 0 ? -1 : read_fd(fd, data, len);
+    }
     restore_identity(old);
     errno = e;
     return rc;

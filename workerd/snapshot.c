@@ -194,7 +194,7 @@ int cq_snapshot_restore(struct cq_worker *core, struct cq_store *st, const char 
                                           .is_blob = true,
                                           .data = data,
                                           .len = len,
-                                          .mode = files[i].mode};
+                                          .mode = files[i].mode | CQ_FILE_MODE_SET};
         struct cq_invoke_args args = {.content = &content, .n_content = 1};
         struct cq_result r;
         cq_worker_invoke(core, session_id, "writeFiles", &args, NULL, NULL, &r);

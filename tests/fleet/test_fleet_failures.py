@@ -212,7 +212,8 @@ def test_a_moved_session_keeps_what_it_was_started_with(new_fleet, redis_client,
         assert not r.is_error, r
         # Made executable after its last write: a chmod changes no size nor mtime.
         r = driver.code(sid, "import os\nopen('run.sh', 'w').write('#!/bin/sh\\necho ran\\n')\n"
-                             "open('secret', 'w').write('s')\nos.chmod('secret', 0o600)")
+                             "open('secret', 'w').write('s')\nos.chmod('secret', 0o600)\n"
+                             "open('locked', 'w').write('l')\nos.chmod('locked', 0)")
         assert not r.is_error, r
         r = driver.code(sid, "os.chmod('run.sh', 0o755)\nos.makedirs('venv/bin')\n"
                              "os.symlink('run.sh', 'go')\n"
@@ -234,9 +235,9 @@ def test_a_moved_session_keeps_what_it_was_started_with(new_fleet, redis_client,
         # Files keep their permission bits: the script still runs, the secret stays private.
         r = driver.call(pb.Request(session_id=sid, invoke=pb.Invoke(
             tool="executeCommand", arguments=pb.Arguments(
-                command="./run.sh; stat -c %a secret; ./go; readlink go; "
+                command="./run.sh; stat -c %a secret locked; ./go; readlink go; "
                         "venv/bin/python -c 'print(6 * 7)'"))))
-        assert r.result.structured_content.stdout == "ran\n600\nran\nrun.sh\n42\n", r
+        assert r.result.structured_content.stdout == "ran\n600\n0\nran\nrun.sh\n42\n", r
         r = driver.code(sid, touch(50))
         assert not r.is_error and texts(r)[-1] == "50", r
         r = driver.code(sid, touch(300), timeout=180)
