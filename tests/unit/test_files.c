@@ -1040,13 +1040,17 @@ START_TEST(scan_reports_modes_and_write_sets_them)
     ck_assert_ptr_null(strstr(log.modes, "plain"));
 
     struct cq_file_content content[] = {
-        {.path = "bin/tool", .data = (const uint8_t *)"#!/bin/sh\n", .len = 10, .mode = 0750},
-        {.path = "setid", .data = (const uint8_t *)"x", .len = 1, .mode = 06755},
+        {.path = "bin/tool",
+         .data = (const uint8_t *)"#!/bin/sh\n",
+         .len = 10,
+         .mode = CQ_FILE_MODE_SET | 0750},
+        {.path = "setid", .data = (const uint8_t *)"x", .len = 1, .mode = CQ_FILE_MODE_SET | 06755},
         {.path = "kept", .data = (const uint8_t *)"x", .len = 1},
+        {.path = "locked", .data = (const uint8_t *)"x", .len = 1, .mode = CQ_FILE_MODE_SET},
     };
     struct cq_result r;
     cq_result_init(&r);
-    cq_files_write(&files, content, 3, &r);
+    cq_files_write(&files, content, 4, &r);
     ck_assert_msg(!r.is_error, "%s", r.n_blocks ? r.blocks[0].text : "");
     cq_result_free(&r);
     struct stat st;
@@ -1056,6 +1060,28 @@ START_TEST(scan_reports_modes_and_write_sets_them)
     ck_assert_uint_eq(st.st_mode & 07777, 0755); /* no set-id bits from a restore */
     ck_assert_int_eq(fstatat(files.workspace_fd, "kept", &st, 0), 0);
     ck_assert_uint_eq(st.st_mode & 07777, 0644);
+    ck_assert_int_eq(fstatat(files.workspace_fd, "locked", &st, 0), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0); /* 000 is a mode, not "none given" */
+}
+END_TEST
+
+/* The fleet keeps a file the code made unreadable to itself (it could chmod it back),
+ * but the worker's reading for it reaches no file the sandbox user does not own. */
+START_TEST(read_raw_reads_own_unreadable_files_only)
+{
+    sh_ok("printf secret > hidden && chmod 000 hidden");
+    uint8_t *data = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(cq_files_read_raw(&files, "hidden", &data, &len), 0);
+    ck_assert_uint_eq(len, 6);
+    ck_assert_int_eq(memcmp(data, "secret", 6), 0);
+    free(data);
+    /* Owned by someone else (root, as a file the host put there could be): refused. */
+    ck_assert_int_eq(fchownat(files.workspace_fd, "hidden", 0, 0, 0), 0);
+    data = NULL;
+    ck_assert_int_eq(cq_files_read_raw(&files, "hidden", &data, &len), -1);
+    ck_assert_int_eq(errno, EACCES);
+    ck_assert_ptr_null(data);
 }
 END_TEST
 
@@ -1188,6 +1214,7 @@ static Suite *files_suite(void)
     tcase_add_test(tc, scan_reports_files_and_links_only);
     tcase_add_test(tc, link_restores_beneath_the_workspace);
     tcase_add_test(tc, scan_reports_modes_and_write_sets_them);
+    tcase_add_test(tc, read_raw_reads_own_unreadable_files_only);
     tcase_add_test(tc, scan_returns_the_callbacks_error);
     tcase_add_test(tc, scan_skips_directories_the_session_made_unreadable);
     suite_add_tcase(s, tc);
