@@ -6,7 +6,9 @@
  * connection threads. Both signals are blocked before any thread starts, so that every
  * thread inherits the mask and sigwait() here is the only place they are taken. On one,
  * the listener stops taking connections and waits for the requests in progress (a cell
- * runs to its end or its timeout), then the sessions this server started are stopped.
+ * runs to its end or its timeout), then the sessions this server started are stopped
+ * (embedded; in front of a fleet only the /mcp default sessions, which are this
+ * gateway's: the others are recorded in the fleet's Redis for every replica).
  */
 #define _GNU_SOURCE
 #include "cli/cli.h"
@@ -56,7 +58,9 @@ static void usage(FILE *out)
             "sessions and processes; startSession gives a session of one's own.\n"
             "\n"
             "By default the sessions run in this process (the embedded worker). With\n"
-            "--brokers (or CODEQ_BROKERS) the server is a gateway to a codeq fleet.\n"
+            "--brokers (or CODEQ_BROKERS) the server is a gateway to a codeq fleet; who owns\n"
+            "which session is kept in the fleet's Redis (CODEQ_REDIS, CODEQ_REDIS_*), so\n"
+            "replicas of the gateway share their sessions.\n"
             "\n"
             "options:\n"
             "  --listen ADDR:PORT     where to listen (CODEQ_SERVE_LISTEN; default " DEFAULT_LISTEN
