@@ -543,7 +543,7 @@ static void start(struct cq_serve *s, const char *tenant, const char *interp,
         char bound[CQ_TENANT_MAX + 1 + CLIENT_TOKEN_MAX + 1];
         int n = snprintf(bound, sizeof(bound), "%s\n%s", tenant, token);
         uint8_t digest[32];
-        cq_sha256(bound, (size_t)n, digest);
+        cq_sha256(bound, n > 0 && (size_t)n < sizeof(bound) ? (size_t)n : strlen(bound), digest);
         cq_hex_encode(digest, sizeof(digest), scoped);
         params.client_token = scoped;
     }

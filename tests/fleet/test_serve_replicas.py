@@ -72,6 +72,31 @@ class Gateway:
         assert status == 200, (status, out)
         return json.loads(out)
 
+    def mcp_run(self, key, sid, code):
+        """executeCode in sid over /mcp (a new MCP session, the key as bearer token): the
+        tool's result."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=180)
+        h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+             "Authorization": f"Bearer {key[0]}:{key[1]}"}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "replicas", "version": "1"}}}
+        conn.request("POST", "/mcp", body=json.dumps(init), headers=h)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        h["Mcp-Session-Id"] = r.getheader("Mcp-Session-Id")
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "executeCode", "arguments": {"sessionId": sid, "code": code}}}
+        conn.request("POST", "/mcp", body=json.dumps(call), headers=h)
+        r = conn.getresponse()
+        body = r.read().decode()
+        conn.close()
+        assert r.status == 200, body
+        events = [json.loads(line[len("data: "):]) for line in body.splitlines()
+                  if line.startswith("data: ")] or [json.loads(body)]
+        return [e for e in events if e.get("id") == 2][0]["result"]
+
     def kill(self):
         self.proc.kill()
         self.proc.wait(60)
@@ -116,6 +141,9 @@ def test_a_session_is_every_replicas(replicas, redis_client, fleet):
     status, got = b.get(alpha, sid)
     assert status == 200 and got["status"] == "READY" and got["sessionId"] == sid, got
     assert [s["sessionId"] for s in b.list(alpha)["items"]] == [sid]
+    # /mcp is in the same namespace, on every replica.
+    assert b.mcp_run(alpha, sid, "print(x)")["structuredContent"]["stdout"] == "41\n"
+    assert "not found" in json.dumps(b.mcp_run(beta, sid, "print(x)"))
     # The record is the fleet's Redis', with the tenant that started it.
     record = redis_client.hgetall(f"{fleet.prefix}gateway:session:{sid}")
     assert record[b"tenant"].startswith(b"alpha-") and record[b"interpreter"] == ID.encode(), record
