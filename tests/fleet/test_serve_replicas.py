@@ -147,6 +147,9 @@ def test_a_session_is_every_replicas(replicas, redis_client, fleet):
     # The record is the fleet's Redis', with the tenant that started it.
     record = redis_client.hgetall(f"{fleet.prefix}gateway:session:{sid}")
     assert record[b"tenant"].startswith(b"alpha-") and record[b"interpreter"] == ID.encode(), record
+    # It lives as the fleet's session:<sid> does: the session's time to live (900 s by
+    # default) and an hour.
+    assert redis_client.pttl(f"{fleet.prefix}gateway:session:{sid}") > 3600 * 1000
     # Another tenant finds nothing, through either replica, and can stop nothing.
     for g in (a, b):
         status, got = g.get(beta, sid)
@@ -161,6 +164,7 @@ def test_a_session_is_every_replicas(replicas, redis_client, fleet):
     # Stopped through B: A runs nothing more in it, and reads it TERMINATED.
     status, out = b.stop(alpha, sid)
     assert status == 200, out
+    assert 0 < redis_client.pttl(f"{fleet.prefix}gateway:session:{sid}") <= 3600 * 1000
     status, out = a.run(alpha, sid, "print(x)")
     assert status == 404 and b"no running session" in out, (status, out)
     status, got = a.get(alpha, sid)
@@ -169,7 +173,7 @@ def test_a_session_is_every_replicas(replicas, redis_client, fleet):
     assert [s["sessionId"] for s in a.list(alpha, status="TERMINATED")["items"]] == [sid]
 
 
-def test_pages_of_a_tenants_sessions_across_replicas(replicas):
+def test_pages_of_a_tenants_sessions_across_replicas(replicas, redis_client, fleet):
     gateway, alpha, beta = replicas
     a, b = gateway(), gateway()
     mine = [a.start(alpha) for _ in range(3)]
@@ -188,6 +192,15 @@ def test_pages_of_a_tenants_sessions_across_replicas(replicas):
             status, out = a.call(alpha, "POST", f"/code-interpreters/{ID}/sessions/list",
                                  {"nextToken": junk})
             assert status == 400 and b"nextToken" in out, (junk, status, out)
+        # A record gone (expired) is listed no more, and its index entry goes with it.
+        assert a.stop(alpha, mine[0])[0] == 200
+        redis_client.delete(f"{fleet.prefix}gateway:session:{mine[0]}")
+        index = f"{fleet.prefix}gateway:sessions:" + \
+            redis_client.hget(f"{fleet.prefix}gateway:session:{mine[1]}", "tenant").decode()
+        assert redis_client.zcard(index) == 3
+        assert [s["sessionId"] for s in b.list(alpha)["items"]] == mine[:0:-1]
+        assert redis_client.zcard(index) == 2
+        mine.pop(0)
     finally:
         for sid in mine:
             assert a.stop(alpha, sid)[0] == 200
