@@ -321,6 +321,7 @@ static int fleet_start_session(struct cq_backend *b, const struct cq_session_par
     start.n_network_allow = params->n_allow;
     start.code_interpreter_identifier =
         (char *)(params->interpreter != NULL ? params->interpreter : "");
+    start.client_token = (char *)(params->client_token != NULL ? params->client_token : "");
     size_t n_env = 0;
     while (params->env != NULL && params->env[n_env] != NULL)
         n_env++;

@@ -6,7 +6,9 @@
  * connection threads. Both signals are blocked before any thread starts, so that every
  * thread inherits the mask and sigwait() here is the only place they are taken. On one,
  * the listener stops taking connections and waits for the requests in progress (a cell
- * runs to its end or its timeout), then the sessions this server started are stopped.
+ * runs to its end or its timeout), then the sessions this server started are stopped
+ * (embedded; in front of a fleet only the /mcp default sessions, which are this
+ * gateway's: the others are recorded in the fleet's Redis for every replica).
  */
 #define _GNU_SOURCE
 #include "cli/cli.h"
@@ -16,6 +18,7 @@
 #include "common/cleanup.h"
 #include "common/fileutil.h"
 #include "common/units.h"
+#include "fleet/store.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,7 +58,9 @@ static void usage(FILE *out)
             "sessions and processes; startSession gives a session of one's own.\n"
             "\n"
             "By default the sessions run in this process (the embedded worker). With\n"
-            "--brokers (or CODEQ_BROKERS) the server is a gateway to a codeq fleet.\n"
+            "--brokers (or CODEQ_BROKERS) the server is a gateway to a codeq fleet; who owns\n"
+            "which session is kept in the fleet's Redis (CODEQ_REDIS, CODEQ_REDIS_*), so\n"
+            "replicas of the gateway share their sessions.\n"
             "\n"
             "options:\n"
             "  --listen ADDR:PORT     where to listen (CODEQ_SERVE_LISTEN; default " DEFAULT_LISTEN
@@ -151,6 +156,20 @@ static char *read_pem(const char *path, bool secret, struct cq_error *err)
     }
     text[len] = '\0';
     return text;
+}
+
+/* The fleet's Redis, found as the fleet's clients find it (CODEQ_REDIS, the other
+ * CODEQ_REDIS_* settings, or a CODEQ_CONFIG file): a gateway's replicas share their
+ * sessions' owners there. */
+static int open_owners(struct cq_store **out, struct cq_error *err)
+{
+    struct cq_fleet_config cfg;
+    char *no_args[] = {(char *)"codeq", NULL};
+    bool help = false;
+    cq_fleet_config_init(&cfg);
+    if (cq_fleet_config_load(&cfg, 1, no_args, &help, err) < 0)
+        return -1;
+    return cq_store_open(&cfg, out, err);
 }
 
 int cq_cmd_serve(int argc, char **argv)
@@ -376,6 +395,7 @@ int cq_cmd_serve(int argc, char **argv)
     int rc = CQ_EXIT_INTERNAL;
     struct cq_mcp_metrics *metrics = NULL;
     struct cq_backend *backend = NULL;
+    struct cq_store *store = NULL;
     struct cq_serve *serve = NULL;
     struct cq_http_server *http = NULL;
     if (cq_mcp_trace_start(otlp_endpoint, &err) < 0) {
@@ -397,8 +417,16 @@ int cq_cmd_serve(int argc, char **argv)
         goto out;
     }
     cq_backend_warm_interpreters(backend);
+    if (!cq_backend_embedded(backend) && open_owners(&store, &err) < 0) {
+        fprintf(stderr,
+                "codeq serve: --brokers: the fleet's Redis, where the gateway records "
+                "whose sessions are whose: %s\n",
+                err.msg);
+        goto out;
+    }
     struct cq_serve_config sc = {
         .backend = backend,
+        .store = store,
         .auth = auth,
         .max_rate = max_rate,
         .local_store = cq_backend_embedded(backend),
@@ -444,6 +472,7 @@ int cq_cmd_serve(int argc, char **argv)
 out:
     cq_http_stop(http); /* waits for the requests in progress */
     cq_serve_free(serve);
+    cq_store_close(store);
     if (backend != NULL)
         cq_backend_close(backend);
     cq_mcp_metrics_stop(metrics);

@@ -47,9 +47,13 @@ int cq_serve_authenticate_bearer(struct cq_serve_auth *a, const struct cq_http_r
 #define CQ_SERVE_ANONYMOUS "anonymous"
 
 struct cq_serve;
+struct cq_store;
 
 struct cq_serve_config {
     struct cq_backend *backend;
+    /* In front of a fleet: its Redis, where the gateway records which tenant owns which
+     * session (shared by every replica of the gateway); NULL: a table in memory. */
+    struct cq_store *store;
     /* NULL: requests are not authenticated (the command allows that on loopback only). */
     struct cq_serve_auth *auth;
     /* Requests per second per tenant (a burst of as many), beyond which they are refused
@@ -66,10 +70,11 @@ struct cq_serve_config {
     enum cq_network_mode default_network; /* of an interpreter that names none */
 };
 
-/* backend, auth and allow_origins must outlive the server. */
+/* backend, store, auth and allow_origins must outlive the server. */
 int cq_serve_create(const struct cq_serve_config *cfg, struct cq_serve **out, struct cq_error *err);
 /* Ends the MCP sessions (their calls cancelled), stops the sessions still running that
- * this server started, and frees it. */
+ * this server started when they are in its memory (not those recorded in a fleet's
+ * Redis: other replicas serve them), and frees it. */
 void cq_serve_free(struct cq_serve *s);
 /* The HTTP handler (cq_http_handler) with s as its context. */
 void cq_serve_handle(void *s, const struct cq_http_request *req, struct cq_http_response *resp);

@@ -16,6 +16,10 @@
  * session (the backend's sessions are everyone's); another tenant's session id is
  * answered as one that does not exist, so ids cannot be probed across tenants. /mcp
  * (serve_mcp.c) records the sessions it starts here too: one namespace per tenant.
+ * Embedded, the record is a table in memory (the sessions end with the process). In
+ * front of a fleet it is in the fleet's Redis (fleet/store.h, "codeq serve's
+ * sessions"), so that every replica of the gateway behind a load balancer answers for
+ * every session alike, and a gateway restarted finds its sessions again.
  */
 #define _GNU_SOURCE
 #include "cli/mcp_tools.h"
@@ -23,6 +27,9 @@
 #include "cli/result_json.h"
 #include "cli/serve.h"
 #include "common/cleanup.h"
+#include "common/hex.h"
+#include "fleet/auth.h"
+#include "fleet/store.h"
 #include "http/eventstream.h"
 
 #include <ctype.h>
@@ -58,6 +65,7 @@ struct bucket {
 
 struct cq_serve {
     struct cq_backend *backend;
+    struct cq_store *store; /* in front of a fleet: who owns which session; else NULL */
     struct cq_serve_auth *auth;
     struct cq_serve_mcp *mcp;
     unsigned max_rate;
@@ -189,10 +197,30 @@ static struct owned *find_owned(struct cq_serve *s, const char *session_id)
     return NULL;
 }
 
-/* Whether tenant owns session_id on interpreter (as the path names it; NULL: any). */
-static bool owns(struct cq_serve *s, const char *tenant, const char *interpreter,
-                 const char *session_id)
+/* A session id as the backends make them: anything else is no session (and never
+ * becomes part of a Redis key). */
+static bool session_id_ok(const char *id)
 {
+    size_t n = strlen(id);
+    return n > 0 && n <= CQ_SESSION_ID_MAX &&
+           strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
+}
+
+/* 1 when tenant owns session_id on interpreter (as the path names it; NULL: any), 0
+ * when not; -1 with err when the fleet's records could not be read. */
+static int owns(struct cq_serve *s, const char *tenant, const char *interpreter,
+                const char *session_id, struct cq_error *err)
+{
+    if (!session_id_ok(session_id))
+        return 0;
+    if (s->store != NULL) {
+        struct cq_gateway_session g;
+        bool found;
+        if (cq_store_gateway_get(s->store, session_id, &g, &found, err) < 0)
+            return -1;
+        return found && strcmp(g.tenant, tenant) == 0 &&
+               (interpreter == NULL || strcmp(g.interpreter, interpreter) == 0);
+    }
     pthread_mutex_lock(&s->lock);
     struct owned *o = find_owned(s, session_id);
     bool yes = o != NULL && strcmp(o->tenant, tenant) == 0 &&
@@ -204,7 +232,28 @@ static bool owns(struct cq_serve *s, const char *tenant, const char *interpreter
 bool cq_serve_owns(struct cq_serve *s, const char *tenant, const char *interpreter,
                    const char *session_id)
 {
-    return owns(s, tenant, interpreter, session_id);
+    struct cq_error err;
+    int rc = owns(s, tenant, interpreter, session_id, &err);
+    if (rc < 0)
+        fprintf(stderr, "codeq serve: who owns session %s: %s\n", session_id, err.msg);
+    return rc > 0;
+}
+
+/* Records in the fleet's Redis that tenant started info's session on interpreter;
+ * *mismatch when it was recorded before with another tenant or interpreter (a client
+ * token used again elsewhere). */
+static int record_fleet(struct cq_serve *s, const char *tenant, const char *interpreter,
+                        const struct cq_session_info *info, bool *mismatch, struct cq_error *err)
+{
+    struct cq_gateway_session was;
+    bool existed = false;
+    int64_t expires = info->created_at_ms + (int64_t)info->session_timeout_s * 1000;
+    if (cq_store_gateway_put(s->store, info->session_id, tenant, interpreter, info->created_at_ms,
+                             expires, &was, &existed, err) < 0)
+        return -1;
+    *mismatch =
+        existed && (strcmp(was.tenant, tenant) != 0 || strcmp(was.interpreter, interpreter) != 0);
+    return 0;
 }
 
 static int add_owned(struct cq_serve *s, const struct owned *o)
@@ -228,6 +277,15 @@ static int add_owned(struct cq_serve *s, const struct owned *o)
 int cq_serve_adopt(struct cq_serve *s, const char *tenant, const char *interpreter,
                    const struct cq_session_info *info)
 {
+    if (s->store != NULL) {
+        bool mismatch;
+        struct cq_error err;
+        if (record_fleet(s, tenant, interpreter, info, &mismatch, &err) < 0) {
+            fprintf(stderr, "codeq serve: record session %s: %s\n", info->session_id, err.msg);
+            return -1;
+        }
+        return mismatch ? -1 : 0;
+    }
     struct owned o = {.created_at_ms = info->created_at_ms};
     snprintf(o.session_id, sizeof(o.session_id), "%s", info->session_id);
     snprintf(o.tenant, sizeof(o.tenant), "%s", tenant);
@@ -235,9 +293,15 @@ int cq_serve_adopt(struct cq_serve *s, const char *tenant, const char *interpret
     return add_owned(s, &o);
 }
 
-/* The backend forgot the session (ended long ago): so does the table. */
+/* The backend forgot the session (ended long ago): so does the record. */
 static void forget_owned(struct cq_serve *s, const char *session_id)
 {
+    if (s->store != NULL) {
+        struct cq_error err;
+        if (cq_store_gateway_forget(s->store, session_id, &err) < 0)
+            fprintf(stderr, "codeq serve: forget session %s: %s\n", session_id, err.msg);
+        return;
+    }
     pthread_mutex_lock(&s->lock);
     struct owned *o = find_owned(s, session_id);
     if (o != NULL)
@@ -470,7 +534,20 @@ static void start(struct cq_serve *s, const char *tenant, const char *interp,
                  unsupported[i]);
             goto out;
         }
-    bool serialised = token[0] != '\0';
+    /* In front of a fleet, the fleet's own idempotency (start:<tenant>:<token>) keeps
+     * the token: one session for it whichever replica of the gateway a retry reaches.
+     * The fleet knows the gateway's key, not the gateway's clients, so the token it
+     * gets is the client's bound to the client's tenant. */
+    char scoped[2 * 32 + 1];
+    if (s->store != NULL && token[0] != '\0') {
+        char bound[CQ_TENANT_MAX + 1 + CLIENT_TOKEN_MAX + 1];
+        int n = snprintf(bound, sizeof(bound), "%s\n%s", tenant, token);
+        uint8_t digest[32];
+        cq_sha256(bound, n > 0 && (size_t)n < sizeof(bound) ? (size_t)n : strlen(bound), digest);
+        cq_hex_encode(digest, sizeof(digest), scoped);
+        params.client_token = scoped;
+    }
+    bool serialised = token[0] != '\0' && s->store == NULL;
     if (serialised) {
         pthread_mutex_lock(&s->start_lock);
         /* The same token from the same tenant: the session that token started. */
@@ -498,7 +575,17 @@ static void start(struct cq_serve *s, const char *tenant, const char *interp,
     struct cq_session_info info;
     struct cq_error err;
     int rc = cq_backend_start_session(s->backend, &params, &info, &err);
-    if (rc == 0) {
+    bool mismatch = false;
+    if (rc == 0 && s->store != NULL) {
+        rc = record_fleet(s, tenant, interp, &info, &mismatch, &err);
+        if (rc < 0 && token[0] == '\0') {
+            /* Nobody could reach it: gone rather than left to its time to live. (With a
+             * token a retry finds it, and records it then.) */
+            struct cq_session_info ignored;
+            struct cq_error stop_err;
+            cq_backend_stop_session(s->backend, info.session_id, &ignored, &stop_err);
+        }
+    } else if (rc == 0) {
         struct owned o = {.created_at_ms = info.created_at_ms};
         snprintf(o.session_id, sizeof(o.session_id), "%s", info.session_id);
         snprintf(o.tenant, sizeof(o.tenant), "%s", tenant);
@@ -512,6 +599,11 @@ static void start(struct cq_serve *s, const char *tenant, const char *interp,
     }
     if (serialised)
         pthread_mutex_unlock(&s->start_lock);
+    if (mismatch) {
+        fail(resp, VALIDATION, "IdempotentParameterMismatchException",
+             "clientToken was used with another code interpreter");
+        goto out;
+    }
     if (rc < 0) {
         if (err.code == CQ_ENOTFOUND)
             fail(resp, NOT_FOUND, NULL, "no code interpreter '%s'", interp);
@@ -539,12 +631,16 @@ static void get_or_stop(struct cq_serve *s, bool stop, const char *tenant, const
             return;
         json_decref(body);
     }
-    if (!owns(s, tenant, interp, id)) {
-        fail(resp, NOT_FOUND, NULL, "no session '%s'", id);
+    struct cq_error err;
+    int mine = owns(s, tenant, interp, id, &err);
+    if (mine <= 0) {
+        if (mine < 0)
+            fail(resp, INTERNAL, NULL, "who owns the session: %s", err.msg);
+        else
+            fail(resp, NOT_FOUND, NULL, "no session '%s'", id);
         return;
     }
     struct cq_session_info info;
-    struct cq_error err;
     int rc = stop ? cq_backend_stop_session(s->backend, id, &info, &err)
                   : cq_backend_get_session(s->backend, id, &info, &err);
     if (rc < 0 && stop && err.code == CQ_ENOTFOUND)
@@ -556,6 +652,10 @@ static void get_or_stop(struct cq_serve *s, bool stop, const char *tenant, const
         fail_err(resp, &err);
         return;
     }
+    struct cq_error ended_err;
+    if (stop && s->store != NULL && cq_store_gateway_ended(s->store, id, &ended_err) < 0)
+        fprintf(stderr, "codeq serve: session %s stopped, its record kept: %s\n", id,
+                ended_err.msg);
     json_t *o;
     if (stop) {
         o = json_pack("{s:s, s:s, s:o}", "codeInterpreterIdentifier", interp, "sessionId",
@@ -564,6 +664,76 @@ static void get_or_stop(struct cq_serve *s, bool stop, const char *tenant, const
         o = cq_session_to_json(&info);
         json_object_set_new(o, "codeInterpreterIdentifier", json_string(interp));
     }
+    set_json(resp, 200, o);
+}
+
+/* A session as ListCodeInterpreterSessions lists it. */
+static json_t *list_item(const char *interp, const struct cq_session_info *info)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o}", "codeInterpreterIdentifier", interp,
+                          "sessionId", info->session_id, "status",
+                          info->status == CQ_SESSION_READY ? "READY" : "TERMINATED", "createdAt",
+                          cq_json_iso_time(info->created_at_ms), "lastUpdatedAt",
+                          cq_json_iso_time(info->last_updated_at_ms));
+    if (o != NULL && info->name[0] != '\0')
+        json_object_set_new(o, "name", json_string(info->name));
+    return o;
+}
+
+/* In front of a fleet: the tenant's own index (gateway:sessions:<tenant>), newest first,
+ * each session's state asked of the fleet; the token is the index entry last handed out,
+ * so a page goes on after it whether or not that session is still there. */
+static void list_fleet(struct cq_serve *s, const char *tenant, const char *interp, int status,
+                       size_t max, const char *token, struct cq_http_response *resp)
+{
+    cq_autofree struct cq_gateway_entry *page = calloc(LIST_PAGE, sizeof(*page));
+    json_t *items = json_array();
+    if (page == NULL || items == NULL) {
+        json_decref(items);
+        fail(resp, INTERNAL, NULL, "out of memory");
+        return;
+    }
+    char cursor[CQ_STORE_GATEWAY_TOKEN_MAX + 1] = "", last[CQ_STORE_GATEWAY_TOKEN_MAX + 1] = "";
+    snprintf(cursor, sizeof(cursor), "%s", token != NULL ? token : "");
+    bool more = false;
+    for (;;) {
+        size_t n = 0;
+        struct cq_error err;
+        if (cq_store_gateway_list(s->store, tenant, cursor, LIST_PAGE, page, &n, &err) < 0) {
+            json_decref(items);
+            fail(resp, INTERNAL, NULL, "the sessions' records: %s", err.msg);
+            return;
+        }
+        size_t i = 0;
+        for (; i < n && json_array_size(items) < max; i++) {
+            snprintf(cursor, sizeof(cursor), "%s", page[i].token);
+            if (strcmp(page[i].interpreter, interp) != 0)
+                continue;
+            struct cq_session_info info;
+            if (cq_backend_get_session(s->backend, page[i].session_id, &info, &err) < 0) {
+                if (err.code == CQ_ENOTFOUND) {
+                    forget_owned(s, page[i].session_id);
+                    continue;
+                }
+                json_decref(items);
+                fail_err(resp, &err);
+                return;
+            }
+            if (status != 0 && (int)info.status != status)
+                continue;
+            json_array_append_new(items, list_item(interp, &info));
+            snprintf(last, sizeof(last), "%s", page[i].token);
+        }
+        if (json_array_size(items) >= max) {
+            more = i < n || n == LIST_PAGE;
+            break;
+        }
+        if (n < LIST_PAGE)
+            break;
+    }
+    json_t *o = json_pack("{s:o}", "items", items);
+    if (more && o != NULL)
+        json_object_set_new(o, "nextToken", json_string(last));
     set_json(resp, 200, o);
 }
 
@@ -588,7 +758,8 @@ static void list(struct cq_serve *s, const char *tenant, const char *interp,
     }
     if ((v = json_object_get(body, "nextToken")) != NULL) {
         if (!json_is_string(v) || json_string_length(v) == 0 ||
-            json_string_length(v) > CQ_SESSION_ID_MAX) {
+            json_string_length(v) >
+                (s->store != NULL ? CQ_STORE_GATEWAY_TOKEN_MAX : CQ_SESSION_ID_MAX)) {
             fail(resp, VALIDATION, "FieldValidationFailed", "invalid nextToken");
             goto out;
         }
@@ -604,6 +775,16 @@ static void list(struct cq_serve *s, const char *tenant, const char *interp,
             fail(resp, VALIDATION, "FieldValidationFailed", "status must be READY or TERMINATED");
             goto out;
         }
+    }
+    if (s->store != NULL) {
+        /* A token of list_fleet's: 15 digits, ':' and a session id. */
+        if (token != NULL && (strlen(token) < 17 || strspn(token, "0123456789") != 15 ||
+                              token[15] != ':' || !session_id_ok(token + 16))) {
+            fail(resp, VALIDATION, "FieldValidationFailed", "invalid nextToken");
+            goto out;
+        }
+        list_fleet(s, tenant, interp, status, max, token, resp);
+        goto out;
     }
     /* The backend pages over every tenant's sessions; the token is the last session id
      * handed out, and the walk goes on from there until max of this tenant's are found. */
@@ -628,16 +809,9 @@ static void list(struct cq_serve *s, const char *tenant, const char *interp,
         }
         size_t i = 0;
         for (; i < n && json_array_size(items) < max; i++) {
-            if (!owns(s, tenant, interp, page[i].session_id))
+            if (owns(s, tenant, interp, page[i].session_id, &err) <= 0)
                 continue;
-            json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o}", "codeInterpreterIdentifier", interp,
-                                  "sessionId", page[i].session_id, "status",
-                                  page[i].status == CQ_SESSION_READY ? "READY" : "TERMINATED",
-                                  "createdAt", cq_json_iso_time(page[i].created_at_ms),
-                                  "lastUpdatedAt", cq_json_iso_time(page[i].last_updated_at_ms));
-            if (page[i].name[0] != '\0')
-                json_object_set_new(o, "name", json_string(page[i].name));
-            json_array_append_new(items, o);
+            json_array_append_new(items, list_item(interp, &page[i]));
             snprintf(last, sizeof(last), "%s", page[i].session_id);
         }
         if (json_array_size(items) >= max) {
@@ -734,8 +908,12 @@ static void invoke(struct cq_serve *s, const char *tenant, const char *interp,
     /* A session that is not this tenant's, or ended, is answered before the stream
      * starts: botocore raises it as the call's ClientError. */
     struct cq_session_info info;
-    if (!owns(s, tenant, interp, session) ||
-        cq_backend_get_session(s->backend, session, &info, &err) < 0 ||
+    int mine = owns(s, tenant, interp, session, &err);
+    if (mine < 0) {
+        fail(resp, INTERNAL, NULL, "who owns the session: %s", err.msg);
+        goto out;
+    }
+    if (mine == 0 || cq_backend_get_session(s->backend, session, &info, &err) < 0 ||
         info.status != CQ_SESSION_READY) {
         fail(resp, NOT_FOUND, NULL, "no running session '%s'", session);
         goto out;
@@ -869,6 +1047,7 @@ int cq_serve_create(const struct cq_serve_config *cfg, struct cq_serve **out, st
         return cq_error_sys(err, ENOMEM, "serve");
     }
     s->backend = cfg->backend;
+    s->store = cfg->store;
     s->auth = cfg->auth;
     s->max_rate = cfg->max_rate;
     cq_serve_control_init(&s->control, cfg->local_store, cfg->auth != NULL, cfg->default_network);
@@ -888,8 +1067,9 @@ void cq_serve_free(struct cq_serve *s)
         return;
     /* First: its calls may still record sessions in the table. */
     cq_serve_mcp_free(s->mcp);
-    /* In front of a fleet the sessions would outlive the gateway until their time to
-     * live; the embedded worker's end with the backend anyway. */
+    /* The embedded worker's sessions would end with the backend anyway. In front of a
+     * fleet the table is empty: the sessions are in the fleet's Redis, the gateway's
+     * replicas' as much as this one's, and outlive it (a restart finds them again). */
     for (size_t i = 0; i < s->n_owned; i++) {
         struct cq_session_info info;
         struct cq_error err;

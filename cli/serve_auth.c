@@ -195,8 +195,10 @@ int cq_serve_authenticate_bearer(struct cq_serve_auth *a, const struct cq_http_r
     char key_id[CQ_KEY_ID_LEN + 1];
     memcpy(key_id, token, id_len);
     key_id[id_len] = '\0';
+    /* The token is everything after the colon: text after the secret (a space, a second
+     * token, a comma) makes it another token, never the secret and something ignored. */
     const char *secret = colon + 1;
-    size_t secret_len = strcspn(secret, " \t");
+    size_t secret_len = strlen(secret);
     struct cq_key key;
     if (cq_keystore_lookup(a->keys, key_id, &key, err) < 0) {
         if (err->code != CQ_ENOTFOUND)

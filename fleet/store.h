@@ -259,4 +259,38 @@ struct cq_kms;
 int cq_store_rewrap_data_keys(struct cq_store *st, struct cq_kms *from, struct cq_kms *to,
                               size_t *tenants, size_t *keys, struct cq_error *err);
 
+/* codeq serve's sessions (store_gateway.c): which of a gateway's tenants started a
+ * session, shared by every replica of the gateway (the fleet's own records name the
+ * gateway's key). gateway:session:<sid> lives as long as the fleet's session:<sid>
+ * (the session's time to live and an hour); gateway:sessions:<tenant> indexes them. */
+#define CQ_STORE_GATEWAY_TENANT_MAX 40  /* CQ_TENANT_MAX */
+#define CQ_STORE_GATEWAY_INTERP_MAX 100 /* an interpreter id as a client names it */
+/* A page token: the creation time (15 digits), ':' and the session id. */
+#define CQ_STORE_GATEWAY_TOKEN_MAX (16 + CQ_SESSION_ID_MAX)
+struct cq_gateway_session {
+    char tenant[CQ_STORE_GATEWAY_TENANT_MAX + 1];
+    char interpreter[CQ_STORE_GATEWAY_INTERP_MAX + 1];
+    int64_t created_ms;
+};
+struct cq_gateway_entry {
+    char session_id[CQ_SESSION_ID_MAX + 1];
+    char interpreter[CQ_STORE_GATEWAY_INTERP_MAX + 1];
+    char token[CQ_STORE_GATEWAY_TOKEN_MAX + 1]; /* a page after it starts after this one */
+};
+/* Records that tenant started sid on interpreter, kept until an hour past expires_ms;
+ * a record already there is left as it is, and *existing gets it (*existed true). */
+int cq_store_gateway_put(struct cq_store *st, const char *sid, const char *tenant,
+                         const char *interpreter, int64_t created_ms, int64_t expires_ms,
+                         struct cq_gateway_session *existing, bool *existed, struct cq_error *err);
+int cq_store_gateway_get(struct cq_store *st, const char *sid, struct cq_gateway_session *out,
+                         bool *found, struct cq_error *err);
+/* The session was stopped: its record is kept an hour more at most. */
+int cq_store_gateway_ended(struct cq_store *st, const char *sid, struct cq_error *err);
+/* The fleet no longer knows the session: its record goes. */
+int cq_store_gateway_forget(struct cq_store *st, const char *sid, struct cq_error *err);
+/* Up to max of tenant's sessions, newest first, after the entry whose token is after
+ * (NULL or "": from the newest). */
+int cq_store_gateway_list(struct cq_store *st, const char *tenant, const char *after, size_t max,
+                          struct cq_gateway_entry *out, size_t *n, struct cq_error *err);
+
 #endif

@@ -162,6 +162,10 @@ struct cq_session_params {
      * CQ_INTERPRETER_DEFAULT. Its settings are the session's defaults: fields above
      * that are set override its limits and time to live. */
     const char *interpreter;
+    /* The fleet's idempotency of the start (StartSession.client_token): a second start
+     * with the token gets the session the first made. NULL: none; the embedded worker
+     * ignores it (its front ends keep their own). */
+    const char *client_token;
 };
 
 int cq_worker_start_session(struct cq_worker *w, const struct cq_session_params *params,

@@ -1,6 +1,6 @@
 """`codeq serve --brokers`: AgentCore's REST API as a gateway to the fleet. The sessions
 live on the fleet's workers (checked in Redis), state is kept across invokes, and the
-gateway stops the sessions it started when it is stopped."""
+sessions outlive the gateway (its replicas share them: test_serve_replicas.py)."""
 import http.client
 import json
 import os
@@ -67,7 +67,7 @@ def test_serve_gateway_on_the_fleet(fleet, redis_client):
         assert result_event(out)["structuredContent"]["stdout"] == "42\n"
         status, out = call("GET", f"/code-interpreters/{ID}/sessions/get?sessionId={sid}")
         assert status == 200 and json.loads(out)["status"] == "READY", out
-        # A second session left running: the gateway stops it when it is stopped.
+        # A second session left running: it outlives the gateway (below).
         status, out = call("PUT", f"/code-interpreters/{ID}/sessions/start", {})
         assert status == 200, out
         left = json.loads(out)["sessionId"]
@@ -80,6 +80,20 @@ def test_serve_gateway_on_the_fleet(fleet, redis_client):
         # the control plane says so rather than serving the local store's.
         status, out = call("POST", "/code-interpreters", {})
         assert status == 400 and b"codeq interpreter --fleet" in out, out
+        conn.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(120) == 0
+        os.unlink(log.name)
+    # The session left running outlives the gateway (other replicas may serve it, and a
+    # gateway started again does: tests/fleet/test_serve_replicas.py); stopped here.
+    assert left in fleet_sessions(redis_client, fleet)
+    p, port, log = start_serve(fleet, "--no-auth")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
+        conn.request("PUT", f"/code-interpreters/{ID}/sessions/stop?sessionId={left}", body=b"{}")
+        r = conn.getresponse()
+        assert r.status == 200, r.read()
         conn.close()
     finally:
         p.send_signal(signal.SIGTERM)

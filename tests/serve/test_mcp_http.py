@@ -207,6 +207,21 @@ def test_bearer_required(server, mcp_keys):
     assert mcp_keys["alpha"][1] not in server.text()
 
 
+def test_bearer_with_text_after_the_secret_is_refused(server, mcp_keys):
+    """The token is KEY_ID:SECRET and nothing else: text after the secret (after a space,
+    a tab, a comma) is not ignored but makes the token another one, refused."""
+    key_id, secret = mcp_keys["alpha"]
+    good = f"Bearer {key_id}:{secret}"
+    assert post(server, INIT, headers={"Authorization": good})[0] == 200
+    for bad in (f"{good} extra", f"{good}\textra", f"{good},Bearer x", f"{good}x",
+                f"{good} {secret}"):
+        status, headers, body = post(server, INIT, headers={"Authorization": bad})
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer"), \
+            (bad[len(good):], status, body)
+    # The server goes on serving the right token.
+    assert post(server, INIT, headers={"Authorization": good})[0] == 200
+
+
 def test_transport_rules(server, mcp_keys):
     key = mcp_keys["alpha"]
     sid = initialize(server, key)
