@@ -173,7 +173,15 @@ int cq_kafka_producer(const struct cq_fleet_config *cfg, rd_kafka_t **out, struc
     uint64_t max = cfg->claim_threshold + CQ_KAFKA_ENVELOPE_BYTES;
     snprintf(max_message, sizeof(max_message), "%llu",
              (unsigned long long)(max > CQ_KAFKA_MIN_MESSAGE ? max : CQ_KAFKA_MIN_MESSAGE));
+    /* One produce request in flight per broker: librdkafka 2.0.2's idempotent producer
+     * reports a message delivered that was never written when, on a partition it has
+     * not written before (a topic just made, a partition that just moved), its first
+     * batch is refused with NOT_LEADER_OR_FOLLOWER while a later batch already in
+     * flight is taken (a broker takes a producer's first batch at any sequence): the
+     * later batch's acknowledgement settles the earlier one too. Found as a lost
+     * startSession (tests/fleet/test_fresh_topic.py; docs/fleet.md, "Delivery"). */
     if (set(conf, "linger.ms", "0", err) < 0 || set(conf, "enable.idempotence", "true", err) < 0 ||
+        set(conf, "max.in.flight.requests.per.connection", "1", err) < 0 ||
         set(conf, "partitioner", "murmur2_random", err) < 0 ||
         set(conf, "message.timeout.ms", "30000", err) < 0 ||
         set(conf, "message.max.bytes", max_message, err) < 0 ||

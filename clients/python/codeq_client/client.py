@@ -280,6 +280,11 @@ class Client:
                     "partitioner": "murmur2_random",
                     "acks": "all",
                     "enable.idempotence": True,
+                    # One produce request in flight: with more, librdkafka 2.0.2 can
+                    # report a request delivered that never reached the topic (the
+                    # first batch to a partition just made, refused, and a later one
+                    # taken; fleet/kafka.c says how). The request then got no answer.
+                    "max.in.flight.requests.per.connection": 1,
                     "message.max.bytes": max(
                         1_000_000, self._claims.threshold + _ENVELOPE_BYTES
                     ),
