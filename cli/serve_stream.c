@@ -4,7 +4,8 @@
  *
  * A streamed call runs on two threads of its own, as the response's body is sent only
  * after the handler returned: the runner makes the call and then writes the final
- * event; the writer turns the output gathered meanwhile into chunk events. The backend
+ * event; the writer turns the output gathered meanwhile into chunk events (what came
+ * within GATHER_MS of a first piece makes one event per stream). The backend
  * hands output over on its own threads (in front of a fleet, the one reading every
  * call's replies), so gathering never waits: past MAX_PENDING bytes not yet written
  * (a client that reads slowly), output is dropped from the chunks and a note says how
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Output gathered and not yet written, per call: beyond it, output is left out of the
  * chunks (never out of the result). */
@@ -35,6 +37,9 @@
 /* A chunk event carries at most this much output, keeping events small next to the
  * event stream's 16 MiB limit whatever JSON escaping makes of them. */
 #define MAX_CHUNK (64 * 1024)
+/* Output that comes in bursts (a print is its text, then its newline) is gathered this
+ * long into one event, rather than making an event of every write. */
+#define GATHER_MS 50
 
 int cq_serve_run_invoke(struct cq_backend *b, const char *session, const char *tool,
                         const struct cq_invoke_args *args, json_t *trace_params,
@@ -116,9 +121,11 @@ static void gather(void *ctx, int stream, const char *data, size_t len)
         *c->tail = p;
         c->tail = &p->next;
         c->pending += len;
-        pthread_cond_signal(&c->changed);
+        if (c->head == p || (c->pending >= MAX_CHUNK && c->pending - len < MAX_CHUNK))
+            pthread_cond_signal(&c->changed);
     } else if (!c->gone) {
         c->dropped += len;
+        pthread_cond_signal(&c->changed);
     }
     pthread_mutex_unlock(&c->lock);
 }
@@ -188,6 +195,16 @@ static void *writer_main(void *arg)
     for (;;) {
         while (c->head == NULL && c->dropped == 0 && !c->done)
             pthread_cond_wait(&c->changed, &c->lock);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += GATHER_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        int waited = 0;
+        while (!c->done && c->pending < MAX_CHUNK && waited != ETIMEDOUT)
+            waited = pthread_cond_timedwait(&c->changed, &c->lock, &until);
         struct piece *list = c->head;
         size_t dropped = c->dropped;
         bool done = c->done;
@@ -280,7 +297,11 @@ void cq_serve_invoke_streamed(struct cq_serve_streams *g, struct cq_backend *b, 
     c->trace_params = trace_params;
     c->tail = &c->head;
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->changed, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->changed, &attr);
+    pthread_condattr_destroy(&attr);
     resp->status = 200;
     resp->content_type = "application/vnd.amazon.eventstream";
     cq_http_add_header(resp, CQ_SERVE_SESSION_HEADER, session);
