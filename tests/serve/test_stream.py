@@ -5,7 +5,11 @@ timeout header is) against the real `codeq serve` and real sandboxes.
 A chunk event is a result with content text and structuredContent stdout or stderr and
 neither isError nor exitCode; the last event is the call's complete result, as without
 the header (then it is the only one)."""
+import http.client
 import json
+import socket
+import struct
+import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -159,5 +163,50 @@ def test_silent_cell_outlives_idle_timeout():
         chunks, final = split(invoke(c, sid, "executeCode", {"code": code}))
         assert joined(chunks, "stdout") == "before\nafter\n", chunks
         assert final["structuredContent"]["stdout"] == "before\nafter\n"
+    finally:
+        assert s.stop() == 0
+
+
+def frames(data):
+    """The JSON payloads of an event stream's events, in order."""
+    out = []
+    while data:
+        total, headers_len = struct.unpack(">II", data[:8])
+        out.append(json.loads(data[12 + headers_len:total - 4]))
+        data = data[total:]
+    return out
+
+
+def test_slow_reader_bounded():
+    """A client that reads nothing while the cell prints 2 x 3 MB: what does not fit in
+    the server's bounded buffers is left out of the chunks, and a note on stderr says
+    so; the final result is whole (cut as always) and the server serves on."""
+    s = Server(["--no-auth", "--warm-pool", "0"])
+    try:
+        c = client(s, ("unused", "unused"))
+        sid = c.start_code_interpreter_session(codeInterpreterIdentifier=ID)["sessionId"]
+        code = ("import sys\nfor _ in range(30):\n    sys.stdout.write('o' * 100_000)\n"
+                "    sys.stderr.write('e' * 100_000)\n")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", s.port))
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
+        conn.sock = sock
+        conn.request("POST", f"/code-interpreters/{ID}/tools/invoke",
+                     body=json.dumps({"name": "executeCode", "arguments": {"code": code}}).encode(),
+                     headers={"x-amzn-code-interpreter-session-id": sid, "x-codeq-stream": "output"})
+        time.sleep(10)  # reads nothing meanwhile: the cell is done long before
+        r = conn.getresponse()
+        assert r.status == 200
+        chunks, final = split(frames(r.read()))
+        conn.close()
+        assert final["isError"] is False
+        assert "output too long" in final["structuredContent"]["stdout"]
+        assert "output too long" in final["structuredContent"]["stderr"]
+        err = joined(chunks, "stderr")
+        assert "bytes of output not streamed (the client reads too slowly)" in err, err[-500:]
+        streamed = len(joined(chunks, "stdout")) + len(err)
+        assert streamed < 2 * LIVE_CAP, streamed  # some left out
+        c.list_code_interpreter_sessions(codeInterpreterIdentifier=ID)
     finally:
         assert s.stop() == 0
