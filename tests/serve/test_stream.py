@@ -210,3 +210,51 @@ def test_slow_reader_bounded():
         c.list_code_interpreter_sessions(codeInterpreterIdentifier=ID)
     finally:
         assert s.stop() == 0
+
+
+def body_of(raw):
+    """A chunked HTTP response's body so far (its chunk framing taken off)."""
+    rest = raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
+    body = b""
+    while b"\r\n" in rest:
+        size_line, tail = rest.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if size == 0 or len(tail) < size:
+            body += tail[:size]
+            break
+        body += tail[:size]
+        rest = tail[size + 2:]
+    return body
+
+
+def test_abandoned_stream_then_sigterm():
+    """A client that hangs up in the middle of a streamed call: the call runs to its end
+    (the session is still usable) and SIGTERM then stops the server cleanly."""
+    import signal
+    s = Server(["--no-auth", "--warm-pool", "0"])
+    try:
+        c = client(s, ("unused", "unused"))
+        sid = c.start_code_interpreter_session(codeInterpreterIdentifier=ID)["sessionId"]
+        code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(1)\nleft = 'done'\n"
+        body = json.dumps({"name": "executeCode", "arguments": {"code": code}}).encode()
+        head = (f"POST /code-interpreters/{ID}/tools/invoke HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"x-amzn-code-interpreter-session-id: {sid}\r\nx-codeq-stream: output\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+        sock.sendall(head + body)
+        got = b""
+        while b"\r\n\r\n" not in got or len(body_of(got)) < 12 or \
+                len(body_of(got)) < struct.unpack(">I", body_of(got)[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+        sock.close()
+        first = frames(body_of(got)[:struct.unpack(">I", body_of(got)[:4])[0]])[0]
+        assert is_chunk(first), first  # hung up while the cell still ran
+        # The cell ran on to its end: its variable is there.
+        (final,) = invoke(c, sid, "executeCode", {"code": "print(left)"})
+        assert final["structuredContent"]["stdout"] == "done\n", final
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(60) == 0
+    finally:
+        s.stop()
