@@ -129,25 +129,11 @@ void cq_mcp_server_refuse(struct cq_mcp_server *s, void *channel, int code, cons
 
 /* ---- progress ------------------------------------------------------------------------ */
 
-/* The length of data's longest start that ends on a character boundary: a character
- * split between two reads waits for its other bytes. */
-static size_t whole_characters(const char *data, size_t len)
-{
-    for (size_t back = 1; back <= 4 && back <= len; back++) {
-        unsigned char c = (unsigned char)data[len - back];
-        if ((c & 0xC0) == 0x80)
-            continue; /* a continuation byte: look further back */
-        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
-        return need > back ? len - back : len;
-    }
-    return len;
-}
-
 /* Sends what was gathered (or, with nothing gathered, a heartbeat). Called with
  * c->progress held. */
 static void progress_send(struct call *c, bool heartbeat, bool final)
 {
-    size_t n = final ? c->len : whole_characters(c->buf, c->len);
+    size_t n = final ? c->len : cq_utf8_whole_prefix(c->buf, c->len);
     if (n == 0 && !heartbeat)
         return;
     char *text;

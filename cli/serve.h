@@ -6,6 +6,7 @@
 #define CQ_CLI_SERVE_H
 
 #include "cli/backend.h"
+#include "cli/mcp_tools.h"
 #include "common/tenant.h"
 #include "http/http.h"
 #include "sandbox/netpolicy.h"
@@ -43,6 +44,9 @@ int cq_serve_authenticate_bearer(struct cq_serve_auth *a, const struct cq_http_r
  * arguments structure refuses keys it does not know. */
 #define CQ_SERVE_TIMEOUT_HEADER "x-codeq-timeout-seconds"
 #define CQ_SERVE_SESSION_HEADER "x-amzn-code-interpreter-session-id"
+/* "output": InvokeCodeInterpreter streams the call's output as further `result`
+ * events before the final one (serve_stream.c); absent: the result alone. */
+#define CQ_SERVE_STREAM_HEADER "x-codeq-stream"
 /* The tenant of every session when requests are not authenticated (--no-auth). */
 #define CQ_SERVE_ANONYMOUS "anonymous"
 
@@ -88,6 +92,33 @@ void cq_serve_fail(struct cq_http_response *resp, const char *type, const char *
 void cq_serve_fail_err(struct cq_http_response *resp, const struct cq_error *err);
 void cq_serve_set_json(struct cq_http_response *resp, int status, json_t *body);
 json_t *cq_serve_body_object(const struct cq_http_request *req, struct cq_http_response *resp);
+
+/* ---- InvokeCodeInterpreter's event stream (serve_stream.c) ------------------------ */
+
+/* Runs a tool call (its span continuing trace_params' _meta; on_output may be NULL)
+ * and makes its result one `result` event, or, past the event stream's limits, the
+ * stream's exception event. 0 with *frame (caller frees); -1 when not even that could
+ * be made. */
+int cq_serve_run_invoke(struct cq_backend *b, const char *session, const char *tool,
+                        const struct cq_invoke_args *args, json_t *trace_params,
+                        cq_stream_fn on_output, void *ctx, uint8_t **frame, size_t *frame_len,
+                        struct cq_error *err);
+
+/* The streamed calls in progress, which the server waits for before it ends. */
+struct cq_serve_streams {
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    unsigned running;
+};
+void cq_serve_streams_init(struct cq_serve_streams *g);
+/* Waits for the streamed calls in progress. */
+void cq_serve_streams_destroy(struct cq_serve_streams *g);
+/* Answers resp with an event stream: the call's output as chunk events while it runs
+ * on threads of its own, then its result. tool is static text; args (moved: the caller
+ * must not free them) and trace_params (a reference) are taken. */
+void cq_serve_invoke_streamed(struct cq_serve_streams *g, struct cq_backend *b, const char *session,
+                              const char *tool, struct cq_mcp_call_args *args, json_t *trace_params,
+                              struct cq_http_response *resp);
 
 /* ---- the control plane of code interpreters (serve_control.c) ---------------------- */
 

@@ -78,6 +78,7 @@ struct cq_serve {
      * cannot both start a session. */
     pthread_mutex_t start_lock;
     struct cq_serve_control control;
+    struct cq_serve_streams streams;
 };
 
 /* ---- errors ---------------------------------------------------------------------- */
@@ -875,12 +876,13 @@ static void invoke(struct cq_serve *s, const char *tenant, const char *interp,
             goto out;
         }
     }
-    const char *tool = json_string_value(name);
-    bool is_tool = false;
-    for (size_t i = 0; cq_tool_names[i] != NULL; i++)
-        is_tool = is_tool || strcmp(tool, cq_tool_names[i]) == 0;
-    if (!is_tool) {
-        fail(resp, VALIDATION, "FieldValidationFailed", "unknown tool '%s'", tool);
+    const char *tool = NULL; /* the static name: a streamed call outlives the body */
+    for (size_t i = 0; cq_tool_names[i] != NULL && tool == NULL; i++)
+        if (strcmp(json_string_value(name), cq_tool_names[i]) == 0)
+            tool = cq_tool_names[i];
+    if (tool == NULL) {
+        fail(resp, VALIDATION, "FieldValidationFailed", "unknown tool '%s'",
+             json_string_value(name));
         goto out;
     }
     int code = 0;
@@ -905,6 +907,13 @@ static void invoke(struct cq_serve *s, const char *tenant, const char *interp,
         }
         c.invoke.timeout_s = t;
     }
+    const char *stream = cq_http_header(req, CQ_SERVE_STREAM_HEADER);
+    bool streamed = stream != NULL;
+    if (streamed && strcmp(stream, "output") != 0) {
+        fail(resp, VALIDATION, "FieldValidationFailed", "%s must be 'output'",
+             CQ_SERVE_STREAM_HEADER);
+        goto out;
+    }
     /* A session that is not this tenant's, or ended, is answered before the stream
      * starts: botocore raises it as the call's ClientError. */
     struct cq_session_info info;
@@ -928,38 +937,19 @@ static void invoke(struct cq_serve *s, const char *tenant, const char *interp,
         if (h != NULL)
             json_object_set_new(meta, trace_headers[i], json_string(h));
     }
-    struct cq_mcp_trace trace;
-    cq_mcp_trace_begin(&trace, trace_params);
-    struct cq_result r;
-    cq_result_init(&r);
-    cq_backend_invoke(s->backend, session, tool, &c.invoke, NULL, NULL, &r);
-    json_t *result = cq_result_to_json(&r);
-    cq_result_free(&r);
-    cq_mcp_trace_end(&trace, tool, result);
-    json_decref(trace_params);
-    char *text = result != NULL ? json_dumps(result, JSON_COMPACT | CQ_JSON_REALS) : NULL;
-    json_decref(result);
+    if (streamed) {
+        cq_serve_invoke_streamed(&s->streams, s->backend, session, tool, &c, trace_params, resp);
+        parsed = false; /* the call's now */
+        goto out;
+    }
     uint8_t *frame = NULL;
     size_t frame_len = 0;
-    int erc = text != NULL
-                  ? cq_es_encode_event("result", text, strlen(text), &frame, &frame_len, &err)
-                  : cq_error_set(&err, CQ_EINTERNAL, "out of memory");
-    free(text);
-    if (erc < 0) {
-        /* Past the event stream's limits (a result over 16 MiB): the stream's own
-         * exception, which botocore raises while reading. */
-        char msg[512];
-        json_t *m = json_pack("{s:s}", "message", err.msg);
-        char *mt = m != NULL ? json_dumps(m, JSON_COMPACT) : NULL;
-        json_decref(m);
-        snprintf(msg, sizeof(msg), "%s", mt != NULL ? mt : "{}");
-        free(mt);
-        if (cq_es_encode_exception(err.code == CQ_ELIMIT ? "serviceQuotaExceededException"
-                                                         : "internalServerException",
-                                   msg, strlen(msg), &frame, &frame_len, &err) < 0) {
-            fail(resp, INTERNAL, NULL, "%s", err.msg);
-            goto out;
-        }
+    int rc_run = cq_serve_run_invoke(s->backend, session, tool, &c.invoke, trace_params, NULL, NULL,
+                                     &frame, &frame_len, &err);
+    json_decref(trace_params);
+    if (rc_run < 0) {
+        fail(resp, INTERNAL, NULL, "%s", err.msg);
+        goto out;
     }
     free(resp->body);
     resp->status = 200;
@@ -1001,7 +991,7 @@ void cq_serve_handle(void *ctx, const struct cq_http_request *req, struct cq_htt
     char tenant[CQ_TENANT_MAX + 1] = CQ_SERVE_ANONYMOUS;
     if (s->auth != NULL) {
         static const char *const must_sign[] = {CQ_SERVE_SESSION_HEADER, CQ_SERVE_TIMEOUT_HEADER,
-                                                NULL};
+                                                CQ_SERVE_STREAM_HEADER, NULL};
         struct cq_error err;
         if (cq_serve_authenticate(s->auth, req, must_sign, tenant, &err) < 0) {
             if (err.code == CQ_EDENIED)
@@ -1051,6 +1041,7 @@ int cq_serve_create(const struct cq_serve_config *cfg, struct cq_serve **out, st
     s->auth = cfg->auth;
     s->max_rate = cfg->max_rate;
     cq_serve_control_init(&s->control, cfg->local_store, cfg->auth != NULL, cfg->default_network);
+    cq_serve_streams_init(&s->streams);
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->start_lock, NULL);
     if (cq_serve_mcp_create(s, cfg, &s->mcp, err) < 0) {
@@ -1065,8 +1056,9 @@ void cq_serve_free(struct cq_serve *s)
 {
     if (s == NULL)
         return;
-    /* First: its calls may still record sessions in the table. */
+    /* First: their calls may still record sessions in the table, or use the backend. */
     cq_serve_mcp_free(s->mcp);
+    cq_serve_streams_destroy(&s->streams);
     /* The embedded worker's sessions would end with the backend anyway. In front of a
      * fleet the table is empty: the sessions are in the fleet's Redis, the gateway's
      * replicas' as much as this one's, and outlive it (a restart finds them again). */

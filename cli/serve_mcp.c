@@ -9,8 +9,10 @@
  *                before the handler returns (initialize, tools/list, ping), else an SSE
  *                stream of the call's progress notifications and then its response.
  *   DELETE /mcp  ends the MCP session: its calls are cancelled.
- *   GET    /mcp  405: codeq sends nothing unasked, so it offers no server-to-client
- *                stream (and no resumption: a stream's events carry no ids).
+ *   GET    /mcp  with Last-Event-ID: a client whose call's stream broke reconnects to
+ *                it (the events' ids are "CHANNEL-SEQ"), and gets what it missed that
+ *                is still kept, then the rest. Without: 405, as codeq sends nothing
+ *                unasked (it offers no server-to-client stream).
  *
  * Protocol versions 2025-03-26 (the transport's first; what a request without
  * MCP-Protocol-Version is taken for), 2025-06-18 and 2025-11-25; a header naming
@@ -34,7 +36,7 @@
  *
  * A client that goes away in the middle of a call (its stream closed) does not cancel
  * it, as the transport says (it cancels with notifications/cancelled): the call runs
- * to its end and what it would have sent is dropped. A stream's writer never blocks
+ * to its end and what it sends is kept, bounded, for a reconnect. A stream's writer never blocks
  * the MCP session for long: writes to a gone client fail at once, and a client that
  * stops reading is cut off after the stream's write timeout.
  *
@@ -68,6 +70,13 @@
  * silent cell. */
 #define HEARTBEAT_MS  15000
 #define REAP_EVERY_MS 1000
+/* A stream's events are kept for a client that reconnects (GET with Last-Event-ID), at
+ * most this many bytes of them (the oldest dropped first; the last is always kept: it
+ * is the response), and for this long after the call's response. */
+#define REPLAY_MAX_BYTES (256 * 1024)
+#define REPLAY_LINGER_MS 60000
+/* Streams kept for reconnects per MCP session; past it the oldest cannot be resumed. */
+#define MAX_RESUMABLE 8
 
 struct tenant {
     char name[CQ_TENANT_MAX + 1];
@@ -85,22 +94,35 @@ struct mcp_session {
     uint64_t last_used_ms;
     unsigned handlers; /* HTTP requests using the session now */
     unsigned channels; /* requests not answered yet (calls in progress) */
+    unsigned long next_channel;
+    struct channel *streams; /* the streams a client may resume, each with a reference */
     bool ended;
     struct mcp_session *next;
 };
 
 /* One POST's way back: what the MCP server sends for the message it carried. Messages
  * wait in pending until the handler knows whether they make a JSON answer (all came at
- * once) or an SSE stream (more is to come); then they go to the stream. */
+ * once) or an SSE stream (more is to come); then they go to the stream, and stay in
+ * pending (the oldest dropped past REPLAY_MAX_BYTES) for a client that reconnects: its
+ * events' ids are "CHANNEL-SEQ", SEQ counting its messages from 1. */
 struct channel {
     struct mcp_session *sess;
+    unsigned long number; /* unique in the MCP session */
+    /* Taken around a write to the stream and around replacing it (by a reconnecting
+     * client), before lock; never by channel_gone. */
+    pthread_mutex_t write_lock;
     pthread_mutex_t lock;
     char **pending;
     size_t n_pending;
+    size_t first_seq;              /* pending[0]'s */
+    size_t pending_size;           /* bytes in pending */
     struct cq_http_stream *stream; /* set once the handler chose a stream */
+    bool streamed;                 /* its messages go to a stream (now or after a reconnect) */
     bool done;                     /* the last message came */
-    bool gone;                     /* the client went away: drop the rest */
-    unsigned refs;                 /* the handler's, and the MCP server's until done */
+    bool gone;                     /* the client went away: keep the rest for a reconnect */
+    uint64_t done_ms;
+    unsigned refs;        /* the handler's, the MCP server's until done, the session's list's */
+    struct channel *next; /* in sess->streams, under m->lock */
 };
 
 struct cq_serve_mcp {
@@ -294,6 +316,7 @@ static int owner_adopt(void *ctx, const struct cq_session_info *info, const char
 }
 
 static void mcp_send(void *ctx, void *channel, const char *text, size_t len, bool last);
+static void channel_unref(struct channel *ch);
 
 /* A new MCP session of tenant, with the caller counted as its handler; NULL with why
  * (429: the tenant has max_sessions; 500). */
@@ -379,6 +402,11 @@ static void *session_close(void *arg)
     pthread_mutex_unlock(&m->lock);
     cq_mcp_server_cancel_all(sess->srv);
     cq_mcp_server_free(sess->srv);
+    /* No handler and no call is left to use the list. */
+    for (struct channel *ch = sess->streams, *next; ch != NULL; ch = next) {
+        next = ch->next;
+        channel_unref(ch);
+    }
     free(sess);
     pthread_mutex_lock(&m->lock);
     m->closing--;
@@ -426,6 +454,19 @@ static void *reaper_main(void *arg)
         uint64_t now = cq_now_ms();
         for (struct mcp_session *sess = m->sessions, *next; sess != NULL; sess = next) {
             next = sess->next;
+            /* Streams of calls answered long ago are no longer resumed. */
+            for (struct channel **p = &sess->streams; *p != NULL;) {
+                struct channel *ch = *p;
+                pthread_mutex_lock(&ch->lock);
+                bool stale = ch->done && now - ch->done_ms >= REPLAY_LINGER_MS;
+                pthread_mutex_unlock(&ch->lock);
+                if (stale) {
+                    *p = ch->next;
+                    channel_unref(ch);
+                } else {
+                    p = &ch->next;
+                }
+            }
             if (sess->handlers == 0 && sess->channels == 0 &&
                 now - sess->last_used_ms >= m->idle_ms)
                 session_end_locked(m, sess);
@@ -450,8 +491,11 @@ static struct channel *channel_new(struct mcp_session *sess)
         return NULL;
     ch->sess = sess;
     ch->refs = 2;
+    ch->first_seq = 1;
     pthread_mutex_init(&ch->lock, NULL);
+    pthread_mutex_init(&ch->write_lock, NULL);
     pthread_mutex_lock(&sess->m->lock);
+    ch->number = ++sess->next_channel;
     sess->channels++;
     pthread_mutex_unlock(&sess->m->lock);
     return ch;
@@ -468,6 +512,7 @@ static void channel_unref(struct channel *ch)
         free(ch->pending[i]);
     free(ch->pending);
     pthread_mutex_destroy(&ch->lock);
+    pthread_mutex_destroy(&ch->write_lock);
     free(ch);
 }
 
@@ -480,13 +525,60 @@ static void channel_gone(void *ctx)
     pthread_mutex_unlock(&ch->lock);
 }
 
-/* One SSE event per message: its JSON has no newline (JSON_COMPACT escapes them). */
-static char *sse_event(const char *text, size_t len)
+/* Keeps a message for its stream (and a reconnect): -1 when out of memory (it is then
+ * lost). Under ch->lock. */
+static int keep(struct channel *ch, const char *text, size_t len)
 {
-    char *out = NULL;
-    if (asprintf(&out, "event: message\ndata: %.*s\n\n", (int)len, text) < 0)
-        return NULL;
-    return out;
+    char **p = realloc(ch->pending, (ch->n_pending + 1) * sizeof(*p));
+    char *copy = strndup(text, len);
+    if (p != NULL)
+        ch->pending = p;
+    if (p == NULL || copy == NULL) {
+        free(copy);
+        return -1;
+    }
+    ch->pending[ch->n_pending++] = copy;
+    ch->pending_size += strlen(copy);
+    /* A streamed call's progress may be long: only its recent part is kept. */
+    while (ch->streamed && ch->pending_size > REPLAY_MAX_BYTES && ch->n_pending > 1) {
+        ch->pending_size -= strlen(ch->pending[0]);
+        free(ch->pending[0]);
+        memmove(ch->pending, ch->pending + 1, (ch->n_pending - 1) * sizeof(*ch->pending));
+        ch->n_pending--;
+        ch->first_seq++;
+    }
+    return 0;
+}
+
+/* Writes the kept messages after seq `after` to st in one write (st is new and empty:
+ * it never waits); the client is taken for gone when that fails. Under ch->lock. */
+static void replay(struct channel *ch, struct cq_http_stream *st, size_t after)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = st != NULL ? open_memstream(&text, &len) : NULL;
+    for (size_t i = 0; f != NULL && i < ch->n_pending; i++)
+        if (ch->first_seq + i > after)
+            fprintf(f, "id: %lu-%zu\nevent: message\ndata: %s\n\n", ch->number, ch->first_seq + i,
+                    ch->pending[i]);
+    struct cq_error err;
+    if (f == NULL || fclose(f) != 0 || cq_http_stream_write(st, text, len, &err) < 0)
+        ch->gone = true;
+    free(text);
+}
+
+/* resp as an SSE stream whose closing marks ch gone. */
+static struct cq_http_stream *open_stream(struct channel *ch, struct cq_http_response *resp)
+{
+    struct cq_http_stream_options opt = {
+        .heartbeat = ": keepalive\n\n",
+        .heartbeat_ms = HEARTBEAT_MS,
+        .on_close = channel_gone,
+        .on_close_ctx = ch,
+    };
+    resp->status = 200;
+    resp->content_type = "text/event-stream";
+    return cq_http_respond_stream(resp, &opt);
 }
 
 /* The MCP server's send function (cq_mcp_send_fn): ctx the MCP session, channel the
@@ -497,41 +589,77 @@ static void mcp_send(void *ctx, void *channel, const char *text, size_t len, boo
     struct channel *ch = channel;
     if (ch == NULL)
         return;
+    /* Sends of one server never overlap; write_lock keeps a reconnecting client from
+     * replacing the stream under a write. */
+    pthread_mutex_lock(&ch->write_lock);
     pthread_mutex_lock(&ch->lock);
-    struct cq_http_stream *st = ch->stream;
-    bool gone = ch->gone;
-    if (st == NULL && text != NULL && !gone) {
-        char **p = realloc(ch->pending, (ch->n_pending + 1) * sizeof(*p));
-        char *copy = strndup(text, len);
-        if (p != NULL)
-            ch->pending = p;
-        if (p != NULL && copy != NULL)
-            ch->pending[ch->n_pending++] = copy;
-        else
-            free(copy);
-    }
-    if (last)
+    size_t seq = 0;
+    if (text != NULL && keep(ch, text, len) == 0)
+        seq = ch->first_seq + ch->n_pending - 1;
+    struct cq_http_stream *st = ch->gone ? NULL : ch->stream;
+    struct cq_http_stream *end = NULL;
+    bool delivered = false;
+    if (last) {
         ch->done = true;
+        ch->done_ms = cq_now_ms();
+        end = ch->stream;
+        ch->stream = NULL;
+    }
     pthread_mutex_unlock(&ch->lock);
-    /* Once streaming, the handler is done with the channel: the stream is written here,
-     * outside the channel's lock (a write may wait for the client; channel_gone must
-     * not wait behind it). Sends of one server never overlap. */
-    if (st != NULL && text != NULL && !gone) {
-        char *event = sse_event(text, len);
+    /* Written outside the channel's lock (a write may wait for the client; channel_gone
+     * must not wait behind it). */
+    if (st != NULL && seq != 0) {
+        char *event = NULL;
         struct cq_error err;
+        if (asprintf(&event, "id: %lu-%zu\nevent: message\ndata: %.*s\n\n", ch->number, seq,
+                     (int)len, text) < 0)
+            event = NULL;
         if (event == NULL || cq_http_stream_write(st, event, strlen(event), &err) < 0)
             channel_gone(ch);
         free(event);
     }
+    if (end != NULL) {
+        pthread_mutex_lock(&ch->lock);
+        delivered = !ch->gone;
+        pthread_mutex_unlock(&ch->lock);
+        cq_http_stream_end(end);
+    }
+    pthread_mutex_unlock(&ch->write_lock);
     if (!last)
         return;
-    if (st != NULL)
-        cq_http_stream_end(st);
     pthread_mutex_lock(&sess->m->lock);
     sess->channels--;
     sess->last_used_ms = cq_now_ms();
+    /* Sent in full: no reconnect will ask for it. */
+    for (struct channel **p = &sess->streams; delivered && *p != NULL; p = &(*p)->next)
+        if (*p == ch) {
+            *p = ch->next;
+            channel_unref(ch);
+            break;
+        }
     pthread_mutex_unlock(&sess->m->lock);
     channel_unref(ch);
+}
+
+/* Takes ch into the streams a client may reconnect to, dropping the oldest past
+ * MAX_RESUMABLE. */
+static void resumable(struct mcp_session *sess, struct channel *ch)
+{
+    pthread_mutex_lock(&sess->m->lock);
+    ch->next = sess->streams;
+    sess->streams = ch;
+    size_t n = 0;
+    for (struct channel **p = &sess->streams; *p != NULL; p = &(*p)->next)
+        if (++n > MAX_RESUMABLE) {
+            struct channel *old = *p;
+            *p = NULL;
+            for (struct channel *c; old != NULL; old = c) {
+                c = old->next;
+                channel_unref(old);
+            }
+            break;
+        }
+    pthread_mutex_unlock(&sess->m->lock);
 }
 
 /* After the MCP server took the message: the answer is JSON when everything came
@@ -539,6 +667,8 @@ static void mcp_send(void *ctx, void *channel, const char *text, size_t len, boo
  * that carries what came and what is to come. Lets go of the handler's reference. */
 static void answer(struct channel *ch, bool request, struct cq_http_response *resp)
 {
+    bool streamed = false;
+    pthread_mutex_lock(&ch->write_lock);
     pthread_mutex_lock(&ch->lock);
     if (ch->done && (!request || ch->n_pending == 0)) {
         /* A notification, or a request cancelled before it was answered. */
@@ -547,31 +677,85 @@ static void answer(struct channel *ch, bool request, struct cq_http_response *re
         json_answer(resp, 200, ch->pending[0]);
         ch->pending[0] = NULL;
     } else {
-        struct cq_http_stream_options opt = {
-            .heartbeat = ": keepalive\n\n",
-            .heartbeat_ms = HEARTBEAT_MS,
-            .on_close = channel_gone,
-            .on_close_ctx = ch,
-        };
-        resp->status = 200;
-        resp->content_type = "text/event-stream";
-        struct cq_http_stream *st = cq_http_respond_stream(resp, &opt);
+        struct cq_http_stream *st = open_stream(ch, resp);
         /* What came so far, in one write: the stream is empty, so it never waits. */
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = st != NULL ? open_memstream(&text, &len) : NULL;
-        for (size_t i = 0; f != NULL && i < ch->n_pending; i++)
-            fprintf(f, "event: message\ndata: %s\n\n", ch->pending[i]);
-        struct cq_error err;
-        if (f == NULL || fclose(f) != 0 || cq_http_stream_write(st, text, len, &err) < 0)
-            ch->gone = true;
-        free(text);
+        replay(ch, st, 0);
+        ch->streamed = true;
         if (ch->done)
             cq_http_stream_end(st);
         else if (st != NULL)
             ch->stream = st;
+        streamed = st != NULL && !ch->done;
+        if (streamed)
+            ch->refs++; /* the session's list's */
     }
     pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&ch->write_lock);
+    if (streamed)
+        resumable(ch->sess, ch);
+    channel_unref(ch);
+}
+
+/* GET with Last-Event-ID "CHANNEL-SEQ": a client whose stream broke reconnects to it,
+ * and gets the messages after SEQ that are still kept (progress may have been dropped;
+ * the response never is), then the rest as they come. */
+static void resume(struct cq_serve_mcp *m, const char *tenant, const char *last_id,
+                   const struct cq_http_request *req, struct cq_http_response *resp)
+{
+    if (!accepts(cq_http_header(req, "accept"), "text/event-stream")) {
+        refuse(resp, 406, NULL, -32600, "Accept must list text/event-stream");
+        return;
+    }
+    const char *sid = cq_http_header(req, "mcp-session-id");
+    struct mcp_session *sess = sid != NULL ? session_get(m, sid, tenant) : NULL;
+    if (sid == NULL) {
+        refuse(resp, 400, NULL, -32600, "Mcp-Session-Id is required");
+        return;
+    }
+    if (sess == NULL) {
+        refuse(resp, 404, NULL, -32001, "no MCP session '%.60s'", sid);
+        return;
+    }
+    unsigned long number = 0;
+    size_t seq = 0;
+    int used = 0;
+    struct channel *ch = NULL;
+    if (last_id[0] >= '0' && last_id[0] <= '9' &&
+        sscanf(last_id, "%lu-%zu%n", &number, &seq, &used) == 2 && last_id[used] == '\0') {
+        pthread_mutex_lock(&m->lock);
+        for (ch = sess->streams; ch != NULL && ch->number != number; ch = ch->next)
+            ;
+        if (ch != NULL) {
+            pthread_mutex_lock(&ch->lock);
+            ch->refs++;
+            pthread_mutex_unlock(&ch->lock);
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
+    session_put(m, sess);
+    if (ch == NULL) {
+        refuse(resp, 404, NULL, -32001, "no stream to resume for Last-Event-ID '%.60s'", last_id);
+        return;
+    }
+    pthread_mutex_lock(&ch->write_lock);
+    pthread_mutex_lock(&ch->lock);
+    /* The stream it had ends (if the server has not seen it break yet, or another
+     * reader holds it: one reader at a time, the latest). Its writer lets go of it
+     * without ch->lock: its on_close may be running, and takes that lock. */
+    struct cq_http_stream *old = ch->stream;
+    ch->stream = NULL;
+    pthread_mutex_unlock(&ch->lock);
+    cq_http_stream_end(old);
+    pthread_mutex_lock(&ch->lock);
+    struct cq_http_stream *st = open_stream(ch, resp);
+    ch->gone = false;
+    replay(ch, st, seq);
+    if (ch->done)
+        cq_http_stream_end(st);
+    else if (st != NULL)
+        ch->stream = st;
+    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&ch->write_lock);
     channel_unref(ch);
 }
 
@@ -670,10 +854,13 @@ void cq_serve_mcp_handle(struct cq_serve_mcp *m, const struct cq_http_request *r
         post(m, tenant, req, resp);
     else if (strcmp(req->method, "DELETE") == 0)
         delete_session(m, tenant, req, resp);
+    else if (strcmp(req->method, "GET") == 0 && cq_http_header(req, "last-event-id") != NULL)
+        resume(m, tenant, cq_http_header(req, "last-event-id"), req, resp);
     else {
         refuse(resp, 405, NULL, -32600,
-               "/mcp takes POST (messages) and DELETE (end the session); codeq offers no "
-               "server-to-client stream");
+               "/mcp takes POST (messages), DELETE (end the session) and GET with "
+               "Last-Event-ID (reconnect to a call's stream); codeq offers no server-to-client "
+               "stream of its own");
         resp->allow = "POST, DELETE";
     }
 }

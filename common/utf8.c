@@ -72,3 +72,15 @@ char *cq_utf8_sanitize(const char *data, size_t len)
     out[o] = '\0';
     return out;
 }
+
+size_t cq_utf8_whole_prefix(const char *data, size_t len)
+{
+    for (size_t back = 1; back <= 4 && back <= len; back++) {
+        unsigned char c = (unsigned char)data[len - back];
+        if ((c & 0xC0) == 0x80)
+            continue; /* a continuation byte: look further back */
+        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+        return need > back ? len - back : len;
+    }
+    return len;
+}

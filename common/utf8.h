@@ -14,4 +14,10 @@ bool cq_utf8_valid(const uint8_t *data, size_t len);
  * NUL-terminated; caller frees; NULL when out of memory. */
 char *cq_utf8_sanitize(const char *data, size_t len);
 
+/* The length of data's longest start that does not end inside a character: output
+ * read in pieces may split a character, whose first bytes then wait for the rest
+ * (so that each piece sanitizes without turning them into U+FFFD). At most 3 bytes
+ * are left over. */
+size_t cq_utf8_whole_prefix(const char *data, size_t len);
+
 #endif

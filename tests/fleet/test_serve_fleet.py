@@ -24,6 +24,16 @@ def result_event(data):
     return json.loads(data[12 + headers_len:total - 4])
 
 
+def events(data):
+    """The JSON payloads of every event of an AWS event stream answer, in order."""
+    out = []
+    while data:
+        total, headers_len = struct.unpack(">II", data[:8])
+        out.append(json.loads(data[12 + headers_len:total - 4]))
+        data = data[total:]
+    return out
+
+
 def start_serve(fleet, *args):
     """codeq serve in front of the fleet, on a free port: (process, port, log file)."""
     log = tempfile.NamedTemporaryFile(prefix="codeq-serve-fleet-", delete=False)
@@ -100,6 +110,36 @@ def test_serve_gateway_on_the_fleet(fleet, redis_client):
         assert p.wait(120) == 0
         os.unlink(log.name)
     assert fleet_sessions(redis_client, fleet) == before
+
+
+def test_serve_streams_output_from_the_fleet(fleet):
+    """x-codeq-stream: output in front of the fleet: the workers' output chunks come as
+    chunk events before the final result."""
+    p, port, log = start_serve(fleet, "--no-auth")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
+        conn.request("PUT", f"/code-interpreters/{ID}/sessions/start", body=b"{}")
+        r = conn.getresponse()
+        sid = json.loads(r.read())["sessionId"]
+        code = "import time, sys\nprint('a', flush=True)\ntime.sleep(2)\nprint('b')\nsys.stderr.write('e')\n"
+        conn.request("POST", f"/code-interpreters/{ID}/tools/invoke",
+                     body=json.dumps({"name": "executeCode", "arguments": {"code": code}}).encode(),
+                     headers={"x-amzn-code-interpreter-session-id": sid, "x-codeq-stream": "output"})
+        r = conn.getresponse()
+        assert r.status == 200
+        *chunks, final = events(r.read())
+        assert final["isError"] is False and final["structuredContent"]["stdout"] == "a\nb\n", final
+        assert all("isError" not in c for c in chunks), chunks
+        assert len(chunks) >= 3, chunks  # a, b (two seconds later) and e
+        assert "".join(c["structuredContent"].get("stdout", "") for c in chunks) == "a\nb\n"
+        assert "".join(c["structuredContent"].get("stderr", "") for c in chunks) == "e"
+        conn.request("PUT", f"/code-interpreters/{ID}/sessions/stop?sessionId={sid}", body=b"{}")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(120) == 0
+        os.unlink(log.name)
 
 
 def _signed(port, key_id, secret, path, body=b"{}"):

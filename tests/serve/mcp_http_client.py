@@ -125,7 +125,23 @@ async def cancel(s):
     return {"timed_out": timed_out, "waited": round(waited, 1)}
 
 
-SCENARIOS = {"basic": basic, "set": set_var, "get": get_var, "start": start, "call": call,
+async def resume(s):
+    """A call whose stream breaks after its first event (the test's proxy cuts it): the
+    SDK reconnects with Last-Event-ID and gets the rest of the progress and the result."""
+    seen = []
+
+    async def on_progress(progress, total, message):
+        seen.append(message or "")
+
+    r = await s.call_tool(
+        "executeCode",
+        {"code": "import time\nprint('a', flush=True)\ntime.sleep(3)\nprint('b', flush=True)"},
+        progress_callback=on_progress)
+    return {"is_error": bool(r.is_error), "stdout": r.structured_content["stdout"],
+            "progress": "".join(seen)}
+
+
+SCENARIOS = {"resume": resume, "basic": basic, "set": set_var, "get": get_var, "start": start, "call": call,
              "cancel": cancel}
 
 

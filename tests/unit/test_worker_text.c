@@ -190,6 +190,27 @@ START_TEST(sanitize_random_bytes_always_valid)
 }
 END_TEST
 
+/* Output read in pieces: every split of valid text keeps whole characters in the first
+ * piece and carries at most 3 bytes, which with the rest make the text again. */
+START_TEST(whole_prefix_never_splits_a_character)
+{
+    const char *t = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80z";
+    size_t len = strlen(t);
+    for (size_t cut = 0; cut <= len; cut++) {
+        size_t n = cq_utf8_whole_prefix(t, cut);
+        ck_assert_msg(n <= cut && cut - n <= 3, "cut %zu: %zu", cut, n);
+        ck_assert_msg(cq_utf8_valid((const uint8_t *)t, n), "cut %zu: prefix %zu invalid", cut, n);
+        ck_assert_msg(cq_utf8_valid((const uint8_t *)t + n, len - n), "cut %zu: rest invalid", cut);
+    }
+    ck_assert_uint_eq(cq_utf8_whole_prefix(t, 2), 1); /* half of U+00E9 */
+    ck_assert_uint_eq(cq_utf8_whole_prefix(t, 5), 3); /* two thirds of U+20AC */
+    ck_assert_uint_eq(cq_utf8_whole_prefix(t, 9), 6); /* three quarters of U+1F600 */
+    ck_assert_uint_eq(cq_utf8_whole_prefix(t, 10), 10);
+    /* Bytes that start no character are not held back for ever. */
+    ck_assert_uint_eq(cq_utf8_whole_prefix("\x80\x80\x80\x80\x80", 5), 5);
+}
+END_TEST
+
 /* --- cq_capture --------------------------------------------------------------------- */
 
 START_TEST(capture_below_limit_keeps_everything)
@@ -623,6 +644,7 @@ static Suite *worker_text_suite(void)
     tcase_add_test(tc, truncated_sequence_does_not_swallow_next_character);
     tcase_add_test(tc, nul_bytes_become_replacement_characters);
     tcase_add_test(tc, sanitize_random_bytes_always_valid);
+    tcase_add_test(tc, whole_prefix_never_splits_a_character);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("capture");
