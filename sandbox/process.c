@@ -32,7 +32,6 @@
  * can keep a pipe open past that; waiting for it would let it hold us forever. */
 #define OUTPUT_GRACE_MS 200
 
-
 static bool env_name_equal(const char *a, const char *b)
 {
     size_t la = strcspn(a, "="), lb = strcspn(b, "=");

@@ -322,6 +322,15 @@ int cq_sandbox_attach(struct cq_sandbox *sb, pid_t pid, struct cq_error *err);
 int cq_sandbox_adopt(struct cq_sandbox *sb, const struct cq_spawn *req, int theirs[4],
                      struct cq_process **out, struct cq_error *err);
 
+/* The host files a zygote needs: an O_PATH fd of codeq-sandbox-init (the caller's to
+ * close; the zygote's child execs it as the adopted shim) and the path of
+ * libcodeq-adopt.so beside it. */
+int cq_sandbox_zygote_files(int *init_fd, char *library, size_t len, struct cq_error *err);
+
+/* The environment every process of the sandbox starts with (defaults and its
+ * configuration's), NAME=VALUE, NULL-terminated; valid while the sandbox is. */
+const char *const *cq_sandbox_environ(const struct cq_sandbox *sb);
+
 /* Waits until the adopted shim supervises the process (its STARTED), or its failure. */
 int cq_process_await_adopted(struct cq_process *p, struct cq_error *err);
 

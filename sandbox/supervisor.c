@@ -234,9 +234,8 @@ static int lend_identity(uint32_t owner, struct lent_identity *saved, struct cq_
     if (owner == 0)
         return 0;
     saved->securebits = syscall(SYS_prctl, PR_GET_SECUREBITS, 0, 0, 0, 0);
-    if (saved->securebits < 0 ||
-        syscall(SYS_prctl, PR_SET_SECUREBITS, saved->securebits | SECBIT_NO_SETUID_FIXUP, 0, 0,
-                0) < 0)
+    if (saved->securebits < 0 || syscall(SYS_prctl, PR_SET_SECUREBITS,
+                                         saved->securebits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) < 0)
         return cq_error_sys(err, errno, "securebits for an enterable sandbox");
     if (syscall(SYS_setresuid, -1, owner, -1) < 0) {
         int code = errno;
@@ -634,6 +633,39 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
 fail:
     free_sandbox(sb);
     return -1;
+}
+
+int cq_sandbox_zygote_files(int *init_fd, char *library, size_t len, struct cq_error *err)
+{
+    pthread_once(&init_binary_once, find_init_binary);
+    if (init_binary.fd < 0) {
+        if (err != NULL)
+            *err = init_binary.error;
+        return -1;
+    }
+    /* The library is built and installed beside the init binary (CMakeLists.txt). */
+    char self[64], path[PATH_MAX];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", init_binary.fd);
+    ssize_t n = readlink(self, path, sizeof(path) - 1);
+    if (n <= 0)
+        return cq_error_sys(err, errno, "where codeq-sandbox-init is");
+    path[n] = '\0';
+    char *slash = strrchr(path, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    if ((size_t)snprintf(library, len, "%s/libcodeq-adopt.so", path) >= len)
+        return cq_error_set(err, ENAMETOOLONG, "path of libcodeq-adopt.so");
+    if (access(library, R_OK) < 0)
+        return cq_error_sys(err, errno, "%s", library);
+    *init_fd = fcntl(init_binary.fd, F_DUPFD_CLOEXEC, 3);
+    if (*init_fd < 0)
+        return cq_error_sys(err, errno, "codeq-sandbox-init");
+    return 0;
+}
+
+const char *const *cq_sandbox_environ(const struct cq_sandbox *sb)
+{
+    return (const char *const *)sb->env;
 }
 
 void cq_sandbox_kill(struct cq_sandbox *sb)
