@@ -20,6 +20,7 @@
 #include "worker/internal.h"
 #include "worker/session.h"
 #include "common/cleanup.h"
+#include "common/fileutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -233,6 +234,25 @@ static int send_fork(struct cq_zygote *z, const int fds[5], struct cq_error *err
     return 0;
 }
 
+/* Whether pid is the zygote's child, running as its uid: the only process the worker
+ * may move into a session's cgroup on the zygote's word. A zygote that lied (it runs
+ * imports of the runtime's packages) would otherwise have the worker move any process
+ * of the host, the worker itself, into a small cgroup. */
+static bool is_zygote_child(const struct cq_zygote *z, int pid)
+{
+    char path[64], text[1024];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    struct cq_error ignored;
+    if (cq_read_file_at(AT_FDCWD, path, text, sizeof(text), &ignored) < 0)
+        return false;
+    const char *ppid = strstr(text, "\nPPid:"), *uid = strstr(text, "\nUid:");
+    unsigned long parent = 0, real = 0, effective = 0;
+    return ppid != NULL && uid != NULL && sscanf(ppid, "\nPPid: %lu", &parent) == 1 &&
+           sscanf(uid, "\nUid: %lu %lu", &real, &effective) == 2 &&
+           parent == (unsigned long)z->pid && real == CQ_SANDBOX_ZYGOTE_UID &&
+           effective == CQ_SANDBOX_ZYGOTE_UID;
+}
+
 /* The exchange of one fork; the lock is held. */
 static int fork_locked(struct cq_zygote *z, struct cq_sandbox *sb, const int fds[5],
                        struct cq_error *err)
@@ -244,7 +264,11 @@ static int fork_locked(struct cq_zygote *z, struct cq_sandbox *sb, const int fds
     int pid = 0;
     if (sscanf(answer, "pid %d", &pid) != 1 || pid <= 0)
         return cq_error_set(err, CQ_EPROTO, "the kernel zygote said '%s'", answer);
-    bool moved = cq_sandbox_attach(sb, pid, err) == 0;
+    bool moved = false;
+    if (!is_zygote_child(z, pid))
+        cq_error_set(err, CQ_EPROTO, "the kernel zygote named process %d, not its child", pid);
+    else
+        moved = cq_sandbox_attach(sb, pid, err) == 0;
     const char *word = moved ? "go" : "abort";
     if (send(z->sock, word, strlen(word), MSG_NOSIGNAL) < 0 && moved)
         return cq_error_sys(err, errno, "tell the kernel zygote");
