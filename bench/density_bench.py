@@ -51,8 +51,9 @@ def row(name, samples_ms, failed=0):
 class Mcp:
     """codeq mcp on a pipe; calls may overlap (a reader thread matches replies by id)."""
 
-    def __init__(self, codeq, pool):
-        self.p = subprocess.Popen([codeq, "mcp", "--warm-pool", str(pool)],
+    def __init__(self, codeq, pool, fork=False):
+        self.p = subprocess.Popen([codeq, "mcp", "--warm-pool", str(pool)]
+                                  + (["--fork-kernels"] if fork else []),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self.lock = threading.Lock()
@@ -241,8 +242,19 @@ def mib(b):
     return b / (1 << 20)
 
 
-def idle_codeq(codeq, n, pool):
-    mcp = Mcp(codeq, pool)
+ZYGOTE_UID = "1600002000"
+
+
+def is_zygote(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("Uid:") and ZYGOTE_UID in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def idle_codeq(codeq, n, pool, fork=False):
+    mcp = Mcp(codeq, pool, fork)
     try:
         time.sleep(3)  # the pool fills; what it holds is not a session's cost
         before = mem_available_kb()
@@ -254,8 +266,8 @@ def idle_codeq(codeq, n, pool):
         charged, uss, pss = [], [], []
         for usage, d in cgs:
             pids = pids_below(d)
-            if not pids:
-                continue  # a warm sandbox with nothing in it yet
+            if not pids or any(is_zygote(pid) for pid in pids):
+                continue  # a warm sandbox with nothing in it yet, or the zygote's own
             with open(usage) as f:
                 charged.append(int(f.read()))
             u = p = 0
@@ -306,23 +318,30 @@ def main():
     ap.add_argument("--idle", type=int, default=30, help="idle sessions measured")
     ap.add_argument("--warm-pool", type=int, default=2, help="codeq mcp --warm-pool")
     ap.add_argument("--no-jupyter", action="store_true")
+    ap.add_argument("--kernels", choices=["exec", "fork", "both"], default="both",
+                    help="codeq's kernels exec'd in each sandbox, forked from the zygote "
+                         "(--fork-kernels, docs/zygote.md), or both side by side")
     args = ap.parse_args()
+    modes = {"exec": [False], "fork": [True], "both": [False, True]}[args.kernels]
 
     header = (f"{'':<44} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'max ms':>9} "
               f"{'n':>6} {'failed':>6}")
     print(f"# codeq {args.codeq}, warm pool {args.warm_pool}, {os.cpu_count()} CPUs")
     print(header)
     n = int(args.rate * args.duration)
-    mcp = Mcp(args.codeq, args.warm_pool)
-    try:
-        time.sleep(3)
-        got, failed = run_schedule(lambda: codeq_session(mcp), n, 1.0 / args.rate)
-        print(row(f"(a) codeq: {args.rate:g}/s for {args.duration:g} s", got, failed), flush=True)
-        time.sleep(3)
-        got, failed = run_schedule(lambda: codeq_session(mcp), args.burst, 0)
-        print(row(f"(b) codeq: burst of {args.burst}", got, failed), flush=True)
-    finally:
-        mcp.close()
+    for fork in modes:
+        name = "codeq, forked" if fork else "codeq"
+        mcp = Mcp(args.codeq, args.warm_pool, fork)
+        try:
+            time.sleep(3)
+            got, failed = run_schedule(lambda: codeq_session(mcp), n, 1.0 / args.rate)
+            print(row(f"(a) {name}: {args.rate:g}/s for {args.duration:g} s", got, failed),
+                  flush=True)
+            time.sleep(3)
+            got, failed = run_schedule(lambda: codeq_session(mcp), args.burst, 0)
+            print(row(f"(b) {name}: burst of {args.burst}", got, failed), flush=True)
+        finally:
+            mcp.close()
     if not args.no_jupyter:
         j = Jupyter()
         jn = int(args.rate * args.jupyter_duration)
@@ -335,7 +354,8 @@ def main():
     print()
     print(f"(c) an idle session after the cell ({args.idle} alive)   "
           f"{'charged':>9} {'USS':>9} {'PSS':>9} {'MemAvail':>9}  (MiB, median)")
-    results = [("codeq", idle_codeq(args.codeq, args.idle, args.warm_pool))]
+    results = [("codeq, forked" if fork else "codeq",
+                idle_codeq(args.codeq, args.idle, args.warm_pool, fork)) for fork in modes]
     if not args.no_jupyter:
         results.append(("Jupyter", idle_jupyter(args.idle)))
     for name, r in results:

@@ -51,7 +51,7 @@ static ssize_t read_stdin(void *ctx, void *buf, size_t len)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: codeq mcp [--warm-pool N] [--max-sessions N]\n"
+            "usage: codeq mcp [--warm-pool N] [--max-sessions N] [--fork-kernels]\n"
             "       codeq mcp --brokers HOST:PORT[,...] [--request-topic TOPIC]\n"
             "\n"
             "Serves codeq's tools over MCP on standard input and output (JSON-RPC 2.0,\n"
@@ -70,6 +70,8 @@ static void usage(FILE *out)
             "  --warm-pool N          sessions kept ready with Python, numpy, pandas and\n"
             "                         matplotlib loaded (default 1; embedded only)\n"
             "  --max-sessions N       sessions at once (default %d; embedded only)\n"
+            "  --fork-kernels         fork Python kernels from a zygote that imported\n"
+            "                         their modules once (docs/zygote.md; root, embedded)\n"
             "  --brokers LIST         Kafka bootstrap servers of the fleet (CODEQ_BROKERS)\n"
             "  --request-topic TOPIC  the fleet's request topic (CODEQ_REQUEST_TOPIC;\n"
             "                         default codeq.requests)\n"
@@ -105,9 +107,19 @@ static void usage(FILE *out)
 
 int cq_cmd_mcp(int argc, char **argv)
 {
-    enum { OPT_POOL = 256, OPT_MAX, OPT_BROKERS, OPT_TOPIC, OPT_AUDIT_LOG, OPT_METRICS, OPT_OTLP };
+    enum {
+        OPT_POOL = 256,
+        OPT_MAX,
+        OPT_BROKERS,
+        OPT_TOPIC,
+        OPT_AUDIT_LOG,
+        OPT_METRICS,
+        OPT_OTLP,
+        OPT_FORK
+    };
     static const struct option longopts[] = {
         {"warm-pool", required_argument, NULL, OPT_POOL},
+        {"fork-kernels", no_argument, NULL, OPT_FORK},
         {"max-sessions", required_argument, NULL, OPT_MAX},
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
@@ -145,6 +157,9 @@ int cq_cmd_mcp(int argc, char **argv)
                 return CQ_EXIT_USAGE;
             }
             cfg.warm_pool_size = (unsigned)value;
+            break;
+        case OPT_FORK:
+            cfg.fork_kernels = true;
             break;
         case OPT_MAX:
             if (cq_parse_uint(optarg, 1, 10000, &value, &err) < 0) {

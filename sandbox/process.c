@@ -32,16 +32,6 @@
  * can keep a pipe open past that; waiting for it would let it hold us forever. */
 #define OUTPUT_GRACE_MS 200
 
-struct cq_process {
-    struct cq_sandbox *sb;
-    int status_fd;
-    int stdin_fd, stdout_fd, stderr_fd; /* our ends of CQ_STDIO_PIPE pipes, or -1 */
-    uint64_t output_limit;
-    uint64_t oom_before, pids_before;
-    atomic_bool exited; /* read by cq_process_kill on other threads */
-    struct cq_exit_status exit;
-};
-
 static bool env_name_equal(const char *a, const char *b)
 {
     size_t la = strcspn(a, "="), lb = strcspn(b, "=");
@@ -101,11 +91,12 @@ static int await_started(struct cq_process *p, const char *program, struct cq_er
     return cq_error_sys(err, code, "cannot start '%s' (%s)", program, step);
 }
 
-int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct cq_process **out,
-                     struct cq_error *err)
+int cq_process_open(struct cq_sandbox *sb, const struct cq_spawn *req, struct cq_process **out,
+                    int theirs[4], size_t *ntheirs, struct cq_spawn_params *params,
+                    struct cq_error *err)
 {
-    if (req->argv == NULL || req->argv[0] == NULL || req->argv[0][0] == '\0')
-        return cq_error_set(err, CQ_EINVALID, "no program to run");
+    *out = NULL;
+    *ntheirs = 0;
     for (const char *const *e = req->env; e != NULL && *e != NULL; e++)
         if (cq_env_entry_validate(*e, err) < 0)
             return -1;
@@ -114,22 +105,14 @@ int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct c
         return cq_error_set(err, CQ_EINVALID, "working directory '%s' is not absolute", cwd);
     if (!cq_sandbox_alive(sb))
         return cq_error_set(err, ESRCH, "the sandbox is not running");
-
-    cq_autofree struct cq_msg_writer *msg = malloc(sizeof(*msg));
     struct cq_process *p = calloc(1, sizeof(*p));
-    if (msg == NULL || p == NULL) {
-        free(p);
+    if (p == NULL)
         return cq_error_sys(err, ENOMEM, "allocate process");
-    }
     p->sb = sb;
     p->status_fd = p->stdin_fd = p->stdout_fd = p->stderr_fd = -1;
     p->output_limit =
         req->output_limit_bytes != 0 ? req->output_limit_bytes : CQ_SANDBOX_DEFAULT_OUTPUT;
-
-    /* Theirs: [status, stdin?, stdout?, stderr?] - closed here once sent. */
-    int theirs[4] = {-1, -1, -1, -1};
-    size_t ntheirs = 1;
-    struct cq_spawn_params params = {
+    *params = (struct cq_spawn_params){
         .timeout_ms = req->timeout_ms,
         .rlimit_fsize = sb->limits.file_size_bytes,
         .rlimit_nofile = sb->limits.open_files,
@@ -141,13 +124,13 @@ int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct c
         goto fail;
     }
     p->status_fd = sv[0];
-    theirs[0] = sv[1];
+    theirs[(*ntheirs)++] = sv[1];
 
     const enum cq_stdio_mode modes[3] = {req->stdin_mode, req->stdout_mode, req->stderr_mode};
     const int given[3] = {req->stdin_fd, req->stdout_fd, req->stderr_fd};
     int *ours[3] = {&p->stdin_fd, &p->stdout_fd, &p->stderr_fd};
     for (int i = 0; i < 3; i++) {
-        params.stdio[i] = CQ_PROTO_STDIO_NULL;
+        params->stdio[i] = CQ_PROTO_STDIO_NULL;
         if (modes[i] == CQ_STDIO_NULL)
             continue;
         int fd;
@@ -156,7 +139,7 @@ int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct c
                 cq_error_set(err, CQ_EINVALID, "stdio %d: CQ_STDIO_FD without an fd", i);
                 goto fail;
             }
-            /* Dup so that closing "theirs" below never closes the caller's fd. */
+            /* Dup so that closing "theirs" never closes the caller's fd. */
             fd = fcntl(given[i], F_DUPFD_CLOEXEC, 3);
             if (fd < 0) {
                 cq_error_sys(err, errno, "stdio %d", i);
@@ -170,19 +153,61 @@ int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct c
             fd = i == 0 ? pipefd[0] : pipefd[1];
             *ours[i] = i == 0 ? pipefd[1] : pipefd[0];
         }
-        theirs[ntheirs++] = fd;
-        params.stdio[i] = CQ_PROTO_STDIO_FD;
+        theirs[(*ntheirs)++] = fd;
+        params->stdio[i] = CQ_PROTO_STDIO_FD;
     }
+    *out = p;
+    return 0;
+fail:
+    close_fd_list(theirs, *ntheirs);
+    *ntheirs = 0;
+    cq_process_free(p);
+    return -1;
+}
 
-    cq_msg_begin(msg, CQ_MSG_SPAWN);
-    for (const char *const *a = req->argv; *a != NULL; a++)
-        cq_msg_put_str(msg, CQ_F_ARG, *a);
+int cq_process_environment(const struct cq_sandbox *sb, const struct cq_spawn *req,
+                           struct cq_msg_writer *msg)
+{
+    const char *cwd = req->cwd != NULL ? req->cwd : CQ_SANDBOX_WORKSPACE;
     char pwd[4200];
     snprintf(pwd, sizeof(pwd), "PWD=%s", cwd);
     const char *const pwd_env[] = {pwd, NULL};
     const char *const *env_lists[] = {(const char *const *)sb->env, req->env, pwd_env};
     put_env(msg, env_lists, 3);
     cq_msg_put_str(msg, CQ_F_CWD, cwd);
+    return msg->overflow ? -1 : 0;
+}
+
+int cq_process_started(struct cq_process *p, const char *program, struct cq_error *err)
+{
+    if (await_started(p, program, err) < 0)
+        return -1;
+    /* Writes to a stdin the process has stopped reading must fail, not block us. */
+    if (p->stdin_fd >= 0)
+        fcntl(p->stdin_fd, F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct cq_process **out,
+                     struct cq_error *err)
+{
+    if (req->argv == NULL || req->argv[0] == NULL || req->argv[0][0] == '\0')
+        return cq_error_set(err, CQ_EINVALID, "no program to run");
+    cq_autofree struct cq_msg_writer *msg = malloc(sizeof(*msg));
+    if (msg == NULL)
+        return cq_error_sys(err, ENOMEM, "allocate process");
+    /* Theirs: [status, stdin?, stdout?, stderr?] - closed here once sent. */
+    int theirs[4] = {-1, -1, -1, -1};
+    size_t ntheirs;
+    struct cq_spawn_params params;
+    struct cq_process *p;
+    if (cq_process_open(sb, req, &p, theirs, &ntheirs, &params, err) < 0)
+        return -1;
+
+    cq_msg_begin(msg, CQ_MSG_SPAWN);
+    for (const char *const *a = req->argv; *a != NULL; a++)
+        cq_msg_put_str(msg, CQ_F_ARG, *a);
+    cq_process_environment(sb, req, msg);
     cq_msg_put(msg, CQ_F_SPAWN, &params, sizeof(params));
     if (msg->overflow) {
         cq_error_set(err, E2BIG, "arguments and environment exceed %d bytes", CQ_PROTO_MAX_MSG);
@@ -197,11 +222,8 @@ int cq_sandbox_spawn(struct cq_sandbox *sb, const struct cq_spawn *req, struct c
         cq_error_prefix(err, "send spawn request to the sandbox");
         goto fail;
     }
-    if (await_started(p, req->argv[0], err) < 0)
+    if (cq_process_started(p, req->argv[0], err) < 0)
         goto fail;
-    /* Writes to a stdin the process has stopped reading must fail, not block us. */
-    if (p->stdin_fd >= 0)
-        fcntl(p->stdin_fd, F_SETFL, O_NONBLOCK);
     *out = p;
     return 0;
 fail:

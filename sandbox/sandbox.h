@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "common/error.h"
 
 /* Defaults (also printed by `codeq sandbox --help` and in docs/configuration.md). */
@@ -102,7 +103,15 @@ struct cq_sandbox_config {
     const struct cq_netpolicy *netpolicy;
     const struct cq_sandbox_bind *binds; /* n_binds entries, at most CQ_SANDBOX_MAX_BINDS */
     size_t n_binds;
+    /* Root only: the sandbox's user namespace is owned by CQ_SANDBOX_ZYGOTE_UID, so that
+     * a process of that host uid, which holds no capability of its own, may enter it
+     * (setns) to fork a preloaded kernel into it (docs/zygote.md). */
+    bool enterable;
 };
+
+/* The host uid of codeq's kernel zygotes: no account uses it, and it owns nothing on
+ * the host but the user namespaces of sandboxes created enterable. */
+#define CQ_SANDBOX_ZYGOTE_UID 1600002000u
 
 /* --- running as a normal user ----------------------------------------------------- */
 
@@ -293,5 +302,36 @@ int cq_process_kill(struct cq_process *p);
 
 /* Frees the object; kills the tree first if it is still running. */
 void cq_process_free(struct cq_process *p);
+
+/* --- kernels forked into a sandbox by a zygote (docs/zygote.md) --------------------- */
+
+/* A pidfd of the sandbox's init, the caller's to close, that the zygote enters the
+ * sandbox's namespaces through (setns). Only for a sandbox created enterable. */
+int cq_sandbox_entry_fd(struct cq_sandbox *sb, struct cq_error *err);
+
+/* Moves the host process pid into the sandbox's cgroup: the zygote's child, before it
+ * forks the kernel, so that every page the kernel writes is the sandbox's. */
+int cq_sandbox_attach(struct cq_sandbox *sb, pid_t pid, struct cq_error *err);
+
+/* The process object of a kernel the caller has a zygote fork into the sandbox, as
+ * cq_sandbox_spawn makes for one init forks (req->argv is not used; env, cwd,
+ * timeout, stdio and the output limit are). theirs gets the fds for the zygote, the
+ * caller's to close once handed on: [0] the status socket of the adopted shim, then
+ * the process's stdin, stdout and stderr (-1 for a stream that is CQ_STDIO_NULL).
+ * Then cq_process_await_adopted; cq_process_wait and the rest work as for a spawn. */
+int cq_sandbox_adopt(struct cq_sandbox *sb, const struct cq_spawn *req, int theirs[4],
+                     struct cq_process **out, struct cq_error *err);
+
+/* The host files a zygote needs: an O_PATH fd of codeq-sandbox-init (the caller's to
+ * close; the zygote's child execs it as the adopted shim) and the path of
+ * libcodeq-adopt.so beside it. */
+int cq_sandbox_zygote_files(int *init_fd, char *library, size_t len, struct cq_error *err);
+
+/* The environment every process of the sandbox starts with (defaults and its
+ * configuration's), NAME=VALUE, NULL-terminated; valid while the sandbox is. */
+const char *const *cq_sandbox_environ(const struct cq_sandbox *sb);
+
+/* Waits until the adopted shim supervises the process (its STARTED), or its failure. */
+int cq_process_await_adopted(struct cq_process *p, struct cq_error *err);
 
 #endif

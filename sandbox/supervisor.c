@@ -36,6 +36,7 @@
 #include <limits.h>
 #include <linux/capability.h>
 #include <linux/sched.h>
+#include <linux/securebits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -135,6 +136,7 @@ struct init_launch {
     bool no_cgroup;   /* none at all (rootless.c): a cgroup namespace at clone still */
     uint32_t init_id; /* init's uid and gid inside: 0, or 1000 with one id */
     bool keep_groups; /* setgroups is refused in the namespace (rootless.c) */
+    uint32_t owner;   /* the user namespace's owner when not root: CQ_SANDBOX_ZYGOTE_UID */
 };
 
 /* One id inside (struct id_layout): init is not uid 0 there, so its execve would drop
@@ -180,6 +182,9 @@ static void __attribute__((noreturn)) init_child(const struct init_launch *launc
      * groups and would still grant access to group-readable host files. (Where the
      * namespace refuses setgroups, a normal user's own ids, they stay: docs/security.md,
      * "Running as a normal user".) */
+    /* The creating thread lent us its securebits (start_init): not init's to keep. */
+    if (launch->owner != 0 && syscall(SYS_prctl, PR_SET_SECUREBITS, 0, 0, 0, 0) < 0)
+        syscall(SYS_exit_group, 128);
     uint32_t id = launch->init_id;
     if ((!launch->keep_groups && syscall(SYS_setgroups, 0, NULL) < 0) ||
         syscall(SYS_setresgid, id, id, id) < 0 || syscall(SYS_setresuid, id, id, id) < 0)
@@ -210,9 +215,55 @@ static void __attribute__((noreturn)) init_child(const struct init_launch *launc
     __builtin_unreachable();
 }
 
+/* A new user namespace is owned by the effective uid of the thread that creates it,
+ * and that uid, from the parent namespace, holds every capability in it: the kernel
+ * zygote, running as CQ_SANDBOX_ZYGOTE_UID with no capability at all, can then enter
+ * an enterable sandbox and nothing else (docs/zygote.md). So the creating thread takes
+ * that euid for the clone only. It keeps its capabilities and file-system uid 0 the
+ * while (SECBIT_NO_SETUID_FIXUP, setfsuid): CLONE_INTO_CGROUP checks write access to
+ * the cgroup as the caller. Raw system calls: credentials are per thread in the kernel,
+ * and glibc's wrappers would change every thread of the process. */
+struct lent_identity {
+    long securebits;
+    bool lent;
+};
+
+static int lend_identity(uint32_t owner, struct lent_identity *saved, struct cq_error *err)
+{
+    saved->lent = false;
+    if (owner == 0)
+        return 0;
+    saved->securebits = syscall(SYS_prctl, PR_GET_SECUREBITS, 0, 0, 0, 0);
+    if (saved->securebits < 0 || syscall(SYS_prctl, PR_SET_SECUREBITS,
+                                         saved->securebits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) < 0)
+        return cq_error_sys(err, errno, "securebits for an enterable sandbox");
+    if (syscall(SYS_setresuid, -1, owner, -1) < 0) {
+        int code = errno;
+        syscall(SYS_prctl, PR_SET_SECUREBITS, saved->securebits, 0, 0, 0);
+        return cq_error_sys(err, code, "take the zygote's uid for an enterable sandbox");
+    }
+    syscall(SYS_setfsuid, 0);
+    saved->lent = true;
+    return 0;
+}
+
+static void take_back_identity(const struct lent_identity *saved)
+{
+    if (!saved->lent)
+        return;
+    /* Cannot fail: the saved set-user-ID is still 0. A thread left with another euid
+     * would create files and sandboxes as it, so a failure here is fatal. */
+    if (syscall(SYS_setresuid, -1, 0, -1) < 0 ||
+        syscall(SYS_prctl, PR_SET_SECUREBITS, saved->securebits, 0, 0, 0) < 0)
+        abort();
+}
+
 static pid_t start_init(struct init_launch *launch, struct cq_error *err)
 {
     long pid;
+    struct lent_identity saved = {0};
+    if (lend_identity(launch->owner, &saved, err) < 0)
+        return -1;
     if (launch->cgroup_fd >= 0) {
         struct clone_args args = {
             .flags = NAMESPACE_FLAGS | CLONE_NEWCGROUP | CLONE_INTO_CGROUP,
@@ -228,8 +279,9 @@ static pid_t start_init(struct init_launch *launch, struct cq_error *err)
     }
     if (pid == 0)
         init_child(launch);
+    int code = errno;
+    take_back_identity(&saved);
     if (pid < 0) {
-        int code = errno;
         if (cq_sandbox_ids_mode() == CQ_SANDBOX_IDS_ROOT)
             return cq_error_sys(err, code, "clone sandbox init");
         /* A normal user's namespace can exist and still be refused more of them (a
@@ -452,6 +504,10 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     }
     if (cq_rootless_check(err) < 0)
         return -1;
+    /* As a normal user every sandbox's namespace is the user's already, and the zygote
+     * would be the user too: nothing to lend. Not built for that case yet. */
+    if (cfg->enterable && cq_sandbox_ids_mode() != CQ_SANDBOX_IDS_ROOT)
+        return cq_error_set(err, CQ_EINVALID, "enterable sandboxes need codeq to run as root");
     struct id_layout ids;
     if (choose_user_ids(cfg, &ids, err) < 0)
         return -1;
@@ -475,6 +531,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
     sb->init_pidfd = -1;
     sb->workspace_fd = -1;
     cq_egress_init(&sb->egress);
+    sb->enterable = cfg->enterable;
     sb->user_uid = ids.user_uid;
     sb->user_gid = ids.user_gid;
     for (int c = 0; c < CQ_CG_NCONTROLLERS; c++)
@@ -528,6 +585,7 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
         .no_cgroup = version == 0,
         .init_id = ids.one_id ? CQ_SANDBOX_USER_UID : 0,
         .keep_groups = cq_rootless_setgroups_denied(),
+        .owner = cfg->enterable ? CQ_SANDBOX_ZYGOTE_UID : 0,
     };
     pid_t pid = start_init(&launch, err);
     if (pid < 0)
@@ -575,6 +633,39 @@ int cq_sandbox_create(const struct cq_sandbox_config *cfg, struct cq_sandbox **o
 fail:
     free_sandbox(sb);
     return -1;
+}
+
+int cq_sandbox_zygote_files(int *init_fd, char *library, size_t len, struct cq_error *err)
+{
+    pthread_once(&init_binary_once, find_init_binary);
+    if (init_binary.fd < 0) {
+        if (err != NULL)
+            *err = init_binary.error;
+        return -1;
+    }
+    /* The library is built and installed beside the init binary (CMakeLists.txt). */
+    char self[64], path[PATH_MAX];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", init_binary.fd);
+    ssize_t n = readlink(self, path, sizeof(path) - 1);
+    if (n <= 0)
+        return cq_error_sys(err, errno, "where codeq-sandbox-init is");
+    path[n] = '\0';
+    char *slash = strrchr(path, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    if ((size_t)snprintf(library, len, "%s/libcodeq-adopt.so", path) >= len)
+        return cq_error_set(err, ENAMETOOLONG, "path of libcodeq-adopt.so");
+    if (access(library, R_OK) < 0)
+        return cq_error_sys(err, errno, "%s", library);
+    *init_fd = fcntl(init_binary.fd, F_DUPFD_CLOEXEC, 3);
+    if (*init_fd < 0)
+        return cq_error_sys(err, errno, "codeq-sandbox-init");
+    return 0;
+}
+
+const char *const *cq_sandbox_environ(const struct cq_sandbox *sb)
+{
+    return (const char *const *)sb->env;
 }
 
 void cq_sandbox_kill(struct cq_sandbox *sb)

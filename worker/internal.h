@@ -79,10 +79,20 @@ enum cq_language { CQ_LANG_PYTHON, CQ_LANG_JAVASCRIPT, CQ_LANG_TYPESCRIPT };
 
 struct cq_kernel;
 
+struct cq_zygote;
+
+/* zygote.c: the Python kernel zygote of codeq.default (docs/zygote.md). */
+int cq_zygote_start(struct cq_worker *w, struct cq_zygote **out, struct cq_error *err);
+/* Forks a kernel into sb (enterable) for req, as cq_sandbox_spawn would start one. */
+int cq_zygote_fork(struct cq_zygote *z, struct cq_sandbox *sb, const struct cq_spawn *req,
+                   struct cq_process **out, struct cq_error *err);
+void cq_zygote_stop(struct cq_zygote *z);
+
 struct cq_kernel_spawn {
     struct cq_sandbox *sandbox;
-    bool javascript; /* the Node kernel (JavaScript and TypeScript) */
-    bool preload;    /* Python: import numpy, pandas, matplotlib at start */
+    struct cq_zygote *zygote; /* Python: forked from it (preload is then moot); NULL: exec'd */
+    bool javascript;          /* the Node kernel (JavaScript and TypeScript) */
+    bool preload;             /* Python: import numpy, pandas, matplotlib at start */
     /* Python, with preload: more modules to import at start (a code interpreter's),
      * NULL-terminated, at most CQ_KERNEL_MAX_PRELOAD; may be NULL. One that fails to
      * import is reported on the kernel's stderr and skipped. */

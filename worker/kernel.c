@@ -145,7 +145,9 @@ int cq_kernel_start(const struct cq_kernel_spawn *spawn, struct cq_kernel **out,
     req.stdin_fd = sv[1];
     req.stdout_fd = out_pipe[1];
     req.stderr_fd = err_pipe[1];
-    int rc = cq_sandbox_spawn(spawn->sandbox, &req, &k->proc, err);
+    int rc = spawn->zygote != NULL
+                 ? cq_zygote_fork(spawn->zygote, spawn->sandbox, &req, &k->proc, err)
+                 : cq_sandbox_spawn(spawn->sandbox, &req, &k->proc, err);
     close(sv[1]);
     close(out_pipe[1]);
     close(err_pipe[1]);

@@ -12,6 +12,7 @@
 #include "common/clock.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,12 +23,24 @@
  * this, doubled at each failure in a row up to the maximum, and does not hold up the
  * other pools meanwhile: the one refill thread spends at most one start's timeout on
  * it per POOL_RETRY_MAX_MS. */
-#define POOL_RETRY_MS     5000
+#define POOL_RETRY_MS 5000
+/* A zygote that did not start is tried again after this. */
+#define ZYGOTE_RETRY_MS   30000
 #define POOL_RETRY_MAX_MS (300 * 1000)
 
 int cq_worker_make_sandbox(struct cq_worker *w, const struct cq_interp *ip,
                            const struct cq_sandbox_limits *limits, enum cq_network_mode network,
                            const char *const *allow, size_t n_allow, struct cq_sandbox **out,
+                           struct cq_error *err)
+{
+    const struct cq_sandbox_extras extras = {.enterable = w->cfg.fork_kernels};
+    return cq_worker_sandbox_with(w, ip, limits, network, allow, n_allow, &extras, out, err);
+}
+
+int cq_worker_sandbox_with(struct cq_worker *w, const struct cq_interp *ip,
+                           const struct cq_sandbox_limits *limits, enum cq_network_mode network,
+                           const char *const *allow, size_t n_allow,
+                           const struct cq_sandbox_extras *extras, struct cq_sandbox **out,
                            struct cq_error *err)
 {
     /* pip and npm in a session: the runtime's packages are read-only (and Debian marks
@@ -83,8 +96,12 @@ int cq_worker_make_sandbox(struct cq_worker *w, const struct cq_interp *ip,
         cfg.n_allow = n_allow;
         cfg.netpolicy = &w->cfg.netpolicy;
     }
-    struct cq_sandbox_bind binds[2];
+    struct cq_sandbox_bind binds[3];
     size_t n_binds = 0;
+    cfg.enterable = extras->enterable;
+    cfg.workspace_dir = extras->workspace_dir;
+    if (extras->bind != NULL)
+        binds[n_binds++] = *extras->bind;
     if (w->runtimes_seen != w->runtimes_dir)
         binds[n_binds++] = (struct cq_sandbox_bind){.host_path = w->runtimes_dir,
                                                     .sandbox_path = RUNTIMES_IN_SANDBOX};
@@ -98,13 +115,46 @@ int cq_worker_make_sandbox(struct cq_worker *w, const struct cq_interp *ip,
     return rc;
 }
 
+/* The zygote, started if there is none (and the last failure is old enough); NULL when
+ * there is none to use. Held: w->zygote.lock. */
+static struct cq_zygote *zygote_locked(struct cq_worker *w)
+{
+    if (w->zygote.z != NULL || cq_now_ms() < w->zygote.retry_at)
+        return w->zygote.z;
+    struct cq_error err = {0};
+    if (cq_zygote_start(w, &w->zygote.z, &err) < 0) {
+        w->zygote.retry_at = cq_now_ms() + ZYGOTE_RETRY_MS;
+        fprintf(stderr, "codeq: kernels start unforked for now: %s\n", err.msg);
+    }
+    return w->zygote.z;
+}
+
+/* A zygote that failed a fork is stopped; the next kernel starts another. */
+static void zygote_failed(struct cq_worker *w, struct cq_zygote *z, const struct cq_error *err)
+{
+    pthread_mutex_lock(&w->zygote.lock);
+    if (w->zygote.z == z) {
+        w->zygote.z = NULL;
+        cq_zygote_stop(z);
+    }
+    pthread_mutex_unlock(&w->zygote.lock);
+    fprintf(stderr, "codeq: a kernel could not be forked, started unforked: %s\n", err->msg);
+}
+
 int cq_worker_start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool javascript,
-                           bool preload, const char *const *preload_modules,
+                           bool forkable, bool preload, const char *const *preload_modules,
                            const char *const *base_env, const char *const *env,
                            struct cq_kernel **out, struct cq_error *err)
 {
+    struct cq_zygote *z = NULL;
+    if (forkable && !javascript && w->cfg.fork_kernels) {
+        pthread_mutex_lock(&w->zygote.lock);
+        z = zygote_locked(w);
+        pthread_mutex_unlock(&w->zygote.lock);
+    }
     struct cq_kernel_spawn spawn = {
         .sandbox = sb,
+        .zygote = z,
         .javascript = javascript,
         .preload = preload,
         .preload_modules = preload_modules,
@@ -112,7 +162,15 @@ int cq_worker_start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool java
         .env = env,
         .base_env = base_env,
     };
-    if (cq_kernel_start(&spawn, out, err) < 0)
+    int rc = cq_kernel_start(&spawn, out, err);
+    if (rc < 0 && z != NULL) {
+        /* Kernels keep starting, the usual way, while the zygote is replaced. */
+        zygote_failed(w, z, err);
+        spawn.zygote = NULL;
+        cq_error_clear(err);
+        rc = cq_kernel_start(&spawn, out, err);
+    }
+    if (rc < 0)
         return -1;
     if (cq_kernel_wait_ready(*out, KERNEL_START_TIMEOUT_MS, err) < 0) {
         cq_kernel_stop(*out);
@@ -193,9 +251,10 @@ static void *pool_main(void *arg)
          * resolver every name until a session gives its own (cq_pool_take). */
         int rc = cq_worker_make_sandbox(w, ip, &limits, mode, NULL, 0, &sb, &err);
         if (rc == 0)
-            rc = cq_worker_start_kernel(
-                w, sb, false, true, ip != NULL ? (const char *const *)ip->preload : NULL,
-                ip != NULL ? (const char *const *)ip->env : NULL, NULL, &k, &err);
+            rc = cq_worker_start_kernel(w, sb, false, ip == NULL, true,
+                                        ip != NULL ? (const char *const *)ip->preload : NULL,
+                                        ip != NULL ? (const char *const *)ip->env : NULL, NULL, &k,
+                                        &err);
         pthread_mutex_lock(&w->pool.lock);
         bool keep =
             rc == 0 && !w->pool.stopping && (ip == NULL || ip->defined) && pool->n < pool->size;

@@ -669,6 +669,7 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->reaper_cond, NULL);
     pthread_mutex_init(&w->pool.lock, NULL);
+    pthread_mutex_init(&w->zygote.lock, NULL);
     pthread_cond_init(&w->pool.cond, NULL);
     if (cq_wmetrics_create(w, err) < 0) {
         cq_worker_destroy(w);
@@ -711,6 +712,8 @@ void cq_worker_destroy(struct cq_worker *w)
         free_session(s);
     }
     pthread_mutex_unlock(&w->lock);
+    cq_zygote_stop(w->zygote.z);
+    pthread_mutex_destroy(&w->zygote.lock);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->reaper_cond);
     pthread_mutex_destroy(&w->pool.lock);
@@ -723,7 +726,8 @@ int cq_session_kernel(struct cq_worker *w, struct cq_session *s, bool javascript
 {
     struct kernel_slot *slot = &s->kernels[javascript];
     if (slot->kernel == NULL &&
-        cq_worker_start_kernel(w, s->sandbox, javascript, false, NULL,
+        cq_worker_start_kernel(w, s->sandbox, javascript,
+                               strcmp(s->interpreter, CQ_INTERPRETER_DEFAULT) == 0, false, NULL,
                                (const char *const *)s->base_env, (const char *const *)s->env,
                                &slot->kernel, err) < 0)
         return -1;

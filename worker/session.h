@@ -101,21 +101,44 @@ struct cq_worker {
         struct cq_interp *interps;
     } pool;
     struct cq_wmetrics *metrics; /* NULL: cfg.metrics is */
+    /* cfg.fork_kernels: the zygote (zygote.c), started at the first kernel and again
+     * after it failed, no sooner than retry_at (ms, cq_now_ms). */
+    struct {
+        pthread_mutex_t lock;
+        struct cq_zygote *z;
+        uint64_t retry_at;
+    } zygote;
 };
 
 /* ---- pool.c ----------------------------------------------------------------------- */
 
 /* A sandbox for a session or a pool of interpreter ip (NULL: codeq.default), with the
- * limits given (the worker's defaults merged in already). */
+ * limits given (the worker's defaults merged in already); enterable by the zygote when
+ * kernels are forked. */
 int cq_worker_make_sandbox(struct cq_worker *w, const struct cq_interp *ip,
                            const struct cq_sandbox_limits *limits, enum cq_network_mode network,
                            const char *const *allow, size_t n_allow, struct cq_sandbox **out,
                            struct cq_error *err);
-/* Starts a kernel and waits until it is ready. preload: Python, import codeq's usual
+/* What the zygote's own sandbox has besides (zygote.c). */
+struct cq_sandbox_extras {
+    const struct cq_sandbox_bind *bind; /* one more read-only bind, or NULL */
+    bool enterable;
+    const char *workspace_dir; /* a host directory as /workspace, or NULL */
+};
+/* The same with extras. */
+int cq_worker_sandbox_with(struct cq_worker *w, const struct cq_interp *ip,
+                           const struct cq_sandbox_limits *limits, enum cq_network_mode network,
+                           const char *const *allow, size_t n_allow,
+                           const struct cq_sandbox_extras *extras, struct cq_sandbox **out,
+                           struct cq_error *err);
+/* Starts a kernel and waits until it is ready. forkable: a Python kernel of
+ * codeq.default in a sandbox from cq_worker_make_sandbox, which the zygote may fork
+ * when the worker forks kernels (with the modules imported, whatever preload says).
+ * preload: Python, import codeq's usual
  * modules and preload_modules (may be NULL). base_env: the interpreter's environment
  * (struct cq_kernel_spawn), env the session's; both may be NULL. */
 int cq_worker_start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool javascript,
-                           bool preload, const char *const *preload_modules,
+                           bool forkable, bool preload, const char *const *preload_modules,
                            const char *const *base_env, const char *const *env,
                            struct cq_kernel **out, struct cq_error *err);
 /* Starts the refill thread; stops it and empties the pools of codeq.default. */

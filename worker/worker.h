@@ -33,6 +33,10 @@ struct cq_worker_config {
     struct cq_sandbox_limits limits; /* per-session defaults */
     const char *runtimes_dir;        /* NULL: found next to the program, or CODEQ_RUNTIMES_DIR */
     unsigned warm_pool_size;         /* sandboxes kept ready with a preloaded Python kernel */
+    /* Python kernels of codeq.default are forked from a zygote that imported their
+     * modules once (docs/zygote.md), as root only; a kernel it cannot fork starts the
+     * usual way. */
+    bool fork_kernels;
     unsigned max_sessions;
     uint32_t default_session_ttl_s;
     double default_call_timeout_s;

@@ -457,6 +457,13 @@ def preload(modules):
 def main():
     want_preload = "--preload" in sys.argv[1:]
     modules = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--preload-module=")]
+    serve(modules if want_preload else None)
+
+
+def serve(preload_modules=None):
+    """Serves the worker on the control channel, fd 0, until it closes: a kernel started
+    by the worker (preloading first when given modules, [] for the usual ones only), or
+    forked by the zygote (codeq_zygote.py), whose modules are imported already."""
     # The control channel arrived as fd 0; user code gets an empty stdin instead.
     control = socket.socket(fileno=os.dup(0))
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -469,8 +476,8 @@ def main():
     sys.argv = [""]
     sys.path[0] = ""
     sys.meta_path.append(_UserSiteFinder)
-    if want_preload:
-        preload(modules)
+    if preload_modules is not None:
+        preload(preload_modules)
     Kernel(control).serve()
 
 

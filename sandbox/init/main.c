@@ -306,8 +306,16 @@ static int set_up(int control_fd, struct init_config *cfg, struct cq_error *err)
     return rc;
 }
 
-int main(void)
+/* fds of the adopted shim's exec (docs/zygote.md) */
+#define ADOPTED_STATUS_FD  3
+#define ADOPTED_CHANNEL_FD 4
+
+int main(int argc, char **argv)
 {
+    /* The same static binary is the shim of a process a kernel zygote forked into a
+     * sandbox: the zygote's child execs it from an fd, inside the sandbox. */
+    if (argc == 2 && strcmp(argv[1], "adopted-shim") == 0)
+        init_run_adopted_shim(ADOPTED_STATUS_FD, ADOPTED_CHANNEL_FD);
     int control_fd = INIT_CONTROL_FD;
     struct cq_error err = {0};
     struct init_config cfg;

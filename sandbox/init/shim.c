@@ -45,64 +45,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_ARGS      4096
-#define EXEC_ERROR_FD 3
-
-struct spawn_request {
-    const char *argv[MAX_ARGS + 1];
-    const char *envp[MAX_ARGS + 1];
-    const char *cwd;
-    struct cq_spawn_params params;
-};
-
-/* Errors are EPROTO, not CQ_EPROTO: the supervisor appends strerror(code) to what a
- * shim reports. */
-static int parse_spawn(const struct cq_msg_reader *msg, struct spawn_request *req,
-                       struct cq_error *err)
-{
-    struct cq_msg_reader r = *msg;
-    size_t argc = 0, envc = 0;
-    bool have_params = false;
-    uint16_t tag;
-    const void *data;
-    size_t len;
-    int more;
-    req->cwd = "/workspace";
-    while ((more = cq_msg_next(&r, &tag, &data, &len, NULL)) > 0) {
-        const char *s = cq_msg_str(data, len);
-        switch (tag) {
-        case CQ_F_ARG:
-            if (s == NULL || argc == MAX_ARGS)
-                return cq_error_set(err, EPROTO, "malformed spawn request: argument %zu", argc);
-            req->argv[argc++] = s;
-            break;
-        case CQ_F_ENV:
-            if (s == NULL || envc == MAX_ARGS)
-                return cq_error_set(err, EPROTO, "malformed spawn request: environment %zu", envc);
-            req->envp[envc++] = s;
-            break;
-        case CQ_F_CWD:
-            if (s == NULL)
-                return cq_error_set(err, EPROTO, "malformed spawn request: cwd");
-            req->cwd = s;
-            break;
-        case CQ_F_SPAWN:
-            if (len != sizeof(req->params))
-                return cq_error_set(err, EPROTO, "malformed spawn request: parameters");
-            memcpy(&req->params, data, len);
-            have_params = true;
-            break;
-        default:
-            break;
-        }
-    }
-    req->argv[argc] = NULL;
-    req->envp[envc] = NULL;
-    if (more < 0 || argc == 0 || !have_params)
-        return cq_error_set(err, EPROTO, "malformed spawn request");
-    return 0;
-}
-
 static void report_exit(int status_fd, const struct cq_exit_status *status)
 {
     static struct cq_msg_writer w;
@@ -165,46 +107,6 @@ static int exec_search(const char *const *argv, const char *const *envp)
     return result;
 }
 
-int init_install_filter(const unsigned char *bpf, unsigned long len)
-{
-    struct sock_fprog prog = {
-        .len = (unsigned short)(len / sizeof(struct sock_filter)),
-        .filter = (struct sock_filter *)bpf,
-    };
-    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
-}
-
-/* Drops every privilege the shim holds, in the order the kernel requires:
- * bounding set and ambient set while we still have CAP_SETPCAP, then groups and
- * ids (changing uid from 0 clears the permitted and effective sets), then the
- * inheritable set, which a uid change keeps. */
-static int drop_privileges(const struct init_config *cfg)
-{
-    const struct cq_ids *ids = &cfg->ids;
-    /* EINVAL marks the first capability this kernel does not know: the end. */
-    for (int cap = 0; cap <= 63; cap++) {
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
-            continue;
-        if (errno == EINVAL)
-            break;
-        return -1;
-    }
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-        return -1;
-    if (!cfg->flags.keep_groups && setgroups(0, NULL) < 0)
-        return -1;
-    if (setresgid(ids->user_gid, ids->user_gid, ids->user_gid) < 0)
-        return -1;
-    if (setresuid(ids->user_uid, ids->user_uid, ids->user_uid) < 0)
-        return -1;
-    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    struct __user_cap_data_struct data[2];
-    memset(data, 0, sizeof(data));
-    if (syscall(SYS_capset, &header, data) < 0)
-        return -1;
-    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-}
-
 /* Moves fd to at least `floor`, so dup2 onto 0..2 cannot clobber a source. */
 static int lift_fd(int fd, int floor)
 {
@@ -245,34 +147,7 @@ run_command(const struct init_config *cfg, const struct spawn_request *req, cons
     step = "close fds";
     if (syscall(SYS_close_range, EXEC_ERROR_FD + 1, ~0U, 0) < 0)
         goto fail;
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    step = "rlimits";
-    struct rlimit fsize = {req->params.rlimit_fsize, req->params.rlimit_fsize};
-    struct rlimit nofile = {req->params.rlimit_nofile, req->params.rlimit_nofile};
-    struct rlimit core = {0, 0}; /* no core files in the workspace */
-    if (setrlimit(RLIMIT_FSIZE, &fsize) < 0 || setrlimit(RLIMIT_NOFILE, &nofile) < 0 ||
-        setrlimit(RLIMIT_CORE, &core) < 0)
-        goto fail;
-    struct rlimit nproc = {req->params.rlimit_nproc, req->params.rlimit_nproc};
-    if (req->params.rlimit_nproc != 0 && setrlimit(RLIMIT_NPROC, &nproc) < 0)
-        goto fail;
-    umask(022);
-    step = "drop privileges";
-    if (drop_privileges(cfg) < 0)
-        goto fail;
-    /* As the sandbox user, so a directory it may not enter is refused, and so that
-     * a host workspace owned by it but closed to others is entered by its owner. */
-    step = "chdir";
-    if (chdir(req->cwd) < 0)
-        goto fail;
-    /* Last: the filter also binds this code, and execve is allowed by it. The
-     * sandbox filter (init's) is inherited already; this one removes what init and
-     * the shims kept for themselves. */
-    step = "seccomp";
-    if (init_install_filter(cq_seccomp_process_bpf, cq_seccomp_process_bpf_len) < 0)
+    if (init_become_user(&cfg->ids, cfg->flags.keep_groups, req, &step) < 0)
         goto fail;
     step = "execve";
     error = exec_search(req->argv, req->envp);
@@ -362,12 +237,21 @@ static int take_stdio(struct shim *sh, const struct spawn_request *req, const in
     return 0;
 }
 
+static int prepare_supervision(struct shim *sh, struct cq_error *err);
+
 /* Everything before the fork: the request, the process's /proc, SIGCHLD as an fd. */
 static int prepare(struct shim *sh, const struct cq_msg_reader *spawn_msg, int *fds, size_t nfds,
                    struct spawn_request *req, struct cq_error *err)
 {
-    if (parse_spawn(spawn_msg, req, err) < 0 || take_stdio(sh, req, fds, nfds, err) < 0 ||
-        init_mount_process_proc(err) < 0)
+    if (init_parse_spawn(spawn_msg, req, err) < 0 || take_stdio(sh, req, fds, nfds, err) < 0)
+        return -1;
+    return prepare_supervision(sh, err);
+}
+
+/* The process's /proc, and SIGCHLD as an fd. */
+static int prepare_supervision(struct shim *sh, struct cq_error *err)
+{
+    if (init_mount_process_proc(err) < 0)
         return -1;
     sigset_t chld;
     sigemptyset(&chld);
@@ -532,6 +416,69 @@ fail(const struct shim *sh, const struct cq_error *err, int status)
 {
     report_failure(sh->status_fd, err->code, err->msg);
     _exit(status);
+}
+
+/* The adopted process is the first the zygote's child forked in this pid namespace
+ * after us (docs/zygote.md): pid 2, our child. */
+#define ADOPTED_PID 2
+
+/* The shim of a kernel a zygote forked into the sandbox (docs/zygote.md). It was
+ * forked from the zygote's child too, as pid 1 of a new pid namespace in a new mount
+ * namespace below the sandbox's, made uid 0 of the sandbox and exec'd here with the
+ * status socket on fd 3 and, on fd 4, a socket to the process it forked before the
+ * exec (pid 2). It did not come from init, so it inherited none of init's state: it
+ * takes the sandbox filter and non-dumpability itself. Then it reads the SPAWN the
+ * supervisor sent (cq_sandbox_adopt: the process's limits, environment and directory),
+ * passes it on to the process, which applies it to itself (become.c) before it runs
+ * anything, and from then on supervises it as any shim its own. */
+void init_run_adopted_shim(int status_fd, int channel_fd)
+{
+    static uint8_t buf[CQ_PROTO_MAX_MSG];
+    static struct spawn_request req;
+    struct shim sh = {
+        .status_fd = status_fd,
+        .signal_fd = -1,
+        .exec_fd = -1,
+        .timer_fd = -1,
+        .stdio = {-1, -1, -1},
+        .child = ADOPTED_PID,
+        .start_us = now_us(),
+        .result = {.exit_code = -1},
+    };
+    struct cq_error err = {0};
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        init_install_filter(cq_seccomp_sandbox_bpf, cq_seccomp_sandbox_bpf_len) < 0) {
+        cq_error_set(&err, errno, "adopted shim: sandbox filter");
+        kill_tree();
+        fail(&sh, &err, 1);
+    }
+    ssize_t n = cq_msg_recv(status_fd, buf, sizeof(buf), NULL, NULL, &err);
+    struct cq_msg_reader r;
+    if (n <= 0 || cq_msg_reader_init(&r, buf, (size_t)n, NULL) < 0 || r.type != CQ_MSG_SPAWN) {
+        cq_error_set(&err, EPROTO, "adopted shim: no spawn request");
+        kill_tree();
+        fail(&sh, &err, 1);
+    }
+    /* The process must be there, and ours, before it is told to go on. */
+    siginfo_t info = {0};
+    if (init_parse_spawn(&r, &req, &err) < 0 || prepare_supervision(&sh, &err) < 0 ||
+        waitid(P_PID, ADOPTED_PID, &info, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+        send(channel_fd, buf, (size_t)n, MSG_NOSIGNAL) != n) {
+        if (err.code == 0)
+            cq_error_set(&err, errno, "adopted shim: no process to adopt");
+        kill_tree();
+        fail(&sh, &err, 1);
+    }
+    close(channel_fd);
+    (void)cq_msg_send_type(sh.status_fd, CQ_MSG_STARTED, NULL, 0, NULL);
+    if (arm_timeout(&sh, req.params.timeout_ms, &err) < 0) {
+        kill_tree();
+        fail(&sh, &err, 1);
+    }
+    supervise(&sh);
+    report(&sh);
+    _exit(0);
 }
 
 void init_run_shim(const struct init_config *cfg, const struct cq_msg_reader *spawn_msg, int *fds,

@@ -2,6 +2,8 @@
 no warm pool, a fresh session per test, and a check that nothing is left on the host.
 Test modules import them by name (`from mcp_fixtures import host, server, ...`)."""
 
+import os
+
 import pytest
 
 from mcp_client import HostWatch, McpServer, start_session
@@ -17,6 +19,10 @@ def host():
 
 
 def new_server(host, *args):
+    # CODEQ_TEST_FORK_KERNELS=1 runs the suites with kernels forked from the zygote
+    # (docs/zygote.md), by hand for now; test_forked_kernels.py always does.
+    if os.environ.get("CODEQ_TEST_FORK_KERNELS") == "1" and "--fork-kernels" not in args:
+        args = args + ("--fork-kernels",)
     server = McpServer(*args)
     host.pids.append(server.pid)
     server.initialize()
