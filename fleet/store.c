@@ -10,8 +10,8 @@
  * that finds Redis unreachable waits for it (REDIS_WAIT_MS, with backoff) before it
  * fails, so a Redis restart delays requests rather than failing them; the scripts a
  * retry may send twice (the reply of the first was lost) are written to tell their own
- * earlier success from another process's (CLAIM, FINISH). Each connection, the first
- * and every reconnection, is made by redis_connect.c: TLS and AUTH as configured. */
+ * earlier success from another process's (CLAIM, FINISH, CREATE_SESSION). Each connection, the
+ * first and every reconnection, is made by redis_connect.c: TLS and AUTH as configured. */
 #define _GNU_SOURCE
 #include "fleet/store_internal.h"
 #include "common/metrics.h"
@@ -474,8 +474,14 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *tena
     return 0;
 }
 
-/* A client token is the tenant's own: another tenant's same token is another start. */
+/* A client token is the tenant's own: another tenant's same token is another start.
+ *
+ * The session id is new (128 random bits, from the caller): a session of that id can
+ * only be this call's own, made by a first run whose reply was lost (cq_st_command()
+ * sends the script again). That run is answered as new (''), and nothing is done twice:
+ * the token it wrote names the id, the index holds it, the worker's slot is taken. */
 static const char CREATE_SESSION[] = TENANT_RECOUNT_LUA
+    "if redis.call('EXISTS', ARGV[1] .. 'session:' .. ARGV[2]) == 1 then return '' end\n"
     "local token = ARGV[1] .. 'start:' .. ARGV[4]\n"
     "if ARGV[6] ~= '' then token = ARGV[1] .. 'start:' .. ARGV[6] .. ':' .. ARGV[4] end\n"
     "if ARGV[4] ~= '' then\n"
