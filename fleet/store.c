@@ -480,10 +480,9 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *tena
  * only be this call's own, made by a first run whose reply was lost (cq_st_command()
  * sends the script again). That run is answered as new (''), and nothing is done twice:
  * the token it wrote names the id, the index holds it, the worker's slot is taken. */
-static const char CREATE_SESSION[] = TENANT_RECOUNT_LUA
+static const char CREATE_SESSION[] = TENANT_RECOUNT_LUA START_TOKEN_LUA
     "if redis.call('EXISTS', ARGV[1] .. 'session:' .. ARGV[2]) == 1 then return '' end\n"
-    "local token = ARGV[1] .. 'start:' .. ARGV[4]\n"
-    "if ARGV[6] ~= '' then token = ARGV[1] .. 'start:' .. ARGV[6] .. ':' .. ARGV[4] end\n"
+    "local token = start_token(ARGV[1], ARGV[6], ARGV[4])\n"
     "if ARGV[4] ~= '' then\n"
     "  local e = redis.call('GET', token)\n"
     "  if e then return e end\n"
@@ -757,10 +756,16 @@ int cq_store_list_sessions(struct cq_store *st, const char *tenant, size_t max, 
     return 0;
 }
 
-static const char END_SESSION[] =
+static const char END_SESSION[] = START_TOKEN_LUA
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if ARGV[3] ~= '' and (redis.call('HGET', s, 'owner') ~= ARGV[3] or\n"
     "                      redis.call('HGET', s, 'fence') ~= ARGV[4]) then return 0 end\n"
+    /* A start that failed frees its client token (if it still names this session): a
+     * retry with the token then starts a session instead of getting this dead one. */
+    "if ARGV[9] and ARGV[9] ~= '' then\n"
+    "  local k = start_token(ARGV[1], ARGV[8], ARGV[9])\n"
+    "  if redis.call('GET', k) == ARGV[2] then redis.call('DEL', k) end\n"
+    "end\n"
     "local held = tonumber(redis.call('HGET', ARGV[1] .. 'files:' .. ARGV[2], 'bytes') or '0')\n"
     "if held > 0 then\n"
     "  redis.call('DECRBY', ARGV[1] .. 'stored:' .. (redis.call('HGET', s, 'tenant') or ''), "
@@ -796,8 +801,9 @@ static const char END_SESSION[] =
     "end\n"
     "return 1\n";
 
-int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
-                         uint64_t fence, struct cq_error *err)
+static int end_session(struct cq_store *st, const char *session_id, const char *worker,
+                       uint64_t fence, const char *tenant, const char *client_token,
+                       struct cq_error *err)
 {
     struct args a;
     cq_st_script(st, &a, END_SESSION);
@@ -807,7 +813,24 @@ int cq_store_end_session(struct cq_store *st, const char *session_id, const char
     cq_st_arg_int(&a, cq_unix_ms());
     cq_st_arg_int(&a, ENDED_KEPT_S);
     cq_st_arg_int(&a, RESULT_AFTER_END_S);
+    if (client_token != NULL && client_token[0] != '\0') {
+        cq_st_arg(&a, tenant != NULL ? tenant : "");
+        cq_st_arg(&a, client_token);
+    }
     return cq_st_fenced(cq_st_run(st, &a, err), session_id, err);
+}
+
+int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
+                         uint64_t fence, struct cq_error *err)
+{
+    return end_session(st, session_id, worker, fence, NULL, NULL, err);
+}
+
+int cq_store_end_start(struct cq_store *st, const char *session_id, const char *worker,
+                       uint64_t fence, const char *tenant, const char *client_token,
+                       struct cq_error *err)
+{
+    return end_session(st, session_id, worker, fence, tenant, client_token, err);
 }
 
 static const char RELEASE[] =

@@ -168,6 +168,12 @@ int cq_store_list_sessions(struct cq_store *st, const char *tenant, size_t max, 
 /* Removes the session's keys (fenced unless worker is NULL). */
 int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
                          uint64_t fence, struct cq_error *err);
+/* Ends a session whose start failed (or was never run: its deadline passed), as
+ * cq_store_end_session(), and frees the start's client token (tenant's) if it still
+ * names the session, so that a start sent again with it makes a new session. */
+int cq_store_end_start(struct cq_store *st, const char *session_id, const char *worker,
+                       uint64_t fence, const char *tenant, const char *client_token,
+                       struct cq_error *err);
 /* Gives the session up (owner ""), so that the next request moves it at once. */
 int cq_store_release_session(struct cq_store *st, const char *session_id, const char *worker,
                              uint64_t fence, struct cq_error *err);

@@ -1,7 +1,9 @@
-/* tests/unit/test_store_retry.c - the store's scripts when a reply is lost: the store
- * sends a command again when Redis' reply did not come (a timeout, a dropped
- * connection, fleet/store.c's cq_st_command()), so a script may run twice, and its
- * second run must say what its first did.
+/* tests/unit/test_store_retry.c - starts of sessions that do not go as planned.
+ *
+ * A reply lost: the store sends a command again when Redis' reply did not come (a
+ * timeout, a dropped connection: fleet/store.c's cq_st_command()), so a script may run
+ * twice, and its second run must say what its first did. A start that made no session
+ * (cq_store_end_start()): its client token must be free again for the client's retry.
  *
  * Against a real redis-server of this test (started by main(), on a free port), with
  * the fault made by Redis itself: DEBUG SLEEP holds the server past the store's command
@@ -60,9 +62,9 @@ static void redis_up(void)
     snprintf(port, sizeof(port), "%d", redis_port);
     redis_pid = fork();
     if (redis_pid == 0) {
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
-               "", "--appendonly", "no", "--enable-debug-command", "yes", "--dir", "/tmp",
-               "--loglevel", "warning", (char *)NULL);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--enable-debug-command", "yes", "--dir", "/tmp", "--loglevel",
+               "warning", (char *)NULL);
         perror("redis-server");
         _exit(127);
     }
@@ -94,7 +96,7 @@ static long long integer(const char *fmt, const char *arg)
     ck_assert(c != NULL && c->err == 0);
     redisReply *r = redisCommand(c, fmt, prefix, arg);
     ck_assert_ptr_nonnull(r);
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
                   : r->type == REDIS_REPLY_STRING ? atoll(r->str)
                                                   : -1;
     freeReplyObject(r);
@@ -222,6 +224,29 @@ START_TEST(test_create_session_reply_lost)
 }
 END_TEST
 
+/* A start that made no session frees its client token, only while the token names it. */
+START_TEST(test_failed_start_frees_its_token)
+{
+    struct cq_store *st = open_store();
+    char existing[CQ_SESSION_ID_MAX + 1];
+    struct cq_error err;
+    create(st, "s0000000000000000000000000000005", "tok", existing);
+    ck_assert_msg(cq_store_end_start(st, "s0000000000000000000000000000005", "w1", 1, "acme", "tok",
+                                     &err) == 0,
+                  "%s", err.msg);
+    ck_assert_int_eq(integer("EXISTS %sstart:acme:%s", "tok"), 0);
+    ck_assert_int_eq(integer("ZCARD %ssessions:%s", "acme"), 0);
+    /* The token makes a new session now; the old one's end leaves it alone. */
+    create(st, "s0000000000000000000000000000006", "tok", existing);
+    ck_assert_str_eq(existing, "");
+    ck_assert_int_eq(
+        cq_store_end_start(st, "s0000000000000000000000000000005", NULL, 0, "acme", "tok", &err),
+        0);
+    ck_assert_int_eq(integer("EXISTS %sstart:acme:%s", "tok"), 1);
+    cq_store_close(st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("store_retry");
@@ -229,6 +254,9 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_create_session_run_twice_is_one_new_session);
     tcase_add_test(tc, test_create_session_reply_lost);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("failed_start");
+    tcase_add_test(tc, test_failed_start_frees_its_token);
     suite_add_tcase(s, tc);
     return s;
 }
