@@ -1114,7 +1114,14 @@ static const char FINISH[] =
     "redis.call('HSET', k, 'state', 'done')\n"
     "local executing = redis.call('HGET', k, 'executing')\n"
     "if executing then redis.call('ZREM', executing, ARGV[2]) end\n"
-    "redis.call('HDEL', k, 'body')\n"
+    /* The body stays while the request is in its worker's in-flight set: its reply may
+     * not have gone out (the worker stores before it publishes when its lease is in
+     * doubt, and Kafka may not take a reply in time), and recovery needs the request
+     * (its reply topic, ids) to publish the stored reply again. INFLIGHT_DONE drops it. */
+    "if not (h[2] and h[2] ~= '' and\n"
+    "        redis.call('ZSCORE', ARGV[1] .. 'inflight:' .. h[2], ARGV[2])) then\n"
+    "  redis.call('HDEL', k, 'body')\n"
+    "end\n"
     "redis.call('EXPIRE', k, ARGV[5])\n"
     "return 1\n";
 
@@ -1187,22 +1194,29 @@ int cq_store_finish(struct cq_store *st, const char *request_id, const char *wor
     return 0;
 }
 
+/* A finished request leaves the in-flight set with its body (FINISH kept it for recovery
+ * while its reply might not have gone out). */
+static const char INFLIGHT_DONE[] =
+    "for i = 3, #ARGV do\n"
+    "  redis.call('ZREM', ARGV[1] .. 'inflight:' .. ARGV[2], ARGV[i])\n"
+    "  local k = ARGV[1] .. 'req:' .. ARGV[i]\n"
+    "  if redis.call('HGET', k, 'state') == 'done' then redis.call('HDEL', k, 'body') end\n"
+    "end\n"
+    "return 1\n";
+
 int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*ids)[64], size_t n,
                                 struct cq_error *err)
 {
-    char key[160];
-    const char *argv[2 + 256];
     if (n > 256)
         return cq_error_set(err, CQ_EINVALID, "at most 256 ids at once, not %zu", n);
     if (n == 0)
         return 0;
-    snprintf(key, sizeof(key), "%sinflight:%s", st->prefix, worker);
-    argv[0] = "ZREM";
-    argv[1] = key;
+    struct args a;
+    cq_st_script(st, &a, INFLIGHT_DONE);
+    cq_st_arg(&a, worker);
     for (size_t i = 0; i < n; i++)
-        argv[2 + i] = ids[i];
-    redisReply *r = cq_st_command(st, (int)(2 + n), argv, NULL, err);
-    return cq_st_done_with(r);
+        cq_st_arg(&a, ids[i]);
+    return cq_st_done_with(cq_st_run(st, &a, err));
 }
 
 int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,

@@ -149,10 +149,13 @@ static void do_chores(struct cq_daemon *d, struct held *h)
     struct cq_error err;
     store_unstored(d, h); /* a request leaves the in-flight set only once stored */
     /* Replies that Kafka did not take in time stay in the in-flight set, all of them
-     * (which one failed is not known here): recovery publishes their stored replies
-     * again. Replies the broker refused (their topic gone, too large, not authorized)
-     * would only be refused again: they leave it as delivered ones do. Both are
-     * stored, for a client that sends the request again. */
+     * (which one failed is not known here), and their requests' bodies with them
+     * (cq_store_finish() keeps a body while its request is in the set): once this
+     * worker is gone (stopped or lost), recovery publishes their stored replies again;
+     * until then a client that sends the request again gets its reply. Replies the
+     * broker refused (their topic gone, too large, not authorized) would only be
+     * refused again: they leave it as delivered ones do. Both are stored, for a client
+     * that sends the request again. */
     bool settled = true; /* every reply delivered or refused */
     if (h->delivery != NULL && cq_kafka_wait(d->producer, h->delivery, 30000, &err) < 0) {
         settled = __atomic_load_n(&h->delivery->pending, __ATOMIC_SEQ_CST) == 0 &&

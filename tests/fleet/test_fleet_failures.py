@@ -488,3 +488,41 @@ def test_start_past_its_deadline_at_the_worker_frees_its_client_token(new_fleet,
         assert again.session.session_id == retry.session.session_id
     finally:
         driver.close()
+
+
+def test_a_reply_kafka_did_not_take_is_published_by_recovery(private_kafka, new_fleet,
+                                                             redis_client):
+    """The broker down (a private one, stopped) when a worker publishes a final reply,
+    for longer than message.timeout.ms (30 s): the reply is stored but never reached
+    its topic, and the request stays in the worker's in-flight set. Once the broker is
+    back and the worker gone (drained), recovery publishes the stored reply: the client
+    gets it without sending the request again (docs/fleet.md, "Dead workers")."""
+    f = new_fleet(brokers=private_kafka.brokers)
+    wid = f.start_worker("a")
+    f.wait_workers(redis_client, 1)
+    f.start_dispatcher()
+    driver = Driver(private_kafka.brokers, f.request_topic)
+    try:
+        sid = driver.start_session()
+        assert texts(driver.code(sid, "1")) == ["1"]
+        rid = driver.send(invoke(sid, "import time\ntime.sleep(2)\n6 * 7"))
+        wait_state(redis_client, f, rid, "running")
+        private_kafka.stop()
+        worker = f.workers[wid]
+        deadline = time.time() + 120
+        while "replies_not_delivered" not in worker.log_text():
+            assert time.time() < deadline, "the reply never timed out:\n" + \
+                worker.log_text()[-4000:]
+            time.sleep(0.5)
+        assert redis_client.hget(f.prefix + "req:" + rid, "state") == b"done"
+        assert redis_client.zscore(f.prefix + "inflight:" + wid, rid) is not None
+        private_kafka.start()
+        assert driver.finals(rid) == []
+        worker.stop()  # drained: its in-flight requests go to recovery
+        r = driver.wait_final(rid, timeout=120)
+        assert texts(r.result) == ["42"], r
+        assert redis_client.zscore(f.prefix + "inflight:" + wid, rid) is None
+        assert redis_client.hget(f.prefix + "req:" + rid, "body") is None
+        assert_one_final_each(driver, [rid])
+    finally:
+        driver.close()

@@ -1,9 +1,10 @@
-/* tests/unit/test_store_retry.c - starts of sessions that do not go as planned.
+/* tests/unit/test_store_retry.c - the store when things do not go as planned.
  *
  * A reply lost: the store sends a command again when Redis' reply did not come (a
  * timeout, a dropped connection: fleet/store.c's cq_st_command()), so a script may run
  * twice, and its second run must say what its first did. A start that made no session
  * (cq_store_end_start()): its client token must be free again for the client's retry.
+ * A reply that may not have gone out: its request must still be there for recovery.
  *
  * Against a real redis-server of this test (started by main(), on a free port), with
  * the fault made by Redis itself: DEBUG SLEEP holds the server past the store's command
@@ -247,6 +248,45 @@ START_TEST(test_failed_start_frees_its_token)
 }
 END_TEST
 
+/* The request's state and whether its forwarded body is still stored. */
+static bool has_body(struct cq_store *st, const char *rid, enum cq_request_state *state)
+{
+    uint8_t *body = NULL;
+    size_t len = 0;
+    struct cq_error err;
+    ck_assert_msg(cq_store_request(st, rid, &body, &len, state, &err) == 0, "%s", err.msg);
+    bool kept = body != NULL;
+    free(body);
+    return kept;
+}
+
+/* A finished request whose reply may not have gone out (still in its worker's in-flight
+ * set) keeps its body: recovery needs it to publish the stored reply again once the
+ * worker is gone. It goes when the reply is acknowledged (the set is left). */
+START_TEST(test_finished_request_keeps_its_body_while_in_flight)
+{
+    struct cq_store *st = open_store();
+    struct cq_error err;
+    enum cq_request_state state;
+    uint64_t fence;
+    bool claimed, stored;
+    ck_assert_msg(
+        cq_store_forward(st, "r1", "w1", "s1", "request", 7, "", "acme", 0, &state, &err) == 0,
+        "%s", err.msg);
+    ck_assert_msg(cq_store_claim(st, "r1", "w1", "", "", &state, &fence, &claimed, &err) == 0, "%s",
+                  err.msg);
+    ck_assert(claimed);
+    ck_assert_msg(cq_store_finish(st, "r1", "w1", "reply", 5, &stored, &err) == 0, "%s", err.msg);
+    ck_assert(stored);
+    ck_assert(has_body(st, "r1", &state));
+    ck_assert_int_eq(state, CQ_REQ_DONE);
+    ck_assert_int_eq(cq_store_inflight_done(st, "w1", "r1", &err), 0);
+    ck_assert(!has_body(st, "r1", &state));
+    ck_assert_int_eq(integer("ZCARD %sinflight:%s", "w1"), 0);
+    cq_store_close(st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("store_retry");
@@ -257,6 +297,9 @@ static Suite *suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("failed_start");
     tcase_add_test(tc, test_failed_start_frees_its_token);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("recovery");
+    tcase_add_test(tc, test_finished_request_keeps_its_body_while_in_flight);
     suite_add_tcase(s, tc);
     return s;
 }
