@@ -10,8 +10,8 @@
  * that finds Redis unreachable waits for it (REDIS_WAIT_MS, with backoff) before it
  * fails, so a Redis restart delays requests rather than failing them; the scripts a
  * retry may send twice (the reply of the first was lost) are written to tell their own
- * earlier success from another process's (CLAIM, FINISH). Each connection, the first
- * and every reconnection, is made by redis_connect.c: TLS and AUTH as configured. */
+ * earlier success from another process's (CLAIM, FINISH, CREATE_SESSION). Each connection, the
+ * first and every reconnection, is made by redis_connect.c: TLS and AUTH as configured. */
 #define _GNU_SOURCE
 #include "fleet/store_internal.h"
 #include "common/metrics.h"
@@ -474,10 +474,15 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *tena
     return 0;
 }
 
-/* A client token is the tenant's own: another tenant's same token is another start. */
-static const char CREATE_SESSION[] = TENANT_RECOUNT_LUA
-    "local token = ARGV[1] .. 'start:' .. ARGV[4]\n"
-    "if ARGV[6] ~= '' then token = ARGV[1] .. 'start:' .. ARGV[6] .. ':' .. ARGV[4] end\n"
+/* A client token is the tenant's own: another tenant's same token is another start.
+ *
+ * The session id is new (128 random bits, from the caller): a session of that id can
+ * only be this call's own, made by a first run whose reply was lost (cq_st_command()
+ * sends the script again). That run is answered as new (''), and nothing is done twice:
+ * the token it wrote names the id, the index holds it, the worker's slot is taken. */
+static const char CREATE_SESSION[] = TENANT_RECOUNT_LUA START_TOKEN_LUA
+    "if redis.call('EXISTS', ARGV[1] .. 'session:' .. ARGV[2]) == 1 then return '' end\n"
+    "local token = start_token(ARGV[1], ARGV[6], ARGV[4])\n"
     "if ARGV[4] ~= '' then\n"
     "  local e = redis.call('GET', token)\n"
     "  if e then return e end\n"
@@ -751,10 +756,16 @@ int cq_store_list_sessions(struct cq_store *st, const char *tenant, size_t max, 
     return 0;
 }
 
-static const char END_SESSION[] =
+static const char END_SESSION[] = START_TOKEN_LUA
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if ARGV[3] ~= '' and (redis.call('HGET', s, 'owner') ~= ARGV[3] or\n"
     "                      redis.call('HGET', s, 'fence') ~= ARGV[4]) then return 0 end\n"
+    /* A start that failed frees its client token (if it still names this session): a
+     * retry with the token then starts a session instead of getting this dead one. */
+    "if ARGV[9] and ARGV[9] ~= '' then\n"
+    "  local k = start_token(ARGV[1], ARGV[8], ARGV[9])\n"
+    "  if redis.call('GET', k) == ARGV[2] then redis.call('DEL', k) end\n"
+    "end\n"
     "local held = tonumber(redis.call('HGET', ARGV[1] .. 'files:' .. ARGV[2], 'bytes') or '0')\n"
     "if held > 0 then\n"
     "  redis.call('DECRBY', ARGV[1] .. 'stored:' .. (redis.call('HGET', s, 'tenant') or ''), "
@@ -790,8 +801,9 @@ static const char END_SESSION[] =
     "end\n"
     "return 1\n";
 
-int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
-                         uint64_t fence, struct cq_error *err)
+static int end_session(struct cq_store *st, const char *session_id, const char *worker,
+                       uint64_t fence, const char *tenant, const char *client_token,
+                       struct cq_error *err)
 {
     struct args a;
     cq_st_script(st, &a, END_SESSION);
@@ -801,7 +813,24 @@ int cq_store_end_session(struct cq_store *st, const char *session_id, const char
     cq_st_arg_int(&a, cq_unix_ms());
     cq_st_arg_int(&a, ENDED_KEPT_S);
     cq_st_arg_int(&a, RESULT_AFTER_END_S);
+    if (client_token != NULL && client_token[0] != '\0') {
+        cq_st_arg(&a, tenant != NULL ? tenant : "");
+        cq_st_arg(&a, client_token);
+    }
     return cq_st_fenced(cq_st_run(st, &a, err), session_id, err);
+}
+
+int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
+                         uint64_t fence, struct cq_error *err)
+{
+    return end_session(st, session_id, worker, fence, NULL, NULL, err);
+}
+
+int cq_store_end_start(struct cq_store *st, const char *session_id, const char *worker,
+                       uint64_t fence, const char *tenant, const char *client_token,
+                       struct cq_error *err)
+{
+    return end_session(st, session_id, worker, fence, tenant, client_token, err);
 }
 
 static const char RELEASE[] =
@@ -1085,7 +1114,14 @@ static const char FINISH[] =
     "redis.call('HSET', k, 'state', 'done')\n"
     "local executing = redis.call('HGET', k, 'executing')\n"
     "if executing then redis.call('ZREM', executing, ARGV[2]) end\n"
-    "redis.call('HDEL', k, 'body')\n"
+    /* The body stays while the request is in its worker's in-flight set: its reply may
+     * not have gone out (the worker stores before it publishes when its lease is in
+     * doubt, and Kafka may not take a reply in time), and recovery needs the request
+     * (its reply topic, ids) to publish the stored reply again. INFLIGHT_DONE drops it. */
+    "if not (h[2] and h[2] ~= '' and\n"
+    "        redis.call('ZSCORE', ARGV[1] .. 'inflight:' .. h[2], ARGV[2])) then\n"
+    "  redis.call('HDEL', k, 'body')\n"
+    "end\n"
     "redis.call('EXPIRE', k, ARGV[5])\n"
     "return 1\n";
 
@@ -1158,22 +1194,29 @@ int cq_store_finish(struct cq_store *st, const char *request_id, const char *wor
     return 0;
 }
 
+/* A finished request leaves the in-flight set with its body (FINISH kept it for recovery
+ * while its reply might not have gone out). */
+static const char INFLIGHT_DONE[] =
+    "for i = 3, #ARGV do\n"
+    "  redis.call('ZREM', ARGV[1] .. 'inflight:' .. ARGV[2], ARGV[i])\n"
+    "  local k = ARGV[1] .. 'req:' .. ARGV[i]\n"
+    "  if redis.call('HGET', k, 'state') == 'done' then redis.call('HDEL', k, 'body') end\n"
+    "end\n"
+    "return 1\n";
+
 int cq_store_inflight_done_many(struct cq_store *st, const char *worker, char (*ids)[64], size_t n,
                                 struct cq_error *err)
 {
-    char key[160];
-    const char *argv[2 + 256];
     if (n > 256)
         return cq_error_set(err, CQ_EINVALID, "at most 256 ids at once, not %zu", n);
     if (n == 0)
         return 0;
-    snprintf(key, sizeof(key), "%sinflight:%s", st->prefix, worker);
-    argv[0] = "ZREM";
-    argv[1] = key;
+    struct args a;
+    cq_st_script(st, &a, INFLIGHT_DONE);
+    cq_st_arg(&a, worker);
     for (size_t i = 0; i < n; i++)
-        argv[2 + i] = ids[i];
-    redisReply *r = cq_st_command(st, (int)(2 + n), argv, NULL, err);
-    return cq_st_done_with(r);
+        cq_st_arg(&a, ids[i]);
+    return cq_st_done_with(cq_st_run(st, &a, err));
 }
 
 int cq_store_inflight_done(struct cq_store *st, const char *worker, const char *request_id,

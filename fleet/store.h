@@ -86,8 +86,10 @@ int cq_store_route(struct cq_store *st, const char *session_id, const char *tena
                    const char *fallback, struct cq_route *route, struct cq_error *err);
 /* Records a new session of tenant owned by worker (fence 1) and reserves one of its
  * slots. For a client token the tenant used already, *existing_id gets the session it
- * made. CQ_ELIMIT when the tenant has quota->sessions live sessions already; the
- * tenant's stored_bytes quota is recorded for the workers (quota:<tenant>). */
+ * made (never session_id: a run whose reply was lost and that the store sent again
+ * finds its own session, and says it is new). CQ_ELIMIT when the tenant has
+ * quota->sessions live sessions already; the tenant's stored_bytes quota is recorded
+ * for the workers (quota:<tenant>). */
 int cq_store_create_session(struct cq_store *st, const char *session_id, const char *tenant,
                             const struct cq_quota *quota, const char *worker,
                             const char *client_token, char *existing_id, size_t existing_len,
@@ -166,6 +168,12 @@ int cq_store_list_sessions(struct cq_store *st, const char *tenant, size_t max, 
 /* Removes the session's keys (fenced unless worker is NULL). */
 int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
                          uint64_t fence, struct cq_error *err);
+/* Ends a session whose start failed (or was never run: its deadline passed), as
+ * cq_store_end_session(), and frees the start's client token (tenant's) if it still
+ * names the session, so that a start sent again with it makes a new session. */
+int cq_store_end_start(struct cq_store *st, const char *session_id, const char *worker,
+                       uint64_t fence, const char *tenant, const char *client_token,
+                       struct cq_error *err);
 /* Gives the session up (owner ""), so that the next request moves it at once. */
 int cq_store_release_session(struct cq_store *st, const char *session_id, const char *worker,
                              uint64_t fence, struct cq_error *err);

@@ -53,6 +53,13 @@ struct cq_store {
     struct sid_tenant *sids; /* SID_SLOTS */
 };
 
+/* The key of a client token (start:<tenant>:<token>, start:<token> keyless). */
+#define START_TOKEN_LUA                                                                            \
+    "local function start_token(p, tenant, token)\n"                                               \
+    "  if tenant ~= '' then return p .. 'start:' .. tenant .. ':' .. token end\n"                  \
+    "  return p .. 'start:' .. token\n"                                                            \
+    "end\n"
+
 /* A Lua function the quota scripts share: tenant_recount(prefix, tenant) prunes the
  * tenant's session index (sessions:<tenant>) of sessions that are gone or ended, and
  * returns how many are left and the bytes of their files, setting stored:<tenant> to the

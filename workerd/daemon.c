@@ -149,10 +149,13 @@ static void do_chores(struct cq_daemon *d, struct held *h)
     struct cq_error err;
     store_unstored(d, h); /* a request leaves the in-flight set only once stored */
     /* Replies that Kafka did not take in time stay in the in-flight set, all of them
-     * (which one failed is not known here): recovery publishes their stored replies
-     * again. Replies the broker refused (their topic gone, too large, not authorized)
-     * would only be refused again: they leave it as delivered ones do. Both are
-     * stored, for a client that sends the request again. */
+     * (which one failed is not known here), and their requests' bodies with them
+     * (cq_store_finish() keeps a body while its request is in the set): once this
+     * worker is gone (stopped or lost), recovery publishes their stored replies again;
+     * until then a client that sends the request again gets its reply. Replies the
+     * broker refused (their topic gone, too large, not authorized) would only be
+     * refused again: they leave it as delivered ones do. Both are stored, for a client
+     * that sends the request again. */
     bool settled = true; /* every reply delivered or refused */
     if (h->delivery != NULL && cq_kafka_wait(d->producer, h->delivery, 30000, &err) < 0) {
         settled = __atomic_load_n(&h->delivery->pending, __ATOMIC_SEQ_CST) == 0 &&
@@ -576,6 +579,23 @@ static int pack_start(const Codeq__V1__StartSession *in, int network, uint8_t **
     return 0;
 }
 
+/* A start that made no session (it failed, or its deadline passed before it ran): the
+ * session Redis holds for it ends (it would stay STARTING, counted in its tenant's
+ * sessions) and its client token is freed, so that the client's retry with the token
+ * starts a session rather than get this one, which no worker runs. */
+static void start_failed(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req,
+                         uint64_t fence, enum cq_result_error code, const char *message)
+{
+    struct cq_error err;
+    if (cq_store_end_start(d->store, h->id, d->cfg.worker_id, fence,
+                           req->tenant != NULL ? req->tenant : "", req->start_session->client_token,
+                           &err) < 0)
+        cq_wd_log_request(CQ_LOG_WARN, "start_not_ended", req, err.msg,
+                          "request %s: its session %s not ended in Redis: %s", req->request_id,
+                          h->id, err.msg);
+    finish_error(d, h, req, code, message);
+}
+
 static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__Request *req)
 {
     const Codeq__V1__StartSession *in = req->start_session;
@@ -601,8 +621,7 @@ static void start_session(struct cq_daemon *d, struct held *h, const Codeq__V1__
     }
     if (rc < 0) {
         free(start);
-        cq_store_end_session(d->store, h->id, d->cfg.worker_id, h->fence, NULL);
-        finish_error(d, h, req, cq_result_error_of(err.code), err.msg);
+        start_failed(d, h, req, h->fence, cq_result_error_of(err.code), err.msg);
         return;
     }
     h->local = true;
@@ -924,7 +943,12 @@ static void handle(struct cq_daemon *d, struct held *h, const Codeq__V1__Request
         return;
     }
     if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < cq_unix_ms()) {
-        finish_error(d, h, req, CQ_RESULT_TIMED_OUT, "the request's deadline passed before it ran");
+        if (req->operation_case == CODEQ__V1__REQUEST__OPERATION_START_SESSION)
+            start_failed(d, h, req, claimed_fence != 0 ? claimed_fence : fence, CQ_RESULT_TIMED_OUT,
+                         "the request's deadline passed before it ran");
+        else
+            finish_error(d, h, req, CQ_RESULT_TIMED_OUT,
+                         "the request's deadline passed before it ran");
         return;
     }
     /* The session's token in Redis at the claim, rather than the forward's header: a

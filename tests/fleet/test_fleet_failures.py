@@ -443,3 +443,86 @@ def test_forwards_the_broker_does_not_acknowledge_are_read_again_not_an_exit(
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
         driver.close()
+
+
+def test_start_past_its_deadline_at_the_worker_frees_its_client_token(new_fleet, redis_client):
+    """A start forwarded in time whose deadline passed before its worker ran it (the
+    worker paused: SIGSTOP, well within its lease) is answered TIMED_OUT, and leaves
+    nothing behind: its session is not left STARTING in the tenant's sessions, and a
+    retry with the same client token starts a session that runs code, not the dead one
+    (docs/fleet.md, "A request's life")."""
+    f = new_fleet()
+    wid = f.start_worker("a", "--heartbeat-ms", "4000")  # a lease of 12 s
+    f.wait_workers(redis_client, 1)
+    f.start_dispatcher()
+    driver = Driver(BROKERS, f.request_topic)
+    worker = f.workers[wid].proc
+    try:
+        driver.start_session(name="warm-up")  # the dispatcher is up and routing
+        token = uuid.uuid4().hex
+        deadline_ms = int(time.time() * 1000) + 4000
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            rid = driver.send(pb.Request(deadline_unix_ms=deadline_ms, start_session=pb.StartSession(
+                name="late", client_token=token)))
+            wait_state(redis_client, f, rid, "forwarded", timeout=3)
+            sid = redis_client.get(f.prefix + "start:" + token).decode()
+            time.sleep(max(0.0, deadline_ms / 1000 - time.time()) + 0.5)
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        r = driver.wait_final(rid)
+        assert r.result.is_error and r.result.error_code == pb.ERROR_CODE_TIMED_OUT, r
+        session = f.prefix + "session:" + sid
+        assert redis_client.hget(session, "status") != b"STARTING"
+        assert redis_client.zscore(f.prefix + "sessions", sid) is None
+        assert redis_client.get(f.prefix + "start:" + token) is None
+
+        retry = driver.call(pb.Request(start_session=pb.StartSession(name="late",
+                                                                     client_token=token)))
+        assert retry.WhichOneof("payload") == "session", retry
+        assert retry.session.session_id != sid
+        assert texts(driver.code(retry.session.session_id, "6 * 7")) == ["42"]
+        # The token now names the new session: a second retry gets it, starts nothing.
+        again = driver.call(pb.Request(start_session=pb.StartSession(name="late",
+                                                                     client_token=token)))
+        assert again.session.session_id == retry.session.session_id
+    finally:
+        driver.close()
+
+
+def test_a_reply_kafka_did_not_take_is_published_by_recovery(private_kafka, new_fleet,
+                                                             redis_client):
+    """The broker down (a private one, stopped) when a worker publishes a final reply,
+    for longer than message.timeout.ms (30 s): the reply is stored but never reached
+    its topic, and the request stays in the worker's in-flight set. Once the broker is
+    back and the worker gone (drained), recovery publishes the stored reply: the client
+    gets it without sending the request again (docs/fleet.md, "Dead workers")."""
+    f = new_fleet(brokers=private_kafka.brokers)
+    wid = f.start_worker("a")
+    f.wait_workers(redis_client, 1)
+    f.start_dispatcher()
+    driver = Driver(private_kafka.brokers, f.request_topic)
+    try:
+        sid = driver.start_session()
+        assert texts(driver.code(sid, "1")) == ["1"]
+        rid = driver.send(invoke(sid, "import time\ntime.sleep(2)\n6 * 7"))
+        wait_state(redis_client, f, rid, "running")
+        private_kafka.stop()
+        worker = f.workers[wid]
+        deadline = time.time() + 120
+        while "replies_not_delivered" not in worker.log_text():
+            assert time.time() < deadline, "the reply never timed out:\n" + \
+                worker.log_text()[-4000:]
+            time.sleep(0.5)
+        assert redis_client.hget(f.prefix + "req:" + rid, "state") == b"done"
+        assert redis_client.zscore(f.prefix + "inflight:" + wid, rid) is not None
+        private_kafka.start()
+        assert driver.finals(rid) == []
+        worker.stop()  # drained: its in-flight requests go to recovery
+        r = driver.wait_final(rid, timeout=120)
+        assert texts(r.result) == ["42"], r
+        assert redis_client.zscore(f.prefix + "inflight:" + wid, rid) is None
+        assert redis_client.hget(f.prefix + "req:" + rid, "body") is None
+        assert_one_final_each(driver, [rid])
+    finally:
+        driver.close()
