@@ -140,6 +140,16 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
             cq_opened_free(&op);
             continue;
         }
+        /* A start that was running made no session, or one no worker runs: it ends, and
+         * its client token is freed for the client's retry (else the session would stay
+         * STARTING and the token name it: a session whose every call fails). */
+        if (state == CQ_REQ_RUNNING && req->start_session != NULL) {
+            bool ended = false;
+            if (cq_store_end_lost_start(st, req->session_id, worker,
+                                        req->tenant != NULL ? req->tenant : "",
+                                        req->start_session->client_token, &ended, &e) < 0)
+                not_settled(ids[i], worker, &e);
+        }
         /* Done (now or before): the stored reply, which may never have been sent. */
         answer_stored(st, producer, req);
         if (cq_store_inflight_done(st, worker, ids[i], &e) < 0)

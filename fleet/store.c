@@ -760,9 +760,14 @@ static const char END_SESSION[] = START_TOKEN_LUA
     "local s = ARGV[1] .. 'session:' .. ARGV[2]\n"
     "if ARGV[3] ~= '' and (redis.call('HGET', s, 'owner') ~= ARGV[3] or\n"
     "                      redis.call('HGET', s, 'fence') ~= ARGV[4]) then return 0 end\n"
+    /* Only a start that never made its session (recovery, for a dead worker's start):
+     * one that did is READY, and adoption keeps it. */
+    "if ARGV[10] == 'starting' and redis.call('HGET', s, 'status') ~= 'STARTING' then\n"
+    "  return 2\n"
+    "end\n"
     /* A start that failed frees its client token (if it still names this session): a
      * retry with the token then starts a session instead of getting this dead one. */
-    "if ARGV[9] and ARGV[9] ~= '' then\n"
+    "if ARGV[9] ~= '' then\n"
     "  local k = start_token(ARGV[1], ARGV[8], ARGV[9])\n"
     "  if redis.call('GET', k) == ARGV[2] then redis.call('DEL', k) end\n"
     "end\n"
@@ -803,7 +808,7 @@ static const char END_SESSION[] = START_TOKEN_LUA
 
 static int end_session(struct cq_store *st, const char *session_id, const char *worker,
                        uint64_t fence, const char *tenant, const char *client_token,
-                       struct cq_error *err)
+                       bool only_starting, bool *ended, struct cq_error *err)
 {
     struct args a;
     cq_st_script(st, &a, END_SESSION);
@@ -813,24 +818,41 @@ static int end_session(struct cq_store *st, const char *session_id, const char *
     cq_st_arg_int(&a, cq_unix_ms());
     cq_st_arg_int(&a, ENDED_KEPT_S);
     cq_st_arg_int(&a, RESULT_AFTER_END_S);
-    if (client_token != NULL && client_token[0] != '\0') {
-        cq_st_arg(&a, tenant != NULL ? tenant : "");
-        cq_st_arg(&a, client_token);
+    cq_st_arg(&a, tenant != NULL ? tenant : "");
+    cq_st_arg(&a, client_token != NULL ? client_token : "");
+    cq_st_arg(&a, only_starting ? "starting" : "");
+    redisReply *r = cq_st_run(st, &a, err);
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
+        freeReplyObject(r);
+        *ended = false;
+        return 0;
     }
-    return cq_st_fenced(cq_st_run(st, &a, err), session_id, err);
+    *ended = true;
+    return cq_st_fenced(r, session_id, err);
 }
 
 int cq_store_end_session(struct cq_store *st, const char *session_id, const char *worker,
                          uint64_t fence, struct cq_error *err)
 {
-    return end_session(st, session_id, worker, fence, NULL, NULL, err);
+    bool ended;
+    return end_session(st, session_id, worker, fence, NULL, NULL, false, &ended, err);
 }
 
 int cq_store_end_start(struct cq_store *st, const char *session_id, const char *worker,
                        uint64_t fence, const char *tenant, const char *client_token,
                        struct cq_error *err)
 {
-    return end_session(st, session_id, worker, fence, tenant, client_token, err);
+    bool ended;
+    return end_session(st, session_id, worker, fence, tenant, client_token, false, &ended, err);
+}
+
+int cq_store_end_lost_start(struct cq_store *st, const char *session_id, const char *worker,
+                            const char *tenant, const char *client_token, bool *ended,
+                            struct cq_error *err)
+{
+    /* A session is made with fence 1 and keeps it until a worker adopts it, which only
+     * a READY one is. */
+    return end_session(st, session_id, worker, 1, tenant, client_token, true, ended, err);
 }
 
 static const char RELEASE[] =

@@ -171,6 +171,11 @@ int cq_store_end_session(struct cq_store *st, const char *session_id, const char
 /* Ends a session whose start failed (or was never run: its deadline passed), as
  * cq_store_end_session(), and frees the start's client token (tenant's) if it still
  * names the session, so that a start sent again with it makes a new session. */
+/* Recovery's: as cq_store_end_start() for a start worker was running when it was lost,
+ * if the session is still STARTING (*ended false when it was not). */
+int cq_store_end_lost_start(struct cq_store *st, const char *session_id, const char *worker,
+                            const char *tenant, const char *client_token, bool *ended,
+                            struct cq_error *err);
 int cq_store_end_start(struct cq_store *st, const char *session_id, const char *worker,
                        uint64_t fence, const char *tenant, const char *client_token,
                        struct cq_error *err);

@@ -248,6 +248,37 @@ START_TEST(test_failed_start_frees_its_token)
 }
 END_TEST
 
+/* Recovery of a dead worker's running start: a session still STARTING ends and frees
+ * its token; one that became READY is left for adoption, its token kept. */
+START_TEST(test_lost_start_ends_only_a_starting_session)
+{
+    struct cq_store *st = open_store();
+    char existing[CQ_SESSION_ID_MAX + 1];
+    struct cq_error err;
+    bool ended = false;
+    create(st, "s0000000000000000000000000000007", "lost", existing);
+    ck_assert_msg(cq_store_end_lost_start(st, "s0000000000000000000000000000007", "w1", "acme",
+                                          "lost", &ended, &err) == 0,
+                  "%s", err.msg);
+    ck_assert(ended);
+    ck_assert_int_eq(integer("EXISTS %sstart:acme:%s", "lost"), 0);
+    ck_assert_int_eq(integer("ZCARD %ssessions:%s", "acme"), 0);
+
+    create(st, "s0000000000000000000000000000008", "made", existing);
+    redisContext *c = raw(2000);
+    freeReplyObject(redisCommand(c, "HSET %ssession:%s status READY", prefix,
+                                 "s0000000000000000000000000000008"));
+    redisFree(c);
+    ck_assert_msg(cq_store_end_lost_start(st, "s0000000000000000000000000000008", "w1", "acme",
+                                          "made", &ended, &err) == 0,
+                  "%s", err.msg);
+    ck_assert(!ended);
+    ck_assert_int_eq(integer("EXISTS %sstart:acme:%s", "made"), 1);
+    ck_assert_int_eq(integer("ZCARD %ssessions:%s", "acme"), 1);
+    cq_store_close(st);
+}
+END_TEST
+
 /* The request's state and whether its forwarded body is still stored. */
 static bool has_body(struct cq_store *st, const char *rid, enum cq_request_state *state)
 {
@@ -297,6 +328,7 @@ static Suite *suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("failed_start");
     tcase_add_test(tc, test_failed_start_frees_its_token);
+    tcase_add_test(tc, test_lost_start_ends_only_a_starting_session);
     suite_add_tcase(s, tc);
     tc = tcase_create("recovery");
     tcase_add_test(tc, test_finished_request_keeps_its_body_while_in_flight);
