@@ -11,6 +11,7 @@
 #include "sandbox/sandbox.h"
 #include "unit.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -258,6 +259,41 @@ START_TEST(adopted_process_times_out_and_is_killed)
 }
 END_TEST
 
+/* The host pid of the sandboxed `sleep 1000`: the process running as the host id of
+ * sandboxed code with that command line (not any sleep of the host). */
+static int sandboxed_sleep(void)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        int found = 0;
+        while (d != NULL && (e = readdir(d)) != NULL && found == 0) {
+            char path[300], cmd[64] = "", status[2048] = "";
+            snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+            FILE *f = fopen(path, "re");
+            size_t n = f != NULL ? fread(cmd, 1, sizeof(cmd) - 1, f) : 0;
+            if (f != NULL)
+                fclose(f);
+            if (n != sizeof("sleep\0001000") || memcmp(cmd, "sleep\0001000", n) != 0)
+                continue;
+            snprintf(path, sizeof(path), "/proc/%s/status", e->d_name);
+            f = fopen(path, "re");
+            n = f != NULL ? fread(status, 1, sizeof(status) - 1, f) : 0;
+            if (f != NULL)
+                fclose(f);
+            status[n] = '\0';
+            if (strstr(status, "\nUid:\t1600001000\t") != NULL)
+                found = atoi(e->d_name);
+        }
+        if (d != NULL)
+            closedir(d);
+        if (found > 0)
+            return found;
+        usleep(20000);
+    }
+    return -1;
+}
+
 /* A sandbox not created enterable keeps the zygote's uid out: its user namespace is
  * root's, and the uid holds no capability anywhere. */
 START_TEST(zygote_uid_cannot_enter_other_sandboxes)
@@ -271,12 +307,8 @@ START_TEST(zygote_uid_cannot_enter_other_sandboxes)
     cq_spawn_init(&req, argv);
     struct cq_process *p = NULL;
     ck_assert_msg(cq_sandbox_spawn(sb, &req, &p, &err) == 0, "%s", err.msg);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "pgrep -n -x sleep");
-    FILE *f = popen(cmd, "r");
-    int pid = 0;
-    ck_assert(f != NULL && fscanf(f, "%d", &pid) == 1);
-    pclose(f);
+    int pid = sandboxed_sleep();
+    ck_assert_int_gt(pid, 0);
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     ck_assert_int_ge(pidfd, 0);
     pid_t child = fork();

@@ -541,9 +541,12 @@ START_TEST(stats_count_cpu_time)
     pid_t pid = start_in(&cg, burn_200ms);
     int status = wait_status(pid);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    /* An exited task's CPU time stays counted in its cgroup. */
+    /* An exited task's CPU time stays counted in its cgroup. The two clocks are kept
+     * apart by the kernel (the task's own runtime, the cgroup's charge at its ticks and
+     * switches): a CI run saw 199,788 us for 200,000, so the check allows 5 %; what it
+     * is for is CPU time counted at all, not lost with the task. */
     ck_assert_int_eq(cq_cgroup_stats(&cg, &st, &err), 0);
-    ck_assert_msg(st.cpu_usage_us - before >= 200000, "cpu_usage_us %llu after 200 ms of CPU",
+    ck_assert_msg(st.cpu_usage_us - before >= 190000, "cpu_usage_us %llu after 200 ms of CPU",
                   (unsigned long long)(st.cpu_usage_us - before));
     cq_cgroup_destroy(&cg);
 }
