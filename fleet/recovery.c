@@ -142,8 +142,10 @@ int cq_fleet_recover(struct cq_store *st, rd_kafka_t *producer, const char *work
         }
         /* A start that was running made no session, or one no worker runs: it ends, and
          * its client token is freed for the client's retry (else the session would stay
-         * STARTING and the token name it: a session whose every call fails). */
-        if (state == CQ_REQ_RUNNING && req->start_session != NULL) {
+         * STARTING and the token name it: a session whose every call fails). The
+         * operation is a oneof: its members share one pointer, so the case decides. */
+        if (state == CQ_REQ_RUNNING &&
+            req->operation_case == CODEQ__V1__REQUEST__OPERATION_START_SESSION) {
             bool ended = false;
             if (cq_store_end_lost_start(st, req->session_id, worker,
                                         req->tenant != NULL ? req->tenant : "",
