@@ -3,6 +3,7 @@
 #include "common/fileutil.h"
 #include "common/cleanup.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -10,6 +11,75 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+int cq_remove_below(int dirfd, int max_depth)
+{
+    if (max_depth < 0) {
+        errno = ELOOP;
+        return -1;
+    }
+    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+        return -1;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return -1;
+    }
+    /* The copy shares dirfd's offset: a walk of it before would leave this one empty. */
+    rewinddir(d);
+    int failed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno != ENOENT && failed == 0)
+                failed = errno;
+            continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if ((sub < 0 || cq_remove_below(sub, max_depth - 1) < 0) && failed == 0)
+                failed = errno;
+            if (sub >= 0)
+                close(sub);
+            if (unlinkat(dirfd, e->d_name, AT_REMOVEDIR) < 0 && errno != ENOENT && failed == 0)
+                failed = errno;
+        } else if (unlinkat(dirfd, e->d_name, 0) < 0 && errno != ENOENT && failed == 0) {
+            failed = errno;
+        }
+    }
+    closedir(d);
+    if (failed != 0) {
+        errno = failed;
+        return -1;
+    }
+    return 0;
+}
+
+/* Deep enough for any tree codeq makes (package layers, a kernel's home); a deeper one
+ * is someone's attack on the walk and is left for the operator. */
+#define REMOVE_TREE_DEPTH 256
+
+int cq_remove_tree(const char *path, struct cq_error *err)
+{
+    cq_autoclose int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        /* Not a directory (or a link): the name alone goes. */
+        if ((errno == ENOTDIR || errno == ELOOP) && (unlink(path) == 0 || errno == ENOENT))
+            return 0;
+        return cq_error_sys(err, errno, "remove %s", path);
+    }
+    if (cq_remove_below(fd, REMOVE_TREE_DEPTH) < 0)
+        return cq_error_sys(err, errno, "remove what is below %s", path);
+    if (rmdir(path) < 0 && errno != ENOENT)
+        return cq_error_sys(err, errno, "remove %s", path);
+    return 0;
+}
 
 int cq_open_private(const char *path, const char *what, struct cq_error *err)
 {

@@ -25,6 +25,17 @@ int cq_read_fd_limit(int fd, uint64_t limit, uint8_t **data, size_t *len, struct
  * Returns the descriptor or -1. */
 int cq_open_private(const char *path, const char *what, struct cq_error *err);
 
+/* Removes everything below the directory dirfd, never following a link (a link is
+ * removed, not what it names) and never leaving the tree: each level is opened from
+ * its parent with O_NOFOLLOW, so a directory swapped for a link mid-walk is refused
+ * rather than followed. More than max_depth levels fails with ELOOP (each level holds
+ * a descriptor). Goes on past entries it cannot remove; returns -1 with errno of the
+ * first failure, else 0. */
+int cq_remove_below(int dirfd, int max_depth);
+
+/* Removes path and everything below it the same way (nothing there: 0). */
+int cq_remove_tree(const char *path, struct cq_error *err);
+
 /* Find "key <number>" in a "key value" per line text (cgroup stat files). */
 int cq_keyed_u64(const char *text, const char *key, uint64_t *out);
 

@@ -17,12 +17,12 @@
 #include "runtime/layer.h"
 #include "runtime/internal.h"
 #include "common/cleanup.h"
+#include "common/fileutil.h"
 #include "runtime/runtime.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -551,15 +551,6 @@ static int check_manifest(const char *layer, const char *digest, struct cq_error
     return rc;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (type == FTW_DP)
-        return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
-    return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
 static int install_in(const char *store, const char *name, const char *digest, const uint8_t *data,
                       size_t len, const char *dir, struct cq_error *err)
 {
@@ -617,6 +608,7 @@ int cq_layer_install(const char *store, const char *name, const char *digest, co
     }
     if (rc == 0)
         rc = install_in(store, name, digest, data, len, dir, err);
-    nftw(dir, rm_entry, 32, FTW_DEPTH | FTW_PHYS);
+    struct cq_error ignored; /* a leftover is swept with the store's others */
+    (void)cq_remove_tree(dir, &ignored);
     return rc;
 }

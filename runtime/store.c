@@ -72,18 +72,11 @@ static int mkdir_p(const char *path, mode_t mode, struct cq_error *err)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (type == FTW_DP)
-        return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
-    return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
+/* A leftover that cannot go now is swept with the store's next leftovers. */
 static void rm_rf(const char *path)
 {
-    nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS);
+    struct cq_error ignored;
+    (void)cq_remove_tree(path, &ignored);
 }
 
 static uid_t owner_uid;

@@ -525,45 +525,6 @@ static void cq_files_list_as_user(const struct cq_files *f, const char *director
     free(listing);
 }
 
-/* Removes everything below dirfd, never following links; depth-limited. */
-static int remove_tree(int dirfd, int depth)
-{
-    if (depth > MAX_REMOVE_DEPTH) {
-        errno = ELOOP;
-        return -1;
-    }
-    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
-    if (fd < 0)
-        return -1;
-    DIR *d = fdopendir(fd);
-    if (d == NULL) {
-        close(fd);
-        return -1;
-    }
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        struct stat st;
-        if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-            continue;
-        if (S_ISDIR(st.st_mode)) {
-            int sub = open_beneath(dirfd, e->d_name, O_RDONLY | O_DIRECTORY, 0);
-            if (sub < 0 || remove_tree(sub, depth + 1) < 0)
-                rc = -1;
-            if (sub >= 0)
-                close(sub);
-            if (unlinkat(dirfd, e->d_name, AT_REMOVEDIR) < 0)
-                rc = -1;
-        } else if (unlinkat(dirfd, e->d_name, 0) < 0) {
-            rc = -1;
-        }
-    }
-    closedir(d);
-    return rc;
-}
-
 static void remove_path(const struct cq_files *f, const char *path, struct cq_result *r)
 {
     char dir[PATH_MAX];
@@ -585,7 +546,9 @@ static void remove_path(const struct cq_files *f, const char *path, struct cq_re
     int rc;
     if (S_ISDIR(st.st_mode)) {
         cq_autoclose int sub = open_beneath(parent, name, O_RDONLY | O_DIRECTORY, 0);
-        rc = sub < 0 || remove_tree(sub, 0) < 0 ? -1 : unlinkat(parent, name, AT_REMOVEDIR);
+        rc = sub < 0 || cq_remove_below(sub, MAX_REMOVE_DEPTH) < 0
+                 ? -1
+                 : unlinkat(parent, name, AT_REMOVEDIR);
     } else {
         rc = unlinkat(parent, name, 0); /* a link is removed, not what it points to */
     }

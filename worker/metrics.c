@@ -34,7 +34,8 @@ struct cq_wmetrics {
     struct cq_metric *executions, *run_seconds, *started, *misses;
     struct cq_metric *pool_ready, *pool_target;
     struct cq_metric_child *live, *ended[2], *capacity_sessions, *capacity_memory, *memory_limits,
-        *cpu_seconds, *peak_memory, *oom_kills, *pids_hits, *dropped[2], *network[2];
+        *cpu_seconds, *peak_memory, *oom_kills, *pids_hits, *dropped[2], *network[2],
+        *forks[CQ_FORK_OUTCOMES];
     uint64_t capacity_memory_bytes;
     struct cq_metric_child *pool_set[MAX_POOL_GAUGES];
     size_t n_pool_set;
@@ -196,6 +197,16 @@ int cq_wmetrics_create(struct cq_worker *w, struct cq_error *err)
                            (const char *[]){"direction", NULL}, &e);
     wm->network[0] = child_of(network, "sent");
     wm->network[1] = child_of(network, "received");
+    /* A zygote that keeps failing shows here (and in start times), where the exec'd
+     * kernels that replace its forks would hide it. All zero without forked kernels. */
+    struct cq_metric *forks = cq_metrics_counter(
+        reg, "codeq_kernel_forks_total",
+        "Python kernels to be forked from the zygote: forked, or started unforked because the "
+        "fork failed or no zygote was running",
+        (const char *[]){"outcome", NULL}, &e);
+    wm->forks[CQ_FORK_FORKED] = child_of(forks, "forked");
+    wm->forks[CQ_FORK_FAILED] = child_of(forks, "failed");
+    wm->forks[CQ_FORK_NO_ZYGOTE] = child_of(forks, "no_zygote");
     uint64_t host = host_memory();
     uint64_t wanted = (uint64_t)w->cfg.max_sessions * w->cfg.limits.memory_bytes;
     wm->capacity_memory_bytes = host != 0 && host < wanted ? host : wanted;
@@ -207,7 +218,8 @@ int cq_wmetrics_create(struct cq_worker *w, struct cq_error *err)
         wm->misses == NULL || wm->live == NULL || wm->ended[0] == NULL ||
         wm->capacity_sessions == NULL || wm->capacity_memory == NULL || wm->memory_limits == NULL ||
         wm->cpu_seconds == NULL || wm->peak_memory == NULL || wm->oom_kills == NULL ||
-        wm->pids_hits == NULL || wm->dropped[0] == NULL || wm->network[0] == NULL) {
+        wm->pids_hits == NULL || wm->dropped[0] == NULL || wm->network[0] == NULL ||
+        wm->forks[CQ_FORK_NO_ZYGOTE] == NULL) {
         free(wm);
         if (e.msg[0] == '\0')
             return cq_error_set(err, CQ_EINTERNAL, "the worker's metrics: not registered");
@@ -343,6 +355,12 @@ void cq_wmetrics_session_ended(struct cq_worker *w, bool expired)
 {
     if (w->metrics != NULL)
         cq_metric_child_add(w->metrics->ended[expired], 1);
+}
+
+void cq_wmetrics_kernel_fork(struct cq_worker *w, enum cq_fork_outcome outcome)
+{
+    if (w->metrics != NULL)
+        cq_metric_child_add(w->metrics->forks[outcome], 1);
 }
 
 struct cq_metric_child *const *cq_wmetrics_dropped(struct cq_worker *w)

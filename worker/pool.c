@@ -169,6 +169,9 @@ int cq_worker_start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool java
         spawn.zygote = NULL;
         cq_error_clear(err);
         rc = cq_kernel_start(&spawn, out, err);
+        cq_wmetrics_kernel_fork(w, CQ_FORK_FAILED);
+    } else if (forkable && !javascript && w->cfg.fork_kernels) {
+        cq_wmetrics_kernel_fork(w, z != NULL ? CQ_FORK_FORKED : CQ_FORK_NO_ZYGOTE);
     }
     if (rc < 0)
         return -1;

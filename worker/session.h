@@ -200,6 +200,10 @@ void cq_wmetrics_events(struct cq_worker *w, struct cq_session *s,
 void cq_wmetrics_sandbox_gone(struct cq_worker *w, struct cq_session *s, struct cq_sandbox *sb);
 void cq_wmetrics_session_started(struct cq_worker *w, const char *interpreter, bool pool_missed);
 void cq_wmetrics_session_ended(struct cq_worker *w, bool expired);
+/* A Python kernel that was to be forked (cfg.fork_kernels): forked, or started the
+ * usual way because the fork failed or there was no zygote to fork from. */
+enum cq_fork_outcome { CQ_FORK_FORKED, CQ_FORK_FAILED, CQ_FORK_NO_ZYGOTE, CQ_FORK_OUTCOMES };
+void cq_wmetrics_kernel_fork(struct cq_worker *w, enum cq_fork_outcome outcome);
 /* The counters of output dropped past the limit, [stdout, stderr], or NULL. */
 struct cq_metric_child *const *cq_wmetrics_dropped(struct cq_worker *w);
 /* Moves *seen up to now, a reading of a counter that only grows but that several

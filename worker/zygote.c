@@ -114,11 +114,11 @@ void cq_zygote_stop(struct cq_zygote *z)
         close(z->sock);
     cq_sandbox_destroy(z->template);
     if (z->home[0] != '\0') {
-        /* What matplotlib wrote: a few small files, removed as root. */
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", z->home);
-        if (system(cmd) != 0)
-            fprintf(stderr, "codeq: could not remove %s\n", z->home);
+        /* What matplotlib wrote: a few small files. The zygote is dead by now and never
+         * ran user code; the walk follows no link anyway. */
+        struct cq_error err;
+        if (cq_remove_tree(z->home, &err) < 0)
+            fprintf(stderr, "codeq: %s\n", err.msg);
     }
     pthread_mutex_destroy(&z->lock);
     free(z);

@@ -36,6 +36,7 @@ CONTRACT = {
     "codeq_warm_pool_ready": ("gauge", {"interpreter", "network"}, CORE),
     "codeq_warm_pool_target": ("gauge", {"interpreter", "network"}, CORE),
     "codeq_warm_pool_misses_total": ("counter", {"interpreter"}, CORE),
+    "codeq_kernel_forks_total": ("counter", {"outcome"}, CORE),
     "codeq_capacity_sessions": ("gauge", set(), CORE),
     "codeq_capacity_memory_bytes": ("gauge", set(), CORE),
     "codeq_sessions_memory_limit_bytes": ("gauge", set(), CORE),

@@ -10,10 +10,13 @@ the issue calls the traps of forking, each attacked from inside a session.
 """
 
 import os
+import re
 import signal
 import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_client import Session, texts, wait_until
 from mcp_fixtures import host, new_server  # noqa: F401 - fixtures
@@ -23,7 +26,10 @@ ZYGOTE_UID = 1600002000
 
 @pytest.fixture(scope="module")
 def server(host):  # noqa: F811 - the fixture above
-    srv = new_server(host, "--warm-pool", "0", "--fork-kernels")
+    srv = new_server(host, "--warm-pool", "0", "--fork-kernels", "--metrics-listen", "127.0.0.1:0")
+    found = wait_until(lambda: re.search(r"metrics on port (\d+)", srv.stderr_text()), 30,
+                       "the metrics port on stderr")
+    srv.metrics_port = int(found.group(1))
     yield srv
     srv.close()
 
@@ -32,6 +38,15 @@ def start(server, **params):
     r = server.call("startSession", params)
     assert r["isError"] is False, r
     return Session(server, r["structuredContent"]["sessionId"])
+
+
+def forks(server):
+    """codeq_kernel_forks_total by outcome, scraped now."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                timeout=30) as resp:
+        text = resp.read().decode()
+    return {s.labels["outcome"]: s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == "codeq_kernel_forks_total"}
 
 
 def zygotes():
@@ -142,6 +157,8 @@ def test_the_zygote_runs_no_submitted_code_and_its_death_costs_a_restart(server)
     s.ok("y = 'kept'")
     before = zygotes()
     assert len(before) == 1, before
+    counted = forks(server)
+    assert counted["forked"] >= 1, counted
     # Submitted code runs as the sandbox user in the kernel, never as the zygote's uid.
     assert s.value("import os; os.getuid()") == "1000"
     os.kill(before[0], signal.SIGKILL)
@@ -155,3 +172,7 @@ def test_the_zygote_runs_no_submitted_code_and_its_death_costs_a_restart(server)
     assert u.value("import os; os.getpid()") == "2"
     wait_until(lambda: len(zygotes()) == 1, 60, "a new zygote")
     assert zygotes()[0] != before[0]
+    # The two kernels started after the kill are counted, once each: forked (from the
+    # new zygote), or unforked, as a failed fork or one with no zygote to fork from.
+    after = forks(server)
+    assert sum(after.values()) - sum(counted.values()) == 2, (counted, after)

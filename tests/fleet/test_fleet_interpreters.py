@@ -13,16 +13,18 @@ mode 0755: the installers run as the user nobody.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 
 import pytest
 
 from conftest import BIN_DIR, BROKERS, REPO
-from driver import Driver, pb
+from driver import Driver, pb, texts
 
 sys.path.insert(0, os.path.join(REPO, "tests", "net"))
 from internet import make_wheel  # noqa: E402
@@ -340,3 +342,77 @@ def test_tenants_in_a_keyless_fleet(new_fleet, scratch):
         assert run.result.structured_content.value == "42", run
     finally:
         d.close()
+
+
+@pytest.fixture
+def silent_index():
+    """A package index that takes connections and never answers: a build from it blocks
+    until pip's own timeout, which outlasts the test."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held, stop = [], threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/simple"
+    stop.set()
+    t.join()
+    for c in held:
+        c.close()  # the orphaned pip of a killed worker fails now, not minutes later
+    srv.close()
+
+
+def test_a_start_running_on_a_worker_that_dies_frees_its_client_token(new_fleet, scratch,
+                                                                        silent_index):
+    """A start that a worker took and was still running (building its interpreter's
+    runtime, held by an index that never answers) when the worker died (SIGKILL) is
+    answered by recovery, and leaves nothing behind: its session is not left STARTING,
+    and its client token is freed, so the client's retry starts a session that runs
+    code instead of getting one no worker runs (docs/fleet.md, "Dead workers")."""
+    fleet, stores, conf, r = start_fleet(new_fleet, scratch, max_sessions=2)
+    _, spec = make_runtime(scratch, "stuckrt")
+    cli("runtime", "push", spec, "--fleet", conf, "--index-url", silent_index,
+        "--build-on-workers")
+    cli("interpreter", "create", "--name", "stuckpy", "--runtime", "stuckrt", "--fleet", conf)
+    driver = Driver(BROKERS, fleet.request_topic)
+    try:
+        token = uuid.uuid4().hex
+        rid = driver.send(pb.Request(start_session=pb.StartSession(
+            code_interpreter_identifier="stuckpy", client_token=token)))
+        deadline = time.time() + 60
+        while r.get(fleet.prefix + "start:" + token) is None or \
+                r.hget(fleet.prefix + "req:" + rid, "state") != b"running":
+            assert time.time() < deadline, "the start never ran"
+            time.sleep(0.05)
+        sid = r.get(fleet.prefix + "start:" + token).decode()
+        wid = owner(r, fleet, sid)
+        worker = fleet.workers[wid]
+        while "building it here" not in worker.log_text():
+            assert time.time() < deadline, worker.log_text()[-3000:]
+            time.sleep(0.1)
+        assert r.hget(fleet.prefix + "session:" + sid, "status") == b"STARTING"
+        worker.kill()
+
+        lost = driver.wait_final(rid, timeout=120)
+        assert lost.result.is_error and lost.result.error_code == pb.ERROR_CODE_INTERNAL, lost
+        assert "was lost" in lost.result.error_message, lost
+        assert r.hget(fleet.prefix + "session:" + sid, "status") != b"STARTING"
+        assert r.zscore(fleet.prefix + "sessions", sid) is None
+        assert r.get(fleet.prefix + "start:" + token) is None
+
+        # The retry (the interpreter whose build never ends swapped for the default).
+        retry = driver.call(pb.Request(start_session=pb.StartSession(client_token=token)))
+        assert retry.WhichOneof("payload") == "session", retry
+        assert retry.session.session_id != sid
+        assert owner(r, fleet, retry.session.session_id) != wid
+        assert texts(driver.code(retry.session.session_id, "6 * 7")) == ["42"]
+    finally:
+        driver.close()

@@ -2,10 +2,13 @@
  * cgroup and /proc files, and bounded reads of a descriptor. */
 #define _GNU_SOURCE
 #include "common/fileutil.h"
+#include "common/cleanup.h"
 #include "unit.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -273,6 +276,92 @@ START_TEST(private_files_only)
 }
 END_TEST
 
+/* A tree of its own, beside a directory "outside" that links inside the tree name. */
+static void tree_path(char *out, size_t len, const char *name)
+{
+    snprintf(out, len, "%s/%s", dir, name);
+}
+
+static void make_at(const char *name, bool is_dir)
+{
+    char p[PATH_MAX];
+    tree_path(p, sizeof(p), name);
+    if (is_dir) {
+        ck_assert_int_eq(mkdir(p, 0755), 0);
+    } else {
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        ck_assert_int_ge(fd, 0);
+        close(fd);
+    }
+}
+
+static bool exists_at(const char *name)
+{
+    struct stat st;
+    return fstatat(dirfd_, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+START_TEST(remove_tree_follows_no_link)
+{
+    make_at("outside", true);
+    make_at("outside/keep", false);
+    make_at("t", true);
+    make_at("t/a", true);
+    make_at("t/a/b", true);
+    make_at("t/a/b/f", false);
+    make_at("t/a/g", false);
+    ck_assert_int_eq(fchmodat(dirfd_, "t/a/g", 0, 0), 0); /* mode 000 goes too */
+    char target[PATH_MAX], link[PATH_MAX];
+    tree_path(target, sizeof(target), "outside");
+    tree_path(link, sizeof(link), "t/a/to-outside");
+    ck_assert_int_eq(symlink(target, link), 0);
+    tree_path(target, sizeof(target), "outside/keep");
+    tree_path(link, sizeof(link), "t/to-keep");
+    ck_assert_int_eq(symlink(target, link), 0);
+
+    char t[PATH_MAX];
+    tree_path(t, sizeof(t), "t");
+    struct cq_error err;
+    ck_assert_int_eq(cq_remove_tree(t, &err), 0);
+    ck_assert(!exists_at("t"));
+    /* What the links named is untouched. */
+    ck_assert(exists_at("outside/keep"));
+    /* Nothing there is no error; a link given as the path goes, not its target. */
+    ck_assert_int_eq(cq_remove_tree(t, &err), 0);
+    tree_path(link, sizeof(link), "link-to-outside");
+    tree_path(target, sizeof(target), "outside");
+    ck_assert_int_eq(symlink(target, link), 0);
+    ck_assert_int_eq(cq_remove_tree(link, &err), 0);
+    ck_assert(!exists_at("link-to-outside"));
+    ck_assert(exists_at("outside/keep"));
+    /* A plain file given as the path. */
+    tree_path(t, sizeof(t), "outside/keep");
+    ck_assert_int_eq(cq_remove_tree(t, &err), 0);
+    ck_assert(!exists_at("outside/keep"));
+    tree_path(t, sizeof(t), "outside");
+    ck_assert_int_eq(cq_remove_tree(t, &err), 0);
+    ck_assert(!exists_at("outside"));
+}
+END_TEST
+
+START_TEST(remove_below_stops_at_its_depth)
+{
+    make_at("d", true);
+    make_at("d/1", true);
+    make_at("d/1/2", true);
+    make_at("d/1/2/3", true);
+    cq_autoclose int fd = openat(dirfd_, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    errno = 0;
+    ck_assert_int_eq(cq_remove_below(fd, 1), -1);
+    ck_assert_int_eq(errno, ELOOP);
+    ck_assert(exists_at("d/1/2")); /* nothing past the limit was touched */
+    ck_assert_int_eq(cq_remove_below(fd, 3), 0);
+    ck_assert(!exists_at("d/1"));
+    ck_assert_int_eq(unlinkat(dirfd_, "d", AT_REMOVEDIR), 0);
+}
+END_TEST
+
 static Suite *fileutil_suite(void)
 {
     Suite *s = suite_create("fileutil");
@@ -289,6 +378,8 @@ static Suite *fileutil_suite(void)
     tcase_add_test(tc, read_fd_pipe);
     tcase_add_test(tc, read_fd_error);
     tcase_add_test(tc, private_files_only);
+    tcase_add_test(tc, remove_tree_follows_no_link);
+    tcase_add_test(tc, remove_below_stops_at_its_depth);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("keyed");
