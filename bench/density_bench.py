@@ -6,7 +6,9 @@ kernel given the same work, in one run.
       `import pandas, numpy, matplotlib; print(1)`, then stopped; the time from
       startSession to that result. codeq: through `codeq mcp` (calls run concurrently);
       Jupyter: start an ipykernel, wait until ready, execute the cell, shut it down.
-  (b) burst: BURST sessions started at once, the same cell each.
+  (b) burst: BURST sessions started at once, the same cell each; for codeq, a second
+      burst once its warm pool has refilled (a pool of forked kernels grows to the
+      busiest second of the last minute, up to --warm-pool-max: worker/pool.c).
   (c) idle cost: IDLE sessions alive at once after the cell: per session, the memory its
       cgroup is charged (memory.current / usage_in_bytes), the unique (USS) and
       proportional (PSS) memory of its processes (smaps_rollup), and the drop of the
@@ -24,11 +26,14 @@ Needs root (codeq) and python3-jupyter-client + python3-ipykernel (scripts/setup
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 
 from bench_common import execute, mem_available_kb
 
@@ -52,10 +57,13 @@ class Mcp:
     """codeq mcp on a pipe; calls may overlap (a reader thread matches replies by id)."""
 
     def __init__(self, codeq, pool, fork=False):
-        self.p = subprocess.Popen([codeq, "mcp", "--warm-pool", str(pool)]
+        self.log = tempfile.TemporaryFile()
+        # Sessions at once: more than a burst (the default, 64, would refuse some).
+        self.p = subprocess.Popen([codeq, "mcp", "--warm-pool", str(pool),
+                                   "--max-sessions", "1000", "--metrics-listen", "127.0.0.1:0"]
                                   + (["--fork-kernels"] if fork else []),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                                  stderr=self.log, text=True, bufsize=1)
         self.lock = threading.Lock()
         self.n = 0
         self.waiting = {}
@@ -89,6 +97,32 @@ class Mcp:
         if "error" in slot[1]:
             raise RuntimeError(slot[1]["error"])
         return slot[1]["result"]
+
+    def pool(self):
+        """(ready, target) of the warm pools, summed, from /metrics."""
+        self.log.seek(0)
+        found = re.search(rb"metrics on port (\d+)", self.log.read())
+        if found is None:
+            return 0, 0
+        url = f"http://127.0.0.1:{int(found.group(1))}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            text = resp.read().decode()
+        sums = {"codeq_warm_pool_ready": 0.0, "codeq_warm_pool_target": 0.0}
+        for line in text.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in sums:
+                sums[name] += float(line.rsplit(" ", 1)[1])
+        return sums["codeq_warm_pool_ready"], sums["codeq_warm_pool_target"]
+
+    def wait_pool_full(self, timeout=300):
+        """Until the warm pools hold their target (after a burst, a grown one)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ready, target = self.pool()
+            if target > 0 and ready >= target:
+                return ready
+            time.sleep(0.5)
+        return self.pool()[0]
 
     def tool(self, name, args):
         r = self.rpc("tools/call", {"name": name, "arguments": args})
@@ -340,6 +374,9 @@ def main():
             time.sleep(3)
             got, failed = run_schedule(lambda: codeq_session(mcp), args.burst, 0)
             print(row(f"(b) {name}: burst of {args.burst}", got, failed), flush=True)
+            ready = mcp.wait_pool_full()
+            got, failed = run_schedule(lambda: codeq_session(mcp), args.burst, 0)
+            print(row(f"(b) {name}: again, {ready:g} ready", got, failed), flush=True)
         finally:
             mcp.close()
     if not args.no_jupyter:

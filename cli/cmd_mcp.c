@@ -52,6 +52,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: codeq mcp [--warm-pool N] [--max-sessions N] [--fork-kernels]\n"
+            "                 [--warm-pool-max N]\n"
             "       codeq mcp --brokers HOST:PORT[,...] [--request-topic TOPIC]\n"
             "\n"
             "Serves codeq's tools over MCP on standard input and output (JSON-RPC 2.0,\n"
@@ -72,6 +73,9 @@ static void usage(FILE *out)
             "  --max-sessions N       sessions at once (default %d; embedded only)\n"
             "  --fork-kernels         fork Python kernels from a zygote that imported\n"
             "                         their modules once (docs/zygote.md; root, embedded)\n"
+            "  --warm-pool-max N      the most the warm pool grows to when starts come\n"
+            "                         faster (default 128 with --fork-kernels, else\n"
+            "                         --warm-pool: no growth; embedded only)\n"
             "  --brokers LIST         Kafka bootstrap servers of the fleet (CODEQ_BROKERS)\n"
             "  --request-topic TOPIC  the fleet's request topic (CODEQ_REQUEST_TOPIC;\n"
             "                         default codeq.requests)\n"
@@ -115,11 +119,13 @@ int cq_cmd_mcp(int argc, char **argv)
         OPT_AUDIT_LOG,
         OPT_METRICS,
         OPT_OTLP,
-        OPT_FORK
+        OPT_FORK,
+        OPT_POOL_MAX
     };
     static const struct option longopts[] = {
         {"warm-pool", required_argument, NULL, OPT_POOL},
         {"fork-kernels", no_argument, NULL, OPT_FORK},
+        {"warm-pool-max", required_argument, NULL, OPT_POOL_MAX},
         {"max-sessions", required_argument, NULL, OPT_MAX},
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"request-topic", required_argument, NULL, OPT_TOPIC},
@@ -160,6 +166,13 @@ int cq_cmd_mcp(int argc, char **argv)
             break;
         case OPT_FORK:
             cfg.fork_kernels = true;
+            break;
+        case OPT_POOL_MAX:
+            if (cq_parse_uint(optarg, 1, 256, &value, &err) < 0) {
+                fprintf(stderr, "codeq mcp: --warm-pool-max: %s\n", err.msg);
+                return CQ_EXIT_USAGE;
+            }
+            cfg.warm_pool_max = (unsigned)value;
             break;
         case OPT_MAX:
             if (cq_parse_uint(optarg, 1, 10000, &value, &err) < 0) {

@@ -22,8 +22,10 @@
 #endif
 
 /* Calls run on threads of their own; beyond this many at once, a call is refused
- * rather than letting a flood exhaust threads and memory. */
-#define MAX_CALLS_RUNNING 64
+ * rather than letting a flood exhaust threads and memory. A burst of startSession (a
+ * batch job's hundred at once) fits: a call's thread costs its stack's touched pages,
+ * and what it waits on (a sandbox, a kernel) is bounded by max sessions anyway. */
+#define MAX_CALLS_RUNNING 256
 /* Output is gathered and sent at most this often per call, so a cell that prints a
  * line at a time does not become a notification a line (the spec asks receivers to
  * rate-limit). */

@@ -179,6 +179,9 @@ static struct cq_interp *interp_copy(const struct cq_worker *w, const struct cq_
         cq_netpolicy_admit(np, ip->has_network ? &ip->network : NULL,
                            (const char *const *)ip->allow, ip->n_allow, &grant, &ignored) == 0)
         ip->pool.size = size;
+    /* Its kernels are exec'd (only codeq.default's fork): it grows only when the
+     * operator asked for that (warm_pool_max). */
+    ip->pool.max = cq_pool_max_for(&w->cfg, ip->pool.size, false);
     ip->refs = 1; /* the table's */
     ip->defined = true;
     return ip;

@@ -82,7 +82,7 @@ static void set_pool(struct cq_wmetrics *wm, const char *interpreter, enum cq_ne
     struct cq_metric_child *ready = cq_metric_child(wm->pool_ready, labels);
     struct cq_metric_child *target = cq_metric_child(wm->pool_target, labels);
     cq_metric_child_set(ready, (double)p->n);
-    cq_metric_child_set(target, (double)p->size);
+    cq_metric_child_set(target, (double)cq_pool_target(p, cq_now_ms()));
     if (wm->n_pool_set + 2 <= MAX_POOL_GAUGES) {
         wm->pool_set[wm->n_pool_set++] = ready;
         wm->pool_set[wm->n_pool_set++] = target;

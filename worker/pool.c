@@ -6,6 +6,13 @@
  * mode for codeq.default, and one per code interpreter that asks for one (its layer,
  * environment, limits and network mode; its kernels import its preload modules too).
  * One background thread refills them all, the emptiest first.
+ *
+ * A pool of forked kernels grows with demand: to the most starts it saw in one second
+ * of the last minute (up to its max), and back, one sandbox at a time, once that
+ * second has left the window. A burst then finds as many ready as the last one asked
+ * for, and a steady rate a second's worth. A forked kernel makes this cheap (~5 MiB and
+ * ~40 ms each); an exec'd one costs ~50 MiB and a second of CPU, so its pool stays at
+ * its size unless the operator sets a max.
  */
 #define _GNU_SOURCE
 #include "worker/session.h"
@@ -183,9 +190,70 @@ int cq_worker_start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool java
     return 0;
 }
 
+/* A ready sandbox of a pool this much larger than its floor holds ~5 MiB (forked); the
+ * default max keeps a burst of this size warm, in ~640 MiB at most. */
+#define POOL_GROWTH_DEFAULT 128
+
+unsigned cq_pool_max_for(const struct cq_worker_config *cfg, unsigned size, bool forked)
+{
+    /* 0 at the floor means no pool at all, as the operator asked. */
+    if (size == 0)
+        return 0;
+    unsigned max = cfg->warm_pool_max != 0 ? cfg->warm_pool_max
+                   : forked                ? POOL_GROWTH_DEFAULT
+                                           : size;
+    if (cfg->max_sessions != 0 && max > cfg->max_sessions)
+        max = cfg->max_sessions;
+    if (max > CQ_WORKER_POOL_CAP)
+        max = CQ_WORKER_POOL_CAP;
+    return max > size ? max : size;
+}
+
+void cq_pool_note_start(struct cq_pool *p, uint64_t now_ms)
+{
+    uint64_t sec = now_ms / 1000;
+    size_t i = sec % CQ_POOL_DEMAND_WINDOW_S;
+    p->last_start_ms = now_ms;
+    if (p->demand_sec[i] != sec) {
+        p->demand_sec[i] = sec;
+        p->demand_n[i] = 0;
+    }
+    if (p->demand_n[i] < UINT16_MAX)
+        p->demand_n[i]++;
+}
+
+unsigned cq_pool_target(const struct cq_pool *p, uint64_t now_ms)
+{
+    if (p->max <= p->size)
+        return p->size;
+    uint64_t sec = now_ms / 1000;
+    unsigned want = p->size;
+    for (size_t i = 0; i < CQ_POOL_DEMAND_WINDOW_S; i++)
+        if (p->demand_sec[i] + CQ_POOL_DEMAND_WINDOW_S > sec && p->demand_n[i] > want)
+            want = p->demand_n[i];
+    return want < p->max ? want : p->max;
+}
+
+/* Past its size, a pool refills only once starts have paused this long: during a
+ * burst, making sandboxes for the next one would take the CPU from this one's. A
+ * steady rate is kept up by the refill to its size. */
+#define POOL_GROWTH_QUIET_MS 500
+
 static unsigned lack_of(const struct cq_pool *p, uint64_t now, uint64_t *wake)
 {
-    unsigned lack = p->size > p->n ? p->size - (unsigned)p->n : 0;
+    unsigned target = cq_pool_target(p, now);
+    if (target > p->size && now < p->last_start_ms + POOL_GROWTH_QUIET_MS) {
+        target = p->size;
+        uint64_t quiet = p->last_start_ms + POOL_GROWTH_QUIET_MS;
+        *wake = *wake == 0 || quiet < *wake ? quiet : *wake;
+    }
+    unsigned lack = target > p->n ? target - (unsigned)p->n : 0;
+    /* Above its floor, the target falls as seconds leave the window: looked at again
+     * each second, to give back what is no longer wanted. */
+    if (target > p->size || p->n > target) {
+        uint64_t next = (now / 1000 + 1) * 1000;
+        *wake = *wake == 0 || next < *wake ? next : *wake;
+    }
     if (lack > 0 && p->retry_at > now) {
         *wake = *wake == 0 || p->retry_at < *wake ? p->retry_at : *wake;
         lack = 0;
@@ -205,6 +273,31 @@ static void wait_until(struct cq_worker *w, uint64_t wake, uint64_t now)
     until.tv_sec += (time_t)(ns / 1000000000ULL);
     until.tv_nsec = (long)(ns % 1000000000ULL);
     pthread_cond_timedwait(&w->pool.cond, &w->pool.lock, &until);
+}
+
+/* One ready sandbox of a pool that holds more than its target now, destroyed (the
+ * lock dropped meanwhile); false when no pool does. Lock held. */
+static bool shrink_one(struct cq_worker *w, uint64_t now)
+{
+    struct cq_pool *over = NULL;
+    for (int m = 0; m < CQ_WORKER_POOL_MODES && over == NULL; m++)
+        if (w->pool.modes[m].n > cq_pool_target(&w->pool.modes[m], now))
+            over = &w->pool.modes[m];
+    for (struct cq_interp *i = w->pool.interps; i != NULL && over == NULL; i = i->next)
+        if (i->pool.n > cq_pool_target(&i->pool, now))
+            over = &i->pool;
+    if (over == NULL)
+        return false;
+    /* The oldest: its kernel has waited longest (and takes are from the top). */
+    struct cq_sandbox *sb = over->items[0].sandbox;
+    struct cq_kernel *k = over->items[0].python;
+    over->n--;
+    memmove(&over->items[0], &over->items[1], over->n * sizeof(over->items[0]));
+    pthread_mutex_unlock(&w->pool.lock);
+    cq_kernel_stop(k);
+    cq_sandbox_destroy(sb);
+    pthread_mutex_lock(&w->pool.lock);
+    return true;
 }
 
 static void *pool_main(void *arg)
@@ -235,6 +328,8 @@ static void *pool_main(void *arg)
             }
         }
         if (pool == NULL) {
+            if (shrink_one(w, now))
+                continue;
             wait_until(w, wake, now);
             continue;
         }
@@ -259,8 +354,8 @@ static void *pool_main(void *arg)
                                         ip != NULL ? (const char *const *)ip->env : NULL, NULL, &k,
                                         &err);
         pthread_mutex_lock(&w->pool.lock);
-        bool keep =
-            rc == 0 && !w->pool.stopping && (ip == NULL || ip->defined) && pool->n < pool->size;
+        bool keep = rc == 0 && !w->pool.stopping && (ip == NULL || ip->defined) &&
+                    pool->n < cq_pool_target(pool, cq_now_ms());
         if (rc < 0) {
             uint64_t delay = (uint64_t)POOL_RETRY_MS << (pool->failures < 6 ? pool->failures : 6);
             pool->retry_at = cq_now_ms() + (delay < POOL_RETRY_MAX_MS ? delay : POOL_RETRY_MAX_MS);
@@ -293,6 +388,7 @@ bool cq_pool_take(struct cq_worker *w, struct cq_pool *p, const char *const *all
 {
     bool taken = false;
     pthread_mutex_lock(&w->pool.lock);
+    cq_pool_note_start(p, cq_now_ms());
     while (p->n > 0 && !taken) {
         size_t i = --p->n;
         *sb = p->items[i].sandbox;
@@ -364,14 +460,15 @@ void cq_pool_stop(struct cq_worker *w)
 void cq_worker_warm_counts(struct cq_worker *w, unsigned *ready, unsigned *target)
 {
     size_t n = 0, size = 0;
+    uint64_t now = cq_now_ms();
     pthread_mutex_lock(&w->pool.lock);
     for (int m = 0; m < CQ_WORKER_POOL_MODES; m++) {
         n += w->pool.modes[m].n;
-        size += w->pool.modes[m].size;
+        size += cq_pool_target(&w->pool.modes[m], now);
     }
     for (struct cq_interp *ip = w->pool.interps; ip != NULL; ip = ip->next) {
         n += ip->pool.n;
-        size += ip->pool.size;
+        size += cq_pool_target(&ip->pool, now);
     }
     pthread_mutex_unlock(&w->pool.lock);
     *ready = (unsigned)n;

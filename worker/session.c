@@ -651,6 +651,8 @@ int cq_worker_create(const struct cq_worker_config *cfg, struct cq_worker **out,
         pool_size_of(np, CQ_NETWORK_PUBLIC, w->cfg.warm_pool_public);
     w->pool.modes[CQ_NETWORK_ALLOWLIST].size =
         pool_size_of(np, CQ_NETWORK_ALLOWLIST, w->cfg.warm_pool_allowlist);
+    for (int m = 0; m < CQ_WORKER_POOL_MODES; m++)
+        w->pool.modes[m].max = cq_pool_max_for(&w->cfg, w->pool.modes[m].size, w->cfg.fork_kernels);
     if (w->cfg.output_limit_bytes == 0)
         w->cfg.output_limit_bytes = CQ_WORKER_DEFAULT_OUTPUT_LIMIT;
     if (w->cfg.default_call_timeout_s <= 0)

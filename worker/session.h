@@ -4,9 +4,12 @@
 
 #include "worker/internal.h"
 
-#define CQ_WORKER_MAX_POOL   16
-#define CQ_WORKER_POOL_MODES 3 /* NONE, PUBLIC, ALLOWLIST */
-#define RUNTIMES_IN_SANDBOX  "/opt/codeq/runtimes"
+#define CQ_WORKER_MAX_POOL 16  /* the most a pool's floor may be (--warm-pool) */
+#define CQ_WORKER_POOL_CAP 256 /* the most a pool grows to (--warm-pool-max) */
+/* A pool's demand is the most starts it saw in one second of this window. */
+#define CQ_POOL_DEMAND_WINDOW_S 60
+#define CQ_WORKER_POOL_MODES    3 /* NONE, PUBLIC, ALLOWLIST */
+#define RUNTIMES_IN_SANDBOX     "/opt/codeq/runtimes"
 _Static_assert(CQ_NETWORK_ALLOWLIST == CQ_WORKER_POOL_MODES - 1, "a pool per network mode");
 
 struct kernel_slot {
@@ -51,14 +54,19 @@ struct cq_session {
  * them (cq_sandbox_network_allow). Guarded by the worker's pool lock. */
 struct cq_pool {
     enum cq_network_mode mode;
-    unsigned size; /* wanted */
+    unsigned size; /* wanted at least */
+    unsigned max;  /* grown to at most, with demand (cq_pool_target); <= size: fixed */
     size_t n;
     uint64_t retry_at; /* after a failed refill: not before then (monotonic ms) */
     unsigned failures; /* in a row */
+    /* Starts that asked this pool, per second: [i] counts second demand_sec[i]. */
+    uint64_t demand_sec[CQ_POOL_DEMAND_WINDOW_S];
+    uint16_t demand_n[CQ_POOL_DEMAND_WINDOW_S];
+    uint64_t last_start_ms; /* the last start that asked it (monotonic ms) */
     struct {
         struct cq_sandbox *sandbox;
         struct cq_kernel *python;
-    } items[CQ_WORKER_MAX_POOL];
+    } items[CQ_WORKER_POOL_CAP];
 };
 
 /* A code interpreter as the worker keeps it (interpreter.c): a deep copy of what
@@ -145,12 +153,22 @@ int cq_worker_start_kernel(struct cq_worker *w, struct cq_sandbox *sb, bool java
 int cq_pool_start(struct cq_worker *w, struct cq_error *err);
 void cq_pool_stop(struct cq_worker *w);
 /* A warm sandbox of the pool, with its preloaded kernel; false if none. An ALLOWLIST
- * one gets allow (admitted already) on the way out. */
+ * one gets allow (admitted already) on the way out. Either way the start counts toward
+ * the pool's demand. */
 bool cq_pool_take(struct cq_worker *w, struct cq_pool *p, const char *const *allow, size_t n_allow,
                   struct cq_sandbox **sb, struct cq_kernel **k);
 /* Destroys what the pool holds (with the pool lock not held: the items were moved out
  * under it into items/n). */
 void cq_pool_destroy_items(struct cq_pool *p);
+/* A start that asked p for a sandboxed kernel at now_ms (pool lock held). */
+void cq_pool_note_start(struct cq_pool *p, uint64_t now_ms);
+/* How many sandboxes p keeps ready now (pool lock held): its size, or, for a pool that
+ * grows, the most starts it saw in one second of the last CQ_POOL_DEMAND_WINDOW_S,
+ * up to its max. */
+unsigned cq_pool_target(const struct cq_pool *p, uint64_t now_ms);
+/* The most a pool of that floor grows to under cfg (the worker's max sessions bounds
+ * it: more ready sandboxes than sessions could take are never of use). */
+unsigned cq_pool_max_for(const struct cq_worker_config *cfg, unsigned size, bool forked);
 
 /* ---- interpreter.c ---------------------------------------------------------------- */
 

@@ -37,6 +37,10 @@ struct cq_worker_config {
      * modules once (docs/zygote.md), as root only; a kernel it cannot fork starts the
      * usual way. */
     bool fork_kernels;
+    /* The most sandboxes a warm pool grows to when starts ask for more (worker/pool.c).
+     * 0: the default, 128 with fork_kernels (a ready forked session costs ~5 MiB),
+     * else no growth. A pool of size 0 stays off either way. */
+    unsigned warm_pool_max;
     unsigned max_sessions;
     uint32_t default_session_ttl_s;
     double default_call_timeout_s;
