@@ -1,11 +1,15 @@
 """tests/frameworks/conftest.py - `codeq serve` for the agent frameworks' tools.
 
-The frameworks (Strands' and langchain-aws' AgentCore code-interpreter tools) live in
-build/pydeps-frameworks (or $CODEQ_FRAMEWORKS_PYDEPS), where scripts/setup installs
-them: apart from build/pydeps-agentcore, whose newer bedrock-agentcore Strands refuses,
-so this is a pytest process of its own (tests/CMakeLists.txt, e2e/frameworks). The
-snippets run in child processes; this process takes only boto3 from there, to see the
-sessions a snippet left. Their absence fails the tests rather than skipping them.
+scripts/setup installs the frameworks' AgentCore code-interpreter tools into three
+directories, as their dependencies disagree: Strands' and langchain-aws' into
+build/pydeps-frameworks (or $CODEQ_FRAMEWORKS_PYDEPS), apart from
+build/pydeps-agentcore, whose newer bedrock-agentcore Strands refuses; CrewAI's into
+build/pydeps-crewai ($CODEQ_CREWAI_PYDEPS) and LlamaIndex's into
+build/pydeps-llamaindex ($CODEQ_LLAMAINDEX_PYDEPS), each only the packages its snippet
+imports (scripts/pins/). So this is a pytest process of its own (tests/CMakeLists.txt,
+e2e/frameworks). The snippets run in child processes with one directory on their
+path; this process takes only boto3 from build/pydeps-frameworks, to see the sessions
+a snippet left. A missing directory fails the tests rather than skipping them.
 """
 import os
 import sys
@@ -16,6 +20,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN_DIR = os.environ.get("CODEQ_BIN_DIR") or os.path.join(REPO, "build", "bin")
 CODEQ = os.path.join(BIN_DIR, "codeq")
 PYDEPS = os.environ.get("CODEQ_FRAMEWORKS_PYDEPS") or os.path.join(REPO, "build", "pydeps-frameworks")
+CREWAI_PYDEPS = os.environ.get("CODEQ_CREWAI_PYDEPS") or os.path.join(REPO, "build", "pydeps-crewai")
+LLAMAINDEX_PYDEPS = (os.environ.get("CODEQ_LLAMAINDEX_PYDEPS")
+                     or os.path.join(REPO, "build", "pydeps-llamaindex"))
 sys.path.insert(0, PYDEPS)
 
 REGION = "us-east-1"

@@ -5,12 +5,11 @@ at codeq by BEDROCK_AGENTCORE_DP_ENDPOINT with a key of its own tenant as AWS
 credentials. Then the tenant's sessions show that the snippet started one and stopped
 what it started.
 
-Strands and LangChain come from build/pydeps-frameworks (scripts/setup). CrewAI and
-LlamaIndex are too large for CI (docs/agentcore.md says why); their tests are collected
-only when CODEQ_CREWAI_PYDEPS or CODEQ_LLAMAINDEX_PYDEPS names a directory holding
-them, e.g. `pip install --target DIR "crewai-tools[bedrock]==1.15.30" crewai==1.15.30`
-or `pip install --target DIR llama-index-tools-aws-bedrock-agentcore==0.4.0
-llama-index-core==0.14.25`.
+Strands and LangChain come from build/pydeps-frameworks, CrewAI from
+build/pydeps-crewai and LlamaIndex from build/pydeps-llamaindex, all installed by
+scripts/setup (conftest.py). The last two hold only the packages their snippets import
+(scripts/pins/crewai.txt, scripts/pins/llamaindex.txt): a snippet that starts importing
+another fails here with ModuleNotFoundError, which is when its pin list needs it.
 """
 import os
 import re
@@ -19,12 +18,15 @@ import subprocess
 import boto3
 import pytest
 
-from conftest import AWS_ENV, PYDEPS, REGION, REPO, make_key
+from conftest import AWS_ENV, CREWAI_PYDEPS, LLAMAINDEX_PYDEPS, PYDEPS, REGION, REPO, make_key
 
-FRAMEWORKS = {"strands": PYDEPS, "langchain": PYDEPS}
-for name, var in (("crewai", "CODEQ_CREWAI_PYDEPS"), ("llamaindex", "CODEQ_LLAMAINDEX_PYDEPS")):
-    if os.environ.get(var):
-        FRAMEWORKS[name] = os.environ[var]
+# Each framework's directory, and a package of its tool that tells it was installed.
+FRAMEWORKS = {
+    "strands": (PYDEPS, "strands_tools"),
+    "langchain": (PYDEPS, "langchain_aws"),
+    "crewai": (CREWAI_PYDEPS, "crewai_tools"),
+    "llamaindex": (LLAMAINDEX_PYDEPS, "llama_index/tools/aws_bedrock_agentcore"),
+}
 
 
 def snippet(name):
@@ -43,14 +45,19 @@ def sessions(server, key):
 
 @pytest.mark.parametrize("name", sorted(FRAMEWORKS))
 def test_framework_snippet(server, keys_path, name):
+    pydeps, package = FRAMEWORKS[name]
+    assert os.path.isdir(os.path.join(pydeps, package)), \
+        f"{name}'s AgentCore tool is not installed in {pydeps}: run scripts/setup"
     key = make_key(keys_path, f"fw-{name}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BEDROCK_"))}
     env.update(AWS_ENV, BEDROCK_AGENTCORE_DP_ENDPOINT=server.endpoint,
                AWS_ACCESS_KEY_ID=key[0], AWS_SECRET_ACCESS_KEY=key[1],
-               PYTHONPATH=FRAMEWORKS[name], CREWAI_DISABLE_TELEMETRY="true",
+               PYTHONPATH=pydeps, CREWAI_DISABLE_TELEMETRY="true",
                PYTHONWARNINGS="ignore")
-    p = subprocess.run(["/usr/bin/python3", "-c", snippet(name)], env=env, capture_output=True,
-                       text=True, timeout=300, cwd=os.path.dirname(__file__))
+    # -S: the directory alone, without Debian's dist-packages, so that a package missing
+    # from it fails here instead of being found among Debian's by chance.
+    p = subprocess.run(["/usr/bin/python3", "-S", "-c", snippet(name)], env=env,
+                       capture_output=True, text=True, timeout=300, cwd=os.path.dirname(__file__))
     assert p.returncode == 0, p.stdout + p.stderr
     # Strands prints the content's Python repr inside its result's: newlines escaped twice.
     out = re.sub(r"\\+n", "\n", p.stdout)
