@@ -14,6 +14,10 @@ kernel given the same work, in one run.
       proportional (PSS) memory of its processes (smaps_rollup), and the drop of the
       host's MemAvailable per session.
 
+  (d) density (--live N): N sessions alive at once, each after the cell; then `1+1` in
+      sessions picked at random, its round trip against the same in a lone session
+      before them; the worker's threads, open files and memory.
+
 Jupyter runs its steady phase for --jupyter-duration only (default 10 s): at 20 a second
 a kernel start of ~1.2 s of CPU each cannot keep up on a small machine, and the queue
 that builds is the figure; longer adds minutes, not information.
@@ -34,6 +38,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 
 from bench_common import execute, mem_available_kb
 
@@ -153,11 +158,17 @@ class Jupyter:
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         from jupyter_client.manager import KernelManager
         self.KernelManager = KernelManager
+        self.sockets = tempfile.mkdtemp(prefix="density-jupyter-")
 
     def session(self, keep=False):
         t0 = time.perf_counter()
-        km = self.KernelManager(kernel_name="python3")
-        km.start_kernel()
+        # Over unix sockets of its own: kernels started at once over TCP pick their ports
+        # before binding them and collide ("Address already in use").
+        km = self.KernelManager(kernel_name="python3", transport="ipc",
+                                ip=os.path.join(self.sockets, uuid.uuid4().hex[:12]))
+        # Kernels started at once share IPython's history database and fail on its lock
+        # ("database is locked"); codeq keeps no history either.
+        km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
         kc = km.client()
         kc.start_channels()
         kc.wait_for_ready(timeout=300)
@@ -316,6 +327,60 @@ def idle_codeq(codeq, n, pool, fork=False):
         mcp.close()
 
 
+def proc_status(pid):
+    """(threads, open fds, VmRSS kB) of a process."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.split()
+    return (int(fields["Threads"][0]), len(os.listdir(f"/proc/{pid}/fd")),
+            int(fields["VmRSS"][0]))
+
+
+def one_plus_one(mcp, sid, n):
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = mcp.tool("executeCode", {"sessionId": sid, "code": "print(1+1)"})
+        out.append((time.perf_counter() - t0) * 1000)
+        assert r["stdout"] == "2\n", r
+    return out
+
+
+def live_codeq(codeq, n, pool, fork, touches):
+    """(d): n sessions alive; 1+1 round trips before them (lone) and among them."""
+    import random
+    mcp = Mcp(codeq, pool, fork)
+    try:
+        time.sleep(3)
+        lone_sid = codeq_session(mcp, keep=True)[1]
+        lone = one_plus_one(mcp, lone_sid, touches)
+        before = mem_available_kb()
+        t0 = time.perf_counter()
+        sids, failed = [], 0
+        for _ in range(n):
+            try:
+                sids.append(codeq_session(mcp, keep=True)[1])
+            except (RuntimeError, TimeoutError) as e:
+                failed += 1
+                if failed == 1:
+                    print(f"  first failure: {e!r}", flush=True)
+        started_s = time.perf_counter() - t0
+        time.sleep(2)
+        drop_mib = (before - mem_available_kb()) / 1024
+        rng = random.Random(1)
+        crowd = []
+        for _ in range(touches):
+            crowd += one_plus_one(mcp, rng.choice(sids), 1)
+        threads, fds, rss_kb = proc_status(mcp.p.pid)
+        return {"n": len(sids), "failed": failed, "started_s": started_s, "lone": lone,
+                "crowd": crowd, "drop_mib": drop_mib, "threads": threads, "fds": fds,
+                "rss_mib": rss_kb / 1024}
+    finally:
+        mcp.close()
+
+
 def idle_jupyter(n):
     j = Jupyter()
     kernels = []
@@ -352,6 +417,9 @@ def main():
     ap.add_argument("--idle", type=int, default=30, help="idle sessions measured")
     ap.add_argument("--warm-pool", type=int, default=2, help="codeq mcp --warm-pool")
     ap.add_argument("--no-jupyter", action="store_true")
+    ap.add_argument("--live", type=int, default=0,
+                    help="(d): sessions alive at once, touched at random (e.g. 1000)")
+    ap.add_argument("--touches", type=int, default=200, help="(d): 1+1 calls measured")
     ap.add_argument("--kernels", choices=["exec", "fork", "both"], default="both",
                     help="codeq's kernels exec'd in each sandbox, forked from the zygote "
                          "(--fork-kernels, docs/zygote.md), or both side by side")
@@ -399,6 +467,17 @@ def main():
         med = lambda xs: mib(statistics.median(xs)) if xs else float("nan")  # noqa: E731
         print(f"    {name:<48} {med(r['charged']):9.1f} {med(r['uss']):9.1f} "
               f"{med(r['pss']):9.1f} {mib(r['drop']):9.1f}")
+    if args.live:
+        print()
+        for fork in modes:
+            name = "codeq, forked" if fork else "codeq"
+            r = live_codeq(args.codeq, args.live, args.warm_pool, fork, args.touches)
+            print(f"(d) {name}: {r['n']} sessions alive ({r['failed']} failed to start), "
+                  f"started in {r['started_s']:.0f} s; MemAvailable dropped "
+                  f"{r['drop_mib']:.0f} MiB ({r['drop_mib'] / max(r['n'], 1):.1f} each); "
+                  f"codeq: {r['threads']} threads, {r['fds']} fds, RSS {r['rss_mib']:.0f} MiB")
+            print(row("    1+1, one session alive (ms)", r["lone"]))
+            print(row(f"    1+1, {r['n']} alive, one at random (ms)", r["crowd"]), flush=True)
 
 
 if __name__ == "__main__":

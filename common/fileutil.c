@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -79,6 +80,15 @@ int cq_remove_tree(const char *path, struct cq_error *err)
     if (rmdir(path) < 0 && errno != ENOENT)
         return cq_error_sys(err, errno, "remove %s", path);
     return 0;
+}
+
+void cq_raise_open_files_limit(void)
+{
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &lim);
+    }
 }
 
 int cq_open_private(const char *path, const char *what, struct cq_error *err)

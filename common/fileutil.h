@@ -36,6 +36,12 @@ int cq_remove_below(int dirfd, int max_depth);
 /* Removes path and everything below it the same way (nothing there: 0). */
 int cq_remove_tree(const char *path, struct cq_error *err);
 
+/* Raises this process's soft limit on open files to its hard limit. A process that
+ * holds sandboxes needs many (~11 each: the usual soft limit of 1024 would stop a
+ * worker near 90 sessions); every wait in codeq is poll or epoll, never select, so
+ * descriptors past 1024 are safe. Failing leaves the limit as it was. */
+void cq_raise_open_files_limit(void);
+
 /* Find "key <number>" in a "key value" per line text (cgroup stat files). */
 int cq_keyed_u64(const char *text, const char *key, uint64_t *out);
 

@@ -259,6 +259,7 @@ void cq_sandbox_setup_process(void)
     if (state.entered)
         return;
     state.entered = true;
+    cq_raise_open_files_limit();
     uid_t uid = geteuid();
     gid_t gid = getegid();
     if (uid == 0)

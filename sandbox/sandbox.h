@@ -124,11 +124,14 @@ enum cq_sandbox_ids {
     CQ_SANDBOX_IDS_NONE,        /* a normal user who cannot make user namespaces */
 };
 
-/* Call first thing in main, while the process has one thread. As root it does nothing.
- * As a normal user it moves the process into a user namespace of its own, where it is
- * root over its own ids (and its subordinate ids, through newuidmap/newgidmap, when
- * /etc/subuid and /etc/subgid give it some): files it writes stay the user's. It never
- * fails the program: when no namespace can be made, cq_sandbox_create says why. */
+/* Call first thing in main, while the process has one thread. It raises the soft limit
+ * on open files (cq_raise_open_files_limit: a sandbox holds ~11 descriptors in the
+ * process that made it); sandboxed processes get their own limit
+ * (cq_sandbox_limits.open_files). As root it does nothing more. As a normal user it moves the
+ * process into a user namespace of its own, where it is root over its own ids (and its subordinate
+ * ids, through newuidmap/newgidmap, when /etc/subuid and /etc/subgid give it some): files it writes
+ * stay the user's. It never fails the program: when no namespace can be made, cq_sandbox_create
+ * says why. */
 void cq_sandbox_setup_process(void);
 
 enum cq_sandbox_ids cq_sandbox_ids_mode(void);

@@ -1,6 +1,7 @@
 /* codeq-worker: serves the requests the dispatchers route to it. */
 #include "workerd/workerd.h"
 #include "fleet/daemon.h"
+#include "common/fileutil.h"
 
 static int create(const struct cq_fleet_config *cfg, void **out, struct cq_error *err)
 {
@@ -37,5 +38,7 @@ int main(int argc, char **argv)
         .stop = stop,
         .destroy = destroy,
     };
+    /* A worker's sessions hold ~11 descriptors each. */
+    cq_raise_open_files_limit();
     return cq_fleet_daemon_main(&ops, argc, argv);
 }

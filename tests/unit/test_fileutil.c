@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -362,6 +363,29 @@ START_TEST(remove_below_stops_at_its_depth)
 }
 END_TEST
 
+START_TEST(open_files_limit_raised_to_the_hard_one)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* the test process's own limit is left alone */
+        struct rlimit lim;
+        if (getrlimit(RLIMIT_NOFILE, &lim) < 0 || lim.rlim_max < 128)
+            _exit(2);
+        rlim_t hard = lim.rlim_max;
+        lim.rlim_cur = 64;
+        if (setrlimit(RLIMIT_NOFILE, &lim) < 0)
+            _exit(3);
+        cq_raise_open_files_limit();
+        if (getrlimit(RLIMIT_NOFILE, &lim) < 0)
+            _exit(4);
+        _exit(lim.rlim_cur == hard && lim.rlim_max == hard ? 0 : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+}
+END_TEST
+
 static Suite *fileutil_suite(void)
 {
     Suite *s = suite_create("fileutil");
@@ -380,6 +404,7 @@ static Suite *fileutil_suite(void)
     tcase_add_test(tc, private_files_only);
     tcase_add_test(tc, remove_tree_follows_no_link);
     tcase_add_test(tc, remove_below_stops_at_its_depth);
+    tcase_add_test(tc, open_files_limit_raised_to_the_hard_one);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("keyed");
