@@ -62,6 +62,14 @@ static const struct setting settings[] = {
     NUM(heartbeat_ms, "workers' heartbeat period (the same for all daemons); dead after 3 missed"),
     NUM(max_sessions, "sessions one worker runs at once"),
     NUM(warm_pool, "sandboxes a worker keeps ready"),
+    {"warm_pool_max", UINT0, offsetof(struct cq_fleet_config, warm_pool_max), 0,
+     "the most the warm pool grows to when starts come faster (0: 128 with fork_kernels, "
+     "else warm_pool)"},
+    STR(fork_kernels, "on: Python kernels are forked from a zygote that imported their "
+                      "modules once (docs/zygote.md)"),
+    {"memory_reserve", SIZE0, offsetof(struct cq_fleet_config, memory_reserve), 0,
+     "host memory kept beyond sessions: the worker takes new sessions while MemAvailable "
+     "less this holds one more (0: 256M, or 5% of a larger host)"},
     SZ(files_quota, "bytes of one session's files kept in Redis"),
     SZ(claim_threshold, "messages larger than this travel through Redis (claim check)"),
     NUM(claim_ttl, "seconds a large reply stays in Redis for its client"),
@@ -151,6 +159,7 @@ void cq_fleet_config_init(struct cq_fleet_config *cfg)
     cfg->layer_cache_max = 256ULL << 20;
     snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
     snprintf(cfg->log_executions, sizeof(cfg->log_executions), "on");
+    snprintf(cfg->fork_kernels, sizeof(cfg->fork_kernels), "off");
     cfg->auth_window = 300;
     snprintf(cfg->audit_topic, sizeof(cfg->audit_topic), "codeq.audit");
     snprintf(cfg->audit_content, sizeof(cfg->audit_content), "off");
@@ -418,6 +427,9 @@ static int check_audit(struct cq_fleet_config *cfg, struct cq_error *err)
     if (strcmp(cfg->log_executions, "on") != 0 && strcmp(cfg->log_executions, "off") != 0)
         return cq_error_set(err, CQ_EINVALID, "log_executions: '%s' is neither on nor off",
                             cfg->log_executions);
+    if (strcmp(cfg->fork_kernels, "on") != 0 && strcmp(cfg->fork_kernels, "off") != 0)
+        return cq_error_set(err, CQ_EINVALID, "fork_kernels: '%s' is neither on nor off",
+                            cfg->fork_kernels);
     return 0;
 }
 
@@ -533,10 +545,11 @@ int cq_fleet_config_load(struct cq_fleet_config *cfg, int argc, char **argv, boo
  * both daemons) and ignores them. */
 static bool worker_only(const struct setting *s)
 {
-    static const char *const names[] = {"worker_id",     "max_sessions",     "warm_pool",
-                                        "files_quota",   "claim_ttl",        "dns",
-                                        "egress_netns",  "warm_pool_public", "warm_pool_allowlist",
-                                        "runtime_store", "layer_cache_max"};
+    static const char *const names[] = {
+        "worker_id",       "max_sessions",     "warm_pool",           "warm_pool_max",
+        "fork_kernels",    "files_quota",      "claim_ttl",           "dns",
+        "egress_netns",    "warm_pool_public", "warm_pool_allowlist", "runtime_store",
+        "layer_cache_max", "memory_reserve"};
     for (size_t i = 0; i < CQ_ARRAY_LEN(names); i++)
         if (strcmp(s->name, names[i]) == 0)
             return true;

@@ -47,6 +47,9 @@ struct cq_fleet_config {
     unsigned heartbeat_ms;    /* heartbeat_ms: workers' heartbeat period */
     unsigned max_sessions;    /* max_sessions (worker) */
     unsigned warm_pool;       /* warm_pool (worker) */
+    unsigned warm_pool_max;   /* warm_pool_max (worker): 0, the core's default */
+    char fork_kernels[8];     /* fork_kernels (worker): on: from a zygote (docs/zygote.md) */
+    uint64_t memory_reserve;  /* memory_reserve (worker): kept beyond sessions; 0 default */
     uint64_t files_quota;     /* files_quota: bytes of one session's files in Redis */
     uint64_t claim_threshold; /* claim_threshold: larger messages go by reference (Redis) */
     unsigned claim_ttl;       /* claim_ttl: seconds a reply's claim is kept */

@@ -42,6 +42,9 @@ struct cq_worker_config {
      * else no growth. A pool of size 0 stays off either way. */
     unsigned warm_pool_max;
     unsigned max_sessions;
+    /* Memory the host keeps beyond sessions when the worker counts how many more fit
+     * (cq_worker_room_by_memory). 0: 256 MiB, or 5 % of a host larger than 5 GiB. */
+    uint64_t memory_reserve_bytes;
     uint32_t default_session_ttl_s;
     double default_call_timeout_s;
     uint64_t output_limit_bytes; /* per stream and call */
@@ -126,6 +129,17 @@ bool cq_worker_has_interpreter(struct cq_worker *w, const char *name);
 /* Warm sandboxes ready now, and how many the pools keep when they can, over every
  * interpreter and network mode: for a fleet worker's readiness and its heartbeat. */
 void cq_worker_warm_counts(struct cq_worker *w, unsigned *ready, unsigned *target);
+
+/* How many more sessions fit in the host's memory now: its MemAvailable, less the
+ * reserve, over what a live session holds on average (its sandbox's cgroup charge, of
+ * up to 32 sessions; never counted below 8 MiB for forked kernels, 64 MiB for exec'd
+ * ones). A fleet worker advertises the lesser of this and its free session slots. */
+uint64_t cq_worker_room_by_memory(struct cq_worker *w);
+/* The arithmetic of it: (available - reserve) / per_session, 0 when none is left. */
+uint64_t cq_room_by_memory(uint64_t available, uint64_t reserve, uint64_t per_session);
+uint64_t cq_worker_memory_reserve(const struct cq_worker_config *cfg);
+/* The host's MemAvailable in bytes (0: unknown). */
+uint64_t cq_host_memory_available(void);
 
 /* ---- network settings: one parser for codeq mcp, codeq exec and codeq-worker -------- */
 

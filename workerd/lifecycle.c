@@ -105,6 +105,9 @@ int cq_daemon_create(const struct cq_fleet_config *cfg, struct cq_daemon **out,
     cq_worker_config_init(&wc);
     wc.max_sessions = cfg->max_sessions;
     wc.warm_pool_size = cfg->warm_pool;
+    wc.warm_pool_max = cfg->warm_pool_max;
+    wc.fork_kernels = strcmp(cfg->fork_kernels, "on") == 0;
+    wc.memory_reserve_bytes = cfg->memory_reserve;
     if (network_of(cfg, &wc, err) < 0)
         goto fail;
     wc.on_session_end = cq_wd_on_session_end;

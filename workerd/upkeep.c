@@ -33,6 +33,11 @@ void cq_wd_heartbeat_once(struct cq_daemon *d)
     pthread_mutex_unlock(&d->lock);
     bool draining = atomic_load(&d->stopping);
     int64_t capacity = draining ? 0 : (int64_t)d->cfg.max_sessions - live;
+    /* By memory too: sessions hold far less than their limits, so the count of what
+     * fits is measured (worker/capacity.c); the dispatchers place by the lesser. */
+    uint64_t room = cq_worker_room_by_memory(d->core);
+    if (capacity > 0 && (uint64_t)capacity > room)
+        capacity = (int64_t)room;
     struct cq_error err;
     if (cq_store_heartbeat(d->beat, d->cfg.worker_id, capacity, live, draining,
                            d->cfg.heartbeat_ms * 3, &err) < 0) {

@@ -122,6 +122,8 @@ static void expect_defaults(const struct cq_fleet_config *c)
     ck_assert_uint_eq(c->heartbeat_ms, 1000);
     ck_assert_uint_eq(c->max_sessions, CQ_WORKER_DEFAULT_MAX_SESSIONS);
     ck_assert_uint_eq(c->warm_pool, 2);
+    ck_assert_uint_eq(c->warm_pool_max, 0);
+    ck_assert_str_eq(c->fork_kernels, "off");
     ck_assert_uint_eq(c->files_quota, 256ULL << 20);
     ck_assert_str_eq(c->log_level, "info");
 }
@@ -447,6 +449,15 @@ START_TEST(dispatcher_usage_lists_only_what_it_reads)
 END_TEST
 
 /* --- refusals -------------------------------------------------------------------------- */
+
+START_TEST(fork_kernels_is_on_or_off)
+{
+    expect_loaded(LOAD("--fork-kernels", "on", "--warm-pool-max", "40"));
+    ck_assert_str_eq(cfg.fork_kernels, "on");
+    ck_assert_uint_eq(cfg.warm_pool_max, 40);
+    expect_refused(LOAD("--fork-kernels", "maybe"), "fork_kernels: 'maybe' is neither on nor off");
+}
+END_TEST
 
 START_TEST(unknown_names_are_refused_with_their_source)
 {
@@ -828,6 +839,7 @@ static Suite *fleet_config_suite(void)
     tc = tcase_create("refusals");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, unknown_names_are_refused_with_their_source);
+    tcase_add_test(tc, fork_kernels_is_on_or_off);
     tcase_add_test(tc, missing_file_is_an_error);
     tcase_add_test(tc, overlong_file_lines_are_refused);
     tcase_add_test(tc, reply_topics_are_refused_outside_the_prefix_and_the_fleets_own);

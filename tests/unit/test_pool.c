@@ -1,8 +1,10 @@
 /* tests/unit/test_pool.c - how a warm pool's target follows demand (worker/pool.c):
  * the most starts seen in one second of the last minute, between the pool's size and
  * its max; back to its size once that second has left the window; and the max the
- * worker's configuration gives each kind of pool. The refill itself is tested live
- * (tests/e2e/test_forked_kernels.py). */
+ * worker's configuration gives each kind of pool. Then the count of sessions that fit
+ * in memory (worker/capacity.c). The refill is tested live
+ * (tests/e2e/test_forked_kernels.py), the placement by memory in the fleet
+ * (tests/fleet/test_capacity.py). */
 #define _GNU_SOURCE
 #include "worker/session.h"
 #include "unit.h"
@@ -88,6 +90,26 @@ START_TEST(max_by_configuration)
 }
 END_TEST
 
+START_TEST(room_by_memory)
+{
+    const uint64_t mib = 1ULL << 20;
+    ck_assert_uint_eq(cq_room_by_memory(1000 * mib, 200 * mib, 100 * mib), 8);
+    ck_assert_uint_eq(cq_room_by_memory(1099 * mib, 200 * mib, 100 * mib), 8);
+    /* At or under the reserve, nothing fits; a zero estimate counts nothing either. */
+    ck_assert_uint_eq(cq_room_by_memory(200 * mib, 200 * mib, 100 * mib), 0);
+    ck_assert_uint_eq(cq_room_by_memory(100 * mib, 200 * mib, 100 * mib), 0);
+    ck_assert_uint_eq(cq_room_by_memory(1000 * mib, 0, 0), 0);
+
+    struct cq_worker_config cfg;
+    cq_worker_config_init(&cfg);
+    ck_assert_uint_ge(cq_worker_memory_reserve(&cfg), 256 * mib);
+    cfg.memory_reserve_bytes = 3 * mib;
+    ck_assert_uint_eq(cq_worker_memory_reserve(&cfg), 3 * mib);
+    /* This host says what it has. */
+    ck_assert_uint_gt(cq_host_memory_available(), 0);
+}
+END_TEST
+
 static Suite *pool_suite(void)
 {
     Suite *s = suite_create("pool");
@@ -96,6 +118,9 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, target_falls_back_once_the_second_leaves_the_window);
     tcase_add_test(tc, a_fixed_pool_does_not_grow);
     tcase_add_test(tc, max_by_configuration);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("memory");
+    tcase_add_test(tc, room_by_memory);
     suite_add_tcase(s, tc);
     return s;
 }
