@@ -30,6 +30,7 @@ Needs root (codeq) and python3-jupyter-client + python3-ipykernel (scripts/setup
 import argparse
 import json
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -350,7 +351,6 @@ def one_plus_one(mcp, sid, n):
 
 def live_codeq(codeq, n, pool, fork, touches):
     """(d): n sessions alive; 1+1 round trips before them (lone) and among them."""
-    import random
     mcp = Mcp(codeq, pool, fork)
     try:
         time.sleep(3)

@@ -78,6 +78,10 @@ uint64_t cq_worker_room_by_memory(struct cq_worker *w)
     /* Measured sessions below the floor (just started, nothing run yet) would make
      * room look larger than the next ones will leave. */
     uint64_t per_session = average > floor ? average : floor;
-    return cq_room_by_memory(cq_host_memory_available(), cq_worker_memory_reserve(&w->cfg),
-                             per_session);
+    uint64_t available = cq_host_memory_available();
+    /* A kernel that does not say (no MemAvailable: before Linux 3.14) leaves the count
+     * to max_sessions, rather than a worker that takes nothing. */
+    if (available == 0)
+        return UINT64_MAX;
+    return cq_room_by_memory(available, cq_worker_memory_reserve(&w->cfg), per_session);
 }

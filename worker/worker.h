@@ -133,7 +133,8 @@ void cq_worker_warm_counts(struct cq_worker *w, unsigned *ready, unsigned *targe
 /* How many more sessions fit in the host's memory now: its MemAvailable, less the
  * reserve, over what a live session holds on average (its sandbox's cgroup charge, of
  * up to 32 sessions; never counted below 8 MiB for forked kernels, 64 MiB for exec'd
- * ones). A fleet worker advertises the lesser of this and its free session slots. */
+ * ones); UINT64_MAX when the host does not say. A fleet worker advertises the lesser
+ * of this and its free session slots. */
 uint64_t cq_worker_room_by_memory(struct cq_worker *w);
 /* The arithmetic of it: (available - reserve) / per_session, 0 when none is left. */
 uint64_t cq_room_by_memory(uint64_t available, uint64_t reserve, uint64_t per_session);
